@@ -1,0 +1,129 @@
+"""Counterfactual prompt pairs, and their encoding into padded token tensors with named positions.
+
+A ``PromptPair`` is task-agnostic: two rendered prompts, the answer the causal model expects after
+the intervention, the base's own answer, and which variable the pair intervenes on. ``encode``
+tokenizes a list of them for one model and resolves the site's position on each prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from das_assert.models import LoadedModel
+from das_assert.positions import Position
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["EncodedPairs", "PromptPair", "encode"]
+
+
+@dataclass(frozen=True)
+class PromptPair:
+    """A base and a source prompt with the counterfactual answer the causal model predicts.
+
+    Args:
+        base / source: the rendered prompts (``text`` and slot ``spans``).
+        expected: the answer word after intervening on the pair's variable.
+        base_expected: the base prompt's own (factual) answer word.
+        variable_index: which of the alignment's variables this pair intervenes on.
+        inputs: the causal inputs behind the prompts, for messages (``{"base": ..., "source": ...}``).
+    """
+
+    base: Any  # RenderedPrompt: .text, .spans
+    source: Any
+    expected: str
+    base_expected: str
+    variable_index: int = 0
+    inputs: dict[str, Any] = field(default_factory=dict)
+    source_expected: str = ""
+
+
+@dataclass
+class EncodedPairs:
+    """Pairs tokenized for one model: padded ids, resolved positions, answer token ids."""
+
+    pairs: list[PromptPair]
+    base_ids: torch.Tensor  # (n, t_base)
+    base_mask: torch.Tensor
+    base_last: torch.Tensor  # (n,) index of each base prompt's last token
+    base_position: torch.Tensor  # (n,) the site's token in each base prompt
+    source_ids: torch.Tensor  # (n, t_source)
+    source_mask: torch.Tensor
+    source_position: torch.Tensor
+    label_ids: torch.Tensor  # (n,) counterfactual answer token
+    base_label_ids: torch.Tensor  # (n,) the base's own answer token
+    variable_index: torch.Tensor  # (n,)
+    position: str
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def batches(
+        self, batch_size: int, *, generator: torch.Generator | None = None
+    ) -> Iterator[torch.Tensor]:
+        """Index tensors of ``batch_size`` pairs, shuffled when a generator is given."""
+        import torch
+
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+        for start in range(0, n, batch_size):
+            yield order[start : start + batch_size]
+
+    def base_batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ids and attention mask of some base prompts, trimmed to their longest one."""
+        return _trim(self.base_ids[index], self.base_mask[index])
+
+    def source_batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _trim(self.source_ids[index], self.source_mask[index])
+
+
+def _trim(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    length = int(mask.sum(dim=1).max())
+    return ids[:, :length], mask[:, :length]
+
+
+def _tokenize(model: LoadedModel, prompts: Sequence[Any], position: Position) -> tuple[Any, ...]:
+    import torch
+
+    texts = [prompt.text for prompt in prompts]
+    encoded = model.tokenizer(texts, return_offsets_mapping=True, padding=True, return_tensors="pt")
+    mask = encoded["attention_mask"]
+    lengths = mask.sum(dim=1)
+    positions = []
+    for row, prompt in enumerate(prompts):
+        n = int(lengths[row])
+        offsets = [tuple(pair) for pair in encoded["offset_mapping"][row, :n].tolist()]
+        positions.append(position.resolve(offsets, prompt.spans, prompt.text))
+    return encoded["input_ids"], mask, lengths - 1, torch.tensor(positions)
+
+
+def encode(model: LoadedModel, pairs: Sequence[PromptPair], position: Position) -> EncodedPairs:
+    """Tokenize ``pairs`` for ``model`` and resolve ``position`` on every base and source prompt."""
+    import torch
+
+    pairs = list(pairs)
+    base_ids, base_mask, base_last, base_position = _tokenize(
+        model, [p.base for p in pairs], position
+    )
+    source_ids, source_mask, _, source_position = _tokenize(
+        model, [p.source for p in pairs], position
+    )
+    labels = [model.answer_id(p.base.text, p.expected) for p in pairs]
+    base_labels = [model.answer_id(p.base.text, p.base_expected) for p in pairs]
+    return EncodedPairs(
+        pairs=pairs,
+        base_ids=base_ids,
+        base_mask=base_mask,
+        base_last=base_last,
+        base_position=base_position,
+        source_ids=source_ids,
+        source_mask=source_mask,
+        source_position=source_position,
+        label_ids=torch.tensor(labels),
+        base_label_ids=torch.tensor(base_labels),
+        variable_index=torch.tensor([p.variable_index for p in pairs]),
+        position=position.name,
+    )

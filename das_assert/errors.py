@@ -1,0 +1,55 @@
+"""The exceptions das_assert raises, and the helper that suggests a fix for a misspelt name.
+
+Every error a user can cause is a ``DasError`` with a message that names what is wrong and how to
+fix it. The CLI turns them into exit code 2; the pytest plugin shows them without a torch traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "AlignmentFileError",
+    "ConfigError",
+    "DasError",
+    "InvalidArgument",
+    "ModelLoadError",
+    "PreconditionFailed",
+    "TrainingDiverged",
+    "did_you_mean",
+]
+
+
+class DasError(Exception):
+    """Base class of every error das_assert raises on purpose."""
+
+
+class InvalidArgument(DasError, ValueError):
+    """A value passed to a das_assert function is not acceptable."""
+
+
+class ConfigError(DasError, ValueError):
+    """A configuration file (das.yaml) or a command-line option is malformed."""
+
+
+class ModelLoadError(DasError):
+    """A model directory cannot be loaded (missing files, unknown architecture, ...)."""
+
+
+class AlignmentFileError(DasError):
+    """A saved alignment, cache entry or baseline is missing, corrupted or incompatible."""
+
+
+class PreconditionFailed(DasError):
+    """The model does not do the task well enough for an alignment to mean anything."""
+
+
+class TrainingDiverged(DasError):
+    """The alignment loss became NaN or infinite."""
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """Return ``" Did you mean 'x'?"`` for the closest choice, or ``""`` when none is close."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""

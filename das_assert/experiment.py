@@ -1,0 +1,237 @@
+"""One claim, end to end: generate pairs, check the task precondition, fit, evaluate, judge.
+
+``run_experiment(model, Experiment(...))`` is what the CLI's ``fit`` and the pytest fixtures call.
+Its ``AlignmentResult`` carries everything the JSON report needs (n, interval, site, seed,
+baselines, the pairs themselves) and can re-evaluate the frozen alignment on new pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from das_assert.data import EncodedPairs, PromptPair, encode
+from das_assert.errors import InvalidArgument, PreconditionFailed
+from das_assert.evaluate import Evaluation, evaluate
+from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
+from das_assert.metrics import Verdict, normalized_iia, verdict, wilson_interval
+from das_assert.models import LoadedModel
+from das_assert.runner import answer_logits
+from das_assert.sites import Site
+from das_assert.tasks.price_tagging import (
+    INTERVENED_VARIABLES,
+    PriceFormat,
+    causal_model,
+    prompt_pairs,
+)
+
+__all__ = ["AlignmentResult", "Experiment", "run_experiment", "task_accuracy"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Experiment:
+    """A price-tagging claim: which causal model, which variables, which site, how much data."""
+
+    hypothesis: str
+    site: Site
+    variables: tuple[str, ...] | None = None  # default: every variable the model intervenes on
+    n_train: int = 2000
+    n_test: int = 500
+    seed: int = 0
+    fmt: PriceFormat = field(default_factory=PriceFormat)
+    bracket: tuple[int, int] | None = None
+    threshold: float | None = None
+    margin: float = 0.05
+    min_task_accuracy: float = 0.8
+
+    def __post_init__(self) -> None:
+        cm = causal_model(self.hypothesis)
+        variables = self.variables or INTERVENED_VARIABLES[self.hypothesis]
+        object.__setattr__(self, "variables", tuple(variables))
+        cm.check_intervenable(list(self.variables))
+        for name, value in (("n_train", self.n_train), ("n_test", self.n_test)):
+            if value < 2:
+                raise InvalidArgument(f"{name}={value}: need at least 2 pairs")
+        if self.threshold is not None and not 0 <= self.threshold <= 1:
+            raise InvalidArgument(f"threshold={self.threshold} must lie in [0, 1]")
+        if not 0 <= self.min_task_accuracy <= 1:
+            raise InvalidArgument(f"min_task_accuracy={self.min_task_accuracy} must lie in [0, 1]")
+
+    @property
+    def variable(self) -> str:
+        return "+".join(self.variables or ())
+
+    def pairs(self, n: int, seed: int, fmt: PriceFormat | None = None) -> list[PromptPair]:
+        return prompt_pairs(
+            self.hypothesis,
+            n,
+            seed=seed,
+            fmt=fmt or self.fmt,
+            bracket=self.bracket,
+            variables=self.variables,
+        )
+
+    def train_pairs(self) -> list[PromptPair]:
+        return self.pairs(self.n_train, self.seed)
+
+    def test_pairs(self) -> list[PromptPair]:
+        return self.pairs(self.n_test, self.seed + 100_003)  # a disjoint stream of the sampler
+
+
+@torch.no_grad()
+def task_accuracy(model: LoadedModel, test: EncodedPairs, batch_size: int = 64) -> float:
+    """The model's accuracy on the base prompts' own (factual) answers."""
+    hits = 0
+    for index in test.batches(batch_size):
+        logits = answer_logits(model.model, None, test, index)
+        hits += int((logits.argmax(-1).cpu() == test.base_label_ids[index]).sum())
+    return hits / len(test)
+
+
+@dataclass
+class AlignmentResult:
+    """A fitted and evaluated alignment, with its verdict."""
+
+    model: LoadedModel
+    experiment: Experiment
+    config: FitConfig
+    fitted: FittedAlignment
+    evaluation: Evaluation
+    unchanged_rate: float
+
+    @property
+    def iia(self) -> float:
+        return self.evaluation.iia
+
+    @property
+    def n(self) -> int:
+        return self.evaluation.n
+
+    @property
+    def iia_ci(self) -> tuple[float, float]:
+        return wilson_interval(self.evaluation.successes, self.n)
+
+    @property
+    def baselines(self) -> dict[str, float]:
+        return self.evaluation.baselines()
+
+    def verdict(self, threshold: float | None = None) -> Verdict | None:
+        threshold = self.experiment.threshold if threshold is None else threshold
+        if threshold is None:
+            return None
+        baselines = self.baselines
+        return verdict(
+            iia_ci=self.iia_ci,
+            iia=self.iia,
+            threshold=threshold,
+            baselines={"noop": baselines["noop"], "random_rotation": baselines["random_rotation"]},
+            margin=self.experiment.margin,
+            collapsed=self.fitted.collapsed,
+        )
+
+    def evaluate_on(self, pairs: list[PromptPair], *, seed: int | None = None) -> Evaluation:
+        """Evaluate the frozen alignment on other pairs (new prompts, brackets, ...): no training."""
+        test = encode(self.model, pairs, self.experiment.site.parsed_position)
+        return evaluate(
+            self.model.model, self.fitted, test, seed=self.experiment.seed if seed is None else seed
+        )
+
+    def summary(self) -> str:
+        """One line: IIA, n, interval, site, seed, baselines."""
+        low, high = self.iia_ci
+        b = self.baselines
+        return (
+            f"IIA {self.iia:.3f} (n={self.n}, 95% CI [{low:.3f}, {high:.3f}]) at {self.experiment.site} "
+            f"seed={self.experiment.seed}; no-op {b['noop']:.3f}, majority {b['majority']:.3f}, "
+            f"random rotation {b['random_rotation']:.3f}, task accuracy "
+            f"{self.evaluation.task_accuracy:.3f}; boundary {self.fitted.boundary_dims} of "
+            f"{self.fitted.interchange.d} dims"
+        )
+
+    def to_dict(self, *, test_id: str | None = None, include_pairs: bool = True) -> dict[str, Any]:
+        """The result record of the JSON report (see README, "The JSON report")."""
+        exp = self.experiment
+        ev = self.evaluation
+        baselines = self.baselines
+        decided = self.verdict()
+        by_variable = ev.iia_by_variable()
+        record: dict[str, Any] = {
+            "test_id": test_id,
+            "hypothesis": exp.hypothesis,
+            "variable": exp.variable,
+            "site": {
+                "canonical": str(exp.site),
+                "layer": exp.site.layer,
+                "position": exp.site.position,
+                "component": exp.site.component,
+                "module": self.fitted.site.module_path,
+            },
+            "method": self.config.method,
+            "seed": exp.seed,
+            "n_train": exp.n_train,
+            "n_test": self.n,
+            "iia": round(self.iia, 6),
+            "iia_successes": ev.successes,
+            "iia_ci": [round(v, 6) for v in self.iia_ci],
+            "iia_by_variable": {
+                (exp.variables or ())[k]: {"correct": c, "n": n}
+                for k, (c, n) in by_variable.items()
+            },
+            "task_accuracy": round(ev.task_accuracy, 6),
+            "baselines": {k: round(v, 6) for k, v in baselines.items()},
+            "normalized_iia": _round(
+                normalized_iia(self.iia, baselines["majority"], ev.task_accuracy)
+            ),
+            "unchanged_label_rate": round(self.unchanged_rate, 6),
+            "boundary_dims": self.fitted.boundary_dims,
+            "hidden_size": self.fitted.interchange.d,
+            "collapsed": self.fitted.collapsed,
+            "threshold": exp.threshold,
+            "verdict": decided.outcome if decided else None,
+            "verdict_reason": decided.reason if decided else None,
+            "fit": self.config.as_dict(),
+            "train_seconds": round(self.fitted.train_seconds, 3),
+            "eval_seconds": round(ev.eval_seconds, 3),
+        }
+        if include_pairs:
+            record["pairs"] = ev.pair_records(self.model.tokenizer)
+        return record
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+def run_experiment(
+    model: LoadedModel, experiment: Experiment, config: FitConfig | None = None
+) -> AlignmentResult:
+    """Fit and evaluate one alignment.
+
+    Raises:
+        PreconditionFailed: if the model's task accuracy on the test bases is below the gate.
+    """
+    config = config or FitConfig()
+    position = experiment.site.parsed_position
+    resolved = experiment.site.resolve(model.model)
+    test = encode(model, experiment.test_pairs(), position)
+    accuracy = task_accuracy(model, test)
+    if accuracy < experiment.min_task_accuracy:
+        raise PreconditionFailed(
+            f"{model.name} answers only {accuracy:.3f} of the {len(test)} test prompts correctly "
+            f"(gate: {experiment.min_task_accuracy}); an alignment of a model that does not do the "
+            "task says nothing. Check the prompt format and answer words, or lower the gate with "
+            "min_task_accuracy / --das-min-task-accuracy"
+        )
+    train = encode(model, experiment.train_pairs(), position)
+    fitted = fit_alignment(
+        model.model,
+        resolved,
+        train,
+        config,
+        n_variables=len(INTERVENED_VARIABLES[experiment.hypothesis]),
+    )
+    evaluation = evaluate(model.model, fitted, test, seed=experiment.seed)
+    unchanged = sum(p.expected == p.base_expected for p in test.pairs) / len(test)
+    return AlignmentResult(model, experiment, config, fitted, evaluation, unchanged)

@@ -1,0 +1,190 @@
+"""Interchange interventions in a rotated basis: Boundless DAS and its controls.
+
+Boundless DAS (Wu et al. 2023) learns an orthogonal rotation R of a hidden vector and, per causal
+variable, a box of rotated coordinates. For a base vector h and a source vector s at the same site,
+
+    h' = [ (1 - m) * (h R) + m * (s R) ] R^T
+
+where m is the variable's mask. During training m is soft: with coordinate centres c_i = i + 1/2
+and a box [start, end), m_i = sigmoid((c_i - start)/tau) * sigmoid((end - c_i)/tau), annealed
+from a high temperature tau to a low one. For evaluation m is hard: m_i = 1 iff start < c_i < end.
+Coordinate centres (rather than pyvene's integer indices) make an empty box an exact no-op; the
+original's coordinate 0 is always half-mixed.
+
+Several variables share one rotation with disjoint, adjacent boxes: variable k owns
+[w_0 + ... + w_{k-1}, w_0 + ... + w_k). Each pair intervenes on one variable.
+
+The same module expresses every control: ``full`` (identity rotation, every coordinate), ``noop``
+(empty box), ``fixed`` (learned rotation, k coordinates), ``random_rotation`` (fixed random R).
+The rotation is kept in float32 even when the model runs in bfloat16.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrizations
+
+__all__ = ["Interchange"]
+
+
+class _Rotation(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(d, d))
+        nn.init.orthogonal_(self.weight)
+
+
+class Interchange(nn.Module):
+    """A rotated interchange intervention over ``n_variables`` disjoint boxes of coordinates.
+
+    Use the constructors: ``boundless``, ``fixed``, ``full``, ``noop``, ``random_rotation``.
+    """
+
+    def __init__(
+        self,
+        d: int,
+        widths: list[float],
+        *,
+        rotation: str,
+        learn_widths: bool,
+        temperature: float = 50.0,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.d = d
+        self.method = ""
+        self.rotation_kind = rotation
+        if rotation == "learned":
+            self.rotate = parametrizations.orthogonal(_Rotation(d))
+        elif rotation == "random":
+            q, _ = torch.linalg.qr(torch.randn(d, d, generator=generator))
+            self.register_buffer("fixed_rotation", q)
+        elif rotation != "identity":
+            raise ValueError(f"rotation must be learned, random or identity, not {rotation!r}")
+        fractions = torch.tensor([w / d for w in widths], dtype=torch.float32)
+        self.widths = nn.Parameter(fractions, requires_grad=learn_widths)
+        self.register_buffer("centres", torch.arange(d, dtype=torch.float32) + 0.5)
+        self.temperature = temperature
+
+    # -- constructors -------------------------------------------------------------------------
+    @classmethod
+    def boundless(
+        cls, d: int, n_variables: int = 1, *, init_fraction: float | None = None
+    ) -> Interchange:
+        """Learned rotation and learned boxes, each starting at ``init_fraction`` of ``d``."""
+        fraction = min(0.5, 1.0 / n_variables) if init_fraction is None else init_fraction
+        module = cls(d, [fraction * d] * n_variables, rotation="learned", learn_widths=True)
+        module.method = "boundless"
+        return module
+
+    @classmethod
+    def fixed(cls, d: int, k: int, n_variables: int = 1) -> Interchange:
+        """Learned rotation, ``k`` coordinates per variable (DAS with a fixed subspace size)."""
+        module = cls(d, [float(k)] * n_variables, rotation="learned", learn_widths=False)
+        module.method = f"das:{k}"
+        return module
+
+    @classmethod
+    def full(cls, d: int, n_variables: int = 1) -> Interchange:
+        """Full-vector interchange: the base vector is replaced by the source vector."""
+        module = cls(
+            d, [float(d)] + [0.0] * (n_variables - 1), rotation="identity", learn_widths=False
+        )
+        module.method = "full"
+        return module
+
+    @classmethod
+    def noop(cls, d: int, n_variables: int = 1) -> Interchange:
+        """An empty box: the base run, unchanged."""
+        module = cls(d, [0.0] * n_variables, rotation="identity", learn_widths=False)
+        module.method = "noop"
+        return module
+
+    @classmethod
+    def random_rotation(cls, d: int, widths: list[int], *, seed: int) -> Interchange:
+        """A fixed random rotation with boxes of the given widths (a control for a learned one)."""
+        generator = torch.Generator().manual_seed(seed)
+        module = cls(
+            d,
+            [float(w) for w in widths],
+            rotation="random",
+            learn_widths=False,
+            generator=generator,
+        )
+        module.method = "random_rotation"
+        return module
+
+    # -- geometry -----------------------------------------------------------------------------
+    @property
+    def n_variables(self) -> int:
+        return int(self.widths.numel())
+
+    def rotation_matrix(self) -> torch.Tensor | None:
+        if self.rotation_kind == "learned":
+            return self.rotate.weight
+        if self.rotation_kind == "random":
+            return self.fixed_rotation
+        return None
+
+    def box_edges(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(start, end) of every variable's box, in coordinates."""
+        widths = self.widths.clamp(0.0, 1.0) * self.d
+        ends = torch.cumsum(widths, dim=0)
+        return ends - widths, ends
+
+    def masks(self, *, hard: bool) -> torch.Tensor:
+        """(n_variables, d) masks; hard masks are exactly 0 or 1."""
+        start, end = self.box_edges()
+        c = self.centres
+        if hard:
+            return ((c > start[:, None]) & (c < end[:, None])).float()
+        tau = max(self.temperature, 1e-6)
+        return torch.sigmoid((c - start[:, None]) / tau) * torch.sigmoid((end[:, None] - c) / tau)
+
+    def hard_widths(self) -> list[int]:
+        """Coordinates each variable owns under the hard mask."""
+        return [int(v) for v in self.masks(hard=True).sum(dim=1).tolist()]
+
+    def clamp_widths_(self) -> None:
+        """Project the learned widths back into [0, 1] after an optimizer step."""
+        with torch.no_grad():
+            self.widths.clamp_(0.0, 1.0)
+
+    # -- the intervention ---------------------------------------------------------------------
+    def forward(
+        self,
+        base: torch.Tensor,
+        source: torch.Tensor,
+        variable_index: torch.Tensor,
+        *,
+        hard: bool,
+    ) -> torch.Tensor:
+        """Mix ``source`` into ``base`` (both (batch, d)) on each row's variable's box."""
+        dtype = base.dtype
+        base32, source32 = base.float(), source.to(base.device).float()
+        mask = self.masks(hard=hard).to(base.device)[variable_index.to(base.device)]
+        rotation = self.rotation_matrix()
+        if rotation is None:
+            return (base32 + mask * (source32 - base32)).to(dtype)
+        rotation = rotation.to(base.device)
+        rotated_base = base32 @ rotation
+        rotated_source = source32 @ rotation
+        mixed = rotated_base + mask * (rotated_source - rotated_base)
+        return (mixed @ rotation.T).to(dtype)
+
+    def orthogonality_error(self) -> float:
+        """max |R R^T - I| of the current rotation (0 for the identity)."""
+        rotation = self.rotation_matrix()
+        if rotation is None:
+            return 0.0
+        with torch.no_grad():
+            eye = torch.eye(self.d, device=rotation.device)
+            return float((rotation @ rotation.T - eye).abs().max())
+
+
+def temperature_schedule(start: float, end: float, steps: int) -> list[float]:
+    """Linear annealing from ``start`` to ``end`` over ``steps`` optimizer steps."""
+    if steps <= 1:
+        return [end]
+    return [start + (end - start) * i / (steps - 1) for i in range(steps)]

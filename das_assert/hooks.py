@@ -1,0 +1,99 @@
+"""The one module that registers torch hooks. It removes exactly the handles it added.
+
+Two hooks cover every use:
+
+- ``capture``: record the hidden state at one token per example, and optionally stop the forward
+  pass right there (nothing after the site is needed to read a source activation);
+- ``intervene``: replace the hidden state at one token per example by ``mix(base, source)``.
+
+Both work on a block's output (tuple or bare tensor) or, for ``block_input``, on its first input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from das_assert.sites import ResolvedSite
+
+__all__ = ["StopForward", "capture", "intervene"]
+
+Mix = Callable[[torch.Tensor], torch.Tensor]
+
+
+class StopForward(Exception):
+    """Raised by a capturing hook to end a forward pass early; caught by ``capture``."""
+
+
+def _hidden_of(args: tuple, kwargs: dict, output: Any, kind: str) -> torch.Tensor:
+    if kind == "output":
+        return output[0] if isinstance(output, tuple) else output
+    return args[0] if args else kwargs["hidden_states"]
+
+
+@contextmanager
+def _registered(site: ResolvedSite, hook: Callable[..., Any]) -> Iterator[None]:
+    module = site.module
+    if site.kind == "output":
+        handle = module.register_forward_hook(hook, with_kwargs=True)
+    else:
+        handle = module.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def capture(
+    site: ResolvedSite, positions: torch.Tensor, *, stop: bool = False
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Record ``hidden[b, positions[b]]`` at ``site`` into ``captured["hidden"]`` (batch, d).
+
+    With ``stop=True`` the forward pass is cut short after the site: run the model inside
+    ``with capture(...)`` and the ``StopForward`` it raises is swallowed here.
+    """
+    captured: dict[str, torch.Tensor] = {}
+
+    def hook(_module: Any, args: tuple, kwargs: dict, output: Any = None) -> None:
+        hidden = _hidden_of(args, kwargs, output, site.kind)
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        captured["hidden"] = hidden[rows, positions.to(hidden.device)].detach()
+        if stop:
+            raise StopForward
+
+    try:
+        with _registered(site, hook):
+            yield captured
+    except StopForward:
+        pass
+
+
+@contextmanager
+def intervene(site: ResolvedSite, positions: torch.Tensor, mix: Mix) -> Iterator[None]:
+    """Replace ``hidden[b, positions[b]]`` by ``mix(hidden[b, positions[b]], ...)`` at ``site``.
+
+    ``mix`` gets the base vectors (batch, d) and returns the new ones; it closes over the source.
+    """
+
+    def replace(hidden: torch.Tensor) -> torch.Tensor:
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        where = positions.to(hidden.device)
+        mixed = mix(hidden[rows, where]).to(hidden.dtype)
+        return hidden.index_put((rows, where), mixed)
+
+    def output_hook(_module: Any, _args: tuple, _kwargs: dict, output: Any) -> Any:
+        if isinstance(output, tuple):
+            return (replace(output[0]), *output[1:])
+        return replace(output)
+
+    def input_hook(_module: Any, args: tuple, kwargs: dict) -> Any:
+        if args:
+            return (replace(args[0]), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": replace(kwargs["hidden_states"])}
+
+    with _registered(site, output_hook if site.kind == "output" else input_hook):
+        yield

@@ -1,0 +1,254 @@
+"""Load a local Hugging Face causal LM (the embedded model or any directory) and fingerprint it.
+
+There is one loading path: ``AutoModelForCausalLM.from_pretrained(path, local_files_only=True)``.
+The embedded price-tagging model is just a directory inside the package, loaded the same way a
+real Alpaca directory is. Nothing here reaches a model hub.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from das_assert.errors import InvalidArgument, ModelLoadError, did_you_mean
+
+__all__ = [
+    "EMBEDDED_MODEL_DIR",
+    "LoadedModel",
+    "answer_token_id",
+    "load_model",
+    "resolve_model_path",
+]
+
+EMBEDDED_MODEL_DIR = Path(__file__).parent / "embedded" / "price_tagger"
+DTYPES = ("float32", "bfloat16", "float16")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """``"embedded"`` means the shipped model; anything else must be a local model directory."""
+    if str(path) == "embedded":
+        return EMBEDDED_MODEL_DIR
+    resolved = Path(path).expanduser()
+    if not resolved.exists():
+        raise ModelLoadError(
+            f"model directory {str(path)!r} does not exist; pass a local Hugging Face model "
+            "directory (with config.json and weights) or 'embedded' for the shipped model"
+        )
+    if not resolved.is_dir():
+        raise ModelLoadError(
+            f"{str(path)!r} is a file, not a model directory; pass the folder that holds "
+            "config.json and the weights"
+        )
+    if not (resolved / "config.json").is_file():
+        raise ModelLoadError(
+            f"{str(path)!r} has no config.json, so it is not a Hugging Face model directory; "
+            "save the model with save_pretrained() or point at the folder that holds config.json"
+        )
+    if not any((resolved / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelLoadError(
+            f"{str(path)!r} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); save the "
+            "tokenizer next to the model with tokenizer.save_pretrained(dir)"
+        )
+    return resolved
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """A loaded model, its tokenizer, and where it came from."""
+
+    model: Any
+    tokenizer: Any
+    path: Path
+    dtype: str
+    device: str
+    _answer_ids: dict[tuple[str, str], int] = field(default_factory=dict, repr=False)
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+    @property
+    def name(self) -> str:
+        return "embedded" if self.path == EMBEDDED_MODEL_DIR else str(self.path)
+
+    @property
+    def input_device(self) -> Any:
+        return self.model.get_input_embeddings().weight.device
+
+    @cached_property
+    def fingerprint(self) -> dict[str, str]:
+        """sha256 of the weight files, of the tokenizer files, and of config.json.
+
+        Each weight file is read once, in 4 MiB chunks, and the digest is kept for the session.
+        """
+        weights = hashlib.sha256()
+        for file in sorted(self.path.glob("*.safetensors")) or sorted(self.path.glob("*.bin")):
+            weights.update(file.name.encode() + _file_sha256(file).encode())
+        tokenizer = hashlib.sha256()
+        for name in TOKENIZER_FILES:
+            if (self.path / name).is_file():
+                tokenizer.update(name.encode() + (self.path / name).read_bytes())
+        config = json.loads((self.path / "config.json").read_text())
+        config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+        return {
+            "weights": weights.hexdigest()[:16],
+            "tokenizer": tokenizer.hexdigest()[:16],
+            "config": config_hash[:16],
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """The ``model`` block of a report."""
+        cfg = self.config
+        return {
+            "path": self.name,
+            "fingerprint": self.fingerprint,
+            "dtype": self.dtype,
+            "device": self.device,
+            "architecture": cfg.model_type,
+            "n_layers": cfg.num_hidden_layers,
+            "hidden_size": cfg.hidden_size,
+        }
+
+    def answer_id(self, prompt: str, answer: str) -> int:
+        """The token id of ``answer`` when it directly follows ``prompt`` (see ``answer_token_id``)."""
+        key = (prompt[-16:], answer)
+        if key not in self._answer_ids:
+            self._answer_ids[key] = answer_token_id(self.tokenizer, prompt, answer)
+        return self._answer_ids[key]
+
+
+def answer_token_id(tokenizer: Any, prompt: str, answer: str) -> int:
+    """The single token the model must produce after ``prompt`` to answer ``answer``.
+
+    One rule for every tokenizer: tokenize ``prompt`` and ``prompt + answer`` and take the tokens
+    the answer adds. That gives ``Yes`` after a newline for LLaMA's SentencePiece and `` Yes``
+    after a space for GPT-2 style BPE, without knowing either convention.
+
+    Raises:
+        InvalidArgument: when the answer adds more than one token, or changes the prompt's tokens.
+    """
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    full_ids = tokenizer(prompt + answer, add_special_tokens=False)["input_ids"]
+    added = full_ids[len(prompt_ids) :]
+    if full_ids[: len(prompt_ids)] != prompt_ids or len(added) != 1:
+        pieces = tokenizer.convert_ids_to_tokens(added)
+        raise InvalidArgument(
+            f"the answer {answer!r} is not a single token after the prompt for this tokenizer "
+            f"(it adds {pieces}); choose answer words that are one token each, e.g. by "
+            "PriceFormat(answers=(...)) with words in the tokenizer's vocabulary"
+        )
+    if tokenizer.unk_token_id is not None and added[0] == tokenizer.unk_token_id:
+        raise InvalidArgument(
+            f"the answer {answer!r} is unknown to the tokenizer (it maps to {tokenizer.unk_token!r})"
+        )
+    return int(added[0])
+
+
+def load_model(
+    path: str | Path = "embedded",
+    *,
+    dtype: str = "float32",
+    device: str = "cpu",
+    device_map: str | None = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load a causal LM and its fast tokenizer from a local directory, frozen and in eval mode.
+
+    Args:
+        path: a local model directory, or ``"embedded"`` for the shipped price-tagging model.
+        dtype: ``float32``, ``bfloat16`` or ``float16``.
+        device: ``cpu``, ``cuda`` or ``cuda:N``; ignored when ``device_map`` is given.
+        device_map: e.g. ``"auto"`` to spread a large model over the visible GPUs (accelerate).
+        trust_remote_code: run the model's own Python code; off unless you ask for it.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    directory = resolve_model_path(path)
+    if dtype not in DTYPES:
+        raise InvalidArgument(
+            f"dtype={dtype!r} is not supported; choose one of {', '.join(DTYPES)}."
+            + did_you_mean(dtype, DTYPES)
+        )
+    if device_map is None:
+        _check_device(device)
+    try:
+        config = AutoConfig.from_pretrained(
+            directory, local_files_only=True, trust_remote_code=trust_remote_code
+        )
+    except (ValueError, KeyError, OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(
+            f"cannot read the model config in {str(directory)!r}: {exc}. The architecture must be "
+            "one that transformers knows (or pass --trust-remote-code for a custom one)"
+        ) from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            directory, local_files_only=True, trust_remote_code=trust_remote_code
+        )
+    except (ValueError, OSError, KeyError) as exc:
+        raise ModelLoadError(f"cannot load the tokenizer in {str(directory)!r}: {exc}") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelLoadError(
+            f"the tokenizer in {str(directory)!r} is a slow tokenizer; das_assert needs a fast "
+            "one (tokenizer.json) to map prompt slots to token positions"
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    tokenizer.padding_side = "right"
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            directory,
+            config=config,
+            dtype=getattr(torch, dtype),
+            device_map=device_map,
+            local_files_only=True,
+            trust_remote_code=trust_remote_code,
+        )
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise ModelLoadError(f"cannot load the weights in {str(directory)!r}: {exc}") from None
+    if device_map is None:
+        model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        path=directory,
+        dtype=dtype,
+        device=device if device_map is None else f"device_map={device_map}",
+    )
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    if device == "cpu":
+        return
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InvalidArgument(
+                f"device={device!r} but no CUDA device is available here; use --device cpu"
+            )
+        index = device.partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            raise InvalidArgument(
+                f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA devices "
+                f"(cuda:0..cuda:{torch.cuda.device_count() - 1})"
+            )
+        return
+    raise InvalidArgument(f"device={device!r} is not one of cpu, cuda, cuda:N")

@@ -1,0 +1,97 @@
+"""Token positions by name, resolved per example on its own tokenization.
+
+Hard-coding token indices (the paper's 69..81) breaks as soon as the tokenizer, the prompt or a
+prefix changes. A position here is a name, resolved on each prompt's offsets:
+
+- ``last``: the last prompt token (where the answer is read); ``last-K``: K tokens before it.
+- ``SLOT.first`` / ``SLOT.last``: the first / last token of a rendered slot (``amount``, ``low``,
+  ``high``, ``instruction``, ``prefix``, ...).
+- ``after:SLOT`` / ``before:SLOT``: the token right after / right before the slot; an optional
+  ``+K`` (``after:amount+2``) moves further right, ``-K`` further left.
+
+Base and source prompts may have different lengths: each is resolved on its own tokens.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from das_assert.errors import InvalidArgument, did_you_mean
+
+__all__ = ["Position", "parse_position"]
+
+_LAST = re.compile(r"^last(?:-(\d+))?$")
+_SLOT = re.compile(r"^([A-Za-z_]\w*)\.(first|last)$")
+_NEAR = re.compile(r"^(after|before):([A-Za-z_]\w*)(?:([+-])(\d+))?$")
+FORMS = "last, last-K, SLOT.first, SLOT.last, after:SLOT, before:SLOT, after:SLOT+K"
+
+
+@dataclass(frozen=True)
+class Position:
+    """A parsed position name; ``resolve`` turns it into a token index for one prompt."""
+
+    name: str
+    anchor: str  # "last" or a slot name
+    edge: str  # "last", "first"
+    offset: int  # added to the anchor's index
+
+    def resolve(
+        self,
+        offsets: Sequence[tuple[int, int]],
+        spans: Mapping[str, tuple[int, int]],
+        prompt: str = "",
+    ) -> int:
+        """The token index of this position in a prompt with token ``offsets`` and slot ``spans``.
+
+        Raises:
+            InvalidArgument: when the slot is not in this prompt, or the index falls outside it.
+        """
+        n_tokens = len(offsets)
+        if self.anchor == "last":
+            index = n_tokens - 1 + self.offset
+        else:
+            if self.anchor not in spans:
+                raise InvalidArgument(
+                    f"position {self.name!r} refers to slot {self.anchor!r}, which this prompt "
+                    f"does not have (slots: {', '.join(sorted(spans))}); prompt: {prompt[:80]!r}..."
+                    + did_you_mean(self.anchor, spans)
+                )
+            start, end = spans[self.anchor]
+            covered = [i for i, (s, e) in enumerate(offsets) if e > s and s < end and e > start]
+            if not covered:
+                raise InvalidArgument(
+                    f"slot {self.anchor!r} covers no token of this prompt (empty slot?); "
+                    f"position {self.name!r} cannot be resolved"
+                )
+            index = (covered[0] if self.edge == "first" else covered[-1]) + self.offset
+        if not 0 <= index < n_tokens:
+            raise InvalidArgument(
+                f"position {self.name!r} resolves to token {index}, outside this prompt of "
+                f"{n_tokens} tokens"
+            )
+        return index
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def parse_position(name: str | Position) -> Position:
+    """Parse a position name (see the module docstring for the forms)."""
+    if isinstance(name, Position):
+        return name
+    if not isinstance(name, str):
+        raise InvalidArgument(f"a position is a name such as 'last' or 'amount.last', not {name!r}")
+    text = name.strip()
+    if match := _LAST.match(text):
+        return Position(text, "last", "last", -int(match.group(1) or 0))
+    if match := _SLOT.match(text):
+        return Position(text, match.group(1), match.group(2), 0)
+    if match := _NEAR.match(text):
+        where, slot, sign, amount = match.groups()
+        shift = int(amount or 0) * (-1 if sign == "-" else 1)
+        if where == "after":
+            return Position(text, slot, "last", 1 + shift)
+        return Position(text, slot, "first", -1 + shift)
+    raise InvalidArgument(f"cannot parse position {name!r}; use one of: {FORMS}")

@@ -1,0 +1,125 @@
+"""Sites: where in the model an intervention happens (component, layer, token position).
+
+A site is written canonically as ``block_output[layer=1, pos=last]``. Components:
+
+- ``block_output``: the residual stream after decoder block ``layer`` (pyvene's ``block_output``,
+  the paper's site);
+- ``block_input``: the residual stream before decoder block ``layer``; ``block_input`` of layer 0
+  is the embedding output, "before block 0".
+
+Decoder blocks are found by ``config.model_type``; negative layers count from the end.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+
+from das_assert.errors import InvalidArgument, did_you_mean
+from das_assert.positions import Position, parse_position
+
+__all__ = ["BLOCK_PATHS", "COMPONENTS", "ResolvedSite", "Site", "parse_site"]
+
+COMPONENTS = ("block_output", "block_input")
+
+#: Attribute path from the CausalLM to its list of decoder blocks, by ``config.model_type``.
+BLOCK_PATHS = {
+    "llama": "model.layers",
+    "mistral": "model.layers",
+    "mixtral": "model.layers",
+    "qwen2": "model.layers",
+    "qwen3": "model.layers",
+    "gemma": "model.layers",
+    "gemma2": "model.layers",
+    "gemma3_text": "model.layers",
+    "olmo": "model.layers",
+    "olmo2": "model.layers",
+    "phi3": "model.layers",
+    "gpt2": "transformer.h",
+    "gptj": "transformer.h",
+    "gpt_neox": "gpt_neox.layers",
+    "opt": "model.decoder.layers",
+}
+
+_CANONICAL = re.compile(r"^(\w+)\[layer=(-?\d+),\s*pos=([^\]]+)\]$")
+
+
+@dataclass(frozen=True)
+class ResolvedSite:
+    """A site bound to one model: the block module and the hook kind to use on it."""
+
+    site: Site
+    layer: int  # non-negative
+    module: Any
+    module_path: str
+    kind: str  # "output" or "input"
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where to intervene: ``Site(layer, position, component="block_output")``."""
+
+    layer: int
+    position: str = "last"
+    component: str = "block_output"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.layer, bool) or not isinstance(self.layer, int):
+            raise InvalidArgument(f"layer must be an integer, not {self.layer!r}")
+        if self.component not in COMPONENTS:
+            raise InvalidArgument(
+                f"unknown component {self.component!r}; known: {', '.join(COMPONENTS)}."
+                + did_you_mean(self.component, COMPONENTS)
+            )
+        object.__setattr__(self, "position", parse_position(self.position).name)
+
+    @property
+    def parsed_position(self) -> Position:
+        return parse_position(self.position)
+
+    def at(self, **changes: Any) -> Site:
+        """A copy with ``layer``, ``position`` or ``component`` changed."""
+        return replace(self, **changes)
+
+    def __str__(self) -> str:
+        return f"{self.component}[layer={self.layer}, pos={self.position}]"
+
+    def resolve(self, model: Any) -> ResolvedSite:
+        """Bind to ``model`` (a transformers CausalLM).
+
+        Raises:
+            InvalidArgument: for an architecture without a known block path, or a layer out of range.
+        """
+        model_type = getattr(model.config, "model_type", "?")
+        if model_type not in BLOCK_PATHS:
+            raise InvalidArgument(
+                f"das_assert does not know where the decoder blocks of model_type {model_type!r} "
+                f"are; supported: {', '.join(sorted(BLOCK_PATHS))}. Add an entry to "
+                "das_assert.sites.BLOCK_PATHS (model_type -> attribute path of the block list)."
+            )
+        path = BLOCK_PATHS[model_type]
+        blocks = model
+        for attribute in path.split("."):
+            blocks = getattr(blocks, attribute)
+        n_layers = len(blocks)
+        layer = self.layer + n_layers if self.layer < 0 else self.layer
+        if not 0 <= layer < n_layers:
+            raise InvalidArgument(
+                f"layer={self.layer} is out of range for {model_type} ({n_layers} layers: "
+                f"0..{n_layers - 1}; negative indices count from the end)"
+            )
+        kind = "output" if self.component == "block_output" else "input"
+        return ResolvedSite(self, layer, blocks[layer], f"{path}.{layer}", kind)
+
+
+def parse_site(text: str) -> Site:
+    """Parse the canonical form ``block_output[layer=1, pos=last]``."""
+    match = _CANONICAL.match(text.strip())
+    if not match:
+        raise InvalidArgument(
+            f"cannot parse site {text!r}; write it as COMPONENT[layer=L, pos=NAME], "
+            "e.g. block_output[layer=1, pos=last]"
+        )
+    component, layer, position = match.groups()
+    return Site(int(layer), position.strip(), component)

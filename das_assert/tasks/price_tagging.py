@@ -1,0 +1,340 @@
+"""The price-tagging task of Wu et al. (2023): "say yes only if it costs between X and Y dollars".
+
+Amounts are integer cents throughout, so every comparison is exact and matches the comparison of
+the two-decimal strings the model reads. The number sampler is the one of the original code
+(bracket width U(2.50, 7.50), lower bound U(0.05, 9.95 - width), amount U(0.01, 9.99)).
+
+The four causal models compute the same input -> output function and differ only in the
+intermediate variable intervened on:
+
+- ``left_boundary``: ``left = x >= lo``; ``answer = left and x <= hi``.
+- ``left_and_right_boundary``: ``left = x >= lo``, ``right = x <= hi``; ``answer = left and right``.
+- ``midpoint_distance``: ``mid = (lo + hi) / 2``; ``answer = |x - mid| <= (hi - lo) / 2``.
+- ``bracket_identity``: ``bracket = (lo, hi)``; ``answer = lo <= x <= hi``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from das_assert.causal import CausalModel
+from das_assert.data import PromptPair
+from das_assert.errors import InvalidArgument, did_you_mean
+from das_assert.tasks.phrasings import DEFAULT_INSTRUCTION
+
+__all__ = [
+    "ALPACA_TEMPLATE",
+    "CAUSAL_MODELS",
+    "INTERVENED_VARIABLES",
+    "CounterfactualPair",
+    "PriceFormat",
+    "RenderedPrompt",
+    "causal_model",
+    "make_pairs",
+    "prompt_pairs",
+    "sample_inputs",
+]
+
+ALPACA_TEMPLATE = (
+    "Below is an instruction that describes a task, paired with an input that provides further "
+    "context. Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{amount} dollars\n\n### Response:\n"
+)
+
+NUMBER_STYLES = ("plain", "dollar", "one_decimal")
+
+
+def _format_cents(cents: int, style: str) -> str:
+    if style == "one_decimal":
+        return f"{cents / 100:.1f}"
+    text = f"{cents // 100}.{cents % 100:02d}"
+    return "$" + text if style == "dollar" else text
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    """A prompt's text and the character span of each slot (``amount``, ``low``, ``high``, ...)."""
+
+    text: str
+    spans: dict[str, tuple[int, int]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PriceFormat:
+    """How a price-tagging example is written as a prompt.
+
+    Args:
+        instruction: the instruction with slots ``{low}``, ``{high}``, ``{yes}``, ``{no}``.
+        answers: the words for the true and the false answer, e.g. ``("True", "False")``.
+        prefix: irrelevant context placed before the instruction (inside it, as in the paper).
+        suffix: irrelevant context placed after the instruction.
+        numbers: ``plain`` (``1.30``), ``dollar`` (``$1.30``) or ``one_decimal`` (``1.3``).
+        template: the outer template with ``{instruction}`` and ``{amount}`` slots.
+    """
+
+    instruction: str = DEFAULT_INSTRUCTION
+    answers: tuple[str, str] = ("Yes", "No")
+    prefix: str = ""
+    suffix: str = ""
+    numbers: str = "plain"
+    template: str = ALPACA_TEMPLATE
+
+    def __post_init__(self) -> None:
+        for slot in ("{low}", "{high}"):
+            if slot not in self.instruction:
+                raise InvalidArgument(
+                    f"instruction {self.instruction!r} has no {slot} slot; the bracket must appear "
+                    "in the prompt for the task to be defined"
+                )
+        for slot in ("{instruction}", "{amount}"):
+            if slot not in self.template:
+                raise InvalidArgument(f"template has no {slot} slot: {self.template!r}")
+        if self.numbers not in NUMBER_STYLES:
+            raise InvalidArgument(
+                f"numbers={self.numbers!r} is not one of {NUMBER_STYLES}."
+                + did_you_mean(self.numbers, NUMBER_STYLES)
+            )
+        if len(self.answers) != 2 or self.answers[0] == self.answers[1]:
+            raise InvalidArgument(f"answers must be two different words, got {self.answers!r}")
+
+    def with_(self, **changes: Any) -> PriceFormat:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+    def answer(self, value: bool) -> str:
+        """The answer word for a truth value."""
+        return self.answers[0] if value else self.answers[1]
+
+    def render(self, inputs: dict[str, int]) -> RenderedPrompt:
+        """Render ``{"lo", "hi", "x"}`` (cents) to text, remembering where each slot landed."""
+        yes, no = self.answers
+        values = {
+            "low": _format_cents(inputs["lo"], self.numbers),
+            "high": _format_cents(inputs["hi"], self.numbers),
+            "yes": yes.lower() if yes == "Yes" else yes,
+            "no": no.lower() if no == "No" else no,
+        }
+        pieces: list[tuple[str | None, str]] = []
+        instruction_start = len(self.prefix) + (1 if self.prefix else 0)
+        if self.prefix:
+            pieces.append(("prefix", self.prefix))
+            pieces.append((None, " "))
+        pieces.extend(_split_slots(self.instruction, values))
+        if self.suffix:
+            pieces.append((None, " "))
+            pieces.append(("suffix", self.suffix))
+        instruction_text = "".join(text for _, text in pieces)
+        head, tail = self.template.split("{instruction}", 1)
+        before_amount, after_amount = tail.split("{amount}", 1)
+        amount = _format_cents(inputs["x"], self.numbers)
+        spans: dict[str, tuple[int, int]] = {}
+        cursor = len(head)
+        for slot, text in pieces:
+            if slot is not None:
+                spans[slot] = (cursor, cursor + len(text))
+            cursor += len(text)
+        spans["instruction"] = (len(head) + instruction_start, len(head) + len(instruction_text))
+        amount_start = len(head) + len(instruction_text) + len(before_amount)
+        spans["amount"] = (amount_start, amount_start + len(amount))
+        text = head + instruction_text + before_amount + amount + after_amount
+        return RenderedPrompt(text=text, spans=spans)
+
+
+def _split_slots(instruction: str, values: dict[str, str]) -> list[tuple[str | None, str]]:
+    """Split an instruction into literal text and filled slots, in order."""
+    pieces: list[tuple[str | None, str]] = []
+    rest = instruction
+    while "{" in rest:
+        before, _, after = rest.partition("{")
+        slot, closing, rest = after.partition("}")
+        if not closing or slot not in values:
+            raise InvalidArgument(
+                f"instruction {instruction!r} has an unknown slot {{{slot}}}; "
+                "allowed: {low}, {high}, {yes}, {no}"
+            )
+        pieces.append((None, before))
+        pieces.append((slot if slot in ("low", "high") else None, values[slot]))
+    pieces.append((None, rest))
+    return [(slot, text) for slot, text in pieces if text]
+
+
+def sample_inputs(rng: random.Random, *, bracket: tuple[int, int] | None = None) -> dict[str, int]:
+    """One example from the original sampler, in cents: ``{"lo", "hi", "x"}``.
+
+    With ``bracket=(lo, hi)`` the bracket is fixed (the paper's fixed-bracket experiments).
+    """
+    if bracket is None:
+        width = rng.uniform(2.50, 7.50)
+        lower = rng.uniform(0.05, 9.95 - width)
+        lo = round(lower * 100)
+        hi = round((lower + width) * 100)
+    else:
+        lo, hi = bracket
+    x = round(rng.uniform(0.01, 9.99) * 100)
+    return {"lo": lo, "hi": hi, "x": x}
+
+
+def _left(x: int, lo: int) -> bool:
+    return x >= lo
+
+
+def _right(x: int, hi: int) -> bool:
+    return x <= hi
+
+
+CAUSAL_MODELS: dict[str, CausalModel] = {
+    "left_boundary": CausalModel(
+        name="left_boundary",
+        inputs=("lo", "hi", "x"),
+        mechanisms={"left": _left, "answer": lambda left, x, hi: left and x <= hi},
+        output="answer",
+    ),
+    "left_and_right_boundary": CausalModel(
+        name="left_and_right_boundary",
+        inputs=("lo", "hi", "x"),
+        mechanisms={"left": _left, "right": _right, "answer": lambda left, right: left and right},
+        output="answer",
+    ),
+    "midpoint_distance": CausalModel(
+        name="midpoint_distance",
+        inputs=("lo", "hi", "x"),
+        mechanisms={
+            "mid": lambda lo, hi: (lo + hi) / 2,  # half-cents are exact in binary floats
+            "answer": lambda x, mid, lo, hi: abs(x - mid) <= (hi - lo) / 2,
+        },
+        output="answer",
+    ),
+    "bracket_identity": CausalModel(
+        name="bracket_identity",
+        inputs=("lo", "hi", "x"),
+        mechanisms={
+            "bracket": lambda lo, hi: (lo, hi),
+            "answer": lambda x, bracket: bracket[0] <= x <= bracket[1],
+        },
+        output="answer",
+    ),
+}
+
+#: The variables each causal model intervenes on; one is drawn per pair.
+INTERVENED_VARIABLES: dict[str, tuple[str, ...]] = {
+    "left_boundary": ("left",),
+    "left_and_right_boundary": ("left", "right"),
+    "midpoint_distance": ("mid",),
+    "bracket_identity": ("bracket",),
+}
+
+
+def causal_model(name: str) -> CausalModel:
+    """The price-tagging causal model called ``name``."""
+    if name not in CAUSAL_MODELS:
+        raise InvalidArgument(
+            f"unknown causal model {name!r}; choose one of {', '.join(CAUSAL_MODELS)}."
+            + did_you_mean(name, CAUSAL_MODELS)
+        )
+    return CAUSAL_MODELS[name]
+
+
+@dataclass(frozen=True)
+class CounterfactualPair:
+    """A base and a source example, the variable intervened on, and the labels.
+
+    ``label`` is the causal model's counterfactual output; ``base_label`` is the base's own output.
+    ``variable_index`` says which of the causal model's intervened variables this pair uses.
+    """
+
+    base: dict[str, int]
+    source: dict[str, int]
+    variable: str
+    variable_index: int
+    label: bool
+    base_label: bool
+    source_label: bool = field(default=False)
+
+
+def make_pairs(
+    model_name: str,
+    n: int,
+    *,
+    seed: int,
+    bracket: tuple[int, int] | None = None,
+    variables: Sequence[str] | None = None,
+) -> list[CounterfactualPair]:
+    """``n`` counterfactual pairs, balanced by counterfactual label (n/2 true, n/2 false).
+
+    Base and source are drawn independently from the original sampler, each with its own
+    bracket; the variable intervened on is drawn uniformly from ``variables`` (default: all of the
+    model's intervened variables); labels come from the causal model; rejection sampling fills
+    the two label halves.
+    """
+    if n < 2:
+        raise InvalidArgument(f"n={n} pairs is too few; ask for at least 2")
+    cm = causal_model(model_name)
+    choices = tuple(variables) if variables else INTERVENED_VARIABLES[model_name]
+    cm.check_intervenable(list(choices))
+    all_vars = INTERVENED_VARIABLES[model_name]
+    rng = random.Random(seed)
+    wanted = {True: n // 2 + n % 2, False: n // 2}
+    pairs: list[CounterfactualPair] = []
+    attempts = 0
+    while len(pairs) < n:
+        attempts += 1
+        if attempts > 200 * n:
+            raise InvalidArgument(
+                f"could not draw {n} label-balanced pairs for {model_name} with bracket={bracket}; "
+                "one label is (nearly) impossible under these settings"
+            )
+        base = sample_inputs(rng, bracket=bracket)
+        source = sample_inputs(rng, bracket=bracket)
+        variable = rng.choice(choices)
+        label = bool(cm.counterfactual(base, source, intervene=[variable]))
+        if wanted[label] == 0:
+            continue
+        wanted[label] -= 1
+        pairs.append(
+            CounterfactualPair(
+                base=base,
+                source=source,
+                variable=variable,
+                variable_index=all_vars.index(variable),
+                label=label,
+                base_label=bool(cm.output_of(base)),
+                source_label=bool(cm.output_of(source)),
+            )
+        )
+    rng.shuffle(pairs)
+    return pairs
+
+
+def unchanged_rate(pairs: Sequence[CounterfactualPair]) -> float:
+    """The fraction of pairs whose counterfactual label equals the base's own label."""
+    return sum(p.label == p.base_label for p in pairs) / max(len(pairs), 1)
+
+
+def prompt_pairs(
+    model_name: str,
+    n: int,
+    *,
+    seed: int,
+    fmt: PriceFormat | None = None,
+    bracket: tuple[int, int] | None = None,
+    variables: Sequence[str] | None = None,
+) -> list[PromptPair]:
+    """``make_pairs`` rendered as prompts in format ``fmt`` (default: the paper's prompt)."""
+    fmt = fmt or PriceFormat()
+    out = []
+    for pair in make_pairs(model_name, n, seed=seed, bracket=bracket, variables=variables):
+        out.append(
+            PromptPair(
+                base=fmt.render(pair.base),
+                source=fmt.render(pair.source),
+                expected=fmt.answer(pair.label),
+                base_expected=fmt.answer(pair.base_label),
+                source_expected=fmt.answer(pair.source_label),
+                variable_index=pair.variable_index,
+                inputs={"base": pair.base, "source": pair.source, "variable": pair.variable},
+            )
+        )
+    return out

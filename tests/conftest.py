@@ -1,0 +1,93 @@
+"""Shared fixtures of the library's own tests: tiny random models saved as real model directories.
+
+Every tiny model is written with ``save_pretrained`` and loaded back through ``load_model``, the
+same path as the embedded model and a real Alpaca directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ARCHITECTURES = ("llama", "gpt2", "gpt_neox")
+
+
+def _config(arch: str, vocab_size: int, pad_id: int, bos_id: int):
+    from transformers import GPT2Config, GPTNeoXConfig, LlamaConfig
+
+    if arch == "llama":
+        return LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            pad_token_id=pad_id,
+            bos_token_id=bos_id,
+            eos_token_id=None,
+        )
+    if arch == "gpt2":
+        return GPT2Config(
+            vocab_size=vocab_size,
+            n_embd=32,
+            n_layer=3,
+            n_head=4,
+            n_positions=256,
+            pad_token_id=pad_id,
+            bos_token_id=bos_id,
+            eos_token_id=bos_id,
+        )
+    return GPTNeoXConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        max_position_embeddings=256,
+        pad_token_id=pad_id,
+        bos_token_id=bos_id,
+        eos_token_id=bos_id,
+    )
+
+
+def make_tiny_model_dir(directory: Path, arch: str, seed: int = 0) -> Path:
+    """Save a tiny random ``arch`` model with the embedded tokenizer into ``directory``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from das_assert.embedded.recipe import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    torch.manual_seed(seed)
+    config = _config(arch, len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """``arch -> directory`` of a tiny random model for each architecture."""
+    root = tmp_path_factory.mktemp("tiny_models")
+    return {arch: make_tiny_model_dir(root / arch, arch) for arch in ARCHITECTURES}
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_model_dirs):
+    """``arch -> LoadedModel`` of the tiny random models."""
+    from das_assert.models import load_model
+
+    return {arch: load_model(path) for arch, path in tiny_model_dirs.items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tiny_models):
+    return tiny_models["llama"]
