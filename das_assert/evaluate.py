@@ -18,7 +18,7 @@ import torch
 from das_assert.data import EncodedPairs
 from das_assert.featurizers import Interchange
 from das_assert.fit import FittedAlignment
-from das_assert.runner import answer_logits, source_vectors
+from das_assert.runner import BaseRun, source_vectors
 
 __all__ = ["Evaluation", "evaluate"]
 
@@ -111,6 +111,7 @@ def evaluate(
     *,
     seed: int = 0,
     batch_size: int = 64,
+    prefix_cache: bool = True,
 ) -> Evaluation:
     """Evaluate ``alignment`` on ``test`` with a hard mask, with the baselines of the same run."""
     started = time.perf_counter()
@@ -123,17 +124,10 @@ def evaluate(
     for index in test.batches(batch_size):
         source = sources[index.to(sources.device)]
         variables = test.variable_index[index]
-        base_predicted.append(answer_logits(model, None, test, index).argmax(-1).cpu())
-        predicted.append(
-            answer_logits(model, site, test, index, _hard_mix(interchange, source, variables))
-            .argmax(-1)
-            .cpu()
-        )
-        random_predicted.append(
-            answer_logits(model, site, test, index, _hard_mix(control, source, variables))
-            .argmax(-1)
-            .cpu()
-        )
+        run = BaseRun(model, site, test, index, prefix_cache=prefix_cache)
+        base_predicted.append(run.logits().argmax(-1).cpu())
+        predicted.append(run.logits(_hard_mix(interchange, source, variables)).argmax(-1).cpu())
+        random_predicted.append(run.logits(_hard_mix(control, source, variables)).argmax(-1).cpu())
     return Evaluation(
         test=test,
         predicted=torch.cat(predicted),

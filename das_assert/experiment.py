@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from das_assert.cache import AlignmentCache, cache_key
 from das_assert.data import EncodedPairs, PromptPair, encode
 from das_assert.errors import InvalidArgument, PreconditionFailed
 from das_assert.evaluate import Evaluation, evaluate
@@ -205,9 +206,16 @@ def _round(value: float | None) -> float | None:
 
 
 def run_experiment(
-    model: LoadedModel, experiment: Experiment, config: FitConfig | None = None
+    model: LoadedModel,
+    experiment: Experiment,
+    config: FitConfig | None = None,
+    *,
+    cache: AlignmentCache | None = None,
 ) -> AlignmentResult:
     """Fit and evaluate one alignment.
+
+    With a ``cache``, a previously trained alignment for the same model, data recipe, site and
+    settings is loaded instead of trained; evaluation always runs.
 
     Raises:
         PreconditionFailed: if the model's task accuracy on the test bases is below the gate.
@@ -224,14 +232,45 @@ def run_experiment(
             "task says nothing. Check the prompt format and answer words, or lower the gate with "
             "min_task_accuracy / --das-min-task-accuracy"
         )
-    train = encode(model, experiment.train_pairs(), position)
-    fitted = fit_alignment(
-        model.model,
-        resolved,
-        train,
-        config,
-        n_variables=len(INTERVENED_VARIABLES[experiment.hypothesis]),
-    )
+    fitted = _fit_or_load(model, experiment, config, resolved, cache)
     evaluation = evaluate(model.model, fitted, test, seed=experiment.seed)
     unchanged = sum(p.expected == p.base_expected for p in test.pairs) / len(test)
     return AlignmentResult(model, experiment, config, fitted, evaluation, unchanged)
+
+
+def _fit_or_load(
+    model: LoadedModel,
+    experiment: Experiment,
+    config: FitConfig,
+    resolved: Any,
+    cache: AlignmentCache | None,
+) -> FittedAlignment:
+    n_variables = len(INTERVENED_VARIABLES[experiment.hypothesis])
+    key = cache_key(model.fingerprint, experiment, config) if cache else ""
+    hit = cache.get(key, model.config.hidden_size) if cache else None
+    if hit is not None:
+        interchange, manifest = hit
+        interchange.to(model.input_device)
+        fitted = FittedAlignment(interchange, resolved, config, experiment.n_train, 0.0)
+        fitted.history = manifest.get("history", [])
+        fitted.from_cache = True
+        return fitted
+    train = encode(model, experiment.train_pairs(), experiment.site.parsed_position)
+    fitted = fit_alignment(model.model, resolved, train, config, n_variables=n_variables)
+    if cache:
+        cache.put(
+            key,
+            fitted.interchange,
+            {
+                "hypothesis": experiment.hypothesis,
+                "variables": list(experiment.variables or ()),
+                "site": str(experiment.site),
+                "model": model.fingerprint,
+                "fit": config.as_dict(),
+                "n_train": experiment.n_train,
+                "seed": experiment.seed,
+                "train_seconds": round(fitted.train_seconds, 3),
+                "history": fitted.history,
+            },
+        )
+    return fitted

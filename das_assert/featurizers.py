@@ -60,8 +60,10 @@ class Interchange(nn.Module):
         elif rotation == "random":
             q, _ = torch.linalg.qr(torch.randn(d, d, generator=generator))
             self.register_buffer("fixed_rotation", q)
+        elif rotation == "frozen":
+            self.register_buffer("fixed_rotation", torch.eye(d))
         elif rotation != "identity":
-            raise ValueError(f"rotation must be learned, random or identity, not {rotation!r}")
+            raise ValueError(f"rotation must be learned, random, frozen or identity: {rotation!r}")
         fractions = torch.tensor([w / d for w in widths], dtype=torch.float32)
         self.widths = nn.Parameter(fractions, requires_grad=learn_widths)
         self.register_buffer("centres", torch.arange(d, dtype=torch.float32) + 0.5)
@@ -115,6 +117,14 @@ class Interchange(nn.Module):
         module.method = "random_rotation"
         return module
 
+    @classmethod
+    def frozen(cls, rotation: torch.Tensor, widths: list[float], method: str) -> Interchange:
+        """A trained intervention restored from its rotation matrix and box widths (coordinates)."""
+        module = cls(rotation.shape[0], widths, rotation="frozen", learn_widths=False)
+        module.fixed_rotation.copy_(rotation.float())
+        module.method = method
+        return module
+
     # -- geometry -----------------------------------------------------------------------------
     @property
     def n_variables(self) -> int:
@@ -123,7 +133,7 @@ class Interchange(nn.Module):
     def rotation_matrix(self) -> torch.Tensor | None:
         if self.rotation_kind == "learned":
             return self.rotate.weight
-        if self.rotation_kind == "random":
+        if self.rotation_kind in ("random", "frozen"):
             return self.fixed_rotation
         return None
 

@@ -47,6 +47,7 @@ class FitConfig:
     init_fraction: float | None = None  # None: 0.5 for one variable, 1/k for k variables
     seed: int = 0
     progress: bool = False
+    prefix_cache: bool = True  # run the unchanged prefix once per batch (see runner.BaseRun)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -65,7 +66,7 @@ class FitConfig:
         parse_method(self.method)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "progress"}
+        return {k: v for k, v in asdict(self).items() if k not in ("progress", "prefix_cache")}
 
 
 def parse_method(method: str) -> tuple[str, int | None]:
@@ -104,7 +105,8 @@ class FittedAlignment:
     config: FitConfig
     n_train: int
     train_seconds: float
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    from_cache: bool = False
 
     @property
     def boundary_dims(self) -> list[int]:
@@ -173,7 +175,9 @@ def fit_alignment(
                 return interchange(base, source, variables, hard=False)
 
             with torch.nn.utils.parametrize.cached():
-                logits = answer_logits(model, site, train, index, mix)
+                logits = answer_logits(
+                    model, site, train, index, mix, prefix_cache=config.prefix_cache
+                )
                 labels = train.label_ids[index].to(logits.device)
                 task_loss = torch.nn.functional.cross_entropy(logits, labels)
                 start, end = interchange.box_edges()

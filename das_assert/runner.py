@@ -5,6 +5,7 @@ stopping each forward pass right after the site, and reused for every step and e
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,7 @@ from das_assert.data import EncodedPairs
 from das_assert.errors import DasError
 from das_assert.sites import ResolvedSite
 
-__all__ = ["answer_logits", "source_vectors"]
+__all__ = ["BaseRun", "answer_logits", "source_vectors"]
 
 
 def _oom_message(exc: BaseException, batch: int) -> DasError:
@@ -26,10 +27,22 @@ def _oom_message(exc: BaseException, batch: int) -> DasError:
     )
 
 
-def _forward(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> Any:
+def _forward(
+    model: Any,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    use_cache: bool = False,
+    past_key_values: Any = None,
+) -> Any:
     device = model.get_input_embeddings().weight.device
     try:
-        return model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+        return model(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            use_cache=use_cache,
+            past_key_values=past_key_values,
+        )
     except torch.cuda.OutOfMemoryError as exc:
         raise _oom_message(exc, ids.shape[0]) from None
 
@@ -48,20 +61,84 @@ def source_vectors(
     return torch.cat(chunks)
 
 
+class BaseRun:
+    """Forward passes over one batch of base prompts, with or without an intervention.
+
+    An intervention at token p cannot change anything at tokens before p. When every base prompt
+    of the batch has the same length and the same site position p (the usual case: one template),
+    the prefix [0, p) runs once, without gradients, into a KV cache, and each pass runs only the
+    suffix [p, end) on top of it; the backward pass then covers only the suffix. Otherwise each
+    pass runs the whole prompt. Both paths give the same logits up to float rounding.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        site: ResolvedSite | None,
+        encoded: EncodedPairs,
+        index: torch.Tensor,
+        *,
+        prefix_cache: bool = True,
+    ) -> None:
+        self.model = model
+        self.site = site
+        self.encoded = encoded
+        self.index = index
+        self.ids, self.mask = encoded.base_batch(index)
+        self.prefix = _shared_prefix(encoded, index) if prefix_cache and site is not None else None
+        self._cache: Any = None
+
+    def logits(self, mix: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """Logits (batch, vocab) at each base prompt's last token, intervened by ``mix``."""
+        if self.prefix is None:
+            return self._full(mix)
+        p = self.prefix
+        if self._cache is None:
+            with torch.no_grad():
+                self._cache = _forward(
+                    self.model, self.ids[:, :p], self.mask[:, :p], use_cache=True
+                ).past_key_values
+        suffix = self.ids[:, p:]
+        positions = torch.zeros(len(self.index), dtype=torch.long)
+        context = (
+            hooks.intervene(self.site, positions, mix)
+            if mix is not None and self.site is not None
+            else contextlib.nullcontext()
+        )
+        with context:
+            output = _forward(
+                self.model, suffix, self.mask, use_cache=True, past_key_values=self._cache
+            )
+        self._cache.crop(-suffix.shape[1])
+        return output.logits[:, -1].float()
+
+    def _full(self, mix: Callable[[torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
+        encoded, index = self.encoded, self.index
+        if mix is None or self.site is None:
+            output = _forward(self.model, self.ids, self.mask)
+        else:
+            with hooks.intervene(self.site, encoded.base_position[index], mix):
+                output = _forward(self.model, self.ids, self.mask)
+        logits = output.logits
+        rows = torch.arange(logits.shape[0], device=logits.device)
+        return logits[rows, encoded.base_last[index].to(logits.device)].float()
+
+
+def _shared_prefix(encoded: EncodedPairs, index: torch.Tensor) -> int | None:
+    positions = encoded.base_position[index]
+    lengths = encoded.base_last[index]
+    same = bool((positions == positions[0]).all()) and bool((lengths == lengths[0]).all())
+    return int(positions[0]) if same and int(positions[0]) > 0 else None
+
+
 def answer_logits(
     model: Any,
     site: ResolvedSite | None,
     encoded: EncodedPairs,
     index: torch.Tensor,
     mix: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    *,
+    prefix_cache: bool = True,
 ) -> torch.Tensor:
     """Logits (batch, vocab) at the last token of the base prompts ``index``, intervened by ``mix``."""
-    ids, mask = encoded.base_batch(index)
-    if mix is None or site is None:
-        output = _forward(model, ids, mask)
-    else:
-        with hooks.intervene(site, encoded.base_position[index], mix):
-            output = _forward(model, ids, mask)
-    logits = output.logits
-    rows = torch.arange(logits.shape[0], device=logits.device)
-    return logits[rows, encoded.base_last[index].to(logits.device)].float()
+    return BaseRun(model, site, encoded, index, prefix_cache=prefix_cache).logits(mix)

@@ -123,6 +123,7 @@ class PriceFormat:
             pieces.append(("prefix", self.prefix))
             pieces.append((None, " "))
         pieces.extend(_split_slots(self.instruction, values))
+        instruction_end = sum(len(text) for _, text in pieces)
         if self.suffix:
             pieces.append((None, " "))
             pieces.append(("suffix", self.suffix))
@@ -136,7 +137,7 @@ class PriceFormat:
             if slot is not None:
                 spans[slot] = (cursor, cursor + len(text))
             cursor += len(text)
-        spans["instruction"] = (len(head) + instruction_start, len(head) + len(instruction_text))
+        spans["instruction"] = (len(head) + instruction_start, len(head) + instruction_end)
         amount_start = len(head) + len(instruction_text) + len(before_amount)
         spans["amount"] = (amount_start, amount_start + len(amount))
         text = head + instruction_text + before_amount + amount + after_amount

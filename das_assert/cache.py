@@ -1,0 +1,84 @@
+"""The alignment cache: trained alignments keyed by everything that could change them.
+
+The key hashes the model fingerprint (weights, tokenizer, config), the causal model and intervened
+variables, the data recipe (prompt format, bracket, number of training pairs, seed), the site, the
+fit settings and the das_assert version. A hit skips training; evaluation always runs again. A
+corrupted entry is reported, ignored and overwritten; it is never used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from das_assert.errors import AlignmentFileError, ConfigError
+from das_assert.store import load_alignment, save_alignment
+
+__all__ = ["CACHE_MODES", "AlignmentCache", "cache_key"]
+
+CACHE_MODES = ("off", "read", "write", "readwrite")
+
+
+def cache_key(fingerprint: dict[str, str], experiment: Any, config: Any) -> str:
+    """A stable hex key for one (model, experiment, fit config)."""
+    from das_assert import __version__
+
+    recipe = {
+        "version": __version__,
+        "model": fingerprint,
+        "hypothesis": experiment.hypothesis,
+        "variables": list(experiment.variables),
+        "format": dataclasses.asdict(experiment.fmt),
+        "bracket": experiment.bracket,
+        "n_train": experiment.n_train,
+        "seed": experiment.seed,
+        "site": str(experiment.site),
+        "fit": config.as_dict(),
+    }
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+class CacheWarning(UserWarning):
+    """A cache entry could not be used and was recomputed."""
+
+
+@dataclass(frozen=True)
+class AlignmentCache:
+    """Where cached alignments live and whether to read and/or write them."""
+
+    directory: Path
+    mode: str = "readwrite"
+
+    def __post_init__(self) -> None:
+        if self.mode not in CACHE_MODES:
+            raise ConfigError(f"cache mode {self.mode!r} is not one of {', '.join(CACHE_MODES)}")
+
+    @property
+    def reads(self) -> bool:
+        return self.mode in ("read", "readwrite")
+
+    @property
+    def writes(self) -> bool:
+        return self.mode in ("write", "readwrite")
+
+    def path(self, key: str) -> Path:
+        return Path(self.directory) / f"{key}.safetensors"
+
+    def get(self, key: str, hidden_size: int) -> tuple[Any, dict[str, Any]] | None:
+        """The cached ``(Interchange, manifest)``, or None (missing, unreadable or mismatched)."""
+        if not self.reads or not self.path(key).is_file():
+            return None
+        try:
+            return load_alignment(self.path(key), hidden_size=hidden_size)
+        except AlignmentFileError as exc:
+            warnings.warn(f"ignoring a bad cache entry and recomputing: {exc}", CacheWarning, stacklevel=2)
+            return None
+
+    def put(self, key: str, interchange: Any, manifest: dict[str, Any]) -> None:
+        if self.writes:
+            save_alignment(self.path(key), interchange, manifest)

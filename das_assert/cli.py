@@ -1,0 +1,233 @@
+"""Command line: ``python -m das_assert fit | evaluate | search | train-embedded``.
+
+Exit codes: 0 ok; 1 a claim failed (verdict not ``aligned`` when ``--threshold`` is given);
+2 a usage or input error, with a message that names the fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from das_assert.errors import DasError
+
+__all__ = ["main"]
+
+
+def _cents(text: str) -> int:
+    try:
+        value = round(float(text) * 100)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an amount like 2.51") from None
+    if not 0 <= value <= 999:
+        raise argparse.ArgumentTypeError(f"{text!r} is outside 0.00..9.99")
+    return value
+
+
+def _unit(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must lie in [0, 1]")
+    return value
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer")
+    return int(text)
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", default="embedded", metavar="PATH",
+                       help="local Hugging Face model directory, or 'embedded' (default)")
+    group.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    group.add_argument("--device-map", default=None, metavar="MAP",
+                       help="e.g. 'auto' to spread a large model over GPUs (needs accelerate)")
+    group.add_argument("--trust-remote-code", action="store_true",
+                       help="run the model directory's own Python code (off by default)")
+
+
+def _add_data_args(parser: argparse.ArgumentParser, *, hypothesis_required: bool) -> None:
+    from das_assert.tasks.price_tagging import CAUSAL_MODELS, NUMBER_STYLES
+
+    group = parser.add_argument_group("task and data")
+    group.add_argument("--task", default="price_tagging", choices=("price_tagging",))
+    group.add_argument("--hypothesis", required=hypothesis_required, choices=sorted(CAUSAL_MODELS),
+                       help="the causal model whose variable is aligned")
+    group.add_argument("--variables", nargs="+", metavar="VAR",
+                       help="intervene only on these variables (default: all of the hypothesis)")
+    group.add_argument("--n-test", type=_positive, default=500, metavar="N")
+    group.add_argument("--seed", type=int, default=0, metavar="S")
+    group.add_argument("--template", metavar="TEXT",
+                       help="instruction with {low} {high} {yes} {no} slots (default: the paper's)")
+    group.add_argument("--prefix", default="", metavar="TEXT", help="irrelevant context before it")
+    group.add_argument("--answers", nargs=2, default=("Yes", "No"), metavar=("TRUE", "FALSE"))
+    group.add_argument("--numbers", default="plain", choices=NUMBER_STYLES)
+    group.add_argument("--bracket", nargs=2, type=_cents, metavar=("LOW", "HIGH"),
+                       help="fix the bracket, e.g. --bracket 5.49 8.49")
+    group.add_argument("--min-task-accuracy", type=_unit, default=0.8, metavar="P",
+                       help="below this task accuracy the run is an input error (default 0.8)")
+    group.add_argument("--threshold", type=_unit, metavar="P",
+                       help="claim IIA >= P: exit 1 unless the verdict is 'aligned'")
+    group.add_argument("--json", type=Path, metavar="OUT", help="write the JSON report here")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m das_assert", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    fit = commands.add_parser("fit", help="learn one alignment and score it")
+    _add_model_args(fit)
+    _add_data_args(fit, hypothesis_required=True)
+    site = fit.add_argument_group("site and method")
+    site.add_argument("--layer", type=int, required=True, help="decoder block (negative: from end)")
+    site.add_argument("--position", default="last", metavar="NAME",
+                      help="last, last-K, amount.last, after:amount, ... (default: last)")
+    site.add_argument("--component", default="block_output", choices=("block_output", "block_input"))
+    site.add_argument("--method", default="boundless", help="boundless, das:K, full or noop")
+    site.add_argument("--n-train", type=_positive, default=2000, metavar="N")
+    site.add_argument("--epochs", type=_positive, default=3)
+    site.add_argument("--batch-size", type=_positive, default=32)
+    site.add_argument("--lr-rotation", type=float, default=1e-3)
+    site.add_argument("--lr-boundary", type=float, default=1e-2)
+    site.add_argument("--boundary-penalty", type=float, default=1.0,
+                      help="weight of the box width, per 4096 coordinates (default 1.0)")
+    site.add_argument("--save", type=Path, metavar="FILE",
+                      help="save the alignment (safetensors) for 'evaluate --alignment'")
+    site.add_argument("--progress", action="store_true", help="show a progress bar")
+
+    evaluate = commands.add_parser("evaluate", help="score a saved alignment on fresh pairs")
+    _add_model_args(evaluate)
+    _add_data_args(evaluate, hypothesis_required=False)
+    evaluate.add_argument("--alignment", type=Path, required=True, metavar="FILE")
+
+    train = commands.add_parser("train-embedded", help="retrain the embedded model from scratch")
+    train.add_argument("--out", type=Path, required=True, metavar="DIR")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--steps", type=_positive, default=None)
+    return parser
+
+
+def _format(args: argparse.Namespace) -> Any:
+    from das_assert.tasks.price_tagging import PriceFormat
+
+    fmt = PriceFormat(answers=tuple(args.answers), prefix=args.prefix, numbers=args.numbers)
+    return fmt.with_(instruction=args.template) if args.template else fmt
+
+
+def _experiment(args: argparse.Namespace, site: Any, hypothesis: str, n_train: int) -> Any:
+    from das_assert.experiment import Experiment
+
+    return Experiment(
+        hypothesis=hypothesis, site=site, variables=tuple(args.variables) if args.variables else None,
+        n_train=n_train, n_test=args.n_test, seed=args.seed, fmt=_format(args),
+        bracket=tuple(args.bracket) if args.bracket else None, threshold=args.threshold,
+        min_task_accuracy=args.min_task_accuracy,
+    )
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from das_assert.models import load_model
+
+    return load_model(args.model, dtype=args.dtype, device=args.device,
+                      device_map=args.device_map, trust_remote_code=args.trust_remote_code)
+
+
+def _finish(args: argparse.Namespace, model: Any, record: dict[str, Any], summary: str) -> int:
+    from das_assert.report import build_report, write_report
+
+    print(summary)
+    if record.get("verdict"):
+        print(f"verdict: {record['verdict']} ({record['verdict_reason']})")
+    if args.json:
+        write_report(args.json, build_report(model.describe(), [record]))
+        print(f"report: {args.json}")
+    return 0 if record.get("verdict") in (None, "aligned") else 1
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from das_assert.experiment import run_experiment
+    from das_assert.fit import FitConfig
+    from das_assert.sites import Site
+    from das_assert.store import save_alignment
+
+    site = Site(args.layer, args.position, args.component)
+    experiment = _experiment(args, site, args.hypothesis, args.n_train)
+    config = FitConfig(method=args.method, epochs=args.epochs, batch_size=args.batch_size,
+                       lr_rotation=args.lr_rotation, lr_boundary=args.lr_boundary,
+                       boundary_penalty=args.boundary_penalty, seed=args.seed,
+                       progress=args.progress)
+    model = _load(args)
+    result = run_experiment(model, experiment, config)
+    record = result.to_dict()
+    if args.save:
+        manifest = {k: record[k] for k in ("hypothesis", "variable", "seed", "n_train", "fit")}
+        manifest.update(site=str(site), model=model.fingerprint, iia=record["iia"])
+        save_alignment(args.save, result.fitted.interchange, manifest)
+        print(f"alignment: {args.save}")
+    return _finish(args, model, record, result.summary())
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from das_assert.experiment import AlignmentResult, task_accuracy
+    from das_assert.fit import FitConfig, FittedAlignment
+    from das_assert.sites import parse_site
+    from das_assert.store import load_alignment
+
+    model = _load(args)
+    interchange, manifest = load_alignment(args.alignment, hidden_size=model.config.hidden_size)
+    interchange.to(model.input_device)
+    site = parse_site(manifest["site"])
+    hypothesis = args.hypothesis or manifest["hypothesis"]
+    experiment = _experiment(args, site, hypothesis, int(manifest.get("n_train", 2)))
+    config = FitConfig(**{**manifest["fit"], "temperature": tuple(manifest["fit"]["temperature"])})
+    fitted = FittedAlignment(interchange, site.resolve(model.model), config,
+                             experiment.n_train, 0.0, from_cache=True)
+    from das_assert.data import encode
+    from das_assert.errors import PreconditionFailed
+    from das_assert.evaluate import evaluate
+
+    test = encode(model, experiment.test_pairs(), site.parsed_position)
+    accuracy = task_accuracy(model, test)
+    if accuracy < experiment.min_task_accuracy:
+        raise PreconditionFailed(
+            f"task accuracy {accuracy:.3f} < gate {experiment.min_task_accuracy} under this "
+            "prompt format; the alignment cannot be judged here"
+        )
+    evaluation = evaluate(model.model, fitted, test, seed=experiment.seed)
+    unchanged = sum(p.expected == p.base_expected for p in test.pairs) / len(test)
+    result = AlignmentResult(model, experiment, config, fitted, evaluation, unchanged)
+    return _finish(args, model, result.to_dict(), result.summary())
+
+
+def _cmd_train_embedded(args: argparse.Namespace) -> int:
+    from das_assert.embedded.train import TrainConfig, train_embedded
+
+    cfg = TrainConfig(seed=args.seed)
+    if args.steps:
+        cfg = TrainConfig(seed=args.seed, steps=args.steps)
+    log = train_embedded(args.out, cfg)
+    print(json.dumps({k: v for k, v in log.items() if k != "history"}, indent=1))
+    return 0
+
+
+COMMANDS = {"fit": _cmd_fit, "evaluate": _cmd_evaluate, "train-embedded": _cmd_train_embedded}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except DasError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

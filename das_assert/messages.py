@@ -1,0 +1,58 @@
+"""Failure messages: the claim, the numbers, the site, the simplest failing pair, how to reproduce."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+__all__ = ["failure_message"]
+
+
+def _indent(text: str, prefix: str = "      ") -> str:
+    return "\n".join(prefix + line for line in text.splitlines())
+
+
+def failure_message(
+    result: Any, *, claim: str, expect: str, verdict: Any, nodeid: str, session: Any
+) -> str:
+    """A multi-line message in the style of Hypothesis's falsifying examples."""
+    exp = result.experiment
+    ev = result.evaluation
+    low, high = result.iia_ci
+    b = result.baselines
+    wanted = ">=" if expect == "aligned" else "<"
+    lines = [
+        f"claim {claim!r}: IIA {wanted} {exp.threshold:.3f} for {exp.hypothesis}:{exp.variable} "
+        f"-> verdict {verdict.outcome} ({verdict.reason})",
+        f"  site       {exp.site}  ->  {result.fitted.site.module_path} "
+        f"({result.model.name}, {result.model.dtype}, {result.model.device})",
+        f"  eval       {ev.successes}/{ev.n} pairs correct, IIA {result.iia:.3f}, "
+        f"95% CI [{low:.3f}, {high:.3f}], seed={exp.seed}",
+        f"  baselines  no-op {b['noop']:.3f}, majority {b['majority']:.3f}, random rotation "
+        f"{b['random_rotation']:.3f}, task accuracy {ev.task_accuracy:.3f}",
+        f"  alignment  boundary {result.fitted.boundary_dims} of {result.fitted.interchange.d} "
+        f"rotated dims" + (" (collapsed)" if result.fitted.collapsed else ""),
+    ]
+    failing = ev.failing_indices() if expect == "aligned" else []
+    if failing:
+        i = failing[0]
+        pair = ev.test.pairs[i]
+        tokens = result.model.tokenizer.convert_ids_to_tokens
+        lines += [
+            f"  simplest failing pair (1 of {len(failing)}), variable "
+            f"{pair.inputs.get('variable', ev.test.variable_index[i].item())!r}:",
+            f"    base   {pair.inputs.get('base')}",
+            _indent(pair.base.text.strip()),
+            f"    source {pair.inputs.get('source')}",
+            _indent(pair.source.text.strip()),
+            f"    intervened answer {tokens(int(ev.predicted[i]))!r}, causal model expects "
+            f"{pair.expected!r} (base alone answers {tokens(int(ev.base_predicted[i]))!r})",
+        ]
+    if verdict.outcome == "inconclusive":
+        lines.append(
+            f"  inconclusive: raise n_test (now {ev.n}) in das.yaml, or choose how to treat it "
+            "with --das-inconclusive=fail|xfail|pass"
+        )
+    model = "" if result.model.name == "embedded" else f" --das-model={shlex.quote(result.model.name)}"
+    lines.append(f"  reproduce: pytest {shlex.quote(nodeid)} --das-seed={exp.seed}{model}")
+    return "\n".join(lines)

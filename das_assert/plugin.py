@@ -1,0 +1,221 @@
+"""The pytest plugin (entry point ``pytest11: das``). PYTEST_DONT_REWRITE
+
+Its surface is one word, ``das``: ``--das-*`` options in their own help group, the ``das`` marker,
+the ``das`` / ``das_session`` fixtures and ``pytest_das_*`` hooks. Importing this module imports
+neither torch nor transformers; they load when a ``das`` fixture is first used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+MARKER_KEYS = ("group",)
+INCONCLUSIVE = ("fail", "xfail", "pass")
+CACHE_MODES = ("off", "read", "write", "readwrite")
+
+
+def _choice(name: str, choices: tuple[str, ...]) -> Any:
+    import argparse
+
+    def parse(value: str) -> str:
+        if value not in choices:
+            raise argparse.ArgumentTypeError(
+                f"{name}: {value!r} is not one of {', '.join(choices)}"
+            )
+        return value
+
+    return parse
+
+
+def _fraction(value: str) -> float:
+    import argparse
+
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number in [0, 1]") from None
+    if not 0 <= number <= 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must lie in [0, 1]")
+    return number
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from das_assert import hookspec
+
+    pluginmanager.add_hookspecs(hookspec)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("das", "das_assert: causal hypotheses as tests")
+    group.addoption("--das-model", metavar="PATH", default=None,
+                    help="model under test: a local HF directory or 'embedded'. "
+                    "Default: $DAS_MODEL, else 'embedded'")
+    group.addoption("--das-config", metavar="PATH", default=None,
+                    help="das.yaml with sites and thresholds. Default: das.yaml beside the "
+                    "first hypothesis file, else <rootdir>/hypotheses/das.yaml")
+    group.addoption("--das-seed", metavar="NUM", type=int, default=0,
+                    help="seed of the data, the initialisation and training. Default: 0")
+    group.addoption("--das-device", metavar="DEVICE", default="cpu",
+                    help="cpu, cuda or cuda:N. Default: 'cpu'")
+    group.addoption("--das-dtype", metavar="DTYPE", default="float32",
+                    type=_choice("--das-dtype", ("float32", "bfloat16", "float16")),
+                    help="float32, bfloat16 or float16. Default: 'float32'")
+    group.addoption("--das-cache", metavar="MODE", default="readwrite",
+                    type=_choice("--das-cache", CACHE_MODES),
+                    help="alignment cache: off, read, write or readwrite. Default: 'readwrite'")
+    group.addoption("--das-cache-dir", metavar="DIR", default=None,
+                    help="where cached alignments live. Default: <rootdir>/.das_assert/cache")
+    group.addoption("--das-json", metavar="PATH", default=None,
+                    help="write the JSON report (schema in README) here")
+    group.addoption("--das-markdown", metavar="PATH", default=None,
+                    help="write a Markdown table of the results here (e.g. $GITHUB_STEP_SUMMARY)")
+    group.addoption("--das-inconclusive", metavar="ACTION", default="fail",
+                    type=_choice("--das-inconclusive", INCONCLUSIVE),
+                    help="what an inconclusive verdict does: fail, xfail or pass. Default: 'fail'")
+    group.addoption("--das-min-task-accuracy", metavar="P", type=_fraction, default=0.8,
+                    help="task accuracy below which a claim errors as a failed precondition. "
+                    "Default: 0.8")
+    group.addoption("--das-plots", metavar="DIR", default=None,
+                    help="save heatmaps of search tests as PNG here (needs matplotlib)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"das(**settings): a causal-hypothesis test; allowed keys: {', '.join(MARKER_KEYS)}"
+    )
+    config.pluginmanager.register(_Reporter(config), "das-reporter")
+    if config.getoption("das_cache_dir") and config.getoption("das_cache") == "off":
+        raise pytest.UsageError("--das-cache-dir was given but --das-cache=off disables the cache")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(name.startswith("das") for name in getattr(item, "fixturenames", ())):
+            item.add_marker("das")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers("das"):
+        unknown = sorted(set(marker.kwargs) - set(MARKER_KEYS))
+        if unknown or marker.args:
+            raise pytest.UsageError(
+                f"{item.nodeid}: das marker got unexpected {unknown or marker.args}; "
+                f"allowed keywords: {', '.join(MARKER_KEYS)}"
+            )
+
+
+def _find_config(config: pytest.Config, first_path: Path | None) -> Path:
+    explicit = config.getoption("das_config")
+    if explicit:
+        return Path(explicit)
+    candidates = []
+    if first_path is not None:
+        candidates.append(first_path.parent / "das.yaml")
+    candidates.append(Path(config.rootpath) / "hypotheses" / "das.yaml")
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise pytest.UsageError(
+        f"no das.yaml found (looked at {', '.join(map(str, candidates))}); pass --das-config PATH"
+    )
+
+
+@pytest.fixture(scope="session")
+def das_session(request: pytest.FixtureRequest) -> Any:
+    """The model under test, its das.yaml settings and the alignments shared by all tests."""
+    from das_assert.cache import AlignmentCache
+    from das_assert.errors import DasError
+    from das_assert.models import EMBEDDED_MODEL_DIR, load_model, resolve_model_path
+    from das_assert.session import DasSession
+    from das_assert.settings import find_model_settings, load_settings
+
+    config = request.config
+    path = config.getoption("das_model") or os.environ.get("DAS_MODEL") or "embedded"
+    try:
+        settings_file = _find_config(config, Path(str(request.node.path)) if request.node else None)
+        directory = resolve_model_path(path)
+        settings = find_model_settings(
+            load_settings(settings_file), directory, embedded=directory == EMBEDDED_MODEL_DIR
+        )
+        model = config.hook.pytest_das_load_model(config=config, path=path) or load_model(
+            path, dtype=config.getoption("das_dtype"), device=config.getoption("das_device")
+        )
+    except DasError as exc:
+        pytest.fail(f"das_assert setup: {exc}", pytrace=False)
+    mode = config.getoption("das_cache")
+    cache_dir = config.getoption("das_cache_dir") or Path(config.rootpath) / ".das_assert" / "cache"
+    return DasSession(
+        model=model,
+        settings=settings,
+        seed=config.getoption("das_seed"),
+        cache=None if mode == "off" else AlignmentCache(Path(cache_dir), mode),
+        min_task_accuracy=config.getoption("das_min_task_accuracy"),
+        inconclusive=config.getoption("das_inconclusive"),
+    )
+
+
+@pytest.fixture
+def das(das_session: Any, request: pytest.FixtureRequest) -> Any:
+    """Assertions about IIA for this test; each records its numbers for the reports."""
+    from das_assert.session import DasRequest
+
+    return DasRequest(das_session, request.node)
+
+
+@pytest.fixture(scope="session")
+def das_model(das_session: Any) -> Any:
+    """The loaded model under test (``LoadedModel``: ``.model``, ``.tokenizer``, ``.path``)."""
+    return das_session.model
+
+
+class _Reporter:
+    """Collects the records of judged claims (also from xdist workers) and writes the reports."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.records: list[dict[str, Any]] = []
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "call":
+            return
+        kept = []
+        for name, value in report.user_properties:
+            if name == "das_result":
+                record = json.loads(value)
+                record["outcome"] = report.outcome
+                self.records.append(record)
+                self.config.hook.pytest_das_result(config=self.config, record=record)
+            else:
+                kept.append((name, value))
+        report.user_properties = kept  # keep the bulky record out of --junitxml
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.records:
+            return
+        from das_assert.summary import summary_lines
+
+        terminalreporter.section("das: causal hypotheses")
+        for line in summary_lines(self.records):
+            terminalreporter.write_line(line)
+
+    def pytest_sessionfinish(self) -> None:
+        if hasattr(self.config, "workerinput"):
+            return
+        json_path = self.config.getoption("das_json")
+        md_path = self.config.getoption("das_markdown")
+        if not self.records or not (json_path or md_path):
+            return
+        from das_assert.report import build_report, markdown_table, write_report
+        from das_assert.store import atomic_write_bytes
+
+        records = sorted(self.records, key=lambda r: (r["test_id"], r["claim"]))
+        if json_path:
+            write_report(Path(json_path), build_report(records[0].get("model"), records))
+        if md_path:
+            atomic_write_bytes(Path(md_path), markdown_table(records).encode())

@@ -1,0 +1,70 @@
+"""The JSON report shared by the CLI and ``pytest --das-json``, and its Markdown rendering.
+
+Top level: ``schema_version``, ``das_assert_version``, ``model``, ``environment``, ``results``
+(one record per fitted or evaluated alignment, see ``AlignmentResult.to_dict``).
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any
+
+from das_assert.store import SCHEMA_VERSION, atomic_write_json
+
+__all__ = ["build_report", "environment", "markdown_table", "write_report"]
+
+
+def environment() -> dict[str, str]:
+    """Versions and the device, as recorded in every report."""
+    import torch
+    import transformers
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor()
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "device_name": device or platform.machine(),
+        "torch_threads": str(torch.get_num_threads()),
+    }
+
+
+def build_report(model: dict[str, Any] | None, results: list[dict[str, Any]]) -> dict[str, Any]:
+    from das_assert import __version__
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "das_assert_version": __version__,
+        "model": model,
+        "environment": environment(),
+        "results": results,
+    }
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    atomic_write_json(Path(path), report)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def markdown_table(results: list[dict[str, Any]]) -> str:
+    """A Markdown table of results, for a CI job summary."""
+    lines = [
+        "| test | hypothesis | site | IIA | 95% CI | n | no-op | random rot. | task acc. "
+        "| threshold | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        low, high = r["iia_ci"]
+        b = r["baselines"]
+        lines.append(
+            f"| {r.get('test_id') or '–'} | {r['hypothesis']}:{r['variable']} "
+            f"| `{r['site']['canonical']}` | {_fmt(r['iia'])} | [{_fmt(low)}, {_fmt(high)}] "
+            f"| {r['n_test']} | {_fmt(b['noop'])} | {_fmt(b['random_rotation'])} "
+            f"| {_fmt(r['task_accuracy'])} | {_fmt(r.get('threshold'), 2)} "
+            f"| {r.get('verdict') or '–'} |"
+        )
+    return "\n".join(lines) + "\n"

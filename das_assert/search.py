@@ -1,0 +1,95 @@
+"""Where does a variable live? Boundless DAS over a layer x position grid, and its heatmap."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from das_assert.sites import Site
+
+__all__ = ["SearchGrid", "save_heatmap", "search"]
+
+
+@dataclass
+class SearchGrid:
+    """IIA per (layer, position) cell, with the full result of every cell."""
+
+    hypothesis: str
+    layers: list[int]
+    positions: list[str]
+    results: dict[tuple[int, str], Any]  # (layer, position) -> AlignmentResult
+
+    def iia(self, layer: int, position: str) -> float:
+        return self.results[(layer, position)].iia
+
+    def best(self) -> tuple[int, str]:
+        """The cell with the highest IIA (ties: earliest layer, then earliest position)."""
+        return max(
+            self.results,
+            key=lambda c: (self.iia(*c), -self.layers.index(c[0]), -self.positions.index(c[1])),
+        )
+
+    def matrix(self) -> list[list[float]]:
+        """IIA as rows = layers (as given), columns = positions (as given)."""
+        return [[self.iia(layer, pos) for pos in self.positions] for layer in self.layers]
+
+    def to_dict(self) -> dict[str, Any]:
+        best_layer, best_position = self.best()
+        return {
+            "hypothesis": self.hypothesis,
+            "layers": self.layers,
+            "positions": self.positions,
+            "iia": self.matrix(),
+            "best": {"layer": best_layer, "position": best_position,
+                     "iia": self.iia(best_layer, best_position)},
+        }
+
+
+def search(
+    align: Callable[..., Any],
+    hypothesis: str,
+    *,
+    layers: Sequence[int],
+    positions: Sequence[str],
+    component: str = "block_output",
+    **changes: Any,
+) -> SearchGrid:
+    """Fit ``hypothesis`` at every cell; ``align(hypothesis, site, **changes)`` fits one cell."""
+    results = {}
+    for layer in layers:
+        for position in positions:
+            results[(layer, position)] = align(hypothesis, Site(layer, position, component), **changes)
+    return SearchGrid(hypothesis, list(layers), list(positions), results)
+
+
+def save_heatmap(grid: SearchGrid, path: Path, *, title: str = "") -> Path:
+    """Save the grid as a PNG heatmap (rows: layers, top = deepest; columns: positions)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError(
+            "heatmaps need matplotlib: pip install 'das_assert[plots]'"
+        ) from exc
+    matrix = grid.matrix()[::-1]
+    layers = grid.layers[::-1]
+    fig, ax = plt.subplots(figsize=(1.1 * len(grid.positions) + 2, 0.6 * len(layers) + 1.6))
+    image = ax.imshow(matrix, vmin=0.4, vmax=1.0, cmap="viridis", aspect="auto")
+    for row, values in enumerate(matrix):
+        for col, value in enumerate(values):
+            ax.text(col, row, f"{value:.2f}", ha="center", va="center",
+                    color="white" if value < 0.75 else "black", fontsize=8)
+    ax.set_xticks(range(len(grid.positions)), grid.positions, rotation=30, ha="right")
+    ax.set_yticks(range(len(layers)), [f"layer {layer}" for layer in layers])
+    ax.set_title(title or f"{grid.hypothesis}: IIA (hard mask)")
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

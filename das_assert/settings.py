@@ -1,0 +1,161 @@
+"""``das.yaml``: per-model sites, thresholds and data sizes for the hypothesis files.
+
+Hypothesis files name sites and claims; the numbers live here, per model, so the same files run
+unchanged against the embedded model and a real Alpaca directory::
+
+    models:
+      embedded:                 # the key, or `path:`, says which model an entry is for
+        path: embedded
+        n_train: 2000
+        n_test: 500
+        sites:
+          boundary: block_output[layer=1, pos=last]
+        thresholds:
+          left_boundary: 0.85   # say in a comment where each number comes from
+
+Read with ``yaml.safe_load``; unknown keys and malformed values are errors that name the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from das_assert.errors import ConfigError, did_you_mean
+
+__all__ = ["ModelSettings", "find_model_settings", "load_settings"]
+
+MODEL_KEYS = ("path", "n_train", "n_test", "epochs", "sites", "thresholds", "robustness", "notes")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The settings of one model entry of das.yaml."""
+
+    key: str
+    source: Path
+    path: str | None = None
+    n_train: int = 2000
+    n_test: int = 500
+    epochs: int = 3
+    sites: dict[str, str] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    robustness: dict[str, float] = field(default_factory=dict)
+
+    def site(self, name: str) -> Any:
+        from das_assert.sites import parse_site
+
+        if name not in self.sites:
+            raise ConfigError(
+                f"{self.source}: model {self.key!r} defines no site {name!r} (defined: "
+                f"{', '.join(sorted(self.sites)) or 'none'}); add it under models.{self.key}.sites"
+                + did_you_mean(name, self.sites)
+            )
+        return parse_site(self.sites[name])
+
+    def threshold(self, claim: str, *, table: str = "thresholds") -> float:
+        values = self.thresholds if table == "thresholds" else self.robustness
+        if claim not in values:
+            raise ConfigError(
+                f"{self.source}: model {self.key!r} has no {table} entry for claim {claim!r}; "
+                f"add `{claim}: <number in [0, 1]>` under models.{self.key}.{table}, with a "
+                "comment saying where the number comes from (das_assert has no silent default)"
+                + did_you_mean(claim, values)
+            )
+        return values[claim]
+
+
+def _fraction_table(raw: Any, where: str) -> dict[str, float]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping of claim -> number, got {raw!r}")
+    table = {}
+    for claim, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ConfigError(f"{where}.{claim} = {value!r}: a threshold is a number in [0, 1]")
+        table[str(claim)] = float(value)
+    return table
+
+
+def _integer(raw: Any, where: str, default: int, minimum: int) -> int:
+    if raw is None:
+        return default
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < minimum:
+        raise ConfigError(f"{where} = {raw!r} must be an integer >= {minimum}")
+    return raw
+
+
+def load_settings(path: Path) -> dict[str, ModelSettings]:
+    """Parse das.yaml into ``key -> ModelSettings``."""
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict) or set(raw) - {"models"}:
+        extra = sorted(set(raw) - {"models"}) if isinstance(raw, dict) else raw
+        raise ConfigError(f"{path}: the top level must hold only `models:`, found {extra!r}")
+    models = raw.get("models")
+    if not isinstance(models, dict) or not models:
+        raise ConfigError(f"{path}: `models:` must map model names to their settings")
+    out = {}
+    for key, entry in models.items():
+        where = f"{path}: models.{key}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} must be a mapping")
+        for name in entry:
+            if name not in MODEL_KEYS:
+                raise ConfigError(
+                    f"{where} has an unknown key {name!r}; allowed: {', '.join(MODEL_KEYS)}."
+                    + did_you_mean(str(name), MODEL_KEYS)
+                )
+        sites = entry.get("sites") or {}
+        if not isinstance(sites, dict):
+            raise ConfigError(f"{where}.sites must map site names to canonical sites")
+        from das_assert.sites import parse_site
+
+        for name, text in sites.items():
+            try:
+                parse_site(str(text))
+            except Exception as exc:
+                raise ConfigError(f"{where}.sites.{name}: {exc}") from None
+        out[str(key)] = ModelSettings(
+            key=str(key),
+            source=path,
+            path=entry.get("path"),
+            n_train=_integer(entry.get("n_train"), f"{where}.n_train", 2000, 2),
+            n_test=_integer(entry.get("n_test"), f"{where}.n_test", 500, 2),
+            epochs=_integer(entry.get("epochs"), f"{where}.epochs", 3, 1),
+            sites={str(k): str(v) for k, v in sites.items()},
+            thresholds=_fraction_table(entry.get("thresholds"), f"{where}.thresholds"),
+            robustness=_fraction_table(entry.get("robustness"), f"{where}.robustness"),
+        )
+    return out
+
+
+def find_model_settings(
+    settings: dict[str, ModelSettings], model_path: Path, *, embedded: bool
+) -> ModelSettings:
+    """The entry for the loaded model: by ``path:``, by key = directory name, or ``embedded``."""
+    for entry in settings.values():
+        if entry.path == "embedded" and embedded:
+            return entry
+        if entry.path and entry.path != "embedded":
+            if Path(entry.path).expanduser().resolve() == Path(model_path).resolve():
+                return entry
+    for key, entry in settings.items():
+        if (key == "embedded" and embedded) or (not embedded and key == Path(model_path).name):
+            return entry
+    source = next(iter(settings.values())).source
+    name = "embedded" if embedded else Path(model_path).name
+    raise ConfigError(
+        f"{source} has no settings for the model {str(model_path)!r}: add an entry "
+        f"`models: {name}: {{path: {model_path}, sites: ..., thresholds: ...}}` (copy the "
+        "embedded entry and measure your model's numbers first; there is no silent default)"
+    )

@@ -1,0 +1,166 @@
+"""Alignment artifacts: one safetensors file per alignment, its manifest in the file's header.
+
+A saved alignment is the rotation matrix and the box widths as tensors, plus a JSON manifest (site,
+method, hidden size, hypothesis, model fingerprint, fit settings, metrics) stored as safetensors
+metadata with the sha256 of the tensor bytes. Only safetensors and JSON are ever read: loading
+executes no code. Every write goes to a temporary file in the same directory and is renamed into
+place, so a crash or a parallel writer never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from das_assert.errors import AlignmentFileError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "load_alignment",
+    "read_json_checked",
+    "save_alignment",
+]
+
+SCHEMA_VERSION = 1
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, payload: dict[str, Any], *, checksum: bool = False) -> None:
+    """Write ``payload`` as indented JSON; with ``checksum`` add ``sha256`` of the rest."""
+    if checksum:
+        payload = {k: v for k, v in payload.items() if k != "sha256"}
+        payload["sha256"] = _json_digest(payload)
+    atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode())
+
+
+def _json_digest(payload: dict[str, Any]) -> str:
+    body = {k: v for k, v in payload.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def read_json_checked(path: Path, *, what: str) -> dict[str, Any]:
+    """Read a JSON file written with ``checksum=True``; refuse it if corrupted or too new."""
+    path = Path(path)
+    if not path.is_file():
+        raise AlignmentFileError(f"{what} {str(path)!r} does not exist")
+    try:
+        payload = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AlignmentFileError(
+            f"{what} {str(path)!r} is not valid JSON ({exc}); it is truncated or was edited by "
+            "hand. Restore it from version control or re-create it"
+        ) from None
+    if not isinstance(payload, dict):
+        raise AlignmentFileError(f"{what} {str(path)!r} is not a JSON object")
+    _check_schema(payload.get("schema_version"), path, what)
+    if "sha256" in payload and payload["sha256"] != _json_digest(payload):
+        raise AlignmentFileError(
+            f"{what} {str(path)!r} fails its checksum: it was modified after it was written. "
+            "Re-create it rather than editing it by hand"
+        )
+    return payload
+
+
+def _check_schema(version: Any, path: Path, what: str) -> None:
+    if not isinstance(version, int):
+        raise AlignmentFileError(f"{what} {str(path)!r} has no integer schema_version")
+    if version > SCHEMA_VERSION:
+        raise AlignmentFileError(
+            f"{what} {str(path)!r} has schema_version {version}, newer than this das_assert "
+            f"understands ({SCHEMA_VERSION}); upgrade das_assert"
+        )
+
+
+def save_alignment(path: Path, interchange: Any, manifest: dict[str, Any]) -> None:
+    """Save a trained ``Interchange`` and its manifest to one safetensors file, atomically."""
+    import torch
+    from safetensors.torch import save
+
+    rotation = interchange.rotation_matrix()
+    if rotation is None:
+        rotation = torch.eye(interchange.d)
+    tensors = {
+        "rotation": rotation.detach().float().cpu().contiguous(),
+        "widths": (interchange.widths.detach().clamp(0, 1) * interchange.d).float().cpu(),
+    }
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(name.encode() + tensors[name].numpy().tobytes())
+    header = {
+        **manifest,
+        "schema_version": SCHEMA_VERSION,
+        "method": interchange.method,
+        "hidden_size": interchange.d,
+        "n_variables": interchange.n_variables,
+        "tensor_sha256": digest.hexdigest(),
+    }
+    atomic_write_bytes(Path(path), save(tensors, metadata={"manifest": json.dumps(header)}))
+
+
+def load_alignment(path: Path, *, hidden_size: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """Load an alignment saved by ``save_alignment``: ``(Interchange, manifest)``.
+
+    Raises:
+        AlignmentFileError: missing, truncated or tampered file, newer schema, or a hidden size
+            other than the model's.
+    """
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    from das_assert.featurizers import Interchange
+
+    path = Path(path)
+    if not path.is_file():
+        raise AlignmentFileError(f"alignment file {str(path)!r} does not exist")
+    raw = path.read_bytes()
+    try:
+        tensors = load(raw)
+        header_len = int.from_bytes(raw[:8], "little")
+        metadata = json.loads(raw[8 : 8 + header_len]).get("__metadata__", {})
+        manifest = json.loads(metadata["manifest"])
+    except (SafetensorError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        raise AlignmentFileError(
+            f"alignment file {str(path)!r} is not a readable das_assert safetensors file ({exc}); "
+            "it is truncated or corrupted: delete it and fit again"
+        ) from None
+    _check_schema(manifest.get("schema_version"), path, "alignment file")
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(name.encode() + tensors[name].numpy().tobytes())
+    if digest.hexdigest() != manifest.get("tensor_sha256"):
+        raise AlignmentFileError(
+            f"alignment file {str(path)!r} fails its checksum: its tensors were modified after "
+            "it was saved; delete it and fit again"
+        )
+    d = int(manifest["hidden_size"])
+    if hidden_size is not None and d != hidden_size:
+        raise AlignmentFileError(
+            f"alignment {str(path)!r} was learned on a hidden size of {d}, but this model's "
+            f"hidden size is {hidden_size}; a rotation only transfers between models of the same "
+            "width: fit a new alignment on this model"
+        )
+    rotation = tensors["rotation"].to(torch.float32)
+    interchange = Interchange.frozen(rotation, tensors["widths"].tolist(), manifest["method"])
+    return interchange, manifest

@@ -1,0 +1,35 @@
+"""Hypothesis: the model carries the bracket (low, high) as one unit and checks the amount in it.
+
+Claim. The Bracket Identity causal model answers ``low <= amount <= high`` with the bracket as an
+intermediate variable; intervening on it transplants the whole source bracket. The paper found it
+aligns poorly in Alpaca (best raw IIA 0.72, floor about 0.60). The claim below is the one true of
+the embedded model, with the numbers in das.yaml.
+
+Evidence bar. Boundless DAS at the site ``boundary``; Wilson 95% interval of IIA against the
+``bracket_identity`` threshold of das.yaml.
+
+Control. ``before:amount``: only the bracket has been read there, so a bracket variable *could*
+exist at that token; the claim there is measured like any other.
+"""
+
+import pytest
+
+HYPOTHESIS = "bracket_identity"
+
+
+@pytest.fixture(scope="module")
+def at_boundary(das_session):
+    return das_session.align(HYPOTHESIS, "boundary")
+
+
+@pytest.fixture(scope="module")
+def before_amount(das_session):
+    return das_session.align(HYPOTHESIS, "control")
+
+
+def test_the_bracket_is_not_a_variable_where_the_boundaries_live(das, at_boundary):
+    das.assert_not_aligned(at_boundary, claim="bracket_identity")
+
+
+def test_the_bracket_at_the_token_before_the_amount(das, before_amount):
+    das.assert_not_aligned(before_amount, claim="bracket_identity.control")

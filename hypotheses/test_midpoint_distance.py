@@ -1,0 +1,35 @@
+"""Hypothesis: the model compares the amount with the bracket's mid-point.
+
+Claim. The Mid-point Distance causal model computes ``mid = (low + high) / 2`` and answers
+``|amount - mid| <= (high - low) / 2``. Intervening on ``mid`` moves the bracket without changing
+its width. For Alpaca the paper found this model aligns poorly (best raw IIA 0.70 against a
+no-op floor of about 0.62). Which way it goes for the model under test is a measured fact recorded
+in das.yaml: the claim below is the one that is true of the embedded model, with its numbers.
+
+Evidence bar. Boundless DAS at the site ``boundary`` where the boundary variables live; Wilson 95%
+interval of IIA against the ``midpoint_distance`` threshold of das.yaml.
+
+Control. ``before:amount`` stays below the threshold as well.
+"""
+
+import pytest
+
+HYPOTHESIS = "midpoint_distance"
+
+
+@pytest.fixture(scope="module")
+def at_boundary(das_session):
+    return das_session.align(HYPOTHESIS, "boundary")
+
+
+@pytest.fixture(scope="module")
+def before_amount(das_session):
+    return das_session.align(HYPOTHESIS, "control")
+
+
+def test_the_midpoint_is_not_a_variable_where_the_boundaries_live(das, at_boundary):
+    das.assert_not_aligned(at_boundary, claim="midpoint_distance")
+
+
+def test_the_midpoint_cannot_live_before_the_amount_is_read(das, before_amount):
+    das.assert_not_aligned(before_amount, claim="midpoint_distance")
