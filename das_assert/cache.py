@@ -76,7 +76,9 @@ class AlignmentCache:
         try:
             return load_alignment(self.path(key), hidden_size=hidden_size)
         except AlignmentFileError as exc:
-            warnings.warn(f"ignoring a bad cache entry and recomputing: {exc}", CacheWarning, stacklevel=2)
+            warnings.warn(
+                f"ignoring a bad cache entry and recomputing: {exc}", CacheWarning, stacklevel=2
+            )
             return None
 
     def put(self, key: str, interchange: Any, manifest: dict[str, Any]) -> None:

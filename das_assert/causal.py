@@ -98,7 +98,7 @@ class CausalModel:
             if state.get(name) == "done" or name in self.inputs:
                 return
             if state.get(name) == "visiting":
-                cycle = path[path.index(name) :] + [name]
+                cycle = [*path[path.index(name) :], name]
                 raise InvalidArgument(f"mechanisms form a cycle: {' -> '.join(cycle)}")
             state[name] = "visiting"
             for parent in parents[name]:

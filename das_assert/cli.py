@@ -46,14 +46,25 @@ def _positive(text: str) -> int:
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", default="embedded", metavar="PATH",
-                       help="local Hugging Face model directory, or 'embedded' (default)")
+    group.add_argument(
+        "--model",
+        default="embedded",
+        metavar="PATH",
+        help="local Hugging Face model directory, or 'embedded' (default)",
+    )
     group.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    group.add_argument("--device-map", default=None, metavar="MAP",
-                       help="e.g. 'auto' to spread a large model over GPUs (needs accelerate)")
-    group.add_argument("--trust-remote-code", action="store_true",
-                       help="run the model directory's own Python code (off by default)")
+    group.add_argument(
+        "--device-map",
+        default=None,
+        metavar="MAP",
+        help="e.g. 'auto' to spread a large model over GPUs (needs accelerate)",
+    )
+    group.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run the model directory's own Python code (off by default)",
+    )
 
 
 def _add_data_args(parser: argparse.ArgumentParser, *, hypothesis_required: bool) -> None:
@@ -61,29 +72,57 @@ def _add_data_args(parser: argparse.ArgumentParser, *, hypothesis_required: bool
 
     group = parser.add_argument_group("task and data")
     group.add_argument("--task", default="price_tagging", choices=("price_tagging",))
-    group.add_argument("--hypothesis", required=hypothesis_required, choices=sorted(CAUSAL_MODELS),
-                       help="the causal model whose variable is aligned")
-    group.add_argument("--variables", nargs="+", metavar="VAR",
-                       help="intervene only on these variables (default: all of the hypothesis)")
+    group.add_argument(
+        "--hypothesis",
+        required=hypothesis_required,
+        choices=sorted(CAUSAL_MODELS),
+        help="the causal model whose variable is aligned",
+    )
+    group.add_argument(
+        "--variables",
+        nargs="+",
+        metavar="VAR",
+        help="intervene only on these variables (default: all of the hypothesis)",
+    )
     group.add_argument("--n-test", type=_positive, default=500, metavar="N")
     group.add_argument("--seed", type=int, default=0, metavar="S")
-    group.add_argument("--template", metavar="TEXT",
-                       help="instruction with {low} {high} {yes} {no} slots (default: the paper's)")
+    group.add_argument(
+        "--template",
+        metavar="TEXT",
+        help="instruction with {low} {high} {yes} {no} slots (default: the paper's)",
+    )
     group.add_argument("--prefix", default="", metavar="TEXT", help="irrelevant context before it")
     group.add_argument("--answers", nargs=2, default=("Yes", "No"), metavar=("TRUE", "FALSE"))
     group.add_argument("--numbers", default="plain", choices=NUMBER_STYLES)
-    group.add_argument("--bracket", nargs=2, type=_cents, metavar=("LOW", "HIGH"),
-                       help="fix the bracket, e.g. --bracket 5.49 8.49")
-    group.add_argument("--min-task-accuracy", type=_unit, default=0.8, metavar="P",
-                       help="below this task accuracy the run is an input error (default 0.8)")
-    group.add_argument("--threshold", type=_unit, metavar="P",
-                       help="claim IIA >= P: exit 1 unless the verdict is 'aligned'")
+    group.add_argument(
+        "--bracket",
+        nargs=2,
+        type=_cents,
+        metavar=("LOW", "HIGH"),
+        help="fix the bracket, e.g. --bracket 5.49 8.49",
+    )
+    group.add_argument(
+        "--min-task-accuracy",
+        type=_unit,
+        default=0.8,
+        metavar="P",
+        help="below this task accuracy the run is an input error (default 0.8)",
+    )
+    group.add_argument(
+        "--threshold",
+        type=_unit,
+        metavar="P",
+        help="claim IIA >= P: exit 1 unless the verdict is 'aligned'",
+    )
     group.add_argument("--json", type=Path, metavar="OUT", help="write the JSON report here")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m das_assert", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m das_assert",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     fit = commands.add_parser("fit", help="learn one alignment and score it")
@@ -91,25 +130,58 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(fit, hypothesis_required=True)
     site = fit.add_argument_group("site and method")
     site.add_argument("--layer", type=int, required=True, help="decoder block (negative: from end)")
-    site.add_argument("--position", default="last", metavar="NAME",
-                      help="last, last-K, amount.last, after:amount, ... (default: last)")
-    site.add_argument("--component", default="block_output", choices=("block_output", "block_input"))
+    site.add_argument(
+        "--position",
+        default="last",
+        metavar="NAME",
+        help="last, last-K, amount.last, after:amount, ... (default: last)",
+    )
+    site.add_argument(
+        "--component", default="block_output", choices=("block_output", "block_input")
+    )
     site.add_argument("--method", default="boundless", help="boundless, das:K, full or noop")
     site.add_argument("--n-train", type=_positive, default=2000, metavar="N")
     site.add_argument("--epochs", type=_positive, default=3)
     site.add_argument("--batch-size", type=_positive, default=32)
     site.add_argument("--lr-rotation", type=float, default=1e-3)
     site.add_argument("--lr-boundary", type=float, default=1e-2)
-    site.add_argument("--boundary-penalty", type=float, default=1.0,
-                      help="weight of the box width, per 4096 coordinates (default 1.0)")
-    site.add_argument("--save", type=Path, metavar="FILE",
-                      help="save the alignment (safetensors) for 'evaluate --alignment'")
+    site.add_argument(
+        "--boundary-penalty",
+        type=float,
+        default=1.0,
+        help="weight of the box width, per 4096 coordinates (default 1.0)",
+    )
+    site.add_argument(
+        "--save",
+        type=Path,
+        metavar="FILE",
+        help="save the alignment (safetensors) for 'evaluate --alignment'",
+    )
     site.add_argument("--progress", action="store_true", help="show a progress bar")
 
     evaluate = commands.add_parser("evaluate", help="score a saved alignment on fresh pairs")
     _add_model_args(evaluate)
     _add_data_args(evaluate, hypothesis_required=False)
     evaluate.add_argument("--alignment", type=Path, required=True, metavar="FILE")
+
+    compare = commands.add_parser(
+        "compare", help="compare two saved baselines or JSON reports; exit 1 on a regression"
+    )
+    compare.add_argument("old", type=Path, metavar="OLD", help="baseline or report (JSON)")
+    compare.add_argument("new", type=Path, metavar="NEW", help="baseline or report (JSON)")
+    compare.add_argument(
+        "--fail",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="iia:0.05 (absolute drop) or iia:5%% (relative drop); repeatable",
+    )
+    compare.add_argument(
+        "--markdown",
+        type=Path,
+        metavar="OUT",
+        help="also write the table as Markdown (e.g. $GITHUB_STEP_SUMMARY)",
+    )
 
     train = commands.add_parser("train-embedded", help="retrain the embedded model from scratch")
     train.add_argument("--out", type=Path, required=True, metavar="DIR")
@@ -129,9 +201,15 @@ def _experiment(args: argparse.Namespace, site: Any, hypothesis: str, n_train: i
     from das_assert.experiment import Experiment
 
     return Experiment(
-        hypothesis=hypothesis, site=site, variables=tuple(args.variables) if args.variables else None,
-        n_train=n_train, n_test=args.n_test, seed=args.seed, fmt=_format(args),
-        bracket=tuple(args.bracket) if args.bracket else None, threshold=args.threshold,
+        hypothesis=hypothesis,
+        site=site,
+        variables=tuple(args.variables) if args.variables else None,
+        n_train=n_train,
+        n_test=args.n_test,
+        seed=args.seed,
+        fmt=_format(args),
+        bracket=tuple(args.bracket) if args.bracket else None,
+        threshold=args.threshold,
         min_task_accuracy=args.min_task_accuracy,
     )
 
@@ -139,8 +217,13 @@ def _experiment(args: argparse.Namespace, site: Any, hypothesis: str, n_train: i
 def _load(args: argparse.Namespace) -> Any:
     from das_assert.models import load_model
 
-    return load_model(args.model, dtype=args.dtype, device=args.device,
-                      device_map=args.device_map, trust_remote_code=args.trust_remote_code)
+    return load_model(
+        args.model,
+        dtype=args.dtype,
+        device=args.device,
+        device_map=args.device_map,
+        trust_remote_code=args.trust_remote_code,
+    )
 
 
 def _finish(args: argparse.Namespace, model: Any, record: dict[str, Any], summary: str) -> int:
@@ -163,10 +246,16 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     site = Site(args.layer, args.position, args.component)
     experiment = _experiment(args, site, args.hypothesis, args.n_train)
-    config = FitConfig(method=args.method, epochs=args.epochs, batch_size=args.batch_size,
-                       lr_rotation=args.lr_rotation, lr_boundary=args.lr_boundary,
-                       boundary_penalty=args.boundary_penalty, seed=args.seed,
-                       progress=args.progress)
+    config = FitConfig(
+        method=args.method,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr_rotation=args.lr_rotation,
+        lr_boundary=args.lr_boundary,
+        boundary_penalty=args.boundary_penalty,
+        seed=args.seed,
+        progress=args.progress,
+    )
     model = _load(args)
     result = run_experiment(model, experiment, config)
     record = result.to_dict()
@@ -191,8 +280,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     hypothesis = args.hypothesis or manifest["hypothesis"]
     experiment = _experiment(args, site, hypothesis, int(manifest.get("n_train", 2)))
     config = FitConfig(**{**manifest["fit"], "temperature": tuple(manifest["fit"]["temperature"])})
-    fitted = FittedAlignment(interchange, site.resolve(model.model), config,
-                             experiment.n_train, 0.0, from_cache=True)
+    fitted = FittedAlignment(
+        interchange, site.resolve(model.model), config, experiment.n_train, 0.0, from_cache=True
+    )
     from das_assert.data import encode
     from das_assert.errors import PreconditionFailed
     from das_assert.evaluate import evaluate
@@ -221,7 +311,47 @@ def _cmd_train_embedded(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"fit": _cmd_fit, "evaluate": _cmd_evaluate, "train-embedded": _cmd_train_embedded}
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from das_assert.baseline import load_baseline
+    from das_assert.compare import parse_compare_fail
+    from das_assert.store import atomic_write_bytes
+
+    checks = [parse_compare_fail(expr) for expr in args.fail]
+    old, new = load_baseline(args.old)["entries"], load_baseline(args.new)["entries"]
+    lines = [
+        "| claim | site (old -> new) | IIA old | IIA new | Δ | result |",
+        "|---|---|---|---|---|---|",
+    ]
+    regressed = 0
+    for key in sorted(set(old) | set(new)):
+        if key not in new or key not in old:
+            where = "missing in NEW" if key not in new else "new in NEW"
+            lines.append(f"| {key} | | | | | {where} |")
+            regressed += key not in new
+            continue
+        a, b = old[key], new[key]
+        failures = [m for c in checks if (m := c.fails(current=b[c.field], baseline=a[c.field]))]
+        regressed += bool(failures)
+        site_a, site_b = a["site"]["canonical"], b["site"]["canonical"]
+        site = site_a if site_a == site_b else f"{site_a} -> {site_b} (drift)"
+        lines.append(
+            f"| {key} | `{site}` | {a['iia']:.3f} | {b['iia']:.3f} | "
+            f"{b['iia'] - a['iia']:+.3f} | {'; '.join(failures) or 'ok'} |"
+        )
+    table = "\n".join(lines) + "\n"
+    print(table, end="")
+    if args.markdown:
+        atomic_write_bytes(args.markdown, table.encode())
+    print(f"{regressed} regression(s)" if regressed else "no regression")
+    return 1 if regressed else 0
+
+
+COMMANDS = {
+    "fit": _cmd_fit,
+    "evaluate": _cmd_evaluate,
+    "compare": _cmd_compare,
+    "train-embedded": _cmd_train_embedded,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

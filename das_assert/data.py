@@ -29,7 +29,7 @@ class PromptPair:
         expected: the answer word after intervening on the pair's variable.
         base_expected: the base prompt's own (factual) answer word.
         variable_index: which of the alignment's variables this pair intervenes on.
-        inputs: the causal inputs behind the prompts, for messages (``{"base": ..., "source": ...}``).
+        inputs: the causal inputs behind the prompts, for messages (``base``, ``source``).
     """
 
     base: Any  # RenderedPrompt: .text, .spans

@@ -133,7 +133,7 @@ class AlignmentResult:
         )
 
     def evaluate_on(self, pairs: list[PromptPair], *, seed: int | None = None) -> Evaluation:
-        """Evaluate the frozen alignment on other pairs (new prompts, brackets, ...): no training."""
+        """Evaluate the frozen alignment on other pairs (new prompts, brackets): no training."""
         test = encode(self.model, pairs, self.experiment.site.parsed_position)
         return evaluate(
             self.model.model, self.fitted, test, seed=self.experiment.seed if seed is None else seed
@@ -144,7 +144,8 @@ class AlignmentResult:
         low, high = self.iia_ci
         b = self.baselines
         return (
-            f"IIA {self.iia:.3f} (n={self.n}, 95% CI [{low:.3f}, {high:.3f}]) at {self.experiment.site} "
+            f"IIA {self.iia:.3f} (n={self.n}, 95% CI [{low:.3f}, {high:.3f}]) "
+            f"at {self.experiment.site} "
             f"seed={self.experiment.seed}; no-op {b['noop']:.3f}, majority {b['majority']:.3f}, "
             f"random rotation {b['random_rotation']:.3f}, task accuracy "
             f"{self.evaluation.task_accuracy:.3f}; boundary {self.fitted.boundary_dims} of "

@@ -178,10 +178,10 @@ class Interchange(nn.Module):
         if rotation is None:
             return (base32 + mask * (source32 - base32)).to(dtype)
         rotation = rotation.to(base.device)
-        rotated_base = base32 @ rotation
-        rotated_source = source32 @ rotation
-        mixed = rotated_base + mask * (rotated_source - rotated_base)
-        return (mixed @ rotation.T).to(dtype)
+        # [(1 - m) (hR) + m (sR)] R^T = h + (m ((s - h) R)) R^T for an orthogonal R; the second
+        # form returns h bit for bit where m = 0, so an empty box is an exact no-op.
+        delta = mask * ((source32 - base32) @ rotation)
+        return (base32 + delta @ rotation.T).to(dtype)
 
     def orthogonality_error(self) -> float:
         """max |R R^T - I| of the current rotation (0 for the identity)."""

@@ -186,7 +186,8 @@ def fit_alignment(
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(
                         f"the alignment loss became {loss.item()} at step {step} (epoch {epoch}) "
-                        f"at {site.site}; lower the learning rates (lr_rotation={config.lr_rotation}, "
+                        f"at {site.site}; lower the learning rates "
+                        f"(lr_rotation={config.lr_rotation}, "
                         f"lr_boundary={config.lr_boundary}) or check the model for NaN outputs"
                     )
                 optimizer.zero_grad(set_to_none=True)

@@ -1,4 +1,4 @@
-"""Failure messages: the claim, the numbers, the site, the simplest failing pair, how to reproduce."""
+"""Failure messages: claim, numbers, site, the simplest failing pair, how to reproduce."""
 
 from __future__ import annotations
 
@@ -53,6 +53,8 @@ def failure_message(
             f"  inconclusive: raise n_test (now {ev.n}) in das.yaml, or choose how to treat it "
             "with --das-inconclusive=fail|xfail|pass"
         )
-    model = "" if result.model.name == "embedded" else f" --das-model={shlex.quote(result.model.name)}"
+    model = (
+        "" if result.model.name == "embedded" else f" --das-model={shlex.quote(result.model.name)}"
+    )
     lines.append(f"  reproduce: pytest {shlex.quote(nodeid)} --das-seed={exp.seed}{model}")
     return "\n".join(lines)

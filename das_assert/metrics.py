@@ -38,7 +38,7 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
 
 
 def required_n(half_width: float, p: float = 0.5, z: float = Z95) -> int:
-    """Pairs needed for a 95 % interval no wider than ``± half_width`` around ``p`` (normal approx.)."""
+    """Pairs for a 95 % interval no wider than ``± half_width`` around ``p`` (normal approx.)."""
     if not 0 < half_width < 0.5:
         raise InvalidArgument(f"half_width={half_width} must be in (0, 0.5)")
     return math.ceil(z * z * p * (1 - p) / (half_width * half_width))

@@ -123,7 +123,7 @@ class LoadedModel:
         }
 
     def answer_id(self, prompt: str, answer: str) -> int:
-        """The token id of ``answer`` when it directly follows ``prompt`` (see ``answer_token_id``)."""
+        """The token id of ``answer`` right after ``prompt`` (see ``answer_token_id``)."""
         key = (prompt[-16:], answer)
         if key not in self._answer_ids:
             self._answer_ids[key] = answer_token_id(self.tokenizer, prompt, answer)
@@ -152,7 +152,8 @@ def answer_token_id(tokenizer: Any, prompt: str, answer: str) -> int:
         )
     if tokenizer.unk_token_id is not None and added[0] == tokenizer.unk_token_id:
         raise InvalidArgument(
-            f"the answer {answer!r} is unknown to the tokenizer (it maps to {tokenizer.unk_token!r})"
+            f"the answer {answer!r} is unknown to the tokenizer "
+            f"(it maps to {tokenizer.unk_token!r})"
         )
     return int(added[0])
 

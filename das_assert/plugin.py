@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-MARKER_KEYS = ("group",)
+MARKER_KEYS = ("group", "compare_fail")
 INCONCLUSIVE = ("fail", "xfail", "pass")
 CACHE_MODES = ("off", "read", "write", "readwrite")
+_CHECKS = pytest.StashKey[list]()
 
 
 def _choice(name: str, choices: tuple[str, ...]) -> Any:
@@ -52,45 +53,172 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("das", "das_assert: causal hypotheses as tests")
-    group.addoption("--das-model", metavar="PATH", default=None,
-                    help="model under test: a local HF directory or 'embedded'. "
-                    "Default: $DAS_MODEL, else 'embedded'")
-    group.addoption("--das-config", metavar="PATH", default=None,
-                    help="das.yaml with sites and thresholds. Default: das.yaml beside the "
-                    "first hypothesis file, else <rootdir>/hypotheses/das.yaml")
-    group.addoption("--das-seed", metavar="NUM", type=int, default=0,
-                    help="seed of the data, the initialisation and training. Default: 0")
-    group.addoption("--das-device", metavar="DEVICE", default="cpu",
-                    help="cpu, cuda or cuda:N. Default: 'cpu'")
-    group.addoption("--das-dtype", metavar="DTYPE", default="float32",
-                    type=_choice("--das-dtype", ("float32", "bfloat16", "float16")),
-                    help="float32, bfloat16 or float16. Default: 'float32'")
-    group.addoption("--das-cache", metavar="MODE", default="readwrite",
-                    type=_choice("--das-cache", CACHE_MODES),
-                    help="alignment cache: off, read, write or readwrite. Default: 'readwrite'")
-    group.addoption("--das-cache-dir", metavar="DIR", default=None,
-                    help="where cached alignments live. Default: <rootdir>/.das_assert/cache")
-    group.addoption("--das-json", metavar="PATH", default=None,
-                    help="write the JSON report (schema in README) here")
-    group.addoption("--das-markdown", metavar="PATH", default=None,
-                    help="write a Markdown table of the results here (e.g. $GITHUB_STEP_SUMMARY)")
-    group.addoption("--das-inconclusive", metavar="ACTION", default="fail",
-                    type=_choice("--das-inconclusive", INCONCLUSIVE),
-                    help="what an inconclusive verdict does: fail, xfail or pass. Default: 'fail'")
-    group.addoption("--das-min-task-accuracy", metavar="P", type=_fraction, default=0.8,
-                    help="task accuracy below which a claim errors as a failed precondition. "
-                    "Default: 0.8")
-    group.addoption("--das-plots", metavar="DIR", default=None,
-                    help="save heatmaps of search tests as PNG here (needs matplotlib)")
+    group.addoption(
+        "--das-model",
+        metavar="PATH",
+        default=None,
+        help="model under test: a local HF directory or 'embedded'. "
+        "Default: $DAS_MODEL, else 'embedded'",
+    )
+    group.addoption(
+        "--das-config",
+        metavar="PATH",
+        default=None,
+        help="das.yaml with sites and thresholds. Default: das.yaml beside the "
+        "first hypothesis file, else <rootdir>/hypotheses/das.yaml",
+    )
+    group.addoption(
+        "--das-seed",
+        metavar="NUM",
+        type=int,
+        default=0,
+        help="seed of the data, the initialisation and training. Default: 0",
+    )
+    group.addoption(
+        "--das-device", metavar="DEVICE", default="cpu", help="cpu, cuda or cuda:N. Default: 'cpu'"
+    )
+    group.addoption(
+        "--das-dtype",
+        metavar="DTYPE",
+        default="float32",
+        type=_choice("--das-dtype", ("float32", "bfloat16", "float16")),
+        help="float32, bfloat16 or float16. Default: 'float32'",
+    )
+    group.addoption(
+        "--das-cache",
+        metavar="MODE",
+        default="readwrite",
+        type=_choice("--das-cache", CACHE_MODES),
+        help="alignment cache: off, read, write or readwrite. Default: 'readwrite'",
+    )
+    group.addoption(
+        "--das-cache-dir",
+        metavar="DIR",
+        default=None,
+        help="where cached alignments live. Default: <rootdir>/.das_assert/cache",
+    )
+    group.addoption(
+        "--das-json",
+        metavar="PATH",
+        default=None,
+        help="write the JSON report (schema in README) here",
+    )
+    group.addoption(
+        "--das-markdown",
+        metavar="PATH",
+        default=None,
+        help="write a Markdown table of the results here (e.g. $GITHUB_STEP_SUMMARY)",
+    )
+    group.addoption(
+        "--das-inconclusive",
+        metavar="ACTION",
+        default="fail",
+        type=_choice("--das-inconclusive", INCONCLUSIVE),
+        help="what an inconclusive verdict does: fail, xfail or pass. Default: 'fail'",
+    )
+    group.addoption(
+        "--das-min-task-accuracy",
+        metavar="P",
+        type=_fraction,
+        default=0.8,
+        help="task accuracy below which a claim errors as a failed precondition. Default: 0.8",
+    )
+    group.addoption(
+        "--das-plots",
+        metavar="DIR",
+        default=None,
+        help="save heatmaps of search tests as PNG here (needs matplotlib)",
+    )
+    group.addoption(
+        "--das-save-baseline",
+        metavar="NAME",
+        nargs="?",
+        const="baseline",
+        default=None,
+        help="save every claim's numbers and alignment as a new "
+        "baseline NNNN_NAME of this model. Default NAME: 'baseline'",
+    )
+    group.addoption(
+        "--das-compare",
+        metavar="NAME",
+        nargs="?",
+        const="latest",
+        default=None,
+        help="compare every claim with baseline NAME (latest, NNNN or NNNN_name) of "
+        "this model: the numbers, and the frozen alignment transferred to this model",
+    )
+    group.addoption(
+        "--das-compare-fail",
+        metavar="EXPR",
+        action="append",
+        default=[],
+        help="fail a claim whose IIA drops: iia:0.05 (absolute) or iia:5%% "
+        "(relative); repeatable. Needs --das-compare",
+    )
+    group.addoption(
+        "--das-baseline-dir",
+        metavar="DIR",
+        default=None,
+        help="where baselines live. Default: <rootdir>/hypotheses/baselines",
+    )
+    group.addoption(
+        "--das-profile",
+        metavar="NAME",
+        default=None,
+        type=_choice("--das-profile", tuple(PROFILES)),
+        help="hypothesis profile for the fuzz tests: ci (derandomized, few examples), "
+        "dev or thorough. Default: 'ci' when $CI is set, else 'dev'; an explicit "
+        "--hypothesis-profile wins",
+    )
+
+
+#: Hypothesis profiles of the fuzz tests. Each example evaluates a frozen alignment on ~100 pairs.
+PROFILES = {
+    "ci": {"max_examples": 6, "derandomize": True},
+    "dev": {"max_examples": 20},
+    "thorough": {"max_examples": 200},
+}
+
+
+def _register_profiles(config: pytest.Config) -> None:
+    from hypothesis import HealthCheck, settings
+
+    for name, values in PROFILES.items():
+        settings.register_profile(
+            f"das-{name}",
+            deadline=None,
+            # the das fixture is shared by the examples of one test on purpose: it only records
+            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+            **values,
+        )
+    if config.getoption("hypothesis_profile", None):
+        return
+    chosen = config.getoption("das_profile") or ("ci" if os.environ.get("CI") else "dev")
+    settings.load_profile(f"das-{chosen}")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", f"das(**settings): a causal-hypothesis test; allowed keys: {', '.join(MARKER_KEYS)}"
+        "markers",
+        f"das(**settings): a causal-hypothesis test; allowed keys: {', '.join(MARKER_KEYS)}",
     )
     config.pluginmanager.register(_Reporter(config), "das-reporter")
+    _register_profiles(config)
     if config.getoption("das_cache_dir") and config.getoption("das_cache") == "off":
         raise pytest.UsageError("--das-cache-dir was given but --das-cache=off disables the cache")
+    if config.getoption("das_compare_fail") and not config.getoption("das_compare"):
+        raise pytest.UsageError(
+            "--das-compare-fail needs --das-compare (a baseline to compare with)"
+        )
+    from das_assert.compare import parse_compare_fail
+    from das_assert.errors import ConfigError
+
+    try:
+        config.stash[_CHECKS] = [
+            parse_compare_fail(e) for e in config.getoption("das_compare_fail")
+        ]
+    except ConfigError as exc:
+        raise pytest.UsageError(f"--das-compare-fail: {exc}") from None
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -103,9 +231,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     for marker in item.iter_markers("das"):
         unknown = sorted(set(marker.kwargs) - set(MARKER_KEYS))
         if unknown or marker.args:
-            raise pytest.UsageError(
-                f"{item.nodeid}: das marker got unexpected {unknown or marker.args}; "
-                f"allowed keywords: {', '.join(MARKER_KEYS)}"
+            pytest.fail(
+                f"das marker got unexpected {unknown or marker.args}; "
+                f"allowed keywords: {', '.join(MARKER_KEYS)}",
+                pytrace=False,
             )
 
 
@@ -147,6 +276,7 @@ def das_session(request: pytest.FixtureRequest) -> Any:
         )
     except DasError as exc:
         pytest.fail(f"das_assert setup: {exc}", pytrace=False)
+    baselines = _baseline_setup(config, settings.key)
     mode = config.getoption("das_cache")
     cache_dir = config.getoption("das_cache_dir") or Path(config.rootpath) / ".das_assert" / "cache"
     return DasSession(
@@ -156,7 +286,32 @@ def das_session(request: pytest.FixtureRequest) -> Any:
         cache=None if mode == "off" else AlignmentCache(Path(cache_dir), mode),
         min_task_accuracy=config.getoption("das_min_task_accuracy"),
         inconclusive=config.getoption("das_inconclusive"),
+        plots_dir=Path(config.getoption("das_plots")) if config.getoption("das_plots") else None,
+        **baselines,
     )
+
+
+def _baseline_setup(config: pytest.Config, model_key: str) -> dict[str, Any]:
+    """Where this run saves its baseline, and the baseline it compares with (if any)."""
+    from das_assert.baseline import find_baseline, load_baseline, next_baseline_name
+    from das_assert.errors import DasError
+
+    root = (
+        config.getoption("das_baseline_dir") or Path(config.rootpath) / "hypotheses" / "baselines"
+    )
+    directory = Path(root) / model_key
+    out: dict[str, Any] = {"compare_checks": config.stash.get(_CHECKS, [])}
+    name = config.getoption("das_save_baseline")
+    if name:
+        out["save_to"] = directory / next_baseline_name(directory, name)
+    compare = config.getoption("das_compare")
+    if compare:
+        try:
+            path = find_baseline(directory, compare)
+            out["baseline"] = (path, load_baseline(path))
+        except DasError as exc:
+            pytest.fail(f"das_assert --das-compare: {exc}", pytrace=False)
+    return out
 
 
 @pytest.fixture
@@ -179,13 +334,19 @@ class _Reporter:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.records: list[dict[str, Any]] = []
+        self.fuzz: list[dict[str, Any]] = []
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when != "call":
-            return
         kept = []
         for name, value in report.user_properties:
+            if name in ("das_result", "das_fuzz") and report.when != "call":
+                continue
+            if name == "das_fuzz":
+                record = json.loads(value)
+                record["test_id"] = report.nodeid
+                self.fuzz.append(record)
+                continue
             if name == "das_result":
                 record = json.loads(value)
                 record["outcome"] = report.outcome
@@ -196,26 +357,47 @@ class _Reporter:
         report.user_properties = kept  # keep the bulky record out of --junitxml
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.records:
+        if not self.records and not self.fuzz:
             return
-        from das_assert.summary import summary_lines
+        from das_assert.summary import fuzz_lines, summary_lines
 
         terminalreporter.section("das: causal hypotheses")
-        for line in summary_lines(self.records):
+        for line in summary_lines(self.records) + fuzz_lines(self.fuzz):
             terminalreporter.write_line(line)
 
     def pytest_sessionfinish(self) -> None:
         if hasattr(self.config, "workerinput"):
             return
+        self._save_baseline()
         json_path = self.config.getoption("das_json")
         md_path = self.config.getoption("das_markdown")
-        if not self.records or not (json_path or md_path):
+        if not (self.records or self.fuzz) or not (json_path or md_path):
             return
-        from das_assert.report import build_report, markdown_table, write_report
+        from das_assert.report import build_report, markdown_table, robustness_summary, write_report
         from das_assert.store import atomic_write_bytes
 
         records = sorted(self.records, key=lambda r: (r["test_id"], r["claim"]))
+        robustness = robustness_summary(self.fuzz)
         if json_path:
-            write_report(Path(json_path), build_report(records[0].get("model"), records))
+            model = records[0].get("model") if records else None
+            report = build_report(model, records)
+            report["robustness"] = robustness
+            write_report(Path(json_path), report)
         if md_path:
-            atomic_write_bytes(Path(md_path), markdown_table(records).encode())
+            atomic_write_bytes(Path(md_path), markdown_table(records, robustness).encode())
+
+    def _save_baseline(self) -> None:
+        stems = {r["baseline_file"] for r in self.records if r.get("baseline_file")}
+        if not stems or not self.config.getoption("das_save_baseline"):
+            return
+        from das_assert.baseline import save_baseline
+        from das_assert.report import environment
+
+        for stem in stems:
+            records = [r for r in self.records if r.get("baseline_file") == stem]
+            save_baseline(
+                Path(stem + ".json"),
+                model=records[0]["model"],
+                environment=environment(),
+                records=records,
+            )

@@ -12,7 +12,13 @@ from typing import Any
 
 from das_assert.store import SCHEMA_VERSION, atomic_write_json
 
-__all__ = ["build_report", "environment", "markdown_table", "write_report"]
+__all__ = [
+    "build_report",
+    "environment",
+    "markdown_table",
+    "robustness_summary",
+    "write_report",
+]
 
 
 def environment() -> dict[str, str]:
@@ -50,7 +56,28 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def markdown_table(results: list[dict[str, Any]]) -> str:
+def robustness_summary(fuzz: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per claim and variant family: examples tried, rejected, broken, and pooled IIA."""
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for record in fuzz:
+        for family in record["families"]:
+            cell = table.setdefault(record["claim"], {}).setdefault(
+                family, {"examples": 0, "rejected": 0, "broken": 0, "correct": 0, "n": 0}
+            )
+            cell["examples"] += 1
+            if record["status"].startswith("rejected"):
+                cell["rejected"] += 1
+                continue
+            cell["broken"] += record["status"] == "broken"
+            cell["correct"] += record.get("correct", 0)
+            cell["n"] += record["n"]
+    for families in table.values():
+        for cell in families.values():
+            cell["iia"] = round(cell["correct"] / cell["n"], 6) if cell["n"] else None
+    return {"per_family": table, "examples": fuzz}
+
+
+def markdown_table(results: list[dict[str, Any]], robustness: dict[str, Any] | None = None) -> str:
     """A Markdown table of results, for a CI job summary."""
     lines = [
         "| test | hypothesis | site | IIA | 95% CI | n | no-op | random rot. | task acc. "
@@ -67,4 +94,16 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
             f"| {_fmt(r['task_accuracy'])} | {_fmt(r.get('threshold'), 2)} "
             f"| {r.get('verdict') or '–'} |"
         )
+    if robustness and robustness["per_family"]:
+        lines += [
+            "",
+            "| claim | variant family | examples | rejected | broken | pooled IIA |",
+            "|---|---|---|---|---|---|",
+        ]
+        for claim, families in sorted(robustness["per_family"].items()):
+            for family, c in sorted(families.items()):
+                lines.append(
+                    f"| {claim} | {family} | {c['examples']} | {c['rejected']} "
+                    f"| {c['broken']} | {_fmt(c['iia'])} |"
+                )
     return "\n".join(lines) + "\n"

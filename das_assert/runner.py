@@ -51,7 +51,7 @@ def _forward(
 def source_vectors(
     model: Any, site: ResolvedSite, encoded: EncodedPairs, *, batch_size: int = 64
 ) -> torch.Tensor:
-    """The hidden vector at the site's position in every source prompt, (n, d) on the model's device."""
+    """The hidden vector at the site's position in every source prompt, (n, d)."""
     chunks = []
     for index in encoded.batches(batch_size):
         ids, mask = encoded.source_batch(index)
@@ -140,5 +140,5 @@ def answer_logits(
     *,
     prefix_cache: bool = True,
 ) -> torch.Tensor:
-    """Logits (batch, vocab) at the last token of the base prompts ``index``, intervened by ``mix``."""
+    """Logits (batch, vocab) at the last token of base prompts ``index``, intervened by ``mix``."""
     return BaseRun(model, site, encoded, index, prefix_cache=prefix_cache).logits(mix)

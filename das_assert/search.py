@@ -42,8 +42,11 @@ class SearchGrid:
             "layers": self.layers,
             "positions": self.positions,
             "iia": self.matrix(),
-            "best": {"layer": best_layer, "position": best_position,
-                     "iia": self.iia(best_layer, best_position)},
+            "best": {
+                "layer": best_layer,
+                "position": best_position,
+                "iia": self.iia(best_layer, best_position),
+            },
         }
 
 
@@ -60,7 +63,9 @@ def search(
     results = {}
     for layer in layers:
         for position in positions:
-            results[(layer, position)] = align(hypothesis, Site(layer, position, component), **changes)
+            results[(layer, position)] = align(
+                hypothesis, Site(layer, position, component), **changes
+            )
     return SearchGrid(hypothesis, list(layers), list(positions), results)
 
 
@@ -72,17 +77,22 @@ def save_heatmap(grid: SearchGrid, path: Path, *, title: str = "") -> Path:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        raise ImportError(
-            "heatmaps need matplotlib: pip install 'das_assert[plots]'"
-        ) from exc
+        raise ImportError("heatmaps need matplotlib: pip install 'das_assert[plots]'") from exc
     matrix = grid.matrix()[::-1]
     layers = grid.layers[::-1]
     fig, ax = plt.subplots(figsize=(1.1 * len(grid.positions) + 2, 0.6 * len(layers) + 1.6))
     image = ax.imshow(matrix, vmin=0.4, vmax=1.0, cmap="viridis", aspect="auto")
     for row, values in enumerate(matrix):
         for col, value in enumerate(values):
-            ax.text(col, row, f"{value:.2f}", ha="center", va="center",
-                    color="white" if value < 0.75 else "black", fontsize=8)
+            ax.text(
+                col,
+                row,
+                f"{value:.2f}",
+                ha="center",
+                va="center",
+                color="white" if value < 0.75 else "black",
+                fontsize=8,
+            )
     ax.set_xticks(range(len(grid.positions)), grid.positions, rotation=30, ha="right")
     ax.set_yticks(range(len(layers)), [f"layer {layer}" for layer in layers])
     ax.set_title(title or f"{grid.hypothesis}: IIA (hard mask)")

@@ -20,11 +20,21 @@ from das_assert.messages import failure_message
 from das_assert.models import LoadedModel
 from das_assert.settings import ModelSettings
 
-__all__ = ["DasRequest", "DasSession", "IIAClaimFailed", "IIAInconclusive"]
+__all__ = [
+    "DasRequest",
+    "DasSession",
+    "IIAClaimFailed",
+    "IIAInconclusive",
+    "IIARegression",
+]
 
 
 class IIAClaimFailed(AssertionError):
     """A claim about IIA is contradicted by the interval."""
+
+
+class IIARegression(AssertionError):
+    """A claim's numbers dropped against the saved baseline by more than allowed."""
 
 
 class IIAInconclusive(AssertionError):
@@ -42,6 +52,10 @@ class DasSession:
     min_task_accuracy: float = 0.8
     inconclusive: str = "fail"  # fail | xfail | pass
     fit_overrides: dict[str, Any] = field(default_factory=dict)
+    plots_dir: Path | None = None
+    save_to: Path | None = None  # <baseline dir>/<model>/NNNN_name (without .json)
+    baseline: tuple[Path, dict[str, Any]] | None = None  # the baseline compared with
+    compare_checks: list[Any] = field(default_factory=list)
     _memo: dict[str, AlignmentResult] = field(default_factory=dict, repr=False)
 
     def site(self, name: str) -> Any:
@@ -140,13 +154,26 @@ class DasRequest:
         record.update(claim=claim, expected_verdict=expect, passed=verdict.outcome == expect)
         record["model"] = self.session.model.describe()
         self.records.append(record)
+        if self.session.save_to is not None:
+            self._save_alignment(judged, record)
+        regressions = self._compare(judged, record) if self.session.baseline else []
         self.node.user_properties.append(("das_result", json.dumps(record)))
         for name in ("iia", "iia_ci", "n_test", "verdict", "threshold"):
             self.node.user_properties.append((f"das_{name}", record[name]))
         if verdict.outcome == expect:
+            if regressions:
+                raise IIARegression(_regression_message(claim, record, regressions))
             return
-        message = failure_message(judged, claim=claim, expect=expect, verdict=verdict,
-                                  nodeid=self.node.nodeid, session=self.session)
+        message = failure_message(
+            judged,
+            claim=claim,
+            expect=expect,
+            verdict=verdict,
+            nodeid=self.node.nodeid,
+            session=self.session,
+        )
+        if regressions:
+            message += "\n" + _regression_message(claim, record, regressions)
         if verdict.outcome == "inconclusive":
             if self.session.inconclusive == "pass":
                 return
@@ -156,3 +183,211 @@ class DasRequest:
                 pytest.xfail(message)
             raise IIAInconclusive(message)
         raise IIAClaimFailed(message)
+
+    def _save_alignment(self, result: AlignmentResult, record: dict[str, Any]) -> None:
+        from das_assert.baseline import alignment_path, entry_key
+        from das_assert.store import save_alignment
+
+        save_to = self.session.save_to
+        assert save_to is not None
+        path = alignment_path(save_to.parent, save_to.name, entry_key(record))
+        manifest = {k: record[k] for k in ("hypothesis", "variable", "seed", "n_train", "fit")}
+        manifest.update(
+            site=str(result.experiment.site),
+            model=self.session.model.fingerprint,
+            iia=record["iia"],
+            claim=record["claim"],
+            test_id=record["test_id"],
+        )
+        save_alignment(path, result.fitted.interchange, manifest)
+        record["baseline_file"] = str(save_to)
+        record["alignment_file"] = path.name
+
+    def _compare(self, result: AlignmentResult, record: dict[str, Any]) -> list[str]:
+        """Compare with the baseline: numbers, transfer of the frozen alignment, drift of site."""
+        from das_assert.baseline import entry_key
+
+        assert self.session.baseline is not None
+        path, payload = self.session.baseline
+        entry = payload["entries"].get(entry_key(record))
+        if entry is None:
+            if self.session.save_to is not None:
+                return []
+            return [
+                f"no baseline entry for this claim in {path}; save one with "
+                "--das-save-baseline (a claim without a baseline fails, as a missing "
+                "snapshot does)"
+            ]
+        record["baseline"] = {
+            "file": path.name,
+            "path": str(path),
+            "iia": entry["iia"],
+            "n": entry["n_test"],
+            "iia_ci": entry["iia_ci"],
+            "delta": round(record["iia"] - entry["iia"], 6),
+        }
+        if entry["site"]["canonical"] != record["site"]["canonical"]:
+            record["drift"] = {
+                "from": entry["site"]["canonical"],
+                "to": record["site"]["canonical"],
+            }
+        if entry.get("boundary_dims") != record["boundary_dims"]:
+            record.setdefault("drift", {})["boundary_dims"] = [
+                entry.get("boundary_dims"),
+                record["boundary_dims"],
+            ]
+        record["transfer"] = self._transfer(result, path, entry)
+        checks = list(self.session.compare_checks)
+        marker = self.node.get_closest_marker("das")
+        if marker and marker.kwargs.get("compare_fail"):
+            from das_assert.compare import parse_compare_fail
+
+            extra = marker.kwargs["compare_fail"]
+            checks += [
+                parse_compare_fail(e) for e in ([extra] if isinstance(extra, str) else extra)
+            ]
+        failures = []
+        for check in checks:
+            if entry.get(check.field) is None or record.get(check.field) is None:
+                continue
+            message = check.fails(current=record[check.field], baseline=entry[check.field])
+            if message:
+                failures.append(f"{message} [--das-compare-fail {check}]")
+        return failures
+
+    def _transfer(self, result: AlignmentResult, path: Path, entry: dict[str, Any]) -> dict:
+        """The baseline's frozen alignment applied to this model: IIA on this run's test pairs."""
+        from das_assert.errors import AlignmentFileError
+        from das_assert.evaluate import evaluate
+        from das_assert.fit import FittedAlignment
+        from das_assert.metrics import wilson_interval
+        from das_assert.store import load_alignment
+
+        if not entry.get("alignment_file"):
+            return {"skipped": "the baseline holds no alignment file for this claim"}
+        file = path.parent / path.stem / entry["alignment_file"]
+        try:
+            interchange, _ = load_alignment(file, hidden_size=self.session.model.config.hidden_size)
+        except AlignmentFileError as exc:
+            return {"skipped": str(exc)}
+        interchange.to(self.session.model.input_device)
+        frozen = FittedAlignment(
+            interchange,
+            result.fitted.site,
+            result.config,
+            result.experiment.n_train,
+            0.0,
+            from_cache=True,
+        )
+        evaluation = evaluate(
+            self.session.model.model, frozen, result.evaluation.test, seed=result.experiment.seed
+        )
+        low, high = wilson_interval(evaluation.successes, evaluation.n)
+        return {
+            "iia": round(evaluation.iia, 6),
+            "n": evaluation.n,
+            "iia_ci": [round(low, 6), round(high, 6)],
+        }
+
+    def assert_robust(
+        self,
+        result: AlignmentResult,
+        variant: Any,
+        *,
+        claim: str,
+        n: int = 96,
+        expect: str = "aligned",
+    ) -> None:
+        """Evaluate the frozen alignment on ``n`` pairs written as ``variant``; fail when the
+        Wilson upper bound of IIA is below the ``robustness`` threshold of ``claim`` (or, with
+        ``expect="not_aligned"``, when the lower bound reaches it: a negative claim that breaks).
+
+        Variants the model itself cannot do (task accuracy below the gate), or whose labels
+        cannot be balanced, are rejected as preconditions (``hypothesis.assume``) and counted.
+        """
+        __tracebackhide__ = True
+        from hypothesis import assume, event
+
+        from das_assert.errors import InvalidArgument as Invalid
+        from das_assert.metrics import wilson_interval
+        from das_assert.tasks.price_tagging import prompt_pairs
+
+        threshold = self.session.settings.threshold(claim, table="robustness")
+        exp = result.experiment
+        try:
+            pairs = prompt_pairs(
+                exp.hypothesis,
+                n,
+                seed=exp.seed + 31,
+                fmt=variant.format(),
+                bracket=variant.bracket,
+                variables=exp.variables,
+                edit=variant.edit,
+            )
+            evaluation = result.evaluate_on(pairs)
+        except Invalid as exc:
+            event(f"rejected: {str(exc)[:60]}")
+            self._fuzz_record(variant, claim, None, "rejected: cannot be built")
+            assume(False)
+            raise AssertionError("unreachable") from exc
+        if evaluation.task_accuracy < self.session.min_task_accuracy:
+            event("rejected: the model fails the task under this variant")
+            self._fuzz_record(variant, claim, evaluation, "rejected: task accuracy below gate")
+            assume(False)
+        low, high = wilson_interval(evaluation.successes, evaluation.n)
+        broken = high < threshold if expect == "aligned" else low >= threshold
+        self._fuzz_record(variant, claim, evaluation, "broken" if broken else "holds")
+        if broken:
+            pair = evaluation.test.pairs[(evaluation.failing_indices() or [0])[0]]
+            raise IIAClaimFailed(
+                f"claim {claim!r} breaks under {variant!r}\n"
+                f"  IIA {evaluation.iia:.3f} (n={evaluation.n}, 95% CI [{low:.3f}, {high:.3f}]) "
+                f"{'<' if expect == 'aligned' else '>='} robustness threshold {threshold} "
+                f"at {exp.site}, seed={exp.seed}; task accuracy {evaluation.task_accuracy:.3f}, "
+                f"no-op {evaluation.baselines()['noop']:.3f}\n"
+                f"  a failing pair: base {pair.inputs.get('base')}, "
+                f"source {pair.inputs.get('source')}"
+                f"\n  base prompt:\n{_indent(pair.base.text)}\n  source prompt:\n"
+                f"{_indent(pair.source.text)}\n"
+                f"  replay: pytest {self.node.nodeid} (the example database replays this variant)"
+            )
+
+    def _fuzz_record(self, variant: Any, claim: str, evaluation: Any, status: str) -> None:
+        record = {
+            "claim": claim,
+            "variant": repr(variant),
+            "families": list(variant.families),
+            "status": status,
+            "iia": None,
+            "n": 0,
+        }
+        if evaluation is not None:
+            record.update(
+                iia=round(evaluation.iia, 6),
+                n=evaluation.n,
+                correct=evaluation.successes,
+                task_accuracy=round(evaluation.task_accuracy, 6),
+            )
+        self.node.user_properties.append(("das_fuzz", json.dumps(record)))
+
+
+def _indent(text: str) -> str:
+    return "\n".join("      " + line for line in text.strip().splitlines())
+
+
+def _regression_message(claim: str, record: dict[str, Any], failures: list[str]) -> str:
+    base = record.get("baseline") or {}
+    lines = [f"claim {claim!r} regressed against baseline {base.get('file', '?')}:"]
+    lines += [f"  {f}" for f in failures]
+    if base:
+        lines.append(
+            f"  now IIA {record['iia']:.3f} (n={record['n_test']}, CI {record['iia_ci']}); "
+            f"baseline {base['iia']:.3f} (n={base['n']}, CI {base['iia_ci']})"
+        )
+    transfer = record.get("transfer") or {}
+    if "iia" in transfer:
+        lines.append(
+            f"  transfer: the baseline's frozen alignment reaches IIA {transfer['iia']:.3f} "
+            f"on this model"
+        )
+    return "\n".join(lines)

@@ -26,7 +26,26 @@ from das_assert.errors import ConfigError, did_you_mean
 
 __all__ = ["ModelSettings", "find_model_settings", "load_settings"]
 
-MODEL_KEYS = ("path", "n_train", "n_test", "epochs", "sites", "thresholds", "robustness", "notes")
+MODEL_KEYS = (
+    "path",
+    "n_train",
+    "n_test",
+    "epochs",
+    "sites",
+    "thresholds",
+    "robustness",
+    "search",
+    "notes",
+)
+SEARCH_KEYS = (
+    "layers",
+    "positions",
+    "n_train",
+    "n_test",
+    "epochs",
+    "expect_layers",
+    "expect_positions",
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +61,7 @@ class ModelSettings:
     sites: dict[str, str] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)
     robustness: dict[str, float] = field(default_factory=dict)
+    search: dict[str, Any] = field(default_factory=dict)
 
     def site(self, name: str) -> Any:
         from das_assert.sites import parse_site
@@ -87,6 +107,40 @@ def _integer(raw: Any, where: str, default: int, minimum: int) -> int:
     return raw
 
 
+def _search_table(raw: Any, where: str) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping with keys {', '.join(SEARCH_KEYS)}")
+    for name in raw:
+        if name not in SEARCH_KEYS:
+            raise ConfigError(
+                f"{where} has an unknown key {name!r}; allowed: {', '.join(SEARCH_KEYS)}."
+                + did_you_mean(str(name), SEARCH_KEYS)
+            )
+    for name in ("layers", "expect_layers"):
+        values = raw.get(name, [])
+        if not isinstance(values, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in values
+        ):
+            raise ConfigError(f"{where}.{name} must be a list of layer numbers, got {values!r}")
+    from das_assert.positions import parse_position
+
+    for name in ("positions", "expect_positions"):
+        values = raw.get(name, [])
+        if not isinstance(values, list):
+            raise ConfigError(f"{where}.{name} must be a list of position names, got {values!r}")
+        for value in values:
+            try:
+                parse_position(value)
+            except Exception as exc:
+                raise ConfigError(f"{where}.{name}: {exc}") from None
+    for name in ("n_train", "n_test", "epochs"):
+        if name in raw:
+            _integer(raw[name], f"{where}.{name}", 0, 1 if name == "epochs" else 2)
+    return dict(raw)
+
+
 def load_settings(path: Path) -> dict[str, ModelSettings]:
     """Parse das.yaml into ``key -> ModelSettings``."""
     import yaml
@@ -125,6 +179,7 @@ def load_settings(path: Path) -> dict[str, ModelSettings]:
                 parse_site(str(text))
             except Exception as exc:
                 raise ConfigError(f"{where}.sites.{name}: {exc}") from None
+        search = _search_table(entry.get("search"), f"{where}.search")
         out[str(key)] = ModelSettings(
             key=str(key),
             source=path,
@@ -135,6 +190,7 @@ def load_settings(path: Path) -> dict[str, ModelSettings]:
             sites={str(k): str(v) for k, v in sites.items()},
             thresholds=_fraction_table(entry.get("thresholds"), f"{where}.thresholds"),
             robustness=_fraction_table(entry.get("robustness"), f"{where}.robustness"),
+            search=search,
         )
     return out
 

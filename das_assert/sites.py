@@ -89,7 +89,7 @@ class Site:
         """Bind to ``model`` (a transformers CausalLM).
 
         Raises:
-            InvalidArgument: for an architecture without a known block path, or a layer out of range.
+            InvalidArgument: an architecture without a known block path, or a layer out of range.
         """
         model_type = getattr(model.config, "model_type", "?")
         if model_type not in BLOCK_PATHS:

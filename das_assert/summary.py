@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-__all__ = ["summary_lines"]
+__all__ = ["fuzz_lines", "summary_lines"]
 
 HEADER = (
     f"{'claim':<34} {'site':<36} {'IIA':>5} {'95% CI':>13} {'n':>5} {'no-op':>5} "
@@ -17,6 +17,17 @@ def _row(r: dict[str, Any]) -> str:
     low, high = r["iia_ci"]
     b = r["baselines"]
     expected = "" if r["passed"] else f" (expected {r['expected_verdict']})"
+    base = r.get("baseline")
+    if base:
+        delta = base["delta"]
+        expected += f"  Δ ref {delta:+.3f}"
+        if delta > 0 and r["iia_ci"][0] > base["iia_ci"][1]:
+            expected += " (improved: re-save to raise the bar)"
+        transfer = r.get("transfer") or {}
+        if "iia" in transfer:
+            expected += f"  transfer {transfer['iia']:.3f}"
+        if r.get("drift", {}).get("from"):
+            expected += f"  DRIFT from {r['drift']['from']}"
     return (
         f"{r['claim'][:34]:<34} {r['site']['canonical'][:36]:<36} {r['iia']:>5.3f} "
         f"{low:>6.3f}-{high:<6.3f} {r['n_test']:>5} {b['noop']:>5.3f} "
@@ -35,10 +46,47 @@ def summary_lines(records: list[dict[str, Any]]) -> list[str]:
         lines.append(f"--- {file}")
         lines.append(HEADER)
         lines.extend(_row(r) for r in sorted(group, key=lambda r: r["test_id"]))
+    lines.extend(_unmatched_baseline_entries(records))
     seeds = sorted({r["seed"] for r in records})
     lines.append(
         f"Legend: IIA with a hard mask, Wilson 95% CI over n test pairs; no-op / rand = IIA of the "
         f"plain base run / a random rotation of the learned width; task = task accuracy; "
         f"thr = threshold (das.yaml). seed={','.join(map(str, seeds))}"
     )
+    return lines
+
+
+def fuzz_lines(fuzz: list[dict[str, Any]]) -> list[str]:
+    """Robustness per claim and variant family (pooled over the fuzz examples)."""
+    if not fuzz:
+        return []
+    from das_assert.report import robustness_summary
+
+    lines = [
+        "--- robustness (fuzzed prompt variants; IIA pooled over the examples of a family)",
+        f"{'claim':<34} {'family':<12} {'examples':>8} {'rejected':>8} {'broken':>6} {'IIA':>6}",
+    ]
+    for claim, families in sorted(robustness_summary(fuzz)["per_family"].items()):
+        for family, c in sorted(families.items()):
+            iia = "–" if c["iia"] is None else f"{c['iia']:.3f}"
+            lines.append(
+                f"{claim[:34]:<34} {family:<12} {c['examples']:>8} {c['rejected']:>8} "
+                f"{c['broken']:>6} {iia:>6}"
+            )
+    return lines
+
+
+def _unmatched_baseline_entries(records: list[dict[str, Any]]) -> list[str]:
+    paths = {r["baseline"]["path"] for r in records if r.get("baseline")}
+    if not paths:
+        return []
+    from das_assert.baseline import entry_key, load_baseline
+
+    judged = {entry_key(r) for r in records}
+    lines = []
+    for path in sorted(paths):
+        missing = sorted(set(load_baseline(path)["entries"]) - judged)
+        if missing:
+            lines.append(f"Baseline entries with no test in this run ({path}):")
+            lines.extend(f"  {key}" for key in missing)
     return lines

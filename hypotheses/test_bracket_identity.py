@@ -13,6 +13,9 @@ exist at that token; the claim there is measured like any other.
 """
 
 import pytest
+from hypothesis import given
+
+from das_assert.strategies import prompt_variants
 
 HYPOTHESIS = "bracket_identity"
 
@@ -33,3 +36,9 @@ def test_the_bracket_is_not_a_variable_where_the_boundaries_live(das, at_boundar
 
 def test_the_bracket_at_the_token_before_the_amount(das, before_amount):
     das.assert_not_aligned(before_amount, claim="bracket_identity.control")
+
+
+@given(variant=prompt_variants())
+def test_no_prompt_variant_makes_the_bracket_a_variable(das, at_boundary, variant):
+    """The negative claim holds under fuzzed prompts too: the lower bound stays below."""
+    das.assert_robust(at_boundary, variant, claim="bracket_identity", expect="not_aligned")

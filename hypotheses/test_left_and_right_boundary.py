@@ -14,8 +14,10 @@ Control. ``before:amount``, where neither boolean can be known yet, stays below 
 """
 
 import pytest
+from hypothesis import given
 
 from das_assert.metrics import wilson_interval
+from das_assert.strategies import prompt_variants
 
 HYPOTHESIS = "left_and_right_boundary"
 
@@ -45,9 +47,7 @@ def test_the_two_booleans_occupy_disjoint_nonempty_subspaces_of_one_rotation(at_
 @pytest.mark.parametrize("variable", ["left", "right"])
 def test_each_boolean_keeps_its_iia_when_intervened_on_alone(das_session, at_boundary, variable):
     threshold = das_session.threshold("left_and_right_boundary.each")
-    pairs = at_boundary.experiment.pairs(
-        at_boundary.n, at_boundary.experiment.seed + 7, fmt=None
-    )
+    pairs = at_boundary.experiment.pairs(at_boundary.n, at_boundary.experiment.seed + 7, fmt=None)
     only = [p for p in pairs if p.inputs["variable"] == variable]
     evaluation = at_boundary.evaluate_on(only)
     low, high = wilson_interval(evaluation.successes, evaluation.n)
@@ -60,3 +60,9 @@ def test_each_boolean_keeps_its_iia_when_intervened_on_alone(das_session, at_bou
 
 def test_left_and_right_cannot_live_before_the_amount_is_read(das, before_amount):
     das.assert_not_aligned(before_amount, claim="left_and_right_boundary")
+
+
+@given(variant=prompt_variants())
+def test_both_booleans_survive_changed_prompts_brackets_and_context(das, at_boundary, variant):
+    """The frozen two-variable alignment on pairs written as a fuzzed variant of the prompt."""
+    das.assert_robust(at_boundary, variant, claim="left_and_right_boundary")

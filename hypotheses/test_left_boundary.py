@@ -14,6 +14,9 @@ can know ``amount >= low``: the same search there must stay below the threshold.
 """
 
 import pytest
+from hypothesis import given
+
+from das_assert.strategies import prompt_variants
 
 HYPOTHESIS = "left_boundary"
 
@@ -34,3 +37,9 @@ def test_left_boundary_is_a_variable_at_the_boundary_site(das, at_boundary):
 
 def test_left_boundary_cannot_live_before_the_amount_is_read(das, before_amount):
     das.assert_not_aligned(before_amount, claim="left_boundary")
+
+
+@given(variant=prompt_variants())
+def test_left_boundary_survives_changed_prompts_brackets_and_context(das, at_boundary, variant):
+    """The frozen alignment, no retraining, on pairs written as a fuzzed variant of the prompt."""
+    das.assert_robust(at_boundary, variant, claim="left_boundary")

@@ -13,6 +13,9 @@ Control. ``before:amount`` stays below the threshold as well.
 """
 
 import pytest
+from hypothesis import given
+
+from das_assert.strategies import prompt_variants
 
 HYPOTHESIS = "midpoint_distance"
 
@@ -33,3 +36,9 @@ def test_the_midpoint_is_not_a_variable_where_the_boundaries_live(das, at_bounda
 
 def test_the_midpoint_cannot_live_before_the_amount_is_read(das, before_amount):
     das.assert_not_aligned(before_amount, claim="midpoint_distance")
+
+
+@given(variant=prompt_variants())
+def test_no_prompt_variant_makes_the_midpoint_a_variable(das, at_boundary, variant):
+    """The negative claim holds under fuzzed prompts too: the lower bound stays below."""
+    das.assert_robust(at_boundary, variant, claim="midpoint_distance", expect="not_aligned")

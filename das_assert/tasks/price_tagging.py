@@ -16,7 +16,7 @@ intermediate variable intervened on:
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -262,13 +262,15 @@ def make_pairs(
     seed: int,
     bracket: tuple[int, int] | None = None,
     variables: Sequence[str] | None = None,
+    edit: Callable[[dict[str, int], random.Random, str], dict[str, int]] | None = None,
 ) -> list[CounterfactualPair]:
     """``n`` counterfactual pairs, balanced by counterfactual label (n/2 true, n/2 false).
 
     Base and source are drawn independently from the original sampler, each with its own
     bracket; the variable intervened on is drawn uniformly from ``variables`` (default: all of the
     model's intervened variables); labels come from the causal model; rejection sampling fills
-    the two label halves.
+    the two label halves. ``edit(inputs, rng, role)`` adjusts each sampled example (role ``base`` or
+    ``source``) before it is labelled: amounts on a bound, 10-cent steps, ...
     """
     if n < 2:
         raise InvalidArgument(f"n={n} pairs is too few; ask for at least 2")
@@ -289,6 +291,8 @@ def make_pairs(
             )
         base = sample_inputs(rng, bracket=bracket)
         source = sample_inputs(rng, bracket=bracket)
+        if edit is not None:
+            base, source = edit(base, rng, "base"), edit(source, rng, "source")
         variable = rng.choice(choices)
         label = bool(cm.counterfactual(base, source, intervene=[variable]))
         if wanted[label] == 0:
@@ -322,11 +326,13 @@ def prompt_pairs(
     fmt: PriceFormat | None = None,
     bracket: tuple[int, int] | None = None,
     variables: Sequence[str] | None = None,
+    edit: Callable[[dict[str, int], random.Random, str], dict[str, int]] | None = None,
 ) -> list[PromptPair]:
     """``make_pairs`` rendered as prompts in format ``fmt`` (default: the paper's prompt)."""
     fmt = fmt or PriceFormat()
     out = []
-    for pair in make_pairs(model_name, n, seed=seed, bracket=bracket, variables=variables):
+    pairs = make_pairs(model_name, n, seed=seed, bracket=bracket, variables=variables, edit=edit)
+    for pair in pairs:
         out.append(
             PromptPair(
                 base=fmt.render(pair.base),

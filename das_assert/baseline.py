@@ -1,0 +1,103 @@
+"""Saved baselines of a model's claims, for the regression gate on model updates.
+
+A baseline is a readable JSON file per model (counts as well as ratios, intervals, sites, boundary
+widths, seeds, the model fingerprint, the environment) and, beside it, one safetensors file per
+claim with the learned alignment. Files are meant to be committed and reviewed; writes are atomic,
+the JSON carries a checksum and a schema version::
+
+    <baseline dir>/<model>/0001_<name>.json
+    <baseline dir>/<model>/0001_<name>/<claim slug>.safetensors
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from das_assert.errors import AlignmentFileError
+from das_assert.store import SCHEMA_VERSION, atomic_write_json, read_json_checked
+
+__all__ = [
+    "alignment_path",
+    "entry_key",
+    "find_baseline",
+    "load_baseline",
+    "next_baseline_name",
+    "save_baseline",
+    "slug",
+]
+
+_NUMBERED = re.compile(r"^(\d{4})_(.+)\.json$")
+
+
+def entry_key(record: dict[str, Any]) -> str:
+    """The key of a claim in a baseline: the test id and the claim name."""
+    return f"{record['test_id']}::{record['claim']}"
+
+
+def slug(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_")[:150]
+
+
+def next_baseline_name(directory: Path, name: str) -> str:
+    """``NNNN_name`` with NNNN one above the highest number already in ``directory``."""
+    numbers = [
+        int(m.group(1)) for p in Path(directory).glob("*.json") if (m := _NUMBERED.match(p.name))
+    ]
+    return f"{max(numbers, default=0) + 1:04d}_{slug(name)}"
+
+
+def alignment_path(directory: Path, stem: str, key: str) -> Path:
+    return Path(directory) / stem / f"{slug(key)}.safetensors"
+
+
+def find_baseline(directory: Path, name: str) -> Path:
+    """The baseline called ``name`` (``latest``, a number like ``0002`` or a full stem)."""
+    directory = Path(directory)
+    candidates = sorted(p for p in directory.glob("*.json") if _NUMBERED.match(p.name))
+    if not candidates:
+        raise AlignmentFileError(
+            f"no baselines in {directory}; save one first with --das-save-baseline"
+        )
+    if name == "latest":
+        return candidates[-1]
+    for path in candidates:
+        number, stem = _NUMBERED.match(path.name).groups()  # type: ignore[union-attr]
+        if name in (number, path.stem, stem):
+            return path
+    raise AlignmentFileError(
+        f"no baseline {name!r} in {directory}; present: {', '.join(p.stem for p in candidates)}"
+    )
+
+
+def save_baseline(
+    path: Path, *, model: dict[str, Any], environment: dict[str, str], records: list[dict[str, Any]]
+) -> None:
+    """Write the baseline JSON (records without their pairs), atomically, with a checksum."""
+    entries = {}
+    for record in records:
+        entry = {k: v for k, v in record.items() if k not in ("pairs", "model", "outcome")}
+        entries[entry_key(record)] = entry
+    atomic_write_json(
+        Path(path),
+        {
+            "schema_version": SCHEMA_VERSION,
+            "kind": "das_assert baseline",
+            "model": model,
+            "environment": environment,
+            "entries": dict(sorted(entries.items())),
+        },
+        checksum=True,
+    )
+
+
+def load_baseline(path: Path) -> dict[str, Any]:
+    """Read a baseline or a JSON report; refuse corrupted, tampered or newer-schema files."""
+    payload = read_json_checked(Path(path), what="baseline")
+    if "entries" in payload:
+        return payload
+    if "results" in payload:  # a --das-json report can serve as a baseline too
+        results = [r for r in payload["results"] if r.get("claim")]
+        return {**payload, "entries": {entry_key(r): r for r in results}}
+    raise AlignmentFileError(f"{path} is neither a das_assert baseline nor a report")

@@ -1,0 +1,66 @@
+"""Regression checks: ``iia:0.05`` (absolute drop) and ``iia:5%`` (relative drop).
+
+A regression in IIA is a *drop*; improvements never fail and are reported so the bar can be
+raised by saving a new baseline.
+
+>>> check = parse_compare_fail("iia:0.05")
+>>> check.fails(current=0.80, baseline=0.90)
+'iia dropped by 0.100 (0.900 -> 0.800), more than the allowed 0.050'
+>>> check.fails(current=0.88, baseline=0.90) is None
+True
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from das_assert.errors import ConfigError
+
+__all__ = ["DropCheck", "parse_compare_fail"]
+
+FIELDS = ("iia", "task_accuracy", "normalized_iia")
+_EXPR = re.compile(r"^(\w+):(\d+(?:\.\d+)?)(%?)$")
+
+
+@dataclass(frozen=True)
+class DropCheck:
+    """Fail when ``field`` drops by more than ``amount`` (absolute, or % when ``relative``)."""
+
+    field: str
+    amount: float
+    relative: bool
+
+    def allowed_drop(self, baseline: float) -> float:
+        return baseline * self.amount / 100 if self.relative else self.amount
+
+    def fails(self, *, current: float, baseline: float) -> str | None:
+        """A message when the drop is too large, else None."""
+        drop = baseline - current
+        allowed = self.allowed_drop(baseline)
+        if drop > allowed + 1e-12:
+            unit = f"{self.amount:g}% = {allowed:.3f}" if self.relative else f"{allowed:.3f}"
+            return (
+                f"{self.field} dropped by {drop:.3f} ({baseline:.3f} -> {current:.3f}), "
+                f"more than the allowed {unit}"
+            )
+        return None
+
+    def __str__(self) -> str:
+        return f"{self.field}:{self.amount:g}{'%' if self.relative else ''}"
+
+
+def parse_compare_fail(text: str) -> DropCheck:
+    """Parse ``FIELD:NUMBER`` (absolute drop) or ``FIELD:NUMBER%`` (relative drop)."""
+    match = _EXPR.match(text.strip())
+    if not match or match.group(1) not in FIELDS:
+        raise ConfigError(
+            f"could not parse the compare-fail expression {text!r}: expected FIELD:NUMBER "
+            f"(absolute drop) or FIELD:NUMBER% (relative drop), FIELD one of "
+            f"{', '.join(FIELDS)}, e.g. iia:0.05 or iia:5%"
+        )
+    field, number, percent = match.groups()
+    amount = float(number)
+    if not percent and amount > 1:
+        raise ConfigError(f"{text!r}: an absolute drop of {amount} is more than IIA can drop")
+    return DropCheck(field, amount, bool(percent))

@@ -1,0 +1,182 @@
+"""Hypothesis strategies for price-tagging prompt variants: does an alignment survive them?
+
+Every strategy shrinks toward the plain default prompt (the paper's instruction, no context,
+varying brackets, two-decimal numbers, yes/no), so a failure shrinks to the smallest change that
+breaks the alignment. A ``PromptVariant`` has a readable repr: a failing example prints itself.
+
+>>> from hypothesis import find
+>>> find(prompt_variants(), lambda v: True)
+PromptVariant()
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, fields
+from typing import Any
+
+from hypothesis import strategies as st
+
+from das_assert.tasks.phrasings import DEFAULT_INSTRUCTION, HELD_OUT_INSTRUCTIONS, HELD_OUT_PREFIXES
+from das_assert.tasks.price_tagging import PriceFormat
+
+__all__ = [
+    "PromptVariant",
+    "amount_edges",
+    "answer_words",
+    "brackets",
+    "contexts",
+    "instructions",
+    "number_styles",
+    "prompt_variants",
+]
+
+
+@dataclass(frozen=True)
+class PromptVariant:
+    """One way of changing the price-tagging prompt; the default is the paper's prompt."""
+
+    instruction: str = DEFAULT_INSTRUCTION
+    prefix: str = ""
+    suffix: str = ""
+    answers: tuple[str, str] = ("Yes", "No")
+    numbers: str = "plain"
+    bracket: tuple[int, int] | None = None  # fixed (low, high) in cents; None: sampled per prompt
+    amount_edge: str | None = None  # None, "on_bound" or "one_cent_outside"
+
+    def __repr__(self) -> str:
+        changed = [
+            f"{f.name}={getattr(self, f.name)!r}"
+            for f in fields(self)
+            if getattr(self, f.name) != f.default
+        ]
+        return f"PromptVariant({', '.join(changed)})"
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        """The kinds of change this variant makes (for per-family results in reports)."""
+        out = []
+        if self.instruction != DEFAULT_INSTRUCTION:
+            out.append("phrasing")
+        if self.prefix or self.suffix:
+            out.append("context")
+        if self.bracket is not None:
+            out.append("bracket")
+        if self.amount_edge is not None:
+            out.append("bound_edge")
+        if self.numbers != "plain" or self.answers != ("Yes", "No"):
+            out.append("format")
+        return tuple(out) or ("default",)
+
+    def format(self) -> PriceFormat:
+        return PriceFormat(
+            instruction=self.instruction,
+            prefix=self.prefix,
+            suffix=self.suffix,
+            answers=self.answers,
+            numbers=self.numbers,
+        )
+
+    def edit(self, inputs: dict[str, int], rng: random.Random, role: str) -> dict[str, int]:
+        """Adjust sampled inputs (cents): put the base amount on a bound (or one cent outside);
+        round everything to 10-cent steps for one-decimal prompts, so labels match the text."""
+        out = dict(inputs)
+        if role == "base" and self.amount_edge == "on_bound":
+            out["x"] = rng.choice((out["lo"], out["hi"]))
+        elif role == "base" and self.amount_edge == "one_cent_outside":
+            out["x"] = rng.choice((out["lo"] - 1, out["hi"] + 1))
+        if self.numbers == "one_decimal":  # the prompt shows 10-cent steps: label what it shows
+            out = {k: max(10, min(990, round(v / 10) * 10)) for k, v in out.items()}
+        return out
+
+
+_VERBS = ("Please say", "Say", "Answer", "Reply", "Please answer", "Respond")
+_CONDITIONS = ("only if it costs", "if the price is", "only when the cost is", "if it costs")
+_TAILS = (", otherwise {no}.", "; otherwise {no}.", ", else {no}.", ", otherwise say {no}.")
+
+
+@st.composite
+def _grammar_instructions(draw: Any) -> str:
+    verb = draw(st.sampled_from(_VERBS))
+    condition = draw(st.sampled_from(_CONDITIONS))
+    tail = draw(st.sampled_from(_TAILS))
+    text = f"{verb} {{yes}} {condition} between {{low}} and {{high}} dollars{tail}"
+    if draw(st.booleans()):  # word order: the condition first
+        text = f"If it costs between {{low}} and {{high}} dollars, {verb.lower()} {{yes}}{tail}"
+    casing = draw(st.sampled_from(("as is", "lower", "no final stop")))
+    if casing == "lower":
+        text = text[0].lower() + text[1:]
+    elif casing == "no final stop":
+        text = text.rstrip(".")
+    return text
+
+
+def instructions(*, pool: tuple[str, ...] = HELD_OUT_INSTRUCTIONS, grammar: bool = True) -> Any:
+    """Instruction phrasings: the default, the held-out pool, and a small grammar.
+
+    Shrinks toward the default instruction, then the pool in order.
+    """
+    options = [st.just(DEFAULT_INSTRUCTION), st.sampled_from(pool)]
+    if grammar:
+        options.append(_grammar_instructions())
+    return st.one_of(*options)
+
+
+def contexts(*, pool: tuple[str, ...] = HELD_OUT_PREFIXES, max_sentences: int = 3) -> Any:
+    """Irrelevant context: nothing, or 1..max_sentences sentences from ``pool``. Shrinks to ""."""
+    return st.one_of(
+        st.just(""),
+        st.lists(st.sampled_from(pool), min_size=1, max_size=max_sentences).map(" ".join),
+    )
+
+
+@st.composite
+def _fixed_brackets(draw: Any, min_width: int, max_width: int) -> tuple[int, int]:
+    width = draw(st.integers(min_width, max_width))
+    low = draw(st.one_of(st.integers(5, 100), st.integers(5, 995 - width)))
+    return low, min(low + width, 995)
+
+
+def brackets(*, min_width: int = 50, max_width: int = 900) -> Any:
+    """None (sampled per prompt, as in training) or a fixed (low, high) in cents: narrow or wide,
+    near 0.00 or near 9.99. Shrinks to None, then to narrow brackets near 0."""
+    return st.one_of(st.none(), _fixed_brackets(min_width, max_width))
+
+
+def amount_edges() -> Any:
+    """None, an amount exactly on a bound, or one cent outside it. Shrinks to None."""
+    return st.sampled_from((None, "on_bound", "one_cent_outside"))
+
+
+def number_styles() -> Any:
+    """``plain`` (1.30), ``dollar`` ($1.30), ``one_decimal`` (1.3). Shrinks to plain."""
+    return st.sampled_from(("plain", "dollar", "one_decimal"))
+
+
+def answer_words() -> Any:
+    """yes/no or the True/False sibling. Shrinks to yes/no."""
+    return st.sampled_from((("Yes", "No"), ("True", "False")))
+
+
+def prompt_variants(
+    *,
+    instruction: Any = None,
+    prefix: Any = None,
+    suffix: Any = None,
+    answers: Any = None,
+    numbers: Any = None,
+    bracket: Any = None,
+    amount_edge: Any = None,
+) -> Any:
+    """Prompt variants combining every kind of change; pass a strategy to replace one part
+    (``st.just(...)`` to hold it fixed). Shrinks toward ``PromptVariant()``."""
+    return st.builds(
+        PromptVariant,
+        instruction=instruction or instructions(),
+        prefix=prefix or contexts(),
+        suffix=suffix or contexts(max_sentences=1),
+        answers=answers or answer_words(),
+        numbers=numbers or number_styles(),
+        bracket=bracket or brackets(),
+        amount_edge=amount_edge or amount_edges(),
+    )

@@ -1,0 +1,78 @@
+"""Search: where in the model does ``left = amount >= low`` live?
+
+Claim. Over the layer x position grid of das.yaml (``search``), Boundless DAS for the Left
+Boundary model reaches its best IIA inside the expected region (``expect_layers`` x
+``expect_positions``), and that best cell is itself aligned (``left_boundary.search`` threshold).
+The heatmap is saved with ``--das-plots DIR``.
+
+Evidence bar. One alignment per cell, trained on the search's smaller data budget; every cell's IIA
+has a Wilson interval in the JSON report. The region claim is about the argmax, so the test also
+checks that the best cell beats every cell outside the region by more than its interval allows to be
+chance (the best cell's lower bound above the outside cells' IIA), or reports the overlap.
+"""
+
+import pytest
+
+from das_assert.search import save_heatmap, search
+from das_assert.sites import Site
+
+HYPOTHESIS = "left_boundary"
+
+
+@pytest.fixture(scope="module")
+def grid(das_session):
+    spec = das_session.settings.search
+    if not spec:
+        pytest.fail(f"{das_session.settings.source}: no `search:` entry for this model")
+    changes = {k: spec[k] for k in ("n_train", "n_test") if k in spec}
+    config = das_session.fit_config(epochs=spec.get("epochs", das_session.settings.epochs))
+    found = search(
+        lambda hypothesis, site, **kw: das_session.align(hypothesis, site, config=config, **kw),
+        HYPOTHESIS,
+        layers=spec["layers"],
+        positions=spec["positions"],
+        **changes,
+    )
+    if das_session.plots_dir is not None:
+        save_heatmap(
+            found,
+            das_session.plots_dir / "left_boundary_search.png",
+            title=f"left_boundary on {das_session.model.name}: IIA per cell",
+        )
+    return found
+
+
+def test_left_boundary_is_best_found_in_the_expected_region(das_session, grid):
+    spec = das_session.settings.search
+    layer, position = grid.best()
+    table = "\n".join(
+        f"  layer {layer_}: "
+        + "  ".join(f"{p}={v:.3f}" for p, v in zip(grid.positions, row, strict=True))
+        for layer_, row in zip(grid.layers, grid.matrix(), strict=True)
+    )
+    where = f"best cell {Site(layer, position)} (IIA {grid.iia(layer, position):.3f})"
+    assert layer in spec["expect_layers"], f"{where}: layer not in {spec['expect_layers']}\n{table}"
+    assert position in spec["expect_positions"], (
+        f"{where}: position not in {spec['expect_positions']}\n{table}"
+    )
+
+
+def test_the_best_cell_of_the_search_is_aligned(das, grid):
+    layer, position = grid.best()
+    das.assert_aligned(grid.results[(layer, position)], claim="left_boundary.search")
+
+
+def test_the_best_cell_stands_out_from_every_cell_outside_the_region(das_session, grid):
+    spec = das_session.settings.search
+    best = grid.results[grid.best()]
+    low = best.iia_ci[0]
+    outside = {
+        cell: result.iia
+        for cell, result in grid.results.items()
+        if not (cell[0] in spec["expect_layers"] and cell[1] in spec["expect_positions"])
+    }
+    close = {str(Site(*cell)): round(iia, 3) for cell, iia in outside.items() if iia >= low}
+    assert not close, (
+        f"the best cell {best.experiment.site} has IIA {best.iia:.3f} "
+        f"(95% CI lower bound {low:.3f}, n={best.n}); cells outside the region reach it: {close}"
+    )

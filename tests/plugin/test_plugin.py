@@ -1,0 +1,201 @@
+"""The pytest plugin, driven through pytester: options, marker, verdicts, reports, cache."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+DAS_YAML = """
+models:
+  tiny:
+    path: {path}
+    n_train: 16
+    n_test: 24
+    epochs: 1
+    sites:
+      boundary: block_output[layer=1, pos=last]
+    thresholds:
+      impossible: 0.99
+      trivial: 0.0
+"""
+
+HYPOTHESIS_FILE = """
+import pytest
+
+
+@pytest.fixture(scope="module")
+def aligned(das_session):
+    return das_session.align("left_boundary", "boundary")
+
+
+def test_an_impossible_claim_fails(das, aligned):
+    das.assert_aligned(aligned, claim="impossible")
+
+
+def test_a_negative_claim_holds(das, aligned):
+    das.assert_not_aligned(aligned, claim="impossible")
+"""
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, tiny_model_dirs: dict[str, Path]) -> pytest.Pytester:
+    pytester.makefile(".yaml", das=DAS_YAML.format(path=tiny_model_dirs["llama"]))
+    pytester.makepyfile(test_hyp=HYPOTHESIS_FILE)
+    return pytester
+
+
+def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    model = str(Path(pytester.path / "das.yaml").read_text().split("path: ")[1].split()[0])
+    return pytester.runpytest_subprocess(
+        f"--das-model={model}",
+        "--das-config=das.yaml",
+        "--das-min-task-accuracy=0",
+        "-p",
+        "no:cacheprovider",
+        *args,
+    )
+
+
+def test_importing_the_plugin_does_not_import_torch() -> None:
+    code = "import das_assert.plugin, sys; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_help_lists_the_das_options_in_their_own_group(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    result.stdout.fnmatch_lines(["*das_assert: causal hypotheses as tests*", "*--das-model=PATH*"])
+    for option in (
+        "--das-seed",
+        "--das-cache",
+        "--das-json",
+        "--das-markdown",
+        "--das-inconclusive",
+    ):
+        assert option in result.stdout.str()
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--das-cache=sometimes", "--das-cache: 'sometimes' is not one of off, read, write"),
+        ("--das-min-task-accuracy=1.5", "'1.5' must lie in [0, 1]"),
+        ("--das-inconclusive=ignore", "--das-inconclusive: 'ignore' is not one of fail"),
+        ("--das-dtype=float8", "--das-dtype: 'float8' is not one of"),
+    ],
+)
+def test_bad_option_values_are_rejected_with_the_accepted_values(
+    pytester: pytest.Pytester, option: str, message: str
+) -> None:
+    result = pytester.runpytest(option)
+    assert result.ret != 0
+    assert message in result.stderr.str()
+
+
+def test_cache_dir_with_the_cache_off_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--das-cache=off", "--das-cache-dir=/tmp/x")
+    assert result.ret != 0
+    assert "--das-cache=off disables the cache" in result.stderr.str()
+
+
+def test_unknown_marker_keyword_fails_with_the_allowed_keys(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.das(grop="x")
+        def test_x():
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert result.ret != 0
+    assert "das marker got unexpected ['grop']; allowed keywords: group" in result.stdout.str()
+
+
+@pytest.mark.slow
+def test_a_failing_claim_fails_its_own_test_with_numbers_and_a_reproduce_line(project) -> None:
+    result = _run(project, "--das-cache=off")
+    result.assert_outcomes(passed=1, failed=1)
+    output = result.stdout.str()
+    assert "claim 'impossible': IIA >= 0.990" in output
+    assert "95% CI [" in output
+    assert "site       block_output[layer=1, pos=last]  ->  model.layers.1" in output
+    assert "simplest failing pair" in output
+    assert "reproduce: pytest test_hyp.py::test_an_impossible_claim_fails --das-seed=0" in output
+    assert "das: causal hypotheses" in output  # the terminal summary table
+
+
+@pytest.mark.slow
+def test_reports_json_markdown_and_junit_are_written(project) -> None:
+    result = _run(
+        project,
+        "--das-cache=off",
+        "--das-json=out/report.json",
+        "--das-markdown=out/summary.md",
+        "--junitxml=out/junit.xml",
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    report = json.loads((project.path / "out" / "report.json").read_text())
+    assert report["schema_version"] == 1
+    assert report["model"]["architecture"] == "llama"
+    assert {"torch", "transformers", "python"} <= set(report["environment"])
+    assert len(report["results"]) == 2
+    record = report["results"][0]
+    for key in (
+        "test_id",
+        "hypothesis",
+        "variable",
+        "site",
+        "method",
+        "seed",
+        "n_train",
+        "n_test",
+        "iia",
+        "iia_ci",
+        "task_accuracy",
+        "baselines",
+        "normalized_iia",
+        "boundary_dims",
+        "threshold",
+        "verdict",
+        "train_seconds",
+        "eval_seconds",
+        "pairs",
+    ):
+        assert key in record, key
+    assert len(record["pairs"]) == record["n_test"] == 24
+    correct = sum(p["expected"] == p["predicted"] for p in record["pairs"])
+    assert correct / record["n_test"] == pytest.approx(record["iia"])
+    assert "| test | hypothesis |" in (project.path / "out" / "summary.md").read_text()
+    junit = (project.path / "out" / "junit.xml").read_text()
+    assert 'name="das_iia"' in junit
+    assert "das_result" not in junit
+
+
+@pytest.mark.slow
+def test_a_second_run_reuses_the_cached_alignment(project) -> None:
+    first = _run(project, "--das-cache=readwrite", "--das-json=first.json")
+    second = _run(project, "--das-cache=readwrite", "--das-json=second.json")
+    first.assert_outcomes(passed=1, failed=1)
+    second.assert_outcomes(passed=1, failed=1)
+    a = json.loads((project.path / "first.json").read_text())["results"]
+    b = json.loads((project.path / "second.json").read_text())["results"]
+    assert a[0]["train_seconds"] > 0
+    assert b[0]["train_seconds"] == 0  # loaded, not trained
+    assert [r["iia"] for r in a] == [r["iia"] for r in b]
+    assert list((project.path / ".das_assert" / "cache").glob("*.safetensors"))
+
+
+@pytest.mark.slow
+def test_a_model_without_thresholds_gets_a_clear_message(project, tiny_model_dirs) -> None:
+    result = project.runpytest_subprocess(
+        f"--das-model={tiny_model_dirs['gpt2']}", "--das-config=das.yaml", "-p", "no:cacheprovider"
+    )
+    assert result.ret != 0
+    assert "has no settings for the model" in result.stdout.str()

@@ -1,0 +1,58 @@
+"""One rule resolves the answer token for differently built tokenizers."""
+
+from __future__ import annotations
+
+import pytest
+
+from das_assert.errors import InvalidArgument
+from das_assert.models import answer_token_id
+
+
+@pytest.fixture(scope="module")
+def word_level():
+    from das_assert.embedded.recipe import build_tokenizer
+
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def byte_level_bpe():
+    """A GPT-2 style byte-level BPE tokenizer, trained here on a few sentences."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    corpus = ["Answer: Yes", "Answer: No", "### Response:\nYes", "### Response:\nNo"] * 50
+    tokenizer.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>")
+
+
+def test_word_level_answer_after_a_newline_is_the_bare_word(word_level):
+    token = answer_token_id(word_level, "### Response:\n", "Yes")
+    assert word_level.convert_ids_to_tokens(token) == "Yes"
+
+
+def test_byte_level_answer_after_a_space_carries_the_space_marker(byte_level_bpe):
+    token = answer_token_id(byte_level_bpe, "Answer:", " Yes")
+    assert byte_level_bpe.convert_ids_to_tokens(token) == "ĠYes"
+
+
+def test_byte_level_answer_after_a_newline_is_the_bare_word(byte_level_bpe):
+    token = answer_token_id(byte_level_bpe, "### Response:\n", "Yes")
+    assert byte_level_bpe.convert_ids_to_tokens(token) == "Yes"
+
+
+def test_an_answer_split_into_several_tokens_is_refused(word_level):
+    with pytest.raises(InvalidArgument, match="not a single token"):
+        answer_token_id(word_level, "### Response:\n", "Yes No")
+
+
+def test_an_unknown_answer_word_is_refused(word_level):
+    with pytest.raises(InvalidArgument, match="unknown to the tokenizer|not a single token"):
+        answer_token_id(word_level, "### Response:\n", "Maybe")
