@@ -34,7 +34,9 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high
 
 
 def required_n(half_width: float, p: float = 0.5, z: float = Z95) -> int:
@@ -73,7 +75,7 @@ def verdict(
     low, high = iia_ci
     if collapsed:
         return Verdict("not_aligned", "the learned boundary collapsed to 0 coordinates (a no-op)")
-    beaten = {name: iia - value >= margin for name, value in baselines.items()}
+    beaten = {name: iia - value >= margin - 1e-9 for name, value in baselines.items()}
     if low >= threshold and all(beaten.values()):
         return Verdict("aligned", f"95% CI lower bound {low:.3f} >= threshold {threshold:.3f}")
     if high < threshold:

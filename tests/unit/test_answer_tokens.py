@@ -25,7 +25,8 @@ def byte_level_bpe():
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<|endoftext|>"],
+        vocab_size=400,
+        special_tokens=["<|endoftext|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     corpus = ["Answer: Yes", "Answer: No", "### Response:\nYes", "### Response:\nNo"] * 50
@@ -54,5 +55,5 @@ def test_an_answer_split_into_several_tokens_is_refused(word_level):
 
 
 def test_an_unknown_answer_word_is_refused(word_level):
-    with pytest.raises(InvalidArgument, match="unknown to the tokenizer|not a single token"):
+    with pytest.raises(InvalidArgument, match=r"unknown to the tokenizer|not a single token"):
         answer_token_id(word_level, "### Response:\n", "Maybe")

@@ -1,0 +1,135 @@
+"""FitConfig validation, method names, and the untrained intervention each method starts from."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from typing import Any
+
+import pytest
+
+from das_assert.errors import InvalidArgument
+from das_assert.featurizers import temperature_schedule
+from das_assert.fit import FitConfig, make_interchange, parse_method
+
+
+def test_the_default_config_is_the_papers_recipe() -> None:
+    config = FitConfig()
+    assert config.method == "boundless"
+    assert (config.lr_rotation, config.lr_boundary) == (1e-3, 1e-2)
+    assert config.temperature == (50.0, 0.1)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"epochs": 0}, "epochs=0; train for at least 1 epoch"),
+        ({"epochs": -2}, "epochs=-2"),
+        ({"batch_size": 0}, "batch_size=0; use a positive batch size"),
+        ({"lr_rotation": -1e-3}, "lr_rotation=-0.001 must be a finite number >= 0"),
+        ({"lr_boundary": -0.5}, "lr_boundary=-0.5 must be a finite number >= 0"),
+        ({"lr_rotation": math.inf}, "lr_rotation=inf must be a finite number"),
+        ({"boundary_penalty": math.nan}, "boundary_penalty=nan must be a finite number"),
+        ({"boundary_penalty": -1.0}, "boundary_penalty=-1.0"),
+        ({"warmup_fraction": 1.0}, "warmup_fraction=1.0 must be in \\[0, 1\\)"),
+        ({"warmup_fraction": -0.1}, "warmup_fraction=-0.1"),
+        ({"temperature": (0.1, 50.0)}, "must go down: 0 < end <= start"),
+        ({"temperature": (50.0, 0.0)}, "temperature=\\(50.0, 0.0\\) must go down"),
+        ({"temperature": (50.0, -1.0)}, "must go down"),
+        ({"method": "bondless"}, "unknown method 'bondless'; choose one of: boundless, das:K"),
+        ({"method": "das:0"}, "unknown method 'das:0'"),
+    ],
+)
+def test_an_invalid_config_is_rejected_with_the_reason(
+    changes: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        FitConfig(**changes)
+
+
+def test_a_zero_learning_rate_and_penalty_are_allowed() -> None:
+    FitConfig(lr_rotation=0.0, lr_boundary=0.0, boundary_penalty=0.0, warmup_fraction=0.0)
+
+
+def test_a_constant_temperature_is_allowed() -> None:
+    assert FitConfig(temperature=(1.0, 1.0)).temperature == (1.0, 1.0)
+
+
+def test_the_config_is_frozen_and_changed_with_replace() -> None:
+    config = FitConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.epochs = 5  # type: ignore[misc]
+    assert dataclasses.replace(config, epochs=5).epochs == 5
+    with pytest.raises(InvalidArgument, match="epochs=0"):
+        dataclasses.replace(config, epochs=0)
+
+
+def test_the_config_takes_keyword_arguments_only() -> None:
+    with pytest.raises(TypeError):
+        FitConfig("boundless")  # type: ignore[misc]
+
+
+def test_as_dict_leaves_out_the_progress_bar() -> None:
+    record = FitConfig(progress=True).as_dict()
+    assert "progress" not in record
+    assert record["method"] == "boundless"
+    assert record["temperature"] == (50.0, 0.1)
+
+
+# -- method names -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "parsed"),
+    [
+        ("boundless", ("boundless", None)),
+        ("full", ("full", None)),
+        ("noop", ("noop", None)),
+        ("das:1", ("das", 1)),
+        ("das:16", ("das", 16)),
+    ],
+)
+def test_parse_method_reads_every_method(method: str, parsed: tuple[str, int | None]) -> None:
+    assert parse_method(method) == parsed
+
+
+@pytest.mark.parametrize(
+    "method", ["bondless", "das:0", "das:", "das", "das:-4", "das:4.5", "das:x", "DAS:4", ""]
+)
+def test_parse_method_rejects_anything_else_and_lists_the_methods(method: str) -> None:
+    with pytest.raises(InvalidArgument, match="boundless, das:K \\(fixed K coordinates\\), full"):
+        parse_method(method)
+
+
+@pytest.mark.parametrize(
+    ("method", "n_variables", "hard_widths", "trainable"),
+    [
+        ("boundless", 1, [16], True),  # half of d = 32
+        ("boundless", 2, [16, 16], True),  # 1/2 each
+        ("das:4", 2, [4, 4], True),
+        ("full", 1, [32], False),
+        ("noop", 2, [0, 0], False),
+    ],
+)
+def test_make_interchange_builds_the_untrained_intervention(
+    method: str, n_variables: int, hard_widths: list[int], trainable: bool
+) -> None:
+    interchange = make_interchange(method, 32, n_variables)
+    assert interchange.method == method
+    assert interchange.hard_widths() == hard_widths
+    assert any(p.requires_grad for p in interchange.parameters()) is trainable
+
+
+def test_make_interchange_rejects_more_fixed_coordinates_than_the_site_has() -> None:
+    with pytest.raises(InvalidArgument, match="das:20 with 2 variables needs more than d=32"):
+        make_interchange("das:20", 32, 2)
+
+
+def test_the_temperature_anneals_linearly_from_start_to_end() -> None:
+    assert temperature_schedule(50.0, 0.1, 1) == [0.1]
+    schedule = temperature_schedule(50.0, 0.1, 5)
+    assert schedule[0] == 50.0
+    assert schedule[-1] == pytest.approx(0.1)
+    steps = [a - b for a, b in itertools.pairwise(schedule)]
+    assert steps == pytest.approx([steps[0]] * 4)

@@ -1,0 +1,195 @@
+"""Wilson intervals, verdicts, normalized IIA and the pairs needed for a given precision."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from das_assert.errors import InvalidArgument
+from das_assert.metrics import Z95, normalized_iia, required_n, verdict, wilson_interval
+
+BEATEN = {"noop": 0.5, "random_rotation": 0.55}
+
+
+# -- the Wilson interval ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("successes", "n", "low", "high"),
+    [
+        # Reference values of the 95 % Wilson score interval (z = 1.95996).
+        (90, 100, 0.8256, 0.9448),
+        (50, 100, 0.4038, 0.5962),
+        (0, 10, 0.0, 0.2775),
+        (10, 10, 0.7225, 1.0),
+        (400, 500, 0.7627, 0.8327),
+    ],
+)
+def test_wilson_interval_matches_reference_values(
+    successes: int, n: int, low: float, high: float
+) -> None:
+    got_low, got_high = wilson_interval(successes, n)
+    assert got_low == pytest.approx(low, abs=1e-4)
+    assert got_high == pytest.approx(high, abs=1e-4)
+
+
+def test_wilson_interval_of_90_of_100_by_the_hand_formula() -> None:
+    # p = 0.9, z^2 = 3.84146; centre = (0.9 + z^2/200) / (1 + z^2/100) = 0.919207 / 1.038415
+    # = 0.885203; half = z * sqrt(0.9 * 0.1 / 100 + z^2 / 40000) / 1.038415
+    # = 1.95996 * 0.0315600 / 1.038415 = 0.059568.
+    z2 = Z95 * Z95
+    centre = (0.9 + z2 / 200) / (1 + z2 / 100)
+    half = Z95 * math.sqrt(0.9 * 0.1 / 100 + z2 / 40000) / (1 + z2 / 100)
+    assert centre == pytest.approx(0.885203, abs=1e-6)
+    assert half == pytest.approx(0.059568, abs=1e-6)
+    low, high = wilson_interval(90, 100)
+    assert low == pytest.approx(centre - half, abs=1e-12)
+    assert high == pytest.approx(centre + half, abs=1e-12)
+    assert round(low, 3) == 0.826
+
+
+@given(n=st.integers(1, 5000), data=st.data())
+@settings(max_examples=200, deadline=None)
+def test_wilson_bounds_are_the_roots_of_the_score_equation(n: int, data: st.DataObject) -> None:
+    # The Wilson bounds are the p with |p_hat - p| = z * sqrt(p (1 - p) / n), that is the roots of
+    # n (p_hat - p)^2 - z^2 p (1 - p) = 0; a bound clipped to 0 or 1 is a root there as well.
+    successes = data.draw(st.integers(0, n))
+    p_hat = successes / n
+    low, high = wilson_interval(successes, n)
+    # (For 0 successes the lower bound is centre - half, which rounds to about 1e-17, not 0.)
+    assert 0.0 <= low <= p_hat + 1e-12
+    assert p_hat - 1e-12 <= high <= 1.0
+    for bound in (low, high):
+        residual = n * (p_hat - bound) ** 2 - Z95 * Z95 * bound * (1 - bound)
+        assert abs(residual) < 1e-6 * max(1.0, n * p_hat)
+
+
+def test_a_wider_z_gives_a_wider_interval() -> None:
+    low95, high95 = wilson_interval(30, 50)
+    low99, high99 = wilson_interval(30, 50, z=2.5758)
+    assert low99 < low95 < high95 < high99
+
+
+def test_more_pairs_give_a_narrower_interval() -> None:
+    small = wilson_interval(45, 50)
+    large = wilson_interval(450, 500)
+    assert large[1] - large[0] < small[1] - small[0]
+
+
+@pytest.mark.parametrize("n", [0, -3])
+def test_an_interval_from_no_pairs_is_an_error(n: int) -> None:
+    with pytest.raises(InvalidArgument, match=f"from n={n} pairs"):
+        wilson_interval(0, n)
+
+
+@pytest.mark.parametrize("successes", [-1, 11])
+def test_successes_outside_zero_to_n_are_an_error(successes: int) -> None:
+    with pytest.raises(InvalidArgument, match=f"successes={successes} must lie in"):
+        wilson_interval(successes, 10)
+
+
+# -- verdicts -----------------------------------------------------------------------------------
+
+
+def test_a_lower_bound_above_the_threshold_that_beats_the_baselines_is_aligned() -> None:
+    result = verdict(iia_ci=(0.85, 0.95), iia=0.9, threshold=0.8, baselines=BEATEN)
+    assert result.outcome == "aligned"
+    assert "lower bound 0.850 >= threshold 0.800" in result.reason
+
+
+def test_a_lower_bound_exactly_at_the_threshold_is_aligned() -> None:
+    result = verdict(iia_ci=(0.8, 0.9), iia=0.85, threshold=0.8, baselines=BEATEN)
+    assert result.outcome == "aligned"
+
+
+def test_an_upper_bound_below_the_threshold_is_not_aligned() -> None:
+    result = verdict(iia_ci=(0.6, 0.7), iia=0.65, threshold=0.8, baselines=BEATEN)
+    assert result.outcome == "not_aligned"
+    assert "upper bound 0.700 < threshold 0.800" in result.reason
+
+
+def test_an_interval_that_straddles_the_threshold_is_inconclusive() -> None:
+    result = verdict(iia_ci=(0.75, 0.85), iia=0.8, threshold=0.8, baselines=BEATEN)
+    assert result.outcome == "inconclusive"
+    assert "[0.750, 0.850] contains the threshold 0.800; increase n" in result.reason
+
+
+def test_an_upper_bound_exactly_at_the_threshold_is_inconclusive() -> None:
+    result = verdict(iia_ci=(0.7, 0.8), iia=0.75, threshold=0.8, baselines=BEATEN)
+    assert result.outcome == "inconclusive"
+
+
+def test_an_alignment_that_does_not_beat_a_baseline_is_not_aligned() -> None:
+    baselines = {"noop": 0.5, "random_rotation": 0.88}
+    result = verdict(iia_ci=(0.85, 0.95), iia=0.9, threshold=0.8, baselines=baselines)
+    assert result.outcome == "not_aligned"
+    assert "does not beat random_rotation (0.880) by 0.05" in result.reason
+    assert "noop" not in result.reason
+
+
+def test_the_margin_decides_whether_a_baseline_is_beaten() -> None:
+    baselines = {"noop": 0.5, "random_rotation": 0.8}
+    kwargs = {"iia_ci": (0.85, 0.95), "iia": 0.9, "threshold": 0.8, "baselines": baselines}
+    assert verdict(**kwargs, margin=0.15).outcome == "not_aligned"
+    assert verdict(**kwargs, margin=0.05).outcome == "aligned"
+
+
+def test_a_collapsed_boundary_is_not_aligned_whatever_the_interval() -> None:
+    result = verdict(iia_ci=(0.95, 0.99), iia=0.97, threshold=0.8, baselines=BEATEN, collapsed=True)
+    assert result.outcome == "not_aligned"
+    assert "collapsed" in result.reason
+
+
+def test_without_baselines_the_interval_alone_decides() -> None:
+    assert verdict(iia_ci=(0.85, 0.95), iia=0.9, threshold=0.8, baselines={}).outcome == "aligned"
+
+
+@pytest.mark.parametrize("threshold", [-0.1, 1.5, 80])
+def test_a_threshold_outside_zero_to_one_is_an_error(threshold: float) -> None:
+    with pytest.raises(InvalidArgument, match=f"threshold={threshold} must lie in"):
+        verdict(iia_ci=(0.8, 0.9), iia=0.85, threshold=threshold, baselines={})
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.0])
+def test_thresholds_at_zero_and_one_are_allowed(threshold: float) -> None:
+    verdict(iia_ci=(0.8, 0.9), iia=0.85, threshold=threshold, baselines={})
+
+
+# -- normalized IIA and required n --------------------------------------------------------------
+
+
+def test_normalized_iia_rescales_between_majority_and_task_accuracy() -> None:
+    assert normalized_iia(0.9, 0.5, 1.0) == pytest.approx(0.8)  # (0.9 - 0.5) / (1.0 - 0.5)
+    assert normalized_iia(0.5, 0.5, 0.9) == pytest.approx(0.0)
+    assert normalized_iia(0.9, 0.5, 0.9) == pytest.approx(1.0)
+    assert normalized_iia(0.4, 0.5, 0.9) == pytest.approx(-0.25)  # below the majority
+
+
+def test_normalized_iia_is_undefined_when_the_task_is_not_above_the_majority() -> None:
+    assert normalized_iia(0.9, 0.5, 0.5) is None
+    assert normalized_iia(0.9, 0.6, 0.5) is None
+
+
+def test_required_n_matches_the_normal_approximation() -> None:
+    # ceil(1.95996^2 * 0.25 / 0.05^2) = ceil(384.15) = 385
+    assert required_n(0.05) == 385
+    # ceil(3.84146 * 0.25 / 0.0004) = ceil(2400.9) = 2401
+    assert required_n(0.02) == 2401
+    # ceil(3.84146 * 0.09 / 0.0025) = ceil(138.3) = 139
+    assert required_n(0.05, p=0.9) == 139
+
+
+def test_required_n_pairs_reach_the_requested_half_width() -> None:
+    n = required_n(0.03)
+    low, high = wilson_interval(n // 2, n)
+    assert (high - low) / 2 <= 0.03 + 1e-9
+
+
+@pytest.mark.parametrize("half_width", [0.0, 0.5, -0.1, 1.0])
+def test_required_n_rejects_a_half_width_outside_zero_to_a_half(half_width: float) -> None:
+    with pytest.raises(InvalidArgument, match=re.escape("must be in (0, 0.5)")):
+        required_n(half_width)

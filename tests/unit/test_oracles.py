@@ -1,0 +1,451 @@
+"""Oracle tests: das_assert's interventions against patching written by hand with plain torch.
+
+The hand-written side never goes through das_assert's sites, positions, hooks, padding or
+featurizers: it finds the decoder blocks by attribute, finds token positions from the tokenizer's
+offsets, and runs one unpadded prompt at a time with its own forward hooks.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from das_assert.data import EncodedPairs, PromptPair, encode
+from das_assert.featurizers import Interchange
+from das_assert.fit import FitConfig, fit_alignment
+from das_assert.positions import parse_position
+from das_assert.runner import answer_logits, source_vectors
+from das_assert.sites import ResolvedSite, Site
+from das_assert.tasks.phrasings import HELD_OUT_PREFIXES, TRAIN_PREFIXES
+from das_assert.tasks.price_tagging import PriceFormat, make_pairs, prompt_pairs
+
+ARCHS = ("llama", "gpt2", "gpt_neox")
+N_PAIRS = 16
+EXAMPLES = settings(
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+
+
+# -- the hand-written side ----------------------------------------------------------------------
+
+
+def hand_blocks(model: Any, arch: str) -> Any:
+    """The decoder blocks, found by attribute for each architecture."""
+    if arch == "llama":
+        return model.model.layers
+    if arch == "gpt2":
+        return model.transformer.h
+    return model.gpt_neox.layers
+
+
+def hand_position(tokenizer: Any, prompt: Any, name: str) -> int:
+    """The token index of ``last`` or ``amount.last``, from the tokenizer's character offsets."""
+    encoded = tokenizer(prompt.text, return_offsets_mapping=True)
+    offsets = encoded["offset_mapping"]
+    if name == "last":
+        return len(offsets) - 1
+    assert name == "amount.last"
+    amount_end = prompt.spans["amount"][1]
+    (index,) = [i for i, (start, end) in enumerate(offsets) if end == amount_end and end > start]
+    return index
+
+
+def hidden_of(output: Any) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+def with_hidden(output: Any, hidden: torch.Tensor) -> Any:
+    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+
+@contextmanager
+def forward_hook(module: torch.nn.Module, hook: Callable[..., Any]) -> Iterator[None]:
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def run_one(loaded: Any, text: str) -> torch.Tensor:
+    """Logits of the last token of one unpadded prompt."""
+    ids = loaded.tokenizer(text, return_tensors="pt")["input_ids"]
+    return loaded.model(input_ids=ids, use_cache=False).logits[0, -1].float()
+
+
+def hand_grab(loaded: Any, module: torch.nn.Module, text: str, position: int) -> torch.Tensor:
+    """The output of ``module`` at token ``position`` when the model reads ``text``."""
+    grabbed: dict[str, torch.Tensor] = {}
+
+    def grab(_module: Any, _args: Any, output: Any) -> None:
+        grabbed["vector"] = hidden_of(output)[0, position].clone()
+
+    with forward_hook(module, grab):
+        run_one(loaded, text)
+    return grabbed["vector"]
+
+
+def hand_patch(
+    loaded: Any, module: torch.nn.Module, text: str, position: int, vector: torch.Tensor
+) -> torch.Tensor:
+    """Last-token logits of ``text`` with ``module``'s output at ``position`` set to ``vector``."""
+
+    def patch(_module: Any, _args: Any, output: Any) -> Any:
+        hidden = hidden_of(output).clone()
+        hidden[0, position] = vector
+        return with_hidden(output, hidden)
+
+    with forward_hook(module, patch):
+        return run_one(loaded, text)
+
+
+def hand_interchange(
+    loaded: Any, module: torch.nn.Module, pairs: list[PromptPair], position: str
+) -> torch.Tensor:
+    """(n, vocab) logits of every base with ``module``'s output replaced by the source's."""
+    rows = []
+    for pair in pairs:
+        source_position = hand_position(loaded.tokenizer, pair.source, position)
+        base_position = hand_position(loaded.tokenizer, pair.base, position)
+        vector = hand_grab(loaded, module, pair.source.text, source_position)
+        rows.append(hand_patch(loaded, module, pair.base.text, base_position, vector))
+    return torch.stack(rows)
+
+
+# -- the das_assert side ------------------------------------------------------------------------
+
+
+def das_logits(
+    loaded: Any,
+    site: ResolvedSite | None,
+    encoded: EncodedPairs,
+    interchange: Interchange | None,
+    *,
+    batch_size: int = 5,
+    hard: bool = True,
+    prefix_cache: bool = True,
+) -> torch.Tensor:
+    """(n, vocab) logits through das_assert's runner, in several batches.
+
+    With ``interchange=None`` and a site, the base prompts run through the same path as an
+    intervention (an identity mix), so that the two can be compared bit for bit.
+    """
+    sources = source_vectors(loaded.model, site, encoded, batch_size=3) if site else None
+    chunks = []
+    for index in encoded.batches(batch_size):
+        if interchange is None or sources is None:
+            mix: Any = (lambda base: base) if site is not None else None
+            chunks.append(
+                answer_logits(loaded.model, site, encoded, index, mix, prefix_cache=prefix_cache)
+            )
+            continue
+        source, variables = sources[index], encoded.variable_index[index]
+
+        def mix(base: torch.Tensor, source: torch.Tensor = source, v: Any = variables) -> Any:
+            return interchange(base, source, v, hard=hard)
+
+        chunks.append(
+            answer_logits(loaded.model, site, encoded, index, mix, prefix_cache=prefix_cache)
+        )
+    return torch.cat(chunks)
+
+
+def prefixed_pairs(n: int, seed: int) -> list[PromptPair]:
+    """Pairs whose source has an irrelevant prefix (of varying length) and whose base has none."""
+    plain = PriceFormat()
+    prefixes = [*TRAIN_PREFIXES, *HELD_OUT_PREFIXES]
+    rng = random.Random(seed)
+    out = []
+    for pair in make_pairs("left_boundary", n, seed=seed):
+        source_format = plain.with_(prefix=rng.choice(prefixes))
+        out.append(
+            PromptPair(
+                base=plain.render(pair.base),
+                source=source_format.render(pair.source),
+                expected=plain.answer(pair.label),
+                base_expected=plain.answer(pair.base_label),
+                variable_index=pair.variable_index,
+            )
+        )
+    return out
+
+
+def assert_same_predictions(got: torch.Tensor, want: torch.Tensor, atol: float) -> None:
+    assert got.shape == want.shape
+    assert torch.equal(got.argmax(-1), want.argmax(-1))
+    torch.testing.assert_close(got, want, atol=atol, rtol=0)
+
+
+# -- a. full-vector interchange equals hand-written patching ------------------------------------
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("layer", [0, 1, 2])
+@pytest.mark.parametrize("position", ["last", "amount.last"])
+@pytest.mark.parametrize("prefix_cache", [True, False], ids=["kv_prefix", "whole_prompt"])
+@torch.no_grad()
+def test_full_interchange_equals_hand_written_patching(
+    tiny_models: dict[str, Any], arch: str, layer: int, position: str, prefix_cache: bool
+) -> None:
+    loaded = tiny_models[arch]
+    pairs = prompt_pairs("left_boundary", N_PAIRS, seed=layer)
+    encoded = encode(loaded, pairs, parse_position(position))
+    site = Site(layer, position).resolve(loaded.model)
+    full = Interchange.full(loaded.config.hidden_size)
+    got = das_logits(loaded, site, encoded, full, prefix_cache=prefix_cache)
+    want = hand_interchange(loaded, hand_blocks(loaded.model, arch)[layer], pairs, position)
+    assert_same_predictions(got, want, atol=1e-5)
+    plain = das_logits(loaded, site, encoded, None, prefix_cache=prefix_cache)
+    if layer == 2 and position != "last":
+        # After the last block nothing moves information between tokens: a patch at another
+        # token cannot reach the last token's logits.
+        assert torch.equal(got, plain)
+    else:
+        # The oracle is not vacuous: the patch moves the logits by far more than the tolerance.
+        assert (plain - want).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("position", ["last", "amount.last"])
+@pytest.mark.parametrize("prefix_cache", [True, False], ids=["kv_prefix", "whole_prompt"])
+@torch.no_grad()
+def test_full_interchange_equals_hand_patching_when_source_and_base_differ_in_length(
+    tiny_models: dict[str, Any], arch: str, position: str, prefix_cache: bool
+) -> None:
+    loaded = tiny_models[arch]
+    pairs = prefixed_pairs(N_PAIRS, seed=1)
+    encoded = encode(loaded, pairs, parse_position(position))
+    assert (encoded.source_position > encoded.base_position).all()
+    assert len(set(encoded.source_mask.sum(dim=1).tolist())) > 1  # the sources are padded
+    site = Site(1, position).resolve(loaded.model)
+    full = Interchange.full(loaded.config.hidden_size)
+    got = das_logits(loaded, site, encoded, full, prefix_cache=prefix_cache)
+    want = hand_interchange(loaded, hand_blocks(loaded.model, arch)[1], pairs, position)
+    assert_same_predictions(got, want, atol=1e-5)
+
+
+# -- b. a full box is the full interchange, an empty box is the base run -------------------------
+
+
+def boundless_with_widths(d: int, widths: list[float], seed: int) -> Interchange:
+    torch.manual_seed(seed)
+    interchange = Interchange.boundless(d, len(widths))
+    with torch.no_grad():
+        interchange.widths.copy_(torch.tensor(widths))
+    return interchange
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@given(rotation_seed=st.integers(0, 2**16), pair_seed=st.integers(0, 2**16))
+@EXAMPLES
+@torch.no_grad()
+def test_a_boundless_box_covering_every_coordinate_is_the_full_interchange(
+    tiny_models: dict[str, Any], arch: str, rotation_seed: int, pair_seed: int
+) -> None:
+    loaded = tiny_models[arch]
+    d = loaded.config.hidden_size
+    encoded = encode(
+        loaded, prompt_pairs("left_boundary", 8, seed=pair_seed), parse_position("last")
+    )
+    site = Site(1, "last").resolve(loaded.model)
+    boundless = boundless_with_widths(d, [1.0], rotation_seed)
+    assert boundless.hard_widths() == [d]
+    assert boundless.orthogonality_error() < 1e-5
+    got = das_logits(loaded, site, encoded, boundless)
+    want = das_logits(loaded, site, encoded, Interchange.full(d))
+    assert_same_predictions(got, want, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@given(rotation_seed=st.integers(0, 2**16), pair_seed=st.integers(0, 2**16))
+@EXAMPLES
+@torch.no_grad()
+def test_an_empty_hard_box_is_exactly_the_base_run(
+    tiny_models: dict[str, Any], arch: str, rotation_seed: int, pair_seed: int
+) -> None:
+    loaded = tiny_models[arch]
+    d = loaded.config.hidden_size
+    encoded = encode(
+        loaded, prompt_pairs("left_boundary", 8, seed=pair_seed), parse_position("amount.last")
+    )
+    site = Site(1, "amount.last").resolve(loaded.model)
+    boundless = boundless_with_widths(d, [0.0], rotation_seed)
+    assert boundless.hard_widths() == [0]
+    # The plain forward pass, without any hook, against the intervention on the whole prompt.
+    plain = das_logits(loaded, None, encoded, None)
+    for interchange in (boundless, Interchange.noop(d)):
+        assert torch.equal(
+            das_logits(loaded, site, encoded, interchange, prefix_cache=False), plain
+        )
+    # Through the KV-cached prefix, against the base prompts run the same way.
+    same_path = das_logits(loaded, site, encoded, None)
+    for interchange in (boundless, Interchange.noop(d)):
+        assert torch.equal(das_logits(loaded, site, encoded, interchange), same_path)
+
+
+@given(
+    seed=st.integers(0, 2**16),
+    widths=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=3),
+    data=st.data(),
+)
+@settings(max_examples=50, deadline=None)
+def test_a_hard_box_swaps_exactly_the_rotated_coordinates_inside_it(
+    seed: int, widths: list[float], data: st.DataObject
+) -> None:
+    d = 16
+    interchange = boundless_with_widths(d, widths, seed)
+    rows = st.lists(st.integers(0, len(widths) - 1), min_size=6, max_size=6)
+    variables = torch.tensor(data.draw(rows))
+    generator = torch.Generator().manual_seed(seed)
+    base = torch.randn(len(variables), d, generator=generator)
+    source = torch.randn(len(variables), d, generator=generator)
+    with torch.no_grad():
+        out = interchange(base, source, variables, hard=True)
+        rotation = interchange.rotation_matrix()
+        mask = interchange.masks(hard=True)[variables]
+    # The docstring's formula: h' = [(1 - m) * (h R) + m * (s R)] R^T.
+    want = ((1 - mask) * (base @ rotation) + mask * (source @ rotation)) @ rotation.T
+    torch.testing.assert_close(out, want, atol=1e-5, rtol=0)
+    # Box k holds the coordinates whose centres i + 1/2 lie strictly inside it.
+    ends = torch.cumsum(torch.tensor(widths) * d, dim=0)
+    starts = ends - torch.tensor(widths) * d
+    centres = torch.arange(d) + 0.5
+    for k in range(len(widths)):
+        inside = (centres > starts[k]) & (centres < ends[k])
+        assert interchange.hard_widths()[k] == int(inside.sum())
+
+
+# -- c. training keeps the rotation orthogonal ---------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize(
+    ("hypothesis", "n_variables"), [("left_boundary", 1), ("left_and_right_boundary", 2)]
+)
+def test_fit_alignment_keeps_the_rotation_orthogonal_and_the_model_frozen(
+    tiny_models: dict[str, Any], arch: str, hypothesis: str, n_variables: int
+) -> None:
+    loaded = tiny_models[arch]
+    weights = {k: v.clone() for k, v in loaded.model.state_dict().items()}
+    train = encode(loaded, prompt_pairs(hypothesis, 24, seed=0), parse_position("amount.last"))
+    site = Site(1, "amount.last").resolve(loaded.model)
+    config = FitConfig(epochs=1, batch_size=8, lr_rotation=1e-2)
+    fitted = fit_alignment(loaded.model, site, train, config, n_variables=n_variables)
+    interchange = fitted.interchange
+    assert fitted.n_train == 24
+    assert interchange.n_variables == n_variables
+    assert interchange.orthogonality_error() < 1e-4
+    assert ((interchange.widths >= 0) & (interchange.widths <= 1)).all()
+    assert fitted.history[-1]["step"] == 3  # ceil(24 / 8) optimizer steps
+    masks = interchange.masks(hard=True)
+    assert (masks.sum(dim=0) <= 1).all()
+    for key, value in loaded.model.state_dict().items():
+        assert torch.equal(value, weights[key]), key
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fit_alignment_actually_moves_the_rotation(tiny_models: dict[str, Any], arch: str) -> None:
+    loaded = tiny_models[arch]
+    train = encode(loaded, prompt_pairs("left_boundary", 16, seed=0), parse_position("last"))
+    site = Site(2, "last").resolve(loaded.model)
+    config = FitConfig(epochs=1, batch_size=8, lr_rotation=1e-2)
+    # The same seed with a zero learning rate keeps the initial rotation.
+    frozen = fit_alignment(loaded.model, site, train, replace(config, lr_rotation=0.0))
+    fitted = fit_alignment(loaded.model, site, train, config)
+    untrained = frozen.interchange.rotation_matrix().detach()
+    trained = fitted.interchange.rotation_matrix().detach()
+    assert (trained - untrained).abs().max() > 1e-4
+    assert fitted.interchange.orthogonality_error() < 1e-4
+
+
+# -- d. block_input of layer 0 is the embedding output -----------------------------------------
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("position", ["last", "amount.last"])
+@torch.no_grad()
+def test_full_interchange_at_block_input_0_equals_patching_the_embedding_output(
+    tiny_models: dict[str, Any], arch: str, position: str
+) -> None:
+    loaded = tiny_models[arch]
+    pairs = prompt_pairs("left_boundary", N_PAIRS, seed=4)
+    encoded = encode(loaded, pairs, parse_position(position))
+    # GPT-2 adds position embeddings after its token embedding module; the two interventions
+    # agree when base and source positions coincide, as in the default format.
+    assert torch.equal(encoded.base_position, encoded.source_position)
+    site = Site(0, position, "block_input").resolve(loaded.model)
+    got = das_logits(loaded, site, encoded, Interchange.full(loaded.config.hidden_size))
+    want = hand_interchange(loaded, loaded.model.get_input_embeddings(), pairs, position)
+    assert_same_predictions(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@torch.no_grad()
+def test_block_input_of_layer_1_equals_block_output_of_layer_0(
+    tiny_models: dict[str, Any], arch: str
+) -> None:
+    loaded = tiny_models[arch]
+    pairs = prefixed_pairs(N_PAIRS, seed=2)
+    encoded = encode(loaded, pairs, parse_position("amount.last"))
+    full = Interchange.full(loaded.config.hidden_size)
+    after_0 = das_logits(loaded, Site(0, "amount.last").resolve(loaded.model), encoded, full)
+    before_1 = das_logits(
+        loaded, Site(1, "amount.last", "block_input").resolve(loaded.model), encoded, full
+    )
+    assert_same_predictions(before_1, after_0, atol=1e-5)
+
+
+# -- e. several variables own disjoint boxes ----------------------------------------------------
+
+
+@given(widths=st.lists(st.floats(0.0, 1.0), min_size=2, max_size=4), d=st.integers(1, 64))
+@settings(max_examples=100, deadline=None)
+def test_the_hard_masks_of_different_variables_are_disjoint(widths: list[float], d: int) -> None:
+    interchange = Interchange.boundless(d, len(widths))
+    with torch.no_grad():
+        interchange.widths.copy_(torch.tensor(widths))
+    masks = interchange.masks(hard=True)
+    assert masks.shape == (len(widths), d)
+    assert set(masks.unique().tolist()) <= {0.0, 1.0}
+    for i in range(len(widths)):
+        for j in range(i + 1, len(widths)):
+            assert not (masks[i] * masks[j]).any(), (i, j)
+
+
+def test_the_initial_boxes_of_two_variables_split_the_coordinates() -> None:
+    masks = Interchange.boundless(32, 2).masks(hard=True)
+    assert (masks[0] * masks[1] == 0).all()
+    assert masks[0, :16].all()
+    assert masks[1, 16:].all()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@torch.no_grad()
+def test_each_pair_intervenes_only_on_its_own_variables_box(
+    tiny_models: dict[str, Any], arch: str
+) -> None:
+    loaded = tiny_models[arch]
+    d = loaded.config.hidden_size
+    pairs = prompt_pairs("left_and_right_boundary", N_PAIRS, seed=3)
+    encoded = encode(loaded, pairs, parse_position("amount.last"))
+    assert set(encoded.variable_index.tolist()) == {0, 1}
+    site = Site(1, "amount.last").resolve(loaded.model)
+    # Variable 0 owns every coordinate, variable 1 none: variable-0 pairs get the full
+    # interchange and variable-1 pairs are left exactly as the base run.
+    interchange = boundless_with_widths(d, [1.0, 0.0], seed=0)
+    got = das_logits(loaded, site, encoded, interchange)
+    full = das_logits(loaded, site, encoded, Interchange.full(d, n_variables=2))
+    base = das_logits(loaded, site, encoded, None)
+    first = encoded.variable_index == 0
+    assert_same_predictions(got[first], full[first], atol=1e-4)
+    assert torch.equal(got[~first], base[~first])
