@@ -19,7 +19,9 @@ from das_assert.errors import ConfigError
 
 __all__ = ["DropCheck", "parse_compare_fail"]
 
-FIELDS = ("iia", "task_accuracy", "normalized_iia")
+#: ``transfer`` compares the baseline's frozen alignment, applied to the new model, with the
+#: baseline's own IIA; the others compare the re-derived numbers.
+FIELDS = ("iia", "transfer", "task_accuracy", "normalized_iia")
 _EXPR = re.compile(r"^(\w+):(\d+(?:\.\d+)?)(%?)$")
 
 
@@ -62,5 +64,8 @@ def parse_compare_fail(text: str) -> DropCheck:
     field, number, percent = match.groups()
     amount = float(number)
     if not percent and amount > 1:
-        raise ConfigError(f"{text!r}: an absolute drop of {amount} is more than IIA can drop")
+        raise ConfigError(
+            f"{text!r}: an absolute drop of {amount} is more than IIA can drop; write a drop in "
+            "[0, 1] such as iia:0.05, or a relative drop such as iia:5%"
+        )
     return DropCheck(field, amount, bool(percent))

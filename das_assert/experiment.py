@@ -55,6 +55,13 @@ class Experiment:
         for name, value in (("n_train", self.n_train), ("n_test", self.n_test)):
             if value < 2:
                 raise InvalidArgument(f"{name}={value}: need at least 2 pairs")
+        if self.bracket is not None and not (
+            len(self.bracket) == 2 and 0 <= self.bracket[0] <= self.bracket[1] <= 999
+        ):
+            raise InvalidArgument(
+                f"bracket={self.bracket} must be (low, high) in cents with "
+                "0 <= low <= high <= 999, e.g. (549, 849) for 5.49..8.49 dollars"
+            )
         if self.threshold is not None and not 0 <= self.threshold <= 1:
             raise InvalidArgument(f"threshold={self.threshold} must lie in [0, 1]")
         if not 0 <= self.min_task_accuracy <= 1:

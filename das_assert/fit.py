@@ -88,7 +88,8 @@ def make_interchange(
     if kind == "das":
         if k is None or k * n_variables > d:
             raise InvalidArgument(
-                f"das:{k} with {n_variables} variables needs more than d={d} coordinates"
+                f"das:{k} with {n_variables} variables needs more than d={d} coordinates; "
+                f"choose K <= {d // n_variables}"
             )
         return Interchange.fixed(d, k, n_variables)
     if kind == "full":

@@ -153,7 +153,8 @@ def answer_token_id(tokenizer: Any, prompt: str, answer: str) -> int:
     if tokenizer.unk_token_id is not None and added[0] == tokenizer.unk_token_id:
         raise InvalidArgument(
             f"the answer {answer!r} is unknown to the tokenizer "
-            f"(it maps to {tokenizer.unk_token!r})"
+            f"(it maps to {tokenizer.unk_token!r}); choose answer words in the tokenizer's "
+            "vocabulary, e.g. by PriceFormat(answers=(...))"
         )
     return int(added[0])
 
@@ -176,6 +177,7 @@ def load_model(
         trust_remote_code: run the model's own Python code; off unless you ask for it.
     """
     import torch
+    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -201,8 +203,11 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(
             directory, local_files_only=True, trust_remote_code=trust_remote_code
         )
-    except (ValueError, OSError, KeyError) as exc:
-        raise ModelLoadError(f"cannot load the tokenizer in {str(directory)!r}: {exc}") from None
+    except Exception as exc:  # the tokenizers library raises a bare Exception on a bad file
+        raise ModelLoadError(
+            f"cannot load the tokenizer in {str(directory)!r}: {exc}; re-save it next to the "
+            "model with tokenizer.save_pretrained(dir)"
+        ) from None
     if not getattr(tokenizer, "is_fast", False):
         raise ModelLoadError(
             f"the tokenizer in {str(directory)!r} is a slow tokenizer; das_assert needs a fast "
@@ -220,8 +225,11 @@ def load_model(
             local_files_only=True,
             trust_remote_code=trust_remote_code,
         )
-    except (ValueError, OSError, RuntimeError) as exc:
-        raise ModelLoadError(f"cannot load the weights in {str(directory)!r}: {exc}") from None
+    except (ValueError, OSError, RuntimeError, SafetensorError) as exc:
+        raise ModelLoadError(
+            f"cannot load the weights in {str(directory)!r}: {exc}; the weight files are "
+            "missing or damaged: re-save the model with save_pretrained(dir)"
+        ) from None
     if device_map is None:
         model.to(device)
     model.eval()

@@ -69,7 +69,8 @@ class Position:
         if not 0 <= index < n_tokens:
             raise InvalidArgument(
                 f"position {self.name!r} resolves to token {index}, outside this prompt of "
-                f"{n_tokens} tokens"
+                f"{n_tokens} tokens; choose a position inside it (a smaller K in last-K or "
+                "after:SLOT+K, or a slot such as amount.last)"
             )
         return index
 

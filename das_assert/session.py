@@ -248,9 +248,13 @@ class DasRequest:
             ]
         failures = []
         for check in checks:
-            if entry.get(check.field) is None or record.get(check.field) is None:
+            if check.field == "transfer":
+                current, baseline = record["transfer"].get("iia"), entry.get("iia")
+            else:
+                current, baseline = record.get(check.field), entry.get(check.field)
+            if current is None or baseline is None:
                 continue
-            message = check.fails(current=record[check.field], baseline=entry[check.field])
+            message = check.fails(current=current, baseline=baseline)
             if message:
                 failures.append(f"{message} [--das-compare-fail {check}]")
         return failures

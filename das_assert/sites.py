@@ -100,8 +100,15 @@ class Site:
             )
         path = BLOCK_PATHS[model_type]
         blocks = model
-        for attribute in path.split("."):
-            blocks = getattr(blocks, attribute)
+        try:
+            for attribute in path.split("."):
+                blocks = getattr(blocks, attribute)
+        except AttributeError:
+            raise InvalidArgument(
+                f"{type(model).__name__} has no decoder blocks at {path!r} (model_type "
+                f"{model_type!r}); pass the transformers CausalLM itself, e.g. loaded.model "
+                "for the LoadedModel that load_model() returns"
+            ) from None
         n_layers = len(blocks)
         layer = self.layer + n_layers if self.layer < 0 else self.layer
         if not 0 <= layer < n_layers:

@@ -63,7 +63,10 @@ def read_json_checked(path: Path, *, what: str) -> dict[str, Any]:
     """Read a JSON file written with ``checksum=True``; refuse it if corrupted or too new."""
     path = Path(path)
     if not path.is_file():
-        raise AlignmentFileError(f"{what} {str(path)!r} does not exist")
+        raise AlignmentFileError(
+            f"{what} {str(path)!r} does not exist; check the path (baselines are written by "
+            "--das-save-baseline, reports by --das-json)"
+        )
     try:
         payload = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -133,7 +136,10 @@ def load_alignment(path: Path, *, hidden_size: int | None = None) -> tuple[Any, 
 
     path = Path(path)
     if not path.is_file():
-        raise AlignmentFileError(f"alignment file {str(path)!r} does not exist")
+        raise AlignmentFileError(
+            f"alignment file {str(path)!r} does not exist; check the path, or save an alignment "
+            "with `python -m das_assert fit ... --save FILE`"
+        )
     raw = path.read_bytes()
     try:
         tensors = load(raw)

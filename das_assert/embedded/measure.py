@@ -1,0 +1,174 @@
+"""Measure the embedded model and write its model card (accuracies, mechanism heatmaps, sha256).
+
+    python -m das_assert.embedded.measure --model das_assert/embedded/price_tagger
+
+Runs the task-accuracy families and a layer x position Boundless DAS search for each of the four
+causal models, saves one heatmap PNG per causal model beside the weights, and writes ``card.json``
+and ``README.md``. Deterministic for a given seed; takes some minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from das_assert.embedded.card import SHIPPED_FILES, accuracy_by_family, file_digests, write_card
+
+HYPOTHESES = ("left_boundary", "left_and_right_boundary", "midpoint_distance", "bracket_identity")
+POSITIONS = ("low.last", "before:amount", "amount.last", "after:amount", "last-1", "last")
+ACCURACY_SEED = 1
+
+
+def search_all(
+    model: Any, *, layers: list[int], n_train: int, n_test: int, epochs: int, seed: int
+) -> dict[str, Any]:
+    from das_assert.experiment import Experiment, run_experiment
+    from das_assert.fit import FitConfig
+    from das_assert.search import search
+
+    config = FitConfig(epochs=epochs, seed=seed)
+
+    def align(hypothesis: str, site: Any) -> Any:
+        experiment = Experiment(
+            hypothesis=hypothesis, site=site, n_train=n_train, n_test=n_test, seed=seed
+        )
+        result = run_experiment(model, experiment, config)
+        print(f"{hypothesis:<24} {result.summary()}", flush=True)
+        return result
+
+    return {h: search(align, h, layers=layers, positions=list(POSITIONS)) for h in HYPOTHESES}
+
+
+def _markdown_grid(grid: Any) -> str:
+    head = "| layer | " + " | ".join(f"`{p}`" for p in grid.positions) + " |"
+    rule = "|---" * (len(grid.positions) + 1) + "|"
+    rows = [
+        f"| {layer} | " + " | ".join(f"{v:.2f}" for v in row) + " |"
+        for layer, row in zip(grid.layers, grid.matrix(), strict=True)
+    ]
+    return "\n".join([head, rule, *rows])
+
+
+def main(argv: list[str] | None = None) -> int:
+    from das_assert.models import load_model
+    from das_assert.search import save_heatmap
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--n-train", type=int, default=1000)
+    parser.add_argument("--n-test", type=int, default=500)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    model = load_model(args.model)
+    accuracy = accuracy_by_family(model, seed=ACCURACY_SEED)
+    print(json.dumps({k: round(v["accuracy"], 4) for k, v in accuracy.items()}), flush=True)
+    layers = list(range(model.config.num_hidden_layers))
+    grids = search_all(
+        model,
+        layers=layers,
+        n_train=args.n_train,
+        n_test=args.n_test,
+        epochs=args.epochs,
+        seed=args.seed,
+    )
+    for hypothesis, grid in grids.items():
+        save_heatmap(
+            grid,
+            args.model / f"heatmap_{hypothesis}.png",
+            title=f"{hypothesis}: IIA (hard mask, n={args.n_test})",
+        )
+    log = json.loads((args.model / "training_log.json").read_text())
+    card = {
+        "schema_version": 1,
+        "command": f"python -m das_assert train-embedded --out DIR --seed {log['config']['seed']}",
+        "train_config": log["config"],
+        "parameters": log["parameters"],
+        "train_seconds": log["seconds"],
+        "accuracy_seed": ACCURACY_SEED,
+        "accuracy": accuracy,
+        "search": {
+            "n_train": args.n_train,
+            "n_test": args.n_test,
+            "epochs": args.epochs,
+            "seed": args.seed,
+            "grids": {h: g.to_dict() for h, g in grids.items()},
+        },
+        "sha256": file_digests(args.model),
+        "measure_seconds": round(time.perf_counter() - started, 1),
+    }
+    write_card(args.model, card, render_readme(card, grids))
+    print(f"card written in {card['measure_seconds']} s")
+    return 0
+
+
+def render_readme(card: dict[str, Any], grids: dict[str, Any]) -> str:
+    """The human-readable model card."""
+    from das_assert.embedded.recipe import __doc__ as recipe_doc
+
+    cfg = card["train_config"]
+    acc_rows = "\n".join(
+        f"| {family} | {r['n']} | {r['accuracy']:.3f} | [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] |"
+        for family, r in card["accuracy"].items()
+    )
+    best = {h: g.to_dict()["best"] for h, g in grids.items()}
+    best_rows = "\n".join(
+        f"| {h} | {b['layer']} | `{b['position']}` | {b['iia']:.3f} |" for h, b in best.items()
+    )
+    sections = "\n\n".join(
+        f"### {h}\n\n![{h}](heatmap_{h}.png)\n\n{_markdown_grid(g)}" for h, g in grids.items()
+    )
+    files = "\n".join(f"- `{name}`: `{card['sha256'][name]}`" for name in SHIPPED_FILES)
+    return f"""# price_tagger: the embedded stand-in for Alpaca-7B
+
+**A stand-in, trained from scratch.** This is not Alpaca. It is a {cfg["num_hidden_layers"]}-layer,
+{cfg["hidden_size"]}-wide `LlamaForCausalLM` ({card["parameters"]:,} parameters: RMSNorm, rotary
+positions, SwiGLU, tied embeddings) trained only on the price-tagging task in the Alpaca
+"instruction with input" template, so that das_assert's hypotheses have a real model to run on
+where Alpaca-7B cannot be downloaded. It loads like any Hugging Face model directory:
+`AutoModelForCausalLM.from_pretrained(dir, local_files_only=True)`.
+
+## Reproduce
+
+```
+{card["command"]}
+```
+
+{card["train_config"]["steps"]} steps of batch {cfg["batch_size"]}, AdamW lr {cfg["lr"]} with
+{cfg["warmup_steps"]} warm-up steps and cosine decay, {cfg["threads"]} CPU threads; it took
+{card["train_seconds"] / 60:.0f} minutes here. Cross-entropy on the answer token only.
+
+## Data recipe
+{recipe_doc}
+## Task accuracy (fresh prompts, seed {card["accuracy_seed"]}; argmax over the full vocabulary)
+
+| family | n | accuracy | 95% CI |
+|---|---|---|---|
+{acc_rows}
+
+## What Boundless DAS finds in it
+
+A layer x position search per causal model: one alignment per cell,
+{card["search"]["n_train"]} training pairs, {card["search"]["epochs"]} epochs, IIA with a hard
+mask on {card["search"]["n_test"]} fresh pairs (seed {card["search"]["seed"]}). Positions are
+named on each prompt's tokens (`amount.last` is the amount's last digit, `after:amount` the
+word "dollars", `last` the final newline after "### Response:").
+
+| causal model | best layer | best position | IIA |
+|---|---|---|---|
+{best_rows}
+
+{sections}
+
+## Files
+
+{files}
+"""
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

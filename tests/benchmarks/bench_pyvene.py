@@ -1,0 +1,197 @@
+"""das_assert vs pyvene 0.1.8: Boundless DAS side by side, same model, data, site and run.
+
+Both train the same intervention (rotation + learned boundary, Adam 1e-3 / 1e-2, 10 % warm-up,
+temperature 50 -> 0.1, cross-entropy at the last token plus the same boundary penalty) at the same
+site on the same label-balanced Left Boundary pairs, for the same number of steps of the same batch
+size, in one process. pyvene runs its tutorial loop (base and source forward every step, full
+backward); das_assert runs ``fit_alignment`` (source activations once, base prefix in a KV cache,
+suffix-only backward). Both learned interventions are then scored by the same hard-mask evaluator.
+
+    python tests/benchmarks/bench_pyvene.py --model embedded --layer 1 --json out.json
+
+Timings are medians of per-step wall times on whatever machine runs this; only the ratios mean
+anything. pyvene is a benchmark dependency only: ``pip install pyvene==0.1.8`` (``--no-deps`` works
+beside an installed torch and transformers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from das_assert.data import encode
+from das_assert.evaluate import evaluate
+from das_assert.featurizers import Interchange, temperature_schedule
+from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
+from das_assert.models import load_model
+from das_assert.sites import Site
+from das_assert.tasks.price_tagging import prompt_pairs
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _pyvene_fit(model: Any, layer: int, train: Any, config: FitConfig, steps: int) -> dict:
+    import pyvene as pv
+
+    d = model.model.config.hidden_size
+    intervenable = pv.IntervenableModel(
+        pv.IntervenableConfig(
+            representations=[pv.RepresentationConfig(layer, "block_output")],
+            intervention_types=pv.BoundlessRotatedSpaceIntervention,
+        ),
+        model.model,
+    )
+    intervenable.disable_model_gradients()
+    intervention = next(iter(intervenable.interventions.values()))
+    intervention = intervention[0] if isinstance(intervention, (list, tuple)) else intervention
+    optimizer = torch.optim.Adam(
+        [
+            {"params": intervention.rotate_layer.parameters(), "lr": config.lr_rotation},
+            {"params": intervention.intervention_boundaries, "lr": config.lr_boundary},
+        ]
+    )
+    warmup = max(1, int(config.warmup_fraction * steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: (s + 1) / warmup if s < warmup else max(0.0, (steps - s) / (steps - warmup)),
+    )
+    temperatures = temperature_schedule(*config.temperature, steps)
+    generator = torch.Generator().manual_seed(config.seed)
+    times = []
+    step = 0
+    while step < steps:
+        for index in train.batches(config.batch_size, generator=generator):
+            if step == steps:
+                break
+            started = time.perf_counter()
+            base_ids, base_mask = train.base_batch(index)
+            source_ids, source_mask = train.source_batch(index)
+            position = int(train.base_position[index][0])
+            _, out = intervenable(
+                {"input_ids": base_ids, "attention_mask": base_mask},
+                [{"input_ids": source_ids, "attention_mask": source_mask}],
+                {"sources->base": position},
+            )
+            logits = out.logits[:, -1]
+            loss = torch.nn.functional.cross_entropy(logits, train.label_ids[index])
+            boundary = intervention.intervention_boundaries.clamp(0, 1).sum() * d
+            loss = loss + config.boundary_penalty * boundary / 4096
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            intervenable.set_zero_grad()
+            intervenable.set_temperature(torch.tensor(temperatures[step]))
+            times.append(time.perf_counter() - started)
+            step += 1
+    rotation = intervention.rotate_layer.weight.detach()
+    width = float(intervention.intervention_boundaries.detach().clamp(0, 1)[0]) * d
+    return {"times": times, "rotation": rotation, "width": width}
+
+
+def run(model_path: str, layer: int, position: str, *, steps: int, batch: int, n_test: int) -> dict:
+    torch.set_num_threads(torch.get_num_threads())
+    model = load_model(model_path)
+    site = Site(layer, position)
+    resolved = site.resolve(model.model)
+    n_train = steps * batch
+    train = encode(model, prompt_pairs("left_boundary", n_train, seed=0), site.parsed_position)
+    test = encode(model, prompt_pairs("left_boundary", n_test, seed=1), site.parsed_position)
+    config = FitConfig(epochs=1, batch_size=batch, seed=0)
+    if len({int(p) for p in train.base_position}) != 1:
+        raise SystemExit("pyvene's single-position unit needs one position for every prompt")
+
+    rss_before = _peak_rss_mib()
+    started = time.perf_counter()
+    ours = fit_alignment(model.model, resolved, train, config)
+    ours_seconds = time.perf_counter() - started
+    ours_eval = evaluate(model.model, ours, test)
+
+    theirs = _pyvene_fit(model, layer, train, config, steps)
+    widths = [theirs["width"]]
+    frozen = Interchange.frozen(theirs["rotation"], widths, "boundless")
+    theirs_eval = evaluate(
+        model.model, FittedAlignment(frozen, resolved, config, n_train, 0.0), test
+    )
+
+    ours_step = ours_seconds / steps
+    theirs_step = statistics.median(theirs["times"][2:] or theirs["times"])
+    return {
+        "model": model.name,
+        "site": str(site),
+        "steps": steps,
+        "batch": batch,
+        "threads": torch.get_num_threads(),
+        "das_assert": {
+            "seconds_per_step": ours_step,
+            "examples_per_s": batch / ours_step,
+            "iia": ours_eval.iia,
+            "boundary_dims": ours.boundary_dims,
+        },
+        "pyvene": {
+            "seconds_per_step": theirs_step,
+            "examples_per_s": batch / theirs_step,
+            "iia": theirs_eval.iia,
+            "boundary_dims": [round(theirs["width"])],
+        },
+        "ratio_step_speed": theirs_step / ours_step,
+        "iia_difference": ours_eval.iia - theirs_eval.iia,
+        "n_test": n_test,
+        "peak_rss_mib_process": _peak_rss_mib(),
+        "peak_rss_mib_before": rss_before,
+    }
+
+
+def table(result: dict) -> str:
+    a, b = result["das_assert"], result["pyvene"]
+    return "\n".join(
+        [
+            f"{result['model']} {result['site']}, batch {result['batch']}, "
+            f"{result['steps']} steps, "
+            f"{result['threads']} threads, IIA on {result['n_test']} pairs",
+            f"{'':<12} {'s/step':>8} {'ex/s':>8} {'IIA':>6}",
+            f"{'das_assert':<12} {a['seconds_per_step']:>8.4f} {a['examples_per_s']:>8.1f} "
+            f"{a['iia']:>6.3f}",
+            f"{'pyvene':<12} {b['seconds_per_step']:>8.4f} {b['examples_per_s']:>8.1f} "
+            f"{b['iia']:>6.3f}",
+            f"step speed ratio (pyvene time / das_assert time): {result['ratio_step_speed']:.2f}x; "
+            f"IIA difference {result['iia_difference']:+.3f}",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="embedded")
+    parser.add_argument("--layer", type=int, default=1)
+    parser.add_argument("--position", default="last")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--n-test", type=int, default=400)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    result = run(
+        args.model,
+        args.layer,
+        args.position,
+        steps=args.steps,
+        batch=args.batch,
+        n_test=args.n_test,
+    )
+    print(table(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""The regression gate, demonstrated on the embedded model and three kinds of model update.
+
+- the same model again: every claim passes, deltas inside the intervals;
+- a harmless update, the residual stream in another orthonormal basis (the exact same function):
+  re-derivation passes, but the baseline's *frozen* alignment no longer transfers — the reason the
+  report keeps transfer, re-derivation and drift apart;
+- a harmful update, the digit embeddings disrupted: the boundary claim regresses and fails its own
+  test with both numbers, while the negative claim still holds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+pytest_plugins = ["pytester"]
+
+DAS_YAML = """
+models:
+  embedded:
+    path: embedded
+    n_train: 320
+    n_test: 300
+    epochs: 2
+    sites:
+      boundary: {site}
+    thresholds:
+      left_boundary: 0.75
+      midpoint_distance: 0.9
+  {update}:
+    path: {update_path}
+    n_train: 320
+    n_test: 300
+    epochs: 2
+    sites:
+      boundary: {site}
+    thresholds:
+      left_boundary: 0.75
+      midpoint_distance: 0.9
+"""
+
+CLAIMS = """
+import pytest
+
+
+@pytest.fixture(scope="module")
+def boundary(das_session):
+    return das_session.align("left_boundary", "boundary")
+
+
+@pytest.fixture(scope="module")
+def midpoint(das_session):
+    return das_session.align("midpoint_distance", "boundary")
+
+
+def test_left_boundary(das, boundary):
+    das.assert_aligned(boundary, claim="left_boundary")
+
+
+def test_no_midpoint(das, midpoint):
+    das.assert_not_aligned(midpoint, claim="midpoint_distance")
+"""
+
+
+def _boundary_site() -> str:
+    from das_assert.models import EMBEDDED_MODEL_DIR
+
+    card = json.loads((EMBEDDED_MODEL_DIR / "card.json").read_text())
+    best = card["search"]["grids"]["left_boundary"]["best"]
+    return f"block_output[layer={best['layer']}, pos={best['position']}]"
+
+
+def _save_updated(directory: Path, update: str) -> Path:
+    import torch
+
+    from das_assert.embedded.rotate import rotate_residual_basis
+    from das_assert.models import load_model
+
+    loaded = load_model("embedded")
+    if update == "rotated":
+        rotate_residual_basis(loaded.model, seed=3)
+    else:  # harmful: the digits' embeddings pushed far from what the later layers read
+        digits = loaded.tokenizer.convert_tokens_to_ids([str(i) for i in range(10)])
+        with torch.no_grad():
+            weight = loaded.model.get_input_embeddings().weight
+            noise = torch.randn(len(digits), weight.shape[1], generator=torch.Generator().manual_seed(0))
+            weight[digits] += 0.6 * weight[digits].norm(dim=1, keepdim=True) * noise / weight.shape[1] ** 0.5
+    loaded.model.save_pretrained(directory)
+    loaded.tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def updated_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("updates")
+    return {name: _save_updated(root / name, name) for name in ("rotated", "harmful")}
+
+
+def _setup(pytester: pytest.Pytester, update: str, path: Path) -> None:
+    pytester.makefile(".yaml", das=DAS_YAML.format(site=_boundary_site(), update=update,
+                                                  update_path=path))
+    pytester.makepyfile(test_claims=CLAIMS)
+
+
+def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(
+        "--das-config=das.yaml", "--das-baseline-dir=baselines", "--das-cache=off",
+        "-p", "no:cacheprovider", "--das-json=report.json", *args,
+    )
+
+
+def _results(pytester: pytest.Pytester) -> dict[str, dict]:
+    report = json.loads((pytester.path / "report.json").read_text())
+    return {r["claim"]: r for r in report["results"]}
+
+
+@pytest.mark.parametrize("update", ["rotated", "harmful"])
+def test_the_gate_separates_harmless_and_harmful_updates(pytester, updated_models, update):
+    path = updated_models[update]
+    _setup(pytester, update, path)
+    saved = _run(pytester, "--das-save-baseline=reference")
+    saved.assert_outcomes(passed=2)
+    baseline = pytester.path / "baselines" / "embedded" / "0001_reference.json"
+    assert baseline.is_file()
+    # copy the baseline under the updated model's key, as a team would when promoting a model
+    target = pytester.path / "baselines" / update
+    target.mkdir(parents=True)
+    (target / baseline.name).write_bytes(baseline.read_bytes())
+    (target / "0001_reference").mkdir()
+    for file in (baseline.parent / "0001_reference").iterdir():
+        (target / "0001_reference" / file.name).write_bytes(file.read_bytes())
+
+    same = _run(pytester, "--das-compare", "--das-compare-fail=iia:0.05")
+    same.assert_outcomes(passed=2)
+    for record in _results(pytester).values():
+        assert record["baseline"]["delta"] == 0.0
+        assert record["transfer"]["iia"] == record["iia"]
+
+    result = _run(pytester, f"--das-model={path}", "--das-compare", "--das-compare-fail=iia:0.05")
+    records = _results(pytester)
+    if update == "rotated":
+        result.assert_outcomes(passed=2)  # re-derivation finds the variable again
+        lb = records["left_boundary"]
+        assert lb["transfer"]["iia"] < lb["baseline"]["iia"] - 0.1, lb["transfer"]
+        failing = _run(pytester, f"--das-model={path}", "--das-compare",
+                       "--das-compare-fail=transfer:0.1")
+        failing.assert_outcomes(passed=1, failed=1)
+        assert "transfer dropped by" in failing.stdout.str()
+    else:
+        result.assert_outcomes(passed=1, failed=1)
+        output = result.stdout.str()
+        assert "test_left_boundary" in output.split("short test summary info")[1]
+        assert "regressed against baseline 0001_reference.json" in output
+        assert "iia dropped by" in output

@@ -1,0 +1,989 @@
+"""Hardening: every bad input a user can give gets one clear das_assert error.
+
+Each case is a bad call, written as its test id. The call must raise exactly one exception of a
+``DasError`` subclass, raised from das_assert's own code (never a RuntimeError, KeyError or
+IndexError from deep inside torch or transformers), whose message names the problem and the fix.
+Command-line cases run ``das_assert.cli.main`` and expect exit code 2 and a message on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+
+import das_assert
+from das_assert.baseline import find_baseline, load_baseline, save_baseline
+from das_assert.cache import AlignmentCache
+from das_assert.causal import CausalModel
+from das_assert.cli import main
+from das_assert.compare import parse_compare_fail
+from das_assert.data import encode
+from das_assert.errors import (
+    AlignmentFileError,
+    ConfigError,
+    DasError,
+    InvalidArgument,
+    ModelLoadError,
+    PreconditionFailed,
+    TrainingDiverged,
+)
+from das_assert.experiment import Experiment, run_experiment
+from das_assert.fit import FitConfig, fit_alignment, make_interchange
+from das_assert.metrics import required_n, verdict, wilson_interval
+from das_assert.models import TOKENIZER_FILES, LoadedModel, answer_token_id, load_model
+from das_assert.positions import parse_position
+from das_assert.settings import find_model_settings, load_settings
+from das_assert.sites import Site, parse_site
+from das_assert.store import atomic_write_json, load_alignment, save_alignment
+from das_assert.strategies import PromptVariant
+from das_assert.tasks.price_tagging import (
+    CAUSAL_MODELS,
+    PriceFormat,
+    causal_model,
+    make_pairs,
+    prompt_pairs,
+)
+
+PACKAGE_DIR = Path(das_assert.__file__).resolve().parent
+EXAMPLE = {"lo": 130, "hi": 855, "x": 789}
+PROMPT = PriceFormat().render(EXAMPLE)
+SITE = "block_output[layer=1, pos=last]"
+GOOD_YAML = """\
+models:
+  embedded:
+    path: embedded
+    sites:
+      boundary: block_output[layer=1, pos=last]
+    thresholds:
+      left_boundary: 0.85
+"""
+RECORD = {
+    "test_id": "hypotheses/test_price_tagging.py::test_left_boundary",
+    "claim": "left_boundary",
+    "iia": 0.91,
+    "site": {"canonical": SITE},
+}
+
+
+@dataclass
+class Ctx:
+    """What a bad call may need: a scratch directory, monkeypatch, and the tiny models."""
+
+    request: pytest.FixtureRequest
+    tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch
+
+    def model_dir(self, arch: str = "llama") -> Path:
+        return self.request.getfixturevalue("tiny_model_dirs")[arch]
+
+    @property
+    def llama(self) -> LoadedModel:
+        return self.request.getfixturevalue("tiny_llama")
+
+
+Call = Callable[[Ctx], object]
+
+
+@pytest.fixture
+def ctx(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ctx:
+    return Ctx(request, tmp_path, monkeypatch)
+
+
+@cache
+def tokenizer() -> Any:
+    from das_assert.embedded.recipe import build_tokenizer
+
+    return build_tokenizer()
+
+
+def resolve_on_prompt(name: str) -> int:
+    """Resolve position ``name`` on the default prompt, tokenized by the embedded tokenizer."""
+    encoded = tokenizer()(PROMPT.text, return_offsets_mapping=True)
+    offsets = [tuple(pair) for pair in encoded["offset_mapping"]]
+    return parse_position(name).resolve(offsets, PROMPT.spans, PROMPT.text)
+
+
+# -- bad model directories ----------------------------------------------------------------------
+
+
+def copy_of_tiny_model(ctx: Ctx) -> Path:
+    target = ctx.tmp_path / "model"
+    shutil.copytree(ctx.model_dir(), target)
+    return target
+
+
+def dir_without(ctx: Ctx, *names: str) -> Path:
+    target = copy_of_tiny_model(ctx)
+    for name in names:
+        (target / name).unlink(missing_ok=True)
+    return target
+
+
+def dir_with_unknown_architecture(ctx: Ctx) -> Path:
+    target = ctx.tmp_path / "strange"
+    target.mkdir()
+    (target / "config.json").write_text(json.dumps({"model_type": "nonexistent_arch"}))
+    for name in TOKENIZER_FILES:
+        if (ctx.model_dir() / name).is_file():
+            shutil.copy(ctx.model_dir() / name, target / name)
+    return target
+
+
+def dir_with_truncated_weights(ctx: Ctx) -> Path:
+    target = copy_of_tiny_model(ctx)
+    weights = target / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    return target
+
+
+def dir_with_corrupt_tokenizer(ctx: Ctx) -> Path:
+    target = copy_of_tiny_model(ctx)
+    (target / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "Wor')
+    return target
+
+
+def dir_with_unknown_tokenizer_model(ctx: Ctx) -> Path:
+    target = copy_of_tiny_model(ctx)
+    spec = json.loads((target / "tokenizer.json").read_text())
+    spec["model"]["type"] = "NoSuchModel"  # valid JSON, but no tokenizer the library knows
+    (target / "tokenizer.json").write_text(json.dumps(spec))
+    return target
+
+
+def a_file(ctx: Ctx) -> Path:
+    path = ctx.tmp_path / "model.safetensors"
+    path.write_bytes(b"weights")
+    return path
+
+
+def an_empty_dir(ctx: Ctx) -> Path:
+    target = ctx.tmp_path / "empty"
+    target.mkdir()
+    return target
+
+
+# -- bad sites, positions, prompts, causal models -------------------------------------------------
+
+
+def encode_variant_without_prefix(ctx: Ctx) -> object:
+    variant = PromptVariant(suffix="Thank you.")
+    pairs = prompt_pairs("left_boundary", 4, seed=0, fmt=variant.format(), edit=variant.edit)
+    return encode(ctx.llama, pairs, parse_position("prefix.last"))
+
+
+def model_with_an_unused_variable() -> CausalModel:
+    return CausalModel(
+        inputs=("x", "y"),
+        mechanisms={"s": lambda x: x + 1, "unused": lambda y: -y, "out": lambda s: s > 3},
+        output="out",
+        name="with_unused",
+    )
+
+
+def mechanism_with_star_args(*values: int) -> int:
+    return sum(values)
+
+
+# -- bad artifacts --------------------------------------------------------------------------------
+
+
+def saved_alignment(ctx: Ctx) -> Path:
+    interchange = make_interchange("boundless", ctx.llama.config.hidden_size, 1)
+    path = ctx.tmp_path / "alignment.safetensors"
+    save_alignment(path, interchange, {"site": SITE, "hypothesis": "left_boundary"})
+    return path
+
+
+def truncated_alignment(ctx: Ctx) -> Path:
+    path = saved_alignment(ctx)
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    return path
+
+
+def tampered_alignment(ctx: Ctx) -> Path:
+    path = saved_alignment(ctx)
+    raw = bytearray(path.read_bytes())
+    header_len = int.from_bytes(raw[:8], "little")
+    raw[8 + header_len + 5] ^= 0xFF  # a byte of tensor data; the header is untouched
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def random_bytes_file(ctx: Ctx) -> Path:
+    path = ctx.tmp_path / "random.safetensors"
+    path.write_bytes(bytes(range(7, 256, 3)) * 4)
+    return path
+
+
+def pickled_tensors(ctx: Ctx) -> Path:
+    path = ctx.tmp_path / "pickled.safetensors"
+    torch.save({"rotation": torch.eye(4)}, path)
+    return path
+
+
+def safetensors_without_manifest(ctx: Ctx) -> Path:
+    from safetensors.torch import save_file
+
+    path = ctx.tmp_path / "plain.safetensors"
+    save_file({"rotation": torch.eye(4), "widths": torch.ones(1)}, path)
+    return path
+
+
+def saved_baseline(ctx: Ctx) -> Path:
+    path = ctx.tmp_path / "baselines" / "0001_first.json"
+    save_baseline(path, model={"path": "embedded"}, environment={"torch": "2"}, records=[RECORD])
+    return path
+
+
+def truncated_baseline(ctx: Ctx) -> Path:
+    path = saved_baseline(ctx)
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2])
+    return path
+
+
+def tampered_baseline(ctx: Ctx) -> Path:
+    path = saved_baseline(ctx)
+    payload = json.loads(path.read_text())
+    next(iter(payload["entries"].values()))["iia"] = 0.99  # checksum left as it was
+    path.write_text(json.dumps(payload, indent=2))
+    return path
+
+
+def future_baseline(ctx: Ctx) -> Path:
+    path = ctx.tmp_path / "0001_future.json"
+    atomic_write_json(path, {"schema_version": 99, "entries": {}}, checksum=True)
+    return path
+
+
+def yaml_file(ctx: Ctx, text: str) -> Path:
+    path = ctx.tmp_path / "das.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+# -- training that cannot go on ---------------------------------------------------------------
+
+
+def fit_tiny_llama(loaded: LoadedModel) -> object:
+    site = Site(1).resolve(loaded.model)
+    train = encode(loaded, prompt_pairs("left_boundary", 8, seed=0), parse_position("last"))
+    return fit_alignment(loaded.model, site, train, FitConfig(epochs=1, batch_size=8))
+
+
+def fit_with_nan_weights(ctx: Ctx) -> object:
+    loaded = load_model(ctx.model_dir())  # a fresh copy: the shared tiny_llama stays intact
+    loaded.model.get_input_embeddings().weight.data.fill_(float("nan"))
+    return fit_tiny_llama(loaded)
+
+
+def fit_out_of_gpu_memory(ctx: Ctx) -> object:
+    loaded = ctx.llama
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    ctx.monkeypatch.setattr(type(loaded.model), "forward", forward)
+    return fit_tiny_llama(loaded)
+
+
+def tiny_experiment(**changes: Any) -> Experiment:
+    fields: dict[str, Any] = {"hypothesis": "left_boundary", "site": Site(1)}
+    return Experiment(**{**fields, **changes})
+
+
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+
+CASES = [
+    # -- model directories
+    pytest.param(
+        lambda c: load_model("/no/such/dir"),
+        ModelLoadError,
+        r"'/no/such/dir' does not exist; pass a local Hugging Face model directory",
+        id="load_model('/no/such/dir')",
+    ),
+    pytest.param(
+        lambda c: load_model(a_file(c)),
+        ModelLoadError,
+        r"is a file, not a model directory; pass the folder that holds config\.json",
+        id="load_model(<a file, not a directory>)",
+    ),
+    pytest.param(
+        lambda c: load_model(an_empty_dir(c)),
+        ModelLoadError,
+        r"has no config\.json.*save the model with save_pretrained\(\)",
+        id="load_model(<dir without config.json>)",
+    ),
+    pytest.param(
+        lambda c: load_model(dir_without(c, *TOKENIZER_FILES)),
+        ModelLoadError,
+        r"has no tokenizer files .*tokenizer\.save_pretrained\(dir\)",
+        id="load_model(<dir without tokenizer files>)",
+    ),
+    pytest.param(
+        lambda c: load_model(dir_with_unknown_architecture(c)),
+        ModelLoadError,
+        r"(?s)cannot read the model config.*nonexistent_arch.*architecture must be one that "
+        r"transformers knows",
+        id="load_model(<config.json with model_type='nonexistent_arch'>)",
+    ),
+    pytest.param(
+        lambda c: load_model(dir_without(c, "model.safetensors")),
+        ModelLoadError,
+        r"(?s)cannot load the weights in .*re-save the model with save_pretrained\(dir\)",
+        id="load_model(<dir without weight files>)",
+    ),
+    pytest.param(
+        lambda c: load_model(dir_with_truncated_weights(c)),
+        ModelLoadError,
+        r"(?s)cannot load the weights in .*re-save the model with save_pretrained\(dir\)",
+        id="load_model(<dir with a truncated model.safetensors>)",
+    ),
+    pytest.param(
+        lambda c: load_model(dir_with_corrupt_tokenizer(c)),
+        ModelLoadError,
+        r"(?s)cannot load the tokenizer in .*tokenizer\.save_pretrained\(dir\)",
+        id="load_model(<dir with a corrupt tokenizer.json>)",
+    ),
+    pytest.param(
+        lambda c: load_model(dir_with_unknown_tokenizer_model(c)),
+        ModelLoadError,
+        r"(?s)cannot load the tokenizer in .*tokenizer\.save_pretrained\(dir\)",
+        id="load_model(<tokenizer.json with model type 'NoSuchModel'>)",
+    ),
+    pytest.param(
+        lambda c: load_model(c.model_dir(), dtype="float64"),
+        InvalidArgument,
+        r"dtype='float64' is not supported; choose one of float32, bfloat16, float16",
+        id="load_model(tiny_llama, dtype='float64')",
+    ),
+    pytest.param(
+        lambda c: load_model(c.model_dir(), dtype="bfloat"),
+        InvalidArgument,
+        r"dtype='bfloat' is not supported.*Did you mean 'bfloat16'\?",
+        id="load_model(tiny_llama, dtype='bfloat')",
+    ),
+    pytest.param(
+        lambda c: load_model(c.model_dir(), device="cuda"),
+        InvalidArgument,
+        r"device='cuda' but no CUDA device is available here; use --device cpu",
+        id="load_model(tiny_llama, device='cuda') on a CPU-only machine",
+        marks=NO_CUDA,
+    ),
+    pytest.param(
+        lambda c: load_model(c.model_dir(), device="tpu"),
+        InvalidArgument,
+        r"device='tpu' is not one of cpu, cuda, cuda:N",
+        id="load_model(tiny_llama, device='tpu')",
+    ),
+    # -- sites
+    pytest.param(
+        lambda c: Site(99).resolve(c.llama.model),
+        InvalidArgument,
+        r"layer=99 is out of range for llama \(3 layers: 0\.\.2; negative indices count",
+        id="Site(99).resolve(tiny_llama.model)",
+    ),
+    pytest.param(
+        lambda c: Site(-4).resolve(c.llama.model),
+        InvalidArgument,
+        r"layer=-4 is out of range for llama \(3 layers: 0\.\.2",
+        id="Site(-4).resolve(tiny_llama.model)",
+    ),
+    pytest.param(
+        lambda c: Site(1, component="block_outptu"),
+        InvalidArgument,
+        r"unknown component 'block_outptu'; known: .*Did you mean 'block_output'\?",
+        id="Site(1, component='block_outptu')",
+    ),
+    pytest.param(
+        lambda c: Site("1"),  # type: ignore[arg-type]
+        InvalidArgument,
+        r"layer must be an integer, not '1'",
+        id="Site('1')",
+    ),
+    pytest.param(
+        lambda c: Site(1).resolve(SimpleNamespace(config=SimpleNamespace(model_type="bert"))),
+        InvalidArgument,
+        r"does not know where the decoder blocks of model_type 'bert' are.*Add an entry to "
+        r"das_assert\.sites\.BLOCK_PATHS",
+        id="Site(1).resolve(<a model with model_type='bert'>)",
+    ),
+    pytest.param(
+        lambda c: Site(1).resolve(c.llama),
+        InvalidArgument,
+        r"LoadedModel has no decoder blocks at 'model\.layers'.*pass the transformers CausalLM "
+        r"itself, e\.g\. loaded\.model",
+        id="Site(1).resolve(<the LoadedModel, not its .model>)",
+    ),
+    pytest.param(
+        lambda c: parse_site("layer 1, last"),
+        InvalidArgument,
+        r"cannot parse site 'layer 1, last'; write it as COMPONENT\[layer=L, pos=NAME\]",
+        id="parse_site('layer 1, last')",
+    ),
+    # -- positions
+    pytest.param(
+        lambda c: parse_position("middle"),
+        InvalidArgument,
+        r"cannot parse position 'middle'; use one of: last, last-K, SLOT\.first",
+        id="parse_position('middle')",
+    ),
+    pytest.param(
+        lambda c: Site(1, position="amount.middle"),
+        InvalidArgument,
+        r"cannot parse position 'amount\.middle'; use one of:",
+        id="Site(1, position='amount.middle')",
+    ),
+    pytest.param(
+        lambda c: resolve_on_prompt("fee.last"),
+        InvalidArgument,
+        r"position 'fee\.last' refers to slot 'fee', which this prompt does not have "
+        r"\(slots: amount, high, instruction, low\)",
+        id="parse_position('fee.last').resolve(<the default prompt>)",
+    ),
+    pytest.param(
+        lambda c: resolve_on_prompt("last-500"),
+        InvalidArgument,
+        r"position 'last-500' resolves to token -\d+, outside this prompt of \d+ tokens; "
+        r"choose a position inside",
+        id="parse_position('last-500').resolve(<the default prompt>)",
+    ),
+    pytest.param(
+        encode_variant_without_prefix,
+        InvalidArgument,
+        r"position 'prefix\.last' refers to slot 'prefix', which this prompt does not have",
+        id="encode(<PromptVariant(suffix=...) prompts, no prefix>, 'prefix.last')",
+    ),
+    # -- prompt formats and answer words
+    pytest.param(
+        lambda c: PriceFormat(instruction="Say {yes} if it costs under {high}, else {no}."),
+        InvalidArgument,
+        r"has no \{low\} slot; the bracket must appear in the prompt",
+        id="PriceFormat(instruction=<no {low}>)",
+    ),
+    pytest.param(
+        lambda c: PriceFormat(template="### Instruction:\n{instruction}\n### Response:\n"),
+        InvalidArgument,
+        r"template has no \{amount\} slot",
+        id="PriceFormat(template=<no {amount}>)",
+    ),
+    pytest.param(
+        lambda c: PriceFormat(
+            instruction="Say {yes} if it costs between {low} and {high} {price}, else {no}."
+        ).render(EXAMPLE),
+        InvalidArgument,
+        r"has an unknown slot \{price\}; allowed: \{low\}, \{high\}, \{yes\}, \{no\}",
+        id="PriceFormat(instruction=<with {price}>).render(...)",
+    ),
+    pytest.param(
+        lambda c: PriceFormat(numbers="dolar"),
+        InvalidArgument,
+        r"numbers='dolar' is not one of .*Did you mean 'dollar'\?",
+        id="PriceFormat(numbers='dolar')",
+    ),
+    pytest.param(
+        lambda c: PriceFormat(answers=("Yes", "Yes")),
+        InvalidArgument,
+        r"answers must be two different words, got \('Yes', 'Yes'\)",
+        id="PriceFormat(answers=('Yes', 'Yes'))",
+    ),
+    pytest.param(
+        lambda c: answer_token_id(tokenizer(), PROMPT.text, "1.30"),
+        InvalidArgument,
+        r"the answer '1\.30' is not a single token .*choose answer words that are one token each",
+        id="answer_token_id(tokenizer, prompt, '1.30')",
+    ),
+    pytest.param(
+        lambda c: answer_token_id(tokenizer(), PROMPT.text, "Zyzzyva"),
+        InvalidArgument,
+        r"the answer 'Zyzzyva' is unknown to the tokenizer .*choose answer words in the "
+        r"tokenizer's vocabulary",
+        id="answer_token_id(tokenizer, prompt, 'Zyzzyva')",
+    ),
+    pytest.param(
+        lambda c: make_pairs("left_boundary", 1, seed=0),
+        InvalidArgument,
+        r"n=1 pairs is too few; ask for at least 2",
+        id="make_pairs('left_boundary', 1)",
+    ),
+    # -- causal models
+    pytest.param(
+        lambda c: CausalModel(
+            inputs=("x",), mechanisms={"a": lambda b: b, "b": lambda a: a}, output="a"
+        ),
+        InvalidArgument,
+        r"mechanisms form a cycle: a -> b -> a",
+        id="CausalModel(<a(b), b(a): a cycle>)",
+    ),
+    pytest.param(
+        lambda c: CausalModel(inputs=("x",), mechanisms={"a": lambda y: y}, output="a"),
+        InvalidArgument,
+        r"mechanism 'a' takes parameter 'y', but no variable 'y' is declared \(declared: a, x\)",
+        id="CausalModel(<a(y) with y undeclared>)",
+    ),
+    pytest.param(
+        lambda c: CausalModel(inputs=("x",), mechanisms={"a": lambda x: x}, output="answer"),
+        InvalidArgument,
+        r"output 'answer' is not a declared variable \(declared: a, x\)",
+        id="CausalModel(output='answer' undeclared)",
+    ),
+    pytest.param(
+        lambda c: CausalModel(
+            inputs=("x",), mechanisms={"a": mechanism_with_star_args}, output="a"
+        ),
+        InvalidArgument,
+        r"mechanism 'a' takes \*args/\*\*kwargs; name each parent as a parameter",
+        id="CausalModel(mechanisms={'a': f(*values)})",
+    ),
+    pytest.param(
+        lambda c: model_with_an_unused_variable().counterfactual(
+            {"x": 1, "y": 1}, {"x": 5, "y": 5}, intervene=["unused"]
+        ),
+        InvalidArgument,
+        r"intervening on 'unused' cannot change the output 'out' of with_unused: it is not among "
+        r"its ancestors",
+        id="counterfactual(intervene=['unused'] that cannot reach the output)",
+    ),
+    pytest.param(
+        lambda c: CAUSAL_MODELS["left_boundary"].counterfactual(
+            EXAMPLE, EXAMPLE, intervene=["lfet"]
+        ),
+        InvalidArgument,
+        r"cannot intervene on 'lfet': left_boundary declares .*Did you mean 'left'\?",
+        id="counterfactual(intervene=['lfet'])",
+    ),
+    pytest.param(
+        lambda c: CAUSAL_MODELS["left_boundary"].counterfactual(EXAMPLE, EXAMPLE, intervene="left"),
+        InvalidArgument,
+        r"intervene must be a list of names, not the string 'left'",
+        id="counterfactual(intervene='left')",
+    ),
+    pytest.param(
+        lambda c: causal_model("left_boundry"),
+        InvalidArgument,
+        r"unknown causal model 'left_boundry'; choose one of .*Did you mean 'left_boundary'\?",
+        id="causal_model('left_boundry')",
+    ),
+    pytest.param(
+        lambda c: tiny_experiment(variables=("right",)),
+        InvalidArgument,
+        r"cannot intervene on 'right': left_boundary declares lo, hi, x, left, answer",
+        id="Experiment('left_boundary', variables=('right',))",
+    ),
+    # -- experiments and statistics
+    pytest.param(
+        lambda c: tiny_experiment(threshold=1.5),
+        InvalidArgument,
+        r"threshold=1\.5 must lie in \[0, 1\]",
+        id="Experiment(threshold=1.5)",
+    ),
+    pytest.param(
+        lambda c: verdict(iia_ci=(0.8, 0.9), iia=0.85, threshold=-0.1, baselines={}),
+        InvalidArgument,
+        r"threshold=-0\.1 must lie in \[0, 1\]",
+        id="verdict(threshold=-0.1)",
+    ),
+    pytest.param(
+        lambda c: tiny_experiment(n_test=1),
+        InvalidArgument,
+        r"n_test=1: need at least 2 pairs",
+        id="Experiment(n_test=1)",
+    ),
+    pytest.param(
+        lambda c: tiny_experiment(bracket=(849, 549)),
+        InvalidArgument,
+        r"bracket=\(849, 549\) must be \(low, high\) in cents with 0 <= low <= high <= 999",
+        id="Experiment(bracket=(849, 549))",
+    ),
+    pytest.param(
+        lambda c: required_n(0),
+        InvalidArgument,
+        r"half_width=0 must be in \(0, 0\.5\)",
+        id="required_n(half_width=0)",
+    ),
+    pytest.param(
+        lambda c: wilson_interval(0, 0),
+        InvalidArgument,
+        r"cannot compute an interval from n=0 pairs; evaluate on n >= 1",
+        id="wilson_interval(0, n=0)",
+    ),
+    pytest.param(
+        lambda c: run_experiment(
+            c.llama, tiny_experiment(n_train=8, n_test=16, min_task_accuracy=0.9)
+        ),
+        PreconditionFailed,
+        r"answers only [\d.]+ of the 16 test prompts correctly \(gate: 0\.9\).*lower the gate "
+        r"with min_task_accuracy",
+        id="run_experiment(<random tiny llama>, min_task_accuracy=0.9)",
+    ),
+    # -- das.yaml
+    pytest.param(
+        lambda c: load_settings(yaml_file(c, "models: [embedded\n")),
+        ConfigError,
+        r"das\.yaml is not valid YAML",
+        id="load_settings(<das.yaml: invalid YAML>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(c.tmp_path / "missing.yaml"),
+        ConfigError,
+        r"missing\.yaml does not exist",
+        id="load_settings('missing.yaml')",
+    ),
+    pytest.param(
+        lambda c: load_settings(yaml_file(c, "model:\n  embedded: {path: embedded}\n")),
+        ConfigError,
+        r"the top level must hold only `models:`, found \['model'\]",
+        id="load_settings(<das.yaml: top-level key 'model'>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(yaml_file(c, GOOD_YAML + "    thresold: {midpoint: 0.5}\n")),
+        ConfigError,
+        r"models\.embedded has an unknown key 'thresold'; allowed: .*Did you mean 'thresholds'\?",
+        id="load_settings(<das.yaml: models.embedded.thresold>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(yaml_file(c, GOOD_YAML.replace("0.85", "1.7"))),
+        ConfigError,
+        r"thresholds\.left_boundary = 1\.7: a threshold is a number in \[0, 1\]",
+        id="load_settings(<das.yaml: threshold 1.7>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(yaml_file(c, GOOD_YAML.replace("0.85", "'0.85'"))),
+        ConfigError,
+        r"thresholds\.left_boundary = '0\.85': a threshold is a number in \[0, 1\]",
+        id="load_settings(<das.yaml: threshold '0.85' as a string>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(yaml_file(c, GOOD_YAML.replace(SITE, "layer 1 last"))),
+        ConfigError,
+        r"models\.embedded\.sites\.boundary: cannot parse site 'layer 1 last'; write it as",
+        id="load_settings(<das.yaml: site 'layer 1 last'>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(yaml_file(c, GOOD_YAML + "    n_train: 1\n")),
+        ConfigError,
+        r"models\.embedded\.n_train = 1 must be an integer >= 2",
+        id="load_settings(<das.yaml: n_train 1>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(
+            yaml_file(c, GOOD_YAML + "    search: {layers: [0, 1], positions: [middle]}\n")
+        ),
+        ConfigError,
+        r"models\.embedded\.search\.positions: cannot parse position 'middle'; use one of",
+        id="load_settings(<das.yaml: search.positions [middle]>)",
+    ),
+    pytest.param(
+        lambda c: find_model_settings(
+            load_settings(yaml_file(c, GOOD_YAML)), Path("/models/alpaca-7b"), embedded=False
+        ),
+        ConfigError,
+        r"has no settings for the model '/models/alpaca-7b': add an entry `models: alpaca-7b:",
+        id="find_model_settings(<das.yaml>, '/models/alpaca-7b')",
+    ),
+    pytest.param(
+        lambda c: load_settings(yaml_file(c, GOOD_YAML))["embedded"].threshold("midpoint_distance"),
+        ConfigError,
+        r"no thresholds entry for claim 'midpoint_distance'; add `midpoint_distance: <number in "
+        r"\[0, 1\]>` under models\.embedded\.thresholds",
+        id="ModelSettings.threshold('midpoint_distance') without an entry",
+    ),
+    # -- alignment files, the cache, baselines
+    pytest.param(
+        lambda c: load_alignment(saved_alignment(c), hidden_size=64),
+        AlignmentFileError,
+        r"was learned on a hidden size of 32, but this model's hidden size is 64.*fit a new "
+        r"alignment on this model",
+        id="load_alignment(<d=32 alignment>, hidden_size=64)",
+    ),
+    pytest.param(
+        lambda c: load_alignment(truncated_alignment(c)),
+        AlignmentFileError,
+        r"(?s)is not a readable das_assert safetensors file .*truncated or corrupted: "
+        r"delete it and fit again",
+        id="load_alignment(<truncated file>)",
+    ),
+    pytest.param(
+        lambda c: load_alignment(tampered_alignment(c)),
+        AlignmentFileError,
+        r"fails its checksum: its tensors were modified after it was saved; delete it",
+        id="load_alignment(<tensor bytes flipped>)",
+    ),
+    pytest.param(
+        lambda c: load_alignment(random_bytes_file(c)),
+        AlignmentFileError,
+        r"is not a readable das_assert safetensors file",
+        id="load_alignment(<random bytes>)",
+    ),
+    pytest.param(
+        lambda c: load_alignment(pickled_tensors(c)),
+        AlignmentFileError,
+        r"is not a readable das_assert safetensors file",
+        id="load_alignment(<a torch.save pickle>)",
+    ),
+    pytest.param(
+        lambda c: load_alignment(safetensors_without_manifest(c)),
+        AlignmentFileError,
+        r"is not a readable das_assert safetensors file \('manifest'\)",
+        id="load_alignment(<safetensors without a manifest>)",
+    ),
+    pytest.param(
+        lambda c: load_alignment(c.tmp_path / "missing.safetensors"),
+        AlignmentFileError,
+        r"missing\.safetensors' does not exist; check the path, or save an alignment with",
+        id="load_alignment('missing.safetensors')",
+    ),
+    pytest.param(
+        lambda c: AlignmentCache(c.tmp_path, mode="sometimes"),
+        ConfigError,
+        r"cache mode 'sometimes' is not one of off, read, write, readwrite",
+        id="AlignmentCache(mode='sometimes')",
+    ),
+    pytest.param(
+        lambda c: load_baseline(truncated_baseline(c)),
+        AlignmentFileError,
+        r"is not valid JSON .*truncated or was edited by hand\. Restore it from version control",
+        id="load_baseline(<truncated JSON>)",
+    ),
+    pytest.param(
+        lambda c: load_baseline(tampered_baseline(c)),
+        AlignmentFileError,
+        r"fails its checksum: it was modified after it was written\. Re-create it",
+        id="load_baseline(<iia edited by hand>)",
+    ),
+    pytest.param(
+        lambda c: load_baseline(future_baseline(c)),
+        AlignmentFileError,
+        r"has schema_version 99, newer than this das_assert understands \(1\); upgrade",
+        id="load_baseline(<schema_version 99>)",
+    ),
+    pytest.param(
+        lambda c: load_baseline(c.tmp_path / "0001_missing.json"),
+        AlignmentFileError,
+        r"0001_missing\.json' does not exist; check the path",
+        id="load_baseline('0001_missing.json')",
+    ),
+    pytest.param(
+        lambda c: find_baseline(c.tmp_path, "latest"),
+        AlignmentFileError,
+        r"no baselines in .*; save one first with --das-save-baseline",
+        id="find_baseline(<empty dir>, 'latest')",
+    ),
+    pytest.param(
+        lambda c: find_baseline(saved_baseline(c).parent, "0007"),
+        AlignmentFileError,
+        r"no baseline '0007' in .*; present: 0001_first",
+        id="find_baseline(<dir with 0001_first>, '0007')",
+    ),
+    # -- regression checks
+    pytest.param(
+        lambda c: parse_compare_fail("iia:five"),
+        ConfigError,
+        r"could not parse the compare-fail expression 'iia:five': expected FIELD:NUMBER",
+        id="parse_compare_fail('iia:five')",
+    ),
+    pytest.param(
+        lambda c: parse_compare_fail("accuracy:0.1"),
+        ConfigError,
+        r"'accuracy:0\.1'.*FIELD one of iia, .*task_accuracy, normalized_iia",
+        id="parse_compare_fail('accuracy:0.1')",
+    ),
+    pytest.param(
+        lambda c: parse_compare_fail("iia:2"),
+        ConfigError,
+        r"'iia:2': an absolute drop of 2\.0 is more than IIA can drop; write .*iia:5%",
+        id="parse_compare_fail('iia:2')",
+    ),
+    # -- fit settings and training
+    pytest.param(
+        lambda c: FitConfig(epochs=0),
+        InvalidArgument,
+        r"epochs=0; train for at least 1 epoch",
+        id="FitConfig(epochs=0)",
+    ),
+    pytest.param(
+        lambda c: FitConfig(lr_rotation=-1e-3),
+        InvalidArgument,
+        r"lr_rotation=-0\.001 must be a finite number >= 0",
+        id="FitConfig(lr_rotation=-1e-3)",
+    ),
+    pytest.param(
+        lambda c: FitConfig(lr_boundary=float("nan")),
+        InvalidArgument,
+        r"lr_boundary=nan must be a finite number >= 0",
+        id="FitConfig(lr_boundary=nan)",
+    ),
+    pytest.param(
+        lambda c: FitConfig(temperature=(0.1, 50.0)),
+        InvalidArgument,
+        r"temperature=\(0\.1, 50\.0\) must go down: 0 < end <= start",
+        id="FitConfig(temperature=(0.1, 50.0))",
+    ),
+    pytest.param(
+        lambda c: FitConfig(method="bondless"),
+        InvalidArgument,
+        r"unknown method 'bondless'; choose one of: boundless, das:K",
+        id="FitConfig(method='bondless')",
+    ),
+    pytest.param(
+        lambda c: FitConfig(method="das:0"),
+        InvalidArgument,
+        r"unknown method 'das:0'; choose one of: boundless, das:K",
+        id="FitConfig(method='das:0')",
+    ),
+    pytest.param(
+        lambda c: FitConfig(batch_size=0),
+        InvalidArgument,
+        r"batch_size=0; use a positive batch size",
+        id="FitConfig(batch_size=0)",
+    ),
+    pytest.param(
+        lambda c: make_interchange("das:40", 32, 1),
+        InvalidArgument,
+        r"das:40 with 1 variables needs more than d=32 coordinates; choose K <= 32",
+        id="make_interchange('das:40', d=32)",
+    ),
+    pytest.param(
+        fit_with_nan_weights,
+        TrainingDiverged,
+        r"the alignment loss became nan at step 0 .*lower the learning rates",
+        id="fit_alignment(<tiny llama with NaN embeddings>)",
+    ),
+    pytest.param(
+        fit_out_of_gpu_memory,
+        DasError,
+        r"out of GPU memory with a batch of \d+ pairs .*lower the batch size .*"
+        r"device_map='auto'",
+        id="fit_alignment(<forward raises torch.cuda.OutOfMemoryError>)",
+    ),
+]
+
+
+def assert_raised_by_das_assert(info: pytest.ExceptionInfo[BaseException]) -> None:
+    """The error is ours, raised by das_assert's code, with no foreign exception chained to it."""
+    error = info.value
+    assert type(error).__module__.startswith("das_assert."), type(error)
+    raised_in = Path(str(info.traceback[-1].path)).resolve()
+    assert PACKAGE_DIR in raised_in.parents, f"raised from {raised_in}, not from das_assert"
+    chained = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+    assert chained is None, f"{type(error).__name__} carries a chained {chained!r}"
+
+
+@pytest.mark.parametrize(("call", "error", "match"), CASES)
+def test_a_bad_input_raises_one_clear_das_error(
+    call: Call, error: type[DasError], match: str, ctx: Ctx
+) -> None:
+    with pytest.raises(DasError, match=match) as info:
+        call(ctx)
+    assert type(info.value) is error, f"expected {error.__name__}, got {type(info.value)!r}"
+    assert_raised_by_das_assert(info)
+
+
+# -- the command line -----------------------------------------------------------------------------
+
+LLAMA = "<tiny llama>"
+FIT = ("fit", "--hypothesis", "left_boundary", "--layer", "1")
+
+
+def cli(*argv: str, match: str) -> Any:
+    shown = ", ".join(repr(a) if a != LLAMA else a for a in argv)
+    return pytest.param(list(argv), match, id=f"main([{shown}])")
+
+
+CLI_CASES = [
+    cli(
+        "fit",
+        "--model",
+        LLAMA,
+        "--layer",
+        "1",
+        match=r"the following arguments are required: --hypothesis",
+    ),
+    cli(
+        "fit",
+        "--model",
+        LLAMA,
+        "--hypothesis",
+        "left_boundary",
+        "--layer",
+        "99",
+        match=r"error: layer=99 is out of range for llama \(3 layers: 0\.\.2",
+    ),
+    cli(*FIT, "--bracket", "12", "3", match=r"argument --bracket: '12' is outside 0\.00\.\.9\.99"),
+    cli(
+        *FIT,
+        "--bracket",
+        "8.49",
+        "5.49",
+        match=r"error: bracket=\(849, 549\) must be \(low, high\) in cents",
+    ),
+    cli(
+        "evaluate",
+        "--model",
+        LLAMA,
+        "--alignment",
+        "/nonexistent/alignment.safetensors",
+        match=r"error: alignment file '/nonexistent/alignment\.safetensors' does not exist; "
+        r"check the path",
+    ),
+    cli(
+        "compare",
+        "/nonexistent/0001_old.json",
+        "/nonexistent/0002_new.json",
+        match=r"error: baseline '/nonexistent/0001_old\.json' does not exist; check the path",
+    ),
+    cli(
+        "compare",
+        "old.json",
+        "new.json",
+        "--fail",
+        "iia:five",
+        match=r"error: could not parse the compare-fail expression 'iia:five'",
+    ),
+    cli(*FIT, "--method", "bondless", match=r"error: unknown method 'bondless'; choose one of"),
+    cli(*FIT, "--n-test", "1", match=r"error: n_test=1: need at least 2 pairs"),
+    cli(*FIT, "--position", "middle", match=r"error: cannot parse position 'middle'"),
+    cli(*FIT, "--threshold", "1.5", match=r"argument --threshold: '1\.5' must lie in \[0, 1\]"),
+    cli(
+        "fit",
+        "--hypothesis",
+        "left_boundry",
+        "--layer",
+        "1",
+        match=r"argument --hypothesis: invalid choice: 'left_boundry'",
+    ),
+    cli(*FIT, "--model", "/no/such/dir", match=r"error: model directory '/no/such/dir' does not"),
+    cli(*FIT, "--model", LLAMA, "--device", "tpu", match=r"error: device='tpu' is not one of"),
+]
+
+
+@pytest.mark.parametrize(("argv", "match"), CLI_CASES)
+def test_a_bad_command_line_exits_2_with_a_message(
+    argv: list[str], match: str, ctx: Ctx, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [str(ctx.model_dir()) if arg == LLAMA else arg for arg in argv]
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse refuses the option itself
+        code = exit_.code
+    assert code == 2
+    stderr = capsys.readouterr().err
+    assert re.search(match, stderr), stderr
+    assert "Traceback" not in stderr
+
+
+def test_there_are_at_least_45_distinct_cases() -> None:
+    ids = [case.id for case in CASES + CLI_CASES]
+    assert len(ids) == len(set(ids)) >= 45

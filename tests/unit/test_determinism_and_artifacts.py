@@ -1,0 +1,364 @@
+"""Reproducibility and artifact safety: fixed seeds, atomic files, a self-healing cache, parallel
+writers, hooks that never outlive a failing fit, and no code execution when loading anything."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import das_assert
+from das_assert import store
+from das_assert.cache import AlignmentCache, CacheWarning
+from das_assert.data import encode
+from das_assert.experiment import AlignmentResult, Experiment, run_experiment
+from das_assert.featurizers import Interchange
+from das_assert.fit import FitConfig, fit_alignment
+from das_assert.models import LoadedModel
+from das_assert.positions import parse_position
+from das_assert.sites import Site
+from das_assert.store import atomic_write_bytes, atomic_write_json, load_alignment, save_alignment
+from das_assert.tasks.price_tagging import prompt_pairs
+
+PACKAGE_DIR = Path(das_assert.__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+CONFIG = FitConfig(epochs=1, batch_size=8)
+SEED = 7
+
+
+def small_experiment() -> Experiment:
+    return Experiment(
+        hypothesis="left_boundary",
+        site=Site(1),
+        n_train=32,
+        n_test=32,
+        seed=SEED,
+        min_task_accuracy=0.0,
+    )
+
+
+def rotation_of(result: AlignmentResult) -> torch.Tensor:
+    rotation = result.fitted.interchange.rotation_matrix()
+    assert rotation is not None
+    return rotation.detach().cpu().clone()
+
+
+# -- (1) a fixed seed gives the same result --------------------------------------------------------
+
+
+def test_a_fixed_seed_gives_identical_iia_predictions_and_rotation(tiny_llama: LoadedModel) -> None:
+    first = run_experiment(tiny_llama, small_experiment(), CONFIG)
+    second = run_experiment(tiny_llama, small_experiment(), CONFIG)
+
+    assert first.iia == second.iia
+    assert first.evaluation.successes == second.evaluation.successes
+    assert first.evaluation.predicted.tolist() == second.evaluation.predicted.tolist()
+    assert first.evaluation.random_predicted.tolist() == second.evaluation.random_predicted.tolist()
+    assert torch.equal(rotation_of(first), rotation_of(second))
+    assert first.fitted.boundary_dims == second.fitted.boundary_dims
+
+    record, again = first.to_dict(), second.to_dict()
+    assert record["seed"] == SEED
+    assert [p["predicted"] for p in record["pairs"]] == [p["predicted"] for p in again["pairs"]]
+    assert record["iia_ci"] == again["iia_ci"]
+    assert record["baselines"] == again["baselines"]
+
+
+# -- (2) atomic writes ---------------------------------------------------------------------------
+
+Writer = Callable[[Path], None]
+
+
+def write_bytes(path: Path) -> None:
+    atomic_write_bytes(path, b"new content")
+
+
+def write_json(path: Path) -> None:
+    atomic_write_json(path, {"schema_version": 1, "entries": {}}, checksum=True)
+
+
+def write_alignment(path: Path) -> None:
+    save_alignment(path, Interchange.boundless(8), {"site": "block_output[layer=1, pos=last]"})
+
+
+WRITERS = [
+    pytest.param(write_bytes, id="atomic_write_bytes"),
+    pytest.param(write_json, id="atomic_write_json"),
+    pytest.param(write_alignment, id="save_alignment"),
+]
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_an_atomic_write_leaves_no_temporary_file(writer: Writer, tmp_path: Path) -> None:
+    target = tmp_path / "out" / "artifact"
+    writer(target)
+    writer(target)  # and again over an existing file
+    assert target.stat().st_size > 0
+    assert [p.name for p in target.parent.iterdir()] == ["artifact"]
+
+
+@pytest.mark.parametrize("failure", [OSError("disk full"), KeyboardInterrupt()], ids=repr)
+@pytest.mark.parametrize("writer", WRITERS)
+def test_a_failed_atomic_write_keeps_the_old_content(
+    writer: Writer, failure: BaseException, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "artifact"
+    target.write_bytes(b"old content")
+
+    def replace(*args: Any, **kwargs: Any) -> None:
+        raise failure
+
+    monkeypatch.setattr(store.os, "replace", replace)
+    with pytest.raises(type(failure)):
+        writer(target)
+    monkeypatch.undo()
+
+    assert target.read_bytes() == b"old content"
+    assert [p.name for p in tmp_path.iterdir()] == ["artifact"]
+
+
+# -- (3) the cache never uses a corrupted entry ---------------------------------------------------
+
+
+def truncate(path: Path) -> None:
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 3])
+
+
+def flip_a_tensor_byte(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[8 + int.from_bytes(raw[:8], "little") + 3] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def overwrite_with_garbage(path: Path) -> None:
+    path.write_bytes(b"\x00" * 7)
+
+
+@pytest.mark.parametrize("corrupt", [truncate, flip_a_tensor_byte, overwrite_with_garbage])
+def test_a_corrupted_cache_entry_is_reported_and_ignored(
+    corrupt: Callable[[Path], None], tmp_path: Path
+) -> None:
+    cache = AlignmentCache(tmp_path)
+    cache.put("key", Interchange.boundless(16), {"site": "block_output[layer=1, pos=last]"})
+    assert cache.get("key", 16) is not None
+    corrupt(cache.path("key"))
+    with pytest.warns(CacheWarning, match="ignoring a bad cache entry and recomputing"):
+        assert cache.get("key", 16) is None
+
+
+def test_a_truncated_cache_entry_is_recomputed_and_rewritten(
+    tiny_llama: LoadedModel, tmp_path: Path
+) -> None:
+    cache = AlignmentCache(tmp_path / "cache")
+    first = run_experiment(tiny_llama, small_experiment(), CONFIG, cache=cache)
+    assert not first.fitted.from_cache
+    (entry,) = (tmp_path / "cache").glob("*.safetensors")
+
+    truncate(entry)
+    with pytest.warns(CacheWarning, match="ignoring a bad cache entry"):
+        second = run_experiment(tiny_llama, small_experiment(), CONFIG, cache=cache)
+    assert not second.fitted.from_cache  # recomputed, not used
+    assert second.iia == first.iia
+    load_alignment(entry, hidden_size=tiny_llama.config.hidden_size)  # rewritten, readable
+
+    third = run_experiment(tiny_llama, small_experiment(), CONFIG, cache=cache)
+    assert third.fitted.from_cache
+    assert third.iia == first.iia
+
+
+# -- (4) parallel writers ------------------------------------------------------------------------
+
+KEYS = ("k0", "k1", "k2")
+ROUNDS = 12
+N_WRITERS = 4
+WRITER_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+
+    import torch
+
+    from das_assert.cache import AlignmentCache
+    from das_assert.featurizers import Interchange
+    from das_assert.store import save_alignment
+
+    directory, writer, rounds = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    keys = sys.argv[4].split(",")
+    torch.manual_seed(writer)
+    interchange = Interchange.boundless(64)
+    cache = AlignmentCache(directory / "cache")
+    (directory / f"ready-{writer}").touch()
+    deadline = time.monotonic() + 300
+    while not (directory / "go").exists():
+        if time.monotonic() > deadline:
+            sys.exit("never told to go")
+        time.sleep(0.005)
+    for round_ in range(rounds):
+        for key in keys:
+            manifest = {"writer": writer, "round": round_}
+            cache.put(key, interchange, manifest)
+            save_alignment(directory / "direct" / f"{key}.safetensors", interchange, manifest)
+    """
+)
+
+
+def expected_rotation(writer: int) -> torch.Tensor:
+    torch.manual_seed(writer)
+    rotation = Interchange.boundless(64).rotation_matrix()
+    assert rotation is not None
+    return rotation.detach()
+
+
+def test_parallel_writers_leave_every_file_whole(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        "OMP_NUM_THREADS": "1",
+    }
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                WRITER_SCRIPT,
+                str(tmp_path),
+                str(w),
+                str(ROUNDS),
+                ",".join(KEYS),
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for w in range(N_WRITERS)
+    ]
+    try:
+        deadline = time.monotonic() + 300
+        while len(list(tmp_path.glob("ready-*"))) < N_WRITERS:
+            failed = [p for p in processes if p.poll() not in (None, 0)]
+            assert not failed, failed[0].communicate()[1].decode()
+            assert time.monotonic() < deadline, "the writers did not start"
+            time.sleep(0.05)
+        (tmp_path / "go").touch()  # all four start writing together
+        for process in processes:
+            _, stderr = process.communicate(timeout=300)
+            assert process.returncode == 0, stderr.decode()
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    files = sorted((tmp_path / "cache").glob("*.safetensors"))
+    files += sorted((tmp_path / "direct").glob("*.safetensors"))
+    assert [f.stem for f in files] == [*KEYS, *KEYS]
+    for file in files:
+        interchange, manifest = load_alignment(file, hidden_size=64)  # whole and checksummed
+        assert manifest["writer"] in range(N_WRITERS)
+        assert manifest["round"] == ROUNDS - 1  # the last write of some writer: nothing lost
+        rotation = interchange.rotation_matrix()
+        assert rotation is not None
+        assert torch.allclose(rotation, expected_rotation(manifest["writer"]), atol=1e-6)
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+# -- (5) hooks never outlive a failing fit -----------------------------------------------------
+
+
+class MidFitFailure(Exception):
+    """Raised by a patched intervention on its second call, i.e. during the second step."""
+
+
+def registered_hooks(model: torch.nn.Module) -> dict[str, int]:
+    found = {}
+    for name, module in model.named_modules():
+        count = len(module._forward_hooks) + len(module._forward_pre_hooks)
+        count += len(module._forward_hooks_with_kwargs) + len(module._forward_pre_hooks_with_kwargs)
+        if count:
+            found[name or "<root>"] = count
+    return found
+
+
+@pytest.mark.parametrize("component", ["block_output", "block_input"])
+def test_hooks_are_removed_when_a_fit_raises_mid_way(
+    component: str, tiny_llama: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = tiny_llama.model
+    site = Site(1, component=component).resolve(model)
+    train = encode(tiny_llama, prompt_pairs("left_boundary", 16, seed=0), parse_position("last"))
+    ids, mask = train.base_batch(torch.arange(4))
+    with torch.no_grad():
+        before = model(input_ids=ids, attention_mask=mask).logits
+    assert registered_hooks(model) == {}
+
+    calls: list[int] = []
+    original = Interchange.forward
+
+    def forward(self: Interchange, *args: Any, **kwargs: Any) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) > 1:
+            raise MidFitFailure("the intervention failed in step 2")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Interchange, "forward", forward)
+    with pytest.raises(MidFitFailure):
+        fit_alignment(model, site, train, FitConfig(epochs=1, batch_size=8))
+    monkeypatch.undo()
+
+    assert len(calls) == 2  # one whole step ran, the second one failed inside the hook
+    assert registered_hooks(model) == {}
+    with torch.no_grad():
+        after = model(input_ids=ids, attention_mask=mask).logits
+    assert torch.equal(before, after)
+
+
+# -- (6) loading never runs code; one module owns the hooks --------------------------------------
+
+SOURCES = sorted(PACKAGE_DIR.rglob("*.py"))
+
+
+def calls_of(text: str, function: str) -> list[str]:
+    """The argument text of every call ``function(...)`` in ``text``."""
+    found = []
+    for match in re.finditer(re.escape(function) + r"\(", text):
+        depth, end = 1, match.end()
+        while depth and end < len(text):
+            depth += {"(": 1, ")": -1}.get(text[end], 0)
+            end += 1
+        found.append(text[match.end() : end - 1])
+    return found
+
+
+def test_sources_are_found() -> None:
+    names = {p.relative_to(PACKAGE_DIR).as_posix() for p in SOURCES}
+    assert {"store.py", "hooks.py", "models.py", "cache.py"} <= names
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.relative_to(PACKAGE_DIR).as_posix())
+def test_no_module_unpickles_or_trusts_remote_code(path: Path) -> None:
+    text = path.read_text()
+    assert not re.search(r"\bpickle\.(load|loads|Unpickler)\b", text)
+    assert not re.search(r"\b(dill|cloudpickle|joblib)\.load", text)
+    for arguments in calls_of(text, "torch.load"):
+        assert re.search(r"weights_only\s*=\s*True", arguments), f"torch.load({arguments})"
+    assert not re.search(r"trust_remote_code\s*=\s*True", text)
+
+
+def test_only_hooks_py_registers_forward_hooks() -> None:
+    users = [
+        p.relative_to(PACKAGE_DIR).as_posix()
+        for p in SOURCES
+        if "register_forward" in p.read_text()
+    ]
+    assert users == ["hooks.py"]
