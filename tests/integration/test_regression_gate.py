@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.slow
+HARMFUL_NOISE = 0.6  # relative size of the noise added to the digit embeddings
 pytest_plugins = ["pytester"]
 
 DAS_YAML = """
@@ -86,8 +87,10 @@ def _save_updated(directory: Path, update: str) -> Path:
         digits = loaded.tokenizer.convert_tokens_to_ids([str(i) for i in range(10)])
         with torch.no_grad():
             weight = loaded.model.get_input_embeddings().weight
-            noise = torch.randn(len(digits), weight.shape[1], generator=torch.Generator().manual_seed(0))
-            weight[digits] += 0.6 * weight[digits].norm(dim=1, keepdim=True) * noise / weight.shape[1] ** 0.5
+            generator = torch.Generator().manual_seed(0)
+            noise = torch.randn(len(digits), weight.shape[1], generator=generator)
+            scale = weight[digits].norm(dim=1, keepdim=True) / weight.shape[1] ** 0.5
+            weight[digits] += HARMFUL_NOISE * scale * noise
     loaded.model.save_pretrained(directory)
     loaded.tokenizer.save_pretrained(directory)
     return directory
@@ -100,15 +103,21 @@ def updated_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _setup(pytester: pytest.Pytester, update: str, path: Path) -> None:
-    pytester.makefile(".yaml", das=DAS_YAML.format(site=_boundary_site(), update=update,
-                                                  update_path=path))
+    pytester.makefile(
+        ".yaml", das=DAS_YAML.format(site=_boundary_site(), update=update, update_path=path)
+    )
     pytester.makepyfile(test_claims=CLAIMS)
 
 
 def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest_subprocess(
-        "--das-config=das.yaml", "--das-baseline-dir=baselines", "--das-cache=off",
-        "-p", "no:cacheprovider", "--das-json=report.json", *args,
+        "--das-config=das.yaml",
+        "--das-baseline-dir=baselines",
+        "--das-cache=off",
+        "-p",
+        "no:cacheprovider",
+        "--das-json=report.json",
+        *args,
     )
 
 
@@ -145,8 +154,9 @@ def test_the_gate_separates_harmless_and_harmful_updates(pytester, updated_model
         result.assert_outcomes(passed=2)  # re-derivation finds the variable again
         lb = records["left_boundary"]
         assert lb["transfer"]["iia"] < lb["baseline"]["iia"] - 0.1, lb["transfer"]
-        failing = _run(pytester, f"--das-model={path}", "--das-compare",
-                       "--das-compare-fail=transfer:0.1")
+        failing = _run(
+            pytester, f"--das-model={path}", "--das-compare", "--das-compare-fail=transfer:0.1"
+        )
         failing.assert_outcomes(passed=1, failed=1)
         assert "transfer dropped by" in failing.stdout.str()
     else:
