@@ -42,14 +42,36 @@ def search_all(
     return {h: search(align, h, layers=layers, positions=list(POSITIONS)) for h in HYPOTHESES}
 
 
-def _markdown_grid(grid: Any) -> str:
-    head = "| layer | " + " | ".join(f"`{p}`" for p in grid.positions) + " |"
-    rule = "|---" * (len(grid.positions) + 1) + "|"
+def _markdown_grid(grid: dict[str, Any]) -> str:
+    head = "| layer | " + " | ".join(f"`{p}`" for p in grid["positions"]) + " |"
+    rule = "|---" * (len(grid["positions"]) + 1) + "|"
     rows = [
         f"| {layer} | " + " | ".join(f"{v:.2f}" for v in row) + " |"
-        for layer, row in zip(grid.layers, grid.matrix(), strict=True)
+        for layer, row in zip(grid["layers"], grid["iia"], strict=True)
     ]
     return "\n".join([head, rule, *rows])
+
+
+def _findings(grids: dict[str, dict[str, Any]]) -> str:
+    """What the search says, in words computed from the numbers."""
+    lines = []
+    for hypothesis, grid in grids.items():
+        values = sorted(v for row in grid["iia"] for v in row)
+        floor = values[len(values) // 2]  # most cells sit at the no-op level
+        best = grid["best"]
+        above = [
+            f"layer {layer} `{pos}`"
+            for layer, row in zip(grid["layers"], grid["iia"], strict=True)
+            for pos, value in zip(grid["positions"], row, strict=True)
+            if value >= floor + 0.05
+        ]
+        lines.append(
+            f"- **{hypothesis}**: best {best['iia']:.3f} at layer {best['layer']} "
+            f"`{best['position']}`; cells at least 0.05 above the grid's median ({floor:.3f}, the no-op level): "
+            + (", ".join(above) if above else "none")
+            + "."
+        )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--n-train", type=int, default=1000)
-    parser.add_argument("--n-test", type=int, default=500)
+    parser.add_argument("--n-train", type=int, default=800)
+    parser.add_argument("--n-test", type=int, default=400)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -101,12 +123,12 @@ def main(argv: list[str] | None = None) -> int:
         "sha256": file_digests(args.model),
         "measure_seconds": round(time.perf_counter() - started, 1),
     }
-    write_card(args.model, card, render_readme(card, grids))
+    write_card(args.model, card, render_readme(card))
     print(f"card written in {card['measure_seconds']} s")
     return 0
 
 
-def render_readme(card: dict[str, Any], grids: dict[str, Any]) -> str:
+def render_readme(card: dict[str, Any]) -> str:
     """The human-readable model card."""
     from das_assert.embedded.recipe import __doc__ as recipe_doc
 
@@ -115,7 +137,8 @@ def render_readme(card: dict[str, Any], grids: dict[str, Any]) -> str:
         f"| {family} | {r['n']} | {r['accuracy']:.3f} | [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] |"
         for family, r in card["accuracy"].items()
     )
-    best = {h: g.to_dict()["best"] for h, g in grids.items()}
+    grids = card["search"]["grids"]
+    best = {h: g["best"] for h, g in grids.items()}
     best_rows = "\n".join(
         f"| {h} | {b['layer']} | `{b['position']}` | {b['iia']:.3f} |" for h, b in best.items()
     )
@@ -138,9 +161,12 @@ where Alpaca-7B cannot be downloaded. It loads like any Hugging Face model direc
 {card["command"]}
 ```
 
-{card["train_config"]["steps"]} steps of batch {cfg["batch_size"]}, AdamW lr {cfg["lr"]} with
-{cfg["warmup_steps"]} warm-up steps and cosine decay, {cfg["threads"]} CPU threads; it took
-{card["train_seconds"] / 60:.0f} minutes here. Cross-entropy on the answer token only.
+{cfg["steps"]} steps of batch {cfg["batch_size"]}, AdamW lr {cfg["lr"]} with
+{cfg["warmup_steps"]} warm-up steps and cosine decay, then {cfg["focus_steps"]} focus steps at lr
+{cfg["focus_lr"]}; {cfg["threads"]} CPU threads. It took {card["train_seconds"] / 60:.0f} minutes
+here, on a 2-core machine shared with other jobs (about 0.43 s per step when alone, so about
+{(cfg["steps"] + cfg["focus_steps"]) * 0.43 / 60:.0f} minutes). Cross-entropy on the answer
+token only. Deterministic for a given seed, thread count and torch version.
 
 ## Data recipe
 {recipe_doc}
@@ -161,6 +187,15 @@ word "dollars", `last` the final newline after "### Response:").
 | causal model | best layer | best position | IIA |
 |---|---|---|---|
 {best_rows}
+
+{_findings(grids)}
+
+Unlike Alpaca, where the paper found Left Boundary at 0.90 on the token after the amount in middle
+layers, this model keeps nothing decodable as `amount >= low` at any token before the last: it reads
+the digits from the final token by attention and decides there, from layer 0 on. Its Left Boundary
+alignment is real but weaker (about 0.79, against a no-op of about 0.67), and Mid-point Distance and
+Bracket Identity stay at or below the no-op level everywhere. The hypothesis files state exactly
+these claims.
 
 {sections}
 

@@ -12,6 +12,10 @@ The training mixture (fractions are of examples):
 - 15 % the True/False sibling of the default or a training paraphrase;
 - independently, 10 % of amounts are put on a bound or one cent beside it.
 
+Training has two phases: the mixture above, then a shorter *focus* phase (fresh optimizer, lower
+learning rate) in which half of the amounts lie within 0.30 of a bound, where the comparisons are
+hardest, and the rest follow the same mixture.
+
 The held-out families (``HELD_OUT_INSTRUCTIONS``, ``HELD_OUT_PREFIXES``) never appear in training.
 """
 
@@ -85,10 +89,22 @@ def _amount_near_bound(rng: random.Random, inputs: dict[str, int]) -> dict[str, 
     return {**inputs, "x": x}
 
 
-def training_example(rng: random.Random) -> tuple[PriceFormat, dict[str, int]]:
-    """One example of the training mixture: its format and its inputs (cents)."""
+def _amount_close_to_bound(rng: random.Random, inputs: dict[str, int]) -> dict[str, int]:
+    bound = rng.choice((inputs["lo"], inputs["hi"]))
+    return {**inputs, "x": min(max(bound + rng.randint(-30, 30), 1), 999)}
+
+
+def training_example(
+    rng: random.Random, *, close_to_bound: float = 0.0
+) -> tuple[PriceFormat, dict[str, int]]:
+    """One example of the training mixture: its format and its inputs (cents).
+
+    ``close_to_bound`` is the share of amounts put within 0.30 of a bound (the focus phase).
+    """
     inputs = sample_inputs(rng)
-    if rng.random() < 0.10:
+    if close_to_bound and rng.random() < close_to_bound:  # no draw in phase 1: same stream
+        inputs = _amount_close_to_bound(rng, inputs)
+    elif rng.random() < 0.10:
         inputs = _amount_near_bound(rng, inputs)
     kind = rng.random()
     fmt = PriceFormat()

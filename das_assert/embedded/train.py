@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 __all__ = ["TrainConfig", "train_embedded"]
 
@@ -21,7 +22,7 @@ class TrainConfig:
     """Architecture and optimisation settings of the embedded model."""
 
     seed: int = 0
-    steps: int = 4000
+    steps: int = 3500
     batch_size: int = 64
     lr: float = 2e-3
     warmup_steps: int = 200
@@ -32,6 +33,9 @@ class TrainConfig:
     num_hidden_layers: int = 4
     num_attention_heads: int = 4
     threads: int = 2  # CPU float sums depend on the thread count; fixed for reproducibility
+    focus_steps: int = 800  # second phase: amounts close to a bound, fresh optimizer
+    focus_lr: float = 5e-4
+    focus_close_to_bound: float = 0.5
 
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
@@ -55,6 +59,56 @@ def _batch(tokenizer, examples):
     return encoded, labels, last
 
 
+def _phase(
+    model: Any,
+    tokenizer: Any,
+    rng: random.Random,
+    cfg: TrainConfig,
+    steps: int,
+    lr: float,
+    close_to_bound: float,
+    started: float,
+    log_every: int,
+    first_step: int = 0,
+) -> list[dict[str, Any]]:
+    """One training phase with a fresh AdamW and its own warm-up and cosine decay."""
+    import torch
+
+    from das_assert.embedded.recipe import training_example
+
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay
+    )
+    schedule = replace(cfg, steps=steps, lr=lr)
+    history = []
+    running_loss, running_correct = 0.0, 0
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step, schedule)
+        examples = [training_example(rng, close_to_bound=close_to_bound)
+                    for _ in range(cfg.batch_size)]
+        encoded, labels, last = _batch(tokenizer, examples)
+        logits = model(**encoded).logits[torch.arange(len(labels)), last]
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        running_loss += loss.item()
+        running_correct += int((logits.argmax(-1) == labels).sum())
+        if (step + 1) % log_every == 0:
+            entry = {
+                "step": first_step + step + 1,
+                "seconds": round(time.perf_counter() - started, 1),
+                "loss": round(running_loss / log_every, 4),
+                "train_accuracy": round(running_correct / (log_every * cfg.batch_size), 4),
+            }
+            history.append(entry)
+            print(json.dumps(entry), flush=True)
+            running_loss, running_correct = 0.0, 0
+    return history
+
+
 def train_embedded(
     out_dir: Path, cfg: TrainConfig = TrainConfig(), *, log_every: int = 100
 ) -> dict:
@@ -62,7 +116,7 @@ def train_embedded(
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from das_assert.embedded.recipe import build_tokenizer, training_example
+    from das_assert.embedded.recipe import build_tokenizer
 
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -82,36 +136,12 @@ def train_embedded(
         eos_token_id=None,
     )
     model = LlamaForCausalLM(config)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay
-    )
-    history = []
     started = time.perf_counter()
-    running_loss, running_correct = 0.0, 0
-    for step in range(cfg.steps):
-        for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, cfg)
-        encoded, labels, last = _batch(
-            tokenizer, [training_example(rng) for _ in range(cfg.batch_size)]
-        )
-        logits = model(**encoded).logits[torch.arange(len(labels)), last]
-        loss = torch.nn.functional.cross_entropy(logits, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        running_loss += loss.item()
-        running_correct += int((logits.argmax(-1) == labels).sum())
-        if (step + 1) % log_every == 0:
-            entry = {
-                "step": step + 1,
-                "seconds": round(time.perf_counter() - started, 1),
-                "loss": round(running_loss / log_every, 4),
-                "train_accuracy": round(running_correct / (log_every * cfg.batch_size), 4),
-            }
-            history.append(entry)
-            print(json.dumps(entry), flush=True)
-            running_loss, running_correct = 0.0, 0
+    history = _phase(model, tokenizer, rng, cfg, cfg.steps, cfg.lr, 0.0, started, log_every)
+    focus_rng = random.Random(f"focus:{cfg.seed}")  # phase 1 is unchanged by phase 2's draws
+    focus = replace(cfg, warmup_steps=min(cfg.warmup_steps, cfg.focus_steps // 10))
+    history += _phase(model, tokenizer, focus_rng, focus, cfg.focus_steps, cfg.focus_lr,
+                      cfg.focus_close_to_bound, started, log_every, first_step=cfg.steps)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
