@@ -45,6 +45,9 @@ class PromptPair:
 class EncodedPairs:
     """Pairs tokenized for one model: padded ids, resolved positions, answer token ids."""
 
+    def __repr__(self) -> str:
+        return f"EncodedPairs(n={len(self)}, position={self.position!r})"
+
     pairs: list[PromptPair]
     base_ids: torch.Tensor  # (n, t_base)
     base_mask: torch.Tensor

@@ -27,6 +27,9 @@ __all__ = ["Evaluation", "evaluate"]
 class Evaluation:
     """Predictions of one alignment on one set of test pairs, and the counts behind its IIA."""
 
+    def __repr__(self) -> str:
+        return f"Evaluation(iia={self.iia:.3f}, n={self.n})"
+
     test: EncodedPairs
     predicted: torch.Tensor  # (n,) token ids under the intervention
     base_predicted: torch.Tensor  # (n,) token ids of the plain base run

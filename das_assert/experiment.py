@@ -102,6 +102,9 @@ def task_accuracy(model: LoadedModel, test: EncodedPairs, batch_size: int = 64) 
 class AlignmentResult:
     """A fitted and evaluated alignment, with its verdict."""
 
+    def __repr__(self) -> str:
+        return f"AlignmentResult({self.experiment.hypothesis}, {self.summary()})"
+
     model: LoadedModel
     experiment: Experiment
     config: FitConfig

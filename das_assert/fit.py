@@ -101,6 +101,9 @@ def make_interchange(
 class FittedAlignment:
     """A trained intervention, where it was trained, and how the training went."""
 
+    def __repr__(self) -> str:
+        return f"FittedAlignment({self.site.site}, boundary={self.boundary_dims})"
+
     interchange: Interchange
     site: ResolvedSite
     config: FitConfig

@@ -69,6 +69,9 @@ def _file_sha256(path: Path) -> str:
 class LoadedModel:
     """A loaded model, its tokenizer, and where it came from."""
 
+    def __repr__(self) -> str:
+        return f"LoadedModel({self.name!r}, {self.config.model_type}, {self.dtype}, {self.device})"
+
     model: Any
     tokenizer: Any
     path: Path

@@ -167,8 +167,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         type=_choice("--das-profile", tuple(PROFILES)),
         help="hypothesis profile for the fuzz tests: ci (derandomized, few examples), "
-        "dev or thorough. Default: 'ci' when $CI is set, else 'dev'; an explicit "
-        "--hypothesis-profile wins",
+        "dev or thorough. Default: 'ci'; an explicit --hypothesis-profile wins",
     )
 
 
@@ -193,7 +192,7 @@ def _register_profiles(config: pytest.Config) -> None:
         )
     if config.getoption("hypothesis_profile", None):
         return
-    chosen = config.getoption("das_profile") or ("ci" if os.environ.get("CI") else "dev")
+    chosen = config.getoption("das_profile") or "ci"
     settings.load_profile(f"das-{chosen}")
 
 

@@ -45,6 +45,9 @@ class IIAInconclusive(AssertionError):
 class DasSession:
     """Session-wide state: the model under test, its das.yaml settings, the alignments learned."""
 
+    def __repr__(self) -> str:
+        return f"DasSession(model={self.model.name!r}, settings={self.settings.key!r})"
+
     model: LoadedModel
     settings: ModelSettings
     seed: int = 0
@@ -118,6 +121,9 @@ class DasSession:
 @dataclass
 class DasRequest:
     """The function-scoped ``das`` fixture: assertions that record what they measured."""
+
+    def __repr__(self) -> str:
+        return f"DasRequest(test={self.node.nodeid!r})"
 
     session: DasSession
     node: Any  # the pytest item
@@ -304,7 +310,8 @@ class DasRequest:
     ) -> None:
         """Evaluate the frozen alignment on ``n`` pairs written as ``variant``; fail when the
         Wilson upper bound of IIA is below the ``robustness`` threshold of ``claim`` (or, with
-        ``expect="not_aligned"``, when the lower bound reaches it: a negative claim that breaks).
+        ``expect="not_aligned"``, when the lower bound reaches it and IIA beats the variant's
+        no-op baseline by the margin: a negative claim that breaks).
 
         Variants the model itself cannot do (task accuracy below the gate), or whose labels
         cannot be balanced, are rejected as preconditions (``hypothesis.assume``) and counted.
@@ -312,7 +319,10 @@ class DasRequest:
         __tracebackhide__ = True
         from hypothesis import assume, event
 
+        from das_assert.data import encode
         from das_assert.errors import InvalidArgument as Invalid
+        from das_assert.evaluate import evaluate
+        from das_assert.experiment import task_accuracy
         from das_assert.metrics import wilson_interval
         from das_assert.tasks.price_tagging import prompt_pairs
 
@@ -328,18 +338,24 @@ class DasRequest:
                 variables=exp.variables,
                 edit=variant.edit,
             )
-            evaluation = result.evaluate_on(pairs)
+            test = encode(self.session.model, pairs, exp.site.parsed_position)
         except Invalid as exc:
             event(f"rejected: {str(exc)[:60]}")
             self._fuzz_record(variant, claim, None, "rejected: cannot be built")
             assume(False)
             raise AssertionError("unreachable") from exc
-        if evaluation.task_accuracy < self.session.min_task_accuracy:
+        accuracy = task_accuracy(self.session.model, test)  # the precondition, checked first
+        if accuracy < self.session.min_task_accuracy:
             event("rejected: the model fails the task under this variant")
-            self._fuzz_record(variant, claim, evaluation, "rejected: task accuracy below gate")
+            self._fuzz_record(variant, claim, None, f"rejected: task accuracy {accuracy:.3f}")
             assume(False)
+        evaluation = evaluate(self.session.model.model, result.fitted, test, seed=exp.seed)
         low, high = wilson_interval(evaluation.successes, evaluation.n)
-        broken = high < threshold if expect == "aligned" else low >= threshold
+        noop = evaluation.baselines()["noop"]
+        if expect == "aligned":
+            broken = high < threshold
+        else:  # beating the threshold only counts if the intervention did something
+            broken = low >= threshold and evaluation.iia - noop >= exp.margin
         self._fuzz_record(variant, claim, evaluation, "broken" if broken else "holds")
         if broken:
             pair = evaluation.test.pairs[(evaluation.failing_indices() or [0])[0]]

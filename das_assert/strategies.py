@@ -158,8 +158,11 @@ def answer_words() -> Any:
     return st.sampled_from((("Yes", "No"), ("True", "False")))
 
 
+@st.composite
 def prompt_variants(
+    draw: Any,
     *,
+    max_changes: int = 2,
     instruction: Any = None,
     prefix: Any = None,
     suffix: Any = None,
@@ -167,16 +170,24 @@ def prompt_variants(
     numbers: Any = None,
     bracket: Any = None,
     amount_edge: Any = None,
-) -> Any:
-    """Prompt variants combining every kind of change; pass a strategy to replace one part
-    (``st.just(...)`` to hold it fixed). Shrinks toward ``PromptVariant()``."""
-    return st.builds(
-        PromptVariant,
-        instruction=instruction or instructions(),
-        prefix=prefix or contexts(),
-        suffix=suffix or contexts(max_sentences=1),
-        answers=answers or answer_words(),
-        numbers=numbers or number_styles(),
-        bracket=bracket or brackets(),
-        amount_edge=amount_edge or amount_edges(),
+) -> PromptVariant:
+    """Prompt variants that change up to ``max_changes`` parts of the default prompt at once
+    (phrasing, context before, context after, answer words, number style, bracket, amount edge).
+
+    Pass a strategy to replace how one part is drawn (``st.just(...)`` to fix it). Changing a few
+    parts at a time keeps most variants inside what the model can do, so few are rejected, and a
+    failure says which kind of change broke the alignment. Shrinks toward ``PromptVariant()``.
+    """
+    parts = {
+        "instruction": instruction or instructions(),
+        "prefix": prefix or contexts(),
+        "suffix": suffix or contexts(max_sentences=1),
+        "answers": answers or answer_words(),
+        "numbers": numbers or number_styles(),
+        "bracket": bracket or brackets(),
+        "amount_edge": amount_edge or amount_edges(),
+    }
+    chosen = draw(
+        st.lists(st.sampled_from(sorted(parts)), min_size=1, max_size=max_changes, unique=True)
     )
+    return PromptVariant(**{name: draw(parts[name]) for name in chosen})

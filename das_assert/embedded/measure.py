@@ -67,9 +67,8 @@ def _findings(grids: dict[str, dict[str, Any]]) -> str:
         ]
         lines.append(
             f"- **{hypothesis}**: best {best['iia']:.3f} at layer {best['layer']} "
-            f"`{best['position']}`; cells at least 0.05 above the grid's median ({floor:.3f}, the no-op level): "
-            + (", ".join(above) if above else "none")
-            + "."
+            f"`{best['position']}`; cells at least 0.05 above the grid's median "
+            f"({floor:.3f}, the no-op level): " + (", ".join(above) if above else "none") + "."
         )
     return "\n".join(lines)
 

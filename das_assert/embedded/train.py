@@ -85,8 +85,9 @@ def _phase(
     for step in range(steps):
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, schedule)
-        examples = [training_example(rng, close_to_bound=close_to_bound)
-                    for _ in range(cfg.batch_size)]
+        examples = [
+            training_example(rng, close_to_bound=close_to_bound) for _ in range(cfg.batch_size)
+        ]
         encoded, labels, last = _batch(tokenizer, examples)
         logits = model(**encoded).logits[torch.arange(len(labels)), last]
         loss = torch.nn.functional.cross_entropy(logits, labels)
@@ -140,8 +141,18 @@ def train_embedded(
     history = _phase(model, tokenizer, rng, cfg, cfg.steps, cfg.lr, 0.0, started, log_every)
     focus_rng = random.Random(f"focus:{cfg.seed}")  # phase 1 is unchanged by phase 2's draws
     focus = replace(cfg, warmup_steps=min(cfg.warmup_steps, cfg.focus_steps // 10))
-    history += _phase(model, tokenizer, focus_rng, focus, cfg.focus_steps, cfg.focus_lr,
-                      cfg.focus_close_to_bound, started, log_every, first_step=cfg.steps)
+    history += _phase(
+        model,
+        tokenizer,
+        focus_rng,
+        focus,
+        cfg.focus_steps,
+        cfg.focus_lr,
+        cfg.focus_close_to_bound,
+        started,
+        log_every,
+        first_step=cfg.steps,
+    )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)

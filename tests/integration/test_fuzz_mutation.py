@@ -51,8 +51,13 @@ def test_brittle_alignment_survives_variants(das, brittle, variant):
 def test_a_brittle_alignment_is_caught_shrunk_and_replayed(pytester: pytest.Pytester) -> None:
     pytester.makefile(".yaml", das=DAS_YAML)
     pytester.makepyfile(test_fuzz=FUZZ)
-    args = ("--das-config=das.yaml", "--das-cache=off", "--das-profile=dev", "-p",
-            "no:cacheprovider")
+    args = (
+        "--das-config=das.yaml",
+        "--das-cache=off",
+        "--das-profile=dev",
+        "-p",
+        "no:cacheprovider",
+    )
     first = pytester.runpytest_subprocess(*args)
     first.assert_outcomes(failed=1)
     output = first.stdout.str()
@@ -60,7 +65,8 @@ def test_a_brittle_alignment_is_caught_shrunk_and_replayed(pytester: pytest.Pyte
     assert "Falsifying example" in output
     shrunk = re.search(r"breaks under (PromptVariant\([^\n]*\))", output)
     assert shrunk, output[-2000:]
-    assert "base prompt:" in output and "source prompt:" in output
+    assert "base prompt:" in output
+    assert "source prompt:" in output
     assert "95% CI [" in output
     replay = pytester.runpytest_subprocess(*args)
     replay.assert_outcomes(failed=1)
