@@ -16,31 +16,33 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.slow
-HARMFUL_NOISE = 0.6  # relative size of the noise added to the digit embeddings
+HARMFUL_NOISE = 1.0  # relative size of the noise added to the digit embeddings
+# The noise costs task accuracy too (0.98 -> about 0.74 on 400 prompts): the gate's precondition
+# is lowered to 0.7 for that run so the regression shows as a regression, not as a precondition.
 pytest_plugins = ["pytester"]
 
 DAS_YAML = """
 models:
   embedded:
     path: embedded
-    n_train: 320
-    n_test: 300
+    n_train: 800
+    n_test: 400
     epochs: 2
     sites:
       boundary: {site}
     thresholds:
-      left_boundary: 0.75
-      midpoint_distance: 0.9
+      left_boundary: 0.68
+      midpoint_distance: 0.72
   {update}:
     path: {update_path}
-    n_train: 320
-    n_test: 300
+    n_train: 800
+    n_test: 400
     epochs: 2
     sites:
       boundary: {site}
     thresholds:
-      left_boundary: 0.75
-      midpoint_distance: 0.9
+      left_boundary: 0.68
+      midpoint_distance: 0.72
 """
 
 CLAIMS = """
@@ -148,7 +150,10 @@ def test_the_gate_separates_harmless_and_harmful_updates(pytester, updated_model
         assert record["baseline"]["delta"] == 0.0
         assert record["transfer"]["iia"] == record["iia"]
 
-    result = _run(pytester, f"--das-model={path}", "--das-compare", "--das-compare-fail=iia:0.05")
+    gate = ["--das-min-task-accuracy=0.7"] if update == "harmful" else []
+    result = _run(
+        pytester, f"--das-model={path}", "--das-compare", "--das-compare-fail=iia:0.05", *gate
+    )
     records = _results(pytester)
     if update == "rotated":
         result.assert_outcomes(passed=2)  # re-derivation finds the variable again
