@@ -48,6 +48,9 @@ class EncodedPairs:
     def __repr__(self) -> str:
         return f"EncodedPairs(n={len(self)}, position={self.position!r})"
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))  # hypothesis and IPython print dataclasses field by field
+
     pairs: list[PromptPair]
     base_ids: torch.Tensor  # (n, t_base)
     base_mask: torch.Tensor

@@ -30,6 +30,9 @@ class Evaluation:
     def __repr__(self) -> str:
         return f"Evaluation(iia={self.iia:.3f}, n={self.n})"
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))  # hypothesis and IPython print dataclasses field by field
+
     test: EncodedPairs
     predicted: torch.Tensor  # (n,) token ids under the intervention
     base_predicted: torch.Tensor  # (n,) token ids of the plain base run

@@ -105,6 +105,9 @@ class AlignmentResult:
     def __repr__(self) -> str:
         return f"AlignmentResult({self.experiment.hypothesis}, {self.summary()})"
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))  # hypothesis and IPython print dataclasses field by field
+
     model: LoadedModel
     experiment: Experiment
     config: FitConfig

@@ -104,6 +104,9 @@ class FittedAlignment:
     def __repr__(self) -> str:
         return f"FittedAlignment({self.site.site}, boundary={self.boundary_dims})"
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))  # hypothesis and IPython print dataclasses field by field
+
     interchange: Interchange
     site: ResolvedSite
     config: FitConfig

@@ -72,6 +72,9 @@ class LoadedModel:
     def __repr__(self) -> str:
         return f"LoadedModel({self.name!r}, {self.config.model_type}, {self.dtype}, {self.device})"
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))  # hypothesis and IPython print dataclasses field by field
+
     model: Any
     tokenizer: Any
     path: Path

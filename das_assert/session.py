@@ -48,6 +48,9 @@ class DasSession:
     def __repr__(self) -> str:
         return f"DasSession(model={self.model.name!r}, settings={self.settings.key!r})"
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))  # hypothesis and IPython print dataclasses field by field
+
     model: LoadedModel
     settings: ModelSettings
     seed: int = 0
@@ -124,6 +127,9 @@ class DasRequest:
 
     def __repr__(self) -> str:
         return f"DasRequest(test={self.node.nodeid!r})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))  # hypothesis and IPython print dataclasses field by field
 
     session: DasSession
     node: Any  # the pytest item

@@ -131,16 +131,19 @@ def contexts(*, pool: tuple[str, ...] = HELD_OUT_PREFIXES, max_sentences: int = 
 
 
 @st.composite
-def _fixed_brackets(draw: Any, min_width: int, max_width: int) -> tuple[int, int]:
+def _fixed_brackets(draw: Any, min_width: int, max_width: int, min_low: int) -> tuple[int, int]:
     width = draw(st.integers(min_width, max_width))
-    low = draw(st.one_of(st.integers(5, 100), st.integers(5, 995 - width)))
+    low = draw(st.one_of(st.integers(min_low, min_low + 95), st.integers(min_low, 995 - width)))
     return low, min(low + width, 995)
 
 
-def brackets(*, min_width: int = 50, max_width: int = 900) -> Any:
-    """None (sampled per prompt, as in training) or a fixed (low, high) in cents: narrow or wide,
-    near 0.00 or near 9.99. Shrinks to None, then to narrow brackets near 0."""
-    return st.one_of(st.none(), _fixed_brackets(min_width, max_width))
+def brackets(*, min_width: int = 50, max_width: int = 900, min_low: int = 5) -> Any:
+    """None (sampled per prompt, as in training) or a fixed (low, high) in cents, narrow or wide,
+    near the lowest allowed low bound or anywhere. Shrinks to None, then to narrow brackets at
+    ``min_low``. The training sampler's brackets are 250..750 cents wide, low >= 5."""
+    if not 0 < min_width <= max_width <= 995 - min_low:
+        raise ValueError(f"need 0 < min_width <= max_width <= {995 - min_low}")
+    return st.one_of(st.none(), _fixed_brackets(min_width, max_width, min_low))
 
 
 def amount_edges() -> Any:
@@ -179,13 +182,13 @@ def prompt_variants(
     failure says which kind of change broke the alignment. Shrinks toward ``PromptVariant()``.
     """
     parts = {
-        "instruction": instruction or instructions(),
-        "prefix": prefix or contexts(),
-        "suffix": suffix or contexts(max_sentences=1),
-        "answers": answers or answer_words(),
-        "numbers": numbers or number_styles(),
-        "bracket": bracket or brackets(),
-        "amount_edge": amount_edge or amount_edges(),
+        "instruction": instructions() if instruction is None else instruction,
+        "prefix": contexts() if prefix is None else prefix,
+        "suffix": contexts(max_sentences=1) if suffix is None else suffix,
+        "answers": answer_words() if answers is None else answers,
+        "numbers": number_styles() if numbers is None else numbers,
+        "bracket": brackets() if bracket is None else bracket,
+        "amount_edge": amount_edges() if amount_edge is None else amount_edge,
     }
     chosen = draw(
         st.lists(st.sampled_from(sorted(parts)), min_size=1, max_size=max_changes, unique=True)

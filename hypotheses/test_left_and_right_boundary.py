@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 
 from das_assert.metrics import wilson_interval
-from das_assert.strategies import prompt_variants
+from das_assert.strategies import brackets, prompt_variants
 
 HYPOTHESIS = "left_and_right_boundary"
 
@@ -62,7 +62,7 @@ def test_left_and_right_cannot_live_before_the_amount_is_read(das, before_amount
     das.assert_not_aligned(before_amount, claim="left_and_right_boundary")
 
 
-@given(variant=prompt_variants())
+@given(variant=prompt_variants(bracket=brackets(min_width=250, max_width=750, min_low=100)))
 def test_both_booleans_survive_changed_prompts_brackets_and_context(das, at_boundary, variant):
     """The frozen two-variable alignment on pairs written as a fuzzed variant of the prompt."""
     das.assert_robust(at_boundary, variant, claim="left_and_right_boundary")
