@@ -28,7 +28,8 @@ def _cents(text: str) -> int:
     return value
 
 
-def _unit(text: str) -> float:
+def parse_fraction(text: str) -> float:
+    """An argparse type: a number in [0, 1]."""
     try:
         value = float(text)
     except ValueError:
@@ -103,14 +104,14 @@ def _add_data_args(parser: argparse.ArgumentParser, *, hypothesis_required: bool
     )
     group.add_argument(
         "--min-task-accuracy",
-        type=_unit,
+        type=parse_fraction,
         default=0.8,
         metavar="P",
         help="below this task accuracy the run is an input error (default 0.8)",
     )
     group.add_argument(
         "--threshold",
-        type=_unit,
+        type=parse_fraction,
         metavar="P",
         help="claim IIA >= P: exit 1 unless the verdict is 'aligned'",
     )

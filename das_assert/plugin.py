@@ -34,15 +34,9 @@ def _choice(name: str, choices: tuple[str, ...]) -> Any:
 
 
 def _fraction(value: str) -> float:
-    import argparse
+    from das_assert.cli import parse_fraction  # argparse only: no torch
 
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number in [0, 1]") from None
-    if not 0 <= number <= 1:
-        raise argparse.ArgumentTypeError(f"{value!r} must lie in [0, 1]")
-    return number
+    return parse_fraction(value)
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
