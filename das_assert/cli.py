@@ -269,7 +269,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from das_assert.experiment import AlignmentResult, task_accuracy
+    from das_assert.experiment import run_experiment
     from das_assert.fit import FitConfig, FittedAlignment
     from das_assert.sites import parse_site
     from das_assert.store import load_alignment
@@ -284,20 +284,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     fitted = FittedAlignment(
         interchange, site.resolve(model.model), config, experiment.n_train, 0.0, from_cache=True
     )
-    from das_assert.data import encode
-    from das_assert.errors import PreconditionFailed
-    from das_assert.evaluate import evaluate
-
-    test = encode(model, experiment.test_pairs(), site.parsed_position)
-    accuracy = task_accuracy(model, test)
-    if accuracy < experiment.min_task_accuracy:
-        raise PreconditionFailed(
-            f"task accuracy {accuracy:.3f} < gate {experiment.min_task_accuracy} under this "
-            "prompt format; the alignment cannot be judged here"
-        )
-    evaluation = evaluate(model.model, fitted, test, seed=experiment.seed)
-    unchanged = sum(p.expected == p.base_expected for p in test.pairs) / len(test)
-    result = AlignmentResult(model, experiment, config, fitted, evaluation, unchanged)
+    result = run_experiment(model, experiment, config, fitted=fitted)
     return _finish(args, model, result.to_dict(), result.summary())
 
 

@@ -225,11 +225,13 @@ def run_experiment(
     config: FitConfig | None = None,
     *,
     cache: AlignmentCache | None = None,
+    fitted: FittedAlignment | None = None,
 ) -> AlignmentResult:
     """Fit and evaluate one alignment.
 
     With a ``cache``, a previously trained alignment for the same model, data recipe, site and
-    settings is loaded instead of trained; evaluation always runs.
+    settings is loaded instead of trained; with ``fitted`` (a saved alignment), nothing is
+    trained at all. Evaluation always runs.
 
     Raises:
         PreconditionFailed: if the model's task accuracy on the test bases is below the gate.
@@ -246,7 +248,8 @@ def run_experiment(
             "task says nothing. Check the prompt format and answer words, or lower the gate with "
             "min_task_accuracy / --das-min-task-accuracy"
         )
-    fitted = _fit_or_load(model, experiment, config, resolved, cache)
+    if fitted is None:
+        fitted = _fit_or_load(model, experiment, config, resolved, cache)
     evaluation = evaluate(model.model, fitted, test, seed=experiment.seed)
     unchanged = sum(p.expected == p.base_expected for p in test.pairs) / len(test)
     return AlignmentResult(model, experiment, config, fitted, evaluation, unchanged)
