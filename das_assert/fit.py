@@ -24,7 +24,7 @@ import torch
 from das_assert.data import EncodedPairs
 from das_assert.errors import InvalidArgument, TrainingDiverged
 from das_assert.featurizers import Interchange, temperature_schedule
-from das_assert.runner import answer_logits, source_vectors
+from das_assert.runner import PrefixStore, answer_logits, source_vectors
 from das_assert.sites import ResolvedSite
 
 __all__ = ["METHODS", "FitConfig", "FittedAlignment", "fit_alignment", "make_interchange"]
@@ -48,6 +48,7 @@ class FitConfig:
     seed: int = 0
     progress: bool = False
     prefix_cache: bool = True  # run the unchanged prefix once per batch (see runner.BaseRun)
+    prefix_store_mib: int = 1024  # keep every prefix for the whole fit when it fits (PrefixStore)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -58,6 +59,10 @@ class FitConfig:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise InvalidArgument(f"{name}={value!r} must be a finite number >= 0")
+        if self.prefix_store_mib < 0:
+            raise InvalidArgument(
+                f"prefix_store_mib={self.prefix_store_mib}; use 0 to turn the store off"
+            )
         if not 0 <= self.warmup_fraction < 1:
             raise InvalidArgument(f"warmup_fraction={self.warmup_fraction} must be in [0, 1)")
         start, end = self.temperature
@@ -66,7 +71,10 @@ class FitConfig:
         parse_method(self.method)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k not in ("progress", "prefix_cache")}
+        return {k: v for k, v in asdict(self).items() if k not in _SPEED_ONLY}
+
+
+_SPEED_ONLY = ("progress", "prefix_cache", "prefix_store_mib")  # no effect beyond float rounding
 
 
 def parse_method(method: str) -> tuple[str, int | None]:
@@ -162,6 +170,17 @@ def fit_alignment(
     if interchange.widths.requires_grad:
         groups.append({"params": [interchange.widths], "lr": config.lr_boundary})
     optimizer = torch.optim.Adam(groups)
+    store = (
+        PrefixStore.build(
+            model,
+            site,
+            train,
+            batch_size=config.batch_size,
+            max_bytes=config.prefix_store_mib * 2**20,
+        )
+        if config.prefix_cache
+        else None
+    )
     base_lrs = [g["lr"] for g in groups]
     warmup = max(1, int(config.warmup_fraction * total))
     temperatures = temperature_schedule(*config.temperature, total)
@@ -183,7 +202,13 @@ def fit_alignment(
 
             with torch.nn.utils.parametrize.cached():
                 logits = answer_logits(
-                    model, site, train, index, mix, prefix_cache=config.prefix_cache
+                    model,
+                    site,
+                    train,
+                    index,
+                    mix,
+                    prefix_cache=config.prefix_cache,
+                    prefix_store=store,
                 )
                 labels = train.label_ids[index].to(logits.device)
                 task_loss = torch.nn.functional.cross_entropy(logits, labels)

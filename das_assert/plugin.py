@@ -331,6 +331,8 @@ class _Reporter:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if hasattr(self.config, "workerinput"):
+            return  # an xdist worker: the records travel to the controller inside the report
         kept = []
         for name, value in report.user_properties:
             if name in ("das_result", "das_fuzz") and report.when != "call":

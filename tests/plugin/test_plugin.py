@@ -199,3 +199,91 @@ def test_a_model_without_thresholds_gets_a_clear_message(project, tiny_model_dir
     )
     assert result.ret != 0
     assert "has no settings for the model" in result.stdout.str()
+
+
+SECOND_HYPOTHESIS_FILE = """
+import pytest
+
+
+@pytest.fixture(scope="module")
+def aligned(das_session):
+    return das_session.align("left_and_right_boundary", "boundary")
+
+
+def test_two_booleans_are_not_found_in_a_random_model(das, aligned):
+    das.assert_not_aligned(aligned, claim="impossible")
+"""
+
+
+@pytest.mark.slow
+def test_under_xdist_the_controller_gathers_every_workers_records(project) -> None:
+    pytest.importorskip("xdist")
+    project.makepyfile(test_two=SECOND_HYPOTHESIS_FILE)
+    result = _run(
+        project,
+        "-n",
+        "2",
+        "--dist",
+        "loadfile",
+        "--das-cache=off",
+        "--das-json=out/report.json",
+        "--das-markdown=out/summary.md",
+        "--junitxml=out/junit.xml",
+    )
+    result.assert_outcomes(passed=2, failed=1)
+    report = json.loads((project.path / "out" / "report.json").read_text())
+    ids = sorted(r["test_id"] for r in report["results"])
+    assert ids == [
+        "test_hyp.py::test_a_negative_claim_holds",
+        "test_hyp.py::test_an_impossible_claim_fails",
+        "test_two.py::test_two_booleans_are_not_found_in_a_random_model",
+    ]
+    summary = (project.path / "out" / "summary.md").read_text()
+    assert "test_two.py::test_two_booleans_are_not_found_in_a_random_model" in summary
+    assert "das: causal hypotheses" in result.stdout.str()
+    junit = (project.path / "out" / "junit.xml").read_text()
+    assert junit.count('name="das_iia"') == 3
+    assert "das_result" not in junit
+
+
+def _cache_file(index: int) -> str:
+    # Two modules per key: each alignment is requested by two workers at once.
+    hypothesis = ("left_boundary", "left_and_right_boundary")[index % 2]
+    return f"""
+import pytest
+
+
+@pytest.fixture(scope="module")
+def aligned(das_session):
+    return das_session.align("{hypothesis}", "boundary")
+
+
+def test_not_found_{index}(das, aligned):
+    das.assert_not_aligned(aligned, claim="impossible")
+"""
+
+
+@pytest.mark.slow
+def test_four_xdist_workers_sharing_one_cache_directory_lose_nothing(project) -> None:
+    pytest.importorskip("xdist")
+    (project.path / "test_hyp.py").unlink()
+    project.makepyfile(**{f"test_cache_{i}": _cache_file(i) for i in range(4)})
+    cache = project.path / "shared-cache"
+    first = _run(
+        project, "-n", "4", "--dist", "loadfile", f"--das-cache-dir={cache}", "--das-json=a.json"
+    )
+    first.assert_outcomes(passed=4)
+    entries = sorted(path.name for path in cache.iterdir())
+    assert len([e for e in entries if e.endswith(".safetensors")]) == 2  # one per alignment key
+    assert not [e for e in entries if ".tmp" in e]  # no half-written file left behind
+    # Every entry reads back with a valid checksum: a second run, read-only, trains nothing.
+    second = _run(project, f"--das-cache-dir={cache}", "--das-cache=read", "--das-json=b.json")
+    second.assert_outcomes(passed=4)
+    a = json.loads((project.path / "a.json").read_text())["results"]
+    b = json.loads((project.path / "b.json").read_text())["results"]
+    assert any(r["train_seconds"] > 0 for r in a)
+    assert all(r["train_seconds"] == 0 for r in b)  # both alignments reused from disk
+    assert sorted((r["test_id"], r["iia"]) for r in a) == sorted(
+        (r["test_id"], r["iia"]) for r in b
+    )
+    assert "CacheWarning" not in second.stdout.str()

@@ -22,7 +22,7 @@ from das_assert.data import EncodedPairs, PromptPair, encode
 from das_assert.featurizers import Interchange
 from das_assert.fit import FitConfig, fit_alignment
 from das_assert.positions import parse_position
-from das_assert.runner import answer_logits, source_vectors
+from das_assert.runner import PrefixStore, answer_logits, source_vectors
 from das_assert.sites import ResolvedSite, Site
 from das_assert.tasks.phrasings import HELD_OUT_PREFIXES, TRAIN_PREFIXES
 from das_assert.tasks.price_tagging import PriceFormat, make_pairs, prompt_pairs
@@ -232,6 +232,72 @@ def test_full_interchange_equals_hand_patching_when_source_and_base_differ_in_le
     got = das_logits(loaded, site, encoded, full, prefix_cache=prefix_cache)
     want = hand_interchange(loaded, hand_blocks(loaded.model, arch)[1], pairs, position)
     assert_same_predictions(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("position", ["last", "amount.last"])
+@torch.no_grad()
+def test_a_prefix_store_gives_the_logits_of_the_per_batch_prefix_and_of_the_whole_prompt(
+    tiny_models: dict[str, Any], arch: str, position: str
+) -> None:
+    loaded = tiny_models[arch]
+    encoded = encode(
+        loaded, prompt_pairs("left_boundary", N_PAIRS, seed=5), parse_position(position)
+    )
+    site = Site(1, position).resolve(loaded.model)
+    store = PrefixStore.build(loaded.model, site, encoded, batch_size=6, max_bytes=2**26)
+    assert store is not None
+    assert store.prefix == int(encoded.base_position[0])
+    full = Interchange.full(loaded.config.hidden_size)
+    sources = source_vectors(loaded.model, site, encoded)
+    for index in encoded.batches(5, generator=torch.Generator().manual_seed(0)):
+
+        def mix(base: torch.Tensor, index: torch.Tensor = index) -> torch.Tensor:
+            return full(base, sources[index], encoded.variable_index[index], hard=True)
+
+        stored = answer_logits(loaded.model, site, encoded, index, mix, prefix_store=store)
+        per_batch = answer_logits(loaded.model, site, encoded, index, mix)
+        whole = answer_logits(loaded.model, site, encoded, index, mix, prefix_cache=False)
+        assert_same_predictions(stored, per_batch, atol=1e-5)
+        assert_same_predictions(stored, whole, atol=1e-5)
+
+
+def test_a_prefix_store_is_not_built_past_its_memory_budget_or_for_prompts_of_mixed_lengths(
+    tiny_models: dict[str, Any],
+) -> None:
+    loaded = tiny_models["llama"]
+    position = parse_position("amount.last")
+    site = Site(1, "amount.last").resolve(loaded.model)
+    same = encode(loaded, prompt_pairs("left_boundary", 8, seed=0), position)
+    store = PrefixStore.build(loaded.model, site, same, batch_size=4, max_bytes=2**26)
+    assert store is not None
+    assert 0 < store.nbytes <= 2**26
+    for budget in (store.nbytes - 1, 0):
+        assert PrefixStore.build(loaded.model, site, same, batch_size=4, max_bytes=budget) is None
+    # Bases with prefixes of different lengths have no shared site position.
+    swapped = [replace(p, base=p.source, source=p.base) for p in prefixed_pairs(8, seed=2)]
+    mixed = encode(loaded, swapped, position)
+    assert len(set(mixed.base_position.tolist())) > 1
+    assert PrefixStore.build(loaded.model, site, mixed, batch_size=4, max_bytes=2**26) is None
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fit_alignment_learns_the_same_alignment_with_and_without_the_prefix_store(
+    tiny_models: dict[str, Any], arch: str
+) -> None:
+    loaded = tiny_models[arch]
+    train = encode(loaded, prompt_pairs("left_boundary", 24, seed=0), parse_position("last"))
+    site = Site(1, "last").resolve(loaded.model)
+    config = FitConfig(epochs=2, batch_size=8, lr_rotation=1e-2)
+    stored = fit_alignment(loaded.model, site, train, config)
+    per_batch = fit_alignment(loaded.model, site, train, replace(config, prefix_store_mib=0))
+    torch.testing.assert_close(
+        stored.interchange.rotation_matrix().detach(),
+        per_batch.interchange.rotation_matrix().detach(),
+        atol=1e-4,
+        rtol=0,
+    )
+    assert stored.boundary_dims == per_batch.boundary_dims
 
 
 # -- b. a full box is the full interchange, an empty box is the base run -------------------------
