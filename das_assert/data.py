@@ -95,15 +95,17 @@ def _tokenize(model: LoadedModel, prompts: Sequence[Any], position: Position) ->
     import torch
 
     texts = [prompt.text for prompt in prompts]
-    encoded = model.tokenizer(texts, return_offsets_mapping=True, padding=True, return_tensors="pt")
-    mask = encoded["attention_mask"]
+    # Python lists, not return_tensors="pt": transformers flattens nested offset lists one
+    # element at a time to build a tensor, which costs more than the tokenization itself.
+    encoded = model.tokenizer(texts, return_offsets_mapping=True, padding=True)
+    mask = torch.tensor(encoded["attention_mask"])
     lengths = mask.sum(dim=1)
     positions = []
     for row, prompt in enumerate(prompts):
         n = int(lengths[row])
-        offsets = [tuple(pair) for pair in encoded["offset_mapping"][row, :n].tolist()]
+        offsets = [tuple(pair) for pair in encoded["offset_mapping"][row][:n]]
         positions.append(position.resolve(offsets, prompt.spans, prompt.text))
-    return encoded["input_ids"], mask, lengths - 1, torch.tensor(positions)
+    return torch.tensor(encoded["input_ids"]), mask, lengths - 1, torch.tensor(positions)
 
 
 def encode(model: LoadedModel, pairs: Sequence[PromptPair], position: Position) -> EncodedPairs:

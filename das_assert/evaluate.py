@@ -15,10 +15,11 @@ from typing import Any
 
 import torch
 
+from das_assert import sharing
 from das_assert.data import EncodedPairs
 from das_assert.featurizers import Interchange
 from das_assert.fit import FittedAlignment
-from das_assert.runner import BaseRun, source_vectors
+from das_assert.runner import BaseRun, PrefixStore, source_vectors
 
 __all__ = ["Evaluation", "evaluate"]
 
@@ -118,19 +119,29 @@ def evaluate(
     seed: int = 0,
     batch_size: int = 64,
     prefix_cache: bool = True,
+    prefix_store_bytes: int = 2**30,
 ) -> Evaluation:
-    """Evaluate ``alignment`` on ``test`` with a hard mask, with the baselines of the same run."""
+    """Evaluate ``alignment`` on ``test`` with a hard mask, with the baselines of the same run.
+
+    Inside a ``sharing()`` block (a search) the test prompts' prefix KV cache is computed once and
+    shared by every cell at the same position; elsewhere each batch runs its own prefix once.
+    """
     started = time.perf_counter()
     site = alignment.site
     interchange = alignment.interchange
     control = Interchange.random_rotation(interchange.d, interchange.hard_widths(), seed=seed + 1)
     control.to(model.get_input_embeddings().weight.device)
     sources = source_vectors(model, site, test)
+    store = (
+        PrefixStore.shared(model, site, test, batch_size=batch_size, max_bytes=prefix_store_bytes)
+        if prefix_cache and sharing.active()
+        else None
+    )
     predicted, base_predicted, random_predicted = [], [], []
     for index in test.batches(batch_size):
         source = sources[index.to(sources.device)]
         variables = test.variable_index[index]
-        run = BaseRun(model, site, test, index, prefix_cache=prefix_cache)
+        run = BaseRun(model, site, test, index, prefix_cache=prefix_cache, prefix_store=store)
         base_predicted.append(run.logits().argmax(-1).cpu())
         predicted.append(run.logits(_hard_mix(interchange, source, variables)).argmax(-1).cpu())
         random_predicted.append(run.logits(_hard_mix(control, source, variables)).argmax(-1).cpu())

@@ -20,6 +20,7 @@ from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
 from das_assert.metrics import Verdict, normalized_iia, verdict, wilson_interval
 from das_assert.models import LoadedModel
 from das_assert.runner import answer_logits
+from das_assert.sharing import shared
 from das_assert.sites import Site
 from das_assert.tasks.price_tagging import (
     INTERVENED_VARIABLES,
@@ -231,63 +232,101 @@ def run_experiment(
 
     With a ``cache``, a previously trained alignment for the same model, data recipe, site and
     settings is loaded instead of trained; with ``fitted`` (a saved alignment), nothing is
-    trained at all. Evaluation always runs.
+    trained at all. Evaluation always runs. The task precondition is checked before training
+    (a model that fails it is not worth a fit) and otherwise on the evaluation's own base run.
 
     Raises:
         PreconditionFailed: if the model's task accuracy on the test bases is below the gate.
     """
     config = config or FitConfig()
-    position = experiment.site.parsed_position
     resolved = experiment.site.resolve(model.model)
-    test = encode(model, experiment.test_pairs(), position)
-    accuracy = task_accuracy(model, test)
-    if accuracy < experiment.min_task_accuracy:
-        raise PreconditionFailed(
-            f"{model.name} answers only {accuracy:.3f} of the {len(test)} test prompts correctly "
-            f"(gate: {experiment.min_task_accuracy}); an alignment of a model that does not do the "
-            "task says nothing. Check the prompt format and answer words, or lower the gate with "
-            "min_task_accuracy / --das-min-task-accuracy"
-        )
+    test = _encoded(model, experiment, "test")
+    key = cache_key(model.fingerprint, experiment, config) if cache else ""
+    if fitted is None and cache is not None:
+        fitted = _load(model, experiment, config, resolved, cache, key)
     if fitted is None:
-        fitted = _fit_or_load(model, experiment, config, resolved, cache)
+        _check_precondition(model, experiment, task_accuracy(model, test), len(test))
+        n_variables = len(INTERVENED_VARIABLES[experiment.hypothesis])
+        train = _encoded(model, experiment, "train")
+        fitted = fit_alignment(model.model, resolved, train, config, n_variables=n_variables)
+        if cache is not None:
+            _store(model, experiment, config, fitted, cache, key)
     evaluation = evaluate(model.model, fitted, test, seed=experiment.seed)
+    _check_precondition(model, experiment, evaluation.task_accuracy, len(test))
     unchanged = sum(p.expected == p.base_expected for p in test.pairs) / len(test)
     return AlignmentResult(model, experiment, config, fitted, evaluation, unchanged)
 
 
-def _fit_or_load(
+def _encoded(model: LoadedModel, experiment: Experiment, which: str) -> EncodedPairs:
+    """The training or test pairs of ``experiment``, encoded; shared inside ``sharing()``."""
+    exp = experiment
+    key = (
+        "encoded",
+        which,
+        id(model),
+        exp.hypothesis,
+        exp.variables,
+        exp.n_train if which == "train" else exp.n_test,
+        exp.seed,
+        exp.fmt,
+        exp.bracket,
+        exp.site.position,
+    )
+    pairs = exp.train_pairs if which == "train" else exp.test_pairs
+    return shared(key, lambda: encode(model, pairs(), exp.site.parsed_position), owners=(model,))
+
+
+def _check_precondition(
+    model: LoadedModel, experiment: Experiment, accuracy: float, n: int
+) -> None:
+    if accuracy < experiment.min_task_accuracy:
+        raise PreconditionFailed(
+            f"{model.name} answers only {accuracy:.3f} of the {n} test prompts correctly "
+            f"(gate: {experiment.min_task_accuracy}); an alignment of a model that does not do the "
+            "task says nothing. Check the prompt format and answer words, or lower the gate with "
+            "min_task_accuracy / --das-min-task-accuracy"
+        )
+
+
+def _load(
     model: LoadedModel,
     experiment: Experiment,
     config: FitConfig,
     resolved: Any,
-    cache: AlignmentCache | None,
-) -> FittedAlignment:
-    n_variables = len(INTERVENED_VARIABLES[experiment.hypothesis])
-    key = cache_key(model.fingerprint, experiment, config) if cache else ""
-    hit = cache.get(key, model.config.hidden_size) if cache else None
-    if hit is not None:
-        interchange, manifest = hit
-        interchange.to(model.input_device)
-        fitted = FittedAlignment(interchange, resolved, config, experiment.n_train, 0.0)
-        fitted.history = manifest.get("history", [])
-        fitted.from_cache = True
-        return fitted
-    train = encode(model, experiment.train_pairs(), experiment.site.parsed_position)
-    fitted = fit_alignment(model.model, resolved, train, config, n_variables=n_variables)
-    if cache:
-        cache.put(
-            key,
-            fitted.interchange,
-            {
-                "hypothesis": experiment.hypothesis,
-                "variables": list(experiment.variables or ()),
-                "site": str(experiment.site),
-                "model": model.fingerprint,
-                "fit": config.as_dict(),
-                "n_train": experiment.n_train,
-                "seed": experiment.seed,
-                "train_seconds": round(fitted.train_seconds, 3),
-                "history": fitted.history,
-            },
-        )
+    cache: AlignmentCache,
+    key: str,
+) -> FittedAlignment | None:
+    hit = cache.get(key, model.config.hidden_size)
+    if hit is None:
+        return None
+    interchange, manifest = hit
+    interchange.to(model.input_device)
+    fitted = FittedAlignment(interchange, resolved, config, experiment.n_train, 0.0)
+    fitted.history = manifest.get("history", [])
+    fitted.from_cache = True
     return fitted
+
+
+def _store(
+    model: LoadedModel,
+    experiment: Experiment,
+    config: FitConfig,
+    fitted: FittedAlignment,
+    cache: AlignmentCache,
+    key: str,
+) -> None:
+    cache.put(
+        key,
+        fitted.interchange,
+        {
+            "hypothesis": experiment.hypothesis,
+            "variables": list(experiment.variables or ()),
+            "site": str(experiment.site),
+            "model": model.fingerprint,
+            "fit": config.as_dict(),
+            "n_train": experiment.n_train,
+            "seed": experiment.seed,
+            "train_seconds": round(fitted.train_seconds, 3),
+            "history": fitted.history,
+        },
+    )

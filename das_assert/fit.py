@@ -171,7 +171,7 @@ def fit_alignment(
         groups.append({"params": [interchange.widths], "lr": config.lr_boundary})
     optimizer = torch.optim.Adam(groups)
     store = (
-        PrefixStore.build(
+        PrefixStore.shared(
             model,
             site,
             train,

@@ -16,6 +16,7 @@ import torch
 from das_assert import hooks
 from das_assert.data import EncodedPairs
 from das_assert.errors import DasError
+from das_assert.sharing import shared
 from das_assert.sites import ResolvedSite
 
 __all__ = ["BaseRun", "PrefixStore", "answer_logits", "source_vectors"]
@@ -49,6 +50,61 @@ def _forward(
         raise _oom_message(exc, ids.shape[0]) from None
 
 
+_MIN_HEAD = 8  # a shorter shared head is not worth its own pass
+
+
+def _shared_head(ids: torch.Tensor, mask: torch.Tensor, limit: int) -> int:
+    """How many leading tokens (at most ``limit``) all rows share, unpadded; 0 if too few."""
+    width = min(limit, ids.shape[1])
+    if ids.shape[0] < 2 or width < _MIN_HEAD:
+        return 0
+    same = (ids[:, :width] == ids[:1, :width]).all(dim=0) & mask[:, :width].bool().all(dim=0)
+    head = int(torch.cumprod(same.int(), dim=0).sum())
+    return head if head >= _MIN_HEAD else 0
+
+
+_HEADS: list[tuple[tuple[Any, ...], list[tuple[torch.Tensor, torch.Tensor]]]] = []
+
+
+def _weights_version(model: Any) -> tuple[Any, ...]:
+    """Changes whenever a parameter is replaced or modified in place."""
+    return (id(model), *((id(p), p._version) for p in model.parameters()))
+
+
+@torch.no_grad()
+def _head_cache(model: Any, ids: torch.Tensor, mask: torch.Tensor, batch: int) -> Any:
+    """The KV cache of a head every row shares, run once for one row and expanded to ``batch``.
+
+    The last few heads are remembered (keyed by the token ids and the weights' version), so the
+    template's preamble runs once for a whole evaluation, not once per batch.
+    """
+    from transformers import DynamicCache
+
+    key = (bytes(ids[0].cpu().numpy()), _weights_version(model))
+    tensors = next((kv for k, kv in _HEADS if k == key), None)
+    if tensors is None:
+        cache = _forward(model.base_model, ids[:1], mask[:1], use_cache=True).past_key_values
+        tensors = _layer_tensors(cache)
+        if tensors is None:
+            return None
+        _HEADS.insert(0, (key, tensors))
+        del _HEADS[4:]
+    return DynamicCache(
+        ddp_cache_data=[
+            (k.expand(batch, *k.shape[1:]), v.expand(batch, *v.shape[1:])) for k, v in tensors
+        ]
+    )
+
+
+def _split_head(model: Any, ids: torch.Tensor, mask: torch.Tensor, limit: int) -> tuple[int, Any]:
+    """``(head, cache)``: the KV cache of the leading tokens all rows share (the template's
+    preamble, at most ``limit`` of them), run once for one row; ``(0, None)`` where there is none.
+    A forward pass over ``ids[:, head:]`` on top of ``cache`` gives the whole prompt's output."""
+    head = _shared_head(ids, mask, limit)
+    cache = _head_cache(model, ids[:, :head], mask[:, :head], ids.shape[0]) if head else None
+    return (head, cache) if cache is not None else (0, None)
+
+
 @torch.no_grad()
 def source_vectors(
     model: Any, site: ResolvedSite, encoded: EncodedPairs, *, batch_size: int = 64
@@ -57,8 +113,10 @@ def source_vectors(
     chunks = []
     for index in encoded.batches(batch_size):
         ids, mask = encoded.source_batch(index)
-        with hooks.capture(site, encoded.source_position[index], stop=True) as captured:
-            _forward(model, ids, mask)
+        positions = encoded.source_position[index]
+        head, cache = _split_head(model, ids, mask, int(positions.min()))
+        with hooks.capture(site, positions - head, stop=True) as captured:
+            _forward(model, ids[:, head:], mask, use_cache=cache is not None, past_key_values=cache)
         chunks.append(captured["hidden"])
     return torch.cat(chunks)
 
@@ -66,7 +124,13 @@ def source_vectors(
 def _prefix_cache(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> Any:
     """The KV cache of a prefix, without gradients; the decoder alone, no logits are needed."""
     with torch.no_grad():
-        return _forward(model.base_model, ids, mask, use_cache=True).past_key_values
+        head, cache = _split_head(model, ids, mask, ids.shape[1])
+        if head == ids.shape[1]:
+            return cache
+        decoder = model.base_model
+        return _forward(
+            decoder, ids[:, head:], mask, use_cache=True, past_key_values=cache
+        ).past_key_values
 
 
 def _layer_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
@@ -83,8 +147,8 @@ class PrefixStore:
     """The KV cache of every base prompt's prefix [0, p), computed once and kept for a whole fit.
 
     Without it each training step reruns the prefix of its batch; with it, every epoch after the
-    first costs only the suffix [p, end). Built only when all base prompts share one length and
-    one site position, the model uses a plain ``DynamicCache``, and the cache fits ``max_bytes``.
+    first costs only the suffix [p, end), p the earliest site position of all prompts. Built only
+    when the model uses a plain ``DynamicCache`` and the cache fits ``max_bytes``.
     """
 
     def __init__(self, prefix: int, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -127,6 +191,25 @@ class PrefixStore:
         ]
         return cls(p, layers)
 
+    @classmethod
+    def shared(
+        cls,
+        model: Any,
+        site: ResolvedSite,
+        encoded: EncodedPairs,
+        *,
+        batch_size: int,
+        max_bytes: int,
+    ) -> PrefixStore | None:
+        """``build``, computed once per pair set inside a ``sharing()`` block: the prefix
+        [0, p) does not depend on the layer, so the cells of a search at one position share it."""
+        p = _shared_prefix(encoded, torch.arange(len(encoded))) if len(encoded) else None
+        return shared(
+            ("prefix_store", id(model), id(encoded), p, max_bytes),
+            lambda: cls.build(model, site, encoded, batch_size=batch_size, max_bytes=max_bytes),
+            owners=(model, encoded),
+        )
+
     def cache_for(self, index: torch.Tensor) -> Any:
         """A fresh ``DynamicCache`` holding the prefixes of rows ``index``."""
         from transformers import DynamicCache
@@ -138,11 +221,11 @@ class PrefixStore:
 class BaseRun:
     """Forward passes over one batch of base prompts, with or without an intervention.
 
-    An intervention at token p cannot change anything at tokens before p. When every base prompt
-    of the batch has the same length and the same site position p (the usual case: one template),
-    the prefix [0, p) runs once, without gradients, into a KV cache, and each pass runs only the
-    suffix [p, end) on top of it; the backward pass then covers only the suffix. Otherwise each
-    pass runs the whole prompt. Both paths give the same logits up to float rounding.
+    An intervention at token p cannot change anything at tokens before p. The prefix before the
+    batch's earliest site position p runs once, without gradients, into a KV cache, and each pass
+    runs only the suffix [p, end) on top of it; the backward pass then covers only the suffix. A
+    ``PrefixStore`` supplies that cache precomputed. With ``prefix_cache=False`` (or no site) each
+    pass runs the whole prompt. All paths give the same logits up to float rounding.
     """
 
     def __init__(
@@ -163,18 +246,24 @@ class BaseRun:
         self.prefix = _shared_prefix(encoded, index) if prefix_cache and site is not None else None
         self._store = prefix_store if self.prefix is not None else None
         self._cache: Any = None
+        self._cached = 0  # how many leading tokens self._cache holds
 
     def logits(self, mix: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """Logits (batch, vocab) at each base prompt's last token, intervened by ``mix``."""
         if self.prefix is None:
             return self._full(mix)
-        p = self.prefix
-        if self._cache is None and self._store is not None and self._store.prefix == p:
-            self._cache = self._store.cache_for(self.index)
         if self._cache is None:
-            self._cache = _prefix_cache(self.model, self.ids[:, :p], self.mask[:, :p])
-        suffix = self.ids[:, p:]
-        positions = torch.zeros(len(self.index), dtype=torch.long)
+            store = self._store
+            if store is not None and store.prefix <= self.prefix:
+                self._cache, self._cached = store.cache_for(self.index), store.prefix
+            else:
+                p = self.prefix
+                self._cache = _prefix_cache(self.model, self.ids[:, :p], self.mask[:, :p])
+                self._cached = p
+        p = self._cached
+        index = self.index
+        positions = self.encoded.base_position[index] - p
+        last = self.encoded.base_last[index] - p
         context = (
             hooks.intervene(self.site, positions, mix)
             if mix is not None and self.site is not None
@@ -182,28 +271,44 @@ class BaseRun:
         )
         with context:
             output = _forward(
-                self.model, suffix, self.mask, use_cache=True, past_key_values=self._cache
+                self.model, self.ids[:, p:], self.mask, use_cache=True, past_key_values=self._cache
             )
-        self._cache.crop(-suffix.shape[1])
-        return output.logits[:, -1].float()
+        self._cache.crop(-(self.ids.shape[1] - p))  # back to the prefix for the next pass
+        logits = output.logits
+        rows = torch.arange(logits.shape[0], device=logits.device)
+        return logits[rows, last.to(logits.device)].float()
 
     def _full(self, mix: Callable[[torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
         encoded, index = self.encoded, self.index
-        if mix is None or self.site is None:
-            output = _forward(self.model, self.ids, self.mask)
-        else:
-            with hooks.intervene(self.site, encoded.base_position[index], mix):
-                output = _forward(self.model, self.ids, self.mask)
+        last = encoded.base_last[index]
+        positions = encoded.base_position[index]
+        intervening = mix is not None and self.site is not None
+        limit = min(int(last.min()), int(positions.min()) if intervening else self.ids.shape[1])
+        head, cache = _split_head(self.model, self.ids, self.mask, limit)
+        context = (
+            hooks.intervene(self.site, positions - head, mix)
+            if intervening
+            else contextlib.nullcontext()
+        )
+        with context:
+            output = _forward(
+                self.model,
+                self.ids[:, head:],
+                self.mask,
+                use_cache=cache is not None,
+                past_key_values=cache,
+            )
         logits = output.logits
         rows = torch.arange(logits.shape[0], device=logits.device)
-        return logits[rows, encoded.base_last[index].to(logits.device)].float()
+        return logits[rows, (last - head).to(logits.device)].float()
 
 
 def _shared_prefix(encoded: EncodedPairs, index: torch.Tensor) -> int | None:
-    positions = encoded.base_position[index]
-    lengths = encoded.base_last[index]
-    same = bool((positions == positions[0]).all()) and bool((lengths == lengths[0]).all())
-    return int(positions[0]) if same and int(positions[0]) > 0 else None
+    """The tokens before the earliest site position of the rows: no intervention reaches them.
+
+    Right padding keeps every row unpadded there, so they can run once into a KV cache."""
+    p = int(encoded.base_position[index].min())
+    return p if p > 0 else None
 
 
 def answer_logits(

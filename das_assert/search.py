@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from das_assert.sharing import sharing
 from das_assert.sites import Site
 
 __all__ = ["SearchGrid", "save_heatmap", "search"]
@@ -59,13 +60,18 @@ def search(
     component: str = "block_output",
     **changes: Any,
 ) -> SearchGrid:
-    """Fit ``hypothesis`` at every cell; ``align(hypothesis, site, **changes)`` fits one cell."""
+    """Fit ``hypothesis`` at every cell; ``align(hypothesis, site, **changes)`` fits one cell.
+
+    The cells of one position run together inside ``sharing()``: they encode their pairs once and
+    share the prefix KV cache of the training and test prompts, which does not depend on the layer.
+    """
     results = {}
-    for layer in layers:
-        for position in positions:
-            results[(layer, position)] = align(
-                hypothesis, Site(layer, position, component), **changes
-            )
+    for position in positions:
+        with sharing():
+            for layer in layers:
+                results[(layer, position)] = align(
+                    hypothesis, Site(layer, position, component), **changes
+                )
     return SearchGrid(hypothesis, list(layers), list(positions), results)
 
 

@@ -328,7 +328,6 @@ class DasRequest:
         from das_assert.data import encode
         from das_assert.errors import InvalidArgument as Invalid
         from das_assert.evaluate import evaluate
-        from das_assert.experiment import task_accuracy
         from das_assert.metrics import wilson_interval
         from das_assert.tasks.price_tagging import prompt_pairs
 
@@ -350,12 +349,13 @@ class DasRequest:
             self._fuzz_record(variant, claim, None, "rejected: cannot be built")
             assume(False)
             raise AssertionError("unreachable") from exc
-        accuracy = task_accuracy(self.session.model, test)  # the precondition, checked first
+        # One pass gives the precondition (the base run) and the claim; the precondition decides.
+        evaluation = evaluate(self.session.model.model, result.fitted, test, seed=exp.seed)
+        accuracy = evaluation.task_accuracy
         if accuracy < self.session.min_task_accuracy:
             event("rejected: the model fails the task under this variant")
             self._fuzz_record(variant, claim, None, f"rejected: task accuracy {accuracy:.3f}")
             assume(False)
-        evaluation = evaluate(self.session.model.model, result.fitted, test, seed=exp.seed)
         low, high = wilson_interval(evaluation.successes, evaluation.n)
         noop = evaluation.baselines()["noop"]
         if expect == "aligned":

@@ -18,6 +18,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from das_assert import runner
 from das_assert.data import EncodedPairs, PromptPair, encode
 from das_assert.featurizers import Interchange
 from das_assert.fit import FitConfig, fit_alignment
@@ -262,23 +263,50 @@ def test_a_prefix_store_gives_the_logits_of_the_per_batch_prefix_and_of_the_whol
         assert_same_predictions(stored, whole, atol=1e-5)
 
 
-def test_a_prefix_store_is_not_built_past_its_memory_budget_or_for_prompts_of_mixed_lengths(
+def test_a_prefix_store_is_not_built_past_its_memory_budget(
     tiny_models: dict[str, Any],
 ) -> None:
     loaded = tiny_models["llama"]
-    position = parse_position("amount.last")
     site = Site(1, "amount.last").resolve(loaded.model)
-    same = encode(loaded, prompt_pairs("left_boundary", 8, seed=0), position)
+    same = encode(loaded, prompt_pairs("left_boundary", 8, seed=0), parse_position("amount.last"))
     store = PrefixStore.build(loaded.model, site, same, batch_size=4, max_bytes=2**26)
     assert store is not None
     assert 0 < store.nbytes <= 2**26
     for budget in (store.nbytes - 1, 0):
         assert PrefixStore.build(loaded.model, site, same, batch_size=4, max_bytes=budget) is None
-    # Bases with prefixes of different lengths have no shared site position.
-    swapped = [replace(p, base=p.source, source=p.base) for p in prefixed_pairs(8, seed=2)]
-    mixed = encode(loaded, swapped, position)
-    assert len(set(mixed.base_position.tolist())) > 1
-    assert PrefixStore.build(loaded.model, site, mixed, batch_size=4, max_bytes=2**26) is None
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@torch.no_grad()
+def test_prompts_of_mixed_lengths_share_the_prefix_before_their_earliest_site(
+    tiny_models: dict[str, Any], arch: str
+) -> None:
+    loaded = tiny_models[arch]
+    position = "amount.last"
+    # Bases with irrelevant prefixes of different lengths: the site moves from row to row.
+    swapped = [replace(p, base=p.source, source=p.base) for p in prefixed_pairs(N_PAIRS, seed=2)]
+    encoded = encode(loaded, swapped, parse_position(position))
+    assert len(set(encoded.base_position.tolist())) > 1
+    assert len(set(encoded.base_last.tolist())) > 1
+    site = Site(1, position).resolve(loaded.model)
+    store = PrefixStore.build(loaded.model, site, encoded, batch_size=5, max_bytes=2**26)
+    assert store is not None
+    assert store.prefix == int(encoded.base_position.min())
+    full = Interchange.full(loaded.config.hidden_size)
+    sources = source_vectors(loaded.model, site, encoded)
+    for index in encoded.batches(6, generator=torch.Generator().manual_seed(1)):
+
+        def mix(base: torch.Tensor, index: torch.Tensor = index) -> torch.Tensor:
+            return full(base, sources[index], encoded.variable_index[index], hard=True)
+
+        stored = answer_logits(loaded.model, site, encoded, index, mix, prefix_store=store)
+        per_batch = answer_logits(loaded.model, site, encoded, index, mix)
+        whole = answer_logits(loaded.model, site, encoded, index, mix, prefix_cache=False)
+        assert_same_predictions(stored, whole, atol=1e-5)
+        assert_same_predictions(per_batch, whole, atol=1e-5)
+    want = hand_interchange(loaded, hand_blocks(loaded.model, arch)[1], swapped, position)
+    got = das_logits(loaded, site, encoded, full)
+    assert_same_predictions(got, want, atol=1e-5)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -298,6 +326,37 @@ def test_fit_alignment_learns_the_same_alignment_with_and_without_the_prefix_sto
         rtol=0,
     )
     assert stored.boundary_dims == per_batch.boundary_dims
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@torch.no_grad()
+def test_the_shared_preamble_runs_once_and_changes_no_prediction(
+    tiny_models: dict[str, Any], arch: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = tiny_models[arch]
+    position = "amount.last"
+    encoded = encode(
+        loaded, prompt_pairs("left_boundary", N_PAIRS, seed=7), parse_position(position)
+    )
+    ids, mask = encoded.base_batch(torch.arange(N_PAIRS))
+    assert runner._shared_head(ids, mask, ids.shape[1]) >= 20  # the Alpaca preamble and more
+    site = Site(1, position).resolve(loaded.model)
+    full = Interchange.full(loaded.config.hidden_size)
+
+    def outputs() -> list[torch.Tensor]:
+        return [
+            source_vectors(loaded.model, site, encoded, batch_size=6),
+            das_logits(loaded, site, encoded, full),
+            das_logits(loaded, site, encoded, full, prefix_cache=False),
+            das_logits(loaded, None, encoded, None),
+        ]
+
+    with_head = outputs()
+    monkeypatch.setattr(runner, "_MIN_HEAD", 10**6)  # every row runs its whole prompt
+    for got, want in zip(with_head, outputs(), strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+        if got.dim() == 2 and got.shape[1] > loaded.config.hidden_size:  # logits
+            assert torch.equal(got.argmax(-1), want.argmax(-1))
 
 
 # -- b. a full box is the full interchange, an empty box is the base run -------------------------
