@@ -349,3 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DasError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Every artifact is written to a temporary file and renamed: none is left half-written.
+        print("interrupted: nothing was saved", file=sys.stderr)
+        return 130

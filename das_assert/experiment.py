@@ -252,6 +252,7 @@ def run_experiment(
         if cache is not None:
             _store(model, experiment, config, fitted, cache, key)
     evaluation = evaluate(model.model, fitted, test, seed=experiment.seed)
+    _release_device_cache(model)  # the fit's prefix store and activations are gone by now
     _check_precondition(model, experiment, evaluation.task_accuracy, len(test))
     unchanged = sum(p.expected == p.base_expected for p in test.pairs) / len(test)
     return AlignmentResult(model, experiment, config, fitted, evaluation, unchanged)
@@ -274,6 +275,12 @@ def _encoded(model: LoadedModel, experiment: Experiment, which: str) -> EncodedP
     )
     pairs = exp.train_pairs if which == "train" else exp.test_pairs
     return shared(key, lambda: encode(model, pairs(), exp.site.parsed_position), owners=(model,))
+
+
+def _release_device_cache(model: LoadedModel) -> None:
+    """Give the GPU memory cached by torch back between alignments (no-op on CPU)."""
+    if model.input_device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _check_precondition(

@@ -247,6 +247,16 @@ def _find_config(config: pytest.Config, first_path: Path | None) -> Path:
     )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _das_module_sharing() -> Any:
+    """The claims of one file share their encoded pairs and the base run's answers, which do not
+    depend on the site (see ``das_assert.sharing``); dropped when the file is done."""
+    from das_assert.sharing import sharing
+
+    with sharing(prefix_stores=False):
+        yield
+
+
 @pytest.fixture(scope="session")
 def das_session(request: pytest.FixtureRequest) -> Any:
     """The model under test, its das.yaml settings and the alignments shared by all tests."""

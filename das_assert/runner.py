@@ -13,13 +13,12 @@ from typing import Any
 
 import torch
 
-from das_assert import hooks
+from das_assert import hooks, sharing
 from das_assert.data import EncodedPairs
 from das_assert.errors import DasError
-from das_assert.sharing import shared
 from das_assert.sites import ResolvedSite
 
-__all__ = ["BaseRun", "PrefixStore", "answer_logits", "source_vectors"]
+__all__ = ["BaseRun", "PrefixStore", "answer_logits", "source_vectors", "weights_version"]
 
 
 def _oom_message(exc: BaseException, batch: int) -> DasError:
@@ -66,7 +65,7 @@ def _shared_head(ids: torch.Tensor, mask: torch.Tensor, limit: int) -> int:
 _HEADS: list[tuple[tuple[Any, ...], list[tuple[torch.Tensor, torch.Tensor]]]] = []
 
 
-def _weights_version(model: Any) -> tuple[Any, ...]:
+def weights_version(model: Any) -> tuple[Any, ...]:
     """Changes whenever a parameter is replaced or modified in place."""
     return (id(model), *((id(p), p._version) for p in model.parameters()))
 
@@ -80,7 +79,7 @@ def _head_cache(model: Any, ids: torch.Tensor, mask: torch.Tensor, batch: int) -
     """
     from transformers import DynamicCache
 
-    key = (bytes(ids[0].cpu().numpy()), _weights_version(model))
+    key = (bytes(ids[0].cpu().numpy()), weights_version(model))
     tensors = next((kv for k, kv in _HEADS if k == key), None)
     if tensors is None:
         cache = _forward(model.base_model, ids[:1], mask[:1], use_cache=True).past_key_values
@@ -204,7 +203,9 @@ class PrefixStore:
         """``build``, computed once per pair set inside a ``sharing()`` block: the prefix
         [0, p) does not depend on the layer, so the cells of a search at one position share it."""
         p = _shared_prefix(encoded, torch.arange(len(encoded))) if len(encoded) else None
-        return shared(
+        if not sharing.prefix_stores_active():
+            return cls.build(model, site, encoded, batch_size=batch_size, max_bytes=max_bytes)
+        return sharing.shared(
             ("prefix_store", id(model), id(encoded), p, max_bytes),
             lambda: cls.build(model, site, encoded, batch_size=batch_size, max_bytes=max_bytes),
             owners=(model, encoded),

@@ -1,39 +1,72 @@
-"""Work shared between the cells of a search, for the length of a ``with sharing():`` block.
+"""Work shared between alignments for the length of a ``with sharing():`` block.
 
 The cells of a layer x position search at one position use the same training and test pairs,
-and the prompt prefix before the site does not depend on the layer. Inside the block, encoded
-pair sets and prefix KV stores are computed once and handed to every cell that asks for the same
-thing; when the block ends they are dropped, so no memory outlives the search.
+and the prompt prefix before the site does not depend on the layer; the claims of one hypothesis
+file evaluate the same test prompts at several sites, and the base run's answers do not depend on
+the site. Inside the block such results are computed once and handed to every alignment that
+asks for the same thing; when the block ends they are dropped, so no memory outlives it.
+
+``sharing(prefix_stores=False)`` shares only the small things (encoded pairs, base answers); the
+plugin opens one per test module. ``das_assert.search`` opens one with prefix stores per position.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-__all__ = ["active", "shared", "sharing"]
+__all__ = ["active", "lookup", "prefix_stores_active", "remember", "shared", "sharing"]
 
 T = TypeVar("T")
 
-_SCOPES: list[dict[Hashable, tuple[tuple[Any, ...], Any]]] = []
+
+@dataclass
+class _Scope:
+    prefix_stores: bool
+    memo: dict[Hashable, tuple[tuple[Any, ...], Any]] = field(default_factory=dict)
+
+
+_SCOPES: list[_Scope] = []
 
 
 @contextmanager
-def sharing() -> Iterator[None]:
+def sharing(*, prefix_stores: bool = True) -> Iterator[None]:
     """Reuse ``shared`` results inside this block (nested blocks start empty)."""
-    memo: dict[Hashable, tuple[tuple[Any, ...], Any]] = {}
-    _SCOPES.append(memo)
+    scope = _Scope(prefix_stores)
+    _SCOPES.append(scope)
     try:
         yield
     finally:
         _SCOPES.pop()
-        memo.clear()
+        scope.memo.clear()
 
 
 def active() -> bool:
     """Whether a ``sharing`` block is open."""
     return bool(_SCOPES)
+
+
+def prefix_stores_active() -> bool:
+    """Whether the innermost block shares prefix KV stores (large: a search's, not a module's)."""
+    return bool(_SCOPES) and _SCOPES[-1].prefix_stores
+
+
+def lookup(key: Hashable, *, owners: tuple[Any, ...] = ()) -> Any | None:
+    """The value remembered for ``key`` from the very same ``owners`` (``is``), else None."""
+    if not _SCOPES:
+        return None
+    hit = _SCOPES[-1].memo.get(key)
+    if hit is None or len(hit[0]) != len(owners):
+        return None
+    return hit[1] if all(a is b for a, b in zip(hit[0], owners, strict=True)) else None
+
+
+def remember(key: Hashable, value: Any, *, owners: tuple[Any, ...] = ()) -> None:
+    """Keep ``value`` for ``key`` until the innermost block ends (nothing outside a block)."""
+    if _SCOPES:
+        _SCOPES[-1].memo[key] = (owners, value)
 
 
 def shared(key: Hashable, make: Callable[[], T], *, owners: tuple[Any, ...] = ()) -> T:
@@ -42,13 +75,8 @@ def shared(key: Hashable, make: Callable[[], T], *, owners: tuple[Any, ...] = ()
     ``owners`` are the objects the result was computed from; a hit requires the very same
     objects (``is``), so a key built from ``id()`` can never match a recycled id.
     """
-    if not _SCOPES:
-        return make()
-    memo = _SCOPES[-1]
-    hit = memo.get(key)
-    if hit is not None and len(hit[0]) == len(owners):
-        if all(a is b for a, b in zip(hit[0], owners, strict=True)):
-            return hit[1]
-    value = make()
-    memo[key] = (owners, value)
+    value = lookup(key, owners=owners)
+    if value is None:
+        value = make()
+        remember(key, value, owners=owners)
     return value

@@ -163,8 +163,9 @@ where Alpaca-7B cannot be downloaded. It loads like any Hugging Face model direc
 {cfg["steps"]} steps of batch {cfg["batch_size"]}, AdamW lr {cfg["lr"]} with
 {cfg["warmup_steps"]} warm-up steps and cosine decay, then {cfg["focus_steps"]} focus steps at lr
 {cfg["focus_lr"]}; {cfg["threads"]} CPU threads. It took {card["train_seconds"] / 60:.0f} minutes
-here, on a 2-core machine shared with other jobs (about 0.43 s per step when alone, so about
-{(cfg["steps"] + cfg["focus_steps"]) * 0.43 / 60:.0f} minutes). Cross-entropy on the answer
+here, on a 2-core machine shared with other jobs. Alone on that machine a step takes 0.49-0.54 s
+(100-step timings), so a full retrain takes about
+{(cfg["steps"] + cfg["focus_steps"]) * 0.5 / 60:.0f} minutes. Cross-entropy on the answer
 token only. Deterministic for a given seed, thread count and torch version.
 
 ## Data recipe

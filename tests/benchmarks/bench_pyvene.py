@@ -32,6 +32,7 @@ from das_assert.evaluate import evaluate
 from das_assert.featurizers import Interchange, temperature_schedule
 from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
 from das_assert.models import load_model
+from das_assert.sharing import sharing
 from das_assert.sites import Site
 from das_assert.tasks.price_tagging import prompt_pairs
 
@@ -162,6 +163,84 @@ def run(
     }
 
 
+def grid(
+    model_path: str,
+    layers: list[int],
+    positions: list[str],
+    *,
+    n_train: int,
+    epochs: int,
+    batch: int,
+    n_test: int,
+) -> dict:
+    """Train every cell of a layer x position grid with both; the same evaluator scores both.
+
+    das_assert runs the cells of one position inside ``sharing()``, as ``das_assert.search``
+    does: the pairs are encoded once and the prefix store is shared by the layers. pyvene trains
+    each cell from scratch, as a per-cell loop over its tutorial code would.
+    """
+    model = load_model(model_path)
+    config = FitConfig(epochs=epochs, batch_size=batch, seed=0)
+    steps = epochs * -(-n_train // batch)
+    ours_seconds = theirs_seconds = 0.0
+    cells = []
+    for position in positions:
+        parsed = Site(0, position).parsed_position
+        train_pairs = prompt_pairs("left_boundary", n_train, seed=0)
+        test = encode(model, prompt_pairs("left_boundary", n_test, seed=1), parsed)
+        fitted = {}
+        started = time.perf_counter()
+        with sharing():
+            train = encode(model, train_pairs, parsed)
+            for layer in layers:
+                resolved = Site(layer, position).resolve(model.model)
+                fitted[layer] = fit_alignment(model.model, resolved, train, config)
+        ours_seconds += time.perf_counter() - started
+        for layer in layers:
+            resolved = Site(layer, position).resolve(model.model)
+            started = time.perf_counter()
+            theirs = _pyvene_fit(model, layer, encode(model, train_pairs, parsed), config, steps)
+            theirs_seconds += time.perf_counter() - started
+            frozen = Interchange.frozen(theirs["rotation"], [theirs["width"]], "boundless")
+            theirs_fit = FittedAlignment(frozen, resolved, config, n_train, 0.0)
+            cells.append(
+                {
+                    "site": str(Site(layer, position)),
+                    "das_assert_iia": evaluate(model.model, fitted[layer], test).iia,
+                    "pyvene_iia": evaluate(model.model, theirs_fit, test).iia,
+                }
+            )
+    return {
+        "model": model.name,
+        "cells": cells,
+        "n_train": n_train,
+        "epochs": epochs,
+        "batch": batch,
+        "n_test": n_test,
+        "threads": torch.get_num_threads(),
+        "das_assert_seconds": ours_seconds,
+        "pyvene_seconds": theirs_seconds,
+        "ratio_grid_speed": theirs_seconds / ours_seconds,
+        "max_abs_iia_difference": max(abs(c["das_assert_iia"] - c["pyvene_iia"]) for c in cells),
+    }
+
+
+def grid_table(result: dict) -> str:
+    lines = [
+        f"{result['model']}, {len(result['cells'])} cells, {result['n_train']} pairs x "
+        f"{result['epochs']} epochs, batch {result['batch']}, IIA on {result['n_test']} pairs",
+        f"{'cell':<42} {'das_assert':>10} {'pyvene':>7}",
+    ]
+    for c in result["cells"]:
+        lines.append(f"{c['site']:<42} {c['das_assert_iia']:>10.3f} {c['pyvene_iia']:>7.3f}")
+    lines.append(
+        f"training the grid: pyvene {result['pyvene_seconds']:.1f} s / das_assert "
+        f"{result['das_assert_seconds']:.1f} s = {result['ratio_grid_speed']:.2f}x; "
+        f"largest IIA difference {result['max_abs_iia_difference']:.3f}"
+    )
+    return "\n".join(lines)
+
+
 def table(result: dict) -> str:
     a, b = result["das_assert"], result["pyvene"]
     return "\n".join(
@@ -190,7 +269,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--n-test", type=int, default=400)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--grid",
+        action="store_true",
+        help="train a whole layer x position grid (--layers, --positions) instead of one cell",
+    )
+    parser.add_argument("--layers", default="0,1,2,3")
+    parser.add_argument("--positions", default="after:amount,last")
     args = parser.parse_args(argv)
+    if args.grid:
+        result = grid(
+            args.model,
+            [int(x) for x in args.layers.split(",")],
+            args.positions.split(","),
+            n_train=args.n_train,
+            epochs=args.epochs,
+            batch=args.batch,
+            n_test=args.n_test,
+        )
+        print(grid_table(result))
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=1) + "\n")
+        return 0
     result = run(
         args.model,
         args.layer,

@@ -362,3 +362,55 @@ def test_only_hooks_py_registers_forward_hooks() -> None:
         if "register_forward" in p.read_text()
     ]
     assert users == ["hooks.py"]
+
+
+# -- (5) Ctrl-C in the middle of a real fit --------------------------------------------------------
+
+
+def _interrupt_once_training(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """Start ``command``, wait for the fit's progress bar on stderr, then send SIGINT."""
+    import signal
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(command, cwd=cwd, env=env, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    seen = ""
+    while "boundless DAS" not in seen:
+        char = process.stderr.read(1)
+        if not char:
+            break
+        seen += char
+    assert "boundless DAS" in seen, f"the fit never started:\n{seen}"
+    time.sleep(0.5)  # well inside the fit: it has thousands of steps to go
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(command, process.returncode, "", seen + rest)
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_cli_fit_exits_cleanly_and_writes_nothing(
+    tiny_model_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    command = [
+        sys.executable,
+        "-m",
+        "das_assert",
+        "fit",
+        f"--model={tiny_model_dirs['llama']}",
+        "--hypothesis=left_boundary",
+        "--layer=1",
+        "--n-train=2000",
+        "--n-test=50",
+        "--epochs=200",
+        "--min-task-accuracy=0",
+        f"--save={out / 'alignment.safetensors'}",
+        f"--json={out / 'report.json'}",
+        "--progress",
+    ]
+    result = _interrupt_once_training(command, tmp_path)
+    assert result.returncode == 130, result.stderr[-2000:]
+    assert "interrupted: nothing was saved" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(out.iterdir()) == []

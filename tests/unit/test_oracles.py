@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 
 from das_assert import runner
 from das_assert.data import EncodedPairs, PromptPair, encode
+from das_assert.evaluate import evaluate
 from das_assert.featurizers import Interchange
-from das_assert.fit import FitConfig, fit_alignment
+from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
 from das_assert.positions import parse_position
 from das_assert.runner import PrefixStore, answer_logits, source_vectors
 from das_assert.sites import ResolvedSite, Site
@@ -416,6 +417,26 @@ def test_an_empty_hard_box_is_exactly_the_base_run(
     same_path = das_logits(loaded, site, encoded, None)
     for interchange in (boundless, Interchange.noop(d)):
         assert torch.equal(das_logits(loaded, site, encoded, interchange), same_path)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@torch.no_grad()
+def test_evaluating_an_empty_box_skips_nothing_that_could_differ(
+    tiny_models: dict[str, Any], arch: str
+) -> None:
+    loaded = tiny_models[arch]
+    d = loaded.config.hidden_size
+    encoded = encode(
+        loaded, prompt_pairs("left_boundary", N_PAIRS, seed=9), parse_position("amount.last")
+    )
+    site = Site(1, "amount.last").resolve(loaded.model)
+    empty = boundless_with_widths(d, [0.0], seed=4)
+    evaluation = evaluate(loaded.model, FittedAlignment(empty, site, FitConfig(), 0, 0.0), encoded)
+    # The intervention actually run through the hooks predicts what evaluate reports for it.
+    ran = das_logits(loaded, site, encoded, empty).argmax(-1)
+    assert torch.equal(evaluation.predicted, ran)
+    assert torch.equal(evaluation.random_predicted, evaluation.base_predicted)
+    assert torch.equal(evaluation.predicted, evaluation.base_predicted)
 
 
 @given(
