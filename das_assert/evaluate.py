@@ -140,7 +140,7 @@ def evaluate(
         return Evaluation(test, known, known, known, time.perf_counter() - started)
     sources = source_vectors(model, site, test)
     store = (
-        PrefixStore.shared(model, site, test, batch_size=batch_size, max_bytes=prefix_store_bytes)
+        PrefixStore.shared(model, test, batch_size=batch_size, max_bytes=prefix_store_bytes)
         if prefix_cache and sharing.prefix_stores_active()
         else None
     )

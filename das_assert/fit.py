@@ -173,7 +173,6 @@ def fit_alignment(
     store = (
         PrefixStore.shared(
             model,
-            site,
             train,
             batch_size=config.batch_size,
             max_bytes=config.prefix_store_mib * 2**20,

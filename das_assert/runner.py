@@ -160,13 +160,7 @@ class PrefixStore:
 
     @classmethod
     def build(
-        cls,
-        model: Any,
-        site: ResolvedSite,
-        encoded: EncodedPairs,
-        *,
-        batch_size: int,
-        max_bytes: int,
+        cls, model: Any, encoded: EncodedPairs, *, batch_size: int, max_bytes: int
     ) -> PrefixStore | None:
         """The store for ``encoded``, or None where it does not apply or would not fit."""
         n = len(encoded)
@@ -192,24 +186,19 @@ class PrefixStore:
 
     @classmethod
     def shared(
-        cls,
-        model: Any,
-        site: ResolvedSite,
-        encoded: EncodedPairs,
-        *,
-        batch_size: int,
-        max_bytes: int,
+        cls, model: Any, encoded: EncodedPairs, *, batch_size: int, max_bytes: int
     ) -> PrefixStore | None:
-        """``build``, computed once per pair set inside a ``sharing()`` block: the prefix
-        [0, p) does not depend on the layer, so the cells of a search at one position share it."""
-        p = _shared_prefix(encoded, torch.arange(len(encoded))) if len(encoded) else None
+        """``build``, computed once per pair set inside a ``sharing()`` block that shares prefix
+        stores: the prefix does not depend on the layer, so a search's cells at one position
+        share it. Elsewhere every call builds its own."""
+
+        def make() -> PrefixStore | None:
+            return cls.build(model, encoded, batch_size=batch_size, max_bytes=max_bytes)
+
         if not sharing.prefix_stores_active():
-            return cls.build(model, site, encoded, batch_size=batch_size, max_bytes=max_bytes)
-        return sharing.shared(
-            ("prefix_store", id(model), id(encoded), p, max_bytes),
-            lambda: cls.build(model, site, encoded, batch_size=batch_size, max_bytes=max_bytes),
-            owners=(model, encoded),
-        )
+            return make()
+        key = ("prefix_store", id(model), id(encoded), max_bytes)
+        return sharing.shared(key, make, owners=(model, encoded))
 
     def cache_for(self, index: torch.Tensor) -> Any:
         """A fresh ``DynamicCache`` holding the prefixes of rows ``index``."""

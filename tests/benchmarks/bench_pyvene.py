@@ -287,20 +287,19 @@ def main(argv: list[str] | None = None) -> int:
             batch=args.batch,
             n_test=args.n_test,
         )
-        print(grid_table(result))
-        if args.json:
-            args.json.write_text(json.dumps(result, indent=1) + "\n")
-        return 0
-    result = run(
-        args.model,
-        args.layer,
-        args.position,
-        n_train=args.n_train,
-        epochs=args.epochs,
-        batch=args.batch,
-        n_test=args.n_test,
-    )
-    print(table(result))
+        text = grid_table(result)
+    else:
+        result = run(
+            args.model,
+            args.layer,
+            args.position,
+            n_train=args.n_train,
+            epochs=args.epochs,
+            batch=args.batch,
+            n_test=args.n_test,
+        )
+        text = table(result)
+    print(text)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     return 0

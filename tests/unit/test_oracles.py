@@ -247,7 +247,7 @@ def test_a_prefix_store_gives_the_logits_of_the_per_batch_prefix_and_of_the_whol
         loaded, prompt_pairs("left_boundary", N_PAIRS, seed=5), parse_position(position)
     )
     site = Site(1, position).resolve(loaded.model)
-    store = PrefixStore.build(loaded.model, site, encoded, batch_size=6, max_bytes=2**26)
+    store = PrefixStore.build(loaded.model, encoded, batch_size=6, max_bytes=2**26)
     assert store is not None
     assert store.prefix == int(encoded.base_position[0])
     full = Interchange.full(loaded.config.hidden_size)
@@ -268,13 +268,12 @@ def test_a_prefix_store_is_not_built_past_its_memory_budget(
     tiny_models: dict[str, Any],
 ) -> None:
     loaded = tiny_models["llama"]
-    site = Site(1, "amount.last").resolve(loaded.model)
     same = encode(loaded, prompt_pairs("left_boundary", 8, seed=0), parse_position("amount.last"))
-    store = PrefixStore.build(loaded.model, site, same, batch_size=4, max_bytes=2**26)
+    store = PrefixStore.build(loaded.model, same, batch_size=4, max_bytes=2**26)
     assert store is not None
     assert 0 < store.nbytes <= 2**26
     for budget in (store.nbytes - 1, 0):
-        assert PrefixStore.build(loaded.model, site, same, batch_size=4, max_bytes=budget) is None
+        assert PrefixStore.build(loaded.model, same, batch_size=4, max_bytes=budget) is None
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -290,7 +289,7 @@ def test_prompts_of_mixed_lengths_share_the_prefix_before_their_earliest_site(
     assert len(set(encoded.base_position.tolist())) > 1
     assert len(set(encoded.base_last.tolist())) > 1
     site = Site(1, position).resolve(loaded.model)
-    store = PrefixStore.build(loaded.model, site, encoded, batch_size=5, max_bytes=2**26)
+    store = PrefixStore.build(loaded.model, encoded, batch_size=5, max_bytes=2**26)
     assert store is not None
     assert store.prefix == int(encoded.base_position.min())
     full = Interchange.full(loaded.config.hidden_size)
