@@ -249,6 +249,22 @@ def load_model(
     )
 
 
+def worker_device(device: str, *, worker: str | None, gpus: int) -> str:
+    """``cuda:worker`` -> ``cuda:N``, N from the pytest-xdist worker id (``gw3`` -> 3) modulo the
+    number of GPUs, so that ``pytest -n <GPUs> --das-device cuda:worker`` puts one worker on each
+    GPU. Outside xdist (no worker id) it is ``cuda:0``. Any other device is returned unchanged."""
+    if device != "cuda:worker":
+        return device
+    if gpus < 1:
+        raise InvalidArgument(
+            "--das-device cuda:worker needs CUDA GPUs and this machine has none; use cpu"
+        )
+    number = worker[2:] if worker and worker.startswith("gw") else "0"
+    if not number.isdigit():
+        raise InvalidArgument(f"cannot read a worker number from PYTEST_XDIST_WORKER={worker!r}")
+    return f"cuda:{int(number) % gpus}"
+
+
 def _check_device(device: str) -> None:
     import torch
 

@@ -69,7 +69,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="seed of the data, the initialisation and training. Default: 0",
     )
     group.addoption(
-        "--das-device", metavar="DEVICE", default="cpu", help="cpu, cuda or cuda:N. Default: 'cpu'"
+        "--das-device",
+        metavar="DEVICE",
+        default="cpu",
+        help="cpu, cuda, cuda:N, or cuda:worker (one GPU per pytest-xdist worker). Default: 'cpu'",
+    )
+    group.addoption(
+        "--das-device-map",
+        metavar="MAP",
+        default=None,
+        help="e.g. 'auto': spread a model too large for one GPU over all (needs accelerate)",
     )
     group.addoption(
         "--das-dtype",
@@ -199,6 +208,11 @@ def pytest_configure(config: pytest.Config) -> None:
     _register_profiles(config)
     if config.getoption("das_cache_dir") and config.getoption("das_cache") == "off":
         raise pytest.UsageError("--das-cache-dir was given but --das-cache=off disables the cache")
+    if config.getoption("das_device_map") and config.getoption("das_device") != "cpu":
+        raise pytest.UsageError(
+            "--das-device and --das-device-map contradict each other: a device map places the "
+            "model itself; drop --das-device"
+        )
     if config.getoption("das_compare_fail") and not config.getoption("das_compare"):
         raise pytest.UsageError(
             "--das-compare-fail needs --das-compare (a baseline to compare with)"
@@ -262,7 +276,12 @@ def das_session(request: pytest.FixtureRequest) -> Any:
     """The model under test, its das.yaml settings and the alignments shared by all tests."""
     from das_assert.cache import AlignmentCache
     from das_assert.errors import DasError
-    from das_assert.models import EMBEDDED_MODEL_DIR, load_model, resolve_model_path
+    from das_assert.models import (
+        EMBEDDED_MODEL_DIR,
+        load_model,
+        resolve_model_path,
+        worker_device,
+    )
     from das_assert.session import DasSession
     from das_assert.settings import find_model_settings, load_settings
 
@@ -274,8 +293,16 @@ def das_session(request: pytest.FixtureRequest) -> Any:
         settings = find_model_settings(
             load_settings(settings_file), directory, embedded=directory == EMBEDDED_MODEL_DIR
         )
+        device = worker_device(
+            config.getoption("das_device"),
+            worker=os.environ.get("PYTEST_XDIST_WORKER"),
+            gpus=_cuda_count() if config.getoption("das_device") == "cuda:worker" else 0,
+        )
         model = config.hook.pytest_das_load_model(config=config, path=path) or load_model(
-            path, dtype=config.getoption("das_dtype"), device=config.getoption("das_device")
+            path,
+            dtype=config.getoption("das_dtype"),
+            device=device,
+            device_map=config.getoption("das_device_map"),
         )
     except DasError as exc:
         pytest.fail(f"das_assert setup: {exc}", pytrace=False)
@@ -292,6 +319,12 @@ def das_session(request: pytest.FixtureRequest) -> Any:
         plots_dir=Path(config.getoption("das_plots")) if config.getoption("das_plots") else None,
         **baselines,
     )
+
+
+def _cuda_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def _baseline_setup(config: pytest.Config, model_key: str) -> dict[str, Any]:
