@@ -53,6 +53,8 @@ def _pyvene_fit(model: Any, layer: int, train: Any, config: FitConfig, steps: in
         model.model,
     )
     intervenable.disable_model_gradients()
+    device = model.input_device
+    intervenable.set_device(device)
     intervention = next(iter(intervenable.interventions.values()))
     intervention = intervention[0] if isinstance(intervention, (list, tuple)) else intervention
     optimizer = torch.optim.Adam(
@@ -75,16 +77,17 @@ def _pyvene_fit(model: Any, layer: int, train: Any, config: FitConfig, steps: in
             if step == steps:
                 break
             started = time.perf_counter()
-            base_ids, base_mask = train.base_batch(index)
-            source_ids, source_mask = train.source_batch(index)
+            base_ids, base_mask = (t.to(device) for t in train.base_batch(index))
+            source_ids, source_mask = (t.to(device) for t in train.source_batch(index))
             position = int(train.base_position[index][0])
             _, out = intervenable(
                 {"input_ids": base_ids, "attention_mask": base_mask},
                 [{"input_ids": source_ids, "attention_mask": source_mask}],
                 {"sources->base": position},
             )
-            logits = out.logits[:, -1]
-            loss = torch.nn.functional.cross_entropy(logits, train.label_ids[index])
+            logits = out.logits[:, -1].float()
+            labels = train.label_ids[index].to(device)
+            loss = torch.nn.functional.cross_entropy(logits, labels)
             boundary = intervention.intervention_boundaries.clamp(0, 1).sum() * d
             loss = loss + config.boundary_penalty * boundary / 4096
             loss.backward()
@@ -92,15 +95,36 @@ def _pyvene_fit(model: Any, layer: int, train: Any, config: FitConfig, steps: in
             schedule.step()
             intervenable.set_zero_grad()
             intervenable.set_temperature(torch.tensor(temperatures[step]))
+            _synchronize(device)
             times.append(time.perf_counter() - started)
             step += 1
-    rotation = intervention.rotate_layer.weight.detach()
+    rotation = intervention.rotate_layer.weight.detach().float().cpu()
     width = float(intervention.intervention_boundaries.detach().clamp(0, 1)[0]) * d
     return {"times": times, "rotation": rotation, "width": width}
 
 
-def run(
-    model_path: str,
+def _synchronize(device: Any) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_gib(device: Any) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def _reset_peak(device: Any) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def run(model_path: str, layer: int, position: str, **settings: Any) -> dict:
+    """``compare`` on the model directory ``model_path``."""
+    return compare(load_model(model_path), layer, position, **settings)
+
+
+def compare(
+    model: Any,
     layer: int,
     position: str,
     *,
@@ -109,7 +133,7 @@ def run(
     batch: int,
     n_test: int,
 ) -> dict:
-    model = load_model(model_path)
+    """Fit the same Boundless DAS with das_assert and with pyvene on a loaded model."""
     site = Site(layer, position)
     resolved = site.resolve(model.model)
     steps = epochs * -(-n_train // batch)
@@ -118,19 +142,35 @@ def run(
     config = FitConfig(epochs=epochs, batch_size=batch, seed=0)
     if len({int(p) for p in train.base_position}) != 1:
         raise SystemExit("pyvene's single-position unit needs one position for every prompt")
+    device = model.input_device
+    weights_gib = sum(p.nbytes for p in model.model.parameters()) / 2**30
 
     rss_before = _peak_rss_mib()
+    _reset_peak(device)
     started = time.perf_counter()
     ours = fit_alignment(model.model, resolved, train, config)
+    _synchronize(device)
     ours_seconds = time.perf_counter() - started
+    ours_peak = _peak_gib(device)
     ours_eval = evaluate(model.model, ours, test)
 
+    _reset_peak(device)
     theirs = _pyvene_fit(model, layer, train, config, steps)
+    theirs_peak = _peak_gib(device)
     widths = [theirs["width"]]
     frozen = Interchange.frozen(theirs["rotation"], widths, "boundless")
+    frozen.to(device)
     theirs_eval = evaluate(
         model.model, FittedAlignment(frozen, resolved, config, n_train, 0.0), test
     )
+    memory = None
+    if ours_peak is not None and theirs_peak is not None:
+        memory = {
+            "weights_gib": weights_gib,
+            "das_assert_peak_gib": ours_peak,
+            "pyvene_peak_gib": theirs_peak,
+            "ratio_above_weights": (ours_peak - weights_gib) / max(theirs_peak - weights_gib, 1e-9),
+        }
 
     # Whole fits, divided by their steps: das_assert's one-time source and prefix passes count.
     ours_step = ours_seconds / steps
@@ -156,6 +196,8 @@ def run(
             "boundary_dims": [round(theirs["width"])],
         },
         "ratio_step_speed": theirs_step / ours_step,
+        "gpu_memory": memory,
+        "device": str(device),
         "iia_difference": ours_eval.iia - theirs_eval.iia,
         "n_test": n_test,
         "peak_rss_mib_process": _peak_rss_mib(),

@@ -7,6 +7,7 @@ pass/fail). pyvene 0.1.8 is needed: ``pip install --no-deps pyvene==0.1.8``.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -44,3 +45,16 @@ def test_grid_side_by_side(capsys: pytest.CaptureFixture[str]) -> None:
     with capsys.disabled():
         print("\n" + bench_pyvene.grid_table(result))
     assert result["max_abs_iia_difference"] <= 0.06
+
+
+def test_the_7b_gpu_script_runs_end_to_end_at_a_toy_shape_on_cpu(tmp_path: Path) -> None:
+    pytest.importorskip("pyvene")
+    import gpu_7b
+
+    argv = ["--shape=tiny", "--device=cpu", "--dtype=float32", "--layer=2", f"--out={tmp_path}"]
+    assert gpu_7b.main([*argv, "--n-train=32", "--n-test=16"]) == 0
+    result = json.loads((tmp_path / "gpu_7b.json").read_text())
+    assert result["shape"] == "tiny"
+    assert result["steps"] == 2
+    assert result["das_assert"]["seconds_per_step"] > 0
+    assert result["pyvene"]["seconds_per_step"] > 0
