@@ -5,7 +5,9 @@
 Each seed reruns ``pytest hypotheses/`` with ``--das-seed=S`` (new data, initialisation and
 training) and its JSON report. The table lists, per claim, the verdict under every seed and the
 IIA range; a claim whose verdict differs between seeds is flagged, with its distance from the
-threshold. Exit code 1 if a claim at least ``--margin`` away from its threshold flipped.
+threshold. Tests that are not IIA claims (a search's region, disjoint boxes) are listed with the
+seeds under which they failed. Exit code 1 if a claim at least ``--margin`` away from its
+threshold flipped, or if another test passed under some seeds and failed under others.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import xml.etree.ElementTree as ElementTree
 from collections import defaultdict
 from pathlib import Path
 
@@ -30,9 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("pytest_args", nargs="*")
     args = parser.parse_args(argv)
     verdicts: dict[str, dict[int, tuple[str, float, float]]] = defaultdict(dict)
+    failed: dict[str, list[int]] = defaultdict(list)
+    claim_tests: set[str] = set()
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(args.first_seed, args.first_seed + args.seeds):
+        for seed in seeds:
             report = Path(tmp) / f"seed{seed}.json"
+            junit = Path(tmp) / f"seed{seed}.xml"
             command = [
                 sys.executable,
                 "-m",
@@ -43,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                 "no:cacheprovider",
                 f"--das-seed={seed}",
                 f"--das-json={report}",
+                f"--junitxml={junit}",
                 *args.pytest_args,
             ]
             subprocess.run(command, check=False, stdout=subprocess.DEVNULL)
@@ -52,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
             for record in json.loads(report.read_text())["results"]:
                 key = f"{record['test_id']}::{record['claim']}"
                 verdicts[key][seed] = (record["verdict"], record["iia"], record["threshold"])
+                claim_tests.add(record["test_id"])
+            for test in _failed_tests(junit):
+                failed[test].append(seed)
     unstable_far = 0
     for key, by_seed in sorted(verdicts.items()):
         outcomes = {v[0] for v in by_seed.values()}
@@ -66,7 +77,26 @@ def main(argv: list[str] | None = None) -> int:
             f"{key}\n  verdicts {sorted(outcomes)}  IIA {min(iias):.3f}..{max(iias):.3f}  "
             f"threshold {threshold}  closest {distance:.3f}  {flag}"
         )
-    return 1 if unstable_far else 0
+    unstable_tests = 0
+    for test, bad_seeds in sorted(failed.items()):
+        if test in claim_tests:
+            continue  # judged above, on its interval
+        flag = "FAILS UNDER SOME SEEDS" if len(bad_seeds) < len(seeds) else "fails under every seed"
+        unstable_tests += len(bad_seeds) < len(seeds)
+        print(f"{test}\n  failed under seeds {bad_seeds}  {flag}")
+    return 1 if unstable_far or unstable_tests else 0
+
+
+def _failed_tests(junit: Path) -> list[str]:
+    """Node ids (``path::name``) of the failed or erroring tests of a JUnit XML report."""
+    if not junit.is_file():
+        return []
+    out = []
+    for case in ElementTree.parse(junit).getroot().iter("testcase"):
+        if case.find("failure") is not None or case.find("error") is not None:
+            path = case.get("classname", "").replace(".", "/") + ".py"
+            out.append(f"{path}::{case.get('name')}")
+    return out
 
 
 if __name__ == "__main__":
