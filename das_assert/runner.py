@@ -8,6 +8,7 @@ same reason the base prompts' prefix before the site can be run once into a KV c
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -62,7 +63,7 @@ def _shared_head(ids: torch.Tensor, mask: torch.Tensor, limit: int) -> int:
     return head if head >= _MIN_HEAD else 0
 
 
-_HEADS: list[tuple[tuple[Any, ...], list[tuple[torch.Tensor, torch.Tensor]]]] = []
+_HEADS: list[tuple[tuple[Any, ...], Any, list[tuple[torch.Tensor, torch.Tensor]]]] = []
 
 
 def weights_version(model: Any) -> tuple[Any, ...]:
@@ -80,13 +81,14 @@ def _head_cache(model: Any, ids: torch.Tensor, mask: torch.Tensor, batch: int) -
     from transformers import DynamicCache
 
     key = (bytes(ids[0].cpu().numpy()), weights_version(model))
-    tensors = next((kv for k, kv in _HEADS if k == key), None)
+    # The weak reference must still point at this very model: ids are reused after a model dies.
+    tensors = next((kv for k, ref, kv in _HEADS if k == key and ref() is model), None)
     if tensors is None:
         cache = _forward(model.base_model, ids[:1], mask[:1], use_cache=True).past_key_values
         tensors = _layer_tensors(cache)
         if tensors is None:
             return None
-        _HEADS.insert(0, (key, tensors))
+        _HEADS.insert(0, (key, weakref.ref(model), tensors))
         del _HEADS[4:]
     return DynamicCache(
         ddp_cache_data=[

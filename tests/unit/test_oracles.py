@@ -359,6 +359,22 @@ def test_the_shared_preamble_runs_once_and_changes_no_prediction(
             assert torch.equal(got.argmax(-1), want.argmax(-1))
 
 
+@torch.no_grad()
+def test_the_remembered_preamble_is_never_reused_after_the_weights_change(
+    tiny_model_dirs: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from das_assert.models import load_model
+
+    loaded = load_model(tiny_model_dirs["llama"])  # a private copy: its weights get edited
+    encoded = encode(loaded, prompt_pairs("left_boundary", 8, seed=3), parse_position("last"))
+    before = das_logits(loaded, None, encoded, None)
+    loaded.model.model.layers[0].mlp.down_proj.weight.mul_(3.0)  # in place, as an edit would
+    after = das_logits(loaded, None, encoded, None)
+    monkeypatch.setattr(runner, "_MIN_HEAD", 10**6)  # no preamble cache at all
+    torch.testing.assert_close(after, das_logits(loaded, None, encoded, None), atol=1e-5, rtol=0)
+    assert (after - before).abs().max() > 1e-3  # the edit did change the answers' logits
+
+
 # -- b. a full box is the full interchange, an empty box is the base run -------------------------
 
 
