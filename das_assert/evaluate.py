@@ -131,14 +131,16 @@ def evaluate(
     started = time.perf_counter()
     site = alignment.site
     interchange = alignment.interchange
-    control = Interchange.random_rotation(interchange.d, interchange.hard_widths(), seed=seed + 1)
-    control.to(model.get_input_embeddings().weight.device)
-    empty = not any(interchange.hard_widths())  # a collapsed box: nothing is swapped
-    key = _base_answers_key(model, test)
-    known = sharing.lookup(key, owners=(model,))
+    widths = interchange.hard_widths()
+    empty = not any(widths)  # a collapsed box swaps nothing: it is exactly the base run
+    key = _base_answers_key(model, test) if sharing.active() else None
+    known = sharing.lookup(key, owners=(model,)) if key else None
     if empty and known is not None:  # nothing left to run: every pass is the base run
         return Evaluation(test, known, known, known, time.perf_counter() - started)
-    sources = source_vectors(model, site, test)
+    if not empty:  # the intervened passes need the sources and the random-rotation control
+        sources = source_vectors(model, site, test)
+        control = Interchange.random_rotation(interchange.d, widths, seed=seed + 1)
+        control.to(model.get_input_embeddings().weight.device)
     store = (
         PrefixStore.shared(model, test, batch_size=batch_size, max_bytes=prefix_store_bytes)
         if prefix_cache and sharing.prefix_stores_active()
@@ -146,19 +148,19 @@ def evaluate(
     )
     predicted, base_predicted, random_predicted = [], [], []
     for index in test.batches(batch_size):
-        source = sources[index.to(sources.device)]
-        variables = test.variable_index[index]
         run = BaseRun(model, site, test, index, prefix_cache=prefix_cache, prefix_store=store)
         base = known[index] if known is not None else run.logits().argmax(-1).cpu()
         base_predicted.append(base)
-        if empty:  # an empty hard box is exactly the base run (an oracle test checks it)
+        if empty:  # an oracle test checks that an empty box gives the base run bit for bit
             predicted.append(base)
             random_predicted.append(base)
             continue
+        source = sources[index.to(sources.device)]
+        variables = test.variable_index[index]
         predicted.append(run.logits(_hard_mix(interchange, source, variables)).argmax(-1).cpu())
         random_predicted.append(run.logits(_hard_mix(control, source, variables)).argmax(-1).cpu())
     base_answers = torch.cat(base_predicted)
-    if known is None:
+    if key is not None and known is None:
         sharing.remember(key, base_answers, owners=(model,))
     return Evaluation(
         test=test,

@@ -128,9 +128,9 @@ def _prefix_cache(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> Any:
         head, cache = _split_head(model, ids, mask, ids.shape[1])
         if head == ids.shape[1]:
             return cache
-        decoder = model.base_model
+        rest = ids[:, head:]
         return _forward(
-            decoder, ids[:, head:], mask, use_cache=True, past_key_values=cache
+            model.base_model, rest, mask, use_cache=True, past_key_values=cache
         ).past_key_values
 
 
@@ -142,6 +142,10 @@ def _layer_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]] | None
     if not layers or any(type(layer) is not DynamicLayer for layer in layers):
         return None
     return [(layer.keys, layer.values) for layer in layers]
+
+
+def _kv_bytes(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
+    return sum(k.nbytes + v.nbytes for k, v in layers)
 
 
 class PrefixStore:
@@ -158,7 +162,7 @@ class PrefixStore:
 
     @property
     def nbytes(self) -> int:
-        return sum(k.nbytes + v.nbytes for k, v in self.layers)
+        return _kv_bytes(self.layers)
 
     @classmethod
     def build(
@@ -175,9 +179,7 @@ class PrefixStore:
             tensors = _layer_tensors(_prefix_cache(model, ids[:, :p], mask[:, :p]))
             if tensors is None:
                 return None
-            if not chunks and sum(k.nbytes + v.nbytes for k, v in tensors) * n > max_bytes * len(
-                index
-            ):
+            if not chunks and _kv_bytes(tensors) * n > max_bytes * len(index):
                 return None  # the first batch tells the size of the whole store
             chunks.append(tensors)
         layers = [

@@ -301,6 +301,11 @@ def table(result: dict) -> str:
     )
 
 
+def data_sizes(args: argparse.Namespace) -> dict[str, int]:
+    """The pairs, epochs, batch and test pairs a command line asked for."""
+    return {name: getattr(args, name) for name in ("n_train", "epochs", "batch", "n_test")}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="embedded")
@@ -324,10 +329,7 @@ def main(argv: list[str] | None = None) -> int:
             args.model,
             [int(x) for x in args.layers.split(",")],
             args.positions.split(","),
-            n_train=args.n_train,
-            epochs=args.epochs,
-            batch=args.batch,
-            n_test=args.n_test,
+            **data_sizes(args),
         )
         text = grid_table(result)
     else:
@@ -335,10 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             args.model,
             args.layer,
             args.position,
-            n_train=args.n_train,
-            epochs=args.epochs,
-            batch=args.batch,
-            n_test=args.n_test,
+            **data_sizes(args),
         )
         text = table(result)
     print(text)

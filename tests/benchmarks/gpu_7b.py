@@ -90,15 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     model = build(args.shape, args.device, getattr(torch, args.dtype))
     build_seconds = time.perf_counter() - started
-    result = bench_pyvene.compare(
-        model,
-        args.layer,
-        args.position,
-        n_train=args.n_train,
-        epochs=args.epochs,
-        batch=args.batch,
-        n_test=args.n_test,
-    )
+    result = bench_pyvene.compare(model, args.layer, args.position, **bench_pyvene.data_sizes(args))
     result.update(
         shape=args.shape,
         dtype=args.dtype,

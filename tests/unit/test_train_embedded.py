@@ -6,10 +6,11 @@ from das_assert.embedded.train import TrainConfig, train_embedded
 from das_assert.models import load_model
 
 
-def test_a_tiny_two_phase_training_saves_a_loadable_llama_directory(tmp_path):
-    cfg = TrainConfig(
-        steps=3,
-        focus_steps=2,
+def tiny(steps: int, focus_steps: int) -> TrainConfig:
+    """The recipe's two phases at a toy size: seconds, not half an hour."""
+    return TrainConfig(
+        steps=steps,
+        focus_steps=focus_steps,
         batch_size=4,
         warmup_steps=1,
         hidden_size=16,
@@ -18,7 +19,10 @@ def test_a_tiny_two_phase_training_saves_a_loadable_llama_directory(tmp_path):
         num_attention_heads=2,
         threads=1,
     )
-    log = train_embedded(tmp_path, cfg, log_every=1)
+
+
+def test_a_tiny_two_phase_training_saves_a_loadable_llama_directory(tmp_path):
+    log = train_embedded(tmp_path, tiny(steps=3, focus_steps=2), log_every=1)
     assert [entry["step"] for entry in log["history"]] == [1, 2, 3, 4, 5]
     loaded = load_model(tmp_path)
     assert loaded.config.model_type == "llama"
@@ -26,17 +30,7 @@ def test_a_tiny_two_phase_training_saves_a_loadable_llama_directory(tmp_path):
 
 
 def test_training_is_deterministic_for_a_seed(tmp_path):
-    cfg = TrainConfig(
-        steps=2,
-        focus_steps=1,
-        batch_size=4,
-        warmup_steps=1,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        threads=1,
-    )
+    cfg = tiny(steps=2, focus_steps=1)
     train_embedded(tmp_path / "a", cfg, log_every=1)
     train_embedded(tmp_path / "b", cfg, log_every=1)
     weights = [(tmp_path / run / "model.safetensors").read_bytes() for run in ("a", "b")]
