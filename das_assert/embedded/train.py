@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrainConfig", "answer_logits", "train_embedded"]
+__all__ = ["TrainConfig", "train_embedded"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,39 +59,6 @@ def _batch(tokenizer, examples):
     return encoded, labels, last
 
 
-def answer_logits(model: Any, encoded: Any, last: Any) -> Any:
-    """Each row's logits at its last token, (batch, vocab).
-
-    Every prompt starts with the template's preamble, so that shared head runs once, for one row,
-    and its KV cache is expanded over the batch: autograd sums the rows' gradients into it. The
-    loss and gradients are those of the whole batch's pass (a test checks it) at about half the
-    cost; only the order of float sums differs.
-    """
-    import torch
-    from transformers import DynamicCache
-
-    from das_assert.runner import _layer_tensors, _shared_head
-
-    ids, mask = encoded["input_ids"], encoded["attention_mask"]
-    rows = torch.arange(ids.shape[0])
-    head = _shared_head(ids, mask, int(last.min()))
-    tensors = None
-    if head:
-        tensors = _layer_tensors(
-            model.base_model(input_ids=ids[:1, :head], use_cache=True).past_key_values
-        )
-    if tensors is None:
-        return model(input_ids=ids, attention_mask=mask).logits[rows, last]
-    batch = ids.shape[0]
-    cache = DynamicCache(
-        ddp_cache_data=[
-            (k.expand(batch, *k.shape[1:]), v.expand(batch, *v.shape[1:])) for k, v in tensors
-        ]
-    )
-    logits = model(input_ids=ids[:, head:], attention_mask=mask, past_key_values=cache).logits
-    return logits[rows, last - head]
-
-
 def _phase(
     model: Any,
     tokenizer: Any,
@@ -122,7 +89,7 @@ def _phase(
             training_example(rng, close_to_bound=close_to_bound) for _ in range(cfg.batch_size)
         ]
         encoded, labels, last = _batch(tokenizer, examples)
-        logits = answer_logits(model, encoded, last)
+        logits = model(**encoded).logits[torch.arange(len(labels)), last]
         loss = torch.nn.functional.cross_entropy(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
