@@ -261,19 +261,14 @@ def _find_config(config: pytest.Config, first_path: Path | None) -> Path:
     )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _das_module_sharing() -> Any:
-    """The claims of one file share their encoded pairs and the base run's answers, which do not
-    depend on the site (see ``das_assert.sharing``); dropped when the file is done."""
-    from das_assert.sharing import sharing
-
-    with sharing(prefix_stores=False):
-        yield
-
-
 @pytest.fixture(scope="session")
 def das_session(request: pytest.FixtureRequest) -> Any:
-    """The model under test, its das.yaml settings and the alignments shared by all tests."""
+    """The model under test, its das.yaml settings and the alignments shared by all tests.
+
+    Claims and searches on the same test pairs also share their encodings and the base run's
+    answers, which do not depend on the site (``das_assert.sharing``): only these small things
+    live for the session; a search's prefix KV stores end with the search.
+    """
     from das_assert.cache import AlignmentCache
     from das_assert.errors import DasError
     from das_assert.models import (
@@ -284,6 +279,7 @@ def das_session(request: pytest.FixtureRequest) -> Any:
     )
     from das_assert.session import DasSession
     from das_assert.settings import find_model_settings, load_settings
+    from das_assert.sharing import sharing
 
     config = request.config
     path = config.getoption("das_model") or os.environ.get("DAS_MODEL") or "embedded"
@@ -309,7 +305,7 @@ def das_session(request: pytest.FixtureRequest) -> Any:
     baselines = _baseline_setup(config, settings.key)
     mode = config.getoption("das_cache")
     cache_dir = config.getoption("das_cache_dir") or Path(config.rootpath) / ".das_assert" / "cache"
-    return DasSession(
+    session = DasSession(
         model=model,
         settings=settings,
         seed=config.getoption("das_seed"),
@@ -319,6 +315,8 @@ def das_session(request: pytest.FixtureRequest) -> Any:
         plots_dir=Path(config.getoption("das_plots")) if config.getoption("das_plots") else None,
         **baselines,
     )
+    with sharing(prefix_stores=False):
+        yield session
 
 
 def _cuda_count() -> int:

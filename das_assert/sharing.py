@@ -7,7 +7,10 @@ the site. Inside the block such results are computed once and handed to every al
 asks for the same thing; when the block ends they are dropped, so no memory outlives it.
 
 ``sharing(prefix_stores=False)`` shares only the small things (encoded pairs, base answers); the
-plugin opens one per test module. ``das_assert.search`` opens one with prefix stores per position.
+plugin's ``das_session`` fixture opens one for the test session, so a search finds the test pairs
+and base answers of the claim with the same data. ``das_assert.search`` opens one with prefix
+stores per position inside it: a nested block sees what the blocks around it remember, and what it
+remembers itself (the large prefix stores) is dropped when it ends.
 """
 
 from __future__ import annotations
@@ -33,13 +36,13 @@ _SCOPES: list[_Scope] = []
 
 @contextmanager
 def sharing(*, prefix_stores: bool = True) -> Iterator[None]:
-    """Reuse ``shared`` results inside this block (nested blocks start empty)."""
+    """Reuse ``shared`` results inside this block and the blocks around it."""
     scope = _Scope(prefix_stores)
     _SCOPES.append(scope)
     try:
         yield
     finally:
-        _SCOPES.pop()
+        _SCOPES.remove(scope)  # its own, even if a block opened inside it was never closed
         scope.memo.clear()
 
 
@@ -54,13 +57,15 @@ def prefix_stores_active() -> bool:
 
 
 def lookup(key: Hashable, *, owners: tuple[Any, ...] = ()) -> Any | None:
-    """The value remembered for ``key`` from the very same ``owners`` (``is``), else None."""
-    if not _SCOPES:
-        return None
-    hit = _SCOPES[-1].memo.get(key)
-    if hit is None or len(hit[0]) != len(owners):
-        return None
-    return hit[1] if all(a is b for a, b in zip(hit[0], owners, strict=True)) else None
+    """The value remembered for ``key`` from the very same ``owners`` (``is``) in an open block,
+    innermost first, else None."""
+    for scope in reversed(_SCOPES):
+        hit = scope.memo.get(key)
+        if hit is None or len(hit[0]) != len(owners):
+            continue
+        if all(a is b for a, b in zip(hit[0], owners, strict=True)):
+            return hit[1]
+    return None
 
 
 def remember(key: Hashable, value: Any, *, owners: tuple[Any, ...] = ()) -> None:
