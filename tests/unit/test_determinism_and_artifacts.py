@@ -372,7 +372,20 @@ def _interrupt_once_training(command: list[str], cwd: Path) -> subprocess.Comple
     import signal
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(command, cwd=cwd, env=env, stderr=subprocess.PIPE, text=True)
+
+    def default_sigint() -> None:
+        # A shell without job control starts background jobs with SIGINT ignored, and the child
+        # would inherit that: the fit under test must see the signal as a terminal sends it.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    process = subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_sigint,
+    )
     assert process.stderr is not None
     seen = ""
     while "boundless DAS" not in seen:
