@@ -20,7 +20,7 @@ from das_assert import runner, sharing
 from das_assert.data import EncodedPairs
 from das_assert.featurizers import Interchange
 from das_assert.fit import FittedAlignment
-from das_assert.runner import BaseRun, PrefixStore, source_vectors
+from das_assert.runner import BaseRun, PrefixStore, shared_source_vectors
 
 __all__ = ["Evaluation", "evaluate"]
 
@@ -138,7 +138,7 @@ def evaluate(
     if empty and known is not None:  # nothing left to run: every pass is the base run
         return Evaluation(test, known, known, known, time.perf_counter() - started)
     if not empty:  # the intervened passes need the sources and the random-rotation control
-        sources = source_vectors(model, site, test)
+        sources = shared_source_vectors(model, site, test)
         control = Interchange.random_rotation(interchange.d, widths, seed=seed + 1)
         control.to(model.get_input_embeddings().weight.device)
     store = (

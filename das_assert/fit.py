@@ -24,7 +24,7 @@ import torch
 from das_assert.data import EncodedPairs
 from das_assert.errors import InvalidArgument, TrainingDiverged
 from das_assert.featurizers import Interchange, temperature_schedule
-from das_assert.runner import PrefixStore, answer_logits, source_vectors
+from das_assert.runner import PrefixStore, answer_logits, shared_source_vectors
 from das_assert.sites import ResolvedSite
 
 __all__ = ["METHODS", "FitConfig", "FittedAlignment", "fit_alignment", "make_interchange"]
@@ -157,7 +157,7 @@ def fit_alignment(
     )
     device = model.get_input_embeddings().weight.device
     interchange.to(device)
-    sources = source_vectors(model, site, train)
+    sources = shared_source_vectors(model, site, train)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total = steps_per_epoch * config.epochs
     history: list[dict[str, float]] = []

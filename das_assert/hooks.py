@@ -4,6 +4,7 @@ Two hooks cover every use:
 
 - ``capture``: record the hidden state at one token per example, and optionally stop the forward
   pass right there (nothing after the site is needed to read a source activation);
+  ``capture_many`` does the same at several sites in one pass, stopping after the last of them;
 - ``intervene``: replace the hidden state at one token per example by ``mix(base, source)``.
 
 Both work on a block's output (tuple or bare tensor) or, for ``block_input``, on its first input.
@@ -11,15 +12,15 @@ Both work on a block's output (tuple or bare tensor) or, for ``block_input``, on
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
 
 from das_assert.sites import ResolvedSite
 
-__all__ = ["StopForward", "capture", "intervene"]
+__all__ = ["StopForward", "capture", "capture_many", "intervene"]
 
 Mix = Callable[[torch.Tensor], torch.Tensor]
 
@@ -57,19 +58,58 @@ def capture(
     ``with capture(...)`` and the ``StopForward`` it raises is swallowed here.
     """
     captured: dict[str, torch.Tensor] = {}
+    try:
+        with _registered(site, _recorder(site, positions, captured, "hidden", stop, {"hidden"})):
+            yield captured
+    except StopForward:
+        pass
+
+
+def site_key(site: ResolvedSite) -> tuple[str, str]:
+    """How ``capture_many`` names a site's vectors: ``(module_path, kind)``."""
+    return site.module_path, site.kind
+
+
+@contextmanager
+def capture_many(
+    sites: Sequence[ResolvedSite], positions: torch.Tensor, *, stop: bool = False
+) -> Iterator[dict[tuple[str, str], torch.Tensor]]:
+    """``capture`` at several sites in one forward pass, keyed by ``site_key``.
+
+    With ``stop=True`` the pass ends as soon as every site has been recorded, wherever in the
+    model the last of them lies.
+    """
+    captured: dict[Any, torch.Tensor] = {}
+    unique = {site_key(site): site for site in sites}
+    try:
+        with ExitStack() as stack:
+            for key, site in unique.items():
+                hook = _recorder(site, positions, captured, key, stop, set(unique))
+                stack.enter_context(_registered(site, hook))
+            yield captured
+    except StopForward:
+        pass
+
+
+def _recorder(
+    site: ResolvedSite,
+    positions: torch.Tensor,
+    captured: dict[Any, torch.Tensor],
+    key: Any,
+    stop: bool,
+    wanted: set[Any],
+) -> Callable[..., None]:
+    """A hook that records ``hidden[b, positions[b]]`` as ``captured[key]`` and, with ``stop``,
+    ends the pass once every key in ``wanted`` is recorded."""
 
     def hook(_module: Any, args: tuple, kwargs: dict, output: Any = None) -> None:
         hidden = _hidden_of(args, kwargs, output, site.kind)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
-        captured["hidden"] = hidden[rows, positions.to(hidden.device)].detach()
-        if stop:
+        captured[key] = hidden[rows, positions.to(hidden.device)].detach()
+        if stop and wanted <= captured.keys():
             raise StopForward
 
-    try:
-        with _registered(site, hook):
-            yield captured
-    except StopForward:
-        pass
+    return hook
 
 
 @contextmanager

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -19,7 +19,15 @@ from das_assert.data import EncodedPairs
 from das_assert.errors import DasError
 from das_assert.sites import ResolvedSite
 
-__all__ = ["BaseRun", "PrefixStore", "answer_logits", "source_vectors", "weights_version"]
+__all__ = [
+    "BaseRun",
+    "PrefixStore",
+    "answer_logits",
+    "shared_source_vectors",
+    "source_vectors",
+    "source_vectors_at",
+    "weights_version",
+]
 
 
 def _oom_message(exc: BaseException, batch: int) -> DasError:
@@ -111,15 +119,63 @@ def source_vectors(
     model: Any, site: ResolvedSite, encoded: EncodedPairs, *, batch_size: int = 64
 ) -> torch.Tensor:
     """The hidden vector at the site's position in every source prompt, (n, d)."""
-    chunks = []
+    return source_vectors_at(model, [site], encoded, batch_size=batch_size)[hooks.site_key(site)]
+
+
+@torch.no_grad()
+def source_vectors_at(
+    model: Any, sites: Sequence[ResolvedSite], encoded: EncodedPairs, *, batch_size: int = 64
+) -> dict[tuple[str, str], torch.Tensor]:
+    """``source_vectors`` at several sites from one pass per batch, keyed by ``hooks.site_key``:
+    the pass stops after the deepest site, so a search's layers cost one source run, not one
+    each."""
+    chunks: dict[tuple[str, str], list[torch.Tensor]] = {hooks.site_key(s): [] for s in sites}
     for index in encoded.batches(batch_size):
         ids, mask = encoded.source_batch(index)
         positions = encoded.source_position[index]
         head, cache = _split_head(model, ids, mask, int(positions.min()))
-        with hooks.capture(site, positions - head, stop=True) as captured:
+        with hooks.capture_many(sites, positions - head, stop=True) as captured:
             _forward(model, ids[:, head:], mask, use_cache=cache is not None, past_key_values=cache)
-        chunks.append(captured["hidden"])
-    return torch.cat(chunks)
+        for key, chunk in chunks.items():
+            chunk.append(captured[key])
+    return {key: torch.cat(chunk) for key, chunk in chunks.items()}
+
+
+def shared_source_vectors(
+    model: Any, site: ResolvedSite, encoded: EncodedPairs, *, batch_size: int = 64
+) -> torch.Tensor:
+    """``source_vectors``, computed once per pair set and site inside a ``sharing()`` block.
+
+    Where the block plans sites (a search's layers at one position), the first call records all
+    of them in one pass: a deeper layer's run passes every shallower one on its way. Like prefix
+    stores, they are kept only by a block that keeps large things (a search's, not a session's).
+    """
+    if not sharing.prefix_stores_active():
+        return source_vectors(model, site, encoded, batch_size=batch_size)
+
+    def key(target: ResolvedSite) -> tuple[Any, ...]:
+        return ("sources", id(encoded), *hooks.site_key(target), weights_version(model))
+
+    found = sharing.lookup(key(site), owners=(model, encoded))
+    if found is not None:
+        return found
+    planned = [s for s in sharing.planned_sites() if s.position == encoded.position]
+    sites = [site, *_resolved(model, planned)]
+    vectors = source_vectors_at(model, sites, encoded, batch_size=batch_size)
+    for target in sites:
+        sharing.remember(key(target), vectors[hooks.site_key(target)], owners=(model, encoded))
+    return vectors[hooks.site_key(site)]
+
+
+def _resolved(model: Any, planned: Sequence[Any]) -> list[ResolvedSite]:
+    """The planned sites that exist in ``model`` (a bad one fails in its own alignment)."""
+    resolved = []
+    for site in planned:
+        try:
+            resolved.append(site.resolve(model))
+        except DasError:
+            continue
+    return resolved
 
 
 def _prefix_cache(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> Any:

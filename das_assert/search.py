@@ -62,16 +62,16 @@ def search(
 ) -> SearchGrid:
     """Fit ``hypothesis`` at every cell; ``align(hypothesis, site, **changes)`` fits one cell.
 
-    The cells of one position run together inside ``sharing()``: they encode their pairs once and
-    share the prefix KV cache of the training and test prompts, which does not depend on the layer.
+    The cells of one position run together inside ``sharing()``: they encode their pairs once,
+    share the prefix KV cache of the training and test prompts, which does not depend on the layer,
+    and read the source activations of every layer from one pass.
     """
     results = {}
     for position in positions:
-        with sharing():
-            for layer in layers:
-                results[(layer, position)] = align(
-                    hypothesis, Site(layer, position, component), **changes
-                )
+        sites = [Site(layer, position, component) for layer in layers]
+        with sharing(sites=sites):
+            for site in sites:
+                results[(site.layer, position)] = align(hypothesis, site, **changes)
     return SearchGrid(hypothesis, list(layers), list(positions), results)
 
 

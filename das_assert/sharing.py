@@ -6,6 +6,9 @@ file evaluate the same test prompts at several sites, and the base run's answers
 the site. Inside the block such results are computed once and handed to every alignment that
 asks for the same thing; when the block ends they are dropped, so no memory outlives it.
 
+A block may plan the sites its alignments will use (``sites=``): the first alignment that needs
+source activations then records them at every planned site of its position in one pass.
+
 ``sharing(prefix_stores=False)`` shares only the small things (encoded pairs, base answers); the
 plugin's ``das_session`` fixture opens one for the test session, so a search finds the test pairs
 and base answers of the claim with the same data. ``das_assert.search`` opens one with prefix
@@ -15,12 +18,20 @@ remembers itself (the large prefix stores) is dropped when it ends.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-__all__ = ["active", "lookup", "prefix_stores_active", "remember", "shared", "sharing"]
+__all__ = [
+    "active",
+    "lookup",
+    "planned_sites",
+    "prefix_stores_active",
+    "remember",
+    "shared",
+    "sharing",
+]
 
 T = TypeVar("T")
 
@@ -28,6 +39,7 @@ T = TypeVar("T")
 @dataclass
 class _Scope:
     prefix_stores: bool
+    sites: tuple[Any, ...] = ()
     memo: dict[Hashable, tuple[tuple[Any, ...], Any]] = field(default_factory=dict)
 
 
@@ -35,9 +47,12 @@ _SCOPES: list[_Scope] = []
 
 
 @contextmanager
-def sharing(*, prefix_stores: bool = True) -> Iterator[None]:
-    """Reuse ``shared`` results inside this block and the blocks around it."""
-    scope = _Scope(prefix_stores)
+def sharing(*, prefix_stores: bool = True, sites: Sequence[Any] = ()) -> Iterator[None]:
+    """Reuse ``shared`` results inside this block and the blocks around it.
+
+    ``sites`` (``das_assert.sites.Site``) are the sites the block's alignments will use.
+    """
+    scope = _Scope(prefix_stores, tuple(sites))
     _SCOPES.append(scope)
     try:
         yield
@@ -54,6 +69,11 @@ def active() -> bool:
 def prefix_stores_active() -> bool:
     """Whether the innermost block shares prefix KV stores (large: a search's, not a module's)."""
     return bool(_SCOPES) and _SCOPES[-1].prefix_stores
+
+
+def planned_sites() -> tuple[Any, ...]:
+    """The sites planned by the innermost block that plans any (empty outside such a block)."""
+    return next((scope.sites for scope in reversed(_SCOPES) if scope.sites), ())
 
 
 def lookup(key: Hashable, *, owners: tuple[Any, ...] = ()) -> Any | None:

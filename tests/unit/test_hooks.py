@@ -299,3 +299,47 @@ def test_intervene_with_the_identity_mix_leaves_the_logits_unchanged(
         with hooks.intervene(site_of(loaded, 1, component), encoded.base_position, lambda h: h):
             patched = forward(loaded, encoded).logits
         assert torch.equal(plain, patched)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_capture_many_records_every_site_in_one_pass_and_stops_after_the_deepest(
+    tiny_models: dict[str, Any], arch: str
+) -> None:
+    loaded = tiny_models[arch]
+    encoded = encoded_pairs(loaded)
+    sites = [site_of(loaded, 1, "block_output"), site_of(loaded, 0, "block_input")]
+    blocks = [Site(layer).resolve(loaded.model).module for layer in range(3)]
+    before = snapshot(loaded.model)
+    with (
+        call_counter(blocks[1]) as second,
+        call_counter(blocks[2]) as third,
+        call_counter(loaded.model.lm_head) as head,
+    ):
+        with hooks.capture_many(sites, encoded.base_position, stop=True) as captured:
+            forward(loaded, encoded)
+            pytest.fail("the forward pass should have been stopped after the deepest site")
+        assert (second[0], third[0], head[0]) == (1, 0, 0)
+    assert snapshot(loaded.model) == before
+    for site in sites:
+        with hooks.capture(site, encoded.base_position, stop=True) as alone:
+            forward(loaded, encoded)
+        assert torch.equal(captured[hooks.site_key(site)], alone["hidden"])
+
+
+@pytest.mark.parametrize("stop", [False, True])
+def test_capture_many_removes_every_hook_when_the_block_raises(
+    tiny_models: dict[str, Any], stop: bool
+) -> None:
+    loaded = tiny_models["llama"]
+    encoded = encoded_pairs(loaded)
+    sites = [site_of(loaded, layer, "block_output") for layer in (0, 1)]
+    before = snapshot(loaded.model)
+    added: list[int] = []
+
+    def run() -> None:
+        added.append(count_hooks(snapshot(loaded.model)) - count_hooks(before))
+
+    with pytest.raises(Boom):
+        raise_inside(hooks.capture_many(sites, encoded.base_position, stop=stop), run)
+    assert added == [2]
+    assert snapshot(loaded.model) == before

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from das_assert.sharing import active, lookup, prefix_stores_active, remember, shared, sharing
+from das_assert.sharing import (
+    active,
+    lookup,
+    planned_sites,
+    prefix_stores_active,
+    remember,
+    shared,
+    sharing,
+)
 
 
 class Owner:
@@ -52,3 +60,15 @@ def test_a_nested_block_sees_the_outer_blocks_results_but_keeps_its_own_to_itsel
             assert lookup("answers", owners=(owner,)) == "inner"  # innermost first
         assert lookup("store", owners=(owner,)) is None
         assert lookup("answers", owners=(owner,)) == "outer"
+
+
+def test_the_innermost_block_that_plans_sites_names_them():
+    assert planned_sites() == ()
+    with sharing(prefix_stores=False):
+        assert planned_sites() == ()
+        with sharing(sites=("layer 0", "layer 1")):
+            with sharing():
+                assert planned_sites() == ("layer 0", "layer 1")
+            with sharing(sites=("layer 2",)):
+                assert planned_sites() == ("layer 2",)
+        assert planned_sites() == ()
