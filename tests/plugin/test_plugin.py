@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -190,6 +191,31 @@ def test_a_second_run_reuses_the_cached_alignment(project) -> None:
     assert b[0]["train_seconds"] == 0  # loaded, not trained
     assert [r["iia"] for r in a] == [r["iia"] for r in b]
     assert list((project.path / ".das_assert" / "cache").glob("*.safetensors"))
+
+
+def test_the_das_session_exempts_the_loaded_libraries_from_the_cyclic_collector(
+    project: pytest.Pytester,
+) -> None:
+    project.makepyfile(
+        test_frozen="""
+        import gc
+
+        def test_frozen(das_session):
+            assert gc.get_freeze_count() > 10_000, gc.get_freeze_count()
+        """
+    )
+    model = str(Path(project.path / "das.yaml").read_text().split("path: ")[1].split()[0])
+    try:
+        result = project.runpytest(
+            f"--das-model={model}",
+            "--das-config=das.yaml",
+            "-p",
+            "no:cacheprovider",
+            "test_frozen.py",
+        )
+    finally:
+        gc.unfreeze()  # the run was in this process: give its objects back to the collector
+    result.assert_outcomes(passed=1)
 
 
 @pytest.mark.slow
