@@ -218,7 +218,8 @@ def grid(
     """Train every cell of a layer x position grid with both; the same evaluator scores both.
 
     das_assert runs the cells of one position inside ``sharing()``, as ``das_assert.search``
-    does: the pairs are encoded once and the prefix store is shared by the layers. pyvene trains
+    does: the pairs are encoded once, the prefix store is shared by the layers and the source
+    activations of every layer come from one pass. pyvene trains
     each cell from scratch, as a per-cell loop over its tutorial code would.
     """
     model = load_model(model_path)
@@ -232,7 +233,7 @@ def grid(
         test = encode(model, prompt_pairs("left_boundary", n_test, seed=1), parsed)
         fitted = {}
         started = time.perf_counter()
-        with sharing():
+        with sharing(sites=[Site(layer, position) for layer in layers]):
             train = encode(model, train_pairs, parsed)
             for layer in layers:
                 resolved = Site(layer, position).resolve(model.model)
