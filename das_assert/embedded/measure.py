@@ -127,6 +127,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _retrain_sentence(card: dict[str, Any]) -> str:
+    check = card.get("retrain_check")
+    if not check:
+        return ""
+    same = "matched" if check["sha256_matches"] else "did NOT match"
+    return (
+        f" Rerun alone on that machine on {check['date']}, the command took "
+        f"{check['seconds'] / 60:.1f} minutes and its `model.safetensors` {same} the sha256 below."
+    )
+
+
 def render_readme(card: dict[str, Any]) -> str:
     """The human-readable model card."""
     from das_assert.embedded.recipe import __doc__ as recipe_doc
@@ -163,10 +174,8 @@ where Alpaca-7B cannot be downloaded. It loads like any Hugging Face model direc
 {cfg["steps"]} steps of batch {cfg["batch_size"]}, AdamW lr {cfg["lr"]} with
 {cfg["warmup_steps"]} warm-up steps and cosine decay, then {cfg["focus_steps"]} focus steps at lr
 {cfg["focus_lr"]}; {cfg["threads"]} CPU threads. It took {card["train_seconds"] / 60:.0f} minutes
-here, on a 2-core machine shared with other jobs. Alone on that machine a step takes 0.49-0.54 s
-(100-step timings), so a full retrain takes about
-{(cfg["steps"] + cfg["focus_steps"]) * 0.5 / 60:.0f} minutes. Cross-entropy on the answer
-token only. Deterministic for a given seed, thread count and torch version.
+here, on a 2-core machine shared with other jobs.{_retrain_sentence(card)} Cross-entropy on the
+answer token only. Deterministic for a given seed, thread count and torch version.
 
 That determinism is bitwise, and the recipe leans on it: whether a run learns to compare the cents
 depends on float rounding. The same recipe with the template's shared preamble computed once per
