@@ -81,10 +81,11 @@ def capture_many(
     """
     captured: dict[Any, torch.Tensor] = {}
     unique = {site_key(site): site for site in sites}
+    wanted = set(unique)
     try:
         with ExitStack() as stack:
             for key, site in unique.items():
-                hook = _recorder(site, positions, captured, key, stop, set(unique))
+                hook = _recorder(site, positions, captured, key, stop, wanted)
                 stack.enter_context(_registered(site, hook))
             yield captured
     except StopForward:

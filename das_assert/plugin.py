@@ -323,8 +323,8 @@ def das_session(request: pytest.FixtureRequest) -> Any:
 def _freeze_the_heap() -> None:
     """Exempt what exists once the model is loaded from Python's cyclic garbage collector.
 
-    torch and transformers leave about 400k long-lived objects behind their imports; every full
-    collection re-scans them (about 0.2 s each on 2 CPU cores, some 15 times in a run of
+    torch and transformers leave about 375k long-lived objects behind their imports; every full
+    collection re-scans them (0.1-0.2 s each on 2 CPU cores, about 14 times in a run of
     ``hypotheses/`` and 5 more when pytest exits). Frozen objects are still freed by reference
     counting; only cycles among them would wait for the process to end.
     """

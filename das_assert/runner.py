@@ -153,8 +153,10 @@ def shared_source_vectors(
     if not sharing.prefix_stores_active():
         return source_vectors(model, site, encoded, batch_size=batch_size)
 
+    version = weights_version(model)
+
     def key(target: ResolvedSite) -> tuple[Any, ...]:
-        return ("sources", id(encoded), *hooks.site_key(target), weights_version(model))
+        return ("sources", id(encoded), *hooks.site_key(target), version)
 
     found = sharing.lookup(key(site), owners=(model, encoded))
     if found is not None:
