@@ -23,16 +23,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrizations
+
+from das_assert.rotation import orthogonal_rotation
 
 __all__ = ["Interchange"]
-
-
-class _Rotation(nn.Module):
-    def __init__(self, d: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(d, d))
-        nn.init.orthogonal_(self.weight)
 
 
 class Interchange(nn.Module):
@@ -56,7 +50,7 @@ class Interchange(nn.Module):
         self.method = ""
         self.rotation_kind = rotation
         if rotation == "learned":
-            self.rotate = parametrizations.orthogonal(_Rotation(d))
+            self.rotate = orthogonal_rotation(d)
         elif rotation == "random":
             q, _ = torch.linalg.qr(torch.randn(d, d, generator=generator))
             self.register_buffer("fixed_rotation", q)

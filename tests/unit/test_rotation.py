@@ -1,0 +1,146 @@
+"""The learned rotation's faster backward gives the gradient of torch's ``matrix_exp`` backward.
+
+References are float64 gradients through ``torch.matrix_exp``; the float32 paths are judged by
+their relative error against them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import torch
+from torch.nn.utils import parametrizations, parametrize
+
+from das_assert import rotation
+from das_assert.data import encode
+from das_assert.featurizers import Interchange
+from das_assert.fit import FitConfig, fit_alignment
+from das_assert.positions import parse_position
+from das_assert.rotation import expm_frechet, orthogonal_rotation
+from das_assert.sites import Site
+from das_assert.tasks.price_tagging import prompt_pairs
+
+
+def _skew(d: int, scale: float, seed: int) -> torch.Tensor:
+    x = torch.randn(d, d, generator=torch.Generator().manual_seed(seed)) * scale
+    return x.tril() - x.tril().T
+
+
+def _reference_gradient(a: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    a64 = a.double().requires_grad_()
+    (result,) = torch.autograd.grad(torch.matrix_exp(a64), a64, grad.double())
+    return result
+
+
+def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got.double() - want).norm() / want.norm())
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.003, 0.03, 0.3])
+@pytest.mark.parametrize("d", [16, 96])
+def test_the_frechet_derivative_is_the_gradient_of_matrix_exp(d: int, scale: float) -> None:
+    a = _skew(d, scale, seed=d)
+    # A training step's gradient: low rank (a batch of 8 rows) plus a little of everything.
+    generator = torch.Generator().manual_seed(1)
+    grad = torch.randn(d, 8, generator=generator) @ torch.randn(8, d, generator=generator)
+    grad += 0.01 * torch.randn(d, d, generator=generator)
+    want = _reference_gradient(a, grad)
+    a32 = a.clone().requires_grad_()
+    (torch_grad,) = torch.autograd.grad(torch.matrix_exp(a32), a32, grad)
+    ours = expm_frechet(a.T.contiguous(), grad)
+    assert _relative_error(ours, want) < 2e-5
+    # At least as close to float64 as torch's own float32 backward (plus rounding).
+    assert _relative_error(ours, want) <= 2 * _relative_error(torch_grad, want) + 1e-6
+
+
+def test_the_frechet_derivative_holds_for_a_matrix_that_is_not_skew() -> None:
+    generator = torch.Generator().manual_seed(2)
+    m = torch.randn(24, 24, generator=generator) * 0.2
+    e = torch.randn(24, 24, generator=generator)
+    m64 = m.double().T.contiguous().requires_grad_()
+    (want,) = torch.autograd.grad(torch.matrix_exp(m64), m64, e.double())
+    assert _relative_error(expm_frechet(m, e), want) < 2e-5
+
+
+@pytest.fixture
+def frechet_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rotation, "FRECHET_MIN_D", 0)
+
+
+def test_small_rotations_keep_torchs_own_parametrization() -> None:
+    module = orthogonal_rotation(rotation.FRECHET_MIN_D - 1)
+    torch.manual_seed(0)
+    reference = parametrizations.orthogonal(torch.nn.Linear(8, 8, bias=False))
+    assert type(module.parametrizations.weight[0]) is type(reference.parametrizations.weight[0])
+
+
+def test_the_faster_rotation_is_torchs_rotation_bit_for_bit_with_the_same_state(
+    frechet_everywhere: None,
+) -> None:
+    torch.manual_seed(3)
+    ours = orthogonal_rotation(48)
+    torch.manual_seed(3)
+    plain = torch.nn.Module()
+    plain.weight = torch.nn.Parameter(torch.empty(48, 48))
+    torch.nn.init.orthogonal_(plain.weight)
+    parametrizations.orthogonal(plain)
+    assert set(ours.state_dict()) == set(plain.state_dict())
+    noise = torch.randn(48, 48) * 0.05
+    with torch.no_grad():
+        for module in (ours, plain):
+            module.parametrizations.weight.original.add_(noise)
+    assert type(ours.parametrizations.weight[0]).__name__ == "_ExpOrthogonal"
+    assert torch.equal(ours.weight, plain.weight)
+
+
+def test_a_rotation_step_gets_the_same_gradient_from_both_backwards(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gradients = []
+    for threshold in (10**9, 0):
+        monkeypatch.setattr(rotation, "FRECHET_MIN_D", threshold)
+        torch.manual_seed(4)
+        interchange = Interchange.boundless(64)
+        original = interchange.rotate.parametrizations.weight.original
+        with torch.no_grad():
+            original.add_(torch.randn_like(original) * 0.05)
+        base, source = torch.randn(8, 64), torch.randn(8, 64)
+        variables = torch.zeros(8, dtype=torch.long)
+        with parametrize.cached():
+            interchange(base, source, variables, hard=False).pow(2).sum().backward()
+        gradients.append(original.grad.clone())
+    plain, faster = gradients
+    torch.testing.assert_close(faster, plain, rtol=0, atol=1e-4 * float(plain.abs().max()))
+
+
+def test_fit_alignment_learns_the_same_alignment_with_the_faster_backward(
+    tiny_models: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = tiny_models["llama"]
+    train = encode(loaded, prompt_pairs("left_boundary", 24, seed=0), parse_position("last"))
+    site = Site(1, "last").resolve(loaded.model)
+    config = FitConfig(epochs=2, batch_size=8, lr_rotation=1e-2)
+    fits = []
+    for threshold in (10**9, 0):
+        monkeypatch.setattr(rotation, "FRECHET_MIN_D", threshold)
+        fits.append(fit_alignment(loaded.model, site, train, replace(config)))
+    plain, faster = fits
+    assert type(faster.interchange.rotate.parametrizations.weight[0]).__name__ == "_ExpOrthogonal"
+    torch.testing.assert_close(
+        faster.interchange.rotation_matrix().detach(),
+        plain.interchange.rotation_matrix().detach(),
+        atol=1e-4,
+        rtol=0,
+    )
+    assert faster.boundary_dims == plain.boundary_dims
+    assert faster.interchange.orthogonality_error() < 1e-4
+
+
+def test_a_rotation_that_starts_from_a_matrix_that_is_not_orthogonal_is_refused(
+    frechet_everywhere: None,
+) -> None:
+    module = orthogonal_rotation(8)
+    with pytest.raises(ValueError, match="orthogonal"):
+        module.parametrizations.weight.right_inverse(torch.ones(8, 8))
