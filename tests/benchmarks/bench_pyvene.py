@@ -18,6 +18,7 @@ ratios mean anything. pyvene is a benchmark dependency only: ``pip install pyven
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import sys
@@ -108,14 +109,20 @@ def _synchronize(device: Any) -> None:
         torch.cuda.synchronize(device)
 
 
-def _peak_gib(device: Any) -> float | None:
-    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+def _peak_gib(device: Any, start: int = 0) -> float | None:
+    """Peak GPU memory since ``_reset_peak`` returned ``start``, less ``start``, in GiB."""
+    if device.type != "cuda":
+        return None
+    return (torch.cuda.max_memory_allocated(device) - start) / 2**30
 
 
-def _reset_peak(device: Any) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
+def _reset_peak(device: Any) -> int:
+    """Start a new peak; return the bytes allocated now (what the next phase did not add)."""
+    if device.type != "cuda":
+        return 0
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    return torch.cuda.memory_allocated(device)
 
 
 def run(model_path: str, layer: int, position: str, **settings: Any) -> dict:
@@ -132,31 +139,42 @@ def compare(
     epochs: int,
     batch: int,
     n_test: int,
+    prefix_store_mib: int | None = None,
 ) -> dict:
-    """Fit the same Boundless DAS with das_assert and with pyvene on a loaded model."""
+    """Fit the same Boundless DAS with das_assert and with pyvene on a loaded model.
+
+    ``prefix_store_mib`` overrides das_assert's budget for keeping base prefixes (speed only)."""
     site = Site(layer, position)
     resolved = site.resolve(model.model)
     steps = epochs * -(-n_train // batch)
     train = encode(model, prompt_pairs("left_boundary", n_train, seed=0), site.parsed_position)
     test = encode(model, prompt_pairs("left_boundary", n_test, seed=1), site.parsed_position)
-    config = FitConfig(epochs=epochs, batch_size=batch, seed=0)
+    config = _config(epochs, batch, prefix_store_mib)
     if len({int(p) for p in train.base_position}) != 1:
         raise SystemExit("pyvene's single-position unit needs one position for every prompt")
     device = model.input_device
     weights_gib = sum(p.nbytes for p in model.model.parameters()) / 2**30
 
+    # Warm both up on two batches first, so that neither pays the device's one-time costs
+    # (kernel selection, library handles) inside its timing.
+    warm = encode(model, prompt_pairs("left_boundary", 2 * batch, seed=2), site.parsed_position)
+    fit_alignment(model.model, resolved, warm, dataclasses.replace(config, epochs=1))
+    _pyvene_fit(model, layer, warm, config, 2)
+
     rss_before = _peak_rss_mib()
-    _reset_peak(device)
+    # Each peak counts what that fit adds to what is allocated before it (the weights, and for
+    # pyvene also das_assert's trained intervention), plus the weights.
+    start = _reset_peak(device)
     started = time.perf_counter()
     ours = fit_alignment(model.model, resolved, train, config)
     _synchronize(device)
     ours_seconds = time.perf_counter() - started
-    ours_peak = _peak_gib(device)
+    ours_added = _peak_gib(device, start)
     ours_eval = evaluate(model.model, ours, test)
 
-    _reset_peak(device)
+    start = _reset_peak(device)
     theirs = _pyvene_fit(model, layer, train, config, steps)
-    theirs_peak = _peak_gib(device)
+    theirs_added = _peak_gib(device, start)
     widths = [theirs["width"]]
     frozen = Interchange.frozen(theirs["rotation"], widths, "boundless")
     frozen.to(device)
@@ -164,12 +182,12 @@ def compare(
         model.model, FittedAlignment(frozen, resolved, config, n_train, 0.0), test
     )
     memory = None
-    if ours_peak is not None and theirs_peak is not None:
+    if ours_added is not None and theirs_added is not None:
         memory = {
             "weights_gib": weights_gib,
-            "das_assert_peak_gib": ours_peak,
-            "pyvene_peak_gib": theirs_peak,
-            "ratio_above_weights": (ours_peak - weights_gib) / max(theirs_peak - weights_gib, 1e-9),
+            "das_assert_peak_gib": weights_gib + ours_added,
+            "pyvene_peak_gib": weights_gib + theirs_added,
+            "ratio_above_weights": ours_added / max(theirs_added, 1e-9),
         }
 
     # Whole fits, divided by their steps: das_assert's one-time source and prefix passes count.
@@ -183,6 +201,7 @@ def compare(
         "epochs": epochs,
         "batch": batch,
         "threads": torch.get_num_threads(),
+        "prefix_store_mib": config.prefix_store_mib,
         "das_assert": {
             "seconds_per_step": ours_step,
             "examples_per_s": batch / ours_step,
@@ -205,8 +224,20 @@ def compare(
     }
 
 
-def grid(
-    model_path: str,
+def _config(epochs: int, batch: int, prefix_store_mib: int | None) -> FitConfig:
+    config = FitConfig(epochs=epochs, batch_size=batch, seed=0)
+    if prefix_store_mib is None:
+        return config
+    return dataclasses.replace(config, prefix_store_mib=prefix_store_mib)
+
+
+def grid(model_path: str, layers: list[int], positions: list[str], **settings: Any) -> dict:
+    """``grid_on`` the model directory ``model_path``."""
+    return grid_on(load_model(model_path), layers, positions, **settings)
+
+
+def grid_on(
+    model: Any,
     layers: list[int],
     positions: list[str],
     *,
@@ -214,6 +245,7 @@ def grid(
     epochs: int,
     batch: int,
     n_test: int,
+    prefix_store_mib: int | None = None,
 ) -> dict:
     """Train every cell of a layer x position grid with both; the same evaluator scores both.
 
@@ -222,8 +254,7 @@ def grid(
     activations of every layer come from one pass. pyvene trains
     each cell from scratch, as a per-cell loop over its tutorial code would.
     """
-    model = load_model(model_path)
-    config = FitConfig(epochs=epochs, batch_size=batch, seed=0)
+    config = _config(epochs, batch, prefix_store_mib)
     steps = epochs * -(-n_train // batch)
     ours_seconds = theirs_seconds = 0.0
     cells = []
@@ -238,6 +269,7 @@ def grid(
             for layer in layers:
                 resolved = Site(layer, position).resolve(model.model)
                 fitted[layer] = fit_alignment(model.model, resolved, train, config)
+        _synchronize(model.input_device)
         ours_seconds += time.perf_counter() - started
         for layer in layers:
             resolved = Site(layer, position).resolve(model.model)
@@ -261,6 +293,7 @@ def grid(
         "batch": batch,
         "n_test": n_test,
         "threads": torch.get_num_threads(),
+        "prefix_store_mib": config.prefix_store_mib,
         "das_assert_seconds": ours_seconds,
         "pyvene_seconds": theirs_seconds,
         "ratio_grid_speed": theirs_seconds / ours_seconds,

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from das_assert.data import encode
 from das_assert.fit import FitConfig, fit_alignment
 from das_assert.models import load_model
@@ -37,23 +39,30 @@ PREFIXES = (
 )
 
 
-def _fit_seconds(model: Any, site: Site, train: Any, epochs: int, batch: int) -> float:
-    """The fastest of two identical fits (timer noise on a shared machine only adds time)."""
+def _fit_seconds(
+    model: Any, site: Site, train: Any, epochs: int, batch: int, repeats: int = 2
+) -> float:
+    """The fastest of ``repeats`` identical fits (timer noise on a shared machine only adds
+    time)."""
     config = FitConfig(epochs=epochs, batch_size=batch, seed=0)
     times = []
-    for _ in range(2):
+    for _ in range(repeats):
         started = time.perf_counter()
         fit_alignment(model.model, site.resolve(model.model), train, config)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - started)
     return min(times)
 
 
-def cell(model: Any, layer: int, position: str, prefix: str, *, n: int, batch: int) -> dict:
+def cell(
+    model: Any, layer: int, position: str, prefix: str, *, n: int, batch: int, repeats: int = 2
+) -> dict:
     site = Site(layer, position)
     fmt = PriceFormat(prefix=prefix)
     train = encode(model, prompt_pairs("left_boundary", n, seed=0, fmt=fmt), site.parsed_position)
-    one = _fit_seconds(model, site, train, 1, batch)
-    three = _fit_seconds(model, site, train, 3, batch)
+    one = _fit_seconds(model, site, train, 1, batch, repeats)
+    three = _fit_seconds(model, site, train, 3, batch, repeats)
     steps_per_epoch = -(-n // batch)
     step = (three - one) / (2 * steps_per_epoch)
     length = int(train.base_last[0]) + 1
@@ -67,11 +76,16 @@ def cell(model: Any, layer: int, position: str, prefix: str, *, n: int, batch: i
     }
 
 
+def cells_for(layer: int, later_layers: list[int]) -> list[tuple[int, str, str]]:
+    """The rows of the curve: positions at ``layer``, longer prompts, then ``later_layers``."""
+    cells = [(layer, position, "") for position in POSITIONS]
+    cells += [(layer, "last", prefix) for prefix in PREFIXES[1:]]
+    return cells + [(later, "last", "") for later in later_layers]
+
+
 def run(model_path: str, *, n: int, batch: int) -> list[dict]:
     model = load_model(model_path)
-    cells = [(0, position, "") for position in POSITIONS]
-    cells += [(0, "last", prefix) for prefix in PREFIXES[1:]]
-    cells += [(layer, "last", "") for layer in range(1, model.config.num_hidden_layers)]
+    cells = cells_for(0, list(range(1, model.config.num_hidden_layers)))
     return [cell(model, *c, n=n, batch=batch) for c in cells]
 
 

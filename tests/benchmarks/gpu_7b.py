@@ -6,7 +6,12 @@ step time, examples/s and peak GPU memory above the weights, for both, in one pr
 ``gpu_7b.json`` to ``--out``. On an H100/H200 it should take a few minutes (model init included).
 
     pip install --no-deps pyvene-0.1.8-py3-none-any.whl      # a carried wheel; no internet
-    python tests/benchmarks/gpu_7b.py --out $OUT
+    python tests/benchmarks/gpu_7b.py --out $OUT                  # the side-by-side step
+    python tests/benchmarks/gpu_7b.py --out $OUT --stages all     # and the breakdowns
+
+``--stages all`` adds the rotation alone (the part both implementations share), one whole forward
+pass, das_assert with every prefix kept, the cost curve of cost_curve.py and a small grid against
+pyvene. ``gpu_session.sh`` beside this is the one device call that runs it all.
 
 ``--shape tiny --device cpu`` runs the same code at a toy shape, as a check that the script works
 (the library's tests do this). With random weights IIA means nothing; compare the timings.
@@ -72,6 +77,159 @@ def build(shape: str, device: str, dtype: torch.dtype) -> object:
     return LoadedModel(model, tokenizer, Path(f"<random llama {shape}>"), name, device)
 
 
+def rotation_cost(d: int, batch: int, device: str, *, repeats: int = 5) -> dict[str, float]:
+    """The rotation alone, per training step, as both implementations train it: torch's
+    orthogonal ``matrix_exp`` map forward, then forward + backward through the mix, with
+    das_assert's backward (``das_assert.rotation``) and with torch's own, after the entries moved
+    about as far as a fit moves them (0.01). Milliseconds, and peak GPU memory in GiB."""
+    from torch.nn.utils import parametrize
+
+    from das_assert import rotation
+    from das_assert.featurizers import Interchange
+
+    base = torch.randn(batch, d, device=device, dtype=torch.bfloat16)
+    source = torch.randn(batch, d, device=device, dtype=torch.bfloat16)
+    variables = torch.zeros(batch, dtype=torch.long, device=device)
+    noise = torch.randn(d, d, device=device) * 0.01
+    result: dict[str, float] = {"d": d, "batch": batch}
+    threshold = rotation.FRECHET_MIN_D
+    for label, minimum in (("das_assert", 0), ("torch", 1 << 30)):
+        rotation.FRECHET_MIN_D = minimum
+        try:
+            interchange = Interchange.boundless(d).to(device)
+        finally:
+            rotation.FRECHET_MIN_D = threshold
+        with torch.no_grad():
+            interchange.rotate.parametrizations.weight.original.add_(noise)
+
+        def step(interchange: Interchange = interchange) -> None:
+            with parametrize.cached():
+                interchange(base, source, variables, hard=False).float().sum().backward()
+
+        result[f"{label}_step_ms"] = _median_ms(step, device, repeats)
+        result[f"{label}_step_peak_gib"] = _peak_gib_of(step, device)
+    result["forward_ms"] = _median_ms(lambda: interchange.rotation_matrix(), device, repeats)
+    return result
+
+
+def _peak_gib_of(function: object, device: str) -> float | None:
+    """Peak GPU memory that one call of ``function`` adds to what is already allocated."""
+    if not device.startswith("cuda"):
+        return None
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    function()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - before) / 2**30
+
+
+def das_assert_alone(
+    model: object, layer: int, position: str, sizes: dict[str, int], prefix_store_mib: int
+) -> dict[str, float]:
+    """das_assert's fit at the benchmark's site with another prefix-store budget: step time and
+    peak GPU memory above the weights (pyvene is not rerun)."""
+    import dataclasses
+
+    import bench_pyvene
+
+    from das_assert.data import encode
+    from das_assert.fit import FitConfig, fit_alignment
+    from das_assert.sites import Site
+    from das_assert.tasks.price_tagging import prompt_pairs
+
+    site = Site(layer, position)
+    n, batch = sizes["n_train"], sizes["batch"]
+    train = encode(model, prompt_pairs("left_boundary", n, seed=0), site.parsed_position)
+    config = FitConfig(epochs=sizes["epochs"], batch_size=batch, seed=0)
+    config = dataclasses.replace(config, prefix_store_mib=prefix_store_mib)
+    device = model.input_device
+    start = bench_pyvene._reset_peak(device)
+    started = time.perf_counter()
+    fit_alignment(model.model, site.resolve(model.model), train, config)
+    bench_pyvene._synchronize(device)
+    step = (time.perf_counter() - started) / (config.epochs * -(-n // batch))
+    added = bench_pyvene._peak_gib(device, start)
+    return {
+        "prefix_store_mib": prefix_store_mib,
+        "seconds_per_step": step,
+        "examples_per_s": batch / step,
+        "peak_above_weights_gib": added,
+    }
+
+
+def memory_phases(model: object, layer: int, position: str, batch: int) -> dict[str, float | None]:
+    """Peak GPU memory (GiB) that each part of a das_assert fit adds to what is allocated: the
+    source pass (at its batch of 64 and at the fit's), the prefix store's first batch, one
+    training step's model part (a scalar mix, so no rotation), and a whole short fit."""
+    from das_assert.data import encode
+    from das_assert.fit import FitConfig, fit_alignment
+    from das_assert.runner import PrefixStore, answer_logits, source_vectors
+    from das_assert.sites import Site
+    from das_assert.tasks.price_tagging import prompt_pairs
+
+    device = str(model.input_device)
+    site = Site(layer, position)
+    resolved = site.resolve(model.model)
+    train = encode(model, prompt_pairs("left_boundary", 4 * batch, seed=0), site.parsed_position)
+    index = torch.arange(batch)
+
+    def model_step() -> None:
+        scale = torch.ones((), device=device, requires_grad=True)
+        logits = answer_logits(model.model, resolved, train, index, lambda h: h * scale)
+        logits.logsumexp(dim=-1).sum().backward()
+
+    phases = {
+        "sources_batch_64": lambda: source_vectors(model.model, resolved, train, batch_size=64),
+        "sources_batch_fit": lambda: source_vectors(model.model, resolved, train, batch_size=batch),
+        "prefix_store_attempt": lambda: PrefixStore.build(
+            model.model, train, batch_size=batch, max_bytes=2**30
+        ),
+        "model_step": model_step,
+        "fit_4_steps": lambda: fit_alignment(
+            model.model, resolved, train, FitConfig(epochs=1, batch_size=batch)
+        ),
+    }
+    return {name: _peak_gib_of(phase, device) for name, phase in phases.items()}
+
+
+def forward_cost(model: object, batch: int, *, repeats: int = 5) -> dict[str, float]:
+    """Milliseconds of one no-grad forward of ``batch`` whole prompts (the floor pyvene's step
+    pays twice, for base and source, before its backward)."""
+    from das_assert.data import encode
+    from das_assert.sites import Site
+    from das_assert.tasks.price_tagging import prompt_pairs
+
+    position = Site(0, "last").parsed_position
+    encoded = encode(model, prompt_pairs("left_boundary", batch, seed=2), position)
+    ids, mask = encoded.base_batch(torch.arange(batch))
+    device = model.input_device
+    ids, mask = ids.to(device), mask.to(device)
+
+    @torch.no_grad()
+    def forward() -> None:
+        model.model(input_ids=ids, attention_mask=mask)
+
+    return {"forward_ms": _median_ms(forward, str(device), repeats), "tokens": ids.shape[1]}
+
+
+def _median_ms(function: object, device: str, repeats: int) -> float:
+    def synchronize() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    for _ in range(2):
+        function()
+    synchronize()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        synchronize()
+        times.append((time.perf_counter() - started) * 1000)
+    return sorted(times)[len(times) // 2]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, metavar="DIR")
@@ -84,32 +242,135 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-train", type=int, default=640)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--n-test", type=int, default=64)
+    parser.add_argument(
+        "--stages",
+        default="compare",
+        help="comma-separated, in order: compare (the side-by-side step), rotation (the rotation "
+        "alone), forward (one whole forward pass), memory (peak by phase), every_prefix_kept, "
+        "cost_curve, grid (a small grid against pyvene); 'all' for every one. Default: compare",
+    )
+    parser.add_argument("--name", default="gpu_7b", help="the JSON file's name, without .json")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=420.0,
+        help="start no stage but the first after this many seconds (the results so far are kept)",
+    )
     args = parser.parse_args(argv)
+    stages = STAGES if args.stages == "all" else args.stages.split(",")
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        parser.error(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)} or all")
+    started = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    model = build(args.shape, args.device, getattr(torch, args.dtype))
+    result = {
+        "shape": args.shape,
+        "dtype": args.dtype,
+        "build_seconds": round(time.perf_counter() - started, 1),
+        "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+        "torch": torch.__version__,
+        "transformers_version": _version("transformers"),
+        "pyvene_version": _version("pyvene"),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    _run_stages(model, args, stages, result, started)
+    return 0
+
+
+def _print_compare(result: dict) -> None:
     import bench_pyvene
 
-    started = time.perf_counter()
-    model = build(args.shape, args.device, getattr(torch, args.dtype))
-    build_seconds = time.perf_counter() - started
-    result = bench_pyvene.compare(model, args.layer, args.position, **bench_pyvene.data_sizes(args))
-    result.update(
-        shape=args.shape,
-        dtype=args.dtype,
-        build_seconds=round(build_seconds, 1),
-        gpu=torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
-        torch=torch.__version__,
-    )
-    print(bench_pyvene.table(result))
+    print(bench_pyvene.table(result), flush=True)
     if result["gpu_memory"]:
         memory = result["gpu_memory"]
         print(
             f"peak GPU memory above the weights ({memory['weights_gib']:.2f} GiB): das_assert "
             f"{memory['das_assert_peak_gib'] - memory['weights_gib']:.2f} GiB, pyvene "
             f"{memory['pyvene_peak_gib'] - memory['weights_gib']:.2f} GiB, ratio "
-            f"{memory['ratio_above_weights']:.2f}"
+            f"{memory['ratio_above_weights']:.2f}",
+            flush=True,
         )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_7b.json").write_text(json.dumps(result, indent=1) + "\n")
-    return 0
+
+
+STAGES = (
+    "compare",
+    "rotation",
+    "forward",
+    "memory",
+    "every_prefix_kept",
+    "cost_curve",
+    "grid",
+)
+
+
+def _run_stages(
+    model: object, args: argparse.Namespace, names: list[str], result: dict, started: float
+) -> None:
+    """Run the stages in order, each but the first skipped once the budget is spent; a failing
+    stage records its error and the next one still runs. The JSON is rewritten after each."""
+    import bench_pyvene
+    import cost_curve
+
+    layers = model.config.num_hidden_layers
+    middle = min(args.layer, layers - 1)
+    sizes = bench_pyvene.data_sizes(args)
+    grid_sizes = {"n_train": 6 * args.batch, "epochs": 1, "batch": args.batch}
+    every = {
+        "compare": lambda: bench_pyvene.compare(model, args.layer, args.position, **sizes),
+        "rotation": lambda: rotation_cost(model.config.hidden_size, args.batch, args.device),
+        "forward": lambda: forward_cost(model, args.batch),
+        "memory": lambda: memory_phases(model, args.layer, args.position, args.batch),
+        "every_prefix_kept": lambda: das_assert_alone(
+            model, args.layer, args.position, sizes, 1 << 20
+        ),
+        "cost_curve": lambda: [
+            cost_curve.cell(model, *c, n=4 * args.batch, batch=args.batch, repeats=1)
+            for c in cost_curve.cells_for(middle, sorted({0, 3 * layers // 4}))
+        ],
+        "grid": lambda: bench_pyvene.grid_on(
+            model,
+            [layers // 4, middle, 3 * layers // 4],
+            ["after:amount", "last"],
+            **grid_sizes,
+            n_test=args.n_test,
+        ),
+    }
+    stages = {name: every[name] for name in names}
+    for position, (name, stage) in enumerate(stages.items()):
+        if position and time.perf_counter() - started > args.budget_s:
+            result[name] = {"skipped": f"over the {args.budget_s:.0f} s budget"}
+            continue
+        stage_started = time.perf_counter()
+        try:
+            outcome = stage()
+        except Exception as exc:  # one stage's failure must not lose the others' numbers
+            outcome = {"error": f"{type(exc).__name__}: {exc}"}
+        if name == "compare" and "error" not in outcome:
+            result.update(outcome)
+            _print_compare(result)
+        else:
+            result[name] = outcome
+            print(f"{name} ({time.perf_counter() - stage_started:.0f} s):", outcome, flush=True)
+        _write(args.out / f"{args.name}.json", result)
+    if isinstance(result.get("grid"), dict) and "cells" in result["grid"]:
+        print(bench_pyvene.grid_table(result["grid"]))
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def _write(path: Path, result: dict) -> None:
+    """Write the JSON whole or not at all (a killed run keeps the last complete one)."""
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    partial.replace(path)
 
 
 if __name__ == "__main__":
