@@ -18,7 +18,6 @@ ratios mean anything. pyvene is a benchmark dependency only: ``pip install pyven
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import resource
 import sys
@@ -139,17 +138,14 @@ def compare(
     epochs: int,
     batch: int,
     n_test: int,
-    prefix_store_mib: int | None = None,
 ) -> dict:
-    """Fit the same Boundless DAS with das_assert and with pyvene on a loaded model.
-
-    ``prefix_store_mib`` overrides das_assert's budget for keeping base prefixes (speed only)."""
+    """Fit the same Boundless DAS with das_assert and with pyvene on a loaded model."""
     site = Site(layer, position)
     resolved = site.resolve(model.model)
     steps = epochs * -(-n_train // batch)
     train = encode(model, prompt_pairs("left_boundary", n_train, seed=0), site.parsed_position)
     test = encode(model, prompt_pairs("left_boundary", n_test, seed=1), site.parsed_position)
-    config = _config(epochs, batch, prefix_store_mib)
+    config = FitConfig(epochs=epochs, batch_size=batch, seed=0)
     if len({int(p) for p in train.base_position}) != 1:
         raise SystemExit("pyvene's single-position unit needs one position for every prompt")
     device = model.input_device
@@ -158,7 +154,7 @@ def compare(
     # Warm both up on two batches first, so that neither pays the device's one-time costs
     # (kernel selection, library handles) inside its timing.
     warm = encode(model, prompt_pairs("left_boundary", 2 * batch, seed=2), site.parsed_position)
-    fit_alignment(model.model, resolved, warm, dataclasses.replace(config, epochs=1))
+    fit_alignment(model.model, resolved, warm, FitConfig(epochs=1, batch_size=batch, seed=0))
     _pyvene_fit(model, layer, warm, config, 2)
 
     rss_before = _peak_rss_mib()
@@ -224,13 +220,6 @@ def compare(
     }
 
 
-def _config(epochs: int, batch: int, prefix_store_mib: int | None) -> FitConfig:
-    config = FitConfig(epochs=epochs, batch_size=batch, seed=0)
-    if prefix_store_mib is None:
-        return config
-    return dataclasses.replace(config, prefix_store_mib=prefix_store_mib)
-
-
 def grid(model_path: str, layers: list[int], positions: list[str], **settings: Any) -> dict:
     """``grid_on`` the model directory ``model_path``."""
     return grid_on(load_model(model_path), layers, positions, **settings)
@@ -245,7 +234,6 @@ def grid_on(
     epochs: int,
     batch: int,
     n_test: int,
-    prefix_store_mib: int | None = None,
 ) -> dict:
     """Train every cell of a layer x position grid with both; the same evaluator scores both.
 
@@ -254,7 +242,7 @@ def grid_on(
     activations of every layer come from one pass. pyvene trains
     each cell from scratch, as a per-cell loop over its tutorial code would.
     """
-    config = _config(epochs, batch, prefix_store_mib)
+    config = FitConfig(epochs=epochs, batch_size=batch, seed=0)
     steps = epochs * -(-n_train // batch)
     ours_seconds = theirs_seconds = 0.0
     cells = []

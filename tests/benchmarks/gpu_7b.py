@@ -114,14 +114,13 @@ def rotation_cost(d: int, batch: int, device: str, *, repeats: int = 5) -> dict[
 
 def _peak_gib_of(function: object, device: str) -> float | None:
     """Peak GPU memory that one call of ``function`` adds to what is already allocated."""
-    if not device.startswith("cuda"):
-        return None
-    torch.cuda.synchronize()
-    before = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
+    import bench_pyvene
+
+    where = torch.device(device)
+    start = bench_pyvene._reset_peak(where)
     function()
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - before) / 2**30
+    bench_pyvene._synchronize(where)
+    return bench_pyvene._peak_gib(where, start)
 
 
 def das_assert_alone(
@@ -129,8 +128,6 @@ def das_assert_alone(
 ) -> dict[str, float]:
     """das_assert's fit at the benchmark's site with another prefix-store budget: step time and
     peak GPU memory above the weights (pyvene is not rerun)."""
-    import dataclasses
-
     import bench_pyvene
 
     from das_assert.data import encode
@@ -141,8 +138,9 @@ def das_assert_alone(
     site = Site(layer, position)
     n, batch = sizes["n_train"], sizes["batch"]
     train = encode(model, prompt_pairs("left_boundary", n, seed=0), site.parsed_position)
-    config = FitConfig(epochs=sizes["epochs"], batch_size=batch, seed=0)
-    config = dataclasses.replace(config, prefix_store_mib=prefix_store_mib)
+    config = FitConfig(
+        epochs=sizes["epochs"], batch_size=batch, seed=0, prefix_store_mib=prefix_store_mib
+    )
     device = model.input_device
     start = bench_pyvene._reset_peak(device)
     started = time.perf_counter()
