@@ -8,7 +8,7 @@ tokenizes a list of them for one model and resolves the site's position on each 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from das_assert.models import LoadedModel
@@ -77,6 +77,16 @@ class EncodedPairs:
         order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
         for start in range(0, n, batch_size):
             yield order[start : start + batch_size]
+
+    def select(self, rows: torch.Tensor) -> EncodedPairs:
+        """The pairs at ``rows`` (an index tensor), in that order."""
+        pairs = [self.pairs[i] for i in rows.tolist()]
+        tensors = {
+            f.name: getattr(self, f.name)[rows]
+            for f in fields(self)
+            if f.name not in ("pairs", "position")
+        }
+        return EncodedPairs(pairs=pairs, position=self.position, **tensors)
 
     def base_batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Ids and attention mask of some base prompts, trimmed to their longest one."""

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from das_assert import runner, sharing
-from das_assert.data import EncodedPairs
+from das_assert.data import EncodedPairs, PromptPair
+from das_assert.errors import InvalidArgument
 from das_assert.featurizers import Interchange
 from das_assert.fit import FittedAlignment
 from das_assert.runner import BaseRun, PrefixStore, shared_source_vectors
@@ -69,6 +70,20 @@ class Evaluation:
             "majority": majority,
             "random_rotation": float((self.random_predicted == labels).float().mean()),
         }
+
+    def subset(self, keep: Callable[[PromptPair], bool]) -> Evaluation:
+        """This evaluation restricted to the pairs for which ``keep(pair)`` is true: each pair's
+        passes do not depend on the others, so no forward pass is rerun."""
+        rows = torch.tensor([i for i, pair in enumerate(self.test.pairs) if keep(pair)])
+        if rows.numel() == 0:
+            raise InvalidArgument("subset: no pair of this evaluation passes the filter")
+        return Evaluation(
+            test=self.test.select(rows),
+            predicted=self.predicted[rows],
+            base_predicted=self.base_predicted[rows],
+            random_predicted=self.random_predicted[rows],
+            eval_seconds=self.eval_seconds,
+        )
 
     def iia_by_variable(self) -> dict[int, tuple[int, int]]:
         """``variable index -> (correct, n)``."""

@@ -63,6 +63,12 @@ class DasSession:
     baseline: tuple[Path, dict[str, Any]] | None = None  # the baseline compared with
     compare_checks: list[Any] = field(default_factory=list)
     _memo: dict[str, AlignmentResult] = field(default_factory=dict, repr=False)
+    # Fuzz examples that repeat a variant (hypothesis often draws the plain prompt again) reuse
+    # its evaluation: the alignment is frozen and the pairs are seeded, so it cannot differ.
+    # Keyed by id(result), with the result kept alive beside its outcome so the id stays unique.
+    _variant_memo: dict[tuple[int, Any, int], tuple[AlignmentResult, Any]] = field(
+        default_factory=dict, repr=False
+    )
 
     def site(self, name: str) -> Any:
         """The site called ``name`` for this model in das.yaml."""
@@ -325,32 +331,17 @@ class DasRequest:
         __tracebackhide__ = True
         from hypothesis import assume, event
 
-        from das_assert.data import encode
         from das_assert.errors import InvalidArgument as Invalid
-        from das_assert.evaluate import evaluate
         from das_assert.metrics import wilson_interval
-        from das_assert.tasks.price_tagging import prompt_pairs
 
         threshold = self.session.settings.threshold(claim, table="robustness")
         exp = result.experiment
-        try:
-            pairs = prompt_pairs(
-                exp.hypothesis,
-                n,
-                seed=exp.seed + 31,
-                fmt=variant.format(),
-                bracket=variant.bracket,
-                variables=exp.variables,
-                edit=variant.edit,
-            )
-            test = encode(self.session.model, pairs, exp.site.parsed_position)
-        except Invalid as exc:
-            event(f"rejected: {str(exc)[:60]}")
+        evaluation = self._evaluate_variant(result, variant, n)
+        if isinstance(evaluation, Invalid):
+            event(f"rejected: {str(evaluation)[:60]}")
             self._fuzz_record(variant, claim, None, "rejected: cannot be built")
             assume(False)
-            raise AssertionError("unreachable") from exc
         # One pass gives the precondition (the base run) and the claim; the precondition decides.
-        evaluation = evaluate(self.session.model.model, result.fitted, test, seed=exp.seed)
         accuracy = evaluation.task_accuracy
         if accuracy < self.session.min_task_accuracy:
             event("rejected: the model fails the task under this variant")
@@ -377,6 +368,42 @@ class DasRequest:
                 f"{_indent(pair.source.text)}\n"
                 f"  replay: pytest {self.node.nodeid} (the example database replays this variant)"
             )
+
+    def _evaluate_variant(self, result: AlignmentResult, variant: Any, n: int) -> Any:
+        """The frozen alignment on ``n`` seeded pairs written as ``variant``: an ``Evaluation``,
+        or the ``InvalidArgument`` that stopped the pairs from being built. Computed once per
+        session for each (alignment, variant, n)."""
+        from das_assert.data import encode
+        from das_assert.errors import InvalidArgument as Invalid
+        from das_assert.evaluate import evaluate
+        from das_assert.tasks.price_tagging import prompt_pairs
+
+        try:
+            key: tuple[int, Any, int] | None = (id(result), variant, n)
+            known = self.session._variant_memo.get(key)  # type: ignore[arg-type]
+        except TypeError:  # a user's variant type that cannot be hashed: no reuse
+            key = known = None
+        if known is not None:
+            return known[1]
+        exp = result.experiment
+        try:
+            pairs = prompt_pairs(
+                exp.hypothesis,
+                n,
+                seed=exp.seed + 31,
+                fmt=variant.format(),
+                bracket=variant.bracket,
+                variables=exp.variables,
+                edit=variant.edit,
+            )
+            test = encode(self.session.model, pairs, exp.site.parsed_position)
+        except Invalid as exc:
+            outcome: Any = exc.with_traceback(None)
+        else:
+            outcome = evaluate(self.session.model.model, result.fitted, test, seed=exp.seed)
+        if key is not None:
+            self.session._variant_memo[key] = (result, outcome)
+        return outcome
 
     def _fuzz_record(self, variant: Any, claim: str, evaluation: Any, status: str) -> None:
         record = {

@@ -44,12 +44,19 @@ def test_the_two_booleans_occupy_disjoint_nonempty_subspaces_of_one_rotation(at_
     assert float((left * right).sum()) == 0.0, "the two boxes overlap"
 
 
+@pytest.fixture(scope="module")
+def on_fresh_pairs(at_boundary):
+    """The frozen alignment on fresh pairs (seed + 7); each pair intervenes on one boolean."""
+    exp = at_boundary.experiment
+    return at_boundary.evaluate_on(exp.pairs(at_boundary.n, exp.seed + 7, fmt=None))
+
+
 @pytest.mark.parametrize("variable", ["left", "right"])
-def test_each_boolean_keeps_its_iia_when_intervened_on_alone(das_session, at_boundary, variable):
+def test_each_boolean_keeps_its_iia_when_intervened_on_alone(
+    das_session, at_boundary, on_fresh_pairs, variable
+):
     threshold = das_session.threshold("left_and_right_boundary.each")
-    pairs = at_boundary.experiment.pairs(at_boundary.n, at_boundary.experiment.seed + 7, fmt=None)
-    only = [p for p in pairs if p.inputs["variable"] == variable]
-    evaluation = at_boundary.evaluate_on(only)
+    evaluation = on_fresh_pairs.subset(lambda pair: pair.inputs["variable"] == variable)
     low, high = wilson_interval(evaluation.successes, evaluation.n)
     assert low >= threshold, (
         f"{variable}: IIA {evaluation.iia:.3f} (n={evaluation.n}, 95% CI [{low:.3f}, {high:.3f}]) "

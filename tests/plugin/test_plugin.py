@@ -218,6 +218,58 @@ def test_the_das_session_exempts_the_loaded_libraries_from_the_cyclic_collector(
     result.assert_outcomes(passed=1)
 
 
+REPEATED_VARIANTS = """
+import pytest
+
+import das_assert.evaluate
+from das_assert.strategies import PromptVariant
+
+CALLS = []
+REAL = das_assert.evaluate.evaluate
+
+
+def counting(*args, **kwargs):
+    CALLS.append(1)
+    return REAL(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def aligned(das_session):
+    return das_session.align("left_boundary", "boundary")
+
+
+@pytest.mark.parametrize("repeat", range(3))
+def test_a_repeated_variant(das, aligned, repeat, monkeypatch):
+    monkeypatch.setattr(das_assert.evaluate, "evaluate", counting)
+    das.assert_robust(aligned, PromptVariant(), claim="trivial", n=16)
+    das.assert_robust(aligned, PromptVariant(bracket=(100, 500)), claim="trivial", n=16)
+
+
+def test_each_variant_was_evaluated_once():
+    assert len(CALLS) == 2
+"""
+
+
+def test_a_fuzz_variant_seen_before_reuses_its_evaluation(project: pytest.Pytester) -> None:
+    """Hypothesis often draws the plain prompt again: the frozen alignment's evaluation on the
+    same seeded pairs cannot differ, so it runs once per session."""
+    robustness = "\n    robustness:\n      trivial: 0.0\n"
+    yaml = (project.path / "das.yaml").read_text().rstrip() + robustness
+    (project.path / "das.yaml").write_text(yaml)
+    project.makepyfile(test_repeat=REPEATED_VARIANTS)
+    model = yaml.split("path: ")[1].split()[0]
+    result = project.runpytest(
+        f"--das-model={model}",
+        "--das-config=das.yaml",
+        "--das-min-task-accuracy=0",
+        "--das-cache=off",
+        "-p",
+        "no:cacheprovider",
+        "test_repeat.py",
+    )
+    result.assert_outcomes(passed=4)
+
+
 @pytest.mark.slow
 def test_a_model_without_thresholds_gets_a_clear_message(project, tiny_model_dirs) -> None:
     result = project.runpytest_subprocess(

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from das_assert import runner
 from das_assert.data import EncodedPairs, PromptPair, encode
+from das_assert.errors import InvalidArgument
 from das_assert.evaluate import evaluate
 from das_assert.featurizers import Interchange
 from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
@@ -452,6 +453,30 @@ def test_evaluating_an_empty_box_skips_nothing_that_could_differ(
     assert torch.equal(evaluation.predicted, ran)
     assert torch.equal(evaluation.random_predicted, evaluation.base_predicted)
     assert torch.equal(evaluation.predicted, evaluation.base_predicted)
+
+
+@torch.no_grad()
+def test_a_subset_of_an_evaluation_equals_evaluating_the_subset(
+    tiny_models: dict[str, Any],
+) -> None:
+    loaded = tiny_models["llama"]
+    d = loaded.config.hidden_size
+    pairs = prompt_pairs("left_and_right_boundary", N_PAIRS, seed=5)
+    encoded = encode(loaded, pairs, parse_position("last"))
+    site = Site(1, "last").resolve(loaded.model)
+    alignment = FittedAlignment(boundless_with_widths(d, [0.3, 0.3], 2), site, FitConfig(), 0, 0.0)
+    whole = evaluate(loaded.model, alignment, encoded)
+    for variable in ("left", "right"):
+        keep = [i for i, pair in enumerate(pairs) if pair.inputs["variable"] == variable]
+        part = whole.subset(lambda pair, v=variable: pair.inputs["variable"] == v)
+        alone = evaluate(loaded.model, alignment, encoded.select(torch.tensor(keep)))
+        assert [pair.inputs["variable"] for pair in part.test.pairs] == [variable] * len(keep)
+        assert torch.equal(part.test.base_ids, encoded.base_ids[keep])
+        for name in ("predicted", "base_predicted", "random_predicted"):
+            assert torch.equal(getattr(part, name), getattr(alone, name)), name
+        assert part.baselines() == alone.baselines()
+    with pytest.raises(InvalidArgument, match="no pair"):
+        whole.subset(lambda pair: False)
 
 
 @given(
