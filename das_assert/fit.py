@@ -157,7 +157,9 @@ def fit_alignment(
     )
     device = model.get_input_embeddings().weight.device
     interchange.to(device)
-    sources = shared_source_vectors(model, site, train)
+    # The source pass runs at the fit's batch size: the batch a user picks bounds the memory of the
+    # whole fit, and the vectors do not depend on it.
+    sources = shared_source_vectors(model, site, train, batch_size=config.batch_size)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total = steps_per_epoch * config.epochs
     history: list[dict[str, float]] = []

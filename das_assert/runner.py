@@ -131,14 +131,24 @@ def source_vectors_at(
     each."""
     chunks: dict[tuple[str, str], list[torch.Tensor]] = {hooks.site_key(s): [] for s in sites}
     for index in encoded.batches(batch_size):
-        ids, mask = encoded.source_batch(index)
-        positions = encoded.source_position[index]
-        head, cache = _split_head(model, ids, mask, int(positions.min()))
-        with hooks.capture_many(sites, positions - head, stop=True) as captured:
-            _forward(model, ids[:, head:], mask, use_cache=cache is not None, past_key_values=cache)
+        captured = _capture_sources(model, sites, encoded, index)
         for key, chunk in chunks.items():
             chunk.append(captured[key])
     return {key: torch.cat(chunk) for key, chunk in chunks.items()}
+
+
+def _capture_sources(
+    model: Any, sites: Sequence[ResolvedSite], encoded: EncodedPairs, index: torch.Tensor
+) -> dict[tuple[str, str], torch.Tensor]:
+    """One batch of ``source_vectors_at``. A function of its own so that the batch's KV cache
+    is freed on return: held in the caller's loop, it would still be alive while the next batch
+    builds its own, and the pass would peak at two batches' caches."""
+    ids, mask = encoded.source_batch(index)
+    positions = encoded.source_position[index]
+    head, cache = _split_head(model, ids, mask, int(positions.min()))
+    with hooks.capture_many(sites, positions - head, stop=True) as captured:
+        _forward(model, ids[:, head:], mask, use_cache=cache is not None, past_key_values=cache)
+    return captured
 
 
 def shared_source_vectors(
@@ -231,19 +241,25 @@ class PrefixStore:
         p = _shared_prefix(encoded, torch.arange(n)) if n else None
         if p is None or max_bytes <= 0:
             return None
-        chunks: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
+        layers: list[tuple[torch.Tensor, torch.Tensor]] = []
         for index in encoded.batches(batch_size):
             ids, mask = encoded.base_batch(index)
             tensors = _layer_tensors(_prefix_cache(model, ids[:, :p], mask[:, :p]))
             if tensors is None:
                 return None
-            if not chunks and _kv_bytes(tensors) * n > max_bytes * len(index):
-                return None  # the first batch tells the size of the whole store
-            chunks.append(tensors)
-        layers = [
-            (torch.cat([c[i][0] for c in chunks]), torch.cat([c[i][1] for c in chunks]))
-            for i in range(len(chunks[0]))
-        ]
+            if not layers:  # the first batch tells the size of the whole store
+                if _kv_bytes(tensors) * n > max_bytes * len(index):
+                    return None
+                # Filled in place, batch by batch: the build holds the store and one batch,
+                # never the store twice (as gathering the batches and concatenating would).
+                layers = [
+                    (k.new_empty((n, *k.shape[1:])), v.new_empty((n, *v.shape[1:])))
+                    for k, v in tensors
+                ]
+            rows = index.to(layers[0][0].device)
+            for (keys, values), (k, v) in zip(layers, tensors, strict=True):
+                keys[rows] = k
+                values[rows] = v
         return cls(p, layers)
 
     @classmethod

@@ -37,6 +37,13 @@ SHAPES = {
         "num_hidden_layers": 32,
         "num_attention_heads": 32,
     },
+    # Between the two: a shape whose fits cpu_memory.py can profile on a CPU in a minute.
+    "mid": {
+        "hidden_size": 1024,
+        "intermediate_size": 2752,
+        "num_hidden_layers": 16,
+        "num_attention_heads": 16,
+    },
     "tiny": {
         "hidden_size": 64,
         "intermediate_size": 128,

@@ -58,3 +58,16 @@ def test_the_7b_gpu_script_runs_end_to_end_at_a_toy_shape_on_cpu(tmp_path: Path)
     assert result["steps"] == 2
     assert result["das_assert"]["seconds_per_step"] > 0
     assert result["pyvene"]["seconds_per_step"] > 0
+
+
+def test_peak_memory_side_by_side_on_cpu(capsys: pytest.CaptureFixture[str]) -> None:
+    """Live tensor bytes from the profiler: allocation sizes do not depend on timing, so this
+    is a measurement that can be asserted. Without its prefix store (memory spent on speed,
+    within its budget) das_assert's fit must hold at most half of what pyvene's does."""
+    pytest.importorskip("pyvene")
+    import cpu_memory
+
+    result = cpu_memory.compare("mid", layer=7, n_train=96, batch=16)
+    with capsys.disabled():
+        print("\n" + json.dumps(result, indent=2))
+    assert result["ratio_without_prefix_store"] <= 0.5
