@@ -242,7 +242,8 @@ class PrefixStore:
         if p is None or max_bytes <= 0:
             return None
         layers: list[tuple[torch.Tensor, torch.Tensor]] = []
-        for index in encoded.batches(batch_size):
+        for start in range(0, n, batch_size):
+            index = torch.arange(start, min(start + batch_size, n))
             ids, mask = encoded.base_batch(index)
             tensors = _layer_tensors(_prefix_cache(model, ids[:, :p], mask[:, :p]))
             if tensors is None:
@@ -256,10 +257,9 @@ class PrefixStore:
                     (k.new_empty((n, *k.shape[1:])), v.new_empty((n, *v.shape[1:])))
                     for k, v in tensors
                 ]
-            rows = index.to(layers[0][0].device)
             for (keys, values), (k, v) in zip(layers, tensors, strict=True):
-                keys[rows] = k
-                values[rows] = v
+                keys[start : start + len(index)] = k
+                values[start : start + len(index)] = v
         return cls(p, layers)
 
     @classmethod
