@@ -15,6 +15,7 @@ __all__ = [
     "DasError",
     "InvalidArgument",
     "ModelLoadError",
+    "OutOfDeviceMemory",
     "PreconditionFailed",
     "TrainingDiverged",
     "did_you_mean",
@@ -39,6 +40,14 @@ class ModelLoadError(DasError):
 
 class AlignmentFileError(DasError):
     """A saved alignment, cache entry or baseline is missing, corrupted or incompatible."""
+
+
+class OutOfDeviceMemory(DasError):
+    """A forward pass ran out of GPU memory; ``batch`` is how many pairs it held."""
+
+    def __init__(self, message: str, batch: int) -> None:
+        super().__init__(message)
+        self.batch = batch
 
 
 class PreconditionFailed(DasError):

@@ -18,7 +18,7 @@ import torch
 
 from das_assert import runner, sharing
 from das_assert.data import EncodedPairs, PromptPair
-from das_assert.errors import InvalidArgument
+from das_assert.errors import InvalidArgument, OutOfDeviceMemory
 from das_assert.featurizers import Interchange
 from das_assert.fit import FittedAlignment
 from das_assert.runner import BaseRun, PrefixStore, shared_source_vectors
@@ -41,6 +41,7 @@ class Evaluation:
     base_predicted: torch.Tensor  # (n,) token ids of the plain base run
     random_predicted: torch.Tensor  # (n,) token ids under the random-rotation control
     eval_seconds: float
+    batch_size: int = 64  # pairs per forward pass (halved from the asked size after an OOM)
 
     @property
     def n(self) -> int:
@@ -142,7 +143,49 @@ def evaluate(
     Inside a ``sharing()`` block the base run's answers are computed once per set of test prompts
     (they do not depend on the site), and in a search's block the test prompts' prefix KV cache is
     shared by every cell at the same position; elsewhere each batch runs its own prefix once.
+
+    A batch that runs out of GPU memory is not the end: the evaluation starts again at half the
+    batch, down to one pair (each pair's passes do not depend on the others in its batch).
     """
+    started = time.perf_counter()
+    while True:
+        try:
+            evaluation = _evaluate(
+                model,
+                alignment,
+                test,
+                seed=seed,
+                batch_size=batch_size,
+                prefix_cache=prefix_cache,
+                prefix_store_bytes=prefix_store_bytes,
+            )
+        except OutOfDeviceMemory as exc:
+            if batch_size <= 1:
+                raise OutOfDeviceMemory(
+                    f"out of GPU memory evaluating one pair at a time at {alignment.site.site} "
+                    f"({exc}); spread the model over several GPUs with device_map='auto' "
+                    "(--device-map auto)",
+                    1,
+                ) from None
+            batch_size //= 2
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
+        evaluation.eval_seconds = time.perf_counter() - started
+        return evaluation
+
+
+def _evaluate(
+    model: Any,
+    alignment: FittedAlignment,
+    test: EncodedPairs,
+    *,
+    seed: int,
+    batch_size: int,
+    prefix_cache: bool,
+    prefix_store_bytes: int,
+) -> Evaluation:
+    """``evaluate`` at one batch size."""
     started = time.perf_counter()
     site = alignment.site
     interchange = alignment.interchange
@@ -151,9 +194,9 @@ def evaluate(
     key = _base_answers_key(model, test) if sharing.active() else None
     known = sharing.lookup(key, owners=(model,)) if key else None
     if empty and known is not None:  # nothing left to run: every pass is the base run
-        return Evaluation(test, known, known, known, time.perf_counter() - started)
+        return Evaluation(test, known, known, known, time.perf_counter() - started, batch_size)
     if not empty:  # the intervened passes need the sources and the random-rotation control
-        sources = shared_source_vectors(model, site, test)
+        sources = shared_source_vectors(model, site, test, batch_size=batch_size)
         control = Interchange.random_rotation(interchange.d, widths, seed=seed + 1)
         control.to(model.get_input_embeddings().weight.device)
     store = (
@@ -183,6 +226,7 @@ def evaluate(
         base_predicted=base_answers,
         random_predicted=torch.cat(random_predicted),
         eval_seconds=time.perf_counter() - started,
+        batch_size=batch_size,
     )
 
 

@@ -16,7 +16,7 @@ import torch
 
 from das_assert import hooks, sharing
 from das_assert.data import EncodedPairs
-from das_assert.errors import DasError
+from das_assert.errors import DasError, OutOfDeviceMemory
 from das_assert.sites import ResolvedSite
 
 __all__ = [
@@ -30,11 +30,12 @@ __all__ = [
 ]
 
 
-def _oom_message(exc: BaseException, batch: int) -> DasError:
-    return DasError(
+def _oom_message(exc: BaseException, batch: int) -> OutOfDeviceMemory:
+    return OutOfDeviceMemory(
         f"out of GPU memory with a batch of {batch} pairs ({exc}); lower the batch size "
         "(--batch-size / @pytest.mark.das(batch_size=...)) or spread the model over several GPUs "
-        "with device_map='auto' (--device-map auto)"
+        "with device_map='auto' (--device-map auto)",
+        batch,
     )
 
 

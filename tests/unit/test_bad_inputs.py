@@ -35,11 +35,14 @@ from das_assert.errors import (
     DasError,
     InvalidArgument,
     ModelLoadError,
+    OutOfDeviceMemory,
     PreconditionFailed,
     TrainingDiverged,
 )
+from das_assert.evaluate import evaluate
 from das_assert.experiment import Experiment, run_experiment
-from das_assert.fit import FitConfig, fit_alignment, make_interchange
+from das_assert.featurizers import Interchange
+from das_assert.fit import FitConfig, FittedAlignment, fit_alignment, make_interchange
 from das_assert.metrics import required_n, verdict, wilson_interval
 from das_assert.models import TOKENIZER_FILES, LoadedModel, answer_token_id, load_model
 from das_assert.positions import parse_position
@@ -297,6 +300,23 @@ def fit_out_of_gpu_memory(ctx: Ctx) -> object:
 
     ctx.monkeypatch.setattr(type(loaded.model), "forward", forward)
     return fit_tiny_llama(loaded)
+
+
+def evaluate_out_of_gpu_memory(ctx: Ctx) -> object:
+    """Every forward pass runs out of memory, even for one pair: the back-off ends in an error."""
+    loaded = ctx.llama
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    for module in (type(loaded.model), type(loaded.model.base_model)):
+        ctx.monkeypatch.setattr(module, "forward", forward)
+    site = Site(1, "last").resolve(loaded.model)
+    alignment = FittedAlignment(
+        Interchange.boundless(loaded.config.hidden_size), site, FitConfig(), 0, 0.0
+    )
+    test = encode(loaded, prompt_pairs("left_boundary", 8, seed=0), parse_position("last"))
+    return evaluate(loaded.model, alignment, test)
 
 
 def tiny_experiment(**changes: Any) -> Experiment:
@@ -863,10 +883,17 @@ CASES = [
     ),
     pytest.param(
         fit_out_of_gpu_memory,
-        DasError,
+        OutOfDeviceMemory,
         r"out of GPU memory with a batch of \d+ pairs .*lower the batch size .*"
         r"device_map='auto'",
         id="fit_alignment(<forward raises torch.cuda.OutOfMemoryError>)",
+    ),
+    pytest.param(
+        evaluate_out_of_gpu_memory,
+        OutOfDeviceMemory,
+        r"out of GPU memory evaluating one pair at a time at block_output\[layer=1, pos=last\] "
+        r".*device_map='auto'",
+        id="evaluate(<every forward raises torch.cuda.OutOfMemoryError>)",
     ),
 ]
 

@@ -479,6 +479,32 @@ def test_a_subset_of_an_evaluation_equals_evaluating_the_subset(
         whole.subset(lambda pair: False)
 
 
+@torch.no_grad()
+def test_an_evaluation_out_of_gpu_memory_halves_its_batch_and_predicts_the_same(
+    tiny_models: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of more than 4 pairs raises CUDA's out-of-memory error (faked: no GPU here)."""
+    loaded = tiny_models["llama"]
+    d = loaded.config.hidden_size
+    encoded = encode(loaded, prompt_pairs("left_boundary", N_PAIRS, seed=8), parse_position("last"))
+    site = Site(1, "last").resolve(loaded.model)
+    alignment = FittedAlignment(boundless_with_widths(d, [0.4], 3), site, FitConfig(), 0, 0.0)
+    want = evaluate(loaded.model, alignment, encoded, batch_size=4)
+    for module in (type(loaded.model), type(loaded.model.base_model)):
+        real = module.forward
+
+        def forward(self: Any, *args: Any, real: Any = real, **kwargs: Any) -> Any:
+            if kwargs["input_ids"].shape[0] > 4:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(module, "forward", forward)
+    got = evaluate(loaded.model, alignment, encoded, batch_size=16)
+    assert got.batch_size == 4
+    for name in ("predicted", "base_predicted", "random_predicted"):
+        assert torch.equal(getattr(got, name), getattr(want, name)), name
+
+
 @given(
     seed=st.integers(0, 2**16),
     widths=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=3),
