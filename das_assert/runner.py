@@ -33,8 +33,8 @@ __all__ = [
 def _oom_message(exc: BaseException, batch: int) -> OutOfDeviceMemory:
     return OutOfDeviceMemory(
         f"out of GPU memory with a batch of {batch} pairs ({exc}); lower the batch size "
-        "(--batch-size / @pytest.mark.das(batch_size=...)) or spread the model over several GPUs "
-        "with device_map='auto' (--device-map auto)",
+        "(the model's `batch_size:` in das.yaml, or --batch-size of the CLI) or spread the model "
+        "over several GPUs with device_map='auto' (--das-device-map auto / --device-map auto)",
         batch,
     )
 

@@ -92,7 +92,12 @@ class DasSession:
         return Experiment(**fields)
 
     def fit_config(self, **changes: Any) -> FitConfig:
-        base = {"epochs": self.settings.epochs, "seed": self.seed, **self.fit_overrides}
+        base = {
+            "epochs": self.settings.epochs,
+            "batch_size": self.settings.batch_size,
+            "seed": self.seed,
+            **self.fit_overrides,
+        }
         base.update(changes)
         return FitConfig(**base)
 

@@ -31,6 +31,7 @@ MODEL_KEYS = (
     "n_train",
     "n_test",
     "epochs",
+    "batch_size",
     "sites",
     "thresholds",
     "robustness",
@@ -58,6 +59,7 @@ class ModelSettings:
     n_train: int = 2000
     n_test: int = 500
     epochs: int = 3
+    batch_size: int = 32  # pairs per training step; it bounds a fit's GPU memory
     sites: dict[str, str] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)
     robustness: dict[str, float] = field(default_factory=dict)
@@ -187,6 +189,7 @@ def load_settings(path: Path) -> dict[str, ModelSettings]:
             n_train=_integer(entry.get("n_train"), f"{where}.n_train", 2000, 2),
             n_test=_integer(entry.get("n_test"), f"{where}.n_test", 500, 2),
             epochs=_integer(entry.get("epochs"), f"{where}.epochs", 3, 1),
+            batch_size=_integer(entry.get("batch_size"), f"{where}.batch_size", 32, 1),
             sites={str(k): str(v) for k, v in sites.items()},
             thresholds=_fraction_table(entry.get("thresholds"), f"{where}.thresholds"),
             robustness=_fraction_table(entry.get("robustness"), f"{where}.robustness"),

@@ -19,6 +19,7 @@ models:
     n_train: 16
     n_test: 24
     epochs: 1
+    batch_size: 8
     sites:
       boundary: block_output[layer=1, pos=last]
     thresholds:
@@ -171,6 +172,7 @@ def test_reports_json_markdown_and_junit_are_written(project) -> None:
     ):
         assert key in record, key
     assert len(record["pairs"]) == record["n_test"] == 24
+    assert record["fit"]["batch_size"] == 8  # das.yaml's batch_size reaches the fit
     correct = sum(p["expected"] == p["predicted"] for p in record["pairs"])
     assert correct / record["n_test"] == pytest.approx(record["iia"])
     assert "| test | hypothesis |" in (project.path / "out" / "summary.md").read_text()

@@ -692,6 +692,12 @@ CASES = [
         id="load_settings(<das.yaml: site 'layer 1 last'>)",
     ),
     pytest.param(
+        lambda c: load_settings(yaml_file(c, GOOD_YAML + "    batch_size: 0\n")),
+        ConfigError,
+        r"models\.embedded\.batch_size = 0 must be an integer >= 1",
+        id="load_settings(<das.yaml: batch_size 0>)",
+    ),
+    pytest.param(
         lambda c: load_settings(yaml_file(c, GOOD_YAML + "    n_train: 1\n")),
         ConfigError,
         r"models\.embedded\.n_train = 1 must be an integer >= 2",
