@@ -84,6 +84,7 @@ class Evaluation:
             base_predicted=self.base_predicted[rows],
             random_predicted=self.random_predicted[rows],
             eval_seconds=self.eval_seconds,
+            batch_size=self.batch_size,
         )
 
     def iia_by_variable(self) -> dict[int, tuple[int, int]]:
