@@ -1,11 +1,13 @@
 """The one module that registers torch hooks. It removes exactly the handles it added.
 
-Two hooks cover every use:
+Three hooks cover every use:
 
 - ``capture``: record the hidden state at one token per example, and optionally stop the forward
   pass right there (nothing after the site is needed to read a source activation);
   ``capture_many`` does the same at several sites in one pass, stopping after the last of them;
-- ``intervene``: replace the hidden state at one token per example by ``mix(base, source)``.
+- ``intervene``: replace the hidden state at one token per example by ``mix(base, source)``;
+- ``stop_after``: end a forward pass once a module has run (a pass that only fills a KV cache
+  needs nothing after the last block's attention).
 
 Both work on a block's output (tuple or bare tensor) or, for ``block_input``, on its first input.
 """
@@ -20,7 +22,7 @@ import torch
 
 from das_assert.sites import ResolvedSite
 
-__all__ = ["StopForward", "capture", "capture_many", "intervene"]
+__all__ = ["StopForward", "capture", "capture_many", "intervene", "stop_after"]
 
 Mix = Callable[[torch.Tensor], torch.Tensor]
 
@@ -138,3 +140,23 @@ def intervene(site: ResolvedSite, positions: torch.Tensor, mix: Mix) -> Iterator
 
     with _registered(site, output_hook if site.kind == "output" else input_hook):
         yield
+
+
+@contextmanager
+def stop_after(module: Any) -> Iterator[None]:
+    """End any forward pass run inside the block as soon as ``module`` has returned.
+
+    What the pass wrote on its way (a KV cache it was given) stays; the ``StopForward`` that cuts
+    it short is swallowed here, so the model call simply returns nothing.
+    """
+
+    def hook(_module: Any, _args: tuple, _output: Any) -> None:
+        raise StopForward
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    except StopForward:
+        pass
+    finally:
+        handle.remove()

@@ -17,7 +17,7 @@ import torch
 from das_assert import hooks, sharing
 from das_assert.data import EncodedPairs
 from das_assert.errors import DasError, OutOfDeviceMemory
-from das_assert.sites import ResolvedSite
+from das_assert.sites import ResolvedSite, last_attention
 
 __all__ = [
     "BaseRun",
@@ -93,7 +93,7 @@ def _head_cache(model: Any, ids: torch.Tensor, mask: torch.Tensor, batch: int) -
     # The weak reference must still point at this very model: ids are reused after a model dies.
     tensors = next((kv for k, ref, kv in _HEADS if k == key and ref() is model), None)
     if tensors is None:
-        cache = _forward(model.base_model, ids[:1], mask[:1], use_cache=True).past_key_values
+        cache = _filled_cache(model, ids[:1], mask[:1], None)
         tensors = _layer_tensors(cache)
         if tensors is None:
             return None
@@ -197,10 +197,26 @@ def _prefix_cache(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> Any:
         head, cache = _split_head(model, ids, mask, ids.shape[1])
         if head == ids.shape[1]:
             return cache
-        rest = ids[:, head:]
+        return _filled_cache(model, ids[:, head:], mask, cache)
+
+
+def _filled_cache(model: Any, ids: torch.Tensor, mask: torch.Tensor, cache: Any) -> Any:
+    """``cache`` (None: a new one) extended by a pass over ``ids``, ``mask`` covering both.
+
+    The pass stops once the last block's attention has written its keys and values: the last
+    block's MLP and the final norm have nothing to give a cache (for a 4-layer model that is a
+    fifth of the work)."""
+    from transformers import DynamicCache
+
+    attention = last_attention(model)
+    if attention is None:
         return _forward(
-            model.base_model, rest, mask, use_cache=True, past_key_values=cache
+            model.base_model, ids, mask, use_cache=True, past_key_values=cache
         ).past_key_values
+    cache = DynamicCache(config=model.config) if cache is None else cache
+    with hooks.stop_after(attention):
+        _forward(model.base_model, ids, mask, use_cache=True, past_key_values=cache)
+    return cache
 
 
 def _layer_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]] | None:

@@ -19,7 +19,15 @@ from typing import Any
 from das_assert.errors import InvalidArgument, did_you_mean
 from das_assert.positions import Position, parse_position
 
-__all__ = ["BLOCK_PATHS", "COMPONENTS", "ResolvedSite", "Site", "parse_site"]
+__all__ = [
+    "ATTENTION_NAMES",
+    "BLOCK_PATHS",
+    "COMPONENTS",
+    "ResolvedSite",
+    "Site",
+    "last_attention",
+    "parse_site",
+]
 
 COMPONENTS = ("block_output", "block_input")
 
@@ -40,6 +48,19 @@ BLOCK_PATHS = {
     "gptj": "transformer.h",
     "gpt_neox": "gpt_neox.layers",
     "opt": "model.decoder.layers",
+}
+
+#: Name of the self-attention module inside a decoder block, by ``config.model_type``: the module
+#: that writes the block's keys and values into the KV cache.
+ATTENTION_NAMES = {
+    **{
+        model_type: "self_attn"
+        for model_type, path in BLOCK_PATHS.items()
+        if path.endswith("layers")
+    },
+    "gpt2": "attn",
+    "gptj": "attn",
+    "gpt_neox": "attention",
 }
 
 _CANONICAL = re.compile(r"^(\w+)\[layer=(-?\d+),\s*pos=([^\]]+)\]$")
@@ -130,3 +151,19 @@ def parse_site(text: str) -> Site:
         )
     component, layer, position = match.groups()
     return Site(int(layer), position.strip(), component)
+
+
+def last_attention(model: Any) -> Any | None:
+    """The self-attention module of ``model``'s last decoder block, or None where unknown.
+
+    Once it has run, the KV cache holds every layer's keys and values: a pass that only fills a
+    cache can stop there and skip the last block's MLP and everything after it.
+    """
+    name = ATTENTION_NAMES.get(getattr(getattr(model, "config", None), "model_type", None))
+    if name is None:
+        return None
+    try:
+        block = Site(-1, "last").resolve(model).module
+    except InvalidArgument:
+        return None
+    return getattr(block, name, None)

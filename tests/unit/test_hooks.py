@@ -343,3 +343,27 @@ def test_capture_many_removes_every_hook_when_the_block_raises(
         raise_inside(hooks.capture_many(sites, encoded.base_position, stop=stop), run)
     assert added == [2]
     assert snapshot(loaded.model) == before
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_stop_after_ends_the_pass_after_the_module_and_removes_its_hook(
+    tiny_models: dict[str, Any], arch: str
+) -> None:
+    loaded = tiny_models[arch]
+    encoded = encoded_pairs(loaded)
+    blocks = [Site(layer).resolve(loaded.model).module for layer in range(3)]
+    before = snapshot(loaded.model)
+    with call_counter(blocks[1]) as second, call_counter(blocks[2]) as third:
+        with hooks.stop_after(blocks[0]):
+            result = forward(loaded, encoded)
+            pytest.fail(f"the forward pass should have stopped after block 0, got {result!r}")
+    assert (second[0], third[0]) == (0, 0)
+    assert snapshot(loaded.model) == before
+
+
+def test_stop_after_removes_its_hook_when_the_block_raises(tiny_models: dict[str, Any]) -> None:
+    loaded = tiny_models["llama"]
+    before = snapshot(loaded.model)
+    with pytest.raises(Boom):
+        raise_inside(hooks.stop_after(Site(0).resolve(loaded.model).module), lambda: None)
+    assert snapshot(loaded.model) == before

@@ -26,7 +26,7 @@ from das_assert.featurizers import Interchange
 from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
 from das_assert.positions import parse_position
 from das_assert.runner import PrefixStore, answer_logits, source_vectors
-from das_assert.sites import ResolvedSite, Site
+from das_assert.sites import ResolvedSite, Site, last_attention
 from das_assert.tasks.phrasings import HELD_OUT_PREFIXES, TRAIN_PREFIXES
 from das_assert.tasks.price_tagging import PriceFormat, make_pairs, prompt_pairs
 
@@ -358,6 +358,42 @@ def test_the_shared_preamble_runs_once_and_changes_no_prediction(
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
         if got.dim() == 2 and got.shape[1] > loaded.config.hidden_size:  # logits
             assert torch.equal(got.argmax(-1), want.argmax(-1))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@torch.no_grad()
+def test_a_prefix_cache_skips_the_last_mlp_and_keeps_every_layers_keys_and_values(
+    tiny_models: dict[str, Any], arch: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = tiny_models[arch]
+    encoded = encode(loaded, prompt_pairs("left_boundary", N_PAIRS, seed=3), parse_position("last"))
+    ids, mask = encoded.base_batch(torch.arange(N_PAIRS))
+    p = int(encoded.base_position.min())
+    last_mlp = Site(-1).resolve(loaded.model).module.mlp
+    calls: list[int] = []
+    probe = last_mlp.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        stopped = runner._layer_tensors(runner._prefix_cache(loaded.model, ids[:, :p], mask[:, :p]))
+        assert not calls, "the prefix pass ran the last block's MLP"
+        monkeypatch.setattr(runner, "last_attention", lambda model: None)  # the whole decoder
+        whole = runner._layer_tensors(runner._prefix_cache(loaded.model, ids[:, :p], mask[:, :p]))
+        assert calls, "without the stop the last block's MLP runs"
+    finally:
+        probe.remove()
+    assert stopped is not None
+    assert whole is not None
+    assert len(stopped) == len(whole) == loaded.config.num_hidden_layers
+    for (k, v), (k_whole, v_whole) in zip(stopped, whole, strict=True):
+        assert k.shape[2] == p
+        assert torch.equal(k, k_whole)
+        assert torch.equal(v, v_whole)
+
+
+def test_an_unknown_architecture_has_no_attention_to_stop_after() -> None:
+    class Unknown(torch.nn.Module):
+        config = type("Config", (), {"model_type": "not_a_transformer"})()
+
+    assert last_attention(Unknown()) is None
 
 
 @torch.no_grad()
