@@ -18,7 +18,7 @@ import torch
 
 from das_assert import runner, sharing
 from das_assert.data import EncodedPairs, PromptPair
-from das_assert.errors import InvalidArgument, OutOfDeviceMemory
+from das_assert.errors import InvalidArgument, OutOfDeviceMemory, PreconditionFailed
 from das_assert.featurizers import Interchange
 from das_assert.fit import FittedAlignment
 from das_assert.runner import BaseRun, PrefixStore, shared_source_vectors
@@ -138,6 +138,7 @@ def evaluate(
     batch_size: int = 64,
     prefix_cache: bool = True,
     prefix_store_bytes: int = 2**30,
+    min_task_accuracy: float | None = None,
 ) -> Evaluation:
     """Evaluate ``alignment`` on ``test`` with a hard mask, with the baselines of the same run.
 
@@ -147,6 +148,12 @@ def evaluate(
 
     A batch that runs out of GPU memory is not the end: the evaluation starts again at half the
     batch, down to one pair (each pair's passes do not depend on the others in its batch).
+
+    With ``min_task_accuracy`` the base run of each batch comes first, and the evaluation stops
+    with ``PreconditionFailed`` as soon as the base prompts answered wrongly so far put the task
+    accuracy below the gate whatever the remaining ones do: the source pass and the intervened
+    passes of a model that cannot do the task are never run. An evaluation that passes the gate
+    is the one it would have been without it.
     """
     started = time.perf_counter()
     while True:
@@ -159,6 +166,7 @@ def evaluate(
                 batch_size=batch_size,
                 prefix_cache=prefix_cache,
                 prefix_store_bytes=prefix_store_bytes,
+                min_task_accuracy=min_task_accuracy,
             )
         except OutOfDeviceMemory as exc:
             if batch_size <= 1:
@@ -185,6 +193,7 @@ def _evaluate(
     batch_size: int,
     prefix_cache: bool,
     prefix_store_bytes: int,
+    min_task_accuracy: float | None = None,
 ) -> Evaluation:
     """``evaluate`` at one batch size."""
     started = time.perf_counter()
@@ -195,25 +204,35 @@ def _evaluate(
     key = _base_answers_key(model, test) if sharing.active() else None
     known = sharing.lookup(key, owners=(model,)) if key else None
     if empty and known is not None:  # nothing left to run: every pass is the base run
+        if min_task_accuracy is not None:
+            wrong = int((known != test.base_label_ids).sum())
+            _check_gate(wrong, len(test), len(test), min_task_accuracy)
         return Evaluation(test, known, known, known, time.perf_counter() - started, batch_size)
-    if not empty:  # the intervened passes need the sources and the random-rotation control
-        sources = shared_source_vectors(model, site, test, batch_size=batch_size)
-        control = Interchange.random_rotation(interchange.d, widths, seed=seed + 1)
-        control.to(model.get_input_embeddings().weight.device)
+    # The sources and the random-rotation control, made once the first batch passed the gate.
+    needs: tuple[torch.Tensor, Interchange] | None = None
     store = (
         PrefixStore.shared(model, test, batch_size=batch_size, max_bytes=prefix_store_bytes)
         if prefix_cache and sharing.prefix_stores_active()
         else None
     )
     predicted, base_predicted, random_predicted = [], [], []
+    wrong = 0  # base prompts answered wrongly so far
     for index in test.batches(batch_size):
         run = BaseRun(model, site, test, index, prefix_cache=prefix_cache, prefix_store=store)
         base = known[index] if known is not None else run.logits().argmax(-1).cpu()
         base_predicted.append(base)
+        if min_task_accuracy is not None:
+            wrong += int((base != test.base_label_ids[index]).sum())
+            _check_gate(wrong, sum(len(b) for b in base_predicted), len(test), min_task_accuracy)
         if empty:  # an oracle test checks that an empty box gives the base run bit for bit
             predicted.append(base)
             random_predicted.append(base)
             continue
+        if needs is None:
+            control = Interchange.random_rotation(interchange.d, widths, seed=seed + 1)
+            control.to(model.get_input_embeddings().weight.device)
+            needs = shared_source_vectors(model, site, test, batch_size=batch_size), control
+        sources, control = needs
         source = sources[index.to(sources.device)]
         variables = test.variable_index[index]
         predicted.append(run.logits(_hard_mix(interchange, source, variables)).argmax(-1).cpu())
@@ -228,6 +247,20 @@ def _evaluate(
         random_predicted=torch.cat(random_predicted),
         eval_seconds=time.perf_counter() - started,
         batch_size=batch_size,
+    )
+
+
+def _check_gate(wrong: int, seen: int, n: int, gate: float) -> None:
+    """Raise ``PreconditionFailed`` once ``wrong`` base answers make accuracy >= ``gate``
+    impossible, however the ``n - seen`` prompts still to run are answered."""
+    best = float(torch.tensor(float(n - wrong)) / n)  # as Evaluation.task_accuracy rounds it
+    if best >= gate:
+        return
+    right = seen - wrong
+    counted = f"{right} of {n}" if seen == n else f"{right} of the first {seen} of {n}"
+    raise PreconditionFailed(
+        f"task accuracy {'' if seen == n else 'at most '}{best:.3f} ({counted} base prompts "
+        f"answered correctly; gate {gate}): the model does not do the task on these prompts"
     )
 
 

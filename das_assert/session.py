@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from das_assert.cache import AlignmentCache, cache_key
-from das_assert.errors import InvalidArgument
+from das_assert.errors import InvalidArgument, PreconditionFailed
 from das_assert.experiment import AlignmentResult, Experiment, run_experiment
 from das_assert.fit import FitConfig
 from das_assert.messages import failure_message
@@ -346,11 +346,10 @@ class DasRequest:
             event(f"rejected: {str(evaluation)[:60]}")
             self._fuzz_record(variant, claim, None, "rejected: cannot be built")
             assume(False)
-        # One pass gives the precondition (the base run) and the claim; the precondition decides.
-        accuracy = evaluation.task_accuracy
-        if accuracy < self.session.min_task_accuracy:
+        # The evaluation runs the base prompts first and stops at the task-accuracy gate.
+        if isinstance(evaluation, PreconditionFailed):
             event("rejected: the model fails the task under this variant")
-            self._fuzz_record(variant, claim, None, f"rejected: task accuracy {accuracy:.3f}")
+            self._fuzz_record(variant, claim, None, f"rejected: {evaluation}")
             assume(False)
         low, high = wilson_interval(evaluation.successes, evaluation.n)
         noop = evaluation.baselines()["noop"]
@@ -376,8 +375,9 @@ class DasRequest:
 
     def _evaluate_variant(self, result: AlignmentResult, variant: Any, n: int) -> Any:
         """The frozen alignment on ``n`` seeded pairs written as ``variant``: an ``Evaluation``,
-        or the ``InvalidArgument`` that stopped the pairs from being built. Computed once per
-        session for each (alignment, variant, n)."""
+        the ``InvalidArgument`` that stopped the pairs from being built, or the
+        ``PreconditionFailed`` of a variant the model cannot do. Computed once per session for
+        each (alignment, variant, n)."""
         from das_assert.data import encode
         from das_assert.errors import InvalidArgument as Invalid
         from das_assert.evaluate import evaluate
@@ -405,7 +405,16 @@ class DasRequest:
         except Invalid as exc:
             outcome: Any = exc.with_traceback(None)
         else:
-            outcome = evaluate(self.session.model.model, result.fitted, test, seed=exp.seed)
+            try:
+                outcome = evaluate(
+                    self.session.model.model,
+                    result.fitted,
+                    test,
+                    seed=exp.seed,
+                    min_task_accuracy=self.session.min_task_accuracy,
+                )
+            except PreconditionFailed as exc:
+                outcome = exc.with_traceback(None)
         if key is not None:
             self.session._variant_memo[key] = (result, outcome)
         return outcome

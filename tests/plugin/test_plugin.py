@@ -272,6 +272,59 @@ def test_a_fuzz_variant_seen_before_reuses_its_evaluation(project: pytest.Pytest
     result.assert_outcomes(passed=4)
 
 
+UNDOABLE_VARIANT = """
+import json
+
+import pytest
+from hypothesis import given, settings, strategies as st
+from hypothesis.errors import Unsatisfiable
+
+import das_assert.evaluate
+from das_assert.strategies import PromptVariant
+
+
+@pytest.fixture(scope="module")
+def aligned(das_session):
+    return das_session.align("left_boundary", "boundary")
+
+
+def no_sources(*args, **kwargs):
+    raise AssertionError("a source pass ran for a variant the model cannot do")
+
+
+def test_a_variant_below_the_gate_is_rejected_before_any_intervention(
+    das, das_session, aligned, monkeypatch, request
+):
+    monkeypatch.setattr(das_session, "min_task_accuracy", 1.0)  # no random model is perfect
+    monkeypatch.setattr(das_assert.evaluate, "shared_source_vectors", no_sources)
+
+    @settings(max_examples=1, database=None)
+    @given(variant=st.just(PromptVariant(bracket=(100, 500))))
+    def fuzz(variant):
+        das.assert_robust(aligned, variant, claim="trivial", n=16)
+
+    with pytest.raises(Unsatisfiable):
+        fuzz()
+    records = [json.loads(v) for k, v in request.node.user_properties if k == "das_fuzz"]
+    assert records, "no fuzz record"
+    for record in records:
+        assert record["status"].startswith("rejected: task accuracy"), record
+        assert "of 16 base prompts answered correctly; gate 1.0" in record["status"], record
+"""
+
+
+def test_a_fuzz_variant_the_model_cannot_do_is_rejected_at_the_gate(
+    project: pytest.Pytester,
+) -> None:
+    """The variant's base run comes first; below the task-accuracy gate nothing else runs."""
+    robustness = "\n    robustness:\n      trivial: 0.0\n"
+    yaml = (project.path / "das.yaml").read_text().rstrip() + robustness
+    (project.path / "das.yaml").write_text(yaml)
+    project.makepyfile(test_undoable=UNDOABLE_VARIANT)
+    result = _run(project, "--das-cache=off", "test_undoable.py")
+    result.assert_outcomes(passed=1)
+
+
 @pytest.mark.slow
 def test_a_model_without_thresholds_gets_a_clear_message(project, tiny_model_dirs) -> None:
     result = project.runpytest_subprocess(

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from das_assert import runner
 from das_assert.data import EncodedPairs, PromptPair, encode
-from das_assert.errors import InvalidArgument
+from das_assert.errors import InvalidArgument, PreconditionFailed
+from das_assert.evaluate import _check_gate as check_gate
 from das_assert.evaluate import evaluate
 from das_assert.featurizers import Interchange
 from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
@@ -513,6 +514,58 @@ def test_a_subset_of_an_evaluation_equals_evaluating_the_subset(
         assert part.baselines() == alone.baselines()
     with pytest.raises(InvalidArgument, match="no pair"):
         whole.subset(lambda pair: False)
+
+
+@torch.no_grad()
+def test_a_task_accuracy_gate_that_passes_changes_no_prediction_and_one_that_fails_stops_early(
+    tiny_models: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = tiny_models["llama"]
+    d = loaded.config.hidden_size
+    encoded = encode(
+        loaded, prompt_pairs("left_boundary", N_PAIRS, seed=12), parse_position("last")
+    )
+    site = Site(1, "last").resolve(loaded.model)
+    alignment = FittedAlignment(boundless_with_widths(d, [0.4], 3), site, FitConfig(), 0, 0.0)
+    plain = evaluate(loaded.model, alignment, encoded, batch_size=4)
+    wrong = (plain.base_predicted != encoded.base_label_ids).nonzero().flatten().tolist()
+    assert wrong, "the random tiny model should miss some base prompts"
+    # A gate at exactly the measured accuracy passes, with the evaluation unchanged.
+    gated = evaluate(
+        loaded.model, alignment, encoded, batch_size=4, min_task_accuracy=plain.task_accuracy
+    )
+    for name in ("predicted", "base_predicted", "random_predicted"):
+        assert torch.equal(getattr(gated, name), getattr(plain, name)), name
+    # One more right answer than the model gives: it fails, whatever the batch size.
+    above = (N_PAIRS - len(wrong) + 1) / N_PAIRS
+    for batch_size in (1, 4, N_PAIRS):
+        with pytest.raises(PreconditionFailed, match="task accuracy"):
+            evaluate(
+                loaded.model, alignment, encoded, batch_size=batch_size, min_task_accuracy=above
+            )
+    # A gate the first batch already fails never runs a source pass or an intervention.
+
+    def no_sources(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the source pass ran after the gate had failed")
+
+    monkeypatch.setattr("das_assert.evaluate.shared_source_vectors", no_sources)
+    with pytest.raises(PreconditionFailed, match=rf"first {wrong[0] + 1} of {N_PAIRS}"):
+        evaluate(loaded.model, alignment, encoded, batch_size=wrong[0] + 1, min_task_accuracy=1.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(n=st.integers(1, 2000), data=st.data(), gate=st.floats(0, 1))
+def test_the_gate_decides_as_the_task_accuracy_compares(
+    n: int, data: st.DataObject, gate: float
+) -> None:
+    right = data.draw(st.integers(0, n))
+    answers_right = torch.arange(n) < right
+    fails = float(answers_right.float().mean()) < gate  # how Evaluation.task_accuracy is computed
+    if fails:
+        with pytest.raises(PreconditionFailed):
+            check_gate(n - right, n, n, gate)
+    else:
+        check_gate(n - right, n, n, gate)
 
 
 @torch.no_grad()
