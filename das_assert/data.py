@@ -1,8 +1,9 @@
 """Counterfactual prompt pairs, and their encoding into padded token tensors with named positions.
 
 A ``PromptPair`` is task-agnostic: two rendered prompts, the answer the causal model expects after
-the intervention, the base's own answer, and which variable the pair intervenes on. ``encode``
-tokenizes a list of them for one model and resolves the site's position on each prompt.
+the intervention, the base's own answer, and which variable the pair intervenes on. ``tokenize``
+turns a list of them into token tensors for one model, and ``TokenizedPairs.at`` resolves a
+site's position on each prompt; ``encode`` does both.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from das_assert.positions import Position
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["EncodedPairs", "PromptPair", "encode"]
+__all__ = ["EncodedPairs", "PromptPair", "TokenizedPairs", "encode", "tokenize"]
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,27 @@ def _trim(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return ids[:, :length], mask[:, :length]
 
 
-def _tokenize(model: LoadedModel, prompts: Sequence[Any], position: Position) -> tuple[Any, ...]:
+@dataclass
+class _Prompts:
+    """One side (base or source) of some pairs, tokenized: padded ids and each token's span."""
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    last: torch.Tensor  # (n,) index of each prompt's last token
+    offsets: list[list[tuple[int, int]]]  # (start, end) character span of every real token
+
+    def positions(self, prompts: Sequence[Any], position: Position) -> torch.Tensor:
+        import torch
+
+        return torch.tensor(
+            [
+                position.resolve(offsets, prompt.spans, prompt.text)
+                for offsets, prompt in zip(self.offsets, prompts, strict=True)
+            ]
+        )
+
+
+def _tokenize(model: LoadedModel, prompts: Sequence[Any]) -> _Prompts:
     import torch
 
     texts = [prompt.text for prompt in prompts]
@@ -110,38 +131,56 @@ def _tokenize(model: LoadedModel, prompts: Sequence[Any], position: Position) ->
     encoded = model.tokenizer(texts, return_offsets_mapping=True, padding=True)
     mask = torch.tensor(encoded["attention_mask"])
     lengths = mask.sum(dim=1)
-    positions = []
-    for row, prompt in enumerate(prompts):
-        n = int(lengths[row])
-        offsets = [tuple(pair) for pair in encoded["offset_mapping"][row][:n]]
-        positions.append(position.resolve(offsets, prompt.spans, prompt.text))
-    return torch.tensor(encoded["input_ids"]), mask, lengths - 1, torch.tensor(positions)
+    offsets = [row[:n] for row, n in zip(encoded["offset_mapping"], lengths.tolist(), strict=True)]
+    return _Prompts(torch.tensor(encoded["input_ids"]), mask, lengths - 1, offsets)
+
+
+@dataclass
+class TokenizedPairs:
+    """Pairs tokenized for one model, before a site's position is resolved on them: one
+    tokenization serves every position (a claim's site and its control, a search's grid)."""
+
+    pairs: list[PromptPair]
+    base: _Prompts
+    source: _Prompts
+    label_ids: torch.Tensor
+    base_label_ids: torch.Tensor
+    variable_index: torch.Tensor
+
+    def at(self, position: Position) -> EncodedPairs:
+        """The pairs with ``position`` resolved on every base and source prompt."""
+        pairs = self.pairs
+        return EncodedPairs(
+            pairs=pairs,
+            base_ids=self.base.ids,
+            base_mask=self.base.mask,
+            base_last=self.base.last,
+            base_position=self.base.positions([p.base for p in pairs], position),
+            source_ids=self.source.ids,
+            source_mask=self.source.mask,
+            source_position=self.source.positions([p.source for p in pairs], position),
+            label_ids=self.label_ids,
+            base_label_ids=self.base_label_ids,
+            variable_index=self.variable_index,
+            position=position.name,
+        )
+
+
+def tokenize(model: LoadedModel, pairs: Sequence[PromptPair]) -> TokenizedPairs:
+    """Tokenize ``pairs`` for ``model``: ids, masks, token spans and answer token ids."""
+    import torch
+
+    pairs = list(pairs)
+    return TokenizedPairs(
+        pairs=pairs,
+        base=_tokenize(model, [p.base for p in pairs]),
+        source=_tokenize(model, [p.source for p in pairs]),
+        label_ids=torch.tensor([model.answer_id(p.base.text, p.expected) for p in pairs]),
+        base_label_ids=torch.tensor([model.answer_id(p.base.text, p.base_expected) for p in pairs]),
+        variable_index=torch.tensor([p.variable_index for p in pairs]),
+    )
 
 
 def encode(model: LoadedModel, pairs: Sequence[PromptPair], position: Position) -> EncodedPairs:
     """Tokenize ``pairs`` for ``model`` and resolve ``position`` on every base and source prompt."""
-    import torch
-
-    pairs = list(pairs)
-    base_ids, base_mask, base_last, base_position = _tokenize(
-        model, [p.base for p in pairs], position
-    )
-    source_ids, source_mask, _, source_position = _tokenize(
-        model, [p.source for p in pairs], position
-    )
-    labels = [model.answer_id(p.base.text, p.expected) for p in pairs]
-    base_labels = [model.answer_id(p.base.text, p.base_expected) for p in pairs]
-    return EncodedPairs(
-        pairs=pairs,
-        base_ids=base_ids,
-        base_mask=base_mask,
-        base_last=base_last,
-        base_position=base_position,
-        source_ids=source_ids,
-        source_mask=source_mask,
-        source_position=source_position,
-        label_ids=torch.tensor(labels),
-        base_label_ids=torch.tensor(base_labels),
-        variable_index=torch.tensor([p.variable_index for p in pairs]),
-        position=position.name,
-    )
+    return tokenize(model, pairs).at(position)

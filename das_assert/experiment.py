@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from das_assert.cache import AlignmentCache, cache_key
-from das_assert.data import EncodedPairs, PromptPair, encode
+from das_assert.data import EncodedPairs, PromptPair, TokenizedPairs, encode, tokenize
 from das_assert.errors import InvalidArgument, PreconditionFailed
 from das_assert.evaluate import Evaluation, evaluate
 from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
@@ -259,10 +259,10 @@ def run_experiment(
 
 
 def _encoded(model: LoadedModel, experiment: Experiment, which: str) -> EncodedPairs:
-    """The training or test pairs of ``experiment``, encoded; shared inside ``sharing()``."""
+    """The training or test pairs of ``experiment``, encoded; shared inside ``sharing()``: the
+    pairs and their tokens once per data recipe, the positions once per site position."""
     exp = experiment
-    key = (
-        "encoded",
+    recipe = (
         which,
         id(model),
         exp.hypothesis,
@@ -271,10 +271,18 @@ def _encoded(model: LoadedModel, experiment: Experiment, which: str) -> EncodedP
         exp.seed,
         exp.fmt,
         exp.bracket,
-        exp.site.position,
     )
     pairs = exp.train_pairs if which == "train" else exp.test_pairs
-    return shared(key, lambda: encode(model, pairs(), exp.site.parsed_position), owners=(model,))
+
+    def tokenized() -> TokenizedPairs:
+        return shared(("tokenized", *recipe), lambda: tokenize(model, pairs()), owners=(model,))
+
+    position = exp.site.parsed_position
+    return shared(
+        ("encoded", *recipe, exp.site.position),
+        lambda: tokenized().at(position),
+        owners=(model,),
+    )
 
 
 def _release_device_cache(model: LoadedModel) -> None:

@@ -1,0 +1,68 @@
+"""One tokenization of a pair set serves every site position resolved on it."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+import pytest
+import torch
+
+from das_assert import experiment
+from das_assert.data import encode, tokenize
+from das_assert.experiment import Experiment
+from das_assert.positions import parse_position
+from das_assert.sharing import sharing
+from das_assert.sites import parse_site
+from das_assert.tasks.phrasings import TRAIN_PREFIXES
+from das_assert.tasks.price_tagging import PriceFormat, prompt_pairs
+
+POSITIONS = ("last", "before:amount", "amount.last", "after:amount+1", "last-2")
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_resolving_positions_on_one_tokenization_equals_encoding_for_each(
+    tiny_models: dict[str, Any], arch: str
+) -> None:
+    loaded = tiny_models[arch]
+    pairs = prompt_pairs("left_boundary", 6, seed=1)
+    pairs += prompt_pairs("left_boundary", 6, seed=2, fmt=PriceFormat(prefix=TRAIN_PREFIXES[1]))
+    tokenized = tokenize(loaded, pairs)
+    for name in POSITIONS:
+        position = parse_position(name)
+        once, alone = tokenized.at(position), encode(loaded, pairs, position)
+        assert once.position == alone.position == name
+        for field in fields(alone):
+            if field.name in ("pairs", "position"):
+                continue
+            assert torch.equal(getattr(once, field.name), getattr(alone, field.name)), field.name
+
+
+def test_a_claims_site_and_its_control_share_one_tokenization_in_a_block(
+    tiny_models: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = tiny_models["llama"]
+    calls: list[int] = []
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return tokenize(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "tokenize", counting)
+    claim = Experiment(
+        hypothesis="left_boundary", site=parse_site("block_output[layer=1, pos=last]"), n_test=8
+    )
+    control = Experiment(
+        hypothesis="left_boundary",
+        site=parse_site("block_output[layer=1, pos=before:amount]"),
+        n_test=8,
+    )
+    with sharing(prefix_stores=False):
+        at_site = experiment._encoded(loaded, claim, "test")
+        at_control = experiment._encoded(loaded, control, "test")
+        assert experiment._encoded(loaded, claim, "test") is at_site
+    assert len(calls) == 1
+    assert at_site.base_ids is at_control.base_ids
+    assert bool((at_control.base_position < at_site.base_position).all())
+    experiment._encoded(loaded, claim, "test")  # outside a block: tokenized anew
+    assert len(calls) == 2
