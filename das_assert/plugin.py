@@ -276,6 +276,7 @@ def das_session(request: pytest.FixtureRequest) -> Any:
         load_model,
         resolve_model_path,
         worker_device,
+        worker_threads,
     )
     from das_assert.session import DasSession
     from das_assert.settings import find_model_settings, load_settings
@@ -294,6 +295,11 @@ def das_session(request: pytest.FixtureRequest) -> Any:
             worker=os.environ.get("PYTEST_XDIST_WORKER"),
             gpus=_cuda_count() if config.getoption("das_device") == "cuda:worker" else 0,
         )
+        threads = worker_threads(os.environ, _available_cpus())
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
         model = config.hook.pytest_das_load_model(config=config, path=path) or load_model(
             path,
             dtype=config.getoption("das_dtype"),
@@ -332,6 +338,13 @@ def _freeze_the_heap() -> None:
 
     gc.collect()
     gc.freeze()
+
+
+def _available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the platform has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _cuda_count() -> int:

@@ -345,6 +345,16 @@ def aligned(das_session):
 
 def test_two_booleans_are_not_found_in_a_random_model(das, aligned):
     das.assert_not_aligned(aligned, claim="impossible")
+
+
+def test_the_worker_runs_on_its_share_of_the_cpus(das_session):
+    import os
+
+    import torch
+
+    if "OMP_NUM_THREADS" not in os.environ:
+        share = max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+        assert torch.get_num_threads() == share
 """
 
 
@@ -363,7 +373,7 @@ def test_under_xdist_the_controller_gathers_every_workers_records(project) -> No
         "--das-markdown=out/summary.md",
         "--junitxml=out/junit.xml",
     )
-    result.assert_outcomes(passed=2, failed=1)
+    result.assert_outcomes(passed=3, failed=1)
     report = json.loads((project.path / "out" / "report.json").read_text())
     ids = sorted(r["test_id"] for r in report["results"])
     assert ids == [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from das_assert.errors import InvalidArgument
-from das_assert.models import worker_device
+from das_assert.models import worker_device, worker_threads
 
 pytest_plugins = ["pytester"]
 
@@ -41,3 +41,21 @@ def test_device_and_device_map_together_are_a_usage_error(pytester: pytest.Pytes
     result = pytester.runpytest("--das-device=cuda:0", "--das-device-map=auto")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--das-device and --das-device-map contradict each other*"])
+
+
+@pytest.mark.parametrize(
+    ("environ", "cpus", "expected"),
+    [
+        ({"PYTEST_XDIST_WORKER_COUNT": "2"}, 2, 1),
+        ({"PYTEST_XDIST_WORKER_COUNT": "4"}, 16, 4),
+        ({"PYTEST_XDIST_WORKER_COUNT": "3"}, 16, 5),
+        ({"PYTEST_XDIST_WORKER_COUNT": "8"}, 2, 1),  # never below one thread
+        ({}, 2, None),  # one process: torch's own default
+        ({"PYTEST_XDIST_WORKER_COUNT": "2", "OMP_NUM_THREADS": "2"}, 2, None),  # the user's
+        ({"PYTEST_XDIST_WORKER_COUNT": "many"}, 2, None),
+    ],
+)
+def test_each_xdist_worker_gets_its_share_of_the_cpus(
+    environ: dict[str, str], cpus: int, expected: int | None
+) -> None:
+    assert worker_threads(environ, cpus) == expected
