@@ -15,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from das_assert.digests import DigestMemo, file_sha256
 from das_assert.errors import InvalidArgument, ModelLoadError, did_you_mean
 
 __all__ = [
@@ -59,14 +60,6 @@ def resolve_model_path(path: str | Path) -> Path:
     return resolved
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @dataclass(eq=False)
 class LoadedModel:
     """A loaded model, its tokenizer, and where it came from."""
@@ -83,6 +76,8 @@ class LoadedModel:
     dtype: str
     device: str
     _answer_ids: dict[tuple[str, str], int] = field(default_factory=dict, repr=False)
+    #: Where the weight files' digests are remembered between sessions (None: hash every time).
+    digest_memo: DigestMemo | None = field(default=None, repr=False)
 
     @property
     def config(self) -> Any:
@@ -100,11 +95,13 @@ class LoadedModel:
     def fingerprint(self) -> dict[str, str]:
         """sha256 of the weight files, of the tokenizer files, and of config.json.
 
-        Each weight file is read once, in 4 MiB chunks, and the digest is kept for the session.
+        Each weight file is read once, in 4 MiB chunks, and the digest is kept for the session;
+        with a ``digest_memo`` it is read again only when the file has changed.
         """
+        digest = self.digest_memo.sha256 if self.digest_memo is not None else file_sha256
         weights = hashlib.sha256()
         for file in sorted(self.path.glob("*.safetensors")) or sorted(self.path.glob("*.bin")):
-            weights.update(file.name.encode() + _file_sha256(file).encode())
+            weights.update(file.name.encode() + digest(file).encode())
         tokenizer = hashlib.sha256()
         for name in TOKENIZER_FILES:
             if (self.path / name).is_file():

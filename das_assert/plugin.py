@@ -270,9 +270,11 @@ def das_session(request: pytest.FixtureRequest) -> Any:
     live for the session; a search's prefix KV stores end with the search.
     """
     from das_assert.cache import AlignmentCache
+    from das_assert.digests import DigestMemo
     from das_assert.errors import DasError
     from das_assert.models import (
         EMBEDDED_MODEL_DIR,
+        LoadedModel,
         load_model,
         resolve_model_path,
         worker_device,
@@ -311,11 +313,15 @@ def das_session(request: pytest.FixtureRequest) -> Any:
     baselines = _baseline_setup(config, settings.key)
     mode = config.getoption("das_cache")
     cache_dir = config.getoption("das_cache_dir") or Path(config.rootpath) / ".das_assert" / "cache"
+    cache = None if mode == "off" else AlignmentCache(Path(cache_dir), mode)
+    if cache is not None and isinstance(model, LoadedModel) and model.digest_memo is None:
+        # The weights' sha256 (the cache key's fingerprint) is read again only when they change.
+        model.digest_memo = DigestMemo(cache.directory / "digests.json", writes=cache.writes)
     session = DasSession(
         model=model,
         settings=settings,
         seed=config.getoption("das_seed"),
-        cache=None if mode == "off" else AlignmentCache(Path(cache_dir), mode),
+        cache=cache,
         min_task_accuracy=config.getoption("das_min_task_accuracy"),
         inconclusive=config.getoption("das_inconclusive"),
         plots_dir=Path(config.getoption("das_plots")) if config.getoption("das_plots") else None,

@@ -193,6 +193,7 @@ def test_a_second_run_reuses_the_cached_alignment(project) -> None:
     assert b[0]["train_seconds"] == 0  # loaded, not trained
     assert [r["iia"] for r in a] == [r["iia"] for r in b]
     assert list((project.path / ".das_assert" / "cache").glob("*.safetensors"))
+    assert (project.path / ".das_assert" / "cache" / "digests.json").is_file()  # weights' sha256
 
 
 def test_the_das_session_exempts_the_loaded_libraries_from_the_cyclic_collector(

@@ -1,0 +1,126 @@
+"""Weight digests remembered by file identity: reused while a file is unchanged, never stale
+after a rewrite, a copy or a touch, and a memo that cannot be read is only a miss."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from das_assert import digests
+from das_assert.digests import DigestMemo, file_sha256
+from das_assert.models import load_model
+
+
+def weights(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path
+
+
+def no_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(path: Path) -> str:
+        raise AssertionError(f"{path} was read again")
+
+    monkeypatch.setattr(digests, "file_sha256", refuse)
+
+
+def test_a_digest_is_the_files_sha256_and_is_reused_without_reading_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = weights(tmp_path / "model.safetensors", b"weights" * 1000)
+    memo = DigestMemo(tmp_path / "cache" / "digests.json")
+    assert memo.sha256(file) == hashlib.sha256(file.read_bytes()).hexdigest() == file_sha256(file)
+    no_reading(monkeypatch)  # a later session, with the memo on disk
+    again = DigestMemo(tmp_path / "cache" / "digests.json").sha256(file)
+    assert again == hashlib.sha256(file.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("change", ["rewrite", "copy_over", "touch", "grow"])
+def test_a_changed_file_is_read_again(tmp_path: Path, change: str) -> None:
+    file = weights(tmp_path / "model.safetensors", b"a" * 4096)
+    memo = DigestMemo(tmp_path / "digests.json")
+    old = memo.sha256(file)
+    stat = file.stat()
+    if change == "rewrite":  # new content, same size
+        file.write_bytes(b"b" * 4096)
+        os.utime(file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    elif change == "copy_over":  # a new file renamed into place, old times kept (rsync -a)
+        staged = weights(tmp_path / "staged", b"c" * 4096)
+        os.utime(staged, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        os.replace(staged, file)
+    elif change == "touch":
+        os.utime(file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    else:
+        with file.open("ab") as handle:
+            handle.write(b"more")
+        os.utime(file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert memo.sha256(file) == hashlib.sha256(file.read_bytes()).hexdigest()
+    if change != "touch":
+        assert memo.sha256(file) != old
+
+
+def test_the_one_change_it_cannot_see_is_an_in_place_rewrite_that_restores_the_time(
+    tmp_path: Path,
+) -> None:
+    """The documented limit (as for git and make): same inode, size and nanosecond mtime."""
+    file = weights(tmp_path / "model.safetensors", b"a" * 4096)
+    memo = DigestMemo(tmp_path / "digests.json")
+    old = memo.sha256(file)
+    stat = file.stat()
+    with file.open("r+b") as handle:
+        handle.write(b"b" * 4096)
+    os.utime(file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert memo.sha256(file) == old
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["{not json", "[]", json.dumps({"version": 2, "files": {}}), json.dumps({"version": 1})],
+)
+def test_a_memo_that_cannot_be_read_is_a_miss_and_is_rewritten(
+    tmp_path: Path, content: str
+) -> None:
+    file = weights(tmp_path / "model.safetensors", b"w" * 100)
+    (tmp_path / "digests.json").write_text(content)
+    memo = DigestMemo(tmp_path / "digests.json")
+    assert memo.sha256(file) == hashlib.sha256(b"w" * 100).hexdigest()
+    payload = json.loads((tmp_path / "digests.json").read_text())
+    assert payload["version"] == 1
+    assert list(payload["files"]) == [str(file.resolve())]
+
+
+def test_a_forged_digest_of_the_wrong_shape_is_not_trusted(tmp_path: Path) -> None:
+    file = weights(tmp_path / "model.safetensors", b"w" * 100)
+    memo = DigestMemo(tmp_path / "digests.json")
+    memo.sha256(file)
+    payload = json.loads((tmp_path / "digests.json").read_text())
+    payload["files"][str(file.resolve())]["sha256"] = 42
+    (tmp_path / "digests.json").write_text(json.dumps(payload))
+    assert memo.sha256(file) == hashlib.sha256(b"w" * 100).hexdigest()
+
+
+def test_a_read_only_memo_never_writes(tmp_path: Path) -> None:
+    file = weights(tmp_path / "model.safetensors", b"w" * 100)
+    memo = DigestMemo(tmp_path / "cache" / "digests.json", writes=False)
+    assert memo.sha256(file) == hashlib.sha256(b"w" * 100).hexdigest()
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_models_fingerprint_is_the_same_with_and_without_the_memo(
+    tiny_model_dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "model"
+    shutil.copytree(tiny_model_dirs["llama"], directory)
+    plain = load_model(directory).fingerprint
+    remembered: Any = load_model(directory)
+    remembered.digest_memo = DigestMemo(tmp_path / "digests.json")
+    assert remembered.fingerprint == plain
+    no_reading(monkeypatch)
+    again: Any = load_model(directory)
+    again.digest_memo = DigestMemo(tmp_path / "digests.json")
+    assert again.fingerprint == plain
