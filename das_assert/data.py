@@ -103,7 +103,7 @@ def _trim(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 
 
 @dataclass
-class _Prompts:
+class TokenizedPrompts:
     """One side (base or source) of some pairs, tokenized: padded ids and each token's span."""
 
     ids: torch.Tensor
@@ -122,7 +122,7 @@ class _Prompts:
         )
 
 
-def _tokenize(model: LoadedModel, prompts: Sequence[Any]) -> _Prompts:
+def _tokenize(model: LoadedModel, prompts: Sequence[Any]) -> TokenizedPrompts:
     import torch
 
     texts = [prompt.text for prompt in prompts]
@@ -132,7 +132,7 @@ def _tokenize(model: LoadedModel, prompts: Sequence[Any]) -> _Prompts:
     mask = torch.tensor(encoded["attention_mask"])
     lengths = mask.sum(dim=1)
     offsets = [row[:n] for row, n in zip(encoded["offset_mapping"], lengths.tolist(), strict=True)]
-    return _Prompts(torch.tensor(encoded["input_ids"]), mask, lengths - 1, offsets)
+    return TokenizedPrompts(torch.tensor(encoded["input_ids"]), mask, lengths - 1, offsets)
 
 
 @dataclass
@@ -141,8 +141,8 @@ class TokenizedPairs:
     tokenization serves every position (a claim's site and its control, a search's grid)."""
 
     pairs: list[PromptPair]
-    base: _Prompts
-    source: _Prompts
+    base: TokenizedPrompts
+    source: TokenizedPrompts
     label_ids: torch.Tensor
     base_label_ids: torch.Tensor
     variable_index: torch.Tensor

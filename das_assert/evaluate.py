@@ -209,7 +209,7 @@ def _evaluate(
             _check_gate(wrong, len(test), len(test), min_task_accuracy)
         return Evaluation(test, known, known, known, time.perf_counter() - started, batch_size)
     # The sources and the random-rotation control, made once the first batch passed the gate.
-    needs: tuple[torch.Tensor, Interchange] | None = None
+    intervening: tuple[torch.Tensor, Interchange] | None = None
     store = (
         PrefixStore.shared(model, test, batch_size=batch_size, max_bytes=prefix_store_bytes)
         if prefix_cache and sharing.prefix_stores_active()
@@ -228,11 +228,11 @@ def _evaluate(
             predicted.append(base)
             random_predicted.append(base)
             continue
-        if needs is None:
+        if intervening is None:
             control = Interchange.random_rotation(interchange.d, widths, seed=seed + 1)
             control.to(model.get_input_embeddings().weight.device)
-            needs = shared_source_vectors(model, site, test, batch_size=batch_size), control
-        sources, control = needs
+            intervening = shared_source_vectors(model, site, test, batch_size=batch_size), control
+        sources, control = intervening
         source = sources[index.to(sources.device)]
         variables = test.variable_index[index]
         predicted.append(run.logits(_hard_mix(interchange, source, variables)).argmax(-1).cpu())
