@@ -251,9 +251,17 @@ def run_experiment(
         fitted = fit_alignment(model.model, resolved, train, config, n_variables=n_variables)
         if cache is not None:
             _store(model, experiment, config, fitted, cache, key)
-    evaluation = evaluate(model.model, fitted, test, seed=experiment.seed)
+    try:  # a model update that broke the task fails in its first batch, not after every pass
+        evaluation = evaluate(
+            model.model,
+            fitted,
+            test,
+            seed=experiment.seed,
+            min_task_accuracy=experiment.min_task_accuracy,
+        )
+    except PreconditionFailed as exc:
+        raise PreconditionFailed(f"{model.name}: {exc}; {_PRECONDITION_ADVICE}") from None
     _release_device_cache(model)  # the fit's prefix store and activations are gone by now
-    _check_precondition(model, experiment, evaluation.task_accuracy, len(test))
     unchanged = sum(p.expected == p.base_expected for p in test.pairs) / len(test)
     return AlignmentResult(model, experiment, config, fitted, evaluation, unchanged)
 
@@ -291,15 +299,19 @@ def _release_device_cache(model: LoadedModel) -> None:
         torch.cuda.empty_cache()
 
 
+_PRECONDITION_ADVICE = (
+    "an alignment of a model that does not do the task says nothing. Check the prompt format and "
+    "answer words, or lower the gate with min_task_accuracy / --das-min-task-accuracy"
+)
+
+
 def _check_precondition(
     model: LoadedModel, experiment: Experiment, accuracy: float, n: int
 ) -> None:
     if accuracy < experiment.min_task_accuracy:
         raise PreconditionFailed(
             f"{model.name} answers only {accuracy:.3f} of the {n} test prompts correctly "
-            f"(gate: {experiment.min_task_accuracy}); an alignment of a model that does not do the "
-            "task says nothing. Check the prompt format and answer words, or lower the gate with "
-            "min_task_accuracy / --das-min-task-accuracy"
+            f"(gate: {experiment.min_task_accuracy}); {_PRECONDITION_ADVICE}"
         )
 
 

@@ -23,11 +23,12 @@ from das_assert.data import EncodedPairs, PromptPair, encode
 from das_assert.errors import InvalidArgument, PreconditionFailed
 from das_assert.evaluate import _check_gate as check_gate
 from das_assert.evaluate import evaluate
+from das_assert.experiment import Experiment, run_experiment
 from das_assert.featurizers import Interchange
 from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
 from das_assert.positions import parse_position
 from das_assert.runner import PrefixStore, answer_logits, source_vectors
-from das_assert.sites import ResolvedSite, Site, last_attention
+from das_assert.sites import ResolvedSite, Site, last_attention, parse_site
 from das_assert.tasks.phrasings import HELD_OUT_PREFIXES, TRAIN_PREFIXES
 from das_assert.tasks.price_tagging import PriceFormat, make_pairs, prompt_pairs
 
@@ -551,6 +552,33 @@ def test_a_task_accuracy_gate_that_passes_changes_no_prediction_and_one_that_fai
     monkeypatch.setattr("das_assert.evaluate.shared_source_vectors", no_sources)
     with pytest.raises(PreconditionFailed, match=rf"first {wrong[0] + 1} of {N_PAIRS}"):
         evaluate(loaded.model, alignment, encoded, batch_size=wrong[0] + 1, min_task_accuracy=1.0)
+
+
+@torch.no_grad()
+def test_a_saved_alignment_on_a_model_that_fails_the_task_stops_at_the_first_batch(
+    tiny_models: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The regression gate's case: a model update broke the task; no intervention runs."""
+    loaded = tiny_models["llama"]
+    d = loaded.config.hidden_size
+    experiment = Experiment(
+        hypothesis="left_boundary",
+        site=parse_site("block_output[layer=1, pos=last]"),
+        n_train=8,
+        n_test=16,
+        min_task_accuracy=1.0,  # no random model answers every prompt
+    )
+    site = experiment.site.resolve(loaded.model)
+    saved = FittedAlignment(boundless_with_widths(d, [0.4], 3), site, FitConfig(), 8, 0.0)
+
+    def no_sources(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the source pass ran after the gate had failed")
+
+    monkeypatch.setattr("das_assert.evaluate.shared_source_vectors", no_sources)
+    with pytest.raises(
+        PreconditionFailed, match=r"of 16 base prompts answered correctly; gate 1\.0.*--das-min"
+    ):
+        run_experiment(loaded, experiment, fitted=saved)
 
 
 @settings(max_examples=300, deadline=None)
