@@ -517,6 +517,15 @@ def test_a_subset_of_an_evaluation_equals_evaluating_the_subset(
         whole.subset(lambda pair: False)
 
 
+def forbid_source_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From here on, an evaluation that runs a source pass fails the test."""
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the source pass ran after the task-accuracy gate had failed")
+
+    monkeypatch.setattr("das_assert.evaluate.shared_source_vectors", refuse)
+
+
 @torch.no_grad()
 def test_a_task_accuracy_gate_that_passes_changes_no_prediction_and_one_that_fails_stops_early(
     tiny_models: dict[str, Any], monkeypatch: pytest.MonkeyPatch
@@ -545,11 +554,7 @@ def test_a_task_accuracy_gate_that_passes_changes_no_prediction_and_one_that_fai
                 loaded.model, alignment, encoded, batch_size=batch_size, min_task_accuracy=above
             )
     # A gate the first batch already fails never runs a source pass or an intervention.
-
-    def no_sources(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("the source pass ran after the gate had failed")
-
-    monkeypatch.setattr("das_assert.evaluate.shared_source_vectors", no_sources)
+    forbid_source_passes(monkeypatch)
     with pytest.raises(PreconditionFailed, match=rf"first {wrong[0] + 1} of {N_PAIRS}"):
         evaluate(loaded.model, alignment, encoded, batch_size=wrong[0] + 1, min_task_accuracy=1.0)
 
@@ -570,11 +575,7 @@ def test_a_saved_alignment_on_a_model_that_fails_the_task_stops_at_the_first_bat
     )
     site = experiment.site.resolve(loaded.model)
     saved = FittedAlignment(boundless_with_widths(d, [0.4], 3), site, FitConfig(), 8, 0.0)
-
-    def no_sources(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("the source pass ran after the gate had failed")
-
-    monkeypatch.setattr("das_assert.evaluate.shared_source_vectors", no_sources)
+    forbid_source_passes(monkeypatch)
     with pytest.raises(
         PreconditionFailed, match=r"of 16 base prompts answered correctly; gate 1\.0.*--das-min"
     ):
