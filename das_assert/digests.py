@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from das_assert.store import atomic_write_bytes
+from das_assert.store import atomic_write_json
 
 __all__ = ["DigestMemo", "file_sha256"]
 
@@ -57,8 +57,7 @@ class DigestMemo:
         if self.writes and _identity(file) == identity:  # not rewritten while it was read
             entries = self._load()  # another worker may have added its own meanwhile
             entries[str(file)] = {"identity": identity, "sha256": digest}
-            payload = {"version": 1, "files": entries}
-            atomic_write_bytes(self.path, (json.dumps(payload, indent=1) + "\n").encode())
+            atomic_write_json(self.path, {"version": 1, "files": entries})
         return digest
 
     def _load(self) -> dict[str, Any]:
