@@ -158,16 +158,18 @@ def evaluate(
     started = time.perf_counter()
     while True:
         try:
-            evaluation = _evaluate(
-                model,
-                alignment,
-                test,
-                seed=seed,
-                batch_size=batch_size,
-                prefix_cache=prefix_cache,
-                prefix_store_bytes=prefix_store_bytes,
-                min_task_accuracy=min_task_accuracy,
-            )
+            # A learned rotation is formed once for the evaluation, not once per batch.
+            with torch.nn.utils.parametrize.cached():
+                evaluation = _evaluate(
+                    model,
+                    alignment,
+                    test,
+                    seed=seed,
+                    batch_size=batch_size,
+                    prefix_cache=prefix_cache,
+                    prefix_store_bytes=prefix_store_bytes,
+                    min_task_accuracy=min_task_accuracy,
+                )
         except OutOfDeviceMemory as exc:
             if batch_size <= 1:
                 raise OutOfDeviceMemory(
