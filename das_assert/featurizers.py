@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from das_assert.rotation import orthogonal_rotation
+from das_assert.rotation import orthogonal_rotation, row_rotation
 
 __all__ = ["Interchange"]
 
@@ -168,12 +168,18 @@ class Interchange(nn.Module):
         dtype = base.dtype
         base32, source32 = base.float(), source.to(base.device).float()
         mask = self.masks(hard=hard).to(base.device)[variable_index.to(base.device)]
+        # [(1 - m) (hR) + m (sR)] R^T = h + (m ((s - h) R)) R^T for an orthogonal R; the second
+        # form returns h bit for bit where m = 0, so an empty box is an exact no-op.
+        if self.rotation_kind == "learned":
+            action = row_rotation(self.rotate, base.shape[0])
+            if action is not None:  # training at large d: R applied to the rows, never formed
+                device = action.base.device
+                delta = mask * action((source32 - base32).to(device)).to(base.device)
+                return (base32 + action.transposed(delta.to(device)).to(base.device)).to(dtype)
         rotation = self.rotation_matrix()
         if rotation is None:
             return (base32 + mask * (source32 - base32)).to(dtype)
         rotation = rotation.to(base.device)
-        # [(1 - m) (hR) + m (sR)] R^T = h + (m ((s - h) R)) R^T for an orthogonal R; the second
-        # form returns h bit for bit where m = 0, so an empty box is an exact no-op.
         delta = mask * ((source32 - base32) @ rotation)
         return (base32 + delta @ rotation.T).to(dtype)
 

@@ -1,4 +1,5 @@
-"""The learned rotation: torch's orthogonal parametrization with a cheaper exact backward.
+"""The learned rotation: torch's orthogonal parametrization, with a cheaper exact backward and,
+in training, applied to the batch's rows without forming the matrix.
 
 ``torch.nn.utils.parametrizations.orthogonal`` (the map pyvene uses too) writes a square weight as
 ``Q = base @ exp(A)`` with ``A = tril(X) - tril(X)^T`` skew-symmetric. Its ``matrix_exp`` backward
@@ -13,6 +14,18 @@ reference it is as accurate as torch's backward or more. The forward is torch's 
 itself, so ``Q`` is bit for bit what torch computes. It is used from ``FRECHET_MIN_D`` coordinates
 on; below that torch's backward costs little, and the embedded model's published numbers stay
 exactly as measured.
+
+In training the rotation need not be formed at all. A step uses it on its batch's rows only (the
+mix is ``h + (m * ((s - h) Q)) Q^T``, and ``z Q = (z base) exp(A)``), so each product is the
+action of ``exp`` on a few vectors. ``RowRotation`` computes it as a Taylor polynomial of
+``A / steps`` applied ``steps`` times (the scheme of Al-Mohy and Higham, 2011), planned from a
+power-iteration estimate of ``||A||``: d x d by d x rows products only, about
+``12 * products * rows * d^2`` flops a step with the backward, against about ``90 d^3`` to form
+``Q`` and its gradient. Its results and gradients are closer to float64 than torch's float32
+``matrix_exp`` (tests). On 2 CPU cores, at d = 4096 and 16 rows, a step's rotation took 1.6-3.3 s
+against 39-50 s with the Frechet backward; at d = 1024, 59-105 ms against 428-545 ms (and
+1.85-1.96 s with torch's backward). ``Interchange`` uses it where gradients are on and it is the
+cheaper path by that count; evaluation forms ``Q`` once.
 """
 
 from __future__ import annotations
@@ -24,9 +37,19 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrizations, parametrize
 
-__all__ = ["FRECHET_MIN_D", "expm_frechet", "orthogonal_rotation"]
+__all__ = [
+    "ACTION_MIN_D",
+    "FRECHET_MIN_D",
+    "RowRotation",
+    "expm_action",
+    "expm_frechet",
+    "orthogonal_rotation",
+    "row_rotation",
+    "taylor_plan",
+]
 
 FRECHET_MIN_D = 1024
+ACTION_MIN_D = 1024  # and only on das_assert's own map, which starts at FRECHET_MIN_D
 
 _THETA = 0.25  # scale the matrix down to this norm, then ...
 _DEGREE = 7  # ... a Taylor polynomial of this degree errs by < 4e-10 (0.25^8 / 8!)
@@ -116,3 +139,155 @@ def orthogonal_rotation(d: int) -> nn.Module:
         return parametrizations.orthogonal(module)
     parametrize.register_parametrization(module, "weight", _ExpOrthogonal(d), unsafe=True)
     return module
+
+
+# -- the rotation's action on rows ------------------------------------------------------------
+
+_UNIT_ROUNDOFF = 2.0**-24  # float32
+_MAX_THETA = 2.2  # the largest ||A / steps|| per step: Taylor terms stay below 2.5, so the
+# rounding of their sum stays near float32's; larger steps save products but lose digits
+_NORM_MARGIN = 1.25  # power iteration approaches ||A|| from below
+_POWER_ITERATIONS = 12
+_PROBES = 4
+
+
+def _theta(degree: int) -> float:
+    """The largest t with t^(m+1) / (m+1)! * e^t <= float32's unit roundoff (m = ``degree``): a
+    bound of the Taylor remainder of exp on a matrix of norm t."""
+    low, high = 0.0, 64.0
+    target = math.log(_UNIT_ROUNDOFF)
+    for _ in range(60):
+        middle = (low + high) / 2
+        if (degree + 1) * math.log(middle) - math.lgamma(degree + 2) + middle <= target:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+_THETAS = {m: t for m in range(1, 40) if (t := _theta(m)) <= _MAX_THETA}
+
+
+def taylor_plan(norm: float) -> tuple[int, int]:
+    """``(degree, steps)`` with the fewest products ``degree * steps`` such that a Taylor
+    polynomial of that degree errs by less than float32's roundoff on ``A / steps``, where
+    ``norm`` bounds ``||A||``."""
+    if not math.isfinite(norm):
+        raise ValueError(f"the rotation's generator has norm {norm}; the fit diverged")
+    if norm <= 0:
+        return 1, 1
+    return min(
+        ((m, max(1, math.ceil(norm / theta))) for m, theta in _THETAS.items()),
+        key=lambda plan: (plan[0] * plan[1], plan[1]),
+    )
+
+
+@torch.no_grad()
+def spectral_norm_estimate(a: torch.Tensor) -> float:
+    """``||a||_2`` by power iteration on ``a^T a`` from fixed probe vectors (a lower bound that
+    is close for the dense matrices a fit produces; callers add a margin)."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(a.shape[-1], _PROBES, generator=generator).to(a)
+    for _ in range(_POWER_ITERATIONS):
+        x = x / x.norm(dim=0).clamp_min(torch.finfo(a.dtype).tiny)
+        x = a.mT @ (a @ x)
+    return float(x.norm(dim=0).max()) ** 0.5
+
+
+class _ExpAction(torch.autograd.Function):
+    """``exp(a) @ v`` as ``T(a / steps)`` applied ``steps`` times, ``T`` the Taylor polynomial of
+    degree ``degree``. The forward keeps the vector each product is applied to; the backward runs
+    the products' adjoints in reverse and forms the gradient of ``a`` in one matrix product."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, a: torch.Tensor, v: torch.Tensor, degree: int, steps: int
+    ) -> torch.Tensor:
+        scaled = a / steps
+        k = v.shape[1]
+        inputs = v.new_empty(v.shape[0], steps * degree * k)  # column block i: product i's input
+        block = 0
+        for _ in range(steps):
+            term = total = v
+            for j in range(1, degree + 1):
+                inputs[:, block * k : (block + 1) * k] = term
+                block += 1
+                term = (scaled @ term) / j
+                total = total + term
+            v = total
+        ctx.save_for_backward(scaled, inputs)
+        ctx.plan = degree, steps
+        return v
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
+        scaled, inputs = ctx.saved_tensors
+        degree, steps = ctx.plan
+        k = grad.shape[1]
+        # Column block i: the gradient of product i's output, divided by its 1/j.
+        outputs = torch.empty_like(inputs)
+        block = steps * degree
+        for _ in range(steps):
+            # total = sum_j term_j and term_j = scaled @ term_(j-1) / j, adjoints from the top.
+            term = grad
+            for j in range(degree, 0, -1):
+                block -= 1
+                outputs[:, block * k : (block + 1) * k] = term / j
+                term = grad + (scaled.mT @ term) / j
+            grad = term
+        return (outputs @ inputs.mT) / steps, grad, None, None
+
+
+def expm_action(a: torch.Tensor, v: torch.Tensor, *, degree: int, steps: int) -> torch.Tensor:
+    """``exp(a) @ v`` for ``a`` (d, d) and ``v`` (d, k), differentiable in both, without forming
+    ``exp(a)``; ``(degree, steps)`` from ``taylor_plan`` of a bound of ``||a||``."""
+    return _ExpAction.apply(a, v, degree, steps)
+
+
+class RowRotation:
+    """A learned rotation ``Q = base @ exp(A)`` applied to rows, ``Q`` never formed: ``z Q`` and
+    ``z Q^T`` for ``z`` (rows, d), with gradients to the module's parameter."""
+
+    def __init__(self, module: nn.Module) -> None:
+        parametrization = module.parametrizations.weight
+        lower = parametrization.original.tril()
+        self.generator = lower - lower.mT
+        self.base = parametrization[0].base
+        norm = _NORM_MARGIN * spectral_norm_estimate(self.generator)
+        self.degree, self.steps = taylor_plan(norm)
+
+    @property
+    def products(self) -> int:
+        """d x d by d x rows products in one action."""
+        return self.degree * self.steps
+
+    def __call__(self, rows: torch.Tensor) -> torch.Tensor:
+        """``rows @ Q``: ``(z base) exp(A) = (exp(A^T) (z base)^T)^T``."""
+        moved = (rows @ self.base).mT
+        return self._exp(self.generator.mT, moved).mT
+
+    def transposed(self, rows: torch.Tensor) -> torch.Tensor:
+        """``rows @ Q^T = (exp(A) z^T)^T base^T``."""
+        return self._exp(self.generator, rows.mT).mT @ self.base.mT
+
+    def _exp(self, a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return expm_action(a, v, degree=self.degree, steps=self.steps)
+
+
+_MATRIX_PATH_PRODUCTS = 90  # matrix_exp and its Frechet derivative at a trained norm, in d^3
+
+
+def row_rotation(module: nn.Module, rows: int) -> RowRotation | None:
+    """The learned rotation as a ``RowRotation`` where that costs less than forming ``Q`` and its
+    gradient (a step on ``rows`` rows, gradients on), else None: use ``module.weight``."""
+    weight = module.parametrizations.weight if parametrize.is_parametrized(module) else None
+    if weight is None or not isinstance(weight[0], _ExpOrthogonal) or not torch.is_grad_enabled():
+        return None
+    d = weight.original.shape[-1]
+    if d < ACTION_MIN_D:
+        return None
+    action = RowRotation(module)
+    # Each action: products forward and backward, plus one (d x products*rows) gradient product.
+    if 12 * action.products * rows >= _MATRIX_PATH_PRODUCTS * d:
+        return None
+    return action
