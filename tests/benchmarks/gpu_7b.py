@@ -84,11 +84,26 @@ def build(shape: str, device: str, dtype: torch.dtype) -> object:
     return LoadedModel(model, tokenizer, Path(f"<random llama {shape}>"), name, device)
 
 
-def rotation_cost(d: int, batch: int, device: str, *, repeats: int = 5) -> dict[str, float]:
-    """The rotation alone, per training step, as both implementations train it: torch's
-    orthogonal ``matrix_exp`` map forward, then forward + backward through the mix, with
-    das_assert's backward (``das_assert.rotation``) and with torch's own, after the entries moved
-    about as far as a fit moves them (0.01). Milliseconds, and peak GPU memory in GiB."""
+ROTATION_PATHS = {  # (FRECHET_MIN_D, ACTION_MIN_D) that select each path of das_assert.rotation
+    "action": (0, 0),  # applied to the batch's rows, never formed (das_assert's training path)
+    "frechet": (0, 1 << 30),  # formed by matrix_exp, das_assert's Frechet backward
+    "torch": (1 << 30, 1 << 30),  # torch's orthogonal map, as pyvene trains it
+}
+
+
+def rotation_cost(
+    d: int,
+    batch: int,
+    device: str,
+    *,
+    repeats: int = 5,
+    spreads: tuple[float, ...] = (0.01, 0.05),
+    paths: tuple[str, ...] = tuple(ROTATION_PATHS),
+) -> dict[str, object]:
+    """The rotation alone, per training step (forward + backward through the soft mix), by each
+    of ``paths``, after the parameter's entries moved by noise of each of ``spreads`` (0.01 is
+    about as far as the benchmark's 40 steps move them, 0.05 about a 3-epoch fit). Milliseconds,
+    peak GPU memory in GiB, and ``||A||`` with the action's Taylor plan."""
     from torch.nn.utils import parametrize
 
     from das_assert import rotation
@@ -97,24 +112,37 @@ def rotation_cost(d: int, batch: int, device: str, *, repeats: int = 5) -> dict[
     base = torch.randn(batch, d, device=device, dtype=torch.bfloat16)
     source = torch.randn(batch, d, device=device, dtype=torch.bfloat16)
     variables = torch.zeros(batch, dtype=torch.long, device=device)
-    noise = torch.randn(d, d, device=device) * 0.01
-    result: dict[str, float] = {"d": d, "batch": batch}
-    threshold = rotation.FRECHET_MIN_D
-    for label, minimum in (("das_assert", 0), ("torch", 1 << 30)):
-        rotation.FRECHET_MIN_D = minimum
-        try:
-            interchange = Interchange.boundless(d).to(device)
-        finally:
-            rotation.FRECHET_MIN_D = threshold
-        with torch.no_grad():
-            interchange.rotate.parametrizations.weight.original.add_(noise)
+    result: dict[str, object] = {"d": d, "batch": batch}
+    saved = rotation.FRECHET_MIN_D, rotation.ACTION_MIN_D
+    for spread in spreads:
+        noise = torch.randn(d, d, device=device, generator=None) * spread
+        row: dict[str, float] = {}
+        for label in paths:
+            rotation.FRECHET_MIN_D, rotation.ACTION_MIN_D = ROTATION_PATHS[label]
+            try:
+                interchange = Interchange.boundless(d).to(device)
+                with torch.no_grad():
+                    interchange.rotate.parametrizations.weight.original.add_(noise)
 
-        def step(interchange: Interchange = interchange) -> None:
-            with parametrize.cached():
-                interchange(base, source, variables, hard=False).float().sum().backward()
+                def step(interchange: Interchange = interchange) -> None:
+                    with parametrize.cached():
+                        mixed = interchange(base, source, variables, hard=False)
+                        mixed.float().sum().backward()
 
-        result[f"{label}_step_ms"] = _median_ms(step, device, repeats)
-        result[f"{label}_step_peak_gib"] = _peak_gib_of(step, device)
+                row[f"{label}_step_ms"] = _median_ms(step, device, repeats)
+                row[f"{label}_step_peak_gib"] = _peak_gib_of(step, device)
+                if label == "action":
+                    action = rotation.RowRotation(interchange.rotate)
+                    row["norm_bound"] = rotation._NORM_MARGIN * rotation.spectral_norm_estimate(
+                        action.generator.detach()
+                    )
+                    row["taylor_plan"] = [action.degree, action.steps]
+                    row["matrix_path_chosen"] = (
+                        rotation.row_rotation(interchange.rotate, batch) is None
+                    )
+            finally:
+                rotation.FRECHET_MIN_D, rotation.ACTION_MIN_D = saved
+        result[f"spread_{spread}"] = row
     result["forward_ms"] = _median_ms(lambda: interchange.rotation_matrix(), device, repeats)
     return result
 
@@ -160,6 +188,75 @@ def das_assert_alone(
         "seconds_per_step": step,
         "examples_per_s": batch / step,
         "peak_above_weights_gib": added,
+    }
+
+
+def profile_fit(
+    model: object, layer: int, position: str, batch: int, *, steps: int = 6, rows: int = 25
+) -> dict[str, object]:
+    """Where a das_assert step's time goes: torch's profiler over a short fit (after one
+    unprofiled fit as warm-up), the top ops by self time on the device (CPU time on a CPU), and
+    the totals of the step's phases, marked by wrapping the engine's functions here (the engine
+    itself carries no profiling code)."""
+    from contextlib import ExitStack
+    from unittest import mock
+
+    from das_assert import runner
+    from das_assert.data import encode
+    from das_assert.featurizers import Interchange
+    from das_assert.fit import FitConfig, fit_alignment
+    from das_assert.sites import Site
+    from das_assert.tasks.price_tagging import prompt_pairs
+
+    site = Site(layer, position)
+    resolved = site.resolve(model.model)
+    train = encode(
+        model, prompt_pairs("left_boundary", steps * batch, seed=0), site.parsed_position
+    )
+    config = FitConfig(epochs=1, batch_size=batch, seed=0)
+    cuda = str(model.input_device).startswith("cuda")
+
+    def marked(name: str, function: object) -> object:
+        def wrapper(*args: object, **kwargs: object) -> object:
+            with torch.profiler.record_function(name):
+                return function(*args, **kwargs)
+
+        return wrapper
+
+    phases = {
+        "phase: prefix pass": (runner, "_prefix_cache"),
+        "phase: model pass": (runner, "_forward"),
+        "phase: interchange": (Interchange, "forward"),
+    }
+    fit_alignment(model.model, resolved, train, config)  # warm-up
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if cuda:
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with ExitStack() as stack:
+        for name, (owner, attribute) in phases.items():
+            original = getattr(owner, attribute)
+            stack.enter_context(mock.patch.object(owner, attribute, marked(name, original)))
+        with torch.profiler.profile(activities=activities) as profiler:
+            fit_alignment(model.model, resolved, train, config)
+            if cuda:
+                torch.cuda.synchronize()
+    averages = profiler.key_averages()
+    kind = "device" if cuda else "cpu"
+
+    def per_step_ms(event: object, field: str) -> float:
+        return round(getattr(event, field, 0.0) / 1e3 / steps, 3)
+
+    ops = [e for e in averages if not e.key.startswith("phase: ")]
+    top = sorted(ops, key=lambda e: -getattr(e, f"self_{kind}_time_total", 0.0))[:rows]
+    return {
+        "steps": steps,
+        "time": kind,
+        "top_ops_self_ms_per_step": {e.key: per_step_ms(e, f"self_{kind}_time_total") for e in top},
+        "phases_ms_per_step": {
+            e.key: per_step_ms(e, f"{kind}_time_total")
+            for e in averages
+            if e.key.startswith("phase: ")
+        },
     }
 
 
@@ -251,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         "--stages",
         default="compare",
         help="comma-separated, in order: compare (the side-by-side step), rotation (the rotation "
-        "alone), forward (one whole forward pass), memory (peak by phase), every_prefix_kept, "
+        "alone), forward (one whole forward pass), memory (peak by phase), profile (where a "
+        "step's time goes), every_prefix_kept, "
         "cost_curve, grid (a small grid against pyvene); 'all' for every one. Default: compare",
     )
     parser.add_argument("--name", default="gpu_7b", help="the JSON file's name, without .json")
@@ -303,6 +401,7 @@ STAGES = (
     "rotation",
     "forward",
     "memory",
+    "profile",
     "every_prefix_kept",
     "cost_curve",
     "grid",
@@ -326,6 +425,7 @@ def _run_stages(
         "rotation": lambda: rotation_cost(model.config.hidden_size, args.batch, args.device),
         "forward": lambda: forward_cost(model, args.batch),
         "memory": lambda: memory_phases(model, args.layer, args.position, args.batch),
+        "profile": lambda: profile_fit(model, args.layer, args.position, args.batch),
         "every_prefix_kept": lambda: das_assert_alone(
             model, args.layer, args.position, sizes, 1 << 20
         ),

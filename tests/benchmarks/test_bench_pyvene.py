@@ -71,3 +71,19 @@ def test_peak_memory_side_by_side_on_cpu(capsys: pytest.CaptureFixture[str]) -> 
     with capsys.disabled():
         print("\n" + json.dumps(result, indent=2))
     assert result["ratio_without_prefix_store"] <= 0.5
+
+
+def test_the_7b_scripts_breakdown_stages_run_at_a_toy_shape_on_cpu(tmp_path: Path) -> None:
+    """The stages a GPU session runs after the comparison (no pyvene needed): none may fail."""
+    import gpu_7b
+
+    stages = "rotation,forward,memory,profile"
+    argv = ["--shape=tiny", "--device=cpu", "--dtype=float32", "--layer=2", f"--out={tmp_path}"]
+    assert gpu_7b.main([*argv, f"--stages={stages}", "--n-train=32", "--name=extras"]) == 0
+    result = json.loads((tmp_path / "extras.json").read_text())
+    for stage in stages.split(","):
+        assert "error" not in result[stage], result[stage]
+    for row in (result["rotation"]["spread_0.01"], result["rotation"]["spread_0.05"]):
+        assert {"action_step_ms", "frechet_step_ms", "torch_step_ms", "taylor_plan"} <= set(row)
+    phases = result["profile"]["phases_ms_per_step"]
+    assert {"phase: prefix pass", "phase: model pass", "phase: interchange"} <= set(phases)
