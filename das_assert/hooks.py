@@ -116,17 +116,22 @@ def _recorder(
 
 
 @contextmanager
-def intervene(site: ResolvedSite, positions: torch.Tensor, mix: Mix) -> Iterator[None]:
+def intervene(
+    site: ResolvedSite, positions: torch.Tensor, mix: Mix, *, rows: slice | None = None
+) -> Iterator[None]:
     """Replace ``hidden[b, positions[b]]`` by ``mix(hidden[b, positions[b]], ...)`` at ``site``.
 
     ``mix`` gets the base vectors (batch, d) and returns the new ones; it closes over the source.
+    With ``rows`` only that slice of the batch is intervened (``positions`` and ``mix`` cover just
+    those rows): several interventions, each on its own rows, can share one forward pass.
     """
 
     def replace(hidden: torch.Tensor) -> torch.Tensor:
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        every = torch.arange(hidden.shape[0], device=hidden.device)
+        index = every if rows is None else every[rows]
         where = positions.to(hidden.device)
-        mixed = mix(hidden[rows, where]).to(hidden.dtype)
-        return hidden.index_put((rows, where), mixed)
+        mixed = mix(hidden[index, where]).to(hidden.dtype)
+        return hidden.index_put((index, where), mixed)
 
     def output_hook(_module: Any, _args: tuple, _kwargs: dict, output: Any) -> Any:
         if isinstance(output, tuple):

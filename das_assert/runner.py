@@ -333,25 +333,24 @@ class BaseRun:
         self._cache: Any = None
         self._cached = 0  # how many leading tokens self._cache holds
 
-    def logits(self, mix: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-        """Logits (batch, vocab) at each base prompt's last token, intervened by ``mix``."""
+    def logits(
+        self,
+        mix: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        *,
+        site: ResolvedSite | None = None,
+    ) -> torch.Tensor:
+        """Logits (batch, vocab) at each base prompt's last token, intervened by ``mix`` (at
+        ``site``, default the run's own: another layer at the same position shares the prefix)."""
+        site = site or self.site
         if self.prefix is None:
-            return self._full(mix)
-        if self._cache is None:
-            store = self._store
-            if store is not None and store.prefix <= self.prefix:
-                self._cache, self._cached = store.cache_for(self.index), store.prefix
-            else:
-                p = self.prefix
-                self._cache = _prefix_cache(self.model, self.ids[:, :p], self.mask[:, :p])
-                self._cached = p
-        p = self._cached
+            return self._full(mix, site)
+        p = self._prefix_ready()
         index = self.index
         positions = self.encoded.base_position[index] - p
         last = self.encoded.base_last[index] - p
         context = (
-            hooks.intervene(self.site, positions, mix)
-            if mix is not None and self.site is not None
+            hooks.intervene(site, positions, mix)
+            if mix is not None and site is not None
             else contextlib.nullcontext()
         )
         with context:
@@ -363,15 +362,71 @@ class BaseRun:
         rows = torch.arange(logits.shape[0], device=logits.device)
         return logits[rows, last.to(logits.device)].float()
 
-    def _full(self, mix: Callable[[torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
+    def joint_logits(
+        self, interventions: Sequence[tuple[ResolvedSite, Callable[[torch.Tensor], torch.Tensor]]]
+    ) -> torch.Tensor:
+        """``logits(mix, site=site)`` for every ``(site, mix)``, concatenated (copies x batch,
+        vocab), from one pass: the batch is repeated once per intervention on top of its prefix
+        cache, and copy g is intervened at site g only. Rows never interact, so each copy gives
+        what its own pass gives, up to float rounding; a batched pass costs far less than as many
+        small ones wherever per-pass overhead or weight reads dominate (a GPU, a small model).
+        The sites must share the run's position. Without a plain KV cache it runs the passes one
+        by one."""
+        if len(interventions) == 1 or self.prefix is None:
+            return torch.cat([self.logits(mix, site=site) for site, mix in interventions])
+        p = self._prefix_ready()
+        layers = _layer_tensors(self._cache)
+        if layers is None:
+            return torch.cat([self.logits(mix, site=site) for site, mix in interventions])
+        from transformers import DynamicCache
+
+        copies, n = len(interventions), len(self.index)
+        cache = DynamicCache(
+            ddp_cache_data=[
+                (k.repeat(copies, 1, 1, 1), v.repeat(copies, 1, 1, 1)) for k, v in layers
+            ]
+        )
+        positions = self.encoded.base_position[self.index] - p
+        with contextlib.ExitStack() as stack:
+            for copy, (site, mix) in enumerate(interventions):
+                rows = slice(copy * n, (copy + 1) * n)
+                stack.enter_context(hooks.intervene(site, positions, mix, rows=rows))
+            output = _forward(
+                self.model,
+                self.ids[:, p:].repeat(copies, 1),
+                self.mask.repeat(copies, 1),
+                use_cache=True,
+                past_key_values=cache,
+            )
+        logits = output.logits
+        last = (self.encoded.base_last[self.index] - p).repeat(copies)
+        rows = torch.arange(logits.shape[0], device=logits.device)
+        return logits[rows, last.to(logits.device)].float()
+
+    def _prefix_ready(self) -> int:
+        """Fill ``self._cache`` with the batch's prefix (from the store where it has it) once;
+        return how many leading tokens it holds."""
+        if self._cache is None:
+            store = self._store
+            if store is not None and store.prefix <= self.prefix:
+                self._cache, self._cached = store.cache_for(self.index), store.prefix
+            else:
+                p = self.prefix
+                self._cache = _prefix_cache(self.model, self.ids[:, :p], self.mask[:, :p])
+                self._cached = p
+        return self._cached
+
+    def _full(
+        self, mix: Callable[[torch.Tensor], torch.Tensor] | None, site: ResolvedSite | None
+    ) -> torch.Tensor:
         encoded, index = self.encoded, self.index
         last = encoded.base_last[index]
         positions = encoded.base_position[index]
-        intervening = mix is not None and self.site is not None
+        intervening = mix is not None and site is not None
         limit = min(int(last.min()), int(positions.min()) if intervening else self.ids.shape[1])
         head, cache = _split_head(self.model, self.ids, self.mask, limit)
         context = (
-            hooks.intervene(self.site, positions - head, mix)
+            hooks.intervene(site, positions - head, mix)
             if intervening
             else contextlib.nullcontext()
         )
