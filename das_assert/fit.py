@@ -16,18 +16,28 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
+from das_assert import sharing
 from das_assert.data import EncodedPairs
-from das_assert.errors import InvalidArgument, TrainingDiverged
+from das_assert.errors import DasError, InvalidArgument, TrainingDiverged
 from das_assert.featurizers import Interchange, temperature_schedule
-from das_assert.runner import PrefixStore, answer_logits, shared_source_vectors
+from das_assert.hooks import site_key
+from das_assert.runner import BaseRun, PrefixStore, shared_source_vectors, weights_version
 from das_assert.sites import ResolvedSite
 
-__all__ = ["METHODS", "FitConfig", "FittedAlignment", "fit_alignment", "make_interchange"]
+__all__ = [
+    "METHODS",
+    "FitConfig",
+    "FittedAlignment",
+    "fit_alignment",
+    "fit_alignments",
+    "make_interchange",
+]
 
 METHODS = "boundless, das:K (fixed K coordinates), full, noop"
 
@@ -49,6 +59,11 @@ class FitConfig:
     progress: bool = False
     prefix_cache: bool = True  # run the unchanged prefix once per batch (see runner.BaseRun)
     prefix_store_mib: int = 1024  # keep every prefix for the whole fit when it fits (PrefixStore)
+    # A search's sites at one position train together while their copies of a batch's KV cache
+    # fit this budget; 0 (the default): each alone. On 2 CPU cores the joint fit gained nothing
+    # (the embedded model's grid, 5.0-5.6 s either way); it is meant for GPUs, where a pass of a
+    # few rows costs about what a pass of many does, and waits for a GPU measurement.
+    joint_cells_mib: int = 0
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -63,6 +78,10 @@ class FitConfig:
             raise InvalidArgument(
                 f"prefix_store_mib={self.prefix_store_mib}; use 0 to turn the store off"
             )
+        if self.joint_cells_mib < 0:
+            raise InvalidArgument(
+                f"joint_cells_mib={self.joint_cells_mib}; use 0 to train every site alone"
+            )
         if not 0 <= self.warmup_fraction < 1:
             raise InvalidArgument(f"warmup_fraction={self.warmup_fraction} must be in [0, 1)")
         start, end = self.temperature
@@ -74,7 +93,12 @@ class FitConfig:
         return {k: v for k, v in asdict(self).items() if k not in _SPEED_ONLY}
 
 
-_SPEED_ONLY = ("progress", "prefix_cache", "prefix_store_mib")  # no effect beyond float rounding
+_SPEED_ONLY = (
+    "progress",
+    "prefix_cache",
+    "prefix_store_mib",
+    "joint_cells_mib",
+)  # no effect beyond float rounding
 
 
 def parse_method(method: str) -> tuple[str, int | None]:
@@ -147,30 +171,107 @@ def fit_alignment(
     *,
     n_variables: int = 1,
 ) -> FittedAlignment:
-    """Train ``config.method`` at ``site`` on the pairs ``train`` and return the alignment."""
+    """Train ``config.method`` at ``site`` on the pairs ``train`` and return the alignment.
+
+    With ``config.joint_cells_mib`` set, inside a ``sharing()`` block that plans sites (a
+    search), the first fit at a position trains every planned site of that position at once
+    (``fit_alignments``) and the others are handed their alignment when they ask; elsewhere, or
+    where the joint fit diverged, it fits alone.
+    """
     config = config or FitConfig()
+    joint = config.joint_cells_mib > 0 and sharing.prefix_stores_active()
+    if not joint or not sharing.planned_sites():
+        return fit_alignments(model, [site], train, config, n_variables=n_variables)[0]
+    version = weights_version(model)
+
+    def key(target: ResolvedSite) -> tuple[Any, ...]:
+        return ("alignment", id(train), *site_key(target), config, n_variables, version)
+
+    owners = (model, train)
+    found = sharing.lookup(key(site), owners=owners)
+    if found is not None:
+        return found
+    tried = ("joint fit", id(train), version)  # one per pair set: a second config fits alone
+    planned = [s for s in sharing.planned_sites() if s.position == train.position]
+    sites = _unique([site, *_resolved(model, planned)])
+    if sharing.lookup(tried, owners=owners) is not None or len(sites) == 1:
+        return fit_alignments(model, [site], train, config, n_variables=n_variables)[0]
+    sharing.remember(tried, True, owners=owners)  # even if it fails
+    try:
+        fitted = fit_alignments(model, sites, train, config, n_variables=n_variables)
+    except TrainingDiverged:  # some cell diverged: each fits alone, and only that one fails
+        return fit_alignments(model, [site], train, config, n_variables=n_variables)[0]
+    for target, alignment in zip(sites, fitted, strict=True):
+        sharing.remember(key(target), alignment, owners=owners)
+    return fitted[0]
+
+
+def fit_alignments(
+    model: Any,
+    sites: Sequence[ResolvedSite],
+    train: EncodedPairs,
+    config: FitConfig | None = None,
+    *,
+    n_variables: int = 1,
+) -> list[FittedAlignment]:
+    """``fit_alignment`` at each of ``sites`` (all at ``train``'s position), trained together.
+
+    Every alignment starts from the same seed and sees the same batches as it would alone. Each
+    step runs its batch's prefix once and one pass for all sites: the batch repeated once per
+    site, copy g intervened at site g (``BaseRun.joint_logits``), the sum of the sites' losses
+    backpropagated. Rows never interact and the sites share no parameter, so each alignment is
+    the one it would be alone up to float rounding (an oracle test). ``config.joint_cells_mib``
+    bounds the repeated prefix KV cache; sites beyond it train in further groups.
+    """
+    config = config or FitConfig()
+    if not sites:
+        return []
+    group = _joint_group_size(model, train, config, len(sites))
+    fitted: list[FittedAlignment] = []
+    for start in range(0, len(sites), group):
+        fitted += _fit_group(model, sites[start : start + group], train, config, n_variables)
+    return fitted
+
+
+def _fit_group(
+    model: Any,
+    sites: Sequence[ResolvedSite],
+    train: EncodedPairs,
+    config: FitConfig,
+    n_variables: int,
+) -> list[FittedAlignment]:
     started = time.perf_counter()
-    torch.manual_seed(config.seed)
     d = model.config.hidden_size
-    interchange = make_interchange(
-        config.method, d, n_variables, init_fraction=config.init_fraction
-    )
     device = model.get_input_embeddings().weight.device
-    interchange.to(device)
+    interchanges = []
+    for _ in sites:  # each from the seed, as it would start alone
+        torch.manual_seed(config.seed)
+        interchange = make_interchange(
+            config.method, d, n_variables, init_fraction=config.init_fraction
+        )
+        interchanges.append(interchange.to(device))
     # The source pass runs at the fit's batch size: the batch a user picks bounds the memory of the
     # whole fit, and the vectors do not depend on it.
-    sources = shared_source_vectors(model, site, train, batch_size=config.batch_size)
+    sources = [
+        shared_source_vectors(model, site, train, batch_size=config.batch_size) for site in sites
+    ]
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total = steps_per_epoch * config.epochs
-    history: list[dict[str, float]] = []
-    trainable = [p for p in interchange.parameters() if p.requires_grad]
-    if not trainable:  # full / noop: nothing to learn
-        return FittedAlignment(interchange, site, config, len(train), time.perf_counter() - started)
+    histories: list[list[dict[str, Any]]] = [[] for _ in sites]
     groups = []
-    if interchange.rotation_kind == "learned":
-        groups.append({"params": list(interchange.rotate.parameters()), "lr": config.lr_rotation})
-    if interchange.widths.requires_grad:
-        groups.append({"params": [interchange.widths], "lr": config.lr_boundary})
+    for interchange in interchanges:
+        if interchange.rotation_kind == "learned":
+            groups.append(
+                {"params": list(interchange.rotate.parameters()), "lr": config.lr_rotation}
+            )
+        if interchange.widths.requires_grad:
+            groups.append({"params": [interchange.widths], "lr": config.lr_boundary})
+    if not groups:  # full / noop: nothing to learn
+        seconds = (time.perf_counter() - started) / len(sites)
+        return [
+            FittedAlignment(interchange, site, config, len(train), seconds)
+            for interchange, site in zip(interchanges, sites, strict=True)
+        ]
     optimizer = torch.optim.Adam(groups)
     store = (
         PrefixStore.shared(
@@ -190,59 +291,118 @@ def fit_alignment(
     progress = _progress(total, config.progress)
     for epoch in range(config.epochs):
         for index in train.batches(config.batch_size, generator=generator):
-            interchange.temperature = temperatures[step]
             for group, lr in zip(optimizer.param_groups, base_lrs, strict=True):
                 group["lr"] = lr * _lr_factor(step, total, warmup)
-            source = sources[index.to(sources.device)]
             variables = train.variable_index[index]
+            interventions = []
+            for site, interchange, vectors in zip(sites, interchanges, sources, strict=True):
+                interchange.temperature = temperatures[step]
+                source = vectors[index.to(vectors.device)]
 
-            def mix(
-                base: torch.Tensor, source: torch.Tensor = source, variables: Any = variables
-            ) -> torch.Tensor:
-                return interchange(base, source, variables, hard=False)
+                def mix(
+                    base: torch.Tensor,
+                    source: torch.Tensor = source,
+                    variables: Any = variables,
+                    interchange: Interchange = interchange,
+                ) -> torch.Tensor:
+                    return interchange(base, source, variables, hard=False)
+
+                interventions.append((site, mix))
 
             with torch.nn.utils.parametrize.cached():
-                logits = answer_logits(
+                run = BaseRun(
                     model,
-                    site,
+                    sites[0],
                     train,
                     index,
-                    mix,
                     prefix_cache=config.prefix_cache,
                     prefix_store=store,
                 )
-                labels = train.label_ids[index].to(logits.device)
-                task_loss = torch.nn.functional.cross_entropy(logits, labels)
-                start, end = interchange.box_edges()
-                penalty = config.boundary_penalty * (end - start).sum() / 4096
-                loss = task_loss + penalty
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"the alignment loss became {loss.item()} at step {step} (epoch {epoch}) "
-                        f"at {site.site}; lower the learning rates "
-                        f"(lr_rotation={config.lr_rotation}, "
-                        f"lr_boundary={config.lr_boundary}) or check the model for NaN outputs"
-                    )
+                logits = run.joint_logits(interventions).split(len(index))
+                labels = train.label_ids[index].to(logits[0].device)
+                task_losses, losses = [], []
+                for site, interchange, cell_logits in zip(sites, interchanges, logits, strict=True):
+                    task_loss = torch.nn.functional.cross_entropy(cell_logits, labels)
+                    start, end = interchange.box_edges()
+                    penalty = config.boundary_penalty * (end - start).sum() / 4096
+                    loss = task_loss + penalty
+                    if not torch.isfinite(loss):
+                        raise TrainingDiverged(
+                            f"the alignment loss became {loss.item()} at step {step} "
+                            f"(epoch {epoch}) at {site.site}; lower the learning rates "
+                            f"(lr_rotation={config.lr_rotation}, "
+                            f"lr_boundary={config.lr_boundary}) or check the model for NaN "
+                            "outputs"
+                        )
+                    task_losses.append(task_loss)
+                    losses.append(loss)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                # One site: its loss as it is (a sum would add 0.0 first, bit for bit the same,
+                # but there is no reason to build it).
+                (losses[0] if len(losses) == 1 else torch.stack(losses).sum()).backward()
             optimizer.step()
-            interchange.clamp_widths_()
+            for interchange in interchanges:
+                interchange.clamp_widths_()
             step += 1
             if step % max(1, total // 20) == 0 or step == total:
-                history.append(
-                    {
-                        "step": step,
-                        "loss": round(task_loss.item(), 5),
-                        "temperature": round(interchange.temperature, 4),
-                        "widths": interchange.hard_widths(),
-                    }
-                )
+                for history, interchange, task_loss in zip(
+                    histories, interchanges, task_losses, strict=True
+                ):
+                    history.append(
+                        {
+                            "step": step,
+                            "loss": round(task_loss.item(), 5),
+                            "temperature": round(interchange.temperature, 4),
+                            "widths": interchange.hard_widths(),
+                        }
+                    )
             progress.update(1)
-            progress.set_postfix(loss=f"{task_loss.item():.3f}", width=interchange.hard_widths())
+            progress.set_postfix(
+                loss=f"{task_losses[0].item():.3f}", width=interchanges[0].hard_widths()
+            )
     progress.close()
-    return FittedAlignment(
-        interchange, site, config, len(train), time.perf_counter() - started, history
+    seconds = (time.perf_counter() - started) / len(sites)  # each site's share of the group
+    return [
+        FittedAlignment(interchange, site, config, len(train), seconds, history)
+        for interchange, site, history in zip(interchanges, sites, histories, strict=True)
+    ]
+
+
+def _joint_group_size(model: Any, train: EncodedPairs, config: FitConfig, sites: int) -> int:
+    """How many sites train together: the batch's prefix KV cache, repeated once per site, must
+    fit ``config.joint_cells_mib`` (estimated from the config as if every head had its own keys
+    and values: an upper bound for grouped-query attention)."""
+    if sites == 1:
+        return 1
+    parameter = next(model.parameters())
+    width = train.base_ids.shape[1]
+    per_copy = (
+        min(config.batch_size, len(train))
+        * width
+        * model.config.num_hidden_layers
+        * 2
+        * model.config.hidden_size
+        * parameter.element_size()
     )
+    return max(1, min(sites, config.joint_cells_mib * 2**20 // max(per_copy, 1)))
+
+
+def _unique(sites: Sequence[ResolvedSite]) -> list[ResolvedSite]:
+    seen: dict[tuple[str, str], ResolvedSite] = {}
+    for site in sites:
+        seen.setdefault(site_key(site), site)
+    return list(seen.values())
+
+
+def _resolved(model: Any, planned: Sequence[Any]) -> list[ResolvedSite]:
+    """The planned sites that exist in ``model`` (a bad one fails in its own alignment)."""
+    resolved = []
+    for site in planned:
+        try:
+            resolved.append(site.resolve(model))
+        except DasError:
+            continue
+    return resolved
 
 
 def _progress(total: int, enabled: bool) -> Any:
