@@ -24,11 +24,11 @@ import torch
 
 from das_assert import sharing
 from das_assert.data import EncodedPairs
-from das_assert.errors import DasError, InvalidArgument, TrainingDiverged
+from das_assert.errors import InvalidArgument, TrainingDiverged
 from das_assert.featurizers import Interchange, temperature_schedule
 from das_assert.hooks import site_key
 from das_assert.runner import BaseRun, PrefixStore, shared_source_vectors, weights_version
-from das_assert.sites import ResolvedSite
+from das_assert.sites import ResolvedSite, existing_sites
 
 __all__ = [
     "METHODS",
@@ -193,7 +193,7 @@ def fit_alignment(
         return found
     tried = ("joint fit", id(train), version)  # one per pair set: a second config fits alone
     planned = [s for s in sharing.planned_sites() if s.position == train.position]
-    sites = _unique([site, *_resolved(model, planned)])
+    sites = _unique([site, *existing_sites(model, planned)])
     if sharing.lookup(tried, owners=owners) is not None or len(sites) == 1:
         return fit_alignments(model, [site], train, config, n_variables=n_variables)[0]
     sharing.remember(tried, True, owners=owners)  # even if it fails
@@ -392,17 +392,6 @@ def _unique(sites: Sequence[ResolvedSite]) -> list[ResolvedSite]:
     for site in sites:
         seen.setdefault(site_key(site), site)
     return list(seen.values())
-
-
-def _resolved(model: Any, planned: Sequence[Any]) -> list[ResolvedSite]:
-    """The planned sites that exist in ``model`` (a bad one fails in its own alignment)."""
-    resolved = []
-    for site in planned:
-        try:
-            resolved.append(site.resolve(model))
-        except DasError:
-            continue
-    return resolved
 
 
 def _progress(total: int, enabled: bool) -> Any:

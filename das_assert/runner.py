@@ -16,8 +16,8 @@ import torch
 
 from das_assert import hooks, sharing
 from das_assert.data import EncodedPairs
-from das_assert.errors import DasError, OutOfDeviceMemory
-from das_assert.sites import ResolvedSite, last_attention
+from das_assert.errors import OutOfDeviceMemory
+from das_assert.sites import ResolvedSite, existing_sites, last_attention
 
 __all__ = [
     "BaseRun",
@@ -173,22 +173,11 @@ def shared_source_vectors(
     if found is not None:
         return found
     planned = [s for s in sharing.planned_sites() if s.position == encoded.position]
-    sites = [site, *_resolved(model, planned)]
+    sites = [site, *existing_sites(model, planned)]
     vectors = source_vectors_at(model, sites, encoded, batch_size=batch_size)
     for target in sites:
         sharing.remember(key(target), vectors[hooks.site_key(target)], owners=(model, encoded))
     return vectors[hooks.site_key(site)]
-
-
-def _resolved(model: Any, planned: Sequence[Any]) -> list[ResolvedSite]:
-    """The planned sites that exist in ``model`` (a bad one fails in its own alignment)."""
-    resolved = []
-    for site in planned:
-        try:
-            resolved.append(site.resolve(model))
-        except DasError:
-            continue
-    return resolved
 
 
 def _prefix_cache(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> Any:

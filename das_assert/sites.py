@@ -13,10 +13,11 @@ Decoder blocks are found by ``config.model_type``; negative layers count from th
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from das_assert.errors import InvalidArgument, did_you_mean
+from das_assert.errors import DasError, InvalidArgument, did_you_mean
 from das_assert.positions import Position, parse_position
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "COMPONENTS",
     "ResolvedSite",
     "Site",
+    "existing_sites",
     "last_attention",
     "parse_site",
 ]
@@ -139,6 +141,18 @@ class Site:
             )
         kind = "output" if self.component == "block_output" else "input"
         return ResolvedSite(self, layer, blocks[layer], f"{path}.{layer}", kind)
+
+
+def existing_sites(model: Any, sites: Sequence[Site]) -> list[ResolvedSite]:
+    """``sites`` resolved in ``model``, leaving out those it does not have (a search's planned
+    sites: a bad one fails in its own alignment, with its own error)."""
+    resolved = []
+    for site in sites:
+        try:
+            resolved.append(site.resolve(model))
+        except DasError:
+            continue
+    return resolved
 
 
 def parse_site(text: str) -> Site:

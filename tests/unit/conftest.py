@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -19,3 +20,20 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def assert_same_alignment() -> Callable[[Any, Any], None]:
+    """Two fits of one recipe, by paths that differ only in float rounding, learned the same
+    alignment: rotations within 1e-4 of each other and the same boxes."""
+
+    def check(got: Any, want: Any) -> None:
+        torch.testing.assert_close(
+            got.interchange.rotation_matrix().detach(),
+            want.interchange.rotation_matrix().detach(),
+            atol=1e-4,
+            rtol=0,
+        )
+        assert got.boundary_dims == want.boundary_dims
+
+    return check

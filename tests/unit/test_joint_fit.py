@@ -77,16 +77,16 @@ def test_one_joint_pass_gives_each_sites_logits(
         torch.testing.assert_close(run.logits(mix, site=site), fresh, rtol=0, atol=1e-6)
 
 
-def _assert_same_alignment(joint: FittedAlignment, alone: FittedAlignment) -> None:
-    torch.testing.assert_close(
-        joint.interchange.rotation_matrix().detach(),
-        alone.interchange.rotation_matrix().detach(),
-        atol=1e-4,
-        rtol=0,
-    )
-    assert joint.boundary_dims == alone.boundary_dims
-    assert joint.site is alone.site or joint.site.site == alone.site.site
-    assert [h["widths"] for h in joint.history] == [h["widths"] for h in alone.history]
+@pytest.fixture
+def same_fit(assert_same_alignment: Callable[..., None]) -> Callable[..., None]:
+    """``assert_same_alignment``, and the same site and the same boxes all along the way."""
+
+    def check(joint: FittedAlignment, alone: FittedAlignment) -> None:
+        assert_same_alignment(joint, alone)
+        assert joint.site.site == alone.site.site
+        assert [h["widths"] for h in joint.history] == [h["widths"] for h in alone.history]
+
+    return check
 
 
 @pytest.fixture
@@ -97,11 +97,13 @@ def tiny_fit(tiny_models: dict[str, Any]) -> tuple[Any, EncodedPairs, list[Resol
     return loaded, train, sites
 
 
-def test_sites_trained_together_learn_what_each_learns_alone(tiny_fit: Any) -> None:
+def test_sites_trained_together_learn_what_each_learns_alone(
+    tiny_fit: Any, same_fit: Callable[..., None]
+) -> None:
     loaded, train, sites = tiny_fit
     together = fit_alignments(loaded.model, sites, train, CONFIG)
     for site, joint in zip(sites, together, strict=True):
-        _assert_same_alignment(joint, fit_alignment(loaded.model, site, train, CONFIG))
+        same_fit(joint, fit_alignment(loaded.model, site, train, CONFIG))
 
 
 def _counted_groups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -118,7 +120,7 @@ def _counted_groups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def test_a_search_block_trains_its_positions_sites_in_the_first_fit(
-    tiny_fit: Any, monkeypatch: pytest.MonkeyPatch
+    tiny_fit: Any, monkeypatch: pytest.MonkeyPatch, same_fit: Callable[..., None]
 ) -> None:
     loaded, train, sites = tiny_fit
     alone = [fit_alignment(loaded.model, site, train, CONFIG) for site in sites]
@@ -131,7 +133,7 @@ def test_a_search_block_trains_its_positions_sites_in_the_first_fit(
         fit_alignment(loaded.model, sites[1], train, other)  # another config: not handed over
     assert groups == [3, 1]  # and no second joint fit of every site for it
     for joint, single in zip(fitted, alone, strict=True):
-        _assert_same_alignment(joint, single)
+        same_fit(joint, single)
 
 
 def test_by_default_every_site_of_a_search_block_fits_alone(
