@@ -6,22 +6,13 @@ their relative error against them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import replace
-from typing import Any
-
 import pytest
 import torch
 from torch.nn.utils import parametrizations, parametrize
 
 from das_assert import rotation
-from das_assert.data import encode
 from das_assert.featurizers import Interchange
-from das_assert.fit import FitConfig, fit_alignment
-from das_assert.positions import parse_position
 from das_assert.rotation import expm_frechet, orthogonal_rotation
-from das_assert.sites import Site
-from das_assert.tasks.price_tagging import prompt_pairs
 
 
 def _skew(d: int, scale: float, seed: int) -> torch.Tensor:
@@ -114,25 +105,6 @@ def test_a_rotation_step_gets_the_same_gradient_from_both_backwards(
         gradients.append(original.grad.clone())
     plain, faster = gradients
     torch.testing.assert_close(faster, plain, rtol=0, atol=1e-4 * float(plain.abs().max()))
-
-
-def test_fit_alignment_learns_the_same_alignment_with_the_faster_backward(
-    tiny_models: dict[str, Any],
-    monkeypatch: pytest.MonkeyPatch,
-    assert_same_alignment: Callable[..., None],
-) -> None:
-    loaded = tiny_models["llama"]
-    train = encode(loaded, prompt_pairs("left_boundary", 24, seed=0), parse_position("last"))
-    site = Site(1, "last").resolve(loaded.model)
-    config = FitConfig(epochs=2, batch_size=8, lr_rotation=1e-2)
-    fits = []
-    for threshold in (10**9, 0):
-        monkeypatch.setattr(rotation, "FRECHET_MIN_D", threshold)
-        fits.append(fit_alignment(loaded.model, site, train, replace(config)))
-    plain, faster = fits
-    assert type(faster.interchange.rotate.parametrizations.weight[0]).__name__ == "_ExpOrthogonal"
-    assert_same_alignment(faster, plain)
-    assert faster.interchange.orthogonality_error() < 1e-4
 
 
 def test_a_rotation_that_starts_from_a_matrix_that_is_not_orthogonal_is_refused(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -221,23 +220,29 @@ def test_the_matrix_is_used_where_it_is_cheaper_or_nothing_is_trained(
     assert row_rotation(rotation.orthogonal_rotation(64), 1) is None  # torch's own map
 
 
-def test_fit_alignment_learns_the_same_alignment_through_the_action(
+@pytest.mark.parametrize("path", ["frechet", "action"])
+def test_fit_alignment_learns_torchs_alignment_by_every_faster_path(
     tiny_models: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
     assert_same_alignment: Callable[..., None],
+    path: str,
 ) -> None:
+    """Torch's own parametrization against das_assert's map with the Frechet backward (Q formed)
+    and against the action (Q never formed in training)."""
     loaded = tiny_models["llama"]
     train = encode(loaded, prompt_pairs("left_boundary", 24, seed=0), parse_position("last"))
     site = Site(1, "last").resolve(loaded.model)
-    config = FitConfig(epochs=2, batch_size=4, lr_rotation=1e-2)
+    config = FitConfig(epochs=2, batch_size=8, lr_rotation=1e-2)
+    plain = fit_alignment(loaded.model, site, train, config)
     monkeypatch.setattr(rotation, "FRECHET_MIN_D", 0)
-    fits = []
-    for minimum in (10**9, 0):
-        monkeypatch.setattr(rotation, "ACTION_MIN_D", minimum)
-        fits.append(fit_alignment(loaded.model, site, train, replace(config)))
-    matrix, action = fits
-    assert_same_alignment(action, matrix)
-    assert action.interchange.orthogonality_error() < 1e-4
+    monkeypatch.setattr(rotation, "ACTION_MIN_D", 0 if path == "action" else 10**9)
+    if path == "action":
+        _never_formed(monkeypatch)  # not once in training
+    faster = fit_alignment(loaded.model, site, train, config)
+    monkeypatch.undo()
+    assert type(faster.interchange.rotate.parametrizations.weight[0]).__name__ == "_ExpOrthogonal"
+    assert_same_alignment(faster, plain)
+    assert faster.interchange.orthogonality_error() < 1e-4
 
 
 def test_an_evaluation_forms_the_rotation_once(
