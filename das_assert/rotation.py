@@ -196,14 +196,14 @@ def spectral_norm_estimate(a: torch.Tensor) -> float:
 
 class _ExpAction(torch.autograd.Function):
     """``exp(a) @ v`` as ``T(a / steps)`` applied ``steps`` times, ``T`` the Taylor polynomial of
-    degree ``degree``. The forward keeps the vector each product is applied to; the backward runs
-    the products' adjoints in reverse and forms the gradient of ``a`` in one matrix product."""
+    degree ``degree``. The forward keeps the vector each product is applied to (a few MiB; no
+    d x d matrix but ``a`` itself); the backward runs the products' adjoints in reverse and forms
+    the gradient of ``a`` in one matrix product."""
 
     @staticmethod
     def forward(
         ctx: Any, a: torch.Tensor, v: torch.Tensor, degree: int, steps: int
     ) -> torch.Tensor:
-        scaled = a / steps
         k = v.shape[1]
         inputs = v.new_empty(v.shape[0], steps * degree * k)  # column block i: product i's input
         block = 0
@@ -212,30 +212,30 @@ class _ExpAction(torch.autograd.Function):
             for j in range(1, degree + 1):
                 inputs[:, block * k : (block + 1) * k] = term
                 block += 1
-                term = (scaled @ term) / j
+                term = (a @ term) / (steps * j)  # scaling the d x k result, not a d x d copy
                 total = total + term
             v = total
-        ctx.save_for_backward(scaled, inputs)
+        ctx.save_for_backward(a, inputs)
         ctx.plan = degree, steps
         return v
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
-        scaled, inputs = ctx.saved_tensors
+        a, inputs = ctx.saved_tensors
         degree, steps = ctx.plan
         k = grad.shape[1]
-        # Column block i: the gradient of product i's output, divided by its 1/j.
+        # Column block i: the gradient of product i's output, times its factor 1/(steps j).
         outputs = torch.empty_like(inputs)
         block = steps * degree
         for _ in range(steps):
-            # total = sum_j term_j and term_j = scaled @ term_(j-1) / j, adjoints from the top.
+            # total = sum_j term_j, term_j = a @ term_(j-1) / (steps j): adjoints from the top.
             term = grad
             for j in range(degree, 0, -1):
                 block -= 1
-                outputs[:, block * k : (block + 1) * k] = term / j
-                term = grad + (scaled.mT @ term) / j
+                outputs[:, block * k : (block + 1) * k] = term / (steps * j)
+                term = grad + (a.mT @ term) / (steps * j)
             grad = term
-        return (outputs @ inputs.mT) / steps, grad, None, None
+        return outputs @ inputs.mT, grad, None, None
 
 
 def expm_action(a: torch.Tensor, v: torch.Tensor, *, degree: int, steps: int) -> torch.Tensor:
