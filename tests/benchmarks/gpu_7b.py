@@ -9,9 +9,11 @@ step time, examples/s and peak GPU memory above the weights, for both, in one pr
     python tests/benchmarks/gpu_7b.py --out $OUT                  # the side-by-side step
     python tests/benchmarks/gpu_7b.py --out $OUT --stages all     # and the breakdowns
 
-``--stages all`` adds the rotation alone (the part both implementations share), one whole forward
-pass, das_assert with every prefix kept, the cost curve of cost_curve.py and a small grid against
-pyvene. ``gpu_session.sh`` beside this is the one device call that runs it all.
+``--stages all`` adds the rotation alone (das_assert's action and Frechet paths and torch's, which
+pyvene trains), one whole forward pass, peak memory by phase, a profile of a short fit, what is
+live at a fit's memory peak, das_assert with every prefix kept, the cost curve of cost_curve.py
+and a small grid against pyvene (das_assert's layers trained together and alone).
+``gpu_session.sh`` beside this is the one device call that runs it all.
 
 ``--shape tiny --device cpu`` runs the same code at a toy shape, as a check that the script works
 (the library's tests do this). With random weights IIA means nothing; compare the timings.
@@ -260,6 +262,67 @@ def profile_fit(
     }
 
 
+def live_at_peak(trace: list[dict], *, top: int = 15) -> dict[str, object]:
+    """What was allocated at the highest point of a CUDA allocator trace (the ``device_traces``
+    entry of ``torch.cuda.memory._snapshot()``), grouped by where it was allocated: the first
+    frame in das_assert, transformers or pyvene, else the innermost. Bytes in MiB, largest first.
+    A pure function of the trace, so it is tested without a GPU."""
+    live: dict[int, tuple[int, str]] = {}
+    total = peak = 0
+    at_peak: dict[int, tuple[int, str]] = {}
+    for event in trace:
+        action, address, size = event.get("action"), event.get("addr"), event.get("size", 0)
+        if action == "alloc":
+            live[address] = (size, _allocation_site(event.get("frames") or []))
+            total += size
+            if total > peak:
+                peak, at_peak = total, dict(live)
+        elif action in ("free_requested", "free_completed"):  # whichever comes first
+            freed = live.pop(address, None)
+            total -= freed[0] if freed else 0
+    grouped: dict[str, int] = {}
+    for size, where in at_peak.values():
+        grouped[where] = grouped.get(where, 0) + size
+    largest = sorted(grouped.items(), key=lambda item: -item[1])[:top]
+    return {
+        "traced_peak_mib": round(peak / 2**20, 1),
+        "live_at_peak_mib": {where: round(size / 2**20, 1) for where, size in largest},
+    }
+
+
+def _allocation_site(frames: list[dict]) -> str:
+    """``file:line (function)`` of the first frame in this project's code or the libraries it
+    drives, else of the innermost frame."""
+
+    def named(frame: dict) -> str:
+        return f"{frame.get('filename', '?')}:{frame.get('line', '?')} ({frame.get('name', '?')})"
+
+    for frame in frames:
+        if any(
+            part in frame.get("filename", "") for part in ("das_assert", "transformers/", "pyvene")
+        ):
+            return named(frame)
+    return named(frames[0]) if frames else "<no Python frame>"
+
+
+def memory_peak(model: object, layer: int, position: str, sizes: dict[str, int]) -> dict:
+    """das_assert's fit at the benchmark's site with the CUDA allocator's history recorded: the
+    peak above what was allocated before, and what was live at the highest point, by where it was
+    allocated (``live_at_peak``). Needs CUDA."""
+    if not str(model.input_device).startswith("cuda"):
+        return {"skipped": "the allocator's history needs CUDA"}
+    from torch.cuda import memory
+
+    memory._record_memory_history(max_entries=2_000_000, stacks="python")
+    try:
+        fit = das_assert_alone(model, layer, position, sizes, 1024)
+        snapshot = memory._snapshot()
+    finally:
+        memory._record_memory_history(enabled=None)
+    device = torch.device(model.input_device).index or 0
+    return {"fit": fit, **live_at_peak(snapshot["device_traces"][device])}
+
+
 def memory_phases(model: object, layer: int, position: str, batch: int) -> dict[str, float | None]:
     """Peak GPU memory (GiB) that each part of a das_assert fit adds to what is allocated: the
     source pass (at its batch of 64 and at the fit's), the prefix store's first batch, one
@@ -349,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         default="compare",
         help="comma-separated, in order: compare (the side-by-side step), rotation (the rotation "
         "alone), forward (one whole forward pass), memory (peak by phase), profile (where a "
-        "step's time goes), every_prefix_kept, "
+        "step's time goes), memory_peak (what is live at a fit's peak), every_prefix_kept, "
         "cost_curve, grid (a small grid against pyvene); 'all' for every one. Default: compare",
     )
     parser.add_argument("--name", default="gpu_7b", help="the JSON file's name, without .json")
@@ -402,6 +465,7 @@ STAGES = (
     "forward",
     "memory",
     "profile",
+    "memory_peak",
     "every_prefix_kept",
     "cost_curve",
     "grid",
@@ -426,6 +490,7 @@ def _run_stages(
         "forward": lambda: forward_cost(model, args.batch),
         "memory": lambda: memory_phases(model, args.layer, args.position, args.batch),
         "profile": lambda: profile_fit(model, args.layer, args.position, args.batch),
+        "memory_peak": lambda: memory_peak(model, args.layer, args.position, sizes),
         "every_prefix_kept": lambda: das_assert_alone(
             model, args.layer, args.position, sizes, 1 << 20
         ),

@@ -77,7 +77,7 @@ def test_the_7b_scripts_breakdown_stages_run_at_a_toy_shape_on_cpu(tmp_path: Pat
     """The stages a GPU session runs after the comparison (no pyvene needed): none may fail."""
     import gpu_7b
 
-    stages = "rotation,forward,memory,profile"
+    stages = "rotation,forward,memory,profile,memory_peak"
     argv = ["--shape=tiny", "--device=cpu", "--dtype=float32", "--layer=2", f"--out={tmp_path}"]
     assert gpu_7b.main([*argv, f"--stages={stages}", "--n-train=32", "--name=extras"]) == 0
     result = json.loads((tmp_path / "extras.json").read_text())
@@ -85,5 +85,36 @@ def test_the_7b_scripts_breakdown_stages_run_at_a_toy_shape_on_cpu(tmp_path: Pat
         assert "error" not in result[stage], result[stage]
     for row in (result["rotation"]["spread_0.01"], result["rotation"]["spread_0.05"]):
         assert {"action_step_ms", "frechet_step_ms", "torch_step_ms", "taylor_plan"} <= set(row)
+    assert result["memory_peak"] == {"skipped": "the allocator's history needs CUDA"}
     phases = result["profile"]["phases_ms_per_step"]
     assert {"phase: prefix pass", "phase: model pass", "phase: interchange"} <= set(phases)
+
+
+def test_what_was_live_at_an_allocator_traces_peak() -> None:
+    """The memory_peak stage's reading of a CUDA allocator trace, on a made-up trace."""
+    import gpu_7b
+
+    def frame(path: str, line: int) -> dict:
+        return {"filename": path, "line": line, "name": "f"}
+
+    torch_frame = frame("/site-packages/torch/nn/functional.py", 1)
+    ours = [torch_frame, frame("/repo/das_assert/runner.py", 7)]
+    theirs = [frame("/site-packages/transformers/models/llama/modeling_llama.py", 9)]
+    mib = 2**20
+    trace = [
+        {"action": "alloc", "addr": 1, "size": 4 * mib, "frames": ours},
+        {"action": "alloc", "addr": 2, "size": 2 * mib, "frames": theirs},
+        {"action": "free_requested", "addr": 2, "size": 2 * mib},
+        {"action": "free_completed", "addr": 2, "size": 2 * mib},
+        {"action": "alloc", "addr": 2, "size": 3 * mib, "frames": theirs},  # the peak: 7 MiB
+        {"action": "alloc", "addr": 3, "size": 1 * mib, "frames": [torch_frame]},  # 8 MiB
+        {"action": "free_requested", "addr": 1, "size": 4 * mib},
+        {"action": "alloc", "addr": 4, "size": 2 * mib, "frames": []},  # 6 MiB: below the peak
+    ]
+    result = gpu_7b.live_at_peak(trace)
+    assert result["traced_peak_mib"] == 8.0
+    assert result["live_at_peak_mib"] == {
+        "/repo/das_assert/runner.py:7 (f)": 4.0,
+        "/site-packages/transformers/models/llama/modeling_llama.py:9 (f)": 3.0,
+        "/site-packages/torch/nn/functional.py:1 (f)": 1.0,
+    }
