@@ -4,8 +4,7 @@
 #   2. `pytest hypotheses/` on the GPU (two xdist workers, --das-device cuda:worker) and one fit
 #      through device_map="auto" (HYPOTHESES=1);
 #   3. gpu_7b.py's other stages (EXTRAS, default rotation,profile,grid,memory_peak,memory,
-#      cost_curve) into
-#      gpu_7b_extras.json, as far as BUDGET_S allows.
+#      cost_curve) into gpu_7b_extras.json, as far as BUDGET_S allows.
 # Carry pyvene's wheel in .whl/ (no internet there). Results go to $OUT.
 set -u
 out=${OUT:?set OUT to the directory for the results}
