@@ -221,7 +221,8 @@ def fit_alignments(
     site, copy g intervened at site g (``BaseRun.joint_logits``), the sum of the sites' losses
     backpropagated. Rows never interact and the sites share no parameter, so each alignment is
     the one it would be alone up to float rounding (an oracle test). ``config.joint_cells_mib``
-    bounds the repeated prefix KV cache; sites beyond it train in further groups.
+    bounds the repeated prefix KV cache; sites beyond it train in further groups (at 0, the
+    default, one site at a time).
     """
     config = config or FitConfig()
     if not sites:
