@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.nn.utils import parametrizations, parametrize
 
-from das_assert import rotation
+from das_assert import featurizers, rotation
 from das_assert.featurizers import Interchange
 from das_assert.rotation import expm_frechet, orthogonal_rotation
 
@@ -113,3 +113,26 @@ def test_a_rotation_that_starts_from_a_matrix_that_is_not_orthogonal_is_refused(
     module = orthogonal_rotation(8)
     with pytest.raises(ValueError, match="orthogonal"):
         module.parametrizations.weight.right_inverse(torch.ones(8, 8))
+
+
+# -- the random rotation control ---------------------------------------------------------------
+
+
+def test_the_random_control_is_drawn_once_per_size_and_seed_and_never_shared(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    featurizers._random_orthogonal.cache_clear()
+    calls = []
+    qr = torch.linalg.qr
+    monkeypatch.setattr(torch.linalg, "qr", lambda a: calls.append(a.shape) or qr(a))
+    first = Interchange.random_rotation(40, [10], seed=5)
+    second = Interchange.random_rotation(40, [20], seed=5)  # another cell's widths, same draw
+    assert calls == [(40, 40)]
+    want, _ = qr(torch.randn(40, 40, generator=torch.Generator().manual_seed(5)))
+    assert torch.equal(first.fixed_rotation, want)  # the draw the published baselines used
+    with torch.no_grad():
+        first.fixed_rotation.mul_(-1)
+    assert torch.equal(second.fixed_rotation, want)
+    assert torch.equal(Interchange.random_rotation(40, [10], seed=5).fixed_rotation, want)
+    Interchange.random_rotation(40, [10], seed=6)
+    assert calls == [(40, 40), (40, 40)]
