@@ -169,9 +169,9 @@ class Interchange(nn.Module):
         if self.rotation_kind == "learned":
             action = row_rotation(self.rotate, base.shape[0])
             if action is not None:  # training at large d: R applied to the rows, never formed
-                device = action.base.device
-                delta = mask * action((source32 - base32).to(device)).to(base.device)
-                return (base32 + action.transposed(delta.to(device)).to(base.device)).to(dtype)
+                device = action.base.device  # the rotation's, not the site's (device_map)
+                delta = mask.to(device) * action((source32 - base32).to(device))
+                return (base32 + action.transposed(delta).to(base.device)).to(dtype)
         rotation = self.rotation_matrix()
         if rotation is None:
             return (base32 + mask * (source32 - base32)).to(dtype)

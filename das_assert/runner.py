@@ -347,9 +347,7 @@ class BaseRun:
                 self.model, self.ids[:, p:], self.mask, use_cache=True, past_key_values=self._cache
             )
         self._cache.crop(-(self.ids.shape[1] - p))  # back to the prefix for the next pass
-        logits = output.logits
-        rows = torch.arange(logits.shape[0], device=logits.device)
-        return logits[rows, last.to(logits.device)].float()
+        return _logits_at(output, last)
 
     def joint_logits(
         self, interventions: Sequence[tuple[ResolvedSite, Callable[[torch.Tensor], torch.Tensor]]]
@@ -387,10 +385,7 @@ class BaseRun:
                 use_cache=True,
                 past_key_values=cache,
             )
-        logits = output.logits
-        last = (self.encoded.base_last[self.index] - p).repeat(copies)
-        rows = torch.arange(logits.shape[0], device=logits.device)
-        return logits[rows, last.to(logits.device)].float()
+        return _logits_at(output, (self.encoded.base_last[self.index] - p).repeat(copies))
 
     def _prefix_ready(self) -> int:
         """Fill ``self._cache`` with the batch's prefix (from the store where it has it) once;
@@ -427,9 +422,14 @@ class BaseRun:
                 use_cache=cache is not None,
                 past_key_values=cache,
             )
-        logits = output.logits
-        rows = torch.arange(logits.shape[0], device=logits.device)
-        return logits[rows, (last - head).to(logits.device)].float()
+        return _logits_at(output, last - head)
+
+
+def _logits_at(output: Any, last: torch.Tensor) -> torch.Tensor:
+    """Each row's logits at its token ``last[row]`` of the pass, (batch, vocab), in float32."""
+    logits = output.logits
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    return logits[rows, last.to(logits.device)].float()
 
 
 def _shared_prefix(encoded: EncodedPairs, index: torch.Tensor) -> int | None:
