@@ -8,6 +8,8 @@ same reason the base prompts' prefix before the site can be run once into a KV c
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -45,7 +47,7 @@ def _forward(
     mask: torch.Tensor,
     *,
     use_cache: bool = False,
-    past_key_values: Any = None,
+    cache: Any = None,
 ) -> Any:
     device = model.get_input_embeddings().weight.device
     try:
@@ -53,10 +55,24 @@ def _forward(
             input_ids=ids.to(device),
             attention_mask=mask.to(device),
             use_cache=use_cache,
-            past_key_values=past_key_values,
+            **{_cache_keyword(type(model)): cache},
         )
     except torch.cuda.OutOfMemoryError as exc:
         raise _oom_message(exc, ids.shape[0]) from None
+
+
+@functools.cache
+def _cache_keyword(model_class: type) -> str:
+    """The name ``model_class.forward`` takes a KV cache by: ``cache`` from transformers 5.24 on
+    (where ``past_key_values`` is deprecated), ``past_key_values`` before."""
+    parameters = inspect.signature(model_class.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def _returned_cache(output: Any) -> Any:
+    """The KV cache a forward pass returned, under either of transformers' names for it."""
+    found = getattr(output, "cache", None)
+    return found if found is not None else output.past_key_values
 
 
 _MIN_HEAD = 8  # a shorter shared head is not worth its own pass
@@ -148,7 +164,7 @@ def _capture_sources(
     positions = encoded.source_position[index]
     head, cache = _split_head(model, ids, mask, int(positions.min()))
     with hooks.capture_many(sites, positions - head, stop=True) as captured:
-        _forward(model, ids[:, head:], mask, use_cache=cache is not None, past_key_values=cache)
+        _forward(model, ids[:, head:], mask, use_cache=cache is not None, cache=cache)
     return captured
 
 
@@ -199,12 +215,10 @@ def _filled_cache(model: Any, ids: torch.Tensor, mask: torch.Tensor, cache: Any)
 
     attention = last_attention(model)
     if attention is None:
-        return _forward(
-            model.base_model, ids, mask, use_cache=True, past_key_values=cache
-        ).past_key_values
+        return _returned_cache(_forward(model.base_model, ids, mask, use_cache=True, cache=cache))
     cache = DynamicCache(config=model.config) if cache is None else cache
     with hooks.stop_after(attention):
-        _forward(model.base_model, ids, mask, use_cache=True, past_key_values=cache)
+        _forward(model.base_model, ids, mask, use_cache=True, cache=cache)
     return cache
 
 
@@ -344,7 +358,7 @@ class BaseRun:
         )
         with context:
             output = _forward(
-                self.model, self.ids[:, p:], self.mask, use_cache=True, past_key_values=self._cache
+                self.model, self.ids[:, p:], self.mask, use_cache=True, cache=self._cache
             )
         self._cache.crop(-(self.ids.shape[1] - p))  # back to the prefix for the next pass
         return _logits_at(output, last)
@@ -383,7 +397,7 @@ class BaseRun:
                 self.ids[:, p:].repeat(copies, 1),
                 self.mask.repeat(copies, 1),
                 use_cache=True,
-                past_key_values=cache,
+                cache=cache,
             )
         return _logits_at(output, (self.encoded.base_last[self.index] - p).repeat(copies))
 
@@ -420,7 +434,7 @@ class BaseRun:
                 self.ids[:, head:],
                 self.mask,
                 use_cache=cache is not None,
-                past_key_values=cache,
+                cache=cache,
             )
         return _logits_at(output, last - head)
 

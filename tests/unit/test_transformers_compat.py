@@ -1,0 +1,59 @@
+"""The engine passes and reads a KV cache under whichever name the installed transformers uses:
+``cache`` from 5.24 on, ``past_key_values`` before (deprecated in 5.24, removed in 5.40)."""
+
+from __future__ import annotations
+
+import warnings
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+
+from das_assert import runner
+
+
+class _NewModel(torch.nn.Module):
+    def forward(self, input_ids: Any = None, attention_mask: Any = None, cache: Any = None,
+                use_cache: Any = None) -> Any:  # fmt: skip
+        return SimpleNamespace(received={"cache": cache})
+
+
+class _OldModel(torch.nn.Module):
+    def forward(self, input_ids: Any = None, attention_mask: Any = None,
+                past_key_values: Any = None, use_cache: Any = None) -> Any:  # fmt: skip
+        return SimpleNamespace(received={"past_key_values": past_key_values})
+
+
+@pytest.mark.parametrize(
+    ("model_class", "keyword"), [(_NewModel, "cache"), (_OldModel, "past_key_values")]
+)
+def test_the_cache_goes_under_the_name_the_models_forward_takes(
+    model_class: type, keyword: str
+) -> None:
+    model = model_class()
+    model.get_input_embeddings = lambda: torch.nn.Embedding(4, 2)
+    sentinel = object()
+    ids = torch.zeros(1, 3, dtype=torch.long)
+    output = runner._forward(model, ids, torch.ones_like(ids), use_cache=True, cache=sentinel)
+    assert output.received == {keyword: sentinel}
+
+
+def test_the_returned_cache_is_read_under_either_name() -> None:
+    from transformers.modeling_outputs import BaseModelOutputWithPast
+
+    cache = object()
+    fields = BaseModelOutputWithPast.__dataclass_fields__
+    name = "cache" if "cache" in fields else "past_key_values"
+    assert runner._returned_cache(BaseModelOutputWithPast(**{name: cache})) is cache
+    assert runner._returned_cache(SimpleNamespace(past_key_values=cache)) is cache
+
+
+def test_the_installed_llama_takes_the_cache_without_a_deprecation_warning(
+    tiny_llama: Any,
+) -> None:
+    ids = torch.tensor([[1, 5, 6, 7]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # transformers' FutureWarning included
+        cache = runner._prefix_cache(tiny_llama.model, ids, torch.ones_like(ids))
+    assert cache.get_seq_length() == 4
