@@ -46,13 +46,14 @@ class Interchange(nn.Module):
         learn_widths: bool,
         temperature: float = 50.0,
         seed: int = 0,
+        device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
         self.d = d
         self.method = ""
         self.rotation_kind = rotation
         if rotation == "learned":
-            self.rotate = orthogonal_rotation(d)
+            self.rotate = orthogonal_rotation(d, device=device)
         elif rotation == "random":
             self.register_buffer("fixed_rotation", _random_orthogonal(d, seed).clone())
         elif rotation == "frozen":
@@ -67,18 +68,34 @@ class Interchange(nn.Module):
     # -- constructors -------------------------------------------------------------------------
     @classmethod
     def boundless(
-        cls, d: int, n_variables: int = 1, *, init_fraction: float | None = None
+        cls,
+        d: int,
+        n_variables: int = 1,
+        *,
+        init_fraction: float | None = None,
+        device: torch.device | str | None = None,
     ) -> Interchange:
-        """Learned rotation and learned boxes, each starting at ``init_fraction`` of ``d``."""
+        """Learned rotation and learned boxes, each starting at ``init_fraction`` of ``d``; the
+        rotation is drawn on ``device`` (see ``rotation.random_orthogonal``)."""
         fraction = min(0.5, 1.0 / n_variables) if init_fraction is None else init_fraction
-        module = cls(d, [fraction * d] * n_variables, rotation="learned", learn_widths=True)
+        module = cls(
+            d,
+            [fraction * d] * n_variables,
+            rotation="learned",
+            learn_widths=True,
+            device=device,
+        )
         module.method = "boundless"
         return module
 
     @classmethod
-    def fixed(cls, d: int, k: int, n_variables: int = 1) -> Interchange:
+    def fixed(
+        cls, d: int, k: int, n_variables: int = 1, *, device: torch.device | str | None = None
+    ) -> Interchange:
         """Learned rotation, ``k`` coordinates per variable (DAS with a fixed subspace size)."""
-        module = cls(d, [float(k)] * n_variables, rotation="learned", learn_widths=False)
+        module = cls(
+            d, [float(k)] * n_variables, rotation="learned", learn_widths=False, device=device
+        )
         module.method = f"das:{k}"
         return module
 

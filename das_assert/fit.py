@@ -111,19 +111,26 @@ def parse_method(method: str) -> tuple[str, int | None]:
 
 
 def make_interchange(
-    method: str, d: int, n_variables: int, *, init_fraction: float | None = None
+    method: str,
+    d: int,
+    n_variables: int,
+    *,
+    init_fraction: float | None = None,
+    device: torch.device | str | None = None,
 ) -> Interchange:
-    """The untrained intervention for ``method`` on a d-dimensional site."""
+    """The untrained intervention for ``method`` on a d-dimensional site; a learned rotation is
+    drawn from torch's global generator and factored on ``device`` (the module's other tensors
+    stay on the CPU until it is moved)."""
     kind, k = parse_method(method)
     if kind == "boundless":
-        return Interchange.boundless(d, n_variables, init_fraction=init_fraction)
+        return Interchange.boundless(d, n_variables, init_fraction=init_fraction, device=device)
     if kind == "das":
         if k is None or k * n_variables > d:
             raise InvalidArgument(
                 f"das:{k} with {n_variables} variables needs more than d={d} coordinates; "
                 f"choose K <= {d // n_variables}"
             )
-        return Interchange.fixed(d, k, n_variables)
+        return Interchange.fixed(d, k, n_variables, device=device)
     if kind == "full":
         return Interchange.full(d, n_variables)
     return Interchange.noop(d, n_variables)
@@ -248,7 +255,7 @@ def _fit_group(
     for _ in sites:  # each from the seed, as it would start alone
         torch.manual_seed(config.seed)
         interchange = make_interchange(
-            config.method, d, n_variables, init_fraction=config.init_fraction
+            config.method, d, n_variables, init_fraction=config.init_fraction, device=device
         )
         interchanges.append(interchange.to(device))
     # The source pass runs at the fit's batch size: the batch a user picks bounds the memory of the

@@ -44,6 +44,7 @@ __all__ = [
     "expm_action",
     "expm_frechet",
     "orthogonal_rotation",
+    "random_orthogonal",
     "row_rotation",
     "taylor_plan",
 ]
@@ -118,23 +119,49 @@ class _ExpOrthogonal(nn.Module):
     @torch.no_grad()
     def right_inverse(self, q: torch.Tensor) -> torch.Tensor:
         """Store an orthogonal ``q`` as the base; the parameter starts at ``-I`` (``A = 0``)."""
-        eye = torch.eye(q.shape[-1], dtype=q.dtype, device=q.device)
-        if not torch.allclose(q.mT @ q, eye, atol=10 * q.shape[-1] * torch.finfo(q.dtype).eps):
+        if not _is_orthogonal(q):
             raise ValueError("the initial rotation must be orthogonal")
         self.base = q.clone()
-        return -eye
+        return -torch.eye(q.shape[-1], dtype=q.dtype, device=q.device)
+
+
+_PROBE_COLUMNS = 8
+
+
+def _is_orthogonal(q: torch.Tensor) -> bool:
+    """``q^T q = I`` up to rounding, tested on a few random columns: ``q^T (q x) = x``. O(d^2)
+    where forming ``q^T q`` is O(d^3) (0.56 s at d = 4096 on 2 CPU cores, on every fit).
+
+    A QR factor's relative residual is about 1e-6 in float32 at any d up to 4096; an error e in
+    one entry of ``q^T q`` shows as about e / sqrt(d), so the bound ``10 sqrt(d) eps`` rejects
+    whatever an entrywise test at ``10 d eps`` would."""
+    d = q.shape[-1]
+    generator = torch.Generator().manual_seed(0)
+    probes = torch.randn(d, _PROBE_COLUMNS, generator=generator).to(q)
+    residual = (q.mT @ (q @ probes) - probes).norm(dim=0) / probes.norm(dim=0)
+    return bool(residual.max() <= 10 * math.sqrt(d) * torch.finfo(q.dtype).eps)
 
 
 class _Weight(nn.Module):
-    def __init__(self, d: int) -> None:
+    def __init__(self, weight: torch.Tensor) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(d, d))
-        nn.init.orthogonal_(self.weight)
+        self.weight = nn.Parameter(weight)
 
 
-def orthogonal_rotation(d: int) -> nn.Module:
-    """A module whose ``weight`` is a learned d x d rotation, orthogonal by construction."""
-    module = _Weight(d)
+def random_orthogonal(d: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """``nn.init.orthogonal_``'s draw of a d x d matrix, factored on ``device``: the Gaussian
+    comes from torch's global CPU generator as there (the same seed gives the same draw on every
+    device), its QR runs where the fit will (on 2 CPU cores it took 1.7 s at d = 4096). On the
+    CPU it is bit for bit ``nn.init.orthogonal_``."""
+    gaussian = torch.empty(d, d).normal_(0, 1).to(device)
+    q, r = torch.linalg.qr(gaussian)
+    return (q * r.diagonal().sign()).contiguous()  # QR's factor is column-major
+
+
+def orthogonal_rotation(d: int, *, device: torch.device | str | None = None) -> nn.Module:
+    """A module whose ``weight`` is a learned d x d rotation, orthogonal by construction,
+    initialised at random on ``device`` (default the CPU)."""
+    module = _Weight(random_orthogonal(d, device))
     if d < FRECHET_MIN_D:
         return parametrizations.orthogonal(module)
     parametrize.register_parametrization(module, "weight", _ExpOrthogonal(d), unsafe=True)

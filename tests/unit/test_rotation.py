@@ -6,13 +6,20 @@ their relative error against them.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from torch.nn.utils import parametrizations, parametrize
 
 from das_assert import featurizers, rotation
+from das_assert.data import encode
 from das_assert.featurizers import Interchange
+from das_assert.fit import FitConfig, fit_alignment
+from das_assert.positions import parse_position
 from das_assert.rotation import expm_frechet, orthogonal_rotation
+from das_assert.sites import Site
+from das_assert.tasks.price_tagging import prompt_pairs
 
 
 def _skew(d: int, scale: float, seed: int) -> torch.Tensor:
@@ -113,6 +120,47 @@ def test_a_rotation_that_starts_from_a_matrix_that_is_not_orthogonal_is_refused(
     module = orthogonal_rotation(8)
     with pytest.raises(ValueError, match="orthogonal"):
         module.parametrizations.weight.right_inverse(torch.ones(8, 8))
+
+
+@pytest.mark.parametrize("d", [8, 48, 300])
+def test_the_initial_rotation_is_torchs_orthogonal_init_bit_for_bit_layout_included(d: int) -> None:
+    torch.manual_seed(d)
+    ours = rotation.random_orthogonal(d, "cpu")
+    torch.manual_seed(d)
+    torchs = torch.nn.init.orthogonal_(torch.empty(d, d))
+    assert torch.equal(ours, torchs)
+    assert ours.stride() == torchs.stride()  # randn_like(weight) follows the layout
+
+
+@pytest.mark.parametrize("d", [16, 256, 1024])
+def test_the_orthogonality_check_accepts_a_qr_factor_and_refuses_a_column_off_by_a_percent(
+    d: int,
+) -> None:
+    torch.manual_seed(d)
+    q = rotation.random_orthogonal(d)
+    assert rotation._is_orthogonal(q)
+    for column in (0, d // 2, d - 1):
+        scaled = q.clone()
+        scaled[:, column] *= 1.01
+        assert not rotation._is_orthogonal(scaled)
+    assert not rotation._is_orthogonal(q + 1e-3 * torch.randn(d, d))
+
+
+def test_a_fit_draws_its_rotation_on_the_models_device(
+    tiny_llama: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn = []
+    original = rotation.random_orthogonal
+
+    def recording(d: int, device: Any = None) -> torch.Tensor:
+        drawn.append(device)
+        return original(d, device)
+
+    monkeypatch.setattr(rotation, "random_orthogonal", recording)
+    model = tiny_llama.model
+    pairs = encode(tiny_llama, prompt_pairs("left_boundary", 8, seed=0), parse_position("last"))
+    fit_alignment(model, Site(1, "last").resolve(model), pairs, FitConfig(epochs=1, batch_size=8))
+    assert drawn == [model.get_input_embeddings().weight.device]
 
 
 # -- the random rotation control ---------------------------------------------------------------
