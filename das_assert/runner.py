@@ -232,6 +232,20 @@ def _layer_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]] | None
     return [(layer.keys, layer.values) for layer in layers]
 
 
+def _estimated_kv_bytes(model: Any, rows: int, tokens: int) -> int:
+    """The bytes of a plain KV cache of ``rows`` x ``tokens`` by the model's config (0 where the
+    config does not tell): keys and values of every layer and key-value head."""
+    config = model.config
+    try:
+        layers, heads = config.num_hidden_layers, config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    except AttributeError:
+        return 0
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    element = next(model.parameters()).element_size()
+    return 2 * layers * rows * tokens * kv_heads * head_dim * element
+
+
 def _kv_bytes(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
     return sum(k.nbytes + v.nbytes for k, v in layers)
 
@@ -260,6 +274,10 @@ class PrefixStore:
         n = len(encoded)
         p = _shared_prefix(encoded, torch.arange(n)) if n else None
         if p is None or max_bytes <= 0:
+            return None
+        # Far past the budget by the config's count: refused without running a batch (at 7B a
+        # 640-pair store needs 26 GiB; its first batch alone cost a prefix pass and 0.26 GiB).
+        if _estimated_kv_bytes(model, n, p) > 2 * max_bytes:
             return None
         layers: list[tuple[torch.Tensor, torch.Tensor]] = []
         for start in range(0, n, batch_size):

@@ -46,6 +46,14 @@ SHAPES = {
         "num_hidden_layers": 16,
         "num_attention_heads": 16,
     },
+    # Llama-7B's depth at a toy width: a step's fixed costs per layer (Python, dispatch, the
+    # cache's bookkeeping) with next to no arithmetic, the part of a GPU step a CPU can show.
+    "deep": {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 4,
+    },
     "tiny": {
         "hidden_size": 64,
         "intermediate_size": 128,
@@ -244,6 +252,7 @@ def profile_fit(
                 torch.cuda.synchronize()
     averages = profiler.key_averages()
     kind = "device" if cuda else "cpu"
+    dispatched = _dispatched_ops(profiler)
 
     def per_step_ms(event: object, field: str) -> float:
         return round(getattr(event, field, 0.0) / 1e3 / steps, 3)
@@ -253,6 +262,12 @@ def profile_fit(
     return {
         "steps": steps,
         "time": kind,
+        "aten_ops_per_step": round(dispatched / steps),
+        "device_busy_ms_per_step": (
+            round(sum(e.self_device_time_total for e in averages) / 1e3 / steps, 3)
+            if cuda
+            else None
+        ),
         "top_ops_self_ms_per_step": {e.key: per_step_ms(e, f"self_{kind}_time_total") for e in top},
         "phases_ms_per_step": {
             e.key: per_step_ms(e, f"{kind}_time_total")
@@ -260,6 +275,52 @@ def profile_fit(
             if e.key.startswith("phase: ")
         },
     }
+
+
+def _dispatched_ops(profiler: object) -> int:
+    """aten ops called from outside another aten op: each is one trip through the dispatcher
+    from Python or autograd, a fixed host cost per op that a GPU step pays whatever its size."""
+    return sum(
+        1
+        for e in profiler.events()
+        if e.name.startswith("aten::")
+        and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))
+    )
+
+
+def dispatch_counts(
+    model: object, layer: int, position: str, batch: int, *, steps: int = 6
+) -> dict[str, float]:
+    """aten ops dispatched per training step by das_assert and by pyvene at the same site, from
+    short fits after a warm-up (das_assert's one-time passes included, as in its step time).
+    Where a GPU step is bound by the host, not the device, this count sets its time."""
+    import bench_pyvene
+
+    from das_assert.data import encode
+    from das_assert.fit import FitConfig, fit_alignment
+    from das_assert.sites import Site
+    from das_assert.tasks.price_tagging import prompt_pairs
+
+    site = Site(layer, position)
+    resolved = site.resolve(model.model)
+    train = encode(
+        model, prompt_pairs("left_boundary", steps * batch, seed=0), site.parsed_position
+    )
+    config = FitConfig(epochs=1, batch_size=batch, seed=0)
+    runs = {
+        "das_assert": lambda: fit_alignment(model.model, resolved, train, config),
+        "pyvene": lambda: bench_pyvene._pyvene_fit(model, layer, train, config, steps),
+    }
+    counts = {}
+    for name, run in runs.items():
+        run()  # warm-up
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+            run()
+        counts[f"{name}_aten_ops_per_step"] = round(_dispatched_ops(profiler) / steps)
+    counts["ratio"] = round(
+        counts["pyvene_aten_ops_per_step"] / counts["das_assert_aten_ops_per_step"], 3
+    )
+    return counts
 
 
 def live_at_peak(trace: list[dict], *, top: int = 15) -> dict[str, object]:
@@ -412,8 +473,9 @@ def main(argv: list[str] | None = None) -> int:
         default="compare",
         help="comma-separated, in order: compare (the side-by-side step), rotation (the rotation "
         "alone), forward (one whole forward pass), memory (peak by phase), profile (where a "
-        "step's time goes), memory_peak (what is live at a fit's peak), every_prefix_kept, "
-        "cost_curve, grid (a small grid against pyvene); 'all' for every one. Default: compare",
+        "step's time goes), dispatch (aten ops per step, both), memory_peak (what is live at a "
+        "fit's peak), every_prefix_kept, cost_curve, grid (a small grid against pyvene); 'all' "
+        "for every one. Default: compare",
     )
     parser.add_argument("--name", default="gpu_7b", help="the JSON file's name, without .json")
     parser.add_argument(
@@ -465,6 +527,7 @@ STAGES = (
     "forward",
     "memory",
     "profile",
+    "dispatch",
     "memory_peak",
     "every_prefix_kept",
     "cost_curve",
@@ -490,6 +553,7 @@ def _run_stages(
         "forward": lambda: forward_cost(model, args.batch),
         "memory": lambda: memory_phases(model, args.layer, args.position, args.batch),
         "profile": lambda: profile_fit(model, args.layer, args.position, args.batch),
+        "dispatch": lambda: dispatch_counts(model, args.layer, args.position, args.batch),
         "memory_peak": lambda: memory_peak(model, args.layer, args.position, sizes),
         "every_prefix_kept": lambda: das_assert_alone(
             model, args.layer, args.position, sizes, 1 << 20

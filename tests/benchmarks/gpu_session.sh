@@ -4,8 +4,8 @@
 #   2. `pytest hypotheses/` on the GPU (two xdist workers, --das-device cuda:worker) and one fit
 #      through device_map="auto" (HYPOTHESES=1; off by default: they passed on an H200 on
 #      2026-11-27, and steps 1 and 3 alone fill most of one 10-minute device call);
-#   3. gpu_7b.py's other stages (EXTRAS, default rotation,profile,grid,memory_peak,memory,
-#      cost_curve) into gpu_7b_extras.json, as far as BUDGET_S allows.
+#   3. gpu_7b.py's other stages (EXTRAS, default rotation,profile,dispatch,grid,memory_peak,
+#      memory,cost_curve) into gpu_7b_extras.json, as far as BUDGET_S allows.
 # Carry pyvene's wheel in .whl/ (no internet there). Results go to $OUT.
 set -u
 out=${OUT:?set OUT to the directory for the results}
@@ -32,7 +32,7 @@ sys.exit(not any(e.name == 'das' for e in m.entry_points(group='pytest11')))" \
     >"$out/device_map.log" 2>&1
   echo "fit with device_map=auto: exit $?"; tail -6 "$out/device_map.log"
 fi
-extras=${EXTRAS:-rotation,profile,grid,memory_peak,memory,cost_curve}
+extras=${EXTRAS:-rotation,profile,dispatch,grid,memory_peak,memory,cost_curve}
 if [ -n "$extras" ]; then
   timeout "${EXTRAS_S:-240}" python3 tests/benchmarks/gpu_7b.py --out "$out" --name gpu_7b_extras \
     --stages "$extras" --budget-s "${BUDGET_S:-150}" 2>&1 | grep -v '^nnsight' | cut -c1-600

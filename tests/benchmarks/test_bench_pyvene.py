@@ -52,12 +52,14 @@ def test_the_7b_gpu_script_runs_end_to_end_at_a_toy_shape_on_cpu(tmp_path: Path)
     import gpu_7b
 
     argv = ["--shape=tiny", "--device=cpu", "--dtype=float32", "--layer=2", f"--out={tmp_path}"]
-    assert gpu_7b.main([*argv, "--n-train=32", "--n-test=16"]) == 0
+    assert gpu_7b.main([*argv, "--n-train=32", "--n-test=16", "--stages=compare,dispatch"]) == 0
     result = json.loads((tmp_path / "gpu_7b.json").read_text())
     assert result["shape"] == "tiny"
     assert result["steps"] == 2
     assert result["das_assert"]["seconds_per_step"] > 0
     assert result["pyvene"]["seconds_per_step"] > 0
+    assert result["dispatch"]["das_assert_aten_ops_per_step"] > 0
+    assert result["dispatch"]["pyvene_aten_ops_per_step"] > 0
 
 
 def test_peak_memory_side_by_side_on_cpu(capsys: pytest.CaptureFixture[str]) -> None:
@@ -88,6 +90,7 @@ def test_the_7b_scripts_breakdown_stages_run_at_a_toy_shape_on_cpu(tmp_path: Pat
     assert result["memory_peak"] == {"skipped": "the allocator's history needs CUDA"}
     phases = result["profile"]["phases_ms_per_step"]
     assert {"phase: prefix pass", "phase: model pass", "phase: interchange"} <= set(phases)
+    assert result["profile"]["aten_ops_per_step"] > 0
 
 
 def test_what_was_live_at_an_allocator_traces_peak() -> None:

@@ -280,6 +280,25 @@ def test_a_prefix_store_is_not_built_past_its_memory_budget(
 
 
 @pytest.mark.parametrize("arch", ARCHS)
+def test_a_store_far_past_its_budget_is_refused_before_any_pass(
+    tiny_models: dict[str, Any], arch: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = tiny_models[arch]
+    same = encode(loaded, prompt_pairs("left_boundary", 8, seed=0), parse_position("amount.last"))
+    store = PrefixStore.build(loaded.model, same, batch_size=4, max_bytes=2**26)
+    assert store is not None
+    # The config's count is the store's size (grouped-query heads included).
+    assert runner._estimated_kv_bytes(loaded.model, len(same), store.prefix) == store.nbytes
+
+    def no_pass(*args: Any) -> None:
+        raise AssertionError("a prefix pass ran for a store that cannot fit")
+
+    monkeypatch.setattr(runner, "_prefix_cache", no_pass)
+    budget = store.nbytes // 2 - 1
+    assert PrefixStore.build(loaded.model, same, batch_size=4, max_bytes=budget) is None
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 @torch.no_grad()
 def test_prompts_of_mixed_lengths_share_the_prefix_before_their_earliest_site(
     tiny_models: dict[str, Any], arch: str
