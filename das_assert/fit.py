@@ -365,9 +365,10 @@ def _fit_group(
                         }
                     )
             progress.update(1)
-            progress.set_postfix(
-                loss=f"{task_losses[0].item():.3f}", width=interchanges[0].hard_widths()
-            )
+            if config.progress:  # reading the loss waits for the device; only for a reader
+                progress.set_postfix(
+                    loss=f"{task_losses[0].item():.3f}", width=interchanges[0].hard_widths()
+                )
     progress.close()
     seconds = (time.perf_counter() - started) / len(sites)  # each site's share of the group
     return [

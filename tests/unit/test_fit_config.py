@@ -77,6 +77,32 @@ def test_as_dict_leaves_out_the_progress_bar() -> None:
     assert record["temperature"] == (50.0, 0.1)
 
 
+@pytest.mark.parametrize("progress", [False, True])
+def test_a_fit_reads_its_boxes_each_step_only_for_a_progress_bar(
+    tiny_llama: Any, monkeypatch: pytest.MonkeyPatch, progress: bool
+) -> None:
+    """Reading a loss or a box waits for a GPU to finish the step; without a bar to show them,
+    a fit reads them only at its logged steps."""
+    from das_assert.data import encode
+    from das_assert.featurizers import Interchange
+    from das_assert.fit import fit_alignment
+    from das_assert.positions import parse_position
+    from das_assert.sites import Site
+    from das_assert.tasks.price_tagging import prompt_pairs
+
+    reads = []
+    original = Interchange.hard_widths
+    monkeypatch.setattr(Interchange, "hard_widths", lambda self: reads.append(1) or original(self))
+    pairs = encode(tiny_llama, prompt_pairs("left_boundary", 48, seed=0), parse_position("last"))
+    site = Site(1, "last").resolve(tiny_llama.model)
+    fitted = fit_alignment(
+        tiny_llama.model, site, pairs, FitConfig(epochs=2, batch_size=2, progress=progress)
+    )
+    steps = 48
+    assert len(fitted.history) < steps
+    assert len(reads) == len(fitted.history) + (steps if progress else 0)
+
+
 # -- method names -------------------------------------------------------------------------------
 
 
