@@ -97,14 +97,12 @@ def weights_version(model: Any) -> tuple[Any, ...]:
 
 
 @torch.no_grad()
-def _head_cache(model: Any, ids: torch.Tensor, mask: torch.Tensor, batch: int) -> Any:
-    """The KV cache of a head every row shares, run once for one row and expanded to ``batch``.
+def _head_cache(model: Any, ids: torch.Tensor, mask: torch.Tensor, *, keep: bool = True) -> Any:
+    """The KV cache of a head every row shares, run once for one row (``_head_cache_class``).
 
     The last few heads are remembered (keyed by the token ids and the weights' version), so the
     template's preamble runs once for a whole evaluation, not once per batch.
     """
-    from transformers import DynamicCache
-
     key = (bytes(ids[0].cpu().numpy()), weights_version(model))
     # The weak reference must still point at this very model: ids are reused after a model dies.
     tensors = next((kv for k, ref, kv in _HEADS if k == key and ref() is model), None)
@@ -115,19 +113,59 @@ def _head_cache(model: Any, ids: torch.Tensor, mask: torch.Tensor, batch: int) -
             return None
         _HEADS.insert(0, (key, weakref.ref(model), tensors))
         del _HEADS[4:]
-    return DynamicCache(
-        ddp_cache_data=[
-            (k.expand(batch, *k.shape[1:]), v.expand(batch, *v.shape[1:])) for k, v in tensors
-        ]
-    )
+    return _head_cache_class()(tensors, keep=keep)
 
 
-def _split_head(model: Any, ids: torch.Tensor, mask: torch.Tensor, limit: int) -> tuple[int, Any]:
+@functools.cache
+def _head_cache_class() -> type:
+    """A plain ``DynamicCache`` over one row's head, shared by every row of a pass.
+
+    Each layer's head is expanded to the pass's rows as the layer is updated, never copied per
+    row ahead of the pass. With ``keep=False`` a pass only reads it: each update returns the head
+    followed by the pass's own keys and values and stores nothing, so a pass that needs no cache
+    afterwards (source activations, whole-prompt logits) holds one layer's keys and values at a
+    time, not every layer's (at 7B shape and 64 rows, 2.6 GiB for a 79-token prompt)."""
+    from transformers import DynamicCache
+
+    class HeadCache(DynamicCache):
+        def __init__(self, tensors: list[tuple[torch.Tensor, torch.Tensor]], *, keep: bool):
+            super().__init__()
+            for index, (keys, values) in enumerate(tensors):
+                DynamicCache.update(self, keys, values, index)
+            self.keep = keep
+
+        def update(
+            self, keys: torch.Tensor, values: torch.Tensor, layer_idx: int, *args: Any, **kw: Any
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            layer = self.layers[layer_idx]
+            head = _expanded(layer.keys, keys.shape[0]), _expanded(layer.values, keys.shape[0])
+            if not self.keep:
+                return torch.cat([head[0], keys], dim=-2), torch.cat([head[1], values], dim=-2)
+            layer.keys, layer.values = head  # views: the update's concatenation copies them
+            return super().update(keys, values, layer_idx, *args, **kw)
+
+        def widen(self, rows: int) -> None:
+            """Hold the head once per row, as a cache that is read outside a pass must."""
+            for layer in self.layers:
+                layer.keys = _expanded(layer.keys, rows).contiguous()
+                layer.values = _expanded(layer.values, rows).contiguous()
+
+    return HeadCache
+
+
+def _expanded(tensor: torch.Tensor, rows: int) -> torch.Tensor:
+    return tensor if tensor.shape[0] == rows else tensor.expand(rows, *tensor.shape[1:])
+
+
+def _split_head(
+    model: Any, ids: torch.Tensor, mask: torch.Tensor, limit: int, *, keep: bool = True
+) -> tuple[int, Any]:
     """``(head, cache)``: the KV cache of the leading tokens all rows share (the template's
     preamble, at most ``limit`` of them), run once for one row; ``(0, None)`` where there is none.
-    A forward pass over ``ids[:, head:]`` on top of ``cache`` gives the whole prompt's output."""
+    A forward pass over ``ids[:, head:]`` on top of ``cache`` gives the whole prompt's output;
+    with ``keep=False`` that pass leaves the cache as it was (``_head_cache_class``)."""
     head = _shared_head(ids, mask, limit)
-    cache = _head_cache(model, ids[:, :head], mask[:, :head], ids.shape[0]) if head else None
+    cache = _head_cache(model, ids[:, :head], mask[:, :head], keep=keep) if head else None
     return (head, cache) if cache is not None else (0, None)
 
 
@@ -162,7 +200,7 @@ def _capture_sources(
     builds its own, and the pass would peak at two batches' caches."""
     ids, mask = encoded.source_batch(index)
     positions = encoded.source_position[index]
-    head, cache = _split_head(model, ids, mask, int(positions.min()))
+    head, cache = _split_head(model, ids, mask, int(positions.min()), keep=False)
     with hooks.capture_many(sites, positions - head, stop=True) as captured:
         _forward(model, ids[:, head:], mask, use_cache=cache is not None, cache=cache)
     return captured
@@ -201,6 +239,7 @@ def _prefix_cache(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> Any:
     with torch.no_grad():
         head, cache = _split_head(model, ids, mask, ids.shape[1])
         if head == ids.shape[1]:
+            cache.widen(ids.shape[0])
             return cache
         return _filled_cache(model, ids[:, head:], mask, cache)
 
@@ -440,7 +479,7 @@ class BaseRun:
         positions = encoded.base_position[index]
         intervening = mix is not None and site is not None
         limit = min(int(last.min()), int(positions.min()) if intervening else self.ids.shape[1])
-        head, cache = _split_head(self.model, self.ids, self.mask, limit)
+        head, cache = _split_head(self.model, self.ids, self.mask, limit, keep=False)
         context = (
             hooks.intervene(site, positions - head, mix)
             if intervening

@@ -377,6 +377,34 @@ def test_the_shared_preamble_runs_once_and_changes_no_prediction(
 
 @pytest.mark.parametrize("arch", ARCHS)
 @torch.no_grad()
+def test_a_shared_head_is_held_once_and_a_read_only_pass_leaves_it_as_it_was(
+    tiny_models: dict[str, Any], arch: str
+) -> None:
+    loaded = tiny_models[arch]
+    encoded = encode(loaded, prompt_pairs("left_boundary", N_PAIRS, seed=3), parse_position("last"))
+    ids, mask = encoded.base_batch(torch.arange(N_PAIRS))
+    plain = loaded.model(input_ids=ids, attention_mask=mask, use_cache=True)
+    plain_layers = runner._layer_tensors(runner._returned_cache(plain))
+    for keep in (False, True):
+        head, cache = runner._split_head(loaded.model, ids, mask, ids.shape[1], keep=keep)
+        assert head >= 20
+        before = [(k.clone(), v.clone()) for k, v in runner._layer_tensors(cache)]
+        assert all(k.shape[0] == 1 for k, _ in before)  # one row, whatever the batch
+        output = runner._forward(loaded.model, ids[:, head:], mask, use_cache=True, cache=cache)
+        torch.testing.assert_close(output.logits, plain.logits[:, head:], atol=1e-5, rtol=0)
+        layers = runner._layer_tensors(cache)
+        if keep:  # the whole prompt's cache, each row's own, as a plain pass leaves it
+            for (k, v), (want_k, want_v) in zip(layers, plain_layers, strict=True):
+                torch.testing.assert_close(k, want_k, atol=1e-5, rtol=0)
+                torch.testing.assert_close(v, want_v, atol=1e-5, rtol=0)
+        else:  # read only: nothing stored, nothing grown
+            for (k, v), (old_k, old_v) in zip(layers, before, strict=True):
+                assert torch.equal(k, old_k)
+                assert torch.equal(v, old_v)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@torch.no_grad()
 def test_a_prefix_cache_skips_the_last_mlp_and_keeps_every_layers_keys_and_values(
     tiny_models: dict[str, Any], arch: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
