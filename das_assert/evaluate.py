@@ -16,12 +16,13 @@ from typing import Any
 
 import torch
 
-from das_assert import runner, sharing
+from das_assert import sharing
 from das_assert.data import EncodedPairs, PromptPair
 from das_assert.errors import InvalidArgument, OutOfDeviceMemory, PreconditionFailed
 from das_assert.featurizers import Interchange
 from das_assert.fit import FittedAlignment
-from das_assert.runner import BaseRun, PrefixStore, shared_source_vectors
+from das_assert.kv_cache import PrefixStore, weights_version
+from das_assert.runner import BaseRun, shared_source_vectors
 
 __all__ = ["Evaluation", "evaluate"]
 
@@ -271,7 +272,7 @@ def _base_answers_key(model: Any, test: EncodedPairs) -> tuple[Any, ...]:
     digest = hashlib.sha256()
     for tensor in (test.base_ids, test.base_mask, test.base_last):
         digest.update(tensor.cpu().numpy().tobytes())
-    return ("base_answers", runner.weights_version(model), digest.hexdigest())
+    return ("base_answers", weights_version(model), digest.hexdigest())
 
 
 def _hard_mix(

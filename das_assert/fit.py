@@ -27,7 +27,8 @@ from das_assert.data import EncodedPairs
 from das_assert.errors import InvalidArgument, TrainingDiverged
 from das_assert.featurizers import Interchange, temperature_schedule
 from das_assert.hooks import site_key
-from das_assert.runner import BaseRun, PrefixStore, shared_source_vectors, weights_version
+from das_assert.kv_cache import PrefixStore, weights_version
+from das_assert.runner import BaseRun, shared_source_vectors
 from das_assert.sites import ResolvedSite, existing_sites
 
 __all__ = [

@@ -211,7 +211,7 @@ def profile_fit(
     from contextlib import ExitStack
     from unittest import mock
 
-    from das_assert import runner
+    from das_assert import kv_cache, runner
     from das_assert.data import encode
     from das_assert.featurizers import Interchange
     from das_assert.fit import FitConfig, fit_alignment
@@ -233,17 +233,17 @@ def profile_fit(
 
         return wrapper
 
-    phases = {
-        "phase: prefix pass": (runner, "_prefix_cache"),
-        "phase: model pass": (runner, "_forward"),
-        "phase: interchange": (Interchange, "forward"),
-    }
+    phases = [  # a function imported by runner is patched where each module looks it up
+        ("phase: prefix pass", owner, "prefix_cache") for owner in (kv_cache, runner)
+    ]
+    phases += [("phase: model pass", owner, "run_model") for owner in (kv_cache, runner)]
+    phases.append(("phase: interchange", Interchange, "forward"))
     fit_alignment(model.model, resolved, train, config)  # warm-up
     activities = [torch.profiler.ProfilerActivity.CPU]
     if cuda:
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with ExitStack() as stack:
-        for name, (owner, attribute) in phases.items():
+        for name, owner, attribute in phases:
             original = getattr(owner, attribute)
             stack.enter_context(mock.patch.object(owner, attribute, marked(name, original)))
         with torch.profiler.profile(activities=activities) as profiler:
@@ -390,7 +390,8 @@ def memory_phases(model: object, layer: int, position: str, batch: int) -> dict[
     training step's model part (a scalar mix, so no rotation), and a whole short fit."""
     from das_assert.data import encode
     from das_assert.fit import FitConfig, fit_alignment
-    from das_assert.runner import PrefixStore, answer_logits, source_vectors
+    from das_assert.kv_cache import PrefixStore
+    from das_assert.runner import answer_logits, source_vectors
     from das_assert.sites import Site
     from das_assert.tasks.price_tagging import prompt_pairs
 

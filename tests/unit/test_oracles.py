@@ -18,7 +18,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from das_assert import runner
+from das_assert import kv_cache
 from das_assert.data import EncodedPairs, PromptPair, encode
 from das_assert.errors import InvalidArgument, PreconditionFailed
 from das_assert.evaluate import _check_gate as check_gate
@@ -26,8 +26,9 @@ from das_assert.evaluate import evaluate
 from das_assert.experiment import Experiment, run_experiment
 from das_assert.featurizers import Interchange
 from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
+from das_assert.kv_cache import PrefixStore
 from das_assert.positions import parse_position
-from das_assert.runner import PrefixStore, answer_logits, source_vectors
+from das_assert.runner import answer_logits, source_vectors
 from das_assert.sites import ResolvedSite, Site, last_attention, parse_site
 from das_assert.tasks.phrasings import HELD_OUT_PREFIXES, TRAIN_PREFIXES
 from das_assert.tasks.price_tagging import PriceFormat, make_pairs, prompt_pairs
@@ -288,12 +289,12 @@ def test_a_store_far_past_its_budget_is_refused_before_any_pass(
     store = PrefixStore.build(loaded.model, same, batch_size=4, max_bytes=2**26)
     assert store is not None
     # The config's count is the store's size (grouped-query heads included).
-    assert runner._estimated_kv_bytes(loaded.model, len(same), store.prefix) == store.nbytes
+    assert kv_cache.estimated_kv_bytes(loaded.model, len(same), store.prefix) == store.nbytes
 
     def no_pass(*args: Any) -> None:
         raise AssertionError("a prefix pass ran for a store that cannot fit")
 
-    monkeypatch.setattr(runner, "_prefix_cache", no_pass)
+    monkeypatch.setattr(kv_cache, "prefix_cache", no_pass)
     budget = store.nbytes // 2 - 1
     assert PrefixStore.build(loaded.model, same, batch_size=4, max_bytes=budget) is None
 
@@ -355,7 +356,7 @@ def test_the_shared_preamble_runs_once_and_changes_no_prediction(
         loaded, prompt_pairs("left_boundary", N_PAIRS, seed=7), parse_position(position)
     )
     ids, mask = encoded.base_batch(torch.arange(N_PAIRS))
-    assert runner._shared_head(ids, mask, ids.shape[1]) >= 20  # the Alpaca preamble and more
+    assert kv_cache._shared_head(ids, mask, ids.shape[1]) >= 20  # the Alpaca preamble and more
     site = Site(1, position).resolve(loaded.model)
     full = Interchange.full(loaded.config.hidden_size)
 
@@ -368,7 +369,7 @@ def test_the_shared_preamble_runs_once_and_changes_no_prediction(
         ]
 
     with_head = outputs()
-    monkeypatch.setattr(runner, "_MIN_HEAD", 10**6)  # every row runs its whole prompt
+    monkeypatch.setattr(kv_cache, "_MIN_HEAD", 10**6)  # every row runs its whole prompt
     for got, want in zip(with_head, outputs(), strict=True):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
         if got.dim() == 2 and got.shape[1] > loaded.config.hidden_size:  # logits
@@ -384,15 +385,15 @@ def test_a_shared_head_is_held_once_and_a_read_only_pass_leaves_it_as_it_was(
     encoded = encode(loaded, prompt_pairs("left_boundary", N_PAIRS, seed=3), parse_position("last"))
     ids, mask = encoded.base_batch(torch.arange(N_PAIRS))
     plain = loaded.model(input_ids=ids, attention_mask=mask, use_cache=True)
-    plain_layers = runner._layer_tensors(runner._returned_cache(plain))
+    plain_layers = kv_cache.layer_tensors(kv_cache.returned_cache(plain))
     for keep in (False, True):
-        head, cache = runner._split_head(loaded.model, ids, mask, ids.shape[1], keep=keep)
+        head, cache = kv_cache.split_head(loaded.model, ids, mask, ids.shape[1], keep=keep)
         assert head >= 20
-        before = [(k.clone(), v.clone()) for k, v in runner._layer_tensors(cache)]
+        before = [(k.clone(), v.clone()) for k, v in kv_cache.layer_tensors(cache)]
         assert all(k.shape[0] == 1 for k, _ in before)  # one row, whatever the batch
-        output = runner._forward(loaded.model, ids[:, head:], mask, use_cache=True, cache=cache)
+        output = kv_cache.run_model(loaded.model, ids[:, head:], mask, use_cache=True, cache=cache)
         torch.testing.assert_close(output.logits, plain.logits[:, head:], atol=1e-5, rtol=0)
-        layers = runner._layer_tensors(cache)
+        layers = kv_cache.layer_tensors(cache)
         if keep:  # the whole prompt's cache, each row's own, as a plain pass leaves it
             for (k, v), (want_k, want_v) in zip(layers, plain_layers, strict=True):
                 torch.testing.assert_close(k, want_k, atol=1e-5, rtol=0)
@@ -416,10 +417,12 @@ def test_a_prefix_cache_skips_the_last_mlp_and_keeps_every_layers_keys_and_value
     calls: list[int] = []
     probe = last_mlp.register_forward_pre_hook(lambda *_: calls.append(1))
     try:
-        stopped = runner._layer_tensors(runner._prefix_cache(loaded.model, ids[:, :p], mask[:, :p]))
+        stopped = kv_cache.layer_tensors(
+            kv_cache.prefix_cache(loaded.model, ids[:, :p], mask[:, :p])
+        )
         assert not calls, "the prefix pass ran the last block's MLP"
-        monkeypatch.setattr(runner, "last_attention", lambda model: None)  # the whole decoder
-        whole = runner._layer_tensors(runner._prefix_cache(loaded.model, ids[:, :p], mask[:, :p]))
+        monkeypatch.setattr(kv_cache, "last_attention", lambda model: None)  # the whole decoder
+        whole = kv_cache.layer_tensors(kv_cache.prefix_cache(loaded.model, ids[:, :p], mask[:, :p]))
         assert calls, "without the stop the last block's MLP runs"
     finally:
         probe.remove()
@@ -450,7 +453,7 @@ def test_the_remembered_preamble_is_never_reused_after_the_weights_change(
     before = das_logits(loaded, None, encoded, None)
     loaded.model.model.layers[0].mlp.down_proj.weight.mul_(3.0)  # in place, as an edit would
     after = das_logits(loaded, None, encoded, None)
-    monkeypatch.setattr(runner, "_MIN_HEAD", 10**6)  # no preamble cache at all
+    monkeypatch.setattr(kv_cache, "_MIN_HEAD", 10**6)  # no preamble cache at all
     torch.testing.assert_close(after, das_logits(loaded, None, encoded, None), atol=1e-5, rtol=0)
     assert (after - before).abs().max() > 1e-3  # the edit did change the answers' logits
 

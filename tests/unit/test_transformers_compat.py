@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from das_assert import runner
+from das_assert import kv_cache
 
 
 class _NewModel(torch.nn.Module):
@@ -35,7 +35,7 @@ def test_the_cache_goes_under_the_name_the_models_forward_takes(
     model.get_input_embeddings = lambda: torch.nn.Embedding(4, 2)
     sentinel = object()
     ids = torch.zeros(1, 3, dtype=torch.long)
-    output = runner._forward(model, ids, torch.ones_like(ids), use_cache=True, cache=sentinel)
+    output = kv_cache.run_model(model, ids, torch.ones_like(ids), use_cache=True, cache=sentinel)
     assert output.received == {keyword: sentinel}
 
 
@@ -45,8 +45,8 @@ def test_the_returned_cache_is_read_under_either_name() -> None:
     cache = object()
     fields = BaseModelOutputWithPast.__dataclass_fields__
     name = "cache" if "cache" in fields else "past_key_values"
-    assert runner._returned_cache(BaseModelOutputWithPast(**{name: cache})) is cache
-    assert runner._returned_cache(SimpleNamespace(past_key_values=cache)) is cache
+    assert kv_cache.returned_cache(BaseModelOutputWithPast(**{name: cache})) is cache
+    assert kv_cache.returned_cache(SimpleNamespace(past_key_values=cache)) is cache
 
 
 def test_the_installed_llama_takes_the_cache_without_a_deprecation_warning(
@@ -55,5 +55,5 @@ def test_the_installed_llama_takes_the_cache_without_a_deprecation_warning(
     ids = torch.tensor([[1, 5, 6, 7]])
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # transformers' FutureWarning included
-        cache = runner._prefix_cache(tiny_llama.model, ids, torch.ones_like(ids))
+        cache = kv_cache.prefix_cache(tiny_llama.model, ids, torch.ones_like(ids))
     assert cache.get_seq_length() == 4
