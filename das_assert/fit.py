@@ -27,7 +27,7 @@ from das_assert.data import EncodedPairs
 from das_assert.errors import InvalidArgument, TrainingDiverged
 from das_assert.featurizers import Interchange, temperature_schedule
 from das_assert.hooks import site_key
-from das_assert.kv_cache import PrefixStore, weights_version
+from das_assert.kv_cache import PrefixStore, source_pass_rows, weights_version
 from das_assert.runner import BaseRun, shared_source_vectors
 from das_assert.sites import ResolvedSite, existing_sites
 
@@ -259,11 +259,10 @@ def _fit_group(
             config.method, d, n_variables, init_fraction=config.init_fraction, device=device
         )
         interchanges.append(interchange.to(device))
-    # The source pass runs at the fit's batch size: the batch a user picks bounds the memory of the
-    # whole fit, and the vectors do not depend on it.
-    sources = [
-        shared_source_vectors(model, site, train, batch_size=config.batch_size) for site in sites
-    ]
+    # The source pass holds less than a training step at the rows it runs (source_pass_rows): the
+    # batch a user picks bounds the memory of the whole fit, and the vectors do not depend on it.
+    rows = source_pass_rows(model, train, config.batch_size)
+    sources = [shared_source_vectors(model, site, train, batch_size=rows) for site in sites]
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total = steps_per_epoch * config.epochs
     histories: list[list[dict[str, Any]]] = [[] for _ in sites]

@@ -30,6 +30,7 @@ __all__ = [
     "returned_cache",
     "run_model",
     "shared_prefix",
+    "source_pass_rows",
     "split_head",
     "weights_version",
 ]
@@ -221,6 +222,30 @@ def estimated_kv_bytes(model: Any, rows: int, tokens: int) -> int:
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     element = next(model.parameters()).element_size()
     return 2 * layers * rows * tokens * kv_heads * head_dim * element
+
+
+_MOST_SOURCE_BATCHES = 4
+
+
+def source_pass_rows(model: Any, encoded: EncodedPairs, batch: int) -> int:
+    """Rows per source pass of a fit at ``batch``: up to four batches at once, where a pass of
+    that many rows holds less than one training step's prefix cache, by the config's count.
+
+    A source pass stores no cache (``HeadCache``, ``keep=False``), so what it holds is one layer's
+    work at a time, about (3 x MLP width + 4 x hidden size) values per token: the batch a user
+    picks still bounds the fit's memory. Fewer, larger passes dispatch fewer ops, which is what a
+    GPU step bound by its host pays for (at Llama-7B's shape: four batches a pass; at the embedded
+    model's, one)."""
+    n = len(encoded)
+    p = shared_prefix(encoded, torch.arange(n)) if n else None
+    d = getattr(model.config, "hidden_size", None)
+    if p is None or not d:
+        return batch
+    mlp = getattr(model.config, "intermediate_size", None) or getattr(model.config, "n_inner", None)
+    element = next(model.parameters()).element_size()
+    work = encoded.source_ids.shape[1] * (3 * (mlp or 4 * d) + 4 * d) * element
+    times = estimated_kv_bytes(model, 1, p) // max(work, 1)
+    return batch * max(1, min(_MOST_SOURCE_BATCHES, times))
 
 
 def _kv_bytes(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> int:

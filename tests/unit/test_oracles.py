@@ -299,6 +299,29 @@ def test_a_store_far_past_its_budget_is_refused_before_any_pass(
     assert PrefixStore.build(loaded.model, same, batch_size=4, max_bytes=budget) is None
 
 
+def test_a_source_pass_runs_up_to_four_batches_while_it_holds_less_than_a_step(
+    tiny_models: dict[str, Any],
+) -> None:
+    from types import SimpleNamespace
+
+    from transformers import GPT2Config, LlamaConfig
+
+    loaded = tiny_models["llama"]
+    encoded = encode(loaded, prompt_pairs("left_boundary", 8, seed=0), parse_position("last-1"))
+
+    def shaped(config: Any) -> Any:  # a model's config and dtype, without its weights
+        weight = torch.empty(0, dtype=torch.bfloat16)
+        return SimpleNamespace(config=config, parameters=lambda: iter([weight]))
+
+    # Llama-7B: a step's prefix cache is 40 MiB a row, a source pass's layer 7.8 MiB a row.
+    assert kv_cache.source_pass_rows(shaped(LlamaConfig()), encoded, 16) == 64
+    # A wide MLP over few layers: a pass of more rows would outgrow the step.
+    shallow = LlamaConfig(num_hidden_layers=2, intermediate_size=8 * 4096)
+    assert kv_cache.source_pass_rows(shaped(shallow), encoded, 16) == 16
+    assert kv_cache.source_pass_rows(shaped(GPT2Config(n_layer=48)), encoded, 16) == 64
+    assert kv_cache.source_pass_rows(shaped(SimpleNamespace()), encoded, 16) == 16  # unknown
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 @torch.no_grad()
 def test_prompts_of_mixed_lengths_share_the_prefix_before_their_earliest_site(
