@@ -53,6 +53,8 @@ def run_model(
     use_cache: bool = False,
     cache: Any = None,
 ) -> Any:
+    """The model's outputs on ``ids``, on top of ``cache``; out of GPU memory, one error that
+    says what to lower."""
     device = model.get_input_embeddings().weight.device
     try:
         return model(

@@ -201,6 +201,22 @@ def das_assert_alone(
     }
 
 
+def _short_fit(
+    model: object, layer: int, position: str, batch: int, steps: int
+) -> tuple[object, object, object]:
+    """``(resolved site, encoded pairs, config)`` of a 1-epoch fit of ``steps`` batches at
+    (layer, position)."""
+    from das_assert.data import encode
+    from das_assert.fit import FitConfig
+    from das_assert.sites import Site
+    from das_assert.tasks.price_tagging import prompt_pairs
+
+    site = Site(layer, position)
+    pairs = prompt_pairs("left_boundary", steps * batch, seed=0)
+    config = FitConfig(epochs=1, batch_size=batch, seed=0)
+    return site.resolve(model.model), encode(model, pairs, site.parsed_position), config
+
+
 def profile_fit(
     model: object, layer: int, position: str, batch: int, *, steps: int = 6, rows: int = 25
 ) -> dict[str, object]:
@@ -212,18 +228,10 @@ def profile_fit(
     from unittest import mock
 
     from das_assert import kv_cache, runner
-    from das_assert.data import encode
     from das_assert.featurizers import Interchange
-    from das_assert.fit import FitConfig, fit_alignment
-    from das_assert.sites import Site
-    from das_assert.tasks.price_tagging import prompt_pairs
+    from das_assert.fit import fit_alignment
 
-    site = Site(layer, position)
-    resolved = site.resolve(model.model)
-    train = encode(
-        model, prompt_pairs("left_boundary", steps * batch, seed=0), site.parsed_position
-    )
-    config = FitConfig(epochs=1, batch_size=batch, seed=0)
+    resolved, train, config = _short_fit(model, layer, position, batch, steps)
     cuda = str(model.input_device).startswith("cuda")
 
     def marked(name: str, function: object) -> object:
@@ -296,17 +304,9 @@ def dispatch_counts(
     Where a GPU step is bound by the host, not the device, this count sets its time."""
     import bench_pyvene
 
-    from das_assert.data import encode
-    from das_assert.fit import FitConfig, fit_alignment
-    from das_assert.sites import Site
-    from das_assert.tasks.price_tagging import prompt_pairs
+    from das_assert.fit import fit_alignment
 
-    site = Site(layer, position)
-    resolved = site.resolve(model.model)
-    train = encode(
-        model, prompt_pairs("left_boundary", steps * batch, seed=0), site.parsed_position
-    )
-    config = FitConfig(epochs=1, batch_size=batch, seed=0)
+    resolved, train, config = _short_fit(model, layer, position, batch, steps)
     runs = {
         "das_assert": lambda: fit_alignment(model.model, resolved, train, config),
         "pyvene": lambda: bench_pyvene._pyvene_fit(model, layer, train, config, steps),
