@@ -161,13 +161,7 @@ def compare(
     rss_before = _peak_rss_mib()
     # Each peak counts what that fit adds to what is allocated before it (the weights, and for
     # pyvene also das_assert's trained intervention), plus the weights.
-    start = _reset_peak(device)
-    started = time.perf_counter()
-    ours = fit_alignment(model.model, resolved, train, config)
-    _synchronize(device)
-    ours_seconds = time.perf_counter() - started
-    ours_added = _peak_gib(device, start)
-    ours_eval = evaluate(model.model, ours, test)
+    ours = {name: _das_fit(model, resolved, train, test, c) for name, c in _das_modes(config)}
 
     start = _reset_peak(device)
     theirs = _pyvene_fit(model, layer, train, config, steps)
@@ -179,18 +173,16 @@ def compare(
         model.model, FittedAlignment(frozen, resolved, config, n_train, 0.0), test
     )
     memory = None
-    if ours_added is not None and theirs_added is not None:
-        memory = {
-            "weights_gib": weights_gib,
-            "das_assert_peak_gib": weights_gib + ours_added,
-            "pyvene_peak_gib": weights_gib + theirs_added,
-            "ratio_above_weights": ours_added / max(theirs_added, 1e-9),
-        }
+    if theirs_added is not None:
+        memory = {"weights_gib": weights_gib, "pyvene_peak_gib": weights_gib + theirs_added}
+        for name, fit in ours.items():
+            suffix = name.removeprefix("das_assert")
+            memory[f"das_assert{suffix}_peak_gib"] = weights_gib + fit["added_gib"]
+            memory[f"ratio_above_weights{suffix}"] = fit["added_gib"] / max(theirs_added, 1e-9)
 
     # Whole fits, divided by their steps: das_assert's one-time source and prefix passes count.
-    ours_step = ours_seconds / steps
     theirs_step = sum(theirs["times"]) / steps
-    return {
+    result: dict[str, Any] = {
         "model": model.name,
         "site": str(site),
         "steps": steps,
@@ -199,25 +191,55 @@ def compare(
         "batch": batch,
         "threads": torch.get_num_threads(),
         "prefix_store_mib": config.prefix_store_mib,
-        "das_assert": {
-            "seconds_per_step": ours_step,
-            "examples_per_s": batch / ours_step,
-            "iia": ours_eval.iia,
-            "boundary_dims": ours.boundary_dims,
-        },
         "pyvene": {
             "seconds_per_step": theirs_step,
             "examples_per_s": batch / theirs_step,
             "iia": theirs_eval.iia,
             "boundary_dims": [round(theirs["width"])],
         },
-        "ratio_step_speed": theirs_step / ours_step,
+    }
+    for name, fit in ours.items():
+        suffix = name.removeprefix("das_assert")
+        ours_step = fit["seconds"] / steps
+        result[name] = {
+            "seconds_per_step": ours_step,
+            "examples_per_s": batch / ours_step,
+            "iia": fit["iia"],
+            "boundary_dims": fit["boundary_dims"],
+        }
+        result[f"ratio_step_speed{suffix}"] = theirs_step / ours_step
+        result[f"iia_difference{suffix}"] = fit["iia"] - theirs_eval.iia
+    return {
+        **result,
         "gpu_memory": memory,
         "device": str(device),
-        "iia_difference": ours_eval.iia - theirs_eval.iia,
         "n_test": n_test,
         "peak_rss_mib_process": _peak_rss_mib(),
         "peak_rss_mib_before": rss_before,
+    }
+
+
+def _das_modes(config: FitConfig) -> list[tuple[str, FitConfig]]:
+    """das_assert's two ways to run a step: the prefix before the site once without gradients,
+    then the suffix (the default: fewest FLOPs); and one pass over the whole prompt
+    (``prefix_cache=False``: about a third fewer ops dispatched, the backward over every token
+    after the site's layer), which a GPU step bound by its host may prefer."""
+    return [("das_assert", config), ("das_assert_one_pass", replace(config, prefix_cache=False))]
+
+
+def _das_fit(model: Any, resolved: Any, train: Any, test: Any, config: FitConfig) -> dict:
+    """One timed das_assert fit: its seconds, the GPU memory it added, its IIA on ``test``."""
+    device = model.input_device
+    start = _reset_peak(device)
+    started = time.perf_counter()
+    fit = fit_alignment(model.model, resolved, train, config)
+    _synchronize(device)
+    seconds = time.perf_counter() - started
+    return {
+        "seconds": seconds,
+        "added_gib": _peak_gib(device, start),
+        "iia": evaluate(model.model, fit, test).iia,
+        "boundary_dims": fit.boundary_dims,
     }
 
 
@@ -321,6 +343,13 @@ def grid_table(result: dict) -> str:
 
 def table(result: dict) -> str:
     a, b = result["das_assert"], result["pyvene"]
+    one_pass = []
+    if "das_assert_one_pass" in result:
+        c = result["das_assert_one_pass"]
+        one_pass = [
+            f"one pass (prefix_cache=False): {c['seconds_per_step']:.4f} s/step, "
+            f"{result['ratio_step_speed_one_pass']:.2f}x, IIA {c['iia']:.3f}"
+        ]
     return "\n".join(
         [
             f"{result['model']} {result['site']}, {result['n_train']} pairs x "
@@ -333,6 +362,7 @@ def table(result: dict) -> str:
             f"{b['iia']:>6.3f}",
             f"step speed ratio (pyvene time / das_assert time): {result['ratio_step_speed']:.2f}x; "
             f"IIA difference {result['iia_difference']:+.3f}",
+            *one_pass,
         ]
     )
 

@@ -22,9 +22,11 @@ and a small grid against pyvene (das_assert's layers trained together and alone)
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -218,12 +220,20 @@ def _short_fit(
 
 
 def profile_fit(
-    model: object, layer: int, position: str, batch: int, *, steps: int = 6, rows: int = 25
+    model: object,
+    layer: int,
+    position: str,
+    batch: int,
+    *,
+    steps: int = 6,
+    rows: int = 25,
+    one_pass: bool = False,
 ) -> dict[str, object]:
     """Where a das_assert step's time goes: torch's profiler over a short fit (after one
     unprofiled fit as warm-up), the top ops by self time on the device (CPU time on a CPU), and
     the totals of the step's phases, marked by wrapping the engine's functions here (the engine
-    itself carries no profiling code)."""
+    itself carries no profiling code). ``one_pass``: the fit runs each step over the whole
+    prompt (``prefix_cache=False``)."""
     from contextlib import ExitStack
     from unittest import mock
 
@@ -232,6 +242,7 @@ def profile_fit(
     from das_assert.fit import fit_alignment
 
     resolved, train, config = _short_fit(model, layer, position, batch, steps)
+    config = replace(config, prefix_cache=not one_pass)
     cuda = str(model.input_device).startswith("cuda")
 
     def marked(name: str, function: object) -> object:
@@ -307,19 +318,20 @@ def dispatch_counts(
     from das_assert.fit import fit_alignment
 
     resolved, train, config = _short_fit(model, layer, position, batch, steps)
-    runs = {
-        "das_assert": lambda: fit_alignment(model.model, resolved, train, config),
-        "pyvene": lambda: bench_pyvene._pyvene_fit(model, layer, train, config, steps),
+    runs: dict[str, object] = {
+        name: functools.partial(fit_alignment, model.model, resolved, train, mode)
+        for name, mode in bench_pyvene._das_modes(config)
     }
+    runs["pyvene"] = lambda: bench_pyvene._pyvene_fit(model, layer, train, config, steps)
     counts = {}
     for name, run in runs.items():
         run()  # warm-up
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
             run()
         counts[f"{name}_aten_ops_per_step"] = round(_dispatched_ops(profiler) / steps)
-    counts["ratio"] = round(
-        counts["pyvene_aten_ops_per_step"] / counts["das_assert_aten_ops_per_step"], 3
-    )
+    pyvene = counts["pyvene_aten_ops_per_step"]
+    counts["ratio"] = round(pyvene / counts["das_assert_aten_ops_per_step"], 3)
+    counts["ratio_one_pass"] = round(pyvene / counts["das_assert_one_pass_aten_ops_per_step"], 3)
     return counts
 
 
@@ -517,7 +529,9 @@ def _print_compare(result: dict) -> None:
             f"peak GPU memory above the weights ({memory['weights_gib']:.2f} GiB): das_assert "
             f"{memory['das_assert_peak_gib'] - memory['weights_gib']:.2f} GiB, pyvene "
             f"{memory['pyvene_peak_gib'] - memory['weights_gib']:.2f} GiB, ratio "
-            f"{memory['ratio_above_weights']:.2f}",
+            f"{memory['ratio_above_weights']:.2f}; in one pass "
+            f"{memory['das_assert_one_pass_peak_gib'] - memory['weights_gib']:.2f} GiB, ratio "
+            f"{memory['ratio_above_weights_one_pass']:.2f}",
             flush=True,
         )
 
@@ -553,7 +567,10 @@ def _run_stages(
         "rotation": lambda: rotation_cost(model.config.hidden_size, args.batch, args.device),
         "forward": lambda: forward_cost(model, args.batch),
         "memory": lambda: memory_phases(model, args.layer, args.position, args.batch),
-        "profile": lambda: profile_fit(model, args.layer, args.position, args.batch),
+        "profile": lambda: {
+            **profile_fit(model, args.layer, args.position, args.batch),
+            "one_pass": profile_fit(model, args.layer, args.position, args.batch, one_pass=True),
+        },
         "dispatch": lambda: dispatch_counts(model, args.layer, args.position, args.batch),
         "memory_peak": lambda: memory_peak(model, args.layer, args.position, sizes),
         "every_prefix_kept": lambda: das_assert_alone(

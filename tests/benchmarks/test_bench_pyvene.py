@@ -56,10 +56,12 @@ def test_the_7b_gpu_script_runs_end_to_end_at_a_toy_shape_on_cpu(tmp_path: Path)
     result = json.loads((tmp_path / "gpu_7b.json").read_text())
     assert result["shape"] == "tiny"
     assert result["steps"] == 2
-    assert result["das_assert"]["seconds_per_step"] > 0
-    assert result["pyvene"]["seconds_per_step"] > 0
-    assert result["dispatch"]["das_assert_aten_ops_per_step"] > 0
-    assert result["dispatch"]["pyvene_aten_ops_per_step"] > 0
+    for name in ("das_assert", "das_assert_one_pass", "pyvene"):
+        assert result[name]["seconds_per_step"] > 0
+        assert result["dispatch"][f"{name}_aten_ops_per_step"] > 0
+    # One pass over the whole prompt dispatches fewer ops than a prefix pass and a suffix pass.
+    ops = result["dispatch"]
+    assert ops["das_assert_one_pass_aten_ops_per_step"] < ops["das_assert_aten_ops_per_step"]
 
 
 def test_peak_memory_side_by_side_on_cpu(capsys: pytest.CaptureFixture[str]) -> None:
@@ -91,6 +93,7 @@ def test_the_7b_scripts_breakdown_stages_run_at_a_toy_shape_on_cpu(tmp_path: Pat
     phases = result["profile"]["phases_ms_per_step"]
     assert {"phase: prefix pass", "phase: model pass", "phase: interchange"} <= set(phases)
     assert result["profile"]["aten_ops_per_step"] > 0
+    assert result["profile"]["one_pass"]["aten_ops_per_step"] > 0
 
 
 def test_what_was_live_at_an_allocator_traces_peak() -> None:
