@@ -157,6 +157,7 @@ def train_embedded(
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    _portable_tokenizer_class(out_dir)
     log = {
         "config": asdict(cfg),
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -166,3 +167,16 @@ def train_embedded(
     }
     (out_dir / "training_log.json").write_text(json.dumps(log, indent=1) + "\n")
     return log
+
+
+def _portable_tokenizer_class(out_dir: Path) -> None:
+    """Name the tokenizer's class by the name both transformers 4.x and 5.x know.
+
+    transformers 5 saves a fast tokenizer as ``TokenizersBackend``, a class 4.x does not have,
+    so the model would not load under the 4.57 this package supports. ``PreTrainedTokenizerFast``
+    is the same class in 5.x (an alias) and tokenizes identically under both."""
+    path = out_dir / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    if config.get("tokenizer_class") == "TokenizersBackend":
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")

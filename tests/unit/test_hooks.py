@@ -197,7 +197,7 @@ def test_capture_with_stop_never_runs_the_later_layers(
         call_counter(blocks[0]) as first,
         call_counter(blocks[1]) as second,
         call_counter(blocks[2]) as third,
-        call_counter(loaded.model.lm_head) as head,
+        call_counter(loaded.model.get_output_embeddings()) as head,
     ):
         with hooks.capture(site, encoded.base_position, stop=True) as captured:
             forward(loaded, encoded)
@@ -228,7 +228,7 @@ def test_capture_without_stop_runs_the_whole_model_and_records_the_same_vectors(
     loaded = tiny_models[arch]
     encoded = encoded_pairs(loaded)
     site = site_of(loaded, 1, "block_output")
-    with call_counter(loaded.model.lm_head) as head:
+    with call_counter(loaded.model.get_output_embeddings()) as head:
         with hooks.capture(site, encoded.base_position) as full:
             output = forward(loaded, encoded)
         assert head[0] == 1
@@ -313,7 +313,7 @@ def test_capture_many_records_every_site_in_one_pass_and_stops_after_the_deepest
     with (
         call_counter(blocks[1]) as second,
         call_counter(blocks[2]) as third,
-        call_counter(loaded.model.lm_head) as head,
+        call_counter(loaded.model.get_output_embeddings()) as head,
     ):
         with hooks.capture_many(sites, encoded.base_position, stop=True) as captured:
             forward(loaded, encoded)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 from das_assert.embedded.train import TrainConfig, train_embedded
-from das_assert.models import load_model
+from das_assert.models import EMBEDDED_MODEL_DIR, load_model
 
 
 def tiny(steps: int, focus_steps: int) -> TrainConfig:
@@ -27,6 +29,11 @@ def test_a_tiny_two_phase_training_saves_a_loadable_llama_directory(tmp_path):
     loaded = load_model(tmp_path)
     assert loaded.config.model_type == "llama"
     assert loaded.config.num_hidden_layers == 1
+    # A class name transformers 4.x has too (5.x would write TokenizersBackend, 4.x lacks it).
+    saved = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert saved["tokenizer_class"] == "PreTrainedTokenizerFast"
+    shipped = json.loads((EMBEDDED_MODEL_DIR / "tokenizer_config.json").read_text())
+    assert shipped["tokenizer_class"] == "PreTrainedTokenizerFast"
 
 
 def test_training_is_deterministic_for_a_seed(tmp_path):
