@@ -1,4 +1,5 @@
-"""A model as wide as the rotation's fast paths start (d = 1024), end to end on the defaults.
+"""A model as wide as the rotation's fast paths start (``rotation.ACTION_MIN_D``), end to end on
+the defaults.
 
 The other tests reach the fast paths by lowering their thresholds on tiny models; this one runs
 the command line as a user would on a wider model: training applies the rotation to the batch's
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def wide_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A one-block random Llama with d = 1024, saved with the embedded tokenizer."""
+    """A one-block random Llama as wide as the action path starts, with the embedded tokenizer."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from das_assert.embedded.recipe import build_tokenizer
@@ -48,7 +49,7 @@ def wide_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-def test_a_cli_fit_at_d_1024_trains_through_the_action_and_saves_what_it_learned(
+def test_a_cli_fit_at_the_action_paths_width_trains_through_the_action_and_saves_what_it_learned(
     wide_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     actions: list[Any] = []
