@@ -34,7 +34,7 @@ sys.exit(not any(e.name == 'das' for e in m.entry_points(group='pytest11')))" \
 fi
 extras=${EXTRAS:-rotation,profile,dispatch,grid,memory_peak,memory,cost_curve}
 if [ -n "$extras" ]; then
-  timeout "${EXTRAS_S:-240}" python3 tests/benchmarks/gpu_7b.py --out "$out" --name gpu_7b_extras \
-    --stages "$extras" --budget-s "${BUDGET_S:-150}" 2>&1 | grep -v '^nnsight' | cut -c1-600
+  timeout "${EXTRAS_S:-300}" python3 tests/benchmarks/gpu_7b.py --out "$out" --name gpu_7b_extras \
+    --stages "$extras" --budget-s "${BUDGET_S:-200}" 2>&1 | grep -v '^nnsight' | cut -c1-600
 fi
 grep -v '^nnsight' "$out/gpu_7b.log" | tail -8

@@ -52,7 +52,8 @@ def test_the_7b_gpu_script_runs_end_to_end_at_a_toy_shape_on_cpu(tmp_path: Path)
     import gpu_7b
 
     argv = ["--shape=tiny", "--device=cpu", "--dtype=float32", "--layer=2", f"--out={tmp_path}"]
-    assert gpu_7b.main([*argv, "--n-train=32", "--n-test=16", "--stages=compare,dispatch"]) == 0
+    stages = "--stages=compare,dispatch,grid"
+    assert gpu_7b.main([*argv, "--n-train=32", "--n-test=16", "--batch=16", stages]) == 0
     result = json.loads((tmp_path / "gpu_7b.json").read_text())
     assert result["shape"] == "tiny"
     assert result["steps"] == 2
@@ -62,6 +63,11 @@ def test_the_7b_gpu_script_runs_end_to_end_at_a_toy_shape_on_cpu(tmp_path: Path)
     # One pass over the whole prompt dispatches fewer ops than a prefix pass and a suffix pass.
     ops = result["dispatch"]
     assert ops["das_assert_one_pass_aten_ops_per_step"] < ops["das_assert_aten_ops_per_step"]
+    grid = result["grid"]  # 4 layers: pyvene ran 3 of them per position, the 4th is estimated
+    assert grid["layers"] == [0, 1, 2, 3]
+    assert grid["pyvene_layers"] == [0, 2, 3]
+    assert len(grid["cells"]) == 6
+    assert grid["pyvene_seconds_estimated"] > 0
 
 
 def test_peak_memory_side_by_side_on_cpu(capsys: pytest.CaptureFixture[str]) -> None:
