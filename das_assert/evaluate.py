@@ -22,7 +22,7 @@ from das_assert.errors import InvalidArgument, OutOfDeviceMemory, PreconditionFa
 from das_assert.featurizers import Interchange
 from das_assert.fit import FittedAlignment
 from das_assert.kv_cache import PrefixStore, weights_version
-from das_assert.runner import BaseRun, shared_source_vectors
+from das_assert.runner import BaseRun, shared_source_vectors, tail_blocks
 
 __all__ = ["Evaluation", "evaluate"]
 
@@ -213,7 +213,13 @@ def _evaluate(
     # The sources and the random-rotation control, made once the first batch passed the gate.
     intervening: tuple[torch.Tensor, Interchange] | None = None
     store = (
-        PrefixStore.shared(model, test, batch_size=batch_size, max_bytes=prefix_store_bytes)
+        PrefixStore.shared(
+            model,
+            test,
+            batch_size=batch_size,
+            max_bytes=prefix_store_bytes,
+            blocks=tail_blocks(model, [site], test),
+        )
         if prefix_cache and sharing.prefix_stores_active()
         else None
     )

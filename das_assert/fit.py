@@ -28,7 +28,7 @@ from das_assert.errors import InvalidArgument, TrainingDiverged
 from das_assert.featurizers import Interchange, temperature_schedule
 from das_assert.hooks import site_key
 from das_assert.kv_cache import PrefixStore, source_pass_rows, weights_version
-from das_assert.runner import BaseRun, shared_source_vectors
+from das_assert.runner import BaseRun, shared_source_vectors, tail_blocks
 from das_assert.sites import ResolvedSite, existing_sites
 
 __all__ = [
@@ -287,6 +287,7 @@ def _fit_group(
             train,
             batch_size=config.batch_size,
             max_bytes=config.prefix_store_mib * 2**20,
+            blocks=tail_blocks(model, sites, train),
         )
         if config.prefix_cache
         else None

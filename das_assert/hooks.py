@@ -9,20 +9,34 @@ Three hooks cover every use:
 - ``stop_after``: end a forward pass once a module has run (a pass that only fills a KV cache
   needs nothing after the last block's attention).
 
-Both work on a block's output (tuple or bare tensor) or, for ``block_input``, on its first input.
+With them, ``record_tails`` keeps what blocks output from a token on, and ``skip_blocks`` lets a
+later pass take those outputs instead of running the blocks (it replaces their ``forward`` for the
+pass and puts back exactly what was there, hooks untouched).
+
+They work on a block's output (tuple or bare tensor) or, for ``block_input``, on its first input.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from das_assert.sites import ResolvedSite
 
-__all__ = ["StopForward", "capture", "capture_many", "intervene", "stop_after"]
+__all__ = [
+    "StopForward",
+    "Tail",
+    "capture",
+    "capture_many",
+    "intervene",
+    "record_tails",
+    "skip_blocks",
+    "stop_after",
+]
 
 Mix = Callable[[torch.Tensor], torch.Tensor]
 
@@ -165,3 +179,62 @@ def stop_after(module: Any) -> Iterator[None]:
         pass
     finally:
         handle.remove()
+
+
+@dataclass(frozen=True)
+class Tail:
+    """A block's output from some token on, (batch, tokens, d), and whether the block returns it
+    in a 1-tuple (transformers 4.x's GPT-2 and GPT-NeoX blocks) or bare."""
+
+    hidden: torch.Tensor
+    in_tuple: bool
+
+
+@contextmanager
+def record_tails(blocks: dict[int, Any], start: int) -> Iterator[dict[int, Tail]]:
+    """Record ``hidden[:, start:]`` of each block's output, keyed as ``blocks``. A block whose
+    output is neither a bare tensor nor a 1-tuple is left out: a later pass cannot stand in for
+    it."""
+    recorded: dict[int, Tail] = {}
+
+    def recorder(index: int) -> Callable[..., None]:
+        def hook(_module: Any, _args: tuple, output: Any) -> None:
+            if isinstance(output, torch.Tensor):
+                recorded[index] = Tail(output[:, start:].detach(), in_tuple=False)
+            elif isinstance(output, tuple) and len(output) == 1:
+                recorded[index] = Tail(output[0][:, start:].detach(), in_tuple=True)
+
+        return hook
+
+    handles = [block.register_forward_hook(recorder(i)) for i, block in blocks.items()]
+    try:
+        yield recorded
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def skip_blocks(blocks: Sequence[Any], tail: Tail) -> Iterator[None]:
+    """Within the block, ``blocks`` (the first blocks of a model, in order) do not run: each
+    returns ``tail``, the last one's output recorded from an earlier pass over the same tokens.
+    Hooks on them still run around that (an intervention on the last one's output applies to it).
+    Each block's ``forward`` is put back as it was, an instance attribute included (accelerate
+    keeps its device hooks there)."""
+    output = (tail.hidden,) if tail.in_tuple else tail.hidden
+    missing = object()
+    saved = [block.__dict__.get("forward", missing) for block in blocks]
+
+    def recorded(*_args: Any, **_kwargs: Any) -> Any:
+        return output
+
+    try:
+        for block in blocks:
+            block.forward = recorded
+        yield
+    finally:
+        for block, previous in zip(blocks, saved, strict=True):
+            if previous is missing:
+                del block.forward
+            else:
+                block.forward = previous

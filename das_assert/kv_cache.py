@@ -4,8 +4,10 @@ An intervention at token p cannot change tokens before p, and every prompt of th
 template opens with the same preamble. So the preamble runs once for one row (``HeadCache``,
 held once and expanded as each layer is updated), a batch's prefix before its earliest site runs
 once without gradients (``prefix_cache``), and a fit can keep every prefix for all its epochs
-(``PrefixStore``). ``run_model`` is the one call into the model, under either of transformers'
-names for the cache.
+(``PrefixStore``). Nor can it change the blocks up to its site: the prefix pass, or the store,
+also records what the site's block outputs at the later tokens (``prefix_with_tails``), for
+passes that skip those blocks. ``run_model`` is the one call into the model, under either of
+transformers' names for the cache.
 """
 
 from __future__ import annotations
@@ -20,13 +22,16 @@ import torch
 from das_assert import hooks, sharing
 from das_assert.data import EncodedPairs
 from das_assert.errors import OutOfDeviceMemory
-from das_assert.sites import last_attention
+from das_assert.sites import decoder_blocks, last_attention
 
 __all__ = [
     "PrefixStore",
+    "cut_to",
     "estimated_kv_bytes",
     "layer_tensors",
+    "plain_cache",
     "prefix_cache",
+    "prefix_with_tails",
     "returned_cache",
     "run_model",
     "shared_prefix",
@@ -185,21 +190,65 @@ def prefix_cache(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> Any:
         return _filled_cache(model, ids[:, head:], mask, cache)
 
 
-def _filled_cache(model: Any, ids: torch.Tensor, mask: torch.Tensor, cache: Any) -> Any:
+def prefix_with_tails(
+    model: Any, ids: torch.Tensor, mask: torch.Tensor, prefix: int, blocks: dict[int, Any]
+) -> tuple[Any, dict[int, hooks.Tail]]:
+    """``prefix_cache`` of ``ids[:, :prefix]`` and what ``blocks`` (index -> block) output at
+    tokens [prefix, end), from one pass over the whole prompt without gradients.
+
+    An intervention at a token from ``prefix`` on, after those blocks, cannot change them: a
+    suffix pass can take their outputs (``hooks.skip_blocks``) instead of running them."""
+    with torch.no_grad():
+        head, cache = split_head(model, ids, mask, prefix)
+        last = len(decoder_blocks(model) or ()) - 1
+        with hooks.record_tails(blocks, prefix - head) as tails:
+            cache = _filled_cache(model, ids[:, head:], mask, cache, through=blocks.get(last, None))
+        cut_to(cache, prefix)
+    return cache, tails
+
+
+def cut_to(cache: Any, tokens: int) -> None:
+    """Cut ``cache`` back to its first ``tokens`` tokens. Each layer of a plain cache is cut on
+    its own: a pass that skipped blocks (``hooks.skip_blocks``) left theirs shorter."""
+    layers = layer_tensors(cache)
+    if layers is None:
+        cache.crop(tokens - cache.get_seq_length())  # a negative count: the tokens to remove
+        return
+    for layer in cache.layers:
+        layer.keys = layer.keys[..., :tokens, :]
+        layer.values = layer.values[..., :tokens, :]
+
+
+def _filled_cache(
+    model: Any, ids: torch.Tensor, mask: torch.Tensor, cache: Any, *, through: Any = None
+) -> Any:
     """``cache`` (None: a new one) extended by a pass over ``ids``, ``mask`` covering both.
 
     The pass stops once the last block's attention has written its keys and values: the last
     block's MLP and the final norm have nothing to give a cache (for a 4-layer model that is a
-    fifth of the work)."""
+    fifth of the work). ``through``: the last block, where its output is wanted too."""
     from transformers import DynamicCache
 
-    attention = last_attention(model)
-    if attention is None:
+    stop = through if through is not None else last_attention(model)
+    if stop is None:
         return returned_cache(run_model(model.base_model, ids, mask, use_cache=True, cache=cache))
     cache = DynamicCache(config=model.config) if cache is None else cache
-    with hooks.stop_after(attention):
+    with hooks.stop_after(stop):
         run_model(model.base_model, ids, mask, use_cache=True, cache=cache)
     return cache
+
+
+def plain_cache(model: Any) -> bool:
+    """Whether ``model`` keeps a plain ``DynamicCache`` (every layer whole, no sliding window):
+    one whose layers can each be cut back to a prefix (``crop``) after any pass."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    try:
+        layers = DynamicCache(config=model.config).layers
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
 
 def layer_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
@@ -259,20 +308,34 @@ class PrefixStore:
 
     Without it each training step reruns the prefix of its batch; with it, every epoch after the
     first costs only the suffix [p, end), p the earliest site position of all prompts. Built only
-    when the model uses a plain ``DynamicCache`` and the cache fits ``max_bytes``.
+    when the model uses a plain ``DynamicCache`` and the cache fits ``max_bytes``. Asked for
+    ``blocks``, it also keeps what they output from token p on (``prefix_with_tails``), so that a
+    suffix pass need not run them.
     """
 
-    def __init__(self, prefix: int, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    def __init__(
+        self,
+        prefix: int,
+        layers: list[tuple[torch.Tensor, torch.Tensor]],
+        tails: dict[int, hooks.Tail] | None = None,
+    ) -> None:
         self.prefix = prefix
         self.layers = layers
+        self.tails = tails or {}
 
     @property
     def nbytes(self) -> int:
-        return _kv_bytes(self.layers)
+        return _kv_bytes(self.layers) + sum(t.hidden.nbytes for t in self.tails.values())
 
     @classmethod
     def build(
-        cls, model: Any, encoded: EncodedPairs, *, batch_size: int, max_bytes: int
+        cls,
+        model: Any,
+        encoded: EncodedPairs,
+        *,
+        batch_size: int,
+        max_bytes: int,
+        blocks: dict[int, Any] | None = None,
     ) -> PrefixStore | None:
         """The store for ``encoded``, or None where it does not apply or would not fit."""
         n = len(encoded)
@@ -284,14 +347,21 @@ class PrefixStore:
         if estimated_kv_bytes(model, n, p) > 2 * max_bytes:
             return None
         layers: list[tuple[torch.Tensor, torch.Tensor]] = []
+        tails: dict[int, hooks.Tail] = {}
         for start in range(0, n, batch_size):
             index = torch.arange(start, min(start + batch_size, n))
-            ids, mask = encoded.base_batch(index)
-            tensors = layer_tensors(prefix_cache(model, ids[:, :p], mask[:, :p]))
+            if blocks:  # every prompt's whole length, so that every batch's tails line up
+                ids, mask = encoded.base_ids[index], encoded.base_mask[index]
+                cache, batch_tails = prefix_with_tails(model, ids, mask, p, blocks)
+            else:
+                ids, mask = encoded.base_batch(index)
+                cache, batch_tails = prefix_cache(model, ids[:, :p], mask[:, :p]), {}
+            tensors = layer_tensors(cache)
             if tensors is None:
                 return None
             if not layers:  # the first batch tells the size of the whole store
-                if _kv_bytes(tensors) * n > max_bytes * len(index):
+                tail_bytes = sum(t.hidden.nbytes for t in batch_tails.values())
+                if (_kv_bytes(tensors) + tail_bytes) * n > max_bytes * len(index):
                     return None
                 # Filled in place, batch by batch: the build holds the store and one batch,
                 # never the store twice (as gathering the batches and concatenating would).
@@ -299,21 +369,36 @@ class PrefixStore:
                     (k.new_empty((n, *k.shape[1:])), v.new_empty((n, *v.shape[1:])))
                     for k, v in tensors
                 ]
+                tails = {
+                    block: hooks.Tail(t.hidden.new_empty((n, *t.hidden.shape[1:])), t.in_tuple)
+                    for block, t in batch_tails.items()
+                }
             for (keys, values), (k, v) in zip(layers, tensors, strict=True):
                 keys[start : start + len(index)] = k
                 values[start : start + len(index)] = v
-        return cls(p, layers)
+            for block, tail in tails.items():
+                tail.hidden[start : start + len(index)] = batch_tails[block].hidden
+        return cls(p, layers, tails)
 
     @classmethod
     def shared(
-        cls, model: Any, encoded: EncodedPairs, *, batch_size: int, max_bytes: int
+        cls,
+        model: Any,
+        encoded: EncodedPairs,
+        *,
+        batch_size: int,
+        max_bytes: int,
+        blocks: dict[int, Any] | None = None,
     ) -> PrefixStore | None:
         """``build``, computed once per pair set inside a ``sharing()`` block that shares prefix
         stores: the prefix does not depend on the layer, so a search's cells at one position
-        share it. Elsewhere every call builds its own."""
+        share it (and the first to build it asks for every planned layer's tail). Elsewhere
+        every call builds its own."""
 
         def make() -> PrefixStore | None:
-            return cls.build(model, encoded, batch_size=batch_size, max_bytes=max_bytes)
+            return cls.build(
+                model, encoded, batch_size=batch_size, max_bytes=max_bytes, blocks=blocks
+            )
 
         if not sharing.prefix_stores_active():
             return make()
@@ -326,6 +411,15 @@ class PrefixStore:
 
         rows = index.to(self.layers[0][0].device)
         return DynamicCache(ddp_cache_data=[(k[rows], v[rows]) for k, v in self.layers])
+
+    def tail_for(self, index: torch.Tensor, block: int, length: int) -> hooks.Tail | None:
+        """Block ``block``'s output at tokens [prefix, length) of rows ``index``; None where
+        the store did not keep it."""
+        tail = self.tails.get(block)
+        if tail is None:
+            return None
+        rows = index.to(tail.hidden.device)
+        return hooks.Tail(tail.hidden[rows, : length - self.prefix], tail.in_tuple)
 
 
 def shared_prefix(encoded: EncodedPairs, index: torch.Tensor) -> int | None:

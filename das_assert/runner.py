@@ -17,14 +17,17 @@ from das_assert import hooks, sharing
 from das_assert.data import EncodedPairs
 from das_assert.kv_cache import (
     PrefixStore,
+    cut_to,
     layer_tensors,
+    plain_cache,
     prefix_cache,
+    prefix_with_tails,
     run_model,
     shared_prefix,
     split_head,
     weights_version,
 )
-from das_assert.sites import ResolvedSite, existing_sites
+from das_assert.sites import ResolvedSite, decoder_blocks, existing_sites, last_unchanged_block
 
 __all__ = [
     "BaseRun",
@@ -32,6 +35,7 @@ __all__ = [
     "shared_source_vectors",
     "source_vectors",
     "source_vectors_at",
+    "tail_blocks",
 ]
 
 
@@ -106,8 +110,11 @@ class BaseRun:
     An intervention at token p cannot change anything at tokens before p. The prefix before the
     batch's earliest site position p runs once, without gradients, into a KV cache, and each pass
     runs only the suffix [p, end) on top of it; the backward pass then covers only the suffix. A
-    ``PrefixStore`` supplies that cache precomputed. With ``prefix_cache=False`` (or no site) each
-    pass runs the whole prompt. All paths give the same logits up to float rounding.
+    ``PrefixStore`` supplies that cache precomputed. Nor can an intervention change the blocks up
+    to its site: the prefix pass also records what the site's block outputs at the suffix's
+    tokens, and each suffix pass takes that instead of running those blocks
+    (``hooks.skip_blocks``). With ``prefix_cache=False`` (or no site) each pass runs the whole
+    prompt. All paths give the same logits up to float rounding.
     """
 
     def __init__(
@@ -129,6 +136,7 @@ class BaseRun:
         self._store = prefix_store if self.prefix is not None else None
         self._cache: Any = None
         self._cached = 0  # how many leading tokens self._cache holds
+        self._tails: dict[int, hooks.Tail] = {}  # block -> its output at tokens [_cached, end)
 
     def logits(
         self,
@@ -145,17 +153,36 @@ class BaseRun:
         index = self.index
         positions = self.encoded.base_position[index] - p
         last = self.encoded.base_last[index] - p
-        context = (
-            hooks.intervene(site, positions, mix)
-            if mix is not None and site is not None
-            else contextlib.nullcontext()
-        )
-        with context:
+        with contextlib.ExitStack() as stack:
+            if mix is not None and site is not None:
+                stack.enter_context(hooks.intervene(site, positions, mix))
+            stack.enter_context(self._skipping([site] if site is not None else []))
             output = run_model(
                 self.model, self.ids[:, p:], self.mask, use_cache=True, cache=self._cache
             )
-        self._cache.crop(-(self.ids.shape[1] - p))  # back to the prefix for the next pass
+        cut_to(self._cache, p)  # back to the prefix for the next pass
         return _logits_at(output, last)
+
+    def _skipping(self, sites: Sequence[ResolvedSite], copies: int = 1) -> Any:
+        """``hooks.skip_blocks`` for the blocks no intervention at ``sites`` can change, where
+        their output at the suffix was recorded; else a context that changes nothing."""
+        found = [last_unchanged_block(site) for site in sites]
+        if not found or None in found:
+            return contextlib.nullcontext()
+        block = min(b for b in found if b is not None)
+        tail = self._tail(block)
+        if tail is None:
+            return contextlib.nullcontext()
+        if copies > 1:
+            tail = hooks.Tail(tail.hidden.repeat(copies, 1, 1), tail.in_tuple)
+        return hooks.skip_blocks(decoder_blocks(self.model)[: block + 1], tail)
+
+    def _tail(self, block: int) -> hooks.Tail | None:
+        if block in self._tails:
+            return self._tails[block]
+        if self._store is not None and self._cached == self._store.prefix:
+            return self._store.tail_for(self.index, block, self.ids.shape[1])
+        return None
 
     def joint_logits(
         self, interventions: Sequence[tuple[ResolvedSite, Callable[[torch.Tensor], torch.Tensor]]]
@@ -186,6 +213,7 @@ class BaseRun:
             for copy, (site, mix) in enumerate(interventions):
                 rows = slice(copy * n, (copy + 1) * n)
                 stack.enter_context(hooks.intervene(site, positions, mix, rows=rows))
+            stack.enter_context(self._skipping([site for site, _ in interventions], copies))
             output = run_model(
                 self.model,
                 self.ids[:, p:].repeat(copies, 1),
@@ -204,9 +232,20 @@ class BaseRun:
                 self._cache, self._cached = store.cache_for(self.index), store.prefix
             else:
                 p = self.prefix
-                self._cache = prefix_cache(self.model, self.ids[:, :p], self.mask[:, :p])
+                blocks = self._skippable_blocks()
+                if blocks:
+                    self._cache, self._tails = prefix_with_tails(
+                        self.model, self.ids, self.mask, p, blocks
+                    )
+                else:
+                    self._cache = prefix_cache(self.model, self.ids[:, :p], self.mask[:, :p])
                 self._cached = p
         return self._cached
+
+    def _skippable_blocks(self) -> dict[int, Any]:
+        """The block whose output at the suffix the prefix pass should record for this run's
+        site (index -> block)."""
+        return tail_blocks(self.model, [self.site] if self.site is not None else [])
 
     def _full(
         self, mix: Callable[[torch.Tensor], torch.Tensor] | None, site: ResolvedSite | None
@@ -231,6 +270,24 @@ class BaseRun:
                 cache=cache,
             )
         return _logits_at(output, last - head)
+
+
+def tail_blocks(
+    model: Any, sites: Sequence[ResolvedSite], encoded: EncodedPairs | None = None
+) -> dict[int, Any]:
+    """The blocks (index -> block) whose output at a suffix a prefix pass or ``PrefixStore``
+    should record so that passes intervening at ``sites`` can skip them: the last block each
+    site cannot change. With ``encoded``, also those of the sites a ``sharing()`` block plans
+    at its position (a search's other layers, which share the store). Empty where the model's
+    blocks are unknown or its KV cache is not plain (``kv_cache.plain_cache``)."""
+    blocks = decoder_blocks(model)
+    if blocks is None or not sites or not plain_cache(model):
+        return {}
+    if encoded is not None:
+        planned = [s for s in sharing.planned_sites() if s.position == encoded.position]
+        sites = [*sites, *existing_sites(model, planned)]
+    found = {last_unchanged_block(site) for site in sites} - {None}
+    return {block: blocks[block] for block in sorted(found)}
 
 
 def _logits_at(output: Any, last: torch.Tensor) -> torch.Tensor:

@@ -26,8 +26,10 @@ __all__ = [
     "COMPONENTS",
     "ResolvedSite",
     "Site",
+    "decoder_blocks",
     "existing_sites",
     "last_attention",
+    "last_unchanged_block",
     "parse_site",
 ]
 
@@ -115,23 +117,7 @@ class Site:
             InvalidArgument: an architecture without a known block path, or a layer out of range.
         """
         model_type = getattr(model.config, "model_type", "?")
-        if model_type not in BLOCK_PATHS:
-            raise InvalidArgument(
-                f"das_assert does not know where the decoder blocks of model_type {model_type!r} "
-                f"are; supported: {', '.join(sorted(BLOCK_PATHS))}. Add an entry to "
-                "das_assert.sites.BLOCK_PATHS (model_type -> attribute path of the block list)."
-            )
-        path = BLOCK_PATHS[model_type]
-        blocks = model
-        try:
-            for attribute in path.split("."):
-                blocks = getattr(blocks, attribute)
-        except AttributeError:
-            raise InvalidArgument(
-                f"{type(model).__name__} has no decoder blocks at {path!r} (model_type "
-                f"{model_type!r}); pass the transformers CausalLM itself, e.g. loaded.model "
-                "for the LoadedModel that load_model() returns"
-            ) from None
+        path, blocks = _blocks_of(model)
         n_layers = len(blocks)
         layer = self.layer + n_layers if self.layer < 0 else self.layer
         if not 0 <= layer < n_layers:
@@ -141,6 +127,44 @@ class Site:
             )
         kind = "output" if self.component == "block_output" else "input"
         return ResolvedSite(self, layer, blocks[layer], f"{path}.{layer}", kind)
+
+
+def _blocks_of(model: Any) -> tuple[str, Any]:
+    """``(attribute path, list of decoder blocks)`` of a transformers CausalLM."""
+    model_type = getattr(model.config, "model_type", "?")
+    if model_type not in BLOCK_PATHS:
+        raise InvalidArgument(
+            f"das_assert does not know where the decoder blocks of model_type {model_type!r} "
+            f"are; supported: {', '.join(sorted(BLOCK_PATHS))}. Add an entry to "
+            "das_assert.sites.BLOCK_PATHS (model_type -> attribute path of the block list)."
+        )
+    path = BLOCK_PATHS[model_type]
+    blocks = model
+    try:
+        for attribute in path.split("."):
+            blocks = getattr(blocks, attribute)
+    except AttributeError:
+        raise InvalidArgument(
+            f"{type(model).__name__} has no decoder blocks at {path!r} (model_type "
+            f"{model_type!r}); pass the transformers CausalLM itself, e.g. loaded.model "
+            "for the LoadedModel that load_model() returns"
+        ) from None
+    return path, blocks
+
+
+def decoder_blocks(model: Any) -> Any | None:
+    """The list of ``model``'s decoder blocks, or None where das_assert does not know it."""
+    try:
+        return _blocks_of(model)[1]
+    except InvalidArgument:
+        return None
+
+
+def last_unchanged_block(site: ResolvedSite) -> int | None:
+    """The last block whose output an intervention at ``site`` cannot change: its own for a
+    block's output, the one before for a block's input (None before block 0)."""
+    block = site.layer if site.kind == "output" else site.layer - 1
+    return block if block >= 0 else None
 
 
 def existing_sites(model: Any, sites: Sequence[Site]) -> list[ResolvedSite]:

@@ -1,0 +1,209 @@
+"""A suffix pass takes the recorded output of the blocks its intervention cannot change.
+
+An intervention after block L cannot change blocks 0..L, so the prefix pass (or the prefix
+store) records block L's output at the suffix's tokens and each suffix pass returns it from
+those blocks instead of running them (``hooks.skip_blocks``). Same logits and gradients as
+running them, on every architecture and both components; the blocks' ``forward`` is put back
+exactly as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import torch
+
+from das_assert import hooks, kv_cache
+from das_assert.data import encode
+from das_assert.featurizers import Interchange
+from das_assert.kv_cache import PrefixStore
+from das_assert.positions import parse_position
+from das_assert.runner import BaseRun, source_vectors, tail_blocks
+from das_assert.sites import ATTENTION_NAMES, Site, decoder_blocks
+from das_assert.tasks.price_tagging import prompt_pairs
+
+ARCHS = ("llama", "gpt2", "gpt_neox")
+
+
+@contextmanager
+def attention_calls(model: Any) -> Iterator[list[int]]:
+    """Count how many blocks really ran: calls of each block's attention module."""
+    calls = [0]
+    name = ATTENTION_NAMES[model.config.model_type]
+
+    def count(*_: Any) -> None:
+        calls[0] += 1
+
+    handles = [
+        getattr(block, name).register_forward_pre_hook(count) for block in decoder_blocks(model)
+    ]
+    try:
+        yield calls
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def no_skipping() -> Iterator[None]:
+    """Run every block of every suffix pass, as before blocks were skipped."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(BaseRun, "_skippable_blocks", lambda self: {})
+        patch.setattr(BaseRun, "_tail", lambda self, block: None)
+        yield
+
+
+def mixer(loaded: Any, site: Any, encoded: Any, index: torch.Tensor) -> Any:
+    interchange = Interchange.boundless(loaded.config.hidden_size)
+    sources = source_vectors(loaded.model, site, encoded)[index]
+    variables = encoded.variable_index[index]
+
+    def mix(base: torch.Tensor) -> torch.Tensor:
+        return interchange(base, sources, variables, hard=False)
+
+    return interchange, mix
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("component", ["block_output", "block_input"])
+@pytest.mark.parametrize("stored", [False, True], ids=["per_batch", "store"])
+def test_a_suffix_pass_skips_the_unchangeable_blocks_with_the_same_logits_and_gradients(
+    tiny_models: dict[str, Any], arch: str, component: str, stored: bool
+) -> None:
+    loaded = tiny_models[arch]
+    site = Site(1, "amount.last", component).resolve(loaded.model)
+    pairs = prompt_pairs("left_boundary", 8, seed=3)
+    encoded = encode(loaded, pairs, parse_position("amount.last"))
+    store = None
+    if stored:
+        blocks = tail_blocks(loaded.model, [site])
+        store = PrefixStore.build(
+            loaded.model, encoded, batch_size=3, max_bytes=2**26, blocks=blocks
+        )
+        assert store is not None
+        assert set(store.tails) == set(blocks)
+    index = torch.arange(2, 7)
+    interchange, mix = mixer(loaded, site, encoded, index)
+    skipped = 2 if component == "block_output" else 1  # blocks 0..1, or block 0 only
+    n_blocks = len(decoder_blocks(loaded.model))
+
+    run = BaseRun(loaded.model, site, encoded, index, prefix_store=store)
+    got = run.logits(mix)  # the prefix pass, then a suffix pass that skips
+    with attention_calls(loaded.model) as calls:
+        got = run.logits(mix)  # a second suffix pass on the same prefix
+    assert calls[0] == n_blocks - skipped
+    (got_grad,) = torch.autograd.grad(got.logsumexp(-1).sum(), [interchange.widths])
+
+    with no_skipping():
+        plain = BaseRun(loaded.model, site, encoded, index, prefix_store=store)
+        plain.logits(mix)
+        with attention_calls(loaded.model) as calls:
+            want = plain.logits(mix)
+        assert calls[0] == n_blocks
+    (want_grad,) = torch.autograd.grad(want.logsumexp(-1).sum(), [interchange.widths])
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got_grad, want_grad, atol=1e-5, rtol=1e-4)
+    assert (got - run.logits(None)).abs().max() > 1e-4  # the intervention moved them
+    with no_skipping():
+        torch.testing.assert_close(run.logits(None), plain.logits(None), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@torch.no_grad()
+def test_a_joint_pass_skips_up_to_its_shallowest_site(
+    tiny_models: dict[str, Any], arch: str
+) -> None:
+    loaded = tiny_models[arch]
+    encoded = encode(loaded, prompt_pairs("left_boundary", 6, seed=4), parse_position("last"))
+    sites = [Site(layer, "last").resolve(loaded.model) for layer in (1, 2)]
+    blocks = tail_blocks(loaded.model, sites)
+    assert sorted(blocks) == [1, 2]
+    store = PrefixStore.build(loaded.model, encoded, batch_size=4, max_bytes=2**26, blocks=blocks)
+    index = torch.arange(6)
+    interventions = [(site, mixer(loaded, site, encoded, index)[1]) for site in sites]
+    run = BaseRun(loaded.model, sites[0], encoded, index, prefix_store=store)
+    with attention_calls(loaded.model) as calls:
+        got = run.joint_logits(interventions)
+    assert calls[0] == len(decoder_blocks(loaded.model)) - 2  # blocks 0 and 1 were skipped
+    want = torch.cat([run.logits(mix, site=site) for site, mix in interventions])
+    with no_skipping():
+        plain = BaseRun(loaded.model, sites[0], encoded, index)
+        alone = torch.cat([plain.logits(mix, site=site) for site, mix in interventions])
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got, alone, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@torch.no_grad()
+def test_a_stores_tails_are_what_each_batchs_own_prefix_pass_records(
+    tiny_models: dict[str, Any], arch: str
+) -> None:
+    loaded = tiny_models[arch]
+    # Prompts of several lengths: each batch is trimmed to its longest, the store to the longest.
+    encoded = encode(loaded, prompt_pairs("left_boundary", 9, seed=6), parse_position("last-2"))
+    blocks = {0: decoder_blocks(loaded.model)[0], 2: decoder_blocks(loaded.model)[2]}
+    store = PrefixStore.build(loaded.model, encoded, batch_size=4, max_bytes=2**26, blocks=blocks)
+    assert store is not None
+    for index in (torch.tensor([0, 5, 8]), torch.tensor([3])):
+        ids, mask = encoded.base_batch(index)
+        _, tails = kv_cache.prefix_with_tails(loaded.model, ids, mask, store.prefix, blocks)
+        for block, tail in tails.items():
+            stored = store.tail_for(index, block, ids.shape[1])
+            assert stored.in_tuple == tail.in_tuple
+            rows = mask[:, store.prefix :].bool()  # padding may differ; real tokens may not
+            torch.testing.assert_close(stored.hidden[rows], tail.hidden[rows], atol=1e-5, rtol=0)
+
+
+def test_a_sliding_window_cache_skips_nothing(tiny_models: dict[str, Any]) -> None:
+    """A cache whose layers keep a window (Mistral's) cannot be cut back layer by layer."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    model = MistralForCausalLM(
+        MistralConfig(
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            sliding_window=16,
+        )
+    )
+    assert not kv_cache.plain_cache(model)
+    assert tail_blocks(model, [Site(0, "last").resolve(model)]) == {}
+    assert kv_cache.plain_cache(tiny_models["llama"].model)
+
+
+class Block(torch.nn.Module):
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden * 2
+
+
+def test_skip_blocks_puts_back_exactly_the_forward_each_block_had() -> None:
+    plain, wrapped = Block(), Block()
+    device_hook = wrapped.forward  # accelerate keeps its wrapper as an instance attribute
+    wrapped.forward = device_hook
+    tail = hooks.Tail(torch.ones(1, 2, 3), in_tuple=False)
+    x = torch.zeros(1, 2, 3)
+    with hooks.skip_blocks([plain, wrapped], tail):
+        assert torch.equal(plain(x), tail.hidden)
+        assert torch.equal(wrapped(x), tail.hidden)
+    assert "forward" not in plain.__dict__
+    assert wrapped.__dict__["forward"] is device_hook
+    with pytest.raises(RuntimeError), hooks.skip_blocks([plain], tail):
+        raise RuntimeError("a failing pass")
+    assert "forward" not in plain.__dict__
+    assert torch.equal(plain(torch.ones(1)), torch.full((1,), 2.0))
+
+
+def test_a_tuple_returning_block_gets_its_tail_back_in_a_tuple() -> None:
+    block = Block()
+    tail = hooks.Tail(torch.ones(2, 1, 4), in_tuple=True)
+    with hooks.skip_blocks([block], tail):
+        out = block(torch.zeros(2, 1, 4))
+    assert isinstance(out, tuple)
+    assert len(out) == 1
+    assert out[0] is tail.hidden
