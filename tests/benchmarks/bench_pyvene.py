@@ -222,7 +222,7 @@ def compare(
 def _das_modes(config: FitConfig) -> list[tuple[str, FitConfig]]:
     """das_assert's two ways to run a step: the prefix before the site once without gradients,
     then the suffix (the default: fewest FLOPs); and one pass over the whole prompt
-    (``prefix_cache=False``: about a third fewer ops dispatched, the backward over every token
+    (``prefix_cache=False``: about a quarter fewer ops dispatched, the backward over every token
     after the site's layer), which a GPU step bound by its host may prefer."""
     return [("das_assert", config), ("das_assert_one_pass", replace(config, prefix_cache=False))]
 

@@ -256,7 +256,9 @@ def profile_fit(
         return wrapper
 
     phases = [  # a function imported by runner is patched where each module looks it up
-        ("phase: prefix pass", owner, "prefix_cache") for owner in (kv_cache, runner)
+        ("phase: prefix pass", owner, name)
+        for owner in (kv_cache, runner)
+        for name in ("prefix_cache", "prefix_with_tails")
     ]
     phases += [("phase: model pass", owner, "run_model") for owner in (kv_cache, runner)]
     phases.append(("phase: interchange", Interchange, "forward"))
