@@ -202,7 +202,7 @@ def prefix_with_tails(
         head, cache = split_head(model, ids, mask, prefix)
         last = len(decoder_blocks(model) or ()) - 1
         with hooks.record_tails(blocks, prefix - head) as tails:
-            cache = _filled_cache(model, ids[:, head:], mask, cache, through=blocks.get(last, None))
+            cache = _filled_cache(model, ids[:, head:], mask, cache, through=blocks.get(last))
         cut_to(cache, prefix)
     return cache, tails
 
@@ -238,17 +238,24 @@ def _filled_cache(
     return cache
 
 
+_PLAIN: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
 def plain_cache(model: Any) -> bool:
     """Whether ``model`` keeps a plain ``DynamicCache`` (every layer whole, no sliding window):
-    one whose layers can each be cut back to a prefix (``crop``) after any pass."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
+    one whose layers can each be cut back to a prefix (``cut_to``) after any pass. Asked once per
+    model: building an empty cache to look took 0.7 ms at 32 layers, on every training step."""
+    found = _PLAIN.get(model)
+    if found is None:
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
 
-    try:
-        layers = DynamicCache(config=model.config).layers
-    except (TypeError, ValueError, AttributeError):
-        return False
-    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+        try:
+            layers = DynamicCache(config=model.config).layers
+        except (TypeError, ValueError, AttributeError):
+            layers = []
+        found = _PLAIN[model] = bool(layers) and all(type(x) is DynamicLayer for x in layers)
+    return found
 
 
 def layer_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]] | None:

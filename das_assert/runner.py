@@ -167,9 +167,10 @@ class BaseRun:
         """``hooks.skip_blocks`` for the blocks no intervention at ``sites`` can change, where
         their output at the suffix was recorded; else a context that changes nothing."""
         found = [last_unchanged_block(site) for site in sites]
-        if not found or None in found:
+        blocks = [block for block in found if block is not None]
+        if not found or len(blocks) < len(found):  # a site before block 0: nothing to skip
             return contextlib.nullcontext()
-        block = min(b for b in found if b is not None)
+        block = min(blocks)
         tail = self._tail(block)
         if tail is None:
             return contextlib.nullcontext()
