@@ -91,3 +91,15 @@ def tiny_models(tiny_model_dirs):
 @pytest.fixture(scope="session")
 def tiny_llama(tiny_models):
     return tiny_models["llama"]
+
+
+@pytest.fixture(autouse=True)
+def _inner_runs_are_not_xdist_workers(request: pytest.FixtureRequest) -> None:
+    """A ``pytester`` run inside an xdist worker inherits the worker's environment, and plugins
+    there (pytest-benchmark) then act as if the inner run were distributed too. Each inner run
+    is a plain pytest run, whether or not the library's tests are spread with ``-n``."""
+    if "pytester" not in request.fixturenames:
+        return
+    monkeypatch = request.getfixturevalue("monkeypatch")
+    for name in [n for n in os.environ if n.startswith("PYTEST_XDIST_")]:
+        monkeypatch.delenv(name)
