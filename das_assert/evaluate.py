@@ -21,7 +21,8 @@ from das_assert.data import EncodedPairs, PromptPair
 from das_assert.errors import InvalidArgument, OutOfDeviceMemory, PreconditionFailed
 from das_assert.featurizers import Interchange
 from das_assert.fit import FittedAlignment
-from das_assert.kv_cache import PrefixStore, weights_version
+from das_assert.kv_cache import weights_version
+from das_assert.prefix_store import PrefixStore
 from das_assert.runner import BaseRun, shared_source_vectors, tail_blocks
 
 __all__ = ["Evaluation", "evaluate"]

@@ -27,7 +27,8 @@ from das_assert.data import EncodedPairs
 from das_assert.errors import InvalidArgument, TrainingDiverged
 from das_assert.featurizers import Interchange, temperature_schedule
 from das_assert.hooks import site_key
-from das_assert.kv_cache import PrefixStore, source_pass_rows, weights_version
+from das_assert.kv_cache import plain_cache, source_pass_rows, weights_version
+from das_assert.prefix_store import PrefixStore, prefix_batches
 from das_assert.runner import BaseRun, shared_source_vectors, tail_blocks
 from das_assert.sites import ResolvedSite, existing_sites
 
@@ -281,17 +282,27 @@ def _fit_group(
             for interchange, site in zip(interchanges, sites, strict=True)
         ]
     optimizer = torch.optim.Adam(groups)
+    budget = config.prefix_store_mib * 2**20
+    blocks = tail_blocks(model, sites, train)
+    # Prefix passes run several batches at once where their prefixes fit the budget: the whole
+    # fit's store when it fits, else a window of the next few batches (``PrefixStore(rows=)``).
+    together = (
+        prefix_batches(model, train, config.batch_size, budget, blocks)
+        if config.prefix_cache
+        else 1
+    )
     store = (
         PrefixStore.shared(
             model,
             train,
-            batch_size=config.batch_size,
-            max_bytes=config.prefix_store_mib * 2**20,
-            blocks=tail_blocks(model, sites, train),
+            batch_size=config.batch_size * together,
+            max_bytes=budget,
+            blocks=blocks,
         )
         if config.prefix_cache
         else None
     )
+    windowed = store is None and together > 1 and plain_cache(model)
     base_lrs = [g["lr"] for g in groups]
     warmup = max(1, int(config.warmup_fraction * total))
     temperatures = temperature_schedule(*config.temperature, total)
@@ -299,7 +310,19 @@ def _fit_group(
     step = 0
     progress = _progress(total, config.progress)
     for epoch in range(config.epochs):
-        for index in train.batches(config.batch_size, generator=generator):
+        batches = list(train.batches(config.batch_size, generator=generator))
+        window = run = None
+        for number, index in enumerate(batches):
+            if windowed and number % together == 0:
+                window = run = None  # the last window and step's cache go before the next
+                window = PrefixStore.build(
+                    model,
+                    train,
+                    batch_size=config.batch_size * together,
+                    max_bytes=budget,
+                    blocks=blocks,
+                    rows=torch.cat(batches[number : number + together]),
+                )
             for group, lr in zip(optimizer.param_groups, base_lrs, strict=True):
                 group["lr"] = lr * _lr_factor(step, total, warmup)
             variables = train.variable_index[index]
@@ -325,7 +348,7 @@ def _fit_group(
                     train,
                     index,
                     prefix_cache=config.prefix_cache,
-                    prefix_store=store,
+                    prefix_store=store or window,
                 )
                 logits = run.joint_logits(interventions).split(len(index))
                 labels = train.label_ids[index].to(logits[0].device)

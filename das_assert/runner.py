@@ -2,7 +2,7 @@
 intervention. The model is frozen, so source activations are computed once, without gradients,
 stopping each forward pass right after the site, and reused for every step and evaluation. For the
 same reason the base prompts' prefix before the site can be run once into a KV cache
-(``kv_cache.PrefixStore``) and reused by every epoch of a fit.
+(``prefix_store.PrefixStore``) and reused by every epoch of a fit.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from das_assert import hooks, sharing
 from das_assert.data import EncodedPairs
 from das_assert.kv_cache import (
-    PrefixStore,
+    cache_holding,
     cut_to,
     layer_tensors,
     plain_cache,
@@ -27,6 +27,7 @@ from das_assert.kv_cache import (
     split_head,
     weights_version,
 )
+from das_assert.prefix_store import PrefixStore
 from das_assert.sites import ResolvedSite, decoder_blocks, existing_sites, last_unchanged_block
 
 __all__ = [
@@ -201,13 +202,9 @@ class BaseRun:
         layers = layer_tensors(self._cache)
         if layers is None:
             return torch.cat([self.logits(mix, site=site) for site, mix in interventions])
-        from transformers import DynamicCache
-
         copies, n = len(interventions), len(self.index)
-        cache = DynamicCache(
-            ddp_cache_data=[
-                (k.repeat(copies, 1, 1, 1), v.repeat(copies, 1, 1, 1)) for k, v in layers
-            ]
+        cache = cache_holding(
+            [(k.repeat(copies, 1, 1, 1), v.repeat(copies, 1, 1, 1)) for k, v in layers]
         )
         positions = self.encoded.base_position[self.index] - p
         with contextlib.ExitStack() as stack:
@@ -229,7 +226,7 @@ class BaseRun:
         return how many leading tokens it holds."""
         if self._cache is None:
             store = self._store
-            if store is not None and store.prefix <= self.prefix:
+            if store is not None and store.prefix <= self.prefix and store.holds(self.index):
                 self._cache, self._cached = store.cache_for(self.index), store.prefix
             else:
                 p = self.prefix

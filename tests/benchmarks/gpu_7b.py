@@ -407,7 +407,7 @@ def memory_phases(model: object, layer: int, position: str, batch: int) -> dict[
     training step's model part (a scalar mix, so no rotation), and a whole short fit."""
     from das_assert.data import encode
     from das_assert.fit import FitConfig, fit_alignment
-    from das_assert.kv_cache import PrefixStore
+    from das_assert.prefix_store import PrefixStore
     from das_assert.runner import answer_logits, source_vectors
     from das_assert.sites import Site
     from das_assert.tasks.price_tagging import prompt_pairs

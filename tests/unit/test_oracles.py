@@ -18,7 +18,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from das_assert import kv_cache
+from das_assert import kv_cache, prefix_store
 from das_assert.data import EncodedPairs, PromptPair, encode
 from das_assert.errors import InvalidArgument, PreconditionFailed
 from das_assert.evaluate import _check_gate as check_gate
@@ -26,9 +26,9 @@ from das_assert.evaluate import evaluate
 from das_assert.experiment import Experiment, run_experiment
 from das_assert.featurizers import Interchange
 from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
-from das_assert.kv_cache import PrefixStore
 from das_assert.positions import parse_position
-from das_assert.runner import answer_logits, source_vectors
+from das_assert.prefix_store import PrefixStore
+from das_assert.runner import answer_logits, source_vectors, tail_blocks
 from das_assert.sites import ResolvedSite, Site, last_attention, parse_site
 from das_assert.tasks.phrasings import HELD_OUT_PREFIXES, TRAIN_PREFIXES
 from das_assert.tasks.price_tagging import PriceFormat, make_pairs, prompt_pairs
@@ -288,13 +288,17 @@ def test_a_store_far_past_its_budget_is_refused_before_any_pass(
     same = encode(loaded, prompt_pairs("left_boundary", 8, seed=0), parse_position("amount.last"))
     store = PrefixStore.build(loaded.model, same, batch_size=4, max_bytes=2**26)
     assert store is not None
-    # The config's count is the store's size (grouped-query heads included).
-    assert kv_cache.estimated_kv_bytes(loaded.model, len(same), store.prefix) == store.nbytes
+    # The config's count is the store's size (grouped-query heads included): the shared head
+    # once, the rest of the prefix per row.
+    head = store.head_tokens
+    assert head >= 8
+    per_row = kv_cache.estimated_kv_bytes(loaded.model, len(same), store.prefix - head)
+    assert per_row + kv_cache.estimated_kv_bytes(loaded.model, 1, head) == store.nbytes
 
-    def no_pass(*args: Any) -> None:
-        raise AssertionError("a prefix pass ran for a store that cannot fit")
+    def no_pass(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a pass ran for a store that cannot fit")
 
-    monkeypatch.setattr(kv_cache, "prefix_cache", no_pass)
+    monkeypatch.setattr(kv_cache, "filled_cache", no_pass)
     budget = store.nbytes // 2 - 1
     assert PrefixStore.build(loaded.model, same, batch_size=4, max_bytes=budget) is None
 
@@ -369,6 +373,100 @@ def test_fit_alignment_learns_the_same_alignment_with_and_without_the_prefix_sto
 
 
 @pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("position", ["last", "amount.last"])
+@torch.no_grad()
+def test_a_store_of_some_rows_gives_their_logits_and_is_passed_over_for_the_others(
+    tiny_models: dict[str, Any], arch: str, position: str
+) -> None:
+    loaded = tiny_models[arch]
+    encoded = encode(
+        loaded, prompt_pairs("left_boundary", N_PAIRS, seed=3), parse_position(position)
+    )
+    site = Site(1, position).resolve(loaded.model)
+    rows = torch.randperm(N_PAIRS, generator=torch.Generator().manual_seed(0))[:10]
+    store = PrefixStore.build(
+        loaded.model,
+        encoded,
+        batch_size=10,
+        max_bytes=2**26,
+        blocks=tail_blocks(loaded.model, [site]),
+        rows=rows,
+    )
+    assert store is not None
+    assert store.head_tokens >= 8  # the preamble, held once
+    assert store.layers[0][0].shape[0] == 10
+    full = Interchange.full(loaded.config.hidden_size)
+    sources = source_vectors(loaded.model, site, encoded)
+    outside = torch.tensor(sorted(set(range(N_PAIRS)) - set(rows.tolist())))
+    for index in (rows[:4], rows[4:], rows[[7, 2, 5]], outside, torch.cat([rows[:2], outside])):
+        assert store.holds(index) == bool(set(index.tolist()) <= set(rows.tolist()))
+
+        def mix(base: torch.Tensor, index: torch.Tensor = index) -> torch.Tensor:
+            return full(base, sources[index], encoded.variable_index[index], hard=True)
+
+        stored = answer_logits(loaded.model, site, encoded, index, mix, prefix_store=store)
+        whole = answer_logits(loaded.model, site, encoded, index, mix, prefix_cache=False)
+        assert_same_predictions(stored, whole, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_a_fit_whose_store_does_not_fit_runs_its_prefixes_a_window_of_batches_at_a_time(
+    tiny_models: dict[str, Any],
+    arch: str,
+    assert_same_alignment: Callable[..., None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loaded = tiny_models[arch]
+    train = encode(loaded, prompt_pairs("left_boundary", 24, seed=0), parse_position("last"))
+    site = Site(1, "last").resolve(loaded.model)
+    config = FitConfig(epochs=2, batch_size=4, lr_rotation=1e-2)
+    per_batch = fit_alignment(loaded.model, site, train, replace(config, prefix_store_mib=0))
+    windows: list[int] = []
+    build = PrefixStore.build.__func__
+
+    def spied(cls: type, *args: Any, rows: Any = None, **kwargs: Any) -> Any:
+        if rows is None:
+            return None  # the whole fit's store, as if it did not fit its budget
+        windows.append(len(rows))
+        store = build(cls, *args, rows=rows, **kwargs)
+        assert store is not None
+        return store
+
+    monkeypatch.setattr(PrefixStore, "build", classmethod(spied))
+    windowed = fit_alignment(loaded.model, site, train, config)
+    together = prefix_store.prefix_batches(loaded.model, train, 4, 2**30)
+    assert together >= 2
+    # 6 batches an epoch, `together` to a window, the last window what is left; two epochs.
+    assert windows == 2 * [4 * min(together, 6 - first) for first in range(0, 6, together)]
+    assert_same_alignment(windowed, per_batch)
+
+
+def test_prefix_passes_run_up_to_four_batches_while_their_prefixes_fit_the_budget(
+    tiny_models: dict[str, Any],
+) -> None:
+    from types import SimpleNamespace
+
+    from transformers import LlamaConfig
+
+    loaded = tiny_models["llama"]
+    encoded = encode(loaded, prompt_pairs("left_boundary", 8, seed=0), parse_position("last-1"))
+
+    def shaped(config: Any) -> Any:  # a model's config and dtype, without its weights
+        weight = torch.empty(0, dtype=torch.bfloat16)
+        return SimpleNamespace(config=config, parameters=lambda: iter([weight]))
+
+    # Llama-7B: 16 rows' prefixes after the shared preamble take about 0.26 GiB, a step's
+    # prefix cache (the preamble in every row) about 0.6 GiB: two batches a pass.
+    seven_b = shaped(LlamaConfig())
+    assert prefix_store.prefix_batches(seven_b, encoded, 16, 2**30) == 2
+    assert prefix_store.prefix_batches(seven_b, encoded, 16, 2**28) == 1
+    assert prefix_store.prefix_batches(seven_b, encoded, 16, 0) == 1
+    # Where the preamble is most of the prefix, up to four.
+    late = encode(loaded, prompt_pairs("left_boundary", 8, seed=0), parse_position("low.last"))
+    assert prefix_store.prefix_batches(seven_b, late, 16, 2**32) == 4
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 @torch.no_grad()
 def test_the_shared_preamble_runs_once_and_changes_no_prediction(
     tiny_models: dict[str, Any], arch: str, monkeypatch: pytest.MonkeyPatch
@@ -379,7 +477,7 @@ def test_the_shared_preamble_runs_once_and_changes_no_prediction(
         loaded, prompt_pairs("left_boundary", N_PAIRS, seed=7), parse_position(position)
     )
     ids, mask = encoded.base_batch(torch.arange(N_PAIRS))
-    assert kv_cache._shared_head(ids, mask, ids.shape[1]) >= 20  # the Alpaca preamble and more
+    assert kv_cache.shared_head(ids, mask, ids.shape[1]) >= 20  # the Alpaca preamble and more
     site = Site(1, position).resolve(loaded.model)
     full = Interchange.full(loaded.config.hidden_size)
 

@@ -19,8 +19,8 @@ import torch
 from das_assert import hooks, kv_cache
 from das_assert.data import encode
 from das_assert.featurizers import Interchange
-from das_assert.kv_cache import PrefixStore
 from das_assert.positions import parse_position
+from das_assert.prefix_store import PrefixStore
 from das_assert.runner import BaseRun, source_vectors, tail_blocks
 from das_assert.sites import ATTENTION_NAMES, Site, decoder_blocks
 from das_assert.tasks.price_tagging import prompt_pairs

@@ -1,0 +1,253 @@
+"""Prefix stores: the KV cache of base prompts' prefixes, computed once and kept.
+
+A fit keeps every prefix for all its epochs where they fit its budget (``PrefixStore``), else it
+runs the prefixes of a window of the next few batches in one pass (``PrefixStore(rows=)``,
+``prefix_batches``). Either way the template's shared head is held once, not per row, and the
+blocks a suffix pass skips have their outputs kept (``kv_cache.prefix_with_tails``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from das_assert import hooks, kv_cache, sharing
+from das_assert.data import EncodedPairs
+from das_assert.kv_cache import cache_holding, estimated_kv_bytes, layer_tensors, shared_prefix
+from das_assert.sites import decoder_blocks
+
+__all__ = ["PrefixStore", "prefix_batches"]
+
+
+def _kv_bytes(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
+    return sum(k.nbytes + v.nbytes for k, v in layers)
+
+
+_MOST_PREFIX_BATCHES = 4
+
+
+def prefix_batches(
+    model: Any,
+    encoded: EncodedPairs,
+    batch: int,
+    max_bytes: int,
+    blocks: dict[int, Any] | None = None,
+) -> int:
+    """How many training batches one prefix pass should run at once: up to four, while their
+    prefixes (the shared head held once) and ``blocks``' tails fit ``max_bytes`` by the config's
+    count, and while they hold no more than one step's prefix cache; 1 where fewer than two fit.
+    Fewer, larger passes dispatch fewer ops, which is what a GPU step bound by its host pays for
+    (at Llama-7B's shape and the price-tagging prompts: two batches of 16 a pass)."""
+    n = len(encoded)
+    everything = torch.arange(n)
+    p = shared_prefix(encoded, everything) if n else None
+    if p is None or max_bytes <= 0:
+        return 1
+    head = kv_cache.shared_head(encoded.base_ids[:, :p], encoded.base_mask[:, :p], p)
+    once = estimated_kv_bytes(model, 1, head)  # a window holds the head once
+    per_batch = _estimated_bytes(model, batch, p, head, encoded.base_ids.shape[1], blocks) - once
+    if per_batch <= 0:
+        return 1
+    # Beside the step's own prefix cache (the head in every row), a window of more than that
+    # would add more to the fit's peak than the cache itself does.
+    step_cache = estimated_kv_bytes(model, batch, p)
+    fits = min((max_bytes - once) // per_batch, step_cache // per_batch)
+    return max(1, min(_MOST_PREFIX_BATCHES, fits))
+
+
+def _estimated_bytes(
+    model: Any, rows: int, prefix: int, head: int, length: int, blocks: dict[int, Any] | None
+) -> int:
+    """A store's bytes by the model's config: the head once, the rest of the prefix per row,
+    and each block's output at tokens [prefix, length) per row."""
+    kv = estimated_kv_bytes(model, rows, prefix - head) + estimated_kv_bytes(model, 1, head)
+    d = getattr(model.config, "hidden_size", None) or 0
+    element = next(model.parameters()).element_size()
+    return kv + len(blocks or ()) * rows * (length - prefix) * d * element
+
+
+def _rows_pass(
+    model: Any,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    prefix: int,
+    head: list[tuple[torch.Tensor, torch.Tensor]],
+    blocks: dict[int, Any] | None,
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor]] | None, dict[int, hooks.Tail]]:
+    """Every layer's keys and values of tokens [len(head), prefix) of each row, and what
+    ``blocks`` output at tokens [prefix, end), from one pass without gradients (over the whole
+    prompt where ``blocks`` are asked for, else over the prefix). The shared head is read, not
+    copied per row. None for the keys where the cache is not a plain one."""
+    tokens = head[0][0].shape[-2] if head else 0
+    if not blocks:
+        ids, mask = ids[:, :prefix], mask[:, :prefix]
+    last = len(decoder_blocks(model) or ()) - 1
+    through = blocks.get(last) if blocks else None
+    with torch.no_grad(), hooks.record_tails(blocks or {}, prefix - tokens) as tails:
+        if head:
+            cache = kv_cache.head_cache_class()(head, keep=False, own=prefix - tokens)
+            kv_cache.filled_cache(model, ids[:, tokens:], mask, cache, through=through)
+            own = [cache.own[layer] for layer in range(len(head))]
+        else:
+            layers = layer_tensors(kv_cache.filled_cache(model, ids, mask, None, through=through))
+            if layers is None:
+                return None, {}
+            own = [(k[..., :prefix, :], v[..., :prefix, :]) for k, v in layers]
+    return own, tails
+
+
+class PrefixStore:
+    """The KV cache of base prompts' prefix [0, p), computed once and kept: for every pair for a
+    whole fit, or (``rows``) for a few batches at a time.
+
+    Without it each training step reruns the prefix of its batch; with it, every epoch after the
+    first costs only the suffix [p, end), p the earliest site position of its prompts. The head
+    every prompt shares (the template's preamble) is held once, not per row. Built only when the
+    model uses a plain ``DynamicCache`` and the cache fits ``max_bytes``. Asked for ``blocks``,
+    it also keeps what they output from token p on (``prefix_with_tails``), so that a suffix
+    pass need not run them.
+    """
+
+    def __init__(
+        self,
+        prefix: int,
+        layers: list[tuple[torch.Tensor, torch.Tensor]],
+        tails: dict[int, hooks.Tail] | None = None,
+        *,
+        head: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        rows: torch.Tensor | None = None,
+        n: int | None = None,
+    ) -> None:
+        self.prefix = prefix
+        self.head = head or []  # every layer's (keys, values) of the shared head, one row
+        self.layers = layers  # every layer's (keys, values) of tokens [head, prefix), per row
+        self.tails = tails or {}
+        self._local: torch.Tensor | None = None  # encoded row -> row of the store (-1: absent)
+        if rows is not None:
+            self._local = torch.full((n or int(rows.max()) + 1,), -1, dtype=torch.long)
+            self._local[rows] = torch.arange(len(rows))
+
+    @property
+    def head_tokens(self) -> int:
+        """The leading tokens every row shares, held once."""
+        return self.head[0][0].shape[-2] if self.head else 0
+
+    @property
+    def nbytes(self) -> int:
+        tails = sum(t.hidden.nbytes for t in self.tails.values())
+        return _kv_bytes(self.head) + _kv_bytes(self.layers) + tails
+
+    def holds(self, index: torch.Tensor) -> bool:
+        """Whether every row of ``index`` (rows of the encoded pairs) is in the store."""
+        return self._local is None or bool((self._local[index] >= 0).all())
+
+    def _rows(self, index: torch.Tensor) -> torch.Tensor:
+        return index if self._local is None else self._local[index]
+
+    @classmethod
+    def build(
+        cls,
+        model: Any,
+        encoded: EncodedPairs,
+        *,
+        batch_size: int,
+        max_bytes: int,
+        blocks: dict[int, Any] | None = None,
+        rows: torch.Tensor | None = None,
+    ) -> PrefixStore | None:
+        """The store for ``encoded`` (only its ``rows``, where given), from passes of
+        ``batch_size`` rows; None where it does not apply or would not fit."""
+        every = torch.arange(len(encoded)) if rows is None else rows
+        n = len(every)
+        p = shared_prefix(encoded, every) if n else None
+        if p is None or max_bytes <= 0:
+            return None
+        # every prompt's whole length where tails are kept, so that every batch's tails line up
+        ids, mask = encoded.base_ids[every], encoded.base_mask[every]
+        tokens = kv_cache.shared_head(ids[:, :p], mask[:, :p], p)
+        # Past the budget by the config's count: refused without running a batch (at 7B a
+        # 640-pair store needs 11 GiB; its first batch alone would cost a prefix pass).
+        if _estimated_bytes(model, n, p, tokens, ids.shape[1], blocks) > max_bytes:
+            return None
+        head: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if tokens:
+            head = kv_cache.head_tensors(model, ids[:1, :tokens], mask[:1, :tokens]) or []
+            if not head:
+                return None
+        layers: list[tuple[torch.Tensor, torch.Tensor]] = []
+        tails: dict[int, hooks.Tail] = {}
+        for start in range(0, n, batch_size):
+            part = slice(start, min(start + batch_size, n))
+            own, part_tails = _rows_pass(model, ids[part], mask[part], p, head, blocks)
+            if own is None:
+                return None
+            if not layers:  # the first batch tells the size of the whole store
+                part_rows = len(own[0][0])
+                part_bytes = _kv_bytes(own) + sum(t.hidden.nbytes for t in part_tails.values())
+                if _kv_bytes(head) * part_rows + part_bytes * n > max_bytes * part_rows:
+                    return None
+                # Filled in place, batch by batch: the build holds the store and one batch,
+                # never the store twice (as gathering the batches and concatenating would).
+                layers = [
+                    (k.new_empty((n, *k.shape[1:])), v.new_empty((n, *v.shape[1:]))) for k, v in own
+                ]
+                tails = {
+                    block: hooks.Tail(t.hidden.new_empty((n, *t.hidden.shape[1:])), t.in_tuple)
+                    for block, t in part_tails.items()
+                }
+            for (keys, values), (k, v) in zip(layers, own, strict=True):
+                keys[part] = k
+                values[part] = v
+            for block, tail in tails.items():
+                tail.hidden[part] = part_tails[block].hidden
+        return cls(p, layers, tails, head=head, rows=rows, n=len(encoded))
+
+    @classmethod
+    def shared(
+        cls,
+        model: Any,
+        encoded: EncodedPairs,
+        *,
+        batch_size: int,
+        max_bytes: int,
+        blocks: dict[int, Any] | None = None,
+    ) -> PrefixStore | None:
+        """``build``, computed once per pair set inside a ``sharing()`` block that shares prefix
+        stores: the prefix does not depend on the layer, so a search's cells at one position
+        share it (and the first to build it asks for every planned layer's tail). Elsewhere
+        every call builds its own."""
+
+        def make() -> PrefixStore | None:
+            return cls.build(
+                model, encoded, batch_size=batch_size, max_bytes=max_bytes, blocks=blocks
+            )
+
+        if not sharing.prefix_stores_active():
+            return make()
+        key = ("prefix_store", id(model), id(encoded), max_bytes)
+        return sharing.shared(key, make, owners=(model, encoded))
+
+    def cache_for(self, index: torch.Tensor) -> Any:
+        """A fresh ``DynamicCache`` holding the prefixes of rows ``index``."""
+
+        rows = self._rows(index).to(self.layers[0][0].device)
+        data = [(k[rows], v[rows]) for k, v in self.layers]
+        if self.head:
+            data = [
+                (
+                    torch.cat([kv_cache.expanded_rows(hk, len(rows)), k], dim=-2),
+                    torch.cat([kv_cache.expanded_rows(hv, len(rows)), v], dim=-2),
+                )
+                for (hk, hv), (k, v) in zip(self.head, data, strict=True)
+            ]
+        return cache_holding(data)
+
+    def tail_for(self, index: torch.Tensor, block: int, length: int) -> hooks.Tail | None:
+        """Block ``block``'s output at tokens [prefix, length) of rows ``index``; None where
+        the store did not keep it."""
+        tail = self.tails.get(block)
+        if tail is None:
+            return None
+        rows = self._rows(index).to(tail.hidden.device)
+        return hooks.Tail(tail.hidden[rows, : length - self.prefix], tail.in_tuple)
