@@ -11,6 +11,7 @@ import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -303,27 +304,27 @@ def test_a_store_far_past_its_budget_is_refused_before_any_pass(
     assert PrefixStore.build(loaded.model, same, batch_size=4, max_bytes=budget) is None
 
 
+def _shaped(config: Any) -> Any:
+    """A model's config and dtype, without its weights."""
+    weight = torch.empty(0, dtype=torch.bfloat16)
+    return SimpleNamespace(config=config, parameters=lambda: iter([weight]))
+
+
 def test_a_source_pass_runs_up_to_four_batches_while_it_holds_less_than_a_step(
     tiny_models: dict[str, Any],
 ) -> None:
-    from types import SimpleNamespace
-
     from transformers import GPT2Config, LlamaConfig
 
     loaded = tiny_models["llama"]
     encoded = encode(loaded, prompt_pairs("left_boundary", 8, seed=0), parse_position("last-1"))
 
-    def shaped(config: Any) -> Any:  # a model's config and dtype, without its weights
-        weight = torch.empty(0, dtype=torch.bfloat16)
-        return SimpleNamespace(config=config, parameters=lambda: iter([weight]))
-
     # Llama-7B: a step's prefix cache is 40 MiB a row, a source pass's layer 7.8 MiB a row.
-    assert kv_cache.source_pass_rows(shaped(LlamaConfig()), encoded, 16) == 64
+    assert kv_cache.source_pass_rows(_shaped(LlamaConfig()), encoded, 16) == 64
     # A wide MLP over few layers: a pass of more rows would outgrow the step.
     shallow = LlamaConfig(num_hidden_layers=2, intermediate_size=8 * 4096)
-    assert kv_cache.source_pass_rows(shaped(shallow), encoded, 16) == 16
-    assert kv_cache.source_pass_rows(shaped(GPT2Config(n_layer=48)), encoded, 16) == 64
-    assert kv_cache.source_pass_rows(shaped(SimpleNamespace()), encoded, 16) == 16  # unknown
+    assert kv_cache.source_pass_rows(_shaped(shallow), encoded, 16) == 16
+    assert kv_cache.source_pass_rows(_shaped(GPT2Config(n_layer=48)), encoded, 16) == 64
+    assert kv_cache.source_pass_rows(_shaped(SimpleNamespace()), encoded, 16) == 16  # unknown
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -444,20 +445,14 @@ def test_a_fit_whose_store_does_not_fit_runs_its_prefixes_a_window_of_batches_at
 def test_prefix_passes_run_up_to_four_batches_while_their_prefixes_fit_the_budget(
     tiny_models: dict[str, Any],
 ) -> None:
-    from types import SimpleNamespace
-
     from transformers import LlamaConfig
 
     loaded = tiny_models["llama"]
     encoded = encode(loaded, prompt_pairs("left_boundary", 8, seed=0), parse_position("last-1"))
 
-    def shaped(config: Any) -> Any:  # a model's config and dtype, without its weights
-        weight = torch.empty(0, dtype=torch.bfloat16)
-        return SimpleNamespace(config=config, parameters=lambda: iter([weight]))
-
     # Llama-7B: 16 rows' prefixes after the shared preamble take about 0.26 GiB, a step's
     # prefix cache (the preamble in every row) about 0.6 GiB: two batches a pass.
-    seven_b = shaped(LlamaConfig())
+    seven_b = _shaped(LlamaConfig())
     assert prefix_store.prefix_batches(seven_b, encoded, 16, 2**30) == 2
     assert prefix_store.prefix_batches(seven_b, encoded, 16, 2**28) == 1
     assert prefix_store.prefix_batches(seven_b, encoded, 16, 0) == 1
