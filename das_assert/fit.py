@@ -311,7 +311,7 @@ def _fit_group(
     progress = _progress(total, config.progress)
     for epoch in range(config.epochs):
         batches = list(train.batches(config.batch_size, generator=generator))
-        window = run = None
+        window = None
         for number, index in enumerate(batches):
             if windowed and number % together == 0:
                 window = run = None  # the last window and step's cache go before the next

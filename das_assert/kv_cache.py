@@ -30,6 +30,7 @@ __all__ = [
     "estimated_kv_bytes",
     "expanded_rows",
     "filled_cache",
+    "filled_with_tails",
     "head_cache_class",
     "head_tensors",
     "layer_tensors",
@@ -163,7 +164,7 @@ def head_cache_class() -> type:
             own: int | None = None,
         ):
             super().__init__()
-            self.layers = cache_holding(tensors).layers
+            self.layers = _holding_layers(tensors)
             self.keep = keep
             self.own_tokens = own
             self.own: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -230,10 +231,26 @@ def prefix_with_tails(
     suffix pass can take their outputs (``hooks.skip_blocks``) instead of running them."""
     with torch.no_grad():
         head, cache = split_head(model, ids, mask, prefix)
-        last = len(decoder_blocks(model) or ()) - 1
-        with hooks.record_tails(blocks, prefix - head) as tails:
-            cache = filled_cache(model, ids[:, head:], mask, cache, through=blocks.get(last))
+        cache, tails = filled_with_tails(model, ids[:, head:], mask, cache, blocks, prefix - head)
         cut_to(cache, prefix)
+    return cache, tails
+
+
+def filled_with_tails(
+    model: Any,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    cache: Any,
+    blocks: dict[int, Any] | None,
+    start: int,
+) -> tuple[Any, dict[int, hooks.Tail]]:
+    """``filled_cache`` of a pass over ``ids``, and what ``blocks`` output at its tokens from
+    ``start`` on (none asked for: an empty dict). The pass runs through the last block where
+    that block's output is asked for."""
+    blocks = blocks or {}
+    last = len(decoder_blocks(model) or ()) - 1
+    with hooks.record_tails(blocks, start) as tails:
+        cache = filled_cache(model, ids, mask, cache, through=blocks.get(last))
     return cache, tails
 
 
@@ -304,17 +321,24 @@ def cache_holding(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
     ``DynamicCache(ddp_cache_data=...)`` concatenates each tensor onto a new empty one: a copy
     and five dispatched ops a layer, on every training step (at 32 layers, 320 ops)."""
     from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
 
     cache = DynamicCache()
-    cache.layers = []
+    cache.layers = _holding_layers(layers)
+    return cache
+
+
+def _holding_layers(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> list[Any]:
+    """``DynamicLayer``s already holding ``layers``' (keys, values), without a copy."""
+    from transformers.cache_utils import DynamicLayer
+
+    held = []
     for keys, values in layers:
         layer = DynamicLayer()
         layer.keys, layer.values = keys, values
         layer.dtype, layer.device = keys.dtype, keys.device
         layer.is_initialized = True
-        cache.layers.append(layer)
-    return cache
+        held.append(layer)
+    return held
 
 
 def estimated_kv_bytes(model: Any, rows: int, tokens: int) -> int:

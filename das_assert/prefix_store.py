@@ -15,7 +15,6 @@ import torch
 from das_assert import hooks, kv_cache, sharing
 from das_assert.data import EncodedPairs
 from das_assert.kv_cache import cache_holding, estimated_kv_bytes, layer_tensors, shared_prefix
-from das_assert.sites import decoder_blocks
 
 __all__ = ["PrefixStore", "prefix_batches"]
 
@@ -82,19 +81,18 @@ def _rows_pass(
     tokens = head[0][0].shape[-2] if head else 0
     if not blocks:
         ids, mask = ids[:, :prefix], mask[:, :prefix]
-    last = len(decoder_blocks(model) or ()) - 1
-    through = blocks.get(last) if blocks else None
-    with torch.no_grad(), hooks.record_tails(blocks or {}, prefix - tokens) as tails:
+    with torch.no_grad():
         if head:
             cache = kv_cache.head_cache_class()(head, keep=False, own=prefix - tokens)
-            kv_cache.filled_cache(model, ids[:, tokens:], mask, cache, through=through)
-            own = [cache.own[layer] for layer in range(len(head))]
-        else:
-            layers = layer_tensors(kv_cache.filled_cache(model, ids, mask, None, through=through))
-            if layers is None:
-                return None, {}
-            own = [(k[..., :prefix, :], v[..., :prefix, :]) for k, v in layers]
-    return own, tails
+            _, tails = kv_cache.filled_with_tails(
+                model, ids[:, tokens:], mask, cache, blocks, prefix - tokens
+            )
+            return [cache.own[layer] for layer in range(len(head))], tails
+        cache, tails = kv_cache.filled_with_tails(model, ids, mask, None, blocks, prefix)
+    layers = layer_tensors(cache)
+    if layers is None:
+        return None, {}
+    return [(k[..., :prefix, :], v[..., :prefix, :]) for k, v in layers], tails
 
 
 class PrefixStore:
@@ -116,17 +114,13 @@ class PrefixStore:
         tails: dict[int, hooks.Tail] | None = None,
         *,
         head: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
-        rows: torch.Tensor | None = None,
-        n: int | None = None,
+        local: torch.Tensor | None = None,
     ) -> None:
         self.prefix = prefix
         self.head = head or []  # every layer's (keys, values) of the shared head, one row
         self.layers = layers  # every layer's (keys, values) of tokens [head, prefix), per row
         self.tails = tails or {}
-        self._local: torch.Tensor | None = None  # encoded row -> row of the store (-1: absent)
-        if rows is not None:
-            self._local = torch.full((n or int(rows.max()) + 1,), -1, dtype=torch.long)
-            self._local[rows] = torch.arange(len(rows))
+        self._local = local  # encoded row -> row of the store (-1: absent); None: every row
 
     @property
     def head_tokens(self) -> int:
@@ -201,7 +195,11 @@ class PrefixStore:
                 values[part] = v
             for block, tail in tails.items():
                 tail.hidden[part] = part_tails[block].hidden
-        return cls(p, layers, tails, head=head, rows=rows, n=len(encoded))
+        local = None
+        if rows is not None:
+            local = torch.full((len(encoded),), -1, dtype=torch.long)
+            local[rows] = torch.arange(n)
+        return cls(p, layers, tails, head=head, local=local)
 
     @classmethod
     def shared(
