@@ -23,9 +23,9 @@ from das_assert.featurizers import Interchange
 from das_assert.fit import FittedAlignment
 from das_assert.kv_cache import weights_version
 from das_assert.prefix_store import PrefixStore
-from das_assert.runner import BaseRun, shared_source_vectors, tail_blocks
+from das_assert.runner import BaseRun, answer_logits, shared_source_vectors, tail_blocks
 
-__all__ = ["Evaluation", "evaluate"]
+__all__ = ["Evaluation", "base_answers", "evaluate"]
 
 
 @dataclass
@@ -141,12 +141,14 @@ def evaluate(
     prefix_cache: bool = True,
     prefix_store_bytes: int = 2**30,
     min_task_accuracy: float | None = None,
+    known_base_answers: torch.Tensor | None = None,
 ) -> Evaluation:
     """Evaluate ``alignment`` on ``test`` with a hard mask, with the baselines of the same run.
 
     Inside a ``sharing()`` block the base run's answers are computed once per set of test prompts
     (they do not depend on the site), and in a search's block the test prompts' prefix KV cache is
     shared by every cell at the same position; elsewhere each batch runs its own prefix once.
+    ``known_base_answers`` (``base_answers`` of ``test``, already run) are used as they are.
 
     A batch that runs out of GPU memory is not the end: the evaluation starts again at half the
     batch, down to one pair (each pair's passes do not depend on the others in its batch).
@@ -171,6 +173,7 @@ def evaluate(
                     prefix_cache=prefix_cache,
                     prefix_store_bytes=prefix_store_bytes,
                     min_task_accuracy=min_task_accuracy,
+                    known=known_base_answers,
                 )
         except OutOfDeviceMemory as exc:
             if batch_size <= 1:
@@ -198,14 +201,15 @@ def _evaluate(
     prefix_cache: bool,
     prefix_store_bytes: int,
     min_task_accuracy: float | None = None,
+    known: torch.Tensor | None = None,
 ) -> Evaluation:
     """``evaluate`` at one batch size (``evaluate`` sets ``eval_seconds``, retries included)."""
     site = alignment.site
     interchange = alignment.interchange
     widths = interchange.hard_widths()
     empty = not any(widths)  # a collapsed box swaps nothing: it is exactly the base run
-    key = _base_answers_key(model, test) if sharing.active() else None
-    known = sharing.lookup(key, owners=(model,)) if key else None
+    key = _base_answers_key(model, test) if sharing.active() and known is None else None
+    known = sharing.lookup(key, owners=(model,)) if key else known
     if empty and known is not None:  # nothing left to run: every pass is the base run
         if min_task_accuracy is not None:
             wrong = int((known != test.base_label_ids).sum())
@@ -258,6 +262,27 @@ def _evaluate(
         eval_seconds=0.0,
         batch_size=batch_size,
     )
+
+
+@torch.no_grad()
+def base_answers(model: Any, test: EncodedPairs, *, batch_size: int = 64) -> torch.Tensor:
+    """The answer token (n,) the model predicts for each test pair's base prompt, unintervened,
+    on the CPU. Inside a ``sharing()`` block it runs once per weights and set of base prompts:
+    a claim's task-accuracy precondition and every evaluation of the same test prompts (each cell
+    of a search) read the one run."""
+    key = _base_answers_key(model, test) if sharing.active() else None
+    known = sharing.lookup(key, owners=(model,)) if key else None
+    if known is not None:
+        return known
+    answers = torch.cat(
+        [
+            answer_logits(model, None, test, index).argmax(-1).cpu()
+            for index in test.batches(batch_size)
+        ]
+    )
+    if key is not None:
+        sharing.remember(key, answers, owners=(model,))
+    return answers
 
 
 def _check_gate(wrong: int, seen: int, n: int, gate: float) -> None:

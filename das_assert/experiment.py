@@ -15,11 +15,10 @@ import torch
 from das_assert.cache import AlignmentCache, cache_key
 from das_assert.data import EncodedPairs, PromptPair, TokenizedPairs, encode, tokenize
 from das_assert.errors import InvalidArgument, PreconditionFailed
-from das_assert.evaluate import Evaluation, evaluate
+from das_assert.evaluate import Evaluation, base_answers, evaluate
 from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
 from das_assert.metrics import Verdict, normalized_iia, verdict, wilson_interval
 from das_assert.models import LoadedModel
-from das_assert.runner import answer_logits
 from das_assert.sharing import shared
 from das_assert.sites import Site
 from das_assert.tasks.price_tagging import (
@@ -89,14 +88,13 @@ class Experiment:
         return self.pairs(self.n_test, self.seed + 100_003)  # a disjoint stream of the sampler
 
 
-@torch.no_grad()
 def task_accuracy(model: LoadedModel, test: EncodedPairs, batch_size: int = 64) -> float:
     """The model's accuracy on the base prompts' own (factual) answers."""
-    hits = 0
-    for index in test.batches(batch_size):
-        logits = answer_logits(model.model, None, test, index)
-        hits += int((logits.argmax(-1).cpu() == test.base_label_ids[index]).sum())
-    return hits / len(test)
+    return _accuracy(base_answers(model.model, test, batch_size=batch_size), test)
+
+
+def _accuracy(answers: torch.Tensor, test: EncodedPairs) -> float:
+    return int((answers == test.base_label_ids).sum()) / len(test)
 
 
 @dataclass
@@ -244,8 +242,10 @@ def run_experiment(
     key = cache_key(model.fingerprint, experiment, config) if cache else ""
     if fitted is None and cache is not None:
         fitted = _load(model, experiment, config, resolved, cache, key)
+    answers = None  # the base run, where the precondition below needs it first
     if fitted is None:
-        _check_precondition(model, experiment, task_accuracy(model, test), len(test))
+        answers = base_answers(model.model, test)
+        _check_precondition(model, experiment, _accuracy(answers, test), len(test))
         n_variables = len(INTERVENED_VARIABLES[experiment.hypothesis])
         train = _encoded(model, experiment, "train")
         fitted = fit_alignment(model.model, resolved, train, config, n_variables=n_variables)
@@ -258,6 +258,7 @@ def run_experiment(
             test,
             seed=experiment.seed,
             min_task_accuracy=experiment.min_task_accuracy,
+            known_base_answers=answers,
         )
     except PreconditionFailed as exc:
         raise PreconditionFailed(f"{model.name}: {exc}; {_PRECONDITION_ADVICE}") from None

@@ -1,0 +1,96 @@
+"""The unintervened base run of the test prompts runs once: the precondition's task accuracy and
+every evaluation of the same prompts (each cell of a search) read it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import torch
+
+from das_assert import evaluate as evaluate_module
+from das_assert.data import encode
+from das_assert.evaluate import base_answers
+from das_assert.experiment import Experiment, run_experiment, task_accuracy
+from das_assert.fit import FitConfig
+from das_assert.positions import parse_position
+from das_assert.runner import BaseRun, answer_logits
+from das_assert.sharing import sharing
+from das_assert.sites import Site
+from das_assert.tasks.price_tagging import prompt_pairs
+
+CONFIG = FitConfig(epochs=1, batch_size=8)
+
+
+@contextmanager
+def counted_base_runs(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int]]:
+    """Count the batches of the plain base run (``base_answers``, no site) and the evaluation's
+    own unintervened passes (``BaseRun.logits`` at a site without a mix)."""
+    counts = {"base_answers": 0, "evaluation": 0}
+    plain, own = evaluate_module.answer_logits, BaseRun.logits
+
+    def counting_plain(*args: Any, **kwargs: Any) -> torch.Tensor:
+        counts["base_answers"] += 1
+        return plain(*args, **kwargs)
+
+    def counting_own(self: BaseRun, mix: Any = None, **kwargs: Any) -> torch.Tensor:
+        counts["evaluation"] += mix is None and self.site is not None
+        return own(self, mix, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "answer_logits", counting_plain)
+    monkeypatch.setattr(BaseRun, "logits", counting_own)
+    yield counts
+
+
+def experiment(position: str = "last", layer: int = 1) -> Experiment:
+    return Experiment(
+        hypothesis="left_boundary",
+        site=Site(layer, position),
+        n_train=16,
+        n_test=24,
+        seed=3,
+        min_task_accuracy=0.0,  # a random tiny model does not do the task
+    )
+
+
+def test_base_answers_are_the_plain_base_runs_argmax(tiny_models: dict[str, Any]) -> None:
+    loaded = tiny_models["llama"]
+    test = encode(loaded, prompt_pairs("left_boundary", 20, seed=1), parse_position("last"))
+    expected = torch.cat(
+        [answer_logits(loaded.model, None, test, index).argmax(-1) for index in test.batches(7)]
+    )
+    assert torch.equal(base_answers(loaded.model, test, batch_size=7), expected)
+    hits = int((expected == test.base_label_ids).sum())
+    assert task_accuracy(loaded, test) == hits / len(test)
+
+
+def test_an_experiment_runs_its_base_prompts_once(
+    tiny_models: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = tiny_models["llama"]
+    with counted_base_runs(monkeypatch) as counts:
+        result = run_experiment(loaded, experiment(), CONFIG)
+    assert counts == {"base_answers": 1, "evaluation": 0}  # 24 test pairs: one batch of 64
+    test = encode(loaded, experiment().test_pairs(), parse_position("last"))
+    assert torch.equal(result.evaluation.base_predicted, base_answers(loaded.model, test))
+
+
+def test_a_search_block_runs_the_base_prompts_once_for_every_cell(
+    tiny_models: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = tiny_models["llama"]
+    cells = [("last", 0), ("last", 1), ("last", 2), ("last-1", 1)]
+    with counted_base_runs(monkeypatch) as counts, sharing():
+        results = [run_experiment(loaded, experiment(p, layer), CONFIG) for p, layer in cells]
+    assert counts == {"base_answers": 1, "evaluation": 0}
+    answers = {tuple(r.evaluation.base_predicted.tolist()) for r in results}
+    assert len(answers) == 1
+    # The same answers as an evaluation that runs its own base passes, outside any block.
+    alone = evaluate_module.evaluate(
+        loaded.model,
+        results[0].fitted,
+        encode(loaded, experiment().test_pairs(), parse_position("last")),
+    )
+    assert alone.base_predicted.tolist() == results[0].evaluation.base_predicted.tolist()
