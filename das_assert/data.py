@@ -64,6 +64,9 @@ class EncodedPairs:
     base_label_ids: torch.Tensor  # (n,) the base's own answer token
     variable_index: torch.Tensor  # (n,)
     position: str
+    # The tokenization these were resolved on (``TokenizedPairs.at``): another position of the
+    # same prompts can be resolved from it. None for a selection of rows.
+    tokenized: TokenizedPairs | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -85,7 +88,7 @@ class EncodedPairs:
         tensors = {
             f.name: getattr(self, f.name)[rows]
             for f in fields(self)
-            if f.name not in ("pairs", "position")
+            if f.name not in ("pairs", "position", "tokenized")
         }
         return EncodedPairs(pairs=pairs, position=self.position, **tensors)
 
@@ -163,7 +166,12 @@ class TokenizedPairs:
             base_label_ids=self.base_label_ids,
             variable_index=self.variable_index,
             position=position.name,
+            tokenized=self,
         )
+
+    def source_positions(self, position: Position) -> torch.Tensor:
+        """``at(position).source_position``, without resolving the base prompts."""
+        return self.source.positions([p.source for p in self.pairs], position)
 
 
 def tokenize(model: LoadedModel, pairs: Sequence[PromptPair]) -> TokenizedPairs:

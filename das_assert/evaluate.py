@@ -251,13 +251,13 @@ def _evaluate(
         variables = test.variable_index[index]
         predicted.append(run.logits(_hard_mix(interchange, source, variables)).argmax(-1).cpu())
         random_predicted.append(run.logits(_hard_mix(control, source, variables)).argmax(-1).cpu())
-    base_answers = torch.cat(base_predicted)
+    answers = torch.cat(base_predicted)
     if key is not None and known is None:
-        sharing.remember(key, base_answers, owners=(model,))
+        sharing.remember(key, answers, owners=(model,), outermost=True)
     return Evaluation(
         test=test,
         predicted=torch.cat(predicted),
-        base_predicted=base_answers,
+        base_predicted=answers,
         random_predicted=torch.cat(random_predicted),
         eval_seconds=0.0,
         batch_size=batch_size,
@@ -281,7 +281,7 @@ def base_answers(model: Any, test: EncodedPairs, *, batch_size: int = 64) -> tor
         ]
     )
     if key is not None:
-        sharing.remember(key, answers, owners=(model,))
+        sharing.remember(key, answers, owners=(model,), outermost=True)
     return answers
 
 

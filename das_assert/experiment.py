@@ -283,14 +283,22 @@ def _encoded(model: LoadedModel, experiment: Experiment, which: str) -> EncodedP
     )
     pairs = exp.train_pairs if which == "train" else exp.test_pairs
 
+    # Kept by the outermost block: a search's positions then share one tokenization, so one
+    # source pass serves them all (runner.shared_source_vectors).
     def tokenized() -> TokenizedPairs:
-        return shared(("tokenized", *recipe), lambda: tokenize(model, pairs()), owners=(model,))
+        return shared(
+            ("tokenized", *recipe),
+            lambda: tokenize(model, pairs()),
+            owners=(model,),
+            outermost=True,
+        )
 
     position = exp.site.parsed_position
     return shared(
         ("encoded", *recipe, exp.site.position),
         lambda: tokenized().at(position),
         owners=(model,),
+        outermost=True,
     )
 
 

@@ -4,7 +4,8 @@ Three hooks cover every use:
 
 - ``capture``: record the hidden state at one token per example, and optionally stop the forward
   pass right there (nothing after the site is needed to read a source activation);
-  ``capture_many`` does the same at several sites in one pass, stopping after the last of them;
+  ``capture_many`` does the same at several sites in one pass, stopping after the last of them,
+  and ``capture_at`` at several (site, positions) targets;
 - ``intervene``: replace the hidden state at one token per example by ``mix(base, source)``;
 - ``stop_after``: end a forward pass once a module has run (a pass that only fills a KV cache
   needs nothing after the last block's attention).
@@ -18,7 +19,7 @@ They work on a block's output (tuple or bare tensor) or, for ``block_input``, on
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ __all__ = [
     "StopForward",
     "Tail",
     "capture",
+    "capture_at",
     "capture_many",
     "intervene",
     "record_tails",
@@ -95,12 +97,23 @@ def capture_many(
     With ``stop=True`` the pass ends as soon as every site has been recorded, wherever in the
     model the last of them lies.
     """
+    targets = {site_key(site): (site, positions) for site in sites}
+    with capture_at(targets, stop=stop) as captured:
+        yield captured
+
+
+@contextmanager
+def capture_at(
+    targets: Mapping[Hashable, tuple[ResolvedSite, torch.Tensor]], *, stop: bool = False
+) -> Iterator[dict[Hashable, torch.Tensor]]:
+    """``capture_many`` with each target's own positions: ``targets[key] = (site, positions)``
+    records ``hidden[b, positions[b]]`` at ``site`` as ``captured[key]`` (several positions of
+    one site in one pass: a search's positions read from one source run)."""
     captured: dict[Any, torch.Tensor] = {}
-    unique = {site_key(site): site for site in sites}
-    wanted = set(unique)
+    wanted = set(targets)
     try:
         with ExitStack() as stack:
-            for key, site in unique.items():
+            for key, (site, positions) in targets.items():
                 hook = _recorder(site, positions, captured, key, stop, wanted)
                 stack.enter_context(_registered(site, hook))
             yield captured

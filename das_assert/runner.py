@@ -8,13 +8,15 @@ same reason the base prompts' prefix before the site can be run once into a KV c
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from das_assert import hooks, sharing
 from das_assert.data import EncodedPairs
+from das_assert.errors import DasError
 from das_assert.kv_cache import (
     cache_holding,
     cut_to,
@@ -55,54 +57,113 @@ def source_vectors_at(
     """``source_vectors`` at several sites from one pass per batch, keyed by ``hooks.site_key``:
     the pass stops after the deepest site, so a search's layers cost one source run, not one
     each."""
-    chunks: dict[tuple[str, str], list[torch.Tensor]] = {hooks.site_key(s): [] for s in sites}
+    targets = {hooks.site_key(site): (site, encoded.source_position) for site in sites}
+    return _source_pass(model, targets, encoded, batch_size)
+
+
+@torch.no_grad()
+def _source_pass(
+    model: Any,
+    targets: Mapping[Hashable, tuple[ResolvedSite, torch.Tensor]],
+    encoded: EncodedPairs,
+    batch_size: int,
+) -> dict[Hashable, torch.Tensor]:
+    """The source prompts' hidden vectors at every ``targets[key] = (site, positions)`` (n, d),
+    from one pass per batch (``hooks.capture_at``)."""
+    chunks: dict[Hashable, list[torch.Tensor]] = {key: [] for key in targets}
     for index in encoded.batches(batch_size):
-        captured = _capture_sources(model, sites, encoded, index)
+        captured = _capture_sources(model, targets, encoded, index)
         for key, chunk in chunks.items():
             chunk.append(captured[key])
     return {key: torch.cat(chunk) for key, chunk in chunks.items()}
 
 
 def _capture_sources(
-    model: Any, sites: Sequence[ResolvedSite], encoded: EncodedPairs, index: torch.Tensor
-) -> dict[tuple[str, str], torch.Tensor]:
-    """One batch of ``source_vectors_at``. A function of its own so that the batch's KV cache
-    is freed on return: held in the caller's loop, it would still be alive while the next batch
+    model: Any,
+    targets: Mapping[Hashable, tuple[ResolvedSite, torch.Tensor]],
+    encoded: EncodedPairs,
+    index: torch.Tensor,
+) -> dict[Hashable, torch.Tensor]:
+    """One batch of ``_source_pass``. A function of its own so that the batch's KV cache is
+    freed on return: held in the caller's loop, it would still be alive while the next batch
     builds its own, and the pass would peak at two batches' caches."""
     ids, mask = encoded.source_batch(index)
-    positions = encoded.source_position[index]
-    head, cache = split_head(model, ids, mask, int(positions.min()), keep=False)
-    with hooks.capture_many(sites, positions - head, stop=True) as captured:
+    rows = {key: (site, positions[index]) for key, (site, positions) in targets.items()}
+    first = min(int(positions.min()) for _, positions in rows.values())
+    head, cache = split_head(model, ids, mask, first, keep=False)
+    moved = {key: (site, positions - head) for key, (site, positions) in rows.items()}
+    with hooks.capture_at(moved, stop=True) as captured:
         run_model(model, ids[:, head:], mask, use_cache=cache is not None, cache=cache)
     return captured
+
+
+@dataclass(frozen=True)
+class _Parked:
+    """A later position's source vectors, kept on the CPU until its cells ask for them."""
+
+    vectors: torch.Tensor
+    device: torch.device
 
 
 def shared_source_vectors(
     model: Any, site: ResolvedSite, encoded: EncodedPairs, *, batch_size: int = 64
 ) -> torch.Tensor:
-    """``source_vectors``, computed once per pair set and site inside a ``sharing()`` block.
+    """``source_vectors``, computed once per set of source prompts and site inside a
+    ``sharing()`` block.
 
-    Where the block plans sites (a search's layers at one position), the first call records all
-    of them in one pass: a deeper layer's run passes every shallower one on its way. Like prefix
-    stores, they are kept only by a block that keeps large things (a search's, not a session's).
+    Where the blocks plan sites (a search's cells), the first call records all of them in one
+    pass: a deeper layer's run passes every shallower one on its way, and every token of the
+    prompt is run whatever the position. The vectors at other positions than ``encoded``'s wait
+    on the CPU in the block that plans them (``_Parked``); they need pairs from
+    ``TokenizedPairs.at``, which can resolve another position. Like prefix stores, source
+    vectors are kept only by a block that keeps large things (a search's, not a session's).
     """
     if not sharing.prefix_stores_active():
         return source_vectors(model, site, encoded, batch_size=batch_size)
-
     version = weights_version(model)
+    owners = (model, encoded.source_ids, encoded.source_mask)
 
-    def key(target: ResolvedSite) -> tuple[Any, ...]:
-        return ("sources", id(encoded), *hooks.site_key(target), version)
+    def key(target: ResolvedSite, position: str) -> tuple[Any, ...]:
+        return ("sources", id(encoded.source_ids), *hooks.site_key(target), position, version)
 
-    found = sharing.lookup(key(site), owners=(model, encoded))
+    found = sharing.lookup(key(site, encoded.position), owners=owners)
+    if isinstance(found, _Parked):
+        found = found.vectors.to(found.device)
+        sharing.remember(key(site, encoded.position), found, owners=owners)
     if found is not None:
         return found
-    planned = [s for s in sharing.planned_sites() if s.position == encoded.position]
-    sites = [site, *existing_sites(model, planned)]
-    vectors = source_vectors_at(model, sites, encoded, batch_size=batch_size)
-    for target in sites:
-        sharing.remember(key(target), vectors[hooks.site_key(target)], owners=(model, encoded))
-    return vectors[hooks.site_key(site)]
+    targets = _planned_targets(model, site, encoded)
+    vectors = _source_pass(model, targets, encoded, batch_size)
+    for name, tensor in vectors.items():
+        target, position = targets[name][0], name[1]
+        if position == encoded.position:
+            sharing.remember(key(target, position), tensor, owners=owners)
+        else:
+            parked = _Parked(tensor.cpu(), tensor.device)
+            sharing.remember(key(target, position), parked, owners=owners, for_site=target.site)
+    return vectors[(hooks.site_key(site), encoded.position)]
+
+
+def _planned_targets(
+    model: Any, site: ResolvedSite, encoded: EncodedPairs
+) -> dict[tuple[Any, str], tuple[ResolvedSite, torch.Tensor]]:
+    """``site`` and the sites the open blocks plan, keyed ``(site_key, position)``, each with its
+    position on every source prompt. Other positions only where ``encoded`` can resolve them;
+    one these prompts lack is left out (its own cell reports it)."""
+    positions = {encoded.position: encoded.source_position}
+    targets = {(hooks.site_key(site), encoded.position): (site, encoded.source_position)}
+    tokenized = encoded.tokenized
+    for target in existing_sites(model, sharing.planned_sites(every=tokenized is not None)):
+        name = target.site.position
+        if name not in positions:
+            if tokenized is None:
+                continue
+            try:
+                positions[name] = tokenized.source_positions(target.site.parsed_position)
+            except DasError:
+                continue
+        targets.setdefault((hooks.site_key(target), name), (target, positions[name]))
+    return targets
 
 
 class BaseRun:

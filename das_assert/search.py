@@ -62,16 +62,18 @@ def search(
 ) -> SearchGrid:
     """Fit ``hypothesis`` at every cell; ``align(hypothesis, site, **changes)`` fits one cell.
 
-    The cells of one position run together inside ``sharing()``: they encode their pairs once,
-    share the prefix KV cache of the training and test prompts, which does not depend on the layer,
-    and read the source activations of every layer from one pass.
+    The cells of one position run together inside ``sharing()``: they encode their pairs once
+    and share the prefix KV cache of the training and test prompts, which does not depend on the
+    layer. The source activations of every cell come from one pass over each set of source
+    prompts, those of later positions kept on the CPU until their cells run.
     """
     results = {}
-    for position in positions:
-        sites = [Site(layer, position, component) for layer in layers]
-        with sharing(sites=sites):
-            for site in sites:
-                results[(site.layer, position)] = align(hypothesis, site, **changes)
+    grid = [[Site(layer, position, component) for layer in layers] for position in positions]
+    with sharing(sites=[site for sites in grid for site in sites]):
+        for position, sites in zip(positions, grid, strict=True):
+            with sharing(sites=sites):
+                for site in sites:
+                    results[(site.layer, position)] = align(hypothesis, site, **changes)
     return SearchGrid(hypothesis, list(layers), list(positions), results)
 
 

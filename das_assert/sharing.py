@@ -7,7 +7,8 @@ the site. Inside the block such results are computed once and handed to every al
 asks for the same thing; when the block ends they are dropped, so no memory outlives it.
 
 A block may plan the sites its alignments will use (``sites=``): the first alignment that needs
-source activations then records them at every planned site of its position in one pass.
+source activations then records them at every planned site in one pass, those of other positions
+kept (on the CPU) by the block that plans them.
 
 ``sharing(prefix_stores=False)`` shares only the small things (encoded pairs, base answers); the
 plugin's ``das_session`` fixture opens one for the test session, so a search finds the test pairs
@@ -71,8 +72,12 @@ def prefix_stores_active() -> bool:
     return bool(_SCOPES) and _SCOPES[-1].prefix_stores
 
 
-def planned_sites() -> tuple[Any, ...]:
-    """The sites planned by the innermost block that plans any (empty outside such a block)."""
+def planned_sites(*, every: bool = False) -> tuple[Any, ...]:
+    """The sites planned by the innermost block that plans any (empty outside such a block);
+    with ``every``, those of every open block (a search plans all its cells in an outer block
+    and each position's in an inner one)."""
+    if every:
+        return tuple(dict.fromkeys(site for scope in _SCOPES for site in scope.sites))
     return next((scope.sites for scope in reversed(_SCOPES) if scope.sites), ())
 
 
@@ -88,20 +93,43 @@ def lookup(key: Hashable, *, owners: tuple[Any, ...] = ()) -> Any | None:
     return None
 
 
-def remember(key: Hashable, value: Any, *, owners: tuple[Any, ...] = ()) -> None:
-    """Keep ``value`` for ``key`` until the innermost block ends (nothing outside a block)."""
-    if _SCOPES:
-        _SCOPES[-1].memo[key] = (owners, value)
+def remember(
+    key: Hashable,
+    value: Any,
+    *,
+    owners: tuple[Any, ...] = (),
+    for_site: Any = None,
+    outermost: bool = False,
+) -> None:
+    """Keep ``value`` for ``key`` until the innermost block ends (nothing outside a block).
+
+    ``for_site``: until the innermost block that plans that site ends (a value made early for a
+    later position of a search), or the innermost where none plans it. ``outermost``: until the
+    outermost block ends (small results that no site changes: tokenized pairs, base answers).
+    """
+    if not _SCOPES:
+        return
+    scope = _SCOPES[0] if outermost else _SCOPES[-1]
+    if for_site is not None:
+        scope = next((s for s in reversed(_SCOPES) if for_site in s.sites), scope)
+    scope.memo[key] = (owners, value)
 
 
-def shared(key: Hashable, make: Callable[[], T], *, owners: tuple[Any, ...] = ()) -> T:
+def shared(
+    key: Hashable,
+    make: Callable[[], T],
+    *,
+    owners: tuple[Any, ...] = (),
+    outermost: bool = False,
+) -> T:
     """``make()``, computed once per ``key`` inside a ``sharing`` block, every time outside.
 
     ``owners`` are the objects the result was computed from; a hit requires the very same
-    objects (``is``), so a key built from ``id()`` can never match a recycled id.
+    objects (``is``), so a key built from ``id()`` can never match a recycled id. ``outermost``:
+    see ``remember``.
     """
     value = lookup(key, owners=owners)
     if value is None:
         value = make()
-        remember(key, value, owners=owners)
+        remember(key, value, owners=owners, outermost=outermost)
     return value

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from das_assert.data import encode
+from das_assert.data import encode, tokenize
 from das_assert.evaluate import evaluate
 from das_assert.featurizers import Interchange, temperature_schedule
 from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
@@ -261,9 +261,9 @@ def grid_on(
 ) -> dict:
     """Train every cell of a layer x position grid with both; the same evaluator scores both.
 
-    das_assert runs the cells of one position inside ``sharing()``, as ``das_assert.search``
-    does: the pairs are encoded once, the prefix store is shared by the layers and the source
-    activations of every layer come from one pass. It trains them twice, timed apart: first the
+    das_assert runs the cells inside ``sharing()`` blocks, as ``das_assert.search`` does: the
+    pairs are tokenized once, the source activations of every cell come from one pass, and a
+    position's prefix store is shared by its layers. It trains them twice, timed apart: first the
     layers together, one pass per step (``fit_alignments``, ``joint_cells_mib=4096``; the IIA
     column is theirs), then each cell alone (the default). pyvene trains each cell from scratch,
     as a per-cell loop over its tutorial code would.
@@ -280,35 +280,41 @@ def grid_on(
     sampled = sorted(set(pyvene_layers or layers) & set(layers))
     seconds = {"joint": 0.0, "alone": 0.0}
     theirs_seconds = {"measured": 0.0, "estimated": 0.0}
+    train_pairs = prompt_pairs("left_boundary", n_train, seed=0)
+    parsed = {position: Site(0, position).parsed_position for position in positions}
+    fitted: dict[tuple[int, str], Any] = {}
+    # As a search trains them (an outer block plans every cell, an inner one each position's:
+    # one tokenization and one source pass for the grid, a position's layers together), then
+    # each cell alone.
+    for mode, cell_config in (("joint", joint), ("alone", config)):
+        started = time.perf_counter()
+        with sharing(sites=[Site(layer, p) for p in positions for layer in layers]):
+            tokenized = tokenize(model, train_pairs)
+            for position in positions:
+                with sharing(sites=[Site(layer, position) for layer in layers]):
+                    train = tokenized.at(parsed[position])
+                    for layer in layers:
+                        resolved = Site(layer, position).resolve(model.model)
+                        fit = fit_alignment(model.model, resolved, train, cell_config)
+                        fitted.setdefault((layer, position), fit)
+        _synchronize(model.input_device)
+        seconds[mode] += time.perf_counter() - started
     cells = []
     for position in positions:
-        parsed = Site(0, position).parsed_position
-        train_pairs = prompt_pairs("left_boundary", n_train, seed=0)
-        test = encode(model, prompt_pairs("left_boundary", n_test, seed=1), parsed)
-        fitted = {}
-        # As a search trains them (a position's layers together), then each cell alone.
-        for mode, cell_config in (("joint", joint), ("alone", config)):
-            started = time.perf_counter()
-            with sharing(sites=[Site(layer, position) for layer in layers]):
-                train = encode(model, train_pairs, parsed)
-                for layer in layers:
-                    resolved = Site(layer, position).resolve(model.model)
-                    fit = fit_alignment(model.model, resolved, train, cell_config)
-                    fitted.setdefault(layer, fit)
-            _synchronize(model.input_device)
-            seconds[mode] += time.perf_counter() - started
+        test = encode(model, prompt_pairs("left_boundary", n_test, seed=1), parsed[position])
         measured: dict[int, float] = {}
         for layer in sampled:
             resolved = Site(layer, position).resolve(model.model)
             started = time.perf_counter()
-            theirs = _pyvene_fit(model, layer, encode(model, train_pairs, parsed), config, steps)
+            train = encode(model, train_pairs, parsed[position])
+            theirs = _pyvene_fit(model, layer, train, config, steps)
             measured[layer] = time.perf_counter() - started
             frozen = Interchange.frozen(theirs["rotation"], [theirs["width"]], "boundless")
             theirs_fit = FittedAlignment(frozen, resolved, config, n_train, 0.0)
             cells.append(
                 {
                     "site": str(Site(layer, position)),
-                    "das_assert_iia": evaluate(model.model, fitted[layer], test).iia,
+                    "das_assert_iia": evaluate(model.model, fitted[(layer, position)], test).iia,
                     "pyvene_iia": evaluate(model.model, theirs_fit, test).iia,
                 }
             )

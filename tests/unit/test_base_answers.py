@@ -11,12 +11,15 @@ import pytest
 import torch
 
 from das_assert import evaluate as evaluate_module
+from das_assert import experiment as experiment_module
+from das_assert import runner
 from das_assert.data import encode
 from das_assert.evaluate import base_answers
 from das_assert.experiment import Experiment, run_experiment, task_accuracy
 from das_assert.fit import FitConfig
 from das_assert.positions import parse_position
 from das_assert.runner import BaseRun, answer_logits
+from das_assert.search import search
 from das_assert.sharing import sharing
 from das_assert.sites import Site
 from das_assert.tasks.price_tagging import prompt_pairs
@@ -94,3 +97,36 @@ def test_a_search_block_runs_the_base_prompts_once_for_every_cell(
         encode(loaded, experiment().test_pairs(), parse_position("last")),
     )
     assert alone.base_predicted.tolist() == results[0].evaluation.base_predicted.tolist()
+
+
+def test_a_search_tokenizes_and_runs_each_pair_sets_prompts_once(
+    tiny_models: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over a 2 x 2 grid: one tokenization and one source pass per pair set (training, test),
+    one base run of the test prompts, whatever the cell's layer and position."""
+    loaded = tiny_models["llama"]
+    calls = {"tokenize": 0, "source pass": 0}
+    tokenize, source_pass = experiment_module.tokenize, runner._source_pass
+
+    def counting_tokenize(*args: Any, **kwargs: Any) -> Any:
+        calls["tokenize"] += 1
+        return tokenize(*args, **kwargs)
+
+    def counting_source_pass(*args: Any, **kwargs: Any) -> Any:
+        calls["source pass"] += 1
+        return source_pass(*args, **kwargs)
+
+    monkeypatch.setattr(experiment_module, "tokenize", counting_tokenize)
+    monkeypatch.setattr(runner, "_source_pass", counting_source_pass)
+    with counted_base_runs(monkeypatch) as counts:
+        grid = search(
+            lambda _hypothesis, site: run_experiment(
+                loaded, experiment(site.position, site.layer), CONFIG
+            ),
+            "left_boundary",
+            layers=[0, 2],
+            positions=["last", "amount.last"],
+        )
+    assert calls == {"tokenize": 2, "source pass": 2}
+    assert counts == {"base_answers": 1, "evaluation": 0}
+    assert len(grid.results) == 4

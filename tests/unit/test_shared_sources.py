@@ -15,10 +15,11 @@ import pytest
 import torch
 
 from das_assert import hooks
-from das_assert.data import EncodedPairs, encode
+from das_assert.data import EncodedPairs, TokenizedPairs, tokenize
+from das_assert.kv_cache import weights_version
 from das_assert.positions import parse_position
 from das_assert.runner import shared_source_vectors, source_vectors, source_vectors_at
-from das_assert.sharing import sharing
+from das_assert.sharing import lookup, sharing
 from das_assert.sites import Site
 from das_assert.tasks.phrasings import TRAIN_PREFIXES
 from das_assert.tasks.price_tagging import PriceFormat, prompt_pairs
@@ -26,11 +27,26 @@ from das_assert.tasks.price_tagging import PriceFormat, prompt_pairs
 ARCHS = ("llama", "gpt2", "gpt_neox")
 
 
-def mixed_lengths(loaded: Any, position: str = "last") -> EncodedPairs:
+def mixed_tokens(loaded: Any) -> TokenizedPairs:
     """Pairs in the default format and under an irrelevant prefix: sources of several lengths."""
     pairs = prompt_pairs("left_boundary", 6, seed=3)
     pairs += prompt_pairs("left_boundary", 6, seed=4, fmt=PriceFormat(prefix=TRAIN_PREFIXES[0]))
-    return encode(loaded, pairs, parse_position(position))
+    return tokenize(loaded, pairs)
+
+
+def mixed_lengths(loaded: Any, position: str = "last") -> EncodedPairs:
+    return mixed_tokens(loaded).at(parse_position(position))
+
+
+def source_key(loaded: Any, site: Site, encoded: EncodedPairs) -> tuple[Any, ...]:
+    """The key under which ``shared_source_vectors`` keeps a site's vectors."""
+    return (
+        "sources",
+        id(encoded.source_ids),
+        *hooks.site_key(site.resolve(loaded.model)),
+        encoded.position,
+        weights_version(loaded.model),
+    )
 
 
 @contextmanager
@@ -84,15 +100,62 @@ def test_a_search_block_reads_all_its_layers_in_the_first_cells_pass(
         assert torch.equal(vectors, alone)
 
 
-def test_planned_sites_at_another_position_do_not_lengthen_the_pass(
+@pytest.mark.parametrize("arch", ARCHS)
+def test_a_search_reads_every_positions_sources_in_the_first_cells_pass(
+    tiny_models: dict[str, Any], arch: str
+) -> None:
+    """As ``das_assert.search`` runs: an outer block plans every cell, an inner one each
+    position's. The first cell's pass records every position; the later position's vectors wait
+    on the CPU in the outer block and are exactly those of their own pass."""
+    loaded = tiny_models[arch]
+    tokenized = mixed_tokens(loaded)
+    positions = ["last", "amount.last", "before:amount"]
+    grid = {p: [Site(layer, p) for layer in (0, 2)] for p in positions}
+    batches = len(list(tokenized.at(parse_position("last")).batches(64)))
+    found: dict[Site, torch.Tensor] = {}
+    with sharing(sites=[site for sites in grid.values() for site in sites]):
+        with block_calls(loaded, 2) as deepest:
+            for position, sites in grid.items():
+                encoded = tokenized.at(parse_position(position))
+                with sharing(sites=sites):
+                    for site in sites:
+                        found[site] = shared_source_vectors(
+                            loaded.model, site.resolve(loaded.model), encoded
+                        )
+        assert deepest[0] == batches  # one source run for the whole grid
+        later = tokenized.at(parse_position("before:amount"))
+        parked = lookup(
+            source_key(loaded, Site(2, "before:amount"), later),
+            owners=(loaded.model, later.source_ids, later.source_mask),
+        )
+        assert parked.vectors.device.type == "cpu"
+    assert lookup(source_key(loaded, Site(2, "before:amount"), later)) is None  # dropped
+    for site, vectors in found.items():
+        encoded = tokenized.at(site.parsed_position)
+        alone = source_vectors(loaded.model, site.resolve(loaded.model), encoded)
+        assert torch.equal(vectors, alone), site
+
+
+def test_pairs_without_their_tokenization_record_only_their_own_position(
     tiny_models: dict[str, Any],
 ) -> None:
+    """A selection of rows cannot resolve another position: a planned site there neither
+    lengthens the pass nor is recorded. Nor is a planned position these prompts lack."""
     loaded = tiny_models["llama"]
     encoded = mixed_lengths(loaded, "last")
+    rows = encoded.select(torch.arange(len(encoded)))
+    assert rows.tokenized is None
     with sharing(sites=[Site(0, "last"), Site(2, "amount.last")]):
         with block_calls(loaded, 1) as later:
-            shared_source_vectors(loaded.model, Site(0, "last").resolve(loaded.model), encoded)
-    assert later[0] == 0
+            shared_source_vectors(loaded.model, Site(0, "last").resolve(loaded.model), rows)
+        assert later[0] == 0
+    with sharing(sites=[Site(0, "last"), Site(0, "nothing.last")]):
+        vectors = shared_source_vectors(
+            loaded.model, Site(0, "last").resolve(loaded.model), encoded
+        )
+    assert torch.equal(
+        vectors, source_vectors(loaded.model, Site(0).resolve(loaded.model), encoded)
+    )
 
 
 def test_a_session_block_keeps_no_source_vectors(tiny_models: dict[str, Any]) -> None:

@@ -32,10 +32,12 @@ def test_resolving_positions_on_one_tokenization_equals_encoding_for_each(
         position = parse_position(name)
         once, alone = tokenized.at(position), encode(loaded, pairs, position)
         assert once.position == alone.position == name
+        assert once.tokenized is tokenized
         for field in fields(alone):
-            if field.name in ("pairs", "position"):
+            if field.name in ("pairs", "position", "tokenized"):
                 continue
             assert torch.equal(getattr(once, field.name), getattr(alone, field.name)), field.name
+        assert torch.equal(tokenized.source_positions(position), alone.source_position)
 
 
 def test_a_claims_site_and_its_control_share_one_tokenization_in_a_block(
