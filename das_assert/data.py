@@ -173,6 +173,10 @@ class TokenizedPairs:
         """``at(position).source_position``, without resolving the base prompts."""
         return self.source.positions([p.source for p in self.pairs], position)
 
+    def base_positions(self, position: Position) -> torch.Tensor:
+        """``at(position).base_position``, without resolving the source prompts."""
+        return self.base.positions([p.base for p in self.pairs], position)
+
 
 def tokenize(model: LoadedModel, pairs: Sequence[PromptPair]) -> TokenizedPairs:
     """Tokenize ``pairs`` for ``model``: ids, masks, token spans and answer token ids."""

@@ -3,20 +3,49 @@
 A fit keeps every prefix for all its epochs where they fit its budget (``PrefixStore``), else it
 runs the prefixes of a window of the next few batches in one pass (``PrefixStore(rows=)``,
 ``prefix_batches``). Either way the template's shared head is held once, not per row, and the
-blocks a suffix pass skips have their outputs kept (``kv_cache.prefix_with_tails``).
+blocks a suffix pass skips have their outputs kept (``kv_cache.prefix_with_tails``). A search's
+positions on the same prompts share one store: the latest position's prefix with the tails from
+the earliest, each position reading a ``view`` of it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from das_assert import hooks, kv_cache, sharing
 from das_assert.data import EncodedPairs
-from das_assert.kv_cache import cache_holding, estimated_kv_bytes, layer_tensors, shared_prefix
+from das_assert.errors import DasError
+from das_assert.kv_cache import (
+    cache_holding,
+    estimated_kv_bytes,
+    layer_tensors,
+    plain_cache,
+    shared_prefix,
+)
+from das_assert.sites import ResolvedSite, decoder_blocks, existing_sites, last_unchanged_block
 
-__all__ = ["PrefixStore", "prefix_batches"]
+__all__ = ["PrefixStore", "prefix_batches", "tail_blocks"]
+
+
+def tail_blocks(
+    model: Any, sites: Sequence[ResolvedSite], encoded: EncodedPairs | None = None
+) -> dict[int, Any]:
+    """The blocks (index -> block) whose output at a suffix a prefix pass or ``PrefixStore``
+    should record so that passes intervening at ``sites`` can skip them: the last block each
+    site cannot change. With ``encoded``, also those of the sites a ``sharing()`` block plans
+    at its position (a search's other layers, which share the store). Empty where the model's
+    blocks are unknown or its KV cache is not plain (``kv_cache.plain_cache``)."""
+    blocks = decoder_blocks(model)
+    if blocks is None or not sites or not plain_cache(model):
+        return {}
+    if encoded is not None:
+        planned = [s for s in sharing.planned_sites() if s.position == encoded.position]
+        sites = [*sites, *existing_sites(model, planned)]
+    found = {last_unchanged_block(site) for site in sites} - {None}
+    return {block: blocks[block] for block in sorted(found)}
 
 
 def _kv_bytes(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
@@ -56,14 +85,21 @@ def prefix_batches(
 
 
 def _estimated_bytes(
-    model: Any, rows: int, prefix: int, head: int, length: int, blocks: dict[int, Any] | None
+    model: Any,
+    rows: int,
+    prefix: int,
+    head: int,
+    length: int,
+    blocks: dict[int, Any] | None,
+    tails_from: int | None = None,
 ) -> int:
     """A store's bytes by the model's config: the head once, the rest of the prefix per row,
-    and each block's output at tokens [prefix, length) per row."""
+    and each block's output at tokens [tails_from, length) per row (default from ``prefix``)."""
     kv = estimated_kv_bytes(model, rows, prefix - head) + estimated_kv_bytes(model, 1, head)
     d = getattr(model.config, "hidden_size", None) or 0
     element = next(model.parameters()).element_size()
-    return kv + len(blocks or ()) * rows * (length - prefix) * d * element
+    start = prefix if tails_from is None else tails_from
+    return kv + len(blocks or ()) * rows * (length - start) * d * element
 
 
 def _rows_pass(
@@ -73,11 +109,12 @@ def _rows_pass(
     prefix: int,
     head: list[tuple[torch.Tensor, torch.Tensor]],
     blocks: dict[int, Any] | None,
+    tails_from: int,
 ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]] | None, dict[int, hooks.Tail]]:
     """Every layer's keys and values of tokens [len(head), prefix) of each row, and what
-    ``blocks`` output at tokens [prefix, end), from one pass without gradients (over the whole
-    prompt where ``blocks`` are asked for, else over the prefix). The shared head is read, not
-    copied per row. None for the keys where the cache is not a plain one."""
+    ``blocks`` output at tokens [tails_from, end), from one pass without gradients (over the
+    whole prompt where ``blocks`` are asked for, else over the prefix). The shared head is read,
+    not copied per row. None for the keys where the cache is not a plain one."""
     tokens = head[0][0].shape[-2] if head else 0
     if not blocks:
         ids, mask = ids[:, :prefix], mask[:, :prefix]
@@ -85,10 +122,10 @@ def _rows_pass(
         if head:
             cache = kv_cache.head_cache_class()(head, keep=False, own=prefix - tokens)
             _, tails = kv_cache.filled_with_tails(
-                model, ids[:, tokens:], mask, cache, blocks, prefix - tokens
+                model, ids[:, tokens:], mask, cache, blocks, tails_from - tokens
             )
             return [cache.own[layer] for layer in range(len(head))], tails
-        cache, tails = kv_cache.filled_with_tails(model, ids, mask, None, blocks, prefix)
+        cache, tails = kv_cache.filled_with_tails(model, ids, mask, None, blocks, tails_from)
     layers = layer_tensors(cache)
     if layers is None:
         return None, {}
@@ -115,11 +152,13 @@ class PrefixStore:
         *,
         head: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
         local: torch.Tensor | None = None,
+        tails_from: int | None = None,
     ) -> None:
         self.prefix = prefix
         self.head = head or []  # every layer's (keys, values) of the shared head, one row
         self.layers = layers  # every layer's (keys, values) of tokens [head, prefix), per row
         self.tails = tails or {}
+        self.tails_from = prefix if tails_from is None else tails_from  # the tails' first token
         self._local = local  # encoded row -> row of the store (-1: absent); None: every row
 
     @property
@@ -149,20 +188,25 @@ class PrefixStore:
         max_bytes: int,
         blocks: dict[int, Any] | None = None,
         rows: torch.Tensor | None = None,
+        prefix: int | None = None,
+        tails_from: int | None = None,
     ) -> PrefixStore | None:
         """The store for ``encoded`` (only its ``rows``, where given), from passes of
-        ``batch_size`` rows; None where it does not apply or would not fit."""
+        ``batch_size`` rows; None where it does not apply or would not fit. ``prefix`` (default:
+        the rows' earliest site position) and ``tails_from`` (default ``prefix``, at most it)
+        make a store that serves several positions (``view``)."""
         every = torch.arange(len(encoded)) if rows is None else rows
         n = len(every)
-        p = shared_prefix(encoded, every) if n else None
-        if p is None or max_bytes <= 0:
+        p = prefix if prefix is not None else shared_prefix(encoded, every) if n else None
+        if not n or p is None or p <= 0 or max_bytes <= 0:
             return None
+        first_tail = p if tails_from is None else tails_from
         # every prompt's whole length where tails are kept, so that every batch's tails line up
         ids, mask = encoded.base_ids[every], encoded.base_mask[every]
-        tokens = kv_cache.shared_head(ids[:, :p], mask[:, :p], p)
+        tokens = kv_cache.shared_head(ids[:, :first_tail], mask[:, :first_tail], first_tail)
         # Past the budget by the config's count: refused without running a batch (at 7B a
         # 640-pair store needs 11 GiB; its first batch alone would cost a prefix pass).
-        if _estimated_bytes(model, n, p, tokens, ids.shape[1], blocks) > max_bytes:
+        if _estimated_bytes(model, n, p, tokens, ids.shape[1], blocks, first_tail) > max_bytes:
             return None
         head: list[tuple[torch.Tensor, torch.Tensor]] = []
         if tokens:
@@ -173,7 +217,7 @@ class PrefixStore:
         tails: dict[int, hooks.Tail] = {}
         for start in range(0, n, batch_size):
             part = slice(start, min(start + batch_size, n))
-            own, part_tails = _rows_pass(model, ids[part], mask[part], p, head, blocks)
+            own, part_tails = _rows_pass(model, ids[part], mask[part], p, head, blocks, first_tail)
             if own is None:
                 return None
             if not layers:  # the first batch tells the size of the whole store
@@ -199,7 +243,27 @@ class PrefixStore:
         if rows is not None:
             local = torch.full((len(encoded),), -1, dtype=torch.long)
             local[rows] = torch.arange(n)
-        return cls(p, layers, tails, head=head, local=local)
+        return cls(p, layers, tails, head=head, local=local, tails_from=first_tail)
+
+    def view(self, prefix: int) -> PrefixStore | None:
+        """The store cut back to the prefix [0, ``prefix``) (views, no copy), for a site at an
+        earlier position of the same prompts; None where it cannot serve that prefix."""
+        if prefix == self.prefix:
+            return self
+        if not self.head_tokens <= prefix <= self.prefix or (
+            self.tails and prefix < self.tails_from
+        ):
+            return None
+        cut = prefix - self.head_tokens
+        layers = [(k[..., :cut, :], v[..., :cut, :]) for k, v in self.layers]
+        return PrefixStore(
+            prefix,
+            layers,
+            self.tails,
+            head=self.head,
+            local=self._local,
+            tails_from=self.tails_from,
+        )
 
     @classmethod
     def shared(
@@ -213,8 +277,11 @@ class PrefixStore:
     ) -> PrefixStore | None:
         """``build``, computed once per pair set inside a ``sharing()`` block that shares prefix
         stores: the prefix does not depend on the layer, so a search's cells at one position
-        share it (and the first to build it asks for every planned layer's tail). Elsewhere
-        every call builds its own."""
+        share it (and the first to build it asks for every planned layer's tail). Where the
+        blocks plan sites at other positions of the same prompts, one store serves them all: the
+        latest position's prefix, the tails from the earliest, each position a ``view`` of it
+        (its pass is the one a single position's store runs, so the views hold the same
+        numbers). Elsewhere every call builds its own."""
 
         def make() -> PrefixStore | None:
             return cls.build(
@@ -223,6 +290,9 @@ class PrefixStore:
 
         if not sharing.prefix_stores_active():
             return make()
+        every_position = _of_every_position(model, encoded, batch_size, max_bytes)
+        if every_position is not None:
+            return every_position
         key = ("prefix_store", id(model), id(encoded), max_bytes)
         return sharing.shared(key, make, owners=(model, encoded))
 
@@ -248,4 +318,49 @@ class PrefixStore:
         if tail is None:
             return None
         rows = self._rows(index).to(tail.hidden.device)
-        return hooks.Tail(tail.hidden[rows, : length - self.prefix], tail.in_tuple)
+        tokens = slice(self.prefix - self.tails_from, length - self.tails_from)
+        return hooks.Tail(tail.hidden[rows, tokens], tail.in_tuple)
+
+
+_REFUSED = "refused"  # remembered where a store of every position does not apply or fit
+
+
+def _of_every_position(
+    model: Any, encoded: EncodedPairs, batch_size: int, max_bytes: int
+) -> PrefixStore | None:
+    """The view for ``encoded``'s position of the store of every planned position of its
+    prompts, built by the first to ask and kept by the block that plans the other positions;
+    None where there is no other position, or that store does not fit ``max_bytes``."""
+    tokenized = encoded.tokenized
+    planned = sharing.planned_sites(every=True)
+    others = [site for site in planned if site.position != encoded.position]
+    if tokenized is None or not others:
+        return None
+    owners = (model, tokenized)
+    key = ("prefix store of every position", id(tokenized), max_bytes)
+    store = sharing.lookup(key, owners=owners)
+    if store is None:
+        prefixes = {encoded.position: int(encoded.base_position.min())}
+        for site in others:
+            if site.position not in prefixes:
+                try:
+                    positions = tokenized.base_positions(site.parsed_position)
+                except DasError:  # a position these prompts lack fails in its own cell
+                    continue
+                prefixes[site.position] = int(positions.min())
+        found = None
+        if len(prefixes) > 1 and min(prefixes.values()) > 0:
+            found = PrefixStore.build(
+                model,
+                encoded,
+                batch_size=batch_size,
+                max_bytes=max_bytes,
+                blocks=tail_blocks(model, existing_sites(model, planned)),
+                prefix=max(prefixes.values()),
+                tails_from=min(prefixes.values()),
+            )
+        store = _REFUSED if found is None else found
+        sharing.remember(key, store, owners=owners, for_site=others[0])
+    if not isinstance(store, PrefixStore):
+        return None
+    return store.view(int(encoded.base_position.min()))

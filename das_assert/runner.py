@@ -21,7 +21,6 @@ from das_assert.kv_cache import (
     cache_holding,
     cut_to,
     layer_tensors,
-    plain_cache,
     prefix_cache,
     prefix_with_tails,
     run_model,
@@ -29,7 +28,7 @@ from das_assert.kv_cache import (
     split_head,
     weights_version,
 )
-from das_assert.prefix_store import PrefixStore
+from das_assert.prefix_store import PrefixStore, tail_blocks
 from das_assert.sites import ResolvedSite, decoder_blocks, existing_sites, last_unchanged_block
 
 __all__ = [
@@ -329,24 +328,6 @@ class BaseRun:
                 cache=cache,
             )
         return _logits_at(output, last - head)
-
-
-def tail_blocks(
-    model: Any, sites: Sequence[ResolvedSite], encoded: EncodedPairs | None = None
-) -> dict[int, Any]:
-    """The blocks (index -> block) whose output at a suffix a prefix pass or ``PrefixStore``
-    should record so that passes intervening at ``sites`` can skip them: the last block each
-    site cannot change. With ``encoded``, also those of the sites a ``sharing()`` block plans
-    at its position (a search's other layers, which share the store). Empty where the model's
-    blocks are unknown or its KV cache is not plain (``kv_cache.plain_cache``)."""
-    blocks = decoder_blocks(model)
-    if blocks is None or not sites or not plain_cache(model):
-        return {}
-    if encoded is not None:
-        planned = [s for s in sharing.planned_sites() if s.position == encoded.position]
-        sites = [*sites, *existing_sites(model, planned)]
-    found = {last_unchanged_block(site) for site in sites} - {None}
-    return {block: blocks[block] for block in sorted(found)}
 
 
 def _logits_at(output: Any, last: torch.Tensor) -> torch.Tensor:

@@ -62,10 +62,10 @@ def search(
 ) -> SearchGrid:
     """Fit ``hypothesis`` at every cell; ``align(hypothesis, site, **changes)`` fits one cell.
 
-    The cells of one position run together inside ``sharing()``: they encode their pairs once
-    and share the prefix KV cache of the training and test prompts, which does not depend on the
-    layer. The source activations of every cell come from one pass over each set of source
-    prompts, those of later positions kept on the CPU until their cells run.
+    The cells run inside ``sharing()`` blocks, one around the grid and one per position: each
+    set of prompts (training, test) is tokenized once, its source activations for every cell
+    come from one pass (those of later positions kept on the CPU until their cells run), and
+    one prefix KV store serves every cell (each position a view of it), where it fits.
     """
     results = {}
     grid = [[Site(layer, position, component) for layer in layers] for position in positions]

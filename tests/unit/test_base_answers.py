@@ -18,6 +18,7 @@ from das_assert.evaluate import base_answers
 from das_assert.experiment import Experiment, run_experiment, task_accuracy
 from das_assert.fit import FitConfig
 from das_assert.positions import parse_position
+from das_assert.prefix_store import PrefixStore
 from das_assert.runner import BaseRun, answer_logits
 from das_assert.search import search
 from das_assert.sharing import sharing
@@ -102,11 +103,17 @@ def test_a_search_block_runs_the_base_prompts_once_for_every_cell(
 def test_a_search_tokenizes_and_runs_each_pair_sets_prompts_once(
     tiny_models: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Over a 2 x 2 grid: one tokenization and one source pass per pair set (training, test),
-    one base run of the test prompts, whatever the cell's layer and position."""
+    """Over a 2 x 2 grid: one tokenization, one source pass and one prefix store per pair set
+    (training, test), one base run of the test prompts, whatever the cell's layer and
+    position."""
     loaded = tiny_models["llama"]
-    calls = {"tokenize": 0, "source pass": 0}
+    calls = {"tokenize": 0, "source pass": 0, "prefix store": 0}
     tokenize, source_pass = experiment_module.tokenize, runner._source_pass
+    build = PrefixStore.build.__func__  # type: ignore[attr-defined]
+
+    def counting_build(cls: type, *args: Any, **kwargs: Any) -> Any:
+        calls["prefix store"] += 1
+        return build(cls, *args, **kwargs)
 
     def counting_tokenize(*args: Any, **kwargs: Any) -> Any:
         calls["tokenize"] += 1
@@ -118,6 +125,7 @@ def test_a_search_tokenizes_and_runs_each_pair_sets_prompts_once(
 
     monkeypatch.setattr(experiment_module, "tokenize", counting_tokenize)
     monkeypatch.setattr(runner, "_source_pass", counting_source_pass)
+    monkeypatch.setattr(PrefixStore, "build", classmethod(counting_build))
     with counted_base_runs(monkeypatch) as counts:
         grid = search(
             lambda _hypothesis, site: run_experiment(
@@ -127,6 +135,6 @@ def test_a_search_tokenizes_and_runs_each_pair_sets_prompts_once(
             layers=[0, 2],
             positions=["last", "amount.last"],
         )
-    assert calls == {"tokenize": 2, "source pass": 2}
+    assert calls == {"tokenize": 2, "source pass": 2, "prefix store": 2}
     assert counts == {"base_answers": 1, "evaluation": 0}
     assert len(grid.results) == 4
