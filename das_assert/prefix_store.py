@@ -19,7 +19,6 @@ from das_assert import hooks, kv_cache, sharing
 from das_assert.data import EncodedPairs
 from das_assert.errors import DasError
 from das_assert.kv_cache import (
-    cache_holding,
     estimated_kv_bytes,
     layer_tensors,
     plain_cache,
@@ -297,19 +296,10 @@ class PrefixStore:
         return sharing.shared(key, make, owners=(model, encoded))
 
     def cache_for(self, index: torch.Tensor) -> Any:
-        """A fresh ``DynamicCache`` holding the prefixes of rows ``index``."""
-
+        """A fresh ``DynamicCache`` holding the prefixes of rows ``index``, each layer gathered
+        from the store only when a pass updates it (``kv_cache.stored_rows_cache``)."""
         rows = self._rows(index).to(self.layers[0][0].device)
-        data = [(k[rows], v[rows]) for k, v in self.layers]
-        if self.head:
-            data = [
-                (
-                    torch.cat([kv_cache.expanded_rows(hk, len(rows)), k], dim=-2),
-                    torch.cat([kv_cache.expanded_rows(hv, len(rows)), v], dim=-2),
-                )
-                for (hk, hv), (k, v) in zip(self.head, data, strict=True)
-            ]
-        return cache_holding(data)
+        return kv_cache.stored_rows_cache(self.head, self.layers, rows)
 
     def tail_for(self, index: torch.Tensor, block: int, length: int) -> hooks.Tail | None:
         """Block ``block``'s output at tokens [prefix, length) of rows ``index``; None where

@@ -197,6 +197,7 @@ class BaseRun:
         self._store = prefix_store if self.prefix is not None else None
         self._cache: Any = None
         self._cached = 0  # how many leading tokens self._cache holds
+        self._from_store = False  # whether self._cache holds the store's rows
         self._tails: dict[int, hooks.Tail] = {}  # block -> its output at tokens [_cached, end)
 
     def logits(
@@ -242,7 +243,7 @@ class BaseRun:
     def _tail(self, block: int) -> hooks.Tail | None:
         if block in self._tails:
             return self._tails[block]
-        if self._store is not None and self._cached == self._store.prefix:
+        if self._store is not None and self._from_store:
             return self._store.tail_for(self.index, block, self.ids.shape[1])
         return None
 
@@ -259,13 +260,10 @@ class BaseRun:
         if len(interventions) == 1 or self.prefix is None:
             return torch.cat([self.logits(mix, site=site) for site, mix in interventions])
         p = self._prefix_ready()
-        layers = layer_tensors(self._cache)
-        if layers is None:
-            return torch.cat([self.logits(mix, site=site) for site, mix in interventions])
         copies, n = len(interventions), len(self.index)
-        cache = cache_holding(
-            [(k.repeat(copies, 1, 1, 1), v.repeat(copies, 1, 1, 1)) for k, v in layers]
-        )
+        cache = self._repeated_prefix(copies)
+        if cache is None:
+            return torch.cat([self.logits(mix, site=site) for site, mix in interventions])
         positions = self.encoded.base_position[self.index] - p
         with contextlib.ExitStack() as stack:
             for copy, (site, mix) in enumerate(interventions):
@@ -281,6 +279,18 @@ class BaseRun:
             )
         return _logits_at(output, (self.encoded.base_last[self.index] - p).repeat(copies))
 
+    def _repeated_prefix(self, copies: int) -> Any:
+        """The prefix cache with the batch repeated ``copies`` times (a fresh cache); None where
+        the cache is not a plain one."""
+        if self._store is not None and self._from_store:
+            return self._store.cache_for(self.index.repeat(copies))
+        layers = layer_tensors(self._cache)
+        if layers is None:
+            return None
+        return cache_holding(
+            [(k.repeat(copies, 1, 1, 1), v.repeat(copies, 1, 1, 1)) for k, v in layers]
+        )
+
     def _prefix_ready(self) -> int:
         """Fill ``self._cache`` with the batch's prefix (from the store where it has it) once;
         return how many leading tokens it holds."""
@@ -288,6 +298,7 @@ class BaseRun:
             store = self._store
             if store is not None and store.prefix <= self.prefix and store.holds(self.index):
                 self._cache, self._cached = store.cache_for(self.index), store.prefix
+                self._from_store = True
             else:
                 p = self.prefix
                 blocks = self._skippable_blocks()

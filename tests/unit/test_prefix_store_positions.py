@@ -56,10 +56,12 @@ def assert_same_store(view: PrefixStore, alone: PrefixStore, length: int) -> Non
     assert view.head_tokens == alone.head_tokens
     assert set(view.tails) >= set(alone.tails)
     index = torch.tensor([4, 0, 11, 7])
-    got, want = view.cache_for(index), alone.cache_for(index)
-    for got_layer, want_layer in zip(got.layers, want.layers, strict=True):
-        assert torch.equal(got_layer.keys, want_layer.keys)
-        assert torch.equal(got_layer.values, want_layer.values)
+    for (got_k, got_v), (want_k, want_v) in zip(view.head, alone.head, strict=True):
+        assert torch.equal(got_k, want_k)
+        assert torch.equal(got_v, want_v)
+    for (got_k, got_v), (want_k, want_v) in zip(view.layers, alone.layers, strict=True):
+        assert torch.equal(got_k[index], want_k[index])
+        assert torch.equal(got_v[index], want_v[index])
     for block in alone.tails:
         got_tail = view.tail_for(index, block, length)
         want_tail = alone.tail_for(index, block, length)

@@ -111,6 +111,48 @@ def test_a_suffix_pass_skips_the_unchangeable_blocks_with_the_same_logits_and_gr
         torch.testing.assert_close(run.logits(None), plain.logits(None), atol=1e-5, rtol=0)
 
 
+def gathered_whole(store: PrefixStore, index: torch.Tensor) -> Any:
+    """The store's rows ``index`` copied into a plain cache ahead of the pass, every layer."""
+    rows = index  # a store of every row: its rows are the pairs' rows
+    layers = []
+    for (hk, hv), (k, v) in zip(store.head, store.layers, strict=True):
+        n = len(rows)
+        layers.append(
+            (
+                torch.cat([hk.expand(n, *hk.shape[1:]), k[rows]], dim=-2),
+                torch.cat([hv.expand(n, *hv.shape[1:]), v[rows]], dim=-2),
+            )
+        )
+    return kv_cache.cache_holding(layers)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_a_suffix_pass_from_a_store_never_gathers_the_layers_it_skips(
+    tiny_models: dict[str, Any], arch: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = tiny_models[arch]
+    site = Site(1, "amount.last").resolve(loaded.model)
+    encoded = encode(
+        loaded, prompt_pairs("left_boundary", 8, seed=3), parse_position("amount.last")
+    )
+    blocks = tail_blocks(loaded.model, [site])
+    store = PrefixStore.build(loaded.model, encoded, batch_size=3, max_bytes=2**26, blocks=blocks)
+    assert store is not None
+    assert store.head  # the template's preamble, held once
+    index = torch.arange(2, 7)
+    _, mix = mixer(loaded, site, encoded, index)
+    run = BaseRun(loaded.model, site, encoded, index, prefix_store=store)
+    got = [run.logits(mix), run.logits(mix), run.logits(None)]
+    # Blocks 0 and 1 are skipped: their layers were never copied out of the store.
+    assert [layer.stored is not None for layer in run._cache.layers] == [True, True, False]
+    assert [layer.get_seq_length() for layer in run._cache.layers] == [store.prefix] * 3
+    monkeypatch.setattr(store, "cache_for", lambda rows: gathered_whole(store, rows))
+    whole = BaseRun(loaded.model, site, encoded, index, prefix_store=store)
+    want = [whole.logits(mix), whole.logits(mix), whole.logits(None)]
+    for got_logits, want_logits in zip(got, want, strict=True):
+        assert torch.equal(got_logits, want_logits)
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 @torch.no_grad()
 def test_a_joint_pass_skips_up_to_its_shallowest_site(
