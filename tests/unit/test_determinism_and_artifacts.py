@@ -396,7 +396,12 @@ def _interrupt_once_training(command: list[str], cwd: Path) -> subprocess.Comple
     assert "boundless DAS" in seen, f"the fit never started:\n{seen}"
     time.sleep(0.5)  # well inside the fit: it has thousands of steps to go
     process.send_signal(signal.SIGINT)
-    _, rest = process.communicate(timeout=120)
+    try:
+        _, rest = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # the interrupt was swallowed: say where, from stderr
+        process.kill()
+        _, rest = process.communicate()
+        pytest.fail(f"the fit went on for 120 s after SIGINT; its stderr ends:\n{rest[-3000:]}")
     return subprocess.CompletedProcess(command, process.returncode, "", seen + rest)
 
 
@@ -424,6 +429,6 @@ def test_ctrl_c_during_a_cli_fit_exits_cleanly_and_writes_nothing(
     ]
     result = _interrupt_once_training(command, tmp_path)
     assert result.returncode == 130, result.stderr[-2000:]
-    assert "interrupted: nothing was saved" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert "interrupted: nothing was saved" in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert list(out.iterdir()) == []
