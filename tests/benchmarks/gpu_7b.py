@@ -255,11 +255,12 @@ def profile_fit(
 
         return wrapper
 
-    phases = [  # a function imported by runner is patched where each module looks it up
-        ("phase: prefix pass", owner, name)
-        for owner in (kv_cache, runner)
-        for name in ("prefix_cache", "prefix_with_tails")
-    ]
+    # A function imported by runner is patched where each module looks it up. Prefix passes:
+    # a step's own prefix (``prefix_cache``), and any pass that keeps the skipped blocks' outputs
+    # (``filled_with_tails``: a step's prefix with tails, a prefix store or its window); none of
+    # these calls another, so no time is counted twice.
+    phases = [("phase: prefix pass", owner, "prefix_cache") for owner in (kv_cache, runner)]
+    phases.append(("phase: prefix pass", kv_cache, "filled_with_tails"))
     phases += [("phase: model pass", owner, "run_model") for owner in (kv_cache, runner)]
     phases.append(("phase: interchange", Interchange, "forward"))
     fit_alignment(model.model, resolved, train, config)  # warm-up

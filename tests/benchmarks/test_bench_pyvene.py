@@ -60,9 +60,11 @@ def test_the_7b_gpu_script_runs_end_to_end_at_a_toy_shape_on_cpu(tmp_path: Path)
     for name in ("das_assert", "das_assert_one_pass", "pyvene"):
         assert result[name]["seconds_per_step"] > 0
         assert result["dispatch"][f"{name}_aten_ops_per_step"] > 0
-    # One pass over the whole prompt dispatches fewer ops than a prefix pass and a suffix pass.
+    # Each of das_assert's ways to run a step dispatches fewer ops than pyvene's (which of the
+    # two dispatches fewer depends on the shape: the suffix pass skips the site's blocks).
     ops = result["dispatch"]
-    assert ops["das_assert_one_pass_aten_ops_per_step"] < ops["das_assert_aten_ops_per_step"]
+    for name in ("das_assert", "das_assert_one_pass"):
+        assert ops[f"{name}_aten_ops_per_step"] < ops["pyvene_aten_ops_per_step"]
     grid = result["grid"]  # 4 layers: pyvene ran 3 of them per position, the 4th is estimated
     assert grid["layers"] == [0, 1, 2, 3]
     assert grid["pyvene_layers"] == [0, 2, 3]
