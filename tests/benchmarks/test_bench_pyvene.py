@@ -25,8 +25,9 @@ def test_one_cell_side_by_side(capsys: pytest.CaptureFixture[str]) -> None:
     result = bench_pyvene.run("embedded", 0, "last", n_train=1500, epochs=3, batch=32, n_test=400)
     with capsys.disabled():
         print("\n" + bench_pyvene.table(result))
-    # n=400: a Wilson half-width is about 0.04; two fits of the same recipe land within it.
-    assert abs(result["iia_difference"]) <= 0.04
+    # Both start from the same rotation and see the same batches, so what differs is the
+    # boxes' parametrisation and rounding: issue 7 asks for IIAs within 0.02 of each other.
+    assert abs(result["iia_difference"]) <= 0.02
 
 
 def test_grid_side_by_side(capsys: pytest.CaptureFixture[str]) -> None:
@@ -44,7 +45,7 @@ def test_grid_side_by_side(capsys: pytest.CaptureFixture[str]) -> None:
     )
     with capsys.disabled():
         print("\n" + bench_pyvene.grid_table(result))
-    assert result["max_abs_iia_difference"] <= 0.06
+    assert result["max_abs_iia_difference"] <= 0.02  # same start and batches in every cell
 
 
 def test_the_7b_gpu_script_runs_end_to_end_at_a_toy_shape_on_cpu(tmp_path: Path) -> None:
