@@ -80,9 +80,9 @@ def robustness_summary(fuzz: list[dict[str, Any]]) -> dict[str, Any]:
 def markdown_table(results: list[dict[str, Any]], robustness: dict[str, Any] | None = None) -> str:
     """A Markdown table of results, for a CI job summary."""
     lines = [
-        "| test | hypothesis | site | IIA | 95% CI | n | no-op | random rot. | task acc. "
-        "| threshold | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| test | hypothesis | site | IIA | 95% CI | n | no-op | majority | random rot. "
+        "| task acc. | threshold | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         low, high = r["iia_ci"]
@@ -90,7 +90,8 @@ def markdown_table(results: list[dict[str, Any]], robustness: dict[str, Any] | N
         lines.append(
             f"| {r.get('test_id') or '–'} | {r['hypothesis']}:{r['variable']} "
             f"| `{r['site']['canonical']}` | {_fmt(r['iia'])} | [{_fmt(low)}, {_fmt(high)}] "
-            f"| {r['n_test']} | {_fmt(b['noop'])} | {_fmt(b['random_rotation'])} "
+            f"| {r['n_test']} | {_fmt(b['noop'])} | {_fmt(b.get('majority'))} "
+            f"| {_fmt(b['random_rotation'])} "
             f"| {_fmt(r['task_accuracy'])} | {_fmt(r.get('threshold'), 2)} "
             f"| {r.get('verdict') or '–'} |"
         )

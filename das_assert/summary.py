@@ -7,13 +7,21 @@ from typing import Any
 
 __all__ = ["fuzz_lines", "summary_lines"]
 
-HEADER = (
-    f"{'claim':<34} {'site':<36} {'IIA':>5} {'95% CI':>13} {'n':>5} {'no-op':>5} "
-    f"{'rand':>5} {'task':>5} {'thr':>5}  verdict"
+_NUMBERS = (
+    f"{'IIA':>5} {'95% CI':>13} {'n':>5} {'no-op':>5} {'maj':>5} {'rand':>5} {'task':>5} "
+    f"{'thr':>5}  verdict"
 )
 
 
-def _row(r: dict[str, Any]) -> str:
+def _number(value: float | None) -> str:
+    return f"{'–':>5}" if value is None else f"{value:>5.3f}"
+
+
+def _header(claim_width: int, site_width: int) -> str:
+    return f"{'claim':<{claim_width}} {'site':<{site_width}} {_NUMBERS}"
+
+
+def _row(r: dict[str, Any], claim_width: int, site_width: int) -> str:
     low, high = r["iia_ci"]
     b = r["baselines"]
     expected = "" if r["passed"] else f" (expected {r['expected_verdict']})"
@@ -29,29 +37,35 @@ def _row(r: dict[str, Any]) -> str:
         if r.get("drift", {}).get("from"):
             expected += f"  DRIFT from {r['drift']['from']}"
     return (
-        f"{r['claim'][:34]:<34} {r['site']['canonical'][:36]:<36} {r['iia']:>5.3f} "
-        f"{low:>6.3f}-{high:<6.3f} {r['n_test']:>5} {b['noop']:>5.3f} "
+        f"{r['claim']:<{claim_width}} {r['site']['canonical']:<{site_width}} {r['iia']:>5.3f} "
+        f"{low:>6.3f}-{high:<6.3f} {r['n_test']:>5} {b['noop']:>5.3f} {_number(b.get('majority'))} "
         f"{b['random_rotation']:>5.3f} {r['task_accuracy']:>5.3f} {r['threshold']:>5.2f}  "
         f"{r['verdict']}{expected}"
     )
 
 
 def summary_lines(records: list[dict[str, Any]]) -> list[str]:
-    """Lines of the summary, grouped by hypothesis file."""
+    """Lines of the summary, grouped by hypothesis file; the claim and site columns are as wide
+    as their longest entry in the run, so no site is cut short and every table lines up."""
     by_file: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in records:
         by_file[record["test_id"].split("::")[0]].append(record)
+    claim_width = max([len("claim"), *(len(r["claim"]) for r in records)])
+    site_width = max([len("site"), *(len(r["site"]["canonical"]) for r in records)])
     lines = []
     for file, group in sorted(by_file.items()):
         lines.append(f"--- {file}")
-        lines.append(HEADER)
-        lines.extend(_row(r) for r in sorted(group, key=lambda r: r["test_id"]))
+        lines.append(_header(claim_width, site_width))
+        lines.extend(
+            _row(r, claim_width, site_width) for r in sorted(group, key=lambda r: r["test_id"])
+        )
     lines.extend(_unmatched_baseline_entries(records))
     seeds = sorted({r["seed"] for r in records})
     lines.append(
-        f"Legend: IIA with a hard mask, Wilson 95% CI over n test pairs; no-op / rand = IIA of the "
-        f"plain base run / a random rotation of the learned width; task = task accuracy; "
-        f"thr = threshold (das.yaml). seed={','.join(map(str, seeds))}"
+        f"Legend: IIA with a hard mask, Wilson 95% CI over n test pairs; no-op / maj / rand = IIA "
+        f"of the plain base run / the share of the commonest label / a random rotation of the "
+        f"learned width; task = task accuracy; thr = threshold (das.yaml). "
+        f"seed={','.join(map(str, seeds))}"
     )
     return lines
 

@@ -1,0 +1,69 @@
+"""The terminal summary and the Markdown table: every number a verdict rests on, sites whole."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from das_assert.report import markdown_table
+from das_assert.summary import summary_lines
+
+LONG_SITE = "block_output[layer=12, pos=before:amount]"
+
+
+def _record(claim: str, site: str, iia: float, verdict: str, test: str) -> dict[str, Any]:
+    return {
+        "test_id": f"hypotheses/test_x.py::{test}",
+        "claim": claim,
+        "hypothesis": claim,
+        "variable": "left",
+        "site": {"canonical": site},
+        "iia": iia,
+        "iia_ci": (iia - 0.03, iia + 0.02),
+        "n_test": 800,
+        "baselines": {"noop": 0.689, "majority": 0.512, "random_rotation": 0.641},
+        "task_accuracy": 0.973,
+        "threshold": 0.73,
+        "verdict": verdict,
+        "expected_verdict": verdict,
+        "passed": True,
+        "seed": 0,
+    }
+
+
+RECORDS = [
+    _record("left_boundary", "block_output[layer=0, pos=last]", 0.830, "aligned", "test_a"),
+    _record("left_boundary.control", LONG_SITE, 0.689, "not_aligned", "test_b"),
+]
+
+
+def test_the_summary_shows_whole_sites_and_the_majority_baseline() -> None:
+    lines = summary_lines(RECORDS)
+    header, first, second = lines[1], lines[2], lines[3]
+    assert LONG_SITE in second  # not cut at a fixed width
+    assert "maj" in header.split()
+    # The numbers line up under their headings (right-aligned, 5 wide) in every row.
+    for row, record in zip((first, second), RECORDS, strict=True):
+        for heading, value in (("IIA", record["iia"]), ("maj", 0.512), ("task", 0.973)):
+            end = header.index(f" {heading} ") + 1 + len(heading)
+            assert row[end - 5 : end] == f"{value:.3f}", (heading, row)
+        assert row[header.index("verdict") :].split()[0] == record["verdict"]
+    assert "maj / rand" in lines[-1]
+    assert "commonest label" in lines[-1]
+
+
+def test_the_summary_says_when_a_record_has_no_majority_baseline() -> None:
+    record = _record("left_boundary", "block_output[layer=0, pos=last]", 0.83, "aligned", "t")
+    del record["baselines"]["majority"]
+    assert "–" in summary_lines([record])[2]
+
+
+def test_the_markdown_table_has_a_cell_for_every_heading() -> None:
+    lines = markdown_table(RECORDS).splitlines()
+    header, rule, rows = lines[0], lines[1], lines[2:4]
+    assert "majority" in header
+    cells = header.count("|")
+    assert rule.count("|") == cells
+    for row in rows:
+        assert row.count("|") == cells
+        assert "0.512" in row
+    assert f"`{LONG_SITE}`" in rows[1]
