@@ -36,6 +36,14 @@ def entry_key(record: dict[str, Any]) -> str:
     return f"{record['test_id']}::{record['claim']}"
 
 
+def _report_key(record: dict[str, Any]) -> str:
+    """A report record's key: a pytest claim's ``entry_key``; a command-line result (no test, no
+    claim) by what it measured, so that each cell of a ``search`` report is its own entry."""
+    if record.get("claim"):
+        return entry_key(record)
+    return f"{record['hypothesis']}:{record['variable']} at {record['site']['canonical']}"
+
+
 def slug(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_")[:150]
 
@@ -97,7 +105,6 @@ def load_baseline(path: Path) -> dict[str, Any]:
     payload = read_json_checked(Path(path), what="baseline")
     if "entries" in payload:
         return payload
-    if "results" in payload:  # a --das-json report can serve as a baseline too
-        results = [r for r in payload["results"] if r.get("claim")]
-        return {**payload, "entries": {entry_key(r): r for r in results}}
+    if "results" in payload:  # a --das-json or the command line's --json report serves too
+        return {**payload, "entries": {_report_key(r): r for r in payload["results"]}}
     raise AlignmentFileError(f"{path} is neither a das_assert baseline nor a report")

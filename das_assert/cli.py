@@ -302,10 +302,13 @@ def _cmd_train_embedded(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from das_assert.baseline import load_baseline
     from das_assert.compare import parse_compare_fail
+    from das_assert.errors import InvalidArgument
     from das_assert.store import atomic_write_bytes
 
     checks = [parse_compare_fail(expr) for expr in args.fail]
     old, new = load_baseline(args.old)["entries"], load_baseline(args.new)["entries"]
+    if not old and not new:  # an empty table would read as "no regression"
+        raise InvalidArgument(f"neither {args.old} nor {args.new} holds a result to compare")
     lines = [
         "| claim | site (old -> new) | IIA old | IIA new | Δ | result |",
         "|---|---|---|---|---|---|",

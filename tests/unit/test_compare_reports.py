@@ -1,0 +1,59 @@
+"""``compare`` on the command line's own reports (``fit``/``search`` ``--json``): their results
+carry no pytest claim, yet each must be compared, never skipped into a silent "no regression"."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from das_assert.baseline import load_baseline
+from das_assert.cli import main
+from das_assert.report import build_report, write_report
+
+
+def _cli_record(site: str, iia: float) -> dict[str, Any]:
+    return {
+        "test_id": None,
+        "hypothesis": "left_boundary",
+        "variable": "left",
+        "site": {"canonical": site},
+        "iia": iia,
+    }
+
+
+def _report(path: Path, *records: dict[str, Any]) -> Path:
+    write_report(path, build_report(None, list(records)))
+    return path
+
+
+LAST, EARLY = "block_output[layer=0, pos=last]", "block_output[layer=0, pos=before:amount]"
+
+
+def test_each_cell_of_a_command_line_report_is_an_entry(tmp_path: Path) -> None:
+    report = _report(tmp_path / "r.json", _cli_record(LAST, 0.83), _cli_record(EARLY, 0.66))
+    assert sorted(load_baseline(report)["entries"]) == [
+        f"left_boundary:left at {EARLY}",
+        f"left_boundary:left at {LAST}",
+    ]
+
+
+def test_a_drop_between_two_command_line_reports_is_a_regression(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = _report(tmp_path / "old.json", _cli_record(LAST, 0.83), _cli_record(EARLY, 0.66))
+    new = _report(tmp_path / "new.json", _cli_record(LAST, 0.70), _cli_record(EARLY, 0.66))
+    assert main(["compare", str(old), str(new), "--fail", "iia:0.05"]) == 1
+    out = capsys.readouterr().out
+    assert "1 regression(s)" in out
+    assert f"| left_boundary:left at {LAST} | `{LAST}` | 0.830 | 0.700 | -0.130 |" in out
+    assert main(["compare", str(old), str(old), "--fail", "iia:0.05"]) == 0
+
+
+def test_comparing_two_reports_without_results_is_an_error_not_a_pass(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = _report(tmp_path / "empty.json")
+    assert main(["compare", str(empty), str(empty)]) == 2
+    assert "holds a result to compare" in capsys.readouterr().err
