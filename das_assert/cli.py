@@ -1,4 +1,4 @@
-"""Command line: ``python -m das_assert fit | evaluate | search | train-embedded``.
+"""Command line: ``python -m das_assert fit | evaluate | search | compare | train-embedded``.
 
 Exit codes: 0 ok; 1 a claim failed (verdict not ``aligned`` when ``--threshold`` is given);
 2 a usage or input error, with a message that names the fix.
@@ -118,6 +118,34 @@ def _add_data_args(parser: argparse.ArgumentParser, *, hypothesis_required: bool
     group.add_argument("--json", type=Path, metavar="OUT", help="write the JSON report here")
 
 
+def _add_training_args(group: argparse._ArgumentGroup, *, n_train: int) -> None:
+    group.add_argument("--method", default="boundless", help="boundless, das:K, full or noop")
+    group.add_argument("--n-train", type=_positive, default=n_train, metavar="N")
+    group.add_argument("--epochs", type=_positive, default=3)
+    group.add_argument("--batch-size", type=_positive, default=32)
+    group.add_argument("--lr-rotation", type=float, default=1e-3)
+    group.add_argument("--lr-boundary", type=float, default=1e-2)
+    group.add_argument(
+        "--boundary-penalty",
+        type=float,
+        default=1.0,
+        help="weight of the box width, per 4096 coordinates (default 1.0)",
+    )
+
+
+def _distinct(kind: str) -> type[argparse.Action]:
+    """An argparse action for a list that refuses repeated entries (one cell each)."""
+
+    class Distinct(argparse.Action):
+        def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+            repeated = sorted({str(v) for v in values if values.count(v) > 1})
+            if repeated:
+                parser.error(f"{option}: {kind} {', '.join(repeated)} given twice; list each once")
+            setattr(namespace, self.dest, values)
+
+    return Distinct
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m das_assert",
@@ -140,18 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     site.add_argument(
         "--component", default="block_output", choices=("block_output", "block_input")
     )
-    site.add_argument("--method", default="boundless", help="boundless, das:K, full or noop")
-    site.add_argument("--n-train", type=_positive, default=2000, metavar="N")
-    site.add_argument("--epochs", type=_positive, default=3)
-    site.add_argument("--batch-size", type=_positive, default=32)
-    site.add_argument("--lr-rotation", type=float, default=1e-3)
-    site.add_argument("--lr-boundary", type=float, default=1e-2)
-    site.add_argument(
-        "--boundary-penalty",
-        type=float,
-        default=1.0,
-        help="weight of the box width, per 4096 coordinates (default 1.0)",
-    )
+    _add_training_args(site, n_train=2000)
     site.add_argument(
         "--save",
         type=Path,
@@ -159,6 +176,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="save the alignment (safetensors) for 'evaluate --alignment'",
     )
     site.add_argument("--progress", action="store_true", help="show a progress bar")
+
+    search = commands.add_parser(
+        "search", help="fit every cell of a layer x position grid; report where IIA is highest"
+    )
+    _add_model_args(search)
+    _add_data_args(search, hypothesis_required=True)
+    grid = search.add_argument_group("grid and method")
+    grid.add_argument(
+        "--layers",
+        type=int,
+        nargs="+",
+        required=True,
+        action=_distinct("layer"),
+        metavar="L",
+        help="decoder blocks, e.g. --layers 0 1 2 3 (negative: from the end)",
+    )
+    grid.add_argument(
+        "--positions",
+        nargs="+",
+        default=["last"],
+        action=_distinct("position"),
+        metavar="NAME",
+        help="e.g. --positions last after:amount amount.last (default: last)",
+    )
+    grid.add_argument(
+        "--component", default="block_output", choices=("block_output", "block_input")
+    )
+    _add_training_args(grid, n_train=1500)
+    grid.add_argument(
+        "--png", type=Path, metavar="OUT", help="save the grid's heatmap here (needs matplotlib)"
+    )
+    grid.add_argument("--progress", action="store_true", help="show a progress bar per cell")
 
     evaluate = commands.add_parser("evaluate", help="score a saved alignment on fresh pairs")
     _add_model_args(evaluate)
@@ -239,15 +288,10 @@ def _finish(args: argparse.Namespace, model: Any, record: dict[str, Any], summar
     return 0 if record.get("verdict") in (None, "aligned") else 1
 
 
-def _cmd_fit(args: argparse.Namespace) -> int:
-    from das_assert.experiment import run_experiment
+def _fit_config(args: argparse.Namespace) -> Any:
     from das_assert.fit import FitConfig
-    from das_assert.sites import Site
-    from das_assert.store import save_alignment
 
-    site = Site(args.layer, args.position, args.component)
-    experiment = _experiment(args, site, args.hypothesis, args.n_train)
-    config = FitConfig(
+    return FitConfig(
         method=args.method,
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -257,6 +301,16 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=args.progress,
     )
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from das_assert.experiment import run_experiment
+    from das_assert.sites import Site
+    from das_assert.store import save_alignment
+
+    site = Site(args.layer, args.position, args.component)
+    experiment = _experiment(args, site, args.hypothesis, args.n_train)
+    config = _fit_config(args)
     model = _load(args)
     result = run_experiment(model, experiment, config)
     record = result.to_dict()
@@ -266,6 +320,61 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         save_alignment(args.save, result.fitted.interchange, manifest)
         print(f"alignment: {args.save}")
     return _finish(args, model, record, result.summary())
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from das_assert.errors import InvalidArgument
+    from das_assert.experiment import run_experiment
+    from das_assert.report import build_report, write_report
+    from das_assert.search import grid_table, save_heatmap, search
+    from das_assert.sites import Site
+
+    if args.png is not None:  # refused before the grid is trained, not after
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise InvalidArgument(
+                "--png needs matplotlib: pip install 'das_assert[plots]', or drop --png"
+            ) from None
+    config = _fit_config(args)
+    model = _load(args)
+    blocks: dict[int, int] = {}  # a bad cell fails here, not after the cells before it trained
+    for layer in args.layers:
+        for position in args.positions:
+            block = Site(layer, position, args.component).resolve(model.model).layer
+        if blocks.setdefault(block, layer) != layer:
+            raise InvalidArgument(
+                f"--layers {blocks[block]} and {layer} are the same block of this model "
+                f"({block}); list each block once"
+            )
+
+    def align(hypothesis: str, site: Site) -> Any:
+        return run_experiment(model, _experiment(args, site, hypothesis, args.n_train), config)
+
+    grid = search(
+        align,
+        args.hypothesis,
+        layers=args.layers,
+        positions=args.positions,
+        component=args.component,
+    )
+    print(grid_table(grid))
+    best = grid.results[grid.best()]
+    record = best.to_dict()
+    records = [result.to_dict() for result in grid.results.values()]
+    if args.json:
+        report = build_report(model.describe(), records)
+        report["search"] = grid.to_dict()
+        write_report(args.json, report)
+    if args.png:
+        save_heatmap(grid, args.png, title=f"{args.hypothesis} on {model.name}: IIA per cell")
+        print(f"heatmap: {args.png}")
+    print(f"best: {best.summary()}")
+    if record.get("verdict"):
+        print(f"verdict of the best cell: {record['verdict']} ({record['verdict_reason']})")
+    if args.json:
+        print(f"report: {args.json}")
+    return 0 if record.get("verdict") in (None, "aligned") else 1
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -339,6 +448,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "fit": _cmd_fit,
+    "search": _cmd_search,
     "evaluate": _cmd_evaluate,
     "compare": _cmd_compare,
     "train-embedded": _cmd_train_embedded,

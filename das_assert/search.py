@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,8 +10,9 @@ from typing import Any
 
 from das_assert.sharing import sharing
 from das_assert.sites import Site
+from das_assert.store import atomic_write_bytes
 
-__all__ = ["SearchGrid", "save_heatmap", "search"]
+__all__ = ["SearchGrid", "grid_table", "save_heatmap", "search"]
 
 
 @dataclass
@@ -77,6 +79,29 @@ def search(
     return SearchGrid(hypothesis, list(layers), list(positions), results)
 
 
+def grid_table(grid: SearchGrid) -> str:
+    """The grid as text: a row per layer, a column per position, each cell's IIA and its Wilson
+    95% interval; the best cell starred."""
+    best = grid.best()
+    cells = {
+        cell: f"{result.iia:.3f} [{result.iia_ci[0]:.3f}, {result.iia_ci[1]:.3f}]"
+        + ("*" if cell == best else " ")
+        for cell, result in grid.results.items()
+    }
+    width = max(len(text) for text in (*cells.values(), *grid.positions))
+    label = max(len(f"layer {layer}") for layer in grid.layers)
+    ns = sorted({result.n for result in grid.results.values()})
+    lines = [
+        f"{grid.hypothesis}: IIA per cell (hard mask, 95% CI, n={'/'.join(map(str, ns))}; "
+        "* the best)",
+        " " * label + "  " + "  ".join(f"{p:<{width}}" for p in grid.positions),
+    ]
+    for layer in grid.layers:
+        row = "  ".join(f"{cells[(layer, p)]:<{width}}" for p in grid.positions)
+        lines.append(f"{f'layer {layer}':<{label}}  {row}")
+    return "\n".join(line.rstrip() for line in lines)
+
+
 def save_heatmap(grid: SearchGrid, path: Path, *, title: str = "") -> Path:
     """Save the grid as a PNG heatmap (rows: layers, top = deepest; columns: positions)."""
     try:
@@ -106,8 +131,9 @@ def save_heatmap(grid: SearchGrid, path: Path, *, title: str = "") -> Path:
     ax.set_title(title or f"{grid.hypothesis}: IIA (hard mask)")
     fig.colorbar(image, ax=ax, shrink=0.8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    image_bytes = io.BytesIO()
+    fig.savefig(image_bytes, format="png", dpi=110)
     plt.close(fig)
+    path = Path(path)
+    atomic_write_bytes(path, image_bytes.getvalue())  # never a half-written PNG
     return path

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -928,6 +929,7 @@ def test_a_bad_input_raises_one_clear_das_error(
 
 LLAMA = "<tiny llama>"
 FIT = ("fit", "--hypothesis", "left_boundary", "--layer", "1")
+SEARCH = ("search", "--hypothesis", "left_boundary", "--n-test", "20", "--layers")
 
 
 def cli(*argv: str, match: str) -> Any:
@@ -999,6 +1001,34 @@ CLI_CASES = [
     ),
     cli(*FIT, "--model", "/no/such/dir", match=r"error: model directory '/no/such/dir' does not"),
     cli(*FIT, "--model", LLAMA, "--device", "tpu", match=r"error: device='tpu' is not one of"),
+    cli(*SEARCH, "0", "1", "0", match=r"--layers: layer 0 given twice; list each once"),
+    cli(
+        *SEARCH,
+        "0",
+        "--positions",
+        "last",
+        "after:amount",
+        "last",
+        match=r"--positions: position last given twice; list each once",
+    ),
+    cli(
+        *SEARCH,
+        "0",
+        "-3",
+        "--model",
+        LLAMA,
+        match=r"error: --layers 0 and -3 are the same block of this model \(0\)",
+    ),
+    cli(
+        *SEARCH,
+        "0",
+        "7",
+        "--model",
+        LLAMA,
+        match=r"error: layer=7 is out of range for llama \(3 layers",
+    ),
+    cli(*SEARCH, "0", "--positions", "middle", match=r"error: cannot parse position 'middle'"),
+    cli("search", "--hypothesis", "left_boundary", match=r"required: --layers"),
 ]
 
 
@@ -1020,3 +1050,19 @@ def test_a_bad_command_line_exits_2_with_a_message(
 def test_there_are_at_least_45_distinct_cases() -> None:
     ids = [case.id for case in CASES + CLI_CASES]
     assert len(ids) == len(set(ids)) >= 45
+
+
+def test_a_cli_search_asking_for_a_heatmap_without_matplotlib_is_refused_before_training(
+    ctx: Ctx, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from das_assert import experiment
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    trained = []
+    monkeypatch.setattr(experiment, "run_experiment", lambda *a, **k: trained.append(a))
+    argv = [*SEARCH, "0", "--model", str(ctx.model_dir()), f"--png={tmp_path / 'grid.png'}"]
+    assert main(argv) == 2
+    stderr = capsys.readouterr().err
+    assert "error: --png needs matplotlib: pip install 'das_assert[plots]'" in stderr
+    assert trained == []
+    assert list(tmp_path.iterdir()) == []
