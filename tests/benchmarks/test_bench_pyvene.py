@@ -90,7 +90,7 @@ def test_the_7b_scripts_breakdown_stages_run_at_a_toy_shape_on_cpu(tmp_path: Pat
     """The stages a GPU session runs after the comparison (no pyvene needed): none may fail."""
     import gpu_7b
 
-    stages = "rotation,forward,memory,profile,memory_peak"
+    stages = "rotation,forward,memory,profile,memory_peak,cost_curve,every_prefix_kept"
     argv = ["--shape=tiny", "--device=cpu", "--dtype=float32", "--layer=2", f"--out={tmp_path}"]
     assert gpu_7b.main([*argv, f"--stages={stages}", "--n-train=32", "--name=extras"]) == 0
     result = json.loads((tmp_path / "extras.json").read_text())
@@ -103,6 +103,8 @@ def test_the_7b_scripts_breakdown_stages_run_at_a_toy_shape_on_cpu(tmp_path: Pat
     assert {"phase: prefix pass", "phase: model pass", "phase: interchange"} <= set(phases)
     assert result["profile"]["aten_ops_per_step"] > 0
     assert result["profile"]["one_pass"]["aten_ops_per_step"] > 0
+    assert {"site", "tokens_from_site", "seconds_per_step"} <= set(result["cost_curve"][0])
+    assert result["every_prefix_kept"]["examples_per_s"] > 0
 
 
 def test_what_was_live_at_an_allocator_traces_peak() -> None:
