@@ -119,6 +119,10 @@ def _add_data_args(parser: argparse.ArgumentParser, *, hypothesis_required: bool
 
 
 def _add_training_args(group: argparse._ArgumentGroup, *, n_train: int) -> None:
+    """The site's component and the fit's settings, shared by ``fit`` and ``search``."""
+    group.add_argument(
+        "--component", default="block_output", choices=("block_output", "block_input")
+    )
     group.add_argument("--method", default="boundless", help="boundless, das:K, full or noop")
     group.add_argument("--n-train", type=_positive, default=n_train, metavar="N")
     group.add_argument("--epochs", type=_positive, default=3)
@@ -131,6 +135,7 @@ def _add_training_args(group: argparse._ArgumentGroup, *, n_train: int) -> None:
         default=1.0,
         help="weight of the box width, per 4096 coordinates (default 1.0)",
     )
+    group.add_argument("--progress", action="store_true", help="show a progress bar per fit")
 
 
 def _distinct(kind: str) -> type[argparse.Action]:
@@ -165,9 +170,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="last, last-K, amount.last, after:amount, ... (default: last)",
     )
-    site.add_argument(
-        "--component", default="block_output", choices=("block_output", "block_input")
-    )
     _add_training_args(site, n_train=2000)
     site.add_argument(
         "--save",
@@ -175,7 +177,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="save the alignment (safetensors) for 'evaluate --alignment'",
     )
-    site.add_argument("--progress", action="store_true", help="show a progress bar")
 
     search = commands.add_parser(
         "search", help="fit every cell of a layer x position grid; report where IIA is highest"
@@ -200,14 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="e.g. --positions last after:amount amount.last (default: last)",
     )
-    grid.add_argument(
-        "--component", default="block_output", choices=("block_output", "block_input")
-    )
     _add_training_args(grid, n_train=1500)
     grid.add_argument(
         "--png", type=Path, metavar="OUT", help="save the grid's heatmap here (needs matplotlib)"
     )
-    grid.add_argument("--progress", action="store_true", help="show a progress bar per cell")
 
     evaluate = commands.add_parser("evaluate", help="score a saved alignment on fresh pairs")
     _add_model_args(evaluate)
