@@ -10,6 +10,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from das_assert.metrics import wilson_interval
 from das_assert.store import SCHEMA_VERSION, atomic_write_json
 
 __all__ = [
@@ -57,7 +58,8 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def robustness_summary(fuzz: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per claim and variant family: examples tried, rejected, broken, and pooled IIA."""
+    """Per claim and variant family: examples tried, rejected, broken, and the IIA pooled over
+    the pairs of the examples not rejected, with n and its Wilson 95% interval."""
     table: dict[str, dict[str, dict[str, Any]]] = {}
     for record in fuzz:
         for family in record["families"]:
@@ -74,6 +76,11 @@ def robustness_summary(fuzz: list[dict[str, Any]]) -> dict[str, Any]:
     for families in table.values():
         for cell in families.values():
             cell["iia"] = round(cell["correct"] / cell["n"], 6) if cell["n"] else None
+            cell["iia_ci"] = (
+                [round(v, 6) for v in wilson_interval(cell["correct"], cell["n"])]
+                if cell["n"]
+                else None
+            )
     return {"per_family": table, "examples": fuzz}
 
 
@@ -98,13 +105,15 @@ def markdown_table(results: list[dict[str, Any]], robustness: dict[str, Any] | N
     if robustness and robustness["per_family"]:
         lines += [
             "",
-            "| claim | variant family | examples | rejected | broken | pooled IIA |",
-            "|---|---|---|---|---|---|",
+            "| claim | variant family | examples | rejected | broken | pooled IIA | 95% CI | n |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for claim, families in sorted(robustness["per_family"].items()):
             for family, c in sorted(families.items()):
+                ci = c.get("iia_ci")
+                interval = f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "–"
                 lines.append(
                     f"| {claim} | {family} | {c['examples']} | {c['rejected']} "
-                    f"| {c['broken']} | {_fmt(c['iia'])} |"
+                    f"| {c['broken']} | {_fmt(c['iia'])} | {interval} | {c['n']} |"
                 )
     return "\n".join(lines) + "\n"

@@ -76,16 +76,24 @@ def fuzz_lines(fuzz: list[dict[str, Any]]) -> list[str]:
         return []
     from das_assert.report import robustness_summary
 
+    per_family = robustness_summary(fuzz)["per_family"]
+    width = max([len("claim"), *(len(claim) for claim in per_family)])
     lines = [
-        "--- robustness (fuzzed prompt variants; IIA pooled over the examples of a family)",
-        f"{'claim':<34} {'family':<12} {'examples':>8} {'rejected':>8} {'broken':>6} {'IIA':>6}",
+        "--- robustness (fuzzed prompt variants; IIA pooled over the pairs of a family's examples "
+        "not rejected, Wilson 95% CI over n)",
+        f"{'claim':<{width}} {'family':<12} {'examples':>8} {'rejected':>8} {'broken':>6} "
+        f"{'IIA':>6} {'95% CI':>13} {'n':>5}",
     ]
-    for claim, families in sorted(robustness_summary(fuzz)["per_family"].items()):
+    for claim, families in sorted(per_family.items()):
         for family, c in sorted(families.items()):
-            iia = "–" if c["iia"] is None else f"{c['iia']:.3f}"
+            if c["n"]:
+                low, high = c["iia_ci"]
+                numbers = f"{c['iia']:>6.3f} {low:>6.3f}-{high:<6.3f} {c['n']:>5}"
+            else:
+                numbers = f"{'–':>6} {'–':>13} {0:>5}"
             lines.append(
-                f"{claim[:34]:<34} {family:<12} {c['examples']:>8} {c['rejected']:>8} "
-                f"{c['broken']:>6} {iia:>6}"
+                f"{claim:<{width}} {family:<12} {c['examples']:>8} {c['rejected']:>8} "
+                f"{c['broken']:>6} {numbers}"
             )
     return lines
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from das_assert.report import markdown_table
-from das_assert.summary import summary_lines
+from das_assert.report import markdown_table, robustness_summary
+from das_assert.summary import fuzz_lines, summary_lines
 
 LONG_SITE = "block_output[layer=12, pos=before:amount]"
 
@@ -67,3 +67,34 @@ def test_the_markdown_table_has_a_cell_for_every_heading() -> None:
         assert row.count("|") == cells
         assert "0.512" in row
     assert f"`{LONG_SITE}`" in rows[1]
+
+
+FUZZ = [
+    {"claim": "left_boundary", "families": ["bracket"], "status": "holds", "correct": 45, "n": 48},
+    {"claim": "left_boundary", "families": ["bracket"], "status": "broken", "correct": 30, "n": 48},
+    {"claim": "left_boundary", "families": ["phrasing"], "status": "rejected: task accuracy 0.6"},
+]
+
+
+def test_the_robustness_table_gives_each_pooled_iia_its_n_and_interval() -> None:
+    from das_assert.metrics import wilson_interval
+
+    lines = fuzz_lines(FUZZ)
+    assert "Wilson 95% CI over n" in lines[0]
+    bracket = next(line for line in lines if " bracket " in line)
+    low, high = wilson_interval(75, 96)
+    assert bracket.split() == [
+        "left_boundary",
+        "bracket",
+        "2",
+        "0",
+        "1",
+        f"{75 / 96:.3f}",
+        f"{low:.3f}-{high:.3f}",
+        "96",
+    ]
+    phrasing = next(line for line in lines if " phrasing " in line)
+    assert phrasing.split() == ["left_boundary", "phrasing", "1", "1", "0", "–", "–", "0"]
+    table = markdown_table([], robustness_summary(FUZZ))
+    assert f"| 0.781 | [{low:.3f}, {high:.3f}] | 96 |" in table
+    assert "| – | – | 0 |" in table
