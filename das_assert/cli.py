@@ -405,6 +405,14 @@ def _cmd_train_embedded(args: argparse.Namespace) -> int:
     return 0
 
 
+def _iia_with_interval(record: dict[str, Any]) -> str:
+    """``0.830 [0.802, 0.854] n=800``, or the IIA alone where a record lacks the rest."""
+    ci, n = record.get("iia_ci"), record.get("n_test")
+    if ci is None or n is None:
+        return f"{record['iia']:.3f}"
+    return f"{record['iia']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] n={n}"
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from das_assert.baseline import load_baseline
     from das_assert.compare import parse_compare_fail
@@ -416,7 +424,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if not old and not new:  # an empty table would read as "no regression"
         raise InvalidArgument(f"neither {args.old} nor {args.new} holds a result to compare")
     lines = [
-        "| claim | site (old -> new) | IIA old | IIA new | Δ | result |",
+        "| claim | site (old -> new) | IIA old (95% CI, n) | IIA new (95% CI, n) | Δ | result |",
         "|---|---|---|---|---|---|",
     ]
     regressed = 0
@@ -427,12 +435,21 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             regressed += key not in new
             continue
         a, b = old[key], new[key]
-        failures = [m for c in checks if (m := c.fails(current=b[c.field], baseline=a[c.field]))]
+        failures = []
+        for check in checks:
+            current, baseline = check.values(b, a)
+            if current is None or baseline is None:  # a gate that cannot check must not pass
+                missing = " and ".join(
+                    name for name, v in (("OLD", baseline), ("NEW", current)) if v is None
+                )
+                failures.append(f"{check.field} is not in {missing}, so {check} cannot be checked")
+            elif message := check.fails(current=current, baseline=baseline):
+                failures.append(message)
         regressed += bool(failures)
         site_a, site_b = a["site"]["canonical"], b["site"]["canonical"]
         site = site_a if site_a == site_b else f"{site_a} -> {site_b} (drift)"
         lines.append(
-            f"| {key} | `{site}` | {a['iia']:.3f} | {b['iia']:.3f} | "
+            f"| {key} | `{site}` | {_iia_with_interval(a)} | {_iia_with_interval(b)} | "
             f"{b['iia'] - a['iia']:+.3f} | {'; '.join(failures) or 'ok'} |"
         )
     table = "\n".join(lines) + "\n"

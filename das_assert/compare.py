@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from das_assert.errors import ConfigError
 
@@ -35,6 +36,16 @@ class DropCheck:
 
     def allowed_drop(self, baseline: float) -> float:
         return baseline * self.amount / 100 if self.relative else self.amount
+
+    def values(
+        self, current: dict[str, Any], baseline: dict[str, Any]
+    ) -> tuple[float | None, float | None]:
+        """``(current, baseline)`` of this check's field from two records; None where a record
+        lacks it. ``transfer`` compares the baseline's frozen alignment on the current model
+        (``current["transfer"]["iia"]``) with the IIA it had when saved."""
+        if self.field == "transfer":
+            return (current.get("transfer") or {}).get("iia"), baseline.get("iia")
+        return current.get(self.field), baseline.get(self.field)
 
     def fails(self, *, current: float, baseline: float) -> str | None:
         """A message when the drop is too large, else None."""

@@ -271,10 +271,7 @@ class DasRequest:
             ]
         failures = []
         for check in checks:
-            if check.field == "transfer":
-                current, baseline = record["transfer"].get("iia"), entry.get("iia")
-            else:
-                current, baseline = record.get(check.field), entry.get(check.field)
+            current, baseline = check.values(record, entry)
             if current is None or baseline is None:
                 continue
             message = check.fails(current=current, baseline=baseline)

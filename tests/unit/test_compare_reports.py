@@ -57,3 +57,30 @@ def test_comparing_two_reports_without_results_is_an_error_not_a_pass(
     empty = _report(tmp_path / "empty.json")
     assert main(["compare", str(empty), str(empty)]) == 2
     assert "holds a result to compare" in capsys.readouterr().err
+
+
+def test_the_compare_table_gives_each_iia_its_interval_and_n(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    record = {**_cli_record(LAST, 0.83), "iia_ci": [0.802, 0.854], "n_test": 800}
+    old = _report(tmp_path / "old.json", record)
+    assert main(["compare", str(old), str(old)]) == 0
+    assert "| 0.830 [0.802, 0.854] n=800 | 0.830 [0.802, 0.854] n=800 | +0.000 | ok |" in (
+        capsys.readouterr().out
+    )
+
+
+def test_a_check_on_a_field_a_report_lacks_fails_its_row_instead_of_crashing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = _report(tmp_path / "old.json", _cli_record(LAST, 0.83))
+    new = _report(tmp_path / "new.json", _cli_record(LAST, 0.83))
+    # transfer is measured by pytest --das-compare; a command-line report has none
+    assert main(["compare", str(old), str(new), "--fail", "transfer:0.05"]) == 1
+    captured = capsys.readouterr()
+    assert "transfer is not in NEW, so transfer:0.05 cannot be checked" in captured.out
+    assert "Traceback" not in captured.err
+    moved = {**_cli_record(LAST, 0.70), "transfer": {"iia": 0.81}}
+    new = _report(tmp_path / "moved.json", moved)
+    assert main(["compare", str(old), str(new), "--fail", "transfer:0.05"]) == 0  # 0.83 -> 0.81
+    assert main(["compare", str(old), str(new), "--fail", "transfer:0.01"]) == 1
