@@ -374,19 +374,58 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0 if record.get("verdict") in (None, "aligned") else 1
 
 
+def _saved_fit_config(path: Path, saved: dict[str, Any]) -> Any:
+    """The FitConfig an alignment was trained with, from its manifest's ``fit``."""
+    from dataclasses import fields
+
+    from das_assert.errors import AlignmentFileError
+    from das_assert.fit import FitConfig
+
+    known = {f.name for f in fields(FitConfig)}
+    unknown = sorted(set(saved) - known)
+    if unknown:
+        raise AlignmentFileError(
+            f"alignment file {str(path)!r} was trained with settings this das_assert does not "
+            f"know ({', '.join(unknown)}): it comes from a newer version; upgrade das_assert"
+        )
+    if "temperature" in saved:
+        saved = {**saved, "temperature": tuple(saved["temperature"])}
+    return FitConfig(**saved)
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from das_assert.errors import InvalidArgument
     from das_assert.experiment import run_experiment
-    from das_assert.fit import FitConfig, FittedAlignment
+    from das_assert.fit import FittedAlignment
     from das_assert.sites import parse_site
     from das_assert.store import load_alignment
+    from das_assert.tasks.price_tagging import INTERVENED_VARIABLES
 
     model = _load(args)
-    interchange, manifest = load_alignment(args.alignment, hidden_size=model.config.hidden_size)
+    interchange, manifest = load_alignment(
+        args.alignment,
+        hidden_size=model.config.hidden_size,
+        require=("site", "hypothesis", "fit"),
+    )
     interchange.to(model.input_device)
     site = parse_site(manifest["site"])
     hypothesis = args.hypothesis or manifest["hypothesis"]
+    if hypothesis not in INTERVENED_VARIABLES:
+        raise InvalidArgument(
+            f"{args.alignment} names the hypothesis {hypothesis!r}, which this das_assert does "
+            f"not know; pass --hypothesis, one of {', '.join(sorted(INTERVENED_VARIABLES))}"
+        )
+    boxes = INTERVENED_VARIABLES[hypothesis]
+    if interchange.n_variables != len(boxes):
+        raise InvalidArgument(
+            f"{args.alignment} has {interchange.n_variables} box(es), for "
+            f"{manifest['hypothesis']}; {hypothesis} needs {len(boxes)} ({', '.join(boxes)}). "
+            "Evaluate it under a hypothesis with as many variables, or fit one for this one"
+        )
+    if not args.variables and hypothesis == manifest["hypothesis"] and manifest.get("variable"):
+        args.variables = manifest["variable"].split("+")  # the variables it was trained on
     experiment = _experiment(args, site, hypothesis, int(manifest.get("n_train", 2)))
-    config = FitConfig(**{**manifest["fit"], "temperature": tuple(manifest["fit"]["temperature"])})
+    config = _saved_fit_config(args.alignment, manifest["fit"])
     fitted = FittedAlignment(
         interchange, site.resolve(model.model), config, experiment.n_train, 0.0, from_cache=True
     )

@@ -49,9 +49,21 @@ class Experiment:
 
     def __post_init__(self) -> None:
         cm = causal_model(self.hypothesis)
-        variables = self.variables or INTERVENED_VARIABLES[self.hypothesis]
-        object.__setattr__(self, "variables", tuple(variables))
-        cm.check_intervenable(list(self.variables))
+        boxes = INTERVENED_VARIABLES[self.hypothesis]
+        variables = self.variables or boxes
+        if isinstance(variables, str) or len(set(variables)) != len(variables):
+            raise InvalidArgument(
+                f"variables={variables!r} must name each variable once, e.g. {list(boxes)}"
+            )
+        cm.check_intervenable(list(variables))
+        others = [name for name in variables if name not in boxes]
+        if others:
+            raise InvalidArgument(
+                f"variables {others} have no box in {self.hypothesis}'s alignment, which has one "
+                f"for each of {list(boxes)}; choose among those"
+            )
+        # In the alignment's box order, so that the same subset is the same claim.
+        object.__setattr__(self, "variables", tuple(v for v in boxes if v in variables))
         for name, value in (("n_train", self.n_train), ("n_test", self.n_test)):
             if value < 2:
                 raise InvalidArgument(f"{name}={value}: need at least 2 pairs")
@@ -190,7 +202,7 @@ class AlignmentResult:
             "iia_successes": ev.successes,
             "iia_ci": [round(v, 6) for v in self.iia_ci],
             "iia_by_variable": {
-                (exp.variables or ())[k]: {"correct": c, "n": n}
+                INTERVENED_VARIABLES[exp.hypothesis][k]: {"correct": c, "n": n}
                 for k, (c, n) in by_variable.items()
             },
             "task_accuracy": round(ev.task_accuracy, 6),

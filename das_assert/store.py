@@ -121,8 +121,14 @@ def save_alignment(path: Path, interchange: Any, manifest: dict[str, Any]) -> No
     atomic_write_bytes(Path(path), save(tensors, metadata={"manifest": json.dumps(header)}))
 
 
-def load_alignment(path: Path, *, hidden_size: int | None = None) -> tuple[Any, dict[str, Any]]:
-    """Load an alignment saved by ``save_alignment``: ``(Interchange, manifest)``.
+_MANIFEST_KEYS = ("hidden_size", "method")
+
+
+def load_alignment(
+    path: Path, *, hidden_size: int | None = None, require: tuple[str, ...] = ()
+) -> tuple[Any, dict[str, Any]]:
+    """Load an alignment saved by ``save_alignment``: ``(Interchange, manifest)``; ``require``
+    names manifest keys the caller needs beyond the rotation's own.
 
     Raises:
         AlignmentFileError: missing, truncated or tampered file, newer schema, or a hidden size
@@ -152,6 +158,14 @@ def load_alignment(path: Path, *, hidden_size: int | None = None) -> tuple[Any, 
             "it is truncated or corrupted: delete it and fit again"
         ) from None
     _check_schema(manifest.get("schema_version"), path, "alignment file")
+    missing = [k for k in (*_MANIFEST_KEYS, *require) if k not in manifest] + [
+        k for k in ("rotation", "widths") if k not in tensors
+    ]
+    if missing:
+        raise AlignmentFileError(
+            f"alignment file {str(path)!r} lacks {', '.join(missing)}: it was not written by "
+            "`das_assert fit --save` or a baseline; fit it again"
+        )
     digest = hashlib.sha256()
     for name in sorted(tensors):
         digest.update(name.encode() + tensors[name].numpy().tobytes())

@@ -603,6 +603,19 @@ CASES = [
         r"cannot intervene on 'right': left_boundary declares lo, hi, x, left, answer",
         id="Experiment('left_boundary', variables=('right',))",
     ),
+    pytest.param(
+        lambda c: tiny_experiment(variables=("lo",)),
+        InvalidArgument,
+        r"variables \['lo'\] have no box in left_boundary's alignment, which has one for each "
+        r"of \['left'\]",
+        id="Experiment('left_boundary', variables=('lo',))",
+    ),
+    pytest.param(
+        lambda c: tiny_experiment(hypothesis="left_and_right_boundary", variables=("left", "left")),
+        InvalidArgument,
+        r"variables=\('left', 'left'\) must name each variable once",
+        id="Experiment('left_and_right_boundary', variables=('left', 'left'))",
+    ),
     # -- experiments and statistics
     pytest.param(
         lambda c: tiny_experiment(threshold=1.5),

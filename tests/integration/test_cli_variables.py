@@ -1,0 +1,50 @@
+"""A fit on some of a hypothesis's variables, saved and evaluated from the command line: the
+evaluation keeps the variables the alignment was trained on, labels each box's IIA by its own
+variable, and refuses a hypothesis with another number of boxes."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from das_assert.cli import main
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["--n-train=120", "--epochs=1", "--n-test=40"]
+
+
+def test_a_saved_subset_is_evaluated_on_its_own_variables(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    saved, fitted, scored = (tmp_path / n for n in ("a.safetensors", "fit.json", "eval.json"))
+    fit = ["fit", "--hypothesis=left_and_right_boundary", "--layer=0", "--variables", "right"]
+    assert main([*fit, *SMALL, f"--save={saved}", f"--json={fitted}"]) == 0
+    assert main(["evaluate", f"--alignment={saved}", "--n-test=40", f"--json={scored}"]) == 0
+    (first,), (again,) = (json.loads(p.read_text())["results"] for p in (fitted, scored))
+    assert first["variable"] == again["variable"] == "right"
+    assert set(again["iia_by_variable"]) == {"right"}
+    assert {p["variable_index"] for p in again["pairs"]} == {1}
+    assert main(["evaluate", f"--alignment={saved}", "--hypothesis=left_boundary"]) == 2
+    assert "has 2 box(es), for left_and_right_boundary; left_boundary needs 1" in (
+        capsys.readouterr().err
+    )
+
+
+def test_each_box_is_labelled_by_its_own_variable(tmp_path: Path) -> None:
+    report = tmp_path / "fit.json"
+    fit = ["fit", "--hypothesis=left_and_right_boundary", "--layer=0", "--variables"]
+    assert main([*fit, "right", "left", *SMALL, f"--json={report}"]) == 0
+    (record,) = json.loads(report.read_text())["results"]
+    correct, n = Counter(), Counter()
+    for pair in record["pairs"]:
+        n[pair["variable_index"]] += 1
+        correct[pair["variable_index"]] += pair["correct"]
+    assert record["variable"] == "left+right"
+    assert record["iia_by_variable"] == {
+        "left": {"correct": correct[0], "n": n[0]},
+        "right": {"correct": correct[1], "n": n[1]},
+    }
