@@ -20,9 +20,12 @@ __all__ = ["main"]
 
 def _cents(text: str) -> int:
     try:
-        value = round(float(text) * 100)
-    except ValueError:
+        cents = float(text) * 100
+        value = round(cents)
+    except (ValueError, OverflowError):
         raise argparse.ArgumentTypeError(f"{text!r} is not an amount like 2.51") from None
+    if abs(cents - value) > 1e-6:
+        raise argparse.ArgumentTypeError(f"{text!r} has more than two decimals; amounts are cents")
     if not 0 <= value <= 999:
         raise argparse.ArgumentTypeError(f"{text!r} is outside 0.00..9.99")
     return value
@@ -508,9 +511,33 @@ COMMANDS = {
 }
 
 
+_OUTPUT_FILES = ("json", "save", "png", "markdown")  # each command's files to write
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse an output path that cannot be written before any work, not after it: a file
+    where a directory is (or in its way), or a directory where a file is to be written."""
+    from das_assert.errors import InvalidArgument
+
+    wanted = [(f"--{name}", getattr(args, name, None)) for name in _OUTPUT_FILES]
+    wanted = [(flag, Path(path)) for flag, path in wanted if path is not None]
+    directory = getattr(args, "out", None)  # train-embedded writes a model directory
+    for flag, path in [*wanted, *([("--out", Path(directory))] if directory else [])]:
+        if flag != "--out" and path.is_dir():
+            raise InvalidArgument(f"{flag} {path} is a directory; name a file inside it")
+        if flag == "--out" and path.exists() and not path.is_dir():
+            raise InvalidArgument(f"--out {path} is a file; name a directory for the model")
+        for parent in path.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise InvalidArgument(f"{flag} {path}: {parent} is a file, not a directory")
+                break
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _check_outputs(args)
         return COMMANDS[args.command](args)
     except DasError as exc:
         print(f"error: {exc}", file=sys.stderr)

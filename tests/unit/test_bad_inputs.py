@@ -1001,6 +1001,8 @@ CLI_CASES = [
         match=r"error: could not parse the compare-fail expression 'iia:five'",
     ),
     cli(*FIT, "--method", "bondless", match=r"error: unknown method 'bondless'; choose one of"),
+    cli(*FIT, "--bracket", "inf", "3", match=r"argument --bracket: 'inf' is not an amount"),
+    cli(*FIT, "--bracket", "1.005", "3", match=r"'1\.005' has more than two decimals"),
     cli(*FIT, "--n-test", "1", match=r"error: n_test=1: need at least 2 pairs"),
     cli(*FIT, "--position", "middle", match=r"error: cannot parse position 'middle'"),
     cli(*FIT, "--threshold", "1.5", match=r"argument --threshold: '1\.5' must lie in \[0, 1\]"),
@@ -1079,3 +1081,31 @@ def test_a_cli_search_asking_for_a_heatmap_without_matplotlib_is_refused_before_
     assert "error: --png needs matplotlib: pip install 'das_assert[plots]'" in stderr
     assert trained == []
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        ([*FIT, "--json", "{dir}"], r"--json .*dir is a directory; name a file inside it"),
+        ([*FIT, "--save", "{file}/a.safetensors"], r"--save .*: .*file is a file, not a dir"),
+        ([*SEARCH, "0", "--png", "{dir}"], r"--png .*dir is a directory"),
+        (["compare", "a.json", "b.json", "--markdown", "{dir}"], r"--markdown .*dir is a dir"),
+        (["train-embedded", "--out", "{file}"], r"--out .*file is a file; name a directory"),
+    ],
+    ids=["json-dir", "save-under-file", "png-dir", "markdown-dir", "out-file"],
+)
+def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(
+    argv: list[str],
+    match: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from das_assert import cli
+
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "file").write_text("")
+    monkeypatch.setattr(cli, "_load", lambda args: pytest.fail("the model was loaded"))
+    paths = {"dir": tmp_path / "dir", "file": tmp_path / "file"}
+    assert main([arg.format(**paths) for arg in argv]) == 2
+    assert re.search(match, capsys.readouterr().err)
