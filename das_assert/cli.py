@@ -312,6 +312,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     experiment = _experiment(args, site, args.hypothesis, args.n_train)
     config = _fit_config(args)
     model = _load(args)
+    # The block's own number, not -1: reports and saved alignments name the block it was.
+    site = Site(site.resolve(model.model).layer, args.position, args.component)
+    experiment = _experiment(args, site, args.hypothesis, args.n_train)
     result = run_experiment(model, experiment, config)
     record = result.to_dict()
     if args.save:
@@ -347,6 +350,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
                 f"--layers {blocks[block]} and {layer} are the same block of this model "
                 f"({block}); list each block once"
             )
+    layers = list(blocks)  # each block's own number, as fit reports it
 
     def align(hypothesis: str, site: Site) -> Any:
         return run_experiment(model, _experiment(args, site, hypothesis, args.n_train), config)
@@ -354,7 +358,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     grid = search(
         align,
         args.hypothesis,
-        layers=args.layers,
+        layers=layers,
         positions=args.positions,
         component=args.component,
     )

@@ -48,3 +48,14 @@ def test_each_box_is_labelled_by_its_own_variable(tmp_path: Path) -> None:
         "left": {"correct": correct[0], "n": n[0]},
         "right": {"correct": correct[1], "n": n[1]},
     }
+
+
+def test_a_negative_layer_is_reported_and_saved_as_its_block(tmp_path: Path) -> None:
+    from das_assert.store import load_alignment
+
+    saved, report = tmp_path / "a.safetensors", tmp_path / "fit.json"
+    fit = ["fit", "--hypothesis=left_boundary", "--layer=-4", *SMALL, "--min-task-accuracy=0"]
+    assert main([*fit, f"--save={saved}", f"--json={report}"]) == 0
+    (record,) = json.loads(report.read_text())["results"]
+    assert record["site"]["canonical"] == "block_output[layer=0, pos=last]"  # 4 blocks
+    assert load_alignment(saved)[1]["site"] == "block_output[layer=0, pos=last]"
