@@ -245,20 +245,40 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             )
 
 
-def _find_config(config: pytest.Config, first_path: Path | None) -> Path:
+def _find_config(config: pytest.Config, test_files: list[Path]) -> Path:
+    """``--das-config``, else the das.yaml beside the hypothesis files that use the model (one
+    for them all: the model and its settings are the session's), else hypotheses/das.yaml."""
+    from das_assert.errors import ConfigError
+
     explicit = config.getoption("das_config")
     if explicit:
         return Path(explicit)
-    candidates = []
-    if first_path is not None:
-        candidates.append(first_path.parent / "das.yaml")
-    candidates.append(Path(config.rootpath) / "hypotheses" / "das.yaml")
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise pytest.UsageError(
-        f"no das.yaml found (looked at {', '.join(map(str, candidates))}); pass --das-config PATH"
+    beside = sorted({f.parent / "das.yaml" for f in test_files})
+    found = [candidate for candidate in beside if candidate.is_file()]
+    if len(found) > 1:
+        raise ConfigError(
+            f"the hypothesis files of this run have different das.yaml files "
+            f"({', '.join(map(str, found))}); run each directory on its own, or pass "
+            "--das-config PATH"
+        )
+    if found:
+        return found[0]
+    fallback = Path(config.rootpath) / "hypotheses" / "das.yaml"
+    if fallback.is_file():
+        return fallback
+    raise ConfigError(
+        f"no das.yaml found (looked at {', '.join(map(str, [*beside, fallback]))}); pass "
+        "--das-config PATH"
     )
+
+
+def _das_test_files(session: pytest.Session) -> list[Path]:
+    """The files of the collected tests that use the model (the ``das_session`` fixture)."""
+    return [
+        Path(str(item.path))
+        for item in session.items
+        if "das_session" in getattr(item, "fixturenames", ())
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -287,7 +307,7 @@ def das_session(request: pytest.FixtureRequest) -> Any:
     config = request.config
     path = config.getoption("das_model") or os.environ.get("DAS_MODEL") or "embedded"
     try:
-        settings_file = _find_config(config, Path(str(request.node.path)) if request.node else None)
+        settings_file = _find_config(config, _das_test_files(request.session))
         directory = resolve_model_path(path)
         settings = find_model_settings(
             load_settings(settings_file), directory, embedded=directory == EMBEDDED_MODEL_DIR

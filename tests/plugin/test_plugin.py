@@ -431,3 +431,37 @@ def test_four_xdist_workers_sharing_one_cache_directory_lose_nothing(project) ->
         (r["test_id"], r["iia"]) for r in b
     )
     assert "CacheWarning" not in second.stdout.str()
+
+
+def _in(pytester: pytest.Pytester, directory: str, das_yaml: str) -> None:
+    (pytester.path / directory).mkdir()
+    (pytester.path / directory / "das.yaml").write_text(das_yaml)
+    (pytester.path / directory / f"test_{directory}.py").write_text(HYPOTHESIS_FILE)
+
+
+def test_the_das_yaml_beside_the_hypothesis_files_is_the_one_used(
+    pytester: pytest.Pytester, tiny_model_dirs: dict[str, Path]
+) -> None:
+    model = tiny_model_dirs["llama"]
+    mine = DAS_YAML.format(path=model).replace("impossible: 0.99", "impossible: 0.987")
+    _in(pytester, "myhyp", mine)
+    result = pytester.runpytest_subprocess(
+        f"--das-model={model}", "--das-min-task-accuracy=0", "-p", "no:cacheprovider", "myhyp"
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*claim 'impossible': IIA >= 0.987*"])  # myhyp/das.yaml's
+
+
+def test_hypothesis_files_with_different_das_yaml_files_are_refused_in_one_run(
+    pytester: pytest.Pytester, tiny_model_dirs: dict[str, Path]
+) -> None:
+    model = tiny_model_dirs["llama"]
+    _in(pytester, "one", DAS_YAML.format(path=model))
+    _in(pytester, "two", DAS_YAML.format(path=model))
+    result = pytester.runpytest_subprocess(
+        f"--das-model={model}", "--das-min-task-accuracy=0", "-p", "no:cacheprovider", "one", "two"
+    )
+    result.stdout.fnmatch_lines(
+        ["*das_assert setup: the hypothesis files of this run have different das.yaml files*"]
+    )
+    assert "Traceback" not in result.stdout.str()
