@@ -58,10 +58,19 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def robustness_summary(fuzz: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per claim and variant family: examples tried, rejected, broken, and the IIA pooled over
-    the pairs of the examples not rejected, with n and its Wilson 95% interval."""
+    """Per claim and variant family: distinct variants tried, rejected, broken, and the IIA
+    pooled over the pairs of the variants not rejected, with n and its Wilson 95% interval.
+
+    hypothesis may draw one variant more than once (the default variant, often); its pairs are
+    the same each time, so it counts once, not as new data."""
     table: dict[str, dict[str, dict[str, Any]]] = {}
+    seen: set[tuple[str, str]] = set()
     for record in fuzz:
+        variant = record.get("variant")
+        if variant is not None:
+            if (record["claim"], variant) in seen:
+                continue
+            seen.add((record["claim"], variant))
         for family in record["families"]:
             cell = table.setdefault(record["claim"], {}).setdefault(
                 family, {"examples": 0, "rejected": 0, "broken": 0, "correct": 0, "n": 0}
@@ -105,7 +114,7 @@ def markdown_table(results: list[dict[str, Any]], robustness: dict[str, Any] | N
     if robustness and robustness["per_family"]:
         lines += [
             "",
-            "| claim | variant family | examples | rejected | broken | pooled IIA | 95% CI | n |",
+            "| claim | variant family | variants | rejected | broken | pooled IIA | 95% CI | n |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for claim, families in sorted(robustness["per_family"].items()):

@@ -79,9 +79,9 @@ def fuzz_lines(fuzz: list[dict[str, Any]]) -> list[str]:
     per_family = robustness_summary(fuzz)["per_family"]
     width = max([len("claim"), *(len(claim) for claim in per_family)])
     lines = [
-        "--- robustness (fuzzed prompt variants; IIA pooled over the pairs of a family's examples "
-        "not rejected, Wilson 95% CI over n)",
-        f"{'claim':<{width}} {'family':<12} {'examples':>8} {'rejected':>8} {'broken':>6} "
+        "--- robustness (distinct fuzzed prompt variants; IIA pooled over the pairs of a "
+        "family's variants not rejected, Wilson 95% CI over n)",
+        f"{'claim':<{width}} {'family':<12} {'variants':>8} {'rejected':>8} {'broken':>6} "
         f"{'IIA':>6} {'95% CI':>13} {'n':>5}",
     ]
     for claim, families in sorted(per_family.items()):

@@ -69,10 +69,22 @@ def test_the_markdown_table_has_a_cell_for_every_heading() -> None:
     assert f"`{LONG_SITE}`" in rows[1]
 
 
+def _fuzz(variant: str, family: str, status: str, correct: int = 0, n: int = 0) -> dict:
+    return {
+        "claim": "left_boundary",
+        "variant": variant,
+        "families": [family],
+        "status": status,
+        "correct": correct,
+        "n": n,
+    }
+
+
 FUZZ = [
-    {"claim": "left_boundary", "families": ["bracket"], "status": "holds", "correct": 45, "n": 48},
-    {"claim": "left_boundary", "families": ["bracket"], "status": "broken", "correct": 30, "n": 48},
-    {"claim": "left_boundary", "families": ["phrasing"], "status": "rejected: task accuracy 0.6"},
+    _fuzz("PromptVariant(bracket=(100, 500))", "bracket", "holds", 45, 48),
+    _fuzz("PromptVariant(bracket=(200, 900))", "bracket", "broken", 30, 48),
+    _fuzz("PromptVariant(bracket=(100, 500))", "bracket", "holds", 45, 48),  # drawn again
+    _fuzz("PromptVariant(phrasing=2)", "phrasing", "rejected: task accuracy 0.6"),
 ]
 
 
@@ -81,6 +93,7 @@ def test_the_robustness_table_gives_each_pooled_iia_its_n_and_interval() -> None
 
     lines = fuzz_lines(FUZZ)
     assert "Wilson 95% CI over n" in lines[0]
+    assert "distinct" in lines[0]  # a variant drawn twice has the same pairs: counted once
     bracket = next(line for line in lines if " bracket " in line)
     low, high = wilson_interval(75, 96)
     assert bracket.split() == [
