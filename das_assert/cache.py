@@ -76,6 +76,8 @@ class AlignmentCache:
         try:
             return load_alignment(self.path(key), hidden_size=hidden_size)
         except AlignmentFileError as exc:
+            if self.writes:  # gone first: a rerun recomputes it even where warnings are errors
+                self.path(key).unlink(missing_ok=True)
             warnings.warn(
                 f"ignoring a bad cache entry and recomputing: {exc}", CacheWarning, stacklevel=2
             )

@@ -481,16 +481,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             regressed += key not in new
             continue
         a, b = old[key], new[key]
-        failures = []
-        for check in checks:
-            current, baseline = check.values(b, a)
-            if current is None or baseline is None:  # a gate that cannot check must not pass
-                missing = " and ".join(
-                    name for name, v in (("OLD", baseline), ("NEW", current)) if v is None
-                )
-                failures.append(f"{check.field} is not in {missing}, so {check} cannot be checked")
-            elif message := check.fails(current=current, baseline=baseline):
-                failures.append(message)
+        failures = [message for check in checks if (message := check.check(b, a))]
+        if a.get("passed") is True and b.get("passed") is False:
+            failures.append(
+                f"the claim held in OLD and fails in NEW (verdict {b.get('verdict')}, expected "
+                f"{b.get('expected_verdict')})"
+            )
         regressed += bool(failures)
         site_a, site_b = a["site"]["canonical"], b["site"]["canonical"]
         site = site_a if site_a == site_b else f"{site_a} -> {site_b} (drift)"

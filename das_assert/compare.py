@@ -1,7 +1,8 @@
 """Regression checks: ``iia:0.05`` (absolute drop) and ``iia:5%`` (relative drop).
 
 A regression in IIA is a *drop*; improvements never fail and are reported so the bar can be
-raised by saving a new baseline.
+raised by saving a new baseline. For a negative claim (``expected_verdict`` not_aligned) the
+alignment's numbers regress by *rising*: the variable it says is absent is showing up.
 
 >>> check = parse_compare_fail("iia:0.05")
 >>> check.fails(current=0.80, baseline=0.90)
@@ -47,17 +48,31 @@ class DropCheck:
             return (current.get("transfer") or {}).get("iia"), baseline.get("iia")
         return current.get(self.field), baseline.get(self.field)
 
-    def fails(self, *, current: float, baseline: float) -> str | None:
-        """A message when the drop is too large, else None."""
-        drop = baseline - current
+    def fails(self, *, current: float, baseline: float, rise: bool = False) -> str | None:
+        """A message when the drop (with ``rise``, the rise) is too large, else None."""
+        change = current - baseline if rise else baseline - current
         allowed = self.allowed_drop(baseline)
-        if drop > allowed + 1e-12:
+        if change > allowed + 1e-12:
             unit = f"{self.amount:g}% = {allowed:.3f}" if self.relative else f"{allowed:.3f}"
+            moved = "rose" if rise else "dropped"
             return (
-                f"{self.field} dropped by {drop:.3f} ({baseline:.3f} -> {current:.3f}), "
+                f"{self.field} {moved} by {change:.3f} ({baseline:.3f} -> {current:.3f}), "
                 f"more than the allowed {unit}"
             )
         return None
+
+    def check(self, current: dict[str, Any], baseline: dict[str, Any]) -> str | None:
+        """This check on two records of one claim: a message if it fails, else None. A field
+        either record lacks fails too (a gate that cannot check does not pass); a negative
+        claim's alignment numbers fail by rising (task accuracy always by dropping)."""
+        now, before = self.values(current, baseline)
+        if not all(isinstance(v, int | float) for v in (now, before)):
+            sides = [n for n, v in (("baseline", before), ("current", now)) if v is None]
+            where = " and ".join(sides) or "both (not numbers)"
+            return f"{self.field} is missing in the {where} result, so {self} cannot be checked"
+        negative = current.get("expected_verdict") == "not_aligned"
+        rise = negative and self.field != "task_accuracy"
+        return self.fails(current=float(now), baseline=float(before), rise=rise)
 
     def __str__(self) -> str:
         return f"{self.field}:{self.amount:g}{'%' if self.relative else ''}"

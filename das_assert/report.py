@@ -93,23 +93,43 @@ def robustness_summary(fuzz: list[dict[str, Any]]) -> dict[str, Any]:
     return {"per_family": table, "examples": fuzz}
 
 
+def _against_baseline(record: dict[str, Any]) -> str:
+    """The comparison with a saved baseline, as the terminal summary gives it; "–" if none."""
+    base = record.get("baseline")
+    if not base:
+        return "–"
+    parts = [f"Δ {base['delta']:+.3f}"]
+    transfer = record.get("transfer") or {}
+    if "iia" in transfer:
+        parts.append(f"transfer {transfer['iia']:.3f}")
+    if (record.get("drift") or {}).get("from"):
+        parts.append(f"drift from `{record['drift']['from']}`")
+    if record.get("regressions"):
+        parts.append("**regressed**: " + "; ".join(record["regressions"]))
+    return ", ".join(parts)
+
+
 def markdown_table(results: list[dict[str, Any]], robustness: dict[str, Any] | None = None) -> str:
     """A Markdown table of results, for a CI job summary."""
     lines = [
-        "| test | hypothesis | site | IIA | 95% CI | n | no-op | majority | random rot. "
-        "| task acc. | threshold | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| test | claim | site | IIA | 95% CI | n | seed | no-op | majority | random rot. "
+        "| task acc. | threshold | verdict | vs baseline |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         low, high = r["iia_ci"]
         b = r["baselines"]
+        claim = r.get("claim") or f"{r['hypothesis']}:{r['variable']}"
+        verdict = r.get("verdict") or "–"
+        if r.get("expected_verdict") and r.get("verdict") != r["expected_verdict"]:
+            verdict += f" (expected {r['expected_verdict']})"
         lines.append(
-            f"| {r.get('test_id') or '–'} | {r['hypothesis']}:{r['variable']} "
+            f"| {r.get('test_id') or '–'} | {claim} "
             f"| `{r['site']['canonical']}` | {_fmt(r['iia'])} | [{_fmt(low)}, {_fmt(high)}] "
-            f"| {r['n_test']} | {_fmt(b['noop'])} | {_fmt(b.get('majority'))} "
-            f"| {_fmt(b['random_rotation'])} "
+            f"| {r['n_test']} | {r.get('seed', '–')} | {_fmt(b['noop'])} "
+            f"| {_fmt(b.get('majority'))} | {_fmt(b['random_rotation'])} "
             f"| {_fmt(r['task_accuracy'])} | {_fmt(r.get('threshold'), 2)} "
-            f"| {r.get('verdict') or '–'} |"
+            f"| {verdict} | {_against_baseline(r)} |"
         )
     if robustness and robustness["per_family"]:
         lines += [

@@ -180,6 +180,8 @@ class DasRequest:
         if self.session.save_to is not None:
             self._save_alignment(judged, record)
         regressions = self._compare(judged, record) if self.session.baseline else []
+        if regressions:  # the claim holds, but not as well as its baseline: it fails
+            record.update(regressions=regressions, passed=False)
         self.node.user_properties.append(("das_result", json.dumps(record)))
         for name in ("iia", "iia_ci", "n_test", "verdict", "threshold"):
             self.node.user_properties.append((f"das_{name}", record[name]))
@@ -269,15 +271,11 @@ class DasRequest:
             checks += [
                 parse_compare_fail(e) for e in ([extra] if isinstance(extra, str) else extra)
             ]
-        failures = []
-        for check in checks:
-            current, baseline = check.values(record, entry)
-            if current is None or baseline is None:
-                continue
-            message = check.fails(current=current, baseline=baseline)
-            if message:
-                failures.append(f"{message} [--das-compare-fail {check}]")
-        return failures
+        return [
+            f"{message} [--das-compare-fail {check}]"
+            for check in checks
+            if (message := check.check(record, entry))
+        ]
 
     def _transfer(self, result: AlignmentResult, path: Path, entry: dict[str, Any]) -> dict:
         """The baseline's frozen alignment applied to this model: IIA on this run's test pairs."""

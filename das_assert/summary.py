@@ -24,7 +24,9 @@ def _header(claim_width: int, site_width: int) -> str:
 def _row(r: dict[str, Any], claim_width: int, site_width: int) -> str:
     low, high = r["iia_ci"]
     b = r["baselines"]
-    expected = "" if r["passed"] else f" (expected {r['expected_verdict']})"
+    expected = (
+        "" if r["verdict"] == r.get("expected_verdict") else f" (expected {r['expected_verdict']})"
+    )
     base = r.get("baseline")
     if base:
         delta = base["delta"]
@@ -36,6 +38,8 @@ def _row(r: dict[str, Any], claim_width: int, site_width: int) -> str:
             expected += f"  transfer {transfer['iia']:.3f}"
         if r.get("drift", {}).get("from"):
             expected += f"  DRIFT from {r['drift']['from']}"
+    if r.get("regressions"):
+        expected += f"  REGRESSED ({len(r['regressions'])} check(s) failed)"
     return (
         f"{r['claim']:<{claim_width}} {r['site']['canonical']:<{site_width}} {r['iia']:>5.3f} "
         f"{low:>6.3f}-{high:<6.3f} {r['n_test']:>5} {b['noop']:>5.3f} {_number(b.get('majority'))} "

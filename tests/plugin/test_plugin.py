@@ -175,7 +175,7 @@ def test_reports_json_markdown_and_junit_are_written(project) -> None:
     assert record["fit"]["batch_size"] == 8  # das.yaml's batch_size reaches the fit
     correct = sum(p["expected"] == p["predicted"] for p in record["pairs"])
     assert correct / record["n_test"] == pytest.approx(record["iia"])
-    assert "| test | hypothesis |" in (project.path / "out" / "summary.md").read_text()
+    assert "| test | claim |" in (project.path / "out" / "summary.md").read_text()
     junit = (project.path / "out" / "junit.xml").read_text()
     assert 'name="das_iia"' in junit
     assert "das_result" not in junit

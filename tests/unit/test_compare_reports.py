@@ -78,9 +78,44 @@ def test_a_check_on_a_field_a_report_lacks_fails_its_row_instead_of_crashing(
     # transfer is measured by pytest --das-compare; a command-line report has none
     assert main(["compare", str(old), str(new), "--fail", "transfer:0.05"]) == 1
     captured = capsys.readouterr()
-    assert "transfer is not in NEW, so transfer:0.05 cannot be checked" in captured.out
+    assert "transfer is missing in the current result, so transfer:0.05 cannot be" in captured.out
     assert "Traceback" not in captured.err
     moved = {**_cli_record(LAST, 0.70), "transfer": {"iia": 0.81}}
     new = _report(tmp_path / "moved.json", moved)
     assert main(["compare", str(old), str(new), "--fail", "transfer:0.05"]) == 0  # 0.83 -> 0.81
     assert main(["compare", str(old), str(new), "--fail", "transfer:0.01"]) == 1
+
+
+def _claim(iia: float, expect: str, verdict: str) -> dict[str, Any]:
+    return {
+        **_cli_record(EARLY, iia),
+        "test_id": "hypotheses/test_lb.py::test_control",
+        "claim": "left_boundary.control",
+        "expected_verdict": expect,
+        "verdict": verdict,
+        "passed": verdict == expect,
+    }
+
+
+@pytest.mark.parametrize(
+    ("old_iia", "new_iia", "new_verdict", "code", "says"),
+    [
+        (0.689, 0.600, "not_aligned", 0, "ok"),  # the absent variable is more absent: fine
+        (0.689, 0.760, "not_aligned", 1, "iia rose by 0.071 (0.689 -> 0.760)"),
+        (0.689, 0.900, "aligned", 1, "the claim held in OLD and fails in NEW"),
+    ],
+    ids=["drop", "rise", "flipped"],
+)
+def test_a_negative_claim_regresses_when_its_variable_shows_up(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    old_iia: float,
+    new_iia: float,
+    new_verdict: str,
+    code: int,
+    says: str,
+) -> None:
+    old = _report(tmp_path / "old.json", _claim(old_iia, "not_aligned", "not_aligned"))
+    new = _report(tmp_path / "new.json", _claim(new_iia, "not_aligned", new_verdict))
+    assert main(["compare", str(old), str(new), "--fail", "iia:0.05"]) == code
+    assert says in capsys.readouterr().out

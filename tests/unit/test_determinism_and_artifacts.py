@@ -154,6 +154,21 @@ def test_a_corrupted_cache_entry_is_reported_and_ignored(
     corrupt(cache.path("key"))
     with pytest.warns(CacheWarning, match="ignoring a bad cache entry and recomputing"):
         assert cache.get("key", 16) is None
+    assert not cache.path("key").exists()  # removed first: a rerun recomputes it
+
+
+def test_a_bad_cache_entry_is_removed_even_where_warnings_are_errors(tmp_path: Path) -> None:
+    import warnings
+
+    cache = AlignmentCache(tmp_path)
+    cache.put("key", Interchange.boundless(16), {"site": "block_output[layer=1, pos=last]"})
+    truncate(cache.path("key"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # as `-W error` or a filterwarnings = ["error"] does
+        with pytest.raises(CacheWarning):
+            cache.get("key", 16)
+    assert not cache.path("key").exists()
+    assert cache.get("key", 16) is None  # the next run finds nothing, and recomputes
 
 
 def test_a_truncated_cache_entry_is_recomputed_and_rewritten(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from das_assert.report import markdown_table, robustness_summary
@@ -111,3 +112,24 @@ def test_the_robustness_table_gives_each_pooled_iia_its_n_and_interval() -> None
     table = markdown_table([], robustness_summary(FUZZ))
     assert f"| 0.781 | [{low:.3f}, {high:.3f}] | 96 |" in table
     assert "| – | – | 0 |" in table
+
+
+def test_a_regressed_claim_says_so_in_both_tables(tmp_path: Path) -> None:
+    from das_assert.baseline import save_baseline
+
+    record = _record("left_boundary", "block_output[layer=0, pos=last]", 0.784, "aligned", "t")
+    saved = tmp_path / "0001_v1.json"
+    save_baseline(saved, model={}, environment={}, records=[record])
+    record.update(
+        passed=False,
+        baseline={"delta": -0.009, "iia_ci": (0.76, 0.82), "path": str(saved), "file": "b"},
+        transfer={"iia": 0.784},
+        regressions=["iia dropped by 0.009 (0.793 -> 0.784), more than the allowed 0.001"],
+    )
+    row = summary_lines([record])[2]
+    assert "REGRESSED (1 check(s) failed)" in row
+    assert "(expected" not in row  # the verdict itself is the expected one
+    markdown = markdown_table([record])
+    assert "| left_boundary |" in markdown  # the claim, not hypothesis:variable
+    assert "| 800 | 0 |" in markdown  # n, then the seed
+    assert "Δ -0.009, transfer 0.784, **regressed**: iia dropped by 0.009" in markdown
