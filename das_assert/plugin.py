@@ -423,11 +423,20 @@ class _Reporter:
         self.config = config
         self.records: list[dict[str, Any]] = []
         self.fuzz: list[dict[str, Any]] = []
+        self.unjudged: list[dict[str, Any]] = []  # das tests that failed before any verdict
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if hasattr(self.config, "workerinput"):
             return  # an xdist worker: the records travel to the controller inside the report
+        judged = any(name == "das_result" for name, _ in report.user_properties)
+        if report.failed and "das" in report.keywords and not judged:
+            crash = getattr(report.longrepr, "reprcrash", None)  # the exception, one line
+            lines = str(report.longreprtext).strip().splitlines()
+            message = getattr(crash, "message", None) or (lines[-1] if lines else "")
+            self.unjudged.append(
+                {"test_id": report.nodeid, "when": report.when, "message": message[:500]}
+            )
         kept = []
         for name, value in report.user_properties:
             if name in ("das_result", "das_fuzz") and report.when != "call":
@@ -461,7 +470,7 @@ class _Reporter:
         self._save_baseline()
         json_path = self.config.getoption("das_json")
         md_path = self.config.getoption("das_markdown")
-        if not (self.records or self.fuzz) or not (json_path or md_path):
+        if not (self.records or self.fuzz or self.unjudged) or not (json_path or md_path):
             return
         from das_assert.report import build_report, markdown_table, robustness_summary, write_report
         from das_assert.store import atomic_write_bytes
@@ -472,9 +481,15 @@ class _Reporter:
             model = records[0].get("model") if records else None
             report = build_report(model, records)
             report["robustness"] = robustness
+            report["unjudged"] = self.unjudged
             write_report(Path(json_path), report)
         if md_path:
-            atomic_write_bytes(Path(md_path), markdown_table(records, robustness).encode())
+            table = markdown_table(records, robustness)
+            if self.unjudged:
+                table += "\n**Failed before a verdict**\n\n" + "".join(
+                    f"- `{u['test_id']}` ({u['when']}): {u['message']}\n" for u in self.unjudged
+                )
+            atomic_write_bytes(Path(md_path), table.encode())
 
     def _save_baseline(self) -> None:
         stems = {r["baseline_file"] for r in self.records if r.get("baseline_file")}

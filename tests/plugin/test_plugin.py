@@ -465,3 +465,27 @@ def test_hypothesis_files_with_different_das_yaml_files_are_refused_in_one_run(
         ["*das_assert setup: the hypothesis files of this run have different das.yaml files*"]
     )
     assert "Traceback" not in result.stdout.str()
+
+
+def test_the_reports_say_why_when_no_claim_reached_a_verdict(project) -> None:
+    model = str(Path(project.path / "das.yaml").read_text().split("path: ")[1].split()[0])
+    result = project.runpytest_subprocess(
+        f"--das-model={model}",
+        "--das-config=das.yaml",
+        "--das-min-task-accuracy=0.99",  # the random tiny model cannot do the task
+        "--das-cache=off",
+        "--das-json=out/report.json",
+        "--das-markdown=out/summary.md",
+        "-p",
+        "no:cacheprovider",
+    )
+    assert result.ret != 0
+    report = json.loads((project.path / "out" / "report.json").read_text())
+    assert report["results"] == []
+    assert {u["test_id"] for u in report["unjudged"]} == {
+        "test_hyp.py::test_an_impossible_claim_fails",
+        "test_hyp.py::test_a_negative_claim_holds",
+    }
+    assert all("PreconditionFailed" in u["message"] for u in report["unjudged"])
+    assert all("answers only 0.000 of the 24" in u["message"] for u in report["unjudged"])
+    assert "Failed before a verdict" in (project.path / "out" / "summary.md").read_text()
