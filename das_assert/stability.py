@@ -24,43 +24,76 @@ from pathlib import Path
 __all__ = ["main"]
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer")
+    return int(text)
+
+
+def _margin(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must lie in [0, 1]")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m das_assert.stability",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--seeds", type=_positive, default=10, help="how many seeds (default 10)")
+    parser.add_argument("--first-seed", type=int, default=0, help="the first seed (default 0)")
+    parser.add_argument(
+        "--margin",
+        type=_margin,
+        default=0.05,
+        help="a claim this far from its threshold must not flip (default 0.05)",
+    )
+    parser.add_argument("--path", default="hypotheses/", help="the hypothesis files to run")
+    parser.add_argument("pytest_args", nargs="*", help="more pytest arguments, after --")
+    return parser
+
+
+def _run_seed(path: str, seed: int, report: Path, junit: Path, extra: list[str]) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        path,
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        f"--das-seed={seed}",
+        f"--das-json={report}",
+        f"--junitxml={junit}",
+        *extra,
+    ]
+    subprocess.run(command, check=False, stdout=subprocess.DEVNULL)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--margin", type=float, default=0.05)
-    parser.add_argument("--path", default="hypotheses/")
-    parser.add_argument("pytest_args", nargs="*")
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     verdicts: dict[str, dict[int, tuple[str, float, float]]] = defaultdict(dict)
     failed: dict[str, list[int]] = defaultdict(list)
-    claim_tests: set[str] = set()
+    judged: dict[str, set[int]] = defaultdict(set)  # claim test -> seeds with a verdict
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
             report = Path(tmp) / f"seed{seed}.json"
             junit = Path(tmp) / f"seed{seed}.xml"
-            command = [
-                sys.executable,
-                "-m",
-                "pytest",
-                args.path,
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                f"--das-seed={seed}",
-                f"--das-json={report}",
-                f"--junitxml={junit}",
-                *args.pytest_args,
-            ]
-            subprocess.run(command, check=False, stdout=subprocess.DEVNULL)
+            _run_seed(args.path, seed, report, junit, args.pytest_args)
             if not report.is_file():
                 print(f"seed {seed}: no report written", file=sys.stderr)
                 return 2
             for record in json.loads(report.read_text())["results"]:
                 key = f"{record['test_id']}::{record['claim']}"
                 verdicts[key][seed] = (record["verdict"], record["iia"], record["threshold"])
-                claim_tests.add(record["test_id"])
+                judged[record["test_id"]].add(seed)
             for test in _failed_tests(junit):
                 failed[test].append(seed)
     unstable_far = 0
@@ -79,8 +112,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     unstable_tests = 0
     for test, bad_seeds in sorted(failed.items()):
-        if test in claim_tests:
-            continue  # judged above, on its interval
+        if test in judged:  # a claim: judged above on its interval, unless it reached no verdict
+            unjudged = [seed for seed in bad_seeds if seed not in judged[test]]
+            if unjudged:
+                unstable_tests += 1
+                print(f"{test}\n  failed before a verdict under seeds {unjudged}  UNSTABLE")
+            continue
         flag = "FAILS UNDER SOME SEEDS" if len(bad_seeds) < len(seeds) else "fails under every seed"
         unstable_tests += len(bad_seeds) < len(seeds)
         print(f"{test}\n  failed under seeds {bad_seeds}  {flag}")

@@ -44,3 +44,44 @@ def test_failed_and_erroring_tests_are_read_from_junit_xml(
         "test_region.py::test_fails",
     ]
     assert _failed_tests(tmp_path / "missing.xml") == []
+
+
+def _claim(iia: float) -> dict:
+    return {
+        "test_id": "hypotheses/test_lb.py::test_claim",
+        "claim": "left_boundary",
+        "verdict": "aligned",
+        "iia": iia,
+        "threshold": 0.73,
+    }
+
+
+def test_a_claim_that_fails_before_its_verdict_under_one_seed_is_unstable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from das_assert import stability
+
+    def run(path: str, seed: int, report: Path, junit: Path, extra: list[str]) -> None:
+        errored = seed == 1  # under seed 1 the claim's fixture raises: no record, an error
+        results = [] if errored else [_claim(0.83)]
+        report.write_text(json.dumps({"results": results}))
+        failure = "<error message='boom'/>" if errored else ""
+        junit.write_text(
+            "<testsuites><testsuite><testcase classname='hypotheses.test_lb' name='test_claim'>"
+            f"{failure}</testcase></testsuite></testsuites>"
+        )
+
+    monkeypatch.setattr(stability, "_run_seed", run)
+    assert stability.main(["--seeds", "3"]) == 1
+    assert "failed before a verdict under seeds [1]  UNSTABLE" in capsys.readouterr().out
+
+
+def test_zero_seeds_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    from das_assert import stability
+
+    with pytest.raises(SystemExit) as exit_:
+        stability.main(["--seeds", "0"])
+    assert exit_.value.code == 2
+    assert "--seeds: '0' must be a positive integer" in capsys.readouterr().err
