@@ -106,6 +106,17 @@ def test_an_atomic_write_leaves_no_temporary_file(writer: Writer, tmp_path: Path
     assert [p.name for p in target.parent.iterdir()] == ["artifact"]
 
 
+@pytest.mark.parametrize("writer", WRITERS)
+def test_an_atomic_write_gets_the_mode_a_plain_new_file_would(
+    writer: Writer, tmp_path: Path
+) -> None:
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    target = tmp_path / "artifact"
+    writer(target)
+    assert target.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777  # not mkstemp's 0600
+
+
 @pytest.mark.parametrize("failure", [OSError("disk full"), KeyboardInterrupt()], ids=repr)
 @pytest.mark.parametrize("writer", WRITERS)
 def test_a_failed_atomic_write_keeps_the_old_content(
