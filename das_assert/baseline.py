@@ -41,7 +41,7 @@ def _report_key(record: dict[str, Any]) -> str:
     claim) by what it measured, so that each cell of a ``search`` report is its own entry."""
     if record.get("claim"):
         return entry_key(record)
-    return f"{record['hypothesis']}:{record['variable']} at {record['site']['canonical']}"
+    return f"{record['hypothesis']}:{record.get('variable')} at {record['site']['canonical']}"
 
 
 def slug(key: str) -> str:
@@ -104,7 +104,32 @@ def load_baseline(path: Path) -> dict[str, Any]:
     """Read a baseline or a JSON report; refuse corrupted, tampered or newer-schema files."""
     payload = read_json_checked(Path(path), what="baseline")
     if "entries" in payload:
-        return payload
-    if "results" in payload:  # a --das-json or the command line's --json report serves too
-        return {**payload, "entries": {_report_key(r): r for r in payload["results"]}}
-    raise AlignmentFileError(f"{path} is neither a das_assert baseline nor a report")
+        entries = payload["entries"]
+    elif "results" in payload:  # a --das-json or the command line's --json report serves too
+        results = payload["results"]
+        if not isinstance(results, list) or not all(_well_formed(r) for r in results):
+            raise AlignmentFileError(_malformed(path))
+        entries = {_report_key(r): r for r in results}
+    else:
+        raise AlignmentFileError(f"{path} is neither a das_assert baseline nor a report")
+    if not isinstance(entries, dict) or not all(_well_formed(e) for e in entries.values()):
+        raise AlignmentFileError(_malformed(path))
+    return {**payload, "entries": entries}
+
+
+def _well_formed(record: Any) -> bool:
+    """A result or entry with what a comparison reads: a numeric IIA and a named site."""
+    return (
+        isinstance(record, dict)
+        and isinstance(record.get("iia"), int | float)
+        and isinstance(record.get("site"), dict)
+        and isinstance(record["site"].get("canonical"), str)
+        and (bool(record.get("claim")) or isinstance(record.get("hypothesis"), str))
+    )
+
+
+def _malformed(path: Path) -> str:
+    return (
+        f"{path}: a result lacks a numeric iia, a site or a claim/hypothesis: the file was "
+        "edited by hand or not written by das_assert. Re-create it"
+    )

@@ -119,3 +119,27 @@ def test_a_negative_claim_regresses_when_its_variable_shows_up(
     new = _report(tmp_path / "new.json", _claim(new_iia, "not_aligned", new_verdict))
     assert main(["compare", str(old), str(new), "--fail", "iia:0.05"]) == code
     assert says in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "results",
+    [
+        [{**_cli_record(LAST, 0.8), "iia": None}],
+        [{**_cli_record(LAST, 0.8), "iia": "0.5"}],
+        [{k: v for k, v in _cli_record(LAST, 0.8).items() if k != "site"}],
+        {"not": "a list"},
+    ],
+    ids=["iia-null", "iia-string", "no-site", "results-a-dict"],
+)
+def test_a_malformed_report_is_refused_with_one_message(
+    results: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"schema_version": 1, "results": results}))
+    good = _report(tmp_path / "good.json", _cli_record(LAST, 0.8))
+    assert main(["compare", str(good), str(bad), "--fail", "iia:0.05"]) == 2
+    err = capsys.readouterr().err
+    assert "a result lacks a numeric iia, a site or a claim/hypothesis" in err
+    assert "Traceback" not in err
