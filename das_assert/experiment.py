@@ -322,7 +322,8 @@ def _release_device_cache(model: LoadedModel) -> None:
 
 _PRECONDITION_ADVICE = (
     "an alignment of a model that does not do the task says nothing. Check the prompt format and "
-    "answer words, or lower the gate with min_task_accuracy / --das-min-task-accuracy"
+    "answer words, or lower the gate (--das-min-task-accuracy under pytest, "
+    "--min-task-accuracy on the command line, min_task_accuracy in Python)"
 )
 
 

@@ -363,8 +363,8 @@ def _fit_group(
                             f"the alignment loss became {loss.item()} at step {step} "
                             f"(epoch {epoch}) at {site.site}; lower the learning rates "
                             f"(lr_rotation={config.lr_rotation}, "
-                            f"lr_boundary={config.lr_boundary}) or check the model for NaN "
-                            "outputs"
+                            f"lr_boundary={config.lr_boundary}) or the boundary penalty "
+                            f"({config.boundary_penalty}), or check the model for NaN outputs"
                         )
                     task_losses.append(task_loss)
                     losses.append(loss)

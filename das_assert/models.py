@@ -231,6 +231,11 @@ def load_model(
             trust_remote_code=trust_remote_code,
         )
     except (ValueError, OSError, RuntimeError, SafetensorError) as exc:
+        if device_map is not None and "accelerate" in str(exc).lower():
+            raise ModelLoadError(
+                f"device_map={device_map!r} needs the accelerate package: pip install "
+                "accelerate, or load the model on one device without a device map"
+            ) from None
         raise ModelLoadError(
             f"cannot load the weights in {str(directory)!r}: {exc}; the weight files are "
             "missing or damaged: re-save the model with save_pretrained(dir)"
@@ -285,7 +290,8 @@ def _check_device(device: str) -> None:
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise InvalidArgument(
-                f"device={device!r} but no CUDA device is available here; use --device cpu"
+                f"device={device!r} but no CUDA device is available here; use the CPU "
+                "(--das-device cpu under pytest, --device cpu on the command line)"
             )
         index = device.partition(":")[2]
         if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):

@@ -215,6 +215,7 @@ def find_model_settings(
     name = "embedded" if embedded else Path(model_path).name
     raise ConfigError(
         f"{source} has no settings for the model {str(model_path)!r}: add an entry "
-        f"`models: {name}: {{path: {model_path}, sites: ..., thresholds: ...}}` (copy the "
-        "embedded entry and measure your model's numbers first; there is no silent default)"
+        f"`models: {name}: {{path: {'embedded' if embedded else model_path}, sites: ..., "
+        "thresholds: ...}` (copy the embedded entry and measure your model's numbers first; "
+        "there is no silent default)"
     )

@@ -151,6 +151,10 @@ def load_alignment(
     from das_assert.featurizers import Interchange
 
     path = Path(path)
+    if path.is_dir():
+        raise AlignmentFileError(
+            f"alignment file {str(path)!r} is a directory; name the .safetensors file in it"
+        )
     if not path.is_file():
         raise AlignmentFileError(
             f"alignment file {str(path)!r} does not exist; check the path, or save an alignment "

@@ -399,7 +399,7 @@ CASES = [
     pytest.param(
         lambda c: load_model(c.model_dir(), device="cuda"),
         InvalidArgument,
-        r"device='cuda' but no CUDA device is available here; use --device cpu",
+        r"device='cuda' but no CUDA device is available here; use the CPU \(--das-device cpu",
         id="load_model(tiny_llama, device='cuda') on a CPU-only machine",
         marks=NO_CUDA,
     ),
@@ -659,7 +659,7 @@ CASES = [
         ),
         PreconditionFailed,
         r"answers only [\d.]+ of the 16 test prompts correctly \(gate: 0\.9\).*lower the gate "
-        r"with min_task_accuracy",
+        r"\(--das-min-task-accuracy under pytest, --min-task-accuracy on the command line",
         id="run_experiment(<random tiny llama>, min_task_accuracy=0.9)",
     ),
     # -- das.yaml
@@ -1002,6 +1002,14 @@ CLI_CASES = [
     ),
     cli(*FIT, "--method", "bondless", match=r"error: unknown method 'bondless'; choose one of"),
     cli(*FIT, "--bracket", "inf", "3", match=r"argument --bracket: 'inf' is not an amount"),
+    cli(
+        "evaluate",
+        "--model",
+        LLAMA,
+        "--alignment",
+        "/",
+        match=r"error: alignment file '/' is a directory; name the \.safetensors file in it",
+    ),
     cli(*FIT, "--bracket", "1.005", "3", match=r"'1\.005' has more than two decimals"),
     cli(*FIT, "--n-test", "1", match=r"error: n_test=1: need at least 2 pairs"),
     cli(*FIT, "--position", "middle", match=r"error: cannot parse position 'middle'"),
