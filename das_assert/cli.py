@@ -56,7 +56,12 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="local Hugging Face model directory, or 'embedded' (default)",
     )
-    group.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    group.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "bfloat16", "float16"),
+        help="the model's weights (the rotation is always float32; default float32)",
+    )
     group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     group.add_argument(
         "--device-map",
@@ -75,7 +80,9 @@ def _add_data_args(parser: argparse.ArgumentParser, *, hypothesis_required: bool
     from das_assert.tasks.price_tagging import CAUSAL_MODELS, NUMBER_STYLES
 
     group = parser.add_argument_group("task and data")
-    group.add_argument("--task", default="price_tagging", choices=("price_tagging",))
+    group.add_argument(
+        "--task", default="price_tagging", choices=("price_tagging",), help="the task (one so far)"
+    )
     group.add_argument(
         "--hypothesis",
         required=hypothesis_required,
@@ -88,16 +95,28 @@ def _add_data_args(parser: argparse.ArgumentParser, *, hypothesis_required: bool
         metavar="VAR",
         help="intervene only on these variables (default: all of the hypothesis)",
     )
-    group.add_argument("--n-test", type=_positive, default=500, metavar="N")
-    group.add_argument("--seed", type=int, default=0, metavar="S")
+    group.add_argument(
+        "--n-test", type=_positive, default=500, metavar="N", help="test pairs (default 500)"
+    )
+    group.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="data, initialisation and training"
+    )
     group.add_argument(
         "--template",
         metavar="TEXT",
         help="instruction with {low} {high} {yes} {no} slots (default: the paper's)",
     )
     group.add_argument("--prefix", default="", metavar="TEXT", help="irrelevant context before it")
-    group.add_argument("--answers", nargs=2, default=("Yes", "No"), metavar=("TRUE", "FALSE"))
-    group.add_argument("--numbers", default="plain", choices=NUMBER_STYLES)
+    group.add_argument(
+        "--answers",
+        nargs=2,
+        default=("Yes", "No"),
+        metavar=("TRUE", "FALSE"),
+        help="the answer words (default: Yes No)",
+    )
+    group.add_argument(
+        "--numbers", default="plain", choices=NUMBER_STYLES, help="how amounts are written"
+    )
     group.add_argument(
         "--bracket",
         nargs=2,
@@ -124,14 +143,29 @@ def _add_data_args(parser: argparse.ArgumentParser, *, hypothesis_required: bool
 def _add_training_args(group: argparse._ArgumentGroup, *, n_train: int) -> None:
     """The site's component and the fit's settings, shared by ``fit`` and ``search``."""
     group.add_argument(
-        "--component", default="block_output", choices=("block_output", "block_input")
+        "--component",
+        default="block_output",
+        choices=("block_output", "block_input"),
+        help="the block's output or input (default block_output)",
     )
     group.add_argument("--method", default="boundless", help="boundless, das:K, full or noop")
-    group.add_argument("--n-train", type=_positive, default=n_train, metavar="N")
-    group.add_argument("--epochs", type=_positive, default=3)
-    group.add_argument("--batch-size", type=_positive, default=32)
-    group.add_argument("--lr-rotation", type=float, default=1e-3)
-    group.add_argument("--lr-boundary", type=float, default=1e-2)
+    group.add_argument(
+        "--n-train",
+        type=_positive,
+        default=n_train,
+        metavar="N",
+        help=f"training pairs per fit (default {n_train})",
+    )
+    group.add_argument("--epochs", type=_positive, default=3, help="default 3")
+    group.add_argument(
+        "--batch-size", type=_positive, default=32, help="pairs per step; bounds memory (32)"
+    )
+    group.add_argument(
+        "--lr-rotation", type=float, default=1e-3, help="Adam's rate for the rotation (1e-3)"
+    )
+    group.add_argument(
+        "--lr-boundary", type=float, default=1e-2, help="Adam's rate for the boxes (1e-2)"
+    )
     group.add_argument(
         "--boundary-penalty",
         type=float,
@@ -212,7 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="score a saved alignment on fresh pairs")
     _add_model_args(evaluate)
     _add_data_args(evaluate, hypothesis_required=False)
-    evaluate.add_argument("--alignment", type=Path, required=True, metavar="FILE")
+    evaluate.add_argument(
+        "--alignment",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="a file saved by 'fit --save' or a baseline's .safetensors",
+    )
 
     compare = commands.add_parser(
         "compare", help="compare two saved baselines or JSON reports; exit 1 on a regression"
@@ -234,9 +274,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     train = commands.add_parser("train-embedded", help="retrain the embedded model from scratch")
-    train.add_argument("--out", type=Path, required=True, metavar="DIR")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--steps", type=_positive, default=None)
+    train.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="the model directory to write"
+    )
+    train.add_argument("--seed", type=int, default=0, help="deterministic from it (default 0)")
+    train.add_argument(
+        "--steps",
+        type=_positive,
+        default=None,
+        help="steps of the first training phase (default: the recipe's); the focus phase "
+        "that follows keeps its own length",
+    )
     return parser
 
 
