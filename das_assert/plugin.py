@@ -234,6 +234,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker("das")
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A das test stopped by bad input (a DasError: an unknown claim or site, a failed
+    precondition, a bad file) reports that one message, not a traceback through the engine;
+    claim failures (assertions) keep pytest's usual report."""
+    report = yield
+    from das_assert.errors import DasError
+
+    excinfo = call.excinfo
+    if report.failed and excinfo is not None and "das" in item.keywords:
+        if excinfo.errisinstance(DasError):
+            report.longrepr = f"{excinfo.typename}: {excinfo.value}"
+    return report
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     for marker in item.iter_markers("das"):
         unknown = sorted(set(marker.kwargs) - set(MARKER_KEYS))
@@ -432,8 +447,7 @@ class _Reporter:
         judged = any(name == "das_result" for name, _ in report.user_properties)
         if report.failed and "das" in report.keywords and not judged:
             crash = getattr(report.longrepr, "reprcrash", None)  # the exception, one line
-            lines = str(report.longreprtext).strip().splitlines()
-            message = getattr(crash, "message", None) or (lines[-1] if lines else "")
+            message = getattr(crash, "message", None) or str(report.longreprtext).strip()
             self.unjudged.append(
                 {"test_id": report.nodeid, "when": report.when, "message": message[:500]}
             )

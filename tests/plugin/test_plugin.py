@@ -489,3 +489,18 @@ def test_the_reports_say_why_when_no_claim_reached_a_verdict(project) -> None:
     assert all("PreconditionFailed" in u["message"] for u in report["unjudged"])
     assert all("answers only 0.000 of the 24" in u["message"] for u in report["unjudged"])
     assert "Failed before a verdict" in (project.path / "out" / "summary.md").read_text()
+
+
+def test_bad_input_inside_a_test_reports_one_message_not_a_traceback(project) -> None:
+    project.makepyfile(
+        test_bad="""
+        def test_unknown_site(das_session):
+            das_session.align("left_boundary", "nowhere")
+        """
+    )
+    result = _run(project, "--das-cache=off", "test_bad.py")
+    result.assert_outcomes(failed=1)
+    output = result.stdout.str()
+    assert "'nowhere'" in output
+    assert "das_assert/session.py" not in output  # no frames from the engine
+    assert "das_assert/experiment.py" not in output
