@@ -530,6 +530,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             continue
         a, b = old[key], new[key]
         failures = [message for check in checks if (message := check.check(b, a))]
+        if a.get("data") and b.get("data") and a["data"] != b["data"]:
+            changed = sorted(k for k in a["data"] if a["data"][k] != b["data"].get(k))
+            failures.append(f"ran on other prompts ({', '.join(changed)} differ): not comparable")
         if a.get("passed") is True and b.get("passed") is False:
             failures.append(
                 f"the claim held in OLD and fails in NEW (verdict {b.get('verdict')}, expected "

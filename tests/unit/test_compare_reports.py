@@ -143,3 +143,14 @@ def test_a_malformed_report_is_refused_with_one_message(
     err = capsys.readouterr().err
     assert "a result lacks a numeric iia, a site or a claim/hypothesis" in err
     assert "Traceback" not in err
+
+
+def test_results_on_other_prompts_are_not_compared_as_if_alike(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = {"prefix": "", "bracket": None, "numbers": "plain"}
+    old = _report(tmp_path / "old.json", {**_cli_record(LAST, 0.83), "data": data})
+    moved = {**data, "bracket": [549, 849]}
+    new = _report(tmp_path / "new.json", {**_cli_record(LAST, 0.83), "data": moved})
+    assert main(["compare", str(old), str(new)]) == 1
+    assert "ran on other prompts (bracket differ): not comparable" in capsys.readouterr().out
