@@ -42,7 +42,8 @@ def parse_fraction(text: str) -> float:
     return value
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer")
     return int(text)
@@ -96,7 +97,7 @@ def _add_data_args(parser: argparse.ArgumentParser, *, hypothesis_required: bool
         help="intervene only on these variables (default: all of the hypothesis)",
     )
     group.add_argument(
-        "--n-test", type=_positive, default=500, metavar="N", help="test pairs (default 500)"
+        "--n-test", type=positive_int, default=500, metavar="N", help="test pairs (default 500)"
     )
     group.add_argument(
         "--seed", type=int, default=0, metavar="S", help="data, initialisation and training"
@@ -151,14 +152,14 @@ def _add_training_args(group: argparse._ArgumentGroup, *, n_train: int) -> None:
     group.add_argument("--method", default="boundless", help="boundless, das:K, full or noop")
     group.add_argument(
         "--n-train",
-        type=_positive,
+        type=positive_int,
         default=n_train,
         metavar="N",
         help=f"training pairs per fit (default {n_train})",
     )
-    group.add_argument("--epochs", type=_positive, default=3, help="default 3")
+    group.add_argument("--epochs", type=positive_int, default=3, help="default 3")
     group.add_argument(
-        "--batch-size", type=_positive, default=32, help="pairs per step; bounds memory (32)"
+        "--batch-size", type=positive_int, default=32, help="pairs per step; bounds memory (32)"
     )
     group.add_argument(
         "--lr-rotation", type=float, default=1e-3, help="Adam's rate for the rotation (1e-3)"
@@ -280,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="deterministic from it (default 0)")
     train.add_argument(
         "--steps",
-        type=_positive,
+        type=positive_int,
         default=None,
         help="steps of the first training phase (default: the recipe's); the focus phase "
         "that follows keeps its own length",

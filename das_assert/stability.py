@@ -21,23 +21,9 @@ import xml.etree.ElementTree as ElementTree
 from collections import defaultdict
 from pathlib import Path
 
+from das_assert.cli import parse_fraction, positive_int
+
 __all__ = ["main"]
-
-
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer")
-    return int(text)
-
-
-def _margin(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must lie in [0, 1]")
-    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,11 +32,11 @@ def _parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--seeds", type=_positive, default=10, help="how many seeds (default 10)")
+    parser.add_argument("--seeds", type=positive_int, default=10, help="how many (default 10)")
     parser.add_argument("--first-seed", type=int, default=0, help="the first seed (default 0)")
     parser.add_argument(
         "--margin",
-        type=_margin,
+        type=parse_fraction,
         default=0.05,
         help="a claim this far from its threshold must not flip (default 0.05)",
     )
