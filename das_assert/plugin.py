@@ -258,6 +258,15 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                 f"allowed keywords: {', '.join(MARKER_KEYS)}",
                 pytrace=False,
             )
+        expressions = marker.kwargs.get("compare_fail") or []
+        for expression in [expressions] if isinstance(expressions, str) else expressions:
+            from das_assert.compare import parse_compare_fail
+            from das_assert.errors import ConfigError
+
+            try:  # a typo fails its test on every run, not only those that compare
+                parse_compare_fail(expression)
+            except ConfigError as exc:
+                pytest.fail(f"das marker compare_fail: {exc}", pytrace=False)
 
 
 def _find_config(config: pytest.Config, test_files: list[Path]) -> Path:

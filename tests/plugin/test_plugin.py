@@ -120,6 +120,29 @@ def test_unknown_marker_keyword_fails_with_the_allowed_keys(pytester: pytest.Pyt
     assert "das marker got unexpected ['grop']; allowed keywords: group" in result.stdout.str()
 
 
+def test_a_bad_compare_fail_in_the_marker_fails_without_das_compare(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.das(compare_fail="iia:zz")
+        def test_x():
+            pass
+
+        @pytest.mark.das(compare_fail=["iia:0.02", "transfer:5%"])
+        def test_y():
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, errors=1)  # refused in setup, as an unknown keyword is
+    result.stdout.fnmatch_lines(
+        ["*das marker compare_fail: could not parse the compare-fail expression 'iia:zz'*"]
+    )
+
+
 @pytest.mark.slow
 def test_a_failing_claim_fails_its_own_test_with_numbers_and_a_reproduce_line(project) -> None:
     result = _run(project, "--das-cache=off")
