@@ -19,7 +19,7 @@ from typing import Any
 
 from das_assert.errors import ConfigError
 
-__all__ = ["DropCheck", "parse_compare_fail"]
+__all__ = ["DropCheck", "compare_entries", "parse_compare_fail"]
 
 #: ``transfer`` compares the baseline's frozen alignment, applied to the new model, with the
 #: baseline's own IIA; the others compare the re-derived numbers.
@@ -95,3 +95,47 @@ def parse_compare_fail(text: str) -> DropCheck:
             "[0, 1] such as iia:0.05, or a relative drop such as iia:5%"
         )
     return DropCheck(field, amount, bool(percent))
+
+
+def compare_entries(
+    old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]], checks: list[DropCheck]
+) -> tuple[str, int]:
+    """A Markdown table of two files' entries (by key) and how many regressed: an entry missing
+    from ``new``, a failed check, results on other prompts, or a claim that held and now fails."""
+    lines = [
+        "| claim | site (old -> new) | IIA old (95% CI, n) | IIA new (95% CI, n) | Δ | result |",
+        "|---|---|---|---|---|---|",
+    ]
+    regressed = 0
+    for key in sorted(set(old) | set(new)):
+        if key not in new or key not in old:
+            where = "missing in NEW" if key not in new else "new in NEW"
+            lines.append(f"| {key} | | | | | {where} |")
+            regressed += key not in new
+            continue
+        a, b = old[key], new[key]
+        failures = [message for check in checks if (message := check.check(b, a))]
+        if a.get("data") and b.get("data") and a["data"] != b["data"]:
+            changed = sorted(k for k in a["data"] if a["data"][k] != b["data"].get(k))
+            failures.append(f"ran on other prompts ({', '.join(changed)} differ): not comparable")
+        if a.get("passed") is True and b.get("passed") is False:
+            failures.append(
+                f"the claim held in OLD and fails in NEW (verdict {b.get('verdict')}, expected "
+                f"{b.get('expected_verdict')})"
+            )
+        regressed += bool(failures)
+        site_a, site_b = a["site"]["canonical"], b["site"]["canonical"]
+        site = site_a if site_a == site_b else f"{site_a} -> {site_b} (drift)"
+        lines.append(
+            f"| {key} | `{site}` | {_iia_with_interval(a)} | {_iia_with_interval(b)} | "
+            f"{b['iia'] - a['iia']:+.3f} | {'; '.join(failures) or 'ok'} |"
+        )
+    return "\n".join(lines) + "\n", regressed
+
+
+def _iia_with_interval(record: dict[str, Any]) -> str:
+    """``0.830 [0.802, 0.854] n=800``, or the IIA alone where a record lacks the rest."""
+    ci, n = record.get("iia_ci"), record.get("n_test")
+    if ci is None or n is None:
+        return f"{record['iia']:.3f}"
+    return f"{record['iia']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] n={n}"

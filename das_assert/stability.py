@@ -21,7 +21,7 @@ import xml.etree.ElementTree as ElementTree
 from collections import defaultdict
 from pathlib import Path
 
-from das_assert.cli import parse_fraction, positive_int
+from das_assert.cli_args import parse_fraction, positive_int
 
 __all__ = ["main"]
 

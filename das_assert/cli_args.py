@@ -1,0 +1,282 @@
+"""The command line's arguments: their types (each refuses a bad value with a message that names
+the fix) and the parser of ``python -m das_assert``. Imports argparse only, so the pytest plugin
+and the stability script can share the types without loading torch."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+__all__ = ["build_parser", "parse_fraction", "positive_int"]
+
+
+def _cents(text: str) -> int:
+    try:
+        cents = float(text) * 100
+        value = round(cents)
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an amount like 2.51") from None
+    if abs(cents - value) > 1e-6:
+        raise argparse.ArgumentTypeError(f"{text!r} has more than two decimals; amounts are cents")
+    if not 0 <= value <= 999:
+        raise argparse.ArgumentTypeError(f"{text!r} is outside 0.00..9.99")
+    return value
+
+
+def parse_fraction(text: str) -> float:
+    """An argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must lie in [0, 1]")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer")
+    return int(text)
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--model",
+        default="embedded",
+        metavar="PATH",
+        help="local Hugging Face model directory, or 'embedded' (default)",
+    )
+    group.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "bfloat16", "float16"),
+        help="the model's weights (the rotation is always float32; default float32)",
+    )
+    group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    group.add_argument(
+        "--device-map",
+        default=None,
+        metavar="MAP",
+        help="e.g. 'auto' to spread a large model over GPUs (needs accelerate)",
+    )
+    group.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run the model directory's own Python code (off by default)",
+    )
+
+
+def _add_data_args(parser: argparse.ArgumentParser, *, hypothesis_required: bool) -> None:
+    from das_assert.tasks.price_tagging import CAUSAL_MODELS, NUMBER_STYLES
+
+    group = parser.add_argument_group("task and data")
+    group.add_argument(
+        "--task", default="price_tagging", choices=("price_tagging",), help="the task (one so far)"
+    )
+    group.add_argument(
+        "--hypothesis",
+        required=hypothesis_required,
+        choices=sorted(CAUSAL_MODELS),
+        help="the causal model whose variable is aligned",
+    )
+    group.add_argument(
+        "--variables",
+        nargs="+",
+        metavar="VAR",
+        help="intervene only on these variables (default: all of the hypothesis)",
+    )
+    group.add_argument(
+        "--n-test", type=positive_int, default=500, metavar="N", help="test pairs (default 500)"
+    )
+    group.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="data, initialisation and training"
+    )
+    group.add_argument(
+        "--template",
+        metavar="TEXT",
+        help="instruction with {low} {high} {yes} {no} slots (default: the paper's)",
+    )
+    group.add_argument("--prefix", default="", metavar="TEXT", help="irrelevant context before it")
+    group.add_argument(
+        "--answers",
+        nargs=2,
+        default=("Yes", "No"),
+        metavar=("TRUE", "FALSE"),
+        help="the answer words (default: Yes No)",
+    )
+    group.add_argument(
+        "--numbers", default="plain", choices=NUMBER_STYLES, help="how amounts are written"
+    )
+    group.add_argument(
+        "--bracket",
+        nargs=2,
+        type=_cents,
+        metavar=("LOW", "HIGH"),
+        help="fix the bracket, e.g. --bracket 5.49 8.49",
+    )
+    group.add_argument(
+        "--min-task-accuracy",
+        type=parse_fraction,
+        default=0.8,
+        metavar="P",
+        help="below this task accuracy the run is an input error (default 0.8)",
+    )
+    group.add_argument(
+        "--threshold",
+        type=parse_fraction,
+        metavar="P",
+        help="claim IIA >= P: exit 1 unless the verdict is 'aligned'",
+    )
+    group.add_argument("--json", type=Path, metavar="OUT", help="write the JSON report here")
+
+
+def _add_training_args(group: argparse._ArgumentGroup, *, n_train: int) -> None:
+    """The site's component and the fit's settings, shared by ``fit`` and ``search``."""
+    group.add_argument(
+        "--component",
+        default="block_output",
+        choices=("block_output", "block_input"),
+        help="the block's output or input (default block_output)",
+    )
+    group.add_argument("--method", default="boundless", help="boundless, das:K, full or noop")
+    group.add_argument(
+        "--n-train",
+        type=positive_int,
+        default=n_train,
+        metavar="N",
+        help=f"training pairs per fit (default {n_train})",
+    )
+    group.add_argument("--epochs", type=positive_int, default=3, help="default 3")
+    group.add_argument(
+        "--batch-size", type=positive_int, default=32, help="pairs per step; bounds memory (32)"
+    )
+    group.add_argument(
+        "--lr-rotation", type=float, default=1e-3, help="Adam's rate for the rotation (1e-3)"
+    )
+    group.add_argument(
+        "--lr-boundary", type=float, default=1e-2, help="Adam's rate for the boxes (1e-2)"
+    )
+    group.add_argument(
+        "--boundary-penalty",
+        type=float,
+        default=1.0,
+        help="weight of the box width, per 4096 coordinates (default 1.0)",
+    )
+    group.add_argument("--progress", action="store_true", help="show a progress bar per fit")
+
+
+def _distinct(kind: str) -> type[argparse.Action]:
+    """An argparse action for a list that refuses repeated entries (one cell each)."""
+
+    class Distinct(argparse.Action):
+        def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+            repeated = sorted({str(v) for v in values if values.count(v) > 1})
+            if repeated:
+                parser.error(f"{option}: {kind} {', '.join(repeated)} given twice; list each once")
+            setattr(namespace, self.dest, values)
+
+    return Distinct
+
+
+def build_parser(description: str = "") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m das_assert",
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    fit = commands.add_parser("fit", help="learn one alignment and score it")
+    _add_model_args(fit)
+    _add_data_args(fit, hypothesis_required=True)
+    site = fit.add_argument_group("site and method")
+    site.add_argument("--layer", type=int, required=True, help="decoder block (negative: from end)")
+    site.add_argument(
+        "--position",
+        default="last",
+        metavar="NAME",
+        help="last, last-K, amount.last, after:amount, ... (default: last)",
+    )
+    _add_training_args(site, n_train=2000)
+    site.add_argument(
+        "--save",
+        type=Path,
+        metavar="FILE",
+        help="save the alignment (safetensors) for 'evaluate --alignment'",
+    )
+
+    search = commands.add_parser(
+        "search", help="fit every cell of a layer x position grid; report where IIA is highest"
+    )
+    _add_model_args(search)
+    _add_data_args(search, hypothesis_required=True)
+    grid = search.add_argument_group("grid and method")
+    grid.add_argument(
+        "--layers",
+        type=int,
+        nargs="+",
+        required=True,
+        action=_distinct("layer"),
+        metavar="L",
+        help="decoder blocks, e.g. --layers 0 1 2 3 (negative: from the end)",
+    )
+    grid.add_argument(
+        "--positions",
+        nargs="+",
+        default=["last"],
+        action=_distinct("position"),
+        metavar="NAME",
+        help="e.g. --positions last after:amount amount.last (default: last)",
+    )
+    _add_training_args(grid, n_train=1500)
+    grid.add_argument(
+        "--png", type=Path, metavar="OUT", help="save the grid's heatmap here (needs matplotlib)"
+    )
+
+    evaluate = commands.add_parser("evaluate", help="score a saved alignment on fresh pairs")
+    _add_model_args(evaluate)
+    _add_data_args(evaluate, hypothesis_required=False)
+    evaluate.add_argument(
+        "--alignment",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="a file saved by 'fit --save' or a baseline's .safetensors",
+    )
+
+    compare = commands.add_parser(
+        "compare", help="compare two saved baselines or JSON reports; exit 1 on a regression"
+    )
+    compare.add_argument("old", type=Path, metavar="OLD", help="baseline or report (JSON)")
+    compare.add_argument("new", type=Path, metavar="NEW", help="baseline or report (JSON)")
+    compare.add_argument(
+        "--fail",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="iia:0.05 (absolute drop) or iia:5%% (relative drop); repeatable",
+    )
+    compare.add_argument(
+        "--markdown",
+        type=Path,
+        metavar="OUT",
+        help="also write the table as Markdown (e.g. $GITHUB_STEP_SUMMARY)",
+    )
+
+    train = commands.add_parser("train-embedded", help="retrain the embedded model from scratch")
+    train.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="the model directory to write"
+    )
+    train.add_argument("--seed", type=int, default=0, help="deterministic from it (default 0)")
+    train.add_argument(
+        "--steps",
+        type=positive_int,
+        default=None,
+        help="steps of the first training phase (default: the recipe's); the focus phase "
+        "that follows keeps its own length",
+    )
+    return parser

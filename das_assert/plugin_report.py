@@ -1,0 +1,104 @@
+"""The plugin's reporter: gathers every judged claim, fuzz record and unjudged failure (from
+xdist workers too, inside their reports) and writes the terminal summary, ``--das-json`` and
+``--das-markdown``, and the baselines of ``--das-save-baseline``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+__all__ = ["Reporter"]
+
+
+class Reporter:
+    """Collects the records of judged claims (also from xdist workers) and writes the reports."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.records: list[dict[str, Any]] = []
+        self.fuzz: list[dict[str, Any]] = []
+        self.unjudged: list[dict[str, Any]] = []  # das tests that failed before any verdict
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if hasattr(self.config, "workerinput"):
+            return  # an xdist worker: the records travel to the controller inside the report
+        judged = any(name == "das_result" for name, _ in report.user_properties)
+        if report.failed and "das" in report.keywords and not judged:
+            crash = getattr(report.longrepr, "reprcrash", None)  # the exception, one line
+            message = getattr(crash, "message", None) or str(report.longreprtext).strip()
+            self.unjudged.append(
+                {"test_id": report.nodeid, "when": report.when, "message": message[:500]}
+            )
+        kept = []
+        for name, value in report.user_properties:
+            if name in ("das_result", "das_fuzz") and report.when != "call":
+                continue
+            if name == "das_fuzz":
+                record = json.loads(value)
+                record["test_id"] = report.nodeid
+                self.fuzz.append(record)
+                continue
+            if name == "das_result":
+                record = json.loads(value)
+                record["outcome"] = report.outcome
+                self.records.append(record)
+                self.config.hook.pytest_das_result(config=self.config, record=record)
+            else:
+                kept.append((name, value))
+        report.user_properties = kept  # keep the bulky record out of --junitxml
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.records and not self.fuzz:
+            return
+        from das_assert.summary import fuzz_lines, summary_lines
+
+        terminalreporter.section("das: causal hypotheses")
+        for line in summary_lines(self.records) + fuzz_lines(self.fuzz):
+            terminalreporter.write_line(line)
+
+    def pytest_sessionfinish(self) -> None:
+        if hasattr(self.config, "workerinput"):
+            return
+        self._save_baseline()
+        json_path = self.config.getoption("das_json")
+        md_path = self.config.getoption("das_markdown")
+        if not (self.records or self.fuzz or self.unjudged) or not (json_path or md_path):
+            return
+        from das_assert.report import build_report, markdown_table, robustness_summary, write_report
+        from das_assert.store import atomic_write_bytes
+
+        records = sorted(self.records, key=lambda r: (r["test_id"], r["claim"]))
+        robustness = robustness_summary(self.fuzz)
+        if json_path:
+            model = records[0].get("model") if records else None
+            report = build_report(model, records)
+            report["robustness"] = robustness
+            report["unjudged"] = self.unjudged
+            write_report(Path(json_path), report)
+        if md_path:
+            table = markdown_table(records, robustness)
+            if self.unjudged:
+                table += "\n**Failed before a verdict**\n\n" + "".join(
+                    f"- `{u['test_id']}` ({u['when']}): {u['message']}\n" for u in self.unjudged
+                )
+            atomic_write_bytes(Path(md_path), table.encode())
+
+    def _save_baseline(self) -> None:
+        stems = {r["baseline_file"] for r in self.records if r.get("baseline_file")}
+        if not stems or not self.config.getoption("das_save_baseline"):
+            return
+        from das_assert.baseline import save_baseline
+        from das_assert.report import environment
+
+        for stem in stems:
+            records = [r for r in self.records if r.get("baseline_file") == stem]
+            save_baseline(
+                Path(stem + ".json"),
+                model=records[0]["model"],
+                environment=environment(),
+                records=records,
+            )
