@@ -78,16 +78,13 @@ class PromptVariant:
         )
 
     def edit(self, inputs: dict[str, int], rng: random.Random, role: str) -> dict[str, int]:
-        """Adjust sampled inputs (cents): put the base amount on a bound (or one cent outside);
-        round everything to 10-cent steps for one-decimal prompts, so labels match the text."""
+        """Adjust sampled inputs (cents): put the base amount on a bound (or one cent outside)."""
         out = dict(inputs)
         if role == "base" and self.amount_edge == "on_bound":
             out["x"] = rng.choice((out["lo"], out["hi"]))
         elif role == "base" and self.amount_edge == "one_cent_outside":
             out["x"] = rng.choice((out["lo"] - 1, out["hi"] + 1))
-        if self.numbers == "one_decimal":  # the prompt shows 10-cent steps: label what it shows
-            out = {k: max(10, min(990, round(v / 10) * 10)) for k, v in out.items()}
-        return out
+        return out  # prompt_pairs snaps one-decimal prompts' amounts to what the text shows
 
 
 _VERBS = ("Please say", "Say", "Answer", "Reply", "Please answer", "Respond")

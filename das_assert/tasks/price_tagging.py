@@ -313,6 +313,20 @@ def make_pairs(
     return pairs
 
 
+def snap_to_dimes(inputs: dict[str, int]) -> dict[str, int]:
+    """Round every amount to 10-cent steps within [0.10, 9.90]: what a one-decimal prompt shows."""
+    return {k: max(10, min(990, round(v / 10) * 10)) for k, v in inputs.items()}
+
+
+def _then_snap_to_dimes(
+    edit: Callable[[dict[str, int], random.Random, str], dict[str, int]] | None,
+) -> Callable[[dict[str, int], random.Random, str], dict[str, int]]:
+    def snapped(inputs: dict[str, int], rng: random.Random, role: str) -> dict[str, int]:
+        return snap_to_dimes(edit(inputs, rng, role) if edit is not None else inputs)
+
+    return snapped
+
+
 def unchanged_rate(pairs: Sequence[CounterfactualPair]) -> float:
     """The fraction of pairs whose counterfactual label equals the base's own label."""
     return sum(p.label == p.base_label for p in pairs) / max(len(pairs), 1)
@@ -330,6 +344,8 @@ def prompt_pairs(
 ) -> list[PromptPair]:
     """``make_pairs`` rendered as prompts in format ``fmt`` (default: the paper's prompt)."""
     fmt = fmt or PriceFormat()
+    if fmt.numbers == "one_decimal":  # label what the prompt shows, not the hidden cents
+        edit = _then_snap_to_dimes(edit)
     out = []
     pairs = make_pairs(model_name, n, seed=seed, bracket=bracket, variables=variables, edit=edit)
     for pair in pairs:

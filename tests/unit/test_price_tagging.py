@@ -321,3 +321,32 @@ def test_a_template_without_an_amount_slot_is_rejected() -> None:
 def test_two_identical_answer_words_are_rejected() -> None:
     with pytest.raises(InvalidArgument, match="two different words"):
         PriceFormat(answers=("Yes", "Yes"))
+
+
+@pytest.mark.parametrize("hypothesis", sorted(CAUSAL_MODELS))
+def test_one_decimal_prompts_are_labelled_by_the_numbers_they_show(hypothesis: str) -> None:
+    # The labels once compared the hidden cents: "2.8 <= 2.8" was labelled outside the bracket.
+    fmt = PriceFormat(numbers="one_decimal")
+    model = causal_model(hypothesis)
+    for pair in prompt_pairs(hypothesis, 400, seed=5, fmt=fmt):
+        shown = {role: _read_back(getattr(pair, role).text) for role in ("base", "source")}
+        assert shown["base"] == pair.inputs["base"]
+        assert shown["source"] == pair.inputs["source"]
+        variable = pair.inputs["variable"]
+        label = model.counterfactual(shown["base"], shown["source"], intervene=[variable])
+        assert fmt.answer(bool(label)) == pair.expected
+        assert fmt.answer(bool(model.output_of(shown["base"]))) == pair.base_expected
+
+
+def _read_back(text: str) -> dict[str, int]:
+    """The cents a one-decimal prompt shows: its low, high and amount, read off the text."""
+    bracket = re.search(r"between (\d+\.\d) and (\d+\.\d) dollars", text)
+    amount = re.search(r"### Input:\n(\d+\.\d) dollars", text)
+    assert bracket is not None, text
+    assert amount is not None, text
+    low, high = bracket.groups()
+    return {"lo": _cents(low), "hi": _cents(high), "x": _cents(amount.group(1))}
+
+
+def _cents(text: str) -> int:
+    return round(float(text) * 100)
