@@ -1,9 +1,10 @@
 """The alignment cache: trained alignments keyed by everything that could change them.
 
-The key hashes the model fingerprint (weights, tokenizer, config), the causal model and intervened
-variables, the data recipe (prompt format, bracket, number of training pairs, seed), the site, the
-fit settings and the das_assert version. A hit skips training; evaluation always runs again. A
-corrupted entry is reported, ignored and overwritten; it is never used.
+The key hashes the model fingerprint (weights, tokenizer, config), its dtype and kind of device,
+the causal model and intervened variables, the data recipe (prompt format, bracket, number of
+training pairs, seed), the site, the fit settings and the das_assert version. A hit skips
+training; evaluation always runs again. A corrupted entry is reported, ignored and overwritten;
+it is never used.
 """
 
 from __future__ import annotations
@@ -24,13 +25,17 @@ __all__ = ["CACHE_MODES", "AlignmentCache", "cache_key"]
 CACHE_MODES = ("off", "read", "write", "readwrite")
 
 
-def cache_key(fingerprint: dict[str, str], experiment: Any, config: Any) -> str:
-    """A stable hex key for one (model, experiment, fit config)."""
+def cache_key(model: Any, experiment: Any, config: Any) -> str:
+    """A stable hex key for one (model, experiment, fit config). The model counts by its
+    fingerprint and by the numbers it computes with: its dtype and the kind of device (a fit in
+    bfloat16 or on a GPU is another fit; ``cuda:0`` and ``cuda:1`` share entries)."""
     from das_assert import __version__
 
     recipe = {
         "version": __version__,
-        "model": fingerprint,
+        "model": model.fingerprint,
+        "dtype": model.dtype,
+        "device": model.device.split(":")[0],
         "hypothesis": experiment.hypothesis,
         "variables": list(experiment.variables),
         "format": dataclasses.asdict(experiment.fmt),

@@ -260,7 +260,7 @@ def run_experiment(
     config = config or FitConfig()
     resolved = experiment.site.resolve(model.model)
     test = _encoded(model, experiment, "test")
-    key = cache_key(model.fingerprint, experiment, config) if cache else ""
+    key = cache_key(model, experiment, config) if cache else ""
     if fitted is None and cache is not None:
         fitted = _load(model, experiment, config, resolved, cache, key)
     answers = None  # the base run, where the precondition below needs it first

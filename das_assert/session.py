@@ -111,7 +111,7 @@ class DasSession:
         """
         experiment = self.experiment(hypothesis, site, **changes)
         config = config or self.fit_config()
-        key = cache_key(self.model.fingerprint, experiment, config)
+        key = cache_key(self.model, experiment, config)
         if key not in self._memo:
             with self._lock(key):
                 self._memo[key] = run_experiment(self.model, experiment, config, cache=self.cache)

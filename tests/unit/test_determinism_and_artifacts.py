@@ -11,6 +11,7 @@ import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ import torch
 
 import das_assert
 from das_assert import store
-from das_assert.cache import AlignmentCache, CacheWarning
+from das_assert.cache import AlignmentCache, CacheWarning, cache_key
 from das_assert.data import encode
 from das_assert.experiment import AlignmentResult, Experiment, run_experiment
 from das_assert.featurizers import Interchange
@@ -135,6 +136,17 @@ def test_a_failed_atomic_write_keeps_the_old_content(
 
     assert target.read_bytes() == b"old content"
     assert [p.name for p in tmp_path.iterdir()] == ["artifact"]
+
+
+def test_the_cache_key_tells_dtypes_and_kinds_of_device_apart() -> None:
+    # A bfloat16 run once reused the float32 run's alignment: another fit than a cold run gives.
+    def key(dtype: str, device: str) -> str:
+        model = SimpleNamespace(fingerprint={"weights": "w"}, dtype=dtype, device=device)
+        return cache_key(model, Experiment(hypothesis="left_boundary", site=Site(0)), FitConfig())
+
+    assert key("float32", "cpu") != key("bfloat16", "cpu")
+    assert key("float32", "cpu") != key("float32", "cuda:0")
+    assert key("float32", "cuda:0") == key("float32", "cuda:1")  # xdist workers share entries
 
 
 # -- (3) the cache never uses a corrupted entry ---------------------------------------------------
