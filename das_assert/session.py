@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -390,7 +391,7 @@ class DasRequest:
             pairs = prompt_pairs(
                 exp.hypothesis,
                 n,
-                seed=exp.seed + 31,
+                seed=_variant_seed(exp.seed, variant),
                 fmt=variant.format(),
                 bracket=variant.bracket,
                 variables=exp.variables,
@@ -453,3 +454,11 @@ def _regression_message(claim: str, record: dict[str, Any], failures: list[str])
             f"on this model"
         )
     return "\n".join(lines)
+
+
+def _variant_seed(seed: int, variant: Any) -> int:
+    """The pairs' seed for ``variant``: the claim's seed and a digest of what the variant
+    writes, so each variant draws its own numbers (a robustness table pools variants as
+    independent pairs) and a replayed variant draws the same ones."""
+    described = repr((variant.format(), variant.bracket, getattr(variant, "amount_edge", None)))
+    return seed + 31 + int(hashlib.sha256(described.encode()).hexdigest()[:8], 16)

@@ -133,3 +133,20 @@ def test_a_regressed_claim_says_so_in_both_tables(tmp_path: Path) -> None:
     assert "| left_boundary |" in markdown  # the claim, not hypothesis:variable
     assert "| 800 | 0 |" in markdown  # n, then the seed
     assert "Δ -0.009, transfer 0.784, **regressed**: iia dropped by 0.009" in markdown
+
+
+def test_each_variant_draws_its_own_numbers_so_pooling_variants_adds_pairs() -> None:
+    # Every variant once drew the same 96 number pairs, so a family's pooled n counted each of
+    # them once per rewording and its interval was too narrow.
+    from das_assert.session import _variant_seed
+    from das_assert.strategies import PromptVariant
+    from das_assert.tasks.price_tagging import prompt_pairs
+
+    def numbers(variant: PromptVariant) -> list[Any]:
+        pairs = prompt_pairs("left_boundary", 32, seed=_variant_seed(0, variant))
+        return [pair.inputs for pair in pairs]
+
+    plain, prefixed = PromptVariant(), PromptVariant(prefix="I like apples.")
+    assert numbers(plain) == numbers(PromptVariant())  # a replayed variant: the same pairs
+    assert numbers(plain) != numbers(prefixed)
+    assert numbers(prefixed) != numbers(PromptVariant(suffix="I like apples."))
