@@ -131,7 +131,10 @@ def _tokenize(model: LoadedModel, prompts: Sequence[Any]) -> TokenizedPrompts:
     texts = [prompt.text for prompt in prompts]
     # Python lists, not return_tensors="pt": transformers flattens nested offset lists one
     # element at a time to build a tensor, which costs more than the tokenization itself.
-    encoded = model.tokenizer(texts, return_offsets_mapping=True, padding=True)
+    # Right padding whatever the tokenizer's own side: positions count from each row's start.
+    encoded = model.tokenizer(
+        texts, return_offsets_mapping=True, padding=True, padding_side="right"
+    )
     mask = torch.tensor(encoded["attention_mask"])
     lengths = mask.sum(dim=1)
     offsets = [row[:n] for row, n in zip(encoded["offset_mapping"], lengths.tolist(), strict=True)]

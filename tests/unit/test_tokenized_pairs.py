@@ -68,3 +68,24 @@ def test_a_claims_site_and_its_control_share_one_tokenization_in_a_block(
     assert bool((at_control.base_position < at_site.base_position).all())
     experiment._encoded(loaded, claim, "test")  # outside a block: tokenized anew
     assert len(calls) == 2
+
+
+def test_a_left_padding_tokenizer_encodes_as_a_right_padding_one(
+    tiny_models: dict[str, Any],
+) -> None:
+    # A LoadedModel built by hand (a pytest_das_load_model hook) keeps its tokenizer's padding
+    # side; positions counted from each row's start once landed inside left-padded prompts.
+    loaded = tiny_models["llama"]
+    pairs = prompt_pairs("left_boundary", 6, seed=1)
+    pairs += prompt_pairs("left_boundary", 6, seed=2, fmt=PriceFormat(prefix=TRAIN_PREFIXES[1]))
+    right = encode(loaded, pairs, parse_position("last"))
+    assert right.base_mask.sum(dim=1).unique().numel() > 1  # the batch mixes lengths
+    side = loaded.tokenizer.padding_side
+    try:
+        loaded.tokenizer.padding_side = "left"
+        left = encode(loaded, pairs, parse_position("last"))
+    finally:
+        loaded.tokenizer.padding_side = side
+    for field in fields(right):
+        if field.name not in ("pairs", "position", "tokenized"):
+            assert torch.equal(getattr(left, field.name), getattr(right, field.name)), field.name
