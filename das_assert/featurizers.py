@@ -100,11 +100,14 @@ class Interchange(nn.Module):
         return module
 
     @classmethod
-    def full(cls, d: int, n_variables: int = 1) -> Interchange:
-        """Full-vector interchange: the base vector is replaced by the source vector."""
-        module = cls(
-            d, [float(d)] + [0.0] * (n_variables - 1), rotation="identity", learn_widths=False
-        )
+    def full(cls, d: int, n_variables: int = 1, *, box: int = 0) -> Interchange:
+        """Full-vector interchange for the variable of box ``box``: its pairs get the source
+        vector in place of the base vector (the other boxes are empty; the whole vector cannot
+        be two variables' at once)."""
+        if not 0 <= box < n_variables:
+            raise ValueError(f"box {box} is not one of the {n_variables} variables' boxes")
+        widths = [float(d) if index == box else 0.0 for index in range(n_variables)]
+        module = cls(d, widths, rotation="identity", learn_widths=False)
         module.method = "full"
         return module
 

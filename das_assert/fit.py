@@ -119,10 +119,12 @@ def make_interchange(
     *,
     init_fraction: float | None = None,
     device: torch.device | str | None = None,
+    boxes_used: Sequence[int] | None = None,
 ) -> Interchange:
     """The untrained intervention for ``method`` on a d-dimensional site; a learned rotation is
     drawn from torch's global generator and factored on ``device`` (the module's other tensors
-    stay on the CPU until it is moved)."""
+    stay on the CPU until it is moved). ``boxes_used``: the variables the training pairs
+    intervene on (default: all), which ``full`` needs to be exactly one."""
     kind, k = parse_method(method)
     if kind == "boundless":
         return Interchange.boundless(d, n_variables, init_fraction=init_fraction, device=device)
@@ -134,7 +136,14 @@ def make_interchange(
             )
         return Interchange.fixed(d, k, n_variables, device=device)
     if kind == "full":
-        return Interchange.full(d, n_variables)
+        used = sorted(set(range(n_variables) if boxes_used is None else boxes_used))
+        if len(used) != 1:
+            raise InvalidArgument(
+                f"method 'full' swaps the whole vector, so it cannot interchange {len(used)} "
+                "variables separately; intervene on one variable (--variables NAME) or use "
+                "boundless or das:K"
+            )
+        return Interchange.full(d, n_variables, box=used[0])
     return Interchange.noop(d, n_variables)
 
 
@@ -257,7 +266,12 @@ def _fit_group(
     for _ in sites:  # each from the seed, as it would start alone
         torch.manual_seed(config.seed)
         interchange = make_interchange(
-            config.method, d, n_variables, init_fraction=config.init_fraction, device=device
+            config.method,
+            d,
+            n_variables,
+            init_fraction=config.init_fraction,
+            device=device,
+            boxes_used=train.variable_index.tolist(),
         )
         interchanges.append(interchange.to(device))
     # The source pass holds less than a training step at the rows it runs (source_pass_rows): the

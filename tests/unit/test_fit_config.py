@@ -147,6 +147,14 @@ def test_make_interchange_builds_the_untrained_intervention(
     assert any(p.requires_grad for p in interchange.parameters()) is trainable
 
 
+def test_full_interchange_gives_the_whole_vector_to_the_one_variable_its_pairs_use() -> None:
+    # With two variables, box 1 was once empty: "right" pairs ran unintervened under "full".
+    assert make_interchange("full", 32, 2, boxes_used=[1, 1]).hard_widths() == [0, 32]
+    assert make_interchange("full", 32, 2, boxes_used=[0]).hard_widths() == [32, 0]
+    with pytest.raises(InvalidArgument, match="cannot interchange 2 variables separately"):
+        make_interchange("full", 32, 2, boxes_used=[0, 1, 0])
+
+
 def test_make_interchange_rejects_more_fixed_coordinates_than_the_site_has() -> None:
     with pytest.raises(InvalidArgument, match="das:20 with 2 variables needs more than d=32"):
         make_interchange("das:20", 32, 2)
