@@ -142,6 +142,13 @@ class AlignmentResult:
     def baselines(self) -> dict[str, float]:
         return self.evaluation.baselines()
 
+    @property
+    def collapsed(self) -> bool:
+        """True when the box of a variable this claim intervenes on ended empty (a no-op)."""
+        names = INTERVENED_VARIABLES[self.experiment.hypothesis]
+        claimed = self.experiment.variables or names
+        return self.fitted.collapsed_for(names.index(name) for name in claimed)
+
     def verdict(self, threshold: float | None = None) -> Verdict | None:
         threshold = self.experiment.threshold if threshold is None else threshold
         if threshold is None:
@@ -153,7 +160,7 @@ class AlignmentResult:
             threshold=threshold,
             baselines={"noop": baselines["noop"], "random_rotation": baselines["random_rotation"]},
             margin=self.experiment.margin,
-            collapsed=self.fitted.collapsed,
+            collapsed=self.collapsed,
         )
 
     def evaluate_on(self, pairs: list[PromptPair], *, seed: int | None = None) -> Evaluation:
@@ -222,7 +229,7 @@ class AlignmentResult:
             "unchanged_label_rate": round(self.unchanged_rate, 6),
             "boundary_dims": self.fitted.boundary_dims,
             "hidden_size": self.fitted.interchange.d,
-            "collapsed": self.fitted.collapsed,
+            "collapsed": self.collapsed,
             "threshold": exp.threshold,
             "verdict": decided.outcome if decided else None,
             "verdict_reason": decided.reason if decided else None,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -172,7 +172,13 @@ class FittedAlignment:
     @property
     def collapsed(self) -> bool:
         """True when a learned box ended with no coordinate: the alignment is the no-op."""
-        return self.interchange.method == "boundless" and min(self.boundary_dims) == 0
+        return self.collapsed_for(range(len(self.boundary_dims)))
+
+    def collapsed_for(self, boxes: Iterable[int]) -> bool:
+        """True when a learned box among ``boxes`` (the variables a claim intervenes on) ended
+        with no coordinate. A box no training pair used shrinks to 0 under the penalty alone."""
+        widths = self.boundary_dims
+        return self.interchange.method == "boundless" and any(widths[b] == 0 for b in boxes)
 
 
 def _lr_factor(step: int, total: int, warmup: int) -> float:

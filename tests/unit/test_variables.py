@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from das_assert.experiment import Experiment
+import torch
+
+from das_assert.experiment import Experiment, run_experiment
+from das_assert.featurizers import Interchange
+from das_assert.fit import FitConfig, FittedAlignment
 from das_assert.sites import Site
 
 
@@ -23,3 +27,30 @@ def test_a_subset_is_kept_in_the_alignments_box_order() -> None:
 def test_a_subsets_pairs_use_the_box_of_their_variable() -> None:
     pairs = both(variables=("right",), n_test=40).test_pairs()
     assert {pair.variable_index for pair in pairs} == {1}  # right is the second box
+
+
+def test_a_claim_is_collapsed_only_by_the_boxes_of_its_own_variables(tiny_llama: Any) -> None:
+    # Trained on "left" alone, the "right" box sees only the penalty and shrinks to 0; the claim
+    # on "left" was once judged collapsed (not aligned) for it, whatever its IIA.
+    d = tiny_llama.config.hidden_size
+    interchange = Interchange.boundless(d, 2)
+    with torch.no_grad():
+        interchange.widths.copy_(torch.tensor([0.5, 0.0]))
+    site = Site(0).resolve(tiny_llama.model)
+    fitted = FittedAlignment(interchange, site, FitConfig(), n_train=0, train_seconds=0.0)
+    assert fitted.collapsed
+    assert not fitted.collapsed_for([0])
+    assert fitted.collapsed_for([1])
+
+    def claim(*variables: str) -> Any:
+        exp = both(variables=variables, n_test=16, threshold=0.5, min_task_accuracy=0.0)
+        return run_experiment(tiny_llama, exp, fitted=fitted)
+
+    left, right, either = claim("left"), claim("right"), claim("left", "right")
+    assert not left.collapsed
+    assert left.to_dict()["collapsed"] is False
+    assert "collapsed" not in left.verdict().reason
+    assert right.collapsed
+    assert either.collapsed
+    assert right.verdict().outcome == "not_aligned"
+    assert "collapsed" in right.verdict().reason
