@@ -6,9 +6,10 @@ optimizer steps, temperature annealed linearly from 50 to 0.1 per optimizer step
 the answer token over the full vocabulary, and ``backward()`` on every batch.
 
 The boundary penalty is ``boundary_penalty * (coordinates in the boxes) / 4096``. At d = 4096
-(Llama-7B) that is the paper's ``1.0 * b``; at d = 128 it is the weight of about 0.03 that
-../calibration found necessary, because the cross-entropy gradient on a box edge shrinks with d
-while the paper's penalty gradient does not. Boxes are projected back into [0, 1] after each step
+(Llama-7B) that is pyvene's ``1.0 * b`` (b = width / d; the original code's b = width / (d/2) made
+the same weight twice as strong); at d = 128 it is the weight of about 0.03 that calibration found
+necessary, because the cross-entropy gradient on a box edge shrinks with d while the paper's
+penalty gradient does not. Boxes are projected back into [0, 1] after each step
 instead of being clamped inside the forward pass, so a box that touches zero can grow again.
 """
 
