@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,12 +75,14 @@ class AlignmentCache:
     def path(self, key: str) -> Path:
         return Path(self.directory) / f"{key}.safetensors"
 
-    def get(self, key: str, hidden_size: int) -> tuple[Any, dict[str, Any]] | None:
+    def get(
+        self, key: str, hidden_size: int, n_boxes: int | None = None
+    ) -> tuple[Any, dict[str, Any]] | None:
         """The cached ``(Interchange, manifest)``, or None (missing, unreadable or mismatched)."""
         if not self.reads or not self.path(key).is_file():
             return None
         try:
-            return load_alignment(self.path(key), hidden_size=hidden_size)
+            return load_alignment(self.path(key), hidden_size=hidden_size, n_boxes=n_boxes)
         except AlignmentFileError as exc:
             if self.writes:  # gone first: a rerun recomputes it even where warnings are errors
                 self.path(key).unlink(missing_ok=True)
@@ -89,5 +92,37 @@ class AlignmentCache:
             return None
 
     def put(self, key: str, interchange: Any, manifest: dict[str, Any]) -> None:
-        if self.writes:
+        """Store an alignment; a write that fails (disk full, permissions) is a warning, since
+        the cache only saves time: the caller keeps the alignment it trained."""
+        if not self.writes:
+            return
+        try:
             save_alignment(self.path(key), interchange, manifest)
+        except OSError as exc:
+            warnings.warn(
+                f"could not write the cache entry {self.path(key)} ({exc}); the alignment is "
+                "used but not cached",
+                CacheWarning,
+                stacklevel=2,
+            )
+
+    def check_writable(self) -> None:
+        """Refuse, up front, a cache this run cannot write: one error that says what to do.
+
+        Raises:
+            ConfigError: the directory is a file or cannot be created or written.
+        """
+        if not self.writes:
+            return
+        directory = Path(self.directory)
+        advice = "choose another --das-cache-dir, or read it only with --das-cache=read"
+        if directory.exists() and not directory.is_dir():
+            raise ConfigError(f"the cache directory {directory} is a file; {advice}")
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=directory):
+                pass
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot write the cache directory {directory} ({exc}); {advice}"
+            ) from None

@@ -361,7 +361,8 @@ def _load(
     cache: AlignmentCache,
     key: str,
 ) -> FittedAlignment | None:
-    hit = cache.get(key, model.config.hidden_size)
+    boxes = len(INTERVENED_VARIABLES[experiment.hypothesis])
+    hit = cache.get(key, model.config.hidden_size, n_boxes=boxes)
     if hit is None:
         return None
     interchange, manifest = hit

@@ -135,14 +135,19 @@ _MANIFEST_KEYS = ("hidden_size", "method")
 
 
 def load_alignment(
-    path: Path, *, hidden_size: int | None = None, require: tuple[str, ...] = ()
+    path: Path,
+    *,
+    hidden_size: int | None = None,
+    require: tuple[str, ...] = (),
+    n_boxes: int | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Load an alignment saved by ``save_alignment``: ``(Interchange, manifest)``; ``require``
-    names manifest keys the caller needs beyond the rotation's own.
+    names manifest keys the caller needs beyond the rotation's own, ``n_boxes`` the number of
+    variables' boxes the caller will use.
 
     Raises:
-        AlignmentFileError: missing, truncated or tampered file, newer schema, or a hidden size
-            other than the model's.
+        AlignmentFileError: missing, truncated or tampered file, newer schema, a hidden size
+            other than the model's, or tensors of the wrong shape or not finite.
     """
     import torch
     from safetensors import SafetensorError
@@ -195,6 +200,22 @@ def load_alignment(
             f"hidden size is {hidden_size}; a rotation only transfers between models of the same "
             "width: fit a new alignment on this model"
         )
-    rotation = tensors["rotation"].to(torch.float32)
-    interchange = Interchange.frozen(rotation, tensors["widths"].tolist(), manifest["method"])
+    rotation, widths = tensors["rotation"].to(torch.float32), tensors["widths"].float()
+    wrong = []
+    if tuple(rotation.shape) != (d, d):
+        wrong.append(f"a rotation of shape {tuple(rotation.shape)}, not ({d}, {d})")
+    if widths.dim() != 1 or len(widths) == 0:
+        wrong.append(f"widths of shape {tuple(widths.shape)}, not one per variable")
+    elif n_boxes is not None and len(widths) != n_boxes:
+        wrong.append(f"{len(widths)} variables' boxes where {n_boxes} are needed")
+    if not (torch.isfinite(rotation).all() and torch.isfinite(widths).all()):
+        wrong.append("values that are not finite")
+    elif widths.numel() and not bool(((widths >= 0) & (widths <= d)).all()):
+        wrong.append(f"box widths {widths.tolist()} outside [0, {d}] coordinates")
+    if wrong:
+        raise AlignmentFileError(
+            f"alignment file {str(path)!r} holds {'; '.join(wrong)}: it is not a usable "
+            "alignment; delete it and fit again"
+        )
+    interchange = Interchange.frozen(rotation, widths.tolist(), manifest["method"])
     return interchange, manifest

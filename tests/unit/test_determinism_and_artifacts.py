@@ -3,6 +3,8 @@ writers, hooks that never outlive a failing fit, and no code execution when load
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import subprocess
@@ -21,6 +23,7 @@ import das_assert
 from das_assert import store
 from das_assert.cache import AlignmentCache, CacheWarning, cache_key
 from das_assert.data import encode
+from das_assert.errors import ConfigError
 from das_assert.experiment import AlignmentResult, Experiment, run_experiment
 from das_assert.featurizers import Interchange
 from das_assert.fit import FitConfig, fit_alignment
@@ -470,3 +473,49 @@ def test_ctrl_c_during_a_cli_fit_exits_cleanly_and_writes_nothing(
     assert "interrupted: nothing was saved" in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert list(out.iterdir()) == []
+
+
+def _resave_with(path: Path, **changes: torch.Tensor) -> None:
+    """Rewrite a saved alignment's tensors with a valid checksum: well-formed, wrong content."""
+    from safetensors.torch import load, save
+
+    raw = path.read_bytes()
+    header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
+    manifest = json.loads(header["__metadata__"]["manifest"])
+    tensors = {**load(raw), **changes}
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(name.encode() + tensors[name].numpy().tobytes())
+    manifest["tensor_sha256"] = digest.hexdigest()
+    path.write_bytes(save(tensors, metadata={"manifest": json.dumps(manifest)}))
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        ({"rotation": torch.eye(8)}, "a rotation of shape (8, 8), not (16, 16)"),
+        ({"rotation": torch.full((16, 16), float("nan"))}, "values that are not finite"),
+        ({"widths": torch.tensor([0.5, 0.5])}, "2 variables' boxes where 1 are needed"),
+        ({"widths": torch.tensor([16.5])}, "box widths [16.5] outside [0, 16] coordinates"),
+    ],
+    ids=["shape", "nan", "boxes", "width"],
+)
+def test_a_cache_entry_with_a_good_checksum_and_bad_tensors_is_not_used(
+    tmp_path: Path, changes: dict[str, torch.Tensor], says: str
+) -> None:
+    # Such entries once crashed every later run (a shape) or were used silently (NaN, boxes).
+    cache = AlignmentCache(tmp_path)
+    cache.put("key", Interchange.boundless(16), {"site": "block_output[layer=1, pos=last]"})
+    _resave_with(cache.path("key"), **changes)
+    with pytest.warns(CacheWarning, match=re.escape(says)):
+        assert cache.get("key", 16, n_boxes=1) is None
+    assert not cache.path("key").exists()
+
+
+def test_a_cache_write_that_fails_warns_and_keeps_the_run_going(tmp_path: Path) -> None:
+    cache = AlignmentCache(tmp_path / "cache")
+    (tmp_path / "cache").write_text("a file where the directory should be")
+    with pytest.warns(CacheWarning, match="could not write the cache entry"):
+        cache.put("key", Interchange.boundless(16), {"site": "block_output[layer=1, pos=last]"})
+    with pytest.raises(ConfigError, match="is a file; choose another --das-cache-dir"):
+        cache.check_writable()
