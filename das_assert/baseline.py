@@ -66,7 +66,8 @@ def find_baseline(directory: Path, name: str) -> Path:
     candidates = sorted(p for p in directory.glob("*.json") if _NUMBERED.match(p.name))
     if not candidates:
         raise AlignmentFileError(
-            f"no baselines in {directory}; save one first with --das-save-baseline"
+            f"no baselines in {directory}; save one first with --das-save-baseline, or name "
+            "another model's: --das-compare=KEY/latest or a baseline .json file"
         )
     if name == "latest":
         return candidates[-1]

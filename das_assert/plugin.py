@@ -56,6 +56,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "Default: $DAS_MODEL, else 'embedded'",
     )
     group.addoption(
+        "--das-model-entry",
+        metavar="KEY",
+        default=None,
+        help="judge the model under the das.yaml entry KEY (its sites, thresholds and "
+        "baselines) wherever its path is: an update of that model. Default: the entry whose "
+        "path is the model's",
+    )
+    group.addoption(
         "--das-config",
         metavar="PATH",
         default=None,
@@ -149,7 +157,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         const="latest",
         default=None,
         help="compare every claim with baseline NAME (latest, NNNN or NNNN_name) of "
-        "this model: the numbers, and the frozen alignment transferred to this model",
+        "this model, KEY/NAME of das.yaml's model KEY, or a baseline .json file: the numbers, "
+        "and the frozen alignment transferred to this model",
     )
     group.addoption(
         "--das-compare-fail",
@@ -331,11 +340,19 @@ def das_session(request: pytest.FixtureRequest) -> Any:
 
     config = request.config
     path = config.getoption("das_model") or os.environ.get("DAS_MODEL") or "embedded"
+    mode = config.getoption("das_cache")
+    cache_dir = config.getoption("das_cache_dir") or Path(config.rootpath) / ".das_assert" / "cache"
+    cache = None if mode == "off" else AlignmentCache(Path(cache_dir), mode)
     try:
+        if cache is not None:  # before a model that may take minutes to load
+            cache.check_writable()
         settings_file = _find_config(config, _das_test_files(request.session))
         directory = resolve_model_path(path)
         settings = find_model_settings(
-            load_settings(settings_file), directory, embedded=directory == EMBEDDED_MODEL_DIR
+            load_settings(settings_file),
+            directory,
+            embedded=directory == EMBEDDED_MODEL_DIR,
+            key=config.getoption("das_model_entry"),
         )
         device = worker_device(
             config.getoption("das_device"),
@@ -356,9 +373,6 @@ def das_session(request: pytest.FixtureRequest) -> Any:
     except DasError as exc:
         pytest.fail(f"das_assert setup: {exc}", pytrace=False)
     baselines = _baseline_setup(config, settings.key)
-    mode = config.getoption("das_cache")
-    cache_dir = config.getoption("das_cache_dir") or Path(config.rootpath) / ".das_assert" / "cache"
-    cache = None if mode == "off" else AlignmentCache(Path(cache_dir), mode)
     if cache is not None and isinstance(model, LoadedModel) and model.digest_memo is None:
         # The weights' sha256 (the cache key's fingerprint) is read again only when they change.
         model.digest_memo = DigestMemo(cache.directory / "digests.json", writes=cache.writes)
@@ -420,7 +434,11 @@ def _baseline_setup(config: pytest.Config, model_key: str) -> dict[str, Any]:
     compare = config.getoption("das_compare")
     if compare:
         try:
-            path = find_baseline(directory, compare)
+            if compare.endswith(".json"):  # a baseline file, wherever it is
+                path = Path(compare)
+            else:  # NAME of this model's baselines, or KEY/NAME of another model's
+                key, _, name = compare.rpartition("/")
+                path = find_baseline(Path(root) / key if key else directory, name)
             out["baseline"] = (path, load_baseline(path))
         except DasError as exc:
             pytest.fail(f"das_assert --das-compare: {exc}", pytrace=False)

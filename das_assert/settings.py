@@ -199,9 +199,22 @@ def load_settings(path: Path) -> dict[str, ModelSettings]:
 
 
 def find_model_settings(
-    settings: dict[str, ModelSettings], model_path: Path, *, embedded: bool
+    settings: dict[str, ModelSettings],
+    model_path: Path,
+    *,
+    embedded: bool,
+    key: str | None = None,
 ) -> ModelSettings:
-    """The entry for the loaded model: by ``path:``, by key = directory name, or ``embedded``."""
+    """The entry for the loaded model: the entry ``key`` where one is named, else by ``path:``,
+    by key = directory name, or ``embedded``."""
+    if key is not None:
+        if key not in settings:
+            source = next(iter(settings.values())).source
+            raise ConfigError(
+                f"{source} has no model entry {key!r} (--das-model-entry); its entries are "
+                f"{', '.join(sorted(settings))}" + did_you_mean(key, list(settings))
+            )
+        return settings[key]
     for entry in settings.values():
         if entry.path == "embedded" and embedded:
             return entry
@@ -217,5 +230,6 @@ def find_model_settings(
         f"{source} has no settings for the model {str(model_path)!r}: add an entry "
         f"`models: {name}: {{path: {'embedded' if embedded else model_path}, sites: ..., "
         "thresholds: ...}` (copy the embedded entry and measure your model's numbers first; "
-        "there is no silent default)"
+        "there is no silent default), or judge an update of a listed model under its entry "
+        "with --das-model-entry KEY"
     )

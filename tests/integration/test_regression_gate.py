@@ -136,13 +136,13 @@ def test_the_gate_separates_harmless_and_harmful_updates(pytester, updated_model
     saved.assert_outcomes(passed=2)
     baseline = pytester.path / "baselines" / "embedded" / "0001_reference.json"
     assert baseline.is_file()
-    # copy the baseline under the updated model's key, as a team would when promoting a model
-    target = pytester.path / "baselines" / update
-    target.mkdir(parents=True)
-    (target / baseline.name).write_bytes(baseline.read_bytes())
-    (target / "0001_reference").mkdir()
-    for file in (baseline.parent / "0001_reference").iterdir():
-        (target / "0001_reference" / file.name).write_bytes(file.read_bytes())
+    # The update is judged against the embedded model's baseline: under its own das.yaml entry
+    # naming that baseline (rotated), or under the embedded entry itself (harmful).
+    if update == "rotated":
+        judged = [f"--das-model={path}", "--das-compare=embedded/reference"]
+    else:
+        judged = [f"--das-model={path}", "--das-model-entry=embedded", "--das-compare"]
+    assert not (pytester.path / "baselines" / update).exists()
 
     same = _run(pytester, "--das-compare", "--das-compare-fail=iia:0.05")
     same.assert_outcomes(passed=2)
@@ -151,17 +151,13 @@ def test_the_gate_separates_harmless_and_harmful_updates(pytester, updated_model
         assert record["transfer"]["iia"] == record["iia"]
 
     gate = ["--das-min-task-accuracy=0.7"] if update == "harmful" else []
-    result = _run(
-        pytester, f"--das-model={path}", "--das-compare", "--das-compare-fail=iia:0.05", *gate
-    )
+    result = _run(pytester, *judged, "--das-compare-fail=iia:0.05", *gate)
     records = _results(pytester)
     if update == "rotated":
         result.assert_outcomes(passed=2)  # re-derivation finds the variable again
         lb = records["left_boundary"]
         assert lb["transfer"]["iia"] < lb["baseline"]["iia"] - 0.1, lb["transfer"]
-        failing = _run(
-            pytester, f"--das-model={path}", "--das-compare", "--das-compare-fail=transfer:0.1"
-        )
+        failing = _run(pytester, *judged, "--das-compare-fail=transfer:0.1")
         failing.assert_outcomes(passed=1, failed=1)
         assert "transfer dropped by" in failing.stdout.str()
     else:
