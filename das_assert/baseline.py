@@ -12,6 +12,7 @@ the JSON carries a checksum and a schema version::
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ __all__ = [
     "entry_key",
     "find_baseline",
     "load_baseline",
+    "matching_key",
     "next_baseline_name",
     "save_baseline",
     "slug",
@@ -34,6 +36,26 @@ _NUMBERED = re.compile(r"^(\d{4})_(.+)\.json$")
 def entry_key(record: dict[str, Any]) -> str:
     """The key of a claim in a baseline: the test id and the claim name."""
     return f"{record['test_id']}::{record['claim']}"
+
+
+def matching_key(key: str, keys: Iterable[str]) -> str | None:
+    """``key`` among ``keys``; else the one key of the same test seen from another rootdir.
+
+    A pytest node id is relative to the rootdir, which moves with the arguments (an existing
+    directory given as ``--das-cache-dir DIR`` counts as one where no ini file pins it): the
+    same claim is ``test_x.py::test::claim`` in one run and ``suite/test_x.py::test::claim`` in
+    another. None if there is no such key, or more than one.
+    """
+    keys = list(keys)
+    if key in keys:
+        return key
+    found = [k for k in keys if _one_path_ends_the_other(k, key)]
+    return found[0] if len(found) == 1 else None
+
+
+def _one_path_ends_the_other(a: str, b: str) -> bool:
+    shorter, longer = sorted((a, b), key=len)
+    return longer.endswith("/" + shorter)
 
 
 def _report_key(record: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from das_assert.baseline import matching_key
 from das_assert.errors import ConfigError
 
 __all__ = ["DropCheck", "compare_entries", "parse_compare_fail"]
@@ -107,6 +108,7 @@ def compare_entries(
         "|---|---|---|---|---|---|",
     ]
     regressed = 0
+    new = {matching_key(key, old) or key: entry for key, entry in new.items()}  # moved rootdirs
     for key in sorted(set(old) | set(new)):
         if key not in new or key not in old:
             where = "missing in NEW" if key not in new else "new in NEW"

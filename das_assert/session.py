@@ -170,6 +170,13 @@ class DasRequest:
         __tracebackhide__ = True
         if expect not in ("aligned", "not_aligned"):
             raise InvalidArgument(f"expect={expect!r}")
+        if any(r["claim"] == claim for r in self.records):
+            raise InvalidArgument(
+                f"claim {claim!r} is asserted twice in {self.node.nodeid}: reports and baselines "
+                "know a claim by its test and name, so the second would replace the first. Give "
+                "each assertion its own test (@pytest.mark.parametrize over the sites) or its own "
+                "claim name with an explicit threshold="
+            )
         threshold = self.session.threshold(claim) if threshold is None else threshold
         judged = replace(result, experiment=replace(result.experiment, threshold=threshold))
         verdict = judged.verdict()
@@ -188,7 +195,9 @@ class DasRequest:
             self.node.user_properties.append((f"das_{name}", record[name]))
         if verdict.outcome == expect:
             if regressions:
-                raise IIARegression(_regression_message(claim, record, regressions))
+                raise IIARegression(
+                    _regression_message(claim, record, regressions, self.session.baseline[0])
+                )
             return
         message = failure_message(
             judged,
@@ -199,7 +208,9 @@ class DasRequest:
             session=self.session,
         )
         if regressions:
-            message += "\n" + _regression_message(claim, record, regressions)
+            message += "\n" + _regression_message(
+                claim, record, regressions, self.session.baseline[0]
+            )
         if verdict.outcome == "inconclusive":
             if self.session.inconclusive == "pass":
                 return
@@ -231,11 +242,12 @@ class DasRequest:
 
     def _compare(self, result: AlignmentResult, record: dict[str, Any]) -> list[str]:
         """Compare with the baseline: numbers, transfer of the frozen alignment, drift of site."""
-        from das_assert.baseline import entry_key
+        from das_assert.baseline import entry_key, matching_key
 
         assert self.session.baseline is not None
         path, payload = self.session.baseline
-        entry = payload["entries"].get(entry_key(record))
+        found = matching_key(entry_key(record), payload["entries"])
+        entry = payload["entries"][found] if found is not None else None
         if entry is None:
             if self.session.save_to is not None:
                 return []
@@ -438,9 +450,11 @@ def _indent(text: str) -> str:
     return "\n".join("      " + line for line in text.strip().splitlines())
 
 
-def _regression_message(claim: str, record: dict[str, Any], failures: list[str]) -> str:
+def _regression_message(
+    claim: str, record: dict[str, Any], failures: list[str], baseline_file: Path
+) -> str:
     base = record.get("baseline") or {}
-    lines = [f"claim {claim!r} regressed against baseline {base.get('file', '?')}:"]
+    lines = [f"claim {claim!r} regressed against baseline {baseline_file.name}:"]
     lines += [f"  {f}" for f in failures]
     if base:
         lines.append(

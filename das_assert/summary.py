@@ -106,12 +106,13 @@ def _unmatched_baseline_entries(records: list[dict[str, Any]]) -> list[str]:
     paths = {r["baseline"]["path"] for r in records if r.get("baseline")}
     if not paths:
         return []
-    from das_assert.baseline import entry_key, load_baseline
+    from das_assert.baseline import entry_key, load_baseline, matching_key
 
-    judged = {entry_key(r) for r in records}
+    judged = [entry_key(r) for r in records]
     lines = []
     for path in sorted(paths):
-        missing = sorted(set(load_baseline(path)["entries"]) - judged)
+        entries = load_baseline(path)["entries"]
+        missing = sorted(k for k in entries if matching_key(k, judged) is None)
         if missing:
             lines.append(f"Baseline entries with no test in this run ({path}):")
             lines.extend(f"  {key}" for key in missing)

@@ -527,3 +527,34 @@ def test_bad_input_inside_a_test_reports_one_message_not_a_traceback(project) ->
     assert "'nowhere'" in output
     assert "das_assert/session.py" not in output  # no frames from the engine
     assert "das_assert/experiment.py" not in output
+
+
+TWICE = """
+def test_the_same_claim_twice(das, das_session):
+    aligned = das_session.align("left_boundary", "boundary")
+    das.assert_not_aligned(aligned, claim="impossible")
+    das.assert_not_aligned(aligned, claim="impossible")
+"""
+
+
+def test_a_claim_asserted_twice_in_one_test_is_one_clear_error(project) -> None:
+    # Baselines key a claim by test and name: the second once silently replaced the first.
+    project.makepyfile(test_hyp=TWICE)
+    result = _run(project, "--das-cache=off", "--das-save-baseline=v1", "--das-baseline-dir=b")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*claim 'impossible' is asserted twice in *parametrize*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_an_unknown_model_entry_names_the_entries_there_are(project) -> None:
+    result = _run(project, "--das-model-entry=tiyn")
+    result.stdout.fnmatch_lines(["*has no model entry 'tiyn' (--das-model-entry)*tiny*"])
+    assert result.ret != 0
+
+
+def test_a_cache_dir_that_is_a_file_fails_before_the_model_loads(project) -> None:
+    (project.path / "occupied").write_text("not a directory")
+    result = _run(project, "--das-cache-dir=occupied")
+    result.stdout.fnmatch_lines(["*the cache directory *occupied is a file; *--das-cache=read*"])
+    assert "Traceback" not in result.stdout.str()
+    assert result.ret != 0

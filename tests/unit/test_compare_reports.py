@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from das_assert.baseline import load_baseline
+from das_assert.baseline import load_baseline, matching_key
 from das_assert.cli import main
 from das_assert.report import build_report, write_report
 
@@ -154,3 +154,22 @@ def test_results_on_other_prompts_are_not_compared_as_if_alike(
     new = _report(tmp_path / "new.json", {**_cli_record(LAST, 0.83), "data": moved})
     assert main(["compare", str(old), str(new)]) == 1
     assert "ran on other prompts (bracket differ): not comparable" in capsys.readouterr().out
+
+
+def test_a_claim_seen_from_another_rootdir_is_the_same_entry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # pytest's node ids follow the rootdir, which an existing directory passed as an option's
+    # value can move: the same claim then looked missing from NEW.
+    old = _report(tmp_path / "old.json", _claim(0.689, "not_aligned", "not_aligned"))
+    moved = {
+        **_claim(0.600, "not_aligned", "not_aligned"),
+        "test_id": "suite/hypotheses/test_lb.py::test_control",
+    }
+    new = _report(tmp_path / "new.json", moved)
+    assert main(["compare", str(old), str(new), "--fail", "iia:0.05"]) == 0
+    assert "missing in NEW" not in capsys.readouterr().out
+    keys = ["a/test_x.py::t::c", "b/test_x.py::t::c"]
+    assert matching_key("test_x.py::t::c", keys) is None  # ambiguous: no guess
+    assert matching_key("test_y.py::t::c", keys) is None
+    assert matching_key("x/a/test_x.py::t::c", keys) == "a/test_x.py::t::c"
