@@ -235,6 +235,7 @@ class AlignmentResult:
             "verdict_reason": decided.reason if decided else None,
             "fit": self.config.as_dict(),
             "train_seconds": round(self.fitted.train_seconds, 3),
+            "from_cache": self.fitted.from_cache,
             "eval_seconds": round(ev.eval_seconds, 3),
         }
         if include_pairs:

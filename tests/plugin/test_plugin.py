@@ -190,6 +190,7 @@ def test_reports_json_markdown_and_junit_are_written(project) -> None:
         "threshold",
         "verdict",
         "train_seconds",
+        "from_cache",
         "eval_seconds",
         "pairs",
     ):
@@ -213,7 +214,9 @@ def test_a_second_run_reuses_the_cached_alignment(project) -> None:
     a = json.loads((project.path / "first.json").read_text())["results"]
     b = json.loads((project.path / "second.json").read_text())["results"]
     assert a[0]["train_seconds"] > 0
+    assert a[0]["from_cache"] is False
     assert b[0]["train_seconds"] == 0  # loaded, not trained
+    assert b[0]["from_cache"] is True
     assert [r["iia"] for r in a] == [r["iia"] for r in b]
     assert list((project.path / ".das_assert" / "cache").glob("*.safetensors"))
     assert (project.path / ".das_assert" / "cache" / "digests.json").is_file()  # weights' sha256
