@@ -21,7 +21,7 @@ from das_assert.data import EncodedPairs, PromptPair
 from das_assert.errors import InvalidArgument, OutOfDeviceMemory, PreconditionFailed
 from das_assert.featurizers import Interchange
 from das_assert.fit import FittedAlignment
-from das_assert.kv_cache import weights_version
+from das_assert.kv_cache import prefix_caching_works, weights_version
 from das_assert.prefix_store import PrefixStore
 from das_assert.runner import BaseRun, answer_logits, shared_source_vectors, tail_blocks
 
@@ -206,6 +206,7 @@ def _evaluate(
     """``evaluate`` at one batch size (``evaluate`` sets ``eval_seconds``, retries included)."""
     site = alignment.site
     interchange = alignment.interchange
+    prefix_cache = prefix_cache and prefix_caching_works(model, test.base_ids.shape[1])
     widths = interchange.hard_widths()
     empty = not any(widths)  # a collapsed box swaps nothing: it is exactly the base run
     key = _base_answers_key(model, test) if sharing.active() and known is None else None

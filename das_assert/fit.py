@@ -28,7 +28,12 @@ from das_assert.data import EncodedPairs
 from das_assert.errors import InvalidArgument, TrainingDiverged
 from das_assert.featurizers import Interchange, temperature_schedule
 from das_assert.hooks import site_key
-from das_assert.kv_cache import plain_cache, source_pass_rows, weights_version
+from das_assert.kv_cache import (
+    plain_cache,
+    prefix_caching_works,
+    source_pass_rows,
+    weights_version,
+)
 from das_assert.prefix_store import PrefixStore, prefix_batches
 from das_assert.runner import BaseRun, shared_source_vectors, tail_blocks
 from das_assert.sites import ResolvedSite, existing_sites
@@ -304,14 +309,11 @@ def _fit_group(
         ]
     optimizer = torch.optim.Adam(groups)
     budget = config.prefix_store_mib * 2**20
+    use_prefix = config.prefix_cache and prefix_caching_works(model, train.base_ids.shape[1])
     blocks = tail_blocks(model, sites, train)
     # Prefix passes run several batches at once where their prefixes fit the budget: the whole
     # fit's store when it fits, else a window of the next few batches (``PrefixStore(rows=)``).
-    together = (
-        prefix_batches(model, train, config.batch_size, budget, blocks)
-        if config.prefix_cache
-        else 1
-    )
+    together = prefix_batches(model, train, config.batch_size, budget, blocks) if use_prefix else 1
     store = (
         PrefixStore.shared(
             model,
@@ -320,7 +322,7 @@ def _fit_group(
             max_bytes=budget,
             blocks=blocks,
         )
-        if config.prefix_cache
+        if use_prefix
         else None
     )
     windowed = store is None and together > 1 and plain_cache(model)
@@ -368,7 +370,7 @@ def _fit_group(
                     sites[0],
                     train,
                     index,
-                    prefix_cache=config.prefix_cache,
+                    prefix_cache=use_prefix,
                     prefix_store=store or window,
                 )
                 logits = run.joint_logits(interventions).split(len(index))

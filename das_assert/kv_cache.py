@@ -36,6 +36,7 @@ __all__ = [
     "layer_tensors",
     "plain_cache",
     "prefix_cache",
+    "prefix_caching_works",
     "prefix_with_tails",
     "returned_cache",
     "run_model",
@@ -254,6 +255,14 @@ def filled_with_tails(
     with hooks.record_tails(blocks, start) as tails:
         cache = filled_cache(model, ids, mask, cache, through=blocks.get(last))
     return cache, tails
+
+
+def prefix_caching_works(model: Any, tokens: int) -> bool:
+    """False for a model whose cache forgets tokens, a sliding window shorter than ``tokens``
+    (Mistral, Gemma 2 and 3 with long prompts): such a cache cannot be cut back to a prefix, so
+    every pass runs the whole prompt."""
+    window = getattr(model.config, "sliding_window", None)
+    return not (isinstance(window, int) and window < tokens)
 
 
 def cut_to(cache: Any, tokens: int) -> None:

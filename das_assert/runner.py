@@ -22,6 +22,7 @@ from das_assert.kv_cache import (
     cut_to,
     layer_tensors,
     prefix_cache,
+    prefix_caching_works,
     prefix_with_tails,
     run_model,
     shared_prefix,
@@ -193,7 +194,9 @@ class BaseRun:
         self.encoded = encoded
         self.index = index
         self.ids, self.mask = encoded.base_batch(index)
-        self.prefix = shared_prefix(encoded, index) if prefix_cache and site is not None else None
+        usable = prefix_cache and site is not None
+        usable = usable and prefix_caching_works(model, self.ids.shape[1])
+        self.prefix = shared_prefix(encoded, index) if usable else None
         self._store = prefix_store if self.prefix is not None else None
         self._cache: Any = None
         self._cached = 0  # how many leading tokens self._cache holds
