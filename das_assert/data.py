@@ -138,7 +138,44 @@ def _tokenize(model: LoadedModel, prompts: Sequence[Any]) -> TokenizedPrompts:
     mask = torch.tensor(encoded["attention_mask"])
     lengths = mask.sum(dim=1)
     offsets = [row[:n] for row, n in zip(encoded["offset_mapping"], lengths.tolist(), strict=True)]
-    return TokenizedPrompts(torch.tensor(encoded["input_ids"]), mask, lengths - 1, offsets)
+    ids = torch.tensor(encoded["input_ids"])
+    _check_fits_the_model(model, ids, offsets)
+    return TokenizedPrompts(ids, mask, lengths - 1, offsets)
+
+
+def _check_fits_the_model(
+    model: LoadedModel, ids: torch.Tensor, offsets: list[list[tuple[int, int]]]
+) -> None:
+    """Refuse prompts the model would read wrongly: a token the tokenizer appends after the text
+    (the answer is read at the last token), ids past the embedding, or more tokens than the
+    model's positions."""
+    from das_assert.errors import InvalidArgument
+
+    for index, row in enumerate(offsets):
+        if row and tuple(row[-1]) == (0, 0):
+            token = model.tokenizer.convert_ids_to_tokens(int(ids[index, len(row) - 1]))
+            raise InvalidArgument(
+                f"the tokenizer of {model.name} appends {token!r} after the text, so the prompt's "
+                "last token is not the text's and the answer would be read after it; load the "
+                "tokenizer without it (e.g. add_eos_token=False) and save it again"
+            )
+    vocabulary = model.model.get_input_embeddings().num_embeddings
+    if ids.numel() and int(ids.max()) >= vocabulary:
+        raise InvalidArgument(
+            f"the tokenizer of {model.name} gives token id {int(ids.max())}, but the model embeds "
+            f"only {vocabulary} ids: the tokenizer is not this model's; save the model's own "
+            "tokenizer beside its weights"
+        )
+    config = model.model.config
+    positions = getattr(config, "max_position_embeddings", None) or getattr(
+        config, "n_positions", None
+    )
+    if isinstance(positions, int) and ids.shape[1] > positions:
+        raise InvalidArgument(
+            f"a prompt of {ids.shape[1]} tokens is longer than the {positions} positions "
+            f"{model.name} was built for; use a shorter prompt (template, prefix) or a model "
+            "with more positions"
+        )
 
 
 @dataclass

@@ -202,8 +202,15 @@ def load_model(
     except (ValueError, KeyError, OSError, json.JSONDecodeError) as exc:
         raise ModelLoadError(
             f"cannot read the model config in {str(directory)!r}: {exc}. The architecture must be "
-            "one that transformers knows (or pass --trust-remote-code for a custom one)"
+            "one that transformers knows, or, for a custom one whose code you trust, "
+            "--trust-remote-code (the command line) or load_model(..., trust_remote_code=True) "
+            "in a pytest_das_load_model hook (pytest)"
         ) from None
+    if getattr(config, "is_encoder_decoder", False):
+        raise ModelLoadError(
+            f"{str(directory)!r} holds an encoder-decoder model ({config.model_type}); das_assert "
+            "needs a decoder-only causal LM (Llama, GPT-2, Mistral, Qwen, ...)"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             directory, local_files_only=True, trust_remote_code=trust_remote_code
@@ -218,8 +225,10 @@ def load_model(
             f"the tokenizer in {str(directory)!r} is a slow tokenizer; das_assert needs a fast "
             "one (tokenizer.json) to map prompt slots to token positions"
         )
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if tokenizer.pad_token is None:  # any id will do: padding is on the right, and masked
+        tokenizer.pad_token = (
+            tokenizer.eos_token or tokenizer.unk_token or tokenizer.convert_ids_to_tokens(0)
+        )
     tokenizer.padding_side = "right"
     try:
         model = AutoModelForCausalLM.from_pretrained(

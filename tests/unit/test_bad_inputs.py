@@ -8,6 +8,7 @@ Command-line cases run ``das_assert.cli.main`` and expect exit code 2 and a mess
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shutil
@@ -163,6 +164,53 @@ def dir_with_unknown_tokenizer_model(ctx: Ctx) -> Path:
     spec["model"]["type"] = "NoSuchModel"  # valid JSON, but no tokenizer the library knows
     (target / "tokenizer.json").write_text(json.dumps(spec))
     return target
+
+
+def dir_with(ctx: Ctx, config: Any, tokenizer_change: Callable[[Any], None] | None = None) -> Path:
+    """A tiny random model of ``config`` with the embedded tokenizer (changed as asked)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    target = ctx.tmp_path / "custom"
+    torch.manual_seed(0)
+    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    auto.from_config(config).save_pretrained(target)
+    words = tokenizer()
+    if tokenizer_change is not None:
+        words = copy.deepcopy(words)
+        tokenizer_change(words)
+    words.save_pretrained(target)
+    return target
+
+
+def small_llama(**changes: Any) -> Any:
+    from transformers import LlamaConfig
+
+    fields = {"vocab_size": len(tokenizer()), "hidden_size": 32, "intermediate_size": 64}
+    fields.update(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+    return LlamaConfig(**{**fields, **changes})
+
+
+def append_an_end_token(words: Any) -> None:
+    from tokenizers import processors
+
+    words._tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{words.bos_token} $A {words.pad_token}",
+        special_tokens=[
+            (words.bos_token, words.bos_token_id),
+            (words.pad_token, words.pad_token_id),
+        ],
+    )
+
+
+def tiny_t5() -> Any:
+    from transformers import T5Config
+
+    return T5Config(vocab_size=len(tokenizer()), d_model=32, d_ff=64, num_layers=1, num_heads=2)
+
+
+def encode_on(directory: Path) -> object:
+    pairs = prompt_pairs("left_boundary", 4, seed=0)
+    return encode(load_model(directory), pairs, parse_position("last"))
 
 
 def a_file(ctx: Ctx) -> Path:
@@ -328,6 +376,31 @@ def tiny_experiment(**changes: Any) -> Experiment:
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
 
 CASES = [
+    # -- models and tokenizers that do not fit each other, or the task
+    pytest.param(
+        lambda c: encode_on(dir_with(c, small_llama(), append_an_end_token)),
+        InvalidArgument,
+        r"appends '<pad>' after the text, so the prompt's last token is not the text's",
+        id="encode(<a tokenizer that appends an end token>)",
+    ),
+    pytest.param(
+        lambda c: encode_on(dir_with(c, small_llama(vocab_size=50))),
+        InvalidArgument,
+        r"gives token id \d+, but the model embeds only 50 ids: the tokenizer is not this model's",
+        id="encode(<a tokenizer larger than the model's vocabulary>)",
+    ),
+    pytest.param(
+        lambda c: encode_on(dir_with(c, small_llama(max_position_embeddings=64))),
+        InvalidArgument,
+        r"a prompt of \d+ tokens is longer than the 64 positions",
+        id="encode(<prompts longer than the model's positions>)",
+    ),
+    pytest.param(
+        lambda c: load_model(dir_with(c, tiny_t5())),
+        ModelLoadError,
+        r"holds an encoder-decoder model \(t5\); das_assert needs a decoder-only causal LM",
+        id="load_model(<a T5 model>)",
+    ),
     # -- model directories
     pytest.param(
         lambda c: load_model("/no/such/dir"),

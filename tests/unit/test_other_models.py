@@ -1,0 +1,75 @@
+"""Models and tokenizers unlike the embedded one: a sliding-window cache, no padding token."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from das_assert.data import encode
+from das_assert.embedded.recipe import build_tokenizer
+from das_assert.evaluate import evaluate
+from das_assert.fit import FitConfig, fit_alignment
+from das_assert.models import load_model
+from das_assert.positions import parse_position
+from das_assert.sites import Site
+from das_assert.tasks.price_tagging import prompt_pairs
+
+
+def _save(directory: Path, config: Any, words: Any) -> Path:
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(directory)
+    words.save_pretrained(directory)
+    return directory
+
+
+def test_a_sliding_window_shorter_than_the_prompt_runs_every_pass_in_full(tmp_path: Path) -> None:
+    # Its cache forgets tokens and cannot be cut back to a prefix: the prefix passes crashed.
+    from transformers import MistralConfig
+
+    words = build_tokenizer()
+    config = MistralConfig(
+        vocab_size=len(words),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        sliding_window=16,
+    )
+    loaded = load_model(_save(tmp_path / "mistral", config, words))
+    train = encode(loaded, prompt_pairs("left_boundary", 16, seed=0), parse_position("last-2"))
+    test = encode(loaded, prompt_pairs("left_boundary", 16, seed=1), parse_position("last-2"))
+    assert train.base_ids.shape[1] > 16
+    site = Site(0, "last-2").resolve(loaded.model)
+    config_fast = FitConfig(epochs=1, batch_size=8)
+    fitted = fit_alignment(loaded.model, site, train, config_fast)
+    plain = fit_alignment(loaded.model, site, train, replace(config_fast, prefix_cache=False))
+    assert torch.equal(fitted.interchange.widths, plain.interchange.widths)
+    fast = evaluate(loaded.model, fitted, test)
+    slow = evaluate(loaded.model, fitted, test, prefix_cache=False)
+    assert torch.equal(fast.predicted, slow.predicted)
+
+
+def test_a_tokenizer_without_pad_eos_or_unk_pads_with_any_id(tmp_path: Path) -> None:
+    words = copy.deepcopy(build_tokenizer())
+    words.pad_token = words.eos_token = words.unk_token = None
+    from transformers import LlamaConfig
+
+    config = LlamaConfig(
+        vocab_size=len(words),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    loaded = load_model(_save(tmp_path / "nopad", config, words))
+    assert loaded.tokenizer.pad_token is not None
+    encoded = encode(loaded, prompt_pairs("left_boundary", 6, seed=0), parse_position("last"))
+    assert encoded.base_mask.sum(dim=1).tolist() == [row + 1 for row in encoded.base_last.tolist()]
