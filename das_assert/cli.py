@@ -293,3 +293,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Every artifact is written to a temporary file and renamed: none is left half-written.
         print("interrupted: nothing was saved", file=sys.stderr)
         return 130
+    except Exception:  # a bug (or a model das_assert does not handle): not a failed claim
+        import traceback
+
+        traceback.print_exc()
+        print(
+            "error: das_assert stopped on an unexpected error (above); nothing was saved. "
+            "Please report it with the command line",
+            file=sys.stderr,
+        )
+        return 3
