@@ -1143,6 +1143,21 @@ def test_a_bad_command_line_exits_2_with_a_message(
     assert "Traceback" not in stderr
 
 
+def test_an_unexpected_error_exits_3_not_1_which_means_a_failed_claim(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from das_assert import cli as cli_module
+
+    def crash(args: Any) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setitem(cli_module.COMMANDS, "fit", crash)
+    assert main([*FIT, "--n-train", "8"]) == 3
+    stderr = capsys.readouterr().err
+    assert "RuntimeError: a bug" in stderr
+    assert "unexpected error" in stderr
+
+
 def test_there_are_at_least_45_distinct_cases() -> None:
     ids = [case.id for case in CASES + CLI_CASES]
     assert len(ids) == len(set(ids)) >= 45
