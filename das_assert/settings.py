@@ -219,7 +219,9 @@ def find_model_settings(
         if entry.path == "embedded" and embedded:
             return entry
         if entry.path and entry.path != "embedded":
-            if Path(entry.path).expanduser().resolve() == Path(model_path).resolve():
+            written = Path(entry.path).expanduser()
+            where = written if written.is_absolute() else entry.source.parent / written
+            if where.resolve() == Path(model_path).resolve():  # relative: to das.yaml's folder
                 return entry
     for key, entry in settings.items():
         if (key == "embedded" and embedded) or (not embedded and key == Path(model_path).name):

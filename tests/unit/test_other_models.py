@@ -73,3 +73,22 @@ def test_a_tokenizer_without_pad_eos_or_unk_pads_with_any_id(tmp_path: Path) -> 
     assert loaded.tokenizer.pad_token is not None
     encoded = encode(loaded, prompt_pairs("left_boundary", 6, seed=0), parse_position("last"))
     assert encoded.base_mask.sum(dim=1).tolist() == [row + 1 for row in encoded.base_last.tolist()]
+
+
+def test_a_relative_path_in_das_yaml_is_read_from_its_folder(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    from das_assert.settings import find_model_settings, load_settings
+
+    (tmp_path / "suite").mkdir()
+    (tmp_path / "models" / "mine").mkdir(parents=True)
+    settings_file = tmp_path / "suite" / "das.yaml"
+    settings_file.write_text(
+        "models:\n  alpaca:\n    path: ../models/mine\n    sites: {boundary: "
+        '"block_output[layer=0, pos=last]"}\n    thresholds: {left_boundary: 0.8}\n'
+    )
+    monkeypatch.chdir(tmp_path / "models" / "mine")  # not where the path is relative to
+    settings = load_settings(settings_file)
+    found = find_model_settings(settings, tmp_path / "models" / "mine", embedded=False)
+    assert found.key == "alpaca"
+    assert find_model_settings(settings, Path("/elsewhere"), embedded=False, key="alpaca") is found
