@@ -217,7 +217,20 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         interchange, site.resolve(model.model), config, experiment.n_train, 0.0, from_cache=True
     )
     result = run_experiment(model, experiment, config, fitted=fitted)
-    return _finish(args, model, result.to_dict(), result.summary())
+    record = result.to_dict()
+    trained_on = manifest.get("model")
+    record["alignment"] = {
+        "file": str(args.alignment),
+        "trained_on": trained_on,
+        "transfer": trained_on != model.fingerprint,
+    }
+    summary = result.summary()
+    if trained_on != model.fingerprint:  # the fit's settings in the record are that model's
+        summary += (
+            f"\nnote: {args.alignment} was trained on another model "
+            f"(fingerprint {trained_on or 'not recorded'}): this is a transfer, not a fit here"
+        )
+    return _finish(args, model, record, summary)
 
 
 def _cmd_train_embedded(args: argparse.Namespace) -> int:

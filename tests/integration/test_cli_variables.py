@@ -26,6 +26,9 @@ def test_a_saved_subset_is_evaluated_on_its_own_variables(
     assert main(["evaluate", f"--alignment={saved}", "--n-test=40", f"--json={scored}"]) == 0
     (first,), (again,) = (json.loads(p.read_text())["results"] for p in (fitted, scored))
     assert first["variable"] == again["variable"] == "right"
+    fingerprint = json.loads(fitted.read_text())["model"]["fingerprint"]
+    assert again["alignment"] == {"file": str(saved), "trained_on": fingerprint, "transfer": False}
+    assert "trained on another model" not in capsys.readouterr().out
     assert set(again["iia_by_variable"]) == {"right"}
     assert {p["variable_index"] for p in again["pairs"]} == {1}
     assert main(["evaluate", f"--alignment={saved}", "--hypothesis=left_boundary"]) == 2
