@@ -152,14 +152,16 @@ def answer_token_id(tokenizer: Any, prompt: str, answer: str) -> int:
         pieces = tokenizer.convert_ids_to_tokens(added)
         raise InvalidArgument(
             f"the answer {answer!r} is not a single token after the prompt for this tokenizer "
-            f"(it adds {pieces}); choose answer words that are one token each, e.g. by "
-            "PriceFormat(answers=(...)) with words in the tokenizer's vocabulary"
+            f"(it adds {pieces}); choose answer words that are one token each: --answers TRUE "
+            "FALSE on the command line, or the fmt=PriceFormat(answers=(...)) of the "
+            "hypothesis's align(...) call under pytest"
         )
     if tokenizer.unk_token_id is not None and added[0] == tokenizer.unk_token_id:
         raise InvalidArgument(
             f"the answer {answer!r} is unknown to the tokenizer "
             f"(it maps to {tokenizer.unk_token!r}); choose answer words in the tokenizer's "
-            "vocabulary, e.g. by PriceFormat(answers=(...))"
+            "vocabulary: --answers TRUE FALSE on the command line, or the "
+            "fmt=PriceFormat(answers=(...)) of the hypothesis's align(...) call under pytest"
         )
     return int(added[0])
 

@@ -135,8 +135,11 @@ def _blocks_of(model: Any) -> tuple[str, Any]:
     if model_type not in BLOCK_PATHS:
         raise InvalidArgument(
             f"das_assert does not know where the decoder blocks of model_type {model_type!r} "
-            f"are; supported: {', '.join(sorted(BLOCK_PATHS))}. Add an entry to "
-            "das_assert.sites.BLOCK_PATHS (model_type -> attribute path of the block list)."
+            f"are; supported: {', '.join(sorted(BLOCK_PATHS))}. Register yours before the "
+            "run, e.g. in conftest.py: `from das_assert.sites import BLOCK_PATHS; "
+            f"BLOCK_PATHS[{model_type!r}] = 'model.layers'` (the attribute path of the list of "
+            "decoder blocks; optionally ATTENTION_NAMES, the attention module's name in a block, "
+            "lets prefix passes stop early)"
         )
     path = BLOCK_PATHS[model_type]
     blocks = model
