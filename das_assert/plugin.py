@@ -276,7 +276,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             try:  # a typo fails its test on every run, not only those that compare
                 parse_compare_fail(expression)
             except ConfigError as exc:
-                pytest.fail(f"das marker compare_fail: {exc}", pytrace=False)
+                message = f"das marker compare_fail: {exc}"
+                raise pytest.fail.Exception(message, pytrace=False) from None
 
 
 def _find_config(config: pytest.Config, test_files: list[Path]) -> Path:
@@ -371,7 +372,8 @@ def das_session(request: pytest.FixtureRequest) -> Any:
             device_map=config.getoption("das_device_map"),
         )
     except DasError as exc:
-        pytest.fail(f"das_assert setup: {exc}", pytrace=False)
+        # from None: the error is the message, not "during handling of" another
+        raise pytest.fail.Exception(f"das_assert setup: {exc}", pytrace=False) from None
     baselines = _baseline_setup(config, settings.key)
     if cache is not None and isinstance(model, LoadedModel) and model.digest_memo is None:
         # The weights' sha256 (the cache key's fingerprint) is read again only when they change.
@@ -441,7 +443,7 @@ def _baseline_setup(config: pytest.Config, model_key: str) -> dict[str, Any]:
                 path = find_baseline(Path(root) / key if key else directory, name)
             out["baseline"] = (path, load_baseline(path))
         except DasError as exc:
-            pytest.fail(f"das_assert --das-compare: {exc}", pytrace=False)
+            raise pytest.fail.Exception(f"das_assert --das-compare: {exc}", pytrace=False) from None
     return out
 
 

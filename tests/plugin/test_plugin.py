@@ -491,6 +491,7 @@ def test_hypothesis_files_with_different_das_yaml_files_are_refused_in_one_run(
         ["*das_assert setup: the hypothesis files of this run have different das.yaml files*"]
     )
     assert "Traceback" not in result.stdout.str()
+    assert "During handling of the above exception" not in result.stdout.str()  # said once
 
 
 def test_the_reports_say_why_when_no_claim_reached_a_verdict(project) -> None:
