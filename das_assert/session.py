@@ -352,7 +352,7 @@ class DasRequest:
         evaluation = self._evaluate_variant(result, variant, n)
         if isinstance(evaluation, Invalid):
             event(f"rejected: {str(evaluation)[:60]}")
-            self._fuzz_record(variant, claim, None, "rejected: cannot be built")
+            self._fuzz_record(variant, claim, None, f"rejected: cannot be built: {evaluation}")
             assume(False)
         # The evaluation runs the base prompts first and stops at the task-accuracy gate.
         if isinstance(evaluation, PreconditionFailed):
