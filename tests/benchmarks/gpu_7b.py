@@ -44,6 +44,15 @@ SHAPES = {
         "num_hidden_layers": 32,
         "num_attention_heads": 32,
     },
+    # Llama-7B's layers, 8 of them: both fits' memory at 7B's width (where pyvene's rotation
+    # holds most of its memory) on a 24 GiB CPU machine, which 7B's weights and pyvene's fit
+    # together outgrow.
+    "7b_width": {
+        "hidden_size": 4096,
+        "intermediate_size": 11008,
+        "num_hidden_layers": 8,
+        "num_attention_heads": 32,
+    },
     # Between the two: a shape whose fits cpu_memory.py can profile on a CPU in a minute.
     "mid": {
         "hidden_size": 1024,
