@@ -205,7 +205,7 @@ def load_model(
         raise ModelLoadError(
             f"cannot read the model config in {str(directory)!r}: {exc}. The architecture must be "
             "one that transformers knows, or, for a custom one whose code you trust, "
-            "--trust-remote-code (the command line) or load_model(..., trust_remote_code=True) "
+            "--trust-remote-code (the command line) or load_model's trust_remote_code argument "
             "in a pytest_das_load_model hook (pytest)"
         ) from None
     if getattr(config, "is_encoder_decoder", False):

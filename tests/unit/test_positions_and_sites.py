@@ -290,5 +290,5 @@ def test_an_unknown_model_type_is_an_error_that_says_how_to_add_one() -> None:
     model = SimpleNamespace(config=SimpleNamespace(model_type="bert"))
     with pytest.raises(InvalidArgument, match="model_type 'bert'") as info:
         Site(0).resolve(model)
-    assert "das_assert.sites.BLOCK_PATHS" in str(info.value)
+    assert "from das_assert.sites import BLOCK_PATHS" in str(info.value)
     assert "llama" in str(info.value)
