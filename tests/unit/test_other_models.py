@@ -19,30 +19,30 @@ from das_assert.sites import Site
 from das_assert.tasks.price_tagging import prompt_pairs
 
 
-def _save(directory: Path, config: Any, words: Any) -> Path:
-    from transformers import AutoModelForCausalLM
+def _save(directory: Path, architecture: str, words: Any, **changes: Any) -> Path:
+    """A tiny random ``architecture`` model (2 layers, width 32) with tokenizer ``words``."""
+    import transformers
 
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(directory)
-    words.save_pretrained(directory)
-    return directory
-
-
-def test_a_sliding_window_shorter_than_the_prompt_runs_every_pass_in_full(tmp_path: Path) -> None:
-    # Its cache forgets tokens and cannot be cut back to a prefix: the prefix passes crashed.
-    from transformers import MistralConfig
-
-    words = build_tokenizer()
-    config = MistralConfig(
+    config = getattr(transformers, f"{architecture}Config")(
         vocab_size=len(words),
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        sliding_window=16,
+        **changes,
     )
-    loaded = load_model(_save(tmp_path / "mistral", config, words))
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(directory)
+    words.save_pretrained(directory)
+    return directory
+
+
+def test_a_sliding_window_shorter_than_the_prompt_runs_every_pass_in_full(tmp_path: Path) -> None:
+    # Its cache forgets tokens and cannot be cut back to a prefix: the prefix passes crashed.
+    loaded = load_model(
+        _save(tmp_path / "mistral", "Mistral", build_tokenizer(), sliding_window=16)
+    )
     train = encode(loaded, prompt_pairs("left_boundary", 16, seed=0), parse_position("last-2"))
     test = encode(loaded, prompt_pairs("left_boundary", 16, seed=1), parse_position("last-2"))
     assert train.base_ids.shape[1] > 16
@@ -59,17 +59,7 @@ def test_a_sliding_window_shorter_than_the_prompt_runs_every_pass_in_full(tmp_pa
 def test_a_tokenizer_without_pad_eos_or_unk_pads_with_any_id(tmp_path: Path) -> None:
     words = copy.deepcopy(build_tokenizer())
     words.pad_token = words.eos_token = words.unk_token = None
-    from transformers import LlamaConfig
-
-    config = LlamaConfig(
-        vocab_size=len(words),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
-    loaded = load_model(_save(tmp_path / "nopad", config, words))
+    loaded = load_model(_save(tmp_path / "nopad", "Llama", words))
     assert loaded.tokenizer.pad_token is not None
     encoded = encode(loaded, prompt_pairs("left_boundary", 6, seed=0), parse_position("last"))
     assert encoded.base_mask.sum(dim=1).tolist() == [row + 1 for row in encoded.base_last.tolist()]
