@@ -219,13 +219,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     result = run_experiment(model, experiment, config, fitted=fitted)
     record = result.to_dict()
     trained_on = manifest.get("model")
+    transfer = trained_on != model.fingerprint  # the record's fit settings are that model's
     record["alignment"] = {
         "file": str(args.alignment),
         "trained_on": trained_on,
-        "transfer": trained_on != model.fingerprint,
+        "transfer": transfer,
     }
     summary = result.summary()
-    if trained_on != model.fingerprint:  # the fit's settings in the record are that model's
+    if transfer:
         summary += (
             f"\nnote: {args.alignment} was trained on another model "
             f"(fingerprint {trained_on or 'not recorded'}): this is a transfer, not a fit here"

@@ -160,9 +160,10 @@ def _check_fits_the_model(
                 "tokenizer without it (e.g. add_eos_token=False) and save it again"
             )
     vocabulary = model.model.get_input_embeddings().num_embeddings
-    if ids.numel() and int(ids.max()) >= vocabulary:
+    largest = int(ids.max()) if ids.numel() else -1
+    if largest >= vocabulary:
         raise InvalidArgument(
-            f"the tokenizer of {model.name} gives token id {int(ids.max())}, but the model embeds "
+            f"the tokenizer of {model.name} gives token id {largest}, but the model embeds "
             f"only {vocabulary} ids: the tokenizer is not this model's; save the model's own "
             "tokenizer beside its weights"
         )
