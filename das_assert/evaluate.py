@@ -63,15 +63,15 @@ class Evaluation:
 
     @property
     def task_accuracy(self) -> float:
-        return float((self.base_predicted == self.test.base_label_ids).float().mean())
+        return int((self.base_predicted == self.test.base_label_ids).sum()) / self.n
 
     def baselines(self) -> dict[str, float]:
         labels = self.test.label_ids
         majority = float(torch.unique(labels, return_counts=True)[1].max()) / self.n
         return {
-            "noop": float((self.base_predicted == labels).float().mean()),
+            "noop": int((self.base_predicted == labels).sum()) / self.n,
             "majority": majority,
-            "random_rotation": float((self.random_predicted == labels).float().mean()),
+            "random_rotation": int((self.random_predicted == labels).sum()) / self.n,
         }
 
     def subset(self, keep: Callable[[PromptPair], bool]) -> Evaluation:
@@ -289,7 +289,7 @@ def base_answers(model: Any, test: EncodedPairs, *, batch_size: int = 64) -> tor
 def _check_gate(wrong: int, seen: int, n: int, gate: float) -> None:
     """Raise ``PreconditionFailed`` once ``wrong`` base answers make accuracy >= ``gate``
     impossible, however the ``n - seen`` prompts still to run are answered."""
-    best = float(torch.tensor(float(n - wrong)) / n)  # as Evaluation.task_accuracy rounds it
+    best = (n - wrong) / n  # exact, as Evaluation.task_accuracy and the precondition count
     if best >= gate:
         return
     right = seen - wrong

@@ -5,8 +5,9 @@ off the interval, never off the point estimate:
 
 - ``aligned``: the lower bound is at least the threshold, and IIA beats the no-op and the
   random-rotation baselines by at least ``margin``;
-- ``not_aligned``: the upper bound is below the threshold (or a baseline is not beaten);
-- ``inconclusive``: the interval straddles the threshold; more pairs would decide.
+- ``not_aligned``: the upper bound is below the threshold, or IIA does not beat a baseline by
+  ``margin`` (wherever the interval lies: more pairs would not make the site do more);
+- ``inconclusive``: otherwise, the interval straddles the threshold; more pairs would decide.
 
 >>> round(wilson_interval(90, 100)[0], 3)
 0.826
@@ -75,14 +76,14 @@ def verdict(
     low, high = iia_ci
     if collapsed:
         return Verdict("not_aligned", "the learned boundary collapsed to 0 coordinates (a no-op)")
-    beaten = {name: iia - value >= margin - 1e-9 for name, value in baselines.items()}
-    if low >= threshold and all(beaten.values()):
-        return Verdict("aligned", f"95% CI lower bound {low:.3f} >= threshold {threshold:.3f}")
     if high < threshold:
         return Verdict("not_aligned", f"95% CI upper bound {high:.3f} < threshold {threshold:.3f}")
+    lost = [name for name, value in baselines.items() if iia - value < margin - 1e-9]
+    if lost:  # more pairs would not help: the site does no more than a baseline
+        named = ", ".join(f"{name} ({baselines[name]:.3f})" for name in lost)
+        return Verdict("not_aligned", f"IIA {iia:.3f} does not beat {named} by {margin}")
     if low >= threshold:
-        lost = ", ".join(f"{n} ({baselines[n]:.3f})" for n, ok in beaten.items() if not ok)
-        return Verdict("not_aligned", f"IIA {iia:.3f} does not beat {lost} by {margin}")
+        return Verdict("aligned", f"95% CI lower bound {low:.3f} >= threshold {threshold:.3f}")
     return Verdict(
         "inconclusive",
         f"95% CI [{low:.3f}, {high:.3f}] contains the threshold {threshold:.3f}; increase n",

@@ -193,3 +193,24 @@ def test_required_n_pairs_reach_the_requested_half_width() -> None:
 def test_required_n_rejects_a_half_width_outside_zero_to_a_half(half_width: float) -> None:
     with pytest.raises(InvalidArgument, match=re.escape("must be in (0, 0.5)")):
         required_n(half_width)
+
+
+def test_an_interval_that_straddles_the_threshold_below_a_baseline_is_not_aligned() -> None:
+    # More pairs cannot make a site that does no more than the no-op intervention aligned.
+    baselines = {"noop": 0.74, "random_rotation": 0.5}
+    result = verdict(iia_ci=(0.542, 0.727), iia=0.64, threshold=0.6, baselines=baselines)
+    assert result.outcome == "not_aligned"
+    assert "does not beat noop (0.740) by 0.05" in result.reason
+
+
+def test_an_upper_bound_below_the_threshold_is_named_before_a_lost_baseline() -> None:
+    baselines = {"noop": 0.9, "random_rotation": 0.5}
+    result = verdict(iia_ci=(0.6, 0.7), iia=0.65, threshold=0.8, baselines=baselines)
+    assert result.reason.startswith("95% CI upper bound 0.700 < threshold 0.800")
+
+
+def test_a_margin_met_exactly_beats_the_baseline() -> None:
+    # 580 and 540 of 800: 0.725 - 0.675 is the margin, up to float rounding of the two means.
+    baselines = {"noop": 540 / 800, "random_rotation": 0.5}
+    result = verdict(iia_ci=(0.70, 0.76), iia=580 / 800, threshold=0.7, baselines=baselines)
+    assert result.outcome == "aligned"

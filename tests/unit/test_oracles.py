@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from das_assert import kv_cache, prefix_store
 from das_assert.data import EncodedPairs, PromptPair, encode
 from das_assert.errors import InvalidArgument, PreconditionFailed
+from das_assert.evaluate import Evaluation, evaluate
 from das_assert.evaluate import _check_gate as check_gate
-from das_assert.evaluate import evaluate
 from das_assert.experiment import Experiment, run_experiment
 from das_assert.featurizers import Interchange
 from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
@@ -748,13 +748,28 @@ def test_the_gate_decides_as_the_task_accuracy_compares(
     n: int, data: st.DataObject, gate: float
 ) -> None:
     right = data.draw(st.integers(0, n))
-    answers_right = torch.arange(n) < right
-    fails = float(answers_right.float().mean()) < gate  # how Evaluation.task_accuracy is computed
+    fails = right / n < gate  # exact, as Evaluation.task_accuracy and the precondition count
     if fails:
         with pytest.raises(PreconditionFailed):
             check_gate(n - right, n, n, gate)
     else:
         check_gate(n - right, n, n, gate)
+
+
+def test_an_accuracy_exactly_at_the_gate_passes_it() -> None:
+    check_gate(240, 800, 800, 0.7)  # 560 of 800 is 0.7; float32's 0.699999988 failed it
+
+
+def test_baselines_are_exact_proportions_of_the_pairs(tiny_models: dict[str, Any]) -> None:
+    loaded = tiny_models["llama"]
+    encoded = encode(loaded, prompt_pairs("left_boundary", N_PAIRS, seed=8), parse_position("last"))
+    labels = encoded.label_ids
+    wrong = labels + 1
+    base = torch.where(torch.arange(N_PAIRS) < 3, labels, wrong)  # 3 of 16 as the label says
+    evaluation = Evaluation(encoded, labels.clone(), base, wrong, 0.0)
+    assert evaluation.baselines()["noop"] == 3 / 16
+    assert evaluation.baselines()["random_rotation"] == 0.0
+    assert isinstance(evaluation.task_accuracy, float)
 
 
 @torch.no_grad()
