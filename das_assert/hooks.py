@@ -44,7 +44,22 @@ Mix = Callable[[torch.Tensor], torch.Tensor]
 
 
 class StopForward(Exception):
-    """Raised by a capturing hook to end a forward pass early; caught by ``capture``."""
+    """Raised by a capturing hook to end a forward pass early; caught by the context that
+    registered that hook and by no other (``StopForward(owner)``: nested captures stay apart)."""
+
+    def __init__(self, owner: object) -> None:
+        super().__init__(owner)
+        self.owner = owner
+
+
+@contextmanager
+def _stops(owner: object) -> Iterator[None]:
+    """Swallow the ``StopForward`` raised for ``owner``; let any other pass on."""
+    try:
+        yield
+    except StopForward as stopped:
+        if stopped.owner is not owner:
+            raise
 
 
 def _hidden_of(args: tuple, kwargs: dict, output: Any, kind: str) -> torch.Tensor:
@@ -76,11 +91,9 @@ def capture(
     ``with capture(...)`` and the ``StopForward`` it raises is swallowed here.
     """
     captured: dict[str, torch.Tensor] = {}
-    try:
+    with _stops(captured):
         with _registered(site, _recorder(site, positions, captured, "hidden", stop, {"hidden"})):
             yield captured
-    except StopForward:
-        pass
 
 
 def site_key(site: ResolvedSite) -> tuple[str, str]:
@@ -111,14 +124,11 @@ def capture_at(
     one site in one pass: a search's positions read from one source run)."""
     captured: dict[Any, torch.Tensor] = {}
     wanted = set(targets)
-    try:
-        with ExitStack() as stack:
-            for key, (site, positions) in targets.items():
-                hook = _recorder(site, positions, captured, key, stop, wanted)
-                stack.enter_context(_registered(site, hook))
-            yield captured
-    except StopForward:
-        pass
+    with _stops(captured), ExitStack() as stack:
+        for key, (site, positions) in targets.items():
+            hook = _recorder(site, positions, captured, key, stop, wanted)
+            stack.enter_context(_registered(site, hook))
+        yield captured
 
 
 def _recorder(
@@ -137,7 +147,7 @@ def _recorder(
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         captured[key] = hidden[rows, positions.to(hidden.device)].detach()
         if stop and wanted <= captured.keys():
-            raise StopForward
+            raise StopForward(captured)
 
     return hook
 
@@ -182,14 +192,15 @@ def stop_after(module: Any) -> Iterator[None]:
     it short is swallowed here, so the model call simply returns nothing.
     """
 
+    owner = object()
+
     def hook(_module: Any, _args: tuple, _output: Any) -> None:
-        raise StopForward
+        raise StopForward(owner)
 
     handle = module.register_forward_hook(hook)
     try:
-        yield
-    except StopForward:
-        pass
+        with _stops(owner):
+            yield
     finally:
         handle.remove()
 

@@ -367,3 +367,22 @@ def test_stop_after_removes_its_hook_when_the_block_raises(tiny_models: dict[str
     with pytest.raises(Boom):
         raise_inside(hooks.stop_after(Site(0).resolve(loaded.model).module), lambda: None)
     assert snapshot(loaded.model) == before
+
+
+def test_a_capture_inside_another_leaves_the_outer_captures_stop_to_the_outer_one(
+    tiny_models: dict[str, Any],
+) -> None:
+    loaded = tiny_models["llama"]
+    encoded = encoded_pairs(loaded)
+    early, late = site_of(loaded, 0, "block_output"), site_of(loaded, 2, "block_output")
+    before = snapshot(loaded.model)
+    reached: list[str] = []
+    with hooks.capture(early, encoded.base_position, stop=True) as outer:
+        with hooks.capture(late, encoded.base_position) as inner:
+            forward(loaded, encoded)
+            reached.append("after the pass")  # the outer stop must not end up here
+        reached.append("after the inner block")
+    assert reached == []
+    assert "hidden" in outer
+    assert inner == {}
+    assert snapshot(loaded.model) == before
