@@ -143,7 +143,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
         component=args.component,
     )
     print(grid_table(grid))
-    best = grid.results[grid.best()]
+    chosen = grid.results[grid.best()]
+    best = grid.best_confirmed()  # judged on fresh pairs, not on the pairs that chose it
     record = best.to_dict()
     records = [result.to_dict() for result in grid.results.values()]
     if args.json:
@@ -153,7 +154,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if args.png:
         save_heatmap(grid, args.png, title=f"{args.hypothesis} on {model.name}: IIA per cell")
         print(f"heatmap: {args.png}")
-    print(f"best: {best.summary()}")
+    print(f"best: {chosen.summary()}")
+    print(f"best, on fresh pairs: {best.summary()}")
     if record.get("verdict"):
         print(f"verdict of the best cell: {record['verdict']} ({record['verdict_reason']})")
     if args.json:

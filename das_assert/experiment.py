@@ -7,7 +7,7 @@ baselines, the pairs themselves) and can re-evaluate the frozen alignment on new
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -99,6 +99,10 @@ class Experiment:
     def test_pairs(self) -> list[PromptPair]:
         return self.pairs(self.n_test, self.seed + 100_003)  # a disjoint stream of the sampler
 
+    def confirmation_pairs(self) -> list[PromptPair]:
+        """Fresh test pairs for a result chosen on its test pairs (a search's best cell)."""
+        return self.pairs(self.n_test, self.seed + 200_003)
+
 
 def task_accuracy(model: LoadedModel, test: EncodedPairs, batch_size: int = 64) -> float:
     """The model's accuracy on the base prompts' own (factual) answers."""
@@ -125,6 +129,28 @@ class AlignmentResult:
     fitted: FittedAlignment
     evaluation: Evaluation
     unchanged_rate: float
+    test_pairs: str = "test"  # "confirmation": fresh pairs, since the test pairs chose it
+
+    def confirmed(self) -> AlignmentResult:
+        """This frozen alignment evaluated on fresh pairs, no training. A cell picked as the best
+        of many by its IIA on the test pairs overstates that IIA (the winner's curse: with 8
+        cells at a true IIA on the threshold, the best one's lower bound clears it about 1 time
+        in 6); the same size of fresh pairs gives an interval that means what it says."""
+        exp = self.experiment
+        test = encode(self.model, exp.confirmation_pairs(), exp.site.parsed_position)
+        try:
+            evaluation = evaluate(
+                self.model.model,
+                self.fitted,
+                test,
+                seed=exp.seed,
+                min_task_accuracy=exp.min_task_accuracy,
+            )
+        except PreconditionFailed as exc:
+            raise PreconditionFailed(f"{self.model.name}: {exc}; {_PRECONDITION_ADVICE}") from None
+        unchanged = sum(p.expected == p.base_expected for p in test.pairs) / len(test)
+        fresh = {"evaluation": evaluation, "unchanged_rate": unchanged}
+        return replace(self, **fresh, test_pairs="confirmation")
 
     @property
     def iia(self) -> float:
@@ -175,7 +201,9 @@ class AlignmentResult:
         low, high = self.iia_ci
         b = self.baselines
         return (
-            f"IIA {self.iia:.3f} (n={self.n}, 95% CI [{low:.3f}, {high:.3f}]) "
+            f"IIA {self.iia:.3f} (n={self.n}"
+            f"{' fresh pairs' if self.test_pairs == 'confirmation' else ''}, "
+            f"95% CI [{low:.3f}, {high:.3f}]) "
             f"at {self.experiment.site} "
             f"seed={self.experiment.seed}; no-op {b['noop']:.3f}, majority {b['majority']:.3f}, "
             f"random rotation {b['random_rotation']:.3f}, task accuracy "
@@ -214,6 +242,7 @@ class AlignmentResult:
             "seed": exp.seed,
             "n_train": exp.n_train,
             "n_test": self.n,
+            "test_pairs": self.test_pairs,
             "iia": round(self.iia, 6),
             "iia_successes": ev.successes,
             "iia_ci": [round(v, 6) for v in self.iia_ci],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,14 @@ class SearchGrid:
     layers: list[int]
     positions: list[str]
     results: dict[tuple[int, str], Any]  # (layer, position) -> AlignmentResult
+    _confirmed: Any = field(default=None, repr=False, compare=False)
+
+    def best_confirmed(self) -> Any:
+        """The best cell's alignment evaluated on fresh pairs (``AlignmentResult.confirmed``):
+        judge the chosen cell by these, not by the pairs that chose it. Computed once."""
+        if self._confirmed is None:
+            self._confirmed = self.results[self.best()].confirmed()
+        return self._confirmed
 
     def iia(self, layer: int, position: str) -> float:
         return self.results[(layer, position)].iia
@@ -40,6 +48,7 @@ class SearchGrid:
 
     def to_dict(self) -> dict[str, Any]:
         best_layer, best_position = self.best()
+        confirmed = self._confirmed
         return {
             "hypothesis": self.hypothesis,
             "layers": self.layers,
@@ -49,6 +58,8 @@ class SearchGrid:
                 "layer": best_layer,
                 "position": best_position,
                 "iia": self.iia(best_layer, best_position),
+                # on fresh pairs, where computed: the record to judge the chosen cell by
+                "confirmation": confirmed and confirmed.to_dict(include_pairs=False),
             },
         }
 

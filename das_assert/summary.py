@@ -17,6 +17,12 @@ def _number(value: float | None) -> str:
     return f"{'–':>5}" if value is None else f"{value:>5.3f}"
 
 
+def _threshold(value: float) -> str:
+    """0.7 as 0.70 and 0.725 as 0.725: every digit the verdict used, in the column's width."""
+    text = f"{value:.2f}" if round(value, 2) == value else f"{value:.3f}".rstrip("0")
+    return f"{text:>5}"
+
+
 def _header(claim_width: int, site_width: int) -> str:
     return f"{'claim':<{claim_width}} {'site':<{site_width}} {_NUMBERS}"
 
@@ -38,12 +44,14 @@ def _row(r: dict[str, Any], claim_width: int, site_width: int) -> str:
             expected += f"  transfer {transfer['iia']:.3f}"
         if r.get("drift", {}).get("from"):
             expected += f"  DRIFT from {r['drift']['from']}"
+    if r.get("test_pairs") == "confirmation":
+        expected += "  (on fresh pairs: a search's best cell)"
     if r.get("regressions"):
         expected += f"  REGRESSED ({len(r['regressions'])} check(s) failed)"
     return (
         f"{r['claim']:<{claim_width}} {r['site']['canonical']:<{site_width}} {r['iia']:>5.3f} "
         f"{low:>6.3f}-{high:<6.3f} {r['n_test']:>5} {b['noop']:>5.3f} {_number(b.get('majority'))} "
-        f"{b['random_rotation']:>5.3f} {r['task_accuracy']:>5.3f} {r['threshold']:>5.2f}  "
+        f"{b['random_rotation']:>5.3f} {r['task_accuracy']:>5.3f} {_threshold(r['threshold'])}  "
         f"{r['verdict']}{expected}"
     )
 

@@ -5,10 +5,12 @@ Boundary model reaches its best IIA inside the expected region (``expect_layers`
 ``expect_positions``), and that best cell is itself aligned (``left_boundary.search`` threshold).
 The heatmap is saved with ``--das-plots DIR``.
 
-Evidence bar. One alignment per cell, trained on the search's smaller data budget; every cell's IIA
-has a Wilson interval in the JSON report. The region claim is about the argmax, so the test also
-checks that the best cell beats every cell outside the region by more than its interval allows to be
-chance (the best cell's lower bound above the outside cells' IIA), or reports the overlap.
+Evidence bar. One alignment per cell; every cell's IIA has a Wilson interval in the JSON report.
+The best cell is chosen by its IIA on the test pairs, so it is judged on as many fresh pairs (the
+winner of several cells overstates its IIA on the pairs that chose it). The region claim is about
+the argmax, so the test also checks that the best cell beats every cell outside the region by more
+than its interval allows to be chance (its lower bound on fresh pairs above the outside cells'
+IIA), or reports the overlap.
 """
 
 import pytest
@@ -58,13 +60,13 @@ def test_left_boundary_is_best_found_in_the_expected_region(das_session, grid):
 
 
 def test_the_best_cell_of_the_search_is_aligned(das, grid):
-    layer, position = grid.best()
-    das.assert_aligned(grid.results[(layer, position)], claim="left_boundary.search")
+    # Judged on fresh pairs: the test pairs chose the cell, so its interval on them is optimistic.
+    das.assert_aligned(grid.best_confirmed(), claim="left_boundary.search")
 
 
 def test_the_best_cell_stands_out_from_every_cell_outside_the_region(das_session, grid):
     spec = das_session.settings.search
-    best = grid.results[grid.best()]
+    best = grid.best_confirmed()
     low = best.iia_ci[0]
     outside = {
         cell: result.iia

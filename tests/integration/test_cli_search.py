@@ -52,6 +52,16 @@ def test_a_cli_search_reports_every_cell_and_fails_when_its_best_cell_misses_the
     best = grid["best"]
     assert best["iia"] == max(r["iia"] for r in records)
     assert f"best: IIA {best['iia']:.3f} (n=200" in out
-    assert "verdict of the best cell: not_aligned" in out
+    # The verdict is read on as many fresh pairs: the test pairs chose the cell.
+    confirmation = best["confirmation"]
+    assert confirmation["test_pairs"] == "confirmation"
+    assert confirmation["n_test"] == 200
+    assert (
+        confirmation["site"]["canonical"]
+        == f"block_output[layer={best['layer']}, pos={best['position']}]"
+    )
+    assert f"best, on fresh pairs: IIA {confirmation['iia']:.3f} (n=200 fresh pairs" in out
+    assert f"verdict of the best cell: {confirmation['verdict']}" in out
+    assert confirmation["verdict"] == "not_aligned"
     assert heatmap.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert [p.name for p in heatmap.parent.iterdir()] == ["search.png"]  # no temporary left

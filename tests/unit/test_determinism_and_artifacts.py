@@ -519,3 +519,33 @@ def test_a_cache_write_that_fails_warns_and_keeps_the_run_going(tmp_path: Path) 
         cache.put("key", Interchange.boundless(16), {"site": "block_output[layer=1, pos=last]"})
     with pytest.raises(ConfigError, match="is a file; choose another --das-cache-dir"):
         cache.check_writable()
+
+
+def test_a_confirmed_result_is_the_same_alignment_on_fresh_pairs_of_the_same_size(
+    tiny_models: dict[str, Any],
+) -> None:
+    from das_assert.experiment import Experiment, run_experiment
+    from das_assert.fit import FitConfig
+    from das_assert.sites import Site
+
+    loaded = tiny_models["llama"]
+    experiment = Experiment(
+        hypothesis="left_boundary",
+        site=Site(1, "last"),
+        n_train=32,
+        n_test=24,
+        threshold=0.5,
+        min_task_accuracy=0.0,  # random weights
+    )
+    result = run_experiment(loaded, experiment, FitConfig(epochs=1, batch_size=16))
+    confirmed = result.confirmed()
+    assert confirmed.fitted is result.fitted  # nothing trained again
+    assert confirmed.n == result.n == 24
+    assert confirmed.to_dict()["test_pairs"] == "confirmation"
+    assert result.to_dict()["test_pairs"] == "test"
+    fresh = {pair.base.text for pair in confirmed.evaluation.test.pairs}
+    chose = {pair.base.text for pair in result.evaluation.test.pairs}
+    assert fresh.isdisjoint(chose) or len(fresh & chose) < 4  # another draw of the sampler
+    assert "n=24 fresh pairs" in confirmed.summary()
+    again = result.confirmed()
+    assert again.evaluation.successes == confirmed.evaluation.successes  # seeded

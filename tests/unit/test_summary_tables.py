@@ -52,6 +52,22 @@ def test_the_summary_shows_whole_sites_and_the_majority_baseline() -> None:
     assert "commonest label" in lines[-1]
 
 
+def test_the_summary_shows_every_digit_of_the_threshold_the_verdict_used() -> None:
+    record = _record("left_boundary", "block_output[layer=0, pos=last]", 0.83, "aligned", "t")
+    header = summary_lines([record])[1]
+    end = header.index(" thr ") + 4
+    for threshold, shown in ((0.725, "0.725"), (0.7, " 0.70"), (0.73, " 0.73")):
+        row = summary_lines([{**record, "threshold": threshold}])[2]
+        assert row[end - 5 : end] == shown
+
+
+def test_the_summary_marks_a_result_judged_on_fresh_pairs() -> None:
+    record = _record("left_boundary.search", "block_output[layer=0, pos=last]", 0.8, "aligned", "t")
+    assert "fresh pairs" not in summary_lines([record])[2]
+    row = summary_lines([{**record, "test_pairs": "confirmation"}])[2]
+    assert "(on fresh pairs: a search's best cell)" in row
+
+
 def test_the_summary_says_when_a_record_has_no_majority_baseline() -> None:
     record = _record("left_boundary", "block_output[layer=0, pos=last]", 0.83, "aligned", "t")
     del record["baselines"]["majority"]
@@ -112,6 +128,26 @@ def test_the_robustness_table_gives_each_pooled_iia_its_n_and_interval() -> None
     table = markdown_table([], robustness_summary(FUZZ))
     assert f"| 0.781 | [{low:.3f}, {high:.3f}] | 96 |" in table
     assert "| – | – | 0 |" in table
+
+
+def test_one_variant_on_two_alignments_or_pair_counts_pools_both() -> None:
+    plain = "PromptVariant()"
+    records = [
+        {**_fuzz(plain, "default", "holds", 10, 16), "site": "a", "pairs_asked": 16},
+        {**_fuzz(plain, "default", "holds", 40, 64), "site": "b", "pairs_asked": 64},
+        {**_fuzz(plain, "default", "holds", 40, 64), "site": "b", "pairs_asked": 64},  # again
+        {**_fuzz(plain, "default", "holds", 60, 64), "site": "b", "pairs_asked": 128},
+    ]
+    cell = robustness_summary(records)["per_family"]["left_boundary"]["default"]
+    assert (cell["examples"], cell["correct"], cell["n"]) == (3, 110, 144)
+
+
+def test_the_examples_after_a_tests_first_failure_are_listed_but_not_pooled() -> None:
+    shrinking = {**_fuzz("PromptVariant(bracket=(300, 900))", "bracket", "broken", 1, 48)}
+    records = [*FUZZ, {**shrinking, "after_failure": True}]
+    summary = robustness_summary(records)
+    assert summary["per_family"] == robustness_summary(FUZZ)["per_family"]
+    assert summary["examples"][-1]["after_failure"] is True
 
 
 def test_a_regressed_claim_says_so_in_both_tables(tmp_path: Path) -> None:
