@@ -61,16 +61,21 @@ def robustness_summary(fuzz: list[dict[str, Any]]) -> dict[str, Any]:
     """Per claim and variant family: distinct variants tried, rejected, broken, and the IIA
     pooled over the pairs of the variants not rejected, with n and its Wilson 95% interval.
 
-    hypothesis may draw one variant more than once (the default variant, often); its pairs are
-    the same each time, so it counts once, not as new data."""
+    hypothesis may draw one variant more than once (the default variant, often); for one
+    alignment (claim and site) and number of pairs, its pairs and predictions are the same each
+    time, so it counts once, not as new data. Examples run after a test's first broken one (the
+    shrinker's candidates, chosen near the failure) are listed in ``examples`` but not pooled."""
     table: dict[str, dict[str, dict[str, Any]]] = {}
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[Any, ...]] = set()
     for record in fuzz:
+        if record.get("after_failure"):
+            continue
         variant = record.get("variant")
         if variant is not None:
-            if (record["claim"], variant) in seen:
+            same = (record["claim"], record.get("site"), variant, record.get("pairs_asked"))
+            if same in seen:
                 continue
-            seen.add((record["claim"], variant))
+            seen.add(same)
         for family in record["families"]:
             cell = table.setdefault(record["claim"], {}).setdefault(
                 family, {"examples": 0, "rejected": 0, "broken": 0, "correct": 0, "n": 0}

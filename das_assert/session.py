@@ -113,10 +113,15 @@ class DasSession:
         experiment = self.experiment(hypothesis, site, **changes)
         config = config or self.fit_config()
         key = cache_key(self.model, experiment, config)
-        if key not in self._memo:
+        # The disk cache keys the training; the result also carries how it was evaluated and judged.
+        judged = (experiment.n_test, experiment.min_task_accuracy, experiment.threshold)
+        memo_key = f"{key}/{(*judged, experiment.margin)!r}"
+        if memo_key not in self._memo:
             with self._lock(key):
-                self._memo[key] = run_experiment(self.model, experiment, config, cache=self.cache)
-        return self._memo[key]
+                self._memo[memo_key] = run_experiment(
+                    self.model, experiment, config, cache=self.cache
+                )
+        return self._memo[memo_key]
 
     @contextlib.contextmanager
     def _lock(self, key: str) -> Iterator[None]:
@@ -146,6 +151,9 @@ class DasRequest:
     session: DasSession
     node: Any  # the pytest item
     records: list[dict[str, Any]] = field(default_factory=list)
+    # Set by the first broken fuzz example: hypothesis stops drawing there, and what runs after
+    # (its shrinking, the final replay) is chosen near the failure, not drawn: kept out of pooling.
+    _failed_once: bool = field(default=False, repr=False)
 
     def align(self, hypothesis: str, site: str | Any, **changes: Any) -> AlignmentResult:
         return self.session.align(hypothesis, site, **changes)
@@ -352,12 +360,14 @@ class DasRequest:
         evaluation = self._evaluate_variant(result, variant, n)
         if isinstance(evaluation, Invalid):
             event(f"rejected: {str(evaluation)[:60]}")
-            self._fuzz_record(variant, claim, None, f"rejected: cannot be built: {evaluation}")
+            self._fuzz_record(
+                result, variant, n, claim, None, f"rejected: cannot be built: {evaluation}"
+            )
             assume(False)
         # The evaluation runs the base prompts first and stops at the task-accuracy gate.
         if isinstance(evaluation, PreconditionFailed):
             event("rejected: the model fails the task under this variant")
-            self._fuzz_record(variant, claim, None, f"rejected: {evaluation}")
+            self._fuzz_record(result, variant, n, claim, None, f"rejected: {evaluation}")
             assume(False)
         low, high = wilson_interval(evaluation.successes, evaluation.n)
         noop = evaluation.baselines()["noop"]
@@ -365,7 +375,7 @@ class DasRequest:
             broken = high < threshold
         else:  # beating the threshold only counts if the intervention did something
             broken = low >= threshold and evaluation.iia - noop >= exp.margin
-        self._fuzz_record(variant, claim, evaluation, "broken" if broken else "holds")
+        self._fuzz_record(result, variant, n, claim, evaluation, "broken" if broken else "holds")
         if broken:
             pair = evaluation.test.pairs[(evaluation.failing_indices() or [0])[0]]
             raise IIAClaimFailed(
@@ -378,7 +388,7 @@ class DasRequest:
                 f"source {pair.inputs.get('source')}"
                 f"\n  base prompt:\n{_indent(pair.base.text)}\n  source prompt:\n"
                 f"{_indent(pair.source.text)}\n"
-                f"  replay: pytest {self.node.nodeid} (the example database replays this variant)"
+                f"  replay: pytest {self.node.nodeid} ({_replay_advice()})"
             )
 
     def _evaluate_variant(self, result: AlignmentResult, variant: Any, n: int) -> Any:
@@ -414,6 +424,7 @@ class DasRequest:
             outcome: Any = exc.with_traceback(None)
         else:
             try:
+                self._check_one_answer_variant(variant, test, n, exp)
                 outcome = evaluate(
                     self.session.model.model,
                     result.fitted,
@@ -427,15 +438,60 @@ class DasRequest:
             self.session._variant_memo[key] = (result, outcome)
         return outcome
 
-    def _fuzz_record(self, variant: Any, claim: str, evaluation: Any, status: str) -> None:
+    def _check_one_answer_variant(self, variant: Any, test: Any, n: int, exp: Any) -> None:
+        """A variant whose base prompts all have one answer (every amount on a bound, or one
+        cent outside) passes the task gate for a model that always gives that answer. Such a
+        variant must also pass the gate on its own prompts with the amounts drawn freely.
+
+        Raises:
+            PreconditionFailed: if the model fails the task on those prompts.
+        """
+        from das_assert.data import encode
+        from das_assert.evaluate import base_answers
+        from das_assert.tasks.price_tagging import prompt_pairs
+
+        if len({int(label) for label in test.base_label_ids}) > 1:
+            return
+        free = prompt_pairs(
+            exp.hypothesis,
+            n,
+            seed=_variant_seed(exp.seed, variant),
+            fmt=variant.format(),
+            bracket=variant.bracket,
+            variables=exp.variables,
+        )
+        drawn = encode(self.session.model, free, exp.site.parsed_position)
+        answers = base_answers(self.session.model.model, drawn)
+        right = int((answers == drawn.base_label_ids).sum())
+        gate = self.session.min_task_accuracy
+        if right / n < gate:
+            raise PreconditionFailed(
+                f"task accuracy {right / n:.3f} ({right} of {n}; gate {gate}) on this variant's "
+                "prompts with the amounts drawn freely: its own base prompts all have one answer, "
+                "so they alone cannot show that the model does the task"
+            )
+
+    def _fuzz_record(
+        self,
+        result: AlignmentResult,
+        variant: Any,
+        n: int,
+        claim: str,
+        evaluation: Any,
+        status: str,
+    ) -> None:
         record = {
             "claim": claim,
+            "site": str(result.experiment.site),
             "variant": repr(variant),
             "families": list(variant.families),
             "status": status,
+            "pairs_asked": n,
+            "after_failure": self._failed_once,
             "iia": None,
             "n": 0,
         }
+        self._failed_once = self._failed_once or status == "broken"
         if evaluation is not None:
             record.update(
                 iia=round(evaluation.iia, 6),
@@ -444,6 +500,18 @@ class DasRequest:
                 task_accuracy=round(evaluation.task_accuracy, 6),
             )
         self.node.user_properties.append(("das_fuzz", json.dumps(record)))
+
+
+def _replay_advice() -> str:
+    """How the failing example comes back, under the settings this example ran with."""
+    from hypothesis import settings
+
+    current = settings()
+    if current.derandomize:
+        return "derandomized: the same command draws the same examples"
+    if current.database is None:
+        return "no example database: rerun with this variant pinned via @example"
+    return "the example database replays this variant first"
 
 
 def _indent(text: str) -> str:

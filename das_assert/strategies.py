@@ -52,6 +52,9 @@ class PromptVariant:
         ]
         return f"PromptVariant({', '.join(changed)})"
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))  # hypothesis prints dataclasses field by field otherwise
+
     @property
     def families(self) -> tuple[str, ...]:
         """The kinds of change this variant makes (for per-family results in reports)."""
@@ -130,8 +133,11 @@ def contexts(*, pool: tuple[str, ...] = HELD_OUT_PREFIXES, max_sentences: int = 
 @st.composite
 def _fixed_brackets(draw: Any, min_width: int, max_width: int, min_low: int) -> tuple[int, int]:
     width = draw(st.integers(min_width, max_width))
-    low = draw(st.one_of(st.integers(min_low, min_low + 95), st.integers(min_low, 995 - width)))
-    return low, min(low + width, 995)
+    highest = 995 - width  # brackets() checked that this is at least min_low
+    low = draw(
+        st.one_of(st.integers(min_low, min(min_low + 95, highest)), st.integers(min_low, highest))
+    )
+    return low, low + width
 
 
 def brackets(*, min_width: int = 50, max_width: int = 900, min_low: int = 5) -> Any:

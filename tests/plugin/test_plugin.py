@@ -562,3 +562,90 @@ def test_a_cache_dir_that_is_a_file_fails_before_the_model_loads(project) -> Non
     result.stdout.fnmatch_lines(["*the cache directory *occupied is a file; *--das-cache=read*"])
     assert "Traceback" not in result.stdout.str()
     assert result.ret != 0
+
+
+PROFILE_FILE = """
+import pytest
+from hypothesis import given, settings, strategies as st
+
+CALLS = {"plain": 0, "fuzz": 0, "own": 0}
+
+
+@given(st.integers())
+def test_a_users_own_property(x):
+    CALLS["plain"] += 1
+    assert settings.default.deadline is not None  # hypothesis's default, not das's
+
+
+@pytest.mark.das
+@given(st.integers())
+def test_a_das_fuzz_test(x):
+    CALLS["fuzz"] += 1
+
+
+@pytest.mark.das
+@settings(max_examples=3)
+@given(st.integers())
+def test_a_das_fuzz_test_with_its_own_settings(x):
+    CALLS["own"] += 1
+
+
+def test_counts():
+    print("CALLS", CALLS)
+"""
+
+
+def test_the_fuzz_profile_applies_to_das_fuzz_tests_only(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_profiles=PROFILE_FILE)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s")
+    result.assert_outcomes(passed=4)
+    # hypothesis's own default for the user's test; das-ci's 6 for the fuzz test; 3 as asked
+    result.stdout.fnmatch_lines(["*CALLS {'plain': 100, 'fuzz': 6, 'own': 3}*"])
+
+
+def test_an_explicit_hypothesis_profile_wins_over_das_profile(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        "from hypothesis import settings\n"
+        "settings.register_profile('mine', max_examples=4, database=None)\n"
+    )
+    pytester.makepyfile(test_profiles=PROFILE_FILE.replace("is not None", "is not 0"))
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-s", "--hypothesis-profile=mine"
+    )
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*CALLS {'plain': 4, 'fuzz': 4, 'own': 3}*"])
+
+
+REJECTED_FUZZ = """
+import pytest
+from hypothesis import given, strategies as st
+
+from das_assert.strategies import PromptVariant
+
+
+@pytest.fixture(scope="module")
+def aligned(das_session):
+    return das_session.align("left_boundary", "boundary")
+
+
+# answer words of several tokens: no variant can be written for this tokenizer
+@given(variant=st.builds(PromptVariant, answers=st.sampled_from([("Yes indeed", "No way")])))
+def test_every_variant_is_rejected(das, aligned, variant):
+    das.assert_robust(aligned, variant, claim="trivial", n=16)
+"""
+
+
+def test_a_fuzz_test_whose_every_variant_is_rejected_says_so(project: pytest.Pytester) -> None:
+    project.makepyfile(test_fuzz=REJECTED_FUZZ)
+    text = Path(project.path / "das.yaml").read_text().rstrip("\n")
+    (project.path / "das.yaml").write_text(text + "\n    robustness:\n      trivial: 0.0\n")
+    result = _run(project, "test_fuzz.py")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*every prompt variant drawn was rejected (*), so no alignment was tested*",
+            "*x cannot be built*",
+            "*lower --das-min-task-accuracy*",
+        ]
+    )
+    assert "FailedHealthCheck" not in result.stdout.str()

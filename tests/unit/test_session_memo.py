@@ -1,0 +1,92 @@
+"""One session computes each request once, and never hands one request another's result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from das_assert import session as session_module
+from das_assert.session import DasSession
+from das_assert.settings import ModelSettings
+
+
+@pytest.fixture
+def counted_session(tiny_models: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
+    runs: list[Any] = []
+
+    def fake_run(model: Any, experiment: Any, config: Any, cache: Any = None) -> Any:
+        runs.append(experiment)
+        return experiment  # stands in for the result: it carries what was evaluated
+
+    monkeypatch.setattr(session_module, "run_experiment", fake_run)
+    settings = ModelSettings(
+        key="tiny",
+        source=Path("das.yaml"),
+        n_train=32,
+        n_test=40,
+        sites={"a": "block_output[layer=0, pos=last]"},
+    )
+    das = DasSession(model=tiny_models["llama"], settings=settings)
+    return das, runs
+
+
+def test_the_same_request_is_computed_once(counted_session: Any) -> None:
+    das, runs = counted_session
+    assert das.align("left_boundary", "a") is das.align("left_boundary", "a")
+    assert len(runs) == 1
+
+
+@pytest.mark.parametrize(
+    "change", [{"n_test": 200}, {"min_task_accuracy": 0.5}, {"threshold": 0.9}, {"margin": 0.1}]
+)
+def test_a_request_evaluated_or_judged_differently_is_not_served_the_first(
+    counted_session: Any, change: dict[str, Any]
+) -> None:
+    das, runs = counted_session
+    das.align("left_boundary", "a")
+    got = das.align("left_boundary", "a", **change)
+    name, value = next(iter(change.items()))
+    assert getattr(got, name) == value
+    assert len(runs) == 2
+
+
+@pytest.mark.parametrize("edge", ["one_cent_outside", "on_bound"])
+def test_a_model_that_always_gives_the_edges_one_answer_fails_the_variants_gate(
+    counted_session: Any, monkeypatch: pytest.MonkeyPatch, edge: str
+) -> None:
+    import torch
+
+    from das_assert import evaluate as evaluate_module
+    from das_assert.data import encode
+    from das_assert.errors import PreconditionFailed
+    from das_assert.experiment import Experiment
+    from das_assert.session import DasRequest, _variant_seed
+    from das_assert.sites import Site
+    from das_assert.strategies import PromptVariant
+    from das_assert.tasks.price_tagging import prompt_pairs
+
+    das, _ = counted_session
+    das.min_task_accuracy = 0.8
+    variant = PromptVariant(amount_edge=edge)
+    exp = Experiment(hypothesis="left_boundary", site=Site(0, "last"))
+    pairs = prompt_pairs(
+        "left_boundary", 64, seed=_variant_seed(0, variant), fmt=variant.format(), edit=variant.edit
+    )
+    test = encode(das.model, pairs, exp.site.parsed_position)
+    (one_answer,) = set(test.base_label_ids.tolist())  # every base prompt has the same answer
+    request = DasRequest(session=das, node=None)
+
+    def always(_model: Any, encoded: Any, **_: Any) -> torch.Tensor:
+        return torch.full_like(encoded.base_label_ids, one_answer)
+
+    monkeypatch.setattr(evaluate_module, "base_answers", always)
+    with pytest.raises(PreconditionFailed, match="all have one answer"):
+        request._check_one_answer_variant(variant, test, 64, exp)
+
+    def right(_model: Any, encoded: Any, **_: Any) -> torch.Tensor:
+        return encoded.base_label_ids.clone()
+
+    monkeypatch.setattr(evaluate_module, "base_answers", right)
+    request._check_one_answer_variant(variant, test, 64, exp)  # a model that does the task

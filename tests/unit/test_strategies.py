@@ -1,0 +1,43 @@
+"""The fuzzing strategies draw only variants the task can be written with, and print briefly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.vendor.pretty import pretty
+
+from das_assert.strategies import PromptVariant, brackets
+
+
+@settings(max_examples=200)
+@given(data=st.data(), min_low=st.integers(5, 900), min_width=st.integers(1, 400))
+def test_a_fixed_bracket_keeps_its_width_inside_the_allowed_range(
+    data: st.DataObject, min_low: int, min_width: int
+) -> None:
+    room = 995 - min_low
+    if min_width > room:
+        with pytest.raises(ValueError, match="min_width <= max_width"):
+            brackets(min_width=min_width, max_width=min_width, min_low=min_low)
+        return
+    max_width = data.draw(st.integers(min_width, room))
+    bracket = data.draw(brackets(min_width=min_width, max_width=max_width, min_low=min_low))
+    if bracket is not None:
+        low, high = bracket
+        assert min_low <= low < high <= 995
+        assert min_width <= high - low <= max_width
+
+
+@settings(max_examples=30)
+@given(bracket=brackets(min_width=50, max_width=50, min_low=945))
+def test_the_narrowest_room_left_gives_the_one_bracket_that_fits(bracket: Any) -> None:
+    assert bracket in (None, (945, 995))  # it gave (946, 995), (995, 995) and (996, 995) before
+
+
+def test_a_variant_prints_only_what_it_changes_under_hypothesis_too() -> None:
+    variant = PromptVariant(suffix="Thank you.", amount_edge="on_bound")
+    expected = "PromptVariant(suffix='Thank you.', amount_edge='on_bound')"
+    assert repr(variant) == expected
+    assert pretty(variant) == expected  # how hypothesis prints a failing example
