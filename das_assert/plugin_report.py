@@ -22,6 +22,14 @@ class Reporter:
         self.fuzz: list[dict[str, Any]] = []
         self.unjudged: list[dict[str, Any]] = []  # das tests that failed before any verdict
 
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        """A file that cannot be collected is a reason nothing in it was judged."""
+        if report.failed and not hasattr(self.config, "workerinput"):
+            message = str(report.longreprtext).strip().splitlines() or ["collection failed"]
+            self.unjudged.append(
+                {"test_id": report.nodeid, "when": "collect", "message": message[-1][:500]}
+            )
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if hasattr(self.config, "workerinput"):
@@ -60,27 +68,44 @@ class Reporter:
         for line in summary_lines(self.records) + fuzz_lines(self.fuzz):
             terminalreporter.write_line(line)
 
-    def pytest_sessionfinish(self) -> None:
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        """Write the reports asked for, even when nothing was judged: a report left from an
+        earlier run would otherwise be read as this one's."""
         if hasattr(self.config, "workerinput"):
             return
         self._save_baseline()
         json_path = self.config.getoption("das_json")
         md_path = self.config.getoption("das_markdown")
-        if not (self.records or self.fuzz or self.unjudged) or not (json_path or md_path):
+        if not (json_path or md_path):
             return
         from das_assert.report import build_report, markdown_table, robustness_summary, write_report
         from das_assert.store import atomic_write_bytes
 
         records = sorted(self.records, key=lambda r: (r["test_id"], r["claim"]))
         robustness = robustness_summary(self.fuzz)
+        status = pytest.ExitCode(exitstatus) if exitstatus in set(pytest.ExitCode) else None
+        run = {
+            "exit_status": int(exitstatus),
+            "exit_code": status.name if status else None,
+            # cut short (Ctrl-C, -x, a collection error): the results are not the whole suite
+            "complete": status in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
+            and not (session.shouldfail or session.shouldstop),
+            "tests_collected": session.testscollected,
+        }
         if json_path:
             model = records[0].get("model") if records else None
             report = build_report(model, records)
+            report["run"] = run
             report["robustness"] = robustness
             report["unjudged"] = self.unjudged
             write_report(Path(json_path), report)
         if md_path:
             table = markdown_table(records, robustness)
+            if not run["complete"]:
+                table += (
+                    f"\n**This run did not complete** (pytest exit {run['exit_code']}): "
+                    "the table covers only the tests that ran.\n"
+                )
             if self.unjudged:
                 table += "\n**Failed before a verdict**\n\n" + "".join(
                     f"- `{u['test_id']}` ({u['when']}): {u['message']}\n" for u in self.unjudged
