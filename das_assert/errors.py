@@ -17,6 +17,7 @@ __all__ = [
     "ModelLoadError",
     "OutOfDeviceMemory",
     "PreconditionFailed",
+    "SiteError",
     "TrainingDiverged",
     "did_you_mean",
 ]
@@ -28,6 +29,10 @@ class DasError(Exception):
 
 class InvalidArgument(DasError, ValueError):
     """A value passed to a das_assert function is not acceptable."""
+
+
+class SiteError(InvalidArgument):
+    """A site's layer or position does not exist in this model or prompt."""
 
 
 class ConfigError(DasError, ValueError):

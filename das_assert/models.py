@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -197,14 +198,22 @@ def load_model(
         )
     if device_map is None:
         _check_device(device)
+    else:
+        _check_device_map(device_map)
     try:
         config = AutoConfig.from_pretrained(
             directory, local_files_only=True, trust_remote_code=trust_remote_code
         )
     except (ValueError, KeyError, OSError, json.JSONDecodeError) as exc:
+        reason = str(exc).rstrip(".")
+        if isinstance(exc, json.JSONDecodeError) or "valid JSON" in reason:
+            raise ModelLoadError(
+                f"cannot read the model config in {str(directory)!r}: {reason}; config.json is "
+                "damaged: re-save the model with save_pretrained(dir)"
+            ) from None
         raise ModelLoadError(
-            f"cannot read the model config in {str(directory)!r}: {exc}. The architecture must be "
-            "one that transformers knows, or, for a custom one whose code you trust, "
+            f"cannot read the model config in {str(directory)!r}: {reason}. The architecture "
+            "must be one that transformers knows, or, for a custom one whose code you trust, "
             "--trust-remote-code (the command line) or load_model's trust_remote_code argument "
             "in a pytest_das_load_model hook (pytest)"
         ) from None
@@ -291,6 +300,21 @@ def worker_threads(environ: Mapping[str, str], cpus: int) -> int | None:
     if "OMP_NUM_THREADS" in environ or not workers.isdigit() or int(workers) < 1:
         return None
     return max(1, cpus // int(workers))
+
+
+_DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def _check_device_map(device_map: Any) -> None:
+    """A device map is one of accelerate's strategies, one device, or a mapping."""
+    if not isinstance(device_map, str):
+        return  # a {module: device} mapping: accelerate checks its entries
+    if device_map in _DEVICE_MAPS or re.fullmatch(r"cpu|(cuda|xpu)(:\d+)?|\d+", device_map):
+        return
+    raise InvalidArgument(
+        f"device_map={device_map!r} is not a device map; use one of {', '.join(_DEVICE_MAPS)}, "
+        "or one device such as cuda:0." + did_you_mean(device_map, _DEVICE_MAPS)
+    )
 
 
 def _check_device(device: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -384,7 +385,12 @@ def das_session(request: pytest.FixtureRequest) -> Any:
         worker_threads,
     )
     from das_assert.session import DasSession
-    from das_assert.settings import find_model_settings, load_settings
+    from das_assert.settings import (
+        ConfigWarning,
+        find_model_settings,
+        load_settings,
+        misspelt_claims,
+    )
     from das_assert.sharing import sharing
 
     config = request.config
@@ -422,6 +428,8 @@ def das_session(request: pytest.FixtureRequest) -> Any:
     except DasError as exc:
         # from None: the error is the message, not "during handling of" another
         raise pytest.fail.Exception(f"das_assert setup: {exc}", pytrace=False) from None
+    for message in misspelt_claims(settings):
+        warnings.warn(ConfigWarning(message), stacklevel=1)
     baselines = _baseline_setup(config, settings.key)
     if cache is not None and isinstance(model, LoadedModel) and model.digest_memo is None:
         # The weights' sha256 (the cache key's fingerprint) is read again only when they change.

@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from das_assert.errors import InvalidArgument, did_you_mean
+from das_assert.errors import InvalidArgument, SiteError, did_you_mean
 
 __all__ = ["Position", "parse_position"]
 
@@ -53,7 +53,7 @@ class Position:
             index = n_tokens - 1 + self.offset
         else:
             if self.anchor not in spans:
-                raise InvalidArgument(
+                raise SiteError(
                     f"position {self.name!r} refers to slot {self.anchor!r}, which this prompt "
                     f"does not have (slots: {', '.join(sorted(spans))}); prompt: {prompt[:80]!r}..."
                     + did_you_mean(self.anchor, spans)
@@ -61,13 +61,13 @@ class Position:
             start, end = spans[self.anchor]
             covered = [i for i, (s, e) in enumerate(offsets) if e > s and s < end and e > start]
             if not covered:
-                raise InvalidArgument(
+                raise SiteError(
                     f"slot {self.anchor!r} covers no token of this prompt (empty slot?); "
                     f"position {self.name!r} cannot be resolved"
                 )
             index = (covered[0] if self.edge == "first" else covered[-1]) + self.offset
         if not 0 <= index < n_tokens:
-            raise InvalidArgument(
+            raise SiteError(
                 f"position {self.name!r} resolves to token {index}, outside this prompt of "
                 f"{n_tokens} tokens; choose a position inside it (a smaller K in last-K or "
                 "after:SLOT+K, or a slot such as amount.last)"

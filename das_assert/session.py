@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from das_assert.cache import AlignmentCache, cache_key
-from das_assert.errors import InvalidArgument, PreconditionFailed
+from das_assert.errors import InvalidArgument, PreconditionFailed, SiteError
 from das_assert.experiment import AlignmentResult, Experiment, run_experiment
 from das_assert.fit import FitConfig
 from das_assert.messages import failure_message
@@ -118,9 +118,16 @@ class DasSession:
         memo_key = f"{key}/{(*judged, experiment.margin)!r}"
         if memo_key not in self._memo:
             with self._lock(key):
-                self._memo[memo_key] = run_experiment(
-                    self.model, experiment, config, cache=self.cache
-                )
+                try:
+                    self._memo[memo_key] = run_experiment(
+                        self.model, experiment, config, cache=self.cache
+                    )
+                except SiteError as exc:
+                    if not isinstance(site, str):
+                        raise
+                    entry = f"models.{self.settings.key}.sites.{site}"
+                    where = f"{self.settings.source}: {entry} = {self.settings.sites[site]!r}"
+                    raise SiteError(f"{where}: {exc}") from None
         return self._memo[memo_key]
 
     @contextlib.contextmanager

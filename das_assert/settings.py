@@ -18,6 +18,7 @@ Read with ``yaml.safe_load``; unknown keys and malformed values are errors that 
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,7 @@ class ModelSettings:
         if name not in self.sites:
             raise ConfigError(
                 f"{self.source}: model {self.key!r} defines no site {name!r} (defined: "
-                f"{', '.join(sorted(self.sites)) or 'none'}); add it under models.{self.key}.sites"
+                f"{', '.join(sorted(self.sites)) or 'none'}); add it under models.{self.key}.sites."
                 + did_you_mean(name, self.sites)
             )
         return parse_site(self.sites[name])
@@ -82,10 +83,33 @@ class ModelSettings:
             raise ConfigError(
                 f"{self.source}: model {self.key!r} has no {table} entry for claim {claim!r}; "
                 f"add `{claim}: <number in [0, 1]>` under models.{self.key}.{table}, with a "
-                "comment saying where the number comes from (das_assert has no silent default)"
+                "comment saying where the number comes from (das_assert has no silent default)."
                 + did_you_mean(claim, values)
             )
         return values[claim]
+
+
+class ConfigWarning(UserWarning):
+    """A das.yaml entry that is valid but almost certainly not what was meant."""
+
+
+def misspelt_claims(settings: ModelSettings) -> list[str]:
+    """Threshold keys that are one typo away from a causal model's name: a claim that asks for
+    the right name fails only after its alignment has trained, so say it before."""
+    from das_assert.tasks.price_tagging import CAUSAL_MODELS
+
+    found = []
+    for table in ("thresholds", "robustness"):
+        for claim in getattr(settings, table):
+            name, dot, rest = claim.partition(".")
+            close = difflib.get_close_matches(name, list(CAUSAL_MODELS), n=1, cutoff=0.85)
+            if name not in CAUSAL_MODELS and close:
+                found.append(
+                    f"{settings.source}: models.{settings.key}.{table}.{claim} names no causal "
+                    f"model; did you mean {close[0] + dot + rest!r}? A claim asking for that name "
+                    "would fail only after its alignment trained"
+                )
+    return found
 
 
 def _fraction_table(raw: Any, where: str) -> dict[str, float]:
@@ -212,7 +236,7 @@ def find_model_settings(
             source = next(iter(settings.values())).source
             raise ConfigError(
                 f"{source} has no model entry {key!r} (--das-model-entry); its entries are "
-                f"{', '.join(sorted(settings))}" + did_you_mean(key, list(settings))
+                f"{', '.join(sorted(settings))}." + did_you_mean(key, list(settings))
             )
         return settings[key]
     for entry in settings.values():

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from das_assert.errors import DasError, InvalidArgument, did_you_mean
+from das_assert.errors import DasError, InvalidArgument, SiteError, did_you_mean
 from das_assert.positions import Position, parse_position
 
 __all__ = [
@@ -121,7 +121,7 @@ class Site:
         n_layers = len(blocks)
         layer = self.layer + n_layers if self.layer < 0 else self.layer
         if not 0 <= layer < n_layers:
-            raise InvalidArgument(
+            raise SiteError(
                 f"layer={self.layer} is out of range for {model_type} ({n_layers} layers: "
                 f"0..{n_layers - 1}; negative indices count from the end)"
             )

@@ -649,3 +649,65 @@ def test_a_fuzz_test_whose_every_variant_is_rejected_says_so(project: pytest.Pyt
         ]
     )
     assert "FailedHealthCheck" not in result.stdout.str()
+
+
+def test_a_run_that_judges_nothing_replaces_an_old_report(project: pytest.Pytester) -> None:
+    (project.path / "out").mkdir()
+    old = project.path / "out" / "report.json"
+    old.write_text('{"results": [{"claim": "from an earlier run"}]}')
+    project.makepyfile(test_broken="import a_module_that_does_not_exist\n")
+    result = _run(project, "--das-json=out/report.json", "--das-markdown=out/summary.md")
+    assert result.ret == pytest.ExitCode.INTERRUPTED  # pytest stops on a collection error
+    report = json.loads(old.read_text())
+    assert report["results"] == []
+    assert report["run"]["complete"] is False
+    assert report["run"]["exit_code"] == "INTERRUPTED"
+    (broken,) = report["unjudged"]
+    assert broken["test_id"] == "test_broken.py"
+    assert broken["when"] == "collect"
+    assert "a_module_that_does_not_exist" in broken["message"]
+    assert "did not complete" in (project.path / "out" / "summary.md").read_text()
+
+
+def test_a_run_stopped_by_x_says_its_report_is_incomplete(project: pytest.Pytester) -> None:
+    result = _run(project, "-x", "--das-cache=off", "--das-json=report.json", "test_hyp.py")
+    result.assert_outcomes(failed=1)  # the impossible claim; -x stops before the next test
+    report = json.loads((project.path / "report.json").read_text())
+    assert report["run"]["complete"] is False
+    assert report["run"]["tests_collected"] == 2
+    full = _run(project, "--das-cache=off", "--das-json=report.json", "test_hyp.py")
+    full.assert_outcomes(failed=1, passed=1)
+    assert json.loads((project.path / "report.json").read_text())["run"] == {
+        "exit_status": 1,
+        "exit_code": "TESTS_FAILED",
+        "complete": True,
+        "tests_collected": 2,
+    }
+
+
+def test_a_das_yaml_site_outside_the_model_is_named_by_its_key(project: pytest.Pytester) -> None:
+    yaml = project.path / "das.yaml"
+    yaml.write_text(yaml.read_text().replace("layer=1, pos=last", "layer=99, pos=last"))
+    result = _run(project, "--das-cache=off", "test_hyp.py::test_an_impossible_claim_fails")
+    result.assert_outcomes(errors=1)  # in the module fixture that aligns, before any claim
+    assert (
+        "SiteError: das.yaml: models.tiny.sites.boundary = 'block_output[layer=99, pos=last]': "
+        "layer=99 is out of range for llama"
+    ) in result.stdout.str()
+
+
+def test_a_threshold_key_one_typo_from_a_causal_model_warns_before_training(
+    project: pytest.Pytester,
+) -> None:
+    yaml = project.path / "das.yaml"
+    yaml.write_text(
+        yaml.read_text().replace("trivial: 0.0", "trivial: 0.0\n      left_bondary: 0.7")
+    )
+    result = _run(project, "--das-cache=off", "test_hyp.py::test_a_negative_claim_holds")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ConfigWarning*models.tiny.thresholds.left_bondary names no causal model; "
+            "did you mean 'left_boundary'?*"
+        ]
+    )

@@ -135,6 +135,12 @@ def dir_without(ctx: Ctx, *names: str) -> Path:
     return target
 
 
+def dir_with_garbage_config(ctx: Ctx) -> Path:
+    target = copy_of_tiny_model(ctx)
+    (target / "config.json").write_text("garbage")
+    return target
+
+
 def dir_with_unknown_architecture(ctx: Ctx) -> Path:
     target = ctx.tmp_path / "strange"
     target.mkdir()
@@ -432,6 +438,18 @@ CASES = [
         r"(?s)cannot read the model config.*nonexistent_arch.*architecture must be one that "
         r"transformers knows",
         id="load_model(<config.json with model_type='nonexistent_arch'>)",
+    ),
+    pytest.param(
+        lambda c: load_model(dir_with_garbage_config(c)),
+        ModelLoadError,
+        r"cannot read the model config in .*valid JSON file; config\.json is damaged: re-save",
+        id="load_model(<config.json that is not JSON>)",
+    ),
+    pytest.param(
+        lambda c: load_model(c.model_dir(), device_map="bogus"),
+        InvalidArgument,
+        r"device_map='bogus' is not a device map; use one of auto, balanced",
+        id="load_model(device_map='bogus')",
     ),
     pytest.param(
         lambda c: load_model(dir_without(c, "model.safetensors")),
