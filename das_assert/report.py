@@ -1,7 +1,8 @@
 """The JSON report shared by the CLI and ``pytest --das-json``, and its Markdown rendering.
 
 Top level: ``schema_version``, ``das_assert_version``, ``model``, ``environment``, ``results``
-(one record per fitted or evaluated alignment, see ``AlignmentResult.to_dict``).
+(one record per fitted or evaluated alignment, see ``AlignmentResult.to_dict``); a pytest run
+adds ``run``, ``robustness`` and ``unjudged``, a search ``search`` (README, "The JSON report").
 """
 
 from __future__ import annotations

@@ -52,8 +52,13 @@ def test_left_boundary_survives_changed_prompts_brackets_and_context(das, at_bou
 
 
 def test_left_boundary_does_not_survive_a_narrow_bracket_near_zero(das_session, at_boundary):
-    """A negative, measured claim: fuzzing found it (the model answers, the alignment does not)."""
-    from das_assert.metrics import wilson_interval
+    """A negative, measured claim: fuzzing found it (the model answers, the alignment does not).
+
+    Not aligned as every claim is judged: the interval below the robustness threshold, or no more
+    than the no-op intervention gives (on such narrow brackets few labels change, so the no-op
+    level itself can exceed the threshold: 0.848 under seed 1).
+    """
+    from das_assert.metrics import verdict, wilson_interval
     from das_assert.strategies import PromptVariant
     from das_assert.tasks.price_tagging import prompt_pairs
 
@@ -75,5 +80,13 @@ def test_left_boundary_does_not_survive_a_narrow_bracket_near_zero(das_session, 
         f"{evaluation.baselines()['noop']:.3f}, at {at_boundary.experiment.site}, "
         f"seed={at_boundary.experiment.seed}"
     )
+    baselines = evaluation.baselines()
+    judged = verdict(
+        iia_ci=(low, high),
+        iia=evaluation.iia,
+        threshold=threshold,
+        baselines={name: baselines[name] for name in ("noop", "random_rotation")},
+        margin=at_boundary.experiment.margin,
+    )
     assert evaluation.task_accuracy >= das_session.min_task_accuracy, numbers
-    assert high < threshold, numbers
+    assert judged.outcome == "not_aligned", f"{numbers}: {judged.reason}"
