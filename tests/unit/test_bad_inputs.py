@@ -39,6 +39,7 @@ from das_assert.errors import (
     ModelLoadError,
     OutOfDeviceMemory,
     PreconditionFailed,
+    SiteError,
     TrainingDiverged,
 )
 from das_assert.evaluate import evaluate
@@ -503,13 +504,13 @@ CASES = [
     # -- sites
     pytest.param(
         lambda c: Site(99).resolve(c.llama.model),
-        InvalidArgument,
+        SiteError,
         r"layer=99 is out of range for llama \(3 layers: 0\.\.2; negative indices count",
         id="Site(99).resolve(tiny_llama.model)",
     ),
     pytest.param(
         lambda c: Site(-4).resolve(c.llama.model),
-        InvalidArgument,
+        SiteError,
         r"layer=-4 is out of range for llama \(3 layers: 0\.\.2",
         id="Site(-4).resolve(tiny_llama.model)",
     ),
@@ -560,21 +561,21 @@ CASES = [
     ),
     pytest.param(
         lambda c: resolve_on_prompt("fee.last"),
-        InvalidArgument,
+        SiteError,
         r"position 'fee\.last' refers to slot 'fee', which this prompt does not have "
         r"\(slots: amount, high, instruction, low\)",
         id="parse_position('fee.last').resolve(<the default prompt>)",
     ),
     pytest.param(
         lambda c: resolve_on_prompt("last-500"),
-        InvalidArgument,
+        SiteError,
         r"position 'last-500' resolves to token -\d+, outside this prompt of \d+ tokens; "
         r"choose a position inside",
         id="parse_position('last-500').resolve(<the default prompt>)",
     ),
     pytest.param(
         encode_variant_without_prefix,
-        InvalidArgument,
+        SiteError,
         r"position 'prefix\.last' refers to slot 'prefix', which this prompt does not have",
         id="encode(<PromptVariant(suffix=...) prompts, no prefix>, 'prefix.last')",
     ),
