@@ -7,7 +7,6 @@ neither torch nor transformers; they load when a ``das`` fixture is first used.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from das_assert.plugin_fuzz import PROFILES, all_rejected, apply_fuzz_profile, register_profiles
 from das_assert.plugin_report import Reporter
 
 MARKER_KEYS = ("group", "compare_fail")
@@ -186,57 +186,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-#: Hypothesis profiles of the fuzz tests. Each example evaluates a frozen alignment on ~100 pairs,
-#: so the CI gate does not shrink a failure (a shrink can cost ten times the examples drawn).
-PROFILES = {
-    "ci": {"max_examples": 6, "derandomize": True, "shrink": False},
-    "dev": {"max_examples": 20},
-    "thorough": {"max_examples": 200},
-}
-
-
-def _register_profiles() -> None:
-    from hypothesis import HealthCheck, Phase, settings
-
-    for name, values in PROFILES.items():
-        values = dict(values)
-        phases = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target]
-        if values.pop("shrink", True):
-            phases += [Phase.shrink, Phase.explain]
-        settings.register_profile(
-            f"das-{name}",
-            deadline=None,
-            # the das fixture is shared by the examples of one test on purpose: it only records
-            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-            phases=phases,
-            **values,
-        )
-
-
-def _apply_fuzz_profile(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Give the das fuzz tests the chosen profile, and only them: the user's other hypothesis
-    tests keep their own settings. A fuzz test with its own ``@settings``, or a run with
-    ``--hypothesis-profile``, keeps what the user chose."""
-    if config.getoption("hypothesis_profile", None):
-        return
-    from hypothesis import settings
-
-    profile = settings.get_profile(f"das-{config.getoption('das_profile') or 'ci'}")
-    for item in items:
-        test = getattr(getattr(item, "obj", None), "__func__", getattr(item, "obj", None))
-        if "das" not in item.keywords or not getattr(test, "is_hypothesis_test", False):
-            continue
-        if not hasattr(test, "_hypothesis_internal_settings_applied"):  # no @settings of its own
-            settings(profile)(test)
-
-
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"das(**settings): a causal-hypothesis test; allowed keys: {', '.join(MARKER_KEYS)}",
     )
     config.pluginmanager.register(Reporter(config), "das-reporter")
-    _register_profiles()
+    register_profiles()
     if config.getoption("das_cache_dir") and config.getoption("das_cache") == "off":
         raise pytest.UsageError("--das-cache-dir was given but --das-cache=off disables the cache")
     if config.getoption("das_device_map") and config.getoption("das_device") != "cpu":
@@ -263,7 +219,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if any(name.startswith("das") for name in getattr(item, "fixturenames", ())):
             item.add_marker("das")
-    _apply_fuzz_profile(config, items)
+    apply_fuzz_profile(config, items)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -279,33 +235,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if excinfo.errisinstance(DasError):
             report.longrepr = f"{excinfo.typename}: {excinfo.value}"
         else:
-            report.longrepr = _all_rejected(item, excinfo) or report.longrepr
+            report.longrepr = all_rejected(item, excinfo) or report.longrepr
     return report
-
-
-def _all_rejected(item: pytest.Item, excinfo: pytest.ExceptionInfo[BaseException]) -> str | None:
-    """The message for a fuzz test whose every variant was rejected: hypothesis reports that as
-    a health check about filtering, which says nothing about the model."""
-    from hypothesis.errors import FailedHealthCheck, Unsatisfiable
-
-    if not excinfo.errisinstance((FailedHealthCheck, Unsatisfiable)):
-        return None
-    tried = [json.loads(value) for key, value in item.user_properties if key == "das_fuzz"]
-    if not tried or any(not record["status"].startswith("rejected") for record in tried):
-        return None
-    reasons: dict[str, int] = {}
-    for record in tried:
-        reason = record["status"].removeprefix("rejected: ").split(" (")[0][:100]
-        reasons[reason] = reasons.get(reason, 0) + 1
-    lines = [
-        f"every prompt variant drawn was rejected ({len(tried)} of {len(tried)}), so no "
-        "alignment was tested: the model fails the task under them, or they cannot be written "
-        "for its tokenizer.",
-        *(f"  {n} x {reason}" for reason, n in sorted(reasons.items(), key=lambda r: -r[1])),
-        "Draw variants the model can do (fix a part with st.just(...) in prompt_variants(...)), "
-        "or lower --das-min-task-accuracy if the gate is too strict for this model.",
-    ]
-    return "\n".join(lines)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

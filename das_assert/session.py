@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -361,6 +360,7 @@ class DasRequest:
 
         from das_assert.errors import InvalidArgument as Invalid
         from das_assert.metrics import wilson_interval
+        from das_assert.variants import replay_advice
 
         threshold = self.session.settings.threshold(claim, table="robustness")
         exp = result.experiment
@@ -395,18 +395,13 @@ class DasRequest:
                 f"source {pair.inputs.get('source')}"
                 f"\n  base prompt:\n{_indent(pair.base.text)}\n  source prompt:\n"
                 f"{_indent(pair.source.text)}\n"
-                f"  replay: pytest {self.node.nodeid} ({_replay_advice()})"
+                f"  replay: pytest {self.node.nodeid} ({replay_advice()})"
             )
 
     def _evaluate_variant(self, result: AlignmentResult, variant: Any, n: int) -> Any:
-        """The frozen alignment on ``n`` seeded pairs written as ``variant``: an ``Evaluation``,
-        the ``InvalidArgument`` that stopped the pairs from being built, or the
-        ``PreconditionFailed`` of a variant the model cannot do. Computed once per session for
-        each (alignment, variant, n)."""
-        from das_assert.data import encode
-        from das_assert.errors import InvalidArgument as Invalid
-        from das_assert.evaluate import evaluate
-        from das_assert.tasks.price_tagging import prompt_pairs
+        """``variants.evaluate_variant``, computed once per session for each (alignment,
+        variant, n)."""
+        from das_assert.variants import evaluate_variant
 
         try:
             key: tuple[int, Any, int] | None = (id(result), variant, n)
@@ -415,68 +410,11 @@ class DasRequest:
             key = known = None
         if known is not None:
             return known[1]
-        exp = result.experiment
-        try:
-            pairs = prompt_pairs(
-                exp.hypothesis,
-                n,
-                seed=_variant_seed(exp.seed, variant),
-                fmt=variant.format(),
-                bracket=variant.bracket,
-                variables=exp.variables,
-                edit=variant.edit,
-            )
-            test = encode(self.session.model, pairs, exp.site.parsed_position)
-        except Invalid as exc:
-            outcome: Any = exc.with_traceback(None)
-        else:
-            try:
-                self._check_one_answer_variant(variant, test, n, exp)
-                outcome = evaluate(
-                    self.session.model.model,
-                    result.fitted,
-                    test,
-                    seed=exp.seed,
-                    min_task_accuracy=self.session.min_task_accuracy,
-                )
-            except PreconditionFailed as exc:
-                outcome = exc.with_traceback(None)
+        gate = self.session.min_task_accuracy
+        outcome = evaluate_variant(result, variant, n, min_task_accuracy=gate)
         if key is not None:
             self.session._variant_memo[key] = (result, outcome)
         return outcome
-
-    def _check_one_answer_variant(self, variant: Any, test: Any, n: int, exp: Any) -> None:
-        """A variant whose base prompts all have one answer (every amount on a bound, or one
-        cent outside) passes the task gate for a model that always gives that answer. Such a
-        variant must also pass the gate on its own prompts with the amounts drawn freely.
-
-        Raises:
-            PreconditionFailed: if the model fails the task on those prompts.
-        """
-        from das_assert.data import encode
-        from das_assert.evaluate import base_answers
-        from das_assert.tasks.price_tagging import prompt_pairs
-
-        if len({int(label) for label in test.base_label_ids}) > 1:
-            return
-        free = prompt_pairs(
-            exp.hypothesis,
-            n,
-            seed=_variant_seed(exp.seed, variant),
-            fmt=variant.format(),
-            bracket=variant.bracket,
-            variables=exp.variables,
-        )
-        drawn = encode(self.session.model, free, exp.site.parsed_position)
-        answers = base_answers(self.session.model.model, drawn)
-        right = int((answers == drawn.base_label_ids).sum())
-        gate = self.session.min_task_accuracy
-        if right / n < gate:
-            raise PreconditionFailed(
-                f"task accuracy {right / n:.3f} ({right} of {n}; gate {gate}) on this variant's "
-                "prompts with the amounts drawn freely: its own base prompts all have one answer, "
-                "so they alone cannot show that the model does the task"
-            )
 
     def _fuzz_record(
         self,
@@ -509,18 +447,6 @@ class DasRequest:
         self.node.user_properties.append(("das_fuzz", json.dumps(record)))
 
 
-def _replay_advice() -> str:
-    """How the failing example comes back, under the settings this example ran with."""
-    from hypothesis import settings
-
-    current = settings()
-    if current.derandomize:
-        return "derandomized: the same command draws the same examples"
-    if current.database is None:
-        return "no example database: rerun with this variant pinned via @example"
-    return "the example database replays this variant first"
-
-
 def _indent(text: str) -> str:
     return "\n".join("      " + line for line in text.strip().splitlines())
 
@@ -543,11 +469,3 @@ def _regression_message(
             f"on this model"
         )
     return "\n".join(lines)
-
-
-def _variant_seed(seed: int, variant: Any) -> int:
-    """The pairs' seed for ``variant``: the claim's seed and a digest of what the variant
-    writes, so each variant draws its own numbers (a robustness table pools variants as
-    independent pairs) and a replayed variant draws the same ones."""
-    described = repr((variant.format(), variant.bracket, getattr(variant, "amount_edge", None)))
-    return seed + 31 + int(hashlib.sha256(described.encode()).hexdigest()[:8], 16)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -54,39 +55,34 @@ def test_a_request_evaluated_or_judged_differently_is_not_served_the_first(
 
 @pytest.mark.parametrize("edge", ["one_cent_outside", "on_bound"])
 def test_a_model_that_always_gives_the_edges_one_answer_fails_the_variants_gate(
-    counted_session: Any, monkeypatch: pytest.MonkeyPatch, edge: str
+    tiny_models: dict[str, Any], monkeypatch: pytest.MonkeyPatch, edge: str
 ) -> None:
     import torch
 
     from das_assert import evaluate as evaluate_module
+    from das_assert import variants
     from das_assert.data import encode
     from das_assert.errors import PreconditionFailed
     from das_assert.experiment import Experiment
-    from das_assert.session import DasRequest, _variant_seed
     from das_assert.sites import Site
     from das_assert.strategies import PromptVariant
-    from das_assert.tasks.price_tagging import prompt_pairs
 
-    das, _ = counted_session
-    das.min_task_accuracy = 0.8
+    loaded = tiny_models["llama"]
     variant = PromptVariant(amount_edge=edge)
     exp = Experiment(hypothesis="left_boundary", site=Site(0, "last"))
-    pairs = prompt_pairs(
-        "left_boundary", 64, seed=_variant_seed(0, variant), fmt=variant.format(), edit=variant.edit
-    )
-    test = encode(das.model, pairs, exp.site.parsed_position)
+    result = SimpleNamespace(experiment=exp, model=loaded)
+    test = encode(loaded, variants.variant_pairs(exp, variant, 64), exp.site.parsed_position)
     (one_answer,) = set(test.base_label_ids.tolist())  # every base prompt has the same answer
-    request = DasRequest(session=das, node=None)
 
     def always(_model: Any, encoded: Any, **_: Any) -> torch.Tensor:
         return torch.full_like(encoded.base_label_ids, one_answer)
 
     monkeypatch.setattr(evaluate_module, "base_answers", always)
     with pytest.raises(PreconditionFailed, match="all have one answer"):
-        request._check_one_answer_variant(variant, test, 64, exp)
+        variants._check_one_answer_variant(result, variant, test.base_label_ids, 64, 0.8)
 
     def right(_model: Any, encoded: Any, **_: Any) -> torch.Tensor:
         return encoded.base_label_ids.clone()
 
     monkeypatch.setattr(evaluate_module, "base_answers", right)
-    request._check_one_answer_variant(variant, test, 64, exp)  # a model that does the task
+    variants._check_one_answer_variant(result, variant, test.base_label_ids, 64, 0.8)

@@ -174,12 +174,12 @@ def test_a_regressed_claim_says_so_in_both_tables(tmp_path: Path) -> None:
 def test_each_variant_draws_its_own_numbers_so_pooling_variants_adds_pairs() -> None:
     # Every variant once drew the same 96 number pairs, so a family's pooled n counted each of
     # them once per rewording and its interval was too narrow.
-    from das_assert.session import _variant_seed
     from das_assert.strategies import PromptVariant
     from das_assert.tasks.price_tagging import prompt_pairs
+    from das_assert.variants import variant_seed
 
     def numbers(variant: PromptVariant) -> list[Any]:
-        pairs = prompt_pairs("left_boundary", 32, seed=_variant_seed(0, variant))
+        pairs = prompt_pairs("left_boundary", 32, seed=variant_seed(0, variant))
         return [pair.inputs for pair in pairs]
 
     plain, prefixed = PromptVariant(), PromptVariant(prefix="I like apples.")

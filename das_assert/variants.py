@@ -1,0 +1,97 @@
+"""A frozen alignment on a prompt variant: the variant's seeded pairs, the task gates it must
+pass first, and how a failing example comes back. The fuzz assertions (``das.assert_robust``)
+call this once per distinct variant."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from das_assert.data import PromptPair, encode
+from das_assert.errors import InvalidArgument, PreconditionFailed
+from das_assert.evaluate import Evaluation, evaluate
+from das_assert.experiment import AlignmentResult, Experiment
+from das_assert.tasks.price_tagging import prompt_pairs
+
+__all__ = ["evaluate_variant", "replay_advice", "variant_pairs", "variant_seed"]
+
+
+def variant_seed(seed: int, variant: Any) -> int:
+    """The pairs' seed for ``variant``: the claim's seed and a digest of what the variant
+    writes, so each variant draws its own numbers (a robustness table pools variants as
+    independent pairs) and a replayed variant draws the same ones."""
+    described = repr((variant.format(), variant.bracket, getattr(variant, "amount_edge", None)))
+    return seed + 31 + int(hashlib.sha256(described.encode()).hexdigest()[:8], 16)
+
+
+def variant_pairs(
+    experiment: Experiment, variant: Any, n: int, *, edited: bool = True
+) -> list[PromptPair]:
+    """``n`` pairs of ``experiment``'s claim written as ``variant``; ``edited=False`` leaves the
+    amounts as drawn (no bound edge)."""
+    return prompt_pairs(
+        experiment.hypothesis,
+        n,
+        seed=variant_seed(experiment.seed, variant),
+        fmt=variant.format(),
+        bracket=variant.bracket,
+        variables=experiment.variables,
+        edit=variant.edit if edited else None,
+    )
+
+
+def evaluate_variant(
+    result: AlignmentResult, variant: Any, n: int, *, min_task_accuracy: float
+) -> Evaluation | InvalidArgument | PreconditionFailed:
+    """The frozen alignment on ``n`` pairs written as ``variant``: an ``Evaluation``, the
+    ``InvalidArgument`` that stopped the pairs from being built, or the ``PreconditionFailed``
+    of a variant the model cannot do."""
+    exp, model = result.experiment, result.model
+    try:
+        test = encode(model, variant_pairs(exp, variant, n), exp.site.parsed_position)
+    except InvalidArgument as exc:
+        return exc.with_traceback(None)
+    try:
+        _check_one_answer_variant(result, variant, test.base_label_ids, n, min_task_accuracy)
+        return evaluate(
+            model.model, result.fitted, test, seed=exp.seed, min_task_accuracy=min_task_accuracy
+        )
+    except PreconditionFailed as exc:
+        return exc.with_traceback(None)
+
+
+def _check_one_answer_variant(
+    result: AlignmentResult, variant: Any, base_labels: Any, n: int, gate: float
+) -> None:
+    """A variant whose base prompts all have one answer (every amount on a bound, or one cent
+    outside) passes the task gate for a model that always gives that answer. Such a variant must
+    also pass the gate on its own prompts with the amounts drawn freely.
+
+    Raises:
+        PreconditionFailed: if the model fails the task on those prompts.
+    """
+    from das_assert.evaluate import base_answers
+
+    if len({int(label) for label in base_labels}) > 1:
+        return
+    exp, model = result.experiment, result.model
+    drawn = encode(model, variant_pairs(exp, variant, n, edited=False), exp.site.parsed_position)
+    right = int((base_answers(model.model, drawn) == drawn.base_label_ids).sum())
+    if right / n < gate:
+        raise PreconditionFailed(
+            f"task accuracy {right / n:.3f} ({right} of {n}; gate {gate}) on this variant's "
+            "prompts with the amounts drawn freely: its own base prompts all have one answer, "
+            "so they alone cannot show that the model does the task"
+        )
+
+
+def replay_advice() -> str:
+    """How a failing example comes back, under the settings it ran with."""
+    from hypothesis import settings
+
+    current = settings()
+    if current.derandomize:
+        return "derandomized: the same command draws the same examples"
+    if current.database is None:
+        return "no example database: rerun with this variant pinned via @example"
+    return "the example database replays this variant first"
