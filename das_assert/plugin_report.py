@@ -86,7 +86,7 @@ class Reporter:
         status = pytest.ExitCode(exitstatus) if exitstatus in set(pytest.ExitCode) else None
         run = {
             "exit_status": int(exitstatus),
-            "exit_code": status.name if status else None,
+            "exit_code": status.name if status is not None else None,
             # cut short (Ctrl-C, -x, a collection error): the results are not the whole suite
             "complete": status in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
             and not (session.shouldfail or session.shouldstop),

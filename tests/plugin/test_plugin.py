@@ -670,6 +670,10 @@ def test_a_run_that_judges_nothing_replaces_an_old_report(project: pytest.Pytest
 
 
 def test_a_run_stopped_by_x_says_its_report_is_incomplete(project: pytest.Pytester) -> None:
+    passing = "test_hyp.py::test_a_negative_claim_holds"
+    ok = _run(project, "--das-cache=off", "--das-json=report.json", passing)
+    ok.assert_outcomes(passed=1)
+    assert json.loads((project.path / "report.json").read_text())["run"]["exit_code"] == "OK"
     result = _run(project, "-x", "--das-cache=off", "--das-json=report.json", "test_hyp.py")
     result.assert_outcomes(failed=1)  # the impossible claim; -x stops before the next test
     report = json.loads((project.path / "report.json").read_text())
