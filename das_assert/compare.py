@@ -20,7 +20,12 @@ from typing import Any
 from das_assert.baseline import matching_key
 from das_assert.errors import ConfigError
 
-__all__ = ["DropCheck", "compare_entries", "parse_compare_fail"]
+__all__ = [
+    "DropCheck",
+    "compare_entries",
+    "not_comparable",
+    "parse_compare_fail",
+]
 
 #: ``transfer`` compares the baseline's frozen alignment, applied to the new model, with the
 #: baseline's own IIA; the others compare the re-derived numbers.
@@ -98,6 +103,22 @@ def parse_compare_fail(text: str) -> DropCheck:
     return DropCheck(field, amount, bool(percent))
 
 
+def not_comparable(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Why two results of one claim cannot be compared: other prompts, or other pairs (a
+    search's best cell judged on fresh pairs against one judged on the pairs that chose it)."""
+    reasons = []
+    if old.get("data") and new.get("data") and old["data"] != new["data"]:
+        changed = sorted(k for k in old["data"] if old["data"][k] != new["data"].get(k))
+        reasons.append(f"ran on other prompts ({', '.join(changed)} differ): not comparable")
+    pairs = old.get("test_pairs", "test"), new.get("test_pairs", "test")  # older: "test"
+    if pairs[0] != pairs[1]:
+        reasons.append(
+            f"judged on other pairs ({pairs[0]} -> {pairs[1]}): not comparable; save the "
+            "baseline again"
+        )
+    return reasons
+
+
 def compare_entries(
     old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]], checks: list[DropCheck]
 ) -> tuple[str, int]:
@@ -117,9 +138,7 @@ def compare_entries(
             continue
         a, b = old[key], new[key]
         failures = [message for check in checks if (message := check.check(b, a))]
-        if a.get("data") and b.get("data") and a["data"] != b["data"]:
-            changed = sorted(k for k in a["data"] if a["data"][k] != b["data"].get(k))
-            failures.append(f"ran on other prompts ({', '.join(changed)} differ): not comparable")
+        failures += not_comparable(a, b)
         if a.get("passed") is True and b.get("passed") is False:
             failures.append(
                 f"the claim held in OLD and fails in NEW (verdict {b.get('verdict')}, expected "

@@ -298,7 +298,9 @@ class DasRequest:
             checks += [
                 parse_compare_fail(e) for e in ([extra] if isinstance(extra, str) else extra)
             ]
-        return [
+        from das_assert.compare import not_comparable
+
+        return not_comparable(entry, record) + [
             f"{message} [--das-compare-fail {check}]"
             for check in checks
             if (message := check.check(record, entry))

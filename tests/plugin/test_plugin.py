@@ -715,3 +715,21 @@ def test_a_threshold_key_one_typo_from_a_causal_model_warns_before_training(
             "did you mean 'left_boundary'?*"
         ]
     )
+
+
+def test_the_gate_refuses_a_baseline_judged_on_other_pairs(project: pytest.Pytester) -> None:
+    passing = "test_hyp.py::test_a_negative_claim_holds"
+    args = ("--das-cache=readwrite", "--das-baseline-dir=b", passing)
+    _run(project, "--das-save-baseline=v1", *args).assert_outcomes(passed=1)
+    (saved,) = (project.path / "b").rglob("*v1.json")
+    _run(project, "--das-compare=v1", *args).assert_outcomes(passed=1)  # the same pairs
+    from das_assert.baseline import load_baseline, save_baseline
+
+    payload = load_baseline(saved)
+    records = [{**entry, "test_pairs": "confirmation"} for entry in payload["entries"].values()]
+    save_baseline(  # as a search's best cell judged on fresh pairs, checksum and all
+        saved, model=payload["model"], environment=payload["environment"], records=records
+    )
+    result = _run(project, "--das-compare=v1", *args)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*judged on other pairs (confirmation -> test): not comparable*"])

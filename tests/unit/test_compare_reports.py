@@ -156,6 +156,18 @@ def test_results_on_other_prompts_are_not_compared_as_if_alike(
     assert "ran on other prompts (bracket differ): not comparable" in capsys.readouterr().out
 
 
+def test_a_best_cell_judged_on_fresh_pairs_is_not_compared_with_one_on_its_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = _report(tmp_path / "old.json", _cli_record(LAST, 0.83))  # before test_pairs existed
+    new = _report(tmp_path / "new.json", {**_cli_record(LAST, 0.80), "test_pairs": "confirmation"})
+    assert main(["compare", str(old), str(new)]) == 1
+    out = capsys.readouterr().out
+    assert "judged on other pairs (test -> confirmation): not comparable" in out
+    same = _report(tmp_path / "same.json", {**_cli_record(LAST, 0.83), "test_pairs": "test"})
+    assert main(["compare", str(old), str(same)]) == 0
+
+
 def test_a_claim_seen_from_another_rootdir_is_the_same_entry(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
