@@ -7,7 +7,8 @@ A site is written canonically as ``block_output[layer=1, pos=last]``. Components
 - ``block_input``: the residual stream before decoder block ``layer``; ``block_input`` of layer 0
   is the embedding output, "before block 0".
 
-Decoder blocks are found by ``config.model_type``; negative layers count from the end.
+Decoder blocks are found by ``config.model_type`` (``BLOCK_PATHS``); for another model type, as
+the one list of modules as long as the config's layer count. Negative layers count from the end.
 """
 
 from __future__ import annotations
@@ -132,16 +133,7 @@ class Site:
 def _blocks_of(model: Any) -> tuple[str, Any]:
     """``(attribute path, list of decoder blocks)`` of a transformers CausalLM."""
     model_type = getattr(model.config, "model_type", "?")
-    if model_type not in BLOCK_PATHS:
-        raise InvalidArgument(
-            f"das_assert does not know where the decoder blocks of model_type {model_type!r} "
-            f"are; supported: {', '.join(sorted(BLOCK_PATHS))}. Register yours before the "
-            "run, e.g. in conftest.py: `from das_assert.sites import BLOCK_PATHS; "
-            f"BLOCK_PATHS[{model_type!r}] = 'model.layers'` (the attribute path of the list of "
-            "decoder blocks; optionally ATTENTION_NAMES, the attention module's name in a block, "
-            "lets prefix passes stop early)"
-        )
-    path = BLOCK_PATHS[model_type]
+    path = BLOCK_PATHS.get(model_type) or _discovered_block_path(model, model_type)
     blocks = model
     try:
         for attribute in path.split("."):
@@ -153,6 +145,47 @@ def _blocks_of(model: Any) -> tuple[str, Any]:
             "for the LoadedModel that load_model() returns"
         ) from None
     return path, blocks
+
+
+def _discovered_block_path(model: Any, model_type: str) -> str:
+    """The path of the one ``ModuleList`` in ``model`` as long as its config's layer count: the
+    decoder blocks of a model type ``BLOCK_PATHS`` does not list."""
+    config = model.config
+    config = getattr(config, "get_text_config", lambda: config)()
+    n_layers = next(
+        (
+            value
+            for name in ("num_hidden_layers", "n_layer", "num_layers")
+            if isinstance(value := getattr(config, name, None), int)
+        ),
+        None,
+    )
+    found = []
+    if n_layers and hasattr(model, "named_modules"):
+        import torch
+
+        found = [
+            name
+            for name, module in model.named_modules()
+            if name and isinstance(module, torch.nn.ModuleList) and len(module) == n_layers
+        ]
+    if len(found) == 1:
+        return found[0]
+    why = (
+        f"it has {len(found)} lists of {n_layers} modules ({', '.join(found)})"
+        if found
+        else f"it has no list of {n_layers} modules"
+        if n_layers
+        else "its config has no num_hidden_layers"
+    )
+    raise InvalidArgument(
+        f"das_assert does not know where the decoder blocks of model_type {model_type!r} "
+        f"are: {why}. Known model types: {', '.join(sorted(BLOCK_PATHS))}. Register yours "
+        "before the run, e.g. in conftest.py: `from das_assert.sites import BLOCK_PATHS; "
+        f"BLOCK_PATHS[{model_type!r}] = 'model.layers'` (the attribute path of the list of "
+        "decoder blocks; optionally ATTENTION_NAMES, the attention module's name in a block, "
+        "lets prefix passes stop early)"
+    )
 
 
 def decoder_blocks(model: Any) -> Any | None:

@@ -382,6 +382,17 @@ def tiny_experiment(**changes: Any) -> Experiment:
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
 
+
+class _TwoBlockLists(torch.nn.Module):
+    """A model of an unlisted type with two module lists as long as its layer count."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(model_type="twin", num_hidden_layers=2)
+        self.first = torch.nn.ModuleList([torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)])
+        self.second = torch.nn.ModuleList([torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)])
+
+
 CASES = [
     # -- models and tokenizers that do not fit each other, or the task
     pytest.param(
@@ -532,6 +543,13 @@ CASES = [
         r"does not know where the decoder blocks of model_type 'bert' are.*conftest\.py: "
         r"`from das_assert\.sites import BLOCK_PATHS; BLOCK_PATHS\['bert'\] = 'model\.layers'`",
         id="Site(1).resolve(<a model with model_type='bert'>)",
+    ),
+    pytest.param(
+        lambda c: Site(1).resolve(_TwoBlockLists()),
+        InvalidArgument,
+        r"decoder blocks of model_type 'twin' are: it has 2 lists of 2 modules \(first, second\)"
+        r"\. Known model types: .*BLOCK_PATHS\['twin'\] = 'model\.layers'",
+        id="Site(1).resolve(<an unlisted model type with two lists as long as its layers>)",
     ),
     pytest.param(
         lambda c: Site(1).resolve(c.llama),

@@ -15,7 +15,7 @@ from das_assert.evaluate import evaluate
 from das_assert.fit import FitConfig, fit_alignment
 from das_assert.models import load_model
 from das_assert.positions import parse_position
-from das_assert.sites import Site
+from das_assert.sites import BLOCK_PATHS, Site
 from das_assert.tasks.price_tagging import prompt_pairs
 
 
@@ -82,3 +82,19 @@ def test_a_relative_path_in_das_yaml_is_read_from_its_folder(
     found = find_model_settings(settings, tmp_path / "models" / "mine", embedded=False)
     assert found.key == "alpaca"
     assert find_model_settings(settings, Path("/elsewhere"), embedded=False, key="alpaca") is found
+
+
+def test_a_model_type_not_in_block_paths_has_its_blocks_found(tmp_path: Path) -> None:
+    # Phi is not listed: its blocks are the one ModuleList as long as num_hidden_layers.
+    loaded = load_model(_save(tmp_path / "phi", "Phi", build_tokenizer()))
+    assert loaded.config.model_type not in BLOCK_PATHS
+    site = Site(-1, "last-2").resolve(loaded.model)
+    assert (site.module_path, site.module) == ("model.layers.1", loaded.model.model.layers[1])
+    train = encode(loaded, prompt_pairs("left_boundary", 16, seed=0), parse_position("last-2"))
+    config_fast = FitConfig(epochs=1, batch_size=8)
+    fitted = fit_alignment(loaded.model, site, train, config_fast)
+    plain = fit_alignment(loaded.model, site, train, replace(config_fast, prefix_cache=False))
+    assert torch.equal(fitted.interchange.widths, plain.interchange.widths)
+    fast = evaluate(loaded.model, fitted, train)
+    slow = evaluate(loaded.model, fitted, train, prefix_cache=False)
+    assert torch.equal(fast.predicted, slow.predicted)
