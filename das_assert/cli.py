@@ -1,7 +1,8 @@
 """Command line: ``python -m das_assert fit | evaluate | search | compare | train-embedded``.
 
-Exit codes: 0 ok; 1 a claim failed (verdict not ``aligned`` when ``--threshold`` is given);
-2 a usage or input error, with a message that names the fix.
+Exit codes: 0 ok; 1 a claim failed (verdict not ``aligned`` when ``--threshold`` is given, or
+``compare`` found a regression); 2 a usage or input error, with a message that names the fix;
+3 an unexpected error (a bug to report, not a failed claim); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -275,26 +276,81 @@ COMMANDS = {
 
 
 _OUTPUT_FILES = ("json", "save", "png", "markdown")  # each command's files to write
+_INPUT_FILES = ("alignment", "old", "new")  # files a command reads, never to be overwritten
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """Refuse an output path that cannot be written before any work, not after it: a file
-    where a directory is (or in its way), or a directory where a file is to be written."""
+    where a directory is (or in its way), a directory where a file is to be written, a place
+    this process may not write, an input it would overwrite, or two outputs at one path."""
     from das_assert.errors import InvalidArgument
 
     wanted = [(f"--{name}", getattr(args, name, None)) for name in _OUTPUT_FILES]
     wanted = [(flag, Path(path)) for flag, path in wanted if path is not None]
     directory = getattr(args, "out", None)  # train-embedded writes a model directory
+    if directory is not None:
+        _check_new_model_dir(Path(directory))
+    inputs = {
+        Path(path).resolve(): name
+        for name in _INPUT_FILES
+        if (path := getattr(args, name, None)) is not None
+    }
+    written: dict[Path, str] = {}
     for flag, path in [*wanted, *([("--out", Path(directory))] if directory else [])]:
         if flag != "--out" and path.is_dir():
             raise InvalidArgument(f"{flag} {path} is a directory; name a file inside it")
         if flag == "--out" and path.exists() and not path.is_dir():
             raise InvalidArgument(f"--out {path} is a file; name a directory for the model")
-        for parent in path.parents:
-            if parent.exists():
-                if not parent.is_dir():
-                    raise InvalidArgument(f"{flag} {path}: {parent} is a file, not a directory")
-                break
+        where = path.resolve()
+        if where in inputs:
+            shown = "--alignment" if inputs[where] == "alignment" else inputs[where].upper()
+            raise InvalidArgument(
+                f"{flag} {path} is also {shown}, which this command reads: writing it would "
+                "destroy the input; name another file"
+            )
+        if where in written:
+            raise InvalidArgument(f"{flag} and {written[where]} both name {path}; name two files")
+        written[where] = flag
+        _check_writable(flag, path)
+
+
+def _check_writable(flag: str, path: Path) -> None:
+    """Create and remove a scratch file where ``path`` will be written (its first existing
+    directory): a read-only or foreign place fails here, not after the work."""
+    import tempfile
+
+    from das_assert.errors import InvalidArgument
+
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InvalidArgument(f"{flag} {path}: {parent} is a file, not a directory")
+            try:
+                with tempfile.TemporaryFile(dir=parent):
+                    pass
+            except OSError as exc:
+                raise InvalidArgument(
+                    f"{flag} {path}: cannot write in {parent} ({exc.strerror or exc}); "
+                    "name a place this user may write"
+                ) from None
+            return
+
+
+def _check_new_model_dir(out: Path) -> None:
+    """train-embedded writes a whole model directory: never over the shipped one or any other."""
+    from das_assert.errors import InvalidArgument
+    from das_assert.models import EMBEDDED_MODEL_DIR
+
+    if out.resolve() == EMBEDDED_MODEL_DIR.resolve():
+        raise InvalidArgument(
+            f"--out {out} is the shipped embedded model; name a new directory (compare the "
+            "result with it, or point $DAS_MODEL at it)"
+        )
+    if out.is_dir() and any(out.iterdir()):
+        raise InvalidArgument(
+            f"--out {out} already holds files; name a new or empty directory, so no model "
+            "is overwritten"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -307,15 +363,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         # Every artifact is written to a temporary file and renamed: none is left half-written.
-        print("interrupted: nothing was saved", file=sys.stderr)
+        print("interrupted: no file was left half-written", file=sys.stderr)
         return 130
     except Exception:  # a bug (or a model das_assert does not handle): not a failed claim
         import traceback
 
         traceback.print_exc()
         print(
-            "error: das_assert stopped on an unexpected error (above); nothing was saved. "
-            "Please report it with the command line",
+            "error: das_assert stopped on an unexpected error (above); no file was left "
+            "half-written. Please report it with the command line",
             file=sys.stderr,
         )
         return 3

@@ -8,7 +8,10 @@ model directory (``config.json``, ``model.safetensors``, tokenizer files) that l
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -119,6 +122,7 @@ def train_embedded(
 
     from das_assert.embedded.recipe import build_tokenizer
 
+    _refuse_a_full_directory(Path(out_dir))  # before the half hour of training, not after
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
@@ -153,11 +157,6 @@ def train_embedded(
         log_every,
         first_step=cfg.steps,
     )
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    _portable_tokenizer_class(out_dir)
     log = {
         "config": asdict(cfg),
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -165,8 +164,39 @@ def train_embedded(
         "history": history,
         "torch": torch.__version__,
     }
-    (out_dir / "training_log.json").write_text(json.dumps(log, indent=1) + "\n")
+    _save_whole(Path(out_dir), model, tokenizer, log)
     return log
+
+
+def _save_whole(out_dir: Path, model: Any, tokenizer: Any, log: dict) -> None:
+    """Write the model directory beside ``out_dir`` and rename it into place: an interrupted
+    save leaves no half-written model. ``out_dir`` must be new or empty."""
+    _refuse_a_full_directory(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        _portable_tokenizer_class(staging)
+        (staging / "training_log.json").write_text(json.dumps(log, indent=1) + "\n")
+        staging.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would hide the model from others
+        if out_dir.is_dir():
+            out_dir.rmdir()  # empty, checked above
+        os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _refuse_a_full_directory(out_dir: Path) -> None:
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} already holds files; name a new or empty directory")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _portable_tokenizer_class(out_dir: Path) -> None:

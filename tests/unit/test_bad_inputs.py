@@ -47,7 +47,13 @@ from das_assert.experiment import Experiment, run_experiment
 from das_assert.featurizers import Interchange
 from das_assert.fit import FitConfig, FittedAlignment, fit_alignment, make_interchange
 from das_assert.metrics import required_n, verdict, wilson_interval
-from das_assert.models import TOKENIZER_FILES, LoadedModel, answer_token_id, load_model
+from das_assert.models import (
+    EMBEDDED_MODEL_DIR,
+    TOKENIZER_FILES,
+    LoadedModel,
+    answer_token_id,
+    load_model,
+)
 from das_assert.positions import parse_position
 from das_assert.settings import find_model_settings, load_settings
 from das_assert.sites import Site, parse_site
@@ -1224,8 +1230,20 @@ def test_a_cli_search_asking_for_a_heatmap_without_matplotlib_is_refused_before_
         ([*SEARCH, "0", "--png", "{dir}"], r"--png .*dir is a directory"),
         (["compare", "a.json", "b.json", "--markdown", "{dir}"], r"--markdown .*dir is a dir"),
         (["train-embedded", "--out", "{file}"], r"--out .*file is a file; name a directory"),
+        ([*FIT, "--json", "/proc/das_report.json"], r"--json .*: cannot write in /proc \("),
+        (
+            ["evaluate", "--alignment", "{file}", "--json", "{file}"],
+            r"--json .*file is also --alignment, which this command reads: writing it would",
+        ),
+        ([*FIT, "--save", "{dir}/x", "--json", "{dir}/x"], r"--save and --json both name .*x"),
+        (["compare", "{file}", "b.json", "--markdown", "{file}"], r"--markdown .*file is also OLD"),
+        (["train-embedded", "--out", "{shipped}"], r"--out .* is the shipped embedded model"),
+        (["train-embedded", "--out", "{full}"], r"--out .*full already holds files; name a new"),
     ],
-    ids=["json-dir", "save-under-file", "png-dir", "markdown-dir", "out-file"],
+    ids=[
+        *("json-dir", "save-under-file", "png-dir", "markdown-dir", "out-file", "read-only"),
+        *("json-over-alignment", "json-and-save", "markdown-over-old", "shipped", "out-full"),
+    ],
 )
 def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(
     argv: list[str],
@@ -1238,7 +1256,15 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(
 
     (tmp_path / "dir").mkdir()
     (tmp_path / "file").write_text("")
+    from das_assert.embedded import train
+
     monkeypatch.setattr(cli, "_load", lambda args: pytest.fail("the model was loaded"))
-    paths = {"dir": tmp_path / "dir", "file": tmp_path / "file"}
+    monkeypatch.setattr(train, "train_embedded", lambda *a: pytest.fail("training started"))
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "config.json").write_text("{}")
+    paths = {"dir": tmp_path / "dir", "file": tmp_path / "file", "full": tmp_path / "full"}
+    paths["shipped"] = EMBEDDED_MODEL_DIR
     assert main([arg.format(**paths) for arg in argv]) == 2
     assert re.search(match, capsys.readouterr().err)
+    assert (tmp_path / "file").read_text() == ""  # no input was touched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "file", "full"]

@@ -470,7 +470,7 @@ def test_ctrl_c_during_a_cli_fit_exits_cleanly_and_writes_nothing(
     ]
     result = _interrupt_once_training(command, tmp_path)
     assert result.returncode == 130, result.stderr[-2000:]
-    assert "interrupted: nothing was saved" in result.stderr, result.stderr[-2000:]
+    assert "interrupted: no file was left half-written" in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert list(out.iterdir()) == []
 

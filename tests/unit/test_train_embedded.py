@@ -42,3 +42,26 @@ def test_training_is_deterministic_for_a_seed(tmp_path):
     train_embedded(tmp_path / "b", cfg, log_every=1)
     weights = [(tmp_path / run / "model.safetensors").read_bytes() for run in ("a", "b")]
     assert weights[0] == weights[1]
+
+
+def test_a_save_that_fails_midway_leaves_no_half_written_model(tmp_path, monkeypatch):
+    import pytest
+    from transformers import PreTrainedTokenizerFast
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(PreTrainedTokenizerFast, "save_pretrained", disk_full)
+    out = tmp_path / "model"
+    with pytest.raises(OSError, match="No space left"):
+        train_embedded(out, tiny(steps=1, focus_steps=1), log_every=1)
+    assert list(tmp_path.iterdir()) == []  # no model directory, no staging directory
+
+
+def test_training_never_writes_over_a_model_directory(tmp_path):
+    import pytest
+
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(FileExistsError, match="already holds files"):
+        train_embedded(tmp_path, tiny(steps=1, focus_steps=1), log_every=1)
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
