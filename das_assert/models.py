@@ -101,7 +101,7 @@ class LoadedModel:
         """
         digest = self.digest_memo.sha256 if self.digest_memo is not None else file_sha256
         weights = hashlib.sha256()
-        for file in sorted(self.path.glob("*.safetensors")) or sorted(self.path.glob("*.bin")):
+        for file in sorted(self.path.glob("*.safetensors")):  # the only weights load_model reads
             weights.update(file.name.encode() + digest(file).encode())
         tokenizer = hashlib.sha256()
         for name in TOKENIZER_FILES:
@@ -241,14 +241,19 @@ def load_model(
             tokenizer.eos_token or tokenizer.unk_token or tokenizer.convert_ids_to_tokens(0)
         )
     tokenizer.padding_side = "right"
+    _refuse_pickled_weights(directory)
+    quiet = hf_logging.get_verbosity()  # its table of missing weights: our error says it once
+    hf_logging.set_verbosity_error()
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        model, loading = AutoModelForCausalLM.from_pretrained(
             directory,
             config=config,
             dtype=getattr(torch, dtype),
             device_map=device_map,
             local_files_only=True,
             trust_remote_code=trust_remote_code,
+            use_safetensors=True,
+            output_loading_info=True,
         )
     except (ValueError, OSError, RuntimeError, SafetensorError) as exc:
         if device_map is not None and "accelerate" in str(exc).lower():
@@ -260,6 +265,9 @@ def load_model(
             f"cannot load the weights in {str(directory)!r}: {exc}; the weight files are "
             "missing or damaged: re-save the model with save_pretrained(dir)"
         ) from None
+    finally:
+        hf_logging.set_verbosity(quiet)
+    _refuse_partial_weights(directory, config, loading)
     if device_map is None:
         model.to(device)
     model.eval()
@@ -270,6 +278,67 @@ def load_model(
         path=directory,
         dtype=dtype,
         device=device if device_map is None else f"device_map={device_map}",
+    )
+
+
+# Buffers that older checkpoints saved and current transformers recompute: harmless if unused.
+_STALE_BUFFERS = re.compile(r"(rotary_emb\.inv_freq|\.attn\.(masked_)?bias)$")
+
+
+def _refuse_pickled_weights(directory: Path) -> None:
+    """Weights in pickle files (``*.bin``, ``*.pt``) could run code on load: refuse them."""
+    if any(directory.glob("*.safetensors")):
+        return
+    pickled = sorted(
+        p.name for pattern in ("*.bin", "*.pt", "*.pth") for p in directory.glob(pattern)
+    )
+    if pickled:
+        raise ModelLoadError(
+            f"{str(directory)!r} holds its weights only as pickle files ({', '.join(pickled)}), "
+            "which das_assert does not load (unpickling can run code); convert them once, where "
+            "you trust the files: AutoModelForCausalLM.from_pretrained(dir)"
+            ".save_pretrained(dir, safe_serialization=True)"
+        )
+
+
+def _refuse_partial_weights(directory: Path, config: Any, loading: Mapping[str, Any]) -> None:
+    """A weight the checkpoint lacks is initialised at random, and a weight the model has no
+    place for is dropped: either way the model is not the one saved, and every IIA measured on
+    it would be about noise. Refuse both, naming a few of the tensors."""
+    missing = sorted(loading.get("missing_keys") or ())
+    unused = sorted(k for k in loading.get("unexpected_keys") or () if not _STALE_BUFFERS.search(k))
+    mismatched = sorted(
+        str(k[0]) if isinstance(k, tuple) else str(k) for k in loading.get("mismatched_keys") or ()
+    )
+    if not (missing or unused or mismatched):
+        return
+
+    def some(names: list[str]) -> str:
+        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+    problems = [
+        *(
+            [f"{len(missing)} weight(s) the model needs are not in the files ({some(missing)})"]
+            if missing
+            else []
+        ),
+        *(
+            [f"{len(unused)} tensor(s) in the files fit nowhere in the model ({some(unused)})"]
+            if unused
+            else []
+        ),
+        *(
+            [f"{len(mismatched)} weight(s) have another shape ({some(mismatched)})"]
+            if mismatched
+            else []
+        ),
+    ]
+    layers = getattr(config.get_text_config(), "num_hidden_layers", None)
+    raise ModelLoadError(
+        f"the weights in {str(directory)!r} do not match its config.json "
+        f"({config.model_type}, {layers} layers): {'; '.join(problems)}. Those weights would be "
+        "random, so no alignment would mean anything: restore config.json or the weight files "
+        "as save_pretrained(dir) wrote them"
     )
 
 

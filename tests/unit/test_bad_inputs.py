@@ -165,6 +165,33 @@ def dir_with_truncated_weights(ctx: Ctx) -> Path:
     return target
 
 
+def dir_with_a_tensor_deleted(ctx: Ctx) -> Path:
+    from safetensors.torch import load_file, save_file
+
+    target = copy_of_tiny_model(ctx)
+    weights = load_file(target / "model.safetensors")
+    del weights["model.layers.0.mlp.down_proj.weight"]
+    save_file(weights, target / "model.safetensors", metadata={"format": "pt"})
+    return target
+
+
+def dir_with_layer_count(ctx: Ctx, change: int) -> Path:
+    target = copy_of_tiny_model(ctx)
+    config = json.loads((target / "config.json").read_text())
+    config["num_hidden_layers"] += change
+    (target / "config.json").write_text(json.dumps(config))
+    return target
+
+
+def dir_with_pickled_weights_only(ctx: Ctx) -> Path:
+    from safetensors.torch import load_file
+
+    target = copy_of_tiny_model(ctx)
+    torch.save(load_file(target / "model.safetensors"), target / "pytorch_model.bin")
+    (target / "model.safetensors").unlink()
+    return target
+
+
 def dir_with_corrupt_tokenizer(ctx: Ctx) -> Path:
     target = copy_of_tiny_model(ctx)
     (target / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "Wor')
@@ -480,6 +507,34 @@ CASES = [
         ModelLoadError,
         r"(?s)cannot load the weights in .*re-save the model with save_pretrained\(dir\)",
         id="load_model(<dir with a truncated model.safetensors>)",
+    ),
+    pytest.param(
+        lambda c: load_model(dir_with_a_tensor_deleted(c)),
+        ModelLoadError,
+        r"(?s)do not match its config\.json \(llama, 3 layers\): 1 weight\(s\) the model needs are "
+        r"not in the files \(model\.layers\.0\.mlp\.down_proj\.weight\).*would be random",
+        id="load_model(<model.safetensors without one tensor>)",
+    ),
+    pytest.param(
+        lambda c: load_model(dir_with_layer_count(c, -1)),
+        ModelLoadError,
+        r"(?s)\(llama, 2 layers\): \d+ tensor\(s\) in the files fit nowhere in the model "
+        r"\(model\.layers\.2\.",
+        id="load_model(<config.json with fewer layers than the weights>)",
+    ),
+    pytest.param(
+        lambda c: load_model(dir_with_layer_count(c, +1)),
+        ModelLoadError,
+        r"(?s)\(llama, 4 layers\): \d+ weight\(s\) the model needs are not in the files "
+        r"\(model\.layers\.3\..* and \d+ more\)",
+        id="load_model(<config.json with more layers than the weights>)",
+    ),
+    pytest.param(
+        lambda c: load_model(dir_with_pickled_weights_only(c)),
+        ModelLoadError,
+        r"holds its weights only as pickle files \(pytorch_model\.bin\), which das_assert does "
+        r"not load \(unpickling can run code\); convert them once",
+        id="load_model(<weights only in pytorch_model.bin>)",
     ),
     pytest.param(
         lambda c: load_model(dir_with_corrupt_tokenizer(c)),
