@@ -284,6 +284,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
     where a directory is (or in its way), a directory where a file is to be written, a place
     this process may not write, an input it would overwrite, or two outputs at one path."""
     from das_assert.errors import InvalidArgument
+    from das_assert.store import output_path_problem
 
     wanted = [(f"--{name}", getattr(args, name, None)) for name in _OUTPUT_FILES]
     wanted = [(flag, Path(path)) for flag, path in wanted if path is not None]
@@ -297,10 +298,9 @@ def _check_outputs(args: argparse.Namespace) -> None:
     }
     written: dict[Path, str] = {}
     for flag, path in [*wanted, *([("--out", Path(directory))] if directory else [])]:
-        if flag != "--out" and path.is_dir():
-            raise InvalidArgument(f"{flag} {path} is a directory; name a file inside it")
-        if flag == "--out" and path.exists() and not path.is_dir():
-            raise InvalidArgument(f"--out {path} is a file; name a directory for the model")
+        problem = output_path_problem(path, directory=flag == "--out")
+        if problem:
+            raise InvalidArgument(f"{flag} {path}{problem}")
         where = path.resolve()
         if where in inputs:
             shown = "--alignment" if inputs[where] == "alignment" else inputs[where].upper()
@@ -311,29 +311,6 @@ def _check_outputs(args: argparse.Namespace) -> None:
         if where in written:
             raise InvalidArgument(f"{flag} and {written[where]} both name {path}; name two files")
         written[where] = flag
-        _check_writable(flag, path)
-
-
-def _check_writable(flag: str, path: Path) -> None:
-    """Create and remove a scratch file where ``path`` will be written (its first existing
-    directory): a read-only or foreign place fails here, not after the work."""
-    import tempfile
-
-    from das_assert.errors import InvalidArgument
-
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise InvalidArgument(f"{flag} {path}: {parent} is a file, not a directory")
-            try:
-                with tempfile.TemporaryFile(dir=parent):
-                    pass
-            except OSError as exc:
-                raise InvalidArgument(
-                    f"{flag} {path}: cannot write in {parent} ({exc.strerror or exc}); "
-                    "name a place this user may write"
-                ) from None
-            return
 
 
 def _check_new_model_dir(out: Path) -> None:

@@ -200,6 +200,7 @@ def pytest_configure(config: pytest.Config) -> None:
             "--das-device and --das-device-map contradict each other: a device map places the "
             "model itself; drop --das-device"
         )
+    _check_output_paths(config)
     if config.getoption("das_compare_fail") and not config.getoption("das_compare"):
         raise pytest.UsageError(
             "--das-compare-fail needs --das-compare (a baseline to compare with)"
@@ -213,6 +214,27 @@ def pytest_configure(config: pytest.Config) -> None:
         ]
     except ConfigError as exc:
         raise pytest.UsageError(f"--das-compare-fail: {exc}") from None
+
+
+_OUTPUT_OPTIONS = {  # option: written as a directory?
+    "--das-json": False,
+    "--das-markdown": False,
+    "--das-plots": True,
+    "--das-baseline-dir": True,
+}  # --das-cache-dir has its own check: with --das-cache=read it needs no writing
+
+
+def _check_output_paths(config: pytest.Config) -> None:
+    """A report or directory that cannot be written is refused before the first alignment
+    trains, not after the whole run."""
+    from das_assert.store import output_path_problem
+
+    for option, directory in _OUTPUT_OPTIONS.items():
+        value = config.getoption(option.lstrip("-").replace("-", "_"))
+        if value:
+            problem = output_path_problem(Path(value), directory=directory)
+            if problem:
+                raise pytest.UsageError(f"{option} {value}{problem}")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

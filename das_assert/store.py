@@ -23,6 +23,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "load_alignment",
+    "output_path_problem",
     "read_json_checked",
     "save_alignment",
 ]
@@ -54,6 +55,34 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def output_path_problem(path: Path, *, directory: bool = False) -> str | None:
+    """Why ``path`` cannot be written (as a file, or as a ``directory``), else None.
+
+    Checked before any work, not after it: a directory where a file is to go (or the reverse),
+    a file in the way of its parents, or a first existing parent this process may not write
+    in (probed by creating and removing a scratch file there). The reason reads after the path.
+    """
+    path = Path(path)
+    if directory and path.exists() and not path.is_dir():
+        return " is a file; name a directory"
+    if not directory and path.is_dir():
+        return " is a directory; name a file inside it"
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f": {parent} is a file, not a directory"
+            try:
+                with tempfile.TemporaryFile(dir=parent):
+                    pass
+            except OSError as exc:
+                return (
+                    f": cannot write in {parent} ({exc.strerror or exc}); name a place this "
+                    "user may write"
+                )
+            return None
+    return None
 
 
 def atomic_write_json(path: Path, payload: dict[str, Any], *, checksum: bool = False) -> None:

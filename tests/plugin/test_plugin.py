@@ -105,6 +105,30 @@ def test_cache_dir_with_the_cache_off_is_a_usage_error(pytester: pytest.Pytester
     assert "--das-cache=off disables the cache" in result.stderr.str()
 
 
+@pytest.mark.parametrize(
+    ("option", "match"),
+    [
+        ("--das-json={dir}", "--das-json {dir} is a directory; name a file inside it"),
+        ("--das-markdown={file}/x.md", "--das-markdown {file}/x.md: {file} is a file, not a dir"),
+        ("--das-json=/proc/report.json", "--das-json /proc/report.json: cannot write in /proc ("),
+        ("--das-baseline-dir={file}", "--das-baseline-dir {file} is a file; name a directory"),
+        ("--das-plots={file}", "--das-plots {file} is a file; name a directory"),
+    ],
+    ids=["json-dir", "markdown-under-file", "json-read-only", "baselines-file", "plots"],
+)
+def test_an_output_path_that_cannot_be_written_is_a_usage_error_before_any_test(
+    pytester: pytest.Pytester, option: str, match: str
+) -> None:
+    (pytester.path / "dir").mkdir()
+    (pytester.path / "file").write_text("")
+    pytester.makepyfile("def test_x():\n    open('ran', 'w').close()\n")
+    paths = {"dir": pytester.path / "dir", "file": pytester.path / "file"}
+    result = pytester.runpytest("-p", "no:cacheprovider", option.format(**paths))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert match.format(**paths) in result.stderr.str()
+    assert not (pytester.path / "ran").exists()
+
+
 def test_unknown_marker_keyword_fails_with_the_allowed_keys(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
