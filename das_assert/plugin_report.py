@@ -21,6 +21,11 @@ class Reporter:
         self.records: list[dict[str, Any]] = []
         self.fuzz: list[dict[str, Any]] = []
         self.unjudged: list[dict[str, Any]] = []  # das tests that failed before any verdict
+        self.deselected = 0  # by -k, -m, --deselect: a baseline then holds only a selection
+        self.notes: list[str] = []  # about the baseline saved, or not saved, at the end
+
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        self.deselected += len(items)
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         """A file that cannot be collected is a reason nothing in it was judged."""
@@ -60,12 +65,12 @@ class Reporter:
         report.user_properties = kept  # keep the bulky record out of --junitxml
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.records and not self.fuzz:
+        if not self.records and not self.fuzz and not self.notes:
             return
         from das_assert.summary import fuzz_lines, summary_lines
 
         terminalreporter.section("das: causal hypotheses")
-        for line in summary_lines(self.records) + fuzz_lines(self.fuzz):
+        for line in summary_lines(self.records) + fuzz_lines(self.fuzz) + self.notes:
             terminalreporter.write_line(line)
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -73,16 +78,6 @@ class Reporter:
         earlier run would otherwise be read as this one's."""
         if hasattr(self.config, "workerinput"):
             return
-        self._save_baseline()
-        json_path = self.config.getoption("das_json")
-        md_path = self.config.getoption("das_markdown")
-        if not (json_path or md_path):
-            return
-        from das_assert.report import build_report, markdown_table, robustness_summary, write_report
-        from das_assert.store import atomic_write_bytes
-
-        records = sorted(self.records, key=lambda r: (r["test_id"], r["claim"]))
-        robustness = robustness_summary(self.fuzz)
         status = pytest.ExitCode(exitstatus) if exitstatus in set(pytest.ExitCode) else None
         run = {
             "exit_status": int(exitstatus),
@@ -92,6 +87,16 @@ class Reporter:
             and not (session.shouldfail or session.shouldstop),
             "tests_collected": session.testscollected,
         }
+        self._save_baseline(run)
+        json_path = self.config.getoption("das_json")
+        md_path = self.config.getoption("das_markdown")
+        if not (json_path or md_path):
+            return
+        from das_assert.report import build_report, markdown_table, robustness_summary, write_report
+        from das_assert.store import atomic_write_bytes
+
+        records = sorted(self.records, key=lambda r: (r["test_id"], r["claim"]))
+        robustness = robustness_summary(self.fuzz)
         if json_path:
             model = records[0].get("model") if records else None
             report = build_report(model, records)
@@ -112,18 +117,40 @@ class Reporter:
                 )
             atomic_write_bytes(Path(md_path), table.encode())
 
-    def _save_baseline(self) -> None:
+    def _save_baseline(self, run: dict[str, Any]) -> None:
+        """Save the baseline of a complete run; a run cut short (Ctrl-C, -x, a collection
+        error) saves none and removes the alignment files it wrote for it, for a later
+        ``--das-compare latest`` would take the fragment for the whole suite."""
         stems = {r["baseline_file"] for r in self.records if r.get("baseline_file")}
         if not stems or not self.config.getoption("das_save_baseline"):
             return
         from das_assert.baseline import save_baseline
         from das_assert.report import environment
 
-        for stem in stems:
+        for stem in sorted(stems):
             records = [r for r in self.records if r.get("baseline_file") == stem]
+            name = Path(stem).name
+            if not run["complete"]:
+                folder = Path(stem).parent / name
+                for record in records:
+                    (folder / record["alignment_file"]).unlink(missing_ok=True)
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+                self.notes.append(
+                    f"baseline {name} NOT saved: the run did not complete (pytest exit "
+                    f"{run['exit_code']}), and a baseline must hold the whole suite; the "
+                    f"{len(records)} alignment file(s) written for it were removed"
+                )
+                continue
             save_baseline(
                 Path(stem + ".json"),
                 model=records[0]["model"],
                 environment=environment(),
                 records=records,
             )
+            if self.deselected:
+                self.notes.append(
+                    f"baseline {name} holds only the {len(records)} claim(s) selected: "
+                    f"{self.deselected} test(s) were deselected (-k, -m, --deselect), and a "
+                    "--das-compare against it fails every claim it lacks"
+                )

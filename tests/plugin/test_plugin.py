@@ -714,6 +714,25 @@ def test_a_run_stopped_by_x_says_its_report_is_incomplete(project: pytest.Pytest
     }
 
 
+def test_a_run_cut_short_saves_no_baseline_and_leaves_no_alignment_file(
+    project: pytest.Pytester,
+) -> None:
+    args = ("--das-cache=off", "--das-save-baseline=v1", "--das-baseline-dir=b")
+    result = _run(project, "-x", *args, "test_hyp.py")
+    result.assert_outcomes(failed=1)  # the impossible claim, judged; -x stops the run there
+    result.stdout.fnmatch_lines(
+        ["*baseline 0001_v1 NOT saved: the run did not complete (pytest exit TESTS_FAILED)*"]
+    )
+    assert [p for p in (project.path / "b").rglob("*") if p.is_file()] == []
+    selected = _run(project, *args, "-k", "negative", "test_hyp.py")
+    selected.assert_outcomes(passed=1)
+    selected.stdout.fnmatch_lines(
+        ["*baseline 0001_v1 holds only the 1 claim(s) selected: 1 test(s) were deselected*"]
+    )
+    (saved,) = (project.path / "b").rglob("*v1.json")
+    assert len(json.loads(saved.read_text())["entries"]) == 1
+
+
 def test_a_das_yaml_site_outside_the_model_is_named_by_its_key(project: pytest.Pytester) -> None:
     yaml = project.path / "das.yaml"
     yaml.write_text(yaml.read_text().replace("layer=1, pos=last", "layer=99, pos=last"))
