@@ -108,7 +108,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 def _cmd_search(args: argparse.Namespace) -> int:
     from das_assert.errors import InvalidArgument
-    from das_assert.experiment import run_experiment
+    from das_assert.experiment import check_site, run_experiment
     from das_assert.report import build_report, write_report
     from das_assert.search import grid_table, save_heatmap, search
     from das_assert.sites import Site
@@ -136,12 +136,16 @@ def _cmd_search(args: argparse.Namespace) -> int:
     def align(hypothesis: str, site: Site) -> Any:
         return run_experiment(model, _experiment(args, site, hypothesis, args.n_train), config)
 
+    def check(hypothesis: str, site: Site) -> None:
+        check_site(model, _experiment(args, site, hypothesis, args.n_train))
+
     grid = search(
         align,
         args.hypothesis,
         layers=layers,
         positions=args.positions,
         component=args.component,
+        check=check,
     )
     print(grid_table(grid))
     chosen = grid.results[grid.best()]

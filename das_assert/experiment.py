@@ -19,6 +19,7 @@ from das_assert.evaluate import Evaluation, base_answers, evaluate
 from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
 from das_assert.metrics import Verdict, normalized_iia, verdict, wilson_interval
 from das_assert.models import LoadedModel
+from das_assert.positions import parse_position
 from das_assert.sharing import shared
 from das_assert.sites import Site
 from das_assert.tasks.price_tagging import (
@@ -28,7 +29,7 @@ from das_assert.tasks.price_tagging import (
     prompt_pairs,
 )
 
-__all__ = ["AlignmentResult", "Experiment", "run_experiment", "task_accuracy"]
+__all__ = ["AlignmentResult", "Experiment", "check_site", "run_experiment", "task_accuracy"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -274,6 +275,14 @@ class AlignmentResult:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
+
+
+def check_site(model: LoadedModel, experiment: Experiment) -> None:
+    """Raise what ``run_experiment`` would raise about the site, in milliseconds, not after a
+    fit: a layer the model lacks, a component it does not have, a position whose slot the
+    prompt does not have (resolved on two of the experiment's own prompt pairs)."""
+    experiment.site.resolve(model.model)
+    encode(model, experiment.pairs(2, experiment.seed), parse_position(experiment.site.position))
 
 
 def run_experiment(

@@ -71,9 +71,14 @@ def search(
     layers: Sequence[int],
     positions: Sequence[str],
     component: str = "block_output",
+    check: Callable[..., Any] | None = None,
     **changes: Any,
 ) -> SearchGrid:
     """Fit ``hypothesis`` at every cell; ``align(hypothesis, site, **changes)`` fits one cell.
+
+    ``check(hypothesis, site, **changes)`` (e.g. ``das_session.check``), when given, runs on
+    every cell before the first one trains: a layer the model lacks or a misspelt slot fails
+    in milliseconds, not after the cells before it have trained.
 
     The cells run inside ``sharing()`` blocks, one around the grid and one per position: each
     set of prompts (training, test) is tokenized once, its source activations for every cell
@@ -82,6 +87,8 @@ def search(
     """
     results = {}
     grid = [[Site(layer, position, component) for layer in layers] for position in positions]
+    for site in (site for sites in grid for site in sites) if check is not None else ():
+        check(hypothesis, site, **changes)
     with sharing(sites=[site for sites in grid for site in sites]):
         for position, sites in zip(positions, grid, strict=True):
             with sharing(sites=sites):

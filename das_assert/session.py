@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from das_assert.cache import AlignmentCache, cache_key
-from das_assert.errors import InvalidArgument, PreconditionFailed, SiteError
-from das_assert.experiment import AlignmentResult, Experiment, run_experiment
+from das_assert.errors import ConfigError, DasError, InvalidArgument, PreconditionFailed, SiteError
+from das_assert.experiment import AlignmentResult, Experiment, check_site, run_experiment
 from das_assert.fit import FitConfig
 from das_assert.messages import failure_message
 from das_assert.models import LoadedModel
@@ -90,6 +90,30 @@ class DasSession:
         }
         fields.update(changes)
         return Experiment(**fields)
+
+    def check(self, hypothesis: str, site: str | Any, **changes: Any) -> None:
+        """Refuse, before anything trains, a site this model or its prompt cannot have."""
+        check_site(self.model, self.experiment(hypothesis, site, **changes))
+
+    def check_search_settings(self) -> None:
+        """das.yaml's ``search:`` layers and positions, checked against the model and its
+        prompt when the session opens: an error names the key, not a cell halfway through."""
+        from das_assert.sites import Site
+        from das_assert.tasks.price_tagging import CAUSAL_MODELS
+
+        spec = self.settings.search
+        where = f"{self.settings.source}: models.{self.settings.key}.search"
+        any_claim = sorted(CAUSAL_MODELS)[0]  # the prompt's slots do not depend on the claim
+        for key, values in (
+            ("layers", spec.get("layers", [])),
+            ("positions", spec.get("positions", [])),
+        ):
+            for value in values:
+                site = Site(value, "last") if key == "layers" else Site(0, value)
+                try:
+                    self.check(any_claim, site)
+                except DasError as exc:
+                    raise ConfigError(f"{where}.{key}: {value!r}: {exc}") from None
 
     def fit_config(self, **changes: Any) -> FitConfig:
         base = {

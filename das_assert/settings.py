@@ -144,6 +144,12 @@ def _search_table(raw: Any, where: str) -> dict[str, Any]:
                 f"{where} has an unknown key {name!r}; allowed: {', '.join(SEARCH_KEYS)}."
                 + did_you_mean(str(name), SEARCH_KEYS)
             )
+    for name in ("layers", "positions"):
+        if not raw.get(name):
+            raise ConfigError(
+                f"{where} has no {name}; a search needs both layers: [...] and positions: [...] "
+                "(the grid's rows and columns)"
+            )
     for name in ("layers", "expect_layers"):
         values = raw.get(name, [])
         if not isinstance(values, list) or not all(

@@ -733,6 +733,28 @@ def test_a_run_cut_short_saves_no_baseline_and_leaves_no_alignment_file(
     assert len(json.loads(saved.read_text())["entries"]) == 1
 
 
+@pytest.mark.parametrize(
+    ("search", "match"),
+    [
+        ("{layers: [0, 9], positions: [last]}", "*models.tiny.search.layers: 9: layer=9 is out*"),
+        (
+            "{layers: [0], positions: [last, after:amout]}",
+            "*models.tiny.search.positions: 'after:amout': position 'after:amout' refers to slot*",
+        ),
+    ],
+    ids=["layer", "slot"],
+)
+def test_a_das_yaml_search_the_model_cannot_run_is_refused_naming_its_key(
+    project: pytest.Pytester, search: str, match: str
+) -> None:
+    yaml = project.path / "das.yaml"
+    yaml.write_text(yaml.read_text().rstrip("\n") + f"\n    search: {search}\n")
+    result = _run(project, "--das-cache=off", "test_hyp.py::test_a_negative_claim_holds")
+    result.stdout.fnmatch_lines([match])
+    assert result.ret != 0
+    assert "Traceback" not in result.stdout.str()
+
+
 def test_a_das_yaml_site_outside_the_model_is_named_by_its_key(project: pytest.Pytester) -> None:
     yaml = project.path / "das.yaml"
     yaml.write_text(yaml.read_text().replace("layer=1, pos=last", "layer=99, pos=last"))

@@ -897,6 +897,12 @@ CASES = [
         id="load_settings(<das.yaml: search.positions [middle]>)",
     ),
     pytest.param(
+        lambda c: load_settings(yaml_file(c, GOOD_YAML + "    search: {layers: [0, 1]}\n")),
+        ConfigError,
+        r"models\.embedded\.search has no positions; a search needs both layers: \[\.\.\.\] and",
+        id="load_settings(<das.yaml: search without positions>)",
+    ),
+    pytest.param(
         lambda c: find_model_settings(
             load_settings(yaml_file(c, GOOD_YAML)), Path("/models/alpaca-7b"), embedded=False
         ),
@@ -1275,6 +1281,20 @@ def test_a_cli_search_asking_for_a_heatmap_without_matplotlib_is_refused_before_
     assert "error: --png needs matplotlib: pip install 'das_assert[plots]'" in stderr
     assert trained == []
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_cli_search_with_a_misspelt_slot_is_refused_before_any_cell_trains(
+    ctx: Ctx, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from das_assert import experiment
+
+    trained = []
+    monkeypatch.setattr(experiment, "run_experiment", lambda *a, **k: trained.append(a))
+    argv = [*SEARCH, "0", "1", "--positions", "last", "after:amout"]
+    assert main([*argv, "--model", str(ctx.model_dir())]) == 2
+    stderr = capsys.readouterr().err
+    assert "position 'after:amout' refers to slot 'amout', which this prompt does not" in stderr
+    assert trained == []
 
 
 @pytest.mark.parametrize(
