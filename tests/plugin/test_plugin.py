@@ -274,11 +274,11 @@ def test_the_das_session_exempts_the_loaded_libraries_from_the_cyclic_collector(
 REPEATED_VARIANTS = """
 import pytest
 
-import das_assert.evaluate
+import das_assert.variants
 from das_assert.strategies import PromptVariant
 
 CALLS = []
-REAL = das_assert.evaluate.evaluate
+REAL = das_assert.variants.evaluate  # the name variants.py calls, however early it was imported
 
 
 def counting(*args, **kwargs):
@@ -293,7 +293,7 @@ def aligned(das_session):
 
 @pytest.mark.parametrize("repeat", range(3))
 def test_a_repeated_variant(das, aligned, repeat, monkeypatch):
-    monkeypatch.setattr(das_assert.evaluate, "evaluate", counting)
+    monkeypatch.setattr(das_assert.variants, "evaluate", counting)
     das.assert_robust(aligned, PromptVariant(), claim="trivial", n=16)
     das.assert_robust(aligned, PromptVariant(bracket=(100, 500)), claim="trivial", n=16)
 
