@@ -13,7 +13,8 @@ unchanged against the embedded model and a real Alpaca directory::
         thresholds:
           left_boundary: 0.85   # say in a comment where each number comes from
 
-Read with ``yaml.safe_load``; unknown keys and malformed values are errors that name the key.
+Read with yaml's safe loader (a key given twice is an error); unknown keys and malformed values
+are errors that name the key.
 """
 
 from __future__ import annotations
@@ -173,17 +174,45 @@ def _search_table(raw: Any, where: str) -> dict[str, Any]:
     return dict(raw)
 
 
+def _unique_key_loader() -> type:
+    """yaml's SafeLoader, except that a key given twice in one mapping is an error: the
+    second silently won, so a threshold edited in one place could be overridden in another."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"the key {key!r} is given twice", key_node.start_mark
+                    )
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
 def load_settings(path: Path) -> dict[str, ModelSettings]:
     """Parse das.yaml into ``key -> ModelSettings``."""
     import yaml
 
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory; name the das.yaml file inside it")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_unique_key_loader())
     except FileNotFoundError:
         raise ConfigError(f"{path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if raw is None:
+        raise ConfigError(
+            f"{path} is empty; it needs a `models:` mapping (see README, Writing a hypothesis)"
+        )
     if not isinstance(raw, dict) or set(raw) - {"models"}:
         extra = sorted(set(raw) - {"models"}) if isinstance(raw, dict) else raw
         raise ConfigError(f"{path}: the top level must hold only `models:`, found {extra!r}")
@@ -201,6 +230,11 @@ def load_settings(path: Path) -> dict[str, ModelSettings]:
                     f"{where} has an unknown key {name!r}; allowed: {', '.join(MODEL_KEYS)}."
                     + did_you_mean(str(name), MODEL_KEYS)
                 )
+        if entry.get("path") is not None and not isinstance(entry["path"], str):
+            raise ConfigError(
+                f"{where}.path must be a directory path or 'embedded', got {entry['path']!r}; "
+                "quote it if it looks like a number"
+            )
         sites = entry.get("sites") or {}
         if not isinstance(sites, dict):
             raise ConfigError(f"{where}.sites must map site names to canonical sites")

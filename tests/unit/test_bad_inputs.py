@@ -366,6 +366,12 @@ def yaml_file(ctx: Ctx, text: str) -> Path:
     return path
 
 
+def yaml_bytes(ctx: Ctx, data: bytes) -> Path:
+    path = ctx.tmp_path / "das.yaml"
+    path.write_bytes(data)
+    return path
+
+
 # -- training that cannot go on ---------------------------------------------------------------
 
 
@@ -845,6 +851,36 @@ CASES = [
         ConfigError,
         r"missing\.yaml does not exist",
         id="load_settings('missing.yaml')",
+    ),
+    pytest.param(
+        lambda c: load_settings(yaml_file(c, GOOD_YAML + "    thresholds: {left_boundary: 0.5}\n")),
+        ConfigError,
+        r"(?s)das\.yaml is not valid YAML: the key 'thresholds' is given twice.*line 8",
+        id="load_settings(<das.yaml: thresholds given twice>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(yaml_file(c, "")),
+        ConfigError,
+        r"das\.yaml is empty; it needs a `models:` mapping",
+        id="load_settings(<an empty das.yaml>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(c.tmp_path),
+        ConfigError,
+        r"is a directory; name the das\.yaml file inside it",
+        id="load_settings(<a directory>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(yaml_bytes(c, b"models:\n  embedded: {path: \xff}\n")),
+        ConfigError,
+        r"das\.yaml is not UTF-8 text \(invalid start byte at byte 27\)",
+        id="load_settings(<das.yaml in Latin-1>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(yaml_file(c, GOOD_YAML.replace("path: embedded", "path: 5"))),
+        ConfigError,
+        r"models\.embedded\.path must be a directory path or 'embedded', got 5; quote it",
+        id="load_settings(<das.yaml: path: 5>)",
     ),
     pytest.param(
         lambda c: load_settings(yaml_file(c, "model:\n  embedded: {path: embedded}\n")),
