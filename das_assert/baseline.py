@@ -11,6 +11,7 @@ the JSON carries a checksum and a schema version::
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -140,11 +141,21 @@ def load_baseline(path: Path) -> dict[str, Any]:
     return {**payload, "entries": entries}
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _well_formed(record: Any) -> bool:
-    """A result or entry with what a comparison reads: a numeric IIA and a named site."""
+    """A result or entry with what a comparison reads: a finite IIA (a NaN compares false with
+    every tolerance, so it would pass any gate), an interval of two numbers where there is one,
+    and a named site."""
+    ci = record.get("iia_ci", [0, 0]) if isinstance(record, dict) else None
     return (
         isinstance(record, dict)
-        and isinstance(record.get("iia"), int | float)
+        and _number(record.get("iia"))
+        and isinstance(ci, list)
+        and len(ci) == 2
+        and all(_number(bound) for bound in ci)
         and isinstance(record.get("site"), dict)
         and isinstance(record["site"].get("canonical"), str)
         and (bool(record.get("claim")) or isinstance(record.get("hypothesis"), str))
@@ -153,6 +164,7 @@ def _well_formed(record: Any) -> bool:
 
 def _malformed(path: Path) -> str:
     return (
-        f"{path}: a result lacks a numeric iia, a site or a claim/hypothesis: the file was "
+        f"{path}: a result lacks a finite iia (or a two-number iia_ci), a site or a "
+        "claim/hypothesis: the file was "
         "edited by hand or not written by das_assert. Re-create it"
     )

@@ -101,6 +101,8 @@ def _json_digest(payload: dict[str, Any]) -> str:
 def read_json_checked(path: Path, *, what: str) -> dict[str, Any]:
     """Read a JSON file written with ``checksum=True``; refuse it if corrupted or too new."""
     path = Path(path)
+    if path.is_dir():
+        raise AlignmentFileError(f"{what} {str(path)!r} is a directory; name a .json file in it")
     if not path.is_file():
         raise AlignmentFileError(
             f"{what} {str(path)!r} does not exist; check the path (baselines are written by "
@@ -125,8 +127,13 @@ def read_json_checked(path: Path, *, what: str) -> dict[str, Any]:
 
 
 def _check_schema(version: Any, path: Path, what: str) -> None:
-    if not isinstance(version, int):
+    if not isinstance(version, int) or isinstance(version, bool):
         raise AlignmentFileError(f"{what} {str(path)!r} has no integer schema_version")
+    if version < 1:
+        raise AlignmentFileError(
+            f"{what} {str(path)!r} has schema_version {version}, which no das_assert wrote "
+            f"(1 to {SCHEMA_VERSION}): it was edited by hand; re-create it"
+        )
     if version > SCHEMA_VERSION:
         raise AlignmentFileError(
             f"{what} {str(path)!r} has schema_version {version}, newer than this das_assert "
@@ -205,6 +212,11 @@ def load_alignment(
             f"alignment file {str(path)!r} is not a readable das_assert safetensors file ({exc}); "
             "it is truncated or corrupted: delete it and fit again"
         ) from None
+    if not isinstance(manifest, dict):
+        raise AlignmentFileError(
+            f"alignment file {str(path)!r} has a manifest that is not a JSON object: it was not "
+            "written by das_assert; fit it again"
+        )
     _check_schema(manifest.get("schema_version"), path, "alignment file")
     missing = [k for k in (*_MANIFEST_KEYS, *require) if k not in manifest] + [
         k for k in ("rotation", "widths") if k not in tensors

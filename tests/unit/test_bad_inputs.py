@@ -339,6 +339,33 @@ def saved_baseline(ctx: Ctx) -> Path:
     return path
 
 
+def baseline_of(ctx: Ctx, **changes: Any) -> Path:
+    """A baseline with a valid checksum whose one entry has ``changes``: well-signed nonsense."""
+    path = ctx.tmp_path / "baselines" / "0001_edited.json"
+    record = {**RECORD, **changes}
+    save_baseline(path, model={"path": "embedded"}, environment={"torch": "2"}, records=[record])
+    return path
+
+
+def baseline_with_schema(ctx: Ctx, version: int) -> Path:
+    from das_assert.store import atomic_write_json
+
+    path = saved_baseline(ctx)
+    payload = json.loads(path.read_text())
+    payload["schema_version"] = version
+    atomic_write_json(path, payload, checksum=True)
+    return path
+
+
+def alignment_with_list_manifest(ctx: Ctx) -> Path:
+    from safetensors.torch import save_file
+
+    path = ctx.tmp_path / "list.safetensors"
+    tensors = {"rotation": torch.eye(4), "widths": torch.ones(1)}
+    save_file(tensors, path, metadata={"manifest": "[1, 2]"})
+    return path
+
+
 def truncated_baseline(ctx: Ctx) -> Path:
     path = saved_baseline(ctx)
     text = path.read_text()
@@ -851,6 +878,36 @@ CASES = [
         ConfigError,
         r"missing\.yaml does not exist",
         id="load_settings('missing.yaml')",
+    ),
+    pytest.param(
+        lambda c: load_baseline(baseline_of(c, iia=float("nan"))),
+        AlignmentFileError,
+        r"0001_edited\.json: a result lacks a finite iia \(or a two-number iia_ci\)",
+        id="load_baseline(<an entry with iia NaN>)",
+    ),
+    pytest.param(
+        lambda c: load_baseline(baseline_of(c, iia_ci="x")),
+        AlignmentFileError,
+        r"0001_edited\.json: a result lacks a finite iia \(or a two-number iia_ci\)",
+        id="load_baseline(<an entry with iia_ci 'x'>)",
+    ),
+    pytest.param(
+        lambda c: load_baseline(baseline_with_schema(c, 0)),
+        AlignmentFileError,
+        r"has schema_version 0, which no das_assert wrote \(1 to \d+\): it was edited by hand",
+        id="load_baseline(<schema_version 0>)",
+    ),
+    pytest.param(
+        lambda c: load_baseline(c.tmp_path),
+        AlignmentFileError,
+        r"baseline '.*' is a directory; name a \.json file in it",
+        id="load_baseline(<a directory>)",
+    ),
+    pytest.param(
+        lambda c: load_alignment(alignment_with_list_manifest(c)),
+        AlignmentFileError,
+        r"has a manifest that is not a JSON object: it was not written by das_assert",
+        id="load_alignment(<manifest a JSON list>)",
     ),
     pytest.param(
         lambda c: load_settings(yaml_file(c, GOOD_YAML + "    thresholds: {left_boundary: 0.5}\n")),

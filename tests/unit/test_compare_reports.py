@@ -141,7 +141,9 @@ def test_a_malformed_report_is_refused_with_one_message(
     good = _report(tmp_path / "good.json", _cli_record(LAST, 0.8))
     assert main(["compare", str(good), str(bad), "--fail", "iia:0.05"]) == 2
     err = capsys.readouterr().err
-    assert "a result lacks a numeric iia, a site or a claim/hypothesis" in err
+    assert (
+        "a result lacks a finite iia (or a two-number iia_ci), a site or a claim/hypothesis" in err
+    )
     assert "Traceback" not in err
 
 
