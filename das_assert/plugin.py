@@ -42,6 +42,12 @@ def _fraction(value: str) -> float:
     return parse_fraction(value)
 
 
+def _seed(value: str) -> int:
+    from das_assert.cli_args import seed_int  # argparse only: no torch
+
+    return seed_int(value)
+
+
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     from das_assert import hookspec
 
@@ -75,7 +81,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--das-seed",
         metavar="NUM",
-        type=int,
+        type=_seed,
         default=0,
         help="seed of the data, the initialisation and training. Default: 0",
     )
@@ -250,11 +256,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     precondition, a bad file) reports that one message, not a traceback through the engine;
     claim failures (assertions) keep pytest's usual report."""
     report = yield
+    from das_assert.cache import CacheWarning
     from das_assert.errors import DasError
+    from das_assert.settings import ConfigWarning
 
     excinfo = call.excinfo
     if report.failed and excinfo is not None and "das" in item.keywords:
-        if excinfo.errisinstance(DasError):
+        if excinfo.errisinstance((DasError, ConfigWarning, CacheWarning)):
+            # also a das warning that -W error / filterwarnings made an error: its message is it
             report.longrepr = f"{excinfo.typename}: {excinfo.value}"
         else:
             report.longrepr = all_rejected(item, excinfo) or report.longrepr
@@ -379,6 +388,8 @@ def das_session(request: pytest.FixtureRequest) -> Any:
             device_map=config.getoption("das_device_map"),
         )
     except DasError as exc:
+        if not config.getoption("das_model") and os.environ.get("DAS_MODEL"):
+            exc = type(exc)(f"{exc} (the model path is $DAS_MODEL={os.environ['DAS_MODEL']!r})")
         # from None: the error is the message, not "during handling of" another
         raise pytest.fail.Exception(f"das_assert setup: {exc}", pytrace=False) from None
     for message in misspelt_claims(settings):

@@ -89,6 +89,7 @@ def test_help_lists_the_das_options_in_their_own_group(pytester: pytest.Pytester
         ("--das-min-task-accuracy=1.5", "'1.5' must lie in [0, 1]"),
         ("--das-inconclusive=ignore", "--das-inconclusive: 'ignore' is not one of fail"),
         ("--das-dtype=float8", "--das-dtype: 'float8' is not one of"),
+        (f"--das-seed={2**70}", "is not a seed: use an integer 0 to 4294967295"),
     ],
 )
 def test_bad_option_values_are_rejected_with_the_accepted_values(
@@ -780,6 +781,35 @@ def test_a_threshold_key_one_typo_from_a_causal_model_warns_before_training(
             "*ConfigWarning*models.tiny.thresholds.left_bondary names no causal model; "
             "did you mean 'left_boundary'?*"
         ]
+    )
+
+
+def test_a_das_warning_made_an_error_is_one_line_not_a_traceback(
+    project: pytest.Pytester,
+) -> None:
+    yaml = project.path / "das.yaml"
+    yaml.write_text(
+        yaml.read_text().replace("trivial: 0.0", "trivial: 0.0\n      left_bondary: 0.7")
+    )
+    args = ("-W", "error::UserWarning", "test_hyp.py::test_a_negative_claim_holds")
+    result = _run(project, "--das-cache=off", *args)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*ConfigWarning: das.yaml: models.tiny.thresholds.left_bondary names no causal model*"]
+    )
+    assert "Traceback" not in result.stdout.str()
+    assert "raise " not in result.stdout.str()
+
+
+def test_a_bad_das_model_variable_is_named_in_the_error(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DAS_MODEL", "/no/such/model")
+    result = project.runpytest_subprocess(
+        "--das-config=das.yaml", "-p", "no:cacheprovider", "test_hyp.py"
+    )
+    result.stdout.fnmatch_lines(
+        ["*'/no/such/model' does not exist*(the model path is $DAS_MODEL='/no/such/model')*"]
     )
 
 

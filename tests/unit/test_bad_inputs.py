@@ -1281,7 +1281,10 @@ CLI_CASES = [
         match=r"error: alignment file '/' is a directory; name the \.safetensors file in it",
     ),
     cli(*FIT, "--bracket", "1.005", "3", match=r"'1\.005' has more than two decimals"),
-    cli(*FIT, "--n-test", "1", match=r"error: n_test=1: need at least 2 pairs"),
+    cli(*FIT, "--n-test", "1", match=r"--n-test: '1' must be a number of pairs from 2 to"),
+    cli(*FIT, "--n-test", "10000000000", match=r"'10000000000' must be a number of pairs from 2"),
+    cli(*FIT, "--seed", str(2**70), match=r"--seed: '\d+' is not a seed: use an integer 0 to"),
+    cli(*FIT, "--seed", "-1", match=r"--seed: '-1' is not a seed: use an integer 0 to 4294967295"),
     cli(*FIT, "--position", "middle", match=r"error: cannot parse position 'middle'"),
     cli(*FIT, "--threshold", "1.5", match=r"argument --threshold: '1\.5' must lie in \[0, 1\]"),
     cli(
