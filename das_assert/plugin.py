@@ -408,7 +408,6 @@ def das_session(request: pytest.FixtureRequest) -> Any:
         plots_dir=Path(config.getoption("das_plots")) if config.getoption("das_plots") else None,
         **baselines,
     )
-    session.check_search_settings()
     _freeze_the_heap()
     with sharing(prefix_stores=False):
         yield session

@@ -25,7 +25,13 @@ class Reporter:
         self.notes: list[str] = []  # about the baseline saved, or not saved, at the end
 
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
-        self.deselected += len(items)
+        self.deselected += len(items)  # under xdist on each worker, which collects: sent below
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """xdist: every worker collects and deselects the same tests; take one's count."""
+        sent = getattr(node, "workeroutput", {}).get("das_deselected", 0)
+        self.deselected = max(self.deselected, int(sent))
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         """A file that cannot be collected is a reason nothing in it was judged."""
@@ -77,6 +83,7 @@ class Reporter:
         """Write the reports asked for, even when nothing was judged: a report left from an
         earlier run would otherwise be read as this one's."""
         if hasattr(self.config, "workerinput"):
+            self.config.workeroutput["das_deselected"] = self.deselected  # type: ignore[attr-defined]
             return
         status = pytest.ExitCode(exitstatus) if exitstatus in set(pytest.ExitCode) else None
         run = {
@@ -84,7 +91,9 @@ class Reporter:
             "exit_code": status.name if status is not None else None,
             # cut short (Ctrl-C, -x, a collection error): the results are not the whole suite
             "complete": status in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
-            and not (session.shouldfail or session.shouldstop),
+            and not (session.shouldfail or session.shouldstop)
+            # --continue-on-collection-errors runs the rest, but a file's claims are missing
+            and not any(u["when"] == "collect" for u in self.unjudged),
             "tests_collected": session.testscollected,
         }
         self._save_baseline(run)

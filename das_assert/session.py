@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from das_assert.cache import AlignmentCache, cache_key
-from das_assert.errors import ConfigError, DasError, InvalidArgument, PreconditionFailed, SiteError
+from das_assert.errors import ConfigError, InvalidArgument, PreconditionFailed, SiteError
 from das_assert.experiment import AlignmentResult, Experiment, check_site, run_experiment
 from das_assert.fit import FitConfig
 from das_assert.messages import failure_message
@@ -95,25 +95,24 @@ class DasSession:
         """Refuse, before anything trains, a site this model or its prompt cannot have."""
         check_site(self.model, self.experiment(hypothesis, site, **changes))
 
-    def check_search_settings(self) -> None:
-        """das.yaml's ``search:`` layers and positions, checked against the model and its
-        prompt when the session opens: an error names the key, not a cell halfway through."""
+    def search_settings(self) -> dict[str, Any]:
+        """das.yaml's ``search:`` for this model ({} if none), its layers and positions checked
+        against the model and its prompt first: an error names the key, before any cell
+        trains. Called by a search test, so a search the model cannot run fails only that."""
         from das_assert.sites import Site
         from das_assert.tasks.price_tagging import CAUSAL_MODELS
 
         spec = self.settings.search
         where = f"{self.settings.source}: models.{self.settings.key}.search"
         any_claim = sorted(CAUSAL_MODELS)[0]  # the prompt's slots do not depend on the claim
-        for key, values in (
-            ("layers", spec.get("layers", [])),
-            ("positions", spec.get("positions", [])),
-        ):
-            for value in values:
+        for key in ("layers", "positions"):
+            for value in spec.get(key, []):
                 site = Site(value, "last") if key == "layers" else Site(0, value)
                 try:
                     self.check(any_claim, site)
-                except DasError as exc:
+                except SiteError as exc:  # the layer or slot itself; anything else is not
                     raise ConfigError(f"{where}.{key}: {value!r}: {exc}") from None
+        return spec
 
     def fit_config(self, **changes: Any) -> FitConfig:
         base = {

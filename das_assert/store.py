@@ -69,16 +69,17 @@ def output_path_problem(path: Path, *, directory: bool = False) -> str | None:
         return " is a file; name a directory"
     if not directory and path.is_dir():
         return " is a directory; name a file inside it"
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                return f": {parent} is a file, not a directory"
+    # The files go into the directory itself where it exists, else into its first existing parent.
+    for place in [path] if directory and path.is_dir() else path.parents:
+        if place.exists():
+            if not place.is_dir():
+                return f": {place} is a file, not a directory"
             try:
-                with tempfile.TemporaryFile(dir=parent):
+                with tempfile.TemporaryFile(dir=place):
                     pass
             except OSError as exc:
                 return (
-                    f": cannot write in {parent} ({exc.strerror or exc}); name a place this "
+                    f": cannot write in {place} ({exc.strerror or exc}); name a place this "
                     "user may write"
                 )
             return None

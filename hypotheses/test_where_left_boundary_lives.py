@@ -23,7 +23,7 @@ HYPOTHESIS = "left_boundary"
 
 @pytest.fixture(scope="module")
 def grid(das_session):
-    spec = das_session.settings.search
+    spec = das_session.search_settings()
     if not spec:
         pytest.fail(f"{das_session.settings.source}: no `search:` entry for this model")
     changes = {k: spec[k] for k in ("n_train", "n_test") if k in spec}
