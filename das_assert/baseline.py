@@ -147,9 +147,8 @@ def _number(value: Any) -> bool:
 
 def _well_formed(record: Any) -> bool:
     """A result or entry with what a comparison reads: a finite IIA (a NaN compares false with
-    every tolerance, so it would pass any gate), an interval of two numbers where there is one,
-    and a named site."""
-    ci = record.get("iia_ci", [0, 0]) if isinstance(record, dict) else None
+    every tolerance, so it would pass any gate), its interval as two numbers, and a named site."""
+    ci = record.get("iia_ci") if isinstance(record, dict) else None
     return (
         isinstance(record, dict)
         and _number(record.get("iia"))

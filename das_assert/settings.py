@@ -183,8 +183,16 @@ def _unique_key_loader() -> type:
         def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
             seen: set[Any] = set()
             for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: its keys may be
+                    continue  # overridden by the mapping's own, as YAML intends
                 key = self.construct_object(key_node, deep=deep)
-                if key in seen:
+                try:
+                    twice = key in seen
+                except TypeError:  # a list or mapping as a key
+                    raise yaml.constructor.ConstructorError(
+                        None, None, "a list or mapping as a key is not a name", key_node.start_mark
+                    ) from None
+                if twice:
                     raise yaml.constructor.ConstructorError(
                         None, None, f"the key {key!r} is given twice", key_node.start_mark
                     )

@@ -84,6 +84,7 @@ RECORD = {
     "test_id": "hypotheses/test_price_tagging.py::test_left_boundary",
     "claim": "left_boundary",
     "iia": 0.91,
+    "iia_ci": [0.88, 0.93],
     "site": {"canonical": SITE},
 }
 
@@ -343,6 +344,13 @@ def baseline_of(ctx: Ctx, **changes: Any) -> Path:
     """A baseline with a valid checksum whose one entry has ``changes``: well-signed nonsense."""
     path = ctx.tmp_path / "baselines" / "0001_edited.json"
     record = {**RECORD, **changes}
+    save_baseline(path, model={"path": "embedded"}, environment={"torch": "2"}, records=[record])
+    return path
+
+
+def baseline_without(ctx: Ctx, key: str) -> Path:
+    path = ctx.tmp_path / "baselines" / "0001_edited.json"
+    record = {k: v for k, v in RECORD.items() if k != key}
     save_baseline(path, model={"path": "embedded"}, environment={"torch": "2"}, records=[record])
     return path
 
@@ -892,6 +900,12 @@ CASES = [
         id="load_baseline(<an entry with iia_ci 'x'>)",
     ),
     pytest.param(
+        lambda c: load_baseline(baseline_without(c, "iia_ci")),
+        AlignmentFileError,
+        r"0001_edited\.json: a result lacks a finite iia \(or a two-number iia_ci\)",
+        id="load_baseline(<an entry without iia_ci>)",
+    ),
+    pytest.param(
         lambda c: load_baseline(baseline_with_schema(c, 0)),
         AlignmentFileError,
         r"has schema_version 0, which no das_assert wrote \(1 to \d+\): it was edited by hand",
@@ -914,6 +928,12 @@ CASES = [
         ConfigError,
         r"(?s)das\.yaml is not valid YAML: the key 'thresholds' is given twice.*line 8",
         id="load_settings(<das.yaml: thresholds given twice>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(yaml_file(c, "models:\n  ? [a, b]\n  : {path: embedded}\n")),
+        ConfigError,
+        r"das\.yaml is not valid YAML: a list or mapping as a key is not a name",
+        id="load_settings(<das.yaml: a list as a key>)",
     ),
     pytest.param(
         lambda c: load_settings(yaml_file(c, "")),

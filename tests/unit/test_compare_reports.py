@@ -20,6 +20,7 @@ def _cli_record(site: str, iia: float) -> dict[str, Any]:
         "variable": "left",
         "site": {"canonical": site},
         "iia": iia,
+        "iia_ci": [round(iia - 0.03, 3), round(iia + 0.03, 3)],
     }
 
 

@@ -167,3 +167,16 @@ def test_the_temperature_anneals_linearly_from_start_to_end() -> None:
     assert schedule[-1] == pytest.approx(0.1)
     steps = [a - b for a, b in itertools.pairwise(schedule)]
     assert steps == pytest.approx([steps[0]] * 4)
+
+
+def test_a_das_yaml_merge_key_is_not_a_repeated_key(tmp_path) -> None:
+    from das_assert.settings import load_settings
+
+    path = tmp_path / "das.yaml"
+    path.write_text(
+        "models:\n"
+        "  embedded: &base\n    path: embedded\n    n_train: 100\n"
+        "  copy:\n    <<: *base\n    path: /models/copy\n"
+    )
+    loaded = load_settings(path)
+    assert (loaded["copy"].path, loaded["copy"].n_train) == ("/models/copy", 100)
