@@ -169,20 +169,31 @@ def train_embedded(
 
 
 def _save_whole(out_dir: Path, model: Any, tokenizer: Any, log: dict) -> None:
-    """Write the model directory beside ``out_dir`` and rename it into place: an interrupted
-    save leaves no half-written model. ``out_dir`` must be new or empty."""
+    """Write the model directory so that an interrupted save leaves no loadable half model.
+
+    A new ``out_dir`` is written beside it and renamed into place. An existing empty one (``.``,
+    a symlink to a folder) is kept: the files are written in a staging folder inside it and
+    moved up one by one, ``config.json`` last, so that a directory without it is not a model.
+    """
     _refuse_a_full_directory(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    exists = out_dir.is_dir()
+    if not exists:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+    where = out_dir if exists else out_dir.parent
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.resolve().name}.", dir=where))
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         _portable_tokenizer_class(staging)
         (staging / "training_log.json").write_text(json.dumps(log, indent=1) + "\n")
-        staging.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would hide the model from others
-        if out_dir.is_dir():
-            out_dir.rmdir()  # empty, checked above
-        os.replace(staging, out_dir)
+        if exists:
+            files = sorted(staging.iterdir(), key=lambda f: f.name == "config.json")
+            for file in files:
+                os.replace(file, out_dir / file.name)
+            staging.rmdir()
+        else:
+            staging.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would hide the model from others
+            os.replace(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -65,3 +65,20 @@ def test_training_never_writes_over_a_model_directory(tmp_path):
     with pytest.raises(FileExistsError, match="already holds files"):
         train_embedded(tmp_path, tiny(steps=1, focus_steps=1), log_every=1)
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+
+
+def test_an_existing_empty_directory_is_written_in_place_even_as_dot_or_a_symlink(
+    tmp_path, monkeypatch
+):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    train_embedded(".", tiny(steps=1, focus_steps=1), log_every=1)  # type: ignore[arg-type]
+    assert load_model(here).config.num_hidden_layers == 1
+    assert not [p for p in here.iterdir() if p.name.startswith(".")]  # no staging left
+    target = tmp_path / "target"
+    target.mkdir()
+    (tmp_path / "link").symlink_to(target)
+    train_embedded(tmp_path / "link", tiny(steps=1, focus_steps=1), log_every=1)
+    assert (tmp_path / "link").is_symlink()
+    assert (target / "config.json").is_file()
