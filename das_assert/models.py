@@ -267,7 +267,7 @@ def load_model(
         ) from None
     finally:
         hf_logging.set_verbosity(quiet)
-    _refuse_partial_weights(directory, config, loading)
+    _refuse_partial_weights(directory, config, model, loading)
     if device_map is None:
         model.to(device)
     model.eval()
@@ -282,7 +282,7 @@ def load_model(
 
 
 # Buffers that older checkpoints saved and current transformers recompute: harmless if unused.
-_STALE_BUFFERS = re.compile(r"(rotary_emb\.inv_freq|\.attn\.(masked_)?bias)$")
+_STALE_BUFFERS = re.compile(r"(rotary_emb\.inv_freq|\.attn\.(attention\.)?(masked_)?bias)$")
 
 
 def _refuse_pickled_weights(directory: Path) -> None:
@@ -301,44 +301,44 @@ def _refuse_pickled_weights(directory: Path) -> None:
         )
 
 
-def _refuse_partial_weights(directory: Path, config: Any, loading: Mapping[str, Any]) -> None:
-    """A weight the checkpoint lacks is initialised at random, and a weight the model has no
-    place for is dropped: either way the model is not the one saved, and every IIA measured on
-    it would be about noise. Refuse both, naming a few of the tensors."""
+def _refuse_partial_weights(
+    directory: Path, config: Any, model: Any, loading: Mapping[str, Any]
+) -> None:
+    """A weight the checkpoint lacks is initialised at random, and a tensor the model has no
+    place for is dropped (a layer count edited down): either way the model is not the one
+    saved, and every IIA measured on it would be about another model. Refuse both, naming a
+    few of the tensors. Buffers older versions saved and current ones recompute (GPT-2's and
+    GPT-Neo's causal masks, rotary frequencies) are not weights, and pass."""
+    buffers = {name for name, _ in model.named_buffers()}
     missing = sorted(loading.get("missing_keys") or ())
-    unused = sorted(k for k in loading.get("unexpected_keys") or () if not _STALE_BUFFERS.search(k))
-    mismatched = sorted(
-        str(k[0]) if isinstance(k, tuple) else str(k) for k in loading.get("mismatched_keys") or ()
+    unused = sorted(
+        k
+        for k in loading.get("unexpected_keys") or ()
+        if k not in buffers and not _STALE_BUFFERS.search(k)
     )
-    if not (missing or unused or mismatched):
+    if not (missing or unused):
         return
 
     def some(names: list[str]) -> str:
         return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
-    problems = [
-        *(
-            [f"{len(missing)} weight(s) the model needs are not in the files ({some(missing)})"]
-            if missing
-            else []
-        ),
-        *(
-            [f"{len(unused)} tensor(s) in the files fit nowhere in the model ({some(unused)})"]
-            if unused
-            else []
-        ),
-        *(
-            [f"{len(mismatched)} weight(s) have another shape ({some(mismatched)})"]
-            if mismatched
-            else []
-        ),
-    ]
+    problems = []
+    if missing:
+        problems.append(
+            f"{len(missing)} weight(s) the model needs are not in the files ({some(missing)}), "
+            "so they would be random"
+        )
+    if unused:
+        problems.append(
+            f"{len(unused)} tensor(s) in the files fit nowhere in the model ({some(unused)}), "
+            "so the model would run without them"
+        )
     layers = getattr(config.get_text_config(), "num_hidden_layers", None)
     raise ModelLoadError(
         f"the weights in {str(directory)!r} do not match its config.json "
-        f"({config.model_type}, {layers} layers): {'; '.join(problems)}. Those weights would be "
-        "random, so no alignment would mean anything: restore config.json or the weight files "
-        "as save_pretrained(dir) wrote them"
+        f"({config.model_type}, {layers} layers): {'; '.join(problems)}. That is not the model "
+        "that was saved, and no alignment on it would mean anything: restore config.json or the "
+        "weight files as save_pretrained(dir) wrote them"
     )
 
 

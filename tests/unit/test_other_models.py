@@ -98,3 +98,26 @@ def test_a_model_type_not_in_block_paths_has_its_blocks_found(tmp_path: Path) ->
     fast = evaluate(loaded.model, fitted, train)
     slow = evaluate(loaded.model, fitted, train, prefix_cache=False)
     assert torch.equal(fast.predicted, slow.predicted)
+
+
+def test_buffers_that_older_checkpoints_saved_are_not_refused_as_weights(tmp_path: Path) -> None:
+    """GPT-Neo checkpoints from before transformers made its causal mask non-persistent carry
+    ``attn.attention.bias`` and ``masked_bias``; Llama's carried ``rotary_emb.inv_freq`` per
+    layer. They are buffers the model recomputes, not weights: loading must not refuse them."""
+    import transformers
+    from safetensors.torch import load_file, save_file
+
+    words = build_tokenizer()
+    config = transformers.GPTNeoConfig(
+        vocab_size=len(words), hidden_size=32, num_layers=2, num_heads=4,
+        attention_types=[[["global", "local"], 1]], max_position_embeddings=256,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    words.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    for layer in (0, 1):
+        weights[f"transformer.h.{layer}.attn.attention.bias"] = torch.ones(1, 1, 256, 256)
+        weights[f"transformer.h.{layer}.attn.attention.masked_bias"] = torch.tensor(-1e9)
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    assert load_model(tmp_path).config.model_type == "gpt_neo"
