@@ -21,7 +21,7 @@ import xml.etree.ElementTree as ElementTree
 from collections import defaultdict
 from pathlib import Path
 
-from das_assert.cli_args import parse_fraction, positive_int
+from das_assert.cli_args import MAX_SEED, parse_fraction, positive_int, seed_int
 
 __all__ = ["main"]
 
@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--seeds", type=positive_int, default=10, help="how many (default 10)")
-    parser.add_argument("--first-seed", type=int, default=0, help="the first seed (default 0)")
+    parser.add_argument("--first-seed", type=seed_int, default=0, help="the first seed (default 0)")
     parser.add_argument(
         "--margin",
         type=parse_fraction,
@@ -63,7 +63,10 @@ def _run_seed(path: str, seed: int, report: Path, junit: Path, extra: list[str])
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.first_seed + args.seeds - 1 > MAX_SEED:  # refused now, not after the first runs
+        parser.error(f"--first-seed {args.first_seed} + --seeds {args.seeds} passes {MAX_SEED}")
     verdicts: dict[str, dict[int, tuple[str, float, float]]] = defaultdict(dict)
     failed: dict[str, list[int]] = defaultdict(list)
     judged: dict[str, set[int]] = defaultdict(set)  # claim test -> seeds with a verdict

@@ -85,3 +85,14 @@ def test_zero_seeds_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
         stability.main(["--seeds", "0"])
     assert exit_.value.code == 2
     assert "--seeds: '0' must be a positive integer" in capsys.readouterr().err
+
+
+def test_seeds_past_the_last_seed_are_refused_before_any_run(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from das_assert import stability
+
+    with pytest.raises(SystemExit) as exit_:
+        stability.main(["--first-seed", "4294967295", "--seeds", "2"])
+    assert exit_.value.code == 2
+    assert "--first-seed 4294967295 + --seeds 2 passes 4294967295" in capsys.readouterr().err
