@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import torch
+
+if TYPE_CHECKING:
+    from bad_inputs_support import Ctx
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -37,3 +41,16 @@ def assert_same_alignment() -> Callable[[Any, Any], None]:
         assert got.boundary_dims == want.boundary_dims
 
     return check
+
+
+# The bad-input tests (test_bad_*.py) share their helpers through bad_inputs_support; its asserts
+# get pytest's rewriting like a test module's.
+pytest.register_assert_rewrite("bad_inputs_support")
+
+
+@pytest.fixture
+def ctx(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ctx:
+    """What a bad call of the bad-input tests may need (see bad_inputs_support.Ctx)."""
+    from bad_inputs_support import Ctx
+
+    return Ctx(request, tmp_path, monkeypatch)

@@ -1,0 +1,267 @@
+"""Bad alignment files, caches and baselines: one clear das_assert error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from bad_inputs_support import SITE, Call, Ctx, assert_raised_by_das_assert
+
+from das_assert.baseline import find_baseline, load_baseline, save_baseline
+from das_assert.cache import AlignmentCache
+from das_assert.errors import AlignmentFileError, ConfigError, DasError
+from das_assert.fit import make_interchange
+from das_assert.store import atomic_write_json, load_alignment, save_alignment
+
+RECORD = {
+    "test_id": "hypotheses/test_price_tagging.py::test_left_boundary",
+    "claim": "left_boundary",
+    "iia": 0.91,
+    "iia_ci": [0.88, 0.93],
+    "site": {"canonical": SITE},
+}
+
+
+def saved_alignment(ctx: Ctx) -> Path:
+    interchange = make_interchange("boundless", ctx.llama.config.hidden_size, 1)
+    path = ctx.tmp_path / "alignment.safetensors"
+    save_alignment(path, interchange, {"site": SITE, "hypothesis": "left_boundary"})
+    return path
+
+
+def truncated_alignment(ctx: Ctx) -> Path:
+    path = saved_alignment(ctx)
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    return path
+
+
+def tampered_alignment(ctx: Ctx) -> Path:
+    path = saved_alignment(ctx)
+    raw = bytearray(path.read_bytes())
+    header_len = int.from_bytes(raw[:8], "little")
+    raw[8 + header_len + 5] ^= 0xFF  # a byte of tensor data; the header is untouched
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def random_bytes_file(ctx: Ctx) -> Path:
+    path = ctx.tmp_path / "random.safetensors"
+    path.write_bytes(bytes(range(7, 256, 3)) * 4)
+    return path
+
+
+def pickled_tensors(ctx: Ctx) -> Path:
+    path = ctx.tmp_path / "pickled.safetensors"
+    torch.save({"rotation": torch.eye(4)}, path)
+    return path
+
+
+def safetensors_without_manifest(ctx: Ctx) -> Path:
+    from safetensors.torch import save_file
+
+    path = ctx.tmp_path / "plain.safetensors"
+    save_file({"rotation": torch.eye(4), "widths": torch.ones(1)}, path)
+    return path
+
+
+def saved_baseline(ctx: Ctx) -> Path:
+    path = ctx.tmp_path / "baselines" / "0001_first.json"
+    save_baseline(path, model={"path": "embedded"}, environment={"torch": "2"}, records=[RECORD])
+    return path
+
+
+def baseline_of(ctx: Ctx, **changes: Any) -> Path:
+    """A baseline with a valid checksum whose one entry has ``changes``: well-signed nonsense."""
+    path = ctx.tmp_path / "baselines" / "0001_edited.json"
+    record = {**RECORD, **changes}
+    save_baseline(path, model={"path": "embedded"}, environment={"torch": "2"}, records=[record])
+    return path
+
+
+def baseline_without(ctx: Ctx, key: str) -> Path:
+    path = ctx.tmp_path / "baselines" / "0001_edited.json"
+    record = {k: v for k, v in RECORD.items() if k != key}
+    save_baseline(path, model={"path": "embedded"}, environment={"torch": "2"}, records=[record])
+    return path
+
+
+def baseline_with_schema(ctx: Ctx, version: int) -> Path:
+    from das_assert.store import atomic_write_json
+
+    path = saved_baseline(ctx)
+    payload = json.loads(path.read_text())
+    payload["schema_version"] = version
+    atomic_write_json(path, payload, checksum=True)
+    return path
+
+
+def alignment_with_list_manifest(ctx: Ctx) -> Path:
+    from safetensors.torch import save_file
+
+    path = ctx.tmp_path / "list.safetensors"
+    tensors = {"rotation": torch.eye(4), "widths": torch.ones(1)}
+    save_file(tensors, path, metadata={"manifest": "[1, 2]"})
+    return path
+
+
+def truncated_baseline(ctx: Ctx) -> Path:
+    path = saved_baseline(ctx)
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2])
+    return path
+
+
+def tampered_baseline(ctx: Ctx) -> Path:
+    path = saved_baseline(ctx)
+    payload = json.loads(path.read_text())
+    next(iter(payload["entries"].values()))["iia"] = 0.99  # checksum left as it was
+    path.write_text(json.dumps(payload, indent=2))
+    return path
+
+
+def future_baseline(ctx: Ctx) -> Path:
+    path = ctx.tmp_path / "0001_future.json"
+    atomic_write_json(path, {"schema_version": 99, "entries": {}}, checksum=True)
+    return path
+
+
+CASES = [
+    # -- alignment files, the cache, baselines
+    pytest.param(
+        lambda c: load_alignment(saved_alignment(c), hidden_size=64),
+        AlignmentFileError,
+        r"was learned on a hidden size of 32, but this model's hidden size is 64.*fit a new "
+        r"alignment on this model",
+        id="load_alignment(<d=32 alignment>, hidden_size=64)",
+    ),
+    pytest.param(
+        lambda c: load_alignment(truncated_alignment(c)),
+        AlignmentFileError,
+        r"(?s)is not a readable das_assert safetensors file .*truncated or corrupted: "
+        r"delete it and fit again",
+        id="load_alignment(<truncated file>)",
+    ),
+    pytest.param(
+        lambda c: load_alignment(tampered_alignment(c)),
+        AlignmentFileError,
+        r"fails its checksum: its tensors were modified after it was saved; delete it",
+        id="load_alignment(<tensor bytes flipped>)",
+    ),
+    pytest.param(
+        lambda c: load_alignment(random_bytes_file(c)),
+        AlignmentFileError,
+        r"is not a readable das_assert safetensors file",
+        id="load_alignment(<random bytes>)",
+    ),
+    pytest.param(
+        lambda c: load_alignment(pickled_tensors(c)),
+        AlignmentFileError,
+        r"is not a readable das_assert safetensors file",
+        id="load_alignment(<a torch.save pickle>)",
+    ),
+    pytest.param(
+        lambda c: load_alignment(safetensors_without_manifest(c)),
+        AlignmentFileError,
+        r"is not a readable das_assert safetensors file \('manifest'\)",
+        id="load_alignment(<safetensors without a manifest>)",
+    ),
+    pytest.param(
+        lambda c: load_alignment(c.tmp_path / "missing.safetensors"),
+        AlignmentFileError,
+        r"missing\.safetensors' does not exist; check the path, or save an alignment with",
+        id="load_alignment('missing.safetensors')",
+    ),
+    pytest.param(
+        lambda c: AlignmentCache(c.tmp_path, mode="sometimes"),
+        ConfigError,
+        r"cache mode 'sometimes' is not one of off, read, write, readwrite",
+        id="AlignmentCache(mode='sometimes')",
+    ),
+    pytest.param(
+        lambda c: load_baseline(truncated_baseline(c)),
+        AlignmentFileError,
+        r"is not valid JSON .*truncated or was edited by hand\. Restore it from version control",
+        id="load_baseline(<truncated JSON>)",
+    ),
+    pytest.param(
+        lambda c: load_baseline(tampered_baseline(c)),
+        AlignmentFileError,
+        r"fails its checksum: it was modified after it was written\. Re-create it",
+        id="load_baseline(<iia edited by hand>)",
+    ),
+    pytest.param(
+        lambda c: load_baseline(future_baseline(c)),
+        AlignmentFileError,
+        r"has schema_version 99, newer than this das_assert understands \(1\); upgrade",
+        id="load_baseline(<schema_version 99>)",
+    ),
+    pytest.param(
+        lambda c: load_baseline(c.tmp_path / "0001_missing.json"),
+        AlignmentFileError,
+        r"0001_missing\.json' does not exist; check the path",
+        id="load_baseline('0001_missing.json')",
+    ),
+    pytest.param(
+        lambda c: find_baseline(c.tmp_path, "latest"),
+        AlignmentFileError,
+        r"no baselines in .*; save one first with --das-save-baseline",
+        id="find_baseline(<empty dir>, 'latest')",
+    ),
+    pytest.param(
+        lambda c: find_baseline(saved_baseline(c).parent, "0007"),
+        AlignmentFileError,
+        r"no baseline '0007' in .*; present: 0001_first",
+        id="find_baseline(<dir with 0001_first>, '0007')",
+    ),
+    # -- baselines and alignment files edited into nonsense
+    pytest.param(
+        lambda c: load_baseline(baseline_of(c, iia=float("nan"))),
+        AlignmentFileError,
+        r"0001_edited\.json: a result lacks a finite iia \(or a two-number iia_ci\)",
+        id="load_baseline(<an entry with iia NaN>)",
+    ),
+    pytest.param(
+        lambda c: load_baseline(baseline_of(c, iia_ci="x")),
+        AlignmentFileError,
+        r"0001_edited\.json: a result lacks a finite iia \(or a two-number iia_ci\)",
+        id="load_baseline(<an entry with iia_ci 'x'>)",
+    ),
+    pytest.param(
+        lambda c: load_baseline(baseline_without(c, "iia_ci")),
+        AlignmentFileError,
+        r"0001_edited\.json: a result lacks a finite iia \(or a two-number iia_ci\)",
+        id="load_baseline(<an entry without iia_ci>)",
+    ),
+    pytest.param(
+        lambda c: load_baseline(baseline_with_schema(c, 0)),
+        AlignmentFileError,
+        r"has schema_version 0, which no das_assert wrote \(1 to \d+\): it was edited by hand",
+        id="load_baseline(<schema_version 0>)",
+    ),
+    pytest.param(
+        lambda c: load_baseline(c.tmp_path),
+        AlignmentFileError,
+        r"baseline '.*' is a directory; name a \.json file in it",
+        id="load_baseline(<a directory>)",
+    ),
+    pytest.param(
+        lambda c: load_alignment(alignment_with_list_manifest(c)),
+        AlignmentFileError,
+        r"has a manifest that is not a JSON object: it was not written by das_assert",
+        id="load_alignment(<manifest a JSON list>)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("call", "error", "match"), CASES)
+def test_a_bad_input_raises_one_clear_das_error(
+    call: Call, error: type[DasError], match: str, ctx: Ctx
+) -> None:
+    with pytest.raises(DasError, match=match) as info:
+        call(ctx)
+    assert type(info.value) is error, f"expected {error.__name__}, got {type(info.value)!r}"
+    assert_raised_by_das_assert(info)

@@ -1,0 +1,249 @@
+"""Bad command lines exit 2 with one clear message, before any work; the count of all cases."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bad_inputs_support import Ctx
+from test_bad_artifacts import CASES as ARTIFACT_CASES
+from test_bad_experiments import CASES as EXPERIMENT_CASES
+from test_bad_model_inputs import CASES as MODEL_CASES
+from test_bad_settings import CASES as SETTING_CASES
+
+from das_assert.cli import main
+from das_assert.models import EMBEDDED_MODEL_DIR
+
+LLAMA = "<tiny llama>"
+FIT = ("fit", "--hypothesis", "left_boundary", "--layer", "1")
+SEARCH = ("search", "--hypothesis", "left_boundary", "--n-test", "20", "--layers")
+
+
+def cli(*argv: str, match: str) -> Any:
+    shown = ", ".join(repr(a) if a != LLAMA else a for a in argv)
+    return pytest.param(list(argv), match, id=f"main([{shown}])")
+
+
+CLI_CASES = [
+    cli(
+        "fit",
+        "--model",
+        LLAMA,
+        "--layer",
+        "1",
+        match=r"the following arguments are required: --hypothesis",
+    ),
+    cli(
+        "fit",
+        "--model",
+        LLAMA,
+        "--hypothesis",
+        "left_boundary",
+        "--layer",
+        "99",
+        match=r"error: layer=99 is out of range for llama \(3 layers: 0\.\.2",
+    ),
+    cli(*FIT, "--bracket", "12", "3", match=r"argument --bracket: '12' is outside 0\.00\.\.9\.99"),
+    cli(
+        *FIT,
+        "--bracket",
+        "8.49",
+        "5.49",
+        match=r"error: bracket=\(849, 549\) must be \(low, high\) in cents",
+    ),
+    cli(
+        "evaluate",
+        "--model",
+        LLAMA,
+        "--alignment",
+        "/nonexistent/alignment.safetensors",
+        match=r"error: alignment file '/nonexistent/alignment\.safetensors' does not exist; "
+        r"check the path",
+    ),
+    cli(
+        "compare",
+        "/nonexistent/0001_old.json",
+        "/nonexistent/0002_new.json",
+        match=r"error: baseline '/nonexistent/0001_old\.json' does not exist; check the path",
+    ),
+    cli(
+        "compare",
+        "old.json",
+        "new.json",
+        "--fail",
+        "iia:five",
+        match=r"error: could not parse the compare-fail expression 'iia:five'",
+    ),
+    cli(*FIT, "--method", "bondless", match=r"error: unknown method 'bondless'; choose one of"),
+    cli(*FIT, "--bracket", "inf", "3", match=r"argument --bracket: 'inf' is not an amount"),
+    cli(
+        "evaluate",
+        "--model",
+        LLAMA,
+        "--alignment",
+        "/",
+        match=r"error: alignment file '/' is a directory; name the \.safetensors file in it",
+    ),
+    cli(*FIT, "--bracket", "1.005", "3", match=r"'1\.005' has more than two decimals"),
+    cli(*FIT, "--n-test", "1", match=r"--n-test: '1' must be a number of pairs from 2 to"),
+    cli(*FIT, "--n-test", "10000000000", match=r"'10000000000' must be a number of pairs from 2"),
+    cli(*FIT, "--seed", str(2**70), match=r"--seed: '\d+' is not a seed: use an integer 0 to"),
+    cli(*FIT, "--seed", "-1", match=r"--seed: '-1' is not a seed: use an integer 0 to 4294967295"),
+    cli(*FIT, "--position", "middle", match=r"error: cannot parse position 'middle'"),
+    cli(*FIT, "--threshold", "1.5", match=r"argument --threshold: '1\.5' must lie in \[0, 1\]"),
+    cli(
+        "fit",
+        "--hypothesis",
+        "left_boundry",
+        "--layer",
+        "1",
+        match=r"argument --hypothesis: invalid choice: 'left_boundry'",
+    ),
+    cli(*FIT, "--model", "/no/such/dir", match=r"error: model directory '/no/such/dir' does not"),
+    cli(*FIT, "--model", LLAMA, "--device", "tpu", match=r"error: device='tpu' is not one of"),
+    cli(*SEARCH, "0", "1", "0", match=r"--layers: layer 0 given twice; list each once"),
+    cli(
+        *SEARCH,
+        "0",
+        "--positions",
+        "last",
+        "after:amount",
+        "last",
+        match=r"--positions: position last given twice; list each once",
+    ),
+    cli(
+        *SEARCH,
+        "0",
+        "-3",
+        "--model",
+        LLAMA,
+        match=r"error: --layers 0 and -3 are the same block of this model \(0\)",
+    ),
+    cli(
+        *SEARCH,
+        "0",
+        "7",
+        "--model",
+        LLAMA,
+        match=r"error: layer=7 is out of range for llama \(3 layers",
+    ),
+    cli(*SEARCH, "0", "--positions", "middle", match=r"error: cannot parse position 'middle'"),
+    cli("search", "--hypothesis", "left_boundary", match=r"required: --layers"),
+]
+
+
+@pytest.mark.parametrize(("argv", "match"), CLI_CASES)
+def test_a_bad_command_line_exits_2_with_a_message(
+    argv: list[str], match: str, ctx: Ctx, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [str(ctx.model_dir()) if arg == LLAMA else arg for arg in argv]
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse refuses the option itself
+        code = exit_.code
+    assert code == 2
+    stderr = capsys.readouterr().err
+    assert re.search(match, stderr), stderr
+    assert "Traceback" not in stderr
+
+
+def test_an_unexpected_error_exits_3_not_1_which_means_a_failed_claim(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from das_assert import cli as cli_module
+
+    def crash(args: Any) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setitem(cli_module.COMMANDS, "fit", crash)
+    assert main([*FIT, "--n-train", "8"]) == 3
+    stderr = capsys.readouterr().err
+    assert "RuntimeError: a bug" in stderr
+    assert "unexpected error" in stderr
+
+
+def test_there_are_at_least_45_distinct_cases() -> None:
+    cases = MODEL_CASES + EXPERIMENT_CASES + SETTING_CASES + ARTIFACT_CASES + CLI_CASES
+    ids = [case.id for case in cases]
+    assert len(ids) == len(set(ids)) >= 45
+
+
+def test_a_cli_search_asking_for_a_heatmap_without_matplotlib_is_refused_before_training(
+    ctx: Ctx, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from das_assert import experiment
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    trained = []
+    monkeypatch.setattr(experiment, "run_experiment", lambda *a, **k: trained.append(a))
+    argv = [*SEARCH, "0", "--model", str(ctx.model_dir()), f"--png={tmp_path / 'grid.png'}"]
+    assert main(argv) == 2
+    stderr = capsys.readouterr().err
+    assert "error: --png needs matplotlib: pip install 'das_assert[plots]'" in stderr
+    assert trained == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_cli_search_with_a_misspelt_slot_is_refused_before_any_cell_trains(
+    ctx: Ctx, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from das_assert import experiment
+
+    trained = []
+    monkeypatch.setattr(experiment, "run_experiment", lambda *a, **k: trained.append(a))
+    argv = [*SEARCH, "0", "1", "--positions", "last", "after:amout"]
+    assert main([*argv, "--model", str(ctx.model_dir())]) == 2
+    stderr = capsys.readouterr().err
+    assert "position 'after:amout' refers to slot 'amout', which this prompt does not" in stderr
+    assert trained == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        ([*FIT, "--json", "{dir}"], r"--json .*dir is a directory; name a file inside it"),
+        ([*FIT, "--save", "{file}/a.safetensors"], r"--save .*: .*file is a file, not a dir"),
+        ([*SEARCH, "0", "--png", "{dir}"], r"--png .*dir is a directory"),
+        (["compare", "a.json", "b.json", "--markdown", "{dir}"], r"--markdown .*dir is a dir"),
+        (["train-embedded", "--out", "{file}"], r"--out .*file is a file; name a directory"),
+        ([*FIT, "--json", "/proc/das_report.json"], r"--json .*: cannot write in /proc \("),
+        (
+            ["evaluate", "--alignment", "{file}", "--json", "{file}"],
+            r"--json .*file is also --alignment, which this command reads: writing it would",
+        ),
+        ([*FIT, "--save", "{dir}/x", "--json", "{dir}/x"], r"--save and --json both name .*x"),
+        (["compare", "{file}", "b.json", "--markdown", "{file}"], r"--markdown .*file is also OLD"),
+        (["train-embedded", "--out", "{shipped}"], r"--out .* is the shipped embedded model"),
+        (["train-embedded", "--out", "{full}"], r"--out .*full already holds files; name a new"),
+    ],
+    ids=[
+        *("json-dir", "save-under-file", "png-dir", "markdown-dir", "out-file", "read-only"),
+        *("json-over-alignment", "json-and-save", "markdown-over-old", "shipped", "out-full"),
+    ],
+)
+def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(
+    argv: list[str],
+    match: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from das_assert import cli
+
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "file").write_text("")
+    from das_assert.embedded import train
+
+    monkeypatch.setattr(cli, "_load", lambda args: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(train, "train_embedded", lambda *a: pytest.fail("training started"))
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "config.json").write_text("{}")
+    paths = {"dir": tmp_path / "dir", "file": tmp_path / "file", "full": tmp_path / "full"}
+    paths["shipped"] = EMBEDDED_MODEL_DIR
+    assert main([arg.format(**paths) for arg in argv]) == 2
+    assert re.search(match, capsys.readouterr().err)
+    assert (tmp_path / "file").read_text() == ""  # no input was touched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "file", "full"]

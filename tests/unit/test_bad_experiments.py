@@ -1,0 +1,246 @@
+"""Bad causal models, experiments, statistics and training that cannot go on: one DasError."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from bad_inputs_support import EXAMPLE, Call, Ctx, assert_raised_by_das_assert
+
+from das_assert.causal import CausalModel
+from das_assert.data import encode
+from das_assert.errors import (
+    DasError,
+    InvalidArgument,
+    OutOfDeviceMemory,
+    PreconditionFailed,
+    TrainingDiverged,
+)
+from das_assert.evaluate import evaluate
+from das_assert.experiment import Experiment, run_experiment
+from das_assert.featurizers import Interchange
+from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
+from das_assert.metrics import required_n, verdict, wilson_interval
+from das_assert.models import LoadedModel, load_model
+from das_assert.positions import parse_position
+from das_assert.sites import Site
+from das_assert.tasks.price_tagging import CAUSAL_MODELS, causal_model, prompt_pairs
+
+
+def model_with_an_unused_variable() -> CausalModel:
+    return CausalModel(
+        inputs=("x", "y"),
+        mechanisms={"s": lambda x: x + 1, "unused": lambda y: -y, "out": lambda s: s > 3},
+        output="out",
+        name="with_unused",
+    )
+
+
+def mechanism_with_star_args(*values: int) -> int:
+    return sum(values)
+
+
+# -- training that cannot go on ---------------------------------------------------------------
+
+
+def fit_tiny_llama(loaded: LoadedModel) -> object:
+    site = Site(1).resolve(loaded.model)
+    train = encode(loaded, prompt_pairs("left_boundary", 8, seed=0), parse_position("last"))
+    return fit_alignment(loaded.model, site, train, FitConfig(epochs=1, batch_size=8))
+
+
+def fit_with_nan_weights(ctx: Ctx) -> object:
+    loaded = load_model(ctx.model_dir())  # a fresh copy: the shared tiny_llama stays intact
+    loaded.model.get_input_embeddings().weight.data.fill_(float("nan"))
+    return fit_tiny_llama(loaded)
+
+
+def fit_out_of_gpu_memory(ctx: Ctx) -> object:
+    loaded = ctx.llama
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    ctx.monkeypatch.setattr(type(loaded.model), "forward", forward)
+    return fit_tiny_llama(loaded)
+
+
+def evaluate_out_of_gpu_memory(ctx: Ctx) -> object:
+    """Every forward pass runs out of memory, even for one pair: the back-off ends in an error."""
+    loaded = ctx.llama
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    for module in (type(loaded.model), type(loaded.model.base_model)):
+        ctx.monkeypatch.setattr(module, "forward", forward)
+    site = Site(1, "last").resolve(loaded.model)
+    alignment = FittedAlignment(
+        Interchange.boundless(loaded.config.hidden_size), site, FitConfig(), 0, 0.0
+    )
+    test = encode(loaded, prompt_pairs("left_boundary", 8, seed=0), parse_position("last"))
+    return evaluate(loaded.model, alignment, test)
+
+
+def tiny_experiment(**changes: Any) -> Experiment:
+    fields: dict[str, Any] = {"hypothesis": "left_boundary", "site": Site(1)}
+    return Experiment(**{**fields, **changes})
+
+
+CASES = [
+    # -- causal models
+    pytest.param(
+        lambda c: CausalModel(
+            inputs=("x",), mechanisms={"a": lambda b: b, "b": lambda a: a}, output="a"
+        ),
+        InvalidArgument,
+        r"mechanisms form a cycle: a -> b -> a",
+        id="CausalModel(<a(b), b(a): a cycle>)",
+    ),
+    pytest.param(
+        lambda c: CausalModel(inputs=("x",), mechanisms={"a": lambda y: y}, output="a"),
+        InvalidArgument,
+        r"mechanism 'a' takes parameter 'y', but no variable 'y' is declared \(declared: a, x\)",
+        id="CausalModel(<a(y) with y undeclared>)",
+    ),
+    pytest.param(
+        lambda c: CausalModel(inputs=("x",), mechanisms={"a": lambda x: x}, output="answer"),
+        InvalidArgument,
+        r"output 'answer' is not a declared variable \(declared: a, x\)",
+        id="CausalModel(output='answer' undeclared)",
+    ),
+    pytest.param(
+        lambda c: CausalModel(
+            inputs=("x",), mechanisms={"a": mechanism_with_star_args}, output="a"
+        ),
+        InvalidArgument,
+        r"mechanism 'a' takes \*args/\*\*kwargs; name each parent as a parameter",
+        id="CausalModel(mechanisms={'a': f(*values)})",
+    ),
+    pytest.param(
+        lambda c: model_with_an_unused_variable().counterfactual(
+            {"x": 1, "y": 1}, {"x": 5, "y": 5}, intervene=["unused"]
+        ),
+        InvalidArgument,
+        r"intervening on 'unused' cannot change the output 'out' of with_unused: it is not among "
+        r"its ancestors",
+        id="counterfactual(intervene=['unused'] that cannot reach the output)",
+    ),
+    pytest.param(
+        lambda c: CAUSAL_MODELS["left_boundary"].counterfactual(
+            EXAMPLE, EXAMPLE, intervene=["lfet"]
+        ),
+        InvalidArgument,
+        r"cannot intervene on 'lfet': left_boundary declares .*Did you mean 'left'\?",
+        id="counterfactual(intervene=['lfet'])",
+    ),
+    pytest.param(
+        lambda c: CAUSAL_MODELS["left_boundary"].counterfactual(EXAMPLE, EXAMPLE, intervene="left"),
+        InvalidArgument,
+        r"intervene must be a list of names, not the string 'left'",
+        id="counterfactual(intervene='left')",
+    ),
+    pytest.param(
+        lambda c: causal_model("left_boundry"),
+        InvalidArgument,
+        r"unknown causal model 'left_boundry'; choose one of .*Did you mean 'left_boundary'\?",
+        id="causal_model('left_boundry')",
+    ),
+    pytest.param(
+        lambda c: tiny_experiment(variables=("right",)),
+        InvalidArgument,
+        r"cannot intervene on 'right': left_boundary declares lo, hi, x, left, answer",
+        id="Experiment('left_boundary', variables=('right',))",
+    ),
+    pytest.param(
+        lambda c: tiny_experiment(variables=("lo",)),
+        InvalidArgument,
+        r"variables \['lo'\] have no box in left_boundary's alignment, which has one for each "
+        r"of \['left'\]",
+        id="Experiment('left_boundary', variables=('lo',))",
+    ),
+    pytest.param(
+        lambda c: tiny_experiment(hypothesis="left_and_right_boundary", variables=("left", "left")),
+        InvalidArgument,
+        r"variables=\('left', 'left'\) must name each variable once",
+        id="Experiment('left_and_right_boundary', variables=('left', 'left'))",
+    ),
+    # -- experiments and statistics
+    pytest.param(
+        lambda c: tiny_experiment(threshold=1.5),
+        InvalidArgument,
+        r"threshold=1\.5 must lie in \[0, 1\]",
+        id="Experiment(threshold=1.5)",
+    ),
+    pytest.param(
+        lambda c: verdict(iia_ci=(0.8, 0.9), iia=0.85, threshold=-0.1, baselines={}),
+        InvalidArgument,
+        r"threshold=-0\.1 must lie in \[0, 1\]",
+        id="verdict(threshold=-0.1)",
+    ),
+    pytest.param(
+        lambda c: tiny_experiment(n_test=1),
+        InvalidArgument,
+        r"n_test=1: need at least 2 pairs",
+        id="Experiment(n_test=1)",
+    ),
+    pytest.param(
+        lambda c: tiny_experiment(bracket=(849, 549)),
+        InvalidArgument,
+        r"bracket=\(849, 549\) must be \(low, high\) in cents with 0 <= low <= high <= 999",
+        id="Experiment(bracket=(849, 549))",
+    ),
+    pytest.param(
+        lambda c: required_n(0),
+        InvalidArgument,
+        r"half_width=0 must be in \(0, 0\.5\)",
+        id="required_n(half_width=0)",
+    ),
+    pytest.param(
+        lambda c: wilson_interval(0, 0),
+        InvalidArgument,
+        r"cannot compute an interval from n=0 pairs; evaluate on n >= 1",
+        id="wilson_interval(0, n=0)",
+    ),
+    pytest.param(
+        lambda c: run_experiment(
+            c.llama, tiny_experiment(n_train=8, n_test=16, min_task_accuracy=0.9)
+        ),
+        PreconditionFailed,
+        r"answers only [\d.]+ of the 16 test prompts correctly \(gate: 0\.9\).*lower the gate "
+        r"\(--das-min-task-accuracy under pytest, --min-task-accuracy on the command line",
+        id="run_experiment(<random tiny llama>, min_task_accuracy=0.9)",
+    ),
+    # -- training that cannot go on
+    pytest.param(
+        fit_with_nan_weights,
+        TrainingDiverged,
+        r"the alignment loss became nan at step 0 .*lower the learning rates",
+        id="fit_alignment(<tiny llama with NaN embeddings>)",
+    ),
+    pytest.param(
+        fit_out_of_gpu_memory,
+        OutOfDeviceMemory,
+        r"out of GPU memory with a batch of \d+ pairs .*lower the batch size .*"
+        r"device_map='auto'",
+        id="fit_alignment(<forward raises torch.cuda.OutOfMemoryError>)",
+    ),
+    pytest.param(
+        evaluate_out_of_gpu_memory,
+        OutOfDeviceMemory,
+        r"out of GPU memory evaluating one pair at a time at block_output\[layer=1, pos=last\] "
+        r".*device_map='auto'",
+        id="evaluate(<every forward raises torch.cuda.OutOfMemoryError>)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("call", "error", "match"), CASES)
+def test_a_bad_input_raises_one_clear_das_error(
+    call: Call, error: type[DasError], match: str, ctx: Ctx
+) -> None:
+    with pytest.raises(DasError, match=match) as info:
+        call(ctx)
+    assert type(info.value) is error, f"expected {error.__name__}, got {type(info.value)!r}"
+    assert_raised_by_das_assert(info)

@@ -1,0 +1,238 @@
+"""Bad das.yaml files, compare-fail expressions and fit settings: one clear das_assert error."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from bad_inputs_support import SITE, Call, Ctx, assert_raised_by_das_assert
+
+from das_assert.compare import parse_compare_fail
+from das_assert.errors import ConfigError, DasError, InvalidArgument
+from das_assert.fit import FitConfig, make_interchange
+from das_assert.settings import find_model_settings, load_settings
+
+GOOD_YAML = """\
+models:
+  embedded:
+    path: embedded
+    sites:
+      boundary: block_output[layer=1, pos=last]
+    thresholds:
+      left_boundary: 0.85
+"""
+
+
+def yaml_file(ctx: Ctx, text: str) -> Path:
+    path = ctx.tmp_path / "das.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def yaml_bytes(ctx: Ctx, data: bytes) -> Path:
+    path = ctx.tmp_path / "das.yaml"
+    path.write_bytes(data)
+    return path
+
+
+CASES = [
+    # -- das.yaml
+    pytest.param(
+        lambda c: load_settings(yaml_file(c, "models: [embedded\n")),
+        ConfigError,
+        r"das\.yaml is not valid YAML",
+        id="load_settings(<das.yaml: invalid YAML>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(c.tmp_path / "missing.yaml"),
+        ConfigError,
+        r"missing\.yaml does not exist",
+        id="load_settings('missing.yaml')",
+    ),
+    pytest.param(
+        lambda c: load_settings(yaml_file(c, GOOD_YAML + "    thresholds: {left_boundary: 0.5}\n")),
+        ConfigError,
+        r"(?s)das\.yaml is not valid YAML: the key 'thresholds' is given twice.*line 8",
+        id="load_settings(<das.yaml: thresholds given twice>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(yaml_file(c, "models:\n  ? [a, b]\n  : {path: embedded}\n")),
+        ConfigError,
+        r"das\.yaml is not valid YAML: a list or mapping as a key is not a name",
+        id="load_settings(<das.yaml: a list as a key>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(yaml_file(c, "")),
+        ConfigError,
+        r"das\.yaml is empty; it needs a `models:` mapping",
+        id="load_settings(<an empty das.yaml>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(c.tmp_path),
+        ConfigError,
+        r"is a directory; name the das\.yaml file inside it",
+        id="load_settings(<a directory>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(yaml_bytes(c, b"models:\n  embedded: {path: \xff}\n")),
+        ConfigError,
+        r"das\.yaml is not UTF-8 text \(invalid start byte at byte 27\)",
+        id="load_settings(<das.yaml in Latin-1>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(yaml_file(c, GOOD_YAML.replace("path: embedded", "path: 5"))),
+        ConfigError,
+        r"models\.embedded\.path must be a directory path or 'embedded', got 5; quote it",
+        id="load_settings(<das.yaml: path: 5>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(yaml_file(c, "model:\n  embedded: {path: embedded}\n")),
+        ConfigError,
+        r"the top level must hold only `models:`, found \['model'\]",
+        id="load_settings(<das.yaml: top-level key 'model'>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(yaml_file(c, GOOD_YAML + "    thresold: {midpoint: 0.5}\n")),
+        ConfigError,
+        r"models\.embedded has an unknown key 'thresold'; allowed: .*Did you mean 'thresholds'\?",
+        id="load_settings(<das.yaml: models.embedded.thresold>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(yaml_file(c, GOOD_YAML.replace("0.85", "1.7"))),
+        ConfigError,
+        r"thresholds\.left_boundary = 1\.7: a threshold is a number in \[0, 1\]",
+        id="load_settings(<das.yaml: threshold 1.7>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(yaml_file(c, GOOD_YAML.replace("0.85", "'0.85'"))),
+        ConfigError,
+        r"thresholds\.left_boundary = '0\.85': a threshold is a number in \[0, 1\]",
+        id="load_settings(<das.yaml: threshold '0.85' as a string>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(yaml_file(c, GOOD_YAML.replace(SITE, "layer 1 last"))),
+        ConfigError,
+        r"models\.embedded\.sites\.boundary: cannot parse site 'layer 1 last'; write it as",
+        id="load_settings(<das.yaml: site 'layer 1 last'>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(yaml_file(c, GOOD_YAML + "    batch_size: 0\n")),
+        ConfigError,
+        r"models\.embedded\.batch_size = 0 must be an integer >= 1",
+        id="load_settings(<das.yaml: batch_size 0>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(yaml_file(c, GOOD_YAML + "    n_train: 1\n")),
+        ConfigError,
+        r"models\.embedded\.n_train = 1 must be an integer >= 2",
+        id="load_settings(<das.yaml: n_train 1>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(
+            yaml_file(c, GOOD_YAML + "    search: {layers: [0, 1], positions: [middle]}\n")
+        ),
+        ConfigError,
+        r"models\.embedded\.search\.positions: cannot parse position 'middle'; use one of",
+        id="load_settings(<das.yaml: search.positions [middle]>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(yaml_file(c, GOOD_YAML + "    search: {layers: [0, 1]}\n")),
+        ConfigError,
+        r"models\.embedded\.search has no positions; a search needs both layers: \[\.\.\.\] and",
+        id="load_settings(<das.yaml: search without positions>)",
+    ),
+    pytest.param(
+        lambda c: find_model_settings(
+            load_settings(yaml_file(c, GOOD_YAML)), Path("/models/alpaca-7b"), embedded=False
+        ),
+        ConfigError,
+        r"has no settings for the model '/models/alpaca-7b': add an entry `models: alpaca-7b:",
+        id="find_model_settings(<das.yaml>, '/models/alpaca-7b')",
+    ),
+    pytest.param(
+        lambda c: load_settings(yaml_file(c, GOOD_YAML))["embedded"].threshold("midpoint_distance"),
+        ConfigError,
+        r"no thresholds entry for claim 'midpoint_distance'; add `midpoint_distance: <number in "
+        r"\[0, 1\]>` under models\.embedded\.thresholds",
+        id="ModelSettings.threshold('midpoint_distance') without an entry",
+    ),
+    # -- regression checks
+    pytest.param(
+        lambda c: parse_compare_fail("iia:five"),
+        ConfigError,
+        r"could not parse the compare-fail expression 'iia:five': expected FIELD:NUMBER",
+        id="parse_compare_fail('iia:five')",
+    ),
+    pytest.param(
+        lambda c: parse_compare_fail("accuracy:0.1"),
+        ConfigError,
+        r"'accuracy:0\.1'.*FIELD one of iia, .*task_accuracy, normalized_iia",
+        id="parse_compare_fail('accuracy:0.1')",
+    ),
+    pytest.param(
+        lambda c: parse_compare_fail("iia:2"),
+        ConfigError,
+        r"'iia:2': an absolute drop of 2\.0 is more than IIA can drop; write .*iia:5%",
+        id="parse_compare_fail('iia:2')",
+    ),
+    # -- fit settings
+    pytest.param(
+        lambda c: FitConfig(epochs=0),
+        InvalidArgument,
+        r"epochs=0; train for at least 1 epoch",
+        id="FitConfig(epochs=0)",
+    ),
+    pytest.param(
+        lambda c: FitConfig(lr_rotation=-1e-3),
+        InvalidArgument,
+        r"lr_rotation=-0\.001 must be a finite number >= 0",
+        id="FitConfig(lr_rotation=-1e-3)",
+    ),
+    pytest.param(
+        lambda c: FitConfig(lr_boundary=float("nan")),
+        InvalidArgument,
+        r"lr_boundary=nan must be a finite number >= 0",
+        id="FitConfig(lr_boundary=nan)",
+    ),
+    pytest.param(
+        lambda c: FitConfig(temperature=(0.1, 50.0)),
+        InvalidArgument,
+        r"temperature=\(0\.1, 50\.0\) must go down: 0 < end <= start",
+        id="FitConfig(temperature=(0.1, 50.0))",
+    ),
+    pytest.param(
+        lambda c: FitConfig(method="bondless"),
+        InvalidArgument,
+        r"unknown method 'bondless'; choose one of: boundless, das:K",
+        id="FitConfig(method='bondless')",
+    ),
+    pytest.param(
+        lambda c: FitConfig(method="das:0"),
+        InvalidArgument,
+        r"unknown method 'das:0'; choose one of: boundless, das:K",
+        id="FitConfig(method='das:0')",
+    ),
+    pytest.param(
+        lambda c: FitConfig(batch_size=0),
+        InvalidArgument,
+        r"batch_size=0; use a positive batch size",
+        id="FitConfig(batch_size=0)",
+    ),
+    pytest.param(
+        lambda c: make_interchange("das:40", 32, 1),
+        InvalidArgument,
+        r"das:40 with 1 variables needs more than d=32 coordinates; choose K <= 32",
+        id="make_interchange('das:40', d=32)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("call", "error", "match"), CASES)
+def test_a_bad_input_raises_one_clear_das_error(
+    call: Call, error: type[DasError], match: str, ctx: Ctx
+) -> None:
+    with pytest.raises(DasError, match=match) as info:
+        call(ctx)
+    assert type(info.value) is error, f"expected {error.__name__}, got {type(info.value)!r}"
+    assert_raised_by_das_assert(info)
