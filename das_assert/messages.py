@@ -53,8 +53,8 @@ def failure_message(
             f"  inconclusive: raise n_test (now {ev.n}) in das.yaml, or choose how to treat it "
             "with --das-inconclusive=fail|xfail|pass"
         )
-    model = (
-        "" if result.model.name == "embedded" else f" --das-model={shlex.quote(result.model.name)}"
-    )
-    lines.append(f"  reproduce: pytest {shlex.quote(nodeid)} --das-seed={exp.seed}{model}")
+    options = getattr(session, "reproduce_options", "")
+    if "--das-model=" not in options and result.model.name != "embedded":
+        options += f" --das-model={shlex.quote(result.model.name)}"
+    lines.append(f"  reproduce: pytest {shlex.quote(nodeid)} --das-seed={exp.seed}{options}")
     return "\n".join(lines)

@@ -62,6 +62,7 @@ class DasSession:
     save_to: Path | None = None  # <baseline dir>/<model>/NNNN_name (without .json)
     baseline: tuple[Path, dict[str, Any]] | None = None  # the baseline compared with
     compare_checks: list[Any] = field(default_factory=list)
+    reproduce_options: str = ""  # the run's non-default das options, for a failure's last line
     _memo: dict[str, AlignmentResult] = field(default_factory=dict, repr=False)
     # Fuzz examples that repeat a variant (hypothesis often draws the plain prompt again) reuse
     # its evaluation: the alignment is frozen and the pairs are seeded, so it cannot differ.

@@ -1,0 +1,251 @@
+"""The plugin's ``--das-*`` options: their definitions and defaults, the check of the paths
+they name, and the options a failure's "reproduce:" line repeats. No torch here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from das_assert.plugin_fuzz import PROFILES
+
+__all__ = [
+    "CACHE_MODES",
+    "DEFAULTS",
+    "INCONCLUSIVE",
+    "add_options",
+    "check_output_paths",
+    "reproduce_options",
+]
+
+INCONCLUSIVE = ("fail", "xfail", "pass")
+CACHE_MODES = ("off", "read", "write", "readwrite")
+DEFAULTS: dict[str, Any] = {}  # dest -> default, filled by add_options
+
+
+class _Recording:
+    """An option group that records each option's default in DEFAULTS as it is added."""
+
+    def __init__(self, group: Any) -> None:
+        self._group = group
+
+    def addoption(self, *names: str, **attrs: Any) -> None:
+        self._group.addoption(*names, **attrs)
+        DEFAULTS[names[0].lstrip("-").replace("-", "_")] = attrs.get("default")
+
+
+def _choice(name: str, choices: tuple[str, ...]) -> Any:
+    import argparse
+
+    def parse(value: str) -> str:
+        if value not in choices:
+            raise argparse.ArgumentTypeError(
+                f"{name}: {value!r} is not one of {', '.join(choices)}"
+            )
+        return value
+
+    return parse
+
+
+def _fraction(value: str) -> float:
+    from das_assert.cli_args import parse_fraction  # argparse only: no torch
+
+    return parse_fraction(value)
+
+
+def _seed(value: str) -> int:
+    from das_assert.cli_args import seed_int  # argparse only: no torch
+
+    return seed_int(value)
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """The ``--das-*`` options, in their own help group; each default is kept in DEFAULTS."""
+    group = _Recording(parser.getgroup("das", "das_assert: causal hypotheses as tests"))
+    group.addoption(
+        "--das-model",
+        metavar="PATH",
+        default=None,
+        help="model under test: a local HF directory or 'embedded'. "
+        "Default: $DAS_MODEL, else 'embedded'",
+    )
+    group.addoption(
+        "--das-model-entry",
+        metavar="KEY",
+        default=None,
+        help="judge the model under the das.yaml entry KEY (its sites, thresholds and "
+        "baselines) wherever its path is: an update of that model. Default: the entry whose "
+        "path is the model's",
+    )
+    group.addoption(
+        "--das-config",
+        metavar="PATH",
+        default=None,
+        help="das.yaml with sites and thresholds. Default: das.yaml beside the "
+        "first hypothesis file, else <rootdir>/hypotheses/das.yaml",
+    )
+    group.addoption(
+        "--das-seed",
+        metavar="NUM",
+        type=_seed,
+        default=0,
+        help="seed of the data, the initialisation and training. Default: 0",
+    )
+    group.addoption(
+        "--das-device",
+        metavar="DEVICE",
+        default="cpu",
+        help="cpu, cuda, cuda:N, or cuda:worker (one GPU per pytest-xdist worker). Default: 'cpu'",
+    )
+    group.addoption(
+        "--das-device-map",
+        metavar="MAP",
+        default=None,
+        help="e.g. 'auto': spread a model too large for one GPU over all (needs accelerate)",
+    )
+    group.addoption(
+        "--das-dtype",
+        metavar="DTYPE",
+        default="float32",
+        type=_choice("--das-dtype", ("float32", "bfloat16", "float16")),
+        help="float32, bfloat16 or float16. Default: 'float32'",
+    )
+    group.addoption(
+        "--das-cache",
+        metavar="MODE",
+        default="readwrite",
+        type=_choice("--das-cache", CACHE_MODES),
+        help="alignment cache: off, read, write or readwrite. Default: 'readwrite'",
+    )
+    group.addoption(
+        "--das-cache-dir",
+        metavar="DIR",
+        default=None,
+        help="where cached alignments live. Default: <rootdir>/.das_assert/cache",
+    )
+    group.addoption(
+        "--das-json",
+        metavar="PATH",
+        default=None,
+        help="write the JSON report (schema in README) here",
+    )
+    group.addoption(
+        "--das-markdown",
+        metavar="PATH",
+        default=None,
+        help="write a Markdown table of the results here (e.g. $GITHUB_STEP_SUMMARY)",
+    )
+    group.addoption(
+        "--das-inconclusive",
+        metavar="ACTION",
+        default="fail",
+        type=_choice("--das-inconclusive", INCONCLUSIVE),
+        help="what an inconclusive verdict does: fail, xfail or pass. Default: 'fail'",
+    )
+    group.addoption(
+        "--das-min-task-accuracy",
+        metavar="P",
+        type=_fraction,
+        default=0.8,
+        help="task accuracy below which a claim errors as a failed precondition. Default: 0.8",
+    )
+    group.addoption(
+        "--das-plots",
+        metavar="DIR",
+        default=None,
+        help="save heatmaps of search tests as PNG here (needs matplotlib)",
+    )
+    group.addoption(
+        "--das-save-baseline",
+        metavar="NAME",
+        nargs="?",
+        const="baseline",
+        default=None,
+        help="save every claim's numbers and alignment as a new "
+        "baseline NNNN_NAME of this model. Default NAME: 'baseline'",
+    )
+    group.addoption(
+        "--das-compare",
+        metavar="NAME",
+        nargs="?",
+        const="latest",
+        default=None,
+        help="compare every claim with baseline NAME (latest, NNNN or NNNN_name) of "
+        "this model, KEY/NAME of das.yaml's model KEY, or a baseline .json file: the numbers, "
+        "and the frozen alignment transferred to this model",
+    )
+    group.addoption(
+        "--das-compare-fail",
+        metavar="EXPR",
+        action="append",
+        default=[],
+        help="fail a claim whose IIA drops: iia:0.05 (absolute) or iia:5%% "
+        "(relative); repeatable. Needs --das-compare",
+    )
+    group.addoption(
+        "--das-baseline-dir",
+        metavar="DIR",
+        default=None,
+        help="where baselines live. Default: <rootdir>/hypotheses/baselines",
+    )
+    group.addoption(
+        "--das-profile",
+        metavar="NAME",
+        default=None,
+        type=_choice("--das-profile", tuple(PROFILES)),
+        help="hypothesis profile for the fuzz tests: ci (derandomized, few examples), "
+        "dev or thorough. Default: 'ci'; an explicit --hypothesis-profile wins",
+    )
+
+
+_OUTPUT_OPTIONS = {  # option: written as a directory?
+    "--das-json": False,
+    "--das-markdown": False,
+    "--das-plots": True,
+    "--das-baseline-dir": True,
+}  # --das-cache-dir has its own check: with --das-cache=read it needs no writing
+
+
+def check_output_paths(config: pytest.Config) -> None:
+    """A report or directory that cannot be written is refused before the first alignment
+    trains, not after the whole run."""
+    from das_assert.store import output_path_problem
+
+    for option, directory in _OUTPUT_OPTIONS.items():
+        value = config.getoption(option.lstrip("-").replace("-", "_"))
+        if value:
+            problem = output_path_problem(Path(value), directory=directory)
+            if problem:
+                raise pytest.UsageError(f"{option} {value}{problem}")
+
+
+# Options a verdict depends on: a failure's "reproduce:" line repeats those not at their default.
+_VERDICT_OPTIONS = (
+    "das_model",
+    "das_config",
+    "das_model_entry",
+    "das_dtype",
+    "das_device",
+    "das_device_map",
+    "das_min_task_accuracy",
+    "das_inconclusive",
+    "das_compare",
+    "das_compare_fail",
+    "das_baseline_dir",
+)
+
+
+def reproduce_options(config: pytest.Config) -> str:
+    """`` --das-x=VALUE`` for each option a verdict depends on that is not at its default."""
+    import shlex
+
+    words = []
+    for name in _VERDICT_OPTIONS:
+        value = config.getoption(name)
+        if value is None or value == DEFAULTS.get(name):
+            continue
+        flag = "--" + name.replace("_", "-")
+        for one in value if isinstance(value, list) else [value]:
+            words.append(f"{flag}={shlex.quote(str(one))}")
+    return "".join(f" {word}" for word in words)
