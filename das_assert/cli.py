@@ -256,7 +256,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from das_assert.baseline import load_baseline
     from das_assert.compare import compare_entries, parse_compare_fail
     from das_assert.errors import InvalidArgument
-    from das_assert.store import atomic_write_bytes
+    from das_assert.store import write_markdown
 
     checks = [parse_compare_fail(expr) for expr in args.fail]
     old, new = load_baseline(args.old)["entries"], load_baseline(args.new)["entries"]
@@ -265,7 +265,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     table, regressed = compare_entries(old, new, checks)
     print(table, end="")
     if args.markdown:
-        atomic_write_bytes(args.markdown, table.encode())
+        write_markdown(args.markdown, table)
     print(f"{regressed} regression(s)" if regressed else "no regression")
     return 1 if regressed else 0
 

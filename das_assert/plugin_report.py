@@ -93,8 +93,10 @@ class Reporter:
             "complete": status in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
             and not (session.shouldfail or session.shouldstop)
             # --continue-on-collection-errors runs the rest, but a file's claims are missing
-            and not any(u["when"] == "collect" for u in self.unjudged),
+            and not any(u["when"] == "collect" for u in self.unjudged)
+            and not self.config.getoption("collectonly"),  # nothing ran
             "tests_collected": session.testscollected,
+            "selection": self._selection(),  # the run was narrowed to some of the tests
         }
         self._save_baseline(run)
         json_path = self.config.getoption("das_json")
@@ -102,7 +104,7 @@ class Reporter:
         if not (json_path or md_path):
             return
         from das_assert.report import build_report, markdown_table, robustness_summary, write_report
-        from das_assert.store import atomic_write_bytes
+        from das_assert.store import write_markdown
 
         records = sorted(self.records, key=lambda r: (r["test_id"], r["claim"]))
         robustness = robustness_summary(self.fuzz)
@@ -124,7 +126,7 @@ class Reporter:
                 table += "\n**Failed before a verdict**\n\n" + "".join(
                     f"- `{u['test_id']}` ({u['when']}): {u['message']}\n" for u in self.unjudged
                 )
-            atomic_write_bytes(Path(md_path), table.encode())
+            write_markdown(Path(md_path), table)
 
     def _save_baseline(self, run: dict[str, Any]) -> None:
         """Save the baseline of a complete run; a run cut short (Ctrl-C, -x, a collection
@@ -157,9 +159,21 @@ class Reporter:
                 environment=environment(),
                 records=records,
             )
-            if self.deselected:
+            if run["selection"]:
                 self.notes.append(
                     f"baseline {name} holds only the {len(records)} claim(s) selected: "
-                    f"{self.deselected} test(s) were deselected (-k, -m, --deselect), and a "
-                    "--das-compare against it fails every claim it lacks"
+                    f"{run['selection']}, and a --das-compare against it fails every claim it "
+                    "lacks"
                 )
+
+    def _selection(self) -> str | None:
+        """Why this run held only some of the collected tests, or None."""
+        last_failed = self.config.pluginmanager.get_plugin("lfplugin")
+        if self.config.getoption("lf", False) and last_failed is not None:
+            # whole files are skipped, never collected nor deselected: ask the plugin itself
+            rerun = getattr(last_failed, "_previously_failed_count", None)
+            if rerun if rerun is not None else getattr(last_failed, "lastfailed", None):
+                return "--lf ran only the tests that failed last time"
+        if self.deselected:
+            return f"{self.deselected} test(s) were deselected (-k, -m, --deselect)"
+        return None

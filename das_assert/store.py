@@ -26,6 +26,7 @@ __all__ = [
     "output_path_problem",
     "read_json_checked",
     "save_alignment",
+    "write_markdown",
 ]
 
 SCHEMA_VERSION = 1
@@ -84,6 +85,17 @@ def output_path_problem(path: Path, *, directory: bool = False) -> str | None:
                 )
             return None
     return None
+
+
+def write_markdown(path: Path, text: str) -> None:
+    """Write a Markdown table: appended to ``$GITHUB_STEP_SUMMARY``, which a CI step's tools
+    share (GitHub appends every one), atomically replacing any other file."""
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary and Path(summary).resolve() == Path(path).resolve():
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(("\n" if Path(path).stat().st_size else "") + text)
+        return
+    atomic_write_bytes(path, text.encode())
 
 
 def atomic_write_json(path: Path, payload: dict[str, Any], *, checksum: bool = False) -> None:
