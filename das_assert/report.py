@@ -13,6 +13,7 @@ from typing import Any
 
 from das_assert.metrics import wilson_interval
 from das_assert.store import SCHEMA_VERSION, atomic_write_json
+from das_assert.summary import threshold_text
 
 __all__ = [
     "build_report",
@@ -134,7 +135,8 @@ def markdown_table(results: list[dict[str, Any]], robustness: dict[str, Any] | N
             f"| `{r['site']['canonical']}` | {_fmt(r['iia'])} | [{_fmt(low)}, {_fmt(high)}] "
             f"| {r['n_test']} | {r.get('seed', '–')} | {_fmt(b['noop'])} "
             f"| {_fmt(b.get('majority'))} | {_fmt(b['random_rotation'])} "
-            f"| {_fmt(r['task_accuracy'])} | {_fmt(r.get('threshold'), 2)} "
+            f"| {_fmt(r['task_accuracy'])} "
+            f"| {'–' if r.get('threshold') is None else threshold_text(r['threshold'])} "
             f"| {verdict} | {_against_baseline(r)} |"
         )
     if robustness and robustness["per_family"]:

@@ -17,10 +17,13 @@ def _number(value: float | None) -> str:
     return f"{'–':>5}" if value is None else f"{value:>5.3f}"
 
 
+def threshold_text(value: float) -> str:
+    """0.7 as 0.70 and 0.725 as 0.725: every digit the verdict used."""
+    return f"{value:.2f}" if round(value, 2) == value else f"{value:.3f}".rstrip("0")
+
+
 def _threshold(value: float) -> str:
-    """0.7 as 0.70 and 0.725 as 0.725: every digit the verdict used, in the column's width."""
-    text = f"{value:.2f}" if round(value, 2) == value else f"{value:.3f}".rstrip("0")
-    return f"{text:>5}"
+    return f"{threshold_text(value):>5}"  # in the column's width
 
 
 def _header(claim_width: int, site_width: int) -> str:
@@ -58,7 +61,10 @@ def _row(r: dict[str, Any], claim_width: int, site_width: int) -> str:
 
 def summary_lines(records: list[dict[str, Any]]) -> list[str]:
     """Lines of the summary, grouped by hypothesis file; the claim and site columns are as wide
-    as their longest entry in the run, so no site is cut short and every table lines up."""
+    as their longest entry in the run, so no site is cut short and every table lines up. None
+    without records (a run of fuzz tests only has no claim table for a legend)."""
+    if not records:
+        return []
     by_file: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in records:
         by_file[record["test_id"].split("::")[0]].append(record)

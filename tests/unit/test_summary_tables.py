@@ -61,6 +61,16 @@ def test_the_summary_shows_every_digit_of_the_threshold_the_verdict_used() -> No
         assert row[end - 5 : end] == shown
 
 
+def test_the_markdown_table_shows_every_digit_of_the_threshold_too() -> None:
+    record = _record("left_boundary", "block_output[layer=0, pos=last]", 0.83, "aligned", "t")
+    row = markdown_table([{**record, "threshold": 0.725}]).splitlines()[2]
+    assert "| 0.725 |" in row
+
+
+def test_a_run_of_fuzz_tests_only_prints_no_claim_legend() -> None:
+    assert summary_lines([]) == []
+
+
 def test_the_summary_marks_a_result_judged_on_fresh_pairs() -> None:
     record = _record("left_boundary.search", "block_output[layer=0, pos=last]", 0.8, "aligned", "t")
     assert "fresh pairs" not in summary_lines([record])[2]
