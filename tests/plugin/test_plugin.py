@@ -182,6 +182,11 @@ def test_a_failing_claim_fails_its_own_test_with_numbers_and_a_reproduce_line(pr
     assert "site       block_output[layer=1, pos=last]  ->  model.layers.1" in output
     assert "simplest failing pair" in output
     assert "reproduce: pytest test_hyp.py::test_an_impossible_claim_fails --das-seed=0" in output
+    (line,) = [line for line in output.splitlines() if "reproduce: pytest" in line]
+    for option in ("--das-model=", "--das-config=das.yaml", "--das-min-task-accuracy=0.0"):
+        assert option in line, line  # the options the verdict depended on, not their defaults
+    assert "--das-dtype" not in line
+    assert "--das-inconclusive" not in line
     assert "das: causal hypotheses" in output  # the terminal summary table
 
 
@@ -716,6 +721,7 @@ def test_a_run_stopped_by_x_says_its_report_is_incomplete(project: pytest.Pytest
         "exit_code": "TESTS_FAILED",
         "complete": True,
         "tests_collected": 2,
+        "selection": None,
     }
 
 
@@ -746,6 +752,51 @@ def test_a_run_past_a_collection_error_saves_no_baseline(project: pytest.Pyteste
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*baseline 0001_v1 NOT saved: the run did not complete*"])
     assert not list((project.path / "b").rglob("*.json"))
+
+
+def test_a_last_failed_rerun_is_noted_on_its_baseline(project: pytest.Pytester) -> None:
+    project.makepyfile(test_other="def test_plain():\n    pass\n")
+    args = ("--das-cache=off", "-p", "cacheprovider", "test_hyp.py", "test_other.py")
+    _run(project, *args).assert_outcomes(passed=2, failed=1)
+    saving = ("--das-save-baseline=lf", "--das-baseline-dir=b", "--das-json=r.json")
+    result = _run(project, "--lf", *saving, *args)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*baseline 0001_lf holds only the 1 claim(s) selected: --lf ran only the tests that*"]
+    )
+    run = json.loads((project.path / "r.json").read_text())["run"]
+    assert run["selection"] == "--lf ran only the tests that failed last time"
+
+
+def test_collect_only_writes_a_report_that_says_nothing_ran(project: pytest.Pytester) -> None:
+    result = _run(project, "--collect-only", "--das-json=r.json")
+    assert result.ret == pytest.ExitCode.OK
+    run = json.loads((project.path / "r.json").read_text())["run"]
+    assert run["complete"] is False
+    assert run["selection"] is None
+
+
+def test_the_markdown_table_is_appended_to_the_github_step_summary(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    summary = project.path / "step_summary.md"
+    summary.write_text("## an earlier tool's table\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    passing = "test_hyp.py::test_a_negative_claim_holds"
+    _run(project, "--das-cache=off", f"--das-markdown={summary}", passing).assert_outcomes(passed=1)
+    text = summary.read_text()
+    assert text.startswith("## an earlier tool's table\n")
+    assert "| test | claim | site | IIA |" in text
+    other = project.path / "other.md"
+    other.write_text("a previous run's table\n")
+    _run(project, "--das-cache=off", f"--das-markdown={other}", passing).assert_outcomes(passed=1)
+    assert "previous run" not in other.read_text()  # any other file is replaced, atomically
+
+
+def test_the_plugin_is_named_das_assert(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_uses(das_session):\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:das_assert", "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["*fixture 'das_session' not found*"])
 
 
 def test_a_selection_under_xdist_is_noted_on_its_baseline(project: pytest.Pytester) -> None:
