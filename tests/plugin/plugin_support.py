@@ -1,0 +1,51 @@
+"""Shared helpers of the plugin tests (test_plugin_*.py): the das.yaml, hypothesis file, runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+DAS_YAML = """
+models:
+  tiny:
+    path: {path}
+    n_train: 16
+    n_test: 24
+    epochs: 1
+    batch_size: 8
+    sites:
+      boundary: block_output[layer=1, pos=last]
+    thresholds:
+      impossible: 0.99
+      trivial: 0.0
+"""
+
+HYPOTHESIS_FILE = """
+import pytest
+
+
+@pytest.fixture(scope="module")
+def aligned(das_session):
+    return das_session.align("left_boundary", "boundary")
+
+
+def test_an_impossible_claim_fails(das, aligned):
+    das.assert_aligned(aligned, claim="impossible")
+
+
+def test_a_negative_claim_holds(das, aligned):
+    das.assert_not_aligned(aligned, claim="impossible")
+"""
+
+
+def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    model = str(Path(pytester.path / "das.yaml").read_text().split("path: ")[1].split()[0])
+    return pytester.runpytest_subprocess(
+        f"--das-model={model}",
+        "--das-config=das.yaml",
+        "--das-min-task-accuracy=0",
+        "-p",
+        "no:cacheprovider",
+        *args,
+    )

@@ -1,0 +1,148 @@
+"""The pytest plugin's baselines and cache: save, compare, selection notes, shared cache."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from plugin_support import _run
+
+pytest_plugins = ["pytester"]
+
+
+@pytest.mark.slow
+def test_a_second_run_reuses_the_cached_alignment(project) -> None:
+    first = _run(project, "--das-cache=readwrite", "--das-json=first.json")
+    second = _run(project, "--das-cache=readwrite", "--das-json=second.json")
+    first.assert_outcomes(passed=1, failed=1)
+    second.assert_outcomes(passed=1, failed=1)
+    a = json.loads((project.path / "first.json").read_text())["results"]
+    b = json.loads((project.path / "second.json").read_text())["results"]
+    assert a[0]["train_seconds"] > 0
+    assert a[0]["from_cache"] is False
+    assert b[0]["train_seconds"] == 0  # loaded, not trained
+    assert b[0]["from_cache"] is True
+    assert [r["iia"] for r in a] == [r["iia"] for r in b]
+    assert list((project.path / ".das_assert" / "cache").glob("*.safetensors"))
+    assert (project.path / ".das_assert" / "cache" / "digests.json").is_file()  # weights' sha256
+
+
+def _cache_file(index: int) -> str:
+    # Two modules per key: each alignment is requested by two workers at once.
+    hypothesis = ("left_boundary", "left_and_right_boundary")[index % 2]
+    return f"""
+import pytest
+
+
+@pytest.fixture(scope="module")
+def aligned(das_session):
+    return das_session.align("{hypothesis}", "boundary")
+
+
+def test_not_found_{index}(das, aligned):
+    das.assert_not_aligned(aligned, claim="impossible")
+"""
+
+
+@pytest.mark.slow
+def test_four_xdist_workers_sharing_one_cache_directory_lose_nothing(project) -> None:
+    pytest.importorskip("xdist")
+    (project.path / "test_hyp.py").unlink()
+    project.makepyfile(**{f"test_cache_{i}": _cache_file(i) for i in range(4)})
+    cache = project.path / "shared-cache"
+    first = _run(
+        project, "-n", "4", "--dist", "loadfile", f"--das-cache-dir={cache}", "--das-json=a.json"
+    )
+    first.assert_outcomes(passed=4)
+    entries = sorted(path.name for path in cache.iterdir())
+    assert len([e for e in entries if e.endswith(".safetensors")]) == 2  # one per alignment key
+    assert not [e for e in entries if ".tmp" in e]  # no half-written file left behind
+    # Every entry reads back with a valid checksum: a second run, read-only, trains nothing.
+    second = _run(project, f"--das-cache-dir={cache}", "--das-cache=read", "--das-json=b.json")
+    second.assert_outcomes(passed=4)
+    a = json.loads((project.path / "a.json").read_text())["results"]
+    b = json.loads((project.path / "b.json").read_text())["results"]
+    assert any(r["train_seconds"] > 0 for r in a)
+    assert all(r["train_seconds"] == 0 for r in b)  # both alignments reused from disk
+    assert sorted((r["test_id"], r["iia"]) for r in a) == sorted(
+        (r["test_id"], r["iia"]) for r in b
+    )
+    assert "CacheWarning" not in second.stdout.str()
+
+
+def test_a_cache_dir_that_is_a_file_fails_before_the_model_loads(project) -> None:
+    (project.path / "occupied").write_text("not a directory")
+    result = _run(project, "--das-cache-dir=occupied")
+    result.stdout.fnmatch_lines(["*the cache directory *occupied is a file; *--das-cache=read*"])
+    assert "Traceback" not in result.stdout.str()
+    assert result.ret != 0
+
+
+def test_a_run_cut_short_saves_no_baseline_and_leaves_no_alignment_file(
+    project: pytest.Pytester,
+) -> None:
+    args = ("--das-cache=off", "--das-save-baseline=v1", "--das-baseline-dir=b")
+    result = _run(project, "-x", *args, "test_hyp.py")
+    result.assert_outcomes(failed=1)  # the impossible claim, judged; -x stops the run there
+    result.stdout.fnmatch_lines(
+        ["*baseline 0001_v1 NOT saved: the run did not complete (pytest exit TESTS_FAILED)*"]
+    )
+    assert [p for p in (project.path / "b").rglob("*") if p.is_file()] == []
+    selected = _run(project, *args, "-k", "negative", "test_hyp.py")
+    selected.assert_outcomes(passed=1)
+    selected.stdout.fnmatch_lines(
+        ["*baseline 0001_v1 holds only the 1 claim(s) selected: 1 test(s) were deselected*"]
+    )
+    (saved,) = (project.path / "b").rglob("*v1.json")
+    assert len(json.loads(saved.read_text())["entries"]) == 1
+
+
+def test_a_run_past_a_collection_error_saves_no_baseline(project: pytest.Pytester) -> None:
+    project.makepyfile(test_broken="import a_module_that_does_not_exist\n")
+    args = ("--das-cache=off", "--das-save-baseline=v1", "--das-baseline-dir=b")
+    passing = "test_hyp.py::test_a_negative_claim_holds"
+    result = _run(project, *args, "--continue-on-collection-errors", passing, "test_broken.py")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*baseline 0001_v1 NOT saved: the run did not complete*"])
+    assert not list((project.path / "b").rglob("*.json"))
+
+
+def test_a_last_failed_rerun_is_noted_on_its_baseline(project: pytest.Pytester) -> None:
+    project.makepyfile(test_other="def test_plain():\n    pass\n")
+    args = ("--das-cache=off", "-p", "cacheprovider", "test_hyp.py", "test_other.py")
+    _run(project, *args).assert_outcomes(passed=2, failed=1)
+    saving = ("--das-save-baseline=lf", "--das-baseline-dir=b", "--das-json=r.json")
+    result = _run(project, "--lf", *saving, *args)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*baseline 0001_lf holds only the 1 claim(s) selected: --lf ran only the tests that*"]
+    )
+    run = json.loads((project.path / "r.json").read_text())["run"]
+    assert run["selection"] == "--lf ran only the tests that failed last time"
+
+
+def test_a_selection_under_xdist_is_noted_on_its_baseline(project: pytest.Pytester) -> None:
+    args = ("--das-cache=off", "--das-save-baseline=v1", "--das-baseline-dir=b")
+    result = _run(project, *args, "-n", "2", "-k", "negative", "test_hyp.py")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["*baseline 0001_v1 holds only the 1 claim(s) selected: 1 test(s)*"]
+    )
+
+
+def test_the_gate_refuses_a_baseline_judged_on_other_pairs(project: pytest.Pytester) -> None:
+    passing = "test_hyp.py::test_a_negative_claim_holds"
+    args = ("--das-cache=readwrite", "--das-baseline-dir=b", passing)
+    _run(project, "--das-save-baseline=v1", *args).assert_outcomes(passed=1)
+    (saved,) = (project.path / "b").rglob("*v1.json")
+    _run(project, "--das-compare=v1", *args).assert_outcomes(passed=1)  # the same pairs
+    from das_assert.baseline import load_baseline, save_baseline
+
+    payload = load_baseline(saved)
+    records = [{**entry, "test_pairs": "confirmation"} for entry in payload["entries"].values()]
+    save_baseline(  # as a search's best cell judged on fresh pairs, checksum and all
+        saved, model=payload["model"], environment=payload["environment"], records=records
+    )
+    result = _run(project, "--das-compare=v1", *args)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*judged on other pairs (confirmation -> test): not comparable*"])

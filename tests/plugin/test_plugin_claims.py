@@ -1,0 +1,217 @@
+"""The pytest plugin's claims: verdicts, das marker, failure messages, das.yaml errors, warnings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from plugin_support import DAS_YAML, HYPOTHESIS_FILE, _run
+
+pytest_plugins = ["pytester"]
+
+
+def test_unknown_marker_keyword_fails_with_the_allowed_keys(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.das(grop="x")
+        def test_x():
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert result.ret != 0
+    assert "das marker got unexpected ['grop']; allowed keywords: group" in result.stdout.str()
+
+
+def test_a_bad_compare_fail_in_the_marker_fails_without_das_compare(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.das(compare_fail="iia:zz")
+        def test_x():
+            pass
+
+        @pytest.mark.das(compare_fail=["iia:0.02", "transfer:5%"])
+        def test_y():
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, errors=1)  # refused in setup, as an unknown keyword is
+    result.stdout.fnmatch_lines(
+        ["*das marker compare_fail: could not parse the compare-fail expression 'iia:zz'*"]
+    )
+
+
+@pytest.mark.slow
+def test_a_failing_claim_fails_its_own_test_with_numbers_and_a_reproduce_line(project) -> None:
+    result = _run(project, "--das-cache=off")
+    result.assert_outcomes(passed=1, failed=1)
+    output = result.stdout.str()
+    assert "claim 'impossible': IIA >= 0.990" in output
+    assert "95% CI [" in output
+    assert "site       block_output[layer=1, pos=last]  ->  model.layers.1" in output
+    assert "simplest failing pair" in output
+    assert "reproduce: pytest test_hyp.py::test_an_impossible_claim_fails --das-seed=0" in output
+    (line,) = [line for line in output.splitlines() if "reproduce: pytest" in line]
+    for option in ("--das-model=", "--das-config=das.yaml", "--das-min-task-accuracy=0.0"):
+        assert option in line, line  # the options the verdict depended on, not their defaults
+    assert "--das-dtype" not in line
+    assert "--das-inconclusive" not in line
+    assert "das: causal hypotheses" in output  # the terminal summary table
+
+
+@pytest.mark.slow
+def test_a_model_without_thresholds_gets_a_clear_message(project, tiny_model_dirs) -> None:
+    result = project.runpytest_subprocess(
+        f"--das-model={tiny_model_dirs['gpt2']}", "--das-config=das.yaml", "-p", "no:cacheprovider"
+    )
+    assert result.ret != 0
+    assert "has no settings for the model" in result.stdout.str()
+
+
+def _in(pytester: pytest.Pytester, directory: str, das_yaml: str) -> None:
+    (pytester.path / directory).mkdir()
+    (pytester.path / directory / "das.yaml").write_text(das_yaml)
+    (pytester.path / directory / f"test_{directory}.py").write_text(HYPOTHESIS_FILE)
+
+
+def test_the_das_yaml_beside_the_hypothesis_files_is_the_one_used(
+    pytester: pytest.Pytester, tiny_model_dirs: dict[str, Path]
+) -> None:
+    model = tiny_model_dirs["llama"]
+    mine = DAS_YAML.format(path=model).replace("impossible: 0.99", "impossible: 0.987")
+    _in(pytester, "myhyp", mine)
+    result = pytester.runpytest_subprocess(
+        f"--das-model={model}", "--das-min-task-accuracy=0", "-p", "no:cacheprovider", "myhyp"
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*claim 'impossible': IIA >= 0.987*"])  # myhyp/das.yaml's
+
+
+def test_hypothesis_files_with_different_das_yaml_files_are_refused_in_one_run(
+    pytester: pytest.Pytester, tiny_model_dirs: dict[str, Path]
+) -> None:
+    model = tiny_model_dirs["llama"]
+    _in(pytester, "one", DAS_YAML.format(path=model))
+    _in(pytester, "two", DAS_YAML.format(path=model))
+    result = pytester.runpytest_subprocess(
+        f"--das-model={model}", "--das-min-task-accuracy=0", "-p", "no:cacheprovider", "one", "two"
+    )
+    result.stdout.fnmatch_lines(
+        ["*das_assert setup: the hypothesis files of this run have different das.yaml files*"]
+    )
+    assert "Traceback" not in result.stdout.str()
+    assert "During handling of the above exception" not in result.stdout.str()  # said once
+
+
+def test_bad_input_inside_a_test_reports_one_message_not_a_traceback(project) -> None:
+    project.makepyfile(
+        test_bad="""
+        def test_unknown_site(das_session):
+            das_session.align("left_boundary", "nowhere")
+        """
+    )
+    result = _run(project, "--das-cache=off", "test_bad.py")
+    result.assert_outcomes(failed=1)
+    output = result.stdout.str()
+    assert "'nowhere'" in output
+    assert "das_assert/session.py" not in output  # no frames from the engine
+    assert "das_assert/experiment.py" not in output
+
+
+TWICE = """
+def test_the_same_claim_twice(das, das_session):
+    aligned = das_session.align("left_boundary", "boundary")
+    das.assert_not_aligned(aligned, claim="impossible")
+    das.assert_not_aligned(aligned, claim="impossible")
+"""
+
+
+def test_a_claim_asserted_twice_in_one_test_is_one_clear_error(project) -> None:
+    # Baselines key a claim by test and name: the second once silently replaced the first.
+    project.makepyfile(test_hyp=TWICE)
+    result = _run(project, "--das-cache=off", "--das-save-baseline=v1", "--das-baseline-dir=b")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*claim 'impossible' is asserted twice in *parametrize*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+SEARCH_SETTINGS = """
+def test_the_search_settings(das_session):
+    das_session.search_settings()
+"""
+
+
+@pytest.mark.parametrize(
+    ("search", "match"),
+    [
+        ("{layers: [0, 9], positions: [last]}", "*models.tiny.search.layers: 9: layer=9 is out*"),
+        (
+            "{layers: [0], positions: [last, after:amout]}",
+            "*models.tiny.search.positions: 'after:amout': position 'after:amout' refers to slot*",
+        ),
+    ],
+    ids=["layer", "slot"],
+)
+def test_a_das_yaml_search_the_model_cannot_run_fails_the_search_only_naming_its_key(
+    project: pytest.Pytester, search: str, match: str
+) -> None:
+    yaml = project.path / "das.yaml"
+    yaml.write_text(yaml.read_text().rstrip("\n") + f"\n    search: {search}\n")
+    project.makepyfile(test_search=SEARCH_SETTINGS)
+    args = ("test_hyp.py::test_a_negative_claim_holds", "test_search.py")
+    result = _run(project, "--das-cache=off", *args)
+    result.assert_outcomes(passed=1, failed=1)  # the claim that does not search still runs
+    result.stdout.fnmatch_lines([match])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_a_das_yaml_site_outside_the_model_is_named_by_its_key(project: pytest.Pytester) -> None:
+    yaml = project.path / "das.yaml"
+    yaml.write_text(yaml.read_text().replace("layer=1, pos=last", "layer=99, pos=last"))
+    result = _run(project, "--das-cache=off", "test_hyp.py::test_an_impossible_claim_fails")
+    result.assert_outcomes(errors=1)  # in the module fixture that aligns, before any claim
+    assert (
+        "SiteError: das.yaml: models.tiny.sites.boundary = 'block_output[layer=99, pos=last]': "
+        "layer=99 is out of range for llama"
+    ) in result.stdout.str()
+
+
+def test_a_threshold_key_one_typo_from_a_causal_model_warns_before_training(
+    project: pytest.Pytester,
+) -> None:
+    yaml = project.path / "das.yaml"
+    yaml.write_text(
+        yaml.read_text().replace("trivial: 0.0", "trivial: 0.0\n      left_bondary: 0.7")
+    )
+    result = _run(project, "--das-cache=off", "test_hyp.py::test_a_negative_claim_holds")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ConfigWarning*models.tiny.thresholds.left_bondary names no causal model; "
+            "did you mean 'left_boundary'?*"
+        ]
+    )
+
+
+def test_a_das_warning_made_an_error_is_one_line_not_a_traceback(
+    project: pytest.Pytester,
+) -> None:
+    yaml = project.path / "das.yaml"
+    yaml.write_text(
+        yaml.read_text().replace("trivial: 0.0", "trivial: 0.0\n      left_bondary: 0.7")
+    )
+    args = ("-W", "error::UserWarning", "test_hyp.py::test_a_negative_claim_holds")
+    result = _run(project, "--das-cache=off", *args)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*ConfigWarning: das.yaml: models.tiny.thresholds.left_bondary names no causal model*"]
+    )
+    assert "Traceback" not in result.stdout.str()
+    assert "raise " not in result.stdout.str()

@@ -1,0 +1,203 @@
+"""The pytest plugin's fuzz tests: the hypothesis profile, variant reuse, rejected variants."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from plugin_support import _run
+
+pytest_plugins = ["pytester"]
+
+
+REPEATED_VARIANTS = """
+import pytest
+
+import das_assert.variants
+from das_assert.strategies import PromptVariant
+
+CALLS = []
+REAL = das_assert.variants.evaluate  # the name variants.py calls, however early it was imported
+
+
+def counting(*args, **kwargs):
+    CALLS.append(1)
+    return REAL(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def aligned(das_session):
+    return das_session.align("left_boundary", "boundary")
+
+
+@pytest.mark.parametrize("repeat", range(3))
+def test_a_repeated_variant(das, aligned, repeat, monkeypatch):
+    monkeypatch.setattr(das_assert.variants, "evaluate", counting)
+    das.assert_robust(aligned, PromptVariant(), claim="trivial", n=16)
+    das.assert_robust(aligned, PromptVariant(bracket=(100, 500)), claim="trivial", n=16)
+
+
+def test_each_variant_was_evaluated_once():
+    assert len(CALLS) == 2
+"""
+
+
+def test_a_fuzz_variant_seen_before_reuses_its_evaluation(project: pytest.Pytester) -> None:
+    """Hypothesis often draws the plain prompt again: the frozen alignment's evaluation on the
+    same seeded pairs cannot differ, so it runs once per session."""
+    robustness = "\n    robustness:\n      trivial: 0.0\n"
+    yaml = (project.path / "das.yaml").read_text().rstrip() + robustness
+    (project.path / "das.yaml").write_text(yaml)
+    project.makepyfile(test_repeat=REPEATED_VARIANTS)
+    model = yaml.split("path: ")[1].split()[0]
+    result = project.runpytest(
+        f"--das-model={model}",
+        "--das-config=das.yaml",
+        "--das-min-task-accuracy=0",
+        "--das-cache=off",
+        "-p",
+        "no:cacheprovider",
+        "test_repeat.py",
+    )
+    result.assert_outcomes(passed=4)
+
+
+UNDOABLE_VARIANT = """
+import json
+
+import pytest
+from hypothesis import given, settings, strategies as st
+from hypothesis.errors import Unsatisfiable
+
+import das_assert.evaluate
+from das_assert.strategies import PromptVariant
+
+
+@pytest.fixture(scope="module")
+def aligned(das_session):
+    return das_session.align("left_boundary", "boundary")
+
+
+def no_sources(*args, **kwargs):
+    raise AssertionError("a source pass ran for a variant the model cannot do")
+
+
+def test_a_variant_below_the_gate_is_rejected_before_any_intervention(
+    das, das_session, aligned, monkeypatch, request
+):
+    monkeypatch.setattr(das_session, "min_task_accuracy", 1.0)  # no random model is perfect
+    monkeypatch.setattr(das_assert.evaluate, "shared_source_vectors", no_sources)
+
+    @settings(max_examples=1, database=None)
+    @given(variant=st.just(PromptVariant(bracket=(100, 500))))
+    def fuzz(variant):
+        das.assert_robust(aligned, variant, claim="trivial", n=16)
+
+    with pytest.raises(Unsatisfiable):
+        fuzz()
+    records = [json.loads(v) for k, v in request.node.user_properties if k == "das_fuzz"]
+    assert records, "no fuzz record"
+    for record in records:
+        assert record["status"].startswith("rejected: task accuracy"), record
+        assert "of 16 base prompts answered correctly; gate 1.0" in record["status"], record
+"""
+
+
+def test_a_fuzz_variant_the_model_cannot_do_is_rejected_at_the_gate(
+    project: pytest.Pytester,
+) -> None:
+    """The variant's base run comes first; below the task-accuracy gate nothing else runs."""
+    robustness = "\n    robustness:\n      trivial: 0.0\n"
+    yaml = (project.path / "das.yaml").read_text().rstrip() + robustness
+    (project.path / "das.yaml").write_text(yaml)
+    project.makepyfile(test_undoable=UNDOABLE_VARIANT)
+    result = _run(project, "--das-cache=off", "test_undoable.py")
+    result.assert_outcomes(passed=1)
+
+
+PROFILE_FILE = """
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+CALLS = {"plain": 0, "fuzz": 0, "own": 0}
+
+
+@given(st.integers())
+def test_a_users_own_property(x):
+    CALLS["plain"] += 1
+    # hypothesis's default profile (or its own "ci" one, loaded when $CI is set), not das's
+    assert HealthCheck.function_scoped_fixture not in settings.default.suppress_health_check
+
+
+@pytest.mark.das
+@given(st.integers())
+def test_a_das_fuzz_test(x):
+    CALLS["fuzz"] += 1
+
+
+@pytest.mark.das
+@settings(max_examples=3)
+@given(st.integers())
+def test_a_das_fuzz_test_with_its_own_settings(x):
+    CALLS["own"] += 1
+
+
+def test_counts():
+    print("CALLS", CALLS)
+"""
+
+
+def test_the_fuzz_profile_applies_to_das_fuzz_tests_only(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_profiles=PROFILE_FILE)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s")
+    result.assert_outcomes(passed=4)
+    # hypothesis's own default for the user's test; das-ci's 6 for the fuzz test; 3 as asked
+    result.stdout.fnmatch_lines(["*CALLS {'plain': 100, 'fuzz': 6, 'own': 3}*"])
+
+
+def test_an_explicit_hypothesis_profile_wins_over_das_profile(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        "from hypothesis import settings\n"
+        "settings.register_profile('mine', max_examples=4, database=None)\n"
+    )
+    pytester.makepyfile(test_profiles=PROFILE_FILE)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-s", "--hypothesis-profile=mine"
+    )
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*CALLS {'plain': 4, 'fuzz': 4, 'own': 3}*"])
+
+
+REJECTED_FUZZ = """
+import pytest
+from hypothesis import given, strategies as st
+
+from das_assert.strategies import PromptVariant
+
+
+@pytest.fixture(scope="module")
+def aligned(das_session):
+    return das_session.align("left_boundary", "boundary")
+
+
+# answer words of several tokens: no variant can be written for this tokenizer
+@given(variant=st.builds(PromptVariant, answers=st.sampled_from([("Yes indeed", "No way")])))
+def test_every_variant_is_rejected(das, aligned, variant):
+    das.assert_robust(aligned, variant, claim="trivial", n=16)
+"""
+
+
+def test_a_fuzz_test_whose_every_variant_is_rejected_says_so(project: pytest.Pytester) -> None:
+    project.makepyfile(test_fuzz=REJECTED_FUZZ)
+    text = Path(project.path / "das.yaml").read_text().rstrip("\n")
+    (project.path / "das.yaml").write_text(text + "\n    robustness:\n      trivial: 0.0\n")
+    result = _run(project, "test_fuzz.py")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*every prompt variant drawn was rejected (*), so no alignment was tested*",
+            "*x cannot be built*",
+            "*lower --das-min-task-accuracy*",
+        ]
+    )
+    assert "FailedHealthCheck" not in result.stdout.str()

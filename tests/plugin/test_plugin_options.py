@@ -1,0 +1,132 @@
+"""The pytest plugin's options: help, option values, usage errors, output paths, name, import."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from plugin_support import _run
+
+pytest_plugins = ["pytester"]
+
+
+def test_importing_the_plugin_does_not_import_torch() -> None:
+    code = "import das_assert.plugin, sys; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_help_lists_the_das_options_in_their_own_group(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    result.stdout.fnmatch_lines(["*das_assert: causal hypotheses as tests*", "*--das-model=PATH*"])
+    for option in (
+        "--das-seed",
+        "--das-cache",
+        "--das-json",
+        "--das-markdown",
+        "--das-inconclusive",
+    ):
+        assert option in result.stdout.str()
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--das-cache=sometimes", "--das-cache: 'sometimes' is not one of off, read, write"),
+        ("--das-min-task-accuracy=1.5", "'1.5' must lie in [0, 1]"),
+        ("--das-inconclusive=ignore", "--das-inconclusive: 'ignore' is not one of fail"),
+        ("--das-dtype=float8", "--das-dtype: 'float8' is not one of"),
+        (f"--das-seed={2**70}", "is not a seed: use an integer 0 to 4294967295"),
+    ],
+)
+def test_bad_option_values_are_rejected_with_the_accepted_values(
+    pytester: pytest.Pytester, option: str, message: str
+) -> None:
+    result = pytester.runpytest(option)
+    assert result.ret != 0
+    assert message in result.stderr.str()
+
+
+def test_cache_dir_with_the_cache_off_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--das-cache=off", "--das-cache-dir=/tmp/x")
+    assert result.ret != 0
+    assert "--das-cache=off disables the cache" in result.stderr.str()
+
+
+@pytest.mark.parametrize(
+    ("option", "match"),
+    [
+        ("--das-json={dir}", "--das-json {dir} is a directory; name a file inside it"),
+        ("--das-markdown={file}/x.md", "--das-markdown {file}/x.md: {file} is a file, not a dir"),
+        ("--das-json=/proc/report.json", "--das-json /proc/report.json: cannot write in /proc ("),
+        ("--das-baseline-dir={file}", "--das-baseline-dir {file} is a file; name a directory"),
+        ("--das-plots={file}", "--das-plots {file} is a file; name a directory"),
+        ("--das-plots=/proc", "--das-plots /proc: cannot write in /proc ("),
+    ],
+    ids=[
+        *("json-dir", "markdown-under-file", "json-read-only", "baselines-file", "plots"),
+        "plots-read-only",
+    ],
+)
+def test_an_output_path_that_cannot_be_written_is_a_usage_error_before_any_test(
+    pytester: pytest.Pytester, option: str, match: str
+) -> None:
+    (pytester.path / "dir").mkdir()
+    (pytester.path / "file").write_text("")
+    pytester.makepyfile("def test_x():\n    open('ran', 'w').close()\n")
+    paths = {"dir": pytester.path / "dir", "file": pytester.path / "file"}
+    result = pytester.runpytest("-p", "no:cacheprovider", option.format(**paths))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert match.format(**paths) in result.stderr.str()
+    assert not (pytester.path / "ran").exists()
+
+
+def test_the_das_session_exempts_the_loaded_libraries_from_the_cyclic_collector(
+    project: pytest.Pytester,
+) -> None:
+    project.makepyfile(
+        test_frozen="""
+        import gc
+
+        def test_frozen(das_session):
+            assert gc.get_freeze_count() > 10_000, gc.get_freeze_count()
+        """
+    )
+    model = str(Path(project.path / "das.yaml").read_text().split("path: ")[1].split()[0])
+    try:
+        result = project.runpytest(
+            f"--das-model={model}",
+            "--das-config=das.yaml",
+            "-p",
+            "no:cacheprovider",
+            "test_frozen.py",
+        )
+    finally:
+        gc.unfreeze()  # the run was in this process: give its objects back to the collector
+    result.assert_outcomes(passed=1)
+
+
+def test_an_unknown_model_entry_names_the_entries_there_are(project) -> None:
+    result = _run(project, "--das-model-entry=tiyn")
+    result.stdout.fnmatch_lines(["*has no model entry 'tiyn' (--das-model-entry)*tiny*"])
+    assert result.ret != 0
+
+
+def test_the_plugin_is_named_das_assert(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_uses(das_session):\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:das_assert", "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["*fixture 'das_session' not found*"])
+
+
+def test_a_bad_das_model_variable_is_named_in_the_error(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DAS_MODEL", "/no/such/model")
+    result = project.runpytest_subprocess(
+        "--das-config=das.yaml", "-p", "no:cacheprovider", "test_hyp.py"
+    )
+    result.stdout.fnmatch_lines(
+        ["*'/no/such/model' does not exist*(the model path is $DAS_MODEL='/no/such/model')*"]
+    )

@@ -1,0 +1,203 @@
+"""The pytest plugin's reports: JSON, Markdown, junit, run completeness, step summary, unjudged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from plugin_support import _run
+
+pytest_plugins = ["pytester"]
+
+
+@pytest.mark.slow
+def test_reports_json_markdown_and_junit_are_written(project) -> None:
+    result = _run(
+        project,
+        "--das-cache=off",
+        "--das-json=out/report.json",
+        "--das-markdown=out/summary.md",
+        "--junitxml=out/junit.xml",
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    report = json.loads((project.path / "out" / "report.json").read_text())
+    assert report["schema_version"] == 1
+    assert report["model"]["architecture"] == "llama"
+    assert {"torch", "transformers", "python"} <= set(report["environment"])
+    assert len(report["results"]) == 2
+    record = report["results"][0]
+    for key in (
+        "test_id",
+        "hypothesis",
+        "variable",
+        "site",
+        "method",
+        "seed",
+        "n_train",
+        "n_test",
+        "iia",
+        "iia_ci",
+        "task_accuracy",
+        "baselines",
+        "normalized_iia",
+        "boundary_dims",
+        "threshold",
+        "verdict",
+        "train_seconds",
+        "from_cache",
+        "eval_seconds",
+        "pairs",
+    ):
+        assert key in record, key
+    assert len(record["pairs"]) == record["n_test"] == 24
+    assert record["fit"]["batch_size"] == 8  # das.yaml's batch_size reaches the fit
+    correct = sum(p["expected"] == p["predicted"] for p in record["pairs"])
+    assert correct / record["n_test"] == pytest.approx(record["iia"])
+    assert "| test | claim |" in (project.path / "out" / "summary.md").read_text()
+    junit = (project.path / "out" / "junit.xml").read_text()
+    assert 'name="das_iia"' in junit
+    assert "das_result" not in junit
+
+
+SECOND_HYPOTHESIS_FILE = """
+import pytest
+
+
+@pytest.fixture(scope="module")
+def aligned(das_session):
+    return das_session.align("left_and_right_boundary", "boundary")
+
+
+def test_two_booleans_are_not_found_in_a_random_model(das, aligned):
+    das.assert_not_aligned(aligned, claim="impossible")
+
+
+def test_the_worker_runs_on_its_share_of_the_cpus(das_session):
+    import os
+
+    import torch
+
+    if "OMP_NUM_THREADS" not in os.environ:
+        share = max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+        assert torch.get_num_threads() == share
+"""
+
+
+@pytest.mark.slow
+def test_under_xdist_the_controller_gathers_every_workers_records(project) -> None:
+    pytest.importorskip("xdist")
+    project.makepyfile(test_two=SECOND_HYPOTHESIS_FILE)
+    result = _run(
+        project,
+        "-n",
+        "2",
+        "--dist",
+        "loadfile",
+        "--das-cache=off",
+        "--das-json=out/report.json",
+        "--das-markdown=out/summary.md",
+        "--junitxml=out/junit.xml",
+    )
+    result.assert_outcomes(passed=3, failed=1)
+    report = json.loads((project.path / "out" / "report.json").read_text())
+    ids = sorted(r["test_id"] for r in report["results"])
+    assert ids == [
+        "test_hyp.py::test_a_negative_claim_holds",
+        "test_hyp.py::test_an_impossible_claim_fails",
+        "test_two.py::test_two_booleans_are_not_found_in_a_random_model",
+    ]
+    summary = (project.path / "out" / "summary.md").read_text()
+    assert "test_two.py::test_two_booleans_are_not_found_in_a_random_model" in summary
+    assert "das: causal hypotheses" in result.stdout.str()
+    junit = (project.path / "out" / "junit.xml").read_text()
+    assert junit.count('name="das_iia"') == 3
+    assert "das_result" not in junit
+
+
+def test_the_reports_say_why_when_no_claim_reached_a_verdict(project) -> None:
+    model = str(Path(project.path / "das.yaml").read_text().split("path: ")[1].split()[0])
+    result = project.runpytest_subprocess(
+        f"--das-model={model}",
+        "--das-config=das.yaml",
+        "--das-min-task-accuracy=0.99",  # the random tiny model cannot do the task
+        "--das-cache=off",
+        "--das-json=out/report.json",
+        "--das-markdown=out/summary.md",
+        "-p",
+        "no:cacheprovider",
+    )
+    assert result.ret != 0
+    report = json.loads((project.path / "out" / "report.json").read_text())
+    assert report["results"] == []
+    assert {u["test_id"] for u in report["unjudged"]} == {
+        "test_hyp.py::test_an_impossible_claim_fails",
+        "test_hyp.py::test_a_negative_claim_holds",
+    }
+    assert all("PreconditionFailed" in u["message"] for u in report["unjudged"])
+    assert all("answers only 0.000 of the 24" in u["message"] for u in report["unjudged"])
+    assert "Failed before a verdict" in (project.path / "out" / "summary.md").read_text()
+
+
+def test_a_run_that_judges_nothing_replaces_an_old_report(project: pytest.Pytester) -> None:
+    (project.path / "out").mkdir()
+    old = project.path / "out" / "report.json"
+    old.write_text('{"results": [{"claim": "from an earlier run"}]}')
+    project.makepyfile(test_broken="import a_module_that_does_not_exist\n")
+    result = _run(project, "--das-json=out/report.json", "--das-markdown=out/summary.md")
+    assert result.ret == pytest.ExitCode.INTERRUPTED  # pytest stops on a collection error
+    report = json.loads(old.read_text())
+    assert report["results"] == []
+    assert report["run"]["complete"] is False
+    assert report["run"]["exit_code"] == "INTERRUPTED"
+    (broken,) = report["unjudged"]
+    assert broken["test_id"] == "test_broken.py"
+    assert broken["when"] == "collect"
+    assert "a_module_that_does_not_exist" in broken["message"]
+    assert "did not complete" in (project.path / "out" / "summary.md").read_text()
+
+
+def test_a_run_stopped_by_x_says_its_report_is_incomplete(project: pytest.Pytester) -> None:
+    passing = "test_hyp.py::test_a_negative_claim_holds"
+    ok = _run(project, "--das-cache=off", "--das-json=report.json", passing)
+    ok.assert_outcomes(passed=1)
+    assert json.loads((project.path / "report.json").read_text())["run"]["exit_code"] == "OK"
+    result = _run(project, "-x", "--das-cache=off", "--das-json=report.json", "test_hyp.py")
+    result.assert_outcomes(failed=1)  # the impossible claim; -x stops before the next test
+    report = json.loads((project.path / "report.json").read_text())
+    assert report["run"]["complete"] is False
+    assert report["run"]["tests_collected"] == 2
+    full = _run(project, "--das-cache=off", "--das-json=report.json", "test_hyp.py")
+    full.assert_outcomes(failed=1, passed=1)
+    assert json.loads((project.path / "report.json").read_text())["run"] == {
+        "exit_status": 1,
+        "exit_code": "TESTS_FAILED",
+        "complete": True,
+        "tests_collected": 2,
+        "selection": None,
+    }
+
+
+def test_collect_only_writes_a_report_that_says_nothing_ran(project: pytest.Pytester) -> None:
+    result = _run(project, "--collect-only", "--das-json=r.json")
+    assert result.ret == pytest.ExitCode.OK
+    run = json.loads((project.path / "r.json").read_text())["run"]
+    assert run["complete"] is False
+    assert run["selection"] is None
+
+
+def test_the_markdown_table_is_appended_to_the_github_step_summary(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    summary = project.path / "step_summary.md"
+    summary.write_text("## an earlier tool's table\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    passing = "test_hyp.py::test_a_negative_claim_holds"
+    _run(project, "--das-cache=off", f"--das-markdown={summary}", passing).assert_outcomes(passed=1)
+    text = summary.read_text()
+    assert text.startswith("## an earlier tool's table\n")
+    assert "| test | claim | site | IIA |" in text
+    other = project.path / "other.md"
+    other.write_text("a previous run's table\n")
+    _run(project, "--das-cache=off", f"--das-markdown={other}", passing).assert_outcomes(passed=1)
+    assert "previous run" not in other.read_text()  # any other file is replaced, atomically
