@@ -290,19 +290,22 @@ def _check_outputs(args: argparse.Namespace) -> None:
     from das_assert.errors import InvalidArgument
     from das_assert.store import output_path_problem
 
-    wanted = [(f"--{name}", getattr(args, name, None)) for name in _OUTPUT_FILES]
-    wanted = [(flag, Path(path)) for flag, path in wanted if path is not None]
-    directory = getattr(args, "out", None)  # train-embedded writes a model directory
-    if directory is not None:
+    outputs = [  # (flag, path, written as a directory?)
+        (f"--{name}", Path(path), False)
+        for name in _OUTPUT_FILES
+        if (path := getattr(args, name, None)) is not None
+    ]
+    if (directory := getattr(args, "out", None)) is not None:  # train-embedded's model dir
         _check_new_model_dir(Path(directory))
+        outputs.append(("--out", Path(directory), True))
     inputs = {
         Path(path).resolve(): name
         for name in _INPUT_FILES
         if (path := getattr(args, name, None)) is not None
     }
     written: dict[Path, str] = {}
-    for flag, path in [*wanted, *([("--out", Path(directory))] if directory else [])]:
-        problem = output_path_problem(path, directory=flag == "--out")
+    for flag, path, is_directory in outputs:
+        problem = output_path_problem(path, directory=is_directory)
         if problem:
             raise InvalidArgument(f"{flag} {path}{problem}")
         where = path.resolve()
@@ -319,6 +322,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 def _check_new_model_dir(out: Path) -> None:
     """train-embedded writes a whole model directory: never over the shipped one or any other."""
+    from das_assert.embedded.train import refuse_a_full_directory
     from das_assert.errors import InvalidArgument
     from das_assert.models import EMBEDDED_MODEL_DIR
 
@@ -327,11 +331,10 @@ def _check_new_model_dir(out: Path) -> None:
             f"--out {out} is the shipped embedded model; name a new directory (compare the "
             "result with it, or point $DAS_MODEL at it)"
         )
-    if out.is_dir() and any(out.iterdir()):
-        raise InvalidArgument(
-            f"--out {out} already holds files; name a new or empty directory, so no model "
-            "is overwritten"
-        )
+    try:
+        refuse_a_full_directory(out)
+    except FileExistsError as exc:
+        raise InvalidArgument(f"--out {exc}, so no model is overwritten") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -171,8 +171,10 @@ class Reporter:
         last_failed = self.config.pluginmanager.get_plugin("lfplugin")
         if self.config.getoption("lf", False) and last_failed is not None:
             # whole files are skipped, never collected nor deselected: ask the plugin itself
-            rerun = getattr(last_failed, "_previously_failed_count", None)
-            if rerun if rerun is not None else getattr(last_failed, "lastfailed", None):
+            failed = getattr(last_failed, "_previously_failed_count", None)
+            if failed is None:  # a pytest without it: the failures it knows of
+                failed = len(getattr(last_failed, "lastfailed", {}))
+            if failed:
                 return "--lf ran only the tests that failed last time"
         if self.deselected:
             return f"{self.deselected} test(s) were deselected (-k, -m, --deselect)"

@@ -87,9 +87,11 @@ def search(
     """
     results = {}
     grid = [[Site(layer, position, component) for layer in layers] for position in positions]
-    for site in (site for sites in grid for site in sites) if check is not None else ():
-        check(hypothesis, site, **changes)
-    with sharing(sites=[site for sites in grid for site in sites]):
+    cells = [site for sites in grid for site in sites]
+    if check is not None:
+        for site in cells:
+            check(hypothesis, site, **changes)
+    with sharing(sites=cells):
         for position, sites in zip(positions, grid, strict=True):
             with sharing(sites=sites):
                 for site in sites:

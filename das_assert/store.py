@@ -19,6 +19,7 @@ from typing import Any
 from das_assert.errors import AlignmentFileError
 
 __all__ = [
+    "NEW_DIRECTORY_MODE",
     "SCHEMA_VERSION",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -39,6 +40,7 @@ def _umask() -> int:
 
 
 _NEW_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file
+NEW_DIRECTORY_MODE = 0o777 & ~_umask()  # what mkdir() would give a new directory
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

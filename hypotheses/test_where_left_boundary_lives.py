@@ -33,7 +33,6 @@ def grid(das_session):
         HYPOTHESIS,
         layers=spec["layers"],
         positions=spec["positions"],
-        check=das_session.check,
         **changes,
     )
     if das_session.plots_dir is not None:

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from das_assert.store import NEW_DIRECTORY_MODE
+
 __all__ = ["TrainConfig", "train_embedded"]
 
 
@@ -122,7 +124,7 @@ def train_embedded(
 
     from das_assert.embedded.recipe import build_tokenizer
 
-    _refuse_a_full_directory(Path(out_dir))  # before the half hour of training, not after
+    refuse_a_full_directory(Path(out_dir))  # before the half hour of training, not after
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
@@ -175,7 +177,7 @@ def _save_whole(out_dir: Path, model: Any, tokenizer: Any, log: dict) -> None:
     a symlink to a folder) is kept: the files are written in a staging folder inside it and
     moved up one by one, ``config.json`` last, so that a directory without it is not a model.
     """
-    _refuse_a_full_directory(out_dir)
+    refuse_a_full_directory(out_dir)
     exists = out_dir.is_dir()
     if not exists:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -192,22 +194,17 @@ def _save_whole(out_dir: Path, model: Any, tokenizer: Any, log: dict) -> None:
                 os.replace(file, out_dir / file.name)
             staging.rmdir()
         else:
-            staging.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would hide the model from others
+            staging.chmod(NEW_DIRECTORY_MODE)  # mkdtemp's 0700 would hide the model from others
             os.replace(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
-def _refuse_a_full_directory(out_dir: Path) -> None:
+def refuse_a_full_directory(out_dir: Path) -> None:
+    """A model directory is written only where no file is: never over another model."""
     if out_dir.is_dir() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} already holds files; name a new or empty directory")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _portable_tokenizer_class(out_dir: Path) -> None:
