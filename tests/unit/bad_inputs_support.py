@@ -23,6 +23,7 @@ import torch
 
 import das_assert
 from das_assert.data import encode
+from das_assert.errors import DasError
 from das_assert.models import TOKENIZER_FILES, LoadedModel, load_model
 from das_assert.positions import parse_position
 from das_assert.tasks.price_tagging import PriceFormat, prompt_pairs
@@ -213,3 +214,11 @@ def assert_raised_by_das_assert(info: pytest.ExceptionInfo[BaseException]) -> No
     assert PACKAGE_DIR in raised_in.parents, f"raised from {raised_in}, not from das_assert"
     chained = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
     assert chained is None, f"{type(error).__name__} carries a chained {chained!r}"
+
+
+def assert_one_clear_das_error(call: Call, error: type[DasError], match: str, ctx: Ctx) -> None:
+    """``call`` raises one ``error`` of das_assert's own whose message matches ``match``."""
+    with pytest.raises(DasError, match=match) as info:
+        call(ctx)
+    assert type(info.value) is error, f"expected {error.__name__}, got {type(info.value)!r}"
+    assert_raised_by_das_assert(info)
