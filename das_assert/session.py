@@ -370,13 +370,16 @@ class DasRequest:
         variant: Any,
         *,
         claim: str,
-        n: int = 96,
+        n: int = 400,
         expect: str = "aligned",
     ) -> None:
         """Evaluate the frozen alignment on ``n`` pairs written as ``variant``; fail when the
-        Wilson upper bound of IIA is below the ``robustness`` threshold of ``claim`` (or, with
-        ``expect="not_aligned"``, when the lower bound reaches it and IIA beats the variant's
-        no-op baseline by the margin: a negative claim that breaks).
+        Wilson upper bound of IIA is below the ``robustness`` threshold of ``claim`` or IIA does
+        not beat the variant's own no-op baseline by the margin, as a claim would (with
+        ``expect="not_aligned"``: when the lower bound reaches the threshold and IIA beats the
+        no-op by the margin, a negative claim that breaks). At 96 pairs an alignment that does
+        nothing still "held" on the default prompt (IIA = no-op 0.719, upper bound 0.799), hence
+        400 pairs by default: the learned one beats its no-op there by 0.14.
 
         Variants the model itself cannot do (task accuracy below the gate), or whose labels
         cannot be balanced, are rejected as preconditions (``hypothesis.assume``) and counted.
@@ -404,19 +407,20 @@ class DasRequest:
             assume(False)
         low, high = wilson_interval(evaluation.successes, evaluation.n)
         noop = evaluation.baselines()["noop"]
-        if expect == "aligned":
-            broken = high < threshold
+        beats_noop = evaluation.iia - noop >= exp.margin
+        if expect == "aligned":  # as for a claim: an IIA at the no-op level transferred nothing
+            broken = high < threshold or not beats_noop
         else:  # beating the threshold only counts if the intervention did something
-            broken = low >= threshold and evaluation.iia - noop >= exp.margin
+            broken = low >= threshold and beats_noop
         self._fuzz_record(result, variant, n, claim, evaluation, "broken" if broken else "holds")
         if broken:
             pair = evaluation.test.pairs[(evaluation.failing_indices() or [0])[0]]
             raise IIAClaimFailed(
                 f"claim {claim!r} breaks under {variant!r}\n"
                 f"  IIA {evaluation.iia:.3f} (n={evaluation.n}, 95% CI [{low:.3f}, {high:.3f}]) "
-                f"{'<' if expect == 'aligned' else '>='} robustness threshold {threshold} "
+                f"{_robust_verdict_text(expect, high, threshold, beats_noop, exp.margin)} "
                 f"at {exp.site}, seed={exp.seed}; task accuracy {evaluation.task_accuracy:.3f}, "
-                f"no-op {evaluation.baselines()['noop']:.3f}\n"
+                f"no-op {noop:.3f}\n"
                 f"  a failing pair: base {pair.inputs.get('base')}, "
                 f"source {pair.inputs.get('source')}"
                 f"\n  base prompt:\n{_indent(pair.base.text)}\n  source prompt:\n"
@@ -469,8 +473,20 @@ class DasRequest:
                 n=evaluation.n,
                 correct=evaluation.successes,
                 task_accuracy=round(evaluation.task_accuracy, 6),
+                noop=round(evaluation.baselines()["noop"], 6),
             )
         self.node.user_properties.append(("das_fuzz", json.dumps(record)))
+
+
+def _robust_verdict_text(
+    expect: str, high: float, threshold: float, beats_noop: bool, margin: float
+) -> str:
+    """Why a variant broke the claim, for its failure message."""
+    if expect != "aligned":
+        return f">= robustness threshold {threshold}"
+    if high < threshold:
+        return f"< robustness threshold {threshold}"
+    return f"does not beat this variant's no-op by the margin {margin}"
 
 
 def _indent(text: str) -> str:

@@ -33,8 +33,10 @@ def aligned(das_session):
 @pytest.mark.parametrize("repeat", range(3))
 def test_a_repeated_variant(das, aligned, repeat, monkeypatch):
     monkeypatch.setattr(das_assert.variants, "evaluate", counting)
-    das.assert_robust(aligned, PromptVariant(), claim="trivial", n=16)
-    das.assert_robust(aligned, PromptVariant(bracket=(100, 500)), claim="trivial", n=16)
+    # a negative claim, so that the tiny model's IIA at its no-op level holds
+    das.assert_robust(aligned, PromptVariant(), claim="trivial", n=16, expect="not_aligned")
+    bracket = PromptVariant(bracket=(100, 500))
+    das.assert_robust(aligned, bracket, claim="trivial", n=16, expect="not_aligned")
 
 
 def test_each_variant_was_evaluated_once():
@@ -201,3 +203,33 @@ def test_a_fuzz_test_whose_every_variant_is_rejected_says_so(project: pytest.Pyt
         ]
     )
     assert "FailedHealthCheck" not in result.stdout.str()
+
+
+NOOP_FUZZ = """
+import dataclasses
+
+import pytest
+
+from das_assert.strategies import PromptVariant
+
+
+@pytest.fixture(scope="module")
+def does_nothing(das_session):
+    config = dataclasses.replace(das_session.fit_config(), method="noop")
+    return das_session.align("left_boundary", "boundary", config=config)
+
+
+def test_an_alignment_that_does_nothing_does_not_survive(das, does_nothing):
+    das.assert_robust(does_nothing, PromptVariant(), claim="trivial", n=48)
+"""
+
+
+def test_a_variant_at_its_no_op_level_breaks_a_positive_claim(project: pytest.Pytester) -> None:
+    # At 96 pairs an intervention that changes nothing "held" on the default prompt: its upper
+    # bound reached the robustness threshold. Like a claim, a variant must beat its no-op.
+    project.makepyfile(test_fuzz=NOOP_FUZZ)
+    text = Path(project.path / "das.yaml").read_text().rstrip("\n")
+    (project.path / "das.yaml").write_text(text + "\n    robustness:\n      trivial: 0.0\n")
+    result = _run(project, "test_fuzz.py")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*does not beat this variant's no-op by the margin 0.05*"])
