@@ -32,6 +32,9 @@ def cache_key(model: Any, experiment: Any, config: Any) -> str:
     bfloat16 or on a GPU is another fit; ``cuda:0`` and ``cuda:1`` share entries)."""
     from das_assert import __version__
 
+    fit = config.as_dict()
+    if fit.get("method", "").startswith("das:"):  # trained with its hard mask since 2026-12-03
+        fit["mask_in_training"] = "hard"
     recipe = {
         "version": __version__,
         "model": model.fingerprint,
@@ -44,7 +47,7 @@ def cache_key(model: Any, experiment: Any, config: Any) -> str:
         "n_train": experiment.n_train,
         "seed": experiment.seed,
         "site": str(experiment.site),
-        "fit": config.as_dict(),
+        "fit": fit,
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:32]
 

@@ -180,12 +180,17 @@ class AlignmentResult:
         threshold = self.experiment.threshold if threshold is None else threshold
         if threshold is None:
             return None
-        baselines = self.baselines
+        controls = {"noop": self.baselines["noop"]}
+        interchange = self.fitted.interchange
+        # A box of the whole vector (--method full) is the same intervention in any basis: a
+        # random rotation of its width is the method itself, and no IIA could beat it.
+        if interchange.d not in interchange.hard_widths():
+            controls["random_rotation"] = self.baselines["random_rotation"]
         return verdict(
             iia_ci=self.iia_ci,
             iia=self.iia,
             threshold=threshold,
-            baselines={"noop": baselines["noop"], "random_rotation": baselines["random_rotation"]},
+            baselines=controls,
             margin=self.experiment.margin,
             collapsed=self.collapsed,
         )

@@ -360,7 +360,10 @@ def _fit_group(
                     variables: Any = variables,
                     interchange: Interchange = interchange,
                 ) -> torch.Tensor:
-                    return interchange(base, source, variables, hard=False)
+                    # das:K has no boxes to learn: it trains with the K-coordinate mask it is
+                    # judged with (a soft mask at temperature 50 spread it over every coordinate)
+                    hard = not interchange.widths.requires_grad
+                    return interchange(base, source, variables, hard=hard)
 
                 interventions.append((site, mix))
 

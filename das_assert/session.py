@@ -198,7 +198,9 @@ class DasRequest:
     def assert_not_aligned(
         self, result: AlignmentResult, *, claim: str, threshold: float | None = None
     ) -> None:
-        """Assert the variable is *not* found: the Wilson upper bound < threshold."""
+        """Assert the variable is *not* found: the Wilson upper bound < threshold, or IIA does
+        not beat the no-op or random-rotation baseline by the margin wherever its interval lies
+        (the site does no more than leaving the run alone), or a claimed box is empty."""
         __tracebackhide__ = True
         self._judge(result, claim=claim, threshold=threshold, expect="not_aligned")
 

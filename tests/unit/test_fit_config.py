@@ -180,3 +180,31 @@ def test_a_das_yaml_merge_key_is_not_a_repeated_key(tmp_path) -> None:
     )
     loaded = load_settings(path)
     assert (loaded["copy"].path, loaded["copy"].n_train) == ("/models/copy", 100)
+
+
+@pytest.mark.parametrize(("method", "hard"), [("das:4", True), ("boundless", False)])
+def test_fixed_k_das_trains_with_the_mask_it_is_judged_with(
+    tiny_llama: Any, monkeypatch: pytest.MonkeyPatch, method: str, hard: bool
+) -> None:
+    # das:K once trained through the soft mask at temperature 50 -> 0.1, which spreads over all
+    # d coordinates early on: not a K-dimensional subspace.
+    from das_assert.data import encode
+    from das_assert.featurizers import Interchange
+    from das_assert.fit import fit_alignment
+    from das_assert.positions import parse_position
+    from das_assert.sites import Site
+    from das_assert.tasks.price_tagging import prompt_pairs
+
+    seen: list[bool] = []
+    real = Interchange.forward
+
+    def forward(self: Interchange, *args: Any, hard: bool = False, **kwargs: Any) -> Any:
+        seen.append(hard)
+        return real(self, *args, hard=hard, **kwargs)
+
+    monkeypatch.setattr(Interchange, "forward", forward)
+    site = Site(1).resolve(tiny_llama.model)
+    train = encode(tiny_llama, prompt_pairs("left_boundary", 8, seed=0), parse_position("last"))
+    fit_alignment(tiny_llama.model, site, train, FitConfig(epochs=1, batch_size=8, method=method))
+    assert seen
+    assert set(seen) == {hard}

@@ -54,3 +54,29 @@ def test_a_claim_is_collapsed_only_by_the_boxes_of_its_own_variables(tiny_llama:
     assert either.collapsed
     assert right.verdict().outcome == "not_aligned"
     assert "collapsed" in right.verdict().reason
+
+
+def test_a_box_of_the_whole_vector_is_not_judged_against_a_random_rotation(
+    tiny_llama: Any, monkeypatch: Any
+) -> None:
+    # --method full: a random rotation with the whole vector boxed is the same intervention, so
+    # "does not beat random_rotation by 0.05" once made every such claim not aligned.
+    import das_assert.experiment as experiment
+
+    seen: list[set[str]] = []
+    real = experiment.verdict
+
+    def spy(**kwargs: Any) -> Any:
+        seen.append(set(kwargs["baselines"]))
+        return real(**kwargs)
+
+    monkeypatch.setattr(experiment, "verdict", spy)
+    d = tiny_llama.config.hidden_size
+    site = Site(0).resolve(tiny_llama.model)
+    exp = Experiment(
+        hypothesis="left_boundary", site=Site(0), n_test=16, threshold=0.5, min_task_accuracy=0.0
+    )
+    for interchange in (Interchange.full(d, 1), Interchange.boundless(d, 1)):
+        fitted = FittedAlignment(interchange, site, FitConfig(), n_train=0, train_seconds=0.0)
+        run_experiment(tiny_llama, exp, fitted=fitted).verdict()
+    assert seen == [{"noop"}, {"noop", "random_rotation"}]
