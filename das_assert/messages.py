@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-__all__ = ["failure_message"]
+__all__ = ["failure_message", "reproduce_line"]
 
 
 def _indent(text: str, prefix: str = "      ") -> str:
@@ -53,8 +53,14 @@ def failure_message(
             f"  inconclusive: raise n_test (now {ev.n}) in das.yaml, or choose how to treat it "
             "with --das-inconclusive=fail|xfail|pass"
         )
+    lines.append(reproduce_line(result, nodeid, session))
+    return "\n".join(lines)
+
+
+def reproduce_line(result: Any, nodeid: str, session: Any) -> str:
+    """A failure's last line: the command that reruns it, with every non-default das option."""
     options = getattr(session, "reproduce_options", "")
     if "--das-model=" not in options and result.model.name != "embedded":
         options += f" --das-model={shlex.quote(result.model.name)}"
-    lines.append(f"  reproduce: pytest {shlex.quote(nodeid)} --das-seed={exp.seed}{options}")
-    return "\n".join(lines)
+    seed = result.experiment.seed
+    return f"  reproduce: pytest {shlex.quote(nodeid)} --das-seed={seed}{options}"

@@ -16,7 +16,7 @@ from das_assert.cache import AlignmentCache, cache_key
 from das_assert.errors import ConfigError, InvalidArgument, PreconditionFailed, SiteError
 from das_assert.experiment import AlignmentResult, Experiment, check_site, run_experiment
 from das_assert.fit import FitConfig
-from das_assert.messages import failure_message
+from das_assert.messages import failure_message, reproduce_line
 from das_assert.models import LoadedModel
 from das_assert.settings import ModelSettings
 
@@ -237,6 +237,8 @@ class DasRequest:
             if regressions:
                 raise IIARegression(
                     _regression_message(claim, record, regressions, self.session.baseline[0])
+                    + "\n"
+                    + reproduce_line(judged, self.node.nodeid, self.session)
                 )
             return
         message = failure_message(
@@ -247,10 +249,10 @@ class DasRequest:
             nodeid=self.node.nodeid,
             session=self.session,
         )
-        if regressions:
-            message += "\n" + _regression_message(
-                claim, record, regressions, self.session.baseline[0]
-            )
+        if regressions:  # before the last line, the reproduce line
+            head, _, last = message.rpartition("\n")
+            regressed = _regression_message(claim, record, regressions, self.session.baseline[0])
+            message = f"{head}\n{regressed}\n{last}"
         if verdict.outcome == "inconclusive":
             if self.session.inconclusive == "pass":
                 return
@@ -303,6 +305,7 @@ class DasRequest:
             "n": entry["n_test"],
             "iia_ci": entry["iia_ci"],
             "delta": round(record["iia"] - entry["iia"], 6),
+            "seed": entry.get("seed"),
         }
         if entry["site"]["canonical"] != record["site"]["canonical"]:
             record["drift"] = {
@@ -495,6 +498,11 @@ def _indent(text: str) -> str:
     return "\n".join("      " + line for line in text.strip().splitlines())
 
 
+def _ci(interval: Any) -> str:
+    low, high = interval
+    return f"[{low:.3f}, {high:.3f}]"
+
+
 def _regression_message(
     claim: str, record: dict[str, Any], failures: list[str], baseline_file: Path
 ) -> str:
@@ -503,9 +511,15 @@ def _regression_message(
     lines += [f"  {f}" for f in failures]
     if base:
         lines.append(
-            f"  now IIA {record['iia']:.3f} (n={record['n_test']}, CI {record['iia_ci']}); "
-            f"baseline {base['iia']:.3f} (n={base['n']}, CI {base['iia_ci']})"
+            f"  now IIA {record['iia']:.3f} (n={record['n_test']}, CI {_ci(record['iia_ci'])}); "
+            f"baseline {base['iia']:.3f} (n={base['n']}, CI {_ci(base['iia_ci'])})"
         )
+        if base.get("seed") is not None and base["seed"] != record.get("seed"):
+            lines.append(
+                f"  the baseline ran with seed {base['seed']}, this run with seed "
+                f"{record.get('seed')}: IIA moves with the seed (python3 -m das_assert.stability "
+                "shows by how much); compare runs of one seed"
+            )
     transfer = record.get("transfer") or {}
     if "iia" in transfer:
         lines.append(

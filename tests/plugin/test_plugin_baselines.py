@@ -146,3 +146,50 @@ def test_the_gate_refuses_a_baseline_judged_on_other_pairs(project: pytest.Pytes
     result = _run(project, "--das-compare=v1", *args)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*judged on other pairs (confirmation -> test): not comparable*"])
+
+
+EMBEDDED_YAML = """
+models:
+  embedded:
+    path: embedded
+    n_train: 256
+    n_test: 64
+    epochs: 1
+    sites:
+      boundary: block_output[layer=0, pos=last]
+    thresholds:
+      left_boundary: 0.0
+"""
+
+ALIGNED = """
+def test_found(das, das_session):
+    das.assert_aligned(das_session.align("left_boundary", "boundary"), claim="left_boundary")
+"""
+
+
+def test_a_regression_names_the_seeds_and_ends_with_a_reproduce_line(
+    pytester: pytest.Pytester,
+) -> None:
+    # A claim that holds but dropped against its baseline once ended without a reproduce line,
+    # printed its intervals unrounded, and did not say the baseline ran under another seed.
+    pytester.makefile(".yaml", das=EMBEDDED_YAML)
+    pytester.makepyfile(test_hyp=ALIGNED)
+    args = ("--das-config=das.yaml", "--das-cache=readwrite", "--das-baseline-dir=b")
+    pytester.runpytest_subprocess("--das-save-baseline=v1", *args).assert_outcomes(passed=1)
+    (saved,) = (pytester.path / "b").rglob("*v1.json")
+    from das_assert.baseline import load_baseline, save_baseline
+
+    payload = load_baseline(saved)
+    records = [{**entry, "iia": 0.99, "seed": 7} for entry in payload["entries"].values()]
+    save_baseline(
+        saved, model=payload["model"], environment=payload["environment"], records=records
+    )
+    result = pytester.runpytest_subprocess("--das-compare=v1", "--das-compare-fail=iia:0.01", *args)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*now IIA 0.* CI ?0.*, *?); baseline 0.990 (n=64, CI ?0.*, *?)*",
+            "*the baseline ran with seed 7, this run with seed 0*",
+            "*reproduce: pytest test_hyp.py::test_found --das-seed=0 *--das-compare=v1*",
+        ]
+    )
