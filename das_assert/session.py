@@ -5,6 +5,7 @@ once and shared, and assertions that turn an interval into a verdict and a reada
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 from collections.abc import Iterator
@@ -13,12 +14,23 @@ from pathlib import Path
 from typing import Any
 
 from das_assert.cache import AlignmentCache, cache_key
-from das_assert.errors import ConfigError, InvalidArgument, PreconditionFailed, SiteError
+from das_assert.errors import (
+    ConfigError,
+    InvalidArgument,
+    PreconditionFailed,
+    SiteError,
+    did_you_mean,
+)
 from das_assert.experiment import AlignmentResult, Experiment, check_site, run_experiment
 from das_assert.fit import FitConfig
 from das_assert.messages import failure_message, reproduce_line
 from das_assert.models import LoadedModel
 from das_assert.settings import ModelSettings
+
+# What das_session.align(hypothesis, site, ...) may change of its Experiment.
+_EXPERIMENT_CHANGES = frozenset(
+    f.name for f in dataclasses.fields(Experiment) if f.name not in ("hypothesis", "site")
+)
 
 __all__ = [
     "DasRequest",
@@ -72,7 +84,12 @@ class DasSession:
     )
 
     def site(self, name: str) -> Any:
-        """The site called ``name`` for this model in das.yaml."""
+        """The site called ``name`` for this model in das.yaml, or one written out in full,
+        ``block_output[layer=0, pos=last]``, as a search grid's cells are."""
+        from das_assert.sites import parse_site
+
+        if name not in self.settings.sites and "[" in name:
+            return parse_site(name)
         return self.settings.site(name)
 
     def threshold(self, claim: str) -> float:
@@ -80,6 +97,13 @@ class DasSession:
 
     def experiment(self, hypothesis: str, site: str | Any, **changes: Any) -> Experiment:
         """An ``Experiment`` with this model's data sizes, the session seed and gate."""
+        unknown = sorted(set(changes) - _EXPERIMENT_CHANGES)
+        if unknown:
+            raise InvalidArgument(
+                f"unknown keyword(s) {', '.join(unknown)}; align() takes config= and these: "
+                f"{', '.join(sorted(_EXPERIMENT_CHANGES))}"
+                + did_you_mean(unknown[0], _EXPERIMENT_CHANGES)
+            )
         resolved = self.site(site) if isinstance(site, str) else site
         fields = {
             "hypothesis": hypothesis,
@@ -146,7 +170,7 @@ class DasSession:
                         self.model, experiment, config, cache=self.cache
                     )
                 except SiteError as exc:
-                    if not isinstance(site, str):
+                    if not isinstance(site, str) or site not in self.settings.sites:
                         raise
                     entry = f"models.{self.settings.key}.sites.{site}"
                     where = f"{self.settings.source}: {entry} = {self.settings.sites[site]!r}"

@@ -53,6 +53,25 @@ def test_a_request_evaluated_or_judged_differently_is_not_served_the_first(
     assert len(runs) == 2
 
 
+def test_a_site_written_out_is_the_site_it_names(counted_session: Any) -> None:
+    # "Sites are written block_output[layer=1, pos=last]": align once refused such a string as
+    # an unknown das.yaml name.
+    das, _ = counted_session
+    named = das.align("left_boundary", "a")
+    written = das.align("left_boundary", "block_output[layer=0, pos=last]")
+    assert written.site == named.site
+    assert written is named
+
+
+def test_a_misspelt_keyword_of_align_is_one_clear_error(counted_session: Any) -> None:
+    from das_assert.errors import InvalidArgument
+
+    das, _ = counted_session
+    with pytest.raises(InvalidArgument, match=r"unknown keyword\(s\) variable; .*variables") as err:
+        das.align("left_and_right_boundary", "a", variable="right")
+    assert "Did you mean 'variables'?" in str(err.value)
+
+
 @pytest.mark.parametrize("edge", ["one_cent_outside", "on_bound"])
 def test_a_model_that_always_gives_the_edges_one_answer_fails_the_variants_gate(
     tiny_models: dict[str, Any], monkeypatch: pytest.MonkeyPatch, edge: str
