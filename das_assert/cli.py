@@ -254,7 +254,7 @@ def _cmd_train_embedded(args: argparse.Namespace) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from das_assert.baseline import load_baseline
-    from das_assert.compare import compare_entries, parse_compare_fail
+    from das_assert.compare import compare_entries, count_line, parse_compare_fail
     from das_assert.errors import InvalidArgument
     from das_assert.store import write_markdown
 
@@ -262,12 +262,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     old, new = load_baseline(args.old)["entries"], load_baseline(args.new)["entries"]
     if not old and not new:  # an empty table would read as "no regression"
         raise InvalidArgument(f"neither {args.old} nor {args.new} holds a result to compare")
-    table, regressed = compare_entries(old, new, checks)
+    table, counts = compare_entries(old, new, checks)
     print(table, end="")
     if args.markdown:
         write_markdown(args.markdown, table)
-    print(f"{regressed} regression(s)" if regressed else "no regression")
-    return 1 if regressed else 0
+    print(count_line(counts))
+    return 1 if any(counts.values()) else 0
 
 
 COMMANDS = {

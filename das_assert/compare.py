@@ -23,6 +23,7 @@ from das_assert.errors import ConfigError
 __all__ = [
     "DropCheck",
     "compare_entries",
+    "count_line",
     "not_comparable",
     "parse_compare_fail",
 ]
@@ -67,16 +68,22 @@ class DropCheck:
             )
         return None
 
+    def checkable(self, current: dict[str, Any], baseline: dict[str, Any]) -> bool:
+        """Whether both records hold this check's field as a number."""
+        return all(isinstance(v, int | float) for v in self.values(current, baseline))
+
     def check(self, current: dict[str, Any], baseline: dict[str, Any]) -> str | None:
         """This check on two records of one claim: a message if it fails, else None. A field
         either record lacks fails too (a gate that cannot check does not pass); a negative
         claim's alignment numbers fail by rising (task accuracy always by dropping)."""
         now, before = self.values(current, baseline)
-        if not all(isinstance(v, int | float) for v in (now, before)):
+        if not self.checkable(current, baseline):
             sides = [n for n, v in (("baseline", before), ("current", now)) if v is None]
             where = " and ".join(sides) or "both (not numbers)"
             return f"{self.field} is missing in the {where} result, so {self} cannot be checked"
-        negative = current.get("expected_verdict") == "not_aligned"
+        # a command-line result expects nothing: the claim it is matched with says what it is
+        expected = current.get("expected_verdict") or baseline.get("expected_verdict")
+        negative = expected == "not_aligned"
         rise = negative and self.field != "task_accuracy"
         return self.fails(current=float(now), baseline=float(before), rise=rise)
 
@@ -119,39 +126,122 @@ def not_comparable(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return reasons
 
 
+#: How ``compare_entries`` counts its failing rows, in the order the final line names them.
+COUNTS = ("regression(s)", "not comparable", "cannot be checked", "missing in NEW")
+
+
 def compare_entries(
     old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]], checks: list[DropCheck]
-) -> tuple[str, int]:
-    """A Markdown table of two files' entries (by key) and how many regressed: an entry missing
-    from ``new``, a failed check, results on other prompts, or a claim that held and now fails."""
+) -> tuple[str, dict[str, int]]:
+    """A Markdown table of two files' entries and how many rows fail, by kind (``COUNTS``).
+
+    Entries are matched by key (a pytest claim seen from another rootdir too); a pytest claim
+    and a command-line result, which has no claim, by hypothesis, variable and site. A row
+    fails as a regression (a check's drop past its tolerance, or a claim that held and now
+    fails), as not comparable (other prompts or other pairs), as cannot be checked (a check's
+    field one side lacks), or as missing in NEW; each failing row is counted once, under the
+    first of these that applies.
+    """
     lines = [
         "| claim | site (old -> new) | IIA old (95% CI, n) | IIA new (95% CI, n) | Δ | result |",
         "|---|---|---|---|---|---|",
     ]
-    regressed = 0
+    counts = dict.fromkeys(COUNTS, 0)
     new = {matching_key(key, old) or key: entry for key, entry in new.items()}  # moved rootdirs
-    for key in sorted(set(old) | set(new)):
-        if key not in new or key not in old:
-            where = "missing in NEW" if key not in new else "new in NEW"
+    across, unmatched = _match_across_kinds(old, new)
+    matched_new = set(across.values())
+    for key in sorted(set(old) | (set(new) - matched_new)):
+        new_key = across.get(key, key)
+        if new_key not in new or key not in old:
+            if key in old:
+                where = "missing in NEW" + (f" ({unmatched[key]})" if key in unmatched else "")
+                counts["missing in NEW"] += 1
+            else:
+                where = "new in NEW"
             lines.append(f"| {key} | | | | | {where} |")
-            regressed += key not in new
             continue
-        a, b = old[key], new[key]
+        a, b = old[key], new[new_key]
+        label = key if new_key == key else f"{key} (NEW: {new_key})"
+        unchecked = [str(check) for check in checks if not check.checkable(b, a)]
         failures = [message for check in checks if (message := check.check(b, a))]
-        failures += not_comparable(a, b)
-        if a.get("passed") is True and b.get("passed") is False:
+        incomparable = not_comparable(a, b)
+        failures += incomparable
+        flipped = a.get("passed") is True and b.get("passed") is False
+        if flipped:
             failures.append(
                 f"the claim held in OLD and fails in NEW (verdict {b.get('verdict')}, expected "
                 f"{b.get('expected_verdict')})"
             )
-        regressed += bool(failures)
+        if incomparable:
+            counts["not comparable"] += 1
+        elif flipped or len(failures) > len(unchecked):
+            counts["regression(s)"] += 1
+        elif unchecked:
+            counts["cannot be checked"] += 1
         site_a, site_b = a["site"]["canonical"], b["site"]["canonical"]
         site = site_a if site_a == site_b else f"{site_a} -> {site_b} (drift)"
         lines.append(
-            f"| {key} | `{site}` | {_iia_with_interval(a)} | {_iia_with_interval(b)} | "
+            f"| {label} | `{site}` | {_iia_with_interval(a)} | {_iia_with_interval(b)} | "
             f"{b['iia'] - a['iia']:+.3f} | {'; '.join(failures) or 'ok'} |"
         )
-    return "\n".join(lines) + "\n", regressed
+    return "\n".join(lines) + "\n", counts
+
+
+def count_line(counts: dict[str, int]) -> str:
+    """``no regression``, or what failed: ``1 regression(s), 2 missing in NEW``."""
+    if not any(counts.values()):
+        return "no regression"
+    first, *rest = COUNTS
+    return ", ".join([f"{counts[first]} {first}"] + [f"{counts[k]} {k}" for k in rest if counts[k]])
+
+
+def _signature(entry: dict[str, Any]) -> tuple[Any, Any, str]:
+    return entry.get("hypothesis"), entry.get("variable"), entry["site"]["canonical"]
+
+
+def _match_across_kinds(
+    old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Pytest claims matched with command-line results (keyed by what they measured, as they
+    have no claim) by hypothesis, variable and site, where the keys found no match.
+
+    Returns ``{old key: new key}``, and why an old entry found none. Among several candidates
+    the one on the same prompts and pairs is taken; where still more than one entry of either
+    side shares a hypothesis, variable and site (two claims at one site), none is guessed."""
+    lonely_old = [k for k in old if k not in new]
+    lonely_new = [k for k in new if k not in old]
+    candidates: dict[str, list[str]] = {}
+    for key in lonely_old:
+        found = [
+            k
+            for k in lonely_new
+            if bool(new[k].get("claim")) != bool(old[key].get("claim"))
+            and _signature(new[k]) == _signature(old[key])
+        ]
+        alike = [k for k in found if not not_comparable(old[key], new[k])]
+        candidates[key] = alike or found
+    chosen = [c[0] for c in candidates.values() if len(c) == 1]
+    matches, why = {}, {}
+    for key, found in candidates.items():
+        if len(found) == 1 and chosen.count(found[0]) == 1:
+            matches[key] = found[0]
+            continue
+        hypothesis, variable, site = _signature(old[key])
+        if len(found) > 1:
+            why[key] = (
+                f"{len(found)} results in NEW share its hypothesis, variable and site: none is "
+                "guessed"
+            )
+        elif found:
+            why[key] = (
+                f"{chosen.count(found[0])} results in OLD share the hypothesis, variable and site "
+                f"of NEW's {found[0]}: none is guessed"
+            )
+        elif any(bool(new[k].get("claim")) != bool(old[key].get("claim")) for k in new):
+            why[key] = (
+                f"no result in NEW has hypothesis {hypothesis}, variable {variable} at site {site}"
+            )
+    return matches, why
 
 
 def _iia_with_interval(record: dict[str, Any]) -> str:

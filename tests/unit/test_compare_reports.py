@@ -188,3 +188,107 @@ def test_a_claim_seen_from_another_rootdir_is_the_same_entry(
     assert matching_key("test_x.py::t::c", keys) is None  # ambiguous: no guess
     assert matching_key("test_y.py::t::c", keys) is None
     assert matching_key("x/a/test_x.py::t::c", keys) == "a/test_x.py::t::c"
+
+
+DATA = {"prefix": "", "bracket": None, "numbers": "plain"}
+
+
+def _baseline(path: Path, *records: dict[str, Any]) -> Path:
+    from das_assert.baseline import save_baseline
+
+    save_baseline(path, model={}, environment={}, records=list(records))
+    return path
+
+
+def _positive(site: str, iia: float, test: str = "test_at_boundary") -> dict[str, Any]:
+    return {
+        **_cli_record(site, iia),
+        "data": DATA,
+        "test_id": f"hypotheses/test_lb.py::{test}",
+        "claim": "left_boundary",
+        "expected_verdict": "aligned",
+        "verdict": "aligned",
+        "passed": True,
+    }
+
+
+def test_a_command_line_result_is_matched_to_a_pytest_claim_by_hypothesis_variable_and_site(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A pytest baseline against `fit --json` at the same site: every claim read as missing in
+    # NEW and the fit as new in NEW, so the gate could never compare the two.
+    baseline = _baseline(
+        tmp_path / "0001_v1.json",
+        _positive(LAST, 0.83),
+        {**_claim(0.689, "not_aligned", "not_aligned"), "data": DATA},  # at EARLY
+    )
+    fit = _report(tmp_path / "fit.json", {**_cli_record(LAST, 0.70), "data": DATA})
+    assert main(["compare", str(baseline), str(fit), "--fail", "iia:5%"]) == 1
+    out = capsys.readouterr().out
+    row = (
+        f"| hypotheses/test_lb.py::test_at_boundary::left_boundary (NEW: left_boundary:left at "
+        f"{LAST}) | `{LAST}` | 0.830 | 0.700 | -0.130 | iia dropped by 0.130"
+    )
+    assert row in out
+    assert "new in NEW" not in out
+    assert (
+        "missing in NEW (no result in NEW has hypothesis left_boundary, variable left at site "
+        f"{EARLY})"
+    ) in out
+    assert out.splitlines()[-1] == "1 regression(s), 1 missing in NEW"
+    # the negative claim, matched too, regresses by rising whichever side holds the claim
+    control = {**_cli_record(EARLY, 0.76), "data": DATA}
+    fit = _report(tmp_path / "fit.json", {**_cli_record(LAST, 0.83), "data": DATA}, control)
+    assert main(["compare", str(baseline), str(fit), "--fail", "iia:0.05"]) == 1
+    assert "iia rose by 0.071 (0.689 -> 0.760)" in capsys.readouterr().out
+    assert main(["compare", str(fit), str(baseline), "--fail", "iia:0.05"]) == 0
+    capsys.readouterr()
+    fit = _report(tmp_path / "fit.json", {**_cli_record(LAST, 0.70), "data": DATA})
+    # either way round
+    assert main(["compare", str(fit), str(baseline), "--fail", "iia:5%"]) == 0
+    out = capsys.readouterr().out
+    assert "| +0.130 | ok |" in out
+    assert out.splitlines()[-1] == "no regression"
+
+
+def test_a_command_line_result_on_other_prompts_is_matched_but_not_comparable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    baseline = _baseline(tmp_path / "0001_v1.json", _positive(LAST, 0.83))
+    moved = {**_cli_record(LAST, 0.83), "data": {**DATA, "prefix": "Good morning!"}}
+    fit = _report(tmp_path / "fit.json", moved)
+    assert main(["compare", str(baseline), str(fit)]) == 1
+    out = capsys.readouterr().out
+    assert "ran on other prompts (prefix differ): not comparable" in out
+    assert out.splitlines()[-1] == "0 regression(s), 1 not comparable"
+
+
+def test_a_command_line_result_is_not_guessed_between_two_alike_claims(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    baseline = _baseline(
+        tmp_path / "0001_v1.json", _positive(LAST, 0.83), _positive(LAST, 0.81, "test_again")
+    )
+    fit = _report(tmp_path / "fit.json", {**_cli_record(LAST, 0.83), "data": DATA})
+    assert main(["compare", str(baseline), str(fit)]) == 1
+    out = capsys.readouterr().out
+    shared = (
+        "missing in NEW (2 results in OLD share the hypothesis, variable and site of NEW's "
+        f"left_boundary:left at {LAST}: none is guessed)"
+    )
+    assert out.count(shared) == 2
+    assert "new in NEW" in out
+    assert out.splitlines()[-1] == "0 regression(s), 2 missing in NEW"
+
+
+def test_the_final_count_says_what_it_counts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = _report(tmp_path / "old.json", _cli_record(LAST, 0.83), _cli_record(EARLY, 0.66))
+    new = _report(tmp_path / "new.json", _cli_record(LAST, 0.70))
+    both = ["--fail", "iia:0.05", "--fail", "transfer:0.05"]
+    assert main(["compare", str(old), str(new), *both]) == 1
+    # LAST dropped (and its transfer cannot be checked: still one row, one regression)
+    assert capsys.readouterr().out.splitlines()[-1] == "1 regression(s), 1 missing in NEW"
+    assert main(["compare", str(old), str(old), "--fail", "transfer:0.05"]) == 1
+    assert capsys.readouterr().out.splitlines()[-1] == "0 regression(s), 2 cannot be checked"
