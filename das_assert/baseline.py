@@ -67,6 +67,18 @@ def _report_key(record: dict[str, Any]) -> str:
     return f"{record['hypothesis']}:{record.get('variable')} at {record['site']['canonical']}"
 
 
+def _search_confirmation(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """A ``search`` report's best cell on fresh pairs (``search.best.confirmation``), or None.
+
+    Its verdict and exit code follow this record, and a pytest search test asserts it
+    (``test_pairs``: confirmation); the cell's own record was judged on the pairs that chose it,
+    whose IIA is favoured. So the best cell is compared by this record, which replaces it."""
+    search = payload.get("search")
+    best = search.get("best") if isinstance(search, dict) else None
+    confirmed = best.get("confirmation") if isinstance(best, dict) else None
+    return confirmed or None
+
+
 def slug(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_")[:150]
 
@@ -134,6 +146,11 @@ def load_baseline(path: Path) -> dict[str, Any]:
         if not isinstance(results, list) or not all(_well_formed(r) for r in results):
             raise AlignmentFileError(_malformed(path))
         entries = {_report_key(r): r for r in results}
+        confirmed = _search_confirmation(payload)
+        if confirmed is not None:
+            if not _well_formed(confirmed):
+                raise AlignmentFileError(_malformed(path))
+            entries[_report_key(confirmed)] = confirmed
     else:
         raise AlignmentFileError(f"{path} is neither a das_assert baseline nor a report")
     if not isinstance(entries, dict) or not all(_well_formed(e) for e in entries.values()):

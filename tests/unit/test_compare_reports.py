@@ -292,3 +292,39 @@ def test_the_final_count_says_what_it_counts(
     assert capsys.readouterr().out.splitlines()[-1] == "1 regression(s), 1 missing in NEW"
     assert main(["compare", str(old), str(old), "--fail", "transfer:0.05"]) == 1
     assert capsys.readouterr().out.splitlines()[-1] == "0 regression(s), 2 cannot be checked"
+
+
+def _search_report(path: Path, cell_iia: float, confirmed_iia: float) -> Path:
+    best = {**_cli_record(LAST, cell_iia), "data": DATA}
+    confirmation = {**best, "iia": confirmed_iia, "test_pairs": "confirmation"}
+    confirmation["iia_ci"] = [round(confirmed_iia - 0.03, 3), round(confirmed_iia + 0.03, 3)]
+    other = {**_cli_record(EARLY, 0.60), "data": DATA}
+    report = build_report(None, [best, other])
+    report["search"] = {
+        "hypothesis": "left_boundary",
+        "layers": [0],
+        "positions": ["last", "before:amount"],
+        "iia": [[cell_iia, 0.60]],
+        "best": {"layer": 0, "position": "last", "iia": cell_iia, "confirmation": confirmation},
+    }
+    write_report(path, report)
+    return path
+
+
+def test_a_search_report_is_compared_on_its_best_cells_fresh_pairs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Its verdict follows the confirmation record; compare gated on the best cell's IIA on the
+    # pairs that chose it, so a confirmed drop 0.810 -> 0.740 passed as a rise 0.767 -> 0.800.
+    old = _search_report(tmp_path / "old.json", 0.767, 0.810)
+    new = _search_report(tmp_path / "new.json", 0.800, 0.740)
+    entry = load_baseline(old)["entries"][f"left_boundary:left at {LAST}"]
+    assert (entry["iia"], entry["test_pairs"]) == (0.810, "confirmation")
+    assert main(["compare", str(old), str(new), "--fail", "iia:0.05"]) == 1
+    out = capsys.readouterr().out
+    assert "iia dropped by 0.070 (0.810 -> 0.740)" in out
+    # the pytest search claim is judged on fresh pairs too: it compares with the search report
+    claim = {**_positive(LAST, 0.80, "test_search"), "claim": "left_boundary.search"}
+    baseline = _baseline(tmp_path / "0001_v1.json", {**claim, "test_pairs": "confirmation"})
+    assert main(["compare", str(baseline), str(old), "--fail", "iia:0.05"]) == 0
+    assert "| +0.010 | ok |" in capsys.readouterr().out
