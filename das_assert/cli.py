@@ -216,6 +216,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             f"{manifest['hypothesis']}; {hypothesis} needs {len(boxes)} ({', '.join(boxes)}). "
             "Evaluate it under a hypothesis with as many variables, or fit one for this one"
         )
+    if args.seed is None:  # the alignment's own seed: its test pairs, never its training pairs
+        args.seed = int(manifest.get("seed", 0))
+    if hypothesis != manifest["hypothesis"]:
+        print(
+            f"note: {args.alignment} was trained for {manifest['hypothesis']}; scored here "
+            f"under {hypothesis}"
+        )
     if not args.variables and hypothesis == manifest["hypothesis"] and manifest.get("variable"):
         args.variables = manifest["variable"].split("+")  # the variables it was trained on
     experiment = _experiment(args, site, hypothesis, int(manifest.get("n_train", 2)))

@@ -268,6 +268,9 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
         metavar="FILE",
         help="a file saved by 'fit --save' or a baseline's .safetensors",
     )
+    # Fresh pairs by default: the seed the alignment was trained with draws its test pairs
+    # (seed 0's test pairs are seed 100003's training pairs).
+    evaluate.set_defaults(seed=None)
 
     compare = commands.add_parser(
         "compare", help="compare two saved baselines or JSON reports; exit 1 on a regression"

@@ -62,3 +62,22 @@ def test_a_negative_layer_is_reported_and_saved_as_its_block(tmp_path: Path) -> 
     (record,) = json.loads(report.read_text())["results"]
     assert record["site"]["canonical"] == "block_output[layer=0, pos=last]"  # 4 blocks
     assert load_alignment(saved)[1]["site"] == "block_output[layer=0, pos=last]"
+
+
+def test_evaluate_scores_on_the_alignments_own_seed_and_notes_another_hypothesis(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Seed 0's test pairs are seed 100003's training pairs: an alignment fitted at seed 100003
+    # was scored on its own training pairs by evaluate's default --seed 0.
+    saved, scored = tmp_path / "a.safetensors", tmp_path / "eval.json"
+    fit = ["fit", "--hypothesis=left_boundary", "--layer=0", "--seed=100003", *SMALL]
+    assert main([*fit, f"--save={saved}"]) == 0
+    assert main(["evaluate", f"--alignment={saved}", "--n-test=40", f"--json={scored}"]) == 0
+    (record,) = json.loads(scored.read_text())["results"]
+    assert record["seed"] == 100003
+    capsys.readouterr()
+    other = ["evaluate", f"--alignment={saved}", "--n-test=40", "--hypothesis=midpoint_distance"]
+    main(other)
+    assert "was trained for left_boundary; scored here under midpoint_distance" in (
+        capsys.readouterr().out
+    )
