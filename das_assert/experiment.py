@@ -298,7 +298,8 @@ def run_experiment(
     cache: AlignmentCache | None = None,
     fitted: FittedAlignment | None = None,
 ) -> AlignmentResult:
-    """Fit and evaluate one alignment.
+    """Fit and evaluate one alignment (without a ``config``, the default fit at the
+    experiment's seed).
 
     With a ``cache``, a previously trained alignment for the same model, data recipe, site and
     settings is loaded instead of trained; with ``fitted`` (a saved alignment), nothing is
@@ -308,7 +309,7 @@ def run_experiment(
     Raises:
         PreconditionFailed: if the model's task accuracy on the test bases is below the gate.
     """
-    config = config or FitConfig()
+    config = config or FitConfig(seed=experiment.seed)  # one seed: data, initialisation, order
     resolved = experiment.site.resolve(model.model)
     test = _encoded(model, experiment, "test")
     key = cache_key(model, experiment, config) if cache else ""

@@ -80,3 +80,11 @@ def test_a_box_of_the_whole_vector_is_not_judged_against_a_random_rotation(
         fitted = FittedAlignment(interchange, site, FitConfig(), n_train=0, train_seconds=0.0)
         run_experiment(tiny_llama, exp, fitted=fitted).verdict()
     assert seen == [{"noop"}, {"noop", "random_rotation"}]
+
+
+def test_an_experiment_without_a_fit_config_is_fitted_at_its_own_seed(tiny_llama: Any) -> None:
+    # run_experiment(model, Experiment(seed=s)) once changed the data with s but fitted at seed 0.
+    exp = Experiment(
+        hypothesis="left_boundary", site=Site(0), n_train=8, n_test=8, seed=5, min_task_accuracy=0
+    )
+    assert run_experiment(tiny_llama, exp).fitted.config.seed == 5
