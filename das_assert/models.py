@@ -147,6 +147,15 @@ def answer_token_id(tokenizer: Any, prompt: str, answer: str) -> int:
         InvalidArgument: when the answer adds more than one token, or changes the prompt's tokens.
     """
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    special = set(tokenizer.all_special_ids) | {tokenizer.unk_token_id}
+    if not set(prompt_ids) - special:  # no answer word could mend this
+        raise InvalidArgument(
+            f"the tokenizer turns the {len(prompt)}-character prompt into "
+            f"{tokenizer.convert_ids_to_tokens(prompt_ids[:8])}: special or unknown tokens "
+            "only. Its files do not load as the tokenizer the model was trained with; check "
+            "tokenizer_config.json's tokenizer_class and tokenizer.json, and what "
+            "AutoTokenizer.from_pretrained(DIR) makes of a prompt"
+        )
     full_ids = tokenizer(prompt + answer, add_special_tokens=False)["input_ids"]
     added = full_ids[len(prompt_ids) :]
     if full_ids[: len(prompt_ids)] != prompt_ids or len(added) != 1:

@@ -57,3 +57,18 @@ def test_an_answer_split_into_several_tokens_is_refused(word_level):
 def test_an_unknown_answer_word_is_refused(word_level):
     with pytest.raises(InvalidArgument, match=r"unknown to the tokenizer|not a single token"):
         answer_token_id(word_level, "### Response:\n", "Maybe")
+
+
+def test_a_tokenizer_that_loses_the_prompt_is_named_not_the_answer_words() -> None:
+    # A Qwen2 model given another model's tokenizer files loaded as Qwen2Tokenizer and turned
+    # every text into one unknown token; the error blamed the answer words, which cannot mend it.
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    lost = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0}, unk_token="<unk>")),
+        unk_token="<unk>",
+    )
+    with pytest.raises(InvalidArgument, match="special or unknown tokens only") as err:
+        answer_token_id(lost, "Please say yes only if it costs between 1.30 and 8.55", "Yes")
+    assert "--answers" not in str(err.value)
