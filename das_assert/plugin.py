@@ -212,6 +212,9 @@ def das_session(request: pytest.FixtureRequest) -> Any:
             exc = type(exc)(f"{exc} (the model path is $DAS_MODEL={os.environ['DAS_MODEL']!r})")
         # from None: the error is the message, not "during handling of" another
         raise pytest.fail.Exception(f"das_assert setup: {exc}", pytrace=False) from None
+    reporter = config.pluginmanager.get_plugin("das-reporter")
+    if reporter is not None:  # the reports name the model even if no claim reaches a verdict
+        reporter.model_loaded(model)
     for message in misspelt_claims(settings):
         warnings.warn(ConfigWarning(message), stacklevel=1)
     baselines = _baseline_setup(config, settings.key)

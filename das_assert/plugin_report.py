@@ -23,6 +23,22 @@ class Reporter:
         self.unjudged: list[dict[str, Any]] = []  # das tests that failed before any verdict
         self.deselected = 0  # by -k, -m, --deselect: a baseline then holds only a selection
         self.notes: list[str] = []  # about the baseline saved, or not saved, at the end
+        self.loaded: Any = None  # the model das_session loaded (None: none was, or it failed)
+        self.model: dict[str, Any] | None = None  # its report block; from a worker under xdist
+
+    def model_loaded(self, model: Any) -> None:
+        """das_session loaded ``model``: the reports name it even when nothing is judged."""
+        self.loaded = model
+
+    def _model(self) -> dict[str, Any] | None:
+        """The report's ``model`` block: the loaded model's, or a worker's, or a record's;
+        described at the end, for its fingerprint hashes the weights (a judged claim has done
+        so already)."""
+        if self.model is None and hasattr(self.loaded, "describe"):
+            self.model = self.loaded.describe()
+        if self.model is None:
+            self.model = next((r["model"] for r in self.records if r.get("model")), None)
+        return self.model
 
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
         self.deselected += len(items)  # under xdist on each worker, which collects: sent below
@@ -30,8 +46,10 @@ class Reporter:
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         """xdist: every worker collects and deselects the same tests; take one's count."""
-        sent = getattr(node, "workeroutput", {}).get("das_deselected", 0)
-        self.deselected = max(self.deselected, int(sent))
+        output = getattr(node, "workeroutput", {})
+        self.deselected = max(self.deselected, int(output.get("das_deselected", 0)))
+        if self.model is None and output.get("das_model"):
+            self.model = output["das_model"]  # the controller loads no model itself
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         """A file that cannot be collected is a reason nothing in it was judged."""
@@ -83,7 +101,10 @@ class Reporter:
         """Write the reports asked for, even when nothing was judged: a report left from an
         earlier run would otherwise be read as this one's."""
         if hasattr(self.config, "workerinput"):
-            self.config.workeroutput["das_deselected"] = self.deselected  # type: ignore[attr-defined]
+            output = self.config.workeroutput  # type: ignore[attr-defined]
+            output["das_deselected"] = self.deselected
+            if self.config.getoption("das_json"):
+                output["das_model"] = self._model()
             return
         status = pytest.ExitCode(exitstatus) if exitstatus in set(pytest.ExitCode) else None
         run = {
@@ -109,8 +130,7 @@ class Reporter:
         records = sorted(self.records, key=lambda r: (r["test_id"], r["claim"]))
         robustness = robustness_summary(self.fuzz)
         if json_path:
-            model = records[0].get("model") if records else None
-            report = build_report(model, records)
+            report = build_report(self._model(), records)
             report["run"] = run
             report["robustness"] = robustness
             report["unjudged"] = self.unjudged

@@ -130,6 +130,9 @@ def test_the_reports_say_why_when_no_claim_reached_a_verdict(project) -> None:
     assert result.ret != 0
     report = json.loads((project.path / "out" / "report.json").read_text())
     assert report["results"] == []
+    assert report["model"]["path"] == model  # loaded fine: a CI script reads it on this run too
+    assert set(report["model"]["fingerprint"]) == {"weights", "tokenizer", "config"}
+    assert report["model"]["architecture"] == "llama"
     assert {u["test_id"] for u in report["unjudged"]} == {
         "test_hyp.py::test_an_impossible_claim_fails",
         "test_hyp.py::test_a_negative_claim_holds",
@@ -137,6 +140,23 @@ def test_the_reports_say_why_when_no_claim_reached_a_verdict(project) -> None:
     assert all("PreconditionFailed" in u["message"] for u in report["unjudged"])
     assert all("answers only 0.000 of the 24" in u["message"] for u in report["unjudged"])
     assert "Failed before a verdict" in (project.path / "out" / "summary.md").read_text()
+
+
+def test_under_xdist_the_report_names_the_model_a_worker_loaded(project) -> None:
+    pytest.importorskip("xdist")
+    model = str(Path(project.path / "das.yaml").read_text().split("path: ")[1].split()[0])
+    result = _run(
+        project,
+        "-n",
+        "2",
+        "--das-min-task-accuracy=0.99",  # after _run's 0: no claim reaches a verdict
+        "--das-cache=off",
+        "--das-json=out/report.json",
+    )
+    result.assert_outcomes(errors=2)  # the module fixture's alignment checks the precondition
+    report = json.loads((project.path / "out" / "report.json").read_text())
+    assert report["results"] == []
+    assert report["model"]["path"] == model
 
 
 def test_a_run_that_judges_nothing_replaces_an_old_report(project: pytest.Pytester) -> None:
@@ -148,6 +168,7 @@ def test_a_run_that_judges_nothing_replaces_an_old_report(project: pytest.Pytest
     assert result.ret == pytest.ExitCode.INTERRUPTED  # pytest stops on a collection error
     report = json.loads(old.read_text())
     assert report["results"] == []
+    assert report["model"] is None  # no model was loaded
     assert report["run"]["complete"] is False
     assert report["run"]["exit_code"] == "INTERRUPTED"
     (broken,) = report["unjudged"]
