@@ -179,12 +179,22 @@ class Reporter:
                 environment=environment(),
                 records=records,
             )
+            count = f"{len(records)} claim{'' if len(records) == 1 else 's'}"
+            self.notes.append(f"das: baseline saved: {self._shown(stem + '.json')} ({count})")
             if run["selection"]:
                 self.notes.append(
                     f"baseline {name} holds only the {len(records)} claim(s) selected: "
                     f"{run['selection']}, and a --das-compare against it fails every claim it "
                     "lacks"
                 )
+
+    def _shown(self, path: str) -> str:
+        """``path`` relative to where pytest was started, if it lies under it."""
+        start = Path(self.config.invocation_params.dir)
+        try:
+            return str(Path(path).absolute().relative_to(start))
+        except ValueError:
+            return path
 
     def _selection(self) -> str | None:
         """Why this run held only some of the collected tests, or None."""

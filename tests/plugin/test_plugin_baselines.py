@@ -88,13 +88,21 @@ def test_a_run_cut_short_saves_no_baseline_and_leaves_no_alignment_file(
         ["*baseline 0001_v1 NOT saved: the run did not complete (pytest exit TESTS_FAILED)*"]
     )
     assert [p for p in (project.path / "b").rglob("*") if p.is_file()] == []
+    assert "baseline saved" not in result.stdout.str()
     selected = _run(project, *args, "-k", "negative", "test_hyp.py")
     selected.assert_outcomes(passed=1)
     selected.stdout.fnmatch_lines(
-        ["*baseline 0001_v1 holds only the 1 claim(s) selected: 1 test(s) were deselected*"]
+        [
+            "das: baseline saved: b/tiny/0001_v1.json (1 claim)",
+            "*baseline 0001_v1 holds only the 1 claim(s) selected: 1 test(s) were deselected*",
+        ]
     )
     (saved,) = (project.path / "b").rglob("*v1.json")
+    assert saved == project.path / "b" / "tiny" / "0001_v1.json"
     assert len(json.loads(saved.read_text())["entries"]) == 1
+    full = _run(project, *args, "test_hyp.py")
+    full.assert_outcomes(passed=1, failed=1)
+    full.stdout.fnmatch_lines(["das: baseline saved: b/tiny/0002_v1.json (2 claims)"])
 
 
 def test_a_run_past_a_collection_error_saves_no_baseline(project: pytest.Pytester) -> None:
@@ -126,7 +134,10 @@ def test_a_selection_under_xdist_is_noted_on_its_baseline(project: pytest.Pytest
     result = _run(project, *args, "-n", "2", "-k", "negative", "test_hyp.py")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
-        ["*baseline 0001_v1 holds only the 1 claim(s) selected: 1 test(s)*"]
+        [  # the controller saves it, from the records the workers sent
+            "das: baseline saved: b/tiny/0001_v1.json (1 claim)",
+            "*baseline 0001_v1 holds only the 1 claim(s) selected: 1 test(s)*",
+        ]
     )
 
 
