@@ -35,14 +35,13 @@ class _Recording:
         DEFAULTS[names[0].lstrip("-").replace("-", "_")] = attrs.get("default")
 
 
-def _choice(name: str, choices: tuple[str, ...]) -> Any:
+def _choice(choices: tuple[str, ...]) -> Any:
+    """An argparse type: one of ``choices`` (argparse's error names the option)."""
     import argparse
 
     def parse(value: str) -> str:
         if value not in choices:
-            raise argparse.ArgumentTypeError(
-                f"{name}: {value!r} is not one of {', '.join(choices)}"
-            )
+            raise argparse.ArgumentTypeError(f"{value!r} is not one of {', '.join(choices)}")
         return value
 
     return parse
@@ -108,14 +107,14 @@ def add_options(parser: pytest.Parser) -> None:
         "--das-dtype",
         metavar="DTYPE",
         default="float32",
-        type=_choice("--das-dtype", ("float32", "bfloat16", "float16")),
+        type=_choice(("float32", "bfloat16", "float16")),
         help="float32, bfloat16 or float16. Default: 'float32'",
     )
     group.addoption(
         "--das-cache",
         metavar="MODE",
         default="readwrite",
-        type=_choice("--das-cache", CACHE_MODES),
+        type=_choice(CACHE_MODES),
         help="alignment cache: off, read, write or readwrite. Default: 'readwrite'",
     )
     group.addoption(
@@ -140,7 +139,7 @@ def add_options(parser: pytest.Parser) -> None:
         "--das-inconclusive",
         metavar="ACTION",
         default="fail",
-        type=_choice("--das-inconclusive", INCONCLUSIVE),
+        type=_choice(INCONCLUSIVE),
         help="what an inconclusive verdict does: fail, xfail or pass. Default: 'fail'",
     )
     group.addoption(
@@ -193,7 +192,7 @@ def add_options(parser: pytest.Parser) -> None:
         "--das-profile",
         metavar="NAME",
         default=None,
-        type=_choice("--das-profile", tuple(PROFILES)),
+        type=_choice(tuple(PROFILES)),
         help="hypothesis profile for the fuzz tests: ci (derandomized, few examples), "
         "dev or thorough. Default: 'ci'; an explicit --hypothesis-profile wins",
     )
