@@ -46,6 +46,16 @@ MAX_SEED = 2**32 - 1  # torch, random and every derived stream take it; larger o
 MAX_PAIRS = 1_000_000  # every pair's tokens and predictions are held in memory at once
 
 
+def path_arg(text: str) -> Path:
+    """An argparse type: a path, never an empty string (which Path reads as ".")."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "the path is empty; name a file or directory (an unset variable such as "
+            "$GITHUB_STEP_SUMMARY expands to nothing)"
+        )
+    return Path(text)
+
+
 def seed_int(text: str) -> int:
     """An argparse type: a seed from 0 to 2**32 - 1."""
     if not text.isdigit() or int(text) > MAX_SEED:
@@ -152,7 +162,7 @@ def _add_data_args(parser: argparse.ArgumentParser, *, hypothesis_required: bool
         metavar="P",
         help="claim IIA >= P: exit 1 unless the verdict is 'aligned'",
     )
-    group.add_argument("--json", type=Path, metavar="OUT", help="write the JSON report here")
+    group.add_argument("--json", type=path_arg, metavar="OUT", help="write the JSON report here")
 
 
 def _add_training_args(group: argparse._ArgumentGroup, *, n_train: int) -> None:
@@ -225,7 +235,7 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     _add_training_args(site, n_train=2000)
     site.add_argument(
         "--save",
-        type=Path,
+        type=path_arg,
         metavar="FILE",
         help="save the alignment (safetensors) for 'evaluate --alignment'",
     )
@@ -255,7 +265,10 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     )
     _add_training_args(grid, n_train=1500)
     grid.add_argument(
-        "--png", type=Path, metavar="OUT", help="save the grid's heatmap here (needs matplotlib)"
+        "--png",
+        type=path_arg,
+        metavar="OUT",
+        help="save the grid's heatmap here (needs matplotlib)",
     )
 
     evaluate = commands.add_parser("evaluate", help="score a saved alignment on fresh pairs")
@@ -263,7 +276,7 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     _add_data_args(evaluate, hypothesis_required=False)
     evaluate.add_argument(
         "--alignment",
-        type=Path,
+        type=path_arg,
         required=True,
         metavar="FILE",
         help="a file saved by 'fit --save' or a baseline's .safetensors",
@@ -275,8 +288,8 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     compare = commands.add_parser(
         "compare", help="compare two saved baselines or JSON reports; exit 1 on a regression"
     )
-    compare.add_argument("old", type=Path, metavar="OLD", help="baseline or report (JSON)")
-    compare.add_argument("new", type=Path, metavar="NEW", help="baseline or report (JSON)")
+    compare.add_argument("old", type=path_arg, metavar="OLD", help="baseline or report (JSON)")
+    compare.add_argument("new", type=path_arg, metavar="NEW", help="baseline or report (JSON)")
     compare.add_argument(
         "--fail",
         action="append",
@@ -286,14 +299,14 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     )
     compare.add_argument(
         "--markdown",
-        type=Path,
+        type=path_arg,
         metavar="OUT",
         help="also write the table as Markdown (e.g. $GITHUB_STEP_SUMMARY)",
     )
 
     train = commands.add_parser("train-embedded", help="retrain the embedded model from scratch")
     train.add_argument(
-        "--out", type=Path, required=True, metavar="DIR", help="the model directory to write"
+        "--out", type=path_arg, required=True, metavar="DIR", help="the model directory to write"
     )
     train.add_argument("--seed", type=seed_int, default=0, help="deterministic from it (default 0)")
     train.add_argument(

@@ -213,6 +213,11 @@ def check_output_paths(config: pytest.Config) -> None:
 
     for option, directory in _OUTPUT_OPTIONS.items():
         value = config.getoption(option.lstrip("-").replace("-", "_"))
+        if value is not None and not str(value).strip():
+            raise pytest.UsageError(
+                f"{option} is empty; name a path (an unset variable such as "
+                "$GITHUB_STEP_SUMMARY expands to nothing)"
+            )
         if value:
             problem = output_path_problem(Path(value), directory=directory)
             if problem:

@@ -68,10 +68,11 @@ def test_cache_dir_with_the_cache_off_is_a_usage_error(pytester: pytest.Pytester
         ("--das-baseline-dir={file}", "--das-baseline-dir {file} is a file; name a directory"),
         ("--das-plots={file}", "--das-plots {file} is a file; name a directory"),
         ("--das-plots=/proc", "--das-plots /proc: cannot write in /proc ("),
+        ("--das-markdown=", "--das-markdown is empty; name a path (an unset variable such as"),
     ],
     ids=[
         *("json-dir", "markdown-under-file", "json-read-only", "baselines-file", "plots"),
-        "plots-read-only",
+        *("plots-read-only", "markdown-empty"),
     ],
 )
 def test_an_output_path_that_cannot_be_written_is_a_usage_error_before_any_test(

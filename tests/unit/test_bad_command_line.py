@@ -247,3 +247,14 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(
     assert re.search(match, capsys.readouterr().err)
     assert (tmp_path / "file").read_text() == ""  # no input was touched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "file", "full"]
+
+
+def test_an_empty_output_path_is_named_as_empty(capsys: pytest.CaptureFixture[str]) -> None:
+    # "--markdown $GITHUB_STEP_SUMMARY" outside Actions: the empty path was read as ".", and the
+    # error said "--markdown . is a directory"
+    from das_assert.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", "a.json", "b.json", "--markdown", ""])
+    assert exit_.value.code == 2
+    assert "argument --markdown: the path is empty" in capsys.readouterr().err
