@@ -189,11 +189,15 @@ def test_every_variant_is_rejected(das, aligned, variant):
 """
 
 
-def test_a_fuzz_test_whose_every_variant_is_rejected_says_so(project: pytest.Pytester) -> None:
-    project.makepyfile(test_fuzz=REJECTED_FUZZ)
+def _run_with_a_trivial_robustness_threshold(project: pytest.Pytester) -> pytest.RunResult:
     text = Path(project.path / "das.yaml").read_text().rstrip("\n")
     (project.path / "das.yaml").write_text(text + "\n    robustness:\n      trivial: 0.0\n")
-    result = _run(project, "test_fuzz.py")
+    return _run(project, "test_fuzz.py")
+
+
+def test_a_fuzz_test_whose_every_variant_is_rejected_says_so(project: pytest.Pytester) -> None:
+    project.makepyfile(test_fuzz=REJECTED_FUZZ)
+    result = _run_with_a_trivial_robustness_threshold(project)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -228,8 +232,6 @@ def test_a_variant_at_its_no_op_level_breaks_a_positive_claim(project: pytest.Py
     # At 96 pairs an intervention that changes nothing "held" on the default prompt: its upper
     # bound reached the robustness threshold. Like a claim, a variant must beat its no-op.
     project.makepyfile(test_fuzz=NOOP_FUZZ)
-    text = Path(project.path / "das.yaml").read_text().rstrip("\n")
-    (project.path / "das.yaml").write_text(text + "\n    robustness:\n      trivial: 0.0\n")
-    result = _run(project, "test_fuzz.py")
+    result = _run_with_a_trivial_robustness_threshold(project)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*does not beat this variant's no-op by the margin 0.05*"])
