@@ -5,10 +5,10 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-__all__ = ["failure_message", "reproduce_line"]
+__all__ = ["failure_message", "indent", "reproduce_line"]
 
 
-def _indent(text: str, prefix: str = "      ") -> str:
+def indent(text: str, prefix: str = "      ") -> str:
     return "\n".join(prefix + line for line in text.splitlines())
 
 
@@ -42,9 +42,9 @@ def failure_message(
             f"  simplest failing pair (1 of {len(failing)}), variable "
             f"{pair.inputs.get('variable', ev.test.variable_index[i].item())!r}:",
             f"    base   {pair.inputs.get('base')}",
-            _indent(pair.base.text.strip()),
+            indent(pair.base.text.strip()),
             f"    source {pair.inputs.get('source')}",
-            _indent(pair.source.text.strip()),
+            indent(pair.source.text.strip()),
             f"    intervened answer {tokens(int(ev.predicted[i]))!r}, causal model expects "
             f"{pair.expected!r} (base alone answers {tokens(int(ev.base_predicted[i]))!r})",
         ]

@@ -17,7 +17,6 @@ from das_assert.cache import AlignmentCache, cache_key
 from das_assert.errors import (
     ConfigError,
     InvalidArgument,
-    PreconditionFailed,
     SiteError,
     did_you_mean,
 )
@@ -414,112 +413,9 @@ class DasRequest:
         cannot be balanced, are rejected as preconditions (``hypothesis.assume``) and counted.
         """
         __tracebackhide__ = True
-        from hypothesis import assume, event
+        from das_assert.robustness import judge_variant
 
-        from das_assert.errors import InvalidArgument as Invalid
-        from das_assert.metrics import wilson_interval
-        from das_assert.variants import replay_advice
-
-        threshold = self.session.settings.threshold(claim, table="robustness")
-        exp = result.experiment
-        evaluation = self._evaluate_variant(result, variant, n)
-        if isinstance(evaluation, Invalid):
-            event(f"rejected: {str(evaluation)[:60]}")
-            self._fuzz_record(
-                result, variant, n, claim, None, f"rejected: cannot be built: {evaluation}"
-            )
-            assume(False)
-        # The evaluation runs the base prompts first and stops at the task-accuracy gate.
-        if isinstance(evaluation, PreconditionFailed):
-            event("rejected: the model fails the task under this variant")
-            self._fuzz_record(result, variant, n, claim, None, f"rejected: {evaluation}")
-            assume(False)
-        low, high = wilson_interval(evaluation.successes, evaluation.n)
-        noop = evaluation.baselines()["noop"]
-        beats_noop = evaluation.iia - noop >= exp.margin
-        if expect == "aligned":  # as for a claim: an IIA at the no-op level transferred nothing
-            broken = high < threshold or not beats_noop
-        else:  # beating the threshold only counts if the intervention did something
-            broken = low >= threshold and beats_noop
-        self._fuzz_record(result, variant, n, claim, evaluation, "broken" if broken else "holds")
-        if broken:
-            pair = evaluation.test.pairs[(evaluation.failing_indices() or [0])[0]]
-            raise IIAClaimFailed(
-                f"claim {claim!r} breaks under {variant!r}\n"
-                f"  IIA {evaluation.iia:.3f} (n={evaluation.n}, 95% CI [{low:.3f}, {high:.3f}]) "
-                f"{_robust_verdict_text(expect, high, threshold, beats_noop, exp.margin)} "
-                f"at {exp.site}, seed={exp.seed}; task accuracy {evaluation.task_accuracy:.3f}, "
-                f"no-op {noop:.3f}\n"
-                f"  a failing pair: base {pair.inputs.get('base')}, "
-                f"source {pair.inputs.get('source')}"
-                f"\n  base prompt:\n{_indent(pair.base.text)}\n  source prompt:\n"
-                f"{_indent(pair.source.text)}\n"
-                f"  replay: pytest {self.node.nodeid} ({replay_advice()})"
-            )
-
-    def _evaluate_variant(self, result: AlignmentResult, variant: Any, n: int) -> Any:
-        """``variants.evaluate_variant``, computed once per session for each (alignment,
-        variant, n)."""
-        from das_assert.variants import evaluate_variant
-
-        try:
-            key: tuple[int, Any, int] | None = (id(result), variant, n)
-            known = self.session._variant_memo.get(key)  # type: ignore[arg-type]
-        except TypeError:  # a user's variant type that cannot be hashed: no reuse
-            key = known = None
-        if known is not None:
-            return known[1]
-        gate = self.session.min_task_accuracy
-        outcome = evaluate_variant(result, variant, n, min_task_accuracy=gate)
-        if key is not None:
-            self.session._variant_memo[key] = (result, outcome)
-        return outcome
-
-    def _fuzz_record(
-        self,
-        result: AlignmentResult,
-        variant: Any,
-        n: int,
-        claim: str,
-        evaluation: Any,
-        status: str,
-    ) -> None:
-        record = {
-            "claim": claim,
-            "site": str(result.experiment.site),
-            "variant": repr(variant),
-            "families": list(variant.families),
-            "status": status,
-            "pairs_asked": n,
-            "after_failure": self._failed_once,
-            "iia": None,
-            "n": 0,
-        }
-        self._failed_once = self._failed_once or status == "broken"
-        if evaluation is not None:
-            record.update(
-                iia=round(evaluation.iia, 6),
-                n=evaluation.n,
-                correct=evaluation.successes,
-                task_accuracy=round(evaluation.task_accuracy, 6),
-                noop=round(evaluation.baselines()["noop"], 6),
-            )
-        self.node.user_properties.append(("das_fuzz", json.dumps(record)))
-
-
-def _robust_verdict_text(
-    expect: str, high: float, threshold: float, beats_noop: bool, margin: float
-) -> str:
-    """Why a variant broke the claim, for its failure message."""
-    if expect != "aligned":
-        return f">= robustness threshold {threshold}"
-    if high < threshold:
-        return f"< robustness threshold {threshold}"
-    return f"does not beat this variant's no-op by the margin {margin}"
-
-
-def _indent(text: str) -> str:
-    return "\n".join("      " + line for line in text.strip().splitlines())
+        judge_variant(self, result, variant, claim=claim, n=n, expect=expect)
 
 
 def _ci(interval: Any) -> str:

@@ -184,13 +184,17 @@ def test_a_das_yaml_site_outside_the_model_is_named_by_its_key(project: pytest.P
     ) in result.stdout.str()
 
 
-def test_a_threshold_key_one_typo_from_a_causal_model_warns_before_training(
-    project: pytest.Pytester,
-) -> None:
+def _add_a_threshold_one_typo_from_a_causal_model(project: pytest.Pytester) -> None:
     yaml = project.path / "das.yaml"
     yaml.write_text(
         yaml.read_text().replace("trivial: 0.0", "trivial: 0.0\n      left_bondary: 0.7")
     )
+
+
+def test_a_threshold_key_one_typo_from_a_causal_model_warns_before_training(
+    project: pytest.Pytester,
+) -> None:
+    _add_a_threshold_one_typo_from_a_causal_model(project)
     result = _run(project, "--das-cache=off", "test_hyp.py::test_a_negative_claim_holds")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
@@ -204,10 +208,7 @@ def test_a_threshold_key_one_typo_from_a_causal_model_warns_before_training(
 def test_a_das_warning_made_an_error_is_one_line_not_a_traceback(
     project: pytest.Pytester,
 ) -> None:
-    yaml = project.path / "das.yaml"
-    yaml.write_text(
-        yaml.read_text().replace("trivial: 0.0", "trivial: 0.0\n      left_bondary: 0.7")
-    )
+    _add_a_threshold_one_typo_from_a_causal_model(project)
     args = ("-W", "error::UserWarning", "test_hyp.py::test_a_negative_claim_holds")
     result = _run(project, "--das-cache=off", *args)
     result.assert_outcomes(errors=1)
