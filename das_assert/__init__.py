@@ -21,6 +21,7 @@ _EXPORTS = {
     "load_model": "das_assert.models",
     "PriceFormat": "das_assert.tasks.price_tagging",
     "prompt_pairs": "das_assert.tasks.price_tagging",
+    "register_causal_model": "das_assert.tasks.registry",
     "Interchange": "das_assert.featurizers",
     "wilson_interval": "das_assert.metrics",
     "DasError": "das_assert.errors",

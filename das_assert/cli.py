@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from das_assert.cli_args import build_parser
+from das_assert.cli_args import build_parser, causal_model_files
 from das_assert.errors import DasError
 
 __all__ = ["main"]
@@ -207,7 +207,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if hypothesis not in INTERVENED_VARIABLES:
         raise InvalidArgument(
             f"{args.alignment} names the hypothesis {hypothesis!r}, which this das_assert does "
-            f"not know; pass --hypothesis, one of {', '.join(sorted(INTERVENED_VARIABLES))}"
+            f"not know; pass --hypothesis, one of {', '.join(sorted(INTERVENED_VARIABLES))}, "
+            "or --causal-models FILE with the file that registers it"
         )
     boxes = INTERVENED_VARIABLES[hypothesis]
     if interchange.n_variables != len(boxes):
@@ -345,6 +346,16 @@ def _check_new_model_dir(out: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:  # before the parser is built: their names are --hypothesis choices
+        files = causal_model_files(argv)
+        if files:
+            from das_assert.tasks.registry import import_causal_models
+
+            import_causal_models(files)
+    except DasError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     args = build_parser(__doc__ or "").parse_args(argv)
     try:
         _check_outputs(args)

@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-__all__ = ["build_parser", "parse_fraction", "positive_int"]
+__all__ = ["build_parser", "causal_model_files", "parse_fraction", "positive_int"]
 
 
 def _cents(text: str) -> int:
@@ -112,7 +112,16 @@ def _add_data_args(parser: argparse.ArgumentParser, *, hypothesis_required: bool
         "--hypothesis",
         required=hypothesis_required,
         choices=sorted(CAUSAL_MODELS),
-        help="the causal model whose variable is aligned",
+        help="the causal model whose variable is aligned (one of your own: --causal-models "
+        "FILE first)",
+    )
+    group.add_argument(
+        "--causal-models",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a Python file that registers causal models of your own (a hypothesis file will "
+        "do); their names become --hypothesis choices. Repeatable",
     )
     group.add_argument(
         "--variables",
@@ -211,6 +220,23 @@ def _distinct(kind: str) -> type[argparse.Action]:
             setattr(namespace, self.dest, values)
 
     return Distinct
+
+
+def causal_model_files(argv: list[str]) -> list[str]:
+    """The ``--causal-models`` files in ``argv``: read before the parser is built, because the
+    models they register are ``--hypothesis`` choices."""
+    early = _Lenient(add_help=False, allow_abbrev=False)
+    early.add_argument("--causal-models", action="append", default=[])
+    try:
+        known, _ = early.parse_known_args(argv)
+    except ValueError:  # e.g. the option without its FILE: the full parser says so
+        return []
+    return list(known.causal_models)
+
+
+class _Lenient(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise ValueError(message)
 
 
 def build_parser(description: str = "") -> argparse.ArgumentParser:

@@ -11,6 +11,8 @@ intermediate variable intervened on:
 - ``left_and_right_boundary``: ``left = x >= lo``, ``right = x <= hi``; ``answer = left and right``.
 - ``midpoint_distance``: ``mid = (lo + hi) / 2``; ``answer = |x - mid| <= (hi - lo) / 2``.
 - ``bracket_identity``: ``bracket = (lo, hi)``; ``answer = lo <= x <= hi``.
+
+A hypothesis file can add its own (``das_assert.tasks.registry.register_causal_model``).
 """
 
 from __future__ import annotations
@@ -232,7 +234,8 @@ def causal_model(name: str) -> CausalModel:
     """The price-tagging causal model called ``name``."""
     if name not in CAUSAL_MODELS:
         raise InvalidArgument(
-            f"unknown causal model {name!r}; choose one of {', '.join(CAUSAL_MODELS)}."
+            f"unknown causal model {name!r}; choose one of {', '.join(CAUSAL_MODELS)}, or "
+            "define your own and register it first (das_assert.register_causal_model)."
             + did_you_mean(name, CAUSAL_MODELS)
         )
     return CAUSAL_MODELS[name]

@@ -1,0 +1,181 @@
+"""A causal model of the user's own, registered once, works wherever a built-in one does; a
+model that would fail later (wrong inputs, a mechanism that raises, an output that is not a
+boolean, a name taken by another model) is refused at registration, with what to change."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from das_assert.cache import cache_key
+from das_assert.causal import CausalModel
+from das_assert.cli_args import causal_model_files
+from das_assert.errors import InvalidArgument
+from das_assert.experiment import Experiment
+from das_assert.fit import FitConfig
+from das_assert.sites import Site
+from das_assert.tasks import registry
+from das_assert.tasks.price_tagging import CAUSAL_MODELS, INTERVENED_VARIABLES, prompt_pairs
+from das_assert.tasks.registry import import_causal_models, register_causal_model
+
+
+@pytest.fixture(autouse=True)
+def restored_registry() -> Iterator[None]:
+    """Each test registers into the process-wide registry; put it back as it was."""
+    saved = (dict(CAUSAL_MODELS), dict(INTERVENED_VARIABLES), dict(registry._probe_digests))
+    yield
+    for live, before in zip(
+        (CAUSAL_MODELS, INTERVENED_VARIABLES, registry._probe_digests), saved, strict=True
+    ):
+        live.clear()
+        live.update(before)
+
+
+def right_boundary(name: str = "mine", *, answer=None) -> CausalModel:
+    return CausalModel(
+        name=name,
+        inputs=("lo", "hi", "x"),
+        mechanisms={
+            "right": lambda x, hi: x <= hi,
+            "answer": answer or (lambda right, x, lo: right and x >= lo),
+        },
+        output="answer",
+    )
+
+
+def test_a_registered_model_labels_pairs_and_makes_experiments() -> None:
+    name = register_causal_model(right_boundary(), intervened=("right",))
+    pairs = prompt_pairs(name, 40, seed=3)
+    for pair in pairs:
+        base, source = pair.inputs["base"], pair.inputs["source"]
+        right = source["x"] <= source["hi"]  # computed on the source run, swapped into the base
+        assert pair.expected == ("Yes" if right and base["x"] >= base["lo"] else "No")
+    assert Experiment(hypothesis=name, site=Site(0)).variables == ("right",)
+
+
+def test_the_same_model_registered_twice_is_accepted_another_one_is_refused() -> None:
+    register_causal_model(right_boundary(), intervened=("right",))
+    register_causal_model(right_boundary(), intervened=("right",))  # a module imported twice
+    strict = right_boundary(answer=lambda right, x, lo: right and x > lo)  # differs on x == lo
+    with pytest.raises(InvalidArgument, match="different causal model is already registered"):
+        register_causal_model(strict, intervened=("right",))
+
+
+@pytest.mark.parametrize(
+    ("model", "intervened", "message"),
+    [
+        (right_boundary("left_boundary"), ("right",), "one of das_assert's own causal models"),
+        (right_boundary("mine.v2"), ("right",), "must be a Python identifier"),
+        (right_boundary(), "right", "not a string"),
+        (right_boundary(), ("right", "right"), "names a variable twice"),
+        (right_boundary(), ("rigth",), "Did you mean 'right'"),
+        (
+            CausalModel(
+                name="two_inputs",
+                inputs=("lo", "x"),
+                mechanisms={"left": lambda x, lo: x >= lo, "answer": lambda left: left},
+                output="answer",
+            ),
+            ("left",),
+            "reads exactly the inputs lo, hi and x",
+        ),
+        (
+            right_boundary(answer=lambda right, x, lo: "Yes" if right and x >= lo else "No"),
+            ("right",),
+            "must be True or False",
+        ),
+        (
+            right_boundary(answer=lambda right, x, lo: right and 1 / (x - lo) > 0),
+            ("right",),
+            r"raised ZeroDivisionError",
+        ),
+        ("not a model", ("right",), "takes a das_assert.CausalModel"),
+    ],
+)
+def test_a_model_that_would_fail_later_is_refused_at_registration(
+    model: object, intervened: object, message: str
+) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        register_causal_model(model, intervened=intervened)  # type: ignore[arg-type]
+    assert "mine" not in CAUSAL_MODELS
+
+
+def test_a_raising_mechanism_is_shown_with_the_inputs_that_raise() -> None:
+    model = right_boundary(answer=lambda right, x, lo: right and 1 / (x - lo) > 0)
+    with pytest.raises(InvalidArgument) as raised:
+        register_causal_model(model, intervened=("right",))
+    assert "on base {'lo': " in str(raised.value)
+
+
+def test_a_changed_mechanism_under_the_same_name_is_another_cache_entry() -> None:
+    # Across two runs a user edits the mechanism but keeps the name: the cached alignment was
+    # trained on the old labels and must not be reused.
+    def key() -> str:
+        model = SimpleNamespace(fingerprint={"weights": "w"}, dtype="float32", device="cpu")
+        experiment = Experiment(hypothesis="mine", site=Site(0), n_train=64)
+        return cache_key(model, experiment, FitConfig())
+
+    register_causal_model(right_boundary(), intervened=("right",))
+    first = key()
+    assert key() == first
+    for table in (CAUSAL_MODELS, INTERVENED_VARIABLES, registry._probe_digests):
+        del table["mine"]  # the next run's process
+    register_causal_model(
+        right_boundary(answer=lambda right, x, lo: right and x >= lo + 50), intervened=("right",)
+    )
+    assert key() != first
+
+
+def test_an_unknown_hypothesis_says_how_to_bring_your_own() -> None:
+    with pytest.raises(InvalidArgument, match="register_causal_model"):
+        Experiment(hypothesis="mine", site=Site(0))
+
+
+MODELS_FILE = """
+from das_assert import CausalModel, register_causal_model
+
+register_causal_model(
+    CausalModel(
+        name="mine",
+        inputs=("lo", "hi", "x"),
+        mechanisms={
+            "right": lambda x, hi: x <= hi,
+            "answer": lambda right, x, lo: right and x >= lo,
+        },
+        output="answer",
+    ),
+    intervened=("right",),
+)
+"""
+
+
+def test_the_command_line_imports_the_files_that_register_models(tmp_path: Path) -> None:
+    models = tmp_path / "models.py"
+    models.write_text(MODELS_FILE)
+    argv = ["fit", "--hypothesis=mine", f"--causal-models={models}", "--layer=0"]
+    assert causal_model_files(argv) == [str(models)]
+    assert causal_model_files(["fit", "--causal-models"]) == []  # the full parser says what
+    assert import_causal_models(causal_model_files(argv)) == ["mine"]
+    assert INTERVENED_VARIABLES["mine"] == ("right",)
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "message"),
+    [
+        (None, "missing.py", "does not exist"),
+        ("x = 1\n", "models.txt", "is not a .py file"),
+        ("raise RuntimeError('no GPU here')\n", "models.py", "RuntimeError: no GPU here"),
+        ("x = 1\n", "models.py", "registered no causal model"),
+    ],
+)
+def test_a_models_file_that_registers_nothing_is_one_clear_error(
+    tmp_path: Path, content: str | None, name: str, message: str
+) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(InvalidArgument, match=message):
+        import_causal_models([path])
