@@ -213,8 +213,18 @@ class AlignmentResult:
             f"at {self.experiment.site} "
             f"seed={self.experiment.seed}; no-op {b['noop']:.3f}, majority {b['majority']:.3f}, "
             f"random rotation {b['random_rotation']:.3f}, task accuracy "
-            f"{self.evaluation.task_accuracy:.3f}; boundary {self.fitted.boundary_dims} of "
+            f"{self.evaluation.task_accuracy:.3f}; boundary {self.boundary_text()} of "
             f"{self.fitted.interchange.d} dims"
+        )
+
+    def boundary_text(self) -> str:
+        """Each box's learned width by its variable, e.g. ``left=12 (not claimed), right=9``: a
+        claim on some variables shows which boxes it judged."""
+        names = INTERVENED_VARIABLES[self.experiment.hypothesis]
+        claimed = self.experiment.variables or names
+        return ", ".join(
+            f"{name}={width}" + ("" if name in claimed else " (not claimed)")
+            for name, width in zip(names, self.fitted.boundary_dims, strict=True)
         )
 
     def to_dict(self, *, test_id: str | None = None, include_pairs: bool = True) -> dict[str, Any]:

@@ -30,7 +30,7 @@ def failure_message(
         f"95% CI [{low:.3f}, {high:.3f}], seed={exp.seed}",
         f"  baselines  no-op {b['noop']:.3f}, majority {b['majority']:.3f}, random rotation "
         f"{b['random_rotation']:.3f}, task accuracy {ev.task_accuracy:.3f}",
-        f"  alignment  boundary {result.fitted.boundary_dims} of {result.fitted.interchange.d} "
+        f"  alignment  boundary {result.boundary_text()} of {result.fitted.interchange.d} "
         f"rotated dims" + (" (collapsed)" if result.collapsed else ""),
     ]
     failing = ev.failing_indices() if expect == "aligned" else []

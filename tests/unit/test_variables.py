@@ -88,3 +88,17 @@ def test_an_experiment_without_a_fit_config_is_fitted_at_its_own_seed(tiny_llama
         hypothesis="left_boundary", site=Site(0), n_train=8, n_test=8, seed=5, min_task_accuracy=0
     )
     assert run_experiment(tiny_llama, exp).fitted.config.seed == 5
+
+
+def test_a_claims_summary_names_each_box_and_the_ones_it_did_not_judge() -> None:
+    # A Right Boundary claim printed "boundary [64, 9]": the untrained left box read as learned.
+    from types import SimpleNamespace
+
+    from das_assert.experiment import AlignmentResult
+
+    def boxes(experiment: Experiment) -> str:
+        fake = SimpleNamespace(experiment=experiment, fitted=SimpleNamespace(boundary_dims=[64, 9]))
+        return AlignmentResult.boundary_text(fake)  # type: ignore[arg-type]
+
+    assert boxes(both(variables=("right",))) == "left=64 (not claimed), right=9"
+    assert boxes(both()) == "left=64, right=9"
