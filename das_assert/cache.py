@@ -2,7 +2,7 @@
 
 The key hashes the model fingerprint (weights, tokenizer, config), its dtype and kind of device,
 the causal model and intervened variables (for a registered model of your own, also the labels
-of its training pairs: a name does not fix its mechanisms), the data recipe (prompt format,
+of its training pairs and its boxes: a name fixes neither), the data recipe (prompt format,
 bracket, number of training pairs, seed), the site, the fit settings and the das_assert version.
 A hit skips training; evaluation always runs again. A corrupted entry is reported, ignored and
 overwritten; it is never used.
@@ -32,6 +32,7 @@ def cache_key(model: Any, experiment: Any, config: Any) -> str:
     fingerprint and by the numbers it computes with: its dtype and the kind of device (a fit in
     bfloat16 or on a GPU is another fit; ``cuda:0`` and ``cuda:1`` share entries)."""
     from das_assert import __version__
+    from das_assert.tasks.price_tagging import INTERVENED_VARIABLES
     from das_assert.tasks.registry import user_model_digest
 
     fit = config.as_dict()
@@ -51,10 +52,11 @@ def cache_key(model: Any, experiment: Any, config: Any) -> str:
         "site": str(experiment.site),
         "fit": fit,
     }
-    user_model = user_model_digest(experiment.hypothesis)
-    if user_model is not None:  # a registered model: its name alone does not fix its labels
+    if user_model_digest(experiment.hypothesis) is not None:
+        # A registered model: its name fixes neither its labels nor its boxes.
         labelled = [(p.inputs, p.expected) for p in experiment.train_pairs()]
         recipe["causal_model"] = hashlib.sha256(json.dumps(labelled).encode()).hexdigest()
+        recipe["boxes"] = list(INTERVENED_VARIABLES[experiment.hypothesis])
     return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 

@@ -88,6 +88,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from das_assert.experiment import run_experiment
     from das_assert.sites import Site
     from das_assert.store import save_alignment
+    from das_assert.tasks.registry import causal_model_manifest
 
     site = Site(args.layer, args.position, args.component)
     experiment = _experiment(args, site, args.hypothesis, args.n_train)
@@ -101,6 +102,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if args.save:
         manifest = {k: record[k] for k in ("hypothesis", "variable", "seed", "n_train", "fit")}
         manifest.update(site=str(site), model=model.fingerprint, iia=record["iia"])
+        manifest.update(causal_model_manifest(args.hypothesis))
         save_alignment(args.save, result.fitted.interchange, manifest)
         print(f"alignment: {args.save}")
     return _finish(args, model, record, result.summary())
@@ -194,6 +196,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from das_assert.sites import parse_site
     from das_assert.store import load_alignment
     from das_assert.tasks.price_tagging import INTERVENED_VARIABLES
+    from das_assert.tasks.registry import causal_model_manifest
 
     model = _load(args)
     interchange, manifest = load_alignment(
@@ -223,6 +226,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(
             f"note: {args.alignment} was trained for {manifest['hypothesis']}; scored here "
             f"under {hypothesis}"
+        )
+    elif manifest.get("causal_model") != causal_model_manifest(hypothesis).get("causal_model"):
+        print(
+            f"note: {args.alignment} was trained under another definition of {hypothesis} (its "
+            "mechanisms or intervened variables have changed since); scored here under this one"
         )
     if not args.variables and hypothesis == manifest["hypothesis"] and manifest.get("variable"):
         args.variables = manifest["variable"].split("+")  # the variables it was trained on
@@ -356,7 +364,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DasError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    args = build_parser(__doc__ or "").parse_args(argv)
+    parser = build_parser(__doc__ or "")
+    args = parser.parse_args(argv)
+    if getattr(args, "causal_models", files) != files:  # e.g. --causal-model, abbreviated
+        parser.error("write --causal-models in full: it is read before the other options")
     try:
         _check_outputs(args)
         return COMMANDS[args.command](args)

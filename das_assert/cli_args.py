@@ -101,6 +101,19 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _hypothesis_name(text: str) -> str:
+    from das_assert.errors import did_you_mean
+    from das_assert.tasks.price_tagging import CAUSAL_MODELS
+
+    if text not in CAUSAL_MODELS:
+        raise argparse.ArgumentTypeError(
+            f"unknown causal model {text!r}; choose one of {', '.join(sorted(CAUSAL_MODELS))}, "
+            "or name the file that registers yours with --causal-models FILE."
+            + did_you_mean(text, CAUSAL_MODELS)
+        )
+    return text
+
+
 def _add_data_args(parser: argparse.ArgumentParser, *, hypothesis_required: bool) -> None:
     from das_assert.tasks.price_tagging import CAUSAL_MODELS, NUMBER_STYLES
 
@@ -111,9 +124,10 @@ def _add_data_args(parser: argparse.ArgumentParser, *, hypothesis_required: bool
     group.add_argument(
         "--hypothesis",
         required=hypothesis_required,
-        choices=sorted(CAUSAL_MODELS),
-        help="the causal model whose variable is aligned (one of your own: --causal-models "
-        "FILE first)",
+        type=_hypothesis_name,
+        metavar="NAME",
+        help=f"the causal model whose variable is aligned: {', '.join(sorted(CAUSAL_MODELS))}, "
+        "or one of yours (--causal-models FILE)",
     )
     group.add_argument(
         "--causal-models",

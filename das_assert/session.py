@@ -289,6 +289,7 @@ class DasRequest:
     def _save_alignment(self, result: AlignmentResult, record: dict[str, Any]) -> None:
         from das_assert.baseline import alignment_path, entry_key
         from das_assert.store import save_alignment
+        from das_assert.tasks.registry import causal_model_manifest
 
         save_to = self.session.save_to
         assert save_to is not None
@@ -300,6 +301,7 @@ class DasRequest:
             iia=record["iia"],
             claim=record["claim"],
             test_id=record["test_id"],
+            **causal_model_manifest(result.experiment.hypothesis),
         )
         save_alignment(path, result.fitted.interchange, manifest)
         record["baseline_file"] = str(save_to)

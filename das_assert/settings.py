@@ -108,7 +108,8 @@ def misspelt_claims(settings: ModelSettings) -> list[str]:
                 found.append(
                     f"{settings.source}: models.{settings.key}.{table}.{claim} names no causal "
                     f"model; did you mean {close[0] + dot + rest!r}? A claim asking for that name "
-                    "would fail only after its alignment trained"
+                    "would fail only after its alignment trained. (A model of your own counts "
+                    "once its file registers it: is that file collected in this run?)"
                 )
     return found
 

@@ -21,8 +21,10 @@ A hypothesis file defines its causal model over the task's inputs ``lo``, ``hi``
 >>> RIGHT
 'doc_right_boundary'
 
-Registration checks the model on a fixed set of probe inputs first, so a mechanism that raises or
-an output that is not a boolean fails here, with the inputs that show it, not in a fixture.
+Registration checks the model on fixed probe inputs first (sampled, and on and around each bound),
+so a mechanism that raises there or an output that is not a boolean fails here, with the inputs
+that show it, not in a fixture; one that raises elsewhere fails where pairs are drawn, also with
+its inputs.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ import json
 import random
 import re
 import sys
-from collections.abc import Sequence
+import types
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from das_assert.causal import CausalModel
@@ -42,6 +46,7 @@ from das_assert.tasks.price_tagging import CAUSAL_MODELS, INTERVENED_VARIABLES, 
 
 __all__ = [
     "BUILTIN_CAUSAL_MODELS",
+    "causal_model_manifest",
     "import_causal_models",
     "register_causal_model",
     "user_model_digest",
@@ -52,12 +57,23 @@ BUILTIN_CAUSAL_MODELS = frozenset(CAUSAL_MODELS)
 
 _TASK_INPUTS = ("lo", "hi", "x")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_N_PROBES = 512
-_probe_digests: dict[str, str] = {}
+_N_RANDOM_PROBES = 512
+
+
+@dataclass(frozen=True)
+class _Registration:
+    identity: str  # the mechanisms' code and the intervened variables
+    behaviour: str  # the answers on the probes
+    where: str  # file:line of the register_causal_model call
+
+
+_registered: dict[str, _Registration] = {}
 _registrations: list[str] = []  # every successful call, in order (a re-registration too)
 
 
-def register_causal_model(model: CausalModel, intervened: Sequence[str]) -> str:
+def register_causal_model(
+    model: CausalModel, intervened: Sequence[str], *, replace: bool = False
+) -> str:
     """Make ``model`` a price-tagging hypothesis under ``model.name``; return that name.
 
     Args:
@@ -65,14 +81,16 @@ def register_causal_model(model: CausalModel, intervened: Sequence[str]) -> str:
             is a boolean: the model's "Yes" (True) or "No" (False).
         intervened: the variables its alignment has a box for, in box order; a claim may name a
             subset of them (``variables=``).
+        replace: redefine a name registered before with other mechanisms (a notebook re-running
+            the cell that defines it). Without it that is an error, so two hypothesis files cannot
+            share one name and run each other's mechanisms.
 
-    Registering the same name again (a module imported twice) is allowed only if the two models
-    agree on every probe; a different model under a taken name is refused, so two hypothesis
-    files cannot silently share one name and each other's cached alignments.
+    The same definition registered again (its module imported twice) is accepted as it is.
 
     Raises:
         InvalidArgument: a bad name or inputs, an intervened variable the model lacks or that
-            cannot reach its output, or a mechanism that raises or answers non-booleans.
+            cannot reach its output, a mechanism that raises or answers non-booleans on the probe
+            inputs, or a name registered before with other mechanisms.
     """
     if not isinstance(model, CausalModel):
         raise InvalidArgument(
@@ -102,70 +120,154 @@ def register_causal_model(model: CausalModel, intervened: Sequence[str]) -> str:
     if len(set(boxes)) != len(boxes):
         raise InvalidArgument(f"intervened={list(boxes)} names a variable twice")
     model.check_intervenable(list(boxes))
-    digest = _probe_digest(model, boxes)
-    if name in _probe_digests and _probe_digests[name] != digest:
+    caller = sys._getframe(1)
+    registration = _Registration(
+        identity=_identity(model, boxes),
+        behaviour=_probe_digest(model, boxes),
+        where=f"{caller.f_code.co_filename}:{caller.f_lineno}",
+    )
+    before = _registered.get(name)
+    same = before is not None and (
+        (before.identity, before.behaviour) == (registration.identity, registration.behaviour)
+        or before.where == registration.where  # the same call, run again: a module re-imported
+    )
+    if before is not None and not same and not replace:
         raise InvalidArgument(
-            f"a different causal model is already registered as {name!r} (the two disagree on "
-            "some probe inputs, or intervene on other variables); give one of them another name"
+            f"{name!r} is already registered, by {before.where}, with other mechanisms or "
+            "intervened variables; give one of them another name, or pass replace=True to "
+            "redefine it (a notebook re-running its cell)"
         )
     CAUSAL_MODELS[name] = model
     INTERVENED_VARIABLES[name] = boxes
-    _probe_digests[name] = digest
+    _registered[name] = registration
     _registrations.append(name)
     return name
 
 
 def import_causal_models(paths: Sequence[str | Path]) -> list[str]:
     """Run each Python file in ``paths`` (which registers its causal models, e.g. a hypothesis
-    file); return the names it added. The command line's ``--causal-models FILE``."""
+    file), its folder on ``sys.path`` as pytest puts it; return the names registered. The
+    command line's ``--causal-models FILE``."""
     before = len(_registrations)
     for raw in paths:
-        path = Path(raw)
-        if path.suffix != ".py" or not path.is_file():
-            problem = "is not a .py file" if path.is_file() else "does not exist"
-            raise InvalidArgument(
-                f"--causal-models {raw}: {problem}; give the Python file that calls "
-                "register_causal_model (a hypothesis file will do)"
-            )
-        module_name = "das_assert_causal_models_" + re.sub(r"\W", "_", str(path.resolve()))
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        assert spec is not None  # a .py file always has a spec and a loader
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        try:
-            spec.loader.exec_module(module)
-        except InvalidArgument:
-            raise
-        except Exception as exc:
-            del sys.modules[module_name]
-            raise InvalidArgument(
-                f"--causal-models {raw}: importing it raised {type(exc).__name__}: {exc}"
-            ) from exc
+        _run_models_file(Path(raw))
     added = list(dict.fromkeys(_registrations[before:]))
     if not added and paths:
         raise InvalidArgument(
-            f"--causal-models {', '.join(map(str, paths))} registered no causal model; call "
+            f"causal models file {', '.join(map(str, paths))} registered no causal model; call "
             "das_assert.register_causal_model(...) at the file's top level"
         )
     return added
 
 
+def _run_models_file(path: Path) -> None:
+    if path.suffix != ".py" or not path.is_file():
+        problem = (
+            "is a directory"
+            if path.is_dir()
+            else "is not a .py file"
+            if path.is_file()
+            else "does not exist"
+        )
+        raise InvalidArgument(
+            f"causal models file {path}: {problem}; give the Python file that calls "
+            "register_causal_model (a hypothesis file will do)"
+        )
+    module_name = "das_assert_causal_models_" + re.sub(r"\W", "_", str(path.resolve()))
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None  # a .py file always has a spec and a loader
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:  # its own imports (``from helpers import ...``) work as in pytest
+        sys.path.insert(0, folder)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except KeyboardInterrupt:
+        raise
+    except InvalidArgument as exc:
+        del sys.modules[module_name]
+        raise InvalidArgument(f"causal models file {path}: {exc}") from exc
+    except BaseException as exc:  # pytest.skip and sys.exit at module level too
+        del sys.modules[module_name]
+        raise InvalidArgument(
+            f"causal models file {path}: importing it raised {type(exc).__name__}: {exc}"
+        ) from exc
+
+
 def user_model_digest(name: str) -> str | None:
-    """A digest of a registered model's behaviour on the probes (None for a built-in one)."""
-    return _probe_digests.get(name)
+    """A digest of a registered model's mechanisms, intervened variables and answers on the
+    probes (None for a built-in one): what a saved alignment records of its causal model."""
+    registration = _registered.get(name)
+    if registration is None:
+        return None
+    return hashlib.sha256(f"{registration.identity}/{registration.behaviour}".encode()).hexdigest()[
+        :16
+    ]
+
+
+def causal_model_manifest(name: str) -> dict[str, str]:
+    """What a saved alignment records of its causal model: ``{"causal_model": digest}`` for a
+    registered one, so that ``evaluate`` can say when the definition changed since; {} else."""
+    digest = user_model_digest(name)
+    return {} if digest is None else {"causal_model": digest}
+
+
+def _identity(model: CausalModel, boxes: tuple[str, ...]) -> str:
+    """The mechanisms' code (bytecode, constants, names, defaults, closed-over values) and the
+    boxes: the same source imported twice has the same identity, an edited one another."""
+    parts: list[str] = [model.output, ",".join(model.inputs), ",".join(boxes)]
+    for name in sorted(model.mechanisms):
+        function = model.mechanisms[name]
+        code = getattr(function, "__code__", None)
+        if code is None:  # a callable object: its type and state are the best we know
+            parts.append(f"{name}={type(function).__qualname__}:{function!r}")
+            continue
+        closure = [cell.cell_contents for cell in getattr(function, "__closure__", None) or ()]
+        parts.append(
+            f"{name}={_code_text(code)}|{getattr(function, '__defaults__', None)!r}|{closure!r}"
+        )
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _code_text(code: types.CodeType) -> str:
+    """Bytecode, names and constants, nested functions' code included, without addresses."""
+    consts = [_code_text(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
+    return f"{code.co_code.hex()}|{consts}|{code.co_names}"
+
+
+def _probes() -> Iterator[tuple[dict[str, int], dict[str, int]]]:
+    """Base and source inputs: the sampler's, then the edges it rarely draws (amounts on,
+    next to and beyond a bound, brackets narrow, wide and at the ends of 0.00..9.99)."""
+    rng = random.Random(20231)
+    for _ in range(_N_RANDOM_PROBES):
+        yield sample_inputs(rng), sample_inputs(rng)
+    brackets = [(130, 855), (500, 550), (500, 501), (500, 500), (10, 990), (0, 999), (0, 0)]
+    edges = []
+    for lo, hi in brackets:
+        for x in (lo - 1, lo, lo + 1, hi - 1, hi, hi + 1, 0, 999, (lo + hi) // 2):
+            edges.append({"lo": lo, "hi": hi, "x": min(999, max(0, x))})
+    for i, base in enumerate(edges):
+        yield base, edges[(i * 7 + 3) % len(edges)]
 
 
 def _probe_digest(model: CausalModel, boxes: tuple[str, ...]) -> str:
-    """Run the model on fixed probe pairs: refuse what would fail later, and fingerprint it."""
-    rng = random.Random(20231)
+    """Run the model on the probes: refuse what would fail later, and fingerprint its answers."""
     answers: list[bool] = []
-    for _ in range(_N_PROBES):
-        base, source = sample_inputs(rng), sample_inputs(rng)
+    for base, source in _probes():
         answers.append(_boolean_answer(model, base))
         answers.extend(_boolean_answer(model, base, source, variable) for variable in boxes)
     recipe = {"inputs": list(_TASK_INPUTS), "intervened": list(boxes), "answers": answers}
     return hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:16]
+
+
+def _is_boolean(value: object) -> bool:
+    kind = type(value)
+    return isinstance(value, bool) or (kind.__module__ == "numpy" and kind.__name__ in BOOL_NAMES)
+
+
+BOOL_NAMES = ("bool", "bool_")  # numpy 2 names its boolean scalar type "bool", numpy 1 "bool_"
 
 
 def _boolean_answer(
@@ -187,7 +289,7 @@ def _boolean_answer(
         raise InvalidArgument(
             f"{model.name}: computing {model.output!r} {where} raised {type(exc).__name__}: {exc}"
         ) from exc
-    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+    if not _is_boolean(value):
         raise InvalidArgument(
             f"{model.name}: the output {model.output!r} must be True or False (the model's Yes "
             f"or No), but {where} it is {value!r} ({type(value).__name__})"

@@ -100,7 +100,8 @@ CLI_CASES = [
         "left_boundry",
         "--layer",
         "1",
-        match=r"argument --hypothesis: invalid choice: 'left_boundry'",
+        match=r"argument --hypothesis: unknown causal model 'left_boundry'; .* --causal-models "
+        r"FILE\. Did you mean 'left_boundary'\?",
     ),
     cli(*FIT, "--model", "/no/such/dir", match=r"error: model directory '/no/such/dir' does not"),
     cli(*FIT, "--model", LLAMA, "--device", "tpu", match=r"error: device='tpu' is not one of"),

@@ -4,6 +4,7 @@ boolean, a name taken by another model) is refused at registration, with what to
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,13 +26,14 @@ from das_assert.tasks.registry import import_causal_models, register_causal_mode
 @pytest.fixture(autouse=True)
 def restored_registry() -> Iterator[None]:
     """Each test registers into the process-wide registry; put it back as it was."""
-    saved = (dict(CAUSAL_MODELS), dict(INTERVENED_VARIABLES), dict(registry._probe_digests))
+    tables = (CAUSAL_MODELS, INTERVENED_VARIABLES, registry._registered)
+    saved = [dict(table) for table in tables]
+    calls = list(registry._registrations)
     yield
-    for live, before in zip(
-        (CAUSAL_MODELS, INTERVENED_VARIABLES, registry._probe_digests), saved, strict=True
-    ):
+    for live, before in zip(tables, saved, strict=True):
         live.clear()
         live.update(before)
+    registry._registrations[:] = calls
 
 
 def right_boundary(name: str = "mine", *, answer=None) -> CausalModel:
@@ -59,9 +61,40 @@ def test_a_registered_model_labels_pairs_and_makes_experiments() -> None:
 def test_the_same_model_registered_twice_is_accepted_another_one_is_refused() -> None:
     register_causal_model(right_boundary(), intervened=("right",))
     register_causal_model(right_boundary(), intervened=("right",))  # a module imported twice
-    strict = right_boundary(answer=lambda right, x, lo: right and x > lo)  # differs on x == lo
-    with pytest.raises(InvalidArgument, match="different causal model is already registered"):
-        register_causal_model(strict, intervened=("right",))
+    # Differs only one cent past the upper bound, where the sampler almost never draws.
+    other = right_boundary(answer=lambda right, x, lo: right and x >= lo and x != 0)
+    with pytest.raises(InvalidArgument, match=r"'mine' is already registered, by .*test_registry"):
+        register_causal_model(other, intervened=("right",))
+    with pytest.raises(InvalidArgument, match="already registered"):
+        register_causal_model(right_boundary(), intervened=("right", "answer"))
+    register_causal_model(other, intervened=("right",), replace=True)  # a notebook's new cell
+    assert CAUSAL_MODELS["mine"] is other
+
+
+def test_a_difference_only_on_a_bound_is_told_apart() -> None:
+    # 512 sampled probes put the amount exactly one cent past the bound about once: edges too.
+    def bound_moved_by(offset: int):
+        return lambda x, hi: x <= hi + offset
+
+    for offset in (-1, 1):  # differs only at x == hi, or only at x == hi + 1
+        near = bound_moved_by(offset)
+        a = register_causal_model(right_boundary(f"a{offset + 1}"), intervened=("right",))
+        b = register_causal_model(
+            CausalModel(
+                name=f"b{offset + 1}",
+                inputs=("lo", "hi", "x"),
+                mechanisms={"right": near, "answer": lambda right, x, lo: right and x >= lo},
+                output="answer",
+            ),
+            intervened=("right",),
+        )
+        assert registry._registered[a].behaviour != registry._registered[b].behaviour
+
+
+def test_a_numpy_boolean_output_is_a_boolean() -> None:
+    numpy = pytest.importorskip("numpy")
+    model = right_boundary(answer=lambda right, x, lo: numpy.bool_(right and x >= lo))
+    assert register_causal_model(model, intervened=("right",)) == "mine"
 
 
 @pytest.mark.parametrize(
@@ -103,6 +136,35 @@ def test_a_model_that_would_fail_later_is_refused_at_registration(
     assert "mine" not in CAUSAL_MODELS
 
 
+def test_a_mechanism_that_raises_only_on_narrow_brackets_is_refused_at_registration() -> None:
+    import math
+
+    model = CausalModel(
+        name="mine",
+        inputs=("lo", "hi", "x"),
+        mechanisms={
+            "right": lambda x, hi, lo: x <= hi and math.log(hi - lo - 200) > -1,
+            "answer": lambda right, x, lo: right and x >= lo,
+        },
+        output="answer",
+    )
+    with pytest.raises(InvalidArgument, match="math domain error"):
+        register_causal_model(model, intervened=("right",))
+
+
+def test_a_mechanism_that_raises_while_pairs_are_drawn_names_the_inputs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Registration probes cannot cover every fixed bracket a fuzzer draws.
+    model = right_boundary(answer=lambda right, x, lo: right and 1 // (x - 321) >= 0)
+    monkeypatch.setitem(CAUSAL_MODELS, "mine", model)
+    monkeypatch.setitem(INTERVENED_VARIABLES, "mine", ("right",))
+    with pytest.raises(InvalidArgument, match=r"mine: computing 'answer' on base .*'x': 321"):
+        prompt_pairs(
+            "mine", 10, seed=0, bracket=(300, 340), edit=lambda v, r, role: {**v, "x": 321}
+        )
+
+
 def test_a_raising_mechanism_is_shown_with_the_inputs_that_raise() -> None:
     model = right_boundary(answer=lambda right, x, lo: right and 1 / (x - lo) > 0)
     with pytest.raises(InvalidArgument) as raised:
@@ -121,12 +183,16 @@ def test_a_changed_mechanism_under_the_same_name_is_another_cache_entry() -> Non
     register_causal_model(right_boundary(), intervened=("right",))
     first = key()
     assert key() == first
-    for table in (CAUSAL_MODELS, INTERVENED_VARIABLES, registry._probe_digests):
+    for table in (CAUSAL_MODELS, INTERVENED_VARIABLES, registry._registered):
         del table["mine"]  # the next run's process
     register_causal_model(
         right_boundary(answer=lambda right, x, lo: right and x >= lo + 50), intervened=("right",)
     )
     assert key() != first
+    for table in (CAUSAL_MODELS, INTERVENED_VARIABLES, registry._registered):
+        del table["mine"]
+    register_causal_model(right_boundary(), intervened=("right", "answer"))
+    assert key() not in (first,)  # other boxes: a cached one-box alignment does not fit it
 
 
 def test_an_unknown_hypothesis_says_how_to_bring_your_own() -> None:
@@ -162,10 +228,34 @@ def test_the_command_line_imports_the_files_that_register_models(tmp_path: Path)
     assert INTERVENED_VARIABLES["mine"] == ("right",)
 
 
+def test_a_models_file_imports_its_neighbours_as_pytest_would(tmp_path: Path) -> None:
+    (tmp_path / "shared_mechanisms_xyz.py").write_text("def right(x, hi):\n    return x <= hi\n")
+    models = tmp_path / "models.py"
+    models.write_text(
+        "from shared_mechanisms_xyz import right\n"
+        + MODELS_FILE.replace('"right": lambda x, hi: x <= hi', '"right": right')
+    )
+    assert import_causal_models([models]) == ["mine"]
+
+
+def test_an_abbreviated_causal_models_option_is_refused_not_ignored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from das_assert.cli import main
+
+    models = tmp_path / "models.py"
+    models.write_text(MODELS_FILE)
+    with pytest.raises(SystemExit):
+        main(["fit", "--hypothesis=left_boundary", f"--causal-model={models}", "--layer=0"])
+    assert "write --causal-models in full" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("content", "name", "message"),
     [
         (None, "missing.py", "does not exist"),
+        (None, "folder", "is a directory"),
+        ("import pytest\npytest.importorskip('no_such_module_xyz')\n", "models.py", "Skipped"),
         ("x = 1\n", "models.txt", "is not a .py file"),
         ("raise RuntimeError('no GPU here')\n", "models.py", "RuntimeError: no GPU here"),
         ("x = 1\n", "models.py", "registered no causal model"),
@@ -177,5 +267,10 @@ def test_a_models_file_that_registers_nothing_is_one_clear_error(
     path = tmp_path / name
     if content is not None:
         path.write_text(content)
+    elif name == "folder":
+        path.mkdir()
+    modules = set(sys.modules)
     with pytest.raises(InvalidArgument, match=message):
         import_causal_models([path])
+    if "registered no" not in message:  # a failed import leaves no half-imported module
+        assert set(sys.modules) - modules <= {"no_such_module_xyz"}
