@@ -13,7 +13,7 @@ from typing import Any
 
 from das_assert.metrics import wilson_interval
 from das_assert.store import SCHEMA_VERSION, atomic_write_json
-from das_assert.summary import threshold_text
+from das_assert.summary import fit_method, threshold_text
 
 __all__ = [
     "build_report",
@@ -130,9 +130,11 @@ def markdown_table(results: list[dict[str, Any]], robustness: dict[str, Any] | N
         verdict = r.get("verdict") or "–"
         if r.get("expected_verdict") and r.get("verdict") != r["expected_verdict"]:
             verdict += f" (expected {r['expected_verdict']})"
+        method = fit_method(r)
+        site = f"`{r['site']['canonical']}`" + ("" if method == "boundless" else f" ({method})")
         lines.append(
             f"| {r.get('test_id') or '–'} | {claim} "
-            f"| `{r['site']['canonical']}` | {_fmt(r['iia'])} | [{_fmt(low)}, {_fmt(high)}] "
+            f"| {site} | {_fmt(r['iia'])} | [{_fmt(low)}, {_fmt(high)}] "
             f"| {r['n_test']} | {r.get('seed', '–')} | {_fmt(b['noop'])} "
             f"| {_fmt(b.get('majority'))} | {_fmt(b['random_rotation'])} "
             f"| {_fmt(r['task_accuracy'])} "

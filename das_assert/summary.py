@@ -47,6 +47,9 @@ def _row(r: dict[str, Any], claim_width: int, site_width: int) -> str:
             expected += f"  transfer {transfer['iia']:.3f}"
         if r.get("drift", {}).get("from"):
             expected += f"  DRIFT from {r['drift']['from']}"
+    method = fit_method(r)
+    if method != "boundless":  # two fits at one site are told apart
+        expected += f"  (method {method})"
     if r.get("test_pairs") == "confirmation":
         expected += "  (on fresh pairs: a search's best cell)"
     if r.get("regressions"):
@@ -57,6 +60,11 @@ def _row(r: dict[str, Any], claim_width: int, site_width: int) -> str:
         f"{b['random_rotation']:>5.3f} {r['task_accuracy']:>5.3f} {_threshold(r['threshold'])}  "
         f"{r['verdict']}{expected}"
     )
+
+
+def fit_method(record: dict[str, Any]) -> str:
+    """How the record's alignment was fitted (``boundless``, ``das:K``, ``full``)."""
+    return str((record.get("fit") or {}).get("method", "boundless"))
 
 
 def summary_lines(records: list[dict[str, Any]]) -> list[str]:

@@ -196,3 +196,14 @@ def test_each_variant_draws_its_own_numbers_so_pooling_variants_adds_pairs() -> 
     assert numbers(plain) == numbers(PromptVariant())  # a replayed variant: the same pairs
     assert numbers(plain) != numbers(prefixed)
     assert numbers(prefixed) != numbers(PromptVariant(suffix="I like apples."))
+
+
+def test_two_fits_at_one_site_are_told_apart_by_their_method() -> None:
+    # A one-direction claim (das:1) and a Boundless DAS one at one site read as the same row.
+    record = _record("decision", "block_output[layer=1, pos=last]", 0.83, "aligned", "t")
+    boundless = {**record, "fit": {"method": "boundless"}}
+    one_direction = {**record, "fit": {"method": "das:1"}}
+    assert "method" not in summary_lines([boundless])[2]
+    assert summary_lines([one_direction])[2].endswith("aligned  (method das:1)")
+    assert "| `block_output[layer=1, pos=last]` (das:1) |" in markdown_table([one_direction])
+    assert "| `block_output[layer=1, pos=last]` |" in markdown_table([boundless])
