@@ -59,6 +59,19 @@ def _seed(value: str) -> int:
     return seed_int(value)
 
 
+def _baseline_name(value: str) -> str:
+    """An argparse type: a baseline's NAME, not a path (it is saved as NNNN_NAME.json in the
+    model's baseline folder; a path used to become the name ``0001_tmp_x.json.json``)."""
+    import argparse
+
+    if "/" in value or "\\" in value or value.endswith(".json") or not value.strip():
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: give a NAME, not a path; the baseline is saved as NNNN_NAME.json in "
+            "--das-baseline-dir DIR (default hypotheses/baselines/<model>/)"
+        )
+    return value
+
+
 def add_options(parser: pytest.Parser) -> None:
     """The ``--das-*`` options, in their own help group; each default is kept in DEFAULTS."""
     group = _Recording(parser.getgroup("das", "das_assert: causal hypotheses as tests"))
@@ -161,6 +174,7 @@ def add_options(parser: pytest.Parser) -> None:
         nargs="?",
         const="baseline",
         default=None,
+        type=_baseline_name,
         help="save every claim's numbers and alignment as a new "
         "baseline NNNN_NAME of this model. Default NAME: 'baseline'",
     )

@@ -40,6 +40,11 @@ def test_help_lists_the_das_options_in_their_own_group(pytester: pytest.Pytester
         ("--das-dtype=float8", "'float8' is not one of float32, bfloat16, float16"),
         ("--das-profile=fast", "'fast' is not one of ci, dev, thorough"),
         (f"--das-seed={2**70}", f"'{2**70}' is not a seed: use an integer 0 to 4294967295"),
+        (
+            "--das-save-baseline=/tmp/base.json",  # was saved as 0001_tmp_base.json.json
+            "'/tmp/base.json': give a NAME, not a path; the baseline is saved as NNNN_NAME.json "
+            "in --das-baseline-dir DIR (default hypotheses/baselines/<model>/)",
+        ),
     ],
 )
 def test_bad_option_values_are_rejected_with_the_accepted_values(
