@@ -297,7 +297,7 @@ def make_pairs(
         if edit is not None:
             base, source = edit(base, rng, "base"), edit(source, rng, "source")
         variable = rng.choice(choices)
-        label = _label(cm, base, source, variable)
+        label = bool(causal_answer(cm, base, source, variable))
         if wanted[label] == 0:
             continue
         wanted[label] -= 1
@@ -308,33 +308,40 @@ def make_pairs(
                 variable=variable,
                 variable_index=all_vars.index(variable),
                 label=label,
-                base_label=_label(cm, base),
-                source_label=_label(cm, source),
+                base_label=bool(causal_answer(cm, base)),
+                source_label=bool(causal_answer(cm, source)),
             )
         )
     rng.shuffle(pairs)
     return pairs
 
 
-def _label(
+def causal_answer(
     cm: CausalModel,
     base: dict[str, int],
     source: dict[str, int] | None = None,
     variable: str | None = None,
-) -> bool:
-    """The causal model's output on ``base`` (with ``variable`` from ``source``); a mechanism of
-    a registered model that raises is named with the inputs it raised on."""
+) -> Any:
+    """The causal model's output on ``base`` (with ``variable`` taken from ``source``); a
+    mechanism that raises (a registered model's) is named with the inputs it raised on."""
     try:
         if source is None or variable is None:
-            return bool(cm.output_of(base))
-        return bool(cm.counterfactual(base, source, intervene=[variable]))
+            return cm.output_of(base)
+        return cm.counterfactual(base, source, intervene=[variable])
     except InvalidArgument:
         raise
     except Exception as exc:
-        where = f"on base {base}" + (f" with {variable!r} from source {source}" if variable else "")
         raise InvalidArgument(
-            f"{cm.name}: computing {cm.output!r} {where} raised {type(exc).__name__}: {exc}"
+            f"{cm.name}: computing {cm.output!r} {describe_inputs(base, source, variable)} raised "
+            f"{type(exc).__name__}: {exc}"
         ) from exc
+
+
+def describe_inputs(
+    base: dict[str, int], source: dict[str, int] | None, variable: str | None
+) -> str:
+    """``on base {...} with 'var' from source {...}``: where an error's inputs were."""
+    return f"on base {base}" + (f" with {variable!r} from source {source}" if variable else "")
 
 
 def snap_to_dimes(inputs: dict[str, int]) -> dict[str, int]:

@@ -42,7 +42,13 @@ from pathlib import Path
 
 from das_assert.causal import CausalModel
 from das_assert.errors import InvalidArgument
-from das_assert.tasks.price_tagging import CAUSAL_MODELS, INTERVENED_VARIABLES, sample_inputs
+from das_assert.tasks.price_tagging import (
+    CAUSAL_MODELS,
+    INTERVENED_VARIABLES,
+    causal_answer,
+    describe_inputs,
+    sample_inputs,
+)
 
 __all__ = [
     "BUILTIN_CAUSAL_MODELS",
@@ -277,21 +283,11 @@ def _boolean_answer(
     variable: str | None = None,
 ) -> bool:
     """The output on ``base`` (with ``variable`` from ``source``), which must be a boolean."""
-    where = f"on base {base}" + (f" with {variable!r} from source {source}" if variable else "")
-    try:
-        if source is None or variable is None:
-            value = model.output_of(base)
-        else:
-            value = model.counterfactual(base, source, intervene=[variable])
-    except InvalidArgument:
-        raise
-    except Exception as exc:  # the user's mechanism: say which inputs broke it
-        raise InvalidArgument(
-            f"{model.name}: computing {model.output!r} {where} raised {type(exc).__name__}: {exc}"
-        ) from exc
+    value = causal_answer(model, base, source, variable)
     if not _is_boolean(value):
         raise InvalidArgument(
             f"{model.name}: the output {model.output!r} must be True or False (the model's Yes "
-            f"or No), but {where} it is {value!r} ({type(value).__name__})"
+            f"or No), but {describe_inputs(base, source, variable)} it is {value!r} "
+            f"({type(value).__name__})"
         )
     return bool(value)
