@@ -19,6 +19,7 @@ from typing import Any
 
 from das_assert.baseline import matching_key
 from das_assert.errors import ConfigError
+from das_assert.summary import fit_method
 
 __all__ = [
     "DropCheck",
@@ -111,9 +112,17 @@ def parse_compare_fail(text: str) -> DropCheck:
 
 
 def not_comparable(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Why two results of one claim cannot be compared: other prompts, or other pairs (a
-    search's best cell judged on fresh pairs against one judged on the pairs that chose it)."""
+    """Why two results of one claim cannot be compared: another fit method (``boundless``,
+    ``das:K``, ``full``: a record without one was fitted by Boundless DAS), other prompts, or
+    other pairs (a search's best cell judged on fresh pairs against one judged on the pairs that
+    chose it)."""
     reasons = []
+    methods = fit_method(old), fit_method(new)
+    if methods[0] != methods[1]:
+        reasons.append(
+            f"fitted by another method ({methods[0]} -> {methods[1]}): not comparable; fit both "
+            "the same way, or save the baseline again"
+        )
     if old.get("data") and new.get("data") and old["data"] != new["data"]:
         changed = sorted(k for k in old["data"] if old["data"][k] != new["data"].get(k))
         reasons.append(f"ran on other prompts ({', '.join(changed)} differ): not comparable")
@@ -181,7 +190,8 @@ def compare_entries(
         site_a, site_b = a["site"]["canonical"], b["site"]["canonical"]
         site = site_a if site_a == site_b else f"{site_a} -> {site_b} (drift)"
         lines.append(
-            f"| {label} | `{site}` | {_iia_with_interval(a)} | {_iia_with_interval(b)} | "
+            f"| {label} | `{site}`{_methods(a, b)} | {_iia_with_interval(a)} | "
+            f"{_iia_with_interval(b)} | "
             f"{b['iia'] - a['iia']:+.3f} | {'; '.join(failures) or 'ok'} |"
         )
     return "\n".join(lines) + "\n", counts
@@ -195,6 +205,15 @@ def count_line(counts: dict[str, int]) -> str:
     return ", ".join([f"{counts[first]} {first}"] + [f"{counts[k]} {k}" for k in rest if counts[k]])
 
 
+def _methods(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """`` (das:1)`` or `` (boundless -> das:1)`` after a site whose fits are not both boundless,
+    so that two fits at one site are told apart; nothing for the default."""
+    methods = fit_method(old), fit_method(new)
+    if methods == ("boundless", "boundless"):
+        return ""
+    return f" ({methods[0] if methods[0] == methods[1] else ' -> '.join(methods)})"
+
+
 def _signature(entry: dict[str, Any]) -> tuple[Any, Any, str]:
     return entry.get("hypothesis"), entry.get("variable"), entry["site"]["canonical"]
 
@@ -206,11 +225,14 @@ def _match_across_kinds(
     have no claim) by hypothesis, variable and site, where the keys found no match.
 
     Returns ``{old key: new key}``, and why an old entry found none. Among several candidates
-    the one on the same prompts and pairs is taken; where still more than one entry of either
-    side shares a hypothesis, variable and site (two claims at one site), none is guessed."""
+    the one alike (same fit method, prompts and pairs) is taken, on either side: two claims at
+    one site fitted by two methods each find the result fitted their way. Where still more than
+    one entry of either side shares a hypothesis, variable and site (two claims at one site),
+    none is guessed."""
     lonely_old = [k for k in old if k not in new]
     lonely_new = [k for k in new if k not in old]
     candidates: dict[str, list[str]] = {}
+    alike_to: dict[str, set[str]] = {}  # old key -> the candidates alike to it
     for key in lonely_old:
         found = [
             k
@@ -220,14 +242,29 @@ def _match_across_kinds(
         ]
         alike = [k for k in found if not not_comparable(old[key], new[k])]
         candidates[key] = alike or found
+        alike_to[key] = set(alike)
     chosen = [c[0] for c in candidates.values() if len(c) == 1]
     matches, why = {}, {}
     for key, found in candidates.items():
         if len(found) == 1 and chosen.count(found[0]) == 1:
             matches[key] = found[0]
             continue
+        # several claims at one site share this one result: the one fitted alike takes it
+        winners = (
+            [k for k, c in candidates.items() if c == found and found[0] in alike_to[k]]
+            if len(found) == 1
+            else []
+        )
+        if winners == [key]:
+            matches[key] = found[0]
+            continue
         hypothesis, variable, site = _signature(old[key])
-        if len(found) > 1:
+        if len(winners) == 1:
+            why[key] = (
+                f"NEW's {found[0]} is matched with {winners[0]}, alike to it (fit method, "
+                "prompts, pairs)"
+            )
+        elif len(found) > 1:
             why[key] = (
                 f"{len(found)} results in NEW share its hypothesis, variable and site: none is "
                 "guessed"

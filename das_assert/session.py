@@ -310,6 +310,7 @@ class DasRequest:
     def _compare(self, result: AlignmentResult, record: dict[str, Any]) -> list[str]:
         """Compare with the baseline: numbers, transfer of the frozen alignment, drift of site."""
         from das_assert.baseline import entry_key, matching_key
+        from das_assert.summary import fit_method
 
         assert self.session.baseline is not None
         path, payload = self.session.baseline
@@ -331,6 +332,7 @@ class DasRequest:
             "iia_ci": entry["iia_ci"],
             "delta": round(record["iia"] - entry["iia"], 6),
             "seed": entry.get("seed"),
+            "method": fit_method(entry),
         }
         if entry["site"]["canonical"] != record["site"]["canonical"]:
             record["drift"] = {

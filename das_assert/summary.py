@@ -36,10 +36,13 @@ def _row(r: dict[str, Any], claim_width: int, site_width: int) -> str:
     expected = (
         "" if r["verdict"] == r.get("expected_verdict") else f" (expected {r['expected_verdict']})"
     )
+    method = fit_method(r)
     base = r.get("baseline")
     if base:
         delta = base["delta"]
         expected += f"  Δ ref {delta:+.3f}"
+        if base.get("method", method) != method:  # not comparable: say why the Δ means little
+            expected += f" (ref fitted {base['method']})"
         if delta > 0 and r["iia_ci"][0] > base["iia_ci"][1]:
             expected += " (improved: re-save to raise the bar)"
         transfer = r.get("transfer") or {}
@@ -47,7 +50,6 @@ def _row(r: dict[str, Any], claim_width: int, site_width: int) -> str:
             expected += f"  transfer {transfer['iia']:.3f}"
         if r.get("drift", {}).get("from"):
             expected += f"  DRIFT from {r['drift']['from']}"
-    method = fit_method(r)
     if method != "boundless":  # two fits at one site are told apart
         expected += f"  (method {method})"
     if r.get("test_pairs") == "confirmation":

@@ -159,6 +159,33 @@ def test_the_gate_refuses_a_baseline_judged_on_other_pairs(project: pytest.Pytes
     result.stdout.fnmatch_lines(["*judged on other pairs (confirmation -> test): not comparable*"])
 
 
+def test_the_gate_refuses_a_baseline_fitted_by_another_method(project: pytest.Pytester) -> None:
+    # a baseline saved with das:1 and a rerun fitted otherwise passed, showing a Δ ref with no
+    # hint that the reference was fitted by another method
+    passing = "test_hyp.py::test_a_negative_claim_holds"
+    args = ("--das-cache=readwrite", "--das-baseline-dir=b", passing)
+    _run(project, "--das-save-baseline=v1", *args).assert_outcomes(passed=1)
+    (saved,) = (project.path / "b").rglob("*v1.json")
+    from das_assert.baseline import load_baseline, save_baseline
+
+    payload = load_baseline(saved)
+    records = [
+        {**entry, "fit": {**entry["fit"], "method": "das:1"}}
+        for entry in payload["entries"].values()
+    ]
+    save_baseline(
+        saved, model=payload["model"], environment=payload["environment"], records=records
+    )
+    result = _run(project, "--das-compare=v1", *args)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*fitted by another method (das:1 -> boundless): not comparable*",
+            "*Δ ref ?0.000 (ref fitted das:1)*",
+        ]
+    )
+
+
 EMBEDDED_YAML = """
 models:
   embedded:

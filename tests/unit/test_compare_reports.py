@@ -328,3 +328,67 @@ def test_a_search_report_is_compared_on_its_best_cells_fresh_pairs(
     baseline = _baseline(tmp_path / "0001_v1.json", {**claim, "test_pairs": "confirmation"})
     assert main(["compare", str(baseline), str(old), "--fail", "iia:0.05"]) == 0
     assert "| +0.010 | ok |" in capsys.readouterr().out
+
+
+def _fitted(record: dict[str, Any], method: str) -> dict[str, Any]:
+    return {**record, "fit": {"method": method}}
+
+
+def test_fits_by_another_method_are_not_compared_as_if_alike(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `fit --method boundless` against `fit --method das:1` at one site: compared as one entry,
+    # "no regression", and the method shown nowhere.
+    old = _report(tmp_path / "old.json", _fitted(_cli_record(LAST, 0.83), "boundless"))
+    new = _report(tmp_path / "new.json", _fitted(_cli_record(LAST, 0.83), "das:1"))
+    assert main(["compare", str(old), str(new), "--fail", "iia:0.05"]) == 1
+    out = capsys.readouterr().out
+    assert f"`{LAST}` (boundless -> das:1) |" in out
+    assert "fitted by another method (boundless -> das:1): not comparable" in out
+    assert out.splitlines()[-1] == "0 regression(s), 1 not comparable"
+    # a record without a method was fitted by Boundless DAS (older reports): alike
+    plain = _report(tmp_path / "plain.json", _cli_record(LAST, 0.83))
+    assert main(["compare", str(plain), str(old), "--fail", "iia:0.05"]) == 0
+    assert f"| `{LAST}` | 0.830" in capsys.readouterr().out
+    assert main(["compare", str(new), str(new), "--fail", "iia:0.05"]) == 0
+    assert f"`{LAST}` (das:1) | 0.830" in capsys.readouterr().out
+
+
+def test_a_claim_fitted_by_another_method_than_a_command_line_fit_is_not_comparable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a pytest das:1 claim against a boundless `fit --json` read as a regression
+    baseline = _baseline(tmp_path / "0001_v1.json", _fitted(_positive(LAST, 0.83), "das:1"))
+    fit = _report(
+        tmp_path / "fit.json", _fitted({**_cli_record(LAST, 0.60), "data": DATA}, "boundless")
+    )
+    assert main(["compare", str(baseline), str(fit), "--fail", "iia:0.05"]) == 1
+    out = capsys.readouterr().out
+    assert "fitted by another method (das:1 -> boundless): not comparable" in out
+    assert out.splitlines()[-1] == "0 regression(s), 1 not comparable"
+
+
+def test_a_command_line_fit_is_matched_with_the_claim_at_its_site_fitted_alike(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # two claims at one site, by two methods: a `fit --method das:1` is the das:1 claim's
+    baseline = _baseline(
+        tmp_path / "0001_v1.json",
+        _positive(LAST, 0.93, "test_boundless"),
+        _fitted(_positive(LAST, 0.83, "test_one_direction"), "das:1"),
+    )
+    fit = _report(
+        tmp_path / "fit.json", _fitted({**_cli_record(LAST, 0.82), "data": DATA}, "das:1")
+    )
+    assert main(["compare", str(baseline), str(fit), "--fail", "iia:0.05"]) == 1
+    out = capsys.readouterr().out
+    assert (
+        f"| hypotheses/test_lb.py::test_one_direction::left_boundary (NEW: left_boundary:left at "
+        f"{LAST}) | `{LAST}` (das:1) | 0.830 | 0.820 | -0.010 | ok |"
+    ) in out
+    assert (
+        f"| hypotheses/test_lb.py::test_boundless::left_boundary | | | | | missing in NEW (NEW's "
+        f"left_boundary:left at {LAST} is matched with hypotheses/test_lb.py::test_one_direction"
+        "::left_boundary, alike to it (fit method, prompts, pairs)) |"
+    ) in out
+    assert out.splitlines()[-1] == "0 regression(s), 1 missing in NEW"
