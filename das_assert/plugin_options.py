@@ -60,14 +60,28 @@ def _seed(value: str) -> int:
 
 
 def _baseline_name(value: str) -> str:
-    """An argparse type: a baseline's NAME, not a path (it is saved as NNNN_NAME.json in the
-    model's baseline folder; a path used to become the name ``0001_tmp_x.json.json``)."""
-    import argparse
+    """An argparse type: a baseline's NAME, saved as NNNN_NAME.json in the model's baseline
+    folder, NAME slugged (``release/v2``, a CI branch name, is saved as ``0001_release_v2``).
 
-    if "/" in value or "\\" in value or value.endswith(".json") or not value.strip():
+    Refused: what is clearly a path (an absolute one, a ``.json`` file, or one that exists: the
+    option's argument is optional, so ``--das-save-baseline tests/test_x.py`` took the test path
+    as its NAME), and a NAME that slugs to nothing (``???`` was saved as ``0001_.json``, which the
+    next save overwrote and ``--das-compare`` could not find)."""
+    import argparse
+    import os
+
+    from das_assert.baseline import slug
+
+    if os.path.isabs(value) or value.endswith(".json") or os.path.exists(value):
         raise argparse.ArgumentTypeError(
-            f"{value!r}: give a NAME, not a path; the baseline is saved as NNNN_NAME.json in "
-            "--das-baseline-dir DIR (default hypotheses/baselines/<model>/)"
+            f"{value!r} is a path: give a NAME; write --das-save-baseline=NAME, or put test "
+            "paths before the option; baselines go to --das-baseline-dir DIR (default "
+            "hypotheses/baselines/<model>/)"
+        )
+    if not slug(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} leaves no name: a baseline NAME needs a letter, digit, '.', '-' or '_' "
+            "(it is saved as NNNN_NAME.json, other characters made '_')"
         )
     return value
 

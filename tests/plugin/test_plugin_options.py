@@ -42,8 +42,19 @@ def test_help_lists_the_das_options_in_their_own_group(pytester: pytest.Pytester
         (f"--das-seed={2**70}", f"'{2**70}' is not a seed: use an integer 0 to 4294967295"),
         (
             "--das-save-baseline=/tmp/base.json",  # was saved as 0001_tmp_base.json.json
-            "'/tmp/base.json': give a NAME, not a path; the baseline is saved as NNNN_NAME.json "
-            "in --das-baseline-dir DIR (default hypotheses/baselines/<model>/)",
+            "'/tmp/base.json' is a path: give a NAME; write --das-save-baseline=NAME, or put "
+            "test paths before the option; baselines go to --das-baseline-dir DIR (default "
+            "hypotheses/baselines/<model>/)",
+        ),
+        (
+            "--das-save-baseline=???",  # was saved as 0001_.json, overwritten by the next save
+            "'???' leaves no name: a baseline NAME needs a letter, digit, '.', '-' or '_' (it is "
+            "saved as NNNN_NAME.json, other characters made '_')",
+        ),
+        (
+            "--das-save-baseline=版本",
+            "'版本' leaves no name: a baseline NAME needs a letter, digit, '.', '-' or '_' (it is "
+            "saved as NNNN_NAME.json, other characters made '_')",
         ),
     ],
 )
@@ -56,6 +67,31 @@ def test_bad_option_values_are_rejected_with_the_accepted_values(
     (line,) = [line for line in result.stderr.lines if "error:" in line]
     # argparse names the option once; the message does not repeat it
     assert line.endswith(f"error: argument {name}: {message}")
+
+
+def test_a_test_path_taken_as_the_baseline_name_is_refused(pytester: pytest.Pytester) -> None:
+    # the option's NAME is optional, so a test path after it became the name 0001_test_x.py
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    (pytester.path / "suite").mkdir()
+    for path in ("test_x.py", "suite"):
+        result = pytester.runpytest("--das-save-baseline", path)
+        assert result.ret != 0
+        assert (
+            f"error: argument --das-save-baseline: '{path}' is a path: give a NAME; write "
+            "--das-save-baseline=NAME, or put test paths before the option"
+        ) in result.stderr.str()
+
+
+def test_a_branch_name_is_a_baseline_name(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    # CI passes $GITHUB_REF_NAME, such as release/v2: saved as 0001_release_v2 until every name
+    # with a / was refused as a path
+    from das_assert.baseline import find_baseline, next_baseline_name
+
+    config = pytester.parseconfig("--das-save-baseline=release/v2")
+    assert config.getoption("das_save_baseline") == "release/v2"
+    assert next_baseline_name(tmp_path, "release/v2") == "0001_release_v2"
+    (tmp_path / "0001_release_v2.json").write_text("{}")
+    assert find_baseline(tmp_path, "release_v2").name == "0001_release_v2.json"
 
 
 def test_cache_dir_with_the_cache_off_is_a_usage_error(pytester: pytest.Pytester) -> None:
