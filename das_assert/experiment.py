@@ -227,6 +227,15 @@ class AlignmentResult:
             for name, width in zip(names, self.fitted.boundary_dims, strict=True)
         )
 
+    def changed_labels(self) -> dict[str, int]:
+        """``{"correct", "n"}`` over the test pairs whose label differs from the base's own: the
+        part of IIA that leaving the run alone cannot earn (the no-op gets none of it), the
+        number to read where half the labels never change (a claim on the output variable)."""
+        pairs = self.evaluation.test.pairs
+        correct = self.evaluation.correct.tolist()
+        changed = [i for i, pair in enumerate(pairs) if pair.expected != pair.base_expected]
+        return {"correct": int(sum(bool(correct[i]) for i in changed)), "n": len(changed)}
+
     def to_dict(self, *, test_id: str | None = None, include_pairs: bool = True) -> dict[str, Any]:
         """The result record of the JSON report (see README, "The JSON report")."""
         exp = self.experiment
@@ -272,6 +281,7 @@ class AlignmentResult:
                 normalized_iia(self.iia, baselines["majority"], ev.task_accuracy)
             ),
             "unchanged_label_rate": round(self.unchanged_rate, 6),
+            "iia_on_changed_labels": self.changed_labels(),
             "boundary_dims": self.fitted.boundary_dims,
             "hidden_size": self.fitted.interchange.d,
             "collapsed": self.collapsed,

@@ -49,6 +49,14 @@ def test_a_claim_is_collapsed_only_by_the_boxes_of_its_own_variables(tiny_llama:
     left, right, either = claim("left"), claim("right"), claim("left", "right")
     assert not left.collapsed
     assert left.to_dict()["collapsed"] is False
+    # The pairs whose label must change, where the no-op scores nothing, counted on their own.
+    record = left.to_dict()
+    changed = record["iia_on_changed_labels"]
+    assert changed["n"] == round(record["n_test"] * (1 - record["unchanged_label_rate"]))
+    assert 0 <= changed["correct"] <= min(changed["n"], record["iia_successes"])
+    flags = [p.expected != p.base_expected for p in left.evaluation.test.pairs]
+    hits = left.evaluation.correct.tolist()
+    assert changed["correct"] == sum(h for h, f in zip(hits, flags, strict=True) if f)
     assert "collapsed" not in left.verdict().reason
     assert right.collapsed
     assert either.collapsed
