@@ -33,7 +33,7 @@ def cache_key(model: Any, experiment: Any, config: Any) -> str:
     bfloat16 or on a GPU is another fit; ``cuda:0`` and ``cuda:1`` share entries)."""
     from das_assert import __version__
     from das_assert.tasks.price_tagging import INTERVENED_VARIABLES
-    from das_assert.tasks.registry import user_model_digest
+    from das_assert.tasks.registry import BUILTIN_CAUSAL_MODELS
 
     fit = config.as_dict()
     if fit.get("method", "").startswith("das:"):  # trained with its hard mask since 2026-12-03
@@ -52,7 +52,7 @@ def cache_key(model: Any, experiment: Any, config: Any) -> str:
         "site": str(experiment.site),
         "fit": fit,
     }
-    if user_model_digest(experiment.hypothesis) is not None:
+    if experiment.hypothesis not in BUILTIN_CAUSAL_MODELS:
         # A registered model: its name fixes neither its labels nor its boxes.
         labelled = [(p.inputs, p.expected) for p in experiment.train_pairs()]
         recipe["causal_model"] = hashlib.sha256(json.dumps(labelled).encode()).hexdigest()

@@ -102,15 +102,15 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _hypothesis_name(text: str) -> str:
-    from das_assert.errors import did_you_mean
-    from das_assert.tasks.price_tagging import CAUSAL_MODELS
+    from das_assert.errors import InvalidArgument
+    from das_assert.tasks.price_tagging import causal_model
 
-    if text not in CAUSAL_MODELS:
+    try:
+        causal_model(text)
+    except InvalidArgument as exc:
         raise argparse.ArgumentTypeError(
-            f"unknown causal model {text!r}; choose one of {', '.join(sorted(CAUSAL_MODELS))}, "
-            "or name the file that registers yours with --causal-models FILE."
-            + did_you_mean(text, CAUSAL_MODELS)
-        )
+            f"{exc} On the command line, name its file with --causal-models FILE"
+        ) from None
     return text
 
 

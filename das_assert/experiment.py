@@ -129,7 +129,6 @@ class AlignmentResult:
     config: FitConfig
     fitted: FittedAlignment
     evaluation: Evaluation
-    unchanged_rate: float
     test_pairs: str = "test"  # "confirmation": fresh pairs, since the test pairs chose it
 
     def confirmed(self) -> AlignmentResult:
@@ -149,9 +148,7 @@ class AlignmentResult:
             )
         except PreconditionFailed as exc:
             raise PreconditionFailed(f"{self.model.name}: {exc}; {_PRECONDITION_ADVICE}") from None
-        unchanged = sum(p.expected == p.base_expected for p in test.pairs) / len(test)
-        fresh = {"evaluation": evaluation, "unchanged_rate": unchanged}
-        return replace(self, **fresh, test_pairs="confirmation")
+        return replace(self, evaluation=evaluation, test_pairs="confirmation")
 
     @property
     def iia(self) -> float:
@@ -235,6 +232,11 @@ class AlignmentResult:
         correct = self.evaluation.correct.tolist()
         changed = [i for i, pair in enumerate(pairs) if pair.expected != pair.base_expected]
         return {"correct": int(sum(bool(correct[i]) for i in changed)), "n": len(changed)}
+
+    @property
+    def unchanged_rate(self) -> float:
+        """The share of test pairs whose label is the base's own: what the no-op gets right."""
+        return 1 - self.changed_labels()["n"] / self.n
 
     def to_dict(self, *, test_id: str | None = None, include_pairs: bool = True) -> dict[str, Any]:
         """The result record of the JSON report (see README, "The JSON report")."""
@@ -356,8 +358,7 @@ def run_experiment(
     except PreconditionFailed as exc:
         raise PreconditionFailed(f"{model.name}: {exc}; {_PRECONDITION_ADVICE}") from None
     _release_device_cache(model)  # the fit's prefix store and activations are gone by now
-    unchanged = sum(p.expected == p.base_expected for p in test.pairs) / len(test)
-    return AlignmentResult(model, experiment, config, fitted, evaluation, unchanged)
+    return AlignmentResult(model, experiment, config, fitted, evaluation)
 
 
 def _encoded(model: LoadedModel, experiment: Experiment, which: str) -> EncodedPairs:

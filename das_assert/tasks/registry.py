@@ -55,7 +55,6 @@ __all__ = [
     "causal_model_manifest",
     "import_causal_models",
     "register_causal_model",
-    "user_model_digest",
 ]
 
 #: das_assert's own causal models; their names cannot be registered again.
@@ -202,22 +201,15 @@ def _run_models_file(path: Path) -> None:
         ) from exc
 
 
-def user_model_digest(name: str) -> str | None:
-    """A digest of a registered model's mechanisms, intervened variables and answers on the
-    probes (None for a built-in one): what a saved alignment records of its causal model."""
+def causal_model_manifest(name: str) -> dict[str, str]:
+    """What a saved alignment records of its causal model: ``{"causal_model": digest}`` of a
+    registered one's mechanisms, boxes and answers on the probes, so that ``evaluate`` can say
+    when the definition changed since; {} for a built-in one."""
     registration = _registered.get(name)
     if registration is None:
-        return None
-    return hashlib.sha256(f"{registration.identity}/{registration.behaviour}".encode()).hexdigest()[
-        :16
-    ]
-
-
-def causal_model_manifest(name: str) -> dict[str, str]:
-    """What a saved alignment records of its causal model: ``{"causal_model": digest}`` for a
-    registered one, so that ``evaluate`` can say when the definition changed since; {} else."""
-    digest = user_model_digest(name)
-    return {} if digest is None else {"causal_model": digest}
+        return {}
+    both = f"{registration.identity}/{registration.behaviour}"
+    return {"causal_model": hashlib.sha256(both.encode()).hexdigest()[:16]}
 
 
 def _identity(model: CausalModel, boxes: tuple[str, ...]) -> str:
@@ -268,12 +260,14 @@ def _probe_digest(model: CausalModel, boxes: tuple[str, ...]) -> str:
     return hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:16]
 
 
+_NUMPY_BOOL_NAMES = ("bool", "bool_")  # numpy 2 names its boolean scalar "bool", numpy 1 "bool_"
+
+
 def _is_boolean(value: object) -> bool:
     kind = type(value)
-    return isinstance(value, bool) or (kind.__module__ == "numpy" and kind.__name__ in BOOL_NAMES)
-
-
-BOOL_NAMES = ("bool", "bool_")  # numpy 2 names its boolean scalar type "bool", numpy 1 "bool_"
+    return isinstance(value, bool) or (
+        kind.__module__ == "numpy" and kind.__name__ in _NUMPY_BOOL_NAMES
+    )
 
 
 def _boolean_answer(

@@ -100,8 +100,8 @@ CLI_CASES = [
         "left_boundry",
         "--layer",
         "1",
-        match=r"argument --hypothesis: unknown causal model 'left_boundry'; .* --causal-models "
-        r"FILE\. Did you mean 'left_boundary'\?",
+        match=r"argument --hypothesis: unknown causal model 'left_boundry'; .* Did you mean "
+        r"'left_boundary'\? On the command line, name its file with --causal-models FILE",
     ),
     cli(*FIT, "--model", "/no/such/dir", match=r"error: model directory '/no/such/dir' does not"),
     cli(*FIT, "--model", LLAMA, "--device", "tpu", match=r"error: device='tpu' is not one of"),
