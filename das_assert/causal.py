@@ -21,7 +21,18 @@ from typing import Any
 
 from das_assert.errors import InvalidArgument, did_you_mean
 
-__all__ = ["CausalModel"]
+__all__ = ["CausalModel", "MechanismFailed"]
+
+
+class MechanismFailed(InvalidArgument):
+    """A mechanism raised: names the variable it computes and what it raised."""
+
+    def __init__(self, model: str, variable: str, error: BaseException) -> None:
+        super().__init__(
+            f"{model}: the mechanism of {variable!r} raised {type(error).__name__}: {error}"
+        )
+        self.variable = variable
+        self.error = error
 
 Values = Mapping[str, Any]
 
@@ -137,8 +148,13 @@ class CausalModel:
         for name in self.order:
             if name in fixed:
                 values[name] = fixed[name]
-            else:
+                continue
+            try:
                 values[name] = self.mechanisms[name](*(values[p] for p in self.parents[name]))
+            except InvalidArgument:
+                raise
+            except Exception as exc:
+                raise MechanismFailed(self.name, name, exc) from exc
         return values
 
     def output_of(self, inputs: Values) -> Any:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from das_assert.causal import CausalModel
+from das_assert.causal import CausalModel, MechanismFailed
 from das_assert.data import PromptPair
 from das_assert.errors import InvalidArgument, did_you_mean
 from das_assert.tasks.phrasings import DEFAULT_INSTRUCTION
@@ -328,12 +328,11 @@ def causal_answer(
         if source is None or variable is None:
             return cm.output_of(base)
         return cm.counterfactual(base, source, intervene=[variable])
-    except InvalidArgument:
-        raise
-    except Exception as exc:
+    except MechanismFailed as failed:
+        exc = failed.error
         raise InvalidArgument(
-            f"{cm.name}: computing {cm.output!r} {describe_inputs(base, source, variable)} raised "
-            f"{type(exc).__name__}: {exc}"
+            f"{cm.name}: computing {failed.variable!r} {describe_inputs(base, source, variable)} "
+            f"raised {type(exc).__name__}: {exc}"
         ) from exc
 
 

@@ -165,6 +165,24 @@ def test_a_mechanism_that_raises_while_pairs_are_drawn_names_the_inputs(
         )
 
 
+def test_the_error_names_the_mechanism_that_raised_not_the_output() -> None:
+    # A raising 'right' was reported as "computing 'answer'", the output, sending users to the
+    # wrong function.
+    def right(x: int, hi: int) -> bool:
+        if x > 900:
+            raise ValueError("boom in right")
+        return x <= hi
+
+    model = CausalModel(
+        name="mine",
+        inputs=("lo", "hi", "x"),
+        mechanisms={"right": right, "answer": lambda right, x, lo: right and x >= lo},
+        output="answer",
+    )
+    with pytest.raises(InvalidArgument, match=r"mine: computing 'right' on base .* boom in right"):
+        register_causal_model(model, intervened=("right",))
+
+
 def test_a_raising_mechanism_is_shown_with_the_inputs_that_raise() -> None:
     model = right_boundary(answer=lambda right, x, lo: right and 1 / (x - lo) > 0)
     with pytest.raises(InvalidArgument) as raised:
