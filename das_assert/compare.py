@@ -44,7 +44,7 @@ class DropCheck:
     relative: bool
 
     def allowed_drop(self, baseline: float) -> float:
-        return baseline * self.amount / 100 if self.relative else self.amount
+        return abs(baseline) * self.amount / 100 if self.relative else self.amount
 
     def values(
         self, current: dict[str, Any], baseline: dict[str, Any]
@@ -78,6 +78,9 @@ class DropCheck:
         either record lacks fails too (a gate that cannot check does not pass); a negative
         claim's alignment numbers fail by rising (task accuracy always by dropping)."""
         now, before = self.values(current, baseline)
+        skipped = (current.get("transfer") or {}).get("skipped")
+        if self.field == "transfer" and skipped:
+            return f"transfer was not measured ({skipped}), so {self} cannot be checked"
         if not self.checkable(current, baseline):
             sides = [n for n, v in (("baseline", before), ("current", now)) if v is None]
             where = " and ".join(sides) or "both (not numbers)"
@@ -175,7 +178,13 @@ def compare_entries(
         failures = [message for check in checks if (message := check.check(b, a))]
         incomparable = not_comparable(a, b)
         failures += incomparable
-        flipped = a.get("passed") is True and b.get("passed") is False
+        # a claim whose verdict is as expected can fail its run against that run's own
+        # baseline: that is not a flip, and the checks here say whether it dropped
+        flipped = (
+            a.get("passed") is True
+            and b.get("passed") is False
+            and b.get("verdict") != b.get("expected_verdict")
+        )
         if flipped:
             failures.append(
                 f"the claim held in OLD and fails in NEW (verdict {b.get('verdict')}, expected "

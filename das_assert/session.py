@@ -372,6 +372,12 @@ class DasRequest:
 
         if not entry.get("alignment_file"):
             return {"skipped": "the baseline holds no alignment file for this claim"}
+        fitted_at, here = entry["site"]["canonical"], str(result.experiment.site)
+        if fitted_at != here:  # its rotation means nothing at another layer or position
+            return {
+                "skipped": f"the baseline's alignment was fitted at {fitted_at}, and this run's "
+                f"claim is at {here} (drift)"
+            }
         file = path.parent / path.stem / entry["alignment_file"]
         try:
             interchange, _ = load_alignment(file, hidden_size=self.session.model.config.hidden_size)

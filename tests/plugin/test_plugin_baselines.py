@@ -186,6 +186,32 @@ def test_the_gate_refuses_a_baseline_fitted_by_another_method(project: pytest.Py
     )
 
 
+def test_a_claim_that_moved_site_does_not_transfer_the_old_rotation(
+    project: pytest.Pytester,
+) -> None:
+    # After das.yaml moved the site, the baseline's rotation was applied at the new site (one it
+    # was never fitted for) and transfer:0.1 gated on that number.
+    passing = "test_hyp.py::test_a_negative_claim_holds"
+    args = ("--das-cache=off", "--das-baseline-dir=b", "--das-json=r.json", passing)
+    _run(project, "--das-save-baseline=v1", *args).assert_outcomes(passed=1)
+    yaml = project.path / "das.yaml"
+    yaml.write_text(yaml.read_text().replace("layer=1, pos=last", "layer=0, pos=last"))
+    result = _run(project, "--das-compare=v1", "--das-compare-fail=transfer:0.1", *args)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*transfer was not measured (the baseline's alignment was fitted at "
+            "block_output[[]layer=1, pos=last[]], and this run's claim is at "
+            "block_output[[]layer=0, pos=last[]] (drift)), so transfer:0.1 cannot be checked*"
+        ]
+    )
+    import json
+
+    (record,) = json.loads((project.path / "r.json").read_text())["results"]
+    assert set(record["transfer"]) == {"skipped"}
+    assert record["drift"]["from"] == "block_output[layer=1, pos=last]"
+
+
 EMBEDDED_YAML = """
 models:
   embedded:

@@ -392,3 +392,23 @@ def test_a_command_line_fit_is_matched_with_the_claim_at_its_site_fitted_alike(
         "::left_boundary, alike to it (fit method, prompts, pairs)) |"
     ) in out
     assert out.splitlines()[-1] == "0 regression(s), 1 missing in NEW"
+
+
+def test_a_relative_drop_of_a_negative_number_is_measured_from_its_size() -> None:
+    from das_assert.compare import parse_compare_fail
+
+    check = parse_compare_fail("normalized_iia:5%")
+    # unchanged: once "dropped by 0.000, more than the allowed 5% = -0.005"
+    assert check.fails(current=-0.1, baseline=-0.1) is None
+    assert check.fails(current=-0.104, baseline=-0.1) is None  # within 5% of 0.1
+    assert check.fails(current=-0.2, baseline=-0.1) is not None
+
+
+def test_a_claim_that_failed_only_against_its_runs_own_baseline_is_not_called_flipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = _report(tmp_path / "old.json", _claim(0.689, "not_aligned", "not_aligned"))
+    failed_its_gate = {**_claim(0.689, "not_aligned", "not_aligned"), "passed": False}
+    new = _report(tmp_path / "new.json", failed_its_gate)
+    assert main(["compare", str(old), str(new), "--fail", "iia:0.05"]) == 0
+    assert "held in OLD and fails in NEW" not in capsys.readouterr().out
