@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -210,8 +210,7 @@ def das_session(request: pytest.FixtureRequest) -> Any:
     except DasError as exc:
         if not config.getoption("das_model") and os.environ.get("DAS_MODEL"):
             exc = type(exc)(f"{exc} (the model path is $DAS_MODEL={os.environ['DAS_MODEL']!r})")
-        # from None: the error is the message, not "during handling of" another
-        raise pytest.fail.Exception(f"das_assert setup: {exc}", pytrace=False) from None
+        _setup_failed(f"das_assert setup: {exc}")
     reporter = config.pluginmanager.get_plugin("das-reporter")
     if reporter is not None:  # the reports name the model even if no claim reaches a verdict
         reporter.model_loaded(model)
@@ -287,8 +286,17 @@ def _baseline_setup(config: pytest.Config, model_key: str) -> dict[str, Any]:
                 path = find_baseline(Path(root) / key if key else directory, name)
             out["baseline"] = (path, load_baseline(path))
         except DasError as exc:
-            raise pytest.fail.Exception(f"das_assert --das-compare: {exc}", pytrace=False) from None
+            _setup_failed(f"das_assert --das-compare: {exc}")
     return out
+
+
+def _setup_failed(message: str) -> NoReturn:
+    """Stop the run with one usage error: no test that needs the model can run (a das.yaml typo
+    was reported once per test, 23 times). Under xdist each worker fails its tests instead."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
+    # from None: the error is the message, not "during handling of" another
+    raise pytest.fail.Exception(message, pytrace=False) from None
 
 
 @pytest.fixture

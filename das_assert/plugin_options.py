@@ -47,6 +47,17 @@ def _choice(choices: tuple[str, ...]) -> Any:
     return parse
 
 
+def _device(value: str) -> str:
+    """An argparse type: ``cpu``, ``cuda``, ``cuda:N`` or ``cuda:worker`` (whether this machine
+    has that device is checked when the model loads)."""
+    import argparse
+
+    index = value.partition(":")[2]
+    if value in ("cpu", "cuda", "cuda:worker") or (value.startswith("cuda:") and index.isdigit()):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r} is not one of cpu, cuda, cuda:N, cuda:worker")
+
+
 def _fraction(value: str) -> float:
     from das_assert.cli_args import parse_fraction  # argparse only: no torch
 
@@ -122,6 +133,7 @@ def add_options(parser: pytest.Parser) -> None:
         "--das-device",
         metavar="DEVICE",
         default="cpu",
+        type=_device,
         help="cpu, cuda, cuda:N, or cuda:worker (one GPU per pytest-xdist worker). Default: 'cpu'",
     )
     group.addoption(

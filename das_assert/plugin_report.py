@@ -120,6 +120,7 @@ class Reporter:
             "selection": self._selection(),  # the run was narrowed to some of the tests
         }
         self._save_baseline(run)
+        self._note_compared()
         json_path = self.config.getoption("das_json")
         md_path = self.config.getoption("das_markdown")
         if not (json_path or md_path):
@@ -168,7 +169,7 @@ class Reporter:
                 if folder.is_dir() and not any(folder.iterdir()):
                     folder.rmdir()
                 self.notes.append(
-                    f"baseline {name} NOT saved: the run did not complete (pytest exit "
+                    f"das: baseline {name} NOT saved: the run did not complete (pytest exit "
                     f"{run['exit_code']}), and a baseline must hold the whole suite; the "
                     f"{len(records)} alignment file(s) written for it were removed"
                 )
@@ -183,10 +184,21 @@ class Reporter:
             self.notes.append(f"das: baseline saved: {self._shown(stem + '.json')} ({count})")
             if run["selection"]:
                 self.notes.append(
-                    f"baseline {name} holds only the {len(records)} claim(s) selected: "
+                    f"das: baseline {name} holds only the {len(records)} claim(s) selected: "
                     f"{run['selection']}, and a --das-compare against it fails every claim it "
                     "lacks"
                 )
+
+    def _note_compared(self) -> None:
+        """Name the baseline each judged claim was compared with: a passing gate printed only
+        deltas, and with two baselines of one name saved, which one was the reference?"""
+        compared: dict[str, int] = {}
+        for record in self.records:
+            if path := (record.get("baseline") or {}).get("path"):
+                compared[path] = compared.get(path, 0) + 1
+        for path, count in sorted(compared.items()):
+            claims = f"{count} claim{'' if count == 1 else 's'}"
+            self.notes.append(f"das: compared with baseline: {self._shown(path)} ({claims})")
 
     def _shown(self, path: str) -> str:
         """``path`` relative to where pytest was started, if it lies under it."""

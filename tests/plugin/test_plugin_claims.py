@@ -109,6 +109,9 @@ def test_hypothesis_files_with_different_das_yaml_files_are_refused_in_one_run(
     )
     assert "Traceback" not in result.stdout.str()
     assert "During handling of the above exception" not in result.stdout.str()  # said once
+    # one usage error for the run, not one error per test (each file here has two tests)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stdout.str().count("das_assert setup:") == 1
 
 
 def test_bad_input_inside_a_test_reports_one_message_not_a_traceback(project) -> None:

@@ -39,6 +39,8 @@ def test_help_lists_the_das_options_in_their_own_group(pytester: pytest.Pytester
         ("--das-inconclusive=xfial", "'xfial' is not one of fail, xfail, pass"),
         ("--das-dtype=float8", "'float8' is not one of float32, bfloat16, float16"),
         ("--das-profile=fast", "'fast' is not one of ci, dev, thorough"),
+        # was "das_assert setup: device='gpu' is not one of ...", once per test, option unnamed
+        ("--das-device=gpu", "'gpu' is not one of cpu, cuda, cuda:N, cuda:worker"),
         (f"--das-seed={2**70}", f"'{2**70}' is not a seed: use an integer 0 to 4294967295"),
         (
             "--das-save-baseline=/tmp/base.json",  # was saved as 0001_tmp_base.json.json
