@@ -34,6 +34,7 @@ class MechanismFailed(InvalidArgument):
         self.variable = variable
         self.error = error
 
+
 Values = Mapping[str, Any]
 
 

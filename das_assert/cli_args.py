@@ -8,7 +8,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-__all__ = ["build_parser", "causal_model_files", "parse_fraction", "positive_int"]
+from das_assert.metrics import check_threshold
+
+__all__ = [
+    "build_parser",
+    "causal_model_files",
+    "parse_fraction",
+    "parse_threshold",
+    "positive_int",
+]
 
 
 def _cents(text: str) -> int:
@@ -32,6 +40,14 @@ def parse_fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"{text!r} must lie in [0, 1]")
+    return value
+
+
+def parse_threshold(text: str) -> float:
+    """An argparse type: a threshold, in [0, 1)."""
+    value = parse_fraction(text)
+    if (problem := check_threshold(value)) is not None:
+        raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
     return value
 
 
@@ -181,7 +197,7 @@ def _add_data_args(parser: argparse.ArgumentParser, *, hypothesis_required: bool
     )
     group.add_argument(
         "--threshold",
-        type=parse_fraction,
+        type=parse_threshold,
         metavar="P",
         help="claim IIA >= P: exit 1 unless the verdict is 'aligned'",
     )

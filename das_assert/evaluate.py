@@ -22,6 +22,7 @@ from das_assert.errors import InvalidArgument, OutOfDeviceMemory, PreconditionFa
 from das_assert.featurizers import Interchange
 from das_assert.fit import FittedAlignment
 from das_assert.kv_cache import prefix_caching_works, weights_version
+from das_assert.metrics import Gap, Verdict, paired_gap, verdict, wilson_interval
 from das_assert.prefix_store import PrefixStore
 from das_assert.runner import BaseRun, answer_logits, shared_source_vectors, tail_blocks
 
@@ -73,6 +74,48 @@ class Evaluation:
             "majority": majority,
             "random_rotation": int((self.random_predicted == labels).sum()) / self.n,
         }
+
+    def gap(self, baseline: str) -> Gap:
+        """IIA's lead over ``baseline`` (``noop`` or ``random_rotation``) on these pairs, with the
+        95 % interval of a difference of paired proportions."""
+        runs = {"noop": self.base_predicted, "random_rotation": self.random_predicted}
+        if baseline not in runs:
+            raise InvalidArgument(f"no paired baseline {baseline!r}; one of {', '.join(runs)}")
+        mine, theirs = self.correct, runs[baseline] == self.test.label_ids
+        return paired_gap(
+            only_iia=int((mine & ~theirs).sum()),
+            only_baseline=int((~mine & theirs).sum()),
+            both=int((mine & theirs).sum()),
+            n=self.n,
+        )
+
+    def changed_labels(self) -> dict[str, int]:
+        """``{"correct", "n"}`` over the pairs whose label differs from the base's own: the part
+        of IIA that leaving the run alone cannot earn, the number to read where most labels never
+        change (a claim on the output variable, a narrow bracket)."""
+        pairs, correct = self.test.pairs, self.correct.tolist()
+        changed = [i for i, pair in enumerate(pairs) if pair.expected != pair.base_expected]
+        return {"correct": int(sum(bool(correct[i]) for i in changed)), "n": len(changed)}
+
+    def verdict(
+        self,
+        threshold: float,
+        *,
+        controls: tuple[str, ...] = ("noop", "random_rotation"),
+        margin: float = 0.05,
+        collapsed: bool = False,
+    ) -> Verdict:
+        """``metrics.verdict`` on these pairs: IIA's interval against ``threshold``, its lead over
+        each of ``controls`` against ``margin``, and whether enough labels change to tell."""
+        return verdict(
+            iia_ci=wilson_interval(self.successes, self.n),
+            iia=self.iia,
+            threshold=threshold,
+            gaps={name: self.gap(name) for name in controls},
+            margin=margin,
+            collapsed=collapsed,
+            changed=(self.changed_labels()["n"], self.n),
+        )
 
     def subset(self, keep: Callable[[PromptPair], bool]) -> Evaluation:
         """This evaluation restricted to the pairs for which ``keep(pair)`` is true: each pair's

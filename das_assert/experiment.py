@@ -17,7 +17,7 @@ from das_assert.data import EncodedPairs, PromptPair, TokenizedPairs, encode, to
 from das_assert.errors import InvalidArgument, PreconditionFailed
 from das_assert.evaluate import Evaluation, base_answers, evaluate
 from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
-from das_assert.metrics import Verdict, normalized_iia, verdict, wilson_interval
+from das_assert.metrics import Verdict, check_threshold, normalized_iia, wilson_interval
 from das_assert.models import LoadedModel
 from das_assert.positions import parse_position
 from das_assert.sharing import shared
@@ -75,8 +75,13 @@ class Experiment:
                 f"bracket={self.bracket} must be (low, high) in cents with "
                 "0 <= low <= high <= 999, e.g. (549, 849) for 5.49..8.49 dollars"
             )
-        if self.threshold is not None and not 0 <= self.threshold <= 1:
-            raise InvalidArgument(f"threshold={self.threshold} must lie in [0, 1]")
+        if self.threshold is not None and (problem := check_threshold(self.threshold)):
+            raise InvalidArgument(f"threshold={self.threshold!r}: {problem}")
+        if isinstance(self.margin, bool) or not 0 <= self.margin < 1:
+            raise InvalidArgument(
+                f"margin={self.margin!r} must lie in [0, 1): how much IIA must beat each baseline "
+                "by (default 0.05)"
+            )
         if not 0 <= self.min_task_accuracy <= 1:
             raise InvalidArgument(f"min_task_accuracy={self.min_task_accuracy} must lie in [0, 1]")
 
@@ -177,20 +182,24 @@ class AlignmentResult:
         threshold = self.experiment.threshold if threshold is None else threshold
         if threshold is None:
             return None
-        controls = {"noop": self.baselines["noop"]}
-        interchange = self.fitted.interchange
-        # A box of the whole vector (--method full) is the same intervention in any basis: a
-        # random rotation of its width is the method itself, and no IIA could beat it.
-        if interchange.d not in interchange.hard_widths():
-            controls["random_rotation"] = self.baselines["random_rotation"]
-        return verdict(
-            iia_ci=self.iia_ci,
-            iia=self.iia,
-            threshold=threshold,
-            baselines=controls,
+        return self.evaluation.verdict(
+            threshold,
+            controls=self.controls,
             margin=self.experiment.margin,
             collapsed=self.collapsed,
         )
+
+    @property
+    def controls(self) -> tuple[str, ...]:
+        """The baselines a claim must beat: the no-op, and a random rotation of the learned width,
+        except for a whole-vector swap (``method="full"``): that is the same intervention in any
+        basis, so a random rotation of it is the method itself. A Boundless or ``das:K`` box that
+        grew to the whole vector keeps the control, and cannot beat it: it shows no subspace."""
+        interchange = self.fitted.interchange
+        whole = interchange.d in interchange.hard_widths()
+        if self.config.method == "full" or (whole and interchange.rotation_kind == "identity"):
+            return ("noop",)
+        return ("noop", "random_rotation")
 
     def evaluate_on(self, pairs: list[PromptPair], *, seed: int | None = None) -> Evaluation:
         """Evaluate the frozen alignment on other pairs (new prompts, brackets): no training."""
@@ -225,13 +234,8 @@ class AlignmentResult:
         )
 
     def changed_labels(self) -> dict[str, int]:
-        """``{"correct", "n"}`` over the test pairs whose label differs from the base's own: the
-        part of IIA that leaving the run alone cannot earn (the no-op gets none of it), the
-        number to read where half the labels never change (a claim on the output variable)."""
-        pairs = self.evaluation.test.pairs
-        correct = self.evaluation.correct.tolist()
-        changed = [i for i, pair in enumerate(pairs) if pair.expected != pair.base_expected]
-        return {"correct": int(sum(bool(correct[i]) for i in changed)), "n": len(changed)}
+        """``Evaluation.changed_labels`` of the test pairs."""
+        return self.evaluation.changed_labels()
 
     @property
     def unchanged_rate(self) -> float:
@@ -279,6 +283,7 @@ class AlignmentResult:
             },
             "task_accuracy": round(ev.task_accuracy, 6),
             "baselines": {k: round(v, 6) for k, v in baselines.items()},
+            "baseline_leads": {name: ev.gap(name).to_dict() for name in self.controls},
             "normalized_iia": _round(
                 normalized_iia(self.iia, baselines["majority"], ev.task_accuracy)
             ),

@@ -1,26 +1,45 @@
 """Interval statistics and verdicts.
 
-IIA is a proportion of n pairs, so every IIA comes with a Wilson score interval. A verdict is read
-off the interval, never off the point estimate:
+IIA is a proportion of n pairs, so every IIA comes with a Wilson score interval; its lead over a
+baseline scored on the same pairs (the no-op, the random rotation) comes with Newcombe's interval
+for a difference of paired proportions. A verdict is read off the intervals, never off a point
+estimate:
 
-- ``aligned``: the lower bound is at least the threshold, and IIA beats the no-op and the
-  random-rotation baselines by at least ``margin``;
-- ``not_aligned``: the upper bound is below the threshold, or IIA does not beat a baseline by
-  ``margin`` (wherever the interval lies: more pairs would not make the site do more);
-- ``inconclusive``: otherwise, the interval straddles the threshold; more pairs would decide.
+- ``aligned``: the lower bound of IIA is at least the threshold, and the lower bound of each lead
+  over a baseline is at least ``margin``;
+- ``not_aligned``: the upper bound of IIA is below the threshold, or the upper bound of a lead is
+  below ``margin`` (the site clearly does no more than that baseline);
+- ``inconclusive``: otherwise: an interval straddles its bar, and more pairs would decide; or so
+  few labels change that even a perfect intervention could not be told from the no-op (then
+  more pairs of that kind would not decide, pairs whose labels change would).
 
 >>> round(wilson_interval(90, 100)[0], 3)
 0.826
+>>> gap = paired_gap(only_iia=120, only_baseline=20, both=500, n=800)
+>>> round(gap.estimate, 3), round(gap.low, 3), round(gap.high, 3)
+(0.125, 0.097, 0.153)
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from das_assert.errors import InvalidArgument
 
-__all__ = ["Verdict", "normalized_iia", "required_n", "verdict", "wilson_interval"]
+__all__ = [
+    "Gap",
+    "Verdict",
+    "check_threshold",
+    "normalized_iia",
+    "paired_gap",
+    "perfect_gap",
+    "required_n",
+    "verdict",
+    "wilson_interval",
+]
 
 Z95 = 1.959963984540054
 
@@ -38,6 +57,74 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     low = 0.0 if successes == 0 else max(0.0, centre - half)
     high = 1.0 if successes == n else min(1.0, centre + half)
     return low, high
+
+
+@dataclass(frozen=True)
+class Gap:
+    """IIA minus a baseline scored on the same pairs, with the 95 % interval of that difference."""
+
+    baseline: float  # the baseline's own score
+    estimate: float  # IIA - baseline
+    low: float
+    high: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "baseline": round(self.baseline, 6),
+            "lead": round(self.estimate, 6),
+            "ci": [round(self.low, 6), round(self.high, 6)],
+        }
+
+    def __str__(self) -> str:
+        return f"{self.estimate:+.3f} [{self.low:+.3f}, {self.high:+.3f}]"
+
+
+def paired_gap(*, only_iia: int, only_baseline: int, both: int, n: int) -> Gap:
+    """IIA minus a baseline on the same ``n`` pairs (Newcombe 1998, method 10: Wilson intervals of
+    each proportion, combined with the correlation of the pairs): ``only_iia`` pairs right under
+    the intervention alone, ``only_baseline`` under the baseline alone, ``both`` under both."""
+    neither = n - only_iia - only_baseline - both
+    if n <= 0 or min(only_iia, only_baseline, both, neither) < 0:
+        raise InvalidArgument(
+            f"paired counts only_iia={only_iia}, only_baseline={only_baseline}, both={both} "
+            f"do not fit n={n} pairs"
+        )
+    first, second = both + only_iia, both + only_baseline
+    p1, p2 = first / n, second / n
+    l1, u1 = wilson_interval(first, n)
+    l2, u2 = wilson_interval(second, n)
+    margins = first * (n - first) * second * (n - second)
+    cross = both * neither - only_iia * only_baseline
+    if cross > n / 2:  # Newcombe's continuity correction of the correlation
+        cross -= n / 2
+    elif cross > 0:
+        cross = 0
+    phi = cross / math.sqrt(margins) if margins > 0 else 0.0
+    d = p1 - p2
+    below, above = (p1 - l1, u2 - p2), (u1 - p1, p2 - l2)
+    low = d - math.sqrt(max(0.0, below[0] ** 2 - 2 * phi * below[0] * below[1] + below[1] ** 2))
+    high = d + math.sqrt(max(0.0, above[0] ** 2 - 2 * phi * above[0] * above[1] + above[1] ** 2))
+    return Gap(baseline=p2, estimate=d, low=max(-1.0, low), high=min(1.0, high))
+
+
+def perfect_gap(changed: int, n: int) -> Gap:
+    """The lead over the no-op of an intervention right on every pair, when ``changed`` of ``n``
+    pairs have a label other than the base's own (the no-op right on all the others): the most a
+    site could show on these pairs."""
+    return paired_gap(only_iia=changed, only_baseline=0, both=n - changed, n=n)
+
+
+THRESHOLD_RULE = (
+    "a threshold is a number in [0, 1): a 95% lower bound never reaches 1, so a threshold of 1 "
+    "could never be met"
+)
+
+
+def check_threshold(value: object) -> str | None:
+    """Why ``value`` cannot be a threshold, or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        return THRESHOLD_RULE
+    return None
 
 
 def required_n(half_width: float, p: float = 0.5, z: float = Z95) -> int:
@@ -59,6 +146,7 @@ class Verdict:
 
     outcome: str  # aligned | not_aligned | inconclusive
     reason: str
+    untestable: bool = False  # inconclusive because too few labels change, whatever n
 
 
 def verdict(
@@ -66,25 +154,50 @@ def verdict(
     iia_ci: tuple[float, float],
     iia: float,
     threshold: float,
-    baselines: dict[str, float],
+    gaps: Mapping[str, Gap],
     margin: float = 0.05,
     collapsed: bool = False,
+    changed: tuple[int, int] | None = None,
 ) -> Verdict:
-    """Decide aligned / not_aligned / inconclusive from the interval and the baselines."""
-    if not 0 <= threshold <= 1:
-        raise InvalidArgument(f"threshold={threshold} must lie in [0, 1]")
+    """Decide aligned / not_aligned / inconclusive from the intervals (see the module docstring).
+
+    ``gaps``: IIA's lead over each baseline the claim must beat; ``changed``: ``(pairs whose label
+    differs from the base's own, n)``, to tell a claim its pairs cannot decide.
+    """
+    if (problem := check_threshold(threshold)) is not None:
+        raise InvalidArgument(f"threshold={threshold!r}: {problem}")
+    if not 0 <= margin < 1:
+        raise InvalidArgument(f"margin={margin!r} must lie in [0, 1): IIA's lead over a baseline")
     low, high = iia_ci
     if collapsed:
         return Verdict("not_aligned", "the learned boundary collapsed to 0 coordinates (a no-op)")
     if high < threshold:
         return Verdict("not_aligned", f"95% CI upper bound {high:.3f} < threshold {threshold:.3f}")
-    lost = [name for name, value in baselines.items() if iia - value < margin - 1e-9]
-    if lost:  # more pairs would not help: the site does no more than a baseline
-        named = ", ".join(f"{name} ({baselines[name]:.3f})" for name in lost)
+    if changed is not None and perfect_gap(*changed).low < margin - 1e-9:
+        k, n = changed
+        return Verdict(
+            "inconclusive",
+            f"only {k} of {n} pairs have a label the intervention must change: even an "
+            f"intervention right on every pair could not beat the no-op by {margin} here; draw "
+            "pairs whose labels change (another bracket or amounts), not more of these",
+            untestable=True,
+        )
+    lost = [name for name, gap in gaps.items() if gap.high < margin - 1e-9]
+    if lost:  # the site clearly does no more than a baseline
+        named = ", ".join(f"{name} ({gaps[name].baseline:.3f}, lead {gaps[name]})" for name in lost)
         return Verdict("not_aligned", f"IIA {iia:.3f} does not beat {named} by {margin}")
-    if low >= threshold:
-        return Verdict("aligned", f"95% CI lower bound {low:.3f} >= threshold {threshold:.3f}")
-    return Verdict(
-        "inconclusive",
-        f"95% CI [{low:.3f}, {high:.3f}] contains the threshold {threshold:.3f}; increase n",
+    unsure = [name for name, gap in gaps.items() if gap.low < margin - 1e-9]
+    if low >= threshold and not unsure:
+        leads = "".join(f"; lead over {name} {gap}" for name, gap in gaps.items())
+        return Verdict(
+            "aligned", f"95% CI lower bound {low:.3f} >= threshold {threshold:.3f}{leads}"
+        )
+    reasons = (
+        []
+        if low >= threshold
+        else [f"95% CI [{low:.3f}, {high:.3f}] contains the threshold {threshold:.3f}"]
     )
+    reasons += [
+        f"the lead over {name}, {gaps[name]}, contains the margin {margin}" for name in unsure
+    ]
+    return Verdict("inconclusive", "; ".join(reasons) + "; increase n")

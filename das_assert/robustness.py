@@ -4,7 +4,7 @@ a claim is judged, each example recorded for the robustness table."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NoReturn
 
 from das_assert.errors import InvalidArgument, PreconditionFailed
 from das_assert.experiment import AlignmentResult
@@ -20,46 +20,62 @@ def judge_variant(
 ) -> None:
     """``request.assert_robust`` (a ``DasRequest``; see its docstring for the rule)."""
     __tracebackhide__ = True
-    from hypothesis import assume, event
-
     from das_assert.session import IIAClaimFailed
 
+    if expect not in ("aligned", "not_aligned"):
+        raise InvalidArgument(f"expect={expect!r}: one of 'aligned', 'not_aligned'")
     threshold = request.session.settings.threshold(claim, table="robustness")
     exp = result.experiment
     evaluation = _evaluate_once(request.session, result, variant, n)
     if isinstance(evaluation, InvalidArgument):
-        event(f"rejected: {str(evaluation)[:60]}")
         _record(
             request, result, variant, n, claim, None, f"rejected: cannot be built: {evaluation}"
         )
-        assume(False)
+        _reject(f"rejected: {str(evaluation)[:60]}", evaluation)
     # The evaluation runs the base prompts first and stops at the task-accuracy gate.
     if isinstance(evaluation, PreconditionFailed):
-        event("rejected: the model fails the task under this variant")
         _record(request, result, variant, n, claim, None, f"rejected: {evaluation}")
-        assume(False)
+        _reject("rejected: the model fails the task under this variant", evaluation)
     low, high = wilson_interval(evaluation.successes, evaluation.n)
-    noop = evaluation.baselines()["noop"]
-    beats_noop = evaluation.iia - noop >= exp.margin
-    if expect == "aligned":  # as for a claim: an IIA at the no-op level transferred nothing
-        broken = high < threshold or not beats_noop
-    else:  # beating the threshold only counts if the intervention did something
-        broken = low >= threshold and beats_noop
+    noop = evaluation.gap("noop")
+    # Judged as a claim is, against this variant's own no-op (the random rotation was beaten
+    # where the alignment was trained): only a clear verdict breaks or holds the claim.
+    judged = evaluation.verdict(threshold, controls=("noop",), margin=exp.margin)
+    if judged.untestable:
+        _record(request, result, variant, n, claim, evaluation, f"rejected: {judged.reason}")
+        _reject(
+            "rejected: too few labels change under this variant",
+            PreconditionFailed(f"{variant!r} cannot test claim {claim!r}: {judged.reason}"),
+        )
+    broken = judged.outcome == ("not_aligned" if expect == "aligned" else "aligned")
     _record(request, result, variant, n, claim, evaluation, "broken" if broken else "holds")
     if broken:
         pair = evaluation.test.pairs[(evaluation.failing_indices() or [0])[0]]
         raise IIAClaimFailed(
             f"claim {claim!r} breaks under {variant!r}\n"
             f"  IIA {evaluation.iia:.3f} (n={evaluation.n}, 95% CI [{low:.3f}, {high:.3f}]) "
-            f"{_why_broken(expect, high, threshold, beats_noop, exp.margin)} "
-            f"at {exp.site}, seed={exp.seed}; task accuracy {evaluation.task_accuracy:.3f}, "
-            f"no-op {noop:.3f}\n"
+            f"at {exp.site}, seed={exp.seed}: {judged.outcome} (robustness threshold "
+            f"{threshold}): {judged.reason}; task accuracy {evaluation.task_accuracy:.3f}, "
+            f"no-op {noop.baseline:.3f}, lead over it {noop}\n"
             f"  a failing pair: base {pair.inputs.get('base')}, "
             f"source {pair.inputs.get('source')}"
             f"\n  base prompt:\n{indent(pair.base.text.strip())}\n  source prompt:\n"
             f"{indent(pair.source.text.strip())}\n"
             f"  replay: pytest {request.node.nodeid} ({replay_advice()})"
         )
+
+
+def _reject(event_text: str, error: Exception) -> NoReturn:
+    """Drop a variant that cannot test the claim: inside a hypothesis test, as a rejected example
+    (``assume``); called directly on one variant, as ``error``, which says why."""
+    from hypothesis import assume, event
+    from hypothesis.control import currently_in_test_context
+
+    if not currently_in_test_context():
+        raise error
+    event(event_text)
+    assume(False)
+    raise AssertionError("unreachable: assume(False) raises")  # for type checkers
 
 
 def _evaluate_once(session: Any, result: AlignmentResult, variant: Any, n: int) -> Any:
@@ -109,12 +125,3 @@ def _record(
             noop=round(evaluation.baselines()["noop"], 6),
         )
     request.node.user_properties.append(("das_fuzz", json.dumps(record)))
-
-
-def _why_broken(expect: str, high: float, threshold: float, beats_noop: bool, margin: float) -> str:
-    """Why a variant broke the claim, for its failure message."""
-    if expect != "aligned":
-        return f">= robustness threshold {threshold}"
-    if high < threshold:
-        return f"< robustness threshold {threshold}"
-    return f"does not beat this variant's no-op by the margin {margin}"

@@ -221,9 +221,10 @@ class DasRequest:
     def assert_not_aligned(
         self, result: AlignmentResult, *, claim: str, threshold: float | None = None
     ) -> None:
-        """Assert the variable is *not* found: the Wilson upper bound < threshold, or IIA does
-        not beat the no-op or random-rotation baseline by the margin wherever its interval lies
-        (the site does no more than leaving the run alone), or a claimed box is empty."""
+        """Assert the variable is *not* found: the Wilson upper bound < threshold, or the upper
+        bound of IIA's lead over the no-op or random-rotation baseline < the margin wherever IIA's
+        interval lies (the site clearly does no more than leaving the run alone), or a claimed
+        box is empty (``metrics.verdict``)."""
         __tracebackhide__ = True
         self._judge(result, claim=claim, threshold=threshold, expect="not_aligned")
 
@@ -411,16 +412,17 @@ class DasRequest:
         n: int = 400,
         expect: str = "aligned",
     ) -> None:
-        """Evaluate the frozen alignment on ``n`` pairs written as ``variant``; fail when the
-        Wilson upper bound of IIA is below the ``robustness`` threshold of ``claim`` or IIA does
-        not beat the variant's own no-op baseline by the margin, as a claim would (with
-        ``expect="not_aligned"``: when the lower bound reaches the threshold and IIA beats the
-        no-op by the margin, a negative claim that breaks). At 96 pairs an alignment that does
-        nothing still "held" on the default prompt (IIA = no-op 0.719, upper bound 0.799), hence
-        400 pairs by default: the learned one beats its no-op there by 0.14.
+        """Evaluate the frozen alignment on ``n`` pairs written as ``variant``, judged as a claim
+        is against the ``robustness`` threshold of ``claim`` and the variant's own no-op: fail
+        when the verdict is clearly not aligned (with ``expect="not_aligned"``: clearly aligned).
+        At 96 pairs an alignment that does nothing still "held" on the default prompt (IIA =
+        no-op 0.719, upper bound 0.799), hence 400 pairs by default: the learned one leads its
+        no-op there by 0.14.
 
-        Variants the model itself cannot do (task accuracy below the gate), or whose labels
-        cannot be balanced, are rejected as preconditions (``hypothesis.assume``) and counted.
+        Variants the model itself cannot do (task accuracy below the gate), whose labels cannot
+        be balanced, or on which too few labels change to tell, are rejected as preconditions
+        (``hypothesis.assume``) and counted; called outside a hypothesis test, such a variant
+        raises the error that says why.
         """
         __tracebackhide__ = True
         from das_assert.robustness import judge_variant

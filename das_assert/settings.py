@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from das_assert.errors import ConfigError, did_you_mean
+from das_assert.metrics import check_threshold
 
 __all__ = ["ModelSettings", "find_model_settings", "load_settings"]
 
@@ -83,7 +84,7 @@ class ModelSettings:
         if claim not in values:
             raise ConfigError(
                 f"{self.source}: model {self.key!r} has no {table} entry for claim {claim!r}; "
-                f"add `{claim}: <number in [0, 1]>` under models.{self.key}.{table}, with a "
+                f"add `{claim}: <number in [0, 1)>` under models.{self.key}.{table}, with a "
                 "comment saying where the number comes from (das_assert has no silent default)."
                 + did_you_mean(claim, values)
             )
@@ -121,8 +122,8 @@ def _fraction_table(raw: Any, where: str) -> dict[str, float]:
         raise ConfigError(f"{where} must be a mapping of claim -> number, got {raw!r}")
     table = {}
     for claim, value in raw.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise ConfigError(f"{where}.{claim} = {value!r}: a threshold is a number in [0, 1]")
+        if (problem := check_threshold(value)) is not None:
+            raise ConfigError(f"{where}.{claim} = {value!r}: {problem}")
         table[str(claim)] = float(value)
     return table
 

@@ -11,9 +11,9 @@ das.yaml and IIA must beat the no-op and random-rotation baselines by 0.05.
 
 Robustness. The frozen alignment is fuzzed over wording, context, answer words, number style,
 amounts on a bound and fixed brackets *of the widths the model was trained on* (2.50-7.50, low
-bound from 1.00). Outside that range it breaks, and the last test says so with its numbers: for
-the narrow bracket [0.05, 1.40] the model still answers correctly, but the alignment falls to the
-no-op level.
+bound from 1.00). Outside that range it breaks, and the last test says so with its numbers: on
+the narrow bracket [0.05, 1.40], with amounts on both sides of its low bound, the model answers
+correctly, but the alignment changes few of the answers that must change.
 
 Control. Before the amount is read (``before:amount``, the newline after "### Input:") no token
 can know ``amount >= low``: the same search there must stay below the threshold.
@@ -51,42 +51,46 @@ def test_left_boundary_survives_changed_prompts_brackets_and_context(das, at_bou
     das.assert_robust(at_boundary, variant, claim="left_boundary")
 
 
+def _amounts_on_both_sides_of_the_low_bound(inputs, rng, role):
+    """Half the amounts below the low bound, half inside the bracket: ``left`` varies."""
+    if rng.random() < 0.5:
+        return {**inputs, "x": rng.randint(1, inputs["lo"] - 1)}
+    return {**inputs, "x": rng.randint(inputs["lo"], inputs["hi"])}
+
+
 def test_left_boundary_does_not_survive_a_narrow_bracket_near_zero(das_session, at_boundary):
     """A negative, measured claim: fuzzing found it (the model answers, the alignment does not).
 
-    Not aligned as every claim is judged: the interval below the robustness threshold, or no more
-    than the no-op intervention gives (on such narrow brackets few labels change, so the no-op
-    level itself can exceed the threshold: 0.848 under seed 1).
+    On the bracket [0.05, 1.40] amounts drawn as usual are almost never below the low bound, so
+    almost no label changes and nothing could be shown (3 of 400 under seed 0). Here the amounts
+    lie on both sides of the low bound, so ``left`` varies and about half the labels change. The
+    model answers these prompts (task accuracy 0.968 under seed 0), but the alignment makes only
+    47 of the 203 answers that must change do so: IIA 0.583 [0.534, 0.630] against the no-op's
+    0.485. Judged as a fuzz variant is: the interval below the robustness threshold, or IIA
+    clearly no better than the no-op's.
     """
-    from das_assert.metrics import verdict, wilson_interval
-    from das_assert.strategies import PromptVariant
+    from das_assert import wilson_interval
     from das_assert.tasks.price_tagging import prompt_pairs
 
-    variant = PromptVariant(bracket=(5, 140))
     pairs = prompt_pairs(
         HYPOTHESIS,
         400,
         seed=at_boundary.experiment.seed + 41,
-        fmt=variant.format(),
-        bracket=variant.bracket,
-        edit=variant.edit,
+        bracket=(5, 140),
+        edit=_amounts_on_both_sides_of_the_low_bound,
     )
     evaluation = at_boundary.evaluate_on(pairs)
-    low, high = wilson_interval(evaluation.successes, evaluation.n)
     threshold = das_session.settings.threshold("left_boundary", table="robustness")
+    judged = evaluation.verdict(threshold, controls=("noop",), margin=at_boundary.experiment.margin)
+    changed = evaluation.changed_labels()
+    low, high = wilson_interval(evaluation.successes, evaluation.n)
     numbers = (
-        f"{variant!r}: IIA {evaluation.iia:.3f} (n={evaluation.n}, 95% CI [{low:.3f}, "
-        f"{high:.3f}]), task accuracy {evaluation.task_accuracy:.3f}, no-op "
-        f"{evaluation.baselines()['noop']:.3f}, at {at_boundary.experiment.site}, "
-        f"seed={at_boundary.experiment.seed}"
-    )
-    baselines = evaluation.baselines()
-    judged = verdict(
-        iia_ci=(low, high),
-        iia=evaluation.iia,
-        threshold=threshold,
-        baselines={name: baselines[name] for name in ("noop", "random_rotation")},
-        margin=at_boundary.experiment.margin,
+        f"bracket [0.05, 1.40], amounts on both sides of 0.05: IIA {evaluation.iia:.3f} "
+        f"(n={evaluation.n}, 95% CI [{low:.3f}, {high:.3f}]), task accuracy "
+        f"{evaluation.task_accuracy:.3f}, no-op {evaluation.baselines()['noop']:.3f}, "
+        f"{changed['correct']} of the {changed['n']} answers that must change did, at "
+        f"{at_boundary.experiment.site}, seed={at_boundary.experiment.seed}"
     )
     assert evaluation.task_accuracy >= das_session.min_task_accuracy, numbers
+    assert not judged.untestable, f"{numbers}: {judged.reason}"
     assert judged.outcome == "not_aligned", f"{numbers}: {judged.reason}"

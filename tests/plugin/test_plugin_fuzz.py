@@ -34,9 +34,9 @@ def aligned(das_session):
 def test_a_repeated_variant(das, aligned, repeat, monkeypatch):
     monkeypatch.setattr(das_assert.variants, "evaluate", counting)
     # a negative claim, so that the tiny model's IIA at its no-op level holds
-    das.assert_robust(aligned, PromptVariant(), claim="trivial", n=16, expect="not_aligned")
-    bracket = PromptVariant(bracket=(100, 500))
-    das.assert_robust(aligned, bracket, claim="trivial", n=16, expect="not_aligned")
+    das.assert_robust(aligned, PromptVariant(), claim="trivial", n=64, expect="not_aligned")
+    dollars = PromptVariant(numbers="dollar")
+    das.assert_robust(aligned, dollars, claim="trivial", n=64, expect="not_aligned")
 
 
 def test_each_variant_was_evaluated_once():
@@ -224,14 +224,67 @@ def does_nothing(das_session):
 
 
 def test_an_alignment_that_does_nothing_does_not_survive(das, does_nothing):
-    das.assert_robust(does_nothing, PromptVariant(), claim="trivial", n=48)
+    das.assert_robust(does_nothing, PromptVariant(), claim="trivial", n=400)
 """
 
 
 def test_a_variant_at_its_no_op_level_breaks_a_positive_claim(project: pytest.Pytester) -> None:
     # At 96 pairs an intervention that changes nothing "held" on the default prompt: its upper
-    # bound reached the robustness threshold. Like a claim, a variant must beat its no-op.
+    # bound reached the robustness threshold. Like a claim, a variant must beat its no-op; at
+    # 400 pairs the interval of its lead over the no-op (none: the same answers) says it does not.
     project.makepyfile(test_fuzz=NOOP_FUZZ)
     result = _run_with_a_trivial_robustness_threshold(project)
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*does not beat this variant's no-op by the margin 0.05*"])
+    result.stdout.fnmatch_lines(
+        ["*: not_aligned (robustness threshold 0.0): IIA * does not beat noop (*, lead +0.000 *"]
+    )
+
+
+UNTESTABLE_FUZZ = """
+import pytest
+from hypothesis import given, strategies as st
+
+from das_assert.errors import PreconditionFailed
+from das_assert.strategies import PromptVariant
+
+# On a bracket from 0.05 to 1.40 almost no amount lies below the low bound: left = amount >= low
+# is nearly always true, and almost no label changes when it is swapped in.
+NEAR_ZERO = PromptVariant(bracket=(5, 140))
+
+
+@pytest.fixture(scope="module")
+def aligned(das_session):
+    return das_session.align("left_boundary", "boundary")
+
+
+@given(variant=st.just(NEAR_ZERO))
+def test_a_negative_claim_is_not_upheld_by_a_variant_that_cannot_test_it(das, aligned, variant):
+    das.assert_robust(aligned, variant, claim="trivial", n=64, expect="not_aligned")
+
+
+def test_called_on_that_variant_alone_it_says_why(das, aligned):
+    why = "cannot test claim 'trivial': only .* of 64 pairs"
+    with pytest.raises(PreconditionFailed, match=why):
+        das.assert_robust(aligned, NEAR_ZERO, claim="trivial", n=64, expect="not_aligned")
+
+
+def test_a_misspelt_expect_is_refused(das, aligned):
+    with pytest.raises(Exception, match="expect='not_algined': one of 'aligned', 'not_aligned'"):
+        das.assert_robust(aligned, PromptVariant(), claim="trivial", n=64, expect="not_algined")
+"""
+
+
+def test_a_variant_whose_labels_barely_change_is_rejected_not_counted(
+    project: pytest.Pytester,
+) -> None:
+    # A negative claim once "held" on every fixed bracket of a claim whose labels never change
+    # there: no intervention could beat the no-op, so nothing was tested, yet it was pooled.
+    project.makepyfile(test_fuzz=UNTESTABLE_FUZZ)
+    result = _run_with_a_trivial_robustness_threshold(project)
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*every prompt variant drawn was rejected (*), so no alignment was tested*",
+            "*only * of 64 pairs have a label the intervention must change*",
+        ]
+    )

@@ -170,13 +170,19 @@ CASES = [
     pytest.param(
         lambda c: tiny_experiment(threshold=1.5),
         InvalidArgument,
-        r"threshold=1\.5 must lie in \[0, 1\]",
+        r"threshold=1\.5: a threshold is a number in \[0, 1\)",
         id="Experiment(threshold=1.5)",
     ),
     pytest.param(
-        lambda c: verdict(iia_ci=(0.8, 0.9), iia=0.85, threshold=-0.1, baselines={}),
+        lambda c: tiny_experiment(margin=-0.5),
         InvalidArgument,
-        r"threshold=-0\.1 must lie in \[0, 1\]",
+        r"margin=-0\.5 must lie in \[0, 1\): how much IIA must beat each baseline by",
+        id="Experiment(margin=-0.5)",
+    ),
+    pytest.param(
+        lambda c: verdict(iia_ci=(0.8, 0.9), iia=0.85, threshold=-0.1, gaps={}),
+        InvalidArgument,
+        r"threshold=-0\.1: a threshold is a number in \[0, 1\)",
         id="verdict(threshold=-0.1)",
     ),
     pytest.param(

@@ -101,14 +101,20 @@ CASES = [
     pytest.param(
         lambda c: load_settings(yaml_file(c, GOOD_YAML.replace("0.85", "1.7"))),
         ConfigError,
-        r"thresholds\.left_boundary = 1\.7: a threshold is a number in \[0, 1\]",
+        r"thresholds\.left_boundary = 1\.7: a threshold is a number in \[0, 1\)",
         id="load_settings(<das.yaml: threshold 1.7>)",
     ),
     pytest.param(
         lambda c: load_settings(yaml_file(c, GOOD_YAML.replace("0.85", "'0.85'"))),
         ConfigError,
-        r"thresholds\.left_boundary = '0\.85': a threshold is a number in \[0, 1\]",
+        r"thresholds\.left_boundary = '0\.85': a threshold is a number in \[0, 1\)",
         id="load_settings(<das.yaml: threshold '0.85' as a string>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(yaml_file(c, GOOD_YAML.replace("0.85", "1.0"))),
+        ConfigError,
+        r"thresholds\.left_boundary = 1\.0: .* so a threshold of 1 could never be met",
+        id="load_settings(<das.yaml: threshold 1.0>)",
     ),
     pytest.param(
         lambda c: load_settings(yaml_file(c, GOOD_YAML.replace(SITE, "layer 1 last"))),
@@ -154,7 +160,7 @@ CASES = [
         lambda c: load_settings(yaml_file(c, GOOD_YAML))["embedded"].threshold("midpoint_distance"),
         ConfigError,
         r"no thresholds entry for claim 'midpoint_distance'; add `midpoint_distance: <number in "
-        r"\[0, 1\]>` under models\.embedded\.thresholds",
+        r"\[0, 1\)>` under models\.embedded\.thresholds",
         id="ModelSettings.threshold('midpoint_distance') without an entry",
     ),
     # -- regression checks

@@ -10,9 +10,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from das_assert.errors import InvalidArgument
-from das_assert.metrics import Z95, normalized_iia, required_n, verdict, wilson_interval
+from das_assert.metrics import (
+    Z95,
+    Gap,
+    normalized_iia,
+    paired_gap,
+    perfect_gap,
+    required_n,
+    verdict,
+    wilson_interval,
+)
 
-BEATEN = {"noop": 0.5, "random_rotation": 0.55}
+
+def lead(low: float, high: float, baseline: float = 0.5) -> Gap:
+    """A lead over a baseline with the given interval (the estimate at its middle)."""
+    return Gap(baseline=baseline, estimate=(low + high) / 2, low=low, high=high)
+
+
+BEATEN = {"noop": lead(0.3, 0.4), "random_rotation": lead(0.25, 0.35, baseline=0.55)}
 
 
 # -- the Wilson interval ------------------------------------------------------------------------
@@ -96,67 +111,111 @@ def test_successes_outside_zero_to_n_are_an_error(successes: int) -> None:
 
 
 def test_a_lower_bound_above_the_threshold_that_beats_the_baselines_is_aligned() -> None:
-    result = verdict(iia_ci=(0.85, 0.95), iia=0.9, threshold=0.8, baselines=BEATEN)
+    result = verdict(iia_ci=(0.85, 0.95), iia=0.9, threshold=0.8, gaps=BEATEN)
     assert result.outcome == "aligned"
     assert "lower bound 0.850 >= threshold 0.800" in result.reason
 
 
 def test_a_lower_bound_exactly_at_the_threshold_is_aligned() -> None:
-    result = verdict(iia_ci=(0.8, 0.9), iia=0.85, threshold=0.8, baselines=BEATEN)
+    result = verdict(iia_ci=(0.8, 0.9), iia=0.85, threshold=0.8, gaps=BEATEN)
     assert result.outcome == "aligned"
 
 
 def test_an_upper_bound_below_the_threshold_is_not_aligned() -> None:
-    result = verdict(iia_ci=(0.6, 0.7), iia=0.65, threshold=0.8, baselines=BEATEN)
+    result = verdict(iia_ci=(0.6, 0.7), iia=0.65, threshold=0.8, gaps=BEATEN)
     assert result.outcome == "not_aligned"
     assert "upper bound 0.700 < threshold 0.800" in result.reason
 
 
 def test_an_interval_that_straddles_the_threshold_is_inconclusive() -> None:
-    result = verdict(iia_ci=(0.75, 0.85), iia=0.8, threshold=0.8, baselines=BEATEN)
+    result = verdict(iia_ci=(0.75, 0.85), iia=0.8, threshold=0.8, gaps=BEATEN)
     assert result.outcome == "inconclusive"
     assert "[0.750, 0.850] contains the threshold 0.800; increase n" in result.reason
 
 
 def test_an_upper_bound_exactly_at_the_threshold_is_inconclusive() -> None:
-    result = verdict(iia_ci=(0.7, 0.8), iia=0.75, threshold=0.8, baselines=BEATEN)
+    result = verdict(iia_ci=(0.7, 0.8), iia=0.75, threshold=0.8, gaps=BEATEN)
     assert result.outcome == "inconclusive"
 
 
-def test_an_alignment_that_does_not_beat_a_baseline_is_not_aligned() -> None:
-    baselines = {"noop": 0.5, "random_rotation": 0.88}
-    result = verdict(iia_ci=(0.85, 0.95), iia=0.9, threshold=0.8, baselines=baselines)
+def test_an_alignment_clearly_no_better_than_a_baseline_is_not_aligned() -> None:
+    gaps = {"noop": lead(0.3, 0.4), "random_rotation": lead(-0.01, 0.04, baseline=0.88)}
+    result = verdict(iia_ci=(0.85, 0.95), iia=0.9, threshold=0.8, gaps=gaps)
     assert result.outcome == "not_aligned"
-    assert "does not beat random_rotation (0.880) by 0.05" in result.reason
+    assert "does not beat random_rotation (0.880, lead +0.015 [-0.010, +0.040]) by 0.05" in (
+        result.reason
+    )
     assert "noop" not in result.reason
 
 
+def test_a_lead_whose_interval_contains_the_margin_is_inconclusive_and_named() -> None:
+    # The point estimate (0.07) beats the margin; the interval does not say it does.
+    gaps = {"noop": lead(0.3, 0.4), "random_rotation": lead(0.03, 0.11, baseline=0.83)}
+    result = verdict(iia_ci=(0.85, 0.95), iia=0.9, threshold=0.8, gaps=gaps)
+    assert result.outcome == "inconclusive"
+    assert "the lead over random_rotation, +0.070 [+0.030, +0.110], contains the margin" in (
+        result.reason
+    )
+    assert "threshold" not in result.reason  # the IIA interval itself cleared its bar
+
+
 def test_the_margin_decides_whether_a_baseline_is_beaten() -> None:
-    baselines = {"noop": 0.5, "random_rotation": 0.8}
-    kwargs = {"iia_ci": (0.85, 0.95), "iia": 0.9, "threshold": 0.8, "baselines": baselines}
+    gaps = {"noop": lead(0.3, 0.4), "random_rotation": lead(0.08, 0.12, baseline=0.8)}
+    kwargs = {"iia_ci": (0.85, 0.95), "iia": 0.9, "threshold": 0.8, "gaps": gaps}
     assert verdict(**kwargs, margin=0.15).outcome == "not_aligned"
+    assert verdict(**kwargs, margin=0.10).outcome == "inconclusive"
     assert verdict(**kwargs, margin=0.05).outcome == "aligned"
 
 
+@pytest.mark.parametrize("margin", [-0.5, 1.0, 3])
+def test_a_margin_outside_zero_to_one_is_an_error(margin: float) -> None:
+    with pytest.raises(InvalidArgument, match=f"margin={margin} must lie in"):
+        verdict(iia_ci=(0.8, 0.9), iia=0.85, threshold=0.7, gaps=BEATEN, margin=margin)
+
+
+def test_pairs_whose_labels_barely_change_are_inconclusive_not_a_verdict() -> None:
+    # 5 of 400 labels change (a narrow bracket near zero): the no-op is right on the rest, so
+    # even a perfect intervention leads it by 0.0125; "does not beat the no-op" says nothing.
+    gaps = {"noop": lead(-0.01, 0.02, baseline=0.98)}
+    result = verdict(iia_ci=(0.96, 0.99), iia=0.98, threshold=0.75, gaps=gaps, changed=(5, 400))
+    assert result.outcome == "inconclusive"
+    assert result.untestable
+    assert result.reason.startswith("only 5 of 400 pairs have a label the intervention must")
+    assert "not more of these" in result.reason
+    # ... unless the interval alone already rules the claim out: then the intervention broke
+    # answers it should have left alone, whatever the no-op did.
+    ruled_out = verdict(iia_ci=(0.53, 0.63), iia=0.58, threshold=0.75, gaps=gaps, changed=(5, 400))
+    assert ruled_out.outcome == "not_aligned"
+    assert not ruled_out.untestable
+    # Half the labels changing leaves room for any margin below one half.
+    room = verdict(iia_ci=(0.85, 0.95), iia=0.9, threshold=0.8, gaps=BEATEN, changed=(200, 400))
+    assert room.outcome == "aligned"
+
+
 def test_a_collapsed_boundary_is_not_aligned_whatever_the_interval() -> None:
-    result = verdict(iia_ci=(0.95, 0.99), iia=0.97, threshold=0.8, baselines=BEATEN, collapsed=True)
+    result = verdict(iia_ci=(0.95, 0.99), iia=0.97, threshold=0.8, gaps=BEATEN, collapsed=True)
     assert result.outcome == "not_aligned"
     assert "collapsed" in result.reason
 
 
 def test_without_baselines_the_interval_alone_decides() -> None:
-    assert verdict(iia_ci=(0.85, 0.95), iia=0.9, threshold=0.8, baselines={}).outcome == "aligned"
+    assert verdict(iia_ci=(0.85, 0.95), iia=0.9, threshold=0.8, gaps={}).outcome == "aligned"
 
 
-@pytest.mark.parametrize("threshold", [-0.1, 1.5, 80])
+@pytest.mark.parametrize("threshold", [-0.1, 1.5, 80, 1.0, 1])
 def test_a_threshold_outside_zero_to_one_is_an_error(threshold: float) -> None:
-    with pytest.raises(InvalidArgument, match=f"threshold={threshold} must lie in"):
-        verdict(iia_ci=(0.8, 0.9), iia=0.85, threshold=threshold, baselines={})
+    with pytest.raises(InvalidArgument, match=re.escape(f"threshold={threshold!r}: a threshold")):
+        verdict(iia_ci=(0.8, 0.9), iia=0.85, threshold=threshold, gaps={})
 
 
-@pytest.mark.parametrize("threshold", [0.0, 1.0])
-def test_thresholds_at_zero_and_one_are_allowed(threshold: float) -> None:
-    verdict(iia_ci=(0.8, 0.9), iia=0.85, threshold=threshold, baselines={})
+def test_a_threshold_of_one_is_refused_because_no_interval_reaches_it() -> None:
+    assert wilson_interval(10_000, 10_000)[0] < 1  # every pair right, and still below 1
+    with pytest.raises(InvalidArgument, match="could never be met"):
+        verdict(iia_ci=(0.99, 1.0), iia=1.0, threshold=1.0, gaps={})
+
+
+def test_a_threshold_of_zero_is_allowed() -> None:
+    assert verdict(iia_ci=(0.8, 0.9), iia=0.85, threshold=0.0, gaps={}).outcome == "aligned"
 
 
 # -- normalized IIA and required n --------------------------------------------------------------
@@ -196,21 +255,76 @@ def test_required_n_rejects_a_half_width_outside_zero_to_a_half(half_width: floa
 
 
 def test_an_interval_that_straddles_the_threshold_below_a_baseline_is_not_aligned() -> None:
-    # More pairs cannot make a site that does no more than the no-op intervention aligned.
-    baselines = {"noop": 0.74, "random_rotation": 0.5}
-    result = verdict(iia_ci=(0.542, 0.727), iia=0.64, threshold=0.6, baselines=baselines)
+    # More pairs cannot make a site that clearly does no more than the no-op aligned.
+    gaps = {"noop": lead(-0.14, -0.06, baseline=0.74), "random_rotation": lead(0.1, 0.2)}
+    result = verdict(iia_ci=(0.542, 0.727), iia=0.64, threshold=0.6, gaps=gaps)
     assert result.outcome == "not_aligned"
-    assert "does not beat noop (0.740) by 0.05" in result.reason
+    assert "does not beat noop (0.740, lead -0.100 [-0.140, -0.060]) by 0.05" in result.reason
 
 
 def test_an_upper_bound_below_the_threshold_is_named_before_a_lost_baseline() -> None:
-    baselines = {"noop": 0.9, "random_rotation": 0.5}
-    result = verdict(iia_ci=(0.6, 0.7), iia=0.65, threshold=0.8, baselines=baselines)
+    gaps = {"noop": lead(-0.3, -0.2, baseline=0.9), "random_rotation": lead(0.1, 0.2)}
+    result = verdict(iia_ci=(0.6, 0.7), iia=0.65, threshold=0.8, gaps=gaps)
     assert result.reason.startswith("95% CI upper bound 0.700 < threshold 0.800")
 
 
-def test_a_margin_met_exactly_beats_the_baseline() -> None:
-    # 580 and 540 of 800: 0.725 - 0.675 is the margin, up to float rounding of the two means.
-    baselines = {"noop": 540 / 800, "random_rotation": 0.5}
-    result = verdict(iia_ci=(0.70, 0.76), iia=580 / 800, threshold=0.7, baselines=baselines)
+def test_a_lead_whose_lower_bound_meets_the_margin_exactly_beats_the_baseline() -> None:
+    gaps = {"noop": lead(0.05, 0.15), "random_rotation": lead(0.1 - 0.05, 0.2)}
+    result = verdict(iia_ci=(0.70, 0.76), iia=0.73, threshold=0.7, gaps=gaps)
     assert result.outcome == "aligned"
+
+
+# -- IIA's lead over a baseline on the same pairs ---------------------------------------------
+
+
+def test_the_lead_of_identical_predictions_is_zero_with_a_narrow_interval() -> None:
+    gap = paired_gap(only_iia=0, only_baseline=0, both=550, n=800)
+    assert gap.estimate == 0
+    assert gap.low <= 0 <= gap.high
+    assert gap.high < 0.01  # the same answers on every pair: nothing to be unsure of
+
+
+@given(st.integers(0, 300), st.integers(0, 300), st.integers(0, 300), st.integers(0, 300))
+def test_swapping_the_two_runs_negates_the_lead(b: int, c: int, a: int, d: int) -> None:
+    n = a + b + c + d
+    if n == 0:
+        return
+    forward = paired_gap(only_iia=b, only_baseline=c, both=a, n=n)
+    backward = paired_gap(only_iia=c, only_baseline=b, both=a, n=n)
+    assert backward.low == pytest.approx(-forward.high)
+    assert backward.high == pytest.approx(-forward.low)
+    assert forward.low <= forward.estimate <= forward.high
+    assert forward.estimate == pytest.approx((b - c) / n)
+    assert forward.baseline == pytest.approx((a + c) / n)
+
+
+@pytest.mark.parametrize(
+    ("cells", "n"),
+    [((0.6, 0.15, 0.05), 100), ((0.45, 0.4, 0.02), 400), ((0.3, 0.3, 0.3), 60)],
+)
+def test_the_lead_interval_covers_the_true_difference_95_percent_of_the_time(
+    cells: tuple[float, float, float], n: int
+) -> None:
+    # Paired draws (both right, IIA alone, baseline alone, neither) with a known difference.
+    import random
+
+    rng = random.Random(7)
+    weights = [*cells, 1 - sum(cells)]
+    truth, trials, covered = cells[1] - cells[2], 1500, 0
+    for _ in range(trials):
+        draws = rng.choices(range(4), weights, k=n)
+        a, b, c = (draws.count(k) for k in range(3))
+        gap = paired_gap(only_iia=b, only_baseline=c, both=a, n=n)
+        covered += gap.low <= truth <= gap.high
+    assert 0.93 <= covered / trials <= 0.98  # Newcombe's interval: close to its nominal 95 %
+
+
+def test_paired_counts_that_do_not_fit_n_are_an_error() -> None:
+    with pytest.raises(InvalidArgument, match="do not fit n=10 pairs"):
+        paired_gap(only_iia=6, only_baseline=6, both=0, n=10)
+
+
+def test_a_perfect_intervention_can_only_show_what_the_changed_labels_allow() -> None:
+    assert perfect_gap(5, 400).high < 0.05  # 5 of 400 labels to change: never past a margin
+    assert perfect_gap(200, 400).low > 0.45
+    assert perfect_gap(0, 400).estimate == 0

@@ -68,26 +68,31 @@ def test_a_box_of_the_whole_vector_is_not_judged_against_a_random_rotation(
     tiny_llama: Any, monkeypatch: Any
 ) -> None:
     # --method full: a random rotation with the whole vector boxed is the same intervention, so
-    # "does not beat random_rotation by 0.05" once made every such claim not aligned.
-    import das_assert.experiment as experiment
+    # "does not beat random_rotation by 0.05" once made every such claim not aligned. A learned
+    # box that grew to the whole vector keeps the control: it shows no subspace, and must say so.
+    import das_assert.evaluate as evaluate
 
     seen: list[set[str]] = []
-    real = experiment.verdict
+    real = evaluate.verdict
 
     def spy(**kwargs: Any) -> Any:
-        seen.append(set(kwargs["baselines"]))
+        seen.append(set(kwargs["gaps"]))
         return real(**kwargs)
 
-    monkeypatch.setattr(experiment, "verdict", spy)
+    monkeypatch.setattr(evaluate, "verdict", spy)
     d = tiny_llama.config.hidden_size
     site = Site(0).resolve(tiny_llama.model)
     exp = Experiment(
         hypothesis="left_boundary", site=Site(0), n_test=16, threshold=0.5, min_task_accuracy=0.0
     )
-    for interchange in (Interchange.full(d, 1), Interchange.boundless(d, 1)):
+    grown = Interchange.boundless(d, 1)
+    with torch.no_grad():
+        grown.widths.fill_(1.0)
+    assert grown.hard_widths() == [d]
+    for interchange in (Interchange.full(d, 1), Interchange.boundless(d, 1), grown):
         fitted = FittedAlignment(interchange, site, FitConfig(), n_train=0, train_seconds=0.0)
         run_experiment(tiny_llama, exp, fitted=fitted).verdict()
-    assert seen == [{"noop"}, {"noop", "random_rotation"}]
+    assert seen == [{"noop"}, {"noop", "random_rotation"}, {"noop", "random_rotation"}]
 
 
 def test_an_experiment_without_a_fit_config_is_fitted_at_its_own_seed(tiny_llama: Any) -> None:
