@@ -90,6 +90,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+@pytest.hookimpl(tryfirst=True)  # before the fixtures: an alignment may train for hours
 def pytest_runtest_setup(item: pytest.Item) -> None:
     for marker in item.iter_markers("das"):
         unknown = sorted(set(marker.kwargs) - set(MARKER_KEYS))
@@ -109,6 +110,88 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             except ConfigError as exc:
                 message = f"das marker compare_fail: {exc}"
                 raise pytest.fail.Exception(message, pytrace=False) from None
+    _check_claim_names(item)
+
+
+#: The assertions whose ``claim=`` names a das.yaml entry, and the table it is looked up in.
+_CLAIM_TABLES = {
+    "assert_aligned": "thresholds",
+    "assert_not_aligned": "thresholds",
+    "assert_robust": "robustness",
+}
+_EARLY_SETTINGS = pytest.StashKey[Any]()
+
+
+def _check_claim_names(item: pytest.Item) -> None:
+    """Fail a test whose ``claim="..."`` has no das.yaml entry before its fixtures train an
+    alignment (on a 7B model, hours): the assertion would find it only after. Claims written
+    as literals are checked; anything the settings cannot be read for is left to the session
+    fixture, which reports it."""
+    if "das_session" not in getattr(item, "fixturenames", ()):
+        return
+    claims = _literal_claims(getattr(item, "obj", None))
+    settings = _early_settings(item) if claims else None
+    if settings is None:
+        return
+    from das_assert.errors import did_you_mean
+
+    for claim, table in claims:
+        known = getattr(settings, table)
+        if claim not in known:
+            pytest.fail(
+                f"claim {claim!r} has no {table} entry in {settings.source} (models."
+                f"{settings.key}.{table}): fix claim= in the test{did_you_mean(claim, known)} "
+                f"or add `{claim}: <number in [0, 1)>` there. (Checked before any alignment "
+                "trains.)",
+                pytrace=False,
+            )
+
+
+def _literal_claims(function: Any) -> list[tuple[str, str]]:
+    """``(claim, table)`` of each ``das.assert_*(..., claim="...")`` call in ``function``'s
+    source that names its claim as a string literal and gives no explicit ``threshold=``."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    except (OSError, TypeError, SyntaxError):
+        return []
+    found = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        table = _CLAIM_TABLES.get(node.func.attr)
+        keywords = {k.arg: k.value for k in node.keywords}
+        claim = keywords.get("claim")
+        if table and isinstance(claim, ast.Constant) and isinstance(claim.value, str):
+            if "threshold" not in keywords:
+                found.append((claim.value, table))
+    return found
+
+
+def _early_settings(item: pytest.Item) -> Any:
+    """This run's model settings as the session fixture will read them, or None where they
+    cannot be read (the fixture then says why). Read once per run."""
+    config = item.config
+    if _EARLY_SETTINGS not in config.stash:
+        from das_assert.errors import DasError
+        from das_assert.models import EMBEDDED_MODEL_DIR, resolve_model_path
+        from das_assert.settings import find_model_settings, load_settings
+
+        path = config.getoption("das_model") or os.environ.get("DAS_MODEL") or "embedded"
+        try:
+            directory = resolve_model_path(path)
+            config.stash[_EARLY_SETTINGS] = find_model_settings(
+                load_settings(_find_config(config, _das_test_files(item.session))),
+                directory,
+                embedded=directory == EMBEDDED_MODEL_DIR,
+                key=config.getoption("das_model_entry"),
+            )
+        except DasError:
+            config.stash[_EARLY_SETTINGS] = None
+    return config.stash[_EARLY_SETTINGS]
 
 
 def _find_config(config: pytest.Config, test_files: list[Path]) -> Path:

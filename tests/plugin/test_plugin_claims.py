@@ -220,3 +220,46 @@ def test_a_das_warning_made_an_error_is_one_line_not_a_traceback(
     )
     assert "Traceback" not in result.stdout.str()
     assert "raise " not in result.stdout.str()
+
+
+MISSPELT_CLAIM = """
+import pytest
+
+import das_assert.session
+
+
+def never_trains(*args, **kwargs):
+    raise AssertionError("an alignment trained for a claim das.yaml cannot judge")
+
+
+@pytest.fixture(scope="module")
+def aligned(das_session, request):
+    request.getfixturevalue("monkeypatch").setattr(das_session, "align", never_trains)
+    return das_session.align("left_boundary", "boundary")
+
+
+def test_misspelt(das, aligned):
+    das.assert_aligned(aligned, claim="trivail")
+
+
+def test_with_its_own_threshold(das, das_session):
+    aligned = das_session.align("left_boundary", "boundary")
+    das.assert_not_aligned(aligned, claim="x", threshold=0.99)
+"""
+
+
+def test_a_claim_without_a_das_yaml_entry_fails_before_its_alignment_trains(
+    project: pytest.Pytester,
+) -> None:
+    # The assertion found the typo only after the fixture had trained (on a 7B model, hours),
+    # and its advice led with adding the misspelt name to das.yaml.
+    project.makepyfile(test_claims=MISSPELT_CLAIM)
+    result = _run(project, "--das-cache=off", "test_claims.py")
+    result.assert_outcomes(errors=1, passed=1)  # in setup, before the fixture
+    result.stdout.fnmatch_lines(
+        [
+            "*claim 'trivail' has no thresholds entry in *das.yaml (models.tiny.thresholds): "
+            "fix claim= in the test*Did you mean 'trivial'?*(Checked before any alignment trains.)*"
+        ]
+    )
+    assert "an alignment trained" not in result.stdout.str()
