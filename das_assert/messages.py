@@ -49,9 +49,16 @@ def failure_message(
             f"{pair.expected!r} (base alone answers {tokens(int(ev.base_predicted[i]))!r})",
         ]
     if verdict.outcome == "inconclusive":
+        yaml_n = getattr(getattr(session, "settings", None), "n_test", None)
+        where = "in das.yaml" if yaml_n == ev.n else "where the test sets it (n_test= of align)"
+        fix = (
+            "draw pairs whose labels change (more of these will not decide)"
+            if verdict.untestable
+            else f"raise n_test (now {ev.n}) {where}"
+        )
         lines.append(
-            f"  inconclusive: raise n_test (now {ev.n}) in das.yaml, or choose how to treat it "
-            "with --das-inconclusive=fail|xfail|pass"
+            f"  inconclusive: {fix}, or choose how to treat it with "
+            "--das-inconclusive=fail|xfail|pass"
         )
     lines.append(reproduce_line(result, nodeid, session))
     return "\n".join(lines)

@@ -263,3 +263,19 @@ def test_a_claim_without_a_das_yaml_entry_fails_before_its_alignment_trains(
         ]
     )
     assert "an alignment trained" not in result.stdout.str()
+
+
+N_TEST_IN_THE_TEST = """
+def test_few_pairs(das, das_session):
+    das.assert_aligned(das_session.align("left_boundary", "boundary", n_test=30), claim="trivial")
+"""
+
+
+def test_an_inconclusive_claim_says_where_its_n_test_was_set(project: pytest.Pytester) -> None:
+    # It said "raise n_test (now 30) in das.yaml" for an n_test the test itself passed.
+    project.makepyfile(test_few=N_TEST_IN_THE_TEST)
+    result = _run(project, "--das-cache=off", "test_few.py")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*inconclusive: raise n_test (now 30) where the test sets it (n_test= of align)*"]
+    )
