@@ -198,10 +198,16 @@ def compare_entries(
             counts["cannot be checked"] += 1
         site_a, site_b = a["site"]["canonical"], b["site"]["canonical"]
         site = site_a if site_a == site_b else f"{site_a} -> {site_b} (drift)"
+        seeds = a.get("seed"), b.get("seed")
+        other_seed = (  # other pairs from one distribution: compared, but IIA moves with them
+            f" (seed {seeds[0]} -> {seeds[1]}: IIA moves with the seed)"
+            if None not in seeds and seeds[0] != seeds[1]
+            else ""
+        )
         lines.append(
             f"| {label} | `{site}`{_methods(a, b)} | {_iia_with_interval(a)} | "
             f"{_iia_with_interval(b)} | "
-            f"{b['iia'] - a['iia']:+.3f} | {'; '.join(failures) or 'ok'} |"
+            f"{b['iia'] - a['iia']:+.3f} | {'; '.join(failures) or 'ok'}{other_seed} |"
         )
     return "\n".join(lines) + "\n", counts
 

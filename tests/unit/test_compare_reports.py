@@ -412,3 +412,12 @@ def test_a_claim_that_failed_only_against_its_runs_own_baseline_is_not_called_fl
     new = _report(tmp_path / "new.json", failed_its_gate)
     assert main(["compare", str(old), str(new), "--fail", "iia:0.05"]) == 0
     assert "held in OLD and fails in NEW" not in capsys.readouterr().out
+
+
+def test_results_under_another_seed_are_compared_with_the_seeds_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = _report(tmp_path / "old.json", {**_cli_record(LAST, 0.83), "seed": 0})
+    new = _report(tmp_path / "new.json", {**_cli_record(LAST, 0.80), "seed": 7})
+    assert main(["compare", str(old), str(new), "--fail", "iia:0.05"]) == 0
+    assert "| ok (seed 0 -> 7: IIA moves with the seed) |" in capsys.readouterr().out
