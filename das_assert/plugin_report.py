@@ -154,7 +154,16 @@ class Reporter:
         error) saves none and removes the alignment files it wrote for it, for a later
         ``--das-compare latest`` would take the fragment for the whole suite."""
         stems = {r["baseline_file"] for r in self.records if r.get("baseline_file")}
-        if not stems or not self.config.getoption("das_save_baseline"):
+        asked = self.config.getoption("das_save_baseline")
+        if not asked:
+            return
+        if not stems:  # nothing judged: a collection error, Ctrl-C before the first verdict
+            why = (
+                f"the run did not complete (pytest exit {run['exit_code']})"
+                if not run["complete"]
+                else "no claim reached a verdict"
+            )
+            self.notes.append(f"das: baseline {asked} NOT saved: {why}")
             return
         from das_assert.baseline import save_baseline
         from das_assert.report import environment

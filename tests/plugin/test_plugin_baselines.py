@@ -113,6 +113,11 @@ def test_a_run_past_a_collection_error_saves_no_baseline(project: pytest.Pyteste
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*baseline 0001_v1 NOT saved: the run did not complete*"])
     assert not list((project.path / "b").rglob("*.json"))
+    # stopped by the collection error before any claim ran: it used to print nothing
+    stopped = _run(project, *args, passing, "test_broken.py")
+    stopped.stdout.fnmatch_lines(
+        ["das: baseline v1 NOT saved: the run did not complete (pytest exit INTERRUPTED)"]
+    )
 
 
 def test_a_last_failed_rerun_is_noted_on_its_baseline(project: pytest.Pytester) -> None:
