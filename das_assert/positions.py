@@ -26,6 +26,8 @@ _LAST = re.compile(r"^last(?:-(\d+))?$")
 _SLOT = re.compile(r"^([A-Za-z_]\w*)\.(first|last)$")
 _NEAR = re.compile(r"^(after|before):([A-Za-z_]\w*)(?:([+-])(\d+))?$")
 FORMS = "last, last-K, SLOT.first, SLOT.last, after:SLOT, before:SLOT, after:SLOT+K"
+#: Positions written often, for "did you mean" when a name does not parse.
+_COMMON = ("last", "amount.first", "amount.last", "low.last", "high.last", "after:amount")
 
 
 @dataclass(frozen=True)
@@ -95,4 +97,6 @@ def parse_position(name: str | Position) -> Position:
         if where == "after":
             return Position(text, slot, "last", 1 + shift)
         return Position(text, slot, "first", -1 + shift)
-    raise InvalidArgument(f"cannot parse position {name!r}; use one of: {FORMS}")
+    raise InvalidArgument(
+        f"cannot parse position {name!r}; use one of: {FORMS}." + did_you_mean(text, _COMMON)
+    )

@@ -76,6 +76,12 @@ def test_an_unparsable_position_lists_the_forms(name: str) -> None:
     assert "after:SLOT+K" in str(info.value)
 
 
+@pytest.mark.parametrize(("typo", "meant"), [("lats", "last"), ("amount.lst", "amount.last")])
+def test_a_misspelt_position_gets_a_suggestion(typo: str, meant: str) -> None:
+    with pytest.raises(InvalidArgument, match=f"Did you mean '{meant}'"):
+        parse_position(typo)
+
+
 def test_a_position_that_is_not_a_string_is_rejected() -> None:
     with pytest.raises(InvalidArgument, match="not 3"):
         parse_position(3)  # type: ignore[arg-type]
