@@ -100,7 +100,7 @@ class DasSession:
         if unknown:
             raise InvalidArgument(
                 f"unknown keyword(s) {', '.join(unknown)}; align() takes config= and these: "
-                f"{', '.join(sorted(_EXPERIMENT_CHANGES))}"
+                f"{', '.join(sorted(_EXPERIMENT_CHANGES))}."
                 + did_you_mean(unknown[0], _EXPERIMENT_CHANGES)
             )
         resolved = self.site(site) if isinstance(site, str) else site

@@ -69,7 +69,7 @@ def test_a_misspelt_keyword_of_align_is_one_clear_error(counted_session: Any) ->
     das, _ = counted_session
     with pytest.raises(InvalidArgument, match=r"unknown keyword\(s\) variable; .*variables") as err:
         das.align("left_and_right_boundary", "a", variable="right")
-    assert "Did you mean 'variables'?" in str(err.value)
+    assert "threshold, variables. Did you mean 'variables'?" in str(err.value)
 
 
 @pytest.mark.parametrize("edge", ["one_cent_outside", "on_bound"])
