@@ -136,9 +136,10 @@ def save_baseline(
     )
 
 
-def load_baseline(path: Path) -> dict[str, Any]:
-    """Read a baseline or a JSON report; refuse corrupted, tampered or newer-schema files."""
-    payload = read_json_checked(Path(path), what="baseline")
+def load_baseline(path: Path, *, what: str = "baseline") -> dict[str, Any]:
+    """Read a baseline or a JSON report; refuse corrupted, tampered or newer-schema files
+    (``what`` names the file in the error: ``compare``'s NEW is no baseline)."""
+    payload = read_json_checked(Path(path), what=what)
     if "entries" in payload:
         entries = payload["entries"]
     elif "results" in payload:  # a --das-json or the command line's --json report serves too

@@ -275,7 +275,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from das_assert.store import write_markdown
 
     checks = [parse_compare_fail(expr) for expr in args.fail]
-    old, new = load_baseline(args.old)["entries"], load_baseline(args.new)["entries"]
+    old = load_baseline(args.old, what="OLD (a baseline or report)")["entries"]
+    new = load_baseline(args.new, what="NEW (a baseline or report)")["entries"]
     if not old and not new:  # an empty table would read as "no regression"
         raise InvalidArgument(f"neither {args.old} nor {args.new} holds a result to compare")
     table, counts = compare_entries(old, new, checks)

@@ -132,8 +132,8 @@ def not_comparable(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     pairs = old.get("test_pairs", "test"), new.get("test_pairs", "test")  # older: "test"
     if pairs[0] != pairs[1]:
         reasons.append(
-            f"judged on other pairs ({pairs[0]} -> {pairs[1]}): not comparable; save the "
-            "baseline again"
+            f"judged on other pairs ({pairs[0]} -> {pairs[1]}): not comparable; compare "
+            "results judged on the same kind of pairs (for a baseline: save it again)"
         )
     return reasons
 

@@ -67,7 +67,7 @@ CLI_CASES = [
         "compare",
         "/nonexistent/0001_old.json",
         "/nonexistent/0002_new.json",
-        match=r"error: baseline '/nonexistent/0001_old\.json' does not exist; check the path",
+        match=r"error: OLD \(a baseline or report\) '/nonexistent/0001_old\.json' does not exist",
     ),
     cli(
         "compare",
