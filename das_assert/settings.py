@@ -229,47 +229,75 @@ def load_settings(path: Path) -> dict[str, ModelSettings]:
     models = raw.get("models")
     if not isinstance(models, dict) or not models:
         raise ConfigError(f"{path}: `models:` must map model names to their settings")
-    out = {}
+    out, problems = {}, []
     for key, entry in models.items():
-        where = f"{path}: models.{key}"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{where} must be a mapping")
-        for name in entry:
-            if name not in MODEL_KEYS:
-                raise ConfigError(
-                    f"{where} has an unknown key {name!r}; allowed: {', '.join(MODEL_KEYS)}."
-                    + did_you_mean(str(name), MODEL_KEYS)
-                )
-        if entry.get("path") is not None and not isinstance(entry["path"], str):
-            raise ConfigError(
-                f"{where}.path must be a directory path or 'embedded', got {entry['path']!r}; "
-                "quote it if it looks like a number"
-            )
-        sites = entry.get("sites") or {}
-        if not isinstance(sites, dict):
-            raise ConfigError(f"{where}.sites must map site names to canonical sites")
-        from das_assert.sites import parse_site
-
-        for name, text in sites.items():
-            try:
-                parse_site(str(text))
-            except Exception as exc:
-                raise ConfigError(f"{where}.sites.{name}: {exc}") from None
-        search = _search_table(entry.get("search"), f"{where}.search")
-        out[str(key)] = ModelSettings(
-            key=str(key),
-            source=path,
-            path=entry.get("path"),
-            n_train=_integer(entry.get("n_train"), f"{where}.n_train", 2000, 2),
-            n_test=_integer(entry.get("n_test"), f"{where}.n_test", 500, 2),
-            epochs=_integer(entry.get("epochs"), f"{where}.epochs", 3, 1),
-            batch_size=_integer(entry.get("batch_size"), f"{where}.batch_size", 32, 1),
-            sites={str(k): str(v) for k, v in sites.items()},
-            thresholds=_fraction_table(entry.get("thresholds"), f"{where}.thresholds"),
-            robustness=_fraction_table(entry.get("robustness"), f"{where}.robustness"),
-            search=search,
+        parsed = _model_entry(path, str(key), entry, problems)
+        if parsed is not None:
+            out[str(key)] = parsed
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:  # all of them at once: fixing one per run took as many runs as typos
+        raise ConfigError(
+            f"{path} has {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems)
         )
     return out
+
+
+def _model_entry(path: Path, key: str, entry: Any, problems: list[str]) -> ModelSettings | None:
+    """One model entry of das.yaml, or None; every problem found is added to ``problems``."""
+    where = f"{path}: models.{key}"
+    if not isinstance(entry, dict):
+        problems.append(f"{where} must be a mapping")
+        return None
+    before = len(problems)
+
+    def checked(parse: Any, *args: Any) -> Any:
+        try:
+            return parse(*args)
+        except ConfigError as exc:
+            problems.append(str(exc))
+            return None
+
+    for name in entry:
+        if name not in MODEL_KEYS:
+            problems.append(
+                f"{where} has an unknown key {name!r}; allowed: {', '.join(MODEL_KEYS)}."
+                + did_you_mean(str(name), MODEL_KEYS)
+            )
+    if entry.get("path") is not None and not isinstance(entry["path"], str):
+        problems.append(
+            f"{where}.path must be a directory path or 'embedded', got {entry['path']!r}; "
+            "quote it if it looks like a number"
+        )
+    sites = entry.get("sites") or {}
+    if not isinstance(sites, dict):
+        problems.append(f"{where}.sites must map site names to canonical sites")
+        sites = {}
+    from das_assert.sites import parse_site
+
+    for name, text in sites.items():
+        try:
+            parse_site(str(text))
+        except Exception as exc:
+            problems.append(f"{where}.sites.{name}: {exc}")
+    parsed = {
+        "search": checked(_search_table, entry.get("search"), f"{where}.search"),
+        "n_train": checked(_integer, entry.get("n_train"), f"{where}.n_train", 2000, 2),
+        "n_test": checked(_integer, entry.get("n_test"), f"{where}.n_test", 500, 2),
+        "epochs": checked(_integer, entry.get("epochs"), f"{where}.epochs", 3, 1),
+        "batch_size": checked(_integer, entry.get("batch_size"), f"{where}.batch_size", 32, 1),
+        "thresholds": checked(_fraction_table, entry.get("thresholds"), f"{where}.thresholds"),
+        "robustness": checked(_fraction_table, entry.get("robustness"), f"{where}.robustness"),
+    }
+    if len(problems) > before:
+        return None
+    return ModelSettings(
+        key=key,
+        source=path,
+        path=entry.get("path"),
+        sites={str(k): str(v) for k, v in sites.items()},
+        **parsed,
+    )
 
 
 def find_model_settings(

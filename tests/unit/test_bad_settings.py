@@ -239,3 +239,27 @@ def test_a_bad_input_raises_one_clear_das_error(
     call: Call, error: type[DasError], match: str, ctx: Ctx
 ) -> None:
     assert_one_clear_das_error(call, error, match, ctx)
+
+
+def test_every_problem_of_das_yaml_is_reported_at_once(tmp_path: Path) -> None:
+    # Each run reported only the first problem: two typos took two runs to find.
+    text = """\
+    models:
+      embedded:
+        path: embedded
+        n_tset: 800
+        sites:
+          boundary: block_output[layer=1, pos=lats]
+        thresholds:
+          left_boundary: 1.0
+    """
+    path = tmp_path / "das.yaml"
+    path.write_text(textwrap.dedent(text))
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    message = str(raised.value)
+    assert message.startswith(f"{path} has 3 problems:\n  - ")
+    assert "unknown key 'n_tset'" in message
+    assert "Did you mean 'n_test'?" in message
+    assert "sites.boundary: cannot parse position 'lats'" in message
+    assert "thresholds.left_boundary = 1.0: a threshold is a number in [0, 1)" in message
