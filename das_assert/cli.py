@@ -248,13 +248,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         "trained_on": trained_on,
         "transfer": transfer,
     }
-    summary = result.summary()
-    if transfer:
-        summary += (
-            f"\nnote: {args.alignment} was trained on another model "
-            f"(fingerprint {trained_on or 'not recorded'}): this is a transfer, not a fit here"
+    if transfer:  # before the numbers, as the note on another hypothesis is
+        weights = (trained_on or {}).get("weights") if isinstance(trained_on, dict) else None
+        print(
+            f"note: {args.alignment} was trained on another model (weights "
+            f"{str(weights)[:12] if weights else 'not recorded'}...): this is a transfer, not a "
+            "fit here"
         )
-    return _finish(args, model, record, summary)
+    return _finish(args, model, record, result.summary())
 
 
 def _cmd_train_embedded(args: argparse.Namespace) -> int:

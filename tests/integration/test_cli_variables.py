@@ -29,6 +29,18 @@ def test_a_saved_subset_is_evaluated_on_its_own_variables(
     fingerprint = json.loads(fitted.read_text())["model"]["fingerprint"]
     assert again["alignment"] == {"file": str(saved), "trained_on": fingerprint, "transfer": False}
     assert "trained on another model" not in capsys.readouterr().out
+    # the same alignment scored on "another model": the note comes first and names its weights
+    # (it came after the numbers, with the fingerprint printed as a Python dict)
+    from das_assert.models import LoadedModel
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(LoadedModel, "fingerprint", {"weights": "f" * 64})
+        assert main(["evaluate", f"--alignment={saved}", "--n-test=40"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(
+        f"note: {saved} was trained on another model (weights {fingerprint['weights'][:12]}...)"
+    )
+    assert "{" not in out.splitlines()[0]
     assert set(again["iia_by_variable"]) == {"right"}
     assert {p["variable_index"] for p in again["pairs"]} == {1}
     assert main(["evaluate", f"--alignment={saved}", "--hypothesis=left_boundary"]) == 2
