@@ -61,7 +61,8 @@ def judge_variant(
             f"source {pair.inputs.get('source')}"
             f"\n  base prompt:\n{indent(pair.base.text.strip())}\n  source prompt:\n"
             f"{indent(pair.source.text.strip())}\n"
-            f"  replay: pytest {request.node.nodeid} ({replay_advice()})"
+            f"  replay: @example(variant={variant!r}) on {request.node.nodeid} "
+            f"({replay_advice()})"
         )
 
 

@@ -86,12 +86,17 @@ def _check_one_answer_variant(
 
 
 def replay_advice() -> str:
-    """How a failing example comes back, under the settings it ran with."""
+    """How a failing example comes back, under the settings it ran with. A derandomized run
+    draws the same examples for the same command over the same files only: hypothesis also
+    draws constants from every project module loaded, so one file run alone draws others."""
     from hypothesis import settings
 
     current = settings()
     if current.derandomize:
-        return "derandomized: the same command draws the same examples"
+        return (
+            "derandomized: the same command over the same files draws it again; run alone, a "
+            "file may draw other variants, so pin this one"
+        )
     if current.database is None:
-        return "no example database: rerun with this variant pinned via @example"
+        return "no example database: pin this variant to rerun it"
     return "the example database replays this variant first"
