@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.slow
+# The claims' own budget (hypotheses/das.yaml): at 800 pairs x 2 epochs and 400 test pairs the
+# rotated model's Left Boundary led the random rotation by +0.070 [+0.033, +0.107], an interval
+# that contains the 0.05 margin, so the claim was inconclusive there, not aligned.
 HARMFUL_NOISE = 1.0  # relative size of the noise added to the digit embeddings
 # The noise costs task accuracy too (0.98 -> about 0.74 on 400 prompts): the gate's precondition
 # is lowered to 0.7 for that run so the regression shows as a regression, not as a precondition.
@@ -25,9 +28,9 @@ DAS_YAML = """
 models:
   embedded:
     path: embedded
-    n_train: 800
-    n_test: 400
-    epochs: 2
+    n_train: 1500
+    n_test: 800
+    epochs: 3
     sites:
       boundary: {site}
     thresholds:
@@ -35,9 +38,9 @@ models:
       midpoint_distance: 0.72
   {update}:
     path: {update_path}
-    n_train: 800
-    n_test: 400
-    epochs: 2
+    n_train: 1500
+    n_test: 800
+    epochs: 3
     sites:
       boundary: {site}
     thresholds:
