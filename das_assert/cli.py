@@ -249,7 +249,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         "transfer": transfer,
     }
     if transfer:  # before the numbers, as the note on another hypothesis is
-        weights = (trained_on or {}).get("weights") if isinstance(trained_on, dict) else None
+        weights = trained_on.get("weights") if isinstance(trained_on, dict) else None
         print(
             f"note: {args.alignment} was trained on another model (weights "
             f"{str(weights)[:12] if weights else 'not recorded'}...): this is a transfer, not a "

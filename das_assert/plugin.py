@@ -177,21 +177,36 @@ def _early_settings(item: pytest.Item) -> Any:
     config = item.config
     if _EARLY_SETTINGS not in config.stash:
         from das_assert.errors import DasError
-        from das_assert.models import EMBEDDED_MODEL_DIR, resolve_model_path
-        from das_assert.settings import find_model_settings, load_settings
 
-        path = config.getoption("das_model") or os.environ.get("DAS_MODEL") or "embedded"
         try:
-            directory = resolve_model_path(path)
-            config.stash[_EARLY_SETTINGS] = find_model_settings(
-                load_settings(_find_config(config, _das_test_files(item.session))),
-                directory,
-                embedded=directory == EMBEDDED_MODEL_DIR,
-                key=config.getoption("das_model_entry"),
-            )
+            config.stash[_EARLY_SETTINGS] = _model_settings(config, item.session)
         except DasError:
             config.stash[_EARLY_SETTINGS] = None
     return config.stash[_EARLY_SETTINGS]
+
+
+def _model_path(config: pytest.Config) -> str:
+    """The model under test: ``--das-model``, else ``$DAS_MODEL``, else the embedded one."""
+    return config.getoption("das_model") or os.environ.get("DAS_MODEL") or "embedded"
+
+
+def _model_settings(config: pytest.Config, session: pytest.Session) -> Any:
+    """The das.yaml entry of the model under test (``settings.ModelSettings``).
+
+    Raises:
+        DasError: das.yaml missing or invalid, the model directory missing, no entry for it.
+    """
+    from das_assert.models import EMBEDDED_MODEL_DIR, resolve_model_path
+    from das_assert.settings import find_model_settings, load_settings
+
+    settings_file = _find_config(config, _das_test_files(session))
+    directory = resolve_model_path(_model_path(config))
+    return find_model_settings(
+        load_settings(settings_file),
+        directory,
+        embedded=directory == EMBEDDED_MODEL_DIR,
+        key=config.getoption("das_model_entry"),
+    )
 
 
 def _find_config(config: pytest.Config, test_files: list[Path]) -> Path:
@@ -241,39 +256,20 @@ def das_session(request: pytest.FixtureRequest) -> Any:
     from das_assert.cache import AlignmentCache
     from das_assert.digests import DigestMemo
     from das_assert.errors import DasError
-    from das_assert.models import (
-        EMBEDDED_MODEL_DIR,
-        LoadedModel,
-        load_model,
-        resolve_model_path,
-        worker_device,
-        worker_threads,
-    )
+    from das_assert.models import LoadedModel, load_model, worker_device, worker_threads
     from das_assert.session import DasSession
-    from das_assert.settings import (
-        ConfigWarning,
-        find_model_settings,
-        load_settings,
-        misspelt_claims,
-    )
+    from das_assert.settings import ConfigWarning, misspelt_claims
     from das_assert.sharing import sharing
 
     config = request.config
-    path = config.getoption("das_model") or os.environ.get("DAS_MODEL") or "embedded"
+    path = _model_path(config)
     mode = config.getoption("das_cache")
     cache_dir = config.getoption("das_cache_dir") or Path(config.rootpath) / ".das_assert" / "cache"
     cache = None if mode == "off" else AlignmentCache(Path(cache_dir), mode)
     try:
         if cache is not None:  # before a model that may take minutes to load
             cache.check_writable()
-        settings_file = _find_config(config, _das_test_files(request.session))
-        directory = resolve_model_path(path)
-        settings = find_model_settings(
-            load_settings(settings_file),
-            directory,
-            embedded=directory == EMBEDDED_MODEL_DIR,
-            key=config.getoption("das_model_entry"),
-        )
+        settings = _model_settings(config, request.session)
         device = worker_device(
             config.getoption("das_device"),
             worker=os.environ.get("PYTEST_XDIST_WORKER"),
