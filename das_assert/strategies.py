@@ -131,22 +131,45 @@ def contexts(*, pool: tuple[str, ...] = HELD_OUT_PREFIXES, max_sentences: int = 
 
 
 @st.composite
-def _fixed_brackets(draw: Any, min_width: int, max_width: int, min_low: int) -> tuple[int, int]:
-    width = draw(st.integers(min_width, max_width))
-    highest = 995 - width  # brackets() checked that this is at least min_low
+def _fixed_brackets(
+    draw: Any, min_width: int, max_width: int, min_low: int, max_low: int, min_high: int
+) -> tuple[int, int]:
+    # brackets() checked that every width drawn here leaves room for at least one low bound.
+    width = draw(st.integers(max(min_width, min_high - max_low), max_width))
+    lowest, highest = max(min_low, min_high - width), min(max_low, 995 - width)
     low = draw(
-        st.one_of(st.integers(min_low, min(min_low + 95, highest)), st.integers(min_low, highest))
+        st.one_of(st.integers(lowest, min(lowest + 95, highest)), st.integers(lowest, highest))
     )
     return low, low + width
 
 
-def brackets(*, min_width: int = 50, max_width: int = 900, min_low: int = 5) -> Any:
+def brackets(
+    *,
+    min_width: int = 50,
+    max_width: int = 900,
+    min_low: int = 5,
+    max_low: int | None = None,
+    min_high: int | None = None,
+) -> Any:
     """None (sampled per prompt, as in training) or a fixed (low, high) in cents, narrow or wide,
     near the lowest allowed low bound or anywhere. Shrinks to None, then to narrow brackets at
-    ``min_low``. The training sampler's brackets are 250..750 cents wide, low >= 5."""
+    ``min_low``. The training sampler's brackets are 250..750 cents wide, low >= 5.
+
+    ``max_low`` and ``min_high`` keep the bounds away from the ends of the amount range, where
+    training put few brackets (a low bound of 6.50 or more in about 1% of its prompts).
+    """
+    max_low = 995 - min_width if max_low is None else max_low
+    min_high = min_low + min_width if min_high is None else min_high
     if not 0 < min_width <= max_width <= 995 - min_low:
         raise ValueError(f"need 0 < min_width <= max_width <= {995 - min_low}")
-    return st.one_of(st.none(), _fixed_brackets(min_width, max_width, min_low))
+    if max_low < min_low:
+        raise ValueError(f"max_low={max_low} is below min_low={min_low}")
+    if min_high > 995 or min_high - max_low > max_width:
+        raise ValueError(
+            f"no bracket at most {max_width} cents wide has low <= {max_low} and high >= "
+            f"{min_high} (<= 995): raise max_width or max_low, or lower min_high"
+        )
+    return st.one_of(st.none(), _fixed_brackets(min_width, max_width, min_low, max_low, min_high))
 
 
 def amount_edges() -> Any:

@@ -36,6 +36,34 @@ def test_the_narrowest_room_left_gives_the_one_bracket_that_fits(bracket: Any) -
     assert bracket in (None, (945, 995))  # it gave (946, 995), (995, 995) and (996, 995) before
 
 
+@settings(max_examples=200)
+@given(
+    data=st.data(),
+    max_low=st.integers(5, 995),
+    min_high=st.integers(5, 995),
+    max_width=st.integers(1, 990),
+)
+def test_a_fixed_bracket_keeps_its_bounds_inside_max_low_and_min_high(
+    data: st.DataObject, max_low: int, min_high: int, max_width: int
+) -> None:
+    if min_high - max_low > max_width:
+        with pytest.raises(ValueError, match=f"low <= {max_low} and high >= {min_high}"):
+            brackets(min_width=1, max_width=max_width, max_low=max_low, min_high=min_high)
+        return
+    strategy = brackets(min_width=1, max_width=max_width, max_low=max_low, min_high=min_high)
+    bracket = data.draw(strategy)
+    if bracket is not None:
+        low, high = bracket
+        assert 5 <= low <= max_low
+        assert min_high <= high <= 995
+        assert 1 <= high - low <= max_width
+
+
+def test_max_low_below_min_low_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="max_low=50 is below min_low=100"):
+        brackets(min_low=100, max_width=500, max_low=50)
+
+
 def test_a_variant_prints_only_what_it_changes_under_hypothesis_too() -> None:
     variant = PromptVariant(suffix="Thank you.", amount_edge="on_bound")
     expected = "PromptVariant(suffix='Thank you.', amount_edge='on_bound')"
