@@ -172,6 +172,11 @@ class AlignmentResult:
         return self.evaluation.baselines()
 
     @property
+    def variable_names(self) -> tuple[str, ...]:
+        """The causal model's intervened variables, in box order."""
+        return INTERVENED_VARIABLES[self.experiment.hypothesis]
+
+    @property
     def collapsed(self) -> bool:
         """True when the box of a variable this claim intervenes on ended empty (a no-op)."""
         names = INTERVENED_VARIABLES[self.experiment.hypothesis]

@@ -5,11 +5,35 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-__all__ = ["failure_message", "indent", "reproduce_line"]
+__all__ = ["by_variable_lines", "failure_message", "indent", "reproduce_line"]
 
 
 def indent(text: str, prefix: str = "      ") -> str:
     return "\n".join(prefix + line for line in text.splitlines())
+
+
+def by_variable_lines(evaluation: Any, names: tuple[str, ...]) -> list[str]:
+    """One line per intervened variable of a multi-variable claim (none for one variable): which
+    of them fails, by missing the answers that must change or by changing those that must not."""
+    present = set(evaluation.test.variable_index.tolist())
+    if len(present) < 2:
+        return []
+    lines = []
+    for k in sorted(present):
+        name = names[k] if k < len(names) else str(k)
+        part = evaluation.subset(lambda pair, k=k: pair.variable_index == k)
+        changed = part.changed_labels()
+        kept = part.successes - changed["correct"]
+        must_change = (
+            f"{changed['correct']} of the {changed['n']} answers that must change did"
+            if changed["n"]
+            else "no answer must change"
+        )
+        lines.append(
+            f"  {name:<10} IIA {part.iia:.3f} (n={part.n}), no-op {part.baselines()['noop']:.3f}: "
+            f"{must_change}, {kept} of the {part.n - changed['n']} that must stay did"
+        )
+    return lines
 
 
 def failure_message(
@@ -32,6 +56,7 @@ def failure_message(
         f"{b['random_rotation']:.3f}, task accuracy {ev.task_accuracy:.3f}",
         f"  alignment  boundary {result.boundary_text()} of {result.fitted.interchange.d} "
         f"rotated dims" + (" (collapsed)" if result.collapsed else ""),
+        *by_variable_lines(ev, result.variable_names),
     ]
     failing = ev.failing_indices() if expect == "aligned" else []
     if failing:

@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 
 from das_assert.errors import InvalidArgument, PreconditionFailed
 from das_assert.experiment import AlignmentResult
-from das_assert.messages import indent
+from das_assert.messages import by_variable_lines, indent
 from das_assert.metrics import wilson_interval
 from das_assert.variants import evaluate_variant, replay_advice
 
@@ -51,19 +51,19 @@ def judge_variant(
     _record(request, result, variant, n, claim, evaluation, "broken" if broken else "holds")
     if broken:
         pair = evaluation.test.pairs[(evaluation.failing_indices() or [0])[0]]
-        raise IIAClaimFailed(
-            f"claim {claim!r} breaks under {variant!r}\n"
+        lines = [
+            f"claim {claim!r} breaks under {variant!r}",
             f"  IIA {evaluation.iia:.3f} (n={evaluation.n}, 95% CI [{low:.3f}, {high:.3f}]) "
             f"at {exp.site}, seed={exp.seed}: {judged.outcome} (robustness threshold "
             f"{threshold}): {judged.reason}; task accuracy {evaluation.task_accuracy:.3f}, "
-            f"no-op {noop.baseline:.3f}, lead over it {noop}\n"
-            f"  a failing pair: base {pair.inputs.get('base')}, "
-            f"source {pair.inputs.get('source')}"
-            f"\n  base prompt:\n{indent(pair.base.text.strip())}\n  source prompt:\n"
-            f"{indent(pair.source.text.strip())}\n"
-            f"  replay: @example(variant={variant!r}) on {request.node.nodeid} "
-            f"({replay_advice()})"
-        )
+            f"no-op {noop.baseline:.3f}, lead over it {noop}",
+            *by_variable_lines(evaluation, result.variable_names),
+            f"  a failing pair: base {pair.inputs.get('base')}, source {pair.inputs.get('source')}",
+            f"  base prompt:\n{indent(pair.base.text.strip())}",
+            f"  source prompt:\n{indent(pair.source.text.strip())}",
+            f"  replay: @example(variant={variant!r}) on {request.node.nodeid} ({replay_advice()})",
+        ]
+        raise IIAClaimFailed("\n".join(lines))
 
 
 def _reject(event_text: str, error: Exception) -> NoReturn:

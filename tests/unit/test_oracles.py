@@ -772,6 +772,41 @@ def test_baselines_are_exact_proportions_of_the_pairs(tiny_models: dict[str, Any
     assert isinstance(evaluation.task_accuracy, float)
 
 
+def test_the_per_variable_lines_count_each_variable_from_its_own_pairs(
+    tiny_models: dict[str, Any],
+) -> None:
+    from das_assert.messages import by_variable_lines
+
+    loaded = tiny_models["llama"]
+    pairs = prompt_pairs("left_and_right_boundary", 40, seed=3)
+    encoded = encode(loaded, pairs, parse_position("last"))
+    labels, base = encoded.label_ids, encoded.base_label_ids
+    wrong = torch.where(labels == base, labels + 1, base)  # every intervened answer wrong ...
+    right_box = encoded.variable_index == 1
+    predicted = torch.where(right_box, labels, wrong)  # ... but where ``right`` was swapped
+    evaluation = Evaluation(encoded, predicted, base.clone(), wrong, 0.0)
+    lines = by_variable_lines(evaluation, ("left", "right"))
+    want = []
+    for k, name in enumerate(("left", "right")):
+        mine = [p for p in pairs if p.variable_index == k]
+        must_change = sum(p.expected != p.base_expected for p in mine)
+        stay = len(mine) - must_change
+        did, kept = (must_change, stay) if k == 1 else (0, 0)
+        noop = stay / len(mine)
+        changed = (
+            f"{did} of the {must_change} answers that must change did"
+            if must_change
+            else ("no answer must change")
+        )
+        want.append(
+            f"  {name:<10} IIA {(did + kept) / len(mine):.3f} (n={len(mine)}), no-op {noop:.3f}: "
+            f"{changed}, {kept} of the {stay} that must stay did"
+        )
+    assert lines == want
+    one_variable = evaluation.subset(lambda pair: pair.variable_index == 0)
+    assert by_variable_lines(one_variable, ("left", "right")) == []
+
+
 @torch.no_grad()
 def test_an_evaluation_out_of_gpu_memory_halves_its_batch_and_predicts_the_same(
     tiny_models: dict[str, Any], monkeypatch: pytest.MonkeyPatch
