@@ -10,12 +10,18 @@ Evidence bar. Joint IIA over both variables: Wilson 95% lower bound >= the
 the two boxes are disjoint and non-empty, and each variable alone, evaluated with the other's box
 untouched, keeps IIA >= ``left_and_right_boundary.each`` (Wilson lower bound).
 
+Robustness. The frozen alignment is fuzzed over wording, context, answer words, number style,
+amounts on a bound and fixed brackets of the trained widths (2.50-7.50) whose low bound is at most
+5.50 and high bound at least 4.00. Past that it breaks, and the last test says so with its
+numbers: on [7.45, 9.95] the model answers, but the alignment does not carry the booleans.
+
 Control. ``before:amount``, where neither boolean can be known yet, stays below the threshold.
 """
 
 import pytest
 from hypothesis import given
 
+from das_assert.messages import by_variable_lines
 from das_assert.metrics import wilson_interval
 from das_assert.strategies import brackets, prompt_variants
 
@@ -69,7 +75,42 @@ def test_left_and_right_cannot_live_before_the_amount_is_read(das, before_amount
     das.assert_not_aligned(before_amount, claim="left_and_right_boundary")
 
 
-@given(variant=prompt_variants(bracket=brackets(min_width=250, max_width=750, min_low=100)))
+TRAINED_BRACKETS = brackets(min_width=250, max_width=750, min_low=100, max_low=550, min_high=400)
+
+
+@given(variant=prompt_variants(bracket=TRAINED_BRACKETS))
 def test_both_booleans_survive_changed_prompts_brackets_and_context(das, at_boundary, variant):
     """The frozen two-variable alignment on pairs written as a fuzzed variant of the prompt."""
     das.assert_robust(at_boundary, variant, claim="left_and_right_boundary")
+
+
+def test_both_booleans_do_not_survive_a_bracket_at_the_top_of_the_range(das_session, at_boundary):
+    """A negative, measured claim: fuzzing found it (the model answers, the alignment does not).
+
+    Training drew a low bound of 6.50 or more for about 1% of its prompts. On [7.45, 9.95] with the
+    default prompt the model still answers (task accuracy 0.870-0.917 over seeds 0-9), but the
+    frozen alignment does no better than leaving the run alone: IIA 0.575-0.715 against a no-op
+    of 0.662-0.750, not aligned under all ten seeds. Both boxes fail. Swapping ``left`` makes
+    30-53 of the 90-124 answers that must change do so. Swapping ``right``, where almost no answer
+    must change, changes 57-85 of the 184-213 that must stay. Judged as a fuzz variant is: the
+    interval below the robustness threshold, or IIA clearly no better than the no-op's.
+    """
+    from das_assert.tasks.price_tagging import prompt_pairs
+
+    exp = at_boundary.experiment
+    pairs = prompt_pairs(HYPOTHESIS, 400, seed=exp.seed + 43, bracket=(745, 995))
+    evaluation = at_boundary.evaluate_on(pairs)
+    threshold = das_session.settings.threshold("left_and_right_boundary", table="robustness")
+    judged = evaluation.verdict(threshold, controls=("noop",), margin=exp.margin)
+    low, high = wilson_interval(evaluation.successes, evaluation.n)
+    numbers = "\n".join(
+        [
+            f"bracket [7.45, 9.95]: IIA {evaluation.iia:.3f} (n={evaluation.n}, 95% CI "
+            f"[{low:.3f}, {high:.3f}]), task accuracy {evaluation.task_accuracy:.3f}, no-op "
+            f"{evaluation.baselines()['noop']:.3f}, at {exp.site}, seed={exp.seed}",
+            *by_variable_lines(evaluation, at_boundary.variable_names),
+        ]
+    )
+    assert evaluation.task_accuracy >= das_session.min_task_accuracy, numbers
+    assert not judged.untestable, f"{numbers}\n{judged.reason}"
+    assert judged.outcome == "not_aligned", f"{numbers}\n{judged.reason}"

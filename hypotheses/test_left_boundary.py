@@ -11,9 +11,10 @@ das.yaml and IIA must beat the no-op and random-rotation baselines by 0.05.
 
 Robustness. The frozen alignment is fuzzed over wording, context, answer words, number style,
 amounts on a bound and fixed brackets *of the widths the model was trained on* (2.50-7.50, low
-bound from 1.00). Outside that range it breaks, and the last test says so with its numbers: on
-the narrow bracket [0.05, 1.40], with amounts on both sides of its low bound, the model answers
-correctly, but the alignment changes few of the answers that must change.
+bound from 1.00 to 5.50, high bound from 4.00), where training put most of its brackets. Outside
+that range it breaks, and the last test says so with its numbers: on the narrow bracket
+[0.05, 1.40], with amounts on both sides of its low bound, the model answers correctly, but the
+alignment changes few of the answers that must change.
 
 Control. Before the amount is read (``before:amount``, the newline after "### Input:") no token
 can know ``amount >= low``: the same search there must stay below the threshold.
@@ -45,7 +46,10 @@ def test_left_boundary_cannot_live_before_the_amount_is_read(das, before_amount)
     das.assert_not_aligned(before_amount, claim="left_boundary")
 
 
-@given(variant=prompt_variants(bracket=brackets(min_width=250, max_width=750, min_low=100)))
+TRAINED_BRACKETS = brackets(min_width=250, max_width=750, min_low=100, max_low=550, min_high=400)
+
+
+@given(variant=prompt_variants(bracket=TRAINED_BRACKETS))
 def test_left_boundary_survives_changed_prompts_brackets_and_context(das, at_boundary, variant):
     """The frozen alignment, no retraining, on pairs written as a fuzzed variant of the prompt."""
     das.assert_robust(at_boundary, variant, claim="left_boundary")
@@ -56,6 +60,28 @@ def _amounts_on_both_sides_of_the_low_bound(inputs, rng, role):
     if rng.random() < 0.5:
         return {**inputs, "x": rng.randint(1, inputs["lo"] - 1)}
     return {**inputs, "x": rng.randint(inputs["lo"], inputs["hi"])}
+
+
+def _judged_as_a_fuzz_variant(das_session, at_boundary, pairs, where):
+    """The frozen alignment on ``pairs``, judged as ``assert_robust`` judges a variant, and the
+    numbers to print: the outcome must be clearly not aligned while the model does the task."""
+    from das_assert import wilson_interval
+
+    evaluation = at_boundary.evaluate_on(pairs)
+    threshold = das_session.settings.threshold("left_boundary", table="robustness")
+    judged = evaluation.verdict(threshold, controls=("noop",), margin=at_boundary.experiment.margin)
+    changed = evaluation.changed_labels()
+    low, high = wilson_interval(evaluation.successes, evaluation.n)
+    numbers = (
+        f"{where}: IIA {evaluation.iia:.3f} (n={evaluation.n}, 95% CI [{low:.3f}, {high:.3f}]), "
+        f"task accuracy {evaluation.task_accuracy:.3f}, no-op "
+        f"{evaluation.baselines()['noop']:.3f}, {changed['correct']} of the {changed['n']} "
+        f"answers that must change did, at {at_boundary.experiment.site}, "
+        f"seed={at_boundary.experiment.seed}"
+    )
+    assert evaluation.task_accuracy >= das_session.min_task_accuracy, numbers
+    assert not judged.untestable, f"{numbers}: {judged.reason}"
+    assert judged.outcome == "not_aligned", f"{numbers}: {judged.reason}"
 
 
 def test_left_boundary_does_not_survive_a_narrow_bracket_near_zero(das_session, at_boundary):
@@ -69,7 +95,6 @@ def test_left_boundary_does_not_survive_a_narrow_bracket_near_zero(das_session, 
     0.485. Judged as a fuzz variant is: the interval below the robustness threshold, or IIA
     clearly no better than the no-op's.
     """
-    from das_assert import wilson_interval
     from das_assert.tasks.price_tagging import prompt_pairs
 
     pairs = prompt_pairs(
@@ -79,18 +104,20 @@ def test_left_boundary_does_not_survive_a_narrow_bracket_near_zero(das_session, 
         bracket=(5, 140),
         edit=_amounts_on_both_sides_of_the_low_bound,
     )
-    evaluation = at_boundary.evaluate_on(pairs)
-    threshold = das_session.settings.threshold("left_boundary", table="robustness")
-    judged = evaluation.verdict(threshold, controls=("noop",), margin=at_boundary.experiment.margin)
-    changed = evaluation.changed_labels()
-    low, high = wilson_interval(evaluation.successes, evaluation.n)
-    numbers = (
-        f"bracket [0.05, 1.40], amounts on both sides of 0.05: IIA {evaluation.iia:.3f} "
-        f"(n={evaluation.n}, 95% CI [{low:.3f}, {high:.3f}]), task accuracy "
-        f"{evaluation.task_accuracy:.3f}, no-op {evaluation.baselines()['noop']:.3f}, "
-        f"{changed['correct']} of the {changed['n']} answers that must change did, at "
-        f"{at_boundary.experiment.site}, seed={at_boundary.experiment.seed}"
-    )
-    assert evaluation.task_accuracy >= das_session.min_task_accuracy, numbers
-    assert not judged.untestable, f"{numbers}: {judged.reason}"
-    assert judged.outcome == "not_aligned", f"{numbers}: {judged.reason}"
+    where = "bracket [0.05, 1.40], amounts on both sides of 0.05"
+    _judged_as_a_fuzz_variant(das_session, at_boundary, pairs, where)
+
+
+def test_left_boundary_does_not_survive_a_bracket_at_the_top_of_the_range(das_session, at_boundary):
+    """A negative, measured claim: fuzzing found it (the model answers, the alignment does not).
+
+    Training drew a low bound of 6.50 or more for about 1% of its prompts. On [7.45, 9.95] with the
+    default prompt the model answers (task accuracy 0.870-0.910 over seeds 0-9), but the frozen
+    alignment makes only 54-86 of the 193-217 answers that must change do so: IIA 0.575-0.632
+    against a no-op of 0.472-0.540. It leads the no-op (by +0.08 to +0.14), yet its interval stays
+    below the robustness threshold (highest upper bound 0.678): not aligned under all ten seeds.
+    """
+    from das_assert.tasks.price_tagging import prompt_pairs
+
+    pairs = prompt_pairs(HYPOTHESIS, 400, seed=at_boundary.experiment.seed + 43, bracket=(745, 995))
+    _judged_as_a_fuzz_variant(das_session, at_boundary, pairs, "bracket [7.45, 9.95]")
