@@ -11,6 +11,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,8 +39,18 @@ models:
     thresholds:
       left_boundary: 0.68
       midpoint_distance: 0.72
-  {update}:
-    path: {update_path}
+  rotated:
+    path: {rotated}
+    n_train: 1500
+    n_test: 800
+    epochs: 3
+    sites:
+      boundary: {site}
+    thresholds:
+      left_boundary: 0.68
+      midpoint_distance: 0.72
+  harmful:
+    path: {harmful}
     n_train: 1500
     n_test: 800
     epochs: 3
@@ -107,23 +120,42 @@ def updated_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {name: _save_updated(root / name, name) for name in ("rotated", "harmful")}
 
 
-def _setup(pytester: pytest.Pytester, update: str, path: Path) -> None:
-    pytester.makefile(
-        ".yaml", das=DAS_YAML.format(site=_boundary_site(), update=update, update_path=path)
-    )
-    pytester.makepyfile(test_claims=CLAIMS)
-
-
-def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_subprocess(
+def _run_args(*args: str) -> list[str]:
+    return [
         "--das-config=das.yaml",
         "--das-baseline-dir=baselines",
-        "--das-cache=off",
         "-p",
         "no:cacheprovider",
         "--das-json=report.json",
         *args,
+    ]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, updated_models: dict[str, Path]) -> Path:
+    """A project whose baseline ``embedded/reference`` was saved from a fresh fit, once for the
+    three tests (pytester's folders are per test, so this runs pytest in a folder of its own)."""
+    project = tmp_path_factory.mktemp("reference")
+    yaml = DAS_YAML.format(site=_boundary_site(), **{k: str(v) for k, v in updated_models.items()})
+    (project / "das.yaml").write_text(yaml)
+    (project / "test_claims.py").write_text(CLAIMS)
+    args = _run_args("--das-cache=off", "--das-save-baseline=reference")
+    saved = subprocess.run(
+        [sys.executable, "-m", "pytest", *args], cwd=project, capture_output=True, text=True
     )
+    assert saved.returncode == 0, saved.stdout + saved.stderr
+    assert (project / "baselines" / "embedded" / "0001_reference.json").is_file()
+    return project
+
+
+def _setup(pytester: pytest.Pytester, reference: Path) -> None:
+    for name in ("das.yaml", "test_claims.py"):
+        shutil.copy(reference / name, pytester.path / name)
+    shutil.copytree(reference / "baselines", pytester.path / "baselines")
+
+
+def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(*_run_args(*args))
 
 
 def _results(pytester: pytest.Pytester) -> dict[str, dict]:
@@ -131,41 +163,46 @@ def _results(pytester: pytest.Pytester) -> dict[str, dict]:
     return {r["claim"]: r for r in report["results"]}
 
 
-@pytest.mark.parametrize("update", ["rotated", "harmful"])
-def test_the_gate_separates_harmless_and_harmful_updates(pytester, updated_models, update):
-    path = updated_models[update]
-    _setup(pytester, update, path)
-    saved = _run(pytester, "--das-save-baseline=reference")
-    saved.assert_outcomes(passed=2)
-    baseline = pytester.path / "baselines" / "embedded" / "0001_reference.json"
-    assert baseline.is_file()
-    # The update is judged against the embedded model's baseline: under its own das.yaml entry
-    # naming that baseline (rotated), or under the embedded entry itself (harmful).
-    if update == "rotated":
-        judged = [f"--das-model={path}", "--das-compare=embedded/reference"]
-    else:
-        judged = [f"--das-model={path}", "--das-model-entry=embedded", "--das-compare"]
-    assert not (pytester.path / "baselines" / update).exists()
-
-    same = _run(pytester, "--das-compare", "--das-compare-fail=iia:0.05")
+def test_the_same_model_refitted_passes_the_gate_with_every_delta_zero(pytester, reference):
+    _setup(pytester, reference)
+    same = _run(pytester, "--das-cache=off", "--das-compare", "--das-compare-fail=iia:0.05")
     same.assert_outcomes(passed=2)
     for record in _results(pytester).values():
         assert record["baseline"]["delta"] == 0.0
         assert record["transfer"]["iia"] == record["iia"]
 
-    gate = ["--das-min-task-accuracy=0.7"] if update == "harmful" else []
-    result = _run(pytester, *judged, "--das-compare-fail=iia:0.05", *gate)
-    records = _results(pytester)
-    if update == "rotated":
-        result.assert_outcomes(passed=2)  # re-derivation finds the variable again
-        lb = records["left_boundary"]
-        assert lb["transfer"]["iia"] < lb["baseline"]["iia"] - 0.1, lb["transfer"]
-        failing = _run(pytester, *judged, "--das-compare-fail=transfer:0.1")
-        failing.assert_outcomes(passed=1, failed=1)
-        assert "transfer dropped by" in failing.stdout.str()
-    else:
-        result.assert_outcomes(passed=1, failed=1)
-        output = result.stdout.str()
-        assert "test_left_boundary" in output.split("short test summary info")[1]
-        assert "regressed against baseline 0001_reference.json" in output
-        assert "iia dropped by" in output
+
+def test_a_harmless_update_is_rederived_but_its_old_rotation_does_not_transfer(
+    pytester, reference, updated_models
+):
+    """The residual stream in another orthonormal basis: the same function, new coordinates."""
+    _setup(pytester, reference)
+    # Judged under its own das.yaml entry, which names the embedded model's baseline.
+    judged = [f"--das-model={updated_models['rotated']}", "--das-compare=embedded/reference"]
+    result = _run(pytester, *judged, "--das-compare-fail=iia:0.05")
+    result.assert_outcomes(passed=2)  # re-derivation finds the variable again
+    assert not (pytester.path / "baselines" / "rotated").exists()
+    lb = _results(pytester)["left_boundary"]
+    assert lb["transfer"]["iia"] < lb["baseline"]["iia"] - 0.1, lb["transfer"]
+    assert not lb["from_cache"]
+    # The same fits again (from the cache the first run wrote), now gated on transfer.
+    failing = _run(pytester, *judged, "--das-compare-fail=transfer:0.1")
+    failing.assert_outcomes(passed=1, failed=1)
+    assert "transfer dropped by" in failing.stdout.str()
+    assert _results(pytester)["left_boundary"]["from_cache"]
+
+
+def test_a_harmful_update_fails_the_boundary_claim_as_a_regression(
+    pytester, reference, updated_models
+):
+    """The digit embeddings disrupted: Left Boundary regresses, the negative claim still holds."""
+    _setup(pytester, reference)
+    # Judged under the embedded model's entry itself, and its gate lowered (see HARMFUL_NOISE).
+    judged = [f"--das-model={updated_models['harmful']}", "--das-model-entry=embedded"]
+    gate = "--das-min-task-accuracy=0.7"
+    result = _run(pytester, *judged, "--das-compare", "--das-compare-fail=iia:0.05", gate)
+    result.assert_outcomes(passed=1, failed=1)
+    output = result.stdout.str()
+    assert "test_left_boundary" in output.split("short test summary info")[1]
+    assert "regressed against baseline 0001_reference.json" in output
+    assert "iia dropped by" in output
