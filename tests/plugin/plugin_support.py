@@ -39,13 +39,19 @@ def test_a_negative_claim_holds(das, aligned):
 """
 
 
-def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+def _run(pytester: pytest.Pytester, *args: str, subprocess: bool = False) -> pytest.RunResult:
+    """pytest on the tiny model's project: in this process (torch and transformers are imported
+    already, which saves about 6 s a run), or in a subprocess for xdist's workers and for what
+    this process's warning filters would change."""
     model = str(Path(pytester.path / "das.yaml").read_text().split("path: ")[1].split()[0])
-    return pytester.runpytest_subprocess(
+    options = [
         f"--das-model={model}",
         "--das-config=das.yaml",
         "--das-min-task-accuracy=0",
         "-p",
         "no:cacheprovider",
         *args,
-    )
+    ]
+    if subprocess:
+        return pytester.runpytest_subprocess(*options)
+    return pytester.runpytest_inprocess(*options)

@@ -51,7 +51,14 @@ def test_four_xdist_workers_sharing_one_cache_directory_lose_nothing(project) ->
     project.makepyfile(**{f"test_cache_{i}": _cache_file(i) for i in range(4)})
     cache = project.path / "shared-cache"
     first = _run(
-        project, "-n", "4", "--dist", "loadfile", f"--das-cache-dir={cache}", "--das-json=a.json"
+        project,
+        "-n",
+        "4",
+        "--dist",
+        "loadfile",
+        f"--das-cache-dir={cache}",
+        "--das-json=a.json",
+        subprocess=True,
     )
     first.assert_outcomes(passed=4)
     entries = sorted(path.name for path in cache.iterdir())
@@ -136,7 +143,7 @@ def test_a_last_failed_rerun_is_noted_on_its_baseline(project: pytest.Pytester) 
 
 def test_a_selection_under_xdist_is_noted_on_its_baseline(project: pytest.Pytester) -> None:
     args = ("--das-cache=off", "--das-save-baseline=v1", "--das-baseline-dir=b")
-    result = _run(project, *args, "-n", "2", "-k", "negative", "test_hyp.py")
+    result = _run(project, *args, "-n", "2", "-k", "negative", "test_hyp.py", subprocess=True)
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
         [  # the controller saves it, from the records the workers sent

@@ -98,6 +98,7 @@ def test_under_xdist_the_controller_gathers_every_workers_records(project) -> No
         "--das-json=out/report.json",
         "--das-markdown=out/summary.md",
         "--junitxml=out/junit.xml",
+        subprocess=True,
     )
     result.assert_outcomes(passed=3, failed=1)
     report = json.loads((project.path / "out" / "report.json").read_text())
@@ -152,6 +153,7 @@ def test_under_xdist_the_report_names_the_model_a_worker_loaded(project) -> None
         "--das-min-task-accuracy=0.99",  # after _run's 0: no claim reaches a verdict
         "--das-cache=off",
         "--das-json=out/report.json",
+        subprocess=True,
     )
     result.assert_outcomes(errors=2)  # the module fixture's alignment checks the precondition
     report = json.loads((project.path / "out" / "report.json").read_text())
