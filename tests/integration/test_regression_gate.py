@@ -27,10 +27,10 @@ HARMFUL_NOISE = 1.0  # relative size of the noise added to the digit embeddings
 # is lowered to 0.7 for that run so the regression shows as a regression, not as a precondition.
 pytest_plugins = ["pytester"]
 
-DAS_YAML = """
-models:
-  embedded:
-    path: embedded
+# One das.yaml entry per model, the same but for its path (the claims' own budget).
+MODEL_ENTRY = """
+  {name}:
+    path: {path}
     n_train: 1500
     n_test: 800
     epochs: 3
@@ -38,28 +38,13 @@ models:
       boundary: {site}
     thresholds:
       left_boundary: 0.68
-      midpoint_distance: 0.72
-  rotated:
-    path: {rotated}
-    n_train: 1500
-    n_test: 800
-    epochs: 3
-    sites:
-      boundary: {site}
-    thresholds:
-      left_boundary: 0.68
-      midpoint_distance: 0.72
-  harmful:
-    path: {harmful}
-    n_train: 1500
-    n_test: 800
-    epochs: 3
-    sites:
-      boundary: {site}
-    thresholds:
-      left_boundary: 0.68
-      midpoint_distance: 0.72
-"""
+      midpoint_distance: 0.72"""
+
+
+def _das_yaml(paths: dict[str, str]) -> str:
+    entries = [MODEL_ENTRY.format(name=k, path=v, site=_boundary_site()) for k, v in paths.items()]
+    return "models:" + "".join(entries) + "\n"
+
 
 CLAIMS = """
 import pytest
@@ -136,8 +121,8 @@ def reference(tmp_path_factory: pytest.TempPathFactory, updated_models: dict[str
     """A project whose baseline ``embedded/reference`` was saved from a fresh fit, once for the
     three tests (pytester's folders are per test, so this runs pytest in a folder of its own)."""
     project = tmp_path_factory.mktemp("reference")
-    yaml = DAS_YAML.format(site=_boundary_site(), **{k: str(v) for k, v in updated_models.items()})
-    (project / "das.yaml").write_text(yaml)
+    paths = {"embedded": "embedded", **{k: str(v) for k, v in updated_models.items()}}
+    (project / "das.yaml").write_text(_das_yaml(paths))
     (project / "test_claims.py").write_text(CLAIMS)
     args = _run_args("--das-cache=off", "--das-save-baseline=reference")
     saved = subprocess.run(
