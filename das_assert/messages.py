@@ -5,6 +5,8 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
+from das_assert.metrics import wilson_interval
+
 __all__ = ["by_variable_lines", "failure_message", "indent", "reproduce_line"]
 
 
@@ -29,9 +31,11 @@ def by_variable_lines(evaluation: Any, names: tuple[str, ...]) -> list[str]:
             if changed["n"]
             else "no answer must change"
         )
+        low, high = wilson_interval(part.successes, part.n)
         lines.append(
-            f"  {name:<10} IIA {part.iia:.3f} (n={part.n}), no-op {part.baselines()['noop']:.3f}: "
-            f"{must_change}, {kept} of the {part.n - changed['n']} that must stay did"
+            f"  {name:<10} IIA {part.iia:.3f} (n={part.n}, 95% CI [{low:.3f}, {high:.3f}]), no-op "
+            f"{part.baselines()['noop']:.3f}: {must_change}, {kept} of the "
+            f"{part.n - changed['n']} that must stay did"
         )
     return lines
 

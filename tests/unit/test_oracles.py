@@ -776,6 +776,7 @@ def test_the_per_variable_lines_count_each_variable_from_its_own_pairs(
     tiny_models: dict[str, Any],
 ) -> None:
     from das_assert.messages import by_variable_lines
+    from das_assert.metrics import wilson_interval
 
     loaded = tiny_models["llama"]
     pairs = prompt_pairs("left_and_right_boundary", 40, seed=3)
@@ -796,11 +797,13 @@ def test_the_per_variable_lines_count_each_variable_from_its_own_pairs(
         changed = (
             f"{did} of the {must_change} answers that must change did"
             if must_change
-            else ("no answer must change")
+            else "no answer must change"
         )
+        low, high = wilson_interval(did + kept, len(mine))
         want.append(
-            f"  {name:<10} IIA {(did + kept) / len(mine):.3f} (n={len(mine)}), no-op {noop:.3f}: "
-            f"{changed}, {kept} of the {stay} that must stay did"
+            f"  {name:<10} IIA {(did + kept) / len(mine):.3f} (n={len(mine)}, 95% CI "
+            f"[{low:.3f}, {high:.3f}]), no-op {noop:.3f}: {changed}, {kept} of the {stay} that "
+            "must stay did"
         )
     assert lines == want
     one_variable = evaluation.subset(lambda pair: pair.variable_index == 0)
