@@ -12,8 +12,10 @@ untouched, keeps IIA >= ``left_and_right_boundary.each`` (Wilson lower bound).
 
 Robustness. The frozen alignment is fuzzed over wording, context, answer words, number style,
 amounts on a bound and fixed brackets of the trained widths (2.50-7.50) whose low bound is at most
-5.50 and high bound at least 4.00. Past that it breaks, and the last test says so with its
-numbers: on [7.45, 9.95] the model answers, but the alignment does not carry the booleans.
+4.50 and high bound at least 4.00. With a low bound of 6.50 or more it breaks, and the last test
+says so with its numbers: on [7.45, 9.95] the model answers, but the alignment does not carry the
+booleans. In between it is fragile: a bracket from 5.46 with a sentence before the instruction
+was inconclusive or not aligned under 9 of 10 seeds (README, Robustness).
 
 Control. ``before:amount``, where neither boolean can be known yet, stays below the threshold.
 """
@@ -75,7 +77,7 @@ def test_left_and_right_cannot_live_before_the_amount_is_read(das, before_amount
     das.assert_not_aligned(before_amount, claim="left_and_right_boundary")
 
 
-TRAINED_BRACKETS = brackets(min_width=250, max_width=750, min_low=100, max_low=550, min_high=400)
+TRAINED_BRACKETS = brackets(min_width=250, max_width=750, min_low=100, max_low=450, min_high=400)
 
 
 @given(variant=prompt_variants(bracket=TRAINED_BRACKETS))

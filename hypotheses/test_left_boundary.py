@@ -11,10 +11,10 @@ das.yaml and IIA must beat the no-op and random-rotation baselines by 0.05.
 
 Robustness. The frozen alignment is fuzzed over wording, context, answer words, number style,
 amounts on a bound and fixed brackets *of the widths the model was trained on* (2.50-7.50, low
-bound from 1.00 to 5.50, high bound from 4.00), where training put most of its brackets. Outside
-that range it breaks, and the last test says so with its numbers: on the narrow bracket
-[0.05, 1.40], with amounts on both sides of its low bound, the model answers correctly, but the
-alignment changes few of the answers that must change.
+bound from 1.00 to 4.50, high bound from 4.00), where training put most of its brackets. Far
+outside that range it breaks, and the last two tests say so with their numbers: on the narrow
+bracket [0.05, 1.40], with amounts on both sides of its low bound, the model answers correctly,
+but the alignment changes few of the answers that must change; on [7.45, 9.95] likewise.
 
 Control. Before the amount is read (``before:amount``, the newline after "### Input:") no token
 can know ``amount >= low``: the same search there must stay below the threshold.
@@ -46,7 +46,7 @@ def test_left_boundary_cannot_live_before_the_amount_is_read(das, before_amount)
     das.assert_not_aligned(before_amount, claim="left_boundary")
 
 
-TRAINED_BRACKETS = brackets(min_width=250, max_width=750, min_low=100, max_low=550, min_high=400)
+TRAINED_BRACKETS = brackets(min_width=250, max_width=750, min_low=100, max_low=450, min_high=400)
 
 
 @given(variant=prompt_variants(bracket=TRAINED_BRACKETS))
