@@ -12,7 +12,7 @@ from das_assert.messages import by_variable_lines, indent
 from das_assert.metrics import wilson_interval
 from das_assert.variants import evaluate_variant, replay_advice
 
-__all__ = ["judge_variant"]
+__all__ = ["judge_breaking_pairs", "judge_variant"]
 
 
 def judge_variant(
@@ -64,6 +64,38 @@ def judge_variant(
             f"  replay: @example(variant={variant!r}) on {request.node.nodeid} ({replay_advice()})",
         ]
         raise IIAClaimFailed("\n".join(lines))
+
+
+def judge_breaking_pairs(
+    request: Any, result: AlignmentResult, pairs: list[Any], *, claim: str, where: str
+) -> Any:
+    """``request.assert_breaks_on`` (a ``DasRequest``; see its docstring for the rule)."""
+    __tracebackhide__ = True
+    from das_assert.session import IIAClaimFailed
+
+    exp = result.experiment
+    threshold = request.session.settings.threshold(claim, table="robustness")
+    evaluation = result.evaluate_on(pairs)
+    judged = evaluation.verdict(threshold, controls=("noop",), margin=exp.margin)
+    low, high = wilson_interval(evaluation.successes, evaluation.n)
+    changed = evaluation.changed_labels()
+    numbers = [
+        f"  {where}: IIA {evaluation.iia:.3f} (n={evaluation.n}, 95% CI [{low:.3f}, {high:.3f}]) "
+        f"at {exp.site}, seed={exp.seed}; task accuracy {evaluation.task_accuracy:.3f}, no-op "
+        f"{evaluation.baselines()['noop']:.3f}, {changed['correct']} of the {changed['n']} "
+        "answers that must change did",
+        *by_variable_lines(evaluation, result.variable_names),
+    ]
+    gate = request.session.min_task_accuracy
+    if evaluation.task_accuracy < gate:
+        problem = f"the model fails the task on these pairs (gate {gate}): they cannot show a limit"
+    elif judged.untestable:
+        problem = f"these pairs cannot tell: {judged.reason}"
+    elif judged.outcome != "not_aligned":
+        problem = f"the alignment was to break here, but it is {judged.outcome}: {judged.reason}"
+    else:
+        return evaluation
+    raise IIAClaimFailed("\n".join([f"claim {claim!r}: {problem}", *numbers]))
 
 
 def _reject(event_text: str, error: Exception) -> NoReturn:

@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from das_assert.cache import AlignmentCache, cache_key
+from das_assert.data import PromptPair
 from das_assert.errors import (
     ConfigError,
     InvalidArgument,
     SiteError,
     did_you_mean,
 )
+from das_assert.evaluate import Evaluation
 from das_assert.experiment import AlignmentResult, Experiment, check_site, run_experiment
 from das_assert.fit import FitConfig
 from das_assert.messages import failure_message, reproduce_line
@@ -428,6 +430,18 @@ class DasRequest:
         from das_assert.robustness import judge_variant
 
         judge_variant(self, result, variant, claim=claim, n=n, expect=expect)
+
+    def assert_breaks_on(
+        self, result: AlignmentResult, pairs: list[PromptPair], *, claim: str, where: str
+    ) -> Evaluation:
+        """Assert a measured limit of ``claim``'s robustness: on ``pairs`` (other brackets or
+        prompts, e.g. from ``prompt_pairs``) the model does the task, enough labels change to
+        tell, and the frozen alignment is clearly not aligned, judged as ``assert_robust`` judges
+        a variant. ``where`` names the pairs in the message, with the per-variable lines."""
+        __tracebackhide__ = True
+        from das_assert.robustness import judge_breaking_pairs
+
+        return judge_breaking_pairs(self, result, pairs, claim=claim, where=where)
 
 
 def _ci(interval: Any) -> str:

@@ -23,7 +23,6 @@ Control. ``before:amount``, where neither boolean can be known yet, stays below 
 import pytest
 from hypothesis import given
 
-from das_assert.messages import by_variable_lines
 from das_assert.metrics import wilson_interval
 from das_assert.strategies import brackets, prompt_variants
 
@@ -86,7 +85,7 @@ def test_both_booleans_survive_changed_prompts_brackets_and_context(das, at_boun
     das.assert_robust(at_boundary, variant, claim="left_and_right_boundary")
 
 
-def test_both_booleans_do_not_survive_a_bracket_at_the_top_of_the_range(das_session, at_boundary):
+def test_both_booleans_do_not_survive_a_bracket_at_the_top_of_the_range(das, at_boundary):
     """A negative, measured claim: fuzzing found it (the model answers, the alignment does not).
 
     Training drew a low bound of 6.50 or more for about 1% of its prompts. On [7.45, 9.95] with the
@@ -99,20 +98,7 @@ def test_both_booleans_do_not_survive_a_bracket_at_the_top_of_the_range(das_sess
     """
     from das_assert.tasks.price_tagging import prompt_pairs
 
-    exp = at_boundary.experiment
-    pairs = prompt_pairs(HYPOTHESIS, 400, seed=exp.seed + 43, bracket=(745, 995))
-    evaluation = at_boundary.evaluate_on(pairs)
-    threshold = das_session.settings.threshold("left_and_right_boundary", table="robustness")
-    judged = evaluation.verdict(threshold, controls=("noop",), margin=exp.margin)
-    low, high = wilson_interval(evaluation.successes, evaluation.n)
-    numbers = "\n".join(
-        [
-            f"bracket [7.45, 9.95]: IIA {evaluation.iia:.3f} (n={evaluation.n}, 95% CI "
-            f"[{low:.3f}, {high:.3f}]), task accuracy {evaluation.task_accuracy:.3f}, no-op "
-            f"{evaluation.baselines()['noop']:.3f}, at {exp.site}, seed={exp.seed}",
-            *by_variable_lines(evaluation, at_boundary.variable_names),
-        ]
+    pairs = prompt_pairs(HYPOTHESIS, 400, seed=at_boundary.experiment.seed + 43, bracket=(745, 995))
+    das.assert_breaks_on(
+        at_boundary, pairs, claim="left_and_right_boundary", where="bracket [7.45, 9.95]"
     )
-    assert evaluation.task_accuracy >= das_session.min_task_accuracy, numbers
-    assert not judged.untestable, f"{numbers}\n{judged.reason}"
-    assert judged.outcome == "not_aligned", f"{numbers}\n{judged.reason}"

@@ -62,29 +62,7 @@ def _amounts_on_both_sides_of_the_low_bound(inputs, rng, role):
     return {**inputs, "x": rng.randint(inputs["lo"], inputs["hi"])}
 
 
-def _judged_as_a_fuzz_variant(das_session, at_boundary, pairs, where):
-    """The frozen alignment on ``pairs``, judged as ``assert_robust`` judges a variant, and the
-    numbers to print: the outcome must be clearly not aligned while the model does the task."""
-    from das_assert import wilson_interval
-
-    evaluation = at_boundary.evaluate_on(pairs)
-    threshold = das_session.settings.threshold("left_boundary", table="robustness")
-    judged = evaluation.verdict(threshold, controls=("noop",), margin=at_boundary.experiment.margin)
-    changed = evaluation.changed_labels()
-    low, high = wilson_interval(evaluation.successes, evaluation.n)
-    numbers = (
-        f"{where}: IIA {evaluation.iia:.3f} (n={evaluation.n}, 95% CI [{low:.3f}, {high:.3f}]), "
-        f"task accuracy {evaluation.task_accuracy:.3f}, no-op "
-        f"{evaluation.baselines()['noop']:.3f}, {changed['correct']} of the {changed['n']} "
-        f"answers that must change did, at {at_boundary.experiment.site}, "
-        f"seed={at_boundary.experiment.seed}"
-    )
-    assert evaluation.task_accuracy >= das_session.min_task_accuracy, numbers
-    assert not judged.untestable, f"{numbers}: {judged.reason}"
-    assert judged.outcome == "not_aligned", f"{numbers}: {judged.reason}"
-
-
-def test_left_boundary_does_not_survive_a_narrow_bracket_near_zero(das_session, at_boundary):
+def test_left_boundary_does_not_survive_a_narrow_bracket_near_zero(das, at_boundary):
     """A negative, measured claim: fuzzing found it (the model answers, the alignment does not).
 
     On the bracket [0.05, 1.40] amounts drawn as usual are almost never below the low bound, so
@@ -105,10 +83,10 @@ def test_left_boundary_does_not_survive_a_narrow_bracket_near_zero(das_session, 
         edit=_amounts_on_both_sides_of_the_low_bound,
     )
     where = "bracket [0.05, 1.40], amounts on both sides of 0.05"
-    _judged_as_a_fuzz_variant(das_session, at_boundary, pairs, where)
+    das.assert_breaks_on(at_boundary, pairs, claim="left_boundary", where=where)
 
 
-def test_left_boundary_does_not_survive_a_bracket_at_the_top_of_the_range(das_session, at_boundary):
+def test_left_boundary_does_not_survive_a_bracket_at_the_top_of_the_range(das, at_boundary):
     """A negative, measured claim: fuzzing found it (the model answers, the alignment does not).
 
     Training drew a low bound of 6.50 or more for about 1% of its prompts. On [7.45, 9.95] with the
@@ -120,4 +98,4 @@ def test_left_boundary_does_not_survive_a_bracket_at_the_top_of_the_range(das_se
     from das_assert.tasks.price_tagging import prompt_pairs
 
     pairs = prompt_pairs(HYPOTHESIS, 400, seed=at_boundary.experiment.seed + 43, bracket=(745, 995))
-    _judged_as_a_fuzz_variant(das_session, at_boundary, pairs, "bracket [7.45, 9.95]")
+    das.assert_breaks_on(at_boundary, pairs, claim="left_boundary", where="bracket [7.45, 9.95]")

@@ -1,0 +1,67 @@
+"""``das.assert_breaks_on``: a measured limit holds only where the model does the task, enough
+labels change to tell, and the frozen alignment is clearly not aligned."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+
+from das_assert.data import encode
+from das_assert.evaluate import Evaluation
+from das_assert.positions import parse_position
+from das_assert.robustness import judge_breaking_pairs
+from das_assert.session import IIAClaimFailed
+from das_assert.tasks.price_tagging import prompt_pairs
+
+
+@pytest.fixture
+def encoded(tiny_models: dict[str, Any]) -> Any:
+    pairs = prompt_pairs("left_boundary", 80, seed=5)
+    return encode(tiny_models["llama"], pairs, parse_position("last"))
+
+
+def _judge(evaluation: Evaluation) -> Evaluation:
+    request = SimpleNamespace(
+        session=SimpleNamespace(
+            settings=SimpleNamespace(threshold=lambda claim, table: 0.75), min_task_accuracy=0.8
+        )
+    )
+    result = SimpleNamespace(
+        experiment=SimpleNamespace(site="block_output[layer=1, pos=last]", seed=0, margin=0.05),
+        variable_names=("left",),
+        evaluate_on=lambda pairs: evaluation,
+    )
+    return judge_breaking_pairs(request, result, [], claim="left_boundary", where="bracket X")
+
+
+def test_an_alignment_that_changes_nothing_where_the_model_answers_breaks(encoded: Any) -> None:
+    base = encoded.base_label_ids
+    evaluation = Evaluation(encoded, base.clone(), base.clone(), base.clone(), 0.0)
+    assert _judge(evaluation) is evaluation
+
+
+def test_an_alignment_that_holds_fails_the_negative_claim(encoded: Any) -> None:
+    labels, base = encoded.label_ids, encoded.base_label_ids
+    evaluation = Evaluation(encoded, labels.clone(), base.clone(), base.clone(), 0.0)
+    with pytest.raises(IIAClaimFailed, match=r"was to break here, but it is aligned") as caught:
+        _judge(evaluation)
+    assert "bracket X: IIA 1.000 (n=80, 95% CI [" in str(caught.value)
+
+
+def test_pairs_the_model_cannot_answer_show_no_limit(encoded: Any) -> None:
+    base = encoded.base_label_ids
+    wrong = torch.where(base == encoded.label_ids, base + 1, encoded.label_ids)
+    evaluation = Evaluation(encoded, wrong, wrong.clone(), wrong.clone(), 0.0)
+    with pytest.raises(IIAClaimFailed, match=r"fails the task on these pairs \(gate 0.8\)"):
+        _judge(evaluation)
+
+
+def test_pairs_whose_labels_do_not_change_cannot_tell(encoded: Any) -> None:
+    base = encoded.base_label_ids
+    evaluation = Evaluation(encoded, base.clone(), base.clone(), base.clone(), 0.0)
+    unchanged = evaluation.subset(lambda pair: pair.expected == pair.base_expected)
+    with pytest.raises(IIAClaimFailed, match=r"these pairs cannot tell"):
+        _judge(unchanged)
