@@ -1,6 +1,6 @@
-"""The plugin's reporter: gathers every judged claim, fuzz record and unjudged failure (from
-xdist workers too, inside their reports) and writes the terminal summary, ``--das-json`` and
-``--das-markdown``, and the baselines of ``--das-save-baseline``."""
+"""The plugin's reporter: gathers every judged claim, fuzz record, measured limit and unjudged
+failure (from xdist workers too, inside their reports) and writes the terminal summary,
+``--das-json`` and ``--das-markdown``, and the baselines of ``--das-save-baseline``."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ class Reporter:
         self.config = config
         self.records: list[dict[str, Any]] = []
         self.fuzz: list[dict[str, Any]] = []
+        self.limits: list[dict[str, Any]] = []  # das.assert_breaks_on
         self.unjudged: list[dict[str, Any]] = []  # das tests that failed before any verdict
         self.deselected = 0  # by -k, -m, --deselect: a baseline then holds only a selection
         self.notes: list[str] = []  # about the baseline saved, or not saved, at the end
@@ -72,12 +73,12 @@ class Reporter:
             )
         kept = []
         for name, value in report.user_properties:
-            if name in ("das_result", "das_fuzz") and report.when != "call":
+            if name in ("das_result", "das_fuzz", "das_limit") and report.when != "call":
                 continue
-            if name == "das_fuzz":
+            if name in ("das_fuzz", "das_limit"):
                 record = json.loads(value)
                 record["test_id"] = report.nodeid
-                self.fuzz.append(record)
+                (self.fuzz if name == "das_fuzz" else self.limits).append(record)
                 continue
             if name == "das_result":
                 record = json.loads(value)
@@ -89,12 +90,13 @@ class Reporter:
         report.user_properties = kept  # keep the bulky record out of --junitxml
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.records and not self.fuzz and not self.notes:
+        if not self.records and not self.fuzz and not self.limits and not self.notes:
             return
-        from das_assert.summary import fuzz_lines, summary_lines
+        from das_assert.summary import fuzz_lines, limit_lines, summary_lines
 
         terminalreporter.section("das: causal hypotheses")
-        for line in summary_lines(self.records) + fuzz_lines(self.fuzz) + self.notes:
+        lines = summary_lines(self.records) + fuzz_lines(self.fuzz) + limit_lines(self.limits)
+        for line in lines + self.notes:
             terminalreporter.write_line(line)
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -134,10 +136,11 @@ class Reporter:
             report = build_report(self._model(), records)
             report["run"] = run
             report["robustness"] = robustness
+            report["limits"] = self.limits
             report["unjudged"] = self.unjudged
             write_report(Path(json_path), report)
         if md_path:
-            table = markdown_table(records, robustness)
+            table = markdown_table(records, robustness, self.limits)
             if not run["complete"]:
                 table += (
                     f"\n**This run did not complete** (pytest exit {run['exit_code']}): "

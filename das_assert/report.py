@@ -116,8 +116,13 @@ def _against_baseline(record: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def markdown_table(results: list[dict[str, Any]], robustness: dict[str, Any] | None = None) -> str:
-    """A Markdown table of results, for a CI job summary."""
+def markdown_table(
+    results: list[dict[str, Any]],
+    robustness: dict[str, Any] | None = None,
+    limits: list[dict[str, Any]] | None = None,
+) -> str:
+    """A Markdown table of results, for a CI job summary; then the robustness per variant family
+    and the measured limits, where the run had any."""
     lines = [
         "| test | claim | site | IIA | 95% CI | n | seed | no-op | majority | random rot. "
         "| task acc. | threshold | verdict | vs baseline |",
@@ -155,4 +160,22 @@ def markdown_table(results: list[dict[str, Any]], robustness: dict[str, Any] | N
                     f"| {claim} | {family} | {c['examples']} | {c['rejected']} "
                     f"| {c['broken']} | {_fmt(c['iia'])} | {interval} | {c['n']} |"
                 )
+    if limits:
+        lines += [
+            "",
+            "| test | claim | where (claimed to break) | site | IIA | 95% CI | n | seed | no-op "
+            "| changed | task acc. | threshold | verdict |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in sorted(limits, key=lambda r: r["test_id"]):
+            low, high = r["iia_ci"]
+            changed = f"{r['changed_labels']['correct']}/{r['changed_labels']['n']}"
+            shown = r["status"] == "breaks"
+            outcome = "breaks, as claimed" if shown else f"**not shown**: {r['status']}"
+            lines.append(
+                f"| {r['test_id']} | {r['claim']} | {r['where']} | `{r['site']}` "
+                f"| {_fmt(r['iia'])} | [{_fmt(low)}, {_fmt(high)}] | {r['n']} | {r['seed']} "
+                f"| {_fmt(r['noop'])} | {changed} "
+                f"| {_fmt(r['task_accuracy'])} | {threshold_text(r['threshold'])} | {outcome} |"
+            )
     return "\n".join(lines) + "\n"

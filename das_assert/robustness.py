@@ -1,5 +1,6 @@
 """The fuzz assertion (``das.assert_robust``): a frozen alignment judged on one prompt variant as
-a claim is judged, each example recorded for the robustness table."""
+a claim is judged, each example recorded for the robustness table; and the measured limit
+(``das.assert_breaks_on``), recorded for the limits table."""
 
 from __future__ import annotations
 
@@ -88,12 +89,17 @@ def judge_breaking_pairs(
     ]
     gate = request.session.min_task_accuracy
     if evaluation.task_accuracy < gate:
+        status = f"task accuracy below the gate {gate}"
         problem = f"the model fails the task on these pairs (gate {gate}): they cannot show a limit"
     elif judged.untestable:
-        problem = f"these pairs cannot tell: {judged.reason}"
+        status, problem = "untestable", f"these pairs cannot tell: {judged.reason}"
     elif judged.outcome != "not_aligned":
+        status = judged.outcome
         problem = f"the alignment was to break here, but it is {judged.outcome}: {judged.reason}"
     else:
+        status, problem = "breaks", None
+    _record_limit(request, result, evaluation, claim, where, threshold, judged, status)
+    if problem is None:
         return evaluation
     raise IIAClaimFailed("\n".join([f"claim {claim!r}: {problem}", *numbers]))
 
@@ -158,3 +164,35 @@ def _record(
             noop=round(evaluation.baselines()["noop"], 6),
         )
     request.node.user_properties.append(("das_fuzz", json.dumps(record)))
+
+
+def _record_limit(
+    request: Any,
+    result: AlignmentResult,
+    evaluation: Any,
+    claim: str,
+    where: str,
+    threshold: float,
+    judged: Any,
+    status: str,
+) -> None:
+    """One measured limit for the reports, as a ``das_limit`` user property: where the claim
+    was to break, with its numbers, and whether it did (``status`` "breaks"; else why not)."""
+    low, high = wilson_interval(evaluation.successes, evaluation.n)
+    record = {
+        "claim": claim,
+        "where": where,
+        "site": str(result.experiment.site),
+        "seed": result.experiment.seed,
+        "iia": round(evaluation.iia, 6),
+        "iia_ci": [round(low, 6), round(high, 6)],
+        "n": evaluation.n,
+        "correct": evaluation.successes,
+        "noop": round(evaluation.baselines()["noop"], 6),
+        "task_accuracy": round(evaluation.task_accuracy, 6),
+        "changed_labels": evaluation.changed_labels(),
+        "threshold": threshold,
+        "verdict": "untestable" if judged.untestable else judged.outcome,
+        "status": status,
+    }
+    request.node.user_properties.append(("das_limit", json.dumps(record)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-__all__ = ["fuzz_lines", "summary_lines"]
+__all__ = ["fuzz_lines", "limit_lines", "summary_lines"]
 
 _NUMBERS = (
     f"{'IIA':>5} {'95% CI':>13} {'n':>5} {'no-op':>5} {'maj':>5} {'rand':>5} {'task':>5} "
@@ -123,6 +123,36 @@ def fuzz_lines(fuzz: list[dict[str, Any]]) -> list[str]:
                 f"{claim:<{width}} {family:<12} {c['examples']:>8} {c['rejected']:>8} "
                 f"{c['broken']:>6} {numbers}"
             )
+    return lines
+
+
+def limit_lines(limits: list[dict[str, Any]]) -> list[str]:
+    """The measured limits (``das.assert_breaks_on``): where each claim was to break, with the
+    numbers, and whether it did."""
+    if not limits:
+        return []
+    claim_width = max([len("claim"), *(len(r["claim"]) for r in limits)])
+    where_width = max([len("where"), *(len(r["where"]) for r in limits)])
+    lines = [
+        "--- measured limits (das.assert_breaks_on: pairs where a claim is to break, i.e. be "
+        "clearly not aligned though the model does the task; changed = answers that must change "
+        "and did)",
+        f"{'claim':<{claim_width}} {'where':<{where_width}} {'IIA':>5} {'95% CI':>13} {'n':>5} "
+        f"{'no-op':>5} {'changed':>9} {'task':>5} {'thr':>5}  result",
+    ]
+    for r in sorted(limits, key=lambda r: r["test_id"]):
+        low, high = r["iia_ci"]
+        changed = f"{r['changed_labels']['correct']}/{r['changed_labels']['n']}"
+        shown = r["status"] == "breaks"
+        outcome = "breaks, as claimed" if shown else f"NOT SHOWN: {r['status']}"
+        lines.append(
+            f"{r['claim']:<{claim_width}} {r['where']:<{where_width}} {r['iia']:>5.3f} "
+            f"{low:>6.3f}-{high:<6.3f} {r['n']:>5} {r['noop']:>5.3f} {changed:>9} "
+            f"{r['task_accuracy']:>5.3f} {_threshold(r['threshold'])}  {outcome}"
+        )
+    seeds = sorted({r["seed"] for r in limits})
+    sites = sorted({r["site"] for r in limits})
+    lines.append(f"at {'; '.join(sites)}, seed={','.join(map(str, seeds))}")
     return lines
 
 

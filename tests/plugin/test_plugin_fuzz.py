@@ -1,7 +1,9 @@
-"""The pytest plugin's fuzz tests: the hypothesis profile, variant reuse, rejected variants."""
+"""The pytest plugin's fuzz tests: the hypothesis profile, variant reuse, rejected variants, and
+the measured limits of ``das.assert_breaks_on`` in the reports."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -189,10 +191,12 @@ def test_every_variant_is_rejected(das, aligned, variant):
 """
 
 
-def _run_with_a_trivial_robustness_threshold(project: pytest.Pytester) -> pytest.RunResult:
+def _run_with_a_trivial_robustness_threshold(
+    project: pytest.Pytester, *args: str, file: str = "test_fuzz.py"
+) -> pytest.RunResult:
     text = Path(project.path / "das.yaml").read_text().rstrip("\n")
     (project.path / "das.yaml").write_text(text + "\n    robustness:\n      trivial: 0.0\n")
-    return _run(project, "test_fuzz.py")
+    return _run(project, file, *args)
 
 
 def test_a_fuzz_test_whose_every_variant_is_rejected_says_so(project: pytest.Pytester) -> None:
@@ -293,3 +297,49 @@ def test_a_variant_whose_labels_barely_change_is_rejected_not_counted(
             "*only * of 64 pairs have a label the intervention must change*",
         ]
     )
+
+
+NOOP_LIMIT = """
+import dataclasses
+
+import pytest
+
+from das_assert.tasks.price_tagging import prompt_pairs
+
+
+@pytest.fixture(scope="module")
+def does_nothing(das_session):
+    config = dataclasses.replace(das_session.fit_config(), method="noop")
+    return das_session.align("left_boundary", "boundary", config=config)
+
+
+def test_an_alignment_that_does_nothing_breaks_on_the_top_bracket(das, does_nothing):
+    pairs = prompt_pairs("left_boundary", 400, seed=43, bracket=(745, 995))
+    das.assert_breaks_on(does_nothing, pairs, claim="trivial", where="bracket [7.45, 9.95]")
+"""
+
+
+def test_a_measured_limit_is_reported_with_its_numbers(project: pytest.Pytester) -> None:
+    # An intervention that changes nothing is clearly not aligned (no lead over its no-op), so
+    # the limit holds; the terminal summary and the JSON report both carry it, with its numbers.
+    project.makepyfile(test_limit=NOOP_LIMIT)
+    result = _run_with_a_trivial_robustness_threshold(
+        project, "--das-json=out/report.json", file="test_limit.py"
+    )
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "--- measured limits (das.assert_breaks_on:*",
+            "claim*where*IIA*95% CI*n*no-op*changed*task*thr*result",
+            "trivial*bracket [[]7.45, 9.95]*400*0/*breaks, as claimed",  # [[] is fnmatch's [
+            "at block_output[layer=1, pos=last], seed=0",
+        ]
+    )
+    report = json.loads((project.path / "out" / "report.json").read_text())
+    (limit,) = report["limits"]
+    assert limit["test_id"] == (
+        "test_limit.py::test_an_alignment_that_does_nothing_breaks_on_the_top_bracket"
+    )
+    assert (limit["status"], limit["verdict"], limit["n"]) == ("breaks", "not_aligned", 400)
+    assert limit["iia"] == limit["noop"]  # it changes nothing
+    assert limit["changed_labels"]["correct"] == 0

@@ -3,6 +3,7 @@ labels change to tell, and the frozen alignment is clearly not aligned."""
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,40 +24,66 @@ def encoded(tiny_models: dict[str, Any]) -> Any:
     return encode(tiny_models["llama"], pairs, parse_position("last"))
 
 
-def _judge(evaluation: Evaluation) -> Evaluation:
+def _judge(evaluation: Evaluation, recorded: list[dict[str, Any]] | None = None) -> Evaluation:
+    """``judge_breaking_pairs`` on ``evaluation``; the limit it records goes to ``recorded``."""
+    node = SimpleNamespace(user_properties=[])
     request = SimpleNamespace(
         session=SimpleNamespace(
             settings=SimpleNamespace(threshold=lambda claim, table: 0.75), min_task_accuracy=0.8
-        )
+        ),
+        node=node,
     )
     result = SimpleNamespace(
         experiment=SimpleNamespace(site="block_output[layer=1, pos=last]", seed=0, margin=0.05),
         variable_names=("left",),
         evaluate_on=lambda pairs: evaluation,
     )
-    return judge_breaking_pairs(request, result, [], claim="left_boundary", where="bracket X")
+    try:
+        return judge_breaking_pairs(request, result, [], claim="left_boundary", where="bracket X")
+    finally:
+        if recorded is not None:
+            recorded += [json.loads(v) for k, v in node.user_properties if k == "das_limit"]
 
 
 def test_an_alignment_that_changes_nothing_where_the_model_answers_breaks(encoded: Any) -> None:
     base = encoded.base_label_ids
     evaluation = Evaluation(encoded, base.clone(), base.clone(), base.clone(), 0.0)
-    assert _judge(evaluation) is evaluation
+    recorded: list[dict[str, Any]] = []
+    assert _judge(evaluation, recorded) is evaluation
+    (limit,) = recorded  # for the reports' table of measured limits
+    changed = evaluation.changed_labels()
+    assert changed["n"] > 0
+    assert changed["correct"] == 0
+    assert limit["status"] == "breaks"
+    assert limit["verdict"] == "not_aligned"
+    assert (limit["where"], limit["site"], limit["seed"]) == (
+        "bracket X",
+        "block_output[layer=1, pos=last]",
+        0,
+    )
+    assert (limit["n"], limit["changed_labels"]) == (80, changed)
+    assert limit["iia"] == pytest.approx(evaluation.iia, abs=1e-6)
+    assert limit["iia_ci"][0] < limit["iia"] < limit["iia_ci"][1]
 
 
 def test_an_alignment_that_holds_fails_the_negative_claim(encoded: Any) -> None:
     labels, base = encoded.label_ids, encoded.base_label_ids
     evaluation = Evaluation(encoded, labels.clone(), base.clone(), base.clone(), 0.0)
+    recorded: list[dict[str, Any]] = []
     with pytest.raises(IIAClaimFailed, match=r"was to break here, but it is aligned") as caught:
-        _judge(evaluation)
+        _judge(evaluation, recorded)
     assert "bracket X: IIA 1.000 (n=80, 95% CI [" in str(caught.value)
+    assert [(r["status"], r["iia"]) for r in recorded] == [("aligned", 1.0)]  # reported too
 
 
 def test_pairs_the_model_cannot_answer_show_no_limit(encoded: Any) -> None:
     base = encoded.base_label_ids
     wrong = torch.where(base == encoded.label_ids, base + 1, encoded.label_ids)
     evaluation = Evaluation(encoded, wrong, wrong.clone(), wrong.clone(), 0.0)
+    recorded: list[dict[str, Any]] = []
     with pytest.raises(IIAClaimFailed, match=r"fails the task on these pairs \(gate 0.8\)"):
-        _judge(evaluation)
+        _judge(evaluation, recorded)
+    assert [r["status"] for r in recorded] == ["task accuracy below the gate 0.8"]
 
 
 def test_pairs_whose_labels_do_not_change_cannot_tell(encoded: Any) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from das_assert.report import markdown_table, robustness_summary
-from das_assert.summary import fuzz_lines, summary_lines
+from das_assert.summary import fuzz_lines, limit_lines, summary_lines
 
 LONG_SITE = "block_output[layer=12, pos=before:amount]"
 
@@ -207,3 +207,45 @@ def test_two_fits_at_one_site_are_told_apart_by_their_method() -> None:
     assert summary_lines([one_direction])[2].endswith("aligned  (method das:1)")
     assert "| `block_output[layer=1, pos=last]` (das:1) |" in markdown_table([one_direction])
     assert "| `block_output[layer=1, pos=last]` |" in markdown_table([boundless])
+
+
+def _limit(where: str, iia: float, status: str) -> dict[str, Any]:
+    return {
+        "test_id": "hypotheses/test_x.py::test_limit",
+        "claim": "left_boundary",
+        "where": where,
+        "site": "block_output[layer=0, pos=last]",
+        "seed": 0,
+        "iia": iia,
+        "iia_ci": [iia - 0.05, iia + 0.04],
+        "n": 400,
+        "noop": 0.497,
+        "task_accuracy": 0.897,
+        "changed_labels": {"correct": 72, "n": 204},
+        "threshold": 0.75,
+        "verdict": "not_aligned" if status == "breaks" else status,
+        "status": status,
+    }
+
+
+def test_the_measured_limits_table_gives_each_limit_its_numbers_and_whether_it_broke() -> None:
+    limits = [_limit("bracket [7.45, 9.95]", 0.613, "breaks"), _limit("bracket Y", 0.9, "aligned")]
+    lines = limit_lines(limits)
+    assert lines[0].startswith("--- measured limits")
+    header, broke, held = lines[1], lines[2], lines[3]
+    for heading, value in (("IIA", "0.613"), ("no-op", "0.497"), ("task", "0.897")):
+        end = header.index(f" {heading} ") + 1 + len(heading)
+        assert broke[end - 5 : end] == value, heading
+    assert "0.563-0.653" in broke
+    assert " 400 " in broke
+    assert "72/204" in broke
+    assert broke.endswith("breaks, as claimed")
+    assert held.endswith("NOT SHOWN: aligned")
+    assert lines[-1] == "at block_output[layer=0, pos=last], seed=0"
+    assert limit_lines([]) == []
+    table = markdown_table(RECORDS, None, limits)
+    rows = [line for line in table.splitlines() if "bracket" in line]
+    assert len(rows) == 2
+    assert "**not shown**: aligned" in rows[1]
+    heading = next(line for line in table.splitlines() if "claimed to break" in line)
+    assert all(row.count("|") == heading.count("|") for row in rows)
