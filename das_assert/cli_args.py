@@ -5,6 +5,7 @@ and the stability script can share the types without loading torch."""
 from __future__ import annotations
 
 import argparse
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -269,8 +270,36 @@ class _Lenient(argparse.ArgumentParser):
         raise ValueError(message)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser; an option its command does not know is refused by that command, with
+    the closest option it does know (argparse itself says only "unrecognized arguments")."""
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            commands = next(
+                a for a in self._actions if isinstance(a, argparse._SubParsersAction)
+            ).choices
+            command = commands.get(getattr(parsed, "command", None), self)
+            command.error(unrecognized(extras, command))
+        return parsed
+
+
+def unrecognized(extras: list[str], parser: argparse.ArgumentParser) -> str:
+    """argparse's message for ``extras``, and a suggestion for the first that looks like a
+    misspelt option of ``parser`` (``--n-trian`` -> ``--n-train``)."""
+    message = f"unrecognized arguments: {' '.join(extras)}"
+    options = [o for action in parser._actions for o in action.option_strings if o[:2] == "--"]
+    for extra in extras:
+        if extra.startswith("--"):
+            close = difflib.get_close_matches(extra.split("=")[0], options, n=1, cutoff=0.6)
+            if close:
+                return f"{message} (did you mean {close[0]}?)"
+    return message
+
+
 def build_parser(description: str = "") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m das_assert",
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -49,6 +49,18 @@ CLI_CASES = [
     cli(*FIT, "--bracket", "12", "3", match=r"argument --bracket: '12' is outside 0\.00\.\.9\.99"),
     cli(
         *FIT,
+        "--n-trian=40",
+        match=r"fit: error: unrecognized arguments: --n-trian=40 \(did you mean --n-train\?\)",
+    ),
+    cli(
+        *SEARCH,
+        "0",
+        "--postions",
+        "last",
+        match=r"search: error: unrecognized arguments: --postions last \(did you mean --positions",
+    ),
+    cli(
+        *FIT,
         "--bracket",
         "8.49",
         "5.49",
