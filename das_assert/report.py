@@ -61,7 +61,8 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def robustness_summary(fuzz: list[dict[str, Any]]) -> dict[str, Any]:
     """Per claim and variant family: distinct variants tried, rejected, broken, and the IIA
-    pooled over the pairs of the variants not rejected, with n and its Wilson 95% interval.
+    pooled over the pairs of the variants not rejected, with n and its Wilson 95% interval, and
+    the no-op's IIA and the task accuracy over the same pairs (``None`` for records without).
 
     hypothesis may draw one variant more than once (the default variant, often); for one
     alignment (claim and site) and number of pairs, its pairs and predictions are the same each
@@ -80,7 +81,8 @@ def robustness_summary(fuzz: list[dict[str, Any]]) -> dict[str, Any]:
             seen.add(same)
         for family in record["families"]:
             cell = table.setdefault(record["claim"], {}).setdefault(
-                family, {"examples": 0, "rejected": 0, "broken": 0, "correct": 0, "n": 0}
+                family,
+                {"examples": 0, "rejected": 0, "broken": 0, "correct": 0, "n": 0, "_sums": {}},
             )
             cell["examples"] += 1
             if record["status"].startswith("rejected"):
@@ -89,8 +91,19 @@ def robustness_summary(fuzz: list[dict[str, Any]]) -> dict[str, Any]:
             cell["broken"] += record["status"] == "broken"
             cell["correct"] += record.get("correct", 0)
             cell["n"] += record["n"]
+            for key in ("noop", "task_accuracy"):  # weighted by each variant's pairs
+                weighted, counted = cell["_sums"].get(key, (0.0, 0))
+                if record.get(key) is not None:
+                    weighted, counted = weighted + record[key] * record["n"], counted + 1
+                cell["_sums"][key] = (weighted, counted)
     for families in table.values():
         for cell in families.values():
+            sums = cell.pop("_sums")
+            pooled = cell["examples"] - cell["rejected"]
+            for key in ("noop", "task_accuracy"):  # only where every pooled variant has it
+                weighted, counted = sums.get(key, (0.0, 0))
+                ok = cell["n"] and counted == pooled
+                cell[key] = round(weighted / cell["n"], 6) if ok else None
             cell["iia"] = round(cell["correct"] / cell["n"], 6) if cell["n"] else None
             cell["iia_ci"] = (
                 [round(v, 6) for v in wilson_interval(cell["correct"], cell["n"])]
@@ -149,8 +162,9 @@ def markdown_table(
     if robustness and robustness["per_family"]:
         lines += [
             "",
-            "| claim | variant family | variants | rejected | broken | pooled IIA | 95% CI | n |",
-            "|---|---|---|---|---|---|---|---|",
+            "| claim | variant family | variants | rejected | broken | pooled IIA | 95% CI | n "
+            "| no-op | task acc. |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for claim, families in sorted(robustness["per_family"].items()):
             for family, c in sorted(families.items()):
@@ -158,7 +172,8 @@ def markdown_table(
                 interval = f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "–"
                 lines.append(
                     f"| {claim} | {family} | {c['examples']} | {c['rejected']} "
-                    f"| {c['broken']} | {_fmt(c['iia'])} | {interval} | {c['n']} |"
+                    f"| {c['broken']} | {_fmt(c['iia'])} | {interval} | {c['n']} "
+                    f"| {_fmt(c.get('noop'))} | {_fmt(c.get('task_accuracy'))} |"
                 )
     if limits:
         lines += [

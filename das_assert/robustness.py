@@ -146,6 +146,7 @@ def _record(
     record = {
         "claim": claim,
         "site": str(result.experiment.site),
+        "seed": result.experiment.seed,
         "variant": repr(variant),
         "families": list(variant.families),
         "status": status,

@@ -108,9 +108,10 @@ def fuzz_lines(fuzz: list[dict[str, Any]]) -> list[str]:
     width = max([len("claim"), *(len(claim) for claim in per_family)])
     lines = [
         "--- robustness (distinct fuzzed prompt variants; IIA pooled over the pairs of a "
-        "family's variants not rejected, Wilson 95% CI over n)",
+        "family's variants not rejected, Wilson 95% CI over n; no-op and task accuracy over the "
+        "same pairs)",
         f"{'claim':<{width}} {'family':<12} {'variants':>8} {'rejected':>8} {'broken':>6} "
-        f"{'IIA':>6} {'95% CI':>13} {'n':>5}",
+        f"{'IIA':>6} {'95% CI':>13} {'n':>5} {'no-op':>5} {'task':>5}",
     ]
     for claim, families in sorted(per_family.items()):
         for family, c in sorted(families.items()):
@@ -121,8 +122,13 @@ def fuzz_lines(fuzz: list[dict[str, Any]]) -> list[str]:
                 numbers = f"{'–':>6} {'–':>13} {0:>5}"
             lines.append(
                 f"{claim:<{width}} {family:<12} {c['examples']:>8} {c['rejected']:>8} "
-                f"{c['broken']:>6} {numbers}"
+                f"{c['broken']:>6} {numbers} {_number(c.get('noop'))} "
+                f"{_number(c.get('task_accuracy'))}"
             )
+    sites = sorted({r["site"] for r in fuzz if r.get("site")})
+    seeds = sorted({r["seed"] for r in fuzz if r.get("seed") is not None})
+    if sites or seeds:
+        lines.append(f"at {'; '.join(sites) or '–'}, seed={','.join(map(str, seeds)) or '–'}")
     return lines
 
 

@@ -96,20 +96,26 @@ def test_the_markdown_table_has_a_cell_for_every_heading() -> None:
     assert f"`{LONG_SITE}`" in rows[1]
 
 
-def _fuzz(variant: str, family: str, status: str, correct: int = 0, n: int = 0) -> dict:
+def _fuzz(
+    variant: str, family: str, status: str, correct: int = 0, n: int = 0, noop: float = 0.5
+) -> dict:
     return {
         "claim": "left_boundary",
+        "site": "block_output[layer=0, pos=last]",
+        "seed": 0,
         "variant": variant,
         "families": [family],
         "status": status,
         "correct": correct,
         "n": n,
+        "noop": noop if n else None,
+        "task_accuracy": 0.9 if n else None,
     }
 
 
 FUZZ = [
-    _fuzz("PromptVariant(bracket=(100, 500))", "bracket", "holds", 45, 48),
-    _fuzz("PromptVariant(bracket=(200, 900))", "bracket", "broken", 30, 48),
+    _fuzz("PromptVariant(bracket=(100, 500))", "bracket", "holds", 45, 48, noop=0.6),
+    _fuzz("PromptVariant(bracket=(200, 900))", "bracket", "broken", 30, 48, noop=0.7),
     _fuzz("PromptVariant(bracket=(100, 500))", "bracket", "holds", 45, 48),  # drawn again
     _fuzz("PromptVariant(phrasing=2)", "phrasing", "rejected: task accuracy 0.6"),
 ]
@@ -132,12 +138,24 @@ def test_the_robustness_table_gives_each_pooled_iia_its_n_and_interval() -> None
         f"{75 / 96:.3f}",
         f"{low:.3f}-{high:.3f}",
         "96",
+        "0.650",  # the no-op over the same 96 pairs: (0.6 * 48 + 0.7 * 48) / 96
+        "0.900",
     ]
     phrasing = next(line for line in lines if " phrasing " in line)
-    assert phrasing.split() == ["left_boundary", "phrasing", "1", "1", "0", "–", "–", "0"]
+    assert phrasing.split() == ["left_boundary", "phrasing", "1", "1", "0", "–", "–", "0", "–", "–"]
+    assert lines[-1] == "at block_output[layer=0, pos=last], seed=0"
     table = markdown_table([], robustness_summary(FUZZ))
-    assert f"| 0.781 | [{low:.3f}, {high:.3f}] | 96 |" in table
-    assert "| – | – | 0 |" in table
+    assert f"| 0.781 | [{low:.3f}, {high:.3f}] | 96 | 0.650 | 0.900 |" in table
+    assert "| – | – | 0 | – | – |" in table
+
+
+def test_a_pooled_no_op_needs_every_pooled_variant_to_have_one() -> None:
+    old = {**_fuzz("PromptVariant(suffix='x')", "context", "holds", 40, 48), "noop": None}
+    cell = robustness_summary(
+        [*FUZZ, old, _fuzz("PromptVariant(prefix='y')", "context", "holds", 40, 48)]
+    )
+    context = cell["per_family"]["left_boundary"]["context"]
+    assert (context["n"], context["noop"], context["task_accuracy"]) == (96, None, 0.9)
 
 
 def test_one_variant_on_two_alignments_or_pair_counts_pools_both() -> None:
