@@ -179,7 +179,7 @@ def markdown_table(
         lines += [
             "",
             "| test | claim | where (claimed to break) | site | IIA | 95% CI | n | seed | no-op "
-            "| changed | task acc. | threshold | verdict |",
+            "| changed | task acc. | threshold | result |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in sorted(limits, key=lambda r: r["test_id"]):
