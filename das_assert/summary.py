@@ -108,8 +108,9 @@ def fuzz_lines(fuzz: list[dict[str, Any]]) -> list[str]:
     width = max([len("claim"), *(len(claim) for claim in per_family)])
     lines = [
         "--- robustness (distinct fuzzed prompt variants; IIA pooled over the pairs of a "
-        "family's variants not rejected, Wilson 95% CI over n; no-op and task accuracy over the "
-        "same pairs)",
+        "family's variants not rejected, Wilson 95% CI over n as if all were independent, so "
+        "too narrow where variants differ; no-op and task accuracy over the same pairs; each "
+        "variant was judged on its own)",
         f"{'claim':<{width}} {'family':<12} {'variants':>8} {'rejected':>8} {'broken':>6} "
         f"{'IIA':>6} {'95% CI':>13} {'n':>5} {'no-op':>5} {'task':>5}",
     ]
