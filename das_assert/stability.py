@@ -8,6 +8,9 @@ IIA range; a claim whose verdict differs between seeds is flagged, with its dist
 threshold. Tests that are not IIA claims (a search's region, disjoint boxes) are listed with the
 seeds under which they failed. Exit code 1 if a claim at least ``--margin`` away from its
 threshold flipped, or if another test passed under some seeds and failed under others.
+Measured limits (``das.assert_breaks_on``) are listed with the seeds under which they broke and
+their IIA, upper bound and no-op ranges; one that did not break under a seed fails its test, so
+it counts as such a test.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     verdicts: dict[str, dict[int, tuple[str, float, float]]] = defaultdict(dict)
     failed: dict[str, list[int]] = defaultdict(list)
     judged: dict[str, set[int]] = defaultdict(set)  # claim test -> seeds with a verdict
+    limits: dict[str, dict[int, dict]] = defaultdict(dict)  # test [where] -> seed -> record
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
@@ -79,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             if not report.is_file():
                 print(f"seed {seed}: no report written", file=sys.stderr)
                 return 2
-            for record in json.loads(report.read_text())["results"]:
+            loaded = json.loads(report.read_text())
+            for record in loaded.get("limits", []):
+                limits[f"{record['test_id']} [{record['where']}]"][seed] = record
+            for record in loaded["results"]:
                 key = f"{record['test_id']}::{record['claim']}"
                 verdicts[key][seed] = (record["verdict"], record["iia"], record["threshold"])
                 judged[record["test_id"]].add(seed)
@@ -99,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{key}\n  verdicts {sorted(outcomes)}  IIA {min(iias):.3f}..{max(iias):.3f}  "
             f"threshold {threshold}  closest {distance:.3f}  {flag}"
         )
+    for key, by_seed in sorted(limits.items()):
+        print(f"{key}\n  {_limit_line(by_seed, len(seeds))}")
     unstable_tests = 0
     for test, bad_seeds in sorted(failed.items()):
         if test in judged:  # a claim: judged above on its interval, unless it reached no verdict
@@ -111,6 +120,23 @@ def main(argv: list[str] | None = None) -> int:
         unstable_tests += len(bad_seeds) < len(seeds)
         print(f"{test}\n  failed under seeds {bad_seeds}  {flag}")
     return 1 if unstable_far or unstable_tests else 0
+
+
+def _limit_line(by_seed: dict[int, dict], n_seeds: int) -> str:
+    """One measured limit across seeds: under which it broke, and the ranges of its numbers."""
+    broke = sorted(seed for seed, r in by_seed.items() if r["status"] == "breaks")
+    not_shown = {seed: r["status"] for seed, r in sorted(by_seed.items()) if seed not in broke}
+    records = list(by_seed.values())
+
+    def span(values: list[float]) -> str:
+        return f"{min(values):.3f}..{max(values):.3f}"
+
+    line = (
+        f"breaks under {len(broke)} of {n_seeds} seeds  IIA {span([r['iia'] for r in records])}  "
+        f"upper bound {span([r['iia_ci'][1] for r in records])}  no-op "
+        f"{span([r['noop'] for r in records])}  task {span([r['task_accuracy'] for r in records])}"
+    )
+    return line + (f"  NOT SHOWN under {not_shown}" if not_shown else "")
 
 
 def _failed_tests(junit: Path) -> list[str]:

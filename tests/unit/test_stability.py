@@ -1,4 +1,5 @@
-"""The stability script reads which plain tests failed under a seed from pytest's JUnit XML."""
+"""The stability script reads which plain tests failed under a seed from pytest's JUnit XML, and
+summarises claims and measured limits across seeds."""
 
 from __future__ import annotations
 
@@ -96,3 +97,40 @@ def test_seeds_past_the_last_seed_are_refused_before_any_run(
         stability.main(["--first-seed", "4294967295", "--seeds", "2"])
     assert exit_.value.code == 2
     assert "--first-seed 4294967295 + --seeds 2 passes 4294967295" in capsys.readouterr().err
+
+
+def test_a_measured_limit_is_listed_with_the_seeds_it_broke_under_and_its_ranges(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from das_assert import stability
+
+    def run(path: str, seed: int, report: Path, junit: Path, extra: list[str]) -> None:
+        iia = 0.6 + 0.01 * seed
+        limit = {
+            "test_id": "hypotheses/test_lb.py::test_limit",
+            "where": "bracket [7.45, 9.95]",
+            "status": "breaks" if seed < 2 else "inconclusive",
+            "iia": iia,
+            "iia_ci": [iia - 0.05, iia + 0.04],
+            "noop": 0.5,
+            "task_accuracy": 0.9,
+        }
+        report.write_text(json.dumps({"results": [_claim(0.83)], "limits": [limit]}))
+        failure = "<failure message='not shown'/>" if seed == 2 else ""
+        junit.write_text(
+            "<testsuites><testsuite><testcase classname='hypotheses.test_lb' name='test_limit'>"
+            f"{failure}</testcase></testsuite></testsuites>"
+        )
+
+    monkeypatch.setattr(stability, "_run_seed", run)
+    assert stability.main(["--seeds", "3"]) == 1  # it did not break under seed 2
+    out = capsys.readouterr().out
+    assert "hypotheses/test_lb.py::test_limit [bracket [7.45, 9.95]]\n" in out
+    assert (
+        "breaks under 2 of 3 seeds  IIA 0.600..0.620  upper bound 0.640..0.660  no-op "
+        "0.500..0.500  task 0.900..0.900  NOT SHOWN under {2: 'inconclusive'}"
+    ) in out
+    failing = "hypotheses/test_lb.py::test_limit\n  failed under seeds [2]  FAILS UNDER SOME SEEDS"
+    assert failing in out
