@@ -13,7 +13,7 @@ from typing import Any
 
 from das_assert.metrics import wilson_interval
 from das_assert.store import SCHEMA_VERSION, atomic_write_json
-from das_assert.summary import fit_method, threshold_text
+from das_assert.summary import changed_text, fit_method, limit_result, threshold_text
 
 __all__ = [
     "build_report",
@@ -184,13 +184,10 @@ def markdown_table(
         ]
         for r in sorted(limits, key=lambda r: r["test_id"]):
             low, high = r["iia_ci"]
-            changed = f"{r['changed_labels']['correct']}/{r['changed_labels']['n']}"
-            shown = r["status"] == "breaks"
-            outcome = "breaks, as claimed" if shown else f"**not shown**: {r['status']}"
             lines.append(
                 f"| {r['test_id']} | {r['claim']} | {r['where']} | `{r['site']}` "
                 f"| {_fmt(r['iia'])} | [{_fmt(low)}, {_fmt(high)}] | {r['n']} | {r['seed']} "
-                f"| {_fmt(r['noop'])} | {changed} "
-                f"| {_fmt(r['task_accuracy'])} | {threshold_text(r['threshold'])} | {outcome} |"
+                f"| {_fmt(r['noop'])} | {changed_text(r)} | {_fmt(r['task_accuracy'])} "
+                f"| {threshold_text(r['threshold'])} | {limit_result(r, markdown=True)} |"
             )
     return "\n".join(lines) + "\n"

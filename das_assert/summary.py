@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-__all__ = ["fuzz_lines", "limit_lines", "summary_lines"]
+__all__ = ["changed_text", "fuzz_lines", "limit_lines", "limit_result", "summary_lines"]
 
 _NUMBERS = (
     f"{'IIA':>5} {'95% CI':>13} {'n':>5} {'no-op':>5} {'maj':>5} {'rand':>5} {'task':>5} "
@@ -133,6 +133,18 @@ def fuzz_lines(fuzz: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def changed_text(limit: dict[str, Any]) -> str:
+    """A measured limit's answers that must change and did, as ``did/must``."""
+    return f"{limit['changed_labels']['correct']}/{limit['changed_labels']['n']}"
+
+
+def limit_result(limit: dict[str, Any], *, markdown: bool = False) -> str:
+    """Whether a measured limit broke as claimed, or why it was not shown."""
+    if limit["status"] == "breaks":
+        return "breaks, as claimed"
+    return f"{'**not shown**' if markdown else 'NOT SHOWN'}: {limit['status']}"
+
+
 def limit_lines(limits: list[dict[str, Any]]) -> list[str]:
     """The measured limits (``das.assert_breaks_on``): where each claim was to break, with the
     numbers, and whether it did."""
@@ -149,13 +161,10 @@ def limit_lines(limits: list[dict[str, Any]]) -> list[str]:
     ]
     for r in sorted(limits, key=lambda r: r["test_id"]):
         low, high = r["iia_ci"]
-        changed = f"{r['changed_labels']['correct']}/{r['changed_labels']['n']}"
-        shown = r["status"] == "breaks"
-        outcome = "breaks, as claimed" if shown else f"NOT SHOWN: {r['status']}"
         lines.append(
             f"{r['claim']:<{claim_width}} {r['where']:<{where_width}} {r['iia']:>5.3f} "
-            f"{low:>6.3f}-{high:<6.3f} {r['n']:>5} {r['noop']:>5.3f} {changed:>9} "
-            f"{r['task_accuracy']:>5.3f} {_threshold(r['threshold'])}  {outcome}"
+            f"{low:>6.3f}-{high:<6.3f} {r['n']:>5} {r['noop']:>5.3f} {changed_text(r):>9} "
+            f"{r['task_accuracy']:>5.3f} {_threshold(r['threshold'])}  {limit_result(r)}"
         )
     seeds = sorted({r["seed"] for r in limits})
     sites = sorted({r["site"] for r in limits})

@@ -213,23 +213,29 @@ def test_a_fuzz_test_whose_every_variant_is_rejected_says_so(project: pytest.Pyt
     assert "FailedHealthCheck" not in result.stdout.str()
 
 
-NOOP_FUZZ = """
+DOES_NOTHING = """
 import dataclasses
 
 import pytest
 
 from das_assert.strategies import PromptVariant
+from das_assert.tasks.price_tagging import prompt_pairs
 
 
 @pytest.fixture(scope="module")
 def does_nothing(das_session):
     config = dataclasses.replace(das_session.fit_config(), method="noop")
     return das_session.align("left_boundary", "boundary", config=config)
+"""
 
+NOOP_FUZZ = (
+    DOES_NOTHING
+    + """
 
 def test_an_alignment_that_does_nothing_does_not_survive(das, does_nothing):
     das.assert_robust(does_nothing, PromptVariant(), claim="trivial", n=400)
 """
+)
 
 
 def test_a_variant_at_its_no_op_level_breaks_a_positive_claim(project: pytest.Pytester) -> None:
@@ -299,24 +305,15 @@ def test_a_variant_whose_labels_barely_change_is_rejected_not_counted(
     )
 
 
-NOOP_LIMIT = """
-import dataclasses
-
-import pytest
-
-from das_assert.tasks.price_tagging import prompt_pairs
-
-
-@pytest.fixture(scope="module")
-def does_nothing(das_session):
-    config = dataclasses.replace(das_session.fit_config(), method="noop")
-    return das_session.align("left_boundary", "boundary", config=config)
-
+NOOP_LIMIT = (
+    DOES_NOTHING
+    + """
 
 def test_an_alignment_that_does_nothing_breaks_on_the_top_bracket(das, does_nothing):
     pairs = prompt_pairs("left_boundary", 400, seed=43, bracket=(745, 995))
     das.assert_breaks_on(does_nothing, pairs, claim="trivial", where="bracket [7.45, 9.95]")
 """
+)
 
 
 def test_a_measured_limit_is_reported_with_its_numbers(project: pytest.Pytester) -> None:
