@@ -71,7 +71,8 @@ def test_left_boundary_does_not_survive_a_narrow_bracket_near_zero(das, at_bound
     model answers these prompts (task accuracy 0.968 under seed 0), but the alignment makes only
     47 of the 203 answers that must change do so: IIA 0.583 [0.534, 0.630] against the no-op's
     0.485. Judged as a fuzz variant is: the interval below the robustness threshold, or IIA
-    clearly no better than the no-op's.
+    clearly no better than the no-op's. Over seeds 0-9: 0.540-0.598 (upper bounds at most 0.644),
+    no-op 0.463-0.515, task accuracy 0.968-0.998; not aligned under all ten.
     """
     from das_assert.tasks.price_tagging import prompt_pairs
 
@@ -91,9 +92,10 @@ def test_left_boundary_does_not_survive_a_bracket_at_the_top_of_the_range(das, a
 
     Training drew a low bound of 6.50 or more for about 1% of its prompts. On [7.45, 9.95] with the
     default prompt the model answers (task accuracy 0.870-0.910 over seeds 0-9), but the frozen
-    alignment makes only 54-86 of the 193-217 answers that must change do so: IIA 0.575-0.632
-    against a no-op of 0.472-0.540. It leads the no-op (by +0.08 to +0.14), yet its interval stays
-    below the robustness threshold (highest upper bound 0.678): not aligned under all ten seeds.
+    alignment scores IIA 0.575-0.635 against a no-op of 0.472-0.540. It leads the no-op, yet its
+    interval stays below the robustness threshold (highest upper bound 0.681): not aligned under
+    all ten seeds (``python -m das_assert.stability``, 2026-12-03). Seed 0: 0.613 [0.564, 0.659],
+    72 of the 204 answers that must change do.
     """
     from das_assert.tasks.price_tagging import prompt_pairs
 
