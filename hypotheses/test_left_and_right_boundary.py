@@ -14,8 +14,9 @@ Robustness. The frozen alignment is fuzzed over wording, context, answer words, 
 amounts on a bound and fixed brackets of the trained widths (2.50-7.50) whose low bound is at most
 4.50 and high bound at least 4.00. At both ends of the range it breaks, and the last two tests
 say so with their numbers: on [7.45, 9.95] and on [0.50, 2.50] the model answers, but the
-alignment does not carry the booleans. In between it is fragile: a bracket from 5.46 with a sentence before the instruction
-was inconclusive or not aligned under 9 of 10 seeds (README, Robustness).
+alignment does not carry the booleans. In between it is fragile: a bracket from 5.46 with a
+sentence before the instruction was inconclusive or not aligned under 9 of 10 seeds (README,
+Robustness).
 
 Control. ``before:amount``, where neither boolean can be known yet, stays below the threshold.
 """
