@@ -278,8 +278,8 @@ class _Parser(argparse.ArgumentParser):
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
             commands = next(
-                a for a in self._actions if isinstance(a, argparse._SubParsersAction)
-            ).choices
+                (a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction)), {}
+            )
             command = commands.get(getattr(parsed, "command", None), self)
             command.error(unrecognized(extras, command))
         return parsed

@@ -59,6 +59,10 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+#: A fuzz record's numbers that the robustness table pools over a family's pairs, beside IIA.
+_POOLED = ("noop", "task_accuracy")
+
+
 def robustness_summary(fuzz: list[dict[str, Any]]) -> dict[str, Any]:
     """Per claim and variant family: distinct variants tried, rejected, broken, and the IIA
     pooled over the pairs of the variants not rejected, with n and its Wilson 95% interval, and
@@ -82,7 +86,8 @@ def robustness_summary(fuzz: list[dict[str, Any]]) -> dict[str, Any]:
         for family in record["families"]:
             cell = table.setdefault(record["claim"], {}).setdefault(
                 family,
-                {"examples": 0, "rejected": 0, "broken": 0, "correct": 0, "n": 0, "_sums": {}},
+                {"examples": 0, "rejected": 0, "broken": 0, "correct": 0, "n": 0}
+                | dict.fromkeys(_POOLED, 0.0),
             )
             cell["examples"] += 1
             if record["status"].startswith("rejected"):
@@ -91,19 +96,14 @@ def robustness_summary(fuzz: list[dict[str, Any]]) -> dict[str, Any]:
             cell["broken"] += record["status"] == "broken"
             cell["correct"] += record.get("correct", 0)
             cell["n"] += record["n"]
-            for key in ("noop", "task_accuracy"):  # weighted by each variant's pairs
-                weighted, counted = cell["_sums"].get(key, (0.0, 0))
-                if record.get(key) is not None:
-                    weighted, counted = weighted + record[key] * record["n"], counted + 1
-                cell["_sums"][key] = (weighted, counted)
+            for key in _POOLED:  # weighted by each variant's pairs; None once one lacks it
+                missing = cell[key] is None or record.get(key) is None
+                cell[key] = None if missing else cell[key] + record[key] * record["n"]
     for families in table.values():
         for cell in families.values():
-            sums = cell.pop("_sums")
-            pooled = cell["examples"] - cell["rejected"]
-            for key in ("noop", "task_accuracy"):  # only where every pooled variant has it
-                weighted, counted = sums.get(key, (0.0, 0))
-                ok = cell["n"] and counted == pooled
-                cell[key] = round(weighted / cell["n"], 6) if ok else None
+            for key in _POOLED:
+                total = cell[key]
+                cell[key] = round(total / cell["n"], 6) if total is not None and cell["n"] else None
             cell["iia"] = round(cell["correct"] / cell["n"], 6) if cell["n"] else None
             cell["iia_ci"] = (
                 [round(v, 6) for v in wilson_interval(cell["correct"], cell["n"])]

@@ -78,12 +78,13 @@ def judge_breaking_pairs(
     threshold = request.session.settings.threshold(claim, table="robustness")
     evaluation = result.evaluate_on(pairs)
     judged = evaluation.verdict(threshold, controls=("noop",), margin=exp.margin)
-    low, high = wilson_interval(evaluation.successes, evaluation.n)
-    changed = evaluation.changed_labels()
+    record = _limit_record(result, evaluation, claim, where, threshold, judged)
+    low, high = record["iia_ci"]
+    changed = record["changed_labels"]
     numbers = [
         f"  {where}: IIA {evaluation.iia:.3f} (n={evaluation.n}, 95% CI [{low:.3f}, {high:.3f}]) "
         f"at {exp.site}, seed={exp.seed}; task accuracy {evaluation.task_accuracy:.3f}, no-op "
-        f"{evaluation.baselines()['noop']:.3f}, {changed['correct']} of the {changed['n']} "
+        f"{record['noop']:.3f}, {changed['correct']} of the {changed['n']} "
         "answers that must change did",
         *by_variable_lines(evaluation, result.variable_names),
     ]
@@ -98,7 +99,9 @@ def judge_breaking_pairs(
         problem = f"the alignment was to break here, but it is {judged.outcome}: {judged.reason}"
     else:
         status, problem = "breaks", None
-    _record_limit(request, result, evaluation, claim, where, threshold, judged, status)
+    # For the reports' limits table, as a ``das_limit`` user property: "breaks", else why not.
+    record["status"] = status
+    request.node.user_properties.append(("das_limit", json.dumps(record)))
     if problem is None:
         return evaluation
     raise IIAClaimFailed("\n".join([f"claim {claim!r}: {problem}", *numbers]))
@@ -167,20 +170,17 @@ def _record(
     request.node.user_properties.append(("das_fuzz", json.dumps(record)))
 
 
-def _record_limit(
-    request: Any,
+def _limit_record(
     result: AlignmentResult,
     evaluation: Any,
     claim: str,
     where: str,
     threshold: float,
     judged: Any,
-    status: str,
-) -> None:
-    """One measured limit for the reports, as a ``das_limit`` user property: where the claim
-    was to break, with its numbers, and whether it did (``status`` "breaks"; else why not)."""
+) -> dict[str, Any]:
+    """A measured limit's numbers: where the claim was to break, and how the alignment fared."""
     low, high = wilson_interval(evaluation.successes, evaluation.n)
-    record = {
+    return {
         "claim": claim,
         "where": where,
         "site": str(result.experiment.site),
@@ -194,6 +194,4 @@ def _record_limit(
         "changed_labels": evaluation.changed_labels(),
         "threshold": threshold,
         "verdict": "untestable" if judged.untestable else judged.outcome,
-        "status": status,
     }
-    request.node.user_properties.append(("das_limit", json.dumps(record)))

@@ -126,11 +126,17 @@ def fuzz_lines(fuzz: list[dict[str, Any]]) -> list[str]:
                 f"{c['broken']:>6} {numbers} {_number(c.get('noop'))} "
                 f"{_number(c.get('task_accuracy'))}"
             )
-    sites = sorted({r["site"] for r in fuzz if r.get("site")})
-    seeds = sorted({r["seed"] for r in fuzz if r.get("seed") is not None})
-    if sites or seeds:
-        lines.append(f"at {'; '.join(sites) or '–'}, seed={','.join(map(str, seeds)) or '–'}")
-    return lines
+    return lines + _sites_and_seeds(fuzz)
+
+
+def _sites_and_seeds(records: list[dict[str, Any]]) -> list[str]:
+    """The line under a robustness or limits table naming its sites and seeds (none for records
+    that lack both, from a report of an older das_assert)."""
+    sites = sorted({r["site"] for r in records if r.get("site")})
+    seeds = sorted({r["seed"] for r in records if r.get("seed") is not None})
+    if not (sites or seeds):
+        return []
+    return [f"at {'; '.join(sites) or '–'}, seed={','.join(map(str, seeds)) or '–'}"]
 
 
 def changed_text(limit: dict[str, Any]) -> str:
@@ -166,10 +172,7 @@ def limit_lines(limits: list[dict[str, Any]]) -> list[str]:
             f"{low:>6.3f}-{high:<6.3f} {r['n']:>5} {r['noop']:>5.3f} {changed_text(r):>9} "
             f"{r['task_accuracy']:>5.3f} {_threshold(r['threshold'])}  {limit_result(r)}"
         )
-    seeds = sorted({r["seed"] for r in limits})
-    sites = sorted({r["site"] for r in limits})
-    lines.append(f"at {'; '.join(sites)}, seed={','.join(map(str, seeds))}")
-    return lines
+    return lines + _sites_and_seeds(limits)
 
 
 def _unmatched_baseline_entries(records: list[dict[str, Any]]) -> list[str]:
