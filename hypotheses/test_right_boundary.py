@@ -11,12 +11,21 @@ Evidence bar. As for every claim: the Wilson 95% lower bound of IIA on ``n_test`
 reach the ``right_boundary`` threshold of das.yaml, and IIA must beat the no-op and
 random-rotation baselines by 0.05.
 
+Robustness. The frozen alignment is fuzzed as Left and Right Boundary's is: wording, context,
+answer words, number style, amounts on a bound, and fixed brackets 2.50-7.50 wide whose low bound
+is at most 4.50 and high bound at least 4.00 (``right_boundary`` under das.yaml's
+``robustness``). Near the top of the amount range it breaks, and the last test says so with its
+numbers: on [8.60, 9.95], the mirror of Left Boundary's narrow bracket near zero, the model
+answers but the alignment does not carry ``right``.
+
 Control. Before the amount is read (``before:amount``) no token can know ``amount <= high``.
 """
 
 import pytest
+from hypothesis import given
 
 from das_assert import CausalModel, register_causal_model
+from das_assert.strategies import brackets, prompt_variants
 
 HYPOTHESIS = register_causal_model(
     CausalModel(
@@ -48,3 +57,45 @@ def test_right_boundary_is_a_variable_at_the_boundary_site(das, at_boundary):
 
 def test_right_boundary_cannot_live_before_the_amount_is_read(das, before_amount):
     das.assert_not_aligned(before_amount, claim="right_boundary")
+
+
+# Fixed brackets of the trained widths, bounds away from the ends of the amount range (cents).
+TRAINED_BRACKETS = brackets(min_width=250, max_width=750, min_low=100, max_low=450, min_high=400)
+
+
+@given(variant=prompt_variants(bracket=TRAINED_BRACKETS))
+def test_right_boundary_survives_changed_prompts_brackets_and_context(das, at_boundary, variant):
+    das.assert_robust(at_boundary, variant, claim="right_boundary")
+
+
+def _amounts_on_both_sides_of_the_high_bound(inputs, rng, role):
+    """Half the amounts above the high bound, half inside the bracket: ``right`` varies."""
+    if rng.random() < 0.5:
+        return {**inputs, "x": rng.randint(inputs["hi"] + 1, 999)}
+    return {**inputs, "x": rng.randint(inputs["lo"], inputs["hi"])}
+
+
+def test_right_boundary_does_not_survive_a_narrow_bracket_near_the_top(das, at_boundary):
+    """A negative, measured claim: the mirror of Left Boundary's narrow bracket near zero.
+
+    On [8.60, 9.95] amounts drawn as usual are almost never above the high bound (the amounts end
+    at 9.99), so almost no label changes. Here half the amounts lie above it (9.96-9.99) and half
+    inside, so ``right`` varies. The model answers (task accuracy 0.938-0.955 over seeds 0-9), but
+    the frozen alignment scores 0.487-0.590 against a no-op of 0.463-0.527 (upper bounds at most
+    0.637, robustness threshold 0.75): not aligned under all ten seeds. It is the place, not the
+    edit: the same amounts on both sides of the high bound of [4.00, 6.00] are aligned under all
+    ten (0.850-0.915). Seed 0: 0.570 [0.521, 0.618], no-op 0.483, n=400; 43 of the 209 answers
+    that must change do (``python -m das_assert.stability``, 2026-12-03). Judged as a fuzz variant
+    is: the interval below the robustness threshold, or IIA clearly no better than the no-op's.
+    """
+    from das_assert.tasks.price_tagging import prompt_pairs
+
+    pairs = prompt_pairs(
+        HYPOTHESIS,
+        400,
+        seed=at_boundary.experiment.seed + 59,
+        bracket=(860, 995),
+        edit=_amounts_on_both_sides_of_the_high_bound,
+    )
+    where = "bracket [8.60, 9.95], amounts on both sides of 9.95"
+    das.assert_breaks_on(at_boundary, pairs, claim="right_boundary", where=where)
