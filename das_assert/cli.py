@@ -316,11 +316,13 @@ def _check_outputs(args: argparse.Namespace) -> None:
     if (directory := getattr(args, "out", None)) is not None:  # train-embedded's model dir
         _check_new_model_dir(Path(directory))
         outputs.append(("--out", Path(directory), True))
-    inputs = {
-        Path(path).resolve(): name
+    inputs = {  # resolved path: how the command line named it
+        Path(path).resolve(): "--alignment" if name == "alignment" else name.upper()
         for name in _INPUT_FILES
         if (path := getattr(args, name, None)) is not None
     }
+    for path in getattr(args, "causal_models", None) or ():
+        inputs[Path(path).resolve()] = "a --causal-models file"
     written: dict[Path, str] = {}
     for flag, path, is_directory in outputs:
         problem = output_path_problem(path, directory=is_directory)
@@ -328,10 +330,9 @@ def _check_outputs(args: argparse.Namespace) -> None:
             raise InvalidArgument(f"{flag} {path}{problem}")
         where = path.resolve()
         if where in inputs:
-            shown = "--alignment" if inputs[where] == "alignment" else inputs[where].upper()
             raise InvalidArgument(
-                f"{flag} {path} is also {shown}, which this command reads: writing it would "
-                "destroy the input; name another file"
+                f"{flag} {path} is also {inputs[where]}, which this command reads: writing it "
+                "would destroy the input; name another file"
             )
         if where in written:
             raise InvalidArgument(f"{flag} and {written[where]} both name {path}; name two files")

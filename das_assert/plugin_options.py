@@ -97,6 +97,23 @@ def _baseline_name(value: str) -> str:
     return value
 
 
+def _compare_name(value: str) -> str:
+    """An argparse type: ``--das-compare``'s baseline (NAME, KEY/NAME or a ``.json`` file).
+
+    Refused: a path that is not a ``.json`` file (the argument is optional, so
+    ``--das-compare hypotheses/test_x.py`` took the test path as the baseline's NAME)."""
+    import argparse
+    import os
+
+    if not value.endswith(".json") and (os.path.isabs(value) or os.path.exists(value)):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is a path but not a baseline .json file: give a NAME (latest, NNNN or "
+            "NNNN_name), KEY/NAME or a .json file; write --das-compare=NAME, or put test paths "
+            "before the option"
+        )
+    return value
+
+
 def add_options(parser: pytest.Parser) -> None:
     """The ``--das-*`` options, in their own help group; each default is kept in DEFAULTS."""
     group = _Recording(parser.getgroup("das", "das_assert: causal hypotheses as tests"))
@@ -210,6 +227,7 @@ def add_options(parser: pytest.Parser) -> None:
         nargs="?",
         const="latest",
         default=None,
+        type=_compare_name,
         help="compare every claim with baseline NAME (latest, NNNN or NNNN_name) of "
         "this model, KEY/NAME of das.yaml's model KEY, or a baseline .json file: the numbers, "
         "and the frozen alignment transferred to this model",
@@ -251,6 +269,7 @@ def check_output_paths(config: pytest.Config) -> None:
     trains, not after the whole run."""
     from das_assert.store import output_path_problem
 
+    written: dict[Path, str] = {}
     for option, directory in _OUTPUT_OPTIONS.items():
         value = config.getoption(option.lstrip("-").replace("-", "_"))
         if value is not None and not str(value).strip():
@@ -262,6 +281,12 @@ def check_output_paths(config: pytest.Config) -> None:
             problem = output_path_problem(Path(value), directory=directory)
             if problem:
                 raise pytest.UsageError(f"{option} {value}{problem}")
+            where = Path(value).resolve()
+            if where in written:
+                raise pytest.UsageError(
+                    f"{written[where]} and {option} both name {value}; name two paths"
+                )
+            written[where] = option
 
 
 # Options a verdict depends on: a failure's "reproduce:" line repeats those not at their default.

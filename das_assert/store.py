@@ -72,6 +72,8 @@ def output_path_problem(path: Path, *, directory: bool = False) -> str | None:
         return " is a file; name a directory"
     if not directory and path.is_dir():
         return " is a directory; name a file inside it"
+    if not directory and (clobbered := _input_in_the_way(path)):
+        return clobbered
     # The files go into the directory itself where it exists, else into its first existing parent.
     for place in [path] if directory and path.is_dir() else path.parents:
         if place.exists():
@@ -86,6 +88,30 @@ def output_path_problem(path: Path, *, directory: bool = False) -> str | None:
                     "user may write"
                 )
             return None
+    return None
+
+
+# Files a report or alignment never replaces: code, settings (das.yaml, pyproject.toml, ...).
+_SOURCE_SUFFIXES = (".py", ".pyi", ".yaml", ".yml", ".toml", ".cfg", ".ini")
+
+
+def _input_in_the_way(path: Path) -> str | None:
+    """Why writing the file ``path`` would destroy an input rather than a report, else None:
+    an existing source or settings file (a test, das.yaml), or any file in a model directory
+    (one holding config.json and weights), whose fingerprint and loading it would change."""
+    if path.is_file() and path.suffix.lower() in _SOURCE_SUFFIXES:
+        return (
+            f" is an existing {path.suffix} file (code or settings, not a report); writing it "
+            "would destroy it: name another file"
+        )
+    folder = path.parent
+    if (folder / "config.json").is_file() and any(
+        any(folder.glob(pattern)) for pattern in ("*.safetensors", "*.bin")
+    ):
+        return (
+            f" is inside the model directory {folder}, which it would change (and with it "
+            "the model's fingerprint): name a file elsewhere"
+        )
     return None
 
 

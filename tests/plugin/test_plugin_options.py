@@ -84,6 +84,25 @@ def test_a_test_path_taken_as_the_baseline_name_is_refused(pytester: pytest.Pyte
         ) in result.stderr.str()
 
 
+def test_a_test_path_taken_as_the_baseline_to_compare_with_is_refused(
+    pytester: pytest.Pytester,
+) -> None:
+    # the option's NAME is optional too: the test path became the baseline's name, and pytest
+    # then ran its testpaths instead of the file
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    (pytester.path / "suite").mkdir()
+    for path in ("test_x.py", "suite", str(pytester.path / "test_x.py")):
+        result = pytester.runpytest("--das-compare", path)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        assert (
+            f"error: argument --das-compare: '{path}' is a path but not a baseline .json file: "
+            "give a NAME (latest, NNNN or NNNN_name), KEY/NAME or a .json file; write "
+            "--das-compare=NAME, or put test paths before the option"
+        ) in result.stderr.str()
+    config = pytester.parseconfig("--das-compare=main/latest")  # KEY/NAME is not a path
+    assert config.getoption("das_compare") == "main/latest"
+
+
 def test_a_branch_name_is_a_baseline_name(pytester: pytest.Pytester, tmp_path: Path) -> None:
     # CI passes $GITHUB_REF_NAME, such as release/v2: saved as 0001_release_v2 until every name
     # with a / was refused as a path
@@ -112,10 +131,18 @@ def test_cache_dir_with_the_cache_off_is_a_usage_error(pytester: pytest.Pytester
         ("--das-plots={file}", "--das-plots {file} is a file; name a directory"),
         ("--das-plots=/proc", "--das-plots /proc: cannot write in /proc ("),
         ("--das-markdown=", "--das-markdown is empty; name a path (an unset variable such as"),
+        ("--das-json=das.yaml", "--das-json das.yaml is an existing .yaml file (code or settings"),
+        ("--das-markdown=test_x.py", "--das-markdown test_x.py is an existing .py file (code or"),
+        ("--das-json={model}/config.json", "--das-json {model}/config.json is inside the model"),
+        (
+            "--das-json=r.md --das-markdown=r.md",
+            "--das-json and --das-markdown both name r.md; name two paths",
+        ),
     ],
     ids=[
         *("json-dir", "markdown-under-file", "json-read-only", "baselines-file", "plots"),
-        *("plots-read-only", "markdown-empty"),
+        *("plots-read-only", "markdown-empty", "json-over-das-yaml", "markdown-over-a-test"),
+        *("json-over-model-config", "json-and-markdown-at-one-path"),
     ],
 )
 def test_an_output_path_that_cannot_be_written_is_a_usage_error_before_any_test(
@@ -123,12 +150,20 @@ def test_an_output_path_that_cannot_be_written_is_a_usage_error_before_any_test(
 ) -> None:
     (pytester.path / "dir").mkdir()
     (pytester.path / "file").write_text("")
-    pytester.makepyfile("def test_x():\n    open('ran', 'w').close()\n")
+    (pytester.path / "das.yaml").write_text("models: {}\n")
+    (pytester.path / "model").mkdir()  # a model directory: config.json and weights
+    for name in ("config.json", "model.safetensors"):
+        (pytester.path / "model" / name).write_text("{}")
+    pytester.makepyfile(test_x="def test_x():\n    open('ran', 'w').close()\n")
     paths = {"dir": pytester.path / "dir", "file": pytester.path / "file"}
-    result = pytester.runpytest("-p", "no:cacheprovider", option.format(**paths))
+    paths["model"] = pytester.path / "model"
+    before = {p: p.read_bytes() for p in pytester.path.rglob("*") if p.is_file()}
+    options = option.format(**paths).split(" ")
+    result = pytester.runpytest("-p", "no:cacheprovider", *options, "test_x.py")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert match.format(**paths) in result.stderr.str()
     assert not (pytester.path / "ran").exists()
+    assert {p: p.read_bytes() for p in pytester.path.rglob("*") if p.is_file()} == before
 
 
 def test_the_das_session_exempts_the_loaded_libraries_from_the_cyclic_collector(

@@ -231,10 +231,20 @@ def test_a_cli_search_with_a_misspelt_slot_is_refused_before_any_cell_trains(
         (["compare", "{file}", "b.json", "--markdown", "{file}"], r"--markdown .*file is also OLD"),
         (["train-embedded", "--out", "{shipped}"], r"--out .* is the shipped embedded model"),
         (["train-embedded", "--out", "{full}"], r"--out .*full already holds files; name a new"),
+        ([*FIT, "--json", "{model}/config.json"], r"--json .*config.json is inside the model dir"),
+        ([*FIT, "--save", "{model}/a.safetensors"], r"--save .* is inside the model directory"),
+        ([*FIT, "--json", "{code}"], r"--json .*test_x.py is an existing .py file \(code or"),
+        ([*SEARCH, "0", "--json", "{yaml}"], r"--json .*das.yaml is an existing .yaml file"),
     ],
     ids=[
         *("json-dir", "save-under-file", "png-dir", "markdown-dir", "out-file", "read-only"),
         *("json-over-alignment", "json-and-save", "markdown-over-old", "shipped", "out-full"),
+        *(
+            "json-over-model-config",
+            "save-into-model-dir",
+            "json-over-a-test",
+            "json-over-das-yaml",
+        ),
     ],
 )
 def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(
@@ -254,12 +264,25 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(
     monkeypatch.setattr(train, "train_embedded", lambda *a: pytest.fail("training started"))
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "config.json").write_text("{}")
+    (tmp_path / "model").mkdir()  # a model directory: config.json and weights
+    for name in ("config.json", "model.safetensors"):
+        (tmp_path / "model" / name).write_text("{}")
+    (tmp_path / "test_x.py").write_text("")
+    (tmp_path / "das.yaml").write_text("")
     paths = {"dir": tmp_path / "dir", "file": tmp_path / "file", "full": tmp_path / "full"}
-    paths["shipped"] = EMBEDDED_MODEL_DIR
+    paths |= {"shipped": EMBEDDED_MODEL_DIR, "model": tmp_path / "model"}
+    paths |= {"code": tmp_path / "test_x.py", "yaml": tmp_path / "das.yaml"}
     assert main([arg.format(**paths) for arg in argv]) == 2
     assert re.search(match, capsys.readouterr().err)
-    assert (tmp_path / "file").read_text() == ""  # no input was touched
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "file", "full"]
+    for untouched in ("file", "test_x.py", "das.yaml", "model/config.json"):  # not touched
+        assert (tmp_path / untouched).read_text() in ("", "{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        *("das.yaml", "dir", "file", "full", "model", "test_x.py")
+    ]
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [
+        "config.json",
+        "model.safetensors",
+    ]
 
 
 def test_an_empty_output_path_is_named_as_empty(capsys: pytest.CaptureFixture[str]) -> None:
