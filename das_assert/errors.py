@@ -14,12 +14,14 @@ __all__ = [
     "ConfigError",
     "DasError",
     "InvalidArgument",
+    "MissingEntry",
     "ModelLoadError",
     "OutOfDeviceMemory",
     "PreconditionFailed",
     "SiteError",
     "TrainingDiverged",
     "did_you_mean",
+    "which_is_misspelt",
 ]
 
 
@@ -37,6 +39,23 @@ class SiteError(InvalidArgument):
 
 class ConfigError(DasError, ValueError):
     """A configuration file (das.yaml) or a command-line option is malformed."""
+
+
+class MissingEntry(ConfigError):
+    """das.yaml has no site or claim entry that a test asks for: the files disagree (a typo on
+    one side), which is no one test's failure, so the plugin stops the run with it."""
+
+
+def which_is_misspelt(name: str, known: Iterable[str]) -> str:
+    """The hint for a name that a test asks for and das.yaml lacks: the closest key das.yaml
+    has, which either side may have misspelt, or ``""`` when none is close."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    if not close:
+        return ""
+    return (
+        f" das.yaml has {close[0]!r}, one typo away: fix whichever of the two is misspelt, "
+        "the test or das.yaml."
+    )
 
 
 class ModelLoadError(DasError):

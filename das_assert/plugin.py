@@ -122,29 +122,79 @@ _CLAIM_TABLES = {
 _EARLY_SETTINGS = pytest.StashKey[Any]()
 
 
+_MISSING_CLAIMS = pytest.StashKey[dict[tuple[str, str], list[str]]]()
+
+
 def _check_claim_names(item: pytest.Item) -> None:
-    """Fail a test whose ``claim="..."`` has no das.yaml entry before its fixtures train an
-    alignment (on a 7B model, hours): the assertion would find it only after. Claims written
-    as literals are checked; anything the settings cannot be read for is left to the session
-    fixture, which reports it."""
+    """Stop the run before any alignment trains (on a 7B model, hours) when a selected test's
+    ``claim="..."`` has no das.yaml entry: one message naming every such claim and its tests,
+    since a typo in das.yaml fails every test of that claim. Claims written as literals are
+    checked; anything the settings cannot be read for is left to the session fixture."""
     if "das_session" not in getattr(item, "fixturenames", ()):
         return
-    claims = _literal_claims(getattr(item, "obj", None))
-    settings = _early_settings(item) if claims else None
-    if settings is None:
-        return
-    from das_assert.errors import did_you_mean
+    config = item.config
+    if _MISSING_CLAIMS not in config.stash:
+        config.stash[_MISSING_CLAIMS] = _missing_claims(item)
+    missing = config.stash[_MISSING_CLAIMS]
+    if "PYTEST_XDIST_WORKER" in os.environ:  # each worker fails its own tests of those claims
+        missing = {key: tests for key, tests in missing.items() if item.nodeid in tests}
+    if missing:
+        settings = _early_settings(item)
+        from das_assert.errors import which_is_misspelt
 
-    for claim, table in claims:
-        known = getattr(settings, table)
-        if claim not in known:
-            pytest.fail(
-                f"claim {claim!r} has no {table} entry in {settings.source} (models."
-                f"{settings.key}.{table}): fix claim= in the test{did_you_mean(claim, known)} "
-                f"or add `{claim}: <number in [0, 1)>` there. (Checked before any alignment "
-                "trains.)",
-                pytrace=False,
+        lines = [
+            f"das_assert setup: {settings.source} has no entry for "
+            f"{'a claim' if len(missing) == 1 else f'{len(missing)} claims'} that tests make "
+            "(checked before any alignment trains):"
+        ]
+        for (claim, table), tests in missing.items():
+            shown = ", ".join(tests[:3]) + (f" and {len(tests) - 3} more" if len(tests) > 3 else "")
+            lines.append(
+                f"  models.{settings.key}.{table}.{claim} (claimed by {shown})."
+                + which_is_misspelt(claim, getattr(settings, table))
             )
+        lines.append(
+            "Add each as `claim: <number in [0, 1)>` with a comment saying where the number "
+            "comes from, or fix claim= in the test."
+        )
+        _setup_failed("\n".join(lines))
+
+
+def _missing_claims(item: pytest.Item) -> dict[tuple[str, str], list[str]]:
+    """``(claim, table) -> node ids`` of the selected tests whose literal claim das.yaml lacks."""
+    settings = _early_settings(item)
+    missing: dict[tuple[str, str], list[str]] = {}
+    if settings is None:
+        return missing
+    for test in item.session.items:
+        if "das_session" not in getattr(test, "fixturenames", ()):
+            continue
+        for claim, table in _literal_claims(getattr(test, "obj", None)):
+            if claim not in getattr(settings, table):
+                missing.setdefault((claim, table), []).append(test.nodeid)
+    return missing
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: Any, request: pytest.FixtureRequest) -> Any:
+    """A site or claim that das.yaml lacks, asked for by a fixture, stops the run once."""
+    from das_assert.errors import MissingEntry
+
+    try:
+        return (yield)
+    except MissingEntry as exc:
+        _setup_failed(f"das_assert setup: {exc}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """The same, asked for by a test's body (a claim named by a variable)."""
+    from das_assert.errors import MissingEntry
+
+    try:
+        return (yield)
+    except MissingEntry as exc:
+        _setup_failed(f"das_assert setup: {exc}")
 
 
 def _literal_claims(function: Any) -> list[tuple[str, str]]:

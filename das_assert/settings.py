@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from das_assert.errors import ConfigError, did_you_mean
+from das_assert.errors import ConfigError, MissingEntry, did_you_mean, which_is_misspelt
 from das_assert.metrics import check_threshold
 
 __all__ = ["ModelSettings", "find_model_settings", "load_settings"]
@@ -72,21 +72,21 @@ class ModelSettings:
         from das_assert.sites import parse_site
 
         if name not in self.sites:
-            raise ConfigError(
-                f"{self.source}: model {self.key!r} defines no site {name!r} (defined: "
-                f"{', '.join(sorted(self.sites)) or 'none'}); add it under models.{self.key}.sites."
-                + did_you_mean(name, self.sites)
+            raise MissingEntry(
+                f"{self.source}: models.{self.key}.sites has no site {name!r}, which a test asks "
+                f"for (it has: {', '.join(sorted(self.sites)) or 'none'}); add it there, such as "
+                f"`{name}: block_output[layer=0, pos=last]`.{which_is_misspelt(name, self.sites)}"
             )
         return parse_site(self.sites[name])
 
     def threshold(self, claim: str, *, table: str = "thresholds") -> float:
         values = self.thresholds if table == "thresholds" else self.robustness
         if claim not in values:
-            raise ConfigError(
-                f"{self.source}: model {self.key!r} has no {table} entry for claim {claim!r}; "
-                f"add `{claim}: <number in [0, 1)>` under models.{self.key}.{table}, with a "
-                "comment saying where the number comes from (das_assert has no silent default)."
-                + did_you_mean(claim, values)
+            raise MissingEntry(
+                f"{self.source}: models.{self.key}.{table} has no entry for claim {claim!r}; "
+                f"add `{claim}: <number in [0, 1)>` there, with a comment saying where the "
+                "number comes from (das_assert has no silent default)."
+                + which_is_misspelt(claim, values)
             )
         return values[claim]
 

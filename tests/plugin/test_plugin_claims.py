@@ -117,14 +117,14 @@ def test_hypothesis_files_with_different_das_yaml_files_are_refused_in_one_run(
 def test_bad_input_inside_a_test_reports_one_message_not_a_traceback(project) -> None:
     project.makepyfile(
         test_bad="""
-        def test_unknown_site(das_session):
-            das_session.align("left_boundary", "nowhere")
+        def test_a_layer_the_model_lacks(das_session):
+            das_session.align("left_boundary", "block_output[layer=99, pos=last]")
         """
     )
     result = _run(project, "--das-cache=off", "test_bad.py")
     result.assert_outcomes(failed=1)
     output = result.stdout.str()
-    assert "'nowhere'" in output
+    assert "SiteError: " in output and "99" in output
     assert "das_assert/session.py" not in output  # no frames from the engine
     assert "das_assert/experiment.py" not in output
 
@@ -257,14 +257,52 @@ def test_a_claim_without_a_das_yaml_entry_fails_before_its_alignment_trains(
     # and its advice led with adding the misspelt name to das.yaml.
     project.makepyfile(test_claims=MISSPELT_CLAIM)
     result = _run(project, "--das-cache=off", "test_claims.py")
-    result.assert_outcomes(errors=1, passed=1)  # in setup, before the fixture
+    assert result.ret == pytest.ExitCode.USAGE_ERROR  # one setup error, before any fixture
+    result.assert_outcomes()
     result.stdout.fnmatch_lines(
         [
-            "*claim 'trivail' has no thresholds entry in *das.yaml (models.tiny.thresholds): "
-            "fix claim= in the test*Did you mean 'trivial'?*(Checked before any alignment trains.)*"
+            "*das_assert setup: *das.yaml has no entry for a claim that tests make (checked "
+            "before any alignment trains):",
+            "  models.tiny.thresholds.trivail (claimed by test_claims.py::test_misspelt). "
+            "das.yaml has 'trivial', one typo away: fix whichever of the two is misspelt, the "
+            "test or das.yaml.",
+            "Add each as `claim: <number in [0, 1)>` with a comment saying where the number "
+            "comes from, or fix claim= in the test.*",
         ]
     )
     assert "an alignment trained" not in result.stdout.str()
+
+
+def test_a_misspelt_das_yaml_threshold_key_stops_the_run_once(project: pytest.Pytester) -> None:
+    # It failed every test of that claim, each with "Did you mean 'imposible'?": the misspelt key
+    das_yaml = project.path / "das.yaml"
+    das_yaml.write_text(das_yaml.read_text().replace("impossible:", "imposible:"))
+    result = _run(project, "--das-cache=off", "test_hyp.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.assert_outcomes()
+    text = result.stdout.str()
+    assert text.count("das_assert setup:") == 1
+    assert (
+        "  models.tiny.thresholds.impossible (claimed by test_hyp.py::"
+        "test_an_impossible_claim_fails, test_hyp.py::test_a_negative_claim_holds). das.yaml has "
+        "'imposible', one typo away: fix whichever of the two is misspelt, the test or das.yaml."
+    ) in text
+
+
+def test_a_misspelt_das_yaml_site_key_stops_the_run_once(project: pytest.Pytester) -> None:
+    # It errored every test that used the fixture asking for the site, one traceback each
+    das_yaml = project.path / "das.yaml"
+    das_yaml.write_text(das_yaml.read_text().replace("boundary:", "boundry:"))
+    result = _run(project, "--das-cache=off", "test_hyp.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.assert_outcomes()
+    text = result.stdout.str()
+    assert text.count("das_assert setup:") == 1
+    assert (
+        "das.yaml: models.tiny.sites has no site 'boundary', which a test asks for (it has: "
+        "boundry); add it there, such as `boundary: block_output[layer=0, pos=last]`. das.yaml "
+        "has 'boundry', one typo away: fix whichever of the two is misspelt, the test or das.yaml."
+    ) in text
 
 
 N_TEST_IN_THE_TEST = """

@@ -9,7 +9,7 @@ import pytest
 from bad_inputs_support import SITE, Call, Ctx, assert_one_clear_das_error
 
 from das_assert.compare import parse_compare_fail
-from das_assert.errors import ConfigError, DasError, InvalidArgument
+from das_assert.errors import ConfigError, DasError, InvalidArgument, MissingEntry
 from das_assert.fit import FitConfig, make_interchange
 from das_assert.settings import find_model_settings, load_settings
 
@@ -158,9 +158,9 @@ CASES = [
     ),
     pytest.param(
         lambda c: load_settings(yaml_file(c, GOOD_YAML))["embedded"].threshold("midpoint_distance"),
-        ConfigError,
-        r"no thresholds entry for claim 'midpoint_distance'; add `midpoint_distance: <number in "
-        r"\[0, 1\)>` under models\.embedded\.thresholds",
+        MissingEntry,
+        r"models\.embedded\.thresholds has no entry for claim 'midpoint_distance'; add "
+        r"`midpoint_distance: <number in \[0, 1\)>` there",
         id="ModelSettings.threshold('midpoint_distance') without an entry",
     ),
     # -- regression checks
