@@ -14,7 +14,7 @@ import torch
 
 from das_assert.cache import AlignmentCache, cache_key
 from das_assert.data import EncodedPairs, PromptPair, TokenizedPairs, encode, tokenize
-from das_assert.errors import InvalidArgument, PreconditionFailed
+from das_assert.errors import InvalidArgument, PreconditionFailed, did_you_mean
 from das_assert.evaluate import Evaluation, base_answers, evaluate
 from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
 from das_assert.metrics import Verdict, check_threshold, normalized_iia, wilson_interval
@@ -56,13 +56,13 @@ class Experiment:
             raise InvalidArgument(
                 f"variables={variables!r} must name each variable once, e.g. {list(boxes)}"
             )
-        cm.check_intervenable(list(variables))
         others = [name for name in variables if name not in boxes]
-        if others:
+        if others:  # named among the boxes, not the causal model's every variable
             raise InvalidArgument(
                 f"variables {others} have no box in {self.hypothesis}'s alignment, which has one "
-                f"for each of {list(boxes)}; choose among those"
+                f"for each of {list(boxes)}; choose among those." + did_you_mean(others[0], boxes)
             )
+        cm.check_intervenable(list(variables))
         # In the alignment's box order, so that the same subset is the same claim.
         object.__setattr__(self, "variables", tuple(v for v in boxes if v in variables))
         for name, value in (("n_train", self.n_train), ("n_test", self.n_test)):

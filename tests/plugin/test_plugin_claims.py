@@ -124,7 +124,8 @@ def test_bad_input_inside_a_test_reports_one_message_not_a_traceback(project) ->
     result = _run(project, "--das-cache=off", "test_bad.py")
     result.assert_outcomes(failed=1)
     output = result.stdout.str()
-    assert "SiteError: " in output and "99" in output
+    assert "SiteError: " in output
+    assert "99" in output
     assert "das_assert/session.py" not in output  # no frames from the engine
     assert "das_assert/experiment.py" not in output
 

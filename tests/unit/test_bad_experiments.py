@@ -150,8 +150,17 @@ CASES = [
     pytest.param(
         lambda c: tiny_experiment(variables=("right",)),
         InvalidArgument,
-        r"cannot intervene on 'right': left_boundary declares lo, hi, x, left, answer",
+        # it listed the causal model's every variable (lo, hi, x, left, answer), not the boxes
+        r"variables \['right'\] have no box in left_boundary's alignment, which has one for "
+        r"each of \['left'\]; choose among those\.$",
         id="Experiment('left_boundary', variables=('right',))",
+    ),
+    pytest.param(
+        lambda c: tiny_experiment(hypothesis="left_and_right_boundary", variables=("rigth",)),
+        InvalidArgument,
+        r"variables \['rigth'\] have no box in left_and_right_boundary's alignment, which has "
+        r"one for each of \['left', 'right'\]; choose among those\. Did you mean 'right'\?",
+        id="Experiment('left_and_right_boundary', variables=('rigth',))",
     ),
     pytest.param(
         lambda c: tiny_experiment(variables=("lo",)),
