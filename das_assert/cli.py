@@ -111,6 +111,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 def _cmd_search(args: argparse.Namespace) -> int:
     from das_assert.errors import InvalidArgument
     from das_assert.experiment import check_site, run_experiment
+    from das_assert.positions import check_distinct_positions
     from das_assert.report import build_report, write_report
     from das_assert.search import grid_table, save_heatmap, search
     from das_assert.sites import Site
@@ -122,6 +123,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
             raise InvalidArgument(
                 "--png needs matplotlib: pip install 'das_assert[plots]', or drop --png"
             ) from None
+    check_distinct_positions(args.positions, "--positions")  # as parsed: last is last-0
     config = _fit_config(args)
     model = _load(args)
     blocks: dict[int, int] = {}  # a bad cell fails here, not after the cells before it trained

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from das_assert.errors import InvalidArgument, SiteError, did_you_mean
 
-__all__ = ["Position", "parse_position"]
+__all__ = ["Position", "check_distinct_positions", "parse_position"]
 
 _LAST = re.compile(r"^last(?:-(\d+))?$")
 _SLOT = re.compile(r"^([A-Za-z_]\w*)\.(first|last)$")
@@ -100,3 +100,21 @@ def parse_position(name: str | Position) -> Position:
     raise InvalidArgument(
         f"cannot parse position {name!r}; use one of: {FORMS}." + did_you_mean(text, _COMMON)
     )
+
+
+def check_distinct_positions(names: Sequence[str | Position], where: str = "positions") -> None:
+    """Refuse two names of one token (``last`` and ``last-0``, ``amount.last`` and
+    ``after:amount-1``: as parsed, not as written), whose grid cells would train twice.
+
+    Raises:
+        InvalidArgument: naming the two and ``where`` they were listed.
+    """
+    seen: dict[tuple[str, str, int], str] = {}
+    for name in names:
+        position = parse_position(name)
+        key = (position.anchor, position.edge, position.offset)
+        first = seen.setdefault(key, position.name)
+        if first != position.name:
+            raise InvalidArgument(
+                f"{where}: {first!r} and {position.name!r} name the same token; list it once"
+            )

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from das_assert.positions import check_distinct_positions
 from das_assert.sharing import sharing
 from das_assert.sites import Site
 from das_assert.store import atomic_write_bytes
@@ -85,6 +86,7 @@ def search(
     come from one pass (those of later positions kept on the CPU until their cells run), and
     one prefix KV store serves every cell (each position a view of it), where it fits.
     """
+    check_distinct_positions(positions)
     results = {}
     grid = [[Site(layer, position, component) for layer in layers] for position in positions]
     cells = [site for sites in grid for site in sites]

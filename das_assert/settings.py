@@ -159,7 +159,8 @@ def _search_table(raw: Any, where: str) -> dict[str, Any]:
             isinstance(v, int) and not isinstance(v, bool) for v in values
         ):
             raise ConfigError(f"{where}.{name} must be a list of layer numbers, got {values!r}")
-    from das_assert.positions import parse_position
+    from das_assert.errors import InvalidArgument
+    from das_assert.positions import check_distinct_positions, parse_position
 
     for name in ("positions", "expect_positions"):
         values = raw.get(name, [])
@@ -170,6 +171,10 @@ def _search_table(raw: Any, where: str) -> dict[str, Any]:
                 parse_position(value)
             except Exception as exc:
                 raise ConfigError(f"{where}.{name}: {exc}") from None
+        try:
+            check_distinct_positions(values, f"{where}.{name}")
+        except InvalidArgument as exc:
+            raise ConfigError(str(exc)) from None
     for name in ("n_train", "n_test", "epochs"):
         if name in raw:
             _integer(raw[name], f"{where}.{name}", 0, 1 if name == "epochs" else 2)

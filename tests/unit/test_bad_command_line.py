@@ -127,6 +127,14 @@ CLI_CASES = [
         "last",
         match=r"--positions: position last given twice; list each once",
     ),
+    cli(  # two names of one token trained the same cell twice
+        *SEARCH,
+        "0",
+        "--positions",
+        "last",
+        "last-0",
+        match=r"error: --positions: 'last' and 'last-0' name the same token; list it once",
+    ),
     cli(
         *SEARCH,
         "0",

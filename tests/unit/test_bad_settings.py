@@ -143,6 +143,14 @@ CASES = [
         id="load_settings(<das.yaml: search.positions [middle]>)",
     ),
     pytest.param(
+        lambda c: load_settings(
+            yaml_file(c, GOOD_YAML + "    search: {layers: [0], positions: [last, last-0]}\n")
+        ),
+        ConfigError,
+        r"models\.embedded\.search\.positions: 'last' and 'last-0' name the same token; list",
+        id="load_settings(<das.yaml: search.positions [last, last-0]>)",
+    ),
+    pytest.param(
         lambda c: load_settings(yaml_file(c, GOOD_YAML + "    search: {layers: [0, 1]}\n")),
         ConfigError,
         r"models\.embedded\.search has no positions; a search needs both layers: \[\.\.\.\] and",

@@ -10,7 +10,7 @@ import pytest
 
 from das_assert.embedded.recipe import build_tokenizer
 from das_assert.errors import InvalidArgument
-from das_assert.positions import FORMS, Position, parse_position
+from das_assert.positions import FORMS, Position, check_distinct_positions, parse_position
 from das_assert.sites import Site, parse_site
 from das_assert.tasks.phrasings import HELD_OUT_PREFIXES, TRAIN_PREFIXES
 from das_assert.tasks.price_tagging import PriceFormat, RenderedPrompt
@@ -80,6 +80,20 @@ def test_an_unparsable_position_lists_the_forms(name: str) -> None:
 def test_a_misspelt_position_gets_a_suggestion(typo: str, meant: str) -> None:
     with pytest.raises(InvalidArgument, match=f"Did you mean '{meant}'"):
         parse_position(typo)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("last", "last-0"), ("amount.last", "after:amount-1"), ("amount.first", "before:amount+1")],
+)
+def test_two_names_of_one_token_are_refused(first: str, second: str) -> None:
+    # a search grid trained the cell of each name: the same token twice
+    with pytest.raises(InvalidArgument, match=f"'{first}' and '{re.escape(second)}' name the same"):
+        check_distinct_positions([first, "low.last", second], "positions")
+
+
+def test_names_of_different_tokens_pass_as_distinct() -> None:
+    check_distinct_positions(["last", "last-1", "amount.last", "after:amount", "amount.first"])
 
 
 def test_a_position_that_is_not_a_string_is_rejected() -> None:
