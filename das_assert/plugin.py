@@ -157,7 +157,7 @@ def _check_claim_names(item: pytest.Item) -> None:
             "Add each as `claim: <number in [0, 1)>` with a comment saying where the number "
             "comes from, or fix claim= in the test."
         )
-        _setup_failed("\n".join(lines))
+        _setup_failed(config, "\n".join(lines))
 
 
 def _missing_claims(item: pytest.Item) -> dict[tuple[str, str], list[str]]:
@@ -183,7 +183,7 @@ def pytest_fixture_setup(fixturedef: Any, request: pytest.FixtureRequest) -> Any
     try:
         return (yield)
     except MissingEntry as exc:
-        _setup_failed(f"das_assert setup: {exc}")
+        _setup_failed(request.config, f"das_assert setup: {exc}")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -194,7 +194,7 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     try:
         return (yield)
     except MissingEntry as exc:
-        _setup_failed(f"das_assert setup: {exc}")
+        _setup_failed(item.config, f"das_assert setup: {exc}")
 
 
 def _literal_claims(function: Any) -> list[tuple[str, str]]:
@@ -339,7 +339,7 @@ def das_session(request: pytest.FixtureRequest) -> Any:
     except DasError as exc:
         if not config.getoption("das_model") and os.environ.get("DAS_MODEL"):
             exc = type(exc)(f"{exc} (the model path is $DAS_MODEL={os.environ['DAS_MODEL']!r})")
-        _setup_failed(f"das_assert setup: {exc}")
+        _setup_failed(config, f"das_assert setup: {exc}")
     reporter = config.pluginmanager.get_plugin("das-reporter")
     if reporter is not None:  # the reports name the model even if no claim reaches a verdict
         reporter.model_loaded(model)
@@ -415,13 +415,17 @@ def _baseline_setup(config: pytest.Config, model_key: str) -> dict[str, Any]:
                 path = find_baseline(Path(root) / key if key else directory, name)
             out["baseline"] = (path, load_baseline(path))
         except DasError as exc:
-            _setup_failed(f"das_assert --das-compare: {exc}")
+            _setup_failed(config, f"das_assert --das-compare: {exc}")
     return out
 
 
-def _setup_failed(message: str) -> NoReturn:
+def _setup_failed(config: pytest.Config, message: str) -> NoReturn:
     """Stop the run with one usage error: no test that needs the model can run (a das.yaml typo
-    was reported once per test, 23 times). Under xdist each worker fails its tests instead."""
+    was reported once per test, 23 times). Under xdist each worker fails its tests instead.
+    The reports (``--das-json``, ``--das-markdown``) carry the message."""
+    reporter = config.pluginmanager.get_plugin("das-reporter")
+    if reporter is not None:
+        reporter.setup_error = message
     if "PYTEST_XDIST_WORKER" not in os.environ:
         pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
     # from None: the error is the message, not "during handling of" another

@@ -22,6 +22,7 @@ class Reporter:
         self.fuzz: list[dict[str, Any]] = []
         self.limits: list[dict[str, Any]] = []  # das.assert_breaks_on
         self.unjudged: list[dict[str, Any]] = []  # das tests that failed before any verdict
+        self.setup_error: str | None = None  # what stopped the run at setup (exit 4)
         self.deselected = 0  # by -k, -m, --deselect: a baseline then holds only a selection
         self.notes: list[str] = []  # about the baseline saved, or not saved, at the end
         self.loaded: Any = None  # the model das_session loaded (None: none was, or it failed)
@@ -120,6 +121,7 @@ class Reporter:
             and not self.config.getoption("collectonly"),  # nothing ran
             "tests_collected": session.testscollected,
             "selection": self._selection(),  # the run was narrowed to some of the tests
+            "setup_error": self.setup_error,  # das.yaml, model, cache or baseline: no verdicts
         }
         self._save_baseline(run)
         self._note_compared()
@@ -146,6 +148,8 @@ class Reporter:
                     f"\n**This run did not complete** (pytest exit {run['exit_code']}): "
                     "the table covers only the tests that ran.\n"
                 )
+            if self.setup_error:
+                table += "\n**Stopped at setup**\n\n```\n" + self.setup_error + "\n```\n"
             if self.unjudged:
                 table += "\n**Failed before a verdict**\n\n" + "".join(
                     f"- `{u['test_id']}` ({u['when']}): {u['message']}\n" for u in self.unjudged

@@ -180,6 +180,21 @@ def test_a_run_that_judges_nothing_replaces_an_old_report(project: pytest.Pytest
     assert "did not complete" in (project.path / "out" / "summary.md").read_text()
 
 
+def test_a_run_stopped_at_setup_says_why_in_its_reports(project: pytest.Pytester) -> None:
+    # exit 4 and its message went to the terminal only: the JSON said no more than "USAGE_ERROR"
+    das_yaml = project.path / "das.yaml"
+    das_yaml.write_text(das_yaml.read_text().replace("boundary:", "boundry:"))
+    result = _run(project, "--das-json=out/report.json", "--das-markdown=out/summary.md")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    run = json.loads((project.path / "out" / "report.json").read_text())["run"]
+    assert run["exit_code"] == "USAGE_ERROR"
+    assert run["complete"] is False
+    assert run["setup_error"].startswith("das_assert setup: das.yaml: models.tiny.sites has no ")
+    summary = (project.path / "out" / "summary.md").read_text()
+    assert "**Stopped at setup**" in summary
+    assert run["setup_error"] in summary
+
+
 def test_a_run_stopped_by_x_says_its_report_is_incomplete(project: pytest.Pytester) -> None:
     passing = "test_hyp.py::test_a_negative_claim_holds"
     ok = _run(project, "--das-cache=off", "--das-json=report.json", passing)
@@ -198,6 +213,7 @@ def test_a_run_stopped_by_x_says_its_report_is_incomplete(project: pytest.Pytest
         "complete": True,
         "tests_collected": 2,
         "selection": None,
+        "setup_error": None,
     }
 
 
