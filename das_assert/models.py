@@ -195,7 +195,23 @@ def answer_token_id(tokenizer: Any, prompt: str, answer: str) -> int:
         )
     full_ids = tokenizer(prompt + answer, add_special_tokens=False)["input_ids"]
     added = full_ids[len(prompt_ids) :]
-    if full_ids[: len(prompt_ids)] != prompt_ids or len(added) != 1:
+    if full_ids[: len(prompt_ids)] == prompt_ids and not added:  # the word was dropped
+        raise InvalidArgument(
+            f"the tokenizer adds no token for the answer {answer!r} after the prompt: it drops "
+            f"the word. Its files do not load as a tokenizer that knows it; check "
+            "tokenizer_config.json and tokenizer.json (vocabulary, normalizer), and what "
+            f"AutoTokenizer.from_pretrained(DIR)({answer!r}) gives"
+        )
+    if full_ids[: len(prompt_ids)] != prompt_ids:
+        raise InvalidArgument(
+            f"the answer {answer!r} merges with the prompt's last token for this tokenizer "
+            f"(the prompt ends {tokenizer.convert_ids_to_tokens(prompt_ids[-3:])}, with the "
+            f"answer {tokenizer.convert_ids_to_tokens(full_ids[len(prompt_ids) - 3 :])}), so "
+            "no single token answers it; end the prompt in a separator (a newline or space) "
+            "or choose answer words that start one: --answers TRUE FALSE on the command line, "
+            "or the fmt=PriceFormat(answers=(...)) of the hypothesis's align(...) call"
+        )
+    if len(added) != 1:
         pieces = tokenizer.convert_ids_to_tokens(added)
         raise InvalidArgument(
             f"the answer {answer!r} is not a single token after the prompt for this tokenizer "

@@ -72,3 +72,24 @@ def test_a_tokenizer_that_loses_the_prompt_is_named_not_the_answer_words() -> No
     with pytest.raises(InvalidArgument, match="special or unknown tokens only") as err:
         answer_token_id(lost, "Please say yes only if it costs between 1.30 and 8.55", "Yes")
     assert "--answers" not in str(err.value)
+
+
+def test_an_answer_the_tokenizer_drops_names_the_tokenizer_files() -> None:
+    # The error said "it adds []" and asked for other answer words
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "Answer": 1, ":": 2}
+    inner = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    inner.normalizer = normalizers.Replace("Yes", "")  # as a broken normalizer would
+    inner.pre_tokenizer = pre_tokenizers.Whitespace()
+    dropping = PreTrainedTokenizerFast(tokenizer_object=inner, unk_token="<unk>")
+    with pytest.raises(InvalidArgument, match="adds no token for the answer ' Yes'") as err:
+        answer_token_id(dropping, "Answer:", " Yes")
+    assert "tokenizer_config.json and tokenizer.json" in str(err.value)
+    assert "adds []" not in str(err.value)
+
+
+def test_an_answer_that_merges_with_the_prompt_is_named_as_such(byte_level_bpe) -> None:
+    with pytest.raises(InvalidArgument, match="'s' merges with the prompt's last token"):
+        answer_token_id(byte_level_bpe, "### Response:\nYe", "s")
