@@ -16,6 +16,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from das_assert.canonical import canonical_config, canonical_tokenizer_config
 from das_assert.digests import DigestMemo, file_sha256
 from das_assert.errors import InvalidArgument, ModelLoadError, did_you_mean
 
@@ -97,7 +98,7 @@ class LoadedModel:
         """sha256 of the weight files, of the tokenizer files, and of config.json.
 
         The JSON files count by what they set, not by what ``save_pretrained`` writes down about
-        itself (``_canonical_json``), so the same model saved again keeps its fingerprint, and
+        itself (``das_assert.canonical``), so the same model saved again keeps its fingerprint, and
         its cached alignments. Each weight file is read once, in 4 MiB chunks, and the digest is
         kept for the session; with a ``digest_memo`` it is read again only when the file has
         changed.
@@ -111,10 +112,10 @@ class LoadedModel:
             if (self.path / name).is_file():
                 content = (self.path / name).read_bytes()
                 if name == "tokenizer_config.json":
-                    content = _canonical_json(json.loads(content), tokenizer_config=True)
+                    content = canonical_tokenizer_config(json.loads(content), self.path)
                 tokenizer.update(name.encode() + content)
         config = json.loads((self.path / "config.json").read_text())
-        config_hash = hashlib.sha256(_canonical_json(config)).hexdigest()
+        config_hash = hashlib.sha256(canonical_config(config)).hexdigest()
         return {
             "weights": weights.hexdigest()[:16],
             "tokenizer": tokenizer.hexdigest()[:16],
@@ -140,37 +141,6 @@ class LoadedModel:
         if key not in self._answer_ids:
             self._answer_ids[key] = answer_token_id(self.tokenizer, prompt, answer)
         return self._answer_ids[key]
-
-
-# What save_pretrained writes about the save itself: the version that wrote the file, and where
-# and how it was loaded from. None of it changes what the model or its tokenizer compute.
-_BOOKKEEPING_KEYS = ("transformers_version", "_name_or_path", "name_or_path", "_commit_hash")
-_TOKENIZER_LOADER_KEYS = ("is_local", "local_files_only")
-# Tokenizer settings that transformers 5 writes out at their defaults; absent, they are the same.
-_TOKENIZER_DEFAULTS = {"max_length": None, "pad_to_multiple_of": None, "pad_token_type_id": 0}
-# transformers 5 saves its generic fast tokenizer under its new name; in 5.x both are one class.
-_TOKENIZER_CLASS_ALIASES = {"TokenizersBackend": "PreTrainedTokenizerFast"}
-
-
-def _canonical_json(settings: dict[str, Any], *, tokenizer_config: bool = False) -> bytes:
-    """``settings`` (config.json or tokenizer_config.json) as bytes that change with what they set.
-
-    Drops the keys that record the save rather than the model (a version, a load path) and, in a
-    tokenizer config, defaults written out and the class's new name; sorts the keys. Anything
-    else counts, so an unknown key or another value is another fingerprint, never a false match.
-    """
-    kept = {key: value for key, value in settings.items() if key not in _BOOKKEEPING_KEYS}
-    if tokenizer_config:
-        kept = {
-            key: value
-            for key, value in kept.items()
-            if key not in _TOKENIZER_LOADER_KEYS
-            and not (key in _TOKENIZER_DEFAULTS and value == _TOKENIZER_DEFAULTS[key])
-        }
-        name = kept.get("tokenizer_class")
-        if isinstance(name, str):
-            kept["tokenizer_class"] = _TOKENIZER_CLASS_ALIASES.get(name, name)
-    return json.dumps(kept, sort_keys=True).encode()
 
 
 def answer_token_id(tokenizer: Any, prompt: str, answer: str) -> int:

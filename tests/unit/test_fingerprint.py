@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from das_assert.models import EMBEDDED_MODEL_DIR, _canonical_json, load_model
+from das_assert.canonical import canonical_config, canonical_tokenizer_config
+from das_assert.models import EMBEDDED_MODEL_DIR, load_model
 
 
 def test_the_embedded_model_saved_again_by_this_transformers_keeps_its_fingerprint(
@@ -64,7 +65,7 @@ def test_a_setting_changed_changes_the_fingerprint(
 
 def test_what_a_save_records_about_itself_does_not_count() -> None:
     config = {"hidden_size": 128, "transformers_version": "5.23.0"}
-    assert _canonical_json(config) == _canonical_json(
+    assert canonical_config(config) == canonical_config(
         {"_name_or_path": "/models/x", "hidden_size": 128, "transformers_version": "4.57.6"}
     )
     tokenizer = {"padding_side": "right", "tokenizer_class": "PreTrainedTokenizerFast"}
@@ -77,15 +78,70 @@ def test_what_a_save_records_about_itself_does_not_count() -> None:
         "pad_to_multiple_of": None,
         "pad_token_type_id": 0,
     }
-    assert _canonical_json(saved_again, tokenizer_config=True) == _canonical_json(
-        tokenizer, tokenizer_config=True
-    )
+    assert canonical_tokenizer_config(saved_again) == canonical_tokenizer_config(tokenizer)
 
 
 def test_a_default_written_out_counts_once_it_is_not_the_default() -> None:
     plain = {"padding_side": "right"}
-    assert _canonical_json({**plain, "pad_to_multiple_of": 8}, tokenizer_config=True) != (
-        _canonical_json(plain, tokenizer_config=True)
+    assert canonical_tokenizer_config({**plain, "pad_to_multiple_of": 8}) != (
+        canonical_tokenizer_config(plain)
     )
     # outside a tokenizer config the same key is an ordinary setting
-    assert _canonical_json({**plain, "max_length": None}) != _canonical_json(plain)
+    assert canonical_config({**plain, "max_length": None}) != canonical_config(plain)
+
+
+# What transformers 4.57.6 wrote on re-saving the embedded model (saved by 5.x), beside what 5.x
+# wrote: RoPE spelt both ways, and tokenizer settings at their defaults or copied from
+# tokenizer.json. The cache missed every alignment of such a re-save.
+ROPE_5X = {"rope_parameters": {"rope_theta": 10000.0, "rope_type": "default"}}
+ROPE_457 = {**ROPE_5X, "rope_scaling": None, "rope_theta": 10000.0}
+
+
+def test_a_config_saved_again_by_transformers_4_57_counts_as_the_same() -> None:
+    config = {"hidden_size": 128, **ROPE_5X}
+    assert canonical_config({**config, **ROPE_457}) == canonical_config(config)
+    # a config written by 4.57 from scratch has no rope_parameters; 5.x folds them in
+    assert canonical_config({"hidden_size": 128, "rope_theta": 10000.0}) == canonical_config(config)
+    llama3 = {"rope_type": "llama3", "factor": 8.0}
+    folded = canonical_config({"rope_parameters": {**llama3, "rope_theta": 5e5}})
+    assert canonical_config({"rope_theta": 5e5, "rope_scaling": llama3}) == folded
+    old_spelling = {"type": "llama3", "factor": 8.0}  # older configs say type for rope_type
+    assert canonical_config({"rope_theta": 5e5, "rope_scaling": old_spelling}) == folded
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"rope_parameters": {"rope_theta": 10000.0, "rope_type": "default"}, "rope_theta": 5e5},
+        {
+            "rope_parameters": {"rope_theta": 10000.0, "rope_type": "default"},
+            "rope_scaling": {"rope_type": "linear", "factor": 2.0},
+        },
+        {"rope_theta": 5e5},
+        {"rope_scaling": {"rope_type": "linear", "factor": 2.0}, "rope_theta": 10000.0},
+    ],
+    ids=["theta-disagrees", "scaling-disagrees", "another-theta", "scaled"],
+)
+def test_rope_settings_that_differ_count(other: dict[str, Any]) -> None:
+    assert canonical_config(other) != canonical_config(ROPE_5X)
+
+
+def test_a_tokenizer_config_saved_again_by_transformers_4_57_counts_as_the_same() -> None:
+    saved = json.loads((EMBEDDED_MODEL_DIR / "tokenizer_config.json").read_text())
+    tokens = json.loads((EMBEDDED_MODEL_DIR / "tokenizer.json").read_text())["added_tokens"]
+    decoder = {str(t["id"]): {k: v for k, v in t.items() if k != "id"} for t in tokens}
+    by_457 = {
+        **saved,
+        "added_tokens_decoder": decoder,
+        "clean_up_tokenization_spaces": False,
+        "extra_special_tokens": {},
+    }
+    plain = canonical_tokenizer_config(saved, EMBEDDED_MODEL_DIR)
+    assert canonical_tokenizer_config(by_457, EMBEDDED_MODEL_DIR) == plain
+    changed = {**decoder, "0": {**decoder["0"], "lstrip": True}}
+    for other in (
+        {**saved, "added_tokens_decoder": changed},  # differs from tokenizer.json: it counts
+        {**saved, "clean_up_tokenization_spaces": True},
+        {**saved, "extra_special_tokens": {"sep_token": "<sep>"}},
+    ):
+        assert canonical_tokenizer_config(other, EMBEDDED_MODEL_DIR) != plain
