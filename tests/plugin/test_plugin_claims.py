@@ -274,36 +274,39 @@ def test_a_claim_without_a_das_yaml_entry_fails_before_its_alignment_trains(
     assert "an alignment trained" not in result.stdout.str()
 
 
-def test_a_misspelt_das_yaml_threshold_key_stops_the_run_once(project: pytest.Pytester) -> None:
-    # It failed every test of that claim, each with "Did you mean 'imposible'?": the misspelt key
+@pytest.mark.parametrize(
+    ("key", "typo", "message"),
+    [
+        (  # it failed every test of that claim, each with "Did you mean 'imposible'?"
+            "impossible:",
+            "imposible:",
+            "  models.tiny.thresholds.impossible (claimed by test_hyp.py::"
+            "test_an_impossible_claim_fails, test_hyp.py::test_a_negative_claim_holds). das.yaml "
+            "has 'imposible', one typo away: fix whichever of the two is misspelt, the test or "
+            "das.yaml.",
+        ),
+        (  # it errored every test that used the fixture asking for the site
+            "boundary:",
+            "boundry:",
+            "das.yaml: models.tiny.sites has no site 'boundary', which a test asks for (it has: "
+            "boundry); add it there, such as `boundary: block_output[layer=0, pos=last]`. "
+            "das.yaml has 'boundry', one typo away: fix whichever of the two is misspelt, the "
+            "test or das.yaml.",
+        ),
+    ],
+    ids=["threshold-key", "site-key"],
+)
+def test_a_misspelt_das_yaml_key_stops_the_run_once(
+    project: pytest.Pytester, key: str, typo: str, message: str
+) -> None:
     das_yaml = project.path / "das.yaml"
-    das_yaml.write_text(das_yaml.read_text().replace("impossible:", "imposible:"))
+    das_yaml.write_text(das_yaml.read_text().replace(key, typo))
     result = _run(project, "--das-cache=off", "test_hyp.py")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.assert_outcomes()
     text = result.stdout.str()
     assert text.count("das_assert setup:") == 1
-    assert (
-        "  models.tiny.thresholds.impossible (claimed by test_hyp.py::"
-        "test_an_impossible_claim_fails, test_hyp.py::test_a_negative_claim_holds). das.yaml has "
-        "'imposible', one typo away: fix whichever of the two is misspelt, the test or das.yaml."
-    ) in text
-
-
-def test_a_misspelt_das_yaml_site_key_stops_the_run_once(project: pytest.Pytester) -> None:
-    # It errored every test that used the fixture asking for the site, one traceback each
-    das_yaml = project.path / "das.yaml"
-    das_yaml.write_text(das_yaml.read_text().replace("boundary:", "boundry:"))
-    result = _run(project, "--das-cache=off", "test_hyp.py")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.assert_outcomes()
-    text = result.stdout.str()
-    assert text.count("das_assert setup:") == 1
-    assert (
-        "das.yaml: models.tiny.sites has no site 'boundary', which a test asks for (it has: "
-        "boundry); add it there, such as `boundary: block_output[layer=0, pos=last]`. das.yaml "
-        "has 'boundry', one typo away: fix whichever of the two is misspelt, the test or das.yaml."
-    ) in text
+    assert message in text
 
 
 N_TEST_IN_THE_TEST = """
