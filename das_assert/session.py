@@ -280,6 +280,8 @@ class DasRequest:
             regressed = _regression_message(claim, record, regressions, self.session.baseline[0])
             message = f"{head}\n{regressed}\n{last}"
         if verdict.outcome == "inconclusive":
+            if regressions:  # --das-inconclusive judges the verdict, never the gate
+                raise IIARegression(message)
             if self.session.inconclusive == "pass":
                 return
             if self.session.inconclusive == "xfail":

@@ -277,6 +277,40 @@ def test_a_regression_names_the_seeds_and_ends_with_a_reproduce_line(
     )
 
 
+@pytest.mark.parametrize("inconclusive", ["pass", "xfail"])
+def test_an_inconclusive_claim_that_regressed_fails_whatever_inconclusive_says(
+    pytester: pytest.Pytester, inconclusive: str
+) -> None:
+    # --das-inconclusive=pass passed it (xfail xfailed it), exit 0, with the regression in its
+    # own message and "passed": false in the JSON: the gate let the drop through
+    # at 64 test pairs IIA is about 0.80 with a CI of about 0.68-0.88: 0.75 is inside it
+    inside = EMBEDDED_YAML.replace("n_test: 256", "n_test: 64").replace("0.0", "0.75")
+    pytester.makefile(".yaml", das=inside)
+    pytester.makepyfile(test_hyp=ALIGNED)
+    args = (
+        "--das-config=das.yaml",
+        "--das-cache=readwrite",
+        "--das-baseline-dir=b",
+        f"--das-inconclusive={inconclusive}",
+    )
+    first = pytester.runpytest_subprocess("--das-save-baseline=v1", "--das-json=r.json", *args)
+    assert json.loads((pytester.path / "r.json").read_text())["results"][0]["verdict"] == (
+        "inconclusive"
+    )
+    assert first.ret == pytest.ExitCode.OK
+    (saved,) = (pytester.path / "b").rglob("*v1.json")
+    from das_assert.baseline import load_baseline, save_baseline
+
+    payload = load_baseline(saved)
+    records = [{**entry, "iia": 0.99} for entry in payload["entries"].values()]
+    save_baseline(
+        saved, model=payload["model"], environment=payload["environment"], records=records
+    )
+    result = pytester.runpytest_subprocess("--das-compare=v1", "--das-compare-fail=iia:0.01", *args)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*IIARegression*", "*more than the allowed 0.010*"])
+
+
 def test_a_missing_baseline_to_compare_with_stops_the_run_with_one_error(
     project: pytest.Pytester,
 ) -> None:
