@@ -282,11 +282,30 @@ def check_output_paths(config: pytest.Config) -> None:
             if problem:
                 raise pytest.UsageError(f"{option} {value}{problem}")
             where = Path(value).resolve()
+            if not directory and (clash := _baseline_in_the_way(config, where)):
+                raise pytest.UsageError(f"{option} {value}{clash}")
             if where in written:
                 raise pytest.UsageError(
                     f"{written[where]} and {option} both name {value}; name two paths"
                 )
             written[where] = option
+
+
+def _baseline_in_the_way(config: pytest.Config, report: Path) -> str | None:
+    """Why a report at ``report`` would destroy a baseline, else None: it is the baseline
+    ``--das-compare`` reads, or lies in the baseline directory."""
+    compare = config.getoption("das_compare")
+    if compare and compare.endswith(".json") and Path(compare).resolve() == report:
+        return " is the baseline --das-compare reads; name another file"
+    root = (
+        config.getoption("das_baseline_dir") or Path(config.rootpath) / "hypotheses" / "baselines"
+    )
+    if report.is_relative_to(Path(root).resolve()):
+        return (
+            f" is inside the baseline directory {root}, where baselines and their alignments "
+            "are kept; name a file elsewhere"
+        )
+    return None
 
 
 # Options a verdict depends on: a failure's "reproduce:" line repeats those not at their default.

@@ -104,6 +104,8 @@ def _input_in_the_way(path: Path) -> str | None:
             f" is an existing {path.suffix} file (code or settings, not a report); writing it "
             "would destroy it: name another file"
         )
+    if path.is_file() and path.suffix.lower() == ".json" and _is_a_baseline(path):
+        return " is a saved baseline, which a report never replaces; name another file"
     folder = path.parent
     if (folder / "config.json").is_file() and any(
         any(folder.glob(pattern)) for pattern in ("*.safetensors", "*.bin")
@@ -113,6 +115,16 @@ def _input_in_the_way(path: Path) -> str | None:
             "the model's fingerprint): name a file elsewhere"
         )
     return None
+
+
+def _is_a_baseline(path: Path) -> bool:
+    """Whether ``path`` holds a baseline (``--das-save-baseline``); its head says so."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return False
+    return '"kind": "das_assert baseline"' in head
 
 
 def write_markdown(path: Path, text: str) -> None:

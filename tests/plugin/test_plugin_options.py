@@ -138,11 +138,25 @@ def test_cache_dir_with_the_cache_off_is_a_usage_error(pytester: pytest.Pytester
             "--das-json=r.md --das-markdown=r.md",
             "--das-json and --das-markdown both name r.md; name two paths",
         ),
+        (  # the 13-claim baseline was replaced by a 1-claim report, and the gate then passed
+            "--das-compare={dir}/old.json --das-json={dir}/old.json",
+            "--das-json {dir}/old.json is the baseline --das-compare reads; name another file",
+        ),
+        (
+            "--das-baseline-dir=b --das-markdown=b/summary.md",
+            "--das-markdown b/summary.md is inside the baseline directory b, where baselines",
+        ),
+        (
+            "--das-json=hypotheses/baselines/embedded/report.json",
+            "--das-json hypotheses/baselines/embedded/report.json is inside the baseline dir",
+        ),
+        ("--das-json={baseline}", "--das-json {baseline} is a saved baseline, which a report"),
     ],
     ids=[
         *("json-dir", "markdown-under-file", "json-read-only", "baselines-file", "plots"),
         *("plots-read-only", "markdown-empty", "json-over-das-yaml", "markdown-over-a-test"),
-        *("json-over-model-config", "json-and-markdown-at-one-path"),
+        *("json-over-model-config", "json-and-markdown-at-one-path", "json-over-the-compared"),
+        *("markdown-in-baseline-dir", "json-in-default-baseline-dir", "json-over-a-baseline"),
     ],
 )
 def test_an_output_path_that_cannot_be_written_is_a_usage_error_before_any_test(
@@ -155,8 +169,11 @@ def test_an_output_path_that_cannot_be_written_is_a_usage_error_before_any_test(
     for name in ("config.json", "model.safetensors"):
         (pytester.path / "model" / name).write_text("{}")
     pytester.makepyfile(test_x="def test_x():\n    open('ran', 'w').close()\n")
+    baseline = pytester.path / "elsewhere" / "0001_v1.json"  # a baseline, moved out of its dir
+    baseline.parent.mkdir()
+    baseline.write_text('{\n  "schema_version": 1,\n  "kind": "das_assert baseline"\n}\n')
     paths = {"dir": pytester.path / "dir", "file": pytester.path / "file"}
-    paths["model"] = pytester.path / "model"
+    paths |= {"model": pytester.path / "model", "baseline": baseline}
     before = {p: p.read_bytes() for p in pytester.path.rglob("*") if p.is_file()}
     options = option.format(**paths).split(" ")
     result = pytester.runpytest("-p", "no:cacheprovider", *options, "test_x.py")

@@ -243,6 +243,7 @@ def test_a_cli_search_with_a_misspelt_slot_is_refused_before_any_cell_trains(
         ([*FIT, "--save", "{model}/a.safetensors"], r"--save .* is inside the model directory"),
         ([*FIT, "--json", "{code}"], r"--json .*test_x.py is an existing .py file \(code or"),
         ([*SEARCH, "0", "--json", "{yaml}"], r"--json .*das.yaml is an existing .yaml file"),
+        (["compare", "a.json", "{file}", "--markdown", "{baseline}"], r"is a saved baseline"),
     ],
     ids=[
         *("json-dir", "save-under-file", "png-dir", "markdown-dir", "out-file", "read-only"),
@@ -252,6 +253,7 @@ def test_a_cli_search_with_a_misspelt_slot_is_refused_before_any_cell_trains(
             "save-into-model-dir",
             "json-over-a-test",
             "json-over-das-yaml",
+            "markdown-over-a-baseline",
         ),
     ],
 )
@@ -277,15 +279,17 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(
         (tmp_path / "model" / name).write_text("{}")
     (tmp_path / "test_x.py").write_text("")
     (tmp_path / "das.yaml").write_text("")
+    (tmp_path / "0001_v1.json").write_text('{\n  "kind": "das_assert baseline"\n}\n')
     paths = {"dir": tmp_path / "dir", "file": tmp_path / "file", "full": tmp_path / "full"}
     paths |= {"shipped": EMBEDDED_MODEL_DIR, "model": tmp_path / "model"}
     paths |= {"code": tmp_path / "test_x.py", "yaml": tmp_path / "das.yaml"}
+    paths["baseline"] = tmp_path / "0001_v1.json"
     assert main([arg.format(**paths) for arg in argv]) == 2
     assert re.search(match, capsys.readouterr().err)
     for untouched in ("file", "test_x.py", "das.yaml", "model/config.json"):  # not touched
         assert (tmp_path / untouched).read_text() in ("", "{}")
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        *("das.yaml", "dir", "file", "full", "model", "test_x.py")
+        *("0001_v1.json", "das.yaml", "dir", "file", "full", "model", "test_x.py")
     ]
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [
         "config.json",
