@@ -96,7 +96,9 @@ def alignment_path(directory: Path, stem: str, key: str) -> Path:
 
 
 def find_baseline(directory: Path, name: str) -> Path:
-    """The baseline called ``name`` (``latest``, a number like ``0002`` or a full stem)."""
+    """The baseline called ``name``: ``latest``, a number like ``0002``, a full stem like
+    ``0002_main``, or a NAME as ``--das-save-baseline`` took it (``release/v2`` is saved as
+    ``NNNN_release_v2``), the newest of that name where it was saved more than once."""
     directory = Path(directory)
     candidates = sorted(p for p in directory.glob("*.json") if _NUMBERED.match(p.name))
     if not candidates:
@@ -106,10 +108,13 @@ def find_baseline(directory: Path, name: str) -> Path:
         )
     if name == "latest":
         return candidates[-1]
-    for path in candidates:
-        number, stem = _NUMBERED.match(path.name).groups()  # type: ignore[union-attr]
-        if name in (number, path.stem, stem):
-            return path
+    numbered = {p: _NUMBERED.match(p.name).groups() for p in candidates}  # type: ignore[union-attr]
+    for wanted in (
+        [p for p in candidates if name in (numbered[p][0], p.stem)],  # number, full stem
+        [p for p in candidates if numbered[p][1] == slug(name)],  # NAME: its newest save
+    ):
+        if wanted:
+            return wanted[-1]
     raise AlignmentFileError(
         f"no baseline {name!r} in {directory}; present: {', '.join(p.stem for p in candidates)}"
     )

@@ -345,7 +345,7 @@ def das_session(request: pytest.FixtureRequest) -> Any:
         reporter.model_loaded(model)
     for message in misspelt_claims(settings):
         warnings.warn(ConfigWarning(message), stacklevel=1)
-    baselines = _baseline_setup(config, settings.key)
+    baselines = _baseline_setup(config, settings)
     if cache is not None and isinstance(model, LoadedModel) and model.digest_memo is None:
         # The weights' sha256 (the cache key's fingerprint) is read again only when they change.
         model.digest_memo = DigestMemo(cache.directory / "digests.json", writes=cache.writes)
@@ -392,11 +392,13 @@ def _cuda_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def _baseline_setup(config: pytest.Config, model_key: str) -> dict[str, Any]:
+def _baseline_setup(config: pytest.Config, settings: Any) -> dict[str, Any]:
     """Where this run saves its baseline, and the baseline it compares with (if any)."""
     from das_assert.baseline import find_baseline, load_baseline, next_baseline_name
     from das_assert.errors import DasError
+    from das_assert.settings import load_settings
 
+    model_key = settings.key
     root = (
         config.getoption("das_baseline_dir") or Path(config.rootpath) / "hypotheses" / "baselines"
     )
@@ -410,9 +412,16 @@ def _baseline_setup(config: pytest.Config, model_key: str) -> dict[str, Any]:
         try:
             if compare.endswith(".json"):  # a baseline file, wherever it is
                 path = Path(compare)
-            else:  # NAME of this model's baselines, or KEY/NAME of another model's
+            else:  # KEY/NAME of another model's baselines, or NAME (release/v2) of this one's
                 key, _, name = compare.rpartition("/")
-                path = find_baseline(Path(root) / key if key else directory, name)
+                other = key and (
+                    key in load_settings(settings.source) or (Path(root) / key).is_dir()
+                )
+                path = (
+                    find_baseline(Path(root) / key, name)
+                    if other
+                    else find_baseline(directory, compare)
+                )
             out["baseline"] = (path, load_baseline(path))
         except DasError as exc:
             _setup_failed(config, f"das_assert --das-compare: {exc}")

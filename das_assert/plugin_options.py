@@ -80,6 +80,7 @@ def _baseline_name(value: str) -> str:
     next save overwrote and ``--das-compare`` could not find)."""
     import argparse
     import os
+    import re
 
     from das_assert.baseline import slug
 
@@ -88,6 +89,11 @@ def _baseline_name(value: str) -> str:
             f"{value!r} is a path: give a NAME; write --das-save-baseline=NAME, or put test "
             "paths before the option; baselines go to --das-baseline-dir DIR (default "
             "hypotheses/baselines/<model>/)"
+        )
+    if re.fullmatch(r"\d{4}", slug(value)):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} reads as a baseline number: --das-compare={slug(value)} would mean "
+            "baseline number " + slug(value) + "; give a NAME with a letter in it"
         )
     if not slug(value):
         raise argparse.ArgumentTypeError(

@@ -319,3 +319,12 @@ def test_a_missing_baseline_to_compare_with_stops_the_run_with_one_error(
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert result.stdout.str().count("das_assert --das-compare:") == 1
     assert "Traceback" not in result.stdout.str()
+
+
+def test_a_baseline_is_compared_with_by_the_name_it_was_saved_under(project) -> None:
+    # --das-compare=release/v2 read "release" as a das.yaml model KEY and found no baselines
+    args = ("--das-cache=readwrite", "--das-baseline-dir=b", "test_hyp.py")
+    _run(project, "--das-save-baseline=release/v2", *args).assert_outcomes(passed=1, failed=1)
+    result = _run(project, "--das-compare=release/v2", *args)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*compared with baseline: b/tiny/0001_release_v2.json (2 claims)"])

@@ -113,6 +113,31 @@ def test_a_branch_name_is_a_baseline_name(pytester: pytest.Pytester, tmp_path: P
     assert next_baseline_name(tmp_path, "release/v2") == "0001_release_v2"
     (tmp_path / "0001_release_v2.json").write_text("{}")
     assert find_baseline(tmp_path, "release_v2").name == "0001_release_v2.json"
+    # compared by the name it was saved under: "release/v2" and "my run" found nothing
+    assert find_baseline(tmp_path, "release/v2").name == "0001_release_v2.json"
+    (tmp_path / "0002_my_run.json").write_text("{}")
+    assert find_baseline(tmp_path, "my run").name == "0002_my_run.json"
+
+
+def test_a_name_saved_twice_is_found_at_its_newest(tmp_path: Path) -> None:
+    # the oldest was found: a CI job saving "main" on every merge was gated against the first
+    from das_assert.baseline import find_baseline
+
+    for stem in ("0001_main", "0002_other", "0003_main"):
+        (tmp_path / f"{stem}.json").write_text("{}")
+    assert find_baseline(tmp_path, "main").name == "0003_main.json"
+    assert find_baseline(tmp_path, "0001").name == "0001_main.json"  # by number
+    assert find_baseline(tmp_path, "0001_main").name == "0001_main.json"  # by full stem
+    assert find_baseline(tmp_path, "latest").name == "0003_main.json"
+
+
+def test_a_baseline_name_of_four_digits_is_refused(pytester: pytest.Pytester) -> None:
+    # saved as NNNN_0001, it could not be compared with by name: --das-compare=0001 is a number
+    result = pytester.runpytest("--das-save-baseline=0001")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "'0001' reads as a baseline number: --das-compare=0001 would mean baseline number" in (
+        result.stderr.str()
+    )
 
 
 def test_cache_dir_with_the_cache_off_is_a_usage_error(pytester: pytest.Pytester) -> None:
