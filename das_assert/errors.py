@@ -18,7 +18,9 @@ __all__ = [
     "ModelLoadError",
     "OutOfDeviceMemory",
     "PreconditionFailed",
+    "SetupError",
     "SiteError",
+    "SiteNotInModel",
     "TrainingDiverged",
     "did_you_mean",
     "which_is_misspelt",
@@ -41,9 +43,17 @@ class ConfigError(DasError, ValueError):
     """A configuration file (das.yaml) or a command-line option is malformed."""
 
 
-class MissingEntry(ConfigError):
-    """das.yaml has no site or claim entry that a test asks for: the files disagree (a typo on
-    one side), which is no one test's failure, so the plugin stops the run with it."""
+class SetupError(DasError):
+    """das.yaml disagrees with the tests or the model: no one test's failure, so the plugin
+    stops the run with it (exit 4) rather than fail every test that meets it."""
+
+
+class MissingEntry(SetupError, ConfigError):
+    """das.yaml has no site or claim entry that a test asks for (a typo on one side)."""
+
+
+class SiteNotInModel(SetupError, SiteError):
+    """A das.yaml site names a layer the model under test does not have."""
 
 
 def which_is_misspelt(name: str, known: Iterable[str]) -> str:

@@ -177,23 +177,24 @@ def _missing_claims(item: pytest.Item) -> dict[tuple[str, str], list[str]]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_fixture_setup(fixturedef: Any, request: pytest.FixtureRequest) -> Any:
-    """A site or claim that das.yaml lacks, asked for by a fixture, stops the run once."""
-    from das_assert.errors import MissingEntry
+    """A site or claim that das.yaml lacks (or a site the model lacks), asked for by a
+    fixture, stops the run once."""
+    from das_assert.errors import SetupError
 
     try:
         return (yield)
-    except MissingEntry as exc:
+    except SetupError as exc:
         _setup_failed(request.config, f"das_assert setup: {exc}")
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Any:
     """The same, asked for by a test's body (a claim named by a variable)."""
-    from das_assert.errors import MissingEntry
+    from das_assert.errors import SetupError
 
     try:
         return (yield)
-    except MissingEntry as exc:
+    except SetupError as exc:
         _setup_failed(item.config, f"das_assert setup: {exc}")
 
 

@@ -19,6 +19,7 @@ from das_assert.errors import (
     ConfigError,
     InvalidArgument,
     SiteError,
+    SiteNotInModel,
     did_you_mean,
 )
 from das_assert.evaluate import Evaluation
@@ -159,6 +160,8 @@ class DasSession:
         disk cache (with a lock per key) makes sure it is trained once.
         """
         experiment = self.experiment(hypothesis, site, **changes)
+        if isinstance(site, str) and site in self.settings.sites:
+            self._check_das_yaml_site(site, experiment.site)
         config = config or self.fit_config()
         key = cache_key(self.model, experiment, config)
         # The disk cache keys the training; the result also carries how it was evaluated and judged.
@@ -177,6 +180,17 @@ class DasSession:
                     where = f"{self.settings.source}: {entry} = {self.settings.sites[site]!r}"
                     raise SiteError(f"{where}: {exc}") from None
         return self._memo[memo_key]
+
+    def _check_das_yaml_site(self, name: str, site: Any) -> None:
+        """A das.yaml site whose layer this model lacks: das.yaml is for another model."""
+        try:
+            site.resolve(self.model.model)
+        except SiteError as exc:
+            entry = f"models.{self.settings.key}.sites.{name}"
+            raise SiteNotInModel(
+                f"{self.settings.source}: {entry} = {self.settings.sites[name]!r}: {exc}; fix "
+                f"the site, or check that the entry is this model's ({self.model.name})"
+            ) from None
 
     @contextlib.contextmanager
     def _lock(self, key: str) -> Iterator[None]:
