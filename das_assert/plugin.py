@@ -38,8 +38,19 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"das(**settings): a causal-hypothesis test; allowed keys: {', '.join(MARKER_KEYS)}",
     )
-    config.pluginmanager.register(Reporter(config), "das-reporter")
+    reporter = Reporter(config)
+    config.pluginmanager.register(reporter, "das-reporter")
     register_profiles()
+    check_output_paths(config)  # first: the reports of a usage error below are written there
+    try:
+        _check_options(config)
+    except pytest.UsageError as exc:
+        reporter.usage_error(f"das_assert usage: {exc}")
+        raise
+
+
+def _check_options(config: pytest.Config) -> None:
+    """The das options that contradict each other, or parse badly, as one usage error."""
     if config.getoption("das_cache_dir") and config.getoption("das_cache") == "off":
         raise pytest.UsageError("--das-cache-dir was given but --das-cache=off disables the cache")
     if config.getoption("das_device_map") and config.getoption("das_device") != "cpu":
@@ -47,7 +58,6 @@ def pytest_configure(config: pytest.Config) -> None:
             "--das-device and --das-device-map contradict each other: a device map places the "
             "model itself; drop --das-device"
         )
-    check_output_paths(config)
     if config.getoption("das_compare_fail") and not config.getoption("das_compare"):
         raise pytest.UsageError(
             "--das-compare-fail needs --das-compare (a baseline to compare with)"

@@ -125,6 +125,24 @@ class Reporter:
         }
         self._save_baseline(run)
         self._note_compared()
+        self._write_reports(run)
+
+    def usage_error(self, message: str) -> None:
+        """The run stops on a usage error before any test (its output paths checked already):
+        the reports asked for still say so, for an old one must not be read as this run's."""
+        self.setup_error = message
+        usage = pytest.ExitCode.USAGE_ERROR
+        run = {
+            "exit_status": int(usage),
+            "exit_code": usage.name,
+            "complete": False,
+            "tests_collected": 0,
+            "selection": None,
+            "setup_error": message,
+        }
+        self._write_reports(run)
+
+    def _write_reports(self, run: dict[str, Any]) -> None:
         json_path = self.config.getoption("das_json")
         md_path = self.config.getoption("das_markdown")
         if not (json_path or md_path):

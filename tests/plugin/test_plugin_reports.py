@@ -195,6 +195,31 @@ def test_a_run_stopped_at_setup_says_why_in_its_reports(project: pytest.Pytester
     assert run["setup_error"] in summary
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        ("--das-compare", "--das-compare-fail=iia:5"),
+        ("--das-cache=off", "--das-cache-dir=x"),
+    ],
+    ids=["compare-fail", "cache-dir-off"],
+)
+def test_a_usage_error_replaces_an_old_report(
+    project: pytest.Pytester, options: tuple[str, ...]
+) -> None:
+    # the old report was left, still saying exit_code OK and complete: true
+    (project.path / "out").mkdir()
+    old = project.path / "out" / "report.json"
+    old.write_text('{"results": [{"claim": "from an earlier run"}], "run": {"exit_code": "OK"}}')
+    result = _run(project, *options, "--das-json=out/report.json", "--das-markdown=out/s.md")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    report = json.loads(old.read_text())
+    assert report["results"] == []
+    assert report["run"]["exit_code"] == "USAGE_ERROR"
+    assert report["run"]["complete"] is False
+    assert report["run"]["setup_error"].startswith("das_assert usage: --das-")
+    assert report["run"]["setup_error"] in (project.path / "out" / "s.md").read_text()
+
+
 def test_a_run_stopped_by_x_says_its_report_is_incomplete(project: pytest.Pytester) -> None:
     passing = "test_hyp.py::test_a_negative_claim_holds"
     ok = _run(project, "--das-cache=off", "--das-json=report.json", passing)
