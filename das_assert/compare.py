@@ -106,10 +106,16 @@ def parse_compare_fail(text: str) -> DropCheck:
         )
     field, number, percent = match.groups()
     amount = float(number)
-    if not percent and amount > 1:
+    if not percent and amount >= 1:
         raise ConfigError(
-            f"{text!r}: an absolute drop of {amount} is more than IIA can drop; write a drop in "
-            "[0, 1] such as iia:0.05, or a relative drop such as iia:5%"
+            f"{text!r}: an absolute drop of {amount} is more than IIA can drop, so the gate "
+            "could never fail; write a drop in [0, 1) such as iia:0.05, or a relative drop such "
+            "as iia:5%"
+        )
+    if percent and amount >= 100:
+        raise ConfigError(
+            f"{text!r}: a relative drop of {number}% is more than IIA can drop, so the gate "
+            "could never fail; write a percentage below 100 such as iia:5%"
         )
     return DropCheck(field, amount, bool(percent))
 

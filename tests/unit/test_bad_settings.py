@@ -190,6 +190,13 @@ CASES = [
         r"'iia:2': an absolute drop of 2\.0 is more than IIA can drop; write .*iia:5%",
         id="parse_compare_fail('iia:2')",
     ),
+    pytest.param(  # accepted: the gate could never fire
+        lambda c: parse_compare_fail("iia:200%"),
+        ConfigError,
+        r"'iia:200%': a relative drop of 200% is more than IIA can drop, so the gate could "
+        r"never fail; write a percentage below 100",
+        id="parse_compare_fail('iia:200%')",
+    ),
     # -- fit settings
     pytest.param(
         lambda c: FitConfig(epochs=0),
