@@ -326,19 +326,30 @@ def find_model_settings(
         if entry.path == "embedded" and embedded:
             return entry
         if entry.path and entry.path != "embedded":
-            written = Path(entry.path).expanduser()
-            where = written if written.is_absolute() else entry.source.parent / written
-            if where.resolve() == Path(model_path).resolve():  # relative: to das.yaml's folder
+            if _entry_path(entry).resolve() == Path(model_path).resolve():
                 return entry
     for key, entry in settings.items():
         if (key == "embedded" and embedded) or (not embedded and key == Path(model_path).name):
             return entry
     source = next(iter(settings.values())).source
     name = "embedded" if embedded else Path(model_path).name
+    shown = "embedded" if embedded else Path(model_path).resolve()
+    missing = [  # an entry meant for this model whose relative path was read from elsewhere
+        f" Entry {key!r} has path: {entry.path}, read from das.yaml's folder as {where}, "
+        "which does not exist."
+        for key, entry in settings.items()
+        if entry.path and entry.path != "embedded" and not (where := _entry_path(entry)).exists()
+    ]
     raise ConfigError(
         f"{source} has no settings for the model {str(model_path)!r}: add an entry "
-        f"`models: {name}: {{path: {'embedded' if embedded else model_path}, sites: ..., "
-        "thresholds: ...}` (copy the embedded entry and measure your model's numbers first; "
-        "there is no silent default), or judge an update of a listed model under its entry "
-        "with --das-model-entry KEY"
+        f"`models: {name}: {{path: {shown}, sites: ..., thresholds: ...}}` (a relative path is "
+        "read from das.yaml's folder; copy the embedded entry and measure your model's numbers "
+        "first: there is no silent default), or judge an update of a listed model under its "
+        "entry with --das-model-entry KEY." + "".join(missing)
     )
+
+
+def _entry_path(entry: ModelSettings) -> Path:
+    """An entry's ``path:``, a relative one read from its das.yaml's folder."""
+    written = Path(str(entry.path)).expanduser()
+    return written if written.is_absolute() else entry.source.parent / written

@@ -164,6 +164,18 @@ CASES = [
         r"has no settings for the model '/models/alpaca-7b': add an entry `models: alpaca-7b:",
         id="find_model_settings(<das.yaml>, '/models/alpaca-7b')",
     ),
+    pytest.param(  # it asked for the entry that was there, its relative path read from elsewhere
+        lambda c: find_model_settings(
+            load_settings(yaml_file(c, GOOD_YAML + "  my_model:\n    path: models/mine\n")),
+            Path("/models/mine"),
+            embedded=False,
+        ),
+        ConfigError,
+        r"add an entry `models: mine: \{path: /models/mine, .*a relative path is read from "
+        r"das.yaml's folder.* Entry 'my_model' has path: models/mine, read from das.yaml's folder as "
+        r".*/models/mine, which does not exist\.$",
+        id="find_model_settings(<das.yaml, path: relative>, '/models/mine')",
+    ),
     pytest.param(
         lambda c: load_settings(yaml_file(c, GOOD_YAML))["embedded"].threshold("midpoint_distance"),
         MissingEntry,
