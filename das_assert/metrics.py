@@ -114,16 +114,29 @@ def perfect_gap(changed: int, n: int) -> Gap:
     return paired_gap(only_iia=changed, only_baseline=0, both=n - changed, n=n)
 
 
-THRESHOLD_RULE = (
-    "a threshold is a number in [0, 1): a 95% lower bound never reaches 1, so a threshold of 1 "
-    "could never be met"
-)
+THRESHOLD_RULE = "a threshold is a number in [0, 1)"
 
 
 def check_threshold(value: object) -> str | None:
-    """Why ``value`` cannot be a threshold, or None."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
-        return THRESHOLD_RULE
+    """Why ``value`` cannot be a threshold, or None: the rule and what is wrong with it."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        if value is None:
+            return f"{THRESHOLD_RULE}; it is empty: write the number after the colon"
+        if isinstance(value, str):
+            try:
+                float(value)
+            except ValueError:
+                return f"{THRESHOLD_RULE}, not text"
+            return f"{THRESHOLD_RULE}, not text: unquote it"
+        return f"{THRESHOLD_RULE}, not {type(value).__name__}"
+    if value < 0:
+        return f"{THRESHOLD_RULE}; it is below 0"
+    if value == 1:
+        return f"{THRESHOLD_RULE}: a 95% lower bound never reaches 1, so 1 could never be met"
+    if 10 <= value < 100:
+        return f"{THRESHOLD_RULE}; a percentage? write {value / 100:g}"
+    if value > 1:
+        return f"{THRESHOLD_RULE}; it is above 1"
     return None
 
 

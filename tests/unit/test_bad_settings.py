@@ -107,13 +107,34 @@ CASES = [
     pytest.param(
         lambda c: load_settings(yaml_file(c, GOOD_YAML.replace("0.85", "'0.85'"))),
         ConfigError,
-        r"thresholds\.left_boundary = '0\.85': a threshold is a number in \[0, 1\)",
+        r"thresholds\.left_boundary = '0\.85': a threshold is a number in \[0, 1\), not text: "
+        r"unquote it$",
         id="load_settings(<das.yaml: threshold '0.85' as a string>)",
+    ),
+    # each said "a 95% lower bound never reaches 1", true of 1 only
+    pytest.param(
+        lambda c: load_settings(yaml_file(c, GOOD_YAML.replace("0.85", "73"))),
+        ConfigError,
+        r"thresholds\.left_boundary = 73: a threshold is a number in \[0, 1\); a percentage\? "
+        r"write 0\.73$",
+        id="load_settings(<das.yaml: threshold 73>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(yaml_file(c, GOOD_YAML.replace("0.85", ""))),
+        ConfigError,
+        r"thresholds\.left_boundary = None: a threshold is a number in \[0, 1\); it is empty",
+        id="load_settings(<das.yaml: threshold empty>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(yaml_file(c, GOOD_YAML.replace("0.85", "-0.1"))),
+        ConfigError,
+        r"thresholds\.left_boundary = -0\.1: a threshold is a number in \[0, 1\); it is below 0$",
+        id="load_settings(<das.yaml: threshold -0.1>)",
     ),
     pytest.param(
         lambda c: load_settings(yaml_file(c, GOOD_YAML.replace("0.85", "1.0"))),
         ConfigError,
-        r"thresholds\.left_boundary = 1\.0: .* so a threshold of 1 could never be met",
+        r"thresholds\.left_boundary = 1\.0: .* so 1 could never be met",
         id="load_settings(<das.yaml: threshold 1.0>)",
     ),
     pytest.param(
@@ -172,8 +193,8 @@ CASES = [
         ),
         ConfigError,
         r"add an entry `models: mine: \{path: /models/mine, .*a relative path is read from "
-        r"das.yaml's folder.* Entry 'my_model' has path: models/mine, read from das.yaml's folder as "
-        r".*/models/mine, which does not exist\.$",
+        r"das.yaml's folder.* Entry 'my_model' has path: models/mine, read from das.yaml's "
+        r"folder as .*/models/mine, which does not exist\.$",
         id="find_model_settings(<das.yaml, path: relative>, '/models/mine')",
     ),
     pytest.param(
