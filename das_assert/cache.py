@@ -117,18 +117,29 @@ class AlignmentCache:
                 stacklevel=2,
             )
 
-    def check_writable(self) -> None:
-        """Refuse, up front, a cache this run cannot write: one error that says what to do.
+    def check_usable(self) -> None:
+        """Refuse, up front, a cache this run cannot use: one error that says what to do.
 
         Raises:
-            ConfigError: the directory is a file or cannot be created or written.
+            ConfigError: the directory is a file; in ``read`` mode, it does not exist (nothing
+                to read: every alignment would train, silently); else it cannot be created or
+                written.
         """
-        if not self.writes:
-            return
         directory = Path(self.directory)
-        advice = "choose another --das-cache-dir, or read it only with --das-cache=read"
         if directory.exists() and not directory.is_dir():
-            raise ConfigError(f"the cache directory {directory} is a file; {advice}")
+            raise ConfigError(
+                f"the cache directory {directory} is a file; choose another --das-cache-dir, "
+                "or turn the cache off with --das-cache=off"
+            )
+        if not self.writes:
+            if not directory.is_dir():
+                raise ConfigError(
+                    f"--das-cache=read: the cache directory {directory} does not exist, so "
+                    "there is nothing to read and every alignment would train; give the "
+                    "directory a run wrote (--das-cache-dir DIR), or use --das-cache=readwrite"
+                )
+            return
+        advice = "choose another --das-cache-dir, or read it only with --das-cache=read"
         try:
             directory.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryFile(dir=directory):

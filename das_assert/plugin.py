@@ -329,7 +329,7 @@ def das_session(request: pytest.FixtureRequest) -> Any:
     cache = None if mode == "off" else AlignmentCache(Path(cache_dir), mode)
     try:
         if cache is not None:  # before a model that may take minutes to load
-            cache.check_writable()
+            cache.check_usable()
         settings = _model_settings(config, request.session)
         device = worker_device(
             config.getoption("das_device"),

@@ -80,7 +80,7 @@ def test_four_xdist_workers_sharing_one_cache_directory_lose_nothing(project) ->
 def test_a_cache_dir_that_is_a_file_fails_before_the_model_loads(project) -> None:
     (project.path / "occupied").write_text("not a directory")
     result = _run(project, "--das-cache-dir=occupied")
-    result.stdout.fnmatch_lines(["*the cache directory *occupied is a file; *--das-cache=read*"])
+    result.stdout.fnmatch_lines(["*the cache directory *occupied is a file; *--das-cache=off*"])
     assert "Traceback" not in result.stdout.str()
     assert result.ret != 0
 

@@ -518,7 +518,17 @@ def test_a_cache_write_that_fails_warns_and_keeps_the_run_going(tmp_path: Path) 
     with pytest.warns(CacheWarning, match="could not write the cache entry"):
         cache.put("key", Interchange.boundless(16), {"site": "block_output[layer=1, pos=last]"})
     with pytest.raises(ConfigError, match="is a file; choose another --das-cache-dir"):
-        cache.check_writable()
+        cache.check_usable()
+
+
+def test_a_cache_to_read_that_is_missing_or_a_file_is_refused(tmp_path: Path) -> None:
+    # it ran and trained every alignment, silently
+    with pytest.raises(ConfigError, match=r"--das-cache=read: the cache directory .* does not"):
+        AlignmentCache(tmp_path / "nowhere", "read").check_usable()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="is a file; choose another --das-cache-dir, or turn"):
+        AlignmentCache(tmp_path / "file", "read").check_usable()
+    AlignmentCache(tmp_path, "read").check_usable()  # a directory to read: fine
 
 
 def test_a_confirmed_result_is_the_same_alignment_on_fresh_pairs_of_the_same_size(
