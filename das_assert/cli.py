@@ -278,10 +278,21 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from das_assert.store import write_markdown
 
     checks = [parse_compare_fail(expr) for expr in args.fail]
-    old = load_baseline(args.old, what="OLD (a baseline or report)")["entries"]
-    new = load_baseline(args.new, what="NEW (a baseline or report)")["entries"]
+    sides = {
+        "OLD": (args.old, load_baseline(args.old, what="OLD (a baseline or report)")),
+        "NEW": (args.new, load_baseline(args.new, what="NEW (a baseline or report)")),
+    }
+    old, new = (payload["entries"] for _, payload in sides.values())
     if not old and not new:  # an empty table would read as "no regression"
         raise InvalidArgument(f"neither {args.old} nor {args.new} holds a result to compare")
+    for side, (path, payload) in sides.items():
+        run = payload.get("run") if isinstance(payload.get("run"), dict) else {}
+        why = run.get("setup_error") or f"pytest exit {run.get('exit_code')}"
+        if not payload["entries"] and side == "OLD":  # every claim of NEW would pass as new
+            stopped = f": its run did not complete ({why})" if run.get("complete") is False else ""
+            raise InvalidArgument(f"OLD {path} holds no result to compare with{stopped}")
+        if run.get("complete") is False:
+            print(f"note: {side} {path} is from a run that did not complete ({why})")
     table, counts = compare_entries(old, new, checks)
     print(table, end="")
     if args.markdown:

@@ -60,6 +60,28 @@ def test_comparing_two_reports_without_results_is_an_error_not_a_pass(
     assert "holds a result to compare" in capsys.readouterr().err
 
 
+def test_an_empty_old_report_is_an_error_not_a_pass(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a run stopped at setup left a report of no result; as OLD it passed every claim as new
+    stopped = {"complete": False, "exit_code": "USAGE_ERROR", "setup_error": "das_assert setup: x"}
+    empty = tmp_path / "empty.json"
+    write_report(empty, {**build_report(None, []), "run": stopped})
+    new = _report(tmp_path / "new.json", _cli_record(LAST, 0.83))
+    assert main(["compare", str(empty), str(new)]) == 2
+    assert (
+        f"OLD {empty} holds no result to compare with: its run did not complete (das_assert "
+        "setup: x)"
+    ) in capsys.readouterr().err
+    partial = tmp_path / "partial.json"
+    report = build_report(None, [_cli_record(LAST, 0.83)])
+    write_report(partial, {**report, "run": {**stopped, "setup_error": None}})
+    assert main(["compare", str(partial), str(new)]) == 0
+    assert f"note: OLD {partial} is from a run that did not complete (pytest exit USAGE_ERROR)" in (
+        capsys.readouterr().out
+    )
+
+
 def test_the_compare_table_gives_each_iia_its_interval_and_n(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
