@@ -7,10 +7,11 @@ training) and its JSON report. The table lists, per claim, the verdict under eve
 IIA range; a claim whose verdict differs between seeds is flagged, with its distance from the
 threshold. Tests that are not IIA claims (a search's region, disjoint boxes) are listed with the
 seeds under which they failed. Exit code 1 if a claim at least ``--margin`` away from its
-threshold flipped, or if another test passed under some seeds and failed under others.
-Measured limits (``das.assert_breaks_on``) are listed with the seeds under which they broke and
-their IIA, upper bound and no-op ranges; one that did not break under a seed fails its test, so
-it counts as such a test.
+threshold flipped, or if another test passed under some seeds and failed under others; exit
+code 2 if a seed's pytest did not run its tests (a usage, setup or collection error) or no claim
+was judged at all. Measured limits (``das.assert_breaks_on``) are listed with the seeds under
+which they broke and their IIA, upper bound and no-op ranges; one that did not break under a
+seed fails its test, so it counts as such a test.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_seed(path: str, seed: int, report: Path, junit: Path, extra: list[str]) -> None:
+def _run_seed(path: str, seed: int, report: Path, junit: Path, extra: list[str]) -> int:
     command = [
         sys.executable,
         "-m",
@@ -62,7 +63,7 @@ def _run_seed(path: str, seed: int, report: Path, junit: Path, extra: list[str])
         f"--junitxml={junit}",
         *extra,
     ]
-    subprocess.run(command, check=False, stdout=subprocess.DEVNULL)
+    return subprocess.run(command, check=False, stdout=subprocess.DEVNULL).returncode
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,11 +80,20 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds:
             report = Path(tmp) / f"seed{seed}.json"
             junit = Path(tmp) / f"seed{seed}.xml"
-            _run_seed(args.path, seed, report, junit, args.pytest_args)
-            if not report.is_file():
+            status = _run_seed(args.path, seed, report, junit, args.pytest_args)
+            loaded = json.loads(report.read_text()) if report.is_file() else {}
+            if status not in (0, 1):  # 0: all passed, 1: some failed; else nothing to compare
+                why = (loaded.get("run") or {}).get("setup_error") or "see its output"
+                print(
+                    f"seed {seed}: pytest exited {status} ({_exit_name(status)}), so no seed "
+                    f"is compared: {why.rstrip('.')}. Run it alone: pytest {args.path} "
+                    f"--das-seed={seed} {' '.join(args.pytest_args)}".rstrip(),
+                    file=sys.stderr,
+                )
+                return 2
+            if not loaded:
                 print(f"seed {seed}: no report written", file=sys.stderr)
                 return 2
-            loaded = json.loads(report.read_text())
             for record in loaded.get("limits", []):
                 limits[f"{record['test_id']} [{record['where']}]"][seed] = record
             for record in loaded["results"]:
@@ -92,6 +102,13 @@ def main(argv: list[str] | None = None) -> int:
                 judged[record["test_id"]].add(seed)
             for test in _failed_tests(junit):
                 failed[test].append(seed)
+    if not verdicts and not limits:  # -k that selects nothing of das, -- --collect-only
+        print(
+            f"no claim and no measured limit was judged under seeds {seeds[0]}-{seeds[-1]}: "
+            "nothing to compare; check the path and the pytest arguments after --",
+            file=sys.stderr,
+        )
+        return 2
     unstable_far = 0
     for key, by_seed in sorted(verdicts.items()):
         outcomes = {v[0] for v in by_seed.values()}
@@ -120,6 +137,12 @@ def main(argv: list[str] | None = None) -> int:
         unstable_tests += len(bad_seeds) < len(seeds)
         print(f"{test}\n  failed under seeds {bad_seeds}  {flag}")
     return 1 if unstable_far or unstable_tests else 0
+
+
+def _exit_name(status: int) -> str:
+    import pytest
+
+    return pytest.ExitCode(status).name if status in set(pytest.ExitCode) else "unknown"
 
 
 def _limit_line(by_seed: dict[int, dict], n_seeds: int) -> str:

@@ -64,7 +64,7 @@ def test_a_claim_that_fails_before_its_verdict_under_one_seed_is_unstable(
 
     from das_assert import stability
 
-    def run(path: str, seed: int, report: Path, junit: Path, extra: list[str]) -> None:
+    def run(path: str, seed: int, report: Path, junit: Path, extra: list[str]) -> int:
         errored = seed == 1  # under seed 1 the claim's fixture raises: no record, an error
         results = [] if errored else [_claim(0.83)]
         report.write_text(json.dumps({"results": results}))
@@ -73,6 +73,7 @@ def test_a_claim_that_fails_before_its_verdict_under_one_seed_is_unstable(
             "<testsuites><testsuite><testcase classname='hypotheses.test_lb' name='test_claim'>"
             f"{failure}</testcase></testsuite></testsuites>"
         )
+        return 1 if errored else 0
 
     monkeypatch.setattr(stability, "_run_seed", run)
     assert stability.main(["--seeds", "3"]) == 1
@@ -106,7 +107,7 @@ def test_a_measured_limit_is_listed_with_the_seeds_it_broke_under_and_its_ranges
 
     from das_assert import stability
 
-    def run(path: str, seed: int, report: Path, junit: Path, extra: list[str]) -> None:
+    def run(path: str, seed: int, report: Path, junit: Path, extra: list[str]) -> int:
         iia = 0.6 + 0.01 * seed
         limit = {
             "test_id": "hypotheses/test_lb.py::test_limit",
@@ -123,6 +124,7 @@ def test_a_measured_limit_is_listed_with_the_seeds_it_broke_under_and_its_ranges
             "<testsuites><testsuite><testcase classname='hypotheses.test_lb' name='test_limit'>"
             f"{failure}</testcase></testsuite></testsuites>"
         )
+        return 1 if failure else 0
 
     monkeypatch.setattr(stability, "_run_seed", run)
     assert stability.main(["--seeds", "3"]) == 1  # it did not break under seed 2
@@ -134,3 +136,41 @@ def test_a_measured_limit_is_listed_with_the_seeds_it_broke_under_and_its_ranges
     ) in out
     failing = "hypotheses/test_lb.py::test_limit\n  failed under seeds [2]  FAILS UNDER SOME SEEDS"
     assert failing in out
+
+
+def test_a_seed_whose_pytest_ran_no_test_stops_the_comparison(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # every seed stopped at setup (exit 4), and the script printed nothing and exited 0
+    import json
+
+    from das_assert import stability
+
+    def run(path: str, seed: int, report: Path, junit: Path, extra: list[str]) -> int:
+        stopped = {"exit_code": "USAGE_ERROR", "setup_error": "das_assert setup: no entry 'x'"}
+        report.write_text(json.dumps({"results": [], "run": stopped}))
+        return 4
+
+    monkeypatch.setattr(stability, "_run_seed", run)
+    assert stability.main(["--seeds", "2", "--", "--das-model-entry", "x"]) == 2
+    assert (
+        "seed 0: pytest exited 4 (USAGE_ERROR), so no seed is compared: das_assert setup: no "
+        "entry 'x'. Run it alone: pytest hypotheses/ --das-seed=0 --das-model-entry x"
+    ) in capsys.readouterr().err
+
+
+def test_seeds_that_judged_no_claim_are_not_called_stable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from das_assert import stability
+
+    def run(path: str, seed: int, report: Path, junit: Path, extra: list[str]) -> int:
+        report.write_text(json.dumps({"results": []}))  # -- --collect-only: exit 0, nothing run
+        junit.write_text("<testsuites><testsuite></testsuite></testsuites>")
+        return 0
+
+    monkeypatch.setattr(stability, "_run_seed", run)
+    assert stability.main(["--seeds", "2"]) == 2
+    assert "no claim and no measured limit was judged under seeds 0-1" in capsys.readouterr().err
