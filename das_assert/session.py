@@ -27,6 +27,7 @@ from das_assert.experiment import AlignmentResult, Experiment, check_site, run_e
 from das_assert.fit import FitConfig
 from das_assert.messages import failure_message, reproduce_line
 from das_assert.models import LoadedModel
+from das_assert.request_checks import check_claim, check_pairs, check_result, check_variant
 from das_assert.settings import ModelSettings
 
 # What das_session.align(hypothesis, site, ...) may change of its Experiment.
@@ -250,6 +251,8 @@ class DasRequest:
         __tracebackhide__ = True
         if expect not in ("aligned", "not_aligned"):
             raise InvalidArgument(f"expect={expect!r}")
+        check_result(result, f"assert_{expect}")
+        check_claim(claim, result)
         if any(r["claim"] == claim for r in self.records):
             raise InvalidArgument(
                 f"claim {claim!r} is asserted twice in {self.node.nodeid}: reports and baselines "
@@ -433,9 +436,7 @@ class DasRequest:
         """Evaluate the frozen alignment on ``n`` pairs written as ``variant``, judged as a claim
         is against the ``robustness`` threshold of ``claim`` and the variant's own no-op: fail
         when the verdict is clearly not aligned (with ``expect="not_aligned"``: clearly aligned).
-        At 96 pairs an alignment that does nothing still "held" on the default prompt (IIA =
-        no-op 0.719, upper bound 0.799), hence 400 pairs by default: the learned one leads its
-        no-op there by 0.14.
+        400 pairs by default: at 96 a do-nothing alignment still "held" (upper bound 0.799).
 
         Variants the model itself cannot do (task accuracy below the gate), whose labels cannot
         be balanced, or on which too few labels change to tell, are rejected as preconditions
@@ -445,6 +446,11 @@ class DasRequest:
         __tracebackhide__ = True
         from das_assert.robustness import judge_variant
 
+        check_result(result, "assert_robust")
+        check_claim(claim, result)
+        check_variant(variant)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 2:  # a typo, not a variant
+            raise InvalidArgument(f"n={n!r}: the pairs per variant, an integer of at least 2")
         judge_variant(self, result, variant, claim=claim, n=n, expect=expect)
 
     def assert_breaks_on(
@@ -457,6 +463,9 @@ class DasRequest:
         __tracebackhide__ = True
         from das_assert.robustness import judge_breaking_pairs
 
+        check_result(result, "assert_breaks_on")
+        check_claim(claim, result)
+        check_pairs(pairs, result)
         return judge_breaking_pairs(self, result, pairs, claim=claim, where=where)
 
 

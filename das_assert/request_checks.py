@@ -1,0 +1,93 @@
+"""What a hypothesis file hands the ``das`` fixture's assertions, checked before any work.
+
+Each check raises one ``InvalidArgument`` that names what was passed and what is expected, in
+place of an ``AttributeError`` from deep inside the engine, or a number reported under the
+wrong claim (a Mid-point Distance result asserted as ``claim="left_boundary"``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from das_assert.errors import InvalidArgument
+
+__all__ = ["check_claim", "check_pairs", "check_result", "check_variant"]
+
+
+def check_result(result: Any, call: str) -> None:
+    """``result`` is an ``AlignmentResult`` (what ``das_session.align`` returns)."""
+    from das_assert.experiment import AlignmentResult
+
+    if not isinstance(result, AlignmentResult):
+        raise InvalidArgument(
+            f"das.{call} takes the result of das_session.align(...) (or a search's "
+            f"best_confirmed()), not {type(result).__name__}"
+        )
+
+
+def check_claim(claim: Any, result: Any) -> None:
+    """``claim`` is a name, and one named after a causal model names ``result``'s: by
+    convention a claim is its causal model's name, with a suffix for another claim on it."""
+    from das_assert.tasks.price_tagging import CAUSAL_MODELS
+
+    if not isinstance(claim, str) or not claim:
+        raise InvalidArgument(f"claim={claim!r}: a claim is its das.yaml entry's name, a string")
+    named = claim.split(".")[0]
+    hypothesis = result.experiment.hypothesis
+    if named in CAUSAL_MODELS and named != hypothesis:
+        raise InvalidArgument(
+            f"claim {claim!r} names the causal model {named!r}, but the result is "
+            f"{hypothesis!r}'s (das_session.align({hypothesis!r}, ...)): align {named!r}, or "
+            f"claim {hypothesis!r}"
+        )
+
+
+def check_variant(variant: Any) -> None:
+    """``variant`` is a ``PromptVariant``, such as one ``prompt_variants()`` drew."""
+    from das_assert.strategies import PromptVariant
+
+    if isinstance(variant, PromptVariant):
+        return
+    if hasattr(variant, "example") and hasattr(variant, "filter"):  # a hypothesis strategy
+        raise InvalidArgument(
+            "das.assert_robust takes one drawn variant, not a strategy: decorate the test with "
+            "@given(variant=prompt_variants()) and pass variant"
+        )
+    raise InvalidArgument(
+        f"das.assert_robust takes a PromptVariant (from das_assert.strategies, e.g. "
+        f"PromptVariant(bracket=(100, 500))), not {type(variant).__name__} {variant!r}"
+    )
+
+
+def check_pairs(pairs: Any, result: Any) -> None:
+    """``pairs`` is a non-empty list of ``PromptPair`` labelled by ``result``'s causal model,
+    for variables its alignment has a box for (``prompt_pairs(hypothesis, ...)``)."""
+    from das_assert.data import PromptPair
+    from das_assert.tasks.price_tagging import causal_model
+
+    hypothesis = result.experiment.hypothesis
+    made = f"make them with prompt_pairs({hypothesis!r}, n, seed=...)"
+    if not isinstance(pairs, list | tuple) or not pairs:
+        raise InvalidArgument(f"pairs must be a non-empty list of PromptPair: {made}")
+    if not all(isinstance(pair, PromptPair) for pair in pairs):
+        raise InvalidArgument(f"pairs must be PromptPair objects: {made}")
+    model = causal_model(hypothesis)
+    boxes = result.variable_names
+    for pair in pairs:
+        inputs = pair.inputs
+        if not inputs:  # built by hand: nothing to check them against
+            continue
+        variable = inputs.get("variable")
+        if variable not in boxes:
+            raise InvalidArgument(
+                f"these pairs intervene on {variable!r}, but {hypothesis}'s alignment has a box "
+                f"for each of {list(boxes)}: {made}"
+            )
+        changes = model.counterfactual(
+            inputs["base"], inputs["source"], intervene=[variable]
+        ) != model.output_of(inputs["base"])
+        if changes != (pair.expected != pair.base_expected):
+            raise InvalidArgument(
+                f"these pairs are labelled by another causal model than {hypothesis!r} (base "
+                f"{inputs['base']}, source {inputs['source']}): {made}"
+            )

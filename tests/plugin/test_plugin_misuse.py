@@ -1,0 +1,84 @@
+"""What a hypothesis file passes the das assertions wrongly: one clear message each, not an
+AttributeError from the engine, and never a number reported under another claim."""
+
+from __future__ import annotations
+
+import pytest
+from plugin_support import _run
+
+pytest_plugins = ["pytester"]
+
+MISUSES = """
+import pytest
+from das_assert.tasks.price_tagging import prompt_pairs
+from das_assert.strategies import PromptVariant, prompt_variants
+
+
+@pytest.fixture(scope="module")
+def aligned(das_session):
+    return das_session.align("left_boundary", "boundary")
+
+
+def test_session_for_result(das, das_session):
+    das.assert_aligned(das_session, claim="trivial")
+
+
+def test_another_models_claim(das, aligned):
+    das.assert_not_aligned(aligned, claim="midpoint_distance", threshold=0.5)
+
+
+def test_a_strategy_for_a_variant(das, aligned):
+    das.assert_robust(aligned, prompt_variants(), claim="trivial")
+
+
+def test_a_tuple_for_a_variant(das, aligned):
+    das.assert_robust(aligned, (100, 500), claim="trivial")
+
+
+def test_n_of_one(das, aligned):
+    das.assert_robust(aligned, PromptVariant(), claim="trivial", n=1)
+
+
+def test_no_pairs(das, aligned):
+    das.assert_breaks_on(aligned, [], claim="trivial", where="nowhere")
+
+
+def test_pairs_of_another_model(das, aligned):
+    pairs = prompt_pairs("bracket_identity", 8, seed=5)
+    das.assert_breaks_on(aligned, pairs, claim="trivial", where="other pairs")
+"""
+
+EXPECTED = {
+    "test_session_for_result": "das.assert_aligned takes the result of das_session.align(...) "
+    "(or a search's best_confirmed()), not DasSession",
+    "test_another_models_claim": "claim 'midpoint_distance' names the causal model "
+    "'midpoint_distance', but the result is 'left_boundary''s",
+    "test_a_strategy_for_a_variant": "das.assert_robust takes one drawn variant, not a strategy: "
+    "decorate the test with @given(variant=prompt_variants()) and pass variant",
+    "test_a_tuple_for_a_variant": "das.assert_robust takes a PromptVariant (from "
+    "das_assert.strategies, e.g. PromptVariant(bracket=(100, 500))), not tuple (100, 500)",
+    "test_n_of_one": "n=1: the pairs per variant, an integer of at least 2",
+    "test_no_pairs": "pairs must be a non-empty list of PromptPair: make them with "
+    "prompt_pairs('left_boundary', n, seed=...)",
+    "test_pairs_of_another_model": "these pairs intervene on",
+}
+
+
+def test_each_misuse_of_an_assertion_fails_its_test_with_one_clear_message(
+    project: pytest.Pytester,
+) -> None:
+    # AttributeError, TypeError and IndexError from the engine; a Mid-point Distance result
+    # reported as claim left_boundary; Bracket Identity pairs judged as Left Boundary's limit
+    das_yaml = project.path / "das.yaml"
+    das_yaml.write_text(
+        das_yaml.read_text().rstrip("\n") + "\n    robustness:\n      trivial: 0.0\n"
+    )
+    project.makepyfile(test_misuse=MISUSES)
+    result = _run(project, "--das-cache=off", "test_misuse.py")
+    result.assert_outcomes(failed=len(EXPECTED))
+    output = result.stdout.str()
+    for test, message in EXPECTED.items():
+        assert f"FAILED test_misuse.py::{test} - InvalidArgument: " in output
+        assert f"InvalidArgument: {message}" in output
+    assert "AttributeError" not in output
+    assert "rejected" not in output  # n=1 is a typo, not a variant the model cannot do
