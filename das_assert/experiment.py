@@ -26,6 +26,7 @@ from das_assert.tasks.price_tagging import (
     INTERVENED_VARIABLES,
     PriceFormat,
     causal_model,
+    check_bracket,
     prompt_pairs,
 )
 
@@ -68,13 +69,7 @@ class Experiment:
         for name, value in (("n_train", self.n_train), ("n_test", self.n_test)):
             if value < 2:
                 raise InvalidArgument(f"{name}={value}: need at least 2 pairs")
-        if self.bracket is not None and not (
-            len(self.bracket) == 2 and 0 <= self.bracket[0] <= self.bracket[1] <= 999
-        ):
-            raise InvalidArgument(
-                f"bracket={self.bracket} must be (low, high) in cents with "
-                "0 <= low <= high <= 999, e.g. (549, 849) for 5.49..8.49 dollars"
-            )
+        check_bracket(self.bracket)
         if self.threshold is not None and (problem := check_threshold(self.threshold)):
             raise InvalidArgument(f"threshold={self.threshold!r}: {problem}")
         if isinstance(self.margin, bool) or not 0 <= self.margin < 1:

@@ -17,8 +17,9 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from das_assert.errors import InvalidArgument, did_you_mean
 from das_assert.tasks.phrasings import DEFAULT_INSTRUCTION, HELD_OUT_INSTRUCTIONS, HELD_OUT_PREFIXES
-from das_assert.tasks.price_tagging import PriceFormat
+from das_assert.tasks.price_tagging import PriceFormat, check_bracket
 
 __all__ = [
     "PromptVariant",
@@ -43,6 +44,9 @@ class PromptVariant:
     numbers: str = "plain"
     bracket: tuple[int, int] | None = None  # fixed (low, high) in cents; None: sampled per prompt
     amount_edge: str | None = None  # None, "on_bound" or "one_cent_outside"
+
+    def __post_init__(self) -> None:
+        check_bracket(self.bracket, "PromptVariant: bracket")
 
     def __repr__(self) -> str:
         changed = [
@@ -158,6 +162,15 @@ def brackets(
     ``max_low`` and ``min_high`` keep the bounds away from the ends of the amount range, where
     training put few brackets (a low bound of 6.50 or more in about 1% of its prompts).
     """
+    given = {"min_width": min_width, "max_width": max_width, "min_low": min_low}
+    given |= {"max_low": max_low, "min_high": min_high}
+    for name, value in given.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise InvalidArgument(
+                f"brackets({name}={value!r}): bounds and widths are whole cents (250 for 2.50)"
+            )
+    if min_low < 0:
+        raise InvalidArgument(f"brackets(min_low={min_low}): a bound is at least 0 cents")
     max_low = 995 - min_width if max_low is None else max_low
     min_high = min_low + min_width if min_high is None else min_high
     if not 0 < min_width <= max_width <= 995 - min_low:
@@ -187,8 +200,38 @@ def answer_words() -> Any:
     return st.sampled_from((("Yes", "No"), ("True", "False")))
 
 
-@st.composite
 def prompt_variants(
+    *,
+    max_changes: int = 2,
+    **parts: Any,
+) -> Any:
+    """Prompt variants that change up to ``max_changes`` parts of the default prompt at once
+    (phrasing, context before, context after, answer words, number style, bracket, amount edge).
+
+    Pass a strategy to replace how one part is drawn (``st.just(...)`` to fix it). Changing a few
+    parts at a time keeps most variants inside what the model can do, so few are rejected, and a
+    failure says which kind of change broke the alignment. Shrinks toward ``PromptVariant()``.
+    Bad arguments are refused here, not when the first example is drawn.
+    """
+    known = [f.name for f in fields(PromptVariant)]
+    for name, value in parts.items():
+        if name not in known:
+            raise InvalidArgument(
+                f"prompt_variants() has no part {name!r}; parts: {', '.join(known)}."
+                + did_you_mean(name, known)
+            )
+        if value is not None and not isinstance(value, st.SearchStrategy):
+            raise InvalidArgument(
+                f"prompt_variants({name}=...) takes a strategy, not {value!r}: write "
+                f"{name}=st.just({value!r}) to fix it"
+            )
+    if isinstance(max_changes, bool) or not isinstance(max_changes, int) or max_changes < 1:
+        raise InvalidArgument(f"prompt_variants(max_changes={max_changes!r}): at least 1")
+    return _prompt_variants(max_changes=max_changes, **parts)
+
+
+@st.composite
+def _prompt_variants(
     draw: Any,
     *,
     max_changes: int = 2,
@@ -200,13 +243,6 @@ def prompt_variants(
     bracket: Any = None,
     amount_edge: Any = None,
 ) -> PromptVariant:
-    """Prompt variants that change up to ``max_changes`` parts of the default prompt at once
-    (phrasing, context before, context after, answer words, number style, bracket, amount edge).
-
-    Pass a strategy to replace how one part is drawn (``st.just(...)`` to fix it). Changing a few
-    parts at a time keeps most variants inside what the model can do, so few are rejected, and a
-    failure says which kind of change broke the alignment. Shrinks toward ``PromptVariant()``.
-    """
     parts = {
         "instruction": instructions() if instruction is None else instruction,
         "prefix": contexts() if prefix is None else prefix,

@@ -35,6 +35,7 @@ __all__ = [
     "PriceFormat",
     "RenderedPrompt",
     "causal_model",
+    "check_bracket",
     "make_pairs",
     "prompt_pairs",
     "sample_inputs",
@@ -362,6 +363,33 @@ def unchanged_rate(pairs: Sequence[CounterfactualPair]) -> float:
     return sum(p.label == p.base_label for p in pairs) / max(len(pairs), 1)
 
 
+def check_bracket(bracket: Any, where: str = "bracket") -> None:
+    """Refuse a fixed bracket that is not ``(low, high)`` in whole cents, 0 <= low <= high <= 999.
+
+    Raises:
+        InvalidArgument: naming ``where`` it was given; dollars get the cents to write.
+    """
+    if bracket is None:
+        return
+    example = "e.g. (130, 855) for 1.30-8.55 dollars"
+    if not (isinstance(bracket, tuple | list) and len(bracket) == 2):
+        raise InvalidArgument(f"{where}={bracket!r} must be (low, high) in cents, {example}")
+    low, high = bracket
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in bracket) and any(
+        isinstance(v, float) for v in bracket
+    ):
+        raise InvalidArgument(
+            f"{where}={tuple(bracket)!r} is in cents, whole numbers: write "
+            f"({round(low * 100)}, {round(high * 100)}) for {low:.2f}-{high:.2f} dollars"
+        )
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in bracket):
+        raise InvalidArgument(f"{where}={bracket!r} must be (low, high) in cents, {example}")
+    if not 0 <= low <= high <= 999:
+        raise InvalidArgument(
+            f"{where}={tuple(bracket)!r} must have 0 <= low <= high <= 999 (cents), {example}"
+        )
+
+
 def prompt_pairs(
     model_name: str,
     n: int,
@@ -373,6 +401,7 @@ def prompt_pairs(
     edit: Callable[[dict[str, int], random.Random, str], dict[str, int]] | None = None,
 ) -> list[PromptPair]:
     """``make_pairs`` rendered as prompts in format ``fmt`` (default: the paper's prompt)."""
+    check_bracket(bracket)
     fmt = fmt or PriceFormat()
     if fmt.numbers == "one_decimal":  # label what the prompt shows, not the hidden cents
         edit = _then_snap_to_dimes(edit)

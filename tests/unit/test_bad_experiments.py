@@ -203,7 +203,7 @@ CASES = [
     pytest.param(
         lambda c: tiny_experiment(bracket=(849, 549)),
         InvalidArgument,
-        r"bracket=\(849, 549\) must be \(low, high\) in cents with 0 <= low <= high <= 999",
+        r"bracket=\(849, 549\) must have 0 <= low <= high <= 999 \(cents\)",
         id="Experiment(bracket=(849, 549))",
     ),
     pytest.param(

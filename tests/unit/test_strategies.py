@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -9,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.vendor.pretty import pretty
 
-from das_assert.strategies import PromptVariant, brackets
+from das_assert.errors import InvalidArgument
+from das_assert.strategies import PromptVariant, brackets, prompt_variants
 
 
 @settings(max_examples=200)
@@ -69,3 +71,52 @@ def test_a_variant_prints_only_what_it_changes_under_hypothesis_too() -> None:
     expected = "PromptVariant(suffix='Thank you.', amount_edge='on_bound')"
     assert repr(variant) == expected
     assert pretty(variant) == expected  # how hypothesis prints a failing example
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (  # crashed later: "Unknown format code 'd' for object of type 'float'"
+            lambda: PromptVariant(bracket=(1.30, 8.55)),
+            "PromptVariant: bracket=(1.3, 8.55) is in cents, whole numbers: write (130, 855) for "
+            "1.30-8.55 dollars",
+        ),
+        (  # ran on "between 6.00 and 2.00 dollars" and counted as a broken bracket variant
+            lambda: PromptVariant(bracket=(600, 200)),
+            "PromptVariant: bracket=(600, 200) must have 0 <= low <= high <= 999 (cents)",
+        ),
+        (  # drew (-1, 49), rendered as "between -1.99 and 0.49 dollars"
+            lambda: brackets(min_low=-50, max_width=1000),
+            "brackets(min_low=-50): a bound is at least 0 cents",
+        ),
+        (  # failed only when the first example was drawn
+            lambda: brackets(min_width=2.5),
+            "brackets(min_width=2.5): bounds and widths are whole cents (250 for 2.50)",
+        ),
+        (
+            lambda: prompt_variants(bracket=(100, 500)),
+            "prompt_variants(bracket=...) takes a strategy, not (100, 500): write "
+            "bracket=st.just((100, 500)) to fix it",
+        ),
+        (lambda: prompt_variants(max_changes=0), "prompt_variants(max_changes=0): at least 1"),
+        (
+            lambda: prompt_variants(brackt=None),
+            "prompt_variants() has no part 'brackt'; parts: instruction, prefix, suffix, "
+            "answers, numbers, bracket, amount_edge. Did you mean 'bracket'?",
+        ),
+    ],
+    ids=["dollars", "inverted", "negative-low", "fractional-width", "tuple", "no-changes", "typo"],
+)
+def test_a_bad_variant_or_strategy_argument_is_refused_when_built(
+    build: Callable[[], Any], message: str
+) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        build()
+    assert str(raised.value) == message or str(raised.value).startswith(message)
+
+
+def test_prompt_pairs_and_experiments_refuse_a_bracket_in_dollars() -> None:
+    from das_assert.tasks.price_tagging import prompt_pairs
+
+    with pytest.raises(InvalidArgument, match=r"is in cents, whole numbers: write \(130, 855\)"):
+        prompt_pairs("left_boundary", 4, seed=0, bracket=(1.30, 8.55))
