@@ -26,7 +26,9 @@ def register_profiles() -> None:
         values = dict(values)
         phases = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target]
         if values.pop("shrink", True):
-            phases += [Phase.shrink, Phase.explain]
+            # Not Phase.explain: it reruns variations of the failing example, each an
+            # evaluation of hundreds of pairs, to say which parts of it matter; minutes.
+            phases += [Phase.shrink]
         settings.register_profile(
             f"das-{name}",
             deadline=None,
@@ -46,6 +48,8 @@ def apply_fuzz_profile(config: pytest.Config, items: list[pytest.Item]) -> None:
     from hypothesis import settings
 
     profile = settings.get_profile(f"das-{config.getoption('das_profile') or 'ci'}")
+    if config.getoption("hypothesis_seed", None) is not None and profile.derandomize:
+        profile = settings(profile, derandomize=False)  # derandomize would ignore the seed
     for item in items:
         test = getattr(getattr(item, "obj", None), "__func__", getattr(item, "obj", None))
         if "das" not in item.keywords or not getattr(test, "is_hypothesis_test", False):

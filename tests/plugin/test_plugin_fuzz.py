@@ -172,6 +172,34 @@ def test_an_explicit_hypothesis_profile_wins_over_das_profile(pytester: pytest.P
     result.stdout.fnmatch_lines(["*CALLS {'plain': 4, 'fuzz': 4, 'own': 3}*"])
 
 
+SEEDED_FILE = """
+import pytest
+from hypothesis import given, strategies as st
+
+
+@pytest.mark.das
+@given(st.integers(0, 10**9))
+def test_a_das_fuzz_test(x):
+    print("DRAWN", x)
+"""
+
+
+def test_a_hypothesis_seed_draws_other_fuzz_examples_under_the_ci_profile(
+    pytester: pytest.Pytester,
+) -> None:
+    # derandomize won over the seed: --hypothesis-seed drew the same variants, silently
+    pytester.makepyfile(test_seeded=SEEDED_FILE)
+
+    def drawn(*seed: str) -> list[str]:
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s", *seed)
+        result.assert_outcomes(passed=1)
+        return [line for line in result.stdout.lines if line.startswith("DRAWN")]
+
+    assert drawn() == drawn()  # derandomized
+    assert drawn("--hypothesis-seed=1") == drawn("--hypothesis-seed=1")
+    assert drawn("--hypothesis-seed=1") != drawn("--hypothesis-seed=2")
+
+
 REJECTED_FUZZ = """
 import pytest
 from hypothesis import given, strategies as st
