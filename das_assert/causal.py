@@ -79,6 +79,13 @@ class CausalModel:
     order: tuple[str, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if isinstance(self.inputs, str) or not all(isinstance(n, str) for n in self.inputs):
+            raise InvalidArgument(
+                f"{self.name}: inputs={self.inputs!r} must be a list of names, such as "
+                "('lo', 'hi', 'x'), not one string"
+                if isinstance(self.inputs, str)
+                else f"{self.name}: inputs={self.inputs!r} must be a list of names (strings)"
+            )
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "mechanisms", dict(self.mechanisms))
         clash = sorted(set(self.inputs) & set(self.mechanisms))

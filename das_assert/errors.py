@@ -63,8 +63,8 @@ def which_is_misspelt(name: str, known: Iterable[str]) -> str:
     if not close:
         return ""
     return (
-        f" das.yaml has {close[0]!r}, one typo away: fix whichever of the two is misspelt, "
-        "the test or das.yaml."
+        f" das.yaml has {close[0]!r}, the closest key: if one of the two is misspelt, fix it, "
+        "in the test or in das.yaml."
     )
 
 

@@ -67,6 +67,8 @@ class Experiment:
         # In the alignment's box order, so that the same subset is the same claim.
         object.__setattr__(self, "variables", tuple(v for v in boxes if v in variables))
         for name, value in (("n_train", self.n_train), ("n_test", self.n_test)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidArgument(f"{name}={value!r}: a number of pairs, an integer")
             if value < 2:
                 raise InvalidArgument(f"{name}={value}: need at least 2 pairs")
         check_bracket(self.bracket)

@@ -11,7 +11,14 @@ from typing import Any
 
 from das_assert.errors import InvalidArgument
 
-__all__ = ["check_claim", "check_pairs", "check_result", "check_variant"]
+__all__ = [
+    "check_align_arguments",
+    "check_claim",
+    "check_fit_changes",
+    "check_pairs",
+    "check_result",
+    "check_variant",
+]
 
 
 def check_result(result: Any, call: str) -> None:
@@ -91,3 +98,36 @@ def check_pairs(pairs: Any, result: Any) -> None:
                 f"these pairs are labelled by another causal model than {hypothesis!r} (base "
                 f"{inputs['base']}, source {inputs['source']}): {made}"
             )
+
+
+def check_align_arguments(site: Any, config: Any) -> None:
+    """``das_session.align``'s site is a das.yaml name or a ``Site``; its config a FitConfig."""
+    from das_assert.fit import FitConfig
+    from das_assert.sites import Site
+
+    if not isinstance(site, str | Site):
+        raise InvalidArgument(
+            f"site={site!r} ({type(site).__name__}): name a das.yaml site ('boundary'), write "
+            "one out ('block_output[layer=0, pos=last]') or pass a Site"
+        )
+    if config is not None and not isinstance(config, FitConfig):
+        raise InvalidArgument(
+            f"config= takes a FitConfig, not {type(config).__name__} {config!r}: write "
+            "config=das_session.fit_config(epochs=..., ...)"
+        )
+
+
+def check_fit_changes(changes: dict[str, Any]) -> None:
+    """``das_session.fit_config``'s keywords are FitConfig's fields."""
+    from dataclasses import fields
+
+    from das_assert.errors import did_you_mean
+    from das_assert.fit import FitConfig
+
+    known = [f.name for f in fields(FitConfig)]
+    unknown = sorted(set(changes) - set(known))
+    if unknown:
+        raise InvalidArgument(
+            f"fit_config() has no setting {', '.join(unknown)}; settings: {', '.join(known)}."
+            + did_you_mean(unknown[0], known)
+        )

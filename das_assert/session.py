@@ -13,21 +13,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from das_assert import request_checks as checks
 from das_assert.cache import AlignmentCache, cache_key
 from das_assert.data import PromptPair
-from das_assert.errors import (
-    ConfigError,
-    InvalidArgument,
-    SiteError,
-    SiteNotInModel,
-    did_you_mean,
-)
+from das_assert.errors import ConfigError, InvalidArgument, SiteError, SiteNotInModel, did_you_mean
 from das_assert.evaluate import Evaluation
 from das_assert.experiment import AlignmentResult, Experiment, check_site, run_experiment
 from das_assert.fit import FitConfig
 from das_assert.messages import failure_message, reproduce_line
 from das_assert.models import LoadedModel
-from das_assert.request_checks import check_claim, check_pairs, check_result, check_variant
 from das_assert.settings import ModelSettings
 
 # What das_session.align(hypothesis, site, ...) may change of its Experiment.
@@ -149,8 +143,8 @@ class DasSession:
             "seed": self.seed,
             **self.fit_overrides,
         }
-        base.update(changes)
-        return FitConfig(**base)
+        checks.check_fit_changes(changes)
+        return FitConfig(**{**base, **changes})
 
     def align(
         self, hypothesis: str, site: str | Any, *, config: FitConfig | None = None, **changes: Any
@@ -160,6 +154,7 @@ class DasSession:
         The same request in one session is computed once; across sessions and xdist workers the
         disk cache (with a lock per key) makes sure it is trained once.
         """
+        checks.check_align_arguments(site, config)
         experiment = self.experiment(hypothesis, site, **changes)
         if isinstance(site, str) and site in self.settings.sites:
             self._check_das_yaml_site(site, experiment.site)
@@ -251,8 +246,8 @@ class DasRequest:
         __tracebackhide__ = True
         if expect not in ("aligned", "not_aligned"):
             raise InvalidArgument(f"expect={expect!r}")
-        check_result(result, f"assert_{expect}")
-        check_claim(claim, result)
+        checks.check_result(result, f"assert_{expect}")
+        checks.check_claim(claim, result)
         if any(r["claim"] == claim for r in self.records):
             raise InvalidArgument(
                 f"claim {claim!r} is asserted twice in {self.node.nodeid}: reports and baselines "
@@ -446,9 +441,9 @@ class DasRequest:
         __tracebackhide__ = True
         from das_assert.robustness import judge_variant
 
-        check_result(result, "assert_robust")
-        check_claim(claim, result)
-        check_variant(variant)
+        checks.check_result(result, "assert_robust")
+        checks.check_claim(claim, result)
+        checks.check_variant(variant)
         if isinstance(n, bool) or not isinstance(n, int) or n < 2:  # a typo, not a variant
             raise InvalidArgument(f"n={n!r}: the pairs per variant, an integer of at least 2")
         judge_variant(self, result, variant, claim=claim, n=n, expect=expect)
@@ -463,9 +458,9 @@ class DasRequest:
         __tracebackhide__ = True
         from das_assert.robustness import judge_breaking_pairs
 
-        check_result(result, "assert_breaks_on")
-        check_claim(claim, result)
-        check_pairs(pairs, result)
+        checks.check_result(result, "assert_breaks_on")
+        checks.check_claim(claim, result)
+        checks.check_pairs(pairs, result)
         return judge_breaking_pairs(self, result, pairs, claim=claim, where=where)
 
 

@@ -121,7 +121,15 @@ def register_causal_model(
         raise InvalidArgument(
             f"intervened must be a list of variable names, e.g. ({intervened!r},), not a string"
         )
-    boxes = tuple(intervened)
+    try:
+        boxes = tuple(intervened)
+    except TypeError:
+        boxes = (intervened,)
+    if not boxes or not all(isinstance(box, str) for box in boxes):
+        raise InvalidArgument(
+            f"intervened={intervened!r} must be a list of the model's variable names, e.g. "
+            "('left',)"
+        )
     if len(set(boxes)) != len(boxes):
         raise InvalidArgument(f"intervened={list(boxes)} names a variable twice")
     model.check_intervenable(list(boxes))

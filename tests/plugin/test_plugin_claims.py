@@ -273,8 +273,8 @@ def test_a_claim_without_a_das_yaml_entry_fails_before_its_alignment_trains(
             "*das_assert setup: *das.yaml has no entry for a claim that tests make (checked "
             "before any alignment trains):",
             "  models.tiny.thresholds.trivail (claimed by test_claims.py::test_misspelt). "
-            "das.yaml has 'trivial', one typo away: fix whichever of the two is misspelt, the "
-            "test or das.yaml.",
+            "das.yaml has 'trivial', the closest key: if one of the two is misspelt, fix it, in "
+            "the test or in das.yaml.",
             "Add each as `claim: <number in [0, 1)>` with a comment saying where the number "
             "comes from, or fix claim= in the test.*",
         ]
@@ -290,16 +290,16 @@ def test_a_claim_without_a_das_yaml_entry_fails_before_its_alignment_trains(
             "imposible:",
             "  models.tiny.thresholds.impossible (claimed by test_hyp.py::"
             "test_an_impossible_claim_fails, test_hyp.py::test_a_negative_claim_holds). das.yaml "
-            "has 'imposible', one typo away: fix whichever of the two is misspelt, the test or "
-            "das.yaml.",
+            "has 'imposible', the closest key: if one of the two is misspelt, fix it, in the test "
+            "or in das.yaml.",
         ),
         (  # it errored every test that used the fixture asking for the site
             "boundary:",
             "boundry:",
             "das.yaml: models.tiny.sites has no site 'boundary', which a test asks for (it has: "
             "boundry); add it there, such as `boundary: block_output[layer=0, pos=last]`. "
-            "das.yaml has 'boundry', one typo away: fix whichever of the two is misspelt, the "
-            "test or das.yaml.",
+            "das.yaml has 'boundry', the closest key: if one of the two is misspelt, fix it, in "
+            "the test or in das.yaml.",
         ),
     ],
     ids=["threshold-key", "site-key"],

@@ -43,6 +43,22 @@ def test_no_pairs(das, aligned):
     das.assert_breaks_on(aligned, [], claim="trivial", where="nowhere")
 
 
+def test_a_layer_number_for_a_site(das_session):
+    das_session.align("left_boundary", 0)
+
+
+def test_n_test_as_text(das_session):
+    das_session.align("left_boundary", "boundary", n_test="800")
+
+
+def test_a_dict_for_a_config(das_session):
+    das_session.align("left_boundary", "boundary", config={"epochs": 1})
+
+
+def test_a_misspelt_fit_setting(das_session):
+    das_session.fit_config(epoch=1)
+
+
 def test_pairs_of_another_model(das, aligned):
     pairs = prompt_pairs("bracket_identity", 8, seed=5)
     das.assert_breaks_on(aligned, pairs, claim="trivial", where="other pairs")
@@ -61,6 +77,12 @@ EXPECTED = {
     "test_no_pairs": "pairs must be a non-empty list of PromptPair: make them with "
     "prompt_pairs('left_boundary', n, seed=...)",
     "test_pairs_of_another_model": "these pairs intervene on",
+    "test_a_layer_number_for_a_site": "site=0 (int): name a das.yaml site ('boundary'), write "
+    "one out ('block_output[layer=0, pos=last]') or pass a Site",
+    "test_n_test_as_text": "n_test='800': a number of pairs, an integer",
+    "test_a_dict_for_a_config": "config= takes a FitConfig, not dict {'epochs': 1}: write "
+    "config=das_session.fit_config(epochs=..., ...)",
+    "test_a_misspelt_fit_setting": "fit_config() has no setting epoch; settings: ",
 }
 
 

@@ -392,3 +392,14 @@ def test_every_price_tagging_counterfactual_matches_its_closed_form(
     for (name, variable), label in expected.items():
         got = CAUSAL_MODELS[name].counterfactual(b, s, intervene=[variable])
         assert bool(got) == label, (name, variable, b, s)
+
+
+def test_inputs_written_as_one_string_are_refused() -> None:
+    # "declared: ,, answer, h, i, l, left, o, x ... Did you mean 'o'?"
+    with pytest.raises(InvalidArgument, match=r"inputs='lo,hi,x' must be a list of names, such"):
+        CausalModel(
+            name="one_string",
+            inputs="lo,hi,x",  # type: ignore[arg-type]
+            mechanisms={"answer": lambda lo, x: x >= lo},
+            output="answer",
+        )

@@ -104,6 +104,7 @@ def test_a_numpy_boolean_output_is_a_boolean() -> None:
         (right_boundary("mine.v2"), ("right",), "must be a Python identifier"),
         (right_boundary(), "right", "not a string"),
         (right_boundary(), ("right", "right"), "names a variable twice"),
+        (right_boundary(), [1], r"intervened=\[1\] must be a list of the model's variable names"),
         (right_boundary(), ("rigth",), "Did you mean 'right'"),
         (
             CausalModel(
