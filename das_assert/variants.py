@@ -90,7 +90,10 @@ def replay_advice() -> str:
     draws the same examples for the same command over the same files only: hypothesis also
     draws constants from every project module loaded, so one file run alone draws others."""
     from hypothesis import settings
+    from hypothesis.control import currently_in_test_context
 
+    if not currently_in_test_context():  # assert_robust called outside @given
+        return "not drawn by hypothesis: this variant, as written, reruns it"
     current = settings()
     if current.derandomize:
         return (

@@ -439,6 +439,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", default="0,1,2,3")
     parser.add_argument("--positions", default="after:amount,last")
     args = parser.parse_args(argv)
+    import importlib.util
+
+    if importlib.util.find_spec("pyvene") is None:  # before das_assert's side runs, not after
+        parser.error("pyvene is not installed: pip install --no-deps pyvene==0.1.8 (in a venv)")
     if args.grid:
         result = grid(
             args.model,

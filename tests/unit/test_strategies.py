@@ -120,3 +120,18 @@ def test_prompt_pairs_and_experiments_refuse_a_bracket_in_dollars() -> None:
 
     with pytest.raises(InvalidArgument, match=r"is in cents, whole numbers: write \(130, 855\)"):
         prompt_pairs("left_boundary", 4, seed=0, bracket=(1.30, 8.55))
+
+
+def test_replay_advice_outside_a_hypothesis_test_names_no_database() -> None:
+    # a direct assert_robust call printed "the example database replays this variant first"
+    from das_assert.variants import replay_advice
+
+    assert replay_advice() == "not drawn by hypothesis: this variant, as written, reruns it"
+
+
+@given(st.integers())
+@settings(max_examples=1, derandomize=True, database=None)
+def test_replay_advice_inside_a_hypothesis_test_follows_its_settings(x: int) -> None:
+    from das_assert.variants import replay_advice
+
+    assert replay_advice().startswith("derandomized: the same command over the same files")
