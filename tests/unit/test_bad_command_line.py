@@ -64,7 +64,7 @@ CLI_CASES = [
         "--bracket",
         "8.49",
         "5.49",
-        match=r"error: bracket=\(849, 549\) must be \(low, high\) in cents",
+        match=r"error: bracket=\(849, 549\) must have 0 <= low <= high <= 999 \(cents\)",
     ),
     cli(
         "evaluate",
