@@ -422,14 +422,16 @@ def data_sizes(args: argparse.Namespace) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from das_assert.cli_args import positive_int
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--layer", type=int, default=1)
     parser.add_argument("--position", default="last")
-    parser.add_argument("--n-train", type=int, default=1500)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--n-test", type=int, default=400)
+    parser.add_argument("--n-train", type=positive_int, default=1500)
+    parser.add_argument("--epochs", type=positive_int, default=3)
+    parser.add_argument("--batch", type=positive_int, default=32)
+    parser.add_argument("--n-test", type=positive_int, default=400)
     parser.add_argument("--json", type=Path)
     parser.add_argument(
         "--grid",
@@ -441,24 +443,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import importlib.util
 
+    from das_assert.errors import DasError
+
     if importlib.util.find_spec("pyvene") is None:  # before das_assert's side runs, not after
         parser.error("pyvene is not installed: pip install --no-deps pyvene==0.1.8 (in a venv)")
-    if args.grid:
-        result = grid(
-            args.model,
-            [int(x) for x in args.layers.split(",")],
-            args.positions.split(","),
-            **data_sizes(args),
-        )
-        text = grid_table(result)
-    else:
-        result = run(
-            args.model,
-            args.layer,
-            args.position,
-            **data_sizes(args),
-        )
-        text = table(result)
+    try:
+        if args.grid:
+            result = grid(
+                args.model,
+                [int(x) for x in args.layers.split(",")],
+                args.positions.split(","),
+                **data_sizes(args),
+            )
+            text = grid_table(result)
+        else:
+            result = run(args.model, args.layer, args.position, **data_sizes(args))
+            text = table(result)
+    except DasError as exc:  # a layer the model lacks, a misspelt position: one line
+        parser.error(str(exc))
     print(text)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")

@@ -102,13 +102,19 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from das_assert.cli_args import positive_int
+    from das_assert.errors import DasError
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="embedded")
-    parser.add_argument("--n-train", type=int, default=960)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--n-train", type=positive_int, default=960)
+    parser.add_argument("--batch", type=positive_int, default=32)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    rows = run(args.model, n=args.n_train, batch=args.batch)
+    try:
+        rows = run(args.model, n=args.n_train, batch=args.batch)
+    except DasError as exc:
+        parser.error(str(exc))
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")

@@ -101,10 +101,16 @@ def _measured(name: str, function: Callable[[], Any]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", default="mid", help="a shape of gpu_7b.SHAPES (default: mid)")
+    import gpu_7b
+
+    from das_assert.cli_args import positive_int
+
+    parser.add_argument(
+        "--shape", choices=sorted(gpu_7b.SHAPES), default="mid", help="default: mid"
+    )
     parser.add_argument("--layer", type=int, default=7)
-    parser.add_argument("--n-train", type=int, default=96)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--n-train", type=positive_int, default=96)
+    parser.add_argument("--batch", type=positive_int, default=16)
     parser.add_argument(
         "--pyvene-steps",
         type=int,

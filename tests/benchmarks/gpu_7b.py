@@ -517,6 +517,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
         parser.error(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)} or all")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(
+            f"--device {args.device}: this torch has no CUDA device; use --device cpu with a "
+            "small --shape"
+        )
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     model = build(args.shape, args.device, getattr(torch, args.dtype))

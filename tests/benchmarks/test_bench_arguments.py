@@ -1,0 +1,45 @@
+"""The benchmark scripts refuse bad arguments with one usage line, before any model loads
+(they gave tracebacks: KeyError for a shape, SiteError for a layer, an assertion for CUDA).
+Not marked ``bench``: nothing here is timed or needs pyvene."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.mark.parametrize(
+    ("script", "argv", "message"),
+    [
+        ("cpu_memory", ["--shape", "huge"], "argument --shape: invalid choice: 'huge'"),
+        ("cost_curve", ["--n-train", "0"], "argument --n-train: '0' must be a positive integer"),
+        ("bench_pyvene", ["--n-test", "0"], "argument --n-test: '0' must be a positive integer"),
+    ],
+)
+def test_a_bad_argument_is_one_usage_error(
+    script: str, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    module = __import__(script)
+    with pytest.raises(SystemExit) as exit_:
+        module.main(argv)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_gpu_script_on_a_torch_without_cuda_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this torch has CUDA")
+    import gpu_7b
+
+    with pytest.raises(SystemExit) as exit_:
+        gpu_7b.main(["--out", str(tmp_path), "--device", "cuda"])
+    assert exit_.value.code == 2
+    assert "--device cuda: this torch has no CUDA device" in capsys.readouterr().err
