@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from das_assert.errors import AlignmentFileError
-from das_assert.store import SCHEMA_VERSION, atomic_write_json, read_json_checked
+from das_assert.store import BASELINE_KIND, SCHEMA_VERSION, atomic_write_json, read_json_checked
 
 __all__ = [
     "alignment_path",
@@ -132,7 +132,7 @@ def save_baseline(
         Path(path),
         {
             "schema_version": SCHEMA_VERSION,
-            "kind": "das_assert baseline",
+            "kind": BASELINE_KIND,
             "model": model,
             "environment": environment,
             "entries": dict(sorted(entries.items())),

@@ -82,9 +82,7 @@ class CausalModel:
         if isinstance(self.inputs, str) or not all(isinstance(n, str) for n in self.inputs):
             raise InvalidArgument(
                 f"{self.name}: inputs={self.inputs!r} must be a list of names, such as "
-                "('lo', 'hi', 'x'), not one string"
-                if isinstance(self.inputs, str)
-                else f"{self.name}: inputs={self.inputs!r} must be a list of names (strings)"
+                "('lo', 'hi', 'x')"
             )
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "mechanisms", dict(self.mechanisms))

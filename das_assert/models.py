@@ -165,14 +165,15 @@ def answer_token_id(tokenizer: Any, prompt: str, answer: str) -> int:
         )
     full_ids = tokenizer(prompt + answer, add_special_tokens=False)["input_ids"]
     added = full_ids[len(prompt_ids) :]
-    if full_ids[: len(prompt_ids)] == prompt_ids and not added:  # the word was dropped
+    keeps_prompt = full_ids[: len(prompt_ids)] == prompt_ids
+    if keeps_prompt and not added:  # the word was dropped
         raise InvalidArgument(
             f"the tokenizer adds no token for the answer {answer!r} after the prompt: it drops "
             f"the word. Its files do not load as a tokenizer that knows it; check "
             "tokenizer_config.json and tokenizer.json (vocabulary, normalizer), and what "
             f"AutoTokenizer.from_pretrained(DIR)({answer!r}) gives"
         )
-    if full_ids[: len(prompt_ids)] != prompt_ids:
+    if not keeps_prompt:
         raise InvalidArgument(
             f"the answer {answer!r} merges with the prompt's last token for this tokenizer "
             f"(the prompt ends {tokenizer.convert_ids_to_tokens(prompt_ids[-3:])}, with the "

@@ -16,7 +16,12 @@ from typing import Any, NoReturn
 import pytest
 
 from das_assert.plugin_fuzz import all_rejected, apply_fuzz_profile, register_profiles
-from das_assert.plugin_options import add_options, check_output_paths, reproduce_options
+from das_assert.plugin_options import (
+    add_options,
+    baseline_root,
+    check_output_paths,
+    reproduce_options,
+)
 from das_assert.plugin_report import Reporter
 
 MARKER_KEYS = ("group", "compare_fail")
@@ -409,11 +414,8 @@ def _baseline_setup(config: pytest.Config, settings: Any) -> dict[str, Any]:
     from das_assert.errors import DasError
     from das_assert.settings import load_settings
 
-    model_key = settings.key
-    root = (
-        config.getoption("das_baseline_dir") or Path(config.rootpath) / "hypotheses" / "baselines"
-    )
-    directory = Path(root) / model_key
+    root = baseline_root(config)
+    directory = root / settings.key
     out: dict[str, Any] = {"compare_checks": config.stash.get(_CHECKS, [])}
     name = config.getoption("das_save_baseline")
     if name:
@@ -425,13 +427,9 @@ def _baseline_setup(config: pytest.Config, settings: Any) -> dict[str, Any]:
                 path = Path(compare)
             else:  # KEY/NAME of another model's baselines, or NAME (release/v2) of this one's
                 key, _, name = compare.rpartition("/")
-                other = key and (
-                    key in load_settings(settings.source) or (Path(root) / key).is_dir()
-                )
+                other = key and (key in load_settings(settings.source) or (root / key).is_dir())
                 path = (
-                    find_baseline(Path(root) / key, name)
-                    if other
-                    else find_baseline(directory, compare)
+                    find_baseline(root / key, name) if other else find_baseline(directory, compare)
                 )
             out["baseline"] = (path, load_baseline(path))
         except DasError as exc:

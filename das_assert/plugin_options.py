@@ -15,6 +15,7 @@ __all__ = [
     "DEFAULTS",
     "INCONCLUSIVE",
     "add_options",
+    "baseline_root",
     "check_output_paths",
     "reproduce_options",
 ]
@@ -297,16 +298,21 @@ def check_output_paths(config: pytest.Config) -> None:
             written[where] = option
 
 
+def baseline_root(config: pytest.Config) -> Path:
+    """``--das-baseline-dir``, else <rootdir>/hypotheses/baselines (one folder per model)."""
+    return Path(
+        config.getoption("das_baseline_dir") or Path(config.rootpath) / "hypotheses" / "baselines"
+    )
+
+
 def _baseline_in_the_way(config: pytest.Config, report: Path) -> str | None:
     """Why a report at ``report`` would destroy a baseline, else None: it is the baseline
     ``--das-compare`` reads, or lies in the baseline directory."""
     compare = config.getoption("das_compare")
     if compare and compare.endswith(".json") and Path(compare).resolve() == report:
         return " is the baseline --das-compare reads; name another file"
-    root = (
-        config.getoption("das_baseline_dir") or Path(config.rootpath) / "hypotheses" / "baselines"
-    )
-    if report.is_relative_to(Path(root).resolve()):
+    root = baseline_root(config)
+    if report.is_relative_to(root.resolve()):
         return (
             f" is inside the baseline directory {root}, where baselines and their alignments "
             "are kept; name a file elsewhere"

@@ -166,13 +166,14 @@ def _search_table(raw: Any, where: str) -> dict[str, Any]:
         values = raw.get(name, [])
         if not isinstance(values, list):
             raise ConfigError(f"{where}.{name} must be a list of position names, got {values!r}")
+        parsed = []
         for value in values:
             try:
-                parse_position(value)
+                parsed.append(parse_position(value))
             except Exception as exc:
                 raise ConfigError(f"{where}.{name}: {exc}") from None
         try:
-            check_distinct_positions(values, f"{where}.{name}")
+            check_distinct_positions(parsed, f"{where}.{name}")
         except InvalidArgument as exc:
             raise ConfigError(str(exc)) from None
     for name in ("n_train", "n_test", "epochs"):

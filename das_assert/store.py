@@ -19,6 +19,7 @@ from typing import Any
 from das_assert.errors import AlignmentFileError
 
 __all__ = [
+    "BASELINE_KIND",
     "NEW_DIRECTORY_MODE",
     "SCHEMA_VERSION",
     "atomic_write_bytes",
@@ -31,6 +32,7 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+BASELINE_KIND = "das_assert baseline"  # a baseline file's "kind", written first after the schema
 
 
 def _umask() -> int:
@@ -124,7 +126,7 @@ def _is_a_baseline(path: Path) -> bool:
             head = handle.read(4096)
     except OSError:
         return False
-    return '"kind": "das_assert baseline"' in head
+    return f'"kind": "{BASELINE_KIND}"' in head
 
 
 def write_markdown(path: Path, text: str) -> None:
