@@ -20,6 +20,7 @@ from das_assert.plugin_options import (
     add_options,
     baseline_root,
     check_output_paths,
+    refused_values,
     reproduce_options,
 )
 from das_assert.plugin_report import Reporter
@@ -56,6 +57,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _check_options(config: pytest.Config) -> None:
     """The das options that contradict each other, or parse badly, as one usage error."""
+    if refused := refused_values(config):
+        raise pytest.UsageError("; ".join(refused))
     if config.getoption("das_cache_dir") and config.getoption("das_cache") == "off":
         raise pytest.UsageError("--das-cache-dir was given but --das-cache=off disables the cache")
     if config.getoption("das_device_map") and config.getoption("das_device") != "cpu":

@@ -14,9 +14,11 @@ __all__ = [
     "CACHE_MODES",
     "DEFAULTS",
     "INCONCLUSIVE",
+    "RefusedValue",
     "add_options",
     "baseline_root",
     "check_output_paths",
+    "refused_values",
     "reproduce_options",
 ]
 
@@ -32,8 +34,42 @@ class _Recording:
         self._group = group
 
     def addoption(self, *names: str, **attrs: Any) -> None:
+        if "type" in attrs:
+            attrs["type"] = _deferred(names[0], attrs["type"])
         self._group.addoption(*names, **attrs)
         DEFAULTS[names[0].lstrip("-").replace("-", "_")] = attrs.get("default")
+
+
+class RefusedValue:
+    """A value an option's type refused, kept until pytest_configure reports it: refused by
+    pytest's parser, it stopped pytest before the plugin could write the reports asked for,
+    and an old --das-json was left to be read as this run's."""
+
+    def __init__(self, option: str, message: str) -> None:
+        self.option = option
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"argument {self.option}: {self.message}"
+
+
+def _deferred(option: str, parse: Any) -> Any:
+    """``parse``, returning a RefusedValue where it raises argparse's type error."""
+    import argparse
+
+    def parse_or_keep(value: str) -> Any:
+        try:
+            return parse(value)
+        except argparse.ArgumentTypeError as exc:
+            return RefusedValue(option, str(exc))
+
+    return parse_or_keep
+
+
+def refused_values(config: pytest.Config) -> list[str]:
+    """One line per das option whose value its type refused (see RefusedValue)."""
+    values = (config.getoption(dest) for dest in DEFAULTS)
+    return [str(value) for value in values if isinstance(value, RefusedValue)]
 
 
 def _choice(choices: tuple[str, ...]) -> Any:
@@ -309,7 +345,7 @@ def _baseline_in_the_way(config: pytest.Config, report: Path) -> str | None:
     """Why a report at ``report`` would destroy a baseline, else None: it is the baseline
     ``--das-compare`` reads, or lies in the baseline directory."""
     compare = config.getoption("das_compare")
-    if compare and compare.endswith(".json") and Path(compare).resolve() == report:
+    if isinstance(compare, str) and compare.endswith(".json") and Path(compare).resolve() == report:
         return " is the baseline --das-compare reads; name another file"
     root = baseline_root(config)
     if report.is_relative_to(root.resolve()):

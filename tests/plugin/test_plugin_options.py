@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -64,11 +65,32 @@ def test_bad_option_values_are_rejected_with_the_accepted_values(
     pytester: pytest.Pytester, option: str, message: str
 ) -> None:
     result = pytester.runpytest(option)
-    assert result.ret != 0
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
     name = option.split("=")[0]
-    (line,) = [line for line in result.stderr.lines if "error:" in line]
-    # argparse names the option once; the message does not repeat it
-    assert line.endswith(f"error: argument {name}: {message}")
+    (line,) = [line for line in result.stderr.lines if "argument" in line]
+    # the option is named once; the message does not repeat it
+    assert line == f"ERROR: argument {name}: {message}"
+
+
+def test_a_refused_option_value_still_writes_the_reports(pytester: pytest.Pytester) -> None:
+    # pytest's parser refused it before any plugin ran: an old --das-json was left in place,
+    # to be read as this run's
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    old = pytester.path / "report.json"
+    old.write_text('{"results": [{"claim": "left_boundary", "passed": true}]}')
+    result = pytester.runpytest_subprocess(  # the report imports torch: not in this process
+        "--das-seed=abc", "--das-dtype=float8", "--das-json=report.json", "--das-markdown=r.md"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    both = (
+        "argument --das-seed: 'abc' is not a seed: use an integer 0 to 4294967295; "
+        "argument --das-dtype: 'float8' is not one of float32, bfloat16, float16"
+    )
+    assert f"ERROR: {both}" in result.stderr.lines
+    report = json.loads(old.read_text())
+    assert report["results"] == []
+    assert report["run"]["setup_error"] == f"das_assert usage: {both}"
+    assert both in (pytester.path / "r.md").read_text()
 
 
 def test_a_test_path_taken_as_the_baseline_name_is_refused(pytester: pytest.Pytester) -> None:
@@ -79,7 +101,7 @@ def test_a_test_path_taken_as_the_baseline_name_is_refused(pytester: pytest.Pyte
         result = pytester.runpytest("--das-save-baseline", path)
         assert result.ret != 0
         assert (
-            f"error: argument --das-save-baseline: '{path}' is a path: give a NAME; write "
+            f"argument --das-save-baseline: '{path}' is a path: give a NAME; write "
             "--das-save-baseline=NAME, or put test paths before the option"
         ) in result.stderr.str()
 
@@ -95,7 +117,7 @@ def test_a_test_path_taken_as_the_baseline_to_compare_with_is_refused(
         result = pytester.runpytest("--das-compare", path)
         assert result.ret == pytest.ExitCode.USAGE_ERROR
         assert (
-            f"error: argument --das-compare: '{path}' is a path but not a baseline .json file: "
+            f"argument --das-compare: '{path}' is a path but not a baseline .json file: "
             "give a NAME (latest, NNNN or NNNN_name), KEY/NAME or a .json file; write "
             "--das-compare=NAME, or put test paths before the option"
         ) in result.stderr.str()
