@@ -138,8 +138,17 @@ class AlignmentResult:
         of many by its IIA on the test pairs overstates that IIA (the winner's curse: with 8
         cells at a true IIA on the threshold, the best one's lower bound clears it about 1 time
         in 6); the same size of fresh pairs gives an interval that means what it says."""
+        return self.judged_on(self.experiment.confirmation_pairs())
+
+    def judged_on(self, pairs: list[PromptPair]) -> AlignmentResult:
+        """This frozen alignment as a result on other pairs of its causal model (fresh ones, or
+        more of them), no training, behind the task-accuracy gate; recorded as judged on fresh
+        pairs (``test_pairs``: confirmation)."""
+        from das_assert.request_checks import check_pairs
+
+        check_pairs(pairs, self)
         exp = self.experiment
-        test = encode(self.model, exp.confirmation_pairs(), exp.site.parsed_position)
+        test = encode(self.model, pairs, exp.site.parsed_position)
         try:
             evaluation = evaluate(
                 self.model.model,
@@ -151,6 +160,23 @@ class AlignmentResult:
         except PreconditionFailed as exc:
             raise PreconditionFailed(f"{self.model.name}: {exc}; {_PRECONDITION_ADVICE}") from None
         return replace(self, evaluation=evaluation, test_pairs="confirmation")
+
+    def on_variable(self, name: str) -> AlignmentResult:
+        """This result as a claim on one of its variables: the pairs that intervene on ``name``
+        (each pair of a multi-variable alignment intervenes on one), with that variable's box
+        alone claimed, the others' untouched; no forward pass is rerun."""
+        names = self.variable_names
+        claimed = self.experiment.variables or names
+        if name not in claimed:
+            raise InvalidArgument(
+                f"on_variable({name!r}): {self.experiment.hypothesis}'s result claims "
+                f"{', '.join(claimed)}"
+            )
+        index = names.index(name)
+        evaluation = self.evaluation.subset(lambda pair: pair.variable_index == index)
+        return replace(
+            self, experiment=replace(self.experiment, variables=(name,)), evaluation=evaluation
+        )
 
     @property
     def iia(self) -> float:

@@ -7,8 +7,10 @@ rotated coordinates; each pair intervenes on one of them (50/50).
 
 Evidence bar. Joint IIA over both variables: Wilson 95% lower bound >= the
 ``left_and_right_boundary`` threshold (das.yaml), baselines beaten by 0.05. Multi-variable claim:
-the two boxes are disjoint and non-empty, and each variable alone, evaluated with the other's box
-untouched, keeps IIA >= ``left_and_right_boundary.each`` (Wilson lower bound).
+the two boxes are disjoint and non-empty, and each variable alone, intervened on with the other's
+box untouched, is aligned by the same rule against ``left_and_right_boundary.each``, on fresh
+pairs: about 1,600 per variable, for a lead over the no-op of about 0.1 needs that many to clear
+the 0.05 margin (on 400, the left boolean was inconclusive under seeds 0 and 1).
 
 Robustness. The frozen alignment is fuzzed over wording, context, answer words, number style,
 amounts on a bound and fixed brackets of the trained widths (2.50-7.50) whose low bound is at most
@@ -24,7 +26,6 @@ Control. ``before:amount``, where neither boolean can be known yet, stays below 
 import pytest
 from hypothesis import given
 
-from das_assert.metrics import wilson_interval
 from das_assert.strategies import brackets, prompt_variants
 
 HYPOTHESIS = "left_and_right_boundary"
@@ -54,23 +55,15 @@ def test_the_two_booleans_occupy_disjoint_nonempty_subspaces_of_one_rotation(at_
 
 @pytest.fixture(scope="module")
 def on_fresh_pairs(at_boundary):
-    """The frozen alignment on fresh pairs (seed + 7); each pair intervenes on one boolean."""
+    """The frozen alignment on 3,200 fresh pairs (seed + 7); each intervenes on one boolean."""
     exp = at_boundary.experiment
-    return at_boundary.evaluate_on(exp.pairs(at_boundary.n, exp.seed + 7, fmt=None))
+    return at_boundary.judged_on(exp.pairs(4 * exp.n_test, exp.seed + 7, fmt=None))
 
 
 @pytest.mark.parametrize("variable", ["left", "right"])
-def test_each_boolean_keeps_its_iia_when_intervened_on_alone(
-    das_session, at_boundary, on_fresh_pairs, variable
-):
-    threshold = das_session.threshold("left_and_right_boundary.each")
-    evaluation = on_fresh_pairs.subset(lambda pair: pair.inputs["variable"] == variable)
-    low, high = wilson_interval(evaluation.successes, evaluation.n)
-    assert low >= threshold, (
-        f"{variable}: IIA {evaluation.iia:.3f} (n={evaluation.n}, 95% CI [{low:.3f}, {high:.3f}]) "
-        f"< {threshold} at {at_boundary.experiment.site}, seed={at_boundary.experiment.seed}; "
-        f"no-op {evaluation.baselines()['noop']:.3f}"
-    )
+def test_each_boolean_is_a_variable_when_intervened_on_alone(das, on_fresh_pairs, variable):
+    one = on_fresh_pairs.on_variable(variable)
+    das.assert_aligned(one, claim="left_and_right_boundary.each")
 
 
 def test_left_and_right_cannot_live_before_the_amount_is_read(das, before_amount):

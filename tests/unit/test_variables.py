@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import torch
 
 from das_assert.experiment import Experiment, run_experiment
 from das_assert.featurizers import Interchange
 from das_assert.fit import FitConfig, FittedAlignment
 from das_assert.sites import Site
+from das_assert.tasks.price_tagging import prompt_pairs
 
 
 def both(**changes: Any) -> Experiment:
@@ -115,3 +117,35 @@ def test_a_claims_summary_names_each_box_and_the_ones_it_did_not_judge() -> None
 
     assert boxes(both(variables=("right",))) == "left=64 (not claimed), right=9"
     assert boxes(both()) == "left=64, right=9"
+
+
+def test_one_variable_of_a_joint_result_is_judged_on_its_own_pairs(tiny_llama: Any) -> None:
+    # the per-variable claim of a two-variable alignment was a bare Wilson bound in its test:
+    # no verdict (leads over the controls), no record in any report
+    from das_assert.errors import InvalidArgument
+
+    d = tiny_llama.config.hidden_size
+    interchange = Interchange.boundless(d, 2)
+    with torch.no_grad():
+        interchange.widths.copy_(torch.tensor([0.5, 0.0]))  # right's box is empty
+    site = Site(0).resolve(tiny_llama.model)
+    fitted = FittedAlignment(interchange, site, FitConfig(), n_train=0, train_seconds=0.0)
+    exp = both(n_test=16, threshold=0.5, min_task_accuracy=0.0)
+    joint = run_experiment(tiny_llama, exp, fitted=fitted)
+    fresh = joint.judged_on(exp.pairs(48, exp.seed + 7))
+    assert (fresh.n, fresh.test_pairs) == (48, "confirmation")
+    left, right = fresh.on_variable("left"), fresh.on_variable("right")
+    assert left.n + right.n == 48
+    assert {p.variable_index for p in left.evaluation.test.pairs} == {0}
+    assert left.experiment.variables == ("left",)
+    assert left.to_dict()["variable"] == "left"
+    assert not left.collapsed
+    assert right.collapsed  # its own box, not the joint claim's, decides
+    assert right.verdict().outcome == "not_aligned"
+    with pytest.raises(InvalidArgument, match=r"on_variable\('middle'\).* claims left, right"):
+        fresh.on_variable("middle")
+    with pytest.raises(InvalidArgument, match="claims left"):
+        left.on_variable("right")
+    other = prompt_pairs("bracket_identity", 8, seed=1)  # another causal model's pairs
+    with pytest.raises(InvalidArgument, match="make them with prompt_pairs"):
+        joint.judged_on(other)
