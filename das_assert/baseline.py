@@ -121,7 +121,7 @@ def find_baseline(directory: Path, name: str) -> Path:
 
 
 def save_baseline(
-    path: Path, *, model: dict[str, Any], environment: dict[str, str], records: list[dict[str, Any]]
+    path: Path, *, model: dict[str, Any], environment: dict[str, Any], records: list[dict[str, Any]]
 ) -> None:
     """Write the baseline JSON (records without their pairs), atomically, with a checksum."""
     entries = {}

@@ -12,6 +12,9 @@ import pytest
 
 __all__ = ["Reporter"]
 
+#: The user properties that carry das records from a test's call phase to the reports.
+_KINDS = ("das_result", "das_fuzz", "das_limit", "das_search")
+
 
 class Reporter:
     """Collects the records of judged claims (also from xdist workers) and writes the reports."""
@@ -21,6 +24,7 @@ class Reporter:
         self.records: list[dict[str, Any]] = []
         self.fuzz: list[dict[str, Any]] = []
         self.limits: list[dict[str, Any]] = []  # das.assert_breaks_on
+        self.searches: list[dict[str, Any]] = []  # das.record_search: every cell of a grid
         self.unjudged: list[dict[str, Any]] = []  # das tests that failed before any verdict
         self.setup_error: str | None = None  # what stopped the run at setup (exit 4)
         self.deselected = 0  # by -k, -m, --deselect: a baseline then holds only a selection
@@ -74,12 +78,14 @@ class Reporter:
             )
         kept = []
         for name, value in report.user_properties:
-            if name in ("das_result", "das_fuzz", "das_limit") and report.when != "call":
+            if name in _KINDS and report.when != "call":
                 continue
-            if name in ("das_fuzz", "das_limit"):
+            if name in ("das_fuzz", "das_limit", "das_search"):
                 record = json.loads(value)
                 record["test_id"] = report.nodeid
-                (self.fuzz if name == "das_fuzz" else self.limits).append(record)
+                {"das_fuzz": self.fuzz, "das_limit": self.limits, "das_search": self.searches}[
+                    name
+                ].append(record)
                 continue
             if name == "das_result":
                 record = json.loads(value)
@@ -91,12 +97,13 @@ class Reporter:
         report.user_properties = kept  # keep the bulky record out of --junitxml
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.records and not self.fuzz and not self.limits and not self.notes:
+        if not (self.records or self.fuzz or self.limits or self.searches or self.notes):
             return
-        from das_assert.summary import fuzz_lines, limit_lines, summary_lines
+        from das_assert.summary import fuzz_lines, limit_lines, search_lines, summary_lines
 
         terminalreporter.section("das: causal hypotheses")
-        lines = summary_lines(self.records) + fuzz_lines(self.fuzz) + limit_lines(self.limits)
+        lines = summary_lines(self.records) + search_lines(self.searches)
+        lines += fuzz_lines(self.fuzz) + limit_lines(self.limits)
         for line in lines + self.notes:
             terminalreporter.write_line(line)
 
@@ -157,10 +164,11 @@ class Reporter:
             report["run"] = run
             report["robustness"] = robustness
             report["limits"] = self.limits
+            report["searches"] = self.searches
             report["unjudged"] = self.unjudged
             write_report(Path(json_path), report)
         if md_path:
-            table = markdown_table(records, robustness, self.limits)
+            table = markdown_table(records, robustness, self.limits, self.searches)
             if not run["complete"]:
                 table += (
                     f"\n**This run did not complete** (pytest exit {run['exit_code']}): "

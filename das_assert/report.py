@@ -13,7 +13,14 @@ from typing import Any
 
 from das_assert.metrics import wilson_interval
 from das_assert.store import SCHEMA_VERSION, atomic_write_json
-from das_assert.summary import changed_text, fit_method, limit_result, threshold_text
+from das_assert.summary import (
+    changed_text,
+    fit_method,
+    limit_result,
+    search_rows,
+    sites_and_seeds,
+    threshold_text,
+)
 
 __all__ = [
     "build_report",
@@ -24,19 +31,36 @@ __all__ = [
 ]
 
 
-def environment() -> dict[str, str]:
-    """Versions and the device, as recorded in every report."""
+def environment() -> dict[str, Any]:
+    """Versions and the device, as recorded in every report: the CPU's model and the thread
+    count change an alignment's float rounding, hence its IIA in the third decimal."""
     import torch
     import transformers
 
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor()
+    if torch.cuda.is_available():
+        device = torch.cuda.get_device_name(0)
+    else:
+        device = _cpu_model() or platform.processor() or platform.machine()
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "device_name": device or platform.machine(),
-        "torch_threads": str(torch.get_num_threads()),
+        "device_name": device,
+        "torch_threads": torch.get_num_threads(),
     }
+
+
+def _cpu_model() -> str | None:
+    """The CPU's model name on Linux (``platform.processor()`` gives only the architecture)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and value.strip():
+            return value.strip()
+    return None
 
 
 def build_report(model: dict[str, Any] | None, results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -60,13 +84,14 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 #: A fuzz record's numbers that the robustness table pools over a family's pairs, beside IIA.
-_POOLED = ("noop", "task_accuracy")
+_POOLED = ("noop", "majority", "random_rotation", "task_accuracy")
 
 
 def robustness_summary(fuzz: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per claim and variant family: distinct variants tried, rejected, broken, and the IIA
-    pooled over the pairs of the variants not rejected, with n and its Wilson 95% interval, and
-    the no-op's IIA and the task accuracy over the same pairs (``None`` for records without).
+    """Per claim and variant family: distinct variants tried, rejected, inconclusive, broken,
+    and the IIA pooled over the pairs of the variants not rejected, with n and its Wilson 95%
+    interval, and the controls' IIAs (no-op, majority label, random rotation) and the task
+    accuracy over the same pairs (``None`` for records without).
 
     hypothesis may draw one variant more than once (the default variant, often); for one
     alignment (claim and site) and number of pairs, its pairs and predictions are the same each
@@ -86,7 +111,8 @@ def robustness_summary(fuzz: list[dict[str, Any]]) -> dict[str, Any]:
         for family in record["families"]:
             cell = table.setdefault(record["claim"], {}).setdefault(
                 family,
-                {"examples": 0, "rejected": 0, "broken": 0, "correct": 0, "n": 0}
+                {"examples": 0, "rejected": 0, "inconclusive": 0, "broken": 0}
+                | {"correct": 0, "n": 0}
                 | dict.fromkeys(_POOLED, 0.0),
             )
             cell["examples"] += 1
@@ -94,6 +120,7 @@ def robustness_summary(fuzz: list[dict[str, Any]]) -> dict[str, Any]:
                 cell["rejected"] += 1
                 continue
             cell["broken"] += record["status"] == "broken"
+            cell["inconclusive"] += record["status"] == "inconclusive"
             cell["correct"] += record.get("correct", 0)
             cell["n"] += record["n"]
             for key in _POOLED:  # weighted by each variant's pairs; None once one lacks it
@@ -133,6 +160,7 @@ def markdown_table(
     results: list[dict[str, Any]],
     robustness: dict[str, Any] | None = None,
     limits: list[dict[str, Any]] | None = None,
+    searches: list[dict[str, Any]] | None = None,
 ) -> str:
     """A Markdown table of results, for a CI job summary; then the robustness per variant family
     and the measured limits, where the run had any."""
@@ -159,12 +187,22 @@ def markdown_table(
             f"| {'–' if r.get('threshold') is None else threshold_text(r['threshold'])} "
             f"| {verdict} | {_against_baseline(r)} |"
         )
+    for search in searches or ():
+        lines += [
+            "",
+            f"Search: {search['hypothesis']} in `{search['test_id']}`, one alignment per cell "
+            "(* the best cell, then judged on fresh pairs)",
+            "",
+            "| site | IIA | 95% CI | n | seed | no-op | majority | random rot. | task acc. |",
+            "|---|---|---|---|---|---|---|---|---|",
+            *("| " + " | ".join(row) + " |" for row in search_rows(search)),
+        ]
     if robustness and robustness["per_family"]:
         lines += [
             "",
-            "| claim | variant family | variants | rejected | broken | pooled IIA | 95% CI | n "
-            "| no-op | task acc. |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| claim | variant family | variants | rejected | inconclusive | broken | pooled IIA "
+            "| 95% CI | n | no-op | majority | random rot. | task acc. |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for claim, families in sorted(robustness["per_family"].items()):
             for family, c in sorted(families.items()):
@@ -172,22 +210,26 @@ def markdown_table(
                 interval = f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "–"
                 lines.append(
                     f"| {claim} | {family} | {c['examples']} | {c['rejected']} "
-                    f"| {c['broken']} | {_fmt(c['iia'])} | {interval} | {c['n']} "
-                    f"| {_fmt(c.get('noop'))} | {_fmt(c.get('task_accuracy'))} |"
+                    f"| {c.get('inconclusive', '–')} | {c['broken']} | {_fmt(c['iia'])} "
+                    f"| {interval} | {c['n']} | {_fmt(c.get('noop'))} | {_fmt(c.get('majority'))} "
+                    f"| {_fmt(c.get('random_rotation'))} | {_fmt(c.get('task_accuracy'))} |"
                 )
+        lines += ["", *sites_and_seeds(robustness["examples"])]
     if limits:
         lines += [
             "",
             "| test | claim | where (claimed to break) | site | IIA | 95% CI | n | seed | no-op "
-            "| changed | task acc. | threshold | result |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| majority | random rot. | changed | task acc. | threshold | result |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in sorted(limits, key=lambda r: r["test_id"]):
             low, high = r["iia_ci"]
             lines.append(
                 f"| {r['test_id']} | {r['claim']} | {r['where']} | `{r['site']}` "
                 f"| {_fmt(r['iia'])} | [{_fmt(low)}, {_fmt(high)}] | {r['n']} | {r['seed']} "
-                f"| {_fmt(r['noop'])} | {changed_text(r)} | {_fmt(r['task_accuracy'])} "
+                f"| {_fmt(r['noop'])} | {_fmt(r.get('majority'))} "
+                f"| {_fmt(r.get('random_rotation'))} | {changed_text(r)} "
+                f"| {_fmt(r['task_accuracy'])} "
                 f"| {threshold_text(r['threshold'])} | {limit_result(r, markdown=True)} |"
             )
     return "\n".join(lines) + "\n"

@@ -13,7 +13,7 @@ from das_assert.messages import by_variable_lines, indent
 from das_assert.metrics import wilson_interval
 from das_assert.variants import evaluate_variant, replay_advice
 
-__all__ = ["judge_breaking_pairs", "judge_variant"]
+__all__ = ["fuzz_status", "judge_breaking_pairs", "judge_variant"]
 
 
 def judge_variant(
@@ -48,8 +48,9 @@ def judge_variant(
             "rejected: too few labels change under this variant",
             PreconditionFailed(f"{variant!r} cannot test claim {claim!r}: {judged.reason}"),
         )
-    broken = judged.outcome == ("not_aligned" if expect == "aligned" else "aligned")
-    _record(request, result, variant, n, claim, evaluation, "broken" if broken else "holds")
+    status = fuzz_status(judged.outcome, expect)
+    broken = status == "broken"
+    _record(request, result, variant, n, claim, evaluation, status, judged.outcome)
     if broken:
         pair = evaluation.test.pairs[(evaluation.failing_indices() or [0])[0]]
         lines = [
@@ -65,6 +66,15 @@ def judge_variant(
             f"  replay: @example(variant={variant!r}) on {request.node.nodeid} ({replay_advice()})",
         ]
         raise IIAClaimFailed("\n".join(lines))
+
+
+def fuzz_status(outcome: str, expect: str) -> str:
+    """A judged variant's status: ``broken`` when its verdict is clearly the opposite of
+    ``expect`` (only that fails the test), ``holds`` when it is ``expect``, else
+    ``inconclusive``: its interval straddles the bar, so it neither holds nor breaks."""
+    if outcome == expect:
+        return "holds"
+    return "broken" if outcome in ("aligned", "not_aligned") else "inconclusive"
 
 
 def judge_breaking_pairs(
@@ -144,8 +154,10 @@ def _record(
     claim: str,
     evaluation: Any,
     status: str,
+    verdict: str | None = None,
 ) -> None:
-    """One fuzz example for the robustness table, as a ``das_fuzz`` user property."""
+    """One fuzz example for the robustness table, as a ``das_fuzz`` user property: ``status``
+    is ``holds`` (the expected verdict), ``inconclusive``, ``broken`` or ``rejected: why``."""
     record = {
         "claim": claim,
         "site": str(result.experiment.site),
@@ -162,12 +174,20 @@ def _record(
     if evaluation is not None:
         record.update(
             iia=round(evaluation.iia, 6),
+            iia_ci=[round(v, 6) for v in wilson_interval(evaluation.successes, evaluation.n)],
             n=evaluation.n,
             correct=evaluation.successes,
+            verdict=verdict,
             task_accuracy=round(evaluation.task_accuracy, 6),
-            noop=round(evaluation.baselines()["noop"], 6),
+            **_baseline_numbers(evaluation),
         )
     request.node.user_properties.append(("das_fuzz", json.dumps(record)))
+
+
+def _baseline_numbers(evaluation: Any) -> dict[str, float]:
+    """The controls' IIAs on the same pairs: no-op, majority label, random rotation."""
+    baselines = evaluation.baselines()
+    return {key: round(baselines[key], 6) for key in ("noop", "majority", "random_rotation")}
 
 
 def _limit_record(
@@ -189,7 +209,7 @@ def _limit_record(
         "iia_ci": [round(low, 6), round(high, 6)],
         "n": evaluation.n,
         "correct": evaluation.successes,
-        "noop": round(evaluation.baselines()["noop"], 6),
+        **_baseline_numbers(evaluation),
         "task_accuracy": round(evaluation.task_accuracy, 6),
         "changed_labels": evaluation.changed_labels(),
         "threshold": threshold,

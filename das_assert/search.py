@@ -13,7 +13,7 @@ from das_assert.sharing import sharing
 from das_assert.sites import Site
 from das_assert.store import atomic_write_bytes
 
-__all__ = ["SearchGrid", "grid_table", "save_heatmap", "search"]
+__all__ = ["SearchGrid", "grid_table", "save_heatmap", "search", "search_record"]
 
 
 @dataclass
@@ -99,6 +99,30 @@ def search(
                 for site in sites:
                     results[(site.layer, position)] = align(hypothesis, site, **changes)
     return SearchGrid(hypothesis, list(layers), list(positions), results)
+
+
+def search_record(grid: SearchGrid) -> dict[str, Any]:
+    """A search for the reports: the grid (``SearchGrid.to_dict``, with the best cell on fresh
+    pairs) and every cell's numbers: IIA with n, Wilson interval and seed, its controls, the
+    task accuracy and the learned boundary."""
+    grid.best_confirmed()
+    cells = []
+    for (layer, position), result in grid.results.items():
+        cells.append(
+            {
+                "site": str(result.experiment.site),
+                "layer": layer,
+                "position": position,
+                "iia": round(result.iia, 6),
+                "iia_ci": [round(v, 6) for v in result.iia_ci],
+                "n": result.n,
+                "seed": result.experiment.seed,
+                **{key: round(value, 6) for key, value in result.baselines.items()},
+                "task_accuracy": round(result.evaluation.task_accuracy, 6),
+                "boundary": result.boundary_text(),
+            }
+        )
+    return {**grid.to_dict(), "cells": cells}
 
 
 def grid_table(grid: SearchGrid) -> str:

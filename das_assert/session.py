@@ -223,6 +223,12 @@ class DasRequest:
     def align(self, hypothesis: str, site: str | Any, **changes: Any) -> AlignmentResult:
         return self.session.align(hypothesis, site, **changes)
 
+    def record_search(self, grid: Any) -> None:
+        """Put every cell of a search (``das_assert.search.search``) in the reports."""
+        from das_assert.search import search_record
+
+        self.node.user_properties.append(("das_search", json.dumps(search_record(grid))))
+
     def assert_aligned(
         self, result: AlignmentResult, *, claim: str, threshold: float | None = None
     ) -> None:

@@ -5,11 +5,20 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-__all__ = ["changed_text", "fuzz_lines", "limit_lines", "limit_result", "summary_lines"]
+__all__ = [
+    "changed_text",
+    "fuzz_lines",
+    "limit_lines",
+    "limit_result",
+    "search_lines",
+    "search_rows",
+    "sites_and_seeds",
+    "summary_lines",
+]
 
 _NUMBERS = (
-    f"{'IIA':>5} {'95% CI':>13} {'n':>5} {'no-op':>5} {'maj':>5} {'rand':>5} {'task':>5} "
-    f"{'thr':>5}  verdict"
+    f"{'IIA':>5} {'95% CI':>13} {'n':>5} {{seed}} {'no-op':>5} {'maj':>5} {'rand':>5} "
+    f"{'task':>5} {'thr':>5}  verdict"
 )
 
 
@@ -26,11 +35,12 @@ def _threshold(value: float) -> str:
     return f"{threshold_text(value):>5}"  # in the column's width
 
 
-def _header(claim_width: int, site_width: int) -> str:
-    return f"{'claim':<{claim_width}} {'site':<{site_width}} {_NUMBERS}"
+def _header(claim_width: int, site_width: int, seed_width: int) -> str:
+    numbers = _NUMBERS.format(seed=f"{'seed':>{seed_width}}")
+    return f"{'claim':<{claim_width}} {'site':<{site_width}} {numbers}"
 
 
-def _row(r: dict[str, Any], claim_width: int, site_width: int) -> str:
+def _row(r: dict[str, Any], claim_width: int, site_width: int, seed_width: int) -> str:
     low, high = r["iia_ci"]
     b = r["baselines"]
     expected = (
@@ -53,12 +63,13 @@ def _row(r: dict[str, Any], claim_width: int, site_width: int) -> str:
     if method != "boundless":  # two fits at one site are told apart
         expected += f"  (method {method})"
     if r.get("test_pairs") == "confirmation":
-        expected += "  (on fresh pairs: a search's best cell)"
+        expected += "  (on fresh pairs: not those that trained or chose it)"
     if r.get("regressions"):
         expected += f"  REGRESSED ({len(r['regressions'])} check(s) failed)"
     return (
         f"{r['claim']:<{claim_width}} {r['site']['canonical']:<{site_width}} {r['iia']:>5.3f} "
-        f"{low:>6.3f}-{high:<6.3f} {r['n_test']:>5} {b['noop']:>5.3f} {_number(b.get('majority'))} "
+        f"{low:>6.3f}-{high:<6.3f} {r['n_test']:>5} {r['seed']:>{seed_width}} {b['noop']:>5.3f} "
+        f"{_number(b.get('majority'))} "
         f"{b['random_rotation']:>5.3f} {r['task_accuracy']:>5.3f} {_threshold(r['threshold'])}  "
         f"{r['verdict']}{expected}"
     )
@@ -80,21 +91,69 @@ def summary_lines(records: list[dict[str, Any]]) -> list[str]:
         by_file[record["test_id"].split("::")[0]].append(record)
     claim_width = max([len("claim"), *(len(r["claim"]) for r in records)])
     site_width = max([len("site"), *(len(r["site"]["canonical"]) for r in records)])
+    seed_width = max([len("seed"), *(len(str(r["seed"])) for r in records)])
     lines = []
     for file, group in sorted(by_file.items()):
         lines.append(f"--- {file}")
-        lines.append(_header(claim_width, site_width))
+        lines.append(_header(claim_width, site_width, seed_width))
         lines.extend(
-            _row(r, claim_width, site_width) for r in sorted(group, key=lambda r: r["test_id"])
+            _row(r, claim_width, site_width, seed_width)
+            for r in sorted(group, key=lambda r: r["test_id"])
         )
     lines.extend(_unmatched_baseline_entries(records))
-    seeds = sorted({r["seed"] for r in records})
     lines.append(
-        f"Legend: IIA with a hard mask, Wilson 95% CI over n test pairs; no-op / maj / rand = IIA "
-        f"of the plain base run / the share of the commonest label / a random rotation of the "
-        f"learned width; task = task accuracy; thr = threshold (das.yaml). "
-        f"seed={','.join(map(str, seeds))}"
+        "Legend: IIA with a hard mask, Wilson 95% CI over n test pairs; no-op / maj / rand = IIA "
+        "of the plain base run / the share of the commonest label / a random rotation of the "
+        "learned width; task = task accuracy; thr = threshold (das.yaml); seed = the seed of "
+        "the fit and its pairs"
     )
+    return lines
+
+
+def search_rows(search: dict[str, Any]) -> list[tuple[str, ...]]:
+    """A search's cells as table rows (site, IIA, interval, n, seed, no-op, majority, random
+    rotation, task accuracy), the best cell starred; then the best cell on fresh pairs."""
+    best = search["best"]
+    rows = []
+    for cell in search["cells"]:
+        star = "*" if (cell["layer"], cell["position"]) == (best["layer"], best["position"]) else ""
+        rows.append(_cell_row(cell, cell["site"] + star))
+    fresh = best.get("confirmation")
+    if fresh:
+        numbers = {**fresh, **fresh["baselines"], "n": fresh["n_test"]}
+        rows.append(_cell_row(numbers, "* on fresh pairs"))
+    return rows
+
+
+def _cell_row(cell: dict[str, Any], label: str) -> tuple[str, ...]:
+    low, high = cell["iia_ci"]
+    return (
+        label,
+        f"{cell['iia']:.3f}",
+        f"{low:.3f}-{high:.3f}",
+        str(cell["n"]),
+        str(cell["seed"]),
+        *(_number(cell.get(key)).strip() for key in ("noop", "majority", "random_rotation")),
+        f"{cell['task_accuracy']:.3f}",
+    )
+
+
+_SEARCH_HEADINGS = ("site", "IIA", "95% CI", "n", "seed", "no-op", "maj", "rand", "task")
+
+
+def search_lines(searches: list[dict[str, Any]]) -> list[str]:
+    """Every cell of each search a test recorded (``das.record_search``)."""
+    lines = []
+    for search in searches:
+        rows = [_SEARCH_HEADINGS, *search_rows(search)]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(_SEARCH_HEADINGS))]
+        lines.append(
+            f"--- search: {search['hypothesis']}, one alignment per cell, Wilson 95% CI "
+            f"(* the best cell; judged on fresh pairs) ({search['test_id']})"
+        )
+        for row in rows:
+            cells = [v.rjust(w) for v, w in zip(row[1:], widths[1:], strict=True)]
+            lines.append(" ".join([row[0].ljust(widths[0]), *cells]))
     return lines
 
 
@@ -109,10 +168,11 @@ def fuzz_lines(fuzz: list[dict[str, Any]]) -> list[str]:
     lines = [
         "--- robustness (distinct fuzzed prompt variants; IIA pooled over the pairs of a "
         "family's variants not rejected, Wilson 95% CI over n as if all were independent, so "
-        "too narrow where variants differ; no-op and task accuracy over the same pairs; each "
-        "variant was judged on its own)",
-        f"{'claim':<{width}} {'family':<12} {'variants':>8} {'rejected':>8} {'broken':>6} "
-        f"{'IIA':>6} {'95% CI':>13} {'n':>5} {'no-op':>5} {'task':>5}",
+        "too narrow where variants differ; no-op / maj / rand / task over the same pairs; each "
+        "variant was judged on its own: inconcl = its interval straddled the bar)",
+        f"{'claim':<{width}} {'family':<12} {'variants':>8} {'rejected':>8} {'inconcl':>7} "
+        f"{'broken':>6} {'IIA':>6} {'95% CI':>13} {'n':>5} {'no-op':>5} {'maj':>5} {'rand':>5} "
+        f"{'task':>5}",
     ]
     for claim, families in sorted(per_family.items()):
         for family, c in sorted(families.items()):
@@ -123,13 +183,14 @@ def fuzz_lines(fuzz: list[dict[str, Any]]) -> list[str]:
                 numbers = f"{'–':>6} {'–':>13} {0:>5}"
             lines.append(
                 f"{claim:<{width}} {family:<12} {c['examples']:>8} {c['rejected']:>8} "
-                f"{c['broken']:>6} {numbers} {_number(c.get('noop'))} "
-                f"{_number(c.get('task_accuracy'))}"
+                f"{c.get('inconclusive', '–'):>7} {c['broken']:>6} {numbers} "
+                f"{_number(c.get('noop'))} {_number(c.get('majority'))} "
+                f"{_number(c.get('random_rotation'))} {_number(c.get('task_accuracy'))}"
             )
-    return lines + _sites_and_seeds(fuzz)
+    return lines + sites_and_seeds(fuzz)
 
 
-def _sites_and_seeds(records: list[dict[str, Any]]) -> list[str]:
+def sites_and_seeds(records: list[dict[str, Any]]) -> list[str]:
     """The line under a robustness or limits table naming its sites and seeds (none for records
     that lack both, from a report of an older das_assert)."""
     sites = sorted({r["site"] for r in records if r.get("site")})
@@ -163,16 +224,17 @@ def limit_lines(limits: list[dict[str, Any]]) -> list[str]:
         "clearly not aligned though the model does the task; changed = answers that must change "
         "and did)",
         f"{'claim':<{claim_width}} {'where':<{where_width}} {'IIA':>5} {'95% CI':>13} {'n':>5} "
-        f"{'no-op':>5} {'changed':>9} {'task':>5} {'thr':>5}  result",
+        f"{'no-op':>5} {'maj':>5} {'rand':>5} {'changed':>9} {'task':>5} {'thr':>5}  result",
     ]
     for r in sorted(limits, key=lambda r: r["test_id"]):
         low, high = r["iia_ci"]
         lines.append(
             f"{r['claim']:<{claim_width}} {r['where']:<{where_width}} {r['iia']:>5.3f} "
-            f"{low:>6.3f}-{high:<6.3f} {r['n']:>5} {r['noop']:>5.3f} {changed_text(r):>9} "
+            f"{low:>6.3f}-{high:<6.3f} {r['n']:>5} {r['noop']:>5.3f} {_number(r.get('majority'))} "
+            f"{_number(r.get('random_rotation'))} {changed_text(r):>9} "
             f"{r['task_accuracy']:>5.3f} {_threshold(r['threshold'])}  {limit_result(r)}"
         )
-    return lines + _sites_and_seeds(limits)
+    return lines + sites_and_seeds(limits)
 
 
 def _unmatched_baseline_entries(records: list[dict[str, Any]]) -> list[str]:

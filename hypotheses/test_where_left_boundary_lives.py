@@ -5,7 +5,8 @@ Boundary model reaches its best IIA inside the expected region (``expect_layers`
 ``expect_positions``), and that best cell is itself aligned (``left_boundary.search`` threshold).
 The heatmap is saved with ``--das-plots DIR``.
 
-Evidence bar. One alignment per cell; every cell's IIA has a Wilson interval in the JSON report.
+Evidence bar. One alignment per cell; every cell's IIA, with its Wilson interval, seed and
+controls, is in the reports (``das.record_search``: the terminal, ``searches`` in the JSON).
 The best cell is chosen by its IIA on the test pairs, so it is judged on as many fresh pairs (the
 winner of several cells overstates its IIA on the pairs that chose it). The region claim is about
 the argmax, so the test also checks that the best cell beats every cell outside the region by more
@@ -44,7 +45,8 @@ def grid(das_session):
     return found
 
 
-def test_left_boundary_is_best_found_in_the_expected_region(das_session, grid):
+def test_left_boundary_is_best_found_in_the_expected_region(das, das_session, grid):
+    das.record_search(grid)
     spec = das_session.settings.search
     layer, position = grid.best()
     table = "\n".join(

@@ -340,6 +340,10 @@ NOOP_LIMIT = (
 def test_an_alignment_that_does_nothing_breaks_on_the_top_bracket(das, does_nothing):
     pairs = prompt_pairs("left_boundary", 400, seed=43, bracket=(745, 995))
     das.assert_breaks_on(does_nothing, pairs, claim="trivial", where="bracket [7.45, 9.95]")
+
+
+def test_an_alignment_that_does_nothing_is_not_aligned_on_a_variant(das, does_nothing):
+    das.assert_robust(does_nothing, PromptVariant(), claim="trivial", expect="not_aligned")
 """
 )
 
@@ -351,11 +355,11 @@ def test_a_measured_limit_is_reported_with_its_numbers(project: pytest.Pytester)
     result = _run_with_a_trivial_robustness_threshold(
         project, "--das-json=out/report.json", file="test_limit.py"
     )
-    result.assert_outcomes(passed=1)
+    result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(
         [
             "--- measured limits (das.assert_breaks_on:*",
-            "claim*where*IIA*95% CI*n*no-op*changed*task*thr*result",
+            "claim*where*IIA*95% CI*n*no-op*maj*rand*changed*task*thr*result",
             "trivial*bracket [[]7.45, 9.95]*400*0/*breaks, as claimed",  # [[] is fnmatch's [
             "at block_output[layer=1, pos=last], seed=0",
         ]
@@ -367,4 +371,12 @@ def test_a_measured_limit_is_reported_with_its_numbers(project: pytest.Pytester)
     )
     assert (limit["status"], limit["verdict"], limit["n"]) == ("breaks", "not_aligned", 400)
     assert limit["iia"] == limit["noop"]  # it changes nothing
+    assert 0.5 <= limit["majority"] < 1
+    assert 0 <= limit["random_rotation"] <= 1
+    # a fuzz example carries its verdict and interval, and every control, as a claim does
+    (example,) = report["robustness"]["examples"]
+    assert (example["status"], example["verdict"], example["n"]) == ("holds", "not_aligned", 400)
+    low, high = example["iia_ci"]
+    assert low <= example["iia"] == example["noop"] <= high
+    assert {"majority", "random_rotation", "task_accuracy"} <= set(example)
     assert limit["changed_labels"]["correct"] == 0

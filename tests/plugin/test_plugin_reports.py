@@ -265,3 +265,44 @@ def test_the_markdown_table_is_appended_to_the_github_step_summary(
     other.write_text("a previous run's table\n")
     _run(project, "--das-cache=off", f"--das-markdown={other}", passing).assert_outcomes(passed=1)
     assert "previous run" not in other.read_text()  # any other file is replaced, atomically
+
+
+RECORDED_SEARCH = """
+from das_assert.search import search
+
+
+def test_a_search_is_recorded(das, das_session):
+    grid = search(das_session.align, "left_boundary", layers=[0, 1], positions=["last"])
+    das.record_search(grid)
+"""
+
+
+def test_every_cell_of_a_recorded_search_is_in_the_reports(project: pytest.Pytester) -> None:
+    # only the best cell, judged on fresh pairs, reached the reports: the cells it was chosen
+    # from, and compared with, were in none
+    project.makepyfile(test_search=RECORDED_SEARCH)
+    result = _run(project, "test_search.py", "--das-json=r.json", "--das-markdown=r.md")
+    result.assert_outcomes(passed=1)
+    (search,) = json.loads((project.path / "r.json").read_text())["searches"]
+    assert search["test_id"] == "test_search.py::test_a_search_is_recorded"
+    assert [cell["site"] for cell in search["cells"]] == [
+        "block_output[layer=0, pos=last]",
+        "block_output[layer=1, pos=last]",
+    ]
+    for cell in search["cells"]:
+        low, high = cell["iia_ci"]
+        assert low <= cell["iia"] <= high
+        assert (cell["n"], cell["seed"]) == (24, 0)
+        assert {"noop", "majority", "random_rotation", "task_accuracy"} <= set(cell)
+    assert search["best"]["confirmation"]["test_pairs"] == "confirmation"
+    result.stdout.fnmatch_lines(
+        [
+            "--- search: left_boundary, one alignment per cell*",
+            "site*IIA*95% CI*n*seed*no-op*maj*rand*task",
+            "block_output[[]layer=0, pos=last]*",
+            "block_output[[]layer=1, pos=last]*",
+            "[*] on fresh pairs*",
+        ]
+    )
+    markdown = (project.path / "r.md").read_text()
+    assert "| block_output[layer=1, pos=last]" in markdown

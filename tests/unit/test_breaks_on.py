@@ -92,3 +92,22 @@ def test_pairs_whose_labels_do_not_change_cannot_tell(encoded: Any) -> None:
     unchanged = evaluation.subset(lambda pair: pair.expected == pair.base_expected)
     with pytest.raises(IIAClaimFailed, match=r"these pairs cannot tell"):
         _judge(unchanged)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "expect", "status"),
+    [
+        ("aligned", "aligned", "holds"),
+        ("not_aligned", "aligned", "broken"),
+        ("inconclusive", "aligned", "inconclusive"),  # was "holds": straddling the bar
+        ("not_aligned", "not_aligned", "holds"),
+        ("aligned", "not_aligned", "broken"),
+        ("inconclusive", "not_aligned", "inconclusive"),
+    ],
+)
+def test_a_fuzz_variant_holds_only_on_the_verdict_it_expects(
+    outcome: str, expect: str, status: str
+) -> None:
+    from das_assert.robustness import fuzz_status
+
+    assert fuzz_status(outcome, expect) == status

@@ -52,6 +52,17 @@ def test_the_summary_shows_whole_sites_and_the_majority_baseline() -> None:
     assert "commonest label" in lines[-1]
 
 
+def test_each_row_of_the_summary_names_its_seed() -> None:
+    # the seeds were only listed under the table: two rows of one claim and site under seeds 0
+    # and 1 could not be told apart
+    other_seed = {**RECORDS[0], "seed": 4294967295, "test_id": "hypotheses/test_x.py::test_c"}
+    records = [RECORDS[0], other_seed]
+    lines = summary_lines(records)
+    header = lines[1]
+    end = header.index(" seed ") + len(" seed")
+    assert [row[end - 10 : end].strip() for row in lines[2:4]] == ["0", "4294967295"]
+
+
 def test_the_summary_shows_every_digit_of_the_threshold_the_verdict_used() -> None:
     record = _record("left_boundary", "block_output[layer=0, pos=last]", 0.83, "aligned", "t")
     header = summary_lines([record])[1]
@@ -75,7 +86,7 @@ def test_the_summary_marks_a_result_judged_on_fresh_pairs() -> None:
     record = _record("left_boundary.search", "block_output[layer=0, pos=last]", 0.8, "aligned", "t")
     assert "fresh pairs" not in summary_lines([record])[2]
     row = summary_lines([{**record, "test_pairs": "confirmation"}])[2]
-    assert "(on fresh pairs: a search's best cell)" in row
+    assert "(on fresh pairs: not those that trained or chose it)" in row
 
 
 def test_the_summary_says_when_a_record_has_no_majority_baseline() -> None:
@@ -109,6 +120,8 @@ def _fuzz(
         "correct": correct,
         "n": n,
         "noop": noop if n else None,
+        "majority": 0.5 if n else None,
+        "random_rotation": noop - 0.1 if n else None,
         "task_accuracy": 0.9 if n else None,
     }
 
@@ -117,6 +130,7 @@ FUZZ = [
     _fuzz("PromptVariant(bracket=(100, 500))", "bracket", "holds", 45, 48, noop=0.6),
     _fuzz("PromptVariant(bracket=(200, 900))", "bracket", "broken", 30, 48, noop=0.7),
     _fuzz("PromptVariant(bracket=(100, 500))", "bracket", "holds", 45, 48),  # drawn again
+    _fuzz("PromptVariant(bracket=(300, 800))", "bracket", "inconclusive", 36, 48, noop=0.65),
     _fuzz("PromptVariant(phrasing=2)", "phrasing", "rejected: task accuracy 0.6"),
 ]
 
@@ -128,25 +142,33 @@ def test_the_robustness_table_gives_each_pooled_iia_its_n_and_interval() -> None
     assert "Wilson 95% CI over n" in lines[0]
     assert "distinct" in lines[0]  # a variant drawn twice has the same pairs: counted once
     bracket = next(line for line in lines if " bracket " in line)
-    low, high = wilson_interval(75, 96)
+    low, high = wilson_interval(111, 144)
     assert bracket.split() == [
         "left_boundary",
         "bracket",
-        "2",
-        "0",
-        "1",
-        f"{75 / 96:.3f}",
+        "3",  # variants
+        "0",  # rejected
+        "1",  # inconclusive: its interval straddles the bar; it neither holds nor breaks
+        "1",  # broken
+        f"{111 / 144:.3f}",
         f"{low:.3f}-{high:.3f}",
-        "96",
-        "0.650",  # the no-op over the same 96 pairs: (0.6 * 48 + 0.7 * 48) / 96
+        "144",
+        "0.650",  # the no-op over the same 144 pairs: (0.6 + 0.7 + 0.65) * 48 / 144
+        "0.500",  # the majority label's share
+        "0.550",  # the random rotation
         "0.900",
     ]
     phrasing = next(line for line in lines if " phrasing " in line)
-    assert phrasing.split() == ["left_boundary", "phrasing", "1", "1", "0", "–", "–", "0", "–", "–"]
+    empty = ["1", "1", "0", "0", "–", "–", "0", "–", "–", "–", "–"]
+    assert phrasing.split() == ["left_boundary", "phrasing", *empty]
     assert lines[-1] == "at block_output[layer=0, pos=last], seed=0"
     table = markdown_table([], robustness_summary(FUZZ))
-    assert f"| 0.781 | [{low:.3f}, {high:.3f}] | 96 | 0.650 | 0.900 |" in table
-    assert "| – | – | 0 | – | – |" in table
+    assert f"| 1 | 1 | 0.771 | [{low:.3f}, {high:.3f}] | 144 | 0.650 | 0.500 | 0.550 | 0.900 |" in (
+        table
+    )
+    assert "| – | – | 0 | – | – | – | – |" in table
+    # the Markdown says where and under which seed, as the terminal does
+    assert "at block_output[layer=0, pos=last], seed=0" in table
 
 
 def test_a_pooled_no_op_needs_every_pooled_variant_to_have_one() -> None:
