@@ -19,6 +19,11 @@ from typing import Any
 from das_assert.canonical import canonical_config, canonical_tokenizer_config
 from das_assert.digests import DigestMemo, file_sha256
 from das_assert.errors import InvalidArgument, ModelLoadError, did_you_mean
+from das_assert.weight_checks import (
+    mismatched_shapes_error,
+    refuse_partial_weights,
+    refuse_pickled_weights,
+)
 
 __all__ = [
     "EMBEDDED_MODEL_DIR",
@@ -31,7 +36,15 @@ __all__ = [
 
 EMBEDDED_MODEL_DIR = Path(__file__).parent / "embedded" / "price_tagger"
 DTYPES = ("float32", "bfloat16", "float16")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer_config.json",
+)
+# Read only where no tokenizer.json holds the whole tokenizer: then they add or name tokens.
+_TOKENIZER_EXTRAS = ("special_tokens_map.json", "added_tokens.json")
 
 
 def resolve_model_path(path: str | Path) -> Path:
@@ -95,7 +108,8 @@ class LoadedModel:
 
     @cached_property
     def fingerprint(self) -> dict[str, str]:
-        """sha256 of the weight files, of the tokenizer files, and of config.json.
+        """sha256 of the weight files, of the tokenizer files, and of config.json with the
+        model's own Python files (``*.py``, run only with ``trust_remote_code``).
 
         The JSON files count by what they set, not by what ``save_pretrained`` writes down about
         itself (``das_assert.canonical``), so the same model saved again keeps its fingerprint, and
@@ -108,18 +122,21 @@ class LoadedModel:
         for file in sorted(self.path.glob("*.safetensors")):  # the only weights load_model reads
             weights.update(file.name.encode() + digest(file).encode())
         tokenizer = hashlib.sha256()
-        for name in TOKENIZER_FILES:
+        whole = (self.path / "tokenizer.json").is_file()
+        for name in TOKENIZER_FILES + ((), _TOKENIZER_EXTRAS)[not whole]:
             if (self.path / name).is_file():
                 content = (self.path / name).read_bytes()
                 if name == "tokenizer_config.json":
                     content = canonical_tokenizer_config(json.loads(content), self.path)
                 tokenizer.update(name.encode() + content)
         config = json.loads((self.path / "config.json").read_text())
-        config_hash = hashlib.sha256(canonical_config(config)).hexdigest()
+        config_hash = hashlib.sha256(canonical_config(config))
+        for code in sorted(self.path.glob("*.py")):  # none in a model without custom code
+            config_hash.update(code.name.encode() + code.read_bytes())
         return {
             "weights": weights.hexdigest()[:16],
             "tokenizer": tokenizer.hexdigest()[:16],
-            "config": config_hash[:16],
+            "config": config_hash.hexdigest()[:16],
         }
 
     def describe(self) -> dict[str, Any]:
@@ -250,6 +267,16 @@ def load_model(
             "--trust-remote-code (the command line) or load_model's trust_remote_code argument "
             "in a pytest_das_load_model hook (pytest)"
         ) from None
+    own_code = (getattr(config, "auto_map", None) or {}).get("AutoModelForCausalLM")
+    if own_code and not trust_remote_code:
+        raise ModelLoadError(
+            f"the config.json in {str(directory)!r} names its own model code ({own_code}), "
+            f"which das_assert runs only when asked; without it transformers would load its "
+            f"built-in {config.model_type} class, another model than the checkpoint defines. "
+            "Pass --trust-remote-code (the command line) or load_model's trust_remote_code in "
+            "a pytest_das_load_model hook (pytest) if you trust the code, or remove auto_map "
+            "from config.json to measure the built-in class"
+        )
     if getattr(config, "is_encoder_decoder", False):
         raise ModelLoadError(
             f"{str(directory)!r} holds an encoder-decoder model ({config.model_type}); das_assert "
@@ -260,9 +287,14 @@ def load_model(
             directory, local_files_only=True, trust_remote_code=trust_remote_code
         )
     except Exception as exc:  # the tokenizers library raises a bare Exception on a bad file
+        fix = (
+            "if you trust its code, pass --trust-remote-code (the command line) or load_model's "
+            "trust_remote_code in a pytest_das_load_model hook (pytest)"
+            if "trust_remote_code" in str(exc)
+            else "re-save it next to the model with tokenizer.save_pretrained(dir)"
+        )
         raise ModelLoadError(
-            f"cannot load the tokenizer in {str(directory)!r}: {exc}; re-save it next to the "
-            "model with tokenizer.save_pretrained(dir)"
+            f"cannot load the tokenizer in {str(directory)!r}: {str(exc).rstrip('.')}; {fix}"
         ) from None
     if not getattr(tokenizer, "is_fast", False):
         raise ModelLoadError(
@@ -274,7 +306,7 @@ def load_model(
             tokenizer.eos_token or tokenizer.unk_token or tokenizer.convert_ids_to_tokens(0)
         )
     tokenizer.padding_side = "right"
-    _refuse_pickled_weights(directory)
+    refuse_pickled_weights(directory)
     quiet = hf_logging.get_verbosity()  # its table of missing weights: our error says it once
     hf_logging.set_verbosity_error()
     try:
@@ -294,13 +326,15 @@ def load_model(
                 f"device_map={device_map!r} needs the accelerate package: pip install "
                 "accelerate, or load the model on one device without a device map"
             ) from None
+        if mismatch := mismatched_shapes_error(directory, config):
+            raise mismatch from None
         raise ModelLoadError(
             f"cannot load the weights in {str(directory)!r}: {exc}; the weight files are "
             "missing or damaged: re-save the model with save_pretrained(dir)"
         ) from None
     finally:
         hf_logging.set_verbosity(quiet)
-    _refuse_partial_weights(directory, config, model, loading)
+    refuse_partial_weights(directory, config, model, loading)
     if device_map is None:
         model.to(device)
     model.eval()
@@ -311,67 +345,6 @@ def load_model(
         path=directory,
         dtype=dtype,
         device=device if device_map is None else f"device_map={device_map}",
-    )
-
-
-# Buffers that older checkpoints saved and current transformers recompute: harmless if unused.
-_STALE_BUFFERS = re.compile(r"(rotary_emb\.inv_freq|\.attn\.(attention\.)?(masked_)?bias)$")
-
-
-def _refuse_pickled_weights(directory: Path) -> None:
-    """Weights in pickle files (``*.bin``, ``*.pt``) could run code on load: refuse them."""
-    if any(directory.glob("*.safetensors")):
-        return
-    pickled = sorted(
-        p.name for pattern in ("*.bin", "*.pt", "*.pth") for p in directory.glob(pattern)
-    )
-    if pickled:
-        raise ModelLoadError(
-            f"{str(directory)!r} holds its weights only as pickle files ({', '.join(pickled)}), "
-            "which das_assert does not load (unpickling can run code); convert them once, where "
-            "you trust the files: AutoModelForCausalLM.from_pretrained(dir)"
-            ".save_pretrained(dir, safe_serialization=True)"
-        )
-
-
-def _refuse_partial_weights(
-    directory: Path, config: Any, model: Any, loading: Mapping[str, Any]
-) -> None:
-    """A weight the checkpoint lacks is initialised at random, and a tensor the model has no
-    place for is dropped (a layer count edited down): either way the model is not the one
-    saved, and every IIA measured on it would be about another model. Refuse both, naming a
-    few of the tensors. Buffers older versions saved and current ones recompute (GPT-2's and
-    GPT-Neo's causal masks, rotary frequencies) are not weights, and pass."""
-    buffers = {name for name, _ in model.named_buffers()}
-    missing = sorted(loading.get("missing_keys") or ())
-    unused = sorted(
-        k
-        for k in loading.get("unexpected_keys") or ()
-        if k not in buffers and not _STALE_BUFFERS.search(k)
-    )
-    if not (missing or unused):
-        return
-
-    def some(names: list[str]) -> str:
-        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-
-    problems = []
-    if missing:
-        problems.append(
-            f"{len(missing)} weight(s) the model needs are not in the files ({some(missing)}), "
-            "so they would be random"
-        )
-    if unused:
-        problems.append(
-            f"{len(unused)} tensor(s) in the files fit nowhere in the model ({some(unused)}), "
-            "so the model would run without them"
-        )
-    layers = getattr(config.get_text_config(), "num_hidden_layers", None)
-    raise ModelLoadError(
-        f"the weights in {str(directory)!r} do not match its config.json "
-        f"({config.model_type}, {layers} layers): {'; '.join(problems)}. That is not the model "
-        "that was saved, and no alignment on it would mean anything: restore config.json or the "
-        "weight files as save_pretrained(dir) wrote them"
     )
 
 

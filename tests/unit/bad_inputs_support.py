@@ -124,6 +124,28 @@ def dir_with_layer_count(ctx: Ctx, change: int) -> Path:
     return target
 
 
+def dir_with_config_change(ctx: Ctx, **changes: Any) -> Path:
+    """The tiny model with config.json edited after the save."""
+    target = copy_of_tiny_model(ctx)
+    config = json.loads((target / "config.json").read_text())
+    (target / "config.json").write_text(json.dumps({**config, **changes}))
+    return target
+
+
+def dir_with_tokenizer_code(ctx: Ctx) -> Path:
+    """The tiny model whose tokenizer_config.json asks for a tokenizer class of its own code."""
+    target = copy_of_tiny_model(ctx)
+    (target / "tokenizer.json").unlink()
+    settings = json.loads((target / "tokenizer_config.json").read_text())
+    settings.update(
+        tokenizer_class="OwnTokenizer",
+        auto_map={"AutoTokenizer": [None, "tokenization_own.OwnTokenizer"]},
+    )
+    (target / "tokenizer_config.json").write_text(json.dumps(settings))
+    (target / "tokenization_own.py").write_text("raise SystemExit('remote code ran')\n")
+    return target
+
+
 def dir_with_pickled_weights_only(ctx: Ctx) -> Path:
     from safetensors.torch import load_file
 

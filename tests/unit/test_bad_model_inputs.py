@@ -17,10 +17,12 @@ from bad_inputs_support import (
     assert_one_clear_das_error,
     dir_with,
     dir_with_a_tensor_deleted,
+    dir_with_config_change,
     dir_with_corrupt_tokenizer,
     dir_with_garbage_config,
     dir_with_layer_count,
     dir_with_pickled_weights_only,
+    dir_with_tokenizer_code,
     dir_with_truncated_weights,
     dir_with_unknown_architecture,
     dir_with_unknown_tokenizer_model,
@@ -162,6 +164,34 @@ CASES = [
         r"(?s)\(llama, 4 layers\): \d+ weight\(s\) the model needs are not in the files "
         r"\(model\.layers\.3\..* and \d+ more\)",
         id="load_model(<config.json with more layers than the weights>)",
+    ),
+    pytest.param(
+        # transformers' message pointed at a report above it, which das_assert keeps quiet, and
+        # the fix named the weight files, not the config edited after the save
+        lambda c: load_model(dir_with_config_change(c, intermediate_size=40)),
+        ModelLoadError,
+        r"(?s)do not match its config\.json \(llama, 3 layers\): \d+ tensor\(s\) have another "
+        r"shape than the config gives \(model\.layers\.0\.mlp\.down_proj\.weight: file "
+        r"\[\d+, \d+\], config \[\d+, 40\].*Restore config\.json",
+        id="load_model(<config.json with another intermediate_size>)",
+    ),
+    pytest.param(
+        # a known model_type was loaded with transformers' built-in class, the code ignored
+        lambda c: load_model(
+            dir_with_config_change(
+                c, auto_map={"AutoModelForCausalLM": "modeling_own.OwnForCausalLM"}
+            )
+        ),
+        ModelLoadError,
+        r"names its own model code \(modeling_own\.OwnForCausalLM\), which das_assert runs only "
+        r"when asked; .*built-in llama class.*--trust-remote-code.*remove auto_map",
+        id="load_model(<config.json with auto_map, no trust_remote_code>)",
+    ),
+    pytest.param(
+        lambda c: load_model(dir_with_tokenizer_code(c)),
+        ModelLoadError,
+        r"(?s)cannot load the tokenizer in .*if you trust its code, pass --trust-remote-code",
+        id="load_model(<tokenizer_config.json naming its own tokenizer code>)",
     ),
     pytest.param(
         lambda c: load_model(dir_with_pickled_weights_only(c)),

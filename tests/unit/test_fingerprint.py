@@ -145,3 +145,47 @@ def test_a_tokenizer_config_saved_again_by_transformers_4_57_counts_as_the_same(
         {**saved, "extra_special_tokens": {"sep_token": "<sep>"}},
     ):
         assert canonical_tokenizer_config(other, EMBEDDED_MODEL_DIR) != plain
+
+
+def _fingerprint(directory: Path) -> dict[str, str]:
+    """The fingerprint of a directory's files (it reads no weights into a model)."""
+    from das_assert.models import LoadedModel
+
+    return LoadedModel(None, None, directory, "float32", "cpu").fingerprint
+
+
+def test_every_file_a_tokenizer_is_built_from_counts(tmp_path: Path) -> None:
+    # A GPT-2 style directory (vocab.json and merges.txt, no tokenizer.json) kept its
+    # fingerprint when merges.txt changed how amounts split, and was served the old alignment.
+    directory = tmp_path / "model"
+    directory.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer_config.json"):
+        shutil.copy(EMBEDDED_MODEL_DIR / name, directory / name)
+    (directory / "vocab.json").write_text('{"1": 0, "3": 1, "0": 2, "30": 3}')
+    (directory / "merges.txt").write_text("#version: 0.2\n3 0\n")
+    (directory / "special_tokens_map.json").write_text('{"eos_token": "0"}')
+    before = _fingerprint(directory)
+    (directory / "merges.txt").write_text("#version: 0.2\n")  # "30" no longer merges
+    after_merges = _fingerprint(directory)
+    assert after_merges["tokenizer"] != before["tokenizer"]
+    (directory / "special_tokens_map.json").write_text('{"eos_token": "3"}')
+    assert _fingerprint(directory)["tokenizer"] != after_merges["tokenizer"]
+    # where tokenizer.json holds the whole tokenizer, a re-save's extra files do not count
+    shutil.copy(EMBEDDED_MODEL_DIR / "tokenizer.json", directory / "tokenizer.json")
+    whole = _fingerprint(directory)
+    (directory / "special_tokens_map.json").write_text('{"eos_token": "1"}')
+    assert _fingerprint(directory) == whole
+
+
+def test_the_models_own_code_counts(tmp_path: Path) -> None:
+    # with trust_remote_code, the model's code runs: an edit to it kept the fingerprint
+    directory = tmp_path / "model"
+    shutil.copytree(EMBEDDED_MODEL_DIR, directory)
+    plain = _fingerprint(directory)
+    (directory / "modeling_own.py").write_text("SCALE = 1\n")
+    with_code = _fingerprint(directory)
+    assert with_code["config"] != plain["config"]
+    (directory / "modeling_own.py").write_text("SCALE = 2\n")
+    edited = _fingerprint(directory)
+    assert edited["config"] != with_code["config"]
+    assert (edited["weights"], edited["tokenizer"]) == (plain["weights"], plain["tokenizer"])
