@@ -168,8 +168,11 @@ def _add_data_args(parser: argparse.ArgumentParser, *, hypothesis_required: bool
     )
     group.add_argument(
         "--template",
+        "--instruction",
+        dest="template",
         metavar="TEXT",
-        help="instruction with {low} {high} {yes} {no} slots (default: the paper's)",
+        help="the instruction, with {low} {high} {yes} {no} slots (default: the paper's); the "
+        "JSON's data.instruction (data.template is the Alpaca wrapper around it)",
     )
     group.add_argument("--prefix", default="", metavar="TEXT", help="irrelevant context before it")
     group.add_argument(

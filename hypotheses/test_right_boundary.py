@@ -84,7 +84,7 @@ def test_right_boundary_does_not_survive_a_narrow_bracket_near_the_top(das, at_b
     the frozen alignment scores 0.487-0.590 against a no-op of 0.463-0.527 (upper bounds at most
     0.637, robustness threshold 0.75): not aligned under all ten seeds. It is the place, not the
     edit: the same amounts on both sides of the high bound of [4.00, 6.00] are aligned under all
-    ten (0.850-0.915). Seed 0: 0.570 [0.521, 0.618], no-op 0.483, n=400; 43 of the 209 answers
+    ten (0.850-0.915). Seed 0: 0.570 [0.521, 0.618], no-op 0.482, n=400; 43 of the 209 answers
     that must change do (``python -m das_assert.stability``, 2026-12-03). Judged as a fuzz variant
     is: the interval below the robustness threshold, or IIA clearly no better than the no-op's.
     """

@@ -306,3 +306,15 @@ def test_an_empty_output_path_is_named_as_empty(capsys: pytest.CaptureFixture[st
         main(["compare", "a.json", "b.json", "--markdown", ""])
     assert exit_.value.code == 2
     assert "argument --markdown: the path is empty" in capsys.readouterr().err
+
+
+def test_the_instruction_is_also_named_as_in_the_json_report() -> None:
+    # the report calls it data.instruction; --template was its only name on the command line
+    from das_assert.cli_args import build_parser
+
+    words = "Say {yes} if it costs from {low} to {high} dollars, else {no}."
+    for option in ("--template", "--instruction"):
+        args = build_parser().parse_args(
+            ["fit", "--hypothesis", "left_boundary", "--layer", "0", option, words]
+        )
+        assert args.template == words
