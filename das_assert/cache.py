@@ -30,7 +30,11 @@ CACHE_MODES = ("off", "read", "write", "readwrite")
 def cache_key(model: Any, experiment: Any, config: Any) -> str:
     """A stable hex key for one (model, experiment, fit config). The model counts by its
     fingerprint and by the numbers it computes with: its dtype and the kind of device (a fit in
-    bfloat16 or on a GPU is another fit; ``cuda:0`` and ``cuda:1`` share entries)."""
+    bfloat16 or on a GPU is another fit; ``cuda:0`` and ``cuda:1`` share entries), and on the
+    CPU torch's thread count, which changes the rounding of a fit (an xdist worker's one-thread
+    fit was served to a serial run, whose own fit scores up to 0.005 apart)."""
+    import torch
+
     from das_assert import __version__
     from das_assert.tasks.price_tagging import INTERVENED_VARIABLES
     from das_assert.tasks.registry import BUILTIN_CAUSAL_MODELS
@@ -52,6 +56,8 @@ def cache_key(model: Any, experiment: Any, config: Any) -> str:
         "site": str(experiment.site),
         "fit": fit,
     }
+    if recipe["device"] == "cpu":
+        recipe["threads"] = torch.get_num_threads()
     if experiment.hypothesis not in BUILTIN_CAUSAL_MODELS:
         # A registered model: its name fixes neither its labels nor its boxes.
         labelled = [(p.inputs, p.expected) for p in experiment.train_pairs()]

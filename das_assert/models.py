@@ -249,7 +249,7 @@ def load_model(
     if device_map is None:
         _check_device(device)
     else:
-        _check_device_map(device_map)
+        device_map = _check_device_map(device_map)
     try:
         config = AutoConfig.from_pretrained(
             directory, local_files_only=True, trust_remote_code=trust_remote_code
@@ -380,19 +380,27 @@ def worker_threads(environ: Mapping[str, str], cpus: int) -> int | None:
 _DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
-def _check_device_map(device_map: Any) -> None:
-    """A device map is one of accelerate's strategies, one device, or a mapping."""
+def _check_device_map(device_map: Any) -> Any:
+    """A device map is one of accelerate's strategies, one device, or a mapping; returned as
+    transformers takes it (a GPU number as an int). A CUDA device must be there: without one,
+    torch failed the load with an assertion."""
     if not isinstance(device_map, str):
-        return  # a {module: device} mapping: accelerate checks its entries
-    if device_map in _DEVICE_MAPS or re.fullmatch(r"cpu|(cuda|xpu)(:\d+)?|\d+", device_map):
-        return
+        return device_map  # a {module: device} mapping: accelerate checks its entries
+    if device_map in _DEVICE_MAPS or re.fullmatch(r"cpu|xpu(:\d+)?", device_map):
+        return device_map
+    if device_map.isdigit():  # transformers read the string "0" as no device it knew
+        _check_device(f"cuda:{device_map}", "device_map")
+        return int(device_map)
+    if re.fullmatch(r"cuda(:\d+)?", device_map):
+        _check_device(device_map, "device_map")
+        return device_map
     raise InvalidArgument(
         f"device_map={device_map!r} is not a device map; use one of {', '.join(_DEVICE_MAPS)}, "
         "or one device such as cuda:0." + did_you_mean(device_map, _DEVICE_MAPS)
     )
 
 
-def _check_device(device: str) -> None:
+def _check_device(device: str, what: str = "device") -> None:
     import torch
 
     if device == "cpu":
@@ -400,13 +408,13 @@ def _check_device(device: str) -> None:
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise InvalidArgument(
-                f"device={device!r} but no CUDA device is available here; use the CPU "
+                f"{what}={device!r} but no CUDA device is available here; use the CPU "
                 "(--das-device cpu under pytest, --device cpu on the command line)"
             )
         index = device.partition(":")[2]
         if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
             raise InvalidArgument(
-                f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA devices "
+                f"{what}={device!r}: this machine has {torch.cuda.device_count()} CUDA devices "
                 f"(cuda:0..cuda:{torch.cuda.device_count() - 1})"
             )
         return

@@ -25,6 +25,7 @@ class Reporter:
         self.fuzz: list[dict[str, Any]] = []
         self.limits: list[dict[str, Any]] = []  # das.assert_breaks_on
         self.searches: list[dict[str, Any]] = []  # das.record_search: every cell of a grid
+        self.worker_threads: set[int] = set()  # xdist: the torch threads each worker ran with
         self.unjudged: list[dict[str, Any]] = []  # das tests that failed before any verdict
         self.setup_error: str | None = None  # what stopped the run at setup (exit 4)
         self.deselected = 0  # by -k, -m, --deselect: a baseline then holds only a selection
@@ -46,6 +47,17 @@ class Reporter:
             self.model = next((r["model"] for r in self.records if r.get("model")), None)
         return self.model
 
+    def _environment(self) -> dict[str, Any]:
+        """``report.environment``, with the thread count the tests ran with: under xdist the
+        workers', not the controller's (one value, or a sorted list if they differed)."""
+        from das_assert.report import environment
+
+        found = environment()
+        if self.worker_threads:
+            threads = sorted(self.worker_threads)
+            found["torch_threads"] = threads[0] if len(threads) == 1 else threads
+        return found
+
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
         self.deselected += len(items)  # under xdist on each worker, which collects: sent below
 
@@ -54,6 +66,8 @@ class Reporter:
         """xdist: every worker collects and deselects the same tests; take one's count."""
         output = getattr(node, "workeroutput", {})
         self.deselected = max(self.deselected, int(output.get("das_deselected", 0)))
+        if output.get("das_threads") is not None:
+            self.worker_threads.add(int(output["das_threads"]))
         if self.model is None and output.get("das_model"):
             self.model = output["das_model"]  # the controller loads no model itself
 
@@ -113,6 +127,7 @@ class Reporter:
         if hasattr(self.config, "workerinput"):
             output = self.config.workeroutput  # type: ignore[attr-defined]
             output["das_deselected"] = self.deselected
+            output["das_threads"] = _torch_threads()  # what this worker fitted with
             if self.config.getoption("das_json"):
                 output["das_model"] = self._model()
             return
@@ -158,17 +173,24 @@ class Reporter:
         from das_assert.store import write_markdown
 
         records = sorted(self.records, key=lambda r: (r["test_id"], r["claim"]))
-        robustness = robustness_summary(self.fuzz)
+        # by test (a stable sort: each test's examples keep their order), as xdist's workers
+        # report in the order they finish
+        fuzz, limits, searches = (
+            sorted(kind, key=lambda r: r["test_id"])
+            for kind in (self.fuzz, self.limits, self.searches)
+        )
+        robustness = robustness_summary(fuzz)
         if json_path:
             report = build_report(self._model(), records)
+            report["environment"] = self._environment()
             report["run"] = run
             report["robustness"] = robustness
-            report["limits"] = self.limits
-            report["searches"] = self.searches
+            report["limits"] = limits
+            report["searches"] = searches
             report["unjudged"] = self.unjudged
             write_report(Path(json_path), report)
         if md_path:
-            table = markdown_table(records, robustness, self.limits, self.searches)
+            table = markdown_table(records, robustness, limits, searches)
             if not run["complete"]:
                 table += (
                     f"\n**This run did not complete** (pytest exit {run['exit_code']}): "
@@ -199,7 +221,6 @@ class Reporter:
             self.notes.append(f"das: baseline {asked} NOT saved: {why}")
             return
         from das_assert.baseline import save_baseline
-        from das_assert.report import environment
 
         for stem in sorted(stems):
             records = [r for r in self.records if r.get("baseline_file") == stem]
@@ -219,7 +240,7 @@ class Reporter:
             save_baseline(
                 Path(stem + ".json"),
                 model=records[0]["model"],
-                environment=environment(),
+                environment=self._environment(),
                 records=records,
             )
             count = f"{len(records)} claim{'' if len(records) == 1 else 's'}"
@@ -263,3 +284,11 @@ class Reporter:
         if self.deselected:
             return f"{self.deselected} test(s) were deselected (-k, -m, --deselect)"
         return None
+
+
+def _torch_threads() -> int | None:
+    """torch's thread count in this process, or None where torch was never imported."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None

@@ -535,8 +535,14 @@ def main(argv: list[str] | None = None) -> int:
         "pyvene_version": _version("pyvene"),
         "date": time.strftime("%Y-%m-%d"),
     }
+    _write(args.out / f"{args.name}.json", {**result, "complete": False})  # if it times out
     _run_stages(model, args, stages, result, started)
-    return 0
+    failed = [name for name in stages if "error" in (result.get(name) or {})]
+    if "compare" in stages and "das_assert" not in result and "compare" not in failed:
+        failed.insert(0, "compare")  # its numbers merge into the top level
+    if failed:
+        print(f"stages that failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _print_compare(result: dict) -> None:

@@ -3,11 +3,15 @@
 #   1. gpu_7b.py: das_assert vs pyvene 0.1.8 at Llama-7B shape (compare), into gpu_7b.json;
 #   2. `pytest hypotheses/` on the GPU (two xdist workers, --das-device cuda:worker) and one fit
 #      through device_map="auto" (HYPOTHESES=1; off by default: they passed on an H200 on
-#      2026-11-27, and steps 1 and 3 alone fill most of one 10-minute device call);
+#      2026-11-27, and steps 1 and 3 alone fill most of one 10-minute device call; their
+#      timeouts with step 1's add up to 410 s, so run them as a second call with EXTRAS= );
 #   3. gpu_7b.py's other stages (EXTRAS, default rotation,profile,dispatch,grid,memory_peak,
 #      memory,cost_curve) into gpu_7b_extras.json, as far as BUDGET_S allows.
-# Carry pyvene's wheel in .whl/ (no internet there). Results go to $OUT.
-set -u
+# Carry pyvene's wheel in .whl/ (no internet there), with matplotlib's and networkx's (which
+# `import pyvene` needs) where the machine lacks them: every wheel there is installed, without
+# dependencies. Results go to $OUT. Exits 1 when a step failed or ran out of time.
+set -u -o pipefail
+failed=0
 out=${OUT:?set OUT to the directory for the results}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -15,26 +19,32 @@ if ls .whl/*.whl >/dev/null 2>&1; then
     --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+python3 -c "import pyvene" 2>&1 | tail -1 | sed 's/^/pyvene cannot be imported, so no comparison: /' \
+  | grep . && failed=1  # e.g. No module named 'matplotlib': carry its wheel in .whl/
 python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . 2>&1 | tail -3
 timeout "${COMPARE_S:-150}" python3 tests/benchmarks/gpu_7b.py --out "$out" 2>&1 \
-  | tee "$out/gpu_7b.log"
+  | tee "$out/gpu_7b.log" || { echo "gpu_7b.py compare: failed or timed out"; failed=1; }
 if [ "${HYPOTHESES:-0}" = 1 ]; then
   plugin=()  # where the editable install failed, load the plugin by name
   python3 -c "import importlib.metadata as m, sys
-sys.exit(not any(e.name == 'das' for e in m.entry_points(group='pytest11')))" \
+sys.exit(not any(e.name == 'das_assert' for e in m.entry_points(group='pytest11')))" \
     || plugin=(-p das_assert.plugin)
   timeout "${HYPOTHESES_S:-170}" python3 -m pytest hypotheses/ "${plugin[@]}" -q -p no:cacheprovider -n 2 \
     --dist loadfile --das-device cuda:worker --das-cache=off \
     --das-json "$out/hypotheses_gpu.json" >"$out/hypotheses_gpu.log" 2>&1
-  echo "pytest hypotheses/ on the GPU: exit $?"; tail -8 "$out/hypotheses_gpu.log"
+  status=$?; echo "pytest hypotheses/ on the GPU: exit $status"; tail -8 "$out/hypotheses_gpu.log"
+  [ "$status" = 0 ] || failed=1
   timeout 90 python3 -m das_assert fit --device-map auto --hypothesis left_boundary --layer 1 \
     --position last --n-train 320 --epochs 1 --n-test 200 --json "$out/device_map.json" \
     >"$out/device_map.log" 2>&1
-  echo "fit with device_map=auto: exit $?"; tail -6 "$out/device_map.log"
+  status=$?; echo "fit with device_map=auto: exit $status"; tail -6 "$out/device_map.log"
+  [ "$status" = 0 ] || failed=1
 fi
 extras=${EXTRAS:-rotation,profile,dispatch,grid,memory_peak,memory,cost_curve}
 if [ -n "$extras" ]; then
   timeout "${EXTRAS_S:-300}" python3 tests/benchmarks/gpu_7b.py --out "$out" --name gpu_7b_extras \
-    --stages "$extras" --budget-s "${BUDGET_S:-200}" 2>&1 | grep -v '^nnsight' | cut -c1-600
+    --stages "$extras" --budget-s "${BUDGET_S:-200}" 2>&1 | grep -v '^nnsight' | cut -c1-600 \
+    || { echo "gpu_7b.py extras: failed or timed out"; failed=1; }
 fi
 grep -v '^nnsight' "$out/gpu_7b.log" | tail -8
+exit "$failed"

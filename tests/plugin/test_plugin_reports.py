@@ -108,6 +108,12 @@ def test_under_xdist_the_controller_gathers_every_workers_records(project) -> No
         "test_hyp.py::test_an_impossible_claim_fails",
         "test_two.py::test_two_booleans_are_not_found_in_a_random_model",
     ]
+    # the threads the workers fitted with, not the controller's (which fits nothing)
+    import os
+
+    if "OMP_NUM_THREADS" not in os.environ:
+        share = max(1, len(os.sched_getaffinity(0)) // 2)
+        assert report["environment"]["torch_threads"] == share
     summary = (project.path / "out" / "summary.md").read_text()
     assert "test_two.py::test_two_booleans_are_not_found_in_a_random_model" in summary
     assert "das: causal hypotheses" in result.stdout.str()

@@ -132,6 +132,20 @@ CASES = [
         r"device_map='bogus' is not a device map; use one of auto, balanced",
         id="load_model(device_map='bogus')",
     ),
+    pytest.param(  # torch's "not compiled with CUDA" assertion, once per test
+        lambda c: load_model(c.model_dir(), device_map="cuda:0"),
+        InvalidArgument,
+        r"device_map='cuda:0' but no CUDA device is available here; use the CPU",
+        id="load_model(device_map='cuda:0') without CUDA",
+        marks=NO_CUDA,
+    ),
+    pytest.param(  # read as no device at all, and blamed on the weight files
+        lambda c: load_model(c.model_dir(), device_map="0"),
+        InvalidArgument,
+        r"device_map='cuda:0' but no CUDA device is available here",
+        id="load_model(device_map='0') without CUDA",
+        marks=NO_CUDA,
+    ),
     pytest.param(
         lambda c: load_model(dir_without(c, "model.safetensors")),
         ModelLoadError,

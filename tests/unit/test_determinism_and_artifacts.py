@@ -152,6 +152,24 @@ def test_the_cache_key_tells_dtypes_and_kinds_of_device_apart() -> None:
     assert key("float32", "cuda:0") == key("float32", "cuda:1")  # xdist workers share entries
 
 
+def test_the_cache_key_tells_cpu_thread_counts_apart() -> None:
+    # An xdist worker's one-thread fit was served to a serial two-thread run, whose own fit
+    # rounds otherwise (Right Boundary 0.816 against 0.811): the cache changed the numbers.
+    import torch
+
+    def key(device: str, threads: int) -> str:
+        model = SimpleNamespace(fingerprint={"weights": "w"}, dtype="float32", device=device)
+        torch.set_num_threads(threads)
+        return cache_key(model, Experiment(hypothesis="left_boundary", site=Site(0)), FitConfig())
+
+    before = torch.get_num_threads()
+    try:
+        assert key("cpu", 1) != key("cpu", 2)
+        assert key("cuda:0", 1) == key("cuda:0", 2)  # a GPU fit does not run on those threads
+    finally:
+        torch.set_num_threads(before)
+
+
 # -- (3) the cache never uses a corrupted entry ---------------------------------------------------
 
 
