@@ -105,6 +105,13 @@ def search_record(grid: SearchGrid) -> dict[str, Any]:
     """A search for the reports: the grid (``SearchGrid.to_dict``, with the best cell on fresh
     pairs) and every cell's numbers: IIA with n, Wilson interval and seed, its controls, the
     task accuracy and the learned boundary."""
+    if not isinstance(grid, SearchGrid):
+        from das_assert.errors import InvalidArgument
+
+        raise InvalidArgument(
+            f"record_search takes the SearchGrid that das_assert.search.search returned, not "
+            f"{type(grid).__name__}"
+        )
     grid.best_confirmed()
     cells = []
     for (layer, position), result in grid.results.items():
