@@ -289,3 +289,13 @@ def test_the_measured_limits_table_gives_each_limit_its_numbers_and_whether_it_b
     assert "**not shown**: aligned" in rows[1]
     heading = next(line for line in table.splitlines() if "claimed to break" in line)
     assert all(row.count("|") == heading.count("|") for row in rows)
+
+
+def test_recording_a_search_takes_the_grid_search_returned() -> None:
+    import pytest
+
+    from das_assert.errors import InvalidArgument
+    from das_assert.search import search_record
+
+    with pytest.raises(InvalidArgument, match="takes the SearchGrid .* not dict"):
+        search_record({"layers": [0]})

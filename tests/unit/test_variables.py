@@ -150,10 +150,3 @@ def test_one_variable_of_a_joint_result_is_judged_on_its_own_pairs(tiny_llama: A
     with pytest.raises(InvalidArgument, match="make them with prompt_pairs"):
         joint.judged_on(other)
 
-
-def test_recording_a_search_takes_the_grid_search_returned() -> None:
-    from das_assert.errors import InvalidArgument
-    from das_assert.search import search_record
-
-    with pytest.raises(InvalidArgument, match="takes the SearchGrid .* not dict"):
-        search_record({"layers": [0]})
