@@ -297,5 +297,5 @@ def test_recording_a_search_takes_the_grid_search_returned() -> None:
     from das_assert.errors import InvalidArgument
     from das_assert.search import search_record
 
-    with pytest.raises(InvalidArgument, match="takes the SearchGrid .* not dict"):
+    with pytest.raises(InvalidArgument, match=r"takes the SearchGrid .* not dict"):
         search_record({"layers": [0]})
