@@ -149,4 +149,3 @@ def test_one_variable_of_a_joint_result_is_judged_on_its_own_pairs(tiny_llama: A
     other = prompt_pairs("bracket_identity", 8, seed=1)  # another causal model's pairs
     with pytest.raises(InvalidArgument, match="make them with prompt_pairs"):
         joint.judged_on(other)
-
