@@ -45,8 +45,11 @@ def test_not_found_{index}(das, aligned):
 
 
 @pytest.mark.slow
-def test_four_xdist_workers_sharing_one_cache_directory_lose_nothing(project) -> None:
+def test_four_xdist_workers_sharing_one_cache_directory_lose_nothing(project, monkeypatch) -> None:
     pytest.importorskip("xdist")
+    # One torch thread in every run: the cache keys a CPU fit by the thread count, and a
+    # worker's share of two cores is one thread
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     (project.path / "test_hyp.py").unlink()
     project.makepyfile(**{f"test_cache_{i}": _cache_file(i) for i in range(4)})
     cache = project.path / "shared-cache"
@@ -65,7 +68,13 @@ def test_four_xdist_workers_sharing_one_cache_directory_lose_nothing(project) ->
     assert len([e for e in entries if e.endswith(".safetensors")]) == 2  # one per alignment key
     assert not [e for e in entries if ".tmp" in e]  # no half-written file left behind
     # Every entry reads back with a valid checksum: a second run, read-only, trains nothing.
-    second = _run(project, f"--das-cache-dir={cache}", "--das-cache=read", "--das-json=b.json")
+    second = _run(
+        project,
+        f"--das-cache-dir={cache}",
+        "--das-cache=read",
+        "--das-json=b.json",
+        subprocess=True,
+    )
     second.assert_outcomes(passed=4)
     a = json.loads((project.path / "a.json").read_text())["results"]
     b = json.loads((project.path / "b.json").read_text())["results"]
