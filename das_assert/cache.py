@@ -56,7 +56,7 @@ def cache_key(model: Any, experiment: Any, config: Any) -> str:
         "site": str(experiment.site),
         "fit": fit,
     }
-    if recipe["device"] == "cpu":
+    if not recipe["device"].startswith(("cuda", "xpu")):  # the CPU, or a device map over it
         recipe["threads"] = torch.get_num_threads()
     if experiment.hypothesis not in BUILTIN_CAUSAL_MODELS:
         # A registered model: its name fixes neither its labels nor its boxes.

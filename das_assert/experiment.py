@@ -131,23 +131,34 @@ class AlignmentResult:
     config: FitConfig
     fitted: FittedAlignment
     evaluation: Evaluation
-    test_pairs: str = "test"  # "confirmation": fresh pairs, since the test pairs chose it
+    # "confirmation": fresh pairs, since the test pairs chose it; "given": judged_on's pairs
+    test_pairs: str = "test"
 
     def confirmed(self) -> AlignmentResult:
         """This frozen alignment evaluated on fresh pairs, no training. A cell picked as the best
         of many by its IIA on the test pairs overstates that IIA (the winner's curse: with 8
         cells at a true IIA on the threshold, the best one's lower bound clears it about 1 time
         in 6); the same size of fresh pairs gives an interval that means what it says."""
-        return self.judged_on(self.experiment.confirmation_pairs())
+        fresh = self.judged_on(self.experiment.confirmation_pairs())
+        return replace(fresh, test_pairs="confirmation")
 
     def judged_on(self, pairs: list[PromptPair]) -> AlignmentResult:
         """This frozen alignment as a result on other pairs of its causal model (fresh ones, or
-        more of them), no training, behind the task-accuracy gate; recorded as judged on fresh
-        pairs (``test_pairs``: confirmation)."""
+        more of them), no training, behind the task-accuracy gate; recorded as judged on the
+        pairs given (``test_pairs``: given), whose seed is the caller's to state."""
         from das_assert.request_checks import check_pairs
 
         check_pairs(pairs, self)
         exp = self.experiment
+        names = self.variable_names
+        claimed = exp.variables or names
+        others = sorted({names[p.variable_index] for p in pairs} - set(claimed))
+        if others:
+            raise InvalidArgument(
+                f"these pairs intervene on {', '.join(others)}, which this result does not claim "
+                f"(it claims {', '.join(claimed)}): draw them with result.experiment.pairs(n, "
+                "seed), or call on_variable after judged_on"
+            )
         test = encode(self.model, pairs, exp.site.parsed_position)
         try:
             evaluation = evaluate(
@@ -159,7 +170,7 @@ class AlignmentResult:
             )
         except PreconditionFailed as exc:
             raise PreconditionFailed(f"{self.model.name}: {exc}; {_PRECONDITION_ADVICE}") from None
-        return replace(self, evaluation=evaluation, test_pairs="confirmation")
+        return replace(self, evaluation=evaluation, test_pairs="given")
 
     def on_variable(self, name: str) -> AlignmentResult:
         """This result as a claim on one of its variables: the pairs that intervene on ``name``

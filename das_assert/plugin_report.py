@@ -127,7 +127,10 @@ class Reporter:
         if hasattr(self.config, "workerinput"):
             output = self.config.workeroutput  # type: ignore[attr-defined]
             output["das_deselected"] = self.deselected
-            output["das_threads"] = _torch_threads()  # what this worker fitted with
+            if self.loaded is not None:  # a worker that ran das tests: the threads they had
+                import torch
+
+                output["das_threads"] = torch.get_num_threads()
             if self.config.getoption("das_json"):
                 output["das_model"] = self._model()
             return
@@ -262,6 +265,11 @@ class Reporter:
         for path, count in sorted(compared.items()):
             claims = f"{count} claim{'' if count == 1 else 's'}"
             self.notes.append(f"das: compared with baseline: {self._shown(path)} ({claims})")
+            if differs := _other_environment(path, self._environment()):
+                self.notes.append(
+                    f"das: that baseline was saved with {differs}: a fit rounds otherwise there, "
+                    "which can move an IIA by about 0.005 with no change to the model"
+                )
 
     def _shown(self, path: str) -> str:
         """``path`` relative to where pytest was started, if it lies under it."""
@@ -286,9 +294,16 @@ class Reporter:
         return None
 
 
-def _torch_threads() -> int | None:
-    """torch's thread count in this process, or None where torch was never imported."""
-    import sys
-
-    torch = sys.modules.get("torch")
-    return torch.get_num_threads() if torch is not None else None
+def _other_environment(path: str, here: dict[str, Any]) -> str | None:
+    """What of ``here``'s CPU or GPU and thread count the baseline at ``path`` was saved
+    under otherwise, as ``device_name 'X' (here 'Y')``; None when the same or unknown."""
+    try:
+        saved = json.loads(Path(path).read_text()).get("environment") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    differs = [
+        f"{key} {saved[key]!r} (here {here.get(key)!r})"
+        for key in ("device_name", "torch_threads")
+        if saved.get(key) is not None and str(saved[key]) != str(here.get(key))
+    ]
+    return ", ".join(differs) or None

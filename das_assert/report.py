@@ -197,6 +197,8 @@ def markdown_table(
             "|---|---|---|---|---|---|---|---|---|",
             *("| " + " | ".join(row) + " |" for row in search_rows(search)),
         ]
+        if why := search.get("confirmation_error"):
+            lines += ["", f"The best cell on fresh pairs: not judged: {why}"]
     if robustness and robustness["per_family"]:
         lines += [
             "",

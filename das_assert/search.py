@@ -103,8 +103,9 @@ def search(
 
 def search_record(grid: SearchGrid) -> dict[str, Any]:
     """A search for the reports: the grid (``SearchGrid.to_dict``, with the best cell on fresh
-    pairs) and every cell's numbers: IIA with n, Wilson interval and seed, its controls, the
-    task accuracy and the learned boundary."""
+    pairs, unless the model fails the task on them: ``confirmation_error`` says why) and every
+    cell's numbers: IIA with n, Wilson interval and seed, its controls, the task accuracy and
+    the learned boundary."""
     if not isinstance(grid, SearchGrid):
         from das_assert.errors import InvalidArgument
 
@@ -112,7 +113,13 @@ def search_record(grid: SearchGrid) -> dict[str, Any]:
             f"record_search takes the SearchGrid that das_assert.search.search returned, not "
             f"{type(grid).__name__}"
         )
-    grid.best_confirmed()
+    from das_assert.errors import PreconditionFailed
+
+    try:  # one evaluation of fresh pairs, once per grid: the record shows the best cell on them
+        grid.best_confirmed()
+        unconfirmed = None
+    except PreconditionFailed as exc:  # recorded, not raised: the cells are what helps then
+        unconfirmed = str(exc)
     cells = []
     for (layer, position), result in grid.results.items():
         cells.append(
@@ -129,7 +136,7 @@ def search_record(grid: SearchGrid) -> dict[str, Any]:
                 "boundary": result.boundary_text(),
             }
         )
-    return {**grid.to_dict(), "cells": cells}
+    return {**grid.to_dict(), "cells": cells, "confirmation_error": unconfirmed}
 
 
 def grid_table(grid: SearchGrid) -> str:

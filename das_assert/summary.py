@@ -63,7 +63,11 @@ def _row(r: dict[str, Any], claim_width: int, site_width: int, seed_width: int) 
     if method != "boundless":  # two fits at one site are told apart
         expected += f"  (method {method})"
     if r.get("test_pairs") == "confirmation":
-        expected += "  (on fresh pairs: not those that trained or chose it)"
+        expected += "  (on fresh pairs: a search's best cell)"
+    elif r.get("test_pairs") == "given":
+        expected += "  (on the pairs given to judged_on)"
+    if "+" not in str(r.get("variable", "+")) and len(r.get("boundary_dims") or ()) > 1:
+        expected += f"  (variable {r['variable']} alone)"  # one box of a joint alignment
     if r.get("regressions"):
         expected += f"  REGRESSED ({len(r['regressions'])} check(s) failed)"
     return (
@@ -104,8 +108,8 @@ def summary_lines(records: list[dict[str, Any]]) -> list[str]:
     lines.append(
         "Legend: IIA with a hard mask, Wilson 95% CI over n test pairs; no-op / maj / rand = IIA "
         "of the plain base run / the share of the commonest label / a random rotation of the "
-        "learned width; task = task accuracy; thr = threshold (das.yaml); seed = the seed of "
-        "the fit and its pairs"
+        "learned width; task = task accuracy; thr = threshold (das.yaml); seed = the fit's "
+        "seed, from which its test pairs are drawn (a row judged on other pairs says so)"
     )
     return lines
 
@@ -154,6 +158,8 @@ def search_lines(searches: list[dict[str, Any]]) -> list[str]:
         for row in rows:
             cells = [v.rjust(w) for v, w in zip(row[1:], widths[1:], strict=True)]
             lines.append(" ".join([row[0].ljust(widths[0]), *cells]))
+        if search.get("confirmation_error"):
+            lines.append(f"* on fresh pairs: not judged: {search['confirmation_error']}")
     return lines
 
 

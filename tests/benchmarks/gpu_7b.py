@@ -535,8 +535,11 @@ def main(argv: list[str] | None = None) -> int:
         "pyvene_version": _version("pyvene"),
         "date": time.strftime("%Y-%m-%d"),
     }
-    _write(args.out / f"{args.name}.json", {**result, "complete": False})  # if it times out
+    result["complete"] = False  # in every write until the last: a run cut short says so
+    _write(args.out / f"{args.name}.json", result)
     _run_stages(model, args, stages, result, started)
+    result["complete"] = True
+    _write(args.out / f"{args.name}.json", result)
     failed = [name for name in stages if "error" in (result.get(name) or {})]
     if "compare" in stages and "das_assert" not in result and "compare" not in failed:
         failed.insert(0, "compare")  # its numbers merge into the top level

@@ -19,8 +19,10 @@ if ls .whl/*.whl >/dev/null 2>&1; then
     --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
-python3 -c "import pyvene" 2>&1 | tail -1 | sed 's/^/pyvene cannot be imported, so no comparison: /' \
-  | grep . && failed=1  # e.g. No module named 'matplotlib': carry its wheel in .whl/
+if ! why=$(python3 -c "import pyvene" 2>&1); then  # e.g. No module named 'matplotlib'
+  echo "pyvene cannot be imported, so no comparison (carry the wheel it names in .whl/): ${why##*$'\n'}"
+  failed=1
+fi
 python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . 2>&1 | tail -3
 timeout "${COMPARE_S:-150}" python3 tests/benchmarks/gpu_7b.py --out "$out" 2>&1 \
   | tee "$out/gpu_7b.log" || { echo "gpu_7b.py compare: failed or timed out"; failed=1; }

@@ -183,6 +183,34 @@ def test_the_gate_refuses_a_baseline_judged_on_other_pairs(project: pytest.Pytes
     result.stdout.fnmatch_lines(["*judged on other pairs (confirmation -> test): not comparable*"])
 
 
+def test_the_gate_notes_a_baseline_saved_on_another_cpu_or_thread_count(
+    project: pytest.Pytester,
+) -> None:
+    # the README says those change an IIA's rounding, yet nothing said a baseline differed
+    passing = "test_hyp.py::test_a_negative_claim_holds"
+    args = ("--das-cache=off", "--das-baseline-dir=b", passing)
+    _run(project, "--das-save-baseline=v1", *args).assert_outcomes(passed=1)
+    (saved,) = (project.path / "b").rglob("*v1.json")
+    same = _run(project, "--das-compare=v1", *args)
+    same.assert_outcomes(passed=1)
+    assert "that baseline was saved with" not in same.stdout.str()
+    from das_assert.baseline import load_baseline, save_baseline
+
+    payload = load_baseline(saved)
+    environment = {**payload["environment"], "torch_threads": 64, "device_name": "Other CPU"}
+    save_baseline(
+        saved,
+        model=payload["model"],
+        environment=environment,
+        records=list(payload["entries"].values()),
+    )
+    result = _run(project, "--das-compare=v1", *args)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["das: that baseline was saved with device_name 'Other CPU' (here *), torch_threads 64*"]
+    )
+
+
 def test_the_gate_refuses_a_baseline_fitted_by_another_method(project: pytest.Pytester) -> None:
     # a baseline saved with das:1 and a rerun fitted otherwise passed, showing a Δ ref with no
     # hint that the reference was fitted by another method

@@ -280,6 +280,18 @@ from das_assert.search import search
 def test_a_search_is_recorded(das, das_session):
     grid = search(das_session.align, "left_boundary", layers=[0, 1], positions=["last"])
     das.record_search(grid)
+
+
+def test_a_search_whose_fresh_pairs_fail_the_gate_is_recorded_all_the_same(das, das_session):
+    from das_assert.errors import PreconditionFailed
+
+    grid = search(das_session.align, "left_boundary", layers=[0], positions=["last"])
+
+    def gate(*args, **kwargs):
+        raise PreconditionFailed("answers only 0.1 of the fresh prompts correctly")
+
+    grid.best_confirmed = gate
+    das.record_search(grid)  # the cells are what helps then: it raised before
 """
 
 
@@ -288,9 +300,12 @@ def test_every_cell_of_a_recorded_search_is_in_the_reports(project: pytest.Pytes
     # from, and compared with, were in none
     project.makepyfile(test_search=RECORDED_SEARCH)
     result = _run(project, "test_search.py", "--das-json=r.json", "--das-markdown=r.md")
-    result.assert_outcomes(passed=1)
-    (search,) = json.loads((project.path / "r.json").read_text())["searches"]
+    result.assert_outcomes(passed=2)
+    search, gated = json.loads((project.path / "r.json").read_text())["searches"]
     assert search["test_id"] == "test_search.py::test_a_search_is_recorded"
+    assert search["confirmation_error"] is None
+    assert gated["best"]["confirmation"] is None
+    assert gated["confirmation_error"] == "answers only 0.1 of the fresh prompts correctly"
     assert [cell["site"] for cell in search["cells"]] == [
         "block_output[layer=0, pos=last]",
         "block_output[layer=1, pos=last]",
@@ -308,6 +323,8 @@ def test_every_cell_of_a_recorded_search_is_in_the_reports(project: pytest.Pytes
             "block_output[[]layer=0, pos=last]*",
             "block_output[[]layer=1, pos=last]*",
             "[*] on fresh pairs*",
+            "*",
+            "* on fresh pairs: not judged: answers only 0.1 of the fresh prompts correctly",
         ]
     )
     markdown = (project.path / "r.md").read_text()

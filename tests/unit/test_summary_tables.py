@@ -86,7 +86,22 @@ def test_the_summary_marks_a_result_judged_on_fresh_pairs() -> None:
     record = _record("left_boundary.search", "block_output[layer=0, pos=last]", 0.8, "aligned", "t")
     assert "fresh pairs" not in summary_lines([record])[2]
     row = summary_lines([{**record, "test_pairs": "confirmation"}])[2]
-    assert "(on fresh pairs: not those that trained or chose it)" in row
+    assert "(on fresh pairs: a search's best cell)" in row
+    given = summary_lines([{**record, "test_pairs": "given"}])[2]
+    assert "(on the pairs given to judged_on)" in given
+
+
+def test_the_summary_names_the_variable_of_a_row_on_one_box_of_a_joint_alignment() -> None:
+    # the two per-boolean rows of Left and Right Boundary read the same but for their numbers
+    record = _record(
+        "left_and_right_boundary.each", "block_output[layer=0, pos=last]", 0.8, "aligned", "t"
+    )
+    joint = {**record, "variable": "left+right", "boundary_dims": [40, 30]}
+    assert "alone" not in summary_lines([joint])[2]
+    one = summary_lines([{**joint, "variable": "right"}])[2]
+    assert "(variable right alone)" in one
+    single = {**record, "variable": "left", "boundary_dims": [55]}  # Left Boundary: one box
+    assert "alone" not in summary_lines([single])[2]
 
 
 def test_the_summary_says_when_a_record_has_no_majority_baseline() -> None:

@@ -133,7 +133,7 @@ def test_one_variable_of_a_joint_result_is_judged_on_its_own_pairs(tiny_llama: A
     exp = both(n_test=16, threshold=0.5, min_task_accuracy=0.0)
     joint = run_experiment(tiny_llama, exp, fitted=fitted)
     fresh = joint.judged_on(exp.pairs(48, exp.seed + 7))
-    assert (fresh.n, fresh.test_pairs) == (48, "confirmation")
+    assert (fresh.n, fresh.test_pairs) == (48, "given")
     left, right = fresh.on_variable("left"), fresh.on_variable("right")
     assert left.n + right.n == 48
     assert {p.variable_index for p in left.evaluation.test.pairs} == {0}
@@ -146,6 +146,12 @@ def test_one_variable_of_a_joint_result_is_judged_on_its_own_pairs(tiny_llama: A
         fresh.on_variable("middle")
     with pytest.raises(InvalidArgument, match="claims left"):
         left.on_variable("right")
+    # pairs of a variable the result does not claim were mixed into its IIA
+    with pytest.raises(InvalidArgument, match="intervene on right, which this result does not"):
+        left.judged_on(exp.pairs(48, exp.seed + 7))
+    with pytest.raises(InvalidArgument, match="intervene on left, which this result does not"):
+        right.judged_on(exp.pairs(48, exp.seed + 7))
+    assert right.judged_on(both(variables=("right",)).pairs(8, 3)).n == 8
     other = prompt_pairs("bracket_identity", 8, seed=1)  # another causal model's pairs
     with pytest.raises(InvalidArgument, match="make them with prompt_pairs"):
         joint.judged_on(other)
