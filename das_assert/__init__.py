@@ -16,7 +16,7 @@ _EXPORTS = {
     "parse_site": "das_assert.sites",
     "FitConfig": "das_assert.fit",
     "Experiment": "das_assert.experiment",
-    "AlignmentResult": "das_assert.experiment",
+    "AlignmentResult": "das_assert.alignment_result",
     "run_experiment": "das_assert.experiment",
     "load_model": "das_assert.models",
     "PriceFormat": "das_assert.tasks.price_tagging",

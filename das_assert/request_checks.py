@@ -23,7 +23,7 @@ __all__ = [
 
 def check_result(result: Any, call: str) -> None:
     """``result`` is an ``AlignmentResult`` (what ``das_session.align`` returns)."""
-    from das_assert.experiment import AlignmentResult
+    from das_assert.alignment_result import AlignmentResult
 
     if not isinstance(result, AlignmentResult):
         raise InvalidArgument(

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any, NoReturn
 
+from das_assert.alignment_result import AlignmentResult
 from das_assert.errors import InvalidArgument, PreconditionFailed
-from das_assert.experiment import AlignmentResult
 from das_assert.messages import by_variable_lines, indent
 from das_assert.metrics import wilson_interval
 from das_assert.variants import evaluate_variant, replay_advice

@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from das_assert import request_checks as checks
+from das_assert.alignment_result import AlignmentResult
 from das_assert.cache import AlignmentCache, cache_key
 from das_assert.data import PromptPair
 from das_assert.errors import ConfigError, InvalidArgument, SiteError, SiteNotInModel, did_you_mean
 from das_assert.evaluate import Evaluation
-from das_assert.experiment import AlignmentResult, Experiment, check_site, run_experiment
+from das_assert.experiment import Experiment, check_site, run_experiment
 from das_assert.fit import FitConfig
+from das_assert.gate import compare_with_baseline, regression_message, save_claim_alignment
 from das_assert.messages import failure_message, reproduce_line
 from das_assert.models import LoadedModel
 from das_assert.settings import ModelSettings
@@ -270,8 +272,12 @@ class DasRequest:
         record["model"] = self.session.model.describe()
         self.records.append(record)
         if self.session.save_to is not None:
-            self._save_alignment(judged, record)
-        regressions = self._compare(judged, record) if self.session.baseline else []
+            save_claim_alignment(self.session, judged, record)
+        regressions = (
+            compare_with_baseline(self.session, self.node, judged, record)
+            if self.session.baseline
+            else []
+        )
         if regressions:  # the claim holds, but not as well as its baseline: it fails
             record.update(regressions=regressions, passed=False)
         self.node.user_properties.append(("das_result", json.dumps(record)))
@@ -280,7 +286,7 @@ class DasRequest:
         if verdict.outcome == expect:
             if regressions:
                 raise IIARegression(
-                    _regression_message(claim, record, regressions, self.session.baseline[0])
+                    regression_message(claim, record, regressions, self.session.baseline[0])
                     + "\n"
                     + reproduce_line(judged, self.node.nodeid, self.session)
                 )
@@ -295,7 +301,7 @@ class DasRequest:
         )
         if regressions:  # before the last line, the reproduce line
             head, _, last = message.rpartition("\n")
-            regressed = _regression_message(claim, record, regressions, self.session.baseline[0])
+            regressed = regression_message(claim, record, regressions, self.session.baseline[0])
             message = f"{head}\n{regressed}\n{last}"
         if verdict.outcome == "inconclusive":
             if regressions:  # --das-inconclusive judges the verdict, never the gate
@@ -308,122 +314,6 @@ class DasRequest:
                 pytest.xfail(message)
             raise IIAInconclusive(message)
         raise IIAClaimFailed(message)
-
-    def _save_alignment(self, result: AlignmentResult, record: dict[str, Any]) -> None:
-        from das_assert.baseline import alignment_path, entry_key
-        from das_assert.store import save_alignment
-        from das_assert.tasks.registry import causal_model_manifest
-
-        save_to = self.session.save_to
-        assert save_to is not None
-        path = alignment_path(save_to.parent, save_to.name, entry_key(record))
-        manifest = {k: record[k] for k in ("hypothesis", "variable", "seed", "n_train", "fit")}
-        manifest.update(
-            site=str(result.experiment.site),
-            model=self.session.model.fingerprint,
-            iia=record["iia"],
-            claim=record["claim"],
-            test_id=record["test_id"],
-            **causal_model_manifest(result.experiment.hypothesis),
-        )
-        save_alignment(path, result.fitted.interchange, manifest)
-        record["baseline_file"] = str(save_to)
-        record["alignment_file"] = path.name
-
-    def _compare(self, result: AlignmentResult, record: dict[str, Any]) -> list[str]:
-        """Compare with the baseline: numbers, transfer of the frozen alignment, drift of site."""
-        from das_assert.baseline import entry_key, matching_key
-        from das_assert.summary import fit_method
-
-        assert self.session.baseline is not None
-        path, payload = self.session.baseline
-        found = matching_key(entry_key(record), payload["entries"])
-        entry = payload["entries"][found] if found is not None else None
-        if entry is None:
-            if self.session.save_to is not None:
-                return []
-            return [
-                f"no baseline entry for this claim in {path}; save one with "
-                "--das-save-baseline (a claim without a baseline fails, as a missing "
-                "snapshot does)"
-            ]
-        record["baseline"] = {
-            "file": path.name,
-            "path": str(path),
-            "iia": entry["iia"],
-            "n": entry["n_test"],
-            "iia_ci": entry["iia_ci"],
-            "delta": round(record["iia"] - entry["iia"], 6),
-            "seed": entry.get("seed"),
-            "method": fit_method(entry),
-        }
-        if entry["site"]["canonical"] != record["site"]["canonical"]:
-            record["drift"] = {
-                "from": entry["site"]["canonical"],
-                "to": record["site"]["canonical"],
-            }
-        if entry.get("boundary_dims") != record["boundary_dims"]:
-            record.setdefault("drift", {})["boundary_dims"] = [
-                entry.get("boundary_dims"),
-                record["boundary_dims"],
-            ]
-        record["transfer"] = self._transfer(result, path, entry)
-        checks = list(self.session.compare_checks)
-        marker = self.node.get_closest_marker("das")
-        if marker and marker.kwargs.get("compare_fail"):
-            from das_assert.compare import parse_compare_fail
-
-            extra = marker.kwargs["compare_fail"]
-            checks += [
-                parse_compare_fail(e) for e in ([extra] if isinstance(extra, str) else extra)
-            ]
-        from das_assert.compare import not_comparable
-
-        return not_comparable(entry, record) + [
-            f"{message} [--das-compare-fail {check}]"
-            for check in checks
-            if (message := check.check(record, entry))
-        ]
-
-    def _transfer(self, result: AlignmentResult, path: Path, entry: dict[str, Any]) -> dict:
-        """The baseline's frozen alignment applied to this model: IIA on this run's test pairs."""
-        from das_assert.errors import AlignmentFileError
-        from das_assert.evaluate import evaluate
-        from das_assert.fit import FittedAlignment
-        from das_assert.metrics import wilson_interval
-        from das_assert.store import load_alignment
-
-        if not entry.get("alignment_file"):
-            return {"skipped": "the baseline holds no alignment file for this claim"}
-        fitted_at, here = entry["site"]["canonical"], str(result.experiment.site)
-        if fitted_at != here:  # its rotation means nothing at another layer or position
-            return {
-                "skipped": f"the baseline's alignment was fitted at {fitted_at}, and this run's "
-                f"claim is at {here} (drift)"
-            }
-        file = path.parent / path.stem / entry["alignment_file"]
-        try:
-            interchange, _ = load_alignment(file, hidden_size=self.session.model.config.hidden_size)
-        except AlignmentFileError as exc:
-            return {"skipped": str(exc)}
-        interchange.to(self.session.model.input_device)
-        frozen = FittedAlignment(
-            interchange,
-            result.fitted.site,
-            result.config,
-            result.experiment.n_train,
-            0.0,
-            from_cache=True,
-        )
-        evaluation = evaluate(
-            self.session.model.model, frozen, result.evaluation.test, seed=result.experiment.seed
-        )
-        low, high = wilson_interval(evaluation.successes, evaluation.n)
-        return {
-            "iia": round(evaluation.iia, 6),
-            "n": evaluation.n,
-            "iia_ci": [round(low, 6), round(high, 6)],
-        }
 
     def assert_robust(
         self,
@@ -468,34 +358,3 @@ class DasRequest:
         checks.check_claim(claim, result)
         checks.check_pairs(pairs, result)
         return judge_breaking_pairs(self, result, pairs, claim=claim, where=where)
-
-
-def _ci(interval: Any) -> str:
-    low, high = interval
-    return f"[{low:.3f}, {high:.3f}]"
-
-
-def _regression_message(
-    claim: str, record: dict[str, Any], failures: list[str], baseline_file: Path
-) -> str:
-    base = record.get("baseline") or {}
-    lines = [f"claim {claim!r} regressed against baseline {baseline_file.name}:"]
-    lines += [f"  {f}" for f in failures]
-    if base:
-        lines.append(
-            f"  now IIA {record['iia']:.3f} (n={record['n_test']}, CI {_ci(record['iia_ci'])}); "
-            f"baseline {base['iia']:.3f} (n={base['n']}, CI {_ci(base['iia_ci'])})"
-        )
-        if base.get("seed") is not None and base["seed"] != record.get("seed"):
-            lines.append(
-                f"  the baseline ran with seed {base['seed']}, this run with seed "
-                f"{record.get('seed')}: IIA moves with the seed (python3 -m das_assert.stability "
-                "shows by how much); compare runs of one seed"
-            )
-    transfer = record.get("transfer") or {}
-    if "iia" in transfer:
-        lines.append(
-            f"  transfer: the baseline's frozen alignment reaches IIA {transfer['iia']:.3f} "
-            f"on this model"
-        )
-    return "\n".join(lines)

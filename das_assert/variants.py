@@ -7,10 +7,11 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from das_assert.alignment_result import AlignmentResult
 from das_assert.data import PromptPair, encode
 from das_assert.errors import InvalidArgument, PreconditionFailed
 from das_assert.evaluate import Evaluation, evaluate
-from das_assert.experiment import AlignmentResult, Experiment
+from das_assert.experiment import Experiment
 from das_assert.tasks.price_tagging import prompt_pairs
 
 __all__ = ["evaluate_variant", "replay_advice", "variant_pairs", "variant_seed"]

@@ -21,10 +21,11 @@ import torch
 
 import das_assert
 from das_assert import store
+from das_assert.alignment_result import AlignmentResult
 from das_assert.cache import AlignmentCache, CacheWarning, cache_key
 from das_assert.data import encode
 from das_assert.errors import ConfigError
-from das_assert.experiment import AlignmentResult, Experiment, run_experiment
+from das_assert.experiment import Experiment, run_experiment
 from das_assert.featurizers import Interchange
 from das_assert.fit import FitConfig, fit_alignment
 from das_assert.models import LoadedModel

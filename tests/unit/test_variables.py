@@ -109,7 +109,7 @@ def test_a_claims_summary_names_each_box_and_the_ones_it_did_not_judge() -> None
     # A Right Boundary claim printed "boundary [64, 9]": the untrained left box read as learned.
     from types import SimpleNamespace
 
-    from das_assert.experiment import AlignmentResult
+    from das_assert.alignment_result import AlignmentResult
 
     def boxes(experiment: Experiment) -> str:
         fake = SimpleNamespace(experiment=experiment, fitted=SimpleNamespace(boundary_dims=[64, 9]))

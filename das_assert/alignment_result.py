@@ -1,0 +1,262 @@
+"""A fitted and evaluated alignment: the numbers a verdict rests on, and the same frozen alignment
+judged on other pairs (fresh ones, one variable's, a variant's), without training again.
+
+``run_experiment`` (das_assert.experiment) makes one; the JSON report's result record is its
+``to_dict``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from das_assert.data import PromptPair, encode
+from das_assert.errors import InvalidArgument, PreconditionFailed
+from das_assert.evaluate import Evaluation, evaluate
+from das_assert.fit import FitConfig, FittedAlignment
+from das_assert.metrics import Verdict, normalized_iia, wilson_interval
+from das_assert.models import LoadedModel
+from das_assert.tasks.price_tagging import INTERVENED_VARIABLES
+
+if TYPE_CHECKING:
+    from das_assert.experiment import Experiment
+
+__all__ = ["PRECONDITION_ADVICE", "AlignmentResult"]
+
+PRECONDITION_ADVICE = (
+    "an alignment of a model that does not do the task says nothing. Check the prompt format and "
+    "answer words, or lower the gate (--das-min-task-accuracy under pytest, "
+    "--min-task-accuracy on the command line, min_task_accuracy in Python)"
+)
+
+
+@dataclass
+class AlignmentResult:
+    """A fitted and evaluated alignment, with its verdict."""
+
+    def __repr__(self) -> str:
+        return f"AlignmentResult({self.experiment.hypothesis}, {self.summary()})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))  # hypothesis and IPython print dataclasses field by field
+
+    model: LoadedModel
+    experiment: Experiment
+    config: FitConfig
+    fitted: FittedAlignment
+    evaluation: Evaluation
+    # "confirmation": fresh pairs, since the test pairs chose it; "given": judged_on's pairs
+    test_pairs: str = "test"
+
+    def confirmed(self) -> AlignmentResult:
+        """This frozen alignment evaluated on fresh pairs, no training. A cell picked as the best
+        of many by its IIA on the test pairs overstates that IIA (the winner's curse: with 8
+        cells at a true IIA on the threshold, the best one's lower bound clears it about 1 time
+        in 6); the same size of fresh pairs gives an interval that means what it says."""
+        fresh = self.judged_on(self.experiment.confirmation_pairs())
+        return replace(fresh, test_pairs="confirmation")
+
+    def judged_on(self, pairs: list[PromptPair]) -> AlignmentResult:
+        """This frozen alignment as a result on other pairs of its causal model (fresh ones, or
+        more of them), no training, behind the task-accuracy gate; recorded as judged on the
+        pairs given (``test_pairs``: given), whose seed is the caller's to state."""
+        from das_assert.request_checks import check_pairs
+
+        check_pairs(pairs, self)
+        exp = self.experiment
+        names = self.variable_names
+        claimed = exp.variables or names
+        others = sorted({names[p.variable_index] for p in pairs} - set(claimed))
+        if others:
+            raise InvalidArgument(
+                f"these pairs intervene on {', '.join(others)}, which this result does not claim "
+                f"(it claims {', '.join(claimed)}): draw them with result.experiment.pairs(n, "
+                "seed), or call on_variable after judged_on"
+            )
+        test = encode(self.model, pairs, exp.site.parsed_position)
+        try:
+            evaluation = evaluate(
+                self.model.model,
+                self.fitted,
+                test,
+                seed=exp.seed,
+                min_task_accuracy=exp.min_task_accuracy,
+            )
+        except PreconditionFailed as exc:
+            raise PreconditionFailed(f"{self.model.name}: {exc}; {PRECONDITION_ADVICE}") from None
+        return replace(self, evaluation=evaluation, test_pairs="given")
+
+    def on_variable(self, name: str) -> AlignmentResult:
+        """This result as a claim on one of its variables: the pairs that intervene on ``name``
+        (each pair of a multi-variable alignment intervenes on one), with that variable's box
+        alone claimed, the others' untouched; no forward pass is rerun."""
+        names = self.variable_names
+        claimed = self.experiment.variables or names
+        if name not in claimed:
+            raise InvalidArgument(
+                f"on_variable({name!r}): {self.experiment.hypothesis}'s result claims "
+                f"{', '.join(claimed)}"
+            )
+        index = names.index(name)
+        evaluation = self.evaluation.subset(lambda pair: pair.variable_index == index)
+        return replace(
+            self, experiment=replace(self.experiment, variables=(name,)), evaluation=evaluation
+        )
+
+    @property
+    def iia(self) -> float:
+        return self.evaluation.iia
+
+    @property
+    def n(self) -> int:
+        return self.evaluation.n
+
+    @property
+    def iia_ci(self) -> tuple[float, float]:
+        return wilson_interval(self.evaluation.successes, self.n)
+
+    @property
+    def baselines(self) -> dict[str, float]:
+        return self.evaluation.baselines()
+
+    @property
+    def variable_names(self) -> tuple[str, ...]:
+        """The causal model's intervened variables, in box order."""
+        return INTERVENED_VARIABLES[self.experiment.hypothesis]
+
+    @property
+    def collapsed(self) -> bool:
+        """True when the box of a variable this claim intervenes on ended empty (a no-op)."""
+        names = INTERVENED_VARIABLES[self.experiment.hypothesis]
+        claimed = self.experiment.variables or names
+        return self.fitted.collapsed_for(names.index(name) for name in claimed)
+
+    def verdict(self, threshold: float | None = None) -> Verdict | None:
+        threshold = self.experiment.threshold if threshold is None else threshold
+        if threshold is None:
+            return None
+        return self.evaluation.verdict(
+            threshold,
+            controls=self.controls,
+            margin=self.experiment.margin,
+            collapsed=self.collapsed,
+        )
+
+    @property
+    def controls(self) -> tuple[str, ...]:
+        """The baselines a claim must beat: the no-op, and a random rotation of the learned width,
+        except for a whole-vector swap (``method="full"``): that is the same intervention in any
+        basis, so a random rotation of it is the method itself. A Boundless or ``das:K`` box that
+        grew to the whole vector keeps the control, and cannot beat it: it shows no subspace."""
+        interchange = self.fitted.interchange
+        whole = interchange.d in interchange.hard_widths()
+        if self.config.method == "full" or (whole and interchange.rotation_kind == "identity"):
+            return ("noop",)
+        return ("noop", "random_rotation")
+
+    def evaluate_on(self, pairs: list[PromptPair], *, seed: int | None = None) -> Evaluation:
+        """Evaluate the frozen alignment on other pairs (new prompts, brackets): no training."""
+        test = encode(self.model, pairs, self.experiment.site.parsed_position)
+        return evaluate(
+            self.model.model, self.fitted, test, seed=self.experiment.seed if seed is None else seed
+        )
+
+    def summary(self) -> str:
+        """One line: IIA, n, interval, site, seed, baselines."""
+        low, high = self.iia_ci
+        b = self.baselines
+        return (
+            f"IIA {self.iia:.3f} (n={self.n}"
+            f"{' fresh pairs' if self.test_pairs == 'confirmation' else ''}, "
+            f"95% CI [{low:.3f}, {high:.3f}]) "
+            f"at {self.experiment.site} "
+            f"seed={self.experiment.seed}; no-op {b['noop']:.3f}, majority {b['majority']:.3f}, "
+            f"random rotation {b['random_rotation']:.3f}, task accuracy "
+            f"{self.evaluation.task_accuracy:.3f}; boundary {self.boundary_text()} of "
+            f"{self.fitted.interchange.d} dims"
+        )
+
+    def boundary_text(self) -> str:
+        """Each box's learned width by its variable, e.g. ``left=12 (not claimed), right=9``: a
+        claim on some variables shows which boxes it judged."""
+        names = INTERVENED_VARIABLES[self.experiment.hypothesis]
+        claimed = self.experiment.variables or names
+        return ", ".join(
+            f"{name}={width}" + ("" if name in claimed else " (not claimed)")
+            for name, width in zip(names, self.fitted.boundary_dims, strict=True)
+        )
+
+    def changed_labels(self) -> dict[str, int]:
+        """``Evaluation.changed_labels`` of the test pairs."""
+        return self.evaluation.changed_labels()
+
+    @property
+    def unchanged_rate(self) -> float:
+        """The share of test pairs whose label is the base's own: what the no-op gets right."""
+        return 1 - self.changed_labels()["n"] / self.n
+
+    def to_dict(self, *, test_id: str | None = None, include_pairs: bool = True) -> dict[str, Any]:
+        """The result record of the JSON report (see README, "The JSON report")."""
+        exp = self.experiment
+        ev = self.evaluation
+        baselines = self.baselines
+        decided = self.verdict()
+        by_variable = ev.iia_by_variable()
+        record: dict[str, Any] = {
+            "test_id": test_id,
+            "hypothesis": exp.hypothesis,
+            "variable": exp.variable,
+            "site": {
+                "canonical": str(exp.site),
+                "layer": exp.site.layer,
+                "position": exp.site.position,
+                "component": exp.site.component,
+                "module": self.fitted.site.module_path,
+            },
+            "method": self.config.method,
+            "data": {  # the prompts it ran on: results on other prompts are not comparable
+                "instruction": exp.fmt.instruction,
+                "answers": list(exp.fmt.answers),
+                "prefix": exp.fmt.prefix,
+                "suffix": exp.fmt.suffix,
+                "numbers": exp.fmt.numbers,
+                "template": exp.fmt.template,
+                "bracket": list(exp.bracket) if exp.bracket else None,
+            },
+            "seed": exp.seed,
+            "n_train": exp.n_train,
+            "n_test": self.n,
+            "test_pairs": self.test_pairs,
+            "iia": round(self.iia, 6),
+            "iia_successes": ev.successes,
+            "iia_ci": [round(v, 6) for v in self.iia_ci],
+            "iia_by_variable": {
+                INTERVENED_VARIABLES[exp.hypothesis][k]: {"correct": c, "n": n}
+                for k, (c, n) in by_variable.items()
+            },
+            "task_accuracy": round(ev.task_accuracy, 6),
+            "baselines": {k: round(v, 6) for k, v in baselines.items()},
+            "baseline_leads": {name: ev.gap(name).to_dict() for name in self.controls},
+            "normalized_iia": _round(
+                normalized_iia(self.iia, baselines["majority"], ev.task_accuracy)
+            ),
+            "unchanged_label_rate": round(self.unchanged_rate, 6),
+            "iia_on_changed_labels": self.changed_labels(),
+            "boundary_dims": self.fitted.boundary_dims,
+            "hidden_size": self.fitted.interchange.d,
+            "collapsed": self.collapsed,
+            "threshold": exp.threshold,
+            "verdict": decided.outcome if decided else None,
+            "verdict_reason": decided.reason if decided else None,
+            "fit": self.config.as_dict(),
+            "train_seconds": round(self.fitted.train_seconds, 3),
+            "from_cache": self.fitted.from_cache,
+            "eval_seconds": round(ev.eval_seconds, 3),
+        }
+        if include_pairs:
+            record["pairs"] = ev.pair_records(self.model.tokenizer)
+        return record
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)

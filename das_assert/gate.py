@@ -1,0 +1,168 @@
+"""A judged claim against the saved baseline: its alignment saved beside the baseline, its numbers
+compared with the baseline's entry, and the baseline's frozen alignment applied to this model
+(transfer). ``DasRequest._judge`` calls these after the verdict.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from das_assert.alignment_result import AlignmentResult
+from das_assert.baseline import alignment_path, entry_key, matching_key
+from das_assert.compare import not_comparable, parse_compare_fail
+from das_assert.errors import AlignmentFileError
+from das_assert.evaluate import evaluate
+from das_assert.fit import FittedAlignment
+from das_assert.metrics import wilson_interval
+from das_assert.store import load_alignment, save_alignment
+from das_assert.summary import fit_method
+from das_assert.tasks.registry import causal_model_manifest
+
+if TYPE_CHECKING:
+    from das_assert.session import DasSession
+
+__all__ = ["compare_with_baseline", "regression_message", "save_claim_alignment", "transfer"]
+
+
+def save_claim_alignment(
+    session: DasSession, result: AlignmentResult, record: dict[str, Any]
+) -> None:
+    """Write the claim's learned alignment beside the baseline being saved, and name it in the
+    record."""
+
+    save_to = session.save_to
+    assert save_to is not None
+    path = alignment_path(save_to.parent, save_to.name, entry_key(record))
+    manifest = {k: record[k] for k in ("hypothesis", "variable", "seed", "n_train", "fit")}
+    manifest.update(
+        site=str(result.experiment.site),
+        model=session.model.fingerprint,
+        iia=record["iia"],
+        claim=record["claim"],
+        test_id=record["test_id"],
+        **causal_model_manifest(result.experiment.hypothesis),
+    )
+    save_alignment(path, result.fitted.interchange, manifest)
+    record["baseline_file"] = str(save_to)
+    record["alignment_file"] = path.name
+
+
+def compare_with_baseline(
+    session: DasSession, node: Any, result: AlignmentResult, record: dict[str, Any]
+) -> list[str]:
+    """The regressions of ``record`` against its baseline entry (numbers, the frozen alignment's
+    transfer, drift of site), by the session's --das-compare-fail checks and the test's
+    ``das(compare_fail=...)`` marker; fills the record's baseline, drift and transfer."""
+    assert session.baseline is not None
+    path, payload = session.baseline
+    found = matching_key(entry_key(record), payload["entries"])
+    entry = payload["entries"][found] if found is not None else None
+    if entry is None:
+        if session.save_to is not None:
+            return []
+        return [
+            f"no baseline entry for this claim in {path}; save one with "
+            "--das-save-baseline (a claim without a baseline fails, as a missing "
+            "snapshot does)"
+        ]
+    record["baseline"] = {
+        "file": path.name,
+        "path": str(path),
+        "iia": entry["iia"],
+        "n": entry["n_test"],
+        "iia_ci": entry["iia_ci"],
+        "delta": round(record["iia"] - entry["iia"], 6),
+        "seed": entry.get("seed"),
+        "method": fit_method(entry),
+    }
+    if entry["site"]["canonical"] != record["site"]["canonical"]:
+        record["drift"] = {
+            "from": entry["site"]["canonical"],
+            "to": record["site"]["canonical"],
+        }
+    if entry.get("boundary_dims") != record["boundary_dims"]:
+        record.setdefault("drift", {})["boundary_dims"] = [
+            entry.get("boundary_dims"),
+            record["boundary_dims"],
+        ]
+    record["transfer"] = transfer(session, result, path, entry)
+    checks = list(session.compare_checks)
+    marker = node.get_closest_marker("das")
+    if marker and marker.kwargs.get("compare_fail"):
+        extra = marker.kwargs["compare_fail"]
+        checks += [parse_compare_fail(e) for e in ([extra] if isinstance(extra, str) else extra)]
+    return not_comparable(entry, record) + [
+        f"{message} [--das-compare-fail {check}]"
+        for check in checks
+        if (message := check.check(record, entry))
+    ]
+
+
+def transfer(
+    session: DasSession, result: AlignmentResult, path: Path, entry: dict[str, Any]
+) -> dict:
+    """The baseline's frozen alignment applied to this model: IIA on this run's test pairs."""
+    if not entry.get("alignment_file"):
+        return {"skipped": "the baseline holds no alignment file for this claim"}
+    fitted_at, here = entry["site"]["canonical"], str(result.experiment.site)
+    if fitted_at != here:  # its rotation means nothing at another layer or position
+        return {
+            "skipped": f"the baseline's alignment was fitted at {fitted_at}, and this run's "
+            f"claim is at {here} (drift)"
+        }
+    file = path.parent / path.stem / entry["alignment_file"]
+    try:
+        interchange, _ = load_alignment(file, hidden_size=session.model.config.hidden_size)
+    except AlignmentFileError as exc:
+        return {"skipped": str(exc)}
+    interchange.to(session.model.input_device)
+    frozen = FittedAlignment(
+        interchange,
+        result.fitted.site,
+        result.config,
+        result.experiment.n_train,
+        0.0,
+        from_cache=True,
+    )
+    evaluation = evaluate(
+        session.model.model, frozen, result.evaluation.test, seed=result.experiment.seed
+    )
+    low, high = wilson_interval(evaluation.successes, evaluation.n)
+    return {
+        "iia": round(evaluation.iia, 6),
+        "n": evaluation.n,
+        "iia_ci": [round(low, 6), round(high, 6)],
+    }
+
+
+def _ci(interval: Any) -> str:
+    low, high = interval
+    return f"[{low:.3f}, {high:.3f}]"
+
+
+def regression_message(
+    claim: str, record: dict[str, Any], failures: list[str], baseline_file: Path
+) -> str:
+    """The lines a regressed claim's failure adds: what failed, now against then, the transfer."""
+    base = record.get("baseline") or {}
+    lines = [f"claim {claim!r} regressed against baseline {baseline_file.name}:"]
+    lines += [f"  {f}" for f in failures]
+    if base:
+        lines.append(
+            f"  now IIA {record['iia']:.3f} (n={record['n_test']}, CI {_ci(record['iia_ci'])}); "
+            f"baseline {base['iia']:.3f} (n={base['n']}, CI {_ci(base['iia_ci'])})"
+        )
+        if base.get("seed") is not None and base["seed"] != record.get("seed"):
+            lines.append(
+                f"  the baseline ran with seed {base['seed']}, this run with seed "
+                f"{record.get('seed')}: IIA moves with the seed (python3 -m das_assert.stability "
+                "shows by how much); compare runs of one seed"
+            )
+    transferred = record.get("transfer") or {}
+    if "iia" in transferred:
+        lines.append(
+            f"  transfer: the baseline's frozen alignment reaches IIA {transferred['iia']:.3f} "
+            f"on this model"
+        )
+    return "\n".join(lines)
