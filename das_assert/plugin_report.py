@@ -259,13 +259,14 @@ class Reporter:
         """Name the baseline each judged claim was compared with: a passing gate printed only
         deltas, and with two baselines of one name saved, which one was the reference?"""
         compared: dict[str, int] = {}
+        here = self._environment()
         for record in self.records:
             if path := (record.get("baseline") or {}).get("path"):
                 compared[path] = compared.get(path, 0) + 1
         for path, count in sorted(compared.items()):
             claims = f"{count} claim{'' if count == 1 else 's'}"
             self.notes.append(f"das: compared with baseline: {self._shown(path)} ({claims})")
-            if differs := _other_environment(path, self._environment()):
+            if differs := _other_environment(path, here):
                 self.notes.append(
                     f"das: that baseline was saved with {differs}: a fit rounds otherwise there, "
                     "which can move an IIA by about 0.005 with no change to the model"
