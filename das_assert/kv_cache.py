@@ -112,8 +112,13 @@ _HEADS: list[tuple[tuple[Any, ...], Any, list[tuple[torch.Tensor, torch.Tensor]]
 
 
 def weights_version(model: Any) -> tuple[Any, ...]:
-    """Changes whenever a parameter is replaced or modified in place."""
-    return (id(model), *((id(p), p._version) for p in model.parameters()))
+    """Changes whenever a parameter is replaced, modified in place, or converted: ``model.to``
+    (a dtype, a device) and ``model.half()`` swap each parameter's data under the same object
+    without bumping its version counter, so the storage, dtype and device are part of it."""
+    return (
+        id(model),
+        *((id(p), p._version, p.data_ptr(), p.dtype, p.device) for p in model.parameters()),
+    )
 
 
 @torch.no_grad()

@@ -574,6 +574,29 @@ def test_the_remembered_preamble_is_never_reused_after_the_weights_change(
     assert (after - before).abs().max() > 1e-3  # the edit did change the answers' logits
 
 
+@torch.no_grad()
+def test_the_remembered_preamble_is_never_reused_after_the_model_changes_dtype(
+    tiny_model_dirs: dict[str, Any],
+) -> None:
+    """``model.to(dtype)`` swaps every parameter's data in place of the same object without
+    bumping its version: the preamble kept from before must not be read after it (it raised a
+    dtype mismatch in attention, or read stale keys and values where the dtypes promote)."""
+    from das_assert.models import load_model
+
+    loaded = load_model(tiny_model_dirs["llama"])  # a private copy: it gets converted
+    encoded = encode(loaded, prompt_pairs("left_boundary", 8, seed=3), parse_position("last"))
+    version = kv_cache.weights_version(loaded.model)
+    das_logits(loaded, None, encoded, None)  # remembers the preamble's keys and values
+    loaded.model.to(torch.float64)
+    assert kv_cache.weights_version(loaded.model) != version
+    got = das_logits(loaded, None, encoded, None)
+    ids, mask = encoded.base_ids, encoded.base_mask
+    plain = loaded.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+    want = plain[torch.arange(len(encoded)), encoded.base_last]
+    assert got.dtype == torch.float32  # _logits_at's cast of the float64 logits
+    torch.testing.assert_close(got, want.float(), atol=1e-9, rtol=0)
+
+
 # -- b. a full box is the full interchange, an empty box is the base run -------------------------
 
 
