@@ -136,6 +136,7 @@ _CLAIM_TABLES = {
     "assert_aligned": "thresholds",
     "assert_not_aligned": "thresholds",
     "assert_robust": "robustness",
+    "assert_breaks_on": "robustness",
 }
 _EARLY_SETTINGS = pytest.StashKey[Any]()
 

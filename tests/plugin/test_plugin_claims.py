@@ -282,6 +282,29 @@ def test_a_claim_without_a_das_yaml_entry_fails_before_its_alignment_trains(
     assert "an alignment trained" not in result.stdout.str()
 
 
+MISSING_LIMIT_CLAIM = (
+    MISSPELT_CLAIM.split("def test_misspelt")[0]
+    + """
+def test_a_limit(das, aligned):
+    das.assert_breaks_on(aligned, [], claim="trivial", where="nowhere")
+"""
+)
+
+
+def test_a_limit_claim_without_a_robustness_entry_fails_before_its_alignment_trains(
+    project: pytest.Pytester,
+) -> None:
+    # assert_breaks_on reads the robustness table too, but its literal claim was not checked
+    # early: the run stopped only after the fixture had trained.
+    project.makepyfile(test_limits=MISSING_LIMIT_CLAIM)
+    result = _run(project, "--das-cache=off", "test_limits.py", subprocess=True)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stdout.fnmatch_lines(
+        ["  models.tiny.robustness.trivial (claimed by test_limits.py::test_a_limit).*"]
+    )
+    assert "an alignment trained" not in result.stdout.str()
+
+
 @pytest.mark.parametrize(
     ("key", "typo", "message"),
     [
