@@ -7,6 +7,7 @@ interval, site, seed, baselines, the pairs themselves) and judges the frozen ali
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,16 +73,25 @@ class Experiment:
                 raise InvalidArgument(f"{name}={value!r}: a number of pairs, an integer")
             if value < 2:
                 raise InvalidArgument(f"{name}={value}: need at least 2 pairs")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
+            raise InvalidArgument(f"seed={self.seed!r}: the seed of the pairs and fit, an integer")
+        if not isinstance(self.fmt, PriceFormat):
+            raise InvalidArgument(
+                f"fmt={self.fmt!r}: a PriceFormat (das_assert.tasks.price_tagging), e.g. "
+                "PriceFormat(answers=('yes', 'no'))"
+            )
         check_bracket(self.bracket)
         if self.threshold is not None and (problem := check_threshold(self.threshold)):
             raise InvalidArgument(f"threshold={self.threshold!r}: {problem}")
-        if isinstance(self.margin, bool) or not 0 <= self.margin < 1:
+        if not _is_number(self.margin) or not 0 <= self.margin < 1:
             raise InvalidArgument(
                 f"margin={self.margin!r} must lie in [0, 1): how much IIA must beat each baseline "
                 "by (default 0.05)"
             )
-        if not 0 <= self.min_task_accuracy <= 1:
-            raise InvalidArgument(f"min_task_accuracy={self.min_task_accuracy} must lie in [0, 1]")
+        if not _is_number(self.min_task_accuracy) or not 0 <= self.min_task_accuracy <= 1:
+            raise InvalidArgument(
+                f"min_task_accuracy={self.min_task_accuracy!r} must lie in [0, 1]"
+            )
 
     @property
     def variable(self) -> str:
@@ -106,6 +116,10 @@ class Experiment:
     def confirmation_pairs(self) -> list[PromptPair]:
         """Fresh test pairs for a result chosen on its test pairs (a search's best cell)."""
         return self.pairs(self.n_test, self.seed + 200_003)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def task_accuracy(model: LoadedModel, test: EncodedPairs, batch_size: int = 64) -> float:

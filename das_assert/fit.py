@@ -16,6 +16,7 @@ instead of being clamped inside the forward pass, so a box that touches zero can
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -74,6 +75,14 @@ class FitConfig:
     joint_cells_mib: int = 0
 
     def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "seed", "prefix_store_mib", "joint_cells_mib"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise InvalidArgument(f"{name}={value!r}: an integer")
+        for name in ("lr_rotation", "lr_boundary", "boundary_penalty", "warmup_fraction"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise InvalidArgument(f"{name}={value!r}: a number")
         if self.epochs < 1:
             raise InvalidArgument(f"epochs={self.epochs}; train for at least 1 epoch")
         if self.batch_size < 1:

@@ -194,6 +194,32 @@ CASES = [
         r"threshold=-0\.1: a threshold is a number in \[0, 1\)",
         id="verdict(threshold=-0.1)",
     ),
+    # das_session.align(..., seed="1") failed deep in the sampler with a TypeError, margin= and
+    # min_task_accuracy= as text at a comparison, fmt= of another type in the cache key
+    pytest.param(
+        lambda c: tiny_experiment(seed="1"),
+        InvalidArgument,
+        r"seed='1': the seed of the pairs and fit, an integer",
+        id="Experiment(seed='1')",
+    ),
+    pytest.param(
+        lambda c: tiny_experiment(margin="0.05"),
+        InvalidArgument,
+        r"margin='0\.05' must lie in \[0, 1\)",
+        id="Experiment(margin='0.05')",
+    ),
+    pytest.param(
+        lambda c: tiny_experiment(min_task_accuracy="0.8"),
+        InvalidArgument,
+        r"min_task_accuracy='0\.8' must lie in \[0, 1\]",
+        id="Experiment(min_task_accuracy='0.8')",
+    ),
+    pytest.param(
+        lambda c: tiny_experiment(fmt="plain"),
+        InvalidArgument,
+        r"fmt='plain': a PriceFormat",
+        id="Experiment(fmt='plain')",
+    ),
     pytest.param(
         lambda c: tiny_experiment(n_test=1),
         InvalidArgument,

@@ -39,6 +39,11 @@ def test_the_default_config_is_the_papers_recipe() -> None:
         ({"temperature": (50.0, -1.0)}, "must go down"),
         ({"method": "bondless"}, "unknown method 'bondless'; choose one of: boundless, das:K"),
         ({"method": "das:0"}, "unknown method 'das:0'"),
+        # a hypothesis file's fit_config(epochs="3") failed with a TypeError from a comparison
+        ({"epochs": "3"}, "epochs='3': an integer"),
+        ({"epochs": 2.5}, "epochs=2.5: an integer"),
+        ({"seed": "0"}, "seed='0': an integer"),
+        ({"lr_rotation": "1e-3"}, "lr_rotation='1e-3': a number"),
     ],
 )
 def test_an_invalid_config_is_rejected_with_the_reason(
