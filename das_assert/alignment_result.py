@@ -98,6 +98,11 @@ class AlignmentResult:
                 f"{', '.join(claimed)}"
             )
         index = names.index(name)
+        if not any(pair.variable_index == index for pair in self.evaluation.test.pairs):
+            raise InvalidArgument(
+                f"on_variable({name!r}): none of this result's {self.n} pairs intervene on "
+                f"{name!r}: judge it on pairs that do, judged_on(result.experiment.pairs(n, seed))"
+            )
         evaluation = self.evaluation.subset(lambda pair: pair.variable_index == index)
         return replace(
             self, experiment=replace(self.experiment, variables=(name,)), evaluation=evaluation

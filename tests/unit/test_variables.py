@@ -152,6 +152,11 @@ def test_one_variable_of_a_joint_result_is_judged_on_its_own_pairs(tiny_llama: A
     with pytest.raises(InvalidArgument, match="intervene on left, which this result does not"):
         right.judged_on(exp.pairs(48, exp.seed + 7))
     assert right.judged_on(both(variables=("right",)).pairs(8, 3)).n == 8
+    only_right = joint.judged_on(both(variables=("right",)).pairs(8, 3))
+    assert only_right.n == 8
+    # "subset: no pair of this evaluation passes the filter" named neither call nor variable
+    with pytest.raises(InvalidArgument, match=r"on_variable\('left'\): none of this result's 8"):
+        only_right.on_variable("left")
     other = prompt_pairs("bracket_identity", 8, seed=1)  # another causal model's pairs
     with pytest.raises(InvalidArgument, match="make them with prompt_pairs"):
         joint.judged_on(other)
