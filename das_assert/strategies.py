@@ -33,6 +33,10 @@ __all__ = [
 ]
 
 
+#: What ``PromptVariant.amount_edge`` may be (``amount_edges()`` draws them).
+AMOUNT_EDGES = (None, "on_bound", "one_cent_outside")
+
+
 @dataclass(frozen=True)
 class PromptVariant:
     """One way of changing the price-tagging prompt; the default is the paper's prompt."""
@@ -47,6 +51,18 @@ class PromptVariant:
 
     def __post_init__(self) -> None:
         check_bracket(self.bracket, "PromptVariant: bracket")
+        if self.amount_edge not in AMOUNT_EDGES:
+            raise InvalidArgument(
+                f"PromptVariant: amount_edge={self.amount_edge!r} is not one of {AMOUNT_EDGES}."
+                + did_you_mean(str(self.amount_edge), [e for e in AMOUNT_EDGES if e])
+            )
+        for name in ("instruction", "prefix", "suffix"):
+            if not isinstance(getattr(self, name), str):
+                raise InvalidArgument(f"PromptVariant: {name}={getattr(self, name)!r}: a string")
+        try:  # a misspelt part is the caller's error, not a variant the tokenizer cannot write
+            self.format()
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"PromptVariant: {exc}") from None
 
     def __repr__(self) -> str:
         changed = [
@@ -187,7 +203,7 @@ def brackets(
 
 def amount_edges() -> Any:
     """None, an amount exactly on a bound, or one cent outside it. Shrinks to None."""
-    return st.sampled_from((None, "on_bound", "one_cent_outside"))
+    return st.sampled_from(AMOUNT_EDGES)
 
 
 def number_styles() -> Any:

@@ -98,6 +98,20 @@ def test_a_variant_prints_only_what_it_changes_under_hypothesis_too() -> None:
             "prompt_variants(bracket=...) takes a strategy, not (100, 500): write "
             "bracket=st.just((100, 500)) to fix it",
         ),
+        (  # ran the plain prompt, counted in the bound_edge family
+            lambda: PromptVariant(amount_edge="on_bond"),
+            "PromptVariant: amount_edge='on_bond' is not one of (None, 'on_bound', "
+            "'one_cent_outside'). Did you mean 'on_bound'?",
+        ),
+        (  # built, then rejected under @given as if the tokenizer could not write it
+            lambda: PromptVariant(numbers="dolar"),
+            "PromptVariant: numbers='dolar' is not one of ('plain', 'dollar', 'one_decimal').",
+        ),
+        (
+            lambda: PromptVariant(answers=("Yes", "Yes")),
+            "PromptVariant: answers must be two different words",
+        ),
+        (lambda: PromptVariant(prefix=3), "PromptVariant: prefix=3: a string"),
         (lambda: prompt_variants(max_changes=0), "prompt_variants(max_changes=0): at least 1"),
         (
             lambda: prompt_variants(brackt=None),
@@ -105,7 +119,19 @@ def test_a_variant_prints_only_what_it_changes_under_hypothesis_too() -> None:
             "answers, numbers, bracket, amount_edge. Did you mean 'bracket'?",
         ),
     ],
-    ids=["dollars", "inverted", "negative-low", "fractional-width", "tuple", "no-changes", "typo"],
+    ids=[
+        "dollars",
+        "inverted",
+        "negative-low",
+        "fractional-width",
+        "tuple",
+        "amount-edge-typo",
+        "numbers-typo",
+        "same-answers",
+        "prefix-not-text",
+        "no-changes",
+        "typo",
+    ],
 )
 def test_a_bad_variant_or_strategy_argument_is_refused_when_built(
     build: Callable[[], Any], message: str
