@@ -176,6 +176,13 @@ def _search_table(raw: Any, where: str) -> dict[str, Any]:
             check_distinct_positions(parsed, f"{where}.{name}")
         except InvalidArgument as exc:
             raise ConfigError(str(exc)) from None
+    for name, grid in (("expect_layers", "layers"), ("expect_positions", "positions")):
+        outside = [value for value in raw.get(name, []) if value not in raw[grid]]
+        if outside:  # the region test compares the best cell with these, as written
+            raise ConfigError(
+                f"{where}.{name}: {outside} not among the searched {grid} {raw[grid]}; the "
+                "expected region is part of the grid, written as its cells are"
+            )
     for name in ("n_train", "n_test", "epochs"):
         if name in raw:
             _integer(raw[name], f"{where}.{name}", 0, 1 if name == "epochs" else 2)

@@ -171,6 +171,29 @@ CASES = [
         r"models\.embedded\.search\.positions: 'last' and 'last-0' name the same token; list",
         id="load_settings(<das.yaml: search.positions [last, last-0]>)",
     ),
+    pytest.param(  # the region test then failed whatever the search found, naming no key
+        lambda c: load_settings(
+            yaml_file(
+                c,
+                GOOD_YAML + "    search: {layers: [0, 1], positions: [last], expect_layers: [7]}\n",
+            )
+        ),
+        ConfigError,
+        r"models\.embedded\.search\.expect_layers: \[7\] not among the searched layers \[0, 1\]",
+        id="load_settings(<das.yaml: search.expect_layers outside layers>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(
+            yaml_file(
+                c,
+                GOOD_YAML
+                + "    search: {layers: [0], positions: [last], expect_positions: [last-0]}\n",
+            )
+        ),
+        ConfigError,
+        r"search\.expect_positions: \['last-0'\] not among the searched positions \['last'\]",
+        id="load_settings(<das.yaml: search.expect_positions spelt otherwise>)",
+    ),
     pytest.param(
         lambda c: load_settings(yaml_file(c, GOOD_YAML + "    search: {layers: [0, 1]}\n")),
         ConfigError,
