@@ -259,10 +259,12 @@ class Reporter:
         """Name the baseline each judged claim was compared with: a passing gate printed only
         deltas, and with two baselines of one name saved, which one was the reference?"""
         compared: dict[str, int] = {}
-        here = self._environment()
         for record in self.records:
             if path := (record.get("baseline") or {}).get("path"):
                 compared[path] = compared.get(path, 0) + 1
+        # Read only when a baseline was compared: it imports torch, which a run without das tests
+        # (a pytester run in-process, a plain test file) never needed.
+        here = self._environment() if compared else {}
         for path, count in sorted(compared.items()):
             claims = f"{count} claim{'' if count == 1 else 's'}"
             self.notes.append(f"das: compared with baseline: {self._shown(path)} ({claims})")

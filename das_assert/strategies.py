@@ -190,13 +190,16 @@ def brackets(
     max_low = 995 - min_width if max_low is None else max_low
     min_high = min_low + min_width if min_high is None else min_high
     if not 0 < min_width <= max_width <= 995 - min_low:
-        raise ValueError(f"need 0 < min_width <= max_width <= {995 - min_low}")
+        raise InvalidArgument(
+            f"brackets(min_width={min_width}, max_width={max_width}): need 0 < min_width <= "
+            f"max_width <= {995 - min_low} (995 - min_low)"
+        )
     if max_low < min_low:
-        raise ValueError(f"max_low={max_low} is below min_low={min_low}")
+        raise InvalidArgument(f"brackets(max_low={max_low}) is below min_low={min_low}")
     if min_high > 995 or min_high - max_low > max_width:
-        raise ValueError(
-            f"no bracket at most {max_width} cents wide has low <= {max_low} and high >= "
-            f"{min_high} (<= 995): raise max_width or max_low, or lower min_high"
+        raise InvalidArgument(
+            f"brackets(): no bracket at most {max_width} cents wide has low <= {max_low} and "
+            f"high >= {min_high} (<= 995): raise max_width or max_low, or lower min_high"
         )
     return st.one_of(st.none(), _fixed_brackets(min_width, max_width, min_low, max_low, min_high))
 

@@ -63,7 +63,7 @@ def _row(r: dict[str, Any], claim_width: int, site_width: int, seed_width: int) 
     if method != "boundless":  # two fits at one site are told apart
         expected += f"  (method {method})"
     if r.get("test_pairs") == "confirmation":
-        expected += "  (on fresh pairs: a search's best cell)"
+        expected += "  (confirmed on fresh pairs)"
     elif r.get("test_pairs") == "given":
         expected += "  (on the pairs given to judged_on)"
     if "+" not in str(r.get("variable", "+")) and len(r.get("boundary_dims") or ()) > 1:

@@ -19,6 +19,29 @@ def test_importing_the_plugin_does_not_import_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_a_run_without_das_tests_never_imports_torch(pytester: pytest.Pytester) -> None:
+    """The plugin loads on every pytest run where das_assert is installed: a suite with no das
+    test (and the reports the plugin writes at the end) must not pay for torch."""
+    pytester.makepyfile(
+        """
+        def test_plain():
+            assert True
+        """
+    )
+    pytester.makeconftest(
+        """
+        import sys
+
+        def pytest_unconfigure(config):
+            loaded = "torch" in sys.modules
+            print("torch loaded:", loaded)
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*torch loaded: False*"])
+
+
 def test_help_lists_the_das_options_in_their_own_group(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--help")
     result.stdout.fnmatch_lines(["*das_assert: causal hypotheses as tests*", "*--das-model=PATH*"])

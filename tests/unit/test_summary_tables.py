@@ -86,7 +86,7 @@ def test_the_summary_marks_a_result_judged_on_fresh_pairs() -> None:
     record = _record("left_boundary.search", "block_output[layer=0, pos=last]", 0.8, "aligned", "t")
     assert "fresh pairs" not in summary_lines([record])[2]
     row = summary_lines([{**record, "test_pairs": "confirmation"}])[2]
-    assert "(on fresh pairs: a search's best cell)" in row
+    assert "(confirmed on fresh pairs)" in row
     given = summary_lines([{**record, "test_pairs": "given"}])[2]
     assert "(on the pairs given to judged_on)" in given
 
