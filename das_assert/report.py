@@ -20,6 +20,7 @@ from das_assert.summary import (
     search_rows,
     sites_and_seeds,
     threshold_text,
+    unshown_lines,
 )
 
 __all__ = [
@@ -96,20 +97,32 @@ def robustness_summary(fuzz: list[dict[str, Any]]) -> dict[str, Any]:
     hypothesis may draw one variant more than once (the default variant, often); for one
     alignment (claim and site) and number of pairs, its pairs and predictions are the same each
     time, so it counts once, not as new data. Examples run after a test's first broken one (the
-    shrinker's candidates, chosen near the failure) are listed in ``examples`` but not pooled."""
+    shrinker's candidates, chosen near the failure) are listed in ``examples`` but not pooled.
+
+    A claim fuzzed both as expected to hold and as expected not to (one name for an aligned site
+    and its control) is two rows: the second as ``<claim> (expect not_aligned)``. ``unshown``
+    lists the fuzz tests none of whose variants held (all inconclusive or rejected): they passed
+    without showing the claim under any variant."""
     table: dict[str, dict[str, dict[str, Any]]] = {}
     seen: set[tuple[Any, ...]] = set()
+    expects: dict[str, set[str]] = {}
+    for record in fuzz:
+        expects.setdefault(record["claim"], set()).add(record.get("expect", "aligned"))
     for record in fuzz:
         if record.get("after_failure"):
             continue
+        expect = record.get("expect", "aligned")
+        row = record["claim"]
+        if expect != "aligned" and len(expects[row]) > 1:
+            row = f"{row} (expect {expect})"
         variant = record.get("variant")
         if variant is not None:
-            same = (record["claim"], record.get("site"), variant, record.get("pairs_asked"))
+            same = (row, record.get("site"), variant, record.get("pairs_asked"))
             if same in seen:
                 continue
             seen.add(same)
         for family in record["families"]:
-            cell = table.setdefault(record["claim"], {}).setdefault(
+            cell = table.setdefault(row, {}).setdefault(
                 family,
                 {"examples": 0, "rejected": 0, "inconclusive": 0, "broken": 0}
                 | {"correct": 0, "n": 0}
@@ -137,7 +150,24 @@ def robustness_summary(fuzz: list[dict[str, Any]]) -> dict[str, Any]:
                 if cell["n"]
                 else None
             )
-    return {"per_family": table, "examples": fuzz}
+    return {"per_family": table, "examples": fuzz, "unshown": unshown_fuzz_tests(fuzz)}
+
+
+def unshown_fuzz_tests(fuzz: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The fuzz tests that judged no variant as holding, none broken, not every one rejected
+    (that fails the test): each with its counts of inconclusive and rejected variants."""
+    by_test: dict[str, list[dict[str, Any]]] = {}
+    for record in fuzz:
+        if record.get("test_id") and not record.get("after_failure"):
+            by_test.setdefault(record["test_id"], []).append(record)
+    unshown = []
+    for test_id, records in sorted(by_test.items()):
+        statuses = [r["status"] for r in records]
+        rejected = sum(status.startswith("rejected") for status in statuses)
+        inconclusive = statuses.count("inconclusive")
+        if inconclusive and inconclusive + rejected == len(statuses):
+            unshown.append({"test_id": test_id, "inconclusive": inconclusive, "rejected": rejected})
+    return unshown
 
 
 def _against_baseline(record: dict[str, Any]) -> str:
@@ -217,6 +247,8 @@ def markdown_table(
                     f"| {_fmt(c.get('random_rotation'))} | {_fmt(c.get('task_accuracy'))} |"
                 )
         lines += ["", *sites_and_seeds(robustness["examples"])]
+        if unshown := unshown_lines(robustness.get("unshown", [])):
+            lines += ["", *(f"- {line}" for line in unshown)]
     if limits:
         lines += [
             "",

@@ -30,12 +30,19 @@ def judge_variant(
     evaluation = _evaluate_once(request.session, result, variant, n)
     if isinstance(evaluation, InvalidArgument):
         _record(
-            request, result, variant, n, claim, None, f"rejected: cannot be built: {evaluation}"
+            request,
+            result,
+            variant,
+            n,
+            claim,
+            None,
+            f"rejected: cannot be built: {evaluation}",
+            expect=expect,
         )
         _reject(f"rejected: {str(evaluation)[:60]}", evaluation)
     # The evaluation runs the base prompts first and stops at the task-accuracy gate.
     if isinstance(evaluation, PreconditionFailed):
-        _record(request, result, variant, n, claim, None, f"rejected: {evaluation}")
+        _record(request, result, variant, n, claim, None, f"rejected: {evaluation}", expect=expect)
         _reject("rejected: the model fails the task under this variant", evaluation)
     low, high = wilson_interval(evaluation.successes, evaluation.n)
     noop = evaluation.gap("noop")
@@ -43,14 +50,15 @@ def judge_variant(
     # where the alignment was trained): only a clear verdict breaks or holds the claim.
     judged = evaluation.verdict(threshold, controls=("noop",), margin=exp.margin)
     if judged.untestable:
-        _record(request, result, variant, n, claim, evaluation, f"rejected: {judged.reason}")
+        why = f"rejected: {judged.reason}"
+        _record(request, result, variant, n, claim, evaluation, why, expect=expect)
         _reject(
             "rejected: too few labels change under this variant",
             PreconditionFailed(f"{variant!r} cannot test claim {claim!r}: {judged.reason}"),
         )
     status = fuzz_status(judged.outcome, expect)
     broken = status == "broken"
-    _record(request, result, variant, n, claim, evaluation, status, judged.outcome)
+    _record(request, result, variant, n, claim, evaluation, status, judged.outcome, expect=expect)
     if broken:
         pair = evaluation.test.pairs[(evaluation.failing_indices() or [0])[0]]
         lines = [
@@ -155,11 +163,14 @@ def _record(
     evaluation: Any,
     status: str,
     verdict: str | None = None,
+    *,
+    expect: str,
 ) -> None:
     """One fuzz example for the robustness table, as a ``das_fuzz`` user property: ``status``
     is ``holds`` (the expected verdict), ``inconclusive``, ``broken`` or ``rejected: why``."""
     record = {
         "claim": claim,
+        "expect": expect,
         "site": str(result.experiment.site),
         "seed": result.experiment.seed,
         "variant": repr(variant),

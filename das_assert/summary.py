@@ -169,7 +169,8 @@ def fuzz_lines(fuzz: list[dict[str, Any]]) -> list[str]:
         return []
     from das_assert.report import robustness_summary
 
-    per_family = robustness_summary(fuzz)["per_family"]
+    summary = robustness_summary(fuzz)
+    per_family = summary["per_family"]
     width = max([len("claim"), *(len(claim) for claim in per_family)])
     lines = [
         "--- robustness (distinct fuzzed prompt variants; IIA pooled over the pairs of a "
@@ -193,7 +194,17 @@ def fuzz_lines(fuzz: list[dict[str, Any]]) -> list[str]:
                 f"{_number(c.get('noop'))} {_number(c.get('majority'))} "
                 f"{_number(c.get('random_rotation'))} {_number(c.get('task_accuracy'))}"
             )
-    return lines + sites_and_seeds(fuzz)
+    return lines + sites_and_seeds(fuzz) + unshown_lines(summary["unshown"])
+
+
+def unshown_lines(unshown: list[dict[str, Any]]) -> list[str]:
+    """A line per fuzz test that passed with no variant holding (``unshown_fuzz_tests``)."""
+    return [
+        f"no variant held in {u['test_id']}: {u['inconclusive']} inconclusive, {u['rejected']} "
+        "rejected; it passed without showing its claim under any variant (more pairs per "
+        "variant, n=, decide them)"
+        for u in unshown
+    ]
 
 
 def sites_and_seeds(records: list[dict[str, Any]]) -> list[str]:

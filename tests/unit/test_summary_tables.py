@@ -314,3 +314,30 @@ def test_recording_a_search_takes_the_grid_search_returned() -> None:
 
     with pytest.raises(InvalidArgument, match=r"takes the SearchGrid .* not dict"):
         search_record({"layers": [0]})
+
+
+def test_one_claim_fuzzed_as_aligned_and_as_its_control_is_two_rows() -> None:
+    """An aligned site and its control under one claim name: pooling both would average a
+    claim with its own negation."""
+    control = {**_fuzz("PromptVariant()", "default", "holds", 30, 64), "expect": "not_aligned"}
+    records = [{**_fuzz("PromptVariant()", "default", "holds", 60, 64), "expect": "aligned"}]
+    per_family = robustness_summary([*records, control])["per_family"]
+    assert per_family["left_boundary"]["default"]["correct"] == 60
+    assert per_family["left_boundary (expect not_aligned)"]["default"]["correct"] == 30
+    assert list(robustness_summary([control])["per_family"]) == ["left_boundary"]  # alone: as is
+
+
+def test_a_fuzz_test_with_no_variant_held_is_named_in_both_tables() -> None:
+    """All inconclusive or rejected: the test passed, yet showed nothing; a test with one
+    variant held, or one broken (it failed), is not named."""
+    unshown = [
+        {**_fuzz("PromptVariant(phrasing=1)", "phrasing", "inconclusive", 36, 48), "test_id": "a"},
+        {**_fuzz("PromptVariant(phrasing=2)", "phrasing", "rejected: task 0.6"), "test_id": "a"},
+    ]
+    shown = [{**record, "test_id": "b"} for record in FUZZ]
+    summary = robustness_summary([*unshown, *shown])
+    assert summary["unshown"] == [{"test_id": "a", "inconclusive": 1, "rejected": 1}]
+    lines = fuzz_lines([*unshown, *shown])
+    assert lines[-1].startswith("no variant held in a: 1 inconclusive, 1 rejected;")
+    markdown = markdown_table([], robustness=summary)
+    assert "- no variant held in a: 1 inconclusive, 1 rejected;" in markdown
