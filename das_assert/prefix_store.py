@@ -292,7 +292,8 @@ class PrefixStore:
         every_position = _of_every_position(model, encoded, batch_size, max_bytes)
         if every_position is not None:
             return every_position
-        key = ("prefix_store", id(model), id(encoded), max_bytes)
+        # keyed by the weights too: a store made before an in-place edit holds stale prefixes
+        key = ("prefix_store", kv_cache.weights_version(model), id(encoded), max_bytes)
         return sharing.shared(key, make, owners=(model, encoded))
 
     def cache_for(self, index: torch.Tensor) -> Any:
@@ -327,7 +328,12 @@ def _of_every_position(
     if tokenized is None or not others:
         return None
     owners = (model, tokenized)
-    key = ("prefix store of every position", id(tokenized), max_bytes)
+    key = (
+        "prefix store of every position",
+        kv_cache.weights_version(model),
+        id(tokenized),
+        max_bytes,
+    )
     store = sharing.lookup(key, owners=owners)
     if store is None:
         prefixes = {encoded.position: int(encoded.base_position.min())}

@@ -145,3 +145,26 @@ def test_a_store_of_every_position_past_the_budget_leaves_each_position_its_own(
 
 def mixed_store_head(tokenized: TokenizedPairs, limit: int) -> int:
     return shared_head(tokenized.base.ids[:, :limit], tokenized.base.mask[:, :limit], limit)
+
+
+def test_a_shared_store_is_never_reused_after_the_weights_change(
+    tiny_models: dict[str, Any],
+) -> None:
+    """A store, one position's or every position's, holds the prefixes the weights made: edited
+    in place inside the block that shares it, the next ask builds another."""
+    import copy
+
+    model = copy.deepcopy(tiny_models["llama"].model)  # edited below: the session's stays as is
+    tokenized = mixed_tokens(tiny_models["llama"])
+    for planned in ([Site(layer, "last") for layer in LAYERS], grid_sites()):
+        encoded = tokenized.at(parse_position("last"))
+        with sharing(sites=planned), sharing(sites=[Site(layer, "last") for layer in LAYERS]):
+            first = PrefixStore.shared(model, encoded, batch_size=5, max_bytes=2**26)
+            assert PrefixStore.shared(model, encoded, batch_size=5, max_bytes=2**26) is first
+            with torch.no_grad():
+                model.model.layers[0].mlp.down_proj.weight.mul_(1.5)
+            again = PrefixStore.shared(model, encoded, batch_size=5, max_bytes=2**26)
+        assert first is not None
+        assert again is not None
+        assert again is not first
+        assert not torch.equal(again.layers[1][0], first.layers[1][0])
