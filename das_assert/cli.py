@@ -186,9 +186,15 @@ def _saved_fit_config(path: Path, saved: dict[str, Any]) -> Any:
             f"alignment file {str(path)!r} was trained with settings this das_assert does not "
             f"know ({', '.join(unknown)}): it comes from a newer version; upgrade das_assert"
         )
-    if "temperature" in saved:
-        saved = {**saved, "temperature": tuple(saved["temperature"])}
-    return FitConfig(**saved)
+    try:
+        if "temperature" in saved:
+            saved = {**saved, "temperature": tuple(saved["temperature"])}
+        return FitConfig(**saved)
+    except (TypeError, ValueError, DasError) as exc:  # a manifest edited by hand
+        raise AlignmentFileError(
+            f"alignment file {str(path)!r} holds training settings das_assert cannot use ({exc}); "
+            "fit it again"
+        ) from None
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:

@@ -225,6 +225,31 @@ def save_alignment(path: Path, interchange: Any, manifest: dict[str, Any]) -> No
 _MANIFEST_KEYS = ("hidden_size", "method")
 
 
+_MANIFEST_TYPES: dict[str, type] = {  # a key a reader needs, where the manifest has it
+    "hidden_size": int,
+    "method": str,
+    "site": str,
+    "hypothesis": str,
+    "variable": str,
+    "seed": int,
+    "n_train": int,
+    "fit": dict,
+}
+
+
+def _manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with the types of an alignment manifest's fields (the tensors' checksum
+    does not cover them), or None."""
+    for key, kind in _MANIFEST_TYPES.items():
+        value = manifest.get(key)
+        if key not in manifest or (isinstance(value, kind) and not isinstance(value, bool)):
+            if kind is int and key in manifest and not 0 <= value <= 2**32 - 1:
+                return f"{key}={value!r} out of range (0 to 2**32 - 1)"
+            continue
+        return f"{key}={value!r}, not {'an integer' if kind is int else kind.__name__}"
+    return None
+
+
 def load_alignment(
     path: Path,
     *,
@@ -280,6 +305,11 @@ def load_alignment(
         raise AlignmentFileError(
             f"alignment file {str(path)!r} lacks {', '.join(missing)}: it was not written by "
             "`das_assert fit --save` or a baseline; fit it again"
+        )
+    if problem := _manifest_problem(manifest):
+        raise AlignmentFileError(
+            f"alignment file {str(path)!r} has a manifest with {problem}: it was edited by hand "
+            "or not written by das_assert; fit it again"
         )
     digest = hashlib.sha256()
     for name in sorted(tensors):

@@ -108,6 +108,18 @@ def alignment_with_list_manifest(ctx: Ctx) -> Path:
     return path
 
 
+def alignment_with_manifest(ctx: Ctx, **changes: Any) -> Path:
+    """A saved alignment whose manifest (which the tensors' checksum does not cover) is edited."""
+    from safetensors.torch import load, save
+
+    raw = saved_alignment(ctx).read_bytes()
+    metadata = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])["__metadata__"]
+    manifest = {**json.loads(metadata["manifest"]), **changes}
+    path = ctx.tmp_path / "edited.safetensors"
+    path.write_bytes(save(load(raw), metadata={"manifest": json.dumps(manifest)}))
+    return path
+
+
 def truncated_baseline(ctx: Ctx) -> Path:
     path = saved_baseline(ctx)
     text = path.read_text()
@@ -253,6 +265,24 @@ CASES = [
         AlignmentFileError,
         r"has a manifest that is not a JSON object: it was not written by das_assert",
         id="load_alignment(<manifest a JSON list>)",
+    ),
+    pytest.param(
+        lambda c: load_alignment(alignment_with_manifest(c, seed="abc")),
+        AlignmentFileError,
+        r"has a manifest with seed='abc', not an integer: it was edited by hand",
+        id="load_alignment(<manifest seed a string>)",
+    ),
+    pytest.param(
+        lambda c: load_alignment(alignment_with_manifest(c, seed=-5)),
+        AlignmentFileError,
+        r"has a manifest with seed=-5 out of range",
+        id="load_alignment(<manifest seed negative>)",
+    ),
+    pytest.param(
+        lambda c: load_alignment(alignment_with_manifest(c, fit=[1], site="x")),
+        AlignmentFileError,
+        r"has a manifest with fit=\[1\], not dict",
+        id="load_alignment(<manifest fit a list>)",
     ),
 ]
 

@@ -318,3 +318,16 @@ def test_the_instruction_is_also_named_as_in_the_json_report() -> None:
             ["fit", "--hypothesis", "left_boundary", "--layer", "0", option, words]
         )
         assert args.template == words
+
+
+def test_evaluate_refuses_an_alignment_whose_saved_settings_were_edited(
+    ctx: Ctx, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from test_bad_artifacts import alignment_with_manifest
+
+    path = alignment_with_manifest(ctx, fit={"epochs": "x"})
+    code = main(["evaluate", "--model", str(ctx.model_dir()), "--alignment", str(path)])
+    stderr = capsys.readouterr().err
+    assert code == 2, stderr
+    assert "holds training settings das_assert cannot use" in stderr
+    assert "Traceback" not in stderr
