@@ -178,15 +178,17 @@ def _well_formed(record: Any) -> bool:
         and isinstance(ci, list)
         and len(ci) == 2
         and all(_number(bound) for bound in ci)
+        and 0 <= record["iia"] <= 1
         and isinstance(record.get("site"), dict)
         and isinstance(record["site"].get("canonical"), str)
         and (bool(record.get("claim")) or isinstance(record.get("hypothesis"), str))
+        and all(isinstance(record.get(k), dict | None) for k in ("data", "fit"))  # compare reads
     )
 
 
 def _malformed(path: Path) -> str:
     return (
         f"{path}: a result lacks a finite iia (or a two-number iia_ci), a site or a "
-        "claim/hypothesis: the file was "
-        "edited by hand or not written by das_assert. Re-create it"
+        "claim/hypothesis, or has an iia outside [0, 1] or a data or fit that is not an object: "
+        "the file was edited by hand or not written by das_assert. Re-create it"
     )

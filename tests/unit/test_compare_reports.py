@@ -151,8 +151,19 @@ def test_a_negative_claim_regresses_when_its_variable_shows_up(
         [{**_cli_record(LAST, 0.8), "iia": "0.5"}],
         [{k: v for k, v in _cli_record(LAST, 0.8).items() if k != "site"}],
         {"not": "a list"},
+        [{**_cli_record(LAST, 0.8), "iia": 5.0}],
+        [{**_cli_record(LAST, 0.8), "data": "x"}],
+        [{**_cli_record(LAST, 0.8), "fit": [1]}],
     ],
-    ids=["iia-null", "iia-string", "no-site", "results-a-dict"],
+    ids=[
+        "iia-null",
+        "iia-string",
+        "no-site",
+        "results-a-dict",
+        "iia-5",
+        "data-a-string",
+        "fit-a-list",
+    ],
 )
 def test_a_malformed_report_is_refused_with_one_message(
     results: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
