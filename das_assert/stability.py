@@ -63,7 +63,24 @@ def _run_seed(path: str, seed: int, report: Path, junit: Path, extra: list[str])
         f"--junitxml={junit}",
         *extra,
     ]
-    return subprocess.run(command, check=False, stdout=subprocess.DEVNULL).returncode
+    with open(report.with_suffix(".log"), "w") as log:  # why it stopped, if it did
+        return subprocess.run(command, check=False, stdout=log).returncode
+
+
+def _why_stopped(report: dict, log: Path) -> str:
+    """Why a seed's pytest ran no test: das_assert's setup error, the first file that failed
+    to collect, or pytest's own last line (its output is not shown while the seeds run)."""
+    run = report.get("run") if isinstance(report.get("run"), dict) else {}
+    if run.get("setup_error"):
+        return str(run["setup_error"])
+    unjudged = report.get("unjudged") or [None]
+    if isinstance(unjudged[0], dict):
+        first = unjudged[0]
+        message = str(first.get("message", "")).removeprefix("E").strip()
+        return f"{first.get('test_id')} ({first.get('when')}): {message}"
+    lines = log.read_text(errors="replace").split("\n") if log.is_file() else []
+    last = next((line.strip(" =") for line in reversed(lines) if line.strip(" =")), None)
+    return f"pytest said {last!r}" if last else "see its output"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             status = _run_seed(args.path, seed, report, junit, args.pytest_args)
             loaded = json.loads(report.read_text()) if report.is_file() else {}
             if status not in (0, 1):  # 0: all passed, 1: some failed; else nothing to compare
-                why = (loaded.get("run") or {}).get("setup_error") or "see its output"
+                why = _why_stopped(loaded, report.with_suffix(".log"))
                 print(
                     f"seed {seed}: pytest exited {status} ({_exit_name(status)}), so no seed "
                     f"is compared: {why.rstrip('.')}. Run it alone: pytest {args.path} "

@@ -174,3 +174,33 @@ def test_seeds_that_judged_no_claim_are_not_called_stable(
     monkeypatch.setattr(stability, "_run_seed", run)
     assert stability.main(["--seeds", "2"]) == 2
     assert "no claim and no measured limit was judged under seeds 0-1" in capsys.readouterr().err
+
+
+def test_a_seed_that_failed_to_collect_names_the_file_and_its_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # pytest's output was discarded, yet the message said "see its output"
+    from das_assert import stability
+
+    (tmp_path / "test_broken.py").write_text("def (\n")
+    assert stability.main(["--seeds", "1", "--path", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "test_broken.py (collect): SyntaxError: invalid syntax" in err, err
+    assert "see its output" not in err
+
+
+def test_a_seed_that_selected_no_test_says_what_pytest_said(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from das_assert import stability
+
+    def run(path: str, seed: int, report: Path, junit: Path, extra: list[str]) -> int:
+        report.write_text(json.dumps({"results": [], "run": {"setup_error": None}}))
+        report.with_suffix(".log").write_text("\n==== 28 deselected in 1.31s ====\n\n")
+        return 5
+
+    monkeypatch.setattr(stability, "_run_seed", run)
+    assert stability.main(["--seeds", "1", "--", "-k", "nothing"]) == 2
+    assert "pytest said '28 deselected in 1.31s'" in capsys.readouterr().err
