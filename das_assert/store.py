@@ -99,8 +99,9 @@ _SOURCE_SUFFIXES = (".py", ".pyi", ".yaml", ".yml", ".toml", ".cfg", ".ini")
 
 def _input_in_the_way(path: Path) -> str | None:
     """Why writing the file ``path`` would destroy an input rather than a report, else None:
-    an existing source or settings file (a test, das.yaml), or any file in a model directory
-    (one holding config.json and weights), whose fingerprint and loading it would change."""
+    an existing source or settings file (a test, das.yaml), a saved baseline or one of its
+    alignment files, or any file in a model directory (one holding config.json and weights),
+    whose fingerprint and loading it would change."""
     if path.is_file() and path.suffix.lower() in _SOURCE_SUFFIXES:
         return (
             f" is an existing {path.suffix} file (code or settings, not a report); writing it "
@@ -109,6 +110,11 @@ def _input_in_the_way(path: Path) -> str | None:
     if path.is_file() and path.suffix.lower() == ".json" and _is_a_baseline(path):
         return " is a saved baseline, which a report never replaces; name another file"
     folder = path.parent
+    if path.is_file() and _is_a_baseline(folder.parent / f"{folder.name}.json"):
+        return (
+            f" is an alignment of the saved baseline {folder}.json, which a report never "
+            "replaces; name a file elsewhere"
+        )
     if (folder / "config.json").is_file() and any(
         any(folder.glob(pattern)) for pattern in ("*.safetensors", "*.bin")
     ):

@@ -331,3 +331,22 @@ def test_evaluate_refuses_an_alignment_whose_saved_settings_were_edited(
     assert code == 2, stderr
     assert "holds training settings das_assert cannot use" in stderr
     assert "Traceback" not in stderr
+
+
+def test_fit_save_never_overwrites_an_alignment_of_a_saved_baseline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a baseline's alignments lie in <model>/0001_v1/*.safetensors; fit --save replaced them
+    from das_assert import cli
+
+    monkeypatch.setattr(cli, "_load", lambda args: pytest.fail("the model was loaded"))
+    (tmp_path / "0001_v1.json").write_text('{\n  "kind": "das_assert baseline"\n}\n')
+    (tmp_path / "0001_v1").mkdir()
+    saved = tmp_path / "0001_v1" / "left_boundary.safetensors"
+    saved.write_bytes(b"weights")
+    assert main([*FIT, "--save", str(saved)]) == 2
+    assert "is an alignment of the saved baseline" in capsys.readouterr().err
+    assert saved.read_bytes() == b"weights"
+    from das_assert.store import output_path_problem
+
+    assert output_path_problem(tmp_path / "0001_v1" / "new.safetensors") is None  # a new file
