@@ -372,6 +372,9 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     # Fresh pairs by default: the seed the alignment was trained with draws its test pairs
     # (seed 0's test pairs are seed 100003's training pairs).
     evaluate.set_defaults(seed=None)
+    for action in evaluate._actions:  # the shared help says "data, initialisation and training"
+        if action.dest == "seed":
+            action.help = "the pairs' seed (default: the alignment's own, so its test pairs)"
 
     compare = commands.add_parser(
         "compare", help="compare two saved baselines or JSON reports; exit 1 on a regression"
@@ -383,7 +386,8 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="EXPR",
-        help="iia:0.05 (absolute drop) or iia:5%% (relative drop); repeatable",
+        help="iia:0.05 (absolute drop) or iia:5%% (relative drop); also transfer, "
+        "task_accuracy, normalized_iia; repeatable",
     )
     compare.add_argument(
         "--markdown",

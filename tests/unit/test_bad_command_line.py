@@ -350,3 +350,18 @@ def test_fit_save_never_overwrites_an_alignment_of_a_saved_baseline(
     from das_assert.store import output_path_problem
 
     assert output_path_problem(tmp_path / "0001_v1" / "new.safetensors") is None  # a new file
+
+
+def test_the_help_of_evaluate_names_its_own_default_seed() -> None:
+    # evaluate shared fit's help, "data, initialisation and training", though it trains nothing
+    # and draws from the alignment's own seed unless --seed is given
+    from das_assert.cli_args import build_parser
+
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    helps = {a.dest: a.help for a in commands["evaluate"]._actions}
+    assert "the alignment's own" in str(helps["seed"])
+    assert "training" not in helps["seed"]
+    fit_helps = {a.dest: a.help for a in commands["fit"]._actions}
+    assert fit_helps["seed"] == "data, initialisation and training"
+    compare = {a.dest: a.help for a in commands["compare"]._actions}
+    assert "transfer" in str(compare["fail"])
