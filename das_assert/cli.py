@@ -390,6 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "causal_models", files) != files:  # e.g. --causal-model, abbreviated
         parser.error("write --causal-models in full: it is read before the other options")
+    stdout, sys.stdout = sys.stdout, _ReaderMayLeave(sys.stdout)
     try:
         _check_outputs(args)
         return COMMANDS[args.command](args)
@@ -410,3 +411,39 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 3
+    finally:
+        sys.stdout = stdout
+
+
+class _ReaderMayLeave:
+    """stdout that stops printing, not the command, once its reader has gone (``... | head``):
+    the files asked for (--json, --save, --markdown) are still written, and the exit code is the
+    command's own."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._gone = False
+
+    def write(self, text: str) -> int:
+        return self._call("write", text) or len(text)
+
+    def flush(self) -> None:
+        self._call("flush")
+
+    def _call(self, name: str, *args: Any) -> Any:
+        if self._gone:
+            return None
+        try:
+            return getattr(self._stream, name)(*args)
+        except BrokenPipeError:
+            self._gone = True
+            try:  # what is still buffered goes nowhere at exit, not into a second error
+                import os
+
+                os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+            except (OSError, ValueError):
+                pass
+            return None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)

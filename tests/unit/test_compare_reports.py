@@ -454,3 +454,28 @@ def test_results_under_another_seed_are_compared_with_the_seeds_named(
     new = _report(tmp_path / "new.json", {**_cli_record(LAST, 0.80), "seed": 7})
     assert main(["compare", str(old), str(new), "--fail", "iia:0.05"]) == 0
     assert "| ok (seed 0 -> 7: IIA moves with the seed) |" in capsys.readouterr().out
+
+
+def test_a_reader_that_leaves_early_does_not_stop_the_files_being_written(tmp_path: Path) -> None:
+    # `compare OLD NEW --markdown T | head -1`: the table's print raised BrokenPipeError, exit 3
+    # with "please report it", and the Markdown file was never written
+    import os
+    import subprocess
+    import sys
+
+    old = _report(tmp_path / "old.json", _cli_record(LAST, 0.8))
+    markdown = tmp_path / "table.md"
+    command = [sys.executable, "-m", "das_assert", "compare", str(old), str(old)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    with subprocess.Popen(
+        [*command, "--markdown", str(markdown)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    ) as process:
+        assert process.stdout is not None
+        process.stdout.close()  # the reader is gone before the first line
+        _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr.decode()
+    assert b"Traceback" not in stderr
+    assert "| ok |" in markdown.read_text()
