@@ -8,6 +8,7 @@ Exit codes: 0 ok; 1 a claim failed (verdict not ``aligned`` when ``--threshold``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -391,15 +392,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "causal_models", files) != files:  # e.g. --causal-model, abbreviated
         parser.error("write --causal-models in full: it is read before the other options")
     stdout, sys.stdout = sys.stdout, _ReaderMayLeave(sys.stdout)
+    before = _existing_outputs(args)
     try:
         _check_outputs(args)
         return COMMANDS[args.command](args)
     except DasError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        _note_earlier_outputs(before)
         return 2
     except KeyboardInterrupt:
         # Every artifact is written to a temporary file and renamed: none is left half-written.
         print("interrupted: no file was left half-written", file=sys.stderr)
+        _note_earlier_outputs(before)
         return 130
     except Exception:  # a bug (or a model das_assert does not handle): not a failed claim
         import traceback
@@ -410,9 +414,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             "half-written. Please report it with the command line",
             file=sys.stderr,
         )
+        _note_earlier_outputs(before)
         return 3
     finally:
         sys.stdout = stdout
+
+
+def _existing_outputs(args: argparse.Namespace) -> dict[Path, int]:
+    """The output files asked for that exist already, with their modification times."""
+    found = {}
+    for name in _OUTPUT_FILES:
+        if (path := getattr(args, name, None)) is not None:
+            with contextlib.suppress(OSError):
+                found[Path(path)] = Path(path).stat().st_mtime_ns
+    return found
+
+
+def _note_earlier_outputs(before: dict[Path, int]) -> None:
+    """After a failed run, name each output file that is still an earlier run's: a CI step that
+    uploads it would otherwise publish old results as this run's."""
+    for path, mtime in before.items():
+        with contextlib.suppress(OSError):
+            if path.stat().st_mtime_ns == mtime:
+                print(
+                    f"note: {path} was not written by this run; it holds an earlier run's output",
+                    file=sys.stderr,
+                )
 
 
 class _ReaderMayLeave:

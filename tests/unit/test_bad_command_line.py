@@ -365,3 +365,31 @@ def test_the_help_of_evaluate_names_its_own_default_seed() -> None:
     assert fit_helps["seed"] == "data, initialisation and training"
     compare = {a.dest: a.help for a in commands["compare"]._actions}
     assert "transfer" in str(compare["fail"])
+
+
+@pytest.mark.parametrize("failure", ["refused", "crash"])
+def test_a_failed_run_names_the_reports_it_left_from_an_earlier_run(
+    failure: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """No report is written when a command fails: a --json file already there is an earlier
+    run's, and a CI step uploading it would publish it as this run's; the error says so."""
+    from das_assert import cli as cli_module
+    from das_assert.errors import PreconditionFailed
+
+    def fail(args: Any) -> int:
+        if failure == "crash":
+            raise RuntimeError("a bug")
+        raise PreconditionFailed("the model answers 0.5 of the test prompts")
+
+    monkeypatch.setitem(cli_module.COMMANDS, "fit", fail)
+    old = tmp_path / "old.json"
+    old.write_text('{"results": []}')
+    new = tmp_path / "new.safetensors"
+    assert main([*FIT, "--json", str(old), "--save", str(new)]) == (3 if failure == "crash" else 2)
+    stderr = capsys.readouterr().err
+    assert f"note: {old} was not written by this run; it holds an earlier run's output" in stderr
+    assert str(new) not in stderr  # nothing there, nothing to warn of
+    assert old.read_text() == '{"results": []}'
