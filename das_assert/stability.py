@@ -179,15 +179,27 @@ def _limit_line(by_seed: dict[int, dict], n_seeds: int) -> str:
     return line + (f"  NOT SHOWN under {not_shown}" if not_shown else "")
 
 
-def _failed_tests(junit: Path) -> list[str]:
-    """Node ids (``path::name``) of the failed or erroring tests of a JUnit XML report."""
+def _failed_tests(junit: Path, root: Path | None = None) -> list[str]:
+    """Node ids (``path::name``, ``path::Class::name``) of the failed or erroring tests of a
+    JUnit XML report, whose ``classname`` dots both the path and a class: the file is the
+    longest dotted prefix that is a ``.py`` file under ``root`` (the current directory)."""
     if not junit.is_file():
         return []
+    root = Path.cwd() if root is None else root
     out = []
     for case in ElementTree.parse(junit).getroot().iter("testcase"):
         if case.find("failure") is not None or case.find("error") is not None:
-            path = case.get("classname", "").replace(".", "/") + ".py"
-            out.append(f"{path}::{case.get('name')}")
+            parts = case.get("classname", "").split(".")
+            split = next(
+                (
+                    k
+                    for k in range(len(parts), 0, -1)
+                    if (root / "/".join(parts[:k])).with_suffix(".py").is_file()
+                ),
+                len(parts),
+            )
+            node = ["/".join(parts[:split]) + ".py", *parts[split:], case.get("name", "")]
+            out.append("::".join(node))
     return out
 
 

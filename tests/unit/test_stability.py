@@ -35,11 +35,19 @@ def test_failed_and_erroring_tests_are_read_from_junit_xml(
         @pytest.mark.parametrize("side", ["left", "right"])
         def test_each(side):
             assert side == "left"
+
+        class TestClaims:
+            def test_in_a_class(self):
+                assert False
         """
     )
+    pytester.mkpydir("sub")
+    pytester.path.joinpath("sub", "test_deeper.py").write_text("def test_deep():\n    assert 0\n")
     junit = tmp_path / "report.xml"
     pytester.runpytest(f"--junitxml={junit}", "-p", "no:cacheprovider")
-    assert sorted(_failed_tests(junit)) == [
+    assert sorted(_failed_tests(junit, root=pytester.path)) == [
+        "sub/test_deeper.py::test_deep",
+        "test_region.py::TestClaims::test_in_a_class",  # the node id das records carry
         "test_region.py::test_each[right]",
         "test_region.py::test_errors",
         "test_region.py::test_fails",
