@@ -393,3 +393,18 @@ def test_a_failed_run_names_the_reports_it_left_from_an_earlier_run(
     assert f"note: {old} was not written by this run; it holds an earlier run's output" in stderr
     assert str(new) not in stderr  # nothing there, nothing to warn of
     assert old.read_text() == '{"results": []}'
+
+
+def test_a_command_without_causal_models_refuses_the_option_without_running_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ran = tmp_path / "ran"
+    models = tmp_path / "models.py"
+    models.write_text(f"from pathlib import Path\nPath({str(ran)!r}).touch()\n")
+    report = tmp_path / "r.json"
+    report.write_text('{"results": []}')
+    with pytest.raises(SystemExit) as stopped:
+        main(["compare", str(report), str(report), f"--causal-models={models}"])
+    assert stopped.value.code == 2
+    assert "unrecognized arguments: --causal-models" in capsys.readouterr().err
+    assert not ran.exists()
