@@ -328,6 +328,11 @@ def load_model(
             ) from None
         if mismatch := mismatched_shapes_error(directory, config):
             raise mismatch from None
+        if trust_remote_code and ".py" in str(exc):  # auto_map names a file that is not there
+            raise ModelLoadError(
+                f"cannot load the model's own code in {str(directory)!r}: {exc}; its config's "
+                "auto_map names a Python file that must lie in the directory"
+            ) from None
         raise ModelLoadError(
             f"cannot load the weights in {str(directory)!r}: {exc}; the weight files are "
             "missing or damaged: re-save the model with save_pretrained(dir)"

@@ -202,6 +202,18 @@ CASES = [
         id="load_model(<config.json with auto_map, no trust_remote_code>)",
     ),
     pytest.param(
+        lambda c: load_model(
+            dir_with_config_change(
+                c, auto_map={"AutoModelForCausalLM": "modeling_own.OwnForCausalLM"}
+            ),
+            trust_remote_code=True,
+        ),
+        ModelLoadError,
+        r"(?s)cannot load the model's own code in .*modeling_own\.py.*auto_map names a Python "
+        r"file that must lie in the directory",
+        id="load_model(<auto_map naming a missing modeling file>, trust_remote_code=True)",
+    ),
+    pytest.param(
         lambda c: load_model(dir_with_tokenizer_code(c)),
         ModelLoadError,
         r"(?s)cannot load the tokenizer in .*if you trust its code, pass --trust-remote-code",
