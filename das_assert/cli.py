@@ -200,7 +200,7 @@ def _saved_fit_config(path: Path, saved: dict[str, Any]) -> Any:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from das_assert.errors import InvalidArgument
-    from das_assert.experiment import run_experiment
+    from das_assert.experiment import TEST_STREAM, run_experiment
     from das_assert.fit import FittedAlignment
     from das_assert.sites import parse_site
     from das_assert.store import load_alignment
@@ -231,6 +231,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         )
     if args.seed is None:  # the alignment's own seed: its test pairs, never its training pairs
         args.seed = int(manifest.get("seed", 0))
+    elif args.seed + TEST_STREAM == int(manifest.get("seed", 0)):
+        print(
+            f"note: --seed {args.seed} draws its test pairs from the stream that trained "
+            f"{args.alignment} (seed {manifest['seed']}): its IIA is on pairs it was fitted to; "
+            "choose another seed for held-out pairs"
+        )
     if hypothesis != manifest["hypothesis"]:
         print(
             f"note: {args.alignment} was trained for {manifest['hypothesis']}; scored here "

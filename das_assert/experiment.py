@@ -35,6 +35,12 @@ from das_assert.tasks.price_tagging import (
 __all__ = ["AlignmentResult", "Experiment", "check_site", "run_experiment", "task_accuracy"]
 
 
+#: Offsets of the seed that draw the test and the confirmation pairs: streams of the sampler
+#: disjoint from the training pairs' of the same seed.
+TEST_STREAM = 100_003
+CONFIRMATION_STREAM = 200_003
+
+
 @dataclass(frozen=True, kw_only=True)
 class Experiment:
     """A price-tagging claim: which causal model, which variables, which site, how much data."""
@@ -111,11 +117,11 @@ class Experiment:
         return self.pairs(self.n_train, self.seed)
 
     def test_pairs(self) -> list[PromptPair]:
-        return self.pairs(self.n_test, self.seed + 100_003)  # a disjoint stream of the sampler
+        return self.pairs(self.n_test, self.seed + TEST_STREAM)  # a disjoint stream of the sampler
 
     def confirmation_pairs(self) -> list[PromptPair]:
         """Fresh test pairs for a result chosen on its test pairs (a search's best cell)."""
-        return self.pairs(self.n_test, self.seed + 200_003)
+        return self.pairs(self.n_test, self.seed + CONFIRMATION_STREAM)
 
 
 def _is_number(value: Any) -> bool:
