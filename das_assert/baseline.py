@@ -146,6 +146,11 @@ def load_baseline(path: Path, *, what: str = "baseline") -> dict[str, Any]:
     (``what`` names the file in the error: ``compare``'s NEW is no baseline)."""
     payload = read_json_checked(Path(path), what=what)
     if "entries" in payload:
+        if "sha256" not in payload:  # every baseline is saved with one: the check was cut out
+            raise AlignmentFileError(
+                f"{what} {str(path)!r} has no checksum (sha256), which every saved baseline "
+                "carries: it was edited by hand. Re-create it rather than editing it by hand"
+            )
         entries = payload["entries"]
     elif "results" in payload:  # a --das-json or the command line's --json report serves too
         results = payload["results"]

@@ -135,6 +135,15 @@ def tampered_baseline(ctx: Ctx) -> Path:
     return path
 
 
+def unsigned_baseline(ctx: Ctx) -> Path:
+    path = saved_baseline(ctx)
+    payload = json.loads(path.read_text())
+    next(iter(payload["entries"].values()))["iia"] = 0.99
+    del payload["sha256"]  # the checksum line deleted with it, so none is left to fail
+    path.write_text(json.dumps(payload, indent=2))
+    return path
+
+
 def future_baseline(ctx: Ctx) -> Path:
     path = ctx.tmp_path / "0001_future.json"
     atomic_write_json(path, {"schema_version": 99, "entries": {}}, checksum=True)
@@ -204,6 +213,12 @@ CASES = [
         AlignmentFileError,
         r"fails its checksum: it was modified after it was written\. Re-create it",
         id="load_baseline(<iia edited by hand>)",
+    ),
+    pytest.param(
+        lambda c: load_baseline(unsigned_baseline(c)),
+        AlignmentFileError,
+        r"has no checksum \(sha256\), which every saved baseline carries: it was edited by hand",
+        id="load_baseline(<iia edited, its sha256 deleted>)",
     ),
     pytest.param(
         lambda c: load_baseline(future_baseline(c)),
