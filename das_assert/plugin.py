@@ -377,7 +377,7 @@ def das_session(request: pytest.FixtureRequest) -> Any:
         min_task_accuracy=config.getoption("das_min_task_accuracy"),
         inconclusive=config.getoption("das_inconclusive"),
         plots_dir=Path(config.getoption("das_plots")) if config.getoption("das_plots") else None,
-        reproduce_options=reproduce_options(config),
+        reproduce_options=reproduce_options(config, (baselines.get("baseline") or [None])[0]),
         **baselines,
     )
     _freeze_the_heap()

@@ -372,16 +372,29 @@ _VERDICT_OPTIONS = (
 )
 
 
-def reproduce_options(config: pytest.Config) -> str:
-    """`` --das-x=VALUE`` for each option a verdict depends on that is not at its default."""
+def reproduce_options(config: pytest.Config, compared: Path | None = None) -> str:
+    """`` --das-x=VALUE`` for each option a verdict depends on that is not at its default;
+    ``--das-compare`` as the baseline file it resolved to (``compared``): ``latest`` or a NAME
+    saved again would name another baseline once one more is saved."""
     import shlex
 
     words = []
     for name in _VERDICT_OPTIONS:
         value = config.getoption(name)
+        if name == "das_compare" and value and compared is not None:
+            value = _shown(compared)
         if value is None or value == DEFAULTS.get(name):
             continue
         flag = "--" + name.replace("_", "-")
         for one in value if isinstance(value, list) else [value]:
             words.append(f"{flag}={shlex.quote(str(one))}")
     return "".join(f" {word}" for word in words)
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory where it lies under it, else absolute."""
+    path = Path(path).absolute()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
