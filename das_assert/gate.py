@@ -75,6 +75,7 @@ def compare_with_baseline(
         "delta": round(record["iia"] - entry["iia"], 6),
         "seed": entry.get("seed"),
         "method": fit_method(entry),
+        "noop": (entry.get("baselines") or {}).get("noop"),
     }
     if entry["site"]["canonical"] != record["site"]["canonical"]:
         record["drift"] = {
@@ -153,6 +154,17 @@ def regression_message(
             f"  now IIA {record['iia']:.3f} (n={record['n_test']}, CI {_ci(record['iia_ci'])}); "
             f"baseline {base['iia']:.3f} (n={base['n']}, CI {_ci(base['iia_ci'])})"
         )
+        noop = (record.get("baselines") or {}).get("noop")
+        if isinstance(noop, float | int) and isinstance(base.get("noop"), float | int):
+            lines.append(
+                f"  no-op now {noop:.3f}, baseline {base['noop']:.3f}: lead over it now "
+                f"{record['iia'] - noop:+.3f}, baseline {base['iia'] - base['noop']:+.3f}"
+                + (
+                    " (a claim that the variable is absent regresses by rising)"
+                    if record.get("expected_verdict") == "not_aligned"
+                    else ""
+                )
+            )
         if base.get("seed") is not None and base["seed"] != record.get("seed"):
             lines.append(
                 f"  the baseline ran with seed {base['seed']}, this run with seed "

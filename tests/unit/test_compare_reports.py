@@ -479,3 +479,24 @@ def test_a_reader_that_leaves_early_does_not_stop_the_files_being_written(tmp_pa
     assert process.returncode == 0, stderr.decode()
     assert b"Traceback" not in stderr
     assert "| ok |" in markdown.read_text()
+
+
+def test_a_regression_message_shows_the_no_op_then_and_now() -> None:
+    # A control claim (IIA at the no-op) of a model that got better at the task "rose by 0.051"
+    # and failed the gate; the message showed only the two IIAs, not that the no-op rose as much,
+    # nor that a claim of absence regresses by rising.
+    from das_assert.gate import regression_message
+
+    record = {
+        **_claim(0.689, "not_aligned", "not_aligned"),
+        "n_test": 800,
+        "seed": 0,
+        "baselines": {"noop": 0.689},
+        "baseline": {"iia": 0.637, "n": 800, "iia_ci": [0.604, 0.670], "seed": 0, "noop": 0.635},
+    }
+    failures = ["iia rose by 0.051 (0.637 -> 0.689), more than the allowed 0.050"]
+    message = regression_message("left_boundary.control", record, failures, Path("0001_v1.json"))
+    assert (
+        "no-op now 0.689, baseline 0.635: lead over it now +0.000, baseline +0.002 (a claim "
+        "that the variable is absent regresses by rising)"
+    ) in message
