@@ -194,6 +194,8 @@ class Reporter:
             write_report(Path(json_path), report)
         if md_path:
             table = markdown_table(records, robustness, limits, searches)
+            if self.notes:  # the baseline compared with, or saved: the table gives only Δ
+                table += "\n" + "".join(f"- {note}\n" for note in self.notes)
             if not run["complete"]:
                 table += (
                     f"\n**This run did not complete** (pytest exit {run['exit_code']}): "

@@ -167,10 +167,14 @@ def test_the_gate_refuses_a_baseline_judged_on_other_pairs(project: pytest.Pytes
     args = ("--das-cache=readwrite", "--das-baseline-dir=b", passing)
     _run(project, "--das-save-baseline=v1", *args).assert_outcomes(passed=1)
     (saved,) = (project.path / "b").rglob("*v1.json")
-    same = _run(project, "--das-compare=v1", *args)  # the same pairs
+    same = _run(project, "--das-compare=v1", "--das-markdown=same.md", *args)  # the same pairs
     same.assert_outcomes(passed=1)
     # a passing gate names its reference: with two baselines of one name, which one was it?
     same.stdout.fnmatch_lines(["das: compared with baseline: b/*/0001_v1.json (1 claim)"])
+    # and so does the CI job summary, whose table gave only the Δ against an unnamed baseline
+    assert "- das: compared with baseline: b/tiny/0001_v1.json (1 claim)" in (
+        (project.path / "same.md").read_text()
+    )
     from das_assert.baseline import load_baseline, save_baseline
 
     payload = load_baseline(saved)
