@@ -242,6 +242,14 @@ class Reporter:
                     f"{len(records)} alignment file(s) written for it were removed"
                 )
                 continue
+            if Path(stem + ".json").exists():  # saved by another run since this one began
+                self.notes.append(
+                    f"das: baseline {name} NOT saved: {self._shown(stem + '.json')} was saved by "
+                    "another run while this one ran, and is not replaced; both runs wrote "
+                    f"alignment files into {self._shown(stem)}/, so delete that baseline and its "
+                    "folder and save again"
+                )
+                continue
             save_baseline(
                 Path(stem + ".json"),
                 model=records[0]["model"],

@@ -372,3 +372,27 @@ def test_a_baseline_is_compared_with_by_the_name_it_was_saved_under(project) -> 
     result = _run(project, "--das-compare=release/v2", *args)
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*compared with baseline: b/tiny/0001_release_v2.json (2 claims)"])
+
+
+def test_a_baseline_saved_by_another_run_meanwhile_is_not_replaced(
+    project: pytest.Pytester,
+) -> None:
+    # Two runs saving one NAME at once both chose 0001_v1 when they started; the later one to
+    # finish replaced the other's baseline and both said "baseline saved: .../0001_v1.json".
+    project.makepyfile(
+        test_zz_other_run="""
+from pathlib import Path
+
+
+def test_another_run_saves_first():
+    Path("b/tiny/0001_v1.json").write_text('{"saved by": "the other run"}')
+"""
+    )
+    args = ("--das-cache=readwrite", "--das-baseline-dir=b")
+    result = _run(project, "--das-save-baseline=v1", "test_hyp.py", "test_zz_other_run.py", *args)
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        ["das: baseline 0001_v1 NOT saved: b/tiny/0001_v1.json was saved by another run while*"]
+    )
+    assert "baseline saved" not in result.stdout.str()
+    assert (project.path / "b/tiny/0001_v1.json").read_text() == '{"saved by": "the other run"}'
