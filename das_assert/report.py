@@ -179,6 +179,8 @@ def _against_baseline(record: dict[str, Any]) -> str:
     transfer = record.get("transfer") or {}
     if "iia" in transfer:
         parts.append(f"transfer {transfer['iia']:.3f}")
+    elif transfer.get("skipped"):
+        parts.append(f"transfer not measured: {transfer['skipped']}")
     if (record.get("drift") or {}).get("from"):
         parts.append(f"drift from `{record['drift']['from']}`")
     if record.get("regressions"):

@@ -58,6 +58,8 @@ def _row(r: dict[str, Any], claim_width: int, site_width: int, seed_width: int) 
         transfer = r.get("transfer") or {}
         if "iia" in transfer:
             expected += f"  transfer {transfer['iia']:.3f}"
+        elif transfer.get("skipped") and not r.get("drift", {}).get("from"):
+            expected += "  transfer not measured (the report's transfer.skipped says why)"
         if r.get("drift", {}).get("from"):
             expected += f"  DRIFT from {r['drift']['from']}"
     if method != "boundless":  # two fits at one site are told apart

@@ -341,3 +341,20 @@ def test_a_fuzz_test_with_no_variant_held_is_named_in_both_tables() -> None:
     assert lines[-1].startswith("no variant held in a: 1 inconclusive, 1 rejected;")
     markdown = markdown_table([], robustness=summary)
     assert "- no variant held in a: 1 inconclusive, 1 rejected;" in markdown
+
+
+def test_a_transfer_that_could_not_be_measured_says_so_in_both_tables(tmp_path: Path) -> None:
+    # A baseline whose alignment file was truncated left the row's transfer blank, as if none
+    # had been asked for: the damaged baseline went unnoticed under an iia-only gate.
+    from das_assert.baseline import save_baseline
+
+    record = _record("left_boundary", "block_output[layer=0, pos=last]", 0.830, "aligned", "t")
+    saved = tmp_path / "0001_v1.json"
+    save_baseline(saved, model={}, environment={}, records=[record])
+    why = "alignment file 'x.safetensors' is not a readable das_assert safetensors file"
+    record.update(
+        baseline={"delta": 0.0, "iia_ci": (0.80, 0.85), "path": str(saved), "file": "b"},
+        transfer={"skipped": why},
+    )
+    assert "transfer not measured" in summary_lines([record])[2]
+    assert f"Δ +0.000, transfer not measured: {why}" in markdown_table([record])
