@@ -258,6 +258,12 @@ class Reporter:
             )
             count = f"{len(records)} claim{'' if len(records) == 1 else 's'}"
             self.notes.append(f"das: baseline saved: {self._shown(stem + '.json')} ({count})")
+            if failed := sorted({r["claim"] for r in records if r.get("passed") is False}):
+                self.notes.append(
+                    f"das: baseline {name} records {len(failed)} claim(s) that failed in this "
+                    f"run ({', '.join(failed)}): a --das-compare against it gates those numbers "
+                    "as they are; save it from a passing run to gate against claims that hold"
+                )
             if run["selection"]:
                 self.notes.append(
                     f"das: baseline {name} holds only the {len(records)} claim(s) selected: "
