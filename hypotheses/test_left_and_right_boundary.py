@@ -84,9 +84,9 @@ def test_both_booleans_do_not_survive_a_bracket_at_the_top_of_the_range(das, at_
 
     Training drew a low bound of 6.50 or more for about 1% of its prompts. On [7.45, 9.95] with the
     default prompt the model still answers (task accuracy 0.870-0.917 over seeds 0-9), but the
-    frozen alignment does no better than leaving the run alone: IIA 0.575-0.680 against a no-op
+    frozen alignment does no better than leaving the run alone: IIA 0.575-0.672 against a no-op
     of 0.662-0.750, not aligned under all ten seeds (``python -m das_assert.stability``,
-    2026-12-03). Seed 0: 0.632 [0.584, 0.678], no-op 0.700. Both boxes fail: in the first
+    2026-12-04). Seed 0: 0.627 [0.579, 0.673], no-op 0.700. Both boxes fail: in the first
     measurement (one-thread fits), swapping ``left`` made 30-53 of the 90-124 answers that must
     change do so, and swapping ``right``, where almost no answer must change, changed 57-85 of the
     184-213 that must stay. Judged as a fuzz variant is: the interval below the robustness
@@ -104,8 +104,8 @@ def test_both_booleans_do_not_survive_a_bracket_at_the_bottom_of_the_range(das, 
     """A negative, measured claim: the other end of the range breaks the alignment too.
 
     On [0.50, 2.50] the model answers (task accuracy 0.920-0.965 over seeds 0-9), but the frozen
-    alignment scores below leaving the run alone: IIA 0.555-0.647 against a no-op of 0.657-0.693
-    (upper bounds at most 0.693, robustness threshold 0.75), not aligned under all ten seeds; only
+    alignment scores below leaving the run alone: IIA 0.555-0.623 against a no-op of 0.657-0.693
+    (upper bounds at most 0.669, robustness threshold 0.75), not aligned under all ten seeds; only
     13-48 of the 108-133 answers that must change do. It is the place, not the width: the same
     2.00-wide bracket at [4.00, 6.00] is aligned under all ten (0.932-0.970), and [2.50, 4.50]
     under nine (one inconclusive). Seed 0: 0.600 [0.551, 0.647], no-op 0.667, n=400.

@@ -92,9 +92,9 @@ def test_left_boundary_does_not_survive_a_bracket_at_the_top_of_the_range(das, a
 
     Training drew a low bound of 6.50 or more for about 1% of its prompts. On [7.45, 9.95] with the
     default prompt the model answers (task accuracy 0.870-0.910 over seeds 0-9), but the frozen
-    alignment scores IIA 0.575-0.635 against a no-op of 0.472-0.540. It leads the no-op, yet its
-    interval stays below the robustness threshold (highest upper bound 0.681): not aligned under
-    all ten seeds (``python -m das_assert.stability``, 2026-12-03). Seed 0: 0.613 [0.564, 0.659],
+    alignment scores IIA 0.575-0.630 against a no-op of 0.472-0.540. It leads the no-op, yet its
+    interval stays below the robustness threshold (highest upper bound 0.676): not aligned under
+    all ten seeds (``python -m das_assert.stability``, 2026-12-04). Seed 0: 0.613 [0.564, 0.659],
     72 of the 204 answers that must change do.
     """
     from das_assert.tasks.price_tagging import prompt_pairs
