@@ -122,9 +122,25 @@ def main(argv: list[str] | None = None) -> int:
         "sha256": file_digests(args.model),
         "measure_seconds": round(time.perf_counter() - started, 1),
     }
+    if check := carried_retrain_check(args.model, card["sha256"]):
+        card["retrain_check"] = check
     write_card(args.model, card, render_readme(card))
     print(f"card written in {card['measure_seconds']} s")
     return 0
+
+
+def carried_retrain_check(directory: Path, digests: dict[str, str]) -> dict[str, Any] | None:
+    """The existing card's record of a retrain that reproduced these weights (written by hand
+    after a timed ``train-embedded`` run), kept when the card is measured again; dropped when
+    the weights it vouched for are not the ones there now."""
+    try:
+        old = json.loads((Path(directory) / "card.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(old, dict) or not isinstance(old.get("retrain_check"), dict):
+        return None
+    same = (old.get("sha256") or {}).get("model.safetensors") == digests.get("model.safetensors")
+    return old["retrain_check"] if same else None
 
 
 def _retrain_sentence(card: dict[str, Any]) -> str:

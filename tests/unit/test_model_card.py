@@ -1,0 +1,36 @@
+"""The embedded model's card, measured again: what it keeps from the card before it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from das_assert.embedded.card import file_digests
+from das_assert.embedded.measure import carried_retrain_check, render_readme
+from das_assert.models import EMBEDDED_MODEL_DIR
+
+
+def test_the_shipped_card_vouches_for_the_shipped_weights() -> None:
+    card = json.loads((EMBEDDED_MODEL_DIR / "card.json").read_text())
+    assert card["sha256"] == file_digests(EMBEDDED_MODEL_DIR)
+    assert card["retrain_check"]["sha256_matches"] is True
+    assert "matched the sha256 below" in render_readme(card)
+
+
+def test_a_retrain_check_is_kept_for_the_same_weights_and_dropped_for_others(
+    tmp_path: Path,
+) -> None:
+    """Measuring the card again rewrites it from the model: the hand-written record of a timed
+    retrain that reproduced the weights byte for byte was lost with it."""
+    model = tmp_path / "price_tagger"
+    shutil.copytree(EMBEDDED_MODEL_DIR, model)
+    digests = file_digests(model)
+    kept = carried_retrain_check(model, digests)
+    assert kept == json.loads((model / "card.json").read_text())["retrain_check"]
+    other = {**digests, "model.safetensors": "0" * 64}
+    assert carried_retrain_check(model, other) is None  # it vouched for other weights
+    (model / "card.json").write_text("{not json")
+    assert carried_retrain_check(model, digests) is None
+    (model / "card.json").unlink()
+    assert carried_retrain_check(model, digests) is None
