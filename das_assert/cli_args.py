@@ -131,7 +131,13 @@ def _hypothesis_name(text: str) -> str:
     return text
 
 
-def _add_data_args(parser: argparse.ArgumentParser, *, hypothesis_required: bool) -> None:
+def _add_data_args(
+    parser: argparse.ArgumentParser,
+    *,
+    hypothesis_required: bool,
+    seed_default: int | None = 0,
+    seed_help: str = "data, initialisation and training",
+) -> None:
     from das_assert.tasks.price_tagging import CAUSAL_MODELS, NUMBER_STYLES
 
     group = parser.add_argument_group("task and data")
@@ -163,9 +169,7 @@ def _add_data_args(parser: argparse.ArgumentParser, *, hypothesis_required: bool
     group.add_argument(
         "--n-test", type=pair_count, default=500, metavar="N", help="test pairs (default 500)"
     )
-    group.add_argument(
-        "--seed", type=seed_int, default=0, metavar="S", help="data, initialisation and training"
-    )
+    group.add_argument("--seed", type=seed_int, default=seed_default, metavar="S", help=seed_help)
     group.add_argument(
         "--template",
         "--instruction",
@@ -364,7 +368,14 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="score a saved alignment on fresh pairs")
     _add_model_args(evaluate)
-    _add_data_args(evaluate, hypothesis_required=False)
+    # Fresh pairs by default: the seed the alignment was trained with draws its test pairs
+    # (seed 0's test pairs are seed 100003's training pairs).
+    _add_data_args(
+        evaluate,
+        hypothesis_required=False,
+        seed_default=None,
+        seed_help="the pairs' seed (default: the alignment's own, so its test pairs)",
+    )
     evaluate.add_argument(
         "--alignment",
         type=path_arg,
@@ -372,12 +383,6 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
         metavar="FILE",
         help="a file saved by 'fit --save' or a baseline's .safetensors",
     )
-    # Fresh pairs by default: the seed the alignment was trained with draws its test pairs
-    # (seed 0's test pairs are seed 100003's training pairs).
-    evaluate.set_defaults(seed=None)
-    for action in evaluate._actions:  # the shared help says "data, initialisation and training"
-        if action.dest == "seed":
-            action.help = "the pairs' seed (default: the alignment's own, so its test pairs)"
 
     compare = commands.add_parser(
         "compare", help="compare two saved baselines or JSON reports; exit 1 on a regression"

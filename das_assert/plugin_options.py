@@ -382,7 +382,7 @@ def reproduce_options(config: pytest.Config, compared: Path | None = None) -> st
     for name in _VERDICT_OPTIONS:
         value = config.getoption(name)
         if name == "das_compare" and value and compared is not None:
-            value = _shown(compared)
+            value = shown_path(compared, Path(config.invocation_params.dir))
         if value is None or value == DEFAULTS.get(name):
             continue
         flag = "--" + name.replace("_", "-")
@@ -391,10 +391,11 @@ def reproduce_options(config: pytest.Config, compared: Path | None = None) -> st
     return "".join(f" {word}" for word in words)
 
 
-def _shown(path: Path) -> str:
-    """``path`` relative to the working directory where it lies under it, else absolute."""
+def shown_path(path: str | Path, start: Path) -> str:
+    """``path`` relative to ``start`` (where pytest was started) where it lies under it, else
+    absolute: a path a user can paste from there."""
     path = Path(path).absolute()
     try:
-        return str(path.relative_to(Path.cwd()))
+        return str(path.relative_to(start))
     except ValueError:
         return str(path)

@@ -291,12 +291,9 @@ class Reporter:
                 )
 
     def _shown(self, path: str) -> str:
-        """``path`` relative to where pytest was started, if it lies under it."""
-        start = Path(self.config.invocation_params.dir)
-        try:
-            return str(Path(path).absolute().relative_to(start))
-        except ValueError:
-            return path
+        from das_assert.plugin_options import shown_path
+
+        return shown_path(path, Path(self.config.invocation_params.dir))
 
     def _selection(self) -> str | None:
         """Why this run held only some of the collected tests, or None."""

@@ -247,12 +247,13 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
     """What is wrong with the types of an alignment manifest's fields (the tensors' checksum
     does not cover them), or None."""
     for key, kind in _MANIFEST_TYPES.items():
-        value = manifest.get(key)
-        if key not in manifest or (isinstance(value, kind) and not isinstance(value, bool)):
-            if kind is int and key in manifest and not 0 <= value <= 2**32 - 1:
-                return f"{key}={value!r} out of range (0 to 2**32 - 1)"
+        if key not in manifest:
             continue
-        return f"{key}={value!r}, not {'an integer' if kind is int else kind.__name__}"
+        value = manifest[key]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            return f"{key}={value!r}, not {'an integer' if kind is int else kind.__name__}"
+        if kind is int and not 0 <= value <= 2**32 - 1:
+            return f"{key}={value!r} out of range (0 to 2**32 - 1)"
     return None
 
 
