@@ -11,7 +11,9 @@ the JSON carries a checksum and a schema version::
 
 from __future__ import annotations
 
+import fcntl
 import math
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -27,11 +29,16 @@ __all__ = [
     "load_baseline",
     "matching_key",
     "next_baseline_name",
+    "release_reservation",
+    "reservations",
+    "reserve_baseline_name",
     "save_baseline",
     "slug",
 ]
 
 _NUMBERED = re.compile(r"^(\d{4})_(.+)\.json$")
+_TAKEN = re.compile(r"^(\d{4})_")  # a saved baseline, or an alignment folder a run reserved
+RESERVED_BY = ".reserved-by"  # in a reserved folder: the token of the run saving into it
 
 
 def entry_key(record: dict[str, Any]) -> str:
@@ -84,11 +91,57 @@ def slug(key: str) -> str:
 
 
 def next_baseline_name(directory: Path, name: str) -> str:
-    """``NNNN_name`` with NNNN one above the highest number already in ``directory``."""
-    numbers = [
-        int(m.group(1)) for p in Path(directory).glob("*.json") if (m := _NUMBERED.match(p.name))
-    ]
-    return f"{max(numbers, default=0) + 1:04d}_{slug(name)}"
+    """``NNNN_name`` with NNNN one above the highest number in ``directory``, taken by a saved
+    baseline or by the alignment folder of a run still saving one."""
+    directory = Path(directory)
+    taken = [int(m.group(1)) for p in _listing(directory) if (m := _TAKEN.match(p.name))]
+    return f"{max(taken, default=0) + 1:04d}_{slug(name)}"
+
+
+def _listing(directory: Path) -> list[Path]:
+    return list(directory.iterdir()) if directory.is_dir() else []
+
+
+def reserve_baseline_name(directory: Path, name: str, run_token: str) -> str:
+    """The stem ``NNNN_name`` that the run ``run_token`` saves its baseline under, reserved by
+    creating its alignment folder with the token inside.
+
+    Every process of one run (pytest-xdist's workers) gets the same stem; two runs saving at
+    once get two numbers. A number chosen per process from the saved files alone gave two runs,
+    or two workers of one run that started before any save, one folder to write into.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # on the directory: no lock file beside the baselines
+        for folder in reservations(directory, run_token):
+            return folder.name
+        stem = next_baseline_name(directory, name)
+        (directory / stem).mkdir()
+        (directory / stem / RESERVED_BY).write_text(run_token, encoding="utf-8")
+        return stem
+    finally:
+        os.close(handle)  # releases the lock
+
+
+def reservations(directory: Path, run_token: str) -> list[Path]:
+    """The folders in ``directory`` reserved by the run ``run_token``."""
+    found = []
+    for folder in _listing(Path(directory)):
+        marker = folder / RESERVED_BY
+        if _TAKEN.match(folder.name) and marker.is_file():
+            if marker.read_text(encoding="utf-8") == run_token:
+                found.append(folder)
+    return sorted(found)
+
+
+def release_reservation(folder: Path) -> None:
+    """Drop the run's token from its folder; the folder itself goes if nothing else is in it."""
+    folder = Path(folder)
+    (folder / RESERVED_BY).unlink(missing_ok=True)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def alignment_path(directory: Path, stem: str, key: str) -> Path:

@@ -22,6 +22,7 @@ from das_assert.plugin_options import (
     check_output_paths,
     refused_values,
     reproduce_options,
+    run_token,
 )
 from das_assert.plugin_report import Reporter
 
@@ -53,6 +54,12 @@ def pytest_configure(config: pytest.Config) -> None:
     except pytest.UsageError as exc:
         reporter.usage_error(f"das_assert usage: {exc}")
         raise
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist, on the controller: hand the run's token to each worker."""
+    node.workerinput["das_run_token"] = run_token(node.config)
 
 
 def _check_options(config: pytest.Config) -> None:
@@ -414,7 +421,7 @@ def _cuda_count() -> int:
 
 def _baseline_setup(config: pytest.Config, settings: Any) -> dict[str, Any]:
     """Where this run saves its baseline, and the baseline it compares with (if any)."""
-    from das_assert.baseline import find_baseline, load_baseline, next_baseline_name
+    from das_assert.baseline import find_baseline, load_baseline, reserve_baseline_name
     from das_assert.errors import DasError
     from das_assert.settings import load_settings
 
@@ -423,7 +430,14 @@ def _baseline_setup(config: pytest.Config, settings: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"compare_checks": config.stash.get(_CHECKS, [])}
     name = config.getoption("das_save_baseline")
     if name:
-        out["save_to"] = directory / next_baseline_name(directory, name)
+        try:
+            out["save_to"] = directory / reserve_baseline_name(directory, name, run_token(config))
+        except OSError as exc:
+            _setup_failed(
+                config,
+                f"das_assert --das-save-baseline: cannot reserve a baseline in {directory}: "
+                f"{exc}; give a writable --das-baseline-dir",
+            )
     compare = config.getoption("das_compare")
     if compare:
         try:

@@ -3,6 +3,7 @@ they name, and the options a failure's "reproduce:" line repeats. No torch here.
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ __all__ = [
     "check_output_paths",
     "refused_values",
     "reproduce_options",
+    "run_token",
 ]
 
 INCONCLUSIVE = ("fail", "xfail", "pass")
@@ -332,6 +334,18 @@ def check_output_paths(config: pytest.Config) -> None:
                     f"{written[where]} and {option} both name {value}; name two paths"
                 )
             written[where] = option
+
+
+_RUN_TOKEN = pytest.StashKey[str]()
+
+
+def run_token(config: pytest.Config) -> str:
+    """This run's token: made by the controller, handed to each pytest-xdist worker (in
+    ``workerinput``), so that all of a run's processes save one baseline into one folder."""
+    if _RUN_TOKEN not in config.stash:
+        given = getattr(config, "workerinput", {}).get("das_run_token")
+        config.stash[_RUN_TOKEN] = given or uuid.uuid4().hex
+    return config.stash[_RUN_TOKEN]
 
 
 def baseline_root(config: pytest.Config) -> Path:

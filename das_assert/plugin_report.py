@@ -213,10 +213,22 @@ class Reporter:
         """Save the baseline of a complete run; a run cut short (Ctrl-C, -x, a collection
         error) saves none and removes the alignment files it wrote for it, for a later
         ``--das-compare latest`` would take the fragment for the whole suite."""
-        stems = {r["baseline_file"] for r in self.records if r.get("baseline_file")}
         asked = self.config.getoption("das_save_baseline")
         if not asked:
             return
+        try:
+            self._save_baseline_files(run, asked)
+        finally:  # the folders this run reserved: their tokens go, and each folder left empty
+            from das_assert.baseline import release_reservation, reservations
+            from das_assert.plugin_options import baseline_root, run_token
+
+            root = baseline_root(self.config)
+            for directory in root.iterdir() if root.is_dir() else ():
+                for folder in reservations(directory, run_token(self.config)):
+                    release_reservation(folder)
+
+    def _save_baseline_files(self, run: dict[str, Any], asked: str) -> None:
+        stems = {r["baseline_file"] for r in self.records if r.get("baseline_file")}
         if not stems:  # nothing judged: a collection error, Ctrl-C before the first verdict
             why = (
                 f"the run did not complete (pytest exit {run['exit_code']})"
@@ -234,20 +246,18 @@ class Reporter:
                 folder = Path(stem).parent / name
                 for record in records:
                     (folder / record["alignment_file"]).unlink(missing_ok=True)
-                if folder.is_dir() and not any(folder.iterdir()):
-                    folder.rmdir()
                 self.notes.append(
                     f"das: baseline {name} NOT saved: the run did not complete (pytest exit "
                     f"{run['exit_code']}), and a baseline must hold the whole suite; the "
                     f"{len(records)} alignment file(s) written for it were removed"
                 )
                 continue
-            if Path(stem + ".json").exists():  # saved by another run since this one began
+            if Path(stem + ".json").exists():  # written since this run reserved the number
                 self.notes.append(
-                    f"das: baseline {name} NOT saved: {self._shown(stem + '.json')} was saved by "
-                    "another run while this one ran, and is not replaced; both runs wrote "
-                    f"alignment files into {self._shown(stem)}/, so delete that baseline and its "
-                    "folder and save again"
+                    f"das: baseline {name} NOT saved: {self._shown(stem + '.json')} was written "
+                    "by another process (an earlier das_assert, which did not reserve its "
+                    "number, or by hand) while this run ran, and is not replaced; this run's "
+                    f"alignment files are in {self._shown(stem)}/: delete both and save again"
                 )
                 continue
             save_baseline(

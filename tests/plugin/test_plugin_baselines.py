@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from plugin_support import _run
+from plugin_support import HYPOTHESIS_FILE, _run
 
 pytest_plugins = ["pytester"]
 
@@ -104,6 +104,7 @@ def test_a_run_cut_short_saves_no_baseline_and_leaves_no_alignment_file(
         ["*baseline 0001_v1 NOT saved: the run did not complete (pytest exit TESTS_FAILED)*"]
     )
     assert [p for p in (project.path / "b").rglob("*") if p.is_file()] == []
+    assert list((project.path / "b/tiny").iterdir()) == []  # nor the folder it reserved
     assert "baseline saved" not in result.stdout.str()
     selected = _run(project, *args, "-k", "negative", "test_hyp.py")
     selected.assert_outcomes(passed=1)
@@ -385,6 +386,7 @@ def test_a_baseline_saved_by_another_run_meanwhile_is_not_replaced(
 ) -> None:
     # Two runs saving one NAME at once both chose 0001_v1 when they started; the later one to
     # finish replaced the other's baseline and both said "baseline saved: .../0001_v1.json".
+    # Runs now reserve their number; a file written meanwhile by other means is still kept.
     project.makepyfile(
         test_zz_other_run="""
 from pathlib import Path
@@ -398,7 +400,37 @@ def test_another_run_saves_first():
     result = _run(project, "--das-save-baseline=v1", "test_hyp.py", "test_zz_other_run.py", *args)
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(
-        ["das: baseline 0001_v1 NOT saved: b/tiny/0001_v1.json was saved by another run while*"]
+        ["das: baseline 0001_v1 NOT saved: b/tiny/0001_v1.json was written by another process*"]
     )
     assert "baseline saved" not in result.stdout.str()
     assert (project.path / "b/tiny/0001_v1.json").read_text() == '{"saved by": "the other run"}'
+
+
+def test_a_run_saves_past_a_number_another_run_has_reserved(project: pytest.Pytester) -> None:
+    # Two runs saving one NAME at once took one number (chosen from the saved files when each
+    # started) and wrote their alignment files into one folder.
+    taken = project.path / "b/tiny/0001_v1"
+    taken.mkdir(parents=True)
+    (taken / ".reserved-by").write_text("another run's token")
+    args = ("--das-cache=readwrite", "--das-baseline-dir=b", "--das-save-baseline=v1")
+    _run(project, *args, "test_hyp.py").assert_outcomes(passed=1, failed=1)
+    assert sorted(p.name for p in (project.path / "b/tiny").iterdir()) == [
+        "0001_v1",
+        "0002_v1",
+        "0002_v1.json",
+    ]
+    assert [p.name for p in taken.iterdir()] == [".reserved-by"]  # the other run's, untouched
+    assert not list((project.path / "b/tiny/0002_v1").glob(".*"))  # its own token is gone
+    assert len(list((project.path / "b/tiny/0002_v1").glob("*.safetensors"))) == 2
+
+
+@pytest.mark.slow
+def test_xdist_workers_save_one_baseline_into_one_folder(project: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    project.makepyfile(test_hyp_copy=HYPOTHESIS_FILE)
+    args = ("--das-cache=off", "--das-baseline-dir=b", "--das-save-baseline=v1")
+    result = _run(project, *args, "-n", "2", "--dist", "loadfile", subprocess=True)
+    result.assert_outcomes(passed=2, failed=2)
+    saved = sorted(p.name for p in (project.path / "b/tiny").iterdir())
+    assert saved == ["0001_v1", "0001_v1.json"]
+    assert len(list((project.path / "b/tiny/0001_v1").iterdir())) == 4  # no token left

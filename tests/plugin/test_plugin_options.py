@@ -300,3 +300,33 @@ def test_a_bad_das_model_variable_is_named_in_the_error(
     result.stdout.fnmatch_lines(
         ["*'/no/such/model' does not exist*(the model path is $DAS_MODEL='/no/such/model')*"]
     )
+
+
+def test_one_run_reserves_one_number_and_two_runs_two(tmp_path: Path) -> None:
+    # Two runs saving one NAME at once chose one number and shared its alignment folder; every
+    # process of one run (xdist's workers) must still get the same one.
+    import threading
+
+    from das_assert.baseline import release_reservation, reservations, reserve_baseline_name
+
+    (tmp_path / "0001_main.json").write_text("{}")
+    start = threading.Barrier(8)
+    got: dict[str, set[str]] = {"run-a": set(), "run-b": set()}
+
+    def reserve(token: str) -> None:
+        start.wait()
+        got[token].add(reserve_baseline_name(tmp_path, "main", token))
+
+    threads = [threading.Thread(target=reserve, args=(t,)) for t in ("run-a", "run-b") * 4]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(got["run-a"]) == len(got["run-b"]) == 1
+    assert got["run-a"] | got["run-b"] == {"0002_main", "0003_main"}
+    (folder,) = reservations(tmp_path, "run-a")
+    assert folder.name in got["run-a"]
+    # a reserved folder takes its number before its baseline is saved
+    assert reserve_baseline_name(tmp_path, "main", "run-c") == "0004_main"
+    release_reservation(folder)  # nothing was written into it: it goes
+    assert not folder.exists()
