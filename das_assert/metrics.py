@@ -32,6 +32,7 @@ from das_assert.errors import InvalidArgument
 __all__ = [
     "Gap",
     "Verdict",
+    "beside",
     "check_threshold",
     "normalized_iia",
     "paired_gap",
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 Z95 = 1.959963984540054
+_TOLERANCE = 1e-9  # a lead this close to the margin counts as reaching it
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -57,6 +59,17 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     low = 0.0 if successes == 0 else max(0.0, centre - half)
     high = 1.0 if successes == n else min(1.0, centre + half)
     return low, high
+
+
+def beside(value: float, bar: float, *, signed: bool = False) -> str:
+    """``value`` to three decimals, or to as many more (up to six) as it takes for the number
+    shown to lie on the same side of ``bar`` as ``value`` itself: a lower bound of 0.72996 under a
+    threshold of 0.73 is shown as 0.72996, not as 0.730, which would read as meeting it."""
+    for digits in range(3, 7):
+        text = f"{value:{'+' if signed else ''}.{digits}f}"
+        if (float(text) < bar) == (value < bar):
+            break
+    return text
 
 
 @dataclass(frozen=True)
@@ -77,6 +90,12 @@ class Gap:
 
     def __str__(self) -> str:
         return f"{self.estimate:+.3f} [{self.low:+.3f}, {self.high:+.3f}]"
+
+    def against(self, margin: float) -> str:
+        """As ``str``, with each bound given to as many decimals as it takes to show on which
+        side of ``margin`` it lies (``beside``), as the verdict compares them."""
+        low, high = (beside(v, margin - _TOLERANCE, signed=True) for v in (self.low, self.high))
+        return f"{self.estimate:+.3f} [{low}, {high}]"
 
 
 def paired_gap(*, only_iia: int, only_baseline: int, both: int, n: int) -> Gap:
@@ -182,11 +201,15 @@ def verdict(
     if not 0 <= margin < 1:
         raise InvalidArgument(f"margin={margin!r} must lie in [0, 1): IIA's lead over a baseline")
     low, high = iia_ci
+    bar = margin - _TOLERANCE
     if collapsed:
         return Verdict("not_aligned", "the learned boundary collapsed to 0 coordinates (a no-op)")
     if high < threshold:
-        return Verdict("not_aligned", f"95% CI upper bound {high:.3f} < threshold {threshold:.3f}")
-    if changed is not None and perfect_gap(*changed).low < margin - 1e-9:
+        return Verdict(
+            "not_aligned",
+            f"95% CI upper bound {beside(high, threshold)} < threshold {threshold:.3f}",
+        )
+    if changed is not None and perfect_gap(*changed).low < bar:
         k, n = changed
         return Verdict(
             "inconclusive",
@@ -195,22 +218,26 @@ def verdict(
             "pairs whose labels change (another bracket or amounts), not more of these",
             untestable=True,
         )
-    lost = [name for name, gap in gaps.items() if gap.high < margin - 1e-9]
+    lost = [name for name, gap in gaps.items() if gap.high < bar]
     if lost:  # the site clearly does no more than a baseline
-        named = ", ".join(f"{name} ({gaps[name].baseline:.3f}, lead {gaps[name]})" for name in lost)
-        return Verdict("not_aligned", f"IIA {iia:.3f} does not beat {named} by {margin}")
-    unsure = [name for name, gap in gaps.items() if gap.low < margin - 1e-9]
-    if low >= threshold and not unsure:
-        leads = "".join(f"; lead over {name} {gap}" for name, gap in gaps.items())
-        return Verdict(
-            "aligned", f"95% CI lower bound {low:.3f} >= threshold {threshold:.3f}{leads}"
+        named = ", ".join(
+            f"{name} ({gaps[name].baseline:.3f}, lead {gaps[name].against(margin)})"
+            for name in lost
         )
-    reasons = (
-        []
-        if low >= threshold
-        else [f"95% CI [{low:.3f}, {high:.3f}] contains the threshold {threshold:.3f}"]
-    )
+        return Verdict("not_aligned", f"IIA {iia:.3f} does not beat {named} by {margin}")
+    unsure = [name for name, gap in gaps.items() if gap.low < bar]
+    if low >= threshold and not unsure:
+        leads = "".join(f"; lead over {name} {gap.against(margin)}" for name, gap in gaps.items())
+        return Verdict(
+            "aligned",
+            f"95% CI lower bound {beside(low, threshold)} >= threshold {threshold:.3f}{leads}",
+        )
+    reasons = []
+    if low < threshold:
+        shown = f"[{beside(low, threshold)}, {beside(high, threshold)}]"
+        reasons.append(f"95% CI {shown} contains the threshold {threshold:.3f}")
     reasons += [
-        f"the lead over {name}, {gaps[name]}, contains the margin {margin}" for name in unsure
+        f"the lead over {name}, {gaps[name].against(margin)}, contains the margin {margin}"
+        for name in unsure
     ]
     return Verdict("inconclusive", "; ".join(reasons) + "; increase n")

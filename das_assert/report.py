@@ -11,7 +11,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from das_assert.metrics import wilson_interval
+from das_assert.metrics import beside, wilson_interval
 from das_assert.store import SCHEMA_VERSION, atomic_write_json
 from das_assert.summary import (
     changed_text,
@@ -82,6 +82,13 @@ def write_report(path: Path, report: dict[str, Any]) -> None:
 
 def _fmt(value: Any, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _interval(low: float, high: float, threshold: float | None) -> str:
+    """``[low, high]``, each bound on the side of ``threshold`` it lies (``metrics.beside``)."""
+    if threshold is None:
+        return f"[{_fmt(low)}, {_fmt(high)}]"
+    return f"[{beside(low, threshold)}, {beside(high, threshold)}]"
 
 
 #: A fuzz record's numbers that the robustness table pools over a family's pairs, beside IIA.
@@ -212,7 +219,7 @@ def markdown_table(
         site = f"`{r['site']['canonical']}`" + ("" if method == "boundless" else f" ({method})")
         lines.append(
             f"| {r.get('test_id') or '–'} | {claim} "
-            f"| {site} | {_fmt(r['iia'])} | [{_fmt(low)}, {_fmt(high)}] "
+            f"| {site} | {_fmt(r['iia'])} | {_interval(low, high, r.get('threshold'))} "
             f"| {r['n_test']} | {r.get('seed', '–')} | {_fmt(b['noop'])} "
             f"| {_fmt(b.get('majority'))} | {_fmt(b['random_rotation'])} "
             f"| {_fmt(r['task_accuracy'])} "
@@ -262,7 +269,8 @@ def markdown_table(
             low, high = r["iia_ci"]
             lines.append(
                 f"| {r['test_id']} | {r['claim']} | {r['where']} | `{r['site']}` "
-                f"| {_fmt(r['iia'])} | [{_fmt(low)}, {_fmt(high)}] | {r['n']} | {r['seed']} "
+                f"| {_fmt(r['iia'])} | {_interval(low, high, r['threshold'])} | {r['n']} "
+                f"| {r['seed']} "
                 f"| {_fmt(r['noop'])} | {_fmt(r.get('majority'))} "
                 f"| {_fmt(r.get('random_rotation'))} | {changed_text(r)} "
                 f"| {_fmt(r['task_accuracy'])} "

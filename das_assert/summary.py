@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from das_assert.metrics import beside
+
 __all__ = [
     "changed_text",
     "fuzz_lines",
@@ -29,6 +31,12 @@ def _number(value: float | None) -> str:
 def threshold_text(value: float) -> str:
     """0.7 as 0.70 and 0.725 as 0.725: every digit the verdict used."""
     return f"{value:.2f}" if round(value, 2) == value else f"{value:.3f}".rstrip("0")
+
+
+def interval_text(low: float, high: float, threshold: float) -> str:
+    """An interval in a table's column, each bound on the side of ``threshold`` it lies
+    (``metrics.beside``): a bound of 0.72996 is not shown as 0.730 beside a threshold of 0.73."""
+    return f"{beside(low, threshold):>6}-{beside(high, threshold):<6}"
 
 
 def _threshold(value: float) -> str:
@@ -74,7 +82,8 @@ def _row(r: dict[str, Any], claim_width: int, site_width: int, seed_width: int) 
         expected += f"  REGRESSED ({len(r['regressions'])} check(s) failed)"
     return (
         f"{r['claim']:<{claim_width}} {r['site']['canonical']:<{site_width}} {r['iia']:>5.3f} "
-        f"{low:>6.3f}-{high:<6.3f} {r['n_test']:>5} {r['seed']:>{seed_width}} {b['noop']:>5.3f} "
+        f"{interval_text(low, high, r['threshold'])} {r['n_test']:>5} {r['seed']:>{seed_width}} "
+        f"{b['noop']:>5.3f} "
         f"{_number(b.get('majority'))} "
         f"{b['random_rotation']:>5.3f} {r['task_accuracy']:>5.3f} {_threshold(r['threshold'])}  "
         f"{r['verdict']}{expected}"
@@ -249,7 +258,8 @@ def limit_lines(limits: list[dict[str, Any]]) -> list[str]:
         low, high = r["iia_ci"]
         lines.append(
             f"{r['claim']:<{claim_width}} {r['where']:<{where_width}} {r['iia']:>5.3f} "
-            f"{low:>6.3f}-{high:<6.3f} {r['n']:>5} {r['noop']:>5.3f} {_number(r.get('majority'))} "
+            f"{interval_text(low, high, r['threshold'])} {r['n']:>5} {r['noop']:>5.3f} "
+            f"{_number(r.get('majority'))} "
             f"{_number(r.get('random_rotation'))} {changed_text(r):>9} "
             f"{r['task_accuracy']:>5.3f} {_threshold(r['threshold'])}  {limit_result(r)}"
         )

@@ -13,6 +13,7 @@ from das_assert.errors import InvalidArgument
 from das_assert.metrics import (
     Z95,
     Gap,
+    beside,
     normalized_iia,
     paired_gap,
     perfect_gap,
@@ -328,3 +329,21 @@ def test_a_perfect_intervention_can_only_show_what_the_changed_labels_allow() ->
     assert perfect_gap(5, 400).high < 0.05  # 5 of 400 labels to change: never past a margin
     assert perfect_gap(200, 400).low > 0.45
     assert perfect_gap(0, 400).estimate == 0
+
+
+def test_a_bound_that_rounds_onto_the_threshold_is_shown_with_the_digits_that_tell() -> None:
+    # 0.72996 < 0.73: "upper bound 0.730 < threshold 0.730" read as false.
+    below = verdict(iia_ci=(0.6, 0.72996), iia=0.66, threshold=0.73, gaps=BEATEN)
+    assert below.outcome == "not_aligned"
+    assert "upper bound 0.72996 < threshold 0.730" in below.reason
+    straddles = verdict(iia_ci=(0.72996, 0.8), iia=0.76, threshold=0.73, gaps=BEATEN)
+    assert straddles.outcome == "inconclusive"
+    assert "95% CI [0.72996, 0.800] contains the threshold 0.730" in straddles.reason
+    gaps = {"noop": lead(0.3, 0.4), "random_rotation": lead(0.04996, 0.12)}
+    unsure = verdict(iia_ci=(0.8, 0.9), iia=0.85, threshold=0.73, gaps=gaps)
+    assert "random_rotation, +0.085 [+0.04996, +0.120], contains the margin" in unsure.reason
+    # Bounds clear of the bar keep three decimals; one within the margin's tolerance meets it.
+    assert beside(0.7296, 0.73) == "0.7296"
+    assert beside(0.7304, 0.73) == "0.730"
+    assert beside(0.73, 0.73) == "0.730"
+    assert beside(0.0499999999995, 0.05 - 1e-9, signed=True) == "+0.050"

@@ -358,3 +358,17 @@ def test_a_transfer_that_could_not_be_measured_says_so_in_both_tables(tmp_path: 
     )
     assert "transfer not measured" in summary_lines([record])[2]
     assert f"Δ +0.000, transfer not measured: {why}" in markdown_table([record])
+
+
+def test_a_bound_that_rounds_onto_the_threshold_is_shown_on_its_side_of_it() -> None:
+    # 0.72996 under a threshold of 0.73, inconclusive: "0.730-0.790 ... 0.73 inconclusive" read
+    # as a lower bound meeting the threshold.
+    record = {
+        **_record("left_boundary", "block_output[layer=0, pos=last]", 0.76, "inconclusive", "t"),
+        "iia_ci": (0.72996, 0.79),
+    }
+    assert "0.72996-0.790" in summary_lines([record])[2]
+    assert "| [0.72996, 0.790] |" in markdown_table([record]).splitlines()[2]
+    clear = {**record, "iia_ci": (0.7296, 0.79)}
+    assert " 0.7296-0.790 " in summary_lines([clear])[2]
+    assert " 0.800-0.850 " in summary_lines([{**record, "iia_ci": (0.8, 0.85)}])[2]
