@@ -331,6 +331,44 @@ def test_a_perfect_intervention_can_only_show_what_the_changed_labels_allow() ->
     assert perfect_gap(0, 400).estimate == 0
 
 
+def test_the_lead_interval_matches_a_published_reference() -> None:
+    # Newcombe's square-and-add interval for paired proportions, the correlation corrected
+    # (ad - bc = 4624 > n / 2): the complete responses of Cavo et al. (2012), 59 both, 6 before
+    # only, 16 after only, 80 neither, as Fagerland, Lydersen and Laake (2017, ch. 8) give it:
+    # -0.0621 (95% CI -0.1186 to -0.0046).
+    gap = paired_gap(only_iia=6, only_baseline=16, both=59, n=161)
+    assert gap.estimate == pytest.approx(-0.0621, abs=1e-4)
+    assert gap.low == pytest.approx(-0.1186, abs=1e-4)
+    assert gap.high == pytest.approx(-0.0046, abs=1e-4)
+
+
+def test_an_uncorrelated_lead_is_the_wilson_intervals_squared_and_added() -> None:
+    # ad - bc = 1 * 12 - 1 * 7 = 5 <= n / 2: Newcombe sets the correlation to 0, and the bounds
+    # are d -/+ the root of the sum of the squared Wilson distances (Wilson checked above).
+    n, first, second = 21, 2, 8
+    p1, p2 = first / n, second / n
+    (l1, u1), (l2, u2) = wilson_interval(first, n), wilson_interval(second, n)
+    gap = paired_gap(only_iia=1, only_baseline=7, both=1, n=n)
+    assert gap.low == pytest.approx(p1 - p2 - math.hypot(p1 - l1, u2 - p2), abs=1e-12)
+    assert gap.high == pytest.approx(p1 - p2 + math.hypot(u1 - p1, p2 - l2), abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("successes", "n", "low", "high"),
+    [  # z^2 / (n + z^2) closed forms at the ends: 0 of n and n of n
+        (0, 1, 0.0, 3.841459 / 4.841459),
+        (1, 1, 1 / 4.841459, 1.0),
+        (0, 800, 0.0, 3.841459 / 803.841459),
+        (800, 800, 800 / 803.841459, 1.0),
+    ],
+)
+def test_wilson_interval_at_zero_and_all_pairs_right(
+    successes: int, n: int, low: float, high: float
+) -> None:
+    got = wilson_interval(successes, n)
+    assert got == (pytest.approx(low, abs=1e-6), pytest.approx(high, abs=1e-6))
+
+
 def test_a_bound_that_rounds_onto_the_threshold_is_shown_with_the_digits_that_tell() -> None:
     # 0.72996 < 0.73: "upper bound 0.730 < threshold 0.730" read as false.
     below = verdict(iia_ci=(0.6, 0.72996), iia=0.66, threshold=0.73, gaps=BEATEN)
