@@ -152,10 +152,16 @@ class Evaluation:
         return sorted(failing, key=simplicity)
 
     def pair_records(self, tokenizer: Any) -> list[dict[str, Any]]:
-        """One JSON-ready record per pair, enough to recompute the IIA by hand."""
+        """One JSON-ready record per pair, enough to recompute by hand the IIA, the baselines and
+        the task accuracy, and the paired counts of IIA's leads over the no-op and the random
+        rotation: each pair's counterfactual and factual answer, and what the intervention, the
+        plain base run and the random rotation predicted."""
         names = tokenizer.convert_ids_to_tokens
         expected = names(self.test.label_ids.tolist())
         predicted = names(self.predicted.tolist())
+        base_expected = names(self.test.base_label_ids.tolist())
+        base_predicted = names(self.base_predicted.tolist())
+        random_predicted = names(self.random_predicted.tolist())
         records = []
         for i, pair in enumerate(self.test.pairs):
             records.append(
@@ -168,6 +174,9 @@ class Evaluation:
                     "expected": expected[i],
                     "predicted": predicted[i],
                     "correct": bool(self.correct[i]),
+                    "base_expected": base_expected[i],
+                    "base_predicted": base_predicted[i],
+                    "random_predicted": random_predicted[i],
                 }
             )
         return records

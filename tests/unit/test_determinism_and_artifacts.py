@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -76,6 +77,41 @@ def test_a_fixed_seed_gives_identical_iia_predictions_and_rotation(tiny_llama: L
     assert [p["predicted"] for p in record["pairs"]] == [p["predicted"] for p in again["pairs"]]
     assert record["iia_ci"] == again["iia_ci"]
     assert record["baselines"] == again["baselines"]
+
+
+def test_the_records_pairs_recompute_every_number_the_verdict_rests_on(
+    tiny_llama: LoadedModel,
+) -> None:
+    # The pairs held only the intervened prediction: IIA could be checked, but not the no-op,
+    # the random rotation, the task accuracy nor the leads whose intervals the verdict judges.
+    from das_assert.metrics import paired_gap, wilson_interval
+
+    result = run_experiment(tiny_llama, replace(small_experiment(), threshold=0.5), CONFIG)
+    record = json.loads(json.dumps(result.to_dict()))
+    pairs = record["pairs"]
+    n = len(pairs)
+    right = [p["predicted"] == p["expected"] for p in pairs]
+    assert [p["correct"] for p in pairs] == right
+    assert sum(right) == record["iia_successes"]
+    assert record["iia_ci"] == pytest.approx(wilson_interval(sum(right), n), abs=1e-6)
+    runs = {
+        "noop": [p["base_predicted"] == p["expected"] for p in pairs],
+        "random_rotation": [p["random_predicted"] == p["expected"] for p in pairs],
+    }
+    for name, theirs in runs.items():
+        assert record["baselines"][name] == pytest.approx(sum(theirs) / n, abs=1e-6)
+        mine_only = sum(a and not b for a, b in zip(right, theirs, strict=True))
+        theirs_only = sum(b and not a for a, b in zip(right, theirs, strict=True))
+        both = sum(a and b for a, b in zip(right, theirs, strict=True))
+        gap = paired_gap(only_iia=mine_only, only_baseline=theirs_only, both=both, n=n)
+        lead = record["baseline_leads"][name]
+        assert lead["lead"] == pytest.approx(gap.estimate, abs=1e-6)
+        assert lead["ci"] == pytest.approx([gap.low, gap.high], abs=1e-6)
+    task = sum(p["base_predicted"] == p["base_expected"] for p in pairs) / n
+    assert record["task_accuracy"] == pytest.approx(task, abs=1e-6)
+    labels = [p["expected"] for p in pairs]
+    majority = max(labels.count(label) for label in set(labels)) / n
+    assert record["baselines"]["majority"] == pytest.approx(majority, abs=1e-6)
 
 
 # -- (2) atomic writes ---------------------------------------------------------------------------
