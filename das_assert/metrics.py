@@ -11,7 +11,8 @@ estimate:
   below ``margin`` (the site clearly does no more than that baseline);
 - ``inconclusive``: otherwise: an interval straddles its bar, and more pairs would decide; or so
   few labels change that even a perfect intervention could not be told from the no-op (then
-  more pairs of that kind would not decide, pairs whose labels change would).
+  more pairs of that kind would not decide, pairs whose labels change would; and a lead below
+  the margin says nothing, so only IIA's upper bound or an empty box makes it not aligned).
 
 >>> round(wilson_interval(90, 100)[0], 3)
 0.826
