@@ -141,7 +141,9 @@ def search_record(grid: SearchGrid) -> dict[str, Any]:
 
 def grid_table(grid: SearchGrid) -> str:
     """The grid as text: a row per layer, a column per position, each cell's IIA and its Wilson
-    95% interval; the best cell starred."""
+    95% interval; the best cell starred; under the heading the seed and the controls (the no-op,
+    majority label and task accuracy, one run of the test pairs every cell shares, and the
+    random rotation's range over the cells)."""
     best = grid.best()
     cells = {
         cell: f"{result.iia:.3f} [{result.iia_ci[0]:.3f}, {result.iia_ci[1]:.3f}]"
@@ -154,12 +156,33 @@ def grid_table(grid: SearchGrid) -> str:
     lines = [
         f"{grid.hypothesis}: IIA per cell (hard mask, 95% CI, n={'/'.join(map(str, ns))}; "
         "* the best)",
+        _controls_line(list(grid.results.values())),
         " " * label + "  " + "  ".join(f"{p:<{width}}" for p in grid.positions),
     ]
     for layer in grid.layers:
         row = "  ".join(f"{cells[(layer, p)]:<{width}}" for p in grid.positions)
         lines.append(f"{f'layer {layer}':<{label}}  {row}")
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _controls_line(results: list[Any]) -> str:
+    """The seed and controls of a grid's cells: one value where the cells share it, else the
+    range over them."""
+
+    def spread(values: list[float]) -> str:
+        low, high = min(values), max(values)
+        return f"{low:.3f}" if f"{low:.3f}" == f"{high:.3f}" else f"{low:.3f}-{high:.3f}"
+
+    seeds = sorted({result.experiment.seed for result in results})
+    noop, majority, rotation = (
+        spread([result.baselines[key] for result in results])
+        for key in ("noop", "majority", "random_rotation")
+    )
+    task = spread([result.evaluation.task_accuracy for result in results])
+    return (
+        f"seed={','.join(map(str, seeds))}; no-op {noop}, majority {majority}, random rotation "
+        f"{rotation}, task accuracy {task} (each cell's in the --json report)"
+    )
 
 
 def save_heatmap(grid: SearchGrid, path: Path, *, title: str = "") -> Path:

@@ -372,3 +372,30 @@ def test_a_bound_that_rounds_onto_the_threshold_is_shown_on_its_side_of_it() -> 
     clear = {**record, "iia_ci": (0.7296, 0.79)}
     assert " 0.7296-0.790 " in summary_lines([clear])[2]
     assert " 0.800-0.850 " in summary_lines([{**record, "iia_ci": (0.8, 0.85)}])[2]
+
+
+def test_the_command_lines_search_grid_names_its_seed_and_controls() -> None:
+    # grid_table gave each cell's IIA, interval and n, but neither the seed nor any control.
+    from types import SimpleNamespace
+
+    from das_assert.search import SearchGrid, grid_table
+
+    def cell(iia: float, rotation: float) -> SimpleNamespace:
+        return SimpleNamespace(
+            iia=iia,
+            iia_ci=(iia - 0.03, iia + 0.03),
+            n=800,
+            experiment=SimpleNamespace(seed=3),
+            baselines={"noop": 0.689, "majority": 0.5, "random_rotation": rotation},
+            evaluation=SimpleNamespace(task_accuracy=0.973),
+        )
+
+    results = {(0, "after:amount"): cell(0.689, 0.689), (0, "last"): cell(0.83, 0.641)}
+    grid = SearchGrid("left_boundary", [0], ["after:amount", "last"], results)
+    lines = grid_table(grid).splitlines()
+    assert "n=800" in lines[0]
+    assert lines[1] == (
+        "seed=3; no-op 0.689, majority 0.500, random rotation 0.641-0.689, task accuracy 0.973 "
+        "(each cell's in the --json report)"
+    )
+    assert "0.830 [0.800, 0.860]*" in lines[-1]
