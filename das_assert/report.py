@@ -255,7 +255,15 @@ def markdown_table(
                     f"| {interval} | {c['n']} | {_fmt(c.get('noop'))} | {_fmt(c.get('majority'))} "
                     f"| {_fmt(c.get('random_rotation'))} | {_fmt(c.get('task_accuracy'))} |"
                 )
-        lines += ["", *sites_and_seeds(robustness["examples"])]
+        lines += [
+            "",
+            *sites_and_seeds(robustness["examples"]),
+            "",
+            "Pooled over the pairs of a family's distinct variants not rejected, its Wilson 95% "
+            "interval as if every pair were independent, so too narrow where variants differ; "
+            "majority: each variant's commonest-label share, weighted by its pairs. Each variant "
+            "was judged on its own pairs (inconclusive: its interval straddled the bar).",
+        ]
         if unshown := unshown_lines(robustness.get("unshown", [])):
             lines += ["", *(f"- {line}" for line in unshown)]
     if limits:

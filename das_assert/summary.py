@@ -186,8 +186,9 @@ def fuzz_lines(fuzz: list[dict[str, Any]]) -> list[str]:
     lines = [
         "--- robustness (distinct fuzzed prompt variants; IIA pooled over the pairs of a "
         "family's variants not rejected, Wilson 95% CI over n as if all were independent, so "
-        "too narrow where variants differ; no-op / maj / rand / task over the same pairs; each "
-        "variant was judged on its own: inconcl = its interval straddled the bar)",
+        "too narrow where variants differ; no-op / maj / rand / task over the same pairs, maj "
+        "being each variant's commonest-label share weighted by its pairs; each variant was "
+        "judged on its own: inconcl = its interval straddled the bar)",
         f"{'claim':<{width}} {'family':<12} {'variants':>8} {'rejected':>8} {'inconcl':>7} "
         f"{'broken':>6} {'IIA':>6} {'95% CI':>13} {'n':>5} {'no-op':>5} {'maj':>5} {'rand':>5} "
         f"{'task':>5}",

@@ -184,6 +184,10 @@ def test_the_robustness_table_gives_each_pooled_iia_its_n_and_interval() -> None
     assert "| – | – | 0 | – | – | – | – |" in table
     # the Markdown says where and under which seed, as the terminal does
     assert "at block_output[layer=0, pos=last], seed=0" in table
+    # and, as the terminal does, what the pooled interval assumes and what its majority is
+    assert "as if every pair were independent, so too narrow where variants differ" in table
+    assert "commonest-label share weighted by its pairs" in lines[0]
+    assert "commonest-label share, weighted by its pairs" in table
 
 
 def test_a_pooled_no_op_needs_every_pooled_variant_to_have_one() -> None:
