@@ -17,6 +17,7 @@ from das_assert.summary import (
     changed_text,
     fit_method,
     limit_result,
+    pairs_notes,
     search_rows,
     sites_and_seeds,
     threshold_text,
@@ -215,6 +216,7 @@ def markdown_table(
         verdict = r.get("verdict") or "–"
         if r.get("expected_verdict") and r.get("verdict") != r["expected_verdict"]:
             verdict += f" (expected {r['expected_verdict']})"
+        verdict += "".join(f" {note}" for note in pairs_notes(r))
         method = fit_method(r)
         site = f"`{r['site']['canonical']}`" + ("" if method == "boundless" else f" ({method})")
         lines.append(

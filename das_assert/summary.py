@@ -72,12 +72,7 @@ def _row(r: dict[str, Any], claim_width: int, site_width: int, seed_width: int) 
             expected += f"  DRIFT from {r['drift']['from']}"
     if method != "boundless":  # two fits at one site are told apart
         expected += f"  (method {method})"
-    if r.get("test_pairs") == "confirmation":
-        expected += "  (confirmed on fresh pairs)"
-    elif r.get("test_pairs") == "given":
-        expected += "  (on the pairs given to judged_on)"
-    if "+" not in str(r.get("variable", "+")) and len(r.get("boundary_dims") or ()) > 1:
-        expected += f"  (variable {r['variable']} alone)"  # one box of a joint alignment
+    expected += "".join(f"  {note}" for note in pairs_notes(r))
     if r.get("regressions"):
         expected += f"  REGRESSED ({len(r['regressions'])} check(s) failed)"
     return (
@@ -88,6 +83,20 @@ def _row(r: dict[str, Any], claim_width: int, site_width: int, seed_width: int) 
         f"{b['random_rotation']:>5.3f} {r['task_accuracy']:>5.3f} {_threshold(r['threshold'])}  "
         f"{r['verdict']}{expected}"
     )
+
+
+def pairs_notes(r: dict[str, Any]) -> list[str]:
+    """What a claim row's numbers were measured on, where it is not its seed's test pairs of
+    every variable: fresh pairs, the pairs given to ``judged_on``, one box of a joint
+    alignment."""
+    notes = []
+    if r.get("test_pairs") == "confirmation":
+        notes.append("(confirmed on fresh pairs)")
+    elif r.get("test_pairs") == "given":
+        notes.append("(on the pairs given to judged_on)")
+    if "+" not in str(r.get("variable", "+")) and len(r.get("boundary_dims") or ()) > 1:
+        notes.append(f"(variable {r['variable']} alone)")  # one box of a joint alignment
+    return notes
 
 
 def fit_method(record: dict[str, Any]) -> str:

@@ -403,3 +403,24 @@ def test_the_command_lines_search_grid_names_its_seed_and_controls() -> None:
         "(each cell's in the --json report)"
     )
     assert "0.830 [0.800, 0.860]*" in lines[-1]
+
+
+def test_the_markdown_says_what_pairs_a_row_was_judged_on_as_the_terminal_does() -> None:
+    # The Markdown row of a result judged on fresh pairs, on the pairs given to judged_on, or on
+    # one variable's pairs of a joint alignment read as if judged on its seed's test pairs.
+    base = _record("left_boundary", "block_output[layer=0, pos=last]", 0.8, "aligned", "t")
+    records = [
+        {**base, "test_pairs": "confirmation"},
+        {
+            **base,
+            "test_pairs": "given",
+            "boundary_dims": [9, 7],
+            "test_id": "hypotheses/test_x.py::u",
+        },
+    ]
+    rows = markdown_table(records).splitlines()[2:4]
+    assert "| aligned (confirmed on fresh pairs) |" in rows[0]
+    assert "| aligned (on the pairs given to judged_on) (variable left alone) |" in rows[1]
+    terminal = summary_lines(records)
+    assert "(confirmed on fresh pairs)" in terminal[2]
+    assert "(on the pairs given to judged_on)  (variable left alone)" in terminal[3]
