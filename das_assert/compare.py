@@ -19,6 +19,7 @@ from typing import Any
 
 from das_assert.baseline import matching_key
 from das_assert.errors import ConfigError
+from das_assert.metrics import beside
 from das_assert.summary import fit_method
 
 __all__ = [
@@ -64,8 +65,8 @@ class DropCheck:
             unit = f"{self.amount:g}% = {allowed:.3f}" if self.relative else f"{allowed:.3f}"
             moved = "rose" if rise else "dropped"
             return (
-                f"{self.field} {moved} by {change:.3f} ({baseline:.3f} -> {current:.3f}), "
-                f"more than the allowed {unit}"
+                f"{self.field} {moved} by {beside(change, allowed + 1e-12)} "  # not 0.050 > 0.050
+                f"({baseline:.3f} -> {current:.3f}), more than the allowed {unit}"
             )
         return None
 

@@ -500,3 +500,14 @@ def test_a_regression_message_shows_the_no_op_then_and_now() -> None:
         "no-op now 0.689, baseline 0.635: lead over it now +0.000, baseline +0.002 (a claim "
         "that the variable is absent regresses by rising)"
     ) in message
+
+
+def test_a_drop_just_past_the_tolerance_is_not_shown_as_equal_to_it() -> None:
+    # "iia dropped by 0.050 (0.850 -> 0.800), more than the allowed 0.050" read as a false alarm
+    from das_assert.compare import parse_compare_fail
+
+    message = parse_compare_fail("iia:0.05").fails(current=0.79996, baseline=0.85)
+    assert message == "iia dropped by 0.05004 (0.850 -> 0.800), more than the allowed 0.050"
+    assert parse_compare_fail("iia:0.05").fails(current=0.75, baseline=0.85) == (
+        "iia dropped by 0.100 (0.850 -> 0.750), more than the allowed 0.050"
+    )
