@@ -115,10 +115,9 @@ class AlignmentCache:
             return
         try:
             save_alignment(self.path(key), interchange, manifest)
-        except OSError as exc:
+        except OSError as exc:  # an OutputWriteError, which names the file and the cause
             warnings.warn(
-                f"could not write the cache entry {self.path(key)} ({exc}); the alignment is "
-                "used but not cached",
+                f"{exc}; the alignment is used but not cached",
                 CacheWarning,
                 stacklevel=2,
             )

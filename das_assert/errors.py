@@ -17,6 +17,7 @@ __all__ = [
     "MissingEntry",
     "ModelLoadError",
     "OutOfDeviceMemory",
+    "OutputWriteError",
     "PreconditionFailed",
     "SetupError",
     "SiteError",
@@ -74,6 +75,13 @@ class ModelLoadError(DasError):
 
 class AlignmentFileError(DasError):
     """A saved alignment, cache entry or baseline is missing, corrupted or incompatible."""
+
+
+class OutputWriteError(DasError, OSError):
+    """A file das_assert writes (report, baseline, alignment, cache entry) could not be written:
+    the disk is full, a file size limit, no permission. Nothing was written under its name, and
+    a file there before is unchanged. An ``OSError`` too, so that callers for whom a write only
+    saves time (the cache) go on without it."""
 
 
 class OutOfDeviceMemory(DasError):

@@ -30,6 +30,7 @@ class Reporter:
         self.setup_error: str | None = None  # what stopped the run at setup (exit 4)
         self.deselected = 0  # by -k, -m, --deselect: a baseline then holds only a selection
         self.notes: list[str] = []  # about the baseline saved, or not saved, at the end
+        self.write_failed = False  # a report or baseline asked for could not be written
         self.loaded: Any = None  # the model das_session loaded (None: none was, or it failed)
         self.model: dict[str, Any] | None = None  # its report block; from a worker under xdist
 
@@ -148,9 +149,16 @@ class Reporter:
             "selection": self._selection(),  # the run was narrowed to some of the tests
             "setup_error": self.setup_error,  # das.yaml, model, cache or baseline: no verdicts
         }
-        self._save_baseline(run)
+        from das_assert.errors import OutputWriteError
+
+        try:
+            self._save_baseline(run)
+        except OutputWriteError as exc:  # disk full, ulimit -f: the run's results stand
+            self._unwritten(f"das: baseline {self.config.getoption('das_save_baseline')}", exc)
         self._note_compared()
         self._write_reports(run)
+        if self.write_failed and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR  # CI must not take it as done
 
     def usage_error(self, message: str) -> None:
         """The run stops on a usage error before any test (its output paths checked already):
@@ -191,7 +199,7 @@ class Reporter:
             report["limits"] = limits
             report["searches"] = searches
             report["unjudged"] = self.unjudged
-            write_report(Path(json_path), report)
+            self._write(f"das: --das-json {json_path}", write_report, Path(json_path), report)
         if md_path:
             table = markdown_table(records, robustness, limits, searches)
             if self.notes:  # the baseline compared with, or saved: the table gives only Δ
@@ -207,7 +215,21 @@ class Reporter:
                 table += "\n**Failed before a verdict**\n\n" + "".join(
                     f"- `{u['test_id']}` ({u['when']}): {u['message']}\n" for u in self.unjudged
                 )
-            write_markdown(Path(md_path), table)
+            self._write(f"das: --das-markdown {md_path}", write_markdown, Path(md_path), table)
+
+    def _write(self, what: str, write: Any, path: Path, content: Any) -> None:
+        from das_assert.errors import OutputWriteError
+
+        try:
+            write(path, content)
+        except OutputWriteError as exc:
+            self._unwritten(what, exc)
+
+    def _unwritten(self, what: str, exc: Exception) -> None:
+        """A file asked for could not be written: said once among the notes (not a traceback
+        that hides the summary), and the run's exit status is no longer 0."""
+        self.write_failed = True
+        self.notes.append(f"{what} NOT written: {exc}")
 
     def _save_baseline(self, run: dict[str, Any]) -> None:
         """Save the baseline of a complete run; a run cut short (Ctrl-C, -x, a collection

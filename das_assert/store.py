@@ -9,6 +9,7 @@ place, so a crash or a parallel writer never leaves a half-written file under th
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -16,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from das_assert.errors import AlignmentFileError
+from das_assert.errors import AlignmentFileError, OutputWriteError
 
 __all__ = [
     "BASELINE_KIND",
@@ -46,20 +47,48 @@ NEW_DIRECTORY_MODE = 0o777 & ~_umask()  # what mkdir() would give a new director
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename.
+
+    Raises:
+        OutputWriteError: the file could not be written (disk full, ``ulimit -f``, no
+            permission); an earlier file at ``path`` is left as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, _NEW_FILE_MODE)  # mkstemp's 0600 would hide committed baselines
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, OutputWriteError):
+            raise OutputWriteError(_write_failure(path, exc)) from None
         raise
+
+
+def _write_failure(path: Path, exc: OSError) -> str:
+    """One line for a file that could not be written: where, why, and what to do."""
+    why = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some space there, or name a place on another disk"
+    elif exc.errno == errno.EFBIG:
+        fix = "it exceeds the file size limit of this process (ulimit -f); raise the limit"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "name a place this user may write"
+    elif exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        fix = "a file stands where a folder of that path should be: move it, or name another place"
+    else:
+        fix = "check that place, or name another"
+    return (
+        f"could not write {path} ({why}); {fix}. Nothing was written under that name: a file "
+        "there before is unchanged"
+    )
 
 
 def output_path_problem(path: Path, *, directory: bool = False) -> str | None:

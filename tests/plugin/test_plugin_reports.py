@@ -329,3 +329,40 @@ def test_every_cell_of_a_recorded_search_is_in_the_reports(project: pytest.Pytes
     )
     markdown = (project.path / "r.md").read_text()
     assert "| block_output[layer=1, pos=last]" in markdown
+
+
+def test_a_report_or_baseline_that_cannot_be_written_is_said_once_and_fails_the_run(
+    project: pytest.Pytester,
+) -> None:
+    # a full disk at the end of the run: a traceback out of pytest_sessionfinish, the summary
+    # lost, and the earlier report left in place with exit status 0
+    project.makeconftest(
+        """
+        import errno
+        import os
+
+        import pytest
+
+
+        @pytest.hookimpl(tryfirst=True)
+        def pytest_sessionfinish():
+            def full(fd):
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            os.fsync = full
+        """
+    )
+    (project.path / "out").mkdir()
+    old = project.path / "out" / "report.json"
+    old.write_text('{"results": [{"claim": "from an earlier run"}]}')
+    options = ["--das-json=out/report.json", "--das-save-baseline=main"]
+    result = _run(project, *options, "test_hyp.py::test_a_negative_claim_holds", subprocess=True)
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.INTERNAL_ERROR
+    output = result.stdout.str() + result.stderr.str()
+    assert "Traceback" not in output
+    assert "das: causal hypotheses" in output  # the summary is still shown
+    for what in ("--das-json out/report.json", "baseline main"):
+        assert f"das: {what} NOT written: could not write" in output
+    assert "(No space left on device); free some space there" in output
+    assert old.read_text() == '{"results": [{"claim": "from an earlier run"}]}'

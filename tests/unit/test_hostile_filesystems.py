@@ -1,0 +1,62 @@
+"""A full disk, a file size limit, an unreadable file: one clear das_assert message, nothing
+half-written, and where the file only saves time (the cache, the digest memo) the run goes on."""
+
+from __future__ import annotations
+
+import re
+import resource
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from bad_inputs_support import Ctx
+
+from das_assert.cli import main
+from das_assert.errors import DasError, OutputWriteError
+from das_assert.store import atomic_write_bytes
+
+
+@contextmanager
+def file_size_limit(size: int) -> Iterator[None]:
+    """``ulimit -f``: a write past ``size`` bytes fails with EFBIG (Python ignores SIGXFSZ),
+    as a write to a full disk fails with ENOSPC."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_a_write_past_the_file_size_limit_is_one_clear_error_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "report.json"
+    path.write_bytes(b"an earlier run's report")
+    with file_size_limit(1000), pytest.raises(OutputWriteError) as caught:
+        atomic_write_bytes(path, b"x" * 5000)
+    assert isinstance(caught.value, DasError)  # the CLI's exit 2 and the plugin's one line
+    assert isinstance(caught.value, OSError)  # the cache goes on without its entry
+    assert re.search(
+        rf"could not write {re.escape(str(path))} \(File too large\).*ulimit -f", str(caught.value)
+    )
+    assert path.read_bytes() == b"an earlier run's report"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]  # no temporary file left
+
+
+def test_fit_save_on_a_full_disk_exits_2_with_one_message_not_a_bug_report(
+    ctx: Ctx, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # it printed a traceback and "das_assert stopped on an unexpected error ... Please report it"
+    saved = tmp_path / "a.safetensors"
+    argv = ["fit", "--model", str(ctx.model_dir()), "--hypothesis", "left_boundary"]
+    argv += ["--layer", "1", "--n-train", "8", "--n-test", "8", "--epochs", "1"]
+    argv += ["--min-task-accuracy", "0", "--save", str(saved)]
+    with file_size_limit(1000):
+        code = main(argv)
+    stderr = capsys.readouterr().err
+    assert code == 2, stderr
+    assert f"error: could not write {saved} (File too large)" in stderr
+    assert "Traceback" not in stderr
+    assert list(tmp_path.iterdir()) == []
