@@ -199,7 +199,11 @@ def read_json_checked(path: Path, *, what: str) -> dict[str, Any]:
             "--das-save-baseline, reports by --das-json)"
         )
     try:
-        payload = json.loads(path.read_text())
+        text = path.read_text()
+    except OSError as exc:  # a permission, an I/O error: not a traceback
+        raise AlignmentFileError(_unreadable(what, path, exc, "restore it")) from None
+    try:
+        payload = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AlignmentFileError(
             f"{what} {str(path)!r} is not valid JSON ({exc}); it is truncated or was edited by "
@@ -214,6 +218,13 @@ def read_json_checked(path: Path, *, what: str) -> dict[str, Any]:
             "Re-create it rather than editing it by hand"
         )
     return payload
+
+
+def _unreadable(what: str, path: Path, exc: OSError, remedy: str) -> str:
+    return (
+        f"{what} {str(path)!r} cannot be read ({exc.strerror or exc}); give this user read "
+        f"access to it, or delete it and {remedy}"
+    )
 
 
 def _check_schema(version: Any, path: Path, what: str) -> None:
@@ -317,7 +328,10 @@ def load_alignment(
             f"alignment file {str(path)!r} does not exist; check the path, or save an alignment "
             "with `python -m das_assert fit ... --save FILE`"
         )
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:  # a permission, an I/O error: a cache entry is then recomputed
+        raise AlignmentFileError(_unreadable("alignment file", path, exc, "fit again")) from None
     try:
         tensors = load(raw)
         header_len = int.from_bytes(raw[:8], "little")

@@ -60,3 +60,50 @@ def test_fit_save_on_a_full_disk_exits_2_with_one_message_not_a_bug_report(
     assert f"error: could not write {saved} (File too large)" in stderr
     assert "Traceback" not in stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def unreadable(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+    """``path`` cannot be read, as after ``chmod 000`` (which root, running CI in a container,
+    reads all the same): reading it raises PermissionError."""
+    for name in ("read_bytes", "read_text"):
+        read = getattr(Path, name)
+
+        def refuse(self: Path, *args: object, _read: object = read, **kwargs: object) -> object:
+            if self.resolve() == path.resolve():
+                raise PermissionError(13, "Permission denied", str(self))
+            return _read(self, *args, **kwargs)  # type: ignore[operator]
+
+        monkeypatch.setattr(Path, name, refuse)
+
+
+def test_an_unreadable_cache_entry_is_recomputed_not_a_crash_of_every_test(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PermissionError came out of load_alignment: every test using the alignment errored
+    from das_assert.cache import AlignmentCache, CacheWarning
+    from das_assert.featurizers import Interchange
+
+    cache = AlignmentCache(tmp_path)
+    cache.put("key", Interchange.boundless(16), {"site": "block_output[layer=1, pos=last]"})
+    unreadable(monkeypatch, cache.path("key"))
+    with pytest.warns(CacheWarning, match=r"cannot be read \(Permission denied\); give this"):
+        assert cache.get("key", 16, n_boxes=1) is None
+    assert not cache.path("key").exists()  # replaced by the alignment trained instead
+
+
+def test_an_unreadable_alignment_or_baseline_is_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from das_assert.baseline import load_baseline, save_baseline
+    from das_assert.errors import AlignmentFileError
+    from das_assert.featurizers import Interchange
+    from das_assert.store import load_alignment, save_alignment
+
+    alignment = tmp_path / "a.safetensors"
+    save_alignment(alignment, Interchange.boundless(16), {"site": "x"})
+    baseline = tmp_path / "0001_main.json"
+    save_baseline(baseline, model={}, environment={}, records=[])
+    for path, load in ((alignment, load_alignment), (baseline, load_baseline)):
+        unreadable(monkeypatch, path)
+        with pytest.raises(AlignmentFileError, match=r"cannot be read \(Permission denied\)"):
+            load(path)
