@@ -57,7 +57,10 @@ class DigestMemo:
         if self.writes and _identity(file) == identity:  # not rewritten while it was read
             entries = self._load()  # another worker may have added its own meanwhile
             entries[str(file)] = {"identity": identity, "sha256": digest}
-            atomic_write_json(self.path, {"version": 1, "files": entries})
+            try:
+                atomic_write_json(self.path, {"version": 1, "files": entries})
+            except OSError:  # a full disk: the digest is known, only next run's time is lost
+                pass
         return digest
 
     def _load(self) -> dict[str, Any]:

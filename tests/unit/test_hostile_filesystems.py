@@ -107,3 +107,24 @@ def test_an_unreadable_alignment_or_baseline_is_one_clear_error(
         unreadable(monkeypatch, path)
         with pytest.raises(AlignmentFileError, match=r"cannot be read \(Permission denied\)"):
             load(path)
+
+
+def test_a_digest_memo_that_cannot_be_written_costs_time_not_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # on a full disk the cache directory passes its check (creating an empty file takes no
+    # space), then the memo's write raised ENOSPC out of the fingerprint: every test errored
+    import errno
+
+    from das_assert.digests import DigestMemo, file_sha256
+
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"weights")
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("os.fsync", full)
+    memo = DigestMemo(tmp_path / "cache" / "digests.json")
+    assert memo.sha256(weights) == file_sha256(weights)
+    assert not memo.path.exists()
