@@ -8,6 +8,8 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any
 
 from das_assert import request_checks as checks
 from das_assert.alignment_result import AlignmentResult
-from das_assert.cache import AlignmentCache, cache_key
+from das_assert.cache import AlignmentCache, CacheWarning, cache_key
 from das_assert.data import PromptPair
 from das_assert.errors import ConfigError, InvalidArgument, SiteError, SiteNotInModel, did_you_mean
 from das_assert.evaluate import Evaluation
@@ -196,13 +198,29 @@ class DasSession:
             yield
             return
         lock_path = Path(self.cache.directory) / f"{key}.lock"
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with lock_path.open("w") as handle:
+        handle = None
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            # read-only: flock needs no more, and another user's lock file (a cache shared by
+            # a group) is one this user may read but not write
+            handle = os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o666)
             fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        except OSError as exc:  # a directory in its place, a file system without locks
+            if handle is not None:
+                os.close(handle)
+                handle = None
+            warnings.warn(
+                f"cannot take the cache lock {lock_path} ({exc.strerror or exc}); going on "
+                "without it: a parallel run may train this alignment too. Delete the lock "
+                "file or fix its permissions",
+                CacheWarning,
+                stacklevel=4,
+            )
+        try:
+            yield
+        finally:
+            if handle is not None:
+                os.close(handle)  # which releases the lock
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import resource
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -128,3 +129,27 @@ def test_a_digest_memo_that_cannot_be_written_costs_time_not_the_run(
     memo = DigestMemo(tmp_path / "cache" / "digests.json")
     assert memo.sha256(weights) == file_sha256(weights)
     assert not memo.path.exists()
+
+
+def test_a_cache_lock_that_cannot_be_taken_warns_and_the_alignment_is_still_computed(
+    tmp_path: Path, tiny_llama: object
+) -> None:
+    # the lock was opened for writing: a directory in its place (or another user's lock file
+    # in a cache a group shares) was an IsADirectoryError (PermissionError) in every test
+    from das_assert.cache import AlignmentCache, CacheWarning
+    from das_assert.session import DasSession
+    from das_assert.settings import ModelSettings
+
+    settings = ModelSettings(key="tiny", source=Path("das.yaml"), n_train=8, n_test=8, sites={})
+    das = DasSession(model=tiny_llama, settings=settings, cache=AlignmentCache(tmp_path))
+    (tmp_path / "key.lock").mkdir()
+    ran = []
+    with pytest.warns(CacheWarning, match=r"cannot take the cache lock .*key\.lock \(Is a dir"):
+        with das._lock("key"):
+            ran.append(True)
+    assert ran == [True]
+    (tmp_path / "other.lock").touch(mode=0o444)  # read-only (to a user other than root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with das._lock("other"):  # is taken all the same: flock needs no write access
+            pass
