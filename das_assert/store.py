@@ -29,6 +29,7 @@ __all__ = [
     "output_path_problem",
     "read_json_checked",
     "save_alignment",
+    "write_failure",
     "write_markdown",
 ]
 
@@ -68,11 +69,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError) and not isinstance(exc, OutputWriteError):
-            raise OutputWriteError(_write_failure(path, exc)) from None
+            raise OutputWriteError(write_failure(path, exc)) from None
         raise
 
 
-def _write_failure(path: Path, exc: OSError) -> str:
+def write_failure(path: Path, exc: OSError) -> str:
     """One line for a file that could not be written: where, why, and what to do."""
     why = exc.strerror or str(exc)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):

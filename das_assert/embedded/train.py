@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from das_assert.store import NEW_DIRECTORY_MODE
+from das_assert.errors import OutputWriteError
+from das_assert.store import NEW_DIRECTORY_MODE, write_failure
 
 __all__ = ["TrainConfig", "train_embedded"]
 
@@ -196,8 +197,10 @@ def _save_whole(out_dir: Path, model: Any, tokenizer: Any, log: dict) -> None:
         else:
             staging.chmod(NEW_DIRECTORY_MODE)  # mkdtemp's 0700 would hide the model from others
             os.replace(staging, out_dir)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError) and not isinstance(exc, OutputWriteError):  # disk full
+            raise OutputWriteError(write_failure(out_dir, exc)) from None
         raise
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from das_assert.embedded.train import TrainConfig, train_embedded
+from das_assert.errors import OutputWriteError
 from das_assert.models import EMBEDDED_MODEL_DIR, load_model
 
 
@@ -53,7 +54,9 @@ def test_a_save_that_fails_midway_leaves_no_half_written_model(tmp_path, monkeyp
 
     monkeypatch.setattr(PreTrainedTokenizerFast, "save_pretrained", disk_full)
     out = tmp_path / "model"
-    with pytest.raises(OSError, match="No space left"):
+    # one message naming the place and the fix (the command line's exit 2), not "unexpected
+    # error ... please report it" with a traceback after a half-hour of training
+    with pytest.raises(OutputWriteError, match=r"could not write .*model \(No space left"):
         train_embedded(out, tiny(steps=1, focus_steps=1), log_every=1)
     assert list(tmp_path.iterdir()) == []  # no model directory, no staging directory
 
