@@ -93,13 +93,30 @@ class AlignmentCache:
         return Path(self.directory) / f"{key}.safetensors"
 
     def get(
-        self, key: str, hidden_size: int, n_boxes: int | None = None
+        self,
+        key: str,
+        hidden_size: int,
+        n_boxes: int | None = None,
+        expect: dict[str, Any] | None = None,
     ) -> tuple[Any, dict[str, Any]] | None:
-        """The cached ``(Interchange, manifest)``, or None (missing, unreadable or mismatched)."""
+        """The cached ``(Interchange, manifest)``, or None (missing, unreadable or mismatched):
+        ``expect`` holds manifest fields the entry must have (its site, hypothesis, model), for
+        a file under another entry's name (renamed, copied, a symlink) is another alignment."""
         if not self.reads or not self.path(key).is_file():
             return None
         try:
-            return load_alignment(self.path(key), hidden_size=hidden_size, n_boxes=n_boxes)
+            hit = load_alignment(self.path(key), hidden_size=hidden_size, n_boxes=n_boxes)
+            wrong = [
+                f"{field}={hit[1][field]!r}, not {value!r}"
+                for field, value in (expect or {}).items()
+                if field in hit[1] and hit[1][field] != value
+            ]
+            if wrong:
+                raise AlignmentFileError(
+                    f"cache entry {str(self.path(key))!r} holds another alignment "
+                    f"({'; '.join(wrong)}): it was renamed, copied or linked from another entry"
+                )
+            return hit
         except AlignmentFileError as exc:
             if self.writes:  # gone first: a rerun recomputes it even where warnings are errors
                 self.path(key).unlink(missing_ok=True)

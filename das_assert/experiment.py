@@ -254,7 +254,10 @@ def _load(
     key: str,
 ) -> FittedAlignment | None:
     boxes = len(INTERVENED_VARIABLES[experiment.hypothesis])
-    hit = cache.get(key, model.config.hidden_size, n_boxes=boxes)
+    stored = {"hypothesis": experiment.hypothesis, "site": str(experiment.site)}
+    stored.update(model=model.fingerprint, n_train=experiment.n_train, seed=experiment.seed)
+    stored["variables"] = list(experiment.variables or ())
+    hit = cache.get(key, model.config.hidden_size, n_boxes=boxes, expect=stored)
     if hit is None:
         return None
     interchange, manifest = hit

@@ -153,3 +153,40 @@ def test_a_cache_lock_that_cannot_be_taken_warns_and_the_alignment_is_still_comp
         warnings.simplefilter("error")
         with das._lock("other"):  # is taken all the same: flock needs no write access
             pass
+
+
+def test_a_cache_entry_under_another_entrys_name_is_not_served(
+    tmp_path: Path, tiny_llama: object
+) -> None:
+    # a file copied or linked to another key's name was served as that key's alignment: the
+    # rotation of one site judged at another, silently (a symlink dedup, a hand-made copy)
+    from das_assert.cache import AlignmentCache, CacheWarning
+    from das_assert.experiment import Experiment, run_experiment
+    from das_assert.fit import FitConfig
+    from das_assert.sites import Site
+
+    cache = AlignmentCache(tmp_path)
+    config = FitConfig(epochs=1, batch_size=8)
+    at = {
+        layer: Experiment(
+            hypothesis="left_boundary", site=Site(layer), n_train=16, n_test=16, min_task_accuracy=0
+        )
+        for layer in (0, 1)
+    }
+    for experiment in at.values():
+        run_experiment(tiny_llama, experiment, config, cache=cache)
+    layer0, layer1 = (tmp_path / f"{key}.safetensors" for key in _keys(tiny_llama, at, config))
+    layer1.unlink()
+    layer1.symlink_to(layer0)
+    with pytest.warns(CacheWarning, match=r"holds another alignment \(site='block_output\[layer=0"):
+        again = run_experiment(tiny_llama, at[1], config, cache=cache)
+    assert not again.fitted.from_cache  # trained again, and cached under its own name
+    assert layer1.is_file()
+    assert not layer1.is_symlink()
+    assert run_experiment(tiny_llama, at[0], config, cache=cache).fitted.from_cache
+
+
+def _keys(model: object, experiments: dict[int, object], config: object) -> list[str]:
+    from das_assert.cache import cache_key
+
+    return [cache_key(model, experiment, config) for experiment in experiments.values()]
