@@ -225,7 +225,7 @@ class Reporter:
         except OutputWriteError as exc:
             self._unwritten(what, exc)
 
-    def _unwritten(self, what: str, exc: Exception) -> None:
+    def _unwritten(self, what: str, exc: Exception | str) -> None:
         """A file asked for could not be written: said once among the notes (not a traceback
         that hides the summary), and the run's exit status is no longer 0."""
         self.write_failed = True
@@ -264,10 +264,21 @@ class Reporter:
         for stem in sorted(stems):
             records = [r for r in self.records if r.get("baseline_file") == stem]
             name = Path(stem).name
-            if not run["complete"]:
+            unwritten = [r for r in records if r.get("alignment_unwritten")]
+            if unwritten or not run["complete"]:
                 folder = Path(stem).parent / name
                 for record in records:
-                    (folder / record["alignment_file"]).unlink(missing_ok=True)
+                    if record.get("alignment_file"):
+                        (folder / record["alignment_file"]).unlink(missing_ok=True)
+            if unwritten:  # a baseline without a claim's alignment could not gate its transfer
+                self._unwritten(
+                    f"das: baseline {name}",
+                    f"the alignment file of {len(unwritten)} claim(s) could not be written "
+                    f"({unwritten[0]['alignment_unwritten']}); the "
+                    f"{len(records) - len(unwritten)} written for it were removed",
+                )
+                continue
+            if not run["complete"]:
                 self.notes.append(
                     f"das: baseline {name} NOT saved: the run did not complete (pytest exit "
                     f"{run['exit_code']}), and a baseline must hold the whole suite; the "

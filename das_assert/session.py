@@ -19,7 +19,14 @@ from das_assert import request_checks as checks
 from das_assert.alignment_result import AlignmentResult
 from das_assert.cache import AlignmentCache, CacheWarning, cache_key
 from das_assert.data import PromptPair
-from das_assert.errors import ConfigError, InvalidArgument, SiteError, SiteNotInModel, did_you_mean
+from das_assert.errors import (
+    ConfigError,
+    InvalidArgument,
+    OutputWriteError,
+    SiteError,
+    SiteNotInModel,
+    did_you_mean,
+)
 from das_assert.evaluate import Evaluation
 from das_assert.experiment import Experiment, check_site, run_experiment
 from das_assert.fit import FitConfig
@@ -290,7 +297,10 @@ class DasRequest:
         record["model"] = self.session.model.describe()
         self.records.append(record)
         if self.session.save_to is not None:
-            save_claim_alignment(self.session, judged, record)
+            try:
+                save_claim_alignment(self.session, judged, record)
+            except OutputWriteError as exc:  # the verdict stands; the baseline cannot be saved
+                record.update(baseline_file=str(self.session.save_to), alignment_unwritten=str(exc))
         regressions = (
             compare_with_baseline(self.session, self.node, judged, record)
             if self.session.baseline

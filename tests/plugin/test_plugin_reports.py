@@ -366,3 +366,36 @@ def test_a_report_or_baseline_that_cannot_be_written_is_said_once_and_fails_the_
         assert f"das: {what} NOT written: could not write" in output
     assert "(No space left on device); free some space there" in output
     assert old.read_text() == '{"results": [{"claim": "from an earlier run"}]}'
+
+
+def test_a_claim_whose_alignment_cannot_be_written_keeps_its_verdict(
+    project: pytest.Pytester,
+) -> None:
+    # the test errored on the full disk, and the summary then said the baseline was "NOT saved:
+    # no claim reached a verdict"
+    project.makeconftest(
+        """
+        import errno
+        import os
+
+
+        def pytest_runtest_call():
+            def full(fd):
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            os.fsync = full
+        """
+    )
+    options = ["--das-cache=off", "--das-baseline-dir=b", "--das-save-baseline=main"]
+    passing = "test_hyp.py::test_a_negative_claim_holds"
+    result = _run(project, *options, passing, subprocess=True)
+    result.assert_outcomes(passed=1)  # the verdict, as without a baseline
+    assert result.ret == pytest.ExitCode.INTERNAL_ERROR  # but the run did not do all it was asked
+    result.stdout.fnmatch_lines(
+        [
+            "das: baseline 0001_main NOT written: the alignment file of 1 claim(s) could not be "
+            "written (could not write *(No space left on device)*; the 0 written for it were "
+            "removed"
+        ]
+    )
+    assert list((project.path / "b").rglob("*")) == [project.path / "b/tiny"]
