@@ -3,9 +3,9 @@
 The key hashes the model fingerprint (weights, tokenizer, config), its dtype and kind of device,
 the causal model and intervened variables (for a registered model of your own, also the labels
 of its training pairs and its boxes: a name fixes neither), the data recipe (prompt format,
-bracket, number of training pairs, seed), the site, the fit settings and the das_assert version.
-A hit skips training; evaluation always runs again. A corrupted entry is reported, ignored and
-overwritten; it is never used.
+bracket, number of training pairs, seed), the site, the fit settings, the das_assert version
+and ``FIT_REVISION`` (bumped when the fit changes). A hit skips training; evaluation always
+runs again. A corrupted entry is reported, ignored and overwritten; it is never used.
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ from das_assert.store import load_alignment, save_alignment
 __all__ = ["CACHE_MODES", "AlignmentCache", "cache_key"]
 
 CACHE_MODES = ("off", "read", "write", "readwrite")
+#: Bump when a change to the fit changes what it learns from the same inputs (the version number
+#: moves only on releases, so a cache kept across commits served fits of the code before).
+FIT_REVISION = 2  # 1: until 2026-12-04, when das:K fits were keyed by mask_in_training instead
 
 
 def cache_key(model: Any, experiment: Any, config: Any) -> str:
@@ -44,6 +47,7 @@ def cache_key(model: Any, experiment: Any, config: Any) -> str:
         fit["mask_in_training"] = "hard"
     recipe = {
         "version": __version__,
+        "fit_revision": FIT_REVISION,
         "model": model.fingerprint,
         "dtype": model.dtype,
         "device": model.device.split(":")[0],

@@ -207,6 +207,18 @@ def test_the_cache_key_tells_cpu_thread_counts_apart() -> None:
         torch.set_num_threads(before)
 
 
+def test_the_cache_key_moves_with_the_fit_revision(monkeypatch: pytest.MonkeyPatch) -> None:
+    # __version__ moves only on releases: a fit changed between commits was served from a cache
+    # entry of the code before, unless the change happened to touch a key field
+    import das_assert.cache
+
+    model = SimpleNamespace(fingerprint={"weights": "w"}, dtype="float32", device="cuda:0")
+    experiment = Experiment(hypothesis="left_boundary", site=Site(0))
+    before = cache_key(model, experiment, FitConfig())
+    monkeypatch.setattr(das_assert.cache, "FIT_REVISION", das_assert.cache.FIT_REVISION + 1)
+    assert cache_key(model, experiment, FitConfig()) != before
+
+
 # -- (3) the cache never uses a corrupted entry ---------------------------------------------------
 
 
