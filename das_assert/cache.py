@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,22 @@ def cache_key(model: Any, experiment: Any, config: Any) -> str:
         recipe["causal_model"] = hashlib.sha256(json.dumps(labelled).encode()).hexdigest()
         recipe["boxes"] = list(INTERVENED_VARIABLES[experiment.hypothesis])
     return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+STALE_AFTER_S = 3600.0  # a write's temporary file this old was left by a killed process
+
+
+def _remove_stale_temporaries(directory: Path) -> None:
+    """Delete what killed writers left: ``.NAME.XXXX.tmp`` files (``store.atomic_write_bytes``)
+    untouched for an hour, about 64 MB each for a 7B model's alignment. A live write is never
+    that old; one that cannot be deleted is left."""
+    now = time.time()
+    for path in directory.glob(".*.tmp"):
+        try:
+            if path.is_file() and now - path.stat().st_mtime > STALE_AFTER_S:
+                path.unlink()
+        except OSError:
+            pass
 
 
 class CacheWarning(UserWarning):
@@ -174,3 +191,4 @@ class AlignmentCache:
             raise ConfigError(
                 f"cannot write the cache directory {directory} ({exc}); {advice}"
             ) from None
+        _remove_stale_temporaries(directory)

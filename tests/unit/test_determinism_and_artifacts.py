@@ -626,3 +626,22 @@ def test_a_confirmed_result_is_the_same_alignment_on_fresh_pairs_of_the_same_siz
     assert "n=24 fresh pairs" in confirmed.summary()
     again = result.confirmed()
     assert again.evaluation.successes == confirmed.evaluation.successes  # seeded
+
+
+def test_a_killed_writers_temporary_files_are_removed_after_an_hour(tmp_path: Path) -> None:
+    # a SIGKILL between the write and the rename left .NAME.XXXX.tmp behind for good: about
+    # 64 MB per alignment of a 7B model, in every cache a CI job kept
+    import os
+    import time
+
+    stale = tmp_path / ".key.safetensors.abc123.tmp"
+    live = tmp_path / ".other.safetensors.def456.tmp"  # another process writing it right now
+    entry = tmp_path / "key.safetensors"
+    for path in (stale, live, entry):
+        path.write_bytes(b"x")
+    two_hours_ago = time.time() - 7200
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+    os.utime(entry, (two_hours_ago, two_hours_ago))
+    AlignmentCache(tmp_path).check_usable()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, entry.name])
+    AlignmentCache(tmp_path, "read").check_usable()  # a run that only reads deletes nothing
