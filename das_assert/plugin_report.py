@@ -53,7 +53,9 @@ class Reporter:
         workers', not the controller's (one value, or a sorted list if they differed)."""
         from das_assert.report import environment
 
-        found = environment()
+        # torch only where das tests ran: a plain suite's --das-json must not import it
+        ran = self.loaded is not None or self.worker_threads or self.records or self.fuzz
+        found = environment(import_torch=bool(ran or self.limits or self.searches))
         if self.worker_threads:
             threads = sorted(self.worker_threads)
             found["torch_threads"] = threads[0] if len(threads) == 1 else threads
@@ -192,8 +194,7 @@ class Reporter:
         )
         robustness = robustness_summary(fuzz)
         if json_path:
-            report = build_report(self._model(), records)
-            report["environment"] = self._environment()
+            report = build_report(self._model(), records, self._environment())
             report["run"] = run
             report["robustness"] = robustness
             report["limits"] = limits

@@ -8,6 +8,7 @@ adds ``run``, ``robustness`` and ``unjudged``, a search ``search`` (README, "The
 from __future__ import annotations
 
 import platform
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,20 @@ __all__ = [
 ]
 
 
-def environment() -> dict[str, Any]:
+def environment(*, import_torch: bool = True) -> dict[str, Any]:
     """Versions and the device, as recorded in every report: the CPU's model and the thread
-    count change an alignment's float rounding, hence its IIA in the third decimal."""
+    count change an alignment's float rounding, hence its IIA in the third decimal.
+
+    ``import_torch=False`` (a pytest run in which no das test ran, torch not imported): the
+    installed versions only, device and threads None; importing torch for them cost seconds."""
+    if not import_torch and "torch" not in sys.modules:
+        return {
+            "python": platform.python_version(),
+            "torch": _installed("torch"),
+            "transformers": _installed("transformers"),
+            "device_name": None,
+            "torch_threads": None,
+        }
     import torch
     import transformers
 
@@ -52,6 +64,15 @@ def environment() -> dict[str, Any]:
     }
 
 
+def _installed(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
 def _cpu_model() -> str | None:
     """The CPU's model name on Linux (``platform.processor()`` gives only the architecture)."""
     try:
@@ -65,14 +86,18 @@ def _cpu_model() -> str | None:
     return None
 
 
-def build_report(model: dict[str, Any] | None, results: list[dict[str, Any]]) -> dict[str, Any]:
+def build_report(
+    model: dict[str, Any] | None,
+    results: list[dict[str, Any]],
+    environment_block: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     from das_assert import __version__
 
     return {
         "schema_version": SCHEMA_VERSION,
         "das_assert_version": __version__,
         "model": model,
-        "environment": environment(),
+        "environment": environment() if environment_block is None else environment_block,
         "results": results,
     }
 

@@ -19,7 +19,17 @@ def test_importing_the_plugin_does_not_import_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_a_run_without_das_tests_never_imports_torch(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize(
+    "reports",
+    [
+        [],
+        # the JSON report's environment block imported torch for its version and thread count
+        ["--das-json=report.json", "--das-markdown=report.md"],
+    ],
+)
+def test_a_run_without_das_tests_never_imports_torch(
+    pytester: pytest.Pytester, reports: list[str]
+) -> None:
     """The plugin loads on every pytest run where das_assert is installed: a suite with no das
     test (and the reports the plugin writes at the end) must not pay for torch."""
     pytester.makepyfile(
@@ -37,9 +47,13 @@ def test_a_run_without_das_tests_never_imports_torch(pytester: pytest.Pytester) 
             print("torch loaded:", loaded)
         """
     )
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s", *reports)
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*torch loaded: False*"])
+    if reports:  # the report is still written, with what is known without torch
+        environment = json.loads((pytester.path / "report.json").read_text())["environment"]
+        assert environment["torch"]
+        assert environment["torch_threads"] is None
 
 
 def test_help_lists_the_das_options_in_their_own_group(pytester: pytest.Pytester) -> None:
