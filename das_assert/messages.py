@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+from pathlib import Path
 from typing import Any
 
 from das_assert.metrics import beside, wilson_interval
 
-__all__ = ["by_variable_lines", "failure_message", "indent", "reproduce_line"]
+__all__ = ["by_variable_lines", "failure_message", "indent", "reproduce_line", "runnable_nodeid"]
 
 
 def indent(text: str, prefix: str = "      ") -> str:
@@ -100,3 +102,18 @@ def reproduce_line(result: Any, nodeid: str, session: Any) -> str:
         options += f" --das-model={shlex.quote(result.model.name)}"
     seed = result.experiment.seed
     return f"  reproduce: pytest {shlex.quote(nodeid)} --das-seed={seed}{options}"
+
+
+def runnable_nodeid(node: Any) -> str:
+    """``node``'s id with its file as a path from where pytest was started, for a line to paste:
+    node ids are relative to the rootdir, which a run started in a subdirectory (``cd hypotheses
+    && pytest``) or elsewhere (``pytest /abs/path/hypotheses``) is not in."""
+    nodeid = node.nodeid
+    config = getattr(node, "config", None)
+    if config is None:
+        return nodeid
+    from das_assert.plugin_options import shown_path
+
+    file, sep, rest = nodeid.partition("::")
+    path = os.path.normpath(Path(config.rootpath) / file)
+    return shown_path(path, Path(config.invocation_params.dir)) + sep + rest

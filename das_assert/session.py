@@ -31,7 +31,7 @@ from das_assert.evaluate import Evaluation
 from das_assert.experiment import Experiment, check_site, run_experiment
 from das_assert.fit import FitConfig
 from das_assert.gate import compare_with_baseline, regression_message, save_claim_alignment
-from das_assert.messages import failure_message, reproduce_line
+from das_assert.messages import failure_message, reproduce_line, runnable_nodeid
 from das_assert.models import LoadedModel
 from das_assert.settings import ModelSettings
 
@@ -316,7 +316,7 @@ class DasRequest:
                 raise IIARegression(
                     regression_message(claim, record, regressions, self.session.baseline[0])
                     + "\n"
-                    + reproduce_line(judged, self.node.nodeid, self.session)
+                    + reproduce_line(judged, runnable_nodeid(self.node), self.session)
                 )
             return
         message = failure_message(
@@ -324,7 +324,7 @@ class DasRequest:
             claim=claim,
             expect=expect,
             verdict=verdict,
-            nodeid=self.node.nodeid,
+            nodeid=runnable_nodeid(self.node),
             session=self.session,
         )
         if regressions:  # before the last line, the reproduce line

@@ -67,6 +67,24 @@ def test_a_failing_claim_fails_its_own_test_with_numbers_and_a_reproduce_line(pr
     assert "das: causal hypotheses" in output  # the terminal summary table
 
 
+def test_the_reproduce_line_runs_from_where_pytest_was_started(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Node ids are relative to the rootdir; started in a subdirectory, the line named the test
+    file by its rootdir path, which pytest there does not find."""
+    project.makeini("[pytest]\n")  # the rootdir, above the hypothesis files
+    sub = project.path / "hyp"
+    sub.mkdir()
+    (project.path / "test_hyp.py").rename(sub / "test_hyp.py")
+    (sub / "das.yaml").write_text((project.path / "das.yaml").read_text())
+    monkeypatch.chdir(sub)
+    result = _run(project, "--das-cache=off")
+    result.assert_outcomes(passed=1, failed=1)
+    assert "hyp/test_hyp.py::test_an_impossible_claim_fails" in result.stdout.str()  # the id
+    line = next(line for line in result.stdout.lines if "reproduce: pytest" in line)
+    assert "reproduce: pytest test_hyp.py::test_an_impossible_claim_fails --das-seed=0" in line
+
+
 @pytest.mark.slow
 def test_a_model_without_thresholds_gets_a_clear_message(project, tiny_model_dirs) -> None:
     result = project.runpytest_subprocess(
