@@ -39,12 +39,14 @@ def register_profiles() -> None:
         )
 
 
+#: The settings a das fuzz test had before this plugin gave it its profile.
+_BEFORE = "_das_assert_settings_before_profile"
+
+
 def apply_fuzz_profile(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Give the das fuzz tests the chosen profile, and only them: the user's other hypothesis
     tests keep their own settings. A fuzz test with its own ``@settings``, or a run with
     ``--hypothesis-profile``, keeps what the user chose."""
-    if config.getoption("hypothesis_profile", None):
-        return
     from hypothesis import settings
 
     profile = settings.get_profile(f"das-{config.getoption('das_profile') or 'ci'}")
@@ -54,7 +56,16 @@ def apply_fuzz_profile(config: pytest.Config, items: list[pytest.Item]) -> None:
         test = getattr(getattr(item, "obj", None), "__func__", getattr(item, "obj", None))
         if "das" not in item.keywords or not getattr(test, "is_hypothesis_test", False):
             continue
+        if hasattr(test, _BEFORE):
+            # given a profile by an earlier run in this process (pytest.main() twice: the
+            # module is imported once), which then passed for the test's own @settings
+            test._hypothesis_internal_use_settings = getattr(test, _BEFORE)
+            del test._hypothesis_internal_settings_applied
+            delattr(test, _BEFORE)
+        if config.getoption("hypothesis_profile", None):
+            continue
         if not hasattr(test, "_hypothesis_internal_settings_applied"):  # no @settings of its own
+            setattr(test, _BEFORE, test._hypothesis_internal_use_settings)
             settings(profile)(test)
 
 

@@ -3,6 +3,7 @@ the measured limits of ``das.assert_breaks_on`` in the reports."""
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -170,6 +171,30 @@ def test_an_explicit_hypothesis_profile_wins_over_das_profile(pytester: pytest.P
     )
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(["*CALLS {'plain': 4, 'fuzz': 4, 'own': 3}*"])
+
+
+def test_a_second_pytest_main_in_one_process_applies_its_own_profile(
+    pytester: pytest.Pytester,
+) -> None:
+    """pytest.main() imports a test module once per process: the profile the first run gave
+    a fuzz test passed, in the second, for the test's own @settings and was kept."""
+    pytester.makepyfile(
+        test_profiles=PROFILE_FILE.replace(
+            'print("CALLS", CALLS)', 'print("CALLS", CALLS)\n    CALLS.update(fuzz=0, own=0)'
+        )
+    )
+    pytester.makepyfile(
+        twice="""
+        import pytest
+
+        for profile in ("--das-profile=ci", "--das-profile=dev", "--hypothesis-profile=default"):
+            pytest.main(["-q", "-s", "-p", "no:cacheprovider", profile, "test_profiles.py"])
+        """
+    )
+    result = pytester.runpython(pytester.path / "twice.py")
+    calls = [line.split("CALLS ")[1] for line in result.stdout.lines if "CALLS" in line]
+    fuzz = [ast.literal_eval(line)["fuzz"] for line in calls]
+    assert fuzz == [6, 20, 100]  # das-ci, das-dev, hypothesis's default profile
 
 
 SEEDED_FILE = """
