@@ -122,6 +122,14 @@ def judge_breaking_pairs(
     # For the reports' limits table, as a ``das_limit`` user property: "breaks", else why not.
     record["status"] = status
     request.node.user_properties.append(("das_limit", json.dumps(record)))
+    for name, value in [  # for --junitxml, as a claim's: the das_limit record is kept out of it
+        *((key, record[key]) for key in ("claim", "where", "iia", "iia_ci")),
+        ("n_test", record["n"]),
+        ("verdict", record["verdict"]),
+        ("status", status),  # breaks, or why it did not
+        ("threshold", threshold),
+    ]:
+        request.node.user_properties.append((f"das_{name}", value))
     if problem is None:
         return evaluation
     raise IIAClaimFailed("\n".join([f"claim {claim!r}: {problem}", *numbers]))

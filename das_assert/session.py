@@ -309,7 +309,7 @@ class DasRequest:
         if regressions:  # the claim holds, but not as well as its baseline: it fails
             record.update(regressions=regressions, passed=False)
         self.node.user_properties.append(("das_result", json.dumps(record)))
-        for name in ("iia", "iia_ci", "n_test", "verdict", "threshold"):
+        for name in ("claim", "iia", "iia_ci", "n_test", "verdict", "threshold"):
             self.node.user_properties.append((f"das_{name}", record[name]))
         if verdict.outcome == expect:
             if regressions:

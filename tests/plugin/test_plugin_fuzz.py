@@ -378,7 +378,7 @@ def test_a_measured_limit_is_reported_with_its_numbers(project: pytest.Pytester)
     # the limit holds; the terminal summary and the JSON report both carry it, with its numbers.
     project.makepyfile(test_limit=NOOP_LIMIT)
     result = _run_with_a_trivial_robustness_threshold(
-        project, "--das-json=out/report.json", file="test_limit.py"
+        project, "--das-json=out/report.json", "--junitxml=out/junit.xml", file="test_limit.py"
     )
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(
@@ -405,3 +405,15 @@ def test_a_measured_limit_is_reported_with_its_numbers(project: pytest.Pytester)
     assert low <= example["iia"] == example["noop"] <= high
     assert {"majority", "random_rotation", "task_accuracy"} <= set(example)
     assert limit["changed_labels"]["correct"] == 0
+    # --junitxml carries its numbers as a claim's (it had none: das_limit is kept out of it)
+    junit = (project.path / "out" / "junit.xml").read_text()
+    for name, value in [
+        ("claim", "trivial"),
+        ("where", "bracket [7.45, 9.95]"),
+        ("iia", str(limit["iia"])),
+        ("n_test", "400"),
+        ("verdict", "not_aligned"),
+        ("status", "breaks"),
+    ]:
+        assert f'<property name="das_{name}" value="{value}"' in junit, name
+    assert "das_limit" not in junit

@@ -57,6 +57,7 @@ def test_reports_json_markdown_and_junit_are_written(project) -> None:
     assert "| test | claim |" in (project.path / "out" / "summary.md").read_text()
     junit = (project.path / "out" / "junit.xml").read_text()
     assert 'name="das_iia"' in junit
+    assert '<property name="das_claim" value="impossible"' in junit  # whose numbers they are
     assert "das_result" not in junit
 
 
