@@ -95,22 +95,21 @@ class Reporter:
             )
         kept = []
         for name, value in report.user_properties:
-            if name in _KINDS and report.when != "call":
+            record = _record(value) if name in _KINDS else None
+            if record is None:  # not ours: a test's own record_property("das_result", 1)
+                kept.append((name, value))
+                continue
+            if report.when != "call":
                 continue
             if name in ("das_fuzz", "das_limit", "das_search"):
-                record = json.loads(value)
                 record["test_id"] = report.nodeid
                 {"das_fuzz": self.fuzz, "das_limit": self.limits, "das_search": self.searches}[
                     name
                 ].append(record)
                 continue
-            if name == "das_result":
-                record = json.loads(value)
-                record["outcome"] = report.outcome
-                self.records.append(record)
-                self.config.hook.pytest_das_result(config=self.config, record=record)
-            else:
-                kept.append((name, value))
+            record["outcome"] = report.outcome  # das_result
+            self.records.append(record)
+            self.config.hook.pytest_das_result(config=self.config, record=record)
         report.user_properties = kept  # keep the bulky record out of --junitxml
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -352,6 +351,15 @@ class Reporter:
         if self.deselected:
             return f"{self.deselected} test(s) were deselected (-k, -m, --deselect)"
         return None
+
+
+def _record(value: Any) -> dict[str, Any] | None:
+    """A das record carried in a user property (a JSON object), else None."""
+    try:
+        record = json.loads(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _other_environment(path: str, here: dict[str, Any]) -> str | None:

@@ -249,6 +249,27 @@ def test_a_run_stopped_by_x_says_its_report_is_incomplete(project: pytest.Pytest
     }
 
 
+def test_a_tests_own_property_named_like_a_das_record_is_left_alone(
+    pytester: pytest.Pytester,
+) -> None:
+    """The reporter read every das_result property as its own JSON record: a test's own
+    record_property("das_result", ...) stopped the run with an INTERNALERROR."""
+    pytester.makepyfile(
+        """
+        def test_mine(record_property):
+            record_property("das_result", "mine")
+            record_property("das_limit", 3)
+        """
+    )
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--junitxml=junit.xml", "-o", "junit_family=xunit1"
+    )
+    result.assert_outcomes(passed=1)
+    junit = (pytester.path / "junit.xml").read_text()
+    assert '<property name="das_result" value="mine"' in junit
+    assert '<property name="das_limit" value="3"' in junit
+
+
 def test_collect_only_writes_a_report_that_says_nothing_ran(project: pytest.Pytester) -> None:
     result = _run(project, "--collect-only", "--das-json=r.json")
     assert result.ret == pytest.ExitCode.OK
