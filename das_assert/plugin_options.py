@@ -181,8 +181,8 @@ def add_options(parser: pytest.Parser) -> None:
         "--das-config",
         metavar="PATH",
         default=None,
-        help="das.yaml with sites and thresholds. Default: das.yaml beside the "
-        "first hypothesis file, else <rootdir>/hypotheses/das.yaml",
+        help="das.yaml with sites and thresholds. Default: the das.yaml beside the "
+        "hypothesis files (one for them all), else <rootdir>/hypotheses/das.yaml",
     )
     group.addoption(
         "--das-seed",

@@ -67,6 +67,10 @@ def test_help_lists_the_das_options_in_their_own_group(pytester: pytest.Pytester
         "--das-inconclusive",
     ):
         assert option in result.stdout.str()
+    # it said "beside the first hypothesis file": files beside two das.yaml are refused
+    text = " ".join(result.stdout.str().split())  # as argparse wraps it at any width
+    assert "first hypothesis file" not in text
+    assert "beside the hypothesis files (one for them all)" in text
 
 
 @pytest.mark.parametrize(
