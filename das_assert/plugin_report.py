@@ -204,7 +204,9 @@ class Reporter:
             table = markdown_table(records, robustness, limits, searches)
             if self.notes:  # the baseline compared with, or saved: the table gives only Δ
                 table += "\n" + "".join(f"- {note}\n" for note in self.notes)
-            if not run["complete"]:
+            if self.config.getoption("collectonly"):
+                table += "\n**Nothing ran**: --collect-only.\n"
+            elif not run["complete"]:
                 table += (
                     f"\n**This run did not complete** (pytest exit {run['exit_code']}): "
                     "the table covers only the tests that ran.\n"
@@ -253,7 +255,9 @@ class Reporter:
         stems = {r["baseline_file"] for r in self.records if r.get("baseline_file")}
         if not stems:  # nothing judged: a collection error, Ctrl-C before the first verdict
             why = (
-                f"the run did not complete (pytest exit {run['exit_code']})"
+                "--collect-only ran no test"
+                if self.config.getoption("collectonly")
+                else f"the run did not complete (pytest exit {run['exit_code']})"
                 if not run["complete"]
                 else "no claim reached a verdict"
             )
