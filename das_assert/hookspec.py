@@ -14,8 +14,10 @@ hookspec = pluggy.HookspecMarker("pytest")
 def pytest_das_load_model(config: pytest.Config, path: str) -> Any:
     """Load the model under test yourself; return a ``das_assert.models.LoadedModel`` or None.
 
-    Example, in conftest.py::
+    Example, in conftest.py (``optionalhook``: pytest refuses an unknown hook when the plugin
+    is off, ``-p no:das_assert``)::
 
+        @pytest.hookimpl(optionalhook=True)
         def pytest_das_load_model(config, path):
             from das_assert.models import load_model
             return load_model(path, dtype="bfloat16", device_map="auto")
@@ -28,6 +30,7 @@ def pytest_das_result(config: pytest.Config, record: dict[str, Any]) -> None:
 
     Example, in conftest.py::
 
+        @pytest.hookimpl(optionalhook=True)
         def pytest_das_result(config, record):
             print(record["test_id"], record["iia"], record["verdict"])
     """

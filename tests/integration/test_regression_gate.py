@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -125,8 +126,15 @@ def reference(tmp_path_factory: pytest.TempPathFactory, updated_models: dict[str
     (project / "das.yaml").write_text(_das_yaml(paths))
     (project / "test_claims.py").write_text(CLAIMS)
     args = _run_args("--das-cache=off", "--das-save-baseline=reference")
+    # Not as an xdist worker (under `-n 2` it took one torch thread, and the runs it is compared
+    # with, which pytester starts without the worker's variables, fitted with two).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
     saved = subprocess.run(
-        [sys.executable, "-m", "pytest", *args], cwd=project, capture_output=True, text=True
+        [sys.executable, "-m", "pytest", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert saved.returncode == 0, saved.stdout + saved.stderr
     assert (project / "baselines" / "embedded" / "0001_reference.json").is_file()

@@ -434,3 +434,24 @@ def test_xdist_workers_save_one_baseline_into_one_folder(project: pytest.Pyteste
     saved = sorted(p.name for p in (project.path / "b/tiny").iterdir())
     assert saved == ["0001_v1", "0001_v1.json"]
     assert len(list((project.path / "b/tiny/0001_v1").iterdir())) == 4  # no token left
+
+
+def test_a_baseline_saved_from_node_ids_says_it_holds_only_their_claims(
+    project: pytest.Pytester,
+) -> None:
+    # saved silently as if whole: a later --das-compare of the folder failed every claim it lacked
+    args = ("--das-cache=readwrite", "--das-baseline-dir=b", "--das-save-baseline=v1")
+    passing = "test_hyp.py::test_a_negative_claim_holds"
+    _run(project, *args, passing).assert_outcomes(passed=1)
+    project.mkdir("suite")
+    (project.path / "test_hyp.py").rename(project.path / "suite" / "test_hyp.py")
+    folder = _run(project, *args, "suite")
+    folder.assert_outcomes(passed=1, failed=1)
+    assert "holds only" not in folder.stdout.str()
+    result = _run(project, *args, "suite/test_hyp.py::test_a_negative_claim_holds")
+    result.stdout.fnmatch_lines(
+        [
+            "*baseline 0003_v1 holds only the 1 claim(s) selected: the run was given test files "
+            "or node ids, not folders: suite/test_hyp.py::test_a_negative_claim_holds*"
+        ]
+    )
