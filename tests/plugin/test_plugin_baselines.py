@@ -451,7 +451,7 @@ def test_a_baseline_saved_from_node_ids_says_it_holds_only_their_claims(
     result = _run(project, *args, "suite/test_hyp.py::test_a_negative_claim_holds")
     result.stdout.fnmatch_lines(
         [
-            "*baseline 0003_v1 holds only the 1 claim(s) selected: the run was given test files "
-            "or node ids, not folders: suite/test_hyp.py::test_a_negative_claim_holds*"
+            "*baseline 0003_v1 holds only the 1 claim(s) selected: the run was given node ids: "
+            "suite/test_hyp.py::test_a_negative_claim_holds*"
         ]
     )
