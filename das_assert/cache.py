@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import tempfile
 import time
 import warnings
@@ -72,14 +73,20 @@ def cache_key(model: Any, experiment: Any, config: Any) -> str:
 
 
 STALE_AFTER_S = 3600.0  # a write's temporary file this old was left by a killed process
+#: The temporary files ``store.atomic_write_bytes`` makes for the cache's own files (an entry,
+#: the digest memo): ``--das-cache-dir`` may name a folder that holds other programs' files.
+_TEMPORARY = re.compile(r"^\.(.+\.safetensors|digests\.json)\.[a-z0-9_]+\.tmp$")
 
 
 def _remove_stale_temporaries(directory: Path) -> None:
     """Delete what killed writers left: ``.NAME.XXXX.tmp`` files (``store.atomic_write_bytes``)
-    untouched for an hour, about 64 MB each for a 7B model's alignment. A live write is never
-    that old; one that cannot be deleted is left."""
+    of a cache entry or the digest memo, untouched for an hour, about 64 MB each for a 7B
+    model's alignment. A live write is never that old; one that cannot be deleted is left, and
+    so is any other file (``.notes.tmp`` of a folder given as ``--das-cache-dir``)."""
     now = time.time()
     for path in directory.glob(".*.tmp"):
+        if not _TEMPORARY.match(path.name):
+            continue
         try:
             if path.is_file() and now - path.stat().st_mtime > STALE_AFTER_S:
                 path.unlink()

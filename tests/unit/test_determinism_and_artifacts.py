@@ -645,3 +645,23 @@ def test_a_killed_writers_temporary_files_are_removed_after_an_hour(tmp_path: Pa
     AlignmentCache(tmp_path).check_usable()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, entry.name])
     AlignmentCache(tmp_path, "read").check_usable()  # a run that only reads deletes nothing
+
+
+def test_stale_temporary_cleanup_leaves_other_programs_files_in_the_cache_dir(
+    tmp_path: Path,
+) -> None:
+    # --das-cache-dir may name a folder the user keeps other files in (~, /tmp, a project's):
+    # only the temporaries of the cache's own files are das_assert's to delete
+    import time
+
+    def old(name: str) -> Path:
+        path = tmp_path / name
+        path.write_bytes(b"x")
+        os.utime(path, (time.time() - 7200, time.time() - 7200))
+        return path
+
+    mine = [old(".0123abcd.safetensors.k2x_9qzw.tmp"), old(".digests.json.a1b2c3d4.tmp")]
+    theirs = [old(".notes.tmp"), old(".draft.md.tmp"), old(".session.vim.abcd1234.tmp")]
+    AlignmentCache(tmp_path).check_usable()
+    assert not any(path.exists() for path in mine)
+    assert all(path.exists() for path in theirs)
