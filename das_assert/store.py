@@ -73,8 +73,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def write_failure(path: Path, exc: OSError) -> str:
-    """One line for a file that could not be written: where, why, and what to do."""
+def write_failure(path: Path, exc: OSError, *, appending: bool = False) -> str:
+    """One line for a file that could not be written: where, why, and what to do
+    (``appending``: to the end of a file, which may then hold part of the text)."""
     why = exc.strerror or str(exc)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         fix = "free some space there, or name a place on another disk"
@@ -86,6 +87,8 @@ def write_failure(path: Path, exc: OSError) -> str:
         fix = "a file stands where a folder of that path should be: move it, or name another place"
     else:
         fix = "check that place, or name another"
+    if appending:
+        return f"could not append to {path} ({why}); {fix}. Part of the text may be in it"
     return (
         f"could not write {path} ({why}); {fix}. Nothing was written under that name: a file "
         "there before is unchanged"
@@ -170,8 +173,11 @@ def write_markdown(path: Path, text: str) -> None:
     share (GitHub appends every one), atomically replacing any other file."""
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary and Path(summary).resolve() == Path(path).resolve():
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(("\n" if Path(path).stat().st_size else "") + text)
+        try:
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write(("\n" if Path(path).stat().st_size else "") + text)
+        except OSError as exc:  # a full disk: the summary's one message, not a traceback
+            raise OutputWriteError(write_failure(Path(path), exc, appending=True)) from None
         return
     atomic_write_bytes(path, text.encode())
 

@@ -190,3 +190,19 @@ def _keys(model: object, experiments: dict[int, object], config: object) -> list
     from das_assert.cache import cache_key
 
     return [cache_key(model, experiment, config) for experiment in experiments.values()]
+
+
+def test_a_github_step_summary_that_cannot_be_appended_to_is_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --das-markdown "$GITHUB_STEP_SUMMARY" appends; on a full disk that raised a bare OSError,
+    # which the reporter let through as an INTERNALERROR traceback that hid the summary
+    from das_assert.store import write_markdown
+
+    summary = tmp_path / "step_summary.md"
+    summary.write_text("another step's table\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    with file_size_limit(100), pytest.raises(OutputWriteError) as caught:
+        write_markdown(summary, "x" * 5000)
+    assert f"could not append to {summary} (File too large)" in str(caught.value)
+    assert "is unchanged" not in str(caught.value)  # part of the text may be in it
