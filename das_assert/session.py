@@ -208,9 +208,7 @@ class DasSession:
         handle = None
         try:
             lock_path.parent.mkdir(parents=True, exist_ok=True)
-            # read-only: flock needs no more, and another user's lock file (a cache shared by
-            # a group) is one this user may read but not write
-            handle = os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o666)
+            handle = _open_lock_file(lock_path)
             fcntl.flock(handle, fcntl.LOCK_EX)
         except OSError as exc:  # a directory in its place, a file system without locks
             if handle is not None:
@@ -228,6 +226,16 @@ class DasSession:
         finally:
             if handle is not None:
                 os.close(handle)  # which releases the lock
+
+
+def _open_lock_file(path: Path) -> int:
+    """The lock file, opened for writing where this user may: on NFS an exclusive flock is a
+    POSIX lock, which a file opened read-only cannot take (EBADF). Read-only otherwise: another
+    user's lock file in a cache a group shares, which a local flock takes all the same."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:
+        return os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
 
 
 @dataclass

@@ -155,6 +155,35 @@ def test_a_cache_lock_that_cannot_be_taken_warns_and_the_alignment_is_still_comp
             pass
 
 
+def test_the_cache_lock_is_taken_where_flock_needs_a_file_open_for_writing(
+    tmp_path: Path, tiny_llama: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # on NFS flock is emulated by a POSIX lock, and an exclusive one needs the file open for
+    # writing: a lock opened read-only failed there (EBADF), a warning in every test, no lock
+    import errno
+    import fcntl
+    import os
+
+    from das_assert.cache import AlignmentCache
+    from das_assert.session import DasSession
+    from das_assert.settings import ModelSettings
+
+    real_flock = fcntl.flock
+
+    def nfs_flock(fd: int, operation: int) -> None:
+        if operation & fcntl.LOCK_EX and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == 0:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", nfs_flock)
+    settings = ModelSettings(key="tiny", source=Path("das.yaml"), n_train=8, n_test=8, sites={})
+    das = DasSession(model=tiny_llama, settings=settings, cache=AlignmentCache(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with das._lock("key"):
+            pass
+
+
 def test_a_cache_entry_under_another_entrys_name_is_not_served(
     tmp_path: Path, tiny_llama: object
 ) -> None:
