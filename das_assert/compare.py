@@ -62,7 +62,8 @@ class DropCheck:
         change = current - baseline if rise else baseline - current
         allowed = self.allowed_drop(baseline)
         if change > allowed + 1e-12:
-            unit = f"{self.amount:g}% = {allowed:.3f}" if self.relative else f"{allowed:.3f}"
+            shown = beside(allowed, change)  # a relative allowance has digits past the third
+            unit = f"{self.amount:g}% = {shown}" if self.relative else shown
             moved = "rose" if rise else "dropped"
             return (
                 f"{self.field} {moved} by {beside(change, allowed + 1e-12)} "  # not 0.050 > 0.050

@@ -511,3 +511,11 @@ def test_a_drop_just_past_the_tolerance_is_not_shown_as_equal_to_it() -> None:
     assert parse_compare_fail("iia:0.05").fails(current=0.75, baseline=0.85) == (
         "iia dropped by 0.100 (0.850 -> 0.750), more than the allowed 0.050"
     )
+
+
+def test_a_drop_just_past_a_relative_tolerance_is_not_shown_as_equal_to_it() -> None:
+    # 5% of 0.911 is 0.04555: "dropped by 0.046 ..., more than the allowed 5% = 0.046"
+    from das_assert.compare import parse_compare_fail
+
+    message = parse_compare_fail("iia:5%").fails(current=0.8652, baseline=0.911)
+    assert message == "iia dropped by 0.046 (0.911 -> 0.865), more than the allowed 5% = 0.0456"
