@@ -264,16 +264,14 @@ class Reporter:
             self.notes.append(f"das: baseline {asked} NOT saved: {why}")
             return
         from das_assert.baseline import save_baseline
+        from das_assert.errors import OutputWriteError
 
         for stem in sorted(stems):
             records = [r for r in self.records if r.get("baseline_file") == stem]
             name = Path(stem).name
             unwritten = [r for r in records if r.get("alignment_unwritten")]
             if unwritten or not run["complete"]:
-                folder = Path(stem).parent / name
-                for record in records:
-                    if record.get("alignment_file"):
-                        (folder / record["alignment_file"]).unlink(missing_ok=True)
+                _remove_alignments(stem, records)
             if unwritten:  # a baseline without a claim's alignment could not gate its transfer
                 self._unwritten(
                     f"das: baseline {name}",
@@ -297,12 +295,20 @@ class Reporter:
                     f"alignment files are in {self._shown(stem)}/: delete both and save again"
                 )
                 continue
-            save_baseline(
-                Path(stem + ".json"),
-                model=records[0]["model"],
-                environment=self._environment(),
-                records=records,
-            )
+            try:
+                save_baseline(
+                    Path(stem + ".json"),
+                    model=records[0]["model"],
+                    environment=self._environment(),
+                    records=records,
+                )
+            except OutputWriteError as exc:  # its alignments, without it, would be a stray folder
+                _remove_alignments(stem, records)
+                self._unwritten(
+                    f"das: baseline {name}",
+                    f"{exc}; the {len(records)} alignment file(s) written for it were removed",
+                )
+                continue
             count = f"{len(records)} claim{'' if len(records) == 1 else 's'}"
             self.notes.append(f"das: baseline saved: {self._shown(stem + '.json')} ({count})")
             if failed := sorted({r["claim"] for r in records if r.get("passed") is False}):
@@ -358,6 +364,14 @@ class Reporter:
         if narrowed := [a for a in self.config.args if "::" in a]:
             return f"the run was given node ids: {' '.join(narrowed)}"
         return None
+
+
+def _remove_alignments(stem: str, records: list[dict[str, Any]]) -> None:
+    """Delete the alignment files ``records`` wrote beside the baseline ``stem``, not saved."""
+    folder = Path(stem).parent / Path(stem).name
+    for record in records:
+        if record.get("alignment_file"):
+            (folder / record["alignment_file"]).unlink(missing_ok=True)
 
 
 def _record(value: Any) -> dict[str, Any] | None:

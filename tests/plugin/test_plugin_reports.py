@@ -388,9 +388,12 @@ def test_a_report_or_baseline_that_cannot_be_written_is_said_once_and_fails_the_
     output = result.stdout.str() + result.stderr.str()
     assert "Traceback" not in output
     assert "das: causal hypotheses" in output  # the summary is still shown
-    for what in ("--das-json out/report.json", "baseline main"):
+    for what in ("--das-json out/report.json", "baseline 0001_main"):
         assert f"das: {what} NOT written: could not write" in output
     assert "(No space left on device); free some space there" in output
+    # nor the alignments of the baseline that was not written: a stray folder, its number taken
+    assert "the 1 alignment file(s) written for it were removed" in output
+    assert not list((project.path / "hypotheses" / "baselines").rglob("*.safetensors"))
     assert old.read_text() == '{"results": [{"claim": "from an earlier run"}]}'
 
 
