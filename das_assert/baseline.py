@@ -131,7 +131,11 @@ def reservations(directory: Path, run_token: str) -> list[Path]:
     for folder in _listing(Path(directory)):
         marker = folder / RESERVED_BY
         if _TAKEN.match(folder.name) and marker.is_file():
-            if marker.read_text(encoding="utf-8") == run_token:
+            try:
+                token = marker.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):  # another user's, or not a token: not ours
+                continue
+            if token == run_token:
                 found.append(folder)
     return sorted(found)
 

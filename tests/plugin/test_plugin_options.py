@@ -348,3 +348,14 @@ def test_one_run_reserves_one_number_and_two_runs_two(tmp_path: Path) -> None:
     assert reserve_baseline_name(tmp_path, "main", "run-c") == "0004_main"
     release_reservation(folder)  # nothing was written into it: it goes
     assert not folder.exists()
+
+
+def test_a_folder_with_a_marker_that_is_no_token_is_not_a_reservation(tmp_path: Path) -> None:
+    # a .reserved-by that is not UTF-8 (a stray file, a broken copy) stopped every later save,
+    # and the end of a saving run, with a UnicodeDecodeError: no OSError, so not one message
+    from das_assert.baseline import reservations, reserve_baseline_name
+
+    (tmp_path / "0001_main").mkdir()
+    (tmp_path / "0001_main" / ".reserved-by").write_bytes(b"\xff\xfe")
+    assert reserve_baseline_name(tmp_path, "main", "run-a") == "0002_main"
+    assert [p.name for p in reservations(tmp_path, "run-a")] == ["0002_main"]
