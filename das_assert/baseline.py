@@ -11,10 +11,13 @@ the JSON carries a checksum and a schema version::
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
+import errno
 import math
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -93,8 +96,11 @@ def slug(key: str) -> str:
 def next_baseline_name(directory: Path, name: str) -> str:
     """``NNNN_name`` with NNNN one above the highest number in ``directory``, taken by a saved
     baseline or by the alignment folder of a run still saving one."""
-    directory = Path(directory)
-    taken = [int(m.group(1)) for p in _listing(directory) if (m := _TAKEN.match(p.name))]
+    return _next_name(_listing(Path(directory)), name)
+
+
+def _next_name(entries: list[Path], name: str) -> str:
+    taken = [int(m.group(1)) for p in entries if (m := _TAKEN.match(p.name))]
     return f"{max(taken, default=0) + 1:04d}_{slug(name)}"
 
 
@@ -104,40 +110,51 @@ def _listing(directory: Path) -> list[Path]:
 
 def reserve_baseline_name(directory: Path, name: str, run_token: str) -> str:
     """The stem ``NNNN_name`` that the run ``run_token`` saves its baseline under, reserved by
-    creating its alignment folder with the token inside.
+    its alignment folder, which holds the token from the moment it appears.
 
     Every process of one run (pytest-xdist's workers) gets the same stem; two runs saving at
     once get two numbers. A number chosen per process from the saved files alone gave two runs,
-    or two workers of one run that started before any save, one folder to write into.
+    or two workers of one run that started before any save, one folder to write into. No lock:
+    the folder is made under a hidden name with the token inside and renamed into place, which
+    fails where a folder of that name holds anything (NFS included, where a lock on a directory
+    opened to read is refused).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    handle = os.open(directory, os.O_RDONLY)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # on the directory: no lock file beside the baselines
-        for folder in reservations(directory, run_token):
-            return folder.name
-        stem = next_baseline_name(directory, name)
-        (directory / stem).mkdir()
-        (directory / stem / RESERVED_BY).write_text(run_token, encoding="utf-8")
-        return stem
-    finally:
-        os.close(handle)  # releases the lock
+    for _attempt in range(100):  # each failed rename means another process took a number
+        entries = _listing(directory)  # one listing for both: a folder renamed in between was
+        for folder in entries:  # taken as another run's number and the run reserved two
+            if _reserved_by(folder, run_token):
+                return folder.name
+        stem = _next_name(entries, name)
+        draft = Path(tempfile.mkdtemp(prefix=f"{RESERVED_BY}.", dir=directory))
+        try:
+            (draft / RESERVED_BY).write_text(run_token, encoding="utf-8")
+            try:
+                os.rename(draft, directory / stem)
+            except OSError as exc:  # taken since the listing: by this run or another
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                continue
+            return stem
+        finally:
+            shutil.rmtree(draft, ignore_errors=True)  # gone already once renamed
+    raise OSError(errno.EAGAIN, f"no free baseline number in {directory} after 100 attempts")
 
 
 def reservations(directory: Path, run_token: str) -> list[Path]:
     """The folders in ``directory`` reserved by the run ``run_token``."""
-    found = []
-    for folder in _listing(Path(directory)):
-        marker = folder / RESERVED_BY
-        if _TAKEN.match(folder.name) and marker.is_file():
-            try:
-                token = marker.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError):  # another user's, or not a token: not ours
-                continue
-            if token == run_token:
-                found.append(folder)
-    return sorted(found)
+    return sorted(f for f in _listing(Path(directory)) if _reserved_by(f, run_token))
+
+
+def _reserved_by(folder: Path, run_token: str) -> bool:
+    marker = folder / RESERVED_BY
+    if not (_TAKEN.match(folder.name) and marker.is_file()):
+        return False
+    try:
+        return marker.read_text(encoding="utf-8") == run_token
+    except (OSError, UnicodeDecodeError):  # another user's, or not a token: not ours
+        return False
 
 
 def release_reservation(folder: Path) -> None:
@@ -145,7 +162,8 @@ def release_reservation(folder: Path) -> None:
     folder = Path(folder)
     (folder / RESERVED_BY).unlink(missing_ok=True)
     if folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()
+        with contextlib.suppress(OSError):  # a file appeared meanwhile: the folder stays
+            folder.rmdir()
 
 
 def alignment_path(directory: Path, stem: str, key: str) -> Path:

@@ -243,13 +243,20 @@ class Reporter:
         try:
             self._save_baseline_files(run, asked)
         finally:  # the folders this run reserved: their tokens go, and each folder left empty
-            from das_assert.baseline import release_reservation, reservations
+            from das_assert.baseline import RESERVED_BY, release_reservation, reservations
             from das_assert.plugin_options import baseline_root, run_token
 
             root = baseline_root(self.config)
-            for directory in root.iterdir() if root.is_dir() else ():
-                for folder in reservations(directory, run_token(self.config)):
-                    release_reservation(folder)
+            try:
+                for directory in root.iterdir() if root.is_dir() else ():
+                    for folder in reservations(directory, run_token(self.config)):
+                        release_reservation(folder)
+            except OSError as exc:  # a folder this user may not list: the reports still go out
+                self.notes.append(
+                    f"das: the baseline folders this run reserved under {self._shown(str(root))} "
+                    f"could not all be released ({exc}); a folder holding only a "
+                    f"{RESERVED_BY} file can be deleted"
+                )
 
     def _save_baseline_files(self, run: dict[str, Any], asked: str) -> None:
         stems = {r["baseline_file"] for r in self.records if r.get("baseline_file")}

@@ -455,3 +455,42 @@ def test_a_baseline_saved_from_node_ids_says_it_holds_only_their_claims(
             "suite/test_hyp.py::test_a_negative_claim_holds*"
         ]
     )
+
+
+def test_a_baseline_folder_that_cannot_be_listed_at_the_end_is_one_note(
+    project: pytest.Pytester,
+) -> None:
+    # the release of the run's reservations raised out of pytest_sessionfinish: an
+    # INTERNALERROR, and the reports were never written
+    project.makeconftest(
+        """
+        import pytest
+
+        import das_assert.baseline
+
+
+        @pytest.hookimpl(tryfirst=True)
+        def pytest_sessionfinish():
+            def unlistable(directory, run_token):
+                raise PermissionError(13, "Permission denied", str(directory))
+
+            das_assert.baseline.reservations = unlistable
+        """
+    )
+    args = (
+        "--das-cache=off",
+        "--das-baseline-dir=b",
+        "--das-save-baseline=v1",
+        "--das-json=r.json",
+    )
+    result = _run(project, *args, "test_hyp.py::test_a_negative_claim_holds", subprocess=True)
+    result.assert_outcomes(passed=1)
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    result.stdout.fnmatch_lines(
+        [
+            "das: baseline saved: b/tiny/0001_v1.json (1 claim)*",
+            "das: the baseline folders this run reserved under b could not all be released "
+            "(*Permission denied*); a folder holding only a .reserved-by file can be deleted",
+        ]
+    )
+    assert (project.path / "r.json").is_file()
