@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from das_assert.errors import AlignmentFileError
-from das_assert.store import BASELINE_KIND, SCHEMA_VERSION, atomic_write_json, read_json_checked
+from das_assert.store import (
+    BASELINE_KIND,
+    NEW_DIRECTORY_MODE,
+    SCHEMA_VERSION,
+    atomic_write_json,
+    read_json_checked,
+)
 
 __all__ = [
     "alignment_path",
@@ -129,6 +135,7 @@ def reserve_baseline_name(directory: Path, name: str, run_token: str) -> str:
         stem = _next_name(entries, name)
         draft = Path(tempfile.mkdtemp(prefix=f"{RESERVED_BY}.", dir=directory))
         try:
+            os.chmod(draft, NEW_DIRECTORY_MODE)  # mkdtemp's 0700 would hide it from the team
             (draft / RESERVED_BY).write_text(run_token, encoding="utf-8")
             try:
                 os.rename(draft, directory / stem)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -344,6 +345,9 @@ def test_one_run_reserves_one_number_and_two_runs_two(tmp_path: Path) -> None:
     assert got["run-a"] | got["run-b"] == {"0002_main", "0003_main"}
     (folder,) = reservations(tmp_path, "run-a")
     assert folder.name in got["run-a"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~umask  # as mkdir makes it, not 0700
     # a reserved folder takes its number before its baseline is saved
     assert reserve_baseline_name(tmp_path, "main", "run-c") == "0004_main"
     release_reservation(folder)  # nothing was written into it: it goes
