@@ -7,7 +7,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from das_assert.metrics import beside, wilson_interval
+from das_assert.metrics import beside, threshold_text, wilson_interval
 
 __all__ = ["by_variable_lines", "failure_message", "indent", "reproduce_line", "runnable_nodeid"]
 
@@ -52,7 +52,8 @@ def failure_message(
     b = result.baselines
     wanted = ">=" if expect == "aligned" else "<"
     lines = [
-        f"claim {claim!r}: IIA {wanted} {exp.threshold:.3f} for {exp.hypothesis}:{exp.variable} "
+        f"claim {claim!r}: IIA {wanted} {threshold_text(exp.threshold, 3)} for "
+        f"{exp.hypothesis}:{exp.variable} "
         f"-> verdict {verdict.outcome} ({verdict.reason})",
         f"  site       {exp.site}  ->  {result.fitted.site.module_path} "
         f"({result.model.name}, {result.model.dtype}, {result.model.device})",

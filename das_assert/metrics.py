@@ -62,6 +62,17 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     return low, high
 
 
+def threshold_text(value: float, at_least: int = 2) -> str:
+    """A threshold with every digit the verdict used, and ``at_least`` decimals: 0.7 as 0.70,
+    0.725 as 0.725, 0.7255 as 0.7255 (three decimals showed 0.726, which a bound of 0.7258
+    would seem to meet while it did not)."""
+    for digits in range(at_least, 7):
+        text = f"{value:.{digits}f}"
+        if float(text) == value:
+            return text
+    return f"{value:.6f}"
+
+
 def beside(value: float, bar: float, *, signed: bool = False) -> str:
     """``value`` to three decimals, or to as many more (up to six) as it takes for the number
     shown to lie on the same side of ``bar`` as ``value`` itself: a lower bound of 0.72996 under a
@@ -208,7 +219,8 @@ def verdict(
     if high < threshold:
         return Verdict(
             "not_aligned",
-            f"95% CI upper bound {beside(high, threshold)} < threshold {threshold:.3f}",
+            f"95% CI upper bound {beside(high, threshold)} < threshold "
+            f"{threshold_text(threshold, 3)}",
         )
     if changed is not None and perfect_gap(*changed).low < bar:
         k, n = changed
@@ -231,12 +243,13 @@ def verdict(
         leads = "".join(f"; lead over {name} {gap.against(margin)}" for name, gap in gaps.items())
         return Verdict(
             "aligned",
-            f"95% CI lower bound {beside(low, threshold)} >= threshold {threshold:.3f}{leads}",
+            f"95% CI lower bound {beside(low, threshold)} >= threshold "
+            f"{threshold_text(threshold, 3)}{leads}",
         )
     reasons = []
     if low < threshold:
         shown = f"[{beside(low, threshold)}, {beside(high, threshold)}]"
-        reasons.append(f"95% CI {shown} contains the threshold {threshold:.3f}")
+        reasons.append(f"95% CI {shown} contains the threshold {threshold_text(threshold, 3)}")
     reasons += [
         f"the lead over {name}, {gaps[name].against(margin)}, contains the margin {margin}"
         for name in unsure

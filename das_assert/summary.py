@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from das_assert.metrics import beside
+from das_assert.metrics import beside, threshold_text
 
 __all__ = [
     "changed_text",
@@ -26,11 +26,6 @@ _NUMBERS = (
 
 def _number(value: float | None) -> str:
     return f"{'–':>5}" if value is None else f"{value:>5.3f}"
-
-
-def threshold_text(value: float) -> str:
-    """0.7 as 0.70 and 0.725 as 0.725: every digit the verdict used."""
-    return f"{value:.2f}" if round(value, 2) == value else f"{value:.3f}".rstrip("0")
 
 
 def interval_text(low: float, high: float, threshold: float) -> str:

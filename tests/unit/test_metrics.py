@@ -385,3 +385,17 @@ def test_a_bound_that_rounds_onto_the_threshold_is_shown_with_the_digits_that_te
     assert beside(0.7304, 0.73) == "0.730"
     assert beside(0.73, 0.73) == "0.730"
     assert beside(0.0499999999995, 0.05 - 1e-9, signed=True) == "+0.050"
+
+
+def test_a_threshold_is_shown_with_every_digit_the_verdict_used() -> None:
+    # das.yaml's 0.7255 was shown as 0.726: "upper bound 0.7254 < threshold 0.726" hid that
+    # a bound of 0.7258 met it, and the tables' column rounded it the same way.
+    from das_assert.summary import threshold_text
+
+    assert [threshold_text(t) for t in (0.7, 0.725, 0.7255)] == ["0.70", "0.725", "0.7255"]
+    below = verdict(iia_ci=(0.6, 0.7254), iia=0.66, threshold=0.7255, gaps=BEATEN)
+    assert "upper bound 0.725 < threshold 0.7255" in below.reason
+    above = verdict(iia_ci=(0.7258, 0.8), iia=0.76, threshold=0.7255, gaps=BEATEN)
+    assert "lower bound 0.726 >= threshold 0.7255" in above.reason
+    plain = verdict(iia_ci=(0.6, 0.7), iia=0.66, threshold=0.73, gaps=BEATEN)
+    assert "upper bound 0.700 < threshold 0.730" in plain.reason  # three decimals, as before
