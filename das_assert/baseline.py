@@ -32,6 +32,7 @@ from das_assert.store import (
 )
 
 __all__ = [
+    "abandoned_reservations",
     "alignment_path",
     "entry_key",
     "find_baseline",
@@ -48,6 +49,7 @@ __all__ = [
 _NUMBERED = re.compile(r"^(\d{4})_(.+)\.json$")
 _TAKEN = re.compile(r"^(\d{4})_")  # a saved baseline, or an alignment folder a run reserved
 RESERVED_BY = ".reserved-by"  # in a reserved folder: the token of the run saving into it
+ABANDONED_AFTER_S = 24 * 60 * 60  # a reservation this old belongs to a run that was killed
 
 
 def entry_key(record: dict[str, Any]) -> str:
@@ -162,6 +164,19 @@ def _reserved_by(folder: Path, run_token: str) -> bool:
         return marker.read_text(encoding="utf-8") == run_token
     except (OSError, UnicodeDecodeError):  # another user's, or not a token: not ours
         return False
+
+
+def abandoned_reservations(directory: Path, run_token: str, now: float) -> list[Path]:
+    """The folders in ``directory`` reserved by other runs more than ``ABANDONED_AFTER_S`` ago:
+    their runs were killed before they could drop the token, and the folders keep their
+    numbers until someone deletes them."""
+    found = []
+    for folder in _listing(Path(directory)):
+        marker = folder / RESERVED_BY
+        if _TAKEN.match(folder.name) and marker.is_file() and not _reserved_by(folder, run_token):
+            if now - marker.stat().st_mtime > ABANDONED_AFTER_S:
+                found.append(folder)
+    return sorted(found)
 
 
 def release_reservation(folder: Path) -> None:

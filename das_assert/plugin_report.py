@@ -5,6 +5,7 @@ failure (from xdist workers too, inside their reports) and writes the terminal s
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -243,14 +244,26 @@ class Reporter:
         try:
             self._save_baseline_files(run, asked)
         finally:  # the folders this run reserved: their tokens go, and each folder left empty
-            from das_assert.baseline import RESERVED_BY, release_reservation, reservations
+            from das_assert.baseline import (
+                RESERVED_BY,
+                abandoned_reservations,
+                release_reservation,
+                reservations,
+            )
             from das_assert.plugin_options import baseline_root, run_token
 
             root = baseline_root(self.config)
+            now = time.time()
             try:
                 for directory in root.iterdir() if root.is_dir() else ():
                     for folder in reservations(directory, run_token(self.config)):
                         release_reservation(folder)
+                    for folder in abandoned_reservations(directory, run_token(self.config), now):
+                        self.notes.append(
+                            f"das: {self._shown(str(folder))}/ was reserved more than a day ago "
+                            "by a run that never finished (killed?) and keeps its number: "
+                            "delete it unless a run is still saving into it"
+                        )
             except OSError as exc:  # a folder this user may not list: the reports still go out
                 self.notes.append(
                     f"das: the baseline folders this run reserved under {self._shown(str(root))} "

@@ -494,3 +494,27 @@ def test_a_baseline_folder_that_cannot_be_listed_at_the_end_is_one_note(
         ]
     )
     assert (project.path / "r.json").is_file()
+
+
+def test_a_folder_reserved_by_a_killed_run_is_named_after_a_day(project: pytest.Pytester) -> None:
+    # a SIGKILLed run's folder kept its number with nothing to say so
+    import os
+    import time
+
+    args = ("--das-cache=readwrite", "--das-baseline-dir=b", "--das-save-baseline=v1")
+    passing = "test_hyp.py::test_a_negative_claim_holds"
+    killed = project.path / "b/tiny/0001_v1"
+    killed.mkdir(parents=True)
+    (killed / ".reserved-by").write_text("a killed run's token")
+    fresh = _run(project, *args, passing)
+    assert "reserved more than a day ago" not in fresh.stdout.str()  # it may still be running
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(killed / ".reserved-by", (two_days_ago, two_days_ago))
+    result = _run(project, *args, passing)
+    result.stdout.fnmatch_lines(
+        [
+            "das: baseline saved: b/tiny/0003_v1.json (1 claim)",
+            "das: b/tiny/0001_v1/ was reserved more than a day ago by a run that never finished "
+            "(killed?) and keeps its number: delete it unless a run is still saving into it",
+        ]
+    )
