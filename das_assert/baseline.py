@@ -156,9 +156,14 @@ def reservations(directory: Path, run_token: str) -> list[Path]:
     return sorted(f for f in _listing(Path(directory)) if _reserved_by(f, run_token))
 
 
-def _reserved_by(folder: Path, run_token: str) -> bool:
+def _marker(folder: Path) -> Path | None:
+    """The token file of a reserved folder, or None: not a numbered folder, or not reserved."""
     marker = folder / RESERVED_BY
-    if not (_TAKEN.match(folder.name) and marker.is_file()):
+    return marker if _TAKEN.match(folder.name) and marker.is_file() else None
+
+
+def _reserved_by(folder: Path, run_token: str) -> bool:
+    if (marker := _marker(folder)) is None:
         return False
     try:
         return marker.read_text(encoding="utf-8") == run_token
@@ -170,13 +175,13 @@ def abandoned_reservations(directory: Path, run_token: str, now: float) -> list[
     """The folders in ``directory`` reserved by other runs more than ``ABANDONED_AFTER_S`` ago:
     their runs were killed before they could drop the token, and the folders keep their
     numbers until someone deletes them."""
-    found = []
-    for folder in _listing(Path(directory)):
-        marker = folder / RESERVED_BY
-        if _TAKEN.match(folder.name) and marker.is_file() and not _reserved_by(folder, run_token):
-            if now - marker.stat().st_mtime > ABANDONED_AFTER_S:
-                found.append(folder)
-    return sorted(found)
+    return sorted(
+        folder
+        for folder in _listing(Path(directory))
+        if (marker := _marker(folder)) is not None
+        and not _reserved_by(folder, run_token)
+        and now - marker.stat().st_mtime > ABANDONED_AFTER_S
+    )
 
 
 def release_reservation(folder: Path) -> None:

@@ -254,10 +254,9 @@ def _load(
     key: str,
 ) -> FittedAlignment | None:
     boxes = len(INTERVENED_VARIABLES[experiment.hypothesis])
-    stored = {"hypothesis": experiment.hypothesis, "site": str(experiment.site)}
-    stored.update(model=model.fingerprint, n_train=experiment.n_train, seed=experiment.seed)
-    stored["variables"] = list(experiment.variables or ())
-    hit = cache.get(key, model.config.hidden_size, n_boxes=boxes, expect=stored)
+    hit = cache.get(
+        key, model.config.hidden_size, n_boxes=boxes, expect=_identity(model, experiment)
+    )
     if hit is None:
         return None
     interchange, manifest = hit
@@ -280,14 +279,22 @@ def _store(
         key,
         fitted.interchange,
         {
-            "hypothesis": experiment.hypothesis,
-            "variables": list(experiment.variables or ()),
-            "site": str(experiment.site),
-            "model": model.fingerprint,
+            **_identity(model, experiment),
             "fit": config.as_dict(),
-            "n_train": experiment.n_train,
-            "seed": experiment.seed,
             "train_seconds": round(fitted.train_seconds, 3),
             "history": fitted.history,
         },
     )
+
+
+def _identity(model: LoadedModel, experiment: Experiment) -> dict[str, Any]:
+    """The manifest fields that say which alignment a cache entry is: written with it, and
+    checked when it is read (a file under another entry's name is another alignment)."""
+    return {
+        "hypothesis": experiment.hypothesis,
+        "variables": list(experiment.variables or ()),
+        "site": str(experiment.site),
+        "model": model.fingerprint,
+        "n_train": experiment.n_train,
+        "seed": experiment.seed,
+    }

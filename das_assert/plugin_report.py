@@ -253,12 +253,12 @@ class Reporter:
             from das_assert.plugin_options import baseline_root, run_token
 
             root = baseline_root(self.config)
-            now = time.time()
+            token, now = run_token(self.config), time.time()
             try:
                 for directory in root.iterdir() if root.is_dir() else ():
-                    for folder in reservations(directory, run_token(self.config)):
+                    for folder in reservations(directory, token):
                         release_reservation(folder)
-                    for folder in abandoned_reservations(directory, run_token(self.config), now):
+                    for folder in abandoned_reservations(directory, token, now):
                         self.notes.append(
                             f"das: {self._shown(str(folder))}/ was reserved more than a day ago "
                             "by a run that never finished (killed?) and keeps its number: "
@@ -388,10 +388,9 @@ class Reporter:
 
 def _remove_alignments(stem: str, records: list[dict[str, Any]]) -> None:
     """Delete the alignment files ``records`` wrote beside the baseline ``stem``, not saved."""
-    folder = Path(stem).parent / Path(stem).name
     for record in records:
         if record.get("alignment_file"):
-            (folder / record["alignment_file"]).unlink(missing_ok=True)
+            (Path(stem) / record["alignment_file"]).unlink(missing_ok=True)
 
 
 def _record(value: Any) -> dict[str, Any] | None:
