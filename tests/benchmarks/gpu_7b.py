@@ -11,11 +11,12 @@ step time, examples/s and peak GPU memory above the weights, for both, in one pr
 
 ``--stages all`` adds the rotation alone (das_assert's action and Frechet paths and torch's, which
 pyvene trains), one whole forward pass, peak memory by phase, a profile of a short fit, what is
-live at a fit's memory peak, das_assert with every prefix kept, the cost curve of cost_curve.py
-and a 7-layer x 2-position grid against pyvene (das_assert's layers trained together and alone;
-pyvene at 3 of the layers per position, its other cells interpolated by layer). The compare,
-profile and dispatch stages run das_assert both ways: two passes (the default) and one pass over
-the whole prompt (``prefix_cache=False``).
+live at a fit's memory peak, where a step makes the host wait for the device, das_assert at 2
+and 4 times the batch (is a step bound by its host or by the device?), das_assert with every
+prefix kept, the cost curve of cost_curve.py and a 7-layer x 2-position grid against pyvene
+(das_assert's layers trained together and alone; pyvene at 3 of the layers per position, its
+other cells interpolated by layer). The compare, profile and dispatch stages run das_assert both
+ways: two passes (the default) and one pass over the whole prompt (``prefix_cache=False``).
 ``gpu_session.sh`` beside this is the one device call that runs it all.
 
 ``--shape tiny --device cpu`` runs the same code at a toy shape, as a check that the script works
@@ -29,6 +30,7 @@ import functools
 import json
 import sys
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -213,6 +215,62 @@ def das_assert_alone(
         "examples_per_s": batch / step,
         "peak_above_weights_gib": added,
     }
+
+
+def batch_scaling(
+    model: object, layer: int, position: str, sizes: dict[str, int], factors: tuple[int, ...]
+) -> dict[str, object]:
+    """das_assert's fit on the same pairs at the benchmark's batch times each of ``factors``:
+    seconds per step and examples/s. A step bound by its host (the ops it dispatches) costs
+    about the same at every batch, so examples/s grows with the batch; one bound by the device
+    costs in proportion to the batch."""
+    batch = sizes["batch"]
+    # warmed up at every batch first: a process's first fit pays the device's one-time costs
+    for factor in factors:
+        das_assert_alone(model, layer, position, {**sizes, "n_train": 2 * batch * factor}, 1024)
+    rows = []
+    for factor in factors:
+        fit = das_assert_alone(model, layer, position, {**sizes, "batch": batch * factor}, 1024)
+        rows.append({"batch": batch * factor, **fit})
+    first = rows[0]["seconds_per_step"]
+    for row in rows:
+        row["step_time_vs_first"] = round(row["seconds_per_step"] / first, 3)
+    return {"n_train": sizes["n_train"], "epochs": sizes["epochs"], "rows": rows}
+
+
+def sync_counts(model: object, layer: int, position: str, batch: int, *, steps: int = 8) -> dict:
+    """How often a das_assert training step makes the host wait for the device, and where:
+    CUDA's sync debug mode warns at each synchronizing call (a copy from pageable host memory,
+    reading a value), over a short fit after a warm-up. Needs CUDA."""
+    if not str(model.input_device).startswith("cuda"):
+        return {"skipped": "counting synchronizations needs CUDA"}
+    import warnings
+
+    from das_assert.fit import fit_alignment
+
+    resolved, train, config = _short_fit(model, layer, position, batch, steps)
+    fit_alignment(model.model, resolved, train, config)  # warm-up
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fit_alignment(model.model, resolved, train, config)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return where_synchronized(caught, steps)
+
+
+def where_synchronized(caught: list[warnings.WarningMessage], steps: int) -> dict:
+    """Synchronizations per step and the code lines that caused them, most frequent first, from
+    the warnings of CUDA's sync debug mode (the mode's own notice about itself left out)."""
+    lines: dict[str, int] = {}
+    for warning in caught:
+        if "debug mode" in str(warning.message):
+            continue
+        line = f"{warning.filename}:{warning.lineno}"
+        lines[line] = lines.get(line, 0) + 1
+    ordered = dict(sorted(lines.items(), key=lambda item: -item[1]))
+    return {"steps": steps, "per_step": round(sum(ordered.values()) / steps, 2), "lines": ordered}
 
 
 def _short_fit(
@@ -502,8 +560,10 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated, in order: compare (the side-by-side step), rotation (the rotation "
         "alone), forward (one whole forward pass), memory (peak by phase), profile (where a "
         "step's time goes), dispatch (aten ops per step, both), memory_peak (what is live at a "
-        "fit's peak), every_prefix_kept, cost_curve, grid (7 layers x 2 positions against "
-        "pyvene); 'all' for every one. Default: compare",
+        "fit's peak), syncs (where a step waits for the device), batch_scaling (das_assert at "
+        "1, 2 and 4 times the batch), "
+        "every_prefix_kept, cost_curve, grid (7 layers x 2 positions against pyvene); 'all' for "
+        "every one. Default: compare",
     )
     parser.add_argument("--name", default="gpu_7b", help="the JSON file's name, without .json")
     parser.add_argument(
@@ -573,6 +633,8 @@ STAGES = (
     "profile",
     "dispatch",
     "memory_peak",
+    "syncs",
+    "batch_scaling",
     "every_prefix_kept",
     "cost_curve",
     "grid",
@@ -605,6 +667,8 @@ def _run_stages(
         },
         "dispatch": lambda: dispatch_counts(model, args.layer, args.position, args.batch),
         "memory_peak": lambda: memory_peak(model, args.layer, args.position, sizes),
+        "syncs": lambda: sync_counts(model, args.layer, args.position, args.batch),
+        "batch_scaling": lambda: batch_scaling(model, args.layer, args.position, sizes, (1, 2, 4)),
         "every_prefix_kept": lambda: das_assert_alone(
             model, args.layer, args.position, sizes, 1 << 20
         ),

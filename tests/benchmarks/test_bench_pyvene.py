@@ -90,7 +90,8 @@ def test_the_7b_scripts_breakdown_stages_run_at_a_toy_shape_on_cpu(tmp_path: Pat
     """The stages a GPU session runs after the comparison (no pyvene needed): none may fail."""
     import gpu_7b
 
-    stages = "rotation,forward,memory,profile,memory_peak,cost_curve,every_prefix_kept"
+    stages = "rotation,forward,memory,profile,memory_peak,syncs,batch_scaling,cost_curve"
+    stages += ",every_prefix_kept"
     argv = ["--shape=tiny", "--device=cpu", "--dtype=float32", "--layer=2", f"--out={tmp_path}"]
     assert gpu_7b.main([*argv, f"--stages={stages}", "--n-train=32", "--name=extras"]) == 0
     result = json.loads((tmp_path / "extras.json").read_text())
@@ -105,6 +106,10 @@ def test_the_7b_scripts_breakdown_stages_run_at_a_toy_shape_on_cpu(tmp_path: Pat
     assert result["profile"]["one_pass"]["aten_ops_per_step"] > 0
     assert {"site", "tokens_from_site", "seconds_per_step"} <= set(result["cost_curve"][0])
     assert result["every_prefix_kept"]["examples_per_s"] > 0
+    assert result["syncs"] == {"skipped": "counting synchronizations needs CUDA"}
+    scaling = result["batch_scaling"]["rows"]
+    assert [row["batch"] for row in scaling] == [16, 32, 64]
+    assert scaling[0]["step_time_vs_first"] == 1.0
 
 
 def test_what_was_live_at_an_allocator_traces_peak() -> None:
@@ -134,4 +139,23 @@ def test_what_was_live_at_an_allocator_traces_peak() -> None:
         "/repo/das_assert/runner.py:7 (f)": 4.0,
         "/site-packages/transformers/models/llama/modeling_llama.py:9 (f)": 3.0,
         "/site-packages/torch/nn/functional.py:1 (f)": 1.0,
+    }
+
+
+def test_the_7b_scripts_synchronizations_are_counted_per_step_by_line() -> None:
+    import warnings
+
+    import gpu_7b
+
+    def caught(message: str, line: int) -> warnings.WarningMessage:
+        return warnings.WarningMessage(message, UserWarning, "das_assert/fit.py", line)
+
+    notice = "Synchronization debug mode is a prototype feature"
+    found = [caught(notice, 1), caught("called a synchronizing op", 364)]
+    found += [caught("called a synchronizing op", 396)] * 3
+    result = gpu_7b.where_synchronized(found, steps=2)
+    assert result == {
+        "steps": 2,
+        "per_step": 2.0,
+        "lines": {"das_assert/fit.py:396": 3, "das_assert/fit.py:364": 1},
     }
