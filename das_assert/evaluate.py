@@ -25,6 +25,7 @@ from das_assert.kv_cache import prefix_caching_works, weights_version
 from das_assert.metrics import Gap, Verdict, paired_gap, verdict, wilson_interval
 from das_assert.prefix_store import PrefixStore
 from das_assert.runner import BaseRun, answer_logits, shared_source_vectors, tail_blocks
+from das_assert.transfer import to_device
 
 __all__ = ["Evaluation", "base_answers", "evaluate"]
 
@@ -300,7 +301,7 @@ def _evaluate(
             control.to(model.get_input_embeddings().weight.device)
             intervening = shared_source_vectors(model, site, test, batch_size=batch_size), control
         sources, control = intervening
-        source = sources[index.to(sources.device)]
+        source = sources[to_device(index, sources.device)]
         variables = test.variable_index[index]
         predicted.append(run.logits(_hard_mix(interchange, source, variables)).argmax(-1).cpu())
         random_predicted.append(run.logits(_hard_mix(control, source, variables)).argmax(-1).cpu())

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from das_assert.rotation import orthogonal_rotation, row_rotation
+from das_assert.transfer import to_device
 
 __all__ = ["Interchange"]
 
@@ -183,7 +184,7 @@ class Interchange(nn.Module):
         """Mix ``source`` into ``base`` (both (batch, d)) on each row's variable's box."""
         dtype = base.dtype
         base32, source32 = base.float(), source.to(base.device).float()
-        mask = self.masks(hard=hard).to(base.device)[variable_index.to(base.device)]
+        mask = self.masks(hard=hard).to(base.device)[to_device(variable_index, base.device)]
         # [(1 - m) (hR) + m (sR)] R^T = h + (m ((s - h) R)) R^T for an orthogonal R; the second
         # form returns h bit for bit where m = 0, so an empty box is an exact no-op.
         if self.rotation_kind == "learned":

@@ -38,6 +38,7 @@ from das_assert.kv_cache import (
 from das_assert.prefix_store import PrefixStore, prefix_batches
 from das_assert.runner import BaseRun, shared_source_vectors, tail_blocks
 from das_assert.sites import ResolvedSite, existing_sites
+from das_assert.transfer import to_device
 
 __all__ = [
     "METHODS",
@@ -361,7 +362,7 @@ def _fit_group(
             interventions = []
             for site, interchange, vectors in zip(sites, interchanges, sources, strict=True):
                 interchange.temperature = temperatures[step]
-                source = vectors[index.to(vectors.device)]
+                source = vectors[to_device(index, vectors.device)]
 
                 def mix(
                     base: torch.Tensor,
@@ -386,7 +387,7 @@ def _fit_group(
                     prefix_store=store or window,
                 )
                 logits = run.joint_logits(interventions).split(len(index))
-                labels = train.label_ids[index].to(logits[0].device)
+                labels = to_device(train.label_ids[index], logits[0].device)
                 task_losses, losses = [], []
                 for site, interchange, cell_logits in zip(sites, interchanges, logits, strict=True):
                     task_loss = torch.nn.functional.cross_entropy(cell_logits, labels)

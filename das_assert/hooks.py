@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from das_assert.sites import ResolvedSite
+from das_assert.transfer import to_device
 
 __all__ = [
     "StopForward",
@@ -145,7 +146,7 @@ def _recorder(
     def hook(_module: Any, args: tuple, kwargs: dict, output: Any = None) -> None:
         hidden = _hidden_of(args, kwargs, output, site.kind)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
-        captured[key] = hidden[rows, positions.to(hidden.device)].detach()
+        captured[key] = hidden[rows, to_device(positions, hidden.device)].detach()
         if stop and wanted <= captured.keys():
             raise StopForward(captured)
 
@@ -166,7 +167,7 @@ def intervene(
     def replace(hidden: torch.Tensor) -> torch.Tensor:
         every = torch.arange(hidden.shape[0], device=hidden.device)
         index = every if rows is None else every[rows]
-        where = positions.to(hidden.device)
+        where = to_device(positions, hidden.device)
         mixed = mix(hidden[index, where]).to(hidden.dtype)
         return hidden.index_put((index, where), mixed)
 

@@ -23,6 +23,7 @@ from das_assert import hooks
 from das_assert.data import EncodedPairs
 from das_assert.errors import OutOfDeviceMemory
 from das_assert.sites import decoder_blocks, last_attention
+from das_assert.transfer import to_device
 
 __all__ = [
     "cache_holding",
@@ -72,8 +73,8 @@ def run_model(
     device = model.get_input_embeddings().weight.device
     try:
         return model(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
+            input_ids=to_device(ids, device),
+            attention_mask=to_device(mask, device),
             use_cache=use_cache,
             **{_cache_keyword(type(model)): cache},
         )

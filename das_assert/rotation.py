@@ -32,6 +32,7 @@ cheaper path by that count; evaluation forms ``Q`` once.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -211,12 +212,19 @@ def taylor_plan(norm: float) -> tuple[int, int]:
     )
 
 
+@functools.lru_cache(maxsize=8)
+def _probe_vectors(d: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The power iteration's fixed start, drawn on the CPU once per (d, dtype, device): copied
+    to a GPU at every step it made the host wait for the device (a copy from pageable memory)."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(d, _PROBES, generator=generator).to(device=device, dtype=dtype)
+
+
 @torch.no_grad()
 def spectral_norm_estimate(a: torch.Tensor) -> float:
     """``||a||_2`` by power iteration on ``a^T a`` from fixed probe vectors (a lower bound that
     is close for the dense matrices a fit produces; callers add a margin)."""
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(a.shape[-1], _PROBES, generator=generator).to(a)
+    x = _probe_vectors(a.shape[-1], a.dtype, a.device)
     for _ in range(_POWER_ITERATIONS):
         x = x / x.norm(dim=0).clamp_min(torch.finfo(a.dtype).tiny)
         x = a.mT @ (a @ x)

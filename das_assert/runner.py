@@ -31,6 +31,7 @@ from das_assert.kv_cache import (
 )
 from das_assert.prefix_store import PrefixStore, tail_blocks
 from das_assert.sites import ResolvedSite, decoder_blocks, existing_sites, last_unchanged_block
+from das_assert.transfer import to_device
 
 __all__ = [
     "BaseRun",
@@ -348,7 +349,7 @@ def _logits_at(output: Any, last: torch.Tensor) -> torch.Tensor:
     """Each row's logits at its token ``last[row]`` of the pass, (batch, vocab), in float32."""
     logits = output.logits
     rows = torch.arange(logits.shape[0], device=logits.device)
-    return logits[rows, last.to(logits.device)].float()
+    return logits[rows, to_device(last, logits.device)].float()
 
 
 def answer_logits(
