@@ -25,6 +25,7 @@ from das_assert.kv_cache import (
     shared_prefix,
 )
 from das_assert.sites import ResolvedSite, decoder_blocks, existing_sites, last_unchanged_block
+from das_assert.transfer import to_device
 
 __all__ = ["PrefixStore", "prefix_batches", "tail_blocks"]
 
@@ -131,6 +132,14 @@ def _rows_pass(
     return [(k[..., :prefix, :], v[..., :prefix, :]) for k, v in layers], tails
 
 
+def _owned(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` itself where it is all of its storage, else a compact copy: a view would keep
+    the rest of what it was cut from (a whole prompt's keys, a whole block output) alive."""
+    if tensor.is_contiguous() and tensor.untyped_storage().nbytes() == tensor.nbytes:
+        return tensor
+    return tensor.contiguous() if not tensor.is_contiguous() else tensor.clone()
+
+
 class PrefixStore:
     """The KV cache of base prompts' prefix [0, p), computed once and kept: for every pair for a
     whole fit, or (``rows``) for a few batches at a time.
@@ -224,6 +233,13 @@ class PrefixStore:
                 part_bytes = _kv_bytes(own) + sum(t.hidden.nbytes for t in part_tails.values())
                 if _kv_bytes(head) * part_rows + part_bytes * n > max_bytes * part_rows:
                     return None
+                if part_rows == n:  # one pass made the whole store (a window): keep its tensors
+                    layers = [(_owned(k), _owned(v)) for k, v in own]
+                    tails = {
+                        block: hooks.Tail(_owned(t.hidden), t.in_tuple)
+                        for block, t in part_tails.items()
+                    }
+                    break
                 # Filled in place, batch by batch: the build holds the store and one batch,
                 # never the store twice (as gathering the batches and concatenating would).
                 layers = [
@@ -299,7 +315,7 @@ class PrefixStore:
     def cache_for(self, index: torch.Tensor) -> Any:
         """A fresh ``DynamicCache`` holding the prefixes of rows ``index``, each layer gathered
         from the store only when a pass updates it (``kv_cache.stored_rows_cache``)."""
-        rows = self._rows(index).to(self.layers[0][0].device)
+        rows = to_device(self._rows(index), self.layers[0][0].device)
         return kv_cache.stored_rows_cache(self.head, self.layers, rows)
 
     def tail_for(self, index: torch.Tensor, block: int, length: int) -> hooks.Tail | None:
@@ -308,7 +324,7 @@ class PrefixStore:
         tail = self.tails.get(block)
         if tail is None:
             return None
-        rows = self._rows(index).to(tail.hidden.device)
+        rows = to_device(self._rows(index), tail.hidden.device)
         tokens = slice(self.prefix - self.tails_from, length - self.tails_from)
         return hooks.Tail(tail.hidden[rows, tokens], tail.in_tuple)
 

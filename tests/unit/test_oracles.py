@@ -269,6 +269,47 @@ def test_a_prefix_store_gives_the_logits_of_the_per_batch_prefix_and_of_the_whol
         assert_same_predictions(stored, whole, atol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("with_tails", [False, True])
+@torch.no_grad()
+def test_a_store_made_in_one_pass_holds_what_several_passes_make_and_nothing_more(
+    tiny_models: dict[str, Any], arch: str, with_tails: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A window (one pass) keeps its pass's own tensors rather than copying them (at 7B its
+    build held both: the fit's peak): the same numbers as a store filled batch by batch, and no
+    view that keeps a whole pass alive."""
+    loaded = tiny_models[arch]
+    encoded = encode(loaded, prompt_pairs("left_boundary", 8, seed=5), parse_position("last"))
+    site = Site(1, "last").resolve(loaded.model)
+    blocks = tail_blocks(loaded.model, [site]) if with_tails else None
+    passes: list[Any] = []
+    rows_pass = prefix_store._rows_pass
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        passes.append(rows_pass(*args, **kwargs))
+        return passes[-1]
+
+    monkeypatch.setattr(prefix_store, "_rows_pass", recording)
+    one = PrefixStore.build(loaded.model, encoded, batch_size=8, max_bytes=2**26, blocks=blocks)
+    assert one is not None
+    assert len(passes) == 1
+    own, _ = passes[0]
+    if one.head_tokens:  # the pass's own keys are compact copies already: kept, not copied
+        assert [k.data_ptr() for k, _ in one.layers] == [k.data_ptr() for k, _ in own]
+    several = PrefixStore.build(loaded.model, encoded, batch_size=3, max_bytes=2**26, blocks=blocks)
+    assert several is not None
+    assert one.nbytes == several.nbytes
+    for (keys, values), (want_keys, want_values) in zip(one.layers, several.layers, strict=True):
+        torch.testing.assert_close(keys, want_keys, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(values, want_values, atol=1e-6, rtol=1e-5)
+        for tensor in (keys, values):
+            assert tensor.untyped_storage().nbytes() == tensor.nbytes
+    assert set(one.tails) == set(several.tails)
+    for block, tail in one.tails.items():
+        torch.testing.assert_close(tail.hidden, several.tails[block].hidden, atol=1e-6, rtol=1e-5)
+        assert tail.hidden.untyped_storage().nbytes() == tail.hidden.nbytes
+
+
 def test_a_prefix_store_is_not_built_past_its_memory_budget(
     tiny_models: dict[str, Any],
 ) -> None:
