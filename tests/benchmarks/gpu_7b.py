@@ -355,11 +355,7 @@ def profile_fit(
         "steps": steps,
         "time": kind,
         "aten_ops_per_step": round(dispatched / steps),
-        "device_busy_ms_per_step": (
-            round(sum(e.self_device_time_total for e in averages) / 1e3 / steps, 3)
-            if cuda
-            else None
-        ),
+        "device_busy_ms_per_step": device_busy_ms(averages, steps) if cuda else None,
         "top_ops_self_ms_per_step": {e.key: per_step_ms(e, f"self_{kind}_time_total") for e in top},
         "phases_ms_per_step": {
             e.key: per_step_ms(e, f"{kind}_time_total")
@@ -367,6 +363,16 @@ def profile_fit(
             if e.key.startswith("phase: ")
         },
     }
+
+
+def device_busy_ms(averages: list, steps: int) -> float:
+    """Milliseconds per step that the device ran kernels and copies: the device's own events
+    only. An aten op's self device time is the time of the kernels it launched, which are also
+    events of their own, so a sum over every event counted each such kernel twice."""
+    from torch.autograd import DeviceType
+
+    busy = sum(e.self_device_time_total for e in averages if e.device_type != DeviceType.CPU)
+    return round(busy / 1e3 / steps, 3)
 
 
 def _dispatched_ops(profiler: object) -> int:

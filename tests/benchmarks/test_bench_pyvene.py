@@ -159,3 +159,24 @@ def test_the_7b_scripts_synchronizations_are_counted_per_step_by_line() -> None:
         "per_step": 2.0,
         "lines": {"das_assert/fit.py:396": 3, "das_assert/fit.py:364": 1},
     }
+
+
+def test_the_7b_scripts_device_busy_time_counts_each_kernel_once() -> None:
+    """An aten op's self device time is its kernels' time, and each kernel is an event of its
+    own: the 2026-12-04 profile listed aten::cat at 3.911 ms and its CatArrayBatchedCopy kernel
+    at 3.905 ms, so a sum over every event doubled the device's busy time."""
+    from types import SimpleNamespace
+
+    import gpu_7b
+    from torch.autograd import DeviceType
+
+    def event(device_type: DeviceType, ms: float) -> SimpleNamespace:
+        return SimpleNamespace(device_type=device_type, self_device_time_total=ms * 1e3)
+
+    averages = [
+        event(DeviceType.CPU, 4.0),  # aten::cat: the time of the kernel below
+        event(DeviceType.CUDA, 4.0),  # CatArrayBatchedCopy
+        event(DeviceType.CUDA, 2.0),  # Memcpy HtoD, launched outside an aten op
+        event(DeviceType.CPU, 0.0),  # phase: model pass
+    ]
+    assert gpu_7b.device_busy_ms(averages, steps=2) == 3.0
