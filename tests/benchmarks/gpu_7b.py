@@ -227,7 +227,8 @@ def batch_scaling(
     batch = sizes["batch"]
     # warmed up at every batch first: a process's first fit pays the device's one-time costs
     for factor in factors:
-        das_assert_alone(model, layer, position, {**sizes, "n_train": 2 * batch * factor}, 1024)
+        warm = {**sizes, "batch": batch * factor, "n_train": 2 * batch * factor}
+        das_assert_alone(model, layer, position, warm, 1024)
     rows = []
     for factor in factors:
         fit = das_assert_alone(model, layer, position, {**sizes, "batch": batch * factor}, 1024)

@@ -180,3 +180,22 @@ def test_the_7b_scripts_device_busy_time_counts_each_kernel_once() -> None:
         event(DeviceType.CPU, 0.0),  # phase: model pass
     ]
     assert gpu_7b.device_busy_ms(averages, steps=2) == 3.0
+
+
+def test_the_7b_scripts_batch_scaling_warms_up_at_every_batch_it_times(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import gpu_7b
+
+    calls: list[dict[str, int]] = []
+
+    def fit(model: object, layer: int, position: str, sizes: dict, mib: int) -> dict:
+        calls.append(dict(sizes))
+        return {"seconds_per_step": float(sizes["batch"])}
+
+    monkeypatch.setattr(gpu_7b, "das_assert_alone", fit)
+    sizes = {"n_train": 640, "epochs": 1, "batch": 16}
+    gpu_7b.batch_scaling(None, 15, "last-1", sizes, (1, 2, 4))
+    warm, timed = calls[:3], calls[3:]
+    assert [c["batch"] for c in timed] == [16, 32, 64]
+    assert [c["batch"] for c in warm] == [16, 32, 64]
