@@ -12,10 +12,12 @@ def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
 
     A CPU tensor bound for a CUDA device goes through pinned memory, asynchronously: a copy from
     pageable memory first waits for all the work queued on the device, and a training step made
-    16 such copies (token ids, rows, positions, labels; counted on an H200), each one stopping
-    the host from queueing the step ahead of the device. The pinned copy is the source, so the
-    caller may change or drop ``tensor`` at once; torch's pinned-memory allocator keeps that
-    source until the device has read it. Any other pair of devices is a plain ``Tensor.to``.
+    about 11 such copies (token ids, rows, positions, labels; counted on an H200), each one
+    stopping the host from queueing the step ahead of the device. A pageable ``tensor`` is copied
+    to pinned memory first, so the caller may change or drop it at once (torch's pinned-memory
+    allocator keeps that copy until the device has read it); a ``tensor`` already pinned is read
+    in place, so it must stay unchanged until then. Any other pair of devices is a plain
+    ``Tensor.to``.
     """
     target = torch.device(device)
     if target.type == "cuda" and tensor.device.type == "cpu":
