@@ -7,7 +7,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from das_assert.metrics import beside, threshold_text, wilson_interval
+from das_assert.metrics import bracketed, threshold_text, wilson_interval
 
 __all__ = ["by_variable_lines", "failure_message", "indent", "reproduce_line", "runnable_nodeid"]
 
@@ -58,7 +58,7 @@ def failure_message(
         f"  site       {exp.site}  ->  {result.fitted.site.module_path} "
         f"({result.model.name}, {result.model.dtype}, {result.model.device})",
         f"  eval       {ev.successes}/{ev.n} pairs correct, IIA {result.iia:.3f}, "
-        f"95% CI [{beside(low, exp.threshold)}, {beside(high, exp.threshold)}], seed={exp.seed}",
+        f"95% CI {bracketed(low, high, exp.threshold)}, seed={exp.seed}",
         f"  baselines  no-op {b['noop']:.3f}, majority {b['majority']:.3f}, random rotation "
         f"{b['random_rotation']:.3f}, task accuracy {ev.task_accuracy:.3f}",
         f"  alignment  boundary {result.boundary_text()} of {result.fitted.interchange.d} "

@@ -34,6 +34,7 @@ __all__ = [
     "Gap",
     "Verdict",
     "beside",
+    "bracketed",
     "check_threshold",
     "normalized_iia",
     "paired_gap",
@@ -82,6 +83,12 @@ def beside(value: float, bar: float, *, signed: bool = False) -> str:
         if (float(text) < bar) == (value < bar):
             break
     return text
+
+
+def bracketed(low: float, high: float, bar: float) -> str:
+    """An interval as ``[low, high]``, each bound shown on the side of ``bar`` it lies
+    (``beside``)."""
+    return f"[{beside(low, bar)}, {beside(high, bar)}]"
 
 
 @dataclass(frozen=True)
@@ -248,8 +255,10 @@ def verdict(
         )
     reasons = []
     if low < threshold:
-        shown = f"[{beside(low, threshold)}, {beside(high, threshold)}]"
-        reasons.append(f"95% CI {shown} contains the threshold {threshold_text(threshold, 3)}")
+        reasons.append(
+            f"95% CI {bracketed(low, high, threshold)} contains the threshold "
+            f"{threshold_text(threshold, 3)}"
+        )
     reasons += [
         f"the lead over {name}, {gaps[name].against(margin)}, contains the margin {margin}"
         for name in unsure

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from das_assert.errors import OutputWriteError
+
 __all__ = ["Reporter"]
 
 #: The user properties that carry das records from a test's call phase to the reports.
@@ -151,8 +153,6 @@ class Reporter:
             "selection": self._selection(),  # the run was narrowed to some of the tests
             "setup_error": self.setup_error,  # das.yaml, model, cache or baseline: no verdicts
         }
-        from das_assert.errors import OutputWriteError
-
         try:
             self._save_baseline(run)
         except OutputWriteError as exc:  # disk full, ulimit -f: the run's results stand
@@ -221,8 +221,6 @@ class Reporter:
             self._write(f"das: --das-markdown {md_path}", write_markdown, Path(md_path), table)
 
     def _write(self, what: str, write: Any, path: Path, content: Any) -> None:
-        from das_assert.errors import OutputWriteError
-
         try:
             write(path, content)
         except OutputWriteError as exc:
@@ -284,7 +282,6 @@ class Reporter:
             self.notes.append(f"das: baseline {asked} NOT saved: {why}")
             return
         from das_assert.baseline import save_baseline
-        from das_assert.errors import OutputWriteError
 
         for stem in sorted(stems):
             records = [r for r in self.records if r.get("baseline_file") == stem]

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from das_assert.metrics import beside, wilson_interval
+from das_assert.metrics import bracketed, wilson_interval
 from das_assert.store import SCHEMA_VERSION, atomic_write_json
 from das_assert.summary import (
     changed_text,
@@ -28,6 +28,7 @@ from das_assert.summary import (
 __all__ = [
     "build_report",
     "environment",
+    "installed_version",
     "markdown_table",
     "robustness_summary",
     "write_report",
@@ -43,8 +44,8 @@ def environment(*, import_torch: bool = True) -> dict[str, Any]:
     if not import_torch and "torch" not in sys.modules:
         return {
             "python": platform.python_version(),
-            "torch": _installed("torch"),
-            "transformers": _installed("transformers"),
+            "torch": installed_version("torch"),
+            "transformers": installed_version("transformers"),
             "device_name": None,
             "torch_threads": None,
         }
@@ -64,7 +65,8 @@ def environment(*, import_torch: bool = True) -> dict[str, Any]:
     }
 
 
-def _installed(package: str) -> str | None:
+def installed_version(package: str) -> str | None:
+    """The installed distribution's version, without importing it; None where it is absent."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -114,7 +116,7 @@ def _interval(low: float, high: float, threshold: float | None) -> str:
     """``[low, high]``, each bound on the side of ``threshold`` it lies (``metrics.beside``)."""
     if threshold is None:
         return f"[{_fmt(low)}, {_fmt(high)}]"
-    return f"[{beside(low, threshold)}, {beside(high, threshold)}]"
+    return bracketed(low, high, threshold)
 
 
 #: A fuzz record's numbers that the robustness table pools over a family's pairs, beside IIA.

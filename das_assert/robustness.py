@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 from das_assert.alignment_result import AlignmentResult
 from das_assert.errors import InvalidArgument, PreconditionFailed
 from das_assert.messages import by_variable_lines, indent
-from das_assert.metrics import beside, wilson_interval
+from das_assert.metrics import bracketed, wilson_interval
 from das_assert.variants import evaluate_variant, replay_advice
 
 __all__ = ["fuzz_status", "judge_breaking_pairs", "judge_variant"]
@@ -64,7 +64,7 @@ def judge_variant(
         lines = [
             f"claim {claim!r} breaks under {variant!r}",
             f"  IIA {evaluation.iia:.3f} (n={evaluation.n}, 95% CI "
-            f"[{beside(low, threshold)}, {beside(high, threshold)}]) "
+            f"{bracketed(low, high, threshold)}) "
             f"at {exp.site}, seed={exp.seed}: {judged.outcome} (robustness threshold "
             f"{threshold}): {judged.reason}; task accuracy {evaluation.task_accuracy:.3f}, "
             f"no-op {noop.baseline:.3f}, lead over it {noop.against(exp.margin)}",
@@ -102,7 +102,7 @@ def judge_breaking_pairs(
     changed = record["changed_labels"]
     numbers = [
         f"  {where}: IIA {evaluation.iia:.3f} (n={evaluation.n}, 95% CI "
-        f"[{beside(low, threshold)}, {beside(high, threshold)}]) "
+        f"{bracketed(low, high, threshold)}) "
         f"at {exp.site}, seed={exp.seed}; task accuracy {evaluation.task_accuracy:.3f}, no-op "
         f"{record['noop']:.3f}, {changed['correct']} of the {changed['n']} "
         "answers that must change did",

@@ -31,6 +31,7 @@ import json
 import sys
 import time
 import warnings
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -245,8 +246,6 @@ def sync_counts(model: object, layer: int, position: str, batch: int, *, steps: 
     reading a value), over a short fit after a warm-up. Needs CUDA."""
     if not str(model.input_device).startswith("cuda"):
         return {"skipped": "counting synchronizations needs CUDA"}
-    import warnings
-
     from das_assert.fit import fit_alignment
 
     resolved, train, config = _short_fit(model, layer, position, batch, steps)
@@ -264,14 +263,16 @@ def sync_counts(model: object, layer: int, position: str, batch: int, *, steps: 
 def where_synchronized(caught: list[warnings.WarningMessage], steps: int) -> dict:
     """Synchronizations per step and the code lines that caused them, most frequent first, from
     the warnings of CUDA's sync debug mode (the mode's own notice about itself left out)."""
-    lines: dict[str, int] = {}
-    for warning in caught:
-        if "debug mode" in str(warning.message):
-            continue
-        line = f"{warning.filename}:{warning.lineno}"
-        lines[line] = lines.get(line, 0) + 1
-    ordered = dict(sorted(lines.items(), key=lambda item: -item[1]))
-    return {"steps": steps, "per_step": round(sum(ordered.values()) / steps, 2), "lines": ordered}
+    lines = Counter(
+        f"{warning.filename}:{warning.lineno}"
+        for warning in caught
+        if "debug mode" not in str(warning.message)
+    )
+    return {
+        "steps": steps,
+        "per_step": round(lines.total() / steps, 2),
+        "lines": dict(lines.most_common()),
+    }
 
 
 def _short_fit(
@@ -589,6 +590,8 @@ def main(argv: list[str] | None = None) -> int:
             f"--device {args.device}: this torch has no CUDA device; use --device cpu with a "
             "small --shape"
         )
+    from das_assert.report import installed_version
+
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     model = build(args.shape, args.device, getattr(torch, args.dtype))
@@ -598,8 +601,8 @@ def main(argv: list[str] | None = None) -> int:
         "build_seconds": round(time.perf_counter() - started, 1),
         "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
         "torch": torch.__version__,
-        "transformers_version": _version("transformers"),
-        "pyvene_version": _version("pyvene"),
+        "transformers_version": installed_version("transformers"),
+        "pyvene_version": installed_version("pyvene"),
         "date": time.strftime("%Y-%m-%d"),
     }
     result["complete"] = False  # in every write until the last: a run cut short says so
@@ -711,15 +714,6 @@ def _run_stages(
         _write(args.out / f"{args.name}.json", result)
     if isinstance(result.get("grid"), dict) and "cells" in result["grid"]:
         print(bench_pyvene.grid_table(result["grid"]))
-
-
-def _version(package: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
 
 
 def _write(path: Path, result: dict) -> None:
