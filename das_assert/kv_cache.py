@@ -20,21 +20,25 @@ from typing import Any
 import torch
 
 from das_assert import hooks
+from das_assert.cache_layers import (
+    cut_to,
+    expanded_rows,
+    holding_layers,
+    layer_tensors,
+    skip_layers,
+    skipped_layer_class,
+)
 from das_assert.data import EncodedPairs
 from das_assert.errors import OutOfDeviceMemory
 from das_assert.sites import decoder_blocks, last_attention
 from das_assert.transfer import to_device
 
 __all__ = [
-    "cache_holding",
-    "cut_to",
     "estimated_kv_bytes",
-    "expanded_rows",
     "filled_cache",
     "filled_with_tails",
     "head_cache_class",
     "head_tensors",
-    "layer_tensors",
     "plain_cache",
     "prefix_cache",
     "prefix_caching_works",
@@ -45,8 +49,6 @@ __all__ = [
     "shared_prefix",
     "source_pass_rows",
     "split_head",
-    "stored_rows_cache",
-    "stored_rows_layer_class",
     "weights_version",
 ]
 
@@ -145,10 +147,14 @@ def head_tensors(
     return tensors
 
 
-def _head_cache(model: Any, ids: torch.Tensor, mask: torch.Tensor, *, keep: bool = True) -> Any:
+def _head_cache(
+    model: Any, ids: torch.Tensor, mask: torch.Tensor, *, keep: bool = True, skip_below: int = 0
+) -> Any:
     """The KV cache of a head every row shares, run once for one row (``head_cache_class``)."""
     tensors = head_tensors(model, ids, mask)
-    return None if tensors is None else head_cache_class()(tensors, keep=keep)
+    if tensors is None:
+        return None
+    return head_cache_class()(tensors, keep=keep, skip_below=skip_below)
 
 
 @functools.cache
@@ -161,7 +167,10 @@ def head_cache_class() -> type:
     afterwards (source activations, whole-prompt logits) holds one layer's keys and values at a
     time, not every layer's (at 7B shape and 64 rows, 2.6 GiB for a 79-token prompt). With
     ``own=t`` as well, it keeps the first ``t`` of the pass's own tokens of every layer in
-    ``own`` (layer -> (keys, values)), the head left out: what a ``PrefixStore`` holds per row."""
+    ``own`` (layer -> (keys, values)), the head left out: what a ``PrefixStore`` holds per row.
+    Layers before ``skip_below`` keep nothing (their blocks are skipped by every later pass,
+    ``hooks.skip_blocks``): with ``keep=True`` each becomes a ``SkippedLayer`` that holds the
+    prefix's length alone."""
     from transformers import DynamicCache
 
     class HeadCache(DynamicCache):
@@ -171,11 +180,13 @@ def head_cache_class() -> type:
             *,
             keep: bool,
             own: int | None = None,
+            skip_below: int = 0,
         ):
             super().__init__()
-            self.layers = _holding_layers(tensors)
+            self.layers = holding_layers(tensors)
             self.keep = keep
             self.own_tokens = own
+            self.skip_below = skip_below
             self.own: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
         def update(
@@ -184,16 +195,20 @@ def head_cache_class() -> type:
             layer = self.layers[layer_idx]
             rows = keys.shape[0]
             head = expanded_rows(layer.keys, rows), expanded_rows(layer.values, rows)
-            if not self.keep:
-                if self.own_tokens is not None:  # copies: the pass's own tensors can go
-                    cut = slice(None, self.own_tokens)
-                    self.own[layer_idx] = (
-                        keys[..., cut, :].contiguous(),
-                        values[..., cut, :].contiguous(),
-                    )
-                return torch.cat([head[0], keys], dim=-2), torch.cat([head[1], values], dim=-2)
-            layer.keys, layer.values = head  # views: the update's concatenation copies them
-            return super().update(keys, values, layer_idx, *args, **kw)
+            skipped = layer_idx < self.skip_below
+            if self.keep and not skipped:
+                layer.keys, layer.values = head  # views: the update's concatenation copies them
+                return super().update(keys, values, layer_idx, *args, **kw)
+            if self.keep:
+                tokens = layer.keys.shape[-2] + keys.shape[-2]
+                self.layers[layer_idx] = skipped_layer_class()(tokens, keys.dtype, keys.device)
+            elif self.own_tokens is not None and not skipped:  # copies: the pass's own can go
+                cut = slice(None, self.own_tokens)
+                self.own[layer_idx] = (
+                    keys[..., cut, :].contiguous(),
+                    values[..., cut, :].contiguous(),
+                )
+            return torch.cat([head[0], keys], dim=-2), torch.cat([head[1], values], dim=-2)
 
         def widen(self, rows: int) -> None:
             """Hold the head once per row, as a cache that is read outside a pass must."""
@@ -204,19 +219,24 @@ def head_cache_class() -> type:
     return HeadCache
 
 
-def expanded_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
-    return tensor if tensor.shape[0] == rows else tensor.expand(rows, *tensor.shape[1:])
-
-
 def split_head(
-    model: Any, ids: torch.Tensor, mask: torch.Tensor, limit: int, *, keep: bool = True
+    model: Any,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    limit: int,
+    *,
+    keep: bool = True,
+    skip_below: int = 0,
 ) -> tuple[int, Any]:
     """``(head, cache)``: the KV cache of the leading tokens all rows share (the template's
     preamble, at most ``limit`` of them), run once for one row; ``(0, None)`` where there is none.
     A forward pass over ``ids[:, head:]`` on top of ``cache`` gives the whole prompt's output;
-    with ``keep=False`` that pass leaves the cache as it was (``head_cache_class``)."""
+    with ``keep=False`` that pass leaves the cache as it was (``head_cache_class``, as is
+    ``skip_below``)."""
     head = shared_head(ids, mask, limit)
-    cache = _head_cache(model, ids[:, :head], mask[:, :head], keep=keep) if head else None
+    cache = None
+    if head:
+        cache = _head_cache(model, ids[:, :head], mask[:, :head], keep=keep, skip_below=skip_below)
     return (head, cache) if cache is not None else (0, None)
 
 
@@ -231,16 +251,25 @@ def prefix_cache(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> Any:
 
 
 def prefix_with_tails(
-    model: Any, ids: torch.Tensor, mask: torch.Tensor, prefix: int, blocks: dict[int, Any]
+    model: Any,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    prefix: int,
+    blocks: dict[int, Any],
+    *,
+    first_layer: int = 0,
 ) -> tuple[Any, dict[int, hooks.Tail]]:
     """``prefix_cache`` of ``ids[:, :prefix]`` and what ``blocks`` (index -> block) output at
     tokens [prefix, end), from one pass over the whole prompt without gradients.
 
     An intervention at a token from ``prefix`` on, after those blocks, cannot change them: a
-    suffix pass can take their outputs (``hooks.skip_blocks``) instead of running them."""
+    suffix pass can take their outputs (``hooks.skip_blocks``) instead of running them. Where
+    every later pass does, the cache keeps no keys or values of the layers before
+    ``first_layer`` (``cache_layers.first_kept_layer`` of the skipped blocks)."""
     with torch.no_grad():
-        head, cache = split_head(model, ids, mask, prefix)
+        head, cache = split_head(model, ids, mask, prefix, skip_below=first_layer)
         cache, tails = filled_with_tails(model, ids[:, head:], mask, cache, blocks, prefix - head)
+        skip_layers(cache, first_layer)  # where no head was split off, the pass kept them all
         cut_to(cache, prefix)
     return cache, tails
 
@@ -269,91 +298,6 @@ def prefix_caching_works(model: Any, tokens: int) -> bool:
     every pass runs the whole prompt."""
     window = getattr(model.config, "sliding_window", None)
     return not (isinstance(window, int) and window < tokens)
-
-
-def cut_to(cache: Any, tokens: int) -> None:
-    """Cut ``cache`` back to its first ``tokens`` tokens. Each layer of a plain cache is cut on
-    its own: a pass that skipped blocks (``hooks.skip_blocks``) left theirs shorter, and a layer
-    of a ``stored_rows_cache`` that no pass updated still holds just its prefix."""
-    from transformers.cache_utils import DynamicLayer
-
-    layers = getattr(cache, "layers", None)
-    plain = (DynamicLayer, stored_rows_layer_class())
-    if not layers or any(type(layer) not in plain for layer in layers):
-        cache.crop(tokens - cache.get_seq_length())  # a negative count: the tokens to remove
-        return
-    for layer in layers:
-        if getattr(layer, "stored", None) is None:
-            layer.keys = layer.keys[..., :tokens, :]
-            layer.values = layer.values[..., :tokens, :]
-
-
-@functools.cache
-def stored_rows_layer_class() -> type:
-    """A ``DynamicLayer`` over some rows of a stored prefix, gathered when a pass first updates
-    the layer: the update returns the head (one row, expanded), the rows' stored keys and values
-    and the pass's own, in one concatenation. A block that a suffix pass skips
-    (``hooks.skip_blocks``) never updates its layer, so its rows are never copied out of the
-    store: at Llama-7B's shape and a site at layer 15, half of a step's prefix cache (0.3 GiB at
-    16 rows) and about a hundred dispatched ops. Once updated it is a plain ``DynamicLayer``."""
-    from transformers.cache_utils import DynamicLayer
-
-    class StoredRowsLayer(DynamicLayer):
-        def __init__(
-            self,
-            head: tuple[torch.Tensor, torch.Tensor] | None,
-            rest: tuple[torch.Tensor, torch.Tensor],
-            rows: torch.Tensor,
-            tokens: int,
-        ) -> None:
-            super().__init__()
-            self.stored: Any = (head, rest, rows)  # None once gathered
-            self.tokens = tokens
-            self.dtype, self.device = rest[0].dtype, rest[0].device
-            self.is_initialized = True
-
-        def update(
-            self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kw: Any
-        ) -> tuple[torch.Tensor, torch.Tensor]:
-            if self.stored is None:
-                return super().update(key_states, value_states, *args, **kw)
-            head, (keys, values), rows = self.stored
-            if rows.device != keys.device:  # a model spread over devices (device_map)
-                rows = rows.to(keys.device)
-            key_parts, value_parts = [keys[rows], key_states], [values[rows], value_states]
-            if head is not None:
-                key_parts.insert(0, expanded_rows(head[0], len(rows)))
-                value_parts.insert(0, expanded_rows(head[1], len(rows)))
-            self.keys = torch.cat(key_parts, dim=-2)
-            self.values = torch.cat(value_parts, dim=-2)
-            self.stored = None
-            return self.keys, self.values
-
-        def get_seq_length(self, *args: Any, **kwargs: Any) -> int:
-            if self.stored is not None:
-                return self.tokens
-            return super().get_seq_length(*args, **kwargs)
-
-    return StoredRowsLayer
-
-
-def stored_rows_cache(
-    head: list[tuple[torch.Tensor, torch.Tensor]],
-    rest: list[tuple[torch.Tensor, torch.Tensor]],
-    rows: torch.Tensor,
-) -> Any:
-    """A ``DynamicCache`` over rows ``rows`` of a stored prefix: every layer's shared ``head``
-    (one row; may be empty) and per-row ``rest``, each layer gathered only when a pass updates
-    it (``stored_rows_layer_class``)."""
-    from transformers import DynamicCache
-
-    layer_class = stored_rows_layer_class()
-    tokens = (head[0][0].shape[-2] if head else 0) + rest[0][0].shape[-2]
-    cache = DynamicCache()
-    cache.layers = [
-        layer_class(head[i] if head else None, rest[i], rows, tokens) for i in range(len(rest))
-    ]
-    return cache
 
 
 def filled_cache(
@@ -395,45 +339,10 @@ def plain_cache(model: Any) -> bool:
     return found
 
 
-def layer_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-    """(keys, values) of every layer of a plain ``DynamicCache``; None for any other layout."""
-    from transformers.cache_utils import DynamicLayer
-
-    layers = getattr(cache, "layers", None)
-    if not layers or any(type(layer) is not DynamicLayer for layer in layers):
-        return None
-    return [(layer.keys, layer.values) for layer in layers]
-
-
-def cache_holding(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
-    """A plain ``DynamicCache`` whose layers hold ``layers`` (keys, values) as they are.
-
-    ``DynamicCache(ddp_cache_data=...)`` concatenates each tensor onto a new empty one: a copy
-    and five dispatched ops a layer, on every training step (at 32 layers, 320 ops)."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    cache.layers = _holding_layers(layers)
-    return cache
-
-
-def _holding_layers(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> list[Any]:
-    """``DynamicLayer``s already holding ``layers``' (keys, values), without a copy."""
-    from transformers.cache_utils import DynamicLayer
-
-    held = []
-    for keys, values in layers:
-        layer = DynamicLayer()
-        layer.keys, layer.values = keys, values
-        layer.dtype, layer.device = keys.dtype, keys.device
-        layer.is_initialized = True
-        held.append(layer)
-    return held
-
-
-def estimated_kv_bytes(model: Any, rows: int, tokens: int) -> int:
+def estimated_kv_bytes(model: Any, rows: int, tokens: int, *, first_layer: int = 0) -> int:
     """The bytes of a plain KV cache of ``rows`` x ``tokens`` by the model's config (0 where the
-    config does not tell): keys and values of every layer and key-value head."""
+    config does not tell): keys and values of every layer from ``first_layer`` on and of every
+    key-value head."""
     config = model.config
     try:
         layers, heads = config.num_hidden_layers, config.num_attention_heads
@@ -442,7 +351,7 @@ def estimated_kv_bytes(model: Any, rows: int, tokens: int) -> int:
         return 0
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     element = next(model.parameters()).element_size()
-    return 2 * layers * rows * tokens * kv_heads * head_dim * element
+    return 2 * max(0, layers - first_layer) * rows * tokens * kv_heads * head_dim * element
 
 
 _MOST_SOURCE_BATCHES = 4

@@ -16,14 +16,10 @@ from typing import Any
 import torch
 
 from das_assert import hooks, kv_cache, sharing
+from das_assert.cache_layers import first_kept_layer, layer_tensors, stored_rows_cache
 from das_assert.data import EncodedPairs
 from das_assert.errors import DasError
-from das_assert.kv_cache import (
-    estimated_kv_bytes,
-    layer_tensors,
-    plain_cache,
-    shared_prefix,
-)
+from das_assert.kv_cache import estimated_kv_bytes, plain_cache, shared_prefix
 from das_assert.sites import ResolvedSite, decoder_blocks, existing_sites, last_unchanged_block
 from das_assert.transfer import to_device
 
@@ -73,13 +69,14 @@ def prefix_batches(
     if p is None or max_bytes <= 0:
         return 1
     head = kv_cache.shared_head(encoded.base_ids[:, :p], encoded.base_mask[:, :p], p)
-    once = estimated_kv_bytes(model, 1, head)  # a window holds the head once
+    first = first_kept_layer(list(blocks or ()))
+    once = estimated_kv_bytes(model, 1, head)  # a window holds the head once, every layer's
     per_batch = _estimated_bytes(model, batch, p, head, encoded.base_ids.shape[1], blocks) - once
     if per_batch <= 0:
         return 1
     # Beside the step's own prefix cache (the head in every row), a window of more than that
     # would add more to the fit's peak than the cache itself does.
-    step_cache = estimated_kv_bytes(model, batch, p)
+    step_cache = estimated_kv_bytes(model, batch, p, first_layer=first)
     fits = min((max_bytes - once) // per_batch, step_cache // per_batch)
     return max(1, min(_MOST_PREFIX_BATCHES, fits))
 
@@ -93,9 +90,13 @@ def _estimated_bytes(
     blocks: dict[int, Any] | None,
     tails_from: int | None = None,
 ) -> int:
-    """A store's bytes by the model's config: the head once, the rest of the prefix per row,
-    and each block's output at tokens [tails_from, length) per row (default from ``prefix``)."""
-    kv = estimated_kv_bytes(model, rows, prefix - head) + estimated_kv_bytes(model, 1, head)
+    """A store's bytes by the model's config: the head once, the rest of the prefix per row (the
+    layers of ``blocks`` and those before them left out), and each block's output at tokens
+    [tails_from, length) per row (default from ``prefix``). The head holds every layer: it is
+    the one ``kv_cache.head_tensors`` remembers for every pass."""
+    first = first_kept_layer(list(blocks or ()))
+    kv = estimated_kv_bytes(model, rows, prefix - head, first_layer=first)
+    kv += estimated_kv_bytes(model, 1, head)
     d = getattr(model.config, "hidden_size", None) or 0
     element = next(model.parameters()).element_size()
     start = prefix if tails_from is None else tails_from
@@ -110,26 +111,30 @@ def _rows_pass(
     head: list[tuple[torch.Tensor, torch.Tensor]],
     blocks: dict[int, Any] | None,
     tails_from: int,
+    first_layer: int,
 ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]] | None, dict[int, hooks.Tail]]:
-    """Every layer's keys and values of tokens [len(head), prefix) of each row, and what
-    ``blocks`` output at tokens [tails_from, end), from one pass without gradients (over the
-    whole prompt where ``blocks`` are asked for, else over the prefix). The shared head is read,
-    not copied per row. None for the keys where the cache is not a plain one."""
+    """The keys and values of tokens [len(head), prefix) of each row, of every layer from
+    ``first_layer`` on, and what ``blocks`` output at tokens [tails_from, end), from one pass
+    without gradients (over the whole prompt where ``blocks`` are asked for, else over the
+    prefix). The shared head is read, not copied per row. None for the keys where the cache is
+    not a plain one."""
     tokens = head[0][0].shape[-2] if head else 0
     if not blocks:
         ids, mask = ids[:, :prefix], mask[:, :prefix]
     with torch.no_grad():
         if head:
-            cache = kv_cache.head_cache_class()(head, keep=False, own=prefix - tokens)
+            cache = kv_cache.head_cache_class()(
+                head, keep=False, own=prefix - tokens, skip_below=first_layer
+            )
             _, tails = kv_cache.filled_with_tails(
                 model, ids[:, tokens:], mask, cache, blocks, tails_from - tokens
             )
-            return [cache.own[layer] for layer in range(len(head))], tails
+            return [cache.own[layer] for layer in range(first_layer, len(head))], tails
         cache, tails = kv_cache.filled_with_tails(model, ids, mask, None, blocks, tails_from)
     layers = layer_tensors(cache)
     if layers is None:
         return None, {}
-    return [(k[..., :prefix, :], v[..., :prefix, :]) for k, v in layers], tails
+    return [(k[..., :prefix, :], v[..., :prefix, :]) for k, v in layers[first_layer:]], tails
 
 
 def _owned(tensor: torch.Tensor) -> torch.Tensor:
@@ -149,7 +154,8 @@ class PrefixStore:
     every prompt shares (the template's preamble) is held once, not per row. Built only when the
     model uses a plain ``DynamicCache`` and the cache fits ``max_bytes``. Asked for ``blocks``,
     it also keeps what they output from token p on (``prefix_with_tails``), so that a suffix
-    pass need not run them.
+    pass need not run them, and then no keys or values of the layers up to the earliest of them
+    (``first_layer``): the passes it serves skip those blocks (``serves``).
     """
 
     def __init__(
@@ -161,10 +167,12 @@ class PrefixStore:
         head: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
         local: torch.Tensor | None = None,
         tails_from: int | None = None,
+        first_layer: int = 0,
     ) -> None:
         self.prefix = prefix
         self.head = head or []  # every layer's (keys, values) of the shared head, one row
-        self.layers = layers  # every layer's (keys, values) of tokens [head, prefix), per row
+        self.first_layer = first_layer  # the layers before it hold nothing
+        self.layers = layers  # (keys, values) of tokens [head, prefix) per row, from first_layer
         self.tails = tails or {}
         self.tails_from = prefix if tails_from is None else tails_from  # the tails' first token
         self._local = local  # encoded row -> row of the store (-1: absent); None: every row
@@ -178,6 +186,13 @@ class PrefixStore:
     def nbytes(self) -> int:
         tails = sum(t.hidden.nbytes for t in self.tails.values())
         return _kv_bytes(self.head) + _kv_bytes(self.layers) + tails
+
+    def serves(self, skipped_block: int | None) -> bool:
+        """Whether a pass that skips the blocks up to ``skipped_block`` (None: none) can run on
+        this store: it updates every layer after that block, and the store must hold them."""
+        if skipped_block is None or skipped_block not in self.tails:
+            return self.first_layer == 0
+        return self.first_layer <= skipped_block + 1
 
     def holds(self, index: torch.Tensor) -> bool:
         """Whether every row of ``index`` (rows of the encoded pairs) is in the store."""
@@ -208,6 +223,7 @@ class PrefixStore:
         p = prefix if prefix is not None else shared_prefix(encoded, every) if n else None
         if not n or p is None or p <= 0 or max_bytes <= 0:
             return None
+        first_layer = first_kept_layer(list(blocks or ()))
         first_tail = p if tails_from is None else tails_from
         # every prompt's whole length where tails are kept, so that every batch's tails line up
         ids, mask = encoded.base_ids[every], encoded.base_mask[every]
@@ -225,11 +241,13 @@ class PrefixStore:
         tails: dict[int, hooks.Tail] = {}
         for start in range(0, n, batch_size):
             part = slice(start, min(start + batch_size, n))
-            own, part_tails = _rows_pass(model, ids[part], mask[part], p, head, blocks, first_tail)
+            own, part_tails = _rows_pass(
+                model, ids[part], mask[part], p, head, blocks, first_tail, first_layer
+            )
             if own is None:
                 return None
-            if not layers:  # the first batch tells the size of the whole store
-                part_rows = len(own[0][0])
+            if start == 0:  # the first batch tells the size of the whole store
+                part_rows = part.stop - part.start
                 part_bytes = _kv_bytes(own) + sum(t.hidden.nbytes for t in part_tails.values())
                 if _kv_bytes(head) * part_rows + part_bytes * n > max_bytes * part_rows:
                     return None
@@ -258,7 +276,15 @@ class PrefixStore:
         if rows is not None:
             local = torch.full((len(encoded),), -1, dtype=torch.long)
             local[rows] = torch.arange(n)
-        return cls(p, layers, tails, head=head, local=local, tails_from=first_tail)
+        return cls(
+            p,
+            layers,
+            tails,
+            head=head,
+            local=local,
+            tails_from=first_tail,
+            first_layer=first_layer,
+        )
 
     def view(self, prefix: int) -> PrefixStore | None:
         """The store cut back to the prefix [0, ``prefix``) (views, no copy), for a site at an
@@ -278,6 +304,7 @@ class PrefixStore:
             head=self.head,
             local=self._local,
             tails_from=self.tails_from,
+            first_layer=self.first_layer,
         )
 
     @classmethod
@@ -314,9 +341,13 @@ class PrefixStore:
 
     def cache_for(self, index: torch.Tensor) -> Any:
         """A fresh ``DynamicCache`` holding the prefixes of rows ``index``, each layer gathered
-        from the store only when a pass updates it (``kv_cache.stored_rows_cache``)."""
-        rows = to_device(self._rows(index), self.layers[0][0].device)
-        return kv_cache.stored_rows_cache(self.head, self.layers, rows)
+        from the store only when a pass updates it (``cache_layers.stored_rows_cache``)."""
+        rows = self._rows(index)
+        if self.layers:
+            rows = to_device(rows, self.layers[0][0].device)
+        return stored_rows_cache(
+            self.head, self.layers, rows, tokens=self.prefix, first_layer=self.first_layer
+        )
 
     def tail_for(self, index: torch.Tensor, block: int, length: int) -> hooks.Tail | None:
         """Block ``block``'s output at tokens [prefix, length) of rows ``index``; None where

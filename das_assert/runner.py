@@ -15,12 +15,10 @@ from typing import Any
 import torch
 
 from das_assert import hooks, sharing
+from das_assert.cache_layers import cut_to, first_kept_layer, repeated_cache
 from das_assert.data import EncodedPairs
 from das_assert.errors import DasError
 from das_assert.kv_cache import (
-    cache_holding,
-    cut_to,
-    layer_tensors,
     prefix_cache,
     prefix_caching_works,
     prefix_with_tails,
@@ -202,6 +200,7 @@ class BaseRun:
         self._cache: Any = None
         self._cached = 0  # how many leading tokens self._cache holds
         self._from_store = False  # whether self._cache holds the store's rows
+        self._first_layer = 0  # self._cache holds no keys or values of the layers before it
         self._tails: dict[int, hooks.Tail] = {}  # block -> its output at tokens [_cached, end)
 
     def logits(
@@ -215,34 +214,45 @@ class BaseRun:
         site = site or self.site
         if self.prefix is None:
             return self._full(mix, site)
-        p = self._prefix_ready()
+        sites = [site] if site is not None else []
+        p = self._prefix_ready(sites)
         index = self.index
         positions = self.encoded.base_position[index] - p
         last = self.encoded.base_last[index] - p
         with contextlib.ExitStack() as stack:
             if mix is not None and site is not None:
                 stack.enter_context(hooks.intervene(site, positions, mix))
-            stack.enter_context(self._skipping([site] if site is not None else []))
+            stack.enter_context(self._skipping(sites))
             output = run_model(
                 self.model, self.ids[:, p:], self.mask, use_cache=True, cache=self._cache
             )
         cut_to(self._cache, p)  # back to the prefix for the next pass
         return _logits_at(output, last)
 
+    @staticmethod
+    def _skippable(sites: Sequence[ResolvedSite]) -> int | None:
+        """The last block no intervention at ``sites`` can change (the earliest site's); None
+        where some site comes before block 0, or there is no site."""
+        found = [last_unchanged_block(site) for site in sites]
+        if not found or None in found:
+            return None
+        return min(block for block in found if block is not None)
+
     def _skipping(self, sites: Sequence[ResolvedSite], copies: int = 1) -> Any:
         """``hooks.skip_blocks`` for the blocks no intervention at ``sites`` can change, where
         their output at the suffix was recorded; else a context that changes nothing."""
-        found = [last_unchanged_block(site) for site in sites]
-        blocks = [block for block in found if block is not None]
-        if not found or len(blocks) < len(found):  # a site before block 0: nothing to skip
-            return contextlib.nullcontext()
-        block = min(blocks)
-        tail = self._tail(block)
+        block = self._skippable(sites)
+        tail = None if block is None else self._tail(block)
         if tail is None:
             return contextlib.nullcontext()
         if copies > 1:
             tail = hooks.Tail(tail.hidden.repeat(copies, 1, 1), tail.in_tuple)
         return hooks.skip_blocks(decoder_blocks(self.model)[: block + 1], tail)
+
+    def _has_tail(self, block: int | None) -> bool:
+        if block is None:
+            return False
+        return block in self._tails or (self._from_store and block in self._store.tails)
 
     def _tail(self, block: int) -> hooks.Tail | None:
         if block in self._tails:
@@ -263,7 +273,8 @@ class BaseRun:
         by one."""
         if len(interventions) == 1 or self.prefix is None:
             return torch.cat([self.logits(mix, site=site) for site, mix in interventions])
-        p = self._prefix_ready()
+        sites = [site for site, _ in interventions]
+        p = self._prefix_ready(sites)
         copies, n = len(interventions), len(self.index)
         cache = self._repeated_prefix(copies)
         if cache is None:
@@ -273,7 +284,7 @@ class BaseRun:
             for copy, (site, mix) in enumerate(interventions):
                 rows = slice(copy * n, (copy + 1) * n)
                 stack.enter_context(hooks.intervene(site, positions, mix, rows=rows))
-            stack.enter_context(self._skipping([site for site, _ in interventions], copies))
+            stack.enter_context(self._skipping(sites, copies))
             output = run_model(
                 self.model,
                 self.ids[:, p:].repeat(copies, 1),
@@ -288,37 +299,39 @@ class BaseRun:
         the cache is not a plain one."""
         if self._store is not None and self._from_store:
             return self._store.cache_for(self.index.repeat(copies))
-        layers = layer_tensors(self._cache)
-        if layers is None:
-            return None
-        return cache_holding(
-            [(k.repeat(copies, 1, 1, 1), v.repeat(copies, 1, 1, 1)) for k, v in layers]
-        )
+        return repeated_cache(self._cache, copies)
 
-    def _prefix_ready(self) -> int:
-        """Fill ``self._cache`` with the batch's prefix (from the store where it has it) once;
-        return how many leading tokens it holds."""
+    def _prefix_ready(self, sites: Sequence[ResolvedSite]) -> int:
+        """Fill ``self._cache`` with the batch's prefix (from the store where it has it and holds
+        the layers a pass intervening at ``sites`` updates) once, again only where a pass needs
+        layers it left out; return how many leading tokens it holds."""
+        block = self._skippable(sites)
+        if self._cache is not None:
+            needed = block + 1 if self._has_tail(block) else 0
+            if self._first_layer > needed:  # kept for passes that skip more blocks
+                self._cache, self._tails, self._from_store = None, {}, False
         if self._cache is None:
             store = self._store
-            if store is not None and store.prefix <= self.prefix and store.holds(self.index):
+            if (
+                store is not None
+                and store.prefix <= self.prefix
+                and store.holds(self.index)
+                and store.serves(block)
+            ):
                 self._cache, self._cached = store.cache_for(self.index), store.prefix
-                self._from_store = True
+                self._from_store, self._first_layer = True, store.first_layer
             else:
                 p = self.prefix
-                blocks = self._skippable_blocks()
+                blocks = tail_blocks(self.model, sites)  # each site's, to skip the earliest
+                self._first_layer = first_kept_layer([block]) if block in blocks else 0
                 if blocks:
                     self._cache, self._tails = prefix_with_tails(
-                        self.model, self.ids, self.mask, p, blocks
+                        self.model, self.ids, self.mask, p, blocks, first_layer=self._first_layer
                     )
                 else:
                     self._cache = prefix_cache(self.model, self.ids[:, :p], self.mask[:, :p])
                 self._cached = p
         return self._cached
-
-    def _skippable_blocks(self) -> dict[int, Any]:
-        """The block whose output at the suffix the prefix pass should record for this run's
-        site (index -> block)."""
-        return tail_blocks(self.model, [self.site] if self.site is not None else [])
 
     def _full(
         self, mix: Callable[[torch.Tensor], torch.Tensor] | None, site: ResolvedSite | None

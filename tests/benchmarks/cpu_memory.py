@@ -39,12 +39,19 @@ def peak_mib(function: Callable[[], Any]) -> float:
 
 
 def compare(
-    shape: str = "mid", *, layer: int = 7, n_train: int = 96, pyvene_steps: int = 2, batch: int = 16
+    shape: str = "mid",
+    *,
+    layer: int = 7,
+    n_train: int = 96,
+    pyvene_steps: int = 2,
+    batch: int = 16,
+    store_mib: int | None = None,
 ) -> dict[str, Any]:
     """Both fits' peaks at one site. pyvene's step holds the same memory at every step, so two
     steps measure it; das_assert's fit runs its whole recipe (source pass, prefix, steps), once
     with its default prefix store (every base prefix kept for the fit, when they fit in 1 GiB:
-    memory spent on speed) and once without it (``prefix_store_mib=0``)."""
+    memory spent on speed; ``store_mib`` another budget) and once without it
+    (``prefix_store_mib=0``)."""
     from dataclasses import replace
 
     import bench_pyvene
@@ -58,6 +65,8 @@ def compare(
     model = gpu_7b.build(shape, "cpu", torch.bfloat16)
     site = Site(layer, "last-1")
     config = FitConfig(epochs=1, batch_size=batch, seed=0)
+    if store_mib is not None:
+        config = replace(config, prefix_store_mib=store_mib)
     pairs = prompt_pairs("left_boundary", max(n_train, pyvene_steps * batch), seed=0)
     train = encode(model, pairs[:n_train], site.parsed_position)
     short = (
@@ -82,6 +91,7 @@ def compare(
         "site": str(site),
         "batch": batch,
         "n_train": n_train,
+        "prefix_store_mib": config.prefix_store_mib,
         "pyvene_steps": pyvene_steps,
         "weights_mib": sum(p.nbytes for p in model.model.parameters()) / 2**20,
         "das_assert_peak_above_weights_mib": ours,
@@ -112,6 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-train", type=positive_int, default=96)
     parser.add_argument("--batch", type=positive_int, default=16)
     parser.add_argument(
+        "--store-mib",
+        type=int,
+        default=None,
+        help="das_assert's prefix store budget (default: FitConfig's, 1024). At 7B shape, 400 "
+        "with 64 pairs builds the windows of two batches that 640 pairs get from 1024",
+    )
+    parser.add_argument(
         "--pyvene-steps",
         type=int,
         default=2,
@@ -126,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         n_train=args.n_train,
         batch=args.batch,
         pyvene_steps=args.pyvene_steps,
+        store_mib=args.store_mib,
     )
     theirs = (
         f", pyvene {result['pyvene_peak_above_weights_mib']:.0f} MiB; ratio "

@@ -19,7 +19,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from das_assert import kv_cache, prefix_store
+from das_assert import cache_layers, kv_cache, prefix_store
 from das_assert.data import EncodedPairs, PromptPair, encode
 from das_assert.errors import InvalidArgument, PreconditionFailed
 from das_assert.evaluate import Evaluation, evaluate
@@ -542,15 +542,15 @@ def test_a_shared_head_is_held_once_and_a_read_only_pass_leaves_it_as_it_was(
     encoded = encode(loaded, prompt_pairs("left_boundary", N_PAIRS, seed=3), parse_position("last"))
     ids, mask = encoded.base_batch(torch.arange(N_PAIRS))
     plain = loaded.model(input_ids=ids, attention_mask=mask, use_cache=True)
-    plain_layers = kv_cache.layer_tensors(kv_cache.returned_cache(plain))
+    plain_layers = cache_layers.layer_tensors(kv_cache.returned_cache(plain))
     for keep in (False, True):
         head, cache = kv_cache.split_head(loaded.model, ids, mask, ids.shape[1], keep=keep)
         assert head >= 20
-        before = [(k.clone(), v.clone()) for k, v in kv_cache.layer_tensors(cache)]
+        before = [(k.clone(), v.clone()) for k, v in cache_layers.layer_tensors(cache)]
         assert all(k.shape[0] == 1 for k, _ in before)  # one row, whatever the batch
         output = kv_cache.run_model(loaded.model, ids[:, head:], mask, use_cache=True, cache=cache)
         torch.testing.assert_close(output.logits, plain.logits[:, head:], atol=1e-5, rtol=0)
-        layers = kv_cache.layer_tensors(cache)
+        layers = cache_layers.layer_tensors(cache)
         if keep:  # the whole prompt's cache, each row's own, as a plain pass leaves it
             for (k, v), (want_k, want_v) in zip(layers, plain_layers, strict=True):
                 torch.testing.assert_close(k, want_k, atol=1e-5, rtol=0)
@@ -574,12 +574,14 @@ def test_a_prefix_cache_skips_the_last_mlp_and_keeps_every_layers_keys_and_value
     calls: list[int] = []
     probe = last_mlp.register_forward_pre_hook(lambda *_: calls.append(1))
     try:
-        stopped = kv_cache.layer_tensors(
+        stopped = cache_layers.layer_tensors(
             kv_cache.prefix_cache(loaded.model, ids[:, :p], mask[:, :p])
         )
         assert not calls, "the prefix pass ran the last block's MLP"
         monkeypatch.setattr(kv_cache, "last_attention", lambda model: None)  # the whole decoder
-        whole = kv_cache.layer_tensors(kv_cache.prefix_cache(loaded.model, ids[:, :p], mask[:, :p]))
+        whole = cache_layers.layer_tensors(
+            kv_cache.prefix_cache(loaded.model, ids[:, :p], mask[:, :p])
+        )
         assert calls, "without the stop the last block's MLP runs"
     finally:
         probe.remove()

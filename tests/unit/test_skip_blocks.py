@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import torch
 
-from das_assert import hooks, kv_cache
+from das_assert import cache_layers, hooks, kv_cache
 from das_assert.data import encode
 from das_assert.featurizers import Interchange
 from das_assert.positions import parse_position
@@ -51,7 +51,7 @@ def attention_calls(model: Any) -> Iterator[list[int]]:
 def no_skipping() -> Iterator[None]:
     """Run every block of every suffix pass, as before blocks were skipped."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(BaseRun, "_skippable_blocks", lambda self: {})
+        patch.setattr(BaseRun, "_skippable", staticmethod(lambda sites: None))
         patch.setattr(BaseRun, "_tail", lambda self, block: None)
         yield
 
@@ -112,10 +112,12 @@ def test_a_suffix_pass_skips_the_unchangeable_blocks_with_the_same_logits_and_gr
 
 
 def gathered_whole(store: PrefixStore, index: torch.Tensor) -> Any:
-    """The store's rows ``index`` copied into a plain cache ahead of the pass, every layer."""
+    """The store's rows ``index`` copied into a plain cache ahead of the pass, every layer it
+    holds (those before ``store.first_layer`` stay skipped)."""
     rows = index  # a store of every row: its rows are the pairs' rows
     layers = []
-    for (hk, hv), (k, v) in zip(store.head, store.layers, strict=True):
+    kept = store.head[store.first_layer :]
+    for (hk, hv), (k, v) in zip(kept, store.layers, strict=True):
         n = len(rows)
         layers.append(
             (
@@ -123,7 +125,10 @@ def gathered_whole(store: PrefixStore, index: torch.Tensor) -> Any:
                 torch.cat([hv.expand(n, *hv.shape[1:]), v[rows]], dim=-2),
             )
         )
-    return kv_cache.cache_holding(layers)
+    cache = cache_layers.cache_holding(layers)
+    skipped = cache_layers.skipped_layer_class()
+    cache.layers[:0] = [skipped(store.prefix, None, None) for _ in range(store.first_layer)]
+    return cache
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -143,8 +148,11 @@ def test_a_suffix_pass_from_a_store_never_gathers_the_layers_it_skips(
     _, mix = mixer(loaded, site, encoded, index)
     run = BaseRun(loaded.model, site, encoded, index, prefix_store=store)
     got = [run.logits(mix), run.logits(mix), run.logits(None)]
-    # Blocks 0 and 1 are skipped: their layers were never copied out of the store.
-    assert [layer.stored is not None for layer in run._cache.layers] == [True, True, False]
+    # Blocks 0 and 1 are skipped: the store never kept their layers, the pass gathered the last.
+    assert store.first_layer == 2 and len(store.layers) == 1
+    skipped = cache_layers.skipped_layer_class()
+    assert [type(layer) is skipped for layer in run._cache.layers] == [True, True, False]
+    assert run._cache.layers[2].stored is None
     assert [layer.get_seq_length() for layer in run._cache.layers] == [store.prefix] * 3
     monkeypatch.setattr(store, "cache_for", lambda rows: gathered_whole(store, rows))
     whole = BaseRun(loaded.model, site, encoded, index, prefix_store=store)
