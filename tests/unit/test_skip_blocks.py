@@ -149,7 +149,8 @@ def test_a_suffix_pass_from_a_store_never_gathers_the_layers_it_skips(
     run = BaseRun(loaded.model, site, encoded, index, prefix_store=store)
     got = [run.logits(mix), run.logits(mix), run.logits(None)]
     # Blocks 0 and 1 are skipped: the store never kept their layers, the pass gathered the last.
-    assert store.first_layer == 2 and len(store.layers) == 1
+    assert store.first_layer == 2
+    assert len(store.layers) == 1
     skipped = cache_layers.skipped_layer_class()
     assert [type(layer) is skipped for layer in run._cache.layers] == [True, True, False]
     assert run._cache.layers[2].stored is None
