@@ -165,7 +165,12 @@ class Interchange(nn.Module):
 
     def hard_widths(self) -> list[int]:
         """Coordinates each variable owns under the hard mask."""
-        return [int(v) for v in self.masks(hard=True).sum(dim=1).tolist()]
+        return [int(v) for v in self.hard_width_counts().tolist()]
+
+    def hard_width_counts(self) -> torch.Tensor:
+        """``hard_widths`` as a tensor where the widths are (reading it waits for the device)."""
+        with torch.no_grad():
+            return self.masks(hard=True).sum(dim=1)
 
     def clamp_widths_(self) -> None:
         """Project the learned widths back into [0, 1] after an optimizer step."""

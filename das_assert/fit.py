@@ -28,6 +28,7 @@ from das_assert import sharing
 from das_assert.data import EncodedPairs
 from das_assert.errors import InvalidArgument, TrainingDiverged
 from das_assert.featurizers import Interchange, temperature_schedule
+from das_assert.fit_readback import History, StepLosses
 from das_assert.hooks import site_key
 from das_assert.kv_cache import (
     plain_cache,
@@ -302,7 +303,6 @@ def _fit_group(
     sources = [shared_source_vectors(model, site, train, batch_size=rows) for site in sites]
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total = steps_per_epoch * config.epochs
-    histories: list[list[dict[str, Any]]] = [[] for _ in sites]
     groups = []
     for interchange in interchanges:
         if interchange.rotation_kind == "learned":
@@ -342,10 +342,16 @@ def _fit_group(
     generator = torch.Generator().manual_seed(config.seed)
     step = 0
     progress = _progress(total, config.progress)
+    # Read back only where the device is far ahead anyway: a step's losses are checked at the
+    # next step (the device still busy with that step's backward), the history at the end.
+    unchecked: StepLosses | None = None
+    logged = History()
     for epoch in range(config.epochs):
         batches = list(train.batches(config.batch_size, generator=generator))
         window = None
         for number, index in enumerate(batches):
+            if unchecked is not None:
+                unchecked.raise_if_diverged(sites, config)
             if windowed and number % together == 0:
                 window = run = None  # the last window and step's cache go before the next
                 window = PrefixStore.build(
@@ -389,21 +395,14 @@ def _fit_group(
                 logits = run.joint_logits(interventions).split(len(index))
                 labels = to_device(train.label_ids[index], logits[0].device)
                 task_losses, losses = [], []
-                for site, interchange, cell_logits in zip(sites, interchanges, logits, strict=True):
+                for interchange, cell_logits in zip(interchanges, logits, strict=True):
                     task_loss = torch.nn.functional.cross_entropy(cell_logits, labels)
                     start, end = interchange.box_edges()
                     penalty = config.boundary_penalty * (end - start).sum() / 4096
-                    loss = task_loss + penalty
-                    if not torch.isfinite(loss):
-                        raise TrainingDiverged(
-                            f"the alignment loss became {loss.item()} at step {step} "
-                            f"(epoch {epoch}) at {site.site}; lower the learning rates "
-                            f"(lr_rotation={config.lr_rotation}, "
-                            f"lr_boundary={config.lr_boundary}) or the boundary penalty "
-                            f"({config.boundary_penalty}), or check the model for NaN outputs"
-                        )
                     task_losses.append(task_loss)
-                    losses.append(loss)
+                    losses.append(task_loss + penalty)
+                losses_now = torch.stack([loss.detach() for loss in losses])
+                unchecked = StepLosses(losses_now, step, epoch)
                 optimizer.zero_grad(set_to_none=True)
                 # One site: its loss as it is (a sum would add 0.0 first, bit for bit the same,
                 # but there is no reason to build it).
@@ -413,23 +412,16 @@ def _fit_group(
                 interchange.clamp_widths_()
             step += 1
             if step % max(1, total // 20) == 0 or step == total:
-                for history, interchange, task_loss in zip(
-                    histories, interchanges, task_losses, strict=True
-                ):
-                    history.append(
-                        {
-                            "step": step,
-                            "loss": round(task_loss.item(), 5),
-                            "temperature": round(interchange.temperature, 4),
-                            "widths": interchange.hard_widths(),
-                        }
-                    )
+                logged.add(step, interchanges, task_losses)
             progress.update(1)
             if config.progress:  # reading the loss waits for the device; only for a reader
                 progress.set_postfix(
                     loss=f"{task_losses[0].item():.3f}", width=interchanges[0].hard_widths()
                 )
     progress.close()
+    if unchecked is not None:
+        unchecked.raise_if_diverged(sites, config)
+    histories = logged.rows(len(sites))
     seconds = (time.perf_counter() - started) / len(sites)  # each site's share of the group
     return [
         FittedAlignment(interchange, site, config, len(train), seconds, history)
