@@ -393,6 +393,9 @@ def _fit_group(
                     prefix_store=store or window,
                 )
                 logits = run.joint_logits(interventions).split(len(index))
+                # The run's prefix cache holds the keys and values its pass gathered; the
+                # backward keeps what it needs of them and frees each layer's once past it.
+                run = None
                 labels = to_device(train.label_ids[index], logits[0].device)
                 task_losses, losses = [], []
                 for interchange, cell_logits in zip(interchanges, logits, strict=True):
@@ -403,11 +406,13 @@ def _fit_group(
                     losses.append(task_loss + penalty)
                 losses_now = torch.stack([loss.detach() for loss in losses])
                 unchecked = StepLosses(losses_now, step, epoch)
-                optimizer.zero_grad(set_to_none=True)
                 # One site: its loss as it is (a sum would add 0.0 first, bit for bit the same,
                 # but there is no reason to build it).
                 (losses[0] if len(losses) == 1 else torch.stack(losses).sum()).backward()
             optimizer.step()
+            # Dropped now, not before the next backward: they would sit beside the next forward
+            # (the rotation's gradient is d x d, 64 MiB at Llama-7B's width).
+            optimizer.zero_grad(set_to_none=True)
             for interchange in interchanges:
                 interchange.clamp_widths_()
             step += 1
