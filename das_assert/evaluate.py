@@ -23,7 +23,7 @@ from das_assert.featurizers import Interchange
 from das_assert.fit import FittedAlignment
 from das_assert.kv_cache import prefix_caching_works, weights_version
 from das_assert.metrics import Gap, Verdict, paired_gap, verdict, wilson_interval
-from das_assert.prefix_store import PrefixStore
+from das_assert.prefix_store import PrefixStore, first_layer_needed
 from das_assert.runner import BaseRun, answer_logits, shared_source_vectors, tail_blocks
 from das_assert.transfer import to_device
 
@@ -278,6 +278,7 @@ def _evaluate(
             batch_size=batch_size,
             max_bytes=prefix_store_bytes,
             blocks=tail_blocks(model, [site], test),
+            first_layer=first_layer_needed(model, [site], test),
         )
         if prefix_cache and sharing.prefix_stores_active()
         else None

@@ -36,7 +36,7 @@ from das_assert.kv_cache import (
     source_pass_rows,
     weights_version,
 )
-from das_assert.prefix_store import PrefixStore, prefix_batches
+from das_assert.prefix_store import PrefixStore, first_layer_needed, prefix_batches
 from das_assert.runner import BaseRun, shared_source_vectors, tail_blocks
 from das_assert.sites import ResolvedSite, existing_sites
 from das_assert.transfer import to_device
@@ -321,9 +321,14 @@ def _fit_group(
     budget = config.prefix_store_mib * 2**20
     use_prefix = config.prefix_cache and prefix_caching_works(model, train.base_ids.shape[1])
     blocks = tail_blocks(model, sites, train)
+    first_layer = first_layer_needed(model, sites, train)  # the stores hold no layer before it
     # Prefix passes run several batches at once where their prefixes fit the budget: the whole
     # fit's store when it fits, else a window of the next few batches (``PrefixStore(rows=)``).
-    together = prefix_batches(model, train, config.batch_size, budget, blocks) if use_prefix else 1
+    together = (
+        prefix_batches(model, train, config.batch_size, budget, blocks, first_layer=first_layer)
+        if use_prefix
+        else 1
+    )
     store = (
         PrefixStore.shared(
             model,
@@ -331,6 +336,7 @@ def _fit_group(
             batch_size=config.batch_size * together,
             max_bytes=budget,
             blocks=blocks,
+            first_layer=first_layer,
         )
         if use_prefix
         else None
@@ -360,6 +366,7 @@ def _fit_group(
                     batch_size=config.batch_size * together,
                     max_bytes=budget,
                     blocks=blocks,
+                    first_layer=first_layer,
                     rows=torch.cat(batches[number : number + together]),
                 )
             for group, lr in zip(optimizer.param_groups, base_lrs, strict=True):

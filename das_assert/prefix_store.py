@@ -23,7 +23,7 @@ from das_assert.kv_cache import estimated_kv_bytes, plain_cache, shared_prefix
 from das_assert.sites import ResolvedSite, decoder_blocks, existing_sites, last_unchanged_block
 from das_assert.transfer import to_device
 
-__all__ = ["PrefixStore", "prefix_batches", "tail_blocks"]
+__all__ = ["PrefixStore", "first_layer_needed", "prefix_batches", "tail_blocks"]
 
 
 def tail_blocks(
@@ -37,11 +37,31 @@ def tail_blocks(
     blocks = decoder_blocks(model)
     if blocks is None or not sites or not plain_cache(model):
         return {}
-    if encoded is not None:
-        planned = [s for s in sharing.planned_sites() if s.position == encoded.position]
-        sites = [*sites, *existing_sites(model, planned)]
-    found = {last_unchanged_block(site) for site in sites} - {None}
+    found = {last_unchanged_block(site) for site in _served(model, sites, encoded)} - {None}
     return {block: blocks[block] for block in sorted(found)}
+
+
+def first_layer_needed(
+    model: Any, sites: Sequence[ResolvedSite], encoded: EncodedPairs | None = None
+) -> int:
+    """The first layer a store must hold for passes intervening at ``sites`` (with ``encoded``,
+    also at the planned sites of its position, as in ``tail_blocks``), the store keeping their
+    ``tail_blocks``: each pass skips the blocks up to its site's and updates the layers after,
+    so one past the earliest site's block; 0 where some site skips no block (``block_input`` of
+    block 0) or no tail is kept."""
+    if not tail_blocks(model, sites, encoded):
+        return 0
+    found = [last_unchanged_block(site) for site in _served(model, sites, encoded)]
+    return 0 if None in found else first_kept_layer([b for b in found if b is not None])
+
+
+def _served(
+    model: Any, sites: Sequence[ResolvedSite], encoded: EncodedPairs | None
+) -> list[ResolvedSite]:
+    if encoded is None:
+        return list(sites)
+    planned = [s for s in sharing.planned_sites() if s.position == encoded.position]
+    return [*sites, *existing_sites(model, planned)]
 
 
 def _kv_bytes(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
@@ -57,10 +77,13 @@ def prefix_batches(
     batch: int,
     max_bytes: int,
     blocks: dict[int, Any] | None = None,
+    *,
+    first_layer: int = 0,
 ) -> int:
     """How many training batches one prefix pass should run at once: up to four, while their
-    prefixes (the shared head held once) and ``blocks``' tails fit ``max_bytes`` by the config's
-    count, and while they hold no more than one step's prefix cache; 1 where fewer than two fit.
+    prefixes (the shared head held once, the layers from ``first_layer``) and ``blocks``' tails
+    fit ``max_bytes`` by the config's count, and while they hold no more than one step's prefix
+    cache; 1 where fewer than two fit.
     Fewer, larger passes dispatch fewer ops, which is what a GPU step bound by its host pays for
     (at Llama-7B's shape and the price-tagging prompts: two batches of 16 a pass)."""
     n = len(encoded)
@@ -69,14 +92,14 @@ def prefix_batches(
     if p is None or max_bytes <= 0:
         return 1
     head = kv_cache.shared_head(encoded.base_ids[:, :p], encoded.base_mask[:, :p], p)
-    first = first_kept_layer(list(blocks or ()))
     once = estimated_kv_bytes(model, 1, head)  # a window holds the head once, every layer's
-    per_batch = _estimated_bytes(model, batch, p, head, encoded.base_ids.shape[1], blocks) - once
+    length = encoded.base_ids.shape[1]
+    per_batch = _estimated_bytes(model, batch, p, head, length, blocks, first_layer) - once
     if per_batch <= 0:
         return 1
     # Beside the step's own prefix cache (the head in every row), a window of more than that
     # would add more to the fit's peak than the cache itself does.
-    step_cache = estimated_kv_bytes(model, batch, p, first_layer=first)
+    step_cache = estimated_kv_bytes(model, batch, p, first_layer=first_layer)
     fits = min((max_bytes - once) // per_batch, step_cache // per_batch)
     return max(1, min(_MOST_PREFIX_BATCHES, fits))
 
@@ -88,14 +111,14 @@ def _estimated_bytes(
     head: int,
     length: int,
     blocks: dict[int, Any] | None,
+    first_layer: int,
     tails_from: int | None = None,
 ) -> int:
     """A store's bytes by the model's config: the head once, the rest of the prefix per row (the
-    layers of ``blocks`` and those before them left out), and each block's output at tokens
-    [tails_from, length) per row (default from ``prefix``). The head holds every layer: it is
-    the one ``kv_cache.head_tensors`` remembers for every pass."""
-    first = first_kept_layer(list(blocks or ()))
-    kv = estimated_kv_bytes(model, rows, prefix - head, first_layer=first)
+    layers from ``first_layer``), and each block's output at tokens [tails_from, length) per row
+    (default from ``prefix``). The head holds every layer: it is the one
+    ``kv_cache.head_tensors`` remembers for every pass."""
+    kv = estimated_kv_bytes(model, rows, prefix - head, first_layer=first_layer)
     kv += estimated_kv_bytes(model, 1, head)
     d = getattr(model.config, "hidden_size", None) or 0
     element = next(model.parameters()).element_size()
@@ -213,24 +236,30 @@ class PrefixStore:
         rows: torch.Tensor | None = None,
         prefix: int | None = None,
         tails_from: int | None = None,
+        first_layer: int = 0,
     ) -> PrefixStore | None:
         """The store for ``encoded`` (only its ``rows``, where given), from passes of
         ``batch_size`` rows; None where it does not apply or would not fit. ``prefix`` (default:
         the rows' earliest site position) and ``tails_from`` (default ``prefix``, at most it)
-        make a store that serves several positions (``view``)."""
+        make a store that serves several positions (``view``). It holds the layers from
+        ``first_layer`` on (``first_layer_needed`` of the sites it is for; default every
+        layer)."""
         every = torch.arange(len(encoded)) if rows is None else rows
         n = len(every)
         p = prefix if prefix is not None else shared_prefix(encoded, every) if n else None
         if not n or p is None or p <= 0 or max_bytes <= 0:
             return None
-        first_layer = first_kept_layer(list(blocks or ()))
         first_tail = p if tails_from is None else tails_from
         # every prompt's whole length where tails are kept, so that every batch's tails line up
         ids, mask = encoded.base_ids[every], encoded.base_mask[every]
         tokens = kv_cache.shared_head(ids[:, :first_tail], mask[:, :first_tail], first_tail)
         # Past the budget by the config's count: refused without running a batch (at 7B a
         # 640-pair store needs 11 GiB; its first batch alone would cost a prefix pass).
-        if _estimated_bytes(model, n, p, tokens, ids.shape[1], blocks, first_tail) > max_bytes:
+        length = ids.shape[1]
+        if (
+            _estimated_bytes(model, n, p, tokens, length, blocks, first_layer, first_tail)
+            > max_bytes
+        ):
             return None
         head: list[tuple[torch.Tensor, torch.Tensor]] = []
         if tokens:
@@ -316,6 +345,7 @@ class PrefixStore:
         batch_size: int,
         max_bytes: int,
         blocks: dict[int, Any] | None = None,
+        first_layer: int = 0,
     ) -> PrefixStore | None:
         """``build``, computed once per pair set inside a ``sharing()`` block that shares prefix
         stores: the prefix does not depend on the layer, so a search's cells at one position
@@ -327,7 +357,12 @@ class PrefixStore:
 
         def make() -> PrefixStore | None:
             return cls.build(
-                model, encoded, batch_size=batch_size, max_bytes=max_bytes, blocks=blocks
+                model,
+                encoded,
+                batch_size=batch_size,
+                max_bytes=max_bytes,
+                blocks=blocks,
+                first_layer=first_layer,
             )
 
         if not sharing.prefix_stores_active():
@@ -393,14 +428,16 @@ def _of_every_position(
                 prefixes[site.position] = int(positions.min())
         found = None
         if len(prefixes) > 1 and min(prefixes.values()) > 0:
+            every_site = existing_sites(model, planned)
             found = PrefixStore.build(
                 model,
                 encoded,
                 batch_size=batch_size,
                 max_bytes=max_bytes,
-                blocks=tail_blocks(model, existing_sites(model, planned)),
+                blocks=tail_blocks(model, every_site),
                 prefix=max(prefixes.values()),
                 tails_from=min(prefixes.values()),
+                first_layer=first_layer_needed(model, every_site),
             )
         store = _REFUSED if found is None else found
         sharing.remember(key, store, owners=owners, for_site=others[0])

@@ -17,7 +17,7 @@ from das_assert import prefix_store
 from das_assert.data import TokenizedPairs, tokenize
 from das_assert.kv_cache import shared_head
 from das_assert.positions import parse_position
-from das_assert.prefix_store import PrefixStore, _estimated_bytes, tail_blocks
+from das_assert.prefix_store import PrefixStore, _estimated_bytes, first_layer_needed, tail_blocks
 from das_assert.sharing import sharing
 from das_assert.sites import Site
 from das_assert.tasks.phrasings import TRAIN_PREFIXES
@@ -54,6 +54,7 @@ def assert_same_store(view: PrefixStore, alone: PrefixStore, length: int) -> Non
     """Every row's prefix cache and every tail, bit for bit."""
     assert view.prefix == alone.prefix
     assert view.head_tokens == alone.head_tokens
+    assert view.first_layer == alone.first_layer == LAYERS[0] + 1
     assert set(view.tails) >= set(alone.tails)
     index = torch.tensor([4, 0, 11, 7])
     for (got_k, got_v), (want_k, want_v) in zip(view.head, alone.head, strict=True):
@@ -95,7 +96,12 @@ def test_every_position_reads_one_store_that_holds_its_own_exactly(
         encoded = tokenized.at(parse_position(position))
         sites = [Site(layer, position).resolve(model) for layer in LAYERS]
         alone = PrefixStore.build(
-            model, encoded, batch_size=5, max_bytes=2**26, blocks=tail_blocks(model, sites)
+            model,
+            encoded,
+            batch_size=5,
+            max_bytes=2**26,
+            blocks=tail_blocks(model, sites),
+            first_layer=first_layer_needed(model, sites),
         )
         assert view is not None
         assert alone is not None
@@ -113,11 +119,14 @@ def test_a_store_of_every_position_past_the_budget_leaves_each_position_its_own(
     length = tokenized.base.ids.shape[1]
     encoded = {p: tokenized.at(parse_position(p)) for p in POSITIONS}
     prefixes = {p: int(e.base_position.min()) for p, e in encoded.items()}
-    blocks = tail_blocks(model, [site.resolve(model) for site in grid_sites()])
+    resolved = [site.resolve(model) for site in grid_sites()]
+    blocks, first = tail_blocks(model, resolved), first_layer_needed(model, resolved)
     head = mixed_store_head(tokenized, min(prefixes.values()))
-    single = max(_estimated_bytes(model, 12, prefixes[p], head, length, blocks) for p in POSITIONS)
+    single = max(
+        _estimated_bytes(model, 12, prefixes[p], head, length, blocks, first) for p in POSITIONS
+    )
     every = _estimated_bytes(
-        model, 12, max(prefixes.values()), head, length, blocks, min(prefixes.values())
+        model, 12, max(prefixes.values()), head, length, blocks, first, min(prefixes.values())
     )
     assert single < every
     budget = (single + every) // 2
@@ -135,7 +144,12 @@ def test_a_store_of_every_position_past_the_budget_leaves_each_position_its_own(
             with sharing(sites=[Site(layer, position) for layer in LAYERS]):
                 for _cell in LAYERS:
                     store = PrefixStore.shared(
-                        model, encoded[position], batch_size=5, max_bytes=budget, blocks=blocks
+                        model,
+                        encoded[position],
+                        batch_size=5,
+                        max_bytes=budget,
+                        blocks=blocks,
+                        first_layer=first,
                     )
                     assert store is not None
                     assert store.prefix == prefixes[position]

@@ -20,7 +20,7 @@ from das_assert import cache_layers, hooks, kv_cache
 from das_assert.data import encode
 from das_assert.featurizers import Interchange
 from das_assert.positions import parse_position
-from das_assert.prefix_store import PrefixStore
+from das_assert.prefix_store import PrefixStore, first_layer_needed
 from das_assert.runner import BaseRun, source_vectors, tail_blocks
 from das_assert.sites import ATTENTION_NAMES, Site, decoder_blocks
 from das_assert.tasks.price_tagging import prompt_pairs
@@ -141,7 +141,14 @@ def test_a_suffix_pass_from_a_store_never_gathers_the_layers_it_skips(
         loaded, prompt_pairs("left_boundary", 8, seed=3), parse_position("amount.last")
     )
     blocks = tail_blocks(loaded.model, [site])
-    store = PrefixStore.build(loaded.model, encoded, batch_size=3, max_bytes=2**26, blocks=blocks)
+    store = PrefixStore.build(
+        loaded.model,
+        encoded,
+        batch_size=3,
+        max_bytes=2**26,
+        blocks=blocks,
+        first_layer=first_layer_needed(loaded.model, [site]),
+    )
     assert store is not None
     assert store.head  # the template's preamble, held once
     index = torch.arange(2, 7)

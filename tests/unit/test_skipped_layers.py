@@ -18,8 +18,9 @@ from das_assert import cache_layers
 from das_assert.data import encode
 from das_assert.featurizers import Interchange
 from das_assert.positions import parse_position
-from das_assert.prefix_store import PrefixStore
+from das_assert.prefix_store import PrefixStore, first_layer_needed
 from das_assert.runner import BaseRun, source_vectors, tail_blocks
+from das_assert.sharing import sharing
 from das_assert.sites import Site, decoder_blocks
 from das_assert.tasks.price_tagging import prompt_pairs
 
@@ -52,8 +53,12 @@ def test_a_store_keeps_no_layers_of_the_blocks_its_passes_skip(
     encoded = encode(loaded, prompt_pairs("left_boundary", 8, seed=3), parse_position("last"))
     site = Site(1, "last").resolve(loaded.model)
     blocks = tail_blocks(loaded.model, [site])
-    lean = PrefixStore.build(loaded.model, encoded, batch_size=3, max_bytes=2**26, blocks=blocks)
-    whole = PrefixStore.build(loaded.model, encoded, batch_size=3, max_bytes=2**26)
+    first = first_layer_needed(loaded.model, [site])
+    assert first == 2
+    lean = PrefixStore.build(
+        loaded.model, encoded, batch_size=3, max_bytes=2**26, blocks=blocks, first_layer=first
+    )
+    whole = PrefixStore.build(loaded.model, encoded, batch_size=3, max_bytes=2**26, blocks=blocks)
     assert lean is not None
     assert whole is not None
     assert (lean.first_layer, len(lean.layers)) == (2, n_blocks - 2)
@@ -63,11 +68,16 @@ def test_a_store_keeps_no_layers_of_the_blocks_its_passes_skip(
         torch.testing.assert_close(v, v_all, atol=1e-6, rtol=0)
     # The budget counts what the store holds: it fits exactly, and not one byte less.
     assert PrefixStore.build(
-        loaded.model, encoded, batch_size=3, max_bytes=lean.nbytes, blocks=blocks
+        loaded.model, encoded, batch_size=3, max_bytes=lean.nbytes, blocks=blocks, first_layer=first
     )
     assert (
         PrefixStore.build(
-            loaded.model, encoded, batch_size=3, max_bytes=lean.nbytes - 1, blocks=blocks
+            loaded.model,
+            encoded,
+            batch_size=3,
+            max_bytes=lean.nbytes - 1,
+            blocks=blocks,
+            first_layer=first,
         )
         is None
     )
@@ -87,6 +97,7 @@ def test_a_run_at_an_earlier_site_runs_its_own_prefix_not_a_store_missing_its_la
         batch_size=3,
         max_bytes=2**26,
         blocks=tail_blocks(loaded.model, [later]),
+        first_layer=first_layer_needed(loaded.model, [later]),
     )
     assert store is not None
     assert not store.serves(0)
@@ -156,3 +167,28 @@ def test_a_skipped_layer_refuses_an_update_and_is_cut_like_the_rest() -> None:
     cache_layers.cut_to(cache, 5)
     assert [layer.get_seq_length() for layer in cache.layers] == [5, 5]
     assert cache.get_seq_length() == 5
+
+
+def test_a_store_for_sites_one_of_which_skips_no_block_keeps_every_layer(
+    tiny_models: dict[str, Any],
+) -> None:
+    model = tiny_models["llama"].model
+    encoded = encode(
+        tiny_models["llama"], prompt_pairs("left_boundary", 4, seed=0), parse_position("last")
+    )
+    at = {
+        name: site.resolve(model)
+        for name, site in {
+            "input 0": Site(0, "last", "block_input"),
+            "output 1": Site(1, "last"),
+            "output 2": Site(2, "last"),
+        }.items()
+    }
+    assert first_layer_needed(model, [at["output 1"], at["output 2"]]) == 2
+    assert first_layer_needed(model, [at["output 2"]]) == 3
+    assert first_layer_needed(model, [at["input 0"], at["output 2"]]) == 0
+    # A search's cell shares its position's store with the other planned cells.
+    with sharing(sites=[Site(0, "last", "block_input"), Site(2, "last")]):
+        assert first_layer_needed(model, [at["output 2"]], encoded) == 0
+    with sharing(sites=[Site(1, "last"), Site(2, "last")]):
+        assert first_layer_needed(model, [at["output 2"]], encoded) == 2
