@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 import torch
+from intervention_support import mixer
 
 from das_assert import cache_layers, hooks, kv_cache
 from das_assert.data import encode
-from das_assert.featurizers import Interchange
 from das_assert.positions import parse_position
 from das_assert.prefix_store import PrefixStore, first_layer_needed
-from das_assert.runner import BaseRun, source_vectors, tail_blocks
+from das_assert.runner import BaseRun, tail_blocks
 from das_assert.sites import ATTENTION_NAMES, Site, decoder_blocks
 from das_assert.tasks.price_tagging import prompt_pairs
 
@@ -54,17 +54,6 @@ def no_skipping() -> Iterator[None]:
         patch.setattr(BaseRun, "_skippable", staticmethod(lambda sites: None))
         patch.setattr(BaseRun, "_tail", lambda self, block: None)
         yield
-
-
-def mixer(loaded: Any, site: Any, encoded: Any, index: torch.Tensor) -> Any:
-    interchange = Interchange.boundless(loaded.config.hidden_size)
-    sources = source_vectors(loaded.model, site, encoded)[index]
-    variables = encoded.variable_index[index]
-
-    def mix(base: torch.Tensor) -> torch.Tensor:
-        return interchange(base, sources, variables, hard=False)
-
-    return interchange, mix
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -13,29 +13,18 @@ from typing import Any
 
 import pytest
 import torch
+from intervention_support import mixer
 
 from das_assert import cache_layers
 from das_assert.data import encode
-from das_assert.featurizers import Interchange
 from das_assert.positions import parse_position
 from das_assert.prefix_store import PrefixStore, first_layer_needed
-from das_assert.runner import BaseRun, source_vectors, tail_blocks
+from das_assert.runner import BaseRun, tail_blocks
 from das_assert.sharing import sharing
 from das_assert.sites import Site, decoder_blocks
 from das_assert.tasks.price_tagging import prompt_pairs
 
 ARCHS = ("llama", "gpt2", "gpt_neox")
-
-
-def mixer(loaded: Any, site: Any, encoded: Any, index: torch.Tensor) -> Any:
-    interchange = Interchange.boundless(loaded.config.hidden_size)
-    sources = source_vectors(loaded.model, site, encoded)[index]
-    variables = encoded.variable_index[index]
-
-    def mix(base: torch.Tensor) -> torch.Tensor:
-        return interchange(base, sources, variables, hard=False)
-
-    return mix
 
 
 def skipped_flags(cache: Any) -> list[bool]:
@@ -103,7 +92,7 @@ def test_a_run_at_an_earlier_site_runs_its_own_prefix_not_a_store_missing_its_la
     assert not store.serves(0)
     assert store.serves(1)
     index = torch.arange(1, 6)
-    mix = mixer(loaded, earlier, encoded, index)
+    _, mix = mixer(loaded, earlier, encoded, index)
     run = BaseRun(loaded.model, earlier, encoded, index, prefix_store=store)
     got = run.logits(mix)
     assert not run._from_store
@@ -120,7 +109,7 @@ def test_a_batchs_own_prefix_leaves_out_skipped_layers_and_refills_for_an_earlie
     encoded = encode(loaded, prompt_pairs("left_boundary", 6, seed=5), parse_position("last"))
     later, earlier = (Site(layer, "last").resolve(loaded.model) for layer in (1, 0))
     index = torch.arange(6)
-    mix_later, mix_earlier = (mixer(loaded, s, encoded, index) for s in (later, earlier))
+    mix_later, mix_earlier = (mixer(loaded, s, encoded, index)[1] for s in (later, earlier))
     run = BaseRun(loaded.model, later, encoded, index)
     first = run.logits(mix_later)
     assert skipped_flags(run._cache)[:3] == [True, True, False]
@@ -143,7 +132,7 @@ def test_a_joint_pass_without_a_store_repeats_only_the_layers_it_kept(
     encoded = encode(loaded, prompt_pairs("left_boundary", 6, seed=4), parse_position("last"))
     sites = [Site(layer, "last").resolve(loaded.model) for layer in (1, 2)]
     index = torch.arange(6)
-    interventions = [(site, mixer(loaded, site, encoded, index)) for site in sites]
+    interventions = [(site, mixer(loaded, site, encoded, index)[1]) for site in sites]
     run = BaseRun(loaded.model, sites[0], encoded, index)
     got = run.joint_logits(interventions)
     assert skipped_flags(run._cache)[:3] == [True, True, False]
