@@ -10,16 +10,13 @@ the prefix has). Helpers here build, cut back and repeat such caches.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 __all__ = [
-    "cache_holding",
     "cut_to",
     "expanded_rows",
-    "first_kept_layer",
     "layer_tensors",
     "repeated_cache",
     "skip_layers",
@@ -31,12 +28,6 @@ __all__ = [
 
 def expanded_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
     return tensor if tensor.shape[0] == rows else tensor.expand(rows, *tensor.shape[1:])
-
-
-def first_kept_layer(skipped_blocks: Sequence[int]) -> int:
-    """The first cache layer that passes skipping blocks up to (and including) the earliest of
-    ``skipped_blocks`` update; 0 where none is skipped. A cache need hold nothing before it."""
-    return min(skipped_blocks) + 1 if skipped_blocks else 0
 
 
 @functools.cache
@@ -204,20 +195,11 @@ def repeated_cache(cache: Any, copies: int) -> Any:
     return repeated
 
 
-def cache_holding(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
-    """A plain ``DynamicCache`` whose layers hold ``layers`` (keys, values) as they are.
+def holding_layers(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> list[Any]:
+    """``DynamicLayer``s already holding ``layers``' (keys, values), without a copy.
 
     ``DynamicCache(ddp_cache_data=...)`` concatenates each tensor onto a new empty one: a copy
-    and five dispatched ops a layer, on every training step (at 32 layers, 320 ops)."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    cache.layers = holding_layers(layers)
-    return cache
-
-
-def holding_layers(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> list[Any]:
-    """``DynamicLayer``s already holding ``layers``' (keys, values), without a copy."""
+    and five dispatched ops a layer, on every pass that needs a cache built from tensors."""
     return [_holding_layer(keys, values) for keys, values in layers]
 
 

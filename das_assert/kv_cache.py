@@ -265,7 +265,7 @@ def prefix_with_tails(
     An intervention at a token from ``prefix`` on, after those blocks, cannot change them: a
     suffix pass can take their outputs (``hooks.skip_blocks``) instead of running them. Where
     every later pass does, the cache keeps no keys or values of the layers before
-    ``first_layer`` (``cache_layers.first_kept_layer`` of the skipped blocks)."""
+    ``first_layer`` (one past the earliest skipped block: ``prefix_store.first_layer_needed``)."""
     with torch.no_grad():
         head, cache = split_head(model, ids, mask, prefix, skip_below=first_layer)
         cache, tails = filled_with_tails(model, ids[:, head:], mask, cache, blocks, prefix - head)

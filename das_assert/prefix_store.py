@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from das_assert import hooks, kv_cache, sharing
-from das_assert.cache_layers import first_kept_layer, layer_tensors, stored_rows_cache
+from das_assert.cache_layers import layer_tensors, stored_rows_cache
 from das_assert.data import EncodedPairs
 from das_assert.errors import DasError
 from das_assert.kv_cache import estimated_kv_bytes, plain_cache, shared_prefix
@@ -52,7 +52,7 @@ def first_layer_needed(
     if not tail_blocks(model, sites, encoded):
         return 0
     found = [last_unchanged_block(site) for site in _served(model, sites, encoded)]
-    return 0 if None in found else first_kept_layer([b for b in found if b is not None])
+    return 0 if None in found else min(b for b in found if b is not None) + 1
 
 
 def _served(

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from das_assert import hooks, sharing
-from das_assert.cache_layers import cut_to, first_kept_layer, repeated_cache
+from das_assert.cache_layers import cut_to, repeated_cache
 from das_assert.data import EncodedPairs
 from das_assert.errors import DasError
 from das_assert.kv_cache import (
@@ -323,7 +323,8 @@ class BaseRun:
             else:
                 p = self.prefix
                 blocks = tail_blocks(self.model, sites)  # each site's, to skip the earliest
-                self._first_layer = first_kept_layer([block]) if block in blocks else 0
+                # the pass skips the blocks up to ``block`` where their output is recorded
+                self._first_layer = block + 1 if block is not None and block in blocks else 0
                 if blocks:
                     self._cache, self._tails = prefix_with_tails(
                         self.model, self.ids, self.mask, p, blocks, first_layer=self._first_layer

@@ -114,9 +114,12 @@ def gathered_whole(store: PrefixStore, index: torch.Tensor) -> Any:
                 torch.cat([hv.expand(n, *hv.shape[1:]), v[rows]], dim=-2),
             )
         )
-    cache = cache_layers.cache_holding(layers)
+    from transformers import DynamicCache
+
     skipped = cache_layers.skipped_layer_class()
-    cache.layers[:0] = [skipped(store.prefix, None, None) for _ in range(store.first_layer)]
+    cache = DynamicCache()
+    cache.layers = [skipped(store.prefix, None, None) for _ in range(store.first_layer)]
+    cache.layers += cache_layers.holding_layers(layers)
     return cache
 
 
