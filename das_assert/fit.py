@@ -359,7 +359,7 @@ def _fit_group(
             if unchecked is not None:
                 unchecked.raise_if_diverged(sites, config)
             if windowed and number % together == 0:
-                window = run = None  # the last window and step's cache go before the next
+                window = None  # the last window goes before the next is built
                 window = PrefixStore.build(
                     model,
                     train,
