@@ -46,9 +46,12 @@ __all__ = [
     "RowRotation",
     "expm_action",
     "expm_frechet",
+    "move_generator_",
     "orthogonal_rotation",
+    "packed_generator",
     "random_orthogonal",
     "row_rotation",
+    "skew_generator",
     "taylor_plan",
 ]
 
@@ -106,26 +109,68 @@ class _SkewExp(torch.autograd.Function):
 
 
 class _ExpOrthogonal(nn.Module):
-    """``X -> base @ exp(tril(X) - tril(X)^T)``: torch's square ``matrix_exp`` orthogonal map with
-    its dynamic trivialization, state for state (``original`` and ``base``)."""
+    """``P -> base @ exp(A)``, ``A`` the skew-symmetric matrix whose strictly lower triangle is
+    held packed in ``P`` (``skew_generator``): torch's square ``matrix_exp`` orthogonal map with
+    its dynamic trivialization, which keeps a d x d ``original`` of which only that triangle
+    matters. Packed, the parameter and Adam's two moments take half the memory (96 MiB less at
+    d = 4096) and train exactly as torch's: the same generator, the same gradient on each entry
+    of the triangle, and Adam works entry by entry."""
 
     base: torch.Tensor
 
     def __init__(self, d: int) -> None:
         super().__init__()
+        self.d = d
         self.register_buffer("base", torch.empty(d, d))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lower = x.tril()
-        return self.base @ _SkewExp.apply(lower - lower.mT)
+    def forward(self, packed: torch.Tensor) -> torch.Tensor:
+        return self.base @ _SkewExp.apply(skew_generator(packed, self.d))
 
     @torch.no_grad()
     def right_inverse(self, q: torch.Tensor) -> torch.Tensor:
-        """Store an orthogonal ``q`` as the base; the parameter starts at ``-I`` (``A = 0``)."""
+        """Store an orthogonal ``q`` as the base; the generator starts at 0."""
         if not _is_orthogonal(q):
             raise ValueError("the initial rotation must be orthogonal")
         self.base = q.clone()
-        return -torch.eye(q.shape[-1], dtype=q.dtype, device=q.device)
+        half = (self.d + 1) // 2
+        return q.new_zeros(2, half, half)
+
+
+def skew_generator(packed: torch.Tensor, d: int) -> torch.Tensor:
+    """The d x d skew-symmetric ``L - L^T``, ``L`` strictly lower triangular, from ``packed``
+    (2, m, m), m = ceil(d / 2): ``packed[0]`` is L's lower-left m x m block, ``packed[1]`` holds
+    the strict lower triangle of its upper-left block below its diagonal and that of its
+    lower-right block, transposed, above it (its diagonal is unused). Slices, triangles and
+    transposes only, so the backward gathers no index and waits for nothing."""
+    corner, folded = packed[0], packed[1]
+    upper = torch.cat([folded.tril(-1), torch.zeros_like(corner)], dim=1)
+    lower = torch.cat([corner, folded.triu(1).mT], dim=1)
+    strict = torch.cat([upper, lower])[:d, :d]
+    return strict - strict.mT
+
+
+def packed_generator(lower: torch.Tensor) -> torch.Tensor:
+    """The inverse of ``skew_generator`` on a d x d matrix's strictly lower triangle (the rest of
+    ``lower`` is ignored), as torch's map reads its ``original``."""
+    d = lower.shape[-1]
+    half = (d + 1) // 2
+    square = lower.new_zeros(2 * half, 2 * half)
+    square[:d, :d] = lower.tril(-1)
+    corner = square[half:, :half]
+    folded = square[:half, :half].tril(-1) + square[half:, half:].mT.triu(1)
+    return torch.stack([corner, folded])
+
+
+@torch.no_grad()
+def move_generator_(module: nn.Module, step: torch.Tensor) -> None:
+    """Add ``step``'s strictly lower triangle (d x d) to the generator of a rotation made by
+    ``orthogonal_rotation``, whichever map holds it: a rotation moved as training moves it."""
+    parametrization = module.parametrizations.weight
+    original = parametrization.original
+    if isinstance(parametrization[0], _ExpOrthogonal):
+        original.add_(packed_generator(step.to(original)))
+    else:
+        original.add_(step.to(original).tril(-1))
 
 
 _PROBE_COLUMNS = 8
@@ -287,9 +332,8 @@ class RowRotation:
 
     def __init__(self, module: nn.Module) -> None:
         parametrization = module.parametrizations.weight
-        lower = parametrization.original.tril()
-        self.generator = lower - lower.mT
         self.base = parametrization[0].base
+        self.generator = skew_generator(parametrization.original, self.base.shape[-1])
         norm = _NORM_MARGIN * spectral_norm_estimate(self.generator)
         self.degree, self.steps = taylor_plan(norm)
 
@@ -320,7 +364,7 @@ def row_rotation(module: nn.Module, rows: int) -> RowRotation | None:
     weight = module.parametrizations.weight if parametrize.is_parametrized(module) else None
     if weight is None or not isinstance(weight[0], _ExpOrthogonal) or not torch.is_grad_enabled():
         return None
-    d = weight.original.shape[-1]
+    d = weight[0].d
     if d < ACTION_MIN_D:
         return None
     action = RowRotation(module)

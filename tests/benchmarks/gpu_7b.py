@@ -148,8 +148,7 @@ def rotation_cost(
             rotation.FRECHET_MIN_D, rotation.ACTION_MIN_D = ROTATION_PATHS[label]
             try:
                 interchange = Interchange.boundless(d).to(device)
-                with torch.no_grad():
-                    interchange.rotate.parametrizations.weight.original.add_(noise)
+                rotation.move_generator_(interchange.rotate, noise)
 
                 def step(interchange: Interchange = interchange) -> None:
                     with parametrize.cached():

@@ -75,7 +75,7 @@ def test_small_rotations_keep_torchs_own_parametrization() -> None:
     assert type(module.parametrizations.weight[0]) is type(reference.parametrizations.weight[0])
 
 
-def test_the_faster_rotation_is_torchs_rotation_bit_for_bit_with_the_same_state(
+def test_the_faster_rotation_is_torchs_rotation_bit_for_bit_from_the_same_generator(
     frechet_everywhere: None,
 ) -> None:
     torch.manual_seed(3)
@@ -87,9 +87,8 @@ def test_the_faster_rotation_is_torchs_rotation_bit_for_bit_with_the_same_state(
     parametrizations.orthogonal(plain)
     assert set(ours.state_dict()) == set(plain.state_dict())
     noise = torch.randn(48, 48) * 0.05
-    with torch.no_grad():
-        for module in (ours, plain):
-            module.parametrizations.weight.original.add_(noise)
+    for module in (ours, plain):
+        rotation.move_generator_(module, noise)
     assert type(ours.parametrizations.weight[0]).__name__ == "_ExpOrthogonal"
     assert torch.equal(ours.weight, plain.weight)
 
@@ -102,16 +101,57 @@ def test_a_rotation_step_gets_the_same_gradient_from_both_backwards(
         monkeypatch.setattr(rotation, "FRECHET_MIN_D", threshold)
         torch.manual_seed(4)
         interchange = Interchange.boundless(64)
-        original = interchange.rotate.parametrizations.weight.original
-        with torch.no_grad():
-            original.add_(torch.randn_like(original) * 0.05)
+        rotation.move_generator_(interchange.rotate, torch.randn(64, 64) * 0.05)
         base, source = torch.randn(8, 64), torch.randn(8, 64)
         variables = torch.zeros(8, dtype=torch.long)
         with parametrize.cached():
             interchange(base, source, variables, hard=False).pow(2).sum().backward()
-        gradients.append(original.grad.clone())
+        gradients.append(interchange.rotate.parametrizations.weight.original.grad.clone())
     plain, faster = gradients
+    plain = rotation.packed_generator(plain)  # torch's map keeps the triangle unpacked
     torch.testing.assert_close(faster, plain, rtol=0, atol=1e-4 * float(plain.abs().max()))
+
+
+@pytest.mark.parametrize("d", [2, 7, 48, 301])
+def test_the_packed_generator_is_torchs_triangle_and_gets_torchs_gradient_entry_by_entry(
+    d: int,
+) -> None:
+    generator = torch.Generator().manual_seed(d)
+    x, upstream = torch.randn(d, d, generator=generator), torch.randn(d, d, generator=generator)
+    packed = rotation.packed_generator(x).requires_grad_()
+    unpacked = x.clone().requires_grad_()
+    lower = unpacked.tril()  # torch's orthogonal map
+    skew = rotation.skew_generator(packed, d)
+    assert torch.equal(skew, lower - lower.mT)
+    (skew * upstream).sum().backward()
+    ((lower - lower.mT) * upstream).sum().backward()
+    assert torch.equal(packed.grad, rotation.packed_generator(unpacked.grad))
+    used = rotation.packed_generator(torch.ones(d, d)) != 0
+    assert int(used.sum()) == d * (d - 1) // 2  # each entry of the triangle held once
+    assert not packed.grad[~used].any()  # the slots outside it never move
+
+
+def test_the_faster_rotation_holds_half_of_torchs_parameter_and_adam_state_and_trains_alike(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rotations, sizes = [], []
+    for threshold in (10**9, 0):  # torch's map, then das_assert's
+        monkeypatch.setattr(rotation, "FRECHET_MIN_D", threshold)
+        torch.manual_seed(6)
+        module = orthogonal_rotation(40)
+        original = module.parametrizations.weight.original
+        optimizer = torch.optim.Adam([original], lr=1e-2)
+        target = torch.randn(40, 40, generator=torch.Generator().manual_seed(7))
+        for _ in range(5):
+            with parametrize.cached():
+                (module.weight * target).sum().backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        state = optimizer.state[original]
+        sizes.append(original.numel() + state["exp_avg"].numel() + state["exp_avg_sq"].numel())
+        rotations.append(module.weight.detach())
+    torch.testing.assert_close(rotations[1], rotations[0], rtol=0, atol=1e-5)
+    assert sizes[1] == sizes[0] // 2
 
 
 def test_a_rotation_that_starts_from_a_matrix_that_is_not_orthogonal_is_refused(

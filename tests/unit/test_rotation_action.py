@@ -141,9 +141,7 @@ def action_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
 def _moved_interchange(d: int, seed: int) -> Interchange:
     torch.manual_seed(seed)
     interchange = Interchange.boundless(d)
-    original = interchange.rotate.parametrizations.weight.original
-    with torch.no_grad():
-        original.add_(torch.randn_like(original) * 0.05)
+    rotation.move_generator_(interchange.rotate, torch.randn(d, d) * 0.05)
     return interchange
 
 
@@ -160,8 +158,8 @@ def _reference_step(
     """The soft mix and the gradient of its squared sum by the parameter, in float64."""
     parametrization = interchange.rotate.parametrizations.weight
     x = parametrization.original.detach().double().requires_grad_()
-    lower = x.tril()
-    q = parametrization[0].base.double() @ torch.matrix_exp(lower - lower.T)
+    d = interchange.d
+    q = parametrization[0].base.double() @ torch.matrix_exp(rotation.skew_generator(x, d))
     mask = interchange.masks(hard=False)[0].detach().double()
     h, s = base.double(), source.double()
     mixed = h + (mask * ((s - h) @ q)) @ q.T
