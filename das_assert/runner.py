@@ -198,7 +198,8 @@ class BaseRun:
         self.prefix = shared_prefix(encoded, index) if usable else None
         self._store = prefix_store if self.prefix is not None else None
         self._cache: Any = None
-        self._cached = 0  # how many leading tokens self._cache holds
+        self._cached = 0  # how many leading tokens self._cache holds before a pass
+        self._passed = False  # whether a pass added its tokens to self._cache since
         self._from_store = False  # whether self._cache holds the store's rows
         self._first_layer = 0  # self._cache holds no keys or values of the layers before it
         self._tails: dict[int, hooks.Tail] = {}  # block -> its output at tokens [_cached, end)
@@ -226,7 +227,7 @@ class BaseRun:
             output = run_model(
                 self.model, self.ids[:, p:], self.mask, use_cache=True, cache=self._cache
             )
-        cut_to(self._cache, p)  # back to the prefix for the next pass
+        self._passed = True
         return _logits_at(output, last)
 
     @staticmethod
@@ -332,6 +333,9 @@ class BaseRun:
                 else:
                     self._cache = prefix_cache(self.model, self.ids[:, :p], self.mask[:, :p])
                 self._cached = p
+        elif self._passed:  # back to the prefix (not after each pass: a fit's run makes one)
+            cut_to(self._cache, self._cached)
+        self._passed = False
         return self._cached
 
     def _full(

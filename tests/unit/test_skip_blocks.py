@@ -153,6 +153,8 @@ def test_a_suffix_pass_from_a_store_never_gathers_the_layers_it_skips(
     skipped = cache_layers.skipped_layer_class()
     assert [type(layer) is skipped for layer in run._cache.layers] == [True, True, False]
     assert run._cache.layers[2].stored is None
+    # back to the prefix where the next pass starts (a fit's run makes one pass)
+    run._prefix_ready([site])
     assert [layer.get_seq_length() for layer in run._cache.layers] == [store.prefix] * 3
     monkeypatch.setattr(store, "cache_for", lambda rows: gathered_whole(store, rows))
     whole = BaseRun(loaded.model, site, encoded, index, prefix_store=store)

@@ -113,6 +113,8 @@ def test_a_batchs_own_prefix_leaves_out_skipped_layers_and_refills_for_an_earlie
     run = BaseRun(loaded.model, later, encoded, index)
     first = run.logits(mix_later)
     assert skipped_flags(run._cache)[:3] == [True, True, False]
+    # back to the prefix where the next pass starts (a fit's run makes one pass)
+    run._prefix_ready([later])
     assert {layer.get_seq_length() for layer in run._cache.layers} == {run.prefix}
     # A pass at block 0's output runs block 1: the cache is made again with its layer.
     second = run.logits(mix_earlier, site=earlier)
