@@ -43,3 +43,15 @@ def test_the_gpu_script_on_a_torch_without_cuda_says_so(
         gpu_7b.main(["--out", str(tmp_path), "--device", "cuda"])
     assert exit_.value.code == 2
     assert "--device cuda: this torch has no CUDA device" in capsys.readouterr().err
+
+
+def test_every_stage_the_gpu_session_runs_by_default_exists() -> None:
+    """A misspelt stage would cost a lent GPU's minutes before it said so."""
+    import re
+
+    import gpu_7b
+
+    script = (Path(__file__).parent / "gpu_session.sh").read_text()
+    (extras,) = re.findall(r"extras=\$\{EXTRAS:-([a-z_,]+)\}", script)
+    assert set(extras.split(",")) <= set(gpu_7b.STAGES)
+    assert "compare" not in extras.split(",")  # the first call runs it on its own

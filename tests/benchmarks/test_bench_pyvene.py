@@ -112,6 +112,38 @@ def test_the_7b_scripts_breakdown_stages_run_at_a_toy_shape_on_cpu(tmp_path: Pat
     assert scaling[0]["step_time_vs_first"] == 1.0
 
 
+def test_the_7b_scripts_compile_experiment_runs_at_a_toy_shape_and_restores_the_model(
+    tmp_path: Path,
+) -> None:
+    """The ``compiled`` stage (torch.compile of the norms and MLPs after the site), in its own
+    process: what dynamo compiles stays out of this one. It pays its compile in the warm-up fit,
+    leaves nothing to compile in the measured one, and hands the model back uncompiled."""
+    import subprocess
+
+    script = Path(__file__).parent / "gpu_7b.py"
+    argv = ["--shape=tiny", "--device=cpu", "--dtype=float32", "--layer=1", f"--out={tmp_path}"]
+    check = (
+        "import sys, runpy, torch; sys.argv = sys.argv[1:]; "
+        "import gpu_7b; from das_assert.sites import decoder_blocks; "
+        "built = []; build = gpu_7b.build; "
+        "gpu_7b.build = lambda *a: built.append(build(*a)) or built[-1]; "
+        "code = gpu_7b.main(sys.argv[1:]); "
+        "modules = [m for b in decoder_blocks(built[0].model) for m in b.modules()]; "
+        "assert all(m._compiled_call_impl is None for m in modules), 'a module left compiled'; "
+        "sys.exit(code)"
+    )
+    command = [sys.executable, "-c", check, str(script), *argv]
+    command += ["--stages=compiled", "--n-train=32", "--name=compiled"]
+    done = subprocess.run(command, cwd=script.parent, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads((tmp_path / "compiled.json").read_text())["compiled"]
+    assert "error" not in result, result
+    assert result["modules_compiled"] == 6  # two blocks' norms and MLPs
+    assert result["graphs_compiled_in_warm_up"] > 0
+    assert result["graphs_compiled_in_measured_fit"] == 0
+    assert result["compiled"]["examples_per_s"] > 0
+
+
 def test_what_was_live_at_an_allocator_traces_peak() -> None:
     """The memory_peak stage's reading of a CUDA allocator trace, on a made-up trace."""
     import gpu_7b
