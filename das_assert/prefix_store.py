@@ -49,10 +49,10 @@ def first_layer_needed(
     ``tail_blocks``: each pass skips the blocks up to its site's and updates the layers after,
     so one past the earliest site's block; 0 where some site skips no block (``block_input`` of
     block 0) or no tail is kept."""
-    if not tail_blocks(model, sites, encoded):
+    blocks = tail_blocks(model, sites, encoded)
+    if not blocks or any(last_unchanged_block(s) is None for s in _served(model, sites, encoded)):
         return 0
-    found = [last_unchanged_block(site) for site in _served(model, sites, encoded)]
-    return 0 if None in found else min(b for b in found if b is not None) + 1
+    return min(blocks) + 1
 
 
 def _served(

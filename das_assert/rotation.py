@@ -157,7 +157,7 @@ def packed_generator(lower: torch.Tensor) -> torch.Tensor:
     square = lower.new_zeros(2 * half, 2 * half)
     square[:d, :d] = lower.tril(-1)
     corner = square[half:, :half]
-    folded = square[:half, :half].tril(-1) + square[half:, half:].mT.triu(1)
+    folded = square[:half, :half] + square[half:, half:].mT  # strictly lower, strictly upper
     return torch.stack([corner, folded])
 
 
@@ -333,7 +333,7 @@ class RowRotation:
     def __init__(self, module: nn.Module) -> None:
         parametrization = module.parametrizations.weight
         self.base = parametrization[0].base
-        self.generator = skew_generator(parametrization.original, self.base.shape[-1])
+        self.generator = skew_generator(parametrization.original, parametrization[0].d)
         norm = _NORM_MARGIN * spectral_norm_estimate(self.generator)
         self.degree, self.steps = taylor_plan(norm)
 

@@ -123,7 +123,7 @@ def test_the_7b_scripts_compile_experiment_runs_at_a_toy_shape_and_restores_the_
     script = Path(__file__).parent / "gpu_7b.py"
     argv = ["--shape=tiny", "--device=cpu", "--dtype=float32", "--layer=1", f"--out={tmp_path}"]
     check = (
-        "import sys, runpy, torch; sys.argv = sys.argv[1:]; "
+        "import sys; sys.argv = sys.argv[1:]; "
         "import gpu_7b; from das_assert.sites import decoder_blocks; "
         "built = []; build = gpu_7b.build; "
         "gpu_7b.build = lambda *a: built.append(build(*a)) or built[-1]; "
