@@ -34,6 +34,7 @@ from das_assert.store import (
 __all__ = [
     "abandoned_reservations",
     "alignment_path",
+    "baseline_entries_not_judged",
     "entry_key",
     "find_baseline",
     "load_baseline",
@@ -70,6 +71,22 @@ def matching_key(key: str, keys: Iterable[str]) -> str | None:
         return key
     found = [k for k in keys if _one_path_ends_the_other(k, key)]
     return found[0] if len(found) == 1 else None
+
+
+def baseline_entries_not_judged(records: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
+    """For each baseline file that ``records`` were compared with (path -> keys, sorted), the
+    claims it holds that no record judged: their test was removed, renamed, skipped, failed
+    before a verdict or not selected."""
+    records = list(records)
+    paths = sorted({r["baseline"]["path"] for r in records if r.get("baseline")})
+    judged = [entry_key(r) for r in records]
+    found = {}
+    for path in paths:
+        entries = load_baseline(Path(path))["entries"]
+        missing = sorted(k for k in entries if matching_key(k, judged) is None)
+        if missing:
+            found[path] = missing
+    return found
 
 
 def _one_path_ends_the_other(a: str, b: str) -> bool:

@@ -140,18 +140,28 @@ class Reporter:
                 output["das_model"] = self._model()
             return
         status = pytest.ExitCode(exitstatus) if exitstatus in set(pytest.ExitCode) else None
-        run = {
-            "exit_status": int(exitstatus),
-            "exit_code": status.name if status is not None else None,
-            # cut short (Ctrl-C, -x, a collection error): the results are not the whole suite
-            "complete": status in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
+        # cut short (Ctrl-C, -x, a collection error): the results are not the whole suite
+        complete = (
+            status in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
             and not (session.shouldfail or session.shouldstop)
             # --continue-on-collection-errors runs the rest, but a file's claims are missing
             and not any(u["when"] == "collect" for u in self.unjudged)
-            and not self.config.getoption("collectonly"),  # nothing ran
+            and not self.config.getoption("collectonly")  # nothing ran
+        )
+        selection = self._selection()  # the run was narrowed to some of the tests
+        not_judged = self._judge_baseline_coverage(complete, selection)
+        if not_judged and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            status = pytest.ExitCode.TESTS_FAILED
+        run = {
+            "exit_status": int(status if status is not None else exitstatus),
+            "exit_code": status.name if status is not None else None,
+            "complete": complete,
             "tests_collected": session.testscollected,
-            "selection": self._selection(),  # the run was narrowed to some of the tests
+            "selection": selection,
             "setup_error": self.setup_error,  # das.yaml, model, cache or baseline: no verdicts
+            # a baseline's claims this complete run did not judge: the gate failed on them
+            "baseline_claims_not_judged": not_judged,
         }
         try:
             self._save_baseline(run)
@@ -174,6 +184,7 @@ class Reporter:
             "tests_collected": 0,
             "selection": None,
             "setup_error": message,
+            "baseline_claims_not_judged": [],
         }
         self._write_reports(run)
 
@@ -360,6 +371,62 @@ class Reporter:
                     "which can move an IIA by about 0.005 with no change to the model"
                 )
 
+    def _judge_baseline_coverage(self, complete: bool, selection: str | None) -> list[str]:
+        """The claims of the baselines compared with that this run did not judge, where that
+        fails the gate (``path::key`` each): a complete run, not narrowed, saving no baseline,
+        whose paths cover the claim's test file. As ``das_assert compare`` fails an entry
+        missing from NEW, a gate that cannot check a claim does not pass; a removed, renamed or
+        skipped claim test is a change to review, and saving a baseline without it records that
+        review. Notes say which, either way."""
+        if not complete or not any(record.get("baseline") for record in self.records):
+            return []  # cut short: its exit status says so, and the summary lists them
+        from das_assert.baseline import baseline_entries_not_judged
+
+        found = baseline_entries_not_judged(self.records)
+        elsewhere = {p: [k for k in keys if not self._given(k)] for p, keys in found.items()}
+        if count := sum(map(len, elsewhere.values())):
+            files = ", ".join(self._shown(path) for path, keys in elsewhere.items() if keys)
+            self.notes.append(
+                f"das: {_claims(count)} of {files} not judged: their test files were not among "
+                "this run's paths"
+            )
+        found = {p: [k for k in keys if self._given(k)] for p, keys in found.items()}
+        found = {path: keys for path, keys in found.items() if keys}
+        if not found:
+            return []
+        claims = _claims(sum(map(len, found.values())))
+        files = ", ".join(self._shown(path) for path in found)
+        if selection:
+            self.notes.append(f"das: {claims} of {files} not judged, as {selection} (listed above)")
+            return []
+        if self.config.getoption("das_save_baseline"):
+            self.notes.append(
+                f"das: {claims} of {files} not judged (listed above): the baseline saved now "
+                "leaves them out"
+            )
+            return []
+        self.notes.append(
+            f"das: FAILED: {claims} of {files} not judged by this complete run (listed above): a "
+            "gate that cannot check a claim does not pass. Run each one's test again (removed, "
+            "renamed, skipped, or failed before a verdict?), or save a baseline without them "
+            "(--das-save-baseline=NAME) and compare with that"
+        )
+        return [f"{path}::{key}" for path, keys in found.items() for key in keys]
+
+    def _given(self, key: str) -> bool:
+        """Whether the test file of baseline claim ``key`` (a rootdir-relative node id) lies
+        under a path this run was given (every one where it was given none), or is gone: a
+        file that exists outside them was left out by the command line, not by a change."""
+        file = (self.config.rootpath / key.split("::")[0]).resolve()
+        if not file.exists():
+            return True
+        start = Path(self.config.invocation_params.dir)
+        for arg in self.config.args:
+            given = (start / arg.split("::")[0]).resolve()
+            if given == file or given in file.parents:
+                return True
+        return False
+
     def _shown(self, path: str) -> str:
         from das_assert.plugin_options import shown_path
 
@@ -381,6 +448,10 @@ class Reporter:
         if narrowed := [a for a in self.config.args if "::" in a]:
             return f"the run was given node ids: {' '.join(narrowed)}"
         return None
+
+
+def _claims(count: int) -> str:
+    return f"{count} claim{'' if count == 1 else 's'}"
 
 
 def _remove_alignments(stem: str, records: list[dict[str, Any]]) -> None:

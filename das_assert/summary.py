@@ -272,17 +272,12 @@ def limit_lines(limits: list[dict[str, Any]]) -> list[str]:
 
 
 def _unmatched_baseline_entries(records: list[dict[str, Any]]) -> list[str]:
-    paths = {r["baseline"]["path"] for r in records if r.get("baseline")}
-    if not paths:
+    if not any(r.get("baseline") for r in records):
         return []
-    from das_assert.baseline import entry_key, load_baseline, matching_key
+    from das_assert.baseline import baseline_entries_not_judged
 
-    judged = [entry_key(r) for r in records]
     lines = []
-    for path in sorted(paths):
-        entries = load_baseline(path)["entries"]
-        missing = sorted(k for k in entries if matching_key(k, judged) is None)
-        if missing:
-            lines.append(f"Baseline entries with no test in this run ({path}):")
-            lines.extend(f"  {key}" for key in missing)
+    for path, missing in baseline_entries_not_judged(records).items():
+        lines.append(f"Baseline entries with no test in this run ({path}):")
+        lines.extend(f"  {key}" for key in missing)
     return lines

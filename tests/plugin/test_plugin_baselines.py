@@ -518,3 +518,78 @@ def test_a_folder_reserved_by_a_killed_run_is_named_after_a_day(project: pytest.
             "(killed?) and keeps its number: delete it unless a run is still saving into it",
         ]
     )
+
+
+TWO_NEGATIVE_CLAIMS = """
+import pytest
+
+
+@pytest.fixture(scope="module")
+def aligned(das_session):
+    return das_session.align("left_boundary", "boundary")
+
+
+def test_kept(das, aligned):
+    das.assert_not_aligned(aligned, claim="impossible")
+
+
+def test_dropped(das, aligned):
+    das.assert_not_aligned(aligned, claim="impossible")
+"""
+
+
+def test_a_complete_run_that_judges_fewer_claims_than_its_baseline_fails_the_gate(
+    project: pytest.Pytester,
+) -> None:
+    # It listed the baseline's claims that had no test and passed: deleting a claim's test
+    # emptied the gate of it, where `das_assert compare` fails an entry missing from NEW.
+    project.makepyfile(test_hyp=TWO_NEGATIVE_CLAIMS, test_other=TWO_NEGATIVE_CLAIMS)
+    args = ("--das-cache=readwrite", "--das-baseline-dir=b")
+    _run(project, *args, "--das-save-baseline=v1").assert_outcomes(passed=4)
+    # a file left out by the command line is not a claim removed
+    one_file = _run(project, *args, "--das-compare=v1", "test_hyp.py")
+    one_file.assert_outcomes(passed=2)
+    assert one_file.ret == pytest.ExitCode.OK
+    one_file.stdout.fnmatch_lines(
+        [
+            "das: 2 claims of b/tiny/0001_v1.json not judged: their test files were not among "
+            "this run's paths"
+        ]
+    )
+    narrowed = _run(project, *args, "--das-compare=v1", "-k", "kept")
+    narrowed.assert_outcomes(passed=2)
+    assert narrowed.ret == pytest.ExitCode.OK  # the user chose the subset
+    narrowed.stdout.fnmatch_lines(
+        ["das: 2 claims of b/tiny/0001_v1.json not judged, as 2 test(s) were deselected*"]
+    )
+    (project.path / "test_other.py").unlink()
+    kept_only = TWO_NEGATIVE_CLAIMS[: TWO_NEGATIVE_CLAIMS.index("\n\ndef test_dropped")] + "\n"
+    project.makepyfile(test_hyp=kept_only)
+    result = _run(project, *args, "--das-compare=v1", "--das-json=report.json")
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "Baseline entries with no test in this run (*0001_v1.json):",
+            "  test_hyp.py::test_dropped::impossible",
+            "  test_other.py::test_dropped::impossible",
+            "  test_other.py::test_kept::impossible",
+            "*das: FAILED: 3 claims of b/tiny/0001_v1.json not judged by this complete run "
+            "(listed above): a gate that cannot check a claim does not pass.*",
+        ]
+    )
+    run = json.loads((project.path / "report.json").read_text())["run"]
+    assert (run["exit_status"], run["complete"], run["selection"]) == (1, True, None)
+    missing = run["baseline_claims_not_judged"]
+    assert [key.split("0001_v1.json::")[1] for key in missing] == [
+        "test_hyp.py::test_dropped::impossible",
+        "test_other.py::test_dropped::impossible",
+        "test_other.py::test_kept::impossible",
+    ]
+    # saving a baseline without it, while comparing, is the review that drops it
+    resaved = _run(project, *args, "--das-compare=v1", "--das-save-baseline=v2")
+    assert resaved.ret == pytest.ExitCode.OK
+    resaved.stdout.fnmatch_lines(["*not judged (listed above): the baseline saved now leaves*"])
+    again = _run(project, *args, "--das-compare=v2")
+    assert again.ret == pytest.ExitCode.OK
+    assert "not judged" not in again.stdout.str()

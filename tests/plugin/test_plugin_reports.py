@@ -246,6 +246,7 @@ def test_a_run_stopped_by_x_says_its_report_is_incomplete(project: pytest.Pytest
         "tests_collected": 2,
         "selection": None,
         "setup_error": None,
+        "baseline_claims_not_judged": [],
     }
 
 
