@@ -273,6 +273,55 @@ def compiled_blocks(
     }
 
 
+def prefix_windows(
+    model: object,
+    layer: int,
+    position: str,
+    sizes: dict[str, int],
+    counts: tuple[int, ...] = (1, 2, 4),
+) -> dict[str, object]:
+    """das_assert's fit at the benchmark's site with its prefix passes running each of
+    ``counts`` training batches at once, where the whole fit's prefix store does not fit its
+    1 GiB (at 7B's shape, 640 pairs: windows): seconds per step, peak memory above the weights,
+    and how many window passes ran (none at one batch: each step runs its own prefix). The
+    engine picks the count (``prefix_batches``: two at 7B's shape), bounding a window by one
+    step's prefix cache. A larger window dispatches fewer ops a step (on 2 CPU cores at the
+    deep shape, four batches about 500 fewer than two) and holds more prefixes at once;
+    whether a GPU step, bound by its host, gains what the memory costs is what this stage
+    measures. Every count is warmed up first."""
+    from unittest import mock
+
+    from das_assert import fit as fit_module
+    from das_assert.prefix_store import PrefixStore
+
+    build = PrefixStore.build.__func__
+    windows = []
+
+    def counted_build(cls: type, *args: object, **kwargs: object) -> object:
+        if kwargs.get("rows") is not None:
+            windows.append(len(kwargs["rows"]))
+        return build(cls, *args, **kwargs)
+
+    def picking(count: int) -> object:
+        return mock.patch.object(fit_module, "prefix_batches", return_value=count)
+
+    warm = {**sizes, "n_train": 2 * max(counts) * sizes["batch"]}
+    for count in counts:
+        with picking(count):
+            das_assert_alone(model, layer, position, warm, 1024)
+    rows = []
+    with mock.patch.object(PrefixStore, "build", classmethod(counted_build)):
+        for count in counts:
+            windows.clear()
+            with picking(count):
+                fit = das_assert_alone(model, layer, position, sizes, 1024)
+            rows.append({"batches_per_prefix_pass": count, "window_passes": len(windows), **fit})
+    first = rows[0]["seconds_per_step"]
+    for row in rows:
+        row["step_time_vs_first"] = round(row["seconds_per_step"] / first, 3)
+    return {"n_train": sizes["n_train"], "batch": sizes["batch"], "rows": rows}
+
+
 def batch_scaling(
     model: object, layer: int, position: str, sizes: dict[str, int], factors: tuple[int, ...]
 ) -> dict[str, object]:
@@ -624,7 +673,8 @@ def main(argv: list[str] | None = None) -> int:
         "alone), forward (one whole forward pass), memory (peak by phase), profile (where a "
         "step's time goes), dispatch (aten ops per step, both), memory_peak (what is live at a "
         "fit's peak), syncs (where a step waits for the device), batch_scaling (das_assert at "
-        "1, 2 and 4 times the batch), "
+        "1, 2 and 4 times the batch), windows (das_assert with prefix passes of 1, 2 and 4 "
+        "batches), "
         "every_prefix_kept, cost_curve, grid (7 layers x 2 positions against pyvene), compiled "
         "(das_assert with the norms and MLPs after the site under torch.compile, an "
         "experiment); 'all' for every one. Default: compare",
@@ -701,6 +751,7 @@ STAGES = (
     "memory_peak",
     "syncs",
     "batch_scaling",
+    "windows",
     "every_prefix_kept",
     "cost_curve",
     "grid",
@@ -736,6 +787,7 @@ def _run_stages(
         "memory_peak": lambda: memory_peak(model, args.layer, args.position, sizes),
         "syncs": lambda: sync_counts(model, args.layer, args.position, args.batch),
         "batch_scaling": lambda: batch_scaling(model, args.layer, args.position, sizes, (1, 2, 4)),
+        "windows": lambda: prefix_windows(model, args.layer, args.position, sizes),
         "compiled": lambda: compiled_blocks(model, args.layer, args.position, sizes),
         "every_prefix_kept": lambda: das_assert_alone(
             model, args.layer, args.position, sizes, 1 << 20

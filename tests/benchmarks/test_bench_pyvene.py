@@ -91,7 +91,7 @@ def test_the_7b_scripts_breakdown_stages_run_at_a_toy_shape_on_cpu(tmp_path: Pat
     import gpu_7b
 
     stages = "rotation,forward,memory,profile,memory_peak,syncs,batch_scaling,cost_curve"
-    stages += ",every_prefix_kept"
+    stages += ",every_prefix_kept,windows"
     argv = ["--shape=tiny", "--device=cpu", "--dtype=float32", "--layer=2", f"--out={tmp_path}"]
     assert gpu_7b.main([*argv, f"--stages={stages}", "--n-train=32", "--name=extras"]) == 0
     result = json.loads((tmp_path / "extras.json").read_text())
@@ -110,6 +110,40 @@ def test_the_7b_scripts_breakdown_stages_run_at_a_toy_shape_on_cpu(tmp_path: Pat
     scaling = result["batch_scaling"]["rows"]
     assert [row["batch"] for row in scaling] == [16, 32, 64]
     assert scaling[0]["step_time_vs_first"] == 1.0
+    windows = result["windows"]["rows"]
+    assert [row["batches_per_prefix_pass"] for row in windows] == [1, 2, 4]
+    assert all(row["examples_per_s"] > 0 for row in windows)
+
+
+def test_the_7b_scripts_windows_stage_runs_prefix_passes_of_each_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the whole fit's store does not fit (as at 7B's shape), each count of batches a
+    prefix pass runs is the one the stage names, and the fits learn the same alignment."""
+    import gpu_7b
+    import torch
+
+    from das_assert import fit as fit_module
+    from das_assert.prefix_store import PrefixStore
+
+    model = gpu_7b.build("tiny", "cpu", torch.float32)
+    monkeypatch.setattr(PrefixStore, "shared", classmethod(lambda cls, *a, **k: None))
+    fitted = []
+    fit_alignment = fit_module.fit_alignment
+
+    def keeping(*args: object, **kwargs: object) -> object:
+        fitted.append(fit_alignment(*args, **kwargs))
+        return fitted[-1]
+
+    monkeypatch.setattr(fit_module, "fit_alignment", keeping)  # das_assert_alone imports it late
+    sizes = {"n_train": 48, "epochs": 1, "batch": 8}
+    rows = gpu_7b.prefix_windows(model, 1, "last-1", sizes, (1, 2, 4))["rows"]
+    assert [row["batches_per_prefix_pass"] for row in rows] == [1, 2, 4]
+    # six batches of 8; at one batch a pass, each step runs its own prefix, as the engine does
+    assert [row["window_passes"] for row in rows] == [0, 3, 2]
+    measured = [fit.interchange.rotation_matrix() for fit in fitted[-3:]]  # after the warm-ups
+    for other in measured[1:]:
+        assert torch.allclose(other, measured[0], atol=1e-5)
 
 
 def test_the_7b_scripts_compile_experiment_runs_at_a_toy_shape_and_restores_the_model(
