@@ -82,6 +82,7 @@ def _fit_config(args: argparse.Namespace) -> Any:
         boundary_penalty=args.boundary_penalty,
         seed=args.seed,
         progress=args.progress,
+        joint_cells_mib=getattr(args, "joint_cells_mib", 0),  # search only
     )
 
 

@@ -72,8 +72,8 @@ class FitConfig:
     prefix_store_mib: int = 1024  # keep every prefix for the whole fit when it fits (PrefixStore)
     # A search's sites at one position train together while their copies of a batch's KV cache
     # fit this budget; 0 (the default): each alone. On 2 CPU cores the joint fit gained nothing
-    # (the embedded model's grid, 5.0-5.6 s either way); it is meant for GPUs, where a pass of a
-    # few rows costs about what a pass of many does, and waits for a GPU measurement.
+    # (the embedded model's grid, 5.0-5.6 s either way); on an H200 at Llama-7B's shape it
+    # trained a 7 x 2 grid 1.7x faster (4096). The CLI's search and the plugin set it by option.
     joint_cells_mib: int = 0
 
     def __post_init__(self) -> None:

@@ -385,11 +385,19 @@ def das_session(request: pytest.FixtureRequest) -> Any:
         inconclusive=config.getoption("das_inconclusive"),
         plots_dir=Path(config.getoption("das_plots")) if config.getoption("das_plots") else None,
         reproduce_options=reproduce_options(config, (baselines.get("baseline") or [None])[0]),
+        fit_overrides=_speed_settings(config),
         **baselines,
     )
     _freeze_the_heap()
     with sharing(prefix_stores=False):
         yield session
+
+
+def _speed_settings(config: pytest.Config) -> dict[str, int]:
+    """The FitConfig fields that options set for speed alone (no effect beyond float rounding,
+    so not in a cache key or a reproduce line): a search's joint training budget."""
+    joint = config.getoption("das_joint_cells_mib")
+    return {"joint_cells_mib": joint} if joint else {}
 
 
 def _freeze_the_heap() -> None:

@@ -103,6 +103,12 @@ def _fraction(value: str) -> float:
     return parse_fraction(value)
 
 
+def _joint_budget(value: str) -> int:
+    from das_assert.cli_args import non_negative_int  # argparse only: no torch
+
+    return non_negative_int(value)
+
+
 def _seed(value: str) -> int:
     from das_assert.cli_args import seed_int  # argparse only: no torch
 
@@ -203,6 +209,15 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="MAP",
         default=None,
         help="e.g. 'auto': spread a model too large for one GPU over all (needs accelerate)",
+    )
+    group.addoption(
+        "--das-joint-cells-mib",
+        metavar="MIB",
+        default=0,
+        type=_joint_budget,
+        help="a search trains a position's layers together while their copies of a batch's KV "
+        "cache fit MIB (on a GPU: 1.7x faster for a 7 x 2 grid at Llama-7B's shape on an H200; "
+        "no gain on CPU). Default: 0, each cell alone",
     )
     group.addoption(
         "--das-dtype",

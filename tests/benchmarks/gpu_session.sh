@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One device call, from the repository root, on a GPU machine that has torch and transformers:
 #   1. gpu_7b.py: das_assert vs pyvene 0.1.8 at Llama-7B shape (compare), into gpu_7b.json;
-#   2. `pytest hypotheses/` on the GPU (two xdist workers, --das-device cuda:worker) and one fit
-#      through device_map="auto" (HYPOTHESES=1; off by default: they passed on an H200 on
+#   2. `pytest hypotheses/` on the GPU (two xdist workers, --das-device cuda:worker, the search
+#      trained jointly since 2026-12-04's last run) and one fit through device_map="auto"
+#      (HYPOTHESES=1; off by default: they passed on an H200 on
 #      2026-11-27 and 2026-12-04, and steps 1 and 3 alone fill most of one 10-minute device
 #      call; their timeouts with step 1's add up to 410 s, so run them as a second call with
 #      EXTRAS= );
@@ -36,7 +37,7 @@ if [ "${HYPOTHESES:-0}" = 1 ]; then
 sys.exit(not any(e.name == 'das_assert' for e in m.entry_points(group='pytest11')))" \
     || plugin=(-p das_assert.plugin)
   timeout "${HYPOTHESES_S:-170}" python3 -m pytest hypotheses/ "${plugin[@]}" -q -p no:cacheprovider -n 2 \
-    --dist loadfile --das-device cuda:worker --das-cache=off \
+    --dist loadfile --das-device cuda:worker --das-cache=off --das-joint-cells-mib=4096 \
     --das-json "$out/hypotheses_gpu.json" >"$out/hypotheses_gpu.log" 2>&1
   status=$?; echo "pytest hypotheses/ on the GPU: exit $status"; tail -8 "$out/hypotheses_gpu.log"
   [ "$status" = 0 ] || failed=1

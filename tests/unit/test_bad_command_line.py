@@ -121,6 +121,13 @@ CLI_CASES = [
     cli(
         *SEARCH,
         "0",
+        "--joint-cells-mib",
+        "lots",
+        match=r"argument --joint-cells-mib: 'lots' must be an integer >= 0",
+    ),
+    cli(
+        *SEARCH,
+        "0",
         "--positions",
         "last",
         "after:amount",

@@ -214,3 +214,16 @@ def test_fixed_k_das_trains_with_the_mask_it_is_judged_with(
     fit_alignment(tiny_llama.model, site, train, FitConfig(epochs=1, batch_size=8, method=method))
     assert seen
     assert set(seen) == {hard}
+
+
+def test_the_cli_search_sets_the_joint_training_budget_and_fit_has_none() -> None:
+    from das_assert.cli import _fit_config
+    from das_assert.cli_args import build_parser
+
+    search = ["search", "--hypothesis", "left_boundary", "--layers", "0", "1"]
+    parser = build_parser()
+    assert _fit_config(parser.parse_args(search)).joint_cells_mib == 0
+    joint = parser.parse_args([*search, "--joint-cells-mib", "4096"])
+    assert _fit_config(joint).joint_cells_mib == 4096
+    fit = parser.parse_args(["fit", "--hypothesis", "left_boundary", "--layer", "0"])
+    assert _fit_config(fit).joint_cells_mib == 0  # one site: nothing to train together
