@@ -36,6 +36,7 @@ __all__ = [
     "beside",
     "bracketed",
     "check_threshold",
+    "clustered_interval",
     "normalized_iia",
     "paired_gap",
     "perfect_gap",
@@ -61,6 +62,53 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     low = 0.0 if successes == 0 else max(0.0, centre - half)
     high = 1.0 if successes == n else min(1.0, centre + half)
     return low, high
+
+
+def clustered_interval(clusters: list[tuple[int, int]]) -> tuple[float, float]:
+    """A 95% interval of a proportion pooled over clusters of pairs, ``(successes, n)`` each,
+    whose pairs are not independent across clusters (a fuzzed prompt variant's pairs share its
+    wording): the pooled ratio with its variance from the spread of the clusters (linearised,
+    with the K/(K-1) small-sample factor) and Student's t at K-1 degrees of freedom, never
+    narrower than the Wilson interval of the pooled pairs. One cluster: the Wilson interval.
+
+    >>> [round(v, 3) for v in clustered_interval([(45, 50), (35, 50), (40, 50), (30, 50)])]
+    [0.545, 0.955]
+    >>> [round(v, 3) for v in wilson_interval(150, 200)]  # as if all 200 were independent
+    [0.686, 0.805]
+    >>> [round(v, 3) for v in clustered_interval([(30, 50), (31, 50), (29, 50)])]  # alike: Wilson
+    [0.52, 0.675]
+    """
+    successes, n = sum(c for c, _ in clusters), sum(m for _, m in clusters)
+    low, high = wilson_interval(successes, n)
+    k = len(clusters)
+    if k < 2:
+        return low, high
+    p = successes / n
+    spread = sum((c - p * m) ** 2 for c, m in clusters) * k / (k - 1)
+    half = student_t_975(k - 1) * math.sqrt(spread) / n
+    return max(0.0, min(low, p - half)), min(1.0, max(high, p + half))
+
+
+def student_t_975(df: int) -> float:
+    """Student's t quantile at 0.975 for ``df`` >= 1 degrees of freedom: exact for 1 and 2,
+    else Hill's (1970) expansion in the normal quantile (0.004 low at 3, 0.001 at 4,
+    about 1e-4 at 6 and less beyond).
+
+    >>> [round(student_t_975(df), 3) for df in (1, 2, 3, 10)]
+    [12.706, 4.303, 3.179, 2.228]
+    """
+    if df < 1:
+        raise InvalidArgument(f"df={df}: Student's t needs at least 1 degree of freedom")
+    if df == 1:
+        return math.tan(math.pi * 0.475)
+    if df == 2:
+        return 0.95 / math.sqrt(2 * 0.975 * 0.025)
+    z = Z95
+    g1 = (z**3 + z) / 4
+    g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
+    g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
+    g4 = (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160
+    return z + g1 / df + g2 / df**2 + g3 / df**3 + g4 / df**4
 
 
 def threshold_text(value: float, at_least: int = 2) -> str:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from das_assert.metrics import bracketed, wilson_interval
+from das_assert.metrics import bracketed, clustered_interval
 from das_assert.store import SCHEMA_VERSION, atomic_write_json
 from das_assert.summary import (
     changed_text,
@@ -125,8 +125,10 @@ _POOLED = ("noop", "majority", "random_rotation", "task_accuracy")
 
 def robustness_summary(fuzz: list[dict[str, Any]]) -> dict[str, Any]:
     """Per claim and variant family: distinct variants tried, rejected, inconclusive, broken,
-    and the IIA pooled over the pairs of the variants not rejected, with n and its Wilson 95%
-    interval, and the controls' IIAs (no-op, majority label, random rotation) and the task
+    and the IIA pooled over the pairs of the variants not rejected, with n and its 95% interval
+    clustered by variant (``metrics.clustered_interval``: a variant's pairs share its wording,
+    so they are not independent; the variants are taken as independent of each other), and the
+    controls' IIAs (no-op, majority label, random rotation) and the task
     accuracy over the same pairs (``None`` for records without).
 
     hypothesis may draw one variant more than once (the default variant, often); for one
@@ -140,6 +142,7 @@ def robustness_summary(fuzz: list[dict[str, Any]]) -> dict[str, Any]:
     without showing the claim under any variant."""
     table: dict[str, dict[str, dict[str, Any]]] = {}
     seen: set[tuple[Any, ...]] = set()
+    clusters: dict[tuple[str, str], list[tuple[int, int]]] = {}  # each variant's (correct, n)
     expects: dict[str, set[str]] = {}
     for record in fuzz:
         expects.setdefault(record["claim"], set()).add(record.get("expect", "aligned"))
@@ -171,17 +174,18 @@ def robustness_summary(fuzz: list[dict[str, Any]]) -> dict[str, Any]:
             cell["inconclusive"] += record["status"] == "inconclusive"
             cell["correct"] += record.get("correct", 0)
             cell["n"] += record["n"]
+            clusters.setdefault((row, family), []).append((record.get("correct", 0), record["n"]))
             for key in _POOLED:  # weighted by each variant's pairs; None once one lacks it
                 missing = cell[key] is None or record.get(key) is None
                 cell[key] = None if missing else cell[key] + record[key] * record["n"]
-    for families in table.values():
-        for cell in families.values():
+    for row, families in table.items():
+        for family, cell in families.items():
             for key in _POOLED:
                 total = cell[key]
                 cell[key] = round(total / cell["n"], 6) if total is not None and cell["n"] else None
             cell["iia"] = round(cell["correct"] / cell["n"], 6) if cell["n"] else None
             cell["iia_ci"] = (
-                [round(v, 6) for v in wilson_interval(cell["correct"], cell["n"])]
+                [round(v, 6) for v in clustered_interval(clusters[row, family])]
                 if cell["n"]
                 else None
             )
@@ -288,8 +292,9 @@ def markdown_table(
             "",
             *sites_and_seeds(robustness["examples"]),
             "",
-            "Pooled over the pairs of a family's distinct variants not rejected, its Wilson 95% "
-            "interval as if every pair were independent, so too narrow where variants differ; "
+            "Pooled over the pairs of a family's distinct variants not rejected, its 95% "
+            "interval clustered by variant (from the spread of the variants' IIAs, Student's t, "
+            "never narrower than Wilson's over all the pairs; one variant: Wilson's); "
             "majority: each variant's commonest-label share, weighted by its pairs. Each variant "
             "was judged on its own pairs (inconclusive: its interval straddled the bar).",
         ]

@@ -189,8 +189,8 @@ def fuzz_lines(fuzz: list[dict[str, Any]]) -> list[str]:
     width = max([len("claim"), *(len(claim) for claim in per_family)])
     lines = [
         "--- robustness (distinct fuzzed prompt variants; IIA pooled over the pairs of a "
-        "family's variants not rejected, Wilson 95% CI over n as if all were independent, so "
-        "too narrow where variants differ; no-op / maj / rand / task over the same pairs, maj "
+        "family's variants not rejected, 95% CI clustered by variant (never narrower than "
+        "Wilson's over n); no-op / maj / rand / task over the same pairs, maj "
         "being each variant's commonest-label share weighted by its pairs; each variant was "
         "judged on its own: inconcl = its interval straddled the bar)",
         f"{'claim':<{width}} {'family':<12} {'variants':>8} {'rejected':>8} {'inconcl':>7} "

@@ -399,3 +399,50 @@ def test_a_threshold_is_shown_with_every_digit_the_verdict_used() -> None:
     assert "lower bound 0.726 >= threshold 0.7255" in above.reason
     plain = verdict(iia_ci=(0.6, 0.7), iia=0.66, threshold=0.73, gaps=BEATEN)
     assert "upper bound 0.700 < threshold 0.730" in plain.reason  # three decimals, as before
+
+
+@pytest.mark.parametrize(
+    ("df", "table"),  # Student's t at 0.975 from the standard table
+    [(1, 12.7062), (2, 4.3027), (3, 3.1824), (4, 2.7764), (6, 2.4469), (10, 2.2281), (30, 2.0423)],
+)
+def test_students_t_quantile_matches_the_table(df: int, table: float) -> None:
+    from das_assert.metrics import student_t_975
+
+    assert student_t_975(df) == pytest.approx(table, abs=0.004 if df == 3 else 0.001)
+
+
+def test_a_clustered_interval_of_one_cluster_is_wilsons() -> None:
+    from das_assert.metrics import clustered_interval
+
+    assert clustered_interval([(37, 48)]) == wilson_interval(37, 48)
+
+
+@given(
+    st.lists(
+        st.integers(1, 200).flatmap(lambda n: st.tuples(st.integers(0, n), st.just(n))),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_a_clustered_interval_holds_the_pooled_iia_and_is_never_narrower_than_wilsons(
+    clusters: list[tuple[int, int]],
+) -> None:
+    from das_assert.metrics import clustered_interval
+
+    correct, n = sum(c for c, _ in clusters), sum(m for _, m in clusters)
+    low, high = clustered_interval(clusters)
+    wilson_low, wilson_high = wilson_interval(correct, n)
+    assert 0.0 <= low <= wilson_low <= correct / n <= wilson_high <= high <= 1.0
+
+
+def test_a_clustered_interval_widens_with_the_spread_of_its_clusters() -> None:
+    from das_assert.metrics import clustered_interval
+
+    # four variants of 100 pairs, pooled IIA 0.75 each time: the same pairs if independent
+    alike = clustered_interval([(74, 100), (76, 100), (75, 100), (75, 100)])
+    apart = clustered_interval([(95, 100), (55, 100), (85, 100), (65, 100)])
+    assert alike == wilson_interval(300, 400)
+    assert apart[1] - apart[0] > 2 * (alike[1] - alike[0])
+    # by hand: spread = (20^2 + 20^2 + 10^2 + 10^2) * 4/3, half = t(3) * sqrt(spread) / 400
+    half = 3.1786 * math.sqrt(1000 * 4 / 3) / 400
+    assert apart == pytest.approx((0.75 - half, 1.0), abs=1e-4)  # clipped at 1
