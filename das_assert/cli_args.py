@@ -411,7 +411,7 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
         default=[],
         metavar="EXPR",
         help="iia:0.05 (absolute drop) or iia:5%% (relative drop); also transfer, "
-        "task_accuracy, normalized_iia; repeatable",
+        "task_accuracy, normalized_iia, lead (IIA minus the no-op's); repeatable",
     )
     compare.add_argument(
         "--markdown",

@@ -31,8 +31,10 @@ __all__ = [
 ]
 
 #: ``transfer`` compares the baseline's frozen alignment, applied to the new model, with the
-#: baseline's own IIA; the others compare the re-derived numbers.
-FIELDS = ("iia", "transfer", "task_accuracy", "normalized_iia")
+#: baseline's own IIA; the others compare the re-derived numbers. ``lead`` is IIA minus the
+#: no-op's (the plain base run's) on the same pairs: a model update that moves the no-op (its
+#: task accuracy) moves IIA with it, which only the lead tells apart.
+FIELDS = ("iia", "transfer", "task_accuracy", "normalized_iia", "lead")
 _EXPR = re.compile(r"^(\w+):(\d+(?:\.\d+)?)(%?)$")
 
 
@@ -55,6 +57,8 @@ class DropCheck:
         (``current["transfer"]["iia"]``) with the IIA it had when saved."""
         if self.field == "transfer":
             return (current.get("transfer") or {}).get("iia"), baseline.get("iia")
+        if self.field == "lead":
+            return _lead_over_noop(current), _lead_over_noop(baseline)
         return current.get(self.field), baseline.get(self.field)
 
     def fails(self, *, current: float, baseline: float, rise: bool = False) -> str | None:
@@ -95,6 +99,13 @@ class DropCheck:
 
     def __str__(self) -> str:
         return f"{self.field}:{self.amount:g}{'%' if self.relative else ''}"
+
+
+def _lead_over_noop(record: dict[str, Any]) -> float | None:
+    """IIA minus the no-op's IIA on the same pairs; None where the record lacks either."""
+    iia, noop = record.get("iia"), (record.get("baselines") or {}).get("noop")
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (iia, noop))
+    return float(iia) - float(noop) if numbers else None
 
 
 def parse_compare_fail(text: str) -> DropCheck:

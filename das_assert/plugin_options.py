@@ -298,7 +298,8 @@ def add_options(parser: pytest.Parser) -> None:
         action="append",
         default=[],
         help="fail a claim whose IIA drops: iia:0.05 (absolute) or iia:5%% "
-        "(relative); repeatable. Needs --das-compare",
+        "(relative); also transfer, task_accuracy, normalized_iia, lead (IIA minus the "
+        "no-op's); repeatable. Needs --das-compare",
     )
     group.addoption(
         "--das-baseline-dir",

@@ -144,6 +144,38 @@ def test_a_negative_claim_regresses_when_its_variable_shows_up(
     assert says in capsys.readouterr().out
 
 
+def test_a_negative_claim_whose_no_op_rose_with_it_passes_a_gate_on_its_lead(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a model update that answers the task better moves a negative claim's IIA with its no-op:
+    # iia:0.05 took that for the variable showing up
+    def control(iia: float, noop: float) -> dict[str, Any]:
+        return {**_claim(iia, "not_aligned", "not_aligned"), "baselines": {"noop": noop}}
+
+    old = _report(tmp_path / "old.json", control(0.689, 0.689))
+    new = _report(tmp_path / "new.json", control(0.760, 0.755))
+    assert main(["compare", str(old), str(new), "--fail", "iia:0.05"]) == 1
+    assert main(["compare", str(old), str(new), "--fail", "lead:0.05"]) == 0
+    shown = _report(tmp_path / "shown.json", control(0.760, 0.689))  # the variable shows up
+    capsys.readouterr()
+    assert main(["compare", str(old), str(shown), "--fail", "lead:0.05"]) == 1
+    assert "lead rose by 0.071 (0.000 -> 0.071)" in capsys.readouterr().out
+    bare = _report(tmp_path / "bare.json", _claim(0.760, "not_aligned", "not_aligned"))
+    assert main(["compare", str(old), str(bare), "--fail", "lead:0.05"]) == 1
+    assert "lead is missing in the current result" in capsys.readouterr().out
+
+
+def test_a_claims_lead_regresses_by_dropping() -> None:
+    from das_assert.compare import parse_compare_fail
+
+    check = parse_compare_fail("lead:0.05")
+    then = {"iia": 0.83, "baselines": {"noop": 0.69}, "expected_verdict": "aligned"}
+    assert check.check({**then, "iia": 0.80}, then) is None  # 0.14 -> 0.11
+    assert check.check({**then, "iia": 0.76}, then) == (
+        "lead dropped by 0.070 (0.140 -> 0.070), more than the allowed 0.050"
+    )
+
+
 @pytest.mark.parametrize(
     "results",
     [
