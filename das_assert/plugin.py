@@ -73,10 +73,10 @@ def _check_options(config: pytest.Config) -> None:
             "--das-device and --das-device-map contradict each other: a device map places the "
             "model itself; drop --das-device"
         )
-    if config.getoption("das_compare_fail") and not config.getoption("das_compare"):
-        raise pytest.UsageError(
-            "--das-compare-fail needs --das-compare (a baseline to compare with)"
-        )
+    for option in ("das_compare_fail", "das_warn_unused"):
+        if config.getoption(option) and not config.getoption("das_compare"):
+            flag = "--" + option.replace("_", "-")
+            raise pytest.UsageError(f"{flag} needs --das-compare (a baseline to compare with)")
     from das_assert.compare import parse_compare_fail
     from das_assert.errors import ConfigError
 

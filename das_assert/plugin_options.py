@@ -302,6 +302,13 @@ def add_options(parser: pytest.Parser) -> None:
         "no-op's); repeatable. Needs --das-compare",
     )
     group.addoption(
+        "--das-warn-unused",
+        action="store_true",
+        default=False,
+        help="a complete run that does not judge every claim of the baseline it compares "
+        "with notes them instead of failing. Needs --das-compare",
+    )
+    group.addoption(
         "--das-baseline-dir",
         metavar="DIR",
         default=None,

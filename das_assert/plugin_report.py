@@ -374,10 +374,10 @@ class Reporter:
     def _judge_baseline_coverage(self, complete: bool, selection: str | None) -> list[str]:
         """The claims of the baselines compared with that this run did not judge, where that
         fails the gate (``path::key`` each): a complete run, not narrowed, saving no baseline,
-        whose paths cover the claim's test file. As ``das_assert compare`` fails an entry
-        missing from NEW, a gate that cannot check a claim does not pass; a removed, renamed or
-        skipped claim test is a change to review, and saving a baseline without it records that
-        review. Notes say which, either way."""
+        without --das-warn-unused, whose paths cover the claim's test file. As ``das_assert
+        compare`` fails an entry missing from NEW, a gate that cannot check a claim does not
+        pass; a removed, renamed or skipped claim test is a change to review, and saving a
+        baseline without it records that review. Notes say which, either way."""
         if not complete or not any(record.get("baseline") for record in self.records):
             return []  # cut short: its exit status says so, and the summary lists them
         from das_assert.baseline import baseline_entries_not_judged
@@ -403,6 +403,12 @@ class Reporter:
             self.notes.append(
                 f"das: {claims} of {files} not judged (listed above): the baseline saved now "
                 "leaves them out"
+            )
+            return []
+        if self.config.getoption("das_warn_unused"):
+            self.notes.append(
+                f"das: {claims} of {files} not judged by this complete run (listed above); "
+                "--das-warn-unused: not failed"
             )
             return []
         self.notes.append(

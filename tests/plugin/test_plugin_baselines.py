@@ -586,6 +586,9 @@ def test_a_complete_run_that_judges_fewer_claims_than_its_baseline_fails_the_gat
         "test_other.py::test_dropped::impossible",
         "test_other.py::test_kept::impossible",
     ]
+    warned = _run(project, *args, "--das-compare=v1", "--das-warn-unused")
+    assert warned.ret == pytest.ExitCode.OK
+    warned.stdout.fnmatch_lines(["*3 claims of * not judged *--das-warn-unused: not failed"])
     # saving a baseline without it, while comparing, is the review that drops it
     resaved = _run(project, *args, "--das-compare=v1", "--das-save-baseline=v2")
     assert resaved.ret == pytest.ExitCode.OK

@@ -409,3 +409,14 @@ def test_a_joint_training_budget_that_is_not_a_count_is_a_usage_error(
     result = pytester.runpytest_inprocess("--das-joint-cells-mib=lots", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "argument --das-joint-cells-mib: 'lots' must be an integer >= 0" in result.stderr.str()
+
+
+def test_warn_unused_without_a_baseline_to_compare_with_is_a_usage_error(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    result = pytester.runpytest_inprocess("--das-warn-unused", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--das-warn-unused needs --das-compare (a baseline to compare with)" in (
+        result.stderr.str()
+    )
