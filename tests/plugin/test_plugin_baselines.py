@@ -586,6 +586,9 @@ def test_a_complete_run_that_judges_fewer_claims_than_its_baseline_fails_the_gat
         "test_other.py::test_dropped::impossible",
         "test_other.py::test_kept::impossible",
     ]
+    workers = _run(project, *args, "--das-compare=v1", "-n", "2", subprocess=True)
+    assert workers.ret == pytest.ExitCode.TESTS_FAILED  # the controller judges it, as alone
+    workers.stdout.fnmatch_lines(["*das: FAILED: 3 claims of b/tiny/0001_v1.json not judged*"])
     warned = _run(project, *args, "--das-compare=v1", "--das-warn-unused")
     assert warned.ret == pytest.ExitCode.OK
     warned.stdout.fnmatch_lines(["*3 claims of * not judged *--das-warn-unused: not failed"])
