@@ -47,6 +47,8 @@ class AlignmentResult:
     evaluation: Evaluation
     # "confirmation": fresh pairs, since the test pairs chose it; "given": judged_on's pairs
     test_pairs: str = "test"
+    # where a saved alignment was evaluated rather than a fit (--das-frozen): the report's block
+    alignment: dict[str, Any] | None = None
 
     def confirmed(self) -> AlignmentResult:
         """This frozen alignment evaluated on fresh pairs, no training. A cell picked as the best
@@ -219,15 +221,7 @@ class AlignmentResult:
                 "module": self.fitted.site.module_path,
             },
             "method": self.config.method,
-            "data": {  # the prompts it ran on: results on other prompts are not comparable
-                "instruction": exp.fmt.instruction,
-                "answers": list(exp.fmt.answers),
-                "prefix": exp.fmt.prefix,
-                "suffix": exp.fmt.suffix,
-                "numbers": exp.fmt.numbers,
-                "template": exp.fmt.template,
-                "bracket": list(exp.bracket) if exp.bracket else None,
-            },
+            "data": exp.data_record(),
             "seed": exp.seed,
             "n_train": exp.n_train,
             "n_test": self.n,
@@ -258,6 +252,8 @@ class AlignmentResult:
             "from_cache": self.fitted.from_cache,
             "eval_seconds": round(ev.eval_seconds, 3),
         }
+        if self.alignment is not None:
+            record["alignment"] = self.alignment
         if include_pairs:
             record["pairs"] = ev.pair_records(self.model.tokenizer)
         return record

@@ -103,6 +103,19 @@ class Experiment:
     def variable(self) -> str:
         return "+".join(self.variables or ())
 
+    def data_record(self) -> dict[str, Any]:
+        """The prompts it runs on, as reports and baselines record them (``data``): results on
+        other prompts are not comparable."""
+        return {
+            "instruction": self.fmt.instruction,
+            "answers": list(self.fmt.answers),
+            "prefix": self.fmt.prefix,
+            "suffix": self.fmt.suffix,
+            "numbers": self.fmt.numbers,
+            "template": self.fmt.template,
+            "bracket": list(self.bracket) if self.bracket else None,
+        }
+
     def pairs(self, n: int, seed: int, fmt: PriceFormat | None = None) -> list[PromptPair]:
         return prompt_pairs(
             self.hypothesis,

@@ -113,6 +113,13 @@ def transfer(
             f"claim is at {here} (drift)"
         }
     file = path.parent / path.stem / entry["alignment_file"]
+    if result.alignment is not None and Path(result.alignment["file"]) == file:
+        # a frozen run judged the claim with this very alignment: that is the transfer
+        return {
+            "iia": round(result.iia, 6),
+            "n": result.n,
+            "iia_ci": [round(v, 6) for v in result.iia_ci],
+        }
     try:
         interchange, _ = load_alignment(file, hidden_size=session.model.config.hidden_size)
     except AlignmentFileError as exc:

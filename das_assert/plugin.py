@@ -428,7 +428,8 @@ def _cuda_count() -> int:
 
 
 def _baseline_setup(config: pytest.Config, settings: Any) -> dict[str, Any]:
-    """Where this run saves its baseline, and the baseline it compares with (if any)."""
+    """Where this run saves its baseline, the baseline it compares with, and the one a frozen
+    run (``--das-frozen``) takes its alignments from (each if any)."""
     from das_assert.baseline import find_baseline, load_baseline, reserve_baseline_name
     from das_assert.errors import DasError
     from das_assert.settings import load_settings
@@ -446,20 +447,24 @@ def _baseline_setup(config: pytest.Config, settings: Any) -> dict[str, Any]:
                 f"das_assert --das-save-baseline: cannot reserve a baseline in {directory}: "
                 f"{exc}; give a writable --das-baseline-dir",
             )
-    compare = config.getoption("das_compare")
-    if compare:
+    for option, field in (("das_compare", "baseline"), ("das_frozen", "frozen")):
+        reference = config.getoption(option)
+        if not reference:
+            continue
         try:
-            if compare.endswith(".json"):  # a baseline file, wherever it is
-                path = Path(compare)
+            if reference.endswith(".json"):  # a baseline file, wherever it is
+                path = Path(reference)
             else:  # KEY/NAME of another model's baselines, or NAME (release/v2) of this one's
-                key, _, name = compare.rpartition("/")
+                key, _, name = reference.rpartition("/")
                 other = key and (key in load_settings(settings.source) or (root / key).is_dir())
                 path = (
-                    find_baseline(root / key, name) if other else find_baseline(directory, compare)
+                    find_baseline(root / key, name)
+                    if other
+                    else find_baseline(directory, reference)
                 )
-            out["baseline"] = (path, load_baseline(path))
+            out[field] = (path, load_baseline(path))
         except DasError as exc:
-            _setup_failed(config, f"das_assert --das-compare: {exc}")
+            _setup_failed(config, f"das_assert --{option.replace('_', '-')}: {exc}")
     return out
 
 

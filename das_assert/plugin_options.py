@@ -148,21 +148,25 @@ def _baseline_name(value: str) -> str:
     return value
 
 
-def _compare_name(value: str) -> str:
-    """An argparse type: ``--das-compare``'s baseline (NAME, KEY/NAME or a ``.json`` file).
+def _baseline_reference(flag: str) -> Any:
+    """An argparse type: ``flag``'s baseline (NAME, KEY/NAME or a ``.json`` file), as
+    ``--das-compare`` and ``--das-frozen`` take it.
 
     Refused: a path that is not a ``.json`` file (the argument is optional, so
     ``--das-compare hypotheses/test_x.py`` took the test path as the baseline's NAME)."""
     import argparse
     import os
 
-    if not value.endswith(".json") and (os.path.isabs(value) or os.path.exists(value)):
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is a path but not a baseline .json file: give a NAME (latest, NNNN or "
-            "NNNN_name), KEY/NAME or a .json file; write --das-compare=NAME, or put test paths "
-            "before the option"
-        )
-    return value
+    def parse(value: str) -> str:
+        if not value.endswith(".json") and (os.path.isabs(value) or os.path.exists(value)):
+            raise argparse.ArgumentTypeError(
+                f"{value!r} is a path but not a baseline .json file: give a NAME (latest, NNNN "
+                f"or NNNN_name), KEY/NAME or a .json file; write {flag}=NAME, or put test paths "
+                "before the option"
+            )
+        return value
+
+    return parse
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -287,10 +291,21 @@ def add_options(parser: pytest.Parser) -> None:
         nargs="?",
         const="latest",
         default=None,
-        type=_compare_name,
+        type=_baseline_reference("--das-compare"),
         help="compare every claim with baseline NAME (latest, NNNN or NNNN_name) of "
         "this model, KEY/NAME of das.yaml's model KEY, or a baseline .json file: the numbers, "
         "and the frozen alignment transferred to this model",
+    )
+    group.addoption(
+        "--das-frozen",
+        metavar="NAME",
+        nargs="?",
+        const="latest",
+        default=None,
+        type=_baseline_reference("--das-frozen"),
+        help="judge every claim with the alignment baseline NAME (as --das-compare takes it) "
+        "saved for it, as trained on the model it was saved with: nothing is trained. A "
+        "request it holds no alignment for (a new claim, other settings, a search) fails",
     )
     group.addoption(
         "--das-compare-fail",
@@ -405,6 +420,7 @@ _VERDICT_OPTIONS = (
     "das_inconclusive",
     "das_compare",
     "das_compare_fail",
+    "das_frozen",
     "das_baseline_dir",
 )
 

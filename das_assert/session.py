@@ -30,6 +30,7 @@ from das_assert.errors import (
 from das_assert.evaluate import Evaluation
 from das_assert.experiment import Experiment, check_site, run_experiment
 from das_assert.fit import FitConfig
+from das_assert.frozen import frozen_alignment
 from das_assert.gate import compare_with_baseline, regression_message, save_claim_alignment
 from das_assert.messages import failure_message, reproduce_line, runnable_nodeid
 from das_assert.models import LoadedModel
@@ -81,6 +82,7 @@ class DasSession:
     plots_dir: Path | None = None
     save_to: Path | None = None  # <baseline dir>/<model>/NNNN_name (without .json)
     baseline: tuple[Path, dict[str, Any]] | None = None  # the baseline compared with
+    frozen: tuple[Path, dict[str, Any]] | None = None  # --das-frozen: its alignments, no fits
     compare_checks: list[Any] = field(default_factory=list)
     reproduce_options: str = ""  # the run's non-default das options, for a failure's last line
     _memo: dict[str, AlignmentResult] = field(default_factory=dict, repr=False)
@@ -163,7 +165,9 @@ class DasSession:
         """Learn (or reuse) the alignment of ``hypothesis`` at ``site`` and evaluate it.
 
         The same request in one session is computed once; across sessions and xdist workers the
-        disk cache (with a lock per key) makes sure it is trained once.
+        disk cache (with a lock per key) makes sure it is trained once. In a frozen session
+        (``--das-frozen``) the baseline's alignment for the request is evaluated instead
+        (``frozen.frozen_alignment``), and nothing is trained.
         """
         checks.check_align_arguments(site, config)
         experiment = self.experiment(hypothesis, site, **changes)
@@ -174,6 +178,10 @@ class DasSession:
         # The disk cache keys the training; the result also carries how it was evaluated and judged.
         judged = (experiment.n_test, experiment.min_task_accuracy, experiment.threshold)
         memo_key = f"{key}/{(*judged, experiment.margin)!r}"
+        if memo_key not in self._memo and self.frozen is not None:
+            fitted, source = frozen_alignment(self.frozen, self.model, experiment, config)
+            result = run_experiment(self.model, experiment, config, fitted=fitted)
+            self._memo[memo_key] = replace(result, alignment=source)
         if memo_key not in self._memo:
             with self._lock(key):
                 try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import PurePath
 from typing import Any
 
 from das_assert.metrics import beside, threshold_text
@@ -82,8 +83,8 @@ def _row(r: dict[str, Any], claim_width: int, site_width: int, seed_width: int) 
 
 def pairs_notes(r: dict[str, Any]) -> list[str]:
     """What a claim row's numbers were measured on, where it is not its seed's test pairs of
-    every variable: fresh pairs, the pairs given to ``judged_on``, one box of a joint
-    alignment."""
+    every variable or a fit of its own: fresh pairs, the pairs given to ``judged_on``, one box of
+    a joint alignment, a baseline's frozen alignment (``--das-frozen``)."""
     notes = []
     if r.get("test_pairs") == "confirmation":
         notes.append("(confirmed on fresh pairs)")
@@ -91,6 +92,8 @@ def pairs_notes(r: dict[str, Any]) -> list[str]:
         notes.append("(on the pairs given to judged_on)")
     if "+" not in str(r.get("variable", "+")) and len(r.get("boundary_dims") or ()) > 1:
         notes.append(f"(variable {r['variable']} alone)")  # one box of a joint alignment
+    if frozen_from := (r.get("alignment") or {}).get("baseline"):  # --das-frozen: no fit here
+        notes.append(f"(frozen: {PurePath(frozen_from).name})")
     return notes
 
 

@@ -599,3 +599,67 @@ def test_a_complete_run_that_judges_fewer_claims_than_its_baseline_fails_the_gat
     again = _run(project, *args, "--das-compare=v2")
     assert again.ret == pytest.ExitCode.OK
     assert "not judged" not in again.stdout.str()
+
+
+def test_a_frozen_run_judges_each_claim_with_its_saved_alignment_and_trains_nothing(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from das_assert import fit
+
+    fits: list[int] = []
+    fit_alignments = fit.fit_alignments
+
+    def counting(model: object, sites: list, *args: object, **kwargs: object) -> list:
+        fits.append(len(sites))
+        return fit_alignments(model, sites, *args, **kwargs)
+
+    monkeypatch.setattr(fit, "fit_alignments", counting)
+    project.makepyfile(test_hyp=TWO_NEGATIVE_CLAIMS)
+    args = ("--das-cache=off", "--das-baseline-dir=b")
+    _run(project, *args, "--das-save-baseline=v1", "--das-json=saved.json").assert_outcomes(
+        passed=2
+    )
+    assert fits == [1]  # one alignment, shared by both claims
+    fits.clear()
+    frozen = _run(project, *args, "--das-frozen=v1", "--das-json=frozen.json")
+    frozen.assert_outcomes(passed=2)
+    assert fits == []  # nothing trained
+    frozen.stdout.fnmatch_lines(["impossible *not_aligned  (frozen: 0001_v1.json)"])
+    saved = json.loads((project.path / "saved.json").read_text())["results"]
+    judged = json.loads((project.path / "frozen.json").read_text())["results"]
+    for before, now in zip(saved, judged, strict=True):
+        assert (now["iia"], now["n_test"], now["boundary_dims"]) == (
+            before["iia"],
+            before["n_test"],
+            before["boundary_dims"],
+        )
+        assert now["alignment"]["baseline"].endswith("0001_v1.json")
+        assert now["alignment"]["transfer"] is False  # the same model it was trained on
+        assert (now["train_seconds"], now["from_cache"]) == (0.0, True)
+    # with the same baseline compared: the transfer is the claim's own numbers, not a rerun
+    gated = _run(project, *args, "--das-frozen=v1", "--das-compare=v1", "--das-json=gated.json")
+    gated.assert_outcomes(passed=2)
+    for record in json.loads((project.path / "gated.json").read_text())["results"]:
+        assert record["transfer"]["iia"] == record["iia"]
+
+
+def test_a_frozen_run_fails_a_request_its_baseline_holds_no_alignment_for(
+    project: pytest.Pytester,
+) -> None:
+    project.makepyfile(test_hyp=TWO_NEGATIVE_CLAIMS)
+    args = ("--das-cache=off", "--das-baseline-dir=b")
+    _run(project, *args, "--das-save-baseline=v1").assert_outcomes(passed=2)
+    yaml = project.path / "das.yaml"
+    yaml.write_text(yaml.read_text().replace("n_train: 16", "n_train: 24"))  # other settings
+    result = _run(project, *args, "--das-frozen=v1")
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*--das-frozen *0001_v1.json: the baseline holds no alignment for left_boundary "
+            "(left) at block_output[[]layer=1, pos=last], seed 0, 24 training pairs, method "
+            "boundless*"
+        ]
+    )
+    missing = _run(project, *args, "--das-frozen=v9")
+    assert missing.ret == pytest.ExitCode.USAGE_ERROR
+    assert "das_assert --das-frozen:" in missing.stdout.str()

@@ -1,0 +1,92 @@
+"""Frozen runs (``--das-frozen NAME``): every claim judged with the alignment a saved baseline
+holds for it, as fitted on the model the baseline was saved with. Nothing is trained, so a model
+update is checked for the cost of its evaluations: whether the mechanism the baseline found is
+still where it was, in the same subspace (a transfer, not a re-derivation).
+
+A request is served by the baseline entry that asked for the same alignment: hypothesis,
+variables, site, seed, training pairs, prompts and fit settings alike. Which test or claim saved
+it does not matter (one alignment serves every claim made on it, as the cache does).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from das_assert.errors import DasError
+from das_assert.experiment import Experiment
+from das_assert.fit import FitConfig, FittedAlignment
+from das_assert.models import LoadedModel
+from das_assert.store import load_alignment
+
+__all__ = ["FrozenAlignmentMissing", "frozen_alignment"]
+
+
+class FrozenAlignmentMissing(DasError):
+    """The baseline of a frozen run holds no alignment for a request."""
+
+
+def frozen_alignment(
+    baseline: tuple[Path, dict[str, Any]],
+    model: LoadedModel,
+    experiment: Experiment,
+    config: FitConfig,
+) -> tuple[FittedAlignment, dict[str, Any]]:
+    """The alignment ``baseline`` (its path and payload) saved for the request ``experiment``
+    and ``config``, ready to evaluate on ``model``, and the report's ``alignment`` block: the
+    file, the baseline, the model it was trained on, and whether that is another model."""
+    path, payload = baseline
+    wanted = _request(
+        {
+            "hypothesis": experiment.hypothesis,
+            "variable": experiment.variable,
+            "site": str(experiment.site),
+            "seed": experiment.seed,
+            "n_train": experiment.n_train,
+            "data": experiment.data_record(),
+            "fit": config.as_dict(),
+        }
+    )
+    for _, entry in sorted(payload["entries"].items()):
+        if entry.get("alignment_file") and _request(_of_entry(entry)) == wanted:
+            break
+    else:
+        raise FrozenAlignmentMissing(
+            f"--das-frozen {path}: the baseline holds no alignment for {experiment.hypothesis} "
+            f"({experiment.variable}) at {experiment.site}, seed {experiment.seed}, "
+            f"{experiment.n_train} training pairs, method {config.method}: a claim added since "
+            "it was saved, other settings (das.yaml, the test's changes), or a search cell (a "
+            "search fits every cell, so it cannot run frozen: deselect it). Save a baseline "
+            "that holds it (--das-save-baseline), or run without --das-frozen"
+        )
+    file = path.parent / path.stem / entry["alignment_file"]
+    interchange, manifest = load_alignment(file, hidden_size=model.config.hidden_size)
+    interchange.to(model.input_device)
+    site = experiment.site.resolve(model.model)
+    fitted = FittedAlignment(interchange, site, config, experiment.n_train, 0.0, from_cache=True)
+    trained_on = manifest.get("model")
+    source = {
+        "file": str(file),
+        "baseline": str(path),
+        "trained_on": trained_on,
+        "transfer": trained_on != model.fingerprint,
+    }
+    return fitted, source
+
+
+def _of_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "hypothesis": entry.get("hypothesis"),
+        "variable": entry.get("variable"),
+        "site": (entry.get("site") or {}).get("canonical"),
+        "seed": entry.get("seed"),
+        "n_train": entry.get("n_train"),
+        "data": entry.get("data"),
+        "fit": entry.get("fit"),
+    }
+
+
+def _request(fields: dict[str, Any]) -> str:
+    """``fields`` as a baseline's JSON holds them (tuples as lists), to compare."""
+    return json.dumps(fields, sort_keys=True, default=str)
