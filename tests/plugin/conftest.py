@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from pathlib import Path
 
 import pytest
 from plugin_support import DAS_YAML, HYPOTHESIS_FILE
+
+import das_assert
+
+# Every das_assert module in sys.modules before the first in-process pytester run. A run's
+# snapshot drops the modules first imported inside it, while the package attribute
+# (`das_assert.fit`) still names that copy: a test patching it, or one module's state read
+# through another (sharing's scopes), would then live in a copy the next run does not import.
+for _module in pkgutil.walk_packages(das_assert.__path__, "das_assert."):
+    if not _module.name.endswith("__main__"):
+        importlib.import_module(_module.name)
 
 
 @pytest.fixture

@@ -55,3 +55,19 @@ def _run(pytester: pytest.Pytester, *args: str, subprocess: bool = False) -> pyt
     if subprocess:
         return pytester.runpytest_subprocess(*options)
     return pytester.runpytest_inprocess(*options)
+
+
+def count_fits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sites of each ``fit_alignments`` call from now on (one list per training: a joint
+    fit of two layers is ``[2]``); the runs must be in this process."""
+    from das_assert import fit  # the copy every run imports (tests/plugin/conftest.py)
+
+    fits: list[int] = []
+    fit_alignments = fit.fit_alignments
+
+    def counting(model: object, sites: list, *args: object, **kwargs: object) -> list:
+        fits.append(len(sites))
+        return fit_alignments(model, sites, *args, **kwargs)
+
+    monkeypatch.setattr(fit, "fit_alignments", counting)
+    return fits

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from plugin_support import HYPOTHESIS_FILE, _run
+from plugin_support import HYPOTHESIS_FILE, _run, count_fits
 
 pytest_plugins = ["pytester"]
 
@@ -604,16 +604,7 @@ def test_a_complete_run_that_judges_fewer_claims_than_its_baseline_fails_the_gat
 def test_a_frozen_run_judges_each_claim_with_its_saved_alignment_and_trains_nothing(
     project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from das_assert import fit
-
-    fits: list[int] = []
-    fit_alignments = fit.fit_alignments
-
-    def counting(model: object, sites: list, *args: object, **kwargs: object) -> list:
-        fits.append(len(sites))
-        return fit_alignments(model, sites, *args, **kwargs)
-
-    monkeypatch.setattr(fit, "fit_alignments", counting)
+    fits = count_fits(monkeypatch)
     project.makepyfile(test_hyp=TWO_NEGATIVE_CLAIMS)
     args = ("--das-cache=off", "--das-baseline-dir=b")
     _run(project, *args, "--das-save-baseline=v1", "--das-json=saved.json").assert_outcomes(

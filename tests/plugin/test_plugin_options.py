@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from plugin_support import _run
+from plugin_support import _run, count_fits
 
 pytest_plugins = ["pytester"]
 
@@ -380,16 +380,7 @@ def test_a_joint_training_budget_trains_a_searchs_layers_together(
 ) -> None:
     # the 1.7x it measured on a GPU was reachable from Python alone (FitConfig), not from the
     # plugin that runs the searches of hypotheses/
-    from das_assert import fit
-
-    trained: list[int] = []
-    fit_alignments = fit.fit_alignments
-
-    def counting(model: object, sites: list, *args: object, **kwargs: object) -> list:
-        trained.append(len(sites))
-        return fit_alignments(model, sites, *args, **kwargs)
-
-    monkeypatch.setattr(fit, "fit_alignments", counting)
+    trained = count_fits(monkeypatch)
     project.makepyfile(test_search=JOINT_SEARCH)
     cells = {}
     for budget in ("0", "64"):
@@ -402,21 +393,17 @@ def test_a_joint_training_budget_trains_a_searchs_layers_together(
     assert cells["64"] == cells["0"]  # the same alignments, up to float rounding
 
 
-def test_a_joint_training_budget_that_is_not_a_count_is_a_usage_error(
-    pytester: pytest.Pytester,
+@pytest.mark.parametrize(
+    ("option", "says"),
+    [
+        ("--das-joint-cells-mib=lots", "argument --das-joint-cells-mib: 'lots' must be an integer"),
+        ("--das-warn-unused", "--das-warn-unused needs --das-compare (a baseline to compare with)"),
+    ],
+)
+def test_a_new_option_misused_is_a_usage_error(
+    pytester: pytest.Pytester, option: str, says: str
 ) -> None:
     pytester.makepyfile(test_x="def test_x():\n    pass\n")
-    result = pytester.runpytest_inprocess("--das-joint-cells-mib=lots", "-p", "no:cacheprovider")
+    result = pytester.runpytest_inprocess(option, "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert "argument --das-joint-cells-mib: 'lots' must be an integer >= 0" in result.stderr.str()
-
-
-def test_warn_unused_without_a_baseline_to_compare_with_is_a_usage_error(
-    pytester: pytest.Pytester,
-) -> None:
-    pytester.makepyfile(test_x="def test_x():\n    pass\n")
-    result = pytester.runpytest_inprocess("--das-warn-unused", "-p", "no:cacheprovider")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert "--das-warn-unused needs --das-compare (a baseline to compare with)" in (
-        result.stderr.str()
-    )
+    assert says in result.stderr.str()
