@@ -378,11 +378,18 @@ class Reporter:
         compare`` fails an entry missing from NEW, a gate that cannot check a claim does not
         pass; a removed, renamed or skipped claim test is a change to review, and saving a
         baseline without it records that review. Notes say which, either way."""
-        if not complete or not any(record.get("baseline") for record in self.records):
-            return []  # cut short: its exit status says so, and the summary lists them
+        if not any(record.get("baseline") for record in self.records):
+            return []
         from das_assert.baseline import baseline_entries_not_judged
 
         found = baseline_entries_not_judged(self.records)
+        for path, keys in found.items():  # in the Markdown too, which the notes end
+            self.notes.append(
+                f"Baseline entries with no test in this run ({self._shown(path)}):\n"
+                + "\n".join(f"  - {key}" for key in keys)
+            )
+        if not complete:
+            return []  # cut short: its exit status says so
         elsewhere = {p: [k for k in keys if not self._given(k)] for p, keys in found.items()}
         if count := sum(map(len, elsewhere.values())):
             files = ", ".join(self._shown(path) for path, keys in elsewhere.items() if keys)

@@ -122,7 +122,6 @@ def summary_lines(records: list[dict[str, Any]]) -> list[str]:
             _row(r, claim_width, site_width, seed_width)
             for r in sorted(group, key=lambda r: r["test_id"])
         )
-    lines.extend(_unmatched_baseline_entries(records))
     lines.append(
         "Legend: IIA with a hard mask, Wilson 95% CI over n test pairs; no-op / maj / rand = IIA "
         "of the plain base run / the share of the commonest label / a random rotation of the "
@@ -272,15 +271,3 @@ def limit_lines(limits: list[dict[str, Any]]) -> list[str]:
             f"{r['task_accuracy']:>5.3f} {_threshold(r['threshold'])}  {limit_result(r)}"
         )
     return lines + sites_and_seeds(limits)
-
-
-def _unmatched_baseline_entries(records: list[dict[str, Any]]) -> list[str]:
-    if not any(r.get("baseline") for r in records):
-        return []
-    from das_assert.baseline import baseline_entries_not_judged
-
-    lines = []
-    for path, missing in baseline_entries_not_judged(records).items():
-        lines.append(f"Baseline entries with no test in this run ({path}):")
-        lines.extend(f"  {key}" for key in missing)
-    return lines

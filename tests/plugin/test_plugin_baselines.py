@@ -565,18 +565,24 @@ def test_a_complete_run_that_judges_fewer_claims_than_its_baseline_fails_the_gat
     (project.path / "test_other.py").unlink()
     kept_only = TWO_NEGATIVE_CLAIMS[: TWO_NEGATIVE_CLAIMS.index("\n\ndef test_dropped")] + "\n"
     project.makepyfile(test_hyp=kept_only)
-    result = _run(project, *args, "--das-compare=v1", "--das-json=report.json")
+    result = _run(
+        project, *args, "--das-compare=v1", "--das-json=report.json", "--das-markdown=r.md"
+    )
     result.assert_outcomes(passed=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(
         [
-            "Baseline entries with no test in this run (*0001_v1.json):",
-            "  test_hyp.py::test_dropped::impossible",
-            "  test_other.py::test_dropped::impossible",
-            "  test_other.py::test_kept::impossible",
+            "Baseline entries with no test in this run (b/tiny/0001_v1.json):",
+            "  - test_hyp.py::test_dropped::impossible",
+            "  - test_other.py::test_dropped::impossible",
+            "  - test_other.py::test_kept::impossible",
             "*das: FAILED: 3 claims of b/tiny/0001_v1.json not judged by this complete run "
             "(listed above): a gate that cannot check a claim does not pass.*",
         ]
+    )
+    # the Markdown, whose notes say "listed above", lists them too
+    assert "- Baseline entries with no test in this run (b/tiny/0001_v1.json):\n  - test_hyp" in (
+        (project.path / "r.md").read_text()
     )
     run = json.loads((project.path / "report.json").read_text())["run"]
     assert (run["exit_status"], run["complete"], run["selection"]) == (1, True, None)
