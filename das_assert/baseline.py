@@ -73,12 +73,14 @@ def matching_key(key: str, keys: Iterable[str]) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
-def baseline_entries_not_judged(records: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
-    """For each baseline file that ``records`` were compared with (path -> keys, sorted), the
-    claims it holds that no record judged: their test was removed, renamed, skipped, failed
-    before a verdict or not selected."""
+def baseline_entries_not_judged(
+    records: Iterable[dict[str, Any]], also: Iterable[str] = ()
+) -> dict[str, list[str]]:
+    """For each baseline file that ``records`` were compared with, and each in ``also`` (path ->
+    keys, sorted), the claims it holds that no record judged: their test was removed, renamed,
+    skipped, failed before a verdict or not selected."""
     records = list(records)
-    paths = sorted({r["baseline"]["path"] for r in records if r.get("baseline")})
+    paths = sorted({r["baseline"]["path"] for r in records if r.get("baseline")} | set(also))
     judged = [entry_key(r) for r in records]
     found = {}
     for path in paths:

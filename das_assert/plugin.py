@@ -430,12 +430,10 @@ def _cuda_count() -> int:
 def _baseline_setup(config: pytest.Config, settings: Any) -> dict[str, Any]:
     """Where this run saves its baseline, the baseline it compares with, and the one a frozen
     run (``--das-frozen``) takes its alignments from (each if any)."""
-    from das_assert.baseline import find_baseline, load_baseline, reserve_baseline_name
+    from das_assert.baseline import load_baseline, reserve_baseline_name
     from das_assert.errors import DasError
-    from das_assert.settings import load_settings
 
-    root = baseline_root(config)
-    directory = root / settings.key
+    directory = baseline_root(config) / settings.key
     out: dict[str, Any] = {"compare_checks": config.stash.get(_CHECKS, [])}
     name = config.getoption("das_save_baseline")
     if name:
@@ -452,20 +450,41 @@ def _baseline_setup(config: pytest.Config, settings: Any) -> dict[str, Any]:
         if not reference:
             continue
         try:
-            if reference.endswith(".json"):  # a baseline file, wherever it is
-                path = Path(reference)
-            else:  # KEY/NAME of another model's baselines, or NAME (release/v2) of this one's
-                key, _, name = reference.rpartition("/")
-                other = key and (key in load_settings(settings.source) or (root / key).is_dir())
-                path = (
-                    find_baseline(root / key, name)
-                    if other
-                    else find_baseline(directory, reference)
-                )
+            path = _baseline_file(config, settings, reference)
             out[field] = (path, load_baseline(path))
         except DasError as exc:
             _setup_failed(config, f"das_assert --{option.replace('_', '-')}: {exc}")
     return out
+
+
+def _baseline_file(config: pytest.Config, settings: Any, reference: str) -> Path:
+    """The baseline file that ``reference`` (``--das-compare`` or ``--das-frozen``) names.
+
+    Raises:
+        DasError: no such baseline.
+    """
+    from das_assert.baseline import find_baseline
+    from das_assert.settings import load_settings
+
+    if reference.endswith(".json"):  # a baseline file, wherever it is
+        return Path(reference)
+    root = baseline_root(config)
+    # KEY/NAME of another model's baselines, or NAME (release/v2) of this one's
+    key, _, name = reference.rpartition("/")
+    other = key and (key in load_settings(settings.source) or (root / key).is_dir())
+    if other:
+        return find_baseline(root / key, name)
+    return find_baseline(root / settings.key, reference)
+
+
+def compared_baseline(config: pytest.Config, session: pytest.Session) -> Path:
+    """The baseline file ``--das-compare`` names, resolved as the ``das_session`` fixture does:
+    for a run in which no claim reached it (every das test skipped, say).
+
+    Raises:
+        DasError: das.yaml, the model directory or the baseline is missing or invalid.
+    """
+    return _baseline_file(config, _model_settings(config, session), config.getoption("das_compare"))
 
 
 def _setup_failed(config: pytest.Config, message: str) -> NoReturn:

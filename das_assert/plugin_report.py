@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from das_assert.errors import OutputWriteError
+from das_assert.errors import DasError, OutputWriteError
 
 __all__ = ["Reporter"]
 
@@ -149,7 +149,7 @@ class Reporter:
             and not self.config.getoption("collectonly")  # nothing ran
         )
         selection = self._selection()  # the run was narrowed to some of the tests
-        not_judged = self._judge_baseline_coverage(complete, selection)
+        not_judged = self._judge_baseline_coverage(session, complete, selection)
         if not_judged and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
             status = pytest.ExitCode.TESTS_FAILED
@@ -371,18 +371,31 @@ class Reporter:
                     "which can move an IIA by about 0.005 with no change to the model"
                 )
 
-    def _judge_baseline_coverage(self, complete: bool, selection: str | None) -> list[str]:
+    def _judge_baseline_coverage(
+        self, session: pytest.Session, complete: bool, selection: str | None
+    ) -> list[str]:
         """The claims of the baselines compared with that this run did not judge, where that
         fails the gate (``path::key`` each): a complete run, not narrowed, saving no baseline,
         without --das-warn-unused, whose paths cover the claim's test file. As ``das_assert
         compare`` fails an entry missing from NEW, a gate that cannot check a claim does not
         pass; a removed, renamed or skipped claim test is a change to review, and saving a
         baseline without it records that review. Notes say which, either way."""
-        if not any(record.get("baseline") for record in self.records):
-            return []
         from das_assert.baseline import baseline_entries_not_judged
 
-        found = baseline_entries_not_judged(self.records)
+        also = []
+        if not any(record.get("baseline") for record in self.records):
+            if not (complete and self.config.getoption("das_compare")):
+                return []
+            # No claim reached the baseline (every das test skipped, say): a gate that checked
+            # nothing does not pass. Resolved here, as no das_session fixture did.
+            try:
+                from das_assert.plugin import compared_baseline
+
+                also = [str(compared_baseline(self.config, session))]
+            except DasError as exc:
+                self.notes.append(f"das: FAILED: --das-compare: {exc}")
+                return [f"--das-compare: {exc}"]
+        found = baseline_entries_not_judged(self.records, also)
         for path, keys in found.items():  # in the Markdown too, which the notes end
             self.notes.append(
                 f"Baseline entries with no test in this run ({self._shown(path)}):\n"

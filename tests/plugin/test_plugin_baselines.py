@@ -607,6 +607,40 @@ def test_a_complete_run_that_judges_fewer_claims_than_its_baseline_fails_the_gat
     assert "not judged" not in again.stdout.str()
 
 
+def test_a_compare_run_whose_das_tests_all_skip_fails_the_gate(project: pytest.Pytester) -> None:
+    # No claim reached the baseline, so nothing resolved it, and the gate passed having checked
+    # nothing: a skipif that turned on for the new model emptied it.
+    project.makepyfile(test_hyp=TWO_NEGATIVE_CLAIMS)
+    args = ("--das-cache=readwrite", "--das-baseline-dir=b")
+    _run(project, *args, "--das-save-baseline=v1").assert_outcomes(passed=2)
+    project.makeconftest(
+        "import pytest\n\n\ndef pytest_runtest_setup(item):\n    pytest.skip('new model')\n"
+    )
+    skipped = _run(project, *args, "--das-compare=v1", "--das-json=report.json")
+    skipped.assert_outcomes(skipped=2)
+    assert skipped.ret == pytest.ExitCode.TESTS_FAILED
+    skipped.stdout.fnmatch_lines(
+        [
+            "  - test_hyp.py::test_dropped::impossible",
+            "  - test_hyp.py::test_kept::impossible",
+            "*das: FAILED: 2 claims of b/tiny/0001_v1.json not judged by this complete run*",
+        ]
+    )
+    run = json.loads((project.path / "report.json").read_text())["run"]
+    assert len(run["baseline_claims_not_judged"]) == 2
+    workers = _run(project, *args, "--das-compare=v1", "-n", "2", subprocess=True)
+    assert workers.ret == pytest.ExitCode.TESTS_FAILED
+    workers.stdout.fnmatch_lines(["*das: FAILED: 2 claims of b/tiny/0001_v1.json not judged*"])
+    # a baseline no das_session resolved is still one that must exist
+    typo = _run(project, *args, "--das-compare=v9")
+    assert typo.ret == pytest.ExitCode.TESTS_FAILED
+    typo.stdout.fnmatch_lines(["das: FAILED: --das-compare: *v9*"])
+    # cut short by the user, or narrowed to the skipped tests: noted, not failed
+    narrowed = _run(project, *args, "--das-compare=v1", "-k", "kept")
+    assert narrowed.ret == pytest.ExitCode.OK
+    narrowed.stdout.fnmatch_lines(["*not judged, as 1 test(s) were deselected*"])
+
+
 def test_a_frozen_run_judges_each_claim_with_its_saved_alignment_and_trains_nothing(
     project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
