@@ -242,24 +242,38 @@ def find_baseline(directory: Path, name: str) -> Path:
 
 
 def save_baseline(
-    path: Path, *, model: dict[str, Any], environment: dict[str, Any], records: list[dict[str, Any]]
+    path: Path,
+    *,
+    model: dict[str, Any],
+    environment: dict[str, Any],
+    records: list[dict[str, Any]],
+    searches: Iterable[dict[str, Any]] = (),
 ) -> None:
-    """Write the baseline JSON (records without their pairs), atomically, with a checksum."""
+    """Write the baseline JSON (records without their pairs, and the saved cells of recorded
+    ``searches``: each one's alignment file and the request a frozen run matches it by),
+    atomically, with a checksum."""
     entries = {}
     for record in records:
         entry = {k: v for k, v in record.items() if k not in ("pairs", "model", "outcome")}
         entries[entry_key(record)] = entry
-    atomic_write_json(
-        Path(path),
-        {
-            "schema_version": SCHEMA_VERSION,
-            "kind": BASELINE_KIND,
-            "model": model,
-            "environment": environment,
-            "entries": dict(sorted(entries.items())),
-        },
-        checksum=True,
-    )
+    cells = {
+        f"{search['test_id']}::search::{cell['site']}": {
+            k: cell[k] for k in ("site", "iia", "alignment_file", "request")
+        }
+        for search in searches
+        for cell in search["cells"]
+        if cell.get("alignment_file")
+    }
+    payload = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": BASELINE_KIND,
+        "model": model,
+        "environment": environment,
+        "entries": dict(sorted(entries.items())),
+    }
+    if cells:
+        payload["search_cells"] = dict(sorted(cells.items()))
+    atomic_write_json(Path(path), payload, checksum=True)
 
 
 def load_baseline(path: Path, *, what: str = "baseline") -> dict[str, Any]:

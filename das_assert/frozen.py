@@ -20,7 +20,7 @@ from das_assert.fit import FitConfig, FittedAlignment
 from das_assert.models import LoadedModel
 from das_assert.store import load_alignment
 
-__all__ = ["FrozenAlignmentMissing", "frozen_alignment"]
+__all__ = ["FrozenAlignmentMissing", "alignment_request", "frozen_alignment"]
 
 
 class FrozenAlignmentMissing(DasError):
@@ -37,28 +37,23 @@ def frozen_alignment(
     and ``config``, ready to evaluate on ``model``, and the report's ``alignment`` block: the
     file, the baseline, the model it was trained on, and whether that is another model."""
     path, payload = baseline
-    wanted = _request(
-        {
-            "hypothesis": experiment.hypothesis,
-            "variable": experiment.variable,
-            "site": str(experiment.site),
-            "seed": experiment.seed,
-            "n_train": experiment.n_train,
-            "data": experiment.data_record(),
-            "fit": config.as_dict(),
-        }
-    )
-    for _, entry in sorted(payload["entries"].items()):
-        if entry.get("alignment_file") and _request(_of_entry(entry)) == wanted:
+    wanted = _request(alignment_request(experiment, config))
+    saved = [(_of_entry(entry), entry) for _, entry in sorted(payload["entries"].items())]
+    cells = payload.get("search_cells")
+    if isinstance(cells, dict):  # a recorded search's cells (das.record_search), saved too
+        saved += [(cell.get("request"), cell) for _, cell in sorted(cells.items())]
+    for request, entry in saved:
+        if entry.get("alignment_file") and _request(request) == wanted:
             break
     else:
         raise FrozenAlignmentMissing(
             f"--das-frozen {path}: the baseline holds no alignment for {experiment.hypothesis} "
             f"({experiment.variable}) at {experiment.site}, seed {experiment.seed}, "
             f"{experiment.n_train} training pairs, method {config.method}: a claim added since "
-            "it was saved, other settings (das.yaml, the test's changes), or a search cell (a "
-            "search fits every cell, so it cannot run frozen: deselect it). Save a baseline "
-            "that holds it (--das-save-baseline), or run without --das-frozen"
+            "it was saved, other settings (das.yaml, the test's changes), or a search cell "
+            "(saved only for a search its test recorded with das.record_search, and only while "
+            "its cells' alignments total at most 1 GiB). Save a baseline that holds it "
+            "(--das-save-baseline), or run without --das-frozen"
         )
     file = path.parent / path.stem / entry["alignment_file"]
     interchange, manifest = load_alignment(file, hidden_size=model.config.hidden_size)
@@ -73,6 +68,20 @@ def frozen_alignment(
         "transfer": trained_on != model.fingerprint,
     }
     return fitted, source
+
+
+def alignment_request(experiment: Experiment, config: FitConfig) -> dict[str, Any]:
+    """What an alignment was trained for, as a frozen run matches it: hypothesis, variables,
+    site, seed, training pairs, prompts and fit settings."""
+    return {
+        "hypothesis": experiment.hypothesis,
+        "variable": experiment.variable,
+        "site": str(experiment.site),
+        "seed": experiment.seed,
+        "n_train": experiment.n_train,
+        "data": experiment.data_record(),
+        "fit": config.as_dict(),
+    }
 
 
 def _of_entry(entry: dict[str, Any]) -> dict[str, Any]:

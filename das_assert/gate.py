@@ -22,7 +22,14 @@ from das_assert.tasks.registry import causal_model_manifest
 if TYPE_CHECKING:
     from das_assert.session import DasSession
 
-__all__ = ["compare_with_baseline", "regression_message", "save_claim_alignment", "transfer"]
+__all__ = [
+    "SEARCH_CELLS_MAX_BYTES",
+    "compare_with_baseline",
+    "regression_message",
+    "save_claim_alignment",
+    "save_search_alignments",
+    "transfer",
+]
 
 
 def save_claim_alignment(
@@ -46,6 +53,49 @@ def save_claim_alignment(
     save_alignment(path, result.fitted.interchange, manifest)
     record["baseline_file"] = str(save_to)
     record["alignment_file"] = path.name
+
+
+#: A recorded search's cells are saved with a baseline while their alignments total at most
+#: this (float32 rotations: the embedded model's 8 cells 0.5 MiB; Llama-7B's 7 x 2 grid 0.9
+#: GiB, its 7 x 13 grid 5.7 GiB).
+SEARCH_CELLS_MAX_BYTES = 1 << 30
+
+
+def save_search_alignments(
+    session: DasSession, grid: Any, record: dict[str, Any], test_id: str
+) -> None:
+    """Write each cell's alignment of a recorded search beside the baseline being saved, naming
+    the file and the request it serves in the record's cells: a frozen run (``--das-frozen``)
+    then judges the search without fitting a cell. A grid too large to keep is noted in the
+    record (``cells_unsaved``) instead."""
+    from das_assert.frozen import alignment_request
+
+    save_to = session.save_to
+    assert save_to is not None
+    record.update(baseline_file=str(save_to), model=session.model.describe())
+    results = [grid.results[(cell["layer"], cell["position"])] for cell in record["cells"]]
+    size = sum(4 * result.fitted.interchange.d**2 for result in results)
+    if size > SEARCH_CELLS_MAX_BYTES:
+        record["cells_unsaved"] = (
+            f"{len(results)} cells of {size / 2**30:.1f} GiB (over "
+            f"{SEARCH_CELLS_MAX_BYTES / 2**30:.0f} GiB): a frozen run cannot judge this search"
+        )
+        return
+    for cell, result in zip(record["cells"], results, strict=True):
+        path = alignment_path(save_to.parent, save_to.name, f"{test_id}::search::{cell['site']}")
+        request = alignment_request(result.experiment, result.config)
+        manifest = {key: request[key] for key in ("hypothesis", "variable", "seed", "n_train")}
+        manifest.update(
+            site=cell["site"],
+            fit=request["fit"],
+            model=session.model.fingerprint,
+            iia=cell["iia"],
+            test_id=test_id,
+            search=True,
+            **causal_model_manifest(result.experiment.hypothesis),
+        )
+        save_alignment(path, result.fitted.interchange, manifest)
+        cell.update(alignment_file=path.name, request=request)
 
 
 def compare_with_baseline(

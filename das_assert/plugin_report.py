@@ -281,7 +281,7 @@ class Reporter:
                 )
 
     def _save_baseline_files(self, run: dict[str, Any], asked: str) -> None:
-        stems = {r["baseline_file"] for r in self.records if r.get("baseline_file")}
+        stems = {r["baseline_file"] for r in self.records + self.searches if r.get("baseline_file")}
         if not stems:  # nothing judged: a collection error, Ctrl-C before the first verdict
             why = (
                 "--collect-only ran no test"
@@ -296,23 +296,26 @@ class Reporter:
 
         for stem in sorted(stems):
             records = [r for r in self.records if r.get("baseline_file") == stem]
+            searches = [r for r in self.searches if r.get("baseline_file") == stem]
+            files = _alignment_files(stem, records, searches)
             name = Path(stem).name
-            unwritten = [r for r in records if r.get("alignment_unwritten")]
+            unwritten = [r for r in records + searches if r.get("alignment_unwritten")]
             if unwritten or not run["complete"]:
-                _remove_alignments(stem, records)
+                for file in files:
+                    file.unlink(missing_ok=True)
             if unwritten:  # a baseline without a claim's alignment could not gate its transfer
                 self._unwritten(
                     f"das: baseline {name}",
-                    f"the alignment file of {len(unwritten)} claim(s) could not be written "
-                    f"({unwritten[0]['alignment_unwritten']}); the "
-                    f"{len(records) - len(unwritten)} written for it were removed",
+                    f"the alignment files of {len(unwritten)} claim(s) or search(es) could not "
+                    f"be written ({unwritten[0]['alignment_unwritten']}); the {len(files)} "
+                    "written for it were removed",
                 )
                 continue
             if not run["complete"]:
                 self.notes.append(
                     f"das: baseline {name} NOT saved: the run did not complete (pytest exit "
                     f"{run['exit_code']}), and a baseline must hold the whole suite; the "
-                    f"{len(records)} alignment file(s) written for it were removed"
+                    f"{len(files)} alignment file(s) written for it were removed"
                 )
                 continue
             if Path(stem + ".json").exists():  # written since this run reserved the number
@@ -326,19 +329,27 @@ class Reporter:
             try:
                 save_baseline(
                     Path(stem + ".json"),
-                    model=records[0]["model"],
+                    model=(records + searches)[0]["model"],
                     environment=self._environment(),
                     records=records,
+                    searches=searches,
                 )
             except OutputWriteError as exc:  # its alignments, without it, would be a stray folder
-                _remove_alignments(stem, records)
+                for file in files:
+                    file.unlink(missing_ok=True)
                 self._unwritten(
                     f"das: baseline {name}",
-                    f"{exc}; the {len(records)} alignment file(s) written for it were removed",
+                    f"{exc}; the {len(files)} alignment file(s) written for it were removed",
                 )
                 continue
-            count = f"{len(records)} claim{'' if len(records) == 1 else 's'}"
+            count = _claims(len(records))
+            if cells := sum(len(s["cells"]) for s in searches if not s.get("cells_unsaved")):
+                count += f", {cells} search cell{'' if cells == 1 else 's'}"
             self.notes.append(f"das: baseline saved: {self._shown(stem + '.json')} ({count})")
+            for search in searches:
+                if why := search.get("cells_unsaved"):
+                    test = search["test_id"]
+                    self.notes.append(f"das: baseline {name} leaves out {test}'s {why}")
             if failed := sorted({r["claim"] for r in records if r.get("passed") is False}):
                 self.notes.append(
                     f"das: baseline {name} records {len(failed)} claim(s) that failed in this "
@@ -480,11 +491,13 @@ def _claims(count: int) -> str:
     return f"{count} claim{'' if count == 1 else 's'}"
 
 
-def _remove_alignments(stem: str, records: list[dict[str, Any]]) -> None:
-    """Delete the alignment files ``records`` wrote beside the baseline ``stem``, not saved."""
-    for record in records:
-        if record.get("alignment_file"):
-            (Path(stem) / record["alignment_file"]).unlink(missing_ok=True)
+def _alignment_files(
+    stem: str, records: list[dict[str, Any]], searches: list[dict[str, Any]]
+) -> list[Path]:
+    """The alignment files that claims ``records`` and the cells of ``searches`` wrote beside
+    the baseline ``stem``."""
+    named = records + [cell for search in searches for cell in search.get("cells", [])]
+    return [Path(stem) / r["alignment_file"] for r in named if r.get("alignment_file")]
 
 
 def _record(value: Any) -> dict[str, Any] | None:

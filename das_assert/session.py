@@ -31,7 +31,12 @@ from das_assert.evaluate import Evaluation
 from das_assert.experiment import Experiment, check_site, run_experiment
 from das_assert.fit import FitConfig
 from das_assert.frozen import frozen_alignment
-from das_assert.gate import compare_with_baseline, regression_message, save_claim_alignment
+from das_assert.gate import (
+    compare_with_baseline,
+    regression_message,
+    save_claim_alignment,
+    save_search_alignments,
+)
 from das_assert.messages import failure_message, reproduce_line, runnable_nodeid
 from das_assert.models import LoadedModel
 from das_assert.settings import ModelSettings
@@ -270,7 +275,13 @@ class DasRequest:
         """Put every cell of a search (``das_assert.search.search``) in the reports."""
         from das_assert.search import search_record
 
-        self.node.user_properties.append(("das_search", json.dumps(search_record(grid))))
+        record = search_record(grid)
+        if self.session.save_to is not None:  # its cells, so that a frozen run can judge it
+            try:
+                save_search_alignments(self.session, grid, record, self.node.nodeid)
+            except OutputWriteError as exc:  # the search stands; the baseline cannot be saved
+                record.update(alignment_unwritten=str(exc))
+        self.node.user_properties.append(("das_search", json.dumps(record)))
 
     def assert_aligned(
         self, result: AlignmentResult, *, claim: str, threshold: float | None = None

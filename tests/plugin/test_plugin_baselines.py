@@ -674,6 +674,79 @@ def test_a_frozen_run_judges_each_claim_with_its_saved_alignment_and_trains_noth
         assert record["transfer"]["iia"] == record["iia"]
 
 
+SEARCH_AND_CLAIM = """
+from das_assert.search import search
+
+
+def test_a_search(das, das_session):
+    grid = search(das_session.align, "left_boundary", layers=[0, 1], positions=["last"])
+    das.record_search(grid)
+    das.assert_not_aligned(grid.results[(1, "last")], claim="impossible")
+"""
+
+
+def test_a_frozen_run_judges_a_recorded_search_with_its_saved_cells(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A search fits every cell, and a baseline kept only its claims' alignments: a frozen run
+    # had to deselect the search, and the gate of a pull request skipped it.
+    fits = count_fits(monkeypatch)
+    project.makepyfile(test_search=SEARCH_AND_CLAIM)
+    args = ("--das-cache=off", "--das-baseline-dir=b", "test_search.py")
+    saved = _run(project, *args, "--das-save-baseline=v1", "--das-json=saved.json")
+    saved.assert_outcomes(passed=1)
+    saved.stdout.fnmatch_lines(
+        ["das: baseline saved: b/tiny/0001_v1.json (1 claim, 2 search cells)"]
+    )
+    assert fits == [1, 1]
+    baseline = json.loads((project.path / "b/tiny/0001_v1.json").read_text())
+    assert sorted(baseline["search_cells"]) == [
+        "test_search.py::test_a_search::search::block_output[layer=0, pos=last]",
+        "test_search.py::test_a_search::search::block_output[layer=1, pos=last]",
+    ]
+    for cell in baseline["search_cells"].values():
+        assert (project.path / "b/tiny/0001_v1" / cell["alignment_file"]).is_file()
+    fits.clear()
+    frozen = _run(project, *args, "--das-frozen=v1", "--das-json=frozen.json")
+    frozen.assert_outcomes(passed=1)
+    assert fits == []  # no cell trained
+    before, now = (
+        json.loads((project.path / name).read_text())["searches"][0]["cells"]
+        for name in ("saved.json", "frozen.json")
+    )
+    assert [(c["site"], c["iia"], c["boundary"]) for c in now] == [
+        (c["site"], c["iia"], c["boundary"]) for c in before
+    ]
+    # a cell the baseline lacks (another grid) still fails with the message that says why
+    project.makepyfile(test_search=SEARCH_AND_CLAIM.replace("[0, 1]", "[0, 1, 2]"))
+    wider = _run(project, *args, "--das-frozen=v1")
+    wider.assert_outcomes(failed=1)
+    wider.stdout.fnmatch_lines(
+        ["*holds no alignment for left_boundary (left) at block_output[[]layer=2*"]
+    )
+
+
+def test_a_baseline_leaves_out_the_cells_of_a_search_too_large_to_keep(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from das_assert import gate
+
+    monkeypatch.setattr(gate, "SEARCH_CELLS_MAX_BYTES", 1000)  # the tiny model's cells: 4 KiB
+    project.makepyfile(test_search=SEARCH_AND_CLAIM)
+    args = ("--das-cache=off", "--das-baseline-dir=b", "--das-save-baseline=v1", "test_search.py")
+    result = _run(project, *args)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "das: baseline saved: b/tiny/0001_v1.json (1 claim)",
+            "das: baseline 0001_v1 leaves out test_search.py::test_a_search's 2 cells of 0.0 GiB "
+            "(over 0 GiB): a frozen run cannot judge this search",
+        ]
+    )
+    assert "search_cells" not in json.loads((project.path / "b/tiny/0001_v1.json").read_text())
+    assert len(list((project.path / "b/tiny/0001_v1").iterdir())) == 1  # the claim's alone
+
+
 def test_a_frozen_run_fails_a_request_its_baseline_holds_no_alignment_for(
     project: pytest.Pytester,
 ) -> None:
