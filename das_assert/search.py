@@ -136,7 +136,15 @@ def search_record(grid: SearchGrid) -> dict[str, Any]:
                 "boundary": result.boundary_text(),
             }
         )
-    return {**grid.to_dict(), "cells": cells, "confirmation_error": unconfirmed}
+    frozen = sorted(
+        {Path(r.alignment["baseline"]).name for r in grid.results.values() if r.alignment}
+    )
+    return {
+        **grid.to_dict(),
+        "cells": cells,
+        "confirmation_error": unconfirmed,
+        "frozen_from": frozen or None,  # --das-frozen: the baselines its cells' alignments are
+    }
 
 
 def grid_table(grid: SearchGrid) -> str:

@@ -168,8 +168,11 @@ def search_lines(searches: list[dict[str, Any]]) -> list[str]:
     for search in searches:
         rows = [_SEARCH_HEADINGS, *search_rows(search)]
         widths = [max(len(row[i]) for row in rows) for i in range(len(_SEARCH_HEADINGS))]
+        fitted = "one alignment per cell"
+        if frozen := search.get("frozen_from"):
+            fitted = f"each cell's saved alignment (frozen: {', '.join(frozen)})"
         lines.append(
-            f"--- search: {search['hypothesis']}, one alignment per cell, Wilson 95% CI "
+            f"--- search: {search['hypothesis']}, {fitted}, Wilson 95% CI "
             f"(* the best cell; judged on fresh pairs) ({search['test_id']})"
         )
         for row in rows:

@@ -710,6 +710,9 @@ def test_a_frozen_run_judges_a_recorded_search_with_its_saved_cells(
     frozen = _run(project, *args, "--das-frozen=v1", "--das-json=frozen.json")
     frozen.assert_outcomes(passed=1)
     assert fits == []  # no cell trained
+    frozen.stdout.fnmatch_lines(
+        ["--- search: left_boundary, each cell's saved alignment (frozen: 0001_v1.json), *"]
+    )
     before, now = (
         json.loads((project.path / name).read_text())["searches"][0]["cells"]
         for name in ("saved.json", "frozen.json")
