@@ -520,6 +520,13 @@ def test_a_folder_reserved_by_a_killed_run_is_named_after_a_day(project: pytest.
     )
 
 
+def _gate_failed(result: pytest.RunResult, outcomes: dict[str, int], *lines: str) -> None:
+    """The run had ``outcomes`` and failed the gate (exit 1), saying ``lines``."""
+    result.assert_outcomes(**outcomes)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(list(lines))
+
+
 TWO_NEGATIVE_CLAIMS = """
 import pytest
 
@@ -568,17 +575,15 @@ def test_a_complete_run_that_judges_fewer_claims_than_its_baseline_fails_the_gat
     result = _run(
         project, *args, "--das-compare=v1", "--das-json=report.json", "--das-markdown=r.md"
     )
-    result.assert_outcomes(passed=1)
-    assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(
-        [
-            "Baseline entries with no test in this run (b/tiny/0001_v1.json):",
-            "  - test_hyp.py::test_dropped::impossible",
-            "  - test_other.py::test_dropped::impossible",
-            "  - test_other.py::test_kept::impossible",
-            "*das: FAILED: 3 claims of b/tiny/0001_v1.json not judged by this complete run "
-            "(listed above): a gate that cannot check a claim does not pass.*",
-        ]
+    _gate_failed(
+        result,
+        {"passed": 1},
+        "Baseline entries with no test in this run (b/tiny/0001_v1.json):",
+        "  - test_hyp.py::test_dropped::impossible",
+        "  - test_other.py::test_dropped::impossible",
+        "  - test_other.py::test_kept::impossible",
+        "*das: FAILED: 3 claims of b/tiny/0001_v1.json not judged by this complete run "
+        "(listed above): a gate that cannot check a claim does not pass.*",
     )
     # the Markdown, whose notes say "listed above", lists them too
     assert "- Baseline entries with no test in this run (b/tiny/0001_v1.json):\n  - test_hyp" in (
@@ -617,14 +622,12 @@ def test_a_compare_run_whose_das_tests_all_skip_fails_the_gate(project: pytest.P
         "import pytest\n\n\ndef pytest_runtest_setup(item):\n    pytest.skip('new model')\n"
     )
     skipped = _run(project, *args, "--das-compare=v1", "--das-json=report.json")
-    skipped.assert_outcomes(skipped=2)
-    assert skipped.ret == pytest.ExitCode.TESTS_FAILED
-    skipped.stdout.fnmatch_lines(
-        [
-            "  - test_hyp.py::test_dropped::impossible",
-            "  - test_hyp.py::test_kept::impossible",
-            "*das: FAILED: 2 claims of b/tiny/0001_v1.json not judged by this complete run*",
-        ]
+    _gate_failed(
+        skipped,
+        {"skipped": 2},
+        "  - test_hyp.py::test_dropped::impossible",
+        "  - test_hyp.py::test_kept::impossible",
+        "*das: FAILED: 2 claims of b/tiny/0001_v1.json not judged by this complete run*",
     )
     run = json.loads((project.path / "report.json").read_text())["run"]
     assert len(run["baseline_claims_not_judged"]) == 2
