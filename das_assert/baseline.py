@@ -19,6 +19,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +33,20 @@ from das_assert.store import (
 )
 
 __all__ = [
+    "ABANDONED_AFTER_S",
     "abandoned_reservations",
     "alignment_path",
     "baseline_entries_not_judged",
     "entry_key",
     "find_baseline",
+    "is_baseline_file",
     "load_baseline",
     "matching_key",
     "next_baseline_name",
     "release_reservation",
     "reservations",
     "reserve_baseline_name",
+    "reserved_since",
     "save_baseline",
     "slug",
 ]
@@ -203,6 +207,20 @@ def abandoned_reservations(directory: Path, run_token: str, now: float) -> list[
     )
 
 
+def reserved_since(folder: Path) -> float | None:
+    """When a run reserved ``folder`` (its token file's time), or None: not a reservation."""
+    marker = _marker(Path(folder))
+    try:
+        return marker.stat().st_mtime if marker is not None else None
+    except OSError:  # released meanwhile
+        return None
+
+
+def is_baseline_file(path: Path) -> bool:
+    """Whether ``path`` is named as a saved baseline is (``NNNN_name.json``)."""
+    return bool(_NUMBERED.match(Path(path).name)) and Path(path).is_file()
+
+
 def release_reservation(folder: Path) -> None:
     """Drop the run's token from its folder; the folder itself goes if nothing else is in it."""
     folder = Path(folder)
@@ -267,6 +285,7 @@ def save_baseline(
     payload = {
         "schema_version": SCHEMA_VERSION,
         "kind": BASELINE_KIND,
+        "saved_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),  # UTC, as listings show it
         "model": model,
         "environment": environment,
         "entries": dict(sorted(entries.items())),

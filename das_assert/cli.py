@@ -1,4 +1,5 @@
-"""Command line: ``python -m das_assert fit | evaluate | search | compare | train-embedded``.
+"""Command line: ``python -m das_assert fit | evaluate | search | compare | baselines |
+train-embedded``.
 
 Exit codes: 0 ok; 1 a claim failed (verdict not ``aligned`` when ``--threshold`` is given, or
 ``compare`` found a regression); 2 a usage or input error, with a message that names the fix;
@@ -315,11 +316,23 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 1 if any(counts.values()) else 0
 
 
+def _cmd_baselines(args: argparse.Namespace) -> int:
+    from das_assert.baseline_list import baseline_listing, listing_text
+    from das_assert.store import atomic_write_json
+
+    listing = baseline_listing(args.dir, model=args.model)
+    print(listing_text(listing), end="")
+    if args.json:
+        atomic_write_json(args.json, listing)
+    return 0
+
+
 COMMANDS = {
     "fit": _cmd_fit,
     "search": _cmd_search,
     "evaluate": _cmd_evaluate,
     "compare": _cmd_compare,
+    "baselines": _cmd_baselines,
     "train-embedded": _cmd_train_embedded,
 }
 

@@ -420,6 +420,18 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
         help="also write the table as Markdown (e.g. $GITHUB_STEP_SUMMARY)",
     )
 
+    listing = commands.add_parser(
+        "baselines", help="list the saved baselines per model, and folders that hold none"
+    )
+    listing.add_argument(
+        "--dir",
+        type=path_arg,
+        default=Path("hypotheses/baselines"),
+        help="the baseline directory (pytest's --das-baseline-dir; default %(default)s)",
+    )
+    listing.add_argument("--model", metavar="KEY", help="only this model's (its das.yaml key)")
+    listing.add_argument("--json", type=path_arg, metavar="OUT", help="also write it as JSON")
+
     train = commands.add_parser("train-embedded", help="retrain the embedded model from scratch")
     train.add_argument(
         "--out", type=path_arg, required=True, metavar="DIR", help="the model directory to write"

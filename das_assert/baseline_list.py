@@ -1,0 +1,154 @@
+"""``das_assert baselines``: what a baseline directory holds, per model, oldest first.
+
+For each saved baseline: its number and name (what ``--das-compare`` and ``--das-frozen`` take),
+when it was saved, its claims and how many failed in the run that saved them, its search cells,
+and the weights it was saved on; which one ``latest`` is. Also the folders that hold no
+baseline: a run's reservation (a run saving now, or one killed before it could finish) and an
+alignment folder whose JSON is gone. A baseline that cannot be read is listed with the reason,
+never skipped: it is what a ``--das-compare`` naming it would stop on.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from das_assert.baseline import (
+    ABANDONED_AFTER_S,
+    is_baseline_file,
+    load_baseline,
+    reserved_since,
+)
+from das_assert.errors import DasError, InvalidArgument
+
+__all__ = ["baseline_listing", "listing_text"]
+
+
+def baseline_listing(root: Path, *, model: str | None = None) -> dict[str, Any]:
+    """The baselines under ``root`` (``--das-baseline-dir``), one block per model folder (only
+    ``model``'s where given).
+
+    Raises:
+        InvalidArgument: ``root`` is no directory, or holds no folder ``model``.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InvalidArgument(
+            f"no baseline directory {root}: give the one pytest saves into (--dir; pytest's "
+            "--das-baseline-dir, by default hypotheses/baselines under its rootdir)"
+        )
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    if model is not None:
+        if not (root / model).is_dir():
+            present = ", ".join(p.name for p in folders) or "none"
+            raise InvalidArgument(f"no baselines of model {model!r} in {root}; present: {present}")
+        folders = [root / model]
+    now = time.time()
+    return {"root": str(root), "models": [_model_block(folder, now) for folder in folders]}
+
+
+def _model_block(folder: Path, now: float) -> dict[str, Any]:
+    files = sorted(p for p in folder.iterdir() if is_baseline_file(p))
+    saved = [_baseline_row(path) for path in files]
+    stems = {path.stem for path in files}
+    others = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and p.name[:4].isdigit()):
+        since = reserved_since(sub)
+        if since is not None:
+            others.append(
+                {
+                    "folder": sub.name,
+                    "state": "abandoned" if now - since > ABANDONED_AFTER_S else "reserved",
+                    "since": _utc(since),
+                }
+            )
+        elif sub.name not in stems:
+            others.append({"folder": sub.name, "state": "orphaned", "since": None})
+    return {
+        "model": folder.name,
+        "directory": str(folder),
+        "latest": files[-1].stem if files else None,
+        "baselines": saved,
+        "other_folders": others,
+    }
+
+
+def _baseline_row(path: Path) -> dict[str, Any]:
+    number, _, name = path.stem.partition("_")
+    row: dict[str, Any] = {"file": path.name, "number": number, "name": name}
+    try:
+        payload = load_baseline(path)
+    except DasError as exc:
+        return {**row, "error": str(exc)}
+    entries = payload["entries"].values()
+    weights = ((payload.get("model") or {}).get("fingerprint") or {}).get("weights")
+    saved_at = payload.get("saved_at")
+    return {
+        **row,
+        "saved_at": saved_at or _utc(path.stat().st_mtime),
+        "saved_at_from": "baseline" if saved_at else "file time",  # before 2026-12-04
+        "claims": len(entries),
+        "failed": sum(1 for entry in entries if entry.get("passed") is False),
+        "search_cells": len(payload.get("search_cells") or {}),
+        "weights": weights,
+        "error": None,
+    }
+
+
+def _utc(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def listing_text(listing: dict[str, Any]) -> str:
+    """The listing as the terminal shows it: a table per model folder."""
+    lines = []
+    for block in listing["models"]:
+        count = len(block["baselines"])
+        latest = f"; latest = {block['latest']}" if block["latest"] else ""
+        lines.append(f"{block['directory']}: {count} baseline{'' if count == 1 else 's'}{latest}")
+        rows = [("number", "name", "saved (UTC)", "claims", "search cells", "weights")]
+        notes = []
+        for row in block["baselines"]:
+            if row["error"]:
+                notes.append(f"  {row['file']}: unreadable: {row['error']}")
+                continue
+            failed = f" ({row['failed']} failed)" if row["failed"] else ""
+            when = row["saved_at"] + ("*" if row["saved_at_from"] == "file time" else "")
+            rows.append(
+                (
+                    row["number"],
+                    row["name"],
+                    when,
+                    f"{row['claims']}{failed}",
+                    str(row["search_cells"]),
+                    row["weights"] or "-",
+                )
+            )
+        if len(rows) > 1:
+            widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+            lines += [
+                "  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
+                for r in rows
+            ]
+        if any(r["saved_at_from"] == "file time" for r in block["baselines"] if not r["error"]):
+            notes.append("  * the file's time: saved before baselines recorded it")
+        for other in block["other_folders"]:
+            notes.append(f"  {other['folder']}/: {_other_text(other)}")
+        lines += notes
+    return "\n".join(lines) + "\n"
+
+
+def _other_text(other: dict[str, Any]) -> str:
+    if other["state"] == "reserved":
+        return f"reserved by a run since {other['since']}: it is saving a baseline now"
+    if other["state"] == "abandoned":
+        return (
+            f"reserved since {other['since']} by a run that never finished (killed?): delete "
+            "it unless a run is still saving into it"
+        )
+    return (
+        "no baseline JSON beside it (a save that did not finish, or a JSON deleted): delete "
+        "it, or restore the JSON"
+    )
