@@ -275,9 +275,7 @@ def save_baseline(
         entry = {k: v for k, v in record.items() if k not in ("pairs", "model", "outcome")}
         entries[entry_key(record)] = entry
     cells = {
-        f"{search['test_id']}::search::{cell['site']}": {
-            k: cell[k] for k in ("site", "iia", "alignment_file", "request")
-        }
+        cell["baseline_key"]: {k: cell[k] for k in ("site", "iia", "alignment_file", "request")}
         for search in searches
         for cell in search["cells"]
         if cell.get("alignment_file")

@@ -5,6 +5,8 @@ compared with the baseline's entry, and the baseline's frozen alignment applied 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,14 +78,19 @@ def save_search_alignments(
     results = [grid.results[(cell["layer"], cell["position"])] for cell in record["cells"]]
     size = sum(4 * result.fitted.interchange.d**2 for result in results)
     if size > SEARCH_CELLS_MAX_BYTES:
+        cells = f"{len(results)} cell{'' if len(results) == 1 else 's'}"
         record["cells_unsaved"] = (
-            f"{len(results)} cells of {size / 2**30:.1f} GiB (over "
-            f"{SEARCH_CELLS_MAX_BYTES / 2**30:.0f} GiB): a frozen run cannot judge this search"
+            f"{cells} of {size / 2**30:.1f} GiB (over {SEARCH_CELLS_MAX_BYTES / 2**30:.0f} "
+            "GiB): a frozen run cannot judge this search"
         )
         return
     for cell, result in zip(record["cells"], results, strict=True):
-        path = alignment_path(save_to.parent, save_to.name, f"{test_id}::search::{cell['site']}")
         request = alignment_request(result.experiment, result.config)
+        # one key per request: a test may record two searches over the same sites
+        text = json.dumps(request, sort_keys=True, default=str)
+        digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+        key = f"{test_id}::search::{cell['site']}::{digest}"
+        path = alignment_path(save_to.parent, save_to.name, key)
         manifest = {key: request[key] for key in ("hypothesis", "variable", "seed", "n_train")}
         manifest.update(
             site=cell["site"],
@@ -95,7 +102,7 @@ def save_search_alignments(
             **causal_model_manifest(result.experiment.hypothesis),
         )
         save_alignment(path, result.fitted.interchange, manifest)
-        cell.update(alignment_file=path.name, request=request)
+        cell.update(baseline_key=key, alignment_file=path.name, request=request)
 
 
 def compare_with_baseline(

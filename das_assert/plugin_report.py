@@ -300,15 +300,23 @@ class Reporter:
             files = _alignment_files(stem, records, searches)
             name = Path(stem).name
             unwritten = [r for r in records + searches if r.get("alignment_unwritten")]
+            which = " and ".join(
+                f"{len(kind)} {noun}"
+                for kind, noun in (
+                    ([r for r in records if r.get("alignment_unwritten")], "claim(s)"),
+                    ([r for r in searches if r.get("alignment_unwritten")], "search(es)"),
+                )
+                if kind
+            )
             if unwritten or not run["complete"]:
                 for file in files:
                     file.unlink(missing_ok=True)
             if unwritten:  # a baseline without a claim's alignment could not gate its transfer
                 self._unwritten(
                     f"das: baseline {name}",
-                    f"the alignment files of {len(unwritten)} claim(s) or search(es) could not "
-                    f"be written ({unwritten[0]['alignment_unwritten']}); the {len(files)} "
-                    "written for it were removed",
+                    f"the alignment file of {which} could not be written "
+                    f"({unwritten[0]['alignment_unwritten']}); the {len(files)} written for it "
+                    "were removed",
                 )
                 continue
             if not run["complete"]:

@@ -685,6 +685,9 @@ def test_a_search(das, das_session):
     grid = search(das_session.align, "left_boundary", layers=[0, 1], positions=["last"])
     das.record_search(grid)
     das.assert_not_aligned(grid.results[(1, "last")], claim="impossible")
+    # a second search over one of the same sites, in the same test
+    other = search(das_session.align, "left_and_right_boundary", layers=[1], positions=["last"])
+    das.record_search(other)
 """
 
 
@@ -699,14 +702,16 @@ def test_a_frozen_run_judges_a_recorded_search_with_its_saved_cells(
     saved = _run(project, *args, "--das-save-baseline=v1", "--das-json=saved.json")
     saved.assert_outcomes(passed=1)
     saved.stdout.fnmatch_lines(
-        ["das: baseline saved: b/tiny/0001_v1.json (1 claim, 2 search cells)"]
+        ["das: baseline saved: b/tiny/0001_v1.json (1 claim, 3 search cells)"]
     )
-    assert fits == [1, 1]
+    assert fits == [1, 1, 1]
     baseline = json.loads((project.path / "b/tiny/0001_v1.json").read_text())
-    assert sorted(baseline["search_cells"]) == [
+    keys = sorted(key.rsplit("::", 1)[0] for key in baseline["search_cells"])
+    assert keys == [
         "test_search.py::test_a_search::search::block_output[layer=0, pos=last]",
         "test_search.py::test_a_search::search::block_output[layer=1, pos=last]",
-    ]
+        "test_search.py::test_a_search::search::block_output[layer=1, pos=last]",
+    ]  # the two searches' cells at layer 1 are kept apart
     for cell in baseline["search_cells"].values():
         assert (project.path / "b/tiny/0001_v1" / cell["alignment_file"]).is_file()
     fits.clear()
@@ -717,12 +722,14 @@ def test_a_frozen_run_judges_a_recorded_search_with_its_saved_cells(
         ["--- search: left_boundary, each cell's saved alignment (frozen: 0001_v1.json), *"]
     )
     before, now = (
-        json.loads((project.path / name).read_text())["searches"][0]["cells"]
+        [
+            (c["site"], c["iia"], c["boundary"])
+            for search in json.loads((project.path / name).read_text())["searches"]
+            for c in search["cells"]
+        ]
         for name in ("saved.json", "frozen.json")
     )
-    assert [(c["site"], c["iia"], c["boundary"]) for c in now] == [
-        (c["site"], c["iia"], c["boundary"]) for c in before
-    ]
+    assert now == before
     # a cell the baseline lacks (another grid) still fails with the message that says why
     project.makepyfile(test_search=SEARCH_AND_CLAIM.replace("[0, 1]", "[0, 1, 2]"))
     wider = _run(project, *args, "--das-frozen=v1")
@@ -747,6 +754,7 @@ def test_a_baseline_leaves_out_the_cells_of_a_search_too_large_to_keep(
             "das: baseline saved: b/tiny/0001_v1.json (1 claim)",
             "das: baseline 0001_v1 leaves out test_search.py::test_a_search's 2 cells of 0.0 GiB "
             "(over 0 GiB): a frozen run cannot judge this search",
+            "das: baseline 0001_v1 leaves out test_search.py::test_a_search's 1 cell of *",
         ]
     )
     assert "search_cells" not in json.loads((project.path / "b/tiny/0001_v1.json").read_text())
