@@ -91,7 +91,7 @@ def save_search_alignments(
         digest = hashlib.sha256(text.encode()).hexdigest()[:12]
         key = f"{test_id}::search::{cell['site']}::{digest}"
         path = alignment_path(save_to.parent, save_to.name, key)
-        manifest = {key: request[key] for key in ("hypothesis", "variable", "seed", "n_train")}
+        manifest = {name: request[name] for name in ("hypothesis", "variable", "seed", "n_train")}
         manifest.update(
             site=cell["site"],
             fit=request["fit"],

@@ -15,10 +15,10 @@ from typing import Any, NoReturn
 
 import pytest
 
+from das_assert.plugin_baselines import baseline_setup
 from das_assert.plugin_fuzz import all_rejected, apply_fuzz_profile, register_profiles
 from das_assert.plugin_options import (
     add_options,
-    baseline_root,
     check_output_paths,
     refused_values,
     reproduce_options,
@@ -372,7 +372,10 @@ def das_session(request: pytest.FixtureRequest) -> Any:
         reporter.model_loaded(model)
     for message in misspelt_claims(settings):
         warnings.warn(ConfigWarning(message), stacklevel=1)
-    baselines = _baseline_setup(config, settings)
+    try:
+        baselines = baseline_setup(config, settings, config.stash.get(_CHECKS, []))
+    except DasError as exc:
+        _setup_failed(config, str(exc))
     if cache is not None and isinstance(model, LoadedModel) and model.digest_memo is None:
         # The weights' sha256 (the cache key's fingerprint) is read again only when they change.
         model.digest_memo = DigestMemo(cache.directory / "digests.json", writes=cache.writes)
@@ -427,56 +430,6 @@ def _cuda_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def _baseline_setup(config: pytest.Config, settings: Any) -> dict[str, Any]:
-    """Where this run saves its baseline, the baseline it compares with, and the one a frozen
-    run (``--das-frozen``) takes its alignments from (each if any)."""
-    from das_assert.baseline import load_baseline, reserve_baseline_name
-    from das_assert.errors import DasError
-
-    directory = baseline_root(config) / settings.key
-    out: dict[str, Any] = {"compare_checks": config.stash.get(_CHECKS, [])}
-    name = config.getoption("das_save_baseline")
-    if name:
-        try:
-            out["save_to"] = directory / reserve_baseline_name(directory, name, run_token(config))
-        except OSError as exc:
-            _setup_failed(
-                config,
-                f"das_assert --das-save-baseline: cannot reserve a baseline in {directory}: "
-                f"{exc}; give a writable --das-baseline-dir",
-            )
-    for option, field in (("das_compare", "baseline"), ("das_frozen", "frozen")):
-        reference = config.getoption(option)
-        if not reference:
-            continue
-        try:
-            path = _baseline_file(config, settings, reference)
-            out[field] = (path, load_baseline(path))
-        except DasError as exc:
-            _setup_failed(config, f"das_assert --{option.replace('_', '-')}: {exc}")
-    return out
-
-
-def _baseline_file(config: pytest.Config, settings: Any, reference: str) -> Path:
-    """The baseline file that ``reference`` (``--das-compare`` or ``--das-frozen``) names.
-
-    Raises:
-        DasError: no such baseline.
-    """
-    from das_assert.baseline import find_baseline
-    from das_assert.settings import load_settings
-
-    if reference.endswith(".json"):  # a baseline file, wherever it is
-        return Path(reference)
-    root = baseline_root(config)
-    # KEY/NAME of another model's baselines, or NAME (release/v2) of this one's
-    key, _, name = reference.rpartition("/")
-    other = key and (key in load_settings(settings.source) or (root / key).is_dir())
-    if other:
-        return find_baseline(root / key, name)
-    return find_baseline(root / settings.key, reference)
-
-
 def compared_baseline(config: pytest.Config, session: pytest.Session) -> Path:
     """The baseline file ``--das-compare`` names, resolved as the ``das_session`` fixture does:
     for a run in which no claim reached it (every das test skipped, say).
@@ -484,7 +437,9 @@ def compared_baseline(config: pytest.Config, session: pytest.Session) -> Path:
     Raises:
         DasError: das.yaml, the model directory or the baseline is missing or invalid.
     """
-    return _baseline_file(config, _model_settings(config, session), config.getoption("das_compare"))
+    from das_assert.plugin_baselines import baseline_file
+
+    return baseline_file(config, _model_settings(config, session), config.getoption("das_compare"))
 
 
 def _setup_failed(config: pytest.Config, message: str) -> NoReturn:

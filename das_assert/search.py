@@ -143,7 +143,7 @@ def search_record(grid: SearchGrid) -> dict[str, Any]:
         **grid.to_dict(),
         "cells": cells,
         "confirmation_error": unconfirmed,
-        "frozen_from": frozen or None,  # --das-frozen: the baselines its cells' alignments are
+        "frozen_from": frozen or None,  # --das-frozen: where its cells' alignments came from
     }
 
 

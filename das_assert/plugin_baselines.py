@@ -1,0 +1,346 @@
+"""Baselines in the pytest plugin: at setup, the one a run saves into (its number reserved), the
+one it compares with and the one a frozen run takes its alignments from; at the end (the
+reporter's part), saving the baseline of a complete run (claims, their alignments and recorded
+searches' cells), naming the ones compared with, and failing a complete run that did not judge
+every claim of its baseline."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from das_assert.errors import DasError, OutputWriteError, SetupError
+from das_assert.plugin_options import baseline_root, run_token
+
+__all__ = ["BaselineReporting", "baseline_file", "baseline_setup"]
+
+
+def baseline_setup(config: pytest.Config, settings: Any, checks: list[Any]) -> dict[str, Any]:
+    """Where this run saves its baseline, the baseline it compares with (and its
+    ``--das-compare-fail`` ``checks``), and the one a frozen run (``--das-frozen``) takes its
+    alignments from (each if any), as ``DasSession`` fields.
+
+    Raises:
+        SetupError: the baseline cannot be reserved, or one named does not exist or is invalid.
+    """
+    from das_assert.baseline import load_baseline, reserve_baseline_name
+
+    directory = baseline_root(config) / settings.key
+    out: dict[str, Any] = {"compare_checks": checks}
+    name = config.getoption("das_save_baseline")
+    if name:
+        try:
+            out["save_to"] = directory / reserve_baseline_name(directory, name, run_token(config))
+        except OSError as exc:
+            raise SetupError(
+                f"das_assert --das-save-baseline: cannot reserve a baseline in {directory}: "
+                f"{exc}; give a writable --das-baseline-dir"
+            ) from None
+    for option, field in (("das_compare", "baseline"), ("das_frozen", "frozen")):
+        reference = config.getoption(option)
+        if not reference:
+            continue
+        try:
+            path = baseline_file(config, settings, reference)
+            out[field] = (path, load_baseline(path))
+        except DasError as exc:
+            raise SetupError(f"das_assert --{option.replace('_', '-')}: {exc}") from None
+    return out
+
+
+def baseline_file(config: pytest.Config, settings: Any, reference: str) -> Path:
+    """The baseline file that ``reference`` (``--das-compare`` or ``--das-frozen``) names.
+
+    Raises:
+        DasError: no such baseline.
+    """
+    from das_assert.baseline import find_baseline
+    from das_assert.settings import load_settings
+
+    if reference.endswith(".json"):  # a baseline file, wherever it is
+        return Path(reference)
+    root = baseline_root(config)
+    # KEY/NAME of another model's baselines, or NAME (release/v2) of this one's
+    key, _, name = reference.rpartition("/")
+    other = key and (key in load_settings(settings.source) or (root / key).is_dir())
+    if other:
+        return find_baseline(root / key, name)
+    return find_baseline(root / settings.key, reference)
+
+
+class BaselineReporting:
+    """Mixed into ``plugin_report.Reporter``, which holds the records and writes the notes."""
+
+    config: pytest.Config
+    records: list[dict[str, Any]]
+    searches: list[dict[str, Any]]
+    notes: list[str]
+
+    def _shown(self, path: str) -> str:
+        raise NotImplementedError
+
+    def _unwritten(self, what: str, exc: Exception | str) -> None:
+        raise NotImplementedError
+
+    def _environment(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _save_baseline(self, run: dict[str, Any]) -> None:
+        """Save the baseline of a complete run; a run cut short (Ctrl-C, -x, a collection
+        error) saves none and removes the alignment files it wrote for it, for a later
+        ``--das-compare latest`` would take the fragment for the whole suite."""
+        asked = self.config.getoption("das_save_baseline")
+        if not asked:
+            return
+        try:
+            self._save_baseline_files(run, asked)
+        finally:  # the folders this run reserved: their tokens go, and each folder left empty
+            from das_assert.baseline import (
+                RESERVED_BY,
+                abandoned_reservations,
+                release_reservation,
+                reservations,
+            )
+
+            root = baseline_root(self.config)
+            token, now = run_token(self.config), time.time()
+            try:
+                for directory in root.iterdir() if root.is_dir() else ():
+                    for folder in reservations(directory, token):
+                        release_reservation(folder)
+                    for folder in abandoned_reservations(directory, token, now):
+                        self.notes.append(
+                            f"das: {self._shown(str(folder))}/ was reserved more than a day ago "
+                            "by a run that never finished (killed?) and keeps its number: "
+                            "delete it unless a run is still saving into it"
+                        )
+            except OSError as exc:  # a folder this user may not list: the reports still go out
+                self.notes.append(
+                    f"das: the baseline folders this run reserved under {self._shown(str(root))} "
+                    f"could not all be released ({exc}); a folder holding only a "
+                    f"{RESERVED_BY} file can be deleted"
+                )
+
+    def _save_baseline_files(self, run: dict[str, Any], asked: str) -> None:
+        stems = {r["baseline_file"] for r in self.records + self.searches if r.get("baseline_file")}
+        if not stems:  # nothing judged: a collection error, Ctrl-C before the first verdict
+            why = (
+                "--collect-only ran no test"
+                if self.config.getoption("collectonly")
+                else f"the run did not complete (pytest exit {run['exit_code']})"
+                if not run["complete"]
+                else "no claim reached a verdict"
+            )
+            self.notes.append(f"das: baseline {asked} NOT saved: {why}")
+            return
+        from das_assert.baseline import save_baseline
+
+        for stem in sorted(stems):
+            records = [r for r in self.records if r.get("baseline_file") == stem]
+            searches = [r for r in self.searches if r.get("baseline_file") == stem]
+            files = _alignment_files(stem, records, searches)
+            name = Path(stem).name
+            unwritten = [r for r in records + searches if r.get("alignment_unwritten")]
+            which = " and ".join(
+                f"{len(kind)} {noun}"
+                for kind, noun in (
+                    ([r for r in records if r.get("alignment_unwritten")], "claim(s)"),
+                    ([r for r in searches if r.get("alignment_unwritten")], "search(es)"),
+                )
+                if kind
+            )
+            if unwritten or not run["complete"]:
+                for file in files:
+                    file.unlink(missing_ok=True)
+            if unwritten:  # a baseline without a claim's alignment could not gate its transfer
+                self._unwritten(
+                    f"das: baseline {name}",
+                    f"the alignment file of {which} could not be written "
+                    f"({unwritten[0]['alignment_unwritten']}); the {len(files)} written for it "
+                    "were removed",
+                )
+                continue
+            if not run["complete"]:
+                self.notes.append(
+                    f"das: baseline {name} NOT saved: the run did not complete (pytest exit "
+                    f"{run['exit_code']}), and a baseline must hold the whole suite; the "
+                    f"{len(files)} alignment file(s) written for it were removed"
+                )
+                continue
+            if Path(stem + ".json").exists():  # written since this run reserved the number
+                self.notes.append(
+                    f"das: baseline {name} NOT saved: {self._shown(stem + '.json')} was written "
+                    "by another process (an earlier das_assert, which did not reserve its "
+                    "number, or by hand) while this run ran, and is not replaced; this run's "
+                    f"alignment files are in {self._shown(stem)}/: delete both and save again"
+                )
+                continue
+            try:
+                save_baseline(
+                    Path(stem + ".json"),
+                    model=(records + searches)[0]["model"],
+                    environment=self._environment(),
+                    records=records,
+                    searches=searches,
+                )
+            except OutputWriteError as exc:  # its alignments, without it, would be a stray folder
+                for file in files:
+                    file.unlink(missing_ok=True)
+                self._unwritten(
+                    f"das: baseline {name}",
+                    f"{exc}; the {len(files)} alignment file(s) written for it were removed",
+                )
+                continue
+            count = _claims(len(records))
+            if cells := sum(len(s["cells"]) for s in searches if not s.get("cells_unsaved")):
+                count += f", {cells} search cell{'' if cells == 1 else 's'}"
+            self.notes.append(f"das: baseline saved: {self._shown(stem + '.json')} ({count})")
+            for search in searches:
+                if why := search.get("cells_unsaved"):
+                    test = search["test_id"]
+                    self.notes.append(f"das: baseline {name} leaves out {test}'s {why}")
+            if failed := sorted({r["claim"] for r in records if r.get("passed") is False}):
+                self.notes.append(
+                    f"das: baseline {name} records {len(failed)} claim(s) that failed in this "
+                    f"run ({', '.join(failed)}): a --das-compare against it gates those numbers "
+                    "as they are; save it from a passing run to gate against claims that hold"
+                )
+            if run["selection"]:
+                self.notes.append(
+                    f"das: baseline {name} holds only the {len(records)} claim(s) selected: "
+                    f"{run['selection']}, and a --das-compare against it fails every claim it "
+                    "lacks"
+                )
+
+    def _note_compared(self) -> None:
+        """Name the baseline each judged claim was compared with: a passing gate printed only
+        deltas, and with two baselines of one name saved, which one was the reference?"""
+        compared: dict[str, int] = {}
+        for record in self.records:
+            if path := (record.get("baseline") or {}).get("path"):
+                compared[path] = compared.get(path, 0) + 1
+        # Read only when a baseline was compared: it imports torch, which a run without das tests
+        # (a pytester run in-process, a plain test file) never needed.
+        here = self._environment() if compared else {}
+        for path, count in sorted(compared.items()):
+            claims = f"{count} claim{'' if count == 1 else 's'}"
+            self.notes.append(f"das: compared with baseline: {self._shown(path)} ({claims})")
+            if differs := _other_environment(path, here):
+                self.notes.append(
+                    f"das: that baseline was saved with {differs}: a fit rounds otherwise there, "
+                    "which can move an IIA by about 0.005 with no change to the model"
+                )
+
+    def _judge_baseline_coverage(
+        self, session: pytest.Session, complete: bool, selection: str | None
+    ) -> list[str]:
+        """The claims of the baselines compared with that this run did not judge, where that
+        fails the gate (``path::key`` each): a complete run, not narrowed, saving no baseline,
+        without --das-warn-unused, whose paths cover the claim's test file. As ``das_assert
+        compare`` fails an entry missing from NEW, a gate that cannot check a claim does not
+        pass; a removed, renamed or skipped claim test is a change to review, and saving a
+        baseline without it records that review. Notes say which, either way."""
+        from das_assert.baseline import baseline_entries_not_judged
+
+        also = []
+        if not any(record.get("baseline") for record in self.records):
+            if not (complete and self.config.getoption("das_compare")):
+                return []
+            # No claim reached the baseline (every das test skipped, say): a gate that checked
+            # nothing does not pass. Resolved here, as no das_session fixture did.
+            try:
+                from das_assert.plugin import compared_baseline
+
+                also = [str(compared_baseline(self.config, session))]
+            except DasError as exc:
+                self.notes.append(f"das: FAILED: --das-compare: {exc}")
+                return [f"--das-compare: {exc}"]
+        found = baseline_entries_not_judged(self.records, also)
+        for path, keys in found.items():  # in the Markdown too, which the notes end
+            self.notes.append(
+                f"Baseline entries with no test in this run ({self._shown(path)}):\n"
+                + "\n".join(f"  - {key}" for key in keys)
+            )
+        if not complete:
+            return []  # cut short: its exit status says so
+        elsewhere = {p: [k for k in keys if not self._given(k)] for p, keys in found.items()}
+        if count := sum(map(len, elsewhere.values())):
+            files = ", ".join(self._shown(path) for path, keys in elsewhere.items() if keys)
+            self.notes.append(
+                f"das: {_claims(count)} of {files} not judged: their test files were not among "
+                "this run's paths"
+            )
+        found = {p: [k for k in keys if self._given(k)] for p, keys in found.items()}
+        found = {path: keys for path, keys in found.items() if keys}
+        if not found:
+            return []
+        claims = _claims(sum(map(len, found.values())))
+        files = ", ".join(self._shown(path) for path in found)
+        if selection:
+            self.notes.append(f"das: {claims} of {files} not judged, as {selection} (listed above)")
+            return []
+        if self.config.getoption("das_save_baseline"):
+            self.notes.append(
+                f"das: {claims} of {files} not judged (listed above): the baseline saved now "
+                "leaves them out"
+            )
+            return []
+        if self.config.getoption("das_warn_unused"):
+            self.notes.append(
+                f"das: {claims} of {files} not judged by this complete run (listed above); "
+                "--das-warn-unused: not failed"
+            )
+            return []
+        self.notes.append(
+            f"das: FAILED: {claims} of {files} not judged by this complete run (listed above): a "
+            "gate that cannot check a claim does not pass. Run each one's test again (removed, "
+            "renamed, skipped, or failed before a verdict?), or save a baseline without them "
+            "(--das-save-baseline=NAME) and compare with that"
+        )
+        return [f"{path}::{key}" for path, keys in found.items() for key in keys]
+
+    def _given(self, key: str) -> bool:
+        """Whether the test file of baseline claim ``key`` (a rootdir-relative node id) lies
+        under a path this run was given (every one where it was given none), or is gone: a
+        file that exists outside them was left out by the command line, not by a change."""
+        file = (self.config.rootpath / key.split("::")[0]).resolve()
+        if not file.exists():
+            return True
+        start = Path(self.config.invocation_params.dir)
+        for arg in self.config.args:
+            given = (start / arg.split("::")[0]).resolve()
+            if given == file or given in file.parents:
+                return True
+        return False
+
+
+def _claims(count: int) -> str:
+    return f"{count} claim{'' if count == 1 else 's'}"
+
+
+def _alignment_files(
+    stem: str, records: list[dict[str, Any]], searches: list[dict[str, Any]]
+) -> list[Path]:
+    """The alignment files that claims ``records`` and the cells of ``searches`` wrote beside
+    the baseline ``stem``."""
+    named = records + [cell for search in searches for cell in search.get("cells", [])]
+    return [Path(stem) / r["alignment_file"] for r in named if r.get("alignment_file")]
+
+
+def _other_environment(path: str, here: dict[str, Any]) -> str | None:
+    """What of ``here``'s CPU or GPU and thread count the baseline at ``path`` was saved
+    under otherwise, as ``device_name 'X' (here 'Y')``; None when the same or unknown."""
+    try:
+        saved = json.loads(Path(path).read_text()).get("environment") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    differs = [
+        f"{key} {saved[key]!r} (here {here.get(key)!r})"
+        for key in ("device_name", "torch_threads")
+        if saved.get(key) is not None and str(saved[key]) != str(here.get(key))
+    ]
+    return ", ".join(differs) or None
