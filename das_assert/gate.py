@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SEARCH_CELLS_MAX_BYTES",
+    "compare_search_cells",
     "compare_with_baseline",
     "regression_message",
     "save_claim_alignment",
@@ -103,6 +104,41 @@ def save_search_alignments(
         )
         save_alignment(path, result.fitted.interchange, manifest)
         cell.update(baseline_key=key, alignment_file=path.name, request=request)
+
+
+def compare_search_cells(
+    grid: Any, baseline: tuple[Path, dict[str, Any]], test_id: str
+) -> dict[str, Any] | None:
+    """A recorded search's grid against the cells its test saved in ``baseline`` (the same
+    hypothesis, variables and site): how many cells both hold, the correlation of their IIA
+    (Pearson; None where either grid is flat) and the largest change. None when the baseline
+    holds no cell of this test's search (saved before baselines kept cells, or left out)."""
+    from statistics import StatisticsError, correlation
+
+    path, payload = baseline
+    saved = {}
+    for key, cell in sorted((payload.get("search_cells") or {}).items()):
+        request = cell.get("request") or {}
+        if matching_key(test_id, [key.split("::search::")[0]]) is not None:  # rootdir moved
+            saved[(request.get("hypothesis"), request.get("variable"), cell.get("site"))] = cell
+    both = []  # (site, IIA then, IIA now)
+    for result in grid.results.values():
+        exp = result.experiment
+        if (cell := saved.get((exp.hypothesis, exp.variable, str(exp.site)))) is not None:
+            both.append((str(exp.site), cell["iia"], result.iia))
+    if not both:
+        return None
+    try:
+        r = round(correlation([b[1] for b in both], [b[2] for b in both]), 4)
+    except StatisticsError:  # a flat grid, or one cell
+        r = None
+    site, before, now = max(both, key=lambda b: abs(b[2] - b[1]))
+    return {
+        "file": path.name,
+        "cells": len(both),
+        "correlation": r,
+        "largest_change": {"site": site, "from": before, "to": round(now, 6)},
+    }
 
 
 def compare_with_baseline(

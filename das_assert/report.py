@@ -19,6 +19,8 @@ from das_assert.summary import (
     fit_method,
     limit_result,
     pairs_notes,
+    search_against_baseline,
+    search_fitted,
     search_rows,
     sites_and_seeds,
     threshold_text,
@@ -262,7 +264,7 @@ def markdown_table(
     for search in searches or ():
         lines += [
             "",
-            f"Search: {search['hypothesis']} in `{search['test_id']}`, one alignment per cell "
+            f"Search: {search['hypothesis']} in `{search['test_id']}`, {search_fitted(search)} "
             "(* the best cell, then judged on fresh pairs)",
             "",
             "| site | IIA | 95% CI | n | seed | no-op | majority | random rot. | task acc. |",
@@ -271,6 +273,8 @@ def markdown_table(
         ]
         if why := search.get("confirmation_error"):
             lines += ["", f"The best cell on fresh pairs: not judged: {why}"]
+        if against := search_against_baseline(search):
+            lines += ["", against]
     if robustness and robustness["per_family"]:
         lines += [
             "",

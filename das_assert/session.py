@@ -32,6 +32,7 @@ from das_assert.experiment import Experiment, check_site, run_experiment
 from das_assert.fit import FitConfig
 from das_assert.frozen import frozen_alignment
 from das_assert.gate import (
+    compare_search_cells,
     compare_with_baseline,
     regression_message,
     save_claim_alignment,
@@ -276,6 +277,8 @@ class DasRequest:
         from das_assert.search import search_record
 
         record = search_record(grid)
+        if self.session.baseline is not None:  # its heatmap against the baseline's
+            record["baseline"] = compare_search_cells(grid, self.session.baseline, self.node.nodeid)
         if self.session.save_to is not None:  # its cells, so that a frozen run can judge it
             try:
                 save_search_alignments(self.session, grid, record, self.node.nodeid)

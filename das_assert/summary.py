@@ -168,11 +168,8 @@ def search_lines(searches: list[dict[str, Any]]) -> list[str]:
     for search in searches:
         rows = [_SEARCH_HEADINGS, *search_rows(search)]
         widths = [max(len(row[i]) for row in rows) for i in range(len(_SEARCH_HEADINGS))]
-        fitted = "one alignment per cell"
-        if frozen := search.get("frozen_from"):
-            fitted = f"each cell's saved alignment (frozen: {', '.join(frozen)})"
         lines.append(
-            f"--- search: {search['hypothesis']}, {fitted}, Wilson 95% CI "
+            f"--- search: {search['hypothesis']}, {search_fitted(search)}, Wilson 95% CI "
             f"(* the best cell; judged on fresh pairs) ({search['test_id']})"
         )
         for row in rows:
@@ -180,7 +177,35 @@ def search_lines(searches: list[dict[str, Any]]) -> list[str]:
             lines.append(" ".join([row[0].ljust(widths[0]), *cells]))
         if search.get("confirmation_error"):
             lines.append(f"* on fresh pairs: not judged: {search['confirmation_error']}")
+        if against := search_against_baseline(search):
+            lines.append(against)
     return lines
+
+
+def search_fitted(search: dict[str, Any]) -> str:
+    """How a recorded search got its cells' alignments: fitted, or a frozen run's."""
+    if frozen := search.get("frozen_from"):
+        return f"each cell's saved alignment (frozen: {', '.join(frozen)})"
+    return "one alignment per cell"
+
+
+def search_against_baseline(search: dict[str, Any]) -> str | None:
+    """A compared search's grid against its baseline's cells, in one line (None: not compared,
+    or the baseline kept no cell of it)."""
+    if "baseline" not in search:
+        return None
+    base = search["baseline"]
+    if base is None:
+        return "vs baseline: it holds no cell of this search (saved before baselines kept them?)"
+    r = "-" if base["correlation"] is None else f"{base['correlation']:.2f}"
+    change = base["largest_change"]
+    delta = change["to"] - change["from"]
+    return (
+        f"vs baseline {base['file']}: {base['cells']} cell{'' if base['cells'] == 1 else 's'} "
+        f"in both, IIA correlation r = {r}, "
+        f"largest change {delta:+.3f} at {change['site']} ({change['from']:.3f} -> "
+        f"{change['to']:.3f})"
+    )
 
 
 def fuzz_lines(fuzz: list[dict[str, Any]]) -> list[str]:

@@ -730,6 +730,16 @@ def test_a_frozen_run_judges_a_recorded_search_with_its_saved_cells(
         for name in ("saved.json", "frozen.json")
     )
     assert now == before
+    # compared, each search's grid is set against the baseline's cells (the tiny model's are flat)
+    compared = _run(project, *args, "--das-compare=v1")
+    compared.assert_outcomes(passed=1)
+    compared.stdout.fnmatch_lines(
+        [
+            "vs baseline 0001_v1.json: 2 cells in both, IIA correlation r = -, largest change "
+            "+0.000 at block_output[[]layer=0, pos=last[]] (0.000 -> 0.000)",
+            "vs baseline 0001_v1.json: 1 cell in both, *",
+        ]
+    )
     # a cell the baseline lacks (another grid) still fails with the message that says why
     project.makepyfile(test_search=SEARCH_AND_CLAIM.replace("[0, 1]", "[0, 1, 2]"))
     wider = _run(project, *args, "--das-frozen=v1")

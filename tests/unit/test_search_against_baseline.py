@@ -1,0 +1,79 @@
+"""A recorded search compared with a baseline: its grid against the cells the baseline kept for
+the same test (correlation of IIA, the largest change), matched by hypothesis, variables and
+site."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from das_assert.gate import compare_search_cells
+from das_assert.summary import search_against_baseline
+
+TEST = "hypotheses/test_where.py::test_search"
+
+
+def _site(layer: int) -> str:
+    return f"block_output[layer={layer}, pos=last]"
+
+
+def _grid(iia: dict[int, float], hypothesis: str = "left_boundary") -> Any:
+    results = {
+        (layer, "last"): SimpleNamespace(
+            iia=value,
+            experiment=SimpleNamespace(hypothesis=hypothesis, variable="left", site=_site(layer)),
+        )
+        for layer, value in iia.items()
+    }
+    return SimpleNamespace(results=results)
+
+
+def _baseline(iia: dict[int, float], test: str = TEST) -> tuple[Path, dict[str, Any]]:
+    cells = {
+        f"{test}::search::{_site(layer)}::abc": {
+            "site": _site(layer),
+            "iia": value,
+            "request": {"hypothesis": "left_boundary", "variable": "left"},
+        }
+        for layer, value in iia.items()
+    }
+    return Path("b/embedded/0001_v1.json"), {"search_cells": cells}
+
+
+def test_a_grid_is_set_against_the_cells_its_test_saved() -> None:
+    then = {0: 0.83, 1: 0.79, 2: 0.80, 3: 0.74}
+    now = {0: 0.82, 1: 0.80, 2: 0.70, 3: 0.74, 4: 0.69}  # layer 4: a cell the baseline lacks
+    found = compare_search_cells(_grid(now), _baseline(then), TEST)
+    assert found is not None
+    assert (found["file"], found["cells"]) == ("0001_v1.json", 4)
+    assert 0 < found["correlation"] < 0.9
+    assert found["largest_change"] == {"site": _site(2), "from": 0.80, "to": 0.70}
+    line = search_against_baseline({"baseline": found})
+    assert line is not None
+    assert line.startswith("vs baseline 0001_v1.json: 4 cells in both, IIA correlation r = 0.")
+    assert line.endswith(f"largest change -0.100 at {_site(2)} (0.800 -> 0.700)")
+
+
+def test_the_same_test_seen_from_another_rootdir_matches() -> None:
+    then = {0: 0.83, 1: 0.79}
+    found = compare_search_cells(_grid(then), _baseline(then, test=f"suite/{TEST}"), TEST)
+    assert found is not None
+    assert (found["cells"], found["correlation"]) == (2, 1.0)
+
+
+def test_cells_of_another_test_or_hypothesis_are_not_compared() -> None:
+    then = {0: 0.83, 1: 0.79}
+    assert compare_search_cells(_grid(then), _baseline(then, test="other.py::t"), TEST) is None
+    assert compare_search_cells(_grid(then, "bracket_identity"), _baseline(then), TEST) is None
+    line = search_against_baseline({"baseline": None})
+    assert (
+        line == "vs baseline: it holds no cell of this search (saved before baselines kept them?)"
+    )
+    assert search_against_baseline({}) is None  # not compared
+
+
+def test_a_flat_grid_has_no_correlation() -> None:
+    found = compare_search_cells(_grid({0: 0.69, 1: 0.69}), _baseline({0: 0.69, 1: 0.70}), TEST)
+    assert found is not None
+    assert found["correlation"] is None
