@@ -39,6 +39,16 @@ def test_a_negative_claim_holds(das, aligned):
 """
 
 
+SEARCH_FILE = """
+from das_assert.search import search
+
+
+def test_a_search(das, das_session):
+    grid = search(das_session.align, "left_boundary", layers=[0, 1], positions=["last"])
+    das.record_search(grid)
+"""
+
+
 def _run(pytester: pytest.Pytester, *args: str, subprocess: bool = False) -> pytest.RunResult:
     """pytest on the tiny model's project: in this process (torch and transformers are imported
     already, which saves about 6 s a run), or in a subprocess for xdist's workers and for what

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from plugin_support import HYPOTHESIS_FILE, _run, count_fits
+from plugin_support import HYPOTHESIS_FILE, SEARCH_FILE, _run, count_fits
 
 pytest_plugins = ["pytester"]
 
@@ -677,18 +677,14 @@ def test_a_frozen_run_judges_each_claim_with_its_saved_alignment_and_trains_noth
         assert record["transfer"]["iia"] == record["iia"]
 
 
-SEARCH_AND_CLAIM = """
-from das_assert.search import search
-
-
-def test_a_search(das, das_session):
-    grid = search(das_session.align, "left_boundary", layers=[0, 1], positions=["last"])
-    das.record_search(grid)
-    das.assert_not_aligned(grid.results[(1, "last")], claim="impossible")
+SEARCH_AND_CLAIM = (
+    SEARCH_FILE
+    + """    das.assert_not_aligned(grid.results[(1, "last")], claim="impossible")
     # a second search over one of the same sites, in the same test
     other = search(das_session.align, "left_and_right_boundary", layers=[1], positions=["last"])
     das.record_search(other)
 """
+)
 
 
 def test_a_frozen_run_judges_a_recorded_search_with_its_saved_cells(

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from plugin_support import _run, count_fits
+from plugin_support import SEARCH_FILE, _run, count_fits
 
 pytest_plugins = ["pytester"]
 
@@ -365,23 +365,13 @@ def test_a_folder_with_a_marker_that_is_no_token_is_not_a_reservation(tmp_path: 
     assert [p.name for p in reservations(tmp_path, "run-a")] == ["0002_main"]
 
 
-JOINT_SEARCH = """
-from das_assert.search import search
-
-
-def test_a_search(das, das_session):
-    grid = search(das_session.align, "left_boundary", layers=[0, 1], positions=["last"])
-    das.record_search(grid)
-"""
-
-
 def test_a_joint_training_budget_trains_a_searchs_layers_together(
     project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the 1.7x it measured on a GPU was reachable from Python alone (FitConfig), not from the
     # plugin that runs the searches of hypotheses/
     trained = count_fits(monkeypatch)
-    project.makepyfile(test_search=JOINT_SEARCH)
+    project.makepyfile(test_search=SEARCH_FILE)
     cells = {}
     for budget in ("0", "64"):
         trained.clear()
