@@ -303,9 +303,10 @@ def add_options(parser: pytest.Parser) -> None:
         const="latest",
         default=None,
         type=_baseline_reference("--das-frozen"),
-        help="judge every claim with the alignment baseline NAME (as --das-compare takes it) "
-        "saved for it, as trained on the model it was saved with: nothing is trained. A "
-        "request it holds no alignment for (a new claim, other settings, a search) fails",
+        help="judge every claim, and every cell of a recorded search, with the alignment "
+        "baseline NAME (as --das-compare takes it) saved for it, as trained on the model it was "
+        "saved with: nothing is trained. A request it holds no alignment for (a new claim, "
+        "other settings, a search it left out) fails",
     )
     group.addoption(
         "--das-compare-fail",
