@@ -563,10 +563,19 @@ def _allocation_site(frames: list[dict]) -> str:
     return named(frames[0]) if frames else "<no Python frame>"
 
 
-def memory_peak(model: object, layer: int, position: str, sizes: dict[str, int]) -> dict:
+def memory_peak(
+    model: object, layer: int, position: str, sizes: dict[str, int], *, warm: bool = False
+) -> dict:
     """das_assert's fit at the benchmark's site with the CUDA allocator's history recorded: the
     peak above what was allocated before, and what was live at the highest point, by where it was
-    allocated (``live_at_peak``). Needs CUDA."""
+    allocated (``live_at_peak``). Needs CUDA.
+
+    ``warm``: first the comparison's two warm-ups, das_assert's and pyvene's fit of two batches
+    (``bench_pyvene.compare``). On the H200 (2026-12-04) the comparison's default fit peaked at
+    2.38 GiB above what it started from, a fresh process's at 1.61 GiB: the history then shows
+    what the extra is."""
+    if warm:  # on a CPU too, so that a toy-shape run checks them
+        _comparison_warm_ups(model, layer, position, sizes["batch"])
     if not str(model.input_device).startswith("cuda"):
         return {"skipped": "the allocator's history needs CUDA"}
     from torch.cuda import memory
@@ -579,6 +588,28 @@ def memory_peak(model: object, layer: int, position: str, sizes: dict[str, int])
         memory._record_memory_history(enabled=None)
     device = torch.device(model.input_device).index or 0
     return {"fit": fit, **live_at_peak(snapshot["device_traces"][device])}
+
+
+def _comparison_warm_ups(model: object, layer: int, position: str, batch: int) -> None:
+    """What ``bench_pyvene.compare`` runs before its timed fits: das_assert's and pyvene's fit of
+    the same two batches."""
+    import bench_pyvene
+
+    from das_assert.data import encode
+    from das_assert.fit import FitConfig, fit_alignment
+    from das_assert.sites import Site
+    from das_assert.tasks.price_tagging import prompt_pairs
+
+    site = Site(layer, position)
+    warm = encode(model, prompt_pairs("left_boundary", 2 * batch, seed=2), site.parsed_position)
+    config = FitConfig(epochs=1, batch_size=batch, seed=0)
+    fit_alignment(model.model, site.resolve(model.model), warm, config)
+    bench_pyvene._pyvene_fit(model, layer, warm, config, 2)
+
+
+def memory_peak_warm(model: object, layer: int, position: str, sizes: dict[str, int]) -> dict:
+    """``memory_peak`` after the comparison's warm-ups, where the stage runs on a GPU."""
+    return memory_peak(model, layer, position, sizes, warm=True)
 
 
 def memory_phases(model: object, layer: int, position: str, batch: int) -> dict[str, float | None]:
@@ -672,7 +703,8 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated, in order: compare (the side-by-side step), rotation (the rotation "
         "alone), forward (one whole forward pass), memory (peak by phase), profile (where a "
         "step's time goes), dispatch (aten ops per step, both), memory_peak (what is live at a "
-        "fit's peak), syncs (where a step waits for the device), batch_scaling (das_assert at "
+        "fit's peak; memory_peak_warm: after the comparison's warm-ups), syncs (where a step "
+        "waits for the device), batch_scaling (das_assert at "
         "1, 2 and 4 times the batch), windows (das_assert with prefix passes of 1, 2 and 4 "
         "batches), "
         "every_prefix_kept, cost_curve, grid (7 layers x 2 positions against pyvene), compiled "
@@ -749,6 +781,7 @@ STAGES = (
     "profile",
     "dispatch",
     "memory_peak",
+    "memory_peak_warm",
     "syncs",
     "batch_scaling",
     "windows",
@@ -785,6 +818,7 @@ def _run_stages(
         },
         "dispatch": lambda: dispatch_counts(model, args.layer, args.position, args.batch),
         "memory_peak": lambda: memory_peak(model, args.layer, args.position, sizes),
+        "memory_peak_warm": lambda: memory_peak_warm(model, args.layer, args.position, sizes),
         "syncs": lambda: sync_counts(model, args.layer, args.position, args.batch),
         "batch_scaling": lambda: batch_scaling(model, args.layer, args.position, sizes, (1, 2, 4)),
         "windows": lambda: prefix_windows(model, args.layer, args.position, sizes),
