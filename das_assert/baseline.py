@@ -275,7 +275,9 @@ def save_baseline(
         entry = {k: v for k, v in record.items() if k not in ("pairs", "model", "outcome")}
         entries[entry_key(record)] = entry
     cells = {
-        cell["baseline_key"]: {k: cell[k] for k in ("site", "iia", "alignment_file", "request")}
+        cell["baseline_key"]: {
+            k: cell[k] for k in ("site", "iia", "n", "alignment_file", "request")
+        }
         for search in searches
         for cell in search["cells"]
         if cell.get("alignment_file")

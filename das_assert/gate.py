@@ -16,7 +16,7 @@ from das_assert.compare import not_comparable, parse_compare_fail
 from das_assert.errors import AlignmentFileError
 from das_assert.evaluate import evaluate
 from das_assert.fit import FittedAlignment
-from das_assert.metrics import wilson_interval
+from das_assert.metrics import unpaired_difference, wilson_interval
 from das_assert.store import load_alignment, save_alignment
 from das_assert.summary import fit_method
 from das_assert.tasks.registry import causal_model_manifest
@@ -121,24 +121,24 @@ def compare_search_cells(
         request = cell.get("request") or {}
         if matching_key(test_id, [key.split("::search::")[0]]) is not None:  # rootdir moved
             saved[(request.get("hypothesis"), request.get("variable"), cell.get("site"))] = cell
-    both = []  # (site, IIA then, IIA now)
+    both = []  # (the cell then, the result now)
     for result in grid.results.values():
         exp = result.experiment
         if (cell := saved.get((exp.hypothesis, exp.variable, str(exp.site)))) is not None:
-            both.append((str(exp.site), cell["iia"], result.iia))
+            both.append((cell, result))
     if not both:
         return None
     try:
-        r = round(correlation([b[1] for b in both], [b[2] for b in both]), 4)
+        r = round(correlation([c["iia"] for c, _ in both], [now.iia for _, now in both]), 4)
     except StatisticsError:  # a flat grid, or one cell
         r = None
-    site, before, now = max(both, key=lambda b: abs(b[2] - b[1]))
-    return {
-        "file": path.name,
-        "cells": len(both),
-        "correlation": r,
-        "largest_change": {"site": site, "from": before, "to": round(now, 6)},
-    }
+    cell, now = max(both, key=lambda b: abs(b[1].iia - b[0]["iia"]))
+    change = {"site": cell["site"], "from": cell["iia"], "to": round(now.iia, 6), "n": now.n}
+    if cell.get("n"):  # its interval: the two evaluations taken as independent (conservative)
+        before = round(cell["iia"] * cell["n"])
+        low, high = unpaired_difference(now.evaluation.successes, now.n, before, cell["n"])
+        change.update(n_from=cell["n"], ci=[round(low, 6), round(high, 6)])
+    return {"file": path.name, "cells": len(both), "correlation": r, "largest_change": change}
 
 
 def compare_with_baseline(

@@ -41,6 +41,7 @@ __all__ = [
     "paired_gap",
     "perfect_gap",
     "required_n",
+    "unpaired_difference",
     "verdict",
     "wilson_interval",
 ]
@@ -191,6 +192,19 @@ def paired_gap(*, only_iia: int, only_baseline: int, both: int, n: int) -> Gap:
     low = d - math.sqrt(max(0.0, below[0] ** 2 - 2 * phi * below[0] * below[1] + below[1] ** 2))
     high = d + math.sqrt(max(0.0, above[0] ** 2 - 2 * phi * above[0] * above[1] + above[1] ** 2))
     return Gap(baseline=p2, estimate=d, low=max(-1.0, low), high=min(1.0, high))
+
+
+def unpaired_difference(
+    successes: int, n: int, before_successes: int, before_n: int
+) -> tuple[float, float]:
+    """A 95% interval of ``successes / n`` minus ``before_successes / before_n`` on independent
+    pairs (Newcombe 1998, method 10 with no correlation): two evaluations on other pairs, or on
+    the same pairs when their pairing is unknown, where it is conservative."""
+    p1, p2 = successes / n, before_successes / before_n
+    l1, u1 = wilson_interval(successes, n)
+    l2, u2 = wilson_interval(before_successes, before_n)
+    d = p1 - p2
+    return max(-1.0, d - math.hypot(p1 - l1, u2 - p2)), min(1.0, d + math.hypot(u1 - p1, p2 - l2))
 
 
 def perfect_gap(changed: int, n: int) -> Gap:

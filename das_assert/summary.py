@@ -200,11 +200,12 @@ def search_against_baseline(search: dict[str, Any]) -> str | None:
     r = "-" if base["correlation"] is None else f"{base['correlation']:.2f}"
     change = base["largest_change"]
     delta = change["to"] - change["from"]
+    ci = f" [{change['ci'][0]:+.3f}, {change['ci'][1]:+.3f}]" if change.get("ci") else ""
+    before = f"{change['from']:.3f}" + (f" of {change['n_from']}" if change.get("n_from") else "")
     return (
         f"vs baseline {base['file']}: {base['cells']} cell{'' if base['cells'] == 1 else 's'} "
-        f"in both, IIA correlation r = {r}, "
-        f"largest change {delta:+.3f} at {change['site']} ({change['from']:.3f} -> "
-        f"{change['to']:.3f})"
+        f"in both, IIA correlation r = {r}, largest change {delta:+.3f}{ci} at "
+        f"{change['site']} ({before} -> {change['to']:.3f} of {change['n']})"
     )
 
 

@@ -732,7 +732,8 @@ def test_a_frozen_run_judges_a_recorded_search_with_its_saved_cells(
     compared.stdout.fnmatch_lines(
         [
             "vs baseline 0001_v1.json: 2 cells in both, IIA correlation r = -, largest change "
-            "+0.000 at block_output[[]layer=0, pos=last[]] (0.000 -> 0.000)",
+            "+0.000 [[]-0.138, +0.138[]] at block_output[[]layer=0, pos=last[]] (0.000 of 24 -> "
+            "0.000 of 24)",
             "vs baseline 0001_v1.json: 1 cell in both, *",
         ]
     )

@@ -18,6 +18,7 @@ from das_assert.metrics import (
     paired_gap,
     perfect_gap,
     required_n,
+    unpaired_difference,
     verdict,
     wilson_interval,
 )
@@ -340,6 +341,20 @@ def test_the_lead_interval_matches_a_published_reference() -> None:
     assert gap.estimate == pytest.approx(-0.0621, abs=1e-4)
     assert gap.low == pytest.approx(-0.1186, abs=1e-4)
     assert gap.high == pytest.approx(-0.0046, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("counts", "low", "high"),
+    [  # Newcombe (1998), Table II, method 10: differences of independent proportions
+        ((56, 70, 48, 80), 0.0524, 0.3339),
+        ((9, 10, 3, 10), 0.1705, 0.8090),
+        ((6, 7, 2, 7), 0.0582, 0.8062),
+    ],
+)
+def test_a_difference_on_independent_pairs_matches_newcombes_table(
+    counts: tuple[int, int, int, int], low: float, high: float
+) -> None:
+    assert unpaired_difference(*counts) == pytest.approx((low, high), abs=1e-4)
 
 
 def test_an_uncorrelated_lead_is_the_wilson_intervals_squared_and_added() -> None:

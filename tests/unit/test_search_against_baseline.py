@@ -22,6 +22,8 @@ def _grid(iia: dict[int, float], hypothesis: str = "left_boundary") -> Any:
     results = {
         (layer, "last"): SimpleNamespace(
             iia=value,
+            n=800,
+            evaluation=SimpleNamespace(successes=round(value * 800)),
             experiment=SimpleNamespace(hypothesis=hypothesis, variable="left", site=_site(layer)),
         )
         for layer, value in iia.items()
@@ -34,6 +36,7 @@ def _baseline(iia: dict[int, float], test: str = TEST) -> tuple[Path, dict[str, 
         f"{test}::search::{_site(layer)}::abc": {
             "site": _site(layer),
             "iia": value,
+            "n": 800,
             "request": {"hypothesis": "left_boundary", "variable": "left"},
         }
         for layer, value in iia.items()
@@ -48,11 +51,23 @@ def test_a_grid_is_set_against_the_cells_its_test_saved() -> None:
     assert found is not None
     assert (found["file"], found["cells"]) == ("0001_v1.json", 4)
     assert 0 < found["correlation"] < 0.9
-    assert found["largest_change"] == {"site": _site(2), "from": 0.80, "to": 0.70}
+    change = found["largest_change"]
+    assert {k: change[k] for k in ("site", "from", "to", "n", "n_from")} == {
+        "site": _site(2),
+        "from": 0.80,
+        "to": 0.70,
+        "n": 800,
+        "n_from": 800,
+    }
+    low, high = change["ci"]  # 560 of 800 against 640 of 800, taken as independent
+    assert low < -0.1 < high < 0  # beyond chance for this cell
     line = search_against_baseline({"baseline": found})
     assert line is not None
     assert line.startswith("vs baseline 0001_v1.json: 4 cells in both, IIA correlation r = 0.")
-    assert line.endswith(f"largest change -0.100 at {_site(2)} (0.800 -> 0.700)")
+    assert line.endswith(
+        f"largest change -0.100 [{low:+.3f}, {high:+.3f}] at {_site(2)} (0.800 of 800 -> 0.700 "
+        "of 800)"
+    )
 
 
 def test_the_same_test_seen_from_another_rootdir_matches() -> None:
