@@ -34,6 +34,7 @@ from das_assert.store import (
 
 __all__ = [
     "ABANDONED_AFTER_S",
+    "SAVED_AT_FORMAT",
     "abandoned_reservations",
     "alignment_path",
     "baseline_entries_not_judged",
@@ -55,6 +56,7 @@ _NUMBERED = re.compile(r"^(\d{4})_(.+)\.json$")
 _TAKEN = re.compile(r"^(\d{4})_")  # a saved baseline, or an alignment folder a run reserved
 RESERVED_BY = ".reserved-by"  # in a reserved folder: the token of the run saving into it
 ABANDONED_AFTER_S = 24 * 60 * 60  # a reservation this old belongs to a run that was killed
+SAVED_AT_FORMAT = "%Y-%m-%d %H:%M"  # a baseline's saved_at, in UTC
 
 
 def entry_key(record: dict[str, Any]) -> str:
@@ -285,7 +287,7 @@ def save_baseline(
     payload = {
         "schema_version": SCHEMA_VERSION,
         "kind": BASELINE_KIND,
-        "saved_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),  # UTC, as listings show it
+        "saved_at": datetime.now(UTC).strftime(SAVED_AT_FORMAT),
         "model": model,
         "environment": environment,
         "entries": dict(sorted(entries.items())),

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from das_assert.baseline import (
-    ABANDONED_AFTER_S,
+    SAVED_AT_FORMAT,
+    abandoned_reservations,
     is_baseline_file,
     load_baseline,
     reserved_since,
@@ -53,17 +54,13 @@ def _model_block(folder: Path, now: float) -> dict[str, Any]:
     files = sorted(p for p in folder.iterdir() if is_baseline_file(p))
     saved = [_baseline_row(path) for path in files]
     stems = {path.stem for path in files}
+    abandoned = set(abandoned_reservations(folder, "", now))  # no run's token: all are others'
     others = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and p.name[:4].isdigit()):
         since = reserved_since(sub)
         if since is not None:
-            others.append(
-                {
-                    "folder": sub.name,
-                    "state": "abandoned" if now - since > ABANDONED_AFTER_S else "reserved",
-                    "since": _utc(since),
-                }
-            )
+            state = "abandoned" if sub in abandoned else "reserved"
+            others.append({"folder": sub.name, "state": state, "since": _utc(since)})
         elif sub.name not in stems:
             others.append({"folder": sub.name, "state": "orphaned", "since": None})
     return {
@@ -98,7 +95,7 @@ def _baseline_row(path: Path) -> dict[str, Any]:
 
 
 def _utc(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M")
+    return datetime.fromtimestamp(timestamp, UTC).strftime(SAVED_AT_FORMAT)
 
 
 def listing_text(listing: dict[str, Any]) -> str:

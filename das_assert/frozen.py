@@ -20,7 +20,7 @@ from das_assert.fit import FitConfig, FittedAlignment
 from das_assert.models import LoadedModel
 from das_assert.store import load_alignment
 
-__all__ = ["FrozenAlignmentMissing", "alignment_request", "frozen_alignment"]
+__all__ = ["FrozenAlignmentMissing", "alignment_request", "frozen_alignment", "request_text"]
 
 
 class FrozenAlignmentMissing(DasError):
@@ -37,13 +37,13 @@ def frozen_alignment(
     and ``config``, ready to evaluate on ``model``, and the report's ``alignment`` block: the
     file, the baseline, the model it was trained on, and whether that is another model."""
     path, payload = baseline
-    wanted = _request(alignment_request(experiment, config))
+    wanted = request_text(alignment_request(experiment, config))
     saved = [(_of_entry(entry), entry) for _, entry in sorted(payload["entries"].items())]
     cells = payload.get("search_cells")
     if isinstance(cells, dict):  # a recorded search's cells (das.record_search), saved too
         saved += [(cell.get("request"), cell) for _, cell in sorted(cells.items())]
     for request, entry in saved:
-        if entry.get("alignment_file") and _request(request) == wanted:
+        if entry.get("alignment_file") and request_text(request) == wanted:
             break
     else:
         raise FrozenAlignmentMissing(
@@ -96,6 +96,6 @@ def _of_entry(entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _request(fields: dict[str, Any]) -> str:
+def request_text(fields: dict[str, Any]) -> str:
     """``fields`` as a baseline's JSON holds them (tuples as lists), to compare."""
     return json.dumps(fields, sort_keys=True, default=str)

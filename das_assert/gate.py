@@ -6,7 +6,6 @@ compared with the baseline's entry, and the baseline's frozen alignment applied 
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,7 +70,7 @@ def save_search_alignments(
     the file and the request it serves in the record's cells: a frozen run (``--das-frozen``)
     then judges the search without fitting a cell. A grid too large to keep is noted in the
     record (``cells_unsaved``) instead."""
-    from das_assert.frozen import alignment_request
+    from das_assert.frozen import alignment_request, request_text
 
     save_to = session.save_to
     assert save_to is not None
@@ -88,8 +87,7 @@ def save_search_alignments(
     for cell, result in zip(record["cells"], results, strict=True):
         request = alignment_request(result.experiment, result.config)
         # one key per request: a test may record two searches over the same sites
-        text = json.dumps(request, sort_keys=True, default=str)
-        digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+        digest = hashlib.sha256(request_text(request).encode()).hexdigest()[:12]
         key = f"{test_id}::search::{cell['site']}::{digest}"
         path = alignment_path(save_to.parent, save_to.name, key)
         manifest = {name: request[name] for name in ("hypothesis", "variable", "seed", "n_train")}

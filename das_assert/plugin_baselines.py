@@ -154,8 +154,7 @@ class BaselineReporting:
                 if kind
             )
             if unwritten or not run["complete"]:
-                for file in files:
-                    file.unlink(missing_ok=True)
+                _remove(files)
             if unwritten:  # a baseline without a claim's alignment could not gate its transfer
                 self._unwritten(
                     f"das: baseline {name}",
@@ -188,8 +187,7 @@ class BaselineReporting:
                     searches=searches,
                 )
             except OutputWriteError as exc:  # its alignments, without it, would be a stray folder
-                for file in files:
-                    file.unlink(missing_ok=True)
+                _remove(files)
                 self._unwritten(
                     f"das: baseline {name}",
                     f"{exc}; the {len(files)} alignment file(s) written for it were removed",
@@ -320,6 +318,12 @@ class BaselineReporting:
 
 def _claims(count: int) -> str:
     return f"{count} claim{'' if count == 1 else 's'}"
+
+
+def _remove(files: list[Path]) -> None:
+    """Delete the alignment files written for a baseline that is not saved."""
+    for file in files:
+        file.unlink(missing_ok=True)
 
 
 def _alignment_files(
