@@ -23,14 +23,24 @@ from das_assert.errors import DasError
 __all__ = ["main"]
 
 
-def _format(args: argparse.Namespace) -> Any:
+def _format(args: argparse.Namespace, model: Any = None) -> Any:
+    """The prompt options as a PriceFormat; ``--prompt-template chat`` needs the ``model``'s
+    tokenizer, and stays Alpaca's wrapper until it is loaded (the options checked before)."""
+    from das_assert.prompt_templates import CHAT, resolve_prompt_template
     from das_assert.tasks.price_tagging import PriceFormat
 
     fmt = PriceFormat(answers=tuple(args.answers), prefix=args.prefix, numbers=args.numbers)
-    return fmt.with_(instruction=args.template) if args.template else fmt
+    if args.template:
+        fmt = fmt.with_(instruction=args.template)
+    written = args.prompt_template
+    if written is None or (written == CHAT and model is None):
+        return fmt
+    return fmt.with_(template=resolve_prompt_template(written, getattr(model, "tokenizer", None)))
 
 
-def _experiment(args: argparse.Namespace, site: Any, hypothesis: str, n_train: int) -> Any:
+def _experiment(
+    args: argparse.Namespace, site: Any, hypothesis: str, n_train: int, model: Any = None
+) -> Any:
     from das_assert.experiment import Experiment
 
     return Experiment(
@@ -40,7 +50,7 @@ def _experiment(args: argparse.Namespace, site: Any, hypothesis: str, n_train: i
         n_train=n_train,
         n_test=args.n_test,
         seed=args.seed,
-        fmt=_format(args),
+        fmt=_format(args, model),
         bracket=tuple(args.bracket) if args.bracket else None,
         threshold=args.threshold,
         min_task_accuracy=args.min_task_accuracy,
@@ -91,6 +101,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from das_assert.experiment import run_experiment
     from das_assert.sites import Site
     from das_assert.store import save_alignment
+    from das_assert.tasks.price_tagging import ALPACA_TEMPLATE
     from das_assert.tasks.registry import causal_model_manifest
 
     site = Site(args.layer, args.position, args.component)
@@ -99,13 +110,15 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     model = _load(args)
     # The block's own number, not -1: reports and saved alignments name the block it was.
     site = Site(site.resolve(model.model).layer, args.position, args.component)
-    experiment = replace(experiment, site=site)
+    experiment = replace(experiment, site=site, fmt=_format(args, model))
     result = run_experiment(model, experiment, config)
     record = result.to_dict()
     if args.save:
         manifest = {k: record[k] for k in ("hypothesis", "variable", "seed", "n_train", "fit")}
         manifest.update(site=str(site), model=model.fingerprint, iia=record["iia"])
         manifest.update(causal_model_manifest(args.hypothesis))
+        if experiment.fmt.template != ALPACA_TEMPLATE:  # evaluate reads it in the same wrapper
+            manifest.update(prompt_template=experiment.fmt.template)
         save_alignment(args.save, result.fitted.interchange, manifest)
         print(f"alignment: {args.save}")
     return _finish(args, model, record, result.summary())
@@ -141,10 +154,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
     layers = list(blocks)  # each block's own number, as fit reports it
 
     def align(hypothesis: str, site: Site) -> Any:
-        return run_experiment(model, _experiment(args, site, hypothesis, args.n_train), config)
+        experiment = _experiment(args, site, hypothesis, args.n_train, model)
+        return run_experiment(model, experiment, config)
 
     def check(hypothesis: str, site: Site) -> None:
-        check_site(model, _experiment(args, site, hypothesis, args.n_train))
+        check_site(model, _experiment(args, site, hypothesis, args.n_train, model))
 
     grid = search(
         align,
@@ -249,9 +263,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             f"note: {args.alignment} was trained under another definition of {hypothesis} (its "
             "mechanisms or intervened variables have changed since); scored here under this one"
         )
+    if args.prompt_template is None:  # the wrapper it was trained in (a chat template resolved)
+        args.prompt_template = manifest.get("prompt_template")
     if not args.variables and hypothesis == manifest["hypothesis"] and manifest.get("variable"):
         args.variables = manifest["variable"].split("+")  # the variables it was trained on
-    experiment = _experiment(args, site, hypothesis, int(manifest.get("n_train", 2)))
+    experiment = _experiment(args, site, hypothesis, int(manifest.get("n_train", 2)), model)
     config = _saved_fit_config(args.alignment, manifest["fit"])
     fitted = FittedAlignment(
         interchange, site.resolve(model.model), config, experiment.n_train, 0.0, from_cache=True

@@ -183,7 +183,13 @@ def _add_data_args(
         dest="template",
         metavar="TEXT",
         help="the instruction, with {low} {high} {yes} {no} slots (default: the paper's); the "
-        "JSON's data.instruction (data.template is the Alpaca wrapper around it)",
+        "JSON's data.instruction (data.template is the wrapper around it: --prompt-template)",
+    )
+    group.add_argument(
+        "--prompt-template",
+        metavar="TEXT",
+        help="the wrapper the model reads prompts in, with {instruction} and {amount} slots, or "
+        "'chat': its tokenizer's chat template (default: Alpaca's; the JSON's data.template)",
     )
     group.add_argument("--prefix", default="", metavar="TEXT", help="irrelevant context before it")
     group.add_argument(

@@ -376,6 +376,15 @@ def das_session(request: pytest.FixtureRequest) -> Any:
         baselines = baseline_setup(config, settings, config.stash.get(_CHECKS, []))
     except DasError as exc:
         _setup_failed(config, str(exc))
+    prompt_template = None
+    if settings.prompt_template is not None:
+        from das_assert.prompt_templates import resolve_prompt_template
+
+        try:
+            prompt_template = resolve_prompt_template(settings.prompt_template, model.tokenizer)
+        except DasError as exc:
+            where = f"{settings.source}: models.{settings.key}.prompt_template"
+            _setup_failed(config, f"das_assert setup: {where}: {exc}")
     if cache is not None and isinstance(model, LoadedModel) and model.digest_memo is None:
         # The weights' sha256 (the cache key's fingerprint) is read again only when they change.
         model.digest_memo = DigestMemo(cache.directory / "digests.json", writes=cache.writes)
@@ -389,6 +398,7 @@ def das_session(request: pytest.FixtureRequest) -> Any:
         plots_dir=Path(config.getoption("das_plots")) if config.getoption("das_plots") else None,
         reproduce_options=reproduce_options(config, (baselines.get("baseline") or [None])[0]),
         fit_overrides=_speed_settings(config),
+        prompt_template=prompt_template,
         **baselines,
     )
     _freeze_the_heap()

@@ -73,17 +73,26 @@ def check_pairs(pairs: Any, result: Any) -> None:
     from das_assert.tasks.price_tagging import causal_model
 
     hypothesis = result.experiment.hypothesis
-    made = f"make them with prompt_pairs({hypothesis!r}, n, seed=...)"
+    made = f"make them with prompt_pairs({hypothesis!r}, n, seed=..., fmt=result.experiment.fmt)"
     if not isinstance(pairs, list | tuple) or not pairs:
         raise InvalidArgument(f"pairs must be a non-empty list of PromptPair: {made}")
     if not all(isinstance(pair, PromptPair) for pair in pairs):
         raise InvalidArgument(f"pairs must be PromptPair objects: {made}")
     model = causal_model(hypothesis)
     boxes = result.variable_names
+    head, _, rest = result.experiment.fmt.template.partition("{instruction}")
+    tail = rest.partition("{amount}")[2]
     for pair in pairs:
         inputs = pair.inputs
         if not inputs:  # built by hand: nothing to check them against
             continue
+        if not all(
+            p.text.startswith(head) and p.text.endswith(tail) for p in (pair.base, pair.source)
+        ):
+            raise InvalidArgument(
+                "these pairs are not written in the wrapper the alignment was trained in (its "
+                f"data.template, this model's prompt_template in das.yaml): {made}"
+            )
         variable = inputs.get("variable")
         if variable not in boxes:
             raise InvalidArgument(

@@ -41,6 +41,7 @@ from das_assert.gate import (
 from das_assert.messages import failure_message, reproduce_line, runnable_nodeid
 from das_assert.models import LoadedModel
 from das_assert.settings import ModelSettings
+from das_assert.tasks.price_tagging import ALPACA_TEMPLATE, PriceFormat
 
 # What das_session.align(hypothesis, site, ...) may change of its Experiment.
 _EXPERIMENT_CHANGES = frozenset(
@@ -91,6 +92,9 @@ class DasSession:
     frozen: tuple[Path, dict[str, Any]] | None = None  # --das-frozen: its alignments, no fits
     compare_checks: list[Any] = field(default_factory=list)
     reproduce_options: str = ""  # the run's non-default das options, for a failure's last line
+    # The wrapper this model reads prompts in (das.yaml's prompt_template, resolved); None:
+    # Alpaca's, the paper's.
+    prompt_template: str | None = None
     _memo: dict[str, AlignmentResult] = field(default_factory=dict, repr=False)
     # Fuzz examples that repeat a variant (hypothesis often draws the plain prompt again) reuse
     # its evaluation: the alignment is frozen and the pairs are seeded, so it cannot differ.
@@ -130,7 +134,16 @@ class DasSession:
             "min_task_accuracy": self.min_task_accuracy,
         }
         fields.update(changes)
+        if self.prompt_template is not None:
+            fields["fmt"] = self._in_model_template(fields.get("fmt", PriceFormat()))
         return Experiment(**fields)
+
+    def _in_model_template(self, fmt: Any) -> Any:
+        """``fmt`` in this model's wrapper, unless it names a wrapper of its own: the
+        instruction, answers and context are the hypothesis's, the wrapper is the model's."""
+        if isinstance(fmt, PriceFormat) and fmt.template == ALPACA_TEMPLATE:
+            return fmt.with_(template=self.prompt_template)
+        return fmt  # another wrapper on purpose, or no PriceFormat (Experiment says so)
 
     def check(self, hypothesis: str, site: str | Any, **changes: Any) -> None:
         """Refuse, before anything trains, a site this model or its prompt cannot have."""

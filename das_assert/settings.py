@@ -12,6 +12,7 @@ unchanged against the embedded model and a real Alpaca directory::
           boundary: block_output[layer=1, pos=last]
         thresholds:
           left_boundary: 0.85   # say in a comment where each number comes from
+        prompt_template: chat   # optional: the wrapper this model reads (default: Alpaca's)
 
 Read with yaml's safe loader (a key given twice is an error); unknown keys and malformed values
 are errors that name the key.
@@ -26,6 +27,7 @@ from typing import Any
 
 from das_assert.errors import ConfigError, MissingEntry, did_you_mean, which_is_misspelt
 from das_assert.metrics import check_threshold
+from das_assert.prompt_templates import CHAT, check_prompt_template
 
 __all__ = ["ModelSettings", "find_model_settings", "load_settings"]
 
@@ -39,6 +41,7 @@ MODEL_KEYS = (
     "thresholds",
     "robustness",
     "search",
+    "prompt_template",
     "notes",
 )
 SEARCH_KEYS = (
@@ -67,6 +70,9 @@ class ModelSettings:
     thresholds: dict[str, float] = field(default_factory=dict)
     robustness: dict[str, float] = field(default_factory=dict)
     search: dict[str, Any] = field(default_factory=dict)
+    # The wrapper this model reads prompts in (das_assert.prompt_templates): text with
+    # {instruction} and {amount} slots, or "chat" (its tokenizer's chat template); None: Alpaca's.
+    prompt_template: str | None = None
 
     def site(self, name: str) -> Any:
         from das_assert.sites import parse_site
@@ -282,6 +288,9 @@ def _model_entry(path: Path, key: str, entry: Any, problems: list[str]) -> Model
             f"{where}.path must be a directory path or 'embedded', got {entry['path']!r}; "
             "quote it if it looks like a number"
         )
+    template = entry.get("prompt_template")
+    if template is not None and template != CHAT and (problem := check_prompt_template(template)):
+        problems.append(f"{where}.prompt_template {problem}")
     sites = entry.get("sites") or {}
     if not isinstance(sites, dict):
         problems.append(f"{where}.sites must map site names to canonical sites")
@@ -308,6 +317,7 @@ def _model_entry(path: Path, key: str, entry: Any, problems: list[str]) -> Model
         key=key,
         source=path,
         path=entry.get("path"),
+        prompt_template=template,
         sites={str(k): str(v) for k, v in sites.items()},
         **parsed,
     )

@@ -287,6 +287,7 @@ _MANIFEST_TYPES: dict[str, type] = {  # a key a reader needs, where the manifest
     "seed": int,
     "n_train": int,
     "fit": dict,
+    "prompt_template": str,
 }
 
 

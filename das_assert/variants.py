@@ -34,7 +34,7 @@ def variant_pairs(
         experiment.hypothesis,
         n,
         seed=variant_seed(experiment.seed, variant),
-        fmt=variant.format(),
+        fmt=variant.format().with_(template=experiment.fmt.template),  # the model's wrapper
         bracket=variant.bracket,
         variables=experiment.variables,
         edit=variant.edit if edited else None,

@@ -94,7 +94,13 @@ def test_both_booleans_do_not_survive_a_bracket_at_the_top_of_the_range(das, at_
     """
     from das_assert.tasks.price_tagging import prompt_pairs
 
-    pairs = prompt_pairs(HYPOTHESIS, 400, seed=at_boundary.experiment.seed + 43, bracket=(745, 995))
+    pairs = prompt_pairs(
+        HYPOTHESIS,
+        400,
+        seed=at_boundary.experiment.seed + 43,
+        fmt=at_boundary.experiment.fmt,
+        bracket=(745, 995),
+    )
     das.assert_breaks_on(
         at_boundary, pairs, claim="left_and_right_boundary", where="bracket [7.45, 9.95]"
     )
@@ -112,7 +118,13 @@ def test_both_booleans_do_not_survive_a_bracket_at_the_bottom_of_the_range(das, 
     """
     from das_assert.tasks.price_tagging import prompt_pairs
 
-    pairs = prompt_pairs(HYPOTHESIS, 400, seed=at_boundary.experiment.seed + 47, bracket=(50, 250))
+    pairs = prompt_pairs(
+        HYPOTHESIS,
+        400,
+        seed=at_boundary.experiment.seed + 47,
+        fmt=at_boundary.experiment.fmt,
+        bracket=(50, 250),
+    )
     das.assert_breaks_on(
         at_boundary, pairs, claim="left_and_right_boundary", where="bracket [0.50, 2.50]"
     )

@@ -80,6 +80,7 @@ def test_left_boundary_does_not_survive_a_narrow_bracket_near_zero(das, at_bound
         HYPOTHESIS,
         400,
         seed=at_boundary.experiment.seed + 41,
+        fmt=at_boundary.experiment.fmt,
         bracket=(5, 140),
         edit=_amounts_on_both_sides_of_the_low_bound,
     )
@@ -99,5 +100,11 @@ def test_left_boundary_does_not_survive_a_bracket_at_the_top_of_the_range(das, a
     """
     from das_assert.tasks.price_tagging import prompt_pairs
 
-    pairs = prompt_pairs(HYPOTHESIS, 400, seed=at_boundary.experiment.seed + 43, bracket=(745, 995))
+    pairs = prompt_pairs(
+        HYPOTHESIS,
+        400,
+        seed=at_boundary.experiment.seed + 43,
+        fmt=at_boundary.experiment.fmt,
+        bracket=(745, 995),
+    )
     das.assert_breaks_on(at_boundary, pairs, claim="left_boundary", where="bracket [7.45, 9.95]")

@@ -94,6 +94,7 @@ def test_right_boundary_does_not_survive_a_narrow_bracket_near_the_top(das, at_b
         HYPOTHESIS,
         400,
         seed=at_boundary.experiment.seed + 59,
+        fmt=at_boundary.experiment.fmt,
         bracket=(860, 995),
         edit=_amounts_on_both_sides_of_the_high_bound,
     )

@@ -25,6 +25,7 @@ from typing import Any
 from das_assert.causal import CausalModel, MechanismFailed
 from das_assert.data import PromptPair
 from das_assert.errors import InvalidArgument, did_you_mean
+from das_assert.prompt_templates import check_prompt_template
 from das_assert.tasks.phrasings import DEFAULT_INSTRUCTION
 
 __all__ = [
@@ -92,9 +93,8 @@ class PriceFormat:
                     f"instruction {self.instruction!r} has no {slot} slot; the bracket must appear "
                     "in the prompt for the task to be defined"
                 )
-        for slot in ("{instruction}", "{amount}"):
-            if slot not in self.template:
-                raise InvalidArgument(f"template has no {slot} slot: {self.template!r}")
+        if problem := check_prompt_template(self.template):
+            raise InvalidArgument(f"template {problem}")
         if self.numbers not in NUMBER_STYLES:
             raise InvalidArgument(
                 f"numbers={self.numbers!r} is not one of {NUMBER_STYLES}."

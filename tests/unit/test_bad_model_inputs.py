@@ -358,7 +358,8 @@ CASES = [
     pytest.param(
         lambda c: PriceFormat(template="### Instruction:\n{instruction}\n### Response:\n"),
         InvalidArgument,
-        r"template has no \{amount\} slot",
+        r"template needs \{instruction\} and \{amount\} once each \(found: \{instruction\} once, "
+        r"\{amount\} not at all\)",
         id="PriceFormat(template=<no {amount}>)",
     ),
     pytest.param(

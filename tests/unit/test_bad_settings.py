@@ -99,6 +99,15 @@ CASES = [
         id="load_settings(<das.yaml: models.embedded.thresold>)",
     ),
     pytest.param(
+        lambda c: load_settings(
+            yaml_file(c, GOOD_YAML + "    prompt_template: 'Q: {instruction}'\n")
+        ),
+        ConfigError,
+        r"models\.embedded\.prompt_template needs \{instruction\} and \{amount\} once each "
+        r"\(found: \{instruction\} once, \{amount\} not at all\): 'Q: \{instruction\}'",
+        id="load_settings(<das.yaml: prompt_template without {amount}>)",
+    ),
+    pytest.param(
         lambda c: load_settings(yaml_file(c, GOOD_YAML.replace("0.85", "1.7"))),
         ConfigError,
         r"thresholds\.left_boundary = 1\.7: a threshold is a number in \[0, 1\)",

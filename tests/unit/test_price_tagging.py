@@ -314,8 +314,24 @@ def test_a_bad_number_style_is_rejected_with_a_did_you_mean() -> None:
 
 
 def test_a_template_without_an_amount_slot_is_rejected() -> None:
-    with pytest.raises(InvalidArgument, match="template has no \\{amount\\} slot"):
+    with pytest.raises(InvalidArgument, match=r"\{amount\} not at all"):
         PriceFormat(template="### Instruction:\n{instruction}\n### Response:\n")
+
+
+@pytest.mark.parametrize(
+    ("template", "problem"),
+    [
+        ("{amount} costs. {instruction}", r"needs \{instruction\} before \{amount\}"),
+        ("{instruction} {instruction} {amount}", r"\{instruction\} twice"),
+    ],
+)
+def test_a_template_must_read_the_instruction_then_the_amount_once(
+    template: str, problem: str
+) -> None:
+    """Rendering splits at the first of each slot: a second one, or the amount first, would
+    write a prompt whose spans point at the wrong text."""
+    with pytest.raises(InvalidArgument, match=problem):
+        PriceFormat(template=template)
 
 
 def test_two_identical_answer_words_are_rejected() -> None:

@@ -1,0 +1,92 @@
+"""How a model reads a prompt: the wrapper around the instruction and the amount.
+
+The paper's wrapper is Alpaca's (``price_tagging.ALPACA_TEMPLATE``). A model tuned on another
+format reads prompts in that one: das.yaml's ``prompt_template:`` (and the CLI's
+``--prompt-template``) gives it as text with ``{instruction}`` and ``{amount}`` slots, or as
+``chat``: the model's own chat template (its tokenizer's ``chat_template``), rendered once with
+one user message, the instruction and then the amount, and the assistant's turn opened for the
+answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from das_assert.errors import InvalidArgument
+
+__all__ = ["CHAT", "CHAT_USER_MESSAGE", "check_prompt_template", "resolve_prompt_template"]
+
+CHAT = "chat"
+#: The user's message of a chat prompt: Alpaca's instruction and input, without its headers.
+CHAT_USER_MESSAGE = "{instruction}\n\n{amount} dollars"
+_SLOTS = ("{instruction}", "{amount}")
+
+
+def check_prompt_template(template: Any) -> str | None:
+    """What is wrong with ``template`` as a wrapper, or None: it must hold ``{instruction}``
+    and then ``{amount}``, once each."""
+    if not isinstance(template, str):
+        return f"a text with {_SLOTS[0]} and {_SLOTS[1]} slots, or {CHAT!r}; got {template!r}"
+    counts = {slot: template.count(slot) for slot in _SLOTS}
+    if any(count != 1 for count in counts.values()):
+        found = ", ".join(f"{slot} {_times(count)}" for slot, count in counts.items())
+        return f"needs {_SLOTS[0]} and {_SLOTS[1]} once each (found: {found}): {template!r}"
+    if template.index(_SLOTS[1]) < template.index(_SLOTS[0]):
+        return f"needs {_SLOTS[0]} before {_SLOTS[1]}, as the prompt reads them: {template!r}"
+    return None
+
+
+def _times(count: int) -> str:
+    return {0: "not at all", 1: "once", 2: "twice"}.get(count, f"{count} times")
+
+
+def resolve_prompt_template(written: str, tokenizer: Any) -> str:
+    """The wrapper text for ``written``: itself, or for ``chat`` the tokenizer's chat template
+    rendered around ``CHAT_USER_MESSAGE``.
+
+    Raises:
+        InvalidArgument: the text lacks a slot; the tokenizer has no chat template, or its
+            template fails or does not carry the message through unchanged.
+    """
+    if written != CHAT:
+        if problem := check_prompt_template(written):
+            raise InvalidArgument(f"prompt template {problem}")
+        return written
+    if not getattr(tokenizer, "chat_template", None):
+        raise InvalidArgument(
+            f"prompt template {CHAT!r}: this model's tokenizer has no chat template "
+            "(tokenizer_config.json's chat_template, or chat_template.jinja beside it); write "
+            "the wrapper out instead, with {instruction} and {amount} slots"
+        )
+    messages = [{"role": "user", "content": CHAT_USER_MESSAGE}]
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except ImportError as exc:  # transformers renders chat templates with jinja2
+        raise InvalidArgument(
+            f"prompt template {CHAT!r} needs jinja2 to render the chat template ({exc}): "
+            "pip install jinja2"
+        ) from None
+    except Exception as exc:  # the template's own raise_exception, a jinja error
+        raise InvalidArgument(
+            f"prompt template {CHAT!r}: the tokenizer's chat template fails on one user "
+            f"message ({type(exc).__name__}: {exc}); write the wrapper out instead"
+        ) from None
+    if not isinstance(text, str) or (problem := check_prompt_template(text)):
+        raise InvalidArgument(
+            f"prompt template {CHAT!r}: the chat template does not carry the user message "
+            f"{CHAT_USER_MESSAGE!r} through unchanged (it rendered {text!r}); write the "
+            "wrapper out instead"
+        )
+    return _without_doubled_bos(text, tokenizer)
+
+
+def _without_doubled_bos(text: str, tokenizer: Any) -> str:
+    """``text`` without the beginning-of-sequence token a chat template writes out, where the
+    tokenizer adds one itself: the prompt would start with two."""
+    bos = getattr(tokenizer, "bos_token", None)
+    if not bos or not text.startswith(bos):
+        return text
+    ids = tokenizer(text)["input_ids"]
+    if len(ids) > 1 and ids[0] == ids[1] == tokenizer.bos_token_id:
+        return text[len(bos) :]
+    return text

@@ -1,0 +1,82 @@
+"""The wrapper a model reads prompts in: written out, or the tokenizer's own chat template."""
+
+from __future__ import annotations
+
+import pytest
+from chat_templates import ALPACA_AS_CHAT, ROLES_CHAT
+
+from das_assert.errors import InvalidArgument
+from das_assert.prompt_templates import CHAT, check_prompt_template, resolve_prompt_template
+from das_assert.tasks.price_tagging import ALPACA_TEMPLATE, PriceFormat, prompt_pairs
+
+
+@pytest.fixture
+def tokenizer():
+    from das_assert.embedded.recipe import build_tokenizer
+
+    return build_tokenizer()
+
+
+def test_a_written_wrapper_is_used_as_written(tokenizer) -> None:
+    wrapper = "Q: {instruction}\nAmount: {amount} dollars\nA:"
+    assert resolve_prompt_template(wrapper, tokenizer) == wrapper
+    assert resolve_prompt_template(wrapper, None) == wrapper  # no tokenizer needed
+
+
+@pytest.mark.parametrize(
+    ("template", "problem"),
+    [
+        (None, "a text with {instruction} and {amount} slots, or 'chat'"),
+        ("Q: {instruction}", "{amount} not at all"),
+        ("{instruction} {amount} {amount}", "{amount} twice"),
+        ("{amount} dollars. {instruction}", "needs {instruction} before {amount}"),
+    ],
+)
+def test_a_wrapper_without_its_slots_once_each_in_order_is_refused(template, problem) -> None:
+    assert problem in check_prompt_template(template)
+    with pytest.raises(InvalidArgument, match="prompt template"):
+        resolve_prompt_template(template, None)
+
+
+def test_chat_needs_a_tokenizer_with_a_chat_template(tokenizer) -> None:
+    assert not getattr(tokenizer, "chat_template", None)  # the embedded model has none
+    with pytest.raises(InvalidArgument, match=r"tokenizer has no chat template.*write the wrapper"):
+        resolve_prompt_template(CHAT, tokenizer)
+
+
+def test_a_chat_template_written_as_alpacas_gives_alpacas_wrapper_with_one_bos(tokenizer) -> None:
+    """The template writes ``<s>`` and the tokenizer adds one: the wrapper drops the written one,
+    so a prompt starts with one beginning-of-sequence token, as under Alpaca's wrapper."""
+    tokenizer.chat_template = ALPACA_AS_CHAT
+    assert resolve_prompt_template(CHAT, tokenizer) == ALPACA_TEMPLATE
+
+
+def test_a_chat_wrapper_renders_the_instruction_and_the_amount_where_they_belong(
+    tokenizer,
+) -> None:
+    tokenizer.chat_template = ROLES_CHAT
+    wrapper = resolve_prompt_template(CHAT, tokenizer)
+    assert wrapper == "<|user|>\n{instruction}\n\n{amount} dollars<|end|>\n<|assistant|>\n"
+    pair = prompt_pairs("left_boundary", 2, seed=0, fmt=PriceFormat(template=wrapper))[0]
+    text, (start, end) = pair.base.text, pair.base.spans["amount"]
+    assert text.startswith("<|user|>\nPlease say yes only if it costs between ")
+    assert text.endswith(" dollars<|end|>\n<|assistant|>\n")
+    assert text[end:].startswith(" dollars")
+    assert text[start:end].replace(".", "").isdigit()
+
+
+@pytest.mark.parametrize(
+    ("template", "problem"),
+    [
+        ("{{ raise_exception('only system messages') }}", "fails on one user message"),
+        ("<|user|>{{ messages[0]['content'] | upper }}", "does not carry the user message"),
+        ("<|user|>\n", "does not carry the user message"),
+    ],
+    ids=["raises", "changes the message", "drops the message"],
+)
+def test_a_chat_template_that_fails_or_changes_the_message_is_refused(
+    tokenizer, template: str, problem: str
+) -> None:
+    tokenizer.chat_template = template
+    with pytest.raises(InvalidArgument, match=problem):
+        resolve_prompt_template(CHAT, tokenizer)
