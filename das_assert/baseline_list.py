@@ -143,9 +143,9 @@ def _other_text(other: dict[str, Any]) -> str:
     if other["state"] == "abandoned":
         return (
             f"reserved since {other['since']} by a run that never finished (killed?): delete "
-            "it unless a run is still saving into it"
+            "it unless a run is still saving into it (--prune)"
         )
     return (
         "no baseline JSON beside it (a save that did not finish, or a JSON deleted): delete "
-        "it, or restore the JSON"
+        "it (--prune), or restore the JSON"
     )

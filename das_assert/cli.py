@@ -337,6 +337,12 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
     from das_assert.store import atomic_write_json
 
     listing = baseline_listing(args.dir, model=args.model)
+    if args.prune:
+        from das_assert.baseline_prune import prune_listing, pruned_text
+
+        pruned = prune_listing(listing)
+        print(pruned_text(pruned), end="")
+        listing = {**baseline_listing(args.dir, model=args.model), "pruned": pruned}
     print(listing_text(listing), end="")
     if args.json:
         atomic_write_json(args.json, listing)

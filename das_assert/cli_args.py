@@ -437,6 +437,12 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     )
     listing.add_argument("--model", metavar="KEY", help="only this model's (its das.yaml key)")
     listing.add_argument("--json", type=path_arg, metavar="OUT", help="also write it as JSON")
+    listing.add_argument(
+        "--prune",
+        action="store_true",
+        help="delete the folders that hold no baseline: reservations abandoned over a day ago "
+        "and alignment folders whose JSON is gone, where they hold only das_assert's files",
+    )
 
     train = commands.add_parser("train-embedded", help="retrain the embedded model from scratch")
     train.add_argument(

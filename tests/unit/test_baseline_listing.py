@@ -13,6 +13,7 @@ import pytest
 
 from das_assert.baseline import RESERVED_BY, save_baseline
 from das_assert.baseline_list import baseline_listing, listing_text
+from das_assert.baseline_prune import prune_listing, pruned_text
 from das_assert.cli import main
 
 SITE = "block_output[layer=0, pos=last]"
@@ -62,7 +63,8 @@ def baselines(tmp_path: Path) -> Path:
         (folder / name).mkdir()
         marker = folder / name / RESERVED_BY
         marker.write_text("another run's token")
-        os.utime(marker, (time.time() - age, time.time() - age))
+        for path in (marker, folder / name):  # a killed run's folder: nothing written since
+            os.utime(path, (time.time() - age, time.time() - age))
     (folder / "0002_main").mkdir()  # a saved baseline's alignment folder: not listed apart
     (folder / "0000_lost").mkdir()
     edited = folder / "0005_edited.json"
@@ -162,3 +164,91 @@ def test_a_directory_or_model_without_baselines_is_one_error(
     from fnmatch import fnmatch
 
     assert fnmatch(capsys.readouterr().err.strip(), says + "*")
+
+
+def _age(path: Path, days: float) -> None:
+    then = time.time() - days * 24 * 3600
+    os.utime(path, (then, then))
+
+
+def test_prune_removes_the_abandoned_and_the_orphaned_folders_only(baselines: Path) -> None:
+    folder = baselines / "embedded"
+    (folder / "0000_lost" / "claim.safetensors").write_bytes(b"x" * 2048)
+    kept_before = sorted(p.name for p in folder.iterdir() if p.name[:4] in ("0001", "0002", "0005"))
+    rows = prune_listing(baseline_listing(baselines))
+    assert [(Path(r["folder"]).name, r["state"], r["removed"]) for r in rows] == [
+        ("0000_lost", "orphaned", True),
+        ("0004_v2", "abandoned", True),
+    ]
+    assert (rows[0]["files"], rows[0]["bytes"]) == (1, 2048)
+    assert not (folder / "0000_lost").exists()
+    assert not (folder / "0004_v2").exists()
+    assert (folder / "0003_main" / RESERVED_BY).exists()  # a run may be saving into it now
+    assert kept_before == sorted(
+        p.name for p in folder.iterdir() if p.name[:4] in ("0001", "0002", "0005")
+    )  # the saved baselines, an edited one among them, and a baseline's alignment folder
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no hidden leftovers
+    (block,) = baseline_listing(baselines)["models"]
+    assert [o["folder"] for o in block["other_folders"]] == ["0003_main"]
+    text = pruned_text(rows)
+    lost = folder / "0000_lost"
+    assert f"prune: removed {lost}/ (orphaned folder; 1 alignment file, 0.0 MiB)" in text
+    assert f"prune: removed {folder / '0004_v2'}/ (abandoned reservation; 0 alignment files" in text
+
+
+def test_prune_keeps_a_folder_holding_what_das_assert_does_not_write(baselines: Path) -> None:
+    folder = baselines / "embedded"
+    (folder / "0000_lost" / "notes.md").write_text("why this run failed")
+    (folder / "0004_v2" / "plots").mkdir()
+    _age(folder / "0004_v2", 2)
+    rows = prune_listing(baseline_listing(baselines))
+    assert [r["removed"] for r in rows] == [False, False]
+    assert rows[0]["kept_because"] == (
+        "it holds what das_assert does not write there (notes.md): a person's call"
+    )
+    assert "(plots)" in rows[1]["kept_because"]
+    assert (folder / "0000_lost" / "notes.md").exists()
+
+
+def test_prune_keeps_an_old_reservation_whose_run_wrote_within_the_day(baselines: Path) -> None:
+    """Its token is two days old, but an alignment file came an hour ago: a long run (a 7B
+    search) may still be saving into it."""
+    folder = baselines / "embedded" / "0004_v2"
+    (folder / "cell.safetensors").write_bytes(b"x")
+    _age(folder, 2)
+    _age(folder / "cell.safetensors", 1 / 24)
+    (row,) = [r for r in prune_listing(baseline_listing(baselines)) if r["state"] == "abandoned"]
+    assert row["kept_because"] == (
+        "something in it was written within the day: a run may still be saving"
+    )
+    assert folder.is_dir()
+
+
+def test_prune_checks_each_folder_again_when_it_removes_it(baselines: Path) -> None:
+    """Listed as orphaned, then saved as a baseline (its JSON written), or reserved by a run:
+    the folder stays."""
+    folder = baselines / "embedded"
+    listing = baseline_listing(baselines)
+    _save(folder / "0000_lost.json", [_claim("test_a", True)], [])
+    (folder / "0004_v2" / RESERVED_BY).touch()  # a run took the number again
+    rows = prune_listing(listing)
+    assert [r["kept_because"] for r in rows] == [
+        "a baseline JSON is beside it now",
+        "its reservation changed since it was listed",
+    ]
+    assert (folder / "0000_lost").is_dir()
+    assert (folder / "0004_v2").is_dir()
+
+
+def test_the_command_prunes_then_lists_and_writes_what_it_removed(
+    baselines: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = baselines / "listing.json"
+    assert main(["baselines", "--dir", str(baselines), "--prune", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.index("prune: removed") < text.index("3 baselines; latest = 0005_edited")
+    assert "0004_v2/: reserved" not in text
+    written = json.loads(out.read_text())
+    assert [Path(r["folder"]).name for r in written["pruned"]] == ["0000_lost", "0004_v2"]
+    assert main(["baselines", "--dir", str(baselines), "--prune"]) == 0
+    assert capsys.readouterr().out.startswith("prune: no abandoned or orphaned folder\n")
