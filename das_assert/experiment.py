@@ -41,6 +41,9 @@ TEST_STREAM = 100_003
 CONFIRMATION_STREAM = 200_003
 
 
+_SAME: Any = object()  # Experiment.pairs: the experiment's own bracket
+
+
 @dataclass(frozen=True, kw_only=True)
 class Experiment:
     """A price-tagging claim: which causal model, which variables, which site, how much data."""
@@ -116,14 +119,27 @@ class Experiment:
             "bracket": list(self.bracket) if self.bracket else None,
         }
 
-    def pairs(self, n: int, seed: int, fmt: PriceFormat | None = None) -> list[PromptPair]:
+    def pairs(
+        self,
+        n: int,
+        seed: int,
+        fmt: PriceFormat | None = None,
+        *,
+        bracket: Any = _SAME,
+        edit: Any = None,
+    ) -> list[PromptPair]:
+        """``n`` pairs of this claim (its causal model, variables and prompt format, so the
+        model's wrapper), from the sampler's stream ``seed``; ``bracket`` (cents, or None for
+        drawn brackets) and ``edit`` (``prompt_pairs``'s) change them, e.g. for a measured
+        limit: ``result.experiment.pairs(400, seed, bracket=(745, 995))``."""
         return prompt_pairs(
             self.hypothesis,
             n,
             seed=seed,
             fmt=fmt or self.fmt,
-            bracket=self.bracket,
+            bracket=self.bracket if bracket is _SAME else bracket,
             variables=self.variables,
+            edit=edit,
         )
 
     def train_pairs(self) -> list[PromptPair]:

@@ -73,7 +73,9 @@ def check_pairs(pairs: Any, result: Any) -> None:
     from das_assert.tasks.price_tagging import causal_model
 
     hypothesis = result.experiment.hypothesis
-    made = f"make them with prompt_pairs({hypothesis!r}, n, seed=..., fmt=result.experiment.fmt)"
+    made = (  # the claim's causal model, variables and prompt format (the model's wrapper)
+        "make them with result.experiment.pairs(n, seed, bracket=..., edit=...)"
+    )
     if not isinstance(pairs, list | tuple) or not pairs:
         raise InvalidArgument(f"pairs must be a non-empty list of PromptPair: {made}")
     if not all(isinstance(pair, PromptPair) for pair in pairs):

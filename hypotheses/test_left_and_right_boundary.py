@@ -92,15 +92,7 @@ def test_both_booleans_do_not_survive_a_bracket_at_the_top_of_the_range(das, at_
     184-213 that must stay. Judged as a fuzz variant is: the interval below the robustness
     threshold, or IIA clearly no better than the no-op's.
     """
-    from das_assert.tasks.price_tagging import prompt_pairs
-
-    pairs = prompt_pairs(
-        HYPOTHESIS,
-        400,
-        seed=at_boundary.experiment.seed + 43,
-        fmt=at_boundary.experiment.fmt,
-        bracket=(745, 995),
-    )
+    pairs = at_boundary.experiment.pairs(400, at_boundary.experiment.seed + 43, bracket=(745, 995))
     das.assert_breaks_on(
         at_boundary, pairs, claim="left_and_right_boundary", where="bracket [7.45, 9.95]"
     )
@@ -116,15 +108,7 @@ def test_both_booleans_do_not_survive_a_bracket_at_the_bottom_of_the_range(das, 
     2.00-wide bracket at [4.00, 6.00] is aligned under all ten (0.932-0.970), and [2.50, 4.50]
     under nine (one inconclusive). Seed 0: 0.600 [0.551, 0.647], no-op 0.667, n=400.
     """
-    from das_assert.tasks.price_tagging import prompt_pairs
-
-    pairs = prompt_pairs(
-        HYPOTHESIS,
-        400,
-        seed=at_boundary.experiment.seed + 47,
-        fmt=at_boundary.experiment.fmt,
-        bracket=(50, 250),
-    )
+    pairs = at_boundary.experiment.pairs(400, at_boundary.experiment.seed + 47, bracket=(50, 250))
     das.assert_breaks_on(
         at_boundary, pairs, claim="left_and_right_boundary", where="bracket [0.50, 2.50]"
     )

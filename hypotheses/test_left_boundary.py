@@ -74,15 +74,9 @@ def test_left_boundary_does_not_survive_a_narrow_bracket_near_zero(das, at_bound
     clearly no better than the no-op's. Over seeds 0-9: 0.540-0.598 (upper bounds at most 0.644),
     no-op 0.463-0.515, task accuracy 0.968-0.998; not aligned under all ten.
     """
-    from das_assert.tasks.price_tagging import prompt_pairs
-
-    pairs = prompt_pairs(
-        HYPOTHESIS,
-        400,
-        seed=at_boundary.experiment.seed + 41,
-        fmt=at_boundary.experiment.fmt,
-        bracket=(5, 140),
-        edit=_amounts_on_both_sides_of_the_low_bound,
+    exp = at_boundary.experiment
+    pairs = exp.pairs(
+        400, exp.seed + 41, bracket=(5, 140), edit=_amounts_on_both_sides_of_the_low_bound
     )
     where = "bracket [0.05, 1.40], amounts on both sides of 0.05"
     das.assert_breaks_on(at_boundary, pairs, claim="left_boundary", where=where)
@@ -98,13 +92,5 @@ def test_left_boundary_does_not_survive_a_bracket_at_the_top_of_the_range(das, a
     all ten seeds (``python -m das_assert.stability``, 2026-12-04). Seed 0: 0.613 [0.564, 0.659],
     72 of the 204 answers that must change do.
     """
-    from das_assert.tasks.price_tagging import prompt_pairs
-
-    pairs = prompt_pairs(
-        HYPOTHESIS,
-        400,
-        seed=at_boundary.experiment.seed + 43,
-        fmt=at_boundary.experiment.fmt,
-        bracket=(745, 995),
-    )
+    pairs = at_boundary.experiment.pairs(400, at_boundary.experiment.seed + 43, bracket=(745, 995))
     das.assert_breaks_on(at_boundary, pairs, claim="left_boundary", where="bracket [7.45, 9.95]")

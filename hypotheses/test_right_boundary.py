@@ -88,15 +88,9 @@ def test_right_boundary_does_not_survive_a_narrow_bracket_near_the_top(das, at_b
     that must change do (``python -m das_assert.stability``, 2026-12-04). Judged as a fuzz variant
     is: the interval below the robustness threshold, or IIA clearly no better than the no-op's.
     """
-    from das_assert.tasks.price_tagging import prompt_pairs
-
-    pairs = prompt_pairs(
-        HYPOTHESIS,
-        400,
-        seed=at_boundary.experiment.seed + 59,
-        fmt=at_boundary.experiment.fmt,
-        bracket=(860, 995),
-        edit=_amounts_on_both_sides_of_the_high_bound,
+    exp = at_boundary.experiment
+    pairs = exp.pairs(
+        400, exp.seed + 59, bracket=(860, 995), edit=_amounts_on_both_sides_of_the_high_bound
     )
     where = "bracket [8.60, 9.95], amounts on both sides of 9.95"
     das.assert_breaks_on(at_boundary, pairs, claim="right_boundary", where=where)

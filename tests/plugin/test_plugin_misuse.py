@@ -75,7 +75,7 @@ EXPECTED = {
     "das_assert.strategies, e.g. PromptVariant(bracket=(100, 500))), not tuple (100, 500)",
     "test_n_of_one": "n=1: the pairs per variant, an integer of at least 2",
     "test_no_pairs": "pairs must be a non-empty list of PromptPair: make them with "
-    "prompt_pairs('left_boundary', n, seed=..., fmt=result.experiment.fmt)",
+    "result.experiment.pairs(n, seed, bracket=..., edit=...)",
     "test_pairs_of_another_model": "these pairs intervene on",
     "test_a_layer_number_for_a_site": "site=0 (int): name a das.yaml site ('boundary'), write "
     "one out ('block_output[layer=0, pos=last]') or pass a Site",

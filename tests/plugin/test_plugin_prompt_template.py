@@ -42,8 +42,11 @@ def test_a_limit_in_alpacas_wrapper_is_refused(das, aligned):
     pairs = prompt_pairs("left_boundary", 4, seed=1)
     with pytest.raises(InvalidArgument, match="not written in the wrapper the alignment was"):
         das.assert_breaks_on(aligned, pairs, claim="impossible", where="Alpaca's wrapper")
-    wrapped = prompt_pairs("left_boundary", 4, seed=1, fmt=aligned.experiment.fmt)
-    assert wrapped[0].base.text.startswith("Q: ")
+    for wrapped in (
+        prompt_pairs("left_boundary", 4, seed=1, fmt=aligned.experiment.fmt),
+        aligned.experiment.pairs(4, 1, bracket=(100, 500)),
+    ):
+        assert wrapped[0].base.text.startswith("Q: ")
 """
 
 

@@ -158,5 +158,5 @@ def test_one_variable_of_a_joint_result_is_judged_on_its_own_pairs(tiny_llama: A
     with pytest.raises(InvalidArgument, match=r"on_variable\('left'\): none of this result's 8"):
         only_right.on_variable("left")
     other = prompt_pairs("bracket_identity", 8, seed=1)  # another causal model's pairs
-    with pytest.raises(InvalidArgument, match="make them with prompt_pairs"):
+    with pytest.raises(InvalidArgument, match=r"make them with result\.experiment\.pairs"):
         joint.judged_on(other)
