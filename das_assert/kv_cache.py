@@ -45,11 +45,13 @@ __all__ = [
     "prefix_with_tails",
     "returned_cache",
     "run_model",
+    "run_whole_prompts",
     "shared_head",
     "shared_prefix",
     "source_pass_rows",
     "split_head",
     "weights_version",
+    "whole_prompts_only",
 ]
 
 
@@ -233,7 +235,7 @@ def split_head(
     A forward pass over ``ids[:, head:]`` on top of ``cache`` gives the whole prompt's output;
     with ``keep=False`` that pass leaves the cache as it was (``head_cache_class``, as is
     ``skip_below``)."""
-    head = shared_head(ids, mask, limit)
+    head = shared_head(ids, mask, limit) if model not in _WHOLE_PROMPTS else 0
     cache = None
     if head:
         cache = _head_cache(model, ids[:, :head], mask[:, :head], keep=keep, skip_below=skip_below)
@@ -295,9 +297,26 @@ def filled_with_tails(
 def prefix_caching_works(model: Any, tokens: int) -> bool:
     """False for a model whose cache forgets tokens, a sliding window shorter than ``tokens``
     (Mistral, Gemma 2 and 3 with long prompts): such a cache cannot be cut back to a prefix, so
-    every pass runs the whole prompt."""
+    every pass runs the whole prompt. False too for a model set to whole prompts
+    (``run_whole_prompts``)."""
+    if model in _WHOLE_PROMPTS:
+        return False
     window = getattr(model.config, "sliding_window", None)
     return not (isinstance(window, int) and window < tokens)
+
+
+_WHOLE_PROMPTS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def run_whole_prompts(model: Any, why: str) -> None:
+    """From now on every pass on ``model`` runs over the whole prompt, no KV cache anywhere (no
+    prefix, no shared preamble, no store): ``fast_path_check`` found its cached passes wrong."""
+    _WHOLE_PROMPTS[model] = why
+
+
+def whole_prompts_only(model: Any) -> str | None:
+    """Why every pass on ``model`` runs over the whole prompt, or None: its caches are used."""
+    return _WHOLE_PROMPTS.get(model)
 
 
 def filled_cache(
@@ -326,6 +345,8 @@ def plain_cache(model: Any) -> bool:
     """Whether ``model`` keeps a plain ``DynamicCache`` (every layer whole, no sliding window):
     one whose layers can each be cut back to a prefix (``cut_to``) after any pass. Asked once per
     model: building an empty cache to look took 0.7 ms at 32 layers, on every training step."""
+    if model in _WHOLE_PROMPTS:
+        return False
     found = _PLAIN.get(model)
     if found is None:
         from transformers import DynamicCache

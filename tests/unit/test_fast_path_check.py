@@ -1,0 +1,114 @@
+"""The check, before a model's first alignment at a site, that das_assert's cached passes give
+the logits of plain whole-prompt passes; where they do not, whole prompts from then on."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from das_assert import fast_path_check, kv_cache, runner
+from das_assert.data import encode
+from das_assert.experiment import Experiment, run_experiment
+from das_assert.fast_path_check import FastPathMismatch, FastPathWarning, check_fast_paths
+from das_assert.fit import FitConfig
+from das_assert.models import load_model
+from das_assert.sites import Site
+from das_assert.tasks.price_tagging import prompt_pairs
+
+
+def _encoded(model: Any, site: Site) -> Any:
+    return encode(model, prompt_pairs("left_boundary", 8, seed=5), site.parsed_position)
+
+
+@pytest.fixture
+def fresh_llama(tiny_model_dirs: dict[str, Path]) -> Any:
+    """A model of its own: set to whole prompts, it would slow every later test's."""
+    return load_model(tiny_model_dirs["llama"])
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox"])
+@pytest.mark.parametrize("position", ["last", "after:amount"])
+def test_the_cached_passes_agree_with_plain_ones_on_each_architecture(
+    tiny_models: dict[str, Any], arch: str, position: str
+) -> None:
+    model = tiny_models[arch]
+    site = Site(1, position)
+    checked = check_fast_paths(model.model, site.resolve(model.model), _encoded(model, site))
+    assert checked.rows == 8
+    assert checked.largest_difference <= checked.tolerance
+    assert checked.tolerance < 0.01  # float32: a bug would move logits by far more
+    assert not checked.whole_prompts
+
+
+def test_a_model_and_site_are_checked_once(fresh_llama: Any) -> None:
+    site = Site(1, "last")
+    resolved, encoded = site.resolve(fresh_llama.model), _encoded(fresh_llama, site)
+    first = check_fast_paths(fresh_llama.model, resolved, encoded)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fast_path_check, "_largest_difference", pytest.fail)
+        assert check_fast_paths(fresh_llama.model, resolved, encoded) is first
+
+
+def test_cached_passes_that_disagree_give_way_to_whole_prompts_with_a_warning(
+    fresh_llama: Any,
+) -> None:
+    """A prefix one token too long puts the suffix's intervention on the wrong token: only the
+    cached passes go wrong, so the check sets the model to whole prompts, which agree."""
+    model, site = fresh_llama.model, Site(1, "after:amount")
+    encoded = _encoded(fresh_llama, site)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "shared_prefix", lambda e, i: int(e.base_position[i].min()) + 1)
+        with pytest.warns(FastPathWarning, match="cached passes disagreed with plain ones"):
+            checked = check_fast_paths(model, site.resolve(model), encoded)
+    assert checked.whole_prompts
+    assert "a logit off by" in checked.why
+    assert checked.largest_difference <= checked.tolerance
+    assert kv_cache.whole_prompts_only(model) == checked.why
+    assert not kv_cache.prefix_caching_works(model, 10)
+    assert not kv_cache.plain_cache(model)
+    assert kv_cache.split_head(model, encoded.base_ids, encoded.base_mask, 20) == (0, None)
+
+
+def test_a_fit_on_a_model_set_to_whole_prompts_learns_what_the_cached_one_does(
+    tiny_models: dict[str, Any], fresh_llama: Any, assert_same_alignment: Any
+) -> None:
+    experiment = Experiment(
+        hypothesis="left_boundary",
+        site=Site(1, "last"),
+        n_train=32,
+        n_test=16,
+        seed=3,
+        min_task_accuracy=0,  # a random model: the fits are compared, not judged
+    )
+    config = FitConfig(epochs=1, batch_size=8, seed=3)
+    kv_cache.run_whole_prompts(fresh_llama.model, "a test")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FastPathWarning)  # set already: no second warning
+        whole = run_experiment(fresh_llama, experiment, config)
+    cached = run_experiment(tiny_models["llama"], experiment, config)
+    assert whole.to_dict()["fast_path_check"]["whole_prompts"]
+    assert not cached.to_dict()["fast_path_check"]["whole_prompts"]
+    assert_same_alignment(whole.fitted, cached.fitted)
+    assert whole.evaluation.predicted.tolist() == cached.evaluation.predicted.tolist()
+
+
+def test_hooks_that_disagree_even_over_whole_prompts_stop_the_claim(fresh_llama: Any) -> None:
+    model, site = fresh_llama.model, Site(1, "last")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fast_path_check, "source_vectors", lambda *a: runner.source_vectors(*a) + 1)
+        with (
+            pytest.warns(FastPathWarning),
+            pytest.raises(FastPathMismatch, match=r"even over whole prompts.*no IIA here"),
+        ):
+            check_fast_paths(model, site.resolve(model), _encoded(fresh_llama, site))
+
+
+def test_the_tolerance_is_rounding_of_the_weights_type_at_the_logits_scale() -> None:
+    logits = torch.tensor([[-3.0, 20.0]])
+    assert fast_path_check._tolerance(logits, torch.float32) == 20 * 2**-12
+    assert fast_path_check._tolerance(logits, torch.bfloat16) == 20 * 16 * 2**-7
+    assert fast_path_check._tolerance(logits / 100, torch.float16) == 16 * 2**-10
