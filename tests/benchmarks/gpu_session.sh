@@ -7,7 +7,7 @@
 #      2026-11-27 and 2026-12-04, and steps 1 and 3 alone fill most of one 10-minute device
 #      call; their timeouts with step 1's add up to 410 s, so run them as a second call with
 #      EXTRAS= );
-#   3. gpu_7b.py's other stages (EXTRAS, default rotation,syncs,windows,compiled,memory_peak,
+#   3. gpu_7b.py's other stages (EXTRAS, default fast_path,rotation,syncs,windows,compiled,memory_peak,
 #      memory_peak_warm,profile,dispatch,grid,batch_scaling,memory,cost_curve) into
 #      gpu_7b_extras.json, as far as BUDGET_S allows (on 2026-12-04 the stages after the grid
 #      were past it: the short ones and the grid first; `windows`, prefix passes of 1, 2 and 4
@@ -49,7 +49,7 @@ sys.exit(not any(e.name == 'das_assert' for e in m.entry_points(group='pytest11'
   status=$?; echo "fit with device_map=auto: exit $status"; tail -6 "$out/device_map.log"
   [ "$status" = 0 ] || failed=1
 fi
-extras=${EXTRAS:-rotation,syncs,windows,compiled,memory_peak,memory_peak_warm,profile,dispatch,grid,batch_scaling,memory,cost_curve}
+extras=${EXTRAS:-fast_path,rotation,syncs,windows,compiled,memory_peak,memory_peak_warm,profile,dispatch,grid,batch_scaling,memory,cost_curve}
 if [ -n "$extras" ]; then
   timeout "${EXTRAS_S:-320}" python3 tests/benchmarks/gpu_7b.py --out "$out" --name gpu_7b_extras \
     --stages "$extras" --budget-s "${BUDGET_S:-220}" 2>&1 | grep -v '^nnsight' | cut -c1-600 \

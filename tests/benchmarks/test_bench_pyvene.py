@@ -92,7 +92,7 @@ def test_the_7b_scripts_breakdown_stages_run_at_a_toy_shape_on_cpu(tmp_path: Pat
     """The stages a GPU session runs after the comparison (no pyvene needed): none may fail."""
     import gpu_7b
 
-    stages = "rotation,forward,memory,profile,memory_peak,syncs,batch_scaling,cost_curve"
+    stages = "fast_path,rotation,forward,memory,profile,memory_peak,syncs,batch_scaling,cost_curve"
     stages += ",every_prefix_kept,windows"
     argv = ["--shape=tiny", "--device=cpu", "--dtype=float32", "--layer=2", f"--out={tmp_path}"]
     assert gpu_7b.main([*argv, f"--stages={stages}", "--n-train=32", "--name=extras"]) == 0
@@ -102,6 +102,7 @@ def test_the_7b_scripts_breakdown_stages_run_at_a_toy_shape_on_cpu(tmp_path: Pat
     for row in (result["rotation"]["spread_0.01"], result["rotation"]["spread_0.05"]):
         assert {"action_step_ms", "frechet_step_ms", "torch_step_ms", "taylor_plan"} <= set(row)
     assert result["memory_peak"] == {"skipped": "the allocator's history needs CUDA"}
+    assert result["fast_path"]["largest_difference"] <= result["fast_path"]["tolerance"]
     phases = result["profile"]["phases_ms_per_step"]
     assert {"phase: prefix pass", "phase: model pass", "phase: interchange"} <= set(phases)
     assert result["profile"]["aten_ops_per_step"] > 0
