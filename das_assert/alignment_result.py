@@ -49,8 +49,8 @@ class AlignmentResult:
     test_pairs: str = "test"
     # where a saved alignment was evaluated rather than a fit (--das-frozen): the report's block
     alignment: dict[str, Any] | None = None
-    # the engine's check on this model and site (fast_path_check.FastPathCheck.as_dict())
-    fast_path_check: dict[str, Any] | None = None
+    # the engine's checks on this model and site (engine_check.EngineCheck.as_dict())
+    engine_check: dict[str, Any] | None = None
 
     def confirmed(self) -> AlignmentResult:
         """This frozen alignment evaluated on fresh pairs, no training. A cell picked as the best
@@ -256,8 +256,8 @@ class AlignmentResult:
         }
         if self.alignment is not None:
             record["alignment"] = self.alignment
-        if self.fast_path_check is not None:
-            record["fast_path_check"] = self.fast_path_check
+        if self.engine_check is not None:
+            record["engine_check"] = self.engine_check
         if include_pairs:
             record["pairs"] = ev.pair_records(self.model.tokenizer)
         return record

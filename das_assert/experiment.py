@@ -16,9 +16,9 @@ import torch
 from das_assert.alignment_result import PRECONDITION_ADVICE, AlignmentResult
 from das_assert.cache import AlignmentCache, cache_key
 from das_assert.data import EncodedPairs, PromptPair, TokenizedPairs, encode, tokenize
+from das_assert.engine_check import check_engine
 from das_assert.errors import InvalidArgument, PreconditionFailed, did_you_mean
 from das_assert.evaluate import base_answers, evaluate
-from das_assert.fast_path_check import check_fast_paths
 from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
 from das_assert.metrics import check_threshold
 from das_assert.models import LoadedModel
@@ -197,7 +197,7 @@ def run_experiment(
     config = config or FitConfig(seed=experiment.seed)  # one seed: data, initialisation, order
     resolved = experiment.site.resolve(model.model)
     test = _encoded(model, experiment, "test")
-    checked = check_fast_paths(model.model, resolved, test)  # once per model and site
+    checked = check_engine(model.model, resolved, test)  # once per model and site
     key = cache_key(model, experiment, config) if cache else ""
     if fitted is None and cache is not None:
         fitted = _load(model, experiment, config, resolved, cache, key)
@@ -223,7 +223,7 @@ def run_experiment(
         raise PreconditionFailed(f"{model.name}: {exc}; {PRECONDITION_ADVICE}") from None
     _release_device_cache(model)  # the fit's prefix store and activations are gone by now
     return AlignmentResult(
-        model, experiment, config, fitted, evaluation, fast_path_check=checked.as_dict()
+        model, experiment, config, fitted, evaluation, engine_check=checked.as_dict()
     )
 
 

@@ -310,7 +310,7 @@ _WHOLE_PROMPTS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary(
 
 def run_whole_prompts(model: Any, why: str) -> None:
     """From now on every pass on ``model`` runs over the whole prompt, no KV cache anywhere (no
-    prefix, no shared preamble, no store): ``fast_path_check`` found its cached passes wrong."""
+    prefix, no shared preamble, no store): ``engine_check`` found its cached passes wrong."""
     _WHOLE_PROMPTS[model] = why
 
 

@@ -1,8 +1,10 @@
-"""The check, before a model's first alignment at a site, that das_assert's cached passes give
-the logits of plain whole-prompt passes; where they do not, whole prompts from then on."""
+"""The checks, before a model's first alignment at a site, that das_assert's hooks reach the
+output and its cached passes give the logits of plain whole-prompt passes; where the cached ones
+do not, whole prompts from then on."""
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 from typing import Any
@@ -10,10 +12,10 @@ from typing import Any
 import pytest
 import torch
 
-from das_assert import fast_path_check, kv_cache, runner
+from das_assert import engine_check, hooks, kv_cache, runner
 from das_assert.data import encode
+from das_assert.engine_check import EngineCheckFailed, FastPathWarning, check_engine
 from das_assert.experiment import Experiment, run_experiment
-from das_assert.fast_path_check import FastPathMismatch, FastPathWarning, check_fast_paths
 from das_assert.fit import FitConfig
 from das_assert.models import load_model
 from das_assert.sites import Site
@@ -37,20 +39,31 @@ def test_the_cached_passes_agree_with_plain_ones_on_each_architecture(
 ) -> None:
     model = tiny_models[arch]
     site = Site(1, position)
-    checked = check_fast_paths(model.model, site.resolve(model.model), _encoded(model, site))
+    checked = check_engine(model.model, site.resolve(model.model), _encoded(model, site))
     assert checked.rows == 8
-    assert checked.largest_difference <= checked.tolerance
+    assert checked.cached_vs_plain <= checked.tolerance
+    assert checked.output_swap <= checked.tolerance
     assert checked.tolerance < 0.01  # float32: a bug would move logits by far more
     assert not checked.whole_prompts
+
+
+def test_a_hook_whose_change_never_reaches_the_output_stops_the_claim(fresh_llama: Any) -> None:
+    """The intervention edits what the model does not pass on (here: nothing at all), the
+    silent wrong-site bug: the last block's swap leaves the base's own logits."""
+    model, site = fresh_llama.model, Site(1, "last")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(hooks, "intervene", lambda *a, **k: contextlib.nullcontext())
+        with pytest.raises(EngineCheckFailed, match=r"hooks do not reach what this model \(llama"):
+            check_engine(model, site.resolve(model), _encoded(fresh_llama, site))
 
 
 def test_a_model_and_site_are_checked_once(fresh_llama: Any) -> None:
     site = Site(1, "last")
     resolved, encoded = site.resolve(fresh_llama.model), _encoded(fresh_llama, site)
-    first = check_fast_paths(fresh_llama.model, resolved, encoded)
+    first = check_engine(fresh_llama.model, resolved, encoded)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(fast_path_check, "_largest_difference", pytest.fail)
-        assert check_fast_paths(fresh_llama.model, resolved, encoded) is first
+        patch.setattr(engine_check, "_cached_against_plain", pytest.fail)
+        assert check_engine(fresh_llama.model, resolved, encoded) is first
 
 
 def test_cached_passes_that_disagree_give_way_to_whole_prompts_with_a_warning(
@@ -63,10 +76,10 @@ def test_cached_passes_that_disagree_give_way_to_whole_prompts_with_a_warning(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(runner, "shared_prefix", lambda e, i: int(e.base_position[i].min()) + 1)
         with pytest.warns(FastPathWarning, match="cached passes disagreed with plain ones"):
-            checked = check_fast_paths(model, site.resolve(model), encoded)
+            checked = check_engine(model, site.resolve(model), encoded)
     assert checked.whole_prompts
     assert "a logit off by" in checked.why
-    assert checked.largest_difference <= checked.tolerance
+    assert checked.cached_vs_plain <= checked.tolerance
     assert kv_cache.whole_prompts_only(model) == checked.why
     assert not kv_cache.prefix_caching_works(model, 10)
     assert not kv_cache.plain_cache(model)
@@ -90,8 +103,8 @@ def test_a_fit_on_a_model_set_to_whole_prompts_learns_what_the_cached_one_does(
         warnings.simplefilter("error", FastPathWarning)  # set already: no second warning
         whole = run_experiment(fresh_llama, experiment, config)
     cached = run_experiment(tiny_models["llama"], experiment, config)
-    assert whole.to_dict()["fast_path_check"]["whole_prompts"]
-    assert not cached.to_dict()["fast_path_check"]["whole_prompts"]
+    assert whole.to_dict()["engine_check"]["whole_prompts"]
+    assert not cached.to_dict()["engine_check"]["whole_prompts"]
     assert_same_alignment(whole.fitted, cached.fitted)
     assert whole.evaluation.predicted.tolist() == cached.evaluation.predicted.tolist()
 
@@ -99,16 +112,16 @@ def test_a_fit_on_a_model_set_to_whole_prompts_learns_what_the_cached_one_does(
 def test_hooks_that_disagree_even_over_whole_prompts_stop_the_claim(fresh_llama: Any) -> None:
     model, site = fresh_llama.model, Site(1, "last")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(fast_path_check, "source_vectors", lambda *a: runner.source_vectors(*a) + 1)
+        patch.setattr(engine_check, "source_vectors", lambda *a: runner.source_vectors(*a) + 1)
         with (
             pytest.warns(FastPathWarning),
-            pytest.raises(FastPathMismatch, match=r"even over whole prompts.*no IIA here"),
+            pytest.raises(EngineCheckFailed, match=r"even over whole prompts.*no IIA here"),
         ):
-            check_fast_paths(model, site.resolve(model), _encoded(fresh_llama, site))
+            check_engine(model, site.resolve(model), _encoded(fresh_llama, site))
 
 
 def test_the_tolerance_is_rounding_of_the_weights_type_at_the_logits_scale() -> None:
     logits = torch.tensor([[-3.0, 20.0]])
-    assert fast_path_check._tolerance(logits, torch.float32) == 20 * 2**-12
-    assert fast_path_check._tolerance(logits, torch.bfloat16) == 20 * 16 * 2**-7
-    assert fast_path_check._tolerance(logits / 100, torch.float16) == 16 * 2**-10
+    assert engine_check._tolerance(logits, torch.float32) == 20 * 2**-12
+    assert engine_check._tolerance(logits, torch.bfloat16) == 20 * 16 * 2**-7
+    assert engine_check._tolerance(logits / 100, torch.float16) == 16 * 2**-10

@@ -1,0 +1,180 @@
+"""Before a model's first alignment at a site: does das_assert's engine work on this model?
+
+Two checks on a few of the claim's own prompts, before anything trains:
+
+- **The hooks reach the output** (once per model): the last block's whole output vector at the
+  last token swapped for the source prompt's must give the source prompt's own logits, for
+  nothing else comes between that vector and them. A hook that edits a copy the model does not
+  pass on, the silent wrong-site bug of intervention libraries, fails it.
+- **The cached passes are plain passes** (once per model and site): the engine reuses KV caches
+  (a prefix run once under the suffix, a preamble run for one row and shared, blocks before the
+  site skipped). Its oracle tests show them equal to whole-prompt passes on Llama, GPT-2 and
+  GPT-NeoX; another architecture could differ, and every IIA would be wrong without a word. Their
+  logits, with no intervention and with the site's whole vector swapped for the source's, are
+  set against plain passes of the whole prompt. Where they disagree, every pass on the model
+  runs over the whole prompt from then on (``kv_cache.run_whole_prompts``), with a warning:
+  slower, and right. Where even those disagree, the claim stops with an error.
+"""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from das_assert import hooks
+from das_assert.data import EncodedPairs
+from das_assert.errors import DasError
+from das_assert.kv_cache import run_model, run_whole_prompts, weights_version, whole_prompts_only
+from das_assert.runner import answer_logits, source_vectors
+from das_assert.sites import ResolvedSite, Site
+
+__all__ = ["EngineCheck", "EngineCheckFailed", "FastPathWarning", "check_engine"]
+
+#: How many of the claim's test pairs the checks run.
+CHECK_ROWS = 8
+
+
+class FastPathWarning(UserWarning):
+    """das_assert's cached passes disagree with plain ones on a model: it runs whole prompts."""
+
+
+class EngineCheckFailed(DasError):
+    """das_assert's hooks do not act on this model as they must: no IIA here would mean
+    anything."""
+
+
+@dataclass(frozen=True)
+class EngineCheck:
+    """What the checks measured on ``rows`` prompts (largest differences of any logit):
+    ``output_swap``, the last block's swap against the source's own logits; ``cached_vs_plain``,
+    the cached passes against plain ones at the site; each against ``tolerance``.
+    ``whole_prompts`` where the model's passes run over the whole prompt (``why``)."""
+
+    rows: int
+    tolerance: float
+    output_swap: float
+    cached_vs_plain: float
+    whole_prompts: bool = False
+    why: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_CHECKED: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
+
+
+def check_engine(model: Any, site: ResolvedSite, encoded: EncodedPairs) -> EngineCheck:
+    """Both checks of ``model`` at ``site`` on the first ``CHECK_ROWS`` pairs of ``encoded``
+    (once per model, weights, site and position; later calls return the first result).
+
+    Raises:
+        EngineCheckFailed: the last block's swap does not give the source's logits, or
+            whole-prompt passes with an intervention disagree with plain ones too.
+    """
+    memo = _CHECKED.setdefault(model, {})
+    version = weights_version(model)
+    key = (version, hooks.site_key(site), encoded.position)
+    if key in memo:
+        return memo[key]
+    rows = encoded.select(torch.arange(min(CHECK_ROWS, len(encoded))))
+    if ("output", version) not in memo:
+        memo["output", version] = _output_swap(model, rows)
+    output_swap = memo["output", version]
+    already = whole_prompts_only(model)
+    difference, tolerance = _cached_against_plain(model, site, rows)
+    if difference > tolerance and already is None:
+        already = (
+            f"its cached passes disagreed with plain ones at {site.module_path} (a logit off by "
+            f"{difference:.3g}, tolerance {tolerance:.3g}, on {len(rows)} prompts)"
+        )
+        run_whole_prompts(model, already)
+        warnings.warn(
+            FastPathWarning(
+                f"das_assert: {already}; every pass on this model now runs over the whole "
+                "prompt: slower, same results. Please report the model's type to das_assert."
+            ),
+            stacklevel=2,
+        )
+        difference, tolerance = _cached_against_plain(model, site, rows)
+    if difference > tolerance:
+        raise EngineCheckFailed(
+            f"das_assert's passes with an intervention at {site.module_path} disagree with plain "
+            f"passes of this model even over whole prompts (a logit off by {difference:.3g}, "
+            f"tolerance {tolerance:.3g}, on {len(rows)} prompts): its hooks do not see the "
+            "block's output as the model uses it, so no IIA here would mean anything. Check the "
+            "site's component, or register the model's decoder blocks (README, The CLI)"
+        )
+    result = EngineCheck(
+        len(rows), tolerance, output_swap, difference, already is not None, already
+    )
+    memo[key] = result
+    return result
+
+
+@torch.no_grad()
+def _output_swap(model: Any, rows: EncodedPairs) -> float:
+    """The last block's output at each base prompt's last token swapped for the source's: the
+    largest logit difference from the source's own logits (a float: it must be about 0)."""
+    last_block = Site(-1, "last").resolve(model)
+    index = torch.arange(len(rows))
+    ids, mask = rows.base_batch(index)
+    source_ids, source_mask = rows.source_batch(index)
+    source_last = source_mask.sum(dim=1) - 1
+    with hooks.capture(last_block, source_last) as captured:
+        source_logits = _last_logits(run_model(model, source_ids, source_mask).logits, source_last)
+    with hooks.intervene(last_block, rows.base_last, lambda _base: captured["hidden"]):
+        swapped = _last_logits(run_model(model, ids, mask).logits, rows.base_last)
+    difference = float((swapped - source_logits).abs().max())
+    tolerance = _tolerance(source_logits, next(model.parameters()).dtype)
+    if difference > tolerance:
+        raise EngineCheckFailed(
+            f"the last block's output at the last token, swapped for the source prompt's, should "
+            f"give the source's own logits; on {len(rows)} prompts a logit is off by "
+            f"{difference:.3g} (tolerance {tolerance:.3g}): das_assert's hooks do not reach what "
+            f"this model ({model.config.model_type}) outputs, so no intervention here would "
+            "mean anything. Register the model's decoder blocks (README, The CLI)"
+        )
+    return difference
+
+
+@torch.no_grad()
+def _cached_against_plain(
+    model: Any, site: ResolvedSite, rows: EncodedPairs
+) -> tuple[float, float]:
+    """The largest logit difference between das_assert's passes and plain ones over ``rows``,
+    no intervention and the site's vector swapped for the source's, and its tolerance."""
+    index = torch.arange(len(rows))
+    ids, mask = rows.base_batch(index)
+    source_ids, source_mask = rows.source_batch(index)
+    with hooks.capture(site, rows.source_position) as captured:
+        run_model(model, source_ids, source_mask)
+    plain_source = captured["hidden"]
+    plain = _last_logits(run_model(model, ids, mask).logits, rows.base_last)
+    with hooks.intervene(site, rows.base_position, lambda _base: plain_source):
+        plain_swapped = _last_logits(run_model(model, ids, mask).logits, rows.base_last)
+    fast_source = source_vectors(model, site, rows)
+    fast = answer_logits(model, site, rows, index)
+    fast_swapped = answer_logits(model, site, rows, index, lambda _base: fast_source)
+    difference = max(
+        float((plain - fast).abs().max()), float((plain_swapped - fast_swapped).abs().max())
+    )
+    return difference, _tolerance(plain, next(model.parameters()).dtype)
+
+
+def _last_logits(logits: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    return logits[rows, last.to(logits.device)].float()
+
+
+def _tolerance(logits: torch.Tensor, dtype: torch.dtype) -> float:
+    """Rounding, not a bug: 16 steps of the weights' float type at the logits' scale, and no
+    less than 2**-12 of it (float32's own steps are far finer than what a cached pass's other
+    order of sums moves a logit by at Llama-7B's depth)."""
+    scale = max(1.0, float(logits.abs().max()))
+    eps = torch.finfo(dtype).eps if dtype.is_floating_point else 2**-12
+    return scale * max(16 * eps, 2**-12)
