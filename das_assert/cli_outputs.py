@@ -1,0 +1,126 @@
+"""The command line's files and stdout: every output path checked before any work, outputs
+left from an earlier run named after a failed one, and stdout that outlives its reader."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ReaderMayLeave", "check_outputs", "existing_outputs", "note_earlier_outputs"]
+
+_OUTPUT_FILES = ("json", "save", "png", "markdown")  # each command's files to write
+_INPUT_FILES = ("alignment", "old", "new")  # files a command reads, never to be overwritten
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse an output path that cannot be written before any work, not after it: a file
+    where a directory is (or in its way), a directory where a file is to be written, a place
+    this process may not write, an input it would overwrite, or two outputs at one path."""
+    from das_assert.errors import InvalidArgument
+    from das_assert.store import output_path_problem
+
+    outputs = [  # (flag, path, written as a directory?)
+        (f"--{name}", Path(path), False)
+        for name in _OUTPUT_FILES
+        if (path := getattr(args, name, None)) is not None
+    ]
+    if (directory := getattr(args, "out", None)) is not None:  # train-embedded's model dir
+        _check_new_model_dir(Path(directory))
+        outputs.append(("--out", Path(directory), True))
+    inputs = {  # resolved path: how the command line named it
+        Path(path).resolve(): "--alignment" if name == "alignment" else name.upper()
+        for name in _INPUT_FILES
+        if (path := getattr(args, name, None)) is not None
+    }
+    for path in getattr(args, "causal_models", None) or ():
+        inputs[Path(path).resolve()] = "a --causal-models file"
+    written: dict[Path, str] = {}
+    for flag, path, is_directory in outputs:
+        problem = output_path_problem(path, directory=is_directory)
+        if problem:
+            raise InvalidArgument(f"{flag} {path}{problem}")
+        where = path.resolve()
+        if where in inputs:
+            raise InvalidArgument(
+                f"{flag} {path} is also {inputs[where]}, which this command reads: writing it "
+                "would destroy the input; name another file"
+            )
+        if where in written:
+            raise InvalidArgument(f"{flag} and {written[where]} both name {path}; name two files")
+        written[where] = flag
+
+
+def _check_new_model_dir(out: Path) -> None:
+    """train-embedded writes a whole model directory: never over the shipped one or any other."""
+    from das_assert.embedded.train import refuse_a_full_directory
+    from das_assert.errors import InvalidArgument
+    from das_assert.models import EMBEDDED_MODEL_DIR
+
+    if out.resolve() == EMBEDDED_MODEL_DIR.resolve():
+        raise InvalidArgument(
+            f"--out {out} is the shipped embedded model; name a new directory (compare the "
+            "result with it, or point $DAS_MODEL at it)"
+        )
+    try:
+        refuse_a_full_directory(out)
+    except FileExistsError as exc:
+        raise InvalidArgument(f"--out {exc}, so no model is overwritten") from None
+
+
+def existing_outputs(args: argparse.Namespace) -> dict[Path, int]:
+    """The output files asked for that exist already, with their modification times."""
+    found = {}
+    for name in _OUTPUT_FILES:
+        if (path := getattr(args, name, None)) is not None:
+            with contextlib.suppress(OSError):
+                found[Path(path)] = Path(path).stat().st_mtime_ns
+    return found
+
+
+def note_earlier_outputs(before: dict[Path, int]) -> None:
+    """After a failed run, name each output file that is still an earlier run's: a CI step that
+    uploads it would otherwise publish old results as this run's."""
+    for path, mtime in before.items():
+        with contextlib.suppress(OSError):
+            if path.stat().st_mtime_ns == mtime:
+                print(
+                    f"note: {path} was not written by this run; it holds an earlier run's output",
+                    file=sys.stderr,
+                )
+
+
+class ReaderMayLeave:
+    """stdout that stops printing, not the command, once its reader has gone (``... | head``):
+    the files asked for (--json, --save, --markdown) are still written, and the exit code is the
+    command's own."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._gone = False
+
+    def write(self, text: str) -> int:
+        return self._call("write", text) or len(text)
+
+    def flush(self) -> None:
+        self._call("flush")
+
+    def _call(self, name: str, *args: Any) -> Any:
+        if self._gone:
+            return None
+        try:
+            return getattr(self._stream, name)(*args)
+        except BrokenPipeError:
+            self._gone = True
+            try:  # what is still buffered goes nowhere at exit, not into a second error
+                import os
+
+                os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+            except (OSError, ValueError):
+                pass
+            return None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
