@@ -1,8 +1,9 @@
-"""Command line: ``python -m das_assert fit | evaluate | search | compare | baselines |
+"""Command line: ``python -m das_assert check | fit | evaluate | search | compare | baselines |
 train-embedded``.
 
-Exit codes: 0 ok; 1 a claim failed (verdict not ``aligned`` when ``--threshold`` is given, or
-``compare`` found a regression); 2 a usage or input error, with a message that names the fix;
+Exit codes: 0 ok; 1 a claim failed (verdict not ``aligned`` when ``--threshold`` is given,
+``compare`` found a regression, or ``check`` found the model below the task gate); 2 a usage or
+input error, with a message that names the fix;
 3 an unexpected error (a bug to report, not a failed claim); 130 interrupted (Ctrl-C).
 """
 
@@ -57,7 +58,7 @@ def _experiment(
         seed=args.seed,
         fmt=_format(args, model),
         bracket=tuple(args.bracket) if args.bracket else None,
-        threshold=args.threshold,
+        threshold=getattr(args, "threshold", None),  # check has none
         min_task_accuracy=args.min_task_accuracy,
     )
 
@@ -354,12 +355,31 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from das_assert.preflight import DEFAULT_POSITIONS, preflight, preflight_text
+    from das_assert.sites import Site
+    from das_assert.store import atomic_write_json
+
+    positions = args.positions or list(DEFAULT_POSITIONS)
+    hypothesis = args.hypothesis or "left_boundary"
+    model = _load(args)
+    layers = args.layers or [model.config.num_hidden_layers // 2]
+    experiment = _experiment(args, Site(layers[0], positions[0]), hypothesis, 2, model)
+    found = preflight(model, experiment, positions, layers)
+    print(preflight_text(found), end="")
+    if args.json:
+        atomic_write_json(args.json, found)
+        print(f"report: {args.json}")
+    return 0 if found["task_accuracy"]["passed"] else 1
+
+
 COMMANDS = {
     "fit": _cmd_fit,
     "search": _cmd_search,
     "evaluate": _cmd_evaluate,
     "compare": _cmd_compare,
     "baselines": _cmd_baselines,
+    "check": _cmd_check,
     "train-embedded": _cmd_train_embedded,
 }
 

@@ -144,6 +144,7 @@ def _add_data_args(
     hypothesis_required: bool,
     seed_default: int | None = 0,
     seed_help: str = "data, initialisation and training",
+    claims: bool = True,
 ) -> None:
     from das_assert.tasks.price_tagging import CAUSAL_MODELS, NUMBER_STYLES
 
@@ -216,12 +217,13 @@ def _add_data_args(
         metavar="P",
         help="below this task accuracy the run is an input error (default 0.8)",
     )
-    group.add_argument(
-        "--threshold",
-        type=parse_threshold,
-        metavar="P",
-        help="claim IIA >= P: exit 1 unless the verdict is 'aligned'",
-    )
+    if claims:
+        group.add_argument(
+            "--threshold",
+            type=parse_threshold,
+            metavar="P",
+            help="claim IIA >= P: exit 1 unless the verdict is 'aligned'",
+        )
     group.add_argument("--json", type=path_arg, metavar="OUT", help="write the JSON report here")
 
 
@@ -442,6 +444,31 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
         action="store_true",
         help="delete the folders that hold no baseline: reservations abandoned over a day ago "
         "and alignment folders whose JSON is gone, where they hold only das_assert's files",
+    )
+
+    check = commands.add_parser(
+        "check",
+        help="look a model over before any fit: its prompt, tokens, positions, answers, task "
+        "accuracy, and whether das_assert's hooks and cached passes act on it as they must",
+    )
+    _add_model_args(check)
+    _add_data_args(check, hypothesis_required=False, seed_help="the prompts'", claims=False)
+    check.set_defaults(n_test=200)
+    looked = check.add_argument_group("where to look")
+    looked.add_argument(
+        "--positions",
+        nargs="+",
+        action=_distinct("position"),
+        metavar="NAME",
+        help="the positions to resolve (default: last after:amount amount.last before:amount)",
+    )
+    looked.add_argument(
+        "--layers",
+        type=int,
+        nargs="+",
+        action=_distinct("layer"),
+        metavar="L",
+        help="the blocks to run the engine check at (default: the middle one)",
     )
 
     train = commands.add_parser("train-embedded", help="retrain the embedded model from scratch")

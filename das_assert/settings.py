@@ -362,7 +362,8 @@ def find_model_settings(
         f"{source} has no settings for the model {str(model_path)!r}: add an entry "
         f"`models: {name}: {{path: {shown}, sites: ..., thresholds: ...}}` (a relative path is "
         "read from das.yaml's folder; copy the embedded entry and measure your model's numbers "
-        "first: there is no silent default), or judge an update of a listed model under its "
+        "first, starting with `python3 -m das_assert check --model DIR`: there is no silent "
+        "default), or judge an update of a listed model under its "
         "entry with --das-model-entry KEY." + "".join(missing)
     )
 

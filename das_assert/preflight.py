@@ -1,0 +1,128 @@
+"""``das_assert check``: a model and its prompts looked over before any fit, in seconds.
+
+What a long run would find out only after its first fit, or never: how a prompt reads and where
+it is cut into tokens, which token each named position lands on, which tokens the answers are,
+whether the model does the task (its accuracy with an interval, against the gate), and whether
+das_assert's hooks and cached passes act on this model as they must (``engine_check``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from das_assert.data import tokenize
+from das_assert.engine_check import check_engine
+from das_assert.evaluate import base_answers
+from das_assert.experiment import Experiment
+from das_assert.metrics import wilson_interval
+from das_assert.models import LoadedModel
+from das_assert.positions import parse_position
+from das_assert.sites import Site
+
+__all__ = ["DEFAULT_POSITIONS", "preflight", "preflight_text"]
+
+#: The positions shown when none are named: the answer's token and the amount's neighbours.
+DEFAULT_POSITIONS = ("last", "after:amount", "amount.last", "before:amount")
+
+
+def preflight(
+    model: LoadedModel, experiment: Experiment, positions: Sequence[str], layers: Sequence[int]
+) -> dict[str, Any]:
+    """The look-over of ``model`` on ``experiment``'s test pairs (its prompt format, seed and
+    n_test): the first base prompt, tokens and answers; each position, resolved on every
+    prompt; the task accuracy; the engine check at each of ``layers`` x ``positions``.
+
+    Raises:
+        SiteError: a position the prompts do not have, or a layer the model lacks.
+        EngineCheckFailed: the hooks do not act on this model as they must.
+    """
+    pairs = experiment.test_pairs()
+    tokenized = tokenize(model, pairs)
+    first = pairs[0].base
+    length = int(tokenized.base.mask[0].sum())
+    tokens = model.tokenizer.convert_ids_to_tokens(tokenized.base.ids[0, :length].tolist())
+    resolved = {name: tokenized.at(parse_position(name)) for name in positions}
+    shown = {}
+    for name, at in resolved.items():
+        index = int(at.base_position[0])
+        shown[name] = {
+            "index": index,
+            "token": tokens[index],
+            "context": tokens[max(0, index - 2) : index + 3],  # two tokens each side
+            "context_start": max(0, index - 2),
+        }
+    fmt = experiment.fmt
+    answers = {word: model.answer_id(first.text, word) for word in fmt.answers}
+    any_position = next(iter(resolved.values()))
+    right = int((base_answers(model.model, any_position) == any_position.base_label_ids).sum())
+    n = len(pairs)
+    low, high = wilson_interval(right, n)
+    engine = []
+    for layer in layers:
+        for name, at in resolved.items():
+            site = Site(layer, name)
+            checked = check_engine(model.model, site.resolve(model.model), at)
+            engine.append({"site": str(site), **checked.as_dict()})
+    return {
+        "model": {
+            "path": model.name,
+            "architecture": model.config.model_type,
+            "n_layers": model.config.num_hidden_layers,
+            "hidden_size": model.config.hidden_size,
+            "dtype": model.dtype,
+            "device": model.device,
+        },
+        "data": experiment.data_record(),
+        "seed": experiment.seed,
+        "prompt": first.text,
+        "tokens": tokens,
+        "answers": {word: model.tokenizer.convert_ids_to_tokens(i) for word, i in answers.items()},
+        "positions": shown,
+        "task_accuracy": {
+            "value": right / n,
+            "ci": [low, high],
+            "n": n,
+            "gate": experiment.min_task_accuracy,
+            "passed": right / n >= experiment.min_task_accuracy,
+        },
+        "engine_check": engine,
+    }
+
+
+def preflight_text(found: dict[str, Any]) -> str:
+    """The look-over as the terminal shows it."""
+    model, accuracy = found["model"], found["task_accuracy"]
+    lines = [
+        f"model: {model['path']} ({model['architecture']}, {model['n_layers']} layers, "
+        f"d={model['hidden_size']}, {model['dtype']}, {model['device']})",
+        f"the first test prompt (seed {found['seed']}), {len(found['tokens'])} tokens:",
+        *(f"  | {line}".rstrip() for line in found["prompt"].split("\n")),
+        "answers, read after its last token: "
+        + ", ".join(f"{word!r} -> token {token!r}" for word, token in found["answers"].items()),
+        "positions (resolved on every test prompt; shown on this one):",
+    ]
+    width = max(len(name) for name in found["positions"])
+    for name, where in found["positions"].items():
+        around = " ".join(
+            f"[{token!r}]" if where["context_start"] + i == where["index"] else repr(token)
+            for i, token in enumerate(where["context"])
+        )
+        lines.append(f"  {name.ljust(width)}  token {where['index']:>3}  {around}")
+    low, high = accuracy["ci"]
+    verdict = "passes" if accuracy["passed"] else "FAILS"
+    lines.append(
+        f"task accuracy: {accuracy['value']:.3f} (n={accuracy['n']}, 95% CI [{low:.3f}, "
+        f"{high:.3f}]); {verdict} the gate {accuracy['gate']}"
+    )
+    for row in found["engine_check"]:
+        cached = (
+            "runs whole prompts: " + row["why"]
+            if row["whole_prompts"]
+            else f"cached passes = plain ones (off by {row['cached_vs_plain']:.2g})"
+        )
+        lines.append(
+            f"engine at {row['site']}: hooks reach the output (off by {row['output_swap']:.2g}); "
+            f"{cached}; tolerance {row['tolerance']:.2g}"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,80 @@
+"""``das_assert check``: a model and its prompts looked over before any fit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from das_assert.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_embedded_model_passes_its_check_and_shows_where_each_position_lands(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = tmp_path / "check.json"
+    assert main(["check", "--layers", "0", "3", f"--json={report}"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("model: embedded (llama, 4 layers, d=128, float32, cpu)\n")
+    assert "  | ### Input:\n" in out
+    assert "answers, read after its last token: 'Yes' -> token 'Yes', 'No' -> token 'No'" in out
+    assert "  after:amount   token  70  '8' '9' ['dollars'] '\\n' '\\n'" in out
+    assert "passes the gate 0.8" in out
+    found = json.loads(report.read_text())
+    assert set(found["positions"]) == {"last", "after:amount", "amount.last", "before:amount"}
+    last = found["positions"]["last"]
+    assert last["index"] == len(found["tokens"]) - 1
+    assert found["tokens"][last["index"]] == last["token"]
+    accuracy = found["task_accuracy"]
+    assert accuracy["n"] == 200
+    assert accuracy["ci"][0] <= accuracy["value"] <= accuracy["ci"][1]
+    assert accuracy["passed"]
+    sites = [row["site"] for row in found["engine_check"]]
+    assert len(sites) == 8
+    assert sites[0] == "block_output[layer=0, pos=last]"
+    for row in found["engine_check"]:
+        assert row["cached_vs_plain"] <= row["tolerance"]
+        assert row["output_swap"] <= row["tolerance"]
+        assert not row["whole_prompts"]
+
+
+def test_a_wrapper_the_model_does_not_read_fails_the_gate_with_exit_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    wrapper = "Q: {instruction}\nA: {amount} dollars\n"
+    assert main(["check", f"--prompt-template={wrapper}", "--positions", "last"]) == 1
+    out = capsys.readouterr().out
+    assert "  | Q: Please say yes only if it costs between " in out
+    assert "FAILS the gate 0.8" in out
+
+
+def test_another_architecture_is_checked_too(
+    tiny_model_dirs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = ["--model", str(tiny_model_dirs["gpt2"]), "--min-task-accuracy=0"]
+    assert main(["check", *model, "--positions", "last", "after:amount", "--n-test=16"]) == 0
+    out = capsys.readouterr().out
+    assert "(gpt2, 3 layers, d=32, float32, cpu)" in out
+    assert out.count("hooks reach the output") == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--threshold", "0.7"], "unrecognized arguments: --threshold 0.7"),
+        (["--positions", "after:price"], "after:price"),
+        (["--layers", "9"], "layer=9 is out of range"),
+    ],
+)
+def test_bad_input_to_check_is_one_error(
+    capsys: pytest.CaptureFixture[str], args: list[str], says: str
+) -> None:
+    try:
+        code = main(["check", *args])
+    except SystemExit as exc:  # argparse's own usage error
+        code = exc.code
+    assert code == 2
+    assert says in capsys.readouterr().err
