@@ -31,13 +31,12 @@ def prune_listing(listing: dict[str, Any], now: float | None = None) -> list[dic
     rows = []
     for block in listing["models"]:
         directory = Path(block["directory"])
-        saved = {row["file"].removesuffix(".json") for row in block["baselines"]}
         for other in block["other_folders"]:
             if other["state"] == "reserved":
                 continue
             folder = directory / other["folder"]
             row = {"folder": str(folder), "state": other["state"]}
-            why = _why_kept(folder, other["state"], saved, now)
+            why = _why_kept(folder, other["state"], now)
             if why is None:
                 files, size = _contents(folder)
                 try:
@@ -52,11 +51,11 @@ def prune_listing(listing: dict[str, Any], now: float | None = None) -> list[dic
     return rows
 
 
-def _why_kept(folder: Path, state: str, saved: set[str], now: float) -> str | None:
+def _why_kept(folder: Path, state: str, now: float) -> str | None:
     """Why ``folder`` must stay (checked now, not when listed), or None: it may go."""
     if folder.is_symlink() or not folder.is_dir():
         return "a link, not a folder das_assert made" if folder.is_symlink() else "gone already"
-    if folder.name in saved or (folder.parent / f"{folder.name}.json").exists():
+    if (folder.parent / f"{folder.name}.json").exists():
         return "a baseline JSON is beside it now"
     since = reserved_since(folder)
     if state == "orphaned" and since is not None:

@@ -29,10 +29,16 @@ from das_assert import hooks
 from das_assert.data import EncodedPairs
 from das_assert.errors import DasError
 from das_assert.kv_cache import run_model, run_whole_prompts, weights_version, whole_prompts_only
-from das_assert.runner import answer_logits, source_vectors
+from das_assert.runner import answer_logits, logits_at, source_vectors
 from das_assert.sites import ResolvedSite, Site
 
-__all__ = ["EngineCheck", "EngineCheckFailed", "FastPathWarning", "check_engine"]
+__all__ = [
+    "EngineCheck",
+    "EngineCheckFailed",
+    "FastPathWarning",
+    "cached_against_plain",
+    "check_engine",
+]
 
 #: How many of the claim's test pairs the checks run.
 CHECK_ROWS = 8
@@ -85,22 +91,23 @@ def check_engine(model: Any, site: ResolvedSite, encoded: EncodedPairs) -> Engin
     if ("output", version) not in memo:
         memo["output", version] = _output_swap(model, rows)
     output_swap = memo["output", version]
-    already = whole_prompts_only(model)
-    difference, tolerance = _cached_against_plain(model, site, rows)
-    if difference > tolerance and already is None:
-        already = (
+    plain, tolerance = _plain_logits(model, site, rows)
+    difference = _largest_difference(plain, _cached_logits(model, site, rows))
+    why = whole_prompts_only(model)
+    if difference > tolerance and why is None:
+        why = (
             f"its cached passes disagreed with plain ones at {site.module_path} (a logit off by "
             f"{difference:.3g}, tolerance {tolerance:.3g}, on {len(rows)} prompts)"
         )
-        run_whole_prompts(model, already)
+        run_whole_prompts(model, why)
         warnings.warn(
             FastPathWarning(
-                f"das_assert: {already}; every pass on this model now runs over the whole "
+                f"das_assert: {why}; every pass on this model now runs over the whole "
                 "prompt: slower, same results. Please report the model's type to das_assert."
             ),
             stacklevel=2,
         )
-        difference, tolerance = _cached_against_plain(model, site, rows)
+        difference = _largest_difference(plain, _cached_logits(model, site, rows))
     if difference > tolerance:
         raise EngineCheckFailed(
             f"das_assert's passes with an intervention at {site.module_path} disagree with plain "
@@ -109,9 +116,7 @@ def check_engine(model: Any, site: ResolvedSite, encoded: EncodedPairs) -> Engin
             "block's output as the model uses it, so no IIA here would mean anything. Check the "
             "site's component, or register the model's decoder blocks (README, The CLI)"
         )
-    result = EngineCheck(
-        len(rows), tolerance, output_swap, difference, already is not None, already
-    )
+    result = EngineCheck(len(rows), tolerance, output_swap, difference, why is not None, why)
     memo[key] = result
     return result
 
@@ -126,9 +131,9 @@ def _output_swap(model: Any, rows: EncodedPairs) -> float:
     source_ids, source_mask = rows.source_batch(index)
     source_last = source_mask.sum(dim=1) - 1
     with hooks.capture(last_block, source_last) as captured:
-        source_logits = _last_logits(run_model(model, source_ids, source_mask).logits, source_last)
+        source_logits = logits_at(run_model(model, source_ids, source_mask), source_last)
     with hooks.intervene(last_block, rows.base_last, lambda _base: captured["hidden"]):
-        swapped = _last_logits(run_model(model, ids, mask).logits, rows.base_last)
+        swapped = logits_at(run_model(model, ids, mask), rows.base_last)
     difference = float((swapped - source_logits).abs().max())
     tolerance = _tolerance(source_logits, next(model.parameters()).dtype)
     if difference > tolerance:
@@ -143,32 +148,48 @@ def _output_swap(model: Any, rows: EncodedPairs) -> float:
 
 
 @torch.no_grad()
-def _cached_against_plain(
+def _plain_logits(
     model: Any, site: ResolvedSite, rows: EncodedPairs
-) -> tuple[float, float]:
-    """The largest logit difference between das_assert's passes and plain ones over ``rows``,
-    no intervention and the site's vector swapped for the source's, and its tolerance."""
+) -> tuple[tuple[torch.Tensor, torch.Tensor], float]:
+    """Plain whole-prompt passes over ``rows`` with hooks alone: the base's last-token logits
+    with no intervention and with the site's vector swapped for the source's; and the
+    tolerance at their scale."""
     index = torch.arange(len(rows))
     ids, mask = rows.base_batch(index)
     source_ids, source_mask = rows.source_batch(index)
     with hooks.capture(site, rows.source_position) as captured:
         run_model(model, source_ids, source_mask)
-    plain_source = captured["hidden"]
-    plain = _last_logits(run_model(model, ids, mask).logits, rows.base_last)
-    with hooks.intervene(site, rows.base_position, lambda _base: plain_source):
-        plain_swapped = _last_logits(run_model(model, ids, mask).logits, rows.base_last)
-    fast_source = source_vectors(model, site, rows)
-    fast = answer_logits(model, site, rows, index)
-    fast_swapped = answer_logits(model, site, rows, index, lambda _base: fast_source)
-    difference = max(
-        float((plain - fast).abs().max()), float((plain_swapped - fast_swapped).abs().max())
+    plain = logits_at(run_model(model, ids, mask), rows.base_last)
+    with hooks.intervene(site, rows.base_position, lambda _base: captured["hidden"]):
+        swapped = logits_at(run_model(model, ids, mask), rows.base_last)
+    return (plain, swapped), _tolerance(plain, next(model.parameters()).dtype)
+
+
+@torch.no_grad()
+def _cached_logits(
+    model: Any, site: ResolvedSite, rows: EncodedPairs
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same two logits by das_assert's own passes (sources read up to the site, the base's
+    prefix cached, blocks before the site skipped, wherever the model allows them)."""
+    index = torch.arange(len(rows))
+    sources = source_vectors(model, site, rows)
+    return (
+        answer_logits(model, site, rows, index),
+        answer_logits(model, site, rows, index, lambda _base: sources),
     )
-    return difference, _tolerance(plain, next(model.parameters()).dtype)
 
 
-def _last_logits(logits: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-    rows = torch.arange(logits.shape[0], device=logits.device)
-    return logits[rows, last.to(logits.device)].float()
+def cached_against_plain(model: Any, site: ResolvedSite, rows: EncodedPairs) -> tuple[float, float]:
+    """The largest logit difference between das_assert's passes and plain ones over ``rows``
+    (no intervention, and a whole-vector swap at ``site``) and its tolerance; no fallback."""
+    plain, tolerance = _plain_logits(model, site, rows)
+    return _largest_difference(plain, _cached_logits(model, site, rows)), tolerance
+
+
+def _largest_difference(
+    plain: tuple[torch.Tensor, torch.Tensor], cached: tuple[torch.Tensor, torch.Tensor]
+) -> float:
+    return max(float((a - b).abs().max()) for a, b in zip(plain, cached, strict=True))
 
 
 def _tolerance(logits: torch.Tensor, dtype: torch.dtype) -> float:

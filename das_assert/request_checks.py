@@ -82,8 +82,7 @@ def check_pairs(pairs: Any, result: Any) -> None:
         raise InvalidArgument(f"pairs must be PromptPair objects: {made}")
     model = causal_model(hypothesis)
     boxes = result.variable_names
-    head, _, rest = result.experiment.fmt.template.partition("{instruction}")
-    tail = rest.partition("{amount}")[2]
+    head, _, tail = result.experiment.fmt.wrapper_parts()
     for pair in pairs:
         inputs = pair.inputs
         if not inputs:  # built by hand: nothing to check them against

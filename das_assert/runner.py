@@ -34,6 +34,7 @@ from das_assert.transfer import to_device
 __all__ = [
     "BaseRun",
     "answer_logits",
+    "logits_at",
     "shared_source_vectors",
     "source_vectors",
     "source_vectors_at",
@@ -228,7 +229,7 @@ class BaseRun:
                 self.model, self.ids[:, p:], self.mask, use_cache=True, cache=self._cache
             )
         self._passed = True
-        return _logits_at(output, last)
+        return logits_at(output, last)
 
     @staticmethod
     def _skippable(sites: Sequence[ResolvedSite]) -> int | None:
@@ -293,7 +294,7 @@ class BaseRun:
                 use_cache=True,
                 cache=cache,
             )
-        return _logits_at(output, (self.encoded.base_last[self.index] - p).repeat(copies))
+        return logits_at(output, (self.encoded.base_last[self.index] - p).repeat(copies))
 
     def _repeated_prefix(self, copies: int) -> Any:
         """The prefix cache with the batch repeated ``copies`` times (a fresh cache); None where
@@ -360,10 +361,10 @@ class BaseRun:
                 use_cache=cache is not None,
                 cache=cache,
             )
-        return _logits_at(output, last - head)
+        return logits_at(output, last - head)
 
 
-def _logits_at(output: Any, last: torch.Tensor) -> torch.Tensor:
+def logits_at(output: Any, last: torch.Tensor) -> torch.Tensor:
     """Each row's logits at its token ``last[row]`` of the pass, (batch, vocab), in float32."""
     logits = output.logits
     rows = torch.arange(logits.shape[0], device=logits.device)

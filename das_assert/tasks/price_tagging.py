@@ -107,6 +107,13 @@ class PriceFormat:
         """A copy with some fields changed."""
         return replace(self, **changes)
 
+    def wrapper_parts(self) -> tuple[str, str, str]:
+        """The template's text before ``{instruction}``, between it and ``{amount}``, and after
+        ``{amount}``: what every prompt in this format starts with, holds and ends with."""
+        head, rest = self.template.split("{instruction}", 1)
+        between, tail = rest.split("{amount}", 1)
+        return head, between, tail
+
     def answer(self, value: bool) -> str:
         """The answer word for a truth value."""
         return self.answers[0] if value else self.answers[1]
@@ -131,8 +138,7 @@ class PriceFormat:
             pieces.append((None, " "))
             pieces.append(("suffix", self.suffix))
         instruction_text = "".join(text for _, text in pieces)
-        head, tail = self.template.split("{instruction}", 1)
-        before_amount, after_amount = tail.split("{amount}", 1)
+        head, before_amount, after_amount = self.wrapper_parts()
         amount = _format_cents(inputs["x"], self.numbers)
         spans: dict[str, tuple[int, int]] = {}
         cursor = len(head)

@@ -653,14 +653,14 @@ def fast_path_margin(model: object, layer: int, position: str) -> dict[str, floa
     shape and type, without its fallback: how far inside the tolerance a bf16 model on a GPU
     stays (on CPU at Llama-7B's depth, 0.019 against 0.18 in bf16)."""
     from das_assert.data import encode
-    from das_assert.engine_check import CHECK_ROWS, _cached_against_plain
+    from das_assert.engine_check import CHECK_ROWS, cached_against_plain
     from das_assert.sites import Site
     from das_assert.tasks.price_tagging import prompt_pairs
 
     site = Site(layer, position)
     pairs = prompt_pairs("left_boundary", CHECK_ROWS, seed=0)
     encoded = encode(model, pairs, site.parsed_position)
-    difference, tolerance = _cached_against_plain(model.model, site.resolve(model.model), encoded)
+    difference, tolerance = cached_against_plain(model.model, site.resolve(model.model), encoded)
     return {"largest_difference": difference, "tolerance": tolerance}
 
 

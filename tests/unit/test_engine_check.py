@@ -62,7 +62,7 @@ def test_a_model_and_site_are_checked_once(fresh_llama: Any) -> None:
     resolved, encoded = site.resolve(fresh_llama.model), _encoded(fresh_llama, site)
     first = check_engine(fresh_llama.model, resolved, encoded)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(engine_check, "_cached_against_plain", pytest.fail)
+        patch.setattr(engine_check, "_plain_logits", pytest.fail)
         assert check_engine(fresh_llama.model, resolved, encoded) is first
 
 

@@ -636,7 +636,7 @@ def test_the_remembered_preamble_is_never_reused_after_the_model_changes_dtype(
     ids, mask = encoded.base_ids, encoded.base_mask
     plain = loaded.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
     want = plain[torch.arange(len(encoded)), encoded.base_last]
-    assert got.dtype == torch.float32  # _logits_at's cast of the float64 logits
+    assert got.dtype == torch.float32  # logits_at's cast of the float64 logits
     torch.testing.assert_close(got, want.float(), atol=1e-9, rtol=0)
 
 
