@@ -92,10 +92,10 @@ def check_engine(model: Any, site: ResolvedSite, encoded: EncodedPairs) -> Engin
         memo["output", version] = _output_swap(model, rows)
     output_swap = memo["output", version]
     plain, tolerance = _plain_logits(model, site, rows)
-    difference = _largest_difference(plain, _cached_logits(model, site, rows))
+    difference, failure = _cached_difference(model, site, rows, plain)
     why = whole_prompts_only(model)
-    if difference > tolerance and why is None:
-        why = (
+    if (failure or difference > tolerance) and why is None:
+        why = failure or (
             f"its cached passes disagreed with plain ones at {site.module_path} (a logit off by "
             f"{difference:.3g}, tolerance {tolerance:.3g}, on {len(rows)} prompts)"
         )
@@ -107,12 +107,13 @@ def check_engine(model: Any, site: ResolvedSite, encoded: EncodedPairs) -> Engin
             ),
             stacklevel=2,
         )
-        difference = _largest_difference(plain, _cached_logits(model, site, rows))
-    if difference > tolerance:
+        difference, failure = _cached_difference(model, site, rows, plain)
+    if failure or difference > tolerance:
+        found = failure or f"a logit off by {difference:.3g}, tolerance {tolerance:.3g}"
         raise EngineCheckFailed(
             f"das_assert's passes with an intervention at {site.module_path} disagree with plain "
-            f"passes of this model even over whole prompts (a logit off by {difference:.3g}, "
-            f"tolerance {tolerance:.3g}, on {len(rows)} prompts): its hooks do not see the "
+            f"passes of this model even over whole prompts ({found}, on {len(rows)} prompts): "
+            "its hooks do not see the "
             "block's output as the model uses it, so no IIA here would mean anything. Check the "
             "site's component, or register the model's decoder blocks (README, The CLI)"
         )
@@ -177,6 +178,25 @@ def _cached_logits(
         answer_logits(model, site, rows, index),
         answer_logits(model, site, rows, index, lambda _base: sources),
     )
+
+
+def _cached_difference(
+    model: Any,
+    site: ResolvedSite,
+    rows: EncodedPairs,
+    plain: tuple[torch.Tensor, torch.Tensor],
+) -> tuple[float, str | None]:
+    """The largest difference of the cached passes from ``plain``; where they raise instead
+    (a cache or block this engine does not know), infinity and what they raised. Running out
+    of memory is not the model's doing: it propagates."""
+    try:
+        return _largest_difference(plain, _cached_logits(model, site, rows)), None
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as exc:  # any failure of a cached pass: whole prompts are the plain path
+        message = " ".join(str(exc).split())
+        message = message if len(message) <= 200 else message[:197] + "..."
+        return float("inf"), f"its cached passes raised {type(exc).__name__} ({message})"
 
 
 def cached_against_plain(model: Any, site: ResolvedSite, rows: EncodedPairs) -> tuple[float, float]:

@@ -32,6 +32,7 @@ from das_assert.transfer import to_device
 __all__ = [
     "StopForward",
     "Tail",
+    "UnreplayableBlock",
     "capture",
     "capture_at",
     "capture_many",
@@ -208,26 +209,52 @@ def stop_after(module: Any) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Tail:
-    """A block's output from some token on, (batch, tokens, d), and whether the block returns it
-    in a 1-tuple (transformers 4.x's GPT-2 and GPT-NeoX blocks) or bare."""
+    """A block's output from some token on, (batch, tokens, d), and how the block returns it:
+    bare (``tuple_length`` 0) or first in a tuple of ``tuple_length`` (transformers 4.x's GPT-2
+    and GPT-NeoX blocks return a 1-tuple; Bloom, Falcon and GPT-Neo blocks a 2-tuple with their
+    attention weights)."""
 
     hidden: torch.Tensor
-    in_tuple: bool
+    tuple_length: int
+
+    def as_output(self) -> Any:
+        """What the block returned, the tuple's other entries as None: they are attention
+        weights, which the model collects only under ``output_attentions=True``, never asked
+        for by das_assert (and its engine check sets the result against a pass that runs the
+        block)."""
+        if not self.tuple_length:
+            return self.hidden
+        return (self.hidden, *(None,) * (self.tuple_length - 1))
+
+
+class UnreplayableBlock(RuntimeError):
+    """A block returns something other than a tensor or a tuple that starts with one: a later
+    pass cannot stand in for it."""
 
 
 @contextmanager
 def record_tails(blocks: dict[int, Any], start: int) -> Iterator[dict[int, Tail]]:
-    """Record ``hidden[:, start:]`` of each block's output, keyed as ``blocks``. A block whose
-    output is neither a bare tensor nor a 1-tuple is left out: a later pass cannot stand in for
-    it."""
+    """Record ``hidden[:, start:]`` of each block's output, keyed as ``blocks``.
+
+    Raises:
+        UnreplayableBlock: a block's output is neither a tensor nor a tuple that starts with
+            one (the engine check then runs the model's passes over whole prompts).
+    """
     recorded: dict[int, Tail] = {}
 
     def recorder(index: int) -> Callable[..., None]:
-        def hook(_module: Any, _args: tuple, output: Any) -> None:
+        def hook(module: Any, _args: tuple, output: Any) -> None:
             if isinstance(output, torch.Tensor):
-                recorded[index] = Tail(output[:, start:].detach(), in_tuple=False)
-            elif isinstance(output, tuple) and len(output) == 1:
-                recorded[index] = Tail(output[0][:, start:].detach(), in_tuple=True)
+                recorded[index] = Tail(output[:, start:].detach(), 0)
+            elif isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
+                recorded[index] = Tail(output[0][:, start:].detach(), len(output))
+            else:
+                raise UnreplayableBlock(
+                    f"das_assert: block {index} ({type(module).__name__}) returns a "
+                    f"{type(output).__name__}, not a tensor or a tuple that starts with one: its "
+                    "cached passes cannot skip it. Pass prefix_cache=False, and please report the "
+                    "model's type"
+                )
 
         return hook
 
@@ -246,7 +273,7 @@ def skip_blocks(blocks: Sequence[Any], tail: Tail) -> Iterator[None]:
     Hooks on them still run around that (an intervention on the last one's output applies to it).
     Each block's ``forward`` is put back as it was, an instance attribute included (accelerate
     keeps its device hooks there)."""
-    output = (tail.hidden,) if tail.in_tuple else tail.hidden
+    output = tail.as_output()
     missing = object()
     saved = [block.__dict__.get("forward", missing) for block in blocks]
 

@@ -235,7 +235,8 @@ def split_head(
     A forward pass over ``ids[:, head:]`` on top of ``cache`` gives the whole prompt's output;
     with ``keep=False`` that pass leaves the cache as it was (``head_cache_class``, as is
     ``skip_below``)."""
-    head = shared_head(ids, mask, limit) if model not in _WHOLE_PROMPTS else 0
+    shared = model not in _WHOLE_PROMPTS and keeps_only_attention(model)
+    head = shared_head(ids, mask, limit) if shared else 0
     cache = None
     if head:
         cache = _head_cache(model, ids[:, :head], mask[:, :head], keep=keep, skip_below=skip_below)
@@ -296,13 +297,55 @@ def filled_with_tails(
 
 def prefix_caching_works(model: Any, tokens: int) -> bool:
     """False for a model whose cache forgets tokens, a sliding window shorter than ``tokens``
-    (Mistral, Gemma 2 and 3 with long prompts): such a cache cannot be cut back to a prefix, so
-    every pass runs the whole prompt. False too for a model set to whole prompts
-    (``run_whole_prompts``)."""
-    if model in _WHOLE_PROMPTS:
+    (Mistral, Gemma 2 and 3 with long prompts), or one that keeps a recurrent state
+    (``keeps_only_attention``): such a cache cannot be cut back to a prefix, so every pass runs
+    the whole prompt. False too for a model set to whole prompts (``run_whole_prompts``)."""
+    if model in _WHOLE_PROMPTS or not keeps_only_attention(model):
         return False
-    window = getattr(model.config, "sliding_window", None)
-    return not (isinstance(window, int) and window < tokens)
+    window = cache_window(model)
+    return window is None or window >= tokens
+
+
+def keeps_only_attention(model: Any) -> bool:
+    """Whether ``model``'s cache holds attention keys and values alone, which a prefix cache cuts
+    back after each pass; not a recurrent state (the linear-attention and state-space layers of
+    Qwen3-Next, Falcon-H1, Mamba), which no pass can rewind: such a model runs whole prompts.
+    A cache that cannot be built from the config alone counts as attention (``engine_check``
+    sets its passes against plain ones)."""
+    return not any(
+        base.__name__.startswith("LinearAttention")
+        for layer in _cache_layout(model) or ()
+        for base in type(layer).__mro__
+    )
+
+
+def cache_window(model: Any) -> int | None:
+    """The shortest sliding window of ``model``'s cache layers, None where none slides. Read
+    from the cache, not the config alone: Qwen2's config names a window it does not use
+    (``use_sliding_window=False``). Where no cache can be built, the config's window."""
+    layout = _cache_layout(model)
+    if layout is None:
+        window = getattr(model.config, "sliding_window", None)
+        return window if isinstance(window, int) else None
+    windows = [w for w in (getattr(layer, "sliding_window", None) for layer in layout) if w]
+    return min(windows) if windows else None
+
+
+_LAYOUTS: weakref.WeakKeyDictionary[Any, list[Any] | None] = weakref.WeakKeyDictionary()
+
+
+def _cache_layout(model: Any) -> list[Any] | None:
+    """The layers of an empty cache built from ``model``'s config (None where none can be),
+    built once per model: 0.7 ms at 32 layers, which every training step would pay."""
+    if model not in _LAYOUTS:
+        from transformers import DynamicCache
+
+        try:
+            layers: list[Any] | None = list(DynamicCache(config=model.config).layers) or None
+        except (TypeError, ValueError, AttributeError, KeyError):
+            layers = None
+        _LAYOUTS[model] = layers
+    return _LAYOUTS[model]
 
 
 _WHOLE_PROMPTS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
@@ -338,26 +381,15 @@ def filled_cache(
     return cache
 
 
-_PLAIN: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
-
-
 def plain_cache(model: Any) -> bool:
     """Whether ``model`` keeps a plain ``DynamicCache`` (every layer whole, no sliding window):
-    one whose layers can each be cut back to a prefix (``cut_to``) after any pass. Asked once per
-    model: building an empty cache to look took 0.7 ms at 32 layers, on every training step."""
+    one whose layers can each be cut back to a prefix (``cut_to``) after any pass."""
     if model in _WHOLE_PROMPTS:
         return False
-    found = _PLAIN.get(model)
-    if found is None:
-        from transformers import DynamicCache
-        from transformers.cache_utils import DynamicLayer
+    from transformers.cache_utils import DynamicLayer
 
-        try:
-            layers = DynamicCache(config=model.config).layers
-        except (TypeError, ValueError, AttributeError):
-            layers = []
-        found = _PLAIN[model] = bool(layers) and all(type(x) is DynamicLayer for x in layers)
-    return found
+    layout = _cache_layout(model)
+    return layout is not None and all(type(layer) is DynamicLayer for layer in layout)
 
 
 def estimated_kv_bytes(model: Any, rows: int, tokens: int, *, first_layer: int = 0) -> int:

@@ -11,6 +11,7 @@ the earliest, each position reading a ``view`` of it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -283,7 +284,7 @@ class PrefixStore:
                 if part_rows == n:  # one pass made the whole store (a window): keep its tensors
                     layers = [(_owned(k), _owned(v)) for k, v in own]
                     tails = {
-                        block: hooks.Tail(_owned(t.hidden), t.in_tuple)
+                        block: replace(t, hidden=_owned(t.hidden))
                         for block, t in part_tails.items()
                     }
                     break
@@ -293,7 +294,7 @@ class PrefixStore:
                     (k.new_empty((n, *k.shape[1:])), v.new_empty((n, *v.shape[1:]))) for k, v in own
                 ]
                 tails = {
-                    block: hooks.Tail(t.hidden.new_empty((n, *t.hidden.shape[1:])), t.in_tuple)
+                    block: replace(t, hidden=t.hidden.new_empty((n, *t.hidden.shape[1:])))
                     for block, t in part_tails.items()
                 }
             for (keys, values), (k, v) in zip(layers, own, strict=True):
@@ -392,7 +393,7 @@ class PrefixStore:
             return None
         rows = to_device(self._rows(index), tail.hidden.device)
         tokens = slice(self.prefix - self.tails_from, length - self.tails_from)
-        return hooks.Tail(tail.hidden[rows, tokens], tail.in_tuple)
+        return replace(tail, hidden=tail.hidden[rows, tokens])
 
 
 _REFUSED = "refused"  # remembered where a store of every position does not apply or fit

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -248,7 +248,7 @@ class BaseRun:
         if tail is None:
             return contextlib.nullcontext()
         if copies > 1:
-            tail = hooks.Tail(tail.hidden.repeat(copies, 1, 1), tail.in_tuple)
+            tail = replace(tail, hidden=tail.hidden.repeat(copies, 1, 1))
         return hooks.skip_blocks(decoder_blocks(self.model)[: block + 1], tail)
 
     def _has_tail(self, block: int | None) -> bool:

@@ -86,6 +86,27 @@ def test_cached_passes_that_disagree_give_way_to_whole_prompts_with_a_warning(
     assert kv_cache.split_head(model, encoded.base_ids, encoded.base_mask, 20) == (0, None)
 
 
+def test_cached_passes_that_raise_give_way_to_whole_prompts_naming_what_they_raised(
+    fresh_llama: Any,
+) -> None:
+    """A cache layout the engine does not know fails inside a cached pass (Qwen3-Next's did,
+    in transformers' mask code): the model runs whole prompts, and the warning says why."""
+    model, site = fresh_llama.model, Site(1, "last")
+    encoded = _encoded(fresh_llama, site)
+
+    def unknown_layout(*_args: Any, **_kwargs: Any) -> Any:
+        raise ValueError("a cache layer this engine does not know")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "prefix_with_tails", unknown_layout)
+        with pytest.warns(FastPathWarning, match=r"raised ValueError \(a cache layer this engine"):
+            checked = check_engine(model, site.resolve(model), encoded)
+    assert checked.whole_prompts
+    assert checked.why.startswith("its cached passes raised ValueError")
+    assert checked.cached_vs_plain <= checked.tolerance
+    assert kv_cache.whole_prompts_only(model) == checked.why
+
+
 def test_a_fit_on_a_model_set_to_whole_prompts_learns_what_the_cached_one_does(
     tiny_models: dict[str, Any], fresh_llama: Any, assert_same_alignment: Any
 ) -> None:

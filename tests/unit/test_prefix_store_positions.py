@@ -68,7 +68,7 @@ def assert_same_store(view: PrefixStore, alone: PrefixStore, length: int) -> Non
         want_tail = alone.tail_for(index, block, length)
         assert got_tail is not None
         assert want_tail is not None
-        assert got_tail.in_tuple == want_tail.in_tuple
+        assert got_tail.tuple_length == want_tail.tuple_length
         assert torch.equal(got_tail.hidden, want_tail.hidden)
 
 

@@ -204,7 +204,7 @@ def test_a_stores_tails_are_what_each_batchs_own_prefix_pass_records(
         _, tails = kv_cache.prefix_with_tails(loaded.model, ids, mask, store.prefix, blocks)
         for block, tail in tails.items():
             stored = store.tail_for(index, block, ids.shape[1])
-            assert stored.in_tuple == tail.in_tuple
+            assert stored.tuple_length == tail.tuple_length
             rows = mask[:, store.prefix :].bool()  # padding may differ; real tokens may not
             torch.testing.assert_close(stored.hidden[rows], tail.hidden[rows], atol=1e-5, rtol=0)
 
@@ -238,7 +238,7 @@ def test_skip_blocks_puts_back_exactly_the_forward_each_block_had() -> None:
     plain, wrapped = Block(), Block()
     device_hook = wrapped.forward  # accelerate keeps its wrapper as an instance attribute
     wrapped.forward = device_hook
-    tail = hooks.Tail(torch.ones(1, 2, 3), in_tuple=False)
+    tail = hooks.Tail(torch.ones(1, 2, 3), tuple_length=0)
     x = torch.zeros(1, 2, 3)
     with hooks.skip_blocks([plain, wrapped], tail):
         assert torch.equal(plain(x), tail.hidden)
@@ -253,9 +253,43 @@ def test_skip_blocks_puts_back_exactly_the_forward_each_block_had() -> None:
 
 def test_a_tuple_returning_block_gets_its_tail_back_in_a_tuple() -> None:
     block = Block()
-    tail = hooks.Tail(torch.ones(2, 1, 4), in_tuple=True)
+    tail = hooks.Tail(torch.ones(2, 1, 4), tuple_length=1)
     with hooks.skip_blocks([block], tail):
         out = block(torch.zeros(2, 1, 4))
     assert isinstance(out, tuple)
     assert len(out) == 1
     assert out[0] is tail.hidden
+
+
+def test_a_block_that_returns_its_attention_weights_gets_its_tail_back_with_none_beside_it() -> (
+    None
+):
+    """Bloom, Falcon and GPT-Neo blocks return (hidden, attention weights); the model reads the
+    weights only under ``output_attentions=True``, which das_assert never asks for."""
+
+    class WithWeights(torch.nn.Module):
+        def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return hidden * 2, torch.ones(hidden.shape[0], 1, hidden.shape[1], hidden.shape[1])
+
+    block = WithWeights()
+    with hooks.record_tails({0: block}, start=1) as tails:
+        block(torch.ones(2, 3, 4))
+    assert tails[0].tuple_length == 2
+    assert torch.equal(tails[0].hidden, torch.full((2, 2, 4), 2.0))
+    with hooks.skip_blocks([block], tails[0]):
+        out = block(torch.zeros(2, 2, 4))
+    assert out[0] is tails[0].hidden
+    assert out[1:] == (None,)
+
+
+def test_a_block_whose_output_cannot_be_replayed_is_named() -> None:
+    class ReturnsADict(torch.nn.Module):
+        def forward(self, hidden: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"hidden": hidden}
+
+    block = ReturnsADict()
+    with (
+        pytest.raises(hooks.UnreplayableBlock, match=r"block 3 \(ReturnsADict\) returns a dict"),
+        hooks.record_tails({3: block}, start=0),
+    ):
+        block(torch.ones(1, 2, 4))
