@@ -18,6 +18,8 @@ Two checks on a few of the claim's own prompts, before anything trains:
 
 from __future__ import annotations
 
+import math
+import textwrap
 import warnings
 import weakref
 from dataclasses import asdict, dataclass
@@ -194,9 +196,8 @@ def _cached_difference(
     except torch.OutOfMemoryError:
         raise
     except Exception as exc:  # any failure of a cached pass: whole prompts are the plain path
-        message = " ".join(str(exc).split())
-        message = message if len(message) <= 200 else message[:197] + "..."
-        return float("inf"), f"its cached passes raised {type(exc).__name__} ({message})"
+        message = textwrap.shorten(str(exc), width=200)
+        return math.inf, f"its cached passes raised {type(exc).__name__} ({message})"
 
 
 def cached_against_plain(model: Any, site: ResolvedSite, rows: EncodedPairs) -> tuple[float, float]:

@@ -32,7 +32,7 @@ from das_assert.transfer import to_device
 __all__ = [
     "StopForward",
     "Tail",
-    "UnreplayableBlock",
+    "UnreplayableBlockOutput",
     "capture",
     "capture_at",
     "capture_many",
@@ -227,7 +227,7 @@ class Tail:
         return (self.hidden, *(None,) * (self.tuple_length - 1))
 
 
-class UnreplayableBlock(RuntimeError):
+class UnreplayableBlockOutput(RuntimeError):
     """A block returns something other than a tensor or a tuple that starts with one: a later
     pass cannot stand in for it."""
 
@@ -237,7 +237,7 @@ def record_tails(blocks: dict[int, Any], start: int) -> Iterator[dict[int, Tail]
     """Record ``hidden[:, start:]`` of each block's output, keyed as ``blocks``.
 
     Raises:
-        UnreplayableBlock: a block's output is neither a tensor nor a tuple that starts with
+        UnreplayableBlockOutput: a block's output is neither a tensor nor a tuple that starts with
             one (the engine check then runs the model's passes over whole prompts).
     """
     recorded: dict[int, Tail] = {}
@@ -249,7 +249,7 @@ def record_tails(blocks: dict[int, Any], start: int) -> Iterator[dict[int, Tail]
             elif isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
                 recorded[index] = Tail(output[0][:, start:].detach(), len(output))
             else:
-                raise UnreplayableBlock(
+                raise UnreplayableBlockOutput(
                     f"das_assert: block {index} ({type(module).__name__}) returns a "
                     f"{type(output).__name__}, not a tensor or a tuple that starts with one: its "
                     "cached passes cannot skip it. Pass prefix_cache=False, and please report the "

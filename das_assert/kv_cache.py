@@ -234,9 +234,8 @@ def split_head(
     preamble, at most ``limit`` of them), run once for one row; ``(0, None)`` where there is none.
     A forward pass over ``ids[:, head:]`` on top of ``cache`` gives the whole prompt's output;
     with ``keep=False`` that pass leaves the cache as it was (``head_cache_class``, as is
-    ``skip_below``)."""
-    shared = model not in _WHOLE_PROMPTS and keeps_only_attention(model)
-    head = shared_head(ids, mask, limit) if shared else 0
+    ``skip_below``). None where the prompts cannot be cached (``prefix_caching_works``)."""
+    head = shared_head(ids, mask, limit) if prefix_caching_works(model, ids.shape[1]) else 0
     cache = None
     if head:
         cache = _head_cache(model, ids[:, :head], mask[:, :head], keep=keep, skip_below=skip_below)
@@ -312,11 +311,11 @@ def keeps_only_attention(model: Any) -> bool:
     Qwen3-Next, Falcon-H1, Mamba), which no pass can rewind: such a model runs whole prompts.
     A cache that cannot be built from the config alone counts as attention (``engine_check``
     sets its passes against plain ones)."""
-    return not any(
-        base.__name__.startswith("LinearAttention")
-        for layer in _cache_layout(model) or ()
-        for base in type(layer).__mro__
-    )
+    from transformers import cache_utils
+
+    recurrent = getattr(cache_utils, "LinearAttentionCacheLayerMixin", None)  # not in 4.57
+    layout = _cache_layout(model) or ()
+    return recurrent is None or not any(isinstance(layer, recurrent) for layer in layout)
 
 
 def cache_window(model: Any) -> int | None:
@@ -370,26 +369,36 @@ def filled_cache(
     The pass stops once the last block's attention has written its keys and values: the last
     block's MLP and the final norm have nothing to give a cache (for a 4-layer model that is a
     fifth of the work). ``through``: the last block, where its output is wanted too."""
-    from transformers import DynamicCache
-
     stop = through if through is not None else last_attention(model)
+    cache = new_cache(model) if cache is None else cache
     if stop is None:
         return returned_cache(run_model(model.base_model, ids, mask, use_cache=True, cache=cache))
-    cache = DynamicCache(config=model.config) if cache is None else cache
     with hooks.stop_after(stop):
         run_model(model.base_model, ids, mask, use_cache=True, cache=cache)
     return cache
 
 
 def plain_cache(model: Any) -> bool:
-    """Whether ``model`` keeps a plain ``DynamicCache`` (every layer whole, no sliding window):
-    one whose layers can each be cut back to a prefix (``cut_to``) after any pass."""
+    """Whether ``model``'s cache layers are whole or sliding-window attention layers: where its
+    prefix is cached at all (``prefix_caching_works``: every window at least the prompt), a
+    plain ``DynamicCache`` of whole layers (``new_cache``) holds exactly what they would, and
+    each of its layers can be cut back to a prefix (``cut_to``) after any pass."""
     if model in _WHOLE_PROMPTS:
         return False
-    from transformers.cache_utils import DynamicLayer
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
     layout = _cache_layout(model)
-    return layout is not None and all(type(layer) is DynamicLayer for layer in layout)
+    kinds = (DynamicLayer, DynamicSlidingWindowLayer)
+    return layout is not None and all(type(layer) in kinds for layer in layout)
+
+
+def new_cache(model: Any) -> Any:
+    """An empty cache for a pass of ``model``: a plain ``DynamicCache`` of whole layers where
+    ``plain_cache`` (a window at least the prompt cuts nothing, and a mask for the sliding
+    layers is still built from the config's window), else the one its config makes."""
+    from transformers import DynamicCache
+
+    return DynamicCache() if plain_cache(model) else DynamicCache(config=model.config)
 
 
 def estimated_kv_bytes(model: Any, rows: int, tokens: int, *, first_layer: int = 0) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import torch
 from intervention_support import mixer
+from transformers import DynamicCache
 
 from das_assert import cache_layers, hooks, kv_cache
 from das_assert.data import encode
@@ -209,8 +210,12 @@ def test_a_stores_tails_are_what_each_batchs_own_prefix_pass_records(
             torch.testing.assert_close(stored.hidden[rows], tail.hidden[rows], atol=1e-5, rtol=0)
 
 
-def test_a_sliding_window_cache_skips_nothing(tiny_models: dict[str, Any]) -> None:
-    """A cache whose layers keep a window (Mistral's) cannot be cut back layer by layer."""
+def test_a_sliding_window_caches_a_prompt_it_covers_and_nothing_of_one_it_does_not(
+    tiny_models: dict[str, Any],
+) -> None:
+    """A window at least the prompt forgets nothing: its layers hold what whole ones do, so the
+    prefix is cached in a plain cache and blocks are skipped. A shorter one forgets tokens, and
+    every pass runs the whole prompt (no prefix, no shared preamble)."""
     from transformers import MistralConfig, MistralForCausalLM
 
     model = MistralForCausalLM(
@@ -224,8 +229,16 @@ def test_a_sliding_window_cache_skips_nothing(tiny_models: dict[str, Any]) -> No
             sliding_window=16,
         )
     )
-    assert not kv_cache.plain_cache(model)
-    assert tail_blocks(model, [Site(0, "last").resolve(model)]) == {}
+    assert kv_cache.cache_window(model) == 16
+    assert kv_cache.plain_cache(model)
+    assert type(kv_cache.new_cache(model)) is DynamicCache  # whole layers, made as used
+    assert kv_cache.new_cache(model).layers == []
+    assert kv_cache.prefix_caching_works(model, 16)
+    assert not kv_cache.prefix_caching_works(model, 17)
+    ids = torch.arange(20).repeat(2, 1)  # two rows sharing all 20 tokens
+    assert kv_cache.split_head(model, ids, torch.ones_like(ids), 20) == (0, None)
+    assert kv_cache.split_head(model, ids[:, :16], torch.ones_like(ids[:, :16]), 16)[0] == 16
+    assert tail_blocks(model, [Site(0, "last").resolve(model)]) == {0: model.model.layers[0]}
     assert kv_cache.plain_cache(tiny_models["llama"].model)
 
 
@@ -289,7 +302,9 @@ def test_a_block_whose_output_cannot_be_replayed_is_named() -> None:
 
     block = ReturnsADict()
     with (
-        pytest.raises(hooks.UnreplayableBlock, match=r"block 3 \(ReturnsADict\) returns a dict"),
+        pytest.raises(
+            hooks.UnreplayableBlockOutput, match=r"block 3 \(ReturnsADict\) returns a dict"
+        ),
         hooks.record_tails({3: block}, start=0),
     ):
         block(torch.ones(1, 2, 4))
