@@ -30,7 +30,7 @@ import torch
 from das_assert import hooks
 from das_assert.data import EncodedPairs
 from das_assert.errors import DasError
-from das_assert.kv_cache import run_model, run_whole_prompts, weights_version, whole_prompts_only
+from das_assert.kv_cache import run_model, run_whole_prompts, weights_version, why_prompts_run_whole
 from das_assert.runner import answer_logits, logits_at, source_vectors
 from das_assert.sites import ResolvedSite, Site
 
@@ -95,7 +95,7 @@ def check_engine(model: Any, site: ResolvedSite, encoded: EncodedPairs) -> Engin
     output_swap = memo["output", version]
     plain, tolerance = _plain_logits(model, site, rows)
     difference, failure = _cached_difference(model, site, rows, plain)
-    why = whole_prompts_only(model)
+    why = why_prompts_run_whole(model, rows.base_ids.shape[1])  # where the passes cache nothing
     if (failure or difference > tolerance) and why is None:
         why = failure or (
             f"its cached passes disagreed with plain ones at {site.module_path} (a logit off by "

@@ -52,6 +52,7 @@ __all__ = [
     "split_head",
     "weights_version",
     "whole_prompts_only",
+    "why_prompts_run_whole",
 ]
 
 
@@ -299,10 +300,26 @@ def prefix_caching_works(model: Any, tokens: int) -> bool:
     (Mistral, Gemma 2 and 3 with long prompts), or one that keeps a recurrent state
     (``keeps_only_attention``): such a cache cannot be cut back to a prefix, so every pass runs
     the whole prompt. False too for a model set to whole prompts (``run_whole_prompts``)."""
-    if model in _WHOLE_PROMPTS or not keeps_only_attention(model):
-        return False
+    return why_prompts_run_whole(model, tokens) is None
+
+
+def why_prompts_run_whole(model: Any, tokens: int) -> str | None:
+    """Why no pass of ``model`` over a ``tokens``-token prompt caches anything
+    (``prefix_caching_works``), in words; None where its passes do."""
+    if model in _WHOLE_PROMPTS:
+        return _WHOLE_PROMPTS[model]
+    if not keeps_only_attention(model):
+        return (
+            "its cache keeps a recurrent state (linear-attention or state-space layers), "
+            "which no pass can rewind"
+        )
     window = cache_window(model)
-    return window is None or window >= tokens
+    if window is not None and window < tokens:
+        return (
+            f"its cache's sliding window of {window} tokens is shorter than the prompts "
+            f"({tokens} tokens)"
+        )
+    return None
 
 
 def keeps_only_attention(model: Any) -> bool:

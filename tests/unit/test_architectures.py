@@ -178,7 +178,10 @@ def _check_and_compare(loaded: Any, *, fast: bool) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", FastPathWarning)
         checked = check_engine(loaded.model, site, encoded)
-    assert checked.whole_prompts is False  # no fallback was needed
+    assert checked.whole_prompts is not fast
+    if not fast:  # whole prompts from the start, and the record says why
+        assert "recurrent state" in checked.why
+        assert kv_cache.whole_prompts_only(loaded.model) is None  # no fallback
     assert kv_cache.prefix_caching_works(loaded.model, encoded.base_ids.shape[1]) is fast
     assert checked.cached_vs_plain <= checked.tolerance
     want = hand_interchange(loaded, hand_blocks(loaded.model)[1], pairs, position)

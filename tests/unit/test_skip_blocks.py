@@ -235,6 +235,9 @@ def test_a_sliding_window_caches_a_prompt_it_covers_and_nothing_of_one_it_does_n
     assert kv_cache.new_cache(model).layers == []
     assert kv_cache.prefix_caching_works(model, 16)
     assert not kv_cache.prefix_caching_works(model, 17)
+    assert kv_cache.why_prompts_run_whole(model, 17) == (
+        "its cache's sliding window of 16 tokens is shorter than the prompts (17 tokens)"
+    )
     ids = torch.arange(20).repeat(2, 1)  # two rows sharing all 20 tokens
     assert kv_cache.split_head(model, ids, torch.ones_like(ids), 20) == (0, None)
     assert kv_cache.split_head(model, ids[:, :16], torch.ones_like(ids[:, :16]), 16)[0] == 16
