@@ -8,12 +8,13 @@ Two checks on a few of the claim's own prompts, before anything trains:
   pass on, the silent wrong-site bug of intervention libraries, fails it.
 - **The cached passes are plain passes** (once per model and site): the engine reuses KV caches
   (a prefix run once under the suffix, a preamble run for one row and shared, blocks before the
-  site skipped). Its oracle tests show them equal to whole-prompt passes on Llama, GPT-2 and
-  GPT-NeoX; another architecture could differ, and every IIA would be wrong without a word. Their
-  logits, with no intervention and with the site's whole vector swapped for the source's, are
-  set against plain passes of the whole prompt. Where they disagree, every pass on the model
-  runs over the whole prompt from then on (``kv_cache.run_whole_prompts``), with a warning:
-  slower, and right. Where even those disagree, the claim stops with an error.
+  site skipped). Its tests show them equal to whole-prompt passes on Llama, GPT-2, GPT-NeoX and
+  the 25 types of its architecture matrix; another architecture could differ, and every IIA
+  would be wrong without a word. Their logits, with no intervention and with the site's whole
+  vector swapped for the source's, are set against plain passes of the whole prompt. Where they
+  disagree, or a cached pass raises, every pass on the model runs over the whole prompt from
+  then on (``kv_cache.run_whole_prompts``), with a warning: slower, and right. Where even those
+  disagree, the claim stops with an error.
 """
 
 from __future__ import annotations
