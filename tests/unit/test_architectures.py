@@ -11,7 +11,8 @@ site skipped) lean on how a type's blocks and cache behave. For each type here, 
   path and on whole prompts, at a token before the last, and so does a second pass on one run
   (its cache cut back to the prefix);
 - a training step's logits and gradients through a prefix store whose suffix passes skip the
-  blocks up to the site equal those of whole prompts.
+  blocks up to the site equal those of whole prompts;
+- a fit through windows of the store then evaluates to the same predictions on both paths.
 
 The hand-written side finds the decoder blocks as the model's list of one module per layer, not
 by das_assert's names. A type the installed transformers lacks is skipped.
@@ -31,7 +32,9 @@ from test_oracles import das_logits, hand_interchange
 from das_assert import kv_cache
 from das_assert.data import encode
 from das_assert.engine_check import FastPathWarning, check_engine
+from das_assert.evaluate import evaluate
 from das_assert.featurizers import Interchange
+from das_assert.fit import FitConfig, fit_alignment
 from das_assert.positions import parse_position
 from das_assert.prefix_store import PrefixStore, first_layer_needed, tail_blocks
 from das_assert.runner import BaseRun, source_vectors
@@ -233,6 +236,39 @@ def test_the_engine_runs_its_fast_path_on_the_type_and_swaps_as_hand_patching_do
     torch.testing.assert_close(stored, whole, atol=1e-5, rtol=0)
     for got, want in zip(stored_grads, whole_grads, strict=True):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("model_type", FAST_PATH)
+def test_a_fit_on_the_fast_path_evaluates_as_whole_prompts_do(
+    model_of: Any, model_type: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end: a fit through windows of a prefix store (the whole fit's store refused, as
+    if it did not fit its budget) and the skipped blocks, then its hard-mask evaluation with
+    the baselines, by the fast path and over whole prompts: the same predictions, pair for
+    pair."""
+    loaded = model_of(model_type)
+    position = parse_position("last-1")
+    train = encode(loaded, prompt_pairs("left_boundary", 24, seed=0), position)
+    test = encode(loaded, prompt_pairs("left_boundary", 24, seed=1), position)
+    site = Site(1, "last-1").resolve(loaded.model)
+    windows: list[int] = []
+    build = PrefixStore.build.__func__
+
+    def windows_only(cls: type, *args: Any, rows: Any = None, **kwargs: Any) -> Any:
+        if rows is None:
+            return None
+        windows.append(len(rows))
+        return build(cls, *args, rows=rows, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(PrefixStore, "build", classmethod(windows_only))
+        fitted = fit_alignment(loaded.model, site, train, FitConfig(epochs=1, batch_size=4))
+    assert windows
+    assert sum(windows) == len(train)
+    fast = evaluate(loaded.model, fitted, test, batch_size=8)
+    whole = evaluate(loaded.model, fitted, test, batch_size=8, prefix_cache=False)
+    for field in ("predicted", "base_predicted", "random_predicted"):
+        assert torch.equal(getattr(fast, field), getattr(whole, field)), field
 
 
 @pytest.mark.parametrize("model_type", WHOLE_PROMPTS)
