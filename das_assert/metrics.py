@@ -229,6 +229,8 @@ def check_threshold(value: object) -> str | None:
                 return f"{THRESHOLD_RULE}, not text"
             return f"{THRESHOLD_RULE}, not text: unquote it"
         return f"{THRESHOLD_RULE}, not {type(value).__name__}"
+    if math.isnan(value):
+        return f"{THRESHOLD_RULE}, not NaN"
     if value < 0:
         return f"{THRESHOLD_RULE}; it is below 0"
     if value == 1:

@@ -44,8 +44,11 @@ from das_assert.settings import ModelSettings
 from das_assert.tasks.price_tagging import ALPACA_TEMPLATE, PriceFormat
 
 # What das_session.align(hypothesis, site, ...) may change of its Experiment.
+#: The threshold is the assertion's (or das.yaml's), not the experiment's: ``align`` refuses it.
 _EXPERIMENT_CHANGES = frozenset(
-    f.name for f in dataclasses.fields(Experiment) if f.name not in ("hypothesis", "site")
+    f.name
+    for f in dataclasses.fields(Experiment)
+    if f.name not in ("hypothesis", "site", "threshold")
 )
 
 __all__ = [
@@ -117,6 +120,13 @@ class DasSession:
 
     def experiment(self, hypothesis: str, site: str | Any, **changes: Any) -> Experiment:
         """An ``Experiment`` with this model's data sizes, the session seed and gate."""
+        if "threshold" in changes:
+            raise InvalidArgument(
+                f"align() takes no threshold (given {changes['threshold']!r}): a threshold "
+                "judges a result, so it goes to the assertion, "
+                "das.assert_aligned(result, claim=..., threshold=0.8), or to das.yaml's "
+                "thresholds under the claim's name"
+            )
         unknown = sorted(set(changes) - _EXPERIMENT_CHANGES)
         if unknown:
             raise InvalidArgument(
@@ -195,8 +205,8 @@ class DasSession:
         config = config or self.fit_config()
         key = cache_key(self.model, experiment, config)
         # The disk cache keys the training; the result also carries how it was evaluated and judged.
-        judged = (experiment.n_test, experiment.min_task_accuracy, experiment.threshold)
-        memo_key = f"{key}/{(*judged, experiment.margin)!r}"
+        judged = (experiment.n_test, experiment.min_task_accuracy, experiment.margin)
+        memo_key = f"{key}/{judged!r}"
         if memo_key not in self._memo and self.frozen is not None:
             fitted, source = frozen_alignment(self.frozen, self.model, experiment, config)
             result = run_experiment(self.model, experiment, config, fitted=fitted)

@@ -140,6 +140,13 @@ CASES = [
         r"thresholds\.left_boundary = -0\.1: a threshold is a number in \[0, 1\); it is below 0$",
         id="load_settings(<das.yaml: threshold -0.1>)",
     ),
+    # .nan was accepted: every verdict came out inconclusive against "thr nan"
+    pytest.param(
+        lambda c: load_settings(yaml_file(c, GOOD_YAML.replace("0.85", ".nan"))),
+        ConfigError,
+        r"thresholds\.left_boundary = nan: a threshold is a number in \[0, 1\), not NaN$",
+        id="load_settings(<das.yaml: threshold .nan>)",
+    ),
     pytest.param(
         lambda c: load_settings(yaml_file(c, GOOD_YAML.replace("0.85", "1.0"))),
         ConfigError,

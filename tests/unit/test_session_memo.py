@@ -39,9 +39,7 @@ def test_the_same_request_is_computed_once(counted_session: Any) -> None:
     assert len(runs) == 1
 
 
-@pytest.mark.parametrize(
-    "change", [{"n_test": 200}, {"min_task_accuracy": 0.5}, {"threshold": 0.9}, {"margin": 0.1}]
-)
+@pytest.mark.parametrize("change", [{"n_test": 200}, {"min_task_accuracy": 0.5}, {"margin": 0.1}])
 def test_a_request_evaluated_or_judged_differently_is_not_served_the_first(
     counted_session: Any, change: dict[str, Any]
 ) -> None:
@@ -69,7 +67,19 @@ def test_a_misspelt_keyword_of_align_is_one_clear_error(counted_session: Any) ->
     das, _ = counted_session
     with pytest.raises(InvalidArgument, match=r"unknown keyword\(s\) variable; .*variables") as err:
         das.align("left_and_right_boundary", "a", variable="right")
-    assert "threshold, variables. Did you mean 'variables'?" in str(err.value)
+    assert "seed, variables. Did you mean 'variables'?" in str(err.value)
+
+
+def test_align_refuses_a_threshold_rather_than_dropping_it(counted_session: Any) -> None:
+    # align(threshold=0.1) was checked and then thrown away: the verdict took das.yaml's.
+    from das_assert.errors import InvalidArgument
+
+    das, runs = counted_session
+    refused = r"align\(\) takes no threshold \(given 0\.1\)"
+    with pytest.raises(InvalidArgument, match=refused) as err:
+        das.align("left_boundary", "a", threshold=0.1)
+    assert "das.assert_aligned(result, claim=..., threshold=0.8)" in str(err.value)
+    assert not runs
 
 
 @pytest.mark.parametrize("edge", ["one_cent_outside", "on_bound"])
