@@ -138,32 +138,38 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     _check_claim_names(item)
 
 
-#: The assertions whose ``claim=`` names a das.yaml entry, and the table it is looked up in.
-_CLAIM_TABLES = {
-    "assert_aligned": "thresholds",
-    "assert_not_aligned": "thresholds",
-    "assert_robust": "robustness",
-    "assert_breaks_on": "robustness",
-}
 _EARLY_SETTINGS = pytest.StashKey[Any]()
 
 
 _MISSING_CLAIMS = pytest.StashKey[dict[tuple[str, str], list[str]]]()
+_CLAIMLESS = pytest.StashKey[dict[str, list[str]]]()
 
 
 def _check_claim_names(item: pytest.Item) -> None:
-    """Stop the run before any alignment trains (on a 7B model, hours) when a selected test's
-    ``claim="..."`` has no das.yaml entry: one message naming every such claim and its tests,
-    since a typo in das.yaml fails every test of that claim. Claims written as literals are
-    checked; anything the settings cannot be read for is left to the session fixture."""
+    """Stop the run before any alignment trains (on a 7B model, hours) when a selected test
+    calls an assertion without ``claim=``, or its ``claim="..."`` has no das.yaml entry: one
+    message naming every such claim and its tests, since a typo in das.yaml fails every test of
+    that claim. Claims written as literals are checked; anything the settings cannot be read
+    for is left to the session fixture."""
     if "das_session" not in getattr(item, "fixturenames", ()):
         return
     config = item.config
     if _MISSING_CLAIMS not in config.stash:
+        config.stash[_CLAIMLESS] = _claimless_tests(item.session.items)
         config.stash[_MISSING_CLAIMS] = _missing_claims(item)
-    missing = config.stash[_MISSING_CLAIMS]
+    claimless, missing = config.stash[_CLAIMLESS], config.stash[_MISSING_CLAIMS]
     if "PYTEST_XDIST_WORKER" in os.environ:  # each worker fails its own tests of those claims
+        claimless = {test: calls for test, calls in claimless.items() if test == item.nodeid}
         missing = {key: tests for key, tests in missing.items() if item.nodeid in tests}
+    if claimless:
+        lines = [
+            "das_assert setup: an assertion without claim= (checked before any alignment trains):",
+            *(f"  {test} calls das.{', das.'.join(calls)}" for test, calls in claimless.items()),
+            'Name the claim each asserts, e.g. das.assert_aligned(result, claim="left_boundary"):'
+            " das.yaml's thresholds (robustness, for assert_robust and assert_breaks_on) give "
+            "its threshold under that name, and the reports and baselines know the result by it.",
+        ]
+        _setup_failed(config, "\n".join(lines))
     if missing:
         settings = _early_settings(item)
         from das_assert.errors import which_is_misspelt
@@ -186,16 +192,28 @@ def _check_claim_names(item: pytest.Item) -> None:
         _setup_failed(config, "\n".join(lines))
 
 
+def _das_tests(items: list[pytest.Item]) -> list[pytest.Item]:
+    return [test for test in items if "das_session" in getattr(test, "fixturenames", ())]
+
+
+def _claimless_tests(items: list[pytest.Item]) -> dict[str, list[str]]:
+    """``node id -> assertions called without claim=`` of the selected das tests."""
+    from das_assert.claim_scan import claimless_calls
+
+    found = {test.nodeid: claimless_calls(getattr(test, "obj", None)) for test in _das_tests(items)}
+    return {test: calls for test, calls in found.items() if calls}
+
+
 def _missing_claims(item: pytest.Item) -> dict[tuple[str, str], list[str]]:
     """``(claim, table) -> node ids`` of the selected tests whose literal claim das.yaml lacks."""
+    from das_assert.claim_scan import literal_claims
+
     settings = _early_settings(item)
     missing: dict[tuple[str, str], list[str]] = {}
     if settings is None:
         return missing
-    for test in item.session.items:
-        if "das_session" not in getattr(test, "fixturenames", ()):
-            continue
-        for claim, table in _literal_claims(getattr(test, "obj", None)):
+    for test in _das_tests(item.session.items):
+        for claim, table in literal_claims(getattr(test, "obj", None)):
             if claim not in getattr(settings, table):
                 missing.setdefault((claim, table), []).append(test.nodeid)
     return missing
@@ -222,30 +240,6 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
         return (yield)
     except SetupError as exc:
         _setup_failed(item.config, f"das_assert setup: {exc}")
-
-
-def _literal_claims(function: Any) -> list[tuple[str, str]]:
-    """``(claim, table)`` of each ``das.assert_*(..., claim="...")`` call in ``function``'s
-    source that names its claim as a string literal and gives no explicit ``threshold=``."""
-    import ast
-    import inspect
-    import textwrap
-
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
-    except (OSError, TypeError, SyntaxError):
-        return []
-    found = []
-    for node in ast.walk(tree):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
-            continue
-        table = _CLAIM_TABLES.get(node.func.attr)
-        keywords = {k.arg: k.value for k in node.keywords}
-        claim = keywords.get("claim")
-        if table and isinstance(claim, ast.Constant) and isinstance(claim.value, str):
-            if "threshold" not in keywords:
-                found.append((claim.value, table))
-    return found
 
 
 def _early_settings(item: pytest.Item) -> Any:
@@ -396,7 +390,7 @@ def das_session(request: pytest.FixtureRequest) -> Any:
         min_task_accuracy=config.getoption("das_min_task_accuracy"),
         inconclusive=config.getoption("das_inconclusive"),
         plots_dir=Path(config.getoption("das_plots")) if config.getoption("das_plots") else None,
-        reproduce_options=reproduce_options(config, (baselines.get("baseline") or [None])[0]),
+        reproduce_options=reproduce_options(config, _baseline_files(baselines)),
         fit_overrides=_speed_settings(config),
         prompt_template=prompt_template,
         **baselines,
@@ -450,6 +444,12 @@ def compared_baseline(config: pytest.Config, session: pytest.Session) -> Path:
     from das_assert.plugin_baselines import baseline_file
 
     return baseline_file(config, _model_settings(config, session), config.getoption("das_compare"))
+
+
+def _baseline_files(baselines: dict[str, Any]) -> dict[str, Path]:
+    """The files ``--das-compare`` and ``--das-frozen`` resolved to, by option name."""
+    options = {"baseline": "das_compare", "frozen": "das_frozen"}
+    return {option: baselines[field][0] for field, option in options.items() if field in baselines}
 
 
 def _setup_failed(config: pytest.Config, message: str) -> NoReturn:

@@ -300,6 +300,39 @@ def test_a_claim_without_a_das_yaml_entry_fails_before_its_alignment_trains(
     assert "an alignment trained" not in result.stdout.str()
 
 
+CLAIMLESS = (
+    MISSPELT_CLAIM.split("def test_misspelt")[0]
+    + """
+def test_without_a_claim(das, aligned):
+    das.assert_aligned(aligned)
+
+
+def test_with_one(das, aligned):
+    das.assert_aligned(aligned, claim="trivial")
+"""
+)
+
+
+def test_an_assertion_without_a_claim_fails_before_its_alignment_trains(
+    project: pytest.Pytester,
+) -> None:
+    # It was Python's TypeError (a missing keyword-only argument), raised after the fixture
+    # had trained, with no word of what a claim is.
+    project.makepyfile(test_claimless=CLAIMLESS)
+    result = _run(project, "--das-cache=off", "test_claimless.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.assert_outcomes()
+    result.stdout.fnmatch_lines(
+        [
+            "*das_assert setup: an assertion without claim= (checked before any alignment trains):",
+            "  test_claimless.py::test_without_a_claim calls das.assert_aligned",
+            'Name the claim each asserts, e.g. das.assert_aligned(result, claim="left_boundary")*',
+        ]
+    )
+    assert "test_with_one" not in result.stdout.str()
+    assert "an alignment trained" not in result.stdout.str()
+
+
 MISSING_LIMIT_CLAIM = (
     MISSPELT_CLAIM.split("def test_misspelt")[0]
     + """

@@ -1,0 +1,57 @@
+"""What a test's source says about its claims, read before anything trains: the ``claim="..."``
+each ``das.assert_*`` call names, and the calls that name none. Pure functions of the source."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import textwrap
+from typing import Any
+
+__all__ = ["CLAIM_TABLES", "claimless_calls", "literal_claims"]
+
+#: The assertions whose ``claim=`` names a das.yaml entry, and the table it is looked up in.
+CLAIM_TABLES = {
+    "assert_aligned": "thresholds",
+    "assert_not_aligned": "thresholds",
+    "assert_robust": "robustness",
+    "assert_breaks_on": "robustness",
+}
+
+
+def _assertion_calls(function: Any) -> list[tuple[str, dict[str | None, ast.expr]]]:
+    """``(method, keywords)`` of each ``<x>.assert_*(...)`` call in ``function``'s source; none
+    where the source cannot be read."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    except (OSError, TypeError, SyntaxError):
+        return []
+    return [
+        (node.func.attr, {k.arg: k.value for k in node.keywords})
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in CLAIM_TABLES
+    ]
+
+
+def literal_claims(function: Any) -> list[tuple[str, str]]:
+    """``(claim, table)`` of each assertion in ``function`` that names its claim as a string
+    literal and gives no explicit ``threshold=``."""
+    found = []
+    for method, keywords in _assertion_calls(function):
+        claim = keywords.get("claim")
+        if isinstance(claim, ast.Constant) and isinstance(claim.value, str):
+            if "threshold" not in keywords:
+                found.append((claim.value, CLAIM_TABLES[method]))
+    return found
+
+
+def claimless_calls(function: Any) -> list[str]:
+    """The assertions in ``function`` called without ``claim=`` (nor a ``**`` mapping that may
+    hold it): each would fail only after its alignment trained."""
+    return [
+        method
+        for method, keywords in _assertion_calls(function)
+        if "claim" not in keywords and None not in keywords
+    ]
