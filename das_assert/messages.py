@@ -101,7 +101,8 @@ def reproduce_line(result: Any, nodeid: str, session: Any) -> str:
     options = getattr(session, "reproduce_options", "")
     if "--das-model=" not in options and result.model.name != "embedded":
         options += f" --das-model={shlex.quote(result.model.name)}"
-    seed = result.experiment.seed
+    # The run's seed: one a test sets in code (align(..., seed=3)) stays in its code.
+    seed = getattr(session, "seed", result.experiment.seed)
     return f"  reproduce: pytest {shlex.quote(nodeid)} --das-seed={seed}{options}"
 
 

@@ -426,17 +426,19 @@ _VERDICT_OPTIONS = (
 )
 
 
-def reproduce_options(config: pytest.Config, compared: Path | None = None) -> str:
+def reproduce_options(config: pytest.Config, resolved: dict[str, Path] | None = None) -> str:
     """`` --das-x=VALUE`` for each option a verdict depends on that is not at its default;
-    ``--das-compare`` as the baseline file it resolved to (``compared``): ``latest`` or a NAME
-    saved again would name another baseline once one more is saved."""
+    ``--das-compare`` and ``--das-frozen`` as the baseline files they resolved to
+    (``resolved``, by option name): ``latest`` or a NAME saved again would name another
+    baseline once one more is saved."""
     import shlex
 
+    resolved = resolved or {}
     words = []
     for name in _VERDICT_OPTIONS:
         value = config.getoption(name)
-        if name == "das_compare" and value and compared is not None:
-            value = shown_path(compared, Path(config.invocation_params.dir))
+        if value and name in resolved:
+            value = shown_path(resolved[name], Path(config.invocation_params.dir))
         if value is None or value == DEFAULTS.get(name):
             continue
         flag = "--" + name.replace("_", "-")
