@@ -245,7 +245,12 @@ def regression_message(
 ) -> str:
     """The lines a regressed claim's failure adds: what failed, now against then, the transfer."""
     base = record.get("baseline") or {}
-    lines = [f"claim {claim!r} regressed against baseline {baseline_file.name}:"]
+    lines = [
+        f"claim {claim!r} regressed against baseline {baseline_file.name}:"
+        if base
+        else f"claim {claim!r} has no entry in baseline {baseline_file.name} (a new claim, or "
+        "one renamed since the baseline was saved):"
+    ]
     lines += [f"  {f}" for f in failures]
     if base:
         lines.append(

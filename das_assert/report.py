@@ -214,8 +214,9 @@ def unshown_fuzz_tests(fuzz: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _against_baseline(record: dict[str, Any]) -> str:
     """The comparison with a saved baseline, as the terminal summary gives it; "–" if none."""
     base = record.get("baseline")
-    if not base:
-        return "–"
+    if not base:  # a compared claim without an entry carries why in its regressions
+        regressions = record.get("regressions")
+        return "**no baseline entry**: " + "; ".join(regressions) if regressions else "–"
     parts = [f"Δ {base['delta']:+.3f}"]
     transfer = record.get("transfer") or {}
     if "iia" in transfer:

@@ -69,7 +69,9 @@ def _row(r: dict[str, Any], claim_width: int, site_width: int, seed_width: int) 
     if method != "boundless":  # two fits at one site are told apart
         expected += f"  (method {method})"
     expected += "".join(f"  {note}" for note in pairs_notes(r))
-    if r.get("regressions"):
+    if r.get("regressions") and "baseline" not in r:  # compared, and nothing to compare with
+        expected += "  NO BASELINE ENTRY (new or renamed: save one with --das-save-baseline)"
+    elif r.get("regressions"):
         expected += f"  REGRESSED ({len(r['regressions'])} check(s) failed)"
     return (
         f"{r['claim']:<{claim_width}} {r['site']['canonical']:<{site_width}} {r['iia']:>5.3f} "

@@ -194,6 +194,33 @@ def test_the_gate_refuses_a_baseline_judged_on_other_pairs(project: pytest.Pytes
     result.stdout.fnmatch_lines(["*judged on other pairs (confirmation -> test): not comparable*"])
 
 
+def test_a_claim_the_baseline_lacks_fails_as_missing_not_as_regressed(
+    project: pytest.Pytester,
+) -> None:
+    # It failed as "regressed against baseline", its row "REGRESSED (1 check(s) failed)": a
+    # new or renamed claim has not dropped, it has nothing to be compared with.
+    passing = "test_hyp.py::test_a_negative_claim_holds"
+    args = ("--das-cache=readwrite", "--das-baseline-dir=b")
+    _run(project, "--das-save-baseline=v1", passing, *args).assert_outcomes(passed=1)
+    test_file = project.path / "test_hyp.py"
+    test_file.write_text(
+        test_file.read_text().replace("test_a_negative_claim_holds", "test_renamed_claim_holds")
+    )
+    only = "test_hyp.py::test_renamed_claim_holds"
+    result = _run(project, "--das-compare=v1", "--das-markdown=gate.md", only, *args)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*claim 'impossible' has no entry in baseline 0001_v1.json (a new claim, or one "
+            "renamed since the baseline was saved):",
+            "*no baseline entry for this claim in *; save one with --das-save-baseline*",
+            "*NO BASELINE ENTRY (new or renamed: save one with --das-save-baseline)*",
+        ]
+    )
+    assert "REGRESSED" not in result.stdout.str()
+    assert "**no baseline entry**" in (project.path / "gate.md").read_text()
+
+
 def test_the_gate_notes_a_baseline_saved_on_another_cpu_or_thread_count(
     project: pytest.Pytester,
 ) -> None:
