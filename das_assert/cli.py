@@ -356,11 +356,13 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from das_assert.positions import check_distinct_positions
     from das_assert.preflight import DEFAULT_POSITIONS, preflight, preflight_text
     from das_assert.sites import Site
     from das_assert.store import atomic_write_json
 
     positions = args.positions or list(DEFAULT_POSITIONS)
+    check_distinct_positions(positions, "--positions")  # as parsed: last is last-0
     hypothesis = args.hypothesis or "left_boundary"
     model = _load(args)
     layers = args.layers or [model.config.num_hidden_layers // 2]

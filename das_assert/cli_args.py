@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import difflib
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from das_assert.metrics import check_threshold
 
@@ -31,6 +31,19 @@ def _cents(text: str) -> int:
     if not 0 <= value <= 999:
         raise argparse.ArgumentTypeError(f"{text!r} is outside 0.00..9.99")
     return value
+
+
+class _Bracket(argparse.Action):
+    """``--bracket LOW HIGH``: refused, in the dollars given, where LOW is above HIGH."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        low, high = values
+        if low > high:
+            parser.error(
+                f"{option} {low / 100:.2f} {high / 100:.2f}: LOW is above HIGH; give the "
+                f"bracket's low end first, {option} {high / 100:.2f} {low / 100:.2f}"
+            )
+        setattr(namespace, self.dest, values)
 
 
 def parse_fraction(text: str) -> float:
@@ -175,7 +188,11 @@ def _add_data_args(
         help="intervene only on these variables (default: all of the hypothesis)",
     )
     group.add_argument(
-        "--n-test", type=pair_count, default=500, metavar="N", help="test pairs (default 500)"
+        "--n-test",
+        type=pair_count,
+        default=500,
+        metavar="N",
+        help="test pairs (default %(default)s)",
     )
     group.add_argument("--seed", type=seed_int, default=seed_default, metavar="S", help=seed_help)
     group.add_argument(
@@ -207,6 +224,7 @@ def _add_data_args(
         "--bracket",
         nargs=2,
         type=_cents,
+        action=_Bracket,
         metavar=("LOW", "HIGH"),
         help="fix the bracket, e.g. --bracket 5.49 8.49",
     )
@@ -308,6 +326,11 @@ class _Parser(argparse.ArgumentParser):
             command = commands.get(getattr(parsed, "command", None), self)
             command.error(unrecognized(extras, command))
         return parsed
+
+    def error(self, message: str) -> NoReturn:
+        """One line that says what is wrong, and where the options are listed: argparse put
+        the whole usage block (twenty lines for fit) before it."""
+        self.exit(2, f"{self.prog}: error: {message}\n({self.prog} --help lists the options)\n")
 
 
 def unrecognized(extras: list[str], parser: argparse.ArgumentParser) -> str:

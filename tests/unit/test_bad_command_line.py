@@ -59,12 +59,13 @@ CLI_CASES = [
         "last",
         match=r"search: error: unrecognized arguments: --postions last \(did you mean --positions",
     ),
-    cli(
+    cli(  # it said "bracket=(849, 549) must have 0 <= low <= high <= 999 (cents)"
         *FIT,
         "--bracket",
         "8.49",
         "5.49",
-        match=r"error: bracket=\(849, 549\) must have 0 <= low <= high <= 999 \(cents\)",
+        match=r"error: --bracket 8\.49 5\.49: LOW is above HIGH; give the bracket's low end "
+        r"first, --bracket 5\.49 8\.49\n",
     ),
     cli(
         "evaluate",
@@ -100,6 +101,13 @@ CLI_CASES = [
         match=r"error: alignment file '/' is a directory; name the \.safetensors file in it",
     ),
     cli(*FIT, "--bracket", "1.005", "3", match=r"'1\.005' has more than two decimals"),
+    cli(  # two names of one token ran the same engine check twice
+        "check",
+        "--positions",
+        "last",
+        "last-0",
+        match=r"error: --positions: 'last' and 'last-0' name the same token; list it once",
+    ),
     cli(*FIT, "--n-test", "1", match=r"--n-test: '1' must be a number of pairs from 2 to"),
     cli(*FIT, "--n-test", "10000000000", match=r"'10000000000' must be a number of pairs from 2"),
     cli(*FIT, "--seed", str(2**70), match=r"--seed: '\d+' is not a seed: use an integer 0 to"),
@@ -176,6 +184,7 @@ def test_a_bad_command_line_exits_2_with_a_message(
     stderr = capsys.readouterr().err
     assert re.search(match, stderr), stderr
     assert "Traceback" not in stderr
+    assert "usage:" not in stderr  # argparse put twenty lines of usage before the message
 
 
 def test_an_unexpected_error_exits_3_not_1_which_means_a_failed_claim(
