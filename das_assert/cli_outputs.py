@@ -87,7 +87,8 @@ def note_earlier_outputs(before: dict[Path, int]) -> None:
         with contextlib.suppress(OSError):
             if path.stat().st_mtime_ns == mtime:
                 print(
-                    f"note: {path} was not written by this run; it holds an earlier run's output",
+                    f"note: {path} was not written by this run; it is left as it was (an "
+                    "earlier run's output, if any)",
                     file=sys.stderr,
                 )
 

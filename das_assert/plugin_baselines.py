@@ -48,7 +48,14 @@ def baseline_setup(config: pytest.Config, settings: Any, checks: list[Any]) -> d
             path = baseline_file(config, settings, reference)
             out[field] = (path, load_baseline(path))
         except DasError as exc:
-            raise SetupError(f"das_assert --{option.replace('_', '-')}: {exc}") from None
+            message = f"das_assert --{option.replace('_', '-')}: {exc}"
+            if not directory.is_dir() and not config.getoption("das_baseline_dir"):
+                message += (
+                    f" (baselines are kept under pytest's rootdir, here {config.rootpath}: a "
+                    "path option written with a space, --das-model PATH, can move it; write "
+                    "--das-model=PATH, or give --das-baseline-dir=DIR)"
+                )
+            raise SetupError(message) from None
     return out
 
 

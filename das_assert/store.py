@@ -346,6 +346,12 @@ def load_alignment(
         metadata = json.loads(raw[8 : 8 + header_len]).get("__metadata__", {})
         manifest = json.loads(metadata["manifest"])
     except (SafetensorError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        if raw.lstrip()[:1] in (b"{", b"["):  # a report, say, which is no reason to delete it
+            raise AlignmentFileError(
+                f"alignment file {str(path)!r} is a JSON file, not a safetensors alignment: a "
+                "report (--json) holds no weights; give the file that fit --save (or "
+                "pytest --das-save-baseline, beside its baseline) wrote"
+            ) from None
         raise AlignmentFileError(
             f"alignment file {str(path)!r} is not a readable das_assert safetensors file ({exc}); "
             "it is truncated or corrupted: delete it and fit again"

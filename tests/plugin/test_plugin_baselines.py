@@ -397,6 +397,22 @@ def test_a_missing_baseline_to_compare_with_stops_the_run_with_one_error(
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert result.stdout.str().count("das_assert --das-compare:") == 1
     assert "Traceback" not in result.stdout.str()
+    assert "kept under pytest's rootdir" not in result.stdout.str()  # the directory was given
+
+
+def test_no_baselines_under_the_rootdir_names_the_rootdir(project: pytest.Pytester) -> None:
+    # `--das-model /models/new` (a space) moved the rootdir to an ancestor, and the message
+    # said only "no baselines in <ancestor>/hypotheses/baselines/...".
+    result = _run(project, "--das-compare=latest")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stdout.fnmatch_lines(
+        [
+            f"*no baselines in *; save one first with --das-save-baseline*(baselines are kept "
+            f"under pytest's rootdir, here {project.path}: a path option written with a space, "
+            "--das-model PATH, can move it; write --das-model=PATH, or give "
+            "--das-baseline-dir=DIR)*"
+        ]
+    )
 
 
 def test_a_baseline_is_compared_with_by_the_name_it_was_saved_under(project) -> None:

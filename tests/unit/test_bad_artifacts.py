@@ -144,6 +144,12 @@ def unsigned_baseline(ctx: Ctx) -> Path:
     return path
 
 
+def json_report(ctx: Ctx) -> Path:
+    path = ctx.tmp_path / "fit.json"
+    atomic_write_json(path, {"schema_version": 1, "results": []})
+    return path
+
+
 def future_baseline(ctx: Ctx) -> Path:
     path = ctx.tmp_path / "0001_future.json"
     atomic_write_json(path, {"schema_version": 99, "entries": {}}, checksum=True)
@@ -171,6 +177,13 @@ CASES = [
         AlignmentFileError,
         r"fails its checksum: its tensors were modified after it was saved; delete it",
         id="load_alignment(<tensor bytes flipped>)",
+    ),
+    pytest.param(  # it said "truncated or corrupted: delete it", of a good report
+        lambda c: load_alignment(json_report(c)),
+        AlignmentFileError,
+        r"is a JSON file, not a safetensors alignment: a report \(--json\) holds no weights; "
+        r"give the file that fit --save",
+        id="load_alignment(<a JSON report>)",
     ),
     pytest.param(
         lambda c: load_alignment(random_bytes_file(c)),

@@ -406,7 +406,7 @@ def test_a_failed_run_names_the_reports_it_left_from_an_earlier_run(
     new = tmp_path / "new.safetensors"
     assert main([*FIT, "--json", str(old), "--save", str(new)]) == (3 if failure == "crash" else 2)
     stderr = capsys.readouterr().err
-    assert f"note: {old} was not written by this run; it holds an earlier run's output" in stderr
+    assert f"note: {old} was not written by this run; it is left as it was" in stderr
     assert str(new) not in stderr  # nothing there, nothing to warn of
     assert old.read_text() == '{"results": []}'
 
