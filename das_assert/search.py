@@ -47,7 +47,9 @@ class SearchGrid:
         """IIA as rows = layers (as given), columns = positions (as given)."""
         return [[self.iia(layer, pos) for pos in self.positions] for layer in self.layers]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, include_pairs: bool = True) -> dict[str, Any]:
+        """The grid; ``best.confirmation`` with its pairs (``include_pairs``), so that the
+        number a search's verdict follows can be recomputed from the report."""
         best_layer, best_position = self.best()
         confirmed = self._confirmed
         return {
@@ -60,7 +62,7 @@ class SearchGrid:
                 "position": best_position,
                 "iia": self.iia(best_layer, best_position),
                 # on fresh pairs, where computed: the record to judge the chosen cell by
-                "confirmation": confirmed and confirmed.to_dict(include_pairs=False),
+                "confirmation": confirmed and confirmed.to_dict(include_pairs=include_pairs),
             },
         }
 

@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             "n_test": args.n_test,
             "epochs": args.epochs,
             "seed": args.seed,
-            "grids": {h: g.to_dict() for h, g in grids.items()},
+            "grids": {h: g.to_dict(include_pairs=False) for h, g in grids.items()},  # a card
         },
         "sha256": file_digests(args.model),
         "measure_seconds": round(time.perf_counter() - started, 1),

@@ -63,5 +63,9 @@ def test_a_cli_search_reports_every_cell_and_fails_when_its_best_cell_misses_the
     assert f"best, on fresh pairs: IIA {confirmation['iia']:.3f} (n=200 fresh pairs" in out
     assert f"verdict of the best cell: {confirmation['verdict']}" in out
     assert confirmation["verdict"] == "not_aligned"
+    # its pairs recompute the number the verdict follows (the record carried none)
+    assert len(confirmation["pairs"]) == 200
+    correct = sum(pair["correct"] for pair in confirmation["pairs"])
+    assert correct == confirmation["iia_successes"]
     assert heatmap.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert [p.name for p in heatmap.parent.iterdir()] == ["search.png"]  # no temporary left
