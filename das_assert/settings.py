@@ -244,7 +244,10 @@ def load_settings(path: Path) -> dict[str, ModelSettings]:
         )
     if not isinstance(raw, dict) or set(raw) - {"models"}:
         extra = sorted(set(raw) - {"models"}) if isinstance(raw, dict) else raw
-        raise ConfigError(f"{path}: the top level must hold only `models:`, found {extra!r}")
+        message = f"{path}: the top level must hold only `models:`, found {extra!r}"
+        if isinstance(extra, list) and (hint := did_you_mean(str(extra[0]), ["models"])):
+            message += "." + hint
+        raise ConfigError(message)
     models = raw.get("models")
     if not isinstance(models, dict) or not models:
         raise ConfigError(f"{path}: `models:` must map model names to their settings")

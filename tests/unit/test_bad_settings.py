@@ -89,7 +89,7 @@ CASES = [
     pytest.param(
         lambda c: load_settings(yaml_file(c, "model:\n  embedded: {path: embedded}\n")),
         ConfigError,
-        r"the top level must hold only `models:`, found \['model'\]",
+        r"the top level must hold only `models:`, found \['model'\]\. Did you mean 'models'\?$",
         id="load_settings(<das.yaml: top-level key 'model'>)",
     ),
     pytest.param(
