@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-__all__ = ["PROFILES", "all_rejected", "apply_fuzz_profile", "register_profiles"]
+__all__ = ["PROFILES", "all_rejected", "apply_fuzz_profile", "register_profiles", "runnable"]
 
 
 #: Hypothesis profiles of the fuzz tests. Each example evaluates a frozen alignment on ~100 pairs,
@@ -39,14 +39,16 @@ def register_profiles() -> None:
         )
 
 
-#: The settings a das fuzz test had before this plugin gave it its profile.
+#: The settings a das fuzz test had before this plugin gave it its profile, and whether the
+#: plugin applied them (the test had no ``@settings`` of its own).
 _BEFORE = "_das_assert_settings_before_profile"
 
 
 def apply_fuzz_profile(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Give the das fuzz tests the chosen profile, and only them: the user's other hypothesis
     tests keep their own settings. A fuzz test with its own ``@settings``, or a run with
-    ``--hypothesis-profile``, keeps what the user chose."""
+    ``--hypothesis-profile``, keeps what the user chose, but for what every das fuzz test needs
+    (``runnable``)."""
     from hypothesis import settings
 
     profile = settings.get_profile(f"das-{config.getoption('das_profile') or 'ci'}")
@@ -58,15 +60,35 @@ def apply_fuzz_profile(config: pytest.Config, items: list[pytest.Item]) -> None:
             continue
         if hasattr(test, _BEFORE):
             # given a profile by an earlier run in this process (pytest.main() twice: the
-            # module is imported once), which then passed for the test's own @settings
-            test._hypothesis_internal_use_settings = getattr(test, _BEFORE)
-            del test._hypothesis_internal_settings_applied
+            # module is imported once): back to what the test had
+            test._hypothesis_internal_use_settings, applied = getattr(test, _BEFORE)
+            if applied:
+                del test._hypothesis_internal_settings_applied
             delattr(test, _BEFORE)
-        if config.getoption("hypothesis_profile", None):
-            continue
-        if not hasattr(test, "_hypothesis_internal_settings_applied"):  # no @settings of its own
-            setattr(test, _BEFORE, test._hypothesis_internal_use_settings)
+        own = hasattr(test, "_hypothesis_internal_settings_applied")
+        setattr(test, _BEFORE, (test._hypothesis_internal_use_settings, not own))
+        if own or config.getoption("hypothesis_profile", None):
+            test._hypothesis_internal_use_settings = runnable(
+                test._hypothesis_internal_use_settings
+            )
+        else:
             settings(profile)(test)
+
+
+def runnable(chosen: object) -> object:
+    """``chosen`` (hypothesis settings) with what a das fuzz test needs whatever else is set:
+    no deadline (an example evaluates hundreds of pairs in seconds, and its rerun, served
+    from the session's memo, in a millisecond, which hypothesis calls unreliable timing), and
+    the function-scoped-fixture and too-slow health checks off (the ``das`` fixture records
+    every example of its test on purpose)."""
+    from hypothesis import HealthCheck, settings
+
+    needed = {HealthCheck.function_scoped_fixture, HealthCheck.too_slow}
+    suppressed = [
+        *chosen.suppress_health_check,
+        *sorted(needed - set(chosen.suppress_health_check), key=str),
+    ]
+    return settings(chosen, deadline=None, suppress_health_check=suppressed)
 
 
 def all_rejected(item: pytest.Item, excinfo: pytest.ExceptionInfo[BaseException]) -> str | None:

@@ -173,6 +173,42 @@ def test_an_explicit_hypothesis_profile_wins_over_das_profile(pytester: pytest.P
     result.stdout.fnmatch_lines(["*CALLS {'plain': 4, 'fuzz': 4, 'own': 3}*"])
 
 
+OWN_SETTINGS_FILE = """
+import time
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+SEEN = []
+
+
+@pytest.fixture
+def recorder():  # function-scoped, as the das fixture is
+    return SEEN
+
+
+@pytest.mark.das
+@settings(max_examples=3, database=None)
+@given(x=st.integers())
+def test_own_settings(recorder, x):
+    recorder.append(x)
+    if len(recorder) == 1:
+        time.sleep(0.3)  # an evaluation; its rerun, served from the memo, takes no time
+"""
+
+
+@pytest.mark.parametrize("profile", [(), ("--hypothesis-profile=default",)])
+def test_a_fuzz_test_with_its_own_settings_keeps_them_and_still_runs(
+    pytester: pytest.Pytester, profile: tuple[str, ...]
+) -> None:
+    # Its own @settings (or --hypothesis-profile) dropped the das profile whole: hypothesis
+    # refused the function-scoped das fixture, and then the slow first example against its
+    # 200 ms deadline ("Unreliable test timings").
+    pytester.makepyfile(test_own=OWN_SETTINGS_FILE)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *profile)
+    result.assert_outcomes(passed=1)
+
+
 def test_a_second_pytest_main_in_one_process_applies_its_own_profile(
     pytester: pytest.Pytester,
 ) -> None:
