@@ -89,8 +89,7 @@ class Reporter(BaselineReporting):
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if hasattr(self.config, "workerinput"):
             return  # an xdist worker: the records travel to the controller inside the report
-        judged = any(name == "das_result" for name, _ in report.user_properties)
-        if report.failed and "das" in report.keywords and not judged:
+        if report.failed and "das" in report.keywords and not _judged(report.user_properties):
             crash = getattr(report.longrepr, "reprcrash", None)  # the exception, one line
             message = getattr(crash, "message", None) or str(report.longreprtext).strip()
             self.unjudged.append(
@@ -273,3 +272,16 @@ def _record(value: Any) -> dict[str, Any] | None:
     except ValueError:
         return None
     return record if isinstance(record, dict) else None
+
+
+def _judged(properties: list[tuple[str, Any]]) -> bool:
+    """Whether a test's records hold a verdict: a claim's, a measured limit's, a search's, or
+    a fuzz variant's that was not rejected (a broken variant is a verdict, not a failure before
+    one)."""
+    for name, value in properties:
+        if name in ("das_result", "das_limit", "das_search"):
+            return True
+        if name == "das_fuzz" and (record := _record(value)) is not None:
+            if not str(record.get("status", "rejected")).startswith("rejected"):
+                return True
+    return False

@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 
 from das_assert.alignment_result import AlignmentResult
 from das_assert.errors import InvalidArgument, PreconditionFailed
-from das_assert.messages import by_variable_lines, indent
+from das_assert.messages import by_variable_lines, indent, reproduce_line, runnable_nodeid
 from das_assert.metrics import bracketed, wilson_interval
 from das_assert.variants import evaluate_variant, replay_advice
 
@@ -72,7 +72,9 @@ def judge_variant(
             f"  a failing pair: base {pair.inputs.get('base')}, source {pair.inputs.get('source')}",
             f"  base prompt:\n{indent(pair.base.text.strip())}",
             f"  source prompt:\n{indent(pair.source.text.strip())}",
-            f"  replay: @example(variant={variant!r}) on {request.node.nodeid} ({replay_advice()})",
+            f"  replay: @example(variant={variant!r}) on {runnable_nodeid(request.node)} "
+            f"({replay_advice()})",
+            reproduce_line(result, runnable_nodeid(request.node), request.session),
         ]
         raise IIAClaimFailed("\n".join(lines))
 
@@ -132,7 +134,8 @@ def judge_breaking_pairs(
         request.node.user_properties.append((f"das_{name}", value))
     if problem is None:
         return evaluation
-    raise IIAClaimFailed("\n".join([f"claim {claim!r}: {problem}", *numbers]))
+    rerun = reproduce_line(result, runnable_nodeid(request.node), request.session)
+    raise IIAClaimFailed("\n".join([f"claim {claim!r}: {problem}", *numbers, rerun]))
 
 
 def _reject(event_text: str, error: Exception) -> NoReturn:

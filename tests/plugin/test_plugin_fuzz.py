@@ -332,7 +332,8 @@ def test_a_variant_at_its_no_op_level_breaks_a_positive_claim(project: pytest.Py
     # bound reached the robustness threshold. Like a claim, a variant must beat its no-op; at
     # 400 pairs the interval of its lead over the no-op (none: the same answers) says it does not.
     project.makepyfile(test_fuzz=NOOP_FUZZ)
-    result = _run_with_a_trivial_robustness_threshold(project)
+    outputs = ("--das-json=out/r.json", "--das-markdown=out/s.md")
+    result = _run_with_a_trivial_robustness_threshold(project, *outputs)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -340,8 +341,14 @@ def test_a_variant_at_its_no_op_level_breaks_a_positive_claim(project: pytest.Py
             # the variant itself, pinned: the same file run alone may draw other variants
             "*replay: @example(variant=PromptVariant()) on "
             "test_fuzz.py::test_an_alignment_that_does_nothing_does_not_survive*",
+            # and the das options it ran with, as a claim's failure gives them
+            "*reproduce: pytest test_fuzz.py::test_an_alignment_that_does_nothing_does_not_survive"
+            " --das-seed=0 *--das-config=das.yaml*",
         ]
     )
+    # A broken variant is a verdict: it was filed with the tests that failed before one.
+    assert json.loads((project.path / "out" / "r.json").read_text())["unjudged"] == []
+    assert "Failed before a verdict" not in (project.path / "out" / "s.md").read_text()
 
 
 UNTESTABLE_FUZZ = """

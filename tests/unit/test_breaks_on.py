@@ -26,14 +26,18 @@ def encoded(tiny_models: dict[str, Any]) -> Any:
 
 def _judge(evaluation: Evaluation, recorded: list[dict[str, Any]] | None = None) -> Evaluation:
     """``judge_breaking_pairs`` on ``evaluation``; the limit it records goes to ``recorded``."""
-    node = SimpleNamespace(user_properties=[])
+    node = SimpleNamespace(user_properties=[], nodeid="test_limits.py::test_a_limit")
     request = SimpleNamespace(
         session=SimpleNamespace(
-            settings=SimpleNamespace(threshold=lambda claim, table: 0.75), min_task_accuracy=0.8
+            settings=SimpleNamespace(threshold=lambda claim, table: 0.75),
+            min_task_accuracy=0.8,
+            seed=0,
+            reproduce_options=" --das-config=das.yaml",
         ),
         node=node,
     )
     result = SimpleNamespace(
+        model=SimpleNamespace(name="embedded"),
         experiment=SimpleNamespace(site="block_output[layer=1, pos=last]", seed=0, margin=0.05),
         variable_names=("left",),
         evaluate_on=lambda pairs: evaluation,
@@ -73,6 +77,10 @@ def test_an_alignment_that_holds_fails_the_negative_claim(encoded: Any) -> None:
     with pytest.raises(IIAClaimFailed, match=r"was to break here, but it is aligned") as caught:
         _judge(evaluation, recorded)
     assert "bracket X: IIA 1.000 (n=80, 95% CI [" in str(caught.value)
+    # it ended without the command that reruns it, which a claim's failure gives
+    assert str(caught.value).endswith(
+        "reproduce: pytest test_limits.py::test_a_limit --das-seed=0 --das-config=das.yaml"
+    )
     assert [(r["status"], r["iia"]) for r in recorded] == [("aligned", 1.0)]  # reported too
 
 
