@@ -8,10 +8,12 @@ IIA range; a claim whose verdict differs between seeds is flagged, with its dist
 threshold. Tests that are not IIA claims (a search's region, disjoint boxes) are listed with the
 seeds under which they failed. Exit code 1 if a claim at least ``--margin`` away from its
 threshold flipped, or if another test passed under some seeds and failed under others; exit
-code 2 if a seed's pytest did not run its tests (a usage, setup or collection error) or no claim
-was judged at all. Measured limits (``das.assert_breaks_on``) are listed with the seeds under
-which they broke and their IIA, upper bound and no-op ranges; one that did not break under a
-seed fails its test, so it counts as such a test.
+code 2 if a seed's pytest did not run its tests (a usage, setup or collection error) or nothing
+was judged at all (no claim, limit or fuzz variant). Fuzz tests are listed with the range of
+their variants' statuses per seed and the seeds under which they failed. Measured limits
+(``das.assert_breaks_on``) are listed with the seeds under which they broke and their IIA,
+upper bound and no-op ranges; one that did not break under a seed fails its test, so it counts
+as such a test.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import xml.etree.ElementTree as ElementTree
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from das_assert.cli_args import MAX_SEED, parse_fraction, positive_int, seed_int
@@ -92,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     failed: dict[str, list[int]] = defaultdict(list)
     judged: dict[str, set[int]] = defaultdict(set)  # claim test -> seeds with a verdict
     limits: dict[str, dict[int, dict]] = defaultdict(dict)  # test [where] -> seed -> record
+    fuzz: dict[str, dict[int, Counter]] = defaultdict(dict)  # test -> seed -> status counts
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
@@ -113,15 +116,20 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             for record in loaded.get("limits", []):
                 limits[f"{record['test_id']} [{record['where']}]"][seed] = record
+            for record in (loaded.get("robustness") or {}).get("examples", []):
+                if not record.get("after_failure"):  # drawn while shrinking a failure: not counted
+                    counts = fuzz[record["test_id"]].setdefault(seed, Counter())
+                    counts[record["status"].split(":")[0]] += 1
             for record in loaded["results"]:
                 key = f"{record['test_id']}::{record['claim']}"
                 verdicts[key][seed] = (record["verdict"], record["iia"], record["threshold"])
                 judged[record["test_id"]].add(seed)
             for test in _failed_tests(junit):
                 failed[test].append(seed)
-    if not verdicts and not limits:  # -k that selects nothing of das, -- --collect-only
+    if not verdicts and not limits and not fuzz:  # -k that selects nothing of das
         print(
-            f"no claim and no measured limit was judged under seeds {seeds[0]}-{seeds[-1]}: "
+            f"no claim, measured limit or fuzz variant was judged under seeds "
+            f"{seeds[0]}-{seeds[-1]}: "
             "nothing to compare; check the path and the pytest arguments after --",
             file=sys.stderr,
         )
@@ -143,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     for key, by_seed in sorted(limits.items()):
         print(f"{key}\n  {_limit_line(by_seed, len(seeds))}")
     unstable_tests = 0
+    for test, by_seed in sorted(fuzz.items()):
+        bad_seeds = failed.pop(test, [])
+        unstable_tests += 0 < len(bad_seeds) < len(seeds)
+        print(f"{test}\n  {_fuzz_line(by_seed, bad_seeds, len(seeds))}")
     for test, bad_seeds in sorted(failed.items()):
         if test in judged:  # a claim: judged above on its interval, unless it reached no verdict
             unjudged = [seed for seed in bad_seeds if seed not in judged[test]]
@@ -177,6 +189,22 @@ def _limit_line(by_seed: dict[int, dict], n_seeds: int) -> str:
         f"{span([r['noop'] for r in records])}  task {span([r['task_accuracy'] for r in records])}"
     )
     return line + (f"  NOT SHOWN under {not_shown}" if not_shown else "")
+
+
+def _fuzz_line(by_seed: dict[int, Counter], failed: list[int], n_seeds: int) -> str:
+    """One fuzz test across seeds: the range of its variants' statuses per seed (held,
+    inconclusive, broken, rejected), and the seeds under which it failed."""
+    statuses = ("holds", "inconclusive", "broken", "rejected")
+    ranges = []
+    for status in statuses:
+        counts = [by_seed.get(seed, Counter())[status] for seed in by_seed]
+        low, high = min(counts), max(counts)
+        ranges.append(f"{status} {low}" + (f"-{high}" if high != low else ""))
+    line = f"fuzz variants per seed: {', '.join(ranges)}"
+    if not failed:
+        return f"{line}  passed under all {n_seeds} seeds"
+    flag = "FAILS UNDER SOME SEEDS" if len(failed) < n_seeds else "fails under every seed"
+    return f"{line}  failed under seeds {failed}  {flag}"
 
 
 def _failed_tests(junit: Path, root: Path | None = None) -> list[str]:

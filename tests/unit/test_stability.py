@@ -181,7 +181,49 @@ def test_seeds_that_judged_no_claim_are_not_called_stable(
 
     monkeypatch.setattr(stability, "_run_seed", run)
     assert stability.main(["--seeds", "2"]) == 2
-    assert "no claim and no measured limit was judged under seeds 0-1" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no claim, measured limit or fuzz variant was judged under seeds 0-1" in err
+
+
+def _fuzz_example(status: str, *, after_failure: bool = False) -> dict:
+    test = "hypotheses/test_rb.py::test_right_boundary_survives_prompt_variants"
+    return {"test_id": test, "status": status, "after_failure": after_failure}
+
+
+def test_a_fuzz_test_alone_is_compared_across_seeds(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `-- -k survives` on a file with no measured limit exited 2, "nothing to compare", and a
+    # fuzz test that passed under every seed was never named.
+    import json
+
+    from das_assert import stability
+
+    drawn = {
+        0: ["holds", "holds", "rejected: task accuracy 0.7", "inconclusive"],
+        1: ["holds", "broken", "rejected: x cannot be built", "holds"],
+        2: ["holds", "holds", "holds", "inconclusive"],
+    }
+
+    def run(path: str, seed: int, report: Path, junit: Path, extra: list[str]) -> int:
+        examples = [_fuzz_example(status) for status in drawn[seed]]
+        examples.append(_fuzz_example("broken", after_failure=True))  # shrinking: not counted
+        report.write_text(json.dumps({"results": [], "robustness": {"examples": examples}}))
+        failure = "<failure message='breaks'/>" if "broken" in drawn[seed] else ""
+        junit.write_text(
+            "<testsuites><testsuite><testcase classname='hypotheses.test_rb' "
+            f"name='test_right_boundary_survives_prompt_variants'>{failure}</testcase>"
+            "</testsuite></testsuites>"
+        )
+        return 1 if failure else 0
+
+    monkeypatch.setattr(stability, "_run_seed", run)
+    assert stability.main(["--seeds", "3", "--path", "hypotheses/test_rb.py"]) == 1
+    assert capsys.readouterr().out == (
+        "hypotheses/test_rb.py::test_right_boundary_survives_prompt_variants\n"
+        "  fuzz variants per seed: holds 2-3, inconclusive 0-1, broken 0-1, rejected 0-1  "
+        "failed under seeds [1]  FAILS UNDER SOME SEEDS\n"
+    )
 
 
 def test_a_seed_that_failed_to_collect_names_the_file_and_its_error(
