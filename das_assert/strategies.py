@@ -166,7 +166,7 @@ def _fixed_brackets(
 def brackets(
     *,
     min_width: int = 50,
-    max_width: int = 900,
+    max_width: int | None = None,
     min_low: int = 5,
     max_low: int | None = None,
     min_high: int | None = None,
@@ -177,6 +177,7 @@ def brackets(
 
     ``max_low`` and ``min_high`` keep the bounds away from the ends of the amount range, where
     training put few brackets (a low bound of 6.50 or more in about 1% of its prompts).
+    ``max_width`` defaults to 900 cents, or what fits above ``min_low``.
     """
     given = {"min_width": min_width, "max_width": max_width, "min_low": min_low}
     given |= {"max_low": max_low, "min_high": min_high}
@@ -187,6 +188,12 @@ def brackets(
             )
     if min_low < 0:
         raise InvalidArgument(f"brackets(min_low={min_low}): a bound is at least 0 cents")
+    max_width = min(900, 995 - min_low) if max_width is None else max_width
+    if max_low is not None and max_low > 995 - min_width:
+        raise InvalidArgument(
+            f"brackets(max_low={max_low}): no bracket at least min_width={min_width} cents wide "
+            f"starts above {995 - min_width} (its high end is at most 995)"
+        )
     max_low = 995 - min_width if max_low is None else max_low
     min_high = min_low + min_width if min_high is None else min_high
     if not 0 < min_width <= max_width <= 995 - min_low:
@@ -238,6 +245,12 @@ def prompt_variants(
             raise InvalidArgument(
                 f"prompt_variants() has no part {name!r}; parts: {', '.join(known)}."
                 + did_you_mean(name, known)
+            )
+        if callable(value) and not isinstance(value, st.SearchStrategy):
+            called = getattr(value, "__name__", "it")
+            raise InvalidArgument(
+                f"prompt_variants({name}=...) takes a strategy, not the function {called}: "
+                f"call it, {name}={called}()"
             )
         if value is not None and not isinstance(value, st.SearchStrategy):
             raise InvalidArgument(

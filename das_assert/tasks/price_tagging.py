@@ -18,6 +18,7 @@ A hypothesis file can add its own (``das_assert.tasks.registry.register_causal_m
 from __future__ import annotations
 
 import random
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -378,6 +379,13 @@ def check_bracket(bracket: Any, where: str = "bracket") -> None:
     if bracket is None:
         return
     example = "e.g. (130, 855) for 1.30-8.55 dollars"
+    strategies = sys.modules.get("hypothesis.strategies")  # a strategy needs it imported
+    if callable(bracket) or (strategies and isinstance(bracket, strategies.SearchStrategy)):
+        raise InvalidArgument(
+            f"{where}= takes one fixed bracket, (low, high) in cents, not a strategy or function "
+            f"({bracket!r}): draw brackets with @given(variant=prompt_variants(bracket="
+            "brackets())) and pass the variant, or fix one, " + example
+        )
     if not (isinstance(bracket, tuple | list) and len(bracket) == 2):
         raise InvalidArgument(f"{where}={bracket!r} must be (low, high) in cents, {example}")
     low, high = bracket

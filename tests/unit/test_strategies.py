@@ -41,7 +41,7 @@ def test_the_narrowest_room_left_gives_the_one_bracket_that_fits(bracket: Any) -
 @settings(max_examples=200)
 @given(
     data=st.data(),
-    max_low=st.integers(5, 995),
+    max_low=st.integers(5, 994),  # 995 leaves no room for a high end: refused, below
     min_high=st.integers(5, 995),
     max_width=st.integers(1, 990),
 )
@@ -64,6 +64,23 @@ def test_a_fixed_bracket_keeps_its_bounds_inside_max_low_and_min_high(
 def test_max_low_below_min_low_is_refused_by_name() -> None:
     with pytest.raises(InvalidArgument, match=r"max_low=50\) is below min_low=100"):
         brackets(min_low=100, max_width=500, max_low=50)
+    # without max_width it named the widths it was never given: max_width=900 did not fit
+    with pytest.raises(InvalidArgument, match=r"max_low=100\) is below min_low=130"):
+        brackets(min_low=130, max_low=100)
+
+
+@given(bracket=brackets(min_low=100))
+def test_a_min_low_alone_keeps_the_widths_that_fit_above_it(bracket: Any) -> None:
+    # refused: "brackets(min_width=50, max_width=900): need ... <= 895"
+    if bracket is not None:
+        low, high = bracket
+        assert 100 <= low < high <= 995
+
+
+def test_a_max_low_with_no_room_above_it_is_refused() -> None:
+    # accepted, and clipped out of sight
+    with pytest.raises(InvalidArgument, match=r"brackets\(max_low=990\): no bracket at least "):
+        brackets(max_low=990)
 
 
 def test_a_variant_prints_only_what_it_changes_under_hypothesis_too() -> None:
@@ -92,6 +109,16 @@ def test_a_variant_prints_only_what_it_changes_under_hypothesis_too() -> None:
         (  # failed only when the first example was drawn
             lambda: brackets(min_width=2.5),
             "brackets(min_width=2.5): bounds and widths are whole cents (250 for 2.50)",
+        ),
+        (  # advised bracket=st.just(<function brackets ...>)
+            lambda: prompt_variants(bracket=brackets),
+            "prompt_variants(bracket=...) takes a strategy, not the function brackets: call it, "
+            "bracket=brackets()",
+        ),
+        (  # "bracket=one_of(...) must be (low, high) in cents": not that a strategy was passed
+            lambda: PromptVariant(bracket=brackets()),
+            "PromptVariant: bracket= takes one fixed bracket, (low, high) in cents, not a "
+            "strategy or function",
         ),
         (
             lambda: prompt_variants(bracket=(100, 500)),
@@ -124,6 +151,8 @@ def test_a_variant_prints_only_what_it_changes_under_hypothesis_too() -> None:
         "inverted",
         "negative-low",
         "fractional-width",
+        "uncalled-strategy",
+        "strategy-as-bracket",
         "tuple",
         "amount-edge-typo",
         "numbers-typo",
