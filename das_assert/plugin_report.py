@@ -109,7 +109,7 @@ class Reporter(BaselineReporting):
                     name
                 ].append(record)
                 continue
-            record["outcome"] = report.outcome  # das_result
+            record["outcome"] = _outcome(report)  # das_result
             self.records.append(record)
             self.config.hook.pytest_das_result(config=self.config, record=record)
         report.user_properties = kept  # keep the bulky record out of --junitxml
@@ -285,3 +285,12 @@ def _judged(properties: list[tuple[str, Any]]) -> bool:
             if not str(record.get("status", "rejected")).startswith("rejected"):
                 return True
     return False
+
+
+def _outcome(report: pytest.TestReport) -> str:
+    """The test's outcome as pytest's summary names it: ``passed``, ``failed``, ``skipped``, or
+    ``xfailed`` (pytest's report says ``skipped``, as ``--das-inconclusive=xfail`` gives it) and
+    ``xpassed``."""
+    if hasattr(report, "wasxfail"):
+        return "xfailed" if report.skipped else "xpassed"
+    return report.outcome
