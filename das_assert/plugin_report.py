@@ -105,6 +105,8 @@ class Reporter(BaselineReporting):
                 continue
             if name in ("das_fuzz", "das_limit", "das_search"):
                 record["test_id"] = report.nodeid
+                if isinstance(confirmed := (record.get("best") or {}).get("confirmation"), dict):
+                    confirmed["test_id"] = report.nodeid  # a search's best cell, on fresh pairs
                 {"das_fuzz": self.fuzz, "das_limit": self.limits, "das_search": self.searches}[
                     name
                 ].append(record)
@@ -258,7 +260,14 @@ class Reporter(BaselineReporting):
             if failed:
                 return "--lf ran only the tests that failed last time"
         if self.deselected:
-            return f"{self.deselected} test(s) were deselected (-k, -m, --deselect)"
+            given = [
+                f"{flag} {value!r}"
+                for flag, name in (("-k", "keyword"), ("-m", "markexpr"))
+                if (value := self.config.getoption(name, None))
+            ]
+            given += [f"--deselect {d}" for d in self.config.getoption("deselect", None) or []]
+            how = ", ".join(given) or "-k, -m, --deselect"
+            return f"{self.deselected} test(s) were deselected ({how})"
         # Node ids pick tests out of their files (test files given alone may be the whole suite)
         if narrowed := [a for a in self.config.args if "::" in a]:
             return f"the run was given node ids: {' '.join(narrowed)}"

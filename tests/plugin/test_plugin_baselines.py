@@ -612,7 +612,10 @@ def test_a_complete_run_that_judges_fewer_claims_than_its_baseline_fails_the_gat
     narrowed.assert_outcomes(passed=2)
     assert narrowed.ret == pytest.ExitCode.OK  # the user chose the subset
     narrowed.stdout.fnmatch_lines(
-        ["das: 2 claims of b/tiny/0001_v1.json not judged, as 2 test(s) were deselected*"]
+        [  # it named no expression: "(-k, -m, --deselect)"
+            "das: 2 claims of b/tiny/0001_v1.json not judged, as 2 test(s) were deselected "
+            "(-k 'kept')*"
+        ]
     )
     (project.path / "test_other.py").unlink()
     kept_only = TWO_NEGATIVE_CLAIMS[: TWO_NEGATIVE_CLAIMS.index("\n\ndef test_dropped")] + "\n"

@@ -342,7 +342,10 @@ def test_every_cell_of_a_recorded_search_is_in_the_reports(project: pytest.Pytes
         assert low <= cell["iia"] <= high
         assert (cell["n"], cell["seed"]) == (24, 0)
         assert {"noop", "majority", "random_rotation", "task_accuracy"} <= set(cell)
-    assert search["best"]["confirmation"]["test_pairs"] == "confirmation"
+    confirmation = search["best"]["confirmation"]
+    assert confirmation["test_pairs"] == "confirmation"
+    assert confirmation["test_id"] == search["test_id"]  # it was null
+    assert len(confirmation["pairs"]) == confirmation["n_test"]
     result.stdout.fnmatch_lines(
         [
             "--- search: left_boundary, one alignment per cell*",
