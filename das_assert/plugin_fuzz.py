@@ -4,6 +4,7 @@ they) run under, and the message for a fuzz test whose every variant was rejecte
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -75,7 +76,7 @@ def apply_fuzz_profile(config: pytest.Config, items: list[pytest.Item]) -> None:
             settings(profile)(test)
 
 
-def runnable(chosen: object) -> object:
+def runnable(chosen: Any) -> Any:
     """``chosen`` (hypothesis settings) with what a das fuzz test needs whatever else is set:
     no deadline (an example evaluates hundreds of pairs in seconds, and its rerun, served
     from the session's memo, in a millisecond, which hypothesis calls unreliable timing), and
