@@ -11,7 +11,7 @@ import pytest
 __all__ = ["PROFILES", "all_rejected", "apply_fuzz_profile", "register_profiles", "runnable"]
 
 
-#: Hypothesis profiles of the fuzz tests. Each example evaluates a frozen alignment on ~100 pairs,
+#: Hypothesis profiles of the fuzz tests. Each example evaluates a frozen alignment on 400 pairs,
 #: so the CI gate does not shrink a failure (a shrink can cost ten times the examples drawn).
 PROFILES = {
     "ci": {"max_examples": 6, "derandomize": True, "shrink": False},

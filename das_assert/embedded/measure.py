@@ -226,7 +226,7 @@ word "dollars", `last` the final newline after "### Response:").
 
 {_findings(grids)}
 
-Unlike Alpaca, where the paper found Left Boundary at 0.90 on the token after the amount in middle
+Unlike Alpaca, where the paper found Left Boundary at 0.90 on the newline after "dollars" in middle
 layers, this model keeps nothing decodable as `amount >= low` at any token before the last: it reads
 the digits from the final token by attention and decides there, from layer 0 on. Its Left Boundary
 alignment is real but weaker (about 0.79, against a no-op of about 0.67), and Mid-point Distance and
