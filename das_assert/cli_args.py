@@ -1,6 +1,5 @@
-"""The command line's arguments: their types (each refuses a bad value with a message that names
-the fix) and the parser of ``python -m das_assert``. Imports argparse only, so the pytest plugin
-and the stability script can share the types without loading torch."""
+"""The parser of ``python -m das_assert``: its commands, their options and the checks across
+them (its value types are ``arg_types``'). Imports argparse only."""
 
 from __future__ import annotations
 
@@ -9,28 +8,18 @@ import difflib
 from pathlib import Path
 from typing import Any, NoReturn
 
-from das_assert.metrics import check_threshold
+from das_assert.arg_types import (
+    cents,
+    non_negative_int,
+    pair_count,
+    parse_fraction,
+    parse_threshold,
+    path_arg,
+    positive_int,
+    seed_int,
+)
 
-__all__ = [
-    "build_parser",
-    "causal_model_files",
-    "parse_fraction",
-    "parse_threshold",
-    "positive_int",
-]
-
-
-def _cents(text: str) -> int:
-    try:
-        cents = float(text) * 100
-        value = round(cents)
-    except (ValueError, OverflowError):
-        raise argparse.ArgumentTypeError(f"{text!r} is not an amount like 2.51") from None
-    if abs(cents - value) > 1e-6:
-        raise argparse.ArgumentTypeError(f"{text!r} has more than two decimals; amounts are cents")
-    if not 0 <= value <= 999:
-        raise argparse.ArgumentTypeError(f"{text!r} is outside 0.00..9.99")
-    return value
+__all__ = ["build_parser", "causal_model_files"]
 
 
 class _Bracket(argparse.Action):
@@ -44,70 +33,6 @@ class _Bracket(argparse.Action):
                 f"bracket's low end first, {option} {high / 100:.2f} {low / 100:.2f}"
             )
         setattr(namespace, self.dest, values)
-
-
-def parse_fraction(text: str) -> float:
-    """An argparse type: a number in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must lie in [0, 1]")
-    return value
-
-
-def parse_threshold(text: str) -> float:
-    """An argparse type: a threshold, in [0, 1)."""
-    value = parse_fraction(text)
-    if (problem := check_threshold(value)) is not None:
-        raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer")
-    return int(text)
-
-
-def non_negative_int(text: str) -> int:
-    """An argparse type: an integer >= 0."""
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= 0")
-    return int(text)
-
-
-MAX_SEED = 2**32 - 1  # torch, random and every derived stream take it; larger overflowed in torch
-MAX_PAIRS = 1_000_000  # every pair's tokens and predictions are held in memory at once
-
-
-def path_arg(text: str) -> Path:
-    """An argparse type: a path, never an empty string (which Path reads as ".")."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(
-            "the path is empty; name a file or directory (an unset variable such as "
-            "$GITHUB_STEP_SUMMARY expands to nothing)"
-        )
-    return Path(text)
-
-
-def seed_int(text: str) -> int:
-    """An argparse type: a seed from 0 to 2**32 - 1."""
-    if not text.isdigit() or int(text) > MAX_SEED:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a seed: use an integer 0 to {MAX_SEED}")
-    return int(text)
-
-
-def pair_count(text: str) -> int:
-    """An argparse type: a number of prompt pairs, 2 to 1,000,000."""
-    if not text.isdigit() or not 2 <= int(text) <= MAX_PAIRS:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} must be a number of pairs from 2 to {MAX_PAIRS:,} (every pair is held "
-            "in memory at once; 1,000 pairs already give a 95% interval of about +-0.03)"
-        )
-    return int(text)
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -223,7 +148,7 @@ def _add_data_args(
     group.add_argument(
         "--bracket",
         nargs=2,
-        type=_cents,
+        type=cents,
         action=_Bracket,
         metavar=("LOW", "HIGH"),
         help="fix the bracket, e.g. --bracket 5.49 8.49",

@@ -98,19 +98,19 @@ def _device(value: str) -> str:
 
 
 def _fraction(value: str) -> float:
-    from das_assert.cli_args import parse_fraction  # argparse only: no torch
+    from das_assert.arg_types import parse_fraction  # argparse only: no torch
 
     return parse_fraction(value)
 
 
 def _joint_budget(value: str) -> int:
-    from das_assert.cli_args import non_negative_int  # argparse only: no torch
+    from das_assert.arg_types import non_negative_int  # argparse only: no torch
 
     return non_negative_int(value)
 
 
 def _seed(value: str) -> int:
-    from das_assert.cli_args import seed_int  # argparse only: no torch
+    from das_assert.arg_types import seed_int  # argparse only: no torch
 
     return seed_int(value)
 

@@ -27,7 +27,7 @@ import xml.etree.ElementTree as ElementTree
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from das_assert.cli_args import MAX_SEED, parse_fraction, positive_int, seed_int
+from das_assert.arg_types import MAX_SEED, parse_fraction, positive_int, seed_int
 
 __all__ = ["main"]
 

@@ -422,7 +422,7 @@ def data_sizes(args: argparse.Namespace) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from das_assert.cli_args import positive_int
+    from das_assert.arg_types import positive_int
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="embedded")

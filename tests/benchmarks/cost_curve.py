@@ -102,7 +102,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from das_assert.cli_args import positive_int
+    from das_assert.arg_types import positive_int
     from das_assert.errors import DasError
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])

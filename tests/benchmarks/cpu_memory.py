@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     import gpu_7b
 
-    from das_assert.cli_args import positive_int
+    from das_assert.arg_types import positive_int
 
     parser.add_argument(
         "--shape", choices=sorted(gpu_7b.SHAPES), default="mid", help="default: mid"
