@@ -8,7 +8,7 @@ import inspect
 import textwrap
 from typing import Any
 
-__all__ = ["CLAIM_TABLES", "claimless_calls", "literal_claims"]
+__all__ = ["CLAIM_TABLES", "assertion_calls", "claimless_calls", "literal_claims"]
 
 #: The assertions whose ``claim=`` names a das.yaml entry, and the table it is looked up in.
 CLAIM_TABLES = {
@@ -19,9 +19,12 @@ CLAIM_TABLES = {
 }
 
 
-def _assertion_calls(function: Any) -> list[tuple[str, dict[str | None, ast.expr]]]:
-    """``(method, keywords)`` of each ``<x>.assert_*(...)`` call in ``function``'s source; none
-    where the source cannot be read."""
+Calls = list[tuple[str, dict[str | None, ast.expr]]]
+
+
+def assertion_calls(function: Any) -> Calls:
+    """``(method, keywords)`` of each ``<x>.assert_*(...)`` call in ``function``'s source (read
+    and parsed once, for both questions below); none where the source cannot be read."""
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
     except (OSError, TypeError, SyntaxError):
@@ -35,11 +38,11 @@ def _assertion_calls(function: Any) -> list[tuple[str, dict[str | None, ast.expr
     ]
 
 
-def literal_claims(function: Any) -> list[tuple[str, str]]:
-    """``(claim, table)`` of each assertion in ``function`` that names its claim as a string
-    literal and gives no explicit ``threshold=``."""
+def literal_claims(calls: Calls) -> list[tuple[str, str]]:
+    """``(claim, table)`` of each assertion of ``calls`` that names its claim as a string literal
+    and gives no explicit ``threshold=``."""
     found = []
-    for method, keywords in _assertion_calls(function):
+    for method, keywords in calls:
         claim = keywords.get("claim")
         if isinstance(claim, ast.Constant) and isinstance(claim.value, str):
             if "threshold" not in keywords:
@@ -47,11 +50,7 @@ def literal_claims(function: Any) -> list[tuple[str, str]]:
     return found
 
 
-def claimless_calls(function: Any) -> list[str]:
-    """The assertions in ``function`` called without ``claim=`` (nor a ``**`` mapping that may
-    hold it): each would fail only after its alignment trained."""
-    return [
-        method
-        for method, keywords in _assertion_calls(function)
-        if "claim" not in keywords and None not in keywords
-    ]
+def claimless_calls(calls: Calls) -> list[str]:
+    """The assertions of ``calls`` made without ``claim=`` (nor a ``**`` mapping that may hold
+    it): each would fail only after its alignment trained."""
+    return [method for method, keywords in calls if not {"claim", None} & set(keywords)]

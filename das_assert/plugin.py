@@ -141,8 +141,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 _EARLY_SETTINGS = pytest.StashKey[Any]()
 
 
-_MISSING_CLAIMS = pytest.StashKey[dict[tuple[str, str], list[str]]]()
-_CLAIMLESS = pytest.StashKey[dict[str, list[str]]]()
+#: ``(node id -> assertions without claim=, (claim, table) -> node ids das.yaml lacks)``.
+_CLAIM_PROBLEMS = pytest.StashKey[tuple[dict[str, list[str]], dict[tuple[str, str], list[str]]]]()
 
 
 def _check_claim_names(item: pytest.Item) -> None:
@@ -154,10 +154,9 @@ def _check_claim_names(item: pytest.Item) -> None:
     if "das_session" not in getattr(item, "fixturenames", ()):
         return
     config = item.config
-    if _MISSING_CLAIMS not in config.stash:
-        config.stash[_CLAIMLESS] = _claimless_tests(item.session.items)
-        config.stash[_MISSING_CLAIMS] = _missing_claims(item)
-    claimless, missing = config.stash[_CLAIMLESS], config.stash[_MISSING_CLAIMS]
+    if _CLAIM_PROBLEMS not in config.stash:
+        config.stash[_CLAIM_PROBLEMS] = _claim_problems(item)
+    claimless, missing = config.stash[_CLAIM_PROBLEMS]
     if "PYTEST_XDIST_WORKER" in os.environ:  # each worker fails its own tests of those claims
         claimless = {test: calls for test, calls in claimless.items() if test == item.nodeid}
         missing = {key: tests for key, tests in missing.items() if item.nodeid in tests}
@@ -192,31 +191,27 @@ def _check_claim_names(item: pytest.Item) -> None:
         _setup_failed(config, "\n".join(lines))
 
 
-def _das_tests(items: list[pytest.Item]) -> list[pytest.Item]:
-    return [test for test in items if "das_session" in getattr(test, "fixturenames", ())]
-
-
-def _claimless_tests(items: list[pytest.Item]) -> dict[str, list[str]]:
-    """``node id -> assertions called without claim=`` of the selected das tests."""
-    from das_assert.claim_scan import claimless_calls
-
-    found = {test.nodeid: claimless_calls(getattr(test, "obj", None)) for test in _das_tests(items)}
-    return {test: calls for test, calls in found.items() if calls}
-
-
-def _missing_claims(item: pytest.Item) -> dict[tuple[str, str], list[str]]:
-    """``(claim, table) -> node ids`` of the selected tests whose literal claim das.yaml lacks."""
-    from das_assert.claim_scan import literal_claims
+def _claim_problems(
+    item: pytest.Item,
+) -> tuple[dict[str, list[str]], dict[tuple[str, str], list[str]]]:
+    """Of the selected das tests, each read once: ``node id -> assertions called without
+    claim=``, and ``(claim, table) -> node ids`` of the literal claims das.yaml lacks (none
+    where the settings cannot be read: the session fixture then says why)."""
+    from das_assert.claim_scan import assertion_calls, claimless_calls, literal_claims
 
     settings = _early_settings(item)
+    claimless: dict[str, list[str]] = {}
     missing: dict[tuple[str, str], list[str]] = {}
-    if settings is None:
-        return missing
-    for test in _das_tests(item.session.items):
-        for claim, table in literal_claims(getattr(test, "obj", None)):
+    for test in item.session.items:
+        if "das_session" not in getattr(test, "fixturenames", ()):
+            continue
+        calls = assertion_calls(getattr(test, "obj", None))
+        if without := claimless_calls(calls):
+            claimless[test.nodeid] = without
+        for claim, table in literal_claims(calls) if settings is not None else []:
             if claim not in getattr(settings, table):
                 missing.setdefault((claim, table), []).append(test.nodeid)
-    return missing
+    return claimless, missing
 
 
 @pytest.hookimpl(wrapper=True)

@@ -60,6 +60,7 @@ def judge_variant(
     broken = status == "broken"
     _record(request, result, variant, n, claim, evaluation, status, judged.outcome, expect=expect)
     if broken:
+        test = runnable_nodeid(request.node)  # as pytest finds it from where it ran
         pair = evaluation.test.pairs[(evaluation.failing_indices() or [0])[0]]
         lines = [
             f"claim {claim!r} breaks under {variant!r}",
@@ -72,9 +73,8 @@ def judge_variant(
             f"  a failing pair: base {pair.inputs.get('base')}, source {pair.inputs.get('source')}",
             f"  base prompt:\n{indent(pair.base.text.strip())}",
             f"  source prompt:\n{indent(pair.source.text.strip())}",
-            f"  replay: @example(variant={variant!r}) on {runnable_nodeid(request.node)} "
-            f"({replay_advice()})",
-            reproduce_line(result, runnable_nodeid(request.node), request.session),
+            f"  replay: @example(variant={variant!r}) on {test} ({replay_advice()})",
+            reproduce_line(result, test, request.session),
         ]
         raise IIAClaimFailed("\n".join(lines))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from das_assert.claim_scan import claimless_calls, literal_claims
+from das_assert.claim_scan import assertion_calls, claimless_calls, literal_claims
 
 
 def a_test(das: Any, result: Any, name: str, options: dict) -> None:
@@ -19,13 +19,14 @@ def a_test(das: Any, result: Any, name: str, options: dict) -> None:
 
 
 def test_literal_claims_names_each_literal_claim_and_its_table() -> None:
-    assert literal_claims(a_test) == [("left_boundary", "thresholds"), ("limit", "robustness")]
+    expected = [("left_boundary", "thresholds"), ("limit", "robustness")]
+    assert literal_claims(assertion_calls(a_test)) == expected
 
 
 def test_claimless_calls_names_each_assertion_without_a_claim() -> None:
-    assert claimless_calls(a_test) == ["assert_aligned"]
+    assert claimless_calls(assertion_calls(a_test)) == ["assert_aligned"]
 
 
 def test_a_source_that_cannot_be_read_has_no_calls() -> None:
-    assert literal_claims(len) == []
-    assert claimless_calls(None) == []
+    assert assertion_calls(len) == []
+    assert assertion_calls(None) == []
