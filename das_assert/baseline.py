@@ -19,7 +19,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -287,7 +287,7 @@ def save_baseline(
     payload = {
         "schema_version": SCHEMA_VERSION,
         "kind": BASELINE_KIND,
-        "saved_at": datetime.now(UTC).strftime(SAVED_AT_FORMAT),
+        "saved_at": datetime.now(timezone.utc).strftime(SAVED_AT_FORMAT),
         "model": model,
         "environment": environment,
         "entries": dict(sorted(entries.items())),

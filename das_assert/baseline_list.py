@@ -11,7 +11,7 @@ never skipped: it is what a ``--das-compare`` naming it would stop on.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,7 @@ def _baseline_row(path: Path) -> dict[str, Any]:
 
 
 def _utc(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime(SAVED_AT_FORMAT)
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime(SAVED_AT_FORMAT)
 
 
 def listing_text(listing: dict[str, Any]) -> str:
