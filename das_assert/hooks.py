@@ -258,8 +258,10 @@ def record_tails(blocks: dict[int, Any], start: int) -> Iterator[dict[int, Tail]
 
         return hook
 
-    handles = [block.register_forward_hook(recorder(i)) for i, block in blocks.items()]
-    try:
+    handles = []
+    try:  # registered inside: a registration that fails removes those before it
+        for i, block in blocks.items():
+            handles.append(block.register_forward_hook(recorder(i)))
         yield recorded
     finally:
         for handle in handles:
@@ -280,12 +282,14 @@ def skip_blocks(blocks: Sequence[Any], tail: Tail) -> Iterator[None]:
     def recorded(*_args: Any, **_kwargs: Any) -> Any:
         return output
 
+    patched = 0  # blocks whose forward was replaced: a failure part-way restores just those
     try:
         for block in blocks:
             block.forward = recorded
+            patched += 1
         yield
     finally:
-        for block, previous in zip(blocks, saved, strict=True):
+        for block, previous in zip(blocks[:patched], saved[:patched], strict=True):
             if previous is missing:
                 del block.forward
             else:

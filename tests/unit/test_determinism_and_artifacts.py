@@ -463,11 +463,12 @@ def test_no_module_unpickles_or_trusts_remote_code(path: Path) -> None:
     assert not re.search(r"trust_remote_code\s*=\s*True", text)
 
 
-def test_only_hooks_py_registers_forward_hooks() -> None:
+def test_only_hooks_py_registers_hooks_or_replaces_a_forward() -> None:
+    # Any torch hook (forward, pre-forward, backward, a tensor's, a global module hook) and any
+    # swapped ``forward``: each must be undone, and hooks.py is where that is checked.
+    touches = re.compile(r"\.register_\w*hook\b|\.forward\s*=(?!=)")
     users = [
-        p.relative_to(PACKAGE_DIR).as_posix()
-        for p in SOURCES
-        if "register_forward" in p.read_text()
+        p.relative_to(PACKAGE_DIR).as_posix() for p in SOURCES if touches.search(p.read_text())
     ]
     assert users == ["hooks.py"]
 

@@ -311,3 +311,32 @@ def test_a_block_whose_output_cannot_be_replayed_is_named() -> None:
         hooks.record_tails({3: block}, start=0),
     ):
         block(torch.ones(1, 2, 4))
+
+
+def test_skip_blocks_stopped_part_way_puts_back_only_what_it_replaced() -> None:
+    class Frozen(Block):  # a block whose forward cannot be replaced
+        def __setattr__(self, name: str, value: object) -> None:
+            if name == "forward":
+                raise AttributeError("forward is read-only here")
+            super().__setattr__(name, value)
+
+    first, frozen = Block(), Frozen()
+    tail = hooks.Tail(torch.ones(1, 2, 3), tuple_length=0)
+    with pytest.raises(AttributeError, match="read-only"), hooks.skip_blocks([first, frozen], tail):
+        pass  # pragma: no cover - never entered
+    assert "forward" not in first.__dict__
+    assert torch.equal(first(torch.ones(1)), torch.full((1,), 2.0))
+
+
+def test_record_tails_removes_the_hooks_it_added_when_a_later_one_fails() -> None:
+    class Refusing(Block):
+        def register_forward_hook(self, *args: object, **kwargs: object) -> object:
+            raise RuntimeError("no hooks on this block")
+
+    first = Block()
+    with (
+        pytest.raises(RuntimeError, match="no hooks"),
+        hooks.record_tails({0: first, 1: Refusing()}, 1),
+    ):
+        pass  # pragma: no cover - never entered
+    assert not first._forward_hooks
