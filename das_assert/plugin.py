@@ -88,9 +88,14 @@ def _check_options(config: pytest.Config) -> None:
         raise pytest.UsageError(f"--das-compare-fail: {exc}") from None
 
 
+#: The plugin's fixtures: a test that uses one, directly or through its own fixtures, is a das test
+#: (a user's ``dashboard`` fixture is not one of them).
+_DAS_FIXTURES = frozenset({"das", "das_session", "das_model"})
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if any(name.startswith("das") for name in getattr(item, "fixturenames", ())):
+        if _DAS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker("das")
     apply_fuzz_profile(config, items)
 

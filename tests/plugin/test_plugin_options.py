@@ -57,6 +57,32 @@ def test_a_run_without_das_tests_never_imports_torch(
         assert environment["torch_threads"] is None
 
 
+def test_only_the_plugins_fixtures_make_a_test_a_das_test(pytester: pytest.Pytester) -> None:
+    """A user's ``dashboard`` or ``dask_client`` fixture starts with "das" too: such a test kept
+    the ``das`` mark, so ``-m "not das"`` dropped it."""
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.fixture
+        def dashboard():
+            return "board"
+
+        @pytest.fixture
+        def uses_the_session(das_session):
+            return das_session
+
+        def test_with_a_dashboard(dashboard):
+            assert dashboard == "board"
+
+        def test_through_a_fixture_of_its_own(uses_the_session):
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "-m", "not das")
+    result.assert_outcomes(passed=1, deselected=1)
+
+
 def test_help_lists_the_das_options_in_their_own_group(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--help")
     result.stdout.fnmatch_lines(["*das_assert: causal hypotheses as tests*", "*--das-model=PATH*"])
