@@ -22,7 +22,7 @@ from das_assert.errors import InvalidArgument, OutOfDeviceMemory, PreconditionFa
 from das_assert.featurizers import Interchange
 from das_assert.fit import FittedAlignment
 from das_assert.kv_cache import prefix_caching_works, weights_version
-from das_assert.metrics import Gap, Verdict, paired_gap, verdict, wilson_interval
+from das_assert.metrics import Gap, Verdict, beside, paired_gap, verdict, wilson_interval
 from das_assert.prefix_store import PrefixStore, first_layer_needed
 from das_assert.runner import BaseRun, answer_logits, shared_source_vectors, tail_blocks
 from das_assert.transfer import to_device
@@ -349,8 +349,8 @@ def _check_gate(wrong: int, seen: int, n: int, gate: float) -> None:
     right = seen - wrong
     counted = f"{right} of {n}" if seen == n else f"{right} of the first {seen} of {n}"
     raise PreconditionFailed(
-        f"task accuracy {'' if seen == n else 'at most '}{best:.3f} ({counted} base prompts "
-        f"answered correctly; gate {gate}): the model does not do the task on these prompts"
+        f"task accuracy {'' if seen == n else 'at most '}{beside(best, gate)} ({counted} base "
+        f"prompts answered correctly; gate {gate}): the model does not do the task on these prompts"
     )
 
 

@@ -20,7 +20,7 @@ from das_assert.engine_check import check_engine
 from das_assert.errors import InvalidArgument, PreconditionFailed, did_you_mean
 from das_assert.evaluate import base_answers, evaluate
 from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
-from das_assert.metrics import check_threshold
+from das_assert.metrics import beside, check_threshold
 from das_assert.models import LoadedModel
 from das_assert.positions import parse_position
 from das_assert.sharing import shared
@@ -273,8 +273,9 @@ def _check_precondition(
 ) -> None:
     if accuracy < experiment.min_task_accuracy:
         raise PreconditionFailed(
-            f"{model.name} answers only {accuracy:.3f} of the {n} test prompts correctly "
-            f"(gate: {experiment.min_task_accuracy}); {PRECONDITION_ADVICE}"
+            f"{model.name} answers only {beside(accuracy, experiment.min_task_accuracy)} of the "
+            f"{n} test prompts correctly (gate: {experiment.min_task_accuracy}); "
+            f"{PRECONDITION_ADVICE}"
         )
 
 

@@ -9,10 +9,12 @@ estimate:
   over a baseline is at least ``margin``;
 - ``not_aligned``: the upper bound of IIA is below the threshold, or the upper bound of a lead is
   below ``margin`` (the site clearly does no more than that baseline);
-- ``inconclusive``: otherwise: an interval straddles its bar, and more pairs would decide; or so
-  few labels change that even a perfect intervention could not be told from the no-op (then
-  more pairs of that kind would not decide, pairs whose labels change would; and a lead below
-  the margin says nothing, so only IIA's upper bound or an empty box makes it not aligned).
+- ``inconclusive``: otherwise: an interval straddles its bar, or too few pairs have a label to
+  change to show a lead of ``margin`` even by changing every one, and more pairs would decide; or
+  so few labels change that such an alignment would lead the no-op by less than ``margin`` (then
+  more pairs of that kind would not decide, pairs whose labels change would). While the pairs
+  cannot show a lead, a lead below the margin says nothing, so only IIA's upper bound or an
+  empty box makes it not aligned.
 
 >>> round(wilson_interval(90, 100)[0], 3)
 0.826
@@ -23,6 +25,7 @@ estimate:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -90,44 +93,75 @@ def clustered_interval(clusters: list[tuple[int, int]]) -> tuple[float, float]:
     return max(0.0, min(low, p - half)), min(1.0, max(high, p + half))
 
 
+@functools.lru_cache(maxsize=256)
 def student_t_975(df: int) -> float:
-    """Student's t quantile at 0.975 for ``df`` >= 1 degrees of freedom: exact for 1 and 2,
-    else Hill's (1970) expansion in the normal quantile (0.004 low at 3, 0.001 at 4,
-    about 1e-4 at 6 and less beyond).
+    """Student's t quantile at 0.975 for ``df`` >= 1 degrees of freedom: the exact distribution
+    function of an integer ``df`` (a finite sum) inverted by bisection, up to 200; beyond, Hill's
+    (1970) expansion in the normal quantile, whose error there is below 1e-9.
 
-    >>> [round(student_t_975(df), 3) for df in (1, 2, 3, 10)]
-    [12.706, 4.303, 3.179, 2.228]
+    >>> [round(student_t_975(df), 4) for df in (1, 2, 3, 4, 10, 30)]
+    [12.7062, 4.3027, 3.1824, 2.7764, 2.2281, 2.0423]
     """
-    if df < 1:
-        raise InvalidArgument(f"df={df}: Student's t needs at least 1 degree of freedom")
-    if df == 1:
-        return math.tan(math.pi * 0.475)
-    if df == 2:
-        return 0.95 / math.sqrt(2 * 0.975 * 0.025)
-    z = Z95
-    g1 = (z**3 + z) / 4
-    g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
-    g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
-    g4 = (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160
-    return z + g1 / df + g2 / df**2 + g3 / df**3 + g4 / df**4
+    if isinstance(df, bool) or not isinstance(df, int) or df < 1:
+        raise InvalidArgument(
+            f"df={df!r}: Student's t needs a whole number >= 1 of degrees of freedom"
+        )
+    if df > _EXACT_T_UP_TO:
+        z = Z95
+        g1 = (z**3 + z) / 4
+        g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
+        g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
+        g4 = (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160
+        return z + g1 / df + g2 / df**2 + g3 / df**3 + g4 / df**4
+    low, high = Z95, 13.0  # the quantile falls from 12.71 at df = 1 towards 1.96
+    for _ in range(60):
+        middle = (low + high) / 2
+        if _student_t_cdf(middle, df) < 0.975:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2
+
+
+_EXACT_T_UP_TO = 200
+
+
+def _student_t_cdf(t: float, df: int) -> float:
+    """P(T <= t) for Student's t with an integer ``df`` (the closed forms of Abramowitz and Stegun
+    26.7.3-4: a finite sum in cos^2 of the angle, for odd ``df`` added to the angle itself)."""
+    if df % 2 == 0:
+        x = t / math.sqrt(df + t * t)
+        term = total = 1.0
+        for j in range(1, df // 2):
+            term *= (2 * j - 1) / (2 * j) * (1 - x * x)
+            total += term
+        return 0.5 + 0.5 * x * total
+    theta = math.atan(t / math.sqrt(df))
+    term, total, squared = 1.0, 0.0, math.cos(theta) ** 2
+    if df > 1:
+        total = 1.0
+        for j in range(2, (df - 1) // 2 + 1):
+            term *= (2 * j - 2) / (2 * j - 1) * squared
+            total += term
+    return 0.5 + (theta + math.sin(theta) * math.cos(theta) * total) / math.pi
 
 
 def threshold_text(value: float, at_least: int = 2) -> str:
     """A threshold with every digit the verdict used, and ``at_least`` decimals: 0.7 as 0.70,
     0.725 as 0.725, 0.7255 as 0.7255 (three decimals showed 0.726, which a bound of 0.7258
     would seem to meet while it did not)."""
-    for digits in range(at_least, 7):
+    for digits in range(at_least, 18):  # 17 decimals give back any float in [0, 1)
         text = f"{value:.{digits}f}"
         if float(text) == value:
             return text
-    return f"{value:.6f}"
+    return repr(value)
 
 
 def beside(value: float, bar: float, *, signed: bool = False) -> str:
-    """``value`` to three decimals, or to as many more (up to six) as it takes for the number
-    shown to lie on the same side of ``bar`` as ``value`` itself: a lower bound of 0.72996 under a
-    threshold of 0.73 is shown as 0.72996, not as 0.730, which would read as meeting it."""
-    for digits in range(3, 7):
+    """``value`` to three decimals, or to as many more as it takes for the number shown to lie
+    on the same side of ``bar`` as ``value`` itself: a lower bound of 0.72996 under a threshold of
+    0.73 is shown as 0.72996, not as 0.730, which would read as meeting it."""
+    for digits in range(3, 18):  # 17 decimals tell apart any two floats of this range
         text = f"{value:{'+' if signed else ''}.{digits}f}"
         if (float(text) < bar) == (value < bar):
             break
@@ -208,9 +242,12 @@ def unpaired_difference(
 
 
 def perfect_gap(changed: int, n: int) -> Gap:
-    """The lead over the no-op of an intervention right on every pair, when ``changed`` of ``n``
-    pairs have a label other than the base's own (the no-op right on all the others): the most a
-    site could show on these pairs."""
+    """The lead over the no-op of an alignment that makes the answers of the ``changed`` of ``n``
+    pairs whose label differs from the base's own and leaves the others as they are (the no-op
+    right on those): the most a site playing the variable could show on these pairs. An
+    intervention can lead by more only on pairs the plain run gets wrong though no label
+    changes, which says nothing about the variable. The estimate is what more pairs of this
+    kind approach; the interval, what these can show."""
     return paired_gap(only_iia=changed, only_baseline=0, both=n - changed, n=n)
 
 
@@ -293,14 +330,22 @@ def verdict(
             f"95% CI upper bound {beside(high, threshold)} < threshold "
             f"{threshold_text(threshold, 3)}",
         )
-    if changed is not None and perfect_gap(*changed).low < bar:
+    if changed is not None and (perfect := perfect_gap(*changed)).low < bar:
         k, n = changed
+        if perfect.estimate < bar:
+            return Verdict(
+                "inconclusive",
+                f"only {k} of {n} pairs have a label the intervention must change: an alignment "
+                f"that changed just those answers would lead the no-op by {k / n:.3f}, under the "
+                f"margin {margin}; draw pairs whose labels change (another bracket or amounts), "
+                "not more of these",
+                untestable=True,
+            )
         return Verdict(
             "inconclusive",
-            f"only {k} of {n} pairs have a label the intervention must change: even an "
-            f"intervention right on every pair could not beat the no-op by {margin} here; draw "
-            "pairs whose labels change (another bracket or amounts), not more of these",
-            untestable=True,
+            f"only {k} of {n} pairs have a label the intervention must change: too few to show "
+            f"a lead of {margin} over the no-op even by changing every one (its lower bound "
+            f"would be {beside(perfect.low, bar, signed=True)}); increase n",
         )
     lost = [name for name, gap in gaps.items() if gap.high < bar]
     if lost:  # the site clearly does no more than a baseline

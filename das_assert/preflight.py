@@ -15,7 +15,7 @@ from das_assert.data import tokenize
 from das_assert.engine_check import check_engine
 from das_assert.evaluate import base_answers
 from das_assert.experiment import Experiment
-from das_assert.metrics import wilson_interval
+from das_assert.metrics import beside, wilson_interval
 from das_assert.models import LoadedModel
 from das_assert.positions import parse_position
 from das_assert.sites import Site
@@ -112,8 +112,8 @@ def preflight_text(found: dict[str, Any]) -> str:
     low, high = accuracy["ci"]
     verdict = "passes" if accuracy["passed"] else "FAILS"
     lines.append(
-        f"task accuracy: {accuracy['value']:.3f} (n={accuracy['n']}, 95% CI [{low:.3f}, "
-        f"{high:.3f}]); {verdict} the gate {accuracy['gate']}"
+        f"task accuracy: {beside(accuracy['value'], accuracy['gate'])} (n={accuracy['n']}, "
+        f"95% CI [{low:.3f}, {high:.3f}]); {verdict} the gate {accuracy['gate']}"
     )
     for row in found["engine_check"]:
         cached = (

@@ -57,7 +57,7 @@ def _row(r: dict[str, Any], claim_width: int, site_width: int, seed_width: int) 
         expected += f"  Δ ref {delta:+.3f}"
         if base.get("method", method) != method:  # not comparable: say why the Δ means little
             expected += f" (ref fitted {base['method']})"
-        if delta > 0 and r["iia_ci"][0] > base["iia_ci"][1]:
+        if _clearly_better(r, base):
             expected += " (improved: re-save to raise the bar)"
         transfer = r.get("transfer") or {}
         if "iia" in transfer:
@@ -81,6 +81,15 @@ def _row(r: dict[str, Any], claim_width: int, site_width: int, seed_width: int) 
         f"{b['random_rotation']:>5.3f} {r['task_accuracy']:>5.3f} {_threshold(r['threshold'])}  "
         f"{r['verdict']}{expected}"
     )
+
+
+def _clearly_better(r: dict[str, Any], base: dict[str, Any]) -> bool:
+    """Whether the two intervals are apart in the claim's favour: IIA rose for a claim expected
+    aligned, fell for one expected not aligned (where a rise is the way it regresses)."""
+    (low, high), (base_low, base_high) = r["iia_ci"], base["iia_ci"]
+    if r.get("expected_verdict") == "not_aligned":
+        return base["delta"] < 0 and high < base_low
+    return base["delta"] > 0 and low > base_high
 
 
 def pairs_notes(r: dict[str, Any]) -> list[str]:

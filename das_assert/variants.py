@@ -12,6 +12,7 @@ from das_assert.data import PromptPair, encode
 from das_assert.errors import InvalidArgument, PreconditionFailed
 from das_assert.evaluate import Evaluation, evaluate
 from das_assert.experiment import Experiment
+from das_assert.metrics import beside
 from das_assert.tasks.price_tagging import prompt_pairs
 
 __all__ = ["evaluate_variant", "replay_advice", "variant_pairs", "variant_seed"]
@@ -80,9 +81,9 @@ def _check_one_answer_variant(
     right = int((base_answers(model.model, drawn) == drawn.base_label_ids).sum())
     if right / n < gate:
         raise PreconditionFailed(
-            f"task accuracy {right / n:.3f} ({right} of {n}; gate {gate}) on this variant's "
-            "prompts with the amounts drawn freely: its own base prompts all have one answer, "
-            "so they alone cannot show that the model does the task"
+            f"task accuracy {beside(right / n, gate)} ({right} of {n}; gate {gate}) on this "
+            "variant's prompts with the amounts drawn freely: its own base prompts all have one "
+            "answer, so they alone cannot show that the model does the task"
         )
 
 

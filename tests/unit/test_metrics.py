@@ -176,13 +176,14 @@ def test_a_margin_outside_zero_to_one_is_an_error(margin: float) -> None:
 
 
 def test_pairs_whose_labels_barely_change_are_inconclusive_not_a_verdict() -> None:
-    # 5 of 400 labels change (a narrow bracket near zero): the no-op is right on the rest, so
-    # even a perfect intervention leads it by 0.0125; "does not beat the no-op" says nothing.
+    # 5 of 400 labels change (a narrow bracket near zero): an alignment that changes just those
+    # answers leads the no-op by 0.0125; "does not beat the no-op" says nothing.
     gaps = {"noop": lead(-0.01, 0.02, baseline=0.98)}
     result = verdict(iia_ci=(0.96, 0.99), iia=0.98, threshold=0.75, gaps=gaps, changed=(5, 400))
     assert result.outcome == "inconclusive"
     assert result.untestable
     assert result.reason.startswith("only 5 of 400 pairs have a label the intervention must")
+    assert "would lead the no-op by 0.013, under the margin 0.05" in result.reason
     assert "not more of these" in result.reason
     # ... unless the interval alone already rules the claim out: then the intervention broke
     # answers it should have left alone, whatever the no-op did.
@@ -192,6 +193,42 @@ def test_pairs_whose_labels_barely_change_are_inconclusive_not_a_verdict() -> No
     # Half the labels changing leaves room for any margin below one half.
     room = verdict(iia_ci=(0.85, 0.95), iia=0.9, threshold=0.8, gaps=BEATEN, changed=(200, 400))
     assert room.outcome == "aligned"
+
+
+def test_a_lead_won_where_no_label_changes_does_not_make_pairs_testable() -> None:
+    # 18 of 400 labels change, but the plain run is also wrong on 52 others, and an intervention
+    # right on every pair leads it by 0.175 [0.140, 0.215]: a lead the variable cannot explain.
+    # The reason must not say that no intervention could beat the no-op, which this one did.
+    noop = paired_gap(only_iia=70, only_baseline=0, both=330, n=400)
+    assert noop.low > 0.05
+    result = verdict(
+        iia_ci=wilson_interval(400, 400),
+        iia=1.0,
+        threshold=0.75,
+        gaps={"noop": noop},
+        changed=(18, 400),
+    )
+    assert result.untestable
+    assert "an alignment that changed just those answers would lead the no-op by 0.045" in (
+        result.reason
+    )
+
+
+def test_too_few_pairs_are_inconclusive_for_want_of_pairs_not_untestable() -> None:
+    # One of two labels changes: changing it would lead by 0.5, but two pairs cannot show a lead
+    # of 0.05. More pairs of the same kind would, so the verdict asks for them.
+    result = verdict(
+        iia_ci=wilson_interval(2, 2),
+        iia=1.0,
+        threshold=0.7,
+        gaps={"noop": paired_gap(only_iia=1, only_baseline=0, both=1, n=2)},
+        changed=(1, 2),
+    )
+    assert result.outcome == "inconclusive"
+    assert not result.untestable
+    assert result.reason.startswith("only 1 of 2 pairs have a label the intervention must")
+    assert result.reason.endswith("increase n")
+    assert "not more of these" not in result.reason
 
 
 def test_a_collapsed_boundary_is_not_aligned_whatever_the_interval() -> None:
@@ -423,7 +460,8 @@ def test_a_threshold_is_shown_with_every_digit_the_verdict_used() -> None:
 def test_students_t_quantile_matches_the_table(df: int, table: float) -> None:
     from das_assert.metrics import student_t_975
 
-    assert student_t_975(df) == pytest.approx(table, abs=0.004 if df == 3 else 0.001)
+    assert student_t_975(df) == pytest.approx(table, abs=1e-4)
+    assert student_t_975(1000) == pytest.approx(1.962339, abs=1e-6)  # past the exact range
 
 
 def test_a_clustered_interval_of_one_cluster_is_wilsons() -> None:
@@ -459,5 +497,15 @@ def test_a_clustered_interval_widens_with_the_spread_of_its_clusters() -> None:
     assert alike == wilson_interval(300, 400)
     assert apart[1] - apart[0] > 2 * (alike[1] - alike[0])
     # by hand: spread = (20^2 + 20^2 + 10^2 + 10^2) * 4/3, half = t(3) * sqrt(spread) / 400
-    half = 3.1786 * math.sqrt(1000 * 4 / 3) / 400
+    half = 3.1824 * math.sqrt(1000 * 4 / 3) / 400  # t(3) = 3.18245 (tables)
     assert apart == pytest.approx((0.75 - half, 1.0), abs=1e-4)  # clipped at 1
+
+
+def test_a_task_accuracy_just_under_its_gate_is_not_shown_as_meeting_it() -> None:
+    # 3,199 of 4,000 is 0.79975: three decimals printed "task accuracy 0.800 ...; gate 0.8" on
+    # the message that says the model fails that gate.
+    from das_assert.errors import PreconditionFailed
+    from das_assert.evaluate import _check_gate
+
+    with pytest.raises(PreconditionFailed, match=r"task accuracy 0\.7997 \(3199 of 4000 base"):
+        _check_gate(wrong=801, seen=4000, n=4000, gate=0.8)

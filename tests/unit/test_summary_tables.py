@@ -244,6 +244,19 @@ def test_a_regressed_claim_says_so_in_both_tables(tmp_path: Path) -> None:
     assert "Δ -0.009, transfer 0.784, **regressed**: iia dropped by 0.009" in markdown
 
 
+def test_improved_follows_the_direction_the_claim_wants() -> None:
+    # A negative claim whose IIA rose clearly is moving the way it regresses: never "improved".
+    risen = _record("left_boundary.control", LONG_SITE, 0.72, "not_aligned", "t")
+    risen["baseline"] = {"delta": 0.08, "iia_ci": (0.606, 0.673)}
+    assert "improved" not in summary_lines([risen])[2]
+    fallen = _record("left_boundary.control", LONG_SITE, 0.56, "not_aligned", "t")
+    fallen["baseline"] = {"delta": -0.08, "iia_ci": (0.606, 0.673)}
+    assert "(improved: re-save to raise the bar)" in summary_lines([fallen])[2]
+    aligned = _record("left_boundary", "block_output[layer=0, pos=last]", 0.9, "aligned", "t")
+    aligned["baseline"] = {"delta": 0.08, "iia_ci": (0.786, 0.84)}
+    assert "(improved: re-save to raise the bar)" in summary_lines([aligned])[2]
+
+
 def test_each_variant_draws_its_own_numbers_so_pooling_variants_adds_pairs() -> None:
     # Every variant once drew the same 96 number pairs, so a family's pooled n counted each of
     # them once per rewording and its interval was too narrow.
