@@ -1,6 +1,6 @@
 """argparse types: each turns one command-line value into what it names, or refuses it with a
 message that says the fix. Shared by ``python -m das_assert``, the pytest plugin's options and
-the stability script; imports argparse only, so none of them loads torch for it."""
+the stability script; imports nothing that loads torch, so none of them pays for it."""
 
 from __future__ import annotations
 

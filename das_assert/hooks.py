@@ -1,6 +1,6 @@
 """The one module that registers torch hooks. It removes exactly the handles it added.
 
-Three hooks cover every use:
+Three kinds of hook cover every use:
 
 - ``capture``: record the hidden state at one token per example, and optionally stop the forward
   pass right there (nothing after the site is needed to read a source activation);
@@ -10,9 +10,10 @@ Three hooks cover every use:
 - ``stop_after``: end a forward pass once a module has run (a pass that only fills a KV cache
   needs nothing after the last block's attention).
 
-With them, ``record_tails`` keeps what blocks output from a token on, and ``skip_blocks`` lets a
-later pass take those outputs instead of running the blocks (it replaces their ``forward`` for the
-pass and puts back exactly what was there, hooks untouched).
+With them, ``record_tails`` keeps what blocks output from a token on, and ``skip_blocks``, no hook
+but the one other change to a module, lets a later pass take those outputs instead of running the
+blocks (it replaces their ``forward`` for the pass and puts back exactly what was there, hooks
+untouched). Whatever fails part-way, each undoes just what it did.
 
 They work on a block's output (tuple or bare tensor) or, for ``block_input``, on its first input.
 """

@@ -235,7 +235,8 @@ def split_head(
     preamble, at most ``limit`` of them), run once for one row; ``(0, None)`` where there is none.
     A forward pass over ``ids[:, head:]`` on top of ``cache`` gives the whole prompt's output;
     with ``keep=False`` that pass leaves the cache as it was (``head_cache_class``, as is
-    ``skip_below``). None where the prompts cannot be cached (``prefix_caching_works``)."""
+    ``skip_below``). ``(0, None)`` too where the prompts cannot be cached
+    (``prefix_caching_works``)."""
     head = shared_head(ids, mask, limit) if prefix_caching_works(model, ids.shape[1]) else 0
     cache = None
     if head:

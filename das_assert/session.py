@@ -130,8 +130,8 @@ class DasSession:
         unknown = sorted(set(changes) - _EXPERIMENT_CHANGES)
         if unknown:
             raise InvalidArgument(
-                f"unknown keyword(s) {', '.join(unknown)}; align() takes config= and these: "
-                f"{', '.join(sorted(_EXPERIMENT_CHANGES))}."
+                f"unknown keyword(s) {', '.join(unknown)}; an experiment takes these: "
+                f"{', '.join(sorted(_EXPERIMENT_CHANGES))} (and align(), config=)."
                 + did_you_mean(unknown[0], _EXPERIMENT_CHANGES)
             )
         resolved = self.site(site) if isinstance(site, str) else site
