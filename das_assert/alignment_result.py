@@ -164,7 +164,12 @@ class AlignmentResult:
         return ("noop", "random_rotation")
 
     def evaluate_on(self, pairs: list[PromptPair], *, seed: int | None = None) -> Evaluation:
-        """Evaluate the frozen alignment on other pairs (new prompts, brackets): no training."""
+        """Evaluate the frozen alignment on other pairs of its causal model (new prompts,
+        brackets): no training and no task-accuracy gate (read the evaluation's
+        ``task_accuracy``; ``judged_on`` gates and judges)."""
+        from das_assert.request_checks import check_pairs
+
+        check_pairs(pairs, self)
         test = encode(self.model, pairs, self.experiment.site.parsed_position)
         return evaluate(
             self.model.model, self.fitted, test, seed=self.experiment.seed if seed is None else seed

@@ -199,6 +199,8 @@ def run_experiment(
     test = _encoded(model, experiment, "test")
     checked = check_engine(model.model, resolved, test)  # once per model and site
     key = cache_key(model, experiment, config) if cache else ""
+    if fitted is not None:
+        _check_fitted(fitted, experiment, resolved)
     if fitted is None and cache is not None:
         fitted = _load(model, experiment, config, resolved, cache, key)
     answers = None  # the base run, where the precondition below needs it first
@@ -225,6 +227,26 @@ def run_experiment(
     return AlignmentResult(
         model, experiment, config, fitted, evaluation, engine_check=checked.as_dict()
     )
+
+
+def _check_fitted(fitted: FittedAlignment, experiment: Experiment, resolved: Any) -> None:
+    """A given alignment runs where it was trained, with a box per variable of the hypothesis:
+    scored at another site, its numbers were labelled with a site it never touched."""
+    trained = fitted.site
+    same_place = (trained.module_path, trained.kind) == (resolved.module_path, resolved.kind)
+    if not same_place or trained.site.parsed_position != experiment.site.parsed_position:
+        raise InvalidArgument(
+            f"fitted= was trained at {trained.site}, but the experiment's site is "
+            f"{experiment.site}: an alignment is scored where it was trained; give the "
+            "experiment that site"
+        )
+    boxes, variables = len(fitted.boundary_dims), INTERVENED_VARIABLES[experiment.hypothesis]
+    if boxes != len(variables):
+        raise InvalidArgument(
+            f"fitted= has {boxes} box(es), but {experiment.hypothesis!r} intervenes on "
+            f"{len(variables)} variable(s) ({', '.join(variables)}): it was trained for another "
+            "causal model"
+        )
 
 
 def _encoded(model: LoadedModel, experiment: Experiment, which: str) -> EncodedPairs:

@@ -202,7 +202,8 @@ class DasSession:
         experiment = self.experiment(hypothesis, site, **changes)
         if isinstance(site, str) and site in self.settings.sites:
             self._check_das_yaml_site(site, experiment.site)
-        config = config or self.fit_config()
+        # One seed for the pairs and the fit: align(..., seed=3) fits at 3 as well.
+        config = config or self.fit_config(seed=experiment.seed)
         key = cache_key(self.model, experiment, config)
         # The disk cache keys the training; the result also carries how it was evaluated and judged.
         judged = (experiment.n_test, experiment.min_task_accuracy, experiment.margin)

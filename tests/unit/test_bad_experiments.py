@@ -83,6 +83,11 @@ def evaluate_out_of_gpu_memory(ctx: Ctx) -> object:
     return evaluate(loaded.model, alignment, test)
 
 
+def fitted_at(loaded: LoadedModel, site: Site, boxes: int = 1) -> FittedAlignment:
+    interchange = Interchange.boundless(loaded.config.hidden_size, boxes)
+    return FittedAlignment(interchange, site.resolve(loaded.model), FitConfig(), 0, 0.0)
+
+
 def tiny_experiment(**changes: Any) -> Experiment:
     fields: dict[str, Any] = {"hypothesis": "left_boundary", "site": Site(1)}
     return Experiment(**{**fields, **changes})
@@ -252,6 +257,37 @@ CASES = [
         r"answers only [\d.]+ of the 16 test prompts correctly \(gate: 0\.9\).*lower the gate "
         r"\(--das-min-task-accuracy under pytest, --min-task-accuracy on the command line",
         id="run_experiment(<random tiny llama>, min_task_accuracy=0.9)",
+    ),
+    pytest.param(
+        lambda c: run_experiment(
+            c.llama, tiny_experiment(site=Site(0)), fitted=fitted_at(c.llama, Site(1))
+        ),
+        InvalidArgument,
+        r"fitted= was trained at block_output\[layer=1, pos=last\], but the experiment's site is "
+        r"block_output\[layer=0, pos=last\]: an alignment is scored where it was trained",
+        id="run_experiment(<alignment of layer 1>, experiment at layer 0)",
+    ),
+    pytest.param(
+        lambda c: run_experiment(
+            c.llama,
+            tiny_experiment(hypothesis="left_and_right_boundary"),
+            fitted=fitted_at(c.llama, Site(1)),
+        ),
+        InvalidArgument,
+        r"fitted= has 1 box\(es\), but 'left_and_right_boundary' intervenes on 2 variable\(s\) "
+        r"\(left, right\)",
+        id="run_experiment(<one-box alignment>, a two-variable hypothesis)",
+    ),
+    pytest.param(
+        lambda c: run_experiment(
+            c.llama,
+            tiny_experiment(n_train=8, n_test=16, min_task_accuracy=0.0),
+            FitConfig(epochs=1, batch_size=8),
+        ).evaluate_on(prompt_pairs("midpoint_distance", 4, seed=1)),
+        InvalidArgument,
+        r"these pairs intervene on 'mid', but left_boundary's alignment has a box for each of "
+        r"\['left'\]",
+        id="result.evaluate_on(<pairs of another causal model>)",
     ),
     # -- training that cannot go on
     pytest.param(
