@@ -217,6 +217,11 @@ def existing_sites(model: Any, sites: Sequence[Site]) -> list[ResolvedSite]:
 
 def parse_site(text: str) -> Site:
     """Parse the canonical form ``block_output[layer=1, pos=last]``."""
+    if not isinstance(text, str):
+        raise InvalidArgument(
+            f"parse_site takes text, not {type(text).__name__} {text!r}; write the site as "
+            "COMPONENT[layer=L, pos=NAME], e.g. block_output[layer=1, pos=last]"
+        )
     match = _CANONICAL.match(text.strip())
     if not match:
         raise InvalidArgument(
