@@ -79,12 +79,14 @@ class Experiment:
         # In the alignment's box order, so that the same subset is the same claim.
         object.__setattr__(self, "variables", tuple(v for v in boxes if v in variables))
         for name, value in (("n_train", self.n_train), ("n_test", self.n_test)):
-            if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 raise InvalidArgument(f"{name}={value!r}: a number of pairs, an integer")
             if value < 2:
                 raise InvalidArgument(f"{name}={value}: need at least 2 pairs")
+            object.__setattr__(self, name, int(value))  # a NumPy integer is written as JSON
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
             raise InvalidArgument(f"seed={self.seed!r}: the seed of the pairs and fit, an integer")
+        object.__setattr__(self, "seed", int(self.seed))
         if not isinstance(self.fmt, PriceFormat):
             raise InvalidArgument(
                 f"fmt={self.fmt!r}: a PriceFormat (das_assert.tasks.price_tagging), e.g. "

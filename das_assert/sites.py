@@ -13,6 +13,7 @@ the one list of modules as long as the config's layer count. Negative layers cou
 
 from __future__ import annotations
 
+import numbers
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -91,8 +92,9 @@ class Site:
     component: str = "block_output"
 
     def __post_init__(self) -> None:
-        if isinstance(self.layer, bool) or not isinstance(self.layer, int):
+        if isinstance(self.layer, bool) or not isinstance(self.layer, numbers.Integral):
             raise InvalidArgument(f"layer must be an integer, not {self.layer!r}")
+        object.__setattr__(self, "layer", int(self.layer))  # a NumPy integer, e.g. from a grid
         if self.component not in COMPONENTS:
             raise InvalidArgument(
                 f"unknown component {self.component!r}; known: {', '.join(COMPONENTS)}."
