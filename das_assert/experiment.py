@@ -24,7 +24,7 @@ from das_assert.metrics import beside, check_threshold
 from das_assert.models import LoadedModel
 from das_assert.positions import parse_position
 from das_assert.sharing import shared
-from das_assert.sites import Site
+from das_assert.sites import Site, parse_site
 from das_assert.tasks.price_tagging import (
     INTERVENED_VARIABLES,
     PriceFormat,
@@ -50,7 +50,7 @@ class Experiment:
     """A price-tagging claim: which causal model, which variables, which site, how much data."""
 
     hypothesis: str
-    site: Site
+    site: Site  # or its text, e.g. "block_output[layer=1, pos=last]", parsed with parse_site
     variables: tuple[str, ...] | None = None  # default: every variable the model intervenes on
     n_train: int = 2000
     n_test: int = 500
@@ -62,6 +62,13 @@ class Experiment:
     min_task_accuracy: float = 0.8
 
     def __post_init__(self) -> None:
+        if isinstance(self.site, str):  # as the README writes sites
+            object.__setattr__(self, "site", parse_site(self.site))
+        elif not isinstance(self.site, Site):
+            raise InvalidArgument(
+                f"site={self.site!r}: a Site or its text, e.g. Site(1) or "
+                "'block_output[layer=1, pos=last]'"
+            )
         cm = causal_model(self.hypothesis)
         boxes = INTERVENED_VARIABLES[self.hypothesis]
         variables = self.variables or boxes
@@ -195,7 +202,9 @@ def run_experiment(
 
     Raises:
         PreconditionFailed: if the model's task accuracy on the test bases is below the gate.
+        InvalidArgument: an argument of another type (a model's name, a dict, a path).
     """
+    _check_run_arguments(model, experiment, config, cache, fitted)
     config = config or FitConfig(seed=experiment.seed)  # one seed: data, initialisation, order
     resolved = experiment.site.resolve(model.model)
     test = _encoded(model, experiment, "test")
@@ -248,6 +257,42 @@ def _check_fitted(fitted: FittedAlignment, experiment: Experiment, resolved: Any
             f"fitted= has {boxes} box(es), but {experiment.hypothesis!r} intervenes on "
             f"{len(variables)} variable(s) ({', '.join(variables)}): it was trained for another "
             "causal model"
+        )
+
+
+def _check_run_arguments(model: Any, experiment: Any, config: Any, cache: Any, fitted: Any) -> None:
+    """Refuse arguments of the wrong type at the call, not as an AttributeError mid-run."""
+    if isinstance(model, Experiment) and isinstance(experiment, LoadedModel):
+        raise InvalidArgument(
+            "run_experiment(experiment, model): the arguments are swapped; call "
+            "run_experiment(model, experiment)"
+        )
+    if not isinstance(model, LoadedModel):
+        load = f"load_model({model!r})" if isinstance(model, str) else "load_model(path)"
+        raise InvalidArgument(
+            f"model={model!r}: a LoadedModel, not {type(model).__name__}; load it first: "
+            f"run_experiment({load}, experiment)"
+        )
+    if not isinstance(experiment, Experiment):
+        raise InvalidArgument(
+            f"experiment={experiment!r}: an Experiment, not {type(experiment).__name__}, e.g. "
+            "Experiment(hypothesis='left_boundary', site='block_output[layer=1, pos=last]')"
+        )
+    if config is not None and not isinstance(config, FitConfig):
+        example = "FitConfig(**config)" if isinstance(config, dict) else "FitConfig(epochs=1)"
+        raise InvalidArgument(
+            f"config={config!r}: a FitConfig, not {type(config).__name__}, e.g. {example}"
+        )
+    if cache is not None and not isinstance(cache, AlignmentCache):
+        raise InvalidArgument(
+            f"cache={cache!r}: an AlignmentCache, not {type(cache).__name__}, e.g. "
+            "das_assert.cache.AlignmentCache(Path('.das_cache'))"
+        )
+    if fitted is not None and not isinstance(fitted, FittedAlignment):
+        raise InvalidArgument(
+            f"fitted={fitted!r}: a FittedAlignment (an earlier result's .fitted), not "
+            f"{type(fitted).__name__}; a saved alignment file is evaluated from the command "
+            "line: python -m das_assert evaluate --alignment FILE"
         )
 
 

@@ -5,15 +5,81 @@ Each case was a deep AttributeError, TypeError or ZeroDivisionError, or was sile
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from bad_inputs_support import Call, Ctx, assert_one_clear_das_error
 
 from das_assert.errors import DasError, InvalidArgument
-from das_assert.experiment import Experiment
+from das_assert.experiment import Experiment, run_experiment
 from das_assert.sites import Site, parse_site
 
+SITE = "block_output[layer=0, pos=last]"
+
+
+def experiment(**changes: Any) -> Experiment:
+    fields: dict[str, Any] = {"hypothesis": "left_boundary", "site": SITE, "n_train": 8}
+    return Experiment(**{**fields, **changes})
+
+
 CASES = [
+    # -- Experiment and run_experiment: each an AttributeError once the run began
+    pytest.param(
+        lambda c: experiment(site=None),
+        InvalidArgument,
+        r"site=None: a Site or its text, e\.g\. Site\(1\) or 'block_output\[layer=1, pos=last\]'",
+        id="Experiment(site=None)",
+    ),
+    pytest.param(
+        lambda c: experiment(site=0),
+        InvalidArgument,
+        r"site=0: a Site or its text",
+        id="Experiment(site=0)",
+    ),
+    pytest.param(
+        lambda c: experiment(site="block_output[layer=0]"),
+        InvalidArgument,
+        r"cannot parse site 'block_output\[layer=0\]'",
+        id="Experiment(site='block_output[layer=0]')",
+    ),
+    pytest.param(
+        lambda c: run_experiment("embedded", experiment()),
+        InvalidArgument,
+        r"model='embedded': a LoadedModel, not str; load it first: "
+        r"run_experiment\(load_model\('embedded'\), experiment\)",
+        id="run_experiment('embedded', exp)",
+    ),
+    pytest.param(
+        lambda c: run_experiment(experiment(), c.llama),
+        InvalidArgument,
+        r"the arguments are swapped; call run_experiment\(model, experiment\)",
+        id="run_experiment(exp, model)",
+    ),
+    pytest.param(
+        lambda c: run_experiment(c.llama, "left_boundary"),
+        InvalidArgument,
+        r"experiment='left_boundary': an Experiment, not str",
+        id="run_experiment(model, 'left_boundary')",
+    ),
+    pytest.param(
+        lambda c: run_experiment(c.llama, experiment(), {"epochs": 1}),
+        InvalidArgument,
+        r"config=\{'epochs': 1\}: a FitConfig, not dict, e\.g\. FitConfig\(\*\*config\)",
+        id="run_experiment(config={'epochs': 1})",
+    ),
+    pytest.param(
+        lambda c: run_experiment(c.llama, experiment(), fitted="x.safetensors"),
+        InvalidArgument,
+        r"fitted='x\.safetensors': a FittedAlignment .*python -m das_assert evaluate --alignment",
+        id="run_experiment(fitted='x.safetensors')",
+    ),
+    pytest.param(
+        lambda c: run_experiment(c.llama, experiment(), cache="/tmp/c"),
+        InvalidArgument,
+        r"cache='/tmp/c': an AlignmentCache, not str",
+        id="run_experiment(cache='/tmp/c')",
+    ),
     # -- parse_site: an AttributeError on .strip()
     pytest.param(
         lambda c: parse_site(None),
@@ -53,3 +119,9 @@ def test_numpy_integers_are_taken_as_ints() -> None:
     assert all(type(v) is int for v in (experiment.n_train, experiment.n_test, experiment.seed))
     with pytest.raises(InvalidArgument, match="layer must be an integer, not True"):
         Site(True)  # type: ignore[arg-type]
+
+
+def test_an_experiment_takes_its_site_as_text() -> None:
+    """The README writes sites as text; the run failed with 'str' has no attribute 'resolve'."""
+    assert experiment().site == Site(0, "last")
+    assert experiment(site=Site(0)).site == Site(0)
