@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from das_assert.alignment_result import PRECONDITION_ADVICE, AlignmentResult
+from das_assert.arg_types import MAX_SEED
 from das_assert.cache import AlignmentCache, cache_key
 from das_assert.data import EncodedPairs, PromptPair, TokenizedPairs, encode, tokenize
 from das_assert.engine_check import check_engine
@@ -94,6 +95,8 @@ class Experiment:
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
             raise InvalidArgument(f"seed={self.seed!r}: the seed of the pairs and fit, an integer")
         object.__setattr__(self, "seed", int(self.seed))
+        if not 0 <= self.seed <= MAX_SEED:
+            raise InvalidArgument(f"seed={self.seed}: use an integer 0 to {MAX_SEED}")
         if not isinstance(self.fmt, PriceFormat):
             raise InvalidArgument(
                 f"fmt={self.fmt!r}: a PriceFormat (das_assert.tasks.price_tagging), e.g. "

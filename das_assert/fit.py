@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from das_assert import sharing
+from das_assert.arg_types import MAX_SEED
 from das_assert.data import EncodedPairs
 from das_assert.errors import InvalidArgument, TrainingDiverged
 from das_assert.featurizers import Interchange, temperature_schedule
@@ -81,6 +82,12 @@ class FitConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 raise InvalidArgument(f"{name}={value!r}: an integer")
+            object.__setattr__(self, name, int(value))  # a NumPy integer is written as JSON
+        if not 0 <= self.seed <= MAX_SEED:
+            raise InvalidArgument(f"seed={self.seed}: use an integer 0 to {MAX_SEED}")
+        for name in ("progress", "prefix_cache"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidArgument(f"{name}={getattr(self, name)!r}: True or False")
         for name in ("lr_rotation", "lr_boundary", "boundary_penalty", "warmup_fraction"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -103,6 +110,26 @@ class FitConfig:
             )
         if not 0 <= self.warmup_fraction < 1:
             raise InvalidArgument(f"warmup_fraction={self.warmup_fraction} must be in [0, 1)")
+        if self.init_fraction is not None and (
+            isinstance(self.init_fraction, bool)
+            or not isinstance(self.init_fraction, numbers.Real)
+            or not 0 < self.init_fraction <= 1
+        ):
+            raise InvalidArgument(
+                f"init_fraction={self.init_fraction!r}: the fraction of coordinates each box "
+                "starts with, a number in (0, 1], or None for the default"
+            )
+        temperature = self.temperature
+        if (
+            not isinstance(temperature, tuple | list)
+            or len(temperature) != 2
+            or not all(_is_finite_number(t) for t in temperature)
+        ):
+            raise InvalidArgument(
+                f"temperature={temperature!r}: a pair (start, end) of finite numbers, e.g. "
+                "(50.0, 0.1)"
+            )
+        object.__setattr__(self, "temperature", tuple(temperature))  # a list hashes not
         start, end = self.temperature
         if not 0 < end <= start:
             raise InvalidArgument(f"temperature={self.temperature} must go down: 0 < end <= start")
@@ -120,8 +147,14 @@ _SPEED_ONLY = (
 )  # no effect beyond float rounding
 
 
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def parse_method(method: str) -> tuple[str, int | None]:
     """``"boundless"`` -> (boundless, None); ``"das:16"`` -> (das, 16)."""
+    if not isinstance(method, str):
+        raise InvalidArgument(f"method={method!r}: a method's name, one of: {METHODS}")
     if method in ("boundless", "full", "noop"):
         return method, None
     if method.startswith("das:") and method[4:].isdigit() and int(method[4:]) > 0:

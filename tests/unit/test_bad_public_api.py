@@ -44,6 +44,12 @@ CASES = [
         id="Experiment(site='block_output[layer=0]')",
     ),
     pytest.param(
+        lambda c: experiment(seed=2**70),
+        InvalidArgument,
+        rf"seed={2**70}: use an integer 0 to 4294967295",
+        id="Experiment(seed=2**70)",
+    ),
+    pytest.param(
         lambda c: run_experiment("embedded", experiment()),
         InvalidArgument,
         r"model='embedded': a LoadedModel, not str; load it first: "

@@ -7,6 +7,7 @@ import itertools
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 
 from das_assert.errors import InvalidArgument
@@ -44,6 +45,21 @@ def test_the_default_config_is_the_papers_recipe() -> None:
         ({"epochs": 2.5}, "epochs=2.5: an integer"),
         ({"seed": "0"}, "seed='0': an integer"),
         ({"lr_rotation": "1e-3"}, "lr_rotation='1e-3': a number"),
+        # each was accepted and failed (or did nothing sensible) later
+        ({"init_fraction": -1.0}, r"init_fraction=-1\.0: the fraction of coordinates .* \(0, 1\]"),
+        ({"init_fraction": 2.0}, r"init_fraction=2\.0: the fraction"),
+        ({"init_fraction": 0.0}, r"init_fraction=0\.0: the fraction"),
+        ({"init_fraction": "0.5"}, r"init_fraction='0\.5': the fraction"),
+        ({"seed": 2**70}, rf"seed={2**70}: use an integer 0 to 4294967295"),
+        ({"seed": -1}, r"seed=-1: use an integer 0 to 4294967295"),
+        ({"temperature": (50, 1, 0.1)}, r"temperature=\(50, 1, 0\.1\): a pair \(start, end\)"),
+        ({"temperature": 50}, r"temperature=50: a pair \(start, end\) of finite numbers"),
+        ({"temperature": (math.inf, 0.1)}, r"temperature=\(inf, 0\.1\): a pair"),
+        ({"temperature": ("50", "0.1")}, r"temperature=\('50', '0\.1'\): a pair"),
+        ({"method": None}, r"method=None: a method's name, one of: boundless, das:K"),
+        ({"method": 5}, r"method=5: a method's name"),
+        ({"progress": "yes"}, r"progress='yes': True or False"),
+        ({"prefix_cache": 1}, r"prefix_cache=1: True or False"),
     ],
 )
 def test_an_invalid_config_is_rejected_with_the_reason(
@@ -227,3 +243,14 @@ def test_the_cli_search_sets_the_joint_training_budget_and_fit_has_none() -> Non
     assert _fit_config(joint).joint_cells_mib == 4096
     fit = parser.parse_args(["fit", "--hypothesis", "left_boundary", "--layer", "0"])
     assert _fit_config(fit).joint_cells_mib == 0  # one site: nothing to train together
+
+
+def test_a_seed_init_fraction_and_temperature_at_their_limits_are_allowed() -> None:
+    config = FitConfig(seed=2**32 - 1, init_fraction=1.0, temperature=[50, 1])
+    assert config.temperature == (50, 1)  # a list (a manifest's JSON) as the tuple it means
+    assert hash(config) == hash(FitConfig(seed=2**32 - 1, init_fraction=1.0, temperature=(50, 1)))
+
+
+def test_numpy_integers_are_taken_as_ints() -> None:
+    config = FitConfig(epochs=np.int64(2), seed=np.int32(7))
+    assert (type(config.epochs), type(config.seed)) == (int, int)
