@@ -240,6 +240,21 @@ INTERVENED_VARIABLES: dict[str, tuple[str, ...]] = {
 
 def causal_model(name: str) -> CausalModel:
     """The price-tagging causal model called ``name``."""
+    if isinstance(name, CausalModel):
+        registered = CAUSAL_MODELS.get(name.name) is name
+        raise InvalidArgument(
+            f"pass the causal model's registered name, not the CausalModel {name.name!r} itself: "
+            + (
+                f"{name.name!r}, what register_causal_model returned"
+                if registered
+                else "register it first, name = register_causal_model(model, intervened), "
+                "and pass that name"
+            )
+        )
+    if not isinstance(name, str):
+        raise InvalidArgument(
+            f"causal model {name!r}: name one by its string, one of {', '.join(CAUSAL_MODELS)}"
+        )
     if name not in CAUSAL_MODELS:
         raise InvalidArgument(
             f"unknown causal model {name!r}; choose one of {', '.join(CAUSAL_MODELS)}, or "

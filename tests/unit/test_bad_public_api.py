@@ -11,9 +11,21 @@ import numpy as np
 import pytest
 from bad_inputs_support import Call, Ctx, assert_one_clear_das_error
 
+from das_assert.causal import CausalModel
 from das_assert.errors import DasError, InvalidArgument
 from das_assert.experiment import Experiment, run_experiment
 from das_assert.sites import Site, parse_site
+from das_assert.tasks.price_tagging import CAUSAL_MODELS, prompt_pairs
+
+
+def unregistered_model() -> CausalModel:
+    return CausalModel(
+        name="never_registered",
+        inputs=("lo", "hi", "x"),
+        mechanisms={"answer": lambda lo, hi, x: lo <= x <= hi},
+        output="answer",
+    )
+
 
 SITE = "block_output[layer=0, pos=last]"
 
@@ -48,6 +60,27 @@ CASES = [
         InvalidArgument,
         rf"seed={2**70}: use an integer 0 to 4294967295",
         id="Experiment(seed=2**70)",
+    ),
+    # -- a hypothesis that is no name: a TypeError from difflib, "unhashable type: 'dict'"
+    pytest.param(
+        lambda c: experiment(hypothesis=None),
+        InvalidArgument,
+        r"causal model None: name one by its string, one of left_boundary, ",
+        id="Experiment(hypothesis=None)",
+    ),
+    pytest.param(
+        lambda c: experiment(hypothesis=CAUSAL_MODELS["left_boundary"]),
+        InvalidArgument,
+        r"pass the causal model's registered name, not the CausalModel 'left_boundary' itself: "
+        r"'left_boundary', what register_causal_model returned",
+        id="Experiment(hypothesis=<registered CausalModel>)",
+    ),
+    pytest.param(
+        lambda c: prompt_pairs(unregistered_model(), 4, seed=0),
+        InvalidArgument,
+        r"not the CausalModel 'never_registered' itself: register it first, name = "
+        r"register_causal_model\(model, intervened\), and pass that name",
+        id="prompt_pairs(<unregistered CausalModel>)",
     ),
     pytest.param(
         lambda c: run_experiment("embedded", experiment()),
