@@ -8,6 +8,7 @@ interval, site, seed, baselines, the pairs themselves) and judges the frozen ali
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,10 +73,19 @@ class Experiment:
             )
         cm = causal_model(self.hypothesis)
         boxes = INTERVENED_VARIABLES[self.hypothesis]
-        variables = self.variables or boxes
-        if isinstance(variables, str) or len(set(variables)) != len(variables):
+        variables = boxes if self.variables is None else self.variables
+        if (
+            isinstance(variables, str)
+            or not isinstance(variables, Sequence)
+            or len(set(variables)) != len(variables)
+        ):
             raise InvalidArgument(
                 f"variables={variables!r} must name each variable once, e.g. {list(boxes)}"
+            )
+        if not variables:  # it meant every variable, unseen
+            raise InvalidArgument(
+                f"variables={variables!r} names no variable; name at least one of {list(boxes)}, "
+                "or leave variables out for all"
             )
         others = [name for name in variables if name not in boxes]
         if others:  # named among the boxes, not the causal model's every variable

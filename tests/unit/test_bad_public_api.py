@@ -82,6 +82,20 @@ CASES = [
         r"register_causal_model\(model, intervened\), and pass that name",
         id="prompt_pairs(<unregistered CausalModel>)",
     ),
+    # -- variables=() silently meant every variable
+    pytest.param(
+        lambda c: experiment(hypothesis="left_and_right_boundary", variables=()),
+        InvalidArgument,
+        r"variables=\(\) names no variable; name at least one of \['left', 'right'\], or "
+        r"leave variables out for all",
+        id="Experiment(variables=())",
+    ),
+    pytest.param(
+        lambda c: experiment(variables=5),
+        InvalidArgument,
+        r"variables=5 must name each variable once, e\.g\. \['left'\]",
+        id="Experiment(variables=5)",
+    ),
     pytest.param(
         lambda c: run_experiment("embedded", experiment()),
         InvalidArgument,
