@@ -8,7 +8,6 @@ interval, site, seed, baselines, the pairs themselves) and judges the frozen ali
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +18,7 @@ from das_assert.arg_types import MAX_SEED
 from das_assert.cache import AlignmentCache, cache_key
 from das_assert.data import EncodedPairs, PromptPair, TokenizedPairs, encode, tokenize
 from das_assert.engine_check import check_engine
-from das_assert.errors import InvalidArgument, PreconditionFailed, did_you_mean
+from das_assert.errors import InvalidArgument, PreconditionFailed
 from das_assert.evaluate import base_answers, evaluate
 from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
 from das_assert.metrics import beside, check_threshold
@@ -30,8 +29,8 @@ from das_assert.sites import Site, parse_site
 from das_assert.tasks.price_tagging import (
     INTERVENED_VARIABLES,
     PriceFormat,
-    causal_model,
     check_bracket,
+    check_variables,
     prompt_pairs,
 )
 
@@ -71,29 +70,8 @@ class Experiment:
                 f"site={self.site!r}: a Site or its text, e.g. Site(1) or "
                 "'block_output[layer=1, pos=last]'"
             )
-        cm = causal_model(self.hypothesis)
+        variables = check_variables(self.hypothesis, self.variables)
         boxes = INTERVENED_VARIABLES[self.hypothesis]
-        variables = boxes if self.variables is None else self.variables
-        if (
-            isinstance(variables, str)
-            or not isinstance(variables, Sequence)
-            or len(set(variables)) != len(variables)
-        ):
-            raise InvalidArgument(
-                f"variables={variables!r} must name each variable once, e.g. {list(boxes)}"
-            )
-        if not variables:  # it meant every variable, unseen
-            raise InvalidArgument(
-                f"variables={variables!r} names no variable; name at least one of {list(boxes)}, "
-                "or leave variables out for all"
-            )
-        others = [name for name in variables if name not in boxes]
-        if others:  # named among the boxes, not the causal model's every variable
-            raise InvalidArgument(
-                f"variables {others} have no box in {self.hypothesis}'s alignment, which has one "
-                f"for each of {list(boxes)}; choose among those." + did_you_mean(others[0], boxes)
-            )
-        cm.check_intervenable(list(variables))
         # In the alignment's box order, so that the same subset is the same claim.
         object.__setattr__(self, "variables", tuple(v for v in boxes if v in variables))
         for name, value in (("n_train", self.n_train), ("n_test", self.n_test)):

@@ -17,9 +17,10 @@ A hypothesis file can add its own (``das_assert.tasks.registry.register_causal_m
 
 from __future__ import annotations
 
+import numbers
 import random
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -38,6 +39,7 @@ __all__ = [
     "RenderedPrompt",
     "causal_model",
     "check_bracket",
+    "check_variables",
     "make_pairs",
     "prompt_pairs",
     "sample_inputs",
@@ -264,6 +266,70 @@ def causal_model(name: str) -> CausalModel:
     return CAUSAL_MODELS[name]
 
 
+def check_variables(model_name: str, variables: Any) -> tuple[str, ...]:
+    """``variables`` (None: all) checked against the boxes of ``model_name``'s alignment, in the
+    order given.
+
+    Raises:
+        InvalidArgument: a string, a name twice, none, or a name with no box.
+    """
+    cm = causal_model(model_name)
+    boxes = INTERVENED_VARIABLES[model_name]
+    if variables is None:
+        return boxes
+    if (
+        isinstance(variables, str)
+        or not isinstance(variables, Sequence)
+        or not all(isinstance(name, str) for name in variables)
+        or len(set(variables)) != len(variables)
+    ):
+        raise InvalidArgument(
+            f"variables={variables!r} must name each variable once, e.g. {list(boxes)}"
+        )
+    if not variables:  # it meant every variable, unseen
+        raise InvalidArgument(
+            f"variables={variables!r} names no variable; name at least one of {list(boxes)}, "
+            "or leave variables out for all"
+        )
+    others = [name for name in variables if name not in boxes]
+    if others:  # named among the boxes, not the causal model's every variable
+        raise InvalidArgument(
+            f"variables {others} have no box in {model_name}'s alignment, which has one "
+            f"for each of {list(boxes)}; choose among those." + did_you_mean(others[0], boxes)
+        )
+    cm.check_intervenable(list(variables))
+    return tuple(variables)
+
+
+Edit = Callable[[dict[str, int], random.Random, str], dict[str, int]]
+
+
+def _checked_edit(edit: Edit | None) -> Edit | None:
+    """``edit`` refused unless callable, and each of its results unless an inputs dict."""
+    if edit is None:
+        return None
+    if not callable(edit):
+        raise InvalidArgument(
+            f"edit={edit!r}: a function edit(inputs, rng, role) that returns the inputs, "
+            "{'lo', 'hi', 'x'} in cents"
+        )
+
+    def checked(inputs: dict[str, int], rng: random.Random, role: str) -> dict[str, int]:
+        edited = edit(inputs, rng, role)
+        if not isinstance(edited, Mapping) or not all(
+            isinstance(edited.get(key), int) and not isinstance(edited.get(key), bool)
+            for key in ("lo", "hi", "x")
+        ):
+            raise InvalidArgument(
+                f"edit returned {edited!r} for the {role} {inputs}; it must return the inputs, "
+                "a dict of lo, hi and x in whole cents (did it change them in place and "
+                "return nothing?)"
+            )
+        return edited
+
+    return checked
+
+
 @dataclass(frozen=True)
 class CounterfactualPair:
     """A base and a source example, the variable intervened on, and the labels.
@@ -298,11 +364,16 @@ def make_pairs(
     the two label halves. ``edit(inputs, rng, role)`` adjusts each sampled example (role ``base`` or
     ``source``) before it is labelled: amounts on a bound, 10-cent steps, ...
     """
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise InvalidArgument(f"n={n!r}: a number of pairs, an integer")
     if n < 2:
         raise InvalidArgument(f"n={n} pairs is too few; ask for at least 2")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise InvalidArgument(f"seed={seed!r}: the seed of the sampler, an integer")
+    n, seed = int(n), int(seed)
     cm = causal_model(model_name)
-    choices = tuple(variables) if variables else INTERVENED_VARIABLES[model_name]
-    cm.check_intervenable(list(choices))
+    choices = check_variables(model_name, variables)
+    edit = _checked_edit(edit)
     all_vars = INTERVENED_VARIABLES[model_name]
     rng = random.Random(seed)
     wanted = {True: n // 2 + n % 2, False: n // 2}
@@ -431,9 +502,14 @@ def prompt_pairs(
 ) -> list[PromptPair]:
     """``make_pairs`` rendered as prompts in format ``fmt`` (default: the paper's prompt)."""
     check_bracket(bracket)
+    if fmt is not None and not isinstance(fmt, PriceFormat):
+        raise InvalidArgument(
+            f"fmt={fmt!r}: a PriceFormat, e.g. PriceFormat(answers=('True', 'False')), or None "
+            "for the paper's prompt"
+        )
     fmt = fmt or PriceFormat()
     if fmt.numbers == "one_decimal":  # label what the prompt shows, not the hidden cents
-        edit = _then_snap_to_dimes(edit)
+        edit = _then_snap_to_dimes(_checked_edit(edit))
     out = []
     pairs = make_pairs(model_name, n, seed=seed, bracket=bracket, variables=variables, edit=edit)
     for pair in pairs:

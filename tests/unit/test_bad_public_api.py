@@ -15,7 +15,7 @@ from das_assert.causal import CausalModel
 from das_assert.errors import DasError, InvalidArgument
 from das_assert.experiment import Experiment, run_experiment
 from das_assert.sites import Site, parse_site
-from das_assert.tasks.price_tagging import CAUSAL_MODELS, prompt_pairs
+from das_assert.tasks.price_tagging import CAUSAL_MODELS, PriceFormat, prompt_pairs
 
 
 def unregistered_model() -> CausalModel:
@@ -60,6 +60,85 @@ CASES = [
         InvalidArgument,
         rf"seed={2**70}: use an integer 0 to 4294967295",
         id="Experiment(seed=2**70)",
+    ),
+    # -- prompt_pairs: a raw tuple.index ValueError, a string iterated, a deep TypeError, or
+    # a bad seed or count silently accepted
+    pytest.param(
+        lambda c: prompt_pairs("left_boundary", 4, seed=0, variables=("answer",)),
+        InvalidArgument,
+        r"variables \['answer'\] have no box in left_boundary's alignment, which has one for "
+        r"each of \['left'\]; choose among those\.",
+        id="prompt_pairs(variables=('answer',))",
+    ),
+    pytest.param(
+        lambda c: prompt_pairs("left_boundary", 4, seed=0, variables=("lo",)),
+        InvalidArgument,
+        r"variables \['lo'\] have no box in left_boundary's alignment",
+        id="prompt_pairs(variables=('lo',))",
+    ),
+    pytest.param(
+        lambda c: prompt_pairs("left_boundary", 4, seed=0, variables="left"),
+        InvalidArgument,
+        r"variables='left' must name each variable once, e\.g\. \['left'\]",
+        id="prompt_pairs(variables='left')",
+    ),
+    pytest.param(
+        lambda c: prompt_pairs("left_boundary", 4, seed=0, variables=()),
+        InvalidArgument,
+        r"variables=\(\) names no variable; name at least one",
+        id="prompt_pairs(variables=())",
+    ),
+    *(
+        pytest.param(
+            lambda c, seed=seed: prompt_pairs("left_boundary", 4, seed=seed),
+            InvalidArgument,
+            rf"seed={seed!r}: the seed of the sampler, an integer",
+            id=f"prompt_pairs(seed={seed!r})",
+        )
+        for seed in (None, "abc", 1.5, True)
+    ),
+    pytest.param(
+        lambda c: prompt_pairs("left_boundary", 3.5, seed=0),
+        InvalidArgument,
+        r"n=3\.5: a number of pairs, an integer",
+        id="prompt_pairs(n=3.5)",
+    ),
+    pytest.param(
+        lambda c: prompt_pairs("left_boundary", "10", seed=0),
+        InvalidArgument,
+        r"n='10': a number of pairs, an integer",
+        id="prompt_pairs(n='10')",
+    ),
+    pytest.param(
+        lambda c: prompt_pairs("left_boundary", 4, seed=0, fmt="alpaca"),
+        InvalidArgument,
+        r"fmt='alpaca': a PriceFormat, e\.g\. PriceFormat\(answers=\('True', 'False'\)\), or None",
+        id="prompt_pairs(fmt='alpaca')",
+    ),
+    pytest.param(
+        lambda c: prompt_pairs("left_boundary", 4, seed=0, edit=lambda inputs, rng, role: None),
+        InvalidArgument,
+        r"edit returned None for the base \{'lo': \d+, 'hi': \d+, 'x': \d+\}; it must return "
+        r"the inputs, a dict of lo, hi and x in whole cents",
+        id="prompt_pairs(edit=<returns None>)",
+    ),
+    pytest.param(
+        lambda c: prompt_pairs(
+            "left_boundary",
+            4,
+            seed=0,
+            fmt=PriceFormat(numbers="one_decimal"),
+            edit=lambda inputs, rng, role: None,
+        ),
+        InvalidArgument,
+        r"edit returned None for the base",
+        id="prompt_pairs(fmt=<one decimal>, edit=<returns None>)",
+    ),
+    pytest.param(
+        lambda c: prompt_pairs("left_boundary", 4, seed=0, edit="on_bound"),
+        InvalidArgument,
+        r"edit='on_bound': a function edit\(inputs, rng, role\) that returns the inputs",
+        id="prompt_pairs(edit='on_bound')",
     ),
     # -- a hypothesis that is no name: a TypeError from difflib, "unhashable type: 'dict'"
     pytest.param(
@@ -178,3 +257,10 @@ def test_an_experiment_takes_its_site_as_text() -> None:
     """The README writes sites as text; the run failed with 'str' has no attribute 'resolve'."""
     assert experiment().site == Site(0, "last")
     assert experiment(site=Site(0)).site == Site(0)
+
+
+def test_prompt_pairs_take_numpy_counts_and_seeds_alike() -> None:
+    pairs = prompt_pairs("left_and_right_boundary", np.int64(6), seed=np.int64(4))
+    assert pairs == prompt_pairs("left_and_right_boundary", 6, seed=4)
+    one = prompt_pairs("left_and_right_boundary", 6, seed=4, variables=("right",))
+    assert {pair.inputs["variable"] for pair in one} == {"right"}
