@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from das_assert.canonical import canonical_config, canonical_tokenizer_config
 from das_assert.digests import DigestMemo, file_sha256
@@ -24,6 +25,9 @@ from das_assert.weight_checks import (
     refuse_partial_weights,
     refuse_pickled_weights,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "EMBEDDED_MODEL_DIR",
@@ -49,6 +53,10 @@ _TOKENIZER_EXTRAS = ("special_tokens_map.json", "added_tokens.json")
 
 def resolve_model_path(path: str | Path) -> Path:
     """``"embedded"`` means the shipped model; anything else must be a local model directory."""
+    if not isinstance(path, str | os.PathLike):
+        raise InvalidArgument(
+            f"path={path!r}: a local model directory, or 'embedded' for the shipped model"
+        )
     if str(path) == "embedded":
         return EMBEDDED_MODEL_DIR
     resolved = Path(path).expanduser()
@@ -220,8 +228,8 @@ def answer_token_id(tokenizer: Any, prompt: str, answer: str) -> int:
 def load_model(
     path: str | Path = "embedded",
     *,
-    dtype: str = "float32",
-    device: str = "cpu",
+    dtype: str | torch.dtype = "float32",
+    device: str | torch.device = "cpu",
     device_map: str | None = None,
     trust_remote_code: bool = False,
 ) -> LoadedModel:
@@ -229,8 +237,9 @@ def load_model(
 
     Args:
         path: a local model directory, or ``"embedded"`` for the shipped price-tagging model.
-        dtype: ``float32``, ``bfloat16`` or ``float16``.
-        device: ``cpu``, ``cuda`` or ``cuda:N``; ignored when ``device_map`` is given.
+        dtype: ``float32``, ``bfloat16`` or ``float16`` (or the torch.dtype).
+        device: ``cpu``, ``cuda`` or ``cuda:N`` (or the torch.device); ignored when
+            ``device_map`` is given.
         device_map: e.g. ``"auto"`` to spread a large model over the visible GPUs (accelerate).
         trust_remote_code: run the model's own Python code; off unless you ask for it.
     """
@@ -241,6 +250,12 @@ def load_model(
 
     hf_logging.disable_progress_bar()
     directory = resolve_model_path(path)
+    if isinstance(dtype, torch.dtype):  # torch.float32 -> "float32", the name it stands for
+        dtype = str(dtype).removeprefix("torch.")
+    if isinstance(device, torch.device):  # torch.device("cuda", 0) -> "cuda:0"
+        device = str(device)
+    if not isinstance(dtype, str):
+        raise InvalidArgument(f"dtype={dtype!r}: one of {', '.join(DTYPES)}")
     if dtype not in DTYPES:
         raise InvalidArgument(
             f"dtype={dtype!r} is not supported; choose one of {', '.join(DTYPES)}."
@@ -408,6 +423,8 @@ def _check_device_map(device_map: Any) -> Any:
 def _check_device(device: str, what: str = "device") -> None:
     import torch
 
+    if not isinstance(device, str):
+        raise InvalidArgument(f"{what}={device!r}: one of cpu, cuda, cuda:N")
     if device == "cpu":
         return
     if device.startswith("cuda"):

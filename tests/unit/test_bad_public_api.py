@@ -9,11 +9,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from bad_inputs_support import Call, Ctx, assert_one_clear_das_error
 
 from das_assert.causal import CausalModel
 from das_assert.errors import DasError, InvalidArgument
 from das_assert.experiment import Experiment, run_experiment
+from das_assert.models import load_model
 from das_assert.sites import Site, parse_site
 from das_assert.tasks.price_tagging import CAUSAL_MODELS, PriceFormat, prompt_pairs
 
@@ -140,6 +142,31 @@ CASES = [
         r"edit='on_bound': a function edit\(inputs, rng, role\) that returns the inputs",
         id="prompt_pairs(edit='on_bound')",
     ),
+    # -- load_model: a TypeError from difflib or pathlib, an AttributeError on .startswith
+    pytest.param(
+        lambda c: load_model(None),
+        InvalidArgument,
+        r"path=None: a local model directory, or 'embedded' for the shipped model",
+        id="load_model(None)",
+    ),
+    pytest.param(
+        lambda c: load_model(device=None),
+        InvalidArgument,
+        r"device=None: one of cpu, cuda, cuda:N",
+        id="load_model(device=None)",
+    ),
+    pytest.param(
+        lambda c: load_model(dtype=None),
+        InvalidArgument,
+        r"dtype=None: one of float32, bfloat16, float16",
+        id="load_model(dtype=None)",
+    ),
+    pytest.param(
+        lambda c: load_model(dtype=torch.float64),
+        InvalidArgument,
+        r"dtype='float64' is not supported; choose one of float32, bfloat16, float16",
+        id="load_model(dtype=torch.float64)",
+    ),
     # -- a hypothesis that is no name: a TypeError from difflib, "unhashable type: 'dict'"
     pytest.param(
         lambda c: experiment(hypothesis=None),
@@ -264,3 +291,11 @@ def test_prompt_pairs_take_numpy_counts_and_seeds_alike() -> None:
     assert pairs == prompt_pairs("left_and_right_boundary", 6, seed=4)
     one = prompt_pairs("left_and_right_boundary", 6, seed=4, variables=("right",))
     assert {pair.inputs["variable"] for pair in one} == {"right"}
+
+
+def test_load_model_takes_a_torch_dtype_and_device() -> None:
+    """load_model(dtype=torch.float32) was a TypeError from difflib, device=torch.device an
+    AttributeError; they mean their names."""
+    loaded = load_model(dtype=torch.float32, device=torch.device("cpu"))
+    assert (loaded.dtype, loaded.device) == ("float32", "cpu")
+    assert loaded.model.dtype == torch.float32
