@@ -55,6 +55,20 @@ _TOLERANCE = 1e-9  # a lead this close to the margin counts as reaching it
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
     """The Wilson score interval of ``successes / n`` (95 % by default)."""
+    if type(successes) is not int or type(n) is not int:  # plain ints skip the slower check
+        import numbers
+
+        for name, value in (("successes", successes), ("n", n)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise InvalidArgument(f"{name}={value!r} must be a whole number of pairs")
+        successes, n = int(successes), int(n)
+    if z is not Z95:
+        try:
+            usable = not isinstance(z, bool) and 0 < z < math.inf
+        except TypeError:
+            usable = False
+        if not usable:
+            raise InvalidArgument(f"z={z!r} must be a positive finite number (1.96 for 95 %)")
     if n <= 0:
         raise InvalidArgument(f"cannot compute an interval from n={n} pairs; evaluate on n >= 1")
     if not 0 <= successes <= n:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -509,3 +511,29 @@ def test_a_task_accuracy_just_under_its_gate_is_not_shown_as_meeting_it() -> Non
 
     with pytest.raises(PreconditionFailed, match=r"task accuracy 0\.7997 \(3199 of 4000 base"):
         _check_gate(wrong=801, seen=4000, n=4000, gate=0.8)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        # z=-1.96 gave low > high, z=0 a zero-width interval, 0.9 successes an interval, "90" a
+        # TypeError from a comparison
+        ((90, 100, -1.96), r"z=-1\.96 must be a positive finite number"),
+        ((90, 100, 0), r"z=0 must be a positive finite number"),
+        ((90, 100, math.inf), r"z=inf must be a positive finite number"),
+        ((90, 100, "1.96"), r"z='1\.96' must be a positive finite number"),
+        ((0.9, 100), r"successes=0\.9 must be a whole number of pairs"),
+        (("90", 100), r"successes='90' must be a whole number of pairs"),
+        ((90, 100.0), r"n=100\.0 must be a whole number of pairs"),
+        ((True, 100), r"successes=True must be a whole number of pairs"),
+    ],
+)
+def test_wilson_interval_refuses_a_bad_z_or_count(args: tuple[Any, ...], message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        wilson_interval(*args)
+
+
+def test_wilson_interval_takes_numpy_counts_and_another_z() -> None:
+    assert wilson_interval(np.int64(90), np.int64(100)) == wilson_interval(90, 100)
+    low, high = wilson_interval(90, 100, z=2.576)  # 99 %
+    assert low < wilson_interval(90, 100)[0] < high
