@@ -22,10 +22,13 @@ The rotation is kept in float32 even when the model runs in bfloat16.
 from __future__ import annotations
 
 import functools
+import numbers
+from typing import Any
 
 import torch
 from torch import nn
 
+from das_assert.errors import InvalidArgument
 from das_assert.rotation import orthogonal_rotation, row_rotation
 from das_assert.transfer import to_device
 
@@ -50,7 +53,7 @@ class Interchange(nn.Module):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
-        self.d = d
+        self.d = int(d)  # a NumPy integer too
         self.method = ""
         self.rotation_kind = rotation
         if rotation == "learned":
@@ -78,6 +81,17 @@ class Interchange(nn.Module):
     ) -> Interchange:
         """Learned rotation and learned boxes, each starting at ``init_fraction`` of ``d``; the
         rotation is drawn on ``device`` (see ``rotation.random_orthogonal``)."""
+        _check_shape(d, n_variables)
+        if init_fraction is not None and (
+            isinstance(init_fraction, bool)
+            or not isinstance(init_fraction, numbers.Real)
+            or not 0 < init_fraction * n_variables <= 1 + 1e-9
+        ):
+            raise InvalidArgument(
+                f"init_fraction={init_fraction!r}: each of the {n_variables} boxes starts with "
+                f"this fraction of the d={d} coordinates, so a number in (0, "
+                f"{_fraction_text(n_variables)}], or None for the default"
+            )
         fraction = min(0.5, 1.0 / n_variables) if init_fraction is None else init_fraction
         module = cls(
             d,
@@ -94,6 +108,12 @@ class Interchange(nn.Module):
         cls, d: int, k: int, n_variables: int = 1, *, device: torch.device | str | None = None
     ) -> Interchange:
         """Learned rotation, ``k`` coordinates per variable (DAS with a fixed subspace size)."""
+        _check_shape(d, n_variables)
+        if _not_int(k) or not 1 <= k * n_variables <= d:
+            raise InvalidArgument(
+                f"k={k!r}: {n_variables} disjoint boxes of k coordinates must fit in d={d}; "
+                f"choose an integer k from 1 to {max(1, d // n_variables)}"
+            )
         module = cls(
             d, [float(k)] * n_variables, rotation="learned", learn_widths=False, device=device
         )
@@ -105,8 +125,9 @@ class Interchange(nn.Module):
         """Full-vector interchange for the variable of box ``box``: its pairs get the source
         vector in place of the base vector (the other boxes are empty; the whole vector cannot
         be two variables' at once)."""
-        if not 0 <= box < n_variables:
-            raise ValueError(f"box {box} is not one of the {n_variables} variables' boxes")
+        _check_shape(d, n_variables)
+        if _not_int(box) or not 0 <= box < n_variables:
+            raise InvalidArgument(f"box {box!r} is not one of the {n_variables} variables' boxes")
         widths = [float(d) if index == box else 0.0 for index in range(n_variables)]
         module = cls(d, widths, rotation="identity", learn_widths=False)
         module.method = "full"
@@ -115,6 +136,7 @@ class Interchange(nn.Module):
     @classmethod
     def noop(cls, d: int, n_variables: int = 1) -> Interchange:
         """An empty box: the base run, unchanged."""
+        _check_shape(d, n_variables)
         module = cls(d, [0.0] * n_variables, rotation="identity", learn_widths=False)
         module.method = "noop"
         return module
@@ -122,6 +144,18 @@ class Interchange(nn.Module):
     @classmethod
     def random_rotation(cls, d: int, widths: list[int], *, seed: int) -> Interchange:
         """A fixed random rotation with boxes of the given widths (a control for a learned one)."""
+        _check_shape(d, 1)
+        if (
+            isinstance(widths, str)
+            or not isinstance(widths, list | tuple)
+            or not widths
+            or any(_not_int(w) or w < 0 for w in widths)
+            or sum(widths) > d
+        ):
+            raise InvalidArgument(
+                f"widths={widths!r}: one box width per variable, integers >= 0 that sum to at "
+                f"most d={d} (disjoint boxes of the d coordinates)"
+            )
         module = cls(
             d, [float(w) for w in widths], rotation="random", learn_widths=False, seed=seed
         )
@@ -213,6 +247,27 @@ class Interchange(nn.Module):
         with torch.no_grad():
             eye = torch.eye(self.d, device=rotation.device)
             return float((rotation @ rotation.T - eye).abs().max())
+
+
+def _not_int(value: Any) -> bool:
+    return isinstance(value, bool) or not isinstance(value, numbers.Integral)
+
+
+def _check_shape(d: Any, n_variables: Any) -> None:
+    """Refuse a width ``d`` or a number of variables that is not a positive integer (0 was a
+    ZeroDivisionError)."""
+    if _not_int(d) or d < 1:
+        raise InvalidArgument(
+            f"d={d!r}: the site's width, a positive integer (the model's hidden_size)"
+        )
+    if _not_int(n_variables) or n_variables < 1:
+        raise InvalidArgument(
+            f"n_variables={n_variables!r}: the number of variables, one box each, an integer >= 1"
+        )
+
+
+def _fraction_text(n_variables: int) -> str:
+    return "1" if n_variables == 1 else f"1/{n_variables}"
 
 
 @functools.lru_cache(maxsize=2)

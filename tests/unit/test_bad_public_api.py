@@ -15,6 +15,7 @@ from bad_inputs_support import Call, Ctx, assert_one_clear_das_error
 from das_assert.causal import CausalModel
 from das_assert.errors import DasError, InvalidArgument
 from das_assert.experiment import Experiment, run_experiment
+from das_assert.featurizers import Interchange
 from das_assert.models import load_model
 from das_assert.sites import Site, parse_site
 from das_assert.tasks.price_tagging import CAUSAL_MODELS, PriceFormat, prompt_pairs
@@ -167,6 +168,68 @@ CASES = [
         r"dtype='float64' is not supported; choose one of float32, bfloat16, float16",
         id="load_model(dtype=torch.float64)",
     ),
+    # -- Interchange: a ZeroDivisionError, or boxes silently cut to the d coordinates
+    pytest.param(
+        lambda c: Interchange.boundless(0),
+        InvalidArgument,
+        r"d=0: the site's width, a positive integer \(the model's hidden_size\)",
+        id="Interchange.boundless(0)",
+    ),
+    pytest.param(
+        lambda c: Interchange.boundless(128, 0),
+        InvalidArgument,
+        r"n_variables=0: the number of variables, one box each, an integer >= 1",
+        id="Interchange.boundless(128, 0)",
+    ),
+    pytest.param(
+        lambda c: Interchange.boundless(128, 2, init_fraction=0.8),
+        InvalidArgument,
+        r"init_fraction=0\.8: each of the 2 boxes starts with this fraction of the d=128 "
+        r"coordinates, so a number in \(0, 1/2\], or None for the default",
+        id="Interchange.boundless(128, 2, init_fraction=0.8)",
+    ),
+    pytest.param(
+        lambda c: Interchange.noop(8.0),
+        InvalidArgument,
+        r"d=8\.0: the site's width, a positive integer",
+        id="Interchange.noop(8.0)",
+    ),
+    pytest.param(
+        lambda c: Interchange.fixed(8, 6, 2),
+        InvalidArgument,
+        r"k=6: 2 disjoint boxes of k coordinates must fit in d=8; choose an integer k from 1 to 4",
+        id="Interchange.fixed(8, 6, 2)",
+    ),
+    pytest.param(
+        lambda c: Interchange.fixed(8, 10),
+        InvalidArgument,
+        r"k=10: 1 disjoint boxes of k coordinates must fit in d=8; choose an integer k from 1 to 8",
+        id="Interchange.fixed(8, 10)",
+    ),
+    pytest.param(
+        lambda c: Interchange.fixed(8, 0),
+        InvalidArgument,
+        r"k=0: 1 disjoint boxes",
+        id="Interchange.fixed(8, 0)",
+    ),
+    pytest.param(
+        lambda c: Interchange.full(8, 2, box=2),
+        InvalidArgument,
+        r"box 2 is not one of the 2 variables' boxes",
+        id="Interchange.full(8, 2, box=2)",
+    ),
+    pytest.param(
+        lambda c: Interchange.random_rotation(8, [6, 6], seed=0),
+        InvalidArgument,
+        r"widths=\[6, 6\]: one box width per variable, integers >= 0 that sum to at most d=8",
+        id="Interchange.random_rotation(8, [6, 6])",
+    ),
+    pytest.param(
+        lambda c: Interchange.random_rotation(8, [], seed=0),
+        InvalidArgument,
+        r"widths=\[\]: one box width per variable",
+        id="Interchange.random_rotation(8, [])",
+    ),
     # -- a hypothesis that is no name: a TypeError from difflib, "unhashable type: 'dict'"
     pytest.param(
         lambda c: experiment(hypothesis=None),
@@ -299,3 +362,11 @@ def test_load_model_takes_a_torch_dtype_and_device() -> None:
     loaded = load_model(dtype=torch.float32, device=torch.device("cpu"))
     assert (loaded.dtype, loaded.device) == ("float32", "cpu")
     assert loaded.model.dtype == torch.float32
+
+
+def test_interchange_boxes_that_fill_d_exactly_are_allowed() -> None:
+    assert Interchange.fixed(8, 4, 2).hard_widths() == [4, 4]
+    assert Interchange.boundless(8, 2, init_fraction=0.5).hard_widths() == [4, 4]
+    assert Interchange.boundless(9, 3, init_fraction=1 / 3).hard_widths() == [3, 3, 3]
+    assert Interchange.random_rotation(8, [8], seed=0).hard_widths() == [8]
+    assert Interchange.fixed(np.int64(8), np.int64(2)).hard_widths() == [2]
