@@ -90,6 +90,19 @@ class PriceFormat:
     template: str = ALPACA_TEMPLATE
 
     def __post_init__(self) -> None:
+        for name in ("instruction", "prefix", "suffix", "numbers"):
+            if not isinstance(getattr(self, name), str):
+                raise InvalidArgument(f"{name}={getattr(self, name)!r}: a text, a str")
+        answers = self.answers
+        if (
+            not isinstance(answers, tuple | list)  # a string "YN" was read as 'Y' and 'N'
+            or len(answers) != 2
+            or not all(isinstance(word, str) and word for word in answers)
+        ):
+            raise InvalidArgument(
+                f"answers={answers!r}: a pair of words, true one first, e.g. ('Yes', 'No')"
+            )
+        object.__setattr__(self, "answers", tuple(answers))  # a list hashes not
         for slot in ("{low}", "{high}"):
             if slot not in self.instruction:
                 raise InvalidArgument(

@@ -230,6 +230,43 @@ CASES = [
         r"widths=\[\]: one box width per variable",
         id="Interchange.random_rotation(8, [])",
     ),
+    # -- PriceFormat: a string for the pair of answers, a TypeError on an instruction of None
+    pytest.param(
+        lambda c: PriceFormat(answers="YN"),
+        InvalidArgument,
+        r"answers='YN': a pair of words, true one first, e\.g\. \('Yes', 'No'\)",
+        id="PriceFormat(answers='YN')",
+    ),
+    pytest.param(
+        lambda c: PriceFormat(answers=("Yes", None)),
+        InvalidArgument,
+        r"answers=\('Yes', None\): a pair of words",
+        id="PriceFormat(answers=('Yes', None))",
+    ),
+    pytest.param(
+        lambda c: PriceFormat(answers=("Yes", "")),
+        InvalidArgument,
+        r"answers=\('Yes', ''\): a pair of words",
+        id="PriceFormat(answers=('Yes', ''))",
+    ),
+    pytest.param(
+        lambda c: PriceFormat(instruction=None),
+        InvalidArgument,
+        r"instruction=None: a text, a str",
+        id="PriceFormat(instruction=None)",
+    ),
+    pytest.param(
+        lambda c: PriceFormat(numbers=1),
+        InvalidArgument,
+        r"numbers=1: a text, a str",
+        id="PriceFormat(numbers=1)",
+    ),
+    pytest.param(
+        lambda c: PriceFormat(prefix=None),
+        InvalidArgument,
+        r"prefix=None: a text, a str",
+        id="PriceFormat(prefix=None)",
+    ),
     # -- a hypothesis that is no name: a TypeError from difflib, "unhashable type: 'dict'"
     pytest.param(
         lambda c: experiment(hypothesis=None),
@@ -370,3 +407,9 @@ def test_interchange_boxes_that_fill_d_exactly_are_allowed() -> None:
     assert Interchange.boundless(9, 3, init_fraction=1 / 3).hard_widths() == [3, 3, 3]
     assert Interchange.random_rotation(8, [8], seed=0).hard_widths() == [8]
     assert Interchange.fixed(np.int64(8), np.int64(2)).hard_widths() == [2]
+
+
+def test_price_format_answers_as_a_list_are_the_pair() -> None:
+    fmt = PriceFormat(answers=["True", "False"])
+    assert fmt == PriceFormat(answers=("True", "False"))
+    assert hash(fmt) == hash(PriceFormat(answers=("True", "False")))
