@@ -16,7 +16,6 @@ from das_assert.evaluate import Evaluation, evaluate
 from das_assert.fit import FitConfig, FittedAlignment
 from das_assert.metrics import Verdict, normalized_iia, wilson_interval
 from das_assert.models import LoadedModel
-from das_assert.tasks.price_tagging import INTERVENED_VARIABLES
 
 if TYPE_CHECKING:
     from das_assert.experiment import Experiment
@@ -94,7 +93,7 @@ class AlignmentResult:
         """This result as a claim on one of its variables: the pairs that intervene on ``name``
         (each pair of a multi-variable alignment intervenes on one), with that variable's box
         alone claimed, the others' untouched; no forward pass is rerun."""
-        names = self.variable_names
+        names = self.experiment.boxes
         claimed = self.experiment.variables or names
         if name not in claimed:
             raise InvalidArgument(
@@ -130,13 +129,13 @@ class AlignmentResult:
 
     @property
     def variable_names(self) -> tuple[str, ...]:
-        """The causal model's intervened variables, in box order."""
-        return INTERVENED_VARIABLES[self.experiment.hypothesis]
+        """The causal model's intervened variables, in box order, as when it was fitted."""
+        return self.experiment.boxes
 
     @property
     def collapsed(self) -> bool:
         """True when the box of a variable this claim intervenes on ended empty (a no-op)."""
-        names = INTERVENED_VARIABLES[self.experiment.hypothesis]
+        names = self.experiment.boxes
         claimed = self.experiment.variables or names
         return self.fitted.collapsed_for(names.index(name) for name in claimed)
 
@@ -193,7 +192,7 @@ class AlignmentResult:
     def boundary_text(self) -> str:
         """Each box's learned width by its variable, e.g. ``left=12 (not claimed), right=9``: a
         claim on some variables shows which boxes it judged."""
-        names = INTERVENED_VARIABLES[self.experiment.hypothesis]
+        names = self.experiment.boxes
         claimed = self.experiment.variables or names
         return ", ".join(
             f"{name}={width}" + ("" if name in claimed else " (not claimed)")
@@ -237,8 +236,7 @@ class AlignmentResult:
             "iia_successes": ev.successes,
             "iia_ci": [round(v, 6) for v in self.iia_ci],
             "iia_by_variable": {
-                INTERVENED_VARIABLES[exp.hypothesis][k]: {"correct": c, "n": n}
-                for k, (c, n) in by_variable.items()
+                exp.boxes[k]: {"correct": c, "n": n} for k, (c, n) in by_variable.items()
             },
             "task_accuracy": round(ev.task_accuracy, 6),
             "baselines": {k: round(v, 6) for k, v in baselines.items()},

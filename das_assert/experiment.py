@@ -27,6 +27,7 @@ from das_assert.positions import parse_position
 from das_assert.sharing import shared
 from das_assert.sites import Site, parse_site
 from das_assert.tasks.price_tagging import (
+    CAUSAL_MODELS,
     INTERVENED_VARIABLES,
     PriceFormat,
     check_bracket,
@@ -61,6 +62,11 @@ class Experiment:
     threshold: float | None = None
     margin: float = 0.05
     min_task_accuracy: float = 0.8
+    #: The causal model's intervened variables (box order) and the model itself, as registered
+    #: when this experiment was made: ``register_causal_model(..., replace=True)`` later
+    #: changes neither this experiment nor its results.
+    boxes: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    causal: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.site, str):  # as the README writes sites
@@ -72,6 +78,8 @@ class Experiment:
             )
         variables = check_variables(self.hypothesis, self.variables)
         boxes = INTERVENED_VARIABLES[self.hypothesis]
+        object.__setattr__(self, "boxes", tuple(boxes))
+        object.__setattr__(self, "causal", CAUSAL_MODELS[self.hypothesis])
         # In the alignment's box order, so that the same subset is the same claim.
         object.__setattr__(self, "variables", tuple(v for v in boxes if v in variables))
         for name, value in (("n_train", self.n_train), ("n_test", self.n_test)):
@@ -107,6 +115,16 @@ class Experiment:
     def variable(self) -> str:
         return "+".join(self.variables or ())
 
+    def check_current(self) -> None:
+        """Refuse to draw or fit for a causal model registered again since this experiment was
+        made: its pairs would follow the new mechanisms, its boxes the old ones."""
+        if CAUSAL_MODELS.get(self.hypothesis) is not self.causal:
+            raise InvalidArgument(
+                f"{self.hypothesis!r} was registered again (replace=True) since this Experiment "
+                "was made; make the Experiment again to run the new definition (results made "
+                "before keep the old one)"
+            )
+
     def data_record(self) -> dict[str, Any]:
         """The prompts it runs on, as reports and baselines record them (``data``): results on
         other prompts are not comparable."""
@@ -133,6 +151,7 @@ class Experiment:
         model's wrapper), from the sampler's stream ``seed``; ``bracket`` (cents, or None for
         drawn brackets) and ``edit`` (``prompt_pairs``'s) change them, e.g. for a measured
         limit: ``result.experiment.pairs(400, seed, bracket=(745, 995))``."""
+        self.check_current()
         return prompt_pairs(
             self.hypothesis,
             n,
@@ -196,6 +215,7 @@ def run_experiment(
         InvalidArgument: an argument of another type (a model's name, a dict, a path).
     """
     _check_run_arguments(model, experiment, config, cache, fitted)
+    experiment.check_current()
     config = config or FitConfig(seed=experiment.seed)  # one seed: data, initialisation, order
     resolved = experiment.site.resolve(model.model)
     test = _encoded(model, experiment, "test")
@@ -209,7 +229,7 @@ def run_experiment(
     if fitted is None:
         answers = base_answers(model.model, test)
         _check_precondition(model, experiment, _accuracy(answers, test), len(test))
-        n_variables = len(INTERVENED_VARIABLES[experiment.hypothesis])
+        n_variables = len(experiment.boxes)
         train = _encoded(model, experiment, "train")
         fitted = fit_alignment(model.model, resolved, train, config, n_variables=n_variables)
         if cache is not None:
@@ -242,7 +262,7 @@ def _check_fitted(fitted: FittedAlignment, experiment: Experiment, resolved: Any
             f"{experiment.site}: an alignment is scored where it was trained; give the "
             "experiment that site"
         )
-    boxes, variables = len(fitted.boundary_dims), INTERVENED_VARIABLES[experiment.hypothesis]
+    boxes, variables = len(fitted.boundary_dims), experiment.boxes
     if boxes != len(variables):
         raise InvalidArgument(
             f"fitted= has {boxes} box(es), but {experiment.hypothesis!r} intervenes on "
@@ -347,7 +367,7 @@ def _load(
     cache: AlignmentCache,
     key: str,
 ) -> FittedAlignment | None:
-    boxes = len(INTERVENED_VARIABLES[experiment.hypothesis])
+    boxes = len(experiment.boxes)
     hit = cache.get(
         key, model.config.hidden_size, n_boxes=boxes, expect=_identity(model, experiment)
     )

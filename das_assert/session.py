@@ -48,7 +48,7 @@ from das_assert.tasks.price_tagging import ALPACA_TEMPLATE, PriceFormat
 _EXPERIMENT_CHANGES = frozenset(
     f.name
     for f in dataclasses.fields(Experiment)
-    if f.name not in ("hypothesis", "site", "threshold")
+    if f.init and f.name not in ("hypothesis", "site", "threshold")
 )
 
 __all__ = [

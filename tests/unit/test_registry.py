@@ -71,6 +71,35 @@ def test_the_same_model_registered_twice_is_accepted_another_one_is_refused() ->
     assert CAUSAL_MODELS["mine"] is other
 
 
+def both_boundaries(name: str = "mine") -> CausalModel:
+    return CausalModel(
+        name=name,
+        inputs=("lo", "hi", "x"),
+        mechanisms={
+            "left": lambda x, lo: x >= lo,
+            "right": lambda x, hi: x <= hi,
+            "answer": lambda left, right: left and right,
+        },
+        output="answer",
+    )
+
+
+def test_redefining_a_model_leaves_earlier_experiments_and_results_as_they_were() -> None:
+    # A notebook re-runs its registration cell with two boxes where there was one: results made
+    # before kept reading the live tables (their repr and to_dict raised), and an Experiment
+    # made before silently fitted the new definition.
+    name = register_causal_model(right_boundary(), intervened=("right",))
+    before = Experiment(hypothesis=name, site=Site(0))
+    register_causal_model(both_boundaries(), intervened=("left", "right"), replace=True)
+    assert before.boxes == ("right",)
+    assert before.variables == ("right",)
+    with pytest.raises(InvalidArgument, match=r"'mine' was registered again .* make the"):
+        before.pairs(4, seed=0)
+    after = Experiment(hypothesis=name, site=Site(0))
+    assert after.boxes == ("left", "right")
+    assert len(after.pairs(4, seed=0)) == 4
+
+
 def test_a_difference_only_on_a_bound_is_told_apart() -> None:
     # 512 sampled probes put the amount exactly one cent past the bound about once: edges too.
     def bound_moved_by(offset: int):
