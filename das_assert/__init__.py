@@ -19,6 +19,7 @@ _EXPORTS = {
     "AlignmentResult": "das_assert.alignment_result",
     "run_experiment": "das_assert.experiment",
     "load_model": "das_assert.models",
+    "load_fitted": "das_assert.saved",
     "PriceFormat": "das_assert.tasks.price_tagging",
     "prompt_pairs": "das_assert.tasks.price_tagging",
     "register_causal_model": "das_assert.tasks.registry",

@@ -8,6 +8,7 @@ judged on other pairs (fresh ones, one variable's, a variant's), without trainin
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from das_assert.data import PromptPair, encode
@@ -173,6 +174,13 @@ class AlignmentResult:
         return evaluate(
             self.model.model, self.fitted, test, seed=self.experiment.seed if seed is None else seed
         )
+
+    def save(self, path: str | Path) -> Path:
+        """Write this alignment to ``path`` (one safetensors file, as ``fit --save`` does); load
+        it with ``das_assert.load_fitted(path, model)``."""
+        from das_assert.saved import save_result
+
+        return save_result(self, path)
 
     def summary(self) -> str:
         """One line: IIA, n, interval, site, seed, baselines."""

@@ -14,7 +14,6 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from das_assert.cli_args import build_parser, causal_model_files
@@ -105,10 +104,9 @@ def _fit_config(args: argparse.Namespace) -> Any:
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     from das_assert.experiment import run_experiment
+    from das_assert.saved import alignment_manifest
     from das_assert.sites import Site
     from das_assert.store import save_alignment
-    from das_assert.tasks.price_tagging import ALPACA_TEMPLATE
-    from das_assert.tasks.registry import causal_model_manifest
 
     site = Site(args.layer, args.position, args.component)
     experiment = _experiment(args, site, args.hypothesis, args.n_train)
@@ -120,12 +118,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     result = run_experiment(model, experiment, config)
     record = result.to_dict()
     if args.save:
-        manifest = {k: record[k] for k in ("hypothesis", "variable", "seed", "n_train", "fit")}
-        manifest.update(site=str(site), model=model.fingerprint, iia=record["iia"])
-        manifest.update(causal_model_manifest(args.hypothesis))
-        if experiment.fmt.template != ALPACA_TEMPLATE:  # evaluate reads it in the same wrapper
-            manifest.update(prompt_template=experiment.fmt.template)
-        save_alignment(args.save, result.fitted.interchange, manifest)
+        save_alignment(args.save, result.fitted.interchange, alignment_manifest(result))
         print(f"alignment: {args.save}")
     return _finish(args, model, record, result.summary())
 
@@ -195,35 +188,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0 if record.get("verdict") in (None, "aligned") else 1
 
 
-def _saved_fit_config(path: Path, saved: dict[str, Any]) -> Any:
-    """The FitConfig an alignment was trained with, from its manifest's ``fit``."""
-    from dataclasses import fields
-
-    from das_assert.errors import AlignmentFileError
-    from das_assert.fit import FitConfig
-
-    known = {f.name for f in fields(FitConfig)}
-    unknown = sorted(set(saved) - known)
-    if unknown:
-        raise AlignmentFileError(
-            f"alignment file {str(path)!r} was trained with settings this das_assert does not "
-            f"know ({', '.join(unknown)}): it comes from a newer version; upgrade das_assert"
-        )
-    try:
-        if "temperature" in saved:
-            saved = {**saved, "temperature": tuple(saved["temperature"])}
-        return FitConfig(**saved)
-    except (TypeError, ValueError, DasError) as exc:  # a manifest edited by hand
-        raise AlignmentFileError(
-            f"alignment file {str(path)!r} holds training settings das_assert cannot use ({exc}); "
-            "fit it again"
-        ) from None
-
-
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from das_assert.errors import InvalidArgument
     from das_assert.experiment import TEST_STREAM, run_experiment
     from das_assert.fit import FittedAlignment
+    from das_assert.saved import saved_fit_config
     from das_assert.sites import parse_site
     from das_assert.store import load_alignment
     from das_assert.tasks.price_tagging import INTERVENED_VARIABLES
@@ -274,7 +243,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if not args.variables and hypothesis == manifest["hypothesis"] and manifest.get("variable"):
         args.variables = manifest["variable"].split("+")  # the variables it was trained on
     experiment = _experiment(args, site, hypothesis, int(manifest.get("n_train", 2)), model)
-    config = _saved_fit_config(args.alignment, manifest["fit"])
+    config = saved_fit_config(args.alignment, manifest["fit"])
     fitted = FittedAlignment(
         interchange, site.resolve(model.model), config, experiment.n_train, 0.0, from_cache=True
     )

@@ -1,0 +1,107 @@
+"""A result's alignment saved to one safetensors file, and loaded back for another evaluation.
+
+The Python side of ``das_assert fit --save`` and ``evaluate --alignment``: the same file, written
+atomically, never pickled (``store.save_alignment``). A loaded alignment goes to
+``run_experiment(model, experiment, fitted=...)``, which scores it where it was trained:
+
+    result.save("left.safetensors")
+    fitted = load_fitted("left.safetensors", model)
+    again = run_experiment(model, result.experiment, fitted=fitted)  # evaluated, not trained
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from das_assert.errors import AlignmentFileError, DasError, InvalidArgument
+
+if TYPE_CHECKING:
+    from das_assert.alignment_result import AlignmentResult
+    from das_assert.fit import FitConfig, FittedAlignment
+    from das_assert.models import LoadedModel
+
+__all__ = ["alignment_manifest", "load_fitted", "save_result", "saved_fit_config"]
+
+
+def alignment_manifest(result: AlignmentResult) -> dict[str, Any]:
+    """What a saved alignment records beside its tensors: the claim, the site (its block's own
+    number), the seed, pairs and fit, the model it was fitted on, its IIA and causal model."""
+    from das_assert.sites import Site
+    from das_assert.tasks.price_tagging import ALPACA_TEMPLATE
+    from das_assert.tasks.registry import causal_model_manifest
+
+    record = result.to_dict(include_pairs=False)
+    given = result.experiment.site
+    site = Site(result.fitted.site.layer, given.position, given.component)
+    manifest = {k: record[k] for k in ("hypothesis", "variable", "seed", "n_train", "fit")}
+    manifest.update(site=str(site), model=result.model.fingerprint, iia=record["iia"])
+    manifest.update(causal_model_manifest(result.experiment.hypothesis))
+    if result.experiment.fmt.template != ALPACA_TEMPLATE:  # evaluated in the same wrapper
+        manifest.update(prompt_template=result.experiment.fmt.template)
+    return manifest
+
+
+def save_result(result: AlignmentResult, path: str | Path) -> Path:
+    """Write ``result``'s alignment and manifest to ``path`` (a ``.safetensors`` file)."""
+    from das_assert.store import output_path_problem, save_alignment
+
+    target = Path(path)
+    if (problem := output_path_problem(target)) is not None:
+        raise InvalidArgument(f"cannot save the alignment to {str(target)!r}: {problem}")
+    save_alignment(target, result.fitted.interchange, alignment_manifest(result))
+    return target
+
+
+def load_fitted(path: str | Path, model: LoadedModel) -> FittedAlignment:
+    """The alignment saved at ``path`` (``AlignmentResult.save``, ``fit --save``), on ``model``'s
+    device, at the site it was trained at, for ``run_experiment(..., fitted=...)``.
+
+    Raises:
+        AlignmentFileError: a missing, truncated or tampered file, or one for another width.
+    """
+    from das_assert.fit import FittedAlignment
+    from das_assert.models import LoadedModel
+    from das_assert.sites import parse_site
+    from das_assert.store import load_alignment
+
+    if not isinstance(model, LoadedModel):
+        raise InvalidArgument(
+            f"model={model!r}: a LoadedModel (load_model(path)), not {type(model).__name__}"
+        )
+    interchange, manifest = load_alignment(
+        Path(path), hidden_size=model.config.hidden_size, require=("site", "hypothesis", "fit")
+    )
+    interchange.to(model.input_device)
+    try:
+        site = parse_site(manifest["site"]).resolve(model.model)
+    except DasError as exc:
+        raise AlignmentFileError(
+            f"alignment file {str(path)!r} names a site this model does not have ({exc})"
+        ) from None
+    config = saved_fit_config(Path(path), manifest["fit"])
+    n_train = int(manifest.get("n_train", 2))
+    return FittedAlignment(interchange, site, config, n_train, 0.0, from_cache=True)
+
+
+def saved_fit_config(path: Path, saved: dict[str, Any]) -> FitConfig:
+    """The FitConfig an alignment was trained with, from its manifest's ``fit``."""
+    from das_assert.fit import FitConfig
+
+    known = {f.name for f in fields(FitConfig)}
+    unknown = sorted(set(saved) - known)
+    if unknown:
+        raise AlignmentFileError(
+            f"alignment file {str(path)!r} was trained with settings this das_assert does not "
+            f"know ({', '.join(unknown)}): it comes from a newer version; upgrade das_assert"
+        )
+    try:
+        if "temperature" in saved:
+            saved = {**saved, "temperature": tuple(saved["temperature"])}
+        return FitConfig(**saved)
+    except (TypeError, ValueError, DasError) as exc:  # a manifest edited by hand
+        raise AlignmentFileError(
+            f"alignment file {str(path)!r} holds training settings das_assert cannot use ({exc}); "
+            "fit it again"
+        ) from None

@@ -1,0 +1,49 @@
+"""An alignment saved from Python loads back as the same alignment, scored where it was trained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from das_assert import Experiment, load_fitted, run_experiment
+from das_assert.errors import AlignmentFileError, InvalidArgument
+from das_assert.fit import FitConfig
+
+CONFIG = FitConfig(epochs=1, batch_size=8)
+
+
+def experiment(site: str = "block_output[layer=-1, pos=last]", **changes: Any) -> Experiment:
+    fields: dict[str, Any] = {"hypothesis": "left_boundary", "site": site, "n_train": 16}
+    return Experiment(**{**fields, "n_test": 16, "min_task_accuracy": 0.0, **changes})
+
+
+def test_a_saved_alignment_is_scored_again_as_it_was(tiny_llama: Any, tmp_path: Path) -> None:
+    result = run_experiment(tiny_llama, experiment(), CONFIG)
+    path = result.save(tmp_path / "left.safetensors")
+    fitted = load_fitted(path, tiny_llama)
+    assert fitted.from_cache
+    assert fitted.site.module_path == result.fitted.site.module_path  # layer -1 as its block
+    assert torch.equal(
+        fitted.interchange.rotation_matrix(), result.fitted.interchange.rotation_matrix()
+    )
+    again = run_experiment(tiny_llama, experiment(), fitted=fitted)
+    assert again.iia == result.iia
+    assert again.fitted.boundary_dims == result.fitted.boundary_dims
+    with pytest.raises(InvalidArgument, match="fitted= was trained at"):
+        run_experiment(tiny_llama, experiment("block_output[layer=0, pos=last]"), fitted=fitted)
+
+
+def test_a_file_for_another_width_or_no_model_is_refused(tiny_llama: Any, tmp_path: Path) -> None:
+    from das_assert import load_model
+
+    result = run_experiment(tiny_llama, experiment(), CONFIG)
+    path = result.save(tmp_path / "left.safetensors")
+    with pytest.raises(InvalidArgument, match="a LoadedModel"):
+        load_fitted(path, "embedded")  # type: ignore[arg-type]
+    with pytest.raises(AlignmentFileError, match="hidden"):
+        load_fitted(path, load_model())  # the embedded model is 128 wide, this file 32
+    with pytest.raises(AlignmentFileError):
+        load_fitted(tmp_path / "missing.safetensors", tiny_llama)
