@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import math
 import os
 import re
@@ -122,8 +123,18 @@ def _search_confirmation(payload: dict[str, Any]) -> dict[str, Any] | None:
     return confirmed or None
 
 
+_SLUG_MAX = 150  # characters of a file or folder name made from a key
+
+
 def slug(key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_")[:150]
+    """``key`` as a file name: runs of other characters become ``_``. One longer than
+    ``_SLUG_MAX`` keeps its head and ends in a hash of the whole key, since cut short, two keys
+    that differ only at the end (a search's cells of a long test id) shared one file."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_")
+    if len(name) <= _SLUG_MAX:
+        return name
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return f"{name[: _SLUG_MAX - len(digest) - 1]}-{digest}"
 
 
 def next_baseline_name(directory: Path, name: str) -> str:

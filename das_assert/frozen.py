@@ -14,11 +14,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from das_assert.errors import DasError
+from das_assert.errors import AlignmentFileError, DasError
 from das_assert.experiment import Experiment
 from das_assert.fit import FitConfig, FittedAlignment
 from das_assert.models import LoadedModel
 from das_assert.store import load_alignment
+from das_assert.tasks.price_tagging import INTERVENED_VARIABLES
 
 __all__ = ["FrozenAlignmentMissing", "alignment_request", "frozen_alignment", "request_text"]
 
@@ -57,6 +58,7 @@ def frozen_alignment(
         )
     file = path.parent / path.stem / entry["alignment_file"]
     interchange, manifest = load_alignment(file, hidden_size=model.config.hidden_size)
+    _check_identity(path, file, manifest, interchange.n_variables, experiment, config)
     interchange.to(model.input_device)
     site = experiment.site.resolve(model.model)
     fitted = FittedAlignment(interchange, site, config, experiment.n_train, 0.0, from_cache=True)
@@ -68,6 +70,35 @@ def frozen_alignment(
         "transfer": trained_on != model.fingerprint,
     }
     return fitted, source
+
+
+def _check_identity(
+    path: Path,
+    file: Path,
+    manifest: dict[str, Any],
+    n_variables: int,
+    experiment: Experiment,
+    config: FitConfig,
+) -> None:
+    """Refuse an alignment file that its manifest says was fitted for another request: a
+    baseline whose long keys were cut to one file name kept only the last cell's rotation."""
+    wanted = alignment_request(experiment, config)
+    wrong = [
+        f"{field}={manifest[field]!r}, not {wanted[field]!r}"
+        for field in ("hypothesis", "variable", "site", "seed", "n_train")
+        if field in manifest and manifest[field] != wanted[field]
+    ]
+    boxes = len(INTERVENED_VARIABLES[experiment.hypothesis])
+    if n_variables != boxes:
+        wrong.append(f"{n_variables} variables' boxes, not {boxes}")
+    if wrong:
+        raise AlignmentFileError(
+            f"--das-frozen {path}: its alignment file {str(file)!r} for {experiment.hypothesis} "
+            f"({experiment.variable}) at {experiment.site} holds another alignment "
+            f"({'; '.join(wrong)}): two of the baseline's alignments were saved under one file "
+            "name, or the file was replaced. Save the baseline again (--das-save-baseline), or "
+            "run without --das-frozen"
+        )
 
 
 def alignment_request(experiment: Experiment, config: FitConfig) -> dict[str, Any]:

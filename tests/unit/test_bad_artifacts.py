@@ -120,6 +120,28 @@ def alignment_with_manifest(ctx: Ctx, **changes: Any) -> Path:
     return path
 
 
+def frozen_run_of_a_swapped_file(ctx: Ctx) -> object:
+    """A frozen request whose baseline entry names a file holding another site's alignment: what
+    a baseline kept when two cells' long keys were cut to one file name."""
+    from das_assert.experiment import Experiment
+    from das_assert.fit import FitConfig
+    from das_assert.frozen import alignment_request, frozen_alignment
+    from das_assert.sites import parse_site
+
+    experiment = Experiment(hypothesis="left_boundary", site=parse_site(SITE), n_train=16)
+    config = FitConfig()
+    request = alignment_request(experiment, config)
+    path = ctx.tmp_path / "baselines" / "0001_v1.json"
+    other = "block_output[layer=0, pos=last]"
+    interchange = make_interchange("boundless", ctx.llama.config.hidden_size, 1)
+    save_alignment(
+        path.parent / path.stem / "cell.safetensors", interchange, {**request, "site": other}
+    )
+    cell = {"site": SITE, "iia": 0.9, "n": 8, "alignment_file": "cell.safetensors"}
+    payload = {"entries": {}, "search_cells": {"k": {**cell, "request": request}}}
+    return frozen_alignment((path, payload), ctx.llama, experiment, config)
+
+
 def truncated_baseline(ctx: Ctx) -> Path:
     path = saved_baseline(ctx)
     text = path.read_text()
@@ -311,6 +333,15 @@ CASES = [
         AlignmentFileError,
         r"has a manifest with fit=\[1\], not dict",
         id="load_alignment(<manifest fit a list>)",
+    ),
+    pytest.param(  # it evaluated the claim with the other cell's rotation, silently
+        frozen_run_of_a_swapped_file,
+        AlignmentFileError,
+        r"--das-frozen .*0001_v1\.json: its alignment file .*cell\.safetensors' for left_boundary "
+        r"\(left\) at block_output\[layer=1, pos=last\] holds another alignment "
+        r"\(site='block_output\[layer=0, pos=last\]', not 'block_output\[layer=1, pos=last\]'\)"
+        r".*Save the baseline again \(--das-save-baseline\)",
+        id="frozen_alignment(<a baseline entry naming another cell's alignment file>)",
     ),
 ]
 

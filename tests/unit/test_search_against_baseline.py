@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from das_assert.baseline import alignment_path, slug
 from das_assert.gate import compare_search_cells
 from das_assert.summary import search_against_baseline
 
@@ -92,3 +93,25 @@ def test_a_flat_grid_has_no_correlation() -> None:
     found = compare_search_cells(_grid({0: 0.69, 1: 0.69}), _baseline({0: 0.69, 1: 0.70}), TEST)
     assert found is not None
     assert found["correlation"] is None
+
+
+def test_each_cell_of_a_long_test_id_gets_its_own_alignment_file() -> None:
+    # Names cut to 150 characters gave 8 cells 4 files: a later cell overwrote an earlier one,
+    # and a frozen run judged a cell with another's rotation.
+    test = (
+        "hypotheses/test_where_left_boundary_lives.py::"
+        "test_left_boundary_is_best_found_in_the_expected_region[Llama-2-7b-chat-hf]"
+    )
+    keys = [
+        f"{test}::search::block_output[layer={layer}, pos={pos}]::{layer}{pos}"
+        for pos in ("after:amount", "last")
+        for layer in range(4)
+    ]
+    names = {alignment_path(Path("b"), "0001_v1", key).name for key in keys}
+    assert len(names) == len(keys)
+    assert all(len(name) <= 150 + len(".safetensors") for name in names)
+    assert all(name.startswith("hypotheses_test_where_left_boundary_lives.py_") for name in names)
+    # a short key's name is as before, so that saved baselines' file names stay
+    assert slug(f"{TEST}::search::{_site(0)}::abc") == (
+        "hypotheses_test_where.py_test_search_search_block_output_layer_0_pos_last_abc"
+    )
