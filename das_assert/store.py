@@ -206,15 +206,28 @@ def read_json_checked(path: Path, *, what: str) -> dict[str, Any]:
             "--das-save-baseline, reports by --das-json)"
         )
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as exc:  # a permission, an I/O error: not a traceback
         raise AlignmentFileError(_unreadable(what, path, exc, "restore it")) from None
     try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:  # UTF-16, as PowerShell's redirection writes
+        raise AlignmentFileError(
+            f"{what} {str(path)!r} is not UTF-8 text ({exc.reason} at byte {exc.start}), which "
+            "das_assert writes: it was re-saved in another encoding (UTF-16?) or is not a "
+            "das_assert file. Save it as UTF-8, or restore it from version control"
+        ) from None
+    try:
         payload = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except json.JSONDecodeError as exc:
         raise AlignmentFileError(
             f"{what} {str(path)!r} is not valid JSON ({exc}); it is truncated or was edited by "
             "hand. Restore it from version control or re-create it"
+        ) from None
+    except RecursionError:  # "[[[[...": no file das_assert writes nests this deep
+        raise AlignmentFileError(
+            f"{what} {str(path)!r} nests its JSON too deeply to read: das_assert writes no such "
+            "file. Restore it from version control or re-create it"
         ) from None
     if not isinstance(payload, dict):
         raise AlignmentFileError(f"{what} {str(path)!r} is not a JSON object")

@@ -401,6 +401,25 @@ def test_a_missing_baseline_to_compare_with_stops_the_run_with_one_error(
     assert "kept under pytest's rootdir" not in result.stdout.str()  # the directory was given
 
 
+@pytest.mark.parametrize("content", ["utf-16", "nested"])
+def test_a_baseline_not_utf8_or_nested_too_deep_stops_the_run_with_one_error(
+    project: pytest.Pytester, content: str
+) -> None:
+    # A UnicodeDecodeError or RecursionError escaped the baseline's reading: a traceback.
+    path = project.path / "b" / "tiny" / "0001_v1.json"
+    path.parent.mkdir(parents=True)
+    if content == "utf-16":  # as PowerShell's `>` writes it
+        path.write_text('{"schema_version": 1}', encoding="utf-16")
+    else:
+        path.write_text("[" * 100_000)
+    result = _run(project, "--das-compare=v1", "--das-baseline-dir=b")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stdout.str().count("das_assert --das-compare:") == 1
+    assert "Traceback" not in result.stdout.str()
+    says = "is not UTF-8 text" if content == "utf-16" else "nests its JSON too deeply to read"
+    result.stdout.fnmatch_lines([f"*das_assert --das-compare: baseline '*0001_v1.json' {says}*"])
+
+
 def test_no_baselines_under_the_rootdir_names_the_rootdir(project: pytest.Pytester) -> None:
     # `--das-model /models/new` (a space) moved the rootdir to an ancestor, and the message
     # said only "no baselines in <ancestor>/hypotheses/baselines/...".

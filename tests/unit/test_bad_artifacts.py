@@ -149,6 +149,19 @@ def truncated_baseline(ctx: Ctx) -> Path:
     return path
 
 
+def utf16_baseline(ctx: Ctx) -> Path:
+    """A saved baseline re-saved as UTF-16, as PowerShell's ``>`` writes it."""
+    path = saved_baseline(ctx)
+    path.write_text(path.read_text(encoding="utf-8"), encoding="utf-16")
+    return path
+
+
+def deeply_nested_json(ctx: Ctx) -> Path:
+    path = ctx.tmp_path / "0001_deep.json"
+    path.write_text("[" * 100_000)
+    return path
+
+
 def tampered_baseline(ctx: Ctx) -> Path:
     path = saved_baseline(ctx)
     payload = json.loads(path.read_text())
@@ -242,6 +255,19 @@ CASES = [
         AlignmentFileError,
         r"is not valid JSON .*truncated or was edited by hand\. Restore it from version control",
         id="load_baseline(<truncated JSON>)",
+    ),
+    pytest.param(  # a UnicodeDecodeError escaped: a traceback, exit 3
+        lambda c: load_baseline(utf16_baseline(c)),
+        AlignmentFileError,
+        r"0001_first\.json' is not UTF-8 text \(invalid start byte at byte 0\), which "
+        r"das_assert writes: it was re-saved in another encoding \(UTF-16\?\).*Save it as UTF-8",
+        id="load_baseline(<UTF-16>)",
+    ),
+    pytest.param(  # a RecursionError escaped
+        lambda c: load_baseline(deeply_nested_json(c)),
+        AlignmentFileError,
+        r"0001_deep\.json' nests its JSON too deeply to read: das_assert writes no such file",
+        id="load_baseline(<[ 100000 deep>)",
     ),
     pytest.param(
         lambda c: load_baseline(tampered_baseline(c)),

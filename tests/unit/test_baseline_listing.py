@@ -252,3 +252,29 @@ def test_the_command_prunes_then_lists_and_writes_what_it_removed(
     assert [Path(r["folder"]).name for r in written["pruned"]] == ["0000_lost", "0004_v2"]
     assert main(["baselines", "--dir", str(baselines), "--prune"]) == 0
     assert capsys.readouterr().out.startswith("prune: no abandoned or orphaned folder\n")
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("utf-16", "is not UTF-8 text (invalid start byte at byte 0)"),
+        ("[" * 100_000, "nests its JSON too deeply to read"),
+    ],
+    ids=["utf-16", "nested"],
+)
+def test_a_file_not_utf8_or_nested_too_deep_is_listed_unreadable_and_compare_exits_2(
+    baselines: Path, capsys: pytest.CaptureFixture[str], content: str, says: str
+) -> None:
+    # A UnicodeDecodeError or RecursionError escaped both commands: a traceback, exit 3.
+    path = baselines / "embedded" / "0001_v1.json"
+    if content == "utf-16":  # as PowerShell's `>` re-saves it
+        path.write_text(path.read_text(encoding="utf-8"), encoding="utf-16")
+    else:
+        path.write_text(content)
+    assert main(["baselines", "--dir", str(baselines)]) == 0
+    assert f"  0001_v1.json: unreadable: baseline '{path}' {says}" in capsys.readouterr().out
+    other = str(baselines / "embedded" / "0002_main.json")
+    assert main(["compare", str(path), other]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: OLD (a baseline or report) '{path}' {says}")
+    assert err.count("\n") == 1
