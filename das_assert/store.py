@@ -13,6 +13,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -158,14 +159,22 @@ def _input_in_the_way(path: Path) -> str | None:
     return None
 
 
+_KIND = re.compile(rf'"kind"\s*:\s*"{re.escape(BASELINE_KIND)}"')
+
+
 def _is_a_baseline(path: Path) -> bool:
-    """Whether ``path`` holds a baseline (``--das-save-baseline``); its head says so."""
+    """Whether ``path`` holds a baseline (``--das-save-baseline``): its ``kind`` says so, however
+    the JSON is laid out (compacted, keys sorted); one that no longer parses (truncated) by the
+    same key in its text."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            head = handle.read(4096)
+        text = path.read_bytes().decode("utf-8", errors="replace")
     except OSError:
         return False
-    return f'"kind": "{BASELINE_KIND}"' in head
+    try:
+        payload = json.loads(text)
+    except (ValueError, RecursionError):
+        return bool(_KIND.search(text))
+    return isinstance(payload, dict) and payload.get("kind") == BASELINE_KIND
 
 
 def write_markdown(path: Path, text: str) -> None:

@@ -278,3 +278,36 @@ def test_a_file_not_utf8_or_nested_too_deep_is_listed_unreadable_and_compare_exi
     err = capsys.readouterr().err
     assert err.startswith(f"error: OLD (a baseline or report) '{path}' {says}")
     assert err.count("\n") == 1
+
+
+def test_a_compacted_or_key_sorted_baseline_is_never_overwritten_by_an_output(
+    baselines: Path, tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Protected only where its first 4096 bytes held '"kind": "das_assert baseline"' verbatim:
+    # a compacted baseline, still valid, was overwritten by `baselines --json` on it.
+    from das_assert.baseline import load_baseline
+    from das_assert.store import output_path_problem
+
+    saved = json.loads((baselines / "embedded" / "0002_main.json").read_text())
+    elsewhere = tmp_path_factory.mktemp("kept")
+    compact, by_key = elsewhere / "0002_main.json", elsewhere / "sorted.json"
+    compact.write_text(json.dumps(saved, separators=(",", ":")))
+    padded = {**saved, "environment": {"notes": "x" * 5000}}  # "kind" past the first 4 KiB
+    by_key.write_text(json.dumps(padded, sort_keys=True))
+    load_baseline(compact)  # still a valid baseline
+    for path in (compact, by_key):
+        before = path.read_text()
+        assert output_path_problem(path) == (
+            " is a saved baseline, which a report never replaces; name another file"
+        )
+        assert main(["baselines", "--dir", str(baselines), "--json", str(path)]) == 2
+        assert "is a saved baseline, which a report never replaces" in capsys.readouterr().err
+        assert path.read_text() == before
+    (elsewhere / "0002_main").mkdir()  # its alignment folder: a file in it is the baseline's
+    (elsewhere / "0002_main" / "cell.safetensors").write_bytes(b"x")
+    assert "is an alignment of the saved baseline" in str(
+        output_path_problem(elsewhere / "0002_main" / "cell.safetensors")
+    )
+    report = elsewhere / "report.json"  # a report that mentions the kind is no baseline
+    report.write_text(json.dumps({"results": [], "note": {"kind": "das_assert baseline"}}))
+    assert output_path_problem(report) is None
