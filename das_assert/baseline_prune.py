@@ -11,6 +11,7 @@ a removal cut short leaves no half-emptied baseline folder behind.
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import time
@@ -22,6 +23,9 @@ from das_assert.baseline import ABANDONED_AFTER_S, RESERVED_BY, reserved_since
 __all__ = ["prune_listing", "pruned_text"]
 
 _OURS = (".safetensors",)  # what a saving run writes into its folder, besides its token
+# and the temporary file of an alignment's atomic write (store.atomic_write_bytes), left where
+# the run was killed mid-write
+_TEMPORARY = re.compile(r"^\..+\.safetensors\.[a-z0-9_]+\.tmp$")
 
 
 def prune_listing(listing: dict[str, Any], now: float | None = None) -> list[dict[str, Any]]:
@@ -74,12 +78,19 @@ def _why_kept(folder: Path, state: str, now: float) -> str | None:
 
 
 def _ours(path: Path) -> bool:
-    return path.is_file() and not path.is_symlink() and path.name.endswith(_OURS)
+    name = path.name
+    return (
+        path.is_file()
+        and not path.is_symlink()
+        and (name.endswith(_OURS) or bool(_TEMPORARY.match(name)))
+    )
 
 
 def _contents(folder: Path) -> tuple[int, int]:
+    """The alignment files in ``folder``, and the bytes of everything das_assert wrote there."""
     files = [p for p in folder.iterdir() if _ours(p)]
-    return len(files), sum(p.stat().st_size for p in files)
+    finished = [p for p in files if p.name.endswith(_OURS)]
+    return len(finished), sum(p.stat().st_size for p in files)
 
 
 def _remove(folder: Path) -> None:

@@ -210,6 +210,27 @@ def test_prune_keeps_a_folder_holding_what_das_assert_does_not_write(baselines: 
     assert (folder / "0000_lost" / "notes.md").exists()
 
 
+def test_prune_removes_a_reservation_holding_a_killed_writes_temporary_file(
+    baselines: Path,
+) -> None:
+    # The temporary file of das_assert's own atomic write, left by a SIGKILL, was "what
+    # das_assert does not write there", and kept the abandoned folder for good.
+    import tempfile
+
+    folder = baselines / "embedded" / "0004_v2"
+    fd, name = tempfile.mkstemp(prefix=".cell.safetensors.", suffix=".tmp", dir=folder)
+    os.write(fd, b"x" * 100)  # as store.atomic_write_bytes names it
+    os.close(fd)
+    (baselines / "embedded" / "0000_lost" / ".notes.tmp").write_text("a person's")
+    for path in (Path(name), folder):
+        _age(path, 2)
+    rows = {Path(r["folder"]).name: r for r in prune_listing(baseline_listing(baselines))}
+    assert rows["0004_v2"].get("kept_because") is None
+    assert (rows["0004_v2"]["files"], rows["0004_v2"]["bytes"]) == (0, 100)
+    assert not folder.exists()
+    assert "(.notes.tmp): a person's call" in rows["0000_lost"]["kept_because"]
+
+
 def test_prune_keeps_an_old_reservation_whose_run_wrote_within_the_day(baselines: Path) -> None:
     """Its token is two days old, but an alignment file came an hour ago: a long run (a 7B
     search) may still be saving into it."""
