@@ -18,7 +18,8 @@ _INPUT_FILES = ("alignment", "old", "new")  # files a command reads, never to be
 def check_outputs(args: argparse.Namespace) -> None:
     """Refuse an output path that cannot be written before any work, not after it: a file
     where a directory is (or in its way), a directory where a file is to be written, a place
-    this process may not write, an input it would overwrite, or two outputs at one path."""
+    this process may not write, an input it would overwrite, a file in the baseline directory
+    the command reads, or two outputs at one path."""
     from das_assert.errors import InvalidArgument
     from das_assert.store import output_path_problem
 
@@ -37,8 +38,15 @@ def check_outputs(args: argparse.Namespace) -> None:
     }
     for path in getattr(args, "causal_models", None) or ():
         inputs[Path(path).resolve()] = "a --causal-models file"
+    baselines = getattr(args, "dir", None)  # the baselines command's baseline directory
     written: dict[Path, str] = {}
     for flag, path, is_directory in outputs:
+        if baselines is not None and path.resolve().is_relative_to(Path(baselines).resolve()):
+            # as pytest refuses a report there: one named NNNN_x.json would become "latest"
+            raise InvalidArgument(
+                f"{flag} {path} is inside the baseline directory {baselines}, where baselines "
+                "and their alignments are kept; name a file elsewhere"
+            )
         problem = output_path_problem(path, directory=is_directory)
         if problem:
             raise InvalidArgument(f"{flag} {path}{problem}")

@@ -133,9 +133,9 @@ def test_a_baseline_saved_before_it_recorded_its_time_shows_the_files(tmp_path: 
 
 
 def test_the_command_lists_one_model_and_writes_json(
-    baselines: Path, capsys: pytest.CaptureFixture[str]
+    baselines: Path, capsys: pytest.CaptureFixture[str], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    out = baselines / "listing.json"
+    out = tmp_path_factory.mktemp("out") / "listing.json"
     assert (
         main(["baselines", "--dir", str(baselines), "--model", "embedded", "--json", str(out)]) == 0
     )
@@ -262,9 +262,9 @@ def test_prune_checks_each_folder_again_when_it_removes_it(baselines: Path) -> N
 
 
 def test_the_command_prunes_then_lists_and_writes_what_it_removed(
-    baselines: Path, capsys: pytest.CaptureFixture[str]
+    baselines: Path, capsys: pytest.CaptureFixture[str], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    out = baselines / "listing.json"
+    out = tmp_path_factory.mktemp("out") / "listing.json"
     assert main(["baselines", "--dir", str(baselines), "--prune", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert text.index("prune: removed") < text.index("3 baselines; latest = 0005_edited")
@@ -332,3 +332,18 @@ def test_a_compacted_or_key_sorted_baseline_is_never_overwritten_by_an_output(
     report = elsewhere / "report.json"  # a report that mentions the kind is no baseline
     report.write_text(json.dumps({"results": [], "note": {"kind": "das_assert baseline"}}))
     assert output_path_problem(report) is None
+
+
+@pytest.mark.parametrize("where", ["embedded/0009_listing.json", "listing.json"])
+def test_the_listing_is_never_written_inside_the_baseline_directory(
+    baselines: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    # --json D/embedded/0009_listing.json was written: the newest NNNN_name.json, it became
+    # "latest", and every --das-compare=latest stopped on a file that is no baseline.
+    out = baselines / where
+    assert main(["baselines", "--dir", str(baselines), "--json", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --json {out} is inside the baseline directory {baselines}, where baselines and "
+        "their alignments are kept; name a file elsewhere\n"
+    )
+    assert not out.exists()
