@@ -80,18 +80,27 @@ def _baseline_row(path: Path) -> dict[str, Any]:
     except DasError as exc:
         return {**row, "error": str(exc)}
     entries = payload["entries"].values()
-    weights = ((payload.get("model") or {}).get("fingerprint") or {}).get("weights")
-    saved_at = payload.get("saved_at")
+    # What the checksum covers but no reader checks (a hand edit, its checksum recomputed):
+    # a field of another type is shown as missing, not a crash of the whole listing.
+    weights = _field(_field(_field(payload, "model", dict), "fingerprint", dict), "weights", str)
+    saved_at = _field(payload, "saved_at", str)
+    cells = _field(payload, "search_cells", dict)
     return {
         **row,
         "saved_at": saved_at or _utc(path.stat().st_mtime),
         "saved_at_from": "baseline" if saved_at else "file time",  # before 2026-12-04
         "claims": len(entries),
         "failed": sum(1 for entry in entries if entry.get("passed") is False),
-        "search_cells": len(payload.get("search_cells") or {}),
+        "search_cells": len(cells or {}),
         "weights": weights,
         "error": None,
     }
+
+
+def _field(payload: Any, key: str, kind: type) -> Any:
+    """``payload[key]`` where ``payload`` is an object and the value a ``kind``, else None."""
+    value = payload.get(key) if isinstance(payload, dict) else None
+    return value if isinstance(value, kind) else None
 
 
 def _utc(timestamp: float) -> str:

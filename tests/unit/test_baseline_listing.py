@@ -347,3 +347,27 @@ def test_the_listing_is_never_written_inside_the_baseline_directory(
         "their alignments are kept; name a file elsewhere\n"
     )
     assert not out.exists()
+
+
+def test_a_baseline_whose_fields_have_other_types_is_listed_not_a_crash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Edited by hand, its checksum recomputed: model a string or saved_at an integer crashed
+    # the whole listing (exit 3).
+    from das_assert.store import atomic_write_json
+
+    path = tmp_path / "m" / "0001_old.json"
+    path.parent.mkdir()
+    _save(path, [_claim("test_a", True)], [])
+    payload = json.loads(path.read_text())
+    payload.update(model="embedded", saved_at=202612041200, search_cells=3)
+    atomic_write_json(path, payload, checksum=True)
+    (row,) = baseline_listing(tmp_path)["models"][0]["baselines"]
+    assert (row["error"], row["weights"], row["saved_at_from"], row["search_cells"]) == (
+        None,
+        None,
+        "file time",
+        0,
+    )
+    assert main(["baselines", "--dir", str(tmp_path)]) == 0
+    assert "0001    old" in capsys.readouterr().out
