@@ -234,10 +234,22 @@ def load_settings(path: Path) -> dict[str, ModelSettings]:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_unique_key_loader())
     except FileNotFoundError:
         raise ConfigError(f"{path} does not exist") from None
+    except NotADirectoryError:  # --das-config=somefile/das.yaml
+        raise ConfigError(
+            f"{path} does not exist: a file stands where a folder of that path should be; "
+            "check the path"
+        ) from None
+    except OSError as exc:  # a symbolic link that leads back to itself, a permission
+        raise ConfigError(
+            f"{path} cannot be read ({exc.strerror or exc}); check the path (and where a "
+            "link in it points), and that this user may read it"
+        ) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    except RecursionError:  # "[[[[...": no settings nest this deep
+        raise ConfigError(f"{path} nests too deeply to read; it is not a das.yaml") from None
     if raw is None:
         raise ConfigError(
             f"{path} is empty; it needs a `models:` mapping (see README, Writing a hypothesis)"

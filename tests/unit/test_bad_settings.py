@@ -36,6 +36,12 @@ def yaml_bytes(ctx: Ctx, data: bytes) -> Path:
     return path
 
 
+def link_loop(ctx: Ctx) -> Path:
+    path = ctx.tmp_path / "das.yaml"
+    path.symlink_to(path)
+    return path
+
+
 CASES = [
     # -- das.yaml
     pytest.param(
@@ -49,6 +55,26 @@ CASES = [
         ConfigError,
         r"missing\.yaml does not exist",
         id="load_settings('missing.yaml')",
+    ),
+    pytest.param(  # a NotADirectoryError escaped
+        lambda c: load_settings(yaml_file(c, GOOD_YAML) / "das.yaml"),
+        ConfigError,
+        r"das\.yaml/das\.yaml does not exist: a file stands where a folder of that path should "
+        r"be; check the path",
+        id="load_settings('<a file>/das.yaml')",
+    ),
+    pytest.param(  # an OSError (ELOOP) escaped
+        lambda c: load_settings(link_loop(c)),
+        ConfigError,
+        r"das\.yaml cannot be read \(Too many levels of symbolic links\); check the path \(and "
+        r"where a link in it points\), and that this user may read it",
+        id="load_settings(<das.yaml a link to itself>)",
+    ),
+    pytest.param(  # a RecursionError escaped
+        lambda c: load_settings(yaml_file(c, "[" * 100_000)),
+        ConfigError,
+        r"das\.yaml nests too deeply to read; it is not a das\.yaml",
+        id="load_settings(<das.yaml [ 100000 deep>)",
     ),
     pytest.param(
         lambda c: load_settings(yaml_file(c, GOOD_YAML + "    thresholds: {left_boundary: 0.5}\n")),
