@@ -212,9 +212,20 @@ def transfer(
             "iia_ci": [round(v, 6) for v in result.iia_ci],
         }
     try:
-        interchange, _ = load_alignment(file, hidden_size=session.model.config.hidden_size)
+        interchange, manifest = load_alignment(file, hidden_size=session.model.config.hidden_size)
     except AlignmentFileError as exc:
         return {"skipped": str(exc)}
+    wanted = {**entry, "site": fitted_at}
+    wrong = [  # a file under another claim's name: its long key was cut to the same name
+        f"{field}={manifest[field]!r}, not {wanted.get(field)!r}"
+        for field in ("hypothesis", "variable", "site", "seed", "n_train")
+        if field in manifest and manifest[field] != wanted.get(field)
+    ]
+    if wrong:
+        return {
+            "skipped": f"the baseline's alignment file {str(file)!r} holds another alignment "
+            f"({'; '.join(wrong)}): save the baseline again (--das-save-baseline)"
+        }
     interchange.to(session.model.input_device)
     frozen = FittedAlignment(
         interchange,

@@ -377,3 +377,24 @@ def test_a_bad_input_raises_one_clear_das_error(
     call: Call, error: type[DasError], match: str, ctx: Ctx
 ) -> None:
     assert_one_clear_das_error(call, error, match, ctx)
+
+
+def test_a_compare_does_not_transfer_another_claims_alignment_file(ctx: Ctx) -> None:
+    # Two claims' long keys cut to one file name: the transfer evaluated the other claim's
+    # rotation on this one's pairs, silently.
+    from types import SimpleNamespace
+
+    from das_assert.gate import transfer
+
+    path = ctx.tmp_path / "baselines" / "0001_v1.json"
+    interchange = make_interchange("boundless", ctx.llama.config.hidden_size, 1)
+    manifest = {"hypothesis": "left_boundary", "variable": "left", "seed": 0, "n_train": 16}
+    file = path.parent / path.stem / "claim.safetensors"
+    save_alignment(file, interchange, {**manifest, "site": SITE, "variable": "right"})
+    entry = {**RECORD, **manifest, "alignment_file": file.name}
+    result = SimpleNamespace(alignment=None, experiment=SimpleNamespace(site=SITE))
+    found = transfer(SimpleNamespace(model=ctx.llama), result, path, entry)  # type: ignore[arg-type]
+    assert found == {
+        "skipped": f"the baseline's alignment file {str(file)!r} holds another alignment "
+        "(variable='right', not 'left'): save the baseline again (--das-save-baseline)"
+    }
