@@ -149,7 +149,10 @@ class AlignmentCache:
             if self.writes:  # gone first: a rerun recomputes it even where warnings are errors
                 self.path(key).unlink(missing_ok=True)
             warnings.warn(
-                f"ignoring a bad cache entry and recomputing: {exc}", CacheWarning, stacklevel=2
+                f"ignoring a bad cache entry and recomputing it (removed first: where warnings "
+                f"are errors, the next run recomputes it): {exc}",
+                CacheWarning,
+                stacklevel=2,
             )
             return None
 

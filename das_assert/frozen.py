@@ -19,7 +19,6 @@ from das_assert.experiment import Experiment
 from das_assert.fit import FitConfig, FittedAlignment
 from das_assert.models import LoadedModel
 from das_assert.store import load_alignment
-from das_assert.tasks.price_tagging import INTERVENED_VARIABLES
 
 __all__ = ["FrozenAlignmentMissing", "alignment_request", "frozen_alignment", "request_text"]
 
@@ -57,7 +56,13 @@ def frozen_alignment(
             "(--das-save-baseline), or run without --das-frozen"
         )
     file = path.parent / path.stem / entry["alignment_file"]
-    interchange, manifest = load_alignment(file, hidden_size=model.config.hidden_size)
+    try:
+        interchange, manifest = load_alignment(file, hidden_size=model.config.hidden_size)
+    except AlignmentFileError as exc:  # a baseline's file is remade by saving, not by a fit
+        raise AlignmentFileError(
+            f"--das-frozen {path}: {exc} (this file is the baseline's: save the baseline again "
+            "with --das-save-baseline, or run without --das-frozen)"
+        ) from None
     _check_identity(path, file, manifest, interchange.n_variables, experiment, config)
     interchange.to(model.input_device)
     site = experiment.site.resolve(model.model)
@@ -88,7 +93,7 @@ def _check_identity(
         for field in ("hypothesis", "variable", "site", "seed", "n_train")
         if field in manifest and manifest[field] != wanted[field]
     ]
-    boxes = len(INTERVENED_VARIABLES[experiment.hypothesis])
+    boxes = len(experiment.boxes)
     if n_variables != boxes:
         wrong.append(f"{n_variables} variables' boxes, not {boxes}")
     if wrong:

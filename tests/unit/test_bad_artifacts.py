@@ -142,6 +142,26 @@ def frozen_run_of_a_swapped_file(ctx: Ctx) -> object:
     return frozen_alignment((path, payload), ctx.llama, experiment, config)
 
 
+def frozen_run_of_a_truncated_file(ctx: Ctx) -> object:
+    """A frozen request whose baseline's alignment file was cut short (a partial checkout)."""
+    from das_assert.experiment import Experiment
+    from das_assert.fit import FitConfig
+    from das_assert.frozen import alignment_request, frozen_alignment
+    from das_assert.sites import parse_site
+
+    experiment = Experiment(hypothesis="left_boundary", site=parse_site(SITE), n_train=16)
+    config = FitConfig()
+    request = alignment_request(experiment, config)
+    path = ctx.tmp_path / "baselines" / "0001_v1.json"
+    file = path.parent / path.stem / "cell.safetensors"
+    interchange = make_interchange("boundless", ctx.llama.config.hidden_size, 1)
+    save_alignment(file, interchange, request)
+    file.write_bytes(file.read_bytes()[:100])
+    cell = {"site": SITE, "iia": 0.9, "n": 8, "alignment_file": "cell.safetensors"}
+    payload = {"entries": {}, "search_cells": {"k": {**cell, "request": request}}}
+    return frozen_alignment((path, payload), ctx.llama, experiment, config)
+
+
 def truncated_baseline(ctx: Ctx) -> Path:
     path = saved_baseline(ctx)
     text = path.read_text()
@@ -368,6 +388,13 @@ CASES = [
         r"\(site='block_output\[layer=0, pos=last\]', not 'block_output\[layer=1, pos=last\]'\)"
         r".*Save the baseline again \(--das-save-baseline\)",
         id="frozen_alignment(<a baseline entry naming another cell's alignment file>)",
+    ),
+    pytest.param(  # "delete it and fit again" is no fix for a file the baseline holds
+        frozen_run_of_a_truncated_file,
+        AlignmentFileError,
+        r"(?s)--das-frozen .*0001_v1\.json: alignment file .*truncated or corrupted.*this file is "
+        r"the baseline's: save the baseline again with --das-save-baseline",
+        id="frozen_alignment(<a baseline's alignment file cut short>)",
     ),
 ]
 

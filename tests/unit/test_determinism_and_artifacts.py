@@ -666,3 +666,25 @@ def test_stale_temporary_cleanup_leaves_other_programs_files_in_the_cache_dir(
     AlignmentCache(tmp_path).check_usable()
     assert not any(path.exists() for path in mine)
     assert all(path.exists() for path in theirs)
+
+
+def test_this_repositorys_warning_filters_let_a_bad_cache_entry_be_refitted() -> None:
+    # pyproject.toml turns warnings into errors for this repository's runs, `pytest hypotheses/`
+    # included: a damaged cache entry then errored every test of its module instead of refitting.
+    import warnings
+
+    import tomllib
+    from _pytest.config import parse_warning_filter
+
+    from das_assert.cache import CacheWarning
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    filters = tomllib.loads(pyproject.read_text())["tool"]["pytest"]["ini_options"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.resetwarnings()
+        for spec in filters["filterwarnings"]:  # as pytest applies them: the last one wins
+            warnings.filterwarnings(*parse_warning_filter(spec, escape=False))
+        warnings.warn("ignoring a bad cache entry and recomputing it: x", CacheWarning, 1)
+        with pytest.raises(UserWarning):
+            warnings.warn("any other warning", UserWarning, 1)
+    assert [str(w.message) for w in caught] == ["ignoring a bad cache entry and recomputing it: x"]
