@@ -302,8 +302,8 @@ def _check_run_arguments(model: Any, experiment: Any, config: Any, cache: Any, f
     if fitted is not None and not isinstance(fitted, FittedAlignment):
         raise InvalidArgument(
             f"fitted={fitted!r}: a FittedAlignment (an earlier result's .fitted), not "
-            f"{type(fitted).__name__}; a saved alignment file is evaluated from the command "
-            "line: python -m das_assert evaluate --alignment FILE"
+            f"{type(fitted).__name__}; load a saved alignment file with "
+            "das_assert.load_fitted(path, model)"
         )
 
 

@@ -330,7 +330,7 @@ CASES = [
     pytest.param(
         lambda c: run_experiment(c.llama, experiment(), fitted="x.safetensors"),
         InvalidArgument,
-        r"fitted='x\.safetensors': a FittedAlignment .*python -m das_assert evaluate --alignment",
+        r"fitted='x\.safetensors': a FittedAlignment .*das_assert\.load_fitted\(path, model\)",
         id="run_experiment(fitted='x.safetensors')",
     ),
     pytest.param(
