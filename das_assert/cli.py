@@ -87,7 +87,7 @@ def _finish(args: argparse.Namespace, model: Any, record: dict[str, Any], summar
 
 
 def _fit_config(args: argparse.Namespace) -> Any:
-    from das_assert.fit import FitConfig
+    from das_assert.fit_config import FitConfig
 
     return FitConfig(
         method=args.method,
@@ -191,21 +191,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from das_assert.errors import InvalidArgument
     from das_assert.experiment import TEST_STREAM, run_experiment
-    from das_assert.fit import FittedAlignment
-    from das_assert.saved import saved_fit_config
-    from das_assert.sites import parse_site
-    from das_assert.store import load_alignment
+    from das_assert.saved import load_saved
     from das_assert.tasks.price_tagging import INTERVENED_VARIABLES
     from das_assert.tasks.registry import causal_model_manifest
 
     model = _load(args)
-    interchange, manifest = load_alignment(
-        args.alignment,
-        hidden_size=model.config.hidden_size,
-        require=("site", "hypothesis", "fit"),
-    )
-    interchange.to(model.input_device)
-    site = parse_site(manifest["site"])
+    fitted, manifest = load_saved(args.alignment, model)
+    site = fitted.site.site  # as the file names it
     hypothesis = args.hypothesis or manifest["hypothesis"]
     if hypothesis not in INTERVENED_VARIABLES:
         raise InvalidArgument(
@@ -214,9 +206,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             "or --causal-models FILE with the file that registers it"
         )
     boxes = INTERVENED_VARIABLES[hypothesis]
-    if interchange.n_variables != len(boxes):
+    if fitted.interchange.n_variables != len(boxes):
         raise InvalidArgument(
-            f"{args.alignment} has {interchange.n_variables} box(es), for "
+            f"{args.alignment} has {fitted.interchange.n_variables} box(es), for "
             f"{manifest['hypothesis']}; {hypothesis} needs {len(boxes)} ({', '.join(boxes)}). "
             "Evaluate it under a hypothesis with as many variables, or fit one for this one"
         )
@@ -242,12 +234,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         args.prompt_template = manifest.get("prompt_template")
     if not args.variables and hypothesis == manifest["hypothesis"] and manifest.get("variable"):
         args.variables = manifest["variable"].split("+")  # the variables it was trained on
-    experiment = _experiment(args, site, hypothesis, int(manifest.get("n_train", 2)), model)
-    config = saved_fit_config(args.alignment, manifest["fit"])
-    fitted = FittedAlignment(
-        interchange, site.resolve(model.model), config, experiment.n_train, 0.0, from_cache=True
-    )
-    result = run_experiment(model, experiment, config, fitted=fitted)
+    experiment = _experiment(args, site, hypothesis, fitted.n_train, model)
+    result = run_experiment(model, experiment, fitted.config, fitted=fitted)
     record = result.to_dict()
     trained_on = manifest.get("model")
     transfer = trained_on != model.fingerprint  # the record's fit settings are that model's

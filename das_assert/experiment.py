@@ -7,7 +7,6 @@ interval, site, seed, baselines, the pairs themselves) and judges the frozen ali
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +33,7 @@ from das_assert.tasks.price_tagging import (
     check_variables,
     prompt_pairs,
 )
+from das_assert.values import is_integer, is_number
 
 __all__ = ["AlignmentResult", "Experiment", "check_site", "run_experiment", "task_accuracy"]
 
@@ -83,12 +83,12 @@ class Experiment:
         # In the alignment's box order, so that the same subset is the same claim.
         object.__setattr__(self, "variables", tuple(v for v in boxes if v in variables))
         for name, value in (("n_train", self.n_train), ("n_test", self.n_test)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            if not is_integer(value):
                 raise InvalidArgument(f"{name}={value!r}: a number of pairs, an integer")
             if value < 2:
                 raise InvalidArgument(f"{name}={value}: need at least 2 pairs")
             object.__setattr__(self, name, int(value))  # a NumPy integer is written as JSON
-        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
+        if not is_integer(self.seed):
             raise InvalidArgument(f"seed={self.seed!r}: the seed of the pairs and fit, an integer")
         object.__setattr__(self, "seed", int(self.seed))
         if not 0 <= self.seed <= MAX_SEED:
@@ -101,12 +101,12 @@ class Experiment:
         check_bracket(self.bracket)
         if self.threshold is not None and (problem := check_threshold(self.threshold)):
             raise InvalidArgument(f"threshold={self.threshold!r}: {problem}")
-        if not _is_number(self.margin) or not 0 <= self.margin < 1:
+        if not is_number(self.margin) or not 0 <= self.margin < 1:
             raise InvalidArgument(
                 f"margin={self.margin!r} must lie in [0, 1): how much IIA must beat each baseline "
                 "by (default 0.05)"
             )
-        if not _is_number(self.min_task_accuracy) or not 0 <= self.min_task_accuracy <= 1:
+        if not is_number(self.min_task_accuracy) or not 0 <= self.min_task_accuracy <= 1:
             raise InvalidArgument(
                 f"min_task_accuracy={self.min_task_accuracy!r} must lie in [0, 1]"
             )
@@ -171,10 +171,6 @@ class Experiment:
     def confirmation_pairs(self) -> list[PromptPair]:
         """Fresh test pairs for a result chosen on its test pairs (a search's best cell)."""
         return self.pairs(self.n_test, self.seed + CONFIRMATION_STREAM)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def task_accuracy(model: LoadedModel, test: EncodedPairs, batch_size: int = 64) -> float:

@@ -22,7 +22,6 @@ The rotation is kept in float32 even when the model runs in bfloat16.
 from __future__ import annotations
 
 import functools
-import numbers
 from typing import Any
 
 import torch
@@ -31,6 +30,7 @@ from torch import nn
 from das_assert.errors import InvalidArgument
 from das_assert.rotation import orthogonal_rotation, row_rotation
 from das_assert.transfer import to_device
+from das_assert.values import is_integer, is_number
 
 __all__ = ["Interchange"]
 
@@ -83,9 +83,7 @@ class Interchange(nn.Module):
         rotation is drawn on ``device`` (see ``rotation.random_orthogonal``)."""
         _check_shape(d, n_variables)
         if init_fraction is not None and (
-            isinstance(init_fraction, bool)
-            or not isinstance(init_fraction, numbers.Real)
-            or not 0 < init_fraction * n_variables <= 1 + 1e-9
+            not is_number(init_fraction) or not 0 < init_fraction * n_variables <= 1 + 1e-9
         ):
             raise InvalidArgument(
                 f"init_fraction={init_fraction!r}: each of the {n_variables} boxes starts with "
@@ -109,7 +107,7 @@ class Interchange(nn.Module):
     ) -> Interchange:
         """Learned rotation, ``k`` coordinates per variable (DAS with a fixed subspace size)."""
         _check_shape(d, n_variables)
-        if _not_int(k) or not 1 <= k * n_variables <= d:
+        if not is_integer(k) or not 1 <= k * n_variables <= d:
             raise InvalidArgument(
                 f"k={k!r}: {n_variables} disjoint boxes of k coordinates must fit in d={d}; "
                 f"choose an integer k from 1 to {max(1, d // n_variables)}"
@@ -126,7 +124,7 @@ class Interchange(nn.Module):
         vector in place of the base vector (the other boxes are empty; the whole vector cannot
         be two variables' at once)."""
         _check_shape(d, n_variables)
-        if _not_int(box) or not 0 <= box < n_variables:
+        if not is_integer(box) or not 0 <= box < n_variables:
             raise InvalidArgument(f"box {box!r} is not one of the {n_variables} variables' boxes")
         widths = [float(d) if index == box else 0.0 for index in range(n_variables)]
         module = cls(d, widths, rotation="identity", learn_widths=False)
@@ -149,7 +147,7 @@ class Interchange(nn.Module):
             isinstance(widths, str)
             or not isinstance(widths, list | tuple)
             or not widths
-            or any(_not_int(w) or w < 0 for w in widths)
+            or any(not is_integer(w) or w < 0 for w in widths)
             or sum(widths) > d
         ):
             raise InvalidArgument(
@@ -249,18 +247,14 @@ class Interchange(nn.Module):
             return float((rotation @ rotation.T - eye).abs().max())
 
 
-def _not_int(value: Any) -> bool:
-    return isinstance(value, bool) or not isinstance(value, numbers.Integral)
-
-
 def _check_shape(d: Any, n_variables: Any) -> None:
     """Refuse a width ``d`` or a number of variables that is not a positive integer (0 was a
     ZeroDivisionError)."""
-    if _not_int(d) or d < 1:
+    if not is_integer(d) or d < 1:
         raise InvalidArgument(
             f"d={d!r}: the site's width, a positive integer (the model's hidden_size)"
         )
-    if _not_int(n_variables) or n_variables < 1:
+    if not is_integer(n_variables) or n_variables < 1:
         raise InvalidArgument(
             f"n_variables={n_variables!r}: the number of variables, one box each, an integer >= 1"
         )

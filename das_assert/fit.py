@@ -16,19 +16,18 @@ instead of being clamped inside the forward pass, so a box that touches zero can
 from __future__ import annotations
 
 import math
-import numbers
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from das_assert import sharing
-from das_assert.arg_types import MAX_SEED
 from das_assert.data import EncodedPairs
 from das_assert.errors import InvalidArgument, TrainingDiverged
 from das_assert.featurizers import Interchange, temperature_schedule
+from das_assert.fit_config import METHODS, FitConfig, parse_method
 from das_assert.fit_readback import History, StepLosses
 from das_assert.hooks import site_key
 from das_assert.kv_cache import (
@@ -42,7 +41,7 @@ from das_assert.runner import BaseRun, shared_source_vectors, tail_blocks
 from das_assert.sites import ResolvedSite, existing_sites
 from das_assert.transfer import to_device
 
-__all__ = [
+__all__ = [  # METHODS, FitConfig and parse_method live in fit_config; imported here as before
     "METHODS",
     "FitConfig",
     "FittedAlignment",
@@ -50,116 +49,6 @@ __all__ = [
     "fit_alignments",
     "make_interchange",
 ]
-
-METHODS = "boundless, das:K (fixed K coordinates), full, noop"
-
-
-@dataclass(frozen=True, kw_only=True)
-class FitConfig:
-    """How an alignment is trained. Frozen; change fields with ``dataclasses.replace``."""
-
-    method: str = "boundless"
-    epochs: int = 3
-    batch_size: int = 32
-    lr_rotation: float = 1e-3
-    lr_boundary: float = 1e-2
-    warmup_fraction: float = 0.1
-    temperature: tuple[float, float] = (50.0, 0.1)
-    boundary_penalty: float = 1.0  # per 4096 coordinates; see the module docstring
-    init_fraction: float | None = None  # None: 0.5 for one variable, 1/k for k variables
-    seed: int = 0
-    progress: bool = False
-    prefix_cache: bool = True  # run the unchanged prefix once per batch (see runner.BaseRun)
-    prefix_store_mib: int = 1024  # keep every prefix for the whole fit when it fits (PrefixStore)
-    # A search's sites at one position train together while their copies of a batch's KV cache
-    # fit this budget; 0 (the default): each alone. On 2 CPU cores the joint fit gained nothing
-    # (the embedded model's grid, 5.0-5.6 s either way); on an H200 at Llama-7B's shape it
-    # trained a 7 x 2 grid 1.7x faster (4096). The CLI's search and the plugin set it by option.
-    joint_cells_mib: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "seed", "prefix_store_mib", "joint_cells_mib"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                raise InvalidArgument(f"{name}={value!r}: an integer")
-            object.__setattr__(self, name, int(value))  # a NumPy integer is written as JSON
-        if not 0 <= self.seed <= MAX_SEED:
-            raise InvalidArgument(f"seed={self.seed}: use an integer 0 to {MAX_SEED}")
-        for name in ("progress", "prefix_cache"):
-            if not isinstance(getattr(self, name), bool):
-                raise InvalidArgument(f"{name}={getattr(self, name)!r}: True or False")
-        for name in ("lr_rotation", "lr_boundary", "boundary_penalty", "warmup_fraction"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise InvalidArgument(f"{name}={value!r}: a number")
-        if self.epochs < 1:
-            raise InvalidArgument(f"epochs={self.epochs}; train for at least 1 epoch")
-        if self.batch_size < 1:
-            raise InvalidArgument(f"batch_size={self.batch_size}; use a positive batch size")
-        for name in ("lr_rotation", "lr_boundary", "boundary_penalty"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value < 0:
-                raise InvalidArgument(f"{name}={value!r} must be a finite number >= 0")
-        if self.prefix_store_mib < 0:
-            raise InvalidArgument(
-                f"prefix_store_mib={self.prefix_store_mib}; use 0 to turn the store off"
-            )
-        if self.joint_cells_mib < 0:
-            raise InvalidArgument(
-                f"joint_cells_mib={self.joint_cells_mib}; use 0 to train every site alone"
-            )
-        if not 0 <= self.warmup_fraction < 1:
-            raise InvalidArgument(f"warmup_fraction={self.warmup_fraction} must be in [0, 1)")
-        if self.init_fraction is not None and (
-            isinstance(self.init_fraction, bool)
-            or not isinstance(self.init_fraction, numbers.Real)
-            or not 0 < self.init_fraction <= 1
-        ):
-            raise InvalidArgument(
-                f"init_fraction={self.init_fraction!r}: the fraction of coordinates each box "
-                "starts with, a number in (0, 1], or None for the default"
-            )
-        temperature = self.temperature
-        if (
-            not isinstance(temperature, tuple | list)
-            or len(temperature) != 2
-            or not all(_is_finite_number(t) for t in temperature)
-        ):
-            raise InvalidArgument(
-                f"temperature={temperature!r}: a pair (start, end) of finite numbers, e.g. "
-                "(50.0, 0.1)"
-            )
-        object.__setattr__(self, "temperature", tuple(temperature))  # a list hashes not
-        start, end = self.temperature
-        if not 0 < end <= start:
-            raise InvalidArgument(f"temperature={self.temperature} must go down: 0 < end <= start")
-        parse_method(self.method)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k not in _SPEED_ONLY}
-
-
-_SPEED_ONLY = (
-    "progress",
-    "prefix_cache",
-    "prefix_store_mib",
-    "joint_cells_mib",
-)  # no effect beyond float rounding
-
-
-def _is_finite_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def parse_method(method: str) -> tuple[str, int | None]:
-    """``"boundless"`` -> (boundless, None); ``"das:16"`` -> (das, 16)."""
-    if not isinstance(method, str):
-        raise InvalidArgument(f"method={method!r}: a method's name, one of: {METHODS}")
-    if method in ("boundless", "full", "noop"):
-        return method, None
-    if method.startswith("das:") and method[4:].isdigit() and int(method[4:]) > 0:
-        return "das", int(method[4:])
-    raise InvalidArgument(f"unknown method {method!r}; choose one of: {METHODS}")
 
 
 def make_interchange(

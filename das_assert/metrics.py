@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from das_assert.errors import InvalidArgument
+from das_assert.values import is_integer
 
 __all__ = [
     "Gap",
@@ -56,10 +57,8 @@ _TOLERANCE = 1e-9  # a lead this close to the margin counts as reaching it
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
     """The Wilson score interval of ``successes / n`` (95 % by default)."""
     if type(successes) is not int or type(n) is not int:  # plain ints skip the slower check
-        import numbers
-
         for name, value in (("successes", successes), ("n", n)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            if not is_integer(value):
                 raise InvalidArgument(f"{name}={value!r} must be a whole number of pairs")
         successes, n = int(successes), int(n)
     if z is not Z95:

@@ -112,7 +112,7 @@ def check_pairs(pairs: Any, result: Any) -> None:
 
 def check_align_arguments(site: Any, config: Any) -> None:
     """``das_session.align``'s site is a das.yaml name or a ``Site``; its config a FitConfig."""
-    from das_assert.fit import FitConfig
+    from das_assert.fit_config import FitConfig
     from das_assert.sites import Site
 
     if not isinstance(site, str | Site):
@@ -132,7 +132,7 @@ def check_fit_changes(changes: dict[str, Any]) -> None:
     from dataclasses import fields
 
     from das_assert.errors import did_you_mean
-    from das_assert.fit import FitConfig
+    from das_assert.fit_config import FitConfig
 
     known = [f.name for f in fields(FitConfig)]
     unknown = sorted(set(changes) - set(known))

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from das_assert.fit import FitConfig, FittedAlignment
     from das_assert.models import LoadedModel
 
-__all__ = ["alignment_manifest", "load_fitted", "save_result", "saved_fit_config"]
+__all__ = ["alignment_manifest", "load_fitted", "load_saved", "save_result", "saved_fit_config"]
 
 
 def alignment_manifest(result: AlignmentResult) -> dict[str, Any]:
@@ -61,6 +61,12 @@ def load_fitted(path: str | Path, model: LoadedModel) -> FittedAlignment:
     Raises:
         AlignmentFileError: a missing, truncated or tampered file, or one for another width.
     """
+    return load_saved(path, model)[0]
+
+
+def load_saved(path: str | Path, model: LoadedModel) -> tuple[FittedAlignment, dict[str, Any]]:
+    """``load_fitted``, and the manifest beside it (the claim, seed and prompts it was fitted
+    with), for a caller that builds the experiment from it (``evaluate --alignment``)."""
     from das_assert.fit import FittedAlignment
     from das_assert.models import LoadedModel
     from das_assert.sites import parse_site
@@ -82,12 +88,13 @@ def load_fitted(path: str | Path, model: LoadedModel) -> FittedAlignment:
         ) from None
     config = saved_fit_config(Path(path), manifest["fit"])
     n_train = int(manifest.get("n_train", 2))
-    return FittedAlignment(interchange, site, config, n_train, 0.0, from_cache=True)
+    fitted = FittedAlignment(interchange, site, config, n_train, 0.0, from_cache=True)
+    return fitted, manifest
 
 
 def saved_fit_config(path: Path, saved: dict[str, Any]) -> FitConfig:
     """The FitConfig an alignment was trained with, from its manifest's ``fit``."""
-    from das_assert.fit import FitConfig
+    from das_assert.fit_config import FitConfig
 
     known = {f.name for f in fields(FitConfig)}
     unknown = sorted(set(saved) - known)

@@ -29,7 +29,7 @@ from das_assert.errors import (
 )
 from das_assert.evaluate import Evaluation
 from das_assert.experiment import Experiment, check_site, run_experiment
-from das_assert.fit import FitConfig
+from das_assert.fit_config import FitConfig
 from das_assert.frozen import frozen_alignment
 from das_assert.gate import (
     compare_search_cells,

@@ -13,7 +13,6 @@ the one list of modules as long as the config's layer count. Negative layers cou
 
 from __future__ import annotations
 
-import numbers
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -21,6 +20,7 @@ from typing import Any
 
 from das_assert.errors import DasError, InvalidArgument, SiteError, did_you_mean
 from das_assert.positions import Position, parse_position
+from das_assert.values import is_integer
 
 __all__ = [
     "ATTENTION_NAMES",
@@ -92,7 +92,7 @@ class Site:
     component: str = "block_output"
 
     def __post_init__(self) -> None:
-        if isinstance(self.layer, bool) or not isinstance(self.layer, numbers.Integral):
+        if not is_integer(self.layer):
             raise InvalidArgument(f"layer must be an integer, not {self.layer!r}")
         object.__setattr__(self, "layer", int(self.layer))  # a NumPy integer, e.g. from a grid
         if self.component not in COMPONENTS:

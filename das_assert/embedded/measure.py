@@ -26,7 +26,7 @@ def search_all(
     model: Any, *, layers: list[int], n_train: int, n_test: int, epochs: int, seed: int
 ) -> dict[str, Any]:
     from das_assert.experiment import Experiment, run_experiment
-    from das_assert.fit import FitConfig
+    from das_assert.fit_config import FitConfig
     from das_assert.search import search
 
     config = FitConfig(epochs=epochs, seed=seed)
