@@ -24,6 +24,7 @@ from das_assert.summary import (
     search_rows,
     sites_and_seeds,
     threshold_text,
+    unconfirmed_lines,
     unshown_lines,
 )
 
@@ -191,7 +192,32 @@ def robustness_summary(fuzz: list[dict[str, Any]]) -> dict[str, Any]:
                 if cell["n"]
                 else None
             )
-    return {"per_family": table, "examples": fuzz, "unshown": unshown_fuzz_tests(fuzz)}
+    return {
+        "per_family": table,
+        "examples": fuzz,
+        "unshown": unshown_fuzz_tests(fuzz),
+        "unconfirmed": unconfirmed_breaks(fuzz),
+    }
+
+
+def unconfirmed_breaks(fuzz: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The variants that broke their claim on their own pairs but not on fresh ones, so were
+    counted inconclusive: each with both sets of numbers (a variant drawn again counts once)."""
+    seen: set[tuple[Any, ...]] = set()
+    unconfirmed = []
+    for record in fuzz:
+        fresh = record.get("confirmation")
+        if not fresh or record["status"] == "broken" or record.get("after_failure"):
+            continue
+        same = (record.get("test_id"), record.get("site"), record["variant"], record["n"])
+        if same in seen:
+            continue
+        seen.add(same)
+        unconfirmed.append(
+            {key: record.get(key) for key in ("test_id", "claim", "variant", "iia", "iia_ci", "n")}
+            | {"fresh": fresh}
+        )
+    return unconfirmed
 
 
 def unshown_fuzz_tests(fuzz: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -301,10 +327,13 @@ def markdown_table(
             "interval clustered by variant (from the spread of the variants' IIAs, Student's t, "
             "never narrower than Wilson's over all the pairs; one variant: Wilson's); "
             "majority: each variant's commonest-label share, weighted by its pairs. Each variant "
-            "was judged on its own pairs (inconclusive: its interval straddled the bar).",
+            "was judged on its own pairs (inconclusive: its interval straddled the bar, or it "
+            "broke the claim there and fresh pairs did not confirm the break).",
         ]
-        if unshown := unshown_lines(robustness.get("unshown", [])):
-            lines += ["", *(f"- {line}" for line in unshown)]
+        notes = unshown_lines(robustness.get("unshown", []))
+        notes += unconfirmed_lines(robustness.get("unconfirmed", []))
+        if notes:
+            lines += ["", *(f"- {line}" for line in notes)]
     if limits:
         lines += [
             "",

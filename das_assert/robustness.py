@@ -17,7 +17,14 @@ __all__ = ["fuzz_status", "judge_breaking_pairs", "judge_variant"]
 
 
 def judge_variant(
-    request: Any, result: AlignmentResult, variant: Any, *, claim: str, n: int, expect: str
+    request: Any,
+    result: AlignmentResult,
+    variant: Any,
+    *,
+    claim: str,
+    n: int,
+    expect: str,
+    confirm: bool = True,
 ) -> None:
     """``request.assert_robust`` (a ``DasRequest``; see its docstring for the rule)."""
     __tracebackhide__ = True
@@ -57,9 +64,24 @@ def judge_variant(
             PreconditionFailed(f"{variant!r} cannot test claim {claim!r}: {judged.reason}"),
         )
     status = fuzz_status(judged.outcome, expect)
-    broken = status == "broken"
-    _record(request, result, variant, n, claim, evaluation, status, judged.outcome, expect=expect)
-    if broken:
+    confirmation = None
+    if status == "broken" and confirm:  # one break in many variants can be chance: draw again
+        confirmation = _confirmation(request.session, result, variant, n, threshold, expect)
+        if confirmation["status"] != "broken":
+            status = "inconclusive"  # broken on its pairs, not on fresh ones
+    _record(
+        request,
+        result,
+        variant,
+        n,
+        claim,
+        evaluation,
+        status,
+        judged.outcome,
+        expect=expect,
+        confirmation=confirmation,
+    )
+    if status == "broken":
         test = runnable_nodeid(request.node)  # as pytest finds it from where it ran
         pair = evaluation.test.pairs[(evaluation.failing_indices() or [0])[0]]
         lines = [
@@ -70,6 +92,7 @@ def judge_variant(
             f"{threshold}): {judged.reason}; task accuracy {evaluation.task_accuracy:.3f}, "
             f"no-op {noop.baseline:.3f}, lead over it {noop.against(exp.margin)}",
             *by_variable_lines(evaluation, result.variable_names),
+            *_confirmation_lines(confirmation, threshold),
             f"  a failing pair: base {pair.inputs.get('base')}, source {pair.inputs.get('source')}",
             f"  base prompt:\n{indent(pair.base.text.strip())}",
             f"  source prompt:\n{indent(pair.source.text.strip())}",
@@ -77,6 +100,44 @@ def judge_variant(
             reproduce_line(result, test, request.session),
         ]
         raise IIAClaimFailed("\n".join(lines))
+
+
+def _confirmation(
+    session: Any, result: AlignmentResult, variant: Any, n: int, threshold: float, expect: str
+) -> dict[str, Any]:
+    """The variant judged again, as the first time, on ``n`` fresh pairs (another stream of the
+    sampler): its numbers and ``status``, ``broken`` only when these pairs break the claim too
+    (else ``holds``, ``inconclusive``, ``untestable`` or ``not judged: why``)."""
+    exp = result.experiment
+    evaluation = _evaluate_once(session, result, variant, n, fresh=True)
+    if isinstance(evaluation, InvalidArgument | PreconditionFailed):
+        return {"status": f"not judged: {evaluation}", "n": 0}
+    judged = evaluation.verdict(threshold, controls=("noop",), margin=exp.margin)
+    status = "untestable" if judged.untestable else fuzz_status(judged.outcome, expect)
+    low, high = wilson_interval(evaluation.successes, evaluation.n)
+    return {
+        "status": status,
+        "verdict": "untestable" if judged.untestable else judged.outcome,
+        "reason": judged.reason,
+        "iia": round(evaluation.iia, 6),
+        "iia_ci": [round(low, 6), round(high, 6)],
+        "n": evaluation.n,
+        "correct": evaluation.successes,
+        "noop": round(evaluation.gap("noop").baseline, 6),
+        "task_accuracy": round(evaluation.task_accuracy, 6),
+    }
+
+
+def _confirmation_lines(confirmation: dict[str, Any] | None, threshold: float) -> list[str]:
+    """The failure message's line for the fresh pairs that confirmed a break."""
+    if confirmation is None:
+        return ["  not confirmed on fresh pairs (confirm=False): one draw of pairs decided"]
+    low, high = confirmation["iia_ci"]
+    return [
+        f"  confirmed on {confirmation['n']} fresh pairs: IIA {confirmation['iia']:.3f} (95% CI "
+        f"{bracketed(low, high, threshold)}), no-op {confirmation['noop']:.3f}, task accuracy "
+        f"{confirmation['task_accuracy']:.3f}: {confirmation['verdict']}: {confirmation['reason']}"
+    ]
 
 
 def fuzz_status(outcome: str, expect: str) -> str:
@@ -151,17 +212,20 @@ def _reject(event_text: str, error: Exception) -> NoReturn:
     raise AssertionError("unreachable: assume(False) raises")  # for type checkers
 
 
-def _evaluate_once(session: Any, result: AlignmentResult, variant: Any, n: int) -> Any:
+def _evaluate_once(
+    session: Any, result: AlignmentResult, variant: Any, n: int, *, fresh: bool = False
+) -> Any:
     """``variants.evaluate_variant``, computed once per session for each (alignment, variant,
-    n)."""
+    n, fresh)."""
     try:
-        key: tuple[int, Any, int] | None = (id(result), variant, n)
+        key: tuple[int, Any, int, bool] | None = (id(result), variant, n, fresh)
         known = session._variant_memo.get(key)
     except TypeError:  # a user's variant type that cannot be hashed: no reuse
         key = known = None
     if known is not None:
         return known[1]
-    outcome = evaluate_variant(result, variant, n, min_task_accuracy=session.min_task_accuracy)
+    gate = session.min_task_accuracy
+    outcome = evaluate_variant(result, variant, n, min_task_accuracy=gate, fresh=fresh)
     if key is not None:
         session._variant_memo[key] = (result, outcome)
     return outcome
@@ -178,9 +242,12 @@ def _record(
     verdict: str | None = None,
     *,
     expect: str,
+    confirmation: dict[str, Any] | None = None,
 ) -> None:
     """One fuzz example for the robustness table, as a ``das_fuzz`` user property: ``status``
-    is ``holds`` (the expected verdict), ``inconclusive``, ``broken`` or ``rejected: why``."""
+    is ``holds`` (the expected verdict), ``inconclusive``, ``broken`` or ``rejected: why``;
+    ``confirmation``, where the variant broke its claim, is the same judgement on fresh pairs
+    (a break they do not confirm is ``inconclusive``)."""
     record = {
         "claim": claim,
         "expect": expect,
@@ -205,6 +272,8 @@ def _record(
             task_accuracy=round(evaluation.task_accuracy, 6),
             **_baseline_numbers(evaluation),
         )
+    if confirmation is not None:
+        record["confirmation"] = confirmation
     request.node.user_properties.append(("das_fuzz", json.dumps(record)))
 
 

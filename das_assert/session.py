@@ -405,11 +405,17 @@ class DasRequest:
         claim: str,
         n: int = 400,
         expect: str = "aligned",
+        confirm: bool = True,
     ) -> None:
         """Evaluate the frozen alignment on ``n`` pairs written as ``variant``, judged as a claim
         is against the ``robustness`` threshold of ``claim`` and the variant's own no-op: fail
         when the verdict is clearly not aligned (with ``expect="not_aligned"``: clearly aligned).
         400 pairs by default: at 96 a do-nothing alignment still "held" (upper bound 0.799).
+
+        A variant that breaks the claim is judged again on ``n`` fresh pairs and fails the test
+        only if they break it too (else it counts as inconclusive): a fuzz test judges many
+        variants at 95% each, and one chance break among them would fail a true claim.
+        ``confirm=False`` lets the first pairs decide.
 
         Variants the model itself cannot do (task accuracy below the gate), whose labels cannot
         be balanced, or on which too few labels change to tell, are rejected as preconditions
@@ -424,7 +430,9 @@ class DasRequest:
         checks.check_variant(variant)
         if isinstance(n, bool) or not isinstance(n, int) or n < 2:  # a typo, not a variant
             raise InvalidArgument(f"n={n!r}: the pairs per variant, an integer of at least 2")
-        judge_variant(self, result, variant, claim=claim, n=n, expect=expect)
+        if not isinstance(confirm, bool):
+            raise InvalidArgument(f"confirm={confirm!r}: True or False")
+        judge_variant(self, result, variant, claim=claim, n=n, expect=expect, confirm=confirm)
 
     def assert_breaks_on(
         self, result: AlignmentResult, pairs: list[PromptPair], *, claim: str, where: str

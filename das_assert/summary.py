@@ -234,7 +234,8 @@ def fuzz_lines(fuzz: list[dict[str, Any]]) -> list[str]:
         "family's variants not rejected, 95% CI clustered by variant (never narrower than "
         "Wilson's over n); no-op / maj / rand / task over the same pairs, maj "
         "being each variant's commonest-label share weighted by its pairs; each variant was "
-        "judged on its own: inconcl = its interval straddled the bar)",
+        "judged on its own: inconcl = its interval straddled the bar, or fresh pairs did not "
+        "confirm its break)",
         f"{'claim':<{width}} {'family':<12} {'variants':>8} {'rejected':>8} {'inconcl':>7} "
         f"{'broken':>6} {'IIA':>6} {'95% CI':>13} {'n':>5} {'no-op':>5} {'maj':>5} {'rand':>5} "
         f"{'task':>5}",
@@ -252,7 +253,28 @@ def fuzz_lines(fuzz: list[dict[str, Any]]) -> list[str]:
                 f"{_number(c.get('noop'))} {_number(c.get('majority'))} "
                 f"{_number(c.get('random_rotation'))} {_number(c.get('task_accuracy'))}"
             )
-    return lines + sites_and_seeds(fuzz) + unshown_lines(summary["unshown"])
+    notes = unshown_lines(summary["unshown"]) + unconfirmed_lines(summary["unconfirmed"])
+    return lines + sites_and_seeds(fuzz) + notes
+
+
+def unconfirmed_lines(unconfirmed: list[dict[str, Any]]) -> list[str]:
+    """A line per variant that broke its claim on its own pairs but not on fresh ones."""
+    lines = []
+    for u in unconfirmed:
+        fresh = u["fresh"]
+        if fresh.get("iia") is None:
+            again = f"fresh pairs {fresh['status']}"
+        else:
+            low, high = fresh["iia_ci"]
+            again = f"{fresh['iia']:.3f} [{low:.3f}, {high:.3f}] on {fresh['n']} fresh ones"
+            again += f", {fresh['status']}"
+        low, high = u["iia_ci"]
+        lines.append(
+            f"a break not confirmed in {u['test_id']}: {u['claim']} under {u['variant']}: IIA "
+            f"{u['iia']:.3f} [{low:.3f}, {high:.3f}] on its {u['n']} pairs, {again}; counted "
+            "inconclusive"
+        )
+    return lines
 
 
 def unshown_lines(unshown: list[dict[str, Any]]) -> list[str]:

@@ -11,7 +11,7 @@ from das_assert.alignment_result import AlignmentResult
 from das_assert.data import PromptPair, encode
 from das_assert.errors import InvalidArgument, PreconditionFailed
 from das_assert.evaluate import Evaluation, evaluate
-from das_assert.experiment import Experiment
+from das_assert.experiment import CONFIRMATION_STREAM, Experiment
 from das_assert.metrics import beside
 from das_assert.tasks.price_tagging import prompt_pairs
 
@@ -27,14 +27,16 @@ def variant_seed(seed: int, variant: Any) -> int:
 
 
 def variant_pairs(
-    experiment: Experiment, variant: Any, n: int, *, edited: bool = True
+    experiment: Experiment, variant: Any, n: int, *, edited: bool = True, fresh: bool = False
 ) -> list[PromptPair]:
     """``n`` pairs of ``experiment``'s claim written as ``variant``; ``edited=False`` leaves the
-    amounts as drawn (no bound edge)."""
+    amounts as drawn (no bound edge); ``fresh=True`` draws them from another stream of the
+    sampler, independent of the variant's own pairs (to confirm a break on)."""
+    seed = variant_seed(experiment.seed, variant) + (CONFIRMATION_STREAM if fresh else 0)
     return prompt_pairs(
         experiment.hypothesis,
         n,
-        seed=variant_seed(experiment.seed, variant),
+        seed=seed,
         fmt=variant.format().with_(template=experiment.fmt.template),  # the model's wrapper
         bracket=variant.bracket,
         variables=experiment.variables,
@@ -43,18 +45,26 @@ def variant_pairs(
 
 
 def evaluate_variant(
-    result: AlignmentResult, variant: Any, n: int, *, min_task_accuracy: float
+    result: AlignmentResult,
+    variant: Any,
+    n: int,
+    *,
+    min_task_accuracy: float,
+    fresh: bool = False,
 ) -> Evaluation | InvalidArgument | PreconditionFailed:
-    """The frozen alignment on ``n`` pairs written as ``variant``: an ``Evaluation``, the
-    ``InvalidArgument`` that stopped the pairs from being built, or the ``PreconditionFailed``
-    of a variant the model cannot do."""
+    """The frozen alignment on ``n`` pairs written as ``variant`` (``fresh``: on other pairs,
+    see ``variant_pairs``): an ``Evaluation``, the ``InvalidArgument`` that stopped the pairs
+    from being built, or the ``PreconditionFailed`` of a variant the model cannot do."""
     exp, model = result.experiment, result.model
     try:
-        test = encode(model, variant_pairs(exp, variant, n), exp.site.parsed_position)
+        pairs = variant_pairs(exp, variant, n, fresh=fresh)
+        test = encode(model, pairs, exp.site.parsed_position)
     except InvalidArgument as exc:
         return exc.with_traceback(None)
     try:
-        _check_one_answer_variant(result, variant, test.base_label_ids, n, min_task_accuracy)
+        _check_one_answer_variant(
+            result, variant, test.base_label_ids, n, min_task_accuracy, fresh=fresh
+        )
         return evaluate(
             model.model, result.fitted, test, seed=exp.seed, min_task_accuracy=min_task_accuracy
         )
@@ -63,7 +73,7 @@ def evaluate_variant(
 
 
 def _check_one_answer_variant(
-    result: AlignmentResult, variant: Any, base_labels: Any, n: int, gate: float
+    result: AlignmentResult, variant: Any, base_labels: Any, n: int, gate: float, *, fresh: bool
 ) -> None:
     """A variant whose base prompts all have one answer (every amount on a bound, or one cent
     outside) passes the task gate for a model that always gives that answer. Such a variant must
@@ -77,7 +87,8 @@ def _check_one_answer_variant(
     if len({int(label) for label in base_labels}) > 1:
         return
     exp, model = result.experiment, result.model
-    drawn = encode(model, variant_pairs(exp, variant, n, edited=False), exp.site.parsed_position)
+    free = variant_pairs(exp, variant, n, edited=False, fresh=fresh)
+    drawn = encode(model, free, exp.site.parsed_position)
     right = int((base_answers(model.model, drawn) == drawn.base_label_ids).sum())
     if right / n < gate:
         raise PreconditionFailed(

@@ -338,6 +338,8 @@ def test_a_variant_at_its_no_op_level_breaks_a_positive_claim(project: pytest.Py
     result.stdout.fnmatch_lines(
         [
             "*: not_aligned (robustness threshold 0.0): IIA * does not beat noop (*, lead +0.000 *",
+            # a break fails the test only once fresh pairs of the same variant break it too
+            "*confirmed on 400 fresh pairs: IIA *: not_aligned: IIA * does not beat noop *",
             # the variant itself, pinned: the same file run alone may draw other variants
             "*replay: @example(variant=PromptVariant()) on "
             "test_fuzz.py::test_an_alignment_that_does_nothing_does_not_survive*",
