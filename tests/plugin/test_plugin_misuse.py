@@ -39,6 +39,10 @@ def test_n_of_one(das, aligned):
     das.assert_robust(aligned, PromptVariant(), claim="trivial", n=1)
 
 
+def test_confirm_as_text(das, aligned):
+    das.assert_robust(aligned, PromptVariant(), claim="trivial", confirm="no")
+
+
 def test_no_pairs(das, aligned):
     das.assert_breaks_on(aligned, [], claim="trivial", where="nowhere")
 
@@ -74,6 +78,7 @@ EXPECTED = {
     "test_a_tuple_for_a_variant": "das.assert_robust takes a PromptVariant (from "
     "das_assert.strategies, e.g. PromptVariant(bracket=(100, 500))), not tuple (100, 500)",
     "test_n_of_one": "n=1: the pairs per variant, an integer of at least 2",
+    "test_confirm_as_text": "confirm='no': True or False",
     "test_no_pairs": "pairs must be a non-empty list of PromptPair: make them with "
     "result.experiment.pairs(n, seed, bracket=..., edit=...)",
     "test_pairs_of_another_model": "these pairs intervene on",
