@@ -101,8 +101,9 @@ class DasSession:
     _memo: dict[str, AlignmentResult] = field(default_factory=dict, repr=False)
     # Fuzz examples that repeat a variant (hypothesis often draws the plain prompt again) reuse
     # its evaluation: the alignment is frozen and the pairs are seeded, so it cannot differ.
-    # Keyed by id(result), with the result kept alive beside its outcome so the id stays unique.
-    _variant_memo: dict[tuple[int, Any, int], tuple[AlignmentResult, Any]] = field(
+    # Keyed by id(result), with the result kept alive beside its outcome so the id stays unique,
+    # the variant, n, and whether the pairs are the fresh ones that confirm a break.
+    _variant_memo: dict[tuple[int, Any, int, bool], tuple[AlignmentResult, Any]] = field(
         default_factory=dict, repr=False
     )
 
