@@ -73,7 +73,13 @@ def evaluate_variant(
 
 
 def _check_one_answer_variant(
-    result: AlignmentResult, variant: Any, base_labels: Any, n: int, gate: float, *, fresh: bool
+    result: AlignmentResult,
+    variant: Any,
+    base_labels: Any,
+    n: int,
+    gate: float,
+    *,
+    fresh: bool = False,
 ) -> None:
     """A variant whose base prompts all have one answer (every amount on a bound, or one cent
     outside) passes the task gate for a model that always gives that answer. Such a variant must
