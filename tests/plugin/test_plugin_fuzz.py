@@ -353,6 +353,53 @@ def test_a_variant_at_its_no_op_level_breaks_a_positive_claim(project: pytest.Py
     assert "Failed before a verdict" not in (project.path / "out" / "s.md").read_text()
 
 
+UNCONFIRMED_FUZZ = (
+    DOES_NOTHING
+    + """
+import das_assert.robustness
+
+REAL = das_assert.robustness._evaluate_once
+
+
+def fresh_pairs_all_right(session, result, variant, n, fresh=False):
+    outcome = REAL(session, result, variant, n, fresh=fresh)
+    if fresh:  # the fresh pairs, as if the alignment answered every one as the causal model
+        return dataclasses.replace(outcome, predicted=outcome.test.label_ids.clone())
+    return outcome
+
+
+def test_a_break_that_fresh_pairs_do_not_confirm(das, does_nothing, monkeypatch):
+    monkeypatch.setattr(das_assert.robustness, "_evaluate_once", fresh_pairs_all_right)
+    das.assert_robust(does_nothing, PromptVariant(), claim="trivial", n=400)
+"""
+)
+
+
+def test_a_break_that_fresh_pairs_do_not_confirm_passes_and_is_reported(
+    project: pytest.Pytester,
+) -> None:
+    project.makepyfile(test_fuzz=UNCONFIRMED_FUZZ)
+    outputs = ("--das-json=out/r.json", "--das-markdown=out/s.md")
+    result = _run_with_a_trivial_robustness_threshold(project, *outputs)
+    result.assert_outcomes(passed=1)
+    test_id = "test_fuzz.py::test_a_break_that_fresh_pairs_do_not_confirm"
+    line = (
+        f"a break not confirmed in {test_id}: trivial under PromptVariant(): IIA * on its 400 "
+        "pairs, 1.000 [[]0.99*, 1.000] on 400 fresh ones, holds; counted inconclusive"
+    )
+    result.stdout.fnmatch_lines(["*trivial*default*1*0*1*0*", line])  # [[] is fnmatch's [
+    report = json.loads((project.path / "out" / "r.json").read_text())["robustness"]
+    (unconfirmed,) = report["unconfirmed"]
+    assert (unconfirmed["test_id"], unconfirmed["n"]) == (test_id, 400)
+    assert (unconfirmed["fresh"]["status"], unconfirmed["fresh"]["iia"]) == ("holds", 1.0)
+    (example,) = report["examples"]
+    assert (example["status"], example["verdict"]) == ("inconclusive", "not_aligned")
+    assert example["confirmation"] == unconfirmed["fresh"]
+    assert report["per_family"]["trivial"]["default"]["broken"] == 0
+    markdown = (project.path / "out" / "s.md").read_text()
+    assert f"- a break not confirmed in {test_id}: trivial under PromptVariant()" in markdown
+
+
 UNTESTABLE_FUZZ = """
 import pytest
 from hypothesis import given, strategies as st
