@@ -1,8 +1,9 @@
-"""Import every module of das_assert, to run under the lowest Python that pyproject.toml admits.
+"""Import every module of das_assert, to run under the lowest Python that pyproject.toml admits
+and the newest one CI has.
 
-CI's machine has torch for one Python only, so under the lowest one this finds what fails at
-import (a name the standard library gained later), and says which modules it could not reach
-because they import torch or transformers. Exit status: the number of modules that failed.
+CI's machine has torch for one Python only, so under the others this finds what fails at
+import (a name the standard library gained later, or dropped), and says which modules it could
+not reach because they import torch or transformers. Exit status: the number of modules that failed.
 """
 
 from __future__ import annotations
