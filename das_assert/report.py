@@ -209,13 +209,18 @@ def unconfirmed_breaks(fuzz: list[dict[str, Any]]) -> list[dict[str, Any]]:
         fresh = record.get("confirmation")
         if not fresh or record["status"] == "broken" or record.get("after_failure"):
             continue
-        same = (record.get("test_id"), record.get("site"), record["variant"], record["n"])
+        same = tuple(
+            record.get(key) for key in ("test_id", "claim", "expect", "site", "variant", "n")
+        )
         if same in seen:
             continue
         seen.add(same)
         unconfirmed.append(
-            {key: record.get(key) for key in ("test_id", "claim", "variant", "iia", "iia_ci", "n")}
-            | {"fresh": fresh}
+            {
+                key: record.get(key)
+                for key in ("test_id", "claim", "expect", "variant", "iia", "iia_ci", "n")
+            }
+            | {"threshold": fresh.get("threshold"), "fresh": fresh}
         )
     return unconfirmed
 

@@ -111,12 +111,13 @@ def _confirmation(
     exp = result.experiment
     evaluation = _evaluate_once(session, result, variant, n, fresh=True)
     if isinstance(evaluation, InvalidArgument | PreconditionFailed):
-        return {"status": f"not judged: {evaluation}", "n": 0}
+        return {"status": f"not judged: {evaluation}", "n": 0, "threshold": threshold}
     judged = evaluation.verdict(threshold, controls=("noop",), margin=exp.margin)
     status = "untestable" if judged.untestable else fuzz_status(judged.outcome, expect)
     low, high = wilson_interval(evaluation.successes, evaluation.n)
     return {
         "status": status,
+        "threshold": threshold,
         "verdict": "untestable" if judged.untestable else judged.outcome,
         "reason": judged.reason,
         "iia": round(evaluation.iia, 6),
@@ -131,7 +132,7 @@ def _confirmation(
 def _confirmation_lines(confirmation: dict[str, Any] | None, threshold: float) -> list[str]:
     """The failure message's line for the fresh pairs that confirmed a break."""
     if confirmation is None:
-        return ["  not confirmed on fresh pairs (confirm=False): one draw of pairs decided"]
+        return ["  no second draw of pairs (confirm=False): this one decided"]
     low, high = confirmation["iia_ci"]
     return [
         f"  confirmed on {confirmation['n']} fresh pairs: IIA {confirmation['iia']:.3f} (95% CI "

@@ -414,9 +414,10 @@ class DasRequest:
         400 pairs by default: at 96 a do-nothing alignment still "held" (upper bound 0.799).
 
         A variant that breaks the claim is judged again on ``n`` fresh pairs and fails the test
-        only if they break it too (else it counts as inconclusive): a fuzz test judges many
-        variants at 95% each, and one chance break among them would fail a true claim.
-        ``confirm=False`` lets the first pairs decide.
+        only if they break it too (else it counts as inconclusive; fresh pairs that cannot be
+        judged do not confirm): a fuzz test judges many variants at 95% each, and one chance
+        break among them would fail a true claim. A direct call on one variant is confirmed
+        the same way; ``confirm=False`` lets the first pairs decide.
 
         Variants the model itself cannot do (task accuracy below the gate), whose labels cannot
         be balanced, or on which too few labels change to tell, are rejected as preconditions

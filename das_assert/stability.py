@@ -120,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
                 if not record.get("after_failure"):  # drawn while shrinking a failure: not counted
                     counts = fuzz[record["test_id"]].setdefault(seed, Counter())
                     counts[record["status"].split(":")[0]] += 1
+                    # a break that fresh pairs did not confirm: inconclusive, and said so
+                    counts["unconfirmed"] += bool(record.get("confirmation")) and (
+                        record["status"] != "broken"
+                    )
             for record in loaded["results"]:
                 key = f"{record['test_id']}::{record['claim']}"
                 verdicts[key][seed] = (record["verdict"], record["iia"], record["threshold"])
@@ -193,7 +197,8 @@ def _limit_line(by_seed: dict[int, dict], n_seeds: int) -> str:
 
 def _fuzz_line(by_seed: dict[int, Counter], failed: list[int], n_seeds: int) -> str:
     """One fuzz test across seeds: the range of its variants' statuses per seed (held,
-    inconclusive, broken, rejected), and the seeds under which it failed."""
+    inconclusive, broken, rejected; and, where any, the inconclusive ones that were breaks
+    fresh pairs did not confirm), and the seeds under which it failed."""
     statuses = ("holds", "inconclusive", "broken", "rejected")
     ranges = []
     for status in statuses:
@@ -201,6 +206,11 @@ def _fuzz_line(by_seed: dict[int, Counter], failed: list[int], n_seeds: int) -> 
         low, high = min(counts), max(counts)
         ranges.append(f"{status} {low}" + (f"-{high}" if high != low else ""))
     line = f"fuzz variants per seed: {', '.join(ranges)}"
+    unconfirmed = [by_seed.get(seed, Counter())["unconfirmed"] for seed in by_seed]
+    if max(unconfirmed, default=0):  # counted inconclusive above; a pattern across seeds shows
+        low, high = min(unconfirmed), max(unconfirmed)
+        span = f"{low}" + (f"-{high}" if high != low else "")
+        line += f" (of the inconclusive, breaks fresh pairs did not confirm: {span})"
     if not failed:
         return f"{line}  passed under all {n_seeds} seeds"
     flag = "FAILS UNDER SOME SEEDS" if len(failed) < n_seeds else "fails under every seed"

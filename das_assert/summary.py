@@ -262,17 +262,17 @@ def unconfirmed_lines(unconfirmed: list[dict[str, Any]]) -> list[str]:
     lines = []
     for u in unconfirmed:
         fresh = u["fresh"]
-        if fresh.get("iia") is None:
-            again = f"fresh pairs {fresh['status']}"
-        else:
+        again = f"fresh pairs: {fresh['status']}"
+        if fresh.get("iia") is not None:
             low, high = fresh["iia_ci"]
-            again = f"{fresh['iia']:.3f} [{low:.3f}, {high:.3f}] on {fresh['n']} fresh ones"
-            again += f", {fresh['status']}"
+            again += f", {fresh['iia']:.3f} [{low:.3f}, {high:.3f}] on {fresh['n']}"
         low, high = u["iia_ci"]
+        bar = f" (bar {u['threshold']})" if u.get("threshold") is not None else ""
+        expected = "" if u.get("expect", "aligned") == "aligned" else f", expect {u['expect']}"
         lines.append(
-            f"a break not confirmed in {u['test_id']}: {u['claim']} under {u['variant']}: IIA "
-            f"{u['iia']:.3f} [{low:.3f}, {high:.3f}] on its {u['n']} pairs, {again}; counted "
-            "inconclusive"
+            f"a break not confirmed in {u['test_id']}: {u['claim']}{expected} under "
+            f"{u['variant']}: broke on its {u['n']} pairs, IIA {u['iia']:.3f} [{low:.3f}, "
+            f"{high:.3f}]{bar}; {again}; counted inconclusive"
         )
     return lines
 

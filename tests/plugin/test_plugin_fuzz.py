@@ -384,8 +384,9 @@ def test_a_break_that_fresh_pairs_do_not_confirm_passes_and_is_reported(
     result.assert_outcomes(passed=1)
     test_id = "test_fuzz.py::test_a_break_that_fresh_pairs_do_not_confirm"
     line = (
-        f"a break not confirmed in {test_id}: trivial under PromptVariant(): IIA * on its 400 "
-        "pairs, 1.000 [[]0.99*, 1.000] on 400 fresh ones, holds; counted inconclusive"
+        f"a break not confirmed in {test_id}: trivial under PromptVariant(): broke on its 400 "
+        "pairs, IIA * (bar 0.0); fresh pairs: holds, 1.000 [[]0.99*, 1.000] on 400; counted "
+        "inconclusive"
     )
     result.stdout.fnmatch_lines(["*trivial*default*1*0*1*0*", line])  # [[] is fnmatch's [
     report = json.loads((project.path / "out" / "r.json").read_text())["robustness"]
@@ -395,6 +396,7 @@ def test_a_break_that_fresh_pairs_do_not_confirm_passes_and_is_reported(
     (example,) = report["examples"]
     assert (example["status"], example["verdict"]) == ("inconclusive", "not_aligned")
     assert example["confirmation"] == unconfirmed["fresh"]
+    assert (unconfirmed["threshold"], unconfirmed["expect"]) == (0.0, "aligned")
     assert report["per_family"]["trivial"]["default"]["broken"] == 0
     markdown = (project.path / "out" / "s.md").read_text()
     assert f"- a break not confirmed in {test_id}: trivial under PromptVariant()" in markdown

@@ -144,7 +144,7 @@ def test_the_confirmed_break_is_recorded_as_broken(
 def test_without_confirmation_the_first_pairs_decide(
     encoded: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with pytest.raises(IIAClaimFailed, match=r"not confirmed on fresh pairs \(confirm=False\)"):
+    with pytest.raises(IIAClaimFailed, match=r"no second draw of pairs \(confirm=False\)"):
         _judge(monkeypatch, _changes_nothing(encoded), _right(encoded), confirm=False)
 
 
@@ -178,6 +178,7 @@ def test_fresh_pairs_the_model_fails_on_do_not_confirm_a_break(
     assert records[0]["confirmation"] == {
         "status": "not judged: task accuracy 0.700 below the gate 0.8",
         "n": 0,
+        "threshold": 0.75,
     }
 
 
@@ -203,9 +204,30 @@ def test_the_reports_list_each_unconfirmed_break_once(
     iia, (low, high) = unconfirmed["iia"], unconfirmed["iia_ci"]
     assert line == (
         "a break not confirmed in test_fuzz.py::test_variants: left_boundary under "
-        f"PromptVariant(): IIA {iia:.3f} [{low:.3f}, {high:.3f}] on its 80 pairs, 1.000 "
-        f"[{record['confirmation']['iia_ci'][0]:.3f}, 1.000] on 80 fresh ones, holds; counted "
-        "inconclusive"
+        f"PromptVariant(): broke on its 80 pairs, IIA {iia:.3f} [{low:.3f}, {high:.3f}] (bar "
+        f"0.75); fresh pairs: holds, 1.000 [{record['confirmation']['iia_ci'][0]:.3f}, 1.000] "
+        "on 80; counted inconclusive"
+    )
+
+
+def test_a_break_is_listed_once_per_claim_and_expectation(
+    encoded: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records, _ = _judge(monkeypatch, _changes_nothing(encoded), _right(encoded))
+    negated, _ = _judge(
+        monkeypatch, _right(encoded), _changes_nothing(encoded), expect="not_aligned"
+    )
+    test = {"test_id": "test_fuzz.py::test_variants"}
+    other_claim = records[0] | test | {"claim": "left_and_right_boundary"}
+    fuzz = [records[0] | test, other_claim, negated[0] | test]
+    listed = robustness_summary(fuzz)["unconfirmed"]
+    assert [(u["claim"], u["expect"]) for u in listed] == [
+        ("left_boundary", "aligned"),
+        ("left_and_right_boundary", "aligned"),
+        ("left_boundary", "not_aligned"),
+    ]
+    assert (
+        "left_boundary, expect not_aligned under PromptVariant()" in (unconfirmed_lines(listed)[2])
     )
 
 

@@ -226,6 +226,33 @@ def test_a_fuzz_test_alone_is_compared_across_seeds(
     )
 
 
+def test_breaks_that_fresh_pairs_did_not_confirm_are_counted_across_seeds(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from das_assert import stability
+
+    unconfirmed = {0: 0, 1: 2, 2: 1}
+
+    def run(path: str, seed: int, report: Path, junit: Path, extra: list[str]) -> int:
+        examples = [_fuzz_example("holds")]
+        examples += [
+            _fuzz_example("inconclusive") | {"confirmation": {"status": "holds", "n": 400}}
+        ] * unconfirmed[seed]
+        report.write_text(json.dumps({"results": [], "robustness": {"examples": examples}}))
+        junit.write_text("<testsuites><testsuite></testsuite></testsuites>")
+        return 0
+
+    monkeypatch.setattr(stability, "_run_seed", run)
+    assert stability.main(["--seeds", "3", "--path", "hypotheses/test_rb.py"]) == 0
+    assert capsys.readouterr().out == (
+        "hypotheses/test_rb.py::test_right_boundary_survives_prompt_variants\n"
+        "  fuzz variants per seed: holds 1, inconclusive 0-2, broken 0, rejected 0 (of the "
+        "inconclusive, breaks fresh pairs did not confirm: 0-2)  passed under all 3 seeds\n"
+    )
+
+
 def test_a_seed_that_failed_to_collect_names_the_file_and_its_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
