@@ -94,3 +94,46 @@ def test_right_boundary_does_not_survive_a_narrow_bracket_near_the_top(das, at_b
     )
     where = "bracket [8.60, 9.95], amounts on both sides of 9.95"
     das.assert_breaks_on(at_boundary, pairs, claim="right_boundary", where=where)
+
+
+# True/False answers on a fixed bracket near the bottom of the trained ones: found by the fuzz
+# test under --das-profile=thorough (confirmed on fresh pairs), and there the alignment depends on
+# the seed Boundless DAS starts from. The two tests below pin their seeds, whatever --das-seed is.
+TRUE_FALSE_ANSWERS, LOW_BRACKET = ("True", "False"), (150, 400)
+
+
+def _true_false_pairs_on_the_low_bracket(found, n=800):
+    exp = found.experiment
+    answers = exp.fmt.with_(answers=TRUE_FALSE_ANSWERS)
+    return exp.pairs(n, exp.seed + 61, fmt=answers, bracket=LOW_BRACKET)
+
+
+def test_the_alignment_from_seed_0_does_not_carry_true_false_answers_on_a_low_bracket(
+    das, das_session
+):
+    """A negative, measured claim about one seed's alignment.
+
+    Under --das-profile=thorough the fuzz test above fails at seed 0 on True/False answers with
+    the bracket fixed at [1.50, 4.00]: 0.658 [0.610, 0.702] on the variant's 400 pairs and
+    0.695 [0.648, 0.738] on 400 fresh ones (2026-12-05). Over seeds 0-9 the alignment Boundless
+    DAS finds breaks there under seeds 0, 4, 7 and 9 (also on [1.00, 4.00] and [2.00, 4.50]),
+    holds under 1, 2, 3, 5 and 6 (0.80-0.92) and is inconclusive under 8; each is aligned on the
+    claim's own pairs (0.809-0.844). Seed 0's: aligned (0.815), yet on 800 True/False pairs of
+    [1.50, 4.00] 0.662 [0.629, 0.694] against a no-op of 0.497, 116 of the 359 answers that must
+    change do; the model answers (task accuracy 0.906). One and two threads give these numbers
+    alike.
+    """
+    found = das_session.align(HYPOTHESIS, "boundary", seed=0)
+    das.assert_aligned(found, claim="right_boundary.by_seed")  # saved, for a frozen run
+    where = "True/False answers, bracket [1.50, 4.00], seed 0's alignment"
+    pairs = _true_false_pairs_on_the_low_bracket(found)
+    das.assert_breaks_on(found, pairs, claim="right_boundary", where=where)
+
+
+def test_the_alignment_from_seed_1_carries_them(das, das_session):
+    """The other half of the finding: seed 1's alignment, aligned on the claim's pairs (0.809),
+    is aligned on the same kind of pairs too (0.881 [0.857, 0.902], n=800, no-op 0.481)."""
+    found = das_session.align(HYPOTHESIS, "boundary", seed=1)
+    das.assert_aligned(found, claim="right_boundary.by_seed")
+    on_them = found.judged_on(_true_false_pairs_on_the_low_bracket(found))
+    das.assert_aligned(on_them, claim="right_boundary.true_false")
