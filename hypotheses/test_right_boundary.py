@@ -125,7 +125,7 @@ def test_the_alignment_from_seed_0_does_not_carry_true_false_answers_on_a_low_br
     """
     found = das_session.align(HYPOTHESIS, "boundary", seed=0)
     das.assert_aligned(found, claim="right_boundary.by_seed")  # saved, for a frozen run
-    where = "True/False answers, bracket [1.50, 4.00], seed 0's alignment"
+    where = "True/False answers, [1.50, 4.00], seed 0"
     pairs = _true_false_pairs_on_the_low_bracket(found)
     das.assert_breaks_on(found, pairs, claim="right_boundary", where=where)
 
