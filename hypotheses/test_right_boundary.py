@@ -14,9 +14,11 @@ random-rotation baselines by 0.05.
 Robustness. The frozen alignment is fuzzed as Left and Right Boundary's is: wording, context,
 answer words, number style, amounts on a bound, and fixed brackets 2.50-7.50 wide whose low bound
 is at most 4.50 and high bound at least 4.00 (``right_boundary`` under das.yaml's
-``robustness``). Near the top of the amount range it breaks, and the last test says so with its
-numbers: on [8.60, 9.95], the mirror of Left Boundary's narrow bracket near zero, the model
-answers but the alignment does not carry ``right``.
+``robustness``). Near the top of the amount range it breaks, and a measured test says so with
+its numbers: on [8.60, 9.95], the mirror of Left Boundary's narrow bracket near zero, the model
+answers but the alignment does not carry ``right``. Under ``--das-profile=thorough`` the fuzz
+test finds a second place, True/False answers on a low fixed bracket, where it depends on the
+seed: the last two tests pin seeds 0 (breaks) and 1 (holds).
 
 Control. Before the amount is read (``before:amount``) no token can know ``amount <= high``.
 """
