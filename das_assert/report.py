@@ -227,10 +227,17 @@ def unconfirmed_breaks(fuzz: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def unshown_fuzz_tests(fuzz: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The fuzz tests that judged no variant as holding, none broken, not every one rejected
-    (that fails the test): each with its counts of inconclusive and rejected variants."""
+    (that fails the test): each with its counts of inconclusive and rejected variants, a
+    variant drawn again counted once, as the robustness table counts them."""
     by_test: dict[str, list[dict[str, Any]]] = {}
+    seen: set[tuple[Any, ...]] = set()
     for record in fuzz:
         if record.get("test_id") and not record.get("after_failure"):
+            keys = ("test_id", "claim", "expect", "site", "variant", "pairs_asked")
+            same = tuple(record.get(key) for key in keys)
+            if record.get("variant") is not None and same in seen:
+                continue
+            seen.add(same)
             by_test.setdefault(record["test_id"], []).append(record)
     unshown = []
     for test_id, records in sorted(by_test.items()):
