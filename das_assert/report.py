@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import platform
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -200,29 +201,32 @@ def robustness_summary(fuzz: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _distinct_draws(fuzz: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The fuzz examples of each test as drawn before its first failure, a variant drawn again
+    for the same claim, alignment and number of pairs given once (its pairs and predictions
+    are the same each time)."""
+    seen: set[tuple[Any, ...]] = set()
+    for record in fuzz:
+        if record.get("after_failure"):
+            continue
+        keys = ("test_id", "claim", "expect", "site", "variant", "pairs_asked")
+        same = tuple(record.get(key) for key in keys)
+        if record.get("variant") is not None and same in seen:
+            continue
+        seen.add(same)
+        yield record
+
+
 def unconfirmed_breaks(fuzz: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The variants that broke their claim on their own pairs but not on fresh ones, so were
     counted inconclusive: each with both sets of numbers (a variant drawn again counts once)."""
-    seen: set[tuple[Any, ...]] = set()
-    unconfirmed = []
-    for record in fuzz:
-        fresh = record.get("confirmation")
-        if not fresh or record["status"] == "broken" or record.get("after_failure"):
-            continue
-        same = tuple(
-            record.get(key) for key in ("test_id", "claim", "expect", "site", "variant", "n")
-        )
-        if same in seen:
-            continue
-        seen.add(same)
-        unconfirmed.append(
-            {
-                key: record.get(key)
-                for key in ("test_id", "claim", "expect", "variant", "iia", "iia_ci", "n")
-            }
-            | {"threshold": fresh.get("threshold"), "fresh": fresh}
-        )
-    return unconfirmed
+    keys = ("test_id", "claim", "expect", "variant", "iia", "iia_ci", "n")
+    return [
+        {key: record.get(key) for key in keys}
+        | {"threshold": record["confirmation"].get("threshold"), "fresh": record["confirmation"]}
+        for record in _distinct_draws(fuzz)
+        if record.get("confirmation") and record["status"] != "broken"
+    ]
 
 
 def unshown_fuzz_tests(fuzz: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -230,14 +234,8 @@ def unshown_fuzz_tests(fuzz: list[dict[str, Any]]) -> list[dict[str, Any]]:
     (that fails the test): each with its counts of inconclusive and rejected variants, a
     variant drawn again counted once, as the robustness table counts them."""
     by_test: dict[str, list[dict[str, Any]]] = {}
-    seen: set[tuple[Any, ...]] = set()
-    for record in fuzz:
-        if record.get("test_id") and not record.get("after_failure"):
-            keys = ("test_id", "claim", "expect", "site", "variant", "pairs_asked")
-            same = tuple(record.get(key) for key in keys)
-            if record.get("variant") is not None and same in seen:
-                continue
-            seen.add(same)
+    for record in _distinct_draws(fuzz):
+        if record.get("test_id"):
             by_test.setdefault(record["test_id"], []).append(record)
     unshown = []
     for test_id, records in sorted(by_test.items()):

@@ -113,19 +113,12 @@ def _confirmation(
     if isinstance(evaluation, InvalidArgument | PreconditionFailed):
         return {"status": f"not judged: {evaluation}", "n": 0, "threshold": threshold}
     judged = evaluation.verdict(threshold, controls=("noop",), margin=exp.margin)
-    status = "untestable" if judged.untestable else fuzz_status(judged.outcome, expect)
-    low, high = wilson_interval(evaluation.successes, evaluation.n)
     return {
-        "status": status,
+        "status": "untestable" if judged.untestable else fuzz_status(judged.outcome, expect),
         "threshold": threshold,
         "verdict": "untestable" if judged.untestable else judged.outcome,
         "reason": judged.reason,
-        "iia": round(evaluation.iia, 6),
-        "iia_ci": [round(low, 6), round(high, 6)],
-        "n": evaluation.n,
-        "correct": evaluation.successes,
-        "noop": round(evaluation.gap("noop").baseline, 6),
-        "task_accuracy": round(evaluation.task_accuracy, 6),
+        **_evaluation_numbers(evaluation),
     }
 
 
@@ -264,24 +257,26 @@ def _record(
     }
     request._failed_once = request._failed_once or status == "broken"
     if evaluation is not None:
-        record.update(
-            iia=round(evaluation.iia, 6),
-            iia_ci=[round(v, 6) for v in wilson_interval(evaluation.successes, evaluation.n)],
-            n=evaluation.n,
-            correct=evaluation.successes,
-            verdict=verdict,
-            task_accuracy=round(evaluation.task_accuracy, 6),
-            **_baseline_numbers(evaluation),
-        )
+        record.update(_evaluation_numbers(evaluation), verdict=verdict)
     if confirmation is not None:
         record["confirmation"] = confirmation
     request.node.user_properties.append(("das_fuzz", json.dumps(record)))
 
 
-def _baseline_numbers(evaluation: Any) -> dict[str, float]:
-    """The controls' IIAs on the same pairs: no-op, majority label, random rotation."""
+def _evaluation_numbers(evaluation: Any) -> dict[str, Any]:
+    """An evaluation as the reports record it: IIA with its Wilson interval, n and the correct
+    count, the controls' IIAs on the same pairs (no-op, majority label, random rotation) and
+    the task accuracy."""
+    low, high = wilson_interval(evaluation.successes, evaluation.n)
     baselines = evaluation.baselines()
-    return {key: round(baselines[key], 6) for key in ("noop", "majority", "random_rotation")}
+    return {
+        "iia": round(evaluation.iia, 6),
+        "iia_ci": [round(low, 6), round(high, 6)],
+        "n": evaluation.n,
+        "correct": evaluation.successes,
+        **{key: round(baselines[key], 6) for key in ("noop", "majority", "random_rotation")},
+        "task_accuracy": round(evaluation.task_accuracy, 6),
+    }
 
 
 def _limit_record(
@@ -293,18 +288,12 @@ def _limit_record(
     judged: Any,
 ) -> dict[str, Any]:
     """A measured limit's numbers: where the claim was to break, and how the alignment fared."""
-    low, high = wilson_interval(evaluation.successes, evaluation.n)
     return {
         "claim": claim,
         "where": where,
         "site": str(result.experiment.site),
         "seed": result.experiment.seed,
-        "iia": round(evaluation.iia, 6),
-        "iia_ci": [round(low, 6), round(high, 6)],
-        "n": evaluation.n,
-        "correct": evaluation.successes,
-        **_baseline_numbers(evaluation),
-        "task_accuracy": round(evaluation.task_accuracy, 6),
+        **_evaluation_numbers(evaluation),
         "changed_labels": evaluation.changed_labels(),
         "threshold": threshold,
         "verdict": "untestable" if judged.untestable else judged.outcome,

@@ -120,10 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                 if not record.get("after_failure"):  # drawn while shrinking a failure: not counted
                     counts = fuzz[record["test_id"]].setdefault(seed, Counter())
                     counts[record["status"].split(":")[0]] += 1
-                    # a break that fresh pairs did not confirm: inconclusive, and said so
-                    counts["unconfirmed"] += bool(record.get("confirmation")) and (
-                        record["status"] != "broken"
-                    )
+                    if record.get("confirmation") and record["status"] != "broken":
+                        counts["unconfirmed"] += 1  # inconclusive, and said so
             for record in loaded["results"]:
                 key = f"{record['test_id']}::{record['claim']}"
                 verdicts[key][seed] = (record["verdict"], record["iia"], record["threshold"])

@@ -4,11 +4,11 @@ labels change to tell, and the frozen alignment is clearly not aligned."""
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import torch
+from judge_support import fake_request, fake_result
 
 from das_assert.data import encode
 from das_assert.evaluate import Evaluation
@@ -26,27 +26,16 @@ def encoded(tiny_models: dict[str, Any]) -> Any:
 
 def _judge(evaluation: Evaluation, recorded: list[dict[str, Any]] | None = None) -> Evaluation:
     """``judge_breaking_pairs`` on ``evaluation``; the limit it records goes to ``recorded``."""
-    node = SimpleNamespace(user_properties=[], nodeid="test_limits.py::test_a_limit")
-    request = SimpleNamespace(
-        session=SimpleNamespace(
-            settings=SimpleNamespace(threshold=lambda claim, table: 0.75),
-            min_task_accuracy=0.8,
-            seed=0,
-            reproduce_options=" --das-config=das.yaml",
-        ),
-        node=node,
+    request = fake_request(
+        "test_limits.py::test_a_limit", reproduce_options=" --das-config=das.yaml"
     )
-    result = SimpleNamespace(
-        model=SimpleNamespace(name="embedded"),
-        experiment=SimpleNamespace(site="block_output[layer=1, pos=last]", seed=0, margin=0.05),
-        variable_names=("left",),
-        evaluate_on=lambda pairs: evaluation,
-    )
+    result = fake_result("block_output[layer=1, pos=last]", evaluate_on=lambda pairs: evaluation)
     try:
         return judge_breaking_pairs(request, result, [], claim="left_boundary", where="bracket X")
     finally:
         if recorded is not None:
-            recorded += [json.loads(v) for k, v in node.user_properties if k == "das_limit"]
+            properties = request.node.user_properties
+            recorded += [json.loads(v) for k, v in properties if k == "das_limit"]
 
 
 def test_an_alignment_that_changes_nothing_where_the_model_answers_breaks(encoded: Any) -> None:

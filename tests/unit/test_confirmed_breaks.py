@@ -4,11 +4,11 @@ judges many variants at 95% each, and one chance break among them would fail a t
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import torch
+from judge_support import fake_request, fake_result
 
 from das_assert import robustness
 from das_assert.data import encode
@@ -63,22 +63,8 @@ def _judge(
             session, result, variant, n, fresh_pairs=fresh
         ),
     )
-    node = SimpleNamespace(user_properties=[], nodeid="test_fuzz.py::test_variants")
-    request = SimpleNamespace(
-        session=SimpleNamespace(
-            settings=SimpleNamespace(threshold=lambda claim, table: 0.75),
-            min_task_accuracy=0.8,
-            seed=0,
-            reproduce_options="",
-        ),
-        node=node,
-        _failed_once=False,
-    )
-    result = SimpleNamespace(
-        model=SimpleNamespace(name="embedded"),
-        experiment=SimpleNamespace(site="block_output[layer=0, pos=last]", seed=0, margin=0.05),
-        variable_names=("left",),
-    )
+    request = fake_request("test_fuzz.py::test_variants")
+    result = fake_result("block_output[layer=0, pos=last]")
     try:
         robustness.judge_variant(
             request,
@@ -90,7 +76,8 @@ def _judge(
             confirm=confirm,
         )
     finally:
-        records = [json.loads(v) for k, v in node.user_properties if k == "das_fuzz"]
+        properties = request.node.user_properties
+        records = [json.loads(v) for k, v in properties if k == "das_fuzz"]
     return records, asked
 
 
