@@ -18,6 +18,7 @@ _EXPORTS = {
     "Experiment": "das_assert.experiment",
     "AlignmentResult": "das_assert.alignment_result",
     "run_experiment": "das_assert.experiment",
+    "run_restarts": "das_assert.restarts",
     "load_model": "das_assert.models",
     "load_fitted": "das_assert.saved",
     "PriceFormat": "das_assert.tasks.price_tagging",

@@ -51,6 +51,8 @@ class AlignmentResult:
     alignment: dict[str, Any] | None = None
     # the engine's checks on this model and site (engine_check.EngineCheck.as_dict())
     engine_check: dict[str, Any] | None = None
+    # the best of several fits (das_assert.restarts): every fit seed's development IIA, the chosen
+    restarts: dict[str, Any] | None = None
 
     def confirmed(self) -> AlignmentResult:
         """This frozen alignment evaluated on fresh pairs, no training. A cell picked as the best
@@ -194,7 +196,20 @@ class AlignmentResult:
             f"seed={self.experiment.seed}; no-op {b['noop']:.3f}, majority {b['majority']:.3f}, "
             f"random rotation {b['random_rotation']:.3f}, task accuracy "
             f"{self.evaluation.task_accuracy:.3f}; boundary {self.boundary_text()} of "
-            f"{self.fitted.interchange.d} dims"
+            f"{self.fitted.interchange.d} dims{self.restarts_text()}"
+        )
+
+    def restarts_text(self) -> str:
+        """``; best of 3 fits ...`` for a result chosen among restarts, else empty."""
+        record = self.restarts
+        if not record:
+            return ""
+        rows = record["by_fit_seed"]
+        each = ", ".join(f"{row['fit_seed']}: {row['dev_iia']:.3f}" for row in rows)
+        saved = " (chosen when the baseline was saved)" if record.get("from_baseline") else ""
+        return (
+            f"; fit seed {record['chosen_fit_seed']}, the best of {record['restarts']} fits by "
+            f"IIA on {record['dev_pairs']['n']} development pairs (fit seed: IIA {each}){saved}"
         )
 
     def boundary_text(self) -> str:
@@ -269,6 +284,8 @@ class AlignmentResult:
             record["alignment"] = self.alignment
         if self.engine_check is not None:
             record["engine_check"] = self.engine_check
+        if self.restarts is not None:
+            record["restarts"] = self.restarts
         if include_pairs:
             record["pairs"] = ev.pair_records(self.model.tokenizer)
         return record

@@ -103,7 +103,7 @@ def _fit_config(args: argparse.Namespace) -> Any:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from das_assert.experiment import run_experiment
+    from das_assert.restarts import run_restarts
     from das_assert.saved import alignment_manifest
     from das_assert.sites import Site
     from das_assert.store import save_alignment
@@ -115,7 +115,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     # The block's own number, not -1: reports and saved alignments name the block it was.
     site = Site(site.resolve(model.model).layer, args.position, args.component)
     experiment = replace(experiment, site=site, fmt=_format(args, model))
-    result = run_experiment(model, experiment, config)
+    result = run_restarts(model, experiment, config, args.restarts)
     record = result.to_dict()
     if args.save:
         save_alignment(args.save, result.fitted.interchange, alignment_manifest(result))

@@ -292,6 +292,14 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     )
     _add_training_args(site, n_train=2000)
     site.add_argument(
+        "--restarts",
+        type=positive_int,
+        default=1,
+        metavar="K",
+        help="fit K times, at fit seeds --seed to --seed+K-1 on the same pairs, and keep the fit "
+        "with the best IIA on development pairs (a stream of their own); default 1",
+    )
+    site.add_argument(
         "--save",
         type=path_arg,
         metavar="FILE",

@@ -20,7 +20,13 @@ from das_assert.fit import FitConfig, FittedAlignment
 from das_assert.models import LoadedModel
 from das_assert.store import load_alignment
 
-__all__ = ["FrozenAlignmentMissing", "alignment_request", "frozen_alignment", "request_text"]
+__all__ = [
+    "FrozenAlignmentMissing",
+    "alignment_request",
+    "frozen_alignment",
+    "frozen_restart",
+    "request_text",
+]
 
 
 class FrozenAlignmentMissing(DasError):
@@ -75,6 +81,39 @@ def frozen_alignment(
         "transfer": trained_on != model.fingerprint,
     }
     return fitted, source
+
+
+def frozen_restart(
+    baseline: tuple[Path, dict[str, Any]], experiment: Experiment, config: FitConfig, restarts: int
+) -> tuple[FitConfig, dict[str, Any]]:
+    """The fit the baseline kept for a best-of-``restarts`` request (``align(...,
+    restarts=k)``): its config and the saved ``restarts`` record. The other fits were not saved,
+    so the choice is the baseline's, not made again."""
+    from das_assert.restarts import restart_configs
+
+    path, payload = baseline
+    by_request = {
+        request_text(alignment_request(experiment, one)): one
+        for one in restart_configs(config, restarts)
+    }
+    for _, entry in sorted(payload["entries"].items()):
+        one = by_request.get(request_text(_of_entry(entry)))
+        record = entry.get("restarts")
+        if (
+            one is not None
+            and entry.get("alignment_file")
+            and isinstance(record, dict)
+            and record.get("restarts") == restarts
+            and record.get("chosen_fit_seed") == one.seed
+        ):
+            return one, {k: v for k, v in record.items() if k != "from_baseline"}
+    raise FrozenAlignmentMissing(
+        f"--das-frozen {path}: the baseline holds no best-of-{restarts} alignment for "
+        f"{experiment.hypothesis} ({experiment.variable}) at {experiment.site}, seed "
+        f"{experiment.seed}, fit seeds {config.seed} to {config.seed + restarts - 1}: a claim "
+        "added since it was saved, or other settings (restarts, das.yaml, the test's changes). "
+        "Save a baseline that holds it (--das-save-baseline), or run without --das-frozen"
+    )
 
 
 def _check_identity(

@@ -30,7 +30,7 @@ from das_assert.errors import (
 from das_assert.evaluate import Evaluation
 from das_assert.experiment import Experiment, check_site, run_experiment
 from das_assert.fit_config import FitConfig
-from das_assert.frozen import frozen_alignment
+from das_assert.frozen import frozen_alignment, frozen_restart
 from das_assert.gate import (
     compare_search_cells,
     compare_with_baseline,
@@ -40,6 +40,7 @@ from das_assert.gate import (
 )
 from das_assert.messages import failure_message, reproduce_line, runnable_nodeid
 from das_assert.models import LoadedModel
+from das_assert.restarts import check_restarts, run_restarts
 from das_assert.settings import ModelSettings
 from das_assert.tasks.price_tagging import ALPACA_TEMPLATE, PriceFormat
 
@@ -132,7 +133,7 @@ class DasSession:
         if unknown:
             raise InvalidArgument(
                 f"unknown keyword(s) {', '.join(unknown)}; an experiment takes these: "
-                f"{', '.join(sorted(_EXPERIMENT_CHANGES))} (and align(), config=)."
+                f"{', '.join(sorted(_EXPERIMENT_CHANGES))} (and align(), config= and restarts=)."
                 + did_you_mean(unknown[0], _EXPERIMENT_CHANGES)
             )
         resolved = self.site(site) if isinstance(site, str) else site
@@ -190,14 +191,22 @@ class DasSession:
         return FitConfig(**{**base, **changes})
 
     def align(
-        self, hypothesis: str, site: str | Any, *, config: FitConfig | None = None, **changes: Any
+        self,
+        hypothesis: str,
+        site: str | Any,
+        *,
+        config: FitConfig | None = None,
+        restarts: int = 1,
+        **changes: Any,
     ) -> AlignmentResult:
         """Learn (or reuse) the alignment of ``hypothesis`` at ``site`` and evaluate it.
 
         The same request in one session is computed once; across sessions and xdist workers the
         disk cache (with a lock per key) makes sure it is trained once. In a frozen session
         (``--das-frozen``) the baseline's alignment for the request is evaluated instead
-        (``frozen.frozen_alignment``), and nothing is trained.
+        (``frozen.frozen_alignment``), and nothing is trained. ``restarts=k`` fits k times, at
+        fit seeds from the config's on, and keeps the fit with the best IIA on development pairs
+        (``das_assert.restarts``); a frozen session takes the one its baseline kept.
         """
         checks.check_align_arguments(site, config)
         experiment = self.experiment(hypothesis, site, **changes)
@@ -205,6 +214,27 @@ class DasSession:
             self._check_das_yaml_site(site, experiment.site)
         # One seed for the pairs and the fit: align(..., seed=3) fits at 3 as well.
         config = config or self.fit_config(seed=experiment.seed)
+        restarts = check_restarts(restarts, config)
+        if restarts == 1:
+            return self._align_one(experiment, config, site)
+        judged = (experiment.n_test, experiment.min_task_accuracy, experiment.margin)
+        memo_key = f"{cache_key(self.model, experiment, config)}/{judged!r}/restarts={restarts}"
+        if memo_key not in self._memo and self.frozen is not None:
+            chosen, record = frozen_restart(self.frozen, experiment, config, restarts)
+            result = self._align_one(experiment, chosen, site)
+            self._memo[memo_key] = replace(result, restarts={**record, "from_baseline": True})
+        if memo_key not in self._memo:
+            self._memo[memo_key] = run_restarts(
+                self.model,
+                experiment,
+                config,
+                restarts,
+                fit=lambda one: self._align_one(experiment, one, site),
+            )
+        return self._memo[memo_key]
+
+    def _align_one(self, experiment: Experiment, config: FitConfig, site: Any) -> AlignmentResult:
+        """One fit of ``experiment`` (or the frozen baseline's), memoised and cached."""
         key = cache_key(self.model, experiment, config)
         # The disk cache keys the training; the result also carries how it was evaluated and judged.
         judged = (experiment.n_test, experiment.min_task_accuracy, experiment.margin)

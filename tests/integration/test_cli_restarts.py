@@ -1,0 +1,40 @@
+"""``das_assert fit --restarts K``: the fit kept is the best of K on development pairs, its
+record in the report, and the file saved is that fit's, evaluated again as it was scored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from das_assert.cli import main
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["--n-train=120", "--epochs=1", "--n-test=40"]
+
+
+def test_the_kept_fit_is_reported_saved_and_evaluated_as_it_was_scored(tmp_path: Path) -> None:
+    saved, fitted, scored = (tmp_path / n for n in ("a.safetensors", "fit.json", "eval.json"))
+    fit = ["fit", "--hypothesis=left_boundary", "--layer=0", "--seed=3", "--restarts=2"]
+    assert main([*fit, *SMALL, f"--save={saved}", f"--json={fitted}"]) == 0
+    (record,) = json.loads(fitted.read_text())["results"]
+    restarts = record["restarts"]
+    assert [row["fit_seed"] for row in restarts["by_fit_seed"]] == [3, 4]
+    assert record["fit"]["seed"] == restarts["chosen_fit_seed"]
+    assert restarts["dev_pairs"] == {"n": 40, "seed": 3 + 300_007}
+    assert main(["evaluate", f"--alignment={saved}", "--n-test=40", f"--json={scored}"]) == 0
+    (again,) = json.loads(scored.read_text())["results"]
+    assert (again["iia"], again["boundary_dims"], again["fit"]) == (
+        record["iia"],
+        record["boundary_dims"],
+        record["fit"],
+    )
+
+
+def test_no_restarts_is_refused_by_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--hypothesis=left_boundary", "--layer=0", "--restarts=0"])
+    assert exit_.value.code == 2
+    assert "--restarts" in capsys.readouterr().err

@@ -1,0 +1,101 @@
+"""``das_session.align(..., restarts=k)`` under pytest: k fits cached one by one, the kept one's
+record in the JSON report and the baseline, and a frozen run that takes the baseline's choice
+without fitting any of them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from plugin_support import _run, count_fits
+
+pytest_plugins = ["pytester"]
+
+RESTARTS = """
+import pytest
+
+
+@pytest.fixture(scope="module")
+def aligned(das_session):
+    return das_session.align("left_boundary", "boundary", restarts=2)
+
+
+def test_claim(das, aligned):
+    das.assert_not_aligned(aligned, claim="impossible")
+
+
+def test_the_same_request_is_one_result(das_session, aligned):
+    assert das_session.align("left_boundary", "boundary", restarts=2) is aligned
+"""
+
+
+def _record(project: pytest.Pytester, name: str) -> dict:
+    (record,) = json.loads((project.path / name).read_text())["results"]
+    return record
+
+
+def test_each_fit_is_cached_and_the_report_keeps_every_development_iia(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fits = count_fits(monkeypatch)
+    project.makepyfile(test_hyp=RESTARTS)
+    _run(project, "--das-cache=readwrite", "--das-json=first.json").assert_outcomes(passed=2)
+    assert fits == [1, 1]
+    record = _record(project, "first.json")
+    restarts = record["restarts"]
+    assert [row["fit_seed"] for row in restarts["by_fit_seed"]] == [0, 1]
+    assert restarts["chosen_fit_seed"] == record["fit"]["seed"]
+    assert restarts["dev_pairs"] == {"n": 24, "seed": 300_007}
+    assert record["seed"] == 0  # the pairs' seed; the fit seed is the kept fit's
+    fits.clear()
+    _run(project, "--das-cache=readwrite", "--das-json=again.json").assert_outcomes(passed=2)
+    assert fits == []  # both fits from the cache, and the same choice
+    assert _record(project, "again.json")["restarts"] == restarts
+
+
+def test_a_frozen_run_takes_the_fit_the_baseline_kept_and_fits_nothing(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fits = count_fits(monkeypatch)
+    project.makepyfile(test_hyp=RESTARTS)
+    args = ("--das-cache=off", "--das-baseline-dir=b")
+    _run(project, *args, "--das-save-baseline=v1", "--das-json=saved.json").assert_outcomes(
+        passed=2
+    )
+    fits.clear()
+    frozen = _run(project, *args, "--das-frozen=v1", "--das-json=frozen.json")
+    frozen.assert_outcomes(passed=2)
+    assert fits == []
+    saved, now = _record(project, "saved.json"), _record(project, "frozen.json")
+    assert (now["iia"], now["fit"], now["boundary_dims"]) == (
+        saved["iia"],
+        saved["fit"],
+        saved["boundary_dims"],
+    )
+    assert now["restarts"] == {**saved["restarts"], "from_baseline": True}
+    assert now["alignment"]["baseline"].endswith("0001_v1.json")
+
+
+def test_a_frozen_run_refuses_a_baseline_saved_without_restarts(
+    project: pytest.Pytester,
+) -> None:
+    args = ("--das-cache=off", "--das-baseline-dir=b")
+    _run(project, *args, "--das-save-baseline=v1").assert_outcomes(passed=1, failed=1)
+    project.makepyfile(test_hyp=RESTARTS)
+    result = _run(project, *args, "--das-frozen=v1")
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*--das-frozen *0001_v1.json: the baseline holds no best-of-2 alignment for "
+            "left_boundary (left) at block_output[[]layer=1, pos=last], seed 0, fit seeds 0 to 1*"
+        ]
+    )
+
+
+def test_a_bad_number_of_restarts_fails_its_fixture_with_the_fix(
+    project: pytest.Pytester,
+) -> None:
+    project.makepyfile(test_hyp=RESTARTS.replace("restarts=2)\n\n\n", "restarts=0)\n\n\n", 1))
+    result = _run(project, "--das-cache=off")
+    result.assert_outcomes(errors=2)  # both tests use the fixture
+    result.stdout.fnmatch_lines(["*restarts=0: choose 1 to 20 (1 is a single fit)*"])
