@@ -289,7 +289,9 @@ def save_baseline(
         entries[entry_key(record)] = entry
     cells = {
         cell["baseline_key"]: {
-            k: cell[k] for k in ("site", "iia", "n", "alignment_file", "request")
+            k: cell[k]
+            for k in ("site", "iia", "n", "alignment_file", "request", "restarts")
+            if k in cell
         }
         for search in searches
         for cell in search["cells"]

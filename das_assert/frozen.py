@@ -96,8 +96,12 @@ def frozen_restart(
         request_text(alignment_request(experiment, one)): one
         for one in restart_configs(config, restarts)
     }
-    for _, entry in sorted(payload["entries"].items()):
-        one = by_request.get(request_text(_of_entry(entry)))
+    saved = [(_of_entry(entry), entry) for _, entry in sorted(payload["entries"].items())]
+    cells = payload.get("search_cells")
+    if isinstance(cells, dict):  # a recorded search's cells, each the best of its fits
+        saved += [(cell.get("request"), cell) for _, cell in sorted(cells.items())]
+    for request, entry in saved:
+        one = by_request.get(request_text(request))
         record = entry.get("restarts")
         if (
             one is not None

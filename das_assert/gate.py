@@ -102,6 +102,8 @@ def save_search_alignments(
         )
         save_alignment(path, result.fitted.interchange, manifest)
         cell.update(baseline_key=key, alignment_file=path.name, request=request)
+        if result.restarts is not None:  # the best of several fits: a frozen run takes it
+            cell.update(restarts=result.restarts)
 
 
 def compare_search_cells(

@@ -157,9 +157,12 @@ class DasSession:
             return fmt.with_(template=self.prompt_template)
         return fmt  # another wrapper on purpose, or no PriceFormat (Experiment says so)
 
-    def check(self, hypothesis: str, site: str | Any, **changes: Any) -> None:
-        """Refuse, before anything trains, a site this model or its prompt cannot have."""
-        check_site(self.model, self.experiment(hypothesis, site, **changes))
+    def check(self, hypothesis: str, site: str | Any, *, restarts: int = 1, **changes: Any) -> None:
+        """Refuse, before anything trains, a site this model or its prompt cannot have (and a
+        bad ``restarts``, as ``align`` would)."""
+        experiment = self.experiment(hypothesis, site, **changes)
+        check_restarts(restarts, self.fit_config(seed=experiment.seed))
+        check_site(self.model, experiment)
 
     def search_settings(self) -> dict[str, Any]:
         """das.yaml's ``search:`` for this model ({} if none), its layers and positions checked

@@ -99,3 +99,54 @@ def test_a_bad_number_of_restarts_fails_its_fixture_with_the_fix(
     result = _run(project, "--das-cache=off")
     result.assert_outcomes(errors=2)  # both tests use the fixture
     result.stdout.fnmatch_lines(["*restarts=0: choose 1 to 20 (1 is a single fit)*"])
+
+
+SEARCH_WITH_RESTARTS = """
+from das_assert.search import search
+
+
+def test_a_search(das, das_session):
+    grid = search(
+        das_session.align,
+        "left_boundary",
+        layers=[0, 1],
+        positions=["last"],
+        check=das_session.check,
+        restarts=2,
+    )
+    das.record_search(grid)
+    assert all(result.restarts["restarts"] == 2 for result in grid.results.values())
+"""
+
+
+def test_a_recorded_search_of_best_fits_is_judged_frozen_with_the_fits_it_kept(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fits = count_fits(monkeypatch)
+    project.makepyfile(test_search=SEARCH_WITH_RESTARTS)
+    args = ("--das-cache=off", "--das-baseline-dir=b", "test_search.py")
+    _run(project, *args, "--das-save-baseline=v1", "--das-json=saved.json").assert_outcomes(
+        passed=1
+    )
+    assert fits == [1, 1, 1, 1]  # two cells, two fits each
+    fits.clear()
+    _run(project, *args, "--das-frozen=v1", "--das-json=frozen.json").assert_outcomes(passed=1)
+    assert fits == []
+    saved, now = (
+        {c["site"]: c for c in json.loads((project.path / n).read_text())["searches"][0]["cells"]}
+        for n in ("saved.json", "frozen.json")
+    )
+    assert {site: cell["iia"] for site, cell in now.items()} == {
+        site: cell["iia"] for site, cell in saved.items()
+    }
+
+
+def test_a_search_checks_its_restarts_before_any_cell_trains(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fits = count_fits(monkeypatch)
+    project.makepyfile(test_search=SEARCH_WITH_RESTARTS.replace("restarts=2", "restarts=-1"))
+    result = _run(project, "--das-cache=off", "test_search.py")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*restarts=-1: choose 1 to 20*"])
+    assert fits == []
