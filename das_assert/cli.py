@@ -125,9 +125,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 def _cmd_search(args: argparse.Namespace) -> int:
     from das_assert.errors import InvalidArgument
-    from das_assert.experiment import check_site, run_experiment
+    from das_assert.experiment import check_site
     from das_assert.positions import check_distinct_positions
     from das_assert.report import build_report, write_report
+    from das_assert.restarts import check_restarts, run_restarts
     from das_assert.search import grid_table, save_heatmap, search
     from das_assert.sites import Site
 
@@ -140,6 +141,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
             ) from None
     check_distinct_positions(args.positions, "--positions")  # as parsed: last is last-0
     config = _fit_config(args)
+    check_restarts(args.restarts, config)
     model = _load(args)
     blocks: dict[int, int] = {}  # a bad cell fails here, not after the cells before it trained
     for layer in args.layers:
@@ -154,7 +156,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     def align(hypothesis: str, site: Site) -> Any:
         experiment = _experiment(args, site, hypothesis, args.n_train, model)
-        return run_experiment(model, experiment, config)
+        return run_restarts(model, experiment, config, args.restarts)
 
     def check(hypothesis: str, site: Site) -> None:
         check_site(model, _experiment(args, site, hypothesis, args.n_train, model))

@@ -205,6 +205,17 @@ def _add_training_args(group: argparse._ArgumentGroup, *, n_train: int) -> None:
     group.add_argument("--progress", action="store_true", help="show a progress bar per fit")
 
 
+def _add_restarts_arg(group: Any) -> None:
+    group.add_argument(
+        "--restarts",
+        type=positive_int,
+        default=1,
+        metavar="K",
+        help="fit K times (each cell of a search), at fit seeds --seed to --seed+K-1 on the same "
+        "pairs, and keep the fit with the best IIA on development pairs; default 1",
+    )
+
+
 def _distinct(kind: str) -> type[argparse.Action]:
     """An argparse action for a list that refuses repeated entries (one cell each)."""
 
@@ -291,14 +302,7 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
         help="last, last-K, amount.last, after:amount, ... (default: last)",
     )
     _add_training_args(site, n_train=2000)
-    site.add_argument(
-        "--restarts",
-        type=positive_int,
-        default=1,
-        metavar="K",
-        help="fit K times, at fit seeds --seed to --seed+K-1 on the same pairs, and keep the fit "
-        "with the best IIA on development pairs (a stream of their own); default 1",
-    )
+    _add_restarts_arg(site)
     site.add_argument(
         "--save",
         type=path_arg,
@@ -330,6 +334,7 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
         help="e.g. --positions last after:amount amount.last (default: last)",
     )
     _add_training_args(grid, n_train=1500)
+    _add_restarts_arg(grid)
     grid.add_argument(
         "--joint-cells-mib",
         type=non_negative_int,

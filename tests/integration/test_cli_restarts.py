@@ -38,3 +38,14 @@ def test_no_restarts_is_refused_by_the_parser(capsys: pytest.CaptureFixture[str]
         main(["fit", "--hypothesis=left_boundary", "--layer=0", "--restarts=0"])
     assert exit_.value.code == 2
     assert "--restarts" in capsys.readouterr().err
+
+
+def test_a_search_keeps_each_cells_best_fit(tmp_path: Path) -> None:
+    report = tmp_path / "search.json"
+    search = ["search", "--hypothesis=left_boundary", "--layers", "0", "1", "--restarts=2"]
+    assert main([*search, *SMALL, "--min-task-accuracy=0", f"--json={report}"]) == 0
+    results = json.loads(report.read_text())["results"]
+    assert len(results) == 2
+    for record in results:
+        assert [row["fit_seed"] for row in record["restarts"]["by_fit_seed"]] == [0, 1]
+        assert record["fit"]["seed"] == record["restarts"]["chosen_fit_seed"]
