@@ -95,7 +95,8 @@ def _clearly_better(r: dict[str, Any], base: dict[str, Any]) -> bool:
 def pairs_notes(r: dict[str, Any]) -> list[str]:
     """What a claim row's numbers were measured on, where it is not its seed's test pairs of
     every variable or a fit of its own: fresh pairs, the pairs given to ``judged_on``, one box of
-    a joint alignment, a baseline's frozen alignment (``--das-frozen``)."""
+    a joint alignment, the best of several fits, a baseline's frozen alignment
+    (``--das-frozen``)."""
     notes = []
     if r.get("test_pairs") == "confirmation":
         notes.append("(confirmed on fresh pairs)")
@@ -103,6 +104,11 @@ def pairs_notes(r: dict[str, Any]) -> list[str]:
         notes.append("(on the pairs given to judged_on)")
     if "+" not in str(r.get("variable", "+")) and len(r.get("boundary_dims") or ()) > 1:
         notes.append(f"(variable {r['variable']} alone)")  # one box of a joint alignment
+    restarts = r.get("restarts")
+    if isinstance(restarts, dict) and restarts.get("restarts"):  # the seed column is the pairs'
+        notes.append(
+            f"(best of {restarts['restarts']} fits: fit seed {restarts.get('chosen_fit_seed')})"
+        )
     if frozen_from := (r.get("alignment") or {}).get("baseline"):  # --das-frozen: no fit here
         notes.append(f"(frozen: {PurePath(frozen_from).name})")
     return notes

@@ -39,9 +39,12 @@ def test_each_fit_is_cached_and_the_report_keeps_every_development_iia(
 ) -> None:
     fits = count_fits(monkeypatch)
     project.makepyfile(test_hyp=RESTARTS)
-    _run(project, "--das-cache=readwrite", "--das-json=first.json").assert_outcomes(passed=2)
+    first = _run(project, "--das-cache=readwrite", "--das-json=first.json")
+    first.assert_outcomes(passed=2)
     assert fits == [1, 1]
     record = _record(project, "first.json")
+    chosen = record["restarts"]["chosen_fit_seed"]
+    first.stdout.fnmatch_lines([f"impossible *not_aligned  (best of 2 fits: fit seed {chosen})"])
     restarts = record["restarts"]
     assert [row["fit_seed"] for row in restarts["by_fit_seed"]] == [0, 1]
     assert restarts["chosen_fit_seed"] == record["fit"]["seed"]
@@ -73,6 +76,7 @@ def test_a_frozen_run_takes_the_fit_the_baseline_kept_and_fits_nothing(
         saved["boundary_dims"],
     )
     assert now["restarts"] == {**saved["restarts"], "from_baseline": True}
+    frozen.stdout.fnmatch_lines(["impossible *not_aligned  (best of 2 fits: *)  (frozen: *)"])
     assert now["alignment"]["baseline"].endswith("0001_v1.json")
 
 
