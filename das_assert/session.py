@@ -134,7 +134,7 @@ class DasSession:
             raise InvalidArgument(
                 f"unknown keyword(s) {', '.join(unknown)}; an experiment takes these: "
                 f"{', '.join(sorted(_EXPERIMENT_CHANGES))} (and align(), config= and restarts=)."
-                + did_you_mean(unknown[0], _EXPERIMENT_CHANGES)
+                + did_you_mean(unknown[0], [*_EXPERIMENT_CHANGES, "config", "restarts"])
             )
         resolved = self.site(site) if isinstance(site, str) else site
         fields = {
