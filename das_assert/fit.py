@@ -205,34 +205,12 @@ def _fit_group(
     n_variables: int,
 ) -> list[FittedAlignment]:
     started = time.perf_counter()
-    d = model.config.hidden_size
-    device = model.get_input_embeddings().weight.device
-    interchanges = []
-    for _ in sites:  # each from the seed, as it would start alone
-        torch.manual_seed(config.seed)
-        interchange = make_interchange(
-            config.method,
-            d,
-            n_variables,
-            init_fraction=config.init_fraction,
-            device=device,
-            boxes_used=train.variable_index.tolist(),
-        )
-        interchanges.append(interchange.to(device))
+    interchanges = _initial_interchanges(model, len(sites), train, config, n_variables)
     # The source pass holds less than a training step at the rows it runs (source_pass_rows): the
     # batch a user picks bounds the memory of the whole fit, and the vectors do not depend on it.
     rows = source_pass_rows(model, train, config.batch_size)
     sources = [shared_source_vectors(model, site, train, batch_size=rows) for site in sites]
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    total = steps_per_epoch * config.epochs
-    groups = []
-    for interchange in interchanges:
-        if interchange.rotation_kind == "learned":
-            groups.append(
-                {"params": list(interchange.rotate.parameters()), "lr": config.lr_rotation}
-            )
-        if interchange.widths.requires_grad:
-            groups.append({"params": [interchange.widths], "lr": config.lr_boundary})
+    groups = _parameter_groups(interchanges, config)
     if not groups:  # full / noop: nothing to learn
         seconds = (time.perf_counter() - started) / len(sites)
         return [
@@ -240,30 +218,8 @@ def _fit_group(
             for interchange, site in zip(interchanges, sites, strict=True)
         ]
     optimizer = torch.optim.Adam(groups)
-    budget = config.prefix_store_mib * 2**20
-    use_prefix = config.prefix_cache and prefix_caching_works(model, train.base_ids.shape[1])
-    blocks = tail_blocks(model, sites, train)
-    first_layer = first_layer_needed(model, sites, train)  # the stores hold no layer before it
-    # Prefix passes run several batches at once where their prefixes fit the budget: the whole
-    # fit's store when it fits, else a window of the next few batches (``PrefixStore(rows=)``).
-    together = (
-        prefix_batches(model, train, config.batch_size, budget, blocks, first_layer=first_layer)
-        if use_prefix
-        else 1
-    )
-    store = (
-        PrefixStore.shared(
-            model,
-            train,
-            batch_size=config.batch_size * together,
-            max_bytes=budget,
-            blocks=blocks,
-            first_layer=first_layer,
-        )
-        if use_prefix
-        else None
-    )
-    windowed = store is None and together > 1 and plain_cache(model)
+    prefixes = _Prefixes.plan(model, sites, train, config)
+    total = math.ceil(len(train) / config.batch_size) * config.epochs
     base_lrs = [g["lr"] for g in groups]
     warmup = max(1, int(config.warmup_fraction * total))
     temperatures = temperature_schedule(*config.temperature, total)
@@ -276,65 +232,33 @@ def _fit_group(
     logged = History()
     for epoch in range(config.epochs):
         batches = list(train.batches(config.batch_size, generator=generator))
-        window = None
         for number, index in enumerate(batches):
             if unchecked is not None:
                 unchecked.raise_if_diverged(sites, config)
-            if windowed and number % together == 0:
-                window = None  # the last window goes before the next is built
-                window = PrefixStore.build(
-                    model,
-                    train,
-                    batch_size=config.batch_size * together,
-                    max_bytes=budget,
-                    blocks=blocks,
-                    first_layer=first_layer,
-                    rows=torch.cat(batches[number : number + together]),
-                )
+            prefixes.next_window(batches, number)
             for group, lr in zip(optimizer.param_groups, base_lrs, strict=True):
                 group["lr"] = lr * _lr_factor(step, total, warmup)
-            variables = train.variable_index[index]
-            interventions = []
-            for site, interchange, vectors in zip(sites, interchanges, sources, strict=True):
+            for interchange in interchanges:
                 interchange.temperature = temperatures[step]
-                source = vectors[to_device(index, vectors.device)]
-
-                def mix(
-                    base: torch.Tensor,
-                    source: torch.Tensor = source,
-                    variables: Any = variables,
-                    interchange: Interchange = interchange,
-                ) -> torch.Tensor:
-                    # das:K has no boxes to learn: it trains with the K-coordinate mask it is
-                    # judged with (a soft mask at temperature 50 spread it over every coordinate)
-                    hard = not interchange.widths.requires_grad
-                    return interchange(base, source, variables, hard=hard)
-
-                interventions.append((site, mix))
-
+            interventions = _interventions(
+                sites, interchanges, sources, index, train.variable_index[index]
+            )
             with torch.nn.utils.parametrize.cached():
                 run = BaseRun(
                     model,
                     sites[0],
                     train,
                     index,
-                    prefix_cache=use_prefix,
-                    prefix_store=store or window,
+                    prefix_cache=prefixes.use_prefix,
+                    prefix_store=prefixes.current,
                 )
                 logits = run.joint_logits(interventions).split(len(index))
                 # The run's prefix cache holds the keys and values its pass gathered; the
                 # backward keeps what it needs of them and frees each layer's once past it.
                 run = None
                 labels = to_device(train.label_ids[index], logits[0].device)
-                task_losses, losses = [], []
-                for interchange, cell_logits in zip(interchanges, logits, strict=True):
-                    task_loss = torch.nn.functional.cross_entropy(cell_logits, labels)
-                    start, end = interchange.box_edges()
-                    penalty = config.boundary_penalty * (end - start).sum() / 4096
-                    task_losses.append(task_loss)
-                    losses.append(task_loss + penalty)
-                losses_now = torch.stack([loss.detach() for loss in losses])
-                unchecked = StepLosses(losses_now, step, epoch)
+                task_losses, losses = _losses(interchanges, logits, labels, config)
+                unchecked = StepLosses(torch.stack([loss.detach() for loss in losses]), step, epoch)
                 # One site: its loss as it is (a sum would add 0.0 first, bit for bit the same,
                 # but there is no reason to build it).
                 (losses[0] if len(losses) == 1 else torch.stack(losses).sum()).backward()
@@ -361,6 +285,151 @@ def _fit_group(
         FittedAlignment(interchange, site, config, len(train), seconds, history)
         for interchange, site, history in zip(interchanges, sites, histories, strict=True)
     ]
+
+
+def _initial_interchanges(
+    model: Any, count: int, train: EncodedPairs, config: FitConfig, n_variables: int
+) -> list[Interchange]:
+    """``count`` untrained interventions on the model's device, each drawn from the seed, as
+    it would start alone."""
+    device = model.get_input_embeddings().weight.device
+    interchanges = []
+    for _ in range(count):
+        torch.manual_seed(config.seed)
+        interchange = make_interchange(
+            config.method,
+            model.config.hidden_size,
+            n_variables,
+            init_fraction=config.init_fraction,
+            device=device,
+            boxes_used=train.variable_index.tolist(),
+        )
+        interchanges.append(interchange.to(device))
+    return interchanges
+
+
+def _parameter_groups(interchanges: Sequence[Interchange], config: FitConfig) -> list[dict]:
+    """Adam's groups: each learned rotation at ``lr_rotation``, each learned set of boxes at
+    ``lr_boundary``; none for ``full`` and ``noop``."""
+    groups: list[dict] = []
+    for interchange in interchanges:
+        if interchange.rotation_kind == "learned":
+            groups.append(
+                {"params": list(interchange.rotate.parameters()), "lr": config.lr_rotation}
+            )
+        if interchange.widths.requires_grad:
+            groups.append({"params": [interchange.widths], "lr": config.lr_boundary})
+    return groups
+
+
+@dataclass
+class _Prefixes:
+    """Where a fit's steps find their batch's prefix: the whole fit's store when it fits the
+    budget, else (where the model's cache allows) a window of the next few batches built
+    ``together``, else each step's own prefix pass; none without the prefix cache."""
+
+    model: Any
+    train: EncodedPairs
+    config: FitConfig
+    use_prefix: bool
+    store: PrefixStore | None
+    together: int
+    windowed: bool
+    blocks: Any
+    first_layer: int
+    current: PrefixStore | None = None
+
+    @classmethod
+    def plan(
+        cls, model: Any, sites: Sequence[ResolvedSite], train: EncodedPairs, config: FitConfig
+    ) -> _Prefixes:
+        budget = config.prefix_store_mib * 2**20
+        use_prefix = config.prefix_cache and prefix_caching_works(model, train.base_ids.shape[1])
+        blocks = tail_blocks(model, sites, train)
+        first_layer = first_layer_needed(model, sites, train)  # the stores hold no layer before
+        together = (
+            prefix_batches(model, train, config.batch_size, budget, blocks, first_layer=first_layer)
+            if use_prefix
+            else 1
+        )
+        store = (
+            PrefixStore.shared(
+                model,
+                train,
+                batch_size=config.batch_size * together,
+                max_bytes=budget,
+                blocks=blocks,
+                first_layer=first_layer,
+            )
+            if use_prefix
+            else None
+        )
+        windowed = store is None and together > 1 and plain_cache(model)
+        return cls(
+            model, train, config, use_prefix, store, together, windowed, blocks, first_layer, store
+        )
+
+    def next_window(self, batches: Sequence[torch.Tensor], number: int) -> None:
+        """Before batch ``number`` of an epoch: a new window where the last one ends (the last
+        window goes before the next is built)."""
+        if number == 0 and self.windowed:
+            self.current = None
+        if not self.windowed or number % self.together:
+            return
+        self.current = None
+        self.current = PrefixStore.build(
+            self.model,
+            self.train,
+            batch_size=self.config.batch_size * self.together,
+            max_bytes=self.config.prefix_store_mib * 2**20,
+            blocks=self.blocks,
+            first_layer=self.first_layer,
+            rows=torch.cat(list(batches[number : number + self.together])),
+        )
+
+
+def _interventions(
+    sites: Sequence[ResolvedSite],
+    interchanges: Sequence[Interchange],
+    sources: Sequence[torch.Tensor],
+    index: torch.Tensor,
+    variables: torch.Tensor,
+) -> list[tuple[ResolvedSite, Any]]:
+    """Each site's intervention on the batch ``index``: its rows of the source vectors mixed
+    into the base by its interchange."""
+    interventions = []
+    for site, interchange, vectors in zip(sites, interchanges, sources, strict=True):
+        source = vectors[to_device(index, vectors.device)]
+
+        def mix(
+            base: torch.Tensor,
+            source: torch.Tensor = source,
+            interchange: Interchange = interchange,
+        ) -> torch.Tensor:
+            # das:K has no boxes to learn: it trains with the K-coordinate mask it is judged
+            # with (a soft mask at temperature 50 spread it over every coordinate)
+            hard = not interchange.widths.requires_grad
+            return interchange(base, source, variables, hard=hard)
+
+        interventions.append((site, mix))
+    return interventions
+
+
+def _losses(
+    interchanges: Sequence[Interchange],
+    logits: Sequence[torch.Tensor],
+    labels: torch.Tensor,
+    config: FitConfig,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Each site's cross-entropy on the answer, and that plus its boundary penalty."""
+    task_losses, losses = [], []
+    for interchange, cell_logits in zip(interchanges, logits, strict=True):
+        task_loss = torch.nn.functional.cross_entropy(cell_logits, labels)
+        start, end = interchange.box_edges()
+        penalty = config.boundary_penalty * (end - start).sum() / 4096
+        task_losses.append(task_loss)
+        losses.append(task_loss + penalty)
+    return task_losses, losses
 
 
 def _joint_group_size(model: Any, train: EncodedPairs, config: FitConfig, sites: int) -> int:
