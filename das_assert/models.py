@@ -243,13 +243,35 @@ def load_model(
         device_map: e.g. ``"auto"`` to spread a large model over the visible GPUs (accelerate).
         trust_remote_code: run the model's own Python code; off unless you ask for it.
     """
-    import torch
-    from safetensors import SafetensorError
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     directory = resolve_model_path(path)
+    dtype, device, device_map = _checked_placement(dtype, device, device_map)
+    config = _load_config(directory, trust_remote_code)
+    tokenizer = _load_tokenizer(directory, trust_remote_code)
+    refuse_pickled_weights(directory)
+    model = _load_weights(directory, config, dtype, device_map, trust_remote_code)
+    if device_map is None:
+        model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        path=directory,
+        dtype=dtype,
+        device=device if device_map is None else f"device_map={device_map}",
+    )
+
+
+def _checked_placement(
+    dtype: Any, device: Any, device_map: str | None
+) -> tuple[str, str, str | None]:
+    """``(dtype, device, device_map)`` as names, each checked: a torch.dtype or torch.device is
+    taken as the name it stands for."""
+    import torch
+
     if isinstance(dtype, torch.dtype):  # torch.float32 -> "float32", the name it stands for
         dtype = str(dtype).removeprefix("torch.")
     if isinstance(device, torch.device):  # torch.device("cuda", 0) -> "cuda:0"
@@ -265,6 +287,14 @@ def load_model(
         _check_device(device)
     else:
         device_map = _check_device_map(device_map)
+    return dtype, device, device_map
+
+
+def _load_config(directory: Path, trust_remote_code: bool) -> Any:
+    """The model's config, refused where it names model code not trusted, or is an
+    encoder-decoder."""
+    from transformers import AutoConfig
+
     try:
         config = AutoConfig.from_pretrained(
             directory, local_files_only=True, trust_remote_code=trust_remote_code
@@ -297,6 +327,13 @@ def load_model(
             f"{str(directory)!r} holds an encoder-decoder model ({config.model_type}); das_assert "
             "needs a decoder-only causal LM (Llama, GPT-2, Mistral, Qwen, ...)"
         )
+    return config
+
+
+def _load_tokenizer(directory: Path, trust_remote_code: bool) -> Any:
+    """The model's fast tokenizer, padding on the right with a pad token."""
+    from transformers import AutoTokenizer
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             directory, local_files_only=True, trust_remote_code=trust_remote_code
@@ -321,7 +358,18 @@ def load_model(
             tokenizer.eos_token or tokenizer.unk_token or tokenizer.convert_ids_to_tokens(0)
         )
     tokenizer.padding_side = "right"
-    refuse_pickled_weights(directory)
+    return tokenizer
+
+
+def _load_weights(
+    directory: Path, config: Any, dtype: str, device_map: str | None, trust_remote_code: bool
+) -> Any:
+    """The model from its safetensors weights, every weight of the config present."""
+    import torch
+    from safetensors import SafetensorError
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
     quiet = hf_logging.get_verbosity()  # its table of missing weights: our error says it once
     hf_logging.set_verbosity_error()
     try:
@@ -355,17 +403,7 @@ def load_model(
     finally:
         hf_logging.set_verbosity(quiet)
     refuse_partial_weights(directory, config, model, loading)
-    if device_map is None:
-        model.to(device)
-    model.eval()
-    model.requires_grad_(False)
-    return LoadedModel(
-        model=model,
-        tokenizer=tokenizer,
-        path=directory,
-        dtype=dtype,
-        device=device if device_map is None else f"device_map={device_map}",
-    )
+    return model
 
 
 def worker_device(device: str, *, worker: str | None, gpus: int) -> str:
