@@ -342,13 +342,21 @@ def load_alignment(
         AlignmentFileError: missing, truncated or tampered file, newer schema, a hidden size
             other than the model's, or tensors of the wrong shape or not finite.
     """
-    import torch
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
     from das_assert.featurizers import Interchange
 
     path = Path(path)
+    tensors, manifest = _read_alignment_file(path)
+    _check_manifest(path, manifest, tensors, require)
+    rotation, widths = _checked_tensors(path, tensors, manifest, hidden_size, n_boxes)
+    interchange = Interchange.frozen(rotation, widths.tolist(), manifest["method"])
+    return interchange, manifest
+
+
+def _read_alignment_file(path: Path) -> tuple[dict[str, Any], Any]:
+    """The file's tensors and the manifest in its metadata, as read."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
     if path.is_dir():
         raise AlignmentFileError(
             f"alignment file {str(path)!r} is a directory; name the .safetensors file in it"
@@ -366,7 +374,7 @@ def load_alignment(
         tensors = load(raw)
         header_len = int.from_bytes(raw[:8], "little")
         metadata = json.loads(raw[8 : 8 + header_len]).get("__metadata__", {})
-        manifest = json.loads(metadata["manifest"])
+        return tensors, json.loads(metadata["manifest"])
     except (SafetensorError, ValueError, KeyError, json.JSONDecodeError) as exc:
         if raw.lstrip()[:1] in (b"{", b"["):  # a report, say, which is no reason to delete it
             raise AlignmentFileError(
@@ -378,6 +386,13 @@ def load_alignment(
             f"alignment file {str(path)!r} is not a readable das_assert safetensors file ({exc}); "
             "it is truncated or corrupted: delete it and fit again"
         ) from None
+
+
+def _check_manifest(
+    path: Path, manifest: Any, tensors: dict[str, Any], require: tuple[str, ...]
+) -> None:
+    """Refuse a manifest das_assert did not write as it is: not an object, a newer schema,
+    keys or tensors missing, values edited, tensors changed since (its checksum)."""
     if not isinstance(manifest, dict):
         raise AlignmentFileError(
             f"alignment file {str(path)!r} has a manifest that is not a JSON object: it was not "
@@ -405,6 +420,19 @@ def load_alignment(
             f"alignment file {str(path)!r} fails its checksum: its tensors were modified after "
             "it was saved; delete it and fit again"
         )
+
+
+def _checked_tensors(
+    path: Path,
+    tensors: dict[str, Any],
+    manifest: dict[str, Any],
+    hidden_size: int | None,
+    n_boxes: int | None,
+) -> tuple[Any, Any]:
+    """``(rotation, widths)`` in float32, refused unless of the model's width, the boxes asked
+    for, finite, and each box within the vector."""
+    import torch
+
     d = int(manifest["hidden_size"])
     if hidden_size is not None and d != hidden_size:
         raise AlignmentFileError(
@@ -429,5 +457,4 @@ def load_alignment(
             f"alignment file {str(path)!r} holds {'; '.join(wrong)}: it is not a usable "
             "alignment; delete it and fit again"
         )
-    interchange = Interchange.frozen(rotation, widths.tolist(), manifest["method"])
-    return interchange, manifest
+    return rotation, widths
