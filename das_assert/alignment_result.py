@@ -206,7 +206,11 @@ class AlignmentResult:
             return ""
         rows = record["by_fit_seed"]
         each = ", ".join(f"{row['fit_seed']}: {row['dev_iia']:.3f}" for row in rows)
-        saved = " (chosen when the baseline was saved)" if record.get("from_baseline") else ""
+        saved = ""
+        if record.get("from_baseline"):
+            saved = " (chosen when the baseline was saved)"
+        elif record.get("from_file"):
+            saved = f" (chosen when {record['from_file']} was saved)"
         return (
             f"; fit seed {record['chosen_fit_seed']}, the best of {record['restarts']} fits by "
             f"IIA on {record['dev_pairs']['n']} development pairs (fit seed: IIA {each}){saved}"

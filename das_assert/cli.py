@@ -238,6 +238,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         args.variables = manifest["variable"].split("+")  # the variables it was trained on
     experiment = _experiment(args, site, hypothesis, fitted.n_train, model)
     result = run_experiment(model, experiment, fitted.config, fitted=fitted)
+    if "restarts" in manifest:  # the best of several fits when saved: the report says so
+        saved_as = {**manifest["restarts"], "from_file": str(args.alignment)}
+        result = replace(result, restarts=saved_as)
     record = result.to_dict()
     trained_on = manifest.get("model")
     transfer = trained_on != model.fingerprint  # the record's fit settings are that model's

@@ -89,7 +89,7 @@ def frozen_restart(
     """The fit the baseline kept for a best-of-``restarts`` request (``align(...,
     restarts=k)``): its config and the saved ``restarts`` record. The other fits were not saved,
     so the choice is the baseline's, not made again."""
-    from das_assert.restarts import restart_configs
+    from das_assert.restarts import restart_configs, without_provenance
 
     path, payload = baseline
     by_request = {
@@ -110,7 +110,7 @@ def frozen_restart(
             and record.get("restarts") == restarts
             and record.get("chosen_fit_seed") == one.seed
         ):
-            return one, {k: v for k, v in record.items() if k != "from_baseline"}
+            return one, without_provenance(record)
     raise FrozenAlignmentMissing(
         f"--das-frozen {path}: the baseline holds no best-of-{restarts} alignment for "
         f"{experiment.hypothesis} ({experiment.variable}) at {experiment.site}, seed "

@@ -39,6 +39,7 @@ __all__ = [
     "development_pairs",
     "restart_configs",
     "run_restarts",
+    "without_provenance",
 ]
 
 #: The sampler's stream of the development pairs, beside the test (100,003) and confirmation
@@ -119,6 +120,11 @@ def choose_restart(
         "by_fit_seed": rows,
     }
     return replace(results[best], restarts=record)
+
+
+def without_provenance(record: dict[str, Any]) -> dict[str, Any]:
+    """A restarts record as the fit made it: without where a later run found it."""
+    return {k: v for k, v in record.items() if k not in ("from_baseline", "from_file")}
 
 
 def run_restarts(

@@ -28,6 +28,7 @@ __all__ = ["alignment_manifest", "load_fitted", "load_saved", "save_result", "sa
 def alignment_manifest(result: AlignmentResult) -> dict[str, Any]:
     """What a saved alignment records beside its tensors: the claim, the site (its block's own
     number), the seed, pairs and fit, the model it was fitted on, its IIA and causal model."""
+    from das_assert.restarts import without_provenance
     from das_assert.sites import Site
     from das_assert.tasks.price_tagging import ALPACA_TEMPLATE
     from das_assert.tasks.registry import causal_model_manifest
@@ -40,6 +41,8 @@ def alignment_manifest(result: AlignmentResult) -> dict[str, Any]:
     manifest.update(causal_model_manifest(result.experiment.hypothesis))
     if result.experiment.fmt.template != ALPACA_TEMPLATE:  # evaluated in the same wrapper
         manifest.update(prompt_template=result.experiment.fmt.template)
+    if result.restarts is not None:  # chosen among several fits: evaluate says so
+        manifest.update(restarts=without_provenance(result.restarts))
     return manifest
 
 

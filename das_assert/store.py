@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from das_assert.errors import AlignmentFileError, OutputWriteError
+from das_assert.values import is_integer, is_number
 
 __all__ = [
     "BASELINE_KIND",
@@ -310,6 +311,7 @@ _MANIFEST_TYPES: dict[str, type] = {  # a key a reader needs, where the manifest
     "n_train": int,
     "fit": dict,
     "prompt_template": str,
+    "restarts": dict,
 }
 
 
@@ -324,7 +326,27 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
             return f"{key}={value!r}, not {'an integer' if kind is int else kind.__name__}"
         if kind is int and not 0 <= value <= 2**32 - 1:
             return f"{key}={value!r} out of range (0 to 2**32 - 1)"
+    if "restarts" in manifest and not _restarts_record_ok(manifest["restarts"]):
+        return f"restarts={manifest['restarts']!r}, not the record of a best-of-k fit"
     return None
+
+
+def _restarts_record_ok(record: dict[str, Any]) -> bool:
+    """Whether ``record`` has what a summary reads of a best-of-k record (restarts.py)."""
+    rows = record.get("by_fit_seed")
+    return (
+        is_integer(record.get("restarts"))
+        and is_integer(record.get("chosen_fit_seed"))
+        and isinstance(record.get("dev_pairs"), dict)
+        and is_integer(record["dev_pairs"].get("n"))
+        and isinstance(rows, list)
+        and all(
+            isinstance(row, dict)
+            and is_integer(row.get("fit_seed"))
+            and is_number(row.get("dev_iia"))
+            for row in rows
+        )
+    )
 
 
 def load_alignment(

@@ -15,7 +15,9 @@ pytestmark = pytest.mark.slow
 SMALL = ["--n-train=120", "--epochs=1", "--n-test=40"]
 
 
-def test_the_kept_fit_is_reported_saved_and_evaluated_as_it_was_scored(tmp_path: Path) -> None:
+def test_the_kept_fit_is_reported_saved_and_evaluated_as_it_was_scored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     saved, fitted, scored = (tmp_path / n for n in ("a.safetensors", "fit.json", "eval.json"))
     fit = ["fit", "--hypothesis=left_boundary", "--layer=0", "--seed=3", "--restarts=2"]
     assert main([*fit, *SMALL, f"--save={saved}", f"--json={fitted}"]) == 0
@@ -24,6 +26,7 @@ def test_the_kept_fit_is_reported_saved_and_evaluated_as_it_was_scored(tmp_path:
     assert [row["fit_seed"] for row in restarts["by_fit_seed"]] == [3, 4]
     assert record["fit"]["seed"] == restarts["chosen_fit_seed"]
     assert restarts["dev_pairs"] == {"n": 40, "seed": 3 + 300_007}
+    capsys.readouterr()
     assert main(["evaluate", f"--alignment={saved}", "--n-test=40", f"--json={scored}"]) == 0
     (again,) = json.loads(scored.read_text())["results"]
     assert (again["iia"], again["boundary_dims"], again["fit"]) == (
@@ -31,6 +34,12 @@ def test_the_kept_fit_is_reported_saved_and_evaluated_as_it_was_scored(tmp_path:
         record["boundary_dims"],
         record["fit"],
     )
+    # the file says it was the best of two, and evaluate passes that on
+    assert again["restarts"] == {**restarts, "from_file": str(saved)}
+    out = capsys.readouterr().out
+    chosen = restarts["chosen_fit_seed"]
+    assert f"fit seed {chosen}, the best of 2 fits by IIA on 40 development pairs" in out
+    assert f"(chosen when {saved} was saved)" in out
 
 
 def test_no_restarts_is_refused_by_the_parser(capsys: pytest.CaptureFixture[str]) -> None:

@@ -380,6 +380,12 @@ CASES = [
         r"has a manifest with fit=\[1\], not dict",
         id="load_alignment(<manifest fit a list>)",
     ),
+    pytest.param(  # evaluate prints the record's rows: a KeyError there, not this message
+        lambda c: load_alignment(alignment_with_manifest(c, restarts={"restarts": 2})),
+        AlignmentFileError,
+        r"has a manifest with restarts=\{'restarts': 2\}, not the record of a best-of-k fit",
+        id="load_alignment(<manifest restarts without its rows>)",
+    ),
     pytest.param(  # it evaluated the claim with the other cell's rotation, silently
         frozen_run_of_a_swapped_file,
         AlignmentFileError,

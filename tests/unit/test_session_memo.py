@@ -67,9 +67,8 @@ def test_a_misspelt_keyword_of_align_is_one_clear_error(counted_session: Any) ->
     das, _ = counted_session
     with pytest.raises(InvalidArgument, match=r"unknown keyword\(s\) variable; .*variables") as err:
         das.align("left_and_right_boundary", "a", variable="right")
-    assert (
-        "seed, variables (and align(), config= and restarts=). Did you mean 'variables'?"
-        in str(err.value)
+    assert "seed, variables (and align(), config= and restarts=). Did you mean 'variables'?" in str(
+        err.value
     )
     with pytest.raises(InvalidArgument, match=r"restart; .*Did you mean 'restarts'\?"):
         das.align("left_boundary", "a", restart=3)
