@@ -65,6 +65,11 @@ def check_restarts(restarts: Any, config: FitConfig) -> int:
             f"restarts={restarts}: choose 1 to {MAX_RESTARTS} (1 is a single fit); for the "
             "spread over many seeds run python -m das_assert.stability --seeds N"
         )
+    if restarts > 1 and config.method in ("full", "noop"):
+        raise InvalidArgument(
+            f"restarts={restarts} with method {config.method!r}: it learns nothing, so every "
+            "fit would be the same; use restarts=1"
+        )
     if config.seed + restarts - 1 > MAX_SEED:
         raise InvalidArgument(
             f"restarts={restarts} from fit seed {config.seed} would fit at seed "

@@ -117,6 +117,15 @@ def test_restarts_past_the_largest_seed_are_refused(tiny_llama, experiment) -> N
         run_restarts(tiny_llama, experiment, late, 3)
 
 
+@pytest.mark.parametrize("method", ["full", "noop"])
+def test_restarts_of_a_method_that_learns_nothing_are_refused(
+    tiny_llama, experiment, method
+) -> None:
+    with pytest.raises(InvalidArgument, match=f"method '{method}': it learns nothing"):
+        run_restarts(tiny_llama, experiment, FitConfig(method=method), 2)
+    assert run_restarts(tiny_llama, experiment, FitConfig(method=method), 1).restarts is None
+
+
 def test_other_arguments_are_refused_as_run_experiment_refuses_them(tiny_llama, experiment):
     with pytest.raises(InvalidArgument, match="config"):
         run_restarts(tiny_llama, experiment, {"epochs": 1}, 2)
