@@ -101,7 +101,7 @@ def choose_restart(
     experiment = results[0].experiment
     if any(r.experiment != experiment for r in results):
         raise InvalidArgument("choose_restart: the results are of different experiments")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for result in results:
         evaluation = result.evaluate_on(development)
         low, high = wilson_interval(evaluation.successes, evaluation.n)

@@ -154,3 +154,18 @@ def test_a_search_checks_its_restarts_before_any_cell_trains(
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*restarts=-1: choose 1 to 20*"])
     assert fits == []
+
+
+def test_a_compared_run_measures_the_transfer_of_the_fit_the_baseline_kept(
+    project: pytest.Pytester,
+) -> None:
+    project.makepyfile(test_hyp=RESTARTS)
+    args = ("--das-cache=off", "--das-baseline-dir=b")
+    _run(project, *args, "--das-save-baseline=v1", "--das-json=saved.json").assert_outcomes(
+        passed=2
+    )
+    gated = _run(project, *args, "--das-compare=v1", "--das-json=gated.json")
+    gated.assert_outcomes(passed=2)
+    saved, now = _record(project, "saved.json"), _record(project, "gated.json")
+    assert now["restarts"] == saved["restarts"]  # the same model: the same choice
+    assert now["transfer"]["iia"] == saved["iia"]  # the kept fit, scored again
