@@ -255,7 +255,7 @@ def _fit_group(
                 logits = run.joint_logits(interventions).split(len(index))
                 # The run's prefix cache holds the keys and values its pass gathered; the
                 # backward keeps what it needs of them and frees each layer's once past it.
-                run = None
+                del run
                 labels = to_device(train.label_ids[index], logits[0].device)
                 task_losses, losses = _losses(interchanges, logits, labels, config)
                 unchecked = StepLosses(torch.stack([loss.detach() for loss in losses]), step, epoch)

@@ -373,7 +373,7 @@ def _load_weights(
     quiet = hf_logging.get_verbosity()  # its table of missing weights: our error says it once
     hf_logging.set_verbosity_error()
     try:
-        model, loading = AutoModelForCausalLM.from_pretrained(
+        loaded: Any = AutoModelForCausalLM.from_pretrained(
             directory,
             config=config,
             dtype=getattr(torch, dtype),
@@ -402,6 +402,7 @@ def _load_weights(
         ) from None
     finally:
         hf_logging.set_verbosity(quiet)
+    model, loading = loaded  # output_loading_info: the model and what loading found missing
     refuse_partial_weights(directory, config, model, loading)
     return model
 

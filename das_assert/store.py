@@ -324,7 +324,7 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
         value = manifest[key]
         if isinstance(value, bool) or not isinstance(value, kind):
             return f"{key}={value!r}, not {'an integer' if kind is int else kind.__name__}"
-        if kind is int and not 0 <= value <= 2**32 - 1:
+        if isinstance(value, int) and not 0 <= value <= 2**32 - 1:
             return f"{key}={value!r} out of range (0 to 2**32 - 1)"
     if "restarts" in manifest and not _restarts_record_ok(manifest["restarts"]):
         return f"restarts={manifest['restarts']!r}, not the record of a best-of-k fit"
