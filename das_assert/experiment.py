@@ -210,7 +210,7 @@ def run_experiment(
         PreconditionFailed: if the model's task accuracy on the test bases is below the gate.
         InvalidArgument: an argument of another type (a model's name, a dict, a path).
     """
-    _check_run_arguments(model, experiment, config, cache, fitted)
+    check_run_arguments(model, experiment, config, cache, fitted)
     experiment.check_current()
     config = config or FitConfig(seed=experiment.seed)  # one seed: data, initialisation, order
     resolved = experiment.site.resolve(model.model)
@@ -267,7 +267,7 @@ def _check_fitted(fitted: FittedAlignment, experiment: Experiment, resolved: Any
         )
 
 
-def _check_run_arguments(model: Any, experiment: Any, config: Any, cache: Any, fitted: Any) -> None:
+def check_run_arguments(model: Any, experiment: Any, config: Any, cache: Any, fitted: Any) -> None:
     """Refuse arguments of the wrong type at the call, not as an AttributeError mid-run."""
     if isinstance(model, Experiment) and isinstance(experiment, LoadedModel):
         raise InvalidArgument(
