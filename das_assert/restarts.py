@@ -16,9 +16,11 @@ keeps every restart's development IIA: the spread across seeds, measured.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from das_assert import sharing
 from das_assert.errors import InvalidArgument
 from das_assert.fit_config import MAX_SEED, FitConfig
 from das_assert.metrics import wilson_interval
@@ -96,14 +98,21 @@ def choose_restart(
     ``development``, the lowest fit seed on a tie, carrying the ``restarts`` record of all.
 
     Its test evaluation is its own, untouched by the choice."""
+    from das_assert.data import encode
+    from das_assert.evaluate import evaluate
+    from das_assert.request_checks import check_pairs
+
     if not results:
         raise InvalidArgument("choose_restart needs at least one result")
-    experiment = results[0].experiment
-    if any(r.experiment != experiment for r in results):
+    experiment, model = results[0].experiment, results[0].model
+    if any(r.experiment != experiment or r.model is not model for r in results):
         raise InvalidArgument("choose_restart: the results are of different experiments")
+    check_pairs(development, results[0])  # as evaluate_on checks them
+    # Encoded once: inside a sharing() block the k evaluations then share one source pass.
+    test = encode(model, development, experiment.site.parsed_position)
     rows: list[dict[str, Any]] = []
     for result in results:
-        evaluation = result.evaluate_on(development)
+        evaluation = evaluate(model.model, result.fitted, test, seed=experiment.seed)
         low, high = wilson_interval(evaluation.successes, evaluation.n)
         rows.append(
             {
@@ -155,7 +164,11 @@ def run_restarts(
         def fit(one: FitConfig) -> AlignmentResult:
             return run_experiment(model, experiment, one, cache=cache)
 
-    results = [fit(one) for one in restart_configs(config, restarts)]
+    configs = restart_configs(config, restarts)
     if restarts == 1:
-        return results[0]
-    return choose_restart(results, development_pairs(experiment))
+        return fit(configs[0])
+    # Each fit would tokenize the pairs, run the source pass and build the prefix store again;
+    # inside a block that keeps them (a search's, else this one) all k fits share them.
+    with nullcontext() if sharing.prefix_stores_active() else sharing.sharing():
+        results = [fit(one) for one in configs]
+        return choose_restart(results, development_pairs(experiment))
