@@ -332,12 +332,11 @@ class _Prefixes:
     train: EncodedPairs
     config: FitConfig
     use_prefix: bool
-    store: PrefixStore | None
     together: int
     windowed: bool
     blocks: Any
     first_layer: int
-    current: PrefixStore | None = None
+    current: PrefixStore | None  # the whole fit's store, or the window of the batches now
 
     @classmethod
     def plan(
@@ -365,18 +364,13 @@ class _Prefixes:
             else None
         )
         windowed = store is None and together > 1 and plain_cache(model)
-        return cls(
-            model, train, config, use_prefix, store, together, windowed, blocks, first_layer, store
-        )
+        return cls(model, train, config, use_prefix, together, windowed, blocks, first_layer, store)
 
     def next_window(self, batches: Sequence[torch.Tensor], number: int) -> None:
-        """Before batch ``number`` of an epoch: a new window where the last one ends (the last
-        window goes before the next is built)."""
-        if number == 0 and self.windowed:
-            self.current = None
+        """Before batch ``number`` of an epoch: a new window where the last one ends."""
         if not self.windowed or number % self.together:
             return
-        self.current = None
+        self.current = None  # the last window goes before the next is built
         self.current = PrefixStore.build(
             self.model,
             self.train,

@@ -44,11 +44,7 @@ def frozen_alignment(
     file, the baseline, the model it was trained on, and whether that is another model."""
     path, payload = baseline
     wanted = request_text(alignment_request(experiment, config))
-    saved = [(_of_entry(entry), entry) for _, entry in sorted(payload["entries"].items())]
-    cells = payload.get("search_cells")
-    if isinstance(cells, dict):  # a recorded search's cells (das.record_search), saved too
-        saved += [(cell.get("request"), cell) for _, cell in sorted(cells.items())]
-    for request, entry in saved:
+    for request, entry in _saved_requests(payload):
         if entry.get("alignment_file") and request_text(request) == wanted:
             break
     else:
@@ -96,11 +92,7 @@ def frozen_restart(
         request_text(alignment_request(experiment, one)): one
         for one in restart_configs(config, restarts)
     }
-    saved = [(_of_entry(entry), entry) for _, entry in sorted(payload["entries"].items())]
-    cells = payload.get("search_cells")
-    if isinstance(cells, dict):  # a recorded search's cells, each the best of its fits
-        saved += [(cell.get("request"), cell) for _, cell in sorted(cells.items())]
-    for request, entry in saved:
+    for request, entry in _saved_requests(payload):
         one = by_request.get(request_text(request))
         record = entry.get("restarts")
         if (
@@ -161,6 +153,16 @@ def alignment_request(experiment: Experiment, config: FitConfig) -> dict[str, An
         "data": experiment.data_record(),
         "fit": config.as_dict(),
     }
+
+
+def _saved_requests(payload: dict[str, Any]) -> list[tuple[Any, dict[str, Any]]]:
+    """Each alignment a baseline holds with the request it answers: its claims' entries, and
+    a recorded search's cells (das.record_search), saved too."""
+    saved = [(_of_entry(entry), entry) for _, entry in sorted(payload["entries"].items())]
+    cells = payload.get("search_cells")
+    if isinstance(cells, dict):
+        saved += [(cell.get("request"), cell) for _, cell in sorted(cells.items())]
+    return saved
 
 
 def _of_entry(entry: dict[str, Any]) -> dict[str, Any]:

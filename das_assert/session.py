@@ -220,8 +220,8 @@ class DasSession:
         restarts = check_restarts(restarts, config)
         if restarts == 1:
             return self._align_one(experiment, config, site)
-        judged = (experiment.n_test, experiment.min_task_accuracy, experiment.margin)
-        memo_key = f"{cache_key(self.model, experiment, config)}/{judged!r}/restarts={restarts}"
+        key = cache_key(self.model, experiment, config)
+        memo_key = f"{self._memo_key(key, experiment)}/restarts={restarts}"
         if memo_key not in self._memo and self.frozen is not None:
             chosen, record = frozen_restart(self.frozen, experiment, config, restarts)
             result = self._align_one(experiment, chosen, site)
@@ -239,9 +239,7 @@ class DasSession:
     def _align_one(self, experiment: Experiment, config: FitConfig, site: Any) -> AlignmentResult:
         """One fit of ``experiment`` (or the frozen baseline's), memoised and cached."""
         key = cache_key(self.model, experiment, config)
-        # The disk cache keys the training; the result also carries how it was evaluated and judged.
-        judged = (experiment.n_test, experiment.min_task_accuracy, experiment.margin)
-        memo_key = f"{key}/{judged!r}"
+        memo_key = self._memo_key(key, experiment)
         if memo_key not in self._memo and self.frozen is not None:
             fitted, source = frozen_alignment(self.frozen, self.model, experiment, config)
             result = run_experiment(self.model, experiment, config, fitted=fitted)
@@ -259,6 +257,12 @@ class DasSession:
                     where = f"{self.settings.source}: {entry} = {self.settings.sites[site]!r}"
                     raise SiteError(f"{where}: {exc}") from None
         return self._memo[memo_key]
+
+    @staticmethod
+    def _memo_key(key: str, experiment: Experiment) -> str:
+        # The disk cache keys the training; the result also carries how it was evaluated and judged.
+        judged = (experiment.n_test, experiment.min_task_accuracy, experiment.margin)
+        return f"{key}/{judged!r}"
 
     def _check_das_yaml_site(self, name: str, site: Any) -> None:
         """A das.yaml site whose layer this model lacks: das.yaml is for another model."""
