@@ -55,7 +55,7 @@ def _model_block(folder: Path, now: float) -> dict[str, Any]:
     saved = [_baseline_row(path) for path in files]
     stems = {path.stem for path in files}
     abandoned = set(abandoned_reservations(folder, "", now))  # no run's token: all are others'
-    others = []
+    others: list[dict[str, Any]] = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and p.name[:4].isdigit()):
         since = reserved_since(sub)
         if since is not None:

@@ -31,7 +31,7 @@ def expanded_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
 
 
 @functools.cache
-def skipped_layer_class() -> type:
+def skipped_layer_class() -> type[Any]:
     """A ``DynamicLayer`` that holds no keys or values, only the prefix's length: the layer of a
     block that every pass on its cache skips. At Llama-7B's shape and a site at layer 15, half of
     a prefix cache. A pass that would update it is a bug in the caller, never a silent wrong
@@ -44,7 +44,8 @@ def skipped_layer_class() -> type:
         ) -> None:
             super().__init__()
             self.tokens = tokens
-            self.dtype, self.device = dtype, device
+            self.dtype: torch.dtype | None = dtype
+            self.device: torch.device | None = device  # type: ignore[assignment]  # none held
             self.is_initialized = True
 
         def update(self, *args: Any, **kwargs: Any) -> Any:
@@ -60,7 +61,7 @@ def skipped_layer_class() -> type:
 
 
 @functools.cache
-def stored_rows_layer_class() -> type:
+def stored_rows_layer_class() -> type[Any]:
     """A ``DynamicLayer`` over some rows of a stored prefix, gathered when a pass first updates
     the layer: the update returns the head (one row, expanded), the rows' stored keys and values
     and the pass's own, in one concatenation. Once updated it is a plain ``DynamicLayer``."""
@@ -120,7 +121,7 @@ def stored_rows_cache(
     from transformers import DynamicCache
 
     stored, skipped = stored_rows_layer_class(), skipped_layer_class()
-    some = (rest or head or [(None,)])[0][0]
+    some = (rest or head)[0][0] if rest or head else None
     like = (some.dtype, some.device) if some is not None else (None, None)
     cache = DynamicCache()
     cache.layers = [skipped(tokens, *like) for _ in range(first_layer)]
@@ -206,7 +207,7 @@ def holding_layers(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> list[Any]
 def _holding_layer(keys: torch.Tensor, values: torch.Tensor) -> Any:
     from transformers.cache_utils import DynamicLayer
 
-    layer = DynamicLayer()
+    layer: Any = DynamicLayer()  # its dtype and device are set by its first update otherwise
     layer.keys, layer.values = keys, values
     layer.dtype, layer.device = keys.dtype, keys.device
     layer.is_initialized = True

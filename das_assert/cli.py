@@ -285,7 +285,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if not old and not new:  # an empty table would read as "no regression"
         raise InvalidArgument(f"neither {args.old} nor {args.new} holds a result to compare")
     for side, (path, payload) in sides.items():
-        run = payload.get("run") if isinstance(payload.get("run"), dict) else {}
+        recorded = payload.get("run")
+        run = recorded if isinstance(recorded, dict) else {}
         why = run.get("setup_error") or f"pytest exit {run.get('exit_code')}"
         if not payload["entries"] and side == "OLD":  # every claim of NEW would pass as new
             stopped = f": its run did not complete ({why})" if run.get("complete") is False else ""

@@ -245,7 +245,7 @@ def causal_model_files(argv: list[str]) -> list[str]:
 
 
 class _Lenient(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise ValueError(message)
 
 
@@ -253,13 +253,16 @@ class _Parser(argparse.ArgumentParser):
     """argparse's parser; an option its command does not know is refused by that command, with
     the closest option it does know (argparse itself says only "unrecognized arguments")."""
 
-    def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:
+    def parse_args(  # type: ignore[override]  # typeshed's overloads; this one returns a Namespace
+        self, args: Any = None, namespace: Any = None
+    ) -> argparse.Namespace:
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
             commands = next(
                 (a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction)), {}
             )
-            command = commands.get(getattr(parsed, "command", None), self)
+            name = getattr(parsed, "command", None)
+            command = commands.get(name, self) if isinstance(name, str) else self
             command.error(unrecognized(extras, command))
         return parsed
 

@@ -87,7 +87,7 @@ class DropCheck:
         skipped = (current.get("transfer") or {}).get("skipped")
         if self.field == "transfer" and skipped:
             return f"transfer was not measured ({skipped}), so {self} cannot be checked"
-        if not self.checkable(current, baseline):
+        if not self.checkable(current, baseline) or now is None or before is None:
             sides = [n for n, v in (("baseline", before), ("current", now)) if v is None]
             where = " and ".join(sides) or "both (not numbers)"
             return f"{self.field} is missing in the {where} result, so {self} cannot be checked"
@@ -103,9 +103,14 @@ class DropCheck:
 
 def _lead_over_noop(record: dict[str, Any]) -> float | None:
     """IIA minus the no-op's IIA on the same pairs; None where the record lacks either."""
-    iia, noop = record.get("iia"), (record.get("baselines") or {}).get("noop")
-    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (iia, noop))
-    return float(iia) - float(noop) if numbers else None
+    iia, noop = _number(record.get("iia")), _number((record.get("baselines") or {}).get("noop"))
+    return None if iia is None or noop is None else iia - noop
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a float where it is an int or a float (not a bool), else None."""
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if numeric else None
 
 
 def parse_compare_fail(text: str) -> DropCheck:

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from das_assert.errors import InvalidArgument
-from das_assert.rotation import orthogonal_rotation, row_rotation
+from das_assert.rotation import orthogonal_rotation, rotation_weight, row_rotation
 from das_assert.transfer import to_device
 from das_assert.values import is_integer, is_number
 
@@ -40,6 +40,10 @@ class Interchange(nn.Module):
 
     Use the constructors: ``boundless``, ``fixed``, ``full``, ``noop``, ``random_rotation``.
     """
+
+    rotate: nn.Module
+    fixed_rotation: torch.Tensor
+    centres: torch.Tensor
 
     def __init__(
         self,
@@ -175,7 +179,7 @@ class Interchange(nn.Module):
 
     def rotation_matrix(self) -> torch.Tensor | None:
         if self.rotation_kind == "learned":
-            return self.rotate.weight
+            return rotation_weight(self.rotate)
         if self.rotation_kind in ("random", "frozen"):
             return self.fixed_rotation
         return None

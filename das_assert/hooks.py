@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -42,6 +42,8 @@ __all__ = [
     "skip_blocks",
     "stop_after",
 ]
+
+K = TypeVar("K", bound=Hashable)  # a key of the targets a pass records
 
 Mix = Callable[[torch.Tensor], torch.Tensor]
 
@@ -120,12 +122,12 @@ def capture_many(
 
 @contextmanager
 def capture_at(
-    targets: Mapping[Hashable, tuple[ResolvedSite, torch.Tensor]], *, stop: bool = False
-) -> Iterator[dict[Hashable, torch.Tensor]]:
+    targets: Mapping[K, tuple[ResolvedSite, torch.Tensor]], *, stop: bool = False
+) -> Iterator[dict[K, torch.Tensor]]:
     """``capture_many`` with each target's own positions: ``targets[key] = (site, positions)``
     records ``hidden[b, positions[b]]`` at ``site`` as ``captured[key]`` (several positions of
     one site in one pass: a search's positions read from one source run)."""
-    captured: dict[Any, torch.Tensor] = {}
+    captured: dict[K, torch.Tensor] = {}
     wanted = set(targets)
     with _stops(captured), ExitStack() as stack:
         for key, (site, positions) in targets.items():

@@ -87,12 +87,21 @@ def run_model(
         raise _oom_message(exc, ids.shape[0]) from None
 
 
-@functools.cache
-def _cache_keyword(model_class: type) -> str:
+_CACHE_KEYWORDS: dict[type[Any], str] = {}  # model class -> its forward's name for the cache
+
+
+def _cache_keyword(model_class: type[Any]) -> str:
     """The name ``model_class.forward`` takes a KV cache by: ``cache`` from transformers 5.24 on
-    (where ``past_key_values`` is deprecated), ``past_key_values`` before."""
-    parameters = inspect.signature(model_class.forward).parameters
-    return "cache" if "cache" in parameters else "past_key_values"
+    (where ``past_key_values`` is deprecated), ``past_key_values`` before. Read once per class,
+    from the class as it was then: a wrapper put on its ``forward`` later (``*args, **kwargs``)
+    does not change what the model takes."""
+    found = _CACHE_KEYWORDS.get(model_class)
+    if found is None:
+        parameters = inspect.signature(model_class.forward).parameters
+        found = _CACHE_KEYWORDS[model_class] = (
+            "cache" if "cache" in parameters else "past_key_values"
+        )
+    return found
 
 
 def returned_cache(output: Any) -> Any:
@@ -192,10 +201,10 @@ def head_cache_class() -> type:
             self.skip_below = skip_below
             self.own: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-        def update(
+        def update(  # type: ignore[override]  # the signature differs between transformers 4 and 5
             self, keys: torch.Tensor, values: torch.Tensor, layer_idx: int, *args: Any, **kw: Any
         ) -> tuple[torch.Tensor, torch.Tensor]:
-            layer = self.layers[layer_idx]
+            layer: Any = self.layers[layer_idx]  # transformers' layer classes vary by version
             rows = keys.shape[0]
             head = expanded_rows(layer.keys, rows), expanded_rows(layer.values, rows)
             skipped = layer_idx < self.skip_below
@@ -215,6 +224,7 @@ def head_cache_class() -> type:
 
         def widen(self, rows: int) -> None:
             """Hold the head once per row, as a cache that is read outside a pass must."""
+            layer: Any  # transformers' layer classes vary by version
             for layer in self.layers:
                 layer.keys = expanded_rows(layer.keys, rows).contiguous()
                 layer.values = expanded_rows(layer.values, rows).contiguous()

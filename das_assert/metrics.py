@@ -228,7 +228,7 @@ def paired_gap(*, only_iia: int, only_baseline: int, both: int, n: int) -> Gap:
     l1, u1 = wilson_interval(first, n)
     l2, u2 = wilson_interval(second, n)
     margins = first * (n - first) * second * (n - second)
-    cross = both * neither - only_iia * only_baseline
+    cross: float = both * neither - only_iia * only_baseline
     if cross > n / 2:  # Newcombe's continuity correction of the correlation
         cross -= n / 2
     elif cross > 0:

@@ -206,9 +206,9 @@ class BaselineReporting:
                 count += f", {cells} search cell{'' if cells == 1 else 's'}"
             self.notes.append(f"das: baseline saved: {self._shown(stem + '.json')} ({count})")
             for search in searches:
-                if why := search.get("cells_unsaved"):
-                    test = search["test_id"]
-                    self.notes.append(f"das: baseline {name} leaves out {test}'s {why}")
+                if unsaved := search.get("cells_unsaved"):
+                    test_id = search["test_id"]
+                    self.notes.append(f"das: baseline {name} leaves out {test_id}'s {unsaved}")
             if failed := sorted({r["claim"] for r in records if r.get("passed") is False}):
                 self.notes.append(
                     f"das: baseline {name} records {len(failed)} claim(s) that failed in this "

@@ -13,7 +13,7 @@ __all__ = ["PROFILES", "all_rejected", "apply_fuzz_profile", "register_profiles"
 
 #: Hypothesis profiles of the fuzz tests. Each example evaluates a frozen alignment on 400 pairs,
 #: so the CI gate does not shrink a failure (a shrink can cost ten times the examples drawn).
-PROFILES = {
+PROFILES: dict[str, dict[str, Any]] = {
     "ci": {"max_examples": 6, "derandomize": True, "shrink": False},
     "dev": {"max_examples": 20},
     "thorough": {"max_examples": 200},
@@ -56,7 +56,7 @@ def apply_fuzz_profile(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("hypothesis_seed", None) is not None and profile.derandomize:
         profile = settings(profile, derandomize=False)  # derandomize would ignore the seed
     for item in items:
-        test = getattr(getattr(item, "obj", None), "__func__", getattr(item, "obj", None))
+        test: Any = getattr(getattr(item, "obj", None), "__func__", getattr(item, "obj", None))
         if "das" not in item.keywords or not getattr(test, "is_hypothesis_test", False):
             continue
         if hasattr(test, _BEFORE):
@@ -99,7 +99,7 @@ def all_rejected(item: pytest.Item, excinfo: pytest.ExceptionInfo[BaseException]
 
     if not excinfo.errisinstance((FailedHealthCheck, Unsatisfiable)):
         return None
-    tried = [json.loads(value) for key, value in item.user_properties if key == "das_fuzz"]
+    tried = [json.loads(str(value)) for key, value in item.user_properties if key == "das_fuzz"]
     if not tried or any(not record["status"].startswith("rejected") for record in tried):
         return None
     reasons: dict[str, int] = {}

@@ -38,7 +38,11 @@ def tail_blocks(
     blocks = decoder_blocks(model)
     if blocks is None or not sites or not plain_cache(model):
         return {}
-    found = {last_unchanged_block(site) for site in _served(model, sites, encoded)} - {None}
+    found = {
+        block
+        for site in _served(model, sites, encoded)
+        if (block := last_unchanged_block(site)) is not None
+    }
     return {block: blocks[block] for block in sorted(found)}
 
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -50,6 +50,7 @@ __all__ = [
     "orthogonal_rotation",
     "packed_generator",
     "random_orthogonal",
+    "rotation_weight",
     "row_rotation",
     "skew_generator",
     "taylor_plan",
@@ -161,11 +162,22 @@ def packed_generator(lower: torch.Tensor) -> torch.Tensor:
     return torch.stack([corner, folded])
 
 
+def _weight_maps(module: nn.Module) -> parametrize.ParametrizationList:
+    """The parametrizations of a rotation module's ``weight``: its ``original`` and its maps."""
+    maps = cast(nn.ModuleDict, module.parametrizations)
+    return cast(parametrize.ParametrizationList, maps["weight"])
+
+
+def rotation_weight(module: nn.Module) -> torch.Tensor:
+    """The d x d rotation of a module made by ``orthogonal_rotation``."""
+    return cast(torch.Tensor, module.weight)
+
+
 @torch.no_grad()
 def move_generator_(module: nn.Module, step: torch.Tensor) -> None:
     """Add ``step``'s strictly lower triangle (d x d) to the generator of a rotation made by
     ``orthogonal_rotation``, whichever map holds it: a rotation moved as training moves it."""
-    parametrization = module.parametrizations.weight
+    parametrization = _weight_maps(module)
     original = parametrization.original
     if isinstance(parametrization[0], _ExpOrthogonal):
         original.add_(packed_generator(step.to(original)))
@@ -331,9 +343,12 @@ class RowRotation:
     ``z Q^T`` for ``z`` (rows, d), with gradients to the module's parameter."""
 
     def __init__(self, module: nn.Module) -> None:
-        parametrization = module.parametrizations.weight
-        self.base = parametrization[0].base
-        self.generator = skew_generator(parametrization.original, parametrization[0].d)
+        parametrization = _weight_maps(module)
+        exp_map = parametrization[0]
+        if not isinstance(exp_map, _ExpOrthogonal):
+            raise TypeError("RowRotation needs a rotation made by the exponential map")
+        self.base = exp_map.base
+        self.generator = skew_generator(parametrization.original, exp_map.d)
         norm = _NORM_MARGIN * spectral_norm_estimate(self.generator)
         self.degree, self.steps = taylor_plan(norm)
 
@@ -361,10 +376,10 @@ _MATRIX_PATH_PRODUCTS = 90  # matrix_exp and its Frechet derivative at a trained
 def row_rotation(module: nn.Module, rows: int) -> RowRotation | None:
     """The learned rotation as a ``RowRotation`` where that costs less than forming ``Q`` and its
     gradient (a step on ``rows`` rows, gradients on), else None: use ``module.weight``."""
-    weight = module.parametrizations.weight if parametrize.is_parametrized(module) else None
-    if weight is None or not isinstance(weight[0], _ExpOrthogonal) or not torch.is_grad_enabled():
+    exp_map = _weight_maps(module)[0] if parametrize.is_parametrized(module) else None
+    if not isinstance(exp_map, _ExpOrthogonal) or not torch.is_grad_enabled():
         return None
-    d = weight[0].d
+    d = exp_map.d
     if d < ACTION_MIN_D:
         return None
     action = RowRotation(module)

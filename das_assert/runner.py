@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -41,6 +41,8 @@ __all__ = [
     "tail_blocks",
 ]
 
+K = TypeVar("K", bound=Hashable)  # a key of the targets a pass records
+
 
 @torch.no_grad()
 def source_vectors(
@@ -64,13 +66,13 @@ def source_vectors_at(
 @torch.no_grad()
 def _source_pass(
     model: Any,
-    targets: Mapping[Hashable, tuple[ResolvedSite, torch.Tensor]],
+    targets: Mapping[K, tuple[ResolvedSite, torch.Tensor]],
     encoded: EncodedPairs,
     batch_size: int,
-) -> dict[Hashable, torch.Tensor]:
+) -> dict[K, torch.Tensor]:
     """The source prompts' hidden vectors at every ``targets[key] = (site, positions)`` (n, d),
     from one pass per batch (``hooks.capture_at``)."""
-    chunks: dict[Hashable, list[torch.Tensor]] = {key: [] for key in targets}
+    chunks: dict[K, list[torch.Tensor]] = {key: [] for key in targets}
     for index in encoded.batches(batch_size):
         captured = _capture_sources(model, targets, encoded, index)
         for key, chunk in chunks.items():
@@ -80,10 +82,10 @@ def _source_pass(
 
 def _capture_sources(
     model: Any,
-    targets: Mapping[Hashable, tuple[ResolvedSite, torch.Tensor]],
+    targets: Mapping[K, tuple[ResolvedSite, torch.Tensor]],
     encoded: EncodedPairs,
     index: torch.Tensor,
-) -> dict[Hashable, torch.Tensor]:
+) -> dict[K, torch.Tensor]:
     """One batch of ``_source_pass``. A function of its own so that the batch's KV cache is
     freed on return: held in the caller's loop, it would still be alive while the next batch
     builds its own, and the pass would peak at two batches' caches."""
@@ -245,16 +247,18 @@ class BaseRun:
         their output at the suffix was recorded; else a context that changes nothing."""
         block = self._skippable(sites)
         tail = None if block is None else self._tail(block)
-        if tail is None:
+        blocks = decoder_blocks(self.model)
+        if block is None or tail is None or blocks is None:
             return contextlib.nullcontext()
         if copies > 1:
             tail = replace(tail, hidden=tail.hidden.repeat(copies, 1, 1))
-        return hooks.skip_blocks(decoder_blocks(self.model)[: block + 1], tail)
+        return hooks.skip_blocks(blocks[: block + 1], tail)
 
     def _has_tail(self, block: int | None) -> bool:
         if block is None:
             return False
-        return block in self._tails or (self._from_store and block in self._store.tails)
+        store = self._store if self._from_store else None
+        return block in self._tails or (store is not None and block in store.tails)
 
     def _tail(self, block: int) -> hooks.Tail | None:
         if block in self._tails:
@@ -308,22 +312,24 @@ class BaseRun:
         the layers a pass intervening at ``sites`` updates) once, again only where a pass needs
         layers it left out; return how many leading tokens it holds."""
         block = self._skippable(sites)
+        prefix = self.prefix
+        assert prefix is not None  # a run without a prefix takes the plain path
         if self._cache is not None:
-            needed = block + 1 if self._has_tail(block) else 0
+            needed = block + 1 if block is not None and self._has_tail(block) else 0
             if self._first_layer > needed:  # kept for passes that skip more blocks
                 self._cache, self._tails, self._from_store = None, {}, False
         if self._cache is None:
             store = self._store
             if (
                 store is not None
-                and store.prefix <= self.prefix
+                and store.prefix <= prefix
                 and store.holds(self.index)
                 and store.serves(block)
             ):
                 self._cache, self._cached = store.cache_for(self.index), store.prefix
                 self._from_store, self._first_layer = True, store.first_layer
             else:
-                p = self.prefix
+                p = prefix
                 blocks = tail_blocks(self.model, sites)  # each site's, to skip the earliest
                 # the pass skips the blocks up to ``block`` where their output is recorded
                 self._first_layer = block + 1 if block is not None and block in blocks else 0
@@ -350,7 +356,7 @@ class BaseRun:
         head, cache = split_head(self.model, self.ids, self.mask, limit, keep=False)
         context = (
             hooks.intervene(site, positions - head, mix)
-            if intervening
+            if mix is not None and site is not None
             else contextlib.nullcontext()
         )
         with context:

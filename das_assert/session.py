@@ -393,20 +393,24 @@ class DasRequest:
                 save_claim_alignment(self.session, judged, record)
             except OutputWriteError as exc:  # the verdict stands; the baseline cannot be saved
                 record.update(baseline_file=str(self.session.save_to), alignment_unwritten=str(exc))
+        baseline = self.session.baseline
         regressions = (
-            compare_with_baseline(self.session, self.node, judged, record)
-            if self.session.baseline
-            else []
+            compare_with_baseline(self.session, self.node, judged, record) if baseline else []
         )
         if regressions:  # the claim holds, but not as well as its baseline: it fails
             record.update(regressions=regressions, passed=False)
+        regressed = (
+            regression_message(claim, record, regressions, baseline[0])
+            if baseline and regressions
+            else ""
+        )
         self.node.user_properties.append(("das_result", json.dumps(record)))
         for name in ("claim", "iia", "iia_ci", "n_test", "verdict", "threshold"):
             self.node.user_properties.append((f"das_{name}", record[name]))
         if verdict.outcome == expect:
             if regressions:
                 raise IIARegression(
-                    regression_message(claim, record, regressions, self.session.baseline[0])
+                    regressed
                     + "\n"
                     + reproduce_line(judged, runnable_nodeid(self.node), self.session)
                 )
@@ -421,7 +425,6 @@ class DasRequest:
         )
         if regressions:  # before the last line, the reproduce line
             head, _, last = message.rpartition("\n")
-            regressed = regression_message(claim, record, regressions, self.session.baseline[0])
             message = f"{head}\n{regressed}\n{last}"
         if verdict.outcome == "inconclusive":
             if regressions:  # --das-inconclusive judges the verdict, never the gate

@@ -263,7 +263,8 @@ def load_settings(path: Path) -> dict[str, ModelSettings]:
     models = raw.get("models")
     if not isinstance(models, dict) or not models:
         raise ConfigError(f"{path}: `models:` must map model names to their settings")
-    out, problems = {}, []
+    out: dict[str, ModelSettings] = {}
+    problems: list[str] = []
     for key, entry in models.items():
         parsed = _model_entry(path, str(key), entry, problems)
         if parsed is not None:

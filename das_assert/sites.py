@@ -240,7 +240,8 @@ def last_attention(model: Any) -> Any | None:
     Once it has run, the KV cache holds every layer's keys and values: a pass that only fills a
     cache can stop there and skip the last block's MLP and everything after it.
     """
-    name = ATTENTION_NAMES.get(getattr(getattr(model, "config", None), "model_type", None))
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    name = ATTENTION_NAMES.get(model_type) if isinstance(model_type, str) else None
     if name is None:
         return None
     try:

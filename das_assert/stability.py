@@ -72,7 +72,8 @@ def _run_seed(path: str, seed: int, report: Path, junit: Path, extra: list[str])
 def _why_stopped(report: dict, log: Path) -> str:
     """Why a seed's pytest ran no test: das_assert's setup error, the first file that failed
     to collect, or pytest's own last line (its output is not shown while the seeds run)."""
-    run = report.get("run") if isinstance(report.get("run"), dict) else {}
+    recorded = report.get("run")
+    run = recorded if isinstance(recorded, dict) else {}
     if run.get("setup_error"):
         return str(run["setup_error"])
     unjudged = report.get("unjudged") or [None]
@@ -150,13 +151,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{key}\n  verdicts {sorted(outcomes)}  IIA {min(iias):.3f}..{max(iias):.3f}  "
             f"threshold {threshold}  closest {distance:.3f}  {flag}"
         )
-    for key, by_seed in sorted(limits.items()):
-        print(f"{key}\n  {_limit_line(by_seed, len(seeds))}")
+    for key, limit_by_seed in sorted(limits.items()):
+        print(f"{key}\n  {_limit_line(limit_by_seed, len(seeds))}")
     unstable_tests = 0
-    for test, by_seed in sorted(fuzz.items()):
+    for test, counts_by_seed in sorted(fuzz.items()):
         bad_seeds = failed.pop(test, [])
         unstable_tests += 0 < len(bad_seeds) < len(seeds)
-        print(f"{test}\n  {_fuzz_line(by_seed, bad_seeds, len(seeds))}")
+        print(f"{test}\n  {_fuzz_line(counts_by_seed, bad_seeds, len(seeds))}")
     for test, bad_seeds in sorted(failed.items()):
         if test in judged:  # a claim: judged above on its interval, unless it reached no verdict
             unjudged = [seed for seed in bad_seeds if seed not in judged[test]]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from typing import Any
 
 from das_assert.tasks.phrasings import (
     DEFAULT_INSTRUCTION,
@@ -49,7 +50,7 @@ def _corpus() -> Iterator[str]:
     yield "0 1 2 3 4 5 6 7 8 9 . , ; : ! ? $"
 
 
-def build_tokenizer():  # -> transformers.PreTrainedTokenizerFast
+def build_tokenizer() -> Any:  # a transformers.PreTrainedTokenizerFast
     """Build the word-level fast tokenizer (deterministic: the vocabulary is sorted)."""
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast

@@ -39,6 +39,7 @@ import types
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from das_assert.causal import CausalModel
 from das_assert.errors import InvalidArgument
@@ -121,6 +122,7 @@ def register_causal_model(
         raise InvalidArgument(
             f"intervened must be a list of variable names, e.g. ({intervened!r},), not a string"
         )
+    boxes: tuple[Any, ...]  # checked to be names below
     try:
         boxes = tuple(intervened)
     except TypeError:
