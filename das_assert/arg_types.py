@@ -33,7 +33,13 @@ def cents(text: str) -> int:
     if abs(cents - value) > 1e-6:
         raise argparse.ArgumentTypeError(f"{text!r} has more than two decimals; amounts are cents")
     if not 0 <= value <= 999:
-        raise argparse.ArgumentTypeError(f"{text!r} is outside 0.00..9.99")
+        hint = (
+            f": amounts on the command line are dollars, so write {value / 10_000:.2f} for "
+            f"{value // 100} cents"
+            if 1_000 <= value <= 99_900 and value % 100 == 0
+            else ""
+        )
+        raise argparse.ArgumentTypeError(f"{text!r} is outside 0.00..9.99 dollars{hint}")
     return value
 
 
@@ -44,13 +50,17 @@ def parse_fraction(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must lie in [0, 1]")
+        hint = f"; a percentage? write {value / 100:g}" if 10 <= value <= 100 else ""
+        raise argparse.ArgumentTypeError(f"{text!r} must lie in [0, 1]{hint}")
     return value
 
 
 def parse_threshold(text: str) -> float:
     """An argparse type: a threshold, in [0, 1)."""
-    value = parse_fraction(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if (problem := check_threshold(value)) is not None:
         raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
     return value

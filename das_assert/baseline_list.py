@@ -32,7 +32,7 @@ def baseline_listing(root: Path, *, model: str | None = None) -> dict[str, Any]:
     ``model``'s where given).
 
     Raises:
-        InvalidArgument: ``root`` is no directory, or holds no folder ``model``.
+        InvalidArgument: ``root`` is no directory, holds no model's folder, or none ``model``.
     """
     root = Path(root)
     if not root.is_dir():
@@ -41,6 +41,11 @@ def baseline_listing(root: Path, *, model: str | None = None) -> dict[str, Any]:
             "--das-baseline-dir, by default hypotheses/baselines under its rootdir)"
         )
     folders = sorted(p for p in root.iterdir() if p.is_dir())
+    if not folders:
+        raise InvalidArgument(
+            f"no baselines in {root}: it holds no model's folder; save one with pytest "
+            "--das-save-baseline=NAME"
+        )
     if model is not None:
         if not (root / model).is_dir():
             present = ", ".join(p.name for p in folders) or "none"

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from das_assert.errors import InvalidArgument, did_you_mean
+from das_assert.errors import InvalidArgument, KeywordsChecked, did_you_mean
 
 __all__ = ["CausalModel", "MechanismFailed"]
 
@@ -57,7 +57,7 @@ def _parents_of(name: str, function: Callable[..., Any]) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class CausalModel:
+class CausalModel(KeywordsChecked):
     """A directed acyclic causal model with named variables.
 
     Args:

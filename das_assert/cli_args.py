@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -151,7 +152,7 @@ def _add_data_args(
         type=cents,
         action=_Bracket,
         metavar=("LOW", "HIGH"),
-        help="fix the bracket, e.g. --bracket 5.49 8.49",
+        help="fix the bracket, in dollars, e.g. --bracket 5.49 8.49",
     )
     group.add_argument(
         "--min-task-accuracy",
@@ -286,8 +287,10 @@ def unrecognized(extras: list[str], parser: argparse.ArgumentParser) -> str:
 
 
 def build_parser(description: str = "") -> argparse.ArgumentParser:
+    # the console script names itself; python -m runs __main__.py
+    invoked = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
     parser = _Parser(
-        prog="python -m das_assert",
+        prog="das-assert" if invoked == "das-assert" else "python -m das_assert",
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -17,7 +17,7 @@ from das_assert.arg_types import MAX_SEED
 from das_assert.cache import AlignmentCache, cache_key
 from das_assert.data import EncodedPairs, PromptPair, TokenizedPairs, encode, tokenize
 from das_assert.engine_check import check_engine
-from das_assert.errors import InvalidArgument, PreconditionFailed
+from das_assert.errors import InvalidArgument, KeywordsChecked, PreconditionFailed
 from das_assert.evaluate import base_answers, evaluate
 from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
 from das_assert.metrics import beside, check_threshold
@@ -32,6 +32,7 @@ from das_assert.tasks.price_tagging import (
     check_bracket,
     check_variables,
     prompt_pairs,
+    task_answer,
 )
 from das_assert.values import is_integer, is_number
 
@@ -48,7 +49,7 @@ _SAME: Any = object()  # Experiment.pairs: the experiment's own bracket
 
 
 @dataclass(frozen=True, kw_only=True)
-class Experiment:
+class Experiment(KeywordsChecked):
     """A price-tagging claim: which causal model, which variables, which site, how much data."""
 
     hypothesis: str
@@ -172,6 +173,25 @@ class Experiment:
         """Fresh test pairs for a result chosen on its test pairs (a search's best cell)."""
         return self.pairs(self.n_test, self.seed + CONFIRMATION_STREAM)
 
+    def disagreement_note(self) -> str:
+        """Where the causal model's output differs from the task's own answer (Yes iff
+        ``lo <= x <= hi``) on test prompts, a note saying on how many, else "": the task
+        precondition counts the model's answers against the causal model's, so such a causal
+        model (a user's) fails it however well the model does the task."""
+        pairs = self.test_pairs()
+        yes, no = self.fmt.answers
+        differ = sum(
+            pair.base_expected != (yes if task_answer(pair.inputs["base"]) else no)
+            for pair in pairs
+        )
+        if not differ:
+            return ""
+        return (
+            f" (and causal model {self.hypothesis!r} answers otherwise than the task itself, "
+            f"{yes} iff lo <= x <= hi, on {differ} of these {len(pairs)} prompts: its output "
+            "mechanism may be what is wrong, not the model)"
+        )
+
 
 def task_accuracy(model: LoadedModel, test: EncodedPairs, batch_size: int = 64) -> float:
     """The model's accuracy on the base prompts' own (factual) answers."""
@@ -240,7 +260,8 @@ def run_experiment(
             known_base_answers=answers,
         )
     except PreconditionFailed as exc:
-        raise PreconditionFailed(f"{model.name}: {exc}; {PRECONDITION_ADVICE}") from None
+        note = experiment.disagreement_note()
+        raise PreconditionFailed(f"{model.name}: {exc}{note}; {PRECONDITION_ADVICE}") from None
     _release_device_cache(model)  # the fit's prefix store and activations are gone by now
     return AlignmentResult(
         model, experiment, config, fitted, evaluation, engine_check=checked.as_dict()
@@ -350,8 +371,8 @@ def _check_precondition(
     if accuracy < experiment.min_task_accuracy:
         raise PreconditionFailed(
             f"{model.name} answers only {beside(accuracy, experiment.min_task_accuracy)} of the "
-            f"{n} test prompts correctly (gate: {experiment.min_task_accuracy}); "
-            f"{PRECONDITION_ADVICE}"
+            f"{n} test prompts correctly (gate: {experiment.min_task_accuracy})"
+            f"{experiment.disagreement_note()}; {PRECONDITION_ADVICE}"
         )
 
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from das_assert.arg_types import MAX_SEED
-from das_assert.errors import InvalidArgument
+from das_assert.errors import InvalidArgument, KeywordsChecked
 from das_assert.values import is_finite_number, is_integer, is_number
 
 __all__ = ["METHODS", "FitConfig", "parse_method"]
@@ -20,7 +20,7 @@ METHODS = "boundless, das:K (fixed K coordinates), full, noop"
 
 
 @dataclass(frozen=True, kw_only=True)
-class FitConfig:
+class FitConfig(KeywordsChecked):
     """How an alignment is trained. Frozen; change fields with ``dataclasses.replace``."""
 
     method: str = "boundless"

@@ -288,6 +288,11 @@ def _find_config(config: pytest.Config, test_files: list[Path]) -> Path:
 
     explicit = config.getoption("das_config")
     if explicit:
+        if not Path(explicit).exists():
+            raise ConfigError(
+                f"--das-config={explicit}: no such file; give the path of a das.yaml, or leave "
+                "the option out to use the das.yaml beside the hypothesis files"
+            )
         return Path(explicit)
     beside = sorted({f.parent / "das.yaml" for f in test_files})
     found = [candidate for candidate in beside if candidate.is_file()]

@@ -41,7 +41,9 @@ def preflight(
     tokenized = tokenize(model, pairs)
     first = pairs[0].base
     length = int(tokenized.base.mask[0].sum())
-    tokens = model.tokenizer.convert_ids_to_tokens(tokenized.base.ids[0, :length].tolist())
+    ids = tokenized.base.ids[0, :length].tolist()
+    tokens = model.tokenizer.convert_ids_to_tokens(ids)
+    unknown = getattr(model.tokenizer, "unk_token_id", None)
     resolved = {name: tokenized.at(parse_position(name)) for name in positions}
     shown = {}
     for name, at in resolved.items():
@@ -77,6 +79,11 @@ def preflight(
         "seed": experiment.seed,
         "prompt": first.text,
         "tokens": tokens,
+        # the tokenizer's unknown token, where the first prompt holds it: text the model cannot read
+        "unknown_tokens": {
+            "count": sum(i == unknown for i in ids) if unknown is not None else 0,
+            "token": getattr(model.tokenizer, "unk_token", None),
+        },
         "answers": {word: model.tokenizer.convert_ids_to_tokens(i) for word, i in answers.items()},
         "positions": shown,
         "task_accuracy": {
@@ -98,6 +105,7 @@ def preflight_text(found: dict[str, Any]) -> str:
         f"d={model['hidden_size']}, {model['dtype']}, {model['device']})",
         f"the first test prompt (seed {found['seed']}), {len(found['tokens'])} tokens:",
         *(f"  | {line}".rstrip() for line in found["prompt"].split("\n")),
+        *_unknown_tokens_line(found),
         "answers, read after its last token: "
         + ", ".join(f"{word!r} -> token {token!r}" for word, token in found["answers"].items()),
         "positions (resolved on every test prompt; shown on this one):",
@@ -126,3 +134,14 @@ def preflight_text(found: dict[str, Any]) -> str:
             f"{cached}; tolerance {row['tolerance']:.2g}"
         )
     return "\n".join(lines) + "\n"
+
+
+def _unknown_tokens_line(found: dict[str, Any]) -> list[str]:
+    unknown = found.get("unknown_tokens") or {}
+    if not unknown.get("count"):
+        return []
+    return [
+        f"warning: {unknown['count']} of its tokens are the tokenizer's unknown token "
+        f"{unknown['token']!r}, which the model cannot read: a character its vocabulary lacks, "
+        "or a \\n typed as a backslash and an n"
+    ]

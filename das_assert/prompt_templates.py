@@ -33,6 +33,11 @@ def check_prompt_template(template: Any) -> str | None:
         return f"needs {_SLOTS[0]} and {_SLOTS[1]} once each (found: {found}): {template!r}"
     if template.index(_SLOTS[1]) < template.index(_SLOTS[0]):
         return f"needs {_SLOTS[0]} before {_SLOTS[1]}, as the prompt reads them: {template!r}"
+    if "\\n" in template:  # a shell's "\n", or YAML's single quotes: a tokenizer's <unk>s
+        return (
+            f"holds \\n as two characters, a backslash and n, not a newline: {template!r}; "
+            "in bash write $'...\\n...', in das.yaml put the text in double quotes"
+        )
     return None
 
 

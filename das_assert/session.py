@@ -46,6 +46,7 @@ from das_assert.tasks.price_tagging import ALPACA_TEMPLATE, PriceFormat
 
 # What das_session.align(hypothesis, site, ...) may change of its Experiment.
 #: The threshold is the assertion's (or das.yaml's), not the experiment's: ``align`` refuses it.
+_FIT_FIELDS = frozenset(f.name for f in dataclasses.fields(FitConfig) if f.init)
 _EXPERIMENT_CHANGES = frozenset(
     f.name
     for f in dataclasses.fields(Experiment)
@@ -130,6 +131,13 @@ class DasSession:
                 "thresholds under the claim's name"
             )
         unknown = sorted(set(changes) - _EXPERIMENT_CHANGES)
+        training = [name for name in unknown if name in _FIT_FIELDS]
+        if training:
+            settings = ", ".join(f"{name}={changes[name]!r}" for name in training)
+            raise InvalidArgument(
+                f"{', '.join(training)}: a training setting, not the experiment's; pass "
+                f"config=das_session.fit_config({settings}) to align()"
+            )
         if unknown:
             raise InvalidArgument(
                 f"unknown keyword(s) {', '.join(unknown)}; an experiment takes these: "

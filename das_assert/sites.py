@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from das_assert.errors import DasError, InvalidArgument, SiteError, did_you_mean
+from das_assert.errors import DasError, InvalidArgument, KeywordsChecked, SiteError, did_you_mean
 from das_assert.positions import Position, parse_position
 from das_assert.values import is_integer
 
@@ -84,7 +84,7 @@ class ResolvedSite:
 
 
 @dataclass(frozen=True)
-class Site:
+class Site(KeywordsChecked):
     """Where to intervene: ``Site(layer, position, component="block_output")``."""
 
     layer: int

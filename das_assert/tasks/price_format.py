@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from das_assert.errors import InvalidArgument, did_you_mean
+from das_assert.errors import InvalidArgument, KeywordsChecked, did_you_mean
 from das_assert.prompt_templates import check_prompt_template
 from das_assert.tasks.phrasings import DEFAULT_INSTRUCTION
 
@@ -38,7 +38,7 @@ class RenderedPrompt:
 
 
 @dataclass(frozen=True, kw_only=True)
-class PriceFormat:
+class PriceFormat(KeywordsChecked):
     """How a price-tagging example is written as a prompt.
 
     Args:

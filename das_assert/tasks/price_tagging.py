@@ -48,6 +48,7 @@ __all__ = [
     "make_pairs",
     "prompt_pairs",
     "sample_inputs",
+    "task_answer",
 ]
 
 
@@ -285,6 +286,11 @@ def make_pairs(
         )
     rng.shuffle(pairs)
     return pairs
+
+
+def task_answer(inputs: dict[str, int]) -> bool:
+    """The task's own answer, whatever the causal model: Yes iff ``lo <= x <= hi``."""
+    return inputs["lo"] <= inputs["x"] <= inputs["hi"]
 
 
 def causal_answer(

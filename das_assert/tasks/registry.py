@@ -263,9 +263,23 @@ def _probes() -> Iterator[tuple[dict[str, int], dict[str, int]]]:
 def _probe_digest(model: CausalModel, boxes: tuple[str, ...]) -> str:
     """Run the model on the probes: refuse what would fail later, and fingerprint its answers."""
     answers: list[bool] = []
+    changes = dict.fromkeys(boxes, 0)  # probes whose answer the variable's interchange changes
+    probes = 0
     for base, source in _probes():
-        answers.append(_boolean_answer(model, base))
-        answers.extend(_boolean_answer(model, base, source, variable) for variable in boxes)
+        probes += 1
+        answer = _boolean_answer(model, base)
+        answers.append(answer)
+        for variable in boxes:
+            changed = _boolean_answer(model, base, source, variable)
+            answers.append(changed)
+            changes[variable] += changed != answer
+    if inert := [variable for variable, count in changes.items() if count == 0]:
+        raise InvalidArgument(
+            f"{model.name}: taking {', '.join(map(repr, inert))} from a source changes the answer "
+            f"on none of the {probes} probe pairs (sampled, and on and around each bound), so no "
+            "pair could tell an alignment of it from doing nothing (its IIA is the no-op's); "
+            "intervene on a variable the answer depends on"
+        )
     recipe = {"inputs": list(_TASK_INPUTS), "intervened": list(boxes), "answers": answers}
     return hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:16]
 

@@ -23,7 +23,9 @@ def test_the_embedded_model_passes_its_check_and_shows_where_each_position_lands
     assert "answers, read after its last token: 'Yes' -> token 'Yes', 'No' -> token 'No'" in out
     assert "  after:amount   token  70  '8' '9' ['dollars'] '\\n' '\\n'" in out
     assert "passes the gate 0.8" in out
+    assert "unknown token" not in out
     found = json.loads(report.read_text())
+    assert found["unknown_tokens"] == {"count": 0, "token": "<unk>"}
     assert set(found["positions"]) == {"last", "after:amount", "amount.last", "before:amount"}
     last = found["positions"]["last"]
     assert last["index"] == len(found["tokens"]) - 1
@@ -49,6 +51,21 @@ def test_a_wrapper_the_model_does_not_read_fails_the_gate_with_exit_1(
     out = capsys.readouterr().out
     assert "  | Q: Please say yes only if it costs between " in out
     assert "FAILS the gate 0.8" in out
+
+
+def test_text_the_tokenizer_cannot_read_is_named_and_a_typed_backslash_n_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The prompt showed the snowman and the check said nothing of the <unk> the model read.
+    args = ["check", "--positions", "last", "--n-test=16", "--min-task-accuracy=0"]
+    assert main([*args, "--prefix", "Hello \u2603 world"]) == 0
+    assert (
+        "warning: 3 of its tokens are the tokenizer's unknown token '<unk>', which the model "
+        "cannot read"
+    ) in capsys.readouterr().out
+    # bash passes "...\n..." as a backslash and an n: <unk>s, then a task accuracy of 0.6
+    assert main([*args, "--prompt-template", r"Q: {instruction}\nA: {amount} dollars"]) == 2
+    assert "holds \\n as two characters, a backslash and n" in capsys.readouterr().err
 
 
 def test_another_architecture_is_checked_too(

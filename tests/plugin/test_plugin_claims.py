@@ -133,6 +133,21 @@ def test_hypothesis_files_with_different_das_yaml_files_are_refused_in_one_run(
     assert result.stdout.str().count("das_assert setup:") == 1
 
 
+def test_a_das_config_that_does_not_exist_names_the_option(
+    pytester: pytest.Pytester, tiny_model_dirs: dict[str, Path]
+) -> None:
+    # It said "/tmp/none.yaml does not exist", without the option that named it.
+    model = tiny_model_dirs["llama"]
+    _in(pytester, "one", DAS_YAML.format(path=model))
+    result = pytester.runpytest_subprocess(
+        f"--das-model={model}", "--das-config=none.yaml", "-p", "no:cacheprovider", "one"
+    )
+    result.stdout.fnmatch_lines(
+        ["*das_assert setup: --das-config=none.yaml: no such file; give the path of a das.yaml*"]
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
 def test_bad_input_inside_a_test_reports_one_message_not_a_traceback(project) -> None:
     project.makepyfile(
         test_bad="""

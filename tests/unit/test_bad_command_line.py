@@ -47,6 +47,14 @@ CLI_CASES = [
         match=r"error: layer=99 is out of range for llama \(3 layers: 0\.\.2",
     ),
     cli(*FIT, "--bracket", "12", "3", match=r"argument --bracket: '12' is outside 0\.00\.\.9\.99"),
+    cli(  # cents, as Python takes them: the message named no unit
+        *FIT,
+        "--bracket",
+        "130",
+        "855",
+        match=r"'130' is outside 0\.00\.\.9\.99 dollars: amounts on the command line are "
+        r"dollars, so write 1\.30 for 130 cents",
+    ),
     cli(
         *FIT,
         "--n-trian=40",
@@ -113,7 +121,19 @@ CLI_CASES = [
     cli(*FIT, "--seed", str(2**70), match=r"--seed: '\d+' is not a seed: use an integer 0 to"),
     cli(*FIT, "--seed", "-1", match=r"--seed: '-1' is not a seed: use an integer 0 to 4294967295"),
     cli(*FIT, "--position", "middle", match=r"error: cannot parse position 'middle'"),
-    cli(*FIT, "--threshold", "1.5", match=r"argument --threshold: '1\.5' must lie in \[0, 1\]"),
+    cli(
+        *FIT,
+        "--threshold",
+        "1.5",
+        match=r"--threshold: '1\.5': a threshold is a number in \[0, 1\)",
+    ),
+    cli(*FIT, "--threshold", "73", match=r"--threshold: '73': .* a percentage\? write 0\.73"),
+    cli(
+        *FIT,
+        "--min-task-accuracy",
+        "80",
+        match=r"'80' must lie in \[0, 1\]; a percentage\? write 0\.8",
+    ),
     cli(
         "fit",
         "--hypothesis",

@@ -5,6 +5,7 @@ Each case was a deep AttributeError, TypeError or ZeroDivisionError, or was sile
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ from das_assert.causal import CausalModel
 from das_assert.errors import DasError, InvalidArgument
 from das_assert.experiment import Experiment, run_experiment
 from das_assert.featurizers import Interchange
+from das_assert.fit_config import FitConfig
 from das_assert.models import load_model
 from das_assert.sites import Site, parse_site
 from das_assert.tasks.price_tagging import CAUSAL_MODELS, PriceFormat, prompt_pairs
@@ -39,6 +41,45 @@ def experiment(**changes: Any) -> Experiment:
 
 
 CASES = [
+    # -- a misspelt keyword: the dataclass's TypeError named the keyword, not the arguments
+    pytest.param(
+        lambda c: experiment(n_trian=8),
+        InvalidArgument,
+        r"Experiment\(\) has no argument 'n_trian'\. Did you mean 'n_train'\? It takes: "
+        r"hypothesis, site, variables, n_train",
+        id="Experiment(n_trian=)",
+    ),
+    pytest.param(
+        lambda c: FitConfig(lr=1e-3),
+        InvalidArgument,
+        r"FitConfig\(\) has no argument 'lr'\. It takes: method, epochs, .*lr_rotation, "
+        r"lr_boundary",
+        id="FitConfig(lr=)",
+    ),
+    pytest.param(
+        lambda c: dataclasses.replace(FitConfig(), epoch=2),
+        InvalidArgument,
+        r"FitConfig\(\) has no argument 'epoch'\. Did you mean 'epochs'\?",
+        id="replace(FitConfig(), epoch=)",
+    ),
+    pytest.param(
+        lambda c: Site(1, positon="last"),
+        InvalidArgument,
+        r"Site\(\) has no argument 'positon'\. Did you mean 'position'\? It takes: layer, position",
+        id="Site(positon=)",
+    ),
+    pytest.param(
+        lambda c: PriceFormat(answer=("Yes", "No")),
+        InvalidArgument,
+        r"PriceFormat\(\) has no argument 'answer'\. Did you mean 'answers'\?",
+        id="PriceFormat(answer=)",
+    ),
+    pytest.param(
+        lambda c: CausalModel(name="m", inputs=("x",), mechanisms={}, outputs="a"),
+        InvalidArgument,
+        r"CausalModel\(\) has no argument 'outputs'\. Did you mean 'output'\?",
+        id="CausalModel(outputs=)",
+    ),
     # -- Experiment and run_experiment: each an AttributeError once the run began
     pytest.param(
         lambda c: experiment(site=None),

@@ -148,6 +148,8 @@ def test_the_command_lists_one_model_and_writes_json(
     [
         (["--dir", "nowhere"], "error: no baseline directory nowhere: give the one pytest saves"),
         (["--model", "alpaca"], "error: no baselines of model 'alpaca' in *; present: embedded"),
+        # an existing folder that holds nothing printed a blank line and exited 0
+        (["--dir", "empty"], "error: no baselines in empty: it holds no model's folder; save"),
     ],
 )
 def test_a_directory_or_model_without_baselines_is_one_error(
@@ -158,6 +160,7 @@ def test_a_directory_or_model_without_baselines_is_one_error(
     says: str,
 ) -> None:
     monkeypatch.chdir(baselines)
+    (baselines / "empty").mkdir()
     if "--model" in args:
         args = ["--dir", str(baselines), *args]
     assert main(["baselines", *args]) == 2

@@ -30,6 +30,8 @@ def test_a_written_wrapper_is_used_as_written(tokenizer) -> None:
         ("Q: {instruction}", "{amount} not at all"),
         ("{instruction} {amount} {amount}", "{amount} twice"),
         ("{amount} dollars. {instruction}", "needs {instruction} before {amount}"),
+        # bash's "...\n..." is a backslash and an n: the tokenizer read <unk>s, task accuracy 0.6
+        (r"Q: {instruction}\nA: {amount} dollars", "holds \\n as two characters"),
     ],
 )
 def test_a_wrapper_without_its_slots_once_each_in_order_is_refused(template, problem) -> None:

@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from das_assert.cache import cache_key
 from das_assert.causal import CausalModel
 from das_assert.cli_args import causal_model_files
-from das_assert.errors import InvalidArgument
-from das_assert.experiment import Experiment
+from das_assert.errors import InvalidArgument, PreconditionFailed
+from das_assert.experiment import Experiment, run_experiment
 from das_assert.fit import FitConfig
 from das_assert.sites import Site
 from das_assert.tasks import registry
@@ -156,6 +158,20 @@ def test_a_numpy_boolean_output_is_a_boolean() -> None:
             r"raised ZeroDivisionError",
         ),
         ("not a model", ("right",), "takes a das_assert.CausalModel"),
+        (  # it trained a whole alignment, then came back inconclusive: no label could change
+            CausalModel(
+                name="mine",
+                inputs=("lo", "hi", "x"),
+                mechanisms={
+                    "cheap": lambda lo: lo < 500,
+                    "answer": lambda cheap, lo, hi, x: lo <= x <= hi,
+                },
+                output="answer",
+            ),
+            ("cheap",),
+            r"mine: taking 'cheap' from a source changes the answer on none of the \d+ probe "
+            r"pairs .* intervene on a variable the answer depends on",
+        ),
     ],
 )
 def test_a_model_that_would_fail_later_is_refused_at_registration(
@@ -322,3 +338,35 @@ def test_a_models_file_that_registers_nothing_is_one_clear_error(
         import_causal_models([path])
     if "registered no" not in message:  # a failed import leaves no half-imported module
         assert set(sys.modules) - modules <= {"no_such_module_xyz"}
+
+
+def test_a_failed_precondition_says_where_the_causal_model_answers_otherwise_than_the_task(
+    tiny_llama: Any,
+) -> None:
+    # answer = left ignores the upper bound: the gate blamed the model ("check the prompt
+    # format and answer words") where the causal model's output was what disagreed.
+    register_causal_model(
+        CausalModel(
+            name="mine",
+            inputs=("lo", "hi", "x"),
+            mechanisms={"left": lambda x, lo: x >= lo, "answer": lambda left, hi: left},
+            output="answer",
+        ),
+        intervened=("left",),
+    )
+    experiment = Experiment(hypothesis="mine", site=Site(0), n_train=8, n_test=40)
+    pairs = experiment.test_pairs()
+    bases = [pair.inputs["base"] for pair in pairs]
+    differ = sum(
+        (pair.base_expected == "Yes") != (base["lo"] <= base["x"] <= base["hi"])
+        for pair, base in zip(pairs, bases, strict=True)
+    )
+    assert 0 < differ < len(pairs)
+    with pytest.raises(PreconditionFailed) as failed:
+        run_experiment(tiny_llama, replace(experiment, min_task_accuracy=0.99))
+    assert (
+        f"(and causal model 'mine' answers otherwise than the task itself, Yes iff lo <= x <= "
+        f"hi, on {differ} of these 40 prompts: its output mechanism may be what is wrong, not "
+        "the model)"
+    ) in str(failed.value)
+    assert Experiment(hypothesis="left_boundary", site=Site(0)).disagreement_note() == ""
