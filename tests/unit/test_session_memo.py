@@ -72,6 +72,13 @@ def test_a_misspelt_keyword_of_align_is_one_clear_error(counted_session: Any) ->
     )
     with pytest.raises(InvalidArgument, match=r"restart; .*Did you mean 'restarts'\?"):
         das.align("left_boundary", "a", restart=3)
+    # a training setting given to align() was listed among the experiment's keywords, no more
+    with pytest.raises(
+        InvalidArgument,
+        match=r"epochs: a training setting, not the experiment's; pass "
+        r"config=das_session\.fit_config\(epochs=2\) to align\(\)",
+    ):
+        das.align("left_boundary", "a", epochs=2)
 
 
 def test_align_refuses_a_threshold_rather_than_dropping_it(counted_session: Any) -> None:
