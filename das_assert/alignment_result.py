@@ -217,12 +217,13 @@ class AlignmentResult:
         )
 
     def boundary_text(self) -> str:
-        """Each box's learned width by its variable, e.g. ``left=12 (not claimed), right=9``: a
-        claim on some variables shows which boxes it judged."""
+        """Each box's width by its variable, e.g. ``left=12 (not claimed: no pair swaps it),
+        right=9``: a claim on some variables shows which boxes it judged; the others' widths
+        learned nothing from an interchange of their own."""
         names = self.experiment.boxes
         claimed = self.experiment.variables or names
         return ", ".join(
-            f"{name}={width}" + ("" if name in claimed else " (not claimed)")
+            f"{name}={width}" + ("" if name in claimed else " (not claimed: no pair swaps it)")
             for name, width in zip(names, self.fitted.boundary_dims, strict=True)
         )
 

@@ -7,7 +7,7 @@ interval, site, seed, baselines, the pairs themselves) and judges the frozen ali
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -17,7 +17,7 @@ from das_assert.arg_types import MAX_SEED
 from das_assert.cache import AlignmentCache, cache_key
 from das_assert.data import EncodedPairs, PromptPair, TokenizedPairs, encode, tokenize
 from das_assert.engine_check import check_engine
-from das_assert.errors import InvalidArgument, KeywordsChecked, PreconditionFailed
+from das_assert.errors import InvalidArgument, KeywordsChecked, PreconditionFailed, did_you_mean
 from das_assert.evaluate import base_answers, evaluate
 from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
 from das_assert.metrics import beside, check_threshold
@@ -217,6 +217,7 @@ def run_experiment(
     *,
     cache: AlignmentCache | None = None,
     fitted: FittedAlignment | None = None,
+    **unknown: Any,
 ) -> AlignmentResult:
     """Fit and evaluate one alignment (without a ``config``, the default fit at the
     experiment's seed).
@@ -228,8 +229,11 @@ def run_experiment(
 
     Raises:
         PreconditionFailed: if the model's task accuracy on the test bases is below the gate.
-        InvalidArgument: an argument of another type (a model's name, a dict, a path).
+        InvalidArgument: an argument of another type (a model's name, a dict, a path), or a
+            keyword it does not take (a training setting or a data size: where it belongs).
     """
+    if unknown:
+        raise InvalidArgument(unknown_run_keyword(next(iter(unknown)), unknown))
     check_run_arguments(model, experiment, config, cache, fitted)
     experiment.check_current()
     config = config or FitConfig(seed=experiment.seed)  # one seed: data, initialisation, order
@@ -286,6 +290,28 @@ def _check_fitted(fitted: FittedAlignment, experiment: Experiment, resolved: Any
             f"{len(variables)} variable(s) ({', '.join(variables)}): it was trained for another "
             "causal model"
         )
+
+
+def unknown_run_keyword(name: str, given: dict[str, Any]) -> str:
+    """What a keyword that ``run_experiment`` does not take should be instead."""
+    value = given[name]
+    if name in {f.name for f in fields(FitConfig)}:
+        return (
+            f"run_experiment() takes no {name}: a training setting; pass "
+            f"config=FitConfig({name}={value!r})"
+        )
+    if name in {f.name for f in fields(Experiment)}:
+        return (
+            f"run_experiment() takes no {name}: the experiment's; make it "
+            f"Experiment(..., {name}={value!r})"
+        )
+    return (
+        f"run_experiment() has no argument {name!r}.{did_you_mean(name, _RUN_KEYWORDS)} It takes: "
+        f"model, experiment, {', '.join(_RUN_KEYWORDS)}."
+    )
+
+
+_RUN_KEYWORDS = ("config", "cache", "fitted")
 
 
 def check_run_arguments(model: Any, experiment: Any, config: Any, cache: Any, fitted: Any) -> None:

@@ -423,7 +423,10 @@ _VERDICT_OPTIONS = (
     "das_compare_fail",
     "das_frozen",
     "das_baseline_dir",
+    "das_profile",  # a fuzz test's draws, and whether a failure is shrunk
 )
+#: hypothesis's own options that change what a fuzz test draws
+_HYPOTHESIS_OPTIONS = ("hypothesis_profile", "hypothesis_seed")
 
 
 def reproduce_options(config: pytest.Config, resolved: dict[str, Path] | None = None) -> str:
@@ -444,6 +447,9 @@ def reproduce_options(config: pytest.Config, resolved: dict[str, Path] | None = 
         flag = "--" + name.replace("_", "-")
         for one in value if isinstance(value, list) else [value]:
             words.append(f"{flag}={shlex.quote(str(one))}")
+    for name in _HYPOTHESIS_OPTIONS:
+        if (value := config.getoption(name, None)) is not None:
+            words.append(f"--{name.replace('_', '-')}={shlex.quote(str(value))}")
     return "".join(f" {word}" for word in words)
 
 

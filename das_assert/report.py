@@ -279,6 +279,8 @@ def markdown_table(
         "| task acc. | threshold | verdict | vs baseline |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    if not results:  # a header alone reads as a table that lost its rows
+        lines = ["No claim was judged in this run."]
     for r in results:
         low, high = r["iia_ci"]
         b = r["baselines"]

@@ -43,8 +43,8 @@ def check_claim(claim: Any, result: Any) -> None:
     hypothesis = result.experiment.hypothesis
     if named in CAUSAL_MODELS and named != hypothesis:
         raise InvalidArgument(
-            f"claim {claim!r} names the causal model {named!r}, but the result is "
-            f"{hypothesis!r}'s (das_session.align({hypothesis!r}, ...)): align {named!r}, or "
+            f"claim {claim!r} names the causal model {named!r}, but the result is an alignment of "
+            f"{hypothesis!r} (das_session.align({hypothesis!r}, ...)): align {named!r}, or "
             f"claim {hypothesis!r}"
         )
 

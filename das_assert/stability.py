@@ -145,7 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         distance = min(abs(i - threshold) for i in iias)
         flag = ""
         if len(outcomes) > 1:
-            flag = "FLIPS" + (" (far from threshold!)" if distance >= args.margin else "")
+            flag = "FLIPS" + (
+                " (far from threshold!)"
+                if distance >= args.margin
+                else f" (within {args.margin} of the threshold: tolerated, exit 0)"
+            )
             unstable_far += distance >= args.margin
         print(
             f"{key}\n  verdicts {sorted(outcomes)}  IIA {min(iias):.3f}..{max(iias):.3f}  "

@@ -72,7 +72,7 @@ EXPECTED = {
     "test_session_for_result": "das.assert_aligned takes the result of das_session.align(...) "
     "(or a search's best_confirmed()), not DasSession",
     "test_another_models_claim": "claim 'midpoint_distance' names the causal model "
-    "'midpoint_distance', but the result is 'left_boundary''s",
+    "'midpoint_distance', but the result is an alignment of 'left_boundary'",
     "test_a_strategy_for_a_variant": "das.assert_robust takes one drawn variant, not a strategy: "
     "decorate the test with @given(variant=prompt_variants()) and pass variant",
     "test_a_tuple_for_a_variant": "das.assert_robust takes a PromptVariant (from "

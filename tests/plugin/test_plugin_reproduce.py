@@ -14,7 +14,7 @@ from das_assert.plugin_options import DEFAULTS, reproduce_options
 def _config(start: Path, **options: Any) -> Any:
     values = {**DEFAULTS, **options}
     return SimpleNamespace(
-        getoption=lambda name: values.get(name),
+        getoption=lambda name, default=None: values.get(name, default),
         invocation_params=SimpleNamespace(dir=start),
     )
 
@@ -33,6 +33,13 @@ def test_compare_and_frozen_are_named_by_the_files_they_resolved_to(tmp_path: Pa
 def test_a_name_not_resolved_is_kept_and_defaults_are_left_out(tmp_path: Path) -> None:
     assert reproduce_options(_config(tmp_path)) == ""
     assert reproduce_options(_config(tmp_path, das_frozen="v1")) == " --das-frozen=v1"
+
+
+def test_the_fuzz_profile_and_hypothesis_seed_are_repeated() -> None:
+    # A fuzz failure under --das-profile=dev printed a line without it: rerun under ci, which
+    # draws other variants, the test passed.
+    line = reproduce_options(_config(Path("."), das_profile="dev", hypothesis_seed=7))
+    assert line == " --das-profile=dev --hypothesis-seed=7"
 
 
 def test_the_seed_is_the_runs_not_one_set_in_the_tests_code() -> None:

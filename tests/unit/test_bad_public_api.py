@@ -80,6 +80,19 @@ CASES = [
         r"CausalModel\(\) has no argument 'outputs'\. Did you mean 'output'\?",
         id="CausalModel(outputs=)",
     ),
+    pytest.param(  # a bare TypeError from the call
+        lambda c: run_experiment(c.llama, experiment(), epochs=2),
+        InvalidArgument,
+        r"run_experiment\(\) takes no epochs: a training setting; pass "
+        r"config=FitConfig\(epochs=2\)",
+        id="run_experiment(epochs=)",
+    ),
+    pytest.param(
+        lambda c: run_experiment(c.llama, experiment(), n_test=100),
+        InvalidArgument,
+        r"takes no n_test: the experiment's; make it Experiment\(\.\.\., n_test=100\)",
+        id="run_experiment(n_test=)",
+    ),
     # -- Experiment and run_experiment: each an AttributeError once the run began
     pytest.param(
         lambda c: experiment(site=None),

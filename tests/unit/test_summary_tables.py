@@ -182,6 +182,8 @@ def test_the_robustness_table_gives_each_pooled_iia_its_n_and_interval() -> None
     assert phrasing.split() == ["left_boundary", "phrasing", *empty]
     assert lines[-1] == "at block_output[layer=0, pos=last], seed=0"
     table = markdown_table([], robustness_summary(FUZZ))
+    # no claim judged: a line saying so, not a claim table's header without rows
+    assert table.startswith("No claim was judged in this run.\n\n| claim | variant family |")
     assert f"| 1 | 1 | 0.771 | [{low:.3f}, {high:.3f}] | 144 | 0.650 | 0.500 | 0.550 | 0.900 |" in (
         table
     )

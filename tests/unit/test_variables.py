@@ -115,7 +115,7 @@ def test_a_claims_summary_names_each_box_and_the_ones_it_did_not_judge() -> None
         fake = SimpleNamespace(experiment=experiment, fitted=SimpleNamespace(boundary_dims=[64, 9]))
         return AlignmentResult.boundary_text(fake)  # type: ignore[arg-type]
 
-    assert boxes(both(variables=("right",))) == "left=64 (not claimed), right=9"
+    assert boxes(both(variables=("right",))) == "left=64 (not claimed: no pair swaps it), right=9"
     assert boxes(both()) == "left=64, right=9"
 
 
