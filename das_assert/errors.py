@@ -117,7 +117,7 @@ class KeywordsChecked:
     __slots__ = ()
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        names = [f.name for f in dataclasses.fields(cast(Any, cls)) if f.init]
+        names = _init_fields(cls)
         for name in kwargs:
             if name not in names:
                 raise InvalidArgument(
@@ -125,3 +125,13 @@ class KeywordsChecked:
                     f"It takes: {', '.join(names)}."
                 )
         return super().__new__(cls)
+
+
+_INIT_FIELDS: dict[type[Any], tuple[str, ...]] = {}
+
+
+def _init_fields(cls: type[Any]) -> tuple[str, ...]:
+    """The arguments a dataclass's ``__init__`` takes, in order (read once per class)."""
+    if cls not in _INIT_FIELDS:
+        _INIT_FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cast(Any, cls)) if f.init)
+    return _INIT_FIELDS[cls]

@@ -233,7 +233,7 @@ def run_experiment(
             keyword it does not take (a training setting or a data size: where it belongs).
     """
     if unknown:
-        raise InvalidArgument(unknown_run_keyword(next(iter(unknown)), unknown))
+        raise InvalidArgument(_unknown_run_keyword(unknown))
     check_run_arguments(model, experiment, config, cache, fitted)
     experiment.check_current()
     config = config or FitConfig(seed=experiment.seed)  # one seed: data, initialisation, order
@@ -292,9 +292,9 @@ def _check_fitted(fitted: FittedAlignment, experiment: Experiment, resolved: Any
         )
 
 
-def unknown_run_keyword(name: str, given: dict[str, Any]) -> str:
-    """What a keyword that ``run_experiment`` does not take should be instead."""
-    value = given[name]
+def _unknown_run_keyword(given: dict[str, Any]) -> str:
+    """What the first keyword ``run_experiment`` does not take should be instead."""
+    name, value = next(iter(given.items()))
     if name in {f.name for f in fields(FitConfig)}:
         return (
             f"run_experiment() takes no {name}: a training setting; pass "

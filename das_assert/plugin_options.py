@@ -424,13 +424,13 @@ _VERDICT_OPTIONS = (
     "das_frozen",
     "das_baseline_dir",
     "das_profile",  # a fuzz test's draws, and whether a failure is shrunk
+    "hypothesis_profile",  # hypothesis's own options that change what a fuzz test draws
+    "hypothesis_seed",
 )
-#: hypothesis's own options that change what a fuzz test draws
-_HYPOTHESIS_OPTIONS = ("hypothesis_profile", "hypothesis_seed")
 
 
 def reproduce_options(config: pytest.Config, resolved: dict[str, Path] | None = None) -> str:
-    """`` --das-x=VALUE`` for each option a verdict depends on that is not at its default;
+    """`` --x=VALUE`` for each option a verdict depends on that is not at its default;
     ``--das-compare`` and ``--das-frozen`` as the baseline files they resolved to
     (``resolved``, by option name): ``latest`` or a NAME saved again would name another
     baseline once one more is saved."""
@@ -439,7 +439,7 @@ def reproduce_options(config: pytest.Config, resolved: dict[str, Path] | None = 
     resolved = resolved or {}
     words = []
     for name in _VERDICT_OPTIONS:
-        value = config.getoption(name)
+        value = config.getoption(name, None)  # hypothesis's are absent with its plugin off
         if value and name in resolved:
             value = shown_path(resolved[name], Path(config.invocation_params.dir))
         if value is None or value == DEFAULTS.get(name):
@@ -447,9 +447,6 @@ def reproduce_options(config: pytest.Config, resolved: dict[str, Path] | None = 
         flag = "--" + name.replace("_", "-")
         for one in value if isinstance(value, list) else [value]:
             words.append(f"{flag}={shlex.quote(str(one))}")
-    for name in _HYPOTHESIS_OPTIONS:
-        if (value := config.getoption(name, None)) is not None:
-            words.append(f"--{name.replace('_', '-')}={shlex.quote(str(value))}")
     return "".join(f" {word}" for word in words)
 
 
