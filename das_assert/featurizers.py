@@ -55,13 +55,14 @@ class Interchange(nn.Module):
         temperature: float = 50.0,
         seed: int = 0,
         device: torch.device | str | None = None,
+        initial_rotation: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.d = int(d)  # a NumPy integer too
         self.method = ""
         self.rotation_kind = rotation
         if rotation == "learned":
-            self.rotate = orthogonal_rotation(d, device=device)
+            self.rotate = orthogonal_rotation(d, device=device, initial=initial_rotation)
         elif rotation == "random":
             self.register_buffer("fixed_rotation", _random_orthogonal(d, seed).clone())
         elif rotation == "frozen":
@@ -82,9 +83,11 @@ class Interchange(nn.Module):
         *,
         init_fraction: float | None = None,
         device: torch.device | str | None = None,
+        initial_rotation: torch.Tensor | None = None,
     ) -> Interchange:
         """Learned rotation and learned boxes, each starting at ``init_fraction`` of ``d``; the
-        rotation is drawn on ``device`` (see ``rotation.random_orthogonal``)."""
+        rotation is drawn on ``device`` (see ``rotation.random_orthogonal``), or starts at
+        ``initial_rotation``, one drawn so before."""
         _check_shape(d, n_variables)
         if init_fraction is not None and (
             not is_number(init_fraction) or not 0 < init_fraction * n_variables <= 1 + 1e-9
@@ -101,15 +104,23 @@ class Interchange(nn.Module):
             rotation="learned",
             learn_widths=True,
             device=device,
+            initial_rotation=initial_rotation,
         )
         module.method = "boundless"
         return module
 
     @classmethod
     def fixed(
-        cls, d: int, k: int, n_variables: int = 1, *, device: torch.device | str | None = None
+        cls,
+        d: int,
+        k: int,
+        n_variables: int = 1,
+        *,
+        device: torch.device | str | None = None,
+        initial_rotation: torch.Tensor | None = None,
     ) -> Interchange:
-        """Learned rotation, ``k`` coordinates per variable (DAS with a fixed subspace size)."""
+        """Learned rotation, ``k`` coordinates per variable (DAS with a fixed subspace size);
+        ``device`` and ``initial_rotation`` as for ``boundless``."""
         _check_shape(d, n_variables)
         if not is_integer(k) or not 1 <= k * n_variables <= d:
             raise InvalidArgument(
@@ -117,7 +128,12 @@ class Interchange(nn.Module):
                 f"choose an integer k from 1 to {max(1, d // n_variables)}"
             )
         module = cls(
-            d, [float(k)] * n_variables, rotation="learned", learn_widths=False, device=device
+            d,
+            [float(k)] * n_variables,
+            rotation="learned",
+            learn_widths=False,
+            device=device,
+            initial_rotation=initial_rotation,
         )
         module.method = f"das:{k}"
         return module

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from das_assert import sharing
+from das_assert import rotation, sharing
 from das_assert.data import EncodedPairs
 from das_assert.errors import InvalidArgument, TrainingDiverged
 from das_assert.featurizers import Interchange, temperature_schedule
@@ -59,21 +59,31 @@ def make_interchange(
     init_fraction: float | None = None,
     device: torch.device | str | None = None,
     boxes_used: Sequence[int] | None = None,
+    initial_rotation: torch.Tensor | None = None,
 ) -> Interchange:
     """The untrained intervention for ``method`` on a d-dimensional site; a learned rotation is
     drawn from torch's global generator and factored on ``device`` (the module's other tensors
-    stay on the CPU until it is moved). ``boxes_used``: the variables the training pairs
-    intervene on (default: all), which ``full`` needs to be exactly one."""
+    stay on the CPU until it is moved), unless ``initial_rotation`` gives one drawn so before.
+    ``boxes_used``: the variables the training pairs intervene on (default: all), which ``full``
+    needs to be exactly one."""
     kind, k = parse_method(method)
     if kind == "boundless":
-        return Interchange.boundless(d, n_variables, init_fraction=init_fraction, device=device)
+        return Interchange.boundless(
+            d,
+            n_variables,
+            init_fraction=init_fraction,
+            device=device,
+            initial_rotation=initial_rotation,
+        )
     if kind == "das":
         if k is None or k * n_variables > d:
             raise InvalidArgument(
                 f"das:{k} with {n_variables} variables needs more than d={d} coordinates; "
                 f"choose K <= {d // n_variables}"
             )
-        return Interchange.fixed(d, k, n_variables, device=device)
+        return Interchange.fixed(
+            d, k, n_variables, device=device, initial_rotation=initial_rotation
+        )
     if kind == "full":
         used = sorted(set(range(n_variables) if boxes_used is None else boxes_used))
         if len(used) != 1:
@@ -290,19 +300,39 @@ def _fit_group(
 def _initial_interchanges(
     model: Any, count: int, train: EncodedPairs, config: FitConfig, n_variables: int
 ) -> list[Interchange]:
-    """``count`` untrained interventions on the model's device, each drawn from the seed, as
-    it would start alone."""
+    """``count`` untrained interventions on the model's device, each starting from the
+    rotation the seed draws, as it would start alone, and torch's generator left where that
+    draw leaves it.
+
+    The seed gives every site the same rotation, so it is drawn once: at d = 4096 the Gaussian
+    (0.1 s on one CPU core) and its QR are a fit's largest one-time cost. Inside a search's
+    block (one that shares prefix stores) the draw is also kept for the block's other fits with
+    the same seed and width. (Each module is built anew around it: a deep copy of a
+    parametrized module would share torch's parametrization cache with the original.)"""
     device = model.get_input_embeddings().weight.device
+    d = model.config.hidden_size
+    initial = None
+    if parse_method(config.method)[0] in ("boundless", "das"):  # the methods that learn one
+
+        def draw() -> tuple[torch.Tensor, torch.Tensor]:
+            torch.manual_seed(config.seed)
+            return rotation.random_orthogonal(d, device), torch.get_rng_state()
+
+        key = ("initial_rotation", d, str(device), config.seed)
+        kept = sharing.prefix_stores_active()
+        initial, generator_after = sharing.shared(key, draw) if kept else draw()
+        torch.manual_seed(config.seed)  # as the draw leaves every device's generator
+        torch.set_rng_state(generator_after)
     interchanges = []
     for _ in range(count):
-        torch.manual_seed(config.seed)
         interchange = make_interchange(
             config.method,
-            model.config.hidden_size,
+            d,
             n_variables,
             init_fraction=config.init_fraction,
             device=device,
             boxes_used=train.variable_index.tolist(),
+            initial_rotation=initial,
         )
         interchanges.append(interchange.to(device))
     return interchanges

@@ -218,10 +218,13 @@ def random_orthogonal(d: int, device: torch.device | str | None = None) -> torch
     return (q * r.diagonal().sign()).contiguous()  # QR's factor is column-major
 
 
-def orthogonal_rotation(d: int, *, device: torch.device | str | None = None) -> nn.Module:
+def orthogonal_rotation(
+    d: int, *, device: torch.device | str | None = None, initial: torch.Tensor | None = None
+) -> nn.Module:
     """A module whose ``weight`` is a learned d x d rotation, orthogonal by construction,
-    initialised at random on ``device`` (default the CPU)."""
-    module = _Weight(random_orthogonal(d, device))
+    initialised at random on ``device`` (default the CPU), or at ``initial``, a rotation
+    ``random_orthogonal`` drew before (the module keeps a copy of it)."""
+    module = _Weight(random_orthogonal(d, device) if initial is None else initial)
     if d < FRECHET_MIN_D:
         return parametrizations.orthogonal(module)
     parametrize.register_parametrization(module, "weight", _ExpOrthogonal(d), unsafe=True)
