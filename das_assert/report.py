@@ -20,10 +20,10 @@ from das_assert.summary import (
     fit_method,
     limit_result,
     pairs_notes,
+    robustness_sites,
     search_against_baseline,
     search_fitted,
     search_rows,
-    sites_and_seeds,
     threshold_text,
     unconfirmed_lines,
     unshown_lines,
@@ -141,10 +141,11 @@ def robustness_summary(fuzz: list[dict[str, Any]]) -> dict[str, Any]:
     shrinker's candidates, chosen near the failure) are listed in ``examples`` but not pooled.
 
     A claim fuzzed both as expected to hold and as expected not to (one name for an aligned site
-    and its control) is two rows: the second as ``<claim> (expect not_aligned)``. ``unshown``
-    lists the fuzz tests none of whose variants held (all inconclusive or rejected): they passed
-    without showing the claim under any variant."""
+    and its control) is two rows: the second as ``<claim> (expect not_aligned)``. ``sites``
+    gives each row's sites. ``unshown`` lists the fuzz tests none of whose variants held (all
+    inconclusive or rejected): they passed without showing the claim under any variant."""
     table: dict[str, dict[str, dict[str, Any]]] = {}
+    sites: dict[str, set[str]] = {}
     seen: set[tuple[Any, ...]] = set()
     clusters: dict[tuple[str, str], list[tuple[int, int]]] = {}  # each variant's (correct, n)
     expects: dict[str, set[str]] = {}
@@ -163,6 +164,8 @@ def robustness_summary(fuzz: list[dict[str, Any]]) -> dict[str, Any]:
             if same in seen:
                 continue
             seen.add(same)
+        if record.get("site"):
+            sites.setdefault(row, set()).add(record["site"])
         for family in record["families"]:
             cell = table.setdefault(row, {}).setdefault(
                 family,
@@ -195,6 +198,7 @@ def robustness_summary(fuzz: list[dict[str, Any]]) -> dict[str, Any]:
             )
     return {
         "per_family": table,
+        "sites": {row: sorted(row_sites) for row, row_sites in sorted(sites.items())},
         "examples": fuzz,
         "unshown": unshown_fuzz_tests(fuzz),
         "unconfirmed": unconfirmed_breaks(fuzz),
@@ -333,7 +337,7 @@ def markdown_table(
                 )
         lines += [
             "",
-            *sites_and_seeds(robustness["examples"]),
+            *robustness_sites(robustness),
             "",
             "Pooled over the pairs of a family's distinct variants not rejected, its 95% "
             "interval clustered by variant (from the spread of the variants' IIAs, Student's t, "

@@ -13,6 +13,7 @@ __all__ = [
     "fuzz_lines",
     "limit_lines",
     "limit_result",
+    "robustness_sites",
     "search_lines",
     "search_rows",
     "sites_and_seeds",
@@ -261,7 +262,7 @@ def fuzz_lines(fuzz: list[dict[str, Any]]) -> list[str]:
                 f"{_number(c.get('random_rotation'))} {_number(c.get('task_accuracy'))}"
             )
     notes = unshown_lines(summary["unshown"]) + unconfirmed_lines(summary["unconfirmed"])
-    return lines + sites_and_seeds(fuzz) + notes
+    return lines + robustness_sites(summary) + notes
 
 
 def unconfirmed_lines(unconfirmed: list[dict[str, Any]]) -> list[str]:
@@ -302,6 +303,18 @@ def sites_and_seeds(records: list[dict[str, Any]]) -> list[str]:
     if not (sites or seeds):
         return []
     return [f"at {'; '.join(sites) or '–'}, seed={','.join(map(str, seeds)) or '–'}"]
+
+
+def robustness_sites(robustness: dict[str, Any]) -> list[str]:
+    """The line under the robustness table naming its sites and seeds: each row's sites where
+    the rows were fuzzed at different sites (a claim at its aligned site and at its control),
+    else the one list (also for a report of an older das_assert, which gave no row's sites)."""
+    per_row = robustness.get("sites") or {}
+    if len({site for row_sites in per_row.values() for site in row_sites}) < 2:
+        return sites_and_seeds(robustness["examples"])
+    rows = "; ".join(f"{row} at {', '.join(row_sites)}" for row, row_sites in per_row.items())
+    seeds = sorted({r["seed"] for r in robustness["examples"] if r.get("seed") is not None})
+    return [f"sites: {rows}; seed={','.join(map(str, seeds)) or '–'}"]
 
 
 def changed_text(limit: dict[str, Any]) -> str:

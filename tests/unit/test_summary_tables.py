@@ -350,6 +350,35 @@ def test_one_claim_fuzzed_as_aligned_and_as_its_control_is_two_rows() -> None:
     assert list(robustness_summary([control])["per_family"]) == ["left_boundary"]  # alone: as is
 
 
+def test_rows_fuzzed_at_different_sites_are_each_given_their_site() -> None:
+    """A claim at its aligned site and at its control: one list of both sites under the table
+    left the reader to guess which row ran where."""
+    control = {
+        **_fuzz("PromptVariant()", "default", "holds", 30, 64),
+        "expect": "not_aligned",
+        "site": "block_output[layer=0, pos=before:amount]",
+    }
+    records = [{**_fuzz("PromptVariant()", "default", "holds", 60, 64), "expect": "aligned"}]
+    summary = robustness_summary([*records, control])
+    assert summary["sites"] == {
+        "left_boundary": ["block_output[layer=0, pos=last]"],
+        "left_boundary (expect not_aligned)": ["block_output[layer=0, pos=before:amount]"],
+    }
+    line = (
+        "sites: left_boundary at block_output[layer=0, pos=last]; left_boundary (expect "
+        "not_aligned) at block_output[layer=0, pos=before:amount]; seed=0"
+    )
+    assert line in fuzz_lines([*records, control])
+    assert f"\n{line}" in markdown_table([], robustness=summary)
+    # One site for every row, or a report of an older das_assert: the one list, as before.
+    assert "at block_output[layer=0, pos=last], seed=0" in fuzz_lines(records)
+    older = {key: value for key, value in summary.items() if key != "sites"}
+    assert (
+        "at block_output[layer=0, pos=before:amount]; block_output[layer=0, pos=last], seed=0"
+        in (markdown_table([], robustness=older))
+    )
+
+
 def test_a_fuzz_test_with_no_variant_held_is_named_in_both_tables() -> None:
     """All inconclusive or rejected: the test passed, yet showed nothing; a test with one
     variant held, or one broken (it failed), is not named."""
