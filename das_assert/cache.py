@@ -10,13 +10,17 @@ runs again. A corrupted entry is reported, ignored and overwritten; it is never 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
+import os
 import re
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,7 @@ from typing import Any
 from das_assert.errors import AlignmentFileError, ConfigError
 from das_assert.store import load_alignment, save_alignment
 
-__all__ = ["CACHE_MODES", "AlignmentCache", "cache_key"]
+__all__ = ["CACHE_MODES", "AlignmentCache", "cache_key", "training_lock"]
 
 CACHE_MODES = ("off", "read", "write", "readwrite")
 #: Bump when a change to the fit changes what it learns from the same inputs (the version number
@@ -202,3 +206,46 @@ class AlignmentCache:
                 f"cannot write the cache directory {directory} ({exc}); {advice}"
             ) from None
         _remove_stale_temporaries(directory)
+
+
+@contextlib.contextmanager
+def training_lock(cache: AlignmentCache | None, key: str) -> Iterator[None]:
+    """Hold the cache's lock of ``key`` (``<key>.lock`` beside the entries) while the block
+    trains it, so that parallel runs and xdist workers train each alignment once; nothing
+    where the cache is off or only read. A lock that cannot be taken is a warning, not an
+    error: the run goes on, and a parallel run may train the alignment too."""
+    if cache is None or not cache.writes:
+        yield
+        return
+    lock_path = Path(cache.directory) / f"{key}.lock"
+    handle = None
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = _open_lock_file(lock_path)
+        fcntl.flock(handle, fcntl.LOCK_EX)
+    except OSError as exc:  # a directory in its place, a file system without locks
+        if handle is not None:
+            os.close(handle)
+            handle = None
+        warnings.warn(
+            f"cannot take the cache lock {lock_path} ({exc.strerror or exc}); going on "
+            "without it: a parallel run may train this alignment too. Delete the lock "
+            "file or fix its permissions",
+            CacheWarning,
+            stacklevel=4,
+        )
+    try:
+        yield
+    finally:
+        if handle is not None:
+            os.close(handle)  # which releases the lock
+
+
+def _open_lock_file(path: Path) -> int:
+    """The lock file, opened for writing where this user may: on NFS an exclusive flock is a
+    POSIX lock, which a file opened read-only cannot take (EBADF). Read-only otherwise: another
+    user's lock file in a cache a group shares, which a local flock takes all the same."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:
+        return os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)

@@ -31,7 +31,8 @@ import torch
 from das_assert import hooks
 from das_assert.data import EncodedPairs
 from das_assert.errors import DasError
-from das_assert.kv_cache import run_model, run_whole_prompts, weights_version, why_prompts_run_whole
+from das_assert.kv_cache import run_model, run_whole_prompts, why_prompts_run_whole
+from das_assert.model_state import model_version
 from das_assert.runner import answer_logits, logits_at, source_vectors
 from das_assert.sites import ResolvedSite, Site
 
@@ -86,7 +87,7 @@ def check_engine(model: Any, site: ResolvedSite, encoded: EncodedPairs) -> Engin
             whole-prompt passes with an intervention disagree with plain ones too.
     """
     memo = _CHECKED.setdefault(model, {})
-    version = weights_version(model)
+    version = model_version(model)
     key = (version, hooks.site_key(site), encoded.position)
     if key in memo:
         return memo[key]

@@ -18,6 +18,7 @@ __all__ = [
     "InvalidArgument",
     "KeywordsChecked",
     "MissingEntry",
+    "ModelChanged",
     "ModelLoadError",
     "OutOfDeviceMemory",
     "OutputWriteError",
@@ -71,6 +72,10 @@ def which_is_misspelt(name: str, known: Iterable[str]) -> str:
         f" das.yaml has {close[0]!r}, the closest key: if one of the two is misspelt, fix it, "
         "in the test or in das.yaml."
     )
+
+
+class ModelChanged(InvalidArgument):
+    """The model under test was changed (a hook, an edit) after the pytest session began."""
 
 
 class ModelLoadError(DasError):

@@ -21,8 +21,9 @@ from das_assert.data import EncodedPairs, PromptPair
 from das_assert.errors import InvalidArgument, OutOfDeviceMemory, PreconditionFailed
 from das_assert.featurizers import Interchange
 from das_assert.fit import FittedAlignment
-from das_assert.kv_cache import prefix_caching_works, weights_version
+from das_assert.kv_cache import prefix_caching_works
 from das_assert.metrics import Gap, Verdict, beside, paired_gap, verdict, wilson_interval
+from das_assert.model_state import model_version
 from das_assert.prefix_store import PrefixStore, first_layer_needed
 from das_assert.runner import BaseRun, answer_logits, shared_source_vectors, tail_blocks
 from das_assert.transfer import to_device
@@ -322,9 +323,9 @@ def _evaluate(
 @torch.no_grad()
 def base_answers(model: Any, test: EncodedPairs, *, batch_size: int = 64) -> torch.Tensor:
     """The answer token (n,) the model predicts for each test pair's base prompt, unintervened,
-    on the CPU. Inside a ``sharing()`` block it runs once per weights and set of base prompts:
-    a claim's task-accuracy precondition and every evaluation of the same test prompts (each cell
-    of a search) read the one run."""
+    on the CPU. Inside a ``sharing()`` block it runs once per ``model_version`` (the weights
+    and the hooks on the model) and set of base prompts: a claim's task-accuracy precondition
+    and every evaluation of the same test prompts (each cell of a search) read the one run."""
     key = _base_answers_key(model, test) if sharing.active() else None
     known = sharing.lookup(key, owners=(model,)) if key else None
     if known is not None:
@@ -359,7 +360,7 @@ def _base_answers_key(model: Any, test: EncodedPairs) -> tuple[Any, ...]:
     digest = hashlib.sha256()
     for tensor in (test.base_ids, test.base_mask, test.base_last):
         digest.update(tensor.cpu().numpy().tobytes())
-    return ("base_answers", weights_version(model), digest.hexdigest())
+    return ("base_answers", model_version(model), digest.hexdigest())
 
 
 def _hard_mix(

@@ -34,8 +34,8 @@ from das_assert.kv_cache import (
     plain_cache,
     prefix_caching_works,
     source_pass_rows,
-    weights_version,
 )
+from das_assert.model_state import model_version
 from das_assert.prefix_store import PrefixStore, first_layer_needed, prefix_batches
 from das_assert.runner import BaseRun, shared_source_vectors, tail_blocks
 from das_assert.sites import ResolvedSite, existing_sites
@@ -155,7 +155,7 @@ def fit_alignment(
     joint = config.joint_cells_mib > 0 and sharing.prefix_stores_active()
     if not joint or not sharing.planned_sites():
         return fit_alignments(model, [site], train, config, n_variables=n_variables)[0]
-    version = weights_version(model)
+    version = model_version(model)
 
     def key(target: ResolvedSite) -> tuple[Any, ...]:
         return ("alignment", id(train), *site_key(target), config, n_variables, version)

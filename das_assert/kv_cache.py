@@ -30,6 +30,7 @@ from das_assert.cache_layers import (
 )
 from das_assert.data import EncodedPairs
 from das_assert.errors import OutOfDeviceMemory
+from das_assert.model_state import model_version
 from das_assert.sites import decoder_blocks, last_attention
 from das_assert.transfer import to_device
 
@@ -50,7 +51,6 @@ __all__ = [
     "shared_prefix",
     "source_pass_rows",
     "split_head",
-    "weights_version",
     "whole_prompts_only",
     "why_prompts_run_whole",
 ]
@@ -126,16 +126,6 @@ def shared_head(ids: torch.Tensor, mask: torch.Tensor, limit: int) -> int:
 _HEADS: list[tuple[tuple[Any, ...], Any, list[tuple[torch.Tensor, torch.Tensor]]]] = []
 
 
-def weights_version(model: Any) -> tuple[Any, ...]:
-    """Changes whenever a parameter is replaced, modified in place, or converted: ``model.to``
-    (a dtype, a device) and ``model.half()`` swap each parameter's data under the same object
-    without bumping its version counter, so the storage, dtype and device are part of it."""
-    return (
-        id(model),
-        *((id(p), p._version, p.data_ptr(), p.dtype, p.device) for p in model.parameters()),
-    )
-
-
 @torch.no_grad()
 def head_tensors(
     model: Any, ids: torch.Tensor, mask: torch.Tensor
@@ -143,11 +133,14 @@ def head_tensors(
     """Keys and values of every layer over a head every row shares, run once for one row; None
     where the cache is not a plain one.
 
-    The last few heads are remembered (keyed by the token ids and the weights' version), so the
+    The last few heads are remembered (keyed by the token ids and ``model_version``), so the
     template's preamble runs once for a whole evaluation, not once per batch.
     """
-    key = (bytes(ids[0].cpu().numpy()), weights_version(model))
-    # The weak reference must still point at this very model: ids are reused after a model dies.
+    key = (bytes(ids[0].cpu().numpy()), model_version(model))
+    # A model that is gone leaves its entries, which would hold its keys and values until four
+    # others pushed them out. The weak reference must also still point at this very model: ids
+    # are reused after a model dies.
+    _HEADS[:] = [entry for entry in _HEADS if entry[1]() is not None]
     tensors = next((kv for k, ref, kv in _HEADS if k == key and ref() is model), None)
     if tensors is None:
         cache = filled_cache(model, ids[:1], mask[:1], None)

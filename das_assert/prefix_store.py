@@ -21,6 +21,7 @@ from das_assert.cache_layers import layer_tensors, stored_rows_cache
 from das_assert.data import EncodedPairs
 from das_assert.errors import DasError
 from das_assert.kv_cache import estimated_kv_bytes, plain_cache, shared_prefix
+from das_assert.model_state import model_version
 from das_assert.sites import ResolvedSite, decoder_blocks, existing_sites, last_unchanged_block
 from das_assert.transfer import to_device
 
@@ -376,7 +377,7 @@ class PrefixStore:
         if every_position is not None:
             return every_position
         # keyed by the weights too: a store made before an in-place edit holds stale prefixes
-        key = ("prefix_store", kv_cache.weights_version(model), id(encoded), max_bytes)
+        key = ("prefix_store", model_version(model), id(encoded), max_bytes)
         return sharing.shared(key, make, owners=(model, encoded))
 
     def cache_for(self, index: torch.Tensor) -> Any:
@@ -417,7 +418,7 @@ def _of_every_position(
     owners = (model, tokenized)
     key = (
         "prefix store of every position",
-        kv_cache.weights_version(model),
+        model_version(model),
         id(tokenized),
         max_bytes,
     )

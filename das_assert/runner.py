@@ -25,8 +25,8 @@ from das_assert.kv_cache import (
     run_model,
     shared_prefix,
     split_head,
-    weights_version,
 )
+from das_assert.model_state import model_version
 from das_assert.prefix_store import PrefixStore, tail_blocks
 from das_assert.sites import ResolvedSite, decoder_blocks, existing_sites, last_unchanged_block
 from das_assert.transfer import to_device
@@ -122,7 +122,7 @@ def shared_source_vectors(
     """
     if not sharing.prefix_stores_active():
         return source_vectors(model, site, encoded, batch_size=batch_size)
-    version = weights_version(model)
+    version = model_version(model)
     owners = (model, encoded.source_ids, encoded.source_mask)
 
     def key(target: ResolvedSite, position: str) -> tuple[Any, ...]:

@@ -4,20 +4,15 @@ once and shared, and assertions that turn an interval into a verdict and a reada
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import json
-import os
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from das_assert import request_checks as checks
 from das_assert.alignment_result import AlignmentResult
-from das_assert.cache import AlignmentCache, CacheWarning, cache_key
+from das_assert.cache import AlignmentCache, cache_key, training_lock
 from das_assert.data import PromptPair
 from das_assert.errors import (
     ConfigError,
@@ -39,6 +34,7 @@ from das_assert.gate import (
     save_search_alignments,
 )
 from das_assert.messages import failure_message, reproduce_line, runnable_nodeid
+from das_assert.model_state import check_unchanged, model_snapshot, model_version
 from das_assert.models import LoadedModel
 from das_assert.restarts import check_restarts, run_restarts
 from das_assert.settings import ModelSettings
@@ -108,6 +104,17 @@ class DasSession:
     _variant_memo: dict[tuple[int, Any, int, bool], tuple[AlignmentResult, Any]] = field(
         default_factory=dict, repr=False
     )
+    # The model as the session began: its alignments and their cache are keyed by its weight
+    # files, so a hook or an edit made since would be measured under the unchanged model's name.
+    _model_at_start: tuple[tuple[Any, ...], dict[str, Any]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        model = self.model.model
+        self._model_at_start = (model_version(model), model_snapshot(model))
+
+    def check_model_unchanged(self, what: str) -> None:
+        """``model_state.check_unchanged`` against the model at the session's start."""
+        check_unchanged(self.model.model, self._model_at_start, what)
 
     def site(self, name: str) -> Any:
         """The site called ``name`` for this model in das.yaml, or one written out in full,
@@ -220,6 +227,7 @@ class DasSession:
         (``das_assert.restarts``); a frozen session takes the one its baseline kept.
         """
         checks.check_align_arguments(site, config)
+        self.check_model_unchanged("das_session.align")
         experiment = self.experiment(hypothesis, site, **changes)
         if isinstance(site, str) and site in self.settings.sites:
             self._check_das_yaml_site(site, experiment.site)
@@ -253,7 +261,7 @@ class DasSession:
             result = run_experiment(self.model, experiment, config, fitted=fitted)
             self._memo[memo_key] = replace(result, alignment=source)
         if memo_key not in self._memo:
-            with self._lock(key):
+            with training_lock(self.cache, key):
                 try:
                     self._memo[memo_key] = run_experiment(
                         self.model, experiment, config, cache=self.cache
@@ -282,44 +290,6 @@ class DasSession:
                 f"{self.settings.source}: {entry} = {self.settings.sites[name]!r}: {exc}; fix "
                 f"the site, or check that the entry is this model's ({self.model.name})"
             ) from None
-
-    @contextlib.contextmanager
-    def _lock(self, key: str) -> Iterator[None]:
-        if self.cache is None or not self.cache.writes:
-            yield
-            return
-        lock_path = Path(self.cache.directory) / f"{key}.lock"
-        handle = None
-        try:
-            lock_path.parent.mkdir(parents=True, exist_ok=True)
-            handle = _open_lock_file(lock_path)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        except OSError as exc:  # a directory in its place, a file system without locks
-            if handle is not None:
-                os.close(handle)
-                handle = None
-            warnings.warn(
-                f"cannot take the cache lock {lock_path} ({exc.strerror or exc}); going on "
-                "without it: a parallel run may train this alignment too. Delete the lock "
-                "file or fix its permissions",
-                CacheWarning,
-                stacklevel=4,
-            )
-        try:
-            yield
-        finally:
-            if handle is not None:
-                os.close(handle)  # which releases the lock
-
-
-def _open_lock_file(path: Path) -> int:
-    """The lock file, opened for writing where this user may: on NFS an exclusive flock is a
-    POSIX lock, which a file opened read-only cannot take (EBADF). Read-only otherwise: another
-    user's lock file in a cache a group shares, which a local flock takes all the same."""
-    try:
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except PermissionError:
-        return os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
 
 
 @dataclass
@@ -482,6 +452,7 @@ class DasRequest:
             raise InvalidArgument(f"n={n!r}: the pairs per variant, an integer of at least 2")
         if not isinstance(confirm, bool):
             raise InvalidArgument(f"confirm={confirm!r}: True or False")
+        self.session.check_model_unchanged("das.assert_robust")
         judge_variant(self, result, variant, claim=claim, n=n, expect=expect, confirm=confirm)
 
     def assert_breaks_on(
@@ -497,4 +468,5 @@ class DasRequest:
         checks.check_result(result, "assert_breaks_on")
         checks.check_claim(claim, result)
         checks.check_pairs(pairs, result)
+        self.session.check_model_unchanged("das.assert_breaks_on")
         return judge_breaking_pairs(self, result, pairs, claim=claim, where=where)

@@ -136,7 +136,7 @@ def test_a_cache_lock_that_cannot_be_taken_warns_and_the_alignment_is_still_comp
 ) -> None:
     # the lock was opened for writing: a directory in its place (or another user's lock file
     # in a cache a group shares) was an IsADirectoryError (PermissionError) in every test
-    from das_assert.cache import AlignmentCache, CacheWarning
+    from das_assert.cache import AlignmentCache, CacheWarning, training_lock
     from das_assert.session import DasSession
     from das_assert.settings import ModelSettings
 
@@ -145,13 +145,14 @@ def test_a_cache_lock_that_cannot_be_taken_warns_and_the_alignment_is_still_comp
     (tmp_path / "key.lock").mkdir()
     ran = []
     with pytest.warns(CacheWarning, match=r"cannot take the cache lock .*key\.lock \(Is a dir"):
-        with das._lock("key"):
+        with training_lock(das.cache, "key"):
             ran.append(True)
     assert ran == [True]
     (tmp_path / "other.lock").touch(mode=0o444)  # read-only (to a user other than root)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with das._lock("other"):  # is taken all the same: flock needs no write access
+        # is taken all the same: flock needs no write access
+        with training_lock(das.cache, "other"):
             pass
 
 
@@ -164,7 +165,7 @@ def test_the_cache_lock_is_taken_where_flock_needs_a_file_open_for_writing(
     import fcntl
     import os
 
-    from das_assert.cache import AlignmentCache
+    from das_assert.cache import AlignmentCache, training_lock
     from das_assert.session import DasSession
     from das_assert.settings import ModelSettings
 
@@ -180,7 +181,7 @@ def test_the_cache_lock_is_taken_where_flock_needs_a_file_open_for_writing(
     das = DasSession(model=tiny_llama, settings=settings, cache=AlignmentCache(tmp_path))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with das._lock("key"):
+        with training_lock(das.cache, "key"):
             pass
 
 

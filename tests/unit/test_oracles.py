@@ -27,9 +27,11 @@ from das_assert.evaluate import _check_gate as check_gate
 from das_assert.experiment import Experiment, run_experiment
 from das_assert.featurizers import Interchange
 from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
+from das_assert.model_state import model_version
 from das_assert.positions import parse_position
 from das_assert.prefix_store import PrefixStore
 from das_assert.runner import answer_logits, source_vectors, tail_blocks
+from das_assert.sharing import sharing
 from das_assert.sites import ResolvedSite, Site, last_attention, parse_site
 from das_assert.tasks.phrasings import HELD_OUT_PREFIXES, TRAIN_PREFIXES
 from das_assert.tasks.price_tagging import PriceFormat, make_pairs, prompt_pairs
@@ -628,16 +630,81 @@ def test_the_remembered_preamble_is_never_reused_after_the_model_changes_dtype(
 
     loaded = load_model(tiny_model_dirs["llama"])  # a private copy: it gets converted
     encoded = encode(loaded, prompt_pairs("left_boundary", 8, seed=3), parse_position("last"))
-    version = kv_cache.weights_version(loaded.model)
+    version = model_version(loaded.model)
     das_logits(loaded, None, encoded, None)  # remembers the preamble's keys and values
     loaded.model.to(torch.float64)
-    assert kv_cache.weights_version(loaded.model) != version
+    assert model_version(loaded.model) != version
     got = das_logits(loaded, None, encoded, None)
     ids, mask = encoded.base_ids, encoded.base_mask
     plain = loaded.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
     want = plain[torch.arange(len(encoded)), encoded.base_last]
     assert got.dtype == torch.float32  # logits_at's cast of the float64 logits
     torch.testing.assert_close(got, want.float(), atol=1e-9, rtol=0)
+
+
+@contextmanager
+def _zeroed_values(block: Any, how: str) -> Iterator[None]:
+    """An ablation of ``block``'s attention values: a forward hook, or a replaced ``forward``."""
+    projection = block.self_attn.v_proj
+    if how == "hook":
+        handle = projection.register_forward_hook(lambda module, args, out: out * 0)
+        try:
+            yield
+        finally:
+            handle.remove()
+        return
+    original = projection.forward
+    projection.forward = lambda x: original(x) * 0
+    try:
+        yield
+    finally:
+        del projection.forward
+
+
+@pytest.mark.parametrize("how", ["hook", "forward"])
+@torch.no_grad()
+def test_no_remembered_pass_is_reused_while_the_model_is_ablated(tiny_llama: Any, how: str) -> None:
+    """An ablation by a hook, or by a module's replaced ``forward``, changes no parameter: the
+    preamble's keys and values and the base answers remembered from before were read under it
+    (a reviewer's script: 4 of 64 answers differed, and task accuracy 0.97 where the ablated
+    model scores 0.655)."""
+    from das_assert.evaluate import base_answers
+
+    encoded = encode(tiny_llama, prompt_pairs("left_boundary", 8, seed=3), parse_position("last"))
+    ids, mask, last = encoded.base_ids, encoded.base_mask, encoded.base_last
+
+    def plain() -> torch.Tensor:
+        logits = tiny_llama.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        return logits[torch.arange(len(encoded)), last].float()
+
+    intact = plain()
+    with sharing(prefix_stores=False):  # as the plugin's session keeps base answers
+        das_logits(tiny_llama, None, encoded, None)  # remembers the preamble
+        assert torch.equal(base_answers(tiny_llama.model, encoded), intact.argmax(-1))
+        with _zeroed_values(tiny_llama.model.model.layers[0], how):
+            ablated = plain()
+            assert not torch.allclose(ablated, intact, atol=1e-3)
+            torch.testing.assert_close(das_logits(tiny_llama, None, encoded, None), ablated)
+            assert torch.equal(base_answers(tiny_llama.model, encoded), ablated.argmax(-1))
+        # Put back: the memos made before the ablation are good again.
+        torch.testing.assert_close(das_logits(tiny_llama, None, encoded, None), intact)
+
+
+def test_the_remembered_preambles_of_a_model_that_is_gone_are_let_go(
+    tiny_model_dirs: dict[str, Any], tiny_llama: Any
+) -> None:
+    import gc
+
+    from das_assert.models import load_model
+
+    loaded = load_model(tiny_model_dirs["llama"])
+    encoded = encode(loaded, prompt_pairs("left_boundary", 4, seed=3), parse_position("last"))
+    das_logits(loaded, None, encoded, None)
+    assert any(ref() is loaded.model for _, ref, _ in kv_cache._HEADS)
+    del loaded
+    gc.collect()
+    das_logits(tiny_llama, None, encoded, None)  # the next preamble remembered
+    assert all(ref() is not None for _, ref, _ in kv_cache._HEADS)
 
 
 # -- b. a full box is the full interchange, an empty box is the base run -------------------------

@@ -126,3 +126,32 @@ def test_a_model_that_always_gives_the_edges_one_answer_fails_the_variants_gate(
 
     monkeypatch.setattr(evaluate_module, "base_answers", right)
     variants._check_one_answer_variant(result, variant, test.base_label_ids, 64, 0.8)
+
+
+def test_an_ablated_model_is_refused_not_served_the_intact_models_alignment(
+    counted_session: Any,
+) -> None:
+    """A hook (an ablation) changes no weight file, and the session's memo and disk cache are
+    keyed by the files: ``align`` returned the intact model's result, or cached the ablated
+    one under the intact model's name."""
+    import torch
+
+    from das_assert.errors import ModelChanged
+
+    das, runs = counted_session
+    first = das.align("left_boundary", "a")
+    layers = das.model.model.model.layers
+    handle = layers[0].mlp.register_forward_hook(lambda module, args, out: out * 0)
+    try:
+        with pytest.raises(ModelChanged, match=r"forward hooks on model\.layers\.0\.mlp added"):
+            das.align("left_boundary", "a")
+    finally:
+        handle.remove()
+    assert das.align("left_boundary", "a") is first  # undone: the session's model again
+    weight = layers[1].mlp.down_proj.weight
+    with torch.no_grad():
+        weight.mul_(1.0)  # an edit in place, even one that changes no value
+    message = r"parameter model\.layers\.1\.mlp\.down_proj\.weight changed\)\..*run_experiment"
+    with pytest.raises(ModelChanged, match=message):
+        das.align("left_boundary", "a")
+    assert len(runs) == 1

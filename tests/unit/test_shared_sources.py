@@ -16,7 +16,7 @@ import torch
 
 from das_assert import hooks
 from das_assert.data import EncodedPairs, TokenizedPairs, tokenize
-from das_assert.kv_cache import weights_version
+from das_assert.model_state import model_version
 from das_assert.positions import parse_position
 from das_assert.runner import shared_source_vectors, source_vectors, source_vectors_at
 from das_assert.sharing import lookup, sharing
@@ -45,7 +45,7 @@ def source_key(loaded: Any, site: Site, encoded: EncodedPairs) -> tuple[Any, ...
         id(encoded.source_ids),
         *hooks.site_key(site.resolve(loaded.model)),
         encoded.position,
-        weights_version(loaded.model),
+        model_version(loaded.model),
     )
 
 
@@ -122,13 +122,14 @@ def test_a_search_reads_every_positions_sources_in_the_first_cells_pass(
                         found[site] = shared_source_vectors(
                             loaded.model, site.resolve(loaded.model), encoded
                         )
-        assert deepest[0] == batches  # one source run for the whole grid
-        later = tokenized.at(parse_position("before:amount"))
-        parked = lookup(
-            source_key(loaded, Site(2, "before:amount"), later),
-            owners=(loaded.model, later.source_ids, later.source_mask),
-        )
-        assert parked.vectors.device.type == "cpu"
+            assert deepest[0] == batches  # one source run for the whole grid
+            # (looked up under the counting hook: a memo is keyed by the hooks on the model)
+            later = tokenized.at(parse_position("before:amount"))
+            parked = lookup(
+                source_key(loaded, Site(2, "before:amount"), later),
+                owners=(loaded.model, later.source_ids, later.source_mask),
+            )
+            assert parked.vectors.device.type == "cpu"
     assert lookup(source_key(loaded, Site(2, "before:amount"), later)) is None  # dropped
     for site, vectors in found.items():
         encoded = tokenized.at(site.parsed_position)

@@ -1,0 +1,116 @@
+"""What a forward pass of a model depends on beyond its weight files, and what changed of it.
+
+Every memo of a model's passes (the template's preamble, base answers, prefix stores, source
+vectors) is keyed by ``model_version``; the pytest session compares the model with its state at
+the session's start (``model_snapshot``, ``model_changes``), since its alignments and their cache
+are keyed by the weight files.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+from torch.nn.modules import module as torch_module
+
+from das_assert.errors import ModelChanged
+
+__all__ = ["check_unchanged", "model_changes", "model_snapshot", "model_version"]
+
+
+def model_version(model: Any) -> tuple[Any, ...]:
+    """What every memo of a model's passes is keyed by: it changes whenever what a forward pass
+    computes may have changed.
+
+    - A parameter or buffer replaced, modified in place, or converted: ``model.to`` (a dtype, a
+      device) and ``model.half()`` swap each tensor's data under the same object without
+      bumping its version counter, so the storage, dtype and device are part of it.
+    - A forward hook added or removed on any module, or torch's global ones (an ablation
+      usually is one), and a module whose ``forward`` was replaced on the instance. das_assert's
+      own hooks exist only inside a pass, after its memos are consulted.
+
+    An edit through ``.data`` (``w.data.mul_(0)``) bumps no version and cannot be seen without
+    reading the weights: edit the parameter itself under ``torch.no_grad()``."""
+    from torch.nn.modules import module as torch_module
+
+    tensors = (
+        (id(t), t._version, t.data_ptr(), t.dtype, t.device)
+        for t in (*model.parameters(), *model.buffers())
+    )
+    changed_modules = (
+        (id(m), *map(tuple, _forward_hooks(m)), id(m.__dict__.get("forward")))
+        for m in model.modules()
+        if any(_forward_hooks(m)) or "forward" in m.__dict__
+    )
+    global_hooks = (
+        tuple(torch_module._global_forward_pre_hooks),
+        tuple(torch_module._global_forward_hooks),
+    )
+    return (id(model), *tensors, *changed_modules, global_hooks)
+
+
+def _forward_hooks(module: Any) -> tuple[dict[int, Any], dict[int, Any]]:
+    """A module's forward pre-hooks and forward hooks (keyed by their handles' ids)."""
+    return module._forward_pre_hooks, module._forward_hooks
+
+
+def model_snapshot(model: nn.Module) -> dict[str, Any]:
+    """``model_version`` with names: each parameter's and buffer's, each changed module's, and
+    torch's global hooks', for ``model_changes`` to say what differs."""
+    snapshot: dict[str, Any] = {
+        f"{kind} {name}": (id(t), t._version, t.data_ptr(), t.dtype, t.device)
+        for kind, named in (("parameter", model.named_parameters), ("buffer", model.named_buffers))
+        for name, t in named()
+    }
+    for name, m in model.named_modules():
+        pre, post = _forward_hooks(m)
+        if pre or post:
+            snapshot[f"forward hooks on {name or 'the model'}"] = (tuple(pre), tuple(post))
+        if "forward" in m.__dict__:
+            snapshot[f"the replaced forward of {name or 'the model'}"] = id(m.__dict__["forward"])
+    pre, post = torch_module._global_forward_pre_hooks, torch_module._global_forward_hooks
+    if pre or post:
+        snapshot["torch's global forward hooks"] = (tuple(pre), tuple(post))
+    return snapshot
+
+
+def model_changes(model: nn.Module, before: dict[str, Any], *, most: int = 3) -> list[str]:
+    """What differs between ``before`` (a ``model_snapshot``) and the model now: up to ``most``
+    items, then how many more."""
+    now = model_snapshot(model)
+    changed = [
+        _describe(name, name in before, name in now)
+        for name in dict.fromkeys([*before, *now])
+        if before.get(name) != now.get(name)
+    ]
+    if len(changed) > most:
+        changed = [*changed[:most], f"{len(changed) - most} more"]
+    return changed
+
+
+def _describe(name: str, was: bool, is_now: bool) -> str:
+    if not was:
+        return f"{name} added"
+    if not is_now:
+        return f"{name} removed"
+    return f"{name} changed"
+
+
+def check_unchanged(
+    model: nn.Module, at_start: tuple[tuple[Any, ...], dict[str, Any]], what: str
+) -> None:
+    """Raise ``ModelChanged`` if ``model`` differs from ``at_start`` (its ``model_version`` and
+    ``model_snapshot`` when a pytest session began): a hook, a replaced ``forward``, a
+    parameter edited or replaced. ``what`` would otherwise reuse, or cache under the unchanged
+    model's name, a measurement of another model."""
+    version, snapshot = at_start
+    if model_version(model) == version:
+        return
+    changes = "; ".join(model_changes(model, snapshot)) or "its state"
+    raise ModelChanged(
+        f"{what}: the model under test changed since the session began ({changes}). "
+        "das_session keys its alignments and the alignment cache by the model's weight files, "
+        "so it would reuse the unchanged model's alignments, or cache this one under its name. "
+        "Undo the change first (remove the hook, restore the weights), or measure the changed "
+        "model with das_assert.run_experiment(model, experiment, config), which caches nothing"
+    )
