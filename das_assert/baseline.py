@@ -244,7 +244,12 @@ def release_reservation(folder: Path) -> None:
 
 
 def alignment_path(directory: Path, stem: str, key: str) -> Path:
-    return Path(directory) / stem / f"{slug(key)}.safetensors"
+    """Where a baseline ``stem`` keeps the alignment of entry ``key``: the key's slug, then a
+    hash of the whole key, since two keys can slug alike (parametrized ids ``[Hello!]`` and
+    ``[Hello?]``): the second save overwrote the first, and a frozen run judged one claim with
+    the other's rotation. A baseline records each file's name, so older names still read."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return Path(directory) / stem / f"{slug(key)[: _SLUG_MAX - 13]}-{digest}.safetensors"
 
 
 def find_baseline(directory: Path, name: str) -> Path:

@@ -65,7 +65,7 @@ def frozen_alignment(
             f"--das-frozen {path}: {exc} (this file is the baseline's: save the baseline again "
             "with --das-save-baseline, or run without --das-frozen)"
         ) from None
-    _check_identity(path, file, manifest, interchange.n_variables, experiment, config)
+    _check_identity(path, file, manifest, interchange.n_variables, experiment, config, entry)
     interchange.to(model.input_device)
     site = experiment.site.resolve(model.model)
     fitted = FittedAlignment(interchange, site, config, experiment.n_train, 0.0, from_cache=True)
@@ -119,14 +119,16 @@ def _check_identity(
     n_variables: int,
     experiment: Experiment,
     config: FitConfig,
+    entry: dict[str, Any],
 ) -> None:
-    """Refuse an alignment file that its manifest says was fitted for another request: a
-    baseline whose long keys were cut to one file name kept only the last cell's rotation."""
-    wanted = alignment_request(experiment, config)
+    """Refuse an alignment file that its manifest says was fitted for another request, or
+    saved for another entry (claim, test): a baseline whose long keys were cut to one file name
+    kept only the last cell's rotation, and keys that slugged alike shared one file."""
+    wanted = {**alignment_request(experiment, config), **_saved_for(entry)}
     wrong = [
         f"{field}={manifest[field]!r}, not {wanted[field]!r}"
-        for field in ("hypothesis", "variable", "site", "seed", "n_train")
-        if field in manifest and manifest[field] != wanted[field]
+        for field in ("hypothesis", "variable", "site", "seed", "n_train", "claim", "test_id")
+        if field in manifest and field in wanted and manifest[field] != wanted[field]
     ]
     boxes = len(experiment.boxes)
     if n_variables != boxes:
@@ -180,3 +182,9 @@ def _of_entry(entry: dict[str, Any]) -> dict[str, Any]:
 def request_text(fields: dict[str, Any]) -> str:
     """``fields`` as a baseline's JSON holds them (tuples as lists), to compare."""
     return json.dumps(fields, sort_keys=True, default=str)
+
+
+def _saved_for(entry: dict[str, Any]) -> dict[str, Any]:
+    """The claim and test a baseline entry names, as its alignment file's manifest records
+    them (a search cell's entry names neither)."""
+    return {field: entry[field] for field in ("claim", "test_id") if entry.get(field)}

@@ -218,9 +218,9 @@ def transfer(
     except AlignmentFileError as exc:
         return {"skipped": str(exc)}
     wanted = {**entry, "site": fitted_at}
-    wrong = [  # a file under another claim's name: its long key was cut to the same name
+    wrong = [  # a file under another claim's name: its key was cut, or slugged, to that name
         f"{field}={manifest[field]!r}, not {wanted.get(field)!r}"
-        for field in ("hypothesis", "variable", "site", "seed", "n_train")
+        for field in ("hypothesis", "variable", "site", "seed", "n_train", "claim", "test_id")
         if field in manifest and manifest[field] != wanted.get(field)
     ]
     if wrong:

@@ -142,6 +142,33 @@ def frozen_run_of_a_swapped_file(ctx: Ctx) -> object:
     return frozen_alignment((path, payload), ctx.llama, experiment, config)
 
 
+def frozen_run_of_another_tests_file(ctx: Ctx) -> object:
+    """A frozen claim whose baseline entry names a file another test's claim saved: what a
+    baseline kept when parametrized ids that slug alike ([Hello!], [Hello?]) shared a name."""
+    from das_assert.experiment import Experiment
+    from das_assert.fit import FitConfig
+    from das_assert.frozen import alignment_request, frozen_alignment
+    from das_assert.sites import parse_site
+
+    experiment = Experiment(hypothesis="left_boundary", site=parse_site(SITE), n_train=16)
+    config = FitConfig()
+    request = alignment_request(experiment, config)
+    path = ctx.tmp_path / "baselines" / "0001_v1.json"
+    interchange = make_interchange("boundless", ctx.llama.config.hidden_size, 1)
+    saved_by = {"claim": "left_boundary", "test_id": "test_x.py::test_greeting[Hello?]"}
+    file = path.parent / path.stem / "test_x.py_test_greeting_Hello.safetensors"
+    save_alignment(file, interchange, {**request, **saved_by})
+    entry = {
+        **{k: v for k, v in request.items() if k != "site"},
+        "site": {"canonical": SITE},
+        "claim": "left_boundary",
+        "test_id": "test_x.py::test_greeting[Hello!]",
+        "alignment_file": file.name,
+    }
+    payload = {"entries": {"test_x.py::test_greeting[Hello!]::left_boundary": entry}}
+    return frozen_alignment((path, payload), ctx.llama, experiment, config)
+
+
 def frozen_run_of_a_truncated_file(ctx: Ctx) -> object:
     """A frozen request whose baseline's alignment file was cut short (a partial checkout)."""
     from das_assert.experiment import Experiment
@@ -394,6 +421,14 @@ CASES = [
         r"\(site='block_output\[layer=0, pos=last\]', not 'block_output\[layer=1, pos=last\]'\)"
         r".*Save the baseline again \(--das-save-baseline\)",
         id="frozen_alignment(<a baseline entry naming another cell's alignment file>)",
+    ),
+    pytest.param(  # it judged [Hello!] with [Hello?]'s rotation, silently
+        frozen_run_of_another_tests_file,
+        AlignmentFileError,
+        r"--das-frozen .*0001_v1\.json: its alignment file .* holds another alignment "
+        r"\(test_id='test_x\.py::test_greeting\[Hello\?\]', not "
+        r"'test_x\.py::test_greeting\[Hello!\]'\)",
+        id="frozen_alignment(<a baseline entry naming another test's alignment file>)",
     ),
     pytest.param(  # "delete it and fit again" is no fix for a file the baseline holds
         frozen_run_of_a_truncated_file,

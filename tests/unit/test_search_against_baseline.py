@@ -111,7 +111,16 @@ def test_each_cell_of_a_long_test_id_gets_its_own_alignment_file() -> None:
     assert len(names) == len(keys)
     assert all(len(name) <= 150 + len(".safetensors") for name in names)
     assert all(name.startswith("hypotheses_test_where_left_boundary_lives.py_") for name in names)
-    # a short key's name is as before, so that saved baselines' file names stay
+    # a short key's slug is as before (baselines' folders); a baseline records its file names
     assert slug(f"{TEST}::search::{_site(0)}::abc") == (
         "hypotheses_test_where.py_test_search_search_block_output_layer_0_pos_last_abc"
     )
+
+
+def test_keys_that_slug_alike_get_their_own_alignment_files() -> None:
+    # Parametrized ids [Hello!] and [Hello?] made one file: the second claim's save overwrote
+    # the first's, and a frozen run judged the first claim with the second's rotation.
+    keys = [f"{TEST}[{greeting}]::left_boundary" for greeting in ("Hello!", "Hello?", "Hello, ")]
+    assert len({slug(key) for key in keys}) == 1
+    names = {alignment_path(Path("b"), "0001_v1", key).name for key in keys}
+    assert len(names) == len(keys)
