@@ -346,8 +346,10 @@ def find_model_settings(
     embedded: bool,
     key: str | None = None,
 ) -> ModelSettings:
-    """The entry for the loaded model: the entry ``key`` where one is named, else by ``path:``,
-    by key = directory name, or ``embedded``."""
+    """The entry for the loaded model: the entry ``key`` where one is named, else the one whose
+    ``path:`` is the model, else one without a ``path:`` whose key is the model's directory
+    name (or ``embedded``). An entry whose ``path:`` names another model is never taken by its
+    key: another model's thresholds and baselines would judge this one, with no word said."""
     if key is not None:
         if key not in settings:
             source = next(iter(settings.values())).source
@@ -362,11 +364,11 @@ def find_model_settings(
         if entry.path and entry.path != "embedded":
             if _entry_path(entry).resolve() == Path(model_path).resolve():
                 return entry
-    for key, entry in settings.items():
-        if (key == "embedded" and embedded) or (not embedded and key == Path(model_path).name):
-            return entry
-    source = next(iter(settings.values())).source
     name = "embedded" if embedded else Path(model_path).name
+    named_alike = settings.get(name)
+    if named_alike is not None and not named_alike.path:
+        return named_alike
+    source = next(iter(settings.values())).source
     shown = "embedded" if embedded else Path(model_path).resolve()
     missing = [  # an entry meant for this model whose relative path was read from elsewhere
         f" Entry {key!r} has path: {entry.path}, read from das.yaml's folder as {where}, "
@@ -374,6 +376,12 @@ def find_model_settings(
         for key, entry in settings.items()
         if entry.path and entry.path != "embedded" and not (where := _entry_path(entry)).exists()
     ]
+    if named_alike is not None:  # named like this model's folder, its path another model's
+        missing.append(
+            f" Entry {name!r} is named like the model's folder, but its path: "
+            f"{named_alike.path} is another model; judge this model under it with "
+            f"--das-model-entry {name} if it is an update of that model."
+        )
     raise ConfigError(
         f"{source} has no settings for the model {str(model_path)!r}: add an entry "
         f"`models: {name}: {{path: {shown}, sites: ..., thresholds: ...}}` (a relative path is "

@@ -262,6 +262,18 @@ CASES = [
         r"folder as .*/models/mine, which does not exist\.$",
         id="find_model_settings(<das.yaml, path: relative>, '/models/mine')",
     ),
+    pytest.param(  # it took that entry by its key: another model's thresholds and baselines
+        lambda c: find_model_settings(
+            load_settings(yaml_file(c, GOOD_YAML + f"  mine:\n    path: {c.tmp_path}\n")),
+            Path("/models/mine"),
+            embedded=False,
+        ),
+        ConfigError,
+        r"has no settings for the model '/models/mine': .* Entry 'mine' is named like the "
+        r"model's folder, but its path: .* is another model; judge this model under it with "
+        r"--das-model-entry mine if it is an update of that model\.$",
+        id="find_model_settings(<das.yaml, entry named like the folder, path elsewhere>)",
+    ),
     pytest.param(
         lambda c: load_settings(yaml_file(c, GOOD_YAML))["embedded"].threshold("midpoint_distance"),
         MissingEntry,
