@@ -349,8 +349,8 @@ _OUTPUT_OPTIONS = {  # option: written as a directory?
 
 
 def check_output_paths(config: pytest.Config) -> None:
-    """A report or directory that cannot be written is refused before the first alignment
-    trains, not after the whole run."""
+    """A report or directory that cannot be written, or heatmaps without matplotlib, are
+    refused before the first alignment trains, not after the whole run."""
     from das_assert.store import output_path_problem
 
     written: dict[Path, str] = {}
@@ -373,6 +373,13 @@ def check_output_paths(config: pytest.Config) -> None:
                     f"{written[where]} and {option} both name {value}; name two paths"
                 )
             written[where] = option
+    if config.getoption("das_plots"):
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:  # found after a search had trained
+            raise pytest.UsageError(
+                "--das-plots needs matplotlib: pip install 'das_assert[plots]', or drop --das-plots"
+            )
 
 
 _RUN_TOKEN = pytest.StashKey[str]()

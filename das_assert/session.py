@@ -324,7 +324,19 @@ class DasRequest:
                 save_search_alignments(self.session, grid, record, self.node.nodeid)
             except OutputWriteError as exc:  # the search stands; the baseline cannot be saved
                 record.update(alignment_unwritten=str(exc))
+        if self.session.plots_dir is not None:
+            record["heatmap"] = str(self._save_heatmap(grid).resolve())
         self.node.user_properties.append(("das_search", json.dumps(record)))
+
+    def _save_heatmap(self, grid: Any) -> Path:
+        """``--das-plots DIR``: the grid's heatmap, one PNG per test, named after its id."""
+        from das_assert.baseline import slug
+        from das_assert.search import save_heatmap
+
+        assert self.session.plots_dir is not None
+        path = self.session.plots_dir / f"{slug(self.node.nodeid)}.png"
+        title = f"{grid.hypothesis} on {self.session.model.name}: IIA per cell"
+        return save_heatmap(grid, path, title=title)
 
     def assert_aligned(
         self, result: AlignmentResult, *, claim: str, threshold: float | None = None

@@ -3,7 +3,7 @@
 Claim. Over the layer x position grid of das.yaml (``search``), Boundless DAS for the Left
 Boundary model reaches its best IIA inside the expected region (``expect_layers`` x
 ``expect_positions``), and that best cell is itself aligned (``left_boundary.search`` threshold).
-The heatmap is saved with ``--das-plots DIR``.
+With ``--das-plots DIR`` the recorded search's heatmap is saved there (``das.record_search``).
 
 Evidence bar. One alignment per cell; every cell's IIA, with its Wilson interval, seed and
 controls, is in the reports (``das.record_search``: the terminal, ``searches`` in the JSON).
@@ -16,7 +16,7 @@ widened to hold jointly at 95% (Bonferroni), or it reports the overlap.
 
 import pytest
 
-from das_assert.search import save_heatmap, search
+from das_assert.search import search
 from das_assert.sites import Site
 
 HYPOTHESIS = "left_boundary"
@@ -36,12 +36,6 @@ def grid(das_session):
         positions=spec["positions"],
         **changes,
     )
-    if das_session.plots_dir is not None:
-        save_heatmap(
-            found,
-            das_session.plots_dir / "left_boundary_search.png",
-            title=f"left_boundary on {das_session.model.name}: IIA per cell",
-        )
     return found
 
 

@@ -432,3 +432,36 @@ def test_a_claim_whose_alignment_cannot_be_written_keeps_its_verdict(
         ]
     )
     assert list((project.path / "b").rglob("*")) == [project.path / "b/tiny"]
+
+
+def test_das_plots_draws_every_recorded_search(project: pytest.Pytester) -> None:
+    # --das-plots named a folder that stayed empty: only the shipped search test drew itself
+    from plugin_support import SEARCH_FILE
+
+    from das_assert.baseline import slug
+
+    project.makepyfile(test_search=SEARCH_FILE)
+    result = _run(project, "test_search.py", "--das-plots=plots", "--das-json=r.json")
+    result.assert_outcomes(passed=1)
+    drawn = project.path / "plots" / f"{slug('test_search.py::test_a_search')}.png"
+    assert drawn.read_bytes().startswith(b"\x89PNG")
+    [search] = json.loads((project.path / "r.json").read_text())["searches"]
+    assert Path(search["heatmap"]) == drawn
+
+
+def test_das_plots_without_matplotlib_is_refused_before_any_search_trains(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # it was found only when the first heatmap was drawn, after its grid had trained
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "matplotlib" else find_spec(name, *args),
+    )
+    project.makepyfile(test_search="def test_nothing(): pass\n")
+    result = _run(project, "test_search.py", "--das-plots=plots")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--das-plots needs matplotlib: pip install 'das_assert[[]plots]'*"])
