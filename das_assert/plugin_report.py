@@ -271,7 +271,29 @@ class Reporter(BaselineReporting):
         # Node ids pick tests out of their files (test files given alone may be the whole suite)
         if narrowed := [a for a in self.config.args if "::" in a]:
             return f"the run was given node ids: {' '.join(narrowed)}"
+        if left_out := self._test_files_left_out():
+            more = f" and {len(left_out) - 3} more" if len(left_out) > 3 else ""
+            return (
+                f"the run was given some of the test files beside its das tests: "
+                f"{', '.join(left_out[:3])}{more} not among its paths"
+            )
         return None
+
+    def _test_files_left_out(self) -> list[str]:
+        """Test files in the folders of this run's das tests that lie outside the paths it was
+        given (``pytest hypotheses/test_a.py``): a baseline saved then holds one file's claims,
+        and became ``latest`` with no word said. Rootdir-relative, sorted."""
+        root = self.config.rootpath
+        records = self.records + self.limits + self.searches + self.fuzz
+        tested = {r["test_id"].split("::")[0] for r in records if r.get("test_id")}
+        beside = {
+            path
+            for folder in {(root / file).parent for file in tested}
+            for pattern in ("test_*.py", "*_test.py")
+            for path in folder.glob(pattern)
+        }
+        names = {path.relative_to(root).as_posix() for path in beside if path.is_relative_to(root)}
+        return sorted(name for name in names - tested if not self._given(name))
 
 
 def _record(value: Any) -> dict[str, Any] | None:

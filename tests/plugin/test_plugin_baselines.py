@@ -855,3 +855,27 @@ def test_a_frozen_run_fails_a_request_its_baseline_holds_no_alignment_for(
     missing = _run(project, *args, "--das-frozen=v9")
     assert missing.ret == pytest.ExitCode.USAGE_ERROR
     assert "das_assert --das-frozen:" in missing.stdout.str()
+
+
+def test_a_baseline_saved_from_one_of_its_folders_test_files_says_so(
+    project: pytest.Pytester,
+) -> None:
+    # saved silently as the whole suite, and became latest: the next full --das-compare failed
+    # every claim of the files left out (NO BASELINE ENTRY)
+    project.mkdir("suite")
+    for name in ("test_a.py", "test_b.py"):
+        (project.path / "suite" / name).write_text(HYPOTHESIS_FILE)
+    (project.path / "test_hyp.py").unlink()
+    args = ("--das-cache=readwrite", "--das-baseline-dir=b", "--das-save-baseline=v1")
+    whole = _run(project, *args, "suite")
+    whole.assert_outcomes(passed=2, failed=2)
+    assert "holds only" not in whole.stdout.str()
+    result = _run(project, *args, "suite/test_a.py", "--das-json=r.json")
+    result.stdout.fnmatch_lines(
+        [
+            "*baseline 0002_v1 holds only the 2 claim(s) selected: the run was given some of the "
+            "test files beside its das tests: suite/test_b.py not among its paths*"
+        ]
+    )
+    run = json.loads((project.path / "r.json").read_text())["run"]
+    assert run["selection"].endswith("suite/test_b.py not among its paths")

@@ -464,4 +464,6 @@ def test_das_plots_without_matplotlib_is_refused_before_any_search_trains(
     project.makepyfile(test_search="def test_nothing(): pass\n")
     result = _run(project, "test_search.py", "--das-plots=plots")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--das-plots needs matplotlib: pip install 'das_assert[[]plots]'*"])
+    result.stderr.fnmatch_lines(
+        ["*--das-plots needs matplotlib: pip install 'das_assert[[]plots]'*"]
+    )
