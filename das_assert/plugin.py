@@ -332,7 +332,7 @@ def das_session(request: pytest.FixtureRequest) -> Any:
     """
     from das_assert.cache import AlignmentCache
     from das_assert.digests import DigestMemo
-    from das_assert.errors import DasError
+    from das_assert.errors import DasError, SetupError
     from das_assert.models import LoadedModel, load_model, worker_device, worker_threads
     from das_assert.session import DasSession
     from das_assert.settings import ConfigWarning, misspelt_claims
@@ -357,7 +357,14 @@ def das_session(request: pytest.FixtureRequest) -> Any:
             import torch
 
             torch.set_num_threads(threads)
-        model = config.hook.pytest_das_load_model(config=config, path=path) or load_model(
+        model = config.hook.pytest_das_load_model(config=config, path=path)
+        if model is not None and not isinstance(model, LoadedModel):
+            raise SetupError(
+                f"pytest_das_load_model returned {type(model).__name__}, not a LoadedModel: "
+                "return das_assert.load_model(path, ...) (it takes dtype, device and "
+                "device_map), or None to let das_assert load the model"
+            )
+        model = model or load_model(
             path,
             dtype=config.getoption("das_dtype"),
             device=device,

@@ -109,3 +109,27 @@ def test_each_misuse_of_an_assertion_fails_its_test_with_one_clear_message(
         assert f"InvalidArgument: {message}" in output
     assert "AttributeError" not in output
     assert "rejected" not in output  # n=1 is a typo, not a variant the model cannot do
+
+
+def test_a_load_model_hook_returning_the_transformers_model_stops_the_run_once(
+    project: pytest.Pytester,
+) -> None:
+    # every test failed with advice to pass "the transformers CausalLM itself", which it was
+    project.makeconftest(
+        """
+        import pytest
+        from transformers import AutoModelForCausalLM
+
+        @pytest.hookimpl(optionalhook=True)
+        def pytest_das_load_model(config, path):
+            return AutoModelForCausalLM.from_pretrained(path)
+        """
+    )
+    result = _run(project)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stdout.fnmatch_lines(
+        [
+            "*das_assert setup: pytest_das_load_model returned LlamaForCausalLM, not a "
+            "LoadedModel: return das_assert.load_model(path, ...)*"
+        ]
+    )
