@@ -40,13 +40,16 @@ def assertion_calls(function: Any) -> Calls:
 
 def literal_claims(calls: Calls) -> list[tuple[str, str]]:
     """``(claim, table)`` of each assertion of ``calls`` that names its claim as a string literal
-    and gives no explicit ``threshold=``."""
+    and gives no explicit ``threshold=`` (``threshold=None`` reads das.yaml's, as none does)."""
     found = []
     for method, keywords in calls:
         claim = keywords.get("claim")
-        if isinstance(claim, ast.Constant) and isinstance(claim.value, str):
-            if "threshold" not in keywords:
-                found.append((claim.value, CLAIM_TABLES[method]))
+        threshold = keywords.get("threshold")
+        given = threshold is not None and not (
+            isinstance(threshold, ast.Constant) and threshold.value is None
+        )
+        if isinstance(claim, ast.Constant) and isinstance(claim.value, str) and not given:
+            found.append((claim.value, CLAIM_TABLES[method]))
     return found
 
 

@@ -15,11 +15,17 @@ import random
 from dataclasses import dataclass, fields
 from typing import Any
 
+from hypothesis import assume
 from hypothesis import strategies as st
 
 from das_assert.errors import InvalidArgument, did_you_mean
-from das_assert.tasks.phrasings import DEFAULT_INSTRUCTION, HELD_OUT_INSTRUCTIONS, HELD_OUT_PREFIXES
-from das_assert.tasks.price_tagging import PriceFormat, check_bracket
+from das_assert.tasks.phrasings import (
+    DEFAULT_INSTRUCTION,
+    HELD_OUT_INSTRUCTIONS,
+    HELD_OUT_PREFIXES,
+    TRAIN_INSTRUCTIONS,
+)
+from das_assert.tasks.price_tagging import PriceFormat, check_bracket, snap_to_dimes
 
 __all__ = [
     "PromptVariant",
@@ -63,6 +69,15 @@ class PromptVariant:
             self.format()
         except InvalidArgument as exc:
             raise InvalidArgument(f"PromptVariant: {exc}") from None
+        if self.amount_edge == "one_cent_outside" and self.bracket is not None:
+            low, high = self.bracket
+            if not self._outside({"lo": low, "hi": high}):
+                raise InvalidArgument(
+                    f"PromptVariant: amount_edge='one_cent_outside' with bracket={self.bracket}: "
+                    f"no amount just outside it can be written ({self._step()} cent(s) below "
+                    "the low bound or above the high one, within 0.00-9.99 dollars, 0.10-9.90 "
+                    "with one-decimal numbers); narrow the bracket"
+                )
 
     def __repr__(self) -> str:
         changed = [
@@ -101,13 +116,34 @@ class PromptVariant:
         )
 
     def edit(self, inputs: dict[str, int], rng: random.Random, role: str) -> dict[str, int]:
-        """Adjust sampled inputs (cents): put the base amount on a bound (or one cent outside)."""
+        """Adjust sampled inputs (cents): put the base amount on a bound (or just outside)."""
         out = dict(inputs)
         if role == "base" and self.amount_edge == "on_bound":
             out["x"] = rng.choice((out["lo"], out["hi"]))
         elif role == "base" and self.amount_edge == "one_cent_outside":
-            out["x"] = rng.choice((out["lo"] - 1, out["hi"] + 1))
+            sides = self._outside(out)
+            if not sides:  # a bracket sampled per prompt spans at most 7.50: never both
+                raise InvalidArgument(f"no amount just outside the bracket of {inputs}")
+            out["x"] = rng.choice(sides)
         return out  # prompt_pairs snaps one-decimal prompts' amounts to what the text shows
+
+    def _step(self) -> int:
+        """The least change of amount the prompt shows: a cent, or a dime in one-decimal text."""
+        return 10 if self.numbers == "one_decimal" else 1
+
+    def _outside(self, inputs: dict[str, int]) -> tuple[int, ...]:
+        """The amounts just below the low bound and just above the high one, as the prompt shows
+        them, each where it stays an amount the prompt can write. With one-decimal numbers the
+        bounds are rounded to what the text shows and the step is ten cents: one cent outside
+        was rounded back onto the bound (344 of 400 base amounts), and ``lo - 1`` at a low
+        bound of 0 was written "-1.99"."""
+        step = self._step()
+        if step == 1:
+            low, high, least, most = inputs["lo"], inputs["hi"], 0, 999
+        else:
+            shown = snap_to_dimes({"lo": inputs["lo"], "hi": inputs["hi"]})
+            low, high, least, most = shown["lo"], shown["hi"], 10, 990
+        return tuple(x for x in (low - step, high + step) if least <= x <= most)
 
 
 _VERBS = ("Please say", "Say", "Answer", "Reply", "Please answer", "Respond")
@@ -128,6 +164,7 @@ def _grammar_instructions(draw: Any) -> str:
         text = text[0].lower() + text[1:]
     elif casing == "no final stop":
         text = text.rstrip(".")
+    assume(text not in TRAIN_INSTRUCTIONS)  # one it can write was the embedded model's training
     return text
 
 
@@ -212,7 +249,8 @@ def brackets(
 
 
 def amount_edges() -> Any:
-    """None, an amount exactly on a bound, or one cent outside it. Shrinks to None."""
+    """None, an amount exactly on a bound, or one cent outside it (ten with one-decimal
+    numbers). Shrinks to None."""
     return st.sampled_from(AMOUNT_EDGES)
 
 
@@ -287,4 +325,9 @@ def _prompt_variants(
     chosen = draw(
         st.lists(st.sampled_from(sorted(parts)), min_size=1, max_size=max_changes, unique=True)
     )
-    return PromptVariant(**{name: draw(parts[name]) for name in chosen})
+    drawn = {name: draw(parts[name]) for name in chosen}
+    if drawn.get("amount_edge") == "one_cent_outside" and drawn.get("bracket") is not None:
+        shown = PromptVariant(numbers=drawn.get("numbers", "plain"))  # a bracket that spans
+        low, high = drawn["bracket"]  # every amount the prompt writes leaves none outside it
+        assume(bool(shown._outside({"lo": low, "hi": high})))
+    return PromptVariant(**drawn)

@@ -23,6 +23,8 @@ NUMBER_STYLES = ("plain", "dollar", "one_decimal")
 
 
 def _format_cents(cents: int, style: str) -> str:
+    if not 0 <= cents <= 999:  # "-1.99" for -1, "10.00": not an amount the task writes
+        raise InvalidArgument(f"{cents} cents is not an amount of 0.00-9.99 dollars")
     if style == "one_decimal":
         return f"{cents / 100:.1f}"
     text = f"{cents // 100}.{cents % 100:02d}"

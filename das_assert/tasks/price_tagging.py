@@ -203,6 +203,11 @@ def _checked_edit(edit: Edit | None) -> Edit | None:
                 "a dict of lo, hi and x in whole cents (did it change them in place and "
                 "return nothing?)"
             )
+        if outside := [f"{k}={edited[k]}" for k in ("lo", "hi", "x") if not 0 <= edited[k] <= 999]:
+            raise InvalidArgument(
+                f"edit returned {', '.join(outside)} for the {role} {inputs}: amounts are 0 to "
+                "999 cents (0.00-9.99 dollars), as a prompt writes them"
+            )
         return edited
 
     return checked

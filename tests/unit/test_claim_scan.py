@@ -11,6 +11,7 @@ from das_assert.claim_scan import assertion_calls, claimless_calls, literal_clai
 def a_test(das: Any, result: Any, name: str, options: dict) -> None:
     das.assert_aligned(result, claim="left_boundary")
     das.assert_not_aligned(result, claim="control", threshold=0.5)  # judged by its own threshold
+    das.assert_aligned(result, claim="spelt_out", threshold=None)  # das.yaml's, as when left out
     das.assert_robust(result, claim=name)  # a variable: left to the run
     das.assert_breaks_on(result, [], claim="limit", where="x")
     das.assert_aligned(result)
@@ -19,7 +20,11 @@ def a_test(das: Any, result: Any, name: str, options: dict) -> None:
 
 
 def test_literal_claims_names_each_literal_claim_and_its_table() -> None:
-    expected = [("left_boundary", "thresholds"), ("limit", "robustness")]
+    expected = [
+        ("left_boundary", "thresholds"),
+        ("spelt_out", "thresholds"),
+        ("limit", "robustness"),
+    ]
     assert literal_claims(assertion_calls(a_test)) == expected
 
 

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.vendor.pretty import pretty
 
 from das_assert.errors import InvalidArgument
-from das_assert.strategies import PromptVariant, brackets, prompt_variants
+from das_assert.strategies import PromptVariant, brackets, instructions, prompt_variants
+from das_assert.tasks.phrasings import TRAIN_INSTRUCTIONS
 
 
 @settings(max_examples=200)
@@ -190,3 +191,74 @@ def test_replay_advice_inside_a_hypothesis_test_follows_its_settings(x: int) -> 
     from das_assert.variants import replay_advice
 
     assert replay_advice().startswith("derandomized: the same command over the same files")
+
+
+def _base_amounts(variant: PromptVariant, n: int = 200) -> list[dict[str, int]]:
+    from das_assert.tasks.price_tagging import prompt_pairs
+
+    pairs = prompt_pairs(
+        "left_boundary",
+        n,
+        seed=1,
+        fmt=variant.format(),
+        bracket=variant.bracket,
+        edit=variant.edit,
+    )
+    return [pair.inputs["base"] for pair in pairs]
+
+
+def test_one_cent_outside_is_outside_as_one_decimal_numbers_show_it() -> None:
+    # one cent outside was rounded back onto the bound: 344 of 400 base amounts, mostly Yes
+    bases = _base_amounts(PromptVariant(numbers="one_decimal", amount_edge="one_cent_outside"))
+    assert all(b["x"] in (b["lo"] - 10, b["hi"] + 10) for b in bases)
+
+
+@pytest.mark.parametrize(("bracket", "outside"), [((0, 500), 501), ((100, 999), 99)])
+def test_one_cent_outside_stays_an_amount_the_prompt_can_write(
+    bracket: tuple[int, int], outside: int
+) -> None:
+    # -1 cent was written "-1.99 dollars", 1000 cents "10.00"
+    import random
+
+    variant = PromptVariant(bracket=bracket, amount_edge="one_cent_outside")
+    low, high = bracket
+    for seed in range(20):
+        edited = variant.edit({"lo": low, "hi": high, "x": 300}, random.Random(seed), "base")
+        assert edited["x"] == outside
+
+
+def test_a_bracket_with_no_amount_outside_it_is_refused_for_one_cent_outside() -> None:
+    with pytest.raises(InvalidArgument, match=r"bracket=\(0, 999\): no amount just outside it"):
+        PromptVariant(bracket=(0, 999), amount_edge="one_cent_outside")
+    with pytest.raises(InvalidArgument, match=r"bracket=\(12, 995\): no amount just outside"):
+        PromptVariant(numbers="one_decimal", bracket=(12, 995), amount_edge="one_cent_outside")
+
+
+def test_an_edit_that_leaves_the_amount_range_is_refused() -> None:
+    from das_assert.tasks.price_tagging import prompt_pairs
+
+    def too_high(inputs: dict[str, int], rng: Any, role: str) -> dict[str, int]:
+        return {**inputs, "x": 1000}
+
+    with pytest.raises(InvalidArgument, match=r"edit returned x=1000 .*0 to 999 cents"):
+        prompt_pairs("left_boundary", 4, seed=0, edit=too_high)
+
+
+@settings(max_examples=300, database=None)
+@given(variant=prompt_variants(bracket=brackets(max_width=990, min_low=0)), seed=st.integers(0, 9))
+def test_drawn_variants_never_put_an_amount_outside_what_a_prompt_writes(
+    variant: PromptVariant, seed: int
+) -> None:
+    import random
+
+    # a sampled bracket (250-750 cents wide, low >= 5, high <= 995) at either end of its range
+    for low, high in [variant.bracket] if variant.bracket else [(5, 755), (245, 995)]:
+        edited = variant.edit({"lo": low, "hi": high, "x": 300}, random.Random(seed), "base")
+        assert 0 <= edited["x"] <= 999
+
+
+@settings(max_examples=500, database=None)
+@given(instruction=instructions())
+def test_the_instruction_grammar_writes_no_training_phrasing(instruction: str) -> None:
+    # the grammar wrote one of the embedded model's training instructions, counted as held out
+    assert instruction not in TRAIN_INSTRUCTIONS
