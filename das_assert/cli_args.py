@@ -234,7 +234,7 @@ def causal_model_files(argv: list[str]) -> list[str]:
     """The ``--causal-models`` files in ``argv``: read before the parser is built, because the
     models they register are ``--hypothesis`` choices; none for a command without the option
     (its parser refuses it, and the user's code is not run first)."""
-    if not argv or argv[0] not in ("fit", "search", "evaluate"):
+    if not argv or argv[0] not in ("check", "fit", "search", "evaluate"):
         return []
     early = _Lenient(add_help=False, allow_abbrev=False)
     early.add_argument("--causal-models", action="append", default=[])

@@ -138,7 +138,9 @@ def _tokenize(model: LoadedModel, prompts: Sequence[Any]) -> TokenizedPrompts:
     mask = torch.tensor(encoded["attention_mask"])
     lengths = mask.sum(dim=1)
     offsets = [row[:n] for row, n in zip(encoded["offset_mapping"], lengths.tolist(), strict=True)]
-    ids = torch.tensor(encoded["input_ids"])
+    # A pad id past the embedding (a <pad> added without resizing it) is read all the same:
+    # padding is masked and on the right, so any id will do there, and 0 is one the model has.
+    ids = torch.tensor(encoded["input_ids"]).masked_fill(mask == 0, 0)
     _check_fits_the_model(model, ids, offsets)
     return TokenizedPrompts(ids, mask, lengths - 1, offsets)
 

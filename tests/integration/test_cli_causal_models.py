@@ -58,3 +58,17 @@ def test_an_edited_causal_model_is_noted_when_a_saved_alignment_is_scored(
     assert "another definition" not in capsys.readouterr().out
     assert main([*evaluate, f"--causal-models={edited}"]) == 0
     assert "trained under another definition of cli_right_boundary" in capsys.readouterr().out
+
+
+def test_check_reads_the_causal_models_its_hypothesis_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # check took --causal-models but never read it: "unknown causal model", and without
+    # --hypothesis "write --causal-models in full", which it was
+    models = tmp_path / "m.py"
+    models.write_text(MODELS.format(edit=""))
+    check = ["check", f"--causal-models={models}", "--n-test=16", "--positions", "last"]
+    assert main([*check, "--hypothesis=cli_right_boundary"]) in (0, 1)  # 1: under the gate
+    out = capsys.readouterr()
+    assert "error" not in out.err
+    assert "task accuracy" in out.out

@@ -146,6 +146,17 @@ def dir_with_tokenizer_code(ctx: Ctx) -> Path:
     return target
 
 
+def dir_with_tokenizer_code_beside_a_builtin(ctx: Ctx) -> Path:
+    """The tiny model whose tokenizer_config.json names its own code beside a built-in class:
+    transformers loads the built-in one without a word, another tokenizer than intended."""
+    target = copy_of_tiny_model(ctx)
+    settings = json.loads((target / "tokenizer_config.json").read_text())
+    settings.update(auto_map={"AutoTokenizer": [None, "tokenization_own.OwnTokenizer"]})
+    (target / "tokenizer_config.json").write_text(json.dumps(settings))
+    (target / "tokenization_own.py").write_text("raise SystemExit('remote code ran')\n")
+    return target
+
+
 def dir_with_pickled_weights_only(ctx: Ctx) -> Path:
     from safetensors.torch import load_file
 

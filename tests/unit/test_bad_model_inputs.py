@@ -23,6 +23,7 @@ from bad_inputs_support import (
     dir_with_layer_count,
     dir_with_pickled_weights_only,
     dir_with_tokenizer_code,
+    dir_with_tokenizer_code_beside_a_builtin,
     dir_with_truncated_weights,
     dir_with_unknown_architecture,
     dir_with_unknown_tokenizer_model,
@@ -216,8 +217,35 @@ CASES = [
     pytest.param(
         lambda c: load_model(dir_with_tokenizer_code(c)),
         ModelLoadError,
-        r"(?s)cannot load the tokenizer in .*if you trust its code, pass --trust-remote-code",
+        r"the tokenizer in .* names its own code \(tokenizer_config\.json: "
+        r"tokenization_own\.OwnTokenizer\).*Pass --trust-remote-code",
         id="load_model(<tokenizer_config.json naming its own tokenizer code>)",
+    ),
+    pytest.param(  # loaded the built-in class without a word
+        lambda c: load_model(dir_with_tokenizer_code_beside_a_builtin(c)),
+        ModelLoadError,
+        r"the tokenizer in .* names its own code .*without it transformers would load a "
+        r"built-in tokenizer class",
+        id="load_model(<tokenizer_config.json naming its own code beside a built-in class>)",
+    ),
+    pytest.param(  # a traceback and exit 3: transformers 5 raises the hub's validation error
+        lambda c: load_model(dir_with_config_change(c, hidden_size=30)),
+        ModelLoadError,
+        r"the config\.json in .* holds a value transformers rejects: .*30.*; restore the model's "
+        r"own config\.json",
+        id="load_model(<config.json hidden_size not a multiple of the heads>)",
+    ),
+    pytest.param(
+        lambda c: load_model(dir_with_config_change(c, num_hidden_layers="3")),
+        ModelLoadError,
+        r"the config\.json in .* holds a value transformers rejects: ",
+        id="load_model(<config.json num_hidden_layers a string>)",
+    ),
+    pytest.param(
+        lambda c: load_model(dir_with_config_change(c, num_attention_heads=0)),
+        ModelLoadError,
+        r"the config\.json in .* holds a value transformers rejects: ",
+        id="load_model(<config.json num_attention_heads 0>)",
     ),
     pytest.param(
         lambda c: load_model(dir_with_pickled_weights_only(c)),

@@ -89,3 +89,31 @@ def test_a_left_padding_tokenizer_encodes_as_a_right_padding_one(
     for field in fields(right):
         if field.name not in ("pairs", "position", "tokenized"):
             assert torch.equal(getattr(left, field.name), getattr(right, field.name)), field.name
+
+
+def test_a_pad_token_past_the_embedding_is_read_as_the_masked_padding_it_is(
+    tiny_models: dict[str, Any],
+) -> None:
+    # a <pad> added to the tokenizer without resizing the embedding (a common fine-tune setup)
+    # was refused as "the tokenizer is not this model's", though no real token is past it
+    import copy
+    from dataclasses import replace
+
+    from das_assert.runner import answer_logits
+
+    loaded = tiny_models["llama"]
+    tokenizer = copy.deepcopy(loaded.tokenizer)
+    tokenizer.add_special_tokens({"pad_token": "<added_pad>"})
+    vocabulary = loaded.model.get_input_embeddings().num_embeddings
+    assert tokenizer.pad_token_id >= vocabulary
+    padded = replace(loaded, tokenizer=tokenizer, _answer_ids={})
+    pairs = prompt_pairs("left_boundary", 6, seed=1)
+    pairs += prompt_pairs("left_boundary", 6, seed=2, fmt=PriceFormat(prefix=TRAIN_PREFIXES[1]))
+    got = encode(padded, pairs, parse_position("last"))
+    want = encode(loaded, pairs, parse_position("last"))
+    assert bool((got.base_mask == 0).any())  # the batch holds padding
+    index = torch.arange(len(pairs))
+    torch.testing.assert_close(
+        answer_logits(padded.model, None, got, index),
+        answer_logits(loaded.model, None, want, index),
+    )
