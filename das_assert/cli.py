@@ -153,6 +153,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
                 f"({block}); list each block once"
             )
     layers = list(blocks)  # each block's own number, as fit reports it
+    sample = _experiment(args, Site(layers[0], args.positions[0]), args.hypothesis, 2, model)
+    _check_distinct_tokens(model, sample.pairs(min(args.n_train, 256), sample.seed), args.positions)
 
     def align(hypothesis: str, site: Site) -> Any:
         experiment = _experiment(args, site, hypothesis, args.n_train, model)
@@ -188,6 +190,32 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if args.json:
         print(f"report: {args.json}")
     return 0 if record.get("verdict") in (None, "aligned") else 1
+
+
+def _check_distinct_tokens(model: Any, pairs: list[Any], positions: list[str]) -> None:
+    """Refuse two ``--positions`` that land on the same token of every prompt (``last`` and
+    ``after:amount+8`` in the default prompt): their cells would train the same alignment twice.
+    Resolved on the run's own prompts, as ``check`` shows them."""
+    from das_assert.data import tokenize
+    from das_assert.errors import InvalidArgument
+    from das_assert.positions import parse_position
+
+    tokenized = tokenize(model, pairs)
+    seen: dict[tuple[bytes, bytes], str] = {}
+    for name in positions:
+        encoded = tokenized.at(parse_position(name))
+        tokens = (
+            encoded.base_position.numpy().tobytes(),
+            encoded.source_position.numpy().tobytes(),
+        )
+        first = seen.setdefault(tokens, name)
+        if first != name:
+            token = int(encoded.base_position[0])
+            raise InvalidArgument(
+                f"--positions {first} and {name} land on the same token of every prompt "
+                f"(token {token} of the first), so their cells would train the same alignment "
+                "twice; list one of them"
+            )
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:

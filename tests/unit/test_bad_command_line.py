@@ -170,6 +170,15 @@ CLI_CASES = [
         "last-0",
         match=r"error: --positions: 'last' and 'last-0' name the same token; list it once",
     ),
+    cli(  # names that differ as written and parsed, one token as the prompt resolves them
+        *SEARCH,
+        "0",
+        "--positions",
+        "last",
+        "after:amount+8",
+        match=r"error: --positions last and after:amount\+8 land on the same token of every "
+        r"prompt \(token \d+ of the first\), so their cells would train the same alignment twice",
+    ),
     cli(
         *SEARCH,
         "0",
