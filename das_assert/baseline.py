@@ -51,6 +51,7 @@ __all__ = [
     "reserved_since",
     "save_baseline",
     "slug",
+    "unique_name",
 ]
 
 _NUMBERED = re.compile(r"^(\d{4})_(.+)\.json$")
@@ -244,12 +245,18 @@ def release_reservation(folder: Path) -> None:
 
 
 def alignment_path(directory: Path, stem: str, key: str) -> Path:
-    """Where a baseline ``stem`` keeps the alignment of entry ``key``: the key's slug, then a
-    hash of the whole key, since two keys can slug alike (parametrized ids ``[Hello!]`` and
-    ``[Hello?]``): the second save overwrote the first, and a frozen run judged one claim with
-    the other's rotation. A baseline records each file's name, so older names still read."""
+    """Where a baseline ``stem`` keeps the alignment of entry ``key`` (``unique_name``). A
+    baseline records each file's name, so older names still read."""
+    return Path(directory) / stem / f"{unique_name(key)}.safetensors"
+
+
+def unique_name(key: str) -> str:
+    """``key`` as a file name: its slug, then a hash of the whole key, since two keys can slug
+    alike (parametrized ids ``[Hello!]`` and ``[Hello?]``): the second file written overwrote
+    the first (a baseline's alignments: a frozen run judged one claim with the other's
+    rotation)."""
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return Path(directory) / stem / f"{slug(key)[: _SLUG_MAX - 13]}-{digest}.safetensors"
+    return f"{slug(key)[: _SLUG_MAX - 13]}-{digest}"
 
 
 def find_baseline(directory: Path, name: str) -> Path:

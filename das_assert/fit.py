@@ -323,6 +323,8 @@ def _initial_interchanges(
         initial, generator_after = sharing.shared(key, draw) if kept else draw()
         torch.manual_seed(config.seed)  # as the draw leaves every device's generator
         torch.set_rng_state(generator_after)
+    else:  # full and noop draw nothing, but a fit of them has always seeded the generator
+        torch.manual_seed(config.seed)
     interchanges = []
     for _ in range(count):
         interchange = make_interchange(

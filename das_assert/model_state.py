@@ -50,8 +50,17 @@ def model_version(model: Any) -> tuple[Any, ...]:
 
 
 def _forward_hooks(module: Any) -> tuple[dict[int, Any], dict[int, Any]]:
-    """A module's forward pre-hooks and forward hooks (keyed by their handles' ids)."""
-    return module._forward_pre_hooks, module._forward_hooks
+    """A module's forward pre-hooks and forward hooks (keyed by their handles' ids), less
+    transformers' own output-capturing hooks: it installs them on every layer the first time a
+    pass asks for hidden states or attentions, never removes them, and they change no output."""
+    return (
+        {k: h for k, h in module._forward_pre_hooks.items() if not _capturing(h)},
+        {k: h for k, h in module._forward_hooks.items() if not _capturing(h)},
+    )
+
+
+def _capturing(hook: Any) -> bool:
+    return getattr(hook, "__module__", None) == "transformers.utils.output_capturing"
 
 
 def model_snapshot(model: nn.Module) -> dict[str, Any]:

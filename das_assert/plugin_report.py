@@ -159,7 +159,7 @@ class Reporter(BaselineReporting):
             "exit_code": status.name if status is not None else None,
             "complete": complete,
             "tests_collected": session.testscollected,
-            "selection": selection,
+            "selection": selection or self._files_left_out(),
             "setup_error": self.setup_error,  # das.yaml, model, cache or baseline: no verdicts
             # a baseline's claims this complete run did not judge: the gate failed on them
             "baseline_claims_not_judged": not_judged,
@@ -271,18 +271,24 @@ class Reporter(BaselineReporting):
         # Node ids pick tests out of their files (test files given alone may be the whole suite)
         if narrowed := [a for a in self.config.args if "::" in a]:
             return f"the run was given node ids: {' '.join(narrowed)}"
-        if left_out := self._test_files_left_out():
-            more = f" and {len(left_out) - 3} more" if len(left_out) > 3 else ""
-            return (
-                f"the run was given some of the test files beside its das tests: "
-                f"{', '.join(left_out[:3])}{more} not among its paths"
-            )
         return None
 
+    def _files_left_out(self) -> str | None:
+        """Why a run given some of a folder's das test files (``pytest hypotheses/test_a.py``)
+        holds only their claims, or None: a baseline it saves says so (it was saved as the
+        whole suite, and became ``latest``). Not a selection for the gate: the claims of the
+        files given must all be judged, and those of files not given are noted apart."""
+        if not (left_out := self._test_files_left_out()):
+            return None
+        more = f" and {len(left_out) - 3} more" if len(left_out) > 3 else ""
+        return (
+            f"the run was given some of its folders' das test files: {', '.join(left_out[:3])}"
+            f"{more} not among its paths"
+        )
+
     def _test_files_left_out(self) -> list[str]:
-        """Test files in the folders of this run's das tests that lie outside the paths it was
-        given (``pytest hypotheses/test_a.py``): a baseline saved then holds one file's claims,
-        and became ``latest`` with no word said. Rootdir-relative, sorted."""
+        """das test files (ones that use the das fixtures) in the folders of this run's das
+        tests that lie outside the paths it was given. Rootdir-relative, sorted."""
         root = self.config.rootpath
         records = self.records + self.limits + self.searches + self.fuzz
         tested = {r["test_id"].split("::")[0] for r in records if r.get("test_id")}
@@ -291,9 +297,19 @@ class Reporter(BaselineReporting):
             for folder in {(root / file).parent for file in tested}
             for pattern in ("test_*.py", "*_test.py")
             for path in folder.glob(pattern)
+            if _uses_das(path)
         }
         names = {path.relative_to(root).as_posix() for path in beside if path.is_relative_to(root)}
         return sorted(name for name in names - tested if not self._given(name))
+
+
+def _uses_das(path: Path) -> bool:
+    """Whether a test file asks for das_assert's fixtures (``das``, ``das_session``)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return False
+    return any(name in text for name in ("das_session", "das.assert_", "das.record_search"))
 
 
 def _record(value: Any) -> dict[str, Any] | None:

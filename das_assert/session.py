@@ -329,12 +329,15 @@ class DasRequest:
         self.node.user_properties.append(("das_search", json.dumps(record)))
 
     def _save_heatmap(self, grid: Any) -> Path:
-        """``--das-plots DIR``: the grid's heatmap, one PNG per test, named after its id."""
-        from das_assert.baseline import slug
+        """``--das-plots DIR``: the grid's heatmap, named after the test, its causal model and
+        which of its searches it is (``unique_name``: ids that slug alike get their own)."""
+        from das_assert.baseline import unique_name
         from das_assert.search import save_heatmap
 
         assert self.session.plots_dir is not None
-        path = self.session.plots_dir / f"{slug(self.node.nodeid)}.png"
+        recorded = sum(name == "das_search" for name, _ in self.node.user_properties)
+        key = f"{self.node.nodeid}::{grid.hypothesis}::search{recorded}"
+        path = self.session.plots_dir / f"{unique_name(key)}.png"
         title = f"{grid.hypothesis} on {self.session.model.name}: IIA per cell"
         return save_heatmap(grid, path, title=title)
 

@@ -865,17 +865,37 @@ def test_a_baseline_saved_from_one_of_its_folders_test_files_says_so(
     project.mkdir("suite")
     for name in ("test_a.py", "test_b.py"):
         (project.path / "suite" / name).write_text(HYPOTHESIS_FILE)
+    (project.path / "suite" / "test_plain.py").write_text(
+        "def test_sum():\n    assert 1 + 1 == 2\n"
+    )
     (project.path / "test_hyp.py").unlink()
     args = ("--das-cache=readwrite", "--das-baseline-dir=b", "--das-save-baseline=v1")
     whole = _run(project, *args, "suite")
-    whole.assert_outcomes(passed=2, failed=2)
+    whole.assert_outcomes(passed=3, failed=2)
     assert "holds only" not in whole.stdout.str()
     result = _run(project, *args, "suite/test_a.py", "--das-json=r.json")
     result.stdout.fnmatch_lines(
         [
-            "*baseline 0002_v1 holds only the 2 claim(s) selected: the run was given some of the "
-            "test files beside its das tests: suite/test_b.py not among its paths*"
+            "*baseline 0002_v1 holds only the 2 claim(s) selected: the run was given some of its "
+            "folders' das test files: suite/test_b.py not among its paths*"  # not test_plain.py
         ]
     )
     run = json.loads((project.path / "r.json").read_text())["run"]
     assert run["selection"].endswith("suite/test_b.py not among its paths")
+
+
+def test_a_claim_gone_from_a_file_given_fails_the_gate_though_other_files_were_not_given(
+    project: pytest.Pytester,
+) -> None:
+    # the file-level note excused the claims missing from the files the run was given too
+    project.mkdir("suite")
+    for name in ("test_a.py", "test_b.py"):
+        (project.path / "suite" / name).write_text(HYPOTHESIS_FILE)
+    (project.path / "test_hyp.py").unlink()
+    base = ("--das-cache=readwrite", "--das-baseline-dir=b")
+    _run(project, *base, "--das-save-baseline=v1", "suite").assert_outcomes(passed=2, failed=2)
+    shorter = HYPOTHESIS_FILE.split("def test_a_negative_claim_holds")[0]
+    (project.path / "suite" / "test_a.py").write_text(shorter)
+    result = _run(project, *base, "--das-compare=v1", "suite/test_a.py")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*das: FAILED: 1 claim of * not judged by this complete run*"])

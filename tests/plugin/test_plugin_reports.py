@@ -435,18 +435,31 @@ def test_a_claim_whose_alignment_cannot_be_written_keeps_its_verdict(
 
 
 def test_das_plots_draws_every_recorded_search(project: pytest.Pytester) -> None:
-    # --das-plots named a folder that stayed empty: only the shipped search test drew itself
-    from plugin_support import SEARCH_FILE
+    # --das-plots named a folder that stayed empty: only the shipped search test drew itself;
+    # then ids that slug alike, and two searches of one test, shared one file
+    project.makepyfile(
+        test_search="""
+import pytest
+from das_assert.search import search
 
-    from das_assert.baseline import slug
 
-    project.makepyfile(test_search=SEARCH_FILE)
+@pytest.mark.parametrize("tag", ["grid!", "grid?"])
+def test_a_search(das, das_session, tag):
+    das.record_search(search(das_session.align, "left_boundary", layers=[0], positions=["last"]))
+
+
+def test_two_searches(das, das_session):
+    for hypothesis in ("left_boundary", "left_and_right_boundary"):
+        das.record_search(search(das_session.align, hypothesis, layers=[0], positions=["last"]))
+"""
+    )
     result = _run(project, "test_search.py", "--das-plots=plots", "--das-json=r.json")
-    result.assert_outcomes(passed=1)
-    drawn = project.path / "plots" / f"{slug('test_search.py::test_a_search')}.png"
-    assert drawn.read_bytes().startswith(b"\x89PNG")
-    [search] = json.loads((project.path / "r.json").read_text())["searches"]
-    assert Path(search["heatmap"]) == drawn
+    result.assert_outcomes(passed=3)
+    searches = json.loads((project.path / "r.json").read_text())["searches"]
+    drawn = {Path(search["heatmap"]) for search in searches}
+    assert len(drawn) == len(searches) == 4
+    assert drawn == set((project.path / "plots").iterdir())
+    assert all(path.read_bytes().startswith(b"\x89PNG") for path in drawn)
 
 
 def test_das_plots_without_matplotlib_is_refused_before_any_search_trains(

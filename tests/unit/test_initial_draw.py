@@ -140,3 +140,14 @@ def test_fits_from_a_kept_draw_are_the_fits_made_alone(
     assert drawn == [tiny_llama.model.config.hidden_size]
     for kept, single in zip(shared, alone, strict=True):
         assert_same_alignment(kept, single)
+
+
+@pytest.mark.parametrize("method", ["full", "noop"])
+def test_a_method_that_draws_no_rotation_leaves_the_generator_seeded(method: str) -> None:
+    # it was left wherever the caller had it: the fit reseeded it before each intervention
+    config = FitConfig(method=method, seed=3)
+    torch.manual_seed(3)
+    expected = torch.get_rng_state()
+    torch.manual_seed(99)
+    fit._initial_interchanges(_stub_model(64), 2, _pairs([0]), config, 1)
+    assert torch.equal(torch.get_rng_state(), expected)

@@ -155,3 +155,40 @@ def test_an_ablated_model_is_refused_not_served_the_intact_models_alignment(
     with pytest.raises(ModelChanged, match=message):
         das.align("left_boundary", "a")
     assert len(runs) == 1
+
+
+def test_a_global_hook_and_an_edited_buffer_are_changes_too(counted_session: Any) -> None:
+    import torch
+
+    from das_assert.errors import ModelChanged
+
+    das, _ = counted_session
+    first = das.align("left_boundary", "a")
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda m, a, out: None)
+    try:
+        with pytest.raises(ModelChanged, match=r"torch's global forward hooks added"):
+            das.align("left_boundary", "a")
+    finally:
+        handle.remove()
+    assert das.align("left_boundary", "a") is first
+    buffer = next(name for name, _ in das.model.model.named_buffers())
+    with torch.no_grad():
+        das.model.model.get_buffer(buffer).mul_(1.0)
+    with pytest.raises(ModelChanged, match=rf"buffer {buffer} changed"):
+        das.align("left_boundary", "a")
+
+
+def test_the_hooks_transformers_adds_to_capture_hidden_states_are_no_change(
+    counted_session: Any,
+) -> None:
+    # transformers 5 installs output-capturing hooks on every layer the first time a pass asks
+    # for hidden states, and keeps them: every later align of the session was refused
+    import torch
+
+    das, runs = counted_session
+    first = das.align("left_boundary", "a")
+    ids = das.model.tokenizer("Please say yes", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        das.model.model(input_ids=ids, output_hidden_states=True)
+    assert das.align("left_boundary", "a") is first
+    assert len(runs) == 1

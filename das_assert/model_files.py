@@ -1,0 +1,146 @@
+"""A model directory's config and tokenizer, read as ``load_model`` needs them: refused where
+they name code that is not trusted, damaged, or hold values transformers rejects, each with
+one ``ModelLoadError`` that says what to fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from das_assert.errors import ModelLoadError
+
+__all__ = ["load_config", "load_tokenizer"]
+
+
+def load_config(directory: Path, trust_remote_code: bool) -> Any:
+    """The model's config, refused where it names model code not trusted, or is an
+    encoder-decoder."""
+    from transformers import AutoConfig
+
+    unreadable: tuple[type[Exception], ...] = (
+        ValueError,
+        KeyError,
+        OSError,
+        TypeError,
+        ArithmeticError,
+        *_strict_errors(),
+    )
+    try:
+        config = AutoConfig.from_pretrained(
+            directory, local_files_only=True, trust_remote_code=trust_remote_code
+        )
+    except unreadable as exc:
+        reason = str(exc).rstrip(".")
+        if _rejected_value(exc):
+            raise ModelLoadError(
+                f"the config.json in {str(directory)!r} holds a value transformers rejects: "
+                f"{_last_line(reason)}; restore the model's own config.json"
+            ) from None
+        if isinstance(exc, json.JSONDecodeError) or "valid JSON" in reason:
+            raise ModelLoadError(
+                f"cannot read the model config in {str(directory)!r}: {reason}; config.json is "
+                "damaged: re-save the model with save_pretrained(dir)"
+            ) from None
+        raise ModelLoadError(
+            f"cannot read the model config in {str(directory)!r}: {reason}. The architecture "
+            "must be one that transformers knows, or, for a custom one whose code you trust, "
+            "--trust-remote-code (the command line) or load_model's trust_remote_code argument "
+            "in a pytest_das_load_model hook (pytest)"
+        ) from None
+    own_code = (getattr(config, "auto_map", None) or {}).get("AutoModelForCausalLM")
+    if own_code and not trust_remote_code:
+        raise ModelLoadError(
+            f"the config.json in {str(directory)!r} names its own model code ({own_code}), "
+            f"which das_assert runs only when asked; without it transformers would load its "
+            f"built-in {config.model_type} class, another model than the checkpoint defines. "
+            "Pass --trust-remote-code (the command line) or load_model's trust_remote_code in "
+            "a pytest_das_load_model hook (pytest) if you trust the code, or remove auto_map "
+            "from config.json to measure the built-in class"
+        )
+    if getattr(config, "is_encoder_decoder", False):
+        raise ModelLoadError(
+            f"{str(directory)!r} holds an encoder-decoder model ({config.model_type}); das_assert "
+            "needs a decoder-only causal LM (Llama, GPT-2, Mistral, Qwen, ...)"
+        )
+    return config
+
+
+def _tokenizer_code(directory: Path) -> str | None:
+    """The tokenizer code that ``tokenizer_config.json`` or ``config.json`` names in its
+    ``auto_map`` (``AutoTokenizer``), else None. transformers ignores it without
+    ``trust_remote_code`` where the file also names a built-in class, silently."""
+    for name in ("tokenizer_config.json", "config.json"):
+        try:
+            settings = json.loads((directory / name).read_text())
+        except (OSError, ValueError):  # absent, or damaged: the loaders say so themselves
+            continue
+        auto_map = settings.get("auto_map") if isinstance(settings, dict) else None
+        code = auto_map.get("AutoTokenizer") if isinstance(auto_map, dict) else None
+        if isinstance(code, list | tuple):
+            code = next((c for c in code if c), None)
+        if code:
+            return f"{name}: {code}"
+    return None
+
+
+def _strict_errors() -> tuple[type[Exception], ...]:
+    """huggingface_hub's errors for a config value of the wrong type or out of range, which
+    transformers 5 raises (not ValueError); none before it."""
+    try:
+        from huggingface_hub.errors import StrictDataclassError
+    except ImportError:
+        return ()
+    return (StrictDataclassError,)
+
+
+def _rejected_value(exc: Exception) -> bool:
+    """Whether transformers refused one of the config's values (a type, a range, a division
+    by a zero head count), not the file or the architecture."""
+    return isinstance(exc, (TypeError, ArithmeticError, *_strict_errors()))
+
+
+def _last_line(text: str) -> str:
+    """The last line of a multi-line message: the hub's validation errors end with the cause."""
+    return text.strip().splitlines()[-1].strip() if text.strip() else text
+
+
+def load_tokenizer(directory: Path, trust_remote_code: bool) -> Any:
+    """The model's fast tokenizer, padding on the right with a pad token."""
+    from transformers import AutoTokenizer
+
+    own_code = _tokenizer_code(directory)
+    if own_code and not trust_remote_code:
+        raise ModelLoadError(
+            f"the tokenizer in {str(directory)!r} names its own code ({own_code}), which "
+            "das_assert runs only when asked; without it transformers would load a built-in "
+            "tokenizer class, another tokenizer than the checkpoint defines. Pass "
+            "--trust-remote-code (the command line) or load_model's trust_remote_code in a "
+            "pytest_das_load_model hook (pytest) if you trust the code, or remove auto_map's "
+            "AutoTokenizer entry to use the built-in class"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            directory, local_files_only=True, trust_remote_code=trust_remote_code
+        )
+    except Exception as exc:  # the tokenizers library raises a bare Exception on a bad file
+        fix = (
+            "if you trust its code, pass --trust-remote-code (the command line) or load_model's "
+            "trust_remote_code in a pytest_das_load_model hook (pytest)"
+            if "trust_remote_code" in str(exc)
+            else "re-save it next to the model with tokenizer.save_pretrained(dir)"
+        )
+        raise ModelLoadError(
+            f"cannot load the tokenizer in {str(directory)!r}: {str(exc).rstrip('.')}; {fix}"
+        ) from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelLoadError(
+            f"the tokenizer in {str(directory)!r} is a slow tokenizer; das_assert needs a fast "
+            "one (tokenizer.json) to map prompt slots to token positions"
+        )
+    if tokenizer.pad_token is None:  # any id will do: padding is on the right, and masked
+        tokenizer.pad_token = (
+            tokenizer.eos_token or tokenizer.unk_token or tokenizer.convert_ids_to_tokens(0)
+        )
+    tokenizer.padding_side = "right"
+    return tokenizer
