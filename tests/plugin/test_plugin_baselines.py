@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from plugin_support import HYPOTHESIS_FILE, SEARCH_FILE, _run, count_fits
@@ -857,18 +858,22 @@ def test_a_frozen_run_fails_a_request_its_baseline_holds_no_alignment_for(
     assert "das_assert --das-frozen:" in missing.stdout.str()
 
 
+def _suite_of_two_files(project: pytest.Pytester) -> Path:
+    """The project's claims as two test files in ``suite/``, and nothing else beside them."""
+    suite = project.mkdir("suite")
+    for name in ("test_a.py", "test_b.py"):
+        (suite / name).write_text(HYPOTHESIS_FILE)
+    (project.path / "test_hyp.py").unlink()
+    return suite
+
+
 def test_a_baseline_saved_from_one_of_its_folders_test_files_says_so(
     project: pytest.Pytester,
 ) -> None:
     # saved silently as the whole suite, and became latest: the next full --das-compare failed
     # every claim of the files left out (NO BASELINE ENTRY)
-    project.mkdir("suite")
-    for name in ("test_a.py", "test_b.py"):
-        (project.path / "suite" / name).write_text(HYPOTHESIS_FILE)
-    (project.path / "suite" / "test_plain.py").write_text(
-        "def test_sum():\n    assert 1 + 1 == 2\n"
-    )
-    (project.path / "test_hyp.py").unlink()
+    suite = _suite_of_two_files(project)
+    (suite / "test_plain.py").write_text("def test_sum():\n    assert 1 + 1 == 2\n")
     args = ("--das-cache=readwrite", "--das-baseline-dir=b", "--das-save-baseline=v1")
     whole = _run(project, *args, "suite")
     whole.assert_outcomes(passed=3, failed=2)
@@ -888,14 +893,11 @@ def test_a_claim_gone_from_a_file_given_fails_the_gate_though_other_files_were_n
     project: pytest.Pytester,
 ) -> None:
     # the file-level note excused the claims missing from the files the run was given too
-    project.mkdir("suite")
-    for name in ("test_a.py", "test_b.py"):
-        (project.path / "suite" / name).write_text(HYPOTHESIS_FILE)
-    (project.path / "test_hyp.py").unlink()
+    suite = _suite_of_two_files(project)
     base = ("--das-cache=readwrite", "--das-baseline-dir=b")
     _run(project, *base, "--das-save-baseline=v1", "suite").assert_outcomes(passed=2, failed=2)
     shorter = HYPOTHESIS_FILE.split("def test_a_negative_claim_holds")[0]
-    (project.path / "suite" / "test_a.py").write_text(shorter)
+    (suite / "test_a.py").write_text(shorter)
     result = _run(project, *base, "--das-compare=v1", "suite/test_a.py")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*das: FAILED: 1 claim of * not judged by this complete run*"])
