@@ -19,8 +19,8 @@ __all__ = ["check_unchanged", "model_changes", "model_snapshot", "model_version"
 
 
 def model_version(model: Any) -> tuple[Any, ...]:
-    """What every memo of a model's passes is keyed by: it changes whenever what a forward pass
-    computes may have changed.
+    """What every memo of a model's passes is keyed by (``model_snapshot`` as a tuple): it
+    changes whenever what a forward pass computes may have changed.
 
     - A parameter or buffer replaced, modified in place, or converted: ``model.to`` (a dtype, a
       device) and ``model.half()`` swap each tensor's data under the same object without
@@ -31,22 +31,7 @@ def model_version(model: Any) -> tuple[Any, ...]:
 
     An edit through ``.data`` (``w.data.mul_(0)``) bumps no version and cannot be seen without
     reading the weights: edit the parameter itself under ``torch.no_grad()``."""
-    from torch.nn.modules import module as torch_module
-
-    tensors = (
-        (id(t), t._version, t.data_ptr(), t.dtype, t.device)
-        for t in (*model.parameters(), *model.buffers())
-    )
-    changed_modules = (
-        (id(m), *map(tuple, _forward_hooks(m)), id(m.__dict__.get("forward")))
-        for m in model.modules()
-        if any(_forward_hooks(m)) or "forward" in m.__dict__
-    )
-    global_hooks = (
-        tuple(torch_module._global_forward_pre_hooks),
-        tuple(torch_module._global_forward_hooks),
-    )
-    return (id(model), *tensors, *changed_modules, global_hooks)
+    return (id(model), *model_snapshot(model).items())
 
 
 def _forward_hooks(module: Any) -> tuple[dict[int, Any], dict[int, Any]]:
@@ -64,8 +49,9 @@ def _capturing(hook: Any) -> bool:
 
 
 def model_snapshot(model: nn.Module) -> dict[str, Any]:
-    """``model_version`` with names: each parameter's and buffer's, each changed module's, and
-    torch's global hooks', for ``model_changes`` to say what differs."""
+    """Each parameter's and buffer's identity, version, storage, dtype and device, each module's
+    forward hooks or replaced ``forward``, and torch's global hooks, by name: ``model_changes``
+    says what differs."""
     snapshot: dict[str, Any] = {
         f"{kind} {name}": (id(t), t._version, t.data_ptr(), t.dtype, t.device)
         for kind, named in (("parameter", model.named_parameters), ("buffer", model.named_buffers))
@@ -105,17 +91,14 @@ def _describe(name: str, was: bool, is_now: bool) -> str:
     return f"{name} changed"
 
 
-def check_unchanged(
-    model: nn.Module, at_start: tuple[tuple[Any, ...], dict[str, Any]], what: str
-) -> None:
-    """Raise ``ModelChanged`` if ``model`` differs from ``at_start`` (its ``model_version`` and
-    ``model_snapshot`` when a pytest session began): a hook, a replaced ``forward``, a
-    parameter edited or replaced. ``what`` would otherwise reuse, or cache under the unchanged
-    model's name, a measurement of another model."""
-    version, snapshot = at_start
-    if model_version(model) == version:
+def check_unchanged(model: nn.Module, at_start: dict[str, Any], what: str) -> None:
+    """Raise ``ModelChanged`` if ``model`` differs from ``at_start`` (its ``model_snapshot``
+    when a pytest session began): a hook, a replaced ``forward``, a parameter edited or
+    replaced. ``what`` would otherwise reuse, or cache under the unchanged model's name, a
+    measurement of another model."""
+    changes = "; ".join(model_changes(model, at_start))
+    if not changes:
         return
-    changes = "; ".join(model_changes(model, snapshot)) or "its state"
     raise ModelChanged(
         f"{what}: the model under test changed since the session began ({changes}). "
         "das_session keys its alignments and the alignment cache by the model's weight files, "

@@ -34,7 +34,7 @@ from das_assert.gate import (
     save_search_alignments,
 )
 from das_assert.messages import failure_message, reproduce_line, runnable_nodeid
-from das_assert.model_state import check_unchanged, model_snapshot, model_version
+from das_assert.model_state import check_unchanged, model_snapshot
 from das_assert.models import LoadedModel
 from das_assert.restarts import check_restarts, run_restarts
 from das_assert.settings import ModelSettings
@@ -106,11 +106,10 @@ class DasSession:
     )
     # The model as the session began: its alignments and their cache are keyed by its weight
     # files, so a hook or an edit made since would be measured under the unchanged model's name.
-    _model_at_start: tuple[tuple[Any, ...], dict[str, Any]] = field(init=False, repr=False)
+    _model_at_start: dict[str, Any] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        model = self.model.model
-        self._model_at_start = (model_version(model), model_snapshot(model))
+        self._model_at_start = model_snapshot(self.model.model)
 
     def check_model_unchanged(self, what: str) -> None:
         """``model_state.check_unchanged`` against the model at the session's start."""

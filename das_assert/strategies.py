@@ -70,13 +70,12 @@ class PromptVariant:
         except InvalidArgument as exc:
             raise InvalidArgument(f"PromptVariant: {exc}") from None
         if self.amount_edge == "one_cent_outside" and self.bracket is not None:
-            low, high = self.bracket
-            if not self._outside({"lo": low, "hi": high}):
+            if not _just_outside(*self.bracket, self.numbers):
                 raise InvalidArgument(
                     f"PromptVariant: amount_edge='one_cent_outside' with bracket={self.bracket}: "
-                    f"no amount just outside it can be written ({self._step()} cent(s) below "
-                    "the low bound or above the high one, within 0.00-9.99 dollars, 0.10-9.90 "
-                    "with one-decimal numbers); narrow the bracket"
+                    "no amount just outside it can be written (a cent, or a dime with "
+                    "one-decimal numbers, below the low bound or above the high one, within "
+                    "0.00-9.99 dollars, 0.10-9.90 with one-decimal numbers); narrow the bracket"
                 )
 
     def __repr__(self) -> str:
@@ -121,29 +120,25 @@ class PromptVariant:
         if role == "base" and self.amount_edge == "on_bound":
             out["x"] = rng.choice((out["lo"], out["hi"]))
         elif role == "base" and self.amount_edge == "one_cent_outside":
-            sides = self._outside(out)
+            sides = _just_outside(out["lo"], out["hi"], self.numbers)
             if not sides:  # a bracket sampled per prompt spans at most 7.50: never both
                 raise InvalidArgument(f"no amount just outside the bracket of {inputs}")
             out["x"] = rng.choice(sides)
         return out  # prompt_pairs snaps one-decimal prompts' amounts to what the text shows
 
-    def _step(self) -> int:
-        """The least change of amount the prompt shows: a cent, or a dime in one-decimal text."""
-        return 10 if self.numbers == "one_decimal" else 1
 
-    def _outside(self, inputs: dict[str, int]) -> tuple[int, ...]:
-        """The amounts just below the low bound and just above the high one, as the prompt shows
-        them, each where it stays an amount the prompt can write. With one-decimal numbers the
-        bounds are rounded to what the text shows and the step is ten cents: one cent outside
-        was rounded back onto the bound (344 of 400 base amounts), and ``lo - 1`` at a low
-        bound of 0 was written "-1.99"."""
-        step = self._step()
-        if step == 1:
-            low, high, least, most = inputs["lo"], inputs["hi"], 0, 999
-        else:
-            shown = snap_to_dimes({"lo": inputs["lo"], "hi": inputs["hi"]})
-            low, high, least, most = shown["lo"], shown["hi"], 10, 990
-        return tuple(x for x in (low - step, high + step) if least <= x <= most)
+def _just_outside(low: int, high: int, numbers: str) -> tuple[int, ...]:
+    """The amounts just below ``low`` and just above ``high`` (cents), as a prompt in the
+    ``numbers`` style shows them, each where it stays an amount the prompt can write. With
+    one-decimal numbers the bounds are rounded to what the text shows and the step is ten
+    cents: one cent outside was rounded back onto the bound (344 of 400 base amounts), and
+    ``lo - 1`` at a low bound of 0 was written "-1.99"."""
+    if numbers == "one_decimal":
+        shown = snap_to_dimes({"lo": low, "hi": high})
+        low, high, step, least, most = shown["lo"], shown["hi"], 10, 10, 990
+    else:
+        step, least, most = 1, 0, 999
+    return tuple(x for x in (low - step, high + step) if least <= x <= most)
 
 
 _VERBS = ("Please say", "Say", "Answer", "Reply", "Please answer", "Respond")
@@ -327,7 +322,6 @@ def _prompt_variants(
     )
     drawn = {name: draw(parts[name]) for name in chosen}
     if drawn.get("amount_edge") == "one_cent_outside" and drawn.get("bracket") is not None:
-        shown = PromptVariant(numbers=drawn.get("numbers", "plain"))  # a bracket that spans
-        low, high = drawn["bracket"]  # every amount the prompt writes leaves none outside it
-        assume(bool(shown._outside({"lo": low, "hi": high})))
+        low, high = drawn["bracket"]  # one that spans every amount written leaves none outside
+        assume(bool(_just_outside(low, high, drawn.get("numbers", "plain"))))
     return PromptVariant(**drawn)
