@@ -35,12 +35,14 @@ from das_assert.errors import InvalidArgument
 from das_assert.values import is_integer
 
 __all__ = [
+    "LABELS_THAT_CHANGE",
     "Gap",
     "Verdict",
     "beside",
     "bracketed",
     "check_threshold",
     "clustered_interval",
+    "lead_over",
     "normalized_iia",
     "paired_gap",
     "perfect_gap",
@@ -247,9 +249,9 @@ def unpaired_difference(
     """A 95% interval of ``successes / n`` minus ``before_successes / before_n`` on independent
     pairs (Newcombe 1998, method 10 with no correlation): two evaluations on other pairs, or on
     the same pairs when their pairing is unknown, where it is conservative."""
-    p1, p2 = successes / n, before_successes / before_n
-    l1, u1 = wilson_interval(successes, n)
+    l1, u1 = wilson_interval(successes, n)  # first: it refuses an n of 0
     l2, u2 = wilson_interval(before_successes, before_n)
+    p1, p2 = successes / n, before_successes / before_n
     d = p1 - p2
     return max(-1.0, d - math.hypot(p1 - l1, u2 - p2)), min(1.0, d + math.hypot(u1 - p1, p2 - l2))
 
@@ -312,6 +314,10 @@ class Verdict:
     outcome: str  # aligned | not_aligned | inconclusive
     reason: str
     untestable: bool = False  # inconclusive because too few labels change, whatever n
+    # What decided it: "threshold" (IIA's interval against the threshold), "lead over NAME"
+    # (IIA's lead over a baseline against the margin), "labels that change" (too few of them)
+    # or "collapse"; an aligned verdict names all it passed.
+    decided_by: tuple[str, ...] = ()
 
 
 def verdict(
@@ -336,29 +342,37 @@ def verdict(
     low, high = iia_ci
     bar = margin - _TOLERANCE
     if collapsed:
-        return Verdict("not_aligned", "the learned boundary collapsed to 0 coordinates (a no-op)")
+        return Verdict(
+            "not_aligned",
+            "the learned boundary collapsed to 0 coordinates (a no-op)",
+            decided_by=("collapse",),
+        )
     if high < threshold:
         return Verdict(
             "not_aligned",
             f"95% CI upper bound {beside(high, threshold)} < threshold "
             f"{threshold_text(threshold, 3)}",
+            decided_by=("threshold",),
         )
     if changed is not None and (perfect := perfect_gap(*changed)).low < bar:
         k, n = changed
-        if perfect.estimate < bar:
+        # A lead equal to the margin is shown by no n: the lower bound stays below the estimate.
+        if perfect.estimate < margin + _TOLERANCE:
             return Verdict(
                 "inconclusive",
                 f"only {k} of {n} pairs have a label the intervention must change: an alignment "
-                f"that changed just those answers would lead the no-op by {k / n:.3f}, under the "
-                f"margin {margin}; draw pairs whose labels change (another bracket or amounts), "
-                "not more of these",
+                f"that changed just those answers would lead the no-op by {k / n:.3f}, not more "
+                f"than the margin {margin}; draw pairs whose labels change (another bracket or "
+                "amounts), not more of these",
                 untestable=True,
+                decided_by=(LABELS_THAT_CHANGE,),
             )
         return Verdict(
             "inconclusive",
             f"only {k} of {n} pairs have a label the intervention must change: too few to show "
             f"a lead of {margin} over the no-op even by changing every one (its lower bound "
             f"would be {beside(perfect.low, bar, signed=True)}); increase n",
+            decided_by=(LABELS_THAT_CHANGE,),
         )
     lost = [name for name, gap in gaps.items() if gap.high < bar]
     if lost:  # the site clearly does no more than a baseline
@@ -366,7 +380,11 @@ def verdict(
             f"{name} ({gaps[name].baseline:.3f}, lead {gaps[name].against(margin)})"
             for name in lost
         )
-        return Verdict("not_aligned", f"IIA {iia:.3f} does not beat {named} by {margin}")
+        return Verdict(
+            "not_aligned",
+            f"IIA {iia:.3f} does not beat {named} by {margin}",
+            decided_by=tuple(lead_over(name) for name in lost),
+        )
     unsure = [name for name, gap in gaps.items() if gap.low < bar]
     if low >= threshold and not unsure:
         leads = "".join(f"; lead over {name} {gap.against(margin)}" for name, gap in gaps.items())
@@ -374,6 +392,7 @@ def verdict(
             "aligned",
             f"95% CI lower bound {beside(low, threshold)} >= threshold "
             f"{threshold_text(threshold, 3)}{leads}",
+            decided_by=("threshold", *(lead_over(name) for name in gaps)),
         )
     reasons = []
     if low < threshold:
@@ -385,4 +404,16 @@ def verdict(
         f"the lead over {name}, {gaps[name].against(margin)}, contains the margin {margin}"
         for name in unsure
     ]
-    return Verdict("inconclusive", "; ".join(reasons) + "; increase n")
+    return Verdict(
+        "inconclusive",
+        "; ".join(reasons) + "; increase n",
+        decided_by=(*(("threshold",) if low < threshold else ()), *map(lead_over, unsure)),
+    )
+
+
+LABELS_THAT_CHANGE = "labels that change"
+
+
+def lead_over(baseline: str) -> str:
+    """The name, in ``Verdict.decided_by``, of IIA's lead over ``baseline`` against the margin."""
+    return f"lead over {baseline}"

@@ -84,7 +84,7 @@ def test_the_records_pairs_recompute_every_number_the_verdict_rests_on(
 ) -> None:
     # The pairs held only the intervened prediction: IIA could be checked, but not the no-op,
     # the random rotation, the task accuracy nor the leads whose intervals the verdict judges.
-    from das_assert.metrics import paired_gap, wilson_interval
+    from das_assert.metrics import Gap, paired_gap, verdict, wilson_interval
 
     result = run_experiment(tiny_llama, replace(small_experiment(), threshold=0.5), CONFIG)
     record = json.loads(json.dumps(result.to_dict()))
@@ -112,6 +112,26 @@ def test_the_records_pairs_recompute_every_number_the_verdict_rests_on(
     labels = [p["expected"] for p in pairs]
     majority = max(labels.count(label) for label in set(labels)) / n
     assert record["baselines"]["majority"] == pytest.approx(majority, abs=1e-6)
+    # The verdict, and what decided it, follow from the record's own numbers.
+    gaps = {
+        name: Gap(
+            baseline=lead["baseline"], estimate=lead["lead"], low=lead["ci"][0], high=lead["ci"][1]
+        )
+        for name, lead in record["baseline_leads"].items()
+    }
+    judged = verdict(
+        iia_ci=tuple(record["iia_ci"]),
+        iia=record["iia"],
+        threshold=record["threshold"],
+        gaps=gaps,
+        margin=record["margin"],
+        collapsed=record["collapsed"],
+        changed=(record["iia_on_changed_labels"]["n"], n),
+    )
+    assert [record["verdict"], record["verdict_decided_by"]] == [
+        judged.outcome,
+        list(judged.decided_by),
+    ]
 
 
 # -- (2) atomic writes ---------------------------------------------------------------------------

@@ -185,7 +185,7 @@ def test_pairs_whose_labels_barely_change_are_inconclusive_not_a_verdict() -> No
     assert result.outcome == "inconclusive"
     assert result.untestable
     assert result.reason.startswith("only 5 of 400 pairs have a label the intervention must")
-    assert "would lead the no-op by 0.013, under the margin 0.05" in result.reason
+    assert "would lead the no-op by 0.013, not more than the margin 0.05" in result.reason
     assert "not more of these" in result.reason
     # ... unless the interval alone already rules the claim out: then the intervention broke
     # answers it should have left alone, whatever the no-op did.
@@ -213,6 +213,42 @@ def test_a_lead_won_where_no_label_changes_does_not_make_pairs_testable() -> Non
     assert result.untestable
     assert "an alignment that changed just those answers would lead the no-op by 0.045" in (
         result.reason
+    )
+
+
+@pytest.mark.parametrize(("changed", "margin"), [((40, 800), 0.05), ((0, 800), 0.0)])
+def test_labels_that_change_exactly_as_often_as_the_margin_make_pairs_untestable(
+    changed: tuple[int, int], margin: float
+) -> None:
+    # An alignment changing just those answers leads the no-op by exactly the margin; the lower
+    # bound of that lead stays below it at any n, so more pairs of the kind cannot help.
+    gaps = {"noop": paired_gap(only_iia=changed[0], only_baseline=0, both=760, n=800)}
+    result = verdict(
+        iia_ci=(0.96, 0.99), iia=0.98, threshold=0.75, gaps=gaps, margin=margin, changed=changed
+    )
+    assert (result.outcome, result.untestable) == ("inconclusive", True)
+    assert result.decided_by == ("labels that change",)
+    assert f"not more than the margin {margin}" in result.reason
+
+
+def test_a_verdict_names_what_decided_it() -> None:
+    def decided(**kwargs: object) -> tuple[str, tuple[str, ...]]:
+        arguments = {"iia_ci": (0.8, 0.9), "iia": 0.85, "threshold": 0.7, "gaps": BEATEN}
+        result = verdict(**{**arguments, **kwargs})  # type: ignore[arg-type]
+        return result.outcome, result.decided_by
+
+    names = tuple(f"lead over {name}" for name in BEATEN)
+    assert decided() == ("aligned", ("threshold", *names))
+    assert decided(iia_ci=(0.6, 0.68)) == ("not_aligned", ("threshold",))
+    assert decided(iia_ci=(0.65, 0.75)) == ("inconclusive", ("threshold",))
+    assert decided(collapsed=True) == ("not_aligned", ("collapse",))
+    lost = {**BEATEN, "noop": lead(-0.01, 0.02, baseline=0.85)}
+    assert decided(gaps=lost) == ("not_aligned", ("lead over noop",))
+    unsure = {**BEATEN, "noop": lead(0.02, 0.12, baseline=0.78)}
+    assert decided(gaps=unsure) == ("inconclusive", ("lead over noop",))
+    assert decided(iia_ci=(0.65, 0.75), gaps=unsure) == (
+        "inconclusive",
+        ("threshold", "lead over noop"),
     )
 
 
@@ -394,6 +430,12 @@ def test_a_difference_on_independent_pairs_matches_newcombes_table(
     counts: tuple[int, int, int, int], low: float, high: float
 ) -> None:
     assert unpaired_difference(*counts) == pytest.approx((low, high), abs=1e-4)
+
+
+@pytest.mark.parametrize("counts", [(0, 0, 3, 10), (3, 10, 0, 0)])
+def test_a_difference_over_no_pairs_is_refused_by_name(counts: tuple[int, int, int, int]) -> None:
+    with pytest.raises(InvalidArgument, match="n="):
+        unpaired_difference(*counts)
 
 
 def test_an_uncorrelated_lead_is_the_wilson_intervals_squared_and_added() -> None:

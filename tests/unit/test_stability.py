@@ -55,14 +55,83 @@ def test_failed_and_erroring_tests_are_read_from_junit_xml(
     assert _failed_tests(tmp_path / "missing.xml") == []
 
 
-def _claim(iia: float) -> dict:
+def _claim(
+    iia: float,
+    verdict: str = "aligned",
+    decided_by: tuple[str, ...] = ("threshold", "lead over noop", "lead over random_rotation"),
+    leads: tuple[float, float] = (0.2, 0.3),
+) -> dict:
     return {
         "test_id": "hypotheses/test_lb.py::test_claim",
         "claim": "left_boundary",
-        "verdict": "aligned",
+        "verdict": verdict,
+        "verdict_decided_by": list(decided_by),
         "iia": iia,
         "threshold": 0.73,
+        "margin": 0.05,
+        "n_test": 800,
+        "iia_on_changed_labels": {"correct": 200, "n": 300},
+        "baseline_leads": {
+            name: {"lead": lead, "baseline": iia - lead}
+            for name, lead in zip(("noop", "random_rotation"), leads, strict=True)
+        },
     }
+
+
+def _compare_claims(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], claims: list[dict]
+) -> tuple[int, str]:
+    """``stability.main`` over one seed per claim, every test passing; its exit code and table."""
+    import json
+
+    from das_assert import stability
+
+    def run(path: str, seed: int, report: Path, junit: Path, extra: list[str]) -> int:
+        report.write_text(json.dumps({"results": [claims[seed]]}))
+        junit.write_text("<testsuites/>")
+        return 0
+
+    monkeypatch.setattr(stability, "_run_seed", run)
+    status = stability.main(["--seeds", str(len(claims))])
+    return status, capsys.readouterr().out
+
+
+def test_a_flip_decided_by_a_lost_lead_is_not_excused_by_an_iia_near_the_threshold(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lost = _claim(0.77, "not_aligned", ("lead over random_rotation",), leads=(0.2, -0.01))
+    status, out = _compare_claims(monkeypatch, capsys, [_claim(0.77), lost])
+    assert status == 1
+    assert "closest 0.060 (lead over random_rotation)  FLIPS (far from the bar" in out
+
+
+def test_a_flip_decided_by_a_lead_near_the_margin_is_tolerated_far_from_the_threshold(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    unsure = _claim(0.9, "inconclusive", ("lead over noop",), leads=(0.069, 0.3))
+    status, out = _compare_claims(monkeypatch, capsys, [_claim(0.88), unsure])
+    assert status == 0
+    assert "closest 0.019 (lead over noop)  FLIPS (within 0.05 of the bar" in out
+
+
+def test_a_flip_across_the_threshold_near_it_is_tolerated_and_far_from_it_is_not(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    below = _claim(0.69, "not_aligned", ("threshold",))
+    status, out = _compare_claims(monkeypatch, capsys, [_claim(0.77), below])
+    assert (status, "closest 0.040 (threshold)  FLIPS (within" in out) == (0, True)
+    far_below = _claim(0.6, "not_aligned", ("threshold",))
+    status, out = _compare_claims(monkeypatch, capsys, [_claim(0.85), far_below])
+    assert (status, "closest 0.120 (threshold)  FLIPS (far" in out) == (1, True)
+
+
+def test_a_flip_to_a_collapse_is_never_tolerated(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    collapsed = _claim(0.74, "not_aligned", ("collapse",), leads=(0.0, 0.0))
+    status, out = _compare_claims(monkeypatch, capsys, [_claim(0.75), collapsed])
+    assert status == 1
+    assert "(collapse)  FLIPS (far" in out
 
 
 def test_a_claim_that_fails_before_its_verdict_under_one_seed_is_unstable(
