@@ -13,8 +13,9 @@ Two checks on a few of the claim's own prompts, before anything trains:
   would be wrong without a word. Their logits, with no intervention and with the site's whole
   vector swapped for the source's, are set against plain passes of the whole prompt. Where they
   disagree, or a cached pass raises, every pass on the model runs over the whole prompt from
-  then on (``kv_cache.run_whole_prompts``), with a warning: slower, and right. Where even those
-  disagree, the claim stops with an error.
+  then on (``kv_cache.run_whole_prompts``), with a warning: slower, and right; once the model
+  changes (a hook removed), the next check tries its cached passes again. Where even whole
+  prompts disagree, the claim stops with an error.
 """
 
 from __future__ import annotations
@@ -31,7 +32,12 @@ import torch
 from das_assert import hooks
 from das_assert.data import EncodedPairs
 from das_assert.errors import DasError
-from das_assert.kv_cache import run_model, run_whole_prompts, why_prompts_run_whole
+from das_assert.kv_cache import (
+    cached_passes_again,
+    run_model,
+    run_whole_prompts,
+    why_prompts_run_whole,
+)
 from das_assert.model_state import model_version
 from das_assert.runner import answer_logits, logits_at, source_vectors
 from das_assert.sites import ResolvedSite, Site
@@ -76,6 +82,8 @@ class EngineCheck:
 
 
 _CHECKED: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
+# The model version whose cached passes failed, for a model this check set to whole prompts.
+_WHOLE_SINCE: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 def check_engine(model: Any, site: ResolvedSite, encoded: EncodedPairs) -> EngineCheck:
@@ -91,6 +99,9 @@ def check_engine(model: Any, site: ResolvedSite, encoded: EncodedPairs) -> Engin
     key = (version, hooks.site_key(site), encoded.position)
     if key in memo:
         return memo[key]
+    if _WHOLE_SINCE.get(model, version) != version:  # changed since its cached passes failed
+        cached_passes_again(model)
+        del _WHOLE_SINCE[model]
     rows = encoded.select(torch.arange(min(CHECK_ROWS, len(encoded))))
     if ("output", version) not in memo:
         memo["output", version] = _output_swap(model, rows)
@@ -104,6 +115,7 @@ def check_engine(model: Any, site: ResolvedSite, encoded: EncodedPairs) -> Engin
             f"{difference:.3g}, tolerance {tolerance:.3g}, on {len(rows)} prompts)"
         )
         run_whole_prompts(model, why)
+        _WHOLE_SINCE[model] = version
         warnings.warn(
             FastPathWarning(
                 f"das_assert: {why}; every pass on this model now runs over the whole "
@@ -192,14 +204,22 @@ def _cached_difference(
 ) -> tuple[float, str | None]:
     """The largest difference of the cached passes from ``plain``; where they raise instead
     (a cache or block this engine does not know), infinity and what they raised. Running out
-    of memory is not the model's doing: it propagates."""
+    of memory (the GPU's, as ``run_model`` words it, or the host's) is not the model's doing,
+    nor is an error das_assert raises on purpose: they propagate."""
     try:
         return _largest_difference(plain, _cached_logits(model, site, rows)), None
-    except torch.OutOfMemoryError:
+    except (torch.OutOfMemoryError, DasError):
         raise
     except Exception as exc:  # any failure of a cached pass: whole prompts are the plain path
+        if _allocation_failed(exc):
+            raise
         message = textwrap.shorten(str(exc), width=200)
         return math.inf, f"its cached passes raised {type(exc).__name__} ({message})"
+
+
+def _allocation_failed(exc: Exception) -> bool:
+    """Whether ``exc`` is torch's CPU allocator running out of memory (a plain RuntimeError)."""
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
 
 
 def cached_against_plain(model: Any, site: ResolvedSite, rows: EncodedPairs) -> tuple[float, float]:

@@ -264,7 +264,9 @@ def record_tails(blocks: dict[int, Any], start: int) -> Iterator[dict[int, Tail]
     handles = []
     try:  # registered inside: a registration that fails removes those before it
         for i, block in blocks.items():
-            handles.append(block.register_forward_hook(recorder(i)))
+            # First: the block's own output, before any hook of the user's changes it, since
+            # the passes that skip the block return this and run those hooks on it again.
+            handles.append(block.register_forward_hook(recorder(i), prepend=True))
         yield recorded
     finally:
         for handle in handles:

@@ -35,6 +35,7 @@ from das_assert.sites import decoder_blocks, last_attention
 from das_assert.transfer import to_device
 
 __all__ = [
+    "cached_passes_again",
     "estimated_kv_bytes",
     "filled_cache",
     "filled_with_tails",
@@ -375,6 +376,12 @@ def run_whole_prompts(model: Any, why: str) -> None:
     """From now on every pass on ``model`` runs over the whole prompt, no KV cache anywhere (no
     prefix, no shared preamble, no store): ``engine_check`` found its cached passes wrong."""
     _WHOLE_PROMPTS[model] = why
+
+
+def cached_passes_again(model: Any) -> None:
+    """Undo ``run_whole_prompts``: ``engine_check`` checks the cached passes of a model changed
+    since they failed (a hook removed) afresh."""
+    _WHOLE_PROMPTS.pop(model, None)
 
 
 def whole_prompts_only(model: Any) -> str | None:

@@ -15,6 +15,7 @@ import torch
 from das_assert import engine_check, hooks, kv_cache, runner
 from das_assert.data import encode
 from das_assert.engine_check import EngineCheckFailed, FastPathWarning, check_engine
+from das_assert.errors import OutOfDeviceMemory
 from das_assert.experiment import Experiment, run_experiment
 from das_assert.fit import FitConfig
 from das_assert.models import load_model
@@ -105,6 +106,76 @@ def test_cached_passes_that_raise_give_way_to_whole_prompts_naming_what_they_rai
     assert checked.why.startswith("its cached passes raised ValueError")
     assert checked.cached_vs_plain <= checked.tolerance
     assert kv_cache.whole_prompts_only(model) == checked.why
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        OutOfDeviceMemory("out of GPU memory with a batch of 8 pairs; lower the batch size", 8),
+        RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 2 GB"),
+    ],
+    ids=["gpu", "host"],
+)
+def test_running_out_of_memory_in_a_cached_pass_is_not_blamed_on_the_model(
+    fresh_llama: Any, failure: Exception
+) -> None:
+    """Out of memory says nothing of the cached passes: it propagates, with no warning that
+    blames the model, and the model keeps its cached passes."""
+    model, site = fresh_llama.model, Site(1, "last")
+
+    def out_of_memory(*_args: Any, **_kwargs: Any) -> Any:
+        raise failure
+
+    with warnings.catch_warnings(), pytest.MonkeyPatch.context() as patch:
+        warnings.simplefilter("error", FastPathWarning)
+        patch.setattr(runner, "prefix_with_tails", out_of_memory)
+        with pytest.raises(type(failure)) as raised:
+            check_engine(model, site.resolve(model), _encoded(fresh_llama, site))
+    assert raised.value is failure
+    assert not kv_cache.whole_prompts_only(model)
+
+
+def _steer(_module: Any, _args: tuple, output: Any) -> Any:
+    """A user's hook that moves a block's output (steering, or an additive ablation)."""
+    if isinstance(output, tuple):
+        return (output[0] + 0.5, *output[1:])
+    return output + 0.5
+
+
+@pytest.mark.parametrize("position", ["last", "after:amount"])
+def test_a_users_hook_on_the_sites_block_is_applied_once_by_the_cached_passes(
+    fresh_llama: Any, position: str
+) -> None:
+    """The passes that skip the blocks up to the site replay the site block's recorded output
+    and run its hooks on it: recorded after a user's hook, that hook would apply twice."""
+    model, site = fresh_llama.model, Site(1, position)
+    handle = model.model.layers[1].register_forward_hook(_steer)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FastPathWarning)
+            checked = check_engine(model, site.resolve(model), _encoded(fresh_llama, site))
+    finally:
+        handle.remove()
+    assert checked.cached_vs_plain <= checked.tolerance
+    assert not checked.whole_prompts
+
+
+def test_a_model_changed_since_its_cached_passes_failed_has_them_checked_again(
+    fresh_llama: Any,
+) -> None:
+    model, site = fresh_llama.model, Site(1, "after:amount")
+    encoded = _encoded(fresh_llama, site)
+    handle = model.model.layers[0].register_forward_hook(_steer)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "shared_prefix", lambda e, i: int(e.base_position[i].min()) + 1)
+        with pytest.warns(FastPathWarning, match="cached passes disagreed with plain ones"):
+            assert check_engine(model, site.resolve(model), encoded).whole_prompts
+    assert kv_cache.whole_prompts_only(model)
+    handle.remove()  # the model changed: its cached passes, right now, are checked again
+    checked = check_engine(model, site.resolve(model), encoded)
+    assert not checked.whole_prompts
+    assert not kv_cache.whole_prompts_only(model)
+    assert checked.cached_vs_plain <= checked.tolerance
 
 
 def test_a_fit_on_a_model_set_to_whole_prompts_learns_what_the_cached_one_does(
