@@ -66,7 +66,7 @@ class DigestMemo:
     def _load(self) -> dict[str, Any]:
         try:
             payload = json.loads(self.path.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # RecursionError: nested past json's limit
             return {}
         files = payload.get("files") if isinstance(payload, dict) else None
         if not isinstance(files, dict) or payload.get("version") != 1:

@@ -18,7 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from das_assert.errors import AlignmentFileError, OutputWriteError
+from das_assert.errors import AlignmentFileError, InvalidArgument, OutputWriteError
+from das_assert.fit_config import METHODS, parse_method
 from das_assert.values import is_integer, is_number
 
 __all__ = [
@@ -326,9 +327,19 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
             return f"{key}={value!r}, not {'an integer' if kind is int else kind.__name__}"
         if isinstance(value, int) and not 0 <= value <= 2**32 - 1:
             return f"{key}={value!r} out of range (0 to 2**32 - 1)"
+    if "method" in manifest and not _known_method(manifest["method"]):
+        return f"method={manifest['method']!r}, not one of {METHODS}"
     if "restarts" in manifest and not _restarts_record_ok(manifest["restarts"]):
         return f"restarts={manifest['restarts']!r}, not the record of a best-of-k fit"
     return None
+
+
+def _known_method(method: str) -> bool:
+    try:
+        parse_method(method)
+    except InvalidArgument:
+        return False
+    return True
 
 
 def _restarts_record_ok(record: dict[str, Any]) -> bool:
@@ -397,7 +408,7 @@ def _read_alignment_file(path: Path) -> tuple[dict[str, Any], Any]:
         header_len = int.from_bytes(raw[:8], "little")
         metadata = json.loads(raw[8 : 8 + header_len]).get("__metadata__", {})
         return tensors, json.loads(metadata["manifest"])
-    except (SafetensorError, ValueError, KeyError, json.JSONDecodeError) as exc:
+    except (SafetensorError, ValueError, KeyError, RecursionError) as exc:
         if raw.lstrip()[:1] in (b"{", b"["):  # a report, say, which is no reason to delete it
             raise AlignmentFileError(
                 f"alignment file {str(path)!r} is a JSON file, not a safetensors alignment: a "
@@ -433,6 +444,11 @@ def _check_manifest(
         raise AlignmentFileError(
             f"alignment file {str(path)!r} has a manifest with {problem}: it was edited by hand "
             "or not written by das_assert; fit it again"
+        )
+    if kinds := sorted({str(t.dtype) for t in tensors.values()} - {"torch.float32"}):
+        raise AlignmentFileError(
+            f"alignment file {str(path)!r} holds {', '.join(kinds)} tensors, where das_assert "
+            "writes float32 alone: it was converted or not written by das_assert; fit it again"
         )
     digest = hashlib.sha256()
     for name in sorted(tensors):

@@ -120,6 +120,26 @@ def alignment_with_manifest(ctx: Ctx, **changes: Any) -> Path:
     return path
 
 
+def alignment_with_tensors(ctx: Ctx, **changes: torch.Tensor) -> Path:
+    """A saved alignment whose tensors are replaced, its manifest (and checksum) as they were."""
+    from safetensors.torch import load, save
+
+    raw = saved_alignment(ctx).read_bytes()
+    metadata = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])["__metadata__"]
+    path = ctx.tmp_path / "converted.safetensors"
+    path.write_bytes(save({**load(raw), **changes}, metadata=metadata))
+    return path
+
+
+def alignment_with_deep_manifest(ctx: Ctx) -> Path:
+    from safetensors.torch import save_file
+
+    path = ctx.tmp_path / "deep.safetensors"
+    tensors = {"rotation": torch.eye(4), "widths": torch.ones(1)}
+    save_file(tensors, path, metadata={"manifest": "[" * 100_000 + "]" * 100_000})
+    return path
+
+
 def frozen_run_of_a_swapped_file(ctx: Ctx) -> object:
     """A frozen request whose baseline entry names a file holding another site's alignment: what
     a baseline kept when two cells' long keys were cut to one file name."""
@@ -400,6 +420,26 @@ CASES = [
         AlignmentFileError,
         r"has a manifest with seed=-5 out of range",
         id="load_alignment(<manifest seed negative>)",
+    ),
+    pytest.param(  # a TypeError from numpy escaped, and the cache entry was kept
+        lambda c: load_alignment(
+            alignment_with_tensors(c, rotation=torch.eye(32, dtype=torch.bfloat16))
+        ),
+        AlignmentFileError,
+        r"holds torch\.bfloat16 tensors, where das_assert writes float32 alone: it was converted",
+        id="load_alignment(<a bfloat16 rotation>)",
+    ),
+    pytest.param(  # a RecursionError escaped
+        lambda c: load_alignment(alignment_with_deep_manifest(c)),
+        AlignmentFileError,
+        r"deep\.safetensors' is not a readable das_assert safetensors file",
+        id="load_alignment(<manifest [ 100000 deep>)",
+    ),
+    pytest.param(  # it loaded, and reports named the method "zzz"
+        lambda c: load_alignment(alignment_with_manifest(c, method="zzz")),
+        AlignmentFileError,
+        r"has a manifest with method='zzz', not one of boundless, das:K",
+        id="load_alignment(<manifest method unknown>)",
     ),
     pytest.param(
         lambda c: load_alignment(alignment_with_manifest(c, fit=[1], site="x")),
