@@ -32,6 +32,10 @@ def register_profiles() -> None:
             phases += [Phase.shrink]
         settings.register_profile(
             f"das-{name}",
+            # on hypothesis' defaults, not on the profile loaded now: with CI set in the
+            # environment hypothesis loads its own "ci" profile, derandomized with no database,
+            # and dev and thorough would draw the same examples every run
+            parent=settings.get_profile("default"),
             deadline=None,
             # the das fixture is shared by the examples of one test on purpose: it only records
             suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -49,12 +53,17 @@ def apply_fuzz_profile(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Give the das fuzz tests the chosen profile, and only them: the user's other hypothesis
     tests keep their own settings. A fuzz test with its own ``@settings``, or a run with
     ``--hypothesis-profile``, keeps what the user chose, but for what every das fuzz test needs
-    (``runnable``)."""
-    from hypothesis import settings
+    (``runnable``). ``--hypothesis-verbosity`` and ``--hypothesis-explain`` apply on top of the
+    das profile."""
+    from hypothesis import Phase, Verbosity, settings
 
     profile = settings.get_profile(f"das-{config.getoption('das_profile') or 'ci'}")
     if config.getoption("hypothesis_seed", None) is not None and profile.derandomize:
         profile = settings(profile, derandomize=False)  # derandomize would ignore the seed
+    if verbosity := config.getoption("hypothesis_verbosity", None):
+        profile = settings(profile, verbosity=Verbosity[verbosity])
+    if config.getoption("hypothesis_explain", None) and Phase.explain not in profile.phases:
+        profile = settings(profile, phases=(*profile.phases, Phase.explain))
     for item in items:
         test: Any = getattr(getattr(item, "obj", None), "__func__", getattr(item, "obj", None))
         if "das" not in item.keywords or not getattr(test, "is_hypothesis_test", False):
@@ -111,7 +120,8 @@ def all_rejected(item: pytest.Item, excinfo: pytest.ExceptionInfo[BaseException]
         "alignment was tested: the model fails the task under them, or they cannot be written "
         "for its tokenizer.",
         *(f"  {n} x {reason}" for reason, n in sorted(reasons.items(), key=lambda r: -r[1])),
-        "Draw variants the model can do (fix a part with st.just(...) in prompt_variants(...)), "
+        "Draw variants the model can do (give a part its value to fix it, or its default "
+        'to keep it unchanged: prompt_variants(answers=("Yes", "No"))), '
         "or lower --das-min-task-accuracy if the gate is too strict for this model.",
     ]
     return "\n".join(lines)

@@ -1,12 +1,14 @@
 """Hypothesis strategies for price-tagging prompt variants: does an alignment survive them?
 
-Every strategy shrinks toward the plain default prompt (the paper's instruction, no context,
-varying brackets, two-decimal numbers, yes/no), so a failure shrinks to the smallest change that
-breaks the alignment. A ``PromptVariant`` has a readable repr: a failing example prints itself.
+Each part's strategy shrinks toward the plain default prompt's part (the paper's instruction,
+no context, varying brackets, two-decimal numbers, yes/no). ``prompt_variants`` changes one to
+``max_changes`` parts, each to a value other than its default, and shrinks toward one part
+changed by the least, so a failure shrinks to the smallest change that breaks the alignment. A
+``PromptVariant`` has a readable repr: a failing example prints itself.
 
 >>> from hypothesis import find
 >>> find(prompt_variants(), lambda v: True)
-PromptVariant()
+PromptVariant(amount_edge='on_bound')
 """
 
 from __future__ import annotations
@@ -264,13 +266,17 @@ def prompt_variants(
     max_changes: int = 2,
     **parts: Any,
 ) -> Any:
-    """Prompt variants that change up to ``max_changes`` parts of the default prompt at once
-    (phrasing, context before, context after, answer words, number style, bracket, amount edge).
+    """Prompt variants that change one to ``max_changes`` parts of the default prompt at once
+    (phrasing, context before, context after, answer words, number style, bracket, amount edge),
+    each changed part to a value other than its default.
 
-    Pass a strategy to replace how one part is drawn (``st.just(...)`` to fix it). Changing a few
-    parts at a time keeps most variants inside what the model can do, so few are rejected, and a
-    failure says which kind of change broke the alignment. Shrinks toward ``PromptVariant()``.
-    Bad arguments are refused here, not when the first example is drawn.
+    A part given as a strategy replaces how that part is drawn where it changes (its default
+    value is skipped: a strategy that draws nothing else cannot be used). A part given as a
+    value is fixed: every variant has it, and it does not count toward ``max_changes``; give a
+    part its default value (``answers=("Yes", "No")``) to keep it unchanged. Changing a few
+    parts at a time keeps most variants inside what the model can do, so few are rejected, and
+    a failure says which kind of change broke the alignment. Shrinks toward one part changed by
+    the least. Bad arguments are refused here, not when the first example is drawn.
     """
     known = [f.name for f in fields(PromptVariant)]
     for name, value in parts.items():
@@ -282,45 +288,61 @@ def prompt_variants(
         if callable(value) and not isinstance(value, st.SearchStrategy):
             called = getattr(value, "__name__", "it")
             raise InvalidArgument(
-                f"prompt_variants({name}=...) takes a strategy, not the function {called}: "
-                f"call it, {name}={called}()"
-            )
-        if value is not None and not isinstance(value, st.SearchStrategy):
-            raise InvalidArgument(
-                f"prompt_variants({name}=...) takes a strategy, not {value!r}: write "
-                f"{name}=st.just({value!r}) to fix it"
+                f"prompt_variants({name}=...) takes a strategy or a value, not the function "
+                f"{called}: call it, {name}={called}()"
             )
     if isinstance(max_changes, bool) or not isinstance(max_changes, int) or max_changes < 1:
         raise InvalidArgument(f"prompt_variants(max_changes={max_changes!r}): at least 1")
-    return _prompt_variants(max_changes=max_changes, **parts)
+    fixed = {
+        name: value
+        for name, value in parts.items()
+        if value is not None and not isinstance(value, st.SearchStrategy)
+    }
+    try:
+        PromptVariant(**fixed)  # a fixed part the prompt cannot have, refused now
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"prompt_variants(): {exc}") from None
+    drawn = {name: value for name, value in parts.items() if isinstance(value, st.SearchStrategy)}
+    return _prompt_variants(max_changes=max_changes, fixed=fixed, given=drawn)
+
+
+_DEFAULTS = {f.name: f.default for f in fields(PromptVariant)}
+
+
+def _part_strategies(given: dict[str, Any]) -> dict[str, Any]:
+    """How each part is drawn where it changes: ``given``, else its own strategy."""
+    own = {
+        "instruction": instructions(),
+        "prefix": contexts(),
+        "suffix": contexts(max_sentences=1),
+        "answers": answer_words(),
+        "numbers": number_styles(),
+        "bracket": brackets(),
+        "amount_edge": amount_edges(),
+    }
+    return own | given
 
 
 @st.composite
 def _prompt_variants(
-    draw: Any,
-    *,
-    max_changes: int = 2,
-    instruction: Any = None,
-    prefix: Any = None,
-    suffix: Any = None,
-    answers: Any = None,
-    numbers: Any = None,
-    bracket: Any = None,
-    amount_edge: Any = None,
+    draw: Any, *, max_changes: int, fixed: dict[str, Any], given: dict[str, Any]
 ) -> PromptVariant:
-    parts = {
-        "instruction": instructions() if instruction is None else instruction,
-        "prefix": contexts() if prefix is None else prefix,
-        "suffix": contexts(max_sentences=1) if suffix is None else suffix,
-        "answers": answer_words() if answers is None else answers,
-        "numbers": number_styles() if numbers is None else numbers,
-        "bracket": brackets() if bracket is None else bracket,
-        "amount_edge": amount_edges() if amount_edge is None else amount_edge,
-    }
-    chosen = draw(
-        st.lists(st.sampled_from(sorted(parts)), min_size=1, max_size=max_changes, unique=True)
+    free = {name: s for name, s in _part_strategies(given).items() if name not in fixed}
+    chosen = (
+        draw(
+            st.lists(
+                st.sampled_from(sorted(free)),
+                min_size=0 if fixed else 1,
+                max_size=max_changes,
+                unique=True,
+            )
+        )
+        if free
+        else []
     )
-    drawn = {name: draw(parts[name]) for name in chosen}
+    drawn = dict(fixed)
+    for name in chosen:  # a part that changes takes another value than its default
+        drawn[name] = draw(free[name].filter(lambda value, name=name: value != _DEFAULTS[name]))
     if drawn.get("amount_edge") == "one_cent_outside" and drawn.get("bracket") is not None:
         low, high = drawn["bracket"]  # one that spans every amount written leaves none outside
         assume(bool(_just_outside(low, high, drawn.get("numbers", "plain"))))

@@ -108,12 +108,14 @@ def replay_advice() -> str:
     """How a failing example comes back, under the settings it ran with. A derandomized run
     draws the same examples for the same command over the same files only: hypothesis also
     draws constants from every project module loaded, so one file run alone draws others."""
-    from hypothesis import settings
+    from hypothesis import core, settings
     from hypothesis.control import currently_in_test_context
 
     if not currently_in_test_context():  # assert_robust called outside @given
         return "not drawn by hypothesis: this variant, as written, reruns it"
     current = settings()
+    if core.global_force_seed is not None:  # hypothesis keeps no example under a forced seed
+        return "--hypothesis-seed: the same seed draws it again"
     if current.derandomize:
         return (
             "derandomized: the same command over the same files draws it again; run alone, a "

@@ -511,3 +511,43 @@ def test_a_measured_limit_is_reported_with_its_numbers(project: pytest.Pytester)
     ]:
         assert f'<property name="das_{name}" value="{value}"' in junit, name
     assert "das_limit" not in junit
+
+
+SETTINGS_PROBE_FILE = """
+import pytest
+from hypothesis import Phase, given, settings, strategies as st
+
+
+@pytest.mark.das
+@given(st.integers())
+def test_a_das_fuzz_test(x):
+    current = settings()
+    print("SETTINGS", current.derandomize, current.database is None, current.verbosity.name,
+          Phase.explain in current.phases)
+"""
+
+
+def _fuzz_settings(pytester: pytest.Pytester, *args: str) -> set[str]:
+    pytester.makepyfile(test_probe=SETTINGS_PROBE_FILE)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s", *args)
+    result.assert_outcomes(passed=1)
+    return {line.split("SETTINGS ")[1] for line in result.stdout.lines if "SETTINGS " in line}
+
+
+@pytest.mark.parametrize("profile", ["dev", "thorough"])
+def test_dev_and_thorough_draw_anew_with_a_database_on_a_ci_machine(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, profile: str
+) -> None:
+    # With CI set hypothesis loads its own "ci" profile (derandomized, no database) and the das
+    # profiles inherited it: a nightly thorough job drew the same 200 variants every night.
+    monkeypatch.setenv("CI", "true")
+    assert _fuzz_settings(pytester, f"--das-profile={profile}") == {"False False normal False"}
+    assert _fuzz_settings(pytester) == {"True True normal False"}  # das-ci: derandomized
+
+
+def test_hypothesis_verbosity_and_explain_apply_to_das_fuzz_tests(
+    pytester: pytest.Pytester,
+) -> None:
+    # both were dropped: the das profile replaced the one hypothesis' options had made
+    chosen = _fuzz_settings(pytester, "--hypothesis-verbosity=verbose", "--hypothesis-explain")
+    assert chosen == {"True True verbose True"}
