@@ -259,16 +259,17 @@ def unique_name(key: str) -> str:
     return f"{slug(key)[: _SLUG_MAX - 13]}-{digest}"
 
 
-def find_baseline(directory: Path, name: str) -> Path:
+def find_baseline(directory: Path, name: str, option: str = "--das-compare") -> Path:
     """The baseline called ``name``: ``latest``, a number like ``0002``, a full stem like
     ``0002_main``, or a NAME as ``--das-save-baseline`` took it (``release/v2`` is saved as
-    ``NNNN_release_v2``), the newest of that name where it was saved more than once."""
+    ``NNNN_release_v2``), the newest of that name where it was saved more than once.
+    ``option``: what the user gave it to, as the advice names it."""
     directory = Path(directory)
     candidates = sorted(p for p in directory.glob("*.json") if _NUMBERED.match(p.name))
     if not candidates:
         raise AlignmentFileError(
             f"no baselines in {directory}; save one first with --das-save-baseline, or name "
-            "another model's: --das-compare=KEY/latest or a baseline .json file"
+            f"another model's: {option}=KEY/latest or a baseline .json file"
         )
     if name == "latest":
         return candidates[-1]

@@ -21,6 +21,7 @@ from das_assert.cli_outputs import (
     ReaderMayLeave,
     check_outputs,
     existing_outputs,
+    named_outputs,
     note_earlier_outputs,
 )
 from das_assert.errors import DasError
@@ -387,9 +388,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             import_causal_models(files)
     except DasError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        note_earlier_outputs(named_outputs(argv))
         return 2
     parser = build_parser(__doc__ or "")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a usage error: a report there is still an earlier run's
+        if exc.code not in (0, None):
+            note_earlier_outputs(named_outputs(argv))
+        raise
     if getattr(args, "causal_models", files) != files:  # e.g. --causal-model, abbreviated
         parser.error("write --causal-models in full: it is read before the other options")
     stdout, sys.stdout = sys.stdout, ReaderMayLeave(sys.stdout)

@@ -84,6 +84,7 @@ def _add_data_args(
     seed_default: int | None = 0,
     seed_help: str = "data, initialisation and training",
     claims: bool = True,
+    gate_help: str = "below this task accuracy the run is an input error, exit 2 (default 0.8)",
 ) -> None:
     from das_assert.tasks.price_tagging import CAUSAL_MODELS, NUMBER_STYLES
 
@@ -159,7 +160,7 @@ def _add_data_args(
         type=parse_fraction,
         default=0.8,
         metavar="P",
-        help="below this task accuracy the run is an input error (default 0.8)",
+        help=gate_help,
     )
     if claims:
         group.add_argument(
@@ -419,7 +420,13 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
         "accuracy, and whether das_assert's hooks and cached passes act on it as they must",
     )
     _add_model_args(check)
-    _add_data_args(check, hypothesis_required=False, seed_help="the prompts'", claims=False)
+    _add_data_args(
+        check,
+        hypothesis_required=False,
+        seed_help="the prompts' seed",
+        claims=False,
+        gate_help="the task gate: below this task accuracy check exits 1 (default 0.8)",
+    )
     check.set_defaults(n_test=200)
     looked = check.add_argument_group("where to look")
     looked.add_argument(

@@ -9,7 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ReaderMayLeave", "check_outputs", "existing_outputs", "note_earlier_outputs"]
+__all__ = [
+    "ReaderMayLeave",
+    "check_outputs",
+    "existing_outputs",
+    "named_outputs",
+    "note_earlier_outputs",
+]
 
 _OUTPUT_FILES = ("json", "save", "png", "markdown")  # each command's files to write
 _INPUT_FILES = ("alignment", "old", "new")  # files a command reads, never to be overwritten
@@ -85,6 +91,24 @@ def existing_outputs(args: argparse.Namespace) -> dict[Path, int]:
         if (path := getattr(args, name, None)) is not None:
             with contextlib.suppress(OSError):
                 found[Path(path)] = Path(path).stat().st_mtime_ns
+    return found
+
+
+def named_outputs(argv: list[str]) -> dict[Path, int]:
+    """``existing_outputs`` read from the command line itself, for a run the parser stops
+    (a bad value, an unknown option): ``--json FILE`` and ``--json=FILE`` as written."""
+    paths = []
+    for i, token in enumerate(argv):
+        for name in _OUTPUT_FILES:
+            flag = f"--{name}"
+            if token == flag and i + 1 < len(argv):
+                paths.append(argv[i + 1])
+            elif token.startswith(f"{flag}="):
+                paths.append(token.partition("=")[2])
+    found = {}
+    for path in paths:
+        with contextlib.suppress(OSError, ValueError):
+            found[Path(path)] = Path(path).stat().st_mtime_ns
     return found
 
 

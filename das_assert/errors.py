@@ -111,7 +111,8 @@ class TrainingDiverged(DasError):
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ``" Did you mean 'x'?"`` for the closest choice, or ``""`` when none is close."""
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    others = [choice for choice in choices if choice != name]  # not the name itself
+    close = difflib.get_close_matches(name, others, n=1, cutoff=0.6)
     return f" Did you mean {close[0]!r}?" if close else ""
 
 

@@ -121,8 +121,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+def _will_not_run(item: pytest.Item) -> bool:
+    """Whether pytest skips ``item`` by its marks (``skip``, a true ``skipif``,
+    ``xfail(run=False)``) without running it. This hook runs before pytest's own that skips it."""
+    try:
+        from _pytest.skipping import evaluate_skip_marks, evaluate_xfail_marks
+
+        xfail = evaluate_xfail_marks(item)
+        return evaluate_skip_marks(item) is not None or (xfail is not None and not xfail.run)
+    except Exception:  # a condition that raises, or pytest moved them: pytest says what it says
+        return False
+
+
 @pytest.hookimpl(tryfirst=True)  # before the fixtures: an alignment may train for hours
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    if _will_not_run(item):  # neither its marker nor its claims can stop the run
+        return
     for marker in item.iter_markers("das"):
         unknown = sorted(set(marker.kwargs) - set(MARKER_KEYS))
         if unknown or marker.args:
@@ -209,7 +223,7 @@ def _claim_problems(
     claimless: dict[str, list[str]] = {}
     missing: dict[tuple[str, str], list[str]] = {}
     for test in item.session.items:
-        if "das_session" not in getattr(test, "fixturenames", ()):
+        if "das_session" not in getattr(test, "fixturenames", ()) or _will_not_run(test):
             continue
         calls = assertion_calls(getattr(test, "obj", None))
         if without := claimless_calls(calls):
@@ -346,6 +360,8 @@ def das_session(request: pytest.FixtureRequest) -> Any:
     try:
         if cache is not None:  # before a model that may take minutes to load
             cache.check_usable()
+            if not config.getoption("das_cache_dir") and cache.writes:
+                _ignored_by_git(Path(cache_dir).parent)
         settings = _model_settings(config, request.session)
         device = worker_device(
             config.getoption("das_device"),
@@ -409,6 +425,7 @@ def das_session(request: pytest.FixtureRequest) -> Any:
         **baselines,
     )
     _freeze_the_heap()
+    request.config.stash[_FROZE] = True
     with sharing(prefix_stores=False):
         yield session
 
@@ -418,6 +435,32 @@ def _speed_settings(config: pytest.Config) -> dict[str, int]:
     so not in a cache key or a reproduce line): a search's joint training budget."""
     joint = config.getoption("das_joint_cells_mib")
     return {"joint_cells_mib": joint} if joint else {}
+
+
+def _ignored_by_git(folder: Path) -> None:
+    """A ``.gitignore`` of ``*`` in das_assert's own folder under the rootdir, as pytest keeps
+    in ``.pytest_cache``: the cache holds alignment files (at 7B, 64 MiB each) that no one
+    means to commit."""
+    ignore = folder / ".gitignore"
+    if not ignore.exists():
+        from das_assert.store import atomic_write_bytes
+
+        try:
+            atomic_write_bytes(ignore, b"# Created by das_assert: its alignment cache.\n*\n")
+        except OSError:  # a read-only checkout: the cache works without it
+            pass
+
+
+_FROZE = pytest.StashKey[bool]()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Give the heap frozen for the session back to the collector: a later run in this process
+    (``pytest.main()`` again, a notebook) must not keep this one's model alive for good."""
+    if config.stash.get(_FROZE, False):
+        import gc
+
+        gc.unfreeze()
 
 
 def _freeze_the_heap() -> None:

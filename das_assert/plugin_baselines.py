@@ -45,7 +45,9 @@ def baseline_setup(config: pytest.Config, settings: Any, checks: list[Any]) -> d
         if not reference:
             continue
         try:
-            path = baseline_file(config, settings, reference)
+            path = baseline_file(
+                config, settings, reference, option=f"--{option.replace('_', '-')}"
+            )
             out[field] = (path, load_baseline(path))
         except DasError as exc:
             message = f"das_assert --{option.replace('_', '-')}: {exc}"
@@ -59,8 +61,11 @@ def baseline_setup(config: pytest.Config, settings: Any, checks: list[Any]) -> d
     return out
 
 
-def baseline_file(config: pytest.Config, settings: Any, reference: str) -> Path:
-    """The baseline file that ``reference`` (``--das-compare`` or ``--das-frozen``) names.
+def baseline_file(
+    config: pytest.Config, settings: Any, reference: str, option: str = "--das-compare"
+) -> Path:
+    """The baseline file that ``reference`` (given to ``option``, ``--das-compare`` or
+    ``--das-frozen``) names.
 
     Raises:
         DasError: no such baseline.
@@ -75,8 +80,8 @@ def baseline_file(config: pytest.Config, settings: Any, reference: str) -> Path:
     key, _, name = reference.rpartition("/")
     other = key and (key in load_settings(settings.source) or (root / key).is_dir())
     if other:
-        return find_baseline(root / key, name)
-    return find_baseline(root / settings.key, reference)
+        return find_baseline(root / key, name, option)
+    return find_baseline(root / settings.key, reference, option)
 
 
 class BaselineReporting:

@@ -173,6 +173,9 @@ class Reporter(BaselineReporting):
         if self.write_failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.INTERNAL_ERROR  # CI must not take it as done
 
+    def pytest_unconfigure(self) -> None:
+        self.loaded = None  # the model: a later run in this process must not keep it alive
+
     def usage_error(self, message: str) -> None:
         """The run stops on a usage error before any test (its output paths checked already):
         the reports asked for still say so, for an old one must not be read as this run's."""

@@ -26,6 +26,8 @@ def test_a_second_run_reuses_the_cached_alignment(project) -> None:
     assert [r["iia"] for r in a] == [r["iia"] for r in b]
     assert list((project.path / ".das_assert" / "cache").glob("*.safetensors"))
     assert (project.path / ".das_assert" / "cache" / "digests.json").is_file()  # weights' sha256
+    # git leaves the cache out, as it does .pytest_cache: alignment files are not to commit
+    assert (project.path / ".das_assert" / ".gitignore").read_text().endswith("\n*\n")
 
 
 def _cache_file(index: int) -> str:
@@ -372,9 +374,15 @@ def test_an_inconclusive_claim_that_regressed_fails_whatever_inconclusive_says(
         "--das-baseline-dir=b",
         f"--das-inconclusive={inconclusive}",
     )
-    first = pytester.runpytest_subprocess("--das-save-baseline=v1", "--das-json=r.json", *args)
+    first = pytester.runpytest_subprocess(
+        "--das-save-baseline=v1", "--das-json=r.json", "-rx", *args
+    )
     (record,) = json.loads((pytester.path / "r.json").read_text())["results"]
     assert record["verdict"] == "inconclusive"
+    if inconclusive == "xfail":  # -rx gave the whole 30-line message, two prompts and all
+        (reason,) = [line for line in first.stdout.lines if line.startswith("XFAIL")]
+        assert "-> verdict inconclusive (95% CI" in reason
+        assert not any(line.startswith("  site ") for line in first.stdout.lines)
     # as pytest's summary says: the record said "skipped" of an xfailed claim
     assert record["outcome"] == {"pass": "passed", "xfail": "xfailed"}[inconclusive]
     assert first.ret == pytest.ExitCode.OK

@@ -169,3 +169,45 @@ def test_a_compared_run_measures_the_transfer_of_the_fit_the_baseline_kept(
     saved, now = _record(project, "saved.json"), _record(project, "gated.json")
     assert now["restarts"] == saved["restarts"]  # the same model: the same choice
     assert now["transfer"]["iia"] == saved["iia"]  # the kept fit, scored again
+
+
+SEARCH_WITH_CONFIG = """
+from das_assert.search import search
+
+
+def test_a_search(das, das_session):
+    grid = search(
+        das_session.align,
+        "left_boundary",
+        layers=[0, 1],
+        positions=["last"],
+        check=das_session.check,
+        config=das_session.fit_config(epochs=1),
+    )
+    das.record_search(grid)
+
+
+def test_a_search_with_a_bad_config(das, das_session):
+    search(
+        das_session.align,
+        "left_boundary",
+        layers=[0, 1],
+        positions=["last"],
+        check=das_session.check,
+        config={"epochs": 1},
+    )
+"""
+
+
+def test_a_search_checks_a_config_as_align_takes_it(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # check= refused config=, which align takes: "unknown keyword(s) config ... Did you mean
+    # 'config'?", before any cell trained
+    fits = count_fits(monkeypatch)
+    project.makepyfile(test_search=SEARCH_WITH_CONFIG)
+    result = _run(project, "--das-cache=off", "test_search.py")
+    result.assert_outcomes(passed=1, failed=1)
+    assert fits == [1, 1]  # the good search's two cells; the bad one trained none
+    result.stdout.fnmatch_lines(["*config=*FitConfig*"])
+    result.stdout.no_fnmatch_line("*Did you mean 'config'*")

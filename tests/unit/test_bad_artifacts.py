@@ -366,6 +366,12 @@ CASES = [
         r"no baselines in .*; save one first with --das-save-baseline",
         id="find_baseline(<empty dir>, 'latest')",
     ),
+    pytest.param(  # it named --das-compare=KEY/latest to a run given --das-frozen
+        lambda c: find_baseline(c.tmp_path, "latest", "--das-frozen"),
+        AlignmentFileError,
+        r"or name another model's: --das-frozen=KEY/latest or a baseline \.json file",
+        id="find_baseline(<empty dir>, 'latest', '--das-frozen')",
+    ),
     pytest.param(
         lambda c: find_baseline(saved_baseline(c).parent, "0007"),
         AlignmentFileError,

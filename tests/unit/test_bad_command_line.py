@@ -440,6 +440,25 @@ def test_a_failed_run_names_the_reports_it_left_from_an_earlier_run(
     assert old.read_text() == '{"results": []}'
 
 
+@pytest.mark.parametrize(
+    "bad", [["--n-test", "abc"], ["--no-such-option"], ["--causal-models", "missing.py"]]
+)
+def test_a_usage_error_names_the_reports_it_left_from_an_earlier_run(
+    bad: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # the parser (or the causal-models file) exited 2 before the note was prepared
+    old = tmp_path / "old.json"
+    old.write_text('{"results": []}')
+    try:
+        code = main([*FIT, f"--json={old}", *bad])
+    except SystemExit as exc:  # the parser's own exit
+        code = exc.code
+    assert code == 2
+    stderr = capsys.readouterr().err
+    assert f"note: {old} was not written by this run; it is left as it was" in stderr
+    assert old.read_text() == '{"results": []}'
+
+
 def test_a_command_without_causal_models_refuses_the_option_without_running_the_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
