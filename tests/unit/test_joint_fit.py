@@ -7,6 +7,7 @@ rounding (a batched matrix product may round differently from a smaller one).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -189,3 +190,54 @@ def test_the_memory_budget_splits_the_sites_into_groups(
 def test_a_negative_joint_budget_is_refused() -> None:
     with pytest.raises(InvalidArgument, match="joint_cells_mib=-1; use 0 to train every site"):
         FitConfig(joint_cells_mib=-1)
+
+
+def _recorded_task_losses(monkeypatch: pytest.MonkeyPatch) -> list[list[float]]:
+    """Each training step's task loss per site, as ``fit._losses`` computed it."""
+    steps: list[list[float]] = []
+    original = fit._losses
+
+    def recorded(interchanges: Any, logits: Any, labels: Any, config: Any) -> Any:
+        task_losses, losses = original(interchanges, logits, labels, config)
+        steps.append([float(loss.detach()) for loss in task_losses])
+        return task_losses, losses
+
+    monkeypatch.setattr(fit, "_losses", recorded)
+    return steps
+
+
+def test_each_sites_history_is_its_own_task_loss(
+    tiny_fit: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Neither another site's loss nor the loss with its boundary penalty: the History's "loss"
+    # is the task loss of the site it belongs to.
+    loaded, train, sites = tiny_fit
+    steps = _recorded_task_losses(monkeypatch)
+    together = fit_alignments(loaded.model, sites, train, CONFIG)
+    assert len(set(steps[-1])) == len(sites)  # the sites' losses differ: they can be told apart
+    for cell, fitted in enumerate(together):
+        assert fitted.history
+        assert [h["loss"] for h in fitted.history] == [
+            round(steps[h["step"] - 1][cell], 5) for h in fitted.history
+        ]
+
+
+def test_a_joint_fit_one_of_whose_sites_diverges_stops_naming_that_site(
+    tiny_fit: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A NaN in one site's loss went unnoticed (an alignment of NaNs returned), or was blamed
+    # on the first site; fit_alignment then fits each cell alone.
+    loaded, train, sites = tiny_fit
+    original = fit._losses
+    calls = [0]
+
+    def second_site_diverges(interchanges: Any, logits: Any, labels: Any, config: Any) -> Any:
+        task_losses, losses = original(interchanges, logits, labels, config)
+        calls[0] += 1
+        if calls[0] >= 2:
+            losses[1] = losses[1] * float("nan")
+        return task_losses, losses
+
+    monkeypatch.setattr(fit, "_losses", second_site_diverges)
+    with pytest.raises(TrainingDiverged, match=re.escape(f"at {sites[1].site}")):
+        fit_alignments(loaded.model, sites, train, CONFIG)

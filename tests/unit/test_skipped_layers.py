@@ -125,6 +125,21 @@ def test_a_batchs_own_prefix_leaves_out_skipped_layers_and_refills_for_an_earlie
     torch.testing.assert_close(second, fresh_earlier.logits(mix_earlier), atol=1e-5, rtol=0)
 
 
+@torch.no_grad()
+def test_a_one_row_batch_too_leaves_out_the_skipped_layers(tiny_models: dict[str, Any]) -> None:
+    # One row splits off no shared head: there the cut kept layer 1's keys and values, which
+    # no pass past block 1 reads (twice the bytes at this depth).
+    loaded = tiny_models["llama"]
+    encoded = encode(loaded, prompt_pairs("left_boundary", 6, seed=5), parse_position("last"))
+    site, index = Site(1, "last").resolve(loaded.model), torch.tensor([3])
+    _, mix = mixer(loaded, site, encoded, index)
+    run = BaseRun(loaded.model, site, encoded, index)
+    got = run.logits(mix)
+    assert skipped_flags(run._cache)[:3] == [True, True, False]
+    plain = BaseRun(loaded.model, site, encoded, index, prefix_cache=False).logits(mix)
+    torch.testing.assert_close(got, plain, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 @torch.no_grad()
 def test_a_joint_pass_without_a_store_repeats_only_the_layers_it_kept(
