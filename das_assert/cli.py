@@ -393,12 +393,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(__doc__ or "")
     try:
         args = parser.parse_args(argv)
+        if getattr(args, "causal_models", files) != files:  # e.g. --causal-model, abbreviated
+            parser.error("write --causal-models in full: it is read before the other options")
     except SystemExit as exc:  # a usage error: a report there is still an earlier run's
         if exc.code not in (0, None):
             note_earlier_outputs(named_outputs(argv))
         raise
-    if getattr(args, "causal_models", files) != files:  # e.g. --causal-model, abbreviated
-        parser.error("write --causal-models in full: it is read before the other options")
     stdout, sys.stdout = sys.stdout, ReaderMayLeave(sys.stdout)
     before = existing_outputs(args)
     try:

@@ -96,12 +96,13 @@ def check_engine(model: Any, site: ResolvedSite, encoded: EncodedPairs) -> Engin
     """
     memo = _CHECKED.setdefault(model, {})
     version = model_version(model)
-    key = (version, hooks.site_key(site), encoded.position)
-    if key in memo:
-        return memo[key]
     if _WHOLE_SINCE.get(model, version) != version:  # changed since its cached passes failed
         cached_passes_again(model)
         del _WHOLE_SINCE[model]
+        memo.clear()  # what it found on a version checked before was found with them off
+    key = (version, hooks.site_key(site), encoded.position)
+    if key in memo:
+        return memo[key]
     rows = encoded.select(torch.arange(min(CHECK_ROWS, len(encoded))))
     if ("output", version) not in memo:
         memo["output", version] = _output_swap(model, rows)

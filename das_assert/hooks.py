@@ -221,13 +221,15 @@ class Tail:
     tuple_length: int
 
     def as_output(self) -> Any:
-        """What the block returned, the tuple's other entries as None: they are attention
-        weights, which the model collects only under ``output_attentions=True``, never asked
-        for by das_assert (and its engine check sets the result against a pass that runs the
-        block)."""
+        """What the block returned, a copy of its own each call (a user's hook may edit it in
+        place, and the recorded tail is replayed again), the tuple's other entries as None:
+        they are attention weights, which the model collects only under
+        ``output_attentions=True``, never asked for by das_assert (and its engine check sets
+        the result against a pass that runs the block)."""
+        hidden = self.hidden.clone()
         if not self.tuple_length:
-            return self.hidden
-        return (self.hidden, *(None,) * (self.tuple_length - 1))
+            return hidden
+        return (hidden, *(None,) * (self.tuple_length - 1))
 
 
 class UnreplayableBlockOutput(RuntimeError):
@@ -247,10 +249,11 @@ def record_tails(blocks: dict[int, Any], start: int) -> Iterator[dict[int, Tail]
 
     def recorder(index: int) -> Callable[..., None]:
         def hook(module: Any, _args: tuple, output: Any) -> None:
+            # Copies: a user's hook after this one may edit the output in place.
             if isinstance(output, torch.Tensor):
-                recorded[index] = Tail(output[:, start:].detach(), 0)
+                recorded[index] = Tail(output[:, start:].detach().clone(), 0)
             elif isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
-                recorded[index] = Tail(output[0][:, start:].detach(), len(output))
+                recorded[index] = Tail(output[0][:, start:].detach().clone(), len(output))
             else:
                 raise UnreplayableBlockOutput(
                     f"das_assert: block {index} ({type(module).__name__}) returns a "
@@ -280,12 +283,11 @@ def skip_blocks(blocks: Sequence[Any], tail: Tail) -> Iterator[None]:
     Hooks on them still run around that (an intervention on the last one's output applies to it).
     Each block's ``forward`` is put back as it was, an instance attribute included (accelerate
     keeps its device hooks there)."""
-    output = tail.as_output()
     missing = object()
     saved = [block.__dict__.get("forward", missing) for block in blocks]
 
     def recorded(*_args: Any, **_kwargs: Any) -> Any:
-        return output
+        return tail.as_output()  # a copy per block: a hook on one may edit it in place
 
     patched = 0  # blocks whose forward was replaced: a failure part-way restores just those
     try:

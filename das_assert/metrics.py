@@ -11,8 +11,8 @@ estimate:
   below ``margin`` (the site clearly does no more than that baseline);
 - ``inconclusive``: otherwise: an interval straddles its bar, or too few pairs have a label to
   change to show a lead of ``margin`` even by changing every one, and more pairs would decide; or
-  so few labels change that such an alignment would lead the no-op by less than ``margin`` (then
-  more pairs of that kind would not decide, pairs whose labels change would). While the pairs
+  so few labels change that such an alignment would lead the no-op by no more than ``margin``
+  (then more pairs of that kind would not decide, pairs whose labels change would). While the pairs
   cannot show a lead, a lead below the margin says nothing, so only IIA's upper bound or an
   empty box makes it not aligned.
 

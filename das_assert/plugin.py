@@ -127,7 +127,7 @@ def _will_not_run(item: pytest.Item) -> bool:
     try:
         from _pytest.skipping import evaluate_skip_marks, evaluate_xfail_marks
 
-        xfail = evaluate_xfail_marks(item)
+        xfail = None if item.config.option.runxfail else evaluate_xfail_marks(item)
         return evaluate_skip_marks(item) is not None or (xfail is not None and not xfail.run)
     except Exception:  # a condition that raises, or pytest moved them: pytest says what it says
         return False

@@ -435,10 +435,12 @@ class DasRequest:
             if self.session.inconclusive == "xfail":
                 import pytest
 
-                # the reason is the summary line of -rx: its first line; the whole message is
-                # the report's "das" section
-                self.node.add_report_section("call", "das", message)
-                pytest.xfail(message.split("\n", 1)[0])
+                # the reason is a line of -rx's summary: the message's first; pytest shows no
+                # more of an xfailed test, so the reason says where the rest is
+                pytest.xfail(
+                    f"{message.split(chr(10), 1)[0]} (the whole message: "
+                    "--das-inconclusive=fail; the numbers: the JSON report)"
+                )
             raise IIAInconclusive(message)
         raise IIAClaimFailed(message)
 

@@ -195,25 +195,25 @@ def _distances(record: dict) -> dict[str, float]:
 
 
 def _closest_to_its_bar(records: list[dict]) -> tuple[float, str]:
-    """For a claim whose verdict flips between seeds: the closest that a quantity which decided
-    a verdict other than ``aligned`` came to its bar under any seed, and its name. A flip is
-    excused only by nearness on the axis that decided it (a lost lead is not excused by an IIA
-    near the threshold), never by a collapse."""
-    deciding = {
-        axis
-        for record in records
-        if record["verdict"] != "aligned"
-        for axis in record["verdict_decided_by"]
-    }
-    closest = [
-        (distance, axis)
-        for record in records
-        for axis, distance in _distances(record).items()
-        if axis in deciding
-    ]
-    if "collapse" in deciding or not closest:
-        return math.inf, "collapse" if "collapse" in deciding else "no bar"
-    return min(closest)
+    """For a claim whose verdict flips between seeds: how far from their bars the quantities
+    that decided its verdicts other than ``aligned`` stayed, and which. Each such verdict is
+    excused by the nearest any seed came to the bar on an axis that decided it (a lost lead is
+    not excused by an IIA near the threshold, nor by another seed's verdict decided near the
+    threshold), never by a collapse; the flip is as far as the least excused of them."""
+    distances = [_distances(record) for record in records]
+    worst = (-math.inf, "no bar")
+    for record in records:
+        if record["verdict"] == "aligned":
+            continue
+        axes = record["verdict_decided_by"]
+        if "collapse" in axes:
+            return math.inf, "collapse"
+        nearest = min(
+            ((d[axis], axis) for d in distances for axis in axes if axis in d),
+            default=(math.inf, "no bar"),
+        )
+        worst = max(worst, nearest)
+    return worst
 
 
 def _exit_name(status: int) -> str:

@@ -273,10 +273,11 @@ def prompt_variants(
     A part given as a strategy replaces how that part is drawn where it changes (its default
     value is skipped: a strategy that draws nothing else cannot be used). A part given as a
     value is fixed: every variant has it, and it does not count toward ``max_changes``; give a
-    part its default value (``answers=("Yes", "No")``) to keep it unchanged. Changing a few
-    parts at a time keeps most variants inside what the model can do, so few are rejected, and
-    a failure says which kind of change broke the alignment. Shrinks toward one part changed by
-    the least. Bad arguments are refused here, not when the first example is drawn.
+    part its default value (``answers=("Yes", "No")``, ``bracket=None``) to keep it
+    unchanged. Changing a few parts at a time keeps most variants inside what the model can do,
+    so few are rejected, and a failure says which kind of change broke the alignment. Shrinks
+    toward one part changed by the least. Bad arguments are refused here, not when the first
+    example is drawn.
     """
     known = [f.name for f in fields(PromptVariant)]
     for name, value in parts.items():
@@ -294,9 +295,7 @@ def prompt_variants(
     if isinstance(max_changes, bool) or not isinstance(max_changes, int) or max_changes < 1:
         raise InvalidArgument(f"prompt_variants(max_changes={max_changes!r}): at least 1")
     fixed = {
-        name: value
-        for name, value in parts.items()
-        if value is not None and not isinstance(value, st.SearchStrategy)
+        name: value for name, value in parts.items() if not isinstance(value, st.SearchStrategy)
     }
     try:
         PromptVariant(**fixed)  # a fixed part the prompt cannot have, refused now
@@ -328,11 +327,12 @@ def _prompt_variants(
     draw: Any, *, max_changes: int, fixed: dict[str, Any], given: dict[str, Any]
 ) -> PromptVariant:
     free = {name: s for name, s in _part_strategies(given).items() if name not in fixed}
+    changed = any(value != _DEFAULTS[name] for name, value in fixed.items())
     chosen = (
         draw(
             st.lists(
                 st.sampled_from(sorted(free)),
-                min_size=0 if fixed else 1,
+                min_size=0 if changed else 1,  # a part fixed at its default is no change
                 max_size=max_changes,
                 unique=True,
             )

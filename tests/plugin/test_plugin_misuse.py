@@ -176,6 +176,18 @@ def test_tests_that_will_not_run_neither_stop_the_run_nor_fail_on_their_marker(
     assert result.ret == 0
 
 
+def test_under_runxfail_an_xfail_that_would_not_run_is_checked_before_it_trains(
+    project: pytest.Pytester,
+) -> None:
+    # --runxfail runs xfail(run=False): its claims are checked up front like any other's
+    project.makepyfile(test_hyp=SKIPPED_FILE)
+    result = _run(project, "--runxfail", "-k", "not_run")
+    assert result.ret == 4
+    said = result.stdout.str() + result.stderr.str()
+    assert "an assertion without claim=" in said
+    assert "test_hyp.py::test_not_run calls das.assert_aligned" in said
+
+
 def test_a_run_in_this_process_gives_back_the_heap_it_froze(project: pytest.Pytester) -> None:
     # gc.freeze() at the session's start was never undone: a second pytest.main() in one
     # process (a notebook) kept every earlier run's model alive.

@@ -441,7 +441,13 @@ def test_a_failed_run_names_the_reports_it_left_from_an_earlier_run(
 
 
 @pytest.mark.parametrize(
-    "bad", [["--n-test", "abc"], ["--no-such-option"], ["--causal-models", "missing.py"]]
+    "bad",
+    [
+        ["--n-test", "abc"],
+        ["--no-such-option"],
+        ["--causal-models", "missing.py"],
+        ["--causal-model", "abbreviated.py"],
+    ],
 )
 def test_a_usage_error_names_the_reports_it_left_from_an_earlier_run(
     bad: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path

@@ -142,14 +142,23 @@ def _steer(_module: Any, _args: tuple, output: Any) -> Any:
     return output + 0.5
 
 
+def _steer_in_place(_module: Any, _args: tuple, output: Any) -> None:
+    """The same, written as many do: the output edited in place, nothing returned."""
+    (output[0] if isinstance(output, tuple) else output).add_(0.5)
+
+
 @pytest.mark.parametrize("position", ["last", "after:amount"])
+@pytest.mark.parametrize(
+    ("hook", "block"), [(_steer, 1), (_steer_in_place, 1), (_steer_in_place, 0)]
+)
 def test_a_users_hook_on_the_sites_block_is_applied_once_by_the_cached_passes(
-    fresh_llama: Any, position: str
+    fresh_llama: Any, position: str, hook: Any, block: int
 ) -> None:
     """The passes that skip the blocks up to the site replay the site block's recorded output
-    and run its hooks on it: recorded after a user's hook, that hook would apply twice."""
+    and run the skipped blocks' hooks on it: recorded after a user's hook, or edited in place
+    by one (the recorded tail, then every replay of it), that hook would apply twice."""
     model, site = fresh_llama.model, Site(1, position)
-    handle = model.model.layers[1].register_forward_hook(_steer)
+    handle = model.model.layers[block].register_forward_hook(hook)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", FastPathWarning)
@@ -165,6 +174,8 @@ def test_a_model_changed_since_its_cached_passes_failed_has_them_checked_again(
 ) -> None:
     model, site = fresh_llama.model, Site(1, "after:amount")
     encoded = _encoded(fresh_llama, site)
+    # checked first as it is: removing the hook below brings that version back, memo and all
+    assert not check_engine(model, site.resolve(model), encoded).whole_prompts
     handle = model.model.layers[0].register_forward_hook(_steer)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(runner, "shared_prefix", lambda e, i: int(e.base_position[i].min()) + 1)

@@ -125,6 +125,18 @@ def test_a_flip_across_the_threshold_near_it_is_tolerated_and_far_from_it_is_not
     assert (status, "closest 0.120 (threshold)  FLIPS (far" in out) == (1, True)
 
 
+def test_another_seeds_verdict_near_the_threshold_does_not_excuse_a_lost_lead(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An inconclusive seed at IIA 0.76 put "threshold" among the deciding axes, which then
+    # excused a third seed's loss to the random rotation, a lead 0.10 from its margin.
+    unsure = _claim(0.76, "inconclusive", ("threshold",))
+    lost = _claim(0.77, "not_aligned", ("lead over random_rotation",), leads=(0.2, -0.05))
+    status, out = _compare_claims(monkeypatch, capsys, [_claim(0.85), unsure, lost])
+    assert status == 1
+    assert "closest 0.100 (lead over random_rotation)  FLIPS (far" in out
+
+
 def test_a_flip_to_a_collapse_is_never_tolerated(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

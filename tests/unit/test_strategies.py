@@ -200,13 +200,19 @@ def test_a_strategy_given_for_a_part_is_drawn_where_it_changes(variant: PromptVa
     assert variant.bracket in (None, (100, 500))
 
 
-def test_a_part_kept_at_its_default_value_never_changes() -> None:
+@pytest.mark.parametrize("kept", [{"answers": ("Yes", "No")}, {"bracket": None}])
+def test_a_part_kept_at_its_default_value_never_changes_nor_is_a_change(
+    kept: dict[str, Any],
+) -> None:
     from hypothesis import find
     from hypothesis.errors import NoSuchExample
 
-    kept = prompt_variants(answers=("Yes", "No"), max_changes=3)
-    with pytest.raises(NoSuchExample):
-        find(kept, lambda v: v.answers != ("Yes", "No"), settings=settings(max_examples=200))
+    ((name, default),) = kept.items()
+    variants = prompt_variants(**kept, max_changes=3)
+    with pytest.raises(NoSuchExample):  # bracket=None drew brackets: None meant "not given"
+        find(variants, lambda v: getattr(v, name) != default, settings=settings(max_examples=200))
+    with pytest.raises(NoSuchExample):  # it drew the plain prompt, as if it were a change
+        find(variants, lambda v: v == PromptVariant(), settings=settings(max_examples=200))
 
 
 def test_prompt_pairs_and_experiments_refuse_a_bracket_in_dollars() -> None:
