@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
+from torch.nn.modules import module as module_hooks
 
 from das_assert.sites import ResolvedSite
 from das_assert.transfer import to_device
@@ -220,13 +221,13 @@ class Tail:
     hidden: torch.Tensor
     tuple_length: int
 
-    def as_output(self) -> Any:
-        """What the block returned, a copy of its own each call (a user's hook may edit it in
-        place, and the recorded tail is replayed again), the tuple's other entries as None:
+    def as_output(self, *, copy: bool = True) -> Any:
+        """What the block returned (``copy``: a copy of its own, for a hook that may edit it in
+        place while the recorded tail is replayed again), the tuple's other entries as None:
         they are attention weights, which the model collects only under
         ``output_attentions=True``, never asked for by das_assert (and its engine check sets
         the result against a pass that runs the block)."""
-        hidden = self.hidden.clone()
+        hidden = self.hidden.clone() if copy else self.hidden
         if not self.tuple_length:
             return hidden
         return (hidden, *(None,) * (self.tuple_length - 1))
@@ -286,13 +287,20 @@ def skip_blocks(blocks: Sequence[Any], tail: Tail) -> Iterator[None]:
     missing = object()
     saved = [block.__dict__.get("forward", missing) for block in blocks]
 
-    def recorded(*_args: Any, **_kwargs: Any) -> Any:
-        return tail.as_output()  # a copy per block: a hook on one may edit it in place
+    def replaying(block: Any) -> Callable[..., Any]:
+        def recorded(*_args: Any, **_kwargs: Any) -> Any:
+            # A copy where a hook will see it (and may edit it in place); a block without one
+            # hands the tail on unseen, to the next skipped block, which ignores it, or to the
+            # model's later layers, which do not write into their input.
+            hooked = bool(block._forward_hooks or module_hooks._global_forward_hooks)
+            return tail.as_output(copy=hooked)
+
+        return recorded
 
     patched = 0  # blocks whose forward was replaced: a failure part-way restores just those
     try:
         for block in blocks:
-            block.forward = recorded
+            block.forward = replaying(block)
             patched += 1
         yield
     finally:

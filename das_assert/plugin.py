@@ -25,6 +25,7 @@ from das_assert.plugin_options import (
     run_token,
 )
 from das_assert.plugin_report import Reporter
+from das_assert.plugin_settings import early_settings, model_path, model_settings
 
 #: ``group`` was accepted here and never read: refused now, like any key that does nothing.
 MARKER_KEYS = ("compare_fail",)
@@ -158,9 +159,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     _check_claim_names(item)
 
 
-_EARLY_SETTINGS = pytest.StashKey[Any]()
-
-
 #: ``(node id -> assertions without claim=, (claim, table) -> node ids das.yaml lacks)``.
 _CLAIM_PROBLEMS = pytest.StashKey[tuple[dict[str, list[str]], dict[tuple[str, str], list[str]]]]()
 
@@ -190,7 +188,7 @@ def _check_claim_names(item: pytest.Item) -> None:
         ]
         _setup_failed(config, "\n".join(lines))
     if missing:
-        settings = _early_settings(item)
+        settings = early_settings(item)
         from das_assert.errors import which_is_misspelt
 
         lines = [
@@ -219,7 +217,7 @@ def _claim_problems(
     where the settings cannot be read: the session fixture then says why)."""
     from das_assert.claim_scan import assertion_calls, claimless_calls, literal_claims
 
-    settings = _early_settings(item)
+    settings = early_settings(item)
     claimless: dict[str, list[str]] = {}
     missing: dict[tuple[str, str], list[str]] = {}
     for test in item.session.items:
@@ -257,85 +255,6 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
         _setup_failed(item.config, f"das_assert setup: {exc}")
 
 
-def _early_settings(item: pytest.Item) -> Any:
-    """This run's model settings as the session fixture will read them, or None where they
-    cannot be read (the fixture then says why). Read once per run."""
-    config = item.config
-    if _EARLY_SETTINGS not in config.stash:
-        from das_assert.errors import DasError
-
-        try:
-            config.stash[_EARLY_SETTINGS] = _model_settings(config, item.session)
-        except DasError:
-            config.stash[_EARLY_SETTINGS] = None
-    return config.stash[_EARLY_SETTINGS]
-
-
-def _model_path(config: pytest.Config) -> str:
-    """The model under test: ``--das-model``, else ``$DAS_MODEL``, else the embedded one."""
-    return config.getoption("das_model") or os.environ.get("DAS_MODEL") or "embedded"
-
-
-def _model_settings(config: pytest.Config, session: pytest.Session) -> Any:
-    """The das.yaml entry of the model under test (``settings.ModelSettings``).
-
-    Raises:
-        DasError: das.yaml missing or invalid, the model directory missing, no entry for it.
-    """
-    from das_assert.models import EMBEDDED_MODEL_DIR, resolve_model_path
-    from das_assert.settings import find_model_settings, load_settings
-
-    settings_file = _find_config(config, _das_test_files(session))
-    directory = resolve_model_path(_model_path(config))
-    return find_model_settings(
-        load_settings(settings_file),
-        directory,
-        embedded=directory == EMBEDDED_MODEL_DIR,
-        key=config.getoption("das_model_entry"),
-    )
-
-
-def _find_config(config: pytest.Config, test_files: list[Path]) -> Path:
-    """``--das-config``, else the das.yaml beside the hypothesis files that use the model (one
-    for them all: the model and its settings are the session's), else hypotheses/das.yaml."""
-    from das_assert.errors import ConfigError
-
-    explicit = config.getoption("das_config")
-    if explicit:
-        if not Path(explicit).exists():
-            raise ConfigError(
-                f"--das-config={explicit}: no such file; give the path of a das.yaml, or leave "
-                "the option out to use the das.yaml beside the hypothesis files"
-            )
-        return Path(explicit)
-    beside = sorted({f.parent / "das.yaml" for f in test_files})
-    found = [candidate for candidate in beside if candidate.is_file()]
-    if len(found) > 1:
-        raise ConfigError(
-            f"the hypothesis files of this run have different das.yaml files "
-            f"({', '.join(map(str, found))}); run each directory on its own, or pass "
-            "--das-config PATH"
-        )
-    if found:
-        return found[0]
-    fallback = Path(config.rootpath) / "hypotheses" / "das.yaml"
-    if fallback.is_file():
-        return fallback
-    raise ConfigError(
-        f"no das.yaml found (looked at {', '.join(map(str, [*beside, fallback]))}); pass "
-        "--das-config PATH"
-    )
-
-
-def _das_test_files(session: pytest.Session) -> list[Path]:
-    """The files of the collected tests that use the model (the ``das_session`` fixture)."""
-    return [
-        Path(str(item.path))
-        for item in session.items
-        if "das_session" in getattr(item, "fixturenames", ())
-    ]
-
-
 @pytest.fixture(scope="session")
 def das_session(request: pytest.FixtureRequest) -> Any:
     """The model under test, its das.yaml settings and the alignments shared by all tests.
@@ -353,7 +272,7 @@ def das_session(request: pytest.FixtureRequest) -> Any:
     from das_assert.sharing import sharing
 
     config = request.config
-    path = _model_path(config)
+    path = model_path(config)
     mode = config.getoption("das_cache")
     cache_dir = config.getoption("das_cache_dir") or Path(config.rootpath) / ".das_assert" / "cache"
     cache = None if mode == "off" else AlignmentCache(Path(cache_dir), mode)
@@ -362,7 +281,7 @@ def das_session(request: pytest.FixtureRequest) -> Any:
             cache.check_usable()
             if not config.getoption("das_cache_dir") and cache.writes:
                 _ignored_by_git(Path(cache_dir).parent)
-        settings = _model_settings(config, request.session)
+        settings = model_settings(config, request.session)
         device = worker_device(
             config.getoption("das_device"),
             worker=os.environ.get("PYTEST_XDIST_WORKER"),
@@ -499,7 +418,7 @@ def compared_baseline(config: pytest.Config, session: pytest.Session) -> Path:
     """
     from das_assert.plugin_baselines import baseline_file
 
-    return baseline_file(config, _model_settings(config, session), config.getoption("das_compare"))
+    return baseline_file(config, model_settings(config, session), config.getoption("das_compare"))
 
 
 def _baseline_files(baselines: dict[str, Any]) -> dict[str, Path]:

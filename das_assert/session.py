@@ -435,11 +435,11 @@ class DasRequest:
             if self.session.inconclusive == "xfail":
                 import pytest
 
-                # the reason is a line of -rx's summary: the message's first; pytest shows no
-                # more of an xfailed test, so the reason says where the rest is
+                # one line of -rx's summary, which is all pytest shows of an xfailed test
+                first_line = message.partition("\n")[0]
                 pytest.xfail(
-                    f"{message.split(chr(10), 1)[0]} (the whole message: "
-                    "--das-inconclusive=fail; the numbers: the JSON report)"
+                    f"{first_line} (the whole message: --das-inconclusive=fail; the numbers: "
+                    "the JSON report)"
                 )
             raise IIAInconclusive(message)
         raise IIAClaimFailed(message)

@@ -301,8 +301,11 @@ def prompt_variants(
         PromptVariant(**fixed)  # a fixed part the prompt cannot have, refused now
     except InvalidArgument as exc:
         raise InvalidArgument(f"prompt_variants(): {exc}") from None
-    drawn = {name: value for name, value in parts.items() if isinstance(value, st.SearchStrategy)}
-    return _prompt_variants(max_changes=max_changes, fixed=fixed, given=drawn)
+    given = {name: value for name, value in parts.items() if isinstance(value, st.SearchStrategy)}
+    free = {name: s for name, s in _part_strategies(given).items() if name not in fixed}
+    # a part fixed at its default is no change: a variant then still changes one other part
+    least = 0 if any(value != _DEFAULTS[name] for name, value in fixed.items()) else 1
+    return _prompt_variants(max_changes=max_changes, fixed=fixed, free=free, least=least)
 
 
 _DEFAULTS = {f.name: f.default for f in fields(PromptVariant)}
@@ -324,17 +327,12 @@ def _part_strategies(given: dict[str, Any]) -> dict[str, Any]:
 
 @st.composite
 def _prompt_variants(
-    draw: Any, *, max_changes: int, fixed: dict[str, Any], given: dict[str, Any]
+    draw: Any, *, max_changes: int, fixed: dict[str, Any], free: dict[str, Any], least: int
 ) -> PromptVariant:
-    free = {name: s for name, s in _part_strategies(given).items() if name not in fixed}
-    changed = any(value != _DEFAULTS[name] for name, value in fixed.items())
     chosen = (
         draw(
             st.lists(
-                st.sampled_from(sorted(free)),
-                min_size=0 if changed else 1,  # a part fixed at its default is no change
-                max_size=max_changes,
-                unique=True,
+                st.sampled_from(sorted(free)), min_size=least, max_size=max_changes, unique=True
             )
         )
         if free

@@ -274,8 +274,20 @@ def test_a_tuple_returning_block_gets_its_tail_back_in_a_tuple() -> None:
         out = block(torch.zeros(2, 1, 4))
     assert isinstance(out, tuple)
     assert len(out) == 1
-    assert torch.equal(out[0], tail.hidden)
-    assert out[0] is not tail.hidden  # a copy: a hook may edit it in place, and it replays again
+    assert out[0] is tail.hidden  # no hook sees it: no copy
+
+    def edit_in_place(_module: Any, _args: Any, output: Any) -> None:
+        output[0].add_(1)
+
+    handle = block.register_forward_hook(edit_in_place)
+    try:
+        with hooks.skip_blocks([block], tail):
+            edited = block(torch.zeros(2, 1, 4))
+    finally:
+        handle.remove()
+    # a copy for a hook, which edits it in place: the tail replays unchanged next time
+    assert torch.equal(edited[0], torch.full((2, 1, 4), 2.0))
+    assert torch.equal(tail.hidden, torch.ones(2, 1, 4))
 
 
 def test_a_block_that_returns_its_attention_weights_gets_its_tail_back_with_none_beside_it() -> (
