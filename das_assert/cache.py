@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from das_assert.alignment_file import load_alignment, save_alignment
 from das_assert.errors import AlignmentFileError, ConfigError
-from das_assert.store import load_alignment, save_alignment
 
 __all__ = ["CACHE_MODES", "AlignmentCache", "cache_key", "training_lock"]
 

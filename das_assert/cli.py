@@ -104,10 +104,10 @@ def _fit_config(args: argparse.Namespace) -> Any:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
+    from das_assert.alignment_file import save_alignment
     from das_assert.restarts import run_restarts
     from das_assert.saved import alignment_manifest
     from das_assert.sites import Site
-    from das_assert.store import save_alignment
 
     site = Site(args.layer, args.position, args.component)
     experiment = _experiment(args, site, args.hypothesis, args.n_train)

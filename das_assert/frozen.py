@@ -14,11 +14,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from das_assert.alignment_file import load_alignment
 from das_assert.errors import AlignmentFileError, DasError
 from das_assert.experiment import Experiment
 from das_assert.fit import FitConfig, FittedAlignment
 from das_assert.models import LoadedModel
-from das_assert.store import load_alignment
 
 __all__ = [
     "FrozenAlignmentMissing",

@@ -9,6 +9,7 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from das_assert.alignment_file import load_alignment, save_alignment
 from das_assert.alignment_result import AlignmentResult
 from das_assert.baseline import alignment_path, entry_key, matching_key
 from das_assert.compare import not_comparable, parse_compare_fail
@@ -16,7 +17,6 @@ from das_assert.errors import AlignmentFileError
 from das_assert.evaluate import evaluate
 from das_assert.fit import FittedAlignment
 from das_assert.metrics import unpaired_difference, wilson_interval
-from das_assert.store import load_alignment, save_alignment
 from das_assert.summary import fit_method
 from das_assert.tasks.registry import causal_model_manifest
 

@@ -1,7 +1,7 @@
 """A result's alignment saved to one safetensors file, and loaded back for another evaluation.
 
 The Python side of ``das_assert fit --save`` and ``evaluate --alignment``: the same file, written
-atomically, never pickled (``store.save_alignment``). A loaded alignment goes to
+atomically, never pickled (``alignment_file.save_alignment``). A loaded alignment goes to
 ``run_experiment(model, experiment, fitted=...)``, which scores it where it was trained:
 
     result.save("left.safetensors")
@@ -48,7 +48,8 @@ def alignment_manifest(result: AlignmentResult) -> dict[str, Any]:
 
 def save_result(result: AlignmentResult, path: str | Path) -> Path:
     """Write ``result``'s alignment and manifest to ``path`` (a ``.safetensors`` file)."""
-    from das_assert.store import output_path_problem, save_alignment
+    from das_assert.alignment_file import save_alignment
+    from das_assert.store import output_path_problem
 
     target = Path(path)
     if (problem := output_path_problem(target)) is not None:
@@ -70,10 +71,10 @@ def load_fitted(path: str | Path, model: LoadedModel) -> FittedAlignment:
 def load_saved(path: str | Path, model: LoadedModel) -> tuple[FittedAlignment, dict[str, Any]]:
     """``load_fitted``, and the manifest beside it (the claim, seed and prompts it was fitted
     with), for a caller that builds the experiment from it (``evaluate --alignment``)."""
+    from das_assert.alignment_file import load_alignment
     from das_assert.fit import FittedAlignment
     from das_assert.models import LoadedModel
     from das_assert.sites import parse_site
-    from das_assert.store import load_alignment
 
     if not isinstance(model, LoadedModel):
         raise InvalidArgument(

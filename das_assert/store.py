@@ -1,10 +1,7 @@
-"""Alignment artifacts: one safetensors file per alignment, its manifest in the file's header.
-
-A saved alignment is the rotation matrix and the box widths as tensors, plus a JSON manifest (site,
-method, hidden size, hypothesis, model fingerprint, fit settings, metrics) stored as safetensors
-metadata with the sha256 of the tensor bytes. Only safetensors and JSON are ever read: loading
-executes no code. Every write goes to a temporary file in the same directory and is renamed into
-place, so a crash or a parallel writer never leaves a half-written file under the final name.
+"""What das_assert writes, written safely: every write goes to a temporary file in the same
+directory and is renamed into place, so a crash or a parallel writer never leaves a half-written
+file under the final name; JSON files may carry the sha256 of their content, checked on reading.
+Only JSON (and safetensors, ``alignment_file``) is ever read: loading executes no code.
 """
 
 from __future__ import annotations
@@ -18,9 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from das_assert.errors import AlignmentFileError, InvalidArgument, OutputWriteError
-from das_assert.fit_config import METHODS, parse_method
-from das_assert.values import is_integer, is_number
+from das_assert.errors import AlignmentFileError, OutputWriteError
 
 __all__ = [
     "BASELINE_KIND",
@@ -28,10 +23,10 @@ __all__ = [
     "SCHEMA_VERSION",
     "atomic_write_bytes",
     "atomic_write_json",
-    "load_alignment",
+    "check_schema",
     "output_path_problem",
     "read_json_checked",
-    "save_alignment",
+    "unreadable_text",
     "write_failure",
     "write_markdown",
 ]
@@ -219,7 +214,7 @@ def read_json_checked(path: Path, *, what: str) -> dict[str, Any]:
     try:
         raw = path.read_bytes()
     except OSError as exc:  # a permission, an I/O error: not a traceback
-        raise AlignmentFileError(_unreadable(what, path, exc, "restore it")) from None
+        raise AlignmentFileError(unreadable_text(what, path, exc, "restore it")) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:  # UTF-16, as PowerShell's redirection writes
@@ -242,7 +237,7 @@ def read_json_checked(path: Path, *, what: str) -> dict[str, Any]:
         ) from None
     if not isinstance(payload, dict):
         raise AlignmentFileError(f"{what} {str(path)!r} is not a JSON object")
-    _check_schema(payload.get("schema_version"), path, what)
+    check_schema(payload.get("schema_version"), path, what)
     if "sha256" in payload and payload["sha256"] != _json_digest(payload):
         raise AlignmentFileError(
             f"{what} {str(path)!r} fails its checksum: it was modified after it was written. "
@@ -251,14 +246,14 @@ def read_json_checked(path: Path, *, what: str) -> dict[str, Any]:
     return payload
 
 
-def _unreadable(what: str, path: Path, exc: OSError, remedy: str) -> str:
+def unreadable_text(what: str, path: Path, exc: OSError, remedy: str) -> str:
     return (
         f"{what} {str(path)!r} cannot be read ({exc.strerror or exc}); give this user read "
         f"access to it, or delete it and {remedy}"
     )
 
 
-def _check_schema(version: Any, path: Path, what: str) -> None:
+def check_schema(version: Any, path: Path, what: str) -> None:
     if not isinstance(version, int) or isinstance(version, bool):
         raise AlignmentFileError(f"{what} {str(path)!r} has no integer schema_version")
     if version < 1:
@@ -271,228 +266,3 @@ def _check_schema(version: Any, path: Path, what: str) -> None:
             f"{what} {str(path)!r} has schema_version {version}, newer than this das_assert "
             f"understands ({SCHEMA_VERSION}); upgrade das_assert"
         )
-
-
-def save_alignment(path: Path, interchange: Any, manifest: dict[str, Any]) -> None:
-    """Save a trained ``Interchange`` and its manifest to one safetensors file, atomically."""
-    import torch
-    from safetensors.torch import save
-
-    rotation = interchange.rotation_matrix()
-    if rotation is None:
-        rotation = torch.eye(interchange.d)
-    tensors = {
-        "rotation": rotation.detach().float().cpu().contiguous(),
-        "widths": (interchange.widths.detach().clamp(0, 1) * interchange.d).float().cpu(),
-    }
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        digest.update(name.encode() + tensors[name].numpy().tobytes())
-    header = {
-        **manifest,
-        "schema_version": SCHEMA_VERSION,
-        "method": interchange.method,
-        "hidden_size": interchange.d,
-        "n_variables": interchange.n_variables,
-        "tensor_sha256": digest.hexdigest(),
-    }
-    atomic_write_bytes(Path(path), save(tensors, metadata={"manifest": json.dumps(header)}))
-
-
-_MANIFEST_KEYS = ("hidden_size", "method")
-
-
-_MANIFEST_TYPES: dict[str, type] = {  # a key a reader needs, where the manifest has it
-    "hidden_size": int,
-    "method": str,
-    "site": str,
-    "hypothesis": str,
-    "variable": str,
-    "seed": int,
-    "n_train": int,
-    "fit": dict,
-    "prompt_template": str,
-    "restarts": dict,
-}
-
-
-def _manifest_problem(manifest: dict[str, Any]) -> str | None:
-    """What is wrong with the types of an alignment manifest's fields (the tensors' checksum
-    does not cover them), or None."""
-    for key, kind in _MANIFEST_TYPES.items():
-        if key not in manifest:
-            continue
-        value = manifest[key]
-        if isinstance(value, bool) or not isinstance(value, kind):
-            return f"{key}={value!r}, not {'an integer' if kind is int else kind.__name__}"
-        if isinstance(value, int) and not 0 <= value <= 2**32 - 1:
-            return f"{key}={value!r} out of range (0 to 2**32 - 1)"
-    if "method" in manifest and not _known_method(manifest["method"]):
-        return f"method={manifest['method']!r}, not one of {METHODS}"
-    if "restarts" in manifest and not _restarts_record_ok(manifest["restarts"]):
-        return f"restarts={manifest['restarts']!r}, not the record of a best-of-k fit"
-    return None
-
-
-def _known_method(method: str) -> bool:
-    try:
-        parse_method(method)
-    except InvalidArgument:
-        return False
-    return True
-
-
-def _restarts_record_ok(record: dict[str, Any]) -> bool:
-    """Whether ``record`` has what a summary reads of a best-of-k record (restarts.py)."""
-    rows = record.get("by_fit_seed")
-    return (
-        is_integer(record.get("restarts"))
-        and is_integer(record.get("chosen_fit_seed"))
-        and isinstance(record.get("dev_pairs"), dict)
-        and is_integer(record["dev_pairs"].get("n"))
-        and isinstance(rows, list)
-        and all(
-            isinstance(row, dict)
-            and is_integer(row.get("fit_seed"))
-            and is_number(row.get("dev_iia"))
-            for row in rows
-        )
-    )
-
-
-def load_alignment(
-    path: Path,
-    *,
-    hidden_size: int | None = None,
-    require: tuple[str, ...] = (),
-    n_boxes: int | None = None,
-) -> tuple[Any, dict[str, Any]]:
-    """Load an alignment saved by ``save_alignment``: ``(Interchange, manifest)``; ``require``
-    names manifest keys the caller needs beyond the rotation's own, ``n_boxes`` the number of
-    variables' boxes the caller will use.
-
-    Raises:
-        AlignmentFileError: missing, truncated or tampered file, newer schema, a hidden size
-            other than the model's, or tensors of the wrong shape or not finite.
-    """
-    from das_assert.featurizers import Interchange
-
-    path = Path(path)
-    tensors, manifest = _read_alignment_file(path)
-    _check_manifest(path, manifest, tensors, require)
-    rotation, widths = _checked_tensors(path, tensors, manifest, hidden_size, n_boxes)
-    interchange = Interchange.frozen(rotation, widths.tolist(), manifest["method"])
-    return interchange, manifest
-
-
-def _read_alignment_file(path: Path) -> tuple[dict[str, Any], Any]:
-    """The file's tensors and the manifest in its metadata, as read."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
-    if path.is_dir():
-        raise AlignmentFileError(
-            f"alignment file {str(path)!r} is a directory; name the .safetensors file in it"
-        )
-    if not path.is_file():
-        raise AlignmentFileError(
-            f"alignment file {str(path)!r} does not exist; check the path, or save an alignment "
-            "with `python -m das_assert fit ... --save FILE`"
-        )
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:  # a permission, an I/O error: a cache entry is then recomputed
-        raise AlignmentFileError(_unreadable("alignment file", path, exc, "fit again")) from None
-    try:
-        tensors = load(raw)
-        header_len = int.from_bytes(raw[:8], "little")
-        metadata = json.loads(raw[8 : 8 + header_len]).get("__metadata__", {})
-        return tensors, json.loads(metadata["manifest"])
-    except (SafetensorError, ValueError, KeyError, RecursionError) as exc:
-        if raw.lstrip()[:1] in (b"{", b"["):  # a report, say, which is no reason to delete it
-            raise AlignmentFileError(
-                f"alignment file {str(path)!r} is a JSON file, not a safetensors alignment: a "
-                "report (--json) holds no weights; give the file that fit --save (or "
-                "pytest --das-save-baseline, beside its baseline) wrote"
-            ) from None
-        raise AlignmentFileError(
-            f"alignment file {str(path)!r} is not a readable das_assert safetensors file ({exc}); "
-            "it is truncated or corrupted: delete it and fit again"
-        ) from None
-
-
-def _check_manifest(
-    path: Path, manifest: Any, tensors: dict[str, Any], require: tuple[str, ...]
-) -> None:
-    """Refuse a manifest das_assert did not write as it is: not an object, a newer schema,
-    keys or tensors missing, values edited, tensors changed since (its checksum)."""
-    if not isinstance(manifest, dict):
-        raise AlignmentFileError(
-            f"alignment file {str(path)!r} has a manifest that is not a JSON object: it was not "
-            "written by das_assert; fit it again"
-        )
-    _check_schema(manifest.get("schema_version"), path, "alignment file")
-    missing = [k for k in (*_MANIFEST_KEYS, *require) if k not in manifest] + [
-        k for k in ("rotation", "widths") if k not in tensors
-    ]
-    if missing:
-        raise AlignmentFileError(
-            f"alignment file {str(path)!r} lacks {', '.join(missing)}: it was not written by "
-            "`das_assert fit --save` or a baseline; fit it again"
-        )
-    if problem := _manifest_problem(manifest):
-        raise AlignmentFileError(
-            f"alignment file {str(path)!r} has a manifest with {problem}: it was edited by hand "
-            "or not written by das_assert; fit it again"
-        )
-    if kinds := sorted({str(t.dtype) for t in tensors.values()} - {"torch.float32"}):
-        raise AlignmentFileError(
-            f"alignment file {str(path)!r} holds {', '.join(kinds)} tensors, where das_assert "
-            "writes float32 alone: it was converted or not written by das_assert; fit it again"
-        )
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        digest.update(name.encode() + tensors[name].numpy().tobytes())
-    if digest.hexdigest() != manifest.get("tensor_sha256"):
-        raise AlignmentFileError(
-            f"alignment file {str(path)!r} fails its checksum: its tensors were modified after "
-            "it was saved; delete it and fit again"
-        )
-
-
-def _checked_tensors(
-    path: Path,
-    tensors: dict[str, Any],
-    manifest: dict[str, Any],
-    hidden_size: int | None,
-    n_boxes: int | None,
-) -> tuple[Any, Any]:
-    """``(rotation, widths)`` in float32, refused unless of the model's width, the boxes asked
-    for, finite, and each box within the vector."""
-    import torch
-
-    d = int(manifest["hidden_size"])
-    if hidden_size is not None and d != hidden_size:
-        raise AlignmentFileError(
-            f"alignment {str(path)!r} was learned on a hidden size of {d}, but this model's "
-            f"hidden size is {hidden_size}; a rotation only transfers between models of the same "
-            "width: fit a new alignment on this model"
-        )
-    rotation, widths = tensors["rotation"].to(torch.float32), tensors["widths"].float()
-    wrong = []
-    if tuple(rotation.shape) != (d, d):
-        wrong.append(f"a rotation of shape {tuple(rotation.shape)}, not ({d}, {d})")
-    if widths.dim() != 1 or len(widths) == 0:
-        wrong.append(f"widths of shape {tuple(widths.shape)}, not one per variable")
-    elif n_boxes is not None and len(widths) != n_boxes:
-        wrong.append(f"{len(widths)} variables' boxes where {n_boxes} are needed")
-    if not (torch.isfinite(rotation).all() and torch.isfinite(widths).all()):
-        wrong.append("values that are not finite")
-    elif widths.numel() and not bool(((widths >= 0) & (widths <= d)).all()):
-        wrong.append(f"box widths {widths.tolist()} outside [0, {d}] coordinates")
-    if wrong:
-        raise AlignmentFileError(
-            f"alignment file {str(path)!r} holds {'; '.join(wrong)}: it is not a usable "
-            "alignment; delete it and fit again"
-        )
-    return rotation, widths

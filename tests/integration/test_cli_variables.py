@@ -66,7 +66,7 @@ def test_each_box_is_labelled_by_its_own_variable(tmp_path: Path) -> None:
 
 
 def test_a_negative_layer_is_reported_and_saved_as_its_block(tmp_path: Path) -> None:
-    from das_assert.store import load_alignment
+    from das_assert.alignment_file import load_alignment
 
     saved, report = tmp_path / "a.safetensors", tmp_path / "fit.json"
     fit = ["fit", "--hypothesis=left_boundary", "--layer=-4", *SMALL, "--min-task-accuracy=0"]

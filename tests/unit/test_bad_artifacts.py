@@ -10,11 +10,12 @@ import pytest
 import torch
 from bad_inputs_support import SITE, Call, Ctx, assert_one_clear_das_error
 
+from das_assert.alignment_file import load_alignment, save_alignment
 from das_assert.baseline import find_baseline, load_baseline, save_baseline
 from das_assert.cache import AlignmentCache
 from das_assert.errors import AlignmentFileError, ConfigError, DasError
 from das_assert.fit import make_interchange
-from das_assert.store import atomic_write_json, load_alignment, save_alignment
+from das_assert.store import atomic_write_json
 
 RECORD = {
     "test_id": "hypotheses/test_price_tagging.py::test_left_boundary",
@@ -128,6 +129,27 @@ def alignment_with_tensors(ctx: Ctx, **changes: torch.Tensor) -> Path:
     metadata = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])["__metadata__"]
     path = ctx.tmp_path / "converted.safetensors"
     path.write_bytes(save({**load(raw), **changes}, metadata=metadata))
+    return path
+
+
+def alignment_resigned(ctx: Ctx, **changes: torch.Tensor) -> Path:
+    """A saved alignment whose tensors are replaced and its checksum computed again: an edit
+    made by someone who knows the format."""
+    import hashlib
+
+    from safetensors.torch import load, save
+
+    raw = saved_alignment(ctx).read_bytes()
+    manifest = json.loads(
+        json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])["__metadata__"]["manifest"]
+    )
+    tensors = {**load(raw), **changes}
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(name.encode() + tensors[name].numpy().tobytes())
+    manifest["tensor_sha256"] = digest.hexdigest()
+    path = ctx.tmp_path / "resigned.safetensors"
+    path.write_bytes(save(tensors, metadata={"manifest": json.dumps(manifest)}))
     return path
 
 
@@ -329,6 +351,13 @@ CASES = [
         r"0001_first\.json' is not UTF-8 text \(invalid start byte at byte 0\), which "
         r"das_assert writes: it was re-saved in another encoding \(UTF-16\?\).*Save it as UTF-8",
         id="load_baseline(<UTF-16>)",
+    ),
+    pytest.param(  # it loaded, and its interchange swapped no subspace: IIA of nothing
+        lambda c: load_alignment(alignment_resigned(c, rotation=torch.eye(32) * 1.1)),
+        AlignmentFileError,
+        r"resigned\.safetensors' holds a matrix that is not a rotation \(\|R\^T R v - v\| / \|v\| "
+        r"= 0\.21\): it is not a usable alignment",
+        id="load_alignment(<a scaled rotation, its checksum recomputed>)",
     ),
     pytest.param(  # a RecursionError escaped
         lambda c: load_baseline(deeply_nested_json(c)),

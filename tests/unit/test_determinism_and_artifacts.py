@@ -22,6 +22,7 @@ import torch
 
 import das_assert
 from das_assert import store
+from das_assert.alignment_file import load_alignment, save_alignment
 from das_assert.alignment_result import AlignmentResult
 from das_assert.cache import AlignmentCache, CacheWarning, cache_key
 from das_assert.data import encode
@@ -32,7 +33,7 @@ from das_assert.fit import FitConfig, fit_alignment
 from das_assert.models import LoadedModel
 from das_assert.positions import parse_position
 from das_assert.sites import Site
-from das_assert.store import atomic_write_bytes, atomic_write_json, load_alignment, save_alignment
+from das_assert.store import atomic_write_bytes, atomic_write_json
 from das_assert.tasks.price_tagging import prompt_pairs
 
 PACKAGE_DIR = Path(das_assert.__file__).resolve().parent
@@ -318,7 +319,7 @@ WRITER_SCRIPT = textwrap.dedent(
 
     from das_assert.cache import AlignmentCache
     from das_assert.featurizers import Interchange
-    from das_assert.store import save_alignment
+    from das_assert.alignment_file import save_alignment
 
     directory, writer, rounds = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     keys = sys.argv[4].split(",")

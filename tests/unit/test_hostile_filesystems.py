@@ -98,7 +98,7 @@ def test_an_unreadable_alignment_or_baseline_is_one_clear_error(
     from das_assert.baseline import load_baseline, save_baseline
     from das_assert.errors import AlignmentFileError
     from das_assert.featurizers import Interchange
-    from das_assert.store import load_alignment, save_alignment
+    from das_assert.alignment_file import load_alignment, save_alignment
 
     alignment = tmp_path / "a.safetensors"
     save_alignment(alignment, Interchange.boundless(16), {"site": "x"})
