@@ -14,7 +14,7 @@ import torch
 
 from das_assert.alignment_result import PRECONDITION_ADVICE, AlignmentResult
 from das_assert.arg_types import MAX_SEED
-from das_assert.cache import AlignmentCache, cache_key
+from das_assert.cache import AlignmentCache, cache_key, training_lock
 from das_assert.data import EncodedPairs, PromptPair, TokenizedPairs, encode, tokenize
 from das_assert.engine_check import check_engine
 from das_assert.errors import InvalidArgument, KeywordsChecked, PreconditionFailed, did_you_mean
@@ -243,17 +243,23 @@ def run_experiment(
     key = cache_key(model, experiment, config) if cache else ""
     if fitted is not None:
         _check_fitted(fitted, experiment, resolved)
-    if fitted is None and cache is not None:
-        fitted = _load(model, experiment, config, resolved, cache, key)
     answers = None  # the base run, where the precondition below needs it first
     if fitted is None:
-        answers = base_answers(model.model, test)
-        _check_precondition(model, experiment, _accuracy(answers, test), len(test))
-        n_variables = len(experiment.boxes)
-        train = _encoded(model, experiment, "train")
-        fitted = fit_alignment(model.model, resolved, train, config, n_variables=n_variables)
-        if cache is not None:
-            _store(model, experiment, config, fitted, cache, key)
+        # Held from the cache's read to its write: two processes (xdist workers, two runs, two
+        # notebooks) sharing a cache train each alignment once; the second reads the first's.
+        with training_lock(cache, key):
+            if cache is not None:
+                fitted = _load(model, experiment, config, resolved, cache, key)
+            if fitted is None:
+                answers = base_answers(model.model, test)
+                _check_precondition(model, experiment, _accuracy(answers, test), len(test))
+                n_variables = len(experiment.boxes)
+                train = _encoded(model, experiment, "train")
+                fitted = fit_alignment(
+                    model.model, resolved, train, config, n_variables=n_variables
+                )
+                if cache is not None:
+                    _store(model, experiment, config, fitted, cache, key)
     try:  # a model update that broke the task fails in its first batch, not after every pass
         evaluation = evaluate(
             model.model,

@@ -12,7 +12,7 @@ from typing import Any
 
 from das_assert import request_checks as checks
 from das_assert.alignment_result import AlignmentResult
-from das_assert.cache import AlignmentCache, cache_key, training_lock
+from das_assert.cache import AlignmentCache, cache_key
 from das_assert.data import PromptPair
 from das_assert.errors import (
     ConfigError,
@@ -269,17 +269,16 @@ class DasSession:
             result = run_experiment(self.model, experiment, config, fitted=fitted)
             self._memo[memo_key] = replace(result, alignment=source)
         if memo_key not in self._memo:
-            with training_lock(self.cache, key):
-                try:
-                    self._memo[memo_key] = run_experiment(
-                        self.model, experiment, config, cache=self.cache
-                    )
-                except SiteError as exc:
-                    if not isinstance(site, str) or site not in self.settings.sites:
-                        raise
-                    entry = f"models.{self.settings.key}.sites.{site}"
-                    where = f"{self.settings.source}: {entry} = {self.settings.sites[site]!r}"
-                    raise SiteError(f"{where}: {exc}") from None
+            try:  # run_experiment holds the cache's lock of the key while it trains
+                self._memo[memo_key] = run_experiment(
+                    self.model, experiment, config, cache=self.cache
+                )
+            except SiteError as exc:
+                if not isinstance(site, str) or site not in self.settings.sites:
+                    raise
+                entry = f"models.{self.settings.key}.sites.{site}"
+                where = f"{self.settings.source}: {entry} = {self.settings.sites[site]!r}"
+                raise SiteError(f"{where}: {exc}") from None
         return self._memo[memo_key]
 
     @staticmethod

@@ -95,10 +95,10 @@ def test_an_unreadable_cache_entry_is_recomputed_not_a_crash_of_every_test(
 def test_an_unreadable_alignment_or_baseline_is_one_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from das_assert.alignment_file import load_alignment, save_alignment
     from das_assert.baseline import load_baseline, save_baseline
     from das_assert.errors import AlignmentFileError
     from das_assert.featurizers import Interchange
-    from das_assert.alignment_file import load_alignment, save_alignment
 
     alignment = tmp_path / "a.safetensors"
     save_alignment(alignment, Interchange.boundless(16), {"site": "x"})
@@ -183,6 +183,55 @@ def test_the_cache_lock_is_taken_where_flock_needs_a_file_open_for_writing(
         warnings.simplefilter("error")
         with training_lock(das.cache, "key"):
             pass
+
+
+def test_run_experiment_holds_the_cache_lock_from_its_read_to_its_write(
+    tmp_path: Path, tiny_llama: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # only the pytest session took the lock: two notebooks or scripts calling
+    # run_experiment(cache=) on one cache directory both trained the same alignment
+    import fcntl
+    import os
+
+    import das_assert.experiment as experiment_module
+    from das_assert.cache import AlignmentCache, cache_key
+    from das_assert.experiment import Experiment, run_experiment
+    from das_assert.fit import FitConfig
+    from das_assert.sites import Site
+
+    cache = AlignmentCache(tmp_path)
+    config = FitConfig(epochs=1, batch_size=8)
+    experiment = Experiment(
+        hypothesis="left_boundary", site=Site(0), n_train=16, n_test=16, min_task_accuracy=0
+    )
+    lock = tmp_path / f"{cache_key(tiny_llama, experiment, config)}.lock"
+
+    def held() -> bool:
+        handle = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(handle)
+        return False
+
+    seen: list[tuple[str, bool]] = []
+    for name in ("_load", "fit_alignment", "_store"):
+        real = getattr(experiment_module, name)
+
+        def spy(*args: object, _real: object = real, _name: str = name, **kw: object) -> object:
+            seen.append((_name, held()))
+            return _real(*args, **kw)  # type: ignore[operator]
+
+        monkeypatch.setattr(experiment_module, name, spy)
+    first = run_experiment(tiny_llama, experiment, config, cache=cache)
+    assert seen == [("_load", True), ("fit_alignment", True), ("_store", True)]
+    assert not held()  # released once the alignment is stored
+    seen.clear()
+    again = run_experiment(tiny_llama, experiment, config, cache=cache)
+    assert seen == [("_load", True)]
+    assert (first.fitted.from_cache, again.fitted.from_cache) == (False, True)
 
 
 def test_a_cache_entry_under_another_entrys_name_is_not_served(
