@@ -96,15 +96,18 @@ def existing_outputs(args: argparse.Namespace) -> dict[Path, int]:
 
 def named_outputs(argv: list[str]) -> dict[Path, int]:
     """``existing_outputs`` read from the command line itself, for a run the parser stops
-    (a bad value, an unknown option): ``--json FILE`` and ``--json=FILE`` as written."""
+    (a bad value, an unknown option): ``--json FILE`` and ``--json=FILE`` as written, and as
+    argparse also takes them, abbreviated (``--js FILE``)."""
     paths = []
     for i, token in enumerate(argv):
-        for name in _OUTPUT_FILES:
-            flag = f"--{name}"
-            if token == flag and i + 1 < len(argv):
+        flag, equals, value = token.partition("=")
+        if not flag.startswith("--") or len(flag) < 3:
+            continue
+        if any(name.startswith(flag[2:]) for name in _OUTPUT_FILES):
+            if equals:
+                paths.append(value)
+            elif i + 1 < len(argv):
                 paths.append(argv[i + 1])
-            elif token.startswith(f"{flag}="):
-                paths.append(token.partition("=")[2])
     found = {}
     for path in paths:
         with contextlib.suppress(OSError, ValueError):

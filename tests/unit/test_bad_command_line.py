@@ -465,6 +465,19 @@ def test_a_usage_error_names_the_reports_it_left_from_an_earlier_run(
     assert old.read_text() == '{"results": []}'
 
 
+@pytest.mark.parametrize("written", [["--js", "{}"], ["--jso={}"]])
+def test_an_abbreviated_output_flag_is_named_after_a_usage_error(
+    written: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # argparse takes --js for --json; the note after its error looked for --json alone
+    old = tmp_path / "old.json"
+    old.write_text('{"results": []}')
+    with pytest.raises(SystemExit) as stopped:
+        main([*FIT, *(token.format(old) for token in written), "--n-test", "abc"])
+    assert stopped.value.code == 2
+    assert f"note: {old} was not written by this run" in capsys.readouterr().err
+
+
 def test_a_command_without_causal_models_refuses_the_option_without_running_the_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
