@@ -1,5 +1,6 @@
 """What a test's source says about its claims, read before anything trains: the ``claim="..."``
-each ``das.assert_*`` call names, and the calls that name none. Pure functions of the source."""
+each ``das.assert_*`` call names, the calls that name none, and the das.yaml sites its
+``das_session.align`` calls name. Pure functions of the source."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import inspect
 import textwrap
 from typing import Any
 
-__all__ = ["CLAIM_TABLES", "assertion_calls", "claimless_calls", "literal_claims"]
+__all__ = ["CLAIM_TABLES", "assertion_calls", "claimless_calls", "literal_claims", "site_names"]
 
 #: The assertions whose ``claim=`` names a das.yaml entry, and the table it is looked up in.
 CLAIM_TABLES = {
@@ -57,3 +58,35 @@ def claimless_calls(calls: Calls) -> list[str]:
     """The assertions of ``calls`` made without ``claim=`` (nor a ``**`` mapping that may hold
     it): each would fail only after its alignment trained."""
     return [method for method, keywords in calls if not {"claim", None} & set(keywords)]
+
+
+#: The names the plugin's objects go by in tests and fixtures: ``<name>.align(...)`` on another
+#: object (an alias, a library's own ``align``) is left to the check made when it runs.
+_RECEIVERS = ("das_session", "das")
+
+
+def site_names(function: Any) -> list[str]:
+    """The das.yaml site names (string literals without ``[``: a written-out site is not one)
+    that ``das_session.align(hypothesis, site, ...)`` calls in ``function``'s source ask for."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    except (OSError, TypeError, SyntaxError):
+        return []
+    names = []
+    for node in ast.walk(tree):
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "align"
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id in _RECEIVERS
+        ):
+            continue
+        site = (
+            node.args[1]
+            if len(node.args) > 1
+            else {k.arg: k.value for k in node.keywords}.get("site")
+        )
+        if isinstance(site, ast.Constant) and isinstance(site.value, str) and "[" not in site.value:
+            names.append(site.value)
+    return names

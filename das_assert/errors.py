@@ -20,6 +20,7 @@ __all__ = [
     "MissingEntry",
     "ModelChanged",
     "ModelLoadError",
+    "NoClaimWarning",
     "OutOfDeviceMemory",
     "OutputWriteError",
     "PreconditionFailed",
@@ -99,6 +100,12 @@ class OutOfDeviceMemory(DasError):
     def __init__(self, message: str, batch: int) -> None:
         super().__init__(message)
         self.batch = batch
+
+
+class NoClaimWarning(UserWarning):
+    """A test that took the ``das`` fixture passed without asserting a claim or recording a
+    search: it measured nothing the reports show (``-W error::das_assert.errors.NoClaimWarning``
+    fails such a test)."""
 
 
 class PreconditionFailed(DasError):

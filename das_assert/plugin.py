@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 
@@ -24,12 +24,14 @@ from das_assert.plugin_options import (
     reproduce_options,
     run_token,
 )
-from das_assert.plugin_report import Reporter
-from das_assert.plugin_settings import early_settings, model_path, model_settings
+from das_assert.plugin_report import DAS_FIXTURES, REPORTED_KINDS, Reporter
+from das_assert.plugin_settings import model_path, model_settings
+from das_assert.plugin_setup import check_claim_names, setup_failed, will_not_run
 
 #: ``group`` was accepted here and never read: refused now, like any key that does nothing.
 MARKER_KEYS = ("compare_fail",)
 _CHECKS = pytest.StashKey[list]()
+_CALL_PASSED = pytest.StashKey[bool]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -90,14 +92,9 @@ def _check_options(config: pytest.Config) -> None:
         raise pytest.UsageError(f"--das-compare-fail: {exc}") from None
 
 
-#: The plugin's fixtures: a test that uses one, directly or through its own fixtures, is a das test
-#: (a user's ``dashboard`` fixture is not one of them).
-_DAS_FIXTURES = frozenset({"das", "das_session", "das_model"})
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if _DAS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        if DAS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker("das")
     apply_fuzz_profile(config, items)
 
@@ -109,12 +106,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     claim failures (assertions) keep pytest's usual report."""
     report = yield
     from das_assert.cache import CacheWarning
-    from das_assert.errors import DasError
+    from das_assert.errors import DasError, NoClaimWarning
     from das_assert.settings import ConfigWarning
 
+    if call.when == "call":
+        item.stash[_CALL_PASSED] = report.passed
     excinfo = call.excinfo
     if report.failed and excinfo is not None and "das" in item.keywords:
-        if excinfo.errisinstance((DasError, ConfigWarning, CacheWarning)):
+        if excinfo.errisinstance((DasError, ConfigWarning, CacheWarning, NoClaimWarning)):
             # also a das warning that -W error / filterwarnings made an error: its message is it
             report.longrepr = f"{excinfo.typename}: {excinfo.value}"
         else:
@@ -122,21 +121,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-def _will_not_run(item: pytest.Item) -> bool:
-    """Whether pytest skips ``item`` by its marks (``skip``, a true ``skipif``,
-    ``xfail(run=False)``) without running it. This hook runs before pytest's own that skips it."""
-    try:
-        from _pytest.skipping import evaluate_skip_marks, evaluate_xfail_marks
-
-        xfail = None if item.config.option.runxfail else evaluate_xfail_marks(item)
-        return evaluate_skip_marks(item) is not None or (xfail is not None and not xfail.run)
-    except Exception:  # a condition that raises, or pytest moved them: pytest says what it says
-        return False
-
-
 @pytest.hookimpl(tryfirst=True)  # before the fixtures: an alignment may train for hours
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    if _will_not_run(item):  # neither its marker nor its claims can stop the run
+    if will_not_run(item):  # neither its marker nor its claims can stop the run
         return
     for marker in item.iter_markers("das"):
         unknown = sorted(set(marker.kwargs) - set(MARKER_KEYS))
@@ -156,80 +143,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             except ConfigError as exc:
                 message = f"das marker compare_fail: {exc}"
                 raise pytest.fail.Exception(message, pytrace=False) from None
-    _check_claim_names(item)
-
-
-#: ``(node id -> assertions without claim=, (claim, table) -> node ids das.yaml lacks)``.
-_CLAIM_PROBLEMS = pytest.StashKey[tuple[dict[str, list[str]], dict[tuple[str, str], list[str]]]]()
-
-
-def _check_claim_names(item: pytest.Item) -> None:
-    """Stop the run before any alignment trains (on a 7B model, hours) when a selected test
-    calls an assertion without ``claim=``, or its ``claim="..."`` has no das.yaml entry: one
-    message naming every such claim and its tests, since a typo in das.yaml fails every test of
-    that claim. Claims written as literals are checked; anything the settings cannot be read
-    for is left to the session fixture."""
-    if "das_session" not in getattr(item, "fixturenames", ()):
-        return
-    config = item.config
-    if _CLAIM_PROBLEMS not in config.stash:
-        config.stash[_CLAIM_PROBLEMS] = _claim_problems(item)
-    claimless, missing = config.stash[_CLAIM_PROBLEMS]
-    if "PYTEST_XDIST_WORKER" in os.environ:  # each worker fails its own tests of those claims
-        claimless = {test: calls for test, calls in claimless.items() if test == item.nodeid}
-        missing = {key: tests for key, tests in missing.items() if item.nodeid in tests}
-    if claimless:
-        lines = [
-            "das_assert setup: an assertion without claim= (checked before any alignment trains):",
-            *(f"  {test} calls das.{', das.'.join(calls)}" for test, calls in claimless.items()),
-            'Name the claim each asserts, e.g. das.assert_aligned(result, claim="left_boundary"):'
-            " das.yaml's thresholds (robustness, for assert_robust and assert_breaks_on) give "
-            "its threshold under that name, and the reports and baselines know the result by it.",
-        ]
-        _setup_failed(config, "\n".join(lines))
-    if missing:
-        settings = early_settings(item)
-        from das_assert.errors import which_is_misspelt
-
-        lines = [
-            f"das_assert setup: {settings.source} has no entry for "
-            f"{'a claim' if len(missing) == 1 else f'{len(missing)} claims'} that tests make "
-            "(checked before any alignment trains):"
-        ]
-        for (claim, table), tests in missing.items():
-            shown = ", ".join(tests[:3]) + (f" and {len(tests) - 3} more" if len(tests) > 3 else "")
-            lines.append(
-                f"  models.{settings.key}.{table}.{claim} (claimed by {shown})."
-                + which_is_misspelt(claim, getattr(settings, table))
-            )
-        lines.append(
-            "Add each as `claim: <number in [0, 1)>` with a comment saying where the number "
-            "comes from, or fix claim= in the test."
-        )
-        _setup_failed(config, "\n".join(lines))
-
-
-def _claim_problems(
-    item: pytest.Item,
-) -> tuple[dict[str, list[str]], dict[tuple[str, str], list[str]]]:
-    """Of the selected das tests, each read once: ``node id -> assertions called without
-    claim=``, and ``(claim, table) -> node ids`` of the literal claims das.yaml lacks (none
-    where the settings cannot be read: the session fixture then says why)."""
-    from das_assert.claim_scan import assertion_calls, claimless_calls, literal_claims
-
-    settings = early_settings(item)
-    claimless: dict[str, list[str]] = {}
-    missing: dict[tuple[str, str], list[str]] = {}
-    for test in item.session.items:
-        if "das_session" not in getattr(test, "fixturenames", ()) or _will_not_run(test):
-            continue
-        calls = assertion_calls(getattr(test, "obj", None))
-        if without := claimless_calls(calls):
-            claimless[test.nodeid] = without
-        for claim, table in literal_claims(calls) if settings is not None else []:
-            if claim not in getattr(settings, table):
-                missing.setdefault((claim, table), []).append(test.nodeid)
-    return claimless, missing
+    check_claim_names(item)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -241,7 +155,7 @@ def pytest_fixture_setup(fixturedef: Any, request: pytest.FixtureRequest) -> Any
     try:
         return (yield)
     except SetupError as exc:
-        _setup_failed(request.config, f"das_assert setup: {exc}")
+        setup_failed(request.config, f"das_assert setup: {exc}")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -252,7 +166,7 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     try:
         return (yield)
     except SetupError as exc:
-        _setup_failed(item.config, f"das_assert setup: {exc}")
+        setup_failed(item.config, f"das_assert setup: {exc}")
 
 
 @pytest.fixture(scope="session")
@@ -308,16 +222,19 @@ def das_session(request: pytest.FixtureRequest) -> Any:
     except DasError as exc:
         if not config.getoption("das_model") and os.environ.get("DAS_MODEL"):
             exc = type(exc)(f"{exc} (the model path is $DAS_MODEL={os.environ['DAS_MODEL']!r})")
-        _setup_failed(config, f"das_assert setup: {exc}")
+        setup_failed(config, f"das_assert setup: {exc}")
     reporter = config.pluginmanager.get_plugin("das-reporter")
     if reporter is not None:  # the reports name the model even if no claim reaches a verdict
         reporter.model_loaded(model)
     for message in misspelt_claims(settings):
-        warnings.warn(ConfigWarning(message), stacklevel=1)
+        try:
+            warnings.warn(ConfigWarning(message), stacklevel=1)
+        except ConfigWarning as exc:  # made an error (-W error): one stop, not every test's
+            setup_failed(config, f"das_assert setup: ConfigWarning: {exc}")
     try:
         baselines = baseline_setup(config, settings, config.stash.get(_CHECKS, []))
     except DasError as exc:
-        _setup_failed(config, str(exc))
+        setup_failed(config, str(exc))
     prompt_template = None
     if settings.prompt_template is not None:
         from das_assert.prompt_templates import resolve_prompt_template
@@ -326,7 +243,7 @@ def das_session(request: pytest.FixtureRequest) -> Any:
             prompt_template = resolve_prompt_template(settings.prompt_template, model.tokenizer)
         except DasError as exc:
             where = f"{settings.source}: models.{settings.key}.prompt_template"
-            _setup_failed(config, f"das_assert setup: {where}: {exc}")
+            setup_failed(config, f"das_assert setup: {where}: {exc}")
     if cache is not None and isinstance(model, LoadedModel) and model.digest_memo is None:
         # The weights' sha256 (the cache key's fingerprint) is read again only when they change.
         model.digest_memo = DigestMemo(cache.directory / "digests.json", writes=cache.writes)
@@ -427,25 +344,33 @@ def _baseline_files(baselines: dict[str, Any]) -> dict[str, Path]:
     return {option: baselines[field][0] for field, option in options.items() if field in baselines}
 
 
-def _setup_failed(config: pytest.Config, message: str) -> NoReturn:
-    """Stop the run with one usage error: no test that needs the model can run (a das.yaml typo
-    was reported once per test, 23 times). Under xdist each worker fails its tests instead.
-    The reports (``--das-json``, ``--das-markdown``) carry the message."""
-    reporter = config.pluginmanager.get_plugin("das-reporter")
-    if reporter is not None:
-        reporter.setup_error = message
-    if "PYTEST_XDIST_WORKER" not in os.environ:
-        pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
-    # from None: the error is the message, not "during handling of" another
-    raise pytest.fail.Exception(message, pytrace=False) from None
-
-
 @pytest.fixture
 def das(das_session: Any, request: pytest.FixtureRequest) -> Any:
     """Assertions about IIA for this test; each records its numbers for the reports."""
     from das_assert.session import DasRequest
 
-    return DasRequest(das_session, request.node)
+    yield DasRequest(das_session, request.node)
+    _warn_if_nothing_asserted(request.node)
+
+
+def _warn_if_nothing_asserted(item: pytest.Item) -> None:
+    """A test that took ``das`` and passed with nothing in the reports asserted nothing (its
+    assertion in a helper never called, an ``if`` that skipped it): say so, as a warning,
+    rather than count it as a claim that holds."""
+    from das_assert.errors import NoClaimWarning
+
+    if not item.stash.get(_CALL_PASSED, False):  # failed or skipped: pytest says so already
+        return
+    if any(name in REPORTED_KINDS for name, _ in item.user_properties):
+        return
+    item.warn(  # at the test's own line, not here
+        NoClaimWarning(
+            f"{item.nodeid} took the das fixture and passed without asserting a claim "
+            "(das.assert_aligned, assert_not_aligned, assert_robust, assert_breaks_on) or "
+            "recording a search (das.record_search): nothing it measured is in the reports. "
+            "Assert its claim, or take das_session where the test needs only the model"
+        )
+    )
 
 
 @pytest.fixture(scope="session")

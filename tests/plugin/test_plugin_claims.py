@@ -253,18 +253,19 @@ def test_a_threshold_key_one_typo_from_a_causal_model_warns_before_training(
     )
 
 
-def test_a_das_warning_made_an_error_is_one_line_not_a_traceback(
+def test_a_das_yaml_warning_made_an_error_stops_the_run_once_in_one_line(
     project: pytest.Pytester,
 ) -> None:
+    # it was an error in every test that took the session, the same line each time
     _add_a_threshold_one_typo_from_a_causal_model(project)
-    args = ("-W", "error::UserWarning", "test_hyp.py::test_a_negative_claim_holds")
-    result = _run(project, "--das-cache=off", *args)
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(
-        ["*ConfigWarning: das.yaml: models.tiny.thresholds.left_bondary names no causal model*"]
-    )
-    assert "Traceback" not in result.stdout.str()
-    assert "raise " not in result.stdout.str()
+    result = _run(project, "--das-cache=off", "-W", "error::UserWarning")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.assert_outcomes()
+    out = result.stdout.str()
+    line = "ConfigWarning: das.yaml: models.tiny.thresholds.left_bondary names no causal model"
+    assert out.count(line) == 1, out
+    assert "Traceback" not in out
+    assert "raise " not in out
 
 
 MISSPELT_CLAIM = """
@@ -386,10 +387,10 @@ def test_a_limit_claim_without_a_robustness_entry_fails_before_its_alignment_tra
         (  # it errored every test that used the fixture asking for the site
             "boundary:",
             "boundry:",
-            "das.yaml: models.tiny.sites has no site 'boundary', which a test asks for (it has: "
-            "boundry); add it there, such as `boundary: block_output[layer=0, pos=last]`. "
-            "das.yaml has 'boundry', the closest key: if one of the two is misspelt, fix it, in "
-            "the test or in das.yaml.",
+            "  models.tiny.sites.boundary (asked for by test_hyp.py::"
+            "test_an_impossible_claim_fails, test_hyp.py::test_a_negative_claim_holds). das.yaml "
+            "has 'boundry', the closest key: if one of the two is misspelt, fix it, in the test "
+            "or in das.yaml.",
         ),
     ],
     ids=["threshold-key", "site-key"],
@@ -421,3 +422,110 @@ def test_an_inconclusive_claim_says_where_its_n_test_was_set(project: pytest.Pyt
     result.stdout.fnmatch_lines(
         ["*inconclusive: raise n_test (now 30) where the test sets it (n_test= of align)*"]
     )
+
+
+NOTHING_ASSERTED = """
+import pytest
+
+
+@pytest.fixture(scope="module")
+def aligned(das_session):
+    return das_session.align("left_boundary", "boundary")
+
+
+def _check(das, aligned):
+    das.assert_not_aligned(aligned, claim="impossible")
+
+
+def test_forgets_to_call_its_check(das, aligned):
+    _check  # the call's parentheses forgotten: the test passed, claiming nothing
+
+
+def test_calls_it(das, aligned):
+    _check(das, aligned)
+
+
+def test_skipped_inside(das, aligned):
+    pytest.skip("not on this model")
+
+
+def test_takes_only_the_session(das_session, aligned):
+    assert aligned.evaluation.iia >= 0
+"""
+
+
+def test_a_test_that_takes_das_and_asserts_nothing_warns_naming_it(
+    project: pytest.Pytester,
+) -> None:
+    # it passed like a claim that holds, with nothing of it in the reports
+    project.makepyfile(test_hyp=NOTHING_ASSERTED)
+    result = _run(project, "--das-cache=off", subprocess=True)
+    result.assert_outcomes(passed=3, skipped=1, warnings=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_hyp.py:13: NoClaimWarning: test_hyp.py::test_forgets_to_call_its_check took "
+            "the das fixture and passed without asserting a claim*"
+        ]
+    )
+    # made an error, it is one line at the test's teardown, not a traceback
+    error = _run(project, "--das-cache=off", "-W", "error::UserWarning", subprocess=True)
+    error.assert_outcomes(passed=3, skipped=1, errors=1)
+    error.stdout.fnmatch_lines(["*ERROR at teardown of test_forgets_to_call_its_check*"])
+    assert "Traceback" not in error.stdout.str()
+
+
+MISSPELT_SITE = """
+import pytest
+
+import das_assert.experiment
+
+
+@pytest.fixture(scope="module")
+def aligned(das_session):
+    return das_session.align("left_boundary", "boundary")
+
+
+@pytest.fixture(scope="module")
+def at_the_control(das_session):
+    return das_session.align("left_boundary", site="boundry")
+
+
+def test_first(das, aligned):
+    das.assert_not_aligned(aligned, claim="impossible")
+
+
+def test_second(das, at_the_control):
+    das.assert_not_aligned(at_the_control, claim="impossible")
+
+
+def test_written_out(das, das_session):
+    result = das_session.align("left_boundary", "block_output[layer=0, pos=last]")
+    das.assert_not_aligned(result, claim="impossible")
+"""
+
+
+def test_a_site_a_fixture_asks_for_and_das_yaml_lacks_stops_the_run_before_any_training(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # found only when the fixture ran: after the first test's alignment had trained (on a 7B
+    # model, hours), though the name was written in the file all along
+    from plugin_support import count_fits
+
+    fits = count_fits(monkeypatch)
+    project.makepyfile(test_sites=MISSPELT_SITE)
+    result = _run(project, "--das-cache=off", "test_sites.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.assert_outcomes()
+    assert fits == []
+    result.stdout.fnmatch_lines(
+        [
+            "*das_assert setup: *das.yaml has no site that tests ask for (checked before any "
+            "alignment trains):",
+            "  models.tiny.sites.boundry (asked for by test_sites.py::test_second). das.yaml has "
+            "'boundary', the closest key*",
+            "Add each as `name: block_output?layer=L, pos=P?`, or fix the name in the align(...) "
+            "call.*",
+        ]
+    )
+    # deselected, the test that asks for it stops nothing
+    _run(project, "--das-cache=off", "test_sites.py", "-k", "first").assert_outcomes(passed=1)

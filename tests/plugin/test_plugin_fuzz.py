@@ -430,6 +430,7 @@ def test_called_on_that_variant_alone_it_says_why(das, aligned):
         das.assert_robust(aligned, NEAR_ZERO, claim="trivial", n=64, expect="not_aligned")
 
 
+@pytest.mark.filterwarnings("ignore::das_assert.errors.NoClaimWarning")  # it means to claim none
 def test_a_misspelt_expect_is_refused(das, aligned):
     with pytest.raises(Exception, match="expect='not_algined': one of 'aligned', 'not_aligned'"):
         das.assert_robust(aligned, PromptVariant(), claim="trivial", n=64, expect="not_algined")

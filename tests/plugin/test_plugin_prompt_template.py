@@ -38,6 +38,7 @@ def test_fuzz_variants_keep_the_wrapper(aligned, variant):
         assert pair.base.text.startswith("Q: ") and pair.source.text.endswith(" dollars\\nA:")
 
 
+@pytest.mark.filterwarnings("ignore::das_assert.errors.NoClaimWarning")  # it means to claim none
 def test_a_limit_in_alpacas_wrapper_is_refused(das, aligned):
     pairs = prompt_pairs("left_boundary", 4, seed=1)
     with pytest.raises(InvalidArgument, match="not written in the wrapper the alignment was"):

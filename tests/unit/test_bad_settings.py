@@ -388,3 +388,20 @@ def test_every_problem_of_das_yaml_is_reported_at_once(tmp_path: Path) -> None:
     assert "Did you mean 'n_test'?" in message
     assert "sites.boundary: cannot parse position 'lats'" in message
     assert "thresholds.left_boundary = 1.0: a threshold is a number in [0, 1)" in message
+
+
+def test_a_threshold_key_one_typo_from_a_causal_model_is_named_and_a_longer_name_is_not() -> None:
+    # a likeness ratio (0.85) took left_boundary_v2, a model of one's own whose file was not
+    # collected, for a typo: with -W error (this repository's pyproject) it stopped the run
+    from das_assert.settings import ModelSettings, misspelt_claims
+
+    keys = ["left_bondary", "lfet_boundary.each", "left_boundary_v2", "left_boundary.control"]
+    settings = ModelSettings(
+        key="m", source=Path("das.yaml"), thresholds=dict.fromkeys(keys, 0.7), robustness={}
+    )
+    found = misspelt_claims(settings)
+    assert [message.split(" names no")[0] for message in found] == [
+        "das.yaml: models.m.thresholds.left_bondary",
+        "das.yaml: models.m.thresholds.lfet_boundary.each",
+    ]
+    assert "did you mean 'left_boundary.each'?" in found[1]

@@ -1,0 +1,155 @@
+"""What stops a das run before any alignment trains (on a 7B model, hours): the claims and
+sites the selected tests ask for that das.yaml lacks, an assertion without ``claim=``, and any
+setup error, each one message for the whole run (exit 4)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, NoReturn
+
+import pytest
+
+from das_assert.plugin_settings import early_settings
+
+__all__ = ["check_claim_names", "setup_failed", "will_not_run"]
+
+
+def will_not_run(item: pytest.Item) -> bool:
+    """Whether pytest skips ``item`` by its marks (``skip``, a true ``skipif``,
+    ``xfail(run=False)``) without running it. This hook runs before pytest's own that skips it."""
+    try:
+        from _pytest.skipping import evaluate_skip_marks, evaluate_xfail_marks
+
+        xfail = None if item.config.option.runxfail else evaluate_xfail_marks(item)
+        return evaluate_skip_marks(item) is not None or (xfail is not None and not xfail.run)
+    except Exception:  # a condition that raises, or pytest moved them: pytest says what it says
+        return False
+
+
+#: ``(node id -> assertions without claim=, (name, table) -> node ids das.yaml lacks)``: the
+#: tables are ``thresholds`` and ``robustness`` for claims, ``sites`` for sites.
+_CLAIM_PROBLEMS = pytest.StashKey[tuple[dict[str, list[str]], dict[tuple[str, str], list[str]]]]()
+
+
+def check_claim_names(item: pytest.Item) -> None:
+    """Stop the run before any alignment trains (on a 7B model, hours) when a selected test
+    calls an assertion without ``claim=``, or its ``claim="..."`` has no das.yaml entry: one
+    message naming every such claim and its tests, since a typo in das.yaml fails every test of
+    that claim. Claims written as literals are checked; anything the settings cannot be read
+    for is left to the session fixture."""
+    if "das_session" not in getattr(item, "fixturenames", ()):
+        return
+    config = item.config
+    if _CLAIM_PROBLEMS not in config.stash:
+        config.stash[_CLAIM_PROBLEMS] = _claim_problems(item)
+    claimless, missing = config.stash[_CLAIM_PROBLEMS]
+    if "PYTEST_XDIST_WORKER" in os.environ:  # each worker fails its own tests of those claims
+        claimless = {test: calls for test, calls in claimless.items() if test == item.nodeid}
+        missing = {key: tests for key, tests in missing.items() if item.nodeid in tests}
+    if claimless:
+        lines = [
+            "das_assert setup: an assertion without claim= (checked before any alignment trains):",
+            *(f"  {test} calls das.{', das.'.join(calls)}" for test, calls in claimless.items()),
+            'Name the claim each asserts, e.g. das.assert_aligned(result, claim="left_boundary"):'
+            " das.yaml's thresholds (robustness, for assert_robust and assert_breaks_on) give "
+            "its threshold under that name, and the reports and baselines know the result by it.",
+        ]
+        setup_failed(config, "\n".join(lines))
+    if sites := {key: tests for key, tests in missing.items() if key[1] == "sites"}:
+        _missing_sites(item, sites)
+    if missing:
+        settings = early_settings(item)
+        from das_assert.errors import which_is_misspelt
+
+        lines = [
+            f"das_assert setup: {settings.source} has no entry for "
+            f"{'a claim' if len(missing) == 1 else f'{len(missing)} claims'} that tests make "
+            "(checked before any alignment trains):"
+        ]
+        for (claim, table), tests in missing.items():
+            shown = ", ".join(tests[:3]) + (f" and {len(tests) - 3} more" if len(tests) > 3 else "")
+            lines.append(
+                f"  models.{settings.key}.{table}.{claim} (claimed by {shown})."
+                + which_is_misspelt(claim, getattr(settings, table))
+            )
+        lines.append(
+            "Add each as `claim: <number in [0, 1)>` with a comment saying where the number "
+            "comes from, or fix claim= in the test."
+        )
+        setup_failed(config, "\n".join(lines))
+
+
+def _missing_sites(item: pytest.Item, missing: dict[tuple[str, str], list[str]]) -> NoReturn:
+    """Stop the run: the das.yaml sites that ``das_session.align`` calls of the selected tests
+    and their fixtures ask for and das.yaml lacks (before, found only when a fixture ran: after
+    every alignment of the tests before it had trained)."""
+    from das_assert.errors import which_is_misspelt
+
+    settings = early_settings(item)
+    many = len(missing) > 1
+    lines = [
+        f"das_assert setup: {settings.source} has no {f'{len(missing)} sites' if many else 'site'} "
+        "that tests ask for (checked before any alignment trains):"
+    ]
+    for (name, _), tests in missing.items():
+        shown = ", ".join(tests[:3]) + (f" and {len(tests) - 3} more" if len(tests) > 3 else "")
+        lines.append(
+            f"  models.{settings.key}.sites.{name} (asked for by {shown})."
+            + which_is_misspelt(name, settings.sites)
+        )
+    lines.append(
+        "Add each as `name: block_output[layer=L, pos=P]`, or fix the name in the align(...) call."
+    )
+    setup_failed(item.config, "\n".join(lines))
+
+
+def _claim_problems(
+    item: pytest.Item,
+) -> tuple[dict[str, list[str]], dict[tuple[str, str], list[str]]]:
+    """Of the selected das tests, each read once: ``node id -> assertions called without
+    claim=``, and ``(claim, table) -> node ids`` of the literal claims das.yaml lacks (none
+    where the settings cannot be read: the session fixture then says why)."""
+    from das_assert.claim_scan import assertion_calls, claimless_calls, literal_claims, site_names
+
+    settings = early_settings(item)
+    claimless: dict[str, list[str]] = {}
+    missing: dict[tuple[str, str], list[str]] = {}
+    sites_of: dict[int, list[str]] = {}  # a fixture's site names, read once for all its tests
+    for test in item.session.items:
+        if "das_session" not in getattr(test, "fixturenames", ()) or will_not_run(test):
+            continue
+        calls = assertion_calls(getattr(test, "obj", None))
+        if without := claimless_calls(calls):
+            claimless[test.nodeid] = without
+        for claim, table in literal_claims(calls) if settings is not None else []:
+            if claim not in getattr(settings, table):
+                missing.setdefault((claim, table), []).append(test.nodeid)
+        for function in _test_and_fixtures(test) if settings is not None else []:
+            if id(function) not in sites_of:
+                sites_of[id(function)] = site_names(function)
+            for name in sites_of[id(function)]:
+                if name not in settings.sites and test.nodeid not in missing.get(
+                    (name, "sites"), []
+                ):
+                    missing.setdefault((name, "sites"), []).append(test.nodeid)
+    return claimless, missing
+
+
+def _test_and_fixtures(test: pytest.Item) -> list[Any]:
+    """The test's function and those of the fixtures it uses (the ones that apply to it)."""
+    info = getattr(test, "_fixtureinfo", None)
+    fixtures = getattr(info, "name2fixturedefs", {}) if info is not None else {}
+    return [getattr(test, "obj", None), *(defs[-1].func for defs in fixtures.values() if defs)]
+
+
+def setup_failed(config: pytest.Config, message: str) -> NoReturn:
+    """Stop the run with one usage error: no test that needs the model can run (a das.yaml typo
+    was reported once per test, 23 times). Under xdist each worker fails its tests instead.
+    The reports (``--das-json``, ``--das-markdown``) carry the message."""
+    reporter = config.pluginmanager.get_plugin("das-reporter")
+    if reporter is not None:
+        reporter.setup_error = message
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
+    # from None: the error is the message, not "during handling of" another
+    raise pytest.fail.Exception(message, pytrace=False) from None
