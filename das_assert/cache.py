@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 import tempfile
 import time
 import warnings
@@ -150,11 +151,15 @@ class AlignmentCache:
                 )
             return hit
         except AlignmentFileError as exc:
+            removed = "not removed: this cache is only read"
             if self.writes:  # gone first: a rerun recomputes it even where warnings are errors
-                self.path(key).unlink(missing_ok=True)
+                try:
+                    self.path(key).unlink(missing_ok=True)
+                    removed = "removed first: where warnings are errors, the next run recomputes it"
+                except OSError as gone:  # another user's entry in a shared folder, say
+                    removed = f"it could not be removed ({gone.strerror or gone}): delete it"
             warnings.warn(
-                f"ignoring a bad cache entry and recomputing it (removed first: where warnings "
-                f"are errors, the next run recomputes it): {exc}",
+                f"ignoring a bad cache entry and recomputing it ({removed}): {exc}",
                 CacheWarning,
                 stacklevel=2,
             )
@@ -222,7 +227,11 @@ def training_lock(cache: AlignmentCache | None, key: str) -> Iterator[None]:
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         handle = _open_lock_file(lock_path)
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another run trains it: say why this one seems to hang
+            _say_waiting(lock_path)
+            fcntl.flock(handle, fcntl.LOCK_EX)
     except OSError as exc:  # a directory in its place, a file system without locks
         if handle is not None:
             os.close(handle)
@@ -239,6 +248,19 @@ def training_lock(cache: AlignmentCache | None, key: str) -> Iterator[None]:
     finally:
         if handle is not None:
             os.close(handle)  # which releases the lock
+
+
+def _say_waiting(lock_path: Path) -> None:
+    """One line on the process's own stderr (pytest captures ``sys.stderr`` per test), not a
+    warning: xdist workers wait on each other's alignments as a matter of course."""
+    stream = sys.__stderr__
+    if stream is not None:
+        stream.write(
+            f"\ndas_assert: waiting for another run (or xdist worker) that is training this "
+            f"alignment; it holds {lock_path}. If no run is active, a stopped one (Ctrl-Z, a "
+            "debugger) holds it: resume or end it\n"
+        )
+        stream.flush()
 
 
 def _open_lock_file(path: Path) -> int:

@@ -85,12 +85,18 @@ def _check_new_model_dir(out: Path) -> None:
 
 
 def existing_outputs(args: argparse.Namespace) -> dict[Path, int]:
-    """The output files asked for that exist already, with their modification times."""
+    """The output files asked for that exist already, with their modification times: regular
+    files that are not also the command's inputs (a directory, a device or an input refused as
+    an output is no earlier run's output)."""
+    inputs = {
+        Path(path).resolve()
+        for name in _INPUT_FILES
+        if (path := getattr(args, name, None)) is not None
+    }
     found = {}
     for name in _OUTPUT_FILES:
-        if (path := getattr(args, name, None)) is not None:
-            with contextlib.suppress(OSError):
-                found[Path(path)] = Path(path).stat().st_mtime_ns
+        if (path := getattr(args, name, None)) is not None and Path(path).resolve() not in inputs:
+            found.update(_regular_file_times([path]))
     return found
 
 
@@ -108,10 +114,16 @@ def named_outputs(argv: list[str]) -> dict[Path, int]:
                 paths.append(value)
             elif i + 1 < len(argv):
                 paths.append(argv[i + 1])
+    return _regular_file_times(paths)
+
+
+def _regular_file_times(paths: list[str]) -> dict[Path, int]:
+    """The modification time of each of ``paths`` that is a regular file."""
     found = {}
     for path in paths:
         with contextlib.suppress(OSError, ValueError):
-            found[Path(path)] = Path(path).stat().st_mtime_ns
+            if Path(path).is_file():
+                found[Path(path)] = Path(path).stat().st_mtime_ns
     return found
 
 

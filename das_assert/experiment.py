@@ -244,13 +244,16 @@ def run_experiment(
     if fitted is not None:
         _check_fitted(fitted, experiment, resolved)
     answers = None  # the base run, where the precondition below needs it first
+    if fitted is None and cache is not None:  # a stored one is read without waiting for a lock
+        fitted = _load(model, experiment, config, resolved, cache, key)
     if fitted is None:
         # Held from the cache's read to its write: two processes (xdist workers, two runs, two
         # notebooks) sharing a cache train each alignment once; the second reads the first's.
         with training_lock(cache, key):
-            if cache is not None:
+            if cache is not None:  # stored while this one waited for the lock
                 fitted = _load(model, experiment, config, resolved, cache, key)
             if fitted is None:
+                _check_labels_change(model, experiment, test)
                 answers = base_answers(model.model, test)
                 _check_precondition(model, experiment, _accuracy(answers, test), len(test))
                 n_variables = len(experiment.boxes)
@@ -275,6 +278,22 @@ def run_experiment(
     _release_device_cache(model)  # the fit's prefix store and activations are gone by now
     return AlignmentResult(
         model, experiment, config, fitted, evaluation, engine_check=checked.as_dict()
+    )
+
+
+def _check_labels_change(model: LoadedModel, experiment: Experiment, test: EncodedPairs) -> None:
+    """Refuse to train where no test pair's label differs from its base's own answer: every
+    alignment, and doing nothing, would score alike there, so no verdict could come of it (a
+    variable that changes the answer on rare inputs alone, as ``x == 0``)."""
+    if any(pair.expected != pair.base_expected for pair in test.pairs):
+        return
+    variables = ", ".join(experiment.variables or experiment.boxes)
+    raise PreconditionFailed(
+        f"{model.name}: none of the {len(test)} test pairs of {experiment.hypothesis} "
+        f"(variables {variables}) has a label the intervention must change: "
+        "every alignment, and doing nothing, would score the same there, so no alignment is "
+        "trained. Draw pairs on which swapping the variable changes the answer (another bracket "
+        "or amounts), or claim a variable that does"
     )
 
 

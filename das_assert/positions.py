@@ -27,7 +27,15 @@ _SLOT = re.compile(r"^([A-Za-z_]\w*)\.(first|last)$")
 _NEAR = re.compile(r"^(after|before):([A-Za-z_]\w*)(?:([+-])(\d+))?$")
 FORMS = "last, last-K, SLOT.first, SLOT.last, after:SLOT, before:SLOT, after:SLOT+K"
 #: Positions written often, for "did you mean" when a name does not parse.
-_COMMON = ("last", "amount.first", "amount.last", "low.last", "high.last", "after:amount")
+_COMMON = (
+    "last",
+    "amount.first",
+    "amount.last",
+    "low.last",
+    "high.last",
+    "after:amount",
+    "before:amount",  # the shipped control site: a typo of it was offered after:amount
+)
 
 
 @dataclass(frozen=True)

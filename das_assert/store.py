@@ -1,7 +1,8 @@
 """What das_assert writes, written safely: every write goes to a temporary file in the same
 directory and is renamed into place, so a crash or a parallel writer never leaves a half-written
-file under the final name; JSON files may carry the sha256 of their content, checked on reading.
-Only JSON (and safetensors, ``alignment_file``) is ever read: loading executes no code.
+file under the final name (a device or pipe, ``/dev/null``, is written into, never replaced);
+JSON files may carry the sha256 of their content, checked on reading. Only JSON (and
+safetensors, ``alignment_file``) is ever read: loading executes no code.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "check_schema",
+    "is_a_stream",
     "output_path_problem",
     "read_json_checked",
     "unreadable_text",
@@ -53,6 +56,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             permission); an earlier file at ``path`` is left as it was.
     """
     path = Path(path)
+    if is_a_stream(path):  # renamed over, /dev/null would become a file holding the report
+        try:
+            with open(path, "wb") as handle:
+                handle.write(data)
+        except OSError as exc:
+            raise OutputWriteError(write_failure(path, exc, appending=True)) from None
+        return
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,6 +111,13 @@ def output_path_problem(path: Path, *, directory: bool = False) -> str | None:
     in (probed by creating and removing a scratch file there). The reason reads after the path.
     """
     path = Path(path)
+    if not directory and is_a_stream(path):
+        return None  # written into, as the shell's > does
+    if _through_proc(path):
+        return (
+            " leads to this process's own output or another open file (through /proc), which "
+            "is a file here: name that file itself, or let stdout be a pipe"
+        )
     if directory and path.exists() and not path.is_dir():
         return " is a file; name a directory"
     if not directory and path.is_dir():
@@ -122,6 +139,33 @@ def output_path_problem(path: Path, *, directory: bool = False) -> str | None:
                 )
             return None
     return None
+
+
+def is_a_stream(path: Path) -> bool:
+    """Whether ``path`` is (or links to) a device, pipe or socket: ``/dev/null``, or
+    ``/dev/stdout`` where stdout is a pipe. Such a path is written into, not renamed over."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _through_proc(path: Path) -> bool:
+    """Whether ``path`` is a link into /proc, or a chain of links through it (``/dev/stdout``,
+    ``/dev/fd/1``, ``/proc/self/fd/1``): a file renamed over it would replace the link, not
+    write the file behind it."""
+    here = os.path.abspath(path)
+    for _ in range(16):  # a chain of links, not a loop
+        here = os.path.join(os.path.realpath(os.path.dirname(here)), os.path.basename(here))
+        if not os.path.islink(here):
+            return False
+        if here.startswith("/proc/"):
+            return True
+        here = os.path.normpath(os.path.join(os.path.dirname(here), os.readlink(here)))
+        if here == "/proc" or here.startswith("/proc/"):
+            return True
+    return False
 
 
 # Files a report or alignment never replaces: code, settings (das.yaml, pyproject.toml, ...).

@@ -20,7 +20,7 @@ from typing import Any
 from hypothesis import assume
 from hypothesis import strategies as st
 
-from das_assert.errors import InvalidArgument, did_you_mean
+from das_assert.errors import InvalidArgument, KeywordsChecked, did_you_mean
 from das_assert.tasks.phrasings import (
     DEFAULT_INSTRUCTION,
     HELD_OUT_INSTRUCTIONS,
@@ -46,7 +46,7 @@ AMOUNT_EDGES = (None, "on_bound", "one_cent_outside")
 
 
 @dataclass(frozen=True)
-class PromptVariant:
+class PromptVariant(KeywordsChecked):
     """One way of changing the price-tagging prompt; the default is the paper's prompt."""
 
     instruction: str = DEFAULT_INSTRUCTION

@@ -62,6 +62,7 @@ __all__ = [
 BUILTIN_CAUSAL_MODELS = frozenset(CAUSAL_MODELS)
 
 _TASK_INPUTS = ("lo", "hi", "x")
+_DEFAULT_NAME = CausalModel.__dataclass_fields__["name"].default
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _N_RANDOM_PROBES = 512
 
@@ -108,6 +109,12 @@ def register_causal_model(
             f"causal model name {name!r} must be a Python identifier (letters, digits, _): it "
             "is a claim's name in das.yaml, where a dot starts a suffix (e.g. 'mine.control')"
         )
+    if name == _DEFAULT_NAME:
+        raise InvalidArgument(
+            f"the causal model has no name= (it is called {name!r}, CausalModel's default): "
+            "name it, e.g. CausalModel(name='upper_half', ...); the name is its claims' in "
+            "das.yaml and the reports"
+        )
     if name in BUILTIN_CAUSAL_MODELS:
         raise InvalidArgument(
             f"{name!r} is one of das_assert's own causal models "
@@ -135,11 +142,10 @@ def register_causal_model(
     if len(set(boxes)) != len(boxes):
         raise InvalidArgument(f"intervened={list(boxes)} names a variable twice")
     model.check_intervenable(list(boxes))
-    caller = sys._getframe(1)
     registration = _Registration(
         identity=_identity(model, boxes),
         behaviour=_probe_digest(model, boxes),
-        where=f"{caller.f_code.co_filename}:{caller.f_lineno}",
+        where=_call_site(sys._getframe(1)),
     )
     before = _registered.get(name)
     same = before is not None and (
@@ -157,6 +163,19 @@ def register_causal_model(
     _registered[name] = registration
     _registrations.append(name)
     return name
+
+
+def _call_site(frame: Any) -> str:
+    """Where a registration comes from: ``file:line`` of the call, and where a helper function
+    made it, of each caller up to the module that ran it (``helpers.py:5 <- test_a.py:3``).
+    Two files calling one helper are then two places, not the same call run again."""
+    places: list[str] = []
+    while frame is not None and len(places) < 4:  # a fixture's call: not pytest's own frames
+        places.append(f"{frame.f_code.co_filename}:{frame.f_lineno}")
+        if frame.f_code.co_name == "<module>":
+            break
+        frame = frame.f_back
+    return " <- ".join(places)
 
 
 def import_causal_models(paths: Sequence[str | Path]) -> list[str]:

@@ -20,7 +20,9 @@ from das_assert.featurizers import Interchange
 from das_assert.fit_config import FitConfig
 from das_assert.models import load_model
 from das_assert.sites import Site, parse_site
+from das_assert.strategies import PromptVariant
 from das_assert.tasks.price_tagging import CAUSAL_MODELS, PriceFormat, prompt_pairs
+from das_assert.tasks.registry import register_causal_model
 
 
 def unregistered_model() -> CausalModel:
@@ -73,6 +75,25 @@ CASES = [
         InvalidArgument,
         r"PriceFormat\(\) has no argument 'answer'\. Did you mean 'answers'\?",
         id="PriceFormat(answer=)",
+    ),
+    pytest.param(  # a bare TypeError, where every other public dataclass lists its fields
+        lambda c: PromptVariant(answer=("True", "False")),
+        InvalidArgument,
+        r"PromptVariant\(\) has no argument 'answer'\. Did you mean 'answers'\?",
+        id="PromptVariant(answer=)",
+    ),
+    pytest.param(  # registered as 'causal_model'; a second file's was then "already registered"
+        lambda c: register_causal_model(
+            CausalModel(
+                inputs=("lo", "hi", "x"),
+                mechanisms={"answer": lambda lo, hi, x: lo <= x <= hi},
+                output="answer",
+            ),
+            intervened=("answer",),
+        ),
+        InvalidArgument,
+        r"the causal model has no name= \(it is called 'causal_model', CausalModel's default\)",
+        id="register_causal_model(<no name=>)",
     ),
     pytest.param(
         lambda c: CausalModel(name="m", inputs=("x",), mechanisms={}, outputs="a"),

@@ -185,7 +185,7 @@ def test_the_cache_lock_is_taken_where_flock_needs_a_file_open_for_writing(
             pass
 
 
-def test_run_experiment_holds_the_cache_lock_from_its_read_to_its_write(
+def test_run_experiment_trains_under_the_cache_lock_and_reads_a_stored_entry_without_it(
     tmp_path: Path, tiny_llama: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # only the pytest session took the lock: two notebooks or scripts calling
@@ -207,6 +207,8 @@ def test_run_experiment_holds_the_cache_lock_from_its_read_to_its_write(
     lock = tmp_path / f"{cache_key(tiny_llama, experiment, config)}.lock"
 
     def held() -> bool:
+        if not lock.exists():
+            return False
         handle = os.open(lock, os.O_RDWR)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -226,11 +228,13 @@ def test_run_experiment_holds_the_cache_lock_from_its_read_to_its_write(
 
         monkeypatch.setattr(experiment_module, name, spy)
     first = run_experiment(tiny_llama, experiment, config, cache=cache)
-    assert seen == [("_load", True), ("fit_alignment", True), ("_store", True)]
+    # read once without the lock (a stored entry waits for no one), again once it is held
+    expected = [("_load", False), ("_load", True), ("fit_alignment", True), ("_store", True)]
+    assert seen == expected
     assert not held()  # released once the alignment is stored
     seen.clear()
     again = run_experiment(tiny_llama, experiment, config, cache=cache)
-    assert seen == [("_load", True)]
+    assert seen == [("_load", False)]
     assert (first.fitted.from_cache, again.fitted.from_cache) == (False, True)
 
 
@@ -285,3 +289,98 @@ def test_a_github_step_summary_that_cannot_be_appended_to_is_one_clear_error(
         write_markdown(summary, "x" * 5000)
     assert f"could not append to {summary} (File too large)" in str(caught.value)
     assert "is unchanged" not in str(caught.value)  # part of the text may be in it
+
+
+def test_a_report_to_a_pipe_or_device_is_written_into_it_not_renamed_over_it(
+    tmp_path: Path,
+) -> None:
+    # the temporary file was renamed over the target: as root, --json /dev/null turned the
+    # device into a file holding the report, and every later `> /dev/null` wrote into it
+    import os
+    import stat
+    import threading
+
+    from das_assert.store import atomic_write_json, output_path_problem
+
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(pipe.read_bytes()))
+    reader.start()
+    assert output_path_problem(pipe) is None
+    atomic_write_json(pipe, {"results": []})
+    reader.join(timeout=10)
+    assert received == [b'{\n  "results": []\n}\n']
+    assert stat.S_ISFIFO(os.lstat(pipe).st_mode)  # still the pipe
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe"]  # no temporary file left
+
+
+def test_a_link_through_proc_to_a_file_is_refused_not_replaced(tmp_path: Path) -> None:
+    # /dev/stdout -> /proc/self/fd/1: where stdout is a file, the rename replaced the link
+    import os
+
+    from das_assert.store import output_path_problem
+
+    with open(tmp_path / "captured.txt", "w") as handle:
+        link = tmp_path / "stdout"
+        link.symlink_to(f"/proc/self/fd/{handle.fileno()}")
+        problem = output_path_problem(link)
+        assert problem is not None
+        assert "through /proc" in problem
+        assert os.path.islink(link)
+
+
+def test_a_run_waiting_for_the_cache_lock_says_so_on_its_own_stderr(
+    tmp_path: Path, tiny_llama: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # it waited in silence: a run stopped with Ctrl-Z or at a breakpoint hung every other run
+    import fcntl
+    import io
+    import os
+    import sys
+    import threading
+
+    from das_assert.cache import AlignmentCache, training_lock
+
+    stderr = io.StringIO()
+    monkeypatch.setattr(sys, "__stderr__", stderr)
+    cache = AlignmentCache(tmp_path)
+    lock = tmp_path / "key.lock"
+    holder = os.open(lock, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    entered = threading.Event()
+
+    def wait_for_it() -> None:
+        with training_lock(cache, "key"):
+            entered.set()
+
+    waiter = threading.Thread(target=wait_for_it)
+    waiter.start()
+    assert not entered.wait(1.0)  # blocked on the other holder
+    assert "das_assert: waiting for another run (or xdist worker) that is training this " in (
+        stderr.getvalue()
+    )
+    assert str(lock) in stderr.getvalue()
+    os.close(holder)  # the other run ends
+    assert entered.wait(10)
+    waiter.join()
+
+
+def test_a_bad_cache_entry_that_cannot_be_removed_is_a_warning_not_a_crash(
+    tmp_path: Path, tiny_llama: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # another user's truncated entry in a shared folder: unlink raised PermissionError
+    from das_assert.cache import AlignmentCache, CacheWarning
+
+    cache = AlignmentCache(tmp_path)
+    cache.path("key").write_bytes(b"truncated")
+    real_unlink = Path.unlink
+
+    def not_permitted(self: Path, missing_ok: bool = False) -> None:
+        if self == cache.path("key"):
+            raise PermissionError(1, "Operation not permitted")
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", not_permitted)
+    with pytest.warns(CacheWarning, match=r"could not be removed \(Operation not permitted\)"):
+        assert cache.get("key", hidden_size=32) is None

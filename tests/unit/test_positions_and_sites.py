@@ -76,7 +76,14 @@ def test_an_unparsable_position_lists_the_forms(name: str) -> None:
     assert "after:SLOT+K" in str(info.value)
 
 
-@pytest.mark.parametrize(("typo", "meant"), [("lats", "last"), ("amount.lst", "amount.last")])
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [
+        ("lats", "last"),
+        ("amount.lst", "amount.last"),
+        ("befor:amount", "before:amount"),  # the control site: was offered after:amount
+    ],
+)
 def test_a_misspelt_position_gets_a_suggestion(typo: str, meant: str) -> None:
     with pytest.raises(InvalidArgument, match=f"Did you mean '{meant}'"):
         parse_position(typo)

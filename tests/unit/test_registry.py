@@ -302,6 +302,39 @@ def test_a_models_file_imports_its_neighbours_as_pytest_would(tmp_path: Path) ->
     assert import_causal_models([models]) == ["mine"]
 
 
+SHARED_HELPER = """
+from das_assert import CausalModel, register_causal_model
+
+
+def at_least(name, cents):
+    return register_causal_model(
+        CausalModel(
+            name=name,
+            inputs=("lo", "hi", "x"),
+            mechanisms={"ge": lambda x: x >= cents, "answer": lambda ge, x, lo, hi: ge and x <= hi},
+            output="answer",
+        ),
+        intervened=("ge",),
+    )
+"""
+
+
+def test_one_name_registered_through_a_shared_helper_by_two_files_is_refused(
+    tmp_path: Path,
+) -> None:
+    # the helper's line was the registration's place for both files, so the second was taken
+    # for the first imported again and replaced it: file a's claims were labelled by file b's
+    (tmp_path / "helpers_at_least_xyz.py").write_text(SHARED_HELPER)
+    use = "from helpers_at_least_xyz import at_least\n\nHYPOTHESIS = at_least('ge_bound', {})\n"
+    (tmp_path / "a.py").write_text(use.format(550))
+    (tmp_path / "b.py").write_text(use.format(600))
+    assert import_causal_models([tmp_path / "a.py"]) == ["ge_bound"]
+    assert import_causal_models([tmp_path / "a.py"]) == ["ge_bound"]  # the same file again
+    with pytest.raises(InvalidArgument, match=r"'ge_bound' is already registered, by .*a\.py:3"):
+        import_causal_models([tmp_path / "b.py"])
+    assert CAUSAL_MODELS["ge_bound"].mechanisms["ge"](575) is True  # a's, unreplaced
+
+
 def test_an_abbreviated_causal_models_option_is_refused_not_ignored(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -370,3 +403,30 @@ def test_a_failed_precondition_says_where_the_causal_model_answers_otherwise_tha
         "the model)"
     ) in str(failed.value)
     assert Experiment(hypothesis="left_boundary", site=Site(0)).disagreement_note() == ""
+
+
+def test_a_claim_whose_pairs_no_label_changes_on_is_refused_before_training(
+    tiny_llama: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # it trained (a minute on the embedded model, hours at 7B) and was then inconclusive:
+    # "only 0 of 300 pairs have a label the intervention must change"
+    import das_assert.experiment as experiment_module
+
+    free = CausalModel(
+        name="free",
+        inputs=("lo", "hi", "x"),
+        mechanisms={
+            "free": lambda x: x == 0,
+            "answer": lambda free, x, lo, hi: free or lo <= x <= hi,
+        },
+        output="answer",
+    )
+    name = register_causal_model(free, intervened=("free",))  # x = 0 is among the probes
+    monkeypatch.setattr(experiment_module, "fit_alignment", lambda *a, **k: pytest.fail("fit"))
+    experiment = Experiment(hypothesis=name, site=Site(0), n_train=8, n_test=16)
+    with pytest.raises(
+        PreconditionFailed,
+        match=r"none of the 16 test pairs of free \(variables "
+        r"free\) has a label the intervention must change",
+    ):
+        run_experiment(tiny_llama, experiment, FitConfig(epochs=1, batch_size=8))
