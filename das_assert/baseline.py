@@ -49,6 +49,7 @@ __all__ = [
     "reservations",
     "reserve_baseline_name",
     "reserved_since",
+    "rounding_differences",
     "save_baseline",
     "slug",
     "unique_name",
@@ -344,6 +345,12 @@ def load_baseline(path: Path, *, what: str = "baseline") -> dict[str, Any]:
             if not _well_formed(confirmed):
                 raise AlignmentFileError(_malformed(path))
             entries[_report_key(confirmed)] = confirmed
+    elif payload.get("kind") == "das_assert check":  # preflight.CHECK_KIND
+        raise AlignmentFileError(
+            f"{what} {path} is a `das_assert check` report: the model looked over before any "
+            "fit, with no result to compare; give a baseline, a pytest --das-json report or a "
+            "fit, evaluate or search --json report"
+        )
     else:
         raise AlignmentFileError(f"{path} is neither a das_assert baseline nor a report")
     if not isinstance(entries, dict) or not all(_well_formed(e) for e in entries.values()):
@@ -379,3 +386,35 @@ def _malformed(path: Path) -> str:
         "claim/hypothesis, or has an iia outside [0, 1] or a data or fit that is not an object: "
         "the file was edited by hand or not written by das_assert. Re-create it"
     )
+
+
+#: What rounds a fit otherwise: the CPU or GPU and the thread count (``environment``), the
+#: model's dtype and device (``model``).
+_ROUNDING_KEYS = (
+    ("environment", "device_name"),
+    ("environment", "torch_threads"),
+    ("model", "dtype"),
+    ("model", "device"),
+)
+
+#: Said after ``rounding_differences``: how much such a difference was measured to move an IIA.
+ROUNDING_EFFECT = (
+    "a fit rounds otherwise there, which moves an IIA with no change to the model (measured: "
+    "up to 0.026 from the thread count alone; README, What a run looks like)"
+)
+
+
+def rounding_differences(
+    then: dict[str, Any], now: dict[str, Any], *, here: str = "here"
+) -> str | None:
+    """What ``then`` (a baseline or report) was made under otherwise than ``now`` (its
+    ``environment`` and ``model`` blocks), as ``device_name 'X' (here 'Y')``; None when the
+    same or unknown on either side."""
+    differs = []
+    for block, key in _ROUNDING_KEYS:
+        old, new = then.get(block), now.get(block)
+        if not isinstance(old, dict) or not isinstance(new, dict):
+            continue
+        if old.get(key) is not None and new.get(key) is not None and str(old[key]) != str(new[key]):
+            differs.append(f"{key} {old[key]!r} ({here} {new[key]!r})")
+    return ", ".join(differs) or None

@@ -177,13 +177,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
     best = grid.best_confirmed()  # judged on fresh pairs, not on the pairs that chose it
     record = best.to_dict()
     records = [result.to_dict() for result in grid.results.values()]
+    if args.png:  # before the report: a run that exits 2 leaves no report of its own
+        save_heatmap(grid, args.png, title=f"{args.hypothesis} on {model.name}: IIA per cell")
+        print(f"heatmap: {args.png}")
     if args.json:
         report = build_report(model.describe(), records)
         report["search"] = grid.to_dict()
         write_report(args.json, report)
-    if args.png:
-        save_heatmap(grid, args.png, title=f"{args.hypothesis} on {model.name}: IIA per cell")
-        print(f"heatmap: {args.png}")
     print(f"best: {chosen.summary()}")
     print(f"best, on fresh pairs: {best.summary()}")
     if record.get("verdict"):
@@ -300,7 +300,7 @@ def _cmd_train_embedded(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from das_assert.baseline import load_baseline
+    from das_assert.baseline import ROUNDING_EFFECT, load_baseline, rounding_differences
     from das_assert.compare import compare_entries, count_line, parse_compare_fail
     from das_assert.errors import InvalidArgument
     from das_assert.store import write_markdown
@@ -322,11 +322,17 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             raise InvalidArgument(f"OLD {path} holds no result to compare with{stopped}")
         if run.get("complete") is False:
             print(f"note: {side} {path} is from a run that did not complete ({why})")
+    (_, old_payload), (_, new_payload) = sides.values()
+    if differs := rounding_differences(old_payload, new_payload, here="NEW"):
+        print(f"note: OLD {args.old} was made with {differs}: {ROUNDING_EFFECT}")
     table, counts = compare_entries(old, new, checks)
     print(table, end="")
     if args.markdown:
         write_markdown(args.markdown, table)
-    print(count_line(counts))
+    line = count_line(counts)
+    if not checks and line == "no regression":  # a drop of 0.3 read as none
+        line = "no regression checked (no --fail given: IIA drops are shown, not judged)"
+    print(line)
     return 1 if any(counts.values()) else 0
 
 
@@ -349,7 +355,7 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from das_assert.positions import check_distinct_positions
-    from das_assert.preflight import DEFAULT_POSITIONS, preflight, preflight_text
+    from das_assert.preflight import DEFAULT_POSITIONS, check_report, preflight, preflight_text
     from das_assert.sites import Site
     from das_assert.store import atomic_write_json
 
@@ -362,7 +368,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     found = preflight(model, experiment, positions, layers)
     print(preflight_text(found), end="")
     if args.json:
-        atomic_write_json(args.json, found)
+        atomic_write_json(args.json, check_report(found))
         print(f"report: {args.json}")
     return 0 if found["task_accuracy"]["passed"] else 1
 

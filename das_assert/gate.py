@@ -53,7 +53,7 @@ def save_claim_alignment(
         **causal_model_manifest(result.experiment.hypothesis),
     )
     save_alignment(path, result.fitted.interchange, manifest)
-    record["baseline_file"] = str(save_to)
+    record["baseline_file"] = f"{save_to}.json"  # the folder beside it holds the alignments
     record["alignment_file"] = path.name
 
 
@@ -74,7 +74,7 @@ def save_search_alignments(
 
     save_to = session.save_to
     assert save_to is not None
-    record.update(baseline_file=str(save_to), model=session.model.describe())
+    record.update(baseline_file=f"{save_to}.json", model=session.model.describe())
     results = [grid.results[(cell["layer"], cell["position"])] for cell in record["cells"]]
     size = sum(4 * result.fitted.interchange.d**2 for result in results)
     if size > SEARCH_CELLS_MAX_BYTES:

@@ -139,7 +139,9 @@ class BaselineReporting:
                 )
 
     def _save_baseline_files(self, run: dict[str, Any], asked: str) -> None:
-        stems = {r["baseline_file"] for r in self.records + self.searches if r.get("baseline_file")}
+        # a record names the baseline's .json; its alignments lie in the folder of that stem
+        named = {r["baseline_file"] for r in self.records + self.searches if r.get("baseline_file")}
+        stems = {file.removesuffix(".json") for file in named}
         if not stems:  # nothing judged: a collection error, Ctrl-C before the first verdict
             why = (
                 "--collect-only ran no test"
@@ -153,8 +155,8 @@ class BaselineReporting:
         from das_assert.baseline import save_baseline
 
         for stem in sorted(stems):
-            records = [r for r in self.records if r.get("baseline_file") == stem]
-            searches = [r for r in self.searches if r.get("baseline_file") == stem]
+            records = [r for r in self.records if r.get("baseline_file") == f"{stem}.json"]
+            searches = [r for r in self.searches if r.get("baseline_file") == f"{stem}.json"]
             files = _alignment_files(stem, records, searches)
             name = Path(stem).name
             unwritten = [r for r in records + searches if r.get("alignment_unwritten")]
@@ -231,20 +233,21 @@ class BaselineReporting:
         """Name the baseline each judged claim was compared with: a passing gate printed only
         deltas, and with two baselines of one name saved, which one was the reference?"""
         compared: dict[str, int] = {}
+        models: dict[str, dict[str, Any]] = {}  # the model block of a claim compared with each
         for record in self.records:
             if path := (record.get("baseline") or {}).get("path"):
                 compared[path] = compared.get(path, 0) + 1
+                models.setdefault(path, record.get("model") or {})
         # Read only when a baseline was compared: it imports torch, which a run without das tests
         # (a pytester run in-process, a plain test file) never needed.
         here = self._environment() if compared else {}
         for path, count in sorted(compared.items()):
             claims = f"{count} claim{'' if count == 1 else 's'}"
             self.notes.append(f"das: compared with baseline: {self._shown(path)} ({claims})")
-            if differs := _other_environment(path, here):
-                self.notes.append(
-                    f"das: that baseline was saved with {differs}: a fit rounds otherwise there, "
-                    "which can move an IIA by about 0.005 with no change to the model"
-                )
+            if differs := _other_environment(path, here, models[path]):
+                from das_assert.baseline import ROUNDING_EFFECT
+
+                self.notes.append(f"das: that baseline was saved with {differs}: {ROUNDING_EFFECT}")
 
     def _judge_baseline_coverage(
         self, session: pytest.Session, complete: bool, selection: str | None
@@ -348,16 +351,15 @@ def _alignment_files(
     return [Path(stem) / r["alignment_file"] for r in named if r.get("alignment_file")]
 
 
-def _other_environment(path: str, here: dict[str, Any]) -> str | None:
-    """What of ``here``'s CPU or GPU and thread count the baseline at ``path`` was saved
-    under otherwise, as ``device_name 'X' (here 'Y')``; None when the same or unknown."""
+def _other_environment(
+    path: str, here: dict[str, Any], model: dict[str, Any] | None = None
+) -> str | None:
+    """What of ``here``'s CPU or GPU and thread count, and of ``model``'s dtype and device, the
+    baseline at ``path`` was saved under otherwise (``baseline.rounding_differences``)."""
+    from das_assert.baseline import rounding_differences
+
     try:
-        saved = json.loads(Path(path).read_text()).get("environment") or {}
-    except (OSError, ValueError, AttributeError):
+        payload = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
         return None
-    differs = [
-        f"{key} {saved[key]!r} (here {here.get(key)!r})"
-        for key in ("device_name", "torch_threads")
-        if saved.get(key) is not None and str(saved[key]) != str(here.get(key))
-    ]
-    return ", ".join(differs) or None
+    return rounding_differences(payload, {"environment": here, "model": model or {}})

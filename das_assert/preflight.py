@@ -20,7 +20,10 @@ from das_assert.models import LoadedModel
 from das_assert.positions import parse_position
 from das_assert.sites import Site
 
-__all__ = ["DEFAULT_POSITIONS", "preflight", "preflight_text"]
+__all__ = ["CHECK_KIND", "DEFAULT_POSITIONS", "check_report", "preflight", "preflight_text"]
+
+#: A ``check --json`` report's ``kind``: it holds no results, so ``compare`` refuses it by name.
+CHECK_KIND = "das_assert check"
 
 #: The positions shown when none are named: the answer's token and the amount's neighbours.
 DEFAULT_POSITIONS = ("last", "after:amount", "amount.last", "before:amount")
@@ -145,3 +148,15 @@ def _unknown_tokens_line(found: dict[str, Any]) -> list[str]:
         f"{unknown['token']!r}, which the model cannot read: a character its vocabulary lacks, "
         "or a \\n typed as a backslash and an n"
     ]
+
+
+def check_report(found: dict[str, Any]) -> dict[str, Any]:
+    """``check --json``'s file: the look-over under the header every das_assert report has
+    (``schema_version``, ``das_assert_version``, ``environment``), with ``kind`` saying what it
+    is: no alignment was fitted, so it has no ``results``."""
+    from das_assert import __version__
+    from das_assert.report import environment
+    from das_assert.store import SCHEMA_VERSION
+
+    header = {"schema_version": SCHEMA_VERSION, "kind": CHECK_KIND}
+    return {**header, "das_assert_version": __version__, "environment": environment(), **found}

@@ -392,7 +392,8 @@ class DasRequest:
             try:
                 save_claim_alignment(self.session, judged, record)
             except OutputWriteError as exc:  # the verdict stands; the baseline cannot be saved
-                record.update(baseline_file=str(self.session.save_to), alignment_unwritten=str(exc))
+                unwritten = {"alignment_unwritten": str(exc)}
+                record.update(baseline_file=f"{self.session.save_to}.json", **unwritten)
         baseline = self.session.baseline
         regressions = (
             compare_with_baseline(self.session, self.node, judged, record) if baseline else []

@@ -85,12 +85,19 @@ def _row(r: dict[str, Any], claim_width: int, site_width: int, seed_width: int) 
 
 
 def _clearly_better(r: dict[str, Any], base: dict[str, Any]) -> bool:
-    """Whether the two intervals are apart in the claim's favour: IIA rose for a claim expected
-    aligned, fell for one expected not aligned (where a rise is the way it regresses)."""
+    """Whether the two intervals are apart in the claim's favour (IIA rose for a claim expected
+    aligned, fell for one expected not aligned, where a rise is the way it regresses) and its
+    lead over the no-op carried at least half of that move: an IIA that fell with its no-op
+    (a model worse at the task) improved nothing, and re-saving would lower the bar."""
     (low, high), (base_low, base_high) = r["iia_ci"], base["iia_ci"]
+    noop, base_noop = (r.get("baselines") or {}).get("noop"), base.get("noop")
+    if not isinstance(noop, int | float) or not isinstance(base_noop, int | float):
+        return False  # no lead to read (a baseline saved before it kept its no-op)
+    delta = base["delta"]
+    lead_change = delta - (noop - base_noop)
     if r.get("expected_verdict") == "not_aligned":
-        return base["delta"] < 0 and high < base_low
-    return base["delta"] > 0 and low > base_high
+        return delta < 0 and high < base_low and lead_change <= delta / 2
+    return delta > 0 and low > base_high and lead_change >= delta / 2
 
 
 def pairs_notes(r: dict[str, Any]) -> list[str]:

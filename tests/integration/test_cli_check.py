@@ -41,6 +41,13 @@ def test_the_embedded_model_passes_its_check_and_shows_where_each_position_lands
         assert row["cached_vs_plain"] <= row["tolerance"]
         assert row["output_swap"] <= row["tolerance"]
         assert not row["whole_prompts"]
+    # the header of every report (it had none), and compare refuses it by what it is
+    assert (found["schema_version"], found["kind"]) == (1, "das_assert check")
+    assert {"das_assert_version", "environment"} <= set(found)
+    assert main(["compare", str(report), str(report)]) == 2
+    assert "is a `das_assert check` report: the model looked over before any fit" in (
+        capsys.readouterr().err
+    )
 
 
 def test_a_wrapper_the_model_does_not_read_fails_the_gate_with_exit_1(

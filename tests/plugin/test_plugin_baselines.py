@@ -250,6 +250,21 @@ def test_the_gate_notes_a_baseline_saved_on_another_cpu_or_thread_count(
     result.stdout.fnmatch_lines(
         ["das: that baseline was saved with device_name 'Other CPU' (here *), torch_threads 64*"]
     )
+    # the model's dtype and device round otherwise too (bf16 far more than a thread count),
+    # and the size of the effect is the README's measured one, not "about 0.005"
+    model = {**payload["model"], "dtype": "bfloat16", "device": "cuda:0"}
+    save_baseline(
+        saved, model=model, environment=environment, records=list(payload["entries"].values())
+    )
+    result = _run(project, "--das-compare=v1", *args)
+    result.stdout.fnmatch_lines(
+        [
+            "das: that baseline was saved with device_name 'Other CPU' (here *), torch_threads 64 "
+            "(here *), dtype 'bfloat16' (here 'float32'), device 'cuda:0' (here 'cpu'): a fit "
+            "rounds otherwise there, which moves an IIA with no change to the model (measured: "
+            "up to 0.026 from the thread count alone*"
+        ]
+    )
 
 
 def test_the_gate_refuses_a_baseline_fitted_by_another_method(project: pytest.Pytester) -> None:
@@ -688,6 +703,26 @@ def test_a_complete_run_that_judges_fewer_claims_than_its_baseline_fails_the_gat
     assert "not judged" not in again.stdout.str()
 
 
+def test_deselecting_tests_that_are_not_das_tests_does_not_excuse_the_gate(
+    project: pytest.Pytester,
+) -> None:
+    # any deselected test made the run "a selection", which excused every claim it lacked: a
+    # run of hypotheses/ beside benchmarks that addopts' -m 'not bench' drops passed the gate
+    # with a claim's test deleted
+    project.makepyfile(test_hyp=TWO_NEGATIVE_CLAIMS)
+    args = ("--das-cache=readwrite", "--das-baseline-dir=b")
+    _run(project, *args, "--das-save-baseline=v1").assert_outcomes(passed=2)
+    project.makepyfile(test_hyp=TWO_NEGATIVE_CLAIMS.split("def test_dropped")[0])
+    project.makepyfile(test_bench="def test_a_benchmark():\n    pass\n")
+    gated = _run(project, *args, "--das-compare=v1", "-k", "not benchmark")
+    _gate_failed(
+        gated,
+        {"passed": 1, "deselected": 1},
+        "  - test_hyp.py::test_dropped::impossible",
+        "*das: FAILED: 1 claim of b/tiny/0001_v1.json not judged by this complete run*",
+    )
+
+
 def test_a_compare_run_whose_das_tests_all_skip_fails_the_gate(project: pytest.Pytester) -> None:
     # No claim reached the baseline, so nothing resolved it, and the gate passed having checked
     # nothing: a skipif that turned on for the new model emptied it.
@@ -737,6 +772,11 @@ def test_a_frozen_run_judges_each_claim_with_its_saved_alignment_and_trains_noth
     frozen.stdout.fnmatch_lines(["impossible *not_aligned  (frozen: 0001_v1.json)"])
     saved = json.loads((project.path / "saved.json").read_text())["results"]
     judged = json.loads((project.path / "frozen.json").read_text())["results"]
+    for record in saved:  # it named the alignments' folder, not the baseline file
+        baseline = Path(record["baseline_file"])
+        assert baseline.name == "0001_v1.json"
+        assert baseline.is_file()
+        assert (baseline.with_suffix("") / record["alignment_file"]).is_file()
     for before, now in zip(saved, judged, strict=True):
         assert (now["iia"], now["n_test"], now["boundary_dims"]) == (
             before["iia"],

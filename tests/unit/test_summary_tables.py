@@ -252,11 +252,27 @@ def test_improved_follows_the_direction_the_claim_wants() -> None:
     risen["baseline"] = {"delta": 0.08, "iia_ci": (0.606, 0.673)}
     assert "improved" not in summary_lines([risen])[2]
     fallen = _record("left_boundary.control", LONG_SITE, 0.56, "not_aligned", "t")
-    fallen["baseline"] = {"delta": -0.08, "iia_ci": (0.606, 0.673)}
+    fallen["baseline"] = {"delta": -0.08, "iia_ci": (0.606, 0.673), "noop": 0.689}
     assert "(improved: re-save to raise the bar)" in summary_lines([fallen])[2]
     aligned = _record("left_boundary", "block_output[layer=0, pos=last]", 0.9, "aligned", "t")
-    aligned["baseline"] = {"delta": 0.08, "iia_ci": (0.786, 0.84)}
+    aligned["baseline"] = {"delta": 0.08, "iia_ci": (0.786, 0.84), "noop": 0.689}
     assert "(improved: re-save to raise the bar)" in summary_lines([aligned])[2]
+
+
+def test_an_iia_that_moved_with_its_no_op_is_not_called_improved() -> None:
+    # a model worse at the task: the control's IIA fell 0.091 with its no-op (lead +0.000 both
+    # times), and the row said "improved: re-save to raise the bar", which would lower it
+    fallen = _record("left_boundary.control", LONG_SITE, 0.598, "not_aligned", "t")
+    fallen["baselines"] = {**fallen["baselines"], "noop": 0.598}
+    fallen["baseline"] = {"delta": -0.091, "iia_ci": (0.656, 0.720), "noop": 0.689}
+    assert "improved" not in summary_lines([fallen])[2]
+    risen = _record("left_boundary", "block_output[layer=0, pos=last]", 0.9, "aligned", "t")
+    risen["baselines"] = {**risen["baselines"], "noop": 0.769}  # the no-op rose by as much
+    risen["baseline"] = {"delta": 0.08, "iia_ci": (0.786, 0.84), "noop": 0.689}
+    assert "improved" not in summary_lines([risen])[2]
+    older = _record("left_boundary", "block_output[layer=0, pos=last]", 0.9, "aligned", "t")
+    older["baseline"] = {"delta": 0.08, "iia_ci": (0.786, 0.84)}  # kept no no-op: no claim
+    assert "improved" not in summary_lines([older])[2]
 
 
 def test_each_variant_draws_its_own_numbers_so_pooling_variants_adds_pairs() -> None:
