@@ -59,19 +59,13 @@ def check_claim_names(item: pytest.Item) -> None:
         _missing_sites(item, sites)
     if missing:
         settings = early_settings(item)
-        from das_assert.errors import which_is_misspelt
 
         lines = [
             f"das_assert setup: {settings.source} has no entry for "
             f"{'a claim' if len(missing) == 1 else f'{len(missing)} claims'} that tests make "
             "(checked before any alignment trains):"
         ]
-        for (claim, table), tests in missing.items():
-            shown = ", ".join(tests[:3]) + (f" and {len(tests) - 3} more" if len(tests) > 3 else "")
-            lines.append(
-                f"  models.{settings.key}.{table}.{claim} (claimed by {shown})."
-                + which_is_misspelt(claim, getattr(settings, table))
-            )
+        lines += _entry_lines(settings, missing, "claimed by")
         lines.append(
             "Add each as `claim: <number in [0, 1)>` with a comment saying where the number "
             "comes from, or fix claim= in the test."
@@ -83,7 +77,6 @@ def _missing_sites(item: pytest.Item, missing: dict[tuple[str, str], list[str]])
     """Stop the run: the das.yaml sites that ``das_session.align`` calls of the selected tests
     and their fixtures ask for and das.yaml lacks (before, found only when a fixture ran: after
     every alignment of the tests before it had trained)."""
-    from das_assert.errors import which_is_misspelt
 
     settings = early_settings(item)
     many = len(missing) > 1
@@ -91,16 +84,26 @@ def _missing_sites(item: pytest.Item, missing: dict[tuple[str, str], list[str]])
         f"das_assert setup: {settings.source} has no {f'{len(missing)} sites' if many else 'site'} "
         "that tests ask for (checked before any alignment trains):"
     ]
-    for (name, _), tests in missing.items():
-        shown = ", ".join(tests[:3]) + (f" and {len(tests) - 3} more" if len(tests) > 3 else "")
-        lines.append(
-            f"  models.{settings.key}.sites.{name} (asked for by {shown})."
-            + which_is_misspelt(name, settings.sites)
-        )
+    lines += _entry_lines(settings, missing, "asked for by")
     lines.append(
         "Add each as `name: block_output[layer=L, pos=P]`, or fix the name in the align(...) call."
     )
     setup_failed(item.config, "\n".join(lines))
+
+
+def _entry_lines(settings: Any, missing: dict[tuple[str, str], list[str]], verb: str) -> list[str]:
+    """One line per das.yaml entry that tests ask for and das.yaml lacks: the entry, the tests
+    (three, then a count) and das.yaml's closest key."""
+    from das_assert.errors import which_is_misspelt
+
+    lines = []
+    for (name, table), tests in missing.items():
+        shown = ", ".join(tests[:3]) + (f" and {len(tests) - 3} more" if len(tests) > 3 else "")
+        lines.append(
+            f"  models.{settings.key}.{table}.{name} ({verb} {shown})."
+            + which_is_misspelt(name, getattr(settings, table))
+        )
+    return lines
 
 
 def _claim_problems(
