@@ -170,6 +170,8 @@ class AlignmentCache:
         the cache only saves time: the caller keeps the alignment it trained."""
         if not self.writes:
             return
+        if Path(self.directory).is_dir():  # not only pytest's check_usable: Python's callers too
+            _remove_stale_temporaries(Path(self.directory))
         try:
             save_alignment(self.path(key), interchange, manifest)
         except OSError as exc:  # an OutputWriteError, which names the file and the cause

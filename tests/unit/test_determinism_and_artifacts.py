@@ -667,6 +667,15 @@ def test_a_killed_writers_temporary_files_are_removed_after_an_hour(tmp_path: Pa
     AlignmentCache(tmp_path).check_usable()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, entry.name])
     AlignmentCache(tmp_path, "read").check_usable()  # a run that only reads deletes nothing
+    # only pytest's check swept them: run_experiment(cache=) from Python left them for good
+    stale.write_bytes(b"x")
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+    from das_assert.fit import make_interchange
+
+    AlignmentCache(tmp_path).put("new", make_interchange("boundless", 8, 1), {"hypothesis": "h"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [live.name, entry.name, "new.safetensors"]
+    )
 
 
 def test_stale_temporary_cleanup_leaves_other_programs_files_in_the_cache_dir(
