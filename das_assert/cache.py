@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -252,16 +252,25 @@ def training_lock(cache: AlignmentCache | None, key: str) -> Iterator[None]:
             os.close(handle)  # which releases the lock
 
 
+#: Where the line of a run waiting for a lock goes: the process's stderr, or (the pytest plugin
+#: sets it for its session) past pytest's capture of it, which would hold it until the test ends.
+waiting_notice: Callable[[str], None] | None = None
+
+
 def _say_waiting(lock_path: Path) -> None:
-    """One line on the process's own stderr (pytest captures ``sys.stderr`` per test), not a
-    warning: xdist workers wait on each other's alignments as a matter of course."""
+    """One line, not a warning: xdist workers wait on each other's alignments as a matter of
+    course, and a warning made an error would fail them."""
+    text = (
+        f"\ndas_assert: waiting for another run (or xdist worker) that is training this "
+        f"alignment; it holds {lock_path}. If no run is active, a stopped one (Ctrl-Z, a "
+        "debugger) holds it: resume or end it\n"
+    )
+    if waiting_notice is not None:
+        waiting_notice(text)
+        return
     stream = sys.__stderr__
     if stream is not None:
-        stream.write(
-            f"\ndas_assert: waiting for another run (or xdist worker) that is training this "
-            f"alignment; it holds {lock_path}. If no run is active, a stopped one (Ctrl-Z, a "
-            "debugger) holds it: resume or end it\n"
-        )
+        stream.write(text)
         stream.flush()
 
 

@@ -236,7 +236,9 @@ def run_experiment(
         raise InvalidArgument(_unknown_run_keyword(unknown))
     check_run_arguments(model, experiment, config, cache, fitted)
     experiment.check_current()
-    config = config or FitConfig(seed=experiment.seed)  # one seed: data, initialisation, order
+    if config is None:  # a saved alignment's own settings (its method decides the controls);
+        # else one seed for the data, the initialisation and the order
+        config = fitted.config if fitted is not None else FitConfig(seed=experiment.seed)
     resolved = experiment.site.resolve(model.model)
     test = _encoded(model, experiment, "test")
     checked = check_engine(model.model, resolved, test)  # once per model and site

@@ -116,6 +116,11 @@ def parse_method(method: str) -> tuple[str, int | None]:
         raise InvalidArgument(f"method={method!r}: a method's name, one of: {METHODS}")
     if method in ("boundless", "full", "noop"):
         return method, None
-    if method.startswith("das:") and method[4:].isdigit() and int(method[4:]) > 0:
+    if (
+        method.startswith("das:")
+        and method[4:].isascii()
+        and method[4:].isdigit()
+        and int(method[4:]) > 0
+    ):
         return "das", int(method[4:])
     raise InvalidArgument(f"unknown method {method!r}; choose one of: {METHODS}")

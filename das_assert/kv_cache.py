@@ -13,7 +13,6 @@ the model, under either of transformers' names for the cache.
 from __future__ import annotations
 
 import functools
-import inspect
 import weakref
 from typing import Any
 
@@ -30,6 +29,7 @@ from das_assert.cache_layers import (
 )
 from das_assert.data import EncodedPairs
 from das_assert.errors import OutOfDeviceMemory
+from das_assert.forward_signature import cache_keyword, takes_a_kv_cache
 from das_assert.model_state import model_version
 from das_assert.sites import decoder_blocks, last_attention
 from das_assert.transfer import to_device
@@ -82,27 +82,10 @@ def run_model(
             input_ids=to_device(ids, device),
             attention_mask=to_device(mask, device),
             use_cache=use_cache,
-            **{_cache_keyword(type(model)): cache},
+            **{cache_keyword(type(model)): cache},
         )
     except torch.cuda.OutOfMemoryError as exc:
         raise _oom_message(exc, ids.shape[0]) from None
-
-
-_CACHE_KEYWORDS: dict[type[Any], str] = {}  # model class -> its forward's name for the cache
-
-
-def _cache_keyword(model_class: type[Any]) -> str:
-    """The name ``model_class.forward`` takes a KV cache by: ``cache`` from transformers 5.24 on
-    (where ``past_key_values`` is deprecated), ``past_key_values`` before. Read once per class,
-    from the class as it was then: a wrapper put on its ``forward`` later (``*args, **kwargs``)
-    does not change what the model takes."""
-    found = _CACHE_KEYWORDS.get(model_class)
-    if found is None:
-        parameters = inspect.signature(model_class.forward).parameters
-        found = _CACHE_KEYWORDS[model_class] = (
-            "cache" if "cache" in parameters else "past_key_values"
-        )
-    return found
 
 
 def returned_cache(output: Any) -> Any:
@@ -313,6 +296,8 @@ def why_prompts_run_whole(model: Any, tokens: int) -> str | None:
     (``prefix_caching_works``), in words; None where its passes do."""
     if model in _WHOLE_PROMPTS:
         return _WHOLE_PROMPTS[model]
+    if not takes_a_kv_cache(model):
+        return "its forward takes no KV cache: it keeps a state of its own (RWKV, xLSTM)"
     if not keeps_only_attention(model):
         return (
             "its cache keeps a recurrent state (linear-attention or state-space layers), "
@@ -411,7 +396,7 @@ def plain_cache(model: Any) -> bool:
     prefix is cached at all (``prefix_caching_works``: every window at least the prompt), a
     plain ``DynamicCache`` of whole layers (``new_cache``) holds exactly what they would, and
     each of its layers can be cut back to a prefix (``cut_to``) after any pass."""
-    if model in _WHOLE_PROMPTS:
+    if model in _WHOLE_PROMPTS or not takes_a_kv_cache(model):
         return False
     from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 

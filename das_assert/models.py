@@ -247,6 +247,11 @@ def load_model(
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    if not isinstance(trust_remote_code, bool):  # "false" is truthy: it would run the code
+        raise InvalidArgument(
+            f"trust_remote_code={trust_remote_code!r}: True or False (running the model's own "
+            "code is never switched on by a string or a number)"
+        )
     directory = resolve_model_path(path)
     dtype, device, device_map = _checked_placement(dtype, device, device_map)
     config = load_config(directory, trust_remote_code)

@@ -8,6 +8,7 @@ module imports neither torch nor transformers; they load when a ``das`` fixture 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -262,8 +263,29 @@ def das_session(request: pytest.FixtureRequest) -> Any:
     )
     _freeze_the_heap()
     request.config.stash[_FROZE] = True
-    with sharing(prefix_stores=False):
-        yield session
+    from das_assert import cache as cache_module
+
+    cache_module.waiting_notice = _past_the_capture(config)
+    try:
+        with sharing(prefix_stores=False):
+            yield session
+    finally:
+        cache_module.waiting_notice = None
+
+
+def _past_the_capture(config: pytest.Config) -> Any:
+    """A writer to the terminal's stderr that pytest's capture does not hold back: a run
+    waiting for another's cache lock says so while it waits, not after its test."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+
+    def write(text: str) -> None:
+        import sys
+
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            sys.stderr.write(text)
+            sys.stderr.flush()
+
+    return write
 
 
 def _speed_settings(config: pytest.Config) -> dict[str, int]:

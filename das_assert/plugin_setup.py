@@ -79,10 +79,10 @@ def _missing_sites(item: pytest.Item, missing: dict[tuple[str, str], list[str]])
     every alignment of the tests before it had trained)."""
 
     settings = early_settings(item)
-    many = len(missing) > 1
+    sites = f"{len(missing)} sites" if len(missing) > 1 else "a site"
     lines = [
-        f"das_assert setup: {settings.source} has no {f'{len(missing)} sites' if many else 'site'} "
-        "that tests ask for (checked before any alignment trains):"
+        f"das_assert setup: {settings.source} lacks {sites} that tests ask for (checked before "
+        "any alignment trains):"
     ]
     lines += _entry_lines(settings, missing, "asked for by")
     lines.append(

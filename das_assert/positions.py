@@ -121,8 +121,13 @@ def check_distinct_positions(names: Sequence[str | Position], where: str = "posi
     for name in names:
         position = parse_position(name)
         key = (position.anchor, position.edge, position.offset)
-        first = seen.setdefault(key, position.name)
-        if first != position.name:
-            raise InvalidArgument(
-                f"{where}: {first!r} and {position.name!r} name the same token; list it once"
-            )
+        if key not in seen:
+            seen[key] = position.name
+            continue
+        first = seen[key]
+        twice = (
+            f"{first!r} is listed twice"
+            if first == position.name
+            else (f"{first!r} and {position.name!r} name the same token")
+        )
+        raise InvalidArgument(f"{where}: {twice}; list it once")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from das_assert.errors import InvalidArgument
 from das_assert.positions import check_distinct_positions
 from das_assert.sharing import sharing
 from das_assert.sites import Site
@@ -88,7 +89,15 @@ def search(
     come from one pass (those of later positions kept on the CPU until their cells run), and
     one prefix KV store serves every cell (each position a view of it), where it fits.
     """
+    layers = list(layers)
+    if isinstance(positions, str) or not positions or not layers:
+        raise InvalidArgument(
+            f"search needs at least one layer and a list of positions, not layers={layers!r}, "
+            f"positions={positions!r}"
+        )
     check_distinct_positions(positions)
+    if len(set(layers)) != len(layers):  # the same cell twice, the second overwriting it
+        raise InvalidArgument(f"layers={layers} lists a layer twice; list it once")
     results = {}
     grid = [[Site(layer, position, component) for layer in layers] for position in positions]
     cells = [site for sites in grid for site in sites]
@@ -109,8 +118,6 @@ def search_record(grid: SearchGrid) -> dict[str, Any]:
     cell's numbers: IIA with n, Wilson interval and seed, its controls, the task accuracy and
     the learned boundary."""
     if not isinstance(grid, SearchGrid):
-        from das_assert.errors import InvalidArgument
-
         raise InvalidArgument(
             f"record_search takes the SearchGrid that das_assert.search.search returned, not "
             f"{type(grid).__name__}"

@@ -98,7 +98,7 @@ class Site(KeywordsChecked):
         if self.component not in COMPONENTS:
             raise InvalidArgument(
                 f"unknown component {self.component!r}; known: {', '.join(COMPONENTS)}."
-                + did_you_mean(self.component, COMPONENTS)
+                + did_you_mean(str(self.component), COMPONENTS)
             )
         object.__setattr__(self, "position", parse_position(self.position).name)
 

@@ -154,7 +154,7 @@ def register_causal_model(
     )
     if before is not None and not same and not replace:
         raise InvalidArgument(
-            f"{name!r} is already registered, by {before.where}, with other mechanisms or "
+            f"{name!r} is already registered, by {_shown(before.where)}, with other mechanisms or "
             "intervened variables; give one of them another name, or pass replace=True to "
             "redefine it (a notebook re-running its cell)"
         )
@@ -167,15 +167,22 @@ def register_causal_model(
 
 def _call_site(frame: Any) -> str:
     """Where a registration comes from: ``file:line`` of the call, and where a helper function
-    made it, of each caller up to the module that ran it (``helpers.py:5 <- test_a.py:3``).
-    Two files calling one helper are then two places, not the same call run again."""
+    made it, of each caller up to the module that ran it (``helpers.py:5 <- test_a.py:3``;
+    from inside a fixture, through pytest's own frames). Two files calling one helper, however
+    deep, are then two places, not the same call run again."""
     places: list[str] = []
-    while frame is not None and len(places) < 4:  # a fixture's call: not pytest's own frames
+    while frame is not None and len(places) < 64:  # up to the module that ran it
         places.append(f"{frame.f_code.co_filename}:{frame.f_lineno}")
         if frame.f_code.co_name == "<module>":
             break
         frame = frame.f_back
     return " <- ".join(places)
+
+
+def _shown(where: str) -> str:
+    """A registration's place for a message: the call and its caller, not pytest's frames."""
+    places = where.split(" <- ")
+    return " <- ".join(places[:2]) + (" <- ..." if len(places) > 2 else "")
 
 
 def import_causal_models(paths: Sequence[str | Path]) -> list[str]:

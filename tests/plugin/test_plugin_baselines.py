@@ -949,3 +949,38 @@ def test_a_claim_gone_from_a_file_given_fails_the_gate_though_other_files_were_n
     result = _run(project, *base, "--das-compare=v1", "suite/test_a.py")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*das: FAILED: 1 claim of * not judged by this complete run*"])
+
+
+WAITS_FOR_A_LOCK = """
+import subprocess
+import sys
+import time
+
+from das_assert.cache import AlignmentCache, training_lock
+
+HOLD = (
+    "import fcntl, os, sys, time; h = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+    "fcntl.flock(h, fcntl.LOCK_EX); print('held', flush=True); time.sleep(2)"
+)
+
+
+def test_waits(das_session, tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(tmp_path / "k.lock")], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline() == "held\\n"
+    with training_lock(AlignmentCache(tmp_path), "k"):
+        pass
+    holder.wait()
+"""
+
+
+def test_a_run_waiting_for_a_cache_lock_says_so_past_pytests_capture(
+    project: pytest.Pytester,
+) -> None:
+    # the line went to sys.__stderr__, which pytest's capture of fd 2 held until the test ended
+    # (and dropped, the test passing): the run looked hung, as before the line existed
+    project.makepyfile(test_wait=WAITS_FOR_A_LOCK)
+    result = _run(project, "--das-cache=off", "test_wait.py", subprocess=True)
+    result.assert_outcomes(passed=1)
+    assert "das_assert: waiting for another run (or xdist worker)" in result.stderr.str()

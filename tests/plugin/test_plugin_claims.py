@@ -519,7 +519,7 @@ def test_a_site_a_fixture_asks_for_and_das_yaml_lacks_stops_the_run_before_any_t
     assert fits == []
     result.stdout.fnmatch_lines(
         [
-            "*das_assert setup: *das.yaml has no site that tests ask for (checked before any "
+            "*das_assert setup: *das.yaml lacks a site that tests ask for (checked before any "
             "alignment trains):",
             "  models.tiny.sites.boundry (asked for by test_sites.py::test_second). das.yaml has "
             "'boundary', the closest key*",

@@ -196,7 +196,7 @@ def test_a_run_stopped_at_setup_says_why_in_its_reports(project: pytest.Pytester
     run = json.loads((project.path / "out" / "report.json").read_text())["run"]
     assert run["exit_code"] == "USAGE_ERROR"
     assert run["complete"] is False
-    assert run["setup_error"].startswith("das_assert setup: das.yaml has no site that tests ")
+    assert run["setup_error"].startswith("das_assert setup: das.yaml lacks a site that tests ")
     summary = (project.path / "out" / "summary.md").read_text()
     assert "**Stopped at setup**" in summary
     assert run["setup_error"] in summary

@@ -73,6 +73,8 @@ FAST_PATH = (
 WINDOWED = ("mistral", "gemma2", "gemma3_text", "gpt_oss", "llama4_text")
 # Types whose cache keeps a recurrent state (linear attention, state-space layers).
 WHOLE_PROMPTS = ("falcon_h1", "qwen3_next", "recurrent_gemma", "mamba")
+# Types whose forward takes no transformers KV cache: RWKV's state, xLSTM's own cache class.
+OWN_STATE = ("rwkv", "xlstm")
 
 _SMALL = {
     "hidden_size": 32,
@@ -98,6 +100,7 @@ _SMALL = {
     "num_experts_per_tok": 2,
     "moe_intermediate_size": 16,
     "shared_expert_intermediate_size": 16,
+    "attention_hidden_size": 32,  # rwkv
 }
 _PER_TYPE: dict[str, dict[str, Any]] = {
     "gpt_neo": {"attention_types": [[["global", "local"], 1], [["global"], 1]], "window_size": 64},
@@ -183,7 +186,7 @@ def _check_and_compare(loaded: Any, *, fast: bool) -> None:
         checked = check_engine(loaded.model, site, encoded)
     assert checked.whole_prompts is not fast
     if not fast:  # whole prompts from the start, and the record says why
-        assert "recurrent state" in checked.why
+        assert "recurrent state" in checked.why or "a state of its own" in checked.why
         assert kv_cache.whole_prompts_only(loaded.model) is None  # no fallback
     assert kv_cache.prefix_caching_works(loaded.model, encoded.base_ids.shape[1]) is fast
     assert checked.cached_vs_plain <= checked.tolerance
@@ -269,6 +272,18 @@ def test_a_fit_on_the_fast_path_evaluates_as_whole_prompts_do(
     whole = evaluate(loaded.model, fitted, test, batch_size=8, prefix_cache=False)
     for field in ("predicted", "base_predicted", "random_predicted"):
         assert torch.equal(getattr(fast, field), getattr(whole, field)), field
+
+
+@pytest.mark.parametrize("model_type", OWN_STATE)
+def test_a_type_that_keeps_a_state_of_its_own_runs_whole_prompts_from_the_start(
+    model_of: Any, model_type: str
+) -> None:
+    # `das_assert check` and `fit` stopped with a traceback (exit 3) in the shared preamble's
+    # pass: a DynamicCache built from their config looked plain, and their forward took none
+    loaded = model_of(model_type)
+    why = kv_cache.why_prompts_run_whole(loaded.model, 79)
+    assert why == "its forward takes no KV cache: it keeps a state of its own (RWKV, xLSTM)"
+    _check_and_compare(loaded, fast=False)
 
 
 @pytest.mark.parametrize("model_type", WHOLE_PROMPTS)

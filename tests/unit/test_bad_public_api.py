@@ -488,3 +488,45 @@ def test_price_format_answers_as_a_list_are_the_pair() -> None:
     fmt = PriceFormat(answers=["True", "False"])
     assert fmt == PriceFormat(answers=("True", "False"))
     assert hash(fmt) == hash(PriceFormat(answers=("True", "False")))
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (  # "false" is truthy: the model's own code ran
+            lambda: load_model("embedded", trust_remote_code="false"),
+            r"trust_remote_code='false': True or False",
+        ),
+        (lambda: FitConfig(method="das:²"), r"unknown method 'das:²'"),  # a ValueError from int()
+        (lambda: Site(0, "last", None), r"unknown component None"),  # a TypeError
+        (  # the same cell trained twice, the second result overwriting the first
+            lambda: __import__("das_assert.search").search.search(
+                lambda *a: None, "left_boundary", layers=[0], positions=["last", "last"]
+            ),
+            r"positions: 'last' is listed twice",
+        ),
+        (
+            lambda: __import__("das_assert.search").search.search(
+                lambda *a: None, "left_boundary", layers=[0, 0], positions=["last"]
+            ),
+            r"layers=\[0, 0\] lists a layer twice",
+        ),
+        (  # best() of an empty grid was a ValueError from max()
+            lambda: __import__("das_assert.search").search.search(
+                lambda *a: None, "left_boundary", layers=[], positions=["last"]
+            ),
+            r"search needs at least one layer",
+        ),
+    ],
+    ids=[
+        "trust-remote-code-text",
+        "das-superscript",
+        "component-none",
+        "positions-twice",
+        "layers-twice",
+        "no-layers",
+    ],
+)
+def test_more_bad_arguments_found_by_a_reviewer_are_one_clear_error(call: Any, match: str) -> None:
+    with pytest.raises(InvalidArgument, match=match):
+        call()

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from das_assert.claim_scan import assertion_calls, claimless_calls, literal_claims
+import pytest
+
+from das_assert.claim_scan import assertion_calls, claimless_calls, literal_claims, site_names
 
 
 def a_test(das: Any, result: Any, name: str, options: dict) -> None:
@@ -35,3 +37,27 @@ def test_claimless_calls_names_each_assertion_without_a_claim() -> None:
 def test_a_source_that_cannot_be_read_has_no_calls() -> None:
     assert assertion_calls(len) == []
     assert assertion_calls(None) == []
+
+
+def fixture_sites(das_session: Any, other: Any, site: str) -> None:
+    das_session.align("left_boundary", "boundary")
+    das_session.align("left_boundary", site="control")
+    das_session.align("left_boundary", "block_output[layer=0, pos=last]")  # written out
+    das_session.align("left_boundary", site)  # a variable: left to the run
+    other.align("left_boundary", "not_a_das_yaml_site")  # another object's align
+    with pytest.raises(KeyError):  # expected to fail: no reason to stop the run
+        das_session.align("left_boundary", "nosuch")
+
+
+def guarded_by_das_yaml(das_session: Any) -> None:
+    if "deep" not in das_session.settings.sites:
+        pytest.skip("this model's entry has no deep site")
+    das_session.align("left_boundary", "deep")
+
+
+def test_site_names_are_the_literal_das_yaml_names_that_align_calls_ask_for() -> None:
+    # a reviewer's cases: names inside pytest.raises, or asked for only where das.yaml has them,
+    # stopped the whole run before any test
+    assert site_names(fixture_sites) == ["boundary", "control"]
+    assert site_names(guarded_by_das_yaml) == []
+    assert site_names(len) == []

@@ -47,3 +47,16 @@ def test_a_file_for_another_width_or_no_model_is_refused(tiny_llama: Any, tmp_pa
         load_fitted(path, load_model())  # the embedded model is 128 wide, this file 32
     with pytest.raises(AlignmentFileError):
         load_fitted(tmp_path / "missing.safetensors", tiny_llama)
+
+
+def test_a_saved_alignment_scored_again_keeps_its_own_fit_settings(
+    tiny_llama: Any, tmp_path: Path
+) -> None:
+    # without config= the result took the default FitConfig: method boundless, epochs 3, and for
+    # a `full` alignment the random-rotation control, which changed its verdict
+    config = FitConfig(method="full", epochs=1, batch_size=8)
+    result = run_experiment(tiny_llama, experiment(), config)
+    fitted = load_fitted(result.save(tmp_path / "full.safetensors"), tiny_llama)
+    again = run_experiment(tiny_llama, experiment(), fitted=fitted)
+    assert again.to_dict()["fit"] == result.to_dict()["fit"]
+    assert again.controls == result.controls == ("noop",)
