@@ -180,9 +180,9 @@ def _call_site(frame: Any) -> str:
 
 
 def _shown(where: str) -> str:
-    """A registration's place for a message: the call and its caller, not pytest's frames."""
+    """A registration's place for a message: the call, and the module that made it."""
     places = where.split(" <- ")
-    return " <- ".join(places[:2]) + (" <- ..." if len(places) > 2 else "")
+    return places[0] if len(places) == 1 else f"{places[0]} <- ... <- {places[-1]}"
 
 
 def import_causal_models(paths: Sequence[str | Path]) -> list[str]:

@@ -306,7 +306,19 @@ SHARED_HELPER = """
 from das_assert import CausalModel, register_causal_model
 
 
-def at_least(name, cents):
+def at_least(name, cents):  # through helpers of helpers: a chain cut at four calls matched
+    return _checked(name, cents)
+
+
+def _checked(name, cents):
+    return _built(name, cents)
+
+
+def _built(name, cents):
+    return _registered(name, cents)
+
+
+def _registered(name, cents):
     return register_causal_model(
         CausalModel(
             name=name,
