@@ -280,6 +280,10 @@ def test_a_type_that_keeps_a_state_of_its_own_runs_whole_prompts_from_the_start(
 ) -> None:
     # `das_assert check` and `fit` stopped with a traceback (exit 3) in the shared preamble's
     # pass: a DynamicCache built from their config looked plain, and their forward took none
+    import transformers
+
+    if model_type == "xlstm" and int(transformers.__version__.split(".")[0]) < 5:
+        pytest.skip("4.57's xLSTM fails its own chunked forward (it calls a tensor)")
     loaded = model_of(model_type)
     why = kv_cache.why_prompts_run_whole(loaded.model, 79)
     assert why == "its forward takes no KV cache: it keeps a state of its own (RWKV, xLSTM)"
