@@ -5,6 +5,7 @@ each ``das.assert_*`` call names, the calls that name none, and the das.yaml sit
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import textwrap
 from typing import Any
@@ -23,12 +24,19 @@ CLAIM_TABLES = {
 Calls = list[tuple[str, dict[str | None, ast.expr]]]
 
 
+@functools.lru_cache(maxsize=64)  # a test's function is read for its claims, then its sites
+def _parsed(function: Any) -> ast.AST | None:
+    """``function``'s source, parsed; None where it cannot be read."""
+    try:
+        return ast.parse(textwrap.dedent(inspect.getsource(function)))
+    except (OSError, TypeError, SyntaxError):
+        return None
+
+
 def assertion_calls(function: Any) -> Calls:
     """``(method, keywords)`` of each ``<x>.assert_*(...)`` call in ``function``'s source (read
     and parsed once, for both questions below); none where the source cannot be read."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
-    except (OSError, TypeError, SyntaxError):
+    if (tree := _parsed(function)) is None:
         return []
     return [
         (node.func.attr, {k.arg: k.value for k in node.keywords})
@@ -71,11 +79,10 @@ def site_names(function: Any) -> list[str]:
     Not those a test expects to fail (inside ``with pytest.raises(...)``), and none of a
     function that reads das.yaml's sites itself (``if "deep" in das_session.settings.sites``:
     it asks only for what the model's entry has)."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
-    except (OSError, TypeError, SyntaxError):
-        return []
-    if any(isinstance(node, ast.Attribute) and node.attr == "sites" for node in ast.walk(tree)):
+    tree = _parsed(function)
+    if tree is None or any(
+        isinstance(node, ast.Attribute) and node.attr == "sites" for node in ast.walk(tree)
+    ):
         return []
     expected_to_fail = {
         id(inner)

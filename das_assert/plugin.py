@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -279,8 +280,6 @@ def _past_the_capture(config: pytest.Config) -> Any:
     capture = config.pluginmanager.getplugin("capturemanager")
 
     def write(text: str) -> None:
-        import sys
-
         with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
             sys.stderr.write(text)
             sys.stderr.flush()

@@ -26,7 +26,6 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "check_schema",
-    "is_a_stream",
     "output_path_problem",
     "read_json_checked",
     "unreadable_text",
@@ -56,7 +55,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             permission); an earlier file at ``path`` is left as it was.
     """
     path = Path(path)
-    if is_a_stream(path):  # renamed over, /dev/null would become a file holding the report
+    if _is_a_stream(path):  # renamed over, /dev/null would become a file holding the report
         try:
             with open(path, "wb") as handle:
                 handle.write(data)
@@ -111,7 +110,7 @@ def output_path_problem(path: Path, *, directory: bool = False) -> str | None:
     in (probed by creating and removing a scratch file there). The reason reads after the path.
     """
     path = Path(path)
-    if not directory and is_a_stream(path):
+    if not directory and _is_a_stream(path):
         return None  # written into, as the shell's > does
     if _through_proc(path):
         return (
@@ -141,7 +140,7 @@ def output_path_problem(path: Path, *, directory: bool = False) -> str | None:
     return None
 
 
-def is_a_stream(path: Path) -> bool:
+def _is_a_stream(path: Path) -> bool:
     """Whether ``path`` is (or links to) a device, pipe or socket: ``/dev/null``, or
     ``/dev/stdout`` where stdout is a pipe. Such a path is written into, not renamed over."""
     try:
