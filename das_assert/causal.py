@@ -79,12 +79,23 @@ class CausalModel(KeywordsChecked):
     order: tuple[str, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.inputs, str) or not all(isinstance(n, str) for n in self.inputs):
+        if (
+            isinstance(self.inputs, str)
+            or not isinstance(self.inputs, (tuple, list))
+            or not all(isinstance(n, str) for n in self.inputs)
+        ):
             raise InvalidArgument(
                 f"{self.name}: inputs={self.inputs!r} must be a list of names, such as "
                 "('lo', 'hi', 'x')"
             )
         object.__setattr__(self, "inputs", tuple(self.inputs))
+        if not isinstance(self.mechanisms, Mapping) or not all(
+            isinstance(n, str) for n in self.mechanisms
+        ):
+            raise InvalidArgument(
+                f"{self.name}: mechanisms={self.mechanisms!r} must map each variable's name to "
+                "its function, such as {'s': lambda x, y: x + y}"
+            )
         object.__setattr__(self, "mechanisms", dict(self.mechanisms))
         clash = sorted(set(self.inputs) & set(self.mechanisms))
         if clash:

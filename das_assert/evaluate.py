@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from das_assert import sharing
+from das_assert.arg_types import MAX_SEED
 from das_assert.data import EncodedPairs, PromptPair
 from das_assert.errors import InvalidArgument, OutOfDeviceMemory, PreconditionFailed
 from das_assert.featurizers import Interchange
@@ -27,6 +28,7 @@ from das_assert.model_state import model_version
 from das_assert.prefix_store import PrefixStore, first_layer_needed
 from das_assert.runner import BaseRun, answer_logits, shared_source_vectors, tail_blocks
 from das_assert.transfer import to_device
+from das_assert.values import is_integer
 
 __all__ = ["Evaluation", "base_answers", "evaluate"]
 
@@ -184,6 +186,15 @@ class Evaluation:
         return records
 
 
+def _check_evaluation_arguments(seed: object, batch_size: object) -> None:
+    """One clear error for a seed or batch size of the wrong kind (a seed given as a string
+    failed at the random-rotation control, after the whole intervened pass)."""
+    if not is_integer(seed) or not 0 <= int(seed) <= MAX_SEED:  # type: ignore[call-overload]
+        raise InvalidArgument(f"seed={seed!r}: use an integer 0 to {MAX_SEED}")
+    if not is_integer(batch_size) or int(batch_size) < 1:  # type: ignore[call-overload]
+        raise InvalidArgument(f"batch_size={batch_size!r}: a number of pairs, at least 1")
+
+
 @torch.no_grad()
 def evaluate(
     model: Any,
@@ -213,6 +224,7 @@ def evaluate(
     passes of a model that cannot do the task are never run. An evaluation that passes the gate
     is the one it would have been without it.
     """
+    _check_evaluation_arguments(seed, batch_size)
     started = time.perf_counter()
     while True:
         try:

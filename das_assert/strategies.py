@@ -170,7 +170,7 @@ def instructions(*, pool: tuple[str, ...] = HELD_OUT_INSTRUCTIONS, grammar: bool
 
     Shrinks toward the default instruction, then the pool in order.
     """
-    options = [st.just(DEFAULT_INSTRUCTION), st.sampled_from(pool)]
+    options = [st.just(DEFAULT_INSTRUCTION), st.sampled_from(_checked_pool("instructions", pool))]
     if grammar:
         options.append(_grammar_instructions())
     return st.one_of(*options)
@@ -178,10 +178,28 @@ def instructions(*, pool: tuple[str, ...] = HELD_OUT_INSTRUCTIONS, grammar: bool
 
 def contexts(*, pool: tuple[str, ...] = HELD_OUT_PREFIXES, max_sentences: int = 3) -> Any:
     """Irrelevant context: nothing, or 1..max_sentences sentences from ``pool``. Shrinks to ""."""
+    if isinstance(max_sentences, bool) or not isinstance(max_sentences, int) or max_sentences < 1:
+        raise InvalidArgument(
+            f"contexts(max_sentences={max_sentences!r}): an integer of at least 1 (for no "
+            'context at all, use st.just("") instead of contexts())'
+        )
+    pool = _checked_pool("contexts", pool)
     return st.one_of(
         st.just(""),
         st.lists(st.sampled_from(pool), min_size=1, max_size=max_sentences).map(" ".join),
     )
+
+
+def _checked_pool(strategy: str, pool: Any) -> tuple[str, ...]:
+    """``pool`` as a tuple of strings, or one error that names the strategy (a bare string would
+    be sampled a character at a time, and an empty pool fails deep inside hypothesis)."""
+    if isinstance(pool, str):
+        raise InvalidArgument(f"{strategy}(pool={pool!r}): a tuple of strings, such as ({pool!r},)")
+    if not isinstance(pool, (tuple, list)) or not pool:
+        raise InvalidArgument(f"{strategy}(pool={pool!r}): a non-empty tuple of strings")
+    if not all(isinstance(text, str) for text in pool):
+        raise InvalidArgument(f"{strategy}(pool=...): every entry must be a string")
+    return tuple(pool)
 
 
 @st.composite

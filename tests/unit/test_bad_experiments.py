@@ -289,6 +289,22 @@ CASES = [
         r"\['left'\]",
         id="result.evaluate_on(<pairs of another causal model>)",
     ),
+    pytest.param(
+        lambda c: run_experiment(
+            c.llama,
+            tiny_experiment(n_train=8, n_test=16, min_task_accuracy=0.0),
+            FitConfig(epochs=1, batch_size=8),
+        ).evaluate_on(prompt_pairs("left_boundary", 4, seed=1), seed="1"),  # type: ignore[arg-type]
+        InvalidArgument,
+        r"seed='1': use an integer 0 to 4294967295",
+        id="result.evaluate_on(seed='1')",
+    ),
+    pytest.param(
+        lambda c: evaluate(None, None, None, batch_size=0),  # type: ignore[arg-type]
+        InvalidArgument,
+        r"batch_size=0: a number of pairs, at least 1",
+        id="evaluate(batch_size=0)",
+    ),
     # -- training that cannot go on
     pytest.param(
         fit_with_nan_weights,

@@ -403,3 +403,26 @@ def test_inputs_written_as_one_string_are_refused() -> None:
             mechanisms={"answer": lambda lo, x: x >= lo},
             output="answer",
         )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("inputs", None, r"inputs=None must be a list of names"),
+        ("mechanisms", None, r"mechanisms=None must map each variable's name to its function"),
+        ("mechanisms", [("answer", min)], r"must map each variable's name to its function"),
+    ],
+)
+def test_inputs_or_mechanisms_of_the_wrong_kind_are_one_clear_error(
+    field: str, value: object, message: str
+) -> None:
+    # Both were a TypeError from iterating None ("'NoneType' object is not iterable").
+    arguments: dict = {
+        "name": "wrong_kind",
+        "inputs": ("lo", "x"),
+        "mechanisms": {"answer": lambda lo, x: x >= lo},
+        "output": "answer",
+    }
+    arguments[field] = value
+    with pytest.raises(InvalidArgument, match=message):
+        CausalModel(**arguments)

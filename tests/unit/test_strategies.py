@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.vendor.pretty import pretty
 
 from das_assert.errors import InvalidArgument
-from das_assert.strategies import PromptVariant, brackets, instructions, prompt_variants
+from das_assert.strategies import PromptVariant, brackets, contexts, instructions, prompt_variants
 from das_assert.tasks.phrasings import TRAIN_INSTRUCTIONS
 
 
@@ -321,3 +321,22 @@ def test_drawn_variants_never_put_an_amount_outside_what_a_prompt_writes(
 def test_the_instruction_grammar_writes_no_training_phrasing(instruction: str) -> None:
     # the grammar wrote one of the embedded model's training instructions, counted as held out
     assert instruction not in TRAIN_INSTRUCTIONS
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: contexts(max_sentences=0), r"contexts\(max_sentences=0\): an integer of at least"),
+        (lambda: contexts(pool=()), r"contexts\(pool=\(\)\): a non-empty tuple of strings"),
+        (lambda: instructions(pool=()), r"instructions\(pool=\(\)\): a non-empty tuple"),
+        (lambda: contexts(pool="Prices vary."), r"a tuple of strings, such as \('Prices vary.',\)"),
+        (lambda: instructions(pool=("ok {low} {high}", 3)), r"every entry must be a string"),
+    ],
+)
+def test_a_strategy_given_an_empty_or_wrong_pool_is_refused_by_name(
+    make: Callable[[], Any], message: str
+) -> None:
+    # hypothesis refused the first two only when a draw was made, naming its own internals
+    # ("Cannot have max_size=0 < min_size=1"); a bare string was sampled a character at a time.
+    with pytest.raises(InvalidArgument, match=message):
+        make()
