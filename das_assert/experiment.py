@@ -8,6 +8,7 @@ interval, site, seed, baselines, the pairs themselves) and judges the frozen ali
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +18,13 @@ from das_assert.arg_types import MAX_SEED
 from das_assert.cache import AlignmentCache, cache_key, training_lock
 from das_assert.data import EncodedPairs, PromptPair, TokenizedPairs, encode, tokenize
 from das_assert.engine_check import check_engine
-from das_assert.errors import InvalidArgument, KeywordsChecked, PreconditionFailed, did_you_mean
+from das_assert.errors import (
+    ConfigError,
+    InvalidArgument,
+    KeywordsChecked,
+    PreconditionFailed,
+    did_you_mean,
+)
 from das_assert.evaluate import base_answers, evaluate
 from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
 from das_assert.metrics import beside, check_threshold
@@ -368,6 +375,12 @@ def check_run_arguments(model: Any, experiment: Any, config: Any, cache: Any, fi
         raise InvalidArgument(
             f"cache={cache!r}: an AlignmentCache, not {type(cache).__name__}, e.g. "
             "das_assert.cache.AlignmentCache(Path('.das_cache'))"
+        )
+    if cache is not None and not cache.writes and not Path(cache.directory).is_dir():
+        raise ConfigError(
+            f"AlignmentCache(mode={cache.mode!r}): its directory {cache.directory} does not "
+            "exist, so there is nothing to read and the alignment would train unseen; give the "
+            "directory a run wrote, or mode='readwrite'"
         )
     if fitted is not None and not isinstance(fitted, FittedAlignment):
         raise InvalidArgument(

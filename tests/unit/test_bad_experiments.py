@@ -8,9 +8,11 @@ import pytest
 import torch
 from bad_inputs_support import EXAMPLE, Call, Ctx, assert_one_clear_das_error
 
+from das_assert.cache import AlignmentCache
 from das_assert.causal import CausalModel
 from das_assert.data import encode
 from das_assert.errors import (
+    ConfigError,
     DasError,
     InvalidArgument,
     OutOfDeviceMemory,
@@ -298,6 +300,17 @@ CASES = [
         InvalidArgument,
         r"seed='1': use an integer 0 to 4294967295",
         id="result.evaluate_on(seed='1')",
+    ),
+    pytest.param(
+        lambda c: run_experiment(
+            c.llama,
+            tiny_experiment(n_train=8, n_test=16),
+            cache=AlignmentCache(c.tmp_path / "never_written", mode="read"),
+        ),
+        ConfigError,
+        r"AlignmentCache\(mode='read'\): its directory .*never_written does not exist, so there "
+        r"is nothing to read and the alignment would train unseen",
+        id="run_experiment(cache=AlignmentCache(<missing directory>, mode='read'))",
     ),
     pytest.param(
         lambda c: evaluate(None, None, None, batch_size=0),  # type: ignore[arg-type]
