@@ -228,10 +228,16 @@ def compare_entries(
             if None not in seeds and seeds[0] != seeds[1]
             else ""
         )
+        thresholds = a.get("threshold"), b.get("threshold")
+        other_threshold = (  # a verdict that flipped with it need not have moved at all
+            f" (threshold {thresholds[0]} -> {thresholds[1]}: the claim's bar moved)"
+            if None not in thresholds and thresholds[0] != thresholds[1]
+            else ""
+        )
         lines.append(
             f"| {label} | `{site}`{_methods(a, b)} | {_iia_with_interval(a)} | "
-            f"{_iia_with_interval(b)} | "
-            f"{b['iia'] - a['iia']:+.3f} | {'; '.join(failures) or 'ok'}{other_seed} |"
+            f"{_iia_with_interval(b)} | {b['iia'] - a['iia']:+.3f} | "
+            f"{'; '.join(failures) or 'ok'}{other_seed}{other_threshold} |"
         )
     return "\n".join(lines) + "\n", counts
 

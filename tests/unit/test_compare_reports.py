@@ -588,3 +588,19 @@ def test_compare_names_a_cpu_thread_count_or_dtype_that_rounds_otherwise(
     )
     assert main(["compare", str(tmp_path / "new.json"), str(tmp_path / "new.json")]) == 0
     assert "note:" not in capsys.readouterr().out
+
+
+def test_a_verdict_that_flipped_with_its_threshold_names_the_threshold_change(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # das.yaml raised the claim's bar from 0.7 to 0.85: the same IIA now fails. The row said
+    # only "the claim held in OLD and fails in NEW", as if the model had changed.
+    held = {**_cli_record(LAST, 0.80), "threshold": 0.7, "expected_verdict": "aligned"}
+    old = _report(tmp_path / "old.json", {**held, "verdict": "aligned", "passed": True})
+    new = _report(
+        tmp_path / "new.json",
+        {**held, "threshold": 0.85, "verdict": "not_aligned", "passed": False},
+    )
+    assert main(["compare", str(old), str(new), "--fail", "iia:0.05"]) == 1
+    row = next(line for line in capsys.readouterr().out.splitlines() if "held in OLD" in line)
+    assert row.endswith("(threshold 0.7 -> 0.85: the claim's bar moved) |")
