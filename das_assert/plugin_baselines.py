@@ -234,10 +234,15 @@ class BaselineReporting:
         deltas, and with two baselines of one name saved, which one was the reference?"""
         compared: dict[str, int] = {}
         models: dict[str, dict[str, Any]] = {}  # the model block of a claim compared with each
+        other_seeds: dict[tuple[Any, Any], int] = {}  # (baseline's seed, run's) -> claims
         for record in self.records:
-            if path := (record.get("baseline") or {}).get("path"):
+            base = record.get("baseline") or {}
+            if path := base.get("path"):
                 compared[path] = compared.get(path, 0) + 1
                 models.setdefault(path, record.get("model") or {})
+                seeds = (base.get("seed"), record.get("seed"))
+                if None not in seeds and seeds[0] != seeds[1]:
+                    other_seeds[seeds] = other_seeds.get(seeds, 0) + 1
         # Read only when a baseline was compared: it imports torch, which a run without das tests
         # (a pytester run in-process, a plain test file) never needed.
         here = self._environment() if compared else {}
@@ -248,6 +253,13 @@ class BaselineReporting:
                 from das_assert.baseline import ROUNDING_EFFECT
 
                 self.notes.append(f"das: that baseline was saved with {differs}: {ROUNDING_EFFECT}")
+        for (then, now), count in sorted(other_seeds.items(), key=str):
+            # a failing claim says so in its message; a passing one was silent about it
+            self.notes.append(
+                f"das: {count} claim{'' if count == 1 else 's'} compared with a baseline saved "
+                f"under seed {then} ran under seed {now}: IIA moves with the seed, so the "
+                "tolerances must allow for it (python3 -m das_assert.stability shows by how much)"
+            )
 
     def _judge_baseline_coverage(
         self, session: pytest.Session, complete: bool, selection: str | None

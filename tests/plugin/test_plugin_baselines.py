@@ -371,6 +371,12 @@ def test_a_regression_names_the_seeds_and_ends_with_a_reproduce_line(
             "*--das-compare=b/embedded/0001_v1.json *",
         ]
     )
+    # A claim that passes its gate under another seed than its baseline's said nothing of it.
+    passing = pytester.runpytest_subprocess("--das-compare=v1", "--das-compare-fail=iia:0.5", *args)
+    passing.assert_outcomes(passed=1)
+    passing.stdout.fnmatch_lines(
+        ["*das: 1 claim compared with a baseline saved under seed 7 ran under seed 0: IIA moves*"]
+    )
 
 
 @pytest.mark.parametrize("inconclusive", ["pass", "xfail"])
