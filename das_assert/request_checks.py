@@ -83,6 +83,7 @@ def check_pairs(pairs: Any, result: Any) -> None:
     model = causal_model(hypothesis)
     boxes = result.variable_names
     head, _, tail = result.experiment.fmt.wrapper_parts()
+    words: dict[bool, str] = {}  # the causal model's output -> the answer word the pairs give
     for pair in pairs:
         inputs = pair.inputs
         if not inputs:  # built by hand: nothing to check them against
@@ -100,14 +101,29 @@ def check_pairs(pairs: Any, result: Any) -> None:
                 f"these pairs intervene on {variable!r}, but {hypothesis}'s alignment has a box "
                 f"for each of {list(boxes)}: {made}"
             )
-        changes = model.counterfactual(
-            inputs["base"], inputs["source"], intervene=[variable]
-        ) != model.output_of(inputs["base"])
-        if changes != (pair.expected != pair.base_expected):
+        factual = model.output_of(inputs["base"])
+        intervened = model.counterfactual(inputs["base"], inputs["source"], intervene=[variable])
+        if (intervened != factual) != (pair.expected != pair.base_expected):
             raise InvalidArgument(
                 f"these pairs are labelled by another causal model than {hypothesis!r} (base "
                 f"{inputs['base']}, source {inputs['source']}): {made}"
             )
+        for value, word in ((factual, pair.base_expected), (intervened, pair.expected)):
+            if words.setdefault(bool(value), word) != word:
+                raise InvalidArgument(
+                    f"these pairs answer both {words[bool(value)]!r} and {word!r} where "
+                    f"{hypothesis}'s output is {bool(value)} (base {inputs['base']}): labels "
+                    f"edited or mixed from two formats; {made}"
+                )
+    fmt_words = dict(zip((True, False), result.experiment.fmt.answers, strict=True))
+    if set(words.values()) <= set(fmt_words.values()) and any(
+        fmt_words[value] != word for value, word in words.items()
+    ):
+        raise InvalidArgument(
+            f"these pairs answer {words.get(True)!r} where {hypothesis}'s output is True, but "
+            f"the alignment's format answers {fmt_words[True]!r} (its answers: true one first): "
+            f"the labels are swapped; {made}"
+        )
 
 
 def check_align_arguments(site: Any, config: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ from bad_inputs_support import EXAMPLE, Call, Ctx, assert_one_clear_das_error
 
 from das_assert.cache import AlignmentCache
 from das_assert.causal import CausalModel
-from das_assert.data import encode
+from das_assert.data import PromptPair, encode
 from das_assert.errors import (
     ConfigError,
     DasError,
@@ -41,6 +42,29 @@ def model_with_an_unused_variable() -> CausalModel:
 
 def mechanism_with_star_args(*values: int) -> int:
     return sum(values)
+
+
+def tiny_result(ctx: Ctx) -> Any:
+    return run_experiment(
+        ctx.llama,
+        tiny_experiment(n_train=8, n_test=16, min_task_accuracy=0.0),
+        FitConfig(epochs=1, batch_size=8),
+    )
+
+
+def relabelled(*, swap_every: int) -> list[PromptPair]:
+    """left_boundary's pairs with the answers of every pair swapped (``swap_every=1``), or of
+    the first pair only (0): a swap keeps whether the intervention changes the answer."""
+    swap = {"Yes": "No", "No": "Yes"}
+    pairs = prompt_pairs("left_boundary", 16, seed=1)
+    return [
+        dataclasses.replace(
+            pair, expected=swap[pair.expected], base_expected=swap[pair.base_expected]
+        )
+        if (i == 0 or swap_every)
+        else pair
+        for i, pair in enumerate(pairs)
+    ]
 
 
 # -- training that cannot go on ---------------------------------------------------------------
@@ -290,6 +314,20 @@ CASES = [
         r"these pairs intervene on 'mid', but left_boundary's alignment has a box for each of "
         r"\['left'\]",
         id="result.evaluate_on(<pairs of another causal model>)",
+    ),
+    pytest.param(
+        lambda c: tiny_result(c).evaluate_on(relabelled(swap_every=1)),
+        InvalidArgument,
+        r"these pairs answer 'No' where left_boundary's output is True, but the alignment's "
+        r"format answers 'Yes' .*the labels are swapped",
+        id="result.evaluate_on(<pairs with every label swapped>)",
+    ),
+    pytest.param(
+        lambda c: tiny_result(c).evaluate_on(relabelled(swap_every=0)),
+        InvalidArgument,
+        r"these pairs answer both '(Yes|No)' and '(Yes|No)' where left_boundary's output is "
+        r"(True|False) .*labels edited or mixed from two formats",
+        id="result.evaluate_on(<pairs with one label swapped>)",
     ),
     pytest.param(
         lambda c: run_experiment(
