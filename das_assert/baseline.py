@@ -376,7 +376,9 @@ def _well_formed(record: Any) -> bool:
         and isinstance(record.get("site"), dict)
         and isinstance(record["site"].get("canonical"), str)
         and (bool(record.get("claim")) or isinstance(record.get("hypothesis"), str))
-        and all(isinstance(record.get(k), dict | None) for k in ("data", "fit"))  # compare reads
+        and all(  # what compare reads as mappings
+            isinstance(record.get(k), dict | None) for k in ("data", "fit", "baselines", "transfer")
+        )
     )
 
 

@@ -21,6 +21,7 @@ from das_assert.baseline import matching_key
 from das_assert.errors import ConfigError
 from das_assert.metrics import beside
 from das_assert.summary import fit_method
+from das_assert.values import is_finite_number
 
 __all__ = [
     "DropCheck",
@@ -56,7 +57,7 @@ class DropCheck:
         lacks it. ``transfer`` compares the baseline's frozen alignment on the current model
         (``current["transfer"]["iia"]``) with the IIA it had when saved."""
         if self.field == "transfer":
-            return (current.get("transfer") or {}).get("iia"), baseline.get("iia")
+            return _mapping(current.get("transfer")).get("iia"), baseline.get("iia")
         if self.field == "lead":
             return _lead_over_noop(current), _lead_over_noop(baseline)
         return current.get(self.field), baseline.get(self.field)
@@ -76,21 +77,25 @@ class DropCheck:
         return None
 
     def checkable(self, current: dict[str, Any], baseline: dict[str, Any]) -> bool:
-        """Whether both records hold this check's field as a number."""
-        return all(isinstance(v, int | float) for v in self.values(current, baseline))
+        """Whether both records hold this check's field as a finite number: a NaN compares
+        false with every tolerance, so it would pass any gate."""
+        return all(is_finite_number(v) for v in self.values(current, baseline))
 
     def check(self, current: dict[str, Any], baseline: dict[str, Any]) -> str | None:
         """This check on two records of one claim: a message if it fails, else None. A field
         either record lacks fails too (a gate that cannot check does not pass); a negative
         claim's alignment numbers fail by rising (task accuracy always by dropping)."""
         now, before = self.values(current, baseline)
-        skipped = (current.get("transfer") or {}).get("skipped")
+        skipped = _mapping(current.get("transfer")).get("skipped")
         if self.field == "transfer" and skipped:
             return f"transfer was not measured ({skipped}), so {self} cannot be checked"
         if not self.checkable(current, baseline) or now is None or before is None:
-            sides = [n for n, v in (("baseline", before), ("current", now)) if v is None]
-            where = " and ".join(sides) or "both (not numbers)"
-            return f"{self.field} is missing in the {where} result, so {self} cannot be checked"
+            bad = {
+                n: v for n, v in (("baseline", before), ("current", now)) if not is_finite_number(v)
+            }
+            what = "missing" if all(v is None for v in bad.values()) else "not a finite number"
+            where = " and ".join(bad)
+            return f"{self.field} is {what} in the {where} result, so {self} cannot be checked"
         # a command-line result expects nothing: the claim it is matched with says what it is
         expected = current.get("expected_verdict") or baseline.get("expected_verdict")
         negative = expected == "not_aligned"
@@ -103,14 +108,19 @@ class DropCheck:
 
 def _lead_over_noop(record: dict[str, Any]) -> float | None:
     """IIA minus the no-op's IIA on the same pairs; None where the record lacks either."""
-    iia, noop = _number(record.get("iia")), _number((record.get("baselines") or {}).get("noop"))
+    iia, noop = _number(record.get("iia")), _number(_mapping(record.get("baselines")).get("noop"))
     return None if iia is None or noop is None else iia - noop
 
 
 def _number(value: Any) -> float | None:
-    """``value`` as a float where it is an int or a float (not a bool), else None."""
-    numeric = isinstance(value, int | float) and not isinstance(value, bool)
-    return float(value) if numeric else None
+    """``value`` as a float where it is a finite int or float (not a bool), else None."""
+    return float(value) if is_finite_number(value) else None
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """``value`` where it is a dict, else empty: a field of a hand-edited report ("x", a list)
+    is then missing to the checks, which fail as unable to check it."""
+    return value if isinstance(value, dict) else {}
 
 
 def parse_compare_fail(text: str) -> DropCheck:

@@ -268,6 +268,10 @@ def load_settings(path: Path) -> dict[str, ModelSettings]:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     except RecursionError:  # "[[[[...": no settings nest this deep
         raise ConfigError(f"{path} nests too deeply to read; it is not a das.yaml") from None
+    except ValueError as exc:  # an integer past Python's 4,300 digits
+        raise ConfigError(
+            f"{path} holds a value that cannot be read: {str(exc).split(';')[0]}"
+        ) from None
     if raw is None:
         raise ConfigError(
             f"{path} is empty; it needs a `models:` mapping (see README, Writing a hypothesis)"

@@ -273,20 +273,33 @@ def read_json_checked(path: Path, *, what: str) -> dict[str, Any]:
             f"{what} {str(path)!r} is not valid JSON ({exc}); it is truncated or was edited by "
             "hand. Restore it from version control or re-create it"
         ) from None
-    except RecursionError:  # "[[[[...": no file das_assert writes nests this deep
+    except ValueError as exc:  # an integer past Python's 4,300 digits
         raise AlignmentFileError(
-            f"{what} {str(path)!r} nests its JSON too deeply to read: das_assert writes no such "
-            "file. Restore it from version control or re-create it"
+            f"{what} {str(path)!r} cannot be read as JSON ({str(exc).split(';')[0]}); "
+            "das_assert writes no such number. Restore it from version control or re-create it"
         ) from None
+    except RecursionError:  # "[[[[...": no file das_assert writes nests this deep
+        raise _too_deep(what, path) from None
     if not isinstance(payload, dict):
         raise AlignmentFileError(f"{what} {str(path)!r} is not a JSON object")
     check_schema(payload.get("schema_version"), path, what)
-    if "sha256" in payload and payload["sha256"] != _json_digest(payload):
+    try:
+        digest = _json_digest(payload) if "sha256" in payload else None
+    except RecursionError:  # parsed just under the limit, and written back past it
+        raise _too_deep(what, path) from None
+    if digest is not None and payload["sha256"] != digest:
         raise AlignmentFileError(
             f"{what} {str(path)!r} fails its checksum: it was modified after it was written. "
             "Re-create it rather than editing it by hand"
         )
     return payload
+
+
+def _too_deep(what: str, path: Path) -> AlignmentFileError:
+    return AlignmentFileError(
+        f"{what} {str(path)!r} nests its JSON too deeply to read: das_assert writes no such "
+        "file. Restore it from version control or re-create it"
+    )
 
 
 def unreadable_text(what: str, path: Path, exc: OSError, remedy: str) -> str:

@@ -76,6 +76,13 @@ CASES = [
         r"das\.yaml nests too deeply to read; it is not a das\.yaml",
         id="load_settings(<das.yaml [ 100000 deep>)",
     ),
+    pytest.param(  # a ValueError escaped: pytest's setup ERROR and exit 1, as a failed claim
+        lambda c: load_settings(yaml_file(c, GOOD_YAML + "    n_train: " + "9" * 5000 + "\n")),
+        ConfigError,
+        r"das\.yaml holds a value that cannot be read: Exceeds the limit \(4300 digits\) for "
+        r"integer string conversion: value has 5000 digits$",
+        id="load_settings(<das.yaml with a 5000-digit n_train>)",
+    ),
     pytest.param(
         lambda c: load_settings(yaml_file(c, GOOD_YAML + "    thresholds: {left_boundary: 0.5}\n")),
         ConfigError,

@@ -283,8 +283,19 @@ def test_the_command_prunes_then_lists_and_writes_what_it_removed(
     [
         ("utf-16", "is not UTF-8 text (invalid start byte at byte 0)"),
         ("[" * 100_000, "nests its JSON too deeply to read"),
+        # parsed, then nested past the limit by the checksum's json.dumps: a RecursionError
+        (
+            '{"schema_version": 1, "sha256": "x", "a": ' + "[" * 995 + "]" * 995 + "}",
+            "nests its JSON too deeply to read",
+        ),
+        # Python refuses an integer of more than 4,300 digits with a ValueError
+        (
+            '{"schema_version": 1, "n": ' + "9" * 5000 + "}",
+            "cannot be read as JSON (Exceeds the limit (4300 digits) for integer string "
+            "conversion: value has 5000 digits); das_assert writes no such number",
+        ),
     ],
-    ids=["utf-16", "nested"],
+    ids=["utf-16", "nested", "nested past the checksum", "a 5000-digit number"],
 )
 def test_a_file_not_utf8_or_nested_too_deep_is_listed_unreadable_and_compare_exits_2(
     baselines: Path, capsys: pytest.CaptureFixture[str], content: str, says: str

@@ -604,3 +604,37 @@ def test_a_verdict_that_flipped_with_its_threshold_names_the_threshold_change(
     assert main(["compare", str(old), str(new), "--fail", "iia:0.05"]) == 1
     row = next(line for line in capsys.readouterr().out.splitlines() if "held in OLD" in line)
     assert row.endswith("(threshold 0.7 -> 0.85: the claim's bar moved) |")
+
+
+@pytest.mark.parametrize(
+    ("old_fields", "says"),
+    [
+        ({"task_accuracy": float("nan")}, "task_accuracy is not a finite number in the baseline"),
+        ({"baselines": {"noop": float("nan")}}, "lead is missing in the baseline result"),
+    ],
+    ids=["nan task accuracy", "nan no-op"],
+)
+def test_a_field_that_is_nan_or_of_another_kind_cannot_be_checked_and_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], old_fields: dict, says: str
+) -> None:
+    # A NaN compares false with every tolerance: task_accuracy and lead dropped past their
+    # limits and compare said "no regression", exit 0. A string for `baselines` was a traceback.
+    record = {**_cli_record(LAST, 0.80), "task_accuracy": 0.5, "baselines": {"noop": 0.79}}
+    old = _report(tmp_path / "old.json", {**record, "task_accuracy": 0.97, **old_fields})
+    new = _report(tmp_path / "new.json", record)
+    checks = ["--fail", "task_accuracy:0.05", "--fail", "lead:0.05"]
+    assert main(["compare", str(old), str(new), *checks]) == 1
+    out = capsys.readouterr().out
+    assert says in out
+    assert "no regression" not in out
+
+
+@pytest.mark.parametrize("fields", [{"baselines": "x"}, {"baselines": [1]}, {"transfer": "x"}])
+def test_a_report_whose_baselines_or_transfer_is_not_a_mapping_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fields: dict
+) -> None:
+    # compare read them as mappings: an AttributeError traceback, exit 3.
+    good = _report(tmp_path / "good.json", _cli_record(LAST, 0.80))
+    bad = _report(tmp_path / "bad.json", {**_cli_record(LAST, 0.80), **fields})
+    assert main(["compare", str(good), str(bad), "--fail", "lead:0.05"]) == 2
+    assert "bad.json" in capsys.readouterr().err
