@@ -20,6 +20,7 @@ are errors that name the key.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -300,9 +301,21 @@ def load_settings(path: Path) -> dict[str, ModelSettings]:
     return out
 
 
+#: A das.yaml model name: one folder name (``baselines/<name>/``), never ``.``, ``..`` or a path.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+
+
 def _model_entry(path: Path, key: str, entry: Any, problems: list[str]) -> ModelSettings | None:
     """One model entry of das.yaml, or None; every problem found is added to ``problems``."""
     where = f"{path}: models.{key}"
+    if not _MODEL_NAME.fullmatch(key):  # it names a folder: "../x" would save a baseline there
+        suggestion = re.sub(r"[^A-Za-z0-9._-]+", "--", key).strip(".-") or "my_model"
+        problems.append(
+            f"{path}: the model name {key!r} must be one folder name of letters, digits, '.', "
+            f"'_' and '-' (it names the model's baseline folder), such as {suggestion!r}; a "
+            "model elsewhere is given by its `path:`"
+        )
+        return None
     if not isinstance(entry, dict):
         problems.append(f"{where} must be a mapping")
         return None

@@ -76,6 +76,19 @@ CASES = [
         r"das\.yaml nests too deeply to read; it is not a das\.yaml",
         id="load_settings(<das.yaml [ 100000 deep>)",
     ),
+    pytest.param(  # the key names the baseline folder: this one saved baselines outside it
+        lambda c: load_settings(yaml_file(c, GOOD_YAML.replace("  embedded:", "  ../elsewhere:"))),
+        ConfigError,
+        r"the model name '\.\./elsewhere' must be one folder name of letters, digits, '\.', "
+        r"'_' and '-' \(it names the model's baseline folder\), such as 'elsewhere'",
+        id="load_settings(<a model named ../elsewhere>)",
+    ),
+    pytest.param(  # saved one folder down, where the run's reservation was never released
+        lambda c: load_settings(yaml_file(c, GOOD_YAML.replace("  embedded:", "  org/tagger:"))),
+        ConfigError,
+        r"the model name 'org/tagger' must be one folder name .* such as 'org--tagger'",
+        id="load_settings(<a model named org/tagger>)",
+    ),
     pytest.param(  # a ValueError escaped: pytest's setup ERROR and exit 1, as a failed claim
         lambda c: load_settings(yaml_file(c, GOOD_YAML + "    n_train: " + "9" * 5000 + "\n")),
         ConfigError,
