@@ -273,6 +273,7 @@ def load_settings(path: Path) -> dict[str, ModelSettings]:
         raise ConfigError(
             f"{path} holds a value that cannot be read: {str(exc).split(';')[0]}"
         ) from None
+    _check_expanded_size(raw, path)
     if raw is None:
         raise ConfigError(
             f"{path} is empty; it needs a `models:` mapping (see README, Writing a hypothesis)"
@@ -299,6 +300,30 @@ def load_settings(path: Path) -> dict[str, ModelSettings]:
             f"{path} has {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems)
         )
     return out
+
+
+#: More values than any das.yaml needs: YAML's aliases share one object where they repeat it, so
+#: a file of a few hundred bytes ("billion laughs") can stand for billions, which a message or a
+#: check turning it into text would expand.
+_MOST_VALUES = 100_000
+
+
+def _check_expanded_size(raw: Any, path: Path) -> None:
+    """Refuse das.yaml whose values, each alias counted where it is used, pass ``_MOST_VALUES``."""
+    count, stack = 0, [raw]
+    while stack:
+        value = stack.pop()
+        count += 1
+        if count > _MOST_VALUES:
+            raise ConfigError(
+                f"{path} stands for more than {_MOST_VALUES:,} values once its YAML aliases "
+                "(*name) are expanded; write the settings out instead of repeating anchors"
+            )
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
 
 
 #: A das.yaml model name: one folder name (``baselines/<name>/``), never ``.``, ``..`` or a path.

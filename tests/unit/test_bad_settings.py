@@ -23,6 +23,12 @@ models:
       left_boundary: 0.85
 """
 
+BILLION_LAUGHS = (
+    GOOD_YAML
+    + "    n_train:\n"
+    + "\n".join(f"      - &a{i} [{', '.join([f'*a{i - 1}' if i else 'x'] * 10)}]" for i in range(7))
+)
+
 
 def yaml_file(ctx: Ctx, text: str) -> Path:
     path = ctx.tmp_path / "das.yaml"
@@ -75,6 +81,13 @@ CASES = [
         ConfigError,
         r"das\.yaml nests too deeply to read; it is not a das\.yaml",
         id="load_settings(<das.yaml [ 100000 deep>)",
+    ),
+    pytest.param(  # 400 bytes that stand for a million values: a message expanded them all
+        lambda c: load_settings(yaml_file(c, BILLION_LAUGHS)),
+        ConfigError,
+        r"das\.yaml stands for more than 100,000 values once its YAML aliases \(\*name\) are "
+        r"expanded; write the settings out instead of repeating anchors",
+        id="load_settings(<das.yaml of aliases of aliases>)",
     ),
     pytest.param(  # the key names the baseline folder: this one saved baselines outside it
         lambda c: load_settings(yaml_file(c, GOOD_YAML.replace("  embedded:", "  ../elsewhere:"))),
