@@ -75,7 +75,10 @@ class Position:
                     f"slot {self.anchor!r} covers no token of this prompt (empty slot?); "
                     f"position {self.name!r} cannot be resolved"
                 )
-            index = (covered[0] if self.edge == "first" else covered[-1]) + self.offset
+            edge = covered[0] if self.edge == "first" else covered[-1]
+            if prompt:
+                self._check_own_token(offsets[edge], (start, end), prompt)
+            index = edge + self.offset
         if not 0 <= index < n_tokens:
             raise SiteError(
                 f"position {self.name!r} resolves to token {index}, outside this prompt of "
@@ -83,6 +86,26 @@ class Position:
                 "after:SLOT+K, or a slot such as amount.last)"
             )
         return index
+
+    def _check_own_token(self, token: tuple[int, int], slot: tuple[int, int], prompt: str) -> None:
+        """Refuse a slot's edge token that also holds text of its neighbour (a tokenizer that
+        writes the amount's last digit and the '.' after it as one token): a position counted
+        from it would not be where its name says. Whitespace beside the slot is allowed (GPT-2
+        writes ``' 4'``).
+
+        Raises:
+            SiteError: naming the token and the text it holds from outside the slot.
+        """
+        (s, e), (start, end) = token, slot
+        outside = prompt[s:start] if self.edge == "first" else prompt[end:e]
+        if outside.strip():
+            raise SiteError(
+                f"position {self.name!r}: the {self.edge} token of slot {self.anchor!r} is "
+                f"{prompt[s:e]!r}, which also holds {outside!r} from outside the slot, so this "
+                "tokenizer gives the slot no token of its own there; choose a position counted "
+                "from the end (last-K), or a prompt template that puts a space or newline on "
+                f"that side of {{{self.anchor}}}; prompt: {prompt[:80]!r}..."
+            )
 
     def __str__(self) -> str:
         return self.name

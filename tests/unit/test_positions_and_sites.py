@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from das_assert.embedded.recipe import build_tokenizer
-from das_assert.errors import InvalidArgument
+from das_assert.errors import InvalidArgument, SiteError
 from das_assert.positions import FORMS, Position, check_distinct_positions, parse_position
 from das_assert.sites import Site, parse_site
 from das_assert.tasks.phrasings import HELD_OUT_PREFIXES, TRAIN_PREFIXES
@@ -319,3 +319,44 @@ def test_an_unknown_model_type_is_an_error_that_says_how_to_add_one() -> None:
         Site(0).resolve(model)
     assert "from das_assert.sites import BLOCK_PATHS" in str(info.value)
     assert "llama" in str(info.value)
+
+
+def _offsets(prompt: str, pieces: list[str]) -> list[tuple[int, int]]:
+    """Character spans of ``pieces``, a tokenization of ``prompt`` written out."""
+    spans, at = [], 0
+    for piece in pieces:
+        assert prompt.startswith(piece, at)
+        spans.append((at, at + len(piece)))
+        at += len(piece)
+    return spans
+
+
+SHARED = "It costs 9.23. Answer:"  # the amount is characters 9..13
+SHARED_SPANS = {"amount": (9, 13)}
+
+
+@pytest.mark.parametrize(
+    ("pieces", "name", "token"),
+    [
+        (["It", " costs", " 9.", "2", "3.", " Answer", ":"], "amount.last", "'3.'"),
+        (["It", " costs", " 9.", "2", "3.", " Answer", ":"], "after:amount", "'3.'"),
+        (["It", " cost", "s 9.", "23", ".", " Answer", ":"], "amount.first", "'s 9.'"),
+        (["It", " cost", "s 9.", "23", ".", " Answer", ":"], "before:amount", "'s 9.'"),
+    ],
+)
+def test_a_slot_whose_edge_token_holds_its_neighbours_text_is_refused(
+    pieces: list[str], name: str, token: str
+) -> None:
+    # A SentencePiece tokenizer without split digits wrote the amount's last digit and the '.'
+    # after it as one token: amount.last was that token and after:amount skipped the '.',
+    # silently, and `check` showed them.
+    with pytest.raises(SiteError, match=rf"the (first|last) token of slot 'amount' is {token}"):
+        parse_position(name).resolve(_offsets(SHARED, pieces), SHARED_SPANS, SHARED)
+
+
+def test_whitespace_beside_a_slot_in_its_edge_token_is_its_own_token() -> None:
+    # GPT-2 writes " 9" with its space, SentencePiece "▁9": the slot's token all the same.
+    offsets = _offsets(SHARED, ["It", " costs", " 9", ".", "23", ".", " Answer", ":"])
+    assert parse_position("amount.first").resolve(offsets, SHARED_SPANS, SHARED) == 2
+    assert parse_position("amount.last").resolve(offsets, SHARED_SPANS, SHARED) == 4
+    assert parse_position("after:amount").resolve(offsets, SHARED_SPANS, SHARED) == 5
