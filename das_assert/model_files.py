@@ -48,7 +48,15 @@ def load_config(directory: Path, trust_remote_code: bool) -> Any:
             "--trust-remote-code (the command line) or load_model's trust_remote_code argument "
             "in a pytest_das_load_model hook (pytest)"
         ) from None
-    own_code = (getattr(config, "auto_map", None) or {}).get("AutoModelForCausalLM")
+    auto_map = getattr(config, "auto_map", None)
+    own_code = next(
+        (
+            f"{kind}: {auto_map[kind]}"
+            for kind in _CODE_THAT_SHAPES_THE_MODEL
+            if isinstance(auto_map, dict) and auto_map.get(kind)
+        ),
+        None,
+    )
     if own_code and not trust_remote_code:
         raise ModelLoadError(
             f"the config.json in {str(directory)!r} names its own model code ({own_code}), "
@@ -66,6 +74,11 @@ def load_config(directory: Path, trust_remote_code: bool) -> Any:
     return config
 
 
+#: The ``auto_map`` entries of config.json whose code, unrun, leaves transformers building another
+#: model than the checkpoint's: its causal LM, its base model or its config class.
+_CODE_THAT_SHAPES_THE_MODEL = ("AutoModelForCausalLM", "AutoModel", "AutoConfig")
+
+
 def _tokenizer_code(directory: Path) -> str | None:
     """The tokenizer code that ``tokenizer_config.json`` or ``config.json`` names in its
     ``auto_map`` (``AutoTokenizer``), else None. transformers ignores it without
@@ -76,7 +89,8 @@ def _tokenizer_code(directory: Path) -> str | None:
         except (OSError, ValueError):  # absent, or damaged: the loaders say so themselves
             continue
         auto_map = settings.get("auto_map") if isinstance(settings, dict) else None
-        code = auto_map.get("AutoTokenizer") if isinstance(auto_map, dict) else None
+        # a list is the older form of a tokenizer's: [slow class, fast class]
+        code = auto_map.get("AutoTokenizer") if isinstance(auto_map, dict) else auto_map
         if isinstance(code, list | tuple):
             code = next((c for c in code if c), None)
         if code:

@@ -157,6 +157,17 @@ def dir_with_tokenizer_code_beside_a_builtin(ctx: Ctx) -> Path:
     return target
 
 
+def dir_with_tokenizer_code_in_a_list(ctx: Ctx) -> Path:
+    """As ``dir_with_tokenizer_code_beside_a_builtin``, in the older form of ``auto_map``: a
+    list of the slow and the fast class, which transformers still reads as ``AutoTokenizer``."""
+    target = copy_of_tiny_model(ctx)
+    settings = json.loads((target / "tokenizer_config.json").read_text())
+    settings.update(auto_map=[None, "tokenization_own.OwnTokenizer"])
+    (target / "tokenizer_config.json").write_text(json.dumps(settings))
+    (target / "tokenization_own.py").write_text("raise SystemExit('remote code ran')\n")
+    return target
+
+
 def dir_with_pickled_weights_only(ctx: Ctx) -> Path:
     from safetensors.torch import load_file
 

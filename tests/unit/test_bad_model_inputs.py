@@ -24,6 +24,7 @@ from bad_inputs_support import (
     dir_with_pickled_weights_only,
     dir_with_tokenizer_code,
     dir_with_tokenizer_code_beside_a_builtin,
+    dir_with_tokenizer_code_in_a_list,
     dir_with_truncated_weights,
     dir_with_unknown_architecture,
     dir_with_unknown_tokenizer_model,
@@ -198,9 +199,25 @@ CASES = [
             )
         ),
         ModelLoadError,
-        r"names its own model code \(modeling_own\.OwnForCausalLM\), which das_assert runs only "
-        r"when asked; .*built-in llama class.*--trust-remote-code.*remove auto_map",
+        r"names its own model code \(AutoModelForCausalLM: modeling_own\.OwnForCausalLM\), which "
+        r"das_assert runs only when asked; .*built-in llama class.*--trust-remote-code.*remove "
+        r"auto_map",
         id="load_model(<config.json with auto_map, no trust_remote_code>)",
+    ),
+    pytest.param(  # loaded as the built-in LlamaConfig, the config's own class never read
+        lambda c: load_model(
+            dir_with_config_change(c, auto_map={"AutoConfig": "configuration_own.OwnConfig"})
+        ),
+        ModelLoadError,
+        r"names its own model code \(AutoConfig: configuration_own\.OwnConfig\)",
+        id="load_model(<config.json whose auto_map names only its AutoConfig>)",
+    ),
+    pytest.param(  # the older list form of a tokenizer's auto_map loaded the built-in class
+        lambda c: load_model(dir_with_tokenizer_code_in_a_list(c)),
+        ModelLoadError,
+        r"the tokenizer in .* names its own code \(tokenizer_config\.json: "
+        r"tokenization_own\.OwnTokenizer\)",
+        id="load_model(<tokenizer_config.json auto_map as a list>)",
     ),
     pytest.param(
         lambda c: load_model(
