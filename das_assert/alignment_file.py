@@ -240,7 +240,10 @@ def _checked_tensors(
     if not (torch.isfinite(rotation).all() and torch.isfinite(widths).all()):
         wrong.append("values that are not finite")
     elif widths.numel() and not bool(((widths >= 0) & (widths <= d)).all()):
-        wrong.append(f"box widths {widths.tolist()} outside [0, {d}] coordinates")
+        shown = (
+            widths.tolist() if len(widths) <= 8 else f"{widths[:8].tolist()} ... ({len(widths)})"
+        )
+        wrong.append(f"box widths {shown} outside [0, {d}] coordinates")
     if not wrong and (error := _rotation_error(rotation)) > _ROTATION_TOLERANCE:
         wrong.append(f"a matrix that is not a rotation (|R^T R v - v| / |v| = {error:.2g})")
     if wrong:

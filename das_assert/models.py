@@ -129,7 +129,8 @@ class LoadedModel:
         digest = self.digest_memo.sha256 if self.digest_memo is not None else file_sha256
         weights = hashlib.sha256()
         for file in sorted(self.path.glob("*.safetensors")):  # the only weights load_model reads
-            weights.update(file.name.encode() + digest(file).encode())
+            if file.is_file():
+                weights.update(file.name.encode() + digest(file).encode())
         tokenizer = hashlib.sha256()
         whole = (self.path / "tokenizer.json").is_file()
         for name in TOKENIZER_FILES + ((), _TOKENIZER_EXTRAS)[not whole]:
@@ -141,7 +142,8 @@ class LoadedModel:
         config = json.loads((self.path / "config.json").read_text())
         config_hash = hashlib.sha256(canonical_config(config))
         for code in sorted(self.path.glob("*.py")):  # none in a model without custom code
-            config_hash.update(code.name.encode() + code.read_bytes())
+            if code.is_file():  # a link to /dev/zero would be read without end
+                config_hash.update(code.name.encode() + code.read_bytes())
         return {
             "weights": weights.hexdigest()[:16],
             "tokenizer": tokenizer.hexdigest()[:16],

@@ -586,8 +586,12 @@ def _resave_with(path: Path, **changes: torch.Tensor) -> None:
         ({"rotation": torch.full((16, 16), float("nan"))}, "values that are not finite"),
         ({"widths": torch.tensor([0.5, 0.5])}, "2 variables' boxes where 1 are needed"),
         ({"widths": torch.tensor([16.5])}, "box widths [16.5] outside [0, 16] coordinates"),
+        (  # all 5,000 were written into one line of 30 million characters
+            {"widths": torch.full((5000,), 99.0)},
+            "box widths [99.0, 99.0, 99.0, 99.0, 99.0, 99.0, 99.0, 99.0] ... (5000) outside",
+        ),
     ],
-    ids=["shape", "nan", "boxes", "width"],
+    ids=["shape", "nan", "boxes", "width", "many widths"],
 )
 def test_a_cache_entry_with_a_good_checksum_and_bad_tensors_is_not_used(
     tmp_path: Path, changes: dict[str, torch.Tensor], says: str

@@ -189,3 +189,13 @@ def test_the_models_own_code_counts(tmp_path: Path) -> None:
     edited = _fingerprint(directory)
     assert edited["config"] != with_code["config"]
     assert (edited["weights"], edited["tokenizer"]) == (plain["weights"], plain["tokenizer"])
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_a_python_file_that_is_not_a_regular_file_is_not_read(tmp_path: Path) -> None:
+    # modeling_extra.py -> /dev/zero was read to the end: a MemoryError after 18 s at 4 GiB.
+    directory = tmp_path / "model"
+    shutil.copytree(EMBEDDED_MODEL_DIR, directory)
+    plain = _fingerprint(directory)
+    (directory / "modeling_extra.py").symlink_to("/dev/zero")
+    assert _fingerprint(directory) == plain
