@@ -47,7 +47,8 @@ def _times(count: int) -> str:
 
 def resolve_prompt_template(written: str, tokenizer: Any) -> str:
     """The wrapper text for ``written``: itself, or for ``chat`` the tokenizer's chat template
-    rendered around ``CHAT_USER_MESSAGE``.
+    rendered around ``CHAT_USER_MESSAGE``; either without a beginning-of-sequence token written
+    out where the tokenizer adds one itself (the prompt would start with two).
 
     Raises:
         InvalidArgument: the text lacks a slot; the tokenizer has no chat template, or its
@@ -56,7 +57,7 @@ def resolve_prompt_template(written: str, tokenizer: Any) -> str:
     if written != CHAT:
         if problem := check_prompt_template(written):
             raise InvalidArgument(f"prompt template {problem}")
-        return written
+        return _without_doubled_bos(written, tokenizer)  # copied from a model card: "<s>[INST]"
     if not getattr(tokenizer, "chat_template", None):
         raise InvalidArgument(
             f"prompt template {CHAT!r}: this model's tokenizer has no chat template "
@@ -86,8 +87,8 @@ def resolve_prompt_template(written: str, tokenizer: Any) -> str:
 
 
 def _without_doubled_bos(text: str, tokenizer: Any) -> str:
-    """``text`` without the beginning-of-sequence token a chat template writes out, where the
-    tokenizer adds one itself: the prompt would start with two."""
+    """``text`` without the beginning-of-sequence token it writes out (a chat template, a
+    template copied from a model card), where the tokenizer adds one itself."""
     bos = getattr(tokenizer, "bos_token", None)
     if not bos or not text.startswith(bos):
         return text

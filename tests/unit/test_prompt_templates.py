@@ -53,6 +53,17 @@ def test_a_chat_template_written_as_alpacas_gives_alpacas_wrapper_with_one_bos(t
     assert resolve_prompt_template(CHAT, tokenizer) == ALPACA_TEMPLATE
 
 
+def test_a_written_wrapper_that_starts_with_the_bos_the_tokenizer_adds_keeps_one(
+    tokenizer,
+) -> None:
+    # "<s>[INST] ..." copied from a model card: the prompt started with two <s>, silently.
+    wrapper = "[INST] {instruction}\n{amount} dollars [/INST]\n"
+    written = tokenizer.bos_token + wrapper
+    assert resolve_prompt_template(written, tokenizer) == wrapper
+    ids = tokenizer(resolve_prompt_template(written, tokenizer))["input_ids"]
+    assert ids[0] == tokenizer.bos_token_id != ids[1]
+
+
 def test_a_chat_wrapper_renders_the_instruction_and_the_amount_where_they_belong(
     tokenizer,
 ) -> None:
