@@ -202,13 +202,20 @@ def answer_token_id(tokenizer: Any, prompt: str, answer: str) -> int:
             f"AutoTokenizer.from_pretrained(DIR)({answer!r}) gives"
         )
     if not keeps_prompt:
+        # "Answer: " + "Yes": a byte-level BPE reads " Yes" as one token, the space included
+        separator = (
+            "remove the trailing space from the prompt template (this tokenizer reads the space "
+            f"and {answer!r} as one token)"
+            if prompt.endswith(" ")
+            else "end the prompt in a separator (a newline or space)"
+        )
         raise InvalidArgument(
             f"the answer {answer!r} merges with the prompt's last token for this tokenizer "
             f"(the prompt ends {tokenizer.convert_ids_to_tokens(prompt_ids[-3:])}, with the "
             f"answer {tokenizer.convert_ids_to_tokens(full_ids[len(prompt_ids) - 3 :])}), so "
-            "no single token answers it; end the prompt in a separator (a newline or space) "
-            "or choose answer words that start one: --answers TRUE FALSE on the command line, "
-            "or the fmt=PriceFormat(answers=(...)) of the hypothesis's align(...) call"
+            f"no single token answers it; {separator}, or choose answer words that start one: "
+            "--answers TRUE FALSE on the command line, or the fmt=PriceFormat(answers=(...)) "
+            "of the hypothesis's align(...) call"
         )
     if len(added) != 1:
         pieces = tokenizer.convert_ids_to_tokens(added)

@@ -93,3 +93,13 @@ def test_an_answer_the_tokenizer_drops_names_the_tokenizer_files() -> None:
 def test_an_answer_that_merges_with_the_prompt_is_named_as_such(byte_level_bpe) -> None:
     with pytest.raises(InvalidArgument, match="'s' merges with the prompt's last token"):
         answer_token_id(byte_level_bpe, "### Response:\nYe", "s")
+
+
+def test_a_prompt_whose_trailing_space_merges_with_the_answer_is_told_to_drop_it(
+    byte_level_bpe,
+) -> None:
+    # "Answer: " + "Yes" reads as ['Answer', ':', 'ĠYes']: the advice was to end the prompt in
+    # a space, which it did.
+    with pytest.raises(InvalidArgument, match="remove the trailing space from the prompt") as err:
+        answer_token_id(byte_level_bpe, "Answer: ", "Yes")
+    assert "end the prompt in a separator" not in str(err.value)
