@@ -6,9 +6,31 @@ Public names load lazily, so ``import das_assert`` (and the pytest plugin) does 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # what a type checker sees of the lazy names below (py.typed is shipped)
+    from das_assert.alignment_result import AlignmentResult as AlignmentResult
+    from das_assert.causal import CausalModel as CausalModel
+    from das_assert.errors import DasError as DasError
+    from das_assert.experiment import Experiment as Experiment
+    from das_assert.experiment import run_experiment as run_experiment
+    from das_assert.featurizers import Interchange as Interchange
+    from das_assert.fit import FitConfig as FitConfig
+    from das_assert.metrics import wilson_interval as wilson_interval
+    from das_assert.models import load_model as load_model
+    from das_assert.restarts import run_restarts as run_restarts
+    from das_assert.saved import load_fitted as load_fitted
+    from das_assert.sites import Site as Site
+    from das_assert.sites import parse_site as parse_site
+    from das_assert.tasks.price_tagging import (
+        PriceFormat as PriceFormat,
+    )
+    from das_assert.tasks.price_tagging import (
+        prompt_pairs as prompt_pairs,
+    )
+    from das_assert.tasks.registry import register_causal_model as register_causal_model
 
 _EXPORTS = {
     "CausalModel": "das_assert.causal",

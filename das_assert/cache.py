@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
@@ -28,6 +27,12 @@ from typing import Any
 
 from das_assert.alignment_file import load_alignment, save_alignment
 from das_assert.errors import AlignmentFileError, ConfigError
+
+fcntl: Any
+try:
+    import fcntl
+except ImportError:  # Windows: no POSIX locks, so training_lock warns and goes on without one
+    fcntl = None
 
 __all__ = ["CACHE_MODES", "AlignmentCache", "cache_key", "training_lock"]
 
@@ -229,6 +234,8 @@ def training_lock(cache: AlignmentCache | None, key: str) -> Iterator[None]:
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         handle = _open_lock_file(lock_path)
+        if fcntl is None:
+            raise OSError("this platform has no POSIX file locks")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:  # another run trains it: say why this one seems to hang

@@ -107,14 +107,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     precondition, a bad file) reports that one message, not a traceback through the engine;
     claim failures (assertions) keep pytest's usual report."""
     report = yield
-    from das_assert.cache import CacheWarning
-    from das_assert.errors import DasError, NoClaimWarning
-    from das_assert.settings import ConfigWarning
-
     if call.when == "call":
         item.stash[_CALL_PASSED] = report.passed
     excinfo = call.excinfo
     if report.failed and excinfo is not None and "das" in item.keywords:
+        # only here: every test of an environment with das_assert installed passes this hook
+        from das_assert.cache import CacheWarning
+        from das_assert.errors import DasError, NoClaimWarning
+        from das_assert.settings import ConfigWarning
+
         if excinfo.errisinstance((DasError, ConfigWarning, CacheWarning, NoClaimWarning)):
             # also a das warning that -W error / filterwarnings made an error: its message is it
             report.longrepr = f"{excinfo.typename}: {excinfo.value}"
