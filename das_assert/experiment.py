@@ -46,12 +46,9 @@ from das_assert.values import is_integer, is_number
 __all__ = ["AlignmentResult", "Experiment", "check_site", "run_experiment", "task_accuracy"]
 
 
-#: Offsets of the seed that draw the test and the confirmation pairs: streams of the sampler
-#: disjoint from the training pairs' of the same seed.
+#: Offsets of the seed that draw the test and confirmation pairs (less any training pair).
 TEST_STREAM = 100_003
 CONFIRMATION_STREAM = 200_003
-
-
 _SAME: Any = object()  # Experiment.pairs: the experiment's own bracket
 
 
@@ -174,11 +171,17 @@ class Experiment(KeywordsChecked):
         return self.pairs(self.n_train, self.seed)
 
     def test_pairs(self) -> list[PromptPair]:
-        return self.pairs(self.n_test, self.seed + TEST_STREAM)  # a disjoint stream of the sampler
+        return self.held_out_pairs(self.n_test, self.seed + TEST_STREAM)
 
     def confirmation_pairs(self) -> list[PromptPair]:
         """Fresh test pairs for a result chosen on its test pairs (a search's best cell)."""
-        return self.pairs(self.n_test, self.seed + CONFIRMATION_STREAM)
+        return self.held_out_pairs(self.n_test, self.seed + CONFIRMATION_STREAM)
+
+    def held_out_pairs(self, n: int, seed: int) -> list[PromptPair]:
+        """``n`` pairs of stream ``seed``, none a training pair (``das_assert.held_out``)."""
+        from das_assert.held_out import held_out_pairs
+
+        return held_out_pairs(self, n, seed)
 
     def disagreement_note(self) -> str:
         """Where the causal model's output differs from the task's own answer (Yes iff

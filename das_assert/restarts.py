@@ -88,7 +88,7 @@ def restart_configs(config: FitConfig, restarts: int) -> list[FitConfig]:
 def development_pairs(experiment: Experiment, n: int | None = None) -> list[PromptPair]:
     """``n`` (default: as many as the test pairs) pairs of the claim from the development
     stream, disjoint in stream from its training, test and confirmation pairs."""
-    return experiment.pairs(n or experiment.n_test, experiment.seed + DEV_STREAM)
+    return experiment.held_out_pairs(n or experiment.n_test, experiment.seed + DEV_STREAM)
 
 
 def choose_restart(
