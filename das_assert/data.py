@@ -131,16 +131,16 @@ def _tokenize(model: LoadedModel, prompts: Sequence[Any]) -> TokenizedPrompts:
     texts = [prompt.text for prompt in prompts]
     # Python lists, not return_tensors="pt": transformers flattens nested offset lists one
     # element at a time to build a tensor, which costs more than the tokenization itself.
-    # Right padding whatever the tokenizer's own side: positions count from each row's start.
-    encoded = model.tokenizer(
-        texts, return_offsets_mapping=True, padding=True, padding_side="right"
-    )
-    mask = torch.tensor(encoded["attention_mask"])
-    lengths = mask.sum(dim=1)
-    offsets = [row[:n] for row, n in zip(encoded["offset_mapping"], lengths.tolist(), strict=True)]
-    # A pad id past the embedding (a <pad> added without resizing it) is read all the same:
-    # padding is masked and on the right, so any id will do there, and 0 is one the model has.
-    ids = torch.tensor(encoded["input_ids"]).masked_fill(mask == 0, 0)
+    # Padded here, on the right whatever the tokenizer's own side (positions count from each
+    # row's start), with id 0: padding is masked, so any id the model has will do, and a
+    # tokenizer without a pad token (a LoadedModel built by hand) needs none.
+    encoded = model.tokenizer(texts, return_offsets_mapping=True)
+    rows = [list(row) for row in encoded["input_ids"]]
+    width = max((len(row) for row in rows), default=0)
+    lengths = torch.tensor([len(row) for row in rows])
+    ids = torch.tensor([row + [0] * (width - len(row)) for row in rows], dtype=torch.long)
+    mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
+    offsets = [list(row) for row in encoded["offset_mapping"]]
     _check_fits_the_model(model, ids, offsets)
     return TokenizedPrompts(ids, mask, lengths - 1, offsets)
 

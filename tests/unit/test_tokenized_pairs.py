@@ -91,6 +91,28 @@ def test_a_left_padding_tokenizer_encodes_as_a_right_padding_one(
             assert torch.equal(getattr(left, field.name), getattr(right, field.name)), field.name
 
 
+def test_a_tokenizer_without_a_pad_token_encodes_as_one_with_it(
+    tiny_models: dict[str, Any],
+) -> None:
+    # A LoadedModel built by hand with a Llama-3-style tokenizer (no pad token; load_model sets
+    # one) failed with transformers' "Asking to pad but the tokenizer does not have a padding
+    # token", not a das_assert error.
+    import copy
+    from dataclasses import replace
+
+    loaded = tiny_models["llama"]
+    tokenizer = copy.deepcopy(loaded.tokenizer)
+    tokenizer.pad_token = None
+    unpadded = replace(loaded, tokenizer=tokenizer, _answer_ids={})
+    pairs = prompt_pairs("left_boundary", 6, seed=1)
+    pairs += prompt_pairs("left_boundary", 6, seed=2, fmt=PriceFormat(prefix=TRAIN_PREFIXES[1]))
+    with_pad = encode(loaded, pairs, parse_position("last"))
+    without = encode(unpadded, pairs, parse_position("last"))
+    for field in fields(with_pad):
+        if field.name not in ("pairs", "position", "tokenized"):
+            assert torch.equal(getattr(without, field.name), getattr(with_pad, field.name))
+
+
 def test_a_pad_token_past_the_embedding_is_read_as_the_masked_padding_it_is(
     tiny_models: dict[str, Any],
 ) -> None:
