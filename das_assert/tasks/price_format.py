@@ -67,7 +67,7 @@ class PriceFormat(KeywordsChecked):
         if (
             not isinstance(answers, tuple | list)  # a string "YN" was read as 'Y' and 'N'
             or len(answers) != 2
-            or not all(isinstance(word, str) and word for word in answers)
+            or not all(isinstance(word, str) and word.strip() for word in answers)
         ):
             raise InvalidArgument(
                 f"answers={answers!r}: a pair of words, true one first, e.g. ('Yes', 'No')"
@@ -106,7 +106,9 @@ class PriceFormat(KeywordsChecked):
 
     def render(self, inputs: dict[str, int]) -> RenderedPrompt:
         """Render ``{"lo", "hi", "x"}`` (cents) to text, remembering where each slot landed."""
-        yes, no = self.answers
+        # the words as the instruction says them: answers=(" Yes", " No"), spaced for a
+        # byte-level BPE's answer token, are "say yes ..." there, not "say  Yes ..."
+        yes, no = (word.strip() for word in self.answers)
         values = {
             "low": _format_cents(inputs["lo"], self.numbers),
             "high": _format_cents(inputs["hi"], self.numbers),

@@ -366,3 +366,14 @@ def _read_back(text: str) -> dict[str, int]:
 
 def _cents(text: str) -> int:
     return round(float(text) * 100)
+
+
+def test_answer_words_spaced_for_their_token_are_said_plainly_in_the_instruction() -> None:
+    # answers=(" Yes", " No") make a byte-level BPE's answer tokens 'ĠYes' and 'ĠNo'; the
+    # instruction read "Please say  Yes only if ... otherwise  No."
+    spaced = prompt_pairs("left_boundary", 4, seed=0, fmt=PriceFormat(answers=(" Yes", " No")))
+    plain = prompt_pairs("left_boundary", 4, seed=0)
+    assert [p.base.text for p in spaced] == [p.base.text for p in plain]
+    assert {p.expected for p in spaced} == {" Yes", " No"}
+    with pytest.raises(InvalidArgument, match="a pair of words"):
+        PriceFormat(answers=(" ", "No"))
