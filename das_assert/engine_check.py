@@ -20,6 +20,7 @@ Two checks on a few of the claim's own prompts, before anything trains:
 
 from __future__ import annotations
 
+import hashlib
 import math
 import textwrap
 import warnings
@@ -86,9 +87,18 @@ _CHECKED: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictio
 _WHOLE_SINCE: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
+def _digest(rows: EncodedPairs) -> str:
+    """The check's prompts, as a key: their base and source token ids."""
+    digest = hashlib.sha256()
+    for ids in (rows.base_ids, rows.source_ids):
+        digest.update(str(tuple(ids.shape)).encode() + ids.cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def check_engine(model: Any, site: ResolvedSite, encoded: EncodedPairs) -> EngineCheck:
     """Both checks of ``model`` at ``site`` on the first ``CHECK_ROWS`` pairs of ``encoded``
-    (once per model, weights, site and position; later calls return the first result).
+    (once per model, weights, site, position and those prompts; later calls return the first
+    result).
 
     Raises:
         EngineCheckFailed: the last block's swap does not give the source's logits, or
@@ -100,13 +110,15 @@ def check_engine(model: Any, site: ResolvedSite, encoded: EncodedPairs) -> Engin
         cached_passes_again(model)
         del _WHOLE_SINCE[model]
         memo.clear()  # what it found on a version checked before was found with them off
-    key = (version, hooks.site_key(site), encoded.position)
+    rows = encoded.select(torch.arange(min(CHECK_ROWS, len(encoded))))
+    # keyed by the prompts too: what a record says it measured is the same in any test order
+    prompts = _digest(rows)
+    key = (version, hooks.site_key(site), encoded.position, prompts)
     if key in memo:
         return memo[key]
-    rows = encoded.select(torch.arange(min(CHECK_ROWS, len(encoded))))
-    if ("output", version) not in memo:
-        memo["output", version] = _output_swap(model, rows)
-    output_swap = memo["output", version]
+    if ("output", version, prompts) not in memo:
+        memo["output", version, prompts] = _output_swap(model, rows)
+    output_swap = memo["output", version, prompts]
     plain, tolerance = _plain_logits(model, site, rows)
     difference, failure = _cached_difference(model, site, rows, plain)
     why = why_prompts_run_whole(model, rows.base_ids.shape[1])  # where the passes cache nothing

@@ -202,9 +202,17 @@ def fit_alignments(
         return []
     group = _joint_group_size(model, train, config, len(sites))
     fitted: list[FittedAlignment] = []
-    for start in range(0, len(sites), group):
-        fitted += _fit_group(model, sites[start : start + group], train, config, n_variables)
+    # The fit seeds torch's global generators; the caller's draws go on where they were (a
+    # notebook's random ablation drew the same "random" units after every fit).
+    with torch.random.fork_rng(devices=_cuda_devices(model)):
+        for start in range(0, len(sites), group):
+            fitted += _fit_group(model, sites[start : start + group], train, config, n_variables)
     return fitted
+
+
+def _cuda_devices(model: Any) -> list[int]:
+    """The CUDA devices that hold ``model``'s parameters (several under device_map)."""
+    return sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
 
 
 def _fit_group(

@@ -129,6 +129,13 @@ def register_causal_model(
         raise InvalidArgument(
             f"intervened must be a list of variable names, e.g. ({intervened!r},), not a string"
         )
+    if isinstance(intervened, (set, frozenset)) and len(intervened) > 1:
+        # the order given is the boxes' order, and a set's changes with PYTHONHASHSEED
+        raise InvalidArgument(
+            f"intervened={intervened!r} must be a list in box order, e.g. "
+            f"{tuple(sorted(intervened))!r}: a set has no order, so each run would lay the "
+            "boxes out differently"
+        )
     boxes: tuple[Any, ...]  # checked to be names below
     try:
         boxes = tuple(intervened)

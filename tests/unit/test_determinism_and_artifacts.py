@@ -80,6 +80,25 @@ def test_a_fixed_seed_gives_identical_iia_predictions_and_rotation(tiny_llama: L
     assert record["baselines"] == again["baselines"]
 
 
+def test_a_fit_leaves_torchs_global_generator_where_the_caller_had_it(
+    tiny_llama: LoadedModel,
+) -> None:
+    # Every fit seeded torch's global generator and left it there: a notebook's random ablation
+    # between fits drew the same "random" units each round, and another after a cache hit.
+    site = Site(1).resolve(tiny_llama.model)
+    train = encode(tiny_llama, prompt_pairs("left_boundary", 8, seed=0), parse_position("last"))
+    torch.manual_seed(123)
+    expected = [torch.randperm(64)[:5].tolist() for _ in range(3)]
+    torch.manual_seed(123)
+    drawn, rotations = [], []
+    for _ in range(3):
+        drawn.append(torch.randperm(64)[:5].tolist())
+        fitted = fit_alignment(tiny_llama.model, site, train, FitConfig(epochs=1, batch_size=8))
+        rotations.append(fitted.interchange.rotate.weight.detach().clone())
+    assert drawn == expected
+    assert all(torch.equal(rotations[0], other) for other in rotations[1:])  # seeded alike
+
+
 def test_the_records_pairs_recompute_every_number_the_verdict_rests_on(
     tiny_llama: LoadedModel,
 ) -> None:

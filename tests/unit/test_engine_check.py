@@ -23,8 +23,8 @@ from das_assert.sites import Site
 from das_assert.tasks.price_tagging import prompt_pairs
 
 
-def _encoded(model: Any, site: Site) -> Any:
-    return encode(model, prompt_pairs("left_boundary", 8, seed=5), site.parsed_position)
+def _encoded(model: Any, site: Site, seed: int = 5) -> Any:
+    return encode(model, prompt_pairs("left_boundary", 8, seed=seed), site.parsed_position)
 
 
 @pytest.fixture
@@ -65,6 +65,24 @@ def test_a_model_and_site_are_checked_once(fresh_llama: Any) -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(engine_check, "_plain_logits", pytest.fail)
         assert check_engine(fresh_llama.model, resolved, encoded) is first
+
+
+def test_what_a_check_reports_does_not_depend_on_which_claim_reached_the_site_first(
+    fresh_llama: Any,
+) -> None:
+    # The memo was keyed by the site alone: the first claim's prompts gave every later claim at
+    # the site its numbers, so a record's engine_check moved with the test order and xdist.
+    site = Site(1, "last")
+    resolved = site.resolve(fresh_llama.model)
+    a, b = _encoded(fresh_llama, site), _encoded(fresh_llama, site, seed=7)
+    b_first = check_engine(fresh_llama.model, resolved, b)
+    engine_check._CHECKED.clear()
+    a_then_b = (
+        check_engine(fresh_llama.model, resolved, a),
+        check_engine(fresh_llama.model, resolved, b),
+    )
+    assert a_then_b[1] == b_first
+    assert a_then_b[0] is not a_then_b[1]
 
 
 def test_cached_passes_that_disagree_give_way_to_whole_prompts_with_a_warning(

@@ -86,6 +86,13 @@ def both_boundaries(name: str = "mine") -> CausalModel:
     )
 
 
+def test_boxes_given_as_a_set_are_refused_for_their_order_is_not_the_same_twice() -> None:
+    # {"left", "right"} laid the boxes out in PYTHONHASHSEED's order: another fit, other pairs
+    # and another cache key in each fresh process.
+    with pytest.raises(InvalidArgument, match=r"must be a list in box order, e.g. \('left', "):
+        register_causal_model(both_boundaries(), intervened={"left", "right"})
+
+
 def test_redefining_a_model_leaves_earlier_experiments_and_results_as_they_were() -> None:
     # A notebook re-runs its registration cell with two boxes where there was one: results made
     # before kept reading the live tables (their repr and to_dict raised), and an Experiment
