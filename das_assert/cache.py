@@ -74,6 +74,8 @@ def cache_key(model: Any, experiment: Any, config: Any) -> str:
     }
     if not recipe["device"].startswith(("cuda", "xpu")):  # the CPU, or a device map over it
         recipe["threads"] = torch.get_num_threads()
+    if not config.prefix_cache:  # whole-prompt passes round otherwise: another rotation's bits
+        recipe["prefix_cache"] = False
     if experiment.hypothesis not in BUILTIN_CAUSAL_MODELS:
         # A registered model: its name fixes neither its labels nor its boxes.
         labelled = [(p.inputs, p.expected) for p in experiment.train_pairs()]

@@ -247,6 +247,16 @@ def test_the_cache_key_tells_cpu_thread_counts_apart() -> None:
         torch.set_num_threads(before)
 
 
+def test_the_cache_key_tells_whole_prompt_passes_apart() -> None:
+    # prefix_cache=False rounds the fit otherwise (another rotation, bit for bit); the cache
+    # served it the prefix-cached fit's entry. The other speed settings do not count.
+    model = SimpleNamespace(fingerprint={"weights": "w"}, dtype="float32", device="cpu")
+    experiment = Experiment(hypothesis="left_boundary", site=Site(0))
+    key = cache_key(model, experiment, FitConfig())
+    assert cache_key(model, experiment, FitConfig(prefix_cache=False)) != key
+    assert cache_key(model, experiment, FitConfig(progress=True, prefix_store_mib=64)) == key
+
+
 def test_the_cache_key_moves_with_the_fit_revision(monkeypatch: pytest.MonkeyPatch) -> None:
     # __version__ moves only on releases: a fit changed between commits was served from a cache
     # entry of the code before, unless the change happened to touch a key field
