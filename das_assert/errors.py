@@ -15,6 +15,9 @@ __all__ = [
     "AlignmentFileError",
     "ConfigError",
     "DasError",
+    "IIAClaimFailed",
+    "IIAInconclusive",
+    "IIARegression",
     "InvalidArgument",
     "KeywordsChecked",
     "MissingEntry",
@@ -148,3 +151,16 @@ def _init_fields(cls: type[Any]) -> tuple[str, ...]:
     if cls not in _INIT_FIELDS:
         _INIT_FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cast(Any, cls)) if f.init)
     return _INIT_FIELDS[cls]
+
+
+# The failures of a das test's claims: assertions, so pytest reports them as failed claims.
+class IIAClaimFailed(AssertionError):
+    """A claim about IIA is contradicted by the interval."""
+
+
+class IIARegression(AssertionError):
+    """A claim's numbers dropped against the saved baseline by more than allowed."""
+
+
+class IIAInconclusive(AssertionError):
+    """The interval straddles the threshold: more pairs are needed to decide."""

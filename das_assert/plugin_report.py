@@ -118,6 +118,10 @@ class Reporter(BaselineReporting):
                 {"das_fuzz": self.fuzz, "das_limit": self.limits, "das_search": self.searches}[
                     name
                 ].append(record)
+                if record.get("heatmap_unwritten"):  # the search stands without its picture
+                    self._unwritten(
+                        f"das: --das-plots heatmap of {report.nodeid}", record["heatmap_unwritten"]
+                    )
                 continue
             record["outcome"] = _outcome(report)  # das_result
             self.records.append(record)

@@ -16,6 +16,9 @@ from das_assert.cache import AlignmentCache, cache_key
 from das_assert.data import PromptPair
 from das_assert.errors import (
     ConfigError,
+    IIAClaimFailed,
+    IIAInconclusive,
+    IIARegression,
     InvalidArgument,
     OutputWriteError,
     SiteError,
@@ -56,18 +59,6 @@ __all__ = [
     "IIAInconclusive",
     "IIARegression",
 ]
-
-
-class IIAClaimFailed(AssertionError):
-    """A claim about IIA is contradicted by the interval."""
-
-
-class IIARegression(AssertionError):
-    """A claim's numbers dropped against the saved baseline by more than allowed."""
-
-
-class IIAInconclusive(AssertionError):
-    """The interval straddles the threshold: more pairs are needed to decide."""
 
 
 @dataclass
@@ -331,8 +322,11 @@ class DasRequest:
                 save_search_alignments(self.session, grid, record, self.node.nodeid)
             except OutputWriteError as exc:  # the search stands; the baseline cannot be saved
                 record.update(alignment_unwritten=str(exc))
-        if self.session.plots_dir is not None:
-            record["heatmap"] = str(self._save_heatmap(grid).resolve())
+        if self.session.plots_dir is not None:  # a picture that cannot be written loses no cell
+            try:
+                record["heatmap"] = str(self._save_heatmap(grid).resolve())
+            except OutputWriteError as exc:  # said among the notes, and the exit is not 0
+                record.update(heatmap=None, heatmap_unwritten=str(exc))
         self.node.user_properties.append(("das_search", json.dumps(record)))
 
     def _save_heatmap(self, grid: Any) -> Path:

@@ -462,6 +462,45 @@ def test_two_searches(das, das_session):
     assert all(path.read_bytes().startswith(b"\x89PNG") for path in drawn)
 
 
+def test_a_search_whose_heatmap_cannot_be_written_keeps_its_cells(
+    project: pytest.Pytester,
+) -> None:
+    # The test failed on the full disk, as a failed claim would, and the JSON lost the search.
+    project.makeconftest(
+        """
+        from das_assert import search
+        from das_assert.errors import OutputWriteError
+
+
+        def pytest_runtest_call():
+            def full(grid, path, **kwargs):
+                raise OutputWriteError(f"could not write {path} (No space left on device)")
+
+            search.save_heatmap = full
+        """
+    )
+    project.makepyfile(
+        test_search="""
+from das_assert.search import search
+
+
+def test_a_search(das, das_session):
+    das.record_search(search(das_session.align, "left_boundary", layers=[0], positions=["last"]))
+"""
+    )
+    result = _run(project, "test_search.py", "--das-plots=plots", "--das-json=r.json")
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.INTERNAL_ERROR  # the run did not do all it was asked
+    result.stdout.fnmatch_lines(
+        [
+            "das: --das-plots heatmap of test_search.py::test_a_search NOT written: could not "
+            "write *(No space left on device)"
+        ]
+    )
+    (found,) = json.loads((project.path / "r.json").read_text())["searches"]
+    assert found["heatmap"] is None and "No space left" in found["heatmap_unwritten"]
+
+
 def test_das_plots_without_matplotlib_is_refused_before_any_search_trains(
     project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
