@@ -25,6 +25,7 @@ from das_assert.cli_outputs import (
     note_earlier_outputs,
 )
 from das_assert.errors import DasError
+from das_assert.termination import TerminatedError, term_as_interrupt
 
 __all__ = ["main"]
 
@@ -407,6 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
     stdout, sys.stdout = sys.stdout, ReaderMayLeave(sys.stdout)
     before = existing_outputs(args)
+    restore_sigterm = term_as_interrupt()  # a CI timeout's SIGTERM: as Ctrl-C, said and noted
     try:
         check_outputs(args)
         return COMMANDS[args.command](args)
@@ -414,11 +416,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         note_earlier_outputs(before)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # Every artifact is written to a temporary file and renamed: none is left half-written.
-        print("interrupted: no file was left half-written", file=sys.stderr)
+        terminated = isinstance(exc, TerminatedError)
+        print(
+            f"interrupted{' by SIGTERM' * terminated}: no file was left half-written",
+            file=sys.stderr,
+        )
         note_earlier_outputs(before)
-        return 130
+        return 143 if terminated else 130  # as the shell counts 128 + the signal
     except Exception:  # a bug (or a model das_assert does not handle): not a failed claim
         import traceback
 
@@ -432,3 +438,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
     finally:
         sys.stdout = stdout
+        restore_sigterm()

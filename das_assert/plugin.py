@@ -53,6 +53,10 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     reporter = Reporter(config)
     config.pluginmanager.register(reporter, "das-reporter")
+    if not hasattr(config, "workerinput"):  # an xdist worker is stopped by its controller
+        from das_assert.termination import term_as_interrupt
+
+        config.stash[_RESTORE_SIGTERM] = term_as_interrupt()
     register_profiles()
     check_output_paths(config)  # first: the reports of a usage error below are written there
     try:
@@ -310,6 +314,7 @@ def _ignored_by_git(folder: Path) -> None:
 
 
 _FROZE = pytest.StashKey[bool]()
+_RESTORE_SIGTERM = pytest.StashKey[Any]()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -319,6 +324,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         import gc
 
         gc.unfreeze()
+    config.stash.get(_RESTORE_SIGTERM, lambda: None)()  # a later pytest.main() sets its own
 
 
 def _freeze_the_heap() -> None:

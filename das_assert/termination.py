@@ -1,0 +1,41 @@
+"""SIGTERM as Ctrl-C: what CI timeouts, ``docker stop`` and Kubernetes send to stop a job.
+
+Python's default action for SIGTERM ends the process at once, so a pytest run ended that way
+runs none of its session finish: a report of an earlier run stays where it was asked for, as if
+it were this run's, and a baseline's reservation stays behind. Raised as ``KeyboardInterrupt``,
+it ends the run as Ctrl-C does: the reports say the run did not complete, no baseline is saved,
+the reservation is released, and the command line says what it left.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+__all__ = ["TerminatedError", "term_as_interrupt"]
+
+
+class TerminatedError(KeyboardInterrupt):
+    """SIGTERM, raised where the process was (pytest and the CLI handle it as Ctrl-C)."""
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise TerminatedError(f"stopped by signal {signal.Signals(signum).name}")
+
+
+def term_as_interrupt() -> Callable[[], None]:
+    """Raise ``TerminatedError`` on SIGTERM, where SIGTERM has Python's default action and this
+    is the main thread (a handler of the caller's own is kept); returns what undoes it."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return lambda: None
+    signal.signal(signal.SIGTERM, _interrupt)
+
+    def restore() -> None:
+        if signal.getsignal(signal.SIGTERM) is _interrupt:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    return restore

@@ -1,0 +1,86 @@
+"""SIGTERM (a CI timeout, ``docker stop``) ends a run as Ctrl-C does, not at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from das_assert.termination import TerminatedError, term_as_interrupt
+
+pytestmark = pytest.mark.skipif(
+    not hasattr(signal, "SIGTERM") or os.name != "posix", reason="POSIX"
+)
+
+
+def _stopped_by_sigterm(command: list[str], cwd: Path, started: Path) -> tuple[int, str]:
+    process = subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not started.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    return process.returncode, output
+
+
+def test_a_pytest_run_stopped_by_sigterm_writes_its_report_as_incomplete(tmp_path: Path) -> None:
+    # Python's default SIGTERM ended the run at once: the earlier run's r.json stayed, to be
+    # read as this run's, and pytest's own output was lost.
+    (tmp_path / "r.json").write_text('{"run": {"complete": true}, "results": ["earlier"]}')
+    (tmp_path / "test_slow.py").write_text(
+        "import pathlib, time\n\n\ndef test_slow():\n"
+        "    pathlib.Path('started').write_text('')\n    time.sleep(120)\n"
+    )
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--das-json=r.json"]
+    returncode, output = _stopped_by_sigterm(command, tmp_path, tmp_path / "started")
+    assert returncode == pytest.ExitCode.INTERRUPTED, output
+    run = json.loads((tmp_path / "r.json").read_text())["run"]
+    assert run["complete"] is False
+    assert run["exit_code"] == "INTERRUPTED"
+
+
+def _terminate_self() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)  # the handler runs between bytecodes, at once
+
+
+def test_a_handler_of_the_callers_own_is_kept_and_ours_is_undone() -> None:
+    def own(signum: int, frame: object) -> None:
+        pass
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, own)
+        term_as_interrupt()()
+        assert signal.getsignal(signal.SIGTERM) is own
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        restore = term_as_interrupt()
+        with pytest.raises(TerminatedError, match="SIGTERM"):
+            _terminate_self()
+        restore()
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def test_a_command_stopped_by_sigterm_says_so_and_exits_143(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from das_assert import cli
+
+    def stopped(args: object) -> int:
+        raise TerminatedError("stopped by signal SIGTERM")
+
+    monkeypatch.setitem(cli.COMMANDS, "baselines", stopped)
+    before = signal.getsignal(signal.SIGTERM)  # this pytest run's: the plugin set it already
+    assert cli.main(["baselines"]) == 143
+    assert "interrupted by SIGTERM: no file was left half-written" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before
