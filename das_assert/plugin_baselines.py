@@ -123,6 +123,8 @@ class BaselineReporting:
             try:
                 for directory in root.iterdir() if root.is_dir() else ():
                     for folder in reservations(directory, token):
+                        if not folder.with_name(f"{folder.name}.json").exists():
+                            _remove_unsaved_alignments(folder)  # all this run's: none named
                         release_reservation(folder)
                     for folder in abandoned_reservations(directory, token, now):
                         self.notes.append(
@@ -346,6 +348,18 @@ class BaselineReporting:
 
 def _claims(count: int) -> str:
     return f"{count} claim{'' if count == 1 else 's'}"
+
+
+def _remove_unsaved_alignments(folder: Path) -> None:
+    """Delete the alignment files (and their temporaries) in a folder this run reserved for a
+    baseline it did not save: those of claims whose record never arrived (Ctrl-C after a claim
+    wrote its alignment, before its test ended) are named by no record."""
+    for file in folder.iterdir():
+        written = file.suffix == ".safetensors" or (
+            file.name.startswith(".") and ".safetensors." in file.name and file.suffix == ".tmp"
+        )
+        if written and file.is_file():
+            file.unlink(missing_ok=True)
 
 
 def _remove(files: list[Path]) -> None:

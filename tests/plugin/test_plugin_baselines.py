@@ -146,6 +146,28 @@ def test_a_run_past_a_collection_error_saves_no_baseline(project: pytest.Pyteste
     )
 
 
+def test_ctrl_c_after_a_claim_wrote_its_alignment_leaves_no_file_of_the_baseline(
+    project: pytest.Pytester,
+) -> None:
+    # The claim's alignment was written as it was judged, and Ctrl-C before its test ended
+    # kept its record from the reporter: no record named the file, so it stayed, and
+    # `baselines` listed the folder as holding no baseline JSON.
+    project.makepyfile(
+        test_stopped="""
+def test_judged_then_stopped(das, das_session):
+    das.assert_not_aligned(das_session.align("left_boundary", "boundary"), claim="impossible")
+    raise KeyboardInterrupt
+"""
+    )
+    args = ("--das-cache=off", "--das-save-baseline=v1", "--das-baseline-dir=b")
+    result = _run(project, *args, "test_stopped.py", subprocess=True)
+    result.stdout.fnmatch_lines(
+        ["das: baseline v1 NOT saved: the run did not complete (pytest exit INTERRUPTED)"]
+    )
+    assert not list((project.path / "b").rglob("*.safetensors"))
+    assert not list((project.path / "b").rglob("0001_v1"))
+
+
 def test_a_last_failed_rerun_is_noted_on_its_baseline(project: pytest.Pytester) -> None:
     project.makepyfile(test_other="def test_plain():\n    pass\n")
     args = ("--das-cache=off", "-p", "cacheprovider", "test_hyp.py", "test_other.py")
