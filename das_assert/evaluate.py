@@ -244,9 +244,9 @@ def evaluate(
         except OutOfDeviceMemory as exc:
             if batch_size <= 1:
                 raise OutOfDeviceMemory(
-                    f"out of GPU memory evaluating one pair at a time at {alignment.site.site} "
-                    f"({exc}); spread the model over several GPUs with device_map='auto' "
-                    "(--device-map auto)",
+                    f"out of memory evaluating one pair at a time at {alignment.site.site} "
+                    f"({exc}); on a GPU, spread the model over several with device_map='auto' "
+                    "(--device-map auto); on the CPU, give the process more memory",
                     1,
                 ) from None
             batch_size //= 2

@@ -31,6 +31,7 @@ from das_assert.fit_config import METHODS, FitConfig, parse_method
 from das_assert.fit_readback import History, StepLosses
 from das_assert.hooks import site_key
 from das_assert.kv_cache import (
+    out_of_memory,
     plain_cache,
     prefix_caching_works,
     source_pass_rows,
@@ -39,7 +40,7 @@ from das_assert.model_state import model_version
 from das_assert.prefix_store import PrefixStore, first_layer_needed, prefix_batches
 from das_assert.runner import BaseRun, shared_source_vectors, tail_blocks
 from das_assert.sites import ResolvedSite, existing_sites
-from das_assert.transfer import to_device
+from das_assert.transfer import cuda_devices, to_device
 
 __all__ = [  # METHODS, FitConfig and parse_method live in fit_config; imported here as before
     "METHODS",
@@ -204,15 +205,10 @@ def fit_alignments(
     fitted: list[FittedAlignment] = []
     # The fit seeds torch's global generators; the caller's draws go on where they were (a
     # notebook's random ablation drew the same "random" units after every fit).
-    with torch.random.fork_rng(devices=_cuda_devices(model)):
+    with torch.random.fork_rng(devices=cuda_devices(model)):
         for start in range(0, len(sites), group):
             fitted += _fit_group(model, sites[start : start + group], train, config, n_variables)
     return fitted
-
-
-def _cuda_devices(model: Any) -> list[int]:
-    """The CUDA devices that hold ``model``'s parameters (several under device_map)."""
-    return sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
 
 
 def _fit_group(
@@ -279,7 +275,10 @@ def _fit_group(
                 unchecked = StepLosses(torch.stack([loss.detach() for loss in losses]), step, epoch)
                 # One site: its loss as it is (a sum would add 0.0 first, bit for bit the same,
                 # but there is no reason to build it).
-                (losses[0] if len(losses) == 1 else torch.stack(losses).sum()).backward()
+                try:
+                    (losses[0] if len(losses) == 1 else torch.stack(losses).sum()).backward()
+                except RuntimeError as exc:  # out of memory: one error that says what to lower
+                    raise out_of_memory(exc, len(index)) or exc from None
             optimizer.step()
             # Dropped now, not before the next backward: they would sit beside the next forward
             # (the rotation's gradient is d x d, 64 MiB at Llama-7B's width).

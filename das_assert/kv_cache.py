@@ -13,6 +13,7 @@ the model, under either of transformers' names for the cache.
 from __future__ import annotations
 
 import functools
+import textwrap
 import weakref
 from typing import Any
 
@@ -41,6 +42,7 @@ __all__ = [
     "filled_with_tails",
     "head_cache_class",
     "head_tensors",
+    "out_of_memory",
     "plain_cache",
     "prefix_cache",
     "prefix_caching_works",
@@ -57,11 +59,25 @@ __all__ = [
 ]
 
 
-def _oom_message(exc: BaseException, batch: int) -> OutOfDeviceMemory:
+def out_of_memory(exc: BaseException, batch: int) -> OutOfDeviceMemory | None:
+    """``exc`` as one error that says what to lower, where it is a GPU's or the CPU allocator's
+    running out of memory (the CPU's is a plain RuntimeError); else None."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        where, spread = (
+            "GPU memory",
+            (
+                " or spread the model over several GPUs with device_map='auto' "
+                "(--das-device-map auto / --device-map auto)"
+            ),
+        )
+    elif isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc):
+        where, spread = "memory (the CPU's allocator failed)", ""
+    else:
+        return None
     return OutOfDeviceMemory(
-        f"out of GPU memory with a batch of {batch} pairs ({exc}); lower the batch size "
-        "(the model's `batch_size:` in das.yaml, or --batch-size of the CLI) or spread the model "
-        "over several GPUs with device_map='auto' (--das-device-map auto / --device-map auto)",
+        f"out of {where} with a batch of {batch} pairs ({textwrap.shorten(str(exc), 300)}); "
+        "lower the batch size (the model's `batch_size:` in das.yaml, or --batch-size of the "
+        f"CLI){spread}",
         batch,
     )
 
@@ -84,8 +100,10 @@ def run_model(
             use_cache=use_cache,
             **{cache_keyword(type(model)): cache},
         )
-    except torch.cuda.OutOfMemoryError as exc:
-        raise _oom_message(exc, ids.shape[0]) from None
+    except RuntimeError as exc:  # torch.OutOfMemoryError is one
+        if (error := out_of_memory(exc, ids.shape[0])) is None:
+            raise
+        raise error from None
 
 
 def returned_cache(output: Any) -> Any:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-__all__ = ["to_device"]
+__all__ = ["cuda_devices", "to_device"]
 
 
 def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
@@ -23,3 +25,8 @@ def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     if target.type == "cuda" and tensor.device.type == "cpu":
         return tensor.pin_memory().to(target, non_blocking=True)
     return tensor.to(target)
+
+
+def cuda_devices(model: Any) -> list[int]:
+    """The CUDA devices that hold ``model``'s parameters (several under device_map)."""
+    return sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})

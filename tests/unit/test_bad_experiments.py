@@ -92,6 +92,20 @@ def fit_out_of_gpu_memory(ctx: Ctx) -> object:
     return fit_tiny_llama(loaded)
 
 
+def fit_out_of_cpu_memory(ctx: Ctx) -> object:
+    """torch's CPU allocator fails with a plain RuntimeError: it was "an unexpected error"."""
+    loaded = ctx.llama
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate "
+            "memory: you tried to allocate 1073741824 bytes. Error code 12"
+        )
+
+    ctx.monkeypatch.setattr(type(loaded.model), "forward", forward)
+    return fit_tiny_llama(loaded)
+
+
 def evaluate_out_of_gpu_memory(ctx: Ctx) -> object:
     """Every forward pass runs out of memory, even for one pair: the back-off ends in an error."""
     loaded = ctx.llama
@@ -371,9 +385,16 @@ CASES = [
         id="fit_alignment(<forward raises torch.cuda.OutOfMemoryError>)",
     ),
     pytest.param(
+        fit_out_of_cpu_memory,
+        OutOfDeviceMemory,
+        r"out of memory \(the CPU's allocator failed\) with a batch of \d+ pairs .*lower the "
+        r"batch size",
+        id="fit_alignment(<forward raises the CPU allocator's RuntimeError>)",
+    ),
+    pytest.param(
         evaluate_out_of_gpu_memory,
         OutOfDeviceMemory,
-        r"out of GPU memory evaluating one pair at a time at block_output\[layer=1, pos=last\] "
+        r"out of memory evaluating one pair at a time at block_output\[layer=1, pos=last\] "
         r".*device_map='auto'",
         id="evaluate(<every forward raises torch.cuda.OutOfMemoryError>)",
     ),
