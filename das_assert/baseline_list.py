@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from das_assert.baseline import (
+    RESERVED_BY,
     SAVED_AT_FORMAT,
     abandoned_reservations,
     is_baseline_file,
@@ -66,6 +67,8 @@ def _model_block(folder: Path, now: float) -> dict[str, Any]:
         if since is not None:
             state = "abandoned" if sub in abandoned else "reserved"
             others.append({"folder": sub.name, "state": state, "since": _utc(since)})
+            if sub.name in stems:  # a run killed between its JSON's rename and the release
+                others[-1]["saved"] = True
         elif sub.name not in stems:
             others.append({"folder": sub.name, "state": "orphaned", "since": None})
     return {
@@ -154,6 +157,12 @@ def listing_text(listing: dict[str, Any]) -> str:
 def _other_text(other: dict[str, Any]) -> str:
     if other["state"] == "reserved":
         return f"reserved by a run since {other['since']}: it is saving a baseline now"
+    if other["state"] == "abandoned" and other.get("saved"):
+        return (
+            f"reserved since {other['since']} by a run that never finished, but its baseline "
+            f"JSON is saved beside it: delete only its {RESERVED_BY} file, not the folder (it "
+            "holds that baseline's alignments)"
+        )
     if other["state"] == "abandoned":
         return (
             f"reserved since {other['since']} by a run that never finished (killed?): delete "

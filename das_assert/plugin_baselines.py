@@ -127,6 +127,12 @@ class BaselineReporting:
                             _remove_unsaved_alignments(folder)  # all this run's: none named
                         release_reservation(folder)
                     for folder in abandoned_reservations(directory, token, now):
+                        if folder.with_name(f"{folder.name}.json").exists():
+                            self.notes.append(
+                                f"das: {self._shown(str(folder))}/{RESERVED_BY} was left by a "
+                                "run killed as it saved that baseline: delete only that file"
+                            )
+                            continue
                         self.notes.append(
                             f"das: {self._shown(str(folder))}/ was reserved more than a day ago "
                             "by a run that never finished (killed?) and keeps its number: "

@@ -385,3 +385,21 @@ def test_a_baseline_whose_fields_have_other_types_is_listed_not_a_crash(
     )
     assert main(["baselines", "--dir", str(tmp_path)]) == 0
     assert "0001    old" in capsys.readouterr().out
+
+
+def test_a_token_left_beside_a_saved_baseline_is_advised_away_not_its_folder(
+    tmp_path: Path,
+) -> None:
+    # A run killed between its JSON's rename and its token's release: the listing advised
+    # deleting the folder, which holds the saved baseline's alignments.
+    path = tmp_path / "m" / "0001_v1.json"
+    path.parent.mkdir()
+    _save(path, [_claim("test_a", True)], [])
+    marker = tmp_path / "m" / "0001_v1" / RESERVED_BY
+    marker.parent.mkdir()
+    marker.write_text("a killed run's token")
+    old = time.time() - 2 * 24 * 3600
+    os.utime(marker, (old, old))
+    text = listing_text(baseline_listing(tmp_path))
+    assert f"delete only its {RESERVED_BY} file, not the folder" in text
+    assert "delete it unless a run is still saving" not in text
