@@ -206,22 +206,32 @@ def _reject(event_text: str, error: Exception) -> NoReturn:
     raise AssertionError("unreachable: assume(False) raises")  # for type checkers
 
 
+#: How many evaluated variants a session keeps for reuse.
+VARIANT_MEMO_SIZE = 32
+
+
 def _evaluate_once(
     session: Any, result: AlignmentResult, variant: Any, n: int, *, fresh: bool = False
 ) -> Any:
-    """``variants.evaluate_variant``, computed once per session for each (alignment, variant,
-    n, fresh)."""
+    """``variants.evaluate_variant``, computed once for each (alignment, variant, n, fresh)
+    among the session's latest ``VARIANT_MEMO_SIZE`` (a shrinking hypothesis replays recent
+    draws). Each holds its encoded prompts, about 5 MiB at n = 400: kept for the whole session,
+    a thorough fuzz profile held gigabytes."""
+    memo = session._variant_memo
     try:
         key: tuple[int, Any, int, bool] | None = (id(result), variant, n, fresh)
-        known = session._variant_memo.get(key)
+        known = memo.get(key)
     except TypeError:  # a user's variant type that cannot be hashed: no reuse
         key = known = None
     if known is not None:
+        memo[key] = memo.pop(key)  # the most recent now
         return known[1]
     gate = session.min_task_accuracy
     outcome = evaluate_variant(result, variant, n, min_task_accuracy=gate, fresh=fresh)
     if key is not None:
-        session._variant_memo[key] = (result, outcome)
+        memo[key] = (result, outcome)
+        while len(memo) > VARIANT_MEMO_SIZE:
+            del memo[next(iter(memo))]  # the least recently used
     return outcome
 
 

@@ -403,3 +403,25 @@ def test_a_token_left_beside_a_saved_baseline_is_advised_away_not_its_folder(
     text = listing_text(baseline_listing(tmp_path))
     assert f"delete only its {RESERVED_BY} file, not the folder" in text
     assert "delete it unless a run is still saving" not in text
+
+
+def test_a_large_report_about_to_be_replaced_is_not_parsed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every run parsed the report it was about to replace, to ask whether it was a baseline:
+    # a 746 MiB report took 8 s and 2 GB before the first test. A baseline's kind is looked
+    # for in its text, a chunk at a time, and a file is parsed only where it is there.
+    from das_assert import store
+
+    report = tmp_path / "r.json"
+    report.write_text(json.dumps({"kind": "das_assert report", "results": ["x" * 100] * 30_000}))
+
+    def parsed(text: str) -> object:
+        raise AssertionError("the report was parsed")
+
+    monkeypatch.setattr(store.json, "loads", parsed)
+    assert store.output_path_problem(report) is None
+    assert store._mentions_the_baseline_kind(report, chunk=4096) is False
+    spread = tmp_path / "b.json"  # the kind across a chunk's edge
+    spread.write_text(" " * 4090 + '{"kind": "das_assert baseline"}')
+    assert store._mentions_the_baseline_kind(spread, chunk=4096) is True

@@ -192,3 +192,28 @@ def test_the_hooks_transformers_adds_to_capture_hidden_states_are_no_change(
         das.model.model(input_ids=ids, output_hidden_states=True)
     assert das.align("left_boundary", "a") is first
     assert len(runs) == 1
+
+
+def test_the_session_keeps_only_its_latest_evaluated_variants(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each variant's evaluation holds its encoded prompts (about 5 MiB at n = 400), and every
+    # one was kept for the session: gigabytes under a thorough fuzz profile.
+    from das_assert import robustness
+
+    evaluated: list[int] = []
+
+    def evaluate(result: Any, variant: int, n: int, **kwargs: Any) -> str:
+        evaluated.append(variant)
+        return f"outcome {variant}"
+
+    monkeypatch.setattr(robustness, "evaluate_variant", evaluate)
+    session = SimpleNamespace(_variant_memo={}, min_task_accuracy=0.8)
+    result = object()
+    size = robustness.VARIANT_MEMO_SIZE
+    for variant in range(size + 8):
+        assert robustness._evaluate_once(session, result, variant, 400) == f"outcome {variant}"
+    assert len(session._variant_memo) == size
+    robustness._evaluate_once(session, result, size + 7, 400)  # recent: reused
+    robustness._evaluate_once(session, result, 0, 400)  # the oldest: evaluated again
+    assert evaluated == [*range(size + 8), 0]
