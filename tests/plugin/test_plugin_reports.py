@@ -498,7 +498,8 @@ def test_a_search(das, das_session):
         ]
     )
     (found,) = json.loads((project.path / "r.json").read_text())["searches"]
-    assert found["heatmap"] is None and "No space left" in found["heatmap_unwritten"]
+    assert found["heatmap"] is None
+    assert "No space left" in found["heatmap_unwritten"]
 
 
 def test_das_plots_without_matplotlib_is_refused_before_any_search_trains(
