@@ -124,3 +124,40 @@ def test_a_models_fingerprint_is_the_same_with_and_without_the_memo(
     again: Any = load_model(directory)
     again.digest_memo = DigestMemo(tmp_path / "digests.json")
     assert again.fingerprint == plain
+
+
+def test_concurrent_writers_lose_no_digest_and_deleted_files_are_forgotten(
+    tmp_path: Path,
+) -> None:
+    # An unlocked read-modify-write: 8 workers hashing 25 files each kept 25 of 200 digests.
+    # And the digests of deleted files stayed in the memo for good.
+    import multiprocessing
+
+    files = []
+    for worker in range(4):
+        for i in range(5):
+            path = tmp_path / "weights" / f"w{worker}_{i}.safetensors"
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(os.urandom(64))
+            files.append(path)
+    memo = tmp_path / "cache" / "digests.json"
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(4) as pool:
+        pool.starmap(_hash_all, [(memo, files[w * 5 : (w + 1) * 5]) for w in range(4)])
+    assert len(json.loads(memo.read_text())["files"]) == 20
+    for path in files[1:]:
+        path.unlink()
+    DigestMemo(memo).sha256(_fresh(tmp_path))
+    kept = json.loads(memo.read_text())["files"]
+    assert sorted(Path(name).name for name in kept) == sorted([files[0].name, "fresh.safetensors"])
+
+
+def _fresh(tmp_path: Path) -> Path:
+    path = tmp_path / "weights" / "fresh.safetensors"
+    path.write_bytes(b"fresh")
+    return path
+
+
+def _hash_all(memo: Path, files: list[Path]) -> None:
+    for path in files:
+        DigestMemo(memo).sha256(path)
