@@ -67,7 +67,7 @@ def entry_key(record: dict[str, Any]) -> str:
     return f"{record['test_id']}::{record['claim']}"
 
 
-def matching_key(key: str, keys: Iterable[str]) -> str | None:
+def matching_key(key: str, keys: Iterable[str] | KeyIndex) -> str | None:
     """``key`` among ``keys``; else the one key of the same test seen from another rootdir.
 
     A pytest node id is relative to the rootdir, which moves with the arguments (an existing
@@ -75,11 +75,29 @@ def matching_key(key: str, keys: Iterable[str]) -> str | None:
     same claim is ``test_x.py::test::claim`` in one run and ``suite/test_x.py::test::claim`` in
     another. None if there is no such key, or more than one.
     """
-    keys = list(keys)
-    if key in keys:
+    index = keys if isinstance(keys, KeyIndex) else KeyIndex(keys)
+    if key in index.keys:
         return key
-    found = [k for k in keys if _one_path_ends_the_other(k, key)]
+    found = [k for k in index.by_tail.get(_tail(key), ()) if _one_path_ends_the_other(k, key)]
     return found[0] if len(found) == 1 else None
+
+
+class KeyIndex:
+    """Keys for ``matching_key`` to look up many times: a set, and the keys by their test file's
+    name onwards (``_tail``), where another rootdir's key of the same claim is (a scan of every
+    key for each took 5.9 s for 4,000 claims)."""
+
+    def __init__(self, keys: Iterable[str]) -> None:
+        self.keys = set(keys)
+        self.by_tail: dict[str, list[str]] = {}
+        for key in self.keys:
+            self.by_tail.setdefault(_tail(key), []).append(key)
+
+
+def _tail(key: str) -> str:
+    """``dir/test_x.py::test::claim`` -> ``test_x.py::test::claim``."""
+    path, sep, rest = key.partition("::")
+    return path.rsplit("/", 1)[-1] + sep + rest
 
 
 def baseline_entries_not_judged(
@@ -90,7 +108,7 @@ def baseline_entries_not_judged(
     skipped, failed before a verdict or not selected."""
     records = list(records)
     paths = sorted({r["baseline"]["path"] for r in records if r.get("baseline")} | set(also))
-    judged = [entry_key(r) for r in records]
+    judged = KeyIndex(entry_key(r) for r in records)
     found = {}
     for path in paths:
         entries = load_baseline(Path(path))["entries"]

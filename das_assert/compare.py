@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from das_assert.baseline import matching_key
+from das_assert.baseline import KeyIndex, matching_key
 from das_assert.errors import ConfigError
 from das_assert.metrics import beside
 from das_assert.summary import fit_method
@@ -193,7 +193,8 @@ def compare_entries(
         "|---|---|---|---|---|---|",
     ]
     counts = dict.fromkeys(COUNTS, 0)
-    new = {matching_key(key, old) or key: entry for key, entry in new.items()}  # moved rootdirs
+    old_keys = KeyIndex(old)
+    new = {matching_key(key, old_keys) or key: entry for key, entry in new.items()}  # rootdirs
     across, unmatched = _match_across_kinds(old, new)
     matched_new = set(across.values())
     for key in sorted(set(old) | (set(new) - matched_new)):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from das_assert.alignment_file import load_alignment, save_alignment
 from das_assert.alignment_result import AlignmentResult
-from das_assert.baseline import alignment_path, entry_key, matching_key
+from das_assert.baseline import KeyIndex, alignment_path, entry_key, matching_key
 from das_assert.compare import not_comparable, parse_compare_fail
 from das_assert.errors import AlignmentFileError
 from das_assert.evaluate import evaluate
@@ -141,6 +141,16 @@ def compare_search_cells(
     return {"file": path.name, "cells": len(both), "correlation": r, "largest_change": change}
 
 
+_INDEXED: list[tuple[dict[str, Any], KeyIndex]] = []  # the baseline's entries last indexed
+
+
+def _key_index(entries: dict[str, Any]) -> KeyIndex:
+    """The ``KeyIndex`` of a baseline's entries, built once for all of a run's claims."""
+    if not _INDEXED or _INDEXED[0][0] is not entries:
+        _INDEXED[:] = [(entries, KeyIndex(entries))]
+    return _INDEXED[0][1]
+
+
 def compare_with_baseline(
     session: DasSession, node: Any, result: AlignmentResult, record: dict[str, Any]
 ) -> list[str]:
@@ -149,7 +159,7 @@ def compare_with_baseline(
     ``das(compare_fail=...)`` marker; fills the record's baseline, drift and transfer."""
     assert session.baseline is not None
     path, payload = session.baseline
-    found = matching_key(entry_key(record), payload["entries"])
+    found = matching_key(entry_key(record), _key_index(payload["entries"]))
     entry = payload["entries"][found] if found is not None else None
     if entry is None:
         if session.save_to is not None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from das_assert.baseline import load_baseline, matching_key
+from das_assert.baseline import KeyIndex, load_baseline, matching_key
 from das_assert.cli import main
 from das_assert.report import build_report, write_report
 
@@ -253,6 +253,10 @@ def test_a_claim_seen_from_another_rootdir_is_the_same_entry(
     assert matching_key("test_x.py::t::c", keys) is None  # ambiguous: no guess
     assert matching_key("test_y.py::t::c", keys) is None
     assert matching_key("x/a/test_x.py::t::c", keys) == "a/test_x.py::t::c"
+    index = KeyIndex(keys)  # the same answers, looked up without a scan of every key
+    assert matching_key("test_x.py::t::c", index) is None
+    assert matching_key("x/a/test_x.py::t::c", index) == "a/test_x.py::t::c"
+    assert matching_key("t.py::p[a/b]::c", KeyIndex(["s/t.py::p[a/b]::c"])) == "s/t.py::p[a/b]::c"
 
 
 DATA = {"prefix": "", "bracket": None, "numbers": "plain"}
