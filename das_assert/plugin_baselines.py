@@ -226,9 +226,10 @@ class BaselineReporting:
                     self.notes.append(f"das: baseline {name} leaves out {test_id}'s {unsaved}")
             if failed := sorted({r["claim"] for r in records if r.get("passed") is False}):
                 self.notes.append(
-                    f"das: baseline {name} records {len(failed)} claim(s) that failed in this "
-                    f"run ({', '.join(failed)}): a --das-compare against it gates those numbers "
-                    "as they are; save it from a passing run to gate against claims that hold"
+                    f"das: baseline {name} records {len(failed)} claim(s) that did not hold in "
+                    f"this run ({', '.join(failed)}): a --das-compare against it gates those "
+                    "numbers as they are; save it from a passing run to gate against claims that "
+                    "hold"
                 )
             if run["selection"]:
                 self.notes.append(

@@ -111,7 +111,7 @@ def test_a_run_cut_short_saves_no_baseline_and_leaves_no_alignment_file(
     assert "baseline saved" not in result.stdout.str()
     selected = _run(project, *args, "-k", "negative", "test_hyp.py")
     selected.assert_outcomes(passed=1)
-    assert "that failed in this run" not in selected.stdout.str()
+    assert "that did not hold in this run" not in selected.stdout.str()
     selected.stdout.fnmatch_lines(
         [
             "das: baseline saved: b/tiny/0001_v1.json (1 claim)",
@@ -126,7 +126,7 @@ def test_a_run_cut_short_saves_no_baseline_and_leaves_no_alignment_file(
     full.stdout.fnmatch_lines(
         [
             "das: baseline saved: b/tiny/0002_v1.json (2 claims)",
-            "das: baseline 0002_v1 records 1 claim(s) that failed in this run (impossible)*",
+            "das: baseline 0002_v1 records 1 claim(s) that did not hold in this run (impossible)*",
         ]
     )
 
