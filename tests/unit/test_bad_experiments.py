@@ -319,11 +319,7 @@ CASES = [
         id="run_experiment(<one-box alignment>, a two-variable hypothesis)",
     ),
     pytest.param(
-        lambda c: run_experiment(
-            c.llama,
-            tiny_experiment(n_train=8, n_test=16, min_task_accuracy=0.0),
-            FitConfig(epochs=1, batch_size=8),
-        ).evaluate_on(prompt_pairs("midpoint_distance", 4, seed=1)),
+        lambda c: tiny_result(c).evaluate_on(prompt_pairs("midpoint_distance", 4, seed=1)),
         InvalidArgument,
         r"these pairs intervene on 'mid', but left_boundary's alignment has a box for each of "
         r"\['left'\]",
@@ -344,11 +340,10 @@ CASES = [
         id="result.evaluate_on(<pairs with one label swapped>)",
     ),
     pytest.param(
-        lambda c: run_experiment(
-            c.llama,
-            tiny_experiment(n_train=8, n_test=16, min_task_accuracy=0.0),
-            FitConfig(epochs=1, batch_size=8),
-        ).evaluate_on(prompt_pairs("left_boundary", 4, seed=1), seed="1"),  # type: ignore[arg-type]
+        lambda c: tiny_result(c).evaluate_on(
+            prompt_pairs("left_boundary", 4, seed=1),
+            seed="1",  # type: ignore[arg-type]
+        ),
         InvalidArgument,
         r"seed='1': use an integer 0 to 4294967295",
         id="result.evaluate_on(seed='1')",
