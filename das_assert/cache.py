@@ -27,6 +27,7 @@ from typing import Any
 
 from das_assert.alignment_file import load_alignment, save_alignment
 from das_assert.errors import AlignmentFileError, ConfigError
+from das_assert.store import open_lock_file
 
 fcntl: Any
 try:
@@ -39,7 +40,9 @@ __all__ = ["CACHE_MODES", "AlignmentCache", "cache_key", "training_lock"]
 CACHE_MODES = ("off", "read", "write", "readwrite")
 #: Bump when a change to the fit changes what it learns from the same inputs (the version number
 #: moves only on releases, so a cache kept across commits served fits of the code before).
-FIT_REVISION = 2  # 1: until 2026-12-04, when das:K fits were keyed by mask_in_training instead
+# 1: until 2026-12-04, when das:K fits were keyed by mask_in_training instead; 2: until
+# 2026-12-06, when spaced answer words (" Yes") were written into the instruction with the space
+FIT_REVISION = 3
 
 
 def cache_key(model: Any, experiment: Any, config: Any) -> str:
@@ -235,7 +238,7 @@ def training_lock(cache: AlignmentCache | None, key: str) -> Iterator[None]:
     handle = None
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
-        handle = _open_lock_file(lock_path)
+        handle = open_lock_file(lock_path)
         if fcntl is None:
             raise OSError("this platform has no POSIX file locks")
         try:
@@ -281,13 +284,3 @@ def _say_waiting(lock_path: Path) -> None:
     if stream is not None:
         stream.write(text)
         stream.flush()
-
-
-def _open_lock_file(path: Path) -> int:
-    """The lock file, opened for writing where this user may: on NFS an exclusive flock is a
-    POSIX lock, which a file opened read-only cannot take (EBADF). Read-only otherwise: another
-    user's lock file in a cache a group shares, which a local flock takes all the same."""
-    try:
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except PermissionError:
-        return os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)

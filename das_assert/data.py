@@ -31,6 +31,8 @@ class PromptPair:
         base_expected: the base prompt's own (factual) answer word.
         variable_index: which of the alignment's variables this pair intervenes on.
         inputs: the causal inputs behind the prompts, for messages (``base``, ``source``).
+        answers: the format's answer words, the true one first (``()`` for a pair built by
+            hand): what the answers above are checked against.
     """
 
     base: Any  # RenderedPrompt: .text, .spans
@@ -40,6 +42,7 @@ class PromptPair:
     variable_index: int = 0
     inputs: dict[str, Any] = field(default_factory=dict)
     source_expected: str = ""
+    answers: tuple[str, ...] = ()
 
 
 @dataclass

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from das_assert.store import atomic_write_json
+from das_assert.store import atomic_write_json, open_lock_file
 
 __all__ = ["DigestMemo", "file_sha256"]
 
@@ -37,6 +37,18 @@ def file_sha256(path: Path) -> str:
 def _identity(path: Path) -> list[int]:
     stat = path.stat()
     return [stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns]
+
+
+def _may_exist(name: str) -> bool:
+    """False only for a file known to be gone: another user's entry under a folder this user
+    may not search is kept (``Path.exists`` raised PermissionError there)."""
+    try:
+        os.stat(name)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 class DigestMemo:
@@ -61,7 +73,7 @@ class DigestMemo:
             try:
                 with self._locked():  # read and written by one writer at a time: none is lost
                     entries = self._load()  # another worker may have added its own meanwhile
-                    entries = {name: e for name, e in entries.items() if Path(name).exists()}
+                    entries = {name: e for name, e in entries.items() if _may_exist(name)}
                     entries[str(file)] = {"identity": identity, "sha256": digest}
                     atomic_write_json(self.path, {"version": 1, "files": entries})
             except OSError:  # a full disk: the digest is known, only next run's time is lost
@@ -79,7 +91,7 @@ class DigestMemo:
             yield
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT)
+        handle = open_lock_file(self.path.with_name(self.path.name + ".lock"))  # group-shared
         try:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield

@@ -278,7 +278,9 @@ def _fit_group(
                 try:
                     (losses[0] if len(losses) == 1 else torch.stack(losses).sum()).backward()
                 except RuntimeError as exc:  # out of memory: one error that says what to lower
-                    raise out_of_memory(exc, len(index)) or exc from None
+                    if (error := out_of_memory(exc, len(index))) is None:
+                        raise
+                    raise error from None
             optimizer.step()
             # Dropped now, not before the next backward: they would sit beside the next forward
             # (the rotation's gradient is d x d, 64 MiB at Llama-7B's width).

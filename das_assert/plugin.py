@@ -53,7 +53,9 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     reporter = Reporter(config)
     config.pluginmanager.register(reporter, "das-reporter")
-    if not hasattr(config, "workerinput"):  # an xdist worker is stopped by its controller
+    if _writes_das_outputs(config) and not hasattr(config, "workerinput"):
+        # what a SIGTERM would leave behind: an earlier run's report, a reservation (an xdist
+        # worker is stopped by its controller; a run asking for neither keeps Python's default)
         from das_assert.termination import term_as_interrupt
 
         config.stash[_RESTORE_SIGTERM] = term_as_interrupt()
@@ -64,6 +66,11 @@ def pytest_configure(config: pytest.Config) -> None:
     except pytest.UsageError as exc:
         reporter.usage_error(f"das_assert usage: {exc}")
         raise
+
+
+def _writes_das_outputs(config: pytest.Config) -> bool:
+    names = ("das_json", "das_markdown", "das_save_baseline", "das_plots")
+    return any(config.getoption(name, None) for name in names)
 
 
 @pytest.hookimpl(optionalhook=True)

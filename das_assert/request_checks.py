@@ -83,7 +83,6 @@ def check_pairs(pairs: Any, result: Any) -> None:
     model = causal_model(hypothesis)
     boxes = result.variable_names
     head, _, tail = result.experiment.fmt.wrapper_parts()
-    words: dict[bool, str] = {}  # the causal model's output -> the answer word the pairs give
     for pair in pairs:
         inputs = pair.inputs
         if not inputs:  # built by hand: nothing to check them against
@@ -108,22 +107,14 @@ def check_pairs(pairs: Any, result: Any) -> None:
                 f"these pairs are labelled by another causal model than {hypothesis!r} (base "
                 f"{inputs['base']}, source {inputs['source']}): {made}"
             )
-        for value, word in ((factual, pair.base_expected), (intervened, pair.expected)):
-            if words.setdefault(bool(value), word) != word:
-                raise InvalidArgument(
-                    f"these pairs answer both {words[bool(value)]!r} and {word!r} where "
-                    f"{hypothesis}'s output is {bool(value)} (base {inputs['base']}): labels "
-                    f"edited or mixed from two formats; {made}"
-                )
-    fmt_words = dict(zip((True, False), result.experiment.fmt.answers, strict=True))
-    if set(words.values()) <= set(fmt_words.values()) and any(
-        fmt_words[value] != word for value, word in words.items()
-    ):
-        raise InvalidArgument(
-            f"these pairs answer {words.get(True)!r} where {hypothesis}'s output is True, but "
-            f"the alignment's format answers {fmt_words[True]!r} (its answers: true one first): "
-            f"the labels are swapped; {made}"
-        )
+        said = pair.base_expected, pair.expected
+        if pair.answers and said != tuple(pair.answers[not v] for v in (factual, intervened)):
+            raise InvalidArgument(
+                f"these pairs answer {said} where {hypothesis}'s outputs are "
+                f"{(bool(factual), bool(intervened))}, but their format answers "
+                f"{pair.answers!r} (the true one first; base {inputs['base']}): the labels are "
+                f"swapped or edited; {made}"
+            )
 
 
 def check_align_arguments(site: Any, config: Any) -> None:

@@ -26,6 +26,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "check_schema",
+    "open_lock_file",
     "output_path_problem",
     "read_json_checked",
     "unreadable_text",
@@ -340,3 +341,13 @@ def check_schema(version: Any, path: Path, what: str) -> None:
             f"{what} {str(path)!r} has schema_version {version}, newer than this das_assert "
             f"understands ({SCHEMA_VERSION}); upgrade das_assert"
         )
+
+
+def open_lock_file(path: Path) -> int:
+    """The lock file, opened for writing where this user may: on NFS an exclusive flock is a
+    POSIX lock, which a file opened read-only cannot take (EBADF). Read-only otherwise: another
+    user's lock file in a cache a group shares, which a local flock takes all the same."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:
+        return os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)

@@ -9,6 +9,7 @@ the reservation is released, and the command line says what it left.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -23,6 +24,17 @@ class TerminatedError(KeyboardInterrupt):
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise TerminatedError(f"stopped by signal {signal.Signals(signum).name}")
+
+
+def _default_in_a_forked_child() -> None:
+    """A process forked from this one (multiprocessing's workers on Linux) gets Python's default
+    back: ``Process.terminate()`` must end it, not raise in its code."""
+    if signal.getsignal(signal.SIGTERM) is _interrupt:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_default_in_a_forked_child)
 
 
 def term_as_interrupt() -> Callable[[], None]:

@@ -410,6 +410,7 @@ def prompt_pairs(
                 source_expected=fmt.answer(pair.source_label),
                 variable_index=pair.variable_index,
                 inputs={"base": pair.base, "source": pair.source, "variable": pair.variable},
+                answers=fmt.answers,
             )
         )
     return out

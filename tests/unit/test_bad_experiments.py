@@ -328,15 +328,16 @@ CASES = [
     pytest.param(
         lambda c: tiny_result(c).evaluate_on(relabelled(swap_every=1)),
         InvalidArgument,
-        r"these pairs answer 'No' where left_boundary's output is True, but the alignment's "
-        r"format answers 'Yes' .*the labels are swapped",
+        r"these pairs answer \('(Yes|No)', '(Yes|No)'\) where left_boundary's outputs are "
+        r"\((True|False), (True|False)\), but their format answers \('Yes', 'No'\) .*the labels "
+        r"are swapped or edited",
         id="result.evaluate_on(<pairs with every label swapped>)",
     ),
     pytest.param(
         lambda c: tiny_result(c).evaluate_on(relabelled(swap_every=0)),
         InvalidArgument,
-        r"these pairs answer both '(Yes|No)' and '(Yes|No)' where left_boundary's output is "
-        r"(True|False) .*labels edited or mixed from two formats",
+        r"these pairs answer \('(Yes|No)', '(Yes|No)'\) where .*the labels are swapped or "
+        r"edited",
         id="result.evaluate_on(<pairs with one label swapped>)",
     ),
     pytest.param(
@@ -401,3 +402,19 @@ def test_a_bad_input_raises_one_clear_das_error(
     call: Call, error: type[DasError], match: str, ctx: Ctx
 ) -> None:
     assert_one_clear_das_error(call, error, match, ctx)
+
+
+def test_pairs_pooled_from_two_formats_or_of_a_flipped_format_are_not_refused(ctx: Ctx) -> None:
+    # The first check of swapped labels compared every pair with the alignment's own format,
+    # and refused two legitimate lists: Yes/No pairs pooled with True/False ones, and pairs of a
+    # format whose true answer is "No". Each pair is checked against its own format's words.
+    from das_assert.request_checks import check_pairs
+    from das_assert.tasks.price_tagging import PriceFormat
+
+    result = tiny_result(ctx)
+    true_false = PriceFormat(answers=("True", "False"))
+    pooled = prompt_pairs("left_boundary", 8, seed=1)
+    pooled += prompt_pairs("left_boundary", 8, seed=2, fmt=true_false)
+    flipped = prompt_pairs("left_boundary", 8, seed=3, fmt=PriceFormat(answers=("No", "Yes")))
+    for pairs in (pooled, flipped):
+        check_pairs(pairs, result)

@@ -161,3 +161,31 @@ def _fresh(tmp_path: Path) -> Path:
 def _hash_all(memo: Path, files: list[Path]) -> None:
     for path in files:
         DigestMemo(memo).sha256(path)
+
+
+def test_the_memo_lock_is_shared_by_a_group_and_an_unsearchable_entry_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The lock was created 0755 under umask 022: another user of a group-shared cache could not
+    # open it, and each of its sessions re-hashed (about 8 s at 7B). An entry under a folder
+    # that user may not search raised PermissionError in the pruning, which lost the write too.
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"w")
+    memo = tmp_path / "cache" / "digests.json"
+    memo.parent.mkdir()
+    memo.write_text(json.dumps({"version": 1, "files": {"/private/other.bin": {"sha256": "x"}}}))
+    real_stat = os.stat
+
+    def stat(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(path) == "/private/other.bin":
+            raise PermissionError(13, "Permission denied")
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(digests.os, "stat", stat)
+    previous = os.umask(0o002)
+    try:
+        DigestMemo(memo).sha256(weights)
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "cache" / "digests.json.lock").stat().st_mode & 0o777 == 0o664
+    assert set(json.loads(memo.read_text())["files"]) == {"/private/other.bin", str(weights)}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from das_assert import held_out
@@ -23,13 +25,17 @@ def _experiment(**changes: object) -> Experiment:
 
 def test_where_the_prompts_can_say_few_things_no_held_out_pair_is_a_training_pair() -> None:
     # One-decimal amounts in a fixed bracket: 126 of 800 test pairs were training pairs.
-    exp = _experiment(fmt=PriceFormat(numbers="one_decimal"), bracket=(300, 600))
+    exp = _experiment(fmt=PriceFormat(numbers="one_decimal"), bracket=(100, 200))
     training = {_key(pair) for pair in exp.train_pairs()}
     own_stream = exp.pairs(exp.n_test, exp.seed + TEST_STREAM)
     assert sum(_key(pair) in training for pair in own_stream) > 50  # the case is real
     for pairs in (exp.test_pairs(), exp.confirmation_pairs(), development_pairs(exp)):
         assert len(pairs) == exp.n_test
         assert not any(_key(pair) in training for pair in pairs)
+        assert len({_key(pair) for pair in pairs}) >= len({_key(pair) for pair in own_stream})
+    # the pairs left out were mostly of one answer: their places keep the stream's balance
+    answers = Counter((pair.expected, pair.variable_index) for pair in exp.test_pairs())
+    assert answers == Counter((pair.expected, pair.variable_index) for pair in own_stream)
 
 
 def test_where_no_training_pair_repeats_the_held_out_pairs_are_the_streams_own() -> None:

@@ -80,7 +80,48 @@ def test_a_command_stopped_by_sigterm_says_so_and_exits_143(
         raise TerminatedError("stopped by signal SIGTERM")
 
     monkeypatch.setitem(cli.COMMANDS, "baselines", stopped)
-    before = signal.getsignal(signal.SIGTERM)  # this pytest run's: the plugin set it already
+    before = signal.getsignal(signal.SIGTERM)  # whatever this pytest run has: kept
     assert cli.main(["baselines"]) == 143
     assert "interrupted by SIGTERM: no file was left half-written" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def _child_handler_is_default(queue: object) -> None:
+    queue.put(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)  # type: ignore[attr-defined]
+
+
+def test_a_forked_child_gets_the_default_back() -> None:
+    # multiprocessing's forked workers inherited the handler: Process.terminate() raised in
+    # their code instead of ending them, in every pytest run of the environment.
+    import multiprocessing
+
+    before = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    restore = term_as_interrupt()
+    try:
+        context = multiprocessing.get_context("fork")
+        queue = context.Queue()
+        child = context.Process(target=_child_handler_is_default, args=(queue,))
+        child.start()
+        assert queue.get(timeout=60) is True
+        child.join(timeout=60)
+    finally:
+        restore()
+        signal.signal(signal.SIGTERM, before)
+
+
+def test_a_run_that_writes_no_das_output_keeps_pythons_default(tmp_path: Path) -> None:
+    # das_assert is loaded by every pytest run of its environment: one without das outputs
+    # (a report, a baseline, plots) has nothing a SIGTERM would leave behind, so nothing changes.
+    (tmp_path / "test_plain.py").write_text(
+        "import signal\n\n\ndef test_default():\n"
+        "    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_plain.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
