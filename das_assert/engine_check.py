@@ -35,6 +35,7 @@ from das_assert.data import EncodedPairs
 from das_assert.errors import DasError
 from das_assert.kv_cache import (
     cached_passes_again,
+    cpu_allocation_failed,
     run_model,
     run_whole_prompts,
     why_prompts_run_whole,
@@ -224,15 +225,10 @@ def _cached_difference(
     except (torch.OutOfMemoryError, DasError):
         raise
     except Exception as exc:  # any failure of a cached pass: whole prompts are the plain path
-        if _allocation_failed(exc):
+        if cpu_allocation_failed(exc):
             raise
         message = textwrap.shorten(str(exc), width=200)
         return math.inf, f"its cached passes raised {type(exc).__name__} ({message})"
-
-
-def _allocation_failed(exc: Exception) -> bool:
-    """Whether ``exc`` is torch's CPU allocator running out of memory (a plain RuntimeError)."""
-    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
 
 
 def cached_against_plain(model: Any, site: ResolvedSite, rows: EncodedPairs) -> tuple[float, float]:

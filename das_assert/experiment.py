@@ -402,7 +402,7 @@ def _encoded(model: LoadedModel, experiment: Experiment, which: str) -> EncodedP
         id(model),
         exp.hypothesis,
         exp.variables,
-        exp.n_train if which == "train" else exp.n_test,
+        exp.n_train if which == "train" else (exp.n_train, exp.n_test),  # held_out: less train
         exp.seed,
         exp.fmt,
         exp.bracket,

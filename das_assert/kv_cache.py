@@ -37,6 +37,7 @@ from das_assert.transfer import to_device
 
 __all__ = [
     "cached_passes_again",
+    "cpu_allocation_failed",
     "estimated_kv_bytes",
     "filled_cache",
     "filled_with_tails",
@@ -59,6 +60,11 @@ __all__ = [
 ]
 
 
+def cpu_allocation_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` is torch's CPU allocator running out of memory (a plain RuntimeError)."""
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+
+
 def out_of_memory(exc: BaseException, batch: int) -> OutOfDeviceMemory | None:
     """``exc`` as one error that says what to lower, where it is a GPU's or the CPU allocator's
     running out of memory (the CPU's is a plain RuntimeError); else None."""
@@ -70,7 +76,7 @@ def out_of_memory(exc: BaseException, batch: int) -> OutOfDeviceMemory | None:
                 "(--das-device-map auto / --device-map auto)"
             ),
         )
-    elif isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc):
+    elif cpu_allocation_failed(exc):
         where, spread = "memory (the CPU's allocator failed)", ""
     else:
         return None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -53,3 +55,20 @@ def test_prompts_that_cannot_say_enough_pairs_besides_the_training_ones_are_refu
         InvalidArgument, match=r"only \d+ of 800 held-out pairs differ from the 1500"
     ):
         exp.test_pairs()
+
+
+def test_test_pairs_of_another_training_size_are_not_served_from_the_shared_encoding(
+    tiny_llama: Any,
+) -> None:
+    # The test pairs' encoding was shared by recipe without n_train, which now decides which
+    # training pairs they leave out: a second experiment got the first one's test pairs.
+    from das_assert.experiment import _encoded
+    from das_assert.sharing import sharing
+
+    small = _experiment(fmt=PriceFormat(numbers="one_decimal"), bracket=(100, 200), n_train=200)
+    large = replace(small, n_train=1500)
+    assert small.test_pairs() != large.test_pairs()
+    with sharing():
+        encoded = [_encoded(tiny_llama, exp, "test") for exp in (small, large)]
+    for exp, found in zip((small, large), encoded, strict=True):
+        assert [_key(pair) for pair in found.pairs] == [_key(pair) for pair in exp.test_pairs()]
