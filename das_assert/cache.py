@@ -159,6 +159,8 @@ class AlignmentCache:
                     f"cache entry {str(self.path(key))!r} holds another alignment "
                     f"({'; '.join(wrong)}): it was renamed, copied or linked from another entry"
                 )
+            with contextlib.suppress(OSError):  # its last use, for `das-assert cache`
+                os.utime(self.path(key))
             return hit
         except AlignmentFileError as exc:
             removed = "not removed: this cache is only read"

@@ -1,5 +1,5 @@
 """Command line: ``python -m das_assert check | fit | evaluate | search | compare | baselines |
-train-embedded``.
+cache | train-embedded``.
 
 Exit codes: 0 ok; 1 a claim failed (verdict not ``aligned`` when ``--threshold`` is given,
 ``compare`` found a regression, or ``check`` found the model below the task gate); 2 a usage or
@@ -354,6 +354,30 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from das_assert.cache_admin import cache_listing, listing_text, prune_cache, pruned_text
+    from das_assert.store import atomic_write_json
+
+    listing = cache_listing(args.dir)
+    if args.prune_stale or args.prune_unused is not None:
+        removed = prune_cache(
+            args.dir,
+            stale=args.prune_stale,
+            unused_days=args.prune_unused,
+            dry_run=args.dry_run,
+        )
+        print(pruned_text(removed, args.dry_run), end="")
+        if not args.dry_run:
+            listing = cache_listing(args.dir)
+        listing = {**listing, "pruned": removed, "dry_run": args.dry_run}
+    elif args.dry_run:
+        print("note: --dry-run names what --prune-stale or --prune-unused would delete")
+    print(listing_text(listing), end="")
+    if args.json:
+        atomic_write_json(args.json, listing)
+    return 0
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from das_assert.positions import check_distinct_positions
     from das_assert.preflight import DEFAULT_POSITIONS, check_report, preflight, preflight_text
@@ -380,6 +404,7 @@ COMMANDS = {
     "evaluate": _cmd_evaluate,
     "compare": _cmd_compare,
     "baselines": _cmd_baselines,
+    "cache": _cmd_cache,
     "check": _cmd_check,
     "train-embedded": _cmd_train_embedded,
 }

@@ -414,6 +414,30 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
         "and alignment folders whose JSON is gone, where they hold only das_assert's files",
     )
 
+    cache = commands.add_parser(
+        "cache", help="list the alignment cache's entries per model; prune what is not used"
+    )
+    cache.add_argument(
+        "--dir",
+        type=path_arg,
+        default=Path(".das_assert/cache"),
+        help="the cache directory (pytest's --das-cache-dir; default %(default)s)",
+    )
+    cache.add_argument(
+        "--prune-stale",
+        action="store_true",
+        help="delete the entries no run of this das_assert reads (another version or fit "
+        "revision, or unreadable) and the locks of entries that are gone",
+    )
+    cache.add_argument(
+        "--prune-unused",
+        type=positive_int,
+        metavar="DAYS",
+        help="delete the entries neither written nor read for DAYS days",
+    )
+    cache.add_argument("--dry-run", action="store_true", help="name what would be deleted")
+    cache.add_argument("--json", type=path_arg, metavar="OUT", help="also write it as JSON")
+
     check = commands.add_parser(
         "check",
         help="look a model over before any fit: its prompt, tokens, positions, answers, task "

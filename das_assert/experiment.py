@@ -16,6 +16,7 @@ import torch
 from das_assert.alignment_result import PRECONDITION_ADVICE, AlignmentResult
 from das_assert.arg_types import MAX_SEED
 from das_assert.cache import AlignmentCache, cache_key, training_lock
+from das_assert.cache_entries import load_entry, store_entry
 from das_assert.data import EncodedPairs, PromptPair, TokenizedPairs, encode, tokenize
 from das_assert.engine_check import check_engine
 from das_assert.errors import (
@@ -257,13 +258,13 @@ def run_experiment(
         _check_fitted(fitted, experiment, resolved)
     answers = None  # the base run, where the precondition below needs it first
     if fitted is None and cache is not None:  # a stored one is read without waiting for a lock
-        fitted = _load(model, experiment, config, resolved, cache, key)
+        fitted = load_entry(model, experiment, config, resolved, cache, key)
     if fitted is None:
         # Held from the cache's read to its write: two processes (xdist workers, two runs, two
         # notebooks) sharing a cache train each alignment once; the second reads the first's.
         with training_lock(cache, key):
             if cache is not None:  # stored while this one waited for the lock
-                fitted = _load(model, experiment, config, resolved, cache, key)
+                fitted = load_entry(model, experiment, config, resolved, cache, key)
             if fitted is None:
                 _check_labels_change(model, experiment, test)
                 answers = base_answers(model.model, test)
@@ -274,7 +275,7 @@ def run_experiment(
                     model.model, resolved, train, config, n_variables=n_variables
                 )
                 if cache is not None:
-                    _store(model, experiment, config, fitted, cache, key)
+                    store_entry(model, experiment, config, fitted, cache, key)
     try:  # a model update that broke the task fails in its first batch, not after every pass
         evaluation = evaluate(
             model.model,
@@ -443,58 +444,3 @@ def _check_precondition(
             f"{n} test prompts correctly (gate: {experiment.min_task_accuracy})"
             f"{experiment.disagreement_note()}; {PRECONDITION_ADVICE}"
         )
-
-
-def _load(
-    model: LoadedModel,
-    experiment: Experiment,
-    config: FitConfig,
-    resolved: Any,
-    cache: AlignmentCache,
-    key: str,
-) -> FittedAlignment | None:
-    boxes = len(experiment.boxes)
-    hit = cache.get(
-        key, model.config.hidden_size, n_boxes=boxes, expect=_identity(model, experiment)
-    )
-    if hit is None:
-        return None
-    interchange, manifest = hit
-    interchange.to(model.input_device)
-    fitted = FittedAlignment(interchange, resolved, config, experiment.n_train, 0.0)
-    fitted.history = manifest.get("history", [])
-    fitted.from_cache = True
-    return fitted
-
-
-def _store(
-    model: LoadedModel,
-    experiment: Experiment,
-    config: FitConfig,
-    fitted: FittedAlignment,
-    cache: AlignmentCache,
-    key: str,
-) -> None:
-    cache.put(
-        key,
-        fitted.interchange,
-        {
-            **_identity(model, experiment),
-            "fit": config.as_dict(),
-            "train_seconds": round(fitted.train_seconds, 3),
-            "history": fitted.history,
-        },
-    )
-
-
-def _identity(model: LoadedModel, experiment: Experiment) -> dict[str, Any]:
-    """The manifest fields that say which alignment a cache entry is: written with it, and
-    checked when it is read (a file under another entry's name is another alignment)."""
-    return {
-        "hypothesis": experiment.hypothesis,
-        "variables": list(experiment.variables or ()),
-        "site": str(experiment.site),
-        "model": model.fingerprint,
-        "n_train": experiment.n_train,
-        "seed": experiment.seed,
-    }

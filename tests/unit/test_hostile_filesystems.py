@@ -219,7 +219,7 @@ def test_run_experiment_trains_under_the_cache_lock_and_reads_a_stored_entry_wit
         return False
 
     seen: list[tuple[str, bool]] = []
-    for name in ("_load", "fit_alignment", "_store"):
+    for name in ("load_entry", "fit_alignment", "store_entry"):
         real = getattr(experiment_module, name)
 
         def spy(*args: object, _real: object = real, _name: str = name, **kw: object) -> object:
@@ -229,12 +229,17 @@ def test_run_experiment_trains_under_the_cache_lock_and_reads_a_stored_entry_wit
         monkeypatch.setattr(experiment_module, name, spy)
     first = run_experiment(tiny_llama, experiment, config, cache=cache)
     # read once without the lock (a stored entry waits for no one), again once it is held
-    expected = [("_load", False), ("_load", True), ("fit_alignment", True), ("_store", True)]
+    expected = [
+        ("load_entry", False),
+        ("load_entry", True),
+        ("fit_alignment", True),
+        ("store_entry", True),
+    ]
     assert seen == expected
     assert not held()  # released once the alignment is stored
     seen.clear()
     again = run_experiment(tiny_llama, experiment, config, cache=cache)
-    assert seen == [("_load", False)]
+    assert seen == [("load_entry", False)]
     assert (first.fitted.from_cache, again.fitted.from_cache) == (False, True)
 
 

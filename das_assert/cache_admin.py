@@ -1,0 +1,262 @@
+"""Looking over and pruning the alignment cache (``das-assert cache``).
+
+A cache only grows: every model update, fit setting and das_assert release keys new entries,
+and the old ones stay. An entry that no run of this das_assert can read again is *stale*: it
+was written by another das_assert version or ``FIT_REVISION`` (both are in its key), or before
+das_assert recorded them in the entry (it cannot tell), or it is unreadable. An entry's last
+use is its file's time: written, or read since (``AlignmentCache.get`` touches a hit). Pruning
+deletes only das_assert's own files (``<key>.safetensors``, a lock no run holds of an entry
+that is gone, killed writers' temporaries); deleting an entry costs a refit, never a result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from das_assert.errors import ConfigError
+
+__all__ = ["CacheEntry", "cache_listing", "listing_text", "prune_cache"]
+
+_ENTRY = re.compile(r"^[0-9a-f]{32}\.safetensors$")
+_LOCK = re.compile(r"^([0-9a-f]{32})\.lock$")
+_HEADER_LIMIT = 64 * 2**20  # a manifest with a training history is kilobytes
+LOCK_KEPT_S = 86_400.0  # a lock of a gone entry younger than a day may belong to a starting fit
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One cache file and what its manifest says of it."""
+
+    path: Path
+    size: int
+    last_used: float
+    manifest: dict[str, Any] | None
+    stale: str | None  # why no run of this das_assert reads it again, or None
+
+    def as_dict(self) -> dict[str, Any]:
+        manifest = self.manifest or {}
+        return {
+            "file": self.path.name,
+            "bytes": self.size,
+            "last_used": _day(self.last_used),
+            "model": manifest.get("model_name"),
+            "fingerprint": manifest.get("model"),
+            "hypothesis": manifest.get("hypothesis"),
+            "site": manifest.get("site"),
+            "seed": manifest.get("seed"),
+            "stale": self.stale,
+        }
+
+
+def _day(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(seconds))
+
+
+def _manifest(path: Path) -> dict[str, Any] | str:
+    """The entry's manifest from its safetensors header alone, or what is wrong with it."""
+    try:
+        with open(path, "rb") as handle:
+            length = int.from_bytes(handle.read(8), "little")
+            if not 0 < length <= _HEADER_LIMIT:
+                return "unreadable (no safetensors header)"
+            header = json.loads(handle.read(length))
+        manifest = json.loads(header["__metadata__"]["manifest"])
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return "unreadable (not a das_assert alignment)"
+    return manifest if isinstance(manifest, dict) else "unreadable (not a das_assert alignment)"
+
+
+def _staleness(manifest: dict[str, Any]) -> str | None:
+    from das_assert import __version__
+    from das_assert.cache import FIT_REVISION
+
+    version, revision = manifest.get("das_assert_version"), manifest.get("fit_revision")
+    if version is None or revision is None:
+        return "written before das_assert recorded its version in an entry"
+    if version != __version__:
+        return f"written by das_assert {version}, not {__version__}"
+    if revision != FIT_REVISION:
+        return f"fit revision {revision}, not {FIT_REVISION}"
+    return None
+
+
+def _directory(directory: Path) -> Path:
+    directory = Path(directory)
+    if not directory.is_dir():
+        what = "is not a directory" if directory.exists() else "does not exist"
+        raise ConfigError(
+            f"the cache directory {directory} {what}; give the one pytest uses "
+            "(--das-cache-dir, default .das_assert/cache under its rootdir) with --dir"
+        )
+    return directory
+
+
+def cache_entries(directory: Path) -> list[CacheEntry]:
+    """Every entry in ``directory``, oldest use first."""
+    entries = []
+    for path in _directory(directory).iterdir():
+        if not _ENTRY.match(path.name):
+            continue
+        try:
+            info = path.lstat()
+        except OSError:
+            continue  # gone since the listing
+        if not path.is_file() or path.is_symlink():
+            continue
+        found = _manifest(path)
+        manifest = found if isinstance(found, dict) else None
+        stale = _staleness(found) if isinstance(found, dict) else found
+        entries.append(CacheEntry(path, info.st_size, info.st_mtime, manifest, stale))
+    return sorted(entries, key=lambda entry: (entry.last_used, entry.path.name))
+
+
+def _orphan_locks(directory: Path, now: float) -> list[Path]:
+    """Locks of entries that are gone, a day old, that no run holds now."""
+    from das_assert.cache import fcntl
+
+    found = []
+    for path in directory.iterdir():
+        matched = _LOCK.match(path.name)
+        if not matched or (directory / f"{matched[1]}.safetensors").exists():
+            continue
+        try:
+            if not path.is_file() or path.is_symlink():
+                continue
+            if now - path.stat().st_mtime < LOCK_KEPT_S:
+                continue
+            if fcntl is not None and _held(path, fcntl):
+                continue
+        except OSError:
+            continue
+        found.append(path)
+    return sorted(found)
+
+
+def _held(path: Path, fcntl: Any) -> bool:
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(handle)
+    return False
+
+
+def cache_listing(directory: Path) -> dict[str, Any]:
+    """The cache's entries grouped by model, with what a prune would delete."""
+    directory = _directory(directory)
+    entries = cache_entries(directory)
+    models: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        manifest = entry.manifest or {}
+        fingerprint = manifest.get("model")
+        row = models.setdefault(
+            json.dumps(fingerprint, sort_keys=True, default=str),
+            {"model": manifest.get("model_name"), "fingerprint": fingerprint, "entries": 0},
+        )
+        row["entries"] += 1
+        row["bytes"] = row.get("bytes", 0) + entry.size
+        row["stale"] = row.get("stale", 0) + (entry.stale is not None)
+        row["last_used"] = _day(entry.last_used)  # entries come oldest use first
+    return {
+        "directory": str(directory),
+        "entries": len(entries),
+        "bytes": sum(entry.size for entry in entries),
+        "stale": sum(entry.stale is not None for entry in entries),
+        "orphan_locks": len(_orphan_locks(directory, time.time())),
+        "models": sorted(models.values(), key=lambda row: row["last_used"], reverse=True),
+        "files": [entry.as_dict() for entry in entries],
+    }
+
+
+def prune_cache(
+    directory: Path, *, stale: bool, unused_days: float | None, dry_run: bool
+) -> list[dict[str, Any]]:
+    """Delete (or, ``dry_run``, name) stale entries where ``stale``, entries unused for
+    ``unused_days`` where given, and with either the locks of gone entries no run holds."""
+    from das_assert.cache import _remove_stale_temporaries
+
+    directory = _directory(directory)
+    now = time.time()
+    chosen = []
+    for entry in cache_entries(directory):
+        if stale and entry.stale is not None:
+            chosen.append((entry.path, f"stale: {entry.stale}"))
+        elif unused_days is not None and now - entry.last_used > unused_days * 86_400:
+            chosen.append((entry.path, f"unused since {_day(entry.last_used)}"))
+    removed = []
+    for path, why in chosen:
+        if not dry_run:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                why = f"not deleted ({exc.strerror or exc}): {why}"
+        removed.append({"file": path.name, "why": why})
+    if not dry_run:
+        _remove_stale_temporaries(directory)
+    for lock in _orphan_locks(directory, now):
+        if not dry_run:
+            try:
+                lock.unlink()
+            except OSError:
+                continue
+        removed.append({"file": lock.name, "why": "the lock of an entry that is gone"})
+    return removed
+
+
+def _short(fingerprint: Any) -> str:
+    """A model fingerprint (the sha256 of its weights, tokenizer and config) in a few digits."""
+    if isinstance(fingerprint, dict):
+        return f"weights {str(fingerprint.get('weights', '?'))[:12]}"
+    return str(fingerprint or "fingerprint not recorded")[:12]
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
+def listing_text(listing: dict[str, Any]) -> str:
+    """The listing as a few lines for a terminal."""
+    lines = [
+        f"cache {listing['directory']}: {_count(listing['entries'], 'entry', 'entries')}, "
+        f"{_mib(listing['bytes'])}"
+        f"; {listing['stale']} stale (no run of this das_assert reads them: "
+        "--prune-stale deletes them)"
+    ]
+    for row in listing["models"]:
+        name = row["model"] or "model name not recorded"
+        entries = _count(row["entries"], "entry", "entries")
+        lines.append(
+            f"  {name} ({_short(row['fingerprint'])}): {entries}, {_mib(row['bytes'])}, "
+            f"{row['stale']} stale, last used {row['last_used']} UTC"
+        )
+    if listing["orphan_locks"]:
+        lines.append(
+            f"  {_count(listing['orphan_locks'], 'lock file', 'lock files')} of entries that are "
+            "gone (--prune-stale "
+            "deletes them)"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def pruned_text(removed: list[dict[str, Any]], dry_run: bool) -> str:
+    verb = "would delete" if dry_run else "deleted"
+    done = [row for row in removed if not row["why"].startswith("not deleted")]
+    lines = [f"{verb} {_count(len(done), 'file', 'files')}"]
+    lines += [f"  {row['file']}: {row['why']}" for row in removed]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,149 @@
+"""``das-assert cache``: what it lists of the alignment cache and what a prune deletes."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from das_assert import __version__
+from das_assert.cache import FIT_REVISION, AlignmentCache, cache_key
+from das_assert.cache_admin import cache_listing, prune_cache
+from das_assert.cli import main
+from das_assert.featurizers import Interchange
+
+DAY = 86_400.0
+CURRENT = {"das_assert_version": __version__, "fit_revision": FIT_REVISION}
+
+
+def _entry(cache: AlignmentCache, key: str, age_days: float = 0.0, **manifest: object) -> Path:
+    fingerprint = {"weights": "f" * 16, "tokenizer": "0" * 16, "config": "1" * 16}
+    cache.put(key, Interchange.boundless(16), {"model": fingerprint, "model_name": "m", **manifest})
+    when = time.time() - age_days * DAY
+    os.utime(cache.path(key), (when, when))
+    return cache.path(key)
+
+
+def _key(n: int) -> str:
+    return f"{n:032x}"
+
+
+def test_a_fit_records_what_the_listing_needs_and_a_hit_marks_its_last_use(
+    tmp_path: Path, tiny_llama: object
+) -> None:
+    from das_assert.experiment import Experiment, run_experiment
+    from das_assert.fit import FitConfig
+    from das_assert.sites import Site
+
+    cache = AlignmentCache(tmp_path)
+    config = FitConfig(epochs=1, batch_size=8, seed=0)
+    experiment = Experiment(
+        hypothesis="left_boundary", site=Site(0), n_train=16, n_test=16, min_task_accuracy=0
+    )
+    run_experiment(tiny_llama, experiment, config, cache=cache)
+    listing = cache_listing(tmp_path)
+    assert (listing["entries"], listing["stale"]) == (1, 0)
+    (row,) = listing["models"]
+    assert (row["model"], row["fingerprint"]) == (tiny_llama.name, tiny_llama.fingerprint)  # type: ignore[attr-defined]
+    entry = cache.path(cache_key(tiny_llama, experiment, config))
+    os.utime(entry, (1e9, 1e9))
+    run_experiment(tiny_llama, experiment, config, cache=cache)  # a hit
+    assert time.time() - entry.stat().st_mtime < 3600
+
+
+def test_prune_stale_deletes_only_what_no_run_of_this_version_reads(tmp_path: Path) -> None:
+    cache = AlignmentCache(tmp_path)
+    fresh = _entry(cache, _key(1), **CURRENT)
+    old_version = _entry(cache, _key(2), das_assert_version="0.0.1", fit_revision=FIT_REVISION)
+    old_revision = _entry(cache, _key(3), das_assert_version=__version__, fit_revision=0)
+    unrecorded = _entry(cache, _key(4))
+    garbage = tmp_path / f"{_key(5)}.safetensors"
+    garbage.write_bytes(b"\x00" * 40)
+    foreign = [tmp_path / "notes.safetensors", tmp_path / "digests.json", tmp_path / "x.lock"]
+    for path in foreign:
+        path.write_text("{}")
+    listing = cache_listing(tmp_path)
+    assert (listing["entries"], listing["stale"]) == (5, 4)
+    why = {row["file"]: row["stale"] for row in listing["files"]}
+    assert why[old_version.name] == f"written by das_assert 0.0.1, not {__version__}"
+    assert why[old_revision.name] == f"fit revision 0, not {FIT_REVISION}"
+    assert "before das_assert recorded" in why[unrecorded.name]
+    assert why[garbage.name].startswith("unreadable")
+    assert why[fresh.name] is None
+
+    named = prune_cache(tmp_path, stale=True, unused_days=None, dry_run=True)
+    assert len(named) == 4
+    assert all(p.exists() for p in (old_version, garbage, unrecorded))
+    removed = prune_cache(tmp_path, stale=True, unused_days=None, dry_run=False)
+    assert sorted(row["file"] for row in removed) == sorted(row["file"] for row in named)
+    assert fresh.exists()
+    assert all(path.exists() for path in foreign)
+    assert not any(p.exists() for p in (old_version, old_revision, unrecorded, garbage))
+
+
+def test_prune_unused_keeps_what_a_run_wrote_or_read_within_the_days(tmp_path: Path) -> None:
+    cache = AlignmentCache(tmp_path)
+    recent = _entry(cache, _key(1), age_days=2, **CURRENT)
+    old = _entry(cache, _key(2), age_days=40, **CURRENT)
+    removed = prune_cache(tmp_path, stale=False, unused_days=30, dry_run=False)
+    assert [row["file"] for row in removed] == [old.name]
+    assert removed[0]["why"].startswith("unused since ")
+    assert recent.exists()
+    assert not old.exists()
+
+
+def test_only_locks_of_gone_entries_that_no_run_holds_and_a_day_old_are_deleted(
+    tmp_path: Path,
+) -> None:
+    cache = AlignmentCache(tmp_path)
+    _entry(cache, _key(1), **CURRENT)
+    kept_entry, held, young, orphan = (tmp_path / f"{_key(n)}.lock" for n in (1, 2, 3, 4))
+    for lock in (kept_entry, held, young, orphan):
+        lock.touch()
+    for lock in (kept_entry, held, orphan):
+        os.utime(lock, (time.time() - 2 * DAY,) * 2)
+    handle = os.open(held, os.O_RDWR)
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
+        assert cache_listing(tmp_path)["orphan_locks"] == 1
+        removed = prune_cache(tmp_path, stale=True, unused_days=None, dry_run=False)
+    finally:
+        os.close(handle)
+    assert [row["file"] for row in removed] == [orphan.name]
+    assert kept_entry.exists()
+    assert held.exists()
+    assert young.exists()
+    assert not orphan.exists()
+
+
+def test_the_command_lists_prunes_and_writes_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = AlignmentCache(tmp_path / "cache")
+    fresh = _entry(cache, _key(1), **CURRENT)
+    stale = _entry(cache, _key(2))
+    out = tmp_path / "cache.json"
+    argv = ["cache", "--dir", str(cache.directory), "--prune-stale", "--json", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"deleted 1 file\n  {stale.name}: stale: written before" in printed
+    assert "1 entry, 0.0 MiB; 0 stale" in printed
+    assert "  m (weights ffffffffffff): 1 entry" in printed
+    report = json.loads(out.read_text())
+    assert report["entries"] == 1
+    assert report["pruned"][0]["file"] == stale.name
+    assert fresh.exists()
+    assert not stale.exists()
+
+
+def test_a_cache_directory_that_is_not_there_is_one_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["cache", "--dir", str(tmp_path / "nowhere")]) == 2
+    error = capsys.readouterr().err
+    assert f"the cache directory {tmp_path / 'nowhere'} does not exist; give the one" in error
+    assert error.count("\n") == 1
