@@ -123,7 +123,7 @@ def check_engine(model: Any, site: ResolvedSite, encoded: EncodedPairs) -> Engin
     plain, tolerance = _plain_logits(model, site, rows)
     difference, failure = _cached_difference(model, site, rows, plain)
     why = why_prompts_run_whole(model, rows.base_ids.shape[1])  # where the passes cache nothing
-    if (failure or difference > tolerance) and why is None:
+    if (failure or not difference <= tolerance) and why is None:
         why = failure or (
             f"its cached passes disagreed with plain ones at {site.module_path} (a logit off by "
             f"{difference:.3g}, tolerance {tolerance:.3g}, on {len(rows)} prompts)"
@@ -138,7 +138,7 @@ def check_engine(model: Any, site: ResolvedSite, encoded: EncodedPairs) -> Engin
             stacklevel=2,
         )
         difference, failure = _cached_difference(model, site, rows, plain)
-    if failure or difference > tolerance:
+    if failure or not difference <= tolerance:  # NaN too
         found = failure or f"a logit off by {difference:.3g}, tolerance {tolerance:.3g}"
         raise EngineCheckFailed(
             f"das_assert's passes with an intervention at {site.module_path} disagree with plain "
@@ -165,9 +165,10 @@ def _output_swap(model: Any, rows: EncodedPairs) -> float:
         source_logits = logits_at(run_model(model, source_ids, source_mask), source_last)
     with hooks.intervene(last_block, rows.base_last, lambda _base: captured["hidden"]):
         swapped = logits_at(run_model(model, ids, mask), rows.base_last)
+    _check_finite(model, source_logits, len(rows))
     difference = float((swapped - source_logits).abs().max())
     tolerance = _tolerance(source_logits, next(model.parameters()).dtype)
-    if difference > tolerance:
+    if not difference <= tolerance:  # NaN too
         raise EngineCheckFailed(
             f"the last block's output at the last token, swapped for the source prompt's, should "
             f"give the source's own logits; on {len(rows)} prompts a logit is off by "
@@ -176,6 +177,23 @@ def _output_swap(model: Any, rows: EncodedPairs) -> float:
             "mean anything. Register the model's decoder blocks (README, The CLI)"
         )
     return difference
+
+
+def _check_finite(model: Any, logits: torch.Tensor, n: int) -> None:
+    """Refuse a model whose own logits are NaN or infinite: every check and IIA would be."""
+    bad = int((~torch.isfinite(logits)).any(dim=-1).sum())
+    if bad:
+        dtype = next(model.parameters()).dtype
+        hint = (
+            f"in {str(dtype).removeprefix('torch.')} its activations may overflow: load it in "
+            "bfloat16 or float32 (--dtype)"
+            if dtype == torch.float16
+            else "check its weights"
+        )
+        raise EngineCheckFailed(
+            f"this model's own logits, with no intervention, are not finite (NaN or infinite) "
+            f"on {bad} of {n} prompts: {hint}"
+        )
 
 
 @torch.no_grad()
@@ -191,6 +209,7 @@ def _plain_logits(
     with hooks.capture(site, rows.source_position) as captured:
         run_model(model, source_ids, source_mask)
     plain = logits_at(run_model(model, ids, mask), rows.base_last)
+    _check_finite(model, plain, len(rows))
     with hooks.intervene(site, rows.base_position, lambda _base: captured["hidden"]):
         swapped = logits_at(run_model(model, ids, mask), rows.base_last)
     return (plain, swapped), _tolerance(plain, next(model.parameters()).dtype)
@@ -247,7 +266,22 @@ def _largest_difference(
 def _tolerance(logits: torch.Tensor, dtype: torch.dtype) -> float:
     """Rounding, not a bug: 16 steps of the weights' float type at the logits' scale, and no
     less than 2**-12 of it (float32's own steps are far finer than what a cached pass's other
-    order of sums moves a logit by at Llama-7B's depth)."""
-    scale = max(1.0, float(logits.abs().max()))
+    order of sums moves a logit by at Llama-7B's depth). A float32 model's matmuls round as
+    torch is set to: TF32's or bfloat16's steps (``torch.set_float32_matmul_precision``)."""
+    finite = logits[torch.isfinite(logits)]
+    scale = max(1.0, float(finite.abs().max())) if finite.numel() else 1.0
     eps = torch.finfo(dtype).eps if dtype.is_floating_point else 2**-12
+    if dtype == torch.float32:
+        eps = max(eps, _float32_matmul_eps())
     return scale * max(16 * eps, 2**-12)
+
+
+def _float32_matmul_eps() -> float:
+    """The steps of float32 matmuls as torch is set: bfloat16's (``medium``), TF32's (``high``,
+    or CUDA's ``allow_tf32``), float32's own (``highest``, the default)."""
+    precision = torch.get_float32_matmul_precision()
+    if precision == "medium":
+        return torch.finfo(torch.bfloat16).eps
+    if precision == "high" or torch.backends.cuda.matmul.allow_tf32:
+        return 2.0**-10
+    return torch.finfo(torch.float32).eps

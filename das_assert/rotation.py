@@ -197,8 +197,11 @@ def _is_orthogonal(q: torch.Tensor) -> bool:
     whatever an entrywise test at ``10 d eps`` would."""
     d = q.shape[-1]
     generator = torch.Generator().manual_seed(0)
-    probes = torch.randn(d, _PROBE_COLUMNS, generator=generator).to(q)
-    residual = (q.mT @ (q @ probes) - probes).norm(dim=0) / probes.norm(dim=0)
+    # in float64: float32 matmuls set to TF32 or bfloat16 (torch.set_float32_matmul_precision)
+    # would measure their own rounding, 4e-4, and refuse every rotation from d = 256 on
+    wide = q.double()
+    probes = torch.randn(d, _PROBE_COLUMNS, generator=generator, dtype=torch.float64).to(wide)
+    residual = (wide.mT @ (wide @ probes) - probes).norm(dim=0) / probes.norm(dim=0)
     return bool(residual.max() <= 10 * math.sqrt(d) * torch.finfo(q.dtype).eps)
 
 

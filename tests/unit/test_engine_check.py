@@ -246,3 +246,64 @@ def test_the_tolerance_is_rounding_of_the_weights_type_at_the_logits_scale() -> 
     assert engine_check._tolerance(logits, torch.float32) == 20 * 2**-12
     assert engine_check._tolerance(logits, torch.bfloat16) == 20 * 16 * 2**-7
     assert engine_check._tolerance(logits / 100, torch.float16) == 16 * 2**-10
+
+
+@pytest.fixture
+def matmul_precision() -> Any:
+    """Restores torch's float32 matmul precision a test sets."""
+    before = torch.get_float32_matmul_precision()
+    yield torch.set_float32_matmul_precision
+    torch.set_float32_matmul_precision(before)
+
+
+def test_float32_matmuls_set_to_trade_precision_round_as_tf32_or_bfloat16(
+    matmul_precision: Any,
+) -> None:
+    # a float32 model under set_float32_matmul_precision("medium") (bfloat16 matmuls on a CPU
+    # with AMX) differed by 0.0133 between the cached and plain passes, against 0.00044: every
+    # pass went to whole prompts with a warning asking to report the model's type
+    logits = torch.tensor([[-3.0, 20.0]])
+    matmul_precision("high")
+    assert engine_check._tolerance(logits, torch.float32) == 20 * 16 * 2**-10
+    matmul_precision("medium")
+    assert engine_check._tolerance(logits, torch.float32) == 20 * 16 * 2**-7
+    assert engine_check._tolerance(logits, torch.float16) == 20 * 16 * 2**-10  # its own type
+
+
+def test_the_tolerance_reads_the_scale_of_the_finite_logits() -> None:
+    logits = torch.tensor([[-3.0, 20.0, float("nan"), float("inf")]])
+    assert engine_check._tolerance(logits, torch.float32) == 20 * 2**-12
+
+
+def test_cached_passes_giving_nan_give_way_to_whole_prompts(fresh_llama: Any) -> None:
+    # NaN > tolerance is false: NaN cached logits passed the check, and every pass then ran on
+    # them, so the task gate failed with advice about the prompt format
+    model, site = fresh_llama.model, Site(1, "last")
+    real = engine_check._cached_logits
+
+    def nan_once_cached(*args: Any) -> Any:
+        logits = real(*args)
+        if kv_cache.whole_prompts_only(model):
+            return logits
+        return tuple(torch.full_like(each, float("nan")) for each in logits)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine_check, "_cached_logits", nan_once_cached)
+        with pytest.warns(FastPathWarning, match=r"a logit off by nan"):
+            checked = check_engine(model, site.resolve(model), _encoded(fresh_llama, site))
+    assert checked.whole_prompts
+    assert checked.cached_vs_plain <= checked.tolerance
+
+
+def test_a_model_whose_own_logits_are_not_finite_is_one_clear_error(
+    tiny_model_dirs: dict[str, Path],
+) -> None:
+    # float16 overflow of a real model's activations: "off by nan" was shown as a pass, then
+    # a task accuracy of 0 blamed the prompt format
+    loaded = load_model(tiny_model_dirs["llama"])
+    with torch.no_grad():
+        loaded.model.lm_head.weight[3] = float("inf")
+    site = Site(1, "last")
+    message = r"own logits, with no intervention, are not finite .* on 8 of 8 prompts: check"
+    with pytest.raises(EngineCheckFailed, match=message):
+        check_engine(loaded.model, site.resolve(loaded.model), _encoded(loaded, site))

@@ -224,3 +224,18 @@ def test_the_random_control_is_drawn_once_per_size_and_seed_and_never_shared(
     assert torch.equal(Interchange.random_rotation(40, [10], seed=5).fixed_rotation, want)
     Interchange.random_rotation(40, [10], seed=6)
     assert calls == [(40, 40), (40, 40)]
+
+
+def test_a_rotation_is_recognised_under_float32_matmuls_set_to_bfloat16() -> None:
+    # the orthogonality check measured its own rounding under reduced-precision matmuls (4e-4
+    # against 7.6e-5 at d = 4096) and refused every rotation from d = 256 on: no fit could start
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        torch.manual_seed(0)
+        for d in (256, 1024):
+            Interchange.boundless(d, initial_rotation=rotation.random_orthogonal(d))
+        with pytest.raises(ValueError, match="orthogonal"):
+            Interchange.boundless(256, initial_rotation=rotation.random_orthogonal(256) * 1.01)
+    finally:
+        torch.set_float32_matmul_precision(before)
