@@ -83,7 +83,7 @@ def _rope_parameters(settings: dict[str, Any]) -> dict[str, Any]:
 def _added_tokens_of(tokenizer_json: Path) -> dict[str, Any] | None:
     """tokenizer.json's added tokens in tokenizer_config.json's ``added_tokens_decoder`` form."""
     try:
-        tokens = json.loads(tokenizer_json.read_text())["added_tokens"]
+        tokens = json.loads(tokenizer_json.read_bytes())["added_tokens"]
         return {
             str(token["id"]): {key: value for key, value in token.items() if key != "id"}
             for token in tokens

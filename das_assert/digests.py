@@ -100,7 +100,7 @@ class DigestMemo:
 
     def _load(self) -> dict[str, Any]:
         try:
-            payload = json.loads(self.path.read_text())
+            payload = json.loads(self.path.read_bytes())
         except (OSError, ValueError, RecursionError):  # RecursionError: nested past json's limit
             return {}
         files = payload.get("files") if isinstance(payload, dict) else None

@@ -85,7 +85,7 @@ def _tokenizer_code(directory: Path) -> str | None:
     ``trust_remote_code`` where the file also names a built-in class, silently."""
     for name in ("tokenizer_config.json", "config.json"):
         try:
-            settings = json.loads((directory / name).read_text())
+            settings = json.loads((directory / name).read_bytes())
         except (OSError, ValueError):  # absent, or damaged: the loaders say so themselves
             continue
         auto_map = settings.get("auto_map") if isinstance(settings, dict) else None

@@ -139,7 +139,7 @@ class LoadedModel:
                 if name == "tokenizer_config.json":
                     content = canonical_tokenizer_config(json.loads(content), self.path)
                 tokenizer.update(name.encode() + content)
-        config = json.loads((self.path / "config.json").read_text())
+        config = json.loads((self.path / "config.json").read_bytes())
         config_hash = hashlib.sha256(canonical_config(config))
         for code in sorted(self.path.glob("*.py")):  # none in a model without custom code
             if code.is_file():  # a link to /dev/zero would be read without end

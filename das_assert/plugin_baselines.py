@@ -392,7 +392,7 @@ def _other_environment(
     from das_assert.baseline import rounding_differences
 
     try:
-        payload = json.loads(Path(path).read_text())
+        payload = json.loads(Path(path).read_bytes())
     except (OSError, ValueError):
         return None
     return rounding_differences(payload, {"environment": here, "model": model or {}})

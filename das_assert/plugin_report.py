@@ -321,7 +321,7 @@ class Reporter(BaselineReporting):
 def _uses_das(path: Path) -> bool:
     """Whether a test file asks for das_assert's fixtures (``das``, ``das_session``)."""
     try:
-        text = path.read_text(errors="replace")
+        text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return False
     return any(name in text for name in ("das_session", "das.assert_", "das.record_search"))

@@ -82,7 +82,7 @@ def installed_version(package: str) -> str | None:
 def _cpu_model() -> str | None:
     """The CPU's model name on Linux (``platform.processor()`` gives only the architecture)."""
     try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
     for line in text.splitlines():

@@ -68,7 +68,8 @@ def _run_seed(path: str, seed: int, report: Path, junit: Path, extra: list[str])
         f"--junitxml={junit}",
         *extra,
     ]
-    with open(report.with_suffix(".log"), "w") as log:  # why it stopped, if it did
+    # why it stopped, if it did
+    with open(report.with_suffix(".log"), "w", encoding="utf-8") as log:
         return subprocess.run(command, check=False, stdout=log).returncode
 
 
@@ -84,7 +85,7 @@ def _why_stopped(report: dict, log: Path) -> str:
         first = unjudged[0]
         message = str(first.get("message", "")).removeprefix("E").strip()
         return f"{first.get('test_id')} ({first.get('when')}): {message}"
-    lines = log.read_text(errors="replace").split("\n") if log.is_file() else []
+    lines = log.read_text(encoding="utf-8", errors="replace").split("\n") if log.is_file() else []
     last = next((line.strip(" =") for line in reversed(lines) if line.strip(" =")), None)
     return f"pytest said {last!r}" if last else "see its output"
 
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             report = Path(tmp) / f"seed{seed}.json"
             junit = Path(tmp) / f"seed{seed}.xml"
             status = _run_seed(args.path, seed, report, junit, args.pytest_args)
-            loaded = json.loads(report.read_text()) if report.is_file() else {}
+            loaded = json.loads(report.read_bytes()) if report.is_file() else {}
             if status not in (0, 1):  # 0: all passed, 1: some failed; else nothing to compare
                 why = _why_stopped(loaded, report.with_suffix(".log"))
                 print(

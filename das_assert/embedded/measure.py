@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             args.model / f"heatmap_{hypothesis}.png",
             title=f"{hypothesis}: IIA (hard mask, n={args.n_test})",
         )
-    log = json.loads((args.model / "training_log.json").read_text())
+    log = json.loads((args.model / "training_log.json").read_bytes())
     card = {
         "schema_version": 1,
         "command": f"python -m das_assert train-embedded --out DIR --seed {log['config']['seed']}",
@@ -134,7 +134,7 @@ def carried_retrain_check(directory: Path, digests: dict[str, str]) -> dict[str,
     after a timed ``train-embedded`` run), kept when the card is measured again; dropped when
     the weights it vouched for are not the ones there now."""
     try:
-        old = json.loads((Path(directory) / "card.json").read_text())
+        old = json.loads((Path(directory) / "card.json").read_bytes())
     except (OSError, ValueError):
         return None
     if not isinstance(old, dict) or not isinstance(old.get("retrain_check"), dict):

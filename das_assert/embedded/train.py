@@ -188,7 +188,9 @@ def _save_whole(out_dir: Path, model: Any, tokenizer: Any, log: dict) -> None:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         _portable_tokenizer_class(staging)
-        (staging / "training_log.json").write_text(json.dumps(log, indent=1) + "\n")
+        (staging / "training_log.json").write_text(
+            json.dumps(log, indent=1) + "\n", encoding="utf-8"
+        )
         if exists:
             files = sorted(staging.iterdir(), key=lambda f: f.name == "config.json")
             for file in files:
@@ -217,7 +219,7 @@ def _portable_tokenizer_class(out_dir: Path) -> None:
     so the model would not load under the 4.57 this package supports. ``PreTrainedTokenizerFast``
     is the same class in 5.x (an alias) and tokenizes identically under both."""
     path = out_dir / "tokenizer_config.json"
-    config = json.loads(path.read_text())
+    config = json.loads(path.read_bytes())
     if config.get("tokenizer_class") == "TokenizersBackend":
         config["tokenizer_class"] = "PreTrainedTokenizerFast"
-        path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+        path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
