@@ -84,6 +84,18 @@ def baseline_file(
     return find_baseline(root / settings.key, reference, option)
 
 
+def ran_no_test(config: pytest.Config) -> str | None:
+    """The flag by which this run ran no test (its fixtures may have run), or None."""
+    for flag, name in (
+        ("--collect-only", "collectonly"),
+        ("--setup-plan", "setupplan"),
+        ("--setup-only", "setuponly"),
+    ):
+        if config.getoption(name, False):
+            return flag
+    return None
+
+
 class BaselineReporting:
     """Mixed into ``plugin_report.Reporter``, which holds the records and writes the notes."""
 
@@ -152,8 +164,8 @@ class BaselineReporting:
         stems = {file.removesuffix(".json") for file in named}
         if not stems:  # nothing judged: a collection error, Ctrl-C before the first verdict
             why = (
-                "--collect-only ran no test"
-                if self.config.getoption("collectonly")
+                f"{ran_no_test(self.config)} ran no test"
+                if ran_no_test(self.config)
                 else f"the run did not complete (pytest exit {run['exit_code']})"
                 if not run["complete"]
                 else "no claim reached a verdict"

@@ -4,6 +4,8 @@ they) run under, and the message for a fuzz test whose every variant was rejecte
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,6 +32,12 @@ def register_profiles() -> None:
             # Not Phase.explain: it reruns variations of the failing example, each an
             # evaluation of hundreds of pairs, to say which parts of it matter; minutes.
             phases += [Phase.shrink]
+        if "derandomize" not in values and not _database_writable():
+            # a read-only checkout: hypothesis warns that it cannot keep examples there, and
+            # where warnings are errors every fuzz test failed (``ci`` keeps none)
+            from hypothesis.database import InMemoryExampleDatabase
+
+            values["database"] = InMemoryExampleDatabase()
         settings.register_profile(
             f"das-{name}",
             # on hypothesis' defaults, not on the profile loaded now: with CI set in the
@@ -42,6 +50,15 @@ def register_profiles() -> None:
             phases=phases,
             **values,
         )
+
+
+def _database_writable() -> bool:
+    """Whether hypothesis can keep its examples where it would (``.hypothesis/`` under the
+    working directory, or ``$HYPOTHESIS_STORAGE_DIRECTORY``)."""
+    # as hypothesis finds it; asking hypothesis would warn of storage used at plugin start-up
+    directory = Path(os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY", ".hypothesis")).absolute()
+    existing = next((p for p in (directory, *directory.parents) if p.exists()), None)
+    return existing is not None and os.access(existing, os.W_OK)
 
 
 #: The settings a das fuzz test had before this plugin gave it its profile, and whether the

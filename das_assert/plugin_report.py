@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from das_assert.errors import OutputWriteError
-from das_assert.plugin_baselines import BaselineReporting
+from das_assert.plugin_baselines import BaselineReporting, ran_no_test
 
 __all__ = ["DAS_FIXTURES", "REPORTED_KINDS", "Reporter"]
 
@@ -159,7 +159,7 @@ class Reporter(BaselineReporting):
             and not (session.shouldfail or session.shouldstop)
             # --continue-on-collection-errors runs the rest, but a file's claims are missing
             and not any(u["when"] == "collect" for u in self.unjudged)
-            and not self.config.getoption("collectonly")  # nothing ran
+            and not ran_no_test(self.config)  # nothing ran (--collect-only, --setup-plan)
         )
         selection = self._selection()  # the run was narrowed to some of the tests
         not_judged = self._judge_baseline_coverage(session, complete, selection)
@@ -232,8 +232,8 @@ class Reporter(BaselineReporting):
             table = markdown_table(records, robustness, limits, searches)
             if self.notes:  # the baseline compared with, or saved: the table gives only Δ
                 table += "\n" + "".join(f"- {note}\n" for note in self.notes)
-            if self.config.getoption("collectonly"):
-                table += "\n**Nothing ran**: --collect-only.\n"
+            if ran_no_test(self.config):
+                table += f"\n**Nothing ran**: {ran_no_test(self.config)}.\n"
             elif not run["complete"]:
                 table += (
                     f"\n**This run did not complete** (pytest exit {run['exit_code']}): "

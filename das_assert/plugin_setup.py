@@ -4,7 +4,6 @@ setup error, each one message for the whole run (exit 4)."""
 
 from __future__ import annotations
 
-import os
 from typing import Any, NoReturn
 
 import pytest
@@ -43,7 +42,7 @@ def check_claim_names(item: pytest.Item) -> None:
     if _CLAIM_PROBLEMS not in config.stash:
         config.stash[_CLAIM_PROBLEMS] = _claim_problems(item)
     claimless, missing = config.stash[_CLAIM_PROBLEMS]
-    if "PYTEST_XDIST_WORKER" in os.environ:  # each worker fails its own tests of those claims
+    if hasattr(config, "workerinput"):  # each worker fails its own tests of those claims
         claimless = {test: calls for test, calls in claimless.items() if test == item.nodeid}
         missing = {key: tests for key, tests in missing.items() if item.nodeid in tests}
     if claimless:
@@ -152,7 +151,9 @@ def setup_failed(config: pytest.Config, message: str) -> NoReturn:
     reporter = config.pluginmanager.get_plugin("das-reporter")
     if reporter is not None:
         reporter.setup_error = message
-    if "PYTEST_XDIST_WORKER" not in os.environ:
+    # an xdist worker is one by its workerinput: a run started inside a worker inherits only
+    # its environment (PYTEST_XDIST_WORKER), and is a run of its own
+    if not hasattr(config, "workerinput"):
         pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
     # from None: the error is the message, not "during handling of" another
     raise pytest.fail.Exception(message, pytrace=False) from None

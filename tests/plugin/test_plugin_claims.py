@@ -529,3 +529,19 @@ def test_a_site_a_fixture_asks_for_and_das_yaml_lacks_stops_the_run_before_any_t
     )
     # deselected, the test that asks for it stops nothing
     _run(project, "--das-cache=off", "test_sites.py", "-k", "first").assert_outcomes(passed=1)
+
+
+def test_a_run_started_inside_an_xdist_worker_is_a_run_of_its_own(
+    pytester: pytest.Pytester, tiny_model_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the worker was told by PYTEST_XDIST_WORKER, which a run started inside one inherits: its
+    # setup error became one error per test and exit 1, not one usage error
+    model = tiny_model_dirs["llama"]
+    _in(pytester, "one", DAS_YAML.format(path=model))
+    _in(pytester, "two", DAS_YAML.format(path=model))
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+    result = pytester.runpytest_subprocess(
+        f"--das-model={model}", "--das-min-task-accuracy=0", "-p", "no:cacheprovider", "one", "two"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stdout.str().count("das_assert setup:") == 1

@@ -552,3 +552,24 @@ def test_hypothesis_verbosity_and_explain_apply_to_das_fuzz_tests(
     # both were dropped: the das profile replaced the one hypothesis' options had made
     chosen = _fuzz_settings(pytester, "--hypothesis-verbosity=verbose", "--hypothesis-explain")
     assert chosen == {"True True verbose True"}
+
+
+def test_dev_and_thorough_keep_examples_in_memory_where_the_checkout_is_read_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # hypothesis warned that .hypothesis/ was unusable, and where warnings are errors every
+    # fuzz test of a read-only checkout failed under --das-profile=dev (ci keeps no examples)
+    from hypothesis import settings
+    from hypothesis.database import InMemoryExampleDatabase
+
+    from das_assert import plugin_fuzz
+
+    monkeypatch.setattr(plugin_fuzz, "_database_writable", lambda: False)
+    plugin_fuzz.register_profiles()
+    try:
+        for name in ("dev", "thorough"):
+            assert isinstance(settings.get_profile(f"das-{name}").database, InMemoryExampleDatabase)
+    finally:
+        monkeypatch.undo()
+        plugin_fuzz.register_profiles()
+    assert not isinstance(settings.get_profile("das-dev").database, InMemoryExampleDatabase)

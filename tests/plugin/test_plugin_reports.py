@@ -271,16 +271,21 @@ def test_a_tests_own_property_named_like_a_das_record_is_left_alone(
     assert '<property name="das_limit" value="3"' in junit
 
 
-def test_collect_only_writes_a_report_that_says_nothing_ran(project: pytest.Pytester) -> None:
+@pytest.mark.parametrize("flag", ["--collect-only", "--setup-plan"])
+def test_collect_only_writes_a_report_that_says_nothing_ran(
+    project: pytest.Pytester, flag: str
+) -> None:
+    # --setup-plan ran no test either, but counted as a complete run: a --das-compare gate
+    # then failed every claim of the baseline as not judged
     saving = ("--das-save-baseline=v1", "--das-baseline-dir=b", "--das-markdown=r.md")
-    result = _run(project, "--collect-only", "--das-json=r.json", *saving)
+    result = _run(project, flag, "--das-json=r.json", *saving)
     assert result.ret == pytest.ExitCode.OK
     run = json.loads((project.path / "r.json").read_text())["run"]
     assert run["complete"] is False
     assert run["selection"] is None
     # it said "the run did not complete (pytest exit OK)"
-    result.stdout.fnmatch_lines(["das: baseline v1 NOT saved: --collect-only ran no test"])
-    assert "**Nothing ran**: --collect-only." in (project.path / "r.md").read_text()
+    result.stdout.fnmatch_lines([f"das: baseline v1 NOT saved: {flag} ran no test"])
+    assert f"**Nothing ran**: {flag}." in (project.path / "r.md").read_text()
 
 
 def test_the_markdown_table_is_appended_to_the_github_step_summary(
