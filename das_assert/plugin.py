@@ -90,6 +90,12 @@ def _check_options(config: pytest.Config) -> None:
             "--das-device and --das-device-map contradict each other: a device map places the "
             "model itself; drop --das-device"
         )
+    gated = _writes_das_outputs(config) or config.getoption("das_compare")
+    if gated and config.getoption("dist", None) == "each":
+        raise pytest.UsageError(
+            "--dist each runs every test on every xdist worker: each claim would be fitted, "
+            "reported and saved once per worker; use --dist load or loadfile"
+        )
     for option in ("das_compare_fail", "das_warn_unused"):
         if config.getoption(option) and not config.getoption("das_compare"):
             flag = "--" + option.replace("_", "-")

@@ -36,6 +36,7 @@ class Reporter(BaselineReporting):
         self.unjudged: list[dict[str, Any]] = []  # das tests that failed before any verdict
         self.setup_error: str | None = None  # what stopped the run at setup (exit 4)
         self.deselected = 0  # by -k, -m, --deselect: a baseline then holds only a selection
+        self.last_failed: int | None = None  # --lf under xdist: the workers' count
         self.notes: list[str] = []  # about the baseline saved, or not saved, at the end
         self.write_failed = False  # a report or baseline asked for could not be written
         self.loaded: Any = None  # the model das_session loaded (None: none was, or it failed)
@@ -80,6 +81,8 @@ class Reporter(BaselineReporting):
         """xdist: every worker collects and deselects the same tests; take one's count."""
         output = getattr(node, "workeroutput", {})
         self.deselected = max(self.deselected, int(output.get("das_deselected", 0)))
+        if output.get("das_last_failed") is not None:  # the controller collects nothing
+            self.last_failed = max(self.last_failed or 0, int(output["das_last_failed"]))
         if output.get("das_threads") is not None:
             self.worker_threads.add(int(output["das_threads"]))
         if self.model is None and output.get("das_model"):
@@ -145,6 +148,7 @@ class Reporter(BaselineReporting):
         if hasattr(self.config, "workerinput"):
             output = self.config.workeroutput  # type: ignore[attr-defined]
             output["das_deselected"] = self.deselected
+            output["das_last_failed"] = self._last_failed_count()
             if self.loaded is not None:  # a worker that ran das tests: the threads they had
                 import torch
 
@@ -264,14 +268,22 @@ class Reporter(BaselineReporting):
 
         return shown_path(path, Path(self.config.invocation_params.dir))
 
+    def _last_failed_count(self) -> int | None:
+        """How many of the collected tests --lf kept as failed last time (whole files are
+        skipped, never collected nor deselected: the plugin itself knows), or None."""
+        plugin = self.config.pluginmanager.get_plugin("lfplugin")
+        if not self.config.getoption("lf", False) or plugin is None:
+            return None
+        failed = getattr(plugin, "_previously_failed_count", None)
+        if failed is None and not hasattr(self.config, "workerinput"):
+            failed = len(getattr(plugin, "lastfailed", {}))  # a pytest without the count
+        return failed
+
     def _selection(self) -> str | None:
         """Why this run held only some of the collected tests, or None."""
-        last_failed = self.config.pluginmanager.get_plugin("lfplugin")
-        if self.config.getoption("lf", False) and last_failed is not None:
-            # whole files are skipped, never collected nor deselected: ask the plugin itself
-            failed = getattr(last_failed, "_previously_failed_count", None)
-            if failed is None:  # a pytest without it: the failures it knows of
-                failed = len(getattr(last_failed, "lastfailed", {}))
+        if self.config.getoption("lf", False):
+            # under xdist the workers' count: the controller collects nothing
+            failed = self._last_failed_count() if self.last_failed is None else self.last_failed
             if failed:
                 return "--lf ran only the tests that failed last time"
         if self.deselected:

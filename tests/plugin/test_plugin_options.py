@@ -423,3 +423,16 @@ def test_a_new_option_misused_is_a_usage_error(
     result = pytester.runpytest_inprocess(option, "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert says in result.stderr.str()
+
+
+def test_dist_each_with_a_report_or_a_baseline_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    # every worker ran every claim: the report held each twice, "baseline saved (2 claims)"
+    # over a file of one, the later worker's record silently kept
+    pytest.importorskip("xdist")
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    result = pytester.runpytest_inprocess(
+        "-n", "2", "--dist", "each", "--das-json=r.json", "-p", "no:cacheprovider"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--dist each runs every test on every xdist worker" in result.stderr.str()
+    assert "--dist each" in json.loads((pytester.path / "r.json").read_text())["run"]["setup_error"]

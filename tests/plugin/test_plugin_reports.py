@@ -525,3 +525,21 @@ def test_das_plots_without_matplotlib_is_refused_before_any_search_trains(
     result.stderr.fnmatch_lines(
         ["*--das-plots needs matplotlib: pip install 'das_assert[[]plots]'*"]
     )
+
+
+def test_lf_under_xdist_is_a_selection_only_where_the_workers_kept_failures(
+    pytester: pytest.Pytester,
+) -> None:
+    # the controller collects nothing, so it counted every failure in the cache, of other
+    # paths too: a run of every test was "a selection", which excused the gate from a claim
+    from types import SimpleNamespace
+
+    config = pytester.parseconfigure("--lf")
+    reporter = config.pluginmanager.get_plugin("das-reporter")
+    last_failed = config.pluginmanager.get_plugin("lfplugin")
+    last_failed.lastfailed = {"elsewhere.py::test_x": True}
+    last_failed._previously_failed_count = None  # as on the controller
+    reporter.pytest_testnodedown(SimpleNamespace(workeroutput={"das_last_failed": 0}), None)
+    assert reporter._selection() is None
+    reporter.pytest_testnodedown(SimpleNamespace(workeroutput={"das_last_failed": 2}), None)
+    assert reporter._selection() == "--lf ran only the tests that failed last time"
