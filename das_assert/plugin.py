@@ -22,6 +22,7 @@ from das_assert.plugin_fuzz import all_rejected, apply_fuzz_profile, register_pr
 from das_assert.plugin_options import (
     add_options,
     check_output_paths,
+    invocation_path,
     refused_values,
     reproduce_options,
     run_token,
@@ -209,7 +210,7 @@ def das_session(request: pytest.FixtureRequest) -> Any:
     path = model_path(config)
     mode = config.getoption("das_cache")
     cache_dir = config.getoption("das_cache_dir") or Path(config.rootpath) / ".das_assert" / "cache"
-    cache = None if mode == "off" else AlignmentCache(Path(cache_dir), mode)
+    cache = None if mode == "off" else AlignmentCache(invocation_path(config, cache_dir), mode)
     try:
         if cache is not None:  # before a model that may take minutes to load
             cache.check_usable()
@@ -274,7 +275,11 @@ def das_session(request: pytest.FixtureRequest) -> Any:
         cache=cache,
         min_task_accuracy=config.getoption("das_min_task_accuracy"),
         inconclusive=config.getoption("das_inconclusive"),
-        plots_dir=Path(config.getoption("das_plots")) if config.getoption("das_plots") else None,
+        plots_dir=(
+            invocation_path(config, config.getoption("das_plots"))
+            if config.getoption("das_plots")
+            else None
+        ),
         reproduce_options=reproduce_options(config, _baseline_files(baselines)),
         fit_overrides=_speed_settings(config),
         prompt_template=prompt_template,

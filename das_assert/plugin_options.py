@@ -396,9 +396,15 @@ def run_token(config: pytest.Config) -> str:
 
 def baseline_root(config: pytest.Config) -> Path:
     """``--das-baseline-dir``, else <rootdir>/hypotheses/baselines (one folder per model)."""
-    return Path(
-        config.getoption("das_baseline_dir") or Path(config.rootpath) / "hypotheses" / "baselines"
-    )
+    given = config.getoption("das_baseline_dir")
+    return invocation_path(config, given or Path(config.rootpath) / "hypotheses" / "baselines")
+
+
+def invocation_path(config: pytest.Config, value: str | Path) -> Path:
+    """A path option as the directory pytest was started in names it, as pytest reads
+    ``--junitxml``: a test or conftest that changes the working directory does not move it
+    (a baseline's JSON and its alignment files were saved into two places)."""
+    return Path(config.invocation_params.dir) / Path(value).expanduser()
 
 
 def _baseline_in_the_way(config: pytest.Config, report: Path) -> str | None:

@@ -209,10 +209,14 @@ class Reporter(BaselineReporting):
         self._write_reports(run)
 
     def _write_reports(self, run: dict[str, Any]) -> None:
+        from das_assert.plugin_options import invocation_path
+
         json_path = self.config.getoption("das_json")
         md_path = self.config.getoption("das_markdown")
         if not (json_path or md_path):
             return
+        json_path = json_path and invocation_path(self.config, json_path)
+        md_path = md_path and invocation_path(self.config, md_path)
         from das_assert.report import build_report, markdown_table, robustness_summary, write_report
         from das_assert.store import write_markdown
 

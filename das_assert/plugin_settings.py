@@ -61,12 +61,14 @@ def find_config(config: pytest.Config, test_files: list[Path]) -> Path:
 
     explicit = config.getoption("das_config")
     if explicit:
-        if not Path(explicit).exists():
+        from das_assert.plugin_options import invocation_path
+
+        if not invocation_path(config, explicit).exists():
             raise ConfigError(
                 f"--das-config={explicit}: no such file; give the path of a das.yaml, or leave "
                 "the option out to use the das.yaml beside the hypothesis files"
             )
-        return Path(explicit)
+        return invocation_path(config, explicit)
     beside = sorted({f.parent / "das.yaml" for f in test_files})
     found = [candidate for candidate in beside if candidate.is_file()]
     if len(found) > 1:

@@ -1012,3 +1012,19 @@ def test_a_run_waiting_for_a_cache_lock_says_so_past_pytests_capture(
     result = _run(project, "--das-cache=off", "test_wait.py", subprocess=True)
     result.assert_outcomes(passed=1)
     assert "das_assert: waiting for another run (or xdist worker)" in result.stderr.str()
+
+
+@pytest.mark.slow
+def test_path_options_name_paths_from_where_pytest_started_though_a_conftest_changes_directory(
+    project: pytest.Pytester,
+) -> None:
+    # the baseline's JSON went under the invocation directory, its alignment files and
+    # reservation under the directory a conftest changed into; --das-config was not found
+    project.makeconftest("import os\nos.makedirs('sub', exist_ok=True)\nos.chdir('sub')\n")
+    saving = ("--das-save-baseline=v1", "--das-baseline-dir=b", "--das-cache-dir=c")
+    result = _run(project, "--das-json=r.json", *saving, subprocess=True)
+    result.assert_outcomes(passed=1, failed=1)
+    assert (project.path / "r.json").is_file()
+    assert list((project.path / "b").glob("*/0001_v1/*.safetensors"))
+    assert list((project.path / "c").glob("*.safetensors"))
+    assert not [p.name for p in (project.path / "sub").iterdir() if p.name in ("b", "c", "r.json")]
