@@ -44,6 +44,7 @@ __all__ = [
     "clustered_interval",
     "lead_over",
     "normalized_iia",
+    "outward",
     "paired_gap",
     "perfect_gap",
     "required_n",
@@ -54,6 +55,12 @@ __all__ = [
 
 Z95 = 1.959963984540054
 _TOLERANCE = 1e-9  # a lead this close to the margin counts as reaching it
+
+
+def outward(low: float, high: float) -> list[float]:
+    """An interval at 6 decimals, rounded away from its middle: a report never shows a bound
+    on the other side of a threshold than the one its verdict read (0.89499997 as 0.895)."""
+    return [math.floor(low * 1e6) / 1e6, math.ceil(high * 1e6) / 1e6]
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -202,7 +209,7 @@ class Gap:
         return {
             "baseline": round(self.baseline, 6),
             "lead": round(self.estimate, 6),
-            "ci": [round(self.low, 6), round(self.high, 6)],
+            "ci": outward(self.low, self.high),
         }
 
     def __str__(self) -> str:

@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 from das_assert.alignment_result import AlignmentResult
 from das_assert.errors import InvalidArgument, PreconditionFailed
 from das_assert.messages import by_variable_lines, indent, reproduce_line, runnable_nodeid
-from das_assert.metrics import bracketed, wilson_interval
+from das_assert.metrics import bracketed, outward, wilson_interval
 from das_assert.variants import evaluate_variant, replay_advice
 
 __all__ = ["fuzz_status", "judge_breaking_pairs", "judge_variant"]
@@ -155,7 +155,7 @@ def judge_breaking_pairs(
     evaluation = result.evaluate_on(pairs)
     judged = evaluation.verdict(threshold, controls=("noop",), margin=exp.margin)
     record = _limit_record(result, evaluation, claim, where, threshold, judged)
-    low, high = record["iia_ci"]
+    low, high = wilson_interval(evaluation.successes, evaluation.n)  # not the rounded
     changed = record["changed_labels"]
     numbers = [
         f"  {where}: IIA {evaluation.iia:.3f} (n={evaluation.n}, 95% CI "
@@ -281,7 +281,7 @@ def _evaluation_numbers(evaluation: Any) -> dict[str, Any]:
     baselines = evaluation.baselines()
     return {
         "iia": round(evaluation.iia, 6),
-        "iia_ci": [round(low, 6), round(high, 6)],
+        "iia_ci": outward(low, high),
         "n": evaluation.n,
         "correct": evaluation.successes,
         **{key: round(baselines[key], 6) for key in ("noop", "majority", "random_rotation")},

@@ -579,3 +579,17 @@ def test_wilson_interval_takes_numpy_counts_and_another_z() -> None:
     assert wilson_interval(np.int64(90), np.int64(100)) == wilson_interval(90, 100)
     low, high = wilson_interval(90, 100, z=2.576)  # 99 %
     assert low < wilson_interval(90, 100)[0] < high
+
+
+def test_a_reported_interval_is_rounded_away_from_its_middle() -> None:
+    # 914 of 1000 pairs against a threshold of 0.895: the verdict read the lower bound
+    # 0.89499997 (inconclusive), while the JSON and a limit's message showed 0.895
+    from das_assert.metrics import outward
+
+    low, high = wilson_interval(914, 1000)
+    assert low < 0.895 < high
+    shown = outward(low, high)
+    assert shown[0] < 0.895
+    assert shown[0] <= low <= high <= shown[1]
+    assert shown == [0.894999, 0.929832]
+    assert outward(0.0, 1.0) == [0.0, 1.0]
