@@ -403,8 +403,14 @@ def baseline_root(config: pytest.Config) -> Path:
 def invocation_path(config: pytest.Config, value: str | Path) -> Path:
     """A path option as the directory pytest was started in names it, as pytest reads
     ``--junitxml``: a test or conftest that changes the working directory does not move it
-    (a baseline's JSON and its alignment files were saved into two places)."""
-    return Path(config.invocation_params.dir) / Path(value).expanduser()
+    (a baseline's JSON and its alignment files were saved into two places). Kept as given
+    where the working directory is still that one, as messages show it."""
+    start, path = Path(config.invocation_params.dir), Path(value).expanduser()
+    try:
+        moved = Path.cwd() != start
+    except OSError:  # the working directory was deleted
+        moved = True
+    return start / path if moved else path
 
 
 def _baseline_in_the_way(config: pytest.Config, report: Path) -> str | None:
