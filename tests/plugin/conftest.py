@@ -20,6 +20,22 @@ for _module in pkgutil.walk_packages(das_assert.__path__, "das_assert."):
         importlib.import_module(_module.name)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _what_a_fit_imports() -> None:
+    """What torch and transformers import lazily on a model's first fit, imported before the
+    first in-process run: imported again in a later run (its snapshot dropped them), torch
+    registered its operators twice, with a warning that is an error here."""
+    from das_assert.experiment import Experiment, run_experiment
+    from das_assert.fit import FitConfig
+    from das_assert.models import load_model
+    from das_assert.sites import Site
+
+    experiment = Experiment(
+        hypothesis="left_boundary", site=Site(0), n_train=16, n_test=16, min_task_accuracy=0
+    )
+    run_experiment(load_model("embedded"), experiment, FitConfig(epochs=1, batch_size=16))
+
+
 @pytest.fixture
 def project(pytester: pytest.Pytester, tiny_model_dirs: dict[str, Path]) -> pytest.Pytester:
     pytester.makefile(".yaml", das=DAS_YAML.format(path=tiny_model_dirs["llama"]))

@@ -374,7 +374,7 @@ def test_a_regression_names_the_seeds_and_ends_with_a_reproduce_line(
     pytester.makefile(".yaml", das=EMBEDDED_YAML)
     pytester.makepyfile(test_hyp=ALIGNED)
     args = ("--das-config=das.yaml", "--das-cache=readwrite", "--das-baseline-dir=b")
-    pytester.runpytest_subprocess("--das-save-baseline=v1", *args).assert_outcomes(passed=1)
+    pytester.runpytest_inprocess("--das-save-baseline=v1", *args).assert_outcomes(passed=1)
     (saved,) = (pytester.path / "b").rglob("*v1.json")
     from das_assert.baseline import load_baseline, save_baseline
 
@@ -383,7 +383,7 @@ def test_a_regression_names_the_seeds_and_ends_with_a_reproduce_line(
     save_baseline(
         saved, model=payload["model"], environment=payload["environment"], records=records
     )
-    result = pytester.runpytest_subprocess("--das-compare=v1", "--das-compare-fail=iia:0.01", *args)
+    result = pytester.runpytest_inprocess("--das-compare=v1", "--das-compare-fail=iia:0.01", *args)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -394,7 +394,7 @@ def test_a_regression_names_the_seeds_and_ends_with_a_reproduce_line(
         ]
     )
     # A claim that passes its gate under another seed than its baseline's said nothing of it.
-    passing = pytester.runpytest_subprocess("--das-compare=v1", "--das-compare-fail=iia:0.5", *args)
+    passing = pytester.runpytest_inprocess("--das-compare=v1", "--das-compare-fail=iia:0.5", *args)
     passing.assert_outcomes(passed=1)
     passing.stdout.fnmatch_lines(
         ["*das: 1 claim compared with a baseline saved under seed 7 ran under seed 0: IIA moves*"]
@@ -417,7 +417,7 @@ def test_an_inconclusive_claim_that_regressed_fails_whatever_inconclusive_says(
         "--das-baseline-dir=b",
         f"--das-inconclusive={inconclusive}",
     )
-    first = pytester.runpytest_subprocess(
+    first = pytester.runpytest_inprocess(
         "--das-save-baseline=v1", "--das-json=r.json", "-rx", *args
     )
     (record,) = json.loads((pytester.path / "r.json").read_text())["results"]
@@ -437,7 +437,7 @@ def test_an_inconclusive_claim_that_regressed_fails_whatever_inconclusive_says(
     save_baseline(
         saved, model=payload["model"], environment=payload["environment"], records=records
     )
-    result = pytester.runpytest_subprocess("--das-compare=v1", "--das-compare-fail=iia:0.01", *args)
+    result = pytester.runpytest_inprocess("--das-compare=v1", "--das-compare-fail=iia:0.01", *args)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*IIARegression*", "*more than the allowed 0.010*"])
 

@@ -88,7 +88,7 @@ def test_the_reproduce_line_runs_from_where_pytest_was_started(
 
 @pytest.mark.slow
 def test_a_model_without_thresholds_gets_a_clear_message(project, tiny_model_dirs) -> None:
-    result = project.runpytest_subprocess(
+    result = project.runpytest_inprocess(
         f"--das-model={tiny_model_dirs['gpt2']}", "--das-config=das.yaml", "-p", "no:cacheprovider"
     )
     assert result.ret != 0
@@ -107,7 +107,7 @@ def test_the_das_yaml_beside_the_hypothesis_files_is_the_one_used(
     model = tiny_model_dirs["llama"]
     mine = DAS_YAML.format(path=model).replace("impossible: 0.99", "impossible: 0.987")
     _in(pytester, "myhyp", mine)
-    result = pytester.runpytest_subprocess(
+    result = pytester.runpytest_inprocess(
         f"--das-model={model}", "--das-min-task-accuracy=0", "-p", "no:cacheprovider", "myhyp"
     )
     result.assert_outcomes(passed=1, failed=1)
@@ -120,7 +120,7 @@ def test_hypothesis_files_with_different_das_yaml_files_are_refused_in_one_run(
     model = tiny_model_dirs["llama"]
     _in(pytester, "one", DAS_YAML.format(path=model))
     _in(pytester, "two", DAS_YAML.format(path=model))
-    result = pytester.runpytest_subprocess(
+    result = pytester.runpytest_inprocess(
         f"--das-model={model}", "--das-min-task-accuracy=0", "-p", "no:cacheprovider", "one", "two"
     )
     result.stdout.fnmatch_lines(
@@ -139,7 +139,7 @@ def test_a_das_config_that_does_not_exist_names_the_option(
     # It said "/tmp/none.yaml does not exist", without the option that named it.
     model = tiny_model_dirs["llama"]
     _in(pytester, "one", DAS_YAML.format(path=model))
-    result = pytester.runpytest_subprocess(
+    result = pytester.runpytest_inprocess(
         f"--das-model={model}", "--das-config=none.yaml", "-p", "no:cacheprovider", "one"
     )
     result.stdout.fnmatch_lines(

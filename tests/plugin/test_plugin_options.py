@@ -339,7 +339,7 @@ def test_a_bad_das_model_variable_is_named_in_the_error(
     project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DAS_MODEL", "/no/such/model")
-    result = project.runpytest_subprocess(
+    result = project.runpytest_inprocess(
         "--das-config=das.yaml", "-p", "no:cacheprovider", "test_hyp.py"
     )
     result.stdout.fnmatch_lines(

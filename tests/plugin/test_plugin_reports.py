@@ -125,7 +125,7 @@ def test_under_xdist_the_controller_gathers_every_workers_records(project) -> No
 
 def test_the_reports_say_why_when_no_claim_reached_a_verdict(project) -> None:
     model = str(Path(project.path / "das.yaml").read_text().split("path: ")[1].split()[0])
-    result = project.runpytest_subprocess(
+    result = project.runpytest_inprocess(
         f"--das-model={model}",
         "--das-config=das.yaml",
         "--das-min-task-accuracy=0.99",  # the random tiny model cannot do the task
