@@ -115,3 +115,19 @@ def _inner_runs_are_not_xdist_workers(request: pytest.FixtureRequest) -> None:
     monkeypatch = request.getfixturevalue("monkeypatch")
     for name in [n for n in os.environ if n.startswith("PYTEST_XDIST_")]:
         monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def what_a_fit_imports() -> None:
+    """What torch and transformers import lazily on a model's first fit, imported before the
+    first in-process pytester run: imported again in a later run (its snapshot dropped them), torch
+    registered its operators twice, with a warning that is an error here."""
+    from das_assert.experiment import Experiment, run_experiment
+    from das_assert.fit import FitConfig
+    from das_assert.models import load_model
+    from das_assert.sites import Site
+
+    experiment = Experiment(
+        hypothesis="left_boundary", site=Site(0), n_train=16, n_test=16, min_task_accuracy=0
+    )
+    run_experiment(load_model("embedded"), experiment, FitConfig(epochs=1, batch_size=16))

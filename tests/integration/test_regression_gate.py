@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("what_a_fit_imports")]
 # The claims' own budget (hypotheses/das.yaml): at 800 pairs x 2 epochs and 400 test pairs the
 # rotated model's Left Boundary led the random rotation by +0.070 [+0.033, +0.107], an interval
 # that contains the 0.05 margin, so the claim was inconclusive there, not aligned.
@@ -148,7 +148,7 @@ def _setup(pytester: pytest.Pytester, reference: Path) -> None:
 
 
 def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_subprocess(*_run_args(*args))
+    return pytester.runpytest_inprocess(*_run_args(*args))
 
 
 def _results(pytester: pytest.Pytester) -> dict[str, dict]:

@@ -21,19 +21,8 @@ for _module in pkgutil.walk_packages(das_assert.__path__, "das_assert."):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _what_a_fit_imports() -> None:
-    """What torch and transformers import lazily on a model's first fit, imported before the
-    first in-process run: imported again in a later run (its snapshot dropped them), torch
-    registered its operators twice, with a warning that is an error here."""
-    from das_assert.experiment import Experiment, run_experiment
-    from das_assert.fit import FitConfig
-    from das_assert.models import load_model
-    from das_assert.sites import Site
-
-    experiment = Experiment(
-        hypothesis="left_boundary", site=Site(0), n_train=16, n_test=16, min_task_accuracy=0
-    )
-    run_experiment(load_model("embedded"), experiment, FitConfig(epochs=1, batch_size=16))
+def _in_process_runs(what_a_fit_imports: None) -> None:
+    """Every plugin test may run pytest in this process."""
 
 
 @pytest.fixture
