@@ -163,6 +163,7 @@ def cache_listing(directory: Path) -> dict[str, Any]:
             json.dumps(fingerprint, sort_keys=True, default=str),
             {"model": manifest.get("model_name"), "fingerprint": fingerprint, "entries": 0},
         )
+        row["model"] = manifest.get("model_name") or row["model"]  # the latest entry's name
         row["entries"] += 1
         row["bytes"] = row.get("bytes", 0) + entry.size
         row["stale"] = row.get("stale", 0) + (entry.stale is not None)

@@ -60,7 +60,7 @@ def test_prune_stale_deletes_only_what_no_run_of_this_version_reads(tmp_path: Pa
     fresh = _entry(cache, _key(1), **CURRENT)
     old_version = _entry(cache, _key(2), das_assert_version="0.0.1", fit_revision=FIT_REVISION)
     old_revision = _entry(cache, _key(3), das_assert_version=__version__, fit_revision=0)
-    unrecorded = _entry(cache, _key(4))
+    unrecorded = _entry(cache, _key(4), age_days=9, model_name=None)  # the oldest
     garbage = tmp_path / f"{_key(5)}.safetensors"
     garbage.write_bytes(b"\x00" * 40)
     foreign = [tmp_path / "notes.safetensors", tmp_path / "digests.json", tmp_path / "x.lock"]
@@ -68,6 +68,7 @@ def test_prune_stale_deletes_only_what_no_run_of_this_version_reads(tmp_path: Pa
         path.write_text("{}")
     listing = cache_listing(tmp_path)
     assert (listing["entries"], listing["stale"]) == (5, 4)
+    assert {row["model"] for row in listing["models"]} == {"m", None}  # named by its latest
     why = {row["file"]: row["stale"] for row in listing["files"]}
     assert why[old_version.name] == f"written by das_assert 0.0.1, not {__version__}"
     assert why[old_revision.name] == f"fit revision 0, not {FIT_REVISION}"
