@@ -166,7 +166,7 @@ def _output_swap(model: Any, rows: EncodedPairs) -> float:
     with hooks.intervene(last_block, rows.base_last, lambda _base: captured["hidden"]):
         swapped = logits_at(run_model(model, ids, mask), rows.base_last)
     _check_finite(model, source_logits, len(rows))
-    difference = float((swapped - source_logits).abs().max())
+    difference = _logit_difference(swapped, source_logits)
     tolerance = _tolerance(source_logits, next(model.parameters()).dtype)
     if not difference <= tolerance:  # NaN too
         raise EngineCheckFailed(
@@ -180,8 +180,9 @@ def _output_swap(model: Any, rows: EncodedPairs) -> float:
 
 
 def _check_finite(model: Any, logits: torch.Tensor, n: int) -> None:
-    """Refuse a model whose own logits are NaN or infinite: every check and IIA would be."""
-    bad = int((~torch.isfinite(logits)).any(dim=-1).sum())
+    """Refuse a model whose own logits are NaN or +infinity (an overflow; -infinity is how a
+    model masks a vocabulary entry): every check and IIA would be."""
+    bad = int((logits.isnan() | logits.isposinf()).any(dim=-1).sum())
     if bad:
         dtype = next(model.parameters()).dtype
         hint = (
@@ -191,7 +192,7 @@ def _check_finite(model: Any, logits: torch.Tensor, n: int) -> None:
             else "check its weights"
         )
         raise EngineCheckFailed(
-            f"this model's own logits, with no intervention, are not finite (NaN or infinite) "
+            f"this model's own logits, with no intervention, are not finite (NaN or +infinity) "
             f"on {bad} of {n} prompts: {hint}"
         )
 
@@ -260,7 +261,14 @@ def cached_against_plain(model: Any, site: ResolvedSite, rows: EncodedPairs) -> 
 def _largest_difference(
     plain: tuple[torch.Tensor, torch.Tensor], cached: tuple[torch.Tensor, torch.Tensor]
 ) -> float:
-    return max(float((a - b).abs().max()) for a, b in zip(plain, cached, strict=True))
+    return max(_logit_difference(a, b) for a, b in zip(plain, cached, strict=True))
+
+
+def _logit_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The largest difference of two sets of logits: NaN where either holds one; none where
+    both hold the same infinity (a vocabulary entry a model masks with -inf in every pass)."""
+    difference = torch.where(a == b, torch.zeros_like(a), (a - b).abs())
+    return float(difference.max())
 
 
 def _tolerance(logits: torch.Tensor, dtype: torch.dtype) -> float:

@@ -5,6 +5,7 @@ do not, whole prompts from then on."""
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -307,3 +308,18 @@ def test_a_model_whose_own_logits_are_not_finite_is_one_clear_error(
     message = r"own logits, with no intervention, are not finite .* on 8 of 8 prompts: check"
     with pytest.raises(EngineCheckFailed, match=message):
         check_engine(loaded.model, site.resolve(loaded.model), _encoded(loaded, site))
+
+
+def test_a_vocabulary_entry_masked_with_minus_infinity_is_no_difference_nor_an_error(
+    fresh_llama: Any,
+) -> None:
+    # -inf - -inf is NaN: a model that masks an entry in every pass would have failed the
+    # check, and its logits were refused as not finite
+    inf, nan = float("inf"), float("nan")
+    masked = torch.tensor([[-inf, 2.0, 1.0]])
+    assert engine_check._logit_difference(masked, masked.clone()) == 0.0
+    assert engine_check._logit_difference(masked, torch.tensor([[0.0, 2.0, 1.0]])) == inf
+    assert math.isnan(engine_check._logit_difference(masked, torch.tensor([[-inf, nan, 1.0]])))
+    engine_check._check_finite(fresh_llama.model, masked, 1)
+    with pytest.raises(EngineCheckFailed, match="not finite"):
+        engine_check._check_finite(fresh_llama.model, torch.tensor([[inf, 1.0]]), 1)
