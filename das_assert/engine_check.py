@@ -285,11 +285,25 @@ def _tolerance(logits: torch.Tensor, dtype: torch.dtype) -> float:
 
 
 def _float32_matmul_eps() -> float:
-    """The steps of float32 matmuls as torch is set: bfloat16's (``medium``), TF32's (``high``,
-    or CUDA's ``allow_tf32``), float32's own (``highest``, the default)."""
-    precision = torch.get_float32_matmul_precision()
-    if precision == "medium":
+    """The steps of float32 matmuls as torch is set: bfloat16's (``medium``, or a backend's
+    ``fp32_precision = "bf16"``), TF32's (``high``, CUDA's ``allow_tf32``, or ``"tf32"``),
+    float32's own (the default). The loosest where a backend's is set."""
+    settings = {
+        str(getattr(backend, "fp32_precision", "none"))
+        for backend in (
+            getattr(torch.backends, "cuda", None) and torch.backends.cuda.matmul,
+            getattr(torch.backends, "mkldnn", None)
+            and getattr(torch.backends.mkldnn, "matmul", None),
+            torch.backends,
+        )
+        if backend is not None
+    }
+    try:  # where a backend's new setting is made, torch refuses the legacy question
+        precision = torch.get_float32_matmul_precision()
+    except RuntimeError:
+        precision = "highest"
+    if precision == "medium" or "bf16" in settings:
         return torch.finfo(torch.bfloat16).eps
-    if precision == "high" or torch.backends.cuda.matmul.allow_tf32:
+    if precision == "high" or "tf32" in settings or torch.backends.cuda.matmul.allow_tf32:
         return 2.0**-10
     return torch.finfo(torch.float32).eps

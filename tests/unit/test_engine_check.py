@@ -323,3 +323,15 @@ def test_a_vocabulary_entry_masked_with_minus_infinity_is_no_difference_nor_an_e
     engine_check._check_finite(fresh_llama.model, masked, 1)
     with pytest.raises(EngineCheckFailed, match="not finite"):
         engine_check._check_finite(fresh_llama.model, torch.tensor([[inf, 1.0]]), 1)
+
+
+def test_torchs_per_backend_precision_setting_is_read_and_does_not_break_the_check() -> None:
+    # with a backend's fp32_precision set, torch.get_float32_matmul_precision() raises: every
+    # experiment on a float32 model stopped on a RuntimeError
+    logits = torch.tensor([[-3.0, 20.0]])
+    before = torch.backends.mkldnn.matmul.fp32_precision
+    torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+    try:
+        assert engine_check._tolerance(logits, torch.float32) == 20 * 16 * 2**-7
+    finally:
+        torch.backends.mkldnn.matmul.fp32_precision = before
