@@ -159,8 +159,9 @@ class AlignmentCache:
                     f"cache entry {str(self.path(key))!r} holds another alignment "
                     f"({'; '.join(wrong)}): it was renamed, copied or linked from another entry"
                 )
-            with contextlib.suppress(OSError):  # its last use, for `das-assert cache`
-                os.utime(self.path(key))
+            if self.writes:  # its last use, for `das-assert cache`; a read-only one untouched
+                with contextlib.suppress(OSError):
+                    os.utime(self.path(key))
             return hit
         except AlignmentFileError as exc:
             removed = "not removed: this cache is only read"
@@ -248,6 +249,11 @@ def training_lock(cache: AlignmentCache | None, key: str) -> Iterator[None]:
         except BlockingIOError:  # another run trains it: say why this one seems to hang
             _say_waiting(lock_path)
             fcntl.flock(handle, fcntl.LOCK_EX)
+        while not _still_there(handle, lock_path):  # `das-assert cache` deleted it meanwhile
+            os.close(handle)
+            handle = None
+            handle = open_lock_file(lock_path)
+            fcntl.flock(handle, fcntl.LOCK_EX)
     except OSError as exc:  # a directory in its place, a file system without locks
         if handle is not None:
             os.close(handle)
@@ -264,6 +270,14 @@ def training_lock(cache: AlignmentCache | None, key: str) -> Iterator[None]:
     finally:
         if handle is not None:
             os.close(handle)  # which releases the lock
+
+
+def _still_there(handle: int, path: Path) -> bool:
+    """Whether the lock file held by ``handle`` is still the one at ``path``."""
+    try:
+        return os.fstat(handle).st_ino == os.stat(path).st_ino
+    except OSError:
+        return False
 
 
 #: Where the line of a run waiting for a lock goes: the process's stderr, or (the pytest plugin

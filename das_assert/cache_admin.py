@@ -2,11 +2,13 @@
 
 A cache only grows: every model update, fit setting and das_assert release keys new entries,
 and the old ones stay. An entry that no run of this das_assert can read again is *stale*: it
-was written by another das_assert version or ``FIT_REVISION`` (both are in its key), or before
-das_assert recorded them in the entry (it cannot tell), or it is unreadable. An entry's last
-use is its file's time: written, or read since (``AlignmentCache.get`` touches a hit). Pruning
-deletes only das_assert's own files (``<key>.safetensors``, a lock no run holds of an entry
-that is gone, killed writers' temporaries); deleting an entry costs a refit, never a result.
+was written by another das_assert version or ``FIT_REVISION`` (both are in its key), or it is
+unreadable. One written before entries recorded them is of unknown provenance: a run may read
+it still, so only ``--prune-unused`` deletes it. An entry's last use is its file's time:
+written, or read since by a run that may write the cache (``AlignmentCache.get`` touches a
+hit). Pruning deletes only das_assert's own files (``<key>.safetensors`` holding its manifest or
+unreadable, a lock no run holds of an entry that is gone, killed writers' temporaries); another
+program's safetensors file is left alone. Deleting an entry costs a refit, never a result.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ __all__ = ["CacheEntry", "cache_listing", "listing_text", "prune_cache"]
 _ENTRY = re.compile(r"^[0-9a-f]{32}\.safetensors$")
 _LOCK = re.compile(r"^([0-9a-f]{32})\.lock$")
 _HEADER_LIMIT = 64 * 2**20  # a manifest with a training history is kilobytes
+NOT_OURS = "not written by das_assert"
+UNKNOWN = "written before das_assert recorded its version in an entry"
 LOCK_KEPT_S = 86_400.0  # a lock of a gone entry younger than a day may belong to a starting fit
 
 
@@ -39,6 +43,12 @@ class CacheEntry:
     manifest: dict[str, Any] | None
     stale: str | None  # why no run of this das_assert reads it again, or None
 
+    @property
+    def unknown(self) -> bool:
+        """Written before entries recorded their version: a run may read it still."""
+        manifest = self.manifest or {}
+        return self.stale is None and "das_assert_version" not in manifest
+
     def as_dict(self) -> dict[str, Any]:
         manifest = self.manifest or {}
         return {
@@ -51,6 +61,7 @@ class CacheEntry:
             "site": manifest.get("site"),
             "seed": manifest.get("seed"),
             "stale": self.stale,
+            "provenance_unknown": self.unknown,
         }
 
 
@@ -69,9 +80,11 @@ def _manifest(path: Path) -> dict[str, Any] | str:
         manifest = json.loads(header["__metadata__"]["manifest"])
     except OSError as exc:
         return f"unreadable ({exc.strerror or exc})"
-    except (ValueError, KeyError, TypeError, RecursionError):
-        return "unreadable (not a das_assert alignment)"
-    return manifest if isinstance(manifest, dict) else "unreadable (not a das_assert alignment)"
+    except (KeyError, TypeError):  # a safetensors file, but not one das_assert wrote
+        return NOT_OURS
+    except (ValueError, RecursionError):
+        return "unreadable (not a safetensors file: truncated or damaged)"
+    return manifest if isinstance(manifest, dict) else NOT_OURS
 
 
 def _staleness(manifest: dict[str, Any]) -> str | None:
@@ -79,8 +92,8 @@ def _staleness(manifest: dict[str, Any]) -> str | None:
     from das_assert.cache import FIT_REVISION
 
     version, revision = manifest.get("das_assert_version"), manifest.get("fit_revision")
-    if version is None or revision is None:
-        return "written before das_assert recorded its version in an entry"
+    if version is None or revision is None:  # may be read still: not stale, of unknown age
+        return None
     if version != __version__:
         return f"written by das_assert {version}, not {__version__}"
     if revision != FIT_REVISION:
@@ -112,43 +125,43 @@ def cache_entries(directory: Path) -> list[CacheEntry]:
         if not path.is_file() or path.is_symlink():
             continue
         found = _manifest(path)
+        if found == NOT_OURS:  # another program's file in a folder given as the cache
+            continue
         manifest = found if isinstance(found, dict) else None
         stale = _staleness(found) if isinstance(found, dict) else found
         entries.append(CacheEntry(path, info.st_size, info.st_mtime, manifest, stale))
     return sorted(entries, key=lambda entry: (entry.last_used, entry.path.name))
 
 
-def _orphan_locks(directory: Path, now: float) -> list[Path]:
-    """Locks of entries that are gone, a day old, that no run holds now."""
+def _orphan_locks(directory: Path, now: float, *, delete: bool = False) -> list[Path]:
+    """Locks of entries that are gone, a day old, that no run holds now; ``delete`` removes
+    each while holding it, so a run that opened it meanwhile finds it gone once it has the
+    lock and opens the new one (``cache.training_lock``)."""
     from das_assert.cache import fcntl
 
     found = []
-    for path in directory.iterdir():
+    for path in sorted(directory.iterdir()):
         matched = _LOCK.match(path.name)
         if not matched or (directory / f"{matched[1]}.safetensors").exists():
             continue
         try:
             if not path.is_file() or path.is_symlink():
                 continue
-            if now - path.stat().st_mtime < LOCK_KEPT_S:
+            if now - path.stat().st_mtime < LOCK_KEPT_S or fcntl is None:
                 continue
-            if fcntl is not None and _held(path, fcntl):
-                continue
+            handle = os.open(path, os.O_RDONLY)
         except OSError:
             continue
-        found.append(path)
-    return sorted(found)
-
-
-def _held(path: Path, fcntl: Any) -> bool:
-    handle = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(handle)
-    return False
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if delete:
+                path.unlink()
+            found.append(path)
+        except OSError:  # held by a run, or gone
+            continue
+        finally:
+            os.close(handle)
+    return found
 
 
 def cache_listing(directory: Path) -> dict[str, Any]:
@@ -173,6 +186,7 @@ def cache_listing(directory: Path) -> dict[str, Any]:
         "entries": len(entries),
         "bytes": sum(entry.size for entry in entries),
         "stale": sum(entry.stale is not None for entry in entries),
+        "provenance_unknown": sum(entry.unknown for entry in entries),
         "orphan_locks": len(_orphan_locks(directory, time.time())),
         "models": sorted(models.values(), key=lambda row: row["last_used"], reverse=True),
         "files": [entry.as_dict() for entry in entries],
@@ -206,12 +220,7 @@ def prune_cache(
         removed.append({"file": path.name, "why": why})
     if not dry_run:
         _remove_stale_temporaries(directory)
-    for lock in _orphan_locks(directory, now):
-        if not dry_run:
-            try:
-                lock.unlink()
-            except OSError:
-                continue
+    for lock in _orphan_locks(directory, now, delete=not dry_run):
         removed.append({"file": lock.name, "why": "the lock of an entry that is gone"})
     return removed
 
@@ -239,6 +248,12 @@ def listing_text(listing: dict[str, Any]) -> str:
         f"; {listing['stale']} stale (no run of this das_assert reads them: "
         "--prune-stale deletes them)"
     ]
+    if listing["provenance_unknown"]:
+        lines.append(
+            f"  {listing['provenance_unknown']} written before entries recorded their "
+            "das_assert version: a run may read them still; --prune-unused DAYS deletes them "
+            "once unused"
+        )
     for row in listing["models"]:
         name = row["model"] or "model name not recorded"
         entries = _count(row["entries"], "entry", "entries")
@@ -249,7 +264,7 @@ def listing_text(listing: dict[str, Any]) -> str:
     if listing["orphan_locks"]:
         lines.append(
             f"  {_count(listing['orphan_locks'], 'lock file', 'lock files')} of entries that are "
-            "gone (--prune-stale "
+            "gone (a prune "
             "deletes them)"
         )
     return "\n".join(lines) + "\n"

@@ -427,7 +427,7 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
         "--prune-stale",
         action="store_true",
         help="delete the entries no run of this das_assert reads (another version or fit "
-        "revision, or unreadable) and the locks of entries that are gone",
+        "revision, or unreadable); either prune also deletes the locks of entries that are gone",
     )
     cache.add_argument(
         "--prune-unused",

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from das_assert.errors import DasError, OutputWriteError, SetupError
-from das_assert.plugin_options import baseline_root, run_token
+from das_assert.plugin_options import baseline_root, invocation_path, run_token
 
 __all__ = ["BaselineReporting", "baseline_file", "baseline_setup"]
 
@@ -74,7 +74,7 @@ def baseline_file(
     from das_assert.settings import load_settings
 
     if reference.endswith(".json"):  # a baseline file, wherever it is
-        return Path(reference)
+        return invocation_path(config, reference)
     root = baseline_root(config)
     # KEY/NAME of another model's baselines, or NAME (release/v2) of this one's
     key, _, name = reference.rpartition("/")

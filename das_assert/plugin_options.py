@@ -362,10 +362,11 @@ def check_output_paths(config: pytest.Config) -> None:
                 "$GITHUB_STEP_SUMMARY expands to nothing)"
             )
         if value:
-            problem = output_path_problem(Path(value), directory=directory)
+            anchored = invocation_path(config, value)
+            problem = output_path_problem(anchored, directory=directory)
             if problem:
                 raise pytest.UsageError(f"{option} {value}{problem}")
-            where = Path(value).resolve()
+            where = anchored.resolve()
             if not directory and (clash := _baseline_in_the_way(config, where)):
                 raise pytest.UsageError(f"{option} {value}{clash}")
             if where in written:
@@ -403,26 +404,37 @@ def baseline_root(config: pytest.Config) -> Path:
 def invocation_path(config: pytest.Config, value: str | Path) -> Path:
     """A path option as the directory pytest was started in names it, as pytest reads
     ``--junitxml``: a test or conftest that changes the working directory does not move it
-    (a baseline's JSON and its alignment files were saved into two places). Kept as given
-    where the working directory is still that one, as messages show it."""
-    start, path = Path(config.invocation_params.dir), Path(value).expanduser()
+    (a baseline's JSON and its alignment files were saved into two places). Absolute: a
+    message shows it with ``shown_path``."""
+    return Path(config.invocation_params.dir) / Path(value).expanduser()
+
+
+def read_once_path(config: pytest.Config, value: str | Path) -> Path:
+    """``invocation_path`` for a file read at once (das.yaml, a model): as given, as messages
+    show it, while the working directory is still where pytest started."""
+    anchored = invocation_path(config, value)
     try:
-        moved = Path.cwd() != start
+        moved = Path.cwd() != Path(config.invocation_params.dir)
     except OSError:  # the working directory was deleted
         moved = True
-    return start / path if moved else path
+    return anchored if moved else Path(value).expanduser()
 
 
 def _baseline_in_the_way(config: pytest.Config, report: Path) -> str | None:
     """Why a report at ``report`` would destroy a baseline, else None: it is the baseline
     ``--das-compare`` reads, or lies in the baseline directory."""
     compare = config.getoption("das_compare")
-    if isinstance(compare, str) and compare.endswith(".json") and Path(compare).resolve() == report:
+    if (
+        isinstance(compare, str)
+        and compare.endswith(".json")
+        and invocation_path(config, compare).resolve() == report
+    ):
         return " is the baseline --das-compare reads; name another file"
     root = baseline_root(config)
     if report.is_relative_to(root.resolve()):
+        shown = shown_path(root, Path(config.invocation_params.dir))
         return (
-            f" is inside the baseline directory {root}, where baselines and their alignments "
+            f" is inside the baseline directory {shown}, where baselines and their alignments "
             "are kept; name a file elsewhere"
         )
     return None

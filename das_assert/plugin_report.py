@@ -235,7 +235,8 @@ class Reporter(BaselineReporting):
             report["limits"] = limits
             report["searches"] = searches
             report["unjudged"] = self.unjudged
-            self._write(f"das: --das-json {json_path}", write_report, Path(json_path), report)
+            what = f"das: --das-json {self._shown(str(json_path))}"
+            self._write(what, write_report, Path(json_path), report)
         if md_path:
             table = markdown_table(records, robustness, limits, searches)
             if self.notes:  # the baseline compared with, or saved: the table gives only Δ
@@ -253,7 +254,8 @@ class Reporter(BaselineReporting):
                 table += "\n**Failed before a verdict**\n\n" + "".join(
                     f"- `{u['test_id']}` ({u['when']}): {u['message']}\n" for u in self.unjudged
                 )
-            self._write(f"das: --das-markdown {md_path}", write_markdown, Path(md_path), table)
+            what = f"das: --das-markdown {self._shown(str(md_path))}"
+            self._write(what, write_markdown, Path(md_path), table)
 
     def _write(self, what: str, write: Any, path: Path, content: Any) -> None:
         try:

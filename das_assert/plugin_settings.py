@@ -32,7 +32,12 @@ def early_settings(item: pytest.Item) -> Any:
 
 def model_path(config: pytest.Config) -> str:
     """The model under test: ``--das-model``, else ``$DAS_MODEL``, else the embedded one."""
-    return config.getoption("das_model") or os.environ.get("DAS_MODEL") or "embedded"
+    given = config.getoption("das_model") or os.environ.get("DAS_MODEL") or "embedded"
+    if given == "embedded" or os.path.isabs(given):
+        return given
+    from das_assert.plugin_options import read_once_path
+
+    return str(read_once_path(config, given))  # a directory named from where pytest started
 
 
 def model_settings(config: pytest.Config, session: pytest.Session) -> Any:
@@ -61,14 +66,14 @@ def find_config(config: pytest.Config, test_files: list[Path]) -> Path:
 
     explicit = config.getoption("das_config")
     if explicit:
-        from das_assert.plugin_options import invocation_path
+        from das_assert.plugin_options import read_once_path
 
-        if not invocation_path(config, explicit).exists():
+        if not read_once_path(config, explicit).exists():
             raise ConfigError(
                 f"--das-config={explicit}: no such file; give the path of a das.yaml, or leave "
                 "the option out to use the das.yaml beside the hypothesis files"
             )
-        return invocation_path(config, explicit)
+        return read_once_path(config, explicit)
     beside = sorted({f.parent / "das.yaml" for f in test_files})
     found = [candidate for candidate in beside if candidate.is_file()]
     if len(found) > 1:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from das_assert import __version__
 from das_assert.cache import FIT_REVISION, AlignmentCache, cache_key
@@ -56,34 +57,40 @@ def test_a_fit_records_what_the_listing_needs_and_a_hit_marks_its_last_use(
 
 
 def test_prune_stale_deletes_only_what_no_run_of_this_version_reads(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
     cache = AlignmentCache(tmp_path)
     fresh = _entry(cache, _key(1), **CURRENT)
     old_version = _entry(cache, _key(2), das_assert_version="0.0.1", fit_revision=FIT_REVISION)
     old_revision = _entry(cache, _key(3), das_assert_version=__version__, fit_revision=0)
+    # written before entries recorded their version: this das_assert may read it still
     unrecorded = _entry(cache, _key(4), age_days=9, model_name=None)  # the oldest
     garbage = tmp_path / f"{_key(5)}.safetensors"
     garbage.write_bytes(b"\x00" * 40)
     foreign = [tmp_path / "notes.safetensors", tmp_path / "digests.json", tmp_path / "x.lock"]
     for path in foreign:
         path.write_text("{}")
+    others = tmp_path / f"{_key(6)}.safetensors"  # another program's, by its name a key's
+    save_file({"w": torch.zeros(2)}, others)
     listing = cache_listing(tmp_path)
-    assert (listing["entries"], listing["stale"]) == (5, 4)
+    assert (listing["entries"], listing["stale"], listing["provenance_unknown"]) == (5, 3, 1)
     assert {row["model"] for row in listing["models"]} == {"m", None}  # named by its latest
     why = {row["file"]: row["stale"] for row in listing["files"]}
     assert why[old_version.name] == f"written by das_assert 0.0.1, not {__version__}"
     assert why[old_revision.name] == f"fit revision 0, not {FIT_REVISION}"
-    assert "before das_assert recorded" in why[unrecorded.name]
     assert why[garbage.name].startswith("unreadable")
     assert why[fresh.name] is None
+    assert why[unrecorded.name] is None
 
     named = prune_cache(tmp_path, stale=True, unused_days=None, dry_run=True)
-    assert len(named) == 4
-    assert all(p.exists() for p in (old_version, garbage, unrecorded))
+    assert len(named) == 3
+    assert all(p.exists() for p in (old_version, old_revision, garbage))
     removed = prune_cache(tmp_path, stale=True, unused_days=None, dry_run=False)
     assert sorted(row["file"] for row in removed) == sorted(row["file"] for row in named)
-    assert fresh.exists()
-    assert all(path.exists() for path in foreign)
-    assert not any(p.exists() for p in (old_version, old_revision, unrecorded, garbage))
+    assert all(path.exists() for path in (fresh, unrecorded, others, *foreign))
+    assert not any(p.exists() for p in (old_version, old_revision, garbage))
+    unused = prune_cache(tmp_path, stale=False, unused_days=5, dry_run=False)
+    assert [row["file"] for row in unused] == [unrecorded.name]
 
 
 def test_prune_unused_keeps_what_a_run_wrote_or_read_within_the_days(tmp_path: Path) -> None:
@@ -126,12 +133,12 @@ def test_the_command_lists_prunes_and_writes_json(
 ) -> None:
     cache = AlignmentCache(tmp_path / "cache")
     fresh = _entry(cache, _key(1), **CURRENT)
-    stale = _entry(cache, _key(2))
+    stale = _entry(cache, _key(2), das_assert_version="0.0.1", fit_revision=FIT_REVISION)
     out = tmp_path / "cache.json"
     argv = ["cache", "--dir", str(cache.directory), "--prune-stale", "--json", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert f"deleted 1 file\n  {stale.name}: stale: written before" in printed
+    assert f"deleted 1 file\n  {stale.name}: stale: written by das_assert 0.0.1" in printed
     assert "1 entry, 0.0 MiB; 0 stale" in printed
     assert "  m (weights ffffffffffff): 1 entry" in printed
     report = json.loads(out.read_text())
@@ -148,3 +155,40 @@ def test_a_cache_directory_that_is_not_there_is_one_clear_error(
     error = capsys.readouterr().err
     assert f"the cache directory {tmp_path / 'nowhere'} does not exist; give the one" in error
     assert error.count("\n") == 1
+
+
+def test_a_run_whose_lock_file_was_pruned_while_it_waited_holds_the_new_one(
+    tmp_path: Path,
+) -> None:
+    # a prune deleting a lock just taken left the waiting run holding a deleted file, and a
+    # third run could create a new lock and train the same alignment beside it
+    import threading
+
+    from das_assert.cache import training_lock
+
+    cache = AlignmentCache(tmp_path)
+    lock = tmp_path / f"{_key(7)}.lock"
+    lock.touch()
+    holder = os.open(lock, os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    inside, leave = threading.Event(), threading.Event()
+
+    def waiting_run() -> None:
+        with training_lock(cache, _key(7)):
+            inside.set()
+            leave.wait(10)
+
+    run = threading.Thread(target=waiting_run)
+    run.start()
+    time.sleep(0.3)  # it waits on the held lock
+    lock.unlink()  # as the prune does, while holding it
+    os.close(holder)
+    assert inside.wait(10)
+    third = os.open(lock, os.O_RDWR)  # the lock file a third run opens now
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(third, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(third)
+        leave.set()
+        run.join(10)
