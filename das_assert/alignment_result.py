@@ -15,7 +15,7 @@ from das_assert.data import PromptPair, encode
 from das_assert.errors import InvalidArgument, PreconditionFailed
 from das_assert.evaluate import Evaluation, evaluate
 from das_assert.fit import FitConfig, FittedAlignment
-from das_assert.metrics import Verdict, normalized_iia, outward, wilson_interval
+from das_assert.metrics import Verdict, normalized_iia, rounded_interval, wilson_interval
 from das_assert.models import LoadedModel
 
 if TYPE_CHECKING:
@@ -262,7 +262,7 @@ class AlignmentResult:
             "test_pairs": self.test_pairs,
             "iia": round(self.iia, 6),
             "iia_successes": ev.successes,
-            "iia_ci": outward(*self.iia_ci),
+            "iia_ci": rounded_interval(*self.iia_ci),
             "iia_by_variable": {
                 exp.boxes[k]: {"correct": c, "n": n} for k, (c, n) in by_variable.items()
             },

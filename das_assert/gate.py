@@ -16,7 +16,7 @@ from das_assert.compare import not_comparable, parse_compare_fail
 from das_assert.errors import AlignmentFileError
 from das_assert.evaluate import evaluate
 from das_assert.fit import FittedAlignment
-from das_assert.metrics import outward, unpaired_difference, wilson_interval
+from das_assert.metrics import rounded_interval, unpaired_difference, wilson_interval
 from das_assert.summary import fit_method
 from das_assert.tasks.registry import causal_model_manifest
 
@@ -137,7 +137,7 @@ def compare_search_cells(
     if cell.get("n"):  # its interval: the two evaluations taken as independent (conservative)
         before = round(cell["iia"] * cell["n"])
         low, high = unpaired_difference(now.evaluation.successes, now.n, before, cell["n"])
-        change.update(n_from=cell["n"], ci=outward(low, high))
+        change.update(n_from=cell["n"], ci=rounded_interval(low, high))
     return {"file": path.name, "cells": len(both), "correlation": r, "largest_change": change}
 
 
@@ -221,7 +221,7 @@ def transfer(
         return {
             "iia": round(result.iia, 6),
             "n": result.n,
-            "iia_ci": outward(*result.iia_ci),
+            "iia_ci": rounded_interval(*result.iia_ci),
         }
     try:
         interchange, manifest = load_alignment(file, hidden_size=session.model.config.hidden_size)
@@ -254,7 +254,7 @@ def transfer(
     return {
         "iia": round(evaluation.iia, 6),
         "n": evaluation.n,
-        "iia_ci": outward(low, high),
+        "iia_ci": rounded_interval(low, high),
     }
 
 

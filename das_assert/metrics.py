@@ -44,10 +44,10 @@ __all__ = [
     "clustered_interval",
     "lead_over",
     "normalized_iia",
-    "outward",
     "paired_gap",
     "perfect_gap",
     "required_n",
+    "rounded_interval",
     "unpaired_difference",
     "verdict",
     "wilson_interval",
@@ -57,10 +57,18 @@ Z95 = 1.959963984540054
 _TOLERANCE = 1e-9  # a lead this close to the margin counts as reaching it
 
 
-def outward(low: float, high: float) -> list[float]:
-    """An interval at 6 decimals, rounded away from its middle: a report never shows a bound
-    on the other side of a threshold than the one its verdict read (0.89499997 as 0.895)."""
-    return [math.floor(low * 1e6) / 1e6, math.ceil(high * 1e6) / 1e6]
+def rounded_interval(low: float, high: float) -> list[float]:
+    """An interval at 6 decimals, each bound rounded down (exactly, on its decimal expansion):
+    against any threshold of 6 decimals each bound then sits on the side its verdict read
+    (``low >= t``, ``high < t``). To the nearest, 0.89499997 showed as 0.895 of an inconclusive
+    claim at 0.895; up, 0.119999 as 0.12 of a claim not aligned at 0.12."""
+    return [_floor6(low), _floor6(high)]
+
+
+def _floor6(value: float) -> float:
+    from decimal import ROUND_FLOOR, Decimal
+
+    return float(Decimal(value).quantize(Decimal("0.000001"), rounding=ROUND_FLOOR))
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -209,7 +217,7 @@ class Gap:
         return {
             "baseline": round(self.baseline, 6),
             "lead": round(self.estimate, 6),
-            "ci": outward(self.low, self.high),
+            "ci": rounded_interval(self.low, self.high),
         }
 
     def __str__(self) -> str:

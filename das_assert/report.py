@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from das_assert.metrics import bracketed, clustered_interval, outward
+from das_assert.metrics import bracketed, clustered_interval, rounded_interval
 from das_assert.store import SCHEMA_VERSION, atomic_write_json
 from das_assert.summary import (
     changed_text,
@@ -192,7 +192,7 @@ def robustness_summary(fuzz: list[dict[str, Any]]) -> dict[str, Any]:
                 cell[key] = round(total / cell["n"], 6) if total is not None and cell["n"] else None
             cell["iia"] = round(cell["correct"] / cell["n"], 6) if cell["n"] else None
             cell["iia_ci"] = (
-                outward(*clustered_interval(clusters[row, family])) if cell["n"] else None
+                rounded_interval(*clustered_interval(clusters[row, family])) if cell["n"] else None
             )
     return {
         "per_family": table,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from das_assert import sharing
 from das_assert.errors import InvalidArgument
 from das_assert.fit_config import MAX_SEED, FitConfig
-from das_assert.metrics import outward, wilson_interval
+from das_assert.metrics import rounded_interval, wilson_interval
 from das_assert.values import is_integer
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ def choose_restart(
                 "fit_seed": result.config.seed,
                 "dev_iia": round(evaluation.iia, 6),
                 "dev_successes": evaluation.successes,
-                "dev_ci": outward(low, high),
+                "dev_ci": rounded_interval(low, high),
                 "boundary_dims": result.fitted.boundary_dims,
             }
         )

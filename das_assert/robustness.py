@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 from das_assert.alignment_result import AlignmentResult
 from das_assert.errors import InvalidArgument, PreconditionFailed
 from das_assert.messages import by_variable_lines, indent, reproduce_line, runnable_nodeid
-from das_assert.metrics import bracketed, outward, wilson_interval
+from das_assert.metrics import bracketed, rounded_interval, wilson_interval
 from das_assert.variants import evaluate_variant, replay_advice
 
 __all__ = ["fuzz_status", "judge_breaking_pairs", "judge_variant"]
@@ -281,7 +281,7 @@ def _evaluation_numbers(evaluation: Any) -> dict[str, Any]:
     baselines = evaluation.baselines()
     return {
         "iia": round(evaluation.iia, 6),
-        "iia_ci": outward(low, high),
+        "iia_ci": rounded_interval(low, high),
         "n": evaluation.n,
         "correct": evaluation.successes,
         **{key: round(baselines[key], 6) for key in ("noop", "majority", "random_rotation")},

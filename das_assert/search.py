@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from das_assert.errors import InvalidArgument
-from das_assert.metrics import outward
+from das_assert.metrics import rounded_interval
 from das_assert.positions import check_distinct_positions
 from das_assert.sharing import sharing
 from das_assert.sites import Site
@@ -138,7 +138,7 @@ def search_record(grid: SearchGrid) -> dict[str, Any]:
                 "layer": layer,
                 "position": position,
                 "iia": round(result.iia, 6),
-                "iia_ci": outward(*result.iia_ci),
+                "iia_ci": rounded_interval(*result.iia_ci),
                 "n": result.n,
                 "seed": result.experiment.seed,
                 **{key: round(value, 6) for key, value in result.baselines.items()},

@@ -581,15 +581,17 @@ def test_wilson_interval_takes_numpy_counts_and_another_z() -> None:
     assert low < wilson_interval(90, 100)[0] < high
 
 
-def test_a_reported_interval_is_rounded_away_from_its_middle() -> None:
+def test_a_reported_interval_keeps_each_bound_on_the_side_of_a_threshold_its_verdict_read() -> None:
     # 914 of 1000 pairs against a threshold of 0.895: the verdict read the lower bound
-    # 0.89499997 (inconclusive), while the JSON and a limit's message showed 0.895
-    from das_assert.metrics import outward
+    # 0.89499997 (inconclusive), while the JSON and a limit's message showed 0.895; rounded up,
+    # 12 of 169 against 0.12 showed an upper bound of 0.12 of a claim not aligned (0.119999)
+    from das_assert.metrics import rounded_interval
 
     low, high = wilson_interval(914, 1000)
     assert low < 0.895 < high
-    shown = outward(low, high)
-    assert shown[0] < 0.895
-    assert shown[0] <= low <= high <= shown[1]
-    assert shown == [0.894999, 0.929832]
-    assert outward(0.0, 1.0) == [0.0, 1.0]
+    assert rounded_interval(low, high)[0] < 0.895
+    low, high = wilson_interval(12, 169)
+    assert high < 0.12
+    assert rounded_interval(low, high)[1] < 0.12
+    assert rounded_interval(0.8, 1.0) == [0.8, 1.0]  # a bound on the grid stays where it is
+    assert rounded_interval(0.0, 0.1234565) == [0.0, 0.123456]
