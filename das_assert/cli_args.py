@@ -287,6 +287,15 @@ def unrecognized(extras: list[str], parser: argparse.ArgumentParser) -> str:
     return message
 
 
+def _add_dir_arg(parser: Any, default: Path, what: str, pytest_option: str) -> None:
+    parser.add_argument(
+        "--dir",
+        type=path_arg,
+        default=default,
+        help=f"the {what} directory (pytest's {pytest_option}; default %(default)s)",
+    )
+
+
 def build_parser(description: str = "") -> argparse.ArgumentParser:
     # the console script names itself; python -m runs __main__.py
     invoked = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
@@ -399,12 +408,7 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     listing = commands.add_parser(
         "baselines", help="list the saved baselines per model, and folders that hold none"
     )
-    listing.add_argument(
-        "--dir",
-        type=path_arg,
-        default=Path("hypotheses/baselines"),
-        help="the baseline directory (pytest's --das-baseline-dir; default %(default)s)",
-    )
+    _add_dir_arg(listing, Path("hypotheses/baselines"), "baseline", "--das-baseline-dir")
     listing.add_argument("--model", metavar="KEY", help="only this model's (its das.yaml key)")
     listing.add_argument("--json", type=path_arg, metavar="OUT", help="also write it as JSON")
     listing.add_argument(
@@ -417,12 +421,7 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     cache = commands.add_parser(
         "cache", help="list the alignment cache's entries per model; prune what is not used"
     )
-    cache.add_argument(
-        "--dir",
-        type=path_arg,
-        default=Path(".das_assert/cache"),
-        help="the cache directory (pytest's --das-cache-dir; default %(default)s)",
-    )
+    _add_dir_arg(cache, Path(".das_assert/cache"), "cache", "--das-cache-dir")
     cache.add_argument(
         "--prune-stale",
         action="store_true",
