@@ -217,12 +217,17 @@ def das_session(request: pytest.FixtureRequest) -> Any:
             if not config.getoption("das_cache_dir") and cache.writes:
                 _ignored_by_git(Path(cache_dir).parent)
         settings = model_settings(config, request.session)
+        # a worker by its workerinput: a run started inside one inherits only its environment
+        worker = getattr(config, "workerinput", {})
         device = worker_device(
             config.getoption("das_device"),
-            worker=os.environ.get("PYTEST_XDIST_WORKER"),
+            worker=worker.get("workerid"),
             gpus=_cuda_count() if config.getoption("das_device") == "cuda:worker" else 0,
         )
-        threads = worker_threads(os.environ, _available_cpus())
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
+        if worker:
+            environ["PYTEST_XDIST_WORKER_COUNT"] = str(worker["workercount"])
+        threads = worker_threads(environ, _available_cpus())
         if threads is not None:
             import torch
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -545,3 +546,29 @@ def test_a_run_started_inside_an_xdist_worker_is_a_run_of_its_own(
     )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert result.stdout.str().count("das_assert setup:") == 1
+
+
+def test_a_run_started_inside_an_xdist_worker_keeps_its_own_threads(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # it took the worker's share of the CPUs from the inherited PYTEST_XDIST_WORKER_COUNT, a
+    # thread count that keys the cache and changes a fit's rounding
+    import torch
+
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", str(2 * torch.get_num_threads()))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    model = str(Path(project.path / "das.yaml").read_text().split("path: ")[1].split()[0])
+    result = project.runpytest_subprocess(
+        f"--das-model={model}",
+        "--das-config=das.yaml",
+        "--das-cache=off",
+        "--das-json=r.json",
+        "--das-min-task-accuracy=0",
+        "-p",
+        "no:cacheprovider",
+        "test_hyp.py::test_a_negative_claim_holds",
+    )
+    result.assert_outcomes(passed=1)
+    environment = json.loads((project.path / "r.json").read_text())["environment"]
+    assert environment["torch_threads"] == torch.get_num_threads()
