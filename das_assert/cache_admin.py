@@ -164,6 +164,21 @@ def _orphan_locks(directory: Path, now: float, *, delete: bool = False) -> list[
     return found
 
 
+def _left_temporaries(directory: Path, now: float) -> list[Path]:
+    """What killed writers left: the cache's own temporary files, untouched for an hour."""
+    from das_assert.cache import _TEMPORARY, STALE_AFTER_S
+
+    found = []
+    for path in sorted(directory.glob(".*.tmp")):
+        try:
+            if _TEMPORARY.match(path.name) and path.is_file():
+                if now - path.stat().st_mtime > STALE_AFTER_S:
+                    found.append(path)
+        except OSError:
+            continue
+    return found
+
+
 def cache_listing(directory: Path) -> dict[str, Any]:
     """The cache's entries grouped by model, with what a prune would delete."""
     directory = _directory(directory)
@@ -188,6 +203,7 @@ def cache_listing(directory: Path) -> dict[str, Any]:
         "stale": sum(entry.stale is not None for entry in entries),
         "provenance_unknown": sum(entry.unknown for entry in entries),
         "orphan_locks": len(_orphan_locks(directory, time.time())),
+        "left_temporaries": len(_left_temporaries(directory, time.time())),
         "models": sorted(models.values(), key=lambda row: row["last_used"], reverse=True),
         "files": [entry.as_dict() for entry in entries],
     }
@@ -198,8 +214,6 @@ def prune_cache(
 ) -> list[dict[str, Any]]:
     """Delete (or, ``dry_run``, name) stale entries where ``stale``, entries unused for
     ``unused_days`` where given, and with either the locks of gone entries no run holds."""
-    from das_assert.cache import _remove_stale_temporaries
-
     directory = _directory(directory)
     now = time.time()
     chosen = []
@@ -218,8 +232,13 @@ def prune_cache(
             except OSError as exc:
                 why = f"not deleted ({exc.strerror or exc}): {why}"
         removed.append({"file": path.name, "why": why})
-    if not dry_run:
-        _remove_stale_temporaries(directory)
+    for temporary in _left_temporaries(directory, now):
+        if not dry_run:
+            try:
+                temporary.unlink()
+            except OSError:
+                continue
+        removed.append({"file": temporary.name, "why": "left by a killed writer"})
     for lock in _orphan_locks(directory, now, delete=not dry_run):
         removed.append({"file": lock.name, "why": "the lock of an entry that is gone"})
     return removed
@@ -264,8 +283,12 @@ def listing_text(listing: dict[str, Any]) -> str:
     if listing["orphan_locks"]:
         lines.append(
             f"  {_count(listing['orphan_locks'], 'lock file', 'lock files')} of entries that are "
-            "gone (a prune "
-            "deletes them)"
+            "gone (a prune deletes them)"
+        )
+    if listing["left_temporaries"]:
+        lines.append(
+            f"  {_count(listing['left_temporaries'], 'temporary file', 'temporary files')} "
+            "left by killed writers (a prune deletes them)"
         )
     return "\n".join(lines) + "\n"
 

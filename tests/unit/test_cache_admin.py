@@ -192,3 +192,21 @@ def test_a_run_whose_lock_file_was_pruned_while_it_waited_holds_the_new_one(
         os.close(third)
         leave.set()
         run.join(10)
+
+
+def test_what_killed_writers_left_is_listed_and_pruned(tmp_path: Path) -> None:
+    cache = AlignmentCache(tmp_path)
+    fresh = _entry(cache, _key(1), **CURRENT)
+    left = tmp_path / f".{fresh.name}.k3j2x_1.tmp"
+    live = tmp_path / f".{_key(2)}.safetensors.q8w_2.tmp"
+    for path in (left, live):
+        path.write_bytes(b"half")
+    os.utime(left, (time.time() - 2 * 3600,) * 2)
+    assert cache_listing(tmp_path)["left_temporaries"] == 1
+    named = prune_cache(tmp_path, stale=True, unused_days=None, dry_run=True)
+    assert named == [{"file": left.name, "why": "left by a killed writer"}]
+    assert left.exists()
+    prune_cache(tmp_path, stale=True, unused_days=None, dry_run=False)
+    assert not left.exists()
+    assert live.exists()
+    assert fresh.exists()
