@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -1028,3 +1029,14 @@ def test_path_options_name_paths_from_where_pytest_started_though_a_conftest_cha
     assert list((project.path / "b").glob("*/0001_v1/*.safetensors"))
     assert list((project.path / "c").glob("*.safetensors"))
     assert not [p.name for p in (project.path / "sub").iterdir() if p.name in ("b", "c", "r.json")]
+    # a baseline's .json and a model directory named relative to where pytest started
+    model = str(Path(project.path / "das.yaml").read_text().split("path: ")[1].split()[0])
+    relative = (f"--das-model={os.path.relpath(model, project.path)}", "--das-cache-dir=c")
+    compare = "--das-compare=b/tiny/0001_v1.json"
+    compared = _run(project, *relative, compare, "--das-baseline-dir=b", subprocess=True)
+    compared.assert_outcomes(passed=1, failed=1)
+    compared.stdout.fnmatch_lines(["das: compared with baseline: b/tiny/0001_v1.json (2 claims)"])
+    # the guard that keeps a report off the baselines reads the same folder as the writer
+    guarded = _run(project, "--das-baseline-dir=b", "--das-json=b/r.json", subprocess=True)
+    assert guarded.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--das-json b/r.json is inside the baseline directory b" in guarded.stderr.str()
