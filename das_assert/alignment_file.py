@@ -61,6 +61,7 @@ _MANIFEST_TYPES: dict[str, type] = {  # a key a reader needs, where the manifest
     "n_train": int,
     "fit": dict,
     "prompt_template": str,
+    "dtype": str,
     "restarts": dict,
 }
 

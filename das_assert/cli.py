@@ -278,7 +278,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         "file": str(args.alignment),
         "trained_on": trained_on,
         "transfer": transfer,
+        "trained_dtype": manifest.get("dtype"),  # None: saved before files recorded it
     }
+    if manifest.get("dtype") not in (None, model.dtype):
+        print(
+            f"note: {args.alignment} was fitted in {manifest['dtype']}; scored here in "
+            f"{model.dtype} (--dtype {manifest['dtype']} scores it as it was fitted)"
+        )
     if transfer:  # before the numbers, as the note on another hypothesis is
         weights = trained_on.get("weights") if isinstance(trained_on, dict) else None
         print(

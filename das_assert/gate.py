@@ -47,6 +47,7 @@ def save_claim_alignment(
     manifest.update(
         site=str(result.experiment.site),
         model=session.model.fingerprint,
+        dtype=session.model.dtype,
         iia=record["iia"],
         claim=record["claim"],
         test_id=record["test_id"],
@@ -95,6 +96,7 @@ def save_search_alignments(
             site=cell["site"],
             fit=request["fit"],
             model=session.model.fingerprint,
+            dtype=session.model.dtype,
             iia=cell["iia"],
             test_id=test_id,
             search=True,
