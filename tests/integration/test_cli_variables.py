@@ -27,7 +27,12 @@ def test_a_saved_subset_is_evaluated_on_its_own_variables(
     (first,), (again,) = (json.loads(p.read_text())["results"] for p in (fitted, scored))
     assert first["variable"] == again["variable"] == "right"
     fingerprint = json.loads(fitted.read_text())["model"]["fingerprint"]
-    assert again["alignment"] == {"file": str(saved), "trained_on": fingerprint, "transfer": False}
+    assert again["alignment"] == {
+        "file": str(saved),
+        "trained_on": fingerprint,
+        "transfer": False,
+        "trained_dtype": "float32",
+    }
     assert "trained on another model" not in capsys.readouterr().out
     # the same alignment scored on "another model": the note comes first and names its weights
     # (it came after the numbers, with the fingerprint printed as a Python dict)
