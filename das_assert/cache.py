@@ -93,20 +93,27 @@ STALE_AFTER_S = 3600.0  # a write's temporary file this old was left by a killed
 _TEMPORARY = re.compile(r"^\.(.+\.safetensors|digests\.json)\.[a-z0-9_]+\.tmp$")
 
 
-def _remove_stale_temporaries(directory: Path) -> None:
-    """Delete what killed writers left: ``.NAME.XXXX.tmp`` files (``store.atomic_write_bytes``)
-    of a cache entry or the digest memo, untouched for an hour, about 64 MB each for a 7B
-    model's alignment. A live write is never that old; one that cannot be deleted is left, and
-    so is any other file (``.notes.tmp`` of a folder given as ``--das-cache-dir``)."""
-    now = time.time()
-    for path in directory.glob(".*.tmp"):
-        if not _TEMPORARY.match(path.name):
-            continue
+def left_temporaries(directory: Path, now: float) -> list[Path]:
+    """What killed writers left: ``.NAME.XXXX.tmp`` files (``store.atomic_write_bytes``) of a
+    cache entry or the digest memo, untouched for an hour, about 64 MB each for a 7B model's
+    alignment. A live write is never that old; any other file is left (``.notes.tmp`` of a
+    folder given as ``--das-cache-dir``)."""
+    found = []
+    for path in sorted(directory.glob(".*.tmp")):
         try:
-            if path.is_file() and now - path.stat().st_mtime > STALE_AFTER_S:
-                path.unlink()
+            if _TEMPORARY.match(path.name) and path.is_file():
+                if now - path.stat().st_mtime > STALE_AFTER_S:
+                    found.append(path)
         except OSError:
-            pass
+            continue
+    return found
+
+
+def _remove_stale_temporaries(directory: Path) -> None:
+    """Delete ``left_temporaries``; one that cannot be deleted is left."""
+    for path in left_temporaries(directory, time.time()):
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 class CacheWarning(UserWarning):

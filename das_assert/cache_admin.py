@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from das_assert.cache import left_temporaries
 from das_assert.errors import ConfigError
 
 __all__ = ["CacheEntry", "cache_listing", "listing_text", "prune_cache"]
@@ -29,7 +30,6 @@ _ENTRY = re.compile(r"^[0-9a-f]{32}\.safetensors$")
 _LOCK = re.compile(r"^([0-9a-f]{32})\.lock$")
 _HEADER_LIMIT = 64 * 2**20  # a manifest with a training history is kilobytes
 NOT_OURS = "not written by das_assert"
-UNKNOWN = "written before das_assert recorded its version in an entry"
 LOCK_KEPT_S = 86_400.0  # a lock of a gone entry younger than a day may belong to a starting fit
 
 
@@ -164,21 +164,6 @@ def _orphan_locks(directory: Path, now: float, *, delete: bool = False) -> list[
     return found
 
 
-def _left_temporaries(directory: Path, now: float) -> list[Path]:
-    """What killed writers left: the cache's own temporary files, untouched for an hour."""
-    from das_assert.cache import _TEMPORARY, STALE_AFTER_S
-
-    found = []
-    for path in sorted(directory.glob(".*.tmp")):
-        try:
-            if _TEMPORARY.match(path.name) and path.is_file():
-                if now - path.stat().st_mtime > STALE_AFTER_S:
-                    found.append(path)
-        except OSError:
-            continue
-    return found
-
-
 def cache_listing(directory: Path) -> dict[str, Any]:
     """The cache's entries grouped by model, with what a prune would delete."""
     directory = _directory(directory)
@@ -203,7 +188,7 @@ def cache_listing(directory: Path) -> dict[str, Any]:
         "stale": sum(entry.stale is not None for entry in entries),
         "provenance_unknown": sum(entry.unknown for entry in entries),
         "orphan_locks": len(_orphan_locks(directory, time.time())),
-        "left_temporaries": len(_left_temporaries(directory, time.time())),
+        "left_temporaries": len(left_temporaries(directory, time.time())),
         "models": sorted(models.values(), key=lambda row: row["last_used"], reverse=True),
         "files": [entry.as_dict() for entry in entries],
     }
@@ -232,7 +217,7 @@ def prune_cache(
             except OSError as exc:
                 why = f"not deleted ({exc.strerror or exc}): {why}"
         removed.append({"file": path.name, "why": why})
-    for temporary in _left_temporaries(directory, now):
+    for temporary in left_temporaries(directory, now):
         if not dry_run:
             try:
                 temporary.unlink()

@@ -364,7 +364,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     from das_assert.cache_admin import cache_listing, listing_text, prune_cache, pruned_text
     from das_assert.store import atomic_write_json
 
-    listing = cache_listing(args.dir)
+    pruned: dict[str, Any] = {}
     if args.prune_stale or args.prune_unused is not None:
         removed = prune_cache(
             args.dir,
@@ -373,11 +373,10 @@ def _cmd_cache(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
         )
         print(pruned_text(removed, args.dry_run), end="")
-        if not args.dry_run:
-            listing = cache_listing(args.dir)
-        listing = {**listing, "pruned": removed, "dry_run": args.dry_run}
+        pruned = {"pruned": removed, "dry_run": args.dry_run}
     elif args.dry_run:
         print("note: --dry-run names what --prune-stale or --prune-unused would delete")
+    listing = {**cache_listing(args.dir), **pruned}  # what is left
     print(listing_text(listing), end="")
     if args.json:
         atomic_write_json(args.json, listing)
