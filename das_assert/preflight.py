@@ -82,6 +82,7 @@ def preflight(
         "seed": experiment.seed,
         "prompt": first.text,
         "tokens": tokens,
+        "bos_token": getattr(model.tokenizer, "bos_token", None),
         # the tokenizer's unknown token, where the first prompt holds it: text the model cannot read
         "unknown_tokens": {
             "count": sum(i == unknown for i in ids) if unknown is not None else 0,
@@ -108,6 +109,7 @@ def preflight_text(found: dict[str, Any]) -> str:
         f"d={model['hidden_size']}, {model['dtype']}, {model['device']})",
         f"the first test prompt (seed {found['seed']}), {len(found['tokens'])} tokens:",
         *(f"  | {line}".rstrip() for line in found["prompt"].split("\n")),
+        _first_tokens_line(found),
         *_unknown_tokens_line(found),
         "answers, read after its last token: "
         + ", ".join(f"{word!r} -> token {token!r}" for word, token in found["answers"].items()),
@@ -137,6 +139,25 @@ def preflight_text(found: dict[str, Any]) -> str:
             f"{cached}; tolerance {row['tolerance']:.2g}"
         )
     return "\n".join(lines) + "\n"
+
+
+#: How many of the prompt's first tokens ``check`` shows: enough to see its start token(s).
+FIRST_TOKENS = 6
+
+
+def _first_tokens_line(found: dict[str, Any]) -> str:
+    """The prompt's first tokens, and how many times it starts with the tokenizer's BOS token,
+    which the text above cannot show (a model trained with one reads a prompt without it, or
+    with two, as another input)."""
+    tokens, bos = found["tokens"], found.get("bos_token")
+    shown = " ".join(repr(token) for token in tokens[:FIRST_TOKENS])
+    more = " ..." if len(tokens) > FIRST_TOKENS else ""
+    if bos is None:
+        return f"its first tokens: {shown}{more} (this tokenizer has no BOS token)"
+    leading = next((i for i, token in enumerate(tokens) if token != bos), len(tokens))
+    start = {0: "does not start with", 1: "starts with"}.get(leading, "starts with")
+    times = f" {leading} times" if leading > 1 else ""
+    return f"its first tokens: {shown}{more} ({start} the BOS token {bos!r}{times})"
 
 
 def _unknown_tokens_line(found: dict[str, Any]) -> list[str]:

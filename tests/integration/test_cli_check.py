@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from das_assert import preflight
 from das_assert.cli import main
 
 pytestmark = pytest.mark.slow
@@ -20,12 +21,18 @@ def test_the_embedded_model_passes_its_check_and_shows_where_each_position_lands
     out = capsys.readouterr().out
     assert out.startswith("model: embedded (llama, 4 layers, d=128, float32, cpu)\n")
     assert "  | ### Input:\n" in out
+    # the text cannot show the start token a model trained with one must read
+    assert (
+        "its first tokens: '<s>' 'Below' 'is' 'an' 'instruction' 'that' ... "
+        "(starts with the BOS token '<s>')\n"
+    ) in out
     assert "answers, read after its last token: 'Yes' -> token 'Yes', 'No' -> token 'No'" in out
     assert "  after:amount   token  70  '8' '9' ['dollars'] '\\n' '\\n'" in out
     assert "passes the gate 0.8" in out
     assert "unknown token" not in out
     found = json.loads(report.read_text())
     assert found["unknown_tokens"] == {"count": 0, "token": "<unk>"}
+    assert (found["tokens"][0], found["bos_token"]) == ("<s>", "<s>")
     assert set(found["positions"]) == {"last", "after:amount", "amount.last", "before:amount"}
     last = found["positions"]["last"]
     assert last["index"] == len(found["tokens"]) - 1
@@ -102,3 +109,20 @@ def test_bad_input_to_check_is_one_error(
         code = exc.code
     assert code == 2
     assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("tokens", "bos", "says"),
+    [
+        (["<s>", "<s>", "Q"], "<s>", "'<s>' '<s>' 'Q' (starts with the BOS token '<s>' 2 times)"),
+        (["Q", ":"], None, "'Q' ':' (this tokenizer has no BOS token)"),
+        (["Q", "<s>"], "<s>", "'Q' '<s>' (does not start with the BOS token '<s>')"),
+        (["<s>"] * 7, "<s>", "'<s>' ... (starts with the BOS token '<s>' 7 times)"),
+    ],
+)
+def test_the_first_tokens_say_how_often_the_prompt_starts_with_the_bos_token(
+    tokens: list[str], bos: str | None, says: str
+) -> None:
+    line = preflight._first_tokens_line({"tokens": tokens, "bos_token": bos})
+    assert line.startswith("its first tokens: '")
+    assert line.endswith(says)
