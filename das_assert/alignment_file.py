@@ -63,6 +63,18 @@ _MANIFEST_TYPES: dict[str, type] = {  # a key a reader needs, where the manifest
     "prompt_template": str,
     "dtype": str,
     "restarts": dict,
+    "data": dict,
+}
+
+#: A manifest's ``data`` (``Experiment.data_record``: the prompts it was fitted on), its types.
+_DATA_TYPES: dict[str, tuple[type, ...]] = {
+    "instruction": (str,),
+    "answers": (list,),
+    "prefix": (str,),
+    "suffix": (str,),
+    "numbers": (str,),
+    "template": (str,),
+    "bracket": (list, type(None)),
 }
 
 
@@ -81,7 +93,23 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
         return f"method={manifest['method']!r}, not one of {METHODS}"
     if "restarts" in manifest and not _restarts_record_ok(manifest["restarts"]):
         return f"restarts={manifest['restarts']!r}, not the record of a best-of-k fit"
+    if "data" in manifest and not _data_record_ok(manifest["data"]):
+        return f"data={manifest['data']!r}, not the record of the prompts it was fitted on"
     return None
+
+
+def _data_record_ok(record: dict[str, Any]) -> bool:
+    """Whether ``record`` has every prompt setting, each of its type (an answer pair, a bracket
+    of two whole cents)."""
+    if not set(_DATA_TYPES) <= set(record) or not all(
+        isinstance(record[key], kinds) for key, kinds in _DATA_TYPES.items()
+    ):
+        return False
+    pairs = [record["answers"], *([record["bracket"]] if record["bracket"] is not None else [])]
+    return all(len(pair) == 2 for pair in pairs) and (
+        all(isinstance(word, str) for word in record["answers"])
+        and all(is_integer(cents) for cents in record["bracket"] or ())
+    )
 
 
 def _known_method(method: str) -> bool:

@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 from das_assert.cli_args import build_parser, causal_model_files
+from das_assert.cli_common import experiment_of, finish, load, prompt_format
 from das_assert.cli_outputs import (
     ReaderMayLeave,
     check_outputs,
@@ -28,64 +29,6 @@ from das_assert.errors import DasError
 from das_assert.termination import TerminatedError, term_as_interrupt
 
 __all__ = ["main"]
-
-
-def _format(args: argparse.Namespace, model: Any = None) -> Any:
-    """The prompt options as a PriceFormat; ``--prompt-template chat`` needs the ``model``'s
-    tokenizer, and stays Alpaca's wrapper until it is loaded (the options checked before)."""
-    from das_assert.prompt_templates import CHAT, resolve_prompt_template
-    from das_assert.tasks.price_tagging import PriceFormat
-
-    fmt = PriceFormat(answers=tuple(args.answers), prefix=args.prefix, numbers=args.numbers)
-    if args.template:
-        fmt = fmt.with_(instruction=args.template)
-    written = args.prompt_template
-    if written is None or (written == CHAT and model is None):
-        return fmt
-    return fmt.with_(template=resolve_prompt_template(written, getattr(model, "tokenizer", None)))
-
-
-def _experiment(
-    args: argparse.Namespace, site: Any, hypothesis: str, n_train: int, model: Any = None
-) -> Any:
-    from das_assert.experiment import Experiment
-
-    return Experiment(
-        hypothesis=hypothesis,
-        site=site,
-        variables=tuple(args.variables) if args.variables else None,
-        n_train=n_train,
-        n_test=args.n_test,
-        seed=args.seed,
-        fmt=_format(args, model),
-        bracket=tuple(args.bracket) if args.bracket else None,
-        threshold=getattr(args, "threshold", None),  # check has none
-        min_task_accuracy=args.min_task_accuracy,
-    )
-
-
-def _load(args: argparse.Namespace) -> Any:
-    from das_assert.models import load_model
-
-    return load_model(
-        args.model,
-        dtype=args.dtype,
-        device=args.device,
-        device_map=args.device_map,
-        trust_remote_code=args.trust_remote_code,
-    )
-
-
-def _finish(args: argparse.Namespace, model: Any, record: dict[str, Any], summary: str) -> int:
-    from das_assert.report import build_report, write_report
-
-    print(summary)
-    if record.get("verdict"):
-        print(f"verdict: {record['verdict']} ({record['verdict_reason']})")
-    if args.json:
-        write_report(args.json, build_report(model.describe(), [record]))
-        print(f"report: {args.json}")
-    return 0 if record.get("verdict") in (None, "aligned") else 1
 
 
 def _fit_config(args: argparse.Namespace) -> Any:
@@ -111,18 +54,18 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from das_assert.sites import Site
 
     site = Site(args.layer, args.position, args.component)
-    experiment = _experiment(args, site, args.hypothesis, args.n_train)
+    experiment = experiment_of(args, site, args.hypothesis, args.n_train)
     config = _fit_config(args)
-    model = _load(args)
+    model = load(args)
     # The block's own number, not -1: reports and saved alignments name the block it was.
     site = Site(site.resolve(model.model).layer, args.position, args.component)
-    experiment = replace(experiment, site=site, fmt=_format(args, model))
+    experiment = replace(experiment, site=site, fmt=prompt_format(args, model))
     result = run_restarts(model, experiment, config, args.restarts)
     record = result.to_dict()
     if args.save:
         save_alignment(args.save, result.fitted.interchange, alignment_manifest(result))
         print(f"alignment: {args.save}")
-    return _finish(args, model, record, result.summary())
+    return finish(args, model, record, result.summary())
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -144,7 +87,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     check_distinct_positions(args.positions, "--positions")  # as parsed: last is last-0
     config = _fit_config(args)
     check_restarts(args.restarts, config)
-    model = _load(args)
+    model = load(args)
     blocks: dict[int, int] = {}  # a bad cell fails here, not after the cells before it trained
     for layer in args.layers:
         for position in args.positions:
@@ -155,15 +98,15 @@ def _cmd_search(args: argparse.Namespace) -> int:
                 f"({block}); list each block once"
             )
     layers = list(blocks)  # each block's own number, as fit reports it
-    sample = _experiment(args, Site(layers[0], args.positions[0]), args.hypothesis, 2, model)
+    sample = experiment_of(args, Site(layers[0], args.positions[0]), args.hypothesis, 2, model)
     _check_distinct_tokens(model, sample.pairs(min(args.n_train, 256), sample.seed), args.positions)
 
     def align(hypothesis: str, site: Site) -> Any:
-        experiment = _experiment(args, site, hypothesis, args.n_train, model)
+        experiment = experiment_of(args, site, hypothesis, args.n_train, model)
         return run_restarts(model, experiment, config, args.restarts)
 
     def check(hypothesis: str, site: Site) -> None:
-        check_site(model, _experiment(args, site, hypothesis, args.n_train, model))
+        check_site(model, experiment_of(args, site, hypothesis, args.n_train, model))
 
     grid = search(
         align,
@@ -218,81 +161,6 @@ def _check_distinct_tokens(model: Any, pairs: list[Any], positions: list[str]) -
                 f"(token {token} of the first), so their cells would train the same alignment "
                 "twice; list one of them"
             )
-
-
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from das_assert.errors import InvalidArgument
-    from das_assert.experiment import TEST_STREAM, run_experiment
-    from das_assert.saved import load_saved
-    from das_assert.tasks.price_tagging import INTERVENED_VARIABLES
-    from das_assert.tasks.registry import causal_model_manifest
-
-    model = _load(args)
-    fitted, manifest = load_saved(args.alignment, model)
-    site = fitted.site.site  # as the file names it
-    hypothesis = args.hypothesis or manifest["hypothesis"]
-    if hypothesis not in INTERVENED_VARIABLES:
-        raise InvalidArgument(
-            f"{args.alignment} names the hypothesis {hypothesis!r}, which this das_assert does "
-            f"not know; pass --hypothesis, one of {', '.join(sorted(INTERVENED_VARIABLES))}, "
-            "or --causal-models FILE with the file that registers it"
-        )
-    boxes = INTERVENED_VARIABLES[hypothesis]
-    if fitted.interchange.n_variables != len(boxes):
-        raise InvalidArgument(
-            f"{args.alignment} has {fitted.interchange.n_variables} box(es), for "
-            f"{manifest['hypothesis']}; {hypothesis} needs {len(boxes)} ({', '.join(boxes)}). "
-            "Evaluate it under a hypothesis with as many variables, or fit one for this one"
-        )
-    if args.seed is None:  # the alignment's own seed: its test pairs, never its training pairs
-        args.seed = int(manifest.get("seed", 0))
-    elif args.seed + TEST_STREAM == int(manifest.get("seed", 0)):
-        print(
-            f"note: --seed {args.seed} draws its test pairs from the stream that trained "
-            f"{args.alignment} (seed {manifest['seed']}): its IIA is on pairs it was fitted to; "
-            "choose another seed for held-out pairs"
-        )
-    if hypothesis != manifest["hypothesis"]:
-        print(
-            f"note: {args.alignment} was trained for {manifest['hypothesis']}; scored here "
-            f"under {hypothesis}"
-        )
-    elif manifest.get("causal_model") != causal_model_manifest(hypothesis).get("causal_model"):
-        print(
-            f"note: {args.alignment} was trained under another definition of {hypothesis} (its "
-            "mechanisms or intervened variables have changed since); scored here under this one"
-        )
-    if args.prompt_template is None:  # the wrapper it was trained in (a chat template resolved)
-        args.prompt_template = manifest.get("prompt_template")
-    if not args.variables and hypothesis == manifest["hypothesis"] and manifest.get("variable"):
-        args.variables = manifest["variable"].split("+")  # the variables it was trained on
-    experiment = _experiment(args, site, hypothesis, fitted.n_train, model)
-    result = run_experiment(model, experiment, fitted.config, fitted=fitted)
-    if "restarts" in manifest:  # the best of several fits when saved: the report says so
-        saved_as = {**manifest["restarts"], "from_file": str(args.alignment)}
-        result = replace(result, restarts=saved_as)
-    record = result.to_dict()
-    trained_on = manifest.get("model")
-    transfer = trained_on != model.fingerprint  # the record's fit settings are that model's
-    record["alignment"] = {
-        "file": str(args.alignment),
-        "trained_on": trained_on,
-        "transfer": transfer,
-        "trained_dtype": manifest.get("dtype"),  # None: saved before files recorded it
-    }
-    if manifest.get("dtype") not in (None, model.dtype):
-        print(
-            f"note: {args.alignment} was fitted in {manifest['dtype']}; scored here in "
-            f"{model.dtype} (--dtype {manifest['dtype']} scores it as it was fitted)"
-        )
-    if transfer:  # before the numbers, as the note on another hypothesis is
-        weights = trained_on.get("weights") if isinstance(trained_on, dict) else None
-        print(
-            f"note: {args.alignment} was trained on another model (weights "
-            f"{str(weights)[:12] if weights else 'not recorded'}...): this is a transfer, not a "
-            "fit here"
-        )
-    return _finish(args, model, record, result.summary())
 
 
 def _cmd_train_embedded(args: argparse.Namespace) -> int:
@@ -392,15 +260,21 @@ def _cmd_check(args: argparse.Namespace) -> int:
     positions = args.positions or list(DEFAULT_POSITIONS)
     check_distinct_positions(positions, "--positions")  # as parsed: last is last-0
     hypothesis = args.hypothesis or "left_boundary"
-    model = _load(args)
+    model = load(args)
     layers = args.layers or [model.config.num_hidden_layers // 2]
-    experiment = _experiment(args, Site(layers[0], positions[0]), hypothesis, 2, model)
+    experiment = experiment_of(args, Site(layers[0], positions[0]), hypothesis, 2, model)
     found = preflight(model, experiment, positions, layers)
     print(preflight_text(found), end="")
     if args.json:
         atomic_write_json(args.json, check_report(found))
         print(f"report: {args.json}")
     return 0 if found["task_accuracy"]["passed"] else 1
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from das_assert.cli_evaluate import cmd_evaluate
+
+    return cmd_evaluate(args)
 
 
 COMMANDS = {

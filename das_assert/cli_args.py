@@ -136,16 +136,17 @@ def _add_data_args(
         help="the wrapper the model reads prompts in, with {instruction} and {amount} slots, or "
         "'chat': its tokenizer's chat template (default: Alpaca's; the JSON's data.template)",
     )
-    group.add_argument("--prefix", default="", metavar="TEXT", help="irrelevant context before it")
+    # The prompt options default to None, read as the defaults below by cli_common.prompt_format:
+    # evaluate takes what the command line leaves out from the alignment file.
+    group.add_argument("--prefix", metavar="TEXT", help="irrelevant context before it")
     group.add_argument(
         "--answers",
         nargs=2,
-        default=("Yes", "No"),
         metavar=("TRUE", "FALSE"),
         help="the answer words (default: Yes No)",
     )
     group.add_argument(
-        "--numbers", default="plain", choices=NUMBER_STYLES, help="how amounts are written"
+        "--numbers", choices=NUMBER_STYLES, help="how amounts are written (default: plain)"
     )
     group.add_argument(
         "--bracket",

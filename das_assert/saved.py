@@ -39,6 +39,7 @@ def alignment_manifest(result: AlignmentResult) -> dict[str, Any]:
     manifest = {k: record[k] for k in ("hypothesis", "variable", "seed", "n_train", "fit")}
     manifest.update(site=str(site), model=result.model.fingerprint, iia=record["iia"])
     manifest.update(dtype=result.model.dtype)  # the float type it was fitted in
+    manifest.update(data=result.experiment.data_record())  # evaluate's prompts, unless given
     manifest.update(causal_model_manifest(result.experiment.hypothesis))
     if result.experiment.fmt.template != ALPACA_TEMPLATE:  # evaluated in the same wrapper
         manifest.update(prompt_template=result.experiment.fmt.template)

@@ -78,3 +78,51 @@ def test_evaluate_reads_a_saved_alignment_in_the_wrapper_it_was_trained_in(
     assert main(["evaluate", f"--alignment={saved}", "--n-test=64", f"--json={report}"]) == 0
     (record,) = json.loads(report.read_text())["results"]
     assert record["data"]["template"] == ALPACA_TEMPLATE  # Alpaca's: the file names none
+
+
+def test_evaluate_scores_on_every_prompt_setting_the_alignment_was_fitted_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The file recorded the wrapper alone: evaluate scored a fit on a fixed bracket and a prefix
+    # on drawn brackets and no prefix, other pairs on other prompts, and said nothing.
+    saved = tmp_path / "fixed.safetensors"
+    prompts = ["--bracket", "5.49", "8.49", "--prefix", "Hi."]
+    fit = _fit(tmp_path, "fit", *prompts, f"--save={saved}")
+    report = tmp_path / "eval.json"
+    capsys.readouterr()
+    assert main(["evaluate", f"--alignment={saved}", "--n-test=64", f"--json={report}"]) == 0
+    assert "note:" not in capsys.readouterr().out
+    (record,) = json.loads(report.read_text())["results"]
+    assert record["data"] == fit["data"]
+    assert (record["data"]["bracket"], record["data"]["prefix"]) == ([549, 849], "Hi.")
+    assert (record["iia"], record["baselines"]) == (fit["iia"], fit["baselines"])
+    # a setting given on the command line wins, and is named
+    again = ["evaluate", f"--alignment={saved}", "--n-test=64", "--prefix=", f"--json={report}"]
+    assert main(again) == 0
+    assert (
+        f"note: {saved} was fitted on other prompts (prefix 'Hi.' there, '' here): scored on these"
+    ) in capsys.readouterr().out
+    (record,) = json.loads(report.read_text())["results"]
+    assert (record["data"]["prefix"], record["data"]["bracket"]) == ("", [549, 849])
+
+
+def test_an_alignment_file_without_its_prompts_is_said_so_and_one_with_bad_ones_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from das_assert.alignment_file import load_alignment, save_alignment
+
+    saved = tmp_path / "lb.safetensors"
+    _fit(tmp_path, "fit", f"--save={saved}")
+    interchange, manifest = load_alignment(saved)
+    older = tmp_path / "older.safetensors"
+    save_alignment(older, interchange, {k: v for k, v in manifest.items() if k != "data"})
+    capsys.readouterr()
+    assert main(["evaluate", f"--alignment={older}", "--n-test=64"]) == 0
+    assert (
+        f"note: {older} does not record the prompts it was fitted on (saved before alignment "
+        "files did): scored on the command line's prompts"
+    ) in capsys.readouterr().out
+    edited = tmp_path / "edited.safetensors"
+    save_alignment(edited, interchange, {**manifest, "data": {**manifest["data"], "answers": "Y"}})
+    assert main(["evaluate", f"--alignment={edited}", "--n-test=64"]) == 2
+    assert "has a manifest with data={" in capsys.readouterr().err

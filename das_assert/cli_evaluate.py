@@ -1,0 +1,128 @@
+"""``das_assert evaluate --alignment FILE``: a saved alignment scored again without training, on
+the claim, seed and prompts it was fitted with unless the command line names others."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from typing import Any
+
+from das_assert.cli_common import experiment_of, finish, load
+
+__all__ = ["cmd_evaluate"]
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from das_assert.errors import InvalidArgument
+    from das_assert.experiment import TEST_STREAM, run_experiment
+    from das_assert.saved import load_saved
+    from das_assert.tasks.price_tagging import INTERVENED_VARIABLES
+    from das_assert.tasks.registry import causal_model_manifest
+
+    model = load(args)
+    fitted, manifest = load_saved(args.alignment, model)
+    site = fitted.site.site  # as the file names it
+    hypothesis = args.hypothesis or manifest["hypothesis"]
+    if hypothesis not in INTERVENED_VARIABLES:
+        raise InvalidArgument(
+            f"{args.alignment} names the hypothesis {hypothesis!r}, which this das_assert does "
+            f"not know; pass --hypothesis, one of {', '.join(sorted(INTERVENED_VARIABLES))}, "
+            "or --causal-models FILE with the file that registers it"
+        )
+    boxes = INTERVENED_VARIABLES[hypothesis]
+    if fitted.interchange.n_variables != len(boxes):
+        raise InvalidArgument(
+            f"{args.alignment} has {fitted.interchange.n_variables} box(es), for "
+            f"{manifest['hypothesis']}; {hypothesis} needs {len(boxes)} ({', '.join(boxes)}). "
+            "Evaluate it under a hypothesis with as many variables, or fit one for this one"
+        )
+    if args.seed is None:  # the alignment's own seed: its test pairs, never its training pairs
+        args.seed = int(manifest.get("seed", 0))
+    elif args.seed + TEST_STREAM == int(manifest.get("seed", 0)):
+        print(
+            f"note: --seed {args.seed} draws its test pairs from the stream that trained "
+            f"{args.alignment} (seed {manifest['seed']}): its IIA is on pairs it was fitted to; "
+            "choose another seed for held-out pairs"
+        )
+    if hypothesis != manifest["hypothesis"]:
+        print(
+            f"note: {args.alignment} was trained for {manifest['hypothesis']}; scored here "
+            f"under {hypothesis}"
+        )
+    elif manifest.get("causal_model") != causal_model_manifest(hypothesis).get("causal_model"):
+        print(
+            f"note: {args.alignment} was trained under another definition of {hypothesis} (its "
+            "mechanisms or intervened variables have changed since); scored here under this one"
+        )
+    recorded = _take_recorded_prompts(args, manifest)
+    if not args.variables and hypothesis == manifest["hypothesis"] and manifest.get("variable"):
+        args.variables = manifest["variable"].split("+")  # the variables it was trained on
+    experiment = experiment_of(args, site, hypothesis, fitted.n_train, model)
+    _note_other_prompts(args.alignment, recorded, experiment.data_record())
+    result = run_experiment(model, experiment, fitted.config, fitted=fitted)
+    if "restarts" in manifest:  # the best of several fits when saved: the report says so
+        saved_as = {**manifest["restarts"], "from_file": str(args.alignment)}
+        result = replace(result, restarts=saved_as)
+    record = result.to_dict()
+    trained_on = manifest.get("model")
+    transfer = trained_on != model.fingerprint  # the record's fit settings are that model's
+    record["alignment"] = {
+        "file": str(args.alignment),
+        "trained_on": trained_on,
+        "transfer": transfer,
+        "trained_dtype": manifest.get("dtype"),  # None: saved before files recorded it
+    }
+    if manifest.get("dtype") not in (None, model.dtype):
+        print(
+            f"note: {args.alignment} was fitted in {manifest['dtype']}; scored here in "
+            f"{model.dtype} (--dtype {manifest['dtype']} scores it as it was fitted)"
+        )
+    if transfer:  # before the numbers, as the note on another hypothesis is
+        weights = trained_on.get("weights") if isinstance(trained_on, dict) else None
+        print(
+            f"note: {args.alignment} was trained on another model (weights "
+            f"{str(weights)[:12] if weights else 'not recorded'}...): this is a transfer, not a "
+            "fit here"
+        )
+    return finish(args, model, record, result.summary())
+
+
+def _take_recorded_prompts(args: argparse.Namespace, manifest: dict[str, Any]) -> Any:
+    """Fill the prompt options the command line left out with those the alignment was fitted
+    on (its manifest's ``data``), and return them; None, with a note, for a file saved before
+    alignment files recorded them (its wrapper alone, where it was not Alpaca's)."""
+    recorded = manifest.get("data")
+    if recorded is None:
+        if args.prompt_template is None:
+            args.prompt_template = manifest.get("prompt_template")
+        print(
+            f"note: {args.alignment} does not record the prompts it was fitted on (saved before "
+            "alignment files did): scored on the command line's prompts"
+        )
+        return None
+    taken = {
+        "template": recorded["instruction"],
+        "answers": tuple(recorded["answers"]),
+        "prefix": recorded["prefix"],
+        "numbers": recorded["numbers"],
+        "prompt_template": recorded["template"],  # a chat template as it was resolved
+        "bracket": tuple(recorded["bracket"]) if recorded["bracket"] else None,
+    }
+    for option, value in taken.items():
+        if getattr(args, option) is None:
+            setattr(args, option, value)
+    args.suffix = recorded["suffix"]  # no option of its own
+    return recorded
+
+
+def _note_other_prompts(path: str, recorded: Any, scored: dict[str, Any]) -> None:
+    """Say which of the prompt settings the command line changed from the alignment's own."""
+    if recorded is None:
+        return
+    changed = [
+        f"{name} {recorded[name]!r} there, {scored[name]!r} here"
+        for name in scored
+        if name in recorded and recorded[name] != scored[name]
+    ]
+    if changed:
+        print(f"note: {path} was fitted on other prompts ({'; '.join(changed)}): scored on these")
