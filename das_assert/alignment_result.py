@@ -110,9 +110,8 @@ class AlignmentResult:
                 f"{name!r}: judge it on pairs that do, judged_on(result.experiment.pairs(n, seed))"
             )
         evaluation = self.evaluation.subset(lambda pair: pair.variable_index == index)
-        return replace(
-            self, experiment=replace(self.experiment, variables=(name,)), evaluation=evaluation
-        )
+        experiment = self.experiment.keeping_definition(variables=(name,))
+        return replace(self, experiment=experiment, evaluation=evaluation)
 
     @property
     def iia(self) -> float:

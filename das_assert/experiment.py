@@ -7,7 +7,8 @@ interval, site, seed, baselines, the pairs themselves) and judges the frozen ali
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from contextvars import ContextVar
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,10 @@ __all__ = ["AlignmentResult", "Experiment", "check_site", "run_experiment", "tas
 TEST_STREAM = 100_003
 CONFIRMATION_STREAM = 200_003
 _SAME: Any = object()  # Experiment.pairs: the experiment's own bracket
+# (hypothesis, boxes, causal model) of an experiment copied by Experiment.keeping_definition.
+_KEPT_DEFINITION: ContextVar[tuple[str, tuple[str, ...], Any] | None] = ContextVar(
+    "das_assert_kept_definition", default=None
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,10 +87,15 @@ class Experiment(KeywordsChecked):
                 f"site={self.site!r}: a Site or its text, e.g. Site(1) or "
                 "'block_output[layer=1, pos=last]'"
             )
-        variables = check_variables(self.hypothesis, self.variables)
-        boxes = INTERVENED_VARIABLES[self.hypothesis]
+        kept = _KEPT_DEFINITION.get()  # a copy made by keeping_definition
+        if kept is not None and kept[0] == self.hypothesis:
+            boxes, causal = kept[1], kept[2]
+        else:
+            check_variables(self.hypothesis, None)  # refuses an unknown name
+            boxes, causal = INTERVENED_VARIABLES[self.hypothesis], CAUSAL_MODELS[self.hypothesis]
+        variables = check_variables(self.hypothesis, self.variables, (boxes, causal))
         object.__setattr__(self, "boxes", tuple(boxes))
-        object.__setattr__(self, "causal", CAUSAL_MODELS[self.hypothesis])
+        object.__setattr__(self, "causal", causal)
         # In the alignment's box order, so that the same subset is the same claim.
         object.__setattr__(self, "variables", tuple(v for v in boxes if v in variables))
         for name, value in (("n_train", self.n_train), ("n_test", self.n_test)):
@@ -120,6 +130,16 @@ class Experiment(KeywordsChecked):
     @property
     def variable(self) -> str:
         return "+".join(self.variables or ())
+
+    def keeping_definition(self, **changes: Any) -> Experiment:
+        """``dataclasses.replace(self, **changes)`` under the causal model this experiment was
+        made with (``replace`` reads the registry again: after ``register_causal_model(...,
+        replace=True)`` it would take the new definition's boxes for this one's results)."""
+        token = _KEPT_DEFINITION.set((self.hypothesis, self.boxes, self.causal))
+        try:
+            return replace(self, **changes)
+        finally:
+            _KEPT_DEFINITION.reset(token)
 
     def check_current(self) -> None:
         """Refuse to draw or fit for a causal model registered again since this experiment was
@@ -402,6 +422,7 @@ def _encoded(model: LoadedModel, experiment: Experiment, which: str) -> EncodedP
         which,
         id(model),
         exp.hypothesis,
+        id(exp.causal),  # registered again under its name (replace=True): other pairs
         exp.variables,
         exp.n_train if which == "train" else (exp.n_train, exp.n_test),  # held_out: less train
         exp.seed,
@@ -416,7 +437,7 @@ def _encoded(model: LoadedModel, experiment: Experiment, which: str) -> EncodedP
         return shared(
             ("tokenized", *recipe),
             lambda: tokenize(model, pairs()),
-            owners=(model,),
+            owners=(model, exp.causal),
             outermost=True,
         )
 
@@ -424,7 +445,7 @@ def _encoded(model: LoadedModel, experiment: Experiment, which: str) -> EncodedP
     return shared(
         ("encoded", *recipe, exp.site.position),
         lambda: tokenized().at(position),
-        owners=(model,),
+        owners=(model, exp.causal),
         outermost=True,
     )
 

@@ -375,7 +375,8 @@ class DasRequest:
                 "claim name with an explicit threshold="
             )
         threshold = self.session.threshold(claim) if threshold is None else threshold
-        judged = replace(result, experiment=replace(result.experiment, threshold=threshold))
+        experiment = result.experiment.keeping_definition(threshold=threshold)
+        judged = replace(result, experiment=experiment)
         verdict = judged.verdict()
         assert verdict is not None
         record = judged.to_dict(test_id=self.node.nodeid)

@@ -144,15 +144,19 @@ def causal_model(name: str) -> CausalModel:
     return CAUSAL_MODELS[name]
 
 
-def check_variables(model_name: str, variables: Any) -> tuple[str, ...]:
+def check_variables(
+    model_name: str, variables: Any, definition: tuple[Sequence[str], Any] | None = None
+) -> tuple[str, ...]:
     """``variables`` (None: all) checked against the boxes of ``model_name``'s alignment, in the
-    order given.
+    order given; ``definition`` ``(boxes, causal model)``: those, not the registered ones.
 
     Raises:
         InvalidArgument: a string, a name twice, none, or a name with no box.
     """
-    cm = causal_model(model_name)
-    boxes = INTERVENED_VARIABLES[model_name]
+    if definition is None:
+        cm = causal_model(model_name)  # refuses an unknown name
+        definition = INTERVENED_VARIABLES[model_name], cm
+    boxes, cm = tuple(definition[0]), definition[1]
     if variables is None:
         return boxes
     if (

@@ -109,6 +109,55 @@ def test_redefining_a_model_leaves_earlier_experiments_and_results_as_they_were(
     assert len(after.pairs(4, seed=0)) == 4
 
 
+def test_a_copy_of_an_experiment_made_before_a_redefinition_keeps_its_boxes() -> None:
+    # on_variable and a claim's threshold copied a result's experiment with
+    # dataclasses.replace, which read the registry again: after the boxes were listed the other
+    # way round, the left pairs' IIA was reported under "right" and the widths swapped.
+    name = register_causal_model(both_boundaries(), intervened=("left", "right"))
+    before = Experiment(hypothesis=name, site=Site(0))
+    register_causal_model(both_boundaries(), intervened=("right", "left"), replace=True)
+    kept = before.keeping_definition(variables=("left",), threshold=0.7)
+    assert (kept.boxes, kept.variables, kept.threshold) == (("left", "right"), ("left",), 0.7)
+    assert kept.causal is before.causal
+    assert replace(before, threshold=0.7).boxes == ("right", "left")  # replace: made again
+    with pytest.raises(InvalidArgument, match=r"variables \['up'\] have no box in mine's"):
+        before.keeping_definition(variables=("up",))
+
+
+@pytest.mark.slow
+def test_a_results_variable_is_scored_under_the_definition_it_was_fitted_with() -> None:
+    from das_assert.models import load_model
+
+    name = register_causal_model(both_boundaries(), intervened=("left", "right"))
+    experiment = Experiment(hypothesis=name, site=Site(0), n_train=16, n_test=64)
+    result = run_experiment(load_model(), experiment, FitConfig(epochs=1))
+    left = result.on_variable("left")
+    register_causal_model(both_boundaries(), intervened=("right", "left"), replace=True)
+    again = result.on_variable("left")
+    assert again.experiment.boxes == ("left", "right")
+    assert again.to_dict(include_pairs=False) == left.to_dict(include_pairs=False)
+
+
+def test_pairs_shared_in_a_session_follow_the_definition_registered_at_each_experiment(
+    tiny_models: dict[str, Any],
+) -> None:
+    # The shared tokenization was keyed by the causal model's name: a second definition
+    # registered under it in one session was fitted and scored on the first one's pairs.
+    from das_assert import sharing
+    from das_assert.experiment import _encoded
+
+    model = tiny_models["llama"]
+    moved = right_boundary(answer=lambda right, x, lo: right and x >= lo + 100)
+    with sharing.sharing():  # a pytest session's
+        name = register_causal_model(right_boundary(), intervened=("right",))
+        shared_first = _encoded(model, Experiment(hypothesis=name, site=Site(0)), "test").pairs
+        register_causal_model(moved, intervened=("right",), replace=True)
+        second = Experiment(hypothesis=name, site=Site(0))
+        shared_second = _encoded(model, second, "test").pairs
+    assert [p.expected for p in shared_second] == [p.expected for p in second.test_pairs()]
+    assert [p.expected for p in shared_first] != [p.expected for p in shared_second]
+
+
 def test_a_difference_only_on_a_bound_is_told_apart() -> None:
     # 512 sampled probes put the amount exactly one cent past the bound about once: edges too.
     def bound_moved_by(offset: int):
