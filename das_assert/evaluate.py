@@ -24,7 +24,7 @@ from das_assert.featurizers import Interchange
 from das_assert.fit import FittedAlignment
 from das_assert.kv_cache import prefix_caching_works
 from das_assert.metrics import Gap, Verdict, beside, paired_gap, verdict, wilson_interval
-from das_assert.model_state import model_version
+from das_assert.model_state import measured_as_frozen, model_version
 from das_assert.prefix_store import PrefixStore, first_layer_needed
 from das_assert.runner import BaseRun, answer_logits, shared_source_vectors, tail_blocks
 from das_assert.transfer import to_device
@@ -229,7 +229,7 @@ def evaluate(
     while True:
         try:
             # A learned rotation is formed once for the evaluation, not once per batch.
-            with torch.nn.utils.parametrize.cached():
+            with torch.nn.utils.parametrize.cached(), measured_as_frozen(model):
                 evaluation = _evaluate(
                     model,
                     alignment,

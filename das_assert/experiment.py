@@ -30,6 +30,7 @@ from das_assert.errors import (
 from das_assert.evaluate import base_answers, evaluate
 from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
 from das_assert.metrics import beside, check_threshold
+from das_assert.model_state import measured_as_frozen
 from das_assert.models import LoadedModel
 from das_assert.positions import parse_position
 from das_assert.sharing import shared
@@ -115,6 +116,8 @@ class Experiment(KeywordsChecked):
                 "PriceFormat(answers=('yes', 'no'))"
             )
         check_bracket(self.bracket)
+        if self.bracket is not None:  # a list hashes not: the session's memo keys by it
+            object.__setattr__(self, "bracket", tuple(int(cents) for cents in self.bracket))
         if self.threshold is not None and (problem := check_threshold(self.threshold)):
             raise InvalidArgument(f"threshold={self.threshold!r}: {problem}")
         if not is_number(self.margin) or not 0 <= self.margin < 1:
@@ -267,6 +270,17 @@ def run_experiment(
         raise InvalidArgument(_unknown_run_keyword(unknown))
     check_run_arguments(model, experiment, config, cache, fitted)
     experiment.check_current()
+    with measured_as_frozen(model.model):  # its own passes too: the engine check, base answers
+        return _fit_and_evaluate(model, experiment, config, cache, fitted)
+
+
+def _fit_and_evaluate(
+    model: LoadedModel,
+    experiment: Experiment,
+    config: FitConfig | None,
+    cache: AlignmentCache | None,
+    fitted: FittedAlignment | None,
+) -> AlignmentResult:
     if config is None:  # a saved alignment's own settings (its method decides the controls);
         # else one seed for the data, the initialisation and the order
         config = fitted.config if fitted is not None else FitConfig(seed=experiment.seed)

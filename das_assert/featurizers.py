@@ -291,7 +291,7 @@ def _random_orthogonal(d: int, seed: int) -> torch.Tensor:
     search: at d = 4096 the QR took 1.8 s on 2 CPU cores, about as long as evaluating the cell.
     Callers copy it, so no module shares (or can change) the kept one."""
     generator = torch.Generator().manual_seed(seed)
-    q, _ = torch.linalg.qr(torch.randn(d, d, generator=generator))
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=generator, dtype=torch.float32))
     return q
 
 

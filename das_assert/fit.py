@@ -36,7 +36,7 @@ from das_assert.kv_cache import (
     prefix_caching_works,
     source_pass_rows,
 )
-from das_assert.model_state import model_version
+from das_assert.model_state import gradients_on, model_version
 from das_assert.prefix_store import PrefixStore, first_layer_needed, prefix_batches
 from das_assert.runner import BaseRun, shared_source_vectors, tail_blocks
 from das_assert.sites import ResolvedSite, existing_sites
@@ -205,7 +205,7 @@ def fit_alignments(
     fitted: list[FittedAlignment] = []
     # The fit seeds torch's global generators; the caller's draws go on where they were (a
     # notebook's random ablation drew the same "random" units after every fit).
-    with torch.random.fork_rng(devices=cuda_devices(model)):
+    with torch.random.fork_rng(devices=cuda_devices(model)), gradients_on():
         for start in range(0, len(sites), group):
             fitted += _fit_group(model, sites[start : start + group], train, config, n_variables)
     return fitted

@@ -8,14 +8,62 @@ are keyed by the weight files.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
+import torch
 from torch import nn
 from torch.nn.modules import module as torch_module
 
-from das_assert.errors import ModelChanged
+from das_assert.errors import InvalidArgument, ModelChanged
 
-__all__ = ["check_unchanged", "model_changes", "model_snapshot", "model_version"]
+__all__ = [
+    "check_unchanged",
+    "gradients_on",
+    "measured_as_frozen",
+    "model_changes",
+    "model_snapshot",
+    "model_version",
+]
+
+
+@contextlib.contextmanager
+def measured_as_frozen(model: nn.Module) -> Iterator[None]:
+    """``model`` as das_assert measures it, for the duration: in eval mode (a model left in
+    training mode drops out units at random, and each evaluation gave another IIA) and with no
+    parameter asking for a gradient (a fit trains its rotation alone; it filled the ``.grad``
+    of every weight, a copy of the model at 7B, for the caller's next optimizer step to apply).
+    What it changed is put back after: ``load_model`` gives a model that needs neither."""
+    training = [module for module in model.modules() if module.training]
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    for module in training:
+        module.training = False
+    for parameter in trainable:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for module in training:
+            module.training = True
+        for parameter in trainable:
+            parameter.requires_grad_(True)
+
+
+def gradients_on() -> contextlib.AbstractContextManager[Any]:
+    """Gradients for a fit's rotation, even under the caller's ``torch.no_grad()`` (a notebook's
+    evaluation cell). Under ``torch.inference_mode()`` no tensor can take part in autograd:
+    refused, with the fix.
+
+    Raises:
+        InvalidArgument: inference mode is on.
+    """
+    if torch.is_inference_mode_enabled():
+        raise InvalidArgument(
+            "a fit trains a rotation, which needs gradients: call it outside "
+            "torch.inference_mode() (torch.no_grad() is fine)"
+        )
+    return torch.enable_grad()
 
 
 def model_version(model: Any) -> tuple[Any, ...]:

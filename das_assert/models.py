@@ -155,7 +155,7 @@ class LoadedModel:
         cfg = self.config
         return {
             "path": self.name,
-            "fingerprint": self.fingerprint,
+            "fingerprint": dict(self.fingerprint),  # a copy: cache keys read the model's own
             "dtype": self.dtype,
             "device": self.device,
             "architecture": cfg.model_type,
@@ -253,9 +253,6 @@ def load_model(
         device_map: e.g. ``"auto"`` to spread a large model over the visible GPUs (accelerate).
         trust_remote_code: run the model's own Python code; off unless you ask for it.
     """
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
     if not isinstance(trust_remote_code, bool):  # "false" is truthy: it would run the code
         raise InvalidArgument(
             f"trust_remote_code={trust_remote_code!r}: True or False (running the model's own "
@@ -316,6 +313,8 @@ def _load_weights(
 
     quiet = hf_logging.get_verbosity()  # its table of missing weights: our error says it once
     hf_logging.set_verbosity_error()
+    bars = hf_logging.is_progress_bar_enabled()  # its shards' bar, for the caller's as it was
+    hf_logging.disable_progress_bar()
     try:
         loaded: Any = AutoModelForCausalLM.from_pretrained(
             directory,
@@ -346,6 +345,8 @@ def _load_weights(
         ) from None
     finally:
         hf_logging.set_verbosity(quiet)
+        if bars:
+            hf_logging.enable_progress_bar()
     model, loading = loaded  # output_loading_info: the model and what loading found missing
     refuse_partial_weights(directory, config, model, loading)
     return model

@@ -216,7 +216,7 @@ def random_orthogonal(d: int, device: torch.device | str | None = None) -> torch
     comes from torch's global CPU generator as there (the same seed gives the same draw on every
     device), its QR runs where the fit will (on 2 CPU cores it took 1.7 s at d = 4096). On the
     CPU it is bit for bit ``nn.init.orthogonal_``."""
-    gaussian = torch.empty(d, d).normal_(0, 1).to(device)
+    gaussian = torch.empty(d, d, dtype=torch.float32).normal_(0, 1).to(device)
     q, r = torch.linalg.qr(gaussian)
     return (q * r.diagonal().sign()).contiguous()  # QR's factor is column-major
 

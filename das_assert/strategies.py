@@ -59,6 +59,9 @@ class PromptVariant(KeywordsChecked):
 
     def __post_init__(self) -> None:
         check_bracket(self.bracket, "PromptVariant: bracket")
+        for name in ("answers", "bracket"):  # a list hashes not, nor equals the same tuple
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.amount_edge not in AMOUNT_EDGES:
             raise InvalidArgument(
                 f"PromptVariant: amount_edge={self.amount_edge!r} is not one of {AMOUNT_EDGES}."
