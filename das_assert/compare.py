@@ -161,7 +161,8 @@ def not_comparable(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             "the same way, or save the baseline again"
         )
     if old.get("data") and new.get("data") and old["data"] != new["data"]:
-        changed = sorted(k for k in old["data"] if old["data"][k] != new["data"].get(k))
+        keys = old["data"].keys() | new["data"].keys()  # a setting one side does not record too
+        changed = sorted(k for k in keys if old["data"].get(k) != new["data"].get(k))
         reasons.append(f"ran on other prompts ({', '.join(changed)} differ): not comparable")
     pairs = old.get("test_pairs", "test"), new.get("test_pairs", "test")  # older: "test"
     if pairs[0] != pairs[1]:

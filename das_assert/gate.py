@@ -177,7 +177,7 @@ def compare_with_baseline(
         "file": path.name,
         "path": str(path),
         "iia": entry["iia"],
-        "n": entry["n_test"],
+        "n": entry.get("n_test"),  # None: a report filtered by hand (it has no checksum)
         "iia_ci": entry["iia_ci"],
         "delta": round(record["iia"] - entry["iia"], 6),
         "seed": entry.get("seed"),

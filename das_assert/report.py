@@ -40,11 +40,14 @@ __all__ = [
 
 
 def environment(*, import_torch: bool = True) -> dict[str, Any]:
-    """Versions and the device, as recorded in every report: the CPU's model and the thread
-    count change an alignment's float rounding, hence its IIA in the third decimal.
+    """Versions and the device, as recorded in every report and baseline: the CPU's model and
+    the thread count change an alignment's float rounding, hence its IIA in the third decimal,
+    and another ``fit_revision`` (das_assert's fit itself changed) what it learns.
 
     ``import_torch=False`` (a pytest run in which no das test ran, torch not imported): the
     installed versions only, device and threads None; importing torch for them cost seconds."""
+    from das_assert.cache import FIT_REVISION
+
     if not import_torch and "torch" not in sys.modules:
         return {
             "python": platform.python_version(),
@@ -52,6 +55,7 @@ def environment(*, import_torch: bool = True) -> dict[str, Any]:
             "transformers": installed_version("transformers"),
             "device_name": None,
             "torch_threads": None,
+            "fit_revision": FIT_REVISION,
         }
     import torch
     import transformers
@@ -66,6 +70,7 @@ def environment(*, import_torch: bool = True) -> dict[str, Any]:
         "transformers": transformers.__version__,
         "device_name": device,
         "torch_threads": torch.get_num_threads(),
+        "fit_revision": FIT_REVISION,  # a change to the fit changes what it learns
     }
 
 

@@ -222,6 +222,13 @@ def test_results_on_other_prompts_are_not_compared_as_if_alike(
     new = _report(tmp_path / "new.json", {**_cli_record(LAST, 0.83), "data": moved})
     assert main(["compare", str(old), str(new)]) == 1
     assert "ran on other prompts (bracket differ): not comparable" in capsys.readouterr().out
+    # a setting only the newer side records is named too: it said "( differ)"
+    newer = {**data, "system_prompt": "Be brief."}
+    new = _report(tmp_path / "new.json", {**_cli_record(LAST, 0.83), "data": newer})
+    assert main(["compare", str(old), str(new)]) == 1
+    assert "ran on other prompts (system_prompt differ): not comparable" in (
+        capsys.readouterr().out
+    )
 
 
 def test_a_best_cell_judged_on_fresh_pairs_is_not_compared_with_one_on_its_own(
@@ -586,12 +593,37 @@ def test_compare_names_a_cpu_thread_count_or_dtype_that_rounds_otherwise(
     threads = here["environment"]["torch_threads"]
     assert out.splitlines()[0] == (
         f"note: OLD {tmp_path / 'old.json'} was made with torch_threads 64 (NEW {threads!r}), "
-        "dtype 'bfloat16' (NEW 'float32'): a fit rounds otherwise there, which moves an IIA "
-        "with no change to the model (measured: up to 0.026 from the thread count alone; "
-        "README, What a run looks like)"
+        "dtype 'bfloat16' (NEW 'float32'): a fit rounds (or, under another fit_revision, "
+        "learns) otherwise there, which moves an IIA with no change to the model (measured: up "
+        "to 0.026 from the thread count alone; README, What a run looks like)"
     )
     assert main(["compare", str(tmp_path / "new.json"), str(tmp_path / "new.json")]) == 0
     assert "note:" not in capsys.readouterr().out
+
+
+def test_compare_names_another_fit_revision_and_not_an_old_files_architecture(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Baselines did not record which revision of the fit made them, so a das:K baseline of
+    # revision 1 gated under revision 2 showed the fit's change as the model's; and those saved
+    # before 2026-12-04 hold the architecture as their device_name ('x86_64'), which read as
+    # "other hardware" on the same machine.
+    from das_assert.report import environment
+
+    record = {**_cli_record(LAST, 0.83), "data": DATA}
+    here = environment()
+    assert here["fit_revision"] >= 1
+    older = {**here, "fit_revision": here["fit_revision"] - 1, "device_name": "x86_64"}
+    write_report(tmp_path / "old.json", build_report(None, [record], environment_block=older))
+    write_report(tmp_path / "new.json", build_report(None, [record], environment_block=here))
+    assert main(["compare", str(tmp_path / "old.json"), str(tmp_path / "new.json")]) == 0
+    note = capsys.readouterr().out.splitlines()[0]
+    assert note.startswith(
+        f"note: OLD {tmp_path / 'old.json'} was made with fit_revision "
+        f"{here['fit_revision'] - 1} (NEW {here['fit_revision']}): a fit rounds (or, under "
+        "another fit_revision, learns) otherwise there"
+    )
+    assert "device_name" not in note
 
 
 def test_a_verdict_that_flipped_with_its_threshold_names_the_threshold_change(
@@ -642,3 +674,31 @@ def test_a_report_whose_baselines_or_transfer_is_not_a_mapping_is_refused(
     bad = _report(tmp_path / "bad.json", {**_cli_record(LAST, 0.80), **fields})
     assert main(["compare", str(good), str(bad), "--fail", "lead:0.05"]) == 2
     assert "bad.json" in capsys.readouterr().err
+
+
+def test_a_report_entry_without_its_n_is_compared_by_the_gate_not_a_key_error(
+    tmp_path: Path,
+) -> None:
+    # --das-compare with a report filtered by hand (reports carry no checksum) whose results
+    # lack n_test: a KeyError inside every claim's test.
+    from types import SimpleNamespace
+
+    from das_assert.baseline import entry_key
+    from das_assert.gate import compare_with_baseline
+
+    entry = {
+        **_cli_record(LAST, 0.8),
+        "test_id": "test_x.py::test",
+        "claim": "left",
+        "boundary_dims": [60],
+    }
+    record = {**entry, "n_test": 400}
+    session = SimpleNamespace(
+        baseline=(tmp_path / "report.json", {"entries": {entry_key(record): entry}}),
+        save_to=None,
+        compare_checks=[],
+    )
+    node = SimpleNamespace(get_closest_marker=lambda name: None)
+    assert compare_with_baseline(session, node, None, record) == []
+    assert record["baseline"]["n"] is None
+    assert record["transfer"] == {"skipped": "the baseline holds no alignment file for this claim"}
