@@ -220,6 +220,13 @@ def _check_manifest(
             f"alignment file {str(path)!r} lacks {', '.join(missing)}: it was not written by "
             "`das_assert fit --save` or a baseline; fit it again"
         )
+    method = manifest.get("method")
+    if isinstance(method, str) and not _known_method(method):  # as an unknown fit setting is
+        raise AlignmentFileError(
+            f"alignment file {str(path)!r} was trained with method {method!r}, which this "
+            f"das_assert does not know (it knows {METHODS}): a newer version's, or "
+            "the file was edited by hand; upgrade das_assert, or fit it again"
+        )
     if problem := _manifest_problem(manifest):
         raise AlignmentFileError(
             f"alignment file {str(path)!r} has a manifest with {problem}: it was edited by hand "

@@ -43,11 +43,20 @@ def frozen_alignment(
     and ``config``, ready to evaluate on ``model``, and the report's ``alignment`` block: the
     file, the baseline, the model it was trained on, and whether that is another model."""
     path, payload = baseline
-    wanted = request_text(alignment_request(experiment, config))
+    asked = alignment_request(experiment, config)
+    wanted = request_text(asked)
     for request, entry in _saved_requests(payload):
         if entry.get("alignment_file") and request_text(request) == wanted:
             break
     else:
+        if (older := _saved_by_another_version(payload, asked)) is not None:
+            raise FrozenAlignmentMissing(
+                f"--das-frozen {path}: the baseline's alignment for {experiment.hypothesis} "
+                f"({experiment.variable}) at {experiment.site} was saved by another version of "
+                f"das_assert ({older}), so it cannot be matched to this request. Save the "
+                "baseline again with this version (--das-save-baseline), or run without "
+                "--das-frozen"
+            )
         raise FrozenAlignmentMissing(
             f"--das-frozen {path}: the baseline holds no alignment for {experiment.hypothesis} "
             f"({experiment.variable}) at {experiment.site}, seed {experiment.seed}, "
@@ -165,6 +174,28 @@ def _saved_requests(payload: dict[str, Any]) -> list[tuple[Any, dict[str, Any]]]
     if isinstance(cells, dict):
         saved += [(cell.get("request"), cell) for _, cell in sorted(cells.items())]
     return saved
+
+
+def _saved_by_another_version(payload: dict[str, Any], asked: dict[str, Any]) -> str | None:
+    """What differs where a saved request is ``asked`` but for what another version records:
+    no ``data`` (saved before baselines recorded their prompts, 2026-12-02), or fit settings
+    this version has not, or lacks; None where no saved alignment is that near."""
+    asked = json.loads(request_text(asked))  # as a baseline holds it
+    for request, entry in _saved_requests(payload):
+        if not entry.get("alignment_file") or not isinstance(request, dict):
+            continue
+        request = json.loads(request_text(request))
+        fit = request.get("fit") if isinstance(request.get("fit"), dict) else {}
+        if {**request, "data": asked["data"], "fit": asked["fit"]} != asked:
+            continue
+        if request.get("data") is None:
+            return "saved before baselines recorded the prompts, 2026-12-02"
+        settings = sorted(set(fit) ^ set(asked["fit"]))
+        if settings and all(
+            fit.get(k) == asked["fit"].get(k) for k in set(fit) & set(asked["fit"])
+        ):
+            return f"fit settings {', '.join(settings)} known to one version alone"
+    return None
 
 
 def _of_entry(entry: dict[str, Any]) -> dict[str, Any]:

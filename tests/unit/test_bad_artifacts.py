@@ -14,7 +14,8 @@ from das_assert.alignment_file import load_alignment, save_alignment
 from das_assert.baseline import find_baseline, load_baseline, save_baseline
 from das_assert.cache import AlignmentCache
 from das_assert.errors import AlignmentFileError, ConfigError, DasError
-from das_assert.fit import make_interchange
+from das_assert.fit import FitConfig, make_interchange
+from das_assert.frozen import FrozenAlignmentMissing
 from das_assert.store import atomic_write_json
 
 RECORD = {
@@ -208,6 +209,25 @@ def frozen_run_of_another_tests_file(ctx: Ctx) -> object:
         "alignment_file": file.name,
     }
     payload = {"entries": {"test_x.py::test_greeting[Hello!]::left_boundary": entry}}
+    return frozen_alignment((path, payload), ctx.llama, experiment, config)
+
+
+def frozen_run_of_an_older_versions_entry(ctx: Ctx, **older: Any) -> object:
+    """A frozen claim whose baseline entry was saved by another version: ``older`` replaces
+    what it records of the request (no ``data``, other fit settings)."""
+    from das_assert.experiment import Experiment
+    from das_assert.fit import FitConfig
+    from das_assert.frozen import alignment_request, frozen_alignment
+    from das_assert.sites import parse_site
+
+    experiment = Experiment(hypothesis="left_boundary", site=parse_site(SITE), n_train=16)
+    config = FitConfig()
+    request = alignment_request(experiment, config)
+    path = ctx.tmp_path / "baselines" / "0001_v1.json"
+    interchange = make_interchange("boundless", ctx.llama.config.hidden_size, 1)
+    save_alignment(path.parent / path.stem / "lb.safetensors", interchange, request)
+    entry = {**request, "site": {"canonical": SITE}, "alignment_file": "lb.safetensors", **older}
+    payload = {"entries": {"test_x.py::test::left_boundary": entry}}
     return frozen_alignment((path, payload), ctx.llama, experiment, config)
 
 
@@ -473,7 +493,9 @@ CASES = [
     pytest.param(  # it loaded, and reports named the method "zzz"
         lambda c: load_alignment(alignment_with_manifest(c, method="zzz")),
         AlignmentFileError,
-        r"has a manifest with method='zzz', not one of boundless, das:K",
+        r"was trained with method 'zzz', which this das_assert does not know \(it knows "
+        r"boundless, das:K.*\): a newer version's, or the file was edited by hand; upgrade "
+        r"das_assert, or fit it again",
         id="load_alignment(<manifest method unknown>)",
     ),
     pytest.param(
@@ -504,6 +526,24 @@ CASES = [
         r"\(test_id='test_x\.py::test_greeting\[Hello\?\]', not "
         r"'test_x\.py::test_greeting\[Hello!\]'\)",
         id="frozen_alignment(<a baseline entry naming another test's alignment file>)",
+    ),
+    pytest.param(  # "a claim added since it was saved, other settings": the user's doing
+        lambda c: frozen_run_of_an_older_versions_entry(c, data=None),
+        FrozenAlignmentMissing,
+        r"--das-frozen .*0001_v1\.json: the baseline's alignment for left_boundary \(left\) at "
+        r"block_output\[layer=1, pos=last\] was saved by another version of das_assert \(saved "
+        r"before baselines recorded the prompts, 2026-12-02\).*Save the baseline again with this "
+        r"version",
+        id="frozen_alignment(<an entry saved before baselines recorded their prompts>)",
+    ),
+    pytest.param(
+        lambda c: frozen_run_of_an_older_versions_entry(
+            c, fit={**FitConfig().as_dict(), "new_knob": 1}
+        ),
+        FrozenAlignmentMissing,
+        r"was saved by another version of das_assert \(fit settings new_knob known to one "
+        r"version alone\)",
+        id="frozen_alignment(<an entry whose fit has a setting this version does not know>)",
     ),
     pytest.param(  # "delete it and fit again" is no fix for a file the baseline holds
         frozen_run_of_a_truncated_file,
