@@ -6,6 +6,11 @@ the file's device, inode, size and modification time in nanoseconds. Writing a n
 the old one, copying one in (``cp``, ``rsync -a``: a new inode) or touching it changes the key and
 the file is read again; only an in-place rewrite that also restores the old modification time
 would go unnoticed, as with ``git status`` and ``make``. A memo that cannot be read is ignored.
+
+A file modified in the last ``RACY_SECONDS`` is not remembered (git's "racy clean" rule): where
+the file system keeps whole seconds (ext3, FAT, HFS+, ext4 with small inodes), a rewrite of the
+same size in the same second would keep its key, and the memo would serve the old weights'
+digest. Weight files are seldom that new; the next session reads such a file once more.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +29,9 @@ from das_assert.store import atomic_write_json, open_lock_file
 __all__ = ["DigestMemo", "file_sha256"]
 
 _CHUNK = 1 << 22  # 4 MiB
+
+#: A file modified this recently (or dated in the future) is not remembered.
+RACY_SECONDS = 2
 
 
 def file_sha256(path: Path) -> str:
@@ -69,7 +78,9 @@ class DigestMemo:
             if isinstance(digest, str) and len(digest) == 64:
                 return digest
         digest = file_sha256(file)
-        if self.writes and _identity(file) == identity:  # not rewritten while it was read
+        # not rewritten while it was read, nor so lately that a rewrite could keep its time
+        racy = time.time_ns() - identity[3] < RACY_SECONDS * 10**9
+        if self.writes and not racy and _identity(file) == identity:
             try:
                 with self._locked():  # read and written by one writer at a time: none is lost
                     entries = self._load()  # another worker may have added its own meanwhile

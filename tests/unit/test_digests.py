@@ -18,8 +18,15 @@ from das_assert.models import load_model
 
 
 def weights(path: Path, content: bytes) -> Path:
+    """A weight file written a minute ago: one modified in the last seconds is not remembered."""
     path.write_bytes(content)
+    settled(path)
     return path
+
+
+def settled(path: Path, seconds: int = 60) -> None:
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns - seconds * 10**9))
 
 
 def no_reading(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -78,6 +85,25 @@ def test_the_one_change_it_cannot_see_is_an_in_place_rewrite_that_restores_the_t
     assert memo.sha256(file) == old
 
 
+def test_a_file_written_in_the_last_seconds_is_not_remembered(tmp_path: Path) -> None:
+    # Where mtimes are whole seconds (ext3, FAT, HFS+), a rewrite of the same size in the same
+    # second kept the file's key, and the memo served the old weights' digest (200 of 200).
+    file = tmp_path / "model.safetensors"
+    file.write_bytes(b"a" * 4096)
+    second = file.stat().st_mtime_ns // 10**9 * 10**9
+    os.utime(file, ns=(second, second))
+    memo = DigestMemo(tmp_path / "digests.json")
+    assert memo.sha256(file) == hashlib.sha256(b"a" * 4096).hexdigest()
+    assert not (tmp_path / "digests.json").exists()
+    with file.open("r+b") as handle:
+        handle.write(b"b" * 4096)
+    os.utime(file, ns=(second, second))  # the same whole second
+    assert memo.sha256(file) == hashlib.sha256(b"b" * 4096).hexdigest()
+    settled(file)  # and once it has settled, it is remembered
+    memo.sha256(file)
+    assert str(file.resolve()) in json.loads((tmp_path / "digests.json").read_text())["files"]
+
+
 @pytest.mark.parametrize(
     "content",
     ["{not json", "[]", json.dumps({"version": 2, "files": {}}), json.dumps({"version": 1})],
@@ -116,6 +142,8 @@ def test_a_models_fingerprint_is_the_same_with_and_without_the_memo(
 ) -> None:
     directory = tmp_path / "model"
     shutil.copytree(tiny_model_dirs["llama"], directory)
+    for file in directory.iterdir():
+        settled(file)
     plain = load_model(directory).fingerprint
     remembered: Any = load_model(directory)
     remembered.digest_memo = DigestMemo(tmp_path / "digests.json")
@@ -138,8 +166,7 @@ def test_concurrent_writers_lose_no_digest_and_deleted_files_are_forgotten(
         for i in range(5):
             path = tmp_path / "weights" / f"w{worker}_{i}.safetensors"
             path.parent.mkdir(exist_ok=True)
-            path.write_bytes(os.urandom(64))
-            files.append(path)
+            files.append(weights(path, os.urandom(64)))
     memo = tmp_path / "cache" / "digests.json"
     context = multiprocessing.get_context("spawn")
     with context.Pool(4) as pool:
@@ -153,9 +180,7 @@ def test_concurrent_writers_lose_no_digest_and_deleted_files_are_forgotten(
 
 
 def _fresh(tmp_path: Path) -> Path:
-    path = tmp_path / "weights" / "fresh.safetensors"
-    path.write_bytes(b"fresh")
-    return path
+    return weights(tmp_path / "weights" / "fresh.safetensors", b"fresh")
 
 
 def _hash_all(memo: Path, files: list[Path]) -> None:
@@ -171,6 +196,7 @@ def test_the_memo_lock_is_shared_by_a_group_and_an_unsearchable_entry_is_kept(
     # that user may not search raised PermissionError in the pruning, which lost the write too.
     weights = tmp_path / "w.safetensors"
     weights.write_bytes(b"w")
+    settled(weights)
     memo = tmp_path / "cache" / "digests.json"
     memo.parent.mkdir()
     memo.write_text(json.dumps({"version": 1, "files": {"/private/other.bin": {"sha256": "x"}}}))
