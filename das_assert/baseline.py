@@ -221,6 +221,8 @@ def _marker(folder: Path) -> Path | None:
 def _reserved_by(folder: Path, run_token: str) -> bool:
     if (marker := _marker(folder)) is None:
         return False
+    if not run_token:  # an empty token file (a crash before its data reached the disk, a
+        return False  # touch) is no run's: it read as the listing's own, "saving now", for good
     try:
         return marker.read_text(encoding="utf-8") == run_token
     except (OSError, UnicodeDecodeError):  # another user's, or not a token: not ours
@@ -230,13 +232,14 @@ def _reserved_by(folder: Path, run_token: str) -> bool:
 def abandoned_reservations(directory: Path, run_token: str, now: float) -> list[Path]:
     """The folders in ``directory`` reserved by other runs more than ``ABANDONED_AFTER_S`` ago:
     their runs were killed before they could drop the token, and the folders keep their
-    numbers until someone deletes them."""
+    numbers until someone deletes them. A token dated more than that into the future (a
+    skewed clock, a copy from another machine) is no run's now either."""
     return sorted(
         folder
         for folder in _listing(Path(directory))
         if (marker := _marker(folder)) is not None
         and not _reserved_by(folder, run_token)
-        and now - marker.stat().st_mtime > ABANDONED_AFTER_S
+        and abs(now - marker.stat().st_mtime) > ABANDONED_AFTER_S
     )
 
 

@@ -64,7 +64,7 @@ def _why_kept(folder: Path, state: str, now: float) -> str | None:
     since = reserved_since(folder)
     if state == "orphaned" and since is not None:
         return "a run reserved it since it was listed"
-    if state == "abandoned" and (since is None or now - since <= ABANDONED_AFTER_S):
+    if state == "abandoned" and (since is None or abs(now - since) <= ABANDONED_AFTER_S):
         return "its reservation changed since it was listed"
     entries = list(folder.iterdir())
     foreign = [p.name for p in entries if p.name != RESERVED_BY and not _ours(p)]
@@ -72,7 +72,7 @@ def _why_kept(folder: Path, state: str, now: float) -> str | None:
         shown = ", ".join(sorted(foreign)[:3]) + (", ..." if len(foreign) > 3 else "")
         return f"it holds what das_assert does not write there ({shown}): a person's call"
     newest = max([folder.stat().st_mtime, *(p.stat().st_mtime for p in entries)])
-    if state == "abandoned" and now - newest <= ABANDONED_AFTER_S:
+    if state == "abandoned" and abs(now - newest) <= ABANDONED_AFTER_S:  # a day: either way
         return "something in it was written within the day: a run may still be saving"
     return None
 

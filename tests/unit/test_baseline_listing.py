@@ -199,6 +199,24 @@ def test_prune_removes_the_abandoned_and_the_orphaned_folders_only(baselines: Pa
     assert f"prune: removed {folder / '0004_v2'}/ (abandoned reservation; 0 alignment files" in text
 
 
+def test_an_empty_token_or_one_dated_days_ahead_is_no_run_saving_now(tmp_path: Path) -> None:
+    # An empty token (a crash before its data reached the disk, a touch) matched the listing's
+    # own empty token: "saving a baseline now" for good, and --prune never removed it. A token
+    # dated two days ahead (a skewed clock, a copy) was "saving now" until then and a day.
+    folder = tmp_path / "embedded"
+    for name, token, days in (("0004_x", "", 3), ("0005_ahead", "a run's token", -2)):
+        (folder / name).mkdir(parents=True)
+        (folder / name / RESERVED_BY).write_text(token)
+        _age(folder / name / RESERVED_BY, days)
+        _age(folder / name, days)
+    (block,) = baseline_listing(tmp_path)["models"]
+    assert [(o["folder"], o["state"]) for o in block["other_folders"]] == [
+        ("0004_x", "abandoned"),
+        ("0005_ahead", "abandoned"),
+    ]
+    assert [r["removed"] for r in prune_listing(baseline_listing(tmp_path))] == [True, True]
+
+
 def test_prune_keeps_a_folder_holding_what_das_assert_does_not_write(baselines: Path) -> None:
     folder = baselines / "embedded"
     (folder / "0000_lost" / "notes.md").write_text("why this run failed")
