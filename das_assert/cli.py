@@ -224,8 +224,18 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
         listing = {**baseline_listing(args.dir, model=args.model), "pruned": pruned}
     print(listing_text(listing), end="")
     if args.json:
-        atomic_write_json(args.json, listing)
+        atomic_write_json(args.json, _listing_file("das_assert baselines", listing))
     return 0
+
+
+def _listing_file(kind: str, listing: dict[str, Any]) -> dict[str, Any]:
+    """A listing's ``--json`` file, under the header every das_assert report has (its times are
+    UTC, as printed)."""
+    from das_assert import __version__
+    from das_assert.store import SCHEMA_VERSION
+
+    header = {"schema_version": SCHEMA_VERSION, "kind": kind, "das_assert_version": __version__}
+    return {**header, **listing}
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
@@ -247,7 +257,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     listing = {**cache_listing(args.dir), **pruned}  # what is left
     print(listing_text(listing), end="")
     if args.json:
-        atomic_write_json(args.json, listing)
+        atomic_write_json(args.json, _listing_file("das_assert cache", listing))
     return 0
 
 

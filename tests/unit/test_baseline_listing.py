@@ -140,7 +140,10 @@ def test_the_command_lists_one_model_and_writes_json(
         main(["baselines", "--dir", str(baselines), "--model", "embedded", "--json", str(out)]) == 0
     )
     assert "latest = 0005_edited" in capsys.readouterr().out
-    assert json.loads(out.read_text())["models"][0]["model"] == "embedded"
+    listing = json.loads(out.read_text())
+    assert listing["models"][0]["model"] == "embedded"
+    assert (listing["schema_version"], listing["kind"]) == (1, "das_assert baselines")
+    assert "das_assert_version" in listing
 
 
 @pytest.mark.parametrize(

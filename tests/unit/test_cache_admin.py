@@ -142,6 +142,7 @@ def test_the_command_lists_prunes_and_writes_json(
     assert "1 entry, 0.0 MiB; 0 stale" in printed
     assert "  m (weights ffffffffffff): 1 entry" in printed
     report = json.loads(out.read_text())
+    assert (report["schema_version"], report["kind"]) == (1, "das_assert cache")
     assert report["entries"] == 1
     assert report["pruned"][0]["file"] == stale.name
     assert fresh.exists()
