@@ -385,6 +385,12 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
         metavar="FILE",
         help="a file saved by 'fit --save' or a baseline's .safetensors",
     )
+    evaluate.add_argument(
+        "--drawn-brackets",
+        action="store_true",
+        help="draw each prompt's bracket, where the alignment was fitted on a fixed one "
+        "(--bracket: another fixed one)",
+    )
 
     compare = commands.add_parser(
         "compare", help="compare two saved baselines or JSON reports; exit 1 on a regression"

@@ -8,12 +8,12 @@ from dataclasses import replace
 from typing import Any
 
 from das_assert.cli_common import experiment_of, finish, load
+from das_assert.errors import InvalidArgument
 
 __all__ = ["cmd_evaluate"]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from das_assert.errors import InvalidArgument
     from das_assert.experiment import TEST_STREAM, run_experiment
     from das_assert.saved import load_saved
     from das_assert.tasks.price_tagging import INTERVENED_VARIABLES
@@ -108,6 +108,10 @@ def _take_recorded_prompts(args: argparse.Namespace, manifest: dict[str, Any]) -
         "prompt_template": recorded["template"],  # a chat template as it was resolved
         "bracket": tuple(recorded["bracket"]) if recorded["bracket"] else None,
     }
+    if args.drawn_brackets:
+        if args.bracket is not None:
+            raise InvalidArgument("give --bracket LOW HIGH or --drawn-brackets, not both")
+        del taken["bracket"]
     for option, value in taken.items():
         if getattr(args, option) is None:
             setattr(args, option, value)

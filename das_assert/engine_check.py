@@ -40,7 +40,7 @@ from das_assert.kv_cache import (
     run_whole_prompts,
     why_prompts_run_whole,
 )
-from das_assert.model_state import model_version
+from das_assert.model_state import measured_as_frozen, model_version
 from das_assert.runner import answer_logits, logits_at, source_vectors
 from das_assert.sites import ResolvedSite, Site
 
@@ -105,6 +105,11 @@ def check_engine(model: Any, site: ResolvedSite, encoded: EncodedPairs) -> Engin
         EngineCheckFailed: the last block's swap does not give the source's logits, or
             whole-prompt passes with an intervention disagree with plain ones too.
     """
+    with measured_as_frozen(model):  # ``check`` calls it directly: no dropout in its passes
+        return _checked(model, site, encoded)
+
+
+def _checked(model: Any, site: ResolvedSite, encoded: EncodedPairs) -> EngineCheck:
     memo = _CHECKED.setdefault(model, {})
     version = model_version(model)
     if _WHOLE_SINCE.get(model, version) != version:  # changed since its cached passes failed
@@ -135,7 +140,7 @@ def check_engine(model: Any, site: ResolvedSite, encoded: EncodedPairs) -> Engin
                 f"das_assert: {why}; every pass on this model now runs over the whole "
                 "prompt: slower, same results. Please report the model's type to das_assert."
             ),
-            stacklevel=2,
+            stacklevel=3,
         )
         difference, failure = _cached_difference(model, site, rows, plain)
     if failure or not difference <= tolerance:  # NaN too

@@ -342,12 +342,13 @@ def base_answers(model: Any, test: EncodedPairs, *, batch_size: int = 64) -> tor
     known = sharing.lookup(key, owners=(model,)) if key else None
     if known is not None:
         return known
-    answers = torch.cat(
-        [
-            answer_logits(model, None, test, index).argmax(-1).cpu()
-            for index in test.batches(batch_size)
-        ]
-    )
+    with measured_as_frozen(model):  # a fuzz variant's gate and ``check`` call it directly
+        answers = torch.cat(
+            [
+                answer_logits(model, None, test, index).argmax(-1).cpu()
+                for index in test.batches(batch_size)
+            ]
+        )
     if key is not None:
         sharing.remember(key, answers, owners=(model,), outermost=True)
     return answers

@@ -30,7 +30,7 @@ from das_assert.errors import (
 from das_assert.evaluate import base_answers, evaluate
 from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
 from das_assert.metrics import beside, check_threshold
-from das_assert.model_state import measured_as_frozen
+from das_assert.model_state import gradients_on, measured_as_frozen
 from das_assert.models import LoadedModel
 from das_assert.positions import parse_position
 from das_assert.sharing import shared
@@ -270,6 +270,8 @@ def run_experiment(
         raise InvalidArgument(_unknown_run_keyword(unknown))
     check_run_arguments(model, experiment, config, cache, fitted)
     experiment.check_current()
+    if fitted is None and cache is None:  # a fit it is: refused before the passes that precede it
+        gradients_on()
     with measured_as_frozen(model.model):  # its own passes too: the engine check, base answers
         return _fit_and_evaluate(model, experiment, config, cache, fitted)
 

@@ -313,7 +313,7 @@ def _load_weights(
 
     quiet = hf_logging.get_verbosity()  # its table of missing weights: our error says it once
     hf_logging.set_verbosity_error()
-    bars = hf_logging.is_progress_bar_enabled()  # its shards' bar, for the caller's as it was
+    bars = _progress_bars()  # its shards' bar: off while it loads, then the caller's as they were
     hf_logging.disable_progress_bar()
     try:
         loaded: Any = AutoModelForCausalLM.from_pretrained(
@@ -345,8 +345,7 @@ def _load_weights(
         ) from None
     finally:
         hf_logging.set_verbosity(quiet)
-        if bars:
-            hf_logging.enable_progress_bar()
+        _restore_progress_bars(bars)
     model, loading = loaded  # output_loading_info: the model and what loading found missing
     refuse_partial_weights(directory, config, model, loading)
     return model
@@ -425,3 +424,21 @@ def _check_device(device: str, what: str = "device") -> None:
             )
         return
     raise InvalidArgument(f"device={device!r} is not one of cpu, cuda, cuda:N")
+
+
+def _progress_bars() -> tuple[bool, bool]:
+    """Whether transformers' and huggingface_hub's progress bars are on: transformers' switch
+    turns both, so each is put back by its own library's."""
+    from huggingface_hub.utils import are_progress_bars_disabled
+    from transformers.utils import logging as hf_logging
+
+    return hf_logging.is_progress_bar_enabled(), not are_progress_bars_disabled()
+
+
+def _restore_progress_bars(bars: tuple[bool, bool]) -> None:
+    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    transformers_on, hub_on = bars
+    (hf_logging.enable_progress_bar if transformers_on else hf_logging.disable_progress_bar)()
+    (enable_progress_bars if hub_on else disable_progress_bars)()

@@ -104,6 +104,13 @@ def test_evaluate_scores_on_every_prompt_setting_the_alignment_was_fitted_on(
     ) in capsys.readouterr().out
     (record,) = json.loads(report.read_text())["results"]
     assert (record["data"]["prefix"], record["data"]["bracket"]) == ("", [549, 849])
+    # its fixed bracket given up for drawn ones: the command line has no "--bracket none"
+    drawn = ["evaluate", f"--alignment={saved}", "--n-test=64", "--drawn-brackets"]
+    assert main([*drawn, f"--json={report}"]) == 0
+    (record,) = json.loads(report.read_text())["results"]
+    assert (record["data"]["prefix"], record["data"]["bracket"]) == ("Hi.", None)
+    assert main([*drawn, "--bracket", "1.00", "2.00"]) == 2
+    assert "give --bracket LOW HIGH or --drawn-brackets, not both" in capsys.readouterr().err
 
 
 def test_an_alignment_file_without_its_prompts_is_said_so_and_one_with_bad_ones_refused(

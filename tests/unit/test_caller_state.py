@@ -10,13 +10,17 @@ from typing import Any
 import pytest
 import torch
 
+from das_assert import experiment as experiment_module
+from das_assert.data import encode
 from das_assert.errors import InvalidArgument
+from das_assert.evaluate import base_answers
 from das_assert.experiment import Experiment, run_experiment
 from das_assert.fit import FitConfig
 from das_assert.models import load_model
 from das_assert.search import search
 from das_assert.sites import Site
 from das_assert.strategies import PromptVariant
+from das_assert.tasks.price_tagging import prompt_pairs
 
 EXPERIMENT = {"hypothesis": "left_boundary", "n_train": 16, "n_test": 16, "min_task_accuracy": 0}
 CONFIG = FitConfig(epochs=1, batch_size=8)
@@ -44,11 +48,10 @@ def test_a_fit_under_no_grad_trains_and_one_under_inference_mode_is_refused(
         quiet.fitted.interchange.rotation_matrix(), plain.fitted.interchange.rotation_matrix()
     )
     assert torch.is_grad_enabled()
-    with (
-        torch.inference_mode(),
-        pytest.raises(InvalidArgument, match=r"outside torch\.inference_mode\(\)"),
-    ):
-        run_experiment(model, _experiment(seed=1), CONFIG)
+    with pytest.MonkeyPatch.context() as patch, torch.inference_mode():
+        patch.setattr(experiment_module, "check_engine", pytest.fail)  # refused before any pass
+        with pytest.raises(InvalidArgument, match=r"outside torch\.inference_mode\(\)"):
+            run_experiment(model, _experiment(seed=1), CONFIG)
 
 
 def test_another_default_float_type_neither_breaks_a_fit_nor_changes_it(
@@ -87,6 +90,20 @@ def test_a_model_in_training_mode_with_weights_asking_for_gradients_is_measured_
     assert model.training
 
 
+def test_the_passes_made_outside_an_evaluation_see_no_dropout_either() -> None:
+    # A fuzz variant's task gate (and `check`) ran the base prompts in training mode: the
+    # embedded model at dropout 0.5 answered 0.43 of them right, and the variant was rejected.
+    loaded = load_model()
+    test = encode(loaded, prompt_pairs("left_boundary", 64, seed=11), Site(0).parsed_position)
+    plain = base_answers(loaded.model, test).tolist()
+    for module in loaded.model.modules():
+        if hasattr(module, "attention_dropout"):
+            module.attention_dropout = 0.5
+    loaded.model.train()
+    assert [base_answers(loaded.model, test).tolist() for _ in range(2)] == [plain, plain]
+    assert loaded.model.training
+
+
 def test_a_bracket_or_variant_given_as_lists_is_the_same_as_tuples(
     tiny_models: dict[str, Any],
 ) -> None:
@@ -112,11 +129,21 @@ def test_a_bracket_or_variant_given_as_lists_is_the_same_as_tuples(
 def test_loading_a_model_leaves_the_callers_progress_bars_and_its_fingerprint_its_own(
     tiny_model_dirs: dict[str, Path],
 ) -> None:
+    from huggingface_hub.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
     from transformers.utils import logging as hf_logging
 
-    hf_logging.enable_progress_bar()
-    loaded = load_model(tiny_model_dirs["llama"])
-    assert hf_logging.is_progress_bar_enabled()  # switched off for good before
+    try:
+        hf_logging.enable_progress_bar()
+        disable_progress_bars()  # each library's own switch, as the caller set them
+        loaded = load_model(tiny_model_dirs["llama"])
+        assert hf_logging.is_progress_bar_enabled()  # switched off for good before
+        assert are_progress_bars_disabled()  # switched on by transformers' switch
+    finally:
+        enable_progress_bars()
     described = loaded.describe()["fingerprint"]
     described.clear()  # a caller's edit of a report's block changed the model's cache keys
     assert loaded.fingerprint
