@@ -476,12 +476,18 @@ def test_a_search_whose_heatmap_cannot_be_written_keeps_its_cells(
         from das_assert import search
         from das_assert.errors import OutputWriteError
 
+        WRITES = search.save_heatmap
+
 
         def pytest_runtest_call():
             def full(grid, path, **kwargs):
                 raise OutputWriteError(f"could not write {path} (No space left on device)")
 
             search.save_heatmap = full
+
+
+        def pytest_unconfigure():  # an in-process run: the module is the outer session's too
+            search.save_heatmap = WRITES
         """
     )
     project.makepyfile(

@@ -13,12 +13,15 @@ if TYPE_CHECKING:
     from bad_inputs_support import Ctx
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(autouse=True)
 def one_torch_thread() -> Iterator[None]:
     """Run the tiny models on one CPU thread.
 
     Their matrices are a few dozen wide, so a second thread only adds synchronisation; on a
     machine whose other core is busy, two threads make a forward pass about 100 times slower.
+    Each test's own: session-wide, it left every plugin and integration test after a unit
+    test (``pytest tests/unit tests/plugin``, xdist's worksteal) on one thread, and a gate
+    compared with a baseline fitted on two saw the rounding as a regression.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -335,11 +335,12 @@ def test_breaks_that_fresh_pairs_did_not_confirm_are_counted_across_seeds(
 
 
 def test_a_seed_that_failed_to_collect_names_the_file_and_its_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # pytest's output was discarded, yet the message said "see its output"
     from das_assert import stability
 
+    monkeypatch.chdir(tmp_path)  # its seed's pytest writes where it runs (.benchmarks/)
     (tmp_path / "test_broken.py").write_text("def (\n")
     assert stability.main(["--seeds", "1", "--path", str(tmp_path)]) == 2
     err = capsys.readouterr().err
