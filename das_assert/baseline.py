@@ -349,6 +349,11 @@ def load_baseline(path: Path, *, what: str = "baseline") -> dict[str, Any]:
     """Read a baseline or a JSON report; refuse corrupted, tampered or newer-schema files
     (``what`` names the file in the error: ``compare``'s NEW is no baseline)."""
     payload = read_json_checked(Path(path), what=what)
+    if payload.get("kind") in _LISTING_KINDS:  # before "entries": a cache listing counts them
+        raise AlignmentFileError(
+            f"{what} {path} is a `{payload['kind']}` listing, with no result to compare; give a "
+            "baseline, a pytest --das-json report or a fit, evaluate or search --json report"
+        )
     if "entries" in payload:
         if "sha256" not in payload:  # every baseline is saved with one: the check was cut out
             raise AlignmentFileError(
@@ -377,6 +382,10 @@ def load_baseline(path: Path, *, what: str = "baseline") -> dict[str, Any]:
     if not isinstance(entries, dict) or not all(_well_formed(e) for e in entries.values()):
         raise AlignmentFileError(_malformed(path))
     return {**payload, "entries": entries}
+
+
+#: The ``kind`` of ``baselines --json`` and ``cache --json`` files (cli.py).
+_LISTING_KINDS = ("das_assert baselines", "das_assert cache")
 
 
 def _number(value: Any) -> bool:

@@ -368,7 +368,13 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
         help="save the grid's heatmap here (needs matplotlib)",
     )
 
-    evaluate = commands.add_parser("evaluate", help="score a saved alignment on fresh pairs")
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="score a saved alignment on fresh pairs",
+        description="Score a saved alignment without training. A prompt option left out takes "
+        "the alignment's own (the prompts it was fitted on, as its file records them), not the "
+        "default shown below, which is fit's; a note names each one given that differs.",
+    )
     _add_model_args(evaluate)
     # Fresh pairs by default: the seed the alignment was trained with draws its test pairs
     # (seed 0's test pairs are seed 100003's training pairs).
@@ -422,7 +428,8 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
         "--prune",
         action="store_true",
         help="delete the folders that hold no baseline: reservations abandoned over a day ago "
-        "and alignment folders whose JSON is gone, where they hold only das_assert's files",
+        "(or dated a day ahead) and alignment folders whose JSON is gone, where they hold only "
+        "das_assert's files",
     )
 
     cache = commands.add_parser(

@@ -124,9 +124,16 @@ def _note_other_prompts(path: str, recorded: Any, scored: dict[str, Any]) -> Non
     if recorded is None:
         return
     changed = [
-        f"{name} {recorded[name]!r} there, {scored[name]!r} here"
+        f"{name} {_shown(name, recorded[name])} there, {_shown(name, scored[name])} here"
         for name in scored
         if name in recorded and recorded[name] != scored[name]
     ]
     if changed:
         print(f"note: {path} was fitted on other prompts ({'; '.join(changed)}): scored on these")
+
+
+def _shown(name: str, value: Any) -> str:
+    """A prompt setting as the command line gives it: a bracket in dollars, or drawn."""
+    if name == "bracket":
+        return "drawn per prompt" if value is None else "-".join(f"{c / 100:.2f}" for c in value)
+    return repr(value)

@@ -133,3 +133,11 @@ def test_an_alignment_file_without_its_prompts_is_said_so_and_one_with_bad_ones_
     save_alignment(edited, interchange, {**manifest, "data": {**manifest["data"], "answers": "Y"}})
     assert main(["evaluate", f"--alignment={edited}", "--n-test=64"]) == 2
     assert "has a manifest with data={" in capsys.readouterr().err
+
+
+def test_the_note_shows_a_bracket_as_the_command_line_gives_it() -> None:
+    from das_assert.cli_evaluate import _shown
+
+    assert _shown("bracket", [549, 849]) == "5.49-8.49"
+    assert _shown("bracket", None) == "drawn per prompt"
+    assert _shown("prefix", "Hi.") == "'Hi.'"

@@ -143,6 +143,9 @@ def test_the_command_lists_prunes_and_writes_json(
     assert "  m (weights ffffffffffff): 1 entry" in printed
     report = json.loads(out.read_text())
     assert (report["schema_version"], report["kind"]) == (1, "das_assert cache")
+    # its count of entries read as a baseline whose checksum was cut out: "edited by hand"
+    assert main(["compare", str(out), str(out)]) == 2
+    assert "is a `das_assert cache` listing, with no result to compare" in (capsys.readouterr().err)
     assert report["entries"] == 1
     assert report["pruned"][0]["file"] == stale.name
     assert fresh.exists()
