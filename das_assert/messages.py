@@ -43,9 +43,17 @@ def by_variable_lines(evaluation: Any, names: tuple[str, ...]) -> list[str]:
 
 
 def failure_message(
-    result: Any, *, claim: str, expect: str, verdict: Any, nodeid: str, session: Any
+    result: Any,
+    *,
+    claim: str,
+    expect: str,
+    verdict: Any,
+    nodeid: str,
+    session: Any,
+    regressed: bool = False,
 ) -> str:
-    """A multi-line message in the style of Hypothesis's falsifying examples."""
+    """A multi-line message in the style of Hypothesis's falsifying examples (``regressed``: it
+    fails its baseline too, which no ``--das-inconclusive`` excuses)."""
     exp = result.experiment
     ev = result.evaluation
     low, high = result.iia_ci
@@ -81,19 +89,28 @@ def failure_message(
             f"{pair.expected!r} (base alone answers {tokens(int(ev.base_predicted[i]))!r})",
         ]
     if verdict.outcome == "inconclusive":
-        yaml_n = getattr(getattr(session, "settings", None), "n_test", None)
-        where = "in das.yaml" if yaml_n == ev.n else "where the test sets it (n_test= of align)"
-        fix = (
-            "draw pairs whose labels change (more of these will not decide)"
-            if verdict.untestable
-            else f"raise n_test (now {ev.n}) {where}"
+        treat = (
+            " (it fails its baseline too, which --das-inconclusive does not excuse)"
+            if regressed
+            else ", or choose how to treat it with --das-inconclusive=fail|xfail|pass"
         )
-        lines.append(
-            f"  inconclusive: {fix}, or choose how to treat it with "
-            "--das-inconclusive=fail|xfail|pass"
-        )
+        lines.append(f"  inconclusive: {_more_pairs(result, verdict, session)}{treat}")
     lines.append(reproduce_line(result, nodeid, session))
     return "\n".join(lines)
+
+
+def _more_pairs(result: Any, verdict: Any, session: Any) -> str:
+    """How an inconclusive claim gets the pairs that would decide it, where its n comes from."""
+    exp, n = result.experiment, result.evaluation.n
+    if verdict.untestable:
+        return "draw pairs whose labels change (more of these will not decide)"
+    if getattr(result, "test_pairs", "test") == "given":
+        return f"judge it on more pairs (now the {n} given to judged_on)"
+    yaml_n = getattr(getattr(session, "settings", None), "n_test", None)
+    where = "in das.yaml" if yaml_n == exp.n_test else "where the test sets it (n_test= of align)"
+    if n < exp.n_test:  # on_variable: the pairs that intervene on this variable alone
+        return f"raise n_test (now {exp.n_test}, of which {n} intervene on {exp.variable}) {where}"
+    return f"raise n_test (now {n}) {where}"
 
 
 def reproduce_line(result: Any, nodeid: str, session: Any) -> str:

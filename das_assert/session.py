@@ -418,6 +418,7 @@ class DasRequest:
             verdict=verdict,
             nodeid=runnable_nodeid(self.node),
             session=self.session,
+            regressed=bool(regressions),
         )
         if regressions:  # before the last line, the reproduce line
             head, _, last = message.rpartition("\n")

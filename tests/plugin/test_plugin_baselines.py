@@ -440,7 +440,15 @@ def test_an_inconclusive_claim_that_regressed_fails_whatever_inconclusive_says(
     )
     result = pytester.runpytest_inprocess("--das-compare=v1", "--das-compare-fail=iia:0.01", *args)
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*IIARegression*", "*more than the allowed 0.010*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*IIARegression*",
+            # it advised --das-inconclusive, the option the run had set
+            "*(it fails its baseline too, which --das-inconclusive does not excuse)*",
+            "*more than the allowed 0.010*",
+        ]
+    )
+    assert "choose how to treat it with --das-inconclusive" not in result.stdout.str()
 
 
 def test_a_missing_baseline_to_compare_with_stops_the_run_with_one_error(
