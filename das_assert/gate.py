@@ -183,6 +183,7 @@ def compare_with_baseline(
         "seed": entry.get("seed"),
         "method": fit_method(entry),
         "noop": (entry.get("baselines") or {}).get("noop"),
+        "threshold": entry.get("threshold"),  # a bar moved since: the summary says so
     }
     if entry["site"]["canonical"] != record["site"]["canonical"]:
         record["drift"] = {

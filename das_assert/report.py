@@ -24,6 +24,7 @@ from das_assert.summary import (
     search_against_baseline,
     search_fitted,
     search_rows,
+    threshold_moved,
     threshold_text,
     unconfirmed_lines,
     unshown_lines,
@@ -261,6 +262,8 @@ def _against_baseline(record: dict[str, Any]) -> str:
         regressions = record.get("regressions")
         return "**no baseline entry**: " + "; ".join(regressions) if regressions else "–"
     parts = [f"Δ {base['delta']:+.3f}"]
+    if moved := threshold_moved(record):
+        parts.append(moved)
     transfer = record.get("transfer") or {}
     if "iia" in transfer:
         parts.append(f"transfer {transfer['iia']:.3f}")

@@ -18,6 +18,7 @@ __all__ = [
     "search_rows",
     "sites_and_seeds",
     "summary_lines",
+    "threshold_moved",
 ]
 
 _NUMBERS = (
@@ -56,6 +57,8 @@ def _row(r: dict[str, Any], claim_width: int, site_width: int, seed_width: int) 
     if base:
         delta = base["delta"]
         expected += f"  Δ ref {delta:+.3f}"
+        if moved := threshold_moved(r):
+            expected += f" ({moved})"
         if base.get("method", method) != method:  # not comparable: say why the Δ means little
             expected += f" (ref fitted {base['method']})"
         if _clearly_better(r, base):
@@ -360,3 +363,13 @@ def limit_lines(limits: list[dict[str, Any]]) -> list[str]:
             f"{r['task_accuracy']:>5.3f} {_threshold(r['threshold'])}  {limit_result(r)}"
         )
     return lines + sites_and_seeds(limits)
+
+
+def threshold_moved(record: dict[str, Any]) -> str | None:
+    """ "threshold 0.73 -> 0.70: the bar moved" where the claim's threshold is not the one its
+    baseline entry was judged against (a loosened bar passes a claim that did not hold), or
+    None."""
+    then, now = (record.get("baseline") or {}).get("threshold"), record.get("threshold")
+    if then is None or now is None or then == now:
+        return None
+    return f"threshold {threshold_text(then)} -> {threshold_text(now)}: the bar moved"

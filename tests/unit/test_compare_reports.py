@@ -702,3 +702,47 @@ def test_a_report_entry_without_its_n_is_compared_by_the_gate_not_a_key_error(
     assert compare_with_baseline(session, node, None, record) == []
     assert record["baseline"]["n"] is None
     assert record["transfer"] == {"skipped": "the baseline holds no alignment file for this claim"}
+
+
+def test_the_gate_says_where_a_claims_threshold_moved_since_its_baseline(tmp_path: Path) -> None:
+    # Loosening a claim's bar in das.yaml passed it through --das-compare without a word: the
+    # terminal row, the Markdown and the JSON said nothing; `compare` alone named it.
+    from types import SimpleNamespace
+
+    from das_assert.baseline import entry_key
+    from das_assert.gate import compare_with_baseline
+    from das_assert.report import _against_baseline
+    from das_assert.summary import threshold_moved
+
+    entry = {
+        **_cli_record(LAST, 0.7),
+        "test_id": "test_x.py::test",
+        "claim": "left",
+        "boundary_dims": [60],
+        "threshold": 0.73,
+        "n_test": 400,
+    }
+    record = {**entry, "threshold": 0.7}
+    session = SimpleNamespace(
+        baseline=(tmp_path / "0001_v1.json", {"entries": {entry_key(record): entry}}),
+        save_to=None,
+        compare_checks=[],
+    )
+    node = SimpleNamespace(get_closest_marker=lambda name: None)
+    compare_with_baseline(session, node, None, record)
+    assert record["baseline"]["threshold"] == 0.73
+    assert threshold_moved(record) == "threshold 0.73 -> 0.70: the bar moved"
+    assert "threshold 0.73 -> 0.70: the bar moved" in _against_baseline(record)
+    assert threshold_moved({**record, "threshold": 0.73}) is None
+    from das_assert.summary import _row
+
+    shown = {
+        **record,
+        "verdict": "aligned",
+        "expected_verdict": "aligned",
+        "seed": 0,
+        "task_accuracy": 0.98,
+        "baselines": {"noop": 0.6, "majority": 0.5, "random_rotation": 0.6},
+    }
+    assert "Δ ref +0.000 (threshold 0.73 -> 0.70: the bar moved)" in _row(shown, 10, 40, 4)
+    assert threshold_moved({**record, "baseline": {"delta": 0.0}}) is None  # an older baseline
