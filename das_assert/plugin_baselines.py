@@ -308,8 +308,9 @@ class BaselineReporting:
                 return [f"--das-compare: {exc}"]
         found = baseline_entries_not_judged(self.records, also)
         for path, keys in found.items():  # in the Markdown too, which the notes end
+            judged = "no test in this run" if complete else "no test judged before the run stopped"
             self.notes.append(
-                f"Baseline entries with no test in this run ({self._shown(path)}):\n"
+                f"Baseline entries with {judged} ({self._shown(path)}):\n"
                 + "\n".join(f"  - {key}" for key in keys)
             )
         if not complete:

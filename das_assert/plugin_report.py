@@ -93,7 +93,7 @@ class Reporter(BaselineReporting):
         if report.failed and not hasattr(self.config, "workerinput"):
             message = str(report.longreprtext).strip().splitlines() or ["collection failed"]
             self.unjudged.append(
-                {"test_id": report.nodeid, "when": "collect", "message": message[-1][:500]}
+                {"test_id": report.nodeid, "when": "collect", "message": _cut(message[-1])}
             )
 
     @pytest.hookimpl(tryfirst=True)
@@ -104,7 +104,7 @@ class Reporter(BaselineReporting):
             crash = getattr(report.longrepr, "reprcrash", None)  # the exception, one line
             message = getattr(crash, "message", None) or str(report.longreprtext).strip()
             self.unjudged.append(
-                {"test_id": report.nodeid, "when": report.when, "message": message[:500]}
+                {"test_id": report.nodeid, "when": report.when, "message": _cut(message)}
             )
         kept = []
         for name, value in report.user_properties:
@@ -374,3 +374,16 @@ def _outcome(report: pytest.TestReport) -> str:
     if hasattr(report, "wasxfail"):
         return "xfailed" if report.skipped else "xpassed"
     return report.outcome
+
+
+#: How much of a message the reports keep of a test that failed before a verdict: das_assert's
+#: messages put their fix last, and a long model path pushed it past 500 characters.
+MESSAGE_CHARS = 2000
+
+
+def _cut(message: str) -> str:
+    """``message`` whole, or its head and tail around "[...]" (where a fix usually stands)."""
+    if len(message) <= MESSAGE_CHARS:
+        return message
+    half = (MESSAGE_CHARS - 7) // 2
+    return f"{message[:half]} [...] {message[-half:]}"

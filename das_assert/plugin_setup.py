@@ -54,40 +54,45 @@ def check_claim_names(item: pytest.Item) -> None:
             "its threshold under that name, and the reports and baselines know the result by it.",
         ]
         setup_failed(config, "\n".join(lines))
-    if sites := {key: tests for key, tests in missing.items() if key[1] == "sites"}:
-        _missing_sites(item, sites)
-    if missing:
+    if missing:  # sites and claims in one message: a second typo took a second run to find
         settings = early_settings(item)
-
-        lines = [
-            f"das_assert setup: {settings.source} has no entry for "
-            f"{'a claim' if len(missing) == 1 else f'{len(missing)} claims'} that tests make "
-            "(checked before any alignment trains):"
-        ]
-        lines += _entry_lines(settings, missing, "claimed by")
-        lines.append(
-            "Add each as `claim: <number in [0, 1)>` with a comment saying where the number "
-            "comes from, or fix claim= in the test."
-        )
+        sites = {key: tests for key, tests in missing.items() if key[1] == "sites"}
+        claims = {key: tests for key, tests in missing.items() if key[1] != "sites"}
+        sections = []
+        if sites:
+            sections.append(
+                (
+                    f"{settings.source} lacks {_count(sites, 'a site', 'sites')} that tests "
+                    "ask for",
+                    _entry_lines(settings, sites, "asked for by"),
+                    "Add each as `name: block_output[layer=L, pos=P]`, or fix the name in the "
+                    "align(...) call.",
+                )
+            )
+        if claims:
+            sections.append(
+                (
+                    f"{settings.source} has no entry for {_count(claims, 'a claim', 'claims')} "
+                    "that tests make",
+                    _entry_lines(settings, claims, "claimed by"),
+                    "Add each as `claim: <number in [0, 1)>` with a comment saying where the "
+                    "number comes from, or fix claim= in the test.",
+                )
+            )
+        lines = []
+        for header, entries, advice in sections:
+            first = not lines
+            lines.append(
+                f"das_assert setup: {header} (checked before any alignment trains):"
+                if first
+                else f"{header}:"
+            )
+            lines += [*entries, advice]
         setup_failed(config, "\n".join(lines))
 
 
-def _missing_sites(item: pytest.Item, missing: dict[tuple[str, str], list[str]]) -> NoReturn:
-    """Stop the run: the das.yaml sites that ``das_session.align`` calls of the selected tests
-    and their fixtures ask for and das.yaml lacks (before, found only when a fixture ran: after
-    every alignment of the tests before it had trained)."""
-
-    settings = early_settings(item)
-    sites = f"{len(missing)} sites" if len(missing) > 1 else "a site"
-    lines = [
-        f"das_assert setup: {settings.source} lacks {sites} that tests ask for (checked before "
-        "any alignment trains):"
-    ]
-    lines += _entry_lines(settings, missing, "asked for by")
-    lines.append(
-        "Add each as `name: block_output[layer=L, pos=P]`, or fix the name in the align(...) call."
-    )
-    setup_failed(item.config, "\n".join(lines))
+def _count(entries: dict[Any, Any], one: str, many: str) -> str:
+    return one if len(entries) == 1 else f"{len(entries)} {many}"
 
 
 def _entry_lines(settings: Any, missing: dict[tuple[str, str], list[str]], verb: str) -> list[str]:

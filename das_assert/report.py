@@ -290,7 +290,12 @@ def markdown_table(
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     if not results:  # a header alone reads as a table that lost its rows
-        lines = ["No claim was judged in this run."]
+        others = searches or (robustness or {}).get("per_family") or limits
+        lines = [
+            "No claim table: this run judged no claim; what it measured follows."
+            if others
+            else "No claim was judged in this run."
+        ]
     for r in results:
         low, high = r["iia_ci"]
         b = r["baselines"]
@@ -327,6 +332,8 @@ def markdown_table(
     if robustness and robustness["per_family"]:
         lines += [
             "",
+            "Robustness: each claim's fuzz examples per variant family",
+            "",
             "| claim | variant family | variants | rejected | inconclusive | broken | pooled IIA "
             "| 95% CI | n | no-op | majority | random rot. | task acc. |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -358,6 +365,8 @@ def markdown_table(
             lines += ["", *(f"- {line}" for line in notes)]
     if limits:
         lines += [
+            "",
+            "Measured limits (das.assert_breaks_on)",
             "",
             "| test | claim | where (claimed to break) | site | IIA | 95% CI | n | seed | no-op "
             "| majority | random rot. | changed | task acc. | threshold | result |",

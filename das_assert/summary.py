@@ -153,9 +153,9 @@ def summary_lines(records: list[dict[str, Any]]) -> list[str]:
     lines.append(
         "Legend: IIA with a hard mask, Wilson 95% CI over n test pairs; no-op / maj / rand = IIA "
         "of the plain base run / the share of the commonest label / a random rotation of the "
-        "learned width; task = task accuracy; thr = threshold (das.yaml); seed = the fit's "
-        "seed, from which its test pairs are drawn (a row judged on other pairs, or the best "
-        "of several fits, says so)"
+        "learned width; task = task accuracy; thr = threshold (das.yaml, or the assertion's "
+        "threshold=); seed = the fit's seed, from which its test pairs are drawn (a row judged "
+        "on other pairs, or the best of several fits, says so)"
     )
     return lines
 

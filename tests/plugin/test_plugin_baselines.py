@@ -688,6 +688,18 @@ def test_a_complete_run_that_judges_fewer_claims_than_its_baseline_fails_the_gat
             "this run's paths"
         ]
     )
+    # stopped by -x before them: their tests exist ("no test in this run" said otherwise)
+    (project.path / "test_stop.py").write_text("def test_first():\n    assert False\n")
+    paths = ("test_hyp.py", "test_stop.py", "test_other.py")
+    stopped = _run(project, *args, "--das-compare=v1", "-x", *paths)
+    stopped.assert_outcomes(passed=2, failed=1)
+    stopped.stdout.fnmatch_lines(
+        [
+            "*Baseline entries with no test judged before the run stopped (b/tiny/0001_v1.json):",
+            "  - test_other.py::test_dropped::impossible",
+        ]
+    )
+    (project.path / "test_stop.py").unlink()
     narrowed = _run(project, *args, "--das-compare=v1", "-k", "kept")
     narrowed.assert_outcomes(passed=2)
     assert narrowed.ret == pytest.ExitCode.OK  # the user chose the subset

@@ -532,6 +532,36 @@ def test_a_site_a_fixture_asks_for_and_das_yaml_lacks_stops_the_run_before_any_t
     _run(project, "--das-cache=off", "test_sites.py", "-k", "first").assert_outcomes(passed=1)
 
 
+def test_a_misspelt_site_and_a_misspelt_claim_are_named_in_one_message(
+    project: pytest.Pytester,
+) -> None:
+    # The site stopped the run before the claim was named: a second typo, a second run.
+    both = (
+        MISSPELT_SITE
+        + """
+
+def test_third(das, aligned):
+    das.assert_not_aligned(aligned, claim="imposible")
+"""
+    )
+    project.makepyfile(test_sites=both)
+    result = _run(project, "--das-cache=off", "test_sites.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    text = result.stdout.str()
+    assert text.count("das_assert setup:") == 1
+    result.stdout.fnmatch_lines(
+        [
+            "*das_assert setup: *das.yaml lacks a site that tests ask for (checked before any "
+            "alignment trains):",
+            "  models.tiny.sites.boundry (asked for by test_sites.py::test_second)*",
+            "Add each as `name: block_output?layer=L, pos=P?`*",
+            "*das.yaml has no entry for a claim that tests make:",
+            "  models.tiny.thresholds.imposible (claimed by test_sites.py::test_third)*",
+            "Add each as `claim: <number in ?0, 1)>`*",
+        ]
+    )
+
+
 def test_a_run_started_inside_an_xdist_worker_is_a_run_of_its_own(
     pytester: pytest.Pytester, tiny_model_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

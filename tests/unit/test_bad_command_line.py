@@ -309,13 +309,13 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from das_assert import cli
+    from das_assert import models
 
     (tmp_path / "dir").mkdir()
     (tmp_path / "file").write_text("")
     from das_assert.embedded import train
 
-    monkeypatch.setattr(cli, "_load", lambda args: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
     monkeypatch.setattr(train, "train_embedded", lambda *a: pytest.fail("training started"))
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "config.json").write_text("{}")
@@ -382,9 +382,9 @@ def test_fit_save_never_overwrites_an_alignment_of_a_saved_baseline(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # a baseline's alignments lie in <model>/0001_v1/*.safetensors; fit --save replaced them
-    from das_assert import cli
+    from das_assert import models
 
-    monkeypatch.setattr(cli, "_load", lambda args: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
     (tmp_path / "0001_v1.json").write_text('{\n  "kind": "das_assert baseline"\n}\n')
     (tmp_path / "0001_v1").mkdir()
     saved = tmp_path / "0001_v1" / "left_boundary.safetensors"

@@ -182,8 +182,13 @@ def test_the_robustness_table_gives_each_pooled_iia_its_n_and_interval() -> None
     assert phrasing.split() == ["left_boundary", "phrasing", *empty]
     assert lines[-1] == "at block_output[layer=0, pos=last], seed=0"
     table = markdown_table([], robustness_summary(FUZZ))
-    # no claim judged: a line saying so, not a claim table's header without rows
-    assert table.startswith("No claim was judged in this run.\n\n| claim | variant family |")
+    # no claim judged: a line saying so, not a claim table's header without rows; nor "No
+    # claim was judged" above the fuzz table that follows, which had no heading either
+    assert table.startswith(
+        "No claim table: this run judged no claim; what it measured follows.\n\n"
+        "Robustness: each claim's fuzz examples per variant family\n\n| claim | variant family |"
+    )
+    assert markdown_table([]) == "No claim was judged in this run.\n"
     assert f"| 1 | 1 | 0.771 | [{low:.3f}, {high:.3f}] | 144 | 0.650 | 0.500 | 0.550 | 0.900 |" in (
         table
     )

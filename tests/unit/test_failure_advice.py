@@ -1,6 +1,7 @@
-"""What an inconclusive claim's message advises: more pairs where its n comes from (das.yaml,
-the test's ``n_test=``, a variable's share of them, the pairs given to ``judged_on``), and
-``--das-inconclusive`` only where it could decide the outcome."""
+"""What a claim's failure says: an inconclusive one asks for more pairs where its n comes
+from (das.yaml, the test's ``n_test=``, a variable's share of them, the pairs given to
+``judged_on``) and names ``--das-inconclusive`` only where it could decide the outcome; a
+test that failed before a verdict keeps its message's fix in the reports."""
 
 from __future__ import annotations
 
@@ -44,3 +45,16 @@ def test_pairs_whose_labels_never_change_are_not_helped_by_more_of_them() -> Non
     assert _more_pairs(_result(200, 200), untestable, SESSION).startswith(
         "draw pairs whose labels change"
     )
+
+
+def test_a_long_message_of_a_test_that_failed_before_a_verdict_keeps_its_fix() -> None:
+    # The reports kept its first 500 characters, with no mark: a long model path pushed the fix
+    # ("... min_task_accuracy in Python") off the end.
+    from das_assert.plugin_report import MESSAGE_CHARS, _cut
+
+    message = "embedded answers only " + "x" * 3000 + " lower the gate (min_task_accuracy)"
+    kept = _cut(message)
+    assert len(kept) <= MESSAGE_CHARS
+    assert kept.endswith("lower the gate (min_task_accuracy)")
+    assert " [...] " in kept
+    assert _cut("short") == "short"
