@@ -284,8 +284,8 @@ def test_the_gate_notes_a_baseline_saved_on_another_cpu_or_thread_count(
         [
             "das: that baseline was saved with device_name 'Other CPU' (here *), torch_threads 64 "
             "(here *), dtype 'bfloat16' (here 'float32'), device 'cuda:0' (here 'cpu'): a fit "
-            "rounds otherwise there, which moves an IIA with no change to the model (measured: "
-            "up to 0.026 from the thread count alone*"
+            "rounds (or, under another fit_revision, learns) otherwise there, which moves an IIA "
+            "with no change to the model (measured: up to 0.026 from the thread count alone*"
         ]
     )
 
