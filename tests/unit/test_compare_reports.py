@@ -676,30 +676,35 @@ def test_a_report_whose_baselines_or_transfer_is_not_a_mapping_is_refused(
     assert "bad.json" in capsys.readouterr().err
 
 
-def test_a_report_entry_without_its_n_is_compared_by_the_gate_not_a_key_error(
-    tmp_path: Path,
-) -> None:
-    # --das-compare with a report filtered by hand (reports carry no checksum) whose results
-    # lack n_test: a KeyError inside every claim's test.
+#: What a record the gate compares names beyond a command line's: its test, claim and widths.
+GATED = {"test_id": "test_x.py::test", "claim": "left", "boundary_dims": [60]}
+
+
+def _gated(path: Path, entry: dict[str, Any], record: dict[str, Any]) -> list[str]:
+    """The gate's regressions of ``record`` against a baseline at ``path`` holding ``entry``."""
     from types import SimpleNamespace
 
     from das_assert.baseline import entry_key
     from das_assert.gate import compare_with_baseline
 
-    entry = {
-        **_cli_record(LAST, 0.8),
-        "test_id": "test_x.py::test",
-        "claim": "left",
-        "boundary_dims": [60],
-    }
-    record = {**entry, "n_test": 400}
     session = SimpleNamespace(
-        baseline=(tmp_path / "report.json", {"entries": {entry_key(record): entry}}),
+        baseline=(path, {"entries": {entry_key(record): entry}}),
         save_to=None,
         compare_checks=[],
     )
     node = SimpleNamespace(get_closest_marker=lambda name: None)
-    assert compare_with_baseline(session, node, None, record) == []
+    return compare_with_baseline(session, node, None, record)
+
+
+def test_a_report_entry_without_its_n_is_compared_by_the_gate_not_a_key_error(
+    tmp_path: Path,
+) -> None:
+    # --das-compare with a report filtered by hand (reports carry no checksum) whose results
+    # lack n_test: a KeyError inside every claim's test.
+
+    entry = {**_cli_record(LAST, 0.8), **GATED}
+    record = {**entry, "n_test": 400}
+    assert _gated(tmp_path / "report.json", entry, record) == []
     assert record["baseline"]["n"] is None
     assert record["transfer"] == {"skipped": "the baseline holds no alignment file for this claim"}
 
@@ -707,29 +712,13 @@ def test_a_report_entry_without_its_n_is_compared_by_the_gate_not_a_key_error(
 def test_the_gate_says_where_a_claims_threshold_moved_since_its_baseline(tmp_path: Path) -> None:
     # Loosening a claim's bar in das.yaml passed it through --das-compare without a word: the
     # terminal row, the Markdown and the JSON said nothing; `compare` alone named it.
-    from types import SimpleNamespace
 
-    from das_assert.baseline import entry_key
-    from das_assert.gate import compare_with_baseline
     from das_assert.report import _against_baseline
     from das_assert.summary import threshold_moved
 
-    entry = {
-        **_cli_record(LAST, 0.7),
-        "test_id": "test_x.py::test",
-        "claim": "left",
-        "boundary_dims": [60],
-        "threshold": 0.73,
-        "n_test": 400,
-    }
+    entry = {**_cli_record(LAST, 0.7), **GATED, "threshold": 0.73, "n_test": 400}
     record = {**entry, "threshold": 0.7}
-    session = SimpleNamespace(
-        baseline=(tmp_path / "0001_v1.json", {"entries": {entry_key(record): entry}}),
-        save_to=None,
-        compare_checks=[],
-    )
-    node = SimpleNamespace(get_closest_marker=lambda name: None)
-    compare_with_baseline(session, node, None, record)
+    _gated(tmp_path / "0001_v1.json", entry, record)
     assert record["baseline"]["threshold"] == 0.73
     assert threshold_moved(record) == "threshold 0.73 -> 0.70: the bar moved"
     assert "threshold 0.73 -> 0.70: the bar moved" in _against_baseline(record)
