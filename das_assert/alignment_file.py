@@ -89,8 +89,6 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
             return f"{key}={value!r}, not {'an integer' if kind is int else kind.__name__}"
         if isinstance(value, int) and not 0 <= value <= 2**32 - 1:
             return f"{key}={value!r} out of range (0 to 2**32 - 1)"
-    if "method" in manifest and not _known_method(manifest["method"]):
-        return f"method={manifest['method']!r}, not one of {METHODS}"
     if "restarts" in manifest and not _restarts_record_ok(manifest["restarts"]):
         return f"restarts={manifest['restarts']!r}, not the record of a best-of-k fit"
     if "data" in manifest and not _data_record_ok(manifest["data"]):
@@ -105,10 +103,11 @@ def _data_record_ok(record: dict[str, Any]) -> bool:
         isinstance(record[key], kinds) for key, kinds in _DATA_TYPES.items()
     ):
         return False
-    pairs = [record["answers"], *([record["bracket"]] if record["bracket"] is not None else [])]
-    return all(len(pair) == 2 for pair in pairs) and (
-        all(isinstance(word, str) for word in record["answers"])
-        and all(is_integer(cents) for cents in record["bracket"] or ())
+    answers, bracket = record["answers"], record["bracket"]
+    return (
+        len(answers) == 2
+        and all(isinstance(word, str) for word in answers)
+        and (bracket is None or (len(bracket) == 2 and all(is_integer(c) for c in bracket)))
     )
 
 

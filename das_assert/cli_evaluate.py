@@ -19,6 +19,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from das_assert.tasks.price_tagging import INTERVENED_VARIABLES
     from das_assert.tasks.registry import causal_model_manifest
 
+    if args.drawn_brackets and args.bracket is not None:  # before the model loads
+        raise InvalidArgument("give --bracket LOW HIGH or --drawn-brackets, not both")
     model = load(args)
     fitted, manifest = load_saved(args.alignment, model)
     site = fitted.site.site  # as the file names it
@@ -109,8 +111,6 @@ def _take_recorded_prompts(args: argparse.Namespace, manifest: dict[str, Any]) -
         "bracket": tuple(recorded["bracket"]) if recorded["bracket"] else None,
     }
     if args.drawn_brackets:
-        if args.bracket is not None:
-            raise InvalidArgument("give --bracket LOW HIGH or --drawn-brackets, not both")
         del taken["bracket"]
     for option, value in taken.items():
         if getattr(args, option) is None:

@@ -39,6 +39,7 @@ from das_assert.tasks.price_tagging import (
     CAUSAL_MODELS,
     INTERVENED_VARIABLES,
     PriceFormat,
+    causal_model,
     check_bracket,
     check_variables,
     prompt_pairs,
@@ -91,9 +92,8 @@ class Experiment(KeywordsChecked):
         kept = _KEPT_DEFINITION.get()  # a copy made by keeping_definition
         if kept is not None and kept[0] == self.hypothesis:
             boxes, causal = kept[1], kept[2]
-        else:
-            check_variables(self.hypothesis, None)  # refuses an unknown name
-            boxes, causal = INTERVENED_VARIABLES[self.hypothesis], CAUSAL_MODELS[self.hypothesis]
+        else:  # causal_model refuses an unknown name
+            causal, boxes = causal_model(self.hypothesis), INTERVENED_VARIABLES[self.hypothesis]
         variables = check_variables(self.hypothesis, self.variables, (boxes, causal))
         object.__setattr__(self, "boxes", tuple(boxes))
         object.__setattr__(self, "causal", causal)

@@ -155,7 +155,7 @@ def _first_tokens_line(found: dict[str, Any]) -> str:
     if bos is None:
         return f"its first tokens: {shown}{more} (this tokenizer has no BOS token)"
     leading = next((i for i, token in enumerate(tokens) if token != bos), len(tokens))
-    start = {0: "does not start with", 1: "starts with"}.get(leading, "starts with")
+    start = "does not start with" if leading == 0 else "starts with"
     times = f" {leading} times" if leading > 1 else ""
     return f"its first tokens: {shown}{more} ({start} the BOS token {bos!r}{times})"
 
