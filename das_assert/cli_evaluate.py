@@ -14,7 +14,8 @@ __all__ = ["cmd_evaluate"]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from das_assert.experiment import TEST_STREAM, run_experiment
+    from das_assert.experiment import run_experiment
+    from das_assert.held_out import apart_from
     from das_assert.saved import load_saved
     from das_assert.tasks.price_tagging import INTERVENED_VARIABLES
     from das_assert.tasks.registry import causal_model_manifest
@@ -38,14 +39,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"{manifest['hypothesis']}; {hypothesis} needs {len(boxes)} ({', '.join(boxes)}). "
             "Evaluate it under a hypothesis with as many variables, or fit one for this one"
         )
+    trained_seed = int(manifest.get("seed", 0))
     if args.seed is None:  # the alignment's own seed: its test pairs, never its training pairs
-        args.seed = int(manifest.get("seed", 0))
-    elif args.seed + TEST_STREAM == int(manifest.get("seed", 0)):
-        print(
-            f"note: --seed {args.seed} draws its test pairs from the stream that trained "
-            f"{args.alignment} (seed {manifest['seed']}): its IIA is on pairs it was fitted to; "
-            "choose another seed for held-out pairs"
-        )
+        args.seed = trained_seed
     if hypothesis != manifest["hypothesis"]:
         print(
             f"note: {args.alignment} was trained for {manifest['hypothesis']}; scored here "
@@ -61,7 +57,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.variables = manifest["variable"].split("+")  # the variables it was trained on
     experiment = experiment_of(args, site, hypothesis, fitted.n_train, model)
     _note_other_prompts(args.alignment, recorded, experiment.data_record())
-    result = run_experiment(model, experiment, fitted.config, fitted=fitted)
+    # Another seed's test pairs stay apart from the pairs this alignment was fitted on (its
+    # seed's training stream), not only from the training stream of the seed given.
+    fitted_on: list[Any] = []
+    if trained_seed != experiment.seed:
+        fitted_on = experiment.keeping_definition(seed=trained_seed).train_pairs()
+    with apart_from(fitted_on):
+        result = run_experiment(model, experiment, fitted.config, fitted=fitted)
     if "restarts" in manifest:  # the best of several fits when saved: the report says so
         saved_as = {**manifest["restarts"], "from_file": str(args.alignment)}
         result = replace(result, restarts=saved_as)

@@ -7,6 +7,7 @@ interval, site, seed, baselines, the pairs themselves) and judges the frozen ali
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -198,14 +199,20 @@ class Experiment(KeywordsChecked):
         return self.held_out_pairs(self.n_test, self.seed + TEST_STREAM)
 
     def confirmation_pairs(self) -> list[PromptPair]:
-        """Fresh test pairs for a result chosen on its test pairs (a search's best cell)."""
-        return self.held_out_pairs(self.n_test, self.seed + CONFIRMATION_STREAM)
+        """Fresh test pairs for a result chosen on its test pairs (a search's best cell): none
+        a training or test pair."""
+        return self.held_out_pairs(
+            self.n_test, self.seed + CONFIRMATION_STREAM, also_apart_from=self.test_pairs()
+        )
 
-    def held_out_pairs(self, n: int, seed: int) -> list[PromptPair]:
-        """``n`` pairs of stream ``seed``, none a training pair (``das_assert.held_out``)."""
+    def held_out_pairs(
+        self, n: int, seed: int, *, also_apart_from: Iterable[PromptPair] = ()
+    ) -> list[PromptPair]:
+        """``n`` pairs of stream ``seed``, none a training pair nor one of ``also_apart_from``
+        (``das_assert.held_out``)."""
         from das_assert.held_out import held_out_pairs
 
-        return held_out_pairs(self, n, seed)
+        return held_out_pairs(self, n, seed, also_apart_from=also_apart_from)
 
     def disagreement_note(self) -> str:
         """Where the causal model's output differs from the task's own answer (Yes iff

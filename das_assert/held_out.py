@@ -1,13 +1,19 @@
-"""Held-out pairs (test, confirmation, development) that are not training pairs.
+"""Held-out pairs (test, confirmation, development, a variant's fresh pairs) that repeat none of
+the pairs they must stay apart from: the training pairs, and for pairs that judge a choice made
+on other held-out pairs, those too.
 
-Another stream of the sampler seldom repeats a training pair, but it does where the prompts can
-say few things: with one-decimal amounts in a fixed bracket, 126 of 800 test pairs were training
-pairs, and the IIA measured them partly on what the alignment was fitted to.
+Another stream of the sampler seldom repeats a pair, but it does where the prompts can say few
+things: with one-decimal amounts in a fixed bracket, 126 of 800 test pairs were training pairs,
+and the IIA measured them partly on what the alignment was fitted to; 97 of 800 "fresh"
+confirmation pairs were the test pairs that had picked the cell they confirmed.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from das_assert.data import PromptPair
@@ -16,52 +22,96 @@ from das_assert.errors import InvalidArgument
 if TYPE_CHECKING:
     from das_assert.experiment import Experiment
 
-__all__ = ["TOP_UP_STREAM", "held_out_pairs"]
+__all__ = ["TOP_UP_STREAM", "apart_from", "held_out_pairs", "hold_out", "pair_keys"]
 
 #: Where held-out pairs that repeat a training pair are replaced from: ``seed + k * TOP_UP_STREAM``.
 TOP_UP_STREAM = 400_009
 _TOP_UPS = 16
 
+PairKey = tuple[str, str, int]
 
-def _pair_key(pair: PromptPair) -> tuple[str, str, int]:
+#: Pairs that every held-out draw in this context also stays apart from (``apart_from``).
+_ALSO_APART: ContextVar[frozenset[PairKey]] = ContextVar("das_also_apart", default=frozenset())
+
+
+def _pair_key(pair: PromptPair) -> PairKey:
     return pair.base.text, pair.source.text, pair.variable_index
 
 
-def _pair_keys(pairs: list[PromptPair]) -> set[tuple[str, str, int]]:
+def pair_keys(pairs: Iterable[PromptPair]) -> set[PairKey]:
+    """What makes two pairs the same pair: their prompts' texts and the variable."""
     return {_pair_key(pair) for pair in pairs}
 
 
-def held_out_pairs(experiment: Experiment, n: int, seed: int) -> list[PromptPair]:
-    """``n`` pairs of ``experiment``'s sampler stream ``seed`` that are not its training pairs.
+@contextmanager
+def apart_from(pairs: Iterable[PromptPair]) -> Iterator[None]:
+    """Held-out pairs drawn inside this block also repeat none of ``pairs``: a saved
+    alignment's own training pairs, where it is scored at another seed than it was fitted at
+    (whose training stream is not that seed's)."""
+    token = _ALSO_APART.set(_ALSO_APART.get() | pair_keys(pairs))
+    try:
+        yield
+    finally:
+        _ALSO_APART.reset(token)
 
-    Pairs that repeat a training pair are left out, and pairs of the stream ``seed + k *
-    TOP_UP_STREAM`` with the same counterfactual answer and variable fill their places (the
-    pairs left out are mostly of one label: plain top-ups broke the stream's balance), none
-    twice. Where no training pair repeats, these are the stream's own ``n`` pairs.
+
+def held_out_pairs(
+    experiment: Experiment, n: int, seed: int, *, also_apart_from: Iterable[PromptPair] = ()
+) -> list[PromptPair]:
+    """``n`` pairs of ``experiment``'s sampler stream ``seed`` that are not its training pairs,
+    nor any of ``also_apart_from`` (see ``hold_out``).
 
     Raises:
-        InvalidArgument: the prompts cannot say ``n`` pairs besides the training ones.
+        InvalidArgument: the prompts cannot say ``n`` pairs besides those.
     """
-    training = _pair_keys(experiment.train_pairs())
-    own = experiment.pairs(n, seed)
-    kept = [pair for pair in own if _pair_key(pair) not in training]
-    places = Counter(_kind(pair) for pair in own if _pair_key(pair) in training)
-    taken = _pair_keys(kept)
+    apart = pair_keys(experiment.train_pairs()) | pair_keys(also_apart_from)
+    what = f"the {experiment.n_train} training pairs" + (
+        " and the test pairs" if also_apart_from else ""
+    )
+    return hold_out(
+        lambda k: experiment.pairs(n, k), n, seed, apart, what=what, name=experiment.hypothesis
+    )
+
+
+def hold_out(
+    draw: Callable[[int], list[PromptPair]],
+    n: int,
+    seed: int,
+    apart: set[PairKey],
+    *,
+    what: str,
+    name: str,
+) -> list[PromptPair]:
+    """The ``n`` pairs ``draw(seed)`` but those that repeat a pair of ``apart`` (or of an
+    enclosing ``apart_from``).
+
+    The pairs left out are replaced by pairs of the stream ``draw(seed + k * TOP_UP_STREAM)``
+    with the same counterfactual answer and variable (the pairs left out are mostly of one
+    label: plain top-ups broke the stream's balance), none twice. Where no pair repeats, these
+    are the stream's own ``n`` pairs.
+
+    Raises:
+        InvalidArgument: the prompts cannot say ``n`` pairs besides ``what`` (named so).
+    """
+    apart = apart | _ALSO_APART.get()
+    own = draw(seed)
+    kept = [pair for pair in own if _pair_key(pair) not in apart]
+    places = Counter(_kind(pair) for pair in own if _pair_key(pair) in apart)
+    taken = pair_keys(kept)
     for k in range(1, _TOP_UPS + 1):
         if not +places:
             break
-        for pair in experiment.pairs(n, seed + k * TOP_UP_STREAM):
+        for pair in draw(seed + k * TOP_UP_STREAM):
             key = _pair_key(pair)
-            if places[_kind(pair)] > 0 and key not in training and key not in taken:
+            if places[_kind(pair)] > 0 and key not in apart and key not in taken:
                 places[_kind(pair)] -= 1
                 taken.add(key)
                 kept.append(pair)
     if +places:
         raise InvalidArgument(
-            f"{experiment.hypothesis}: only {len(kept)} of {n} held-out pairs differ from the "
-            f"{experiment.n_train} training pairs in {_TOP_UPS + 1} draws: these prompts can "
-            "say too few things (a fixed bracket, one-decimal amounts); lower n_train or "
-            "n_test, or let the brackets be drawn"
+            f"{name}: only {len(kept)} of {n} held-out pairs differ from {what} in "
+            f"{_TOP_UPS + 1} draws: these prompts can say too few things (a fixed bracket, "
+            "one-decimal amounts); lower n_train or n_test, or let the brackets be drawn"
         )
     return kept
 

@@ -87,8 +87,13 @@ def restart_configs(config: FitConfig, restarts: int) -> list[FitConfig]:
 
 def development_pairs(experiment: Experiment, n: int | None = None) -> list[PromptPair]:
     """``n`` (default: as many as the test pairs) pairs of the claim from the development
-    stream, disjoint in stream from its training, test and confirmation pairs."""
-    return experiment.held_out_pairs(n or experiment.n_test, experiment.seed + DEV_STREAM)
+    stream, disjoint in stream from its training, test and confirmation pairs, and repeating
+    none of its training or test pairs (the test pairs judge the restart chosen here)."""
+    return experiment.held_out_pairs(
+        n or experiment.n_test,
+        experiment.seed + DEV_STREAM,
+        also_apart_from=experiment.test_pairs(),
+    )
 
 
 def choose_restart(

@@ -12,6 +12,7 @@ from das_assert.data import PromptPair, encode
 from das_assert.errors import InvalidArgument, PreconditionFailed
 from das_assert.evaluate import Evaluation, evaluate
 from das_assert.experiment import CONFIRMATION_STREAM, Experiment
+from das_assert.held_out import hold_out, pair_keys
 from das_assert.metrics import beside
 from das_assert.tasks.price_tagging import prompt_pairs
 
@@ -29,19 +30,30 @@ def variant_seed(seed: int, variant: Any) -> int:
 def variant_pairs(
     experiment: Experiment, variant: Any, n: int, *, edited: bool = True, fresh: bool = False
 ) -> list[PromptPair]:
-    """``n`` pairs of ``experiment``'s claim written as ``variant``; ``edited=False`` leaves the
-    amounts as drawn (no bound edge); ``fresh=True`` draws them from another stream of the
-    sampler, independent of the variant's own pairs (to confirm a break on)."""
-    seed = variant_seed(experiment.seed, variant) + (CONFIRMATION_STREAM if fresh else 0)
-    return prompt_pairs(
-        experiment.hypothesis,
-        n,
-        seed=seed,
-        fmt=variant.format().with_(template=experiment.fmt.template),  # the model's wrapper
-        bracket=variant.bracket,
-        variables=experiment.variables,
-        edit=variant.edit if edited else None,
-    )
+    """``n`` pairs of ``experiment``'s claim written as ``variant``, none a training pair of
+    the claim (a variant that writes the claim's own prompts would else be scored partly on
+    them); ``edited=False`` leaves the amounts as drawn (no bound edge); ``fresh=True`` draws
+    them from another stream of the sampler, repeating none of the variant's own pairs either
+    (to confirm a break on)."""
+
+    def draw(seed: int) -> list[PromptPair]:
+        return prompt_pairs(
+            experiment.hypothesis,
+            n,
+            seed=seed,
+            fmt=variant.format().with_(template=experiment.fmt.template),  # the model's wrapper
+            bracket=variant.bracket,
+            variables=experiment.variables,
+            edit=variant.edit if edited else None,
+        )
+
+    seed = variant_seed(experiment.seed, variant)
+    apart = pair_keys(experiment.train_pairs())
+    what = "the claim's training pairs"
+    if fresh:
+        apart |= pair_keys(hold_out(draw, n, seed, apart, what=what, name=experiment.hypothesis))
+        seed, what = seed + CONFIRMATION_STREAM, what + " and the variant's own pairs"
+    return hold_out(draw, n, seed, apart, what=what, name=experiment.hypothesis)
 
 
 def evaluate_variant(

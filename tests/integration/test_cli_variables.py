@@ -92,6 +92,22 @@ def test_evaluate_scores_on_the_alignments_own_seed_and_notes_another_hypothesis
     assert main(["evaluate", f"--alignment={saved}", "--n-test=40", f"--json={scored}"]) == 0
     (record,) = json.loads(scored.read_text())["results"]
     assert record["seed"] == 100003
+    # --seed 0 names that stream again: its test pairs stay apart from the pairs the alignment
+    # was fitted on, not only from seed 0's training stream (all 40 were training pairs)
+    from das_assert.experiment import Experiment
+
+    fitted_at = Experiment(hypothesis="left_boundary", site="block_output[layer=0, pos=last]")
+    training = fitted_at.keeping_definition(n_train=120, seed=100003).train_pairs()
+    fitted_on = {(p.base.text, p.source.text, p.variable_index) for p in training}
+    assert (
+        main(["evaluate", f"--alignment={saved}", "--seed=0", "--n-test=40", f"--json={scored}"])
+        == 0
+    )
+    (record,) = json.loads(scored.read_text())["results"]
+    judged = {(p["base_prompt"], p["source_prompt"], p["variable_index"]) for p in record["pairs"]}
+    assert record["seed"] == 0
+    assert len(judged) == 40
+    assert not judged & fitted_on
     capsys.readouterr()
     other = ["evaluate", f"--alignment={saved}", "--n-test=40", "--hypothesis=midpoint_distance"]
     main(other)

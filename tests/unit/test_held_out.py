@@ -11,7 +11,7 @@ import pytest
 from das_assert import held_out
 from das_assert.errors import InvalidArgument
 from das_assert.experiment import CONFIRMATION_STREAM, TEST_STREAM, Experiment
-from das_assert.restarts import development_pairs
+from das_assert.restarts import DEV_STREAM, development_pairs
 from das_assert.sites import Site
 from das_assert.tasks.price_tagging import PriceFormat
 
@@ -72,3 +72,56 @@ def test_test_pairs_of_another_training_size_are_not_served_from_the_shared_enco
         encoded = [_encoded(tiny_llama, exp, "test") for exp in (small, large)]
     for exp, found in zip((small, large), encoded, strict=True):
         assert [_key(pair) for pair in found.pairs] == [_key(pair) for pair in exp.test_pairs()]
+
+
+def test_pairs_that_judge_a_choice_repeat_none_of_the_test_pairs_that_made_it() -> None:
+    # The confirmation pairs confirm a cell its test pairs picked, and the test pairs judge the
+    # restart the development pairs picked: 97 and 113 of 800 were test pairs.
+    exp = _experiment(fmt=PriceFormat(numbers="one_decimal"), bracket=(130, 850))
+    test = {_key(pair) for pair in exp.test_pairs()}
+    for stream, pairs in (
+        (CONFIRMATION_STREAM, exp.confirmation_pairs()),
+        (DEV_STREAM, development_pairs(exp)),
+    ):
+        own_stream = exp.pairs(exp.n_test, exp.seed + stream)
+        assert sum(_key(pair) in test for pair in own_stream) > 50  # the case is real
+        assert len(pairs) == exp.n_test
+        assert not test & {_key(pair) for pair in pairs}
+        answers = Counter((pair.expected, pair.variable_index) for pair in pairs)
+        assert answers == Counter((pair.expected, pair.variable_index) for pair in own_stream)
+
+
+def test_a_variants_pairs_repeat_no_training_pair_and_its_fresh_pairs_none_of_its_own() -> None:
+    from das_assert.strategies import PromptVariant
+    from das_assert.variants import variant_pairs, variant_seed
+
+    exp = _experiment(fmt=PriceFormat(numbers="one_decimal"), bracket=(130, 850))
+    training = {_key(pair) for pair in exp.train_pairs()}
+    # a variant that writes the claim's own prompts: 51 of 400 of its pairs were training pairs
+    same = PromptVariant(numbers="one_decimal", bracket=(130, 850))
+    drawn = exp.pairs(400, variant_seed(exp.seed, same))  # the variant's stream, as drawn
+    assert sum(_key(pair) in training for pair in drawn) > 20  # the case is real
+    own = variant_pairs(exp, same, 400)
+    assert len(own) == 400
+    assert not training & {_key(pair) for pair in own}
+    # a break is confirmed on fresh pairs: 24 of 400 were the variant's own
+    other = PromptVariant(numbers="one_decimal", bracket=(70, 913))
+    own = variant_pairs(exp, other, 400)
+    fresh = variant_pairs(exp, other, 400, fresh=True)
+    assert len(fresh) == 400
+    assert not {_key(p) for p in own} & {_key(p) for p in fresh}
+    assert variant_pairs(exp, other, 400, fresh=True) == fresh  # seeded: a replay
+
+
+def test_held_out_pairs_drawn_apart_from_given_pairs_repeat_none_of_them() -> None:
+    # evaluate --seed S of an alignment fitted at seed 0: its test pairs stayed apart from
+    # seed S's training stream only, and 142 of 800 were the pairs it was fitted on.
+    fitted_at = _experiment(fmt=PriceFormat(numbers="one_decimal"), bracket=(130, 850))
+    scored_at = replace(fitted_at, seed=1)
+    fitted_on = {_key(pair) for pair in fitted_at.train_pairs()}
+    assert sum(_key(pair) in fitted_on for pair in scored_at.test_pairs()) > 50
+    with held_out.apart_from(fitted_at.train_pairs()):
+        test = scored_at.test_pairs()
+    assert len(test) == 800
+    assert not fitted_on & {_key(pair) for pair in test}
+    assert scored_at.test_pairs() != test  # the block's own: gone after it
