@@ -60,7 +60,8 @@ def pytest_configure(config: pytest.Config) -> None:
         from das_assert.termination import term_as_interrupt
 
         config.stash[_RESTORE_SIGTERM] = term_as_interrupt()
-    register_profiles()
+    if str(config.getoption("hypothesis_profile", None) or "").startswith("das-"):
+        register_profiles()  # hypothesis loads the profile named at its own configure
     check_output_paths(config)  # first: the reports of a usage error below are written there
     try:
         _check_options(config)

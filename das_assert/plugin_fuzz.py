@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +72,13 @@ def apply_fuzz_profile(config: pytest.Config, items: list[pytest.Item]) -> None:
     tests keep their own settings. A fuzz test with its own ``@settings``, or a run with
     ``--hypothesis-profile``, keeps what the user chose, but for what every das fuzz test needs
     (``runnable``). ``--hypothesis-verbosity`` and ``--hypothesis-explain`` apply on top of the
-    das profile."""
+    das profile. A run whose tests import no hypothesis has no fuzz test: hypothesis, about a
+    second to import, is not imported for it."""
+    if "hypothesis" not in sys.modules:
+        return
     from hypothesis import Phase, Verbosity, settings
 
+    register_profiles()
     profile = settings.get_profile(f"das-{config.getoption('das_profile') or 'ci'}")
     if config.getoption("hypothesis_seed", None) is not None and profile.derandomize:
         profile = settings(profile, derandomize=False)  # derandomize would ignore the seed

@@ -57,6 +57,26 @@ def test_a_run_without_das_tests_never_imports_torch(
         assert environment["torch_threads"] is None
 
 
+def test_a_run_without_fuzz_tests_never_imports_hypothesis(pytester: pytest.Pytester) -> None:
+    """Without hypothesis' own plugin (``-p no:hypothesispytest``, or a hypothesis whose plugin
+    imports it only for its tests), the plugin alone imported hypothesis, about a second, on
+    every run and on ``pytest --help``."""
+    pytester.makepyfile("def test_plain():\n    assert True\n")
+    pytester.makeconftest(
+        """
+        import sys
+
+        def pytest_unconfigure(config):
+            print("hypothesis loaded:", "hypothesis" in sys.modules)
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-s"
+    )
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*hypothesis loaded: False*"])
+
+
 def test_only_the_plugins_fixtures_make_a_test_a_das_test(pytester: pytest.Pytester) -> None:
     """A user's ``dashboard`` or ``dask_client`` fixture starts with "das" too: such a test kept
     the ``das`` mark, so ``-m "not das"`` dropped it."""
