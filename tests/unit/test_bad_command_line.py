@@ -491,21 +491,3 @@ def test_a_command_without_causal_models_refuses_the_option_without_running_the_
     assert stopped.value.code == 2
     assert "unrecognized arguments: --causal-models" in capsys.readouterr().err
     assert not ran.exists()
-
-
-def test_evaluate_notes_a_seed_whose_test_pairs_trained_the_alignment(
-    ctx: Ctx, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Seed S's test pairs are seed S + 100003's training pairs: scoring an alignment trained
-    at 100003 with --seed 0 scores it on the pairs it was fitted to."""
-    from test_bad_artifacts import alignment_with_manifest
-
-    from das_assert.fit import FitConfig
-
-    path = alignment_with_manifest(ctx, seed=100_003, fit=FitConfig().as_dict())
-    model = str(ctx.model_dir())
-    argv = ["evaluate", "--model", model, "--alignment", str(path), "--n-test", "8"]
-    main([*argv, "--seed", "0", "--min-task-accuracy", "0"])
-    assert "its IIA is on pairs it was fitted to" in capsys.readouterr().out
-    main([*argv, "--seed", "1", "--min-task-accuracy", "0"])
-    assert "fitted to" not in capsys.readouterr().out
