@@ -30,6 +30,7 @@ from das_assert.errors import (
 )
 from das_assert.evaluate import base_answers, evaluate
 from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
+from das_assert.held_out import also_apart
 from das_assert.metrics import beside, check_threshold
 from das_assert.model_state import gradients_on, measured_as_frozen
 from das_assert.models import LoadedModel
@@ -448,6 +449,7 @@ def _encoded(model: LoadedModel, experiment: Experiment, which: str) -> EncodedP
         id(exp.causal),  # registered again under its name (replace=True): other pairs
         exp.variables,
         exp.n_train if which == "train" else (exp.n_train, exp.n_test),  # held_out: less train
+        None if which == "train" else also_apart(),  # and less what an apart_from block names
         exp.seed,
         exp.fmt,
         exp.bracket,

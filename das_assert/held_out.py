@@ -22,7 +22,7 @@ from das_assert.errors import InvalidArgument
 if TYPE_CHECKING:
     from das_assert.experiment import Experiment
 
-__all__ = ["TOP_UP_STREAM", "apart_from", "held_out_pairs", "hold_out", "pair_keys"]
+__all__ = ["TOP_UP_STREAM", "also_apart", "apart_from", "held_out_pairs", "hold_out", "pair_keys"]
 
 #: Where held-out pairs that repeat a training pair are replaced from: ``seed + k * TOP_UP_STREAM``.
 TOP_UP_STREAM = 400_009
@@ -53,6 +53,12 @@ def apart_from(pairs: Iterable[PromptPair]) -> Iterator[None]:
         yield
     finally:
         _ALSO_APART.reset(token)
+
+
+def also_apart() -> frozenset[PairKey]:
+    """The pairs an enclosing ``apart_from`` keeps held-out draws from (part of what makes
+    a set of test pairs the same set)."""
+    return _ALSO_APART.get()
 
 
 def held_out_pairs(

@@ -125,3 +125,21 @@ def test_held_out_pairs_drawn_apart_from_given_pairs_repeat_none_of_them() -> No
     assert len(test) == 800
     assert not fitted_on & {_key(pair) for pair in test}
     assert scored_at.test_pairs() != test  # the block's own: gone after it
+
+
+def test_test_pairs_drawn_apart_from_given_pairs_are_not_served_from_the_shared_encoding(
+    tiny_llama: Any,
+) -> None:
+    from das_assert.experiment import _encoded
+    from das_assert.sharing import sharing
+
+    fitted_at = _experiment(fmt=PriceFormat(numbers="one_decimal"), bracket=(130, 850), n_train=200)
+    scored_at = replace(fitted_at, seed=1)
+    with sharing():
+        plain = _encoded(tiny_llama, scored_at, "test")
+        with held_out.apart_from(fitted_at.train_pairs()):
+            apart = _encoded(tiny_llama, scored_at, "test")
+            expected = scored_at.test_pairs()
+    assert [_key(pair) for pair in plain.pairs] == [_key(p) for p in scored_at.test_pairs()]
+    assert [_key(pair) for pair in apart.pairs] == [_key(pair) for pair in expected]
+    assert apart.pairs != plain.pairs
