@@ -11,18 +11,27 @@ confirmation pairs were the test pairs that had picked the cell they confirmed.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Set
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from das_assert.data import PromptPair
 from das_assert.errors import InvalidArgument
+from das_assert.sharing import shared
 
 if TYPE_CHECKING:
     from das_assert.experiment import Experiment
 
-__all__ = ["TOP_UP_STREAM", "also_apart", "apart_from", "held_out_pairs", "hold_out", "pair_keys"]
+__all__ = [
+    "TOP_UP_STREAM",
+    "also_apart",
+    "apart_from",
+    "held_out_pairs",
+    "hold_out",
+    "pair_keys",
+    "training_keys",
+]
 
 #: Where held-out pairs that repeat a training pair are replaced from: ``seed + k * TOP_UP_STREAM``.
 TOP_UP_STREAM = 400_009
@@ -41,6 +50,18 @@ def _pair_key(pair: PromptPair) -> PairKey:
 def pair_keys(pairs: Iterable[PromptPair]) -> set[PairKey]:
     """What makes two pairs the same pair: their prompts' texts and the variable."""
     return {_pair_key(pair) for pair in pairs}
+
+
+def training_keys(experiment: Experiment) -> frozenset[PairKey]:
+    """``pair_keys`` of ``experiment``'s training pairs, drawn once per recipe inside
+    ``sharing()`` (a fuzz test holds every variant's pairs out of them)."""
+    e = experiment
+    recipe = ("training_keys", e.hypothesis, id(e.causal), e.variables, e.n_train, e.seed)
+    return shared(
+        (*recipe, e.fmt, e.bracket),
+        lambda: frozenset(pair_keys(e.train_pairs())),
+        owners=(e.causal,),
+    )
 
 
 @contextmanager
@@ -70,7 +91,7 @@ def held_out_pairs(
     Raises:
         InvalidArgument: the prompts cannot say ``n`` pairs besides those.
     """
-    apart = pair_keys(experiment.train_pairs()) | pair_keys(also_apart_from)
+    apart = training_keys(experiment) | pair_keys(also_apart_from)
     what = f"the {experiment.n_train} training pairs" + (
         " and the test pairs" if also_apart_from else ""
     )
@@ -83,7 +104,7 @@ def hold_out(
     draw: Callable[[int], list[PromptPair]],
     n: int,
     seed: int,
-    apart: set[PairKey],
+    apart: Set[PairKey],
     *,
     what: str,
     name: str,

@@ -5,6 +5,7 @@ call this once per distinct variant."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Set
 from typing import Any
 
 from das_assert.alignment_result import AlignmentResult
@@ -12,7 +13,7 @@ from das_assert.data import PromptPair, encode
 from das_assert.errors import InvalidArgument, PreconditionFailed
 from das_assert.evaluate import Evaluation, evaluate
 from das_assert.experiment import CONFIRMATION_STREAM, Experiment
-from das_assert.held_out import hold_out, pair_keys
+from das_assert.held_out import PairKey, hold_out, pair_keys, training_keys
 from das_assert.metrics import beside
 from das_assert.tasks.price_tagging import prompt_pairs
 
@@ -48,7 +49,7 @@ def variant_pairs(
         )
 
     seed = variant_seed(experiment.seed, variant)
-    apart = pair_keys(experiment.train_pairs())
+    apart: Set[PairKey] = training_keys(experiment)
     what = "the claim's training pairs"
     if fresh:
         apart |= pair_keys(hold_out(draw, n, seed, apart, what=what, name=experiment.hypothesis))
