@@ -30,7 +30,7 @@ from das_assert.errors import (
 )
 from das_assert.evaluate import base_answers, evaluate
 from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
-from das_assert.held_out import also_apart
+from das_assert.held_out import also_apart, held_out_pairs
 from das_assert.metrics import beside, check_threshold
 from das_assert.model_state import gradients_on, measured_as_frozen
 from das_assert.models import LoadedModel
@@ -211,8 +211,6 @@ class Experiment(KeywordsChecked):
     ) -> list[PromptPair]:
         """``n`` pairs of stream ``seed``, none a training pair nor one of ``also_apart_from``
         (``das_assert.held_out``)."""
-        from das_assert.held_out import held_out_pairs
-
         return held_out_pairs(self, n, seed, also_apart_from=also_apart_from)
 
     def disagreement_note(self) -> str:

@@ -56,9 +56,9 @@ def training_keys(experiment: Experiment) -> frozenset[PairKey]:
     """``pair_keys`` of ``experiment``'s training pairs, drawn once per recipe inside
     ``sharing()`` (a fuzz test holds every variant's pairs out of them)."""
     e = experiment
-    recipe = ("training_keys", e.hypothesis, id(e.causal), e.variables, e.n_train, e.seed)
+    recipe = (e.hypothesis, id(e.causal), e.variables, e.n_train, e.seed, e.fmt, e.bracket)
     return shared(
-        (*recipe, e.fmt, e.bracket),
+        ("training_keys", *recipe),
         lambda: frozenset(pair_keys(e.train_pairs())),
         owners=(e.causal,),
     )
@@ -91,9 +91,10 @@ def held_out_pairs(
     Raises:
         InvalidArgument: the prompts cannot say ``n`` pairs besides those.
     """
-    apart = training_keys(experiment) | pair_keys(also_apart_from)
+    others = pair_keys(also_apart_from)
+    apart = training_keys(experiment) | others
     what = f"the {experiment.n_train} training pairs" + (
-        " and the test pairs" if also_apart_from else ""
+        f" and {len(others)} other pairs" if others else ""
     )
     return hold_out(
         lambda k: experiment.pairs(n, k), n, seed, apart, what=what, name=experiment.hypothesis
