@@ -21,6 +21,7 @@ are errors that name the key.
 from __future__ import annotations
 
 import re
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,7 @@ def _search_table(raw: Any, where: str) -> dict[str, Any]:
                 f"{where} has an unknown key {name!r}; allowed: {', '.join(SEARCH_KEYS)}."
                 + did_you_mean(str(name), SEARCH_KEYS)
             )
+    raw = {name: value for name, value in raw.items() if value is not None}  # null: absent
     for name in ("layers", "positions"):
         if not raw.get(name):
             raise ConfigError(
@@ -184,6 +186,8 @@ def _search_table(raw: Any, where: str) -> dict[str, Any]:
             isinstance(v, int) and not isinstance(v, bool) for v in values
         ):
             raise ConfigError(f"{where}.{name} must be a list of layer numbers, got {values!r}")
+        if len(set(values)) != len(values):  # the same cell twice, the second overwriting it
+            raise ConfigError(f"{where}.{name}: {values} lists a layer twice; list it once")
     from das_assert.errors import InvalidArgument
     from das_assert.positions import check_distinct_positions, parse_position
 
@@ -278,10 +282,15 @@ def load_settings(path: Path) -> dict[str, ModelSettings]:
         raise ConfigError(
             f"{path} is empty; it needs a `models:` mapping (see README, Writing a hypothesis)"
         )
-    if not isinstance(raw, dict) or set(raw) - {"models"}:
-        extra = sorted(set(raw) - {"models"}) if isinstance(raw, dict) else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{path}: the top level must be a mapping that holds only `models:`, found a "
+            f"{type(raw).__name__} ({reprlib.repr(raw)})"
+        )
+    if set(raw) - {"models"}:
+        extra = sorted(map(str, set(raw) - {"models"}))
         message = f"{path}: the top level must hold only `models:`, found {extra!r}"
-        if isinstance(extra, list) and (hint := did_you_mean(str(extra[0]), ["models"])):
+        if hint := did_you_mean(extra[0], ["models"]):
             message += "." + hint
         raise ConfigError(message)
     models = raw.get("models")

@@ -151,6 +151,18 @@ CASES = [
         r"the top level must hold only `models:`, found \['model'\]\. Did you mean 'models'\?$",
         id="load_settings(<das.yaml: top-level key 'model'>)",
     ),
+    pytest.param(  # an IndexError from the hint for a misspelt key
+        lambda c: load_settings(yaml_file(c, "[]\n")),
+        ConfigError,
+        r"the top level must be a mapping that holds only `models:`, found a list \(\[\]\)$",
+        id="load_settings(<das.yaml: an empty list>)",
+    ),
+    pytest.param(  # a TypeError from sorting an int key beside a str one
+        lambda c: load_settings(yaml_file(c, "1: x\nextra: y\n" + GOOD_YAML)),
+        ConfigError,
+        r"the top level must hold only `models:`, found \['1', 'extra'\]$",
+        id="load_settings(<das.yaml: top-level keys 1 and extra>)",
+    ),
     pytest.param(
         lambda c: load_settings(yaml_file(c, GOOD_YAML + "    thresold: {midpoint: 0.5}\n")),
         ConfigError,
@@ -268,6 +280,14 @@ CASES = [
         ConfigError,
         r"search\.expect_positions: \['last-0'\] not among the searched positions \['last'\]",
         id="load_settings(<das.yaml: search.expect_positions spelt otherwise>)",
+    ),
+    pytest.param(  # search() refused it later, naming no das.yaml key
+        lambda c: load_settings(
+            yaml_file(c, GOOD_YAML + "    search: {layers: [0, 0], positions: [last]}\n")
+        ),
+        ConfigError,
+        r"models\.embedded\.search\.layers: \[0, 0\] lists a layer twice; list it once",
+        id="load_settings(<das.yaml: search.layers [0, 0]>)",
     ),
     pytest.param(
         lambda c: load_settings(yaml_file(c, GOOD_YAML + "    search: {layers: [0, 1]}\n")),
@@ -438,3 +458,12 @@ def test_a_threshold_key_one_typo_from_a_causal_model_is_named_and_a_longer_name
         "das.yaml: models.m.thresholds.lfet_boundary.each",
     ]
     assert "did you mean 'left_boundary.each'?" in found[1]
+
+
+def test_an_empty_search_key_counts_as_absent_as_at_the_top_level(tmp_path: Path) -> None:
+    # `n_train:` left empty under search: was kept as None, and the search test then failed
+    # with "n_train=None: a number of pairs", naming no das.yaml key
+    text = GOOD_YAML + "    search: {layers: [0], positions: [last], n_train: , epochs: null}\n"
+    path = tmp_path / "das.yaml"
+    path.write_text(text)
+    assert load_settings(path)["embedded"].search == {"layers": [0], "positions": ["last"]}
