@@ -24,6 +24,7 @@ def load_config(directory: Path, trust_remote_code: bool) -> Any:
         OSError,
         TypeError,
         ArithmeticError,
+        RecursionError,  # json nested past the interpreter's limit: damaged
         *_strict_errors(),
     )
     try:
@@ -37,7 +38,7 @@ def load_config(directory: Path, trust_remote_code: bool) -> Any:
                 f"the config.json in {str(directory)!r} holds a value transformers rejects: "
                 f"{_last_line(reason)}; restore the model's own config.json"
             ) from None
-        if isinstance(exc, json.JSONDecodeError) or "valid JSON" in reason:
+        if isinstance(exc, json.JSONDecodeError | RecursionError) or "valid JSON" in reason:
             raise ModelLoadError(
                 f"cannot read the model config in {str(directory)!r}: {reason}; config.json is "
                 "damaged: re-save the model with save_pretrained(dir)"
@@ -86,7 +87,7 @@ def _tokenizer_code(directory: Path) -> str | None:
     for name in ("tokenizer_config.json", "config.json"):
         try:
             settings = json.loads((directory / name).read_bytes())
-        except (OSError, ValueError):  # absent, or damaged: the loaders say so themselves
+        except (OSError, ValueError, RecursionError):  # absent, or damaged: the loaders say so
             continue
         auto_map = settings.get("auto_map") if isinstance(settings, dict) else None
         # a list is the older form of a tokenizer's: [slow class, fast class]

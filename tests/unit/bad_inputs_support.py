@@ -89,6 +89,13 @@ def dir_with_garbage_config(ctx: Ctx) -> Path:
     return target
 
 
+def dir_with_deeply_nested(ctx: Ctx, name: str) -> Path:
+    """The tiny model with ``name`` (a JSON file) nested past json's recursion limit."""
+    target = copy_of_tiny_model(ctx)
+    (target / name).write_text("[" * 200_000 + "]" * 200_000)
+    return target
+
+
 def dir_with_unknown_architecture(ctx: Ctx) -> Path:
     target = ctx.tmp_path / "strange"
     target.mkdir()

@@ -19,6 +19,7 @@ from bad_inputs_support import (
     dir_with_a_tensor_deleted,
     dir_with_config_change,
     dir_with_corrupt_tokenizer,
+    dir_with_deeply_nested,
     dir_with_garbage_config,
     dir_with_layer_count,
     dir_with_pickled_weights_only,
@@ -127,6 +128,18 @@ CASES = [
         ModelLoadError,
         r"cannot read the model config in .*valid JSON file; config\.json is damaged: re-save",
         id="load_model(<config.json that is not JSON>)",
+    ),
+    pytest.param(  # a RecursionError traceback, exit 3 on the command line
+        lambda c: load_model(dir_with_deeply_nested(c, "config.json")),
+        ModelLoadError,
+        r"cannot read the model config in .*maximum recursion depth.*config\.json is damaged",
+        id="load_model(<config.json nested 200,000 deep>)",
+    ),
+    pytest.param(
+        lambda c: load_model(dir_with_deeply_nested(c, "tokenizer_config.json")),
+        ModelLoadError,
+        r"cannot load the tokenizer in .*maximum recursion depth.*tokenizer\.save_pretrained",
+        id="load_model(<tokenizer_config.json nested 200,000 deep>)",
     ),
     pytest.param(
         lambda c: load_model(c.model_dir(), device_map="bogus"),
