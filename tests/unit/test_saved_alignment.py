@@ -60,3 +60,21 @@ def test_a_saved_alignment_scored_again_keeps_its_own_fit_settings(
     again = run_experiment(tiny_llama, experiment(), fitted=fitted)
     assert again.to_dict()["fit"] == result.to_dict()["fit"]
     assert again.controls == result.controls == ("noop",)
+
+
+def test_a_path_that_cannot_be_written_is_refused_in_one_readable_sentence(
+    tiny_llama: Any, tmp_path: Path
+) -> None:
+    # the reason was put after ": ", which it brings itself: "to 'D':  is a directory"
+    result = run_experiment(tiny_llama, experiment(), CONFIG)
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(InvalidArgument) as raised:
+        result.save(tmp_path)
+    assert str(raised.value) == (
+        f"cannot save the alignment to {str(tmp_path)!r} is a directory; name a file inside it"
+    )
+    with pytest.raises(InvalidArgument) as raised:
+        result.save(tmp_path / "afile" / "x.safetensors")
+    assert str(raised.value).endswith(
+        f".safetensors': {tmp_path / 'afile'} is a file, not a directory"
+    )
