@@ -30,6 +30,7 @@ _ENTRY = re.compile(r"^[0-9a-f]{32}\.safetensors$")
 _LOCK = re.compile(r"^([0-9a-f]{32})\.lock$")
 _HEADER_LIMIT = 64 * 2**20  # a manifest with a training history is kilobytes
 NOT_OURS = "not written by das_assert"
+NOT_READABLE = "not readable by this user"  # another user's entry in a shared cache: kept
 LOCK_KEPT_S = 86_400.0  # a lock of a gone entry younger than a day may belong to a starting fit
 
 
@@ -46,8 +47,13 @@ class CacheEntry:
     @property
     def unknown(self) -> bool:
         """Written before entries recorded their version: a run may read it still."""
-        manifest = self.manifest or {}
-        return self.stale is None and "das_assert_version" not in manifest
+        manifest = self.manifest
+        return self.stale is None and manifest is not None and "das_assert_version" not in manifest
+
+    @property
+    def not_readable(self) -> bool:
+        """This user may not read it (another user's, in a shared cache): not stale."""
+        return self.manifest is None and self.stale is None
 
     def as_dict(self) -> dict[str, Any]:
         manifest = self.manifest or {}
@@ -62,6 +68,7 @@ class CacheEntry:
             "seed": manifest.get("seed"),
             "stale": self.stale,
             "provenance_unknown": self.unknown,
+            "not_readable": self.not_readable,
         }
 
 
@@ -78,6 +85,8 @@ def _manifest(path: Path) -> dict[str, Any] | str:
                 return "unreadable (no safetensors header)"
             header = json.loads(handle.read(length))
         manifest = json.loads(header["__metadata__"]["manifest"])
+    except PermissionError:  # its owner's runs read it
+        return NOT_READABLE
     except OSError as exc:
         return f"unreadable ({exc.strerror or exc})"
     except (KeyError, TypeError):  # a safetensors file, but not one das_assert wrote
@@ -129,14 +138,18 @@ def cache_entries(directory: Path) -> list[CacheEntry]:
             continue
         manifest = found if isinstance(found, dict) else None
         stale = _staleness(found) if isinstance(found, dict) else found
+        stale = None if found == NOT_READABLE else stale
         entries.append(CacheEntry(path, info.st_size, info.st_mtime, manifest, stale))
     return sorted(entries, key=lambda entry: (entry.last_used, entry.path.name))
 
 
-def _orphan_locks(directory: Path, now: float, *, delete: bool = False) -> list[Path]:
-    """Locks of entries that are gone, a day old, that no run holds now; ``delete`` removes
-    each while holding it, so a run that opened it meanwhile finds it gone once it has the
-    lock and opens the new one (``cache.training_lock``)."""
+def _orphan_locks(
+    directory: Path, now: float, *, delete: bool = False
+) -> list[tuple[Path, str | None]]:
+    """Locks of entries that are gone, a day old, that no run holds now, each with why it
+    could not be deleted (or None); ``delete`` removes each while holding it, so a run that
+    opened it meanwhile finds it gone once it has the lock and opens the new one
+    (``cache.training_lock``)."""
     from das_assert.cache import fcntl
 
     found = []
@@ -154,11 +167,17 @@ def _orphan_locks(directory: Path, now: float, *, delete: bool = False) -> list[
             continue
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held by a run
+            os.close(handle)
+            continue
+        try:
             if delete:
                 path.unlink()
-            found.append(path)
-        except OSError:  # held by a run, or gone
+            found.append((path, None))
+        except FileNotFoundError:
             continue
+        except OSError as exc:  # a sticky shared folder: another user's
+            found.append((path, exc.strerror or str(exc)))
         finally:
             os.close(handle)
     return found
@@ -187,6 +206,7 @@ def cache_listing(directory: Path) -> dict[str, Any]:
         "bytes": sum(entry.size for entry in entries),
         "stale": sum(entry.stale is not None for entry in entries),
         "provenance_unknown": sum(entry.unknown for entry in entries),
+        "not_readable": sum(entry.not_readable for entry in entries),
         "orphan_locks": len(_orphan_locks(directory, time.time())),
         "left_temporaries": len(left_temporaries(directory, time.time())),
         "models": sorted(models.values(), key=lambda row: row["last_used"], reverse=True),
@@ -218,14 +238,20 @@ def prune_cache(
                 why = f"not deleted ({exc.strerror or exc}): {why}"
         removed.append({"file": path.name, "why": why})
     for temporary in left_temporaries(directory, now):
+        why = "left by a killed writer"
         if not dry_run:
             try:
                 temporary.unlink()
-            except OSError:
+            except FileNotFoundError:
                 continue
-        removed.append({"file": temporary.name, "why": "left by a killed writer"})
-    for lock in _orphan_locks(directory, now, delete=not dry_run):
-        removed.append({"file": lock.name, "why": "the lock of an entry that is gone"})
+            except OSError as exc:
+                why = f"not deleted ({exc.strerror or exc}): {why}"
+        removed.append({"file": temporary.name, "why": why})
+    for lock, problem in _orphan_locks(directory, now, delete=not dry_run):
+        why = "the lock of an entry that is gone"
+        removed.append(
+            {"file": lock.name, "why": f"not deleted ({problem}): {why}" if problem else why}
+        )
     return removed
 
 
@@ -233,7 +259,7 @@ def _short(fingerprint: Any) -> str:
     """A model fingerprint (the sha256 of its weights, tokenizer and config) in a few digits."""
     if isinstance(fingerprint, dict):
         return f"weights {str(fingerprint.get('weights', '?'))[:12]}"
-    return str(fingerprint or "fingerprint not recorded")[:12]
+    return str(fingerprint)[:12] if fingerprint else "fingerprint not recorded"
 
 
 def _count(n: int, one: str, many: str) -> str:
@@ -260,10 +286,19 @@ def listing_text(listing: dict[str, Any]) -> str:
         )
     for row in listing["models"]:
         name = row["model"] or "model name not recorded"
+        if row["model"] or row["fingerprint"]:
+            name = f"{name} ({_short(row['fingerprint'])})"
+        else:  # damaged, or another user's
+            name = "entries without a manifest this user can read"
         entries = _count(row["entries"], "entry", "entries")
         lines.append(
-            f"  {name} ({_short(row['fingerprint'])}): {entries}, {_mib(row['bytes'])}, "
+            f"  {name}: {entries}, {_mib(row['bytes'])}, "
             f"{row['stale']} stale, last used {row['last_used']} UTC"
+        )
+    if listing["not_readable"]:
+        lines.append(
+            f"  {listing['not_readable']} not readable by this user (another user's: kept by "
+            "--prune-stale; --prune-unused DAYS deletes them once unused)"
         )
     if listing["orphan_locks"]:
         lines.append(

@@ -214,3 +214,66 @@ def test_what_killed_writers_left_is_listed_and_pruned(tmp_path: Path) -> None:
     assert not left.exists()
     assert live.exists()
     assert fresh.exists()
+
+
+def test_another_users_entry_this_user_may_not_read_is_kept_by_prune_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # under umask 077 in a shared cache: "unreadable (Permission denied)" counted it stale,
+    # and --prune-stale deleted an entry its owner's runs read
+    from das_assert import cache_admin
+    from das_assert.cache_admin import listing_text
+
+    cache = AlignmentCache(tmp_path)
+    theirs = _entry(cache, _key(1), **CURRENT)
+    damaged = tmp_path / f"{_key(2)}.safetensors"
+    damaged.write_bytes(b"\x00" * 40)
+
+    def refusing(path: Path, *args: object, **kwargs: object) -> object:
+        if Path(path) == theirs:
+            raise PermissionError(13, "Permission denied", str(path))
+        return open(path, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(cache_admin, "open", refusing, raising=False)
+    listing = cache_listing(tmp_path)
+    assert (listing["stale"], listing["not_readable"], listing["provenance_unknown"]) == (1, 1, 0)
+    text = listing_text(listing)
+    assert "  1 not readable by this user (another user's: kept by --prune-stale;" in text
+    # the row of entries without a manifest: it read "model name not recorded (fingerprint )"
+    assert "  entries without a manifest this user can read: 2 entries" in text
+    removed = prune_cache(tmp_path, stale=True, unused_days=None, dry_run=False)
+    assert [row["file"] for row in removed] == [damaged.name]
+    assert theirs.exists()
+
+
+def test_a_prune_names_the_temporaries_and_locks_it_could_not_delete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # in a sticky shared folder another user's files stay: the prune said nothing of them, and
+    # the listing after it still said "a prune deletes them"
+    left = tmp_path / f".{_key(1)}.safetensors.k3j2x_1.tmp"
+    lock = tmp_path / f"{_key(2)}.lock"
+    for path in (left, lock):
+        path.write_bytes(b"")
+        os.utime(path, (time.time() - 2 * DAY,) * 2)
+    real_unlink = Path.unlink
+
+    def refusing(path: Path, missing_ok: bool = False) -> None:
+        if path in (left, lock):
+            raise PermissionError(1, "Operation not permitted", str(path))
+        real_unlink(path, missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refusing)
+    removed = prune_cache(tmp_path, stale=True, unused_days=None, dry_run=False)
+    assert removed == [
+        {
+            "file": left.name,
+            "why": "not deleted (Operation not permitted): left by a killed writer",
+        },
+        {
+            "file": lock.name,
+            "why": "not deleted (Operation not permitted): the lock of an entry that is gone",
+        },
+    ]
+    assert left.exists()
+    assert lock.exists()
