@@ -10,6 +10,7 @@ never skipped: it is what a ``--das-compare`` naming it would stop on.
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +26,12 @@ from das_assert.baseline import (
 )
 from das_assert.errors import DasError, InvalidArgument
 
-__all__ = ["baseline_listing", "listing_text"]
+__all__ = ["OURS", "baseline_listing", "foreign_files", "listing_text", "ours"]
+
+OURS = (".safetensors",)  # what a saving run writes into its folder, besides its token
+# and the temporary file of an alignment's atomic write (store.atomic_write_bytes), left where
+# the run was killed mid-write
+_TEMPORARY = re.compile(r"^\..+\.safetensors\.[a-z0-9_]+\.tmp$")
 
 
 def baseline_listing(root: Path, *, model: str | None = None) -> dict[str, Any]:
@@ -71,6 +77,10 @@ def _model_block(folder: Path, now: float) -> dict[str, Any]:
                 others[-1]["saved"] = True
         elif sub.name not in stems:
             others.append({"folder": sub.name, "state": "orphaned", "since": None})
+        else:
+            continue
+        if others[-1]["state"] != "reserved" and not others[-1].get("saved"):
+            others[-1]["foreign"] = foreign_files(sub)  # --prune keeps the folder
     return {
         "model": folder.name,
         "directory": str(folder),
@@ -113,6 +123,26 @@ def _field(payload: Any, key: str, kind: type) -> Any:
 
 def _utc(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).strftime(SAVED_AT_FORMAT)
+
+
+def ours(path: Path) -> bool:
+    """Whether ``path`` is a file das_assert writes into a baseline's alignment folder."""
+    name = path.name
+    return (
+        path.is_file()
+        and not path.is_symlink()
+        and (name.endswith(OURS) or bool(_TEMPORARY.match(name)))
+    )
+
+
+def foreign_files(folder: Path) -> str:
+    """The files in ``folder`` that das_assert does not write there, a few named ("" if none):
+    ``baselines --prune`` keeps such a folder."""
+    try:
+        foreign = sorted(p.name for p in folder.iterdir() if p.name != RESERVED_BY and not ours(p))
+    except OSError:
+        return ""
+    return ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
 
 
 def listing_text(listing: dict[str, Any]) -> str:
@@ -163,12 +193,18 @@ def _other_text(other: dict[str, Any]) -> str:
             f"JSON is saved beside it: delete only its {RESERVED_BY} file, not the folder (it "
             "holds that baseline's alignments)"
         )
+    delete = "delete it (--prune)"
+    if other.get("foreign"):
+        delete = (
+            f"it holds files das_assert does not write ({other['foreign']}), which --prune "
+            "keeps: check them, then delete it by hand"
+        )
     if other["state"] == "abandoned":
         return (
-            f"reserved since {other['since']} by a run that never finished (killed?): delete "
-            "it unless a run is still saving into it (--prune)"
+            f"reserved since {other['since']} by a run that never finished (killed?): "
+            f"{delete} unless a run is still saving into it"
         )
     return (
-        "no baseline JSON beside it (a save that did not finish, or a JSON deleted): delete "
-        "it (--prune), or restore the JSON"
+        f"no baseline JSON beside it (a save that did not finish, or a JSON deleted): {delete}, "
+        "or restore the JSON"
     )

@@ -11,21 +11,16 @@ a removal cut short leaves no half-emptied baseline folder behind.
 
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from das_assert.baseline import ABANDONED_AFTER_S, RESERVED_BY, reserved_since
+from das_assert.baseline import ABANDONED_AFTER_S, reserved_since
+from das_assert.baseline_list import OURS, foreign_files, ours
 
 __all__ = ["prune_listing", "pruned_text"]
-
-_OURS = (".safetensors",)  # what a saving run writes into its folder, besides its token
-# and the temporary file of an alignment's atomic write (store.atomic_write_bytes), left where
-# the run was killed mid-write
-_TEMPORARY = re.compile(r"^\..+\.safetensors\.[a-z0-9_]+\.tmp$")
 
 
 def prune_listing(listing: dict[str, Any], now: float | None = None) -> list[dict[str, Any]]:
@@ -67,29 +62,18 @@ def _why_kept(folder: Path, state: str, now: float) -> str | None:
     if state == "abandoned" and (since is None or abs(now - since) <= ABANDONED_AFTER_S):
         return "its reservation changed since it was listed"
     entries = list(folder.iterdir())
-    foreign = [p.name for p in entries if p.name != RESERVED_BY and not _ours(p)]
-    if foreign:
-        shown = ", ".join(sorted(foreign)[:3]) + (", ..." if len(foreign) > 3 else "")
-        return f"it holds what das_assert does not write there ({shown}): a person's call"
+    if foreign := foreign_files(folder):
+        return f"it holds what das_assert does not write there ({foreign}): a person's call"
     newest = max([folder.stat().st_mtime, *(p.stat().st_mtime for p in entries)])
     if state == "abandoned" and abs(now - newest) <= ABANDONED_AFTER_S:  # a day: either way
         return "something in it was written within the day: a run may still be saving"
     return None
 
 
-def _ours(path: Path) -> bool:
-    name = path.name
-    return (
-        path.is_file()
-        and not path.is_symlink()
-        and (name.endswith(_OURS) or bool(_TEMPORARY.match(name)))
-    )
-
-
 def _contents(folder: Path) -> tuple[int, int]:
     """The alignment files in ``folder``, and the bytes of everything das_assert wrote there."""
-    files = [p for p in folder.iterdir() if _ours(p)]
-    finished = [p for p in files if p.name.endswith(_OURS)]
+    files = [p for p in folder.iterdir() if ours(p)]
+    finished = [p for p in files if p.name.endswith(OURS)]
     return len(finished), sum(p.stat().st_size for p in files)
 
 

@@ -232,6 +232,14 @@ def test_prune_keeps_a_folder_holding_what_das_assert_does_not_write(baselines: 
     )
     assert "(plots)" in rows[1]["kept_because"]
     assert (folder / "0000_lost" / "notes.md").exists()
+    # the listing after the prune advised the --prune that had just kept them
+    text = listing_text(baseline_listing(baselines))
+    assert (
+        "  0000_lost/: no baseline JSON beside it (a save that did not finish, or a JSON "
+        "deleted): it holds files das_assert does not write (notes.md), which --prune keeps: "
+        "check them, then delete it by hand, or restore the JSON"
+    ) in text
+    assert "(plots), which --prune keeps: check them, then delete it by hand unless a run" in text
 
 
 def test_prune_removes_a_reservation_holding_a_killed_writes_temporary_file(
