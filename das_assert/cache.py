@@ -223,14 +223,18 @@ class AlignmentCache:
                     "directory a run wrote (--das-cache-dir DIR), or use --das-cache=readwrite"
                 )
             return
-        advice = "choose another --das-cache-dir, or read it only with --das-cache=read"
         try:
             directory.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryFile(dir=directory):
                 pass
         except OSError as exc:
+            # --das-cache=read of a directory that could not be made is refused in turn
+            other = "read it only with --das-cache=read"
+            if not directory.is_dir():
+                other = "turn the cache off with --das-cache=off"
             raise ConfigError(
-                f"cannot write the cache directory {directory} ({exc}); {advice}"
+                f"cannot write the cache directory {directory} ({exc}); choose another "
+                f"--das-cache-dir, or {other}"
             ) from None
         _remove_stale_temporaries(directory)
 

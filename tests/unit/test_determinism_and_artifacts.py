@@ -653,6 +653,16 @@ def test_a_cache_to_read_that_is_missing_or_a_file_is_refused(tmp_path: Path) ->
     AlignmentCache(tmp_path, "read").check_usable()  # a directory to read: fine
 
 
+def test_a_cache_directory_that_cannot_be_made_is_not_advised_to_be_read(tmp_path: Path) -> None:
+    # it advised --das-cache=read, which then refused the directory as missing
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError) as raised:
+        AlignmentCache(tmp_path / "file" / "cache").check_usable()
+    assert str(raised.value).endswith(
+        "; choose another --das-cache-dir, or turn the cache off with --das-cache=off"
+    )
+
+
 def test_a_confirmed_result_is_the_same_alignment_on_fresh_pairs_of_the_same_size(
     tiny_models: dict[str, Any],
 ) -> None:
