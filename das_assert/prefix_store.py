@@ -150,6 +150,15 @@ def _rows_pass(
     tokens = head[0][0].shape[-2] if head else 0
     if not blocks:
         ids, mask = ids[:, :prefix], mask[:, :prefix]
+    if head and not blocks and tokens >= prefix:  # the head is the whole prefix: nothing to run
+        rows = ids.shape[0]
+        return [
+            (
+                k.new_empty((rows, *k.shape[1:-2], 0, k.shape[-1])),
+                v.new_empty((rows, *v.shape[1:-2], 0, v.shape[-1])),
+            )
+            for k, v in head[first_layer:]
+        ], {}
     with torch.no_grad():
         if head:
             cache = kv_cache.head_cache_class()(

@@ -417,6 +417,24 @@ def test_fit_alignment_learns_the_same_alignment_with_and_without_the_prefix_sto
 
 
 @pytest.mark.parametrize("arch", ARCHS)
+def test_a_store_whose_every_prefix_is_the_shared_head_runs_no_pass(
+    tiny_models: dict[str, Any], arch: str, assert_same_alignment: Callable[..., None]
+) -> None:
+    # block_input of layer 0 keeps no block's output, and with a fixed bracket every token
+    # before the amount is shared: the store's pass over zero tokens raised inside the model
+    loaded = tiny_models[arch]
+    pairs = prompt_pairs("left_boundary", 24, seed=0, bracket=(130, 855))
+    train = encode(loaded, pairs, parse_position("amount.first"))
+    site = Site(0, "amount.first", "block_input").resolve(loaded.model)
+    config = FitConfig(epochs=2, batch_size=8, lr_rotation=1e-2)
+    stored = fit_alignment(loaded.model, site, train, config)
+    per_batch = fit_alignment(loaded.model, site, train, replace(config, prefix_store_mib=0))
+    whole = fit_alignment(loaded.model, site, train, replace(config, prefix_cache=False))
+    assert_same_alignment(stored, per_batch)
+    assert_same_alignment(stored, whole)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("position", ["last", "amount.last"])
 @torch.no_grad()
 def test_a_store_of_some_rows_gives_their_logits_and_is_passed_over_for_the_others(
