@@ -57,6 +57,12 @@ class Interchange(nn.Module):
         device: torch.device | str | None = None,
         initial_rotation: torch.Tensor | None = None,
     ) -> None:
+        _check_shape(d, len(widths))
+        if rotation not in ("learned", "random", "frozen", "identity"):
+            raise InvalidArgument(
+                f"rotation={rotation!r}: one of learned, random, frozen, identity (or build it "
+                "with a constructor: Interchange.boundless, .fixed, .full, .noop)"
+            )
         super().__init__()
         self.d = int(d)  # a NumPy integer too
         self.method = ""
@@ -67,8 +73,6 @@ class Interchange(nn.Module):
             self.register_buffer("fixed_rotation", _random_orthogonal(d, seed).clone())
         elif rotation == "frozen":
             self.register_buffer("fixed_rotation", torch.eye(d))
-        elif rotation != "identity":
-            raise ValueError(f"rotation must be learned, random, frozen or identity: {rotation!r}")
         fractions = torch.tensor([w / d for w in widths], dtype=torch.float32)
         self.widths = nn.Parameter(fractions, requires_grad=learn_widths)
         self.register_buffer("centres", torch.arange(d, dtype=torch.float32) + 0.5)

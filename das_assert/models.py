@@ -392,7 +392,7 @@ def _check_device_map(device_map: Any) -> Any:
     if device_map in _DEVICE_MAPS or re.fullmatch(r"cpu|xpu(:\d+)?", device_map):
         return device_map
     if device_map.isdigit():  # transformers read the string "0" as no device it knew
-        _check_device(f"cuda:{device_map}", "device_map")
+        _check_device(f"cuda:{device_map}", "device_map", given=device_map)
         return int(device_map)
     if re.fullmatch(r"cuda(:\d+)?", device_map):
         _check_device(device_map, "device_map")
@@ -403,7 +403,9 @@ def _check_device_map(device_map: Any) -> Any:
     )
 
 
-def _check_device(device: str, what: str = "device") -> None:
+def _check_device(device: str, what: str = "device", *, given: str | None = None) -> None:
+    """Refuse a ``device`` (``what``: ``device`` or ``device_map``, ``given`` as written where
+    it was read as another name) that is not there."""
     import torch
 
     if not isinstance(device, str):
@@ -412,10 +414,14 @@ def _check_device(device: str, what: str = "device") -> None:
         return
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise InvalidArgument(
-                f"{what}={device!r} but no CUDA device is available here; use the CPU "
-                "(--das-device cpu under pytest, --device cpu on the command line)"
+            shown = f"{what}={device if given is None else given!r}"
+            advice = (
+                "leave the device map out to load on the CPU (--das-device-map under pytest, "
+                "--device-map on the command line)"
+                if what == "device_map"
+                else "use the CPU (--das-device cpu under pytest, --device cpu on the command line)"
             )
+            raise InvalidArgument(f"{shown} but no CUDA device is available here; {advice}")
         index = device.partition(":")[2]
         if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
             raise InvalidArgument(

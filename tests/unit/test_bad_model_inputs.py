@@ -150,14 +150,15 @@ CASES = [
     pytest.param(  # torch's "not compiled with CUDA" assertion, once per test
         lambda c: load_model(c.model_dir(), device_map="cuda:0"),
         InvalidArgument,
-        r"device_map='cuda:0' but no CUDA device is available here; use the CPU",
+        r"device_map='cuda:0' but no CUDA device is available here; leave the device map out "
+        r"to load on the CPU \(--das-device-map under pytest, --device-map on the command line\)$",
         id="load_model(device_map='cuda:0') without CUDA",
         marks=NO_CUDA,
     ),
     pytest.param(  # read as no device at all, and blamed on the weight files
         lambda c: load_model(c.model_dir(), device_map="0"),
         InvalidArgument,
-        r"device_map='cuda:0' but no CUDA device is available here",
+        r"device_map='0' but no CUDA device is available here; leave the device map out",
         id="load_model(device_map='0') without CUDA",
         marks=NO_CUDA,
     ),

@@ -414,6 +414,19 @@ CASES = [
         r"cache='/tmp/c': an AlignmentCache, not str",
         id="run_experiment(cache='/tmp/c')",
     ),
+    # -- Interchange's own constructor: a ValueError, and no check of d or the boxes
+    pytest.param(
+        lambda c: Interchange(4, [2.0], rotation="rand", learn_widths=False),
+        InvalidArgument,
+        r"rotation='rand': one of learned, random, frozen, identity \(or build it with a",
+        id="Interchange(rotation='rand')",
+    ),
+    pytest.param(
+        lambda c: Interchange(0, [], rotation="identity", learn_widths=False),
+        InvalidArgument,
+        r"d=0: the site's width, a positive integer",
+        id="Interchange(d=0, widths=[])",
+    ),
     # -- parse_site: an AttributeError on .strip()
     pytest.param(
         lambda c: parse_site(None),
