@@ -54,6 +54,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_ITS_OPTIONS = ("--das-seed", "--das-json", "--junitxml", "--junit-xml")
+
+
+def _options_it_sets(pytest_args: list[str]) -> str | None:
+    """The first of ``pytest_args`` that overrides what ``_run_seed`` sets (``--das-seed``,
+    ``--das-json``, ``--junitxml``) or turns das_assert off, else None."""
+    for index, arg in enumerate(pytest_args):
+        after = pytest_args[index + 1] if index + 1 < len(pytest_args) else ""
+        name = arg.partition("=")[0]
+        if name in _ITS_OPTIONS:
+            return name
+        plugin = after if arg == "-p" else arg.removeprefix("-p") if arg.startswith("-p") else ""
+        if plugin.strip() == "no:das_assert":
+            return f"-p {plugin.strip()}"
+    return None
+
+
 def _run_seed(path: str, seed: int, report: Path, junit: Path, extra: list[str]) -> int:
     command = [
         sys.executable,
@@ -95,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.first_seed + args.seeds - 1 > MAX_SEED:  # refused now, not after the first runs
         parser.error(f"--first-seed {args.first_seed} + --seeds {args.seeds} passes {MAX_SEED}")
+    if taken := _options_it_sets(args.pytest_args):
+        parser.error(
+            f"{taken} after --: this tool sets it for each seed (a later value wins, so every "
+            "seed would run as one, or its report or failures would not be read); leave it out"
+        )
     verdicts: dict[str, dict[int, dict]] = defaultdict(dict)
     failed: dict[str, list[int]] = defaultdict(list)
     judged: dict[str, set[int]] = defaultdict(set)  # claim test -> seeds with a verdict
@@ -116,8 +138,13 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
                 return 2
-            if not loaded:
-                print(f"seed {seed}: no report written", file=sys.stderr)
+            if not loaded or not junit.is_file():
+                missing = f"report {report}" if not loaded else f"JUnit XML {junit}"
+                print(
+                    f"seed {seed}: pytest exited {status} but wrote no {missing}, so its "
+                    "failures cannot be read and no seed is compared",
+                    file=sys.stderr,
+                )
                 return 2
             for record in loaded.get("limits", []):
                 limits[f"{record['test_id']} [{record['where']}]"][seed] = record

@@ -363,3 +363,61 @@ def test_a_seed_that_selected_no_test_says_what_pytest_said(
     monkeypatch.setattr(stability, "_run_seed", run)
     assert stability.main(["--seeds", "1", "--", "-k", "nothing"]) == 2
     assert "pytest said '28 deselected in 1.31s'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["--das-seed=7"], "--das-seed"),
+        (["--das-seed", "7"], "--das-seed"),
+        (["--das-json=other.json"], "--das-json"),
+        (["-x", "--junitxml=mine.xml"], "--junitxml"),
+        (["--junit-xml", "mine.xml"], "--junit-xml"),
+        (["-p", "no:das_assert"], "-p no:das_assert"),
+        (["-pno:das_assert"], "-p no:das_assert"),
+    ],
+)
+def test_a_pytest_argument_that_overrides_what_each_seed_sets_is_refused(
+    extra: list[str],
+    named: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a later --das-seed won: every "seed" ran as seed 7, and the claim was called stable; a
+    # later --junitxml hid the tests that failed, and the run exited 0
+    from das_assert import stability
+
+    def run(*args: object) -> int:
+        raise AssertionError("a seed ran")
+
+    monkeypatch.setattr(stability, "_run_seed", run)
+    with pytest.raises(SystemExit) as exit_:
+        stability.main(["--seeds", "3", "--", *extra])
+    assert exit_.value.code == 2
+    assert f"{named} after --: this tool sets it for each seed" in capsys.readouterr().err
+
+
+def test_other_pytest_arguments_are_passed_to_every_seed() -> None:
+    from das_assert import stability
+
+    assert stability._options_it_sets(["-k", "left", "--das-cache=off", "-p", "xdist"]) is None
+    assert stability._options_it_sets(["--das-json-extra"]) is None  # another option's name
+
+
+def test_a_seed_without_its_junit_xml_stops_the_comparison(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # its failed tests were read as none: a test that failed under a seed vanished, exit 0
+    import json
+
+    from das_assert import stability
+
+    def run(path: str, seed: int, report: Path, junit: Path, extra: list[str]) -> int:
+        report.write_text(json.dumps({"results": [_claim(0.83)]}))
+        return 1
+
+    monkeypatch.setattr(stability, "_run_seed", run)
+    assert stability.main(["--seeds", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "seed 0: pytest exited 1 but wrote no JUnit XML " in err
+    assert "so its failures cannot be read and no seed is compared" in err
