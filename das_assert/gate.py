@@ -197,10 +197,13 @@ def compare_with_baseline(
         ]
     record["transfer"] = transfer(session, result, path, entry)
     checks = list(session.compare_checks)
-    marker = node.get_closest_marker("das")
-    if marker and marker.kwargs.get("compare_fail"):
-        extra = marker.kwargs["compare_fail"]
-        checks += [parse_compare_fail(e) for e in ([extra] if isinstance(extra, str) else extra)]
+    # every das marker's: the plugin marks each das test itself, closer than a module's or
+    # class's `pytestmark`, whose checks the closest marker alone left out
+    expressions: list[str] = []
+    for marker in node.iter_markers("das"):
+        extra = marker.kwargs.get("compare_fail") or []
+        expressions += [extra] if isinstance(extra, str) else list(extra)
+    checks += [parse_compare_fail(e) for e in dict.fromkeys(expressions)]
     return not_comparable(entry, record) + [
         f"{message} [--das-compare-fail {check}]"
         for check in checks

@@ -400,6 +400,13 @@ def test_a_regression_names_the_seeds_and_ends_with_a_reproduce_line(
     passing.stdout.fnmatch_lines(
         ["*das: 1 claim compared with a baseline saved under seed 7 ran under seed 0: IIA moves*"]
     )
+    # a module's marker: the plugin's own bare `das` marker on the test, closer, hid it
+    pytester.makepyfile(
+        test_hyp='import pytest\npytestmark = pytest.mark.das(compare_fail="iia:0.01")\n' + ALIGNED
+    )
+    marked = pytester.runpytest_inprocess("--das-compare=v1", *args)
+    marked.assert_outcomes(failed=1)
+    marked.stdout.fnmatch_lines(["*more than the allowed 0.010*"])
 
 
 @pytest.mark.parametrize("inconclusive", ["pass", "xfail"])
