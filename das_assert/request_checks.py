@@ -84,8 +84,15 @@ def check_pairs(pairs: Any, result: Any) -> None:
     boxes = result.variable_names
     head, _, tail = result.experiment.fmt.wrapper_parts()
     for pair in pairs:
+        index = pair.variable_index
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(boxes):
+            # -1 took the last box, silently; past the last, an IndexError
+            raise InvalidArgument(
+                f"a pair's variable_index is {index!r}, but {hypothesis}'s alignment has "
+                f"{len(boxes)} box(es), 0 to {len(boxes) - 1} ({', '.join(boxes)}): {made}"
+            )
         inputs = pair.inputs
-        if not inputs:  # built by hand: nothing to check them against
+        if not inputs:  # built by hand: nothing else to check them against
             continue
         if not all(
             p.text.startswith(head) and p.text.endswith(tail) for p in (pair.base, pair.source)

@@ -325,6 +325,31 @@ CASES = [
         r"\['left'\]",
         id="result.evaluate_on(<pairs of another causal model>)",
     ),
+    pytest.param(  # an IndexError, and -1 took the last box silently
+        lambda c: tiny_result(c).evaluate_on(
+            [
+                dataclasses.replace(pair, inputs={}, variable_index=index)
+                for pair, index in zip(
+                    prompt_pairs("left_boundary", 2, seed=1), (0, 3), strict=True
+                )
+            ]
+        ),
+        InvalidArgument,
+        r"a pair's variable_index is 3, but left_boundary's alignment has 1 box\(es\), 0 to 0 "
+        r"\(left\): make them with",
+        id="result.evaluate_on(<pairs by hand, variable_index past the boxes>)",
+    ),
+    pytest.param(
+        lambda c: tiny_result(c).judged_on(
+            [
+                dataclasses.replace(pair, inputs={}, variable_index=-1)
+                for pair in prompt_pairs("left_boundary", 2, seed=1)
+            ]
+        ),
+        InvalidArgument,
+        r"a pair's variable_index is -1, but left_boundary's alignment has 1 box",
+        id="result.judged_on(<pairs by hand, variable_index -1>)",
+    ),
     pytest.param(
         lambda c: tiny_result(c).evaluate_on(relabelled(swap_every=1)),
         InvalidArgument,
