@@ -152,7 +152,7 @@ def _orphan_locks(
     (``cache.training_lock``)."""
     from das_assert.cache import fcntl
 
-    found = []
+    found: list[tuple[Path, str | None]] = []
     for path in sorted(directory.iterdir()):
         matched = _LOCK.match(path.name)
         if not matched or (directory / f"{matched[1]}.safetensors").exists():

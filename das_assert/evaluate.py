@@ -195,6 +195,21 @@ def _check_evaluation_arguments(seed: object, batch_size: object) -> None:
         raise InvalidArgument(f"batch_size={batch_size!r}: a number of pairs, at least 1")
 
 
+def _check_known_answers(known: object, n: int) -> None:
+    """``known_base_answers`` is ``base_answers`` of the test pairs: an integer tensor (n,) (one
+    too long was cut short silently; a list or one too short failed deep in the evaluation)."""
+    if not isinstance(known, torch.Tensor):
+        what = type(known).__name__
+    elif tuple(known.shape) != (n,) or known.dtype.is_floating_point or known.dtype.is_complex:
+        what = f"a {known.dtype} tensor of shape {tuple(known.shape)}"
+    else:
+        return
+    raise InvalidArgument(
+        f"known_base_answers is {what}; give base_answers(model, test): one answer token per "
+        f"test pair, an integer tensor of shape ({n},)"
+    )
+
+
 @torch.no_grad()
 def evaluate(
     model: Any,
@@ -225,6 +240,8 @@ def evaluate(
     is the one it would have been without it.
     """
     _check_evaluation_arguments(seed, batch_size)
+    if known_base_answers is not None:
+        _check_known_answers(known_base_answers, len(test))
     started = time.perf_counter()
     while True:
         try:

@@ -391,6 +391,19 @@ CASES = [
         r"batch_size=0: a number of pairs, at least 1",
         id="evaluate(batch_size=0)",
     ),
+    pytest.param(  # one too long was cut short silently; others failed deep inside
+        lambda c: evaluate(None, None, [None] * 4, known_base_answers=torch.zeros(5, dtype=int)),  # type: ignore[arg-type]
+        InvalidArgument,
+        r"known_base_answers is a torch.int64 tensor of shape \(5,\); give base_answers\(model, "
+        r"test\): one answer token per test pair, an integer tensor of shape \(4,\)",
+        id="evaluate(known_base_answers=<5 answers for 4 pairs>)",
+    ),
+    pytest.param(
+        lambda c: evaluate(None, None, [None] * 4, known_base_answers=[1, 2, 3, 4]),  # type: ignore[arg-type]
+        InvalidArgument,
+        r"known_base_answers is list; give base_answers",
+        id="evaluate(known_base_answers=<a list>)",
+    ),
     # -- training that cannot go on
     pytest.param(
         fit_with_nan_weights,
