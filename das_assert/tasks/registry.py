@@ -29,6 +29,7 @@ its inputs.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -260,16 +261,35 @@ def _identity(model: CausalModel, boxes: tuple[str, ...]) -> str:
     boxes: the same source imported twice has the same identity, an edited one another."""
     parts: list[str] = [model.output, ",".join(model.inputs), ",".join(boxes)]
     for name in sorted(model.mechanisms):
-        function = model.mechanisms[name]
-        code = getattr(function, "__code__", None)
-        if code is None:  # a callable object: its type and state are the best we know
-            parts.append(f"{name}={type(function).__qualname__}:{function!r}")
-            continue
-        closure = [cell.cell_contents for cell in getattr(function, "__closure__", None) or ()]
-        parts.append(
-            f"{name}={_code_text(code)}|{getattr(function, '__defaults__', None)!r}|{closure!r}"
-        )
+        parts.append(f"{name}={_mechanism_text(model.mechanisms[name])}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")  # an object's default repr: another each process
+
+
+def _mechanism_text(function: Any, depth: int = 0) -> str:
+    """What defines a mechanism, the same in every process: a function's code, defaults and
+    closed-over values; a ``functools.partial``'s function and arguments; a callable object's
+    ``__call__`` and state; else its type and repr, memory addresses left out."""
+    code = getattr(function, "__code__", None)
+    if code is not None:
+        closure = [cell.cell_contents for cell in getattr(function, "__closure__", None) or ()]
+        text = f"{_code_text(code)}|{getattr(function, '__defaults__', None)!r}|{closure!r}"
+    elif isinstance(function, functools.partial) and depth < _DEPTH:
+        keywords = sorted(function.keywords.items())
+        inner = _mechanism_text(function.func, depth + 1)
+        text = f"partial({inner}|{function.args!r}|{keywords!r})"
+    elif hasattr(type(function).__call__, "__code__") and depth < _DEPTH:
+        state = sorted(vars(function).items()) if hasattr(function, "__dict__") else None
+        call = _mechanism_text(type(function).__call__, depth + 1)
+        text = f"{type(function).__qualname__}({call}|{state!r})"
+    else:
+        text = f"{type(function).__qualname__}:{function!r}"
+    return _ADDRESS.sub("", text)
+
+
+_DEPTH = 8  # partials of partials
 
 
 def _code_text(code: types.CodeType) -> str:

@@ -4,7 +4,9 @@ boolean, a name taken by another model) is refused at registration, with what to
 
 from __future__ import annotations
 
+import functools
 import sys
+import types
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -498,3 +500,49 @@ def test_a_claim_whose_pairs_no_label_changes_on_is_refused_before_training(
         r"free\) has a label the intervention must change",
     ):
         run_experiment(tiny_llama, experiment, FitConfig(epochs=1, batch_size=8))
+
+
+class _AtMost:
+    """A mechanism as a callable object."""
+
+    def __init__(self, margin: int) -> None:
+        self.margin = margin
+
+    def __call__(self, x: int, hi: int) -> bool:
+        return x <= hi + self.margin
+
+
+def _at_most(margin: int, x: int, hi: int) -> bool:
+    return x <= hi + margin
+
+
+@pytest.mark.parametrize(
+    ("same", "other"),
+    [
+        (  # each a new function object, as a file imported again (another address) makes
+            lambda: functools.partial(types.FunctionType(_at_most.__code__, globals()), 0),
+            lambda: functools.partial(_at_most, 5),
+        ),
+        (lambda: _AtMost(0), lambda: _AtMost(5)),
+    ],
+    ids=["functools.partial", "a callable object"],
+)
+def test_a_mechanism_that_is_no_function_has_one_identity_in_every_process(
+    same: Any, other: Any
+) -> None:
+    # identified by its repr, memory address and all: a file saved by `fit` was "trained under
+    # another definition" when `evaluate` loaded the same file, and a notebook cell run again
+    # was refused as "already registered ... with other mechanisms"
+    def model(right: Any) -> CausalModel:
+        mechanisms = {"right": right, "answer": lambda right, x, lo: right and x >= lo}
+        return CausalModel(
+            name="mine", inputs=("lo", "hi", "x"), mechanisms=mechanisms, output="answer"
+        )
+
+    first, again, changed = model(same()), model(same()), model(other())
+    assert registry._identity(first, ("right",)) == registry._identity(again, ("right",))
+    assert registry._identity(first, ("right",)) != registry._identity(changed, ("right",))
+    register_causal_model(first, intervened=("right",))
+    register_causal_model(again, intervened=("right",))  # the same cell run twice
+    with pytest.raises(InvalidArgument, match="already registered"):
+        register_causal_model(changed, intervened=("right",))
