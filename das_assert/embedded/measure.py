@@ -74,7 +74,8 @@ def _findings(grids: dict[str, dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from das_assert.models import load_model
+    from das_assert.errors import DasError
+    from das_assert.models import load_model, resolve_model_path
     from das_assert.search import save_heatmap
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -84,6 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    try:
+        args.model = resolve_model_path(args.model)
+    except DasError as exc:
+        parser.error(str(exc))
+    if not (args.model / "training_log.json").is_file():  # read for the card, after the search
+        parser.error(
+            f"--model {args.model}: no training_log.json there; this measures a model that "
+            "`python -m das_assert train-embedded --out DIR` wrote, for its model card"
+        )
     started = time.perf_counter()
     model = load_model(args.model)
     accuracy = accuracy_by_family(model, seed=ACCURACY_SEED)
@@ -106,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     log = json.loads((args.model / "training_log.json").read_bytes())
     card = {
         "schema_version": 1,
-        "command": f"python -m das_assert train-embedded --out DIR --seed {log['config']['seed']}",
+        "command": retrain_command(log["config"]),
         "train_config": log["config"],
         "parameters": log["parameters"],
         "train_seconds": log["seconds"],
@@ -127,6 +137,16 @@ def main(argv: list[str] | None = None) -> int:
     write_card(args.model, card, render_readme(card))
     print(f"card written in {card['measure_seconds']} s")
     return 0
+
+
+def retrain_command(config: dict[str, Any]) -> str:
+    """The ``train-embedded`` command that trains these weights again (``--steps`` where the
+    first phase was not the recipe's length)."""
+    from das_assert.embedded.train import TrainConfig
+
+    command = f"python -m das_assert train-embedded --out DIR --seed {config['seed']}"
+    steps = config.get("steps", TrainConfig().steps)
+    return command + (f" --steps {steps}" if steps != TrainConfig().steps else "")
 
 
 def carried_retrain_check(directory: Path, digests: dict[str, str]) -> dict[str, Any] | None:

@@ -6,6 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from das_assert.embedded.card import file_digests
 from das_assert.embedded.measure import carried_retrain_check, render_readme
 from das_assert.models import EMBEDDED_MODEL_DIR
@@ -34,3 +36,36 @@ def test_a_retrain_check_is_kept_for_the_same_weights_and_dropped_for_others(
     assert carried_retrain_check(model, digests) is None
     (model / "card.json").unlink()
     assert carried_retrain_check(model, digests) is None
+
+
+def test_the_cards_command_trains_the_same_first_phase() -> None:
+    # a model trained with --steps 100 got a card whose command left --steps out
+    from das_assert.embedded.measure import retrain_command
+
+    shipped = json.loads((EMBEDDED_MODEL_DIR / "card.json").read_text())
+    assert retrain_command(shipped["train_config"]) == shipped["command"]
+    assert retrain_command({**shipped["train_config"], "steps": 100}).endswith(
+        "--out DIR --seed 0 --steps 100"
+    )
+
+
+def test_a_model_without_its_training_log_is_refused_before_any_measuring(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # it measured for minutes, then stopped on a FileNotFoundError, a heatmap left behind
+    from das_assert.embedded import measure
+
+    model = tmp_path / "model"
+    shutil.copytree(EMBEDDED_MODEL_DIR, model)
+    (model / "training_log.json").unlink()
+    before = sorted(model.iterdir())
+    monkeypatch.setattr(measure, "accuracy_by_family", _never)
+    with pytest.raises(SystemExit) as exit_:
+        measure.main(["--model", str(model)])
+    assert exit_.value.code == 2
+    assert f"--model {model}: no training_log.json there" in capsys.readouterr().err
+    assert sorted(model.iterdir()) == before
+
+
+def _never(*args: object, **kwargs: object) -> None:
+    raise AssertionError("measured")
