@@ -233,8 +233,11 @@ def transfer(
         }
     try:
         interchange, manifest = load_alignment(file, hidden_size=session.model.config.hidden_size)
-    except AlignmentFileError as exc:
-        return {"skipped": str(exc)}
+    except AlignmentFileError as exc:  # a baseline's file is remade by saving, not by a fit
+        return {
+            "skipped": f"{exc} (this file is the baseline's: a fit does not remake it; save the "
+            "baseline again with --das-save-baseline)"
+        }
     wanted = {**entry, "site": fitted_at}
     wrong = [  # a file under another claim's name: its key was cut, or slugged, to that name
         f"{field}={manifest[field]!r}, not {wanted.get(field)!r}"

@@ -581,3 +581,22 @@ def test_a_compare_does_not_transfer_another_claims_alignment_file(ctx: Ctx) -> 
         "skipped": f"the baseline's alignment file {str(file)!r} holds another alignment "
         "(variable='right', not 'left'): save the baseline again (--das-save-baseline)"
     }
+
+
+def test_a_damaged_baseline_file_is_not_advised_to_be_fitted_again(ctx: Ctx) -> None:
+    # "delete it and fit again": a fit does not remake a baseline's file, saving does
+    from types import SimpleNamespace
+
+    from das_assert.gate import transfer
+
+    path = ctx.tmp_path / "baselines" / "0001_v1.json"
+    file = path.parent / path.stem / "claim.safetensors"
+    save_alignment(file, make_interchange("boundless", ctx.llama.config.hidden_size, 1), {})
+    file.write_bytes(file.read_bytes()[:100])
+    entry = {**RECORD, "alignment_file": file.name}
+    result = SimpleNamespace(alignment=None, experiment=SimpleNamespace(site=SITE))
+    found = transfer(SimpleNamespace(model=ctx.llama), result, path, entry)  # type: ignore[arg-type]
+    assert found["skipped"].endswith(
+        "(this file is the baseline's: a fit does not remake it; save the baseline again with "
+        "--das-save-baseline)"
+    )
