@@ -142,6 +142,20 @@ def _check_identity(
     boxes = len(experiment.boxes)
     if n_variables != boxes:
         wrong.append(f"{n_variables} variables' boxes, not {boxes}")
+    from das_assert.tasks.registry import causal_model_manifest
+
+    defined = causal_model_manifest(experiment.hypothesis).get("causal_model")
+    if (
+        wrong
+        and manifest.get("hypothesis") == experiment.hypothesis
+        and (manifest.get("causal_model") != defined)
+    ):  # the user's causal model changed since the save, not the file
+        raise AlignmentFileError(
+            f"--das-frozen {path}: its alignment for {experiment.hypothesis} was fitted under "
+            f"another definition of it ({'; '.join(wrong)}): its mechanisms or intervened "
+            "variables have changed since the baseline was saved. Save the baseline again "
+            "(--das-save-baseline), or run without --das-frozen"
+        )
     if wrong:
         raise AlignmentFileError(
             f"--das-frozen {path}: its alignment file {str(file)!r} for {experiment.hypothesis} "

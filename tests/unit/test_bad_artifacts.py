@@ -185,6 +185,27 @@ def frozen_run_of_a_swapped_file(ctx: Ctx) -> object:
     return frozen_alignment((path, payload), ctx.llama, experiment, config)
 
 
+def frozen_run_of_an_earlier_definition(ctx: Ctx) -> object:
+    """A frozen claim whose causal model gained a box since its baseline was saved (the
+    manifest's digest of the definition differs): it was blamed on a file saved under
+    another's name."""
+    from das_assert.experiment import Experiment
+    from das_assert.fit import FitConfig
+    from das_assert.frozen import alignment_request, frozen_alignment
+    from das_assert.sites import parse_site
+
+    experiment = Experiment(hypothesis="left_boundary", site=parse_site(SITE), n_train=16)
+    config = FitConfig()
+    request = alignment_request(experiment, config)
+    path = ctx.tmp_path / "baselines" / "0001_v1.json"
+    interchange = make_interchange("boundless", ctx.llama.config.hidden_size, 2)
+    earlier = {**request, "causal_model": "0123456789abcdef"}
+    save_alignment(path.parent / path.stem / "cell.safetensors", interchange, earlier)
+    cell = {"site": SITE, "iia": 0.9, "n": 8, "alignment_file": "cell.safetensors"}
+    payload = {"entries": {}, "search_cells": {"k": {**cell, "request": request}}}
+    return frozen_alignment((path, payload), ctx.llama, experiment, config)
+
+
 def frozen_run_of_another_tests_file(ctx: Ctx) -> object:
     """A frozen claim whose baseline entry names a file another test's claim saved: what a
     baseline kept when parametrized ids that slug alike ([Hello!], [Hello?]) shared a name."""
@@ -518,6 +539,14 @@ CASES = [
         r"\(site='block_output\[layer=0, pos=last\]', not 'block_output\[layer=1, pos=last\]'\)"
         r".*Save the baseline again \(--das-save-baseline\)",
         id="frozen_alignment(<a baseline entry naming another cell's alignment file>)",
+    ),
+    pytest.param(
+        frozen_run_of_an_earlier_definition,
+        AlignmentFileError,
+        r"--das-frozen .*0001_v1\.json: its alignment for left_boundary was fitted under another "
+        r"definition of it \(2 variables' boxes, not 1\): its mechanisms or intervened variables "
+        r"have changed since the baseline was saved\. Save the baseline again",
+        id="frozen_alignment(<a causal model that gained a box since the save>)",
     ),
     pytest.param(  # it judged [Hello!] with [Hello?]'s rotation, silently
         frozen_run_of_another_tests_file,
