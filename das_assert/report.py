@@ -267,8 +267,8 @@ def _against_baseline(record: dict[str, Any]) -> str:
     transfer = record.get("transfer") or {}
     if "iia" in transfer:
         parts.append(f"transfer {transfer['iia']:.3f}")
-    elif transfer.get("skipped"):
-        parts.append(f"transfer not measured: {transfer['skipped']}")
+    elif transfer.get("skipped") and not (record.get("drift") or {}).get("from"):
+        parts.append(f"transfer not measured: {transfer['skipped']}")  # drift says why itself
     if (record.get("drift") or {}).get("from"):
         parts.append(f"drift from `{record['drift']['from']}`")
     if record.get("regressions"):

@@ -494,3 +494,23 @@ def test_the_markdown_says_what_pairs_a_row_was_judged_on_as_the_terminal_does()
     terminal = summary_lines(records)
     assert "(confirmed on fresh pairs)" in terminal[2]
     assert "(on the pairs given to judged_on)  (variable left alone)" in terminal[3]
+
+
+def test_a_claim_that_drifted_says_so_once_in_the_markdown(tmp_path: Path) -> None:
+    # "transfer not measured: ... fitted at X, and this run's claim is at Y (drift), drift from
+    # `X`": the terminal's row says it once
+    from das_assert.baseline import save_baseline
+
+    record = _record("left_boundary", "block_output[layer=1, pos=last]", 0.830, "aligned", "t")
+    saved = tmp_path / "0001_v1.json"
+    save_baseline(saved, model={}, environment={}, records=[record])
+    was = "block_output[layer=0, pos=last]"
+    record.update(
+        baseline={"delta": 0.0, "iia_ci": (0.80, 0.85), "path": str(saved), "file": "b"},
+        transfer={"skipped": f"the baseline's alignment was fitted at {was}, and ... (drift)"},
+        drift={"from": was, "to": "block_output[layer=1, pos=last]"},
+    )
+    table = markdown_table([record])
+    assert f"Δ +0.000, drift from `{was}`" in table
+    assert "transfer not measured" not in table
+    assert "transfer not measured" not in summary_lines([record])[2]
