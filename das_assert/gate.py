@@ -110,12 +110,16 @@ def save_search_alignments(
             cell.update(restarts=result.restarts)
 
 
+_CELLS_FOR_CORRELATION = 3
+
+
 def compare_search_cells(
     grid: Any, baseline: tuple[Path, dict[str, Any]], test_id: str
 ) -> dict[str, Any] | None:
     """A recorded search's grid against the cells its test saved in ``baseline`` (the same
     hypothesis, variables and site): how many cells both hold, the correlation of their IIA
-    (Pearson; None where either grid is flat) and the largest change. None when the baseline
+    (Pearson; None where either grid is flat, or they share fewer than three cells) and the
+    largest change. None when the baseline
     holds no cell of this test's search (saved before baselines kept cells, or left out)."""
     from statistics import StatisticsError, correlation
 
@@ -132,10 +136,12 @@ def compare_search_cells(
             both.append((cell, result))
     if not both:
         return None
-    try:
-        r = round(correlation([c["iia"] for c, _ in both], [now.iia for _, now in both]), 4)
-    except StatisticsError:  # a flat grid, or one cell
-        r = None
+    r = None  # two cells always correlate at +-1: it says nothing of them
+    if len(both) >= _CELLS_FOR_CORRELATION:
+        try:
+            r = round(correlation([c["iia"] for c, _ in both], [now.iia for _, now in both]), 4)
+        except StatisticsError:  # a flat grid
+            pass
     cell, now = max(both, key=lambda b: abs(b[1].iia - b[0]["iia"]))
     change = {"site": cell["site"], "from": cell["iia"], "to": round(now.iia, 6), "n": now.n}
     if cell.get("n"):  # its interval: the two evaluations taken as independent (conservative)
