@@ -281,6 +281,61 @@ CASES = [
         r"search\.expect_positions: \['last-0'\] not among the searched positions \['last'\]",
         id="load_settings(<das.yaml: search.expect_positions spelt otherwise>)",
     ),
+    pytest.param(
+        lambda c: load_settings(
+            yaml_file(
+                c,
+                GOOD_YAML.replace("\n      left_boundary: 0.85", " [0.5]"),
+            )
+        ),
+        ConfigError,
+        r"models\.embedded\.thresholds must be a mapping of claim -> number, got \[0\.5\]",
+        id="load_settings(<das.yaml: thresholds a list>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(
+            yaml_file(
+                c,
+                GOOD_YAML + "    search: [0, 1]\n",
+            )
+        ),
+        ConfigError,
+        r"models\.embedded\.search must be a mapping with keys layers, positions",
+        id="load_settings(<das.yaml: search a list>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(
+            yaml_file(
+                c,
+                GOOD_YAML + "    search: {layers: [0], positions: [last], layres: [1]}\n",
+            )
+        ),
+        ConfigError,
+        r"models\.embedded\.search has an unknown key 'layres'; allowed: .*Did you mean 'layers'\?",
+        id="load_settings(<das.yaml: search.layres>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(
+            yaml_file(
+                c,
+                GOOD_YAML + "    search: {layers: 1, positions: [last]}\n",
+            )
+        ),
+        ConfigError,
+        r"models\.embedded\.search\.layers must be a list of layer numbers, got 1",
+        id="load_settings(<das.yaml: search.layers 1>)",
+    ),
+    pytest.param(
+        lambda c: load_settings(
+            yaml_file(
+                c,
+                GOOD_YAML + "    search: {layers: [0], positions: last}\n",
+            )
+        ),
+        ConfigError,
+        r"models\.embedded\.search\.positions must be a list of position names, got 'last'",
+        id="load_settings(<das.yaml: search.positions last>)",
+    ),
     pytest.param(  # search() refused it later, naming no das.yaml key
         lambda c: load_settings(
             yaml_file(c, GOOD_YAML + "    search: {layers: [0, 0], positions: [last]}\n")
