@@ -459,6 +459,12 @@ CASES = [
         id="FitConfig(batch_size=0)",
     ),
     pytest.param(
+        lambda c: FitConfig(prefix_store_mib=-1),
+        InvalidArgument,
+        r"prefix_store_mib=-1; use 0 to turn the store off",
+        id="FitConfig(prefix_store_mib=-1)",
+    ),
+    pytest.param(
         lambda c: make_interchange("das:40", 32, 1),
         InvalidArgument,
         r"das:40 with 1 variables needs more than d=32 coordinates; choose K <= 32",
