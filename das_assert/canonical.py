@@ -33,9 +33,22 @@ _TOKENIZER_CLASS_ALIASES = {"TokenizersBackend": "PreTrainedTokenizerFast"}
 
 
 def canonical_config(settings: dict[str, Any]) -> bytes:
-    """config.json without the save's bookkeeping, its RoPE settings in the 5.x spelling."""
+    """config.json without the save's bookkeeping, its RoPE settings and dtype in the 5.x
+    spelling."""
     kept = {key: value for key, value in settings.items() if key not in _BOOKKEEPING_KEYS}
-    return _dumps(_rope_parameters(kept))
+    return _dumps(_rope_parameters(_dtype(kept)))
+
+
+def _dtype(settings: dict[str, Any]) -> dict[str, Any]:
+    """Checkpoints of transformers up to 4.55 (Llama-2, Alpaca) say ``torch_dtype``; 5.x
+    re-saves it as ``dtype``. One key where they agree; where they disagree, both count."""
+    if (
+        "torch_dtype" not in settings
+        or settings.get("dtype", settings["torch_dtype"]) != (settings["torch_dtype"])
+    ):
+        return settings
+    rest = {key: value for key, value in settings.items() if key != "torch_dtype"}
+    return {**rest, "dtype": settings["torch_dtype"]}
 
 
 def canonical_tokenizer_config(settings: dict[str, Any], directory: Path | None = None) -> bytes:

@@ -126,6 +126,20 @@ def test_rope_settings_that_differ_count(other: dict[str, Any]) -> None:
     assert canonical_config(other) != canonical_config(ROPE_5X)
 
 
+def test_torch_dtype_of_an_older_checkpoint_and_5x_dtype_count_as_one_setting() -> None:
+    # Llama-2's and Alpaca's config.json say torch_dtype; 5.x re-saves it as dtype: every
+    # cache entry missed, and the model's own alignments read as transferred from another
+    config = {"hidden_size": 128, **ROPE_5X}
+    older = canonical_config({**config, "torch_dtype": "float16"})
+    assert older == canonical_config({**config, "dtype": "float16"})
+    assert older == canonical_config({**config, "dtype": "float16", "torch_dtype": "float16"})
+    assert older != canonical_config({**config, "dtype": "bfloat16"})
+    assert canonical_config({**config, "dtype": "bfloat16", "torch_dtype": "float16"}) not in (
+        older,
+        canonical_config({**config, "dtype": "bfloat16"}),
+    )
+
+
 def test_a_tokenizer_config_saved_again_by_transformers_4_57_counts_as_the_same() -> None:
     saved = json.loads((EMBEDDED_MODEL_DIR / "tokenizer_config.json").read_text())
     tokens = json.loads((EMBEDDED_MODEL_DIR / "tokenizer.json").read_text())["added_tokens"]
