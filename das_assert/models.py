@@ -61,6 +61,8 @@ def resolve_model_path(path: str | Path) -> Path:
     if str(path) == "embedded":
         return EMBEDDED_MODEL_DIR
     resolved = Path(path).expanduser()
+    if resolved.resolve() == EMBEDDED_MODEL_DIR.resolve():  # by a relative path or a link
+        return EMBEDDED_MODEL_DIR  # its das.yaml entry, baselines and name are "embedded"'s
     if not resolved.exists():
         raise ModelLoadError(
             f"model directory {str(path)!r} does not exist; pass a local Hugging Face model "

@@ -69,3 +69,22 @@ def test_a_model_without_its_training_log_is_refused_before_any_measuring(
 
 def _never(*args: object, **kwargs: object) -> None:
     raise AssertionError("measured")
+
+
+def test_the_embedded_model_by_a_relative_path_or_a_link_is_the_embedded_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --das-model=das_assert/embedded/price_tagger was "no settings for the model": das.yaml's
+    # `embedded` entry, its baselines and the model's name went unused
+    import os
+
+    from das_assert.models import resolve_model_path
+
+    link = tmp_path / "tagger"
+    link.symlink_to(EMBEDDED_MODEL_DIR)
+    monkeypatch.chdir(EMBEDDED_MODEL_DIR.parent)
+    for given in ("price_tagger", "./price_tagger/", str(link), os.path.relpath(link)):
+        assert resolve_model_path(given) == EMBEDDED_MODEL_DIR, given
+    copy = tmp_path / "copy"
+    shutil.copytree(EMBEDDED_MODEL_DIR, copy)
+    assert resolve_model_path(copy) == copy  # a copy is another model directory
