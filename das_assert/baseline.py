@@ -67,19 +67,34 @@ def entry_key(record: dict[str, Any]) -> str:
     return f"{record['test_id']}::{record['claim']}"
 
 
-def matching_key(key: str, keys: Iterable[str] | KeyIndex) -> str | None:
+def matching_key(
+    key: str, keys: Iterable[str] | KeyIndex, *, among: KeyIndex | None = None
+) -> str | None:
     """``key`` among ``keys``; else the one key of the same test seen from another rootdir.
 
     A pytest node id is relative to the rootdir, which moves with the arguments (an existing
     directory given as ``--das-cache-dir DIR`` counts as one where no ini file pins it): the
     same claim is ``test_x.py::test::claim`` in one run and ``suite/test_x.py::test::claim`` in
-    another. None if there is no such key, or more than one.
+    another. None if there is no such key, or more than one; and, with ``among`` (the keys of
+    ``key``'s own side), where that key is another of those keys, or one of them matches it as
+    well (``a/test_x.py`` and ``b/test_x.py`` against a baseline's ``test_x.py``: which one
+    took its number depended on the order they ran in).
     """
     index = keys if isinstance(keys, KeyIndex) else KeyIndex(keys)
     if key in index.keys:
         return key
     found = [k for k in index.by_tail.get(_tail(key), ()) if _one_path_ends_the_other(k, key)]
-    return found[0] if len(found) == 1 else None
+    if len(found) != 1:
+        return None
+    if among is not None and (
+        found[0] in among.keys
+        or any(
+            other != key and _one_path_ends_the_other(found[0], other)
+            for other in among.by_tail.get(_tail(found[0]), ())
+        )
+    ):
+        return None
+    return found[0]
 
 
 class KeyIndex:

@@ -194,8 +194,10 @@ def compare_entries(
         "|---|---|---|---|---|---|",
     ]
     counts = dict.fromkeys(COUNTS, 0)
-    old_keys = KeyIndex(old)
-    new = {matching_key(key, old_keys) or key: entry for key, entry in new.items()}  # rootdirs
+    old_keys, new_keys = KeyIndex(old), KeyIndex(new)
+    new = {  # seen from another rootdir: one to one, else each stays apart
+        matching_key(key, old_keys, among=new_keys) or key: entry for key, entry in new.items()
+    }
     across, unmatched = _match_across_kinds(old, new)
     matched_new = set(across.values())
     for key in sorted(set(old) | (set(new) - matched_new)):

@@ -161,6 +161,23 @@ def _key_index(entries: dict[str, Any]) -> KeyIndex:
     return _INDEXED[0][1]
 
 
+_RUN_KEYS: dict[tuple[int, int, str], KeyIndex] = {}  # this run's, per claim name
+
+
+def _run_keys(node: Any, claim: str) -> KeyIndex | None:
+    """The keys this run's collected tests would give ``claim``: the baseline key of another
+    rootdir that one of them matches is not taken by another (``matching_key``'s ``among``)."""
+    items = getattr(getattr(node, "session", None), "items", None)
+    if not items:
+        return None
+    memo = (id(items), len(items), claim)
+    if memo not in _RUN_KEYS:
+        if any(key[:2] != memo[:2] for key in _RUN_KEYS):  # another run's (pytester)
+            _RUN_KEYS.clear()
+        _RUN_KEYS[memo] = KeyIndex(f"{item.nodeid}::{claim}" for item in items)
+    return _RUN_KEYS[memo]
+
+
 def compare_with_baseline(
     session: DasSession, node: Any, result: AlignmentResult, record: dict[str, Any]
 ) -> list[str]:
@@ -169,7 +186,9 @@ def compare_with_baseline(
     ``das(compare_fail=...)`` marker; fills the record's baseline, drift and transfer."""
     assert session.baseline is not None
     path, payload = session.baseline
-    found = matching_key(entry_key(record), _key_index(payload["entries"]))
+    found = matching_key(
+        entry_key(record), _key_index(payload["entries"]), among=_run_keys(node, record["claim"])
+    )
     entry = payload["entries"][found] if found is not None else None
     if entry is None:
         if session.save_to is not None:

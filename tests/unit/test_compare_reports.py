@@ -266,6 +266,36 @@ def test_a_claim_seen_from_another_rootdir_is_the_same_entry(
     assert matching_key("t.py::p[a/b]::c", KeyIndex(["s/t.py::p[a/b]::c"])) == "s/t.py::p[a/b]::c"
 
 
+def test_one_old_key_is_never_taken_by_two_new_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # saved from rootdir hypotheses/a; compared from the repository root, where a/ and b/ both
+    # hold test_lb.py: both matched the one old key, and which took its number (and which
+    # vanished from the table) depended on their order
+    old = _report(tmp_path / "old.json", _claim(0.689, "not_aligned", "not_aligned"))
+    both = [
+        {**_claim(iia, "not_aligned", "not_aligned"), "test_id": f"{d}/test_lb.py::test_control"}
+        for d, iia in (("hypotheses/a", 0.689), ("hypotheses/b", 0.600))
+    ]
+    outputs = []
+    for name, records in (("ab", both), ("ba", both[::-1])):
+        new = _report(tmp_path / f"{name}.json", *records)
+        assert main(["compare", str(old), str(new), "--fail", "iia:0.05"]) == 1
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1].replace("ba.json", "ab.json")
+    assert "missing in NEW" in outputs[0]
+    assert outputs[0].count("new in NEW") == 2, outputs[0]
+    keys = KeyIndex(["test_x.py::t::c"])
+    run = KeyIndex(["a/test_x.py::t::c", "b/test_x.py::t::c"])
+    assert matching_key("a/test_x.py::t::c", keys) == "test_x.py::t::c"  # alone: the match
+    assert matching_key("a/test_x.py::t::c", keys, among=run) is None
+    assert matching_key("a/test_x.py::t::c", keys, among=KeyIndex(["a/test_x.py::t::c"])) == (
+        "test_x.py::t::c"
+    )
+    exact = KeyIndex(["a/test_x.py::t::c", "test_x.py::t::c"])  # the old key is a run key too
+    assert matching_key("a/test_x.py::t::c", keys, among=exact) is None
+
+
 DATA = {"prefix": "", "bracket": None, "numbers": "plain"}
 
 
