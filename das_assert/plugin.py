@@ -20,6 +20,8 @@ import pytest
 from das_assert.plugin_baselines import baseline_setup
 from das_assert.plugin_fuzz import all_rejected, apply_fuzz_profile, register_profiles
 from das_assert.plugin_options import (
+    DEFAULTS,
+    OUTPUT_OPTIONS,
     add_options,
     check_output_paths,
     invocation_path,
@@ -85,8 +87,24 @@ def _check_options(config: pytest.Config) -> None:
     """The das options that contradict each other, or parse badly, as one usage error."""
     if refused := refused_values(config):
         raise pytest.UsageError("; ".join(refused))
+    for dest in DEFAULTS:  # `--das-model="$MODEL_DIR"` with the variable unset: the default
+        if "--" + dest.replace("_", "-") in OUTPUT_OPTIONS:  # refused by check_output_paths
+            continue
+        value = config.getoption(dest)
+        if isinstance(value, str) and not value.strip() and value != DEFAULTS[dest]:
+            flag = "--" + dest.replace("_", "-")
+            raise pytest.UsageError(
+                f"{flag} is empty; give it a value, or leave the option out (an unset variable "
+                "such as $MODEL_DIR expands to nothing)"
+            )
     if config.getoption("das_cache_dir") and config.getoption("das_cache") == "off":
         raise pytest.UsageError("--das-cache-dir was given but --das-cache=off disables the cache")
+    if config.getoption("das_frozen") and config.getoption("das_save_baseline"):
+        raise pytest.UsageError(
+            "--das-frozen trains nothing: a baseline saved from it would hold another model's "
+            "alignments as this model's; save the baseline from a run that fits (drop "
+            "--das-frozen)"
+        )
     if config.getoption("das_device_map") and config.getoption("das_device") != "cpu":
         raise pytest.UsageError(
             "--das-device and --das-device-map contradict each other: a device map places the "

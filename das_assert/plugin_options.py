@@ -129,7 +129,7 @@ def _baseline_name(value: str) -> str:
 
     from das_assert.baseline import slug
 
-    if os.path.isabs(value) or value.endswith(".json") or os.path.exists(value):
+    if os.path.isabs(value) or value.endswith(".json") or _a_test(value):
         raise argparse.ArgumentTypeError(
             f"{value!r} is a path: give a NAME; write --das-save-baseline=NAME, or put test "
             "paths before the option; baselines go to --das-baseline-dir DIR (default "
@@ -148,6 +148,17 @@ def _baseline_name(value: str) -> str:
     return value
 
 
+def _a_test(value: str) -> bool:
+    """Whether ``value`` is a path that exists or a test's node id (``test_x.py::test``), which
+    an option with an optional argument took as its NAME."""
+    import os
+
+    path = value.partition("::")[0]
+    return os.path.exists(value) or (
+        "::" in value and (path.endswith(".py") or os.path.exists(path))
+    )
+
+
 def _baseline_reference(flag: str) -> Any:
     """An argparse type: ``flag``'s baseline (NAME, KEY/NAME or a ``.json`` file), as
     ``--das-compare`` and ``--das-frozen`` take it.
@@ -158,7 +169,7 @@ def _baseline_reference(flag: str) -> Any:
     import os
 
     def parse(value: str) -> str:
-        if not value.endswith(".json") and (os.path.isabs(value) or os.path.exists(value)):
+        if not value.endswith(".json") and (os.path.isabs(value) or _a_test(value)):
             raise argparse.ArgumentTypeError(
                 f"{value!r} is a path but not a baseline .json file: give a NAME (latest, NNNN "
                 f"or NNNN_name), KEY/NAME or a .json file; write {flag}=NAME, or put test paths "
@@ -340,7 +351,7 @@ def add_options(parser: pytest.Parser) -> None:
     )
 
 
-_OUTPUT_OPTIONS = {  # option: written as a directory?
+OUTPUT_OPTIONS = {  # option: written as a directory?
     "--das-json": False,
     "--das-markdown": False,
     "--das-plots": True,
@@ -354,7 +365,10 @@ def check_output_paths(config: pytest.Config) -> None:
     from das_assert.store import output_path_problem
 
     written: dict[Path, str] = {}
-    for option, directory in _OUTPUT_OPTIONS.items():
+    for option, given in (("--junitxml", "xmlpath"), ("--report-log", "report_log")):
+        if value := getattr(config.option, given, None):  # pytest's own: one file each
+            written[invocation_path(config, value).resolve()] = option
+    for option, directory in OUTPUT_OPTIONS.items():
         value = config.getoption(option.lstrip("-").replace("-", "_"))
         if value is not None and not str(value).strip():
             raise pytest.UsageError(

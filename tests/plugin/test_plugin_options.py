@@ -250,6 +250,40 @@ def test_a_baseline_name_of_four_digits_is_refused(pytester: pytest.Pytester) ->
     )
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (  # the embedded model was judged, against its own baseline, and the gate passed
+            ["--das-model=", "--das-compare"],
+            "--das-model is empty; give it a value, or leave the option out (an unset variable",
+        ),
+        (["--das-frozen="], "--das-frozen is empty; give it a value"),  # it trained instead
+        (["--das-config= "], "--das-config is empty; give it a value"),
+        (  # another model's alignments saved as this model's
+            ["--das-frozen=v1", "--das-save-baseline=v2"],
+            "--das-frozen trains nothing: a baseline saved from it would hold another model's",
+        ),
+    ],
+    ids=["model-empty", "frozen-empty", "config-blank", "frozen-and-save"],
+)
+def test_options_that_would_run_something_else_than_asked_are_usage_errors(
+    pytester: pytest.Pytester, options: list[str], message: str
+) -> None:
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    result = pytester.runpytest(*options)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert message in result.stderr.str()
+
+
+def test_a_node_id_taken_as_a_baseline_name_is_refused(pytester: pytest.Pytester) -> None:
+    # "--das-save-baseline test_x.py::test_x" saved 0001_test_x.py_test_x, from every test
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    for option in ("--das-save-baseline", "--das-compare"):
+        result = pytester.runpytest(option, "test_x.py::test_x")
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        assert f"argument {option}: 'test_x.py::test_x' is a path" in result.stderr.str()
+
+
 def test_cache_dir_with_the_cache_off_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--das-cache=off", "--das-cache-dir=/tmp/x")
     assert result.ret != 0
@@ -286,12 +320,17 @@ def test_cache_dir_with_the_cache_off_is_a_usage_error(pytester: pytest.Pytester
             "--das-json hypotheses/baselines/embedded/report.json is inside the baseline dir",
         ),
         ("--das-json={baseline}", "--das-json {baseline} is a saved baseline, which a report"),
+        (  # the JUnit XML was lost: the file held the das JSON
+            "--junitxml=out.xml --das-json=out.xml",
+            "--junitxml and --das-json both name out.xml; name two paths",
+        ),
     ],
     ids=[
         *("json-dir", "markdown-under-file", "json-read-only", "baselines-file", "plots"),
         *("plots-read-only", "markdown-empty", "json-over-das-yaml", "markdown-over-a-test"),
         *("json-over-model-config", "json-and-markdown-at-one-path", "json-over-the-compared"),
         *("markdown-in-baseline-dir", "json-in-default-baseline-dir", "json-over-a-baseline"),
+        "json-over-junitxml",
     ],
 )
 def test_an_output_path_that_cannot_be_written_is_a_usage_error_before_any_test(
