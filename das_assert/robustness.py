@@ -165,7 +165,7 @@ def judge_breaking_pairs(
         "answers that must change did",
         *by_variable_lines(evaluation, result.variable_names),
     ]
-    gate = request.session.min_task_accuracy
+    gate = exp.min_task_accuracy  # the claim's own, as for its verdict
     if evaluation.task_accuracy < gate:
         status = f"task accuracy below the gate {gate}"
         problem = f"the model fails the task on these pairs (gate {gate}): they cannot show a limit"
@@ -226,7 +226,7 @@ def _evaluate_once(
     if known is not None:
         memo[key] = memo.pop(key)  # the most recent now
         return known[1]
-    gate = session.min_task_accuracy
+    gate = result.experiment.min_task_accuracy  # the claim's own, as for its verdict
     outcome = evaluate_variant(result, variant, n, min_task_accuracy=gate, fresh=fresh)
     if key is not None:
         memo[key] = (result, outcome)

@@ -21,11 +21,12 @@ def fake_request(nodeid: str, *, reproduce_options: str = "") -> SimpleNamespace
     )
 
 
-def fake_result(site: str, **more: Any) -> SimpleNamespace:
-    """An ``AlignmentResult`` of one variable, ``left``, on the embedded model, at ``site``."""
+def fake_result(site: str, gate: float = 0.8, **more: Any) -> SimpleNamespace:
+    """An ``AlignmentResult`` of one variable, ``left``, on the embedded model, at ``site``,
+    of a claim whose task-accuracy gate is ``gate``."""
     return SimpleNamespace(
         model=SimpleNamespace(name="embedded"),
-        experiment=SimpleNamespace(site=site, seed=0, margin=0.05),
+        experiment=SimpleNamespace(site=site, seed=0, margin=0.05, min_task_accuracy=gate),
         variable_names=("left",),
         **more,
     )

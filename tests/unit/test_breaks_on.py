@@ -24,12 +24,16 @@ def encoded(tiny_models: dict[str, Any]) -> Any:
     return encode(tiny_models["llama"], pairs, parse_position("last"))
 
 
-def _judge(evaluation: Evaluation, recorded: list[dict[str, Any]] | None = None) -> Evaluation:
-    """``judge_breaking_pairs`` on ``evaluation``; the limit it records goes to ``recorded``."""
+def _judge(
+    evaluation: Evaluation, recorded: list[dict[str, Any]] | None = None, gate: float = 0.8
+) -> Evaluation:
+    """``judge_breaking_pairs`` on ``evaluation`` of a claim whose gate is ``gate`` (the
+    session's is 0.8); the limit it records goes to ``recorded``."""
     request = fake_request(
         "test_limits.py::test_a_limit", reproduce_options=" --das-config=das.yaml"
     )
-    result = fake_result("block_output[layer=1, pos=last]", evaluate_on=lambda pairs: evaluation)
+    site = "block_output[layer=1, pos=last]"
+    result = fake_result(site, gate, evaluate_on=lambda pairs: evaluation)
     try:
         return judge_breaking_pairs(request, result, [], claim="left_boundary", where="bracket X")
     finally:
@@ -81,6 +85,21 @@ def test_pairs_the_model_cannot_answer_show_no_limit(encoded: Any) -> None:
     with pytest.raises(IIAClaimFailed, match=r"fails the task on these pairs \(gate 0.8\)"):
         _judge(evaluation, recorded)
     assert [r["status"] for r in recorded] == ["task accuracy below the gate 0.8"]
+
+
+def test_the_gate_is_the_claims_own_as_for_its_verdict(encoded: Any) -> None:
+    # a claim that lowered its gate (align(..., min_task_accuracy=0.5)) had its limits judged
+    # at the session's gate: "the model fails the task on these pairs"
+    base = encoded.base_label_ids
+    wrong = base.clone()
+    wrong[:24] = wrong[:24] + 1  # 70% of the base prompts right: under 0.8, over 0.5
+    evaluation = Evaluation(encoded, wrong.clone(), wrong.clone(), wrong.clone(), 0.0)
+    assert 0.5 < evaluation.task_accuracy < 0.8
+    recorded: list[dict[str, Any]] = []
+    assert _judge(evaluation, recorded, gate=0.5) is evaluation
+    assert [r["status"] for r in recorded] == ["breaks"]
+    with pytest.raises(IIAClaimFailed, match=r"fails the task on these pairs \(gate 0.8\)"):
+        _judge(evaluation, gate=0.8)
 
 
 def test_pairs_whose_labels_do_not_change_cannot_tell(encoded: Any) -> None:
