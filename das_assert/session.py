@@ -230,8 +230,11 @@ class DasSession:
         experiment = self.experiment(hypothesis, site, **changes)
         if isinstance(site, str) and site in self.settings.sites:
             self._check_das_yaml_site(site, experiment.site)
-        # One seed for the pairs and the fit: align(..., seed=3) fits at 3 as well.
+        # One seed for the pairs and the fit: align(..., seed=3) fits at 3 as well, also with a
+        # config= at the session's seed (das_session.fit_config(epochs=1)), not one of its own.
         config = config or self.fit_config(seed=experiment.seed)
+        if "seed" in changes and config.seed == self.seed:
+            config = replace(config, seed=experiment.seed)
         restarts = check_restarts(restarts, config)
         if restarts == 1:
             return self._align_one(experiment, config, site)

@@ -602,3 +602,24 @@ def test_a_run_started_inside_an_xdist_worker_keeps_its_own_threads(
     result.assert_outcomes(passed=1)
     environment = json.loads((project.path / "r.json").read_text())["environment"]
     assert environment["torch_threads"] == torch.get_num_threads()
+
+
+def test_a_seed_pinned_in_align_is_the_fits_too_with_a_config_of_the_sessions(
+    project: pytest.Pytester,
+) -> None:
+    # config=das_session.fit_config(epochs=1) carried the session's seed: the pinned test's
+    # pairs were seed 1's, its fit --das-seed's, and its numbers moved with --das-seed
+    project.makepyfile(
+        test_hyp="""
+        def test_pinned(das_session):
+            config = das_session.fit_config(epochs=1)
+            result = das_session.align("left_boundary", "boundary", seed=1, config=config)
+            own = das_session.fit_config(epochs=1, seed=7)
+            other = das_session.align("left_boundary", "boundary", seed=1, config=own)
+            print("FIT SEEDS", result.fitted.config.seed, other.fitted.config.seed)
+        """
+    )
+    for seed in ("0", "5"):
+        result = _run(project, "--das-cache=off", f"--das-seed={seed}", "-s")
+        result.assert_outcomes(passed=1)
+        assert "FIT SEEDS 1 7" in result.stdout.str()  # a config's own seed is kept
