@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from das_assert.metrics import check_threshold
 
 __all__ = [
     "MAX_PAIRS",
     "MAX_SEED",
+    "Once",
     "cents",
+    "distinct",
     "non_negative_int",
     "pair_count",
     "parse_fraction",
@@ -109,3 +112,29 @@ def pair_count(text: str) -> int:
             "in memory at once; 1,000 pairs already give a 95% interval of about +-0.03)"
         )
     return int(text)
+
+
+class Once(argparse.Action):
+    """A list option given once: argparse kept the last of two silently (``--layers 0 1
+    --layers 2`` searched layer 2 alone, ``--variables left --variables right`` fitted
+    ``right``)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        given = namespace.__dict__.setdefault("_lists_given", set())
+        if self.dest in given:
+            parser.error(f"{option} given twice; give all its values once: {option} A B ...")
+        given.add(self.dest)
+        setattr(namespace, self.dest, values)
+
+
+def distinct(kind: str) -> type[argparse.Action]:
+    """An argparse action for a list that refuses repeated entries (one cell each)."""
+
+    class Distinct(Once):
+        def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+            repeated = sorted({str(v) for v in values if values.count(v) > 1})
+            if repeated:
+                parser.error(f"{option}: {kind} {', '.join(repeated)} given twice; list each once")
+            super().__call__(parser, namespace, values, option)
+
+    return Distinct

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from das_assert.arg_types import (
+    Once,
     cents,
+    distinct,
     non_negative_int,
     pair_count,
     parse_fraction,
@@ -111,6 +113,7 @@ def _add_data_args(
     group.add_argument(
         "--variables",
         nargs="+",
+        action=Once,
         metavar="VAR",
         help="intervene only on these variables (default: all of the hypothesis)",
     )
@@ -219,19 +222,6 @@ def _add_restarts_arg(group: Any) -> None:
     )
 
 
-def _distinct(kind: str) -> type[argparse.Action]:
-    """An argparse action for a list that refuses repeated entries (one cell each)."""
-
-    class Distinct(argparse.Action):
-        def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
-            repeated = sorted({str(v) for v in values if values.count(v) > 1})
-            if repeated:
-                parser.error(f"{option}: {kind} {', '.join(repeated)} given twice; list each once")
-            setattr(namespace, self.dest, values)
-
-    return Distinct
-
-
 def causal_model_files(argv: list[str]) -> list[str]:
     """The ``--causal-models`` files in ``argv``: read before the parser is built, because the
     models they register are ``--hypothesis`` choices; none for a command without the option
@@ -338,7 +328,7 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
         type=int,
         nargs="+",
         required=True,
-        action=_distinct("layer"),
+        action=distinct("layer"),
         metavar="L",
         help="decoder blocks, e.g. --layers 0 1 2 3 (negative: from the end)",
     )
@@ -346,7 +336,7 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
         "--positions",
         nargs="+",
         default=["last"],
-        action=_distinct("position"),
+        action=distinct("position"),
         metavar="NAME",
         help="e.g. --positions last after:amount amount.last (default: last)",
     )
@@ -469,7 +459,7 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     looked.add_argument(
         "--positions",
         nargs="+",
-        action=_distinct("position"),
+        action=distinct("position"),
         metavar="NAME",
         help="the positions to resolve (default: last after:amount amount.last before:amount)",
     )
@@ -477,7 +467,7 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
         "--layers",
         type=int,
         nargs="+",
-        action=_distinct("layer"),
+        action=distinct("layer"),
         metavar="L",
         help="the blocks to run the engine check at (default: the middle one)",
     )

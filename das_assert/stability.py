@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m das_assert.stability",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # --seed was read as --seeds
     )
     parser.add_argument("--seeds", type=positive_int, default=10, help="how many (default 10)")
     parser.add_argument("--first-seed", type=seed_int, default=0, help="the first seed (default 0)")

@@ -146,6 +146,22 @@ CLI_CASES = [
     cli(*FIT, "--model", "/no/such/dir", match=r"error: model directory '/no/such/dir' does not"),
     cli(*FIT, "--model", LLAMA, "--device", "tpu", match=r"error: device='tpu' is not one of"),
     cli(*SEARCH, "0", "1", "0", match=r"--layers: layer 0 given twice; list each once"),
+    cli(  # the last list won: layers 0 and 1 were not searched
+        *SEARCH,
+        "0",
+        "1",
+        "--layers",
+        "2",
+        match=r"--layers given twice; give all its values once: --layers A B \.\.\.",
+    ),
+    cli(  # fitted `right` alone
+        *FIT,
+        "--variables",
+        "left",
+        "--variables",
+        "right",
+        match=r"--variables given twice; give all its values once",
+    ),
     cli(
         *SEARCH,
         "0",

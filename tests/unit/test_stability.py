@@ -421,3 +421,13 @@ def test_a_seed_without_its_junit_xml_stops_the_comparison(
     err = capsys.readouterr().err
     assert "seed 0: pytest exited 1 but wrote no JUnit XML " in err
     assert "so its failures cannot be read and no seed is compared" in err
+
+
+def test_an_abbreviated_option_is_not_taken_for_another(capsys: pytest.CaptureFixture[str]) -> None:
+    # --seed 7 was read as --seeds 7: seven runs at seeds 0-6
+    from das_assert import stability
+
+    with pytest.raises(SystemExit) as exit_:
+        stability.main(["--seed", "7"])
+    assert exit_.value.code == 2
+    assert "unrecognized arguments: --seed 7" in capsys.readouterr().err
