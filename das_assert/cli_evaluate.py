@@ -18,7 +18,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from das_assert.held_out import apart_from
     from das_assert.saved import load_saved
     from das_assert.tasks.price_tagging import INTERVENED_VARIABLES
-    from das_assert.tasks.registry import causal_model_manifest
+    from das_assert.tasks.registry import defined_otherwise
 
     if args.drawn_brackets and args.bracket is not None:  # before the model loads
         raise InvalidArgument("give --bracket LOW HIGH or --drawn-brackets, not both")
@@ -47,7 +47,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"note: {args.alignment} was trained for {manifest['hypothesis']}; scored here "
             f"under {hypothesis}"
         )
-    elif manifest.get("causal_model") != causal_model_manifest(hypothesis).get("causal_model"):
+    elif defined_otherwise(manifest, hypothesis):
         print(
             f"note: {args.alignment} was trained under another definition of {hypothesis} (its "
             "mechanisms or intervened variables have changed since); scored here under this one"

@@ -142,13 +142,13 @@ def _check_identity(
     boxes = len(experiment.boxes)
     if n_variables != boxes:
         wrong.append(f"{n_variables} variables' boxes, not {boxes}")
-    from das_assert.tasks.registry import causal_model_manifest
+    from das_assert.tasks.registry import defined_otherwise
 
-    defined = causal_model_manifest(experiment.hypothesis).get("causal_model")
     if (
         wrong
         and manifest.get("hypothesis") == experiment.hypothesis
-        and (manifest.get("causal_model") != defined)
+        and "causal_model" in manifest  # recorded since 2026-12-04
+        and defined_otherwise(manifest, experiment.hypothesis)
     ):  # the user's causal model changed since the save, not the file
         raise AlignmentFileError(
             f"--das-frozen {path}: its alignment for {experiment.hypothesis} was fitted under "

@@ -55,6 +55,7 @@ from das_assert.tasks.price_tagging import (
 __all__ = [
     "BUILTIN_CAUSAL_MODELS",
     "causal_model_manifest",
+    "defined_otherwise",
     "import_causal_models",
     "register_causal_model",
 ]
@@ -246,14 +247,36 @@ def _run_models_file(path: Path) -> None:
 
 
 def causal_model_manifest(name: str) -> dict[str, str]:
-    """What a saved alignment records of its causal model: ``{"causal_model": digest}`` of a
-    registered one's mechanisms, boxes and answers on the probes, so that ``evaluate`` can say
-    when the definition changed since; {} for a built-in one."""
+    """What a saved alignment records of its causal model: ``causal_model``, a digest of a
+    registered one's mechanisms, boxes and answers on the probes, and of its answers alone with
+    the Python that compiled the mechanisms (their bytecode is another on another Python), so
+    that ``evaluate`` and a frozen run can say when the definition changed since; {} for a
+    built-in one."""
     registration = _registered.get(name)
     if registration is None:
         return {}
     both = f"{registration.identity}/{registration.behaviour}"
-    return {"causal_model": hashlib.sha256(both.encode()).hexdigest()[:16]}
+    return {
+        "causal_model": hashlib.sha256(both.encode()).hexdigest()[:16],
+        "causal_model_answers": hashlib.sha256(registration.behaviour.encode()).hexdigest()[:16],
+        "causal_model_python": _PYTHON,
+    }
+
+
+_PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def defined_otherwise(manifest: dict[str, Any], name: str) -> bool:
+    """Whether causal model ``name`` is defined otherwise now than when the alignment of
+    ``manifest`` was saved: by its code and answers on the same Python, by its answers alone
+    on another (a file saved on 3.11 and evaluated on 3.12 was "trained under another
+    definition")."""
+    now = causal_model_manifest(name)
+    if manifest.get("causal_model_python", _PYTHON) != _PYTHON and manifest.get(
+        "causal_model_answers"
+    ):
+        return manifest["causal_model_answers"] != now.get("causal_model_answers")
+    return manifest.get("causal_model") != now.get("causal_model")
 
 
 def _identity(model: CausalModel, boxes: tuple[str, ...]) -> str:
@@ -275,15 +298,16 @@ def _mechanism_text(function: Any, depth: int = 0) -> str:
     code = getattr(function, "__code__", None)
     if code is not None:
         closure = [cell.cell_contents for cell in getattr(function, "__closure__", None) or ()]
-        text = f"{_code_text(code)}|{getattr(function, '__defaults__', None)!r}|{closure!r}"
+        defaults = _repr(getattr(function, "__defaults__", None))
+        text = f"{_code_text(code)}|{defaults}|{_repr(closure)}"
     elif isinstance(function, functools.partial) and depth < _DEPTH:
         keywords = sorted(function.keywords.items())
         inner = _mechanism_text(function.func, depth + 1)
-        text = f"partial({inner}|{function.args!r}|{keywords!r})"
+        text = f"partial({inner}|{_repr(function.args)}|{_repr(keywords)})"
     elif hasattr(type(function).__call__, "__code__") and depth < _DEPTH:
         state = sorted(vars(function).items()) if hasattr(function, "__dict__") else None
         call = _mechanism_text(type(function).__call__, depth + 1)
-        text = f"{type(function).__qualname__}({call}|{state!r})"
+        text = f"{type(function).__qualname__}({call}|{_repr(state)})"
     else:
         text = f"{type(function).__qualname__}:{function!r}"
     return _ADDRESS.sub("", text)
@@ -294,8 +318,27 @@ _DEPTH = 8  # partials of partials
 
 def _code_text(code: types.CodeType) -> str:
     """Bytecode, names and constants, nested functions' code included, without addresses."""
-    consts = [_code_text(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
+    consts = [_code_text(c) if isinstance(c, types.CodeType) else _repr(c) for c in code.co_consts]
     return f"{code.co_code.hex()}|{consts}|{code.co_names}"
+
+
+def _repr(value: Any, depth: int = 0) -> str:
+    """``repr``, but a set's elements in sorted order: a set of strings iterates in an order
+    that PYTHONHASHSEED sets, another in every process."""
+    if depth > _DEPTH:
+        return repr(value)
+    if type(value) in (set, frozenset) and value:
+        inner = ", ".join(sorted(_repr(v, depth + 1) for v in value))
+        return f"{{{inner}}}" if type(value) is set else f"frozenset({{{inner}}})"
+    if type(value) is list:  # as repr writes them, so that no other definition changes
+        return f"[{', '.join(_repr(v, depth + 1) for v in value)}]"
+    if type(value) is tuple:
+        inner = [_repr(v, depth + 1) for v in value]
+        return f"({inner[0]},)" if len(inner) == 1 else f"({', '.join(inner)})"
+    if type(value) is dict:
+        items = (f"{_repr(k, depth + 1)}: {_repr(v, depth + 1)}" for k, v in value.items())
+        return f"{{{', '.join(items)}}}"
+    return repr(value)
 
 
 def _probes() -> Iterator[tuple[dict[str, int], dict[str, int]]]:

@@ -546,3 +546,47 @@ def test_a_mechanism_that_is_no_function_has_one_identity_in_every_process(
     register_causal_model(again, intervened=("right",))  # the same cell run twice
     with pytest.raises(InvalidArgument, match="already registered"):
         register_causal_model(changed, intervened=("right",))
+
+
+MODES = """
+from das_assert import CausalModel
+from das_assert.tasks import registry
+
+def closed(x, hi):
+    return x <= hi if hi % 3 or "hi" in {"closed", "inclusive", "both"} else x < hi
+
+model = CausalModel(
+    name="modes",
+    inputs=("lo", "hi", "x"),
+    mechanisms={"right": closed, "answer": lambda right, x, lo: right and x >= lo},
+    output="answer",
+)
+print(registry._identity(model, ("right",)))
+"""
+
+
+def test_a_set_of_strings_in_a_mechanism_gives_one_identity_under_every_hash_seed() -> None:
+    # a set constant's repr follows PYTHONHASHSEED: evaluate said "trained under another
+    # definition" of the file fit --save had just written, and xdist workers disagreed
+    import os
+    import subprocess
+
+    found = set()
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        run = subprocess.run(
+            [sys.executable, "-c", MODES], env=env, capture_output=True, text=True, check=True
+        )
+        found.add(run.stdout.strip())
+    assert len(found) == 1, found
+
+
+def test_a_file_saved_on_another_python_is_judged_by_the_models_answers() -> None:
+    # bytecode differs between Python versions: the same lambda had another identity on 3.12
+    name = register_causal_model(right_boundary(), intervened=("right",))
+    saved = registry.causal_model_manifest(name)
+    assert not registry.defined_otherwise(saved, name)
+    other_python = {**saved, "causal_model": "0" * 16, "causal_model_python": "3.99"}
+    assert not registry.defined_otherwise(other_python, name)
+    assert registry.defined_otherwise({**other_python, "causal_model_answers": "1" * 16}, name)
+    assert registry.defined_otherwise({**saved, "causal_model": "0" * 16}, name)  # same Python
