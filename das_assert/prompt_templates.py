@@ -10,6 +10,9 @@ answer.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from das_assert.errors import InvalidArgument
@@ -66,7 +69,13 @@ def resolve_prompt_template(written: str, tokenizer: Any) -> str:
         )
     messages = [{"role": "user", "content": CHAT_USER_MESSAGE}]
     try:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        with _fixed_today():  # Llama 3.x's templates write today's date into the prompt
+            text = tokenizer.apply_chat_template(
+                messages,
+                tokenize=False,
+                add_generation_prompt=True,
+                date_string=_FIXED_DAY.strftime("%d %b %Y"),
+            )
     except ImportError as exc:  # transformers renders chat templates with jinja2
         raise InvalidArgument(
             f"prompt template {CHAT!r} needs jinja2 to render the chat template ({exc}): "
@@ -84,6 +93,36 @@ def resolve_prompt_template(written: str, tokenizer: Any) -> str:
             "wrapper out instead"
         )
     return _without_doubled_bos(text, tokenizer)
+
+
+_FIXED_DAY = datetime(2024, 7, 26)  # Llama 3.1's template's own default date_string
+
+
+@contextmanager
+def _fixed_today() -> Iterator[None]:
+    """transformers renders a chat template's ``strftime_now`` by the clock, in local time: a
+    date in the wrapper changed every cache key, data record and frozen request each day, and
+    between time zones. While this block runs the template's today is ``_FIXED_DAY``."""
+    try:
+        from transformers.utils import chat_template_utils as module
+    except ImportError:
+        yield
+        return
+    real = getattr(module, "datetime", None)
+    if not (isinstance(real, type) and issubclass(real, datetime)):
+        yield  # another transformers: the template's date_string argument alone
+        return
+
+    class FixedToday(real):  # type: ignore[valid-type,misc]
+        @classmethod
+        def now(cls, tz: Any = None) -> datetime:
+            return _FIXED_DAY if tz is None else _FIXED_DAY.replace(tzinfo=tz)
+
+    setattr(module, "datetime", FixedToday)  # noqa: B010
+    try:
+        yield
+    finally:
+        setattr(module, "datetime", real)  # noqa: B010
 
 
 def _without_doubled_bos(text: str, tokenizer: Any) -> str:

@@ -333,8 +333,8 @@ def _repr(value: Any, depth: int = 0) -> str:
     if type(value) is list:  # as repr writes them, so that no other definition changes
         return f"[{', '.join(_repr(v, depth + 1) for v in value)}]"
     if type(value) is tuple:
-        inner = [_repr(v, depth + 1) for v in value]
-        return f"({inner[0]},)" if len(inner) == 1 else f"({', '.join(inner)})"
+        parts = [_repr(v, depth + 1) for v in value]
+        return f"({parts[0]},)" if len(parts) == 1 else f"({', '.join(parts)})"
     if type(value) is dict:
         items = (f"{_repr(k, depth + 1)}: {_repr(v, depth + 1)}" for k, v in value.items())
         return f"{{{', '.join(items)}}}"

@@ -93,3 +93,35 @@ def test_a_chat_template_that_fails_or_changes_the_message_is_refused(
     tokenizer.chat_template = template
     with pytest.raises(InvalidArgument, match=problem):
         resolve_prompt_template(CHAT, tokenizer)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [  # Llama 3.x's, which takes date_string; and one that reads the clock itself
+        '{%- if not date_string is defined %}{%- set date_string = strftime_now("%d %b %Y") %}'
+        "{%- endif %}Today Date: {{ date_string }}\n",
+        'Today: {{ strftime_now("%Y-%m-%d") }}\n',
+    ],
+    ids=["date_string", "strftime_now"],
+)
+def test_a_chat_template_that_writes_todays_date_gives_one_wrapper_every_day(
+    tokenizer, header: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # its wrapper, and so every cache key, data record and frozen request, changed each day and
+    # between time zones: from the next day on every claim was "not comparable" to its baseline
+    import datetime as real
+
+    from transformers.utils import chat_template_utils
+
+    tokenizer.chat_template = header + ROLES_CHAT
+    today = resolve_prompt_template(CHAT, tokenizer)
+    assert "2024" in today.split("\n")[0]
+
+    class Later(real.datetime):
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[no-untyped-def]
+            return real.datetime(2031, 1, 2, 23, 59)
+
+    monkeypatch.setattr(chat_template_utils, "datetime", Later)
+    assert resolve_prompt_template(CHAT, tokenizer) == today
+    assert chat_template_utils.datetime is Later  # put back as it was
