@@ -355,15 +355,16 @@ class BaselineReporting:
         """Whether the test file of baseline claim ``key`` (a rootdir-relative node id) lies
         under a path this run was given (every one where it was given none), or is gone: a
         file that exists outside them was left out by the command line, not by a change."""
-        file = (self.config.rootpath / key.split("::")[0]).resolve()
-        if not file.exists():
-            return True
+        path = key.split("::")[0]
         start = Path(self.config.invocation_params.dir)
-        for arg in self.config.args:
-            given = (start / arg.split("::")[0]).resolve()
-            if given == file or given in file.parents:
-                return True
-        return False
+        given = [(start / arg.split("::")[0]).resolve() for arg in self.config.args]
+        # saved under another rootdir (matching_key): its path is relative to an ancestor of
+        # this one's, or to a directory this run was given
+        roots = [self.config.rootpath, *self.config.rootpath.parents, *given]
+        file = next((f.resolve() for root in roots if (f := root / path).is_file()), None)
+        if file is None:
+            return True
+        return any(place == file or place in file.parents for place in given)
 
 
 def _claims(count: int) -> str:

@@ -677,6 +677,28 @@ def test_dropped(das, aligned):
 """
 
 
+def test_a_file_left_out_under_another_rootdir_is_not_a_claim_removed(
+    project: pytest.Pytester,
+) -> None:
+    # saved with the rootdir above suite/ (keys suite/test_x.py::...), compared with the rootdir
+    # suite/ and one file: the other file's claims were looked for under suite/suite/, called
+    # gone, and the gate FAILED
+    suite = project.path / "suite"
+    suite.mkdir()
+    for name in ("test_hyp.py", "test_other.py"):
+        (suite / name).write_text(TWO_NEGATIVE_CLAIMS)
+    (project.path / "test_hyp.py").unlink()
+    args = ("--das-cache=readwrite", f"--das-baseline-dir={project.path / 'b'}")
+    saved = _run(project, *args, "--das-save-baseline=v1", f"--rootdir={project.path}", "suite")
+    saved.assert_outcomes(passed=4)
+    one_file = _run(project, *args, "--das-compare=v1", "--rootdir=suite", "suite/test_hyp.py")
+    one_file.assert_outcomes(passed=2)
+    assert one_file.ret == pytest.ExitCode.OK
+    one_file.stdout.fnmatch_lines(
+        ["das: 2 claims of * not judged: their test files were not among this run's paths"]
+    )
+
+
 def test_a_complete_run_that_judges_fewer_claims_than_its_baseline_fails_the_gate(
     project: pytest.Pytester,
 ) -> None:
