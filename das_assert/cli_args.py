@@ -228,6 +228,15 @@ def causal_model_files(argv: list[str]) -> list[str]:
     (its parser refuses it, and the user's code is not run first)."""
     if not argv or argv[0] not in ("check", "fit", "search", "evaluate"):
         return []
+    for word in argv:  # argparse takes an abbreviation, but only once --hypothesis is checked
+        name = word.partition("=")[0]
+        if name.startswith("--causal-m") and name != "--causal-models":
+            from das_assert.errors import InvalidArgument
+
+            raise InvalidArgument(
+                f"{name}: write --causal-models in full (it is read before the other options, "
+                "to know the causal models that --hypothesis may name)"
+            )
     early = _Lenient(add_help=False, allow_abbrev=False)
     early.add_argument("--causal-models", action="append", default=[])
     try:

@@ -412,9 +412,12 @@ def test_an_abbreviated_causal_models_option_is_refused_not_ignored(
 
     models = tmp_path / "models.py"
     models.write_text(MODELS_FILE)
-    with pytest.raises(SystemExit):
-        main(["fit", "--hypothesis=left_boundary", f"--causal-model={models}", "--layer=0"])
-    assert "write --causal-models in full" in capsys.readouterr().err
+    assert main(["fit", "--hypothesis=left_boundary", f"--causal-model={models}", "--layer=0"]) == 2
+    assert "--causal-model: write --causal-models in full" in capsys.readouterr().err
+    # with a hypothesis of that file, --hypothesis was refused first: "name its file with
+    # --causal-models FILE", which the user had (abbreviated)
+    assert main(["fit", "--causal-model", str(models), "--hypothesis", "mine", "--layer=0"]) == 2
+    assert "--causal-model: write --causal-models in full" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
