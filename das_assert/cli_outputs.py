@@ -44,7 +44,9 @@ def check_outputs(args: argparse.Namespace) -> None:
     }
     for path in getattr(args, "causal_models", None) or ():
         inputs[Path(path).resolve()] = "a --causal-models file"
-    baselines = getattr(args, "dir", None)  # the baselines command's baseline directory
+    # the baselines command's baseline directory (cache's --dir is the cache: a listing there
+    # is harmless, its entries are .safetensors files)
+    baselines = getattr(args, "dir", None) if args.command == "baselines" else None
     written: dict[Path, str] = {}
     for flag, path, is_directory in outputs:
         if baselines is not None and path.resolve().is_relative_to(Path(baselines).resolve()):

@@ -150,6 +150,10 @@ def test_the_command_lists_prunes_and_writes_json(
     assert report["pruned"][0]["file"] == stale.name
     assert fresh.exists()
     assert not stale.exists()
+    # a listing inside the cache was refused as "inside the baseline directory"
+    inside = cache.directory / "listing.json"
+    assert main(["cache", "--dir", str(cache.directory), "--json", str(inside)]) == 0
+    assert json.loads(inside.read_text())["entries"] == 1
 
 
 def test_a_cache_directory_that_is_not_there_is_one_clear_error(
