@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from das_assert.fit_config import METHODS, parse_method
 from das_assert.store import SCHEMA_VERSION, atomic_write_bytes, check_schema, unreadable_text
 from das_assert.values import is_integer, is_number
 
-__all__ = ["load_alignment", "save_alignment"]
+__all__ = ["load_alignment", "save_alignment", "without_fit_remedy"]
 
 
 def save_alignment(path: Path, interchange: Any, manifest: dict[str, Any]) -> None:
@@ -160,6 +161,18 @@ def load_alignment(
     rotation, widths = _checked_tensors(path, tensors, manifest, hidden_size, n_boxes)
     interchange = Interchange.frozen(rotation, widths.tolist(), manifest["method"])
     return interchange, manifest
+
+
+_FIT_REMEDY = re.compile(
+    r"(?:[;:] (?:check the path, or save an alignment with .*|delete it and fit again"
+    r"|fit a new alignment on this model)|, or delete it and fit again)$"
+)
+
+
+def without_fit_remedy(message: str) -> str:
+    """``load_alignment``'s refusal without its advice to fit again (or save with ``fit``),
+    for a file that a fit does not remake: a baseline's, which saving the baseline remakes."""
+    return _FIT_REMEDY.sub("", message)
 
 
 def _read_alignment_file(path: Path) -> tuple[dict[str, Any], Any]:

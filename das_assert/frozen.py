@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from das_assert.alignment_file import load_alignment
+from das_assert.alignment_file import load_alignment, without_fit_remedy
 from das_assert.errors import AlignmentFileError, DasError
 from das_assert.experiment import Experiment
 from das_assert.fit import FitConfig, FittedAlignment
@@ -71,8 +71,8 @@ def frozen_alignment(
         interchange, manifest = load_alignment(file, hidden_size=model.config.hidden_size)
     except AlignmentFileError as exc:  # a baseline's file is remade by saving, not by a fit
         raise AlignmentFileError(
-            f"--das-frozen {path}: {exc} (this file is the baseline's: save the baseline again "
-            "with --das-save-baseline, or run without --das-frozen)"
+            f"--das-frozen {path}: {without_fit_remedy(str(exc))}; this file is the baseline's: "
+            "save the baseline again with --das-save-baseline, or run without --das-frozen"
         ) from None
     _check_identity(path, file, manifest, interchange.n_variables, experiment, config, entry)
     interchange.to(model.input_device)

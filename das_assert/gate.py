@@ -9,7 +9,7 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from das_assert.alignment_file import load_alignment, save_alignment
+from das_assert.alignment_file import load_alignment, save_alignment, without_fit_remedy
 from das_assert.alignment_result import AlignmentResult
 from das_assert.baseline import KeyIndex, alignment_path, entry_key, matching_key
 from das_assert.compare import not_comparable, parse_compare_fail
@@ -260,8 +260,8 @@ def transfer(
         interchange, manifest = load_alignment(file, hidden_size=session.model.config.hidden_size)
     except AlignmentFileError as exc:  # a baseline's file is remade by saving, not by a fit
         return {
-            "skipped": f"{exc} (this file is the baseline's: a fit does not remake it; save the "
-            "baseline again with --das-save-baseline)"
+            "skipped": f"{without_fit_remedy(str(exc))}; this file is the baseline's: save the "
+            "baseline again with --das-save-baseline"
         }
     wanted = {**entry, "site": fitted_at}
     wrong = [  # a file under another claim's name: its key was cut, or slugged, to that name

@@ -626,6 +626,13 @@ def test_a_damaged_baseline_file_is_not_advised_to_be_fitted_again(ctx: Ctx) -> 
     result = SimpleNamespace(alignment=None, experiment=SimpleNamespace(site=SITE))
     found = transfer(SimpleNamespace(model=ctx.llama), result, path, entry)  # type: ignore[arg-type]
     assert found["skipped"].endswith(
-        "(this file is the baseline's: a fit does not remake it; save the baseline again with "
-        "--das-save-baseline)"
+        "it is truncated or corrupted; this file is the baseline's: save the baseline again "
+        "with --das-save-baseline"
+    )
+    assert "fit again" not in found["skipped"]
+    file.unlink()  # "check the path, or save an alignment with `... fit ... --save FILE`"
+    found = transfer(SimpleNamespace(model=ctx.llama), result, path, entry)  # type: ignore[arg-type]
+    assert found["skipped"] == (
+        f"alignment file {str(file)!r} does not exist; this file is the baseline's: save the "
+        "baseline again with --das-save-baseline"
     )
