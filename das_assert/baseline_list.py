@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from das_assert.baseline import (
+    ABANDONED_AFTER_S,
     RESERVED_BY,
     SAVED_AT_FORMAT,
     abandoned_reservations,
@@ -81,6 +82,8 @@ def _model_block(folder: Path, now: float) -> dict[str, Any]:
             continue
         if others[-1]["state"] != "reserved" and not others[-1].get("saved"):
             others[-1]["foreign"] = foreign_files(sub)  # --prune keeps the folder
+        if others[-1]["state"] == "abandoned" and (written := _written_within_a_day(sub, now)):
+            others[-1]["written"] = written  # --prune keeps it too: a run may still be saving
     return {
         "model": folder.name,
         "directory": str(folder),
@@ -123,6 +126,16 @@ def _field(payload: Any, key: str, kind: type) -> Any:
 
 def _utc(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).strftime(SAVED_AT_FORMAT)
+
+
+def _written_within_a_day(folder: Path, now: float) -> str | None:
+    """When something in ``folder`` was last written, where that is within the day (as
+    ``baselines --prune`` checks it), else None."""
+    try:
+        newest = max([folder.stat().st_mtime, *(p.stat().st_mtime for p in folder.iterdir())])
+    except OSError:
+        return None
+    return _utc(newest) if abs(now - newest) <= ABANDONED_AFTER_S else None
 
 
 def ours(path: Path) -> bool:
@@ -198,6 +211,12 @@ def _other_text(other: dict[str, Any]) -> str:
         delete = (
             f"it holds files das_assert does not write ({other['foreign']}), which --prune "
             "keeps: check them, then delete it by hand"
+        )
+    if other["state"] == "abandoned" and other.get("written") and not other.get("foreign"):
+        return (
+            f"reserved since {other['since']} by a run that never finished (killed?), but "
+            f"written into at {other['written']}: a run may still be saving; --prune deletes "
+            "it once nothing in it is a day old"
         )
     if other["state"] == "abandoned":
         return (

@@ -149,7 +149,7 @@ class BaselineReporting:
                             f"das: {self._shown(str(folder))}/ was reserved more than a day ago "
                             "by a run that never finished (killed?) and keeps its number: "
                             "delete it unless a run is still saving into it (python3 -m "
-                            "das_assert baselines --prune)"
+                            f"das_assert baselines --dir {self._shown(str(root))} --prune)"
                         )
             except OSError as exc:  # a folder this user may not list: the reports still go out
                 self.notes.append(

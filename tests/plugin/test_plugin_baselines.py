@@ -647,7 +647,7 @@ def test_a_folder_reserved_by_a_killed_run_is_named_after_a_day(project: pytest.
             "das: baseline saved: b/tiny/0003_v1.json (1 claim)",
             "das: b/tiny/0001_v1/ was reserved more than a day ago by a run that never finished "
             "(killed?) and keeps its number: delete it unless a run is still saving into it "
-            "(python3 -m das_assert baselines --prune)",
+            "(python3 -m das_assert baselines --dir b --prune)",
         ]
     )
 

@@ -275,6 +275,14 @@ def test_prune_keeps_an_old_reservation_whose_run_wrote_within_the_day(baselines
         "something in it was written within the day: a run may still be saving"
     )
     assert folder.is_dir()
+    # the listing advised the --prune that had just kept it
+    text = listing_text(baseline_listing(baselines))
+    assert "  0004_v2/: reserved since " in text
+    assert (
+        "by a run that never finished (killed?), but written into at "
+        in text.split("0004_v2/: ")[1]
+    )
+    assert "a run may still be saving; --prune deletes it once nothing in it is a day old" in text
 
 
 def test_prune_checks_each_folder_again_when_it_removes_it(baselines: Path) -> None:
