@@ -171,7 +171,10 @@ class AlignmentCache:
                     os.utime(self.path(key))
             return hit
         except AlignmentFileError as exc:
-            removed = "not removed: this cache is only read"
+            removed = (  # a fit in this mode does not remake it
+                "not removed: this cache is only read; once it is deleted, a run with "
+                "--das-cache=readwrite fits it again"
+            )
             if self.writes:  # gone first: a rerun recomputes it even where warnings are errors
                 try:
                     self.path(key).unlink(missing_ok=True)

@@ -84,7 +84,11 @@ def _manifest(path: Path) -> dict[str, Any] | str:
             if not 0 < length <= _HEADER_LIMIT:
                 return "unreadable (no safetensors header)"
             header = json.loads(handle.read(length))
+            size = os.fstat(handle.fileno()).st_size
         manifest = json.loads(header["__metadata__"]["manifest"])
+        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+        if 8 + length + max(ends, default=0) != size:  # its tensors cut off: a run rejects it
+            return f"unreadable (truncated: {size} of {8 + length + max(ends, default=0)} bytes)"
     except PermissionError:  # its owner's runs read it
         return NOT_READABLE
     except OSError as exc:

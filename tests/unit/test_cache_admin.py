@@ -67,28 +67,32 @@ def test_prune_stale_deletes_only_what_no_run_of_this_version_reads(tmp_path: Pa
     unrecorded = _entry(cache, _key(4), age_days=9, model_name=None)  # the oldest
     garbage = tmp_path / f"{_key(5)}.safetensors"
     garbage.write_bytes(b"\x00" * 40)
+    # its tensors cut off: listed as healthy, never pruned, and warned of in every read-only run
+    cut = _entry(cache, _key(7), **CURRENT)
+    cut.write_bytes(cut.read_bytes()[:-100])
     foreign = [tmp_path / "notes.safetensors", tmp_path / "digests.json", tmp_path / "x.lock"]
     for path in foreign:
         path.write_text("{}")
     others = tmp_path / f"{_key(6)}.safetensors"  # another program's, by its name a key's
     save_file({"w": torch.zeros(2)}, others)
     listing = cache_listing(tmp_path)
-    assert (listing["entries"], listing["stale"], listing["provenance_unknown"]) == (5, 3, 1)
+    assert (listing["entries"], listing["stale"], listing["provenance_unknown"]) == (6, 4, 1)
     assert {row["model"] for row in listing["models"]} == {"m", None}  # named by its latest
     why = {row["file"]: row["stale"] for row in listing["files"]}
     assert why[old_version.name] == f"written by das_assert 0.0.1, not {__version__}"
     assert why[old_revision.name] == f"fit revision 0, not {FIT_REVISION}"
     assert why[garbage.name].startswith("unreadable")
+    assert why[cut.name].startswith("unreadable (truncated: ")
     assert why[fresh.name] is None
     assert why[unrecorded.name] is None
 
     named = prune_cache(tmp_path, stale=True, unused_days=None, dry_run=True)
-    assert len(named) == 3
-    assert all(p.exists() for p in (old_version, old_revision, garbage))
+    assert len(named) == 4
+    assert all(p.exists() for p in (old_version, old_revision, garbage, cut))
     removed = prune_cache(tmp_path, stale=True, unused_days=None, dry_run=False)
     assert sorted(row["file"] for row in removed) == sorted(row["file"] for row in named)
     assert all(path.exists() for path in (fresh, unrecorded, others, *foreign))
-    assert not any(p.exists() for p in (old_version, old_revision, garbage))
+    assert not any(p.exists() for p in (old_version, old_revision, garbage, cut))
     unused = prune_cache(tmp_path, stale=False, unused_days=5, dry_run=False)
     assert [row["file"] for row in unused] == [unrecorded.name]
 
