@@ -70,12 +70,13 @@ def check_restarts(restarts: Any, config: FitConfig) -> int:
     if restarts > 1 and config.method in ("full", "noop"):
         raise InvalidArgument(
             f"restarts={restarts} with method {config.method!r}: it learns nothing, so every "
-            "fit would be the same; use restarts=1"
+            "fit would be the same; use restarts=1 (--restarts 1 on the command line)"
         )
     if config.seed + restarts - 1 > MAX_SEED:
         raise InvalidArgument(
             f"restarts={restarts} from fit seed {config.seed} would fit at seed "
-            f"{config.seed + restarts - 1}, past the largest seed {MAX_SEED}; start lower"
+            f"{config.seed + restarts - 1}, past the largest seed {MAX_SEED}; start lower (the fit "
+            "seed: --seed on the command line)"
         )
     return restarts
 
