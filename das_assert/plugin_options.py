@@ -116,66 +116,16 @@ def _seed(value: str) -> int:
 
 
 def _baseline_name(value: str) -> str:
-    """An argparse type: a baseline's NAME, saved as NNNN_NAME.json in the model's baseline
-    folder, NAME slugged (``release/v2``, a CI branch name, is saved as ``0001_release_v2``).
+    from das_assert.arg_types import baseline_name  # argparse only: no torch
 
-    Refused: what is clearly a path (an absolute one, a ``.json`` file, or one that exists: the
-    option's argument is optional, so ``--das-save-baseline tests/test_x.py`` took the test path
-    as its NAME), and a NAME that slugs to nothing (``???`` was saved as ``0001_.json``, which the
-    next save overwrote and ``--das-compare`` could not find)."""
-    import argparse
-    import os
-    import re
-
-    from das_assert.baseline import slug
-
-    if os.path.isabs(value) or value.endswith(".json") or _a_test(value):
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is a path: give a NAME; write --das-save-baseline=NAME, or put test "
-            "paths before the option; baselines go to --das-baseline-dir DIR (default "
-            "hypotheses/baselines/<model>/)"
-        )
-    if re.fullmatch(r"\d{4}", slug(value)):
-        raise argparse.ArgumentTypeError(
-            f"{value!r} reads as a baseline number: --das-compare={slug(value)} would mean "
-            "baseline number " + slug(value) + "; give a NAME with a letter in it"
-        )
-    if not slug(value):
-        raise argparse.ArgumentTypeError(
-            f"{value!r} leaves no name: a baseline NAME needs a letter, digit, '.', '-' or '_' "
-            "(it is saved as NNNN_NAME.json, other characters made '_')"
-        )
-    return value
-
-
-def _a_test(value: str) -> bool:
-    """Whether ``value`` is a path that exists or a test's node id (``test_x.py::test``), which
-    an option with an optional argument took as its NAME."""
-    import os
-
-    path = value.partition("::")[0]
-    return os.path.exists(value) or (
-        "::" in value and (path.endswith(".py") or os.path.exists(path))
-    )
+    return baseline_name(value)
 
 
 def _baseline_reference(flag: str) -> Any:
-    """An argparse type: ``flag``'s baseline (NAME, KEY/NAME or a ``.json`` file), as
-    ``--das-compare`` and ``--das-frozen`` take it.
-
-    Refused: a path that is not a ``.json`` file (the argument is optional, so
-    ``--das-compare hypotheses/test_x.py`` took the test path as the baseline's NAME)."""
-    import argparse
-    import os
-
     def parse(value: str) -> str:
-        if not value.endswith(".json") and (os.path.isabs(value) or _a_test(value)):
-            raise argparse.ArgumentTypeError(
-                f"{value!r} is a path but not a baseline .json file: give a NAME (latest, NNNN "
-                f"or NNNN_name), KEY/NAME or a .json file; write {flag}=NAME, or put test paths "
-                "before the option"
-            )
-        return value
+        from das_assert.arg_types import baseline_reference  # argparse only: no torch
+
+        return baseline_reference(flag)(value)
 
     return parse
 
