@@ -183,7 +183,8 @@ def _discovered_block_path(model: Any, model_type: str) -> str:
     raise InvalidArgument(
         f"das_assert does not know where the decoder blocks of model_type {model_type!r} "
         f"are: {why}. Known model types: {', '.join(sorted(BLOCK_PATHS))}. Register yours "
-        "before the run, e.g. in conftest.py: `from das_assert.sites import BLOCK_PATHS; "
+        "before the run, in conftest.py under pytest, or on the command line in a file given "
+        "with --causal-models FILE: `from das_assert.sites import BLOCK_PATHS; "
         f"BLOCK_PATHS[{model_type!r}] = 'model.layers'` (the attribute path of the list of "
         "decoder blocks; optionally ATTENTION_NAMES, the attention module's name in a block, "
         "lets prefix passes stop early)"

@@ -198,11 +198,15 @@ def import_causal_models(paths: Sequence[str | Path]) -> list[str]:
     """Run each Python file in ``paths`` (which registers its causal models, e.g. a hypothesis
     file), its folder on ``sys.path`` as pytest puts it; return the names registered. The
     command line's ``--causal-models FILE``."""
+    from das_assert.sites import ATTENTION_NAMES, BLOCK_PATHS
+
     before = len(_registrations)
+    layouts = dict(BLOCK_PATHS), dict(ATTENTION_NAMES)
     for raw in paths:
         _run_models_file(Path(raw))
     added = list(dict.fromkeys(_registrations[before:]))
-    if not added and paths:
+    # a file that registers a model's decoder-block layout instead, as a conftest.py would
+    if not added and paths and layouts == (dict(BLOCK_PATHS), dict(ATTENTION_NAMES)):
         raise InvalidArgument(
             f"causal models file {', '.join(map(str, paths))} registered no causal model; call "
             "das_assert.register_causal_model(...) at the file's top level"

@@ -593,3 +593,22 @@ def test_a_file_saved_on_another_python_is_judged_by_the_models_answers() -> Non
     assert not registry.defined_otherwise(other_python, name)
     assert registry.defined_otherwise({**other_python, "causal_model_answers": "1" * 16}, name)
     assert registry.defined_otherwise({**saved, "causal_model": "0" * 16}, name)  # same Python
+
+
+def test_a_causal_models_file_may_register_a_decoder_block_layout_instead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the unknown-layout error said to register BLOCK_PATHS in conftest.py, which the command
+    # line does not read, and its one file, --causal-models, refused a file without a model
+    from das_assert import sites
+
+    monkeypatch.setattr(sites, "BLOCK_PATHS", sites.BLOCK_PATHS)  # put back as it was
+    monkeypatch.setitem(sites.BLOCK_PATHS, "placeholder", "model.layers")
+    layout = tmp_path / "layout.py"
+    layout.write_text("from das_assert.sites import BLOCK_PATHS\nBLOCK_PATHS['xllama'] = 'x.h'\n")
+    assert import_causal_models([layout]) == []
+    assert sites.BLOCK_PATHS.pop("xllama") == "x.h"
+    nothing = tmp_path / "nothing.py"
+    nothing.write_text("x = 1\n")
+    with pytest.raises(InvalidArgument, match="registered no causal model"):
+        import_causal_models([nothing])
