@@ -240,8 +240,9 @@ class BaselineReporting:
                 self.notes.append(
                     f"das: baseline {name} records {len(failed)} claim(s) that did not hold in "
                     f"this run ({', '.join(failed)}): a --das-compare against it gates those "
-                    "numbers as they are; save it from a passing run to gate against claims that "
-                    "hold"
+                    "numbers as they are; to gate against claims that hold, save it again once "
+                    "they do (an inconclusive claim, which --das-inconclusive may pass, decides "
+                    "with more test pairs: n_test in das.yaml)"
                 )
             if run["selection"]:
                 self.notes.append(
