@@ -52,6 +52,15 @@ def tiny_result(ctx: Ctx) -> Any:
     )
 
 
+def by_hand(*indexes: int) -> list[PromptPair]:
+    """Pairs as a user builds them (no ``inputs``), intervening on variables ``indexes``."""
+    pairs = prompt_pairs("left_boundary", len(indexes), seed=1)
+    return [
+        dataclasses.replace(pair, inputs={}, variable_index=index)
+        for pair, index in zip(pairs, indexes, strict=True)
+    ]
+
+
 def relabelled(*, swap_every: int) -> list[PromptPair]:
     """left_boundary's pairs with the answers of every pair swapped (``swap_every=1``), or of
     the first pair only (0): a swap keeps whether the intervention changes the answer."""
@@ -326,26 +335,14 @@ CASES = [
         id="result.evaluate_on(<pairs of another causal model>)",
     ),
     pytest.param(  # an IndexError, and -1 took the last box silently
-        lambda c: tiny_result(c).evaluate_on(
-            [
-                dataclasses.replace(pair, inputs={}, variable_index=index)
-                for pair, index in zip(
-                    prompt_pairs("left_boundary", 2, seed=1), (0, 3), strict=True
-                )
-            ]
-        ),
+        lambda c: tiny_result(c).evaluate_on(by_hand(0, 3)),
         InvalidArgument,
         r"a pair's variable_index is 3, but left_boundary's alignment has 1 box\(es\), 0 to 0 "
         r"\(left\): make them with",
         id="result.evaluate_on(<pairs by hand, variable_index past the boxes>)",
     ),
     pytest.param(
-        lambda c: tiny_result(c).judged_on(
-            [
-                dataclasses.replace(pair, inputs={}, variable_index=-1)
-                for pair in prompt_pairs("left_boundary", 2, seed=1)
-            ]
-        ),
+        lambda c: tiny_result(c).judged_on(by_hand(-1, -1)),
         InvalidArgument,
         r"a pair's variable_index is -1, but left_boundary's alignment has 1 box",
         id="result.judged_on(<pairs by hand, variable_index -1>)",

@@ -420,16 +420,8 @@ def test_a_fuzz_test_with_no_variant_held_is_named_in_both_tables() -> None:
 def test_a_transfer_that_could_not_be_measured_says_so_in_both_tables(tmp_path: Path) -> None:
     # A baseline whose alignment file was truncated left the row's transfer blank, as if none
     # had been asked for: the damaged baseline went unnoticed under an iia-only gate.
-    from das_assert.baseline import save_baseline
-
-    record = _record("left_boundary", "block_output[layer=0, pos=last]", 0.830, "aligned", "t")
-    saved = tmp_path / "0001_v1.json"
-    save_baseline(saved, model={}, environment={}, records=[record])
     why = "alignment file 'x.safetensors' is not a readable das_assert safetensors file"
-    record.update(
-        baseline={"delta": 0.0, "iia_ci": (0.80, 0.85), "path": str(saved), "file": "b"},
-        transfer={"skipped": why},
-    )
+    record = _compared(tmp_path, "block_output[layer=0, pos=last]", transfer={"skipped": why})
     assert "transfer not measured" in summary_lines([record])[2]
     assert f"Δ +0.000, transfer not measured: {why}" in markdown_table([record])
 
@@ -499,14 +491,10 @@ def test_the_markdown_says_what_pairs_a_row_was_judged_on_as_the_terminal_does()
 def test_a_claim_that_drifted_says_so_once_in_the_markdown(tmp_path: Path) -> None:
     # "transfer not measured: ... fitted at X, and this run's claim is at Y (drift), drift from
     # `X`": the terminal's row says it once
-    from das_assert.baseline import save_baseline
-
-    record = _record("left_boundary", "block_output[layer=1, pos=last]", 0.830, "aligned", "t")
-    saved = tmp_path / "0001_v1.json"
-    save_baseline(saved, model={}, environment={}, records=[record])
     was = "block_output[layer=0, pos=last]"
-    record.update(
-        baseline={"delta": 0.0, "iia_ci": (0.80, 0.85), "path": str(saved), "file": "b"},
+    record = _compared(
+        tmp_path,
+        "block_output[layer=1, pos=last]",
         transfer={"skipped": f"the baseline's alignment was fitted at {was}, and ... (drift)"},
         drift={"from": was, "to": "block_output[layer=1, pos=last]"},
     )
@@ -514,3 +502,14 @@ def test_a_claim_that_drifted_says_so_once_in_the_markdown(tmp_path: Path) -> No
     assert f"Δ +0.000, drift from `{was}`" in table
     assert "transfer not measured" not in table
     assert "transfer not measured" not in summary_lines([record])[2]
+
+
+def _compared(tmp_path: Path, site: str, **more: Any) -> dict[str, Any]:
+    """An aligned claim at ``site`` compared with a baseline saved of it (Δ 0), and ``more``."""
+    from das_assert.baseline import save_baseline
+
+    record = _record("left_boundary", site, 0.830, "aligned", "t")
+    saved = tmp_path / "0001_v1.json"
+    save_baseline(saved, model={}, environment={}, records=[record])
+    baseline = {"delta": 0.0, "iia_ci": (0.80, 0.85), "path": str(saved), "file": "b"}
+    return {**record, "baseline": baseline, **more}
