@@ -67,7 +67,7 @@ def _row(r: dict[str, Any], claim_width: int, site_width: int, seed_width: int) 
         if "iia" in transfer:
             expected += f"  transfer {transfer['iia']:.3f}"
         elif transfer.get("skipped") and not r.get("drift", {}).get("from"):
-            expected += "  transfer not measured (the report's transfer.skipped says why)"
+            expected += "  transfer not measured (--das-json's transfer.skipped says why)"
         if r.get("drift", {}).get("from"):
             expected += f"  DRIFT from {r['drift']['from']}"
     if method != "boundless":  # two fits at one site are told apart
