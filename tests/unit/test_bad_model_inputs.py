@@ -350,7 +350,8 @@ CASES = [
     pytest.param(
         lambda c: Site(1).resolve(SimpleNamespace(config=SimpleNamespace(model_type="bert"))),
         InvalidArgument,
-        r"does not know where the decoder blocks of model_type 'bert' are.*conftest\.py: "
+        r"does not know where the decoder blocks of model_type 'bert' are.*conftest\.py under "
+        r"pytest, or on the command line in a file given with --causal-models FILE: "
         r"`from das_assert\.sites import BLOCK_PATHS; BLOCK_PATHS\['bert'\] = 'model\.layers'`",
         id="Site(1).resolve(<a model with model_type='bert'>)",
     ),

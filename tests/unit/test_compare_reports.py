@@ -722,7 +722,7 @@ def _gated(path: Path, entry: dict[str, Any], record: dict[str, Any]) -> list[st
         save_to=None,
         compare_checks=[],
     )
-    node = SimpleNamespace(get_closest_marker=lambda name: None)
+    node = SimpleNamespace(iter_markers=lambda name: iter(()))  # a test without a das marker
     return compare_with_baseline(session, node, None, record)
 
 

@@ -208,8 +208,8 @@ def test_the_session_keeps_only_its_latest_evaluated_variants(
         return f"outcome {variant}"
 
     monkeypatch.setattr(robustness, "evaluate_variant", evaluate)
-    session = SimpleNamespace(_variant_memo={}, min_task_accuracy=0.8)
-    result = object()
+    session = SimpleNamespace(_variant_memo={})
+    result = SimpleNamespace(experiment=SimpleNamespace(min_task_accuracy=0.8))
     size = robustness.VARIANT_MEMO_SIZE
     for variant in range(size + 8):
         assert robustness._evaluate_once(session, result, variant, 400) == f"outcome {variant}"
