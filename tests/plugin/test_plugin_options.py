@@ -495,3 +495,34 @@ def test_dist_each_with_a_report_or_a_baseline_is_a_usage_error(pytester: pytest
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "--dist each runs every test on every xdist worker" in result.stderr.str()
     assert "--dist each" in json.loads((pytester.path / "r.json").read_text())["run"]["setup_error"]
+
+
+def test_the_fixtures_reach_the_model_and_das_yaml_is_found_under_hypotheses(
+    project: pytest.Pytester,
+) -> None:
+    # the das.yaml under the rootdir's hypotheses/, the das_model fixture and das.align were
+    # reached by no test (the suite's coverage run)
+    model = (project.path / "das.yaml").read_text().split("path: ")[1].split()[0]
+    (project.path / "hypotheses").mkdir()
+    (project.path / "das.yaml").rename(project.path / "hypotheses" / "das.yaml")
+    (project.path / "test_hyp.py").unlink()
+    (project.path / "checks").mkdir()
+    (project.path / "checks" / "test_model.py").write_text(
+        "def test_model(das, das_model, das_session):\n"
+        "    assert das_model is das_session.model\n"
+        "    result = das.align('left_boundary', 'boundary')\n"
+        "    das.assert_not_aligned(result, claim='impossible')\n"
+        "    print('ALIGNED', result.n, result.experiment.site)\n"
+    )
+    result = project.runpytest_inprocess(
+        f"--das-model={model}",
+        f"--rootdir={project.path}",
+        "--das-min-task-accuracy=0",
+        "--das-cache=off",
+        "-p",
+        "no:cacheprovider",
+        "-s",
+        "checks",
+    )
+    result.assert_outcomes(passed=1)
+    assert "ALIGNED 24 block_output[layer=1, pos=last]" in result.stdout.str()
