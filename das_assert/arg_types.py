@@ -5,6 +5,8 @@ the stability script; imports nothing that loads torch, so none of them pays for
 from __future__ import annotations
 
 import argparse
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -150,10 +152,6 @@ def baseline_name(value: str) -> str:
     option's argument is optional, so ``--das-save-baseline tests/test_x.py`` took the test path
     as its NAME), and a NAME that slugs to nothing (``???`` was saved as ``0001_.json``, which the
     next save overwrote and ``--das-compare`` could not find)."""
-    import argparse
-    import os
-    import re
-
     from das_assert.baseline import slug
 
     if os.path.isabs(value) or value.endswith(".json") or _a_test(value):
@@ -178,8 +176,6 @@ def baseline_name(value: str) -> str:
 def _a_test(value: str) -> bool:
     """Whether ``value`` is a path that exists or a test's node id (``test_x.py::test``), which
     an option with an optional argument took as its NAME."""
-    import os
-
     path = value.partition("::")[0]
     return os.path.exists(value) or (
         "::" in value and (path.endswith(".py") or os.path.exists(path))
@@ -192,8 +188,6 @@ def baseline_reference(flag: str) -> Any:
 
     Refused: a path that is not a ``.json`` file (the argument is optional, so
     ``--das-compare hypotheses/test_x.py`` took the test path as the baseline's NAME)."""
-    import argparse
-    import os
 
     def parse(value: str) -> str:
         if not value.endswith(".json") and (os.path.isabs(value) or _a_test(value)):

@@ -27,7 +27,7 @@ from das_assert.baseline import (
 )
 from das_assert.errors import DasError, InvalidArgument
 
-__all__ = ["OURS", "baseline_listing", "foreign_files", "listing_text", "ours"]
+__all__ = ["OURS", "baseline_listing", "foreign_files", "listing_text", "newest_write", "ours"]
 
 OURS = (".safetensors",)  # what a saving run writes into its folder, besides its token
 # and the temporary file of an alignment's atomic write (store.atomic_write_bytes), left where
@@ -128,11 +128,16 @@ def _utc(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).strftime(SAVED_AT_FORMAT)
 
 
+def newest_write(folder: Path) -> float:
+    """When ``folder`` or anything in it was last written (``OSError`` where it cannot be read)."""
+    return max([folder.stat().st_mtime, *(p.stat().st_mtime for p in folder.iterdir())])
+
+
 def _written_within_a_day(folder: Path, now: float) -> str | None:
     """When something in ``folder`` was last written, where that is within the day (as
     ``baselines --prune`` checks it), else None."""
     try:
-        newest = max([folder.stat().st_mtime, *(p.stat().st_mtime for p in folder.iterdir())])
+        newest = newest_write(folder)
     except OSError:
         return None
     return _utc(newest) if abs(now - newest) <= ABANDONED_AFTER_S else None

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from das_assert.baseline import ABANDONED_AFTER_S, reserved_since
-from das_assert.baseline_list import OURS, foreign_files, ours
+from das_assert.baseline_list import OURS, foreign_files, newest_write, ours
 
 __all__ = ["prune_listing", "pruned_text"]
 
@@ -61,11 +61,9 @@ def _why_kept(folder: Path, state: str, now: float) -> str | None:
         return "a run reserved it since it was listed"
     if state == "abandoned" and (since is None or abs(now - since) <= ABANDONED_AFTER_S):
         return "its reservation changed since it was listed"
-    entries = list(folder.iterdir())
     if foreign := foreign_files(folder):
         return f"it holds what das_assert does not write there ({foreign}): a person's call"
-    newest = max([folder.stat().st_mtime, *(p.stat().st_mtime for p in entries)])
-    if state == "abandoned" and abs(now - newest) <= ABANDONED_AFTER_S:  # a day: either way
+    if state == "abandoned" and abs(now - newest_write(folder)) <= ABANDONED_AFTER_S:  # a day
         return "something in it was written within the day: a run may still be saving"
     return None
 

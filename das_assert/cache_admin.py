@@ -87,8 +87,9 @@ def _manifest(path: Path) -> dict[str, Any] | str:
             size = os.fstat(handle.fileno()).st_size
         manifest = json.loads(header["__metadata__"]["manifest"])
         ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
-        if 8 + length + max(ends, default=0) != size:  # its tensors cut off: a run rejects it
-            return f"unreadable (truncated: {size} of {8 + length + max(ends, default=0)} bytes)"
+        expected = 8 + length + max(ends, default=0)
+        if size != expected:  # its tensors cut off: a run rejects it
+            return f"unreadable (truncated: {size} of {expected} bytes)"
     except PermissionError:  # its owner's runs read it
         return NOT_READABLE
     except OSError as exc:
@@ -141,8 +142,10 @@ def cache_entries(directory: Path) -> list[CacheEntry]:
         if found == NOT_OURS:  # another program's file in a folder given as the cache
             continue
         manifest = found if isinstance(found, dict) else None
-        stale = _staleness(found) if isinstance(found, dict) else found
-        stale = None if found == NOT_READABLE else stale
+        if isinstance(found, dict):
+            stale = _staleness(found)
+        else:  # why it cannot be read; another user's entry is not stale for that
+            stale = None if found == NOT_READABLE else found
         entries.append(CacheEntry(path, info.st_size, info.st_mtime, manifest, stale))
     return sorted(entries, key=lambda entry: (entry.last_used, entry.path.name))
 

@@ -42,13 +42,13 @@ def canonical_config(settings: dict[str, Any]) -> bytes:
 def _dtype(settings: dict[str, Any]) -> dict[str, Any]:
     """Checkpoints of transformers up to 4.55 (Llama-2, Alpaca) say ``torch_dtype``; 5.x
     re-saves it as ``dtype``. One key where they agree; where they disagree, both count."""
-    if (
-        "torch_dtype" not in settings
-        or settings.get("dtype", settings["torch_dtype"]) != (settings["torch_dtype"])
-    ):
+    if "torch_dtype" not in settings:
+        return settings
+    older = settings["torch_dtype"]
+    if settings.get("dtype", older) != older:
         return settings
     rest = {key: value for key, value in settings.items() if key != "torch_dtype"}
-    return {**rest, "dtype": settings["torch_dtype"]}
+    return {**rest, "dtype": older}
 
 
 def canonical_tokenizer_config(settings: dict[str, Any], directory: Path | None = None) -> bytes:

@@ -88,11 +88,11 @@ def _check_options(config: pytest.Config) -> None:
     if refused := refused_values(config):
         raise pytest.UsageError("; ".join(refused))
     for dest in DEFAULTS:  # `--das-model="$MODEL_DIR"` with the variable unset: the default
-        if "--" + dest.replace("_", "-") in OUTPUT_OPTIONS:  # refused by check_output_paths
+        flag = "--" + dest.replace("_", "-")
+        if flag in OUTPUT_OPTIONS:  # refused by check_output_paths, in its own words
             continue
         value = config.getoption(dest)
         if isinstance(value, str) and not value.strip() and value != DEFAULTS[dest]:
-            flag = "--" + dest.replace("_", "-")
             raise pytest.UsageError(
                 f"{flag} is empty; give it a value, or leave the option out (an unset variable "
                 "such as $MODEL_DIR expands to nothing)"
