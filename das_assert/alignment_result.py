@@ -15,7 +15,13 @@ from das_assert.data import PromptPair, encode
 from das_assert.errors import InvalidArgument, PreconditionFailed
 from das_assert.evaluate import Evaluation, evaluate
 from das_assert.fit import FitConfig, FittedAlignment
-from das_assert.metrics import Verdict, normalized_iia, rounded_interval, wilson_interval
+from das_assert.metrics import (
+    Verdict,
+    bracketed,
+    normalized_iia,
+    rounded_interval,
+    wilson_interval,
+)
 from das_assert.models import LoadedModel
 
 if TYPE_CHECKING:
@@ -187,10 +193,12 @@ class AlignmentResult:
         """One line: IIA, n, interval, site, seed, baselines."""
         low, high = self.iia_ci
         b = self.baselines
+        bar = self.experiment.threshold  # a bound is shown on the side of the bar it lies
+        interval = f"[{low:.3f}, {high:.3f}]" if bar is None else bracketed(low, high, bar)
         return (
             f"IIA {self.iia:.3f} (n={self.n}"
             f"{' fresh pairs' if self.test_pairs == 'confirmation' else ''}, "
-            f"95% CI [{low:.3f}, {high:.3f}]) "
+            f"95% CI {interval}) "
             f"at {self.experiment.site} "
             f"seed={self.experiment.seed}; no-op {b['noop']:.3f}, majority {b['majority']:.3f}, "
             f"random rotation {b['random_rotation']:.3f}, task accuracy "
@@ -199,10 +207,12 @@ class AlignmentResult:
         )
 
     def restarts_text(self) -> str:
-        """``; best of 3 fits ...`` for a result chosen among restarts, else empty."""
+        """``; best of 3 fits ...`` for a result chosen among restarts, ``; fit seed 5`` for a
+        fit at another seed than its pairs', else empty."""
         record = self.restarts
         if not record:
-            return ""
+            seed = self.config.seed  # a config= that names its own fit seed
+            return "" if seed in (None, self.experiment.seed) else f"; fit seed {seed}"
         rows = record["by_fit_seed"]
         each = ", ".join(f"{row['fit_seed']}: {row['dev_iia']:.3f}" for row in rows)
         saved = ""

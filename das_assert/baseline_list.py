@@ -1,7 +1,8 @@
 """``das_assert baselines``: what a baseline directory holds, per model, oldest first.
 
 For each saved baseline: its number and name (what ``--das-compare`` and ``--das-frozen`` take),
-when it was saved, its claims and how many failed in the run that saved them, its search cells,
+when it was saved, its claims and how many did not hold in the run that saved them (an
+inconclusive one that ``--das-inconclusive=pass`` passed too), its search cells,
 and the weights it was saved on; which one ``latest`` is. Also the folders that hold no
 baseline: a run's reservation (a run saving now, or one killed before it could finish) and an
 alignment folder whose JSON is gone. A baseline that cannot be read is listed with the reason,
@@ -176,7 +177,7 @@ def listing_text(listing: dict[str, Any]) -> str:
             if row["error"]:
                 notes.append(f"  {row['file']}: unreadable: {row['error']}")
                 continue
-            failed = f" ({row['failed']} failed)" if row["failed"] else ""
+            failed = f" ({row['failed']} did not hold)" if row["failed"] else ""
             when = row["saved_at"] + ("*" if row["saved_at_from"] == "file time" else "")
             rows.append(
                 (

@@ -178,6 +178,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from das_assert.baseline import ROUNDING_EFFECT, load_baseline, rounding_differences
     from das_assert.compare import compare_entries, count_line, parse_compare_fail
     from das_assert.errors import InvalidArgument
+    from das_assert.md_text import plain
     from das_assert.store import write_markdown
 
     checks = [parse_compare_fail(expr) for expr in args.fail]
@@ -188,6 +189,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     old, new = (payload["entries"] for _, payload in sides.values())
     if not old and not new:  # an empty table would read as "no regression"
         raise InvalidArgument(f"neither {args.old} nor {args.new} holds a result to compare")
+    notes = []  # printed, and under the Markdown table: a job summary shows no stdout
     for side, (path, payload) in sides.items():
         recorded = payload.get("run")
         run = recorded if isinstance(recorded, dict) else {}
@@ -196,17 +198,19 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             stopped = f": its run did not complete ({why})" if run.get("complete") is False else ""
             raise InvalidArgument(f"OLD {path} holds no result to compare with{stopped}")
         if run.get("complete") is False:
-            print(f"note: {side} {path} is from a run that did not complete ({why})")
+            notes.append(f"note: {side} {path} is from a run that did not complete ({why})")
     (_, old_payload), (_, new_payload) = sides.values()
     if differs := rounding_differences(old_payload, new_payload, here="NEW"):
-        print(f"note: OLD {args.old} was made with {differs}: {ROUNDING_EFFECT}")
+        notes.append(f"note: OLD {args.old} was made with {differs}: {ROUNDING_EFFECT}")
+    print(*notes, sep="\n", end="\n" if notes else "")
     table, counts = compare_entries(old, new, checks)
     print(table, end="")
-    if args.markdown:
-        write_markdown(args.markdown, table)
     line = count_line(counts)
     if not checks and line == "no regression":  # a drop of 0.3 read as none
         line = "no regression checked (no --fail given: IIA drops are shown, not judged)"
+    if args.markdown:
+        below = "".join(f"\n{plain(text)}\n" for text in [*notes, line])
+        write_markdown(args.markdown, table + below)
     print(line)
     return 1 if any(counts.values()) else 0
 

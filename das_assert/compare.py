@@ -19,7 +19,8 @@ from typing import Any
 
 from das_assert.baseline import KeyIndex, matching_key
 from das_assert.errors import ConfigError
-from das_assert.metrics import beside
+from das_assert.md_text import code, plain
+from das_assert.metrics import beside, threshold_text
 from das_assert.summary import fit_method
 from das_assert.values import is_finite_number
 
@@ -208,7 +209,7 @@ def compare_entries(
                 counts["missing in NEW"] += 1
             else:
                 where = "new in NEW"
-            lines.append(f"| {key} | | | | | {where} |")
+            lines.append(f"| {plain(key)} | | | | | {plain(where)} |")
             continue
         a, b = old[key], new[new_key]
         label = key if new_key == key else f"{key} (NEW: {new_key})"
@@ -242,16 +243,16 @@ def compare_entries(
             if None not in seeds and seeds[0] != seeds[1]
             else ""
         )
-        thresholds = a.get("threshold"), b.get("threshold")
+        then, now = a.get("threshold"), b.get("threshold")
         other_threshold = (  # a verdict that flipped with it need not have moved at all
-            f" (threshold {thresholds[0]} -> {thresholds[1]}: the claim's bar moved)"
-            if None not in thresholds and thresholds[0] != thresholds[1]
+            f" (threshold {threshold_text(then)} -> {threshold_text(now)}: the claim's bar moved)"
+            if then is not None and now is not None and then != now
             else ""
         )
         lines.append(
-            f"| {label} | `{site}`{_methods(a, b)} | {_iia_with_interval(a)} | "
+            f"| {plain(label)} | {code(site)}{_methods(a, b)} | {_iia_with_interval(a)} | "
             f"{_iia_with_interval(b)} | {b['iia'] - a['iia']:+.3f} | "
-            f"{'; '.join(failures) or 'ok'}{other_seed}{other_threshold} |"
+            f"{plain('; '.join(failures) or 'ok')}{other_seed}{other_threshold} |"
         )
     return "\n".join(lines) + "\n", counts
 

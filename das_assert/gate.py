@@ -17,7 +17,7 @@ from das_assert.errors import AlignmentFileError
 from das_assert.evaluate import evaluate
 from das_assert.fit import FittedAlignment
 from das_assert.metrics import rounded_interval, unpaired_difference, wilson_interval
-from das_assert.summary import fit_method
+from das_assert.summary import fit_method, transfer_text
 from das_assert.tasks.registry import causal_model_manifest
 
 if TYPE_CHECKING:
@@ -336,7 +336,7 @@ def regression_message(
     transferred = record.get("transfer") or {}
     if "iia" in transferred:
         lines.append(
-            f"  transfer: the baseline's frozen alignment reaches IIA {transferred['iia']:.3f} "
-            f"on this model"
+            "  transfer: the baseline's frozen alignment reaches IIA "
+            f"{transfer_text(transferred)} on this model"
         )
     return "\n".join(lines)

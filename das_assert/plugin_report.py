@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from das_assert.errors import OutputWriteError
+from das_assert.md_text import code, fenced, plain
 from das_assert.plugin_baselines import BaselineReporting, ran_no_test
 
 __all__ = ["DAS_FIXTURES", "REPORTED_KINDS", "Reporter"]
@@ -240,19 +241,20 @@ class Reporter(BaselineReporting):
         if md_path:
             table = markdown_table(records, robustness, limits, searches)
             if self.notes:  # the baseline compared with, or saved: the table gives only Δ
-                table += "\n" + "".join(f"- {note}\n" for note in self.notes)
+                table += "\n" + "".join(f"- {note}\n" for note in self.notes)  # nested lists too
             if ran_no_test(self.config):
-                table += f"\n**Nothing ran**: {ran_no_test(self.config)}.\n"
+                table += f"\n**Nothing ran**: {plain(ran_no_test(self.config))}.\n"
             elif not run["complete"]:
                 table += (
                     f"\n**This run did not complete** (pytest exit {run['exit_code']}): "
                     "the table covers only the tests that ran.\n"
                 )
             if self.setup_error:
-                table += "\n**Stopped at setup**\n\n```\n" + self.setup_error + "\n```\n"
+                table += "\n**Stopped at setup**\n\n" + fenced(self.setup_error)
             if self.unjudged:
                 table += "\n**Failed before a verdict**\n\n" + "".join(
-                    f"- `{u['test_id']}` ({u['when']}): {u['message']}\n" for u in self.unjudged
+                    f"- {code(u['test_id'], cell=False)} ({u['when']}): {plain(u['message'])}\n"
+                    for u in self.unjudged
                 )
             what = f"das: --das-markdown {self._shown(str(md_path))}"
             self._write(what, write_markdown, Path(md_path), table)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from das_assert.md_text import code, plain
 from das_assert.metrics import bracketed, clustered_interval, rounded_interval
 from das_assert.store import SCHEMA_VERSION, atomic_write_json
 from das_assert.summary import (
@@ -26,6 +27,7 @@ from das_assert.summary import (
     search_rows,
     threshold_moved,
     threshold_text,
+    transfer_text,
     unconfirmed_lines,
     unshown_lines,
 )
@@ -260,19 +262,19 @@ def _against_baseline(record: dict[str, Any]) -> str:
     base = record.get("baseline")
     if not base:  # a compared claim without an entry carries why in its regressions
         regressions = record.get("regressions")
-        return "**no baseline entry**: " + "; ".join(regressions) if regressions else "–"
+        return "**no baseline entry**: " + plain("; ".join(regressions)) if regressions else "–"
     parts = [f"Δ {base['delta']:+.3f}"]
     if moved := threshold_moved(record):
         parts.append(moved)
     transfer = record.get("transfer") or {}
     if "iia" in transfer:
-        parts.append(f"transfer {transfer['iia']:.3f}")
+        parts.append(plain(f"transfer {transfer_text(transfer)}"))
     elif transfer.get("skipped") and not (record.get("drift") or {}).get("from"):
-        parts.append(f"transfer not measured: {transfer['skipped']}")  # drift says why itself
+        parts.append(plain(f"transfer not measured: {transfer['skipped']}"))  # drift says why
     if (record.get("drift") or {}).get("from"):
-        parts.append(f"drift from `{record['drift']['from']}`")
+        parts.append(f"drift from {code(record['drift']['from'])}")
     if record.get("regressions"):
-        parts.append("**regressed**: " + "; ".join(record["regressions"]))
+        parts.append("**regressed**: " + plain("; ".join(record["regressions"])))
     return ", ".join(parts)
 
 
@@ -305,30 +307,33 @@ def markdown_table(
             verdict += f" (expected {r['expected_verdict']})"
         verdict += "".join(f" {note}" for note in pairs_notes(r))
         method = fit_method(r)
-        site = f"`{r['site']['canonical']}`" + ("" if method == "boundless" else f" ({method})")
+        site = code(r["site"]["canonical"]) + ("" if method == "boundless" else f" ({method})")
         lines.append(
-            f"| {r.get('test_id') or '–'} | {claim} "
+            f"| {plain(r.get('test_id') or '–')} | {plain(claim)} "
             f"| {site} | {_fmt(r['iia'])} | {_interval(low, high, r.get('threshold'))} "
             f"| {r['n_test']} | {r.get('seed', '–')} | {_fmt(b['noop'])} "
             f"| {_fmt(b.get('majority'))} | {_fmt(b['random_rotation'])} "
             f"| {_fmt(r['task_accuracy'])} "
             f"| {'–' if r.get('threshold') is None else threshold_text(r['threshold'])} "
-            f"| {verdict} | {_against_baseline(r)} |"
+            f"| {plain(verdict)} | {_against_baseline(r)} |"
         )
     for search in searches or ():
         lines += [
             "",
-            f"Search: {search['hypothesis']} in `{search['test_id']}`, {search_fitted(search)} "
-            "(* the best cell, then judged on fresh pairs)",
+            f"Search: {plain(search['hypothesis'])} in {code(search['test_id'], cell=False)}, "
+            f"{plain(search_fitted(search))} (* the best cell, then judged on fresh pairs)",
             "",
             "| site | IIA | 95% CI | n | seed | no-op | majority | random rot. | task acc. |",
             "|---|---|---|---|---|---|---|---|---|",
-            *("| " + " | ".join(row) + " |" for row in search_rows(search)),
+            *(
+                "| " + " | ".join(plain(value) for value in row) + " |"
+                for row in search_rows(search, markdown=True)
+            ),
         ]
         if why := search.get("confirmation_error"):
-            lines += ["", f"The best cell on fresh pairs: not judged: {why}"]
+            lines += ["", f"The best cell on fresh pairs: not judged: {plain(why)}"]
         if against := search_against_baseline(search):
-            lines += ["", against]
+            lines += ["", plain(against)]
     if robustness and robustness["per_family"]:
         lines += [
             "",
@@ -343,7 +348,7 @@ def markdown_table(
                 ci = c.get("iia_ci")
                 interval = f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "–"
                 lines.append(
-                    f"| {claim} | {family} | {c['examples']} | {c['rejected']} "
+                    f"| {plain(claim)} | {plain(family)} | {c['examples']} | {c['rejected']} "
                     f"| {c.get('inconclusive', '–')} | {c['broken']} | {_fmt(c['iia'])} "
                     f"| {interval} | {c['n']} | {_fmt(c.get('noop'))} | {_fmt(c.get('majority'))} "
                     f"| {_fmt(c.get('random_rotation'))} | {_fmt(c.get('task_accuracy'))} |"
@@ -362,7 +367,7 @@ def markdown_table(
         notes = unshown_lines(robustness.get("unshown", []))
         notes += unconfirmed_lines(robustness.get("unconfirmed", []))
         if notes:
-            lines += ["", *(f"- {line}" for line in notes)]
+            lines += ["", *(f"- {plain(line)}" for line in notes)]
     if limits:
         lines += [
             "",
@@ -375,7 +380,8 @@ def markdown_table(
         for r in sorted(limits, key=lambda r: r["test_id"]):
             low, high = r["iia_ci"]
             lines.append(
-                f"| {r['test_id']} | {r['claim']} | {r['where']} | `{r['site']}` "
+                f"| {plain(r['test_id'])} | {plain(r['claim'])} | {plain(r['where'])} "
+                f"| {code(r['site'])} "
                 f"| {_fmt(r['iia'])} | {_interval(low, high, r['threshold'])} | {r['n']} "
                 f"| {r['seed']} "
                 f"| {_fmt(r['noop'])} | {_fmt(r.get('majority'))} "

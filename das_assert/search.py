@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,24 +215,40 @@ def save_heatmap(grid: SearchGrid, path: Path, *, title: str = "") -> Path:
         raise ImportError("heatmaps need matplotlib: pip install 'das_assert[plots]'") from exc
     matrix = grid.matrix()[::-1]
     layers = grid.layers[::-1]
-    fig, ax = plt.subplots(figsize=(1.1 * len(grid.positions) + 2, 0.6 * len(layers) + 1.6))
+    best = grid.best()
+    width = 1.1 * len(grid.positions) + 2
+    ns = sorted({result.n for result in grid.results.values()})
+    caption = textwrap.fill(  # the numbers every stated IIA comes with
+        f"IIA with a hard mask, n={'/'.join(map(str, ns))} test pairs a cell; * the best cell "
+        f"(judge it on fresh pairs); {_controls_line(list(grid.results.values()))}",
+        width=int(width * 13),
+    )
+    title = textwrap.fill(title or f"{grid.hypothesis}: IIA (hard mask)", width=int(width * 9))
+    lines = caption.count("\n") + title.count("\n")
+    fig, ax = plt.subplots(figsize=(width, 0.6 * len(layers) + 2.2 + 0.18 * lines))
     image = ax.imshow(matrix, vmin=0.4, vmax=1.0, cmap="viridis", aspect="auto")
     for row, values in enumerate(matrix):
         for col, value in enumerate(values):
+            starred = (layers[row], grid.positions[col]) == best
             ax.text(
                 col,
                 row,
-                f"{value:.2f}",
+                f"{value:.2f}" + ("*" if starred else ""),
                 ha="center",
                 va="center",
                 color="white" if value < 0.75 else "black",
                 fontsize=8,
+                fontweight="bold" if starred else "normal",
             )
-    ax.set_xticks(range(len(grid.positions)), grid.positions, rotation=30, ha="right")
+    # a model path or position is shown as written, never read as TeX ("$" in a path)
+    ax.set_xticks(
+        range(len(grid.positions)), grid.positions, rotation=30, ha="right", parse_math=False
+    )
     ax.set_yticks(range(len(layers)), [f"layer {layer}" for layer in layers])
-    ax.set_title(title or f"{grid.hypothesis}: IIA (hard mask)")
+    ax.set_title(title, parse_math=False, fontsize=10)
+    fig.text(0.01, 0.01, caption, fontsize=7, ha="left", va="bottom", parse_math=False)
     fig.colorbar(image, ax=ax, shrink=0.8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06 + 0.03 * caption.count("\n"), 1, 1))
     image_bytes = io.BytesIO()
     fig.savefig(image_bytes, format="png", dpi=110)
     plt.close(fig)

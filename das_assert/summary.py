@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+import re
+from collections import Counter, defaultdict
 from pathlib import PurePath
 from typing import Any
 
@@ -13,12 +14,14 @@ __all__ = [
     "fuzz_lines",
     "limit_lines",
     "limit_result",
+    "one_line",
     "robustness_sites",
     "search_lines",
     "search_rows",
     "sites_and_seeds",
     "summary_lines",
     "threshold_moved",
+    "transfer_text",
 ]
 
 _NUMBERS = (
@@ -35,6 +38,16 @@ def interval_text(low: float, high: float, threshold: float) -> str:
     """An interval in a table's column, each bound on the side of ``threshold`` it lies
     (``metrics.beside``): a bound of 0.72996 is not shown as 0.730 beside a threshold of 0.73."""
     return f"{beside(low, threshold):>6}-{beside(high, threshold):<6}"
+
+
+def transfer_text(transfer: dict[str, Any]) -> str:
+    """A baseline's frozen alignment on this model: ``0.690 [0.594, 0.772] n=100`` (the IIA
+    alone from a report of an older das_assert, which kept no interval)."""
+    text = f"{transfer['iia']:.3f}"
+    if transfer.get("iia_ci"):
+        low, high = transfer["iia_ci"]
+        text += f" [{low:.3f}, {high:.3f}]"
+    return text + (f" n={transfer['n']}" if transfer.get("n") is not None else "")
 
 
 def _threshold(value: float) -> str:
@@ -65,7 +78,7 @@ def _row(r: dict[str, Any], claim_width: int, site_width: int, seed_width: int) 
             expected += " (improved: re-save to raise the bar)"
         transfer = r.get("transfer") or {}
         if "iia" in transfer:
-            expected += f"  transfer {transfer['iia']:.3f}"
+            expected += f"  transfer {transfer_text(transfer)}"
         elif transfer.get("skipped") and not r.get("drift", {}).get("from"):
             expected += "  transfer not measured (--das-json's transfer.skipped says why)"
         if r.get("drift", {}).get("from"):
@@ -105,9 +118,9 @@ def _clearly_better(r: dict[str, Any], base: dict[str, Any]) -> bool:
 
 def pairs_notes(r: dict[str, Any]) -> list[str]:
     """What a claim row's numbers were measured on, where it is not its seed's test pairs of
-    every variable or a fit of its own: fresh pairs, the pairs given to ``judged_on``, one box of
-    a joint alignment, the best of several fits, a baseline's frozen alignment
-    (``--das-frozen``)."""
+    every variable or a fit of its own at that seed: fresh pairs, the pairs given to
+    ``judged_on``, one box of a joint alignment, the best of several fits or another fit seed, a
+    baseline's frozen alignment (``--das-frozen``)."""
     notes = []
     if r.get("test_pairs") == "confirmation":
         notes.append("(confirmed on fresh pairs)")
@@ -116,10 +129,13 @@ def pairs_notes(r: dict[str, Any]) -> list[str]:
     if "+" not in str(r.get("variable", "+")) and len(r.get("boundary_dims") or ()) > 1:
         notes.append(f"(variable {r['variable']} alone)")  # one box of a joint alignment
     restarts = r.get("restarts")
+    fit_seed = (r.get("fit") or {}).get("seed")
     if isinstance(restarts, dict) and restarts.get("restarts"):  # the seed column is the pairs'
         notes.append(
             f"(best of {restarts['restarts']} fits: fit seed {restarts.get('chosen_fit_seed')})"
         )
+    elif fit_seed is not None and r.get("seed") is not None and fit_seed != r["seed"]:
+        notes.append(f"(fit seed {fit_seed})")  # a config= that names its own
     if frozen_from := (r.get("alignment") or {}).get("baseline"):  # --das-frozen: no fit here
         notes.append(f"(frozen: {PurePath(frozen_from).name})")
     return notes
@@ -139,6 +155,11 @@ def summary_lines(records: list[dict[str, Any]]) -> list[str]:
     by_file: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in records:
         by_file[record["test_id"].split("::")[0]].append(record)
+    for file, group in by_file.items():
+        by_file[file] = [
+            {**r, "claim": label} for r, label in zip(group, _claim_labels(group), strict=True)
+        ]
+    records = [r for group in by_file.values() for r in group]
     claim_width = max([len("claim"), *(len(r["claim"]) for r in records)])
     site_width = max([len("site"), *(len(r["site"]["canonical"]) for r in records)])
     seed_width = max([len("seed"), *(len(str(r["seed"])) for r in records)])
@@ -160,27 +181,48 @@ def summary_lines(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def search_rows(search: dict[str, Any]) -> list[tuple[str, ...]]:
+def _claim_labels(group: list[dict[str, Any]]) -> list[str]:
+    """Each claim of one file's rows on one line, with its test's parameters (``[bracket0]``)
+    where another row of the file has the same claim and site: else the rows of a parametrized
+    test read alike, though their numbers differ."""
+    seen = Counter((one_line(r["claim"]), r["site"]["canonical"]) for r in group)
+    labels = []
+    for r in group:
+        label = one_line(r["claim"])
+        name = r["test_id"].rsplit("::", 1)[-1]
+        if seen[(label, r["site"]["canonical"])] > 1 and "[" in name:
+            label += " " + one_line(name[name.index("[") :])
+        labels.append(label)
+    return labels
+
+
+def one_line(text: Any) -> str:
+    """``text`` with its line breaks shown as `` ⏎ ``, so that a table's row stays one line."""
+    return re.sub(r"\r\n|\r|\n", " ⏎ ", str(text))
+
+
+def search_rows(search: dict[str, Any], *, markdown: bool = False) -> list[tuple[str, ...]]:
     """A search's cells as table rows (site, IIA, interval, n, seed, no-op, majority, random
-    rotation, task accuracy), the best cell starred; then the best cell on fresh pairs."""
+    rotation, task accuracy), the best cell starred; then the best cell on fresh pairs. Intervals
+    as ``0.474-0.714`` in a terminal's columns, ``[0.474, 0.714]`` in ``markdown``."""
     best = search["best"]
     rows = []
     for cell in search["cells"]:
         star = "*" if (cell["layer"], cell["position"]) == (best["layer"], best["position"]) else ""
-        rows.append(_cell_row(cell, cell["site"] + star))
+        rows.append(_cell_row(cell, cell["site"] + star, markdown))
     fresh = best.get("confirmation")
     if fresh:
         numbers = {**fresh, **fresh["baselines"], "n": fresh["n_test"]}
-        rows.append(_cell_row(numbers, "* on fresh pairs"))
+        rows.append(_cell_row(numbers, "* on fresh pairs", markdown))
     return rows
 
 
-def _cell_row(cell: dict[str, Any], label: str) -> tuple[str, ...]:
+def _cell_row(cell: dict[str, Any], label: str, markdown: bool) -> tuple[str, ...]:
     low, high = cell["iia_ci"]
     return (
         label,
         f"{cell['iia']:.3f}",
-        f"{low:.3f}-{high:.3f}",
+        f"[{low:.3f}, {high:.3f}]" if markdown else f"{low:.3f}-{high:.3f}",
         str(cell["n"]),
         str(cell["seed"]),
         *(_number(cell.get(key)).strip() for key in ("noop", "majority", "random_rotation")),
@@ -344,6 +386,7 @@ def limit_lines(limits: list[dict[str, Any]]) -> list[str]:
     numbers, and whether it did."""
     if not limits:
         return []
+    limits = [{**r, "claim": one_line(r["claim"]), "where": one_line(r["where"])} for r in limits]
     claim_width = max([len("claim"), *(len(r["claim"]) for r in limits)])
     where_width = max([len("where"), *(len(r["where"]) for r in limits)])
     lines = [

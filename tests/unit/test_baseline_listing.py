@@ -110,7 +110,7 @@ def test_the_listing_reads_as_a_table_with_a_line_for_each_folder_without_a_base
         "weights",
     ]
     assert lines[3].split()[:2] == ["0002", "main"]
-    assert "2 (1 failed)" in lines[3]
+    assert "2 (1 did not hold)" in lines[3]
     assert any(line.startswith("  0005_edited.json: unreadable: ") for line in lines)
     assert "  0000_lost/: no baseline JSON beside it" in text
     assert "  0003_main/: reserved by a run since " in text

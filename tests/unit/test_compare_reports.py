@@ -669,7 +669,7 @@ def test_a_verdict_that_flipped_with_its_threshold_names_the_threshold_change(
     )
     assert main(["compare", str(old), str(new), "--fail", "iia:0.05"]) == 1
     row = next(line for line in capsys.readouterr().out.splitlines() if "held in OLD" in line)
-    assert row.endswith("(threshold 0.7 -> 0.85: the claim's bar moved) |")
+    assert row.endswith("(threshold 0.70 -> 0.85: the claim's bar moved) |")
 
 
 @pytest.mark.parametrize(
