@@ -27,7 +27,7 @@ from typing import Any
 
 from das_assert.alignment_file import load_alignment, save_alignment
 from das_assert.errors import AlignmentFileError, ConfigError
-from das_assert.store import open_lock_file
+from das_assert.store import dangling_link, is_model_directory, open_lock_file
 
 fcntl: Any
 try:
@@ -57,7 +57,7 @@ def cache_key(model: Any, experiment: Any, config: Any) -> str:
     from das_assert.tasks.price_tagging import INTERVENED_VARIABLES
     from das_assert.tasks.registry import BUILTIN_CAUSAL_MODELS
 
-    fit = config.as_dict()
+    fit = config.with_seed(experiment.seed).as_dict()  # no seed named: the experiment's
     if fit.get("method", "").startswith("das:"):  # trained with its hard mask since 2026-12-03
         fit["mask_in_training"] = "hard"
     recipe = {
@@ -208,15 +208,22 @@ class AlignmentCache:
         """Refuse, up front, a cache this run cannot use: one error that says what to do.
 
         Raises:
-            ConfigError: the directory is a file; in ``read`` mode, it does not exist (nothing
-                to read: every alignment would train, silently); else it cannot be created or
-                written.
+            ConfigError: the directory is a file or a model's; in ``read`` mode, it does not
+                exist (nothing to read: every alignment would train, silently); else it cannot
+                be created or written.
         """
         directory = Path(self.directory)
+        if dangling := dangling_link(directory):
+            raise ConfigError(f"the cache directory {directory}{dangling}")
         if directory.exists() and not directory.is_dir():
             raise ConfigError(
                 f"the cache directory {directory} is a file; choose another --das-cache-dir, "
                 "or turn the cache off with --das-cache=off"
+            )
+        if is_model_directory(directory):  # its entries would sit among the model's files
+            raise ConfigError(
+                f"the cache directory {directory} is a model directory (it holds config.json "
+                "and weights); choose another --das-cache-dir, outside it or a folder of its own"
             )
         if not self.writes:
             if not directory.is_dir():

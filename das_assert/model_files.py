@@ -10,7 +10,34 @@ from typing import Any
 
 from das_assert.errors import ModelLoadError
 
-__all__ = ["load_config", "load_tokenizer"]
+__all__ = ["load_config", "load_tokenizer", "refuse_lfs_pointers"]
+
+_LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+
+
+def refuse_lfs_pointers(directory: Path) -> None:
+    """Refuse a directory whose files are Git LFS pointers (a clone made without git-lfs): each
+    loader would call its file damaged and advise a save that cannot be made without it."""
+    try:
+        files = sorted(directory.iterdir())
+    except OSError:  # not listable: the loaders say so
+        return
+    pointers = []
+    for file in files:
+        try:
+            if file.is_file() and file.stat().st_size < 1024:  # a pointer is ~130 bytes
+                with file.open("rb") as handle:
+                    if handle.read(len(_LFS_POINTER)) == _LFS_POINTER:
+                        pointers.append(file.name)
+        except OSError:  # unreadable: the loader that needs it says so
+            continue
+    if pointers:
+        raise ModelLoadError(
+            f"{', '.join(pointers)} in {str(directory)!r} "
+            f"{'is a Git LFS pointer' if len(pointers) == 1 else 'are Git LFS pointers'}, not "
+            "the file itself (a clone made without git-lfs): run `git lfs pull` in the "
+            "directory, or `git lfs install` before cloning"
+        )
 
 
 def load_config(directory: Path, trust_remote_code: bool) -> Any:
@@ -115,6 +142,14 @@ def _rejected_value(exc: Exception) -> bool:
     return isinstance(exc, (TypeError, ArithmeticError, *_strict_errors()))
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # bytes of another encoding, kept as surrogates
+        return False
+    return True
+
+
 def _last_line(text: str) -> str:
     """The last line of a multi-line message: the hub's validation errors end with the cause."""
     return text.strip().splitlines()[-1].strip() if text.strip() else text
@@ -145,6 +180,8 @@ def load_tokenizer(directory: Path, trust_remote_code: bool) -> Any:
             if "trust_remote_code" in str(exc)
             else "re-save it next to the model with tokenizer.save_pretrained(dir)"
         )
+        if not _utf8(str(directory)):  # the tokenizers library takes UTF-8 paths only
+            fix = "name the folder in UTF-8, or link it from a path in UTF-8 (ln -s)"
         raise ModelLoadError(
             f"cannot load the tokenizer in {str(directory)!r}: {str(exc).rstrip('.')}; {fix}"
         ) from None

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 from das_assert.canonical import canonical_config, canonical_tokenizer_config
 from das_assert.digests import DigestMemo, file_sha256
 from das_assert.errors import InvalidArgument, ModelLoadError, did_you_mean
-from das_assert.model_files import load_config, load_tokenizer
+from das_assert.model_files import load_config, load_tokenizer, refuse_lfs_pointers
 from das_assert.weight_checks import (
+    loaded_weight_files,
     mismatched_shapes_error,
     refuse_partial_weights,
     refuse_pickled_weights,
@@ -130,7 +131,7 @@ class LoadedModel:
         """
         digest = self.digest_memo.sha256 if self.digest_memo is not None else file_sha256
         weights = hashlib.sha256()
-        for file in sorted(self.path.glob("*.safetensors")):  # the only weights load_model reads
+        for file in loaded_weight_files(self.path):  # not an adapter or cache entry beside them
             if file.is_file():
                 weights.update(file.name.encode() + digest(file).encode())
         tokenizer = hashlib.sha256()
@@ -262,6 +263,7 @@ def load_model(
         )
     directory = resolve_model_path(path)
     dtype, device, device_map = _checked_placement(dtype, device, device_map)
+    refuse_lfs_pointers(directory)
     config = load_config(directory, trust_remote_code)
     tokenizer = load_tokenizer(directory, trust_remote_code)
     refuse_pickled_weights(directory)

@@ -93,7 +93,8 @@ def _run_seed(path: str, seed: int, report: Path, junit: Path, extra: list[str])
 
 def _why_stopped(report: dict, log: Path) -> str:
     """Why a seed's pytest ran no test: das_assert's setup error, the first file that failed
-    to collect, or pytest's own last line (its output is not shown while the seeds run)."""
+    to collect, a das_assert output it could not write (exit 3, as for pytest's internal
+    error), or pytest's own last line (its output is not shown while the seeds run)."""
     recorded = report.get("run")
     run = recorded if isinstance(recorded, dict) else {}
     if run.get("setup_error"):
@@ -104,6 +105,9 @@ def _why_stopped(report: dict, log: Path) -> str:
         message = str(first.get("message", "")).removeprefix("E").strip()
         return f"{first.get('test_id')} ({first.get('when')}): {message}"
     lines = log.read_text(encoding="utf-8", errors="replace").split("\n") if log.is_file() else []
+    if unwritten := [line.strip() for line in lines if " NOT written: " in line]:
+        where = f" (each seed's report is written under {log.parent}, in $TMPDIR)"
+        return "; ".join(unwritten) + (where if str(log.parent) in unwritten[0] else "")
     last = next((line.strip(" =") for line in reversed(lines) if line.strip(" =")), None)
     return f"pytest said {last!r}" if last else "see its output"
 
@@ -248,6 +252,8 @@ def _closest_to_its_bar(records: list[dict]) -> tuple[float, str]:
 def _exit_name(status: int) -> str:
     import pytest
 
+    if status == pytest.ExitCode.INTERNAL_ERROR:  # das_assert's too, for an output not written
+        return "INTERNAL_ERROR, or a das_assert output not written"
     return pytest.ExitCode(status).name if status in set(pytest.ExitCode) else "unknown"
 
 

@@ -26,6 +26,8 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "check_schema",
+    "dangling_link",
+    "is_model_directory",
     "open_lock_file",
     "output_path_problem",
     "read_json_checked",
@@ -66,7 +68,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(
+            prefix=_temporary_prefix(path.name), suffix=".tmp", dir=path.parent
+        )
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -103,6 +107,13 @@ def write_failure(path: Path, exc: OSError, *, appending: bool = False) -> str:
     )
 
 
+def _temporary_prefix(name: str) -> str:
+    """``.NAME.`` for the temporary file beside NAME; a long NAME shortened in the middle: the
+    temporary's 14 more bytes past a legal name of 242 to 255 bytes would fail the write after
+    the whole run. Its start and end are kept (the cleanups match ``.safetensors.``)."""
+    return f".{name if len(name.encode()) <= 200 else name[:20] + '~' + name[-20:]}."
+
+
 def output_path_problem(path: Path, *, directory: bool = False) -> str | None:
     """Why ``path`` cannot be written (as a file, or as a ``directory``), else None.
 
@@ -118,6 +129,8 @@ def output_path_problem(path: Path, *, directory: bool = False) -> str | None:
             " leads to this process's own output or another open file (through /proc), which "
             "is a file here: name that file itself, or let stdout be a pipe"
         )
+    if dangling := dangling_link(path):
+        return dangling
     if directory and path.exists() and not path.is_dir():
         return " is a file; name a directory"
     if not directory and path.is_dir():
@@ -139,6 +152,20 @@ def output_path_problem(path: Path, *, directory: bool = False) -> str | None:
                 )
             return None
     return None
+
+
+def dangling_link(path: Path) -> str | None:
+    """Why ``path``, a symbolic link to nothing, can be neither written nor made (the OS says
+    "File exists"), else None. The reason reads after the path."""
+    if not path.is_symlink() or path.exists():
+        return None
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = "?"
+    return (
+        f" is a symbolic link to {target}, which does not exist: create that, or name another place"
+    )
 
 
 def _is_a_stream(path: Path) -> bool:
@@ -190,14 +217,19 @@ def _input_in_the_way(path: Path) -> str | None:
             f" is an alignment of the saved baseline {folder}.json, which a report never "
             "replaces; name a file elsewhere"
         )
-    if (folder / "config.json").is_file() and any(
-        any(folder.glob(pattern)) for pattern in ("*.safetensors", "*.bin")
-    ):
+    if is_model_directory(folder):
         return (
             f" is inside the model directory {folder}, which it would change (and with it "
             "the model's fingerprint): name a file elsewhere"
         )
     return None
+
+
+def is_model_directory(folder: Path) -> bool:
+    """Whether ``folder`` holds a model: config.json and weight files."""
+    return (folder / "config.json").is_file() and any(
+        any(folder.glob(pattern)) for pattern in ("*.safetensors", "*.bin")
+    )
 
 
 _KIND = re.compile(rf'"kind"\s*:\s*"{re.escape(BASELINE_KIND)}"')

@@ -3,6 +3,7 @@ tensors missing, left over or of another shape named. Each names a few of the te
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,16 +11,38 @@ from typing import Any
 
 from das_assert.errors import ModelLoadError
 
-__all__ = ["mismatched_shapes_error", "refuse_partial_weights", "refuse_pickled_weights"]
+__all__ = [
+    "loaded_weight_files",
+    "mismatched_shapes_error",
+    "refuse_partial_weights",
+    "refuse_pickled_weights",
+]
 
 
 # Buffers that older checkpoints saved and current transformers recompute: harmless if unused.
 _STALE_BUFFERS = re.compile(r"(rotary_emb\.inv_freq|\.attn\.(attention\.)?(masked_)?bias)$")
 
 
+def loaded_weight_files(directory: Path) -> list[Path]:
+    """The safetensors files ``from_pretrained(directory)`` reads: model.safetensors, else the
+    shards model.safetensors.index.json lists. Another one beside them (an adapter, Mistral's
+    consolidated.safetensors, a cache entry) is not the model. Every ``*.safetensors`` where
+    the folder has neither, or its index cannot be read (the load says what is wrong)."""
+    if (directory / "model.safetensors").is_file():
+        return [directory / "model.safetensors"]
+    try:
+        weight_map = json.loads((directory / _INDEX).read_bytes())["weight_map"]
+        return [directory / name for name in sorted(set(weight_map.values()))]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return sorted(directory.glob("*.safetensors"))
+
+
+_INDEX = "model.safetensors.index.json"
+
+
 def refuse_pickled_weights(directory: Path) -> None:
     """Weights in pickle files (``*.bin``, ``*.pt``) could run code on load: refuse them."""
-    if any(directory.glob("*.safetensors")):
+    if (directory / "model.safetensors").is_file() or (directory / _INDEX).is_file():
         return
     pickled = sorted(
         p.name for pattern in ("*.bin", "*.pt", "*.pth") for p in directory.glob(pattern)
@@ -55,7 +78,7 @@ def _mismatched_shapes(directory: Path, config: Any) -> list[str]:
                 for name, tensor in AutoModelForCausalLM.from_config(config).state_dict().items()
             }
         found = []
-        for file in sorted(directory.glob("*.safetensors")):
+        for file in loaded_weight_files(directory):
             with safe_open(str(file), framework="pt") as weights:
                 for name in weights.keys():
                     shape = list(weights.get_slice(name).get_shape())
