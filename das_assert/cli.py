@@ -71,6 +71,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 def _cmd_search(args: argparse.Namespace) -> int:
     from das_assert.errors import InvalidArgument
     from das_assert.experiment import check_site
+    from das_assert.grid_checks import check_distinct_tokens, distinct_blocks
     from das_assert.positions import check_distinct_positions
     from das_assert.report import build_report, write_report
     from das_assert.restarts import check_restarts, run_restarts
@@ -88,18 +89,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
     config = _fit_config(args)
     check_restarts(args.restarts, config)
     model = load(args)
-    blocks: dict[int, int] = {}  # a bad cell fails here, not after the cells before it trained
-    for layer in args.layers:
-        for position in args.positions:
-            block = Site(layer, position, args.component).resolve(model.model).layer
-        if blocks.setdefault(block, layer) != layer:
-            raise InvalidArgument(
-                f"--layers {blocks[block]} and {layer} are the same block of this model "
-                f"({block}); list each block once"
-            )
-    layers = list(blocks)  # each block's own number, as fit reports it
+    # each block's own number, as fit reports it
+    layers = distinct_blocks(model, args.layers, args.positions, args.component, "--layers")
     sample = experiment_of(args, Site(layers[0], args.positions[0]), args.hypothesis, 2, model)
-    _check_distinct_tokens(model, sample.pairs(min(args.n_train, 256), sample.seed), args.positions)
+    pairs = sample.pairs(min(args.n_train, 256), sample.seed)
+    check_distinct_tokens(model, pairs, args.positions, "--positions")
 
     def align(hypothesis: str, site: Site) -> Any:
         experiment = experiment_of(args, site, hypothesis, args.n_train, model)
@@ -135,32 +129,6 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if args.json:
         print(f"report: {args.json}")
     return 0 if record.get("verdict") in (None, "aligned") else 1
-
-
-def _check_distinct_tokens(model: Any, pairs: list[Any], positions: list[str]) -> None:
-    """Refuse two ``--positions`` that land on the same token of every prompt (``last`` and
-    ``after:amount+8`` in the default prompt): their cells would train the same alignment twice.
-    Resolved on the run's own prompts, as ``check`` shows them."""
-    from das_assert.data import tokenize
-    from das_assert.errors import InvalidArgument
-    from das_assert.positions import parse_position
-
-    tokenized = tokenize(model, pairs)
-    seen: dict[tuple[bytes, bytes], str] = {}
-    for name in positions:
-        encoded = tokenized.at(parse_position(name))
-        tokens = (
-            encoded.base_position.numpy().tobytes(),
-            encoded.source_position.numpy().tobytes(),
-        )
-        first = seen.setdefault(tokens, name)
-        if first != name:
-            token = int(encoded.base_position[0])
-            raise InvalidArgument(
-                f"--positions {first} and {name} land on the same token of every prompt "
-                f"(token {token} of the first), so their cells would train the same alignment "
-                "twice; list one of them"
-            )
 
 
 def _cmd_train_embedded(args: argparse.Namespace) -> int:

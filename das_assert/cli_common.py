@@ -21,7 +21,7 @@ def prompt_format(args: argparse.Namespace, model: Any = None) -> Any:
         numbers=args.numbers or "plain",
         suffix=getattr(args, "suffix", ""),  # no option: an alignment file's (cli_evaluate)
     )
-    if args.template:
+    if args.template is not None:  # "" is refused by PriceFormat, not read as the default
         fmt = fmt.with_(instruction=args.template)
     written = args.prompt_template
     if written is None or (written == CHAT and model is None):

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from das_assert.alignment_result import PRECONDITION_ADVICE, AlignmentResult
-from das_assert.arg_types import MAX_SEED
+from das_assert.arg_types import MAX_PAIRS, MAX_SEED
 from das_assert.cache import AlignmentCache, cache_key, training_lock
 from das_assert.cache_entries import load_entry, store_entry
 from das_assert.data import EncodedPairs, PromptPair, TokenizedPairs, encode, tokenize
@@ -35,6 +35,7 @@ from das_assert.metrics import beside, check_threshold
 from das_assert.model_state import gradients_on, measured_as_frozen
 from das_assert.models import LoadedModel
 from das_assert.positions import parse_position
+from das_assert.prompt_templates import refuse_doubled_bos
 from das_assert.sharing import shared
 from das_assert.sites import Site, parse_site
 from das_assert.tasks.price_tagging import (
@@ -106,6 +107,11 @@ class Experiment(KeywordsChecked):
                 raise InvalidArgument(f"{name}={value!r}: a number of pairs, an integer")
             if value < 2:
                 raise InvalidArgument(f"{name}={value}: need at least 2 pairs")
+            if value > MAX_PAIRS:  # as the command line's --n-train and das.yaml
+                raise InvalidArgument(
+                    f"{name}={value} is past {MAX_PAIRS:,} pairs (every pair is held in memory "
+                    "at once)"
+                )
             object.__setattr__(self, name, int(value))  # a NumPy integer is written as JSON
         if not is_integer(self.seed):
             raise InvalidArgument(f"seed={self.seed!r}: the seed of the pairs and fit, an integer")
@@ -276,6 +282,7 @@ def run_experiment(
         raise InvalidArgument(_unknown_run_keyword(unknown))
     check_run_arguments(model, experiment, config, cache, fitted)
     experiment.check_current()
+    refuse_doubled_bos(experiment.fmt.template, model.tokenizer)
     if fitted is None and cache is None:  # a fit it is: refused before the passes that precede it
         gradients_on()
     with measured_as_frozen(model.model):  # its own passes too: the engine check, base answers
@@ -289,9 +296,9 @@ def _fit_and_evaluate(
     cache: AlignmentCache | None,
     fitted: FittedAlignment | None,
 ) -> AlignmentResult:
-    if config is None:  # a saved alignment's own settings (its method decides the controls);
-        # else one seed for the data, the initialisation and the order
-        config = fitted.config if fitted is not None else FitConfig(seed=experiment.seed)
+    if config is None:  # a saved alignment's own settings (its method decides the controls)
+        config = fitted.config if fitted is not None else FitConfig()
+    config = config.with_seed(experiment.seed)  # else one seed for the data and the fit
     resolved = experiment.site.resolve(model.model)
     test = _encoded(model, experiment, "test")
     checked = check_engine(model.model, resolved, test)  # once per model and site

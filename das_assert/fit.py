@@ -237,7 +237,7 @@ def _fit_group(
     base_lrs = [g["lr"] for g in groups]
     warmup = max(1, int(config.warmup_fraction * total))
     temperatures = temperature_schedule(*config.temperature, total)
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.fit_seed)
     step = 0
     progress = _progress(total, config.progress)
     # Read back only where the device is far ahead anyway: a step's losses are checked at the
@@ -324,16 +324,16 @@ def _initial_interchanges(
     if parse_method(config.method)[0] in ("boundless", "das"):  # the methods that learn one
 
         def draw() -> tuple[torch.Tensor, torch.Tensor]:
-            torch.manual_seed(config.seed)
+            torch.manual_seed(config.fit_seed)
             return rotation.random_orthogonal(d, device), torch.get_rng_state()
 
-        key = ("initial_rotation", d, str(device), config.seed)
+        key = ("initial_rotation", d, str(device), config.fit_seed)
         kept = sharing.prefix_stores_active()
         initial, generator_after = sharing.shared(key, draw) if kept else draw()
-        torch.manual_seed(config.seed)  # as the draw leaves every device's generator
+        torch.manual_seed(config.fit_seed)  # as the draw leaves every device's generator
         torch.set_rng_state(generator_after)
     else:  # full and noop draw nothing, but a fit of them has always seeded the generator
-        torch.manual_seed(config.seed)
+        torch.manual_seed(config.fit_seed)
     interchanges = []
     for _ in range(count):
         interchange = make_interchange(

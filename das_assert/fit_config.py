@@ -7,7 +7,7 @@ command line, das.yaml and the plugin build and check them before any model is l
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from das_assert.arg_types import MAX_SEED
@@ -32,7 +32,10 @@ class FitConfig(KeywordsChecked):
     temperature: tuple[float, float] = (50.0, 0.1)
     boundary_penalty: float = 1.0  # per 4096 coordinates; see das_assert.fit's docstring
     init_fraction: float | None = None  # None: 0.5 for one variable, 1/k for k variables
-    seed: int = 0
+    # None: the experiment's seed (run_experiment, run_restarts, a session's align), so that
+    # FitConfig(epochs=1) with Experiment(seed=3) fits at 3 as it draws its pairs; 0 for a
+    # fit_alignment of pairs alone. A number: that fit seed, whatever the pairs' seed.
+    seed: int | None = None
     progress: bool = False
     prefix_cache: bool = True  # run the unchanged prefix once per batch (see runner.BaseRun)
     prefix_store_mib: int = 1024  # keep every prefix for the whole fit when it fits (PrefixStore)
@@ -45,10 +48,12 @@ class FitConfig(KeywordsChecked):
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "seed", "prefix_store_mib", "joint_cells_mib"):
             value = getattr(self, name)
+            if value is None and name == "seed":
+                continue
             if not is_integer(value):
                 raise InvalidArgument(f"{name}={value!r}: an integer")
             object.__setattr__(self, name, int(value))  # a NumPy integer is written as JSON
-        if not 0 <= self.seed <= MAX_SEED:
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
             raise InvalidArgument(f"seed={self.seed}: use an integer 0 to {MAX_SEED}")
         for name in ("progress", "prefix_cache"):
             if not isinstance(getattr(self, name), bool):
@@ -65,6 +70,13 @@ class FitConfig(KeywordsChecked):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise InvalidArgument(f"{name}={value!r} must be a finite number >= 0")
+        for name in ("lr_rotation", "lr_boundary"):  # the optimizers hold them as float32
+            if getattr(self, name) > _FLOAT32_MAX:
+                raise InvalidArgument(
+                    f"{name}={getattr(self, name)!r} is past float32's largest number "
+                    f"({_FLOAT32_MAX:.4g}), which the optimizer holds it in: a learning rate is "
+                    "far smaller (the default is 1e-3 for the rotation, 1e-2 for the boundary)"
+                )
         if self.prefix_store_mib < 0:
             raise InvalidArgument(
                 f"prefix_store_mib={self.prefix_store_mib}; use 0 to turn the store off"
@@ -98,9 +110,20 @@ class FitConfig(KeywordsChecked):
             raise InvalidArgument(f"temperature={self.temperature} must go down: 0 < end <= start")
         parse_method(self.method)
 
+    def with_seed(self, seed: int) -> FitConfig:
+        """This config, at fit seed ``seed`` where it names none."""
+        return self if self.seed is not None else replace(self, seed=seed)
+
+    @property
+    def fit_seed(self) -> int:
+        """The seed a fit draws from (0 where none was named: ``with_seed`` resolves it)."""
+        return 0 if self.seed is None else self.seed
+
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k not in _SPEED_ONLY}
 
+
+_FLOAT32_MAX = 3.4028234663852886e38
 
 _SPEED_ONLY = (
     "progress",

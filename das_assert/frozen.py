@@ -115,9 +115,9 @@ def frozen_restart(
     raise FrozenAlignmentMissing(
         f"--das-frozen {path}: the baseline holds no best-of-{restarts} alignment for "
         f"{experiment.hypothesis} ({experiment.variable}) at {experiment.site}, seed "
-        f"{experiment.seed}, fit seeds {config.seed} to {config.seed + restarts - 1}: a claim "
-        "added since it was saved, or other settings (restarts, das.yaml, the test's changes). "
-        "Save a baseline that holds it (--das-save-baseline), or run without --das-frozen"
+        f"{experiment.seed}, fit seeds {config.fit_seed} to {config.fit_seed + restarts - 1}: "
+        "a claim added since it was saved, or other settings (restarts, das.yaml, the test's "
+        "changes). Save a baseline that holds it (--das-save-baseline), or run without --das-frozen"
     )
 
 
@@ -176,7 +176,7 @@ def alignment_request(experiment: Experiment, config: FitConfig) -> dict[str, An
         "seed": experiment.seed,
         "n_train": experiment.n_train,
         "data": experiment.data_record(),
-        "fit": config.as_dict(),
+        "fit": config.with_seed(experiment.seed).as_dict(),
     }
 
 

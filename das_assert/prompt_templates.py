@@ -17,7 +17,13 @@ from typing import Any
 
 from das_assert.errors import InvalidArgument
 
-__all__ = ["CHAT", "CHAT_USER_MESSAGE", "check_prompt_template", "resolve_prompt_template"]
+__all__ = [
+    "CHAT",
+    "CHAT_USER_MESSAGE",
+    "check_prompt_template",
+    "refuse_doubled_bos",
+    "resolve_prompt_template",
+]
 
 CHAT = "chat"
 #: The user's message of a chat prompt: Alpaca's instruction and input, without its headers.
@@ -128,10 +134,29 @@ def _fixed_today() -> Iterator[None]:
 def _without_doubled_bos(text: str, tokenizer: Any) -> str:
     """``text`` without the beginning-of-sequence token it writes out (a chat template, a
     template copied from a model card), where the tokenizer adds one itself."""
+    return text[len(tokenizer.bos_token) :] if _doubled_bos(text, tokenizer) else text
+
+
+def _doubled_bos(text: str, tokenizer: Any) -> bool:
     bos = getattr(tokenizer, "bos_token", None)
     if not bos or not text.startswith(bos):
-        return text
+        return False
     ids = tokenizer(text)["input_ids"]
-    if len(ids) > 1 and ids[0] == ids[1] == tokenizer.bos_token_id:
-        return text[len(bos) :]
-    return text
+    return len(ids) > 1 and ids[0] == ids[1] == tokenizer.bos_token_id
+
+
+def refuse_doubled_bos(template: str, tokenizer: Any) -> None:
+    """Refuse a wrapper given in Python (``PriceFormat(template=...)``) that writes out the BOS
+    token the tokenizer adds itself: das.yaml's and the command line's are cut by
+    ``resolve_prompt_template``, and the same text must not give other prompts here.
+
+    Raises:
+        InvalidArgument: every prompt would begin with two BOS tokens.
+    """
+    if _doubled_bos(template, tokenizer):
+        raise InvalidArgument(
+            f"the prompt template starts with {tokenizer.bos_token!r}, the tokenizer's BOS "
+            "token, which it adds itself: every prompt would begin with two. Drop it from "
+            "PriceFormat(template=...), or pass the text through resolve_prompt_template(text, "
+            "model.tokenizer) (das_assert.prompt_templates), as das.yaml and --prompt-template do"
+        )

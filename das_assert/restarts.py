@@ -72,18 +72,18 @@ def check_restarts(restarts: Any, config: FitConfig) -> int:
             f"restarts={restarts} with method {config.method!r}: it learns nothing, so every "
             "fit would be the same; use restarts=1 (--restarts 1 on the command line)"
         )
-    if config.seed + restarts - 1 > MAX_SEED:
+    if config.fit_seed + restarts - 1 > MAX_SEED:
         raise InvalidArgument(
-            f"restarts={restarts} from fit seed {config.seed} would fit at seed "
-            f"{config.seed + restarts - 1}, past the largest seed {MAX_SEED}; start lower (the fit "
-            "seed: --seed on the command line)"
+            f"restarts={restarts} from fit seed {config.fit_seed} would fit at seed "
+            f"{config.fit_seed + restarts - 1}, past the largest seed {MAX_SEED}; start lower "
+            "(the fit seed: --seed on the command line)"
         )
     return restarts
 
 
 def restart_configs(config: FitConfig, restarts: int) -> list[FitConfig]:
     """The fits of ``restarts`` restarts: ``config`` at fit seeds ``config.seed`` onwards."""
-    return [replace(config, seed=config.seed + i) for i in range(restarts)]
+    return [replace(config, seed=config.fit_seed + i) for i in range(restarts)]
 
 
 def development_pairs(experiment: Experiment, n: int | None = None) -> list[PromptPair]:
@@ -163,7 +163,7 @@ def run_restarts(
     from das_assert.experiment import check_run_arguments, run_experiment
 
     check_run_arguments(model, experiment, config, cache, None)
-    config = config or FitConfig(seed=experiment.seed)
+    config = (config or FitConfig()).with_seed(experiment.seed)
     restarts = check_restarts(restarts, config)
     if fit is None:
 

@@ -15,7 +15,6 @@ from das_assert.alignment_result import AlignmentResult
 from das_assert.cache import AlignmentCache, cache_key
 from das_assert.data import PromptPair
 from das_assert.errors import (
-    ConfigError,
     IIAClaimFailed,
     IIAInconclusive,
     IIARegression,
@@ -175,27 +174,16 @@ class DasSession:
         a site this model or its prompt cannot have, a bad ``config`` or ``restarts``."""
         checks.check_align_arguments(site, config)
         experiment = self.experiment(hypothesis, site, **changes)
-        check_restarts(restarts, config or self.fit_config(seed=experiment.seed))
+        check_restarts(restarts, (config or self.fit_config()).with_seed(experiment.seed))
         check_site(self.model, experiment)
 
     def search_settings(self) -> dict[str, Any]:
         """das.yaml's ``search:`` for this model ({} if none), its layers and positions checked
         against the model and its prompt first: an error names the key, before any cell
         trains. Called by a search test, so a search the model cannot run fails only that."""
-        from das_assert.sites import Site
-        from das_assert.tasks.price_tagging import CAUSAL_MODELS
+        from das_assert.grid_checks import checked_search
 
-        spec = self.settings.search
-        where = f"{self.settings.source}: models.{self.settings.key}.search"
-        any_claim = sorted(CAUSAL_MODELS)[0]  # the prompt's slots do not depend on the claim
-        for key in ("layers", "positions"):
-            for value in spec.get(key, []):
-                site = Site(value, "last") if key == "layers" else Site(0, value)
-                try:
-                    self.check(any_claim, site)
-                except SiteError as exc:  # the layer or slot itself; anything else is not
-                    raise ConfigError(f"{where}.{key}: {value!r}: {exc}") from None
-        return spec
+        return checked_search(self)
 
     def fit_config(self, **changes: Any) -> FitConfig:
         base = {
@@ -232,7 +220,7 @@ class DasSession:
             self._check_das_yaml_site(site, experiment.site)
         # One seed for the pairs and the fit: align(..., seed=3) fits at 3 as well, also with a
         # config= at the session's seed (das_session.fit_config(epochs=1)), not one of its own.
-        config = config or self.fit_config(seed=experiment.seed)
+        config = (config or self.fit_config(seed=experiment.seed)).with_seed(experiment.seed)
         if "seed" in changes and config.seed == self.seed:
             config = replace(config, seed=experiment.seed)
         restarts = check_restarts(restarts, config)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from das_assert.arg_types import MAX_PAIRS
 from das_assert.errors import ConfigError, MissingEntry, did_you_mean, which_is_misspelt
 from das_assert.metrics import check_threshold
 from das_assert.prompt_templates import CHAT, check_prompt_template
@@ -159,6 +160,10 @@ def _integer(raw: Any, where: str, default: int, minimum: int) -> int:
         return default
     if isinstance(raw, bool) or not isinstance(raw, int) or raw < minimum:
         raise ConfigError(f"{where} = {raw!r} must be an integer >= {minimum}")
+    if where.rsplit(".", 1)[-1] in ("n_train", "n_test") and raw > MAX_PAIRS:
+        raise ConfigError(  # as the command line's --n-train
+            f"{where} = {raw} is past {MAX_PAIRS:,} pairs (every pair is held in memory at once)"
+        )
     return raw
 
 

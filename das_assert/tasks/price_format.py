@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from das_assert.errors import InvalidArgument, KeywordsChecked, did_you_mean
-from das_assert.prompt_templates import check_prompt_template
+from das_assert.prompt_templates import CHAT, check_prompt_template
 from das_assert.tasks.phrasings import DEFAULT_INSTRUCTION
 
 __all__ = ["ALPACA_TEMPLATE", "NUMBER_STYLES", "PriceFormat", "RenderedPrompt"]
@@ -79,6 +79,13 @@ class PriceFormat(KeywordsChecked):
                     f"instruction {self.instruction!r} has no {slot} slot; the bracket must appear "
                     "in the prompt for the task to be defined"
                 )
+        if self.template == CHAT:  # a word das.yaml and the command line resolve, not a text
+            raise InvalidArgument(
+                f"template={CHAT!r} names the model's chat template, which das.yaml's "
+                "prompt_template and --prompt-template render; in Python, render it first: "
+                f"template=resolve_prompt_template({CHAT!r}, model.tokenizer) "
+                "(das_assert.prompt_templates)"
+            )
         if problem := check_prompt_template(self.template):
             raise InvalidArgument(f"template {problem}")
         if self.numbers not in NUMBER_STYLES:

@@ -374,7 +374,7 @@ def check_bracket(bracket: Any, where: str = "bracket") -> None:
             f"{where}={tuple(bracket)!r} is in cents, whole numbers: write "
             f"({round(low * 100)}, {round(high * 100)}) for {low:.2f}-{high:.2f} dollars"
         )
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in bracket):
+    if not all(is_integer(v) for v in bracket):  # a NumPy integer too
         raise InvalidArgument(f"{where}={bracket!r} must be (low, high) in cents, {example}")
     if not 0 <= low <= high <= 999:
         raise InvalidArgument(
