@@ -283,6 +283,7 @@ class AlignmentResult:
             ),
             "unchanged_label_rate": round(self.unchanged_rate, 6),
             "iia_on_changed_labels": self.changed_labels(),
+            "off_answers": ev.off_answers(),  # predictions that are no answer word, per run
             "boundary_dims": self.fitted.boundary_dims,
             "hidden_size": self.fitted.interchange.d,
             "collapsed": self.collapsed,

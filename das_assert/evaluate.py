@@ -110,7 +110,9 @@ class Evaluation:
         collapsed: bool = False,
     ) -> Verdict:
         """``metrics.verdict`` on these pairs: IIA's interval against ``threshold``, its lead over
-        each of ``controls`` against ``margin``, and whether enough labels change to tell."""
+        each of ``controls`` against ``margin``, whether enough labels change to tell, and
+        whether the intervention keeps the model answering (``off_answers``)."""
+        off = self.off_answers()
         return verdict(
             iia_ci=wilson_interval(self.successes, self.n),
             iia=self.iia,
@@ -119,7 +121,20 @@ class Evaluation:
             margin=margin,
             collapsed=collapsed,
             changed=(self.changed_labels()["n"], self.n),
+            off_answers=(off["intervened"], off["base"], self.n),
         )
+
+    def off_answers(self) -> dict[str, int]:
+        """How many predictions are none of the test pairs' answer words (a broken hook or engine
+        answers "Please" or "#"): under the intervention, in the plain run, under the random
+        rotation."""
+        answers = torch.unique(torch.cat([self.test.label_ids, self.test.base_label_ids]))
+        runs = {
+            "intervened": self.predicted,
+            "base": self.base_predicted,
+            "random_rotation": self.random_predicted,
+        }
+        return {name: int((~torch.isin(run, answers)).sum()) for name, run in runs.items()}
 
     def subset(self, keep: Callable[[PromptPair], bool]) -> Evaluation:
         """This evaluation restricted to the pairs for which ``keep(pair)`` is true: each pair's

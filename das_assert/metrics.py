@@ -35,6 +35,7 @@ from das_assert.errors import InvalidArgument
 from das_assert.values import is_integer
 
 __all__ = [
+    "ANSWERS_KEPT",
     "LABELS_THAT_CHANGE",
     "Gap",
     "Verdict",
@@ -344,11 +345,15 @@ def verdict(
     margin: float = 0.05,
     collapsed: bool = False,
     changed: tuple[int, int] | None = None,
+    off_answers: tuple[int, int, int] | None = None,
 ) -> Verdict:
     """Decide aligned / not_aligned / inconclusive from the intervals (see the module docstring).
 
     ``gaps``: IIA's lead over each baseline the claim must beat; ``changed``: ``(pairs whose label
-    differs from the base's own, n)``, to tell a claim its pairs cannot decide.
+    differs from the base's own, n)``, to tell a claim its pairs cannot decide; ``off_answers``:
+    ``(intervened predictions that are no answer word, the plain run's, n)``: a low IIA from an
+    intervention that breaks the model's answers (a broken hook or engine) is no evidence that
+    the variable is absent, so it is not called ``not_aligned``.
     """
     if (problem := check_threshold(threshold)) is not None:
         raise InvalidArgument(f"threshold={threshold!r}: {problem}")
@@ -362,6 +367,9 @@ def verdict(
             "the learned boundary collapsed to 0 coordinates (a no-op)",
             decided_by=("collapse",),
         )
+    broken = _broken_answers(off_answers)
+    if broken and (high < threshold or any(gap.high < bar for gap in gaps.values())):
+        return Verdict("inconclusive", broken, decided_by=(ANSWERS_KEPT,))
     if high < threshold:
         return Verdict(
             "not_aligned",
@@ -427,6 +435,23 @@ def verdict(
 
 
 LABELS_THAT_CHANGE = "labels that change"
+ANSWERS_KEPT = "answers kept"  # a verdict the intervention's off-answer predictions decided
+
+
+def _broken_answers(off_answers: tuple[int, int, int] | None) -> str | None:
+    """Why the intervention breaks the model's answers, or None: its predictions that are no
+    answer word exceed the plain run's share by more than 5 points, at 95% (Wilson)."""
+    if off_answers is None:
+        return None
+    off, base_off, n = off_answers
+    if not n or wilson_interval(off, n)[0] <= base_off / n + 0.05:
+        return None
+    return (
+        f"the intervention breaks the model's answers: {off} of {n} intervened predictions are "
+        f"no answer word (the plain run's: {base_off}); a low IIA from a broken hook or engine, "
+        "or an edit that wrecks the run, is no evidence the variable is absent (das_assert check "
+        "runs the engine's checks; --das-json's pairs show the predictions)"
+    )
 
 
 def lead_over(baseline: str) -> str:
