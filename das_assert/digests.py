@@ -2,10 +2,11 @@
 
 A model's fingerprint hashes its weight files: 13.5 GB for Alpaca-7B, about 8 s of sha256 on
 every ``pytest`` session. ``DigestMemo`` keeps each digest beside the alignment cache, keyed by
-the file's device, inode, size and modification time in nanoseconds. Writing a new model over
-the old one, copying one in (``cp``, ``rsync -a``: a new inode) or touching it changes the key and
-the file is read again; only an in-place rewrite that also restores the old modification time
-would go unnoticed, as with ``git status`` and ``make``. A memo that cannot be read is ignored.
+the file's device, inode, size, and modification and change times in nanoseconds. Writing a new
+model over the old one, copying one in (``rsync -a``: a new inode; ``cp`` onto the file: the same
+inode, rewritten) or touching it changes the key and the file is read again. The change time
+moves with any write and no user program sets it, so even ``cp -p``, which keeps the inode and
+takes the source's modification time, is seen. A memo that cannot be read is ignored.
 
 A file modified in the last ``RACY_SECONDS`` is not remembered (git's "racy clean" rule): where
 the file system keeps whole seconds (ext3, FAT, HFS+, ext4 with small inodes), a rewrite of the
@@ -45,7 +46,7 @@ def file_sha256(path: Path) -> str:
 
 def _identity(path: Path) -> list[int]:
     stat = path.stat()
-    return [stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns]
+    return [stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
 
 
 def _may_exist(name: str) -> bool:
