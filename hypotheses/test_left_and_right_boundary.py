@@ -45,7 +45,12 @@ def test_both_booleans_are_variables_at_the_boundary_site(das, at_boundary):
     das.assert_aligned(at_boundary, claim="left_and_right_boundary")
 
 
-def test_the_two_booleans_occupy_disjoint_nonempty_subspaces_of_one_rotation(at_boundary):
+def test_the_two_booleans_occupy_disjoint_nonempty_subspaces_of_one_rotation(
+    das_session, at_boundary
+):
+    judged = at_boundary.verdict(das_session.threshold(HYPOTHESIS))
+    if judged.outcome != "aligned":  # then the boxes hold no variable, whatever their shape
+        pytest.skip(f"the joint alignment is {judged.outcome}: {at_boundary.summary()}")
     masks = at_boundary.fitted.interchange.masks(hard=True)
     left, right = masks[0], masks[1]
     assert int(left.sum()) > 0, f"left box is empty: {at_boundary.summary()}"
