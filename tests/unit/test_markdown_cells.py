@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_summary_tables import _record as summary_record
 
 from das_assert.cli import main
 from das_assert.md_text import code, fenced, plain
@@ -23,24 +24,7 @@ def _cells(row: str) -> list[str]:
 
 
 def _record(test: str, claim: str, iia: float = 0.83, **more: Any) -> dict[str, Any]:
-    return {
-        "test_id": f"hypotheses/test_x.py::{test}",
-        "claim": claim,
-        "hypothesis": "left_boundary",
-        "variable": "left",
-        "site": {"canonical": SITE},
-        "iia": iia,
-        "iia_ci": (iia - 0.03, iia + 0.02),
-        "n_test": 800,
-        "baselines": {"noop": 0.689, "majority": 0.512, "random_rotation": 0.641},
-        "task_accuracy": 0.973,
-        "threshold": 0.73,
-        "verdict": "aligned",
-        "expected_verdict": "aligned",
-        "passed": True,
-        "seed": 0,
-        **more,
-    }
+    return {**summary_record(claim, SITE, iia, "aligned", test), **more}
 
 
 def test_text_keeps_its_cell_and_renders_no_html() -> None:
