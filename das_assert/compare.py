@@ -236,7 +236,8 @@ def compare_entries(
         elif unchecked:
             counts["cannot be checked"] += 1
         site_a, site_b = a["site"]["canonical"], b["site"]["canonical"]
-        site = site_a if site_a == site_b else f"{site_a} -> {site_b} (drift)"
+        moved = "same block" if _same_site(a, b) else "drift"
+        site = site_a if site_a == site_b else f"{site_a} -> {site_b} ({moved})"
         seeds = a.get("seed"), b.get("seed")
         other_seed = (  # other pairs from one distribution: compared, but IIA moves with them
             f" (seed {seeds[0]} -> {seeds[1]}: IIA moves with the seed)"
@@ -278,6 +279,17 @@ def _signature(entry: dict[str, Any]) -> tuple[Any, Any, str]:
     return entry.get("hypothesis"), entry.get("variable"), entry["site"]["canonical"]
 
 
+def _same_site(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two entries' sites are one: the same text, or the same module, component and
+    position where both recorded the module (``layer=-4`` under pytest, where the command line
+    names the block it was, ``layer=0``)."""
+    site_a, site_b = a["site"], b["site"]
+    if site_a["canonical"] == site_b["canonical"]:
+        return True
+    fields = ("module", "component", "position")
+    return bool(site_a.get("module")) and all(site_a.get(f) == site_b.get(f) for f in fields)
+
+
 def _match_across_kinds(
     old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]
 ) -> tuple[dict[str, str], dict[str, str]]:
@@ -298,7 +310,8 @@ def _match_across_kinds(
             k
             for k in lonely_new
             if bool(new[k].get("claim")) != bool(old[key].get("claim"))
-            and _signature(new[k]) == _signature(old[key])
+            and _signature(new[k])[:2] == _signature(old[key])[:2]
+            and _same_site(new[k], old[key])
         ]
         alike = [k for k in found if not not_comparable(old[key], new[k])]
         candidates[key] = alike or found

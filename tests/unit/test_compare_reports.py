@@ -765,3 +765,26 @@ def test_the_gate_says_where_a_claims_threshold_moved_since_its_baseline(tmp_pat
     }
     assert "Δ ref +0.000 (threshold 0.73 -> 0.70: the bar moved)" in _row(shown, 10, 40, 4)
     assert threshold_moved({**record, "baseline": {"delta": 0.0}}) is None  # an older baseline
+
+
+def test_a_claim_at_a_negative_layer_is_matched_with_the_command_lines_block(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # pytest and the API keep layer=-4 as written; fit names the block it was (0 of 4): the
+    # same measurement read as "missing in NEW" and "new in NEW", so it was never compared.
+    def site(layer: int) -> dict[str, Any]:
+        canonical = f"block_output[layer={layer}, pos=last]"
+        return {"canonical": canonical, "layer": layer, "position": "last",
+                "component": "block_output", "module": "model.layers.0"}  # fmt: skip
+
+    claim = {**_positive(LAST, 0.83), "site": site(-4)}
+    result = {**_cli_record(LAST, 0.63), "data": DATA, "site": site(0)}
+    old = _report(tmp_path / "py.json", claim)
+    new = _report(tmp_path / "cli.json", result)
+
+    assert main(["compare", str(old), str(new), "--fail", "iia:0.01"]) == 1
+
+    out = capsys.readouterr().out
+    assert "(same block)" in out
+    assert "missing in NEW" not in out
+    assert out.splitlines()[-1] == "1 regression(s)"
