@@ -30,12 +30,16 @@ def code(value: Any, *, cell: bool = True) -> str:
     text = _LINE_BREAK.sub(" ", str(value))
     if cell:
         text = text.replace("|", "\\|")
-    fence = "`" * (1 + max((len(run) for run in re.findall("`+", text)), default=0))
+    fence = "`" * (1 + _longest_backtick_run(text))
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def fenced(text: str) -> str:
     """``text`` as a fenced code block, the fence longer than any run of backticks in it."""
-    fence = "`" * max(3, 1 + max((len(run) for run in re.findall("`+", text)), default=0))
+    fence = "`" * max(3, 1 + _longest_backtick_run(text))
     return f"{fence}\n{text}\n{fence}\n"
+
+
+def _longest_backtick_run(text: str) -> int:
+    return max((len(run) for run in re.findall("`+", text)), default=0)

@@ -367,8 +367,9 @@ def verdict(
             "the learned boundary collapsed to 0 coordinates (a no-op)",
             decided_by=("collapse",),
         )
+    lost = [name for name, gap in gaps.items() if gap.high < bar]  # no more than a baseline
     broken = _broken_answers(off_answers)
-    if broken and (high < threshold or any(gap.high < bar for gap in gaps.values())):
+    if broken and (high < threshold or lost):  # a verdict of not_aligned, from broken answers
         return Verdict("inconclusive", broken, decided_by=(ANSWERS_KEPT,))
     if high < threshold:
         return Verdict(
@@ -397,7 +398,6 @@ def verdict(
             f"would be {beside(perfect.low, bar, signed=True)}); increase n",
             decided_by=(LABELS_THAT_CHANGE,),
         )
-    lost = [name for name, gap in gaps.items() if gap.high < bar]
     if lost:  # the site clearly does no more than a baseline
         named = ", ".join(
             f"{name} ({gaps[name].baseline:.3f}, lead {gaps[name].against(margin)})"
