@@ -42,9 +42,9 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model",
-        default="embedded",
         metavar="PATH",
-        help="local Hugging Face model directory, or 'embedded' (default)",
+        help="local Hugging Face model directory, or 'embedded' (default: $DAS_MODEL, as for "
+        "pytest's --das-model, else embedded)",
     )
     group.add_argument(
         "--dtype",

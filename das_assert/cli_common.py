@@ -4,6 +4,7 @@ options, and a command's last lines (its summary, verdict and JSON report)."""
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 __all__ = ["experiment_of", "finish", "load", "prompt_format"]
@@ -49,15 +50,24 @@ def experiment_of(
 
 
 def load(args: argparse.Namespace) -> Any:
+    """The model of ``--model``, else ``$DAS_MODEL``, else the embedded one (as pytest's)."""
+    from das_assert.errors import DasError
     from das_assert.models import load_model
 
-    return load_model(
-        args.model,
-        dtype=args.dtype,
-        device=args.device,
-        device_map=args.device_map,
-        trust_remote_code=args.trust_remote_code,
-    )
+    from_environment = args.model is None and os.environ.get("DAS_MODEL")
+    try:
+        return load_model(
+            args.model if args.model is not None else from_environment or "embedded",
+            dtype=args.dtype,
+            device=args.device,
+            device_map=args.device_map,
+            trust_remote_code=args.trust_remote_code,
+        )
+    except DasError as exc:
+        if not from_environment:
+            raise
+        note = f"the model path is $DAS_MODEL={from_environment!r}; --model overrides it"
+        raise type(exc)(f"{exc} ({note})") from None
 
 
 def finish(args: argparse.Namespace, model: Any, record: dict[str, Any], summary: str) -> int:

@@ -48,7 +48,7 @@ def _pyvene_fit(model: Any, layer: int, train: Any, config: FitConfig, steps: in
     d = model.model.config.hidden_size
     # Seeded as das_assert seeds its fit: pyvene's RotateLayer draws ``nn.init.orthogonal_``
     # first, so both start from the same rotation and see the same batches.
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.fit_seed)
     intervenable = pv.IntervenableModel(
         pv.IntervenableConfig(
             representations=[pv.RepresentationConfig(layer, "block_output")],
@@ -73,7 +73,7 @@ def _pyvene_fit(model: Any, layer: int, train: Any, config: FitConfig, steps: in
         lambda s: (s + 1) / warmup if s < warmup else max(0.0, (steps - s) / (steps - warmup)),
     )
     temperatures = temperature_schedule(*config.temperature, steps)
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.fit_seed)
     times = []
     step = 0
     while step < steps:

@@ -1,6 +1,7 @@
 """A setting means the same given on any surface: the Python API, das.yaml and the command line
 refuse and resolve alike (the seed of a fit, a wrapper's BOS token, a grid's duplicate cells,
-the number of pairs, an empty instruction, a learning rate float32 cannot hold)."""
+the number of pairs, an empty instruction, a learning rate float32 cannot hold, the model
+named by $DAS_MODEL)."""
 
 from __future__ import annotations
 
@@ -104,3 +105,40 @@ def test_a_das_yaml_grid_naming_one_cell_twice_is_refused_as_the_command_line_do
     ):
         session([0], ["last", "after:amount+8"]).search_settings()
     assert session([0, 1], ["last", "after:amount"]).search_settings()["layers"] == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("argv", "environment", "loaded"),
+    [
+        ([], None, "embedded"),
+        ([], "/models/new", "/models/new"),  # as pytest's --das-model reads it
+        (["--model", "embedded"], "/models/new", "embedded"),
+    ],
+)
+def test_the_command_line_reads_das_model_as_pytest_does(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], environment: str | None, loaded: str
+) -> None:
+    paths: list[str] = []
+
+    def load_model(path: str, **_: Any) -> Any:
+        paths.append(path)
+        raise InvalidArgument("stop here")
+
+    monkeypatch.setattr("das_assert.models.load_model", load_model)
+    if environment is None:
+        monkeypatch.delenv("DAS_MODEL", raising=False)
+    else:
+        monkeypatch.setenv("DAS_MODEL", environment)
+    assert main(["check", *argv]) == 2
+    assert paths == [loaded]
+
+
+def test_a_missing_das_model_is_named_on_the_command_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DAS_MODEL", "/no/such/model")
+
+    assert main(["check"]) == 2
+    assert "(the model path is $DAS_MODEL='/no/such/model'; --model overrides it)" in (
+        capsys.readouterr().err
+    )
