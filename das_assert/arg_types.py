@@ -165,6 +165,12 @@ def baseline_name(value: str) -> str:
             f"{value!r} reads as a baseline number: --das-compare={slug(value)} would mean "
             "baseline number " + slug(value) + "; give a NAME with a letter in it"
         )
+    if slug(value) == "latest" or re.fullmatch(r"\d{4}_.+", slug(value)):
+        what = "the newest baseline" if slug(value) == "latest" else "that saved file"
+        raise argparse.ArgumentTypeError(
+            f"{value!r} reads as a baseline of its own: --das-compare={slug(value)} would mean "
+            f"{what}, not this one; give another NAME"
+        )
     if not slug(value):
         raise argparse.ArgumentTypeError(
             f"{value!r} leaves no name: a baseline NAME needs a letter, digit, '.', '-' or '_' "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from das_assert.baseline import KeyIndex, matching_key
@@ -28,6 +29,7 @@ __all__ = [
     "DropCheck",
     "compare_entries",
     "count_line",
+    "marker_expressions",
     "not_comparable",
     "parse_compare_fail",
 ]
@@ -69,7 +71,7 @@ class DropCheck:
         allowed = self.allowed_drop(baseline)
         if change > allowed + 1e-12:
             shown = beside(allowed, change)  # a relative allowance has digits past the third
-            unit = f"{self.amount:g}% = {shown}" if self.relative else shown
+            unit = f"{self._amount_text()}% = {shown}" if self.relative else shown
             moved = "rose" if rise else "dropped"
             return (
                 f"{self.field} {moved} by {beside(change, allowed + 1e-12)} "  # not 0.050 > 0.050
@@ -104,7 +106,11 @@ class DropCheck:
         return self.fails(current=float(now), baseline=float(before), rise=rise)
 
     def __str__(self) -> str:
-        return f"{self.field}:{self.amount:g}{'%' if self.relative else ''}"
+        return f"{self.field}:{self._amount_text()}{'%' if self.relative else ''}"
+
+    def _amount_text(self) -> str:
+        """The amount as written, never in exponent form (iia:1e-05 would not parse back)."""
+        return format(Decimal(repr(self.amount)).normalize(), "f")
 
 
 def _lead_over_noop(record: dict[str, Any]) -> float | None:
@@ -124,8 +130,20 @@ def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def marker_expressions(value: Any) -> list[Any]:
+    """A das marker's ``compare_fail``: one expression, or a list or tuple of them."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
 def parse_compare_fail(text: str) -> DropCheck:
     """Parse ``FIELD:NUMBER`` (absolute drop) or ``FIELD:NUMBER%`` (relative drop)."""
+    if not isinstance(text, str):
+        raise ConfigError(
+            f"{text!r} is not an expression: write it as text, e.g. 'iia:0.05' (absolute drop) "
+            "or 'iia:5%' (relative drop)"
+        )
     match = _EXPR.match(text.strip())
     if not match or match.group(1) not in FIELDS:
         raise ConfigError(

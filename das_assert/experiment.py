@@ -137,6 +137,8 @@ class Experiment(KeywordsChecked):
             raise InvalidArgument(
                 f"min_task_accuracy={self.min_task_accuracy!r} must lie in [0, 1]"
             )
+        for name in ("margin", "min_task_accuracy"):  # a NumPy float32 is not JSON
+            object.__setattr__(self, name, float(getattr(self, name)))
 
     @property
     def variable(self) -> str:

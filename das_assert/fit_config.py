@@ -62,6 +62,7 @@ class FitConfig(KeywordsChecked):
             value = getattr(self, name)
             if not is_number(value):
                 raise InvalidArgument(f"{name}={value!r}: a number")
+            object.__setattr__(self, name, float(value))  # a NumPy float32 is not JSON
         if self.epochs < 1:
             raise InvalidArgument(f"epochs={self.epochs}; train for at least 1 epoch")
         if self.batch_size < 1:
@@ -104,7 +105,9 @@ class FitConfig(KeywordsChecked):
                 f"temperature={temperature!r}: a pair (start, end) of finite numbers, e.g. "
                 "(50.0, 0.1)"
             )
-        object.__setattr__(self, "temperature", tuple(temperature))  # a list hashes not
+        object.__setattr__(self, "temperature", tuple(float(t) for t in temperature))  # hashable
+        if self.init_fraction is not None:
+            object.__setattr__(self, "init_fraction", float(self.init_fraction))
         start, end = self.temperature
         if not 0 < end <= start:
             raise InvalidArgument(f"temperature={self.temperature} must go down: 0 < end <= start")

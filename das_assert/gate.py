@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from das_assert.alignment_file import load_alignment, save_alignment, without_fit_remedy
 from das_assert.alignment_result import AlignmentResult
 from das_assert.baseline import KeyIndex, alignment_path, entry_key, matching_key
-from das_assert.compare import not_comparable, parse_compare_fail
+from das_assert.compare import marker_expressions, not_comparable, parse_compare_fail
 from das_assert.errors import AlignmentFileError
 from das_assert.evaluate import evaluate
 from das_assert.fit import FittedAlignment
@@ -226,8 +226,7 @@ def compare_with_baseline(
     # class's `pytestmark`, whose checks the closest marker alone left out
     expressions: list[str] = []
     for marker in node.iter_markers("das"):
-        extra = marker.kwargs.get("compare_fail") or []
-        expressions += [extra] if isinstance(extra, str) else list(extra)
+        expressions += marker_expressions(marker.kwargs.get("compare_fail"))
     checks += [parse_compare_fail(e) for e in dict.fromkeys(expressions)]
     return not_comparable(entry, record) + [
         f"{message} [--das-compare-fail {check}]"

@@ -2,9 +2,10 @@
 message shows as the characters it holds and stays in its table cell.
 
 A ``|`` in a cell ends it (GitHub's tables split a row at a bare ``|`` even inside a code span),
-a line break ends the row, a backtick opens a code span and ``<b>`` renders as HTML. Those are
-escaped (``<`` alone: no tag starts without it); ``_``, ``*`` and ``[`` are not, so that what
-``compare`` prints reads plainly in a terminal (at worst a name renders in italics).
+a line break ends the row, a backtick opens a code span, ``<b>`` renders as HTML and ``&amp;``
+as ``&``. Those are escaped (``<`` alone: no tag starts without it); ``_``, ``*`` and ``[`` are
+not, so that what ``compare`` prints reads plainly in a terminal (at worst a name renders in
+italics).
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from typing import Any
 
 __all__ = ["code", "fenced", "plain"]
 
-_SPECIAL = re.compile(r"([\\`<|])")  # no tag starts without "<": "0.69 -> 0.76" stays
+_SPECIAL = re.compile(r"([\\`<|&])")  # no tag starts without "<": "0.69 -> 0.76" stays
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 def plain(value: Any) -> str:
-    """``value`` as text in a table cell or list item: ``|``, backticks, ``<`` and backslashes
-    escaped, line breaks as ``<br>``."""
+    """``value`` as text in a table cell or list item: ``|``, backticks, ``<``, ``&`` and
+    backslashes escaped, line breaks as ``<br>``."""
     return _LINE_BREAK.sub("<br>", _SPECIAL.sub(r"\\\1", str(value)))
 
 
@@ -31,7 +32,7 @@ def code(value: Any, *, cell: bool = True) -> str:
     if cell:
         text = text.replace("|", "\\|")
     fence = "`" * (1 + _longest_backtick_run(text))
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    pad = " " if text.startswith("`") or text.endswith("`") or not text else ""  # "``" is no span
     return f"{fence}{pad}{text}{pad}{fence}"
 
 

@@ -173,11 +173,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                 f"allowed keywords: {', '.join(MARKER_KEYS)}",
                 pytrace=False,
             )
-        expressions = marker.kwargs.get("compare_fail") or []
-        for expression in [expressions] if isinstance(expressions, str) else expressions:
-            from das_assert.compare import parse_compare_fail
-            from das_assert.errors import ConfigError
+        from das_assert.compare import marker_expressions, parse_compare_fail
+        from das_assert.errors import ConfigError
 
+        for expression in marker_expressions(marker.kwargs.get("compare_fail")):
             try:  # a typo fails its test on every run, not only those that compare
                 parse_compare_fail(expression)
             except ConfigError as exc:

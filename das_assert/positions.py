@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from das_assert.errors import InvalidArgument, SiteError, did_you_mean
 
-__all__ = ["Position", "check_distinct_positions", "parse_position"]
+__all__ = ["Position", "check_distinct_positions", "parse_position", "whole_number"]
 
 _LAST = re.compile(r"^last(?:-(\d+))?$")
 _SLOT = re.compile(r"^([A-Za-z_]\w*)\.(first|last)$")
@@ -111,6 +111,17 @@ class Position:
         return self.name
 
 
+def whole_number(digits: str, where: str) -> int:
+    """``digits`` as an int, refused past 6 digits (no prompt or model is that long; Python
+    refuses to read past 4,300 with a ValueError)."""
+    if len(digits) > 6:
+        shown = where if len(where) <= 60 else where[:60] + "..."
+        raise InvalidArgument(
+            f"{shown!r}: a number of {len(digits)} digits is past any prompt or model"
+        )
+    return int(digits)
+
+
 def parse_position(name: str | Position) -> Position:
     """Parse a position name (see the module docstring for the forms)."""
     if isinstance(name, Position):
@@ -119,12 +130,12 @@ def parse_position(name: str | Position) -> Position:
         raise InvalidArgument(f"a position is a name such as 'last' or 'amount.last', not {name!r}")
     text = name.strip()
     if match := _LAST.match(text):
-        return Position(text, "last", "last", -int(match.group(1) or 0))
+        return Position(text, "last", "last", -whole_number(match.group(1) or "0", text))
     if match := _SLOT.match(text):
         return Position(text, match.group(1), match.group(2), 0)
     if match := _NEAR.match(text):
         where, slot, sign, amount = match.groups()
-        shift = int(amount or 0) * (-1 if sign == "-" else 1)
+        shift = whole_number(amount or "0", text) * (-1 if sign == "-" else 1)
         if where == "after":
             return Position(text, slot, "last", 1 + shift)
         return Position(text, slot, "first", -1 + shift)

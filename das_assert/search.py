@@ -102,6 +102,12 @@ def search(
         raise InvalidArgument(f"layers={layers} lists a layer twice; list it once")
     results = {}
     grid = [[Site(layer, position, component) for layer in layers] for position in positions]
+    # as Site reads them: a NumPy integer as an int and a Position by its name (JSON holds both)
+    layers = [site.layer for site in grid[0]]
+    positions = [
+        position if isinstance(position, str) else site.position
+        for position, (site, *_) in zip(positions, grid, strict=True)
+    ]
     cells = [site for sites in grid for site in sites]
     if check is not None:
         for site in cells:

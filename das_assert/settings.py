@@ -230,22 +230,22 @@ def _unique_key_loader() -> type:
 
     class UniqueKeyLoader(yaml.SafeLoader):
         def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
-            seen: set[Any] = set()
+            seen: set[str] = set()
             for key_node, _ in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: its keys may be
                     continue  # overridden by the mapping's own, as YAML intends
                 key = self.construct_object(key_node, deep=deep)
-                try:
-                    twice = key in seen
-                except TypeError:  # a list or mapping as a key
+                problem = None
+                if isinstance(key, list | dict) or key is None:
+                    problem = f"{'an empty key' if key is None else 'a list or mapping as a key'}"
+                    problem += " is not a name"
+                elif str(key) in seen:  # read as text: 1 and '1', true and 'True' are one name
+                    problem = f"the key {key!r} is given twice"
+                if problem:
                     raise yaml.constructor.ConstructorError(
-                        None, None, "a list or mapping as a key is not a name", key_node.start_mark
-                    ) from None
-                if twice:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"the key {key!r} is given twice", key_node.start_mark
+                        None, None, problem, key_node.start_mark
                     )
-                seen.add(key)
+                seen.add(str(key))
             return super().construct_mapping(node, deep=deep)
 
     return UniqueKeyLoader
@@ -281,6 +281,11 @@ def load_settings(path: Path) -> dict[str, ModelSettings]:
     except ValueError as exc:  # an integer past Python's 4,300 digits
         raise ConfigError(
             f"{path} holds a value that cannot be read: {str(exc).split(';')[0]}"
+        ) from None
+    except (KeyError, AttributeError, TypeError):  # a tag yaml cannot apply: "!!bool abc"
+        raise ConfigError(
+            f"{path} holds a value its tag cannot make (as in `n_train: !!bool abc`); remove "
+            "the !!tag or correct the value"
         ) from None
     _check_expanded_size(raw, path)
     if raw is None:

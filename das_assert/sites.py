@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from das_assert.errors import DasError, InvalidArgument, KeywordsChecked, SiteError, did_you_mean
-from das_assert.positions import Position, parse_position
+from das_assert.positions import Position, parse_position, whole_number
 from das_assert.values import is_integer
 
 __all__ = [
@@ -232,7 +232,11 @@ def parse_site(text: str) -> Site:
             "e.g. block_output[layer=1, pos=last]"
         )
     component, layer, position = match.groups()
-    return Site(int(layer), position.strip(), component)
+    return Site(
+        whole_number(layer.lstrip("-"), text) * (-1 if layer.startswith("-") else 1),
+        position.strip(),
+        component,
+    )
 
 
 def last_attention(model: Any) -> Any | None:

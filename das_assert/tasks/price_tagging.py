@@ -17,6 +17,7 @@ A hypothesis file can add its own (``das_assert.tasks.registry.register_causal_m
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -370,6 +371,15 @@ def check_bracket(bracket: Any, where: str = "bracket") -> None:
     if all(isinstance(v, int | float) and not isinstance(v, bool) for v in bracket) and any(
         isinstance(v, float) for v in bracket
     ):
+        if not all(math.isfinite(v) for v in bracket):
+            raise InvalidArgument(
+                f"{where}={tuple(bracket)!r} must be (low, high) in cents, {example}"
+            )
+        if max(bracket) > 9.99 and all(float(v).is_integer() for v in bracket):  # not dollars
+            raise InvalidArgument(
+                f"{where}={tuple(bracket)!r} is in cents, whole numbers: write "
+                f"({int(low)}, {int(high)}), integers"
+            )
         raise InvalidArgument(
             f"{where}={tuple(bracket)!r} is in cents, whole numbers: write "
             f"({round(low * 100)}, {round(high * 100)}) for {low:.2f}-{high:.2f} dollars"

@@ -31,11 +31,13 @@ def test_text_keeps_its_cell_and_renders_no_html() -> None:
     assert plain("a|b") == "a\\|b"
     assert plain("<b>x</b>") == "\\<b>x\\</b>"
     assert plain("one\ntwo") == "one<br>two"
+    assert plain("R&amp;D") == "R\\&amp;D"  # rendered as "R&D" before
     assert plain("left_boundary") == "left_boundary"  # the names the suite writes, unchanged
     assert code("a|b") == "`a\\|b`"
     assert code("a|b", cell=False) == "`a|b`"
     assert code("x`y") == "``x`y``"
     assert code("`y") == "`` `y ``"
+    assert code("") == "`  `"  # "``" is no code span: it showed as two backticks
     assert fenced("a\n```\nb").startswith("````\n")
 
 
