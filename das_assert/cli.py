@@ -57,9 +57,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     experiment = experiment_of(args, site, args.hypothesis, args.n_train)
     config = _fit_config(args)
     model = load(args)
-    # The block's own number, not -1: reports and saved alignments name the block it was.
-    site = Site(site.resolve(model.model).layer, args.position, args.component)
-    experiment = replace(experiment, site=site, fmt=prompt_format(args, model))
+    # layer=-1 is recorded and saved as the block it is (run_experiment: Site.in_blocks_of)
+    experiment = replace(experiment, fmt=prompt_format(args, model))
     result = run_restarts(model, experiment, config, args.restarts)
     record = result.to_dict()
     if args.save:

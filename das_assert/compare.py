@@ -32,6 +32,7 @@ __all__ = [
     "marker_expressions",
     "not_comparable",
     "parse_compare_fail",
+    "same_site",
 ]
 
 #: ``transfer`` compares the baseline's frozen alignment, applied to the new model, with the
@@ -254,7 +255,7 @@ def compare_entries(
         elif unchecked:
             counts["cannot be checked"] += 1
         site_a, site_b = a["site"]["canonical"], b["site"]["canonical"]
-        moved = "same block" if _same_site(a, b) else "drift"
+        moved = "same block" if same_site(a["site"], b["site"]) else "drift"
         site = site_a if site_a == site_b else f"{site_a} -> {site_b} ({moved})"
         seeds = a.get("seed"), b.get("seed")
         other_seed = (  # other pairs from one distribution: compared, but IIA moves with them
@@ -297,11 +298,10 @@ def _signature(entry: dict[str, Any]) -> tuple[Any, Any, str]:
     return entry.get("hypothesis"), entry.get("variable"), entry["site"]["canonical"]
 
 
-def _same_site(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two entries' sites are one: the same text, or the same module, component and
-    position where both recorded the module (``layer=-4`` under pytest, where the command line
-    names the block it was, ``layer=0``)."""
-    site_a, site_b = a["site"], b["site"]
+def same_site(site_a: dict[str, Any], site_b: dict[str, Any]) -> bool:
+    """Whether two records' sites are one: the same text, or the same module, component and
+    position where both recorded the module (``layer=-4``, as records before 2026-12-06 kept
+    it as written, and ``layer=0``, the block it was)."""
     if site_a["canonical"] == site_b["canonical"]:
         return True
     fields = ("module", "component", "position")
@@ -329,7 +329,7 @@ def _match_across_kinds(
             for k in lonely_new
             if bool(new[k].get("claim")) != bool(old[key].get("claim"))
             and _signature(new[k])[:2] == _signature(old[key])[:2]
-            and _same_site(new[k], old[key])
+            and same_site(new[k]["site"], old[key]["site"])
         ]
         alike = [k for k in found if not not_comparable(old[key], new[k])]
         candidates[key] = alike or found

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from contextvars import ContextVar
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -167,13 +167,9 @@ class Experiment(KeywordsChecked):
     def data_record(self) -> dict[str, Any]:
         """The prompts it runs on, as reports and baselines record them (``data``): results on
         other prompts are not comparable."""
-        return {
-            "instruction": self.fmt.instruction,
+        return {  # every PriceFormat field, as cache_key reads them: one added is in both
+            **asdict(self.fmt),
             "answers": list(self.fmt.answers),
-            "prefix": self.fmt.prefix,
-            "suffix": self.fmt.suffix,
-            "numbers": self.fmt.numbers,
-            "template": self.fmt.template,
             "bracket": list(self.bracket) if self.bracket else None,
         }
 
@@ -284,6 +280,8 @@ def run_experiment(
         raise InvalidArgument(_unknown_run_keyword(unknown))
     check_run_arguments(model, experiment, config, cache, fitted)
     experiment.check_current()
+    if experiment.site.layer < 0:  # the block's own number, as records and cache keys hold it
+        experiment = experiment.keeping_definition(site=experiment.site.in_blocks_of(model.model))
     refuse_doubled_bos(experiment.fmt.template, model.tokenizer)
     if fitted is None and cache is None:  # a fit it is: refused before the passes that precede it
         gradients_on()

@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING, Any
 from das_assert.alignment_file import load_alignment, save_alignment, without_fit_remedy
 from das_assert.alignment_result import AlignmentResult
 from das_assert.baseline import KeyIndex, alignment_path, entry_key, matching_key
-from das_assert.compare import marker_expressions, not_comparable, parse_compare_fail
+from das_assert.compare import (
+    marker_expressions,
+    not_comparable,
+    parse_compare_fail,
+    same_site,
+)
 from das_assert.errors import AlignmentFileError
 from das_assert.evaluate import evaluate
 from das_assert.fit import FittedAlignment
@@ -210,7 +215,7 @@ def compare_with_baseline(
         "noop": (entry.get("baselines") or {}).get("noop"),
         "threshold": entry.get("threshold"),  # a bar moved since: the summary says so
     }
-    if entry["site"]["canonical"] != record["site"]["canonical"]:
+    if not same_site(entry["site"], record["site"]):
         record["drift"] = {
             "from": entry["site"]["canonical"],
             "to": record["site"]["canonical"],
@@ -220,7 +225,7 @@ def compare_with_baseline(
             entry.get("boundary_dims"),
             record["boundary_dims"],
         ]
-    record["transfer"] = transfer(session, result, path, entry)
+    record["transfer"] = transfer(session, result, path, entry, record["site"])
     checks = list(session.compare_checks)
     # every das marker's: the plugin marks each das test itself, closer than a module's or
     # class's `pytestmark`, whose checks the closest marker alone left out
@@ -236,16 +241,21 @@ def compare_with_baseline(
 
 
 def transfer(
-    session: DasSession, result: AlignmentResult, path: Path, entry: dict[str, Any]
+    session: DasSession,
+    result: AlignmentResult,
+    path: Path,
+    entry: dict[str, Any],
+    site: dict[str, Any],
 ) -> dict:
-    """The baseline's frozen alignment applied to this model: IIA on this run's test pairs."""
+    """The baseline's frozen alignment applied to this model: IIA on this run's test pairs
+    (``site``: this run's record's)."""
     if not entry.get("alignment_file"):
         return {"skipped": "the baseline holds no alignment file for this claim"}
-    fitted_at, here = entry["site"]["canonical"], str(result.experiment.site)
-    if fitted_at != here:  # its rotation means nothing at another layer or position
+    fitted_at = entry["site"]["canonical"]
+    if not same_site(entry["site"], site):  # its rotation means nothing at another block
         return {
             "skipped": f"the baseline's alignment was fitted at {fitted_at}, and this run's "
-            f"claim is at {here} (drift)"
+            f"claim is at {site['canonical']} (drift)"
         }
     file = path.parent / path.stem / entry["alignment_file"]
     if result.alignment is not None and Path(result.alignment["file"]) == file:

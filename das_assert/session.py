@@ -4,6 +4,7 @@ once and shared, and assertions that turn an interval into a verdict and a reada
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from dataclasses import dataclass, field, replace
@@ -40,6 +41,7 @@ from das_assert.model_state import check_unchanged, model_snapshot
 from das_assert.models import LoadedModel
 from das_assert.restarts import check_restarts, run_restarts
 from das_assert.settings import ModelSettings
+from das_assert.sites import Site
 from das_assert.tasks.price_tagging import ALPACA_TEMPLATE, PriceFormat
 
 # What das_session.align(hypothesis, site, ...) may change of its Experiment.
@@ -141,6 +143,9 @@ class DasSession:
                 + did_you_mean(unknown[0], [*_EXPERIMENT_CHANGES, "config", "restarts"])
             )
         resolved = self.site(site) if isinstance(site, str) else site
+        if isinstance(resolved, Site) and resolved.layer < 0:  # one block, one cache key
+            with contextlib.suppress(SiteError):  # a layer it lacks: align says so, with context
+                resolved = resolved.in_blocks_of(self.model.model)
         fields = {
             "hypothesis": hypothesis,
             "site": resolved,

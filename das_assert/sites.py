@@ -113,6 +113,11 @@ class Site(KeywordsChecked):
     def __str__(self) -> str:
         return f"{self.component}[layer={self.layer}, pos={self.position}]"
 
+    def in_blocks_of(self, model: Any) -> Site:
+        """This site with its block's own number (``layer=-1``: the last block's index), so
+        that one block written two ways is one site to the cache, a gate and a frozen run."""
+        return self if self.layer >= 0 else self.at(layer=self.resolve(model).layer)
+
     def resolve(self, model: Any) -> ResolvedSite:
         """Bind to ``model`` (a transformers CausalLM).
 

@@ -770,8 +770,9 @@ def test_the_gate_says_where_a_claims_threshold_moved_since_its_baseline(tmp_pat
 def test_a_claim_at_a_negative_layer_is_matched_with_the_command_lines_block(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # pytest and the API keep layer=-4 as written; fit names the block it was (0 of 4): the
-    # same measurement read as "missing in NEW" and "new in NEW", so it was never compared.
+    # pytest and the API kept layer=-4 as written until 2026-12-06 (a report of then); fit
+    # names the block it was (0 of 4): the same measurement read as "missing in NEW" and "new
+    # in NEW", so it was never compared.
     def site(layer: int) -> dict[str, Any]:
         canonical = f"block_output[layer={layer}, pos=last]"
         return {"canonical": canonical, "layer": layer, "position": "last",

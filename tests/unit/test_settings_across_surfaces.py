@@ -142,3 +142,52 @@ def test_a_missing_das_model_is_named_on_the_command_line(
     assert "(the model path is $DAS_MODEL='/no/such/model'; --model overrides it)" in (
         capsys.readouterr().err
     )
+
+
+def test_one_block_written_two_ways_is_one_site_to_the_cache_and_the_records(
+    tiny_models: dict[str, Any], tmp_path: Path
+) -> None:
+    # layer=-1 and layer=2 of a 3-block model: two cache entries, the fit trained twice, and a
+    # gate that called the claim drifted (with its transfer "not measured") when one was saved
+    # under the other.
+    from das_assert.cache import AlignmentCache
+    from das_assert.sites import Site
+
+    llama = tiny_models["llama"]
+    cache = AlignmentCache(tmp_path / "cache", mode="readwrite")
+    small = {"hypothesis": "left_boundary", "n_train": 16, "n_test": 16, "min_task_accuracy": 0}
+    one_epoch = FitConfig(epochs=1, batch_size=8)
+
+    written = run_experiment(llama, Experiment(**small, site=Site(-1)), one_epoch, cache=cache)
+    spelled = run_experiment(llama, Experiment(**small, site=Site(2)), one_epoch, cache=cache)
+
+    assert written.experiment.site == Site(2)
+    assert written.to_dict()["site"]["canonical"] == "block_output[layer=2, pos=last]"
+    assert not written.fitted.from_cache
+    assert spelled.fitted.from_cache
+    assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 1
+    settings = ModelSettings(
+        key="tiny", source=Path("das.yaml"), sites={"last": "block_output[layer=-1, pos=last]"}
+    )
+    session = DasSession(model=llama, settings=settings)
+    assert session.experiment("left_boundary", "last").site == Site(2)
+    assert session.experiment("left_boundary", Site(-3)).site == Site(0)
+    assert session.experiment("left_boundary", Site(-9)).site == Site(-9)  # align says why
+
+
+def test_a_baseline_saved_at_a_negative_layer_is_the_same_block_to_the_gate() -> None:
+    from das_assert.compare import same_site
+
+    def site(layer: int) -> dict[str, Any]:
+        canonical = f"block_output[layer={layer}, pos=last]"
+        return {"canonical": canonical, "component": "block_output", "position": "last",
+                "module": "model.layers.3"}  # fmt: skip
+
+    assert same_site(site(-1), site(3))  # a baseline of before 2026-12-06 kept -1 as written
+    assert not same_site(site(3), {**site(2), "module": "model.layers.2"})
+    other_token = {
+        **site(3),
+        "canonical": "block_output[layer=3, pos=last-1]",
+        "position": "last-1",
+    }
+    assert not same_site(site(3), other_token)
