@@ -7,6 +7,7 @@ judged on other pairs (fresh ones, one variable's, a variant's), without trainin
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -297,12 +298,9 @@ class AlignmentResult:
             "from_cache": self.fitted.from_cache,
             "eval_seconds": round(ev.eval_seconds, 3),
         }
-        if self.alignment is not None:
-            record["alignment"] = self.alignment
-        if self.engine_check is not None:
-            record["engine_check"] = self.engine_check
-        if self.restarts is not None:
-            record["restarts"] = self.restarts
+        for name in ("alignment", "engine_check", "restarts"):  # copies: the record is the caller's
+            if getattr(self, name) is not None:
+                record[name] = copy.deepcopy(getattr(self, name))
         if include_pairs:
             record["pairs"] = ev.pair_records(self.model.tokenizer)
         return record

@@ -286,6 +286,10 @@ def training_lock(cache: AlignmentCache | None, key: str) -> Iterator[None]:
             CacheWarning,
             stacklevel=4,
         )
+    except BaseException:  # Ctrl-C while waiting for another run's lock: its file is closed
+        if handle is not None:
+            os.close(handle)
+        raise
     try:
         yield
     finally:

@@ -32,10 +32,11 @@ from das_assert.evaluate import base_answers, evaluate
 from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
 from das_assert.held_out import also_apart, held_out_pairs
 from das_assert.metrics import beside, check_threshold
-from das_assert.model_state import gradients_on, measured_as_frozen
+from das_assert.model_state import check_cacheable, gradients_on, measured_as_frozen
 from das_assert.models import LoadedModel
 from das_assert.positions import parse_position
 from das_assert.prompt_templates import refuse_doubled_bos
+from das_assert.saved import fitted_for
 from das_assert.sharing import shared
 from das_assert.sites import Site, parse_site
 from das_assert.tasks.price_tagging import (
@@ -285,6 +286,8 @@ def run_experiment(
     refuse_doubled_bos(experiment.fmt.template, model.tokenizer)
     if fitted is None and cache is None:  # a fit it is: refused before the passes that precede it
         gradients_on()
+    if cache is not None:
+        check_cacheable(model.model, model.at_load)
     with measured_as_frozen(model.model):  # its own passes too: the engine check, base answers
         return _fit_and_evaluate(model, experiment, config, cache, fitted)
 
@@ -304,7 +307,7 @@ def _fit_and_evaluate(
     checked = check_engine(model.model, resolved, test)  # once per model and site
     key = cache_key(model, experiment, config) if cache else ""
     if fitted is not None:
-        _check_fitted(fitted, experiment, resolved)
+        fitted = fitted_for(experiment, resolved, fitted, model)
     answers = None  # the base run, where the precondition below needs it first
     if fitted is None and cache is not None:  # a stored one is read without waiting for a lock
         fitted = load_entry(model, experiment, config, resolved, cache, key)
@@ -357,26 +360,6 @@ def _check_labels_change(model: LoadedModel, experiment: Experiment, test: Encod
         "trained. Draw pairs on which swapping the variable changes the answer (another bracket "
         "or amounts), or claim a variable that does"
     )
-
-
-def _check_fitted(fitted: FittedAlignment, experiment: Experiment, resolved: Any) -> None:
-    """A given alignment runs where it was trained, with a box per variable of the hypothesis:
-    scored at another site, its numbers were labelled with a site it never touched."""
-    trained = fitted.site
-    same_place = (trained.module_path, trained.kind) == (resolved.module_path, resolved.kind)
-    if not same_place or trained.site.parsed_position != experiment.site.parsed_position:
-        raise InvalidArgument(
-            f"fitted= was trained at {trained.site}, but the experiment's site is "
-            f"{experiment.site}: an alignment is scored where it was trained; give the "
-            "experiment that site"
-        )
-    boxes, variables = len(fitted.boundary_dims), experiment.boxes
-    if boxes != len(variables):
-        raise InvalidArgument(
-            f"fitted= has {boxes} box(es), but {experiment.hypothesis!r} intervenes on "
-            f"{len(variables)} variable(s) ({', '.join(variables)}): it was trained for another "
-            "causal model"
-        )
 
 
 def _unknown_run_keyword(given: dict[str, Any]) -> str:

@@ -57,7 +57,7 @@ def save_claim_alignment(
         iia=record["iia"],
         claim=record["claim"],
         test_id=record["test_id"],
-        **causal_model_manifest(result.experiment.hypothesis),
+        **causal_model_manifest(result.experiment.hypothesis, result.experiment.causal),
     )
     save_alignment(path, result.fitted.interchange, manifest)
     record["baseline_file"] = f"{save_to}.json"  # the folder beside it holds the alignments
@@ -107,7 +107,7 @@ def save_search_alignments(
             iia=cell["iia"],
             test_id=test_id,
             search=True,
-            **causal_model_manifest(result.experiment.hypothesis),
+            **causal_model_manifest(result.experiment.hypothesis, result.experiment.causal),
         )
         save_alignment(path, result.fitted.interchange, manifest)
         cell.update(baseline_key=key, alignment_file=path.name, request=request)

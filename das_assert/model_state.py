@@ -19,6 +19,7 @@ from torch.nn.modules import module as torch_module
 from das_assert.errors import InvalidArgument, ModelChanged
 
 __all__ = [
+    "check_cacheable",
     "check_unchanged",
     "gradients_on",
     "measured_as_frozen",
@@ -153,4 +154,21 @@ def check_unchanged(model: nn.Module, at_start: dict[str, Any], what: str) -> No
         "so it would reuse the unchanged model's alignments, or cache this one under its name. "
         "Undo the change first (remove the hook, restore the weights), or measure the changed "
         "model with das_assert.run_experiment(model, experiment, config), which caches nothing"
+    )
+
+
+def check_cacheable(model: nn.Module, at_load: dict[str, Any] | None) -> None:
+    """Raise ``ModelChanged`` if ``model`` differs from ``at_load`` (its ``model_snapshot`` when
+    it was loaded): the alignment cache keys by the weight files and the dtype given at load, so
+    an ablated, edited or converted model would be served the unchanged one's alignment, or
+    store its own under that one's key."""
+    changes = "; ".join(model_changes(model, at_load)) if at_load is not None else ""
+    if not changes:
+        return
+    raise ModelChanged(
+        f"run_experiment(cache=...): the model changed since it was loaded ({changes}). The "
+        "alignment cache keys alignments by the model's weight files, so it would serve the "
+        "unchanged model's alignment, or store this one under its name. Undo the change first "
+        "(remove the hook, restore the weights), or measure the changed model without a cache "
+        "(cache=None; under pytest, --das-cache=off)"
     )

@@ -105,6 +105,14 @@ class LoadedModel:
     _answer_ids: dict[tuple[str, str], int] = field(default_factory=dict, repr=False)
     #: Where the weight files' digests are remembered between sessions (None: hash every time).
     digest_memo: DigestMemo | None = field(default=None, repr=False)
+    #: The model as it was made (``model_state.model_snapshot``): a cache= run refuses it changed.
+    at_load: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.at_load is None and self.model is not None:
+            from das_assert.model_state import model_snapshot
+
+            self.at_load = model_snapshot(self.model)
 
     @property
     def config(self) -> Any:

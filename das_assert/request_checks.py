@@ -70,7 +70,6 @@ def check_pairs(pairs: Any, result: Any) -> None:
     """``pairs`` is a non-empty list of ``PromptPair`` labelled by ``result``'s causal model,
     for variables its alignment has a box for (``prompt_pairs(hypothesis, ...)``)."""
     from das_assert.data import PromptPair
-    from das_assert.tasks.price_tagging import causal_model
 
     hypothesis = result.experiment.hypothesis
     made = (  # the claim's causal model, variables and prompt format (the model's wrapper)
@@ -80,7 +79,7 @@ def check_pairs(pairs: Any, result: Any) -> None:
         raise InvalidArgument(f"pairs must be a non-empty list of PromptPair: {made}")
     if not all(isinstance(pair, PromptPair) for pair in pairs):
         raise InvalidArgument(f"pairs must be PromptPair objects: {made}")
-    model = causal_model(hypothesis)
+    model = result.experiment.causal  # as made: the name may be registered again since
     boxes = result.variable_names
     head, _, tail = result.experiment.fmt.wrapper_parts()
     for pair in pairs:

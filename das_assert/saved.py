@@ -19,10 +19,19 @@ from das_assert.errors import AlignmentFileError, DasError, InvalidArgument
 
 if TYPE_CHECKING:
     from das_assert.alignment_result import AlignmentResult
+    from das_assert.experiment import Experiment
     from das_assert.fit import FitConfig, FittedAlignment
     from das_assert.models import LoadedModel
+    from das_assert.sites import ResolvedSite
 
-__all__ = ["alignment_manifest", "load_fitted", "load_saved", "save_result", "saved_fit_config"]
+__all__ = [
+    "alignment_manifest",
+    "fitted_for",
+    "load_fitted",
+    "load_saved",
+    "save_result",
+    "saved_fit_config",
+]
 
 
 def alignment_manifest(result: AlignmentResult) -> dict[str, Any]:
@@ -40,7 +49,7 @@ def alignment_manifest(result: AlignmentResult) -> dict[str, Any]:
     manifest.update(site=str(site), model=result.model.fingerprint, iia=record["iia"])
     manifest.update(dtype=result.model.dtype)  # the float type it was fitted in
     manifest.update(data=result.experiment.data_record())  # evaluate's prompts, unless given
-    manifest.update(causal_model_manifest(result.experiment.hypothesis))
+    manifest.update(causal_model_manifest(result.experiment.hypothesis, result.experiment.causal))
     if result.experiment.fmt.template != ALPACA_TEMPLATE:  # evaluated in the same wrapper
         manifest.update(prompt_template=result.experiment.fmt.template)
     if result.restarts is not None:  # chosen among several fits: evaluate says so
@@ -118,3 +127,43 @@ def saved_fit_config(path: Path, saved: dict[str, Any]) -> FitConfig:
             f"alignment file {str(path)!r} holds training settings das_assert cannot use ({exc}); "
             "fit it again"
         ) from None
+
+
+def fitted_for(
+    experiment: Experiment, resolved: ResolvedSite, fitted: FittedAlignment, model: LoadedModel
+) -> FittedAlignment:
+    """``fitted`` (``run_experiment``'s ``fitted=``) on ``model``'s block at ``resolved``, where
+    it was trained, with a box per variable of the hypothesis: scored at another site, its
+    numbers were labelled with a site it never touched. One fitted on another load of the
+    model (a notebook's cell run again) is put on this one's block: its hook sat on the other
+    model's, which this pass never runs (a KeyError).
+
+    Raises:
+        InvalidArgument: another site, another number of variables, or another width.
+    """
+    from dataclasses import replace
+
+    trained = fitted.site
+    same_place = (trained.module_path, trained.kind) == (resolved.module_path, resolved.kind)
+    if not same_place or trained.site.parsed_position != experiment.site.parsed_position:
+        raise InvalidArgument(
+            f"fitted= was trained at {trained.site}, but the experiment's site is "
+            f"{experiment.site}: an alignment is scored where it was trained; give the "
+            "experiment that site"
+        )
+    boxes, variables = len(fitted.boundary_dims), experiment.boxes
+    if boxes != len(variables):
+        raise InvalidArgument(
+            f"fitted= has {boxes} box(es), but {experiment.hypothesis!r} intervenes on "
+            f"{len(variables)} variable(s) ({', '.join(variables)}): it was trained for another "
+            "causal model"
+        )
+    if trained.module is resolved.module:
+        return fitted
+    if fitted.interchange.d != model.config.hidden_size:
+        raise InvalidArgument(
+            f"fitted= is {fitted.interchange.d} wide, but {model.name}'s hidden size is "
+            f"{model.config.hidden_size}: it was trained on another model"
+        )
+    fitted.interchange.to(model.input_device)
+    return replace(fitted, site=resolved)

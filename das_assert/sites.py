@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from das_assert.errors import DasError, InvalidArgument, KeywordsChecked, SiteError, did_you_mean
@@ -78,7 +78,7 @@ class ResolvedSite:
 
     site: Site
     layer: int  # non-negative
-    module: Any
+    module: Any = field(repr=False)  # the block: its repr is the whole layer's
     module_path: str
     kind: str  # "output" or "input"
 

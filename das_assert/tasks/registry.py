@@ -74,10 +74,12 @@ class _Registration:
     identity: str  # the mechanisms' code and the intervened variables
     behaviour: str  # the answers on the probes
     where: str  # file:line of the register_causal_model call
+    model: Any = None  # the CausalModel registered: a result made before a redefinition has it
 
 
 _registered: dict[str, _Registration] = {}
 _registrations: list[str] = []  # every successful call, in order (a re-registration too)
+_definitions: list[tuple[str, _Registration]] = []  # and what each registered
 
 
 def register_causal_model(
@@ -155,6 +157,7 @@ def register_causal_model(
         identity=_identity(model, boxes),
         behaviour=_probe_digest(model, boxes),
         where=_call_site(sys._getframe(1)),
+        model=model,
     )
     before = _registered.get(name)
     same = before is not None and (
@@ -171,6 +174,7 @@ def register_causal_model(
     INTERVENED_VARIABLES[name] = boxes
     _registered[name] = registration
     _registrations.append(name)
+    _definitions.append((name, registration))
     return name
 
 
@@ -250,13 +254,19 @@ def _run_models_file(path: Path) -> None:
         ) from exc
 
 
-def causal_model_manifest(name: str) -> dict[str, str]:
+def causal_model_manifest(name: str, causal: Any = None) -> dict[str, str]:
     """What a saved alignment records of its causal model: ``causal_model``, a digest of a
     registered one's mechanisms, boxes and answers on the probes, and of its answers alone with
     the Python that compiled the mechanisms (their bytecode is another on another Python), so
     that ``evaluate`` and a frozen run can say when the definition changed since; {} for a
-    built-in one."""
+    built-in one. ``causal``: the CausalModel a result was made with, where ``name`` may have
+    been registered again since (else the definition registered now)."""
     registration = _registered.get(name)
+    if causal is not None:
+        registration = next(
+            (r for n, r in reversed(_definitions) if n == name and r.model is causal),
+            registration,
+        )
     if registration is None:
         return {}
     both = f"{registration.identity}/{registration.behaviour}"

@@ -32,12 +32,13 @@ def restored_registry() -> Iterator[None]:
     """Each test registers into the process-wide registry; put it back as it was."""
     tables = (CAUSAL_MODELS, INTERVENED_VARIABLES, registry._registered)
     saved = [dict(table) for table in tables]
-    calls = list(registry._registrations)
+    calls, definitions = list(registry._registrations), list(registry._definitions)
     yield
     for live, before in zip(tables, saved, strict=True):
         live.clear()
         live.update(before)
     registry._registrations[:] = calls
+    registry._definitions[:] = definitions
 
 
 def right_boundary(name: str = "mine", *, answer=None) -> CausalModel:
@@ -138,6 +139,35 @@ def test_a_results_variable_is_scored_under_the_definition_it_was_fitted_with() 
     again = result.on_variable("left")
     assert again.experiment.boxes == ("left", "right")
     assert again.to_dict(include_pairs=False) == left.to_dict(include_pairs=False)
+
+
+def test_a_result_made_before_a_redefinition_is_judged_and_saved_under_its_own(
+    tiny_models: dict[str, Any], tmp_path: Path
+) -> None:
+    # judged_on checked pairs against the definition registered now: the result's own pairs
+    # were refused and the new definition's scored as its claim; a save after the redefinition
+    # recorded the new definition's digest.
+    from das_assert.alignment_file import load_alignment
+
+    def shifted(shift: int) -> CausalModel:
+        return right_boundary(answer=lambda right, x, lo: right and x >= lo + shift)
+
+    name = register_causal_model(shifted(0), intervened=("right",))
+    experiment = Experiment(
+        hypothesis=name, site=Site(1), n_train=16, n_test=16, min_task_accuracy=0
+    )
+    result = run_experiment(tiny_models["llama"], experiment, FitConfig(epochs=1, batch_size=8))
+    own_pairs = experiment.pairs(16, seed=7)
+    before = result.save(tmp_path / "before.safetensors")
+    register_causal_model(shifted(300), intervened=("right",), replace=True)
+
+    assert result.judged_on(own_pairs).n == 16
+    newer = Experiment(hypothesis=name, site=Site(1)).pairs(64, seed=7)
+    with pytest.raises(InvalidArgument, match=r"make them with result\.experiment\.pairs"):
+        result.judged_on(newer)  # labelled by the definition registered since
+    after = result.save(tmp_path / "after.safetensors")
+    saved = [load_alignment(path, hidden_size=None)[1]["causal_model"] for path in (before, after)]
+    assert saved[0] == saved[1]
 
 
 def test_pairs_shared_in_a_session_follow_the_definition_registered_at_each_experiment(
