@@ -30,7 +30,7 @@ from das_assert.plugin_options import (
     run_token,
 )
 from das_assert.plugin_report import DAS_FIXTURES, REPORTED_KINDS, Reporter
-from das_assert.plugin_settings import model_path, model_settings
+from das_assert.plugin_settings import model_path, session_settings
 from das_assert.plugin_setup import check_claim_names, setup_failed, will_not_run
 
 #: ``group`` was accepted here and never read: refused now, like any key that does nothing.
@@ -234,7 +234,7 @@ def das_session(request: pytest.FixtureRequest) -> Any:
             cache.check_usable()
             if not config.getoption("das_cache_dir") and cache.writes:
                 _ignored_by_git(Path(cache_dir).parent)
-        settings = model_settings(config, request.session)
+        settings = session_settings(config, request.session)
         # a worker by its workerinput: a run started inside one inherits only its environment
         worker = getattr(config, "workerinput", {})
         device = worker_device(
@@ -404,7 +404,7 @@ def compared_baseline(config: pytest.Config, session: pytest.Session) -> Path:
     """
     from das_assert.plugin_baselines import baseline_file
 
-    return baseline_file(config, model_settings(config, session), config.getoption("das_compare"))
+    return baseline_file(config, session_settings(config, session), config.getoption("das_compare"))
 
 
 def _baseline_files(baselines: dict[str, Any]) -> dict[str, Path]:

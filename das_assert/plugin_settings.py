@@ -11,7 +11,14 @@ from typing import Any
 
 import pytest
 
-__all__ = ["das_test_files", "early_settings", "find_config", "model_path", "model_settings"]
+__all__ = [
+    "das_test_files",
+    "early_settings",
+    "find_config",
+    "model_path",
+    "model_settings",
+    "session_settings",
+]
 
 _EARLY_SETTINGS = pytest.StashKey[Any]()
 
@@ -28,6 +35,12 @@ def early_settings(item: pytest.Item) -> Any:
         except DasError:
             config.stash[_EARLY_SETTINGS] = None
     return config.stash[_EARLY_SETTINGS]
+
+
+def session_settings(config: pytest.Config, session: pytest.Session) -> Any:
+    """``model_settings``, read once per run: those ``early_settings`` read, where it could."""
+    early = config.stash.get(_EARLY_SETTINGS, None)
+    return early if early is not None else model_settings(config, session)
 
 
 def model_path(config: pytest.Config) -> str:

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from plugin_support import SEARCH_FILE, _run, count_fits
@@ -526,3 +527,23 @@ def test_the_fixtures_reach_the_model_and_das_yaml_is_found_under_hypotheses(
     )
     result.assert_outcomes(passed=1)
     assert "ALIGNED 24 block_output[layer=1, pos=last]" in result.stdout.str()
+
+
+def test_a_run_reads_das_yaml_once(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The check of the claims' names read it at collection, and the session fixture again.
+    from das_assert import settings
+
+    reads: list[Path] = []
+    load_settings = settings.load_settings
+
+    def counting(path: Path) -> Any:
+        reads.append(Path(path))
+        return load_settings(path)
+
+    monkeypatch.setattr(settings, "load_settings", counting)
+
+    _run(project, "--das-cache=off").assert_outcomes(passed=1, failed=1)  # as the file says
+
+    assert [path.name for path in reads] == ["das.yaml"]
