@@ -167,3 +167,28 @@ def test_a_session_block_keeps_no_source_vectors(tiny_models: dict[str, Any]) ->
         shared_source_vectors(loaded.model, site, encoded)
         shared_source_vectors(loaded.model, site, encoded)
     assert calls[0] == 2 * len(list(encoded.batches(64)))
+
+
+def test_a_fit_inside_sharing_draws_its_training_pairs_once(
+    tiny_llama: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The held-out draws (kept apart from the training pairs) and the fit each drew them, and
+    # a registered causal model's cache key a third time: 0.4 s a draw at 1,500 pairs.
+    from das_assert import experiment as experiment_module
+    from das_assert.experiment import Experiment, run_experiment
+    from das_assert.fit import FitConfig
+
+    draws: list[int] = []
+    monkeypatch.setattr(
+        experiment_module,
+        "prompt_pairs",
+        lambda name, n, **kwargs: draws.append(n) or prompt_pairs(name, n, **kwargs),
+    )
+    experiment = Experiment(
+        hypothesis="left_boundary", site=Site(1), n_train=24, n_test=16, min_task_accuracy=0
+    )
+
+    with sharing():
+        run_experiment(tiny_llama, experiment, FitConfig(epochs=1, batch_size=8))
+
+    assert sorted(draws) == [16, 24]
