@@ -20,7 +20,7 @@ from das_assert.fit_config import METHODS, parse_method
 from das_assert.store import SCHEMA_VERSION, atomic_write_bytes, check_schema, unreadable_text
 from das_assert.values import is_integer, is_number
 
-__all__ = ["load_alignment", "save_alignment", "without_fit_remedy"]
+__all__ = ["load_alignment", "manifest_mismatches", "save_alignment", "without_fit_remedy"]
 
 
 def save_alignment(path: Path, interchange: Any, manifest: dict[str, Any]) -> None:
@@ -167,6 +167,20 @@ _FIT_REMEDY = re.compile(
     r"(?:[;:] (?:check the path, or save an alignment with .*|delete it and fit again"
     r"|fit a new alignment on this model)|, or delete it and fit again)$"
 )
+
+
+#: What names the alignment a file holds: a file under another claim's name (its key cut or
+#: slugged to that name) differs in one of these from what it was asked for.
+IDENTITY_FIELDS = ("hypothesis", "variable", "site", "seed", "n_train", "claim", "test_id")
+
+
+def manifest_mismatches(manifest: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """``field=saved, not wanted`` for each identity field both record and differ in."""
+    return [
+        f"{field}={manifest[field]!r}, not {wanted[field]!r}"
+        for field in IDENTITY_FIELDS
+        if field in manifest and field in wanted and manifest[field] != wanted[field]
+    ]
 
 
 def without_fit_remedy(message: str) -> str:

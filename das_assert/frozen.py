@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from das_assert.alignment_file import load_alignment, without_fit_remedy
+from das_assert.alignment_file import load_alignment, manifest_mismatches, without_fit_remedy
 from das_assert.errors import AlignmentFileError, DasError
 from das_assert.experiment import Experiment
 from das_assert.fit import FitConfig, FittedAlignment
@@ -134,11 +134,7 @@ def _check_identity(
     saved for another entry (claim, test): a baseline whose long keys were cut to one file name
     kept only the last cell's rotation, and keys that slugged alike shared one file."""
     wanted = {**alignment_request(experiment, config), **_saved_for(entry)}
-    wrong = [
-        f"{field}={manifest[field]!r}, not {wanted[field]!r}"
-        for field in ("hypothesis", "variable", "site", "seed", "n_train", "claim", "test_id")
-        if field in manifest and field in wanted and manifest[field] != wanted[field]
-    ]
+    wrong = manifest_mismatches(manifest, wanted)
     boxes = len(experiment.boxes)
     if n_variables != boxes:
         wrong.append(f"{n_variables} variables' boxes, not {boxes}")

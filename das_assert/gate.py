@@ -9,7 +9,12 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from das_assert.alignment_file import load_alignment, save_alignment, without_fit_remedy
+from das_assert.alignment_file import (
+    load_alignment,
+    manifest_mismatches,
+    save_alignment,
+    without_fit_remedy,
+)
 from das_assert.alignment_result import AlignmentResult
 from das_assert.baseline import KeyIndex, alignment_path, entry_key, matching_key
 from das_assert.compare import (
@@ -273,11 +278,7 @@ def transfer(
             "baseline again with --das-save-baseline"
         }
     wanted = {**entry, "site": fitted_at}
-    wrong = [  # a file under another claim's name: its key was cut, or slugged, to that name
-        f"{field}={manifest[field]!r}, not {wanted.get(field)!r}"
-        for field in ("hypothesis", "variable", "site", "seed", "n_train", "claim", "test_id")
-        if field in manifest and manifest[field] != wanted.get(field)
-    ]
+    wrong = manifest_mismatches(manifest, wanted)  # a file under another claim's name
     if wrong:
         return {
             "skipped": f"the baseline's alignment file {str(file)!r} holds another alignment "
