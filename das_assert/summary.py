@@ -8,6 +8,7 @@ from pathlib import PurePath
 from typing import Any
 
 from das_assert.metrics import beside, threshold_text
+from das_assert.tasks.phrasings import DEFAULT_INSTRUCTION
 
 __all__ = [
     "changed_text",
@@ -138,7 +139,33 @@ def pairs_notes(r: dict[str, Any]) -> list[str]:
         notes.append(f"(fit seed {fit_seed})")  # a config= that names its own
     if frozen_from := (r.get("alignment") or {}).get("baseline"):  # --das-frozen: no fit here
         notes.append(f"(frozen: {PurePath(frozen_from).name})")
+    if changed := prompt_changes(r.get("data")):  # else the row reads as the default prompt's
+        notes.append(f"(prompts: {changed})")
     return notes
+
+
+#: The default prompt's parts as a record's ``data`` holds them (its wrapper is the model's).
+_DEFAULT_PROMPT = {
+    "instruction": DEFAULT_INSTRUCTION,
+    "answers": ["Yes", "No"],
+    "prefix": "",
+    "suffix": "",
+    "numbers": "plain",
+    "bracket": None,
+}
+
+
+def prompt_changes(data: Any) -> str:
+    """What a record's prompts change of the default prompt (``prefix 'Pricing tag game!'``),
+    or "" where nothing (or no ``data``: a report written before it was recorded)."""
+    if not isinstance(data, dict):
+        return ""
+    changed = [
+        f"{name} {data[name]!r}"
+        for name, default in _DEFAULT_PROMPT.items()
+        if name in data and data[name] != default
+    ]
+    return "; ".join(changed)
 
 
 def fit_method(record: dict[str, Any]) -> str:

@@ -16,6 +16,8 @@ import pytest
 from hypothesis import given
 
 from das_assert.strategies import prompt_variants
+from das_assert.tasks.phrasings import TRAIN_PREFIXES
+from das_assert.tasks.price_tagging import PriceFormat
 
 HYPOTHESIS = "bracket_identity"
 
@@ -38,7 +40,18 @@ def test_the_bracket_at_the_token_before_the_amount(das, before_amount):
     das.assert_not_aligned(before_amount, claim="bracket_identity.control")
 
 
+def test_refitted_under_a_sentence_of_context_the_bracket_is_still_no_variable(das, das_session):
+    """A search of its own on other prompts: the fuzz test below scores the default prompt's
+    alignment under each variant, which cannot find a variable that fit missed."""
+    in_context = PriceFormat(prefix=TRAIN_PREFIXES[0])  # "Pricing tag game!" before the task
+    das.assert_not_aligned(
+        das_session.align(HYPOTHESIS, "boundary", fmt=in_context), claim="bracket_identity"
+    )
+
+
 @given(variant=prompt_variants())
 def test_no_prompt_variant_makes_the_bracket_a_variable(das, at_boundary, variant):
-    """The negative claim holds under fuzzed prompts too: the lower bound stays below."""
+    """The default prompt's alignment stays below under fuzzed prompts: no variant turns it into
+    the variable. Scored, not refitted (a fit per variant), so this is no evidence of absence
+    under the variant: the test above refits under one."""
     das.assert_robust(at_boundary, variant, claim="bracket_identity", expect="not_aligned")

@@ -7,18 +7,20 @@ rotated coordinates; each pair intervenes on one of them (50/50).
 
 Evidence bar. Joint IIA over both variables: Wilson 95% lower bound >= the
 ``left_and_right_boundary`` threshold (das.yaml), baselines beaten by 0.05. Multi-variable claim:
-the two boxes are disjoint and non-empty, and each variable alone, intervened on with the other's
-box untouched, is aligned by the same rule against ``left_and_right_boundary.each``, on fresh
+each box is non-empty (they are disjoint by construction), and each variable alone, intervened
+on with the other's box untouched, is aligned by the same rule against
+``left_and_right_boundary.each``, on fresh
 pairs: about 1,600 per variable, for a lead over the no-op of about 0.1 needs that many to clear
 the 0.05 margin (on 400, the left boolean was inconclusive under seeds 0 and 1).
 
 Robustness. The frozen alignment is fuzzed over wording, context, answer words, number style,
 amounts on a bound and fixed brackets of the trained widths (2.50-7.50) whose low bound is at most
-4.50 and high bound at least 4.00. At both ends of the range it breaks, and the last two tests
-say so with their numbers: on [7.45, 9.95] and on [0.50, 2.50] the model answers, but the
-alignment does not carry the booleans. In between it is fragile: a bracket from 5.46 with a
-sentence before the instruction was inconclusive or not aligned under 9 of 10 seeds (README,
-Robustness).
+4.50 and high bound at least 4.00 (a variant the model fails the task under, as most number
+styles and amounts on a bound, is rejected and counted, not judged). At both ends of the range it
+breaks, and the last two tests say so with their numbers: on [7.45, 9.95] and on [0.50, 2.50] the
+model answers, but the alignment does not carry the booleans. In between it is fragile: a
+bracket from 5.46 with a sentence before the instruction was inconclusive or not aligned under 9
+of 10 seeds (README, Robustness).
 
 Control. ``before:amount``, where neither boolean can be known yet, stays below the threshold.
 """
@@ -45,17 +47,17 @@ def test_both_booleans_are_variables_at_the_boundary_site(das, at_boundary):
     das.assert_aligned(at_boundary, claim="left_and_right_boundary")
 
 
-def test_the_two_booleans_occupy_disjoint_nonempty_subspaces_of_one_rotation(
-    das_session, at_boundary
-):
+def test_each_boolean_has_coordinates_of_its_own_in_one_rotation(das_session, at_boundary):
+    """What could fail is a box learned empty. The boxes cannot overlap: they are consecutive
+    runs of one rotated basis (the engine's oracle tests check it), so that is not asserted
+    here. Together they may fill the stream: on the embedded model (seed 0) they take 66 and 62
+    of its 128 coordinates, the right box's learned width cut at the last one."""
     judged = at_boundary.verdict(das_session.threshold(HYPOTHESIS))
     if judged.outcome != "aligned":  # then the boxes hold no variable, whatever their shape
         pytest.skip(f"the joint alignment is {judged.outcome}: {at_boundary.summary()}")
-    masks = at_boundary.fitted.interchange.masks(hard=True)
-    left, right = masks[0], masks[1]
-    assert int(left.sum()) > 0, f"left box is empty: {at_boundary.summary()}"
-    assert int(right.sum()) > 0, f"right box is empty: {at_boundary.summary()}"
-    assert float((left * right).sum()) == 0.0, "the two boxes overlap"
+    left, right = at_boundary.fitted.boundary_dims
+    assert left > 0, f"left box is empty: {at_boundary.summary()}"
+    assert right > 0, f"right box is empty: {at_boundary.summary()}"
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,9 @@ das.yaml and IIA must beat the no-op and random-rotation baselines by 0.05.
 
 Robustness. The frozen alignment is fuzzed over wording, context, answer words, number style,
 amounts on a bound and fixed brackets *of the widths the model was trained on* (2.50-7.50, low
-bound from 1.00 to 4.50, high bound from 4.00), where training put most of its brackets. Far
+bound from 1.00 to 4.50, high bound from 4.00), where training put most of its brackets. A
+variant under which the model fails the task, as it does under most number styles and amounts on
+a bound, is rejected and counted in the robustness table, not judged. Far
 outside that range it breaks, and the last two tests say so with their numbers: on the narrow
 bracket [0.05, 1.40], with amounts on both sides of its low bound, the model answers correctly,
 but the alignment changes few of the answers that must change; on [7.45, 9.95] likewise.

@@ -3,6 +3,8 @@
 Claim. Over the layer x position grid of das.yaml (``search``), Boundless DAS for the Left
 Boundary model reaches its best IIA inside the expected region (``expect_layers`` x
 ``expect_positions``), and that best cell is itself aligned (``left_boundary.search`` threshold).
+For the embedded model every layer is expected, so the region is a claim about the position: the
+last token, not the word after the amount (das.yaml says why).
 With ``--das-plots DIR`` the recorded search's heatmap is saved there (``das.record_search``).
 
 Evidence bar. One alignment per cell; every cell's IIA, with its Wilson interval, seed and

@@ -513,3 +513,23 @@ def _compared(tmp_path: Path, site: str, **more: Any) -> dict[str, Any]:
     save_baseline(saved, model={}, environment={}, records=[record])
     baseline = {"delta": 0.0, "iia_ci": (0.80, 0.85), "path": str(saved), "file": "b"}
     return {**record, "baseline": baseline, **more}
+
+
+def test_a_row_on_other_prompts_than_the_default_says_which() -> None:
+    # A negative claim refitted under a sentence of context read as a second, identical-looking
+    # row of the default prompt's claim.
+    from das_assert import Experiment
+    from das_assert.summary import pairs_notes
+    from das_assert.tasks.price_tagging import PriceFormat
+
+    site = "block_output[layer=0, pos=last]"
+    default = Experiment(hypothesis="bracket_identity", site=site).data_record()
+    in_context = Experiment(
+        hypothesis="bracket_identity", site=site, fmt=PriceFormat(prefix="Pricing tag game!")
+    ).data_record()
+    fixed = Experiment(hypothesis="left_boundary", site=site, bracket=(150, 400)).data_record()
+
+    assert pairs_notes({"data": default}) == []
+    assert pairs_notes({"data": in_context}) == ["(prompts: prefix 'Pricing tag game!')"]
+    assert pairs_notes({"data": fixed}) == ["(prompts: bracket [150, 400])"]
+    assert pairs_notes({}) == []  # a report of before prompts were recorded
