@@ -169,6 +169,7 @@ def check_cacheable(model: nn.Module, at_load: dict[str, Any] | None) -> None:
         f"run_experiment(cache=...): the model changed since it was loaded ({changes}). The "
         "alignment cache keys alignments by the model's weight files, so it would serve the "
         "unchanged model's alignment, or store this one under its name. Undo the change first "
-        "(remove the hook, restore the weights), or measure the changed model without a cache "
+        "(remove the hook, put back the original tensor objects: one edited in place stays "
+        "changed, so load the model again), or measure the changed model without a cache "
         "(cache=None; under pytest, --das-cache=off)"
     )

@@ -8,13 +8,14 @@ from typing import Any
 
 import pytest
 
+from das_assert import load_model
 from das_assert import session as session_module
 from das_assert.session import DasSession
 from das_assert.settings import ModelSettings
 
 
 @pytest.fixture
-def counted_session(tiny_models: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
+def counted_session(tiny_model_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> Any:
     runs: list[Any] = []
 
     def fake_run(model: Any, experiment: Any, config: Any, cache: Any = None) -> Any:
@@ -29,7 +30,8 @@ def counted_session(tiny_models: dict[str, Any], monkeypatch: pytest.MonkeyPatch
         n_test=40,
         sites={"a": "block_output[layer=0, pos=last]"},
     )
-    das = DasSession(model=tiny_models["llama"], settings=settings)
+    # a model of its own: tests edit its weights in place, which the session-wide one would keep
+    das = DasSession(model=load_model(tiny_model_dirs["llama"]), settings=settings)
     return das, runs
 
 

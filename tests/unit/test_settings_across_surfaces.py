@@ -145,7 +145,7 @@ def test_a_missing_das_model_is_named_on_the_command_line(
 
 
 def test_one_block_written_two_ways_is_one_site_to_the_cache_and_the_records(
-    tiny_models: dict[str, Any], tmp_path: Path
+    tiny_model_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
     # layer=-1 and layer=2 of a 3-block model: two cache entries, the fit trained twice, and a
     # gate that called the claim drifted (with its transfer "not measured") when one was saved
@@ -153,7 +153,7 @@ def test_one_block_written_two_ways_is_one_site_to_the_cache_and_the_records(
     from das_assert.cache import AlignmentCache
     from das_assert.sites import Site
 
-    llama = tiny_models["llama"]
+    llama = load_model(tiny_model_dirs["llama"])  # its own: a cache refuses a model edited since
     cache = AlignmentCache(tmp_path / "cache", mode="readwrite")
     small = {"hypothesis": "left_boundary", "n_train": 16, "n_test": 16, "min_task_accuracy": 0}
     one_epoch = FitConfig(epochs=1, batch_size=8)
