@@ -112,13 +112,11 @@ class Position:
 
 
 def whole_number(digits: str, where: str) -> int:
-    """``digits`` as an int, refused past 6 digits (no prompt or model is that long; Python
-    refuses to read past 4,300 with a ValueError)."""
-    if len(digits) > 6:
+    """``digits`` (a ``-`` sign allowed) as an int, refused past 6 digits (no prompt or model is
+    that long; Python refuses to read past 4,300 with a ValueError)."""
+    if (count := len(digits.lstrip("-"))) > 6:
         shown = where if len(where) <= 60 else where[:60] + "..."
-        raise InvalidArgument(
-            f"{shown!r}: a number of {len(digits)} digits is past any prompt or model"
-        )
+        raise InvalidArgument(f"{shown!r}: a number of {count} digits is past any prompt or model")
     return int(digits)
 
 

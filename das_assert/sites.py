@@ -237,11 +237,7 @@ def parse_site(text: str) -> Site:
             "e.g. block_output[layer=1, pos=last]"
         )
     component, layer, position = match.groups()
-    return Site(
-        whole_number(layer.lstrip("-"), text) * (-1 if layer.startswith("-") else 1),
-        position.strip(),
-        component,
-    )
+    return Site(whole_number(layer, text), position.strip(), component)
 
 
 def last_attention(model: Any) -> Any | None:
