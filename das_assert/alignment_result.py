@@ -66,7 +66,8 @@ class AlignmentResult:
         of many by its IIA on the test pairs overstates that IIA (the winner's curse: with 8
         cells at a true IIA on the threshold, the best one's lower bound clears it about 1 time
         in 6); the same size of fresh pairs gives an interval that means what it says."""
-        fresh = self.judged_on(self.experiment.confirmation_pairs())
+        chosen = self.restarts is not None  # a fit chosen on development pairs as well
+        fresh = self.judged_on(self.experiment.confirmation_pairs(after_restarts=chosen))
         return replace(fresh, test_pairs="confirmation")
 
     def judged_on(self, pairs: list[PromptPair]) -> AlignmentResult:

@@ -212,11 +212,17 @@ class Experiment(KeywordsChecked):
     def test_pairs(self) -> list[PromptPair]:
         return self.held_out_pairs(self.n_test, self.seed + TEST_STREAM)
 
-    def confirmation_pairs(self) -> list[PromptPair]:
+    def confirmation_pairs(self, *, after_restarts: bool = False) -> list[PromptPair]:
         """Fresh test pairs for a result chosen on its test pairs (a search's best cell): none
-        a training or test pair."""
+        a training or test pair, nor, ``after_restarts``, a development pair (which chose the
+        cell's fit among its restarts)."""
+        apart = self.test_pairs()
+        if after_restarts:
+            from das_assert.restarts import development_pairs
+
+            apart = [*apart, *development_pairs(self)]
         return self.held_out_pairs(
-            self.n_test, self.seed + CONFIRMATION_STREAM, also_apart_from=self.test_pairs()
+            self.n_test, self.seed + CONFIRMATION_STREAM, also_apart_from=apart
         )
 
     def held_out_pairs(

@@ -91,6 +91,19 @@ def test_pairs_that_judge_a_choice_repeat_none_of_the_test_pairs_that_made_it() 
         assert answers == Counter((pair.expected, pair.variable_index) for pair in own_stream)
 
 
+def test_a_fit_chosen_among_restarts_is_confirmed_on_pairs_that_did_not_choose_it() -> None:
+    # A search cell's fit is chosen among restarts on development pairs, the cell on test
+    # pairs, then confirmed: 72 of 762 confirmation pairs were development pairs.
+    exp = _experiment(fmt=PriceFormat(numbers="one_decimal"), bracket=(300, 500), n_train=400)
+    development = {_key(pair) for pair in development_pairs(exp)}
+    assert development & {_key(pair) for pair in exp.confirmation_pairs()}  # the case is real
+    confirming = exp.confirmation_pairs(after_restarts=True)
+    assert len(confirming) == exp.n_test
+    assert not development & {_key(pair) for pair in confirming}
+    assert not {_key(pair) for pair in exp.test_pairs()} & {_key(pair) for pair in confirming}
+    assert exp.confirmation_pairs(after_restarts=True) == confirming  # seeded: a replay
+
+
 def test_a_variants_pairs_repeat_no_training_pair_and_its_fresh_pairs_none_of_its_own() -> None:
     from das_assert.strategies import PromptVariant
     from das_assert.variants import variant_pairs, variant_seed

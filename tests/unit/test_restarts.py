@@ -70,6 +70,22 @@ def test_the_kept_fit_has_the_best_development_iia_and_its_own_test_numbers(
     assert chosen.judged_on(experiment.pairs(24, 7)).restarts == record
 
 
+def test_a_fit_chosen_among_restarts_is_confirmed_apart_from_its_development_pairs(
+    tiny_llama, experiment, config, singles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[bool] = []
+    drawn = Experiment.confirmation_pairs
+
+    def spy(self: Experiment, *, after_restarts: bool = False) -> list:
+        asked.append(after_restarts)
+        return drawn(self, after_restarts=after_restarts)
+
+    monkeypatch.setattr(Experiment, "confirmation_pairs", spy)
+    chosen = choose_restart(singles, development_pairs(experiment))
+    assert chosen.confirmed().test_pairs == singles[0].confirmed().test_pairs == "confirmation"
+    assert asked == [True, False]
+
+
 def test_one_restart_is_the_single_fit(tiny_llama, experiment, config, singles) -> None:
     one = run_restarts(tiny_llama, experiment, config, 1)
     assert one.restarts is None
