@@ -34,6 +34,7 @@ from das_assert.summary import (
 
 __all__ = [
     "build_report",
+    "distinct_draws",
     "environment",
     "installed_version",
     "markdown_table",
@@ -168,7 +169,13 @@ def robustness_summary(fuzz: list[dict[str, Any]]) -> dict[str, Any]:
             row = f"{row} (expect {expect})"
         variant = record.get("variant")
         if variant is not None:
-            same = (row, record.get("site"), variant, record.get("pairs_asked"))
+            same = (
+                row,
+                record.get("site"),
+                *_alignment_of(record),
+                variant,
+                record.get("pairs_asked"),
+            )
             if same in seen:
                 continue
             seen.add(same)
@@ -211,7 +218,13 @@ def robustness_summary(fuzz: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _distinct_draws(fuzz: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+def _alignment_of(record: dict[str, Any]) -> tuple[Any, Any]:
+    """What tells apart the alignments a fuzz example may have scored at one site: the seed, and
+    where recorded, the digest of its recipe, fit and model (`robustness.alignment_id`)."""
+    return record.get("seed"), record.get("alignment")
+
+
+def distinct_draws(fuzz: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """The fuzz examples of each test as drawn before its first failure, a variant drawn again
     for the same claim, alignment and number of pairs given once (its pairs and predictions
     are the same each time)."""
@@ -220,7 +233,7 @@ def _distinct_draws(fuzz: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         if record.get("after_failure"):
             continue
         keys = ("test_id", "claim", "expect", "site", "variant", "pairs_asked")
-        same = tuple(record.get(key) for key in keys)
+        same = (*(record.get(key) for key in keys), *_alignment_of(record))
         if record.get("variant") is not None and same in seen:
             continue
         seen.add(same)
@@ -234,7 +247,7 @@ def unconfirmed_breaks(fuzz: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         {key: record.get(key) for key in keys}
         | {"threshold": record["confirmation"].get("threshold"), "fresh": record["confirmation"]}
-        for record in _distinct_draws(fuzz)
+        for record in distinct_draws(fuzz)
         if record.get("confirmation") and record["status"] != "broken"
     ]
 
@@ -244,7 +257,7 @@ def unshown_fuzz_tests(fuzz: list[dict[str, Any]]) -> list[dict[str, Any]]:
     (that fails the test): each with its counts of inconclusive and rejected variants, a
     variant drawn again counted once, as the robustness table counts them."""
     by_test: dict[str, list[dict[str, Any]]] = {}
-    for record in _distinct_draws(fuzz):
+    for record in distinct_draws(fuzz):
         if record.get("test_id"):
             by_test.setdefault(record["test_id"], []).append(record)
     unshown = []

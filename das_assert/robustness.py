@@ -4,6 +4,7 @@ a claim is judged, each example recorded for the robustness table; and the measu
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any, NoReturn
 
@@ -257,6 +258,7 @@ def _record(
         "expect": expect,
         "site": str(result.experiment.site),
         "seed": result.experiment.seed,
+        "alignment": alignment_id(result),
         "variant": repr(variant),
         "families": list(variant.families),
         "status": status,
@@ -271,6 +273,20 @@ def _record(
     if confirmation is not None:
         record["confirmation"] = confirmation
     request.node.user_properties.append(("das_fuzz", json.dumps(record)))
+
+
+def alignment_id(result: AlignmentResult) -> str:
+    """A short digest of what made ``result``'s alignment: claim, site, seed, pairs, fit, and
+    the model's directory and float type. Fuzz examples of one variant with the same id scored
+    one alignment, which the robustness table counts once; alignments at one site differ."""
+    e = result.experiment
+    recipe = {
+        "claim": [e.hypothesis, e.variable, str(e.site), e.seed, e.n_train, e.data_record()],
+        "fit": result.config.as_dict(),
+        "model": [str(result.model.path), result.model.dtype],  # the fingerprint hashes weights
+    }
+    text = json.dumps(recipe, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _evaluation_numbers(evaluation: Any) -> dict[str, Any]:

@@ -24,9 +24,12 @@ def fake_request(nodeid: str, *, reproduce_options: str = "") -> SimpleNamespace
 def fake_result(site: str, gate: float = 0.8, **more: Any) -> SimpleNamespace:
     """An ``AlignmentResult`` of one variable, ``left``, on the embedded model, at ``site``,
     of a claim whose task-accuracy gate is ``gate``."""
+    experiment = SimpleNamespace(site=site, seed=0, margin=0.05, min_task_accuracy=gate)
+    recipe = SimpleNamespace(hypothesis="left_boundary", variable="left", n_train=1500)
     return SimpleNamespace(
-        model=SimpleNamespace(name="embedded"),
-        experiment=SimpleNamespace(site=site, seed=0, margin=0.05, min_task_accuracy=gate),
+        model=SimpleNamespace(name="embedded", path="embedded", dtype="float32"),
+        experiment=SimpleNamespace(**vars(experiment), **vars(recipe), data_record=dict),
+        config=SimpleNamespace(as_dict=dict),  # what robustness.alignment_id reads of it
         variable_names=("left",),
         **more,
     )

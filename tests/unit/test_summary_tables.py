@@ -222,6 +222,22 @@ def test_one_variant_on_two_alignments_or_pair_counts_pools_both() -> None:
     assert (cell["examples"], cell["correct"], cell["n"]) == (3, 110, 144)
 
 
+def test_one_variant_on_alignments_of_two_seeds_or_fits_at_one_site_pools_each() -> None:
+    # A fuzz test parametrized over seeds draws the same variants for each: the second seed's
+    # examples were taken for the first's drawn again, and the row showed seed 0's alone.
+    plain = "PromptVariant()"
+
+    def example(seed: int, alignment: str | None, correct: int) -> dict[str, Any]:
+        drawn = {**_fuzz(plain, "default", "holds", correct, 64), "site": "a", "seed": seed}
+        return {**drawn, "pairs_asked": 64, "alignment": alignment}
+
+    records = [example(0, "f0", 40), example(1, "f1", 50), example(1, "f1", 50)]
+    records += [example(1, "f1b", 60), example(2, None, 30), example(2, None, 30)]
+    cell = robustness_summary(records)["per_family"]["left_boundary"]["default"]
+    # each alignment once: seed 1's two fits apart, a report without the digest by its seed
+    assert (cell["examples"], cell["correct"], cell["n"]) == (4, 180, 256)
+
+
 def test_the_examples_after_a_tests_first_failure_are_listed_but_not_pooled() -> None:
     shrinking = {**_fuzz("PromptVariant(bracket=(300, 900))", "bracket", "broken", 1, 48)}
     records = [*FUZZ, {**shrinking, "after_failure": True}]
