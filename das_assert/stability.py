@@ -30,7 +30,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from das_assert.arg_types import MAX_SEED, parse_fraction, positive_int, seed_int
-from das_assert.metrics import LABELS_THAT_CHANGE, lead_over
+from das_assert.metrics import ANSWERS_KEPT, LABELS_THAT_CHANGE, lead_over, perfect_gap
+from das_assert.report import distinct_draws
 
 __all__ = ["main"]
 
@@ -153,12 +154,13 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             for record in loaded.get("limits", []):
                 limits[f"{record['test_id']} [{record['where']}]"][seed] = record
-            for record in (loaded.get("robustness") or {}).get("examples", []):
-                if not record.get("after_failure"):  # drawn while shrinking a failure: not counted
-                    counts = fuzz[record["test_id"]].setdefault(seed, Counter())
-                    counts[record["status"].split(":")[0]] += 1
-                    if record.get("confirmation") and record["status"] != "broken":
-                        counts["unconfirmed"] += 1  # inconclusive, and said so
+            # each variant once, as the robustness table counts it: not a draw made while
+            # shrinking a failure, nor one drawn again for the same alignment
+            for record in distinct_draws((loaded.get("robustness") or {}).get("examples", [])):
+                counts = fuzz[record["test_id"]].setdefault(seed, Counter())
+                counts[record["status"].split(":")[0]] += 1
+                if record.get("confirmation") and record["status"] != "broken":
+                    counts["unconfirmed"] += 1  # inconclusive, and said so
             for record in loaded["results"]:
                 key = f"{record['test_id']}::{record['claim']}"
                 verdicts[key][seed] = record
@@ -185,11 +187,14 @@ def main(argv: list[str] | None = None) -> int:
             distance, what = _closest_to_its_bar(records)
             far = distance >= args.margin
             unstable_far += far
-            line += f"  closest {distance:.3f} ({what})  FLIPS " + (
-                f"(far from the bar of {what}!)"
-                if far
-                else f"(within {args.margin} of the bar of {what}: tolerated, exit 0)"
-            )
+            if math.isinf(distance):  # a collapse or broken answers: no bar to be near
+                line += f"  FLIPS ({what} under some seed: near no bar, so not tolerated!)"
+            else:
+                line += f"  closest {distance:.3f} ({what})  FLIPS " + (
+                    f"(far from the bar of {what}!)"
+                    if far
+                    else f"(within {args.margin} of the bar of {what}: tolerated, exit 0)"
+                )
         else:
             line += f"  closest {min(abs(i - threshold) for i in iias):.3f}"
         print(line)
@@ -215,15 +220,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _distances(record: dict) -> dict[str, float]:
     """Under one seed, how far each quantity a verdict compares lies from its bar: IIA from the
-    threshold, each lead over a baseline and the share of labels that change from the margin.
-    A collapse has none: it is near no bar."""
+    threshold, each lead over a baseline, and the share of labels that change (or the lower
+    bound it allows) from the margin. A collapse has none: it is near no bar."""
     margin = record["margin"]
     far = {"threshold": abs(record["iia"] - record["threshold"])}
     for name, gap in (record.get("baseline_leads") or {}).items():
         far[lead_over(name)] = abs(gap["lead"] - margin)
     changed, n = record.get("iia_on_changed_labels"), record["n_test"]
-    if changed and n:
-        far[LABELS_THAT_CHANGE] = abs(changed["n"] / n - margin)
+    if changed and n:  # the verdict reads the share itself, or where it is above the margin,
+        # the lower bound of the lead that changing every such label would show ("increase n")
+        share, low = changed["n"] / n, perfect_gap(changed["n"], n).low
+        far[LABELS_THAT_CHANGE] = min(abs(share - margin), abs(low - margin))
     return far
 
 
@@ -232,15 +239,17 @@ def _closest_to_its_bar(records: list[dict]) -> tuple[float, str]:
     that decided its verdicts other than ``aligned`` stayed, and which. Each such verdict is
     excused by the nearest any seed came to the bar on an axis that decided it (a lost lead is
     not excused by an IIA near the threshold, nor by another seed's verdict decided near the
-    threshold), never by a collapse; the flip is as far as the least excused of them."""
+    threshold), never by a collapse or by answers the intervention broke (near no bar); the flip
+    is as far as the least excused of them."""
     distances = [_distances(record) for record in records]
     worst = (-math.inf, "no bar")
     for record in records:
         if record["verdict"] == "aligned":
             continue
         axes = record["verdict_decided_by"]
-        if "collapse" in axes:
-            return math.inf, "collapse"
+        for unexcused in ("collapse", ANSWERS_KEPT):
+            if unexcused in axes:
+                return math.inf, unexcused
         nearest = min(
             ((d[axis], axis) for d in distances for axis in axes if axis in d),
             default=(math.inf, "no bar"),

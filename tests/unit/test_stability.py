@@ -143,7 +143,34 @@ def test_a_flip_to_a_collapse_is_never_tolerated(
     collapsed = _claim(0.74, "not_aligned", ("collapse",), leads=(0.0, 0.0))
     status, out = _compare_claims(monkeypatch, capsys, [_claim(0.75), collapsed])
     assert status == 1
-    assert "(collapse)  FLIPS (far" in out
+    assert "FLIPS (collapse under some seed: near no bar, so not tolerated!)" in out
+
+
+def test_a_flip_to_broken_answers_is_never_tolerated_and_says_why(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It printed "closest inf (no bar)  FLIPS (far from the bar of no bar!)".
+    broken = _claim(0.5, "inconclusive", ("answers kept",), leads=(0.0, 0.0))
+    status, out = _compare_claims(monkeypatch, capsys, [_claim(0.75), broken])
+    assert status == 1
+    assert "FLIPS (answers kept under some seed: near no bar, so not tolerated!)" in out
+    assert "inf" not in out
+
+
+def test_a_flip_to_too_few_changing_labels_is_as_far_as_its_bound_from_the_margin(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 8 of 60 labels change: the lead that changing all of them would show is +0.133 with a
+    # lower bound of +0.045, which decides "increase n", 0.005 from the margin; read as the
+    # share's 0.083 from it, the flip was "far from the bar" and failed the run.
+    few = {
+        **_claim(0.8, "inconclusive", ("labels that change",)),
+        "n_test": 60,
+        "iia_on_changed_labels": {"correct": 6, "n": 8},
+    }
+    status, out = _compare_claims(monkeypatch, capsys, [_claim(0.8), few])
+    assert status == 0
+    assert "closest 0.005 (labels that change)  FLIPS (within 0.05 of the bar" in out
 
 
 def test_a_claim_that_fails_before_its_verdict_under_one_seed_is_unstable(
@@ -304,6 +331,33 @@ def test_a_fuzz_test_alone_is_compared_across_seeds(
         "hypotheses/test_rb.py::test_right_boundary_survives_prompt_variants\n"
         "  fuzz variants per seed: holds 2-3, inconclusive 0-1, broken 0-1, rejected 0-1  "
         "failed under seeds [1]  FAILS UNDER SOME SEEDS\n"
+    )
+
+
+def test_a_variant_drawn_again_for_the_same_alignment_counts_once_per_seed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Hypothesis often draws a variant again; each draw was counted, as "inconclusive 3" for
+    # one variant, where the robustness table counts variants.
+    import json
+
+    from das_assert import stability
+
+    def drawn(variant: str, status: str, alignment: str = "a0") -> dict:
+        where = {"claim": "right_boundary", "site": "s", "seed": 0, "pairs_asked": 400}
+        return _fuzz_example(status) | where | {"variant": variant, "alignment": alignment}
+
+    examples = [drawn("V", "inconclusive")] * 3 + [drawn("W", "holds"), drawn("W", "holds", "a1")]
+
+    def run(path: str, seed: int, report: Path, junit: Path, extra: list[str]) -> int:
+        report.write_text(json.dumps({"results": [], "robustness": {"examples": examples}}))
+        junit.write_text("<testsuites><testsuite></testsuite></testsuites>")
+        return 0
+
+    monkeypatch.setattr(stability, "_run_seed", run)
+    assert stability.main(["--seeds", "2", "--path", "hypotheses/test_rb.py"]) == 0
+    assert "fuzz variants per seed: holds 2, inconclusive 1, broken 0, rejected 0" in (
+        capsys.readouterr().out
     )
 
 
