@@ -314,6 +314,8 @@ def required_n(half_width: float, p: float = 0.5, z: float = Z95) -> int:
     """Pairs for a 95 % interval no wider than ``± half_width`` around ``p`` (normal approx.)."""
     if not 0 < half_width < 0.5:
         raise InvalidArgument(f"half_width={half_width} must be in (0, 0.5)")
+    if not 0 < p < 1:  # p = 0 asked for 0 pairs, p = 1.5 for -3201
+        raise InvalidArgument(f"p={p} must be in (0, 1): the proportion the interval is around")
     return math.ceil(z * z * p * (1 - p) / (half_width * half_width))
 
 

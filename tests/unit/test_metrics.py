@@ -319,6 +319,12 @@ def test_required_n_matches_the_normal_approximation() -> None:
     assert required_n(0.05, p=0.9) == 139
 
 
+@pytest.mark.parametrize("p", [0, 1, 1.5, -0.2])
+def test_required_n_of_a_proportion_outside_0_to_1_is_refused(p: float) -> None:
+    with pytest.raises(InvalidArgument, match=rf"p={p} must be in \(0, 1\)"):
+        required_n(0.05, p=p)
+
+
 def test_required_n_pairs_reach_the_requested_half_width() -> None:
     n = required_n(0.03)
     low, high = wilson_interval(n // 2, n)
