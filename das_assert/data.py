@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from das_assert.models import LoadedModel
+from das_assert.models import LoadedModel, tokenized
 from das_assert.positions import Position
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ def _tokenize(model: LoadedModel, prompts: Sequence[Any]) -> TokenizedPrompts:
     # Padded here, on the right whatever the tokenizer's own side (positions count from each
     # row's start), with id 0: padding is masked, so any id the model has will do, and a
     # tokenizer without a pad token (a LoadedModel built by hand) needs none.
-    encoded = model.tokenizer(texts, return_offsets_mapping=True)
+    encoded = tokenized(model.tokenizer, texts, return_offsets_mapping=True)
     rows = [list(row) for row in encoded["input_ids"]]
     width = max((len(row) for row in rows), default=0)
     lengths = torch.tensor([len(row) for row in rows])
@@ -229,14 +229,39 @@ def tokenize(model: LoadedModel, pairs: Sequence[PromptPair]) -> TokenizedPairs:
     import torch
 
     pairs = list(pairs)
+    label_ids = [model.answer_id(p.base.text, p.expected) for p in pairs]
+    base_label_ids = [model.answer_id(p.base.text, p.base_expected) for p in pairs]
+    _check_answers_apart(model, pairs, label_ids, base_label_ids)
     return TokenizedPairs(
         pairs=pairs,
         base=_tokenize(model, [p.base for p in pairs]),
         source=_tokenize(model, [p.source for p in pairs]),
-        label_ids=torch.tensor([model.answer_id(p.base.text, p.expected) for p in pairs]),
-        base_label_ids=torch.tensor([model.answer_id(p.base.text, p.base_expected) for p in pairs]),
+        label_ids=torch.tensor(label_ids),
+        base_label_ids=torch.tensor(base_label_ids),
         variable_index=torch.tensor([p.variable_index for p in pairs]),
     )
+
+
+def _check_answers_apart(
+    model: LoadedModel, pairs: list[PromptPair], label_ids: list[int], base_label_ids: list[int]
+) -> None:
+    """Refuse answer words that are one token for this tokenizer (``Yes`` and ``YES`` for one
+    that lowercases): the model could not tell them apart, and every label would be one."""
+    from das_assert.errors import InvalidArgument
+
+    words: dict[int, set[str]] = {}
+    for pair, label, base_label in zip(pairs, label_ids, base_label_ids, strict=True):
+        words.setdefault(label, set()).add(pair.expected)
+        words.setdefault(base_label, set()).add(pair.base_expected)
+    for token, same in words.items():
+        if len(same) > 1:
+            (piece,) = model.tokenizer.convert_ids_to_tokens([token])
+            raise InvalidArgument(
+                f"the answers {sorted(same)} are one token, {piece!r}, for this tokenizer: "
+                "the model cannot say which it means. Choose answer words that tokenize apart: "
+                "--answers TRUE FALSE on the command line, or the fmt=PriceFormat(answers=(...)) "
+                "of the hypothesis's align(...) call under pytest"
+            )
 
 
 def encode(model: LoadedModel, pairs: Sequence[PromptPair], position: Position) -> EncodedPairs:

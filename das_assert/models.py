@@ -182,6 +182,39 @@ class LoadedModel:
         return self._answer_ids[key]
 
 
+def tokenized(tokenizer: Any, texts: Any, **options: Any) -> Any:
+    """``tokenizer(texts, **options)``, where a tokenizer that cannot encode a text (one with no
+    unknown token, given a word outside its vocabulary) raises ``InvalidArgument`` naming the
+    first such text and the tokenizer's own error, not a bare ``Exception`` from its library."""
+    try:
+        return tokenizer(texts, **options)
+    except Exception as error:
+        failing = next((t for t in _each(texts) if not _encodes(tokenizer, t, options)), texts)
+        raise InvalidArgument(
+            f"the model's tokenizer cannot encode {_shown(failing)}: {type(error).__name__}: "
+            f"{error}. Check its tokenizer.json (an unknown token for text outside the "
+            "vocabulary, the normalizer) and what AutoTokenizer.from_pretrained(DIR) makes of "
+            "that text"
+        ) from error
+
+
+def _each(texts: Any) -> list[Any]:
+    return list(texts) if isinstance(texts, (list, tuple)) else [texts]
+
+
+def _encodes(tokenizer: Any, text: Any, options: dict[str, Any]) -> bool:
+    try:
+        tokenizer(text, **options)
+    except Exception:
+        return False
+    return True
+
+
+def _shown(text: Any) -> str:
+    text = repr(text)
+    return text if len(text) <= 160 else f"{text[:120]}...{text[-30:]} ({len(text)} characters)"
+
+
 def answer_token_id(tokenizer: Any, prompt: str, answer: str) -> int:
     """The single token the model must produce after ``prompt`` to answer ``answer``.
 
@@ -192,7 +225,7 @@ def answer_token_id(tokenizer: Any, prompt: str, answer: str) -> int:
     Raises:
         InvalidArgument: when the answer adds more than one token, or changes the prompt's tokens.
     """
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    prompt_ids = tokenized(tokenizer, prompt, add_special_tokens=False)["input_ids"]
     special = set(tokenizer.all_special_ids) | {tokenizer.unk_token_id}
     if not set(prompt_ids) - special:  # no answer word could mend this
         raise InvalidArgument(
@@ -202,7 +235,7 @@ def answer_token_id(tokenizer: Any, prompt: str, answer: str) -> int:
             "tokenizer_config.json's tokenizer_class and tokenizer.json, and what "
             "AutoTokenizer.from_pretrained(DIR) makes of a prompt"
         )
-    full_ids = tokenizer(prompt + answer, add_special_tokens=False)["input_ids"]
+    full_ids = tokenized(tokenizer, prompt + answer, add_special_tokens=False)["input_ids"]
     added = full_ids[len(prompt_ids) :]
     keeps_prompt = full_ids[: len(prompt_ids)] == prompt_ids
     if keeps_prompt and not added:  # the word was dropped
@@ -214,19 +247,24 @@ def answer_token_id(tokenizer: Any, prompt: str, answer: str) -> int:
         )
     if not keeps_prompt:
         # "Answer: " + "Yes": a byte-level BPE reads " Yes" as one token, the space included
-        separator = (
-            "remove the trailing space from the prompt template (this tokenizer reads the space "
-            f"and {answer!r} as one token)"
-            if prompt.endswith(" ")
-            else "end the prompt in a separator (a newline or space)"
+        trailing = prompt[len(prompt.rstrip()) :]
+        where = (
+            "--answers on the command line, or the fmt=PriceFormat(answers=(...)) of the "
+            "hypothesis's align(...) call"
+        )
+        advice = (
+            f"this tokenizer reads the prompt's trailing {trailing!r} and the answer as one "
+            f"token: end the prompt template without {trailing!r} and give answer words that "
+            f"start with a space ({' ' + answer!r} and the other likewise: {where})"
+            if trailing
+            else "end the prompt in a separator (a newline or space), or choose answer words "
+            f"that start a token ({where})"
         )
         raise InvalidArgument(
             f"the answer {answer!r} merges with the prompt's last token for this tokenizer "
             f"(the prompt ends {tokenizer.convert_ids_to_tokens(prompt_ids[-3:])}, with the "
             f"answer {tokenizer.convert_ids_to_tokens(full_ids[len(prompt_ids) - 3 :])}), so "
-            f"no single token answers it; {separator}, or choose answer words that start one: "
-            "--answers TRUE FALSE on the command line, or the fmt=PriceFormat(answers=(...)) "
-            "of the hypothesis's align(...) call"
+            f"no single token answers it; {advice}"
         )
     if len(added) != 1:
         pieces = tokenizer.convert_ids_to_tokens(added)

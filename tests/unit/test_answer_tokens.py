@@ -100,6 +100,63 @@ def test_a_prompt_whose_trailing_space_merges_with_the_answer_is_told_to_drop_it
 ) -> None:
     # "Answer: " + "Yes" reads as ['Answer', ':', 'ĠYes']: the advice was to end the prompt in
     # a space, which it did.
-    with pytest.raises(InvalidArgument, match="remove the trailing space from the prompt") as err:
+    with pytest.raises(InvalidArgument, match="end the prompt template without ' '") as err:
         answer_token_id(byte_level_bpe, "Answer: ", "Yes")
     assert "end the prompt in a separator" not in str(err.value)
+    assert "(' Yes' and the other likewise: --answers" in str(err.value)
+    token = answer_token_id(byte_level_bpe, "Answer:", " Yes")  # the advice, taken
+    assert byte_level_bpe.convert_ids_to_tokens(token) == "ĠYes"
+
+
+def test_a_prompt_whose_trailing_newline_reads_as_a_space_is_told_what_to_do(
+    byte_level_bpe,
+) -> None:
+    # A normalizer that turns "\n" into a space (SentencePiece's nmt_nfkc does) merges it with
+    # the answer: the advice was to end the prompt in a separator, which it did.
+    from tokenizers import normalizers
+    from transformers import PreTrainedTokenizerFast
+
+    inner = byte_level_bpe.backend_tokenizer
+    spacing = PreTrainedTokenizerFast(tokenizer_object=inner.__class__.from_str(inner.to_str()))
+    spacing.backend_tokenizer.normalizer = normalizers.Replace("\n", " ")
+    with pytest.raises(InvalidArgument, match=r"trailing '\\n' and the answer as one token") as err:
+        answer_token_id(spacing, "Answer:\n", "Yes")
+    assert "end the prompt in a separator" not in str(err.value)
+    assert "end the prompt template without '\\n'" in str(err.value)
+    token = answer_token_id(spacing, "Answer:", " Yes")  # the advice, taken
+    assert spacing.convert_ids_to_tokens(token) == "ĠYes"
+
+
+def test_a_tokenizer_that_cannot_encode_a_prompt_is_one_clear_error() -> None:
+    # A word-level tokenizer whose unknown token is not in its vocabulary raised a bare
+    # Exception ("WordLevel error: Missing [UNK] token") out of every fit and CLI command.
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from das_assert.models import tokenized
+
+    inner = Tokenizer(models.WordLevel({"Answer": 0, ":": 1, "Yes": 2}, unk_token="[UNK]"))
+    inner.pre_tokenizer = pre_tokenizers.Whitespace()
+    strict = PreTrainedTokenizerFast(tokenizer_object=inner)
+    assert tokenized(strict, ["Answer:", "Answer: Yes"])["input_ids"] == [[0, 1], [0, 1, 2]]
+    with pytest.raises(InvalidArgument, match=r"cannot encode 'Answer: Maybe': Exception: Word"):
+        tokenized(strict, ["Answer: Yes", "Answer: Maybe"], return_offsets_mapping=True)
+    with pytest.raises(InvalidArgument, match=r"cannot encode 'Answer: Maybe'"):
+        answer_token_id(strict, "Answer: Maybe", " Yes")
+
+
+def test_answer_words_that_are_one_token_for_the_tokenizer_are_refused() -> None:
+    # A tokenizer that lowercases made "Yes" and "YES" one label: the fit ran to a verdict
+    # with a majority label of 1.000.
+    from types import SimpleNamespace
+
+    from das_assert.data import tokenize
+    from das_assert.tasks.price_tagging import PriceFormat, prompt_pairs
+
+    pairs = prompt_pairs("left_boundary", 40, seed=0, fmt=PriceFormat(answers=("Yes", "YES")))
+    lowercasing = SimpleNamespace(
+        answer_id=lambda prompt, word: {"yes": 7, "no": 8}[word.lower()],
+        tokenizer=SimpleNamespace(convert_ids_to_tokens=lambda ids: ["yes" for _ in ids]),
+    )
+    with pytest.raises(InvalidArgument, match=r"the answers \['YES', 'Yes'\] are one token, 'yes'"):
+        tokenize(lowercasing, pairs)  # type: ignore[arg-type]
