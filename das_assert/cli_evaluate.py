@@ -82,13 +82,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"{model.dtype} (--dtype {manifest['dtype']} scores it as it was fitted)"
         )
     if transfer:  # before the numbers, as the note on another hypothesis is
-        weights = trained_on.get("weights") if isinstance(trained_on, dict) else None
-        print(
-            f"note: {args.alignment} was trained on another model (weights "
-            f"{str(weights)[:12] if weights else 'not recorded'}...): this is a transfer, not a "
-            "fit here"
-        )
+        print(f"note: {args.alignment} {_trained_elsewhere(trained_on, model.fingerprint)}")
     return finish(args, model, record, result.summary())
+
+
+def _trained_elsewhere(trained_on: Any, here: dict[str, str]) -> str:
+    """Which of the model's files differ from those the alignment was trained on: a tokenizer
+    setting changed alone keeps the weights, and the note says so rather than name them."""
+    if not isinstance(trained_on, dict):
+        return "does not record the model it was trained on: scored as a transfer, not a fit here"
+    differ = [
+        part for part in sorted({*trained_on, *here}) if trained_on.get(part) != here.get(part)
+    ]
+    if "weights" in differ:
+        recorded = trained_on.get("weights")
+        what = f"another model (weights {str(recorded)[:12]}...)" if recorded else "another model"
+    else:
+        what = f"this model's weights with other {' and '.join(differ)} files"
+    return f"was trained on {what}: this is a transfer, not a fit here"
 
 
 def _take_recorded_prompts(args: argparse.Namespace, manifest: dict[str, Any]) -> Any:

@@ -46,6 +46,15 @@ def test_a_saved_subset_is_evaluated_on_its_own_variables(
         f"note: {saved} was trained on another model (weights {fingerprint['weights'][:12]}...)"
     )
     assert "{" not in out.splitlines()[0]
+    # the same weights with another tokenizer setting (padding_side, a chat template): the
+    # note named the weights, which matched, as "another model"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(LoadedModel, "fingerprint", {**fingerprint, "tokenizer": "0" * 64})
+        assert main(["evaluate", f"--alignment={saved}", "--n-test=40"]) == 0
+    assert capsys.readouterr().out.startswith(
+        f"note: {saved} was trained on this model's weights with other tokenizer files: this "
+        "is a transfer, not a fit here"
+    )
     assert set(again["iia_by_variable"]) == {"right"}
     assert {p["variable_index"] for p in again["pairs"]} == {1}
     assert main(["evaluate", f"--alignment={saved}", "--hypothesis=left_boundary"]) == 2
