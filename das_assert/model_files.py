@@ -156,7 +156,7 @@ def _last_line(text: str) -> str:
 
 
 def load_tokenizer(directory: Path, trust_remote_code: bool) -> Any:
-    """The model's fast tokenizer, padding on the right with a pad token."""
+    """The model's fast tokenizer, as its files set it up."""
     from transformers import AutoTokenizer
 
     own_code = _tokenizer_code(directory)
@@ -190,9 +190,6 @@ def load_tokenizer(directory: Path, trust_remote_code: bool) -> Any:
             f"the tokenizer in {str(directory)!r} is a slow tokenizer; das_assert needs a fast "
             "one (tokenizer.json) to map prompt slots to token positions"
         )
-    if tokenizer.pad_token is None:  # any id will do: padding is on the right, and masked
-        tokenizer.pad_token = (
-            tokenizer.eos_token or tokenizer.unk_token or tokenizer.convert_ids_to_tokens(0)
-        )
-    tokenizer.padding_side = "right"
+    # Left as loaded: das_assert pads its own batches (data._tokenize), so neither the padding
+    # side nor a pad token is set here on the tokenizer a user's own code shares (das_model).
     return tokenizer

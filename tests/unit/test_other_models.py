@@ -59,8 +59,11 @@ def test_a_sliding_window_shorter_than_the_prompt_runs_every_pass_in_full(tmp_pa
 def test_a_tokenizer_without_pad_eos_or_unk_pads_with_any_id(tmp_path: Path) -> None:
     words = copy.deepcopy(build_tokenizer())
     words.pad_token = words.eos_token = words.unk_token = None
+    words.padding_side = "left"
     loaded = load_model(_save(tmp_path / "nopad", "Llama", words))
-    assert loaded.tokenizer.pad_token is not None
+    # left as its files set it up: das_model.tokenizer is the user's too (it padded on the
+    # right, with a pad token added, whatever the files said)
+    assert (loaded.tokenizer.pad_token, loaded.tokenizer.padding_side) == (None, "left")
     encoded = encode(loaded, prompt_pairs("left_boundary", 6, seed=0), parse_position("last"))
     assert encoded.base_mask.sum(dim=1).tolist() == [row + 1 for row in encoded.base_last.tolist()]
 
