@@ -471,6 +471,15 @@ def rounding_differences(
         values = old.get(key), new.get(key)
         if key == "device_name" and any(str(v).lower() in _ARCHITECTURE_NAMES for v in values):
             continue  # one side recorded its architecture alone: unknown
+        if key == "fit_revision" and (values[0] is None) != (values[1] is None):
+            # not recorded before 2026-12-06, when revisions 1 (das:K fits trained until
+            # 2026-12-04) and 2 were still in use: unknown is not the same
+            unrecorded = "then" if values[0] is None else here
+            differs.append(
+                f"fit_revision {values[0]!r} ({here} {values[1]!r}; {unrecorded}: a das_assert "
+                "from before 2026-12-06, which did not record it)"
+            )
+            continue
         if None not in values and str(values[0]) != str(values[1]):
             differs.append(f"{key} {values[0]!r} ({here} {values[1]!r})")
     return ", ".join(differs) or None

@@ -248,6 +248,9 @@ def compare_entries(
                 f"the claim held in OLD and fails in NEW (verdict {b.get('verdict')}, expected "
                 f"{b.get('expected_verdict')})"
             )
+            if rule := _verdict_rule_moved(a, b):
+                failures.append(rule)
+                incomparable = [rule]
         if incomparable:
             counts["not comparable"] += 1
         elif flipped or len(failures) > len(unchecked):
@@ -275,6 +278,22 @@ def compare_entries(
             f"{plain('; '.join(failures) or 'ok')}{other_seed}{other_threshold} |"
         )
     return "\n".join(lines) + "\n", counts
+
+
+def _verdict_rule_moved(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """Why a flip may be the verdict rule's, not the model's: OLD was judged before verdicts
+    read a lead over a baseline off its interval (2026-12-03; its record has no
+    ``baseline_leads``), and NEW's verdict was decided by such a lead."""
+    if "baseline_leads" in old or not isinstance(old.get("verdict"), str):
+        return None
+    decided = new.get("verdict_decided_by") or []
+    if not any(str(axis).startswith("lead over") for axis in decided):
+        return None
+    return (
+        "OLD was judged before verdicts read each lead over a baseline off its interval "
+        "(2026-12-03), and a lead decided NEW's verdict: the rule moved, so not comparable; "
+        "save the baseline again"
+    )
 
 
 def count_line(counts: dict[str, int]) -> str:

@@ -656,6 +656,50 @@ def test_compare_names_another_fit_revision_and_not_an_old_files_architecture(
     assert "device_name" not in note
 
 
+def test_compare_names_a_fit_revision_that_an_old_file_did_not_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Reports before 2026-12-06 did not record it, and a das:K fit of revision 1 (before
+    # 2026-12-04) gated under revision 3 moved by +0.020 with no note: unknown read as equal.
+    from das_assert.report import environment
+
+    record = {**_cli_record(LAST, 0.83), "data": DATA}
+    here = environment()
+    unrecorded = {key: value for key, value in here.items() if key != "fit_revision"}
+    write_report(tmp_path / "old.json", build_report(None, [record], environment_block=unrecorded))
+    write_report(tmp_path / "new.json", build_report(None, [record], environment_block=here))
+    assert main(["compare", str(tmp_path / "old.json"), str(tmp_path / "new.json")]) == 0
+    assert capsys.readouterr().out.startswith(
+        f"note: OLD {tmp_path / 'old.json'} was made with fit_revision None (NEW "
+        f"{here['fit_revision']}; then: a das_assert from before 2026-12-06, which did not "
+        "record it): a fit rounds (or, under another fit_revision, learns) otherwise there"
+    )
+
+
+def test_a_flip_that_the_interval_rule_for_leads_decided_is_not_called_a_regression(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A baseline judged before leads were read off their intervals (2026-12-03) held; the same
+    # fit, judged now, is inconclusive on its lead over the no-op: "1 regression(s)", exit 1.
+    held = {**_cli_record(LAST, 0.75), "threshold": 0.7, "expected_verdict": "aligned"}
+    old = _report(tmp_path / "old.json", {**held, "verdict": "aligned", "passed": True})
+    decided = ["lead over noop"]
+    unsure = {**held, "verdict": "inconclusive", "passed": False, "verdict_decided_by": decided}
+    leads = {"noop": {"lead": 0.06, "low": 0.02, "high": 0.1}}
+    new = _report(tmp_path / "new.json", {**unsure, "baseline_leads": leads})
+    main(["compare", str(old), str(new), "--fail", "iia:0.05"])
+    out = capsys.readouterr().out
+    assert "OLD was judged before verdicts read each lead over a baseline off its interval" in out
+    assert out.splitlines()[-1] == "0 regression(s), 1 not comparable"
+    # a baseline judged by the interval rule, flipped: a regression, as before
+    again = _report(
+        tmp_path / "again.json",
+        {**held, "verdict": "aligned", "passed": True, "baseline_leads": leads},
+    )
+    assert main(["compare", str(again), str(new), "--fail", "iia:0.05"]) == 1
+    assert "1 regression(s)" in capsys.readouterr().out
+
+
 def test_a_verdict_that_flipped_with_its_threshold_names_the_threshold_change(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
