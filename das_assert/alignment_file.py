@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from das_assert.canonical import FINGERPRINT_SCHEME
 from das_assert.errors import AlignmentFileError, InvalidArgument
 from das_assert.fit_config import METHODS, parse_method
 from das_assert.store import SCHEMA_VERSION, atomic_write_bytes, check_schema, unreadable_text
@@ -41,12 +42,52 @@ def save_alignment(path: Path, interchange: Any, manifest: dict[str, Any]) -> No
     header = {
         **manifest,
         "schema_version": SCHEMA_VERSION,
+        "fingerprint_scheme": FINGERPRINT_SCHEME,  # how its model's digests were made
         "method": interchange.method,
         "hidden_size": interchange.d,
         "n_variables": interchange.n_variables,
         "tensor_sha256": digest.hexdigest(),
     }
     atomic_write_bytes(Path(path), save(tensors, metadata={"manifest": json.dumps(header)}))
+
+
+def transfer_of(manifest: dict[str, Any], here: dict[str, str]) -> bool | None:
+    """Whether the alignment of ``manifest`` is scored on another model than it was fitted on
+    (``here`` is this model's fingerprint): True where the weights differ, or the config or
+    tokenizer digests do and both were made the same way; None where only those differ and
+    the file's were made by an earlier way of digesting them (``FINGERPRINT_SCHEME``), which
+    differ for the same files: not known."""
+    trained_on = manifest.get("model")
+    if trained_on == here:
+        return False
+    if not isinstance(trained_on, dict) or trained_on.get("weights") != here.get("weights"):
+        return True
+    return True if manifest.get("fingerprint_scheme") == FINGERPRINT_SCHEME else None
+
+
+def transfer_note(path: Any, manifest: dict[str, Any], here: dict[str, str]) -> str | None:
+    """What ``evaluate`` says before its numbers when ``transfer_of`` is not False: which of the
+    model's files differ, or that an older file's digests cannot tell."""
+    transfer = transfer_of(manifest, here)
+    if transfer is False:
+        return None
+    trained_on = manifest.get("model")
+    if not isinstance(trained_on, dict):
+        return f"{path} does not record the model it was fitted on: scored as a transfer"
+    differ = sorted(part for part in {*trained_on, *here} if trained_on.get(part) != here.get(part))
+    if transfer is None:
+        return (
+            f"{path} was trained on this model's weights; its {' and '.join(differ)} digests "
+            "were made by an older das_assert, which digested those files otherwise, so whether "
+            "they are this model's is not known (the JSON's transfer is null; fit and save it "
+            "again to know)"
+        )
+    if "weights" in differ:
+        recorded = trained_on.get("weights")
+        what = f"another model (weights {str(recorded)[:12]}...)" if recorded else "another model"
+    else:
+        what = f"this model's weights with other {' and '.join(differ)} files"
+    return f"{path} was trained on {what}: this is a transfer, not a fit here"
 
 
 _MANIFEST_KEYS = ("hidden_size", "method")

@@ -13,7 +13,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["canonical_config", "canonical_tokenizer_config"]
+__all__ = ["FINGERPRINT_SCHEME", "canonical_config", "canonical_tokenizer_config"]
+
+#: Which way of digesting these files an alignment file's ``model`` fingerprint was made by;
+#: bump it where a change here gives the same files other digests. Files saved before it was
+#: recorded (2026-12-07) may hold digests of an earlier way (changed 2026-12-03 and 12-06).
+FINGERPRINT_SCHEME = 1
 
 # What save_pretrained writes about the save itself: the version that wrote the file, and where
 # and how it was loaded from. None of it changes what the model or its tokenizer compute.

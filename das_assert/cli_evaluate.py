@@ -14,6 +14,7 @@ __all__ = ["cmd_evaluate"]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from das_assert.alignment_file import transfer_note, transfer_of
     from das_assert.experiment import run_experiment
     from das_assert.held_out import apart_from
     from das_assert.saved import load_saved
@@ -69,7 +70,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         result = replace(result, restarts=saved_as)
     record = result.to_dict()
     trained_on = manifest.get("model")
-    transfer = trained_on != model.fingerprint  # the record's fit settings are that model's
+    transfer = transfer_of(manifest, model.fingerprint)  # True: its fit settings are another's
     record["alignment"] = {
         "file": str(args.alignment),
         "trained_on": trained_on,
@@ -81,25 +82,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"note: {args.alignment} was fitted in {manifest['dtype']}; scored here in "
             f"{model.dtype} (--dtype {manifest['dtype']} scores it as it was fitted)"
         )
-    if transfer:  # before the numbers, as the note on another hypothesis is
-        print(f"note: {args.alignment} {_trained_elsewhere(trained_on, model.fingerprint)}")
+    if note := transfer_note(args.alignment, manifest, model.fingerprint):  # before the numbers
+        print(f"note: {note}")
     return finish(args, model, record, result.summary())
-
-
-def _trained_elsewhere(trained_on: Any, here: dict[str, str]) -> str:
-    """Which of the model's files differ from those the alignment was trained on: a tokenizer
-    setting changed alone keeps the weights, and the note says so rather than name them."""
-    if not isinstance(trained_on, dict):
-        return "does not record the model it was trained on: scored as a transfer, not a fit here"
-    differ = [
-        part for part in sorted({*trained_on, *here}) if trained_on.get(part) != here.get(part)
-    ]
-    if "weights" in differ:
-        recorded = trained_on.get("weights")
-        what = f"another model (weights {str(recorded)[:12]}...)" if recorded else "another model"
-    else:
-        what = f"this model's weights with other {' and '.join(differ)} files"
-    return f"was trained on {what}: this is a transfer, not a fit here"
 
 
 def _take_recorded_prompts(args: argparse.Namespace, manifest: dict[str, Any]) -> Any:

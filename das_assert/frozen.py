@@ -14,7 +14,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from das_assert.alignment_file import load_alignment, manifest_mismatches, without_fit_remedy
+from das_assert.alignment_file import (
+    load_alignment,
+    manifest_mismatches,
+    transfer_of,
+    without_fit_remedy,
+)
 from das_assert.errors import AlignmentFileError, DasError
 from das_assert.experiment import Experiment
 from das_assert.fit import FitConfig, FittedAlignment
@@ -83,7 +88,7 @@ def frozen_alignment(
         "file": str(file),
         "baseline": str(path),
         "trained_on": trained_on,
-        "transfer": trained_on != model.fingerprint,
+        "transfer": transfer_of(manifest, model.fingerprint),  # None: not known
     }
     return fitted, source
 

@@ -78,3 +78,34 @@ def test_a_path_that_cannot_be_written_is_refused_in_one_readable_sentence(
     assert str(raised.value).endswith(
         f".safetensors': {tmp_path / 'afile'} is a file, not a directory"
     )
+
+
+def test_an_older_files_other_digests_of_this_models_weights_are_no_known_transfer(
+    tiny_llama: Any, tmp_path: Path
+) -> None:
+    # Digests of config.json and the tokenizer files changed on 2026-12-03 and 12-06: an
+    # alignment saved before then on the very same model was "trained on this model's weights
+    # with other config and tokenizer files", transfer true, in evaluate and --das-frozen.
+    from das_assert.alignment_file import load_alignment, transfer_note, transfer_of
+    from das_assert.canonical import FINGERPRINT_SCHEME
+
+    path = run_experiment(tiny_llama, experiment(), CONFIG).save(tmp_path / "left.safetensors")
+    _, manifest = load_alignment(path)
+    here = dict(tiny_llama.fingerprint)
+    assert manifest["fingerprint_scheme"] == FINGERPRINT_SCHEME
+    assert (transfer_of(manifest, here), transfer_note(path, manifest, here)) == (False, None)
+    older = {k: v for k, v in manifest.items() if k != "fingerprint_scheme"}
+    older["model"] = {**here, "config": "0" * 16, "tokenizer": "1" * 16}
+    assert transfer_of(older, here) is None
+    assert transfer_note(path, older, here) == (
+        f"{path} was trained on this model's weights; its config and tokenizer digests were "
+        "made by an older das_assert, which digested those files otherwise, so whether they "
+        "are this model's is not known (the JSON's transfer is null; fit and save it again to "
+        "know)"
+    )
+    # digested the same way, they differ: a transfer; other weights are one whatever the way
+    assert transfer_of({**older, "fingerprint_scheme": FINGERPRINT_SCHEME}, here) is True
+    assert transfer_of({**older, "model": {**here, "weights": "2" * 16}}, here) is True
+    assert "another model (weights 222222222222...)" in str(
+        transfer_note(path, {**older, "model": {**here, "weights": "2" * 16}}, here)
+    )
