@@ -155,16 +155,20 @@ class DasSession:
             "min_task_accuracy": self.min_task_accuracy,
         }
         fields.update(changes)
-        if self.prompt_template is not None:
-            fields["fmt"] = self._in_model_template(fields.get("fmt", PriceFormat()))
+        if self.prompt_template is not None or self.settings.answers is not None:
+            fields["fmt"] = self._in_model_format(fields.get("fmt", PriceFormat()))
         return Experiment(**fields)
 
-    def _in_model_template(self, fmt: Any) -> Any:
-        """``fmt`` in this model's wrapper, unless it names a wrapper of its own: the
-        instruction, answers and context are the hypothesis's, the wrapper is the model's."""
-        if isinstance(fmt, PriceFormat) and fmt.template == ALPACA_TEMPLATE:
-            return fmt.with_(template=self.prompt_template)
-        return fmt  # another wrapper on purpose, or no PriceFormat (Experiment says so)
+    def _in_model_format(self, fmt: Any) -> Any:
+        """``fmt`` in this model's wrapper and answer words (das.yaml's), where it names none of
+        its own: the instruction and context are the hypothesis's."""
+        if not isinstance(fmt, PriceFormat):
+            return fmt  # Experiment says what it must be
+        if self.prompt_template is not None and fmt.template == ALPACA_TEMPLATE:
+            fmt = fmt.with_(template=self.prompt_template)
+        if self.settings.answers is not None and fmt.answers == PriceFormat().answers:
+            fmt = fmt.with_(answers=self.settings.answers)
+        return fmt
 
     def check(
         self,

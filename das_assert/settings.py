@@ -13,6 +13,7 @@ unchanged against the embedded model and a real Alpaca directory::
         thresholds:
           left_boundary: 0.85   # say in a comment where each number comes from
         prompt_template: chat   # optional: the wrapper this model reads (default: Alpaca's)
+        answers: [" Yes", " No"]  # optional: its answer words for Yes and No (as it reads them)
 
 Read with yaml's safe loader (a key given twice is an error); unknown keys and malformed values
 are errors that name the key.
@@ -44,6 +45,7 @@ MODEL_KEYS = (
     "robustness",
     "search",
     "prompt_template",
+    "answers",
     "notes",
 )
 SEARCH_KEYS = (
@@ -75,6 +77,9 @@ class ModelSettings:
     # The wrapper this model reads prompts in (das_assert.prompt_templates): text with
     # {instruction} and {amount} slots, or "chat" (its tokenizer's chat template); None: Alpaca's.
     prompt_template: str | None = None
+    # Its words for the default answers Yes and No (" Yes", " No" after a wrapper ending "A:");
+    # None: Yes and No. Answers a hypothesis names itself stay its own.
+    answers: tuple[str, str] | None = None
 
     def site(self, name: str) -> Any:
         from das_assert.sites import parse_site
@@ -386,6 +391,17 @@ def _model_entry(path: Path, key: str, entry: Any, problems: list[str]) -> Model
     template = entry.get("prompt_template")
     if template is not None and template != CHAT and (problem := check_prompt_template(template)):
         problems.append(f"{where}.prompt_template {problem}")
+    answers = entry.get("answers")
+    if answers is not None and (
+        not isinstance(answers, list)
+        or len(answers) != 2
+        or not all(isinstance(word, str) and word.strip() for word in answers)
+        or answers[0] == answers[1]
+    ):
+        problems.append(
+            f"{where}.answers must be two different words, the true answer first, as this model "
+            f'reads them (e.g. [" Yes", " No"]), got {answers!r}'
+        )
     sites = entry.get("sites") or {}
     if not isinstance(sites, dict):
         problems.append(f"{where}.sites must map site names to canonical sites")
@@ -413,6 +429,7 @@ def _model_entry(path: Path, key: str, entry: Any, problems: list[str]) -> Model
         source=path,
         path=entry.get("path"),
         prompt_template=template,
+        answers=tuple(answers) if answers is not None else None,
         sites={str(k): str(v) for k, v in sites.items()},
         **parsed,
     )

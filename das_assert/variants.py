@@ -15,7 +15,7 @@ from das_assert.evaluate import Evaluation, evaluate
 from das_assert.experiment import CONFIRMATION_STREAM, Experiment
 from das_assert.held_out import PairKey, hold_out, pair_keys, training_keys
 from das_assert.metrics import beside
-from das_assert.tasks.price_tagging import prompt_pairs
+from das_assert.tasks.price_tagging import PriceFormat, prompt_pairs
 
 __all__ = ["evaluate_variant", "replay_advice", "variant_pairs", "variant_seed"]
 
@@ -37,12 +37,16 @@ def variant_pairs(
     them from another stream of the sampler, repeating none of the variant's own pairs either
     (to confirm a break on)."""
 
+    written = variant.format().with_(template=experiment.fmt.template)  # the model's wrapper
+    if written.answers == PriceFormat().answers:  # the claim's answer words (das.yaml's, say)
+        written = written.with_(answers=experiment.fmt.answers)
+
     def draw(seed: int) -> list[PromptPair]:
         return prompt_pairs(
             experiment.hypothesis,
             n,
             seed=seed,
-            fmt=variant.format().with_(template=experiment.fmt.template),  # the model's wrapper
+            fmt=written,
             bracket=variant.bracket,
             variables=experiment.variables,
             edit=variant.edit if edited else None,
