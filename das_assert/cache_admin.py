@@ -269,6 +269,17 @@ def _short(fingerprint: Any) -> str:
     return str(fingerprint)[:12] if fingerprint else "fingerprint not recorded"
 
 
+def _row_name(row: dict[str, Any], *, whole: bool) -> str:
+    """A listing row's model: its name and weights' digest, ``whole``: its other digests too."""
+    if not (row["model"] or row["fingerprint"]):  # damaged, or another user's
+        return "entries without a manifest this user can read"
+    short = _short(row["fingerprint"])
+    if whole and isinstance(row["fingerprint"], dict):
+        others = sorted(set(row["fingerprint"]) - {"weights"})
+        short += "".join(f", {k} {str(row['fingerprint'][k])[:12]}" for k in others)
+    return f"{row['model'] or 'model name not recorded'} ({short})"
+
+
 def _count(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
@@ -291,12 +302,10 @@ def listing_text(listing: dict[str, Any]) -> str:
             "das_assert version: a run may read them still; --prune-unused DAYS deletes them "
             "once unused"
         )
-    for row in listing["models"]:
-        name = row["model"] or "model name not recorded"
-        if row["model"] or row["fingerprint"]:
-            name = f"{name} ({_short(row['fingerprint'])})"
-        else:  # damaged, or another user's
-            name = "entries without a manifest this user can read"
+    names = [_row_name(row, whole=False) for row in listing["models"]]
+    for row, name in zip(listing["models"], names, strict=True):
+        if names.count(name) > 1:  # one model's weights, other files (or older digests of them)
+            name = _row_name(row, whole=True)
         entries = _count(row["entries"], "entry", "entries")
         lines.append(
             f"  {name}: {entries}, {_mib(row['bytes'])}, "

@@ -160,6 +160,25 @@ def test_the_command_lists_prunes_and_writes_json(
     assert json.loads(inside.read_text())["entries"] == 1
 
 
+def test_one_models_weights_under_other_tokenizer_digests_are_two_rows_told_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Entries of one model keyed under an older way of digesting its tokenizer and config
+    # were listed as two rows of the same label, "m (weights ffffffffffff)".
+    from das_assert.cache_admin import listing_text
+
+    cache = AlignmentCache(tmp_path / "cache")
+    _entry(cache, _key(1), **CURRENT)
+    other = {"weights": "f" * 16, "tokenizer": "2" * 16, "config": "3" * 16}
+    cache.put(_key(2), Interchange.boundless(16), {"model": other, "model_name": "m", **CURRENT})
+    lines = listing_text(cache_listing(cache.directory)).splitlines()
+    rows = sorted(line.split(":")[0].strip() for line in lines if line.startswith("  m ("))
+    assert rows == [
+        "m (weights ffffffffffff, config 111111111111, tokenizer 000000000000)",
+        "m (weights ffffffffffff, config 333333333333, tokenizer 222222222222)",
+    ]
+
+
 def test_a_cache_directory_that_is_not_there_is_one_clear_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
