@@ -12,7 +12,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from das_assert.models import LoadedModel, tokenized
+from das_assert.model_files import tokenized
+from das_assert.models import LoadedModel
 from das_assert.positions import Position
 
 if TYPE_CHECKING:

@@ -1,6 +1,7 @@
 """A model directory's config and tokenizer, read as ``load_model`` needs them: refused where
 they name code that is not trusted, damaged, or hold values transformers rejects, each with
-one ``ModelLoadError`` that says what to fix."""
+one ``ModelLoadError`` that says what to fix; and the tokenizer's calls, whose failure on a
+text names it (``tokenized``)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from das_assert.errors import ModelLoadError
+from das_assert.errors import InvalidArgument, ModelLoadError
 
-__all__ = ["load_config", "load_tokenizer", "refuse_lfs_pointers"]
+__all__ = ["load_config", "load_tokenizer", "refuse_lfs_pointers", "tokenized"]
 
 _LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 
@@ -193,3 +194,36 @@ def load_tokenizer(directory: Path, trust_remote_code: bool) -> Any:
     # Left as loaded: das_assert pads its own batches (data._tokenize), so neither the padding
     # side nor a pad token is set here on the tokenizer a user's own code shares (das_model).
     return tokenizer
+
+
+def tokenized(tokenizer: Any, texts: Any, **options: Any) -> Any:
+    """``tokenizer(texts, **options)``, where a tokenizer that cannot encode a text (one with no
+    unknown token, given a word outside its vocabulary) raises ``InvalidArgument`` naming the
+    first such text and the tokenizer's own error, not a bare ``Exception`` from its library."""
+    try:
+        return tokenizer(texts, **options)
+    except Exception as error:
+        failing = next((t for t in _each(texts) if not _encodes(tokenizer, t, options)), texts)
+        raise InvalidArgument(
+            f"the model's tokenizer cannot encode {_shown(failing)}: {type(error).__name__}: "
+            f"{error}. Check its tokenizer.json (an unknown token for text outside the "
+            "vocabulary, the normalizer) and what AutoTokenizer.from_pretrained(DIR) makes of "
+            "that text"
+        ) from error
+
+
+def _each(texts: Any) -> list[Any]:
+    return list(texts) if isinstance(texts, (list, tuple)) else [texts]
+
+
+def _encodes(tokenizer: Any, text: Any, options: dict[str, Any]) -> bool:
+    try:
+        tokenizer(text, **options)
+    except Exception:
+        return False
+    return True
+
+
+def _shown(text: Any) -> str:
+    text = repr(text)
+    return text if len(text) <= 160 else f"{text[:120]}...{text[-30:]} ({len(text)} characters)"

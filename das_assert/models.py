@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from das_assert.canonical import canonical_config, canonical_tokenizer_config
 from das_assert.digests import DigestMemo, file_sha256
 from das_assert.errors import InvalidArgument, ModelLoadError, did_you_mean
-from das_assert.model_files import load_config, load_tokenizer, refuse_lfs_pointers
+from das_assert.model_files import load_config, load_tokenizer, refuse_lfs_pointers, tokenized
 from das_assert.weight_checks import (
     loaded_weight_files,
     mismatched_shapes_error,
@@ -180,39 +180,6 @@ class LoadedModel:
         if key not in self._answer_ids:
             self._answer_ids[key] = answer_token_id(self.tokenizer, prompt, answer)
         return self._answer_ids[key]
-
-
-def tokenized(tokenizer: Any, texts: Any, **options: Any) -> Any:
-    """``tokenizer(texts, **options)``, where a tokenizer that cannot encode a text (one with no
-    unknown token, given a word outside its vocabulary) raises ``InvalidArgument`` naming the
-    first such text and the tokenizer's own error, not a bare ``Exception`` from its library."""
-    try:
-        return tokenizer(texts, **options)
-    except Exception as error:
-        failing = next((t for t in _each(texts) if not _encodes(tokenizer, t, options)), texts)
-        raise InvalidArgument(
-            f"the model's tokenizer cannot encode {_shown(failing)}: {type(error).__name__}: "
-            f"{error}. Check its tokenizer.json (an unknown token for text outside the "
-            "vocabulary, the normalizer) and what AutoTokenizer.from_pretrained(DIR) makes of "
-            "that text"
-        ) from error
-
-
-def _each(texts: Any) -> list[Any]:
-    return list(texts) if isinstance(texts, (list, tuple)) else [texts]
-
-
-def _encodes(tokenizer: Any, text: Any, options: dict[str, Any]) -> bool:
-    try:
-        tokenizer(text, **options)
-    except Exception:
-        return False
-    return True
-
-
-def _shown(text: Any) -> str:
-    text = repr(text)
-    return text if len(text) <= 160 else f"{text[:120]}...{text[-30:]} ({len(text)} characters)"
 
 
 def answer_token_id(tokenizer: Any, prompt: str, answer: str) -> int:

@@ -133,7 +133,7 @@ def test_a_tokenizer_that_cannot_encode_a_prompt_is_one_clear_error() -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from das_assert.models import tokenized
+    from das_assert.model_files import tokenized
 
     inner = Tokenizer(models.WordLevel({"Answer": 0, ":": 1, "Yes": 2}, unk_token="[UNK]"))
     inner.pre_tokenizer = pre_tokenizers.Whitespace()
