@@ -244,11 +244,13 @@ def compare_entries(
             and b.get("verdict") != b.get("expected_verdict")
         )
         if flipped:
+            # the rule's doing only where nothing else failed (no drop past a check)
+            rule = None if failures else _verdict_rule_moved(a, b)
             failures.append(
                 f"the claim held in OLD and fails in NEW (verdict {b.get('verdict')}, expected "
                 f"{b.get('expected_verdict')})"
             )
-            if rule := _verdict_rule_moved(a, b):
+            if rule:
                 failures.append(rule)
                 incomparable = [rule]
         if incomparable:
@@ -283,11 +285,12 @@ def compare_entries(
 def _verdict_rule_moved(old: dict[str, Any], new: dict[str, Any]) -> str | None:
     """Why a flip may be the verdict rule's, not the model's: OLD was judged before verdicts
     read a lead over a baseline off its interval (2026-12-03; its record has no
-    ``baseline_leads``), and NEW's verdict was decided by such a lead."""
+    ``baseline_leads``), and NEW's verdict was decided by such a lead alone (not also by the
+    threshold, which the old rule read as now)."""
     if "baseline_leads" in old or not isinstance(old.get("verdict"), str):
         return None
-    decided = new.get("verdict_decided_by") or []
-    if not any(str(axis).startswith("lead over") for axis in decided):
+    decided = [str(axis) for axis in new.get("verdict_decided_by") or []]
+    if not decided or not all(axis.startswith("lead over") for axis in decided):
         return None
     return (
         "OLD was judged before verdicts read each lead over a baseline off its interval "

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from das_assert.model_files import tokenized
-from das_assert.models import LoadedModel
+from das_assert.models import ANSWER_OPTIONS, LoadedModel
 from das_assert.positions import Position
 
 if TYPE_CHECKING:
@@ -259,9 +259,8 @@ def _check_answers_apart(
             (piece,) = model.tokenizer.convert_ids_to_tokens([token])
             raise InvalidArgument(
                 f"the answers {sorted(same)} are one token, {piece!r}, for this tokenizer: "
-                "the model cannot say which it means. Choose answer words that tokenize apart: "
-                "--answers TRUE FALSE on the command line, or the fmt=PriceFormat(answers=(...)) "
-                "of the hypothesis's align(...) call under pytest"
+                f"the model cannot say which it means. Choose answer words that tokenize apart "
+                f"({ANSWER_OPTIONS})"
             )
 
 

@@ -182,6 +182,13 @@ class LoadedModel:
         return self._answer_ids[key]
 
 
+#: Where a user gives other answer words, as errors about them say.
+ANSWER_OPTIONS = (
+    "--answers TRUE FALSE on the command line; under pytest, das.yaml's answers: [TRUE, FALSE] "
+    "in this model's entry, or the fmt=PriceFormat(answers=(...)) of an align(...) call"
+)
+
+
 def answer_token_id(tokenizer: Any, prompt: str, answer: str) -> int:
     """The single token the model must produce after ``prompt`` to answer ``answer``.
 
@@ -215,17 +222,14 @@ def answer_token_id(tokenizer: Any, prompt: str, answer: str) -> int:
     if not keeps_prompt:
         # "Answer: " + "Yes": a byte-level BPE reads " Yes" as one token, the space included
         trailing = prompt[len(prompt.rstrip()) :]
-        where = (
-            "--answers on the command line, or the fmt=PriceFormat(answers=(...)) of the "
-            "hypothesis's align(...) call"
-        )
         advice = (
             f"this tokenizer reads the prompt's trailing {trailing!r} and the answer as one "
-            f"token: end the prompt template without {trailing!r} and give answer words that "
-            f"start with a space ({' ' + answer!r} and the other likewise: {where})"
+            f"token: end the prompt template without {trailing!r} (--prompt-template, or "
+            f"das.yaml's prompt_template: under pytest) and give answer words that start with a "
+            f"space ({' ' + answer!r} and the other likewise: {ANSWER_OPTIONS})"
             if trailing
             else "end the prompt in a separator (a newline or space), or choose answer words "
-            f"that start a token ({where})"
+            f"that start a token ({ANSWER_OPTIONS})"
         )
         raise InvalidArgument(
             f"the answer {answer!r} merges with the prompt's last token for this tokenizer "
@@ -237,16 +241,13 @@ def answer_token_id(tokenizer: Any, prompt: str, answer: str) -> int:
         pieces = tokenizer.convert_ids_to_tokens(added)
         raise InvalidArgument(
             f"the answer {answer!r} is not a single token after the prompt for this tokenizer "
-            f"(it adds {pieces}); choose answer words that are one token each: --answers TRUE "
-            "FALSE on the command line, or the fmt=PriceFormat(answers=(...)) of the "
-            "hypothesis's align(...) call under pytest"
+            f"(it adds {pieces}); choose answer words that are one token each ({ANSWER_OPTIONS})"
         )
     if tokenizer.unk_token_id is not None and added[0] == tokenizer.unk_token_id:
         raise InvalidArgument(
             f"the answer {answer!r} is unknown to the tokenizer "
             f"(it maps to {tokenizer.unk_token!r}); choose answer words in the tokenizer's "
-            "vocabulary: --answers TRUE FALSE on the command line, or the "
-            "fmt=PriceFormat(answers=(...)) of the hypothesis's align(...) call under pytest"
+            f"vocabulary ({ANSWER_OPTIONS})"
         )
     return int(added[0])
 

@@ -141,7 +141,9 @@ def _doubled_bos(text: str, tokenizer: Any) -> bool:
     bos = getattr(tokenizer, "bos_token", None)
     if not bos or not text.startswith(bos):
         return False
-    ids = tokenizer(text)["input_ids"]
+    from das_assert.model_files import tokenized
+
+    ids = tokenized(tokenizer, text)["input_ids"]
     return len(ids) > 1 and ids[0] == ids[1] == tokenizer.bos_token_id
 
 

@@ -78,7 +78,7 @@ class ModelSettings:
     # {instruction} and {amount} slots, or "chat" (its tokenizer's chat template); None: Alpaca's.
     prompt_template: str | None = None
     # Its words for the default answers Yes and No (" Yes", " No" after a wrapper ending "A:");
-    # None: Yes and No. Answers a hypothesis names itself stay its own.
+    # None: Yes and No. Other answer words a hypothesis names stay its own.
     answers: tuple[str, str] | None = None
 
     def site(self, name: str) -> Any:
@@ -398,9 +398,11 @@ def _model_entry(path: Path, key: str, entry: Any, problems: list[str]) -> Model
         or not all(isinstance(word, str) and word.strip() for word in answers)
         or answers[0] == answers[1]
     ):
+        unquoted = isinstance(answers, list) and any(isinstance(w, bool) for w in answers)
         problems.append(
             f"{where}.answers must be two different words, the true answer first, as this model "
             f'reads them (e.g. [" Yes", " No"]), got {answers!r}'
+            + ("; YAML reads unquoted Yes, No, True and False as booleans: quote them" * unquoted)
         )
     sites = entry.get("sites") or {}
     if not isinstance(sites, dict):

@@ -103,7 +103,9 @@ def test_a_prompt_whose_trailing_space_merges_with_the_answer_is_told_to_drop_it
     with pytest.raises(InvalidArgument, match="end the prompt template without ' '") as err:
         answer_token_id(byte_level_bpe, "Answer: ", "Yes")
     assert "end the prompt in a separator" not in str(err.value)
-    assert "(' Yes' and the other likewise: --answers" in str(err.value)
+    said = str(err.value)
+    assert "(' Yes' and the other likewise: --answers TRUE FALSE on the command line" in said
+    assert "under pytest, das.yaml's answers: [TRUE, FALSE] in this model's entry" in said
     token = answer_token_id(byte_level_bpe, "Answer:", " Yes")  # the advice, taken
     assert byte_level_bpe.convert_ids_to_tokens(token) == "ĠYes"
 

@@ -178,6 +178,13 @@ CASES = [
         r"\(found: \{instruction\} once, \{amount\} not at all\): 'Q: \{instruction\}'",
         id="load_settings(<das.yaml: prompt_template without {amount}>)",
     ),
+    pytest.param(  # YAML 1.1 reads them as booleans: the error echoed [True, False]
+        lambda c: load_settings(yaml_file(c, GOOD_YAML + "    answers: [Yes, No]\n")),
+        ConfigError,
+        r"models\.embedded\.answers must be two different words, .*got \[True, False\]; YAML "
+        r"reads unquoted Yes, No, True and False as booleans: quote them",
+        id="load_settings(<das.yaml: answers [Yes, No] unquoted>)",
+    ),
     pytest.param(
         lambda c: load_settings(yaml_file(c, GOOD_YAML.replace("0.85", "1.7"))),
         ConfigError,

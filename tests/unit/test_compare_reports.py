@@ -698,6 +698,16 @@ def test_a_flip_that_the_interval_rule_for_leads_decided_is_not_called_a_regress
     )
     assert main(["compare", str(again), str(new), "--fail", "iia:0.05"]) == 1
     assert "1 regression(s)" in capsys.readouterr().out
+    # a drop past the check, or a verdict the threshold decided too, is the model's: a
+    # regression, not hidden as "not comparable" behind the rule's change
+    dropped = _report(tmp_path / "dropped.json", {**unsure, "iia": 0.6, "baseline_leads": leads})
+    both = {**unsure, "verdict_decided_by": ["threshold", *decided], "baseline_leads": leads}
+    below = _report(tmp_path / "below.json", both)
+    for other in (dropped, below):
+        assert main(["compare", str(old), str(other), "--fail", "iia:0.05"]) == 1
+        out = capsys.readouterr().out
+        assert out.splitlines()[-1] == "1 regression(s)"
+        assert "the rule moved" not in out
 
 
 def test_a_verdict_that_flipped_with_its_threshold_names_the_threshold_change(

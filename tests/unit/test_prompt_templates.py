@@ -125,3 +125,16 @@ def test_a_chat_template_that_writes_todays_date_gives_one_wrapper_every_day(
     monkeypatch.setattr(chat_template_utils, "datetime", Later)
     assert resolve_prompt_template(CHAT, tokenizer) == today
     assert chat_template_utils.datetime is Later  # put back as it was
+
+
+def test_a_wrapper_the_tokenizer_cannot_encode_is_one_clear_error() -> None:
+    # Looking for a doubled BOS, the wrapper was encoded with a bare call: a word-level
+    # tokenizer with no unknown token raised the tokenizers library's bare Exception.
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    inner = Tokenizer(models.WordLevel({"<s>": 0, "Q": 1, ":": 2, "A": 3}, unk_token="[UNK]"))
+    inner.pre_tokenizer = pre_tokenizers.Whitespace()
+    strict = PreTrainedTokenizerFast(tokenizer_object=inner, bos_token="<s>")
+    with pytest.raises(InvalidArgument, match=r"the model's tokenizer cannot encode '<s> Q: "):
+        resolve_prompt_template("<s> Q: {instruction}\nAmount: {amount}\nA:", strict)
