@@ -22,7 +22,7 @@ from das_assert.baseline import KeyIndex, matching_key
 from das_assert.errors import ConfigError
 from das_assert.md_text import code, plain
 from das_assert.metrics import beside, threshold_text
-from das_assert.summary import fit_method
+from das_assert.summary import NOT_COMPARABLE, fit_method
 from das_assert.values import is_finite_number
 
 __all__ = [
@@ -177,17 +177,17 @@ def not_comparable(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     methods = fit_method(old), fit_method(new)
     if methods[0] != methods[1]:
         reasons.append(
-            f"fitted by another method ({methods[0]} -> {methods[1]}): not comparable; fit both "
+            f"fitted by another method ({methods[0]} -> {methods[1]}){NOT_COMPARABLE}; fit both "
             "the same way, or save the baseline again"
         )
     if old.get("data") and new.get("data") and old["data"] != new["data"]:
         keys = old["data"].keys() | new["data"].keys()  # a setting one side does not record too
         changed = sorted(k for k in keys if old["data"].get(k) != new["data"].get(k))
-        reasons.append(f"ran on other prompts ({', '.join(changed)} differ): not comparable")
+        reasons.append(f"ran on other prompts ({', '.join(changed)} differ){NOT_COMPARABLE}")
     pairs = old.get("test_pairs", "test"), new.get("test_pairs", "test")  # older: "test"
     if pairs[0] != pairs[1]:
         reasons.append(
-            f"judged on other pairs ({pairs[0]} -> {pairs[1]}): not comparable; compare "
+            f"judged on other pairs ({pairs[0]} -> {pairs[1]}){NOT_COMPARABLE}; compare "
             "results judged on the same kind of pairs (for a baseline: save it again)"
         )
     return reasons

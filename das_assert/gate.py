@@ -129,8 +129,10 @@ def compare_search_cells(
     """A recorded search's grid against the cells its test saved in ``baseline`` (the same
     hypothesis, variables and site): how many cells both hold, the correlation of their IIA
     (Pearson; None where either grid is flat, or they share fewer than three cells) and the
-    largest change. None when the baseline
-    holds no cell of this test's search (saved before baselines kept cells, or left out)."""
+    largest change. A cell fitted on other prompts (another wrapper or answer words) is not
+    compared: where every cell was, ``cells`` is 0 and ``other_prompts`` names what differs.
+    None when the baseline holds no cell of this test's search (saved before baselines kept
+    cells, or left out)."""
     from statistics import StatisticsError, correlation
 
     path, payload = baseline
@@ -140,11 +142,19 @@ def compare_search_cells(
         if matching_key(test_id, [key.split("::search::")[0]]) is not None:  # rootdir moved
             saved[(request.get("hypothesis"), request.get("variable"), cell.get("site"))] = cell
     both = []  # (the cell then, the result now)
+    other_prompts: set[str] = set()  # what differs of cells fitted on other prompts
     for result in grid.results.values():
         exp = result.experiment
-        if (cell := saved.get((exp.hypothesis, exp.variable, str(exp.site)))) is not None:
+        if (cell := saved.get((exp.hypothesis, exp.variable, str(exp.site)))) is None:
+            continue
+        then = (cell.get("request") or {}).get("data")  # None: saved before cells kept it
+        if then and then != (now := exp.data_record()):  # another wrapper or answer words
+            other_prompts |= {k for k in then.keys() | now.keys() if then.get(k) != now.get(k)}
+        else:
             both.append((cell, result))
     if not both:
+        if other_prompts:
+            return {"file": path.name, "cells": 0, "other_prompts": sorted(other_prompts)}
         return None
     r = None  # two cells always correlate at +-1: it says nothing of them
     if len(both) >= _CELLS_FOR_CORRELATION:

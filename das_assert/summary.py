@@ -11,6 +11,7 @@ from das_assert.metrics import beside, threshold_text
 from das_assert.tasks.phrasings import DEFAULT_INSTRUCTION
 
 __all__ = [
+    "NOT_COMPARABLE",
     "changed_text",
     "fuzz_lines",
     "limit_lines",
@@ -29,6 +30,10 @@ _NUMBERS = (
     f"{'IIA':>5} {'95% CI':>13} {'n':>5} {{seed}} {'no-op':>5} {'maj':>5} {'rand':>5} "
     f"{'task':>5} {'thr':>5}  verdict"
 )
+
+
+#: What ends each reason ``compare.not_comparable`` gives (other prompts, method or pairs).
+NOT_COMPARABLE = ": not comparable"
 
 
 def _number(value: float | None) -> str:
@@ -90,7 +95,12 @@ def _row(r: dict[str, Any], claim_width: int, site_width: int, seed_width: int) 
     if r.get("regressions") and "baseline" not in r:  # compared, and nothing to compare with
         expected += "  NO BASELINE ENTRY (new or renamed: save one with --das-save-baseline)"
     elif r.get("regressions"):
-        expected += f"  REGRESSED ({len(r['regressions'])} check(s) failed)"
+        # compare.not_comparable's reasons alone (other prompts, method, pairs): no regression
+        apart = [m.split(NOT_COMPARABLE)[0] for m in r["regressions"] if NOT_COMPARABLE in m]
+        if len(apart) == len(r["regressions"]):
+            expected += f"  NOT COMPARABLE ({'; '.join(apart)})"
+        else:
+            expected += f"  REGRESSED ({len(r['regressions'])} check(s) failed)"
     return (
         f"{r['claim']:<{claim_width}} {r['site']['canonical']:<{site_width}} {r['iia']:>5.3f} "
         f"{interval_text(low, high, r['threshold'])} {r['n_test']:>5} {r['seed']:>{seed_width}} "
@@ -295,6 +305,11 @@ def search_against_baseline(search: dict[str, Any]) -> str | None:
     base = search["baseline"]
     if base is None:
         return "vs baseline: it holds no cell of this search (saved before baselines kept them?)"
+    if not base["cells"]:  # every cell it holds was fitted on other prompts
+        return (
+            f"vs baseline {base['file']}: its cells ran on other prompts "
+            f"({', '.join(base['other_prompts'])} differ): not compared"
+        )
     r = "-" if base["correlation"] is None else f"{base['correlation']:.2f}"
     change = base["largest_change"]
     delta = change["to"] - change["from"]

@@ -89,6 +89,26 @@ def test_cells_of_another_test_or_hypothesis_are_not_compared() -> None:
     assert search_against_baseline({}) is None  # not compared
 
 
+def test_cells_fitted_on_other_prompts_are_not_compared_and_the_line_says_so() -> None:
+    # das.yaml's answers or wrapper changed since the baseline: the heatmap line set the
+    # True/False cells against the Yes/No ones, while the claims were "not comparable".
+    then = {0: 0.83, 1: 0.79, 2: 0.80}
+    saved_path, saved = _baseline(then)
+    for cell in saved["search_cells"].values():
+        cell["request"]["data"] = {"answers": ["Yes", "No"], "template": "T"}
+    grid = _grid({0: 0.5, 1: 0.5, 2: 0.5})
+    for result in grid.results.values():
+        result.experiment.data_record = lambda: {"answers": ["True", "False"], "template": "T"}
+    found = compare_search_cells(grid, (saved_path, saved), TEST)
+    assert found == {"file": "0001_v1.json", "cells": 0, "other_prompts": ["answers"]}
+    assert search_against_baseline({"baseline": found}) == (
+        "vs baseline 0001_v1.json: its cells ran on other prompts (answers differ): not compared"
+    )
+    for result in grid.results.values():  # the same prompts: compared
+        result.experiment.data_record = lambda: {"answers": ["Yes", "No"], "template": "T"}
+    assert compare_search_cells(grid, (saved_path, saved), TEST)["cells"] == 3
+
+
 def test_a_flat_grid_has_no_correlation() -> None:
     found = compare_search_cells(_grid({0: 0.69, 1: 0.69}), _baseline({0: 0.69, 1: 0.70}), TEST)
     assert found is not None

@@ -246,6 +246,26 @@ def test_the_examples_after_a_tests_first_failure_are_listed_but_not_pooled() ->
     assert summary["examples"][-1]["after_failure"] is True
 
 
+def test_a_claim_not_comparable_with_its_baseline_is_not_called_regressed(tmp_path: Path) -> None:
+    # das.yaml's answers changed since the baseline: the row said "REGRESSED (1 check(s)
+    # failed)" beside a positive delta, while compare called it not comparable.
+    from das_assert.compare import not_comparable
+
+    record = _record("left_boundary", "block_output[layer=0, pos=last]", 0.79, "aligned", "t")
+    then = {**record, "data": {"answers": ["Yes", "No"]}}
+    now = {**record, "data": {"answers": ["True", "False"]}}
+    now.update(
+        passed=False,
+        baseline={"delta": 0.01, "iia_ci": (0.76, 0.82), "path": "b.json", "file": "b"},
+        regressions=not_comparable(then, now),
+    )
+    row = summary_lines([now])[2]
+    assert "NOT COMPARABLE (ran on other prompts (answers differ))" in row
+    assert "REGRESSED" not in row
+    now["regressions"] = [*now["regressions"], "iia dropped by 0.2"]  # and a real drop
+    assert "REGRESSED (2 check(s) failed)" in summary_lines([now])[2]
+
+
 def test_a_regressed_claim_says_so_in_both_tables(tmp_path: Path) -> None:
     from das_assert.baseline import save_baseline
 
