@@ -38,8 +38,11 @@ def variant_pairs(
     (to confirm a break on)."""
 
     written = variant.format().with_(template=experiment.fmt.template)  # the model's wrapper
-    if written.answers == PriceFormat().answers:  # the claim's answer words (das.yaml's, say)
-        written = written.with_(answers=experiment.fmt.answers)
+    default, claims = PriceFormat().answers, experiment.fmt.answers
+    if written.answers == default:  # no change of answer words: the claim's (das.yaml's, say)
+        written = written.with_(answers=claims)
+    elif written.answers == claims:  # a change to the claim's own words is none: to Yes/No
+        written = written.with_(answers=default)
 
     def draw(seed: int) -> list[PromptPair]:
         return prompt_pairs(

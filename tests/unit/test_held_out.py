@@ -156,3 +156,19 @@ def test_test_pairs_drawn_apart_from_given_pairs_are_not_served_from_the_shared_
     assert [_key(pair) for pair in plain.pairs] == [_key(p) for p in scored_at.test_pairs()]
     assert [_key(pair) for pair in apart.pairs] == [_key(pair) for pair in expected]
     assert apart.pairs != plain.pairs
+
+
+def test_a_variants_answer_words_change_the_claims_own_and_keeping_them_keeps_the_claims() -> None:
+    # For a claim asked in True and False, a variant drawn with True/False wrote exactly the
+    # claim's prompts yet counted as a "format" change; one keeping Yes/No wrote the claim's.
+    from das_assert.strategies import PromptVariant
+    from das_assert.variants import variant_pairs
+
+    exp = _experiment(fmt=PriceFormat(answers=("True", "False")))
+    kept = variant_pairs(exp, PromptVariant(), 40)
+    assert {pair.expected for pair in kept} == {"True", "False"}
+    changed = PromptVariant(answers=("True", "False"))
+    assert changed.families == ("format",)
+    assert {pair.expected for pair in variant_pairs(exp, changed, 40)} == {"Yes", "No"}
+    plain = _experiment()  # a claim in Yes and No: the drawn words are written as drawn
+    assert {pair.expected for pair in variant_pairs(plain, changed, 40)} == {"True", "False"}
