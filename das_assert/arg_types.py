@@ -92,13 +92,18 @@ MAX_PAIRS = 1_000_000  # every pair's tokens and predictions are held in memory 
 
 
 def path_arg(text: str) -> Path:
-    """An argparse type: a path, never an empty string (which Path reads as ".")."""
+    """An argparse type: a path, never an empty string (which Path reads as "."), with a
+    leading ``~`` as the home folder, as pytest's --das-* paths and --model read it (the shell
+    leaves ``--json=~/x`` as it is: it wrote into a folder named ``~``)."""
     if not text.strip():
         raise argparse.ArgumentTypeError(
             "the path is empty; name a file or directory (an unset variable such as "
             "$GITHUB_STEP_SUMMARY expands to nothing)"
         )
-    return Path(text)
+    try:
+        return Path(text).expanduser()
+    except RuntimeError as error:  # ~nobody, or no home folder to read ~ as
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}; write the path out") from None
 
 
 def seed_int(text: str) -> int:

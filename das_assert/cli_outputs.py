@@ -143,11 +143,16 @@ def note_earlier_outputs(before: dict[Path, int]) -> None:
 
 
 class ReaderMayLeave:
-    """stdout that stops printing, not the command, once its reader has gone (``... | head``):
-    the files asked for (--json, --save, --markdown) are still written, and the exit code is the
-    command's own."""
+    """stdout that stops printing, not the command, once its reader has gone (``... | head``)
+    or it cannot be written (a full disk, stdout closed): the files asked for (--json, --save,
+    --markdown) are still written, and the exit code is the command's own; a stdout that fails
+    otherwise than a reader leaving says so once on stderr."""
 
     def __init__(self, stream: Any) -> None:
+        if stream is None:  # started with stdout closed (>&-): printing goes nowhere
+            import os
+
+            stream = open(os.devnull, "w")  # the process's stdout until it exits
         self._stream = stream
         self._gone = False
 
@@ -162,8 +167,14 @@ class ReaderMayLeave:
             return None
         try:
             return getattr(self._stream, name)(*args)
-        except BrokenPipeError:
+        except (OSError, ValueError) as error:  # a reader gone, a full disk, a closed file
             self._gone = True
+            if not isinstance(error, BrokenPipeError) and sys.stderr is not None:
+                print(
+                    f"note: stdout could not be written ({error}); nothing more is printed "
+                    "there, and the files asked for are still written",
+                    file=sys.stderr,
+                )
             try:  # what is still buffered goes nowhere at exit, not into a second error
                 import os
 

@@ -562,6 +562,51 @@ def test_a_reader_that_leaves_early_does_not_stop_the_files_being_written(tmp_pa
     assert "| ok |" in markdown.read_text()
 
 
+@pytest.mark.parametrize("stdout", ["full disk", "closed"])
+def test_a_stdout_that_cannot_be_written_does_not_stop_the_files_being_written(
+    tmp_path: Path, stdout: str
+) -> None:
+    # `> /dev/full` (a CI log on a full disk) or `>&-`: exit 3, "please report it", and the
+    # report of a finished run never written
+    import os
+    import subprocess
+    import sys
+
+    old = _report(tmp_path / "old.json", _cli_record(LAST, 0.8))
+    markdown = tmp_path / "table.md"
+    command = [sys.executable, "-m", "das_assert", "compare", str(old), str(old)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    closed = stdout == "closed"
+    with open(os.devnull if closed else "/dev/full", "w") as target:
+        done = subprocess.run(
+            [*command, "--markdown", str(markdown)],
+            stdout=target,
+            stderr=subprocess.PIPE,
+            env=env,
+            timeout=120,
+            preexec_fn=(lambda: os.close(1)) if closed else None,
+        )
+    stderr = done.stderr.decode()
+    assert done.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert "| ok |" in markdown.read_text()
+    if not closed:
+        assert "note: stdout could not be written ([Errno 28] No space left on device)" in stderr
+
+
+def test_a_leading_tilde_in_an_output_path_is_the_home_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the shell leaves `--markdown=~/t.md` as it is: it was written into a folder named "~"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "home").mkdir()
+    old = _report(tmp_path / "old.json", _cli_record(LAST, 0.8))
+    assert main(["compare", str(old), str(old), "--markdown=~/t.md"]) == 0
+    assert (tmp_path / "home" / "t.md").is_file()
+    assert not (tmp_path / "~").exists()
+
+
 def test_a_regression_message_shows_the_no_op_then_and_now() -> None:
     # A control claim (IIA at the no-op) of a model that got better at the task "rose by 0.051"
     # and failed the gate; the message showed only the two IIAs, not that the no-op rose as much,
