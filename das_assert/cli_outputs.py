@@ -170,11 +170,12 @@ class ReaderMayLeave:
         except (OSError, ValueError) as error:  # a reader gone, a full disk, a closed file
             self._gone = True
             if not isinstance(error, BrokenPipeError) and sys.stderr is not None:
-                print(
-                    f"note: stdout could not be written ({error}); nothing more is printed "
-                    "there, and the files asked for are still written",
-                    file=sys.stderr,
-                )
+                with contextlib.suppress(OSError, ValueError):  # stderr on the same full disk
+                    print(
+                        f"note: stdout could not be written ({error}); nothing more is printed "
+                        "there, and the files asked for are still written",
+                        file=sys.stderr,
+                    )
             try:  # what is still buffered goes nowhere at exit, not into a second error
                 import os
 
