@@ -32,6 +32,7 @@ __all__ = [
     "marker_expressions",
     "not_comparable",
     "parse_compare_fail",
+    "prompt_differences",
     "same_site",
 ]
 
@@ -168,6 +169,14 @@ def parse_compare_fail(text: str) -> DropCheck:
     return DropCheck(field, amount, bool(percent))
 
 
+def prompt_differences(old: Any, new: Any) -> list[str]:
+    """The prompt settings (a record's ``data``) in which two records differ, a setting one side
+    does not record included; none where either records no prompts."""
+    if not old or not new or old == new:
+        return []
+    return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+
+
 def not_comparable(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Why two results of one claim cannot be compared: another fit method (``boundless``,
     ``das:K``, ``full``: a record without one was fitted by Boundless DAS), other prompts, or
@@ -180,9 +189,7 @@ def not_comparable(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             f"fitted by another method ({methods[0]} -> {methods[1]}){NOT_COMPARABLE}; fit both "
             "the same way, or save the baseline again"
         )
-    if old.get("data") and new.get("data") and old["data"] != new["data"]:
-        keys = old["data"].keys() | new["data"].keys()  # a setting one side does not record too
-        changed = sorted(k for k in keys if old["data"].get(k) != new["data"].get(k))
+    if changed := prompt_differences(old.get("data"), new.get("data")):
         reasons.append(f"ran on other prompts ({', '.join(changed)} differ){NOT_COMPARABLE}")
     pairs = old.get("test_pairs", "test"), new.get("test_pairs", "test")  # older: "test"
     if pairs[0] != pairs[1]:

@@ -21,6 +21,7 @@ from das_assert.compare import (
     marker_expressions,
     not_comparable,
     parse_compare_fail,
+    prompt_differences,
     same_site,
 )
 from das_assert.errors import AlignmentFileError
@@ -148,8 +149,8 @@ def compare_search_cells(
         if (cell := saved.get((exp.hypothesis, exp.variable, str(exp.site)))) is None:
             continue
         then = (cell.get("request") or {}).get("data")  # None: saved before cells kept it
-        if then and then != (now := exp.data_record()):  # another wrapper or answer words
-            other_prompts |= {k for k in then.keys() | now.keys() if then.get(k) != now.get(k)}
+        if then and (changed := prompt_differences(then, exp.data_record())):
+            other_prompts.update(changed)  # another wrapper or answer words
         else:
             both.append((cell, result))
     if not both:

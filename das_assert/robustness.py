@@ -276,17 +276,15 @@ def _record(
 
 
 def alignment_id(result: AlignmentResult) -> str:
-    """A short digest of what made ``result``'s alignment: claim, site, seed, pairs, fit, and
-    the model's directory and float type. Fuzz examples of one variant with the same id scored
-    one alignment, which the robustness table counts once; alignments at one site differ."""
-    e = result.experiment
-    recipe = {
-        "claim": [e.hypothesis, e.variable, str(e.site), e.seed, e.n_train, e.data_record()],
-        "fit": result.config.as_dict(),
-        "model": [str(result.model.path), result.model.dtype],  # the fingerprint hashes weights
-    }
-    text = json.dumps(recipe, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """A short digest of what made ``result``'s alignment (the request a frozen run matches it
+    by: claim, site, seed, pairs, fit) and of the model's directory and float type. Fuzz
+    examples of one variant with the same id scored one alignment, which the robustness table
+    counts once; alignments at one site differ."""
+    from das_assert.frozen import alignment_request, request_text
+
+    request = alignment_request(result.experiment, result.config)
+    request["model"] = [str(result.model.path), result.model.dtype]  # not the weights' digest
+    return hashlib.sha256(request_text(request).encode()).hexdigest()[:16]
 
 
 def _evaluation_numbers(evaluation: Any) -> dict[str, Any]:

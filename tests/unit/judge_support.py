@@ -29,7 +29,7 @@ def fake_result(site: str, gate: float = 0.8, **more: Any) -> SimpleNamespace:
     return SimpleNamespace(
         model=SimpleNamespace(name="embedded", path="embedded", dtype="float32"),
         experiment=SimpleNamespace(**vars(experiment), **vars(recipe), data_record=dict),
-        config=SimpleNamespace(as_dict=dict),  # what robustness.alignment_id reads of it
+        config=SimpleNamespace(with_seed=lambda seed: SimpleNamespace(as_dict=dict)),  # its id
         variable_names=("left",),
         **more,
     )
