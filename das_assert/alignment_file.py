@@ -24,8 +24,9 @@ from das_assert.values import is_integer, is_number
 __all__ = ["load_alignment", "manifest_mismatches", "save_alignment", "without_fit_remedy"]
 
 
-def save_alignment(path: Path, interchange: Any, manifest: dict[str, Any]) -> None:
-    """Save a trained ``Interchange`` and its manifest to one safetensors file, atomically."""
+def save_alignment(path: Path, interchange: Any, manifest: dict[str, Any]) -> str:
+    """Save a trained ``Interchange`` and its manifest to one safetensors file, atomically;
+    return the file's sha256, by which a baseline pins it (``load_alignment(sha256=)``)."""
     import torch
     from safetensors.torch import save
 
@@ -48,7 +49,9 @@ def save_alignment(path: Path, interchange: Any, manifest: dict[str, Any]) -> No
         "n_variables": interchange.n_variables,
         "tensor_sha256": digest.hexdigest(),
     }
-    atomic_write_bytes(Path(path), save(tensors, metadata={"manifest": json.dumps(header)}))
+    raw = save(tensors, metadata={"manifest": json.dumps(header)})
+    atomic_write_bytes(Path(path), raw)
+    return hashlib.sha256(raw).hexdigest()
 
 
 def transfer_of(manifest: dict[str, Any], here: dict[str, str]) -> bool | None:
@@ -185,10 +188,12 @@ def load_alignment(
     hidden_size: int | None = None,
     require: tuple[str, ...] = (),
     n_boxes: int | None = None,
+    sha256: str | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Load an alignment saved by ``save_alignment``: ``(Interchange, manifest)``; ``require``
     names manifest keys the caller needs beyond the rotation's own, ``n_boxes`` the number of
-    variables' boxes the caller will use.
+    variables' boxes the caller will use, ``sha256`` the file's digest where a baseline pinned
+    it (``save_alignment``'s return).
 
     Raises:
         AlignmentFileError: missing, truncated or tampered file, newer schema, a hidden size
@@ -197,7 +202,7 @@ def load_alignment(
     from das_assert.featurizers import Interchange
 
     path = Path(path)
-    tensors, manifest = _read_alignment_file(path)
+    tensors, manifest = _read_alignment_file(path, sha256)
     _check_manifest(path, manifest, tensors, require)
     rotation, widths = _checked_tensors(path, tensors, manifest, hidden_size, n_boxes)
     interchange = Interchange.frozen(rotation, widths.tolist(), manifest["method"])
@@ -206,7 +211,7 @@ def load_alignment(
 
 _FIT_REMEDY = re.compile(
     r"(?:[;:] (?:check the path, or save an alignment with .*|delete it and fit again"
-    r"|fit a new alignment on this model)|, or delete it and fit again)$"
+    r"|fit it again|fit a new alignment on this model)|, or (?:delete it and fit|fit it) again)$"
 )
 
 
@@ -215,13 +220,30 @@ _FIT_REMEDY = re.compile(
 IDENTITY_FIELDS = ("hypothesis", "variable", "site", "seed", "n_train", "claim", "test_id")
 
 
-def manifest_mismatches(manifest: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """``field=saved, not wanted`` for each identity field both record and differ in."""
-    return [
+def manifest_mismatches(
+    manifest: dict[str, Any], wanted: dict[str, Any], *, saved_on: Any = None
+) -> list[str]:
+    """``field=saved, not wanted`` for each identity field both record and differ in, the fit
+    settings and prompts (``fit``, ``data``) where both record them, and the model where the
+    manifest's is not ``saved_on`` (the fingerprint of the baseline that holds the file)."""
+    wrong = [
         f"{field}={manifest[field]!r}, not {wanted[field]!r}"
         for field in IDENTITY_FIELDS
         if field in manifest and field in wanted and manifest[field] != wanted[field]
     ]
+    for field in ("fit", "data"):
+        if field in manifest and field in wanted:
+            saved, asked = json.loads(json.dumps([manifest[field], wanted[field]], default=str))
+            if saved != asked:
+                differ = (
+                    sorted(k for k in {*saved, *asked} if saved.get(k) != asked.get(k))
+                    if isinstance(saved, dict) and isinstance(asked, dict)
+                    else []
+                )
+                wrong.append(f"other {field} settings ({', '.join(differ) or 'another kind'})")
+    if isinstance(saved_on, dict) and manifest.get("model", saved_on) != saved_on:
+        wrong.append("fitted on another model than the baseline's")
+    return wrong
 
 
 def without_fit_remedy(message: str) -> str:
@@ -230,8 +252,9 @@ def without_fit_remedy(message: str) -> str:
     return _FIT_REMEDY.sub("", message)
 
 
-def _read_alignment_file(path: Path) -> tuple[dict[str, Any], Any]:
-    """The file's tensors and the manifest in its metadata, as read."""
+def _read_alignment_file(path: Path, sha256: str | None) -> tuple[dict[str, Any], Any]:
+    """The file's tensors and the manifest in its metadata, as read; refused where its bytes
+    are not those ``sha256`` pins."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 
@@ -250,6 +273,11 @@ def _read_alignment_file(path: Path) -> tuple[dict[str, Any], Any]:
         raise AlignmentFileError(
             unreadable_text("alignment file", path, exc, "fit again")
         ) from None
+    if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
+        raise AlignmentFileError(
+            f"alignment file {str(path)!r} is not the file its baseline saved (its sha256 is "
+            "not the baseline's alignment_sha256): it was replaced or changed since"
+        )
     try:
         tensors = load(raw)
         header_len = int.from_bytes(raw[:8], "little")

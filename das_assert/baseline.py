@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import math
 import os
 import re
 import shutil
@@ -24,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from das_assert.baseline_records import malformed_text, names_own_file, well_formed
 from das_assert.errors import AlignmentFileError
 from das_assert.store import (
     BASELINE_KIND,
@@ -322,6 +322,18 @@ def find_baseline(directory: Path, name: str, option: str = "--das-compare") -> 
     )
 
 
+#: What a baseline keeps of a recorded search's cell.
+_SAVED_CELL_FIELDS = (
+    "site",
+    "iia",
+    "n",
+    "alignment_file",
+    "alignment_sha256",
+    "request",
+    "restarts",
+)
+
+
 def save_baseline(
     path: Path,
     *,
@@ -338,11 +350,7 @@ def save_baseline(
         entry = {k: v for k, v in record.items() if k not in ("pairs", "model", "outcome")}
         entries[entry_key(record)] = entry
     cells = {
-        cell["baseline_key"]: {
-            k: cell[k]
-            for k in ("site", "iia", "n", "alignment_file", "request", "restarts")
-            if k in cell
-        }
+        cell["baseline_key"]: {k: cell[k] for k in _SAVED_CELL_FIELDS if k in cell}
         for search in searches
         for cell in search["cells"]
         if cell.get("alignment_file")
@@ -378,13 +386,13 @@ def load_baseline(path: Path, *, what: str = "baseline") -> dict[str, Any]:
         entries = payload["entries"]
     elif "results" in payload:  # a --das-json or the command line's --json report serves too
         results = payload["results"]
-        if not isinstance(results, list) or not all(_well_formed(r) for r in results):
-            raise AlignmentFileError(_malformed(path))
+        if not isinstance(results, list) or not all(well_formed(r) for r in results):
+            raise AlignmentFileError(malformed_text(path))
         entries = {_report_key(r): r for r in results}
         confirmed = _search_confirmation(payload)
         if confirmed is not None:
-            if not _well_formed(confirmed):
-                raise AlignmentFileError(_malformed(path))
+            if not well_formed(confirmed):
+                raise AlignmentFileError(malformed_text(path))
             entries[_report_key(confirmed)] = confirmed
     elif payload.get("kind") == "das_assert check":  # preflight.CHECK_KIND
         raise AlignmentFileError(
@@ -394,45 +402,18 @@ def load_baseline(path: Path, *, what: str = "baseline") -> dict[str, Any]:
         )
     else:
         raise AlignmentFileError(f"{path} is neither a das_assert baseline nor a report")
-    if not isinstance(entries, dict) or not all(_well_formed(e) for e in entries.values()):
-        raise AlignmentFileError(_malformed(path))
+    if not isinstance(entries, dict) or not all(well_formed(e) for e in entries.values()):
+        raise AlignmentFileError(malformed_text(path))
+    cells = payload.get("search_cells")  # read where a mapping (frozen._saved_requests)
+    if isinstance(cells, dict) and not all(
+        isinstance(cell, dict) and names_own_file(cell) for cell in cells.values()
+    ):
+        raise AlignmentFileError(malformed_text(path))
     return {**payload, "entries": entries}
 
 
 #: The ``kind`` of ``baselines --json`` and ``cache --json`` files (cli.py).
 _LISTING_KINDS = ("das_assert baselines", "das_assert cache")
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _well_formed(record: Any) -> bool:
-    """A result or entry with what a comparison reads: a finite IIA (a NaN compares false with
-    every tolerance, so it would pass any gate), its interval as two numbers, and a named site."""
-    ci = record.get("iia_ci") if isinstance(record, dict) else None
-    return (
-        isinstance(record, dict)
-        and _number(record.get("iia"))
-        and isinstance(ci, list)
-        and len(ci) == 2
-        and all(_number(bound) for bound in ci)
-        and 0 <= record["iia"] <= 1
-        and isinstance(record.get("site"), dict)
-        and isinstance(record["site"].get("canonical"), str)
-        and (bool(record.get("claim")) or isinstance(record.get("hypothesis"), str))
-        and all(  # what compare reads as mappings
-            isinstance(record.get(k), dict | None) for k in ("data", "fit", "baselines", "transfer")
-        )
-    )
-
-
-def _malformed(path: Path) -> str:
-    return (
-        f"{path}: a result lacks a finite iia (or a two-number iia_ci), a site or a "
-        "claim/hypothesis, or has an iia outside [0, 1] or a data or fit that is not an object: "
-        "the file was edited by hand or not written by das_assert. Re-create it"
-    )
 
 
 #: What rounds a fit otherwise: the CPU or GPU and the thread count (``environment``), the

@@ -65,9 +65,10 @@ def save_claim_alignment(
         test_id=record["test_id"],
         **causal_model_manifest(result.experiment.hypothesis, result.experiment.causal),
     )
-    save_alignment(path, result.fitted.interchange, manifest)
+    sha256 = save_alignment(path, result.fitted.interchange, manifest)
     record["baseline_file"] = f"{save_to}.json"  # the folder beside it holds the alignments
     record["alignment_file"] = path.name
+    record["alignment_sha256"] = sha256  # the baseline's checksum then covers the file
 
 
 #: A recorded search's cells are saved with a baseline while their alignments total at most
@@ -115,8 +116,10 @@ def save_search_alignments(
             search=True,
             **causal_model_manifest(result.experiment.hypothesis, result.experiment.causal),
         )
-        save_alignment(path, result.fitted.interchange, manifest)
-        cell.update(baseline_key=key, alignment_file=path.name, request=request)
+        sha256 = save_alignment(path, result.fitted.interchange, manifest)
+        cell.update(
+            baseline_key=key, alignment_file=path.name, alignment_sha256=sha256, request=request
+        )
         if result.restarts is not None:  # the best of several fits: a frozen run takes it
             cell.update(restarts=result.restarts)
 
@@ -282,7 +285,11 @@ def transfer(
             "iia_ci": rounded_interval(*result.iia_ci),
         }
     try:
-        interchange, manifest = load_alignment(file, hidden_size=session.model.config.hidden_size)
+        interchange, manifest = load_alignment(
+            file,
+            hidden_size=session.model.config.hidden_size,
+            sha256=entry.get("alignment_sha256"),
+        )
     except AlignmentFileError as exc:  # a baseline's file is remade by saving, not by a fit
         return {
             "skipped": f"{without_fit_remedy(str(exc))}; this file is the baseline's: save the "

@@ -378,8 +378,11 @@ def check_schema(version: Any, path: Path, what: str) -> None:
 def open_lock_file(path: Path) -> int:
     """The lock file, opened for writing where this user may: on NFS an exclusive flock is a
     POSIX lock, which a file opened read-only cannot take (EBADF). Read-only otherwise: another
-    user's lock file in a cache a group shares, which a local flock takes all the same."""
+    user's lock file in a cache a group shares, which a local flock takes all the same. A link
+    in its place is not followed (OSError): in a shared cache it would make this user create a
+    file wherever it points."""
+    flags = os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
     try:
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        return os.open(path, os.O_RDWR | flags, 0o666)
     except PermissionError:
-        return os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+        return os.open(path, os.O_RDONLY | flags, 0o666)

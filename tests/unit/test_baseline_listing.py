@@ -36,7 +36,7 @@ def _search(cells: int) -> dict[str, Any]:
         "test_id": "hypotheses/test_where.py::test_search",
         "cells": [
             {"site": f"block_output[layer={i}, pos=last]", "iia": 0.7, "n": 800}
-            | {"alignment_file": f"{i}"}
+            | {"alignment_file": f"{i}.safetensors"}
             | {"request": {}, "baseline_key": f"hypotheses/test_where.py::test_search::{i}"}
             for i in range(cells)
         ],

@@ -156,6 +156,27 @@ def test_a_cache_lock_that_cannot_be_taken_warns_and_the_alignment_is_still_comp
             pass
 
 
+def test_a_cache_lock_that_is_a_link_is_not_followed(tmp_path: Path) -> None:
+    # a member of a group that shares a cache put <key>.lock -> a path of their choice: the
+    # next fit created that file with the victim's rights (the digest memo's lock too)
+    from das_assert.cache import AlignmentCache, CacheWarning, training_lock
+    from das_assert.digests import DigestMemo, file_sha256
+
+    target = tmp_path / "elsewhere" / "created"
+    target.parent.mkdir()
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "key.lock").symlink_to(target)
+    with pytest.warns(CacheWarning, match=r"cannot take the cache lock .*key\.lock \(Too many"):
+        with training_lock(AlignmentCache(tmp_path / "cache"), "key"):
+            pass
+    memo = DigestMemo(tmp_path / "cache" / "digests.json")
+    memo.path.with_name("digests.json.lock").symlink_to(target)
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"w")
+    assert memo.sha256(weights) == file_sha256(weights)  # the digest, without the memo
+    assert not target.exists()
+
+
 def test_the_cache_lock_is_taken_where_flock_needs_a_file_open_for_writing(
     tmp_path: Path, tiny_llama: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
