@@ -27,9 +27,10 @@ from das_assert.plugin_options import (
     invocation_path,
     refused_values,
     reproduce_options,
+    reproduce_threads,
     run_token,
 )
-from das_assert.plugin_report import DAS_FIXTURES, REPORTED_KINDS, Reporter
+from das_assert.plugin_report import DAS_FIXTURES, DAS_TEST, REPORTED_KINDS, Reporter, is_das_test
 from das_assert.plugin_settings import model_path, session_settings
 from das_assert.plugin_setup import check_claim_names, setup_failed, will_not_run
 
@@ -146,8 +147,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     if call.when == "call":
         item.stash[_CALL_PASSED] = report.passed
+    das_test = is_das_test(item)
+    if das_test:
+        setattr(report, DAS_TEST, True)
     excinfo = call.excinfo
-    if report.failed and excinfo is not None and "das" in item.keywords:
+    if report.failed and excinfo is not None and das_test:
         # only here: every test of an environment with das_assert installed passes this hook
         from das_assert.cache import CacheWarning
         from das_assert.errors import DasError, NoClaimWarning
@@ -304,6 +308,9 @@ def das_session(request: pytest.FixtureRequest) -> Any:
             else None
         ),
         reproduce_options=reproduce_options(config, _baseline_files(baselines)),
+        reproduce_threads=reproduce_threads(
+            str(model.device), threads is not None or "OMP_NUM_THREADS" in os.environ
+        ),
         fit_overrides=_speed_settings(config),
         prompt_template=prompt_template,
         **baselines,

@@ -74,6 +74,8 @@ def apply_fuzz_profile(config: pytest.Config, items: list[pytest.Item]) -> None:
     (``runnable``). ``--hypothesis-verbosity`` and ``--hypothesis-explain`` apply on top of the
     das profile. A run whose tests import no hypothesis has no fuzz test: hypothesis, about a
     second to import, is not imported for it."""
+    from das_assert.plugin_report import is_das_test  # which imports this module
+
     if "hypothesis" not in sys.modules:
         return
     from hypothesis import Phase, Verbosity, settings
@@ -88,7 +90,7 @@ def apply_fuzz_profile(config: pytest.Config, items: list[pytest.Item]) -> None:
         profile = settings(profile, phases=(*profile.phases, Phase.explain))
     for item in items:
         test: Any = getattr(getattr(item, "obj", None), "__func__", getattr(item, "obj", None))
-        if "das" not in item.keywords or not getattr(test, "is_hypothesis_test", False):
+        if not is_das_test(item) or not getattr(test, "is_hypothesis_test", False):
             continue
         if hasattr(test, _BEFORE):
             # given a profile by an earlier run in this process (pytest.main() twice: the

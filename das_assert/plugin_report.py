@@ -14,11 +14,22 @@ from das_assert.errors import OutputWriteError
 from das_assert.md_text import code, fenced, plain
 from das_assert.plugin_baselines import BaselineReporting, ran_no_test
 
-__all__ = ["DAS_FIXTURES", "REPORTED_KINDS", "Reporter"]
+__all__ = ["DAS_FIXTURES", "DAS_TEST", "REPORTED_KINDS", "Reporter", "is_das_test"]
 
 #: The plugin's fixtures: a test that uses one, directly or through its own fixtures, is a das test
 #: and gets the ``das`` marker (a user's ``dashboard`` fixture is not one of them).
 DAS_FIXTURES = frozenset({"das", "das_session", "das_model"})
+
+#: The attribute set on a das test's reports (``plugin.pytest_runtest_makereport``; xdist carries
+#: it to the controller): a report's ``keywords`` hold the names of its folders and parameters
+#: beside its markers, so a test in ``tests/das/`` or with a ``[das]`` case read as one.
+DAS_TEST = "das_assert_test"
+
+
+def is_das_test(item: pytest.Item) -> bool:
+    """Whether ``item`` has the ``das`` marker: its own, or given for using a das fixture."""
+    return item.get_closest_marker("das") is not None
+
 
 #: The user properties that carry das records from a test's call phase to the reports.
 REPORTED_KINDS = ("das_result", "das_fuzz", "das_limit", "das_search")
@@ -101,7 +112,8 @@ class Reporter(BaselineReporting):
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if hasattr(self.config, "workerinput"):
             return  # an xdist worker: the records travel to the controller inside the report
-        if report.failed and "das" in report.keywords and not _judged(report.user_properties):
+        judged = _judged(report.user_properties)
+        if report.failed and getattr(report, DAS_TEST, False) and not judged:
             crash = getattr(report.longrepr, "reprcrash", None)  # the exception, one line
             message = getattr(crash, "message", None) or str(report.longreprtext).strip()
             self.unjudged.append(
@@ -301,7 +313,12 @@ class Reporter(BaselineReporting):
                 if (value := self.config.getoption(name, None))
             ]
             given += [f"--deselect {d}" for d in self.config.getoption("deselect", None) or []]
-            how = ", ".join(given) or "-k, -m, --deselect"
+            given += [  # which deselect what ran before: the tests that passed, or all of them
+                flag
+                for flag, name in (("--sw", "stepwise"), ("--lf", "lf"))
+                if self.config.getoption(name, False)
+            ]
+            how = ", ".join(given) or "by a plugin"
             return f"{self.deselected} test(s) were deselected ({how})"
         # Node ids pick tests out of their files (test files given alone may be the whole suite)
         if narrowed := [a for a in self.config.args if "::" in a]:

@@ -164,6 +164,42 @@ def test_the_fuzz_profile_applies_to_das_fuzz_tests_only(pytester: pytest.Pytest
     result.stdout.fnmatch_lines(["*CALLS {'plain': 100, 'fuzz': 6, 'own': 3}*"])
 
 
+NAMED_DAS_FILE = """
+import pytest
+from hypothesis import given, strategies as st
+
+CALLS = {"das": 0, "probe": 0}
+
+
+@pytest.mark.parametrize("method", ["das", "probe"])
+@given(st.integers())
+def test_a_users_property(method, x):
+    CALLS[method] += 1
+
+
+def test_a_plain_failure():
+    assert 1 == 2
+
+
+def test_counts():
+    print("CALLS", CALLS)
+"""
+
+
+def test_a_test_named_das_by_its_folder_or_a_parameter_is_no_das_test(
+    pytester: pytest.Pytester,
+) -> None:
+    # a test's keywords hold its folders' and parameters' names beside its markers: a plain
+    # property test in das/ or with a [das] case got the fuzz profile (6 examples, all its
+    # cases), and a plain failure there was listed among das tests "failed before a verdict"
+    folder = pytester.mkpydir("das")
+    (folder / "test_props.py").write_text(NAMED_DAS_FILE)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s", "--das-json=out.json")
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(["*CALLS {'das': 100, 'probe': 100}*"])
+    assert json.loads((pytester.path / "out.json").read_text()).get("unjudged", []) == []
+
+
 def test_an_explicit_hypothesis_profile_wins_over_das_profile(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(
         "from hypothesis import settings\n"

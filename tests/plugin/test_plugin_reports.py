@@ -549,3 +549,16 @@ def test_lf_under_xdist_is_a_selection_only_where_the_workers_kept_failures(
     assert reporter._selection() is None
     reporter.pytest_testnodedown(SimpleNamespace(workeroutput={"das_last_failed": 2}), None)
     assert reporter._selection() == "--lf ran only the tests that failed last time"
+
+
+def test_tests_deselected_by_stepwise_are_said_to_be_so(pytester: pytest.Pytester) -> None:
+    # --sw deselects the tests that passed before: the run said "-k, -m, --deselect", which it
+    # was not given
+    config = pytester.parseconfigure("--sw")
+    reporter = config.pluginmanager.get_plugin("das-reporter")
+    reporter.deselected = 2
+    assert reporter._selection() == "2 test(s) were deselected (--sw)"
+    config = pytester.parseconfigure("-k", "x")
+    reporter = config.pluginmanager.get_plugin("das-reporter")
+    reporter.deselected = 1
+    assert reporter._selection() == "1 test(s) were deselected (-k 'x')"
