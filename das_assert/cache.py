@@ -50,7 +50,9 @@ def cache_key(model: Any, experiment: Any, config: Any) -> str:
     fingerprint and by the numbers it computes with: its dtype and the kind of device (a fit in
     bfloat16 or on a GPU is another fit; ``cuda:0`` and ``cuda:1`` share entries), and on the
     CPU torch's thread count, which changes the rounding of a fit (an xdist worker's one-thread
-    fit was served to a serial run, whose own fit scores up to 0.005 apart)."""
+    fit was served to a serial run, whose own fit scores up to 0.005 apart), and the instruction
+    set torch's kernels use there, as torch's version does (a cache machines share served one
+    kind of CPU's fit to another)."""
     import torch
 
     from das_assert import __version__
@@ -75,8 +77,10 @@ def cache_key(model: Any, experiment: Any, config: Any) -> str:
         "site": str(experiment.site),
         "fit": fit,
     }
+    recipe["torch"] = torch.__version__  # its kernels round as that version wrote them
     if not recipe["device"].startswith(("cuda", "xpu")):  # the CPU, or a device map over it
         recipe["threads"] = torch.get_num_threads()
+        recipe["cpu_capability"] = torch.backends.cpu.get_cpu_capability()  # AVX2, AVX512, ...
     if not config.prefix_cache:  # whole-prompt passes round otherwise: another rotation's bits
         recipe["prefix_cache"] = False
     if experiment.hypothesis not in BUILTIN_CAUSAL_MODELS:

@@ -111,7 +111,9 @@ class FitConfig(KeywordsChecked):
         start, end = self.temperature
         if not 0 < end <= start:
             raise InvalidArgument(f"temperature={self.temperature} must go down: 0 < end <= start")
-        parse_method(self.method)
+        name, k = parse_method(self.method)
+        if k is not None:  # "das:016" is das:16: one spelling, in the cache key and the reports
+            object.__setattr__(self, "method", f"{name}:{k}")
 
     def with_seed(self, seed: int) -> FitConfig:
         """This config, at fit seed ``seed`` where it names none."""

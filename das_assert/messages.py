@@ -120,7 +120,8 @@ def reproduce_line(result: Any, nodeid: str, session: Any) -> str:
         options += f" --das-model={shlex.quote(result.model.name)}"
     # The run's seed: one a test sets in code (align(..., seed=3)) stays in its code.
     seed = getattr(session, "seed", result.experiment.seed)
-    return f"  reproduce: pytest {shlex.quote(nodeid)} --das-seed={seed}{options}"
+    threads = getattr(session, "reproduce_threads", "")
+    return f"  reproduce: {threads}pytest {shlex.quote(nodeid)} --das-seed={seed}{options}"
 
 
 def runnable_nodeid(node: Any) -> str:

@@ -21,6 +21,7 @@ __all__ = [
     "check_output_paths",
     "refused_values",
     "reproduce_options",
+    "reproduce_threads",
     "run_token",
 ]
 
@@ -443,6 +444,18 @@ def reproduce_options(config: pytest.Config, resolved: dict[str, Path] | None = 
         for one in value if isinstance(value, list) else [value]:
             words.append(f"{flag}={shlex.quote(str(one))}")
     return "".join(f" {word}" for word in words)
+
+
+def reproduce_threads(device: str, chosen: bool) -> str:
+    """``OMP_NUM_THREADS=N `` before a failure's "reproduce:" line where this run's CPU thread
+    count was ``chosen`` (an xdist worker's share, or ``OMP_NUM_THREADS`` set): the count rounds
+    a CPU fit, so a rerun at torch's own count fits another alignment (the cache keys fits by
+    it). Empty on a GPU, and where torch chose."""
+    if not chosen or device.startswith(("cuda", "xpu")):
+        return ""
+    import torch
+
+    return f"OMP_NUM_THREADS={torch.get_num_threads()} "
 
 
 def shown_path(path: str | Path, start: Path) -> str:

@@ -279,11 +279,12 @@ def alignment_id(result: AlignmentResult) -> str:
     """A short digest of what made ``result``'s alignment (the request a frozen run matches it
     by: claim, site, seed, pairs, fit) and of the model's directory and float type. Fuzz
     examples of one variant with the same id scored one alignment, which the robustness table
-    counts once; alignments at one site differ."""
+    counts once; alignments at one site differ. The embedded model counts by that name, not
+    by where das_assert is installed: two clones' reports name the same alignments alike."""
     from das_assert.frozen import alignment_request, request_text
 
     request = alignment_request(result.experiment, result.config)
-    request["model"] = [str(result.model.path), result.model.dtype]  # not the weights' digest
+    request["model"] = [result.model.name, result.model.dtype]  # not the weights' digest
     return hashlib.sha256(request_text(request).encode()).hexdigest()[:16]
 
 

@@ -85,6 +85,7 @@ class DasSession:
     frozen: tuple[Path, dict[str, Any]] | None = None  # --das-frozen: its alignments, no fits
     compare_checks: list[Any] = field(default_factory=list)
     reproduce_options: str = ""  # the run's non-default das options, for a failure's last line
+    reproduce_threads: str = ""  # ``OMP_NUM_THREADS=N `` where the run chose its CPU threads
     # The wrapper this model reads prompts in (das.yaml's prompt_template, resolved); None:
     # Alpaca's, the paper's.
     prompt_template: str | None = None
@@ -378,7 +379,6 @@ class DasRequest:
         experiment = result.experiment.keeping_definition(threshold=threshold)
         judged = replace(result, experiment=experiment)
         verdict = judged.verdict()
-        assert verdict is not None
         record = judged.to_dict(test_id=self.node.nodeid)
         record.update(claim=claim, expected_verdict=expect, passed=verdict.outcome == expect)
         record["model"] = self.session.model.describe()

@@ -87,6 +87,23 @@ def test_the_reproduce_line_runs_from_where_pytest_was_started(
     assert "reproduce: pytest test_hyp.py::test_an_impossible_claim_fails --das-seed=0" in line
 
 
+def test_the_reproduce_line_names_a_thread_count_the_run_chose(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a CPU fit rounds by torch's thread count: a fit at an xdist worker's share, or under
+    # OMP_NUM_THREADS, was "reproduced" by a line that ran at torch's own count
+    import torch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
+    result = _run(project, "--das-cache=off")
+    result.assert_outcomes(passed=1, failed=1)
+    line = next(line for line in result.stdout.lines if "reproduce: " in line)
+    assert (
+        f"reproduce: OMP_NUM_THREADS={torch.get_num_threads()} pytest "
+        "test_hyp.py::test_an_impossible_claim_fails --das-seed=0"
+    ) in line
+
+
 @pytest.mark.slow
 def test_a_model_without_thresholds_gets_a_clear_message(project, tiny_model_dirs) -> None:
     result = project.runpytest_inprocess(

@@ -127,3 +127,24 @@ def test_a_fuzz_variant_holds_only_on_the_verdict_it_expects(
     from das_assert.robustness import fuzz_status
 
     assert fuzz_status(outcome, expect) == status
+
+
+def test_a_fuzz_records_alignment_id_does_not_name_where_das_assert_is_installed() -> None:
+    # the embedded model counted by its absolute directory: two clones of one commit wrote
+    # every fuzz example's `alignment` otherwise, so their reports differed
+    from types import SimpleNamespace
+
+    from das_assert.experiment import Experiment
+    from das_assert.fit import FitConfig
+    from das_assert.robustness import alignment_id
+    from das_assert.sites import Site
+
+    def result(path: str, name: str, seed: int = 0) -> Any:
+        model = SimpleNamespace(path=path, name=name, dtype="float32")
+        experiment = Experiment(hypothesis="left_boundary", site=Site(0), seed=seed)
+        return SimpleNamespace(experiment=experiment, config=FitConfig(), model=model)
+
+    here = alignment_id(result("/a/das_assert/embedded/price_tagger", "embedded"))
+    assert alignment_id(result("/b/das_assert/embedded/price_tagger", "embedded")) == here
+    assert alignment_id(result("/m/other", "/m/other")) != here
+    assert alignment_id(result("/a/das_assert/embedded/price_tagger", "embedded", 1)) != here

@@ -247,6 +247,25 @@ def test_the_cache_key_tells_cpu_thread_counts_apart() -> None:
         torch.set_num_threads(before)
 
 
+def test_the_cache_key_tells_kinds_of_cpu_and_torch_versions_apart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A cache that machines share served an AVX2 machine's fit to an AVX512 one, whose own fit
+    # rounds otherwise (a limit 0.043 apart between two kinds of CPU).
+    import torch
+
+    def key(device: str) -> str:
+        model = SimpleNamespace(fingerprint={"weights": "w"}, dtype="float32", device=device)
+        return cache_key(model, Experiment(hypothesis="left_boundary", site=Site(0)), FitConfig())
+
+    here = key("cpu"), key("cuda:0")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "ANOTHER")
+    assert key("cpu") != here[0]
+    assert key("cuda:0") == here[1]  # a GPU fit does not run on the CPU's kernels
+    monkeypatch.setattr(torch, "__version__", "0.0.0")
+    assert key("cuda:0") != here[1]
+
+
 def test_the_cache_key_tells_whole_prompt_passes_apart() -> None:
     # prefix_cache=False rounds the fit otherwise (another rotation, bit for bit); the cache
     # served it the prefix-cached fit's entry. The other speed settings do not count.
