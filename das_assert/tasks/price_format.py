@@ -73,6 +73,9 @@ class PriceFormat(KeywordsChecked):
                 f"answers={answers!r}: a pair of words, true one first, e.g. ('Yes', 'No')"
             )
         object.__setattr__(self, "answers", tuple(answers))  # a list hashes not
+        # an unknown slot ({Yes}) found only when a prompt is written: a fuzz variant's was a
+        # rejected draw, so a strategy of mistyped instructions tested none of them
+        _split_slots(self.instruction, dict.fromkeys(("low", "high", "yes", "no"), ""))
         for slot in ("{low}", "{high}"):
             if slot not in self.instruction:
                 raise InvalidArgument(

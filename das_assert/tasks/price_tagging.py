@@ -270,9 +270,12 @@ def make_pairs(
     while len(pairs) < n:
         attempts += 1
         if attempts > 200 * n:
+            missing = [str(label) for label, left in wanted.items() if left]
+            cause = "the edit= hook's amounts" if edit is not None else f"bracket={bracket}"
             raise InvalidArgument(
-                f"could not draw {n} label-balanced pairs for {model_name} with bracket={bracket}; "
-                "one label is (nearly) impossible under these settings"
+                f"could not draw {n} label-balanced pairs for {model_name}: {len(pairs)} drawn "
+                f"in {attempts - 1} tries, too few labelled {' or '.join(missing)}; under "
+                f"{cause} that label is (nearly) impossible"
             )
         base = sample_inputs(rng, bracket=bracket)
         source = sample_inputs(rng, bracket=bracket)

@@ -7,7 +7,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 from bad_inputs_support import (
-    EXAMPLE,
     PROMPT,
     Call,
     Ctx,
@@ -425,10 +424,10 @@ CASES = [
     pytest.param(
         lambda c: PriceFormat(
             instruction="Say {yes} if it costs between {low} and {high} {price}, else {no}."
-        ).render(EXAMPLE),
+        ),
         InvalidArgument,
         r"has an unknown slot \{price\}; allowed: \{low\}, \{high\}, \{yes\}, \{no\}",
-        id="PriceFormat(instruction=<with {price}>).render(...)",
+        id="PriceFormat(instruction=<with {price}>)",
     ),
     pytest.param(
         lambda c: PriceFormat(numbers="dolar"),

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from das_assert.errors import InvalidArgument
+from das_assert.strategies import PromptVariant
 from das_assert.tasks.price_tagging import (
     CAUSAL_MODELS,
     INTERVENED_VARIABLES,
@@ -156,8 +157,21 @@ def test_pairs_with_a_fixed_bracket_keep_it_in_base_and_source() -> None:
 def test_a_label_that_cannot_occur_is_reported_instead_of_looping() -> None:
     # With the bracket [1, 999] every amount is inside it: left is always true and x <= hi
     # always holds, so a False counterfactual label never occurs.
-    with pytest.raises(InvalidArgument, match="could not draw 4 label-balanced pairs"):
+    with pytest.raises(
+        InvalidArgument,
+        match=r"could not draw 4 label-balanced pairs for left_boundary: 2 drawn in 800 tries, "
+        r"too few labelled False; under bracket=\(1, 999\) that label is \(nearly\) impossible",
+    ):
         make_pairs("left_boundary", 4, seed=0, bracket=(1, 999))
+
+
+def test_a_label_that_an_edit_hook_rules_out_is_blamed_on_the_hook() -> None:
+    # it said "with bracket=None", where the user's edit= put every amount in its bracket
+    def inside(inputs: dict[str, int], rng: object, role: str) -> dict[str, int]:
+        return {**inputs, "x": (inputs["lo"] + inputs["hi"]) // 2}
+
+    with pytest.raises(InvalidArgument, match=r"too few labelled False; under the edit= hook's"):
+        make_pairs("left_boundary", 4, seed=0, edit=inside)
 
 
 def test_an_unknown_causal_model_gets_a_did_you_mean() -> None:
@@ -301,10 +315,13 @@ def test_an_instruction_without_a_low_slot_is_rejected() -> None:
         PriceFormat(instruction="Say {yes} if it is below {high} dollars, otherwise {no}.")
 
 
-def test_an_instruction_with_an_unknown_slot_is_rejected_when_rendered() -> None:
-    fmt = PriceFormat(instruction="Say {yes} between {low} and {high} {currency}, else {no}.")
+def test_an_instruction_with_an_unknown_slot_is_rejected_when_made() -> None:
+    # found only when a prompt was written: a fuzz strategy's variant with {Yes} for {yes} was
+    # a rejected draw, so the test passed without scoring one of its instructions
     with pytest.raises(InvalidArgument, match="unknown slot \\{currency\\}"):
-        fmt.render(EXAMPLE)
+        PriceFormat(instruction="Say {yes} between {low} and {high} {currency}, else {no}.")
+    with pytest.raises(InvalidArgument, match=r"PromptVariant: .* unknown slot \{Yes\}"):
+        PromptVariant(instruction="Say {Yes} only if between {low} and {high}, otherwise {No}.")
 
 
 def test_a_bad_number_style_is_rejected_with_a_did_you_mean() -> None:
