@@ -58,3 +58,9 @@ def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'das_assert' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The public names beside the module's own: ``help(das_assert)`` and a notebook's tab
+    completion listed none of the lazily imported ones."""
+    return sorted({*globals(), *_EXPORTS})

@@ -149,7 +149,19 @@ class AlignmentResult:
         claimed = self.experiment.variables or names
         return self.fitted.collapsed_for(names.index(name) for name in claimed)
 
-    def verdict(self, threshold: float | None = None) -> Verdict | None:
+    def verdict(self, threshold: float | None = None) -> Verdict:
+        """The claim's verdict at ``threshold``, else the experiment's (``Experiment(threshold=
+        ...)``); one of them must be given."""
+        decided = self._verdict(threshold)
+        if decided is None:
+            raise InvalidArgument(
+                "verdict(): no threshold to judge against; give one, result.verdict(0.73), or "
+                "make the experiment with Experiment(..., threshold=0.73)"
+            )
+        return decided
+
+    def _verdict(self, threshold: float | None = None) -> Verdict | None:
+        """``verdict``, or None where neither the call nor the experiment gives a threshold."""
         threshold = self.experiment.threshold if threshold is None else threshold
         if threshold is None:
             return None
@@ -252,7 +264,7 @@ class AlignmentResult:
         exp = self.experiment
         ev = self.evaluation
         baselines = self.baselines
-        decided = self.verdict()
+        decided = self._verdict()
         by_variable = ev.iia_by_variable()
         record: dict[str, Any] = {
             "test_id": test_id,

@@ -7,11 +7,11 @@ interval, site, seed, baselines, the pairs themselves) and judges the frozen ali
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import torch
 
@@ -84,6 +84,24 @@ class Experiment(KeywordsChecked):
     #: changes neither this experiment nor its results.
     boxes: tuple[str, ...] = field(init=False, repr=False, compare=False)
     causal: Any = field(init=False, repr=False, compare=False)
+
+    if TYPE_CHECKING:  # what a type checker reads: a site as text too, as __post_init__ takes
+
+        def __init__(
+            self,
+            *,
+            hypothesis: str,
+            site: Site | str,
+            variables: Sequence[str] | None = None,
+            n_train: int = 2000,
+            n_test: int = 500,
+            seed: int = 0,
+            fmt: PriceFormat = ...,
+            bracket: tuple[int, int] | None = None,
+            threshold: float | None = None,
+            margin: float = 0.05,
+            min_task_accuracy: float = 0.8,
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         if isinstance(self.site, str):  # as the README writes sites
@@ -276,7 +294,7 @@ def run_experiment(
     *,
     cache: AlignmentCache | None = None,
     fitted: FittedAlignment | None = None,
-    **unknown: Any,
+    **unknown: NoReturn,  # refused with where it belongs; a type checker refuses it too
 ) -> AlignmentResult:
     """Fit and evaluate one alignment (without a ``config``, the default fit at the
     experiment's seed).

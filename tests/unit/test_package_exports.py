@@ -34,3 +34,38 @@ def test_a_type_checker_sees_every_lazy_name_from_its_module() -> None:
 def test_every_lazy_name_loads_from_the_module_it_names() -> None:
     for name, module in das_assert._EXPORTS.items():
         assert getattr(das_assert, name) is getattr(importlib.import_module(module), name)
+
+
+def test_help_and_tab_completion_list_the_public_names() -> None:
+    # the names are imported on first use: dir() and help(das_assert) listed none of them
+    import pydoc
+
+    assert set(das_assert.__all__) <= set(dir(das_assert))
+    assert "run_experiment" in pydoc.render_doc(das_assert)
+
+
+def test_the_signature_type_checkers_read_for_experiment_is_its_fields() -> None:
+    # Experiment takes its site as text too (README writes it so), which its field's type
+    # (Site) does not say: mypy --strict refused README's example. The __init__ written for
+    # type checkers alone must name every field __init__ takes, with the same defaults.
+    import ast
+    import dataclasses
+    import inspect
+
+    from das_assert import experiment
+
+    tree = ast.parse(inspect.getsource(experiment.Experiment))
+    (init,) = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "__init__"]
+    written = {
+        arg.arg: None if default is None else ast.literal_eval(default)
+        for arg, default in zip(init.args.kwonlyargs, init.args.kw_defaults, strict=True)
+    }
+    fields = {
+        f.name: None if f.default is dataclasses.MISSING else f.default
+        for f in dataclasses.fields(experiment.Experiment)
+        if f.init
+    }
+    assert written.keys() == fields.keys()
+    assert {k: v for k, v in written.items() if v is not Ellipsis} == {
+        k: v for k, v in fields.items() if written[k] is not Ellipsis
+    }

@@ -97,6 +97,22 @@ def test_a_box_of_the_whole_vector_is_not_judged_against_a_random_rotation(
     assert seen == [{"noop"}, {"noop", "random_rotation"}, {"noop", "random_rotation"}]
 
 
+def test_a_verdict_without_a_threshold_is_one_clear_error(tiny_llama: Any) -> None:
+    # verdict() returned None: README's result.verdict().outcome was an AttributeError, and a
+    # type checker flagged the example, for an Experiment made without threshold=
+    from das_assert.errors import InvalidArgument
+
+    site = Site(0).resolve(tiny_llama.model)
+    interchange = Interchange.boundless(tiny_llama.config.hidden_size, 1)
+    fitted = FittedAlignment(interchange, site, FitConfig(), n_train=0, train_seconds=0.0)
+    exp = Experiment(hypothesis="left_boundary", site=Site(0), n_test=16, min_task_accuracy=0.0)
+    result = run_experiment(tiny_llama, exp, fitted=fitted)
+    with pytest.raises(InvalidArgument, match=r"verdict\(\): no threshold to judge against"):
+        result.verdict()
+    assert result.verdict(0.5).outcome in ("aligned", "not_aligned", "inconclusive")
+    assert result.to_dict()["verdict"] is None  # the record says so, as before
+
+
 def test_an_experiment_without_a_fit_config_is_fitted_at_its_own_seed(tiny_llama: Any) -> None:
     # run_experiment(model, Experiment(seed=s)) once changed the data with s but fitted at seed 0.
     exp = Experiment(
