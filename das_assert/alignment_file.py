@@ -18,6 +18,7 @@ from typing import Any
 from das_assert.canonical import FINGERPRINT_SCHEME
 from das_assert.errors import AlignmentFileError, InvalidArgument
 from das_assert.fit_config import METHODS, parse_method
+from das_assert.model_files import LFS_POINTER
 from das_assert.store import SCHEMA_VERSION, atomic_write_bytes, check_schema, unreadable_text
 from das_assert.values import is_integer, is_number
 
@@ -273,6 +274,11 @@ def _read_alignment_file(path: Path, sha256: str | None) -> tuple[dict[str, Any]
         raise AlignmentFileError(
             unreadable_text("alignment file", path, exc, "fit again")
         ) from None
+    if raw.startswith(LFS_POINTER):  # a checkout made without git-lfs: not the file's fault
+        raise AlignmentFileError(
+            f"alignment file {str(path)!r} is a Git LFS pointer, not the file itself (a clone "
+            "made without git-lfs): run `git lfs pull`, or `git lfs install` before cloning"
+        )
     if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
         raise AlignmentFileError(
             f"alignment file {str(path)!r} is not the file its baseline saved (its sha256 is "

@@ -7,10 +7,9 @@ interval, site, seed, baselines, the pairs themselves) and judges the frozen ali
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import torch
@@ -22,11 +21,9 @@ from das_assert.cache_entries import load_entry, store_entry
 from das_assert.data import EncodedPairs, PromptPair, TokenizedPairs, encode, tokenize
 from das_assert.engine_check import check_engine
 from das_assert.errors import (
-    ConfigError,
     InvalidArgument,
     KeywordsChecked,
     PreconditionFailed,
-    did_you_mean,
 )
 from das_assert.evaluate import base_answers, evaluate
 from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
@@ -92,7 +89,7 @@ class Experiment(KeywordsChecked):
             *,
             hypothesis: str,
             site: Site | str,
-            variables: Sequence[str] | None = None,
+            variables: tuple[str, ...] | list[str] | None = None,
             n_train: int = 2000,
             n_test: int = 500,
             seed: int = 0,
@@ -309,8 +306,10 @@ def run_experiment(
         InvalidArgument: an argument of another type (a model's name, a dict, a path), or a
             keyword it does not take (a training setting or a data size: where it belongs).
     """
+    from das_assert.run_arguments import check_run_arguments, unknown_run_keyword
+
     if unknown:
-        raise InvalidArgument(_unknown_run_keyword(unknown))
+        raise InvalidArgument(unknown_run_keyword(unknown))
     check_run_arguments(model, experiment, config, cache, fitted)
     experiment.check_current()
     if experiment.site.layer < 0:  # the block's own number, as records and cache keys hold it
@@ -392,70 +391,6 @@ def _check_labels_change(model: LoadedModel, experiment: Experiment, test: Encod
         "trained. Draw pairs on which swapping the variable changes the answer (another bracket "
         "or amounts), or claim a variable that does"
     )
-
-
-def _unknown_run_keyword(given: dict[str, Any]) -> str:
-    """What the first keyword ``run_experiment`` does not take should be instead."""
-    name, value = next(iter(given.items()))
-    if name in {f.name for f in fields(FitConfig)}:
-        return (
-            f"run_experiment() takes no {name}: a training setting; pass "
-            f"config=FitConfig({name}={value!r})"
-        )
-    if name in {f.name for f in fields(Experiment)}:
-        return (
-            f"run_experiment() takes no {name}: the experiment's; make it "
-            f"Experiment(..., {name}={value!r})"
-        )
-    return (
-        f"run_experiment() has no argument {name!r}.{did_you_mean(name, _RUN_KEYWORDS)} It takes: "
-        f"model, experiment, {', '.join(_RUN_KEYWORDS)}."
-    )
-
-
-_RUN_KEYWORDS = ("config", "cache", "fitted")
-
-
-def check_run_arguments(model: Any, experiment: Any, config: Any, cache: Any, fitted: Any) -> None:
-    """Refuse arguments of the wrong type at the call, not as an AttributeError mid-run."""
-    if isinstance(model, Experiment) and isinstance(experiment, LoadedModel):
-        raise InvalidArgument(
-            "run_experiment(experiment, model): the arguments are swapped; call "
-            "run_experiment(model, experiment)"
-        )
-    if not isinstance(model, LoadedModel):
-        load = f"load_model({model!r})" if isinstance(model, str) else "load_model(path)"
-        raise InvalidArgument(
-            f"model={model!r}: a LoadedModel, not {type(model).__name__}; load it first: "
-            f"run_experiment({load}, experiment)"
-        )
-    if not isinstance(experiment, Experiment):
-        raise InvalidArgument(
-            f"experiment={experiment!r}: an Experiment, not {type(experiment).__name__}, e.g. "
-            "Experiment(hypothesis='left_boundary', site='block_output[layer=1, pos=last]')"
-        )
-    if config is not None and not isinstance(config, FitConfig):
-        example = "FitConfig(**config)" if isinstance(config, dict) else "FitConfig(epochs=1)"
-        raise InvalidArgument(
-            f"config={config!r}: a FitConfig, not {type(config).__name__}, e.g. {example}"
-        )
-    if cache is not None and not isinstance(cache, AlignmentCache):
-        raise InvalidArgument(
-            f"cache={cache!r}: an AlignmentCache, not {type(cache).__name__}, e.g. "
-            "das_assert.cache.AlignmentCache(Path('.das_cache'))"
-        )
-    if cache is not None and not cache.writes and not Path(cache.directory).is_dir():
-        raise ConfigError(
-            f"AlignmentCache(mode={cache.mode!r}): its directory {cache.directory} does not "
-            "exist, so there is nothing to read and the alignment would train unseen; give the "
-            "directory a run wrote, or mode='readwrite'"
-        )
-    if fitted is not None and not isinstance(fitted, FittedAlignment):
-        raise InvalidArgument(
-            f"fitted={fitted!r}: a FittedAlignment (an earlier result's .fitted), not "
-            f"{type(fitted).__name__}; load a saved alignment file with "
-            "das_assert.load_fitted(path, model)"
-        )
 
 
 def _encoded(model: LoadedModel, experiment: Experiment, which: str) -> EncodedPairs:

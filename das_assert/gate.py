@@ -296,7 +296,11 @@ def transfer(
             "baseline again with --das-save-baseline"
         }
     wanted = {**entry, "site": fitted_at}
-    wrong = manifest_mismatches(manifest, wanted)  # a file under another claim's name
+    baseline = getattr(session, "baseline", None)
+    saved_by = baseline[1].get("model") if baseline is not None else None
+    saved_on = saved_by.get("fingerprint") if isinstance(saved_by, dict) else None
+    # a file under another claim's name, fitted otherwise, or on another model
+    wrong = manifest_mismatches(manifest, wanted, saved_on=saved_on)
     if wrong:
         return {
             "skipped": f"the baseline's alignment file {str(file)!r} holds another alignment "

@@ -11,9 +11,9 @@ from typing import Any
 
 from das_assert.errors import InvalidArgument, ModelLoadError
 
-__all__ = ["load_config", "load_tokenizer", "refuse_lfs_pointers", "tokenized"]
+__all__ = ["LFS_POINTER", "load_config", "load_tokenizer", "refuse_lfs_pointers", "tokenized"]
 
-_LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 
 
 def refuse_lfs_pointers(directory: Path) -> None:
@@ -28,7 +28,7 @@ def refuse_lfs_pointers(directory: Path) -> None:
         try:
             if file.is_file() and file.stat().st_size < 1024:  # a pointer is ~130 bytes
                 with file.open("rb") as handle:
-                    if handle.read(len(_LFS_POINTER)) == _LFS_POINTER:
+                    if handle.read(len(LFS_POINTER)) == LFS_POINTER:
                         pointers.append(file.name)
         except OSError:  # unreadable: the loader that needs it says so
             continue

@@ -160,7 +160,8 @@ def run_restarts(
     those of ``experiment.seed``) and return the one with the best development IIA, judged on
     the test pairs as any result is (see the module's docstring). ``fit`` (one fit of a config)
     replaces ``run_experiment``: the pytest session's cached and locked one."""
-    from das_assert.experiment import check_run_arguments, run_experiment
+    from das_assert.experiment import run_experiment
+    from das_assert.run_arguments import check_run_arguments
 
     check_run_arguments(model, experiment, config, cache, None)
     config = (config or FitConfig()).with_seed(experiment.seed)

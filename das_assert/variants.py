@@ -52,7 +52,8 @@ def variant_pairs(
             fmt=written,
             bracket=variant.bracket,
             variables=experiment.variables,
-            edit=variant.edit if edited else None,
+            # no hook where the variant moves no amount: an error then names the bracket
+            edit=variant.edit if edited and variant.amount_edge is not None else None,
         )
 
     seed = variant_seed(experiment.seed, variant)

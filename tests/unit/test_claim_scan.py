@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from das_assert.claim_scan import assertion_calls, claimless_calls, literal_claims, site_names
+from das_assert.errors import IIAClaimFailed
 
 
 def a_test(das: Any, result: Any, name: str, options: dict) -> None:
@@ -23,6 +24,8 @@ def a_test(das: Any, result: Any, name: str, options: dict) -> None:
         das.assert_aligned(result, claim="no_such_claim")
     with pytest.raises(TypeError):  # and one without claim=
         das.assert_not_aligned(result)
+    with pytest.raises(IIAClaimFailed):  # a claim that must not hold: das.yaml must know it
+        das.assert_aligned(result, claim="expected_to_fail")
 
 
 def test_literal_claims_names_each_literal_claim_and_its_table() -> None:
@@ -32,6 +35,7 @@ def test_literal_claims_names_each_literal_claim_and_its_table() -> None:
         ("left_boundary", "thresholds"),
         ("spelt_out", "thresholds"),
         ("limit", "robustness"),
+        ("expected_to_fail", "thresholds"),
     ]
     assert literal_claims(assertion_calls(a_test)) == expected
 
@@ -53,6 +57,8 @@ def fixture_sites(das_session: Any, other: Any, site: str) -> None:
     other.align("left_boundary", "not_a_das_yaml_site")  # another object's align
     with pytest.raises(KeyError):  # expected to fail: no reason to stop the run
         das_session.align("left_boundary", "nosuch")
+    with pytest.raises(IIAClaimFailed):  # a claim expected not to hold: its site must exist
+        das_session.align("left_boundary", "elsewhere")
 
 
 def guarded_by_das_yaml(das_session: Any) -> None:
@@ -64,6 +70,6 @@ def guarded_by_das_yaml(das_session: Any) -> None:
 def test_site_names_are_the_literal_das_yaml_names_that_align_calls_ask_for() -> None:
     # a reviewer's cases: names inside pytest.raises, or asked for only where das.yaml has them,
     # stopped the whole run before any test
-    assert site_names(fixture_sites) == ["boundary", "control"]
+    assert site_names(fixture_sites) == ["boundary", "control", "elsewhere"]
     assert site_names(guarded_by_das_yaml) == []
     assert site_names(len) == []

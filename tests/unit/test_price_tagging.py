@@ -394,3 +394,17 @@ def test_answer_words_spaced_for_their_token_are_said_plainly_in_the_instruction
     assert {p.expected for p in spaced} == {" Yes", " No"}
     with pytest.raises(InvalidArgument, match="a pair of words"):
         PriceFormat(answers=(" ", "No"))
+
+
+def test_a_fuzz_variant_that_moves_no_amount_blames_its_bracket_not_a_hook() -> None:
+    # every variant's pairs were drawn through its edit method, a no-op without amount_edge:
+    # the message blamed an edit= hook the user never wrote
+    from das_assert.experiment import Experiment
+    from das_assert.sites import Site
+    from das_assert.variants import variant_pairs
+
+    experiment = Experiment(hypothesis="left_boundary", site=Site(0))
+    with pytest.raises(
+        InvalidArgument, match=r"too few labelled False; under bracket=\(0, 999\) that label"
+    ):
+        variant_pairs(experiment, PromptVariant(bracket=(0, 999)), 20)

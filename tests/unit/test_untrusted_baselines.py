@@ -163,3 +163,61 @@ def test_a_report_with_a_threshold_as_text_is_refused(ctx: Ctx) -> None:
         r"report\.json: a result lacks .* threshold outside \[0, 1\]",
         ctx,
     )
+
+
+@pytest.mark.parametrize(
+    ("swap", "pin", "skipped"),
+    [
+        pytest.param(
+            {"epochs": 4}, True, "is not the file its baseline saved", id="swapped, pinned"
+        ),
+        pytest.param({"epochs": 4}, False, "other fit settings (epochs)", id="fitted otherwise"),
+        pytest.param(
+            {"model": {"weights": "0" * 16}},
+            False,
+            "fitted on another model than the baseline's",
+            id="fitted on another model",
+        ),
+    ],
+)
+def test_a_compare_does_not_transfer_a_file_its_baseline_did_not_save(
+    swap: dict[str, Any], pin: bool, skipped: str, ctx: Ctx
+) -> None:
+    # the transfer of a --das-compare run read the file as the frozen run did before its checks
+    from types import SimpleNamespace
+
+    from das_assert.gate import transfer
+
+    path = ctx.tmp_path / "baselines" / "0001_v1.json"
+    file = path.parent / path.stem / "claim.safetensors"
+    here = dict(ctx.llama.fingerprint)
+    fit = FitConfig(seed=0).as_dict()
+    manifest = {"hypothesis": "left_boundary", "variable": "left", "seed": 0, "n_train": 16}
+    saved = {**manifest, "site": SITE, "fit": fit, "model": here}
+    width = ctx.llama.config.hidden_size
+    sha256 = save_alignment(file, make_interchange("boundless", width, 1), saved)
+    changed = {"model": swap["model"]} if "model" in swap else {"fit": {**fit, **swap}}
+    save_alignment(file, make_interchange("boundless", width, 1), {**saved, **changed})
+    entry = {**RECORD, **manifest, "fit": fit, "alignment_file": file.name}
+    if pin:
+        entry["alignment_sha256"] = sha256
+    session = SimpleNamespace(model=ctx.llama, baseline=(path, {"model": {"fingerprint": here}}))
+    result = SimpleNamespace(alignment=None, experiment=SimpleNamespace(site=SITE))
+    found = transfer(session, result, path, entry, entry["site"])  # type: ignore[arg-type]
+    assert skipped in found["skipped"], found
+
+
+def test_an_alignment_file_that_is_a_git_lfs_pointer_says_so(ctx: Ctx) -> None:
+    # a baseline's files kept in Git LFS, checked out without git-lfs: a pinned file was
+    # "replaced or changed since", an unpinned one "truncated or corrupted"
+    from das_assert.alignment_file import load_alignment
+
+    file = ctx.tmp_path / "claim.safetensors"
+    file.write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"0" * 64 + b"\n")
+    for pin in (None, "1" * 64):
+        assert_one_clear_das_error(
+            lambda c, pin=pin: load_alignment(file, sha256=pin),
+            AlignmentFileError,
+            r"claim\.safetensors' is a Git LFS pointer, not the file itself .* `git lfs pull`",
+            ctx,
+        )
