@@ -170,7 +170,7 @@ def _output_swap(model: Any, rows: EncodedPairs) -> float:
         source_logits = logits_at(run_model(model, source_ids, source_mask), source_last)
     with hooks.intervene(last_block, rows.base_last, lambda _base: captured["hidden"]):
         swapped = logits_at(run_model(model, ids, mask), rows.base_last)
-    _check_finite(model, source_logits, len(rows))
+    check_finite_logits(model, source_logits, len(rows))
     difference = _logit_difference(swapped, source_logits)
     tolerance = _tolerance(source_logits, next(model.parameters()).dtype)
     if not difference <= tolerance:  # NaN too
@@ -184,7 +184,7 @@ def _output_swap(model: Any, rows: EncodedPairs) -> float:
     return difference
 
 
-def _check_finite(model: Any, logits: torch.Tensor, n: int) -> None:
+def check_finite_logits(model: Any, logits: torch.Tensor, n: int) -> None:
     """Refuse a model whose own logits are NaN or +infinity (an overflow; -infinity is how a
     model masks a vocabulary entry): every check and IIA would be."""
     bad = int((logits.isnan() | logits.isposinf()).any(dim=-1).sum())
@@ -215,7 +215,7 @@ def _plain_logits(
     with hooks.capture(site, rows.source_position) as captured:
         run_model(model, source_ids, source_mask)
     plain = logits_at(run_model(model, ids, mask), rows.base_last)
-    _check_finite(model, plain, len(rows))
+    check_finite_logits(model, plain, len(rows))
     with hooks.intervene(site, rows.base_position, lambda _base: captured["hidden"]):
         swapped = logits_at(run_model(model, ids, mask), rows.base_last)
     return (plain, swapped), _tolerance(plain, next(model.parameters()).dtype)

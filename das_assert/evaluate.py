@@ -332,7 +332,7 @@ def _evaluate(
     seen = wrong = 0  # base prompts run so far, and how many of them were answered wrongly
     for index in test.batches(batch_size):
         run = BaseRun(model, site, test, index, prefix_cache=prefix_cache, prefix_store=store)
-        base = known[index] if known is not None else run.logits().argmax(-1).cpu()
+        base = known[index] if known is not None else _answered(model, run.logits())
         base_predicted.append(base)
         if min_task_accuracy is not None:
             seen += len(index)
@@ -377,13 +377,23 @@ def base_answers(model: Any, test: EncodedPairs, *, batch_size: int = 64) -> tor
     with measured_as_frozen(model):  # a fuzz variant's gate and ``check`` call it directly
         answers = torch.cat(
             [
-                answer_logits(model, None, test, index).argmax(-1).cpu()
+                _answered(model, answer_logits(model, None, test, index))
                 for index in test.batches(batch_size)
             ]
         )
     if key is not None:
         sharing.remember(key, answers, owners=(model,), outermost=True)
     return answers
+
+
+def _answered(model: Any, logits: torch.Tensor) -> torch.Tensor:
+    """The model's own answers from its ``logits``, refused where any is not finite: an answer
+    read from NaN (an overflow in float16 on some prompts) was scored as a wrong one, which
+    lowered task accuracy and every IIA with nothing said."""
+    from das_assert.engine_check import check_finite_logits
+
+    check_finite_logits(model, logits, len(logits))
+    return logits.argmax(-1).cpu()
 
 
 def _check_gate(wrong: int, seen: int, n: int, gate: float) -> None:

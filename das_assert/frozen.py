@@ -95,6 +95,7 @@ def frozen_alignment(
         "baseline": str(path),
         "trained_on": trained_on,
         "transfer": transfer_of(manifest, model.fingerprint),  # None: not known
+        "trained_dtype": manifest.get("dtype"),  # as evaluate's record says it
     }
     return fitted, source
 

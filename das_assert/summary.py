@@ -147,8 +147,12 @@ def pairs_notes(r: dict[str, Any]) -> list[str]:
         )
     elif fit_seed is not None and r.get("seed") is not None and fit_seed != r["seed"]:
         notes.append(f"(fit seed {fit_seed})")  # a config= that names its own
-    if frozen_from := (r.get("alignment") or {}).get("baseline"):  # --das-frozen: no fit here
-        notes.append(f"(frozen: {PurePath(frozen_from).name})")
+    alignment = r.get("alignment") or {}
+    if frozen_from := alignment.get("baseline"):  # --das-frozen: no fit here
+        trained = alignment.get("trained_dtype")
+        scored = (r.get("model") or {}).get("dtype")
+        other = f", fitted in {trained}" if trained and scored and trained != scored else ""
+        notes.append(f"(frozen: {PurePath(frozen_from).name}{other})")
     if changed := prompt_changes(r.get("data")):  # else the row reads as the default prompt's
         notes.append(f"(prompts: {changed})")
     return notes

@@ -868,6 +868,7 @@ def test_a_frozen_run_judges_each_claim_with_its_saved_alignment_and_trains_noth
         )
         assert now["alignment"]["baseline"].endswith("0001_v1.json")
         assert now["alignment"]["transfer"] is False  # the same model it was trained on
+        assert now["alignment"]["trained_dtype"] == "float32"  # as evaluate's record says it
         assert (now["train_seconds"], now["from_cache"]) == (0.0, True)
     # with the same baseline compared: the transfer is the claim's own numbers, not a rerun
     gated = _run(project, *args, "--das-frozen=v1", "--das-compare=v1", "--das-json=gated.json")

@@ -320,9 +320,9 @@ def test_a_vocabulary_entry_masked_with_minus_infinity_is_no_difference_nor_an_e
     assert engine_check._logit_difference(masked, masked.clone()) == 0.0
     assert engine_check._logit_difference(masked, torch.tensor([[0.0, 2.0, 1.0]])) == inf
     assert math.isnan(engine_check._logit_difference(masked, torch.tensor([[-inf, nan, 1.0]])))
-    engine_check._check_finite(fresh_llama.model, masked, 1)
+    engine_check.check_finite_logits(fresh_llama.model, masked, 1)
     with pytest.raises(EngineCheckFailed, match="not finite"):
-        engine_check._check_finite(fresh_llama.model, torch.tensor([[inf, 1.0]]), 1)
+        engine_check.check_finite_logits(fresh_llama.model, torch.tensor([[inf, 1.0]]), 1)
 
 
 def test_torchs_per_backend_precision_setting_is_read_and_does_not_break_the_check() -> None:
@@ -335,3 +335,17 @@ def test_torchs_per_backend_precision_setting_is_read_and_does_not_break_the_che
         assert engine_check._tolerance(logits, torch.float32) == 20 * 16 * 2**-7
     finally:
         torch.backends.mkldnn.matmul.fp32_precision = before
+
+
+def test_an_evaluation_refuses_answers_read_from_logits_that_are_not_finite(
+    tiny_model_dirs: dict[str, Path],
+) -> None:
+    # float16 overflow on some prompts only (not the engine check's 8): argmax of NaN read as a
+    # wrong answer, which lowered task accuracy and every IIA with nothing said
+    from das_assert.evaluate import base_answers
+
+    loaded = load_model(tiny_model_dirs["llama"])
+    with torch.no_grad():
+        loaded.model.lm_head.weight[3] = float("nan")
+    with pytest.raises(EngineCheckFailed, match=r"own logits, with no intervention, are not"):
+        base_answers(loaded.model, _encoded(loaded, Site(1, "last")))

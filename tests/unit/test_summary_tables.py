@@ -569,3 +569,17 @@ def test_a_row_on_other_prompts_than_the_default_says_which() -> None:
     assert pairs_notes({"data": in_context}) == ["(prompts: prefix 'Pricing tag game!')"]
     assert pairs_notes({"data": fixed}) == ["(prompts: bracket [150, 400])"]
     assert pairs_notes({}) == []  # a report of before prompts were recorded
+
+
+def test_a_frozen_row_names_the_float_type_its_alignment_was_fitted_in() -> None:
+    # a --das-frozen run in bfloat16 of a baseline fitted in float32 said nothing of it, where
+    # evaluate notes it: the rotation was learnt on other rounding
+    from das_assert.summary import pairs_notes
+
+    record = {
+        "alignment": {"baseline": "b/m/0001_fp32.json", "trained_dtype": "float32"},
+        "model": {"dtype": "bfloat16"},
+    }
+    assert pairs_notes(record) == ["(frozen: 0001_fp32.json, fitted in float32)"]
+    record["model"]["dtype"] = "float32"
+    assert pairs_notes(record) == ["(frozen: 0001_fp32.json)"]
