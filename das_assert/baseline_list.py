@@ -205,7 +205,10 @@ def listing_text(listing: dict[str, Any]) -> str:
 
 def _other_text(other: dict[str, Any]) -> str:
     if other["state"] == "reserved":
-        return f"reserved by a run since {other['since']}: it is saving a baseline now"
+        return (
+            f"reserved by a run since {other['since']}: it is saving a baseline now, or was "
+            "killed (a day after its last file, `baselines --prune` deletes it)"
+        )
     if other["state"] == "abandoned" and other.get("saved"):
         return (
             f"reserved since {other['since']} by a run that never finished, but its baseline "

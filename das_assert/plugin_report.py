@@ -155,9 +155,24 @@ class Reporter(BaselineReporting):
         for line in lines + self.notes:
             terminalreporter.write_line(line)
 
+    @pytest.hookimpl(tryfirst=True)  # before xdist waits for its workers to exit (seconds)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         """Write the reports asked for, even when nothing was judged: a report left from an
-        earlier run would otherwise be read as this one's."""
+        earlier run would otherwise be read as this one's. Ctrl-C and SIGTERM wait until they
+        are written (a CI job cancelled after its last test left the earlier run's reports
+        and a half-filled baseline folder), and then make the exit status INTERRUPTED."""
+        from das_assert.termination import signals_deferred
+
+        with signals_deferred() as received:
+            self._finish(session, exitstatus)
+        if received and not hasattr(self.config, "workerinput"):
+            import signal
+
+            names = ", ".join(sorted({signal.Signals(s).name for s in received}))
+            self.notes.append(f"das: {names} came while the reports were written: written whole")
+            session.exitstatus = pytest.ExitCode.INTERRUPTED
+
+    def _finish(self, session: pytest.Session, exitstatus: int) -> None:
         if hasattr(self.config, "workerinput"):
             output = self.config.workeroutput  # type: ignore[attr-defined]
             output["das_deselected"] = self.deselected

@@ -9,13 +9,14 @@ the reservation is released, and the command line says what it left.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 
-__all__ = ["TerminatedError", "term_as_interrupt"]
+__all__ = ["TerminatedError", "signals_deferred", "term_as_interrupt"]
 
 
 class TerminatedError(KeyboardInterrupt):
@@ -51,3 +52,27 @@ def term_as_interrupt() -> Callable[[], None]:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     return restore
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[list[int]]:
+    """Hold SIGINT and SIGTERM while the block runs (a run's reports and baseline being
+    written): each is recorded in the list it yields, not raised, so that what the block
+    writes is whole; the handlers before are put back after it. Nothing is held outside the
+    main thread, where no handler can be set."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def record(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in before:
+        signal.signal(sig, record)
+    try:
+        yield received
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)

@@ -114,6 +114,8 @@ def test_the_listing_reads_as_a_table_with_a_line_for_each_folder_without_a_base
     assert any(line.startswith("  0005_edited.json: unreadable: ") for line in lines)
     assert "  0000_lost/: no baseline JSON beside it" in text
     assert "  0003_main/: reserved by a run since " in text
+    # a SIGKILLed run's folder read as one saving now, with nothing on what to do
+    assert "it is saving a baseline now, or was killed (a day after its last file, `bas" in text
     assert "  0004_v2/: reserved since " in text
     assert "never finished (killed?)" in text
 

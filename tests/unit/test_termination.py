@@ -14,6 +14,8 @@ import pytest
 
 from das_assert.termination import TerminatedError, term_as_interrupt
 
+pytest_plugins = ["pytester"]
+
 pytestmark = pytest.mark.skipif(
     not hasattr(signal, "SIGTERM") or os.name != "posix", reason="POSIX"
 )
@@ -125,3 +127,33 @@ def test_a_run_that_writes_no_das_output_keeps_pythons_default(tmp_path: Path) -
         timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_signal_while_the_reports_are_written_waits_for_them(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a CI job cancelled after its last test (under xdist, seconds of finishing) left the
+    # earlier run's report where this one's belonged, and a half-filled baseline folder
+    from das_assert.plugin_report import Reporter
+    from das_assert.termination import signals_deferred
+
+    with signals_deferred() as received:
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
+    assert received == [signal.SIGTERM, signal.SIGINT]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+    save = Reporter._save_baseline
+
+    def cancelled_meanwhile(self: Reporter, run: dict) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        save(self, run)
+
+    monkeypatch.setattr(Reporter, "_save_baseline", cancelled_meanwhile)
+    (pytester.path / "report.json").write_text('{"earlier": "run"}')
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--das-json=report.json")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*das: SIGTERM came while the reports were written: written*"])
+    report = json.loads((pytester.path / "report.json").read_text())
+    assert report["run"]["tests_collected"] == 1
