@@ -32,6 +32,14 @@ PACKAGE_DIR = Path(das_assert.__file__).resolve().parent
 EXAMPLE = {"lo": 130, "hi": 855, "x": 789}
 PROMPT = PriceFormat().render(EXAMPLE)
 SITE = "block_output[layer=1, pos=last]"
+#: A baseline entry, as the bad-baseline tests edit it.
+RECORD = {
+    "test_id": "hypotheses/test_price_tagging.py::test_left_boundary",
+    "claim": "left_boundary",
+    "iia": 0.91,
+    "iia_ci": [0.88, 0.93],
+    "site": {"canonical": SITE},
+}
 
 
 @dataclass

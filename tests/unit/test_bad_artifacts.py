@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from bad_inputs_support import SITE, Call, Ctx, assert_one_clear_das_error
+from bad_inputs_support import RECORD, SITE, Call, Ctx, assert_one_clear_das_error
 
 from das_assert.alignment_file import load_alignment, save_alignment
 from das_assert.baseline import find_baseline, load_baseline, save_baseline
@@ -17,14 +17,6 @@ from das_assert.errors import AlignmentFileError, ConfigError, DasError
 from das_assert.fit import FitConfig, make_interchange
 from das_assert.frozen import FrozenAlignmentMissing
 from das_assert.store import atomic_write_json
-
-RECORD = {
-    "test_id": "hypotheses/test_price_tagging.py::test_left_boundary",
-    "claim": "left_boundary",
-    "iia": 0.91,
-    "iia_ci": [0.88, 0.93],
-    "site": {"canonical": SITE},
-}
 
 
 def saved_alignment(ctx: Ctx) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bad_inputs_support import SITE, Ctx, assert_one_clear_das_error
+from bad_inputs_support import RECORD, SITE, Ctx, assert_one_clear_das_error
 
 from das_assert.alignment_file import save_alignment
 from das_assert.baseline import load_baseline, save_baseline
@@ -21,13 +21,6 @@ from das_assert.sites import parse_site
 from das_assert.store import atomic_write_json
 
 DATA = Experiment(hypothesis="left_boundary", site=parse_site(SITE), n_train=16).data_record()
-RECORD = {
-    "test_id": "hypotheses/test_price_tagging.py::test_left_boundary",
-    "claim": "left_boundary",
-    "iia": 0.91,
-    "iia_ci": [0.88, 0.93],
-    "site": {"canonical": SITE},
-}
 
 
 def frozen_run(
