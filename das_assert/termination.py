@@ -69,6 +69,7 @@ def signals_deferred() -> Iterator[list[int]]:
         received.append(signum)
 
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    before = {sig: h for sig, h in before.items() if h is not signal.SIG_IGN}  # kept ignored
     for sig in before:
         signal.signal(sig, record)
     try:

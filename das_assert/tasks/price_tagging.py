@@ -271,7 +271,8 @@ def make_pairs(
         attempts += 1
         if attempts > 200 * n:
             missing = [str(label) for label, left in wanted.items() if left]
-            cause = f"bracket={bracket}" + (" and the edit= hook's amounts" if edit else "")
+            causes = [f"bracket={bracket}"] if bracket is not None or edit is None else []
+            cause = " and ".join(causes + (["the edit= hook's amounts"] if edit else []))
             raise InvalidArgument(
                 f"could not draw {n} label-balanced pairs for {model_name}: {len(pairs)} drawn "
                 f"in {attempts - 1} tries, too few labelled {' or '.join(missing)}; under "

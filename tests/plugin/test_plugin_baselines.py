@@ -605,12 +605,13 @@ def test_a_baseline_folder_that_cannot_be_listed_at_the_end_is_one_note(
         import das_assert.baseline
 
 
-        @pytest.hookimpl(tryfirst=True)
+        @pytest.hookimpl(wrapper=True)  # before das_assert's own (tryfirst) hook
         def pytest_sessionfinish():
             def unlistable(directory, run_token):
                 raise PermissionError(13, "Permission denied", str(directory))
 
             das_assert.baseline.reservations = unlistable
+            return (yield)
         """
     )
     args = (

@@ -379,12 +379,13 @@ def test_a_report_or_baseline_that_cannot_be_written_is_said_once_and_fails_the_
         import pytest
 
 
-        @pytest.hookimpl(tryfirst=True)
+        @pytest.hookimpl(wrapper=True)  # before das_assert's own (tryfirst) hook
         def pytest_sessionfinish():
             def full(fd):
                 raise OSError(errno.ENOSPC, "No space left on device")
 
             os.fsync = full
+            return (yield)
         """
     )
     (project.path / "out").mkdir()
