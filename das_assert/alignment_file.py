@@ -222,11 +222,12 @@ IDENTITY_FIELDS = ("hypothesis", "variable", "site", "seed", "n_train", "claim",
 
 
 def manifest_mismatches(
-    manifest: dict[str, Any], wanted: dict[str, Any], *, saved_on: Any = None
+    manifest: dict[str, Any], wanted: dict[str, Any], *, baseline: dict[str, Any] | None = None
 ) -> list[str]:
     """``field=saved, not wanted`` for each identity field both record and differ in, the fit
     settings and prompts (``fit``, ``data``) where both record them, and the model where the
-    manifest's is not ``saved_on`` (the fingerprint of the baseline that holds the file)."""
+    manifest's is not the model of ``baseline`` (the payload of the baseline that holds the
+    file)."""
     wrong = [
         f"{field}={manifest[field]!r}, not {wanted[field]!r}"
         for field in IDENTITY_FIELDS
@@ -242,6 +243,8 @@ def manifest_mismatches(
                     else []
                 )
                 wrong.append(f"other {field} settings ({', '.join(differ) or 'another kind'})")
+    saved_by = (baseline or {}).get("model")
+    saved_on = saved_by.get("fingerprint") if isinstance(saved_by, dict) else None
     if isinstance(saved_on, dict) and manifest.get("model", saved_on) != saved_on:
         wrong.append("fitted on another model than the baseline's")
     return wrong

@@ -19,6 +19,7 @@ import torch
 from das_assert import sharing
 from das_assert.arg_types import MAX_SEED
 from das_assert.data import EncodedPairs, PromptPair
+from das_assert.engine_check import check_finite_logits
 from das_assert.errors import InvalidArgument, OutOfDeviceMemory, PreconditionFailed
 from das_assert.featurizers import Interchange
 from das_assert.fit import FittedAlignment
@@ -390,8 +391,6 @@ def _answered(model: Any, logits: torch.Tensor) -> torch.Tensor:
     """The model's own answers from its ``logits``, refused where any is not finite: an answer
     read from NaN (an overflow in float16 on some prompts) was scored as a wrong one, which
     lowered task accuracy and every IIA with nothing said."""
-    from das_assert.engine_check import check_finite_logits
-
     check_finite_logits(model, logits, len(logits))
     return logits.argmax(-1).cpu()
 

@@ -81,10 +81,8 @@ def frozen_alignment(
             f"--das-frozen {path}: {without_fit_remedy(str(exc))}; this file is the baseline's: "
             "save the baseline again with --das-save-baseline, or run without --das-frozen"
         ) from None
-    saved_by = payload.get("model")
-    saved_on = saved_by.get("fingerprint") if isinstance(saved_by, dict) else None
     _check_identity(
-        path, file, manifest, interchange.n_variables, experiment, config, entry, saved_on
+        path, file, manifest, interchange.n_variables, experiment, config, entry, payload
     )
     interchange.to(model.input_device)
     site = experiment.site.resolve(model.model)
@@ -141,15 +139,15 @@ def _check_identity(
     experiment: Experiment,
     config: FitConfig,
     entry: dict[str, Any],
-    saved_on: Any,
+    payload: dict[str, Any],
 ) -> None:
     """Refuse an alignment file that its manifest says was fitted for another request (its
-    fit settings and prompts too), on another model than the baseline's (``saved_on``, its
-    fingerprint), or saved for another entry (claim, test): a baseline whose long keys were cut
+    fit settings and prompts too), on another model than the baseline's (``payload``'s
+    model), or saved for another entry (claim, test): a baseline whose long keys were cut
     to one file name kept only the last cell's rotation, keys that slugged alike shared one
     file, and a file swapped in by hand shows nowhere in the baseline's JSON."""
     wanted = {**alignment_request(experiment, config), **_saved_for(entry)}
-    wrong = manifest_mismatches(manifest, wanted, saved_on=saved_on)
+    wrong = manifest_mismatches(manifest, wanted, baseline=payload)
     boxes = len(experiment.boxes)
     if n_variables != boxes:
         wrong.append(f"{n_variables} variables' boxes, not {boxes}")

@@ -296,11 +296,9 @@ def transfer(
             "baseline again with --das-save-baseline"
         }
     wanted = {**entry, "site": fitted_at}
-    baseline = getattr(session, "baseline", None)
-    saved_by = baseline[1].get("model") if baseline is not None else None
-    saved_on = saved_by.get("fingerprint") if isinstance(saved_by, dict) else None
+    assert session.baseline is not None  # compare_with_baseline's
     # a file under another claim's name, fitted otherwise, or on another model
-    wrong = manifest_mismatches(manifest, wanted, saved_on=saved_on)
+    wrong = manifest_mismatches(manifest, wanted, baseline=session.baseline[1])
     if wrong:
         return {
             "skipped": f"the baseline's alignment file {str(file)!r} holds another alignment "

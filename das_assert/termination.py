@@ -68,8 +68,11 @@ def signals_deferred() -> Iterator[list[int]]:
     def record(signum: int, frame: FrameType | None) -> None:
         received.append(signum)
 
-    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    before = {sig: h for sig, h in before.items() if h is not signal.SIG_IGN}  # kept ignored
+    before = {  # a signal ignored is left so
+        sig: handler
+        for sig in (signal.SIGINT, signal.SIGTERM)
+        if (handler := signal.getsignal(sig)) is not signal.SIG_IGN
+    }
     for sig in before:
         signal.signal(sig, record)
     try:

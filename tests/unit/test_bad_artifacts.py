@@ -597,7 +597,8 @@ def test_a_compare_does_not_transfer_another_claims_alignment_file(ctx: Ctx) -> 
     save_alignment(file, interchange, {**manifest, "site": SITE, "variable": "right"})
     entry = {**RECORD, **manifest, "alignment_file": file.name}
     result = SimpleNamespace(alignment=None, experiment=SimpleNamespace(site=SITE))
-    found = transfer(SimpleNamespace(model=ctx.llama), result, path, entry, entry["site"])  # type: ignore[arg-type]
+    session = SimpleNamespace(model=ctx.llama, baseline=(path, {}))
+    found = transfer(session, result, path, entry, entry["site"])  # type: ignore[arg-type]
     assert found == {
         "skipped": f"the baseline's alignment file {str(file)!r} holds another alignment "
         "(variable='right', not 'left'): save the baseline again (--das-save-baseline)"
@@ -616,14 +617,15 @@ def test_a_damaged_baseline_file_is_not_advised_to_be_fitted_again(ctx: Ctx) -> 
     file.write_bytes(file.read_bytes()[:100])
     entry = {**RECORD, "alignment_file": file.name}
     result = SimpleNamespace(alignment=None, experiment=SimpleNamespace(site=SITE))
-    found = transfer(SimpleNamespace(model=ctx.llama), result, path, entry, entry["site"])  # type: ignore[arg-type]
+    session = SimpleNamespace(model=ctx.llama, baseline=(path, {}))
+    found = transfer(session, result, path, entry, entry["site"])  # type: ignore[arg-type]
     assert found["skipped"].endswith(
         "it is truncated or corrupted; this file is the baseline's: save the baseline again "
         "with --das-save-baseline"
     )
     assert "fit again" not in found["skipped"]
     file.unlink()  # "check the path, or save an alignment with `... fit ... --save FILE`"
-    found = transfer(SimpleNamespace(model=ctx.llama), result, path, entry, entry["site"])  # type: ignore[arg-type]
+    found = transfer(session, result, path, entry, entry["site"])  # type: ignore[arg-type]
     assert found["skipped"] == (
         f"alignment file {str(file)!r} does not exist; this file is the baseline's: save the "
         "baseline again with --das-save-baseline"

@@ -338,14 +338,13 @@ def test_torchs_per_backend_precision_setting_is_read_and_does_not_break_the_che
 
 
 def test_an_evaluation_refuses_answers_read_from_logits_that_are_not_finite(
-    tiny_model_dirs: dict[str, Path],
+    fresh_llama: Any,
 ) -> None:
     # float16 overflow on some prompts only (not the engine check's 8): argmax of NaN read as a
     # wrong answer, which lowered task accuracy and every IIA with nothing said
     from das_assert.evaluate import base_answers
 
-    loaded = load_model(tiny_model_dirs["llama"])
     with torch.no_grad():
-        loaded.model.lm_head.weight[3] = float("nan")
+        fresh_llama.model.lm_head.weight[3] = float("nan")
     with pytest.raises(EngineCheckFailed, match=r"own logits, with no intervention, are not"):
-        base_answers(loaded.model, _encoded(loaded, Site(1, "last")))
+        base_answers(fresh_llama.model, _encoded(fresh_llama, Site(1, "last")))
