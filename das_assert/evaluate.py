@@ -39,7 +39,12 @@ class Evaluation:
     """Predictions of one alignment on one set of test pairs, and the counts behind its IIA."""
 
     def __repr__(self) -> str:
-        return f"Evaluation(iia={self.iia:.3f}, n={self.n})"
+        low, high = wilson_interval(self.successes, self.n)
+        controls = ", ".join(f"{name}={value:.3f}" for name, value in self.baselines().items())
+        return (
+            f"Evaluation(iia={self.iia:.3f}, n={self.n}, ci95=[{low:.3f}, {high:.3f}], "
+            f"{controls}, task_accuracy={self.task_accuracy:.3f})"
+        )
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))  # hypothesis and IPython print dataclasses field by field

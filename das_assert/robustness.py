@@ -90,8 +90,8 @@ def judge_variant(
             f"  IIA {evaluation.iia:.3f} (n={evaluation.n}, 95% CI "
             f"{bracketed(low, high, threshold)}) "
             f"at {exp.site}, seed={exp.seed}: {judged.outcome} (robustness threshold "
-            f"{threshold}): {judged.reason}; task accuracy {evaluation.task_accuracy:.3f}, "
-            f"no-op {noop.baseline:.3f}, lead over it {noop.against(exp.margin)}",
+            f"{threshold}): {judged.reason}; {controls_text(evaluation)}, "
+            f"lead over the no-op {noop.against(exp.margin)}",
             *by_variable_lines(evaluation, result.variable_names),
             *_confirmation_lines(confirmation, threshold),
             f"  a failing pair: base {pair.inputs.get('base')}, source {pair.inputs.get('source')}",
@@ -130,9 +130,21 @@ def _confirmation_lines(confirmation: dict[str, Any] | None, threshold: float) -
     low, high = confirmation["iia_ci"]
     return [
         f"  confirmed on {confirmation['n']} fresh pairs: IIA {confirmation['iia']:.3f} (95% CI "
-        f"{bracketed(low, high, threshold)}), no-op {confirmation['noop']:.3f}, task accuracy "
-        f"{confirmation['task_accuracy']:.3f}: {confirmation['verdict']}: {confirmation['reason']}"
+        f"{bracketed(low, high, threshold)}), no-op {confirmation['noop']:.3f}, majority "
+        f"{confirmation['majority']:.3f}, random rotation {confirmation['random_rotation']:.3f}, "
+        f"task accuracy {confirmation['task_accuracy']:.3f}: {confirmation['verdict']}: "
+        f"{confirmation['reason']}"
     ]
+
+
+def controls_text(evaluation: Any) -> str:
+    """The controls an IIA is read against, on the same pairs: the task accuracy, the no-op,
+    the majority label and a random rotation of the learned width."""
+    baselines = evaluation.baselines()
+    return (
+        f"task accuracy {evaluation.task_accuracy:.3f}, no-op {baselines['noop']:.3f}, majority "
+        f"{baselines['majority']:.3f}, random rotation {baselines['random_rotation']:.3f}"
+    )
 
 
 def fuzz_status(outcome: str, expect: str) -> str:
@@ -161,9 +173,8 @@ def judge_breaking_pairs(
     numbers = [
         f"  {where}: IIA {evaluation.iia:.3f} (n={evaluation.n}, 95% CI "
         f"{bracketed(low, high, threshold)}) "
-        f"at {exp.site}, seed={exp.seed}; task accuracy {evaluation.task_accuracy:.3f}, no-op "
-        f"{record['noop']:.3f}, {changed['correct']} of the {changed['n']} "
-        "answers that must change did",
+        f"at {exp.site}, seed={exp.seed}; {controls_text(evaluation)}; "
+        f"{changed['correct']} of the {changed['n']} answers that must change did",
         *by_variable_lines(evaluation, result.variable_names),
     ]
     gate = exp.min_task_accuracy  # the claim's own, as for its verdict

@@ -4,8 +4,9 @@
 
 Each seed reruns ``pytest hypotheses/`` with ``--das-seed=S`` (new data, initialisation and
 training) and its JSON report. The table lists, per claim, the verdict under every seed and the
-IIA range; a claim whose verdict differs between seeds is flagged, with how close what decided
-it (IIA against the threshold, or a lead over a baseline against the margin) came to its bar.
+IIA range, then each seed's IIA with its n, 95% interval, site and controls; a claim whose
+verdict differs between seeds is flagged, with how close what decided it (IIA against the
+threshold, or a lead over a baseline against the margin) came to its bar.
 Tests that are not IIA claims (a search's region, disjoint boxes) are listed with the seeds
 under which they failed. Exit code 1 if a claim flipped though what decided it stayed at least
 ``--margin`` from its bar under every seed, or if another test passed under some seeds and
@@ -181,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         outcomes = {r["verdict"] for r in records}
         iias = [r["iia"] for r in records]
         threshold = records[0]["threshold"]
-        line = f"{key}\n  verdicts {sorted(outcomes)}  IIA {min(iias):.3f}..{max(iias):.3f}  "
+        sites = {_site_name(r) for r in records}
+        header = f"{key} at {sites.pop()}" if len(sites) == 1 else key
+        line = f"{header}\n  verdicts {sorted(outcomes)}  IIA {min(iias):.3f}..{max(iias):.3f}  "
         line += f"threshold {threshold}"
         if len(outcomes) > 1:
             distance, what = _closest_to_its_bar(records)
@@ -198,8 +201,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             line += f"  closest {min(abs(i - threshold) for i in iias):.3f}"
         print(line)
+        print(_seed_lines(by_seed, with_site=header == key))
     for key, limit_by_seed in sorted(limits.items()):
         print(f"{key}\n  {_limit_line(limit_by_seed, len(seeds))}")
+        print(_seed_lines(limit_by_seed, with_site=True))
     unstable_tests = 0
     for test, counts_by_seed in sorted(fuzz.items()):
         bad_seeds = failed.pop(test, [])
@@ -232,6 +237,29 @@ def _distances(record: dict) -> dict[str, float]:
         share, low = changed["n"] / n, perfect_gap(changed["n"], n).low
         far[LABELS_THAT_CHANGE] = min(abs(share - margin), abs(low - margin))
     return far
+
+
+def _site_name(record: dict) -> str:
+    """A claim record's site (a dict with its ``canonical`` name) or a limit record's (a str)."""
+    site = record["site"]
+    return str(site["canonical"] if isinstance(site, dict) else site)
+
+
+def _seed_lines(by_seed: dict[int, dict], *, with_site: bool) -> str:
+    """Each seed's own numbers, as every IIA is shown: n, the 95% interval and the controls
+    (no-op, majority label, random rotation, task accuracy), and its verdict or status."""
+    lines = []
+    for seed, record in sorted(by_seed.items()):
+        controls = record.get("baselines") or record  # a claim's are nested, a limit's are not
+        low, high = record["iia_ci"]
+        where = f" at {_site_name(record)}" if with_site else ""
+        lines.append(
+            f"    seed {seed}{where}: IIA {record['iia']:.3f} [{low:.3f}, {high:.3f}] "
+            f"n={record.get('n_test', record.get('n'))}, no-op {controls['noop']:.3f}, majority "
+            f"{controls['majority']:.3f}, random rotation {controls['random_rotation']:.3f}, "
+            f"task {record['task_accuracy']:.3f}: {record.get('status', record.get('verdict'))}"
+        )
+    return "\n".join(lines)
 
 
 def _closest_to_its_bar(records: list[dict]) -> tuple[float, str]:

@@ -70,6 +70,12 @@ def test_an_alignment_that_holds_fails_the_negative_claim(encoded: Any) -> None:
     with pytest.raises(IIAClaimFailed, match=r"was to break here, but it is aligned") as caught:
         _judge(evaluation, recorded)
     assert "bracket X: IIA 1.000 (n=80, 95% CI [" in str(caught.value)
+    # every baseline it is read against, as a claim's failure names them
+    controls = evaluation.baselines()
+    assert (
+        f"no-op {controls['noop']:.3f}, majority {controls['majority']:.3f}, random rotation "
+        f"{controls['random_rotation']:.3f}" in str(caught.value)
+    )
     # it ended without the command that reruns it, which a claim's failure gives
     assert str(caught.value).endswith(
         "reproduce: pytest test_limits.py::test_a_limit --das-seed=0 --das-config=das.yaml"
@@ -148,3 +154,13 @@ def test_a_fuzz_records_alignment_id_does_not_name_where_das_assert_is_installed
     assert alignment_id(result("/b/das_assert/embedded/price_tagger", "embedded")) == here
     assert alignment_id(result("/m/other", "/m/other")) != here
     assert alignment_id(result("/a/das_assert/embedded/price_tagger", "embedded", 1)) != here
+
+
+def test_an_evaluation_prints_its_interval_and_controls(encoded: Any) -> None:
+    # das.assert_breaks_on returns one: a user's own assert on it shows its repr
+    labels, base = encoded.label_ids, encoded.base_label_ids
+    evaluation = Evaluation(encoded, labels.clone(), base.clone(), base.clone(), 0.0)
+    text = repr(evaluation)
+    assert text.startswith("Evaluation(iia=1.000, n=80, ci95=[0.954, 1.000], noop=")
+    for control in ("majority=", "random_rotation=", "task_accuracy="):
+        assert control in text

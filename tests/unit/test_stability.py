@@ -70,6 +70,10 @@ def _claim(
         "threshold": 0.73,
         "margin": 0.05,
         "n_test": 800,
+        "iia_ci": [iia - 0.03, iia + 0.03],
+        "site": {"canonical": "block_output[layer=0, pos=last]"},
+        "baselines": {"noop": 0.5, "majority": 0.55, "random_rotation": 0.52},
+        "task_accuracy": 0.95,
         "iia_on_changed_labels": {"correct": 200, "n": 300},
         "baseline_leads": {
             name: {"lead": lead, "baseline": iia - lead}
@@ -103,6 +107,13 @@ def test_a_flip_decided_by_a_lost_lead_is_not_excused_by_an_iia_near_the_thresho
     status, out = _compare_claims(monkeypatch, capsys, [_claim(0.77), lost])
     assert status == 1
     assert "closest 0.060 (lead over random_rotation)  FLIPS (far from the bar" in out
+    # each seed's IIA as every IIA is shown: n, interval, site, seed and the controls
+    header = "hypotheses/test_lb.py::test_claim::left_boundary at block_output[layer=0, pos=last]"
+    assert f"{header}\n" in out
+    assert (
+        "    seed 1: IIA 0.770 [0.740, 0.800] n=800, no-op 0.500, majority 0.550, random "
+        "rotation 0.520, task 0.950: not_aligned"
+    ) in out
 
 
 def test_a_flip_decided_by_a_lead_near_the_margin_is_tolerated_far_from_the_threshold(
@@ -231,8 +242,12 @@ def test_a_measured_limit_is_listed_with_the_seeds_it_broke_under_and_its_ranges
             "status": "breaks" if seed < 2 else "inconclusive",
             "iia": iia,
             "iia_ci": [iia - 0.05, iia + 0.04],
+            "n": 200,
             "noop": 0.5,
+            "majority": 0.51,
+            "random_rotation": 0.49,
             "task_accuracy": 0.9,
+            "site": "block_output[layer=1, pos=last]",
         }
         report.write_text(json.dumps({"results": [_claim(0.83)], "limits": [limit]}))
         failure = "<failure message='not shown'/>" if seed == 2 else ""
@@ -249,6 +264,10 @@ def test_a_measured_limit_is_listed_with_the_seeds_it_broke_under_and_its_ranges
     assert (
         "breaks under 2 of 3 seeds  IIA 0.600..0.620  upper bound 0.640..0.660  no-op "
         "0.500..0.500  task 0.900..0.900  NOT SHOWN under {2: 'inconclusive'}"
+    ) in out
+    assert (
+        "    seed 2 at block_output[layer=1, pos=last]: IIA 0.620 [0.570, 0.660] n=200, no-op "
+        "0.500, majority 0.510, random rotation 0.490, task 0.900: inconclusive"
     ) in out
     failing = "hypotheses/test_lb.py::test_limit\n  failed under seeds [2]  FAILS UNDER SOME SEEDS"
     assert failing in out
