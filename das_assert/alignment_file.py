@@ -25,7 +25,9 @@ from das_assert.values import is_integer, is_number
 __all__ = ["load_alignment", "manifest_mismatches", "save_alignment", "without_fit_remedy"]
 
 
-def save_alignment(path: Path, interchange: Any, manifest: dict[str, Any]) -> str:
+def save_alignment(
+    path: Path, interchange: Any, manifest: dict[str, Any], *, follow_link: bool = False
+) -> str:
     """Save a trained ``Interchange`` and its manifest to one safetensors file, atomically;
     return the file's sha256, by which a baseline pins it (``load_alignment(sha256=)``)."""
     import torch
@@ -51,7 +53,7 @@ def save_alignment(path: Path, interchange: Any, manifest: dict[str, Any]) -> st
         "tensor_sha256": digest.hexdigest(),
     }
     raw = save(tensors, metadata={"manifest": json.dumps(header)})
-    atomic_write_bytes(Path(path), raw)
+    atomic_write_bytes(Path(path), raw, follow_link=follow_link)
     return hashlib.sha256(raw).hexdigest()
 
 
@@ -287,21 +289,35 @@ def _read_alignment_file(path: Path, sha256: str | None) -> tuple[dict[str, Any]
             f"alignment file {str(path)!r} is not the file its baseline saved (its sha256 is "
             "not the baseline's alignment_sha256): it was replaced or changed since"
         )
+    which = (
+        "give the file that fit --save (or pytest --das-save-baseline, beside its baseline) wrote"
+    )
     try:
         tensors = load(raw)
         header_len = int.from_bytes(raw[:8], "little")
-        metadata = json.loads(raw[8 : 8 + header_len]).get("__metadata__", {})
-        return tensors, json.loads(metadata["manifest"])
-    except (SafetensorError, ValueError, KeyError, RecursionError) as exc:
+        metadata = json.loads(raw[8 : 8 + header_len]).get("__metadata__") or {}
+    except (SafetensorError, ValueError, RecursionError) as exc:
         if raw.lstrip()[:1] in (b"{", b"["):  # a report, say, which is no reason to delete it
             raise AlignmentFileError(
                 f"alignment file {str(path)!r} is a JSON file, not a safetensors alignment: a "
-                "report (--json) holds no weights; give the file that fit --save (or "
-                "pytest --das-save-baseline, beside its baseline) wrote"
+                f"report (--json) holds no weights; {which}"
             ) from None
         raise AlignmentFileError(
-            f"alignment file {str(path)!r} is not a readable das_assert safetensors file ({exc}); "
-            "it is truncated or corrupted: delete it and fit again"
+            f"alignment file {str(path)!r} is not a readable safetensors file ({exc}): check "
+            f"the path and {which}; if it is that file, it was truncated or corrupted since: "
+            "fit it again"
+        ) from None
+    if "manifest" not in metadata:  # another tool's tensors, or a model's weights: keep them
+        raise AlignmentFileError(
+            f"alignment file {str(path)!r} is a safetensors file without das_assert's manifest "
+            f"(a model's weights, or another tool's tensors), not an alignment: {which}"
+        )
+    try:
+        return tensors, json.loads(metadata["manifest"])
+    except (ValueError, RecursionError) as exc:
+        raise AlignmentFileError(
+            f"alignment file {str(path)!r} has a manifest that cannot be read ({exc}): it was "
+            "edited or corrupted since das_assert wrote it; fit it again"
         ) from None
 
 

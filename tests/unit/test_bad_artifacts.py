@@ -325,8 +325,8 @@ CASES = [
     pytest.param(
         lambda c: load_alignment(truncated_alignment(c)),
         AlignmentFileError,
-        r"(?s)is not a readable das_assert safetensors file .*truncated or corrupted: "
-        r"delete it and fit again",
+        r"(?s)is not a readable safetensors file .*check the path and give the file that fit "
+        r"--save .*if it is that file, it was truncated or corrupted since: fit it again",
         id="load_alignment(<truncated file>)",
     ),
     pytest.param(
@@ -345,19 +345,20 @@ CASES = [
     pytest.param(
         lambda c: load_alignment(random_bytes_file(c)),
         AlignmentFileError,
-        r"is not a readable das_assert safetensors file",
+        r"is not a readable safetensors file",
         id="load_alignment(<random bytes>)",
     ),
     pytest.param(
         lambda c: load_alignment(pickled_tensors(c)),
         AlignmentFileError,
-        r"is not a readable das_assert safetensors file",
+        r"is not a readable safetensors file",
         id="load_alignment(<a torch.save pickle>)",
     ),
-    pytest.param(
+    pytest.param(  # it said "truncated or corrupted: delete it", of a model's weights
         lambda c: load_alignment(safetensors_without_manifest(c)),
         AlignmentFileError,
-        r"is not a readable das_assert safetensors file \('manifest'\)",
+        r"is a safetensors file without das_assert's manifest \(a model's weights, or another "
+        r"tool's tensors\), not an alignment: give the file that fit --save",
         id="load_alignment(<safetensors without a manifest>)",
     ),
     pytest.param(
@@ -500,7 +501,7 @@ CASES = [
     pytest.param(  # a RecursionError escaped
         lambda c: load_alignment(alignment_with_deep_manifest(c)),
         AlignmentFileError,
-        r"deep\.safetensors' is not a readable das_assert safetensors file",
+        r"deep\.safetensors' has a manifest that cannot be read \(",
         id="load_alignment(<manifest [ 100000 deep>)",
     ),
     pytest.param(  # it loaded, and reports named the method "zzz"

@@ -456,7 +456,7 @@ def test_a_fuzz_test_with_no_variant_held_is_named_in_both_tables() -> None:
 def test_a_transfer_that_could_not_be_measured_says_so_in_both_tables(tmp_path: Path) -> None:
     # A baseline whose alignment file was truncated left the row's transfer blank, as if none
     # had been asked for: the damaged baseline went unnoticed under an iia-only gate.
-    why = "alignment file 'x.safetensors' is not a readable das_assert safetensors file"
+    why = "alignment file 'x.safetensors' is not a readable safetensors file"
     record = _compared(tmp_path, "block_output[layer=0, pos=last]", transfer={"skipped": why})
     assert "transfer not measured" in summary_lines([record])[2]
     assert f"Δ +0.000, transfer not measured: {why}" in markdown_table([record])
