@@ -62,7 +62,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     result = run_restarts(model, experiment, config, args.restarts)
     record = result.to_dict()
     if args.save:
-        save_alignment(args.save, result.fitted.interchange, alignment_manifest(result))
+        save_alignment(
+            args.save, result.fitted.interchange, alignment_manifest(result), follow_link=True
+        )
         print(f"alignment: {args.save}")
     return finish(args, model, record, result.summary())
 
@@ -195,7 +197,9 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
         listing = {**baseline_listing(args.dir, model=args.model), "pruned": pruned}
     print(listing_text(listing), end="")
     if args.json:
-        atomic_write_json(args.json, _listing_file("das_assert baselines", listing))
+        atomic_write_json(
+            args.json, _listing_file("das_assert baselines", listing), follow_link=True
+        )
     return 0
 
 
@@ -228,7 +232,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     listing = {**cache_listing(args.dir), **pruned}  # what is left
     print(listing_text(listing), end="")
     if args.json:
-        atomic_write_json(args.json, _listing_file("das_assert cache", listing))
+        atomic_write_json(args.json, _listing_file("das_assert cache", listing), follow_link=True)
     return 0
 
 
@@ -247,7 +251,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     found = preflight(model, experiment, positions, layers)
     print(preflight_text(found), end="")
     if args.json:
-        atomic_write_json(args.json, check_report(found))
+        atomic_write_json(args.json, check_report(found), follow_link=True)
         print(f"report: {args.json}")
     return 0 if found["task_accuracy"]["passed"] else 1
 

@@ -118,7 +118,7 @@ def build_report(
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:
-    atomic_write_json(Path(path), report)
+    atomic_write_json(Path(path), report, follow_link=True)
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

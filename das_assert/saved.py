@@ -65,7 +65,7 @@ def save_result(result: AlignmentResult, path: str | Path) -> Path:
     target = Path(path)
     if (problem := output_path_problem(target)) is not None:
         raise InvalidArgument(f"cannot save the alignment to {str(target)!r}{problem}")
-    save_alignment(target, result.fitted.interchange, alignment_manifest(result))
+    save_alignment(target, result.fitted.interchange, alignment_manifest(result), follow_link=True)
     return target
 
 

@@ -259,5 +259,5 @@ def save_heatmap(grid: SearchGrid, path: Path, *, title: str = "") -> Path:
     fig.savefig(image_bytes, format="png", dpi=110)
     plt.close(fig)
     path = Path(path)
-    atomic_write_bytes(path, image_bytes.getvalue())  # never a half-written PNG
+    atomic_write_bytes(path, image_bytes.getvalue(), follow_link=True)  # never a half-written PNG
     return path

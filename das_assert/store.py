@@ -50,8 +50,11 @@ _NEW_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file
 NEW_DIRECTORY_MODE = 0o777 & ~_umask()  # what mkdir() would give a new directory
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename.
+def atomic_write_bytes(path: Path, data: bytes, *, follow_link: bool = False) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename. A file there
+    before keeps its permissions. With ``follow_link`` (an output the user named), a symbolic
+    link at ``path`` is written through, as the shell's ``>`` does, not replaced by a file; a
+    link in das_assert's own folders (a cache a team shares) is replaced, never followed.
 
     Raises:
         OutputWriteError: the file could not be written (disk full, ``ulimit -f``, no
@@ -65,6 +68,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         except OSError as exc:
             raise OutputWriteError(write_failure(path, exc, appending=True)) from None
         return
+    if follow_link and path.is_symlink():
+        path = Path(os.path.realpath(path))
+    mode = _NEW_FILE_MODE  # mkstemp's 0600 would hide committed baselines
+    try:
+        before = os.lstat(path)
+        if stat.S_ISREG(before.st_mode):
+            mode = stat.S_IMODE(before.st_mode)  # a report kept private (0600) stays so
+    except OSError:
+        pass  # none there yet (or unreadable: the write says why)
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,7 +87,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, _NEW_FILE_MODE)  # mkstemp's 0600 would hide committed baselines
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException as exc:
         if tmp is not None:
@@ -279,15 +291,19 @@ def write_markdown(path: Path, text: str) -> None:
         except OSError as exc:  # a full disk: the summary's one message, not a traceback
             raise OutputWriteError(write_failure(Path(path), exc, appending=True)) from None
         return
-    atomic_write_bytes(path, text.encode())
+    atomic_write_bytes(path, text.encode(), follow_link=True)
 
 
-def atomic_write_json(path: Path, payload: dict[str, Any], *, checksum: bool = False) -> None:
-    """Write ``payload`` as indented JSON; with ``checksum`` add ``sha256`` of the rest."""
+def atomic_write_json(
+    path: Path, payload: dict[str, Any], *, checksum: bool = False, follow_link: bool = False
+) -> None:
+    """Write ``payload`` as indented JSON; with ``checksum`` add ``sha256`` of the rest
+    (``follow_link``: as ``atomic_write_bytes``)."""
     if checksum:
         payload = {k: v for k, v in payload.items() if k != "sha256"}
         payload["sha256"] = _json_digest(payload)
-    atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode())
+    text = json.dumps(payload, indent=2, sort_keys=False) + "\n"
+    atomic_write_bytes(path, text.encode(), follow_link=follow_link)
 
 
 def _json_digest(payload: dict[str, Any]) -> str:

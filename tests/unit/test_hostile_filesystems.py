@@ -3,8 +3,11 @@ half-written, and where the file only saves time (the cache, the digest memo) th
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import resource
+import stat
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -410,3 +413,33 @@ def test_a_bad_cache_entry_that_cannot_be_removed_is_a_warning_not_a_crash(
     monkeypatch.setattr(Path, "unlink", not_permitted)
     with pytest.warns(CacheWarning, match=r"could not be removed \(Operation not permitted\)"):
         assert cache.get("key", hidden_size=32) is None
+
+
+def test_a_report_named_through_a_link_is_written_through_it(tmp_path: Path) -> None:
+    # the link was replaced by a file, and its target kept the old report, which whatever read
+    # through the link then saw
+    from das_assert.report import write_report
+
+    target = tmp_path / "real.json"
+    target.write_text("{}")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    write_report(link, {"results": [1]})
+    assert link.is_symlink()
+    assert json.loads(target.read_text())["results"] == [1]
+
+
+def test_a_rewritten_file_keeps_its_permissions(tmp_path: Path) -> None:
+    # a report kept private (chmod 600) became readable by everyone when rewritten
+    from das_assert.store import write_markdown
+
+    private = tmp_path / "private.md"
+    private.write_text("old")
+    private.chmod(0o600)
+    write_markdown(private, "new")
+    assert (private.read_text(), stat.S_IMODE(private.stat().st_mode)) == ("new", 0o600)
+    fresh = tmp_path / "fresh.bin"
+    atomic_write_bytes(fresh, b"x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o666 & ~umask  # as open() makes one
