@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -236,13 +237,12 @@ class BaselineReporting:
                 if unsaved := search.get("cells_unsaved"):
                     test_id = search["test_id"]
                     self.notes.append(f"das: baseline {name} leaves out {test_id}'s {unsaved}")
-            if failed := sorted({r["claim"] for r in records if r.get("passed") is False}):
+            if failed := failed_claims(records):
                 self.notes.append(
-                    f"das: baseline {name} records {len(failed)} claim(s) that did not hold in "
-                    f"this run ({', '.join(failed)}): a --das-compare against it gates those "
-                    "numbers as they are; to gate against claims that hold, save it again once "
-                    "they do (an inconclusive claim, which --das-inconclusive may pass, decides "
-                    "with more test pairs: n_test in das.yaml)"
+                    f"das: baseline {name} records {failed}: a --das-compare against it gates "
+                    "those numbers as they are; to gate against claims that hold, save it again "
+                    "once they do (an inconclusive claim, which --das-inconclusive may pass, "
+                    "decides with more test pairs: n_test in das.yaml)"
                 )
             if run["selection"]:
                 self.notes.append(
@@ -411,3 +411,13 @@ def _other_environment(
     except (OSError, ValueError):
         return None
     return rounding_differences(payload, {"environment": here, "model": model or {}})
+
+
+def failed_claims(records: list[dict[str, Any]]) -> str:
+    """``N claim(s) that did not hold in this run (names)``, one per record as ``das_assert
+    baselines`` counts them (a claim judged at its site and at a control is two), or ``""``."""
+    failed = Counter(r["claim"] for r in records if r.get("passed") is False)
+    names = (f"{c}" if k == 1 else f"{c} x{k}" for c, k in sorted(failed.items()))
+    if not failed:
+        return ""
+    return f"{failed.total()} claim(s) that did not hold in this run ({', '.join(names)})"

@@ -1096,3 +1096,20 @@ def test_path_options_name_paths_from_where_pytest_started_though_a_conftest_cha
     guarded = _run(project, "--das-baseline-dir=b", "--das-json=b/r.json", subprocess=True)
     assert guarded.ret == pytest.ExitCode.USAGE_ERROR
     assert "--das-json b/r.json is inside the baseline directory b" in guarded.stderr.str()
+
+
+def test_the_failed_claims_a_baseline_records_are_counted_per_record() -> None:
+    # three failed records of two claim names were noted as "2 claim(s)", where
+    # `das_assert baselines` said "3 did not hold"
+    from das_assert.plugin_baselines import failed_claims
+
+    records = [
+        {"claim": "left_boundary", "passed": False},
+        {"claim": "left_boundary", "passed": False},  # its control, say
+        {"claim": "left_boundary.search", "passed": False},
+        {"claim": "right_boundary", "passed": True},
+    ]
+    assert failed_claims(records) == (
+        "3 claim(s) that did not hold in this run (left_boundary x2, left_boundary.search)"
+    )
+    assert failed_claims(records[3:]) == ""
