@@ -62,7 +62,13 @@ class MissingEntry(SetupError, ConfigError):
 
 
 class SiteNotInModel(SetupError, SiteError):
-    """A das.yaml site names a layer the model under test does not have."""
+    """A das.yaml site names a layer the model under test does not have, or a position its
+    default prompt does not have."""
+
+
+class SearchNotInModel(SetupError, ConfigError):
+    """das.yaml's ``search:`` names a layer or position the model or its prompt lacks, or two
+    names of one cell on it."""
 
 
 def which_is_misspelt(name: str, known: Iterable[str]) -> str:

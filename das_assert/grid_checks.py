@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from das_assert.errors import ConfigError, InvalidArgument, SiteError
+from das_assert.errors import InvalidArgument, SearchNotInModel, SiteError
 
 __all__ = ["check_distinct_tokens", "checked_search", "distinct_blocks"]
 
@@ -19,7 +19,8 @@ def checked_search(session: Any) -> dict[str, Any]:
     key (``DasSession.search_settings``).
 
     Raises:
-        ConfigError: naming das.yaml's key, before any cell trains.
+        SearchNotInModel: naming das.yaml's key, before any cell trains (a setup error: the
+            run stops once, not at every test that asks for the search).
     """
     from das_assert.sites import Site
     from das_assert.tasks.price_tagging import CAUSAL_MODELS
@@ -33,7 +34,7 @@ def checked_search(session: Any) -> dict[str, Any]:
             try:
                 session.check(any_claim, site)
             except SiteError as exc:  # the layer or slot itself; anything else is not
-                raise ConfigError(f"{where}.{key}: {value!r}: {exc}") from None
+                raise SearchNotInModel(f"{where}.{key}: {value!r}: {exc}") from None
     if not spec:
         return spec
     try:  # two names of one cell, as the command line's search refuses them
@@ -43,7 +44,7 @@ def checked_search(session: Any) -> dict[str, Any]:
         pairs = sample.pairs(min(sample.n_train, 256), sample.seed)
         check_distinct_tokens(session.model, pairs, positions, f"{where}.positions:")
     except InvalidArgument as exc:
-        raise ConfigError(str(exc)) from None
+        raise SearchNotInModel(str(exc)) from None
     return spec
 
 

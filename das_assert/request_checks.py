@@ -14,6 +14,7 @@ from das_assert.errors import InvalidArgument
 __all__ = [
     "check_align_arguments",
     "check_claim",
+    "check_das_yaml_site",
     "check_fit_changes",
     "check_pairs",
     "check_result",
@@ -154,3 +155,29 @@ def check_fit_changes(changes: dict[str, Any]) -> None:
             f"fit_config() has no setting {', '.join(unknown)}; settings: {', '.join(known)}."
             + did_you_mean(unknown[0], known)
         )
+
+
+def check_das_yaml_site(session: Any, name: str, experiment: Any) -> None:
+    """das.yaml's site ``name``, asked for by ``experiment``: a layer ``session``'s model lacks,
+    or a position its default prompt lacks, means das.yaml is for another model or prompt, and
+    stops the run once (``SiteNotInModel``). A position that only this claim's own prompts lack
+    fails its test alone (``DasSession._align_one``)."""
+    from das_assert.errors import DasError, SiteError, SiteNotInModel
+    from das_assert.experiment import check_site
+
+    try:
+        experiment.site.resolve(session.model.model)
+        if name not in session.sites_checked:
+            try:
+                default = session.experiment(experiment.hypothesis, name)
+            except DasError:  # none without this claim's changes: its own prompts decide
+                default = None
+            if default is not None:
+                check_site(session.model, default)
+            session.sites_checked.add(name)
+    except SiteError as exc:
+        entry = f"models.{session.settings.key}.sites.{name}"
+        raise SiteNotInModel(
+            f"{session.settings.source}: {entry} = {session.settings.sites[name]!r}: {exc}; fix "
+            f"the site, or check that the entry is this model's ({session.model.name})"
+        ) from None

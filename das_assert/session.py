@@ -22,7 +22,6 @@ from das_assert.errors import (
     InvalidArgument,
     OutputWriteError,
     SiteError,
-    SiteNotInModel,
     did_you_mean,
 )
 from das_assert.evaluate import Evaluation
@@ -90,6 +89,7 @@ class DasSession:
     # Alpaca's, the paper's.
     prompt_template: str | None = None
     _memo: dict[str, AlignmentResult] = field(default_factory=dict, repr=False)
+    sites_checked: set[str] = field(default_factory=set, repr=False)  # das.yaml's, on its prompt
     # Fuzz examples that repeat a variant (hypothesis often draws the plain prompt again) reuse
     # its evaluation: the alignment is frozen and the pairs are seeded, so it cannot differ.
     # Keyed by id(result), with the result kept alive beside its outcome so the id stays unique,
@@ -227,7 +227,7 @@ class DasSession:
         self.check_model_unchanged("das_session.align")
         experiment = self.experiment(hypothesis, site, **changes)
         if isinstance(site, str) and site in self.settings.sites:
-            self._check_das_yaml_site(site, experiment.site)
+            checks.check_das_yaml_site(self, site, experiment)
         # One seed for the pairs and the fit: align(..., seed=3) fits at 3 as well, also with a
         # config= at the session's seed (das_session.fit_config(epochs=1)), not one of its own.
         config = (config or self.fit_config(seed=experiment.seed)).with_seed(experiment.seed)
@@ -278,17 +278,6 @@ class DasSession:
         # The disk cache keys the training; the result also carries how it was evaluated and judged.
         judged = (experiment.n_test, experiment.min_task_accuracy, experiment.margin)
         return f"{key}/{judged!r}"
-
-    def _check_das_yaml_site(self, name: str, site: Any) -> None:
-        """A das.yaml site whose layer this model lacks: das.yaml is for another model."""
-        try:
-            site.resolve(self.model.model)
-        except SiteError as exc:
-            entry = f"models.{self.settings.key}.sites.{name}"
-            raise SiteNotInModel(
-                f"{self.settings.source}: {entry} = {self.settings.sites[name]!r}: {exc}; fix "
-                f"the site, or check that the entry is this model's ({self.model.name})"
-            ) from None
 
 
 @dataclass

@@ -216,16 +216,19 @@ def test_the_search_settings(das_session):
     ],
     ids=["layer", "slot"],
 )
-def test_a_das_yaml_search_the_model_cannot_run_fails_the_search_only_naming_its_key(
+def test_a_das_yaml_search_the_model_cannot_run_stops_the_run_once_naming_its_key(
     project: pytest.Pytester, search: str, match: str
 ) -> None:
+    # each test that read the grid failed on its own, the same message once per test, while
+    # the claims trained on: a das.yaml written for another model, as a site's layer is
     yaml = project.path / "das.yaml"
     yaml.write_text(yaml.read_text().rstrip("\n") + f"\n    search: {search}\n")
-    project.makepyfile(test_search=SEARCH_SETTINGS)
-    args = ("test_hyp.py::test_a_negative_claim_holds", "test_search.py")
-    result = _run(project, "--das-cache=off", *args)
-    result.assert_outcomes(passed=1, failed=1)  # the claim that does not search still runs
-    result.stdout.fnmatch_lines([match])
+    again = "\ndef test_them_again(das_session):\n    das_session.search_settings()\n"
+    project.makepyfile(test_search=SEARCH_SETTINGS + again)
+    result = _run(project, "--das-cache=off", "test_search.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stdout.fnmatch_lines([f"*das_assert setup: das.yaml: {match.lstrip('*')}"])
+    assert result.stdout.str().count("das_assert setup:") == 1
     assert "Traceback" not in result.stdout.str()
 
 
@@ -245,6 +248,24 @@ def test_a_das_yaml_site_outside_the_model_stops_the_run_naming_its_key(
         "das_assert setup: das.yaml: models.tiny.sites.boundary = 'block_output[layer=99, "
         "pos=last]': layer=99 is out of range for llama (3 layers: 0..2; negative indices count "
         "from the end); fix the site, or check that the entry is this model's ("
+    ) in text
+
+
+def test_a_das_yaml_site_whose_position_the_prompt_lacks_stops_the_run_once(
+    project: pytest.Pytester,
+) -> None:
+    # a slot the prompt lacks (or last-200 on 79 tokens) was one error per test, and the
+    # claims that did not use the site trained on: das.yaml is for another prompt
+    yaml = project.path / "das.yaml"
+    yaml.write_text(yaml.read_text().replace("layer=1, pos=last", "layer=1, pos=after:price"))
+    result = _run(project, "--das-cache=off", "test_hyp.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.assert_outcomes()
+    text = result.stdout.str()
+    assert text.count("das_assert setup:") == 1
+    assert (
+        "das_assert setup: das.yaml: models.tiny.sites.boundary = 'block_output[layer=1, "
+        "pos=after:price]': position 'after:price' refers to slot 'price'"
     ) in text
 
 
