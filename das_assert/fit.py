@@ -40,7 +40,7 @@ from das_assert.model_state import gradients_on, model_version
 from das_assert.prefix_store import PrefixStore, first_layer_needed, prefix_batches
 from das_assert.runner import BaseRun, shared_source_vectors, tail_blocks
 from das_assert.sites import ResolvedSite, existing_sites
-from das_assert.transfer import cuda_devices, to_device
+from das_assert.transfer import cuda_devices, seed_generators, to_device
 
 __all__ = [  # METHODS, FitConfig and parse_method live in fit_config; imported here as before
     "METHODS",
@@ -320,20 +320,21 @@ def _initial_interchanges(
     parametrized module would share torch's parametrization cache with the original.)"""
     device = model.get_input_embeddings().weight.device
     d = model.config.hidden_size
+    devices = [device.index or 0] if device.type == "cuda" else []  # the draws' device alone
     initial = None
     if parse_method(config.method)[0] in ("boundless", "das"):  # the methods that learn one
 
         def draw() -> tuple[torch.Tensor, torch.Tensor]:
-            torch.manual_seed(config.fit_seed)
+            seed_generators(config.fit_seed, devices)
             return rotation.random_orthogonal(d, device), torch.get_rng_state()
 
         key = ("initial_rotation", d, str(device), config.fit_seed)
         kept = sharing.prefix_stores_active()
         initial, generator_after = sharing.shared(key, draw) if kept else draw()
-        torch.manual_seed(config.fit_seed)  # as the draw leaves every device's generator
+        seed_generators(config.fit_seed, devices)  # as the draw leaves each device's generator
         torch.set_rng_state(generator_after)
     else:  # full and noop draw nothing, but a fit of them has always seeded the generator
-        torch.manual_seed(config.fit_seed)
+        seed_generators(config.fit_seed, devices)
     interchanges = []
     for _ in range(count):
         interchange = make_interchange(

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["cuda_devices", "to_device"]
+__all__ = ["cuda_devices", "seed_generators", "to_device"]
 
 
 def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
@@ -30,3 +30,12 @@ def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
 def cuda_devices(model: Any) -> list[int]:
     """The CUDA devices that hold ``model``'s parameters (several under device_map)."""
     return sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+
+
+def seed_generators(seed: int, devices: list[int]) -> None:
+    """Seed torch's CPU generator and those of the CUDA ``devices`` (a model's, which a fit's
+    ``fork_rng`` restores), not every device's as ``torch.manual_seed`` does: a model on the
+    CPU left each GPU's generator at the fit's seed after every fit."""
+    torch.default_generator.manual_seed(seed)
+    for index in devices:
+        torch.cuda.default_generators[index].manual_seed(seed)

@@ -99,6 +99,21 @@ def test_a_fit_leaves_torchs_global_generator_where_the_caller_had_it(
     assert all(torch.equal(rotations[0], other) for other in rotations[1:])  # seeded alike
 
 
+def test_a_fit_on_the_cpu_seeds_no_gpus_generator(
+    tiny_llama: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # torch.manual_seed seeds every CUDA (and MPS) device's generator too, and the fit restores
+    # only those of the devices its model is on: a model on the CPU left each GPU's generator
+    # at the fit's seed after every fit
+    seeded: list[str] = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: seeded.append("cuda"))
+    monkeypatch.setattr(torch.mps, "manual_seed", lambda seed: seeded.append("mps"))
+    site = Site(1).resolve(tiny_llama.model)
+    train = encode(tiny_llama, prompt_pairs("left_boundary", 8, seed=0), parse_position("last"))
+    fit_alignment(tiny_llama.model, site, train, FitConfig(epochs=1, batch_size=8))
+    assert seeded == []
+
+
 def test_the_records_pairs_recompute_every_number_the_verdict_rests_on(
     tiny_llama: LoadedModel,
 ) -> None:
