@@ -84,6 +84,7 @@ class EngineCheck:
 
 
 _CHECKED: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
+MEMO_SIZE = 64  # checks kept per model, of its current weights alone
 # The model version whose cached passes failed, for a model this check set to whole prompts.
 _WHOLE_SINCE: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
@@ -116,6 +117,10 @@ def _checked(model: Any, site: ResolvedSite, encoded: EncodedPairs) -> EngineChe
         cached_passes_again(model)
         del _WHOLE_SINCE[model]
         memo.clear()  # what it found on a version checked before was found with them off
+    for stale in [k for k in memo if version not in k]:  # weights edited since (an ablation loop)
+        del memo[stale]
+    while len(memo) >= MEMO_SIZE:  # a new seed's prompts each: the oldest goes
+        del memo[next(iter(memo))]
     rows = encoded.select(torch.arange(min(CHECK_ROWS, len(encoded))))
     # keyed by the prompts too: what a record says it measured is the same in any test order
     prompts = _digest(rows)

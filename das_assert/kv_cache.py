@@ -155,9 +155,15 @@ def head_tensors(
         tensors = layer_tensors(cache)
         if tensors is None:
             return None
-        _HEADS.insert(0, (key, weakref.ref(model), tensors))
+        _HEADS.insert(0, (key, weakref.ref(model, _forget_heads), tensors))
         del _HEADS[4:]
     return tensors
+
+
+def _forget_heads(gone: weakref.ref) -> None:
+    """A model's heads go with it, not at the next pass of another (``del model`` freed none
+    of a GPU's memory that its keys and values held)."""
+    _HEADS[:] = [entry for entry in _HEADS if entry[1] is not gone]
 
 
 def _head_cache(

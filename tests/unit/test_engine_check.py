@@ -86,6 +86,25 @@ def test_what_a_check_reports_does_not_depend_on_which_claim_reached_the_site_fi
     assert a_then_b[0] is not a_then_b[1]
 
 
+def test_the_checks_kept_per_model_are_bounded_and_of_its_current_weights(
+    fresh_llama: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a notebook's ablation loop (edit a unit, fit again) kept two entries per edit, each keyed
+    # by a version tuple as long as the model's parameter list, for the model's life
+    model, site = fresh_llama.model, Site(1, "last")
+    resolved = site.resolve(model)
+    encoded = _encoded(fresh_llama, site)
+    for unit in range(3):
+        with torch.no_grad():
+            model.get_input_embeddings().weight[0, unit] = 0.0
+        check_engine(model, resolved, encoded)
+    assert len(engine_check._CHECKED[model]) == 2  # the site's check and the output swap
+    monkeypatch.setattr(engine_check, "MEMO_SIZE", 4)
+    for seed in range(6):  # new prompts each: new seeds
+        check_engine(model, resolved, _encoded(fresh_llama, site, seed=seed))
+    assert len(engine_check._CHECKED[model]) <= 5
+
+
 def test_cached_passes_that_disagree_give_way_to_whole_prompts_with_a_warning(
     fresh_llama: Any,
 ) -> None:
