@@ -156,6 +156,11 @@ def _last_line(text: str) -> str:
     return text.strip().splitlines()[-1].strip() if text.strip() else text
 
 
+#: The files a tokenizer's vocabulary is read from (tokenizer_config.json holds none): a
+#: SentencePiece ``*.model``, a tiktoken file, a BPE's vocab.json and merges.txt, a vocab.txt.
+TOKENIZER_FILES = ("tokenizer.json", "*.model", "*.tiktoken", "vocab.*", "merges.txt", "*.spm")
+
+
 def load_tokenizer(directory: Path, trust_remote_code: bool) -> Any:
     """The model's fast tokenizer, as its files set it up."""
     from transformers import AutoTokenizer
@@ -183,6 +188,12 @@ def load_tokenizer(directory: Path, trust_remote_code: bool) -> Any:
         )
         if not _utf8(str(directory)):  # the tokenizers library takes UTF-8 paths only
             fix = "name the folder in UTF-8, or link it from a path in UTF-8 (ln -s)"
+        elif not any(p.is_file() for name in TOKENIZER_FILES for p in Path(directory).glob(name)):
+            # transformers' own text blames a missing library ("install sentencepiece")
+            raise ModelLoadError(
+                f"no tokenizer in {str(directory)!r}: it has none of {', '.join(TOKENIZER_FILES)}"
+                "; copy the tokenizer's files beside the model's (tokenizer.save_pretrained(dir))"
+            ) from None
         raise ModelLoadError(
             f"cannot load the tokenizer in {str(directory)!r}: {str(exc).rstrip('.')}; {fix}"
         ) from None

@@ -198,6 +198,13 @@ def dir_with_corrupt_tokenizer(ctx: Ctx) -> Path:
     return target
 
 
+def dir_without_tokenizer_files(ctx: Ctx) -> Path:
+    """The model's folder with tokenizer.json removed: tokenizer_config.json is still there."""
+    target = copy_of_tiny_model(ctx)
+    (target / "tokenizer.json").unlink()
+    return target
+
+
 def dir_with_unknown_tokenizer_model(ctx: Ctx) -> Path:
     target = copy_of_tiny_model(ctx)
     spec = json.loads((target / "tokenizer.json").read_text())

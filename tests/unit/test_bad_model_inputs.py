@@ -29,6 +29,7 @@ from bad_inputs_support import (
     dir_with_unknown_architecture,
     dir_with_unknown_tokenizer_model,
     dir_without,
+    dir_without_tokenizer_files,
     encode_on,
     resolve_on_prompt,
     small_llama,
@@ -289,6 +290,13 @@ CASES = [
         ModelLoadError,
         r"(?s)cannot load the tokenizer in .*tokenizer\.save_pretrained\(dir\)",
         id="load_model(<dir with a corrupt tokenizer.json>)",
+    ),
+    pytest.param(  # it passed on transformers' "install sentencepiece or tiktoken"
+        lambda c: load_model(dir_without_tokenizer_files(c)),
+        ModelLoadError,
+        r"no tokenizer in .*: it has none of tokenizer\.json, \*\.model, .*; copy the "
+        r"tokenizer's files beside the model's",
+        id="load_model(<dir without tokenizer.json>)",
     ),
     pytest.param(
         lambda c: load_model(dir_with_unknown_tokenizer_model(c)),
