@@ -159,9 +159,15 @@ def _split_slots(instruction: str, values: dict[str, str]) -> list[tuple[str | N
         before, _, after = rest.partition("{")
         slot, closing, rest = after.partition("}")
         if not closing or slot not in values:
+            wrapper = (
+                "; a template around the whole prompt, with {instruction} and {amount}, is a "
+                "prompt template (--prompt-template, das.yaml's prompt_template)"
+                if slot in ("instruction", "amount", "input")
+                else ""
+            )
             raise InvalidArgument(
                 f"instruction {instruction!r} has an unknown slot {{{slot}}}; "
-                "allowed: {low}, {high}, {yes}, {no}"
+                "allowed: {low}, {high}, {yes}, {no}" + wrapper
             )
         pieces.append((None, before))
         pieces.append((slot if slot in ("low", "high") else None, values[slot]))

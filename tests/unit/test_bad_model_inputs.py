@@ -437,6 +437,14 @@ CASES = [
         r"has an unknown slot \{price\}; allowed: \{low\}, \{high\}, \{yes\}, \{no\}",
         id="PriceFormat(instruction=<with {price}>)",
     ),
+    pytest.param(  # --template (the instruction's alias) given the wrapper said nothing of it
+        lambda c: PriceFormat(instruction="Q: {instruction}\nInput: {amount}\nA:"),
+        InvalidArgument,
+        r"has an unknown slot \{instruction\}; allowed: .*; a template around the whole "
+        r"prompt, with \{instruction\} and \{amount\}, is a prompt template "
+        r"\(--prompt-template, das\.yaml's prompt_template\)",
+        id="PriceFormat(instruction=<a wrapper>)",
+    ),
     pytest.param(
         lambda c: PriceFormat(numbers="dolar"),
         InvalidArgument,
