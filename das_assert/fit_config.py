@@ -151,4 +151,8 @@ def parse_method(method: str) -> tuple[str, int | None]:
         and int(method[4:]) > 0
     ):
         return "das", int(method[4:])
+    if method.startswith("das:") and method[4:].isascii() and method[4:].isdigit():
+        raise InvalidArgument(
+            f"method {method!r}: das:K learns a subspace of K dimensions, so K must be at least 1"
+        )
     raise InvalidArgument(f"unknown method {method!r}; choose one of: {METHODS}")

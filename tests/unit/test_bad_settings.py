@@ -456,7 +456,7 @@ CASES = [
     pytest.param(
         lambda c: FitConfig(method="das:0"),
         InvalidArgument,
-        r"unknown method 'das:0'; choose one of: boundless, das:K",
+        r"method 'das:0': das:K learns a subspace of K dimensions, so K must be at least 1",
         id="FitConfig(method='das:0')",
     ),
     pytest.param(
