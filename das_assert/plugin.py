@@ -423,7 +423,7 @@ def _baseline_files(baselines: dict[str, Any]) -> dict[str, Path]:
 @pytest.fixture
 def das(das_session: Any, request: pytest.FixtureRequest) -> Any:
     """Assertions about IIA for this test; each records its numbers for the reports."""
-    from das_assert.session import DasRequest
+    from das_assert.request import DasRequest
 
     yield DasRequest(das_session, request.node)
     _warn_if_nothing_asserted(request.node)

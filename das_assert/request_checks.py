@@ -19,6 +19,7 @@ __all__ = [
     "check_pairs",
     "check_result",
     "check_variant",
+    "refuse_unknown_keywords",
 ]
 
 
@@ -181,3 +182,16 @@ def check_das_yaml_site(session: Any, name: str, experiment: Any) -> None:
             f"{session.settings.source}: {entry} = {session.settings.sites[name]!r}: {exc}; fix "
             f"the site, or check that the entry is this model's ({session.model.name})"
         ) from None
+
+
+def refuse_unknown_keywords(call: str, unknown: dict[str, Any], known: tuple[str, ...]) -> None:
+    """``das.<call>(..., treshold=0.7)``: one error naming the keywords there are, where
+    Python's own TypeError (with a traceback into the plugin) names only the typo."""
+    from das_assert.errors import did_you_mean
+
+    if unknown:
+        name = sorted(unknown)[0]
+        raise InvalidArgument(
+            f"das.{call}() takes no keyword {name!r}; it takes {', '.join(known)}."
+            + did_you_mean(name, known)
+        )

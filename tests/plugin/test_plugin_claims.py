@@ -179,6 +179,7 @@ def test_bad_input_inside_a_test_reports_one_message_not_a_traceback(project) ->
     assert "SiteError: " in output
     assert "99" in output
     assert "das_assert/session.py" not in output  # no frames from the engine
+    assert "das_assert/request.py" not in output
     assert "das_assert/experiment.py" not in output
 
 
