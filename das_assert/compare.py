@@ -217,7 +217,8 @@ def compare_entries(
     first of these that applies.
     """
     lines = [
-        "| claim | site (old -> new) | IIA old (95% CI, n) | IIA new (95% CI, n) | Δ | result |",
+        "| claim | site (old -> new) | IIA old (95% CI, n, seed; controls) | IIA new (95% CI, n, "
+        "seed; controls) | Δ | result |",
         "|---|---|---|---|---|---|",
     ]
     counts = dict.fromkeys(COUNTS, 0)
@@ -402,8 +403,27 @@ def _match_across_kinds(
 
 
 def _iia_with_interval(record: dict[str, Any]) -> str:
-    """``0.830 [0.802, 0.854] n=800``, or the IIA alone where a record lacks the rest."""
+    """``0.830 [0.802, 0.854] n=800, seed 0; no-op 0.682, majority 0.500, random 0.654, task
+    0.976``: what of it a record holds (the IIA alone in the oldest)."""
     ci, n = record.get("iia_ci"), record.get("n_test")
-    if ci is None or n is None:
-        return f"{record['iia']:.3f}"
-    return f"{record['iia']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] n={n}"
+    text = f"{record['iia']:.3f}"
+    if ci is not None and n is not None:
+        text += f" [{ci[0]:.3f}, {ci[1]:.3f}] n={n}"
+    if record.get("seed") is not None:
+        text += f", seed {record['seed']}"
+    controls = {**(record.get("baselines") or {}), "task": record.get("task_accuracy")}
+    shown = [
+        f"{label} {controls[key]:.3f}"
+        for key, label in CONTROL_LABELS
+        if isinstance(controls.get(key), int | float)
+    ]
+    return text + (f"; {', '.join(shown)}" if shown else "")
+
+
+#: The controls a compared IIA is shown with, as the report's ``baselines`` name them.
+CONTROL_LABELS = (
+    ("noop", "no-op"),
+    ("majority", "majority"),
+    ("random_rotation", "random"),
+    ("task", "task"),
+)

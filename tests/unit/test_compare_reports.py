@@ -91,6 +91,15 @@ def test_the_compare_table_gives_each_iia_its_interval_and_n(
     assert "| 0.830 [0.802, 0.854] n=800 | 0.830 [0.802, 0.854] n=800 | +0.000 | ok |" in (
         capsys.readouterr().out
     )
+    # and, where the records hold them, its seed and the controls it is read against
+    controls = {"noop": 0.682, "majority": 0.5, "random_rotation": 0.654}
+    full = {**record, "seed": 3, "baselines": controls, "task_accuracy": 0.976}
+    old = _report(tmp_path / "full.json", full)
+    assert main(["compare", str(old), str(old)]) == 0
+    cell = (
+        "0.830 [0.802, 0.854] n=800, seed 3; no-op 0.682, majority 0.500, random 0.654, task 0.976"
+    )
+    assert f"| {cell} | {cell} | +0.000 | ok |" in capsys.readouterr().out
 
 
 def test_a_check_on_a_field_a_report_lacks_fails_its_row_instead_of_crashing(

@@ -131,7 +131,7 @@ def test_compare_markdown_keeps_a_regression_in_its_column_and_carries_the_notes
     text = markdown.read_text()
     header, _, row = text.split("\n")[:3]
     cells = dict(zip(_cells(header), _cells(row), strict=True))
-    assert cells["IIA new (95% CI, n)"].startswith("0.430")
+    assert cells["IIA new (95% CI, n, seed; controls)"].startswith("0.430")
     assert cells["Δ"] == "-0.200"
     assert "did not complete" in text  # printed, and where a job summary shows it
     assert "no regression checked (no --fail given" in text
