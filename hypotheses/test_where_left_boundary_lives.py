@@ -50,7 +50,7 @@ def test_left_boundary_is_best_found_in_the_expected_region(das, das_session, gr
         + "  ".join(f"{p}={v:.3f}" for p, v in zip(grid.positions, row, strict=True))
         for layer_, row in zip(grid.layers, grid.matrix(), strict=True)
     )
-    where = f"best cell {Site(layer, position)} (IIA {grid.iia(layer, position):.3f})"
+    where = f"best cell: {grid.results[layer, position].summary()}"
     assert layer in spec["expect_layers"], f"{where}: layer not in {spec['expect_layers']}\n{table}"
     assert position in spec["expect_positions"], (
         f"{where}: position not in {spec['expect_positions']}\n{table}"
@@ -89,8 +89,7 @@ def test_the_best_cell_stands_out_from_every_cell_outside_the_region(das_session
         if (high := wilson_interval(result.evaluation.successes, result.n, z=z)[1]) >= low
     }
     assert not reach, (
-        f"the best cell {best.experiment.site} has IIA {best.iia:.3f} on {best.n} fresh pairs "
-        f"(joint 95% lower bound {low:.3f}, z={z:.2f} over {len(outside)} outside cells, seed "
-        f"{best.experiment.seed}); outside cells whose joint upper bound reaches it, as "
-        f"(IIA, upper bound): {reach}"
+        f"the best cell on fresh pairs: {best.summary()}; its joint 95% lower bound {low:.3f} "
+        f"(z={z:.2f} over {len(outside)} outside cells); outside cells whose joint upper bound "
+        f"reaches it, as (IIA, upper bound): {reach}"
     )
