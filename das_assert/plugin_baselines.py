@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from das_assert.errors import DasError, OutputWriteError, SetupError
+from das_assert.errors import DasError, OutputWriteError, SetupError, did_you_mean
 from das_assert.plugin_options import baseline_root, invocation_path, run_token
 
 __all__ = ["BaselineReporting", "baseline_file", "baseline_setup"]
@@ -79,10 +79,23 @@ def baseline_file(
     root = baseline_root(config)
     # KEY/NAME of another model's baselines, or NAME (release/v2) of this one's
     key, _, name = reference.rpartition("/")
-    other = key and (key in load_settings(settings.source) or (root / key).is_dir())
-    if other:
+    entries = load_settings(settings.source) if key else {}
+    if key and (key in entries or (root / key).is_dir()):
         return find_baseline(root / key, name, option)
-    return find_baseline(root / settings.key, reference, option)
+    try:
+        return find_baseline(root / settings.key, reference, option)
+    except DasError as exc:
+        if not key:
+            raise
+        folders = (
+            {*entries, *(p.name for p in root.iterdir() if p.is_dir())}
+            if root.is_dir()
+            else set(entries)
+        )
+        raise type(exc)(
+            f"{exc} (read as a name of this model's, {settings.key!r}: {key!r} is neither a "
+            f"das.yaml entry nor a folder of {root}.{did_you_mean(key, sorted(folders))})"
+        ) from None
 
 
 def ran_no_test(config: pytest.Config) -> str | None:

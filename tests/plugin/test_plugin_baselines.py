@@ -515,6 +515,15 @@ def test_a_baseline_is_compared_with_by_the_name_it_was_saved_under(project) -> 
     result = _run(project, "--das-compare=release/v2", *args)
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*compared with baseline: b/tiny/0001_release_v2.json (2 claims)"])
+    # a misspelt KEY was read as a NAME of this model's, and the error named only that NAME
+    typo = _run(project, "--das-compare=tyny/latest", *args)
+    assert typo.ret == pytest.ExitCode.USAGE_ERROR
+    typo.stdout.fnmatch_lines(
+        [
+            "*no baseline 'tyny/latest' in *(read as a name of this model's, 'tiny': 'tyny' is "
+            "neither a das.yaml entry nor a folder of *b. Did you mean 'tiny'?)*"
+        ]
+    )
 
 
 def test_a_baseline_saved_by_another_run_meanwhile_is_not_replaced(
