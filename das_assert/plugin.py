@@ -117,19 +117,19 @@ def _check_options(config: pytest.Config) -> None:
             "--dist each runs every test on every xdist worker: each claim would be fitted, "
             "reported and saved once per worker; use --dist load or loadfile"
         )
-    for option in ("das_compare_fail", "das_warn_unused"):
-        if config.getoption(option) and not config.getoption("das_compare"):
-            flag = "--" + option.replace("_", "-")
-            raise pytest.UsageError(f"{flag} needs --das-compare (a baseline to compare with)")
     from das_assert.compare import parse_compare_fail
     from das_assert.errors import ConfigError
 
-    try:
+    try:  # a bad value first: its fix is found in the same run as the missing --das-compare
         config.stash[_CHECKS] = [
             parse_compare_fail(e) for e in config.getoption("das_compare_fail")
         ]
     except ConfigError as exc:
         raise pytest.UsageError(f"--das-compare-fail: {exc}") from None
+    for option in ("das_compare_fail", "das_warn_unused"):
+        if config.getoption(option) and not config.getoption("das_compare"):
+            flag = "--" + option.replace("_", "-")
+            raise pytest.UsageError(f"{flag} needs --das-compare (a baseline to compare with)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

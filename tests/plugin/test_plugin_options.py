@@ -474,6 +474,8 @@ def test_a_joint_training_budget_trains_a_searchs_layers_together(
     [
         ("--das-joint-cells-mib=lots", "argument --das-joint-cells-mib: 'lots' must be an integer"),
         ("--das-warn-unused", "--das-warn-unused needs --das-compare (a baseline to compare with)"),
+        # a bad value was found only in a second run, after --das-compare was added
+        ("--das-compare-fail=iia:five", "--das-compare-fail: "),
     ],
 )
 def test_a_new_option_misused_is_a_usage_error(
