@@ -550,7 +550,8 @@ def test_no_module_unpickles_or_trusts_remote_code(path: Path) -> None:
 def test_only_hooks_py_registers_hooks_or_replaces_a_forward() -> None:
     # Any torch hook (forward, pre-forward, backward, a tensor's, a global module hook) and any
     # swapped ``forward``: each must be undone, and hooks.py is where that is checked.
-    touches = re.compile(r"\.register_\w*hook\b|\.forward\s*=(?!=)")
+    # (a bare register_module_forward_hook(...) after a from-import counts too)
+    touches = re.compile(r"\bregister_\w*hook\b|\.forward\s*=(?!=)")
     users = [
         p.relative_to(PACKAGE_DIR).as_posix() for p in SOURCES if touches.search(p.read_text())
     ]
