@@ -303,9 +303,8 @@ def _read_alignment_file(path: Path, sha256: str | None) -> tuple[dict[str, Any]
                 f"report (--json) holds no weights; {which}"
             ) from None
         raise AlignmentFileError(
-            f"alignment file {str(path)!r} is not a readable safetensors file ({exc}): check "
-            f"the path and {which}; if it is that file, it was truncated or corrupted since: "
-            "fit it again"
+            f"alignment file {str(path)!r} is not a readable safetensors file ({exc}): it is "
+            "truncated or corrupted, or not a das_assert alignment (check the path); fit it again"
         ) from None
     if "manifest" not in metadata:  # another tool's tensors, or a model's weights: keep them
         raise AlignmentFileError(

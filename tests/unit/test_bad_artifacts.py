@@ -325,8 +325,8 @@ CASES = [
     pytest.param(
         lambda c: load_alignment(truncated_alignment(c)),
         AlignmentFileError,
-        r"(?s)is not a readable safetensors file .*check the path and give the file that fit "
-        r"--save .*if it is that file, it was truncated or corrupted since: fit it again",
+        r"(?s)is not a readable safetensors file .*: it is truncated or corrupted, or not a "
+        r"das_assert alignment \(check the path\); fit it again$",
         id="load_alignment(<truncated file>)",
     ),
     pytest.param(
@@ -621,8 +621,8 @@ def test_a_damaged_baseline_file_is_not_advised_to_be_fitted_again(ctx: Ctx) -> 
     session = SimpleNamespace(model=ctx.llama, baseline=(path, {}))
     found = transfer(session, result, path, entry, entry["site"])  # type: ignore[arg-type]
     assert found["skipped"].endswith(
-        "it is truncated or corrupted; this file is the baseline's: save the baseline again "
-        "with --das-save-baseline"
+        "it is truncated or corrupted, or not a das_assert alignment (check the path); this file "
+        "is the baseline's: save the baseline again with --das-save-baseline"
     )
     assert "fit again" not in found["skipped"]
     file.unlink()  # "check the path, or save an alignment with `... fit ... --save FILE`"
