@@ -37,5 +37,7 @@ def seed_generators(seed: int, devices: list[int]) -> None:
     ``fork_rng`` restores), not every device's as ``torch.manual_seed`` does: a model on the
     CPU left each GPU's generator at the fit's seed after every fit."""
     torch.default_generator.manual_seed(seed)
+    if devices:
+        torch.cuda.init()  # the generators exist once CUDA is (a model there has it already)
     for index in devices:
         torch.cuda.default_generators[index].manual_seed(seed)
