@@ -233,41 +233,34 @@ def test_a_das_yaml_search_the_model_cannot_run_stops_the_run_once_naming_its_ke
     assert "Traceback" not in result.stdout.str()
 
 
-def test_a_das_yaml_site_outside_the_model_stops_the_run_naming_its_key(
-    project: pytest.Pytester,
+@pytest.mark.parametrize(
+    ("site", "says"),
+    [
+        # It errored each test of the fixture (exit 1, read by a gate as a failed claim): a
+        # das.yaml written for another model is a setup error, as a misspelt key is
+        (
+            "layer=99, pos=last",
+            "layer=99 is out of range for llama (3 layers: 0..2; negative indices count from "
+            "the end); fix the site, or check that the entry is this model's (",
+        ),
+        # a slot the prompt lacks (or last-200 on 79 tokens) was one error per test, and the
+        # claims that did not use the site trained on: das.yaml is for another prompt
+        ("layer=1, pos=after:price", "position 'after:price' refers to slot 'price'"),
+    ],
+    ids=["layer", "position"],
+)
+def test_a_das_yaml_site_the_model_or_prompt_lacks_stops_the_run_once_naming_its_key(
+    project: pytest.Pytester, site: str, says: str
 ) -> None:
-    # It errored each test of the fixture (exit 1, read by a gate as a failed claim): a das.yaml
-    # written for another model is a setup error, as a misspelt key is
     yaml = project.path / "das.yaml"
-    yaml.write_text(yaml.read_text().replace("layer=1, pos=last", "layer=99, pos=last"))
+    yaml.write_text(yaml.read_text().replace("layer=1, pos=last", site))
     result = _run(project, "--das-cache=off", "test_hyp.py")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.assert_outcomes()
     text = result.stdout.str()
     assert text.count("das_assert setup:") == 1
-    assert (
-        "das_assert setup: das.yaml: models.tiny.sites.boundary = 'block_output[layer=99, "
-        "pos=last]': layer=99 is out of range for llama (3 layers: 0..2; negative indices count "
-        "from the end); fix the site, or check that the entry is this model's ("
-    ) in text
-
-
-def test_a_das_yaml_site_whose_position_the_prompt_lacks_stops_the_run_once(
-    project: pytest.Pytester,
-) -> None:
-    # a slot the prompt lacks (or last-200 on 79 tokens) was one error per test, and the
-    # claims that did not use the site trained on: das.yaml is for another prompt
-    yaml = project.path / "das.yaml"
-    yaml.write_text(yaml.read_text().replace("layer=1, pos=last", "layer=1, pos=after:price"))
-    result = _run(project, "--das-cache=off", "test_hyp.py")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.assert_outcomes()
-    text = result.stdout.str()
-    assert text.count("das_assert setup:") == 1
-    assert (
-        "das_assert setup: das.yaml: models.tiny.sites.boundary = 'block_output[layer=1, "
-        "pos=after:price]': position 'after:price' refers to slot 'price'"
-    ) in text
+    entry = f"das_assert setup: das.yaml: models.tiny.sites.boundary = 'block_output[{site}]': "
+    assert entry + says in text
 
 
 def _add_a_threshold_one_typo_from_a_causal_model(project: pytest.Pytester) -> None:
