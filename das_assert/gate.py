@@ -234,16 +234,15 @@ def compare_with_baseline(
         "noop": (entry.get("baselines") or {}).get("noop"),
         "threshold": entry.get("threshold"),  # a bar moved since: the summary says so
     }
+    record["drift"] = None  # none: the same site and boundary width as the baseline's
     if not same_site(entry["site"], record["site"]):
         record["drift"] = {
             "from": entry["site"]["canonical"],
             "to": record["site"]["canonical"],
         }
     if entry.get("boundary_dims") != record["boundary_dims"]:
-        record.setdefault("drift", {})["boundary_dims"] = [
-            entry.get("boundary_dims"),
-            record["boundary_dims"],
-        ]
+        widths = [entry.get("boundary_dims"), record["boundary_dims"]]
+        record["drift"] = {**(record["drift"] or {}), "boundary_dims": widths}
     record["transfer"] = transfer(session, result, path, entry, record["site"])
     checks = list(session.compare_checks)
     # every das marker's: the plugin marks each das test itself, closer than a module's or

@@ -70,14 +70,7 @@ def preflight(
             checked = check_engine(model.model, site.resolve(model.model), at)
             engine.append({"site": str(site), **checked.as_dict()})
     return {
-        "model": {
-            "path": model.name,
-            "architecture": model.config.model_type,
-            "n_layers": model.config.num_hidden_layers,
-            "hidden_size": model.config.hidden_size,
-            "dtype": model.dtype,
-            "device": model.device,
-        },
+        "model": model.describe(),  # as every report's: its fingerprint names the weights
         "data": experiment.data_record(),
         "seed": experiment.seed,
         "prompt": first.text,

@@ -85,9 +85,9 @@ def _row(r: dict[str, Any], claim_width: int, site_width: int, seed_width: int) 
         transfer = r.get("transfer") or {}
         if "iia" in transfer:
             expected += f"  transfer {transfer_text(transfer)}"
-        elif transfer.get("skipped") and not r.get("drift", {}).get("from"):
+        elif transfer.get("skipped") and not (r.get("drift") or {}).get("from"):
             expected += "  transfer not measured (--das-json's transfer.skipped says why)"
-        if r.get("drift", {}).get("from"):
+        if (r.get("drift") or {}).get("from"):
             expected += f"  DRIFT from {r['drift']['from']}"
     if method != "boundless":  # two fits at one site are told apart
         expected += f"  (method {method})"

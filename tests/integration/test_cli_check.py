@@ -51,6 +51,9 @@ def test_the_embedded_model_passes_its_check_and_shows_where_each_position_lands
     # the header of every report (it had none), and compare refuses it by what it is
     assert (found["schema_version"], found["kind"]) == (1, "das_assert check")
     assert {"das_assert_version", "environment"} <= set(found)
+    # the model block of every report: it had no fingerprint, so which weights were checked
+    # could not be told
+    assert set(found["model"]["fingerprint"]) == {"weights", "tokenizer", "config"}
     assert main(["compare", str(report), str(report)]) == 2
     assert "is a `das_assert check` report: the model looked over before any fit" in (
         capsys.readouterr().err

@@ -773,8 +773,13 @@ def test_a_complete_run_that_judges_fewer_claims_than_its_baseline_fails_the_gat
     assert "- Baseline entries with no test in this run (b/tiny/0001_v1.json):\n  - test_hyp" in (
         (project.path / "r.md").read_text()
     )
-    run = json.loads((project.path / "report.json").read_text())["run"]
+    report = json.loads((project.path / "report.json").read_text())
+    run = report["run"]
     assert (run["exit_status"], run["complete"], run["selection"]) == (1, True, None)
+    # a compared claim that neither regressed nor moved says so: the keys were left out, and a
+    # reader's record["regressions"] raised KeyError on a clean run
+    (kept,) = report["results"]
+    assert (kept["regressions"], kept["drift"]) == ([], None)
     missing = run["baseline_claims_not_judged"]
     assert [key.split("0001_v1.json::")[1] for key in missing] == [
         "test_hyp.py::test_dropped::impossible",
