@@ -20,6 +20,7 @@ __all__ = [
     "baseline_reference",
     "cents",
     "distinct",
+    "empty_model_variable",
     "non_negative_int",
     "pair_count",
     "parse_fraction",
@@ -210,3 +211,16 @@ def baseline_reference(flag: str) -> Any:
         return value
 
     return parse
+
+
+def empty_model_variable() -> str | None:
+    """Why ``$DAS_MODEL``, set but empty, is refused, else None: a CI file's
+    ``DAS_MODEL: ${{ vars.MODEL_DIR }}`` with the variable unset would judge the embedded model
+    and gate it against the real one's baselines, as ``--das-model=""`` would."""
+    value = os.environ.get("DAS_MODEL")
+    if value is None or value.strip():
+        return None
+    return (
+        "DAS_MODEL is set but empty (an unset variable such as $MODEL_DIR expands to nothing); "
+        "set it to the model's folder, or unset it (unset DAS_MODEL) to use the embedded model"
+    )

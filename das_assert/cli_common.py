@@ -51,10 +51,13 @@ def experiment_of(
 
 def load(args: argparse.Namespace) -> Any:
     """The model of ``--model``, else ``$DAS_MODEL``, else the embedded one (as pytest's)."""
-    from das_assert.errors import DasError
+    from das_assert.arg_types import empty_model_variable
+    from das_assert.errors import DasError, InvalidArgument
     from das_assert.models import load_model
 
     from_environment = args.model is None and os.environ.get("DAS_MODEL")
+    if args.model is None and (empty := empty_model_variable()):
+        raise InvalidArgument(empty)
     try:
         return load_model(
             args.model if args.model is not None else from_environment or "embedded",

@@ -407,6 +407,24 @@ def test_a_bad_das_model_variable_is_named_in_the_error(
     )
 
 
+def test_an_empty_das_model_variable_is_refused_not_read_as_the_embedded_model(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `DAS_MODEL: ${{ vars.MODEL_DIR }}` with the variable unset judged the embedded model, and
+    # gated it against the real model's baselines, without a word; `--das-model=` was refused
+    from das_assert.cli import main
+
+    monkeypatch.setenv("DAS_MODEL", "")
+    result = project.runpytest_inprocess(
+        "--das-config=das.yaml", "-p", "no:cacheprovider", "test_hyp.py"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    says = "DAS_MODEL is set but empty (an unset variable such as $MODEL_DIR expands to nothing)"
+    assert says in result.stderr.str()
+    assert main(["check", "--n-test", "20"]) == 2
+    assert f"error: {says}" in capsys.readouterr().err
+
+
 def test_one_run_reserves_one_number_and_two_runs_two(tmp_path: Path) -> None:
     # Two runs saving one NAME at once chose one number and shared its alignment folder; every
     # process of one run (xdist's workers) must still get the same one.
