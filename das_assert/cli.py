@@ -4,7 +4,8 @@ cache | train-embedded``.
 Exit codes: 0 ok; 1 a claim failed (verdict not ``aligned`` when ``--threshold`` is given,
 ``compare`` found a regression, or ``check`` found the model below the task gate); 2 a usage or
 input error, with a message that names the fix;
-3 an unexpected error (a bug to report, not a failed claim); 130 interrupted (Ctrl-C).
+3 an unexpected error (a bug to report, not a failed claim); 130 interrupted (Ctrl-C); 143
+stopped by SIGTERM.
 """
 
 from __future__ import annotations

@@ -54,8 +54,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "mechanisms or intervened variables have changed since); scored here under this one"
         )
     recorded = _take_recorded_prompts(args, manifest)
-    if not args.variables and hypothesis == manifest["hypothesis"] and manifest.get("variable"):
-        args.variables = manifest["variable"].split("+")  # the variables it was trained on
+    trained = manifest["variable"].split("+") if manifest.get("variable") else []
+    if not args.variables and hypothesis == manifest["hypothesis"] and trained:
+        args.variables = trained  # the variables it was trained on
+    elif trained and hypothesis == manifest["hypothesis"]:
+        if untrained := [v for v in args.variables if v not in trained]:
+            print(
+                f"note: {args.alignment} was trained on {'+'.join(trained)} alone; the box of "
+                f"{', '.join(untrained)} never trained (no pair swapped it), so its IIA here "
+                "measures an untrained box"
+            )
     experiment = experiment_of(args, site, hypothesis, fitted.n_train, model)
     _note_other_prompts(args.alignment, recorded, experiment.data_record())
     # Another seed's test pairs stay apart from the pairs this alignment was fitted on (its

@@ -254,7 +254,8 @@ def add_options(parser: pytest.Parser) -> None:
         const="latest",
         default=None,
         type=_baseline_reference("--das-compare"),
-        help="compare every claim with baseline NAME (latest, NNNN or NNNN_name) of "
+        help="compare every claim with baseline NAME (latest, NNNN, NNNN_name, or the name it "
+        "was saved under: release/v2) of "
         "this model, KEY/NAME of das.yaml's model KEY, or a baseline .json file: the numbers, "
         "and the frozen alignment transferred to this model",
     )

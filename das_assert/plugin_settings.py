@@ -93,7 +93,7 @@ def find_config(config: pytest.Config, test_files: list[Path]) -> Path:
         raise ConfigError(
             f"the hypothesis files of this run have different das.yaml files "
             f"({', '.join(map(str, found))}); run each directory on its own, or pass "
-            "--das-config PATH"
+            "--das-config=PATH"
         )
     if found:
         return found[0]
@@ -102,7 +102,7 @@ def find_config(config: pytest.Config, test_files: list[Path]) -> Path:
         return fallback
     raise ConfigError(
         f"no das.yaml found (looked at {', '.join(map(str, [*beside, fallback]))}); pass "
-        "--das-config PATH"
+        "--das-config=PATH"
     )
 
 

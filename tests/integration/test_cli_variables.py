@@ -34,6 +34,12 @@ def test_a_saved_subset_is_evaluated_on_its_own_variables(
         "trained_dtype": "float32",
     }
     assert "trained on another model" not in capsys.readouterr().out
+    # a box it never trained, asked for by name, was scored as any IIA is, without a word
+    assert main(["evaluate", f"--alignment={saved}", "--n-test=40", "--variables", "left"]) == 0
+    assert capsys.readouterr().out.startswith(
+        f"note: {saved} was trained on right alone; the box of left never trained (no pair "
+        "swapped it), so its IIA here measures an untrained box"
+    )
     # the same alignment scored on "another model": the note comes first and names its weights
     # (it came after the numbers, with the fingerprint printed as a Python dict)
     from das_assert.models import LoadedModel
