@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from das_assert.arg_types import empty_model_variable
 from das_assert.plugin_baselines import baseline_setup
 from das_assert.plugin_fuzz import all_rejected, apply_fuzz_profile, register_profiles
 from das_assert.plugin_options import (
@@ -99,8 +98,6 @@ def _check_options(config: pytest.Config) -> None:
                 f"{flag} is empty; give it a value, or leave the option out (an unset variable "
                 "such as $MODEL_DIR expands to nothing)"
             )
-    if not config.getoption("das_model") and (empty := empty_model_variable()):
-        raise pytest.UsageError(empty)
     if config.getoption("das_cache_dir") and config.getoption("das_cache") == "off":
         raise pytest.UsageError("--das-cache-dir was given but --das-cache=off disables the cache")
     if config.getoption("das_frozen") and config.getoption("das_save_baseline"):

@@ -44,7 +44,17 @@ def session_settings(config: pytest.Config, session: pytest.Session) -> Any:
 
 
 def model_path(config: pytest.Config) -> str:
-    """The model under test: ``--das-model``, else ``$DAS_MODEL``, else the embedded one."""
+    """The model under test: ``--das-model``, else ``$DAS_MODEL``, else the embedded one.
+
+    Raises:
+        SetupError: ``$DAS_MODEL`` set but empty, where a das test needs the model (a run of
+            other tests alone, in the same environment, is not refused).
+    """
+    from das_assert.arg_types import empty_model_variable
+    from das_assert.errors import SetupError
+
+    if not config.getoption("das_model") and (empty := empty_model_variable()):
+        raise SetupError(empty)
     given = config.getoption("das_model") or os.environ.get("DAS_MODEL") or "embedded"
     if given == "embedded" or os.path.isabs(given):
         return given

@@ -174,7 +174,12 @@ def check_das_yaml_site(session: Any, name: str, experiment: Any) -> None:
             except DasError:  # none without this claim's changes: its own prompts decide
                 default = None
             if default is not None:
-                check_site(session.model, default)
+                try:
+                    check_site(session.model, default)
+                except SiteError:
+                    if default.data_record() != experiment.data_record():
+                        return  # a slot of this claim's own prompt (prefix.last): it decides
+                    raise
             session.sites_checked.add(name)
     except SiteError as exc:
         entry = f"models.{session.settings.key}.sites.{name}"

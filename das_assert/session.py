@@ -265,3 +265,13 @@ class DasSession:
         # The disk cache keys the training; the result also carries how it was evaluated and judged.
         judged = (experiment.n_test, experiment.min_task_accuracy, experiment.margin)
         return f"{key}/{judged!r}"
+
+
+def __getattr__(name: str) -> Any:
+    """``DasRequest``, which lived here, from ``das_assert.request`` (imported late: it imports
+    this module)."""
+    if name == "DasRequest":
+        from das_assert.request import DasRequest
+
+        return DasRequest
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

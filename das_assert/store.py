@@ -129,7 +129,9 @@ def _temporary_prefix(name: str) -> str:
 def output_path_problem(path: Path, *, directory: bool = False) -> str | None:
     """Why ``path`` cannot be written (as a file, or as a ``directory``), else None.
 
-    Checked before any work, not after it: a directory where a file is to go (or the reverse),
+    Every such path is a user's output, written through a symbolic link (to its target, which
+    may not exist yet). Checked before any work, not after it: a directory where a file is to
+    go (or the reverse),
     a file in the way of its parents, or a first existing parent this process may not write
     in (probed by creating and removing a scratch file there). The reason reads after the path.
     """
@@ -141,7 +143,9 @@ def output_path_problem(path: Path, *, directory: bool = False) -> str | None:
             " leads to this process's own output or another open file (through /proc), which "
             "is a file here: name that file itself, or let stdout be a pipe"
         )
-    if dangling := dangling_link(path):
+    if not directory and path.is_symlink():  # written through (atomic_write_bytes's
+        path = Path(os.path.realpath(path))  # follow_link): its target's place is what counts
+    elif dangling := dangling_link(path):
         return dangling
     if directory and path.exists() and not path.is_dir():
         return " is a file; name a directory"

@@ -263,6 +263,36 @@ def test_a_das_yaml_site_the_model_or_prompt_lacks_stops_the_run_once_naming_its
     assert entry + says in text
 
 
+def test_a_das_yaml_site_on_a_slot_of_the_claims_own_prompt_is_not_a_setup_error(
+    project: pytest.Pytester,
+) -> None:
+    # the site's position was resolved on the default prompt, which has no prefix, and the
+    # whole run stopped: the claim that brings the prefix is the one that decides
+    yaml = project.path / "das.yaml"
+    yaml.write_text(
+        yaml.read_text().replace(
+            "      boundary: block_output[layer=1, pos=last]\n",
+            "      boundary: block_output[layer=1, pos=last]\n"
+            "      context: block_output[layer=1, pos=prefix.last]\n",
+        )
+    )
+    project.makepyfile(
+        test_ctx="""
+        from das_assert.tasks.price_format import PriceFormat
+
+        def test_context_claim(das, das_session):
+            fmt = PriceFormat(prefix="Note: prices vary.")
+            result = das_session.align("left_boundary", "context", fmt=fmt)
+            das.assert_aligned(result, claim="trivial")
+        """
+    )
+    result = _run(project, "--das-cache=off", "test_ctx.py")
+    assert "das_assert setup:" not in result.stdout.str()
+    assert result.ret != pytest.ExitCode.USAGE_ERROR
+    # it trained and reached a verdict at that site (on the tiny model, an inconclusive one)
+    assert "block_output[layer=1, pos=prefix.last]  ->  model.layers.1" in result.stdout.str()
+
+
 def _add_a_threshold_one_typo_from_a_causal_model(project: pytest.Pytester) -> None:
     yaml = project.path / "das.yaml"
     yaml.write_text(

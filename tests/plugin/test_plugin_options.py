@@ -420,7 +420,11 @@ def test_an_empty_das_model_variable_is_refused_not_read_as_the_embedded_model(
     )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     says = "DAS_MODEL is set but empty (an unset variable such as $MODEL_DIR expands to nothing)"
-    assert says in result.stderr.str()
+    assert f"das_assert setup: {says}" in result.stdout.str()
+    # a run of other tests alone, in the same environment, is not refused
+    project.makepyfile(test_plain="def test_plain():\n    pass\n")
+    plain = project.runpytest_inprocess("-p", "no:cacheprovider", "test_plain.py")
+    assert plain.ret == pytest.ExitCode.OK
     assert main(["check", "--n-test", "20"]) == 2
     assert f"error: {says}" in capsys.readouterr().err
 

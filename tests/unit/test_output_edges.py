@@ -37,6 +37,24 @@ def test_an_output_folder_linked_to_nothing_names_the_link(tmp_path: Path) -> No
     assert "gone" in problem
 
 
+def test_a_report_linked_to_a_file_not_yet_written_is_written_through_the_link(
+    tmp_path: Path,
+) -> None:
+    # refused ahead ("which does not exist") though the write goes through the link
+    (tmp_path / "out").mkdir()
+    link = tmp_path / "link.json"
+    os.symlink(tmp_path / "out" / "report.json", link)
+    assert output_path_problem(link) is None
+    atomic_write_bytes(link, b"{}", follow_link=True)
+    assert (tmp_path / "out" / "report.json").read_bytes() == b"{}"
+    assert link.is_symlink()
+    # a link into folders not there yet: they are made, as for a plain path
+    os.symlink(tmp_path / "nowhere" / "deeper" / "r.json", tmp_path / "far.json")
+    assert output_path_problem(tmp_path / "far.json") is None
+    atomic_write_bytes(tmp_path / "far.json", b"[]", follow_link=True)
+    assert (tmp_path / "nowhere" / "deeper" / "r.json").read_bytes() == b"[]"
+
+
 def _cell(iia: float) -> Any:
     return SimpleNamespace(
         iia=iia,

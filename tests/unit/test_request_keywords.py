@@ -36,3 +36,10 @@ def test_a_misspelt_keyword_is_refused_with_the_keywords_there_are(
     positional = (object(), object()) if call in ("assert_robust", "assert_breaks_on") else ()
     with pytest.raises(InvalidArgument, match=expected):
         getattr(request, call)(*positional or (object(),), **arguments)
+
+
+def test_das_request_is_still_importable_from_its_old_module() -> None:
+    # it moved to das_assert.request; a user's `das: DasRequest` annotation imported it here
+    from das_assert.session import DasRequest as Old
+
+    assert Old is DasRequest
