@@ -203,8 +203,7 @@ def fit_alignments(
         return []
     group = _joint_group_size(model, train, config, len(sites))
     fitted: list[FittedAlignment] = []
-    # The fit seeds torch's global generators; the caller's draws go on where they were (a
-    # notebook's random ablation drew the same "random" units after every fit).
+    # The fit seeds torch's generators in a fork: the caller's draws go on where they were.
     with torch.random.fork_rng(devices=cuda_devices(model)), gradients_on():
         for start in range(0, len(sites), group):
             fitted += _fit_group(model, sites[start : start + group], train, config, n_variables)
