@@ -19,6 +19,7 @@ from das_assert.fit import FitConfig, FittedAlignment
 from das_assert.metrics import (
     Verdict,
     bracketed,
+    controls_text,
     normalized_iia,
     rounded_interval,
     wilson_interval,
@@ -214,9 +215,8 @@ class AlignmentResult:
             f"{' fresh pairs' if self.test_pairs == 'confirmation' else ''}, "
             f"95% CI {interval}) "
             f"at {self.experiment.site} "
-            f"seed={self.experiment.seed}; no-op {b['noop']:.3f}, majority {b['majority']:.3f}, "
-            f"random rotation {b['random_rotation']:.3f}, task accuracy "
-            f"{self.evaluation.task_accuracy:.3f}; boundary {self.boundary_text()} of "
+            f"seed={self.experiment.seed}; {controls_text(b, self.evaluation.task_accuracy)}; "
+            f"boundary {self.boundary_text()} of "
             f"{self.fitted.interchange.d} dims{self.restarts_text()}"
         )
 

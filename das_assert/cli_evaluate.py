@@ -55,9 +55,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
     recorded = _take_recorded_prompts(args, manifest)
     trained = manifest["variable"].split("+") if manifest.get("variable") else []
-    if not args.variables and hypothesis == manifest["hypothesis"] and trained:
-        args.variables = trained  # the variables it was trained on
-    elif trained and hypothesis == manifest["hypothesis"]:
+    if hypothesis == manifest["hypothesis"] and trained:
+        args.variables = args.variables or trained  # the variables it was trained on
         if untrained := [v for v in args.variables if v not in trained]:
             print(
                 f"note: {args.alignment} was trained on {'+'.join(trained)} alone; the box of "

@@ -43,6 +43,7 @@ __all__ = [
     "bracketed",
     "check_threshold",
     "clustered_interval",
+    "controls_text",
     "lead_over",
     "normalized_iia",
     "paired_gap",
@@ -459,3 +460,12 @@ def _broken_answers(off_answers: tuple[int, int, int] | None) -> str | None:
 def lead_over(baseline: str) -> str:
     """The name, in ``Verdict.decided_by``, of IIA's lead over ``baseline`` against the margin."""
     return f"lead over {baseline}"
+
+
+def controls_text(baselines: Mapping[str, float], task_accuracy: float) -> str:
+    """``no-op 0.682, majority 0.500, random rotation 0.654, task accuracy 0.976``: the
+    controls an IIA is read against, on its pairs, as every message and table names them."""
+    return (
+        f"no-op {baselines['noop']:.3f}, majority {baselines['majority']:.3f}, random rotation "
+        f"{baselines['random_rotation']:.3f}, task accuracy {task_accuracy:.3f}"
+    )

@@ -430,7 +430,7 @@ def failed_claims(records: list[dict[str, Any]]) -> str:
     """``N claim(s) that did not hold in this run (names)``, one per record as ``das_assert
     baselines`` counts them (a claim judged at its site and at a control is two), or ``""``."""
     failed = Counter(r["claim"] for r in records if r.get("passed") is False)
-    names = (f"{c}" if k == 1 else f"{c} x{k}" for c, k in sorted(failed.items()))
     if not failed:
         return ""
-    return f"{failed.total()} claim(s) that did not hold in this run ({', '.join(names)})"
+    names = ", ".join(c if k == 1 else f"{c} x{k}" for c, k in sorted(failed.items()))
+    return f"{failed.total()} claim(s) that did not hold in this run ({names})"

@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 from das_assert.alignment_result import AlignmentResult
 from das_assert.errors import InvalidArgument, PreconditionFailed
 from das_assert.messages import by_variable_lines, indent, reproduce_line, runnable_nodeid
-from das_assert.metrics import bracketed, rounded_interval, wilson_interval
+from das_assert.metrics import bracketed, controls_text, rounded_interval, wilson_interval
 from das_assert.variants import evaluate_variant, replay_advice
 
 __all__ = ["fuzz_status", "judge_breaking_pairs", "judge_variant"]
@@ -90,7 +90,8 @@ def judge_variant(
             f"  IIA {evaluation.iia:.3f} (n={evaluation.n}, 95% CI "
             f"{bracketed(low, high, threshold)}) "
             f"at {exp.site}, seed={exp.seed}: {judged.outcome} (robustness threshold "
-            f"{threshold}): {judged.reason}; {controls_text(evaluation)}, "
+            f"{threshold}): {judged.reason}; "
+            f"{controls_text(evaluation.baselines(), evaluation.task_accuracy)}, "
             f"lead over the no-op {noop.against(exp.margin)}",
             *by_variable_lines(evaluation, result.variable_names),
             *_confirmation_lines(confirmation, threshold),
@@ -130,21 +131,10 @@ def _confirmation_lines(confirmation: dict[str, Any] | None, threshold: float) -
     low, high = confirmation["iia_ci"]
     return [
         f"  confirmed on {confirmation['n']} fresh pairs: IIA {confirmation['iia']:.3f} (95% CI "
-        f"{bracketed(low, high, threshold)}), no-op {confirmation['noop']:.3f}, majority "
-        f"{confirmation['majority']:.3f}, random rotation {confirmation['random_rotation']:.3f}, "
-        f"task accuracy {confirmation['task_accuracy']:.3f}: {confirmation['verdict']}: "
-        f"{confirmation['reason']}"
+        f"{bracketed(low, high, threshold)}), "
+        f"{controls_text(confirmation, confirmation['task_accuracy'])}: "
+        f"{confirmation['verdict']}: {confirmation['reason']}"
     ]
-
-
-def controls_text(evaluation: Any) -> str:
-    """The controls an IIA is read against, on the same pairs: the task accuracy, the no-op,
-    the majority label and a random rotation of the learned width."""
-    baselines = evaluation.baselines()
-    return (
-        f"task accuracy {evaluation.task_accuracy:.3f}, no-op {baselines['noop']:.3f}, majority "
-        f"{baselines['majority']:.3f}, random rotation {baselines['random_rotation']:.3f}"
-    )
 
 
 def fuzz_status(outcome: str, expect: str) -> str:
@@ -173,7 +163,8 @@ def judge_breaking_pairs(
     numbers = [
         f"  {where}: IIA {evaluation.iia:.3f} (n={evaluation.n}, 95% CI "
         f"{bracketed(low, high, threshold)}) "
-        f"at {exp.site}, seed={exp.seed}; {controls_text(evaluation)}; "
+        f"at {exp.site}, seed={exp.seed}; "
+        f"{controls_text(evaluation.baselines(), evaluation.task_accuracy)}; "
         f"{changed['correct']} of the {changed['n']} answers that must change did",
         *by_variable_lines(evaluation, result.variable_names),
     ]

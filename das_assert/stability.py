@@ -31,7 +31,13 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from das_assert.arg_types import MAX_SEED, parse_fraction, positive_int, seed_int
-from das_assert.metrics import ANSWERS_KEPT, LABELS_THAT_CHANGE, lead_over, perfect_gap
+from das_assert.metrics import (
+    ANSWERS_KEPT,
+    LABELS_THAT_CHANGE,
+    controls_text,
+    lead_over,
+    perfect_gap,
+)
 from das_assert.report import distinct_draws
 
 __all__ = ["main"]
@@ -255,9 +261,9 @@ def _seed_lines(by_seed: dict[int, dict], *, with_site: bool) -> str:
         where = f" at {_site_name(record)}" if with_site else ""
         lines.append(
             f"    seed {seed}{where}: IIA {record['iia']:.3f} [{low:.3f}, {high:.3f}] "
-            f"n={record.get('n_test', record.get('n'))}, no-op {controls['noop']:.3f}, majority "
-            f"{controls['majority']:.3f}, random rotation {controls['random_rotation']:.3f}, "
-            f"task {record['task_accuracy']:.3f}: {record.get('status', record.get('verdict'))}"
+            f"n={record.get('n_test', record.get('n'))}, "
+            f"{controls_text(controls, record['task_accuracy'])}: "
+            f"{record.get('status', record.get('verdict'))}"
         )
     return "\n".join(lines)
 

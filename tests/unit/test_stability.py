@@ -112,7 +112,7 @@ def test_a_flip_decided_by_a_lost_lead_is_not_excused_by_an_iia_near_the_thresho
     assert f"{header}\n" in out
     assert (
         "    seed 1: IIA 0.770 [0.740, 0.800] n=800, no-op 0.500, majority 0.550, random "
-        "rotation 0.520, task 0.950: not_aligned"
+        "rotation 0.520, task accuracy 0.950: not_aligned"
     ) in out
 
 
@@ -267,7 +267,7 @@ def test_a_measured_limit_is_listed_with_the_seeds_it_broke_under_and_its_ranges
     ) in out
     assert (
         "    seed 2 at block_output[layer=1, pos=last]: IIA 0.620 [0.570, 0.660] n=200, no-op "
-        "0.500, majority 0.510, random rotation 0.490, task 0.900: inconclusive"
+        "0.500, majority 0.510, random rotation 0.490, task accuracy 0.900: inconclusive"
     ) in out
     failing = "hypotheses/test_lb.py::test_limit\n  failed under seeds [2]  FAILS UNDER SOME SEEDS"
     assert failing in out
