@@ -168,7 +168,7 @@ def slug(key: str) -> str:
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_")
     if len(name) <= _SLUG_MAX:
         return name
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(_key_bytes(key)).hexdigest()[:16]
     return f"{name[: _SLUG_MAX - len(digest) - 1]}-{digest}"
 
 
@@ -287,12 +287,17 @@ def alignment_path(directory: Path, stem: str, key: str) -> Path:
     return Path(directory) / stem / f"{unique_name(key)}.safetensors"
 
 
+def _key_bytes(key: str) -> bytes:
+    """A test id's bytes to hash: one of a file named in another encoding holds surrogates."""
+    return key.encode("utf-8", "surrogatepass")
+
+
 def unique_name(key: str) -> str:
     """``key`` as a file name: its slug, then a hash of the whole key, since two keys can slug
     alike (parametrized ids ``[Hello!]`` and ``[Hello?]``): the second file written overwrote
     the first (a baseline's alignments: a frozen run judged one claim with the other's
     rotation)."""
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    digest = hashlib.sha256(_key_bytes(key)).hexdigest()[:12]
     return f"{slug(key)[: _SLUG_MAX - 13]}-{digest}"
 
 

@@ -157,7 +157,22 @@ class ReaderMayLeave:
         self._gone = False
 
     def write(self, text: str) -> int:
-        return self._call("write", text) or len(text)
+        return self._call("write", self._encodable(text)) or len(text)
+
+    def _encodable(self, text: str) -> str:
+        """``text`` with what stdout's encoding cannot take written as escapes (``\\u0394``),
+        as pytest writes it: under an ASCII or Latin-1 locale one such character (compare's
+        Δ, a SentencePiece token's ▁) otherwise silenced the whole output."""
+        encoding = getattr(self._stream, "encoding", None)
+        if not isinstance(encoding, str) or getattr(self._stream, "errors", "strict") != "strict":
+            return text
+        try:
+            text.encode(encoding)
+        except UnicodeEncodeError:
+            return text.encode(encoding, "backslashreplace").decode(encoding)
+        except LookupError:  # an encoding Python does not know: left to the stream
+            pass
+        return text
 
     def flush(self) -> None:
         self._call("flush")

@@ -215,12 +215,28 @@ def tokenized(tokenizer: Any, texts: Any, **options: Any) -> Any:
         return tokenizer(texts, **options)
     except Exception as error:
         failing = next((t for t in _each(texts) if not _encodes(tokenizer, t, options)), texts)
+        if isinstance(failing, str) and not _utf8(failing):
+            raise InvalidArgument(_not_utf8(failing)) from None
         raise InvalidArgument(
             f"the model's tokenizer cannot encode {_shown(failing)}: {type(error).__name__}: "
             f"{error}. Check its tokenizer.json (an unknown token for text outside the "
             "vocabulary, the normalizer) and what AutoTokenizer.from_pretrained(DIR) makes of "
             "that text"
         ) from error
+
+
+def _not_utf8(text: str) -> str:
+    """Why a text holding undecodable bytes (kept by Python as surrogates) reached the
+    tokenizer: an argument or file read under a locale that is not UTF-8, not the tokenizer."""
+    import locale
+
+    at = next(i for i, c in enumerate(text) if "\ud800" <= c <= "\udfff")
+    return (
+        f"a prompt text holds bytes that are not UTF-8 ({text[max(0, at - 20) : at + 1]!r}, "
+        f"character {at}): a command-line argument or file decoded under the "
+        f"{locale.getpreferredencoding(False)} locale, not the tokenizer; run with "
+        "PYTHONUTF8=1 (or LC_ALL=C.UTF-8), or write the text as UTF-8"
+    )
 
 
 def _each(texts: Any) -> list[Any]:

@@ -290,12 +290,13 @@ def write_markdown(path: Path, text: str) -> None:
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary and Path(summary).resolve() == Path(path).resolve():
         try:
-            with open(path, "a", encoding="utf-8") as handle:
+            with open(path, "a", encoding="utf-8", errors="backslashreplace") as handle:
                 handle.write(("\n" if Path(path).stat().st_size else "") + text)
         except OSError as exc:  # a full disk: the summary's one message, not a traceback
             raise OutputWriteError(write_failure(Path(path), exc, appending=True)) from None
         return
-    atomic_write_bytes(path, text.encode(), follow_link=True)
+    # a test id of a file named in another encoding holds surrogates: written as escapes
+    atomic_write_bytes(path, text.encode("utf-8", "backslashreplace"), follow_link=True)
 
 
 def atomic_write_json(

@@ -571,6 +571,34 @@ def test_a_reader_that_leaves_early_does_not_stop_the_files_being_written(tmp_pa
     assert "| ok |" in markdown.read_text()
 
 
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1", "cp1252"])
+def test_a_stdout_that_cannot_encode_a_character_still_shows_everything(
+    tmp_path: Path, encoding: str
+) -> None:
+    # The table's Δ raised UnicodeEncodeError, taken for a reader gone: nothing was printed
+    # (what was buffered went to /dev/null too), and a failing gate exited 1 with no reason.
+    import os
+    import subprocess
+    import sys
+
+    old = _report(tmp_path / "old.json", _cli_record(LAST, 0.8))
+    new = _report(tmp_path / "new.json", _cli_record(LAST, 0.55))
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).parents[2]),
+        "PYTHONIOENCODING": encoding,
+    }
+    command = [sys.executable, "-m", "das_assert", "compare", "--fail", "iia:0.05"]
+    done = subprocess.run(
+        [*command, str(old), str(new)], capture_output=True, env=env, check=False, timeout=120
+    )
+    out = done.stdout.decode(encoding)
+    assert done.returncode == 1, done.stderr.decode()
+    assert "\\u0394" in out  # as pytest writes what its stream cannot take
+    assert "1 regression(s)" in out
+    assert b"could not be written" not in done.stderr
+
+
 @pytest.mark.parametrize("stdout", ["full disk", "closed"])
 def test_a_stdout_that_cannot_be_written_does_not_stop_the_files_being_written(
     tmp_path: Path, stdout: str

@@ -56,3 +56,35 @@ def test_a_non_utf8_locale_neither_skips_the_code_check_nor_changes_the_fingerpr
         outputs.append(done.stdout)
     assert outputs[0].startswith("refused: the tokenizer in")
     assert outputs[1] == outputs[0]
+
+
+def test_a_test_id_that_is_not_utf8_is_written_and_hashed() -> None:
+    # A hypothesis file named in Latin-1 (or any non-ASCII name under LC_ALL=C PYTHONUTF8=0)
+    # gives a test id holding surrogates: --das-markdown ended the run in an INTERNALERROR and
+    # every test under --das-save-baseline failed on its baseline file's name.
+    from das_assert.baseline import slug, unique_name
+
+    test_id = "hypotheses/test_caf\udce9.py::test_x"
+    assert unique_name(test_id) != unique_name("hypotheses/test_caf\udce8.py::test_x")
+    assert slug(test_id * 20).isascii()
+
+
+def test_a_markdown_summary_of_a_test_id_that_is_not_utf8_is_valid_utf8(tmp_path: Path) -> None:
+    from das_assert.store import write_markdown
+
+    write_markdown(tmp_path / "summary.md", "| hypotheses/test_caf\udce9.py::test_x | ok |\n")
+    text = (tmp_path / "summary.md").read_bytes().decode("utf-8")  # strict: valid UTF-8
+    assert "test_caf\\udce9.py" in text
+
+
+def test_a_prompt_holding_bytes_that_are_not_utf8_names_the_locale_not_the_tokenizer() -> None:
+    import pytest
+
+    from das_assert.errors import InvalidArgument
+    from das_assert.model_files import load_tokenizer, tokenized
+
+    tokenizer = load_tokenizer(EMBEDDED_DIR, trust_remote_code=False)
+    with pytest.raises(InvalidArgument, match="not UTF-8") as raised:
+        tokenized(tokenizer, ["Prix en caf\udcc3\udca9 dollars"])
+    assert "PYTHONUTF8=1" in str(raised.value)
+    assert "tokenizer.json" not in str(raised.value)
