@@ -421,11 +421,12 @@ def load_baseline(path: Path, *, what: str = "baseline") -> dict[str, Any]:
 _LISTING_KINDS = ("das_assert baselines", "das_assert cache")
 
 
-#: What rounds a fit otherwise: the CPU or GPU and the thread count (``environment``), the
-#: model's dtype and device (``model``).
+#: What rounds a fit otherwise: the CPU or GPU, the thread count and torch's version, whose
+#: kernels round as it wrote them (``environment``), the model's dtype and device (``model``).
 _ROUNDING_KEYS = (
     ("environment", "device_name"),
     ("environment", "torch_threads"),
+    ("environment", "torch"),
     ("environment", "fit_revision"),  # das_assert's fit itself changed: it learns otherwise
     ("model", "dtype"),
     ("model", "device"),

@@ -35,7 +35,7 @@ try:
 except ImportError:  # Windows: no POSIX locks, so training_lock warns and goes on without one
     fcntl = None
 
-__all__ = ["CACHE_MODES", "AlignmentCache", "cache_key", "training_lock"]
+__all__ = ["CACHE_MODES", "KEY_SCHEME", "AlignmentCache", "cache_key", "training_lock"]
 
 CACHE_MODES = ("off", "read", "write", "readwrite")
 #: Bump when a change to the fit changes what it learns from the same inputs (the version number
@@ -43,6 +43,10 @@ CACHE_MODES = ("off", "read", "write", "readwrite")
 # 1: until 2026-12-04, when das:K fits were keyed by mask_in_training instead; 2: until
 # 2026-12-06, when spaced answer words (" Yes") were written into the instruction with the space
 FIT_REVISION = 3
+#: Bump when ``cache_key``'s recipe changes: an entry keyed otherwise is never read again, and
+#: ``das-assert cache`` calls it stale by this number in its manifest.
+# 1: until 2026-12-07, when torch's version and the CPU's instruction set joined the key
+KEY_SCHEME = 2
 
 
 def cache_key(model: Any, experiment: Any, config: Any) -> str:
@@ -65,6 +69,7 @@ def cache_key(model: Any, experiment: Any, config: Any) -> str:
     recipe = {
         "version": __version__,
         "fit_revision": FIT_REVISION,
+        "key_scheme": KEY_SCHEME,
         "model": model.fingerprint,
         "dtype": model.dtype,
         "device": model.device.split(":")[0],

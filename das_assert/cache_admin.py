@@ -2,9 +2,9 @@
 
 A cache only grows: every model update, fit setting and das_assert release keys new entries,
 and the old ones stay. An entry that no run of this das_assert can read again is *stale*: it
-was written by another das_assert version or ``FIT_REVISION`` (both are in its key), or it is
-unreadable. One written before entries recorded them is of unknown provenance: a run may read
-it still, so only ``--prune-unused`` deletes it. An entry's last use is its file's time:
+was written by another das_assert version, ``FIT_REVISION`` or ``KEY_SCHEME`` (all in its
+key), or before entries recorded them (keyed by an earlier recipe), or it is unreadable. An
+entry's last use is its file's time:
 written, or read since by a run that may write the cache (``AlignmentCache.get`` touches a
 hit). Pruning deletes only das_assert's own files (``<key>.safetensors`` holding its manifest or
 unreadable, a lock no run holds of an entry that is gone, killed writers' temporaries); another
@@ -45,12 +45,6 @@ class CacheEntry:
     stale: str | None  # why no run of this das_assert reads it again, or None
 
     @property
-    def unknown(self) -> bool:
-        """Written before entries recorded their version: a run may read it still."""
-        manifest = self.manifest
-        return self.stale is None and manifest is not None and "das_assert_version" not in manifest
-
-    @property
     def not_readable(self) -> bool:
         """This user may not read it (another user's, in a shared cache): not stale."""
         return self.manifest is None and self.stale is None
@@ -67,7 +61,6 @@ class CacheEntry:
             "site": manifest.get("site"),
             "seed": manifest.get("seed"),
             "stale": self.stale,
-            "provenance_unknown": self.unknown,
             "not_readable": self.not_readable,
         }
 
@@ -103,15 +96,18 @@ def _manifest(path: Path) -> dict[str, Any] | str:
 
 def _staleness(manifest: dict[str, Any]) -> str | None:
     from das_assert import __version__
-    from das_assert.cache import FIT_REVISION
+    from das_assert.cache import FIT_REVISION, KEY_SCHEME
 
     version, revision = manifest.get("das_assert_version"), manifest.get("fit_revision")
-    if version is None or revision is None:  # may be read still: not stale, of unknown age
-        return None
+    scheme = manifest.get("key_scheme", 1)  # none recorded: keyed before the scheme was
+    if version is None or revision is None:
+        return "written before entries recorded their das_assert version (an earlier key)"
     if version != __version__:
         return f"written by das_assert {version}, not {__version__}"
     if revision != FIT_REVISION:
         return f"fit revision {revision}, not {FIT_REVISION}"
+    if scheme != KEY_SCHEME:
+        return f"cache key scheme {scheme}, not {KEY_SCHEME} (an earlier key)"
     return None
 
 
@@ -212,7 +208,6 @@ def cache_listing(directory: Path) -> dict[str, Any]:
         "entries": len(entries),
         "bytes": sum(entry.size for entry in entries),
         "stale": sum(entry.stale is not None for entry in entries),
-        "provenance_unknown": sum(entry.unknown for entry in entries),
         "not_readable": sum(entry.not_readable for entry in entries),
         "orphan_locks": len(_orphan_locks(directory, time.time())),
         "left_temporaries": len(left_temporaries(directory, time.time())),
@@ -296,12 +291,6 @@ def listing_text(listing: dict[str, Any]) -> str:
         f"; {listing['stale']} stale (no run of this das_assert reads them: "
         "--prune-stale deletes them)"
     ]
-    if listing["provenance_unknown"]:
-        lines.append(
-            f"  {listing['provenance_unknown']} written before entries recorded their "
-            "das_assert version: a run may read them still; --prune-unused DAYS deletes them "
-            "once unused"
-        )
     names = [_row_name(row, whole=False) for row in listing["models"]]
     for row, name in zip(listing["models"], names, strict=True):
         if names.count(name) > 1:  # one model's weights, other files (or older digests of them)

@@ -64,14 +64,15 @@ def store_entry(
 
 def _provenance(model: LoadedModel) -> dict[str, Any]:
     """What ``das-assert cache`` reads of an entry: its model's name, and the das_assert
-    version and fit revision that key it (an entry of others is never read again)."""
+    version, fit revision and key scheme that key it (an entry of others is never read again)."""
     from das_assert import __version__
-    from das_assert.cache import FIT_REVISION
+    from das_assert.cache import FIT_REVISION, KEY_SCHEME
 
     return {
         "model_name": model.name,
         "das_assert_version": __version__,
         "fit_revision": FIT_REVISION,
+        "key_scheme": KEY_SCHEME,
     }
 
 

@@ -438,8 +438,9 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     cache.add_argument(
         "--prune-stale",
         action="store_true",
-        help="delete the entries no run of this das_assert reads (another version or fit "
-        "revision, or unreadable); either prune also deletes the locks of entries that are gone",
+        help="delete the entries no run of this das_assert reads (another version, fit "
+        "revision or key, or unreadable); either prune also deletes the locks of entries that "
+        "are gone",
     )
     cache.add_argument(
         "--prune-unused",

@@ -12,13 +12,17 @@ import pytest
 import torch
 
 from das_assert import __version__
-from das_assert.cache import FIT_REVISION, AlignmentCache, cache_key
+from das_assert.cache import FIT_REVISION, KEY_SCHEME, AlignmentCache, cache_key
 from das_assert.cache_admin import cache_listing, prune_cache
 from das_assert.cli import main
 from das_assert.featurizers import Interchange
 
 DAY = 86_400.0
-CURRENT = {"das_assert_version": __version__, "fit_revision": FIT_REVISION}
+CURRENT = {
+    "das_assert_version": __version__,
+    "fit_revision": FIT_REVISION,
+    "key_scheme": KEY_SCHEME,
+}
 
 
 def _entry(cache: AlignmentCache, key: str, age_days: float = 0.0, **manifest: object) -> Path:
@@ -63,8 +67,11 @@ def test_prune_stale_deletes_only_what_no_run_of_this_version_reads(tmp_path: Pa
     fresh = _entry(cache, _key(1), **CURRENT)
     old_version = _entry(cache, _key(2), das_assert_version="0.0.1", fit_revision=FIT_REVISION)
     old_revision = _entry(cache, _key(3), das_assert_version=__version__, fit_revision=0)
-    # written before entries recorded their version: this das_assert may read it still
+    # written before entries recorded their version, or keyed without torch's version and the
+    # CPU's instruction set (no key scheme recorded): no run of this das_assert reads either;
+    # both were counted current (a pruned cache kept every entry of an earlier key)
     unrecorded = _entry(cache, _key(4), age_days=9, model_name=None)  # the oldest
+    old_key = _entry(cache, _key(8), das_assert_version=__version__, fit_revision=FIT_REVISION)
     garbage = tmp_path / f"{_key(5)}.safetensors"
     garbage.write_bytes(b"\x00" * 40)
     # its tensors cut off: listed as healthy, never pruned, and warned of in every read-only run
@@ -76,25 +83,27 @@ def test_prune_stale_deletes_only_what_no_run_of_this_version_reads(tmp_path: Pa
     others = tmp_path / f"{_key(6)}.safetensors"  # another program's, by its name a key's
     save_file({"w": torch.zeros(2)}, others)
     listing = cache_listing(tmp_path)
-    assert (listing["entries"], listing["stale"], listing["provenance_unknown"]) == (6, 4, 1)
+    assert (listing["entries"], listing["stale"]) == (7, 6)
     assert {row["model"] for row in listing["models"]} == {"m", None}  # named by its latest
     why = {row["file"]: row["stale"] for row in listing["files"]}
     assert why[old_version.name] == f"written by das_assert 0.0.1, not {__version__}"
     assert why[old_revision.name] == f"fit revision 0, not {FIT_REVISION}"
     assert why[garbage.name].startswith("unreadable")
     assert why[cut.name].startswith("unreadable (truncated: ")
+    assert why[unrecorded.name] == (
+        "written before entries recorded their das_assert version (an earlier key)"
+    )
+    assert why[old_key.name] == f"cache key scheme 1, not {KEY_SCHEME} (an earlier key)"
     assert why[fresh.name] is None
-    assert why[unrecorded.name] is None
 
     named = prune_cache(tmp_path, stale=True, unused_days=None, dry_run=True)
-    assert len(named) == 4
-    assert all(p.exists() for p in (old_version, old_revision, garbage, cut))
+    assert len(named) == 6
+    assert all(p.exists() for p in (old_version, old_revision, unrecorded, old_key, garbage, cut))
     removed = prune_cache(tmp_path, stale=True, unused_days=None, dry_run=False)
     assert sorted(row["file"] for row in removed) == sorted(row["file"] for row in named)
-    assert all(path.exists() for path in (fresh, unrecorded, others, *foreign))
-    assert not any(p.exists() for p in (old_version, old_revision, garbage, cut))
-    unused = prune_cache(tmp_path, stale=False, unused_days=5, dry_run=False)
-    assert [row["file"] for row in unused] == [unrecorded.name]
+    assert all(path.exists() for path in (fresh, others, *foreign))
+    gone = (old_version, old_revision, unrecorded, old_key, garbage, cut)
+    assert not any(p.exists() for p in gone)
 
 
 def test_prune_unused_keeps_what_a_run_wrote_or_read_within_the_days(tmp_path: Path) -> None:
@@ -263,7 +272,7 @@ def test_another_users_entry_this_user_may_not_read_is_kept_by_prune_stale(
 
     monkeypatch.setattr(cache_admin, "open", refusing, raising=False)
     listing = cache_listing(tmp_path)
-    assert (listing["stale"], listing["not_readable"], listing["provenance_unknown"]) == (1, 1, 0)
+    assert (listing["stale"], listing["not_readable"]) == (1, 1)
     text = listing_text(listing)
     assert "  1 not readable by this user (another user's: kept by --prune-stale;" in text
     # the row of entries without a manifest: it read "model name not recorded (fingerprint )"
