@@ -51,13 +51,15 @@ def test_each_boolean_has_coordinates_of_its_own_in_one_rotation(das_session, at
     """What could fail is a box learned empty. The boxes cannot overlap: they are consecutive
     runs of one rotated basis (the engine's oracle tests check it), so that is not asserted
     here. Together they may fill the stream: on the embedded model (seed 0) they take 66 and 62
-    of its 128 coordinates, the right box's learned width cut at the last one."""
-    judged = at_boundary.verdict(das_session.threshold(HYPOTHESIS))
-    if judged.outcome != "aligned":  # then the boxes hold no variable, whatever their shape
-        pytest.skip(f"the joint alignment is {judged.outcome}: {at_boundary.summary()}")
+    of its 128 coordinates, the right box's learned width cut at the last one. The widths are
+    read before the verdict: a box learned empty makes the joint alignment not aligned (a
+    collapse), which skipped this test before it could fail."""
     left, right = at_boundary.fitted.boundary_dims
     assert left > 0, f"left box is empty: {at_boundary.summary()}"
     assert right > 0, f"right box is empty: {at_boundary.summary()}"
+    judged = at_boundary.verdict(das_session.threshold(HYPOTHESIS))
+    if judged.outcome != "aligned":  # then the boxes hold no variable, whatever their shape
+        pytest.skip(f"the joint alignment is {judged.outcome}: {at_boundary.summary()}")
 
 
 @pytest.fixture(scope="module")

@@ -69,6 +69,14 @@ def test_a_brittle_alignment_is_caught_shrunk_and_replayed(pytester: pytest.Pyte
     assert "base prompt:" in output
     assert "source prompt:" in output
     assert "95% CI [" in output
-    replay = pytester.runpytest_subprocess(*args)
+    assert "the example database replays this variant first" in output
+    assert list((pytester.path / ".hypothesis" / "examples").iterdir()), "nothing was kept"
+    # hypothesis' statistics name the phase each failure came from: the replay's must be the
+    # database's (reuse), not a fresh draw that met the same simple variant again
+    replay = pytester.runpytest_subprocess(*args, "--hypothesis-show-statistics")
     replay.assert_outcomes(failed=1)
-    assert shrunk.group(1) in replay.stdout.str()
+    replayed = replay.stdout.str()
+    assert shrunk.group(1) in replayed
+    reuse = re.search(r"during reuse phase.*\n.*\n\s*- \d+ passing examples, (\d+) fail", replayed)
+    assert reuse, replayed[-3000:]
+    assert int(reuse.group(1)) >= 1, replayed[-3000:]

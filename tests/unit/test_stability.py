@@ -470,11 +470,32 @@ def test_a_pytest_argument_that_overrides_what_each_seed_sets_is_refused(
     assert f"{named} after --: this tool sets it for each seed" in capsys.readouterr().err
 
 
-def test_other_pytest_arguments_are_passed_to_every_seed() -> None:
+def test_other_pytest_arguments_are_passed_to_every_seed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # only their not being refused was tested: a command that dropped them ran every test
+    # under `-- -k left` and every test of this file still passed
+    import subprocess
+
     from das_assert import stability
 
     assert stability._options_it_sets(["-k", "left", "--das-cache=off", "-p", "xdist"]) is None
     assert stability._options_it_sets(["--das-json-extra"]) is None  # another option's name
+    commands: list[list[str]] = []
+
+    def run(command: list[str], **options: object) -> subprocess.CompletedProcess[str]:
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(stability.subprocess, "run", run)
+    extra = ["-k", "left", "--das-cache=off"]
+    for seed in (0, 3):
+        stability._run_seed("hypotheses/", seed, tmp_path / "r.json", tmp_path / "j.xml", extra)
+    assert [command[-3:] for command in commands] == [extra, extra]
+    assert [c for command in commands for c in command if c.startswith("--das-seed=")] == [
+        "--das-seed=0",
+        "--das-seed=3",
+    ]
 
 
 def test_a_seed_without_its_junit_xml_stops_the_comparison(
