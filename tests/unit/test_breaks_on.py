@@ -3,6 +3,7 @@ labels change to tell, and the frozen alignment is clearly not aligned."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -154,6 +155,17 @@ def test_a_fuzz_records_alignment_id_does_not_name_where_das_assert_is_installed
     assert alignment_id(result("/b/das_assert/embedded/price_tagger", "embedded")) == here
     assert alignment_id(result("/m/other", "/m/other")) != here
     assert alignment_id(result("/a/das_assert/embedded/price_tagger", "embedded", 1)) != here
+
+
+def test_the_majority_baseline_is_the_share_of_the_commonest_label(encoded: Any) -> None:
+    # 56 of 80 counterfactual labels are one answer, 24 the other: always answering the first
+    # scores 0.7 (guards against the share of the rarest label, which balanced labels hide).
+    yes, no = sorted(set(encoded.label_ids.tolist()))[:2]
+    labels = torch.tensor([yes] * 24 + [no] * 56)
+    unbalanced = dataclasses.replace(encoded, label_ids=labels)
+    base = encoded.base_label_ids
+    evaluation = Evaluation(unbalanced, labels.clone(), base.clone(), base.clone(), 0.0)
+    assert evaluation.baselines()["majority"] == pytest.approx(0.7)
 
 
 def test_an_evaluation_prints_its_interval_and_controls(encoded: Any) -> None:

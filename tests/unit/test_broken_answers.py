@@ -26,6 +26,23 @@ def test_a_low_iia_with_answers_broken_is_inconclusive_not_absent() -> None:
     assert "93 of 400 intervened predictions are no answer word" in judged.reason
 
 
+def test_a_lead_lost_with_answers_broken_is_inconclusive_not_absent() -> None:
+    # The IIA interval (0.66, 0.74) contains the threshold 0.72, but the lead over the no-op is
+    # clearly lost: a not_aligned verdict from the lead alone. With 120 of 400 predictions no
+    # answer word, that loss is no evidence of absence either (guards against broken answers
+    # overruling only a verdict the threshold decides).
+    judged = verdict(
+        iia_ci=(0.66, 0.74),
+        iia=0.70,
+        threshold=0.72,
+        gaps={"noop": Gap(0.72, -0.02, -0.06, 0.02)},
+        off_answers=(120, 0, 400),
+    )
+    assert judged.outcome == "inconclusive"
+    assert judged.decided_by == (ANSWERS_KEPT,)
+    assert "120 of 400 intervened predictions are no answer word" in judged.reason
+
+
 @pytest.mark.parametrize("off", [(0, 0, 800), (1, 0, 800), (40, 30, 800)])
 def test_answers_the_plain_run_also_misses_change_no_verdict(off: tuple[int, int, int]) -> None:
     judged = verdict(iia_ci=(0.40, 0.49), iia=0.445, threshold=0.72, gaps=LEADS, off_answers=off)

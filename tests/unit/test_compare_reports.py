@@ -174,6 +174,22 @@ def test_a_negative_claim_whose_no_op_rose_with_it_passes_a_gate_on_its_lead(
     assert "lead is missing in the current result" in capsys.readouterr().out
 
 
+def test_a_negative_claims_task_accuracy_regresses_by_dropping(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A negative claim's alignment numbers fail by rising, but the model answering the task
+    # worse is a regression whatever the claim expects (guards against task accuracy taking the
+    # negative claim's direction, which passed a collapse from 0.97 to 0.50).
+    def control(accuracy: float) -> dict[str, Any]:
+        return {**_claim(0.689, "not_aligned", "not_aligned"), "task_accuracy": accuracy}
+
+    old = _report(tmp_path / "old.json", control(0.97))
+    new = _report(tmp_path / "new.json", control(0.50))
+    assert main(["compare", str(old), str(new), "--fail", "task_accuracy:0.05"]) == 1
+    assert "task_accuracy dropped by 0.470 (0.970 -> 0.500)" in capsys.readouterr().out
+    assert main(["compare", str(new), str(old), "--fail", "task_accuracy:0.05"]) == 0
+
+
 def test_a_claims_lead_regresses_by_dropping() -> None:
     from das_assert.compare import parse_compare_fail
 
@@ -902,6 +918,28 @@ def test_the_gate_says_where_a_claims_threshold_moved_since_its_baseline(tmp_pat
     }
     assert "Δ ref +0.000 (threshold 0.73 -> 0.70: the bar moved)" in _row(shown, 10, 40, 4)
     assert threshold_moved({**record, "baseline": {"delta": 0.0}}) is None  # an older baseline
+
+
+def test_the_gate_gives_a_drop_since_the_baseline_a_negative_delta(tmp_path: Path) -> None:
+    # Δ ref is this run's IIA less the baseline's: the other way round, a claim whose IIA fell
+    # showed a rise in the terminal row, the Markdown and the JSON.
+    entry = {**_cli_record(LAST, 0.8), **GATED, "n_test": 400}
+    record = {**_cli_record(LAST, 0.7), **GATED, "n_test": 400}
+    _gated(tmp_path / "0001_v1.json", entry, record)
+    assert record["baseline"]["iia"] == 0.8
+    assert record["baseline"]["delta"] == pytest.approx(-0.1)
+
+
+def test_the_gate_records_a_changed_boundary_width_as_drift(tmp_path: Path) -> None:
+    # A claim whose boundary width changed since its baseline (the same site) was recorded with
+    # drift None, as if it measured the same alignment as the baseline's.
+    entry = {**_cli_record(LAST, 0.8), **GATED, "n_test": 400}
+    record = {**entry, "boundary_dims": [48]}
+    _gated(tmp_path / "0001_v1.json", entry, record)
+    assert record["drift"] == {"boundary_dims": [[60], [48]]}
+    same = {**entry}
+    _gated(tmp_path / "0001_v1.json", entry, same)
+    assert same["drift"] is None  # the same site and width: no drift
 
 
 def test_a_claim_at_a_negative_layer_is_matched_with_the_command_lines_block(

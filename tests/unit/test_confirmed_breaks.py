@@ -128,6 +128,29 @@ def test_the_confirmed_break_is_recorded_as_broken(
     assert (record["status"], record["confirmation"]["status"]) == ("broken", "broken")
 
 
+def test_a_confirmed_break_is_not_listed_as_a_break_not_confirmed(
+    encoded: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fresh pairs confirmed the break: the record carries its confirmation but counts broken,
+    # and the reports must not also list it as "a break not confirmed ... counted inconclusive"
+    # (guards against listing every record with a confirmation).
+    recorded: list[dict[str, Any]] = []
+    original = robustness._record
+
+    def keeping(request: Any, *args: Any, **kwargs: Any) -> None:
+        original(request, *args, **kwargs)
+        recorded.extend(json.loads(v) for k, v in request.node.user_properties if k == "das_fuzz")
+
+    monkeypatch.setattr(robustness, "_record", keeping)
+    with pytest.raises(IIAClaimFailed):
+        _judge(monkeypatch, _changes_nothing(encoded), _changes_nothing(encoded))
+    (record,) = recorded
+    summary = robustness_summary([record | {"test_id": "test_fuzz.py::test_variants"}])
+    assert summary["per_family"]["left_boundary"]["default"]["broken"] == 1
+    assert summary["unconfirmed"] == []
+    assert unconfirmed_lines(summary["unconfirmed"]) == []
+
+
 def test_without_confirmation_the_first_pairs_decide(
     encoded: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

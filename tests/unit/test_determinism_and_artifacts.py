@@ -291,6 +291,26 @@ def test_the_cache_key_tells_whole_prompt_passes_apart() -> None:
     assert cache_key(model, experiment, FitConfig(progress=True, prefix_store_mib=64)) == key
 
 
+def test_the_cache_key_tells_brackets_and_prompt_formats_apart() -> None:
+    # Without the data recipe in the key, a claim on other prompts (another bracket, prefix,
+    # answer words, number style, ...) was served the alignment fitted on the first prompts.
+    model = SimpleNamespace(fingerprint={"weights": "w"}, dtype="float32", device="cpu")
+    experiment = Experiment(hypothesis="left_boundary", site=Site(0))
+    key = cache_key(model, experiment, FitConfig())
+    assert cache_key(model, replace(experiment, bracket=(130, 855)), FitConfig()) != key
+    formats = {
+        "prefix": {"prefix": "Some context."},
+        "suffix": {"suffix": "More context."},
+        "answers": {"answers": ("True", "False")},
+        "numbers": {"numbers": "dollar"},
+        "instruction": {"instruction": experiment.fmt.instruction + " Answer now."},
+        "template": {"template": "Q: {instruction} {amount}\nA:"},
+    }
+    for field, change in formats.items():
+        other = replace(experiment, fmt=experiment.fmt.with_(**change))
+        assert cache_key(model, other, FitConfig()) != key, field
+
+
 def test_the_cache_key_moves_with_the_fit_revision(monkeypatch: pytest.MonkeyPatch) -> None:
     # __version__ moves only on releases: a fit changed between commits was served from a cache
     # entry of the code before, unless the change happened to touch a key field

@@ -171,6 +171,16 @@ def test_the_margin_decides_whether_a_baseline_is_beaten() -> None:
     assert verdict(**kwargs, margin=0.05).outcome == "aligned"
 
 
+def test_a_lead_short_of_the_margin_only_at_its_estimate_is_inconclusive() -> None:
+    # The lead's estimate (0.04) is below the margin but its upper bound (0.06) is not: the pairs
+    # cannot rule out a lead of 0.05, so "does not beat random rotation" is not shown (guards
+    # against judging a baseline lost by the estimate instead of the interval's upper bound).
+    gaps = {"noop": lead(0.3, 0.4), "random_rotation": lead(0.02, 0.06, baseline=0.86)}
+    result = verdict(iia_ci=(0.85, 0.95), iia=0.9, threshold=0.8, gaps=gaps, margin=0.05)
+    assert result.outcome == "inconclusive"
+    assert result.decided_by == ("lead over random_rotation",)
+
+
 @pytest.mark.parametrize("margin", [-0.5, 1.0, 3])
 def test_a_margin_outside_zero_to_one_is_an_error(margin: float) -> None:
     with pytest.raises(InvalidArgument, match=f"margin={margin} must lie in"):

@@ -52,6 +52,19 @@ def test_the_summary_shows_whole_sites_and_the_majority_baseline() -> None:
     assert "commonest label" in lines[-1]
 
 
+def test_a_failing_claims_row_names_the_verdict_it_expected_in_both_tables() -> None:
+    # A claim expected aligned came out not_aligned: its row must say what was expected, in the
+    # terminal and the Markdown table alike, or a failing row reads like a passing one (guards
+    # against the "(expected X)" note being dropped from either table).
+    failed = {**RECORDS[0], "verdict": "not_aligned", "passed": False}
+    row = summary_lines([failed])[2]
+    assert row.split()[-3:] == ["not_aligned", "(expected", "aligned)"]
+    assert "| not_aligned (expected aligned) |" in markdown_table([failed])
+    # ... and a claim that came out as expected has no such note in either
+    assert "(expected" not in summary_lines([RECORDS[0]])[2]
+    assert "(expected" not in markdown_table([RECORDS[0]])
+
+
 def test_each_row_of_the_summary_names_its_seed() -> None:
     # the seeds were only listed under the table: two rows of one claim and site under seeds 0
     # and 1 could not be told apart
@@ -236,6 +249,17 @@ def test_one_variant_on_alignments_of_two_seeds_or_fits_at_one_site_pools_each()
     cell = robustness_summary(records)["per_family"]["left_boundary"]["default"]
     # each alignment once: seed 1's two fits apart, a report without the digest by its seed
     assert (cell["examples"], cell["correct"], cell["n"]) == (4, 180, 256)
+
+
+def test_a_variant_rejected_after_it_was_scored_is_counted_but_not_pooled() -> None:
+    # A variant the model fails the task under is rejected with its numbers recorded (n > 0):
+    # they must not enter the family's pooled IIA, n or controls (guards against pooling a
+    # rejected variant's pairs as if they tested the claim).
+    scored = _fuzz("PromptVariant(bracket=(5, 9))", "bracket", "rejected: task 0.4", 2, 48, 0.1)
+    cell = robustness_summary([*FUZZ, scored])["per_family"]["left_boundary"]["bracket"]
+    without = robustness_summary(FUZZ)["per_family"]["left_boundary"]["bracket"]
+    assert (cell["correct"], cell["n"], cell["noop"]) == (111, 144, 0.65)
+    assert cell == without | {"examples": 4, "rejected": 1}  # counted, nothing else moved
 
 
 def test_the_examples_after_a_tests_first_failure_are_listed_but_not_pooled() -> None:
