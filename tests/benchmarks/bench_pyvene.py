@@ -37,6 +37,22 @@ from das_assert.sharing import sharing
 from das_assert.sites import Site
 from das_assert.tasks.price_tagging import prompt_pairs
 
+#: The seeds of every run: the fit (its starting rotation, for both), its pairs and the test pairs.
+SEEDS = {"fit": 0, "train_pairs": 0, "test_pairs": 1}
+
+
+def pyvene_missing() -> str | None:
+    """Why pyvene 0.1.8 cannot run here, or None. It is imported, not looked up: installed
+    ``--no-deps``, it fails on the matplotlib or networkx it imports."""
+    try:
+        import pyvene  # noqa: F401
+    except ImportError as exc:
+        return (
+            f"pyvene cannot be imported ({exc}): in a venv, pip install matplotlib networkx, "
+            "then pip install --no-deps pyvene==0.1.8 (README, Performance)"
+        )
+    return None
+
 
 def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -147,9 +163,11 @@ def compare(
     site = Site(layer, position)
     resolved = site.resolve(model.model)
     steps = epochs * -(-n_train // batch)
-    train = encode(model, prompt_pairs("left_boundary", n_train, seed=0), site.parsed_position)
-    test = encode(model, prompt_pairs("left_boundary", n_test, seed=1), site.parsed_position)
-    config = FitConfig(epochs=epochs, batch_size=batch, seed=0)
+    pairs = prompt_pairs("left_boundary", n_train, seed=SEEDS["train_pairs"])
+    train = encode(model, pairs, site.parsed_position)
+    tests = prompt_pairs("left_boundary", n_test, seed=SEEDS["test_pairs"])
+    test = encode(model, tests, site.parsed_position)
+    config = FitConfig(epochs=epochs, batch_size=batch, seed=SEEDS["fit"])
     if len({int(p) for p in train.base_position}) != 1:
         raise SystemExit("pyvene's single-position unit needs one position for every prompt")
     device = model.input_device
@@ -193,6 +211,7 @@ def compare(
         "epochs": epochs,
         "batch": batch,
         "threads": torch.get_num_threads(),
+        "seeds": SEEDS,
         "prefix_store_mib": config.prefix_store_mib,
         "pyvene": {
             "seconds_per_step": theirs_step,
@@ -278,13 +297,13 @@ def grid_on(
     prompt each step, whatever the position; its backward grows with the layers after the site).
     The result says which cells were measured and which estimated.
     """
-    config = FitConfig(epochs=epochs, batch_size=batch, seed=0)
+    config = FitConfig(epochs=epochs, batch_size=batch, seed=SEEDS["fit"])
     joint = replace(config, joint_cells_mib=4096)
     steps = epochs * -(-n_train // batch)
     sampled = sorted(set(pyvene_layers or layers) & set(layers))
     seconds = {"joint": 0.0, "alone": 0.0}
     theirs_seconds = {"measured": 0.0, "estimated": 0.0}
-    train_pairs = prompt_pairs("left_boundary", n_train, seed=0)
+    train_pairs = prompt_pairs("left_boundary", n_train, seed=SEEDS["train_pairs"])
     parsed = {position: Site(0, position).parsed_position for position in positions}
     fitted: dict[tuple[int, str], Any] = {}
     # As a search trains them (an outer block plans every cell, an inner one each position's:
@@ -305,7 +324,8 @@ def grid_on(
         seconds[mode] += time.perf_counter() - started
     cells = []
     for position in positions:
-        test = encode(model, prompt_pairs("left_boundary", n_test, seed=1), parsed[position])
+        tests = prompt_pairs("left_boundary", n_test, seed=SEEDS["test_pairs"])
+        test = encode(model, tests, parsed[position])
         measured: dict[int, float] = {}
         for layer in sampled:
             resolved = Site(layer, position).resolve(model.model)
@@ -338,6 +358,7 @@ def grid_on(
         "batch": batch,
         "n_test": n_test,
         "threads": torch.get_num_threads(),
+        "seeds": SEEDS,
         "prefix_store_mib": config.prefix_store_mib,
         "das_assert_seconds": seconds["joint"],
         "das_assert_alone_seconds": seconds["alone"],
@@ -364,10 +385,15 @@ def _interpolated(measured: dict[int, float], layer: int) -> float:
     return (1 - weight) * measured[low] + weight * measured[high]
 
 
+def seeds_text() -> str:
+    return ", ".join(f"{name.replace('_', ' ')} seed {seed}" for name, seed in SEEDS.items())
+
+
 def grid_table(result: dict) -> str:
     lines = [
         f"{result['model']}, {len(result['cells'])} cells, {result['n_train']} pairs x "
-        f"{result['epochs']} epochs, batch {result['batch']}, IIA on {result['n_test']} pairs",
+        f"{result['epochs']} epochs, batch {result['batch']}, {result['threads']} threads, "
+        f"IIA on {result['n_test']} pairs; {seeds_text()}",
         f"{'cell':<42} {'das_assert':>10} {'pyvene':>7}",
     ]
     for c in result["cells"]:
@@ -403,7 +429,7 @@ def table(result: dict) -> str:
         [
             f"{result['model']} {result['site']}, {result['n_train']} pairs x "
             f"{result['epochs']} epochs, batch {result['batch']} ({result['steps']} steps), "
-            f"{result['threads']} threads, IIA on {result['n_test']} pairs",
+            f"{result['threads']} threads, IIA on {result['n_test']} pairs; {seeds_text()}",
             f"{'':<12} {'s/step':>8} {'ex/s':>8} {'IIA':>6}",
             f"{'das_assert':<12} {a['seconds_per_step']:>8.4f} {a['examples_per_s']:>8.1f} "
             f"{a['iia']:>6.3f}",
@@ -441,12 +467,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", default="0,1,2,3")
     parser.add_argument("--positions", default="after:amount,last")
     args = parser.parse_args(argv)
-    import importlib.util
-
     from das_assert.errors import DasError
 
-    if importlib.util.find_spec("pyvene") is None:  # before das_assert's side runs, not after
-        parser.error("pyvene is not installed: pip install --no-deps pyvene==0.1.8 (in a venv)")
+    if problem := pyvene_missing():  # before das_assert's side runs, not after
+        parser.error(problem)
     try:
         if args.grid:
             result = grid(

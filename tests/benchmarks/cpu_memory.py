@@ -91,6 +91,7 @@ def compare(
         "site": str(site),
         "batch": batch,
         "n_train": n_train,
+        "seeds": {"fit": 0, "pairs": 0},
         "prefix_store_mib": config.prefix_store_mib,
         "pyvene_steps": pyvene_steps,
         "weights_mib": sum(p.nbytes for p in model.model.parameters()) / 2**20,
@@ -136,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=None, help="write cpu_memory.json here")
     args = parser.parse_args(argv)
+    import bench_pyvene
+
+    if args.pyvene_steps and (problem := bench_pyvene.pyvene_missing()):
+        parser.error(problem)  # before das_assert's fits run, not after
     torch.manual_seed(0)
     result = compare(
         args.shape,
