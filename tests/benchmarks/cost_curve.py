@@ -8,8 +8,9 @@ the marginal step cost (one-time passes cancel out). ``one-time`` is the rest of
 
     python tests/benchmarks/cost_curve.py --model embedded --json out.json
 
-Rows 1-5 move the site from the last token back into the prompt (layer 0); rows 6-8 keep the site
-at the last token and lengthen the prompt with an irrelevant prefix; rows 9-11 move the layer.
+Rows 1-5 move the site from the last token back into the prompt (layer 0); rows 6-7 keep the site
+at the last token and lengthen the prompt with an irrelevant prefix; the rest move the layer (rows
+8-10 on the embedded model's four layers).
 Seconds are for whatever machine runs this; compare rows with each other.
 """
 
