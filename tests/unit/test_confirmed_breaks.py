@@ -111,7 +111,7 @@ def test_a_break_that_fresh_pairs_confirm_fails_with_both_sets_of_numbers(
     assert ": not_aligned: IIA " in message  # the fresh pairs' own verdict and reason
 
 
-def test_the_confirmed_break_is_recorded_as_broken(
+def test_the_confirmed_break_is_recorded_as_broken_and_not_listed_as_unconfirmed(
     encoded: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     recorded: list[dict[str, Any]] = []
@@ -126,25 +126,9 @@ def test_the_confirmed_break_is_recorded_as_broken(
         _judge(monkeypatch, _changes_nothing(encoded), _changes_nothing(encoded))
     (record,) = recorded
     assert (record["status"], record["confirmation"]["status"]) == ("broken", "broken")
-
-
-def test_a_confirmed_break_is_not_listed_as_a_break_not_confirmed(
-    encoded: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Fresh pairs confirmed the break: the record carries its confirmation but counts broken,
-    # and the reports must not also list it as "a break not confirmed ... counted inconclusive"
-    # (guards against listing every record with a confirmation).
-    recorded: list[dict[str, Any]] = []
-    original = robustness._record
-
-    def keeping(request: Any, *args: Any, **kwargs: Any) -> None:
-        original(request, *args, **kwargs)
-        recorded.extend(json.loads(v) for k, v in request.node.user_properties if k == "das_fuzz")
-
-    monkeypatch.setattr(robustness, "_record", keeping)
-    with pytest.raises(IIAClaimFailed):
-        _judge(monkeypatch, _changes_nothing(encoded), _changes_nothing(encoded))
-    (record,) = recorded
+    # It carries its confirmation but counts broken: the reports must not also list it as "a
+    # break not confirmed ... counted inconclusive" (a mutant listing every record with a
+    # confirmation survived the tests).
     summary = robustness_summary([record | {"test_id": "test_fuzz.py::test_variants"}])
     assert summary["per_family"]["left_boundary"]["default"]["broken"] == 1
     assert summary["unconfirmed"] == []
