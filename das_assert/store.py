@@ -131,9 +131,9 @@ def output_path_problem(path: Path, *, directory: bool = False) -> str | None:
 
     Every such path is a user's output, written through a symbolic link (to its target, which
     may not exist yet). Checked before any work, not after it: a directory where a file is to
-    go (or the reverse),
-    a file in the way of its parents, or a first existing parent this process may not write
-    in (probed by creating and removing a scratch file there). The reason reads after the path.
+    go (or the reverse), a file in the way of its parents, or a first existing parent this
+    process may not write in (probed by creating and removing a scratch file there). The
+    reason reads after the path.
     """
     path = Path(path)
     if not directory and _is_a_stream(path):

@@ -64,10 +64,11 @@ def compare(
 
     model = gpu_7b.build(shape, "cpu", torch.bfloat16)
     site = Site(layer, "last-1")
-    config = FitConfig(epochs=1, batch_size=batch, seed=0)
+    seeds = {"fit": bench_pyvene.SEEDS["fit"], "pairs": bench_pyvene.SEEDS["train_pairs"]}
+    config = FitConfig(epochs=1, batch_size=batch, seed=seeds["fit"])
     if store_mib is not None:
         config = replace(config, prefix_store_mib=store_mib)
-    pairs = prompt_pairs("left_boundary", max(n_train, pyvene_steps * batch), seed=0)
+    pairs = prompt_pairs("left_boundary", max(n_train, pyvene_steps * batch), seed=seeds["pairs"])
     train = encode(model, pairs[:n_train], site.parsed_position)
     short = (
         encode(model, pairs[: pyvene_steps * batch], site.parsed_position) if pyvene_steps else None
@@ -91,7 +92,7 @@ def compare(
         "site": str(site),
         "batch": batch,
         "n_train": n_train,
-        "seeds": {"fit": 0, "pairs": 0},
+        "seeds": seeds,
         "prefix_store_mib": config.prefix_store_mib,
         "pyvene_steps": pyvene_steps,
         "weights_mib": sum(p.nbytes for p in model.model.parameters()) / 2**20,
