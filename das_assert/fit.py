@@ -282,7 +282,7 @@ def _fit_group(
                     raise error from None
             optimizer.step()
             # Dropped now, not before the next backward: they would sit beside the next forward
-            # (the rotation's gradient is d x d, 64 MiB at Llama-7B's width).
+            # (the rotation's gradient: 32 MiB at Llama-7B's width, where it is stored packed).
             optimizer.zero_grad(set_to_none=True)
             for interchange in interchanges:
                 interchange.clamp_widths_()

@@ -184,7 +184,7 @@ def head_cache_class() -> type:
     row ahead of the pass. With ``keep=False`` a pass only reads it: each update returns the head
     followed by the pass's own keys and values and stores nothing, so a pass that needs no cache
     afterwards (source activations, whole-prompt logits) holds one layer's keys and values at a
-    time, not every layer's (at 7B shape and 64 rows, 2.6 GiB for a 79-token prompt). With
+    time, not every layer's (at 7B shape and 64 rows, 2.5 GiB for a 79-token prompt). With
     ``own=t`` as well, it keeps the first ``t`` of the pass's own tokens of every layer in
     ``own`` (layer -> (keys, values)), the head left out: what a ``PrefixStore`` holds per row.
     Layers before ``skip_below`` keep nothing (their blocks are skipped by every later pass,

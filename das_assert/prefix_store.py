@@ -1,7 +1,7 @@
 """Prefix stores: the KV cache of base prompts' prefixes, computed once and kept.
 
 A fit keeps every prefix for all its epochs where they fit its budget (``PrefixStore``), else it
-runs the prefixes of a window of the next few batches in one pass (``PrefixStore(rows=)``,
+runs the prefixes of a window of the next few batches in one pass (``PrefixStore.build(rows=)``,
 ``prefix_batches``). Either way the template's shared head is held once, not per row, and the
 blocks a suffix pass skips have their outputs kept (``kv_cache.prefix_with_tails``). A search's
 positions on the same prompts share one store: the latest position's prefix with the tails from

@@ -2,7 +2,7 @@
 
 Claim. The Left Boundary causal model (Wu et al. 2023) computes ``left = amount >= low`` and
 answers ``left and amount <= high``. We claim a subspace of the residual stream at the site
-``boundary`` (das.yaml; for the embedded model the last prompt token of a middle layer) plays
+``boundary`` (das.yaml; for the embedded model the last prompt token of block 0) plays
 ``left``: swapping it in from a source prompt makes the model answer as the causal model does.
 
 Evidence bar. Boundless DAS trained on ``n_train`` label-balanced pairs; IIA with a hard mask on
