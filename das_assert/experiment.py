@@ -42,6 +42,7 @@ from das_assert.tasks.price_tagging import (
     PriceFormat,
     causal_model,
     check_bracket,
+    check_bracket_shown,
     check_variables,
     prompt_pairs,
     task_answer,
@@ -142,6 +143,7 @@ class Experiment(KeywordsChecked):
         check_bracket(self.bracket)
         if self.bracket is not None:  # a list hashes not: the session's memo keys by it
             object.__setattr__(self, "bracket", tuple(int(cents) for cents in self.bracket))
+        check_bracket_shown(self.bracket, self.fmt)
         if self.threshold is not None and (problem := check_threshold(self.threshold)):
             raise InvalidArgument(f"threshold={self.threshold!r}: {problem}")
         if not is_number(self.margin) or not 0 <= self.margin < 1:
@@ -203,12 +205,15 @@ class Experiment(KeywordsChecked):
         drawn brackets) and ``edit`` (``prompt_pairs``'s) change them, e.g. for a measured
         limit: ``result.experiment.pairs(400, seed, bracket=(745, 995))``."""
         self.check_current()
+        bracket = self.bracket if bracket is _SAME else bracket
+        check_bracket(bracket)
+        check_bracket_shown(bracket, fmt or self.fmt)
         return prompt_pairs(
             self.hypothesis,
             n,
             seed=seed,
             fmt=fmt or self.fmt,
-            bracket=self.bracket if bracket is _SAME else bracket,
+            bracket=bracket,
             variables=self.variables,
             edit=edit,
         )

@@ -339,6 +339,23 @@ def snap_to_dimes(inputs: dict[str, int]) -> dict[str, int]:
     return {k: max(10, min(990, round(v / 10) * 10)) for k, v in inputs.items()}
 
 
+def check_bracket_shown(bracket: Any, fmt: PriceFormat) -> None:
+    """Refuse a fixed bracket that ``fmt``'s numbers cannot write: one-decimal prompts show
+    1.25-4.95 as 1.2-5.0, so the claim ran on another bracket than the one it recorded."""
+    if bracket is None or fmt.numbers != "one_decimal":
+        return
+    low, high = (int(cents) for cents in bracket)
+    shown = snap_to_dimes({"low": low, "high": high})
+    if (shown["low"], shown["high"]) != (low, high):
+        raise InvalidArgument(
+            f"the bracket {low / 100:.2f}-{high / 100:.2f} dollars cannot be written with "
+            "one-decimal numbers (steps of 0.10 from 0.10 to 9.90): its prompts would say "
+            f"{shown['low'] / 100:.1f}-{shown['high'] / 100:.1f}; fix the bracket at "
+            f"({shown['low']}, {shown['high']}) cents (--bracket {shown['low'] / 100:.2f} "
+            f"{shown['high'] / 100:.2f}), or write the numbers plainly"
+        )
+
+
 def _then_snap_to_dimes(
     edit: Callable[[dict[str, int], random.Random, str], dict[str, int]] | None,
 ) -> Callable[[dict[str, int], random.Random, str], dict[str, int]]:

@@ -297,6 +297,24 @@ def test_the_one_decimal_number_style_rounds_to_ten_cents() -> None:
     assert rendered.text[start:end] == "8.6"
 
 
+@pytest.mark.parametrize("bracket", [(125, 495), (5, 400), (100, 999)])
+def test_a_fixed_bracket_one_decimal_numbers_cannot_write_is_refused(bracket) -> None:
+    # 1.25-4.95 ran as 1.2-5.0 (half to even) while the report recorded 1.25-4.95
+    from das_assert import Experiment
+
+    site = "block_output[layer=0, pos=last]"
+    one_decimal = PriceFormat(numbers="one_decimal")
+    with pytest.raises(InvalidArgument, match=r"cannot be written with one-decimal numbers"):
+        Experiment(hypothesis="left_boundary", site=site, fmt=one_decimal, bracket=bracket)
+    plain = Experiment(hypothesis="left_boundary", site=site, bracket=bracket)
+    with pytest.raises(InvalidArgument, match=r"its prompts would say"):
+        plain.pairs(10, 0, one_decimal)
+    writable = Experiment(
+        hypothesis="left_boundary", site=site, fmt=one_decimal, bracket=(120, 500)
+    )
+    assert "between 1.2 and 5.0 dollars" in writable.pairs(2, 0)[0].base.text
+
+
 def test_amounts_below_a_dollar_keep_a_leading_zero_and_two_decimals() -> None:
     rendered = PriceFormat().render({"lo": 5, "hi": 300, "x": 7})
     assert "between 0.05 and 3.00 dollars" in rendered.text
