@@ -78,6 +78,12 @@ class FitConfig(KeywordsChecked):
                     f"({_FLOAT32_MAX:.4g}), which the optimizer holds it in: a learning rate is "
                     "far smaller (the default is 1e-3 for the rotation, 1e-2 for the boundary)"
                 )
+        if self.boundary_penalty > _LARGEST_PENALTY:
+            raise InvalidArgument(
+                f"boundary_penalty={self.boundary_penalty!r} is past {_LARGEST_PENALTY:.0e}: "
+                "Adam's float32 statistics overflow on its gradient and the boxes stop moving "
+                "instead of shrinking (1e20 already outweighs any task loss; the default is 1.0)"
+            )
         if self.prefix_store_mib < 0:
             raise InvalidArgument(
                 f"prefix_store_mib={self.prefix_store_mib}; use 0 to turn the store off"
@@ -129,6 +135,8 @@ class FitConfig(KeywordsChecked):
 
 
 _FLOAT32_MAX = 3.4028234663852886e38
+# Measured on the embedded model: 1e21 still shrinks the boxes, 5e22 leaves them where they began.
+_LARGEST_PENALTY = 1e20
 
 _SPEED_ONLY = (
     "progress",

@@ -60,6 +60,8 @@ def test_the_default_config_is_the_papers_recipe() -> None:
         ({"method": 5}, r"method=5: a method's name"),
         ({"progress": "yes"}, r"progress='yes': True or False"),
         ({"prefix_cache": 1}, r"prefix_cache=1: True or False"),
+        # Adam's float32 second moment overflowed and the boxes stayed where they began
+        ({"boundary_penalty": 1e30}, r"boundary_penalty=1e\+30 is past 1e\+20: Adam's float32"),
     ],
 )
 def test_an_invalid_config_is_rejected_with_the_reason(
@@ -71,6 +73,7 @@ def test_an_invalid_config_is_rejected_with_the_reason(
 
 def test_a_zero_learning_rate_and_penalty_are_allowed() -> None:
     FitConfig(lr_rotation=0.0, lr_boundary=0.0, boundary_penalty=0.0, warmup_fraction=0.0)
+    FitConfig(boundary_penalty=1e20)  # the largest: 1e21 still shrinks the boxes
 
 
 def test_a_constant_temperature_is_allowed() -> None:
