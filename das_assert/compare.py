@@ -22,6 +22,7 @@ from das_assert.baseline import KeyIndex, matching_key
 from das_assert.errors import ConfigError
 from das_assert.md_text import code, plain
 from das_assert.metrics import beside, threshold_text
+from das_assert.row_order import natural_key
 from das_assert.summary import NOT_COMPARABLE, fit_method
 from das_assert.values import is_finite_number
 
@@ -228,7 +229,7 @@ def compare_entries(
     }
     across, unmatched = _match_across_kinds(old, new)
     matched_new = set(across.values())
-    for key in sorted(set(old) | (set(new) - matched_new)):
+    for key in sorted(set(old) | (set(new) - matched_new), key=natural_key):
         new_key = across.get(key, key)
         if new_key not in new or key not in old:
             if key in old:

@@ -246,14 +246,14 @@ class Reporter(BaselineReporting):
         json_path = json_path and invocation_path(self.config, json_path)
         md_path = md_path and invocation_path(self.config, md_path)
         from das_assert.report import build_report, markdown_table, robustness_summary, write_report
+        from das_assert.row_order import by_test_id, in_report_order
         from das_assert.store import write_markdown
 
-        records = sorted(self.records, key=lambda r: (r["test_id"], r["claim"]))
+        records = in_report_order(self.records)
         # by test (a stable sort: each test's examples keep their order), as xdist's workers
         # report in the order they finish
         fuzz, limits, searches = (
-            sorted(kind, key=lambda r: r["test_id"])
-            for kind in (self.fuzz, self.limits, self.searches)
+            sorted(kind, key=by_test_id) for kind in (self.fuzz, self.limits, self.searches)
         )
         robustness = robustness_summary(fuzz)
         if json_path:

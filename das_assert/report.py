@@ -15,6 +15,7 @@ from typing import Any
 
 from das_assert.md_text import code, plain
 from das_assert.metrics import bracketed, clustered_interval, rounded_interval
+from das_assert.row_order import by_test_id, natural_key
 from das_assert.store import SCHEMA_VERSION, atomic_write_json
 from das_assert.summary import (
     changed_text,
@@ -261,7 +262,7 @@ def unshown_fuzz_tests(fuzz: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if record.get("test_id"):
             by_test.setdefault(record["test_id"], []).append(record)
     unshown = []
-    for test_id, records in sorted(by_test.items()):
+    for test_id, records in sorted(by_test.items(), key=lambda item: natural_key(item[0])):
         statuses = [r["status"] for r in records]
         rejected = sum(status.startswith("rejected") for status in statuses)
         inconclusive = statuses.count("inconclusive")
@@ -390,7 +391,7 @@ def markdown_table(
             "| majority | random rot. | changed | task acc. | threshold | result |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for r in sorted(limits, key=lambda r: r["test_id"]):
+        for r in sorted(limits, key=by_test_id):
             low, high = r["iia_ci"]
             lines.append(
                 f"| {plain(r['test_id'])} | {plain(r['claim'])} | {plain(r['where'])} "

@@ -8,6 +8,7 @@ from pathlib import PurePath
 from typing import Any
 
 from das_assert.metrics import beside, threshold_text
+from das_assert.row_order import by_test_id
 from das_assert.tasks.phrasings import DEFAULT_INSTRUCTION
 
 __all__ = [
@@ -209,8 +210,7 @@ def summary_lines(records: list[dict[str, Any]]) -> list[str]:
         lines.append(f"--- {file}")
         lines.append(_header(claim_width, site_width, seed_width))
         lines.extend(
-            _row(r, claim_width, site_width, seed_width)
-            for r in sorted(group, key=lambda r: r["test_id"])
+            _row(r, claim_width, site_width, seed_width) for r in sorted(group, key=by_test_id)
         )
     lines.append(
         "Legend: IIA with a hard mask, Wilson 95% CI over n test pairs; no-op / maj / rand = IIA "
@@ -442,7 +442,7 @@ def limit_lines(limits: list[dict[str, Any]]) -> list[str]:
         f"{'claim':<{claim_width}} {'where':<{where_width}} {'IIA':>5} {'95% CI':>13} {'n':>5} "
         f"{'no-op':>5} {'maj':>5} {'rand':>5} {'changed':>9} {'task':>5} {'thr':>5}  result",
     ]
-    for r in sorted(limits, key=lambda r: r["test_id"]):
+    for r in sorted(limits, key=by_test_id):
         low, high = r["iia_ci"]
         lines.append(
             f"{r['claim']:<{claim_width}} {r['where']:<{where_width}} {r['iia']:>5.3f} "
