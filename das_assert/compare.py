@@ -14,6 +14,7 @@ True
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -339,6 +340,11 @@ def same_site(site_a: dict[str, Any], site_b: dict[str, Any]) -> bool:
     return bool(site_a.get("module")) and all(site_a.get(f) == site_b.get(f) for f in fields)
 
 
+def _kind(entry: dict[str, Any]) -> tuple[bool, Any, Any]:
+    """Whether ``entry`` is a pytest claim, and its hypothesis and variable."""
+    return bool(entry.get("claim")), entry.get("hypothesis"), entry.get("variable")
+
+
 def _match_across_kinds(
     old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]
 ) -> tuple[dict[str, str], dict[str, str]]:
@@ -351,24 +357,25 @@ def _match_across_kinds(
     one entry of either side shares a hypothesis, variable and site (two claims at one site),
     none is guessed."""
     lonely_old = [k for k in old if k not in new]
-    lonely_new = [k for k in new if k not in old]
+    by_kind: dict[tuple[Any, ...], list[str]] = {}  # a claim or not, hypothesis, variable
+    for k in new:
+        if k not in old:
+            by_kind.setdefault(_kind(new[k]), []).append(k)
     candidates: dict[str, list[str]] = {}
     alike_to: dict[str, set[str]] = {}  # old key -> the candidates alike to it
     for key in lonely_old:
+        other_kind = (not _kind(old[key])[0], *_kind(old[key])[1:])
         found = [
-            k
-            for k in lonely_new
-            if bool(new[k].get("claim")) != bool(old[key].get("claim"))
-            and _signature(new[k])[:2] == _signature(old[key])[:2]
-            and same_site(new[k]["site"], old[key]["site"])
+            k for k in by_kind.get(other_kind, []) if same_site(new[k]["site"], old[key]["site"])
         ]
         alike = [k for k in found if not not_comparable(old[key], new[k])]
         candidates[key] = alike or found
         alike_to[key] = set(alike)
-    chosen = [c[0] for c in candidates.values() if len(c) == 1]
+    chosen = Counter(c[0] for c in candidates.values() if len(c) == 1)
+    new_kinds = {bool(entry.get("claim")) for entry in new.values()}
     matches, why = {}, {}
     for key, found in candidates.items():
-        if len(found) == 1 and chosen.count(found[0]) == 1:
+        if len(found) == 1 and chosen[found[0]] == 1:
             matches[key] = found[0]
             continue
         # several claims at one site share this one result: the one fitted alike takes it
@@ -393,10 +400,10 @@ def _match_across_kinds(
             )
         elif found:
             why[key] = (
-                f"{chosen.count(found[0])} results in OLD share the hypothesis, variable and site "
+                f"{chosen[found[0]]} results in OLD share the hypothesis, variable and site "
                 f"of NEW's {found[0]}: none is guessed"
             )
-        elif any(bool(new[k].get("claim")) != bool(old[key].get("claim")) for k in new):
+        elif (not old[key].get("claim")) in new_kinds:
             why[key] = (
                 f"no result in NEW has hypothesis {hypothesis}, variable {variable} at site {site}"
             )
