@@ -271,12 +271,13 @@ def make_pairs(
         attempts += 1
         if attempts > 200 * n:
             missing = [str(label) for label, left in wanted.items() if left]
-            causes = [f"bracket={bracket}"] if bracket is not None or edit is None else []
+            causes = [_bracket_text(bracket)] if bracket is not None or edit is None else []
             cause = " and ".join(causes + (["the edit= hook's amounts"] if edit else []))
             raise InvalidArgument(
                 f"could not draw {n} label-balanced pairs for {model_name}: {len(pairs)} drawn "
                 f"in {attempts - 1} tries, too few labelled {' or '.join(missing)}; under "
                 f"{cause} that label is (nearly) impossible"
+                + ("; fix a bracket with amounts on both sides of it" if bracket else "")
             )
         base = sample_inputs(rng, bracket=bracket)
         source = sample_inputs(rng, bracket=bracket)
@@ -325,6 +326,13 @@ def causal_answer(
             f"{cm.name}: computing {failed.variable!r} {describe_inputs(base, source, variable)} "
             f"raised {type(exc).__name__}: {exc}"
         ) from exc
+
+
+def _bracket_text(bracket: tuple[int, int] | None) -> str:
+    """``bracket=(0, 999)`` with its dollars, as the command line takes them."""
+    if bracket is None:
+        return "bracket=None"
+    return f"bracket={tuple(bracket)} cents ({bracket[0] / 100:.2f}-{bracket[1] / 100:.2f} dollars)"
 
 
 def describe_inputs(

@@ -156,11 +156,13 @@ def test_pairs_with_a_fixed_bracket_keep_it_in_base_and_source() -> None:
 
 def test_a_label_that_cannot_occur_is_reported_instead_of_looping() -> None:
     # With the bracket [1, 999] every amount is inside it: left is always true and x <= hi
-    # always holds, so a False counterfactual label never occurs.
+    # always holds, so a False counterfactual label never occurs. The bracket is given in the
+    # dollars the command line takes too (it was cents alone), with the fix.
     with pytest.raises(
         InvalidArgument,
         match=r"could not draw 4 label-balanced pairs for left_boundary: 2 drawn in 800 tries, "
-        r"too few labelled False; under bracket=\(1, 999\) that label is \(nearly\) impossible",
+        r"too few labelled False; under bracket=\(1, 999\) cents \(0\.01-9\.99 dollars\) that "
+        r"label is \(nearly\) impossible; fix a bracket with amounts on both sides of it",
     ):
         make_pairs("left_boundary", 4, seed=0, bracket=(1, 999))
 
@@ -423,6 +425,6 @@ def test_a_fuzz_variant_that_moves_no_amount_blames_its_bracket_not_a_hook() -> 
 
     experiment = Experiment(hypothesis="left_boundary", site=Site(0))
     with pytest.raises(
-        InvalidArgument, match=r"too few labelled False; under bracket=\(0, 999\) that label"
+        InvalidArgument, match=r"too few labelled False; under bracket=\(0, 999\) cents \("
     ):
         variant_pairs(experiment, PromptVariant(bracket=(0, 999)), 20)
