@@ -238,6 +238,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from das_assert.grid_checks import distinct_blocks
     from das_assert.positions import check_distinct_positions
     from das_assert.preflight import DEFAULT_POSITIONS, check_report, preflight, preflight_text
     from das_assert.sites import Site
@@ -247,7 +248,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
     check_distinct_positions(positions, "--positions")  # as parsed: last is last-0
     hypothesis = args.hypothesis or "left_boundary"
     model = load(args)
-    layers = args.layers or [model.config.num_hidden_layers // 2]
+    layers = [model.config.num_hidden_layers // 2]
+    if args.layers:  # -1 shown as the block it is, as fit and search show it
+        layers = distinct_blocks(model, args.layers, positions, "block_output", "--layers")
     experiment = experiment_of(args, Site(layers[0], positions[0]), hypothesis, 2, model)
     found = preflight(model, experiment, positions, layers)
     print(preflight_text(found), end="")

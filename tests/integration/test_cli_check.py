@@ -17,7 +17,7 @@ def test_the_embedded_model_passes_its_check_and_shows_where_each_position_lands
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     report = tmp_path / "check.json"
-    assert main(["check", "--layers", "0", "3", f"--json={report}"]) == 0
+    assert main(["check", "--layers", "0", "-1", f"--json={report}"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("model: embedded (llama, 4 layers, d=128, float32, cpu)\n")
     assert "  | ### Input:\n" in out
@@ -44,6 +44,9 @@ def test_the_embedded_model_passes_its_check_and_shows_where_each_position_lands
     sites = [row["site"] for row in found["engine_check"]]
     assert len(sites) == 8
     assert sites[0] == "block_output[layer=0, pos=last]"
+    # -1 is named as the block it is, as fit and search name it (it was printed as given)
+    assert sites[-1] == "block_output[layer=3, pos=before:amount]"
+    assert "layer=-1" not in out
     for row in found["engine_check"]:
         assert row["cached_vs_plain"] <= row["tolerance"]
         assert row["output_swap"] <= row["tolerance"]
@@ -101,6 +104,7 @@ def test_another_architecture_is_checked_too(
         (["--threshold", "0.7"], "unrecognized arguments: --threshold 0.7"),
         (["--positions", "after:price"], "after:price"),
         (["--layers", "9"], "layer=9 is out of range"),
+        (["--layers", "3", "-1"], "--layers 3 and -1 are the same block of this model (3)"),
     ],
 )
 def test_bad_input_to_check_is_one_error(
