@@ -39,6 +39,7 @@ __all__ = [
     "abandoned_reservations",
     "alignment_path",
     "baseline_entries_not_judged",
+    "baseline_order",
     "entry_key",
     "find_baseline",
     "is_baseline_file",
@@ -55,8 +56,10 @@ __all__ = [
     "unique_name",
 ]
 
-_NUMBERED = re.compile(r"^(\d{4})_(.+)\.json$")
-_TAKEN = re.compile(r"^(\d{4})_")  # a saved baseline, or an alignment folder a run reserved
+# Four digits or more: the number after 9999 is 10000, which a four-digit pattern did not see
+# (it went missing from `latest`, and every later reservation failed on its folder).
+_NUMBERED = re.compile(r"^(\d{4,})_(.+)\.json$")
+_TAKEN = re.compile(r"^(\d{4,})_")  # a saved baseline, or an alignment folder a run reserved
 RESERVED_BY = ".reserved-by"  # in a reserved folder: the token of the run saving into it
 ABANDONED_AFTER_S = 24 * 60 * 60  # a reservation this old belongs to a run that was killed
 SAVED_AT_FORMAT = "%Y-%m-%d %H:%M"  # a baseline's saved_at, in UTC
@@ -183,6 +186,13 @@ def _next_name(entries: list[Path], name: str) -> str:
     return f"{max(taken, default=0) + 1:04d}_{slug(name)}"
 
 
+def baseline_order(path: Path) -> tuple[int, str]:
+    """Sorts numbered baselines and folders by their number's value, oldest first: as text,
+    ``10000_main`` came before ``9999_main`` and ``latest`` took the older."""
+    match = _TAKEN.match(Path(path).name)
+    return (int(match.group(1)) if match else -1, Path(path).name)
+
+
 def _listing(directory: Path) -> list[Path]:
     return list(directory.iterdir()) if directory.is_dir() else []
 
@@ -307,7 +317,9 @@ def find_baseline(directory: Path, name: str, option: str = "--das-compare") -> 
     ``NNNN_release_v2``), the newest of that name where it was saved more than once.
     ``option``: what the user gave it to, as the advice names it."""
     directory = Path(directory)
-    candidates = sorted(p for p in directory.glob("*.json") if _NUMBERED.match(p.name))
+    candidates = sorted(
+        (p for p in directory.glob("*.json") if _NUMBERED.match(p.name)), key=baseline_order
+    )
     if not candidates:
         raise AlignmentFileError(
             f"no baselines in {directory}; save one first with --das-save-baseline, or name "

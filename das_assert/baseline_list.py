@@ -22,6 +22,7 @@ from das_assert.baseline import (
     RESERVED_BY,
     SAVED_AT_FORMAT,
     abandoned_reservations,
+    baseline_order,
     is_baseline_file,
     load_baseline,
     reserved_since,
@@ -65,12 +66,13 @@ def baseline_listing(root: Path, *, model: str | None = None) -> dict[str, Any]:
 
 
 def _model_block(folder: Path, now: float) -> dict[str, Any]:
-    files = sorted(p for p in folder.iterdir() if is_baseline_file(p))
+    files = sorted((p for p in folder.iterdir() if is_baseline_file(p)), key=baseline_order)
     saved = [_baseline_row(path) for path in files]
     stems = {path.stem for path in files}
     abandoned = set(abandoned_reservations(folder, "", now))  # no run's token: all are others'
     others: list[dict[str, Any]] = []
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and p.name[:4].isdigit()):
+    numbered = (p for p in folder.iterdir() if p.is_dir() and p.name[:4].isdigit())
+    for sub in sorted(numbered, key=baseline_order):
         since = reserved_since(sub)
         if since is not None:
             state = "abandoned" if sub in abandoned else "reserved"

@@ -251,6 +251,32 @@ def test_a_baseline_name_of_four_digits_is_refused(pytester: pytest.Pytester) ->
     )
 
 
+def test_the_baseline_after_9999_is_found_and_the_next_numbered(tmp_path: Path) -> None:
+    # 10000_main was no baseline to a four-digit pattern: latest stayed 9999, and every later
+    # reservation failed on its folder ("no free baseline number")
+    from das_assert.baseline import find_baseline, release_reservation, reserve_baseline_name
+
+    (tmp_path / "9999_main.json").write_text("{}")
+    assert reserve_baseline_name(tmp_path, "main", "run-a") == "10000_main"
+    (tmp_path / "10000_main.json").write_text("{}")
+    release_reservation(tmp_path / "10000_main")
+    (tmp_path / "10000_main").mkdir()  # its alignments: the folder stays
+    assert find_baseline(tmp_path, "latest").name == "10000_main.json"  # by value, not as text
+    assert find_baseline(tmp_path, "main").name == "10000_main.json"
+    assert find_baseline(tmp_path, "10000").name == "10000_main.json"
+    assert reserve_baseline_name(tmp_path, "main", "run-b") == "10001_main"
+
+
+@pytest.mark.parametrize("name", ["10000", "10000_main"])
+def test_a_baseline_name_of_five_digits_or_a_five_digit_stem_is_refused(
+    pytester: pytest.Pytester, name: str
+) -> None:
+    # numbers past 9999 are read as numbers too, so such a NAME could not be compared with by name
+    result = pytester.runpytest(f"--das-save-baseline={name}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert f"'{name}' reads as a baseline" in result.stderr.str()
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

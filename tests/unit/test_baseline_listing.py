@@ -134,6 +134,21 @@ def test_a_baseline_saved_before_it_recorded_its_time_shows_the_files(tmp_path: 
     assert "* the file's time" in listing_text(baseline_listing(tmp_path))
 
 
+def test_the_baseline_after_9999_is_listed_as_latest_not_its_folder_as_orphaned(
+    tmp_path: Path,
+) -> None:
+    # 10000_main.json was no baseline to the listing: latest stayed 9999 and its alignment folder
+    # was called orphaned (which --prune then refused to delete, a JSON beside it)
+    folder = tmp_path / "embedded"
+    folder.mkdir()
+    for stem in ("9999_main", "10000_main"):
+        _save(folder / f"{stem}.json", [_claim("test_a", True)], [])
+    (folder / "10000_main").mkdir()
+    (block,) = baseline_listing(tmp_path)["models"]
+    assert [row["number"] for row in block["baselines"]] == ["9999", "10000"]
+    assert (block["latest"], block["other_folders"]) == ("10000_main", [])
+
+
 def test_the_command_lists_one_model_and_writes_json(
     baselines: Path, capsys: pytest.CaptureFixture[str], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
