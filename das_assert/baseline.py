@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from das_assert.baseline_records import malformed_text, names_own_file, well_formed
-from das_assert.errors import AlignmentFileError
+from das_assert.errors import AlignmentFileError, did_you_mean
 from das_assert.store import (
     BASELINE_KIND,
     NEW_DIRECTORY_MODE,
@@ -334,9 +334,23 @@ def find_baseline(directory: Path, name: str, option: str = "--das-compare") -> 
     ):
         if wanted:
             return wanted[-1]
-    raise AlignmentFileError(
-        f"no baseline {name!r} in {directory}; present: {', '.join(p.stem for p in candidates)}"
-    )
+    raise AlignmentFileError(_no_such_baseline(directory, name, [p.stem for p in candidates]))
+
+
+_NEWEST_NAMED = 5  # baselines that the error of a name none has lists, where there are more
+
+
+def _no_such_baseline(directory: Path, name: str, stems: list[str]) -> str:
+    """Why ``name`` is none of the baselines ``stems`` (oldest first): the newest few of them (one
+    line listed all 1,000 of a CI's directory), and the closest stem or NAME to a mistyped one."""
+    present = ", ".join(stems[-_NEWEST_NAMED:])
+    if len(stems) > _NEWEST_NAMED:
+        present += (
+            f" (the newest {_NEWEST_NAMED} of {len(stems)}; python3 -m das_assert baselines "
+            f"--dir {directory.parent} --model {directory.name} lists them all)"
+        )
+    hint = did_you_mean(slug(name), sorted({*stems, *(stem.partition("_")[2] for stem in stems)}))
+    return f"no baseline {name!r} in {directory}; present: {present}" + (f".{hint}" if hint else "")
 
 
 #: What a baseline keeps of a recorded search's cell.

@@ -242,6 +242,23 @@ def test_a_name_saved_twice_is_found_at_its_newest(tmp_path: Path) -> None:
     assert find_baseline(tmp_path, "latest").name == "0003_main.json"
 
 
+def test_a_name_no_baseline_has_lists_the_newest_few_and_the_closest(tmp_path: Path) -> None:
+    # a mistyped --das-compare among 1,000 baselines stopped the run with one line of all 1,000
+    from das_assert.baseline import find_baseline
+    from das_assert.errors import AlignmentFileError
+
+    for number in range(1, 1001):
+        name = "release_v2" if number == 500 else "main"
+        (tmp_path / f"{number:04d}_{name}.json").write_text("{}")
+    with pytest.raises(AlignmentFileError) as error:
+        find_baseline(tmp_path, "release/v3")
+    assert str(error.value) == (
+        f"no baseline 'release/v3' in {tmp_path}; present: 0996_main, 0997_main, 0998_main, "
+        "0999_main, 1000_main (the newest 5 of 1000; python3 -m das_assert baselines --dir "
+        f"{tmp_path.parent} --model {tmp_path.name} lists them all). Did you mean 'release_v2'?"
+    )
+
+
 def test_a_baseline_name_of_four_digits_is_refused(pytester: pytest.Pytester) -> None:
     # saved as NNNN_0001, it could not be compared with by name: --das-compare=0001 is a number
     result = pytester.runpytest("--das-save-baseline=0001")
