@@ -323,10 +323,7 @@ class BaselineReporting:
         found = baseline_entries_not_judged(self.records, also)
         for path, keys in found.items():  # in the Markdown too, which the notes end
             judged = "no test in this run" if complete else "no test judged before the run stopped"
-            self.notes.append(
-                f"Baseline entries with {judged} ({self._shown(path)}):\n"
-                + "\n".join(f"  - {key}" for key in keys)
-            )
+            self.notes.append(self._not_judged_list(path, keys, judged))
         if not complete:
             return []  # cut short: its exit status says so
         elsewhere = {p: [k for k in keys if not self._given(k)] for p, keys in found.items()}
@@ -365,6 +362,28 @@ class BaselineReporting:
         )
         return [f"{path}::{key}" for path, keys in found.items() for key in keys]
 
+    def _not_judged_list(self, path: str, keys: list[str], judged: str) -> str:
+        """The note listing baseline ``path``'s ``keys`` with ``judged``: the first
+        ``_LISTED_KEYS`` and how many more, with the command that lists them all (a 10-claim run
+        against a 300-claim baseline printed 290 lines, into the Markdown summary too)."""
+        lines = [f"Baseline entries with {judged} ({self._shown(path)}):"]
+        lines += [f"  - {key}" for key in keys[:_LISTED_KEYS]]
+        if len(keys) > _LISTED_KEYS:
+            from das_assert.plugin_options import invocation_path
+
+            report = self.config.getoption("das_json")
+            compare = f"python3 -m das_assert compare {self._shown(path)}"
+            lists = (
+                f"{compare} {self._shown(str(invocation_path(self.config, report)))}"
+                if report
+                else f"give --das-json=REPORT, then {compare} REPORT"
+            )
+            lines.append(
+                f"  - and {len(keys) - _LISTED_KEYS} more, not listed: {lists} lists them all "
+                "(missing in NEW)"
+            )
+        return "\n".join(lines)
+
     def _given(self, key: str) -> bool:
         """Whether the test file of baseline claim ``key`` (a rootdir-relative node id) lies
         under a path this run was given (every one where it was given none), or is gone: a
@@ -379,6 +398,9 @@ class BaselineReporting:
         if file is None:
             return True
         return any(place == file or place in file.parents for place in given)
+
+
+_LISTED_KEYS = 10  # baseline entries that a note of those not judged names; the rest it counts
 
 
 def _claims(count: int) -> str:

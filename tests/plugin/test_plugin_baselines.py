@@ -853,6 +853,44 @@ def test_a_compare_run_whose_das_tests_all_skip_fails_the_gate(project: pytest.P
     narrowed.stdout.fnmatch_lines(["*not judged, as 1 test(s) were deselected*"])
 
 
+def test_the_baseline_entries_not_judged_are_listed_up_to_ten_and_counted_past_them(
+    project: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a 10-claim run against a 300-claim baseline printed all 290 keys, into the Markdown too
+    from das_assert.baseline import save_baseline
+    from das_assert.cli import main
+
+    claims = [
+        {"test_id": f"test_hyp.py::test_gone_{i:02d}", "claim": "impossible"}
+        | {"hypothesis": "left_boundary", "site": {"canonical": "block_output[layer=0, pos=last]"}}
+        | {"iia": 0.1, "iia_ci": [0.05, 0.15], "passed": True}
+        for i in range(14)
+    ]
+    (project.path / "b" / "tiny").mkdir(parents=True)
+    save_baseline(project.path / "b/tiny/0001_v1.json", model={}, environment={}, records=claims)
+    project.makeconftest(  # no claim judged, none fitted: each entry is one not judged
+        "import pytest\n\n\ndef pytest_runtest_setup(item):\n    pytest.skip('new model')\n"
+    )
+    args = ("--das-baseline-dir=b", "--das-compare=v1", "--das-json=r.json", "--das-markdown=r.md")
+    result = _run(project, *args)
+    listed = [f"  - test_hyp.py::test_gone_{i:02d}::impossible" for i in range(10)]
+    more = (
+        "  - and 4 more, not listed: python3 -m das_assert compare b/tiny/0001_v1.json r.json "
+        "lists them all (missing in NEW)"
+    )
+    _gate_failed(result, {"skipped": 2}, "Baseline entries with no test in this run *", *listed)
+    result.stdout.fnmatch_lines([listed[-1], more])
+    assert "test_gone_10" not in result.stdout.str()
+    assert "\n".join([*listed, more]) in (project.path / "r.md").read_text()
+    capsys.readouterr()
+    assert main(["compare", "b/tiny/0001_v1.json", "r.json"]) == 1  # what the note says lists all
+    assert capsys.readouterr().out.count("missing in NEW |") == 14
+    without_report = _run(project, "--das-baseline-dir=b", "--das-compare=v1")
+    without_report.stdout.fnmatch_lines(
+        ["  - and 4 more, not listed: give --das-json=REPORT, then python3 -m das_assert compare *"]
+    )
+
+
 def test_a_frozen_run_judges_each_claim_with_its_saved_alignment_and_trains_nothing(
     project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
