@@ -109,3 +109,42 @@ def test_an_older_files_other_digests_of_this_models_weights_are_no_known_transf
     assert "another model (weights 222222222222...)" in str(
         transfer_note(path, {**older, "model": {**here, "weights": "2" * 16}}, here)
     )
+
+
+def test_claims_sharing_one_alignment_evaluate_its_transfer_once(
+    tiny_llama: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --das-compare scored one module fixture's rotation on the same pairs once per claim (each
+    # claim's file holds it under its own manifest): 10 claims took 6-7 s each
+    from types import SimpleNamespace
+
+    from das_assert import gate
+    from das_assert.sharing import sharing
+
+    result = run_experiment(tiny_llama, experiment(), CONFIG)
+    save_to = tmp_path / "baselines" / "0001_v1"
+    path = save_to.with_suffix(".json")
+    session = SimpleNamespace(model=tiny_llama, save_to=save_to, baseline=(path, {}))
+    evaluate, evaluated = gate.evaluate, []
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        evaluated.append(1)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(gate, "evaluate", counting)
+    entries = []
+    for claim in ("kept", "dropped"):
+        record = {**result.to_dict(test_id=f"test_x.py::test_{claim}"), "claim": claim}
+        gate.save_claim_alignment(session, result, record)  # type: ignore[arg-type]
+        entries.append(record)
+
+    def transfer(entry: dict[str, Any]) -> dict[str, Any]:
+        return gate.transfer(session, result, path, entry, entry["site"])  # type: ignore[arg-type]
+
+    with sharing(prefix_stores=False):  # the das_session fixture's block
+        shared = [transfer(entry) for entry in entries]
+    assert len(evaluated) == 1
+    alone = transfer(entries[1])
+    assert len(evaluated) == 2  # outside the block: evaluated again, to the same numbers
+    assert shared == [alone, alone]
+    assert "iia" in alone
