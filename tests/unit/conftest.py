@@ -9,6 +9,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import torch
 
+# transformers' logging, imported before the first in-process pytester run of a unit test
+# (test_termination, test_stability, test_devices): first imported inside one, it gave its loggers
+# a handler on that run's captured stderr, and a second one when imported again after the run's
+# snapshot dropped it (every warning printed twice after, once to a closed file).
+import transformers.utils.logging  # noqa: F401
+
 if TYPE_CHECKING:
     from bad_inputs_support import Ctx
 
