@@ -7,6 +7,8 @@ same path as the embedded model and a real Alpaca directory.
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -103,6 +105,22 @@ def tiny_models(tiny_model_dirs):
 @pytest.fixture(scope="session")
 def tiny_llama(tiny_models):
     return tiny_models["llama"]
+
+
+@pytest.fixture
+def imported_models_files_let_go() -> Iterator[None]:
+    """A causal models file imported by the test (``--causal-models``, ``import_causal_models``)
+    leaves its folder on ``sys.path`` and its modules in ``sys.modules``, as a CLI run keeps
+    them: after the test, the folders it added and the modules imported from them go (they
+    stayed for the rest of the session, in a tmp folder pytest deletes)."""
+    path = list(sys.path)
+    yield
+    added = [Path(entry) for entry in sys.path if entry not in path]
+    sys.path[:] = path
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if file and any(folder in Path(file).parents for folder in added):
+            del sys.modules[name]
 
 
 @pytest.fixture(autouse=True)

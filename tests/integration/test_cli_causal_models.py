@@ -34,7 +34,7 @@ register_causal_model(
 
 
 @pytest.fixture(autouse=True)
-def restored_registry() -> Iterator[None]:
+def restored_registry(imported_models_files_let_go: None) -> Iterator[None]:
     tables = (CAUSAL_MODELS, INTERVENED_VARIABLES, registry._registered)
     saved = [dict(table) for table in tables]
     yield

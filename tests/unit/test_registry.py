@@ -28,7 +28,7 @@ from das_assert.tasks.registry import import_causal_models, register_causal_mode
 
 
 @pytest.fixture(autouse=True)
-def restored_registry() -> Iterator[None]:
+def restored_registry(imported_models_files_let_go: None) -> Iterator[None]:
     """Each test registers into the process-wide registry; put it back as it was."""
     tables = (CAUSAL_MODELS, INTERVENED_VARIABLES, registry._registered)
     saved = [dict(table) for table in tables]
