@@ -166,12 +166,12 @@ def baseline_name(value: str) -> str:
             "paths before the option; baselines go to --das-baseline-dir DIR (default "
             "hypotheses/baselines/<model>/)"
         )
-    if re.fullmatch(r"\d{4,}", slug(value)):
+    if re.fullmatch(r"\d{4,5}", slug(value)):
         raise argparse.ArgumentTypeError(
             f"{value!r} reads as a baseline number: --das-compare={slug(value)} would mean "
             "baseline number " + slug(value) + "; give a NAME with a letter in it"
         )
-    if slug(value) == "latest" or re.fullmatch(r"\d{4,}_.+", slug(value)):
+    if slug(value) == "latest" or re.fullmatch(r"\d{4,5}_.+", slug(value)):
         what = "the newest baseline" if slug(value) == "latest" else "that saved file"
         raise argparse.ArgumentTypeError(
             f"{value!r} reads as a baseline of its own: --das-compare={slug(value)} would mean "

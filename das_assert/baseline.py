@@ -16,6 +16,7 @@ import errno
 import hashlib
 import os
 import re
+import shlex
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -25,6 +26,7 @@ from typing import Any
 
 from das_assert.baseline_records import malformed_text, names_own_file, well_formed
 from das_assert.errors import AlignmentFileError, did_you_mean
+from das_assert.row_order import natural_key
 from das_assert.store import (
     BASELINE_KIND,
     NEW_DIRECTORY_MODE,
@@ -50,16 +52,17 @@ __all__ = [
     "reservations",
     "reserve_baseline_name",
     "reserved_since",
-    "rounding_differences",
     "save_baseline",
     "slug",
     "unique_name",
 ]
 
-# Four digits or more: the number after 9999 is 10000, which a four-digit pattern did not see
-# (it went missing from `latest`, and every later reservation failed on its folder).
-_NUMBERED = re.compile(r"^(\d{4,})_(.+)\.json$")
-_TAKEN = re.compile(r"^(\d{4,})_")  # a saved baseline, or an alignment folder a run reserved
+# Four or five digits: the number after 9999 is 10000, which a four-digit pattern did not see
+# (it went missing from `latest`, and every later reservation failed on its folder); no more,
+# so that a file named by a date (20251207_notes.json) is no baseline numbered past them all.
+_NUMBERED = re.compile(r"^(\d{4,5})_(.+)\.json$")
+_TAKEN = re.compile(r"^(\d{4,5})_")  # a saved baseline, or an alignment folder a run reserved
+LAST_NUMBER = 99_999
 RESERVED_BY = ".reserved-by"  # in a reserved folder: the token of the run saving into it
 ABANDONED_AFTER_S = 24 * 60 * 60  # a reservation this old belongs to a run that was killed
 SAVED_AT_FORMAT = "%Y-%m-%d %H:%M"  # a baseline's saved_at, in UTC
@@ -130,7 +133,7 @@ def baseline_entries_not_judged(
     found = {}
     for path in paths:
         entries = load_baseline(Path(path))["entries"]
-        missing = sorted(k for k in entries if matching_key(k, judged) is None)
+        missing = sorted((k for k in entries if matching_key(k, judged) is None), key=natural_key)
         if missing:
             found[path] = missing
     return found
@@ -183,7 +186,14 @@ def next_baseline_name(directory: Path, name: str) -> str:
 
 def _next_name(entries: list[Path], name: str) -> str:
     taken = [int(m.group(1)) for p in entries if (m := _TAKEN.match(p.name))]
-    return f"{max(taken, default=0) + 1:04d}_{slug(name)}"
+    number = max(taken, default=0) + 1
+    if number > LAST_NUMBER:
+        folder = entries[0].parent
+        raise AlignmentFileError(
+            f"{folder} holds baseline number {LAST_NUMBER}, the last: move the older baselines "
+            "and their folders out of it, or save into another --das-baseline-dir"
+        )
+    return f"{number:04d}_{slug(name)}"
 
 
 def baseline_order(path: Path) -> tuple[int, str]:
@@ -347,7 +357,8 @@ def _no_such_baseline(directory: Path, name: str, stems: list[str]) -> str:
     if len(stems) > _NEWEST_NAMED:
         present += (
             f" (the newest {_NEWEST_NAMED} of {len(stems)}; python3 -m das_assert baselines "
-            f"--dir {directory.parent} --model {directory.name} lists them all)"
+            f"--dir {shlex.quote(str(directory.parent))} --model {shlex.quote(directory.name)} "
+            "lists them all)"
         )
     hint = did_you_mean(slug(name), sorted({*stems, *(stem.partition("_")[2] for stem in stems)}))
     return f"no baseline {name!r} in {directory}; present: {present}" + (f".{hint}" if hint else "")
@@ -445,54 +456,3 @@ def load_baseline(path: Path, *, what: str = "baseline") -> dict[str, Any]:
 
 #: The ``kind`` of ``baselines --json`` and ``cache --json`` files (cli.py).
 _LISTING_KINDS = ("das_assert baselines", "das_assert cache")
-
-
-#: What rounds a fit otherwise: the CPU or GPU, the thread count and torch's version, whose
-#: kernels round as it wrote them (``environment``), the model's dtype and device (``model``).
-_ROUNDING_KEYS = (
-    ("environment", "device_name"),
-    ("environment", "torch_threads"),
-    ("environment", "torch"),
-    ("environment", "fit_revision"),  # das_assert's fit itself changed: it learns otherwise
-    ("model", "dtype"),
-    ("model", "device"),
-)
-
-#: Said after ``rounding_differences``: how much such a difference was measured to move an IIA.
-ROUNDING_EFFECT = (
-    "a fit rounds (or, under another fit_revision, learns) otherwise there, which moves an IIA "
-    "with no change to the model (measured: up to 0.026 from the thread count alone; README, "
-    "What a run looks like)"
-)
-
-#: What ``platform.processor()`` gives on Linux, which baselines before 2026-12-04 recorded as
-#: their ``device_name``: the architecture, not the CPU, so not a difference from any CPU's name.
-_ARCHITECTURE_NAMES = frozenset({"x86_64", "amd64", "i386", "i686", "aarch64", "arm64", "arm"})
-
-
-def rounding_differences(
-    then: dict[str, Any], now: dict[str, Any], *, here: str = "here"
-) -> str | None:
-    """What ``then`` (a baseline or report) was made under otherwise than ``now`` (its
-    ``environment`` and ``model`` blocks), as ``device_name 'X' (here 'Y')``; None when the
-    same or unknown on either side."""
-    differs = []
-    for block, key in _ROUNDING_KEYS:
-        old, new = then.get(block), now.get(block)
-        if not isinstance(old, dict) or not isinstance(new, dict):
-            continue
-        values = old.get(key), new.get(key)
-        if key == "device_name" and any(str(v).lower() in _ARCHITECTURE_NAMES for v in values):
-            continue  # one side recorded its architecture alone: unknown
-        if key == "fit_revision" and (values[0] is None) != (values[1] is None):
-            # not recorded before 2026-12-06, when revisions 1 (das:K fits trained until
-            # 2026-12-04) and 2 were still in use: unknown is not the same
-            unrecorded = "then" if values[0] is None else here
-            differs.append(
-                f"fit_revision {values[0]!r} ({here} {values[1]!r}; {unrecorded}: a das_assert "
-                "from before 2026-12-06, which did not record it)"
-            )
-            continue
-        if None not in values and str(values[0]) != str(values[1]):
-            differs.append(f"{key} {values[0]!r} ({here} {values[1]!r})")
-    return ", ".join(differs) or None

@@ -145,10 +145,11 @@ def _cmd_train_embedded(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from das_assert.baseline import ROUNDING_EFFECT, load_baseline, rounding_differences
+    from das_assert.baseline import load_baseline
     from das_assert.compare import compare_entries, count_line, parse_compare_fail
     from das_assert.errors import InvalidArgument
     from das_assert.md_text import plain
+    from das_assert.rounding import ROUNDING_EFFECT, rounding_differences
     from das_assert.store import write_markdown
 
     checks = [parse_compare_fail(expr) for expr in args.fail]

@@ -13,6 +13,7 @@ True
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -340,9 +341,14 @@ def same_site(site_a: dict[str, Any], site_b: dict[str, Any]) -> bool:
     return bool(site_a.get("module")) and all(site_a.get(f) == site_b.get(f) for f in fields)
 
 
-def _kind(entry: dict[str, Any]) -> tuple[bool, Any, Any]:
-    """Whether ``entry`` is a pytest claim, and its hypothesis and variable."""
-    return bool(entry.get("claim")), entry.get("hypothesis"), entry.get("variable")
+def _kind(entry: dict[str, Any]) -> tuple[bool, str, str]:
+    """Whether ``entry`` is a pytest claim, and its hypothesis and variable, as text: a foreign
+    report's list there is compared whole, as before, not refused as unhashable."""
+
+    def text(name: str) -> str:
+        return json.dumps(entry.get(name), sort_keys=True, default=str)
+
+    return bool(entry.get("claim")), text("hypothesis"), text("variable")
 
 
 def _match_across_kinds(

@@ -80,9 +80,10 @@ class FitConfig(KeywordsChecked):
                 )
         if self.boundary_penalty > _LARGEST_PENALTY:
             raise InvalidArgument(
-                f"boundary_penalty={self.boundary_penalty!r} is past {_LARGEST_PENALTY:.0e}: "
-                "Adam's float32 statistics overflow on its gradient and the boxes stop moving "
-                "instead of shrinking (1e20 already outweighs any task loss; the default is 1.0)"
+                f"boundary_penalty={self.boundary_penalty!r} is past {_LARGEST_PENALTY:.0e}, "
+                "which already outweighs any task loss: near 5e22 Adam's float32 statistics "
+                "overflow on its gradient and the boxes stop moving instead of shrinking (the "
+                "default is 1.0)"
             )
         if self.prefix_store_mib < 0:
             raise InvalidArgument(

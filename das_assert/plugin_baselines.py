@@ -7,6 +7,7 @@ every claim of its baseline."""
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from collections import Counter
 from pathlib import Path
@@ -41,6 +42,8 @@ def baseline_setup(config: pytest.Config, settings: Any, checks: list[Any]) -> d
                 f"das_assert --das-save-baseline: cannot reserve a baseline in {directory}: "
                 f"{exc}; give a writable --das-baseline-dir"
             ) from None
+        except DasError as exc:  # its numbers are used up
+            raise SetupError(f"das_assert --das-save-baseline: {exc}") from None
     for option, field in (("das_compare", "baseline"), ("das_frozen", "frozen")):
         reference = config.getoption(option)
         if not reference:
@@ -285,7 +288,7 @@ class BaselineReporting:
             claims = f"{count} claim{'' if count == 1 else 's'}"
             self.notes.append(f"das: compared with baseline: {self._shown(path)} ({claims})")
             if differs := _other_environment(path, here, models[path]):
-                from das_assert.baseline import ROUNDING_EFFECT
+                from das_assert.rounding import ROUNDING_EFFECT
 
                 self.notes.append(f"das: that baseline was saved with {differs}: {ROUNDING_EFFECT}")
         for (then, now), count in sorted(other_seeds.items(), key=str):
@@ -372,9 +375,9 @@ class BaselineReporting:
             from das_assert.plugin_options import invocation_path
 
             report = self.config.getoption("das_json")
-            compare = f"python3 -m das_assert compare {self._shown(path)}"
+            compare = f"python3 -m das_assert compare {shlex.quote(self._shown(path))}"
             lists = (
-                f"{compare} {self._shown(str(invocation_path(self.config, report)))}"
+                f"{compare} {shlex.quote(self._shown(str(invocation_path(self.config, report))))}"
                 if report
                 else f"give --das-json=REPORT, then {compare} REPORT"
             )
@@ -438,8 +441,8 @@ def _other_environment(
     path: str, here: dict[str, Any], model: dict[str, Any] | None = None
 ) -> str | None:
     """What of ``here``'s CPU or GPU and thread count, and of ``model``'s dtype and device, the
-    baseline at ``path`` was saved under otherwise (``baseline.rounding_differences``)."""
-    from das_assert.baseline import rounding_differences
+    baseline at ``path`` was saved under otherwise (``rounding.rounding_differences``)."""
+    from das_assert.rounding import rounding_differences
 
     try:
         payload = json.loads(Path(path).read_bytes())

@@ -5,21 +5,26 @@ that loads torch."""
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Any
 
 __all__ = ["by_test_id", "in_report_order", "natural_key"]
 
-_DIGITS = re.compile(r"(\d+)")
+_NUMBER = re.compile(r"(\d+(?:\.\d+)?)")
+_Key = tuple[tuple[int, Decimal, str], ...]
 
 
-def natural_key(text: str) -> tuple[tuple[int, int, str], ...]:
-    """``text`` with each run of digits compared as a number: ``a[2]`` < ``a[10]``. Equal
-    numbers written differently (``07`` and ``7``) still differ, so no two texts tie."""
-    parts = _DIGITS.split(text)
-    return tuple((1, int(part), part) if i % 2 else (0, 0, part) for i, part in enumerate(parts))
+def natural_key(text: str) -> _Key:
+    """``text`` with each number in it compared as a number: ``a[2]`` < ``a[10]``, ``a[0.05]``
+    < ``a[0.1]``. Equal numbers written differently (``07`` and ``7``) still differ, so no two
+    texts tie."""
+    parts = _NUMBER.split(text)
+    return tuple(
+        (1, Decimal(part), part) if i % 2 else (0, Decimal(0), part) for i, part in enumerate(parts)
+    )
 
 
-def by_test_id(record: dict[str, Any]) -> tuple[tuple[int, int, str], ...]:
+def by_test_id(record: dict[str, Any]) -> _Key:
     """A sort key: a record's ``test_id`` in natural order."""
     return natural_key(record["test_id"])
 

@@ -8,7 +8,7 @@ from pathlib import PurePath
 from typing import Any
 
 from das_assert.metrics import beside, threshold_text
-from das_assert.row_order import by_test_id
+from das_assert.row_order import by_test_id, natural_key
 from das_assert.tasks.phrasings import DEFAULT_INSTRUCTION
 
 __all__ = [
@@ -206,7 +206,7 @@ def summary_lines(records: list[dict[str, Any]]) -> list[str]:
     site_width = max([len("site"), *(len(r["site"]["canonical"]) for r in records)])
     seed_width = max([len("seed"), *(len(str(r["seed"])) for r in records)])
     lines = []
-    for file, group in sorted(by_file.items()):
+    for file, group in sorted(by_file.items(), key=lambda item: natural_key(item[0])):
         lines.append(f"--- {file}")
         lines.append(_header(claim_width, site_width, seed_width))
         lines.extend(

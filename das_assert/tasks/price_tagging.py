@@ -350,8 +350,8 @@ def snap_to_dimes(inputs: dict[str, int]) -> dict[str, int]:
 def check_bracket_shown(bracket: Any, fmt: PriceFormat) -> None:
     """Refuse a fixed bracket that ``fmt``'s numbers cannot write: one-decimal prompts show
     1.25-4.95 as 1.2-5.0, so the claim ran on another bracket than the one it recorded."""
-    if bracket is None or fmt.numbers != "one_decimal":
-        return
+    if bracket is None or not isinstance(fmt, PriceFormat) or fmt.numbers != "one_decimal":
+        return  # a fmt of another kind gets prompt_pairs' own error
     low, high = (int(cents) for cents in bracket)
     shown = snap_to_dimes({"low": low, "high": high})
     if (shown["low"], shown["high"]) != (low, high):

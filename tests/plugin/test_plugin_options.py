@@ -284,6 +284,22 @@ def test_the_baseline_after_9999_is_found_and_the_next_numbered(tmp_path: Path) 
     assert reserve_baseline_name(tmp_path, "main", "run-b") == "10001_main"
 
 
+def test_a_file_named_by_a_date_is_no_baseline_and_the_numbers_end_at_99999(
+    tmp_path: Path,
+) -> None:
+    # with numbers of any length, 20251207_notes.json became latest and the next save 20251208
+    from das_assert.baseline import find_baseline, reserve_baseline_name
+    from das_assert.errors import AlignmentFileError
+
+    (tmp_path / "0001_main.json").write_text("{}")
+    (tmp_path / "20251207_notes.json").write_text("{}")
+    assert find_baseline(tmp_path, "latest").name == "0001_main.json"
+    assert reserve_baseline_name(tmp_path, "main", "run-a") == "0002_main"
+    (tmp_path / "99999_main.json").write_text("{}")
+    with pytest.raises(AlignmentFileError, match="baseline number 99999, the last: move the"):
+        reserve_baseline_name(tmp_path, "main", "run-b")
+
+
 @pytest.mark.parametrize("name", ["10000", "10000_main"])
 def test_a_baseline_name_of_five_digits_or_a_five_digit_stem_is_refused(
     pytester: pytest.Pytester, name: str

@@ -563,3 +563,30 @@ def test_tests_deselected_by_stepwise_are_said_to_be_so(pytester: pytest.Pyteste
     reporter = config.pluginmanager.get_plugin("das-reporter")
     reporter.deselected = 1
     assert reporter._selection() == "1 test(s) were deselected (-k 'x')"
+
+
+PARAMETRIZED_CLAIMS = """
+import pytest
+
+
+@pytest.fixture(scope="module")
+def aligned(das_session):
+    return das_session.align("left_boundary", "boundary")
+
+
+@pytest.mark.parametrize("k", [10, 2, 1])
+def test_claim(das, aligned, k):
+    das.assert_not_aligned(aligned, claim="impossible")
+"""
+
+
+def test_the_reports_list_parametrized_claims_by_their_numbers(project: pytest.Pytester) -> None:
+    # the plugin sorted its records as text: test_claim[10] came before test_claim[2]
+    project.makepyfile(test_hyp=PARAMETRIZED_CLAIMS)
+    _run(project, "--das-cache=off", "--das-json=r.json", "--das-markdown=r.md").assert_outcomes(
+        passed=3
+    )
+    ids = [r["test_id"] for r in json.loads((project.path / "r.json").read_text())["results"]]
+    assert ids == [f"test_hyp.py::test_claim[{k}]" for k in (1, 2, 10)]
+    table = (project.path / "r.md").read_text()
+    assert table.index("test_claim[1]") < table.index("test_claim[2]") < table.index("[10]")

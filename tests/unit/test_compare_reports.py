@@ -964,3 +964,17 @@ def test_a_claim_at_a_negative_layer_is_matched_with_the_command_lines_block(
     assert "(same block)" in out
     assert "missing in NEW" not in out
     assert out.splitlines()[-1] == "1 regression(s)"
+
+
+def test_a_foreign_entry_whose_variable_is_a_list_is_compared_not_a_crash() -> None:
+    # matching claims with command-line results by an index keyed by the variable raised
+    # "unhashable type: 'list'" (exit 3) on a hand-made report's ["left", "right"]
+    from das_assert.compare import compare_entries
+
+    claim = {**_cli_record(LAST, 0.83), "test_id": "t.py::test_a", "claim": "left_boundary"}
+    renamed = {**claim, "test_id": "u.py::test_a", "variable": ["left", "right"]}
+    table, counts = compare_entries(
+        {"t.py::test_a::left_boundary": claim}, {"u.py::test_a::left_boundary": renamed}, []
+    )
+    assert counts["missing in NEW"] == 1
+    assert "t.py::test_a::left_boundary" in table

@@ -61,7 +61,7 @@ def test_the_default_config_is_the_papers_recipe() -> None:
         ({"progress": "yes"}, r"progress='yes': True or False"),
         ({"prefix_cache": 1}, r"prefix_cache=1: True or False"),
         # Adam's float32 second moment overflowed and the boxes stayed where they began
-        ({"boundary_penalty": 1e30}, r"boundary_penalty=1e\+30 is past 1e\+20: Adam's float32"),
+        ({"boundary_penalty": 1e30}, r"boundary_penalty=1e\+30 is past 1e\+20, .* Adam's float32"),
     ],
 )
 def test_an_invalid_config_is_rejected_with_the_reason(

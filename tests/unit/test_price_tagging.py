@@ -311,6 +311,8 @@ def test_a_fixed_bracket_one_decimal_numbers_cannot_write_is_refused(bracket) ->
     plain = Experiment(hypothesis="left_boundary", site=site, bracket=bracket)
     with pytest.raises(InvalidArgument, match=r"its prompts would say"):
         plain.pairs(10, 0, one_decimal)
+    with pytest.raises(InvalidArgument, match=r"fmt='one_decimal': a PriceFormat"):
+        plain.pairs(10, 0, "one_decimal")  # not an AttributeError from the bracket's check
     writable = Experiment(
         hypothesis="left_boundary", site=site, fmt=one_decimal, bracket=(120, 500)
     )

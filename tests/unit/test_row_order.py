@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from das_assert.compare import compare_entries
@@ -42,9 +43,11 @@ def _numbers(lines: list[str]) -> list[int]:
 
 
 def test_numbers_in_a_text_compare_as_numbers() -> None:
-    ids = ["t[10]", "t[2]", "t", "u", "t[1]", "t[a]", "t[07]", "t[7]"]
+    ids = ["t[10]", "t[2]", "t", "u", "t[1]", "t[a]", "t[07]", "t[7]", "t[0.5]", "t[0.05]"]
     assert sorted(ids, key=natural_key) == [
         "t",
+        "t[0.05]",
+        "t[0.5]",
         "t[1]",
         "t[2]",
         "t[07]",
@@ -92,3 +95,21 @@ def test_the_compare_table_lists_parametrized_claims_by_number() -> None:
     entries = {f"{test_id}::left_boundary": _record(test_id) for test_id in IDS}
     table, _ = compare_entries(entries, entries, [])
     assert _numbers(table.splitlines()) == IN_ORDER
+
+
+def test_the_baseline_entries_not_judged_come_by_number(tmp_path: Path) -> None:
+    # the note lists the first 10 of them: as text, [10]-[13] took the places of [6]-[9]
+    from das_assert.baseline import baseline_entries_not_judged, save_baseline
+
+    claims = [{**_record(f"test_hyp.py::test_gone[{i}]"), "claim": "c"} for i in range(14)]
+    path = tmp_path / "0001_v1.json"
+    save_baseline(path, model={}, environment={}, records=claims)
+    (missing,) = baseline_entries_not_judged([], [path]).values()
+    assert _numbers(missing) == list(range(14))
+
+
+def test_the_terminal_summary_lists_its_files_by_number_as_the_report_does() -> None:
+    records = [_record(f"hypotheses/test_v{i}.py::test_claim") for i in (10, 2)]
+    headers = [line for line in summary_lines(records) if line.startswith("--- ")]
+    assert headers == ["--- hypotheses/test_v2.py", "--- hypotheses/test_v10.py"]
+    assert in_report_order(records)[0]["test_id"] == "hypotheses/test_v2.py::test_claim"
