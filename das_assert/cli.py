@@ -165,6 +165,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         recorded = payload.get("run")
         run = recorded if isinstance(recorded, dict) else {}
         why = run.get("setup_error") or f"pytest exit {run.get('exit_code')}"
+        if "exit_status" in run and run["exit_status"] is None:  # the plugin's, at a run's start
+            why = "it stopped before it wrote its report: killed, or the write failed"
         if not payload["entries"] and side == "OLD":  # every claim of NEW would pass as new
             stopped = f": its run did not complete ({why})" if run.get("complete") is False else ""
             raise InvalidArgument(f"OLD {path} holds no result to compare with{stopped}")

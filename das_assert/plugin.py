@@ -30,7 +30,14 @@ from das_assert.plugin_options import (
     reproduce_threads,
     run_token,
 )
-from das_assert.plugin_report import DAS_FIXTURES, DAS_TEST, REPORTED_KINDS, Reporter, is_das_test
+from das_assert.plugin_report import (
+    DAS_FIXTURES,
+    DAS_TEST,
+    REPORTED_KINDS,
+    Reporter,
+    forget_earlier_attempt,
+    is_das_test,
+)
 from das_assert.plugin_settings import model_path, session_settings
 from das_assert.plugin_setup import check_claim_names, setup_failed, will_not_run
 
@@ -117,6 +124,15 @@ def _check_options(config: pytest.Config) -> None:
             "--dist each runs every test on every xdist worker: each claim would be fitted, "
             "reported and saved once per worker; use --dist load or loadfile"
         )
+    repeats = config.getoption("count", None)  # pytest-repeat's --count
+    baseline = config.getoption("das_save_baseline") or config.getoption("das_compare")
+    if baseline and isinstance(repeats, int) and repeats > 1:
+        raise pytest.UsageError(
+            f"--count {repeats} (pytest-repeat) runs each test under new ids (test[1-{repeats}], "
+            f"test[2-{repeats}], ...): a baseline saved from it keys every claim by ids no other "
+            "run has, and a compare finds no baseline entry for any claim; drop --count, or "
+            "drop --das-save-baseline and --das-compare"
+        )
     from das_assert.compare import parse_compare_fail
     from das_assert.errors import ConfigError
 
@@ -167,6 +183,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 @pytest.hookimpl(tryfirst=True)  # before the fixtures: an alignment may train for hours
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    forget_earlier_attempt(item)  # a rerun's (pytest-rerunfailures) records are its own
     if will_not_run(item):  # neither its marker nor its claims can stop the run
         return
     for marker in item.iter_markers("das"):

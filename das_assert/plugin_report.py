@@ -13,8 +13,16 @@ import pytest
 from das_assert.errors import OutputWriteError
 from das_assert.md_text import code, fenced, plain
 from das_assert.plugin_baselines import BaselineReporting, ran_no_test
+from das_assert.store import appends_to_step_summary
 
-__all__ = ["DAS_FIXTURES", "DAS_TEST", "REPORTED_KINDS", "Reporter", "is_das_test"]
+__all__ = [
+    "DAS_FIXTURES",
+    "DAS_TEST",
+    "REPORTED_KINDS",
+    "Reporter",
+    "forget_earlier_attempt",
+    "is_das_test",
+]
 
 #: The plugin's fixtures: a test that uses one, directly or through its own fixtures, is a das test
 #: and gets the ``das`` marker (a user's ``dashboard`` fixture is not one of them).
@@ -33,6 +41,35 @@ def is_das_test(item: pytest.Item) -> bool:
 
 #: The user properties that carry das records from a test's call phase to the reports.
 REPORTED_KINDS = ("das_result", "das_fuzz", "das_limit", "das_search")
+#: The user properties a claim or measured limit adds for ``--junitxml`` beside its record.
+JUNIT_PROPERTIES = tuple(
+    f"das_{name}"
+    for name in ("claim", "iia", "iia_ci", "n_test", "verdict", "threshold", "where", "status")
+)
+
+#: What a report written at the run's start says until the run writes its own.
+UNFINISHED = (
+    "This run has not finished. Read after it ended, it stopped before it wrote this report "
+    "(killed: SIGKILL, pytest-timeout's os._exit; or the write failed, as its output says): "
+    "nothing of it is recorded here"
+)
+#: The ``run`` block of that report: ``exit_status`` null, as no finished run's is.
+UNFINISHED_RUN: dict[str, Any] = {
+    "exit_status": None,
+    "exit_code": None,
+    "complete": False,
+    "tests_collected": 0,
+    "selection": None,
+    "setup_error": None,
+    "baseline_claims_not_judged": [],
+}
+
+
+def forget_earlier_attempt(item: pytest.Item) -> None:
+    """Drop the records an earlier attempt of ``item`` left on it: pytest-rerunfailures runs
+    a test again on the same item, and each attempt's report carried every earlier one's."""
+    ours = (*REPORTED_KINDS, *JUNIT_PROPERTIES)
+    item.user_properties[:] = [(k, v) for k, v in item.user_properties if k not in ours]
 
 
 class Reporter(BaselineReporting):
@@ -46,6 +83,7 @@ class Reporter(BaselineReporting):
         self.searches: list[dict[str, Any]] = []  # das.record_search: every cell of a grid
         self.worker_threads: set[int] = set()  # xdist: the torch threads each worker ran with
         self.unjudged: list[dict[str, Any]] = []  # das tests that failed before any verdict
+        self.rerun: set[str] = set()  # tests whose attempt pytest-rerunfailures runs again
         self.setup_error: str | None = None  # what stopped the run at setup (exit 4)
         self.deselected = 0  # by -k, -m, --deselect: a baseline then holds only a selection
         self.last_failed: int | None = None  # --lf under xdist: the workers' count
@@ -108,10 +146,26 @@ class Reporter(BaselineReporting):
                 {"test_id": report.nodeid, "when": "collect", "message": _cut(message[-1])}
             )
 
+    def pytest_sessionstart(self) -> None:
+        """Replace the reports asked for with one that says the run has not finished, until
+        it writes its own: a run killed past every handler (SIGKILL, pytest-timeout's
+        ``os._exit``) left the earlier run's reports, read as this one's."""
+        if not hasattr(self.config, "workerinput"):
+            self._write_reports(UNFINISHED_RUN, placeholder=True)
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if hasattr(self.config, "workerinput"):
             return  # an xdist worker: the records travel to the controller inside the report
+        if report.outcome == "rerun":  # pytest-rerunfailures: the last attempt's records count
+            self.rerun.add(report.nodeid)
+            report.user_properties = _not_ours(report.user_properties)
+            return
+        if report.when == "teardown" and report.nodeid in self.rerun:  # --junitxml reads it
+            self.rerun.discard(report.nodeid)
+            junit = _not_ours(report.user_properties)
+            report.user_properties = [(k, v) for k, v in junit if k not in JUNIT_PROPERTIES]
+            return
         judged = _judged(report.user_properties)
         if report.failed and getattr(report, DAS_TEST, False) and not judged:
             crash = getattr(report.longrepr, "reprcrash", None)  # the exception, one line
@@ -236,11 +290,16 @@ class Reporter(BaselineReporting):
         }
         self._write_reports(run)
 
-    def _write_reports(self, run: dict[str, Any]) -> None:
+    def _write_reports(self, run: dict[str, Any], *, placeholder: bool = False) -> None:
+        """Write ``--das-json`` and ``--das-markdown``. A ``placeholder`` (the run's start) is
+        not appended to ``$GITHUB_STEP_SUMMARY``, and where it cannot be written the run's own
+        reports, at its end, say so."""
         from das_assert.plugin_options import invocation_path
 
         json_path = self.config.getoption("das_json")
         md_path = self.config.getoption("das_markdown")
+        if placeholder and md_path and appends_to_step_summary(md_path):
+            md_path = None
         if not (json_path or md_path):
             return
         json_path = json_path and invocation_path(self.config, json_path)
@@ -264,12 +323,14 @@ class Reporter(BaselineReporting):
             report["searches"] = searches
             report["unjudged"] = self.unjudged
             what = f"das: --das-json {self._shown(str(json_path))}"
-            self._write(what, write_report, Path(json_path), report)
+            self._write(what, write_report, Path(json_path), report, placeholder=placeholder)
         if md_path:
             table = markdown_table(records, robustness, limits, searches)
             if self.notes:  # the baseline compared with, or saved: the table gives only Δ
                 table += "\n" + "".join(f"- {note}\n" for note in self.notes)  # nested lists too
-            if ran_no_test(self.config):
+            if placeholder:
+                table += f"\n**{UNFINISHED}**\n"
+            elif ran_no_test(self.config):
                 table += f"\n**Nothing ran**: {plain(ran_no_test(self.config))}.\n"
             elif not run["complete"]:
                 table += (
@@ -284,13 +345,16 @@ class Reporter(BaselineReporting):
                     for u in self.unjudged
                 )
             what = f"das: --das-markdown {self._shown(str(md_path))}"
-            self._write(what, write_markdown, Path(md_path), table)
+            self._write(what, write_markdown, Path(md_path), table, placeholder=placeholder)
 
-    def _write(self, what: str, write: Any, path: Path, content: Any) -> None:
+    def _write(
+        self, what: str, write: Any, path: Path, content: Any, *, placeholder: bool = False
+    ) -> None:
         try:
             write(path, content)
         except OutputWriteError as exc:
-            self._unwritten(what, exc)
+            if not placeholder:  # the run's own reports, at its end, say it once
+                self._unwritten(what, exc)
 
     def _unwritten(self, what: str, exc: Exception | str) -> None:
         """A file asked for could not be written: said once among the notes (not a traceback
@@ -377,6 +441,11 @@ def _uses_das(path: Path) -> bool:
     except OSError:
         return False
     return any(name in text for name in ("das_session", "das.assert_", "das.record_search"))
+
+
+def _not_ours(properties: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """``properties`` without the das records (a test's own ``das_result`` of 1 is kept)."""
+    return [(k, v) for k, v in properties if k not in REPORTED_KINDS or _record(v) is None]
 
 
 def _record(value: Any) -> dict[str, Any] | None:

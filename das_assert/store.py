@@ -284,11 +284,16 @@ def _mentions_the_baseline_kind(path: Path, chunk: int = 1 << 20) -> bool:
     return False
 
 
+def appends_to_step_summary(path: str | Path) -> bool:
+    """Whether ``path`` is ``$GITHUB_STEP_SUMMARY``, which ``write_markdown`` appends to."""
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    return summary is not None and Path(summary).resolve() == Path(path).resolve()
+
+
 def write_markdown(path: Path, text: str) -> None:
     """Write a Markdown table: appended to ``$GITHUB_STEP_SUMMARY``, which a CI step's tools
     share (GitHub appends every one), atomically replacing any other file."""
-    summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if summary and Path(summary).resolve() == Path(path).resolve():
+    if appends_to_step_summary(path):
         try:
             with open(path, "a", encoding="utf-8", errors="backslashreplace") as handle:
                 handle.write(("\n" if Path(path).stat().st_size else "") + text)

@@ -1,0 +1,150 @@
+"""The plugin beside other authors' pytest plugins: what pytest-rerunfailures, pytest-repeat and
+pytest-timeout do to a run, played by small stand-ins (none of them is a dependency)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import pytest
+from plugin_support import _run
+
+pytest_plugins = ["pytester"]
+
+# pytest-rerunfailures' way with `--reruns 1`: a failed attempt is reported with the outcome
+# "rerun" and the same item, its user_properties kept, runs again.
+RERUN_CONFTEST = """
+import pytest
+from _pytest.runner import runtestprotocol
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    reports = runtestprotocol(item, nextitem=None, log=False)
+    if any(report.failed for report in reports):
+        for report in reports:
+            if report.failed:
+                report.outcome = "rerun"
+            item.ihook.pytest_runtest_logreport(report=report)
+        reports = runtestprotocol(item, nextitem=nextitem, log=False)
+    for report in reports:
+        item.ihook.pytest_runtest_logreport(report=report)
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
+"""
+
+
+@pytest.mark.slow
+def test_a_rerun_claim_is_reported_once_with_its_last_attempts_outcome(project) -> None:
+    project.makeconftest(RERUN_CONFTEST)
+    args = ("--das-cache=off", "--das-json=report.json", "--junitxml=junit.xml")
+    result = _run(project, *args, "--das-save-baseline=v1", "--das-baseline-dir=b")
+    result.assert_outcomes(passed=1, failed=1)
+    report = json.loads((project.path / "report.json").read_text())
+    claims = [(r["test_id"].split("::")[-1], r["outcome"]) for r in report["results"]]
+    # each attempt's report carried every earlier attempt's records: three rows, one "rerun"
+    assert sorted(claims) == [
+        ("test_a_negative_claim_holds", "passed"),
+        ("test_an_impossible_claim_fails", "failed"),
+    ]
+    assert "(2 claims)" in result.stdout.str()  # the baseline saved: not three
+    assert result.stdout.str().count("test_an_impossible_claim_fails  ") <= 1
+    junit = (project.path / "junit.xml").read_text()
+    assert junit.count('name="das_iia"') == 2  # one per test, not one per attempt
+
+
+REPEAT_CONFTEST = """
+import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--count", type=int, default=1)
+
+
+def pytest_generate_tests(metafunc):
+    count = metafunc.config.getoption("count")
+    if count > 1:
+        metafunc.fixturenames.append("step")
+        metafunc.parametrize("step", range(count), ids=[f"{i + 1}-{count}" for i in range(count)])
+"""
+
+
+@pytest.mark.parametrize("gate", ["--das-save-baseline=v1", "--das-compare"])
+def test_pytest_repeats_count_is_refused_where_a_baseline_keys_claims_by_test_id(
+    project, gate: str
+) -> None:
+    project.makeconftest(REPEAT_CONFTEST)
+    result = _run(project, "--count=2", gate, "--das-baseline-dir=b", "--das-json=r.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--count 2 (pytest-repeat) runs each test under new ids*"])
+    assert "drop --count" in result.stderr.str()
+    run = json.loads((project.path / "r.json").read_text())["run"]
+    assert run["setup_error"].startswith("das_assert usage: --count 2")
+
+
+def test_pytest_repeats_count_without_a_baseline_runs(project) -> None:
+    project.makeconftest(REPEAT_CONFTEST)
+    result = _run(project, "--count=2", "--das-cache=off", "-k", "negative")
+    result.assert_outcomes(passed=2)
+
+
+KILLED_FILE = """
+import os
+
+
+def test_killed_past_every_handler(das_session):
+    os._exit(1)  # pytest-timeout's thread method, or a SIGKILL
+"""
+
+
+@pytest.mark.slow
+def test_a_run_killed_before_its_reports_leaves_none_of_an_earlier_run(project) -> None:
+    earlier = _run(project, "--das-cache=off", "-k", "negative", "--das-json=report.json")
+    earlier.assert_outcomes(passed=1)
+    shutil.copy(project.path / "report.json", project.path / "earlier.json")
+    (project.path / "summary.md").write_text("an earlier run's table\n")
+    project.makepyfile(test_hyp=KILLED_FILE)
+    result = _run(project, "--das-json=report.json", "--das-markdown=summary.md", subprocess=True)
+    assert result.ret == 1
+    report = json.loads((project.path / "report.json").read_text())
+    assert report["run"]["exit_status"] is None
+    assert report["run"]["complete"] is False
+    assert report["results"] == []
+    summary = (project.path / "summary.md").read_text()
+    assert "earlier" not in summary
+    assert "This run has not finished" in summary
+    command = (sys.executable, "-m", "das_assert", "compare", "earlier.json", "report.json")
+    compared = project.run(*command)
+    compared.stdout.fnmatch_lines(
+        ["note: NEW report.json is from a run that did not complete (it stopped before it wrote*"]
+    )
+
+
+def test_a_finished_run_replaces_the_report_its_start_wrote(project) -> None:
+    result = _run(
+        project,
+        "--das-cache=off",
+        "-k",
+        "negative",
+        "--das-json=report.json",
+        "--das-markdown=summary.md",
+    )
+    result.assert_outcomes(passed=1)
+    report = json.loads((project.path / "report.json").read_text())
+    assert report["run"]["exit_status"] == 0
+    assert len(report["results"]) == 1
+    assert "not finished" not in (project.path / "summary.md").read_text()
+
+
+def test_the_step_summary_gets_no_placeholder(project, monkeypatch) -> None:
+    summary = project.path / "step_summary.md"
+    summary.write_text("an earlier step's table\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    result = _run(project, "--das-cache=off", "-k", "negative", f"--das-markdown={summary}")
+    result.assert_outcomes(passed=1)
+    text = summary.read_text()
+    assert text.startswith("an earlier step's table\n")
+    assert "not finished" not in text
+    assert text.count("| test | claim |") == 1
