@@ -23,7 +23,7 @@ from das_assert.engine_check import check_finite_logits
 from das_assert.errors import InvalidArgument, OutOfDeviceMemory, PreconditionFailed
 from das_assert.featurizers import Interchange
 from das_assert.fit import FittedAlignment
-from das_assert.kv_cache import prefix_caching_works
+from das_assert.kv_cache import out_of_memory, prefix_caching_works
 from das_assert.metrics import Gap, Verdict, beside, paired_gap, verdict, wilson_interval
 from das_assert.model_state import measured_as_frozen, model_version
 from das_assert.prefix_store import PrefixStore, first_layer_needed
@@ -279,7 +279,12 @@ def evaluate(
                     min_task_accuracy=min_task_accuracy,
                     known=known_base_answers,
                 )
-        except OutOfDeviceMemory as exc:
+        except (OutOfDeviceMemory, RuntimeError) as caught:
+            # the CPU allocator's failure outside a forward pass (the random rotation at a
+            # wide site) is a plain RuntimeError: it read as a bug to report
+            exc = caught if isinstance(caught, OutOfDeviceMemory) else None
+            if (exc := exc or out_of_memory(caught, batch_size)) is None:
+                raise
             if batch_size <= 1:
                 raise OutOfDeviceMemory(
                     f"out of memory evaluating one pair at a time at {alignment.site.site} "

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -352,6 +353,8 @@ def _load_weights(
             ) from None
         if mismatch := mismatched_shapes_error(directory, config):
             raise mismatch from None
+        if out_of_memory := _loading_out_of_memory(exc, directory, config, dtype):
+            raise out_of_memory from None
         if trust_remote_code and ".py" in str(exc):  # auto_map names a file that is not there
             raise ModelLoadError(
                 f"cannot load the model's own code in {str(directory)!r}: {exc}; its config's "
@@ -367,6 +370,32 @@ def _load_weights(
     model, loading = loaded  # output_loading_info: the model and what loading found missing
     refuse_partial_weights(directory, config, model, loading)
     return model
+
+
+def _loading_out_of_memory(
+    exc: BaseException, directory: Path, config: Any, dtype: str
+) -> ModelLoadError | None:
+    """``exc`` as one error that says the weights did not fit in memory (the files are not
+    damaged), where it is an allocator's failure; else None."""
+    import torch
+
+    from das_assert.kv_cache import cpu_allocation_failed
+
+    if not (isinstance(exc, torch.OutOfMemoryError) or cpu_allocation_failed(exc)):
+        return None
+    stored = str(getattr(config, "dtype", None) or "").removeprefix("torch.")
+    widened = (
+        f"; its weights are stored in {stored}, at half that size: load them as stored "
+        f"(--dtype {stored} on the command line, --das-dtype {stored} under pytest, "
+        f"load_model(..., dtype={stored!r}) from Python)"
+        if stored in ("bfloat16", "float16") and dtype == "float32"
+        else ""
+    )
+    return ModelLoadError(
+        f"out of memory loading the weights in {str(directory)!r} as {dtype} "
+        f"({textwrap.shorten(str(exc), 200)}){widened}; or give the process more memory, or "
+        "load the model on a GPU"
+    )
 
 
 def worker_device(device: str, *, worker: str | None, gpus: int) -> str:

@@ -132,6 +132,26 @@ def evaluate_out_of_gpu_memory(ctx: Ctx) -> object:
     return evaluate(loaded.model, alignment, test)
 
 
+def evaluate_out_of_cpu_memory_outside_a_pass(ctx: Ctx) -> object:
+    """The random-rotation control of a wide site cannot be allocated: a plain RuntimeError
+    outside any forward pass, which stopped the run as a bug to report."""
+
+    def random_rotation(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] data. DefaultCPUAllocator: can't allocate "
+            "memory: you tried to allocate 16777216 bytes. Error code 12"
+        )
+
+    ctx.monkeypatch.setattr(Interchange, "random_rotation", staticmethod(random_rotation))
+    loaded = ctx.llama
+    site = Site(1, "last").resolve(loaded.model)
+    alignment = FittedAlignment(
+        Interchange.boundless(loaded.config.hidden_size), site, FitConfig(), 0, 0.0
+    )
+    test = encode(loaded, prompt_pairs("left_boundary", 8, seed=0), parse_position("last"))
+    return evaluate(loaded.model, alignment, test)
+
+
 def fitted_at(loaded: LoadedModel, site: Site, boxes: int = 1) -> FittedAlignment:
     interchange = Interchange.boundless(loaded.config.hidden_size, boxes)
     return FittedAlignment(interchange, site.resolve(loaded.model), FitConfig(), 0, 0.0)
@@ -428,6 +448,14 @@ CASES = [
         r"out of memory evaluating one pair at a time at block_output\[layer=1, pos=last\] "
         r".*device_map='auto'",
         id="evaluate(<every forward raises torch.cuda.OutOfMemoryError>)",
+    ),
+    pytest.param(
+        evaluate_out_of_cpu_memory_outside_a_pass,
+        OutOfDeviceMemory,
+        r"out of memory evaluating one pair at a time at block_output\[layer=1, pos=last\] "
+        r"\(out of memory \(the CPU's allocator failed\).*on the CPU, give the process more "
+        r"memory",
+        id="evaluate(<the random rotation raises the CPU allocator's RuntimeError>)",
     ),
 ]
 

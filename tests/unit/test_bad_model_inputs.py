@@ -65,6 +65,22 @@ class _TwoBlockLists(torch.nn.Module):
         self.second = torch.nn.ModuleList([torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)])
 
 
+def load_out_of_memory(ctx: Ctx) -> object:
+    """torch's CPU allocator fails while bfloat16 weights load as float32: the files are whole,
+    but the error said they were missing or damaged."""
+    from transformers import AutoModelForCausalLM
+
+    def from_pretrained(*args: object, **kwargs: object) -> object:
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] data. DefaultCPUAllocator: can't allocate "
+            "memory: you tried to allocate 16777216 bytes. Error code 12"
+        )
+
+    directory = dir_with_config_change(ctx, dtype="bfloat16")
+    ctx.monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    return load_model(directory)
+
+
 CASES = [
     # -- models and tokenizers that do not fit each other, or the task
     pytest.param(
@@ -103,6 +119,14 @@ CASES = [
         ModelLoadError,
         r"is a file, not a model directory; pass the folder that holds config\.json",
         id="load_model(<a file, not a directory>)",
+    ),
+    pytest.param(
+        load_out_of_memory,
+        ModelLoadError,
+        r"out of memory loading the weights in .* as float32 \(.*can't allocate memory.*\); its "
+        r"weights are stored in bfloat16, at half that size: load them as stored \(--dtype "
+        r"bfloat16 .*; or give the process more memory",
+        id="load_model(<bfloat16 weights that do not fit in memory as float32>)",
     ),
     pytest.param(
         lambda c: load_model(an_empty_dir(c)),
