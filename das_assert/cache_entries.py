@@ -37,6 +37,7 @@ def load_entry(
     fitted = FittedAlignment(interchange, resolved, config, experiment.n_train, 0.0)
     fitted.history = manifest.get("history", [])
     fitted.from_cache = True
+    fitted.tensor_sha256 = manifest.get("tensor_sha256")  # checked as it was read
     return fitted
 
 

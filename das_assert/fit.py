@@ -114,6 +114,7 @@ class FittedAlignment:
     train_seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
     from_cache: bool = False
+    tensor_sha256: str | None = None  # read from a cache entry: its tensors' digest
 
     @property
     def boundary_dims(self) -> list[int]:

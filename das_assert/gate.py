@@ -306,8 +306,38 @@ def transfer(
             "skipped": f"the baseline's alignment file {str(file)!r} holds another alignment "
             f"({'; '.join(wrong)}): save the baseline again (--das-save-baseline)"
         }
-    interchange.to(session.model.input_device)
-    frozen = FittedAlignment(
+    if _scored_already(result, manifest):
+        evaluation = result.evaluation
+    else:
+        interchange.to(session.model.input_device)
+        evaluation = _evaluated_once(
+            session.model.model, _frozen(interchange, result), manifest, result
+        )
+    low, high = wilson_interval(evaluation.successes, evaluation.n)
+    return {
+        "iia": round(evaluation.iia, 6),
+        "n": evaluation.n,
+        "iia_ci": rounded_interval(low, high),
+    }
+
+
+def _scored_already(result: AlignmentResult, manifest: dict[str, Any]) -> bool:
+    """Whether ``result`` was scored with the baseline's very tensors: read from the cache,
+    they hold the digest of the file's (a ``--das-compare`` over the alignments a baseline was
+    saved from). Its evaluation is then the transfer's, on the same pairs, site and seed; a fresh
+    fit is scored again, as its rotation is formed otherwise than a saved one is read."""
+    fitted = result.fitted
+    return (
+        fitted.from_cache
+        and fitted.tensor_sha256 is not None
+        and fitted.tensor_sha256 == manifest.get("tensor_sha256")
+        and fitted.interchange.method == manifest.get("method")
+    )
+
+
+def _frozen(interchange: Any, result: AlignmentResult) -> FittedAlignment:
+    """A baseline's ``interchange`` at ``result``'s site, as evaluate takes it."""
+    return FittedAlignment(
         interchange,
         result.fitted.site,
         result.config,
@@ -315,13 +345,6 @@ def transfer(
         0.0,
         from_cache=True,
     )
-    evaluation = _evaluated_once(session.model.model, frozen, manifest, result)
-    low, high = wilson_interval(evaluation.successes, evaluation.n)
-    return {
-        "iia": round(evaluation.iia, 6),
-        "n": evaluation.n,
-        "iia_ci": rounded_interval(low, high),
-    }
 
 
 def _evaluated_once(

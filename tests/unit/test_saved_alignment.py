@@ -148,3 +148,44 @@ def test_claims_sharing_one_alignment_evaluate_its_transfer_once(
     assert len(evaluated) == 2  # outside the block: evaluated again, to the same numbers
     assert shared == [alone, alone]
     assert "iia" in alone
+
+
+def test_a_cached_claim_holding_the_baselines_tensors_is_its_own_transfer(
+    tiny_llama: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --das-compare over the alignments the baseline was saved from, read from the cache (CI's
+    # rescoring): each claim was scored again with the same tensors on the same pairs
+    from types import SimpleNamespace
+
+    from das_assert import gate
+    from das_assert.cache import AlignmentCache
+
+    cache = AlignmentCache(tmp_path / "cache")
+    fitted = run_experiment(tiny_llama, experiment(), CONFIG, cache=cache)
+    save_to = tmp_path / "baselines" / "0001_v1"
+    path = save_to.with_suffix(".json")
+    session = SimpleNamespace(model=tiny_llama, save_to=save_to, baseline=(path, {}))
+    record = {**fitted.to_dict(test_id="test_x.py::test_kept"), "claim": "kept"}
+    gate.save_claim_alignment(session, fitted, record)  # type: ignore[arg-type]
+    evaluate, evaluated = gate.evaluate, []
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        evaluated.append(1)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(gate, "evaluate", counting)
+
+    def transfer(result: Any) -> dict[str, Any]:
+        return gate.transfer(session, result, path, record, record["site"])  # type: ignore[arg-type]
+
+    cached = run_experiment(tiny_llama, experiment(), CONFIG, cache=cache)
+    assert cached.fitted.from_cache
+    own = transfer(cached)
+    assert evaluated == []
+    assert own == {"iia": round(cached.iia, 6), "n": cached.n, "iia_ci": own["iia_ci"]}
+    # a fresh fit, or a cached one of other tensors, is scored with the baseline's
+    assert transfer(fitted) == own
+    assert len(evaluated) == 1
+    cached.fitted.tensor_sha256 = "0" * 64
+    assert transfer(cached) == own
+    assert len(evaluated) == 2
