@@ -9,6 +9,7 @@ prediction is the argmax over the full vocabulary at the last prompt token, as t
 from __future__ import annotations
 
 import hashlib
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -279,12 +280,19 @@ def evaluate(
                     min_task_accuracy=min_task_accuracy,
                     known=known_base_answers,
                 )
-        except (OutOfDeviceMemory, RuntimeError) as caught:
-            # the CPU allocator's failure outside a forward pass (the random rotation at a
-            # wide site) is a plain RuntimeError: it read as a bug to report
-            exc = caught if isinstance(caught, OutOfDeviceMemory) else None
-            if (exc := exc or out_of_memory(caught, batch_size)) is None:
+        except RuntimeError as caught:
+            # out of memory outside the forward passes, which say so themselves: the random
+            # rotation at a wide site, a d x d matrix whatever the batch (it read as a bug)
+            if out_of_memory(caught, batch_size) is None:
                 raise
+            d = alignment.interchange.d
+            raise OutOfDeviceMemory(
+                f"out of memory at {alignment.site.site} outside the model's passes "
+                f"({textwrap.shorten(str(caught), 200)}): the rotations are {d} x {d} matrices "
+                "whatever the batch size; give the process more memory, or run on a GPU",
+                batch_size,
+            ) from None
+        except OutOfDeviceMemory as exc:
             if batch_size <= 1:
                 raise OutOfDeviceMemory(
                     f"out of memory evaluating one pair at a time at {alignment.site.site} "

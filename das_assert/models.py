@@ -284,7 +284,12 @@ def load_model(
     refuse_pickled_weights(directory)
     model = _load_weights(directory, config, dtype, device_map, trust_remote_code)
     if device_map is None:
-        model.to(device)
+        try:
+            model.to(device)
+        except RuntimeError as exc:  # a GPU too small for the model
+            if out_of_memory := _loading_out_of_memory(exc, directory, config, dtype):
+                raise out_of_memory from None
+            raise
     model.eval()
     model.requires_grad_(False)
     return LoadedModel(
@@ -391,10 +396,15 @@ def _loading_out_of_memory(
         if stored in ("bfloat16", "float16") and dtype == "float32"
         else ""
     )
+    more = (
+        "spread the model over several GPUs (device_map='auto': --device-map auto, "
+        "--das-device-map auto)"
+        if isinstance(exc, torch.OutOfMemoryError)
+        else "give the process more memory, or load the model on a GPU"
+    )
     return ModelLoadError(
         f"out of memory loading the weights in {str(directory)!r} as {dtype} "
-        f"({textwrap.shorten(str(exc), 200)}){widened}; or give the process more memory, or "
-        "load the model on a GPU"
+        f"({textwrap.shorten(str(exc), 200)}){widened}; or {more}"
     )
 
 

@@ -30,14 +30,8 @@ from das_assert.plugin_options import (
     reproduce_threads,
     run_token,
 )
-from das_assert.plugin_report import (
-    DAS_FIXTURES,
-    DAS_TEST,
-    REPORTED_KINDS,
-    Reporter,
-    forget_earlier_attempt,
-    is_das_test,
-)
+from das_assert.plugin_records import forget_earlier_attempt
+from das_assert.plugin_report import DAS_FIXTURES, DAS_TEST, REPORTED_KINDS, Reporter, is_das_test
 from das_assert.plugin_settings import model_path, session_settings
 from das_assert.plugin_setup import check_claim_names, setup_failed, will_not_run
 

@@ -4,7 +4,6 @@ failure (from xdist workers too, inside their reports) and writes the terminal s
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +12,18 @@ import pytest
 from das_assert.errors import OutputWriteError
 from das_assert.md_text import code, fenced, plain
 from das_assert.plugin_baselines import BaselineReporting, ran_no_test
+from das_assert.plugin_records import (
+    JUNIT_PROPERTIES,
+    REPORTED_KINDS,
+    cut,
+    judged,
+    not_ours,
+    outcome_of,
+    record_of,
+)
 from das_assert.store import appends_to_step_summary
 
-__all__ = [
-    "DAS_FIXTURES",
-    "DAS_TEST",
-    "REPORTED_KINDS",
-    "Reporter",
-    "forget_earlier_attempt",
-    "is_das_test",
-]
+__all__ = ["DAS_FIXTURES", "DAS_TEST", "REPORTED_KINDS", "Reporter", "is_das_test"]
 
 #: The plugin's fixtures: a test that uses one, directly or through its own fixtures, is a das test
 #: and gets the ``das`` marker (a user's ``dashboard`` fixture is not one of them).
@@ -38,14 +39,6 @@ def is_das_test(item: pytest.Item) -> bool:
     """Whether ``item`` has the ``das`` marker: its own, or given for using a das fixture."""
     return item.get_closest_marker("das") is not None
 
-
-#: The user properties that carry das records from a test's call phase to the reports.
-REPORTED_KINDS = ("das_result", "das_fuzz", "das_limit", "das_search")
-#: The user properties a claim or measured limit adds for ``--junitxml`` beside its record.
-JUNIT_PROPERTIES = tuple(
-    f"das_{name}"
-    for name in ("claim", "iia", "iia_ci", "n_test", "verdict", "threshold", "where", "status")
-)
 
 #: What a report written at the run's start says until the run writes its own.
 UNFINISHED = (
@@ -65,13 +58,6 @@ UNFINISHED_RUN: dict[str, Any] = {
 }
 
 
-def forget_earlier_attempt(item: pytest.Item) -> None:
-    """Drop the records an earlier attempt of ``item`` left on it: pytest-rerunfailures runs
-    a test again on the same item, and each attempt's report carried every earlier one's."""
-    ours = (*REPORTED_KINDS, *JUNIT_PROPERTIES)
-    item.user_properties[:] = [(k, v) for k, v in item.user_properties if k not in ours]
-
-
 class Reporter(BaselineReporting):
     """Collects the records of judged claims (also from xdist workers) and writes the reports."""
 
@@ -84,6 +70,8 @@ class Reporter(BaselineReporting):
         self.worker_threads: set[int] = set()  # xdist: the torch threads each worker ran with
         self.unjudged: list[dict[str, Any]] = []  # das tests that failed before any verdict
         self.rerun: set[str] = set()  # tests whose attempt pytest-rerunfailures runs again
+        # each test's records from its call report, counted at its teardown report
+        self.pending: dict[str, list[tuple[str, dict[str, Any], str]]] = {}
         self.setup_error: str | None = None  # what stopped the run at setup (exit 4)
         self.deselected = 0  # by -k, -m, --deselect: a baseline then holds only a selection
         self.last_failed: int | None = None  # --lf under xdist: the workers' count
@@ -143,7 +131,7 @@ class Reporter(BaselineReporting):
         if report.failed and not hasattr(self.config, "workerinput"):
             message = str(report.longreprtext).strip().splitlines() or ["collection failed"]
             self.unjudged.append(
-                {"test_id": report.nodeid, "when": "collect", "message": _cut(message[-1])}
+                {"test_id": report.nodeid, "when": "collect", "message": cut(message[-1])}
             )
 
     def pytest_sessionstart(self) -> None:
@@ -155,48 +143,61 @@ class Reporter(BaselineReporting):
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Take a test's records from its call report, and count them at its teardown report:
+        pytest-rerunfailures may run it again after either (a ``rerun`` outcome)."""
         if hasattr(self.config, "workerinput"):
             return  # an xdist worker: the records travel to the controller inside the report
-        if report.outcome == "rerun":  # pytest-rerunfailures: the last attempt's records count
-            self.rerun.add(report.nodeid)
-            report.user_properties = _not_ours(report.user_properties)
+        if report.outcome == "rerun" or (report.when == "teardown" and report.nodeid in self.rerun):
+            self._run_again(report)
             return
-        if report.when == "teardown" and report.nodeid in self.rerun:  # --junitxml reads it
-            self.rerun.discard(report.nodeid)
-            junit = _not_ours(report.user_properties)
-            report.user_properties = [(k, v) for k, v in junit if k not in JUNIT_PROPERTIES]
-            return
-        judged = _judged(report.user_properties)
-        if report.failed and getattr(report, DAS_TEST, False) and not judged:
+        has_verdict = judged(report.user_properties)
+        if report.failed and getattr(report, DAS_TEST, False) and not has_verdict:
             crash = getattr(report.longrepr, "reprcrash", None)  # the exception, one line
             message = getattr(crash, "message", None) or str(report.longreprtext).strip()
             self.unjudged.append(
-                {"test_id": report.nodeid, "when": report.when, "message": _cut(message)}
+                {"test_id": report.nodeid, "when": report.when, "message": cut(message)}
             )
-        kept = []
-        for name, value in report.user_properties:
-            record = _record(value) if name in REPORTED_KINDS else None
-            if record is None:  # not ours: a test's own record_property("das_result", 1)
-                kept.append((name, value))
-                continue
-            if report.when != "call":
-                continue
+        if report.when == "call":
+            self.pending[report.nodeid] = [
+                (name, record, outcome_of(report))
+                for name, value in report.user_properties
+                if name in REPORTED_KINDS and (record := record_of(value)) is not None
+            ]
+        report.user_properties = not_ours(report.user_properties)  # the bulky records: not junit
+        if report.when == "teardown":
+            self._count(report.nodeid)
+
+    def _run_again(self, report: pytest.TestReport) -> None:
+        """An attempt that pytest-rerunfailures runs again: none of its records count, nor
+        reach ``--junitxml`` (which reads a test's properties from its teardown reports)."""
+        self.pending.pop(report.nodeid, None)  # its call's, where the teardown failed
+        report.user_properties = not_ours(report.user_properties)
+        if report.when == "teardown":
+            self.rerun.discard(report.nodeid)
+            report.user_properties = [
+                (k, v) for k, v in report.user_properties if k not in JUNIT_PROPERTIES
+            ]
+        else:
+            self.rerun.add(report.nodeid)
+
+    def _count(self, nodeid: str) -> None:
+        """Add the records of ``nodeid``'s last call to the reports."""
+        for name, record, outcome in self.pending.pop(nodeid, []):
             if name in ("das_fuzz", "das_limit", "das_search"):
-                record["test_id"] = report.nodeid
+                record["test_id"] = nodeid
                 if isinstance(confirmed := (record.get("best") or {}).get("confirmation"), dict):
-                    confirmed["test_id"] = report.nodeid  # a search's best cell, on fresh pairs
+                    confirmed["test_id"] = nodeid  # a search's best cell, on fresh pairs
                 {"das_fuzz": self.fuzz, "das_limit": self.limits, "das_search": self.searches}[
                     name
                 ].append(record)
                 if record.get("heatmap_unwritten"):  # the search stands without its picture
                     self._unwritten(
-                        f"das: --das-plots heatmap of {report.nodeid}", record["heatmap_unwritten"]
+                        f"das: --das-plots heatmap of {nodeid}", record["heatmap_unwritten"]
                     )
                 continue
-            record["outcome"] = _outcome(report)  # das_result
+            record["outcome"] = outcome  # das_result
             self.records.append(record)
             self.config.hook.pytest_das_result(config=self.config, record=record)
-        report.user_properties = kept  # keep the bulky record out of --junitxml
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not (self.records or self.fuzz or self.limits or self.searches or self.notes):
@@ -238,6 +239,8 @@ class Reporter(BaselineReporting):
             if self.config.getoption("das_json"):
                 output["das_model"] = self._model()
             return
+        for nodeid in list(self.pending):  # a test whose teardown never reported (Ctrl-C)
+            self._count(nodeid)
         status = pytest.ExitCode(exitstatus) if exitstatus in set(pytest.ExitCode) else None
         # cut short (Ctrl-C, -x, a collection error): the results are not the whole suite
         complete = (
@@ -298,12 +301,12 @@ class Reporter(BaselineReporting):
 
         json_path = self.config.getoption("das_json")
         md_path = self.config.getoption("das_markdown")
+        json_path = json_path and invocation_path(self.config, json_path)
+        md_path = md_path and invocation_path(self.config, md_path)
         if placeholder and md_path and appends_to_step_summary(md_path):
             md_path = None
         if not (json_path or md_path):
             return
-        json_path = json_path and invocation_path(self.config, json_path)
-        md_path = md_path and invocation_path(self.config, md_path)
         from das_assert.report import build_report, markdown_table, robustness_summary, write_report
         from das_assert.row_order import by_test_id, in_report_order
         from das_assert.store import write_markdown
@@ -441,52 +444,3 @@ def _uses_das(path: Path) -> bool:
     except OSError:
         return False
     return any(name in text for name in ("das_session", "das.assert_", "das.record_search"))
-
-
-def _not_ours(properties: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
-    """``properties`` without the das records (a test's own ``das_result`` of 1 is kept)."""
-    return [(k, v) for k, v in properties if k not in REPORTED_KINDS or _record(v) is None]
-
-
-def _record(value: Any) -> dict[str, Any] | None:
-    """A das record carried in a user property (a JSON object), else None."""
-    try:
-        record = json.loads(value) if isinstance(value, str) else None
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def _judged(properties: list[tuple[str, Any]]) -> bool:
-    """Whether a test's records hold a verdict: a claim's, a measured limit's, a search's, or
-    a fuzz variant's that was not rejected (a broken variant is a verdict, not a failure before
-    one)."""
-    for name, value in properties:
-        if name in ("das_result", "das_limit", "das_search"):
-            return True
-        if name == "das_fuzz" and (record := _record(value)) is not None:
-            if not str(record.get("status", "rejected")).startswith("rejected"):
-                return True
-    return False
-
-
-def _outcome(report: pytest.TestReport) -> str:
-    """The test's outcome as pytest's summary names it: ``passed``, ``failed``, ``skipped``, or
-    ``xfailed`` (pytest's report says ``skipped``, as ``--das-inconclusive=xfail`` gives it) and
-    ``xpassed``."""
-    if hasattr(report, "wasxfail"):
-        return "xfailed" if report.skipped else "xpassed"
-    return report.outcome
-
-
-#: How much of a message the reports keep of a test that failed before a verdict: das_assert's
-#: messages put their fix last, and a long model path pushed it past 500 characters.
-MESSAGE_CHARS = 2000
-
-
-def _cut(message: str) -> str:
-    """``message`` whole, or its head and tail around "[...]" (where a fix usually stands)."""
-    if len(message) <= MESSAGE_CHARS:
-        return message
-    half = (MESSAGE_CHARS - 7) // 2
-    return f"{message[:half]} [...] {message[-half:]}"

@@ -55,6 +55,62 @@ def test_a_rerun_claim_is_reported_once_with_its_last_attempts_outcome(project) 
     assert junit.count('name="das_iia"') == 2  # one per test, not one per attempt
 
 
+FLAKY_TEARDOWN_FILE = """
+import pytest
+
+ATTEMPTS = []
+
+
+@pytest.fixture(scope="module")
+def aligned(das_session):
+    return das_session.align("left_boundary", "boundary")
+
+
+@pytest.fixture
+def flaky_teardown():
+    yield
+    ATTEMPTS.append(1)
+    if len(ATTEMPTS) == 1:
+        raise RuntimeError("flaky teardown")
+
+
+def test_a_negative_claim_holds(das, aligned, flaky_teardown):
+    das.assert_not_aligned(aligned, claim="impossible")
+"""
+
+
+@pytest.mark.slow
+def test_a_claim_whose_teardown_failed_once_is_reported_from_its_rerun(project) -> None:
+    # the rerun came after the call report: that attempt's records were counted too
+    project.makeconftest(RERUN_CONFTEST)
+    project.makepyfile(test_hyp=FLAKY_TEARDOWN_FILE)
+    args = ("--das-cache=off", "--das-json=report.json", "--junitxml=junit.xml")
+    result = _run(project, *args, "--das-save-baseline=v1", "--das-baseline-dir=b")
+    assert result.ret == pytest.ExitCode.OK
+    report = json.loads((project.path / "report.json").read_text())
+    assert [r["outcome"] for r in report["results"]] == ["passed"]
+    assert "(1 claim)" in result.stdout.str()
+    junit = (project.path / "junit.xml").read_text()
+    assert junit.count('name="das_iia"') == 1
+
+
+def test_a_users_own_properties_set_before_a_test_are_kept(project) -> None:
+    # each test's setup dropped every das-named property, rerun or not
+    project.makeconftest(
+        """
+        def pytest_collection_modifyitems(items):
+            for item in items:
+                item.user_properties += [("das_where", "lab-3"), ("das_result", "1")]
+        """
+    )
+    project.makepyfile(test_plain="def test_plain():\n    pass\n")
+    result = _run(project, "test_plain.py", "--junitxml=junit.xml")
+    result.assert_outcomes(passed=1)
+    junit = (project.path / "junit.xml").read_text()
+    assert '<property name="das_where" value="lab-3"' in junit
+    assert '<property name="das_result" value="1"' in junit
+
+
 REPEAT_CONFTEST = """
 import pytest
 
@@ -138,11 +194,16 @@ def test_a_finished_run_replaces_the_report_its_start_wrote(project) -> None:
     assert "not finished" not in (project.path / "summary.md").read_text()
 
 
-def test_the_step_summary_gets_no_placeholder(project, monkeypatch) -> None:
+@pytest.mark.parametrize("chdir", [False, True])
+def test_the_step_summary_gets_no_placeholder(project, monkeypatch, chdir: bool) -> None:
     summary = project.path / "step_summary.md"
     summary.write_text("an earlier step's table\n")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
-    result = _run(project, "--das-cache=off", "-k", "negative", f"--das-markdown={summary}")
+    if chdir:  # the path given relative, read from where pytest started
+        (project.path / "elsewhere").mkdir()
+        project.makeconftest("import os\nos.chdir('elsewhere')\n")
+    markdown = "step_summary.md" if chdir else str(summary)
+    result = _run(project, "--das-cache=off", "-k", "negative", f"--das-markdown={markdown}")
     result.assert_outcomes(passed=1)
     text = summary.read_text()
     assert text.startswith("an earlier step's table\n")

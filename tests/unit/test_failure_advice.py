@@ -50,11 +50,11 @@ def test_pairs_whose_labels_never_change_are_not_helped_by_more_of_them() -> Non
 def test_a_long_message_of_a_test_that_failed_before_a_verdict_keeps_its_fix() -> None:
     # The reports kept its first 500 characters, with no mark: a long model path pushed the fix
     # ("... min_task_accuracy in Python") off the end.
-    from das_assert.plugin_report import MESSAGE_CHARS, _cut
+    from das_assert.plugin_records import MESSAGE_CHARS, cut
 
     message = "embedded answers only " + "x" * 3000 + " lower the gate (min_task_accuracy)"
-    kept = _cut(message)
+    kept = cut(message)
     assert len(kept) <= MESSAGE_CHARS
     assert kept.endswith("lower the gate (min_task_accuracy)")
     assert " [...] " in kept
-    assert _cut("short") == "short"
+    assert cut("short") == "short"
