@@ -289,7 +289,8 @@ def evaluate(
             raise OutOfDeviceMemory(
                 f"out of memory at {alignment.site.site} outside the model's passes "
                 f"({textwrap.shorten(str(caught), 200)}): the rotations are {d} x {d} matrices "
-                "whatever the batch size; give the process more memory, or run on a GPU",
+                "whatever the batch size; give the process more memory (on a GPU, free its "
+                "memory or use a larger one)",
                 batch_size,
             ) from None
         except OutOfDeviceMemory as exc:

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import re
-import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -24,6 +23,7 @@ from das_assert.errors import InvalidArgument, ModelLoadError, did_you_mean
 from das_assert.model_files import load_config, load_tokenizer, refuse_lfs_pointers, tokenized
 from das_assert.weight_checks import (
     loaded_weight_files,
+    loading_out_of_memory,
     mismatched_shapes_error,
     refuse_partial_weights,
     refuse_pickled_weights,
@@ -287,7 +287,7 @@ def load_model(
         try:
             model.to(device)
         except RuntimeError as exc:  # a GPU too small for the model
-            if out_of_memory := _loading_out_of_memory(exc, directory, config, dtype):
+            if out_of_memory := loading_out_of_memory(exc, directory, config, dtype):
                 raise out_of_memory from None
             raise
     model.eval()
@@ -358,7 +358,7 @@ def _load_weights(
             ) from None
         if mismatch := mismatched_shapes_error(directory, config):
             raise mismatch from None
-        if out_of_memory := _loading_out_of_memory(exc, directory, config, dtype):
+        if out_of_memory := loading_out_of_memory(exc, directory, config, dtype):
             raise out_of_memory from None
         if trust_remote_code and ".py" in str(exc):  # auto_map names a file that is not there
             raise ModelLoadError(
@@ -375,37 +375,6 @@ def _load_weights(
     model, loading = loaded  # output_loading_info: the model and what loading found missing
     refuse_partial_weights(directory, config, model, loading)
     return model
-
-
-def _loading_out_of_memory(
-    exc: BaseException, directory: Path, config: Any, dtype: str
-) -> ModelLoadError | None:
-    """``exc`` as one error that says the weights did not fit in memory (the files are not
-    damaged), where it is an allocator's failure; else None."""
-    import torch
-
-    from das_assert.kv_cache import cpu_allocation_failed
-
-    if not (isinstance(exc, torch.OutOfMemoryError) or cpu_allocation_failed(exc)):
-        return None
-    stored = str(getattr(config, "dtype", None) or "").removeprefix("torch.")
-    widened = (
-        f"; its weights are stored in {stored}, at half that size: load them as stored "
-        f"(--dtype {stored} on the command line, --das-dtype {stored} under pytest, "
-        f"load_model(..., dtype={stored!r}) from Python)"
-        if stored in ("bfloat16", "float16") and dtype == "float32"
-        else ""
-    )
-    more = (
-        "spread the model over several GPUs (device_map='auto': --device-map auto, "
-        "--das-device-map auto)"
-        if isinstance(exc, torch.OutOfMemoryError)
-        else "give the process more memory, or load the model on a GPU"
-    )
-    return ModelLoadError(
-        f"out of memory loading the weights in {str(directory)!r} as {dtype} "
-        f"({textwrap.shorten(str(exc), 200)}){widened}; or {more}"
-    )
 
 
 def worker_device(device: str, *, worker: str | None, gpus: int) -> str:

@@ -1,10 +1,12 @@
 """The checks of a model directory's weight files against its config.json: pickles refused,
-tensors missing, left over or of another shape named. Each names a few of the tensors."""
+tensors missing, left over or of another shape named. Each names a few of the tensors. And a
+load that ran out of memory, said as such (not as damaged files)."""
 
 from __future__ import annotations
 
 import json
 import re
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from das_assert.errors import ModelLoadError
 
 __all__ = [
     "loaded_weight_files",
+    "loading_out_of_memory",
     "mismatched_shapes_error",
     "refuse_partial_weights",
     "refuse_pickled_weights",
@@ -137,4 +140,35 @@ def refuse_partial_weights(
         f"({config.model_type}, {layers} layers): {'; '.join(problems)}. That is not the model "
         "that was saved, and no alignment on it would mean anything: restore config.json or the "
         "weight files as save_pretrained(dir) wrote them"
+    )
+
+
+def loading_out_of_memory(
+    exc: BaseException, directory: Path, config: Any, dtype: str
+) -> ModelLoadError | None:
+    """``exc`` as one error that says the weights did not fit in memory (the files are not
+    damaged), where it is an allocator's failure; else None."""
+    import torch
+
+    from das_assert.kv_cache import cpu_allocation_failed
+
+    if not (isinstance(exc, torch.OutOfMemoryError) or cpu_allocation_failed(exc)):
+        return None
+    stored = str(getattr(config, "dtype", None) or "").removeprefix("torch.")
+    widened = (
+        f"; its weights are stored in {stored}, at half that size: load them as stored "
+        f"(--dtype {stored} on the command line, --das-dtype {stored} under pytest, "
+        f"load_model(..., dtype={stored!r}) from Python)"
+        if stored in ("bfloat16", "float16") and dtype == "float32"
+        else ""
+    )
+    more = (
+        "spread the model over several GPUs (device_map='auto': --device-map auto, "
+        "--das-device-map auto)"
+        if isinstance(exc, torch.OutOfMemoryError)
+        else "give the process more memory, or load the model on a GPU"
+    )
+    return ModelLoadError(
+        f"out of memory loading the weights in {str(directory)!r} as {dtype} "
+        f"({textwrap.shorten(str(exc), 200)}){widened}; or {more}"
     )
