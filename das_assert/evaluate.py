@@ -24,7 +24,7 @@ from das_assert.engine_check import check_finite_logits
 from das_assert.errors import InvalidArgument, OutOfDeviceMemory, PreconditionFailed
 from das_assert.featurizers import Interchange
 from das_assert.fit import FittedAlignment
-from das_assert.kv_cache import out_of_memory, prefix_caching_works
+from das_assert.kv_cache import allocation_failed, prefix_caching_works
 from das_assert.metrics import Gap, Verdict, beside, paired_gap, verdict, wilson_interval
 from das_assert.model_state import measured_as_frozen, model_version
 from das_assert.prefix_store import PrefixStore, first_layer_needed
@@ -283,7 +283,7 @@ def evaluate(
         except RuntimeError as caught:
             # out of memory outside the forward passes, which say so themselves: the random
             # rotation at a wide site, a d x d matrix whatever the batch (it read as a bug)
-            if out_of_memory(caught, batch_size) is None:
+            if not allocation_failed(caught):
                 raise
             d = alignment.interchange.d
             raise OutOfDeviceMemory(

@@ -36,6 +36,7 @@ from das_assert.sites import decoder_blocks, last_attention
 from das_assert.transfer import to_device
 
 __all__ = [
+    "allocation_failed",
     "cached_passes_again",
     "cpu_allocation_failed",
     "estimated_kv_bytes",
@@ -63,6 +64,11 @@ __all__ = [
 def cpu_allocation_failed(exc: BaseException) -> bool:
     """Whether ``exc`` is torch's CPU allocator running out of memory (a plain RuntimeError)."""
     return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+
+
+def allocation_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocator running out of memory: a GPU's, or the CPU's."""
+    return isinstance(exc, torch.OutOfMemoryError) or cpu_allocation_failed(exc)
 
 
 def out_of_memory(exc: BaseException, batch: int) -> OutOfDeviceMemory | None:

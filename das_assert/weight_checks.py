@@ -150,9 +150,9 @@ def loading_out_of_memory(
     damaged), where it is an allocator's failure; else None."""
     import torch
 
-    from das_assert.kv_cache import cpu_allocation_failed
+    from das_assert.kv_cache import allocation_failed
 
-    if not (isinstance(exc, torch.OutOfMemoryError) or cpu_allocation_failed(exc)):
+    if not allocation_failed(exc):
         return None
     stored = str(getattr(config, "dtype", None) or "").removeprefix("torch.")
     widened = (
