@@ -39,6 +39,7 @@ from das_assert.plugin_setup import check_claim_names, setup_failed, will_not_ru
 MARKER_KEYS = ("compare_fail",)
 _CHECKS = pytest.StashKey[list]()
 _CALL_PASSED = pytest.StashKey[bool]()
+REPEAT_PARAMETER = "__pytest_repeat_step_number"  # the parameter pytest-repeat gives a repeat
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -146,7 +147,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if DAS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker("das")
+    _refuse_repeat_markers(config, items)
     apply_fuzz_profile(config, items)
+
+
+def _refuse_repeat_markers(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """pytest-repeat's ``@pytest.mark.repeat(n)`` renames a test as ``--count`` does (checked
+    at configure), one test at a time: refused for das tests where a baseline is saved or read."""
+    if not (config.getoption("das_save_baseline") or config.getoption("das_compare")):
+        return
+    repeated = [
+        item.nodeid
+        for item in items
+        if REPEAT_PARAMETER in getattr(getattr(item, "callspec", None), "params", ())
+        and is_das_test(item)
+    ]
+    if repeated:
+        message = (
+            f"{repeated[0]}{f' and {len(repeated) - 1} more' if len(repeated) > 1 else ''} "
+            "is repeated by pytest-repeat (a repeat marker): each repeat has a new id, and a "
+            "baseline keys every claim by its test's id, so a compare would find no entry for "
+            "it; drop the marker, or drop --das-save-baseline and --das-compare"
+        )
+        config.pluginmanager.get_plugin("das-reporter").usage_error(f"das_assert usage: {message}")
+        raise pytest.UsageError(message)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -140,6 +140,59 @@ def test_pytest_repeats_count_is_refused_where_a_baseline_keys_claims_by_test_id
     assert run["setup_error"].startswith("das_assert usage: --count 2")
 
 
+REPEAT_MARKER_CONFTEST = """
+import pytest
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "repeat(n): run the test n times")
+
+
+def pytest_generate_tests(metafunc):
+    marker = metafunc.definition.get_closest_marker("repeat")
+    if marker is not None and marker.args[0] > 1:
+        count = marker.args[0]
+        # pytest-repeat's own fixture name, which the plugin looks for
+        metafunc.fixturenames.append("__pytest_repeat_step_number")
+        ids = [f"{i + 1}-{count}" for i in range(count)]
+        metafunc.parametrize("__pytest_repeat_step_number", range(count), ids=ids)
+"""
+
+REPEATED_CLAIM = """
+import pytest
+
+
+@pytest.mark.repeat(2)
+def test_repeated(das_session):
+    pass
+
+
+def test_plain():
+    pass
+"""
+
+
+@pytest.mark.parametrize("gate", ["--das-save-baseline=v1", "--das-compare"])
+def test_pytest_repeats_marker_is_refused_where_a_baseline_keys_claims_by_test_id(
+    project, gate: str
+) -> None:
+    project.makeconftest(REPEAT_MARKER_CONFTEST)
+    project.makepyfile(test_hyp=REPEATED_CLAIM)
+    result = _run(project, gate, "--das-baseline-dir=b", "--das-json=r.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*test_repeated[[]1-2[]] and 1 more is repeated by pytest-repeat*"]
+    )
+    run = json.loads((project.path / "r.json").read_text())["run"]
+    assert "is repeated by pytest-repeat" in run["setup_error"]
+
+
+def test_pytest_repeats_marker_on_a_plain_test_or_without_a_baseline_runs(project) -> None:
+    project.makeconftest(REPEAT_MARKER_CONFTEST)
+    project.makepyfile(test_hyp=REPEATED_CLAIM.replace("das_session", "tmp_path"))
+    _run(project, "--das-save-baseline=v1", "--das-baseline-dir=b").assert_outcomes(passed=3)
+
+
 def test_pytest_repeats_count_without_a_baseline_runs(project) -> None:
     project.makeconftest(REPEAT_CONFTEST)
     result = _run(project, "--count=2", "--das-cache=off", "-k", "negative")
