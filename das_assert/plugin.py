@@ -169,7 +169,9 @@ def _refuse_repeat_markers(config: pytest.Config, items: list[pytest.Item]) -> N
             "baseline keys every claim by its test's id, so a compare would find no entry for "
             "it; drop the marker, or drop --das-save-baseline and --das-compare"
         )
-        config.pluginmanager.get_plugin("das-reporter").usage_error(f"das_assert usage: {message}")
+        reporter = config.pluginmanager.get_plugin("das-reporter")
+        if reporter is not None:  # the reports asked for say why the run stopped
+            reporter.usage_error(f"das_assert usage: {message}")
         raise pytest.UsageError(message)
 
 
