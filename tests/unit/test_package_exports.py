@@ -69,3 +69,32 @@ def test_the_signature_type_checkers_read_for_experiment_is_its_fields() -> None
     assert {k: v for k, v in written.items() if v is not Ellipsis} == {
         k: v for k, v in fields.items() if written[k] is not Ellipsis
     }
+
+
+def test_what_a_public_function_or_method_returns_is_public_too() -> None:
+    # load_model and load_fitted returned LoadedModel and FittedAlignment, which a caller could
+    # annotate only through their private modules (also Evaluation, Verdict, PromptPair)
+    import inspect
+    import re
+    import sys
+
+    public = [getattr(das_assert, name) for name in das_assert._EXPORTS]
+    callables = [obj for obj in public if inspect.isfunction(obj)]
+    for cls in (obj for obj in public if inspect.isclass(obj)):
+        own = (f for name, f in vars(cls).items() if not name.startswith("_"))
+        callables += [f for f in own if inspect.isfunction(f)]
+    ours = {  # every class das_assert defines, by name (annotations are strings here)
+        name: obj
+        for module_name, module in list(sys.modules.items())
+        if module_name.startswith("das_assert")
+        for name, obj in vars(module).items()
+        if inspect.isclass(obj) and obj.__module__ == module_name
+    }
+    returned = {
+        name
+        for function in callables
+        for name in re.findall(r"[A-Za-z_]\w*", str(function.__annotations__.get("return", "")))
+        if name in ours
+    }
+    assert {"LoadedModel", "AlignmentResult"} <= returned  # the check reads the annotations
+    assert returned - set(das_assert.__all__) == set()
