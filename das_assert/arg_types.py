@@ -12,6 +12,9 @@ from typing import Any
 
 from das_assert.metrics import check_threshold
 
+#: dollars as digits with at most one point: 2.51, 2.5, 2, .5, 2.
+_DOLLARS = re.compile(r"(?=\.?[0-9])([0-9]+)?(?:\.([0-9]*))?")
+
 __all__ = [
     "MAX_PAIRS",
     "MAX_SEED",
@@ -32,14 +35,15 @@ __all__ = [
 
 
 def cents(text: str) -> int:
-    """An argparse type: an amount in dollars (2.51), as whole cents, 0.00 to 9.99."""
-    try:
-        cents = float(text) * 100
-        value = round(cents)
-    except (ValueError, OverflowError):
-        raise argparse.ArgumentTypeError(f"{text!r} is not an amount like 2.51") from None
-    if abs(cents - value) > 1e-6:
+    """An argparse type: an amount in dollars (2.51), as whole cents, 0.00 to 9.99. Digits and
+    one point only: Python's float read ``1_0`` as 10 and ``1.100000001`` as 1.10."""
+    amount = _DOLLARS.fullmatch(text.strip())
+    if amount is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an amount like 2.51")
+    whole, decimals = amount.group(1) or "0", amount.group(2) or ""
+    if decimals.rstrip("0")[2:]:
         raise argparse.ArgumentTypeError(f"{text!r} has more than two decimals; amounts are cents")
+    value = int(whole) * 100 + int((decimals + "00")[:2])
     if not 0 <= value <= 999:
         hint = (
             f": amounts on the command line are dollars, so write {value / 10_000:.2f} for "

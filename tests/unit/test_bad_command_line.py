@@ -109,6 +109,10 @@ CLI_CASES = [
         match=r"error: alignment file '/' is a directory; name the \.safetensors file in it",
     ),
     cli(*FIT, "--bracket", "1.005", "3", match=r"'1\.005' has more than two decimals"),
+    # Python's float read these as 10 dollars and as 1.10 (within its 1e-6 tolerance)
+    cli(*FIT, "--bracket", "1_0", "3", match=r"argument --bracket: '1_0' is not an amount"),
+    cli(*FIT, "--bracket", "1.100000001", "3", match=r"'1\.100000001' has more than two"),
+    cli(*FIT, "--bracket", ".", "3", match=r"argument --bracket: '\.' is not an amount"),
     cli(  # two names of one token ran the same engine check twice
         "check",
         "--positions",
