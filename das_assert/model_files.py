@@ -211,6 +211,10 @@ def tokenized(tokenizer: Any, texts: Any, **options: Any) -> Any:
     """``tokenizer(texts, **options)``, where a tokenizer that cannot encode a text (one with no
     unknown token, given a word outside its vocabulary) raises ``InvalidArgument`` naming the
     first such text and the tokenizer's own error, not a bare ``Exception`` from its library."""
+    if hasattr(tokenizer, "_eventual_warn_about_too_long_sequence"):  # a transformers tokenizer
+        # its own warning about a text longer than model_max_length came before das_assert's
+        # error (data._check_fits_the_model), with another count: the error alone says it
+        options.setdefault("verbose", False)
     try:
         return tokenizer(texts, **options)
     except Exception as error:

@@ -139,3 +139,31 @@ def test_a_pad_token_past_the_embedding_is_read_as_the_masked_padding_it_is(
         answer_logits(padded.model, None, got, index),
         answer_logits(loaded.model, None, want, index),
     )
+
+
+def test_a_prompt_too_long_for_the_model_gets_das_asserts_error_alone(
+    tiny_llama: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # transformers' "Token indices sequence length is longer than the specified maximum" came
+    # first, counting the tokens without the BOS token (258 against the error's 259)
+    import logging
+
+    from das_assert.errors import InvalidArgument
+
+    positions = tiny_llama.model.config.max_position_embeddings
+    # as the embedded model's tokenizer says; and transformers warns once per tokenizer
+    monkeypatch.setattr(tiny_llama.tokenizer, "model_max_length", positions)
+    monkeypatch.setattr(tiny_llama.tokenizer, "deprecation_warnings", {})
+    long = PriceFormat(prefix=" ".join(["Good morning!"] * positions))
+    pairs = prompt_pairs("left_boundary", 2, seed=1, fmt=long)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("transformers")  # its own handler, not the root's: no caplog
+    logger.addHandler(handler)
+    try:
+        with pytest.raises(InvalidArgument, match=rf"longer than the {positions} positions"):
+            tokenize(tiny_llama, pairs)
+    finally:
+        logger.removeHandler(handler)
+    assert not [r for r in records if "sequence length" in r.getMessage()]
