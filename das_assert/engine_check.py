@@ -249,7 +249,19 @@ def _cached_difference(
     """The largest difference of the cached passes from ``plain``; where they raise instead
     (a cache or block this engine does not know), infinity and what they raised. Running out
     of memory (the GPU's, as ``run_model`` words it, or the host's) is not the model's doing,
-    nor is an error das_assert raises on purpose: they propagate."""
+    nor is an error das_assert raises on purpose: they propagate. A pass that raised is run
+    once more: one that then passes met a passing fault, which must not set the model to whole
+    prompts for the rest of the process (nor, once there, fail its claims as a hook problem)."""
+    first = _cached_attempt(model, site, rows, plain)
+    return first if first[1] is None else _cached_attempt(model, site, rows, plain)
+
+
+def _cached_attempt(
+    model: Any,
+    site: ResolvedSite,
+    rows: EncodedPairs,
+    plain: tuple[torch.Tensor, torch.Tensor],
+) -> tuple[float, str | None]:
     try:
         return _largest_difference(plain, _cached_logits(model, site, rows)), None
     except (torch.OutOfMemoryError, DasError):

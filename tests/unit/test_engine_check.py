@@ -146,6 +146,33 @@ def test_cached_passes_that_raise_give_way_to_whole_prompts_naming_what_they_rai
     assert kv_cache.whole_prompts_only(model) == checked.why
 
 
+def test_a_cached_pass_that_raises_once_is_a_passing_fault_not_the_models(
+    fresh_llama: Any,
+) -> None:
+    """One RuntimeError in the first cached pass set the model to whole prompts for the rest of
+    the process, with a warning to report the model's type; a second one, once there, failed
+    the claim as hooks that do not see the block's output."""
+    model, site = fresh_llama.model, Site(1, "last")
+    encoded = _encoded(fresh_llama, site)
+    real = runner.prefix_with_tails
+    calls: list[int] = []
+
+    def fails_once(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a passing fault")
+        return real(*args, **kwargs)
+
+    with warnings.catch_warnings(), pytest.MonkeyPatch.context() as patch:
+        warnings.simplefilter("error", FastPathWarning)
+        patch.setattr(runner, "prefix_with_tails", fails_once)
+        checked = check_engine(model, site.resolve(model), encoded)
+    assert len(calls) > 1  # the pass ran again
+    assert not checked.whole_prompts
+    assert checked.cached_vs_plain <= checked.tolerance
+    assert not kv_cache.whole_prompts_only(model)
+
+
 @pytest.mark.parametrize(
     "failure",
     [
