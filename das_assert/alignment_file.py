@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from das_assert.canonical import FINGERPRINT_SCHEME
-from das_assert.errors import AlignmentFileError, InvalidArgument
+from das_assert.errors import AlignmentFileError, InvalidArgument, UnreadableAlignmentFile
 from das_assert.fit_config import METHODS, parse_method
 from das_assert.model_files import LFS_POINTER
 from das_assert.store import SCHEMA_VERSION, atomic_write_bytes, check_schema, unreadable_text
@@ -276,7 +276,7 @@ def _read_alignment_file(path: Path, sha256: str | None) -> tuple[dict[str, Any]
     try:
         raw = path.read_bytes()
     except OSError as exc:  # a permission, an I/O error: a cache entry is then recomputed
-        raise AlignmentFileError(
+        raise UnreadableAlignmentFile(
             unreadable_text("alignment file", path, exc, "fit again")
         ) from None
     if raw.startswith(LFS_POINTER):  # a checkout made without git-lfs: not the file's fault

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from das_assert.alignment_file import load_alignment, save_alignment
-from das_assert.errors import AlignmentFileError, ConfigError
+from das_assert.errors import AlignmentFileError, ConfigError, UnreadableAlignmentFile
 from das_assert.store import dangling_link, is_model_directory, open_lock_file
 
 fcntl: Any
@@ -179,6 +179,13 @@ class AlignmentCache:
                 with contextlib.suppress(OSError):
                     os.utime(self.path(key))
             return hit
+        except UnreadableAlignmentFile as exc:  # not known to be bad: kept (EMFILE, EIO, EACCES)
+            warnings.warn(
+                f"recomputing a cache entry that could not be read, and keeping it: {exc}",
+                CacheWarning,
+                stacklevel=2,
+            )
+            return None
         except AlignmentFileError as exc:
             removed = (  # a fit in this mode does not remake it
                 "not removed: this cache is only read; once it is deleted, a run with "

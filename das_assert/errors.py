@@ -96,6 +96,11 @@ class AlignmentFileError(DasError):
     """A saved alignment, cache entry or baseline is missing, corrupted or incompatible."""
 
 
+class UnreadableAlignmentFile(AlignmentFileError):
+    """An alignment file that reading failed on (a permission, an I/O error, too many open
+    files): what it holds is not known to be wrong, so a cache keeps the entry."""
+
+
 class OutputWriteError(DasError, OSError):
     """A file das_assert writes (report, baseline, alignment, cache entry) could not be written:
     the disk is full, a file size limit, no permission. Nothing was written under its name, and

@@ -89,10 +89,37 @@ def test_an_unreadable_cache_entry_is_recomputed_not_a_crash_of_every_test(
 
     cache = AlignmentCache(tmp_path)
     cache.put("key", Interchange.boundless(16), {"site": "block_output[layer=1, pos=last]"})
-    unreadable(monkeypatch, cache.path("key"))
-    with pytest.warns(CacheWarning, match=r"cannot be read \(Permission denied\); give this"):
-        assert cache.get("key", 16, n_boxes=1) is None
-    assert not cache.path("key").exists()  # replaced by the alignment trained instead
+    with monkeypatch.context() as patch:
+        unreadable(patch, cache.path("key"))
+        with pytest.warns(CacheWarning, match=r"cannot be read \(Permission denied\); give this"):
+            assert cache.get("key", 16, n_boxes=1) is None
+    # kept: a read that failed says nothing of what the file holds (another user's entry in a
+    # shared cache, too many open files, an I/O error that passes): it used to be deleted
+    assert cache.get("key", 16, n_boxes=1) is not None
+
+
+def test_a_cache_entry_that_a_passing_fault_kept_from_being_read_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from das_assert.cache import AlignmentCache, CacheWarning
+    from das_assert.featurizers import Interchange
+
+    cache = AlignmentCache(tmp_path)
+    cache.put("key", Interchange.boundless(16), {"site": "block_output[layer=1, pos=last]"})
+    read = Path.read_bytes
+
+    def too_many_open_files(self: Path) -> bytes:
+        if self == cache.path("key"):
+            raise OSError(errno.EMFILE, "Too many open files")
+        return read(self)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "read_bytes", too_many_open_files)
+        with pytest.warns(CacheWarning, match=r"could not be read, and keeping it: .*Too many"):
+            assert cache.get("key", 16, n_boxes=1) is None
+    assert cache.get("key", 16, n_boxes=1) is not None
 
 
 def test_an_unreadable_alignment_or_baseline_is_one_clear_error(
