@@ -83,7 +83,12 @@ def atomic_write_bytes(path: Path, data: bytes, *, follow_link: bool = False) ->
         fd, tmp = tempfile.mkstemp(
             prefix=_temporary_prefix(path.name), suffix=".tmp", dir=path.parent
         )
-        with os.fdopen(fd, "wb") as handle:
+        try:
+            handle = os.fdopen(fd, "wb")
+        except BaseException:  # a Ctrl-C before the file object owns the descriptor
+            os.close(fd)
+            raise
+        with handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

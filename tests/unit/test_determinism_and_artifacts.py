@@ -203,6 +203,28 @@ def test_an_atomic_write_leaves_no_temporary_file(writer: Writer, tmp_path: Path
 
 
 @pytest.mark.parametrize("writer", WRITERS)
+def test_an_atomic_write_stopped_before_its_file_object_closes_its_descriptor(
+    writer: Writer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a Ctrl-C between mkstemp and fdopen left the temporary file's descriptor open (a review
+    # injected the fault: one descriptor more after every failed cache write)
+    import os
+
+    def interrupted(*_args: object, **_kwargs: object) -> object:
+        raise KeyboardInterrupt
+
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("counts open descriptors in /proc/self/fd (Linux)")
+    open_before = set(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(os, "fdopen", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        writer(tmp_path / "artifact")
+    monkeypatch.undo()
+    assert set(os.listdir("/proc/self/fd")) <= open_before
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("writer", WRITERS)
 def test_an_atomic_write_gets_the_mode_a_plain_new_file_would(
     writer: Writer, tmp_path: Path
 ) -> None:
