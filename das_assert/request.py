@@ -63,8 +63,8 @@ class DasRequest:
         if self.session.save_to is not None:  # its cells, so that a frozen run can judge it
             try:
                 save_search_alignments(self.session, grid, record, self.node.nodeid)
-            except OutputWriteError as exc:  # the search stands; the baseline cannot be saved
-                record.update(alignment_unwritten=str(exc))
+            except Exception as exc:  # the search stands; the baseline cannot be saved
+                record.update(alignment_unwritten=_unwritten(exc))
         if self.session.plots_dir is not None:  # a picture that cannot be written loses no cell
             try:
                 record["heatmap"] = str(self._save_heatmap(grid).resolve())
@@ -140,8 +140,8 @@ class DasRequest:
         if self.session.save_to is not None:
             try:
                 save_claim_alignment(self.session, judged, record)
-            except OutputWriteError as exc:  # the verdict stands; the baseline cannot be saved
-                unwritten = {"alignment_unwritten": str(exc)}
+            except Exception as exc:  # the verdict stands; the baseline cannot be saved
+                unwritten = {"alignment_unwritten": _unwritten(exc)}
                 record.update(baseline_file=f"{self.session.save_to}.json", **unwritten)
         baseline = self.session.baseline
         regressions = (
@@ -260,3 +260,10 @@ class DasRequest:
         checks.check_pairs(pairs, result)
         self.session.check_model_unchanged("das.assert_breaks_on")
         return judge_breaking_pairs(self, result, pairs, claim=claim, where=where)
+
+
+def _unwritten(exc: Exception) -> str:
+    """Why an alignment file of a baseline was not written. Any error, not only a write's
+    (``OutputWriteError`` names the file and the cause): one that escaped failed the test and
+    left the claim out of a baseline saved as if complete."""
+    return str(exc) if isinstance(exc, OutputWriteError) else f"{type(exc).__name__}: {exc}"

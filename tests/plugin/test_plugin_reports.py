@@ -443,6 +443,37 @@ def test_a_claim_whose_alignment_cannot_be_written_keeps_its_verdict(
     assert list((project.path / "b").rglob("*")) == [project.path / "b/tiny"]
 
 
+def test_a_claim_whose_alignment_save_raised_is_named_and_no_baseline_is_written(
+    project: pytest.Pytester,
+) -> None:
+    # an error other than a write's (a fault a review injected into os.replace) failed the
+    # test, and the baseline was saved without its claim: "baseline saved ... (0 claims)"
+    project.makeconftest(
+        """
+        import os
+
+
+        def pytest_runtest_call():
+            def broken(*args):
+                raise RuntimeError("a fault in the save")
+
+            os.replace = broken
+        """
+    )
+    options = ["--das-cache=off", "--das-baseline-dir=b", "--das-save-baseline=main"]
+    passing = "test_hyp.py::test_a_negative_claim_holds"
+    result = _run(project, *options, passing, subprocess=True)
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.INTERNAL_ERROR
+    result.stdout.fnmatch_lines(
+        [
+            "das: baseline 0001_main NOT written: the alignment file of 1 claim(s) could not be "
+            "written (RuntimeError: a fault in the save); the 0 written for it were removed*"
+        ]
+    )
+    assert list((project.path / "b").rglob("*")) == [project.path / "b/tiny"]
+
+
 def test_das_plots_draws_every_recorded_search(project: pytest.Pytester) -> None:
     # --das-plots named a folder that stayed empty: only the shipped search test drew itself;
     # then ids that slug alike, and two searches of one test, shared one file
