@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -135,17 +136,38 @@ def all_rejected(item: pytest.Item, excinfo: pytest.ExceptionInfo[BaseException]
     tried = [json.loads(str(value)) for key, value in item.user_properties if key == "das_fuzz"]
     if not tried or any(not record["status"].startswith("rejected") for record in tried):
         return None
-    reasons: dict[str, int] = {}
-    for record in tried:
-        reason = record["status"].removeprefix("rejected: ").split(" (")[0][:100]
-        reasons[reason] = reasons.get(reason, 0) + 1
     lines = [
         f"every prompt variant drawn was rejected ({len(tried)} of {len(tried)}), so no "
         "alignment was tested: the model fails the task under them, or they cannot be written "
         "for its tokenizer.",
-        *(f"  {n} x {reason}" for reason, n in sorted(reasons.items(), key=lambda r: -r[1])),
+        *rejection_reasons([record["status"] for record in tried]),
         "Draw variants the model can do (give a part its value to fix it, or its default "
         'to keep it unchanged: prompt_variants(answers=("Yes", "No"))), '
         "or lower --das-min-task-accuracy if the gate is too strict for this model.",
     ]
     return "\n".join(lines)
+
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def rejection_reasons(statuses: list[str]) -> list[str]:
+    """One line per cause of rejection, commonest first: reasons that differ only in their
+    numbers (a task accuracy, a prompt's length) are one cause, each number shown as the range
+    it took (nine lines of "a prompt of 287 ... 289 tokens" were one cause)."""
+    causes: dict[str, list[list[str]]] = {}
+    for status in statuses:
+        reason = status.removeprefix("rejected: ").split(" (")[0]
+        causes.setdefault(_NUMBER.sub("\0", reason), []).append(_NUMBER.findall(reason))
+    lines = []
+    for cause, numbers in sorted(causes.items(), key=lambda c: -len(c[1])):
+        words = cause.split("\0")
+        spans = [_span(values) for values in zip(*numbers, strict=True)]
+        text = "".join(word + span for word, span in zip(words, [*spans, ""], strict=True))
+        lines.append(f"  {len(numbers)} x {text}")
+    return lines
+
+
+def _span(values: tuple[str, ...]) -> str:
+    low, high = min(values, key=float), max(values, key=float)
+    return low if float(low) == float(high) else f"{low}-{high}"

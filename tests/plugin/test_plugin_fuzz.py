@@ -615,3 +615,23 @@ def test_dev_and_thorough_keep_examples_in_memory_where_the_checkout_is_read_onl
         monkeypatch.undo()
         plugin_fuzz.register_profiles()
     assert not isinstance(settings.get_profile("das-dev").database, InMemoryExampleDatabase)
+
+
+def test_rejections_that_differ_only_in_their_numbers_are_one_cause_with_ranges() -> None:
+    # 37 variants too long for the model were nine lines, one per token count, each cut
+    # mid-sentence at 100 characters; task accuracies were one line per accuracy
+    from das_assert.plugin_fuzz import rejection_reasons
+
+    too_long = (
+        "rejected: cannot be built: a prompt of {} tokens is longer than the 256 positions "
+        "tiny was built for; use a shorter prompt (template, prefix) or a model with more"
+    )
+    accuracy = "rejected: task accuracy at most {} (225 of the first 320 ...; gate 0.8): ..."
+    statuses = [too_long.format(n) for n in (289, 287, 289, 290)]
+    statuses += [accuracy.format(a) for a in ("0.762", "0.565")] + ["rejected: no label changes"]
+    assert rejection_reasons(statuses) == [
+        "  4 x cannot be built: a prompt of 287-290 tokens is longer than the 256 positions tiny "
+        "was built for; use a shorter prompt",
+        "  2 x task accuracy at most 0.565-0.762",
+        "  1 x no label changes",
+    ]
