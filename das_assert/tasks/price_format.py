@@ -44,7 +44,8 @@ class PriceFormat(KeywordsChecked):
     """How a price-tagging example is written as a prompt.
 
     Args:
-        instruction: the instruction with slots ``{low}``, ``{high}``, ``{yes}``, ``{no}``.
+        instruction: the instruction with slots ``{low}``, ``{high}`` (once each), ``{yes}``,
+            ``{no}``.
         answers: the words for the true and the false answer, e.g. ``("True", "False")``.
         prefix: irrelevant context placed before the instruction (inside it, as in the paper).
         suffix: irrelevant context placed after the instruction.
@@ -81,6 +82,13 @@ class PriceFormat(KeywordsChecked):
                 raise InvalidArgument(
                     f"instruction {self.instruction!r} has no {slot} slot; the bracket must appear "
                     "in the prompt for the task to be defined"
+                )
+            if self.instruction.count(slot) > 1:  # positions (low.first) would name one copy
+                raise InvalidArgument(
+                    f"instruction {self.instruction!r} writes {slot} "
+                    f"{self.instruction.count(slot)} times; a position such as "
+                    f"{slot.strip('{}')}.first names one token of the prompt, so write each of "
+                    "{low} and {high} once"
                 )
         if self.template == CHAT:  # a word das.yaml and the command line resolve, not a text
             raise InvalidArgument(

@@ -446,6 +446,15 @@ CASES = [
         r"has no \{low\} slot; the bracket must appear in the prompt",
         id="PriceFormat(instruction=<no {low}>)",
     ),
+    pytest.param(  # spans kept the last copy: low.first named the second "1.30", silently
+        lambda c: PriceFormat(
+            instruction="Say {yes} if it costs between {low} and {high}, else {no}. "
+            "The bracket is {low} to {high}."
+        ),
+        InvalidArgument,
+        r"writes \{low\} 2 times; a position such as low\.first names one token of the prompt",
+        id="PriceFormat(instruction=<{low} twice>)",
+    ),
     pytest.param(
         lambda c: PriceFormat(template="### Instruction:\n{instruction}\n### Response:\n"),
         InvalidArgument,
