@@ -19,7 +19,14 @@ from das_assert.positions import Position
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["EncodedPairs", "PromptPair", "TokenizedPairs", "encode", "tokenize"]
+__all__ = [
+    "EncodedPairs",
+    "PromptPair",
+    "TokenizedPairs",
+    "check_prompts_fit",
+    "encode",
+    "tokenize",
+]
 
 
 @dataclass(frozen=True)
@@ -147,6 +154,13 @@ def _tokenize(model: LoadedModel, prompts: Sequence[Any]) -> TokenizedPrompts:
     offsets = [list(row) for row in encoded["offset_mapping"]]
     _check_fits_the_model(model, ids, offsets)
     return TokenizedPrompts(ids, mask, lengths - 1, offsets)
+
+
+def check_prompts_fit(model: LoadedModel, prompts: Sequence[Any]) -> None:
+    """Refuse ``prompts`` (rendered) that ``model`` would read wrongly, as their tokenization
+    for a fit or an evaluation would: too many tokens for its positions, ids past its
+    embedding, a token appended after the text."""
+    _tokenize(model, prompts)
 
 
 def _check_fits_the_model(

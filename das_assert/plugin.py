@@ -322,10 +322,11 @@ def das_session(request: pytest.FixtureRequest) -> Any:
         setup_failed(config, str(exc))
     prompt_template = None
     if settings.prompt_template is not None:
-        from das_assert.prompt_templates import resolve_prompt_template
+        from das_assert.prompt_templates import check_template_fits, resolve_prompt_template
 
         try:
             prompt_template = resolve_prompt_template(settings.prompt_template, model.tokenizer)
+            check_template_fits(prompt_template, model)
         except DasError as exc:
             where = f"{settings.source}: models.{settings.key}.prompt_template"
             setup_failed(config, f"das_assert setup: {where}: {exc}")

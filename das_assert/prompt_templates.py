@@ -162,3 +162,19 @@ def refuse_doubled_bos(template: str, tokenizer: Any) -> None:
             "PriceFormat(template=...), or pass the text through resolve_prompt_template(text, "
             "model.tokenizer) (das_assert.prompt_templates), as das.yaml and --prompt-template do"
         )
+
+
+def check_template_fits(template: str, model: Any) -> None:
+    """Refuse a resolved template whose plain prompts are already too long for ``model`` (a
+    das.yaml ``prompt_template``: checked once at setup, where it failed each test alone).
+
+    Raises:
+        InvalidArgument: the default instruction in ``template`` is longer than the model's
+            positions (or reads wrongly otherwise: ``data.check_prompts_fit``).
+    """
+    from das_assert.data import check_prompts_fit
+    from das_assert.tasks.price_tagging import PriceFormat
+
+    check_prompts_fit(
+        model, [PriceFormat(template=template).render({"lo": 130, "hi": 855, "x": 999})]
+    )

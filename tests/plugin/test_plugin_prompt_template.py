@@ -79,6 +79,24 @@ def test_chat_for_a_tokenizer_without_a_chat_template_stops_the_run_naming_the_k
     ) in result.stdout.str()
 
 
+def test_a_prompt_template_too_long_for_the_model_stops_the_run_naming_the_key(project) -> None:
+    # each test errored at its setup with the length, and none named das.yaml's key
+    yaml = project.path / "das.yaml"
+    long = "Good morning! " * 300
+    yaml.write_text(
+        yaml.read_text().rstrip() + f'\n    prompt_template: "{long}{{instruction}} {{amount}}"\n'
+    )
+    result = _run(project, "--das-cache=off", "test_hyp.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.assert_outcomes()
+    result.stdout.fnmatch_lines(
+        [
+            "*das_assert setup: das.yaml: models.tiny.prompt_template: a prompt of * tokens is "
+            "longer than the * positions*"
+        ]
+    )
+
+
 ANSWERED_FILE = """
 import pytest
 from hypothesis import given, settings
