@@ -147,32 +147,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if DAS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker("das")
-    _refuse_repeat_markers(config, items)
     apply_fuzz_profile(config, items)
-
-
-def _refuse_repeat_markers(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """pytest-repeat's ``@pytest.mark.repeat(n)`` renames a test as ``--count`` does (checked
-    at configure), one test at a time: refused for das tests where a baseline is saved or read."""
-    if not (config.getoption("das_save_baseline") or config.getoption("das_compare")):
-        return
-    repeated = [
-        item.nodeid
-        for item in items
-        if REPEAT_PARAMETER in getattr(getattr(item, "callspec", None), "params", ())
-        and is_das_test(item)
-    ]
-    if repeated:
-        message = (
-            f"{repeated[0]}{f' and {len(repeated) - 1} more' if len(repeated) > 1 else ''} "
-            "is repeated by pytest-repeat (a repeat marker): each repeat has a new id, and a "
-            "baseline keys every claim by its test's id, so a compare would find no entry for "
-            "it; drop the marker, or drop --das-save-baseline and --das-compare"
-        )
-        reporter = config.pluginmanager.get_plugin("das-reporter")
-        if reporter is not None:  # the reports asked for say why the run stopped
-            reporter.usage_error(f"das_assert usage: {message}")
-        raise pytest.UsageError(message)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -206,6 +181,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     forget_earlier_attempt(item)  # a rerun's (pytest-rerunfailures) records are its own
     if will_not_run(item):  # neither its marker nor its claims can stop the run
         return
+    _refuse_a_repeat(item)
     for marker in item.iter_markers("das"):
         unknown = sorted(set(marker.kwargs) - set(MARKER_KEYS))
         if unknown or marker.args:
@@ -224,6 +200,24 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                 message = f"das marker compare_fail: {exc}"
                 raise pytest.fail.Exception(message, pytrace=False) from None
     check_claim_names(item)
+
+
+def _refuse_a_repeat(item: pytest.Item) -> None:
+    """pytest-repeat's ``@pytest.mark.repeat(n)`` renames a test as ``--count`` does (refused at
+    configure): each repeat of a das test fails where a baseline is saved or read. At its setup,
+    not at collection: under xdist only workers collect, and -k may deselect it."""
+    config = item.config
+    if not (config.getoption("das_save_baseline") or config.getoption("das_compare")):
+        return
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if REPEAT_PARAMETER in params and is_das_test(item):
+        pytest.fail(
+            "pytest-repeat repeats this test (its repeat marker): each repeat has an id of its "
+            f"own ({item.name}), and a baseline keys every claim by its test's id, so a compare "
+            "would find no entry for it; drop the marker, or run it without "
+            "--das-save-baseline and --das-compare",
+            pytrace=False,
+        )
 
 
 @pytest.hookimpl(wrapper=True)
