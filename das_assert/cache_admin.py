@@ -46,7 +46,8 @@ class CacheEntry:
 
     @property
     def not_readable(self) -> bool:
-        """This user may not read it (another user's, in a shared cache): not stale."""
+        """This user could not read it (another user's, in a shared cache; or a read that
+        failed): not stale."""
         return self.manifest is None and self.stale is None
 
     def as_dict(self) -> dict[str, Any]:
@@ -83,10 +84,8 @@ def _manifest(path: Path) -> dict[str, Any] | str:
         expected = 8 + length + max(ends, default=0)
         if size != expected:  # its tensors cut off: a run rejects it
             return f"unreadable (truncated: {size} of {expected} bytes)"
-    except PermissionError:  # its owner's runs read it
-        return NOT_READABLE
-    except OSError as exc:
-        return f"unreadable ({exc.strerror or exc})"
+    except OSError:  # another user's, whose runs read it; or a read that failed (EIO, EMFILE):
+        return NOT_READABLE  # nothing says what it holds is wrong, and a run keeps it too
     except (KeyError, TypeError):  # a safetensors file, but not one das_assert wrote
         return NOT_OURS
     except (ValueError, RecursionError):
@@ -302,8 +301,8 @@ def listing_text(listing: dict[str, Any]) -> str:
         )
     if listing["not_readable"]:
         lines.append(
-            f"  {listing['not_readable']} not readable by this user (another user's: kept by "
-            "--prune-stale; --prune-unused DAYS deletes them once unused)"
+            f"  {listing['not_readable']} not readable by this user (another user's, or a read "
+            "that failed: kept by --prune-stale; --prune-unused DAYS deletes them once unused)"
         )
     if listing["orphan_locks"]:
         lines.append(

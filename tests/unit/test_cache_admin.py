@@ -274,12 +274,34 @@ def test_another_users_entry_this_user_may_not_read_is_kept_by_prune_stale(
     listing = cache_listing(tmp_path)
     assert (listing["stale"], listing["not_readable"]) == (1, 1)
     text = listing_text(listing)
-    assert "  1 not readable by this user (another user's: kept by --prune-stale;" in text
+    assert "  1 not readable by this user (another user's, or a read that failed: kept by" in text
     # the row of entries without a manifest: it read "model name not recorded (fingerprint )"
     assert "  entries without a manifest this user can read: 2 entries" in text
     removed = prune_cache(tmp_path, stale=True, unused_days=None, dry_run=False)
     assert [row["file"] for row in removed] == [damaged.name]
     assert theirs.exists()
+
+
+def test_an_entry_whose_read_failed_is_kept_by_prune_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an I/O error (or too many open files) counted a good entry stale, and --prune-stale
+    # deleted it, where a run keeps an entry it could not read
+    import errno
+
+    from das_assert import cache_admin
+
+    cache = AlignmentCache(tmp_path)
+    entry = _entry(cache, _key(1), **CURRENT)
+
+    def failing(path: Path, *args: object, **kwargs: object) -> object:
+        if Path(path) == entry:
+            raise OSError(errno.EIO, "Input/output error", str(path))
+        return open(path, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(cache_admin, "open", failing, raising=False)
+    assert prune_cache(tmp_path, stale=True, unused_days=None, dry_run=False) == []
+    assert entry.exists()
 
 
 def test_a_prune_names_the_temporaries_and_locks_it_could_not_delete(
