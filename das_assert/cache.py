@@ -135,6 +135,8 @@ class AlignmentCache:
 
     directory: Path
     mode: str = "readwrite"
+    # keys whose read failed, said once: a fit looks an entry up before its lock and under it
+    _unread: set[str] = dataclasses.field(default_factory=set, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.mode not in CACHE_MODES:
@@ -179,12 +181,15 @@ class AlignmentCache:
                 with contextlib.suppress(OSError):
                     os.utime(self.path(key))
             return hit
-        except UnreadableAlignmentFile as exc:  # not known to be bad: kept (EMFILE, EIO, EACCES)
-            warnings.warn(
-                f"recomputing a cache entry that could not be read, and keeping it: {exc}",
-                CacheWarning,
-                stacklevel=2,
-            )
+        except UnreadableAlignmentFile as exc:  # not known to be bad (EMFILE, EIO, EACCES)
+            if key not in self._unread:
+                self._unread.add(key)
+                warnings.warn(
+                    "recomputing a cache entry that could not be read (not deleted, as nothing "
+                    f"says it is damaged; a fit this run stores replaces it): {exc}",
+                    CacheWarning,
+                    stacklevel=2,
+                )
             return None
         except AlignmentFileError as exc:
             removed = (  # a fit in this mode does not remake it

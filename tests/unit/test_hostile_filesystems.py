@@ -117,7 +117,7 @@ def test_a_cache_entry_that_a_passing_fault_kept_from_being_read_is_kept(
 
     with monkeypatch.context() as patch:
         patch.setattr(Path, "read_bytes", too_many_open_files)
-        with pytest.warns(CacheWarning, match=r"could not be read, and keeping it: .*Too many"):
+        with pytest.warns(CacheWarning, match=r"could not be read \(not deleted.*Too many"):
             assert cache.get("key", 16, n_boxes=1) is None
     assert cache.get("key", 16, n_boxes=1) is not None
 
@@ -470,3 +470,35 @@ def test_a_rewritten_file_keeps_its_permissions(tmp_path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o666 & ~umask  # as open() makes one
+
+
+def test_a_fit_over_an_entry_it_cannot_read_warns_once(
+    tiny_llama: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a fit looks its entry up before taking the entry's lock and again under it: the warning
+    # came twice, where the entry was deleted at the first before
+    import errno
+    import warnings
+
+    from das_assert import Experiment, FitConfig, Site, run_experiment
+    from das_assert.cache import AlignmentCache, CacheWarning
+
+    cache = AlignmentCache(tmp_path)
+    exp = Experiment(hypothesis="left_boundary", site=Site(1, "last"), n_train=16, n_test=24)
+    config = FitConfig(epochs=1, batch_size=8)
+    run_experiment(tiny_llama, exp.keeping_definition(min_task_accuracy=0.0), config, cache=cache)
+    read = Path.read_bytes
+
+    def refused(self: Path) -> bytes:
+        if self.suffix == ".safetensors" and self.parent == tmp_path:
+            raise OSError(errno.EACCES, "Permission denied")
+        return read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", refused)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_experiment(
+            tiny_llama, exp.keeping_definition(min_task_accuracy=0.0), config, cache=cache
+        )
+    said = [w for w in caught if issubclass(w.category, CacheWarning)]
+    assert len(said) == 1, [str(w.message) for w in said]
