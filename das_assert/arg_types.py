@@ -43,6 +43,9 @@ def cents(text: str) -> int:
     whole, decimals = amount.group(1) or "0", amount.group(2) or ""
     if decimals.rstrip("0")[2:]:
         raise argparse.ArgumentTypeError(f"{text!r} has more than two decimals; amounts are cents")
+    if len(whole.lstrip("0")) > 3:  # no hint to give; and int() stops at 4,300 digits
+        shown = repr(text) if len(text) <= 20 else f"{text[:20]!r}..."
+        raise argparse.ArgumentTypeError(f"{shown} is outside 0.00..9.99 dollars")
     value = int(whole) * 100 + int((decimals + "00")[:2])
     if not 0 <= value <= 999:
         hint = (

@@ -148,7 +148,8 @@ def all_rejected(item: pytest.Item, excinfo: pytest.ExceptionInfo[BaseException]
     return "\n".join(lines)
 
 
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+#: a number standing alone: 0.762, 289, 1e-06 (not a part of a version such as 4.57.1)
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?:e[-+]?\d+)?(?![\w.]\d)")
 
 
 def rejection_reasons(statuses: list[str]) -> list[str]:

@@ -635,3 +635,13 @@ def test_rejections_that_differ_only_in_their_numbers_are_one_cause_with_ranges(
         "  2 x task accuracy at most 0.565-0.762",
         "  1 x no label changes",
     ]
+
+
+def test_rejection_numbers_are_whole_numbers_not_parts_of_versions_or_exponents() -> None:
+    # "1e-06" and "5e-07" were read as 1, 06, 5 and 07: "lead 1-5e-06-07 below margin"
+    from das_assert.plugin_fuzz import rejection_reasons
+
+    margins = ["rejected: lead 1e-06 below margin", "rejected: lead 5e-07 below margin"]
+    assert rejection_reasons(margins) == ["  2 x lead 5e-07-1e-06 below margin"]
+    versions = ["rejected: under transformers 4.57.1", "rejected: under transformers 4.9.0"]
+    assert len(rejection_reasons(versions)) == 2  # another text each, not one range

@@ -113,6 +113,7 @@ CLI_CASES = [
     cli(*FIT, "--bracket", "1_0", "3", match=r"argument --bracket: '1_0' is not an amount"),
     cli(*FIT, "--bracket", "1.100000001", "3", match=r"'1\.100000001' has more than two"),
     cli(*FIT, "--bracket", ".", "3", match=r"argument --bracket: '\.' is not an amount"),
+    cli(*FIT, "--bracket", "1" + "0" * 5000, "3", match=r"'10{19}'\.\.\. is outside 0\.00"),
     cli(  # two names of one token ran the same engine check twice
         "check",
         "--positions",
