@@ -534,7 +534,9 @@ def test_hooks_are_removed_when_a_fit_raises_mid_way(
     ids, mask = train.base_batch(torch.arange(4))
     with torch.no_grad():
         before = model(input_ids=ids, attention_mask=mask).logits
-    assert registered_hooks(model) == {}
+    # transformers' own output-capturing hooks stay once any test asked a shared model for
+    # hidden states (test_hooks.py does): exactly those remain, whatever ran first
+    hooks_before = registered_hooks(model)
 
     calls: list[int] = []
     original = Interchange.forward
@@ -551,7 +553,7 @@ def test_hooks_are_removed_when_a_fit_raises_mid_way(
     monkeypatch.undo()
 
     assert len(calls) == 2  # one whole step ran, the second one failed inside the hook
-    assert registered_hooks(model) == {}
+    assert registered_hooks(model) == hooks_before
     with torch.no_grad():
         after = model(input_ids=ids, attention_mask=mask).logits
     assert torch.equal(before, after)
