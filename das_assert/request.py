@@ -64,7 +64,9 @@ class DasRequest:
             try:
                 save_search_alignments(self.session, grid, record, self.node.nodeid)
             except Exception as exc:  # the search stands; the baseline cannot be saved
-                record.update(alignment_unwritten=_unwritten(exc))
+                # the file named however early the save failed, so that the baseline is refused
+                unwritten = {"alignment_unwritten": _unwritten(exc)}
+                record.update(baseline_file=f"{self.session.save_to}.json", **unwritten)
         if self.session.plots_dir is not None:  # a picture that cannot be written loses no cell
             try:
                 record["heatmap"] = str(self._save_heatmap(grid).resolve())

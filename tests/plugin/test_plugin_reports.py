@@ -474,6 +474,47 @@ def test_a_claim_whose_alignment_save_raised_is_named_and_no_baseline_is_written
     assert list((project.path / "b").rglob("*")) == [project.path / "b/tiny"]
 
 
+def test_a_search_whose_alignment_save_raised_before_any_file_is_named(
+    project: pytest.Pytester,
+) -> None:
+    # an error before the save named the baseline's file left the search out of the baseline,
+    # which was saved with the claim alone as if complete
+    project.makeconftest(
+        """
+        import das_assert.request
+
+
+        def broken(*args):
+            raise RuntimeError("a fault before the save")
+
+
+        das_assert.request.save_search_alignments = broken
+        """
+    )
+    project.makepyfile(
+        test_search="""
+from das_assert.search import search
+
+
+def test_a_search(das, das_session):
+    das.record_search(search(das_session.align, "left_boundary", layers=[0], positions=["last"]))
+"""
+    )
+    options = ["--das-cache=off", "--das-baseline-dir=b", "--das-save-baseline=main"]
+    passing = "test_hyp.py::test_a_negative_claim_holds"
+    result = _run(project, *options, passing, "test_search.py", subprocess=True)
+    result.assert_outcomes(passed=2)
+    assert result.ret == pytest.ExitCode.INTERNAL_ERROR
+    result.stdout.fnmatch_lines(
+        [
+            "das: baseline 0001_main NOT written: the alignment file of 1 search(es) could not "
+            "be written (RuntimeError: a fault before the save); the 1 written for it were "
+            "removed*"
+        ]
+    )
+    assert list((project.path / "b").rglob("*.json")) == []
+
+
 def test_das_plots_draws_every_recorded_search(project: pytest.Pytester) -> None:
     # --das-plots named a folder that stayed empty: only the shipped search test drew itself;
     # then ids that slug alike, and two searches of one test, shared one file
