@@ -5,8 +5,9 @@ temperature 50 -> 0.1, cross-entropy at the last token plus the same boundary pe
 site on the same label-balanced Left Boundary pairs, for the same number of steps of the same batch
 size, in one process. pyvene runs a loop of its tutorial's shape (base and source forward every
 step, full backward) with das_assert's loss and schedules, not the tutorial's penalty on the raw
-boundary or its 16 x 4 accumulation; das_assert runs ``fit_alignment`` (source activations once, base prefix in a KV cache,
-suffix-only backward). Both learned interventions are then scored by the same hard-mask evaluator.
+boundary or its 16 x 4 accumulation; das_assert runs ``fit_alignment`` (source activations
+once, base prefix in a KV cache, suffix-only backward). Both learned interventions are then
+scored by the same hard-mask evaluator.
 
     python tests/benchmarks/bench_pyvene.py --model embedded --layer 1 --json out.json
 
