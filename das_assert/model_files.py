@@ -161,6 +161,34 @@ def _last_line(text: str) -> str:
 TOKENIZER_FILES = ("tokenizer.json", "*.model", "*.tiktoken", "vocab.*", "merges.txt", "*.spm")
 
 
+def _saved_as_tokenizers_backend(directory: Path) -> bool:
+    """Whether the tokenizer was saved by transformers 5 as ``TokenizersBackend``, a class the
+    installed transformers (4.x) lacks; ``PreTrainedTokenizerFast`` is the same class in 5.x."""
+    import transformers
+
+    if hasattr(transformers, "TokenizersBackend") or not (directory / "tokenizer.json").is_file():
+        return False
+    try:
+        settings = json.loads((directory / "tokenizer_config.json").read_bytes())
+    except (OSError, ValueError, RecursionError):  # absent, or damaged: AutoTokenizer says so
+        return False
+    return isinstance(settings, dict) and settings.get("tokenizer_class") == "TokenizersBackend"
+
+
+def _fast_tokenizer(directory: Path) -> Any:
+    """The tokenizer of a transformers 5 save, loaded under 4.x by the name 4.x has for it (its
+    note that the file names another class is this very case, and is kept quiet)."""
+    from transformers import PreTrainedTokenizerFast
+    from transformers.utils import logging
+
+    before = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        return PreTrainedTokenizerFast.from_pretrained(directory, local_files_only=True)
+    finally:
+        logging.set_verbosity(before)
+
+
 def load_tokenizer(directory: Path, trust_remote_code: bool) -> Any:
     """The model's fast tokenizer, as its files set it up."""
     from transformers import AutoTokenizer
@@ -176,9 +204,12 @@ def load_tokenizer(directory: Path, trust_remote_code: bool) -> Any:
             "AutoTokenizer entry to use the built-in class"
         )
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            directory, local_files_only=True, trust_remote_code=trust_remote_code
-        )
+        if _saved_as_tokenizers_backend(directory):
+            tokenizer = _fast_tokenizer(directory)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(
+                directory, local_files_only=True, trust_remote_code=trust_remote_code
+            )
     except Exception as exc:  # the tokenizers library raises a bare Exception on a bad file
         fix = (
             "if you trust its code, pass --trust-remote-code (the command line) or load_model's "

@@ -57,3 +57,24 @@ def test_the_installed_llama_takes_the_cache_without_a_deprecation_warning(
         warnings.simplefilter("error")  # transformers' FutureWarning included
         cache = kv_cache.prefix_cache(tiny_llama.model, ids, torch.ones_like(ids))
     assert cache.get_seq_length() == 4
+
+
+def test_a_tokenizer_saved_by_transformers_5_loads_under_either_version(tmp_path: Any) -> None:
+    # transformers 5 saves its fast tokenizer as TokenizersBackend, a class 4.x lacks: under 4.57
+    # every model folder saved by 5.x failed, advising a re-save that writes the same name again
+    import json
+    import shutil
+
+    from das_assert.models import EMBEDDED_MODEL_DIR, load_model
+
+    folder = tmp_path / "saved_by_5"
+    shutil.copytree(EMBEDDED_MODEL_DIR, folder)
+    config = folder / "tokenizer_config.json"
+    settings = json.loads(config.read_text())
+    config.write_text(json.dumps({**settings, "tokenizer_class": "TokenizersBackend"}))
+    text = "Please say yes only if it costs between 1.30 and 8.55 dollars, otherwise no."
+    loaded, embedded = load_model(folder), load_model("embedded")
+    assert loaded.tokenizer(text).input_ids == embedded.tokenizer(text).input_ids
+    assert loaded.tokenizer.bos_token_id == embedded.tokenizer.bos_token_id
+    assert loaded.tokenizer.pad_token_id == embedded.tokenizer.pad_token_id
+    assert loaded.fingerprint == embedded.fingerprint
