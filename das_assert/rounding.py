@@ -1,6 +1,6 @@
 """Which differences in where a fit ran change its rounding: a baseline or report made on
-another CPU or GPU, thread count, torch or fit revision, dtype or device, said beside a
-comparison with it (``compare``, ``--das-compare``)."""
+another CPU or GPU, thread count, torch, transformers or fit revision, dtype or device, said
+beside a comparison with it (``compare``, ``--das-compare``)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from typing import Any
 __all__ = ["ROUNDING_EFFECT", "rounding_differences"]
 
 
-#: What rounds a fit otherwise: the CPU or GPU, the thread count and torch's version, whose
-#: kernels round as it wrote them (``environment``), the model's dtype and device (``model``).
+#: What rounds a fit otherwise: the CPU or GPU, the thread count, torch's version, whose
+#: kernels round as it wrote them, and transformers', whose modeling code computes the model
+#: (``environment``), the model's dtype and device (``model``).
 _ROUNDING_KEYS = (
     ("environment", "device_name"),
     ("environment", "torch_threads"),
     ("environment", "torch"),
+    ("environment", "transformers"),  # CI's gate under 4.57 against a baseline saved under 5.x
     ("environment", "fit_revision"),  # das_assert's fit itself changed: it learns otherwise
     ("model", "dtype"),
     ("model", "device"),

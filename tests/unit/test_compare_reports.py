@@ -704,12 +704,16 @@ def test_compare_names_a_cpu_thread_count_or_dtype_that_rounds_otherwise(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # only the pytest gate said so; a CI job gating with `compare` got no word of it (nor of
-    # another torch, whose kernels round otherwise too, as the cache key says)
+    # another torch, whose kernels round otherwise too, as the cache key says, nor of another
+    # transformers, whose modeling code computes the model)
     from das_assert.report import environment
 
     record = {**_cli_record(LAST, 0.83), "data": DATA}
     here = {"environment": environment(), "model": {"dtype": "float32", "device": "cpu"}}
-    then = {**here["environment"], "torch_threads": 64, "torch": "2.11.0+cpu"}
+    then = {
+        **here["environment"],
+        **{"torch_threads": 64, "torch": "2.11.0+cpu", "transformers": "4.57.6"},
+    }
     old = build_report(None, [record], environment_block=then)
     old["model"] = {"dtype": "bfloat16", "device": "cpu"}
     new = build_report(None, [record], environment_block=here["environment"])
@@ -722,6 +726,7 @@ def test_compare_names_a_cpu_thread_count_or_dtype_that_rounds_otherwise(
     assert out.splitlines()[0] == (
         f"note: OLD {tmp_path / 'old.json'} was made with torch_threads 64 (NEW {threads!r}), "
         f"torch '2.11.0+cpu' (NEW {here['environment']['torch']!r}), "
+        f"transformers '4.57.6' (NEW {here['environment']['transformers']!r}), "
         "dtype 'bfloat16' (NEW 'float32'): a fit rounds (or, under another fit_revision, "
         "learns) otherwise there, which moves an IIA with no change to the model (measured: up "
         "to 0.026 from the thread count alone; README, What a run looks like)"
