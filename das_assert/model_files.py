@@ -161,21 +161,33 @@ def _last_line(text: str) -> str:
 TOKENIZER_FILES = ("tokenizer.json", "*.model", "*.tiktoken", "vocab.*", "merges.txt", "*.spm")
 
 
-def _saved_as_tokenizers_backend(directory: Path) -> bool:
-    """Whether the tokenizer was saved by transformers 5 as ``TokenizersBackend``, a class the
-    installed transformers (4.x) lacks; ``PreTrainedTokenizerFast`` is the same class in 5.x."""
+def _as_saved_by_transformers_5(directory: Path) -> tuple[bool, dict[str, Any]]:
+    """What the installed transformers 4.x needs to read a tokenizer transformers 5 saved:
+    whether to load it as ``PreTrainedTokenizerFast`` (5.x saves it as ``TokenizersBackend``, a
+    class 4.x lacks, and the same class in 5.x), and the keywords that pass a list of
+    ``extra_special_tokens`` (5.x's form; 4.x reads a dict there and fails) as 4.x's
+    ``additional_special_tokens``. Nothing under 5.x."""
     import transformers
 
-    if hasattr(transformers, "TokenizersBackend") or not (directory / "tokenizer.json").is_file():
-        return False
+    if hasattr(transformers, "TokenizersBackend"):
+        return False, {}
     try:
         settings = json.loads((directory / "tokenizer_config.json").read_bytes())
     except (OSError, ValueError, RecursionError):  # absent, or damaged: AutoTokenizer says so
-        return False
-    return isinstance(settings, dict) and settings.get("tokenizer_class") == "TokenizersBackend"
+        return False, {}
+    if not isinstance(settings, dict):
+        return False, {}
+    as_fast = settings.get("tokenizer_class") == "TokenizersBackend"
+    as_fast = as_fast and (directory / "tokenizer.json").is_file()
+    extra = settings.get("extra_special_tokens")
+    if not isinstance(extra, list):
+        return as_fast, {}
+    additional = list(settings.get("additional_special_tokens") or [])
+    additional += [token for token in extra if token not in additional]
+    return as_fast, {"additional_special_tokens": additional, "extra_special_tokens": {}}
 
 
-def _fast_tokenizer(directory: Path) -> Any:
+def _fast_tokenizer(directory: Path, **keywords: Any) -> Any:
     """The tokenizer of a transformers 5 save, loaded under 4.x by the name 4.x has for it (its
     note that the file names another class is this very case, and is kept quiet)."""
     from transformers import PreTrainedTokenizerFast
@@ -184,7 +196,7 @@ def _fast_tokenizer(directory: Path) -> Any:
     before = logging.get_verbosity()
     logging.set_verbosity_error()
     try:
-        return PreTrainedTokenizerFast.from_pretrained(directory, local_files_only=True)
+        return PreTrainedTokenizerFast.from_pretrained(directory, local_files_only=True, **keywords)
     finally:
         logging.set_verbosity(before)
 
@@ -204,11 +216,12 @@ def load_tokenizer(directory: Path, trust_remote_code: bool) -> Any:
             "AutoTokenizer entry to use the built-in class"
         )
     try:
-        if _saved_as_tokenizers_backend(directory):
-            tokenizer = _fast_tokenizer(directory)
+        as_fast, keywords = _as_saved_by_transformers_5(directory)
+        if as_fast:
+            tokenizer = _fast_tokenizer(directory, **keywords)
         else:
             tokenizer = AutoTokenizer.from_pretrained(
-                directory, local_files_only=True, trust_remote_code=trust_remote_code
+                directory, local_files_only=True, trust_remote_code=trust_remote_code, **keywords
             )
     except Exception as exc:  # the tokenizers library raises a bare Exception on a bad file
         fix = (

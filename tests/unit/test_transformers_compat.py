@@ -78,3 +78,28 @@ def test_a_tokenizer_saved_by_transformers_5_loads_under_either_version(tmp_path
     assert loaded.tokenizer.bos_token_id == embedded.tokenizer.bos_token_id
     assert loaded.tokenizer.pad_token_id == embedded.tokenizer.pad_token_id
     assert loaded.fingerprint == embedded.fingerprint
+
+
+def test_a_transformers_5_list_of_extra_special_tokens_loads_under_either_version(
+    tmp_path: Any,
+) -> None:
+    # 5.x writes additional special tokens as a list under extra_special_tokens, where 4.57
+    # reads a dict: loading failed there, blaming a missing protobuf
+    import json
+
+    from das_assert.embedded.recipe import build_tokenizer
+    from das_assert.model_files import load_tokenizer
+
+    tokenizer = build_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<sp1>"]})
+    tokenizer.save_pretrained(tmp_path)
+    config = tmp_path / "tokenizer_config.json"
+    settings = json.loads(config.read_text())
+    settings.pop("additional_special_tokens", None)
+    settings.update(tokenizer_class="TokenizersBackend", extra_special_tokens=["<sp1>"])
+    config.write_text(json.dumps(settings))
+    loaded = load_tokenizer(tmp_path, trust_remote_code=False)
+    text = "<sp1> it costs 1.30 dollars"
+    assert loaded(text).input_ids == tokenizer(text).input_ids
+    assert "<sp1>" in loaded.all_special_tokens
+    assert loaded.convert_tokens_to_ids("<sp1>") == tokenizer.convert_tokens_to_ids("<sp1>")
