@@ -97,6 +97,16 @@ def _capturing(hook: Any) -> bool:
     return getattr(hook, "__module__", None) == "transformers.utils.output_capturing"
 
 
+def _own_forward(module: nn.Module, forward: Any) -> bool:
+    """Whether an instance's ``forward`` is its class's own, bound to it: what transformers 4.x
+    leaves behind after a pass asked for hidden states or attentions (it wraps each layer's
+    ``forward`` and sets the original back on the instance), which changes nothing."""
+    return (
+        getattr(forward, "__self__", None) is module
+        and getattr(forward, "__func__", None) is type(module).forward
+    )
+
+
 def model_snapshot(model: nn.Module) -> dict[str, Any]:
     """Each parameter's and buffer's identity, version, storage, dtype and device, each module's
     forward hooks or replaced ``forward``, and torch's global hooks, by name: ``model_changes``
@@ -110,7 +120,7 @@ def model_snapshot(model: nn.Module) -> dict[str, Any]:
         pre, post = _forward_hooks(m)
         if pre or post:
             snapshot[f"forward hooks on {name or 'the model'}"] = (tuple(pre), tuple(post))
-        if "forward" in m.__dict__:
+        if "forward" in m.__dict__ and not _own_forward(m, m.__dict__["forward"]):
             snapshot[f"the replaced forward of {name or 'the model'}"] = id(m.__dict__["forward"])
     pre, post = torch_module._global_forward_pre_hooks, torch_module._global_forward_hooks
     if pre or post:

@@ -219,3 +219,23 @@ def test_the_session_keeps_only_its_latest_evaluated_variants(
     robustness._evaluate_once(session, result, size + 7, 400)  # recent: reused
     robustness._evaluate_once(session, result, 0, 400)  # the oldest: evaluated again
     assert evaluated == [*range(size + 8), 0]
+
+
+def test_a_replaced_forward_is_a_change_but_the_layers_own_forward_set_back_is_not(
+    tiny_llama: Any,
+) -> None:
+    # transformers 4.57 sets each layer's own forward back on the instance after a pass asked
+    # for hidden states: every later cached fit was refused as a changed model
+    from das_assert.model_state import model_changes, model_snapshot
+
+    model, layer = tiny_llama.model, tiny_llama.model.model.layers[0]
+    before = model_snapshot(model)
+    layer.forward = layer.forward  # the class's own, bound to the layer
+    try:
+        assert model_changes(model, before) == []
+        own = layer.forward
+        layer.forward = lambda *args, **kwargs: own(*args, **kwargs)
+        assert any("replaced forward of model.layers.0" in c for c in model_changes(model, before))
+    finally:
+        del layer.forward
+    assert model_changes(model, before) == []
