@@ -369,6 +369,11 @@ def _load_weights(
             f"cannot load the weights in {str(directory)!r}: {exc}; the weight files are "
             "missing or damaged: re-save the model with save_pretrained(dir)"
         ) from None
+    except (TypeError, ArithmeticError) as exc:  # 4.x builds from values 5.x's config refuses
+        raise ModelLoadError(
+            f"the config.json in {str(directory)!r} holds a value transformers rejects: "
+            f"{str(exc).rstrip('.')}; restore the model's own config.json"
+        ) from None
     finally:
         hf_logging.set_verbosity(quiet)
         _restore_progress_bars(bars)
