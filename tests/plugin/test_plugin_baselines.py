@@ -371,12 +371,13 @@ def test_found(das, das_session):
 
 
 def test_a_regression_names_the_seeds_and_ends_with_a_reproduce_line(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A claim that holds but dropped against its baseline once ended without a reproduce line,
     # printed its intervals unrounded, and did not say the baseline ran under another seed.
     # The reproduce line named the baseline as given (v1, latest): once v1 was saved again, it
     # compared with another baseline than the one this verdict came from.
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # torch chose, not tests/conftest.py
     pytester.makefile(".yaml", das=EMBEDDED_YAML)
     pytester.makepyfile(test_hyp=ALIGNED)
     args = ("--das-config=das.yaml", "--das-cache=readwrite", "--das-baseline-dir=b")

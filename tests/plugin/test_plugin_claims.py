@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,7 +53,10 @@ def test_a_bad_compare_fail_in_the_marker_fails_without_das_compare(
 
 
 @pytest.mark.slow
-def test_a_failing_claim_fails_its_own_test_with_numbers_and_a_reproduce_line(project) -> None:
+def test_a_failing_claim_fails_its_own_test_with_numbers_and_a_reproduce_line(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # torch chose, not tests/conftest.py
     result = _run(project, "--das-cache=off")
     result.assert_outcomes(passed=1, failed=1)
     output = result.stdout.str()
@@ -80,6 +85,7 @@ def test_the_reproduce_line_runs_from_where_pytest_was_started(
     (project.path / "test_hyp.py").rename(sub / "test_hyp.py")
     (sub / "das.yaml").write_text((project.path / "das.yaml").read_text())
     monkeypatch.chdir(sub)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # torch chose, not tests/conftest.py
     result = _run(project, "--das-cache=off")
     result.assert_outcomes(passed=1, failed=1)
     assert "hyp/test_hyp.py::test_an_impossible_claim_fails" in result.stdout.str()  # the id
@@ -645,11 +651,11 @@ def test_a_run_started_inside_an_xdist_worker_keeps_its_own_threads(
 ) -> None:
     # it took the worker's share of the CPUs from the inherited PYTEST_XDIST_WORKER_COUNT, a
     # thread count that keys the cache and changes a fit's rounding
-    import torch
-
-    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
-    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", str(2 * torch.get_num_threads()))
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    probe = "import torch; print(torch.get_num_threads())"  # torch's own count, in a new process
+    own = int(subprocess.run([sys.executable, "-c", probe], capture_output=True, check=True).stdout)
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", str(2 * own))
     model = str(Path(project.path / "das.yaml").read_text().split("path: ")[1].split()[0])
     result = project.runpytest_subprocess(
         f"--das-model={model}",
@@ -663,7 +669,7 @@ def test_a_run_started_inside_an_xdist_worker_keeps_its_own_threads(
     )
     result.assert_outcomes(passed=1)
     environment = json.loads((project.path / "r.json").read_text())["environment"]
-    assert environment["torch_threads"] == torch.get_num_threads()
+    assert environment["torch_threads"] == own
 
 
 def test_a_seed_pinned_in_align_is_the_fits_too_with_a_config_of_the_sessions(

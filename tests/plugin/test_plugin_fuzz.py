@@ -367,10 +367,13 @@ def test_an_alignment_that_does_nothing_does_not_survive(das, does_nothing):
 )
 
 
-def test_a_variant_at_its_no_op_level_breaks_a_positive_claim(project: pytest.Pytester) -> None:
+def test_a_variant_at_its_no_op_level_breaks_a_positive_claim(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # At 96 pairs an intervention that changes nothing "held" on the default prompt: its upper
     # bound reached the robustness threshold. Like a claim, a variant must beat its no-op; at
     # 400 pairs the interval of its lead over the no-op (none: the same answers) says it does not.
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # torch chose, not tests/conftest.py
     project.makepyfile(test_fuzz=NOOP_FUZZ)
     outputs = ("--das-json=out/r.json", "--das-markdown=out/s.md")
     result = _run_with_a_trivial_robustness_threshold(project, *outputs)
