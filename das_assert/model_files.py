@@ -113,11 +113,8 @@ def _tokenizer_code(directory: Path) -> str | None:
     ``auto_map`` (``AutoTokenizer``), else None. transformers ignores it without
     ``trust_remote_code`` where the file also names a built-in class, silently."""
     for name in ("tokenizer_config.json", "config.json"):
-        try:
-            settings = json.loads((directory / name).read_bytes())
-        except (OSError, ValueError, RecursionError):  # absent, or damaged: the loaders say so
-            continue
-        auto_map = settings.get("auto_map") if isinstance(settings, dict) else None
+        settings = _settings_in(directory / name)
+        auto_map = settings.get("auto_map") if settings is not None else None
         # a list is the older form of a tokenizer's: [slow class, fast class]
         code = auto_map.get("AutoTokenizer") if isinstance(auto_map, dict) else auto_map
         if isinstance(code, list | tuple):
@@ -125,6 +122,16 @@ def _tokenizer_code(directory: Path) -> str | None:
         if code:
             return f"{name}: {code}"
     return None
+
+
+def _settings_in(path: Path) -> dict[str, Any] | None:
+    """A JSON settings file's object; None where it is absent or damaged (the loaders then say
+    so, in their own words)."""
+    try:
+        settings = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
+    return settings if isinstance(settings, dict) else None
 
 
 def _strict_errors() -> tuple[type[Exception], ...]:
@@ -171,11 +178,8 @@ def _as_saved_by_transformers_5(directory: Path) -> tuple[bool, dict[str, Any]]:
 
     if hasattr(transformers, "TokenizersBackend"):
         return False, {}
-    try:
-        settings = json.loads((directory / "tokenizer_config.json").read_bytes())
-    except (OSError, ValueError, RecursionError):  # absent, or damaged: AutoTokenizer says so
-        return False, {}
-    if not isinstance(settings, dict):
+    settings = _settings_in(directory / "tokenizer_config.json")
+    if settings is None:
         return False, {}
     as_fast = settings.get("tokenizer_class") == "TokenizersBackend"
     as_fast = as_fast and (directory / "tokenizer.json").is_file()
