@@ -445,6 +445,25 @@ def test_a_break_that_fresh_pairs_do_not_confirm_passes_and_is_reported(
     assert f"- a break not confirmed in {test_id}: trivial under PromptVariant()" in markdown
 
 
+def test_a_fuzz_test_that_failed_after_its_variants_is_not_said_to_have_passed(
+    project: pytest.Pytester,
+) -> None:
+    # "no variant held ...: it passed without showing its claim" was printed for a test whose
+    # variants were all inconclusive but that then failed
+    later = "\n\ndef test_then_fails(das, does_nothing, monkeypatch):\n    " + (
+        "test_a_break_that_fresh_pairs_do_not_confirm(das, does_nothing, monkeypatch)\n"
+        '    raise AssertionError("after the variant")\n'
+    )
+    project.makepyfile(test_fuzz=UNCONFIRMED_FUZZ + later)
+    result = _run_with_a_trivial_robustness_threshold(project, "--das-json=out/r.json")
+    result.assert_outcomes(passed=1, failed=1)
+    passing = "test_fuzz.py::test_a_break_that_fresh_pairs_do_not_confirm"
+    result.stdout.fnmatch_lines([f"no variant held in {passing}: 1 inconclusive, 0 rejected;*"])
+    result.stdout.no_fnmatch_line("no variant held in test_fuzz.py::test_then_fails*")
+    report = json.loads((project.path / "out" / "r.json").read_text())["robustness"]
+    assert [test["test_id"] for test in report["unshown"]] == [passing]
+
+
 UNTESTABLE_FUZZ = """
 import pytest
 from hypothesis import given, strategies as st
