@@ -3,7 +3,8 @@
 Each part's strategy shrinks toward the plain default prompt's part (the paper's instruction,
 no context, varying brackets, two-decimal numbers, yes/no). ``prompt_variants`` changes one to
 ``max_changes`` parts, each to a value other than its default, and shrinks toward one part
-changed by the least, so a failure shrinks to the smallest change that breaks the alignment. A
+changed by the least. hypothesis's shrinker may stop before the smallest change that breaks
+the alignment: a part the failure does not need can remain in the variant it reports. A
 ``PromptVariant`` has a readable repr: a failing example prints itself.
 
 >>> from hypothesis import find
