@@ -12,7 +12,7 @@ from das_assert.alignment_result import AlignmentResult
 from das_assert.errors import InvalidArgument, PreconditionFailed
 from das_assert.messages import by_variable_lines, indent, reproduce_line, runnable_nodeid
 from das_assert.metrics import bracketed, controls_text, rounded_interval, wilson_interval
-from das_assert.variants import evaluate_variant, replay_advice
+from das_assert.variants import evaluate_variant, replay_advice, replay_example
 
 __all__ = ["fuzz_status", "judge_breaking_pairs", "judge_variant"]
 
@@ -85,6 +85,7 @@ def judge_variant(
     if status == "broken":
         test = runnable_nodeid(request.node)  # as pytest finds it from where it ran
         pair = evaluation.test.pairs[(evaluation.failing_indices() or [0])[0]]
+        pinned = replay_example(variant, getattr(request.node, "obj", None))
         lines = [
             f"claim {claim!r} breaks under {variant!r}",
             f"  IIA {evaluation.iia:.3f} (n={evaluation.n}, 95% CI "
@@ -98,7 +99,7 @@ def judge_variant(
             f"  a failing pair: base {pair.inputs.get('base')}, source {pair.inputs.get('source')}",
             f"  base prompt:\n{indent(pair.base.text.strip())}",
             f"  source prompt:\n{indent(pair.source.text.strip())}",
-            f"  replay: @example(variant={variant!r}) on {test} ({replay_advice()})",
+            f"  replay: {pinned} on {test} ({replay_advice()})",
             reproduce_line(result, test, request.session),
         ]
         raise IIAClaimFailed("\n".join(lines))

@@ -17,7 +17,7 @@ from das_assert.held_out import PairKey, hold_out, pair_keys, training_keys
 from das_assert.metrics import beside
 from das_assert.tasks.price_tagging import PriceFormat, prompt_pairs
 
-__all__ = ["evaluate_variant", "replay_advice", "variant_pairs", "variant_seed"]
+__all__ = ["evaluate_variant", "replay_advice", "replay_example", "variant_pairs", "variant_seed"]
 
 
 def variant_seed(seed: int, variant: Any) -> int:
@@ -145,3 +145,31 @@ def replay_advice() -> str:
     if current.database is None:
         return "no example database: pin this variant to rerun it"
     return "the example database replays this variant first"
+
+
+def replay_example(variant: Any, test_function: Any) -> str:
+    """How to pin ``variant`` on the test that drew it: ``@example(<name>=...)`` under the name
+    of the test's one ``@given`` argument; where it has others, or draws through ``st.data()``
+    (which ``@example`` cannot pin), what to do instead. ``variant=`` outside ``@given``."""
+    handle = getattr(test_function, "hypothesis", None)
+    inner = getattr(handle, "inner_test", None)
+    if inner is None:
+        return f"@example(variant={variant!r})"
+    import inspect
+
+    outer = set(inspect.signature(test_function).parameters)
+    names = list(inspect.signature(inner).parameters)[inspect.ismethod(test_function) :]
+    given = [name for name in names if name not in outer]  # those past self, for a method
+    strategies = getattr(handle, "_given_kwargs", None) or {}  # hypothesis's own, where it has it
+    drawn = [name for name in given if repr(strategies.get(name, "")).startswith("data(")]
+    if drawn:
+        return (
+            f"{variant!r}, drawn through st.data() ({drawn[0]}=), which @example cannot pin: "
+            "pass it to assert_robust as written to rerun it"
+        )
+    if len(given) == 1:
+        return f"@example({given[0]}={variant!r})"
+    return (
+        f"@example(...) naming every @given argument ({', '.join(given)}) as hypothesis's "
+        f"falsifying example gives them, the variant being {variant!r}"
+    )

@@ -396,6 +396,23 @@ def test_a_variant_at_its_no_op_level_breaks_a_positive_claim(
     assert "Failed before a verdict" not in (project.path / "out" / "s.md").read_text()
 
 
+def test_a_broken_variant_is_pinned_under_the_tests_own_argument_name(
+    project: pytest.Pytester,
+) -> None:
+    # the replay line said @example(variant=...) whatever @given called the argument
+    renamed = "\nfrom hypothesis import given, settings, strategies as st\n\n\n" + (
+        "@settings(max_examples=1, database=None)\n"
+        "@given(v=st.just(PromptVariant()))\n"
+        "def test_renamed(das, does_nothing, v):\n"
+        '    das.assert_robust(does_nothing, v, claim="trivial", n=400)\n'
+    )
+    project.makepyfile(test_fuzz=DOES_NOTHING + renamed)
+    result = _run_with_a_trivial_robustness_threshold(project)
+    result.assert_outcomes(failed=1)
+    pinned = "*replay: @example(v=PromptVariant()) on test_fuzz.py::test_renamed*"
+    result.stdout.fnmatch_lines([pinned])
+
+
 UNCONFIRMED_FUZZ = (
     DOES_NOTHING
     + """

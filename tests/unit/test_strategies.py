@@ -252,6 +252,38 @@ def test_replay_advice_under_a_forced_seed_names_the_seed_not_the_database(x: in
         core.global_force_seed = saved
 
 
+def test_the_replay_line_pins_the_variant_under_the_tests_own_argument_name() -> None:
+    # it always said @example(variant=...): under @given(v=...), or beside another @given
+    # argument, the line pasted as written failed hypothesis's argument check
+    from das_assert.variants import replay_example
+
+    variant = PromptVariant(bracket=(5, 306))
+
+    @given(v=prompt_variants())
+    def renamed(das: Any, v: PromptVariant) -> None: ...
+
+    @given(variant=prompt_variants(), n=st.sampled_from([32, 48]))
+    def with_another(das: Any, variant: PromptVariant, n: int) -> None: ...
+
+    @given(data=st.data())
+    def through_data(das: Any, data: Any) -> None: ...
+
+    class Tests:
+        @given(variant=prompt_variants())
+        def method(self, das: Any, variant: PromptVariant) -> None: ...
+
+    def direct(das: Any) -> None: ...
+
+    assert replay_example(variant, renamed) == "@example(v=PromptVariant(bracket=(5, 306)))"
+    assert replay_example(variant, with_another).startswith(
+        "@example(...) naming every @given argument (variant, n) as hypothesis's falsifying"
+    )
+    assert "which @example cannot pin" in replay_example(variant, through_data)
+    pinned = "@example(variant=PromptVariant(bracket=(5, 306)))"
+    assert replay_example(variant, Tests().method) == pinned
+    assert replay_example(variant, direct) == pinned
+
+
 def _base_amounts(variant: PromptVariant, n: int = 200) -> list[dict[str, int]]:
     from das_assert.tasks.price_tagging import prompt_pairs
 
