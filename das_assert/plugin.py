@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from das_assert.plugin_baselines import baseline_setup
-from das_assert.plugin_fuzz import all_rejected, apply_fuzz_profile, register_profiles
+from das_assert.plugin_fuzz import apply_fuzz_profile, register_profiles, too_many_rejected
 from das_assert.plugin_options import (
     DEFAULTS,
     OUTPUT_OPTIONS,
@@ -172,7 +172,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             # also a das warning that -W error / filterwarnings made an error: its message is it
             report.longrepr = f"{excinfo.typename}: {excinfo.value}"
         else:
-            report.longrepr = all_rejected(item, excinfo) or report.longrepr
+            report.longrepr = too_many_rejected(item, excinfo) or report.longrepr
     return report
 
 

@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 
-__all__ = ["PROFILES", "all_rejected", "apply_fuzz_profile", "register_profiles", "runnable"]
+__all__ = [
+    "PROFILES",
+    "apply_fuzz_profile",
+    "register_profiles",
+    "runnable",
+    "too_many_rejected",
+]
 
 
 #: Hypothesis profiles of the fuzz tests. Each example evaluates a frozen alignment on 400 pairs,
@@ -126,21 +132,39 @@ def runnable(chosen: Any) -> Any:
     return settings(chosen, deadline=None, suppress_health_check=suppressed)
 
 
-def all_rejected(item: pytest.Item, excinfo: pytest.ExceptionInfo[BaseException]) -> str | None:
-    """The message for a fuzz test whose every variant was rejected: hypothesis reports that as
-    a health check about filtering, which says nothing about the model."""
+def too_many_rejected(
+    item: pytest.Item, excinfo: pytest.ExceptionInfo[BaseException]
+) -> str | None:
+    """The message for a fuzz test whose every variant was rejected, or so many that
+    hypothesis's health check stopped it for filtering: hypothesis reports either as a
+    health check or as unsatisfiable, which says nothing about the model."""
     from hypothesis.errors import FailedHealthCheck, Unsatisfiable
 
     if not excinfo.errisinstance((FailedHealthCheck, Unsatisfiable)):
         return None
     tried = [json.loads(str(value)) for key, value in item.user_properties if key == "das_fuzz"]
-    if not tried or any(not record["status"].startswith("rejected") for record in tried):
+    rejected = [record for record in tried if record["status"].startswith("rejected")]
+    if not rejected:
+        return None
+    if len(rejected) == len(tried):
+        head = [
+            f"every prompt variant drawn was rejected ({len(tried)} of {len(tried)}), so no "
+            "alignment was tested: the model fails the task under them, or they cannot be "
+            "written for its tokenizer."
+        ]
+    elif excinfo.errisinstance(FailedHealthCheck) and "filter" in str(excinfo.value):
+        head = [
+            f"{len(rejected)} of {len(tried)} prompt variants drawn were rejected, and "
+            "hypothesis's health check stopped the test for filtering out too many: the model "
+            "fails the task under most of them, or they cannot be written for its tokenizer. "
+            "To judge the variants it can do, add "
+            "@settings(suppress_health_check=[HealthCheck.filter_too_much]) to the test."
+        ]
+    else:
         return None
     lines = [
-        f"every prompt variant drawn was rejected ({len(tried)} of {len(tried)}), so no "
-        "alignment was tested: the model fails the task under them, or they cannot be written "
-        "for its tokenizer.",
-        *rejection_reasons([record["status"] for record in tried]),
+        *head,
+        *rejection_reasons([record["status"] for record in rejected]),
         "Draw variants the model can do (give a part its value to fix it, or its default "
         'to keep it unchanged: prompt_variants(answers=("Yes", "No"))), '
         "or lower --das-min-task-accuracy if the gate is too strict for this model.",

@@ -342,6 +342,59 @@ def test_a_fuzz_test_whose_every_variant_is_rejected_says_so(project: pytest.Pyt
     assert "FailedHealthCheck" not in result.stdout.str()
 
 
+MOSTLY_REJECTED_FUZZ = """
+import pytest
+from hypothesis import given
+
+import das_assert.robustness
+from das_assert.errors import PreconditionFailed
+from das_assert.strategies import prompt_variants
+
+REAL = das_assert.robustness.evaluate_variant
+
+
+def all_but_one_failed(result, variant, n, **keywords):  # a model failing most variants
+    if repr(variant) != "PromptVariant(amount_edge='on_bound')":  # hypothesis's first draw
+        return PreconditionFailed("task accuracy at most 0.600 (simulated)")
+    return REAL(result, variant, n, **keywords)
+
+
+@pytest.fixture(scope="module")
+def aligned(das_session):
+    return das_session.align("left_boundary", "boundary")
+
+
+@given(variant=prompt_variants())
+def test_mostly_rejected(das, aligned, variant, monkeypatch):
+    monkeypatch.setattr(das_assert.robustness, "evaluate_variant", all_but_one_failed)
+    das.assert_robust(aligned, variant, claim="trivial", n=16)
+"""
+
+
+def test_a_fuzz_test_stopped_for_rejecting_most_variants_says_why(
+    project: pytest.Pytester,
+) -> None:
+    # hypothesis's filter health check ("It looks like this test is filtering out a lot of
+    # inputs ... strategy.filter(...)") was all it said where most, not all, were rejected
+    project.makepyfile(test_fuzz=MOSTLY_REJECTED_FUZZ)
+    result = _run_with_a_trivial_robustness_threshold(project)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "* of * prompt variants drawn were rejected, and hypothesis's health check stopped "
+            "*add @settings(suppress_health_check=[[]HealthCheck.filter_too_much]) to the test.",
+            "* x task accuracy at most 0.600",  # [[] above is fnmatch's [
+        ]
+    )
+    assert "FailedHealthCheck" not in result.stdout.str()
+    # and what it advises judges the variants the model can do
+    advised = MOSTLY_REJECTED_FUZZ.replace(
+        "from hypothesis import given", "from hypothesis import HealthCheck, given, settings"
+    ).replace("@given(", "@settings(suppress_health_check=[HealthCheck.filter_too_much])\n@given(")
+    project.makepyfile(test_fuzz=advised)
+    _run(project, "test_fuzz.py").assert_outcomes(passed=1)
+
+
 DOES_NOTHING = """
 import dataclasses
 
