@@ -69,7 +69,7 @@ class Reporter(BaselineReporting):
         self.searches: list[dict[str, Any]] = []  # das.record_search: every cell of a grid
         self.worker_threads: set[int] = set()  # xdist: the torch threads each worker ran with
         self.unjudged: list[dict[str, Any]] = []  # das tests that failed before any verdict
-        self.failed_tests: set[str] = set()  # node ids of the tests that failed, in any phase
+        self.not_passed: set[str] = set()  # failed in any phase, xfailed or skipped: node ids
         self.rerun: set[str] = set()  # tests whose attempt pytest-rerunfailures runs again
         # each test's records from its call report, counted at its teardown report
         self.pending: dict[str, list[tuple[str, dict[str, Any], str]]] = {}
@@ -151,8 +151,8 @@ class Reporter(BaselineReporting):
         if report.outcome == "rerun" or (report.when == "teardown" and report.nodeid in self.rerun):
             self._run_again(report)
             return
-        if report.failed:
-            self.failed_tests.add(report.nodeid)
+        if not report.passed:  # an xfail or a skip did not pass either
+            self.not_passed.add(report.nodeid)
         has_verdict = judged(report.user_properties)
         if report.failed and getattr(report, DAS_TEST, False) and not has_verdict:
             crash = getattr(report.longrepr, "reprcrash", None)  # the exception, one line
@@ -209,7 +209,7 @@ class Reporter(BaselineReporting):
 
         terminalreporter.section("das: causal hypotheses")
         lines = summary_lines(self.records) + search_lines(self.searches)
-        lines += fuzz_lines(self.fuzz, self.failed_tests) + limit_lines(self.limits)
+        lines += fuzz_lines(self.fuzz, self.not_passed) + limit_lines(self.limits)
         for line in lines + self.notes:
             terminalreporter.write_line(line)
 
@@ -320,7 +320,7 @@ class Reporter(BaselineReporting):
         fuzz, limits, searches = (
             sorted(kind, key=by_test_id) for kind in (self.fuzz, self.limits, self.searches)
         )
-        robustness = robustness_summary(fuzz, self.failed_tests)
+        robustness = robustness_summary(fuzz, self.not_passed)
         if json_path:
             report = build_report(self._model(), records, self._environment())
             report["run"] = run

@@ -138,7 +138,7 @@ _POOLED = ("noop", "majority", "random_rotation", "task_accuracy")
 
 
 def robustness_summary(
-    fuzz: list[dict[str, Any]], failed_tests: Collection[str] = ()
+    fuzz: list[dict[str, Any]], not_passed: Collection[str] = ()
 ) -> dict[str, Any]:
     """Per claim and variant family: distinct variants tried, rejected, inconclusive, broken,
     and the IIA pooled over the pairs of the variants not rejected, with n and its 95% interval
@@ -155,8 +155,9 @@ def robustness_summary(
     A claim fuzzed both as expected to hold and as expected not to (one name for an aligned site
     and its control) is two rows: the second as ``<claim> (expect not_aligned)``. ``sites``
     gives each row's sites. ``unshown`` lists the fuzz tests none of whose variants held (all
-    inconclusive or rejected) and did not fail (``failed_tests``, by node id: a test that
-    failed showed its failure): they passed without showing the claim under any variant."""
+    inconclusive or rejected) and passed (not in ``not_passed``, node ids of the tests that
+    failed, xfailed or were skipped): they passed without showing the claim under any
+    variant."""
     table: dict[str, dict[str, dict[str, Any]]] = {}
     sites: dict[str, set[str]] = {}
     seen: set[tuple[Any, ...]] = set()
@@ -217,7 +218,7 @@ def robustness_summary(
         "per_family": table,
         "sites": {row: sorted(row_sites) for row, row_sites in sorted(sites.items())},
         "examples": fuzz,
-        "unshown": unshown_fuzz_tests(fuzz, failed_tests),
+        "unshown": unshown_fuzz_tests(fuzz, not_passed),
         "unconfirmed": unconfirmed_breaks(fuzz),
     }
 
@@ -257,15 +258,15 @@ def unconfirmed_breaks(fuzz: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def unshown_fuzz_tests(
-    fuzz: list[dict[str, Any]], failed_tests: Collection[str] = ()
+    fuzz: list[dict[str, Any]], not_passed: Collection[str] = ()
 ) -> list[dict[str, Any]]:
     """The fuzz tests that judged no variant as holding, none broken, not every one rejected
-    (that fails the test), and did not fail otherwise (``failed_tests``): each with its counts
+    (that fails the test), and that passed (not in ``not_passed``): each with its counts
     of inconclusive and rejected variants, a variant drawn again counted once, as the
     robustness table counts them."""
     by_test: dict[str, list[dict[str, Any]]] = {}
     for record in distinct_draws(fuzz):
-        if record.get("test_id") and record["test_id"] not in failed_tests:
+        if record.get("test_id") and record["test_id"] not in not_passed:
             by_test.setdefault(record["test_id"], []).append(record)
     unshown = []
     for test_id, records in sorted(by_test.items(), key=lambda item: natural_key(item[0])):

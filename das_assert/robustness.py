@@ -99,7 +99,8 @@ def judge_variant(
             f"  a failing pair: base {pair.inputs.get('base')}, source {pair.inputs.get('source')}",
             f"  base prompt:\n{indent(pair.base.text.strip())}",
             f"  source prompt:\n{indent(pair.source.text.strip())}",
-            f"  replay: {pinned} on {test} ({replay_advice()})",
+            f"  replay: {pinned} on {test}"
+            + (f" ({replay_advice()})" if pinned.startswith("@example") else ""),
             reproduce_line(result, test, request.session),
         ]
         raise IIAClaimFailed("\n".join(lines))

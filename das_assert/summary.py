@@ -327,14 +327,15 @@ def search_against_baseline(search: dict[str, Any]) -> str | None:
     )
 
 
-def fuzz_lines(fuzz: list[dict[str, Any]], failed_tests: Collection[str] = ()) -> list[str]:
+def fuzz_lines(fuzz: list[dict[str, Any]], not_passed: Collection[str] = ()) -> list[str]:
     """Robustness per claim and variant family (pooled over the fuzz examples); the tests of
-    ``failed_tests`` are not named as passing without showing their claim."""
+    ``not_passed`` (failed, xfailed, skipped) are not named as passing without showing
+    their claim."""
     if not fuzz:
         return []
     from das_assert.report import robustness_summary
 
-    summary = robustness_summary(fuzz, failed_tests)
+    summary = robustness_summary(fuzz, not_passed)
     per_family = summary["per_family"]
     width = max([len("claim"), *(len(claim) for claim in per_family)])
     lines = [

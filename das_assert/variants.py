@@ -150,7 +150,8 @@ def replay_advice() -> str:
 def replay_example(variant: Any, test_function: Any) -> str:
     """How to pin ``variant`` on the test that drew it: ``@example(<name>=...)`` under the name
     of the test's one ``@given`` argument; where it has others, or draws through ``st.data()``
-    (which ``@example`` cannot pin), what to do instead. ``variant=`` outside ``@given``."""
+    (which ``@example`` cannot pin), what to do instead. ``variant=`` outside ``@given``, and
+    for a ``@given`` written inside the test's body, which this cannot see."""
     handle = getattr(test_function, "hypothesis", None)
     inner = getattr(handle, "inner_test", None)
     if inner is None:
@@ -162,7 +163,7 @@ def replay_example(variant: Any, test_function: Any) -> str:
     given = [name for name in names if name not in outer]  # those past self, for a method
     strategies = getattr(handle, "_given_kwargs", None) or {}  # hypothesis's own, where it has it
     drawn = [name for name in given if repr(strategies.get(name, "")).startswith("data(")]
-    if drawn:
+    if given and drawn == given:  # st.data() is all it draws from: the variant is a draw
         return (
             f"{variant!r}, drawn through st.data() ({drawn[0]}=), which @example cannot pin: "
             "pass it to assert_robust as written to rerun it"

@@ -382,17 +382,27 @@ def test_a_fuzz_test_stopped_for_rejecting_most_variants_says_why(
     result.stdout.fnmatch_lines(
         [
             "* of * prompt variants drawn were rejected, and hypothesis's health check stopped "
-            "*add @settings(suppress_health_check=[[]HealthCheck.filter_too_much]) to the test.",
-            "* x task accuracy at most 0.600",  # [[] above is fnmatch's [
+            "the test for filtering out too many: the model fails the task under most of them*",
+            "* x task accuracy at most 0.600",
+            "Draw variants the model can do*",
         ]
     )
     assert "FailedHealthCheck" not in result.stdout.str()
-    # and what it advises judges the variants the model can do
-    advised = MOSTLY_REJECTED_FUZZ.replace(
-        "from hypothesis import given", "from hypothesis import HealthCheck, given, settings"
-    ).replace("@given(", "@settings(suppress_health_check=[HealthCheck.filter_too_much])\n@given(")
-    project.makepyfile(test_fuzz=advised)
-    _run(project, "test_fuzz.py").assert_outcomes(passed=1)
+    # where fewer than half were rejected, the test's own filters may be what tripped it:
+    # hypothesis's message, which names them, stays
+    project.makepyfile(
+        test_fuzz=MOSTLY_REJECTED_FUZZ.replace(
+            "from hypothesis import given", "from hypothesis import assume, given"
+        ).replace(
+            "if repr(variant) != \"PromptVariant(amount_edge='on_bound')\":",
+            "if len(repr(variant)) % 3 == 0:  # about a third",
+        )
+        + "    assume(False)\n"
+    )
+    own = _run(project, "test_fuzz.py")
+    own.assert_outcomes(failed=1)
+    assert "prompt variants drawn were rejected" not in own.stdout.str()
+    own.stdout.fnmatch_lines(["*FailedHealthCheck*"])
 
 
 DOES_NOTHING = """
@@ -520,16 +530,18 @@ def test_a_fuzz_test_that_failed_after_its_variants_is_not_said_to_have_passed(
 ) -> None:
     # "no variant held ...: it passed without showing its claim" was printed for a test whose
     # variants were all inconclusive but that then failed
-    later = "\n\ndef test_then_fails(das, does_nothing, monkeypatch):\n    " + (
-        "test_a_break_that_fresh_pairs_do_not_confirm(das, does_nothing, monkeypatch)\n"
+    body = (
+        "(das, does_nothing, monkeypatch):\n"
+        "    test_a_break_that_fresh_pairs_do_not_confirm(das, does_nothing, monkeypatch)\n"
         '    raise AssertionError("after the variant")\n'
     )
+    later = f"\n\ndef test_then_fails{body}\n\n@pytest.mark.xfail\ndef test_then_xfails{body}"
     project.makepyfile(test_fuzz=UNCONFIRMED_FUZZ + later)
     result = _run_with_a_trivial_robustness_threshold(project, "--das-json=out/r.json")
-    result.assert_outcomes(passed=1, failed=1)
+    result.assert_outcomes(passed=1, failed=1, xfailed=1)
     passing = "test_fuzz.py::test_a_break_that_fresh_pairs_do_not_confirm"
     result.stdout.fnmatch_lines([f"no variant held in {passing}: 1 inconclusive, 0 rejected;*"])
-    result.stdout.no_fnmatch_line("no variant held in test_fuzz.py::test_then_fails*")
+    result.stdout.no_fnmatch_line("no variant held in test_fuzz.py::test_then_*")
     report = json.loads((project.path / "out" / "r.json").read_text())["robustness"]
     assert [test["test_id"] for test in report["unshown"]] == [passing]
 

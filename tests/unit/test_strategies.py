@@ -268,6 +268,9 @@ def test_the_replay_line_pins_the_variant_under_the_tests_own_argument_name() ->
     @given(data=st.data())
     def through_data(das: Any, data: Any) -> None: ...
 
+    @given(variant=st.just(variant), data=st.data())
+    def beside_data(das: Any, variant: PromptVariant, data: Any) -> None: ...
+
     class Tests:
         @given(variant=prompt_variants())
         def method(self, das: Any, variant: PromptVariant) -> None: ...
@@ -279,6 +282,7 @@ def test_the_replay_line_pins_the_variant_under_the_tests_own_argument_name() ->
         "@example(...) naming every @given argument (variant, n) as hypothesis's falsifying"
     )
     assert "which @example cannot pin" in replay_example(variant, through_data)
+    assert "(variant, data)" in replay_example(variant, beside_data)  # not drawn through it
     pinned = "@example(variant=PromptVariant(bracket=(5, 306)))"
     assert replay_example(variant, Tests().method) == pinned
     assert replay_example(variant, direct) == pinned
