@@ -36,6 +36,7 @@ __all__ = [
     "EMBEDDED_MODEL_DIR",
     "LoadedModel",
     "answer_token_id",
+    "available_cpus",
     "load_model",
     "resolve_model_path",
     "worker_threads",
@@ -396,6 +397,13 @@ def worker_device(device: str, *, worker: str | None, gpus: int) -> str:
     if not number.isdigit():
         raise InvalidArgument(f"cannot read a worker number from PYTEST_XDIST_WORKER={worker!r}")
     return f"cuda:{int(number) % gpus}"
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the platform has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def worker_threads(environ: Mapping[str, str], cpus: int) -> int | None:

@@ -254,7 +254,13 @@ def das_session(request: pytest.FixtureRequest) -> Any:
     from das_assert.cache import AlignmentCache
     from das_assert.digests import DigestMemo
     from das_assert.errors import DasError, SetupError
-    from das_assert.models import LoadedModel, load_model, worker_device, worker_threads
+    from das_assert.models import (
+        LoadedModel,
+        available_cpus,
+        load_model,
+        worker_device,
+        worker_threads,
+    )
     from das_assert.session import DasSession
     from das_assert.settings import ConfigWarning, misspelt_claims
     from das_assert.sharing import sharing
@@ -280,7 +286,7 @@ def das_session(request: pytest.FixtureRequest) -> Any:
         environ = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
         if worker:
             environ["PYTEST_XDIST_WORKER_COUNT"] = str(worker["workercount"])
-        threads = worker_threads(environ, _available_cpus())
+        threads = worker_threads(environ, available_cpus())
         if threads is not None:
             import torch
 
@@ -419,13 +425,6 @@ def _freeze_the_heap() -> None:
 
     gc.collect()
     gc.freeze()
-
-
-def _available_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask where the platform has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _cuda_count() -> int:

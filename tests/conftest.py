@@ -27,10 +27,9 @@ def _share_the_cpus_between_xdist_workers() -> None:
     other workers did the same: on 2 cores, ``-n 2`` took longer than one process did. With it,
     ``pytest tests/ -n 2`` takes about half the time. A count the user set is kept.
     """
-    from das_assert.models import worker_threads
+    from das_assert.models import available_cpus, worker_threads
 
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    threads = worker_threads(os.environ, cpus or 1)
+    threads = worker_threads(os.environ, available_cpus())
     if threads is None:
         return
     os.environ["OMP_NUM_THREADS"] = str(threads)
