@@ -6,6 +6,8 @@ text names it (``tokenized``)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -195,12 +197,20 @@ def _fast_tokenizer(directory: Path, **keywords: Any) -> Any:
     """The tokenizer of a transformers 5 save, loaded under 4.x by the name 4.x has for it (its
     note that the file names another class is this very case, and is kept quiet)."""
     from transformers import PreTrainedTokenizerFast
+
+    with transformers_errors_only():
+        return PreTrainedTokenizerFast.from_pretrained(directory, local_files_only=True, **keywords)
+
+
+@contextmanager
+def transformers_errors_only() -> Iterator[None]:
+    """transformers logs only its errors inside, and at the caller's verbosity after."""
     from transformers.utils import logging
 
     before = logging.get_verbosity()
     logging.set_verbosity_error()
     try:
-        return PreTrainedTokenizerFast.from_pretrained(directory, local_files_only=True, **keywords)
+        yield
     finally:
         logging.set_verbosity(before)
 

@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 from das_assert.canonical import canonical_config, canonical_tokenizer_config
 from das_assert.digests import DigestMemo, file_sha256
 from das_assert.errors import InvalidArgument, ModelLoadError, did_you_mean
-from das_assert.model_files import load_config, load_tokenizer, refuse_lfs_pointers, tokenized
+from das_assert.model_files import (
+    load_config,
+    load_tokenizer,
+    refuse_lfs_pointers,
+    tokenized,
+    transformers_errors_only,
+)
 from das_assert.weight_checks import (
     loaded_weight_files,
     loading_out_of_memory,
@@ -336,48 +342,47 @@ def _load_weights(
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
-    quiet = hf_logging.get_verbosity()  # its table of missing weights: our error says it once
-    hf_logging.set_verbosity_error()
     bars = _progress_bars()  # its shards' bar: off while it loads, then the caller's as they were
     hf_logging.disable_progress_bar()
-    try:
-        loaded: Any = AutoModelForCausalLM.from_pretrained(
-            directory,
-            config=config,
-            dtype=getattr(torch, dtype),
-            device_map=device_map,
-            local_files_only=True,
-            trust_remote_code=trust_remote_code,
-            use_safetensors=True,
-            output_loading_info=True,
-        )
-    except (ValueError, OSError, RuntimeError, SafetensorError) as exc:
-        if device_map is not None and "accelerate" in str(exc).lower():
+    # errors only: its table of missing weights, which our error says once
+    with transformers_errors_only():
+        try:
+            loaded: Any = AutoModelForCausalLM.from_pretrained(
+                directory,
+                config=config,
+                dtype=getattr(torch, dtype),
+                device_map=device_map,
+                local_files_only=True,
+                trust_remote_code=trust_remote_code,
+                use_safetensors=True,
+                output_loading_info=True,
+            )
+        except (ValueError, OSError, RuntimeError, SafetensorError) as exc:
+            if device_map is not None and "accelerate" in str(exc).lower():
+                raise ModelLoadError(
+                    f"device_map={device_map!r} needs the accelerate package: pip install "
+                    "accelerate, or load the model on one device without a device map"
+                ) from None
+            if mismatch := mismatched_shapes_error(directory, config):
+                raise mismatch from None
+            if out_of_memory := loading_out_of_memory(exc, directory, config, dtype):
+                raise out_of_memory from None
+            if trust_remote_code and ".py" in str(exc):  # auto_map names a file that is not there
+                raise ModelLoadError(
+                    f"cannot load the model's own code in {str(directory)!r}: {exc}; its config's "
+                    "auto_map names a Python file that must lie in the directory"
+                ) from None
             raise ModelLoadError(
-                f"device_map={device_map!r} needs the accelerate package: pip install "
-                "accelerate, or load the model on one device without a device map"
+                f"cannot load the weights in {str(directory)!r}: {exc}; the weight files are "
+                "missing or damaged: re-save the model with save_pretrained(dir)"
             ) from None
-        if mismatch := mismatched_shapes_error(directory, config):
-            raise mismatch from None
-        if out_of_memory := loading_out_of_memory(exc, directory, config, dtype):
-            raise out_of_memory from None
-        if trust_remote_code and ".py" in str(exc):  # auto_map names a file that is not there
+        except (TypeError, ArithmeticError) as exc:  # 4.x builds from values 5.x's config refuses
             raise ModelLoadError(
-                f"cannot load the model's own code in {str(directory)!r}: {exc}; its config's "
-                "auto_map names a Python file that must lie in the directory"
+                f"the config.json in {str(directory)!r} holds a value transformers rejects: "
+                f"{str(exc).rstrip('.')}; restore the model's own config.json"
             ) from None
-        raise ModelLoadError(
-            f"cannot load the weights in {str(directory)!r}: {exc}; the weight files are "
-            "missing or damaged: re-save the model with save_pretrained(dir)"
-        ) from None
-    except (TypeError, ArithmeticError) as exc:  # 4.x builds from values 5.x's config refuses
-        raise ModelLoadError(
-            f"the config.json in {str(directory)!r} holds a value transformers rejects: "
-            f"{str(exc).rstrip('.')}; restore the model's own config.json"
-        ) from None
-    finally:
-        hf_logging.set_verbosity(quiet)
-        _restore_progress_bars(bars)
+        finally:
+            _restore_progress_bars(bars)
     model, loading = loaded  # output_loading_info: the model and what loading found missing
     refuse_partial_weights(directory, config, model, loading)
     return model
