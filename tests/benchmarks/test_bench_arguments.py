@@ -53,7 +53,7 @@ def test_every_stage_the_gpu_session_runs_by_default_exists() -> None:
     import gpu_7b
 
     script = (Path(__file__).parent / "gpu_session.sh").read_text()
-    (extras,) = re.findall(r"extras=\$\{EXTRAS:-([a-z_,]+)\}", script)
+    (extras,) = re.findall(r"extras=\$\{EXTRAS-([a-z_,]+)\}", script)
     assert set(extras.split(",")) <= set(gpu_7b.STAGES)
     assert "compare" not in extras.split(",")  # the first call runs it on its own
 
