@@ -50,8 +50,8 @@ def _fit_seconds(
     for _ in range(repeats):
         started = time.perf_counter()
         fit_alignment(model.model, site.resolve(model.model), train, config)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        if model.input_device.type == "cuda":
+            torch.cuda.synchronize(model.input_device)  # the model's GPU, not the current one
         times.append(time.perf_counter() - started)
     return min(times)
 

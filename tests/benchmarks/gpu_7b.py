@@ -447,7 +447,7 @@ def profile_fit(
         with torch.profiler.profile(activities=activities) as profiler:
             fit_alignment(model.model, resolved, train, config)
             if cuda:
-                torch.cuda.synchronize()
+                torch.cuda.synchronize(model.input_device)  # the model's GPU, not the current
     averages = profiler.key_averages()
     kind = "device" if cuda else "cpu"
     dispatched = _dispatched_ops(profiler)
@@ -687,7 +687,7 @@ def forward_cost(model: object, batch: int, *, repeats: int = 5) -> dict[str, fl
 def _median_ms(function: object, device: str, repeats: int) -> float:
     def synchronize() -> None:
         if device.startswith("cuda"):
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(device)  # the model's GPU, not the current one
 
     for _ in range(2):
         function()
@@ -753,7 +753,7 @@ def main(argv: list[str] | None = None) -> int:
         "shape": args.shape,
         "dtype": args.dtype,
         "build_seconds": round(time.perf_counter() - started, 1),
-        "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+        "gpu": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else None,
         "torch": torch.__version__,
         "transformers_version": installed_version("transformers"),
         "pyvene_version": installed_version("pyvene"),
