@@ -18,12 +18,13 @@ def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     stopping the host from queueing the step ahead of the device. A pageable ``tensor`` is copied
     to pinned memory first, so the caller may change or drop it at once (torch's pinned-memory
     allocator keeps that copy until the device has read it); a ``tensor`` already pinned is read
-    in place, so it must stay unchanged until then. Any other pair of devices is a plain
-    ``Tensor.to``.
+    in place, so it must stay unchanged until then. A strided view (a slice of a row's ids) is
+    made contiguous first: pinned with its strides, it went to the device through a pageable
+    contiguous temporary, which waited. Any other pair of devices is a plain ``Tensor.to``.
     """
     target = torch.device(device)
     if target.type == "cuda" and tensor.device.type == "cpu":
-        return tensor.pin_memory().to(target, non_blocking=True)
+        return tensor.contiguous().pin_memory().to(target, non_blocking=True)
     return tensor.to(target)
 
 

@@ -17,12 +17,14 @@ def test_a_cpu_tensor_for_the_cpu_is_returned_as_it_is() -> None:
     assert to_device(tensor, torch.device("cpu")) is tensor
 
 
-def test_a_cpu_tensor_for_a_gpu_is_pinned_then_copied_without_waiting() -> None:
+def test_a_cpu_tensor_for_a_gpu_is_made_contiguous_pinned_then_copied_without_waiting() -> None:
     tensor = mock.MagicMock(spec=torch.Tensor)
     tensor.device = torch.device("cpu")
-    pinned = tensor.pin_memory.return_value
+    dense = tensor.contiguous.return_value  # a slice's view would be copied through pageable
+    pinned = dense.pin_memory.return_value
     result = to_device(tensor, "cuda:1")
-    tensor.pin_memory.assert_called_once_with()
+    tensor.contiguous.assert_called_once_with()
+    dense.pin_memory.assert_called_once_with()
     pinned.to.assert_called_once_with(torch.device("cuda:1"), non_blocking=True)
     assert result is pinned.to.return_value
     tensor.to.assert_not_called()
