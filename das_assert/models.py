@@ -456,7 +456,7 @@ def _check_device(device: str, what: str = "device", *, given: str | None = None
         raise InvalidArgument(f"{what}={device!r}: one of cpu, cuda, cuda:N")
     if device == "cpu":
         return
-    if device.startswith("cuda"):
+    if re.fullmatch(r"cuda(:\d+)?", device):  # not cuda:, cuda0 nor cudax
         if not torch.cuda.is_available():
             shown = f"{what}={device if given is None else given!r}"
             advice = (
@@ -467,13 +467,13 @@ def _check_device(device: str, what: str = "device", *, given: str | None = None
             )
             raise InvalidArgument(f"{shown} but no CUDA device is available here; {advice}")
         index = device.partition(":")[2]
-        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+        if index and int(index) >= torch.cuda.device_count():
             raise InvalidArgument(
                 f"{what}={device!r}: this machine has {torch.cuda.device_count()} CUDA devices "
                 f"(cuda:0..cuda:{torch.cuda.device_count() - 1})"
             )
         return
-    raise InvalidArgument(f"device={device!r} is not one of cpu, cuda, cuda:N")
+    raise InvalidArgument(f"{what}={device!r} is not one of cpu, cuda, cuda:N")
 
 
 def _progress_bars() -> tuple[bool, bool]:

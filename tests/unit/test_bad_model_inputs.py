@@ -354,6 +354,15 @@ CASES = [
         r"device='tpu' is not one of cpu, cuda, cuda:N",
         id="load_model(tiny_llama, device='tpu')",
     ),
+    *(
+        pytest.param(
+            lambda c, device=device: load_model(c.model_dir(), device=device),
+            InvalidArgument,
+            rf"device='{device}' is not one of cpu, cuda, cuda:N",
+            id=f"load_model(tiny_llama, device='{device}')",  # not 'no CUDA device here'
+        )
+        for device in ("cuda:", "cuda0", "cudax", "cuda:-1")
+    ),
     # -- sites
     pytest.param(
         lambda c: Site(99).resolve(c.llama.model),
