@@ -102,7 +102,11 @@ class Reporter(BaselineReporting):
 
         # torch only where das tests ran: a plain suite's --das-json must not import it
         ran = self.loaded is not None or self.worker_threads or self.records or self.fuzz
-        found = environment(import_torch=bool(ran or self.limits or self.searches))
+        model = self._model()
+        found = environment(
+            import_torch=bool(ran or self.limits or self.searches),
+            model_device=model.get("device") if model else None,
+        )
         if self.worker_threads:
             threads = sorted(self.worker_threads)
             found["torch_threads"] = threads[0] if len(threads) == 1 else threads

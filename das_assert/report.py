@@ -44,13 +44,16 @@ __all__ = [
 ]
 
 
-def environment(*, import_torch: bool = True) -> dict[str, Any]:
+def environment(*, import_torch: bool = True, model_device: str | None = None) -> dict[str, Any]:
     """Versions and the device, as recorded in every report and baseline: the CPU's model and
     the thread count change an alignment's float rounding, hence its IIA in the third decimal,
     and another ``fit_revision`` (das_assert's fit itself changed) what it learns.
 
-    ``import_torch=False`` (a pytest run in which no das test ran, torch not imported): the
-    installed versions only, device and threads None; importing torch for them cost seconds."""
+    ``device_name`` is that of the processor the model ran on (``model_device``, as its report's
+    ``model.device`` says: a model on the CPU of a machine with a GPU ran on the CPU); with no
+    model, the machine's first GPU where it has one. ``import_torch=False`` (a pytest run in
+    which no das test ran, torch not imported): the installed versions only, device and threads
+    None; importing torch for them cost seconds."""
     from das_assert.cache import FIT_REVISION
 
     if not import_torch and "torch" not in sys.modules:
@@ -65,8 +68,9 @@ def environment(*, import_torch: bool = True) -> dict[str, Any]:
     import torch
     import transformers
 
-    if torch.cuda.is_available():
-        device = torch.cuda.get_device_name(0)
+    gpu = _gpu_index(model_device) if torch.cuda.is_available() else None
+    if gpu is not None:
+        device = torch.cuda.get_device_name(gpu)
     else:
         device = _cpu_model() or platform.processor() or platform.machine()
     return {
@@ -87,6 +91,22 @@ def installed_version(package: str) -> str | None:
         return version(package)
     except PackageNotFoundError:
         return None
+
+
+def _gpu_index(model_device: str | None) -> int | None:
+    """The CUDA device a model's ``device`` (``cpu``, ``cuda:N``, ``device_map=...``) names,
+    None for the CPU; the first GPU for no model or a map over several."""
+    if model_device is None:
+        return 0
+    placement = model_device.removeprefix("device_map=")
+    if placement.isdigit():  # device_map=1: that GPU
+        return int(placement)
+    if placement.startswith("cuda"):
+        index = placement.partition(":")[2]
+        return int(index) if index.isdigit() else 0
+    if placement in ("cpu", "xpu") or placement.startswith("xpu:"):
+        return None
+    return 0 if model_device.startswith("device_map=") else None  # auto, balanced, ...
 
 
 def _cpu_model() -> str | None:
@@ -113,7 +133,11 @@ def build_report(
         "schema_version": SCHEMA_VERSION,
         "das_assert_version": __version__,
         "model": model,
-        "environment": environment() if environment_block is None else environment_block,
+        "environment": (
+            environment(model_device=(model or {}).get("device"))
+            if environment_block is None
+            else environment_block
+        ),
         "results": results,
     }
 

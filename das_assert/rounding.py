@@ -4,6 +4,7 @@ beside a comparison with it (``compare``, ``--das-compare``)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 __all__ = ["ROUNDING_EFFECT", "rounding_differences"]
@@ -57,6 +58,10 @@ def rounding_differences(
                 "from before 2026-12-06, which did not record it)"
             )
             continue
-        if None not in values and str(values[0]) != str(values[1]):
+        # cuda:0 and cuda:1 are one kind of GPU by their device (device_name says which)
+        compared = [
+            re.sub(r"cuda:\d+", "cuda", str(v)) if key == "device" else str(v) for v in values
+        ]
+        if None not in values and compared[0] != compared[1]:
             differs.append(f"{key} {values[0]!r} ({here} {values[1]!r})")
     return ", ".join(differs) or None
