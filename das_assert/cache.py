@@ -52,7 +52,8 @@ KEY_SCHEME = 2
 def cache_key(model: Any, experiment: Any, config: Any) -> str:
     """A stable hex key for one (model, experiment, fit config). The model counts by its
     fingerprint and by the numbers it computes with: its dtype and the kind of device (a fit in
-    bfloat16 or on a GPU is another fit; ``cuda:0`` and ``cuda:1`` share entries), and on the
+    bfloat16 or on a GPU is another fit; ``cuda:0`` and ``cuda:1`` share entries where they are
+    one kind of GPU, as the GPUs' names say, and a device map counts them all), and on the
     CPU torch's thread count, which changes the rounding of a fit (an xdist worker's one-thread
     fit was served to a serial run, whose own fit scores up to 0.005 apart), and the instruction
     set torch's kernels use there, as torch's version does (a cache machines share served one
@@ -62,6 +63,7 @@ def cache_key(model: Any, experiment: Any, config: Any) -> str:
     from das_assert import __version__
     from das_assert.tasks.price_tagging import INTERVENED_VARIABLES
     from das_assert.tasks.registry import BUILTIN_CAUSAL_MODELS
+    from das_assert.transfer import gpu_names
 
     fit = config.with_seed(experiment.seed).as_dict()  # no seed named: the experiment's
     if fit.get("method", "").startswith("das:"):  # trained with its hard mask since 2026-12-03
@@ -83,6 +85,8 @@ def cache_key(model: Any, experiment: Any, config: Any) -> str:
         "fit": fit,
     }
     recipe["torch"] = torch.__version__  # its kernels round as that version wrote them
+    if gpus := gpu_names(model.device):  # an H100 rounds otherwise than an A100
+        recipe["gpus"] = gpus
     if not recipe["device"].startswith(("cuda", "xpu")):  # the CPU, or a device map over it
         recipe["threads"] = torch.get_num_threads()
         recipe["cpu_capability"] = torch.backends.cpu.get_cpu_capability()  # AVX2, AVX512, ...

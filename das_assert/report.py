@@ -68,7 +68,9 @@ def environment(*, import_torch: bool = True, model_device: str | None = None) -
     import torch
     import transformers
 
-    gpu = _gpu_index(model_device) if torch.cuda.is_available() else None
+    from das_assert.transfer import gpu_index
+
+    gpu = gpu_index(model_device) if torch.cuda.is_available() else None
     if gpu is not None:
         device = torch.cuda.get_device_name(gpu)
     else:
@@ -91,22 +93,6 @@ def installed_version(package: str) -> str | None:
         return version(package)
     except PackageNotFoundError:
         return None
-
-
-def _gpu_index(model_device: str | None) -> int | None:
-    """The CUDA device a model's ``device`` (``cpu``, ``cuda:N``, ``device_map=...``) names,
-    None for the CPU; the first GPU for no model or a map over several."""
-    if model_device is None:
-        return 0
-    placement = model_device.removeprefix("device_map=")
-    if placement.isdigit():  # device_map=1: that GPU
-        return int(placement)
-    if placement.startswith("cuda"):
-        index = placement.partition(":")[2]
-        return int(index) if index.isdigit() else 0
-    if placement in ("cpu", "xpu") or placement.startswith("xpu:"):
-        return None
-    return 0 if model_device.startswith("device_map=") else None  # auto, balanced, ...
 
 
 def _cpu_model() -> str | None:

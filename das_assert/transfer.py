@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["cuda_devices", "seed_generators", "to_device"]
+__all__ = ["cuda_devices", "gpu_index", "gpu_names", "seed_generators", "to_device"]
 
 
 def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
@@ -42,3 +42,32 @@ def seed_generators(seed: int, devices: list[int]) -> None:
         torch.cuda.init()  # the generators exist once CUDA is (a model there has it already)
     for index in devices:
         torch.cuda.default_generators[index].manual_seed(seed)
+
+
+def gpu_index(model_device: str | None) -> int | None:
+    """The CUDA device a model's ``device`` (``cpu``, ``cuda:N``, ``device_map=...``) names,
+    None for the CPU; the first GPU for no model or a map over several."""
+    if model_device is None:
+        return 0
+    placement = model_device.removeprefix("device_map=")
+    if placement.isdigit():  # device_map=1: that GPU
+        return int(placement)
+    if placement.startswith("cuda"):
+        index = placement.partition(":")[2]
+        return int(index) if index.isdigit() else 0
+    if placement in ("cpu", "xpu") or placement.startswith("xpu:"):
+        return None
+    return 0 if model_device.startswith("device_map=") else None  # auto, balanced, ...
+
+
+def gpu_names(model_device: str) -> list[str]:
+    """The names of the GPUs a model's ``device`` computes on (``cpu``, ``cuda:N``,
+    ``device_map=...``); for a map over several (auto, balanced), every visible GPU's, as their
+    number and kinds decide where it puts each layer. Empty without CUDA."""
+    index = gpu_index(model_device)
+    if index is None or not torch.cuda.is_available():
+        return []
+    placement = model_device.removeprefix("device_map=")
+    if placement != model_device and not placement.isdigit() and not placement.startswith("cuda"):
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return [torch.cuda.get_device_name(index)]

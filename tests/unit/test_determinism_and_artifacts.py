@@ -266,6 +266,27 @@ def test_the_cache_key_tells_dtypes_and_kinds_of_device_apart() -> None:
     assert key("float32", "cuda:0") == key("float32", "cuda:1")  # xdist workers share entries
 
 
+def test_the_cache_key_tells_kinds_of_gpu_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A cache that machines share served an A100's fit to an H100, which rounds otherwise; and
+    # a device map's placement of the layers follows the GPUs it sees.
+    import torch
+
+    names = {0: "GPU A", 1: "GPU A", 2: "GPU B"}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(names))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: names[index])
+
+    def key(device: str) -> str:
+        model = SimpleNamespace(fingerprint={"weights": "w"}, dtype="float32", device=device)
+        return cache_key(model, Experiment(hypothesis="left_boundary", site=Site(0)), FitConfig())
+
+    assert key("cuda:0") == key("cuda:1")  # one kind: xdist workers share entries
+    assert key("cuda:0") != key("cuda:2")
+    seen = key("device_map=auto")
+    names[3] = "GPU B"  # one more GPU to spread the layers over
+    assert key("device_map=auto") != seen
+
+
 def test_the_cache_key_tells_cpu_thread_counts_apart() -> None:
     # An xdist worker's one-thread fit was served to a serial two-thread run, whose own fit
     # rounds otherwise (Right Boundary 0.816 against 0.811): the cache changed the numbers.
