@@ -407,8 +407,8 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="EXPR",
-        help="iia:0.05 (absolute drop) or iia:5%% (relative drop); also transfer, "
-        "task_accuracy, normalized_iia, lead (IIA minus the no-op's); repeatable",
+        help="iia:0.05 (absolute drop; a negative claim's rise) or iia:5%% (relative); also "
+        "transfer, task_accuracy, normalized_iia, lead (IIA minus the no-op's); repeatable",
     )
     compare.add_argument(
         "--markdown",

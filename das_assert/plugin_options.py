@@ -276,9 +276,9 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="EXPR",
         action="append",
         default=[],
-        help="fail a claim whose IIA drops: iia:0.05 (absolute) or iia:5%% "
-        "(relative); also transfer, task_accuracy, normalized_iia, lead (IIA minus the "
-        "no-op's); repeatable. Needs --das-compare",
+        help="fail a claim whose IIA drops (a negative claim's rises): iia:0.05 (absolute) or "
+        "iia:5%% (relative); also transfer, task_accuracy, normalized_iia, lead (IIA minus "
+        "the no-op's); repeatable. Needs --das-compare",
     )
     group.addoption(
         "--das-warn-unused",

@@ -11,7 +11,7 @@ each box is non-empty (they are disjoint by construction), and each variable alo
 on with the other's box untouched, is aligned by the same rule against
 ``left_and_right_boundary.each``, on fresh
 pairs: about 1,600 per variable, for a lead over the no-op of about 0.1 needs that many to clear
-the 0.05 margin (on 400, the left boolean was inconclusive under seeds 0 and 1).
+the 0.05 margin (on 400, the left boolean was inconclusive under seeds 0, 1 and 2).
 
 Robustness. The frozen alignment is fuzzed over wording, context, answer words, number style,
 amounts on a bound and fixed brackets of the trained widths (2.50-7.50) whose low bound is at most
