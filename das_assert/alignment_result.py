@@ -280,7 +280,7 @@ class AlignmentResult:
             "method": self.config.method,
             "data": exp.data_record(),
             "seed": exp.seed,
-            "n_train": exp.n_train,
+            "n_train": self.fitted.n_train,  # a saved alignment's own, not the experiment's
             "n_test": self.n,
             "test_pairs": self.test_pairs,
             "iia": round(self.iia, 6),

@@ -16,7 +16,6 @@ __all__ = ["cmd_evaluate"]
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from das_assert.alignment_file import transfer_note, transfer_of
     from das_assert.experiment import run_experiment
-    from das_assert.held_out import apart_from
     from das_assert.saved import load_saved
     from das_assert.tasks.price_tagging import INTERVENED_VARIABLES
     from das_assert.tasks.registry import defined_otherwise
@@ -65,13 +64,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             )
     experiment = experiment_of(args, site, hypothesis, fitted.n_train, model)
     _note_other_prompts(args.alignment, recorded, experiment.data_record())
-    # Another seed's test pairs stay apart from the pairs this alignment was fitted on (its
-    # seed's training stream), not only from the training stream of the seed given.
-    fitted_on: list[Any] = []
-    if trained_seed != experiment.seed:
-        fitted_on = experiment.keeping_definition(seed=trained_seed).train_pairs()
-    with apart_from(fitted_on):
-        result = run_experiment(model, experiment, fitted.config, fitted=fitted)
+    # At another seed, its test pairs stay apart from the pairs it was fitted on (its seed's
+    # training stream), not only from the seed given's: run_experiment keeps them so
+    result = run_experiment(model, experiment, fitted.config, fitted=fitted)
     if "restarts" in manifest:  # the best of several fits when saved: the report says so
         saved_as = {**manifest["restarts"], "from_file": str(args.alignment)}
         result = replace(result, restarts=saved_as)

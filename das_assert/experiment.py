@@ -27,7 +27,7 @@ from das_assert.errors import (
 )
 from das_assert.evaluate import base_answers, evaluate
 from das_assert.fit import FitConfig, FittedAlignment, fit_alignment
-from das_assert.held_out import also_apart, held_out_pairs
+from das_assert.held_out import also_apart, apart_from, held_out_pairs
 from das_assert.metrics import beside, check_threshold
 from das_assert.model_state import check_cacheable, gradients_on, measured_as_frozen
 from das_assert.models import LoadedModel
@@ -324,8 +324,20 @@ def run_experiment(
         gradients_on()
     if cache is not None:
         check_cacheable(model.model, model.at_load)
-    with measured_as_frozen(model.model):  # its own passes too: the engine check, base answers
+    # A given alignment's test pairs repeat none of its own training pairs, where it was fitted
+    # at another seed or on another number of pairs than the experiment's
+    trained_on = [] if fitted is None else _pairs_fitted_on(experiment, fitted)
+    with measured_as_frozen(model.model), apart_from(trained_on):
         return _fit_and_evaluate(model, experiment, config, cache, fitted)
+
+
+def _pairs_fitted_on(experiment: Experiment, fitted: FittedAlignment) -> list[PromptPair]:
+    """The training pairs of ``fitted`` under ``experiment``'s definition, where they are not
+    the experiment's own (which its held-out draws already keep apart from)."""
+    seed = experiment.seed if fitted.trained_seed is None else fitted.trained_seed
+    if (seed, fitted.n_train) == (experiment.seed, experiment.n_train):
+        return []
+    return experiment.keeping_definition(seed=seed, n_train=fitted.n_train).train_pairs()
 
 
 def _fit_and_evaluate(
@@ -377,6 +389,8 @@ def _fit_and_evaluate(
         note = experiment.disagreement_note()
         raise PreconditionFailed(f"{model.name}: {exc}{note}; {PRECONDITION_ADVICE}") from None
     _release_device_cache(model)  # the fit's prefix store and activations are gone by now
+    if fitted.trained_seed is None:  # fitted (or cached) here: on this experiment's pairs
+        fitted = replace(fitted, trained_seed=experiment.seed)
     return AlignmentResult(
         model, experiment, config, fitted, evaluation, engine_check=checked.as_dict()
     )

@@ -5,12 +5,11 @@ rotation (1e-3) and another for the boxes (1e-2), linear warm-up then linear dec
 optimizer steps, temperature annealed linearly from 50 to 0.1 per optimizer step, cross-entropy on
 the answer token over the full vocabulary, and ``backward()`` on every batch.
 
-The boundary penalty is ``boundary_penalty * (coordinates in the boxes) / 4096``. At d = 4096
-(Llama-7B) that is pyvene's ``1.0 * b`` (b = width / d; the original code's b = width / (d/2) made
-the same weight twice as strong); at d = 128 it is the weight of about 0.03 that calibration found
-necessary, because the cross-entropy gradient on a box edge shrinks with d while the paper's
-penalty gradient does not. Boxes are projected back into [0, 1] after each step
-instead of being clamped inside the forward pass, so a box that touches zero can grow again.
+The boundary penalty is ``boundary_penalty * (coordinates in the boxes) / 4096``: at d = 4096
+(Llama-7B) pyvene's ``1.0 * b`` (b = width / d; the original code's b = width / (d/2) doubled it);
+at d = 128 the weight of about 0.03 that calibration found necessary, as the cross-entropy gradient
+on a box edge shrinks with d and the paper's penalty gradient does not. Boxes are projected into
+[0, 1] after each step, not clamped in the forward pass, so a box that touches zero can grow again.
 """
 
 from __future__ import annotations
@@ -115,6 +114,7 @@ class FittedAlignment:
     history: list[dict[str, Any]] = field(default_factory=list)
     from_cache: bool = False
     tensor_sha256: str | None = None  # read from a cache entry: its tensors' digest
+    trained_seed: int | None = None  # the seed of its training pairs, where known
 
     @property
     def boundary_dims(self) -> list[int]:

@@ -46,6 +46,8 @@ def alignment_manifest(result: AlignmentResult) -> dict[str, Any]:
     given = result.experiment.site
     site = Site(result.fitted.site.layer, given.position, given.component)
     manifest = {k: record[k] for k in ("hypothesis", "variable", "seed", "n_train", "fit")}
+    if result.fitted.trained_seed is not None:  # scored at another seed than it was fitted at
+        manifest["seed"] = result.fitted.trained_seed
     manifest.update(site=str(site), model=result.model.fingerprint, iia=record["iia"])
     manifest.update(dtype=result.model.dtype)  # the float type it was fitted in
     manifest.update(data=result.experiment.data_record())  # evaluate's prompts, unless given
@@ -102,8 +104,10 @@ def load_saved(path: str | Path, model: LoadedModel) -> tuple[FittedAlignment, d
             f"alignment file {str(path)!r} names a site this model does not have ({exc})"
         ) from None
     config = saved_fit_config(Path(path), manifest["fit"])
-    n_train = int(manifest.get("n_train", 2))
-    fitted = FittedAlignment(interchange, site, config, n_train, 0.0, from_cache=True)
+    n_train, seed = int(manifest.get("n_train", 2)), int(manifest.get("seed", 0))
+    fitted = FittedAlignment(
+        interchange, site, config, n_train, 0.0, from_cache=True, trained_seed=seed
+    )
     return fitted, manifest
 
 

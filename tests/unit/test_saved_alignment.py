@@ -189,3 +189,26 @@ def test_a_cached_claim_holding_the_baselines_tensors_is_its_own_transfer(
     cached.fitted.tensor_sha256 = "0" * 64
     assert transfer(cached) == own
     assert len(evaluated) == 2
+
+
+def test_a_saved_alignment_scored_under_another_experiment_keeps_its_own_training(
+    tiny_llama: Any, tmp_path: Path
+) -> None:
+    # its record (and a save of it) gave the experiment's n_train and seed, and its test pairs
+    # were kept apart from the experiment's training pairs, not from those it was fitted on
+    from das_assert.experiment import TEST_STREAM
+    from das_assert.held_out import pair_keys
+    from das_assert.saved import load_saved
+
+    # seed 0's test stream is seed TEST_STREAM's training stream
+    result = run_experiment(tiny_llama, experiment(seed=TEST_STREAM), CONFIG)
+    fitted = load_fitted(result.save(tmp_path / "left.safetensors"), tiny_llama)
+    assert (fitted.n_train, fitted.trained_seed) == (16, TEST_STREAM)
+    again = run_experiment(tiny_llama, experiment(seed=0, n_train=40), fitted=fitted)
+    record = again.to_dict()
+    assert (record["n_train"], record["seed"]) == (16, 0)
+    fitted_on = pair_keys(result.experiment.train_pairs())
+    assert not fitted_on & pair_keys(again.evaluation.test.pairs)
+    resaved = load_saved(again.save(tmp_path / "again.safetensors"), tiny_llama)[1]
+    assert (resaved["n_train"], resaved["seed"]) == (16, TEST_STREAM)
+    assert again.fitted.trained_seed == result.fitted.trained_seed == TEST_STREAM
