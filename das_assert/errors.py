@@ -32,6 +32,7 @@ __all__ = [
     "SiteNotInModel",
     "TrainingDiverged",
     "did_you_mean",
+    "shown_value",
     "which_is_misspelt",
 ]
 
@@ -175,3 +176,10 @@ class IIARegression(AssertionError):
 
 class IIAInconclusive(AssertionError):
     """The interval straddles the threshold: more pairs are needed to decide."""
+
+
+def shown_value(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` for a message, or ``<TypeName>`` where that spans lines or runs long (a
+    torch module's repr is its whole tree of layers)."""
+    text = repr(value)
+    return f"<{type(value).__name__}>" if "\n" in text or len(text) > limit else text

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from das_assert.canonical import canonical_config, canonical_tokenizer_config
 from das_assert.digests import DigestMemo, file_sha256
-from das_assert.errors import InvalidArgument, ModelLoadError, did_you_mean
+from das_assert.errors import InvalidArgument, ModelLoadError, did_you_mean, shown_value
 from das_assert.model_files import (
     load_config,
     load_tokenizer,
@@ -65,7 +65,8 @@ def resolve_model_path(path: str | Path) -> Path:
     """``"embedded"`` means the shipped model; anything else must be a local model directory."""
     if not isinstance(path, str | os.PathLike):
         raise InvalidArgument(
-            f"path={path!r}: a local model directory, or 'embedded' for the shipped model"
+            f"path={shown_value(path)}: a local model directory, or 'embedded' for the shipped "
+            "model"
         )
     if str(path) == "embedded":
         return EMBEDDED_MODEL_DIR

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from das_assert.cache import AlignmentCache
-from das_assert.errors import ConfigError, InvalidArgument, did_you_mean
+from das_assert.errors import ConfigError, InvalidArgument, did_you_mean, shown_value
 from das_assert.experiment import Experiment
 from das_assert.fit import FitConfig, FittedAlignment
 from das_assert.models import LoadedModel
@@ -49,22 +49,24 @@ def check_run_arguments(model: Any, experiment: Any, config: Any, cache: Any, fi
     if not isinstance(model, LoadedModel):
         load = f"load_model({model!r})" if isinstance(model, str) else "load_model(path)"
         raise InvalidArgument(
-            f"model={model!r}: a LoadedModel, not {type(model).__name__}; load it first: "
-            f"run_experiment({load}, experiment)"
+            f"model={shown_value(model)}: a LoadedModel, not {type(model).__name__}; load it "
+            f"first: run_experiment({load}, experiment)"
         )
     if not isinstance(experiment, Experiment):
         raise InvalidArgument(
-            f"experiment={experiment!r}: an Experiment, not {type(experiment).__name__}, e.g. "
+            f"experiment={shown_value(experiment)}: an Experiment, not "
+            f"{type(experiment).__name__}, e.g. "
             "Experiment(hypothesis='left_boundary', site='block_output[layer=1, pos=last]')"
         )
     if config is not None and not isinstance(config, FitConfig):
         example = "FitConfig(**config)" if isinstance(config, dict) else "FitConfig(epochs=1)"
         raise InvalidArgument(
-            f"config={config!r}: a FitConfig, not {type(config).__name__}, e.g. {example}"
+            f"config={shown_value(config)}: a FitConfig, not {type(config).__name__}, "
+            f"e.g. {example}"
         )
     if cache is not None and not isinstance(cache, AlignmentCache):
         raise InvalidArgument(
-            f"cache={cache!r}: an AlignmentCache, not {type(cache).__name__}, e.g. "
+            f"cache={shown_value(cache)}: an AlignmentCache, not {type(cache).__name__}, e.g. "
             "das_assert.cache.AlignmentCache(Path('.das_cache'))"
         )
     if cache is not None and not cache.writes and not Path(cache.directory).is_dir():
@@ -75,7 +77,7 @@ def check_run_arguments(model: Any, experiment: Any, config: Any, cache: Any, fi
         )
     if fitted is not None and not isinstance(fitted, FittedAlignment):
         raise InvalidArgument(
-            f"fitted={fitted!r}: a FittedAlignment (an earlier result's .fitted), not "
+            f"fitted={shown_value(fitted)}: a FittedAlignment (an earlier result's .fitted), not "
             f"{type(fitted).__name__}; load a saved alignment file with "
             "das_assert.load_fitted(path, model)"
         )

@@ -15,7 +15,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from das_assert.errors import AlignmentFileError, DasError, InvalidArgument
+from das_assert.errors import AlignmentFileError, DasError, InvalidArgument, shown_value
 
 if TYPE_CHECKING:
     from das_assert.alignment_result import AlignmentResult
@@ -91,7 +91,8 @@ def load_saved(path: str | Path, model: LoadedModel) -> tuple[FittedAlignment, d
 
     if not isinstance(model, LoadedModel):
         raise InvalidArgument(
-            f"model={model!r}: a LoadedModel (load_model(path)), not {type(model).__name__}"
+            f"model={shown_value(model)}: a LoadedModel (load_model(path)), not "
+            f"{type(model).__name__}"
         )
     interchange, manifest = load_alignment(
         Path(path), hidden_size=model.config.hidden_size, require=("site", "hypothesis", "fit")

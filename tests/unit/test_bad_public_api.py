@@ -13,6 +13,7 @@ import pytest
 import torch
 from bad_inputs_support import Call, Ctx, assert_one_clear_das_error
 
+import das_assert
 from das_assert.causal import CausalModel
 from das_assert.errors import DasError, InvalidArgument
 from das_assert.experiment import Experiment, run_experiment
@@ -224,6 +225,26 @@ CASES = [
         InvalidArgument,
         r"path=None: a local model directory, or 'embedded' for the shipped model",
         id="load_model(None)",
+    ),
+    # -- a transformers model where a LoadedModel goes: its repr was the whole tree of layers
+    pytest.param(
+        lambda c: run_experiment(c.llama.model, experiment()),
+        InvalidArgument,
+        r"^model=<LlamaForCausalLM>: a LoadedModel, not LlamaForCausalLM; load it first: "
+        r"run_experiment\(load_model\(path\), experiment\)$",
+        id="run_experiment(hf_model, experiment)",
+    ),
+    pytest.param(
+        lambda c: das_assert.load_fitted(c.tmp_path / "a.safetensors", c.llama.model),
+        InvalidArgument,
+        r"^model=<LlamaForCausalLM>: a LoadedModel \(load_model\(path\)\), not LlamaForCausalLM$",
+        id="load_fitted(path, hf_model)",
+    ),
+    pytest.param(
+        lambda c: load_model(c.llama.model),
+        InvalidArgument,
+        r"^path=<LlamaForCausalLM>: a local model directory",
+        id="load_model(hf_model)",
     ),
     pytest.param(
         lambda c: load_model(device=None),
