@@ -36,6 +36,12 @@ __all__ = [
 ]
 
 COMPONENTS = ("block_output", "block_input")
+#: pyvene's other components: inside a block, not on the residual stream das_assert intervenes on.
+_INNER_COMPONENTS = frozenset(
+    f"{part}_{end}"
+    for part in ("mlp", "attention", "query", "key", "value")
+    for end in ("input", "output")
+) | {"mlp_activation", "attention_value_output", "head_attention_value_output", "attention_weight"}
 
 #: Attribute path from the CausalLM to its list of decoder blocks, by ``config.model_type``.
 BLOCK_PATHS = {
@@ -95,6 +101,12 @@ class Site(KeywordsChecked):
         if not is_integer(self.layer):
             raise InvalidArgument(f"layer must be an integer, not {self.layer!r}")
         object.__setattr__(self, "layer", int(self.layer))  # a NumPy integer, e.g. from a grid
+        if isinstance(self.component, str) and self.component in _INNER_COMPONENTS:
+            raise InvalidArgument(
+                f"component {self.component!r} is not supported: das_assert intervenes on the "
+                f"residual stream only, a block's output or input ({', '.join(COMPONENTS)}); "
+                "an MLP's or attention's own output is not a site"
+            )
         if self.component not in COMPONENTS:
             raise InvalidArgument(
                 f"unknown component {self.component!r}; known: {', '.join(COMPONENTS)}."

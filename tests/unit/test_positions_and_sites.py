@@ -259,6 +259,20 @@ def test_an_unknown_component_gets_a_did_you_mean() -> None:
     assert "Did you mean 'block_output'?" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "component", ["mlp_output", "attention_output", "head_attention_value_output"]
+)
+def test_a_pyvene_component_inside_a_block_is_said_to_be_unsupported(component: str) -> None:
+    # mlp_output was answered "Did you mean 'block_output'?", a site it is not
+    with pytest.raises(InvalidArgument) as info:
+        parse_site(f"{component}[layer=1, pos=last]")
+    assert str(info.value).startswith(
+        f"component {component!r} is not supported: das_assert intervenes on the residual stream "
+        "only, a block's output or input (block_output, block_input)"
+    )
+    assert "Did you mean" not in str(info.value)
+
+
 @pytest.mark.parametrize("layer", [1.0, "1", True])
 def test_a_layer_that_is_not_an_integer_is_rejected(layer: Any) -> None:
     with pytest.raises(InvalidArgument, match="layer must be an integer"):
