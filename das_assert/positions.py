@@ -25,6 +25,7 @@ __all__ = ["Position", "check_distinct_positions", "parse_position", "whole_numb
 _LAST = re.compile(r"^last(?:-(\d+))?$")
 _SLOT = re.compile(r"^([A-Za-z_]\w*)\.(first|last)$")
 _NEAR = re.compile(r"^(after|before):([A-Za-z_]\w*)(?:([+-])(\d+))?$")
+_INDEX = re.compile(r"^\s*-?\d{1,6}\s*$")  # a token index, as pyvene's unit_locations hold
 FORMS = "last, last-K, SLOT.first, SLOT.last, after:SLOT, before:SLOT, after:SLOT+K"
 #: Positions written often, for "did you mean" when a name does not parse.
 _COMMON = (
@@ -124,6 +125,8 @@ def parse_position(name: str | Position) -> Position:
     """Parse a position name (see the module docstring for the forms)."""
     if isinstance(name, Position):
         return name
+    if _INDEX.match(str(name)) and not isinstance(name, bool):
+        raise InvalidArgument(_index_advice(int(str(name))))
     if not isinstance(name, str):
         raise InvalidArgument(f"a position is a name such as 'last' or 'amount.last', not {name!r}")
     text = name.strip()
@@ -139,6 +142,21 @@ def parse_position(name: str | Position) -> Position:
         return Position(text, slot, "first", -1 + shift)
     raise InvalidArgument(
         f"cannot parse position {name!r}; use one of: {FORMS}." + did_you_mean(text, _COMMON)
+    )
+
+
+def _index_advice(index: int) -> str:
+    """What to write instead of a token index: a position is named on each prompt's own tokens."""
+    if index < 0:
+        instead = "'last'" if index == -1 else f"'last-{-index - 1}'"
+        return (
+            f"position {index} is a token index; das_assert names positions on each prompt's own "
+            f"tokens: write {instead} (counted from the prompt's last token)"
+        )
+    return (
+        f"position {index} is a token index from the start, which moves whenever the prompt, "
+        "its amounts or the tokenizer change; name the token instead: the last of a slot "
+        "('amount.last', 'high.last'), or one counted from the end ('last', 'last-K')"
     )
 
 

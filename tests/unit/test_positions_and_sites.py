@@ -104,8 +104,8 @@ def test_names_of_different_tokens_pass_as_distinct() -> None:
 
 
 def test_a_position_that_is_not_a_string_is_rejected() -> None:
-    with pytest.raises(InvalidArgument, match="not 3"):
-        parse_position(3)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="not 3.0"):
+        parse_position(3.0)  # type: ignore[arg-type]
 
 
 # -- resolving on the embedded tokenizer --------------------------------------------------------
@@ -271,6 +271,25 @@ def test_a_pyvene_component_inside_a_block_is_said_to_be_unsupported(component: 
         "only, a block's output or input (block_output, block_input)"
     )
     assert "Did you mean" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("index", "advice"),
+    [
+        (-1, "write 'last' (counted from the prompt's last token)"),
+        ("-3", "write 'last-2' (counted from the prompt's last token)"),
+        (80, "name the token instead: the last of a slot ('amount.last', 'high.last')"),
+    ],
+)
+def test_a_pyvene_token_index_is_answered_with_the_name_to_write(
+    index: int | str, advice: str
+) -> None:
+    # a position of pyvene's unit_locations (-1, 80) was "a name such as 'last'", and "-1" was
+    # "cannot parse position"
+    with pytest.raises(InvalidArgument) as info:
+        Site(1, index)  # type: ignore[arg-type]
+    assert str(info.value).startswith(f"position {index} is a token index")
+    assert advice in str(info.value)
 
 
 @pytest.mark.parametrize("layer", [1.0, "1", True])
