@@ -337,6 +337,8 @@ def _pairs_fitted_on(experiment: Experiment, fitted: FittedAlignment) -> list[Pr
     seed = experiment.seed if fitted.trained_seed is None else fitted.trained_seed
     if (seed, fitted.n_train) == (experiment.seed, experiment.n_train):
         return []
+    if not 2 <= fitted.n_train <= MAX_PAIRS:  # built by hand (n_train 0): none known
+        return []
     return experiment.keeping_definition(seed=seed, n_train=fitted.n_train).train_pairs()
 
 

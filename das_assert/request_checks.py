@@ -92,9 +92,6 @@ def check_pairs(pairs: Any, result: Any) -> None:
                 f"a pair's variable_index is {index!r}, but {hypothesis}'s alignment has "
                 f"{len(boxes)} box(es), 0 to {len(boxes) - 1} ({', '.join(boxes)}): {made}"
             )
-        inputs = pair.inputs
-        if not inputs:  # built by hand: nothing else to check them against
-            continue
         if not all(
             p.text.startswith(head) and p.text.endswith(tail) for p in (pair.base, pair.source)
         ):
@@ -102,6 +99,15 @@ def check_pairs(pairs: Any, result: Any) -> None:
                 "these pairs are not written in the wrapper the alignment was trained in (its "
                 f"data.template, this model's prompt_template in das.yaml): {made}"
             )
+        said = pair.base_expected, pair.expected
+        if pair.answers and not set(said) <= set(pair.answers):
+            raise InvalidArgument(
+                f"a pair answers {said}, which are not its format's answer words "
+                f"{tuple(pair.answers)!r}: the labels are edited; {made}"
+            )
+        inputs = pair.inputs
+        if not inputs:  # built by hand: no causal inputs to label them again by
+            continue
         variable = inputs.get("variable")
         if variable not in boxes:
             raise InvalidArgument(
@@ -115,7 +121,6 @@ def check_pairs(pairs: Any, result: Any) -> None:
                 f"these pairs are labelled by another causal model than {hypothesis!r} (base "
                 f"{inputs['base']}, source {inputs['source']}): {made}"
             )
-        said = pair.base_expected, pair.expected
         if pair.answers and said != tuple(pair.answers[not v] for v in (factual, intervened)):
             raise InvalidArgument(
                 f"these pairs answer {said} where {hypothesis}'s outputs are "

@@ -61,6 +61,18 @@ def by_hand(*indexes: int) -> list[PromptPair]:
     ]
 
 
+def unwrapped(pairs: list[PromptPair]) -> list[PromptPair]:
+    """``pairs`` with each prompt's last line alone, outside the Alpaca wrapper."""
+    return [
+        dataclasses.replace(
+            pair,
+            base=dataclasses.replace(pair.base, text=pair.base.text.splitlines()[-1]),
+            source=dataclasses.replace(pair.source, text=pair.source.text.splitlines()[-1]),
+        )
+        for pair in pairs
+    ]
+
+
 def relabelled(*, swap_every: int) -> list[PromptPair]:
     """left_boundary's pairs with the answers of every pair swapped (``swap_every=1``), or of
     the first pair only (0): a swap keeps whether the intervention changes the answer."""
@@ -381,6 +393,22 @@ CASES = [
         r"these pairs answer \('(Yes|No)', '(Yes|No)'\) where .*the labels are swapped or "
         r"edited",
         id="result.evaluate_on(<pairs with one label swapped>)",
+    ),
+    # pairs built by hand (no causal inputs) skipped the wrapper and answer-word checks
+    pytest.param(
+        lambda c: tiny_result(c).evaluate_on(unwrapped(by_hand(0, 0))),
+        InvalidArgument,
+        r"these pairs are not written in the wrapper the alignment was trained in",
+        id="result.evaluate_on(<pairs by hand, without the prompt's wrapper>)",
+    ),
+    pytest.param(
+        lambda c: tiny_result(c).evaluate_on(
+            [dataclasses.replace(pair, expected="yes") for pair in by_hand(0, 0)]
+        ),
+        InvalidArgument,
+        r"a pair answers \('(Yes|No)', 'yes'\), which are not its format's answer words "
+        r"\('Yes', 'No'\): the labels are edited",
+        id="result.evaluate_on(<pairs by hand, an answer not the format's>)",
     ),
     pytest.param(
         lambda c: tiny_result(c).evaluate_on(
