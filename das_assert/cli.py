@@ -42,6 +42,7 @@ def _fit_config(args: argparse.Namespace) -> Any:
         lr_rotation=args.lr_rotation,
         lr_boundary=args.lr_boundary,
         boundary_penalty=args.boundary_penalty,
+        temperature=tuple(args.temperature),
         seed=args.seed,
         progress=args.progress,
         joint_cells_mib=getattr(args, "joint_cells_mib", 0),  # search only

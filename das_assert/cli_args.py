@@ -4,10 +4,9 @@ them (its value types are ``arg_types``'). Imports argparse only."""
 from __future__ import annotations
 
 import argparse
-import difflib
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from das_assert.arg_types import (
     Once,
@@ -21,6 +20,7 @@ from das_assert.arg_types import (
     positive_int,
     seed_int,
 )
+from das_assert.cli_parser import Parser, causal_model_files
 
 __all__ = ["build_parser", "causal_model_files"]
 
@@ -208,6 +208,15 @@ def _add_training_args(group: argparse._ArgumentGroup, *, n_train: int) -> None:
         default=1.0,
         help="weight of the box width, per 4096 coordinates (default 1.0)",
     )
+    group.add_argument(
+        "--temperature",
+        type=float,
+        nargs=2,
+        default=(50.0, 0.1),
+        metavar=("START", "END"),
+        help="the boxes' sigmoid temperature, annealed linearly from START to END over the "
+        "optimizer steps (default 50 0.1)",
+    )
     group.add_argument("--progress", action="store_true", help="show a progress bar per fit")
 
 
@@ -222,71 +231,6 @@ def _add_restarts_arg(group: Any) -> None:
     )
 
 
-def causal_model_files(argv: list[str]) -> list[str]:
-    """The ``--causal-models`` files in ``argv``: read before the parser is built, because the
-    models they register are ``--hypothesis`` choices; none for a command without the option
-    (its parser refuses it, and the user's code is not run first)."""
-    if not argv or argv[0] not in ("check", "fit", "search", "evaluate"):
-        return []
-    for word in argv:  # argparse takes an abbreviation, but only once --hypothesis is checked
-        name = word.partition("=")[0]
-        if name.startswith("--causal-m") and name != "--causal-models":
-            from das_assert.errors import InvalidArgument
-
-            raise InvalidArgument(
-                f"{name}: write --causal-models in full (it is read before the other options, "
-                "to know the causal models that --hypothesis may name)"
-            )
-    early = _Lenient(add_help=False, allow_abbrev=False)
-    early.add_argument("--causal-models", action="append", default=[])
-    try:
-        known, _ = early.parse_known_args(argv)
-    except ValueError:  # e.g. the option without its FILE: the full parser says so
-        return []
-    return list(known.causal_models)
-
-
-class _Lenient(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise ValueError(message)
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse's parser; an option its command does not know is refused by that command, with
-    the closest option it does know (argparse itself says only "unrecognized arguments")."""
-
-    def parse_args(  # type: ignore[override]  # typeshed's overloads; this one returns a Namespace
-        self, args: Any = None, namespace: Any = None
-    ) -> argparse.Namespace:
-        parsed, extras = self.parse_known_args(args, namespace)
-        if extras:
-            commands = next(
-                (a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction)), {}
-            )
-            name = getattr(parsed, "command", None)
-            command = commands.get(name, self) if isinstance(name, str) else self
-            command.error(unrecognized(extras, command))
-        return parsed
-
-    def error(self, message: str) -> NoReturn:
-        """One line that says what is wrong, and where the options are listed: argparse put
-        the whole usage block (twenty lines for fit) before it."""
-        self.exit(2, f"{self.prog}: error: {message}\n({self.prog} --help lists the options)\n")
-
-
-def unrecognized(extras: list[str], parser: argparse.ArgumentParser) -> str:
-    """argparse's message for ``extras``, and a suggestion for the first that looks like a
-    misspelt option of ``parser`` (``--n-trian`` -> ``--n-train``)."""
-    message = f"unrecognized arguments: {' '.join(extras)}"
-    options = [o for action in parser._actions for o in action.option_strings if o[:2] == "--"]
-    for extra in extras:
-        if extra.startswith("--"):
-            close = difflib.get_close_matches(extra.split("=")[0], options, n=1, cutoff=0.6)
-            if close:
-                return f"{message} (did you mean {close[0]}?)"
-    return message
-
-
 def _add_dir_arg(parser: Any, default: Path, what: str, pytest_option: str) -> None:
     parser.add_argument(
         "--dir",
@@ -299,7 +243,7 @@ def _add_dir_arg(parser: Any, default: Path, what: str, pytest_option: str) -> N
 def build_parser(description: str = "") -> argparse.ArgumentParser:
     # the console script names itself; python -m runs __main__.py
     invoked = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
-    parser = _Parser(
+    parser = Parser(
         prog="das-assert" if invoked == "das-assert" else "python -m das_assert",
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,

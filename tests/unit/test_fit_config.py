@@ -255,6 +255,24 @@ def test_the_cli_search_sets_the_joint_training_budget_and_fit_has_none() -> Non
     assert _fit_config(fit).joint_cells_mib == 0  # one site: nothing to train together
 
 
+def test_the_cli_sets_the_temperature_schedule_and_refuses_one_that_rises(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # fit and search exposed the learning rates and the penalty, not the temperature
+    from das_assert.cli import _fit_config, main
+    from das_assert.cli_args import build_parser
+
+    fit = ["fit", "--hypothesis", "left_boundary", "--layer", "0"]
+    parser = build_parser()
+    assert _fit_config(parser.parse_args(fit)).temperature == FitConfig().temperature
+    config = _fit_config(parser.parse_args([*fit, "--temperature", "20", "0.5"]))
+    assert config.temperature == (20.0, 0.5)
+    search = ["search", "--hypothesis", "left_boundary", "--layers", "0", "--temperature", "9", "1"]
+    assert _fit_config(parser.parse_args(search)).temperature == (9.0, 1.0)
+    assert main([*fit, "--temperature", "0.1", "50"]) == 2
+    assert "temperature=(0.1, 50.0) must go down: 0 < end <= start" in capsys.readouterr().err
+
+
 def test_a_seed_init_fraction_and_temperature_at_their_limits_are_allowed() -> None:
     config = FitConfig(seed=2**32 - 1, init_fraction=1.0, temperature=[50, 1])
     assert config.temperature == (50, 1)  # a list (a manifest's JSON) as the tuple it means
