@@ -48,9 +48,15 @@ def check_run_arguments(model: Any, experiment: Any, config: Any, cache: Any, fi
         )
     if not isinstance(model, LoadedModel):
         load = f"load_model({model!r})" if isinstance(model, str) else "load_model(path)"
+        saved = (  # a model in memory: das_assert reads a directory, as its fingerprint hashes it
+            " (a model in memory: model.save_pretrained(path) and "
+            "tokenizer.save_pretrained(path) first)"
+            if hasattr(model, "save_pretrained")
+            else ""
+        )
         raise InvalidArgument(
             f"model={shown_value(model)}: a LoadedModel, not {type(model).__name__}; load it "
-            f"first: run_experiment({load}, experiment)"
+            f"first: run_experiment({load}, experiment){saved}"
         )
     if not isinstance(experiment, Experiment):
         raise InvalidArgument(

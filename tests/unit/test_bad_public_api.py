@@ -231,7 +231,8 @@ CASES = [
         lambda c: run_experiment(c.llama.model, experiment()),
         InvalidArgument,
         r"^model=<LlamaForCausalLM>: a LoadedModel, not LlamaForCausalLM; load it first: "
-        r"run_experiment\(load_model\(path\), experiment\)$",
+        r"run_experiment\(load_model\(path\), experiment\) \(a model in memory: "
+        r"model\.save_pretrained\(path\) and tokenizer\.save_pretrained\(path\) first\)$",
         id="run_experiment(hf_model, experiment)",
     ),
     pytest.param(

@@ -104,7 +104,7 @@ def test_names_of_different_tokens_pass_as_distinct() -> None:
 
 
 def test_a_position_that_is_not_a_string_is_rejected() -> None:
-    with pytest.raises(InvalidArgument, match="not 3.0"):
+    with pytest.raises(InvalidArgument, match=r"not 3\.0"):
         parse_position(3.0)  # type: ignore[arg-type]
 
 
