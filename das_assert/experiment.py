@@ -356,6 +356,7 @@ def _fit_and_evaluate(
     test = _encoded(model, experiment, "test")
     checked = check_engine(model.model, resolved, test)  # once per model and site
     key = cache_key(model, experiment, config) if cache else ""
+    given = fitted is not None
     if fitted is not None:
         fitted = fitted_for(experiment, resolved, fitted, model)
     answers = None  # the base run, where the precondition below needs it first
@@ -391,7 +392,7 @@ def _fit_and_evaluate(
         note = experiment.disagreement_note()
         raise PreconditionFailed(f"{model.name}: {exc}{note}; {PRECONDITION_ADVICE}") from None
     _release_device_cache(model)  # the fit's prefix store and activations are gone by now
-    if fitted.trained_seed is None:  # fitted (or cached) here: on this experiment's pairs
+    if not given and fitted.trained_seed is None:  # fitted (or cached) here: on its pairs
         fitted = replace(fitted, trained_seed=experiment.seed)
     return AlignmentResult(
         model, experiment, config, fitted, evaluation, engine_check=checked.as_dict()

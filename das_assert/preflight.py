@@ -173,4 +173,10 @@ def check_report(found: dict[str, Any]) -> dict[str, Any]:
     from das_assert.store import SCHEMA_VERSION
 
     header = {"schema_version": SCHEMA_VERSION, "kind": CHECK_KIND}
-    return {**header, "das_assert_version": __version__, "environment": environment(), **found}
+    model_device = (found.get("model") or {}).get("device")
+    return {
+        **header,
+        "das_assert_version": __version__,
+        "environment": environment(model_device=model_device),
+        **found,
+    }

@@ -105,9 +105,10 @@ def load_saved(path: str | Path, model: LoadedModel) -> tuple[FittedAlignment, d
             f"alignment file {str(path)!r} names a site this model does not have ({exc})"
         ) from None
     config = saved_fit_config(Path(path), manifest["fit"])
-    n_train, seed = int(manifest.get("n_train", 2)), int(manifest.get("seed", 0))
+    n_train, seed = int(manifest.get("n_train", 2)), manifest.get("seed")
+    trained_seed = None if seed is None else int(seed)  # a file that records none: unknown
     fitted = FittedAlignment(
-        interchange, site, config, n_train, 0.0, from_cache=True, trained_seed=seed
+        interchange, site, config, n_train, 0.0, from_cache=True, trained_seed=trained_seed
     )
     return fitted, manifest
 

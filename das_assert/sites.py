@@ -39,7 +39,16 @@ COMPONENTS = ("block_output", "block_input")
 #: pyvene's other components: inside a block, not on the residual stream das_assert intervenes on.
 _INNER_COMPONENTS = frozenset(
     f"{part}_{end}"
-    for part in ("mlp", "attention", "query", "key", "value")
+    for part in (
+        "mlp",
+        "attention",
+        "query",
+        "key",
+        "value",
+        "head_query",
+        "head_key",
+        "head_value",
+    )
     for end in ("input", "output")
 ) | {"mlp_activation", "attention_value_output", "head_attention_value_output", "attention_weight"}
 

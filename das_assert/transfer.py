@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import ast
+import re
 from typing import Any
 
 import torch
 
-__all__ = ["cuda_devices", "gpu_index", "gpu_names", "seed_generators", "to_device"]
+__all__ = [
+    "cuda_devices",
+    "gpu_index",
+    "gpu_names",
+    "placement_gpus",
+    "seed_generators",
+    "to_device",
+]
 
 
 def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
@@ -44,30 +53,50 @@ def seed_generators(seed: int, devices: list[int]) -> None:
         torch.cuda.default_generators[index].manual_seed(seed)
 
 
-def gpu_index(model_device: str | None) -> int | None:
-    """The CUDA device a model's ``device`` (``cpu``, ``cuda:N``, ``device_map=...``) names,
-    None for the CPU; the first GPU for no model or a map over several."""
+def placement_gpus(model_device: str | None) -> list[int] | None:
+    """The CUDA devices a model's ``device`` names (``cpu``, ``cuda:N``, ``device_map=...``,
+    a map's dict among them): [] for the CPU; None for every visible one (no model, or a
+    strategy such as auto or balanced, which spreads the layers over them)."""
     if model_device is None:
-        return 0
-    placement = model_device.removeprefix("device_map=")
-    if placement.isdigit():  # device_map=1: that GPU
-        return int(placement)
-    if placement.startswith("cuda"):
-        index = placement.partition(":")[2]
-        return int(index) if index.isdigit() else 0
-    if placement in ("cpu", "xpu") or placement.startswith("xpu:"):
         return None
-    return 0 if model_device.startswith("device_map=") else None  # auto, balanced, ...
+    placement = model_device.removeprefix("device_map=")
+    if placement.startswith("{"):  # a {module: device} map: the GPUs among its devices
+        try:
+            devices = [str(device) for device in ast.literal_eval(placement).values()]
+        except (ValueError, SyntaxError, AttributeError, TypeError, MemoryError):
+            return None  # written otherwise (a torch.device's repr): unknown, so every GPU
+        return sorted({index for device in devices if (index := _gpu_of(device)) is not None})
+    if (index := _gpu_of(placement)) is not None:
+        return [index]
+    mapped = placement != model_device
+    on_cpu = placement in ("cpu", "disk") or placement.startswith("xpu")
+    return None if mapped and not on_cpu else []
+
+
+def _gpu_of(device: str) -> int | None:
+    """The CUDA device ``device`` names (``cuda``, ``cuda:N``, or a map's bare ``N``)."""
+    if device.isdigit():
+        return int(device)
+    if re.fullmatch(r"cuda(:\d+)?", device):
+        return int(device.partition(":")[2] or 0)
+    return None
+
+
+def gpu_index(model_device: str | None) -> int | None:
+    """The CUDA device a model's ``device`` computes on first, None for the CPU."""
+    gpus = placement_gpus(model_device)
+    if gpus is None:
+        return 0
+    return gpus[0] if gpus else None
 
 
 def gpu_names(model_device: str) -> list[str]:
-    """The names of the GPUs a model's ``device`` computes on (``cpu``, ``cuda:N``,
-    ``device_map=...``); for a map over several (auto, balanced), every visible GPU's, as their
-    number and kinds decide where it puts each layer. Empty without CUDA."""
-    index = gpu_index(model_device)
-    if index is None or not torch.cuda.is_available():
+    """The names of the GPUs a model's ``device`` computes on; for a map strategy (auto,
+    balanced), every visible GPU's, as their number and kinds decide where it puts each layer.
+    Empty on the CPU or without CUDA."""
+    if not torch.cuda.is_available():
         return []
-    placement = model_device.removeprefix("device_map=")
-    if placement != model_device and not placement.isdigit() and not placement.startswith("cuda"):
-        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return [torch.cuda.get_device_name(index)]
+    gpus = placement_gpus(model_device)
+    if gpus is None:
+        gpus = list(range(torch.cuda.device_count()))
+    return [torch.cuda.get_device_name(index) for index in gpus]

@@ -282,6 +282,12 @@ def test_the_cache_key_tells_kinds_of_gpu_apart(monkeypatch: pytest.MonkeyPatch)
 
     assert key("cuda:0") == key("cuda:1")  # one kind: xdist workers share entries
     assert key("cuda:0") != key("cuda:2")
+    # a map as a dict names its devices: the CPU's alone keeps the CPU's key
+    assert key("device_map={'': 2}") != key("device_map={'': 1}")
+    cpu_map = key("device_map={'': 'cpu'}")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert key("device_map={'': 'cpu'}") == cpu_map
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     seen = key("device_map=auto")
     names[3] = "GPU B"  # one more GPU to spread the layers over
     assert key("device_map=auto") != seen

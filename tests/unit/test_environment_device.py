@@ -35,6 +35,9 @@ def _cpu_name() -> str:
         ("device_map=auto", "GPU 0"),
         ("device_map=1", "GPU 1"),
         ("device_map=cpu", None),
+        ("device_map={'': 'cpu'}", None),  # a map as a dict: the devices it names
+        ("device_map={'': 1}", "GPU 1"),
+        ("device_map={'a': 'cpu', 'b': 'cuda:1'}", "GPU 1"),
         (None, "GPU 0"),  # no model: the machine's first GPU
     ],
 )
@@ -49,6 +52,14 @@ def test_a_report_names_its_models_device(two_gpus: None) -> None:
     built = build_report({"device": "cpu"}, [])
     assert built["environment"]["device_name"] == _cpu_name()
     assert build_report({"device": "cuda:1"}, [])["environment"]["device_name"] == "GPU 1"
+
+
+def test_check_json_names_its_models_device(two_gpus: None) -> None:
+    from das_assert.preflight import check_report
+
+    found = check_report({"model": {"device": "cpu"}})
+    assert found["environment"]["device_name"] == _cpu_name()
+    assert check_report({"model": {"device": "cuda:1"}})["environment"]["device_name"] == "GPU 1"
 
 
 def test_without_a_gpu_every_placement_names_the_cpu() -> None:

@@ -260,7 +260,8 @@ def test_an_unknown_component_gets_a_did_you_mean() -> None:
 
 
 @pytest.mark.parametrize(
-    "component", ["mlp_output", "attention_output", "head_attention_value_output"]
+    "component",
+    ["mlp_output", "attention_output", "head_attention_value_output", "head_query_output"],
 )
 def test_a_pyvene_component_inside_a_block_is_said_to_be_unsupported(component: str) -> None:
     # mlp_output was answered "Did you mean 'block_output'?", a site it is not

@@ -212,3 +212,21 @@ def test_a_saved_alignment_scored_under_another_experiment_keeps_its_own_trainin
     resaved = load_saved(again.save(tmp_path / "again.safetensors"), tiny_llama)[1]
     assert (resaved["n_train"], resaved["seed"]) == (16, TEST_STREAM)
     assert again.fitted.trained_seed == result.fitted.trained_seed == TEST_STREAM
+
+
+def test_a_file_that_records_no_seed_is_scored_without_one_made_up(
+    tiny_llama: Any, tmp_path: Path
+) -> None:
+    # its seed was taken as 0: test pairs kept apart from seed 0's training pairs, and a re-save
+    # wrote seed 0 as though it were known
+    from das_assert.alignment_file import load_alignment, save_alignment
+
+    result = run_experiment(tiny_llama, experiment(seed=7), CONFIG)
+    interchange, manifest = load_alignment(result.save(tmp_path / "a.safetensors"))
+    del manifest["seed"]
+    save_alignment(tmp_path / "b.safetensors", interchange, manifest)
+    fitted = load_fitted(tmp_path / "b.safetensors", tiny_llama)
+    assert fitted.trained_seed is None
+    again = run_experiment(tiny_llama, experiment(seed=3), fitted=fitted)
+    assert again.fitted.trained_seed is None  # not the seed it was scored at either
+    assert load_alignment(again.save(tmp_path / "c.safetensors"))[1]["seed"] == 3  # as before
