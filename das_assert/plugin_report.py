@@ -70,6 +70,7 @@ class Reporter(BaselineReporting):
         self.worker_threads: set[int] = set()  # xdist: the torch threads each worker ran with
         self.unjudged: list[dict[str, Any]] = []  # das tests that failed before any verdict
         self.not_passed: set[str] = set()  # failed in any phase, xfailed or skipped: node ids
+        self.failed_subtests: set[str] = set()  # node ids: pytest fails the test after its call
         self.rerun: set[str] = set()  # tests whose attempt pytest-rerunfailures runs again
         # each test's records from its call report, counted at its teardown report
         self.pending: dict[str, list[tuple[str, dict[str, Any], str]]] = {}
@@ -157,6 +158,11 @@ class Reporter(BaselineReporting):
             return
         if not report.passed:  # an xfail or a skip did not pass either
             self.not_passed.add(report.nodeid)
+        if isinstance(report, pytest.SubtestReport):  # one of its subtests: its records are the
+            if report.failed:  # test's own (its call report has them); a failure fails the test
+                self.failed_subtests.add(report.nodeid)
+            report.user_properties = not_ours(report.user_properties)
+            return
         has_verdict = judged(report.user_properties)
         if report.failed and getattr(report, DAS_TEST, False) and not has_verdict:
             crash = getattr(report.longrepr, "reprcrash", None)  # the exception, one line
@@ -165,8 +171,11 @@ class Reporter(BaselineReporting):
                 {"test_id": report.nodeid, "when": report.when, "message": cut(message)}
             )
         if report.when == "call":
+            outcome = outcome_of(report)
+            if outcome == "passed" and report.nodeid in self.failed_subtests:
+                outcome = "failed"  # as pytest says of it later ("contains 1 failed subtest")
             self.pending[report.nodeid] = [
-                (name, record, outcome_of(report))
+                (name, record, outcome)
                 for name, value in report.user_properties
                 if name in REPORTED_KINDS and (record := record_of(value)) is not None
             ]

@@ -263,3 +263,32 @@ def test_the_step_summary_gets_no_placeholder(project, monkeypatch, chdir: bool)
     assert text.startswith("an earlier step's table\n")
     assert "not finished" not in text
     assert text.count("| test | claim |") == 1
+
+
+SUBTESTS_FILE = """
+import pytest
+
+
+@pytest.fixture(scope="module")
+def aligned(das_session):
+    return das_session.align("left_boundary", "boundary")
+
+
+def test_a_claim_and_a_check_as_subtests(das, aligned, subtests):
+    with subtests.test("claim"):
+        das.assert_not_aligned(aligned, claim="impossible")
+    with subtests.test("check"):
+        assert aligned.n == 25, "another number of test pairs"
+"""
+
+
+def test_a_test_that_pytests_subtests_fail_is_reported_failed(project) -> None:
+    # pytest 9 fails a test with a failed subtest after its call report was logged: the JSON
+    # report and pytest_das_result said "passed"
+    project.makepyfile(test_hyp=SUBTESTS_FILE)
+    result = _run(project, "--das-cache=off", "--das-json=report.json")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert "contains 1 failed subtest" in result.stdout.str()
+    report = json.loads((project.path / "report.json").read_text())
+    ((claim, outcome),) = [(r["claim"], r["outcome"]) for r in report["results"]]
+    assert (claim, outcome) == ("impossible", "failed")  # its claim held, its test failed
