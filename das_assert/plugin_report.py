@@ -71,6 +71,7 @@ class Reporter(BaselineReporting):
         self.unjudged: list[dict[str, Any]] = []  # das tests that failed before any verdict
         self.not_passed: set[str] = set()  # failed in any phase, xfailed or skipped: node ids
         self.failed_subtests: set[str] = set()  # node ids: pytest fails the test after its call
+        self.torn_down: set[str] = set()  # node ids whose teardown reported: they ran whole
         self.rerun: set[str] = set()  # tests whose attempt pytest-rerunfailures runs again
         # each test's records from its call report, counted at its teardown report
         self.pending: dict[str, list[tuple[str, dict[str, Any], str]]] = {}
@@ -181,6 +182,7 @@ class Reporter(BaselineReporting):
             ]
         report.user_properties = not_ours(report.user_properties)  # the bulky records: not junit
         if report.when == "teardown":
+            self.torn_down.add(report.nodeid)
             self._count(report.nodeid)
 
     def _run_again(self, report: pytest.TestReport) -> None:
@@ -258,10 +260,12 @@ class Reporter(BaselineReporting):
         for nodeid in list(self.pending):  # a test whose teardown never reported (Ctrl-C)
             self._count(nodeid)
         status = pytest.ExitCode(exitstatus) if exitstatus in set(pytest.ExitCode) else None
-        # cut short (Ctrl-C, -x, a collection error): the results are not the whole suite
+        # cut short (Ctrl-C, -x, a collection error): the results are not the whole suite; -x
+        # or --maxfail at the last test cut nothing short
+        ran_all = bool(session.items) and all(i.nodeid in self.torn_down for i in session.items)
         complete = (
             status in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
-            and not (session.shouldfail or session.shouldstop)
+            and (ran_all or not (session.shouldfail or session.shouldstop))
             # --continue-on-collection-errors runs the rest, but a file's claims are missing
             and not any(u["when"] == "collect" for u in self.unjudged)
             and not ran_no_test(self.config)  # nothing ran (--collect-only, --setup-plan)

@@ -248,6 +248,20 @@ def test_a_run_stopped_by_x_says_its_report_is_incomplete(project: pytest.Pytest
         "setup_error": None,
         "baseline_claims_not_judged": [],
     }
+    # -x whose failure is the last test cut nothing short: the run is whole, its baseline saved
+    last = _run(
+        project,
+        "-x",
+        "--das-cache=off",
+        "--das-json=report.json",
+        "--das-save-baseline=v1",
+        "--das-baseline-dir=b",
+        "test_hyp.py::test_a_negative_claim_holds",
+        "test_hyp.py::test_an_impossible_claim_fails",
+    )
+    last.assert_outcomes(failed=1, passed=1)
+    assert json.loads((project.path / "report.json").read_text())["run"]["complete"] is True
+    last.stdout.fnmatch_lines(["das: baseline saved: b/tiny/0001_v1.json (2 claims)"])
 
 
 def test_a_tests_own_property_named_like_a_das_record_is_left_alone(
