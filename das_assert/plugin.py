@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from das_assert.plugin_baselines import baseline_setup
+from das_assert.plugin_failure import one_message
 from das_assert.plugin_fuzz import apply_fuzz_profile, register_profiles, too_many_rejected
 from das_assert.plugin_options import (
     DEFAULTS,
@@ -170,7 +171,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
         if excinfo.errisinstance((DasError, ConfigWarning, CacheWarning, NoClaimWarning)):
             # also a das warning that -W error / filterwarnings made an error: its message is it
-            report.longrepr = f"{excinfo.typename}: {excinfo.value}"
+            report.longrepr = one_message(item, excinfo)
         else:
             report.longrepr = too_many_rejected(item, excinfo) or report.longrepr
     return report

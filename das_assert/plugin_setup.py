@@ -4,6 +4,8 @@ setup error, each one message for the whole run (exit 4)."""
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from typing import Any, NoReturn
 
 import pytest
@@ -159,6 +161,17 @@ def setup_failed(config: pytest.Config, message: str) -> NoReturn:
     # an xdist worker is one by its workerinput: a run started inside a worker inherits only
     # its environment (PYTEST_XDIST_WORKER), and is a run of its own
     if not hasattr(config, "workerinput"):
+        if config.pluginmanager.get_plugin("terminalreporter") is None:  # -p no:terminal
+            _say_past_capture(config, message)  # else it exits 4 and says nothing
         pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
     # from None: the error is the message, not "during handling of" another
     raise pytest.fail.Exception(message, pytrace=False) from None
+
+
+def _say_past_capture(config: pytest.Config, message: str) -> None:
+    """Write ``message`` to the process's stderr, which pytest captures during a test."""
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    suspended = capture.global_and_fixture_disabled() if capture is not None else None
+    with suspended or contextlib.nullcontext():
+        sys.stderr.write(f"{message}\n")
+        sys.stderr.flush()

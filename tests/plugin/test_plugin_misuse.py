@@ -195,3 +195,31 @@ def test_a_run_in_this_process_gives_back_the_heap_it_froze(project: pytest.Pyte
 
     _run(project, "test_hyp.py::test_a_negative_claim_holds").assert_outcomes(passed=1)
     assert gc.get_freeze_count() == 0
+
+
+def test_tb_line_locates_a_misuse_at_the_tests_own_line(project: pytest.Pytester) -> None:
+    # --tb=line printed the first 50 characters of the message, with no file or line
+    project.makepyfile(
+        test_misuse="""
+def test_a_threshold_past_one(das, das_session):
+    aligned = das_session.align("left_boundary", "boundary")
+    das.assert_aligned(aligned, claim="trivial", threshold=1.5)
+"""
+    )
+    result = _run(project, "--das-cache=off", "--tb=line", "test_misuse.py")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*test_misuse.py:3: InvalidArgument: threshold=1.5: a threshold*"])
+
+
+def test_a_setup_error_is_said_without_pytests_terminal(project: pytest.Pytester) -> None:
+    # -p no:terminal: the run exited 4 and printed nothing, so a CI log held no reason
+    project.makepyfile(
+        test_misuse="""
+def test_a_misspelt_site(das, das_session):
+    das_session.align("left_boundary", "boundry")
+"""
+    )
+    result = _run(project, "--das-cache=off", "-p", "no:terminal", "test_misuse.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "das_assert setup: " in result.stderr.str()
+    assert "models.tiny.sites.boundry" in result.stderr.str()
