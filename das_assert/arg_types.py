@@ -169,9 +169,10 @@ def baseline_name(value: str) -> str:
 
     if os.path.isabs(value) or value.endswith(".json") or _a_test(value):
         raise argparse.ArgumentTypeError(
-            f"{value!r} is a path: give a NAME; write --das-save-baseline=NAME, or put test "
-            "paths before the option; baselines go to --das-baseline-dir DIR (default "
-            "hypotheses/baselines/<model>/)"
+            f"{value!r} is a path: give a NAME; write --das-save-baseline=NAME (with '=' in "
+            "addopts or PYTEST_ADDOPTS too, which come before the command line's test paths), "
+            "or put test paths before the option; baselines go to --das-baseline-dir DIR "
+            "(default hypotheses/baselines/<model>/)"
         )
     if re.fullmatch(r"\d{4,5}", slug(value)):
         raise argparse.ArgumentTypeError(
@@ -212,8 +213,9 @@ def baseline_reference(flag: str) -> Any:
         if not value.endswith(".json") and (os.path.isabs(value) or _a_test(value)):
             raise argparse.ArgumentTypeError(
                 f"{value!r} is a path but not a baseline .json file: give a NAME (latest, NNNN "
-                f"or NNNN_name), KEY/NAME or a .json file; write {flag}=NAME, or put test paths "
-                "before the option"
+                f"or NNNN_name), KEY/NAME or a .json file; write {flag}=NAME (with '=' in "
+                "addopts or PYTEST_ADDOPTS too, which come before the command line's test "
+                "paths), or put test paths before the option"
             )
         return value
 

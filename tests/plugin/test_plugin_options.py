@@ -191,7 +191,8 @@ def test_a_test_path_taken_as_the_baseline_name_is_refused(pytester: pytest.Pyte
         assert result.ret != 0
         assert (
             f"argument --das-save-baseline: '{path}' is a path: give a NAME; write "
-            "--das-save-baseline=NAME, or put test paths before the option"
+            "--das-save-baseline=NAME (with '=' in addopts or PYTEST_ADDOPTS too, which come "
+            "before the command line's test paths), or put test paths before the option"
         ) in result.stderr.str()
 
 
@@ -208,8 +209,14 @@ def test_a_test_path_taken_as_the_baseline_to_compare_with_is_refused(
         assert (
             f"argument --das-compare: '{path}' is a path but not a baseline .json file: "
             "give a NAME (latest, NNNN or NNNN_name), KEY/NAME or a .json file; write "
-            "--das-compare=NAME, or put test paths before the option"
+            "--das-compare=NAME (with '=' in addopts or PYTEST_ADDOPTS too, which come before "
+            "the command line's test paths), or put test paths before the option"
         ) in result.stderr.str()
+    # from addopts, where the user cannot put the test path first: the advice says '='
+    pytester.makeini("[pytest]\naddopts = --das-compare\n")
+    result = pytester.runpytest("test_x.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "write --das-compare=NAME (with '=' in addopts" in result.stderr.str()
     config = pytester.parseconfig("--das-compare=main/latest")  # KEY/NAME is not a path
     assert config.getoption("das_compare") == "main/latest"
 
