@@ -99,6 +99,13 @@ MAX_SEED = 2**32 - 1  # torch, random and every derived stream take it; larger o
 MAX_PAIRS = 1_000_000  # every pair's tokens and predictions are held in memory at once
 
 
+def named_path(text: str) -> str:
+    """An argparse type: ``path_arg``'s refusal of an empty value, the text kept as given (a
+    model's ``embedded``): an empty --model loaded the model in the current folder."""
+    path_arg(text)
+    return text
+
+
 def path_arg(text: str) -> Path:
     """An argparse type: a path, never an empty string (which Path reads as "."), with a
     leading ``~`` as the home folder, as pytest's --das-* paths and --model read it (the shell

@@ -12,6 +12,7 @@ from das_assert.arg_types import (
     Once,
     cents,
     distinct,
+    named_path,
     non_negative_int,
     pair_count,
     parse_fraction,
@@ -42,6 +43,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model",
+        type=named_path,
         metavar="PATH",
         help="local Hugging Face model directory, or 'embedded' (default: $DAS_MODEL, as for "
         "pytest's --das-model, else embedded)",
@@ -106,6 +108,7 @@ def _add_data_args(
         "--causal-models",
         action="append",
         default=[],
+        type=named_path,
         metavar="FILE",
         help="a Python file that registers causal models of your own (a hypothesis file will "
         "do); their names become --hypothesis choices. Repeatable",

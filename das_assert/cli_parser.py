@@ -8,6 +8,8 @@ import argparse
 import difflib
 from typing import Any, NoReturn
 
+from das_assert.arg_types import named_path
+
 __all__ = ["Parser", "causal_model_files", "unrecognized"]
 
 
@@ -27,7 +29,7 @@ def causal_model_files(argv: list[str]) -> list[str]:
                 "to know the causal models that --hypothesis may name)"
             )
     early = _Lenient(add_help=False, allow_abbrev=False)
-    early.add_argument("--causal-models", action="append", default=[])
+    early.add_argument("--causal-models", action="append", default=[], type=named_path)
     try:
         known, _ = early.parse_known_args(argv)
     except ValueError:  # e.g. the option without its FILE: the full parser says so

@@ -126,6 +126,9 @@ CLI_CASES = [
     cli(*FIT, "--seed", str(2**70), match=r"--seed: '\d+' is not a seed: use an integer 0 to"),
     cli(*FIT, "--seed", "-1", match=r"--seed: '-1' is not a seed: use an integer 0 to 4294967295"),
     cli(*FIT, "--position", "middle", match=r"error: cannot parse position 'middle'"),
+    # an unset $MODEL_DIR: the model in the current folder loaded, with no word
+    cli(*FIT, "--model=", match=r"error: argument --model: the path is empty"),
+    cli("check", "--causal-models=", match=r"error: argument --causal-models: the path is empty"),
     cli(
         *FIT,
         "--threshold",
