@@ -341,12 +341,13 @@ def check_output_paths(config: pytest.Config) -> None:
                 )
             written[where] = option
     if config.getoption("das_plots"):
-        import importlib.util
-
-        if importlib.util.find_spec("matplotlib") is None:  # found after a search had trained
+        try:  # imported, not only found: one that fails to import failed after a search trained
+            import matplotlib  # noqa: F401
+        except ImportError as exc:
             raise pytest.UsageError(
-                "--das-plots needs matplotlib: pip install 'das_assert[plots]', or drop --das-plots"
-            )
+                f"--das-plots needs matplotlib ({exc}): pip install 'das_assert[plots]', or "
+                "drop --das-plots"
+            ) from None
 
 
 _RUN_TOKEN = pytest.StashKey[str]()
