@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter, defaultdict
 from collections.abc import Collection
@@ -226,16 +227,31 @@ def summary_lines(records: list[dict[str, Any]]) -> list[str]:
 def _claim_labels(group: list[dict[str, Any]]) -> list[str]:
     """Each claim of one file's rows on one line, with its test's parameters (``[bracket0]``)
     where another row of the file has the same claim and site: else the rows of a parametrized
-    test read alike, though their numbers differ."""
+    test read alike, though their numbers differ. Rows of two tests that claim one thing at one
+    site, seed and prompts (an xfail test beside a plain one) read alike too: each says its
+    test's name."""
     seen = Counter((one_line(r["claim"]), r["site"]["canonical"]) for r in group)
+    tests: dict[tuple[Any, ...], set[str]] = {}  # per claim, site, seed and prompts: test names
+    for r in group:
+        name = r["test_id"].rsplit("::", 1)[-1].partition("[")[0]
+        tests.setdefault(_alike(r), set()).add(name)
     labels = []
     for r in group:
         label = one_line(r["claim"])
         name = r["test_id"].rsplit("::", 1)[-1]
-        if seen[(label, r["site"]["canonical"])] > 1 and "[" in name:
+        key = (label, r["site"]["canonical"])
+        if len(tests[_alike(r)]) > 1:
+            label += f" ({one_line(name)})"
+        elif seen[key] > 1 and "[" in name:
             label += " " + one_line(name[name.index("[") :])
         labels.append(label)
     return labels
+
+
+def _alike(record: dict[str, Any]) -> tuple[Any, ...]:
+    """What a row shows besides its numbers: its claim, site, seed and prompts."""
+    data = json.dumps(record.get("data"), sort_keys=True, default=str)
+    return (one_line(record["claim"]), record["site"]["canonical"], record.get("seed"), data)
 
 
 def one_line(text: Any) -> str:

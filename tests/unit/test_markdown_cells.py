@@ -136,3 +136,21 @@ def test_compare_markdown_keeps_a_regression_in_its_column_and_carries_the_notes
     assert "did not complete" in text  # printed, and where a job summary shows it
     assert "no regression checked (no --fail given" in text
     capsys.readouterr()
+
+
+def test_rows_of_two_tests_claiming_one_thing_are_told_apart_in_the_terminal() -> None:
+    # an xfail and a plain test of one claim and site printed two identical rows
+    records = [_record("test_strict", "impossible", 0.68)]
+    records += [_record("test_not_strict", "impossible", 0.68)]
+    records += [_record("test_at[fmt0]", "left_boundary", 0.83)]
+    records += [_record("test_at[fmt1]", "left_boundary", 0.61)]
+
+    rows = summary_lines(records)[2:6]
+
+    assert rows[0].startswith("left_boundary [fmt0] ")  # one test's parameters: as before
+    assert rows[2].startswith("impossible (test_not_strict) ")
+    assert rows[3].startswith("impossible (test_strict) ")
+    # two tests at two seeds: told apart by the seed column already, as before
+    by_seed = [_record("test_seed_0", "right_boundary", 0.8), _record("test_seed_1", "x", 0.8)]
+    by_seed[1] = {**by_seed[1], "claim": "right_boundary", "seed": 1}
+    assert not any("(test_seed" in row for row in summary_lines(by_seed))
