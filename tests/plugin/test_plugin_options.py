@@ -134,9 +134,10 @@ def test_help_lists_the_das_options_in_their_own_group(pytester: pytest.Pytester
         (f"--das-seed={2**70}", f"'{2**70}' is not a seed: use an integer 0 to 4294967295"),
         (
             "--das-save-baseline=/tmp/base.json",  # was saved as 0001_tmp_base.json.json
-            "'/tmp/base.json' is a path: give a NAME; write --das-save-baseline=NAME, or put "
-            "test paths before the option; baselines go to --das-baseline-dir DIR (default "
-            "hypotheses/baselines/<model>/)",
+            "'/tmp/base.json' is a path: give a NAME; write --das-save-baseline=NAME (with '=' "
+            "in addopts or PYTEST_ADDOPTS too, which come before the command line's test "
+            "paths), or put test paths before the option; baselines go to --das-baseline-dir "
+            "DIR (default hypotheses/baselines/<model>/)",
         ),
         (
             "--das-save-baseline=???",  # was saved as 0001_.json, overwritten by the next save
